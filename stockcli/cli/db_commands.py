@@ -1,0 +1,50 @@
+"""`stockcli db upgrade` and `stockcli db current`."""
+
+from __future__ import annotations
+
+import typer
+
+from stockcli.cli import output
+from stockcli.cli.app import app, state
+
+db_app = typer.Typer(help="The database schema (Alembic migrations).", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+
+
+@db_app.command("upgrade")
+def upgrade(ctx: typer.Context) -> None:
+    """Bring the database schema up to the newest revision."""
+    from stockcli.config import redact_url
+    from stockcli.db.engine import current_revision, head_revision, make_engine, upgrade_schema
+
+    settings = state(ctx).settings()
+    engine = make_engine(settings.database_url, busy_timeout_s=settings.storage.sqlite_busy_timeout_s)
+    before = current_revision(engine)
+    upgrade_schema(engine)
+    after = current_revision(engine)
+    result = {"database": redact_url(settings.database_url), "from": before, "to": after, "head": head_revision()}
+    if state(ctx).json:
+        output.emit_json(result)
+    elif before == after:
+        output.info(f"Schema already at {after} (head) in {result['database']}.")
+    else:
+        output.info(f"Schema upgraded from {before or 'empty'} to {after} in {result['database']}.")
+
+
+@db_app.command("current")
+def current(ctx: typer.Context) -> None:
+    """Show the schema revision of the database and the newest one this version knows."""
+    from stockcli.config import redact_url
+    from stockcli.db.engine import current_revision, head_revision, make_engine
+
+    settings = state(ctx).settings()
+    engine = make_engine(settings.database_url, busy_timeout_s=settings.storage.sqlite_busy_timeout_s)
+    revision = current_revision(engine)
+    head = head_revision()
+    result = {"database": redact_url(settings.database_url), "current": revision, "head": head,
+              "up_to_date": revision == head}
+    if state(ctx).json:
+        output.emit_json(result)
+    else:
+        status = "up to date" if revision == head else "behind: run `stockcli db upgrade`"
+        output.info(f"{result['database']}: revision {revision or 'none'} (head {head}, {status}).")

@@ -1,0 +1,206 @@
+"""SQLAlchemy 2 typed models for stockcli's own tables.
+
+Prices are double precision and volumes big integers, never 4-byte floats. Arrays are stored as
+`.npy` bytes written and read with `allow_pickle=False`; scalers and specs as JSON. Schema changes go
+through Alembic revisions in `migrations/`, never `create_all` outside tests.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Date,
+    DateTime,
+    Double,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Text,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class RawStockData(Base):
+    """One daily bar [ticker, date]."""
+
+    __tablename__ = "raw_stock_data"
+
+    ticker: Mapped[str] = mapped_column(String(24), primary_key=True)
+    date: Mapped[date] = mapped_column(Date, primary_key=True)
+    open: Mapped[float] = mapped_column(Double)
+    high: Mapped[float] = mapped_column(Double)
+    low: Mapped[float] = mapped_column(Double)
+    close: Mapped[float] = mapped_column(Double)
+    volume: Mapped[int] = mapped_column(BigInteger)
+    source: Mapped[str] = mapped_column(String(16))
+    fetched_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class Dataset(Base):
+    """A frozen dataset made by `process` [run_id], plus its aligned arrays."""
+
+    __tablename__ = "processed_feature_data"
+
+    run_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    as_of: Mapped[date] = mapped_column(Date)
+    tickers: Mapped[list[str]] = mapped_column(JSON)
+    start_date: Mapped[date] = mapped_column(Date)
+    end_date: Mapped[date] = mapped_column(Date)
+    n_sessions: Mapped[int] = mapped_column(Integer)
+    feature_names: Mapped[list[str]] = mapped_column(JSON)
+    feature_spec: Mapped[dict[str, Any]] = mapped_column(JSON)
+    config: Mapped[dict[str, Any]] = mapped_column(JSON)
+    content_hash: Mapped[str] = mapped_column(String(64), index=True)
+    # .npy bytes (allow_pickle=False): session dates as int64 days, features (sessions, tickers,
+    # features), closes (sessions, tickers), next-session targets as price and log return.
+    dates_npy: Mapped[bytes] = mapped_column(LargeBinary)
+    features_npy: Mapped[bytes] = mapped_column(LargeBinary)
+    closes_npy: Mapped[bytes] = mapped_column(LargeBinary)
+    target_price_npy: Mapped[bytes] = mapped_column(LargeBinary)
+    target_return_npy: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class ScaledFeatureSet(Base):
+    """The windows of one split part of a built dataset [run_id, set_name]."""
+
+    __tablename__ = "scaled_feature_sets"
+
+    run_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    set_name: Mapped[str] = mapped_column(String(16), primary_key=True)
+    n_windows: Mapped[int] = mapped_column(Integer)
+    first_target_date: Mapped[date | None] = mapped_column(Date, nullable=True)
+    last_target_date: Mapped[date | None] = mapped_column(Date, nullable=True)
+    # .npy bytes: X (windows, sequence, tickers, features) float32, y (windows, tickers) scaled,
+    # base dates and target dates (int64 days), base closes and target closes (windows, tickers).
+    x_npy: Mapped[bytes] = mapped_column(LargeBinary)
+    y_npy: Mapped[bytes] = mapped_column(LargeBinary)
+    base_dates_npy: Mapped[bytes] = mapped_column(LargeBinary)
+    target_dates_npy: Mapped[bytes] = mapped_column(LargeBinary)
+    base_closes_npy: Mapped[bytes] = mapped_column(LargeBinary)
+    target_closes_npy: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class Scaler(Base):
+    """Scaler parameters of a built dataset, fit on its training windows only [run_id]."""
+
+    __tablename__ = "scalers"
+
+    run_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    target_kind: Mapped[str] = mapped_column(String(16))
+    sequence_length: Mapped[int] = mapped_column(Integer)
+    params: Mapped[dict[str, Any]] = mapped_column(JSON)
+    split: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class OptimizationResult(Base):
+    """Best hyper-parameters found by `tune` for a dataset [run_id]."""
+
+    __tablename__ = "optimization_results"
+
+    run_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    study_name: Mapped[str] = mapped_column(String(128))
+    best_params: Mapped[dict[str, Any]] = mapped_column(JSON)
+    best_value: Mapped[float | None] = mapped_column(Double, nullable=True)
+    n_trials: Mapped[int] = mapped_column(Integer)
+    n_complete: Mapped[int] = mapped_column(Integer)
+    n_pruned: Mapped[int] = mapped_column(Integer)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class LatestPrediction(Base):
+    """A daily next-session prediction [target_date, ticker, model_version]."""
+
+    __tablename__ = "latest_predictions"
+
+    target_date: Mapped[date] = mapped_column(Date, primary_key=True)
+    ticker: Mapped[str] = mapped_column(String(24), primary_key=True)
+    model_version: Mapped[str] = mapped_column(String(32), primary_key=True)
+    as_of: Mapped[date] = mapped_column(Date)
+    base_date: Mapped[date] = mapped_column(Date)
+    base_close: Mapped[float] = mapped_column(Double)
+    predicted_close: Mapped[float] = mapped_column(Double)
+    dataset_run_id: Mapped[str] = mapped_column(String(64))
+    pipeline_run_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class ModelPerformance(Base):
+    """A matured prediction scored against the real close [target_date, ticker, model_version]."""
+
+    __tablename__ = "model_performance_log"
+
+    target_date: Mapped[date] = mapped_column(Date, primary_key=True)
+    ticker: Mapped[str] = mapped_column(String(24), primary_key=True)
+    model_version: Mapped[str] = mapped_column(String(32), primary_key=True)
+    base_date: Mapped[date] = mapped_column(Date)
+    base_close: Mapped[float] = mapped_column(Double)
+    predicted_close: Mapped[float] = mapped_column(Double)
+    actual_close: Mapped[float] = mapped_column(Double)
+    abs_error: Mapped[float] = mapped_column(Double)
+    abs_pct_error: Mapped[float] = mapped_column(Double)
+    direction_hit: Mapped[bool] = mapped_column(Boolean)
+    naive_abs_error: Mapped[float] = mapped_column(Double)
+    evaluated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class PipelineRun(Base):
+    """The run ledger: one row per command run."""
+
+    __tablename__ = "pipeline_runs"
+    __table_args__ = (Index("ix_pipeline_runs_command_started", "command", "started_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    command: Mapped[str] = mapped_column(String(32))
+    as_of: Mapped[date | None] = mapped_column(Date, nullable=True)
+    status: Mapped[str] = mapped_column(String(16))  # running, ok, partial, failed, skipped
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    duration_s: Mapped[float | None] = mapped_column(Double, nullable=True)
+    pid: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    host: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    details: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+
+
+class Promotion(Base):
+    """The audit of every promotion decision, promoted or not."""
+
+    __tablename__ = "promotions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    decided_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    candidate_version: Mapped[str] = mapped_column(String(32))
+    production_version: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    metric: Mapped[str] = mapped_column(String(16))
+    candidate_metrics: Mapped[dict[str, Any]] = mapped_column(JSON)
+    production_metrics: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    naive_metrics: Mapped[dict[str, Any]] = mapped_column(JSON)
+    window_start: Mapped[date | None] = mapped_column(Date, nullable=True)
+    window_end: Mapped[date | None] = mapped_column(Date, nullable=True)
+    dataset_run_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    promoted: Mapped[bool] = mapped_column(Boolean)
+    dry_run: Mapped[bool] = mapped_column(Boolean, default=False)
+    reason: Mapped[str] = mapped_column(Text)
+    pipeline_run_id: Mapped[int | None] = mapped_column(Integer, nullable=True)

@@ -1,0 +1,136 @@
+"""Queries and idempotent writes shared by the services.
+
+Every write is an upsert on the table's natural key through the dialect's
+`insert(...).on_conflict_do_update`, so SQLite and PostgreSQL share one code path.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import socket
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import UTC, date, datetime
+from typing import Any
+
+import numpy as np
+from sqlalchemy import select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection, Engine
+
+from stockcli.db.models import Base, PipelineRun
+
+# SQLite allows at most 32766 bound parameters per statement; stay well below for wide rows.
+_MAX_PARAMS = 30000
+
+
+def utcnow() -> datetime:
+    return datetime.now(tz=UTC)
+
+
+def upsert(
+    connection: Connection,
+    model: type[Base],
+    rows: Sequence[Mapping[str, Any]],
+    *,
+    key: Sequence[str],
+    update_columns: Iterable[str] | None = None,
+) -> int:
+    """Insert `rows`, updating the other columns where the natural `key` already exists."""
+    if not rows:
+        return 0
+    table = model.__table__
+    dialect = connection.dialect.name
+    insert_fn = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    columns = list(rows[0].keys())
+    to_update = list(update_columns) if update_columns is not None else [c for c in columns if c not in key]
+    chunk = max(1, _MAX_PARAMS // max(1, len(columns)))
+    for start in range(0, len(rows), chunk):
+        statement = insert_fn(table).values(list(rows[start : start + chunk]))
+        if to_update:
+            statement = statement.on_conflict_do_update(
+                index_elements=list(key),
+                set_={name: statement.excluded[name] for name in to_update},
+            )
+        else:
+            statement = statement.on_conflict_do_nothing(index_elements=list(key))
+        connection.execute(statement)
+    return len(rows)
+
+
+def array_to_bytes(array: np.ndarray) -> bytes:
+    """An array as `.npy` bytes; object arrays are refused (they would need pickle)."""
+    buffer = io.BytesIO()
+    np.save(buffer, np.ascontiguousarray(array), allow_pickle=False)
+    return buffer.getvalue()
+
+
+def bytes_to_array(blob: bytes) -> np.ndarray:
+    """Read `.npy` bytes without ever unpickling (a pickled payload raises ValueError)."""
+    return np.load(io.BytesIO(blob), allow_pickle=False)
+
+
+def dates_to_array(days: Sequence[date]) -> np.ndarray:
+    return np.array([d.toordinal() for d in days], dtype=np.int64)
+
+
+def array_to_dates(array: np.ndarray) -> list[date]:
+    return [date.fromordinal(int(v)) for v in array]
+
+
+# --- the run ledger -------------------------------------------------------------------------------
+
+
+def start_run(engine: Engine, *, command: str, as_of: date | None) -> int:
+    """Record a run as `running`; returns its ledger id."""
+    with engine.begin() as connection:
+        result = connection.execute(
+            PipelineRun.__table__.insert().values(
+                command=command,
+                as_of=as_of,
+                status="running",
+                started_at=utcnow(),
+                pid=os.getpid(),
+                host=socket.gethostname(),
+            )
+        )
+        return int(result.inserted_primary_key[0])  # type: ignore[index]
+
+
+def finish_run(
+    engine: Engine,
+    run_id: int,
+    *,
+    status: str,
+    error: str | None = None,
+    details: Mapping[str, Any] | None = None,
+) -> None:
+    """Close a ledger row with its status, duration, error and details."""
+    with engine.begin() as connection:
+        started = connection.execute(select(PipelineRun.started_at).where(PipelineRun.id == run_id)).scalar_one()
+        finished = utcnow()
+        if started.tzinfo is None:
+            started = started.replace(tzinfo=UTC)
+        connection.execute(
+            update(PipelineRun)
+            .where(PipelineRun.id == run_id)
+            .values(
+                status=status,
+                finished_at=finished,
+                duration_s=(finished - started).total_seconds(),
+                error=error,
+                details=dict(details) if details is not None else None,
+            )
+        )
+
+
+def recent_runs(engine: Engine, *, limit: int = 20, command: str | None = None) -> list[PipelineRun]:
+    from sqlalchemy.orm import Session
+
+    with Session(engine) as session:
+        query = select(PipelineRun).order_by(PipelineRun.id.desc()).limit(limit)
+        if command is not None:
+            query = query.where(PipelineRun.command == command)
+        runs = list(session.scalars(query))
+        session.expunge_all()
+        return runs

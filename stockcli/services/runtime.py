@@ -1,0 +1,69 @@
+"""What every writing command does around its work: schema up to date, the run lock, a ledger row.
+
+The CLI, the daemon and `backtest` all enter runs through `pipeline_run`, so they share one lock and
+one ledger.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Any
+
+from sqlalchemy.engine import Engine
+
+from stockcli.config import Settings
+from stockcli.db import store
+from stockcli.db.engine import open_database
+from stockcli.db.lock import run_lock
+from stockcli.errors import PartialFailure, StockCliError
+
+
+@dataclass
+class RunHandle:
+    """A run in progress: its engine, as-of date and ledger id. `details` go to the ledger."""
+
+    settings: Settings
+    engine: Engine
+    command: str
+    as_of: date
+    run_id: int
+    details: dict[str, Any] = field(default_factory=dict)
+    status: str = "ok"
+
+
+def checkpoint(settings: Settings, name: str) -> None:
+    """Test hook: kill this process with SIGKILL at the named point when `settings.kill_at` says so."""
+    if settings.kill_at and settings.kill_at == name:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+@contextlib.contextmanager
+def pipeline_run(
+    settings: Settings, *, command: str, as_of: date, engine: Engine | None = None
+) -> Iterator[RunHandle]:
+    """Open the database (upgrading the schema), take the run lock and record the run in the ledger."""
+    engine = engine or open_database(settings)
+    with run_lock(engine, settings.data_dir / "stockcli.lock", command):
+        run_id = store.start_run(engine, command=command, as_of=as_of)
+        handle = RunHandle(settings=settings, engine=engine, command=command, as_of=as_of, run_id=run_id)
+        try:
+            yield handle
+        except PartialFailure as exc:
+            store.finish_run(engine, run_id, status="partial", error=exc.message, details=handle.details)
+            raise
+        except StockCliError as exc:
+            store.finish_run(engine, run_id, status="failed", error=exc.message, details=handle.details)
+            raise
+        except BaseException as exc:
+            with contextlib.suppress(Exception):
+                store.finish_run(
+                    engine, run_id, status="failed", error=f"{type(exc).__name__}: {exc}", details=handle.details
+                )
+            raise
+        else:
+            store.finish_run(engine, run_id, status=handle.status, details=handle.details)
