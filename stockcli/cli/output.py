@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 console = Console(highlight=False)
@@ -66,15 +67,15 @@ def table(title: str | None, columns: Sequence[str], rows: Iterable[Sequence[Any
 
 
 def info(message: str) -> None:
-    console.print(message)
+    console.print(escape(message))
 
 
 def warn(message: str) -> None:
-    error_console.print(f"[yellow]Warning:[/yellow] {message}")
+    error_console.print(f"[yellow]Warning:[/yellow] {escape(message)}")
 
 
 def error(message: str) -> None:
-    error_console.print(f"[bold red]Error:[/bold red] {message}", soft_wrap=True)
+    error_console.print(f"[bold red]Error:[/bold red] {escape(message)}", soft_wrap=True)
 
 
 def fmt_float(value: float | None, digits: int = 2) -> str:

@@ -1,0 +1,56 @@
+"""The explicit clock and the NYSE calendar."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+
+import pytest
+
+from stockcli.clock import parse_date, today, trading_calendar
+from stockcli.errors import UsageError
+
+
+def test_next_session_skips_weekends_and_holidays() -> None:
+    calendar = trading_calendar("XNYS")
+    assert calendar.next_session(date(2013, 3, 1)) == date(2013, 3, 4)  # Friday -> Monday
+    assert calendar.next_session(date(2012, 11, 21)) == date(2012, 11, 23)  # Thanksgiving
+    assert calendar.next_session(date(2012, 10, 26)) == date(2012, 10, 31)  # hurricane Sandy closure
+    assert calendar.next_session(date(2001, 9, 10)) == date(2001, 9, 17)  # 9/11 closure
+    assert calendar.previous_session(date(2013, 3, 4)) == date(2013, 3, 1)
+
+
+def test_sample_period_has_the_sessions_of_the_gspc_file() -> None:
+    assert len(trading_calendar("XNYS").sessions(date(1999, 1, 4), date(2013, 3, 1))) == 3562
+
+
+def test_as_of_session_counts_only_after_its_close() -> None:
+    calendar = trading_calendar("XNYS")
+    friday = date(2013, 3, 1)
+    before_close = datetime(2013, 3, 1, 20, 0, tzinfo=UTC)  # 15:00 in New York
+    after_close = datetime(2013, 3, 1, 21, 30, tzinfo=UTC)  # 16:30 in New York
+    assert calendar.last_closed_session(friday, now=before_close) == date(2013, 2, 28)
+    assert calendar.last_closed_session(friday, now=after_close) == friday
+    assert calendar.last_closed_session(date(2013, 3, 3), now=after_close) == friday  # a Sunday
+
+
+def test_sessions_back_counts_sessions_not_days() -> None:
+    assert trading_calendar("XNYS").sessions_back(date(2013, 3, 4), 1) == date(2013, 3, 1)
+
+
+def test_today_is_in_the_exchange_time_zone() -> None:
+    late_utc = datetime(2013, 3, 2, 3, 0, tzinfo=UTC)  # still Friday evening in New York
+    assert today("XNYS", now=late_utc) == date(2013, 3, 1)
+
+
+def test_bad_dates_are_usage_errors() -> None:
+    assert parse_date("2013-03-01") == date(2013, 3, 1)
+    with pytest.raises(UsageError, match="YYYY-MM-DD"):
+        parse_date("03/01/2013", label="--as-of")
+
+
+def test_unknown_exchange_is_a_config_error() -> None:
+    from stockcli.clock import TradingCalendar
+    from stockcli.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="Unknown exchange calendar"):
+        TradingCalendar("NOPE")
