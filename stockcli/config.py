@@ -149,7 +149,7 @@ class MonitorSettings:
     window_sessions: int = 20
     min_samples: int = 10
     mape_max: float = 0.03
-    direction_min: float = 0.45
+    direction_min: float = 0.40
     skill_min: float = -0.10
     cooldown_sessions: int = 10
 

@@ -97,6 +97,18 @@ def start_run(engine: Engine, *, command: str, as_of: date | None) -> int:
         return int(result.inserted_primary_key[0])  # type: ignore[index]
 
 
+def mark_interrupted(engine: Engine) -> int:
+    """Close ledger rows left `running` by a killed process. Call only while holding the run lock:
+    then no other run can be alive, so every `running` row is a dead one."""
+    with engine.begin() as connection:
+        result = connection.execute(
+            update(PipelineRun)
+            .where(PipelineRun.status == "running")
+            .values(status="interrupted", error="The process ended before the run finished (killed or crashed).")
+        )
+        return int(result.rowcount or 0)
+
+
 def finish_run(
     engine: Engine,
     run_id: int,

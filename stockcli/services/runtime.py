@@ -49,6 +49,7 @@ def pipeline_run(
     """Open the database (upgrading the schema), take the run lock and record the run in the ledger."""
     engine = engine or open_database(settings)
     with run_lock(engine, settings.data_dir / "stockcli.lock", command):
+        store.mark_interrupted(engine)
         run_id = store.start_run(engine, command=command, as_of=as_of)
         handle = RunHandle(settings=settings, engine=engine, command=command, as_of=as_of, run_id=run_id)
         try:
