@@ -20,10 +20,6 @@ from sqlalchemy.engine import Connection, Engine
 
 from stockcli.db.models import Base, PipelineRun
 
-# SQLite allows at most 32766 bound parameters per statement; stay well below for wide rows.
-_MAX_PARAMS = 30000
-
-
 def utcnow() -> datetime:
     return datetime.now(tz=UTC)
 
@@ -44,17 +40,16 @@ def upsert(
     insert_fn = postgresql.insert if dialect == "postgresql" else sqlite.insert
     columns = list(rows[0].keys())
     to_update = list(update_columns) if update_columns is not None else [c for c in columns if c not in key]
-    chunk = max(1, _MAX_PARAMS // max(1, len(columns)))
-    for start in range(0, len(rows), chunk):
-        statement = insert_fn(table).values(list(rows[start : start + chunk]))
-        if to_update:
-            statement = statement.on_conflict_do_update(
-                index_elements=list(key),
-                set_={name: statement.excluded[name] for name in to_update},
-            )
-        else:
-            statement = statement.on_conflict_do_nothing(index_elements=list(key))
-        connection.execute(statement)
+    statement = insert_fn(table)
+    if to_update:
+        statement = statement.on_conflict_do_update(
+            index_elements=list(key),
+            set_={name: statement.excluded[name] for name in to_update},
+        )
+    else:
+        statement = statement.on_conflict_do_nothing(index_elements=list(key))
+    # executemany: SQLAlchemy batches the rows ("insertmanyvalues") within each driver's limits.
+    connection.execute(statement, [dict(row) for row in rows])
     return len(rows)
 
 

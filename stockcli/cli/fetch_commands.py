@@ -1,0 +1,138 @@
+"""`stockcli fetch`: bring the stored daily bars up to the as-of date."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from enum import StrEnum
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from stockcli.cli import output
+from stockcli.cli.app import app, state
+
+if TYPE_CHECKING:
+    from stockcli.services.fetch import FetchResult
+
+
+class SourceName(StrEnum):
+    yahoo = "yahoo"
+    csv = "csv"
+    sample = "sample"
+
+
+@app.command("fetch")
+def fetch_command(
+    ctx: typer.Context,
+    ticker: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--ticker",
+            "-t",
+            metavar="TICKER",
+            help="Ticker to fetch; repeat for several (default: \\[data] tickers).",
+            show_default=False,
+        ),
+    ] = None,
+    source: Annotated[
+        SourceName | None,
+        typer.Option(
+            "--source",
+            help="Where bars come from (default: \\[data] source, or csv with --csv-dir).",
+            show_default=False,
+        ),
+    ] = None,
+    csv_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--csv-dir",
+            metavar="DIR",
+            help="Folder of <TICKER>.csv files for the csv source.",
+            show_default=False,
+        ),
+    ] = None,
+) -> None:
+    """Fetch daily bars: incremental per ticker, restated histories replaced whole, nothing after --as-of.
+
+    Exit codes: 0 all saved, 3 some tickers failed (the rest saved), 2 bad input files, 4 no data.
+    """
+    from stockcli.config import normalize_ticker
+    from stockcli.errors import StockCliError
+    from stockcli.services.fetch import fetch
+    from stockcli.services.runtime import pipeline_run
+
+    cli = state(ctx)
+    settings = cli.settings()
+    as_of = cli.as_of(settings)
+    tickers = [normalize_ticker(t) for t in ticker] if ticker else None
+    directory = csv_dir.expanduser().resolve() if csv_dir is not None else None
+    result: FetchResult | None = None
+    try:
+        with pipeline_run(settings, command="fetch", as_of=as_of) as handle:
+            with _progress(enabled=not cli.json) as progress:
+                result = fetch(
+                    settings=settings,
+                    engine=handle.engine,
+                    as_of=as_of,
+                    tickers=tickers,
+                    source=source.value if source else None,
+                    csv_dir=directory,
+                    progress=progress,
+                )
+            handle.details = result.details()
+            failure = result.failure()
+            if failure is not None:
+                raise failure  # recorded in the ledger as partial or failed
+    except StockCliError as exc:
+        if result is None:
+            raise
+        _render(result, as_json=cli.json)
+        output.error(str(exc))
+        raise typer.Exit(exc.exit_code) from None
+    _render(result, as_json=cli.json)
+
+
+@contextlib.contextmanager
+def _progress(*, enabled: bool) -> Iterator[Callable[[str, int, int], None] | None]:
+    if not enabled or not output.error_console.is_terminal:
+        yield None
+        return
+    from rich.progress import Progress
+
+    with Progress(console=output.error_console, transient=True) as bar:
+        task = bar.add_task("Fetching", total=None)
+
+        def advance(ticker: str, done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total, description=f"Fetched {ticker}")
+
+        yield advance
+
+
+def _render(result: FetchResult, *, as_json: bool) -> None:
+    if as_json:
+        output.emit_json(result.to_json())
+        return
+    output.table(
+        f"fetch ({result.source})",
+        ["ticker", "added rows", "updated rows", "rejected rows", "last date", "status", "note"],
+        [
+            [
+                t.ticker,
+                t.added,
+                t.updated,
+                t.rejected,
+                t.last_date.isoformat() if t.last_date else "-",
+                t.status,
+                _shorten(t.error or t.note or ""),
+            ]
+            for t in result.tickers
+        ],
+        caption=f"bars up to {result.cutoff} (the last closed session as of {result.as_of})",
+    )
+
+
+def _shorten(text: str, limit: int = 90) -> str:
+    """Keep table rows one line or two; the full text is in --json and the error line."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"

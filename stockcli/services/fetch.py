@@ -1,0 +1,374 @@
+"""`fetch`: bring the stored daily bars of each ticker up to the run's as-of date.
+
+Per ticker, in its own transaction, so one ticker's failure never loses another's rows:
+1. From the newest stored bar, step back `[data] overlap_sessions` sessions and fetch from there (the
+   first fetch starts at `[data] start`). Nothing after the last *closed* session on or before as-of is
+   fetched or stored: the as-of session's bar counts only once the exchange has closed.
+2. Overlapping bars that differ by more than `[data] restatement_tolerance` (relative) mean the source
+   restated the history (a split or dividend re-adjusted it): the whole history is fetched again from
+   `[data] start` and replaces the stored one in one transaction (delete + insert), so adjustment bases
+   never mix. Bars stored from another source are replaced the same way.
+3. Otherwise only new rows and rows whose values changed are written (upserts on [ticker, date]), so a
+   second identical fetch writes nothing and reports 0 added / 0 updated.
+Transient source errors are retried with exponential backoff (`[data] max_retries`, `retry_backoff_s`).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy.engine import Engine
+
+from stockcli import clock
+from stockcli.config import Settings, normalize_ticker
+from stockcli.db.bars import delete_bars, last_dates, stored_bars, ticker_sources, upsert_bars
+from stockcli.db.store import utcnow
+from stockcli.errors import (
+    EXIT_NOTHING,
+    EXIT_OK,
+    EXIT_PARTIAL,
+    EXIT_UNEXPECTED,
+    EXIT_USAGE,
+    InputDataError,
+    NoDataError,
+    PartialFailure,
+    SourceError,
+    StockCliError,
+)
+from stockcli.services.runtime import checkpoint
+from stockcli.sources import BarSource, fetch_with_retries, get_source
+from stockcli.sources.base import PRICE_COLUMNS, clip_range
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+logger = logging.getLogger(__name__)
+
+SUCCESS_STATUSES = ("ok", "replaced")
+
+ProgressCallback = Callable[[str, int, int], None]
+
+
+@dataclass(frozen=True)
+class TickerFetch:
+    """The outcome for one ticker.
+
+    status: `ok` (new or changed rows written, or already up to date), `replaced` (history restated
+    and replaced whole), `no_data` (the source had nothing; nothing deleted) or `failed`.
+    """
+
+    ticker: str
+    status: str
+    added: int = 0
+    updated: int = 0
+    deleted: int = 0
+    rejected: int = 0
+    rejected_reasons: dict[str, int] = field(default_factory=dict)
+    last_date: date | None = None
+    fetched_from: date | None = None
+    note: str | None = None
+    error: str | None = None
+    hint: str | None = None
+    exit_code: int = EXIT_OK
+
+    @property
+    def rows(self) -> int:
+        """Rows this run wrote with new values (added + updated)."""
+        return self.added + self.updated
+
+    @property
+    def succeeded(self) -> bool:
+        return self.status in SUCCESS_STATUSES
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "rows": self.rows,
+            "last_date": self.last_date.isoformat() if self.last_date else None,
+            "status": self.status,
+            "error": self.error,
+            "added": self.added,
+            "updated": self.updated,
+            "deleted": self.deleted,
+            "rejected": self.rejected,
+            "rejected_reasons": dict(self.rejected_reasons),
+            "fetched_from": self.fetched_from.isoformat() if self.fetched_from else None,
+            "note": self.note,
+            "hint": self.hint,
+        }
+
+
+@dataclass(frozen=True)
+class FetchResult:
+    """The outcome of one fetch: `ok` (every ticker saved), `partial` or `failed` (none saved)."""
+
+    status: str
+    source: str
+    as_of: date
+    cutoff: date
+    tickers: tuple[TickerFetch, ...]
+
+    @property
+    def exit_code(self) -> int:
+        """0 ok, 3 partial; when every ticker failed: 1 if any failed unexpectedly, else 2 for bad
+        input, else 4 (no data at all)."""
+        if self.status == "ok":
+            return EXIT_OK
+        if self.status == "partial":
+            return EXIT_PARTIAL
+        codes = {t.exit_code for t in self.tickers if not t.succeeded}
+        for code in (EXIT_UNEXPECTED, EXIT_USAGE):
+            if code in codes:
+                return code
+        return EXIT_NOTHING
+
+    def to_json(self) -> dict[str, Any]:
+        """`{"status": ..., "tickers": {"T": {"rows", "last_date", "status", "error", ...}}}`."""
+        return {"status": self.status, "tickers": {t.ticker: t.to_dict() for t in self.tickers}}
+
+    def details(self) -> dict[str, Any]:
+        """What the run ledger keeps about this fetch."""
+        return {
+            "source": self.source,
+            "as_of": self.as_of.isoformat(),
+            "cutoff": self.cutoff.isoformat(),
+            **self.to_json(),
+        }
+
+    def failure(self) -> StockCliError | None:
+        """The error to report when not every ticker was saved (None when all were)."""
+        failed = [t for t in self.tickers if not t.succeeded]
+        if not failed:
+            return None
+        listed = "; ".join(f"{t.ticker}: {t.error or t.status}" for t in failed)
+        message = f"{len(failed)} of {len(self.tickers)} ticker(s) not fetched: {listed}"
+        if self.status == "partial":
+            return PartialFailure(
+                message, hint="The other tickers were saved; fix the cause and run fetch again."
+            )
+        code = self.exit_code
+        if code == EXIT_NOTHING:
+            return NoDataError(message, hint="Check the tickers, the source (--source) and the as-of date.")
+        if code == EXIT_USAGE:
+            return InputDataError(message, hint="Fix the input files named above and run fetch again.")
+        return SourceError(message, hint="Run again with --verbose for details.")
+
+
+def fetch(
+    *,
+    settings: Settings,
+    engine: Engine,
+    as_of: date,
+    tickers: Sequence[str] | None = None,
+    source: str | None = None,
+    csv_dir: Path | None = None,
+    progress: ProgressCallback | None = None,
+    now: datetime | None = None,
+    sleep: Callable[[float], None] | None = None,
+) -> FetchResult:
+    """Fetch and store the bars of `tickers` (default: `[data] tickers`) up to `as_of`.
+
+    `now` is the wall clock (default: now) that decides whether the as-of session has closed;
+    `sleep` waits between retries (tests pass a recorder). Never raises for a ticker's failure: it
+    is recorded in that ticker's result. Raises ConfigError for a malformed ticker or source.
+    """
+    names = tuple(normalize_ticker(t) for t in (tickers or settings.data.tickers))
+    names = tuple(dict.fromkeys(names))
+    bar_source = get_source(settings, source, csv_dir)
+    calendar = clock.trading_calendar(settings.data.exchange)
+    moment = now or utcnow()
+    effective = min(as_of, clock.today(settings.data.exchange, now=moment))
+    cutoff = calendar.last_closed_session(effective, now=moment)
+    results: list[TickerFetch] = []
+    for index, ticker in enumerate(names):
+        try:
+            outcome = _fetch_ticker(
+                settings=settings,
+                engine=engine,
+                source=bar_source,
+                ticker=ticker,
+                cutoff=cutoff,
+                calendar=calendar,
+                fetched_at=moment,
+                sleep=sleep or time.sleep,
+            )
+        except StockCliError as exc:
+            logger.info("%s: %s", ticker, exc)
+            outcome = TickerFetch(
+                ticker=ticker, status="failed", error=exc.message, hint=exc.hint, exit_code=exc.exit_code
+            )
+        except Exception as exc:
+            logger.debug("fetch of %s failed", ticker, exc_info=True)  # the traceback with --verbose
+            outcome = TickerFetch(
+                ticker=ticker,
+                status="failed",
+                error=f"{type(exc).__name__}: {exc}",
+                exit_code=EXIT_UNEXPECTED,
+            )
+        results.append(outcome)
+        checkpoint(settings, "fetch:after_ticker")
+        if progress is not None:
+            progress(ticker, index + 1, len(names))
+    saved = sum(1 for r in results if r.succeeded)
+    status = "ok" if saved == len(results) else ("partial" if saved else "failed")
+    return FetchResult(
+        status=status, source=bar_source.name, as_of=as_of, cutoff=cutoff, tickers=tuple(results)
+    )
+
+
+def _fetch_ticker(
+    *,
+    settings: Settings,
+    engine: Engine,
+    source: BarSource,
+    ticker: str,
+    cutoff: date,
+    calendar: clock.TradingCalendar,
+    fetched_at: datetime,
+    sleep: Callable[[float], None],
+) -> TickerFetch:
+    data = settings.data
+
+    def pull(start: date) -> tuple[pd.DataFrame, int, dict[str, int], str | None]:
+        bars = fetch_with_retries(
+            source,
+            ticker,
+            start=start,
+            end=cutoff,
+            max_retries=data.max_retries,
+            backoff_s=data.retry_backoff_s,
+            sleep=sleep,
+        )
+        return clip_range(bars.bars, start, cutoff), bars.rejected, dict(bars.rejected_reasons), bars.note
+
+    with engine.connect() as connection:
+        sources = ticker_sources(connection, ticker)
+    last = last_dates(engine, [ticker], end=cutoff).get(ticker)
+    replace_reason: str | None = None
+    if sources and sources != {source.name}:
+        replace_reason = f"stored bars came from {', '.join(sorted(sources))}; replaced with {source.name}"
+    if last is None or replace_reason:
+        start = data.start
+    else:
+        start = calendar.sessions_back(last, data.overlap_sessions)
+    if start > cutoff:
+        return TickerFetch(
+            ticker=ticker,
+            status="no_data",
+            last_date=last,
+            error=f"[data] start {data.start} is after the last closed session {cutoff}",
+            exit_code=EXIT_NOTHING,
+        )
+
+    frame, rejected, reasons, note = pull(start)
+    if frame.empty:
+        return TickerFetch(
+            ticker=ticker,
+            status="no_data",
+            rejected=rejected,
+            rejected_reasons=reasons,
+            last_date=last,
+            fetched_from=start,
+            error=note or f"no bars from {start} to {cutoff}",
+            exit_code=EXIT_NOTHING,
+        )
+
+    if replace_reason is None and last is not None:
+        with engine.connect() as connection:
+            overlap = stored_bars(connection, ticker, start=start, end=cutoff)
+        drift = _max_relative_drift(overlap, frame)
+        if drift > data.restatement_tolerance:
+            replace_reason = f"overlapping bars differ by up to {drift:.4%}: history restated, replaced whole"
+            start = data.start
+            frame, rejected, reasons, note = pull(start)
+            if frame.empty:
+                raise SourceError(
+                    f"The history of {ticker} looks restated, but re-fetching it from {start} returned no bars; "
+                    "the stored bars were kept.",
+                    hint="Run fetch again later.",
+                )
+
+    with engine.begin() as connection:
+        if replace_reason is not None:
+            old = stored_bars(connection, ticker)
+            added, updated, deleted = _diff(old, frame)
+            delete_bars(connection, ticker)
+            upsert_bars(connection, _rows(ticker, frame, source.name, fetched_at))
+        else:
+            old = stored_bars(connection, ticker, start=start, end=cutoff)
+            added_mask, updated_mask = _changed(old, frame)
+            changed = frame[added_mask | updated_mask]
+            upsert_bars(connection, _rows(ticker, changed, source.name, fetched_at))
+            added, updated, deleted = int(added_mask.sum()), int(updated_mask.sum()), 0
+    newest = last_dates(engine, [ticker], end=cutoff).get(ticker)
+    return TickerFetch(
+        ticker=ticker,
+        status="replaced" if replace_reason else "ok",
+        added=added,
+        updated=updated,
+        deleted=deleted,
+        rejected=rejected,
+        rejected_reasons=reasons,
+        last_date=newest,
+        fetched_from=start,
+        note=replace_reason,
+    )
+
+
+def _changed(old: pd.DataFrame, new: pd.DataFrame) -> tuple[Any, Any]:
+    """Boolean masks over `new`: rows not stored yet, and stored rows whose values differ."""
+    import numpy as np
+
+    present = new.index.isin(old.index)
+    aligned = old.reindex(new.index)
+    # Equal up to float noise (a source that recomputes adjusted prices each call) counts as unchanged.
+    same_prices = np.isclose(
+        new[list(PRICE_COLUMNS)].to_numpy(dtype="float64"),
+        aligned[list(PRICE_COLUMNS)].to_numpy(dtype="float64"),
+        rtol=1e-12,
+        atol=0.0,
+    ).all(axis=1)
+    same_volume = new["volume"].to_numpy(dtype="float64") == aligned["volume"].to_numpy(dtype="float64")
+    return ~present, present & ~(same_prices & same_volume)
+
+
+def _diff(old: pd.DataFrame, new: pd.DataFrame) -> tuple[int, int, int]:
+    """(added, updated, deleted) when `new` replaces `old` whole."""
+    added, updated = _changed(old, new)
+    deleted = int((~old.index.isin(new.index)).sum())
+    return int(added.sum()), int(updated.sum()), deleted
+
+
+def _max_relative_drift(old: pd.DataFrame, new: pd.DataFrame) -> float:
+    """The largest relative price difference between stored and fetched bars on the same dates."""
+    common = old.index.intersection(new.index)
+    if len(common) == 0:
+        return 0.0
+    before = old.loc[common, list(PRICE_COLUMNS)].to_numpy(dtype="float64")
+    after = new.loc[common, list(PRICE_COLUMNS)].to_numpy(dtype="float64")
+    return float((abs(after - before) / abs(before)).max())
+
+
+def _rows(ticker: str, frame: pd.DataFrame, source: str, fetched_at: datetime) -> list[dict[str, Any]]:
+    days = frame.index.date
+    columns = [frame[name].to_numpy() for name in PRICE_COLUMNS]
+    volumes = frame["volume"].to_numpy()
+    return [
+        {
+            "ticker": ticker,
+            "date": days[i],
+            "open": float(columns[0][i]),
+            "high": float(columns[1][i]),
+            "low": float(columns[2][i]),
+            "close": float(columns[3][i]),
+            "volume": int(volumes[i]),
+            "source": source,
+            "fetched_at": fetched_at,
+        }
+        for i in range(len(frame))
+    ]

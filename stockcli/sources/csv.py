@@ -1,0 +1,160 @@
+"""The `csv` source: a folder of `<TICKER>.csv` files with `Date,Open,High,Low,Close,Volume`.
+
+A file may drop the leading `^` of an index ticker (`GSPC.csv` holds `^GSPC`). Column names are matched
+case-insensitively; an optional `Adj Close` column rescales the prices onto its adjusted basis.
+Structural problems raise `InputDataError` naming the file and line, and nothing of that file is used:
+a missing column, a row with the wrong number of fields, an unparsable date, a date given twice, or
+text in a number column. Empty cells (or `null`, `NaN`) are missing values: such rows are rejected and
+counted by validation, like a High below its Low.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from datetime import date, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from stockcli.errors import InputDataError
+from stockcli.sources.base import SourceBars, empty_bars, finish
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+REQUIRED_COLUMNS = ("date", "open", "high", "low", "close", "volume")
+NUMBER_COLUMNS = ("open", "high", "low", "close", "volume", "adj_close")
+MISSING_MARKERS = frozenset({"", "null", "nan", "na", "n/a", "none"})
+_ALIASES = {
+    "adj close": "adj_close",
+    "adj_close": "adj_close",
+    "adjclose": "adj_close",
+    "adjusted close": "adj_close",
+}
+_HINT = "A bar file needs the header Date,Open,High,Low,Close,Volume and one row per date (YYYY-MM-DD)."
+
+
+def file_names(ticker: str) -> list[str]:
+    """File names that may hold `ticker`: `^GSPC.csv`, then `GSPC.csv`."""
+    names = [f"{ticker}.csv"]
+    if ticker.startswith("^"):
+        names.append(f"{ticker[1:]}.csv")
+    return names
+
+
+def _parse_date(text: str) -> date:
+    value = text.strip()
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        # Timestamps such as "2013-03-01 00:00:00-05:00": the date as written is the session date.
+        return datetime.fromisoformat(value).date()
+
+
+def _parse_number(text: str) -> float:
+    value = text.strip()
+    if value.lower() in MISSING_MARKERS:
+        return math.nan
+    number = float(value)
+    return number if math.isfinite(number) else math.nan
+
+
+def read_bars_csv(path: Path) -> pd.DataFrame:
+    """Parse a bar file into a raw frame (naive DatetimeIndex; float open, high, low, close, volume).
+
+    Raises InputDataError naming the file and line for structural problems.
+    """
+    import numpy as np
+    import pandas as pd
+
+    def fail(line: int, what: str) -> InputDataError:
+        return InputDataError(f"{path} line {line}: {what}.", hint=_HINT)
+
+    try:
+        handle = path.open(newline="", encoding="utf-8-sig")
+    except OSError as exc:
+        raise InputDataError(f"Cannot read {path}: {exc.strerror or exc}.", hint=_HINT) from None
+    with handle:
+        reader = csv.reader(handle)
+        try:
+            header = next(reader, None)
+            if header is None:
+                raise fail(1, "the file is empty")
+            names = [_ALIASES.get(cell.strip().lower(), cell.strip().lower()) for cell in header]
+            missing = [name for name in REQUIRED_COLUMNS if name not in names]
+            if missing:
+                raise fail(
+                    1,
+                    f"missing column{'s' if len(missing) > 1 else ''} "
+                    f"{', '.join(m.capitalize() for m in missing)} (found {', '.join(c.strip() for c in header)})",
+                )
+            position = {name: names.index(name) for name in (*REQUIRED_COLUMNS, "adj_close") if name in names}
+            columns_present = [name for name in NUMBER_COLUMNS if name in position]
+            dates: list[date] = []
+            values: dict[str, list[float]] = {name: [] for name in columns_present}
+            first_line: dict[date, int] = {}
+            for row in reader:
+                line = reader.line_num
+                if not row or all(not cell.strip() for cell in row):
+                    continue
+                if len(row) != len(header):
+                    raise fail(line, f"{len(row)} fields where the header has {len(header)}")
+                date_text = row[position["date"]]
+                try:
+                    day = _parse_date(date_text)
+                except ValueError:
+                    raise fail(line, f"unparsable date {date_text!r} (expected YYYY-MM-DD)") from None
+                if day in first_line:
+                    raise fail(line, f"duplicate date {day} (first on line {first_line[day]})")
+                first_line[day] = line
+                dates.append(day)
+                for name in columns_present:
+                    cell = row[position[name]]
+                    try:
+                        values[name].append(_parse_number(cell))
+                    except ValueError:
+                        label = "Adj Close" if name == "adj_close" else name.capitalize()
+                        raise fail(line, f"column {label} holds {cell.strip()!r}, not a number") from None
+        except csv.Error as exc:
+            raise fail(reader.line_num, f"not valid CSV ({exc})") from None
+
+    frame = pd.DataFrame(
+        {name: np.asarray(values[name], dtype="float64") for name in columns_present},
+        index=pd.DatetimeIndex(pd.to_datetime(dates), name="date"),
+    )
+    if "adj_close" in frame.columns:
+        # Unadjusted OHLC next to an adjusted close: move all prices onto the adjusted basis.
+        ratio = frame["adj_close"] / frame["close"]
+        for name in ("open", "high", "low", "close"):
+            frame[name] = frame[name] * ratio
+        frame = frame.drop(columns="adj_close")
+    return frame.sort_index()
+
+
+class CsvSource:
+    """Bars from a folder of `<TICKER>.csv` files."""
+
+    def __init__(self, directory: Path, *, name: str = "csv") -> None:
+        self.directory = directory
+        self.name = name
+        self._cache: dict[tuple[Path, int, int], pd.DataFrame] = {}
+
+    def path_for(self, ticker: str) -> Path | None:
+        for file_name in file_names(ticker):
+            candidate = self.directory / file_name
+            if candidate.is_file():
+                return candidate
+        return None
+
+    def fetch(self, ticker: str, *, start: date, end: date) -> SourceBars:
+        path = self.path_for(ticker)
+        if path is None:
+            looked_for = " or ".join(file_names(ticker))
+            return SourceBars(
+                ticker=ticker, bars=empty_bars(), note=f"no file {looked_for} in {self.directory}"
+            )
+        stat = path.stat()
+        key = (path, stat.st_mtime_ns, stat.st_size)
+        if key not in self._cache:
+            self._cache[key] = read_bars_csv(path)
+        return finish(ticker, self._cache[key], start, end)
