@@ -2,4 +2,5 @@
 
 from stockcli.cli import db_commands  # noqa: F401
 from stockcli.cli import fetch_commands  # noqa: F401
+from stockcli.cli import dataset_commands  # noqa: F401
 from stockcli.cli import ops_commands  # noqa: F401

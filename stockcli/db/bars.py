@@ -88,23 +88,31 @@ def _bars_query(tickers: Sequence[str], start: date | None, end: date | None) ->
 
 
 def _frames(rows: Sequence[Any], tickers: Sequence[str]) -> dict[str, pd.DataFrame]:
+    import numpy as np
     import pandas as pd
 
-    frame = pd.DataFrame(rows, columns=["ticker", "date", *BAR_COLUMNS])
+    # Rows come ordered by ticker, then date, so each ticker is one contiguous block: split the
+    # columns once. (A DataFrame built from Row objects and filtered once per ticker took ~55 s for
+    # 500 tickers x 10 years of bars; this takes a few seconds.)
+    columns = list(zip(*rows, strict=True)) if rows else [()] * (2 + len(BAR_COLUMNS))
+    names = np.asarray(columns[0], dtype=object)
+    dates = pd.to_datetime(pd.Series(columns[1], dtype=object))
+    values = {
+        name: np.asarray(columns[2 + i], dtype="int64" if name == "volume" else "float64")
+        for i, name in enumerate(BAR_COLUMNS)
+    }
+    blocks: dict[str, tuple[int, int]] = {}
+    if len(names):
+        starts = np.concatenate([[0], np.flatnonzero(names[1:] != names[:-1]) + 1])
+        ends = np.append(starts[1:], len(names))
+        blocks = {str(names[s]): (int(s), int(e)) for s, e in zip(starts, ends, strict=True)}
     result: dict[str, pd.DataFrame] = {}
     for ticker in tickers:
-        part = frame[frame["ticker"] == ticker]
-        bars = pd.DataFrame(
-            {
-                "open": part["open"].astype("float64").to_numpy(),
-                "high": part["high"].astype("float64").to_numpy(),
-                "low": part["low"].astype("float64").to_numpy(),
-                "close": part["close"].astype("float64").to_numpy(),
-                "volume": part["volume"].astype("int64").to_numpy(),
-            },
-            index=pd.DatetimeIndex(pd.to_datetime(part["date"]), name="date"),
+        start, end = blocks.get(ticker, (0, 0))
+        result[ticker] = pd.DataFrame(
+            {name: column[start:end] for name, column in values.items()},
+            index=pd.DatetimeIndex(dates.iloc[start:end], name="date"),
         )
-        result[ticker] = bars
     return result
 
 
@@ -131,3 +139,15 @@ def load_bars(
     with engine.connect() as connection:
         rows = connection.execute(_bars_query(tickers, start, end)).all()
     return _frames(rows, tickers)
+
+
+def close_before(connection: Connection, ticker: str, day: date) -> float | None:
+    """The newest stored close of `ticker` dated strictly before `day`, or None when there is none."""
+    query = (
+        select(RawStockData.close)
+        .where(RawStockData.ticker == ticker, RawStockData.date < day)
+        .order_by(RawStockData.date.desc())
+        .limit(1)
+    )
+    value = connection.execute(query).scalar_one_or_none()
+    return float(value) if value is not None else None

@@ -90,8 +90,9 @@ class ScaledFeatureSet(Base):
     n_windows: Mapped[int] = mapped_column(Integer)
     first_target_date: Mapped[date | None] = mapped_column(Date, nullable=True)
     last_target_date: Mapped[date | None] = mapped_column(Date, nullable=True)
-    # .npy bytes: X (windows, sequence, tickers, features) float32, y (windows, tickers) scaled,
-    # base dates and target dates (int64 days), base closes and target closes (windows, tickers).
+    # .npy bytes: x_npy is the part's scaled feature slab (sessions, tickers, features) float32, the
+    # contiguous sessions its windows cover (`load_built` hands out the windows as strided views);
+    # y (windows, tickers) scaled, base and target dates (int64 ordinals), base and target closes.
     x_npy: Mapped[bytes] = mapped_column(LargeBinary)
     y_npy: Mapped[bytes] = mapped_column(LargeBinary)
     base_dates_npy: Mapped[bytes] = mapped_column(LargeBinary)

@@ -1,0 +1,143 @@
+"""`stockcli process` and `stockcli build`: versioned datasets and their built splits."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from typing import Annotated, Any
+
+import typer
+
+from stockcli.cli import output
+from stockcli.cli.app import app, state
+
+
+@contextlib.contextmanager
+def _progress(enabled: bool) -> Iterator[Callable[[str, int, int], None] | None]:
+    """A progress callback drawing one transient bar on stderr (none with --json)."""
+    if not enabled:
+        yield None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=output.error_console,
+        transient=True,
+    ) as bar:
+        task = bar.add_task("starting", total=1)
+
+        def report(stage: str, done: int, total: int) -> None:
+            label = "computing features" if stage.startswith("features ") else stage
+            bar.update(task, description=label, completed=done, total=max(total, 1))
+
+        yield report
+
+
+@app.command("process")
+def process_command(
+    ctx: typer.Context,
+    ticker: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--ticker",
+            "-t",
+            help="Process only this ticker (repeatable; default: [data] tickers).",
+            show_default=False,
+        ),
+    ] = None,
+) -> None:
+    """Freeze the stored bars up to --as-of into a versioned dataset (features and next-session targets)."""
+    from stockcli.services.process import process
+    from stockcli.services.runtime import pipeline_run
+
+    cli_state = state(ctx)
+    settings = cli_state.settings()
+    as_of = cli_state.as_of(settings)
+    with (
+        pipeline_run(settings, command="process", as_of=as_of) as run,
+        _progress(not cli_state.json) as progress,
+    ):
+        result = process(
+            settings=settings, engine=run.engine, as_of=as_of, tickers=ticker or None, progress=progress
+        )
+        run.details.update(
+            {
+                "dataset_run_id": result.run_id,
+                "sessions": result.sessions,
+                "reused": result.reused,
+                "content_hash": result.content_hash,
+            }
+        )
+    if cli_state.json:
+        output.emit_json({"status": "ok", **_plain(result)})
+        return
+    output.table(
+        f"Dataset {result.run_id}" + (" (unchanged, reused)" if result.reused else ""),
+        ["tickers", "sessions", "features", "first session", "last session", "content hash"],
+        [
+            [
+                ", ".join(result.tickers),
+                result.sessions,
+                result.n_features,
+                result.start_date,
+                result.end_date,
+                result.content_hash[:16],
+            ]
+        ],
+        caption=f"as of {as_of.isoformat()}; next: `stockcli build --run-id {result.run_id}`",
+    )
+
+
+@app.command("build")
+def build_command(
+    ctx: typer.Context,
+    run_id: Annotated[
+        str | None,
+        typer.Option(
+            "--run-id",
+            help="Dataset id to build (default: the latest processed dataset).",
+            show_default=False,
+        ),
+    ] = None,
+) -> None:
+    """Split a dataset chronologically into windows and fit scalers on the training part only."""
+    from stockcli.services.build import build
+    from stockcli.services.runtime import pipeline_run
+
+    cli_state = state(ctx)
+    settings = cli_state.settings()
+    as_of = cli_state.as_of(settings)
+    with (
+        pipeline_run(settings, command="build", as_of=as_of) as run,
+        _progress(not cli_state.json) as progress,
+    ):
+        result = build(settings=settings, engine=run.engine, run_id=run_id, progress=progress)
+        run.details.update({"dataset_run_id": result.run_id, **{p.name: p.windows for p in result.parts}})
+    if cli_state.json:
+        output.emit_json({"status": "ok", **_plain(result)})
+        return
+    output.table(
+        f"Built {result.run_id}: {len(result.tickers)} tickers ({', '.join(result.tickers)}), "
+        f"{result.sessions} sessions, {result.n_features} features, windows of {result.sequence_length}, "
+        f"target {result.target_kind}",
+        ["part", "windows", "first base", "last base", "first target", "last target"],
+        [
+            [p.name, p.windows, p.first_base_date, p.last_base_date, p.first_target_date, p.last_target_date]
+            for p in result.parts
+        ],
+        caption=(
+            f"dropped by the correlation filter: {', '.join(result.dropped_features)}"
+            if result.dropped_features
+            else None
+        ),
+    )
+
+
+def _plain(result: Any) -> dict[str, Any]:
+    from dataclasses import asdict
+
+    return asdict(result)

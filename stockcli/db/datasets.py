@@ -1,0 +1,274 @@
+"""Stored datasets (`processed_feature_data` [run_id]) and built sets (`scalers` [run_id],
+`scaled_feature_sets` [run_id, set_name]).
+
+Arrays travel as `.npy` bytes written and read without pickle; specs and scalers as JSON. Every write
+is an upsert on the natural key, so re-running `process` or `build` converges to the same rows. A
+built part stores its scaled feature slab; `load_built` hands out its windows as strided views (see
+`stockcli.features.dataset`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Any
+
+import numpy as np
+from sqlalchemy import select, update
+from sqlalchemy.engine import Engine
+
+from stockcli.db.models import Dataset, ScaledFeatureSet, Scaler
+from stockcli.db.store import array_to_bytes, array_to_dates, bytes_to_array, dates_to_array, upsert, utcnow
+from stockcli.errors import NoDataError, UsageError
+from stockcli.features.dataset import (
+    PARTS,
+    BuiltDataset,
+    PartSlab,
+    built_spec_from,
+    window_set,
+)
+
+
+@dataclass(frozen=True)
+class StoredDataset:
+    """A dataset made by `process`, with its aligned arrays."""
+
+    run_id: str
+    created_at: datetime
+    as_of: date
+    tickers: tuple[str, ...]
+    start_date: date
+    end_date: date
+    n_sessions: int
+    feature_names: tuple[str, ...]
+    feature_spec: dict[str, Any]
+    config: dict[str, Any]
+    content_hash: str
+    dates: list[date]
+    features: np.ndarray  # (sessions, tickers, features) float64
+    closes: np.ndarray  # (sessions, tickers)
+    target_price: np.ndarray  # (sessions, tickers), NaN where no honest next-session target
+    target_return: np.ndarray
+
+
+def dataset_hash(engine: Engine, run_id: str) -> str | None:
+    """The content hash of a stored dataset, or None when there is no such dataset."""
+    with engine.connect() as connection:
+        return connection.execute(
+            select(Dataset.content_hash).where(Dataset.run_id == run_id)
+        ).scalar_one_or_none()
+
+
+def save_dataset(
+    engine: Engine,
+    *,
+    run_id: str,
+    as_of: date,
+    tickers: Sequence[str],
+    feature_names: Sequence[str],
+    feature_spec: Mapping[str, Any],
+    config: Mapping[str, Any],
+    content_hash: str,
+    dates: Sequence[date],
+    features: np.ndarray,
+    closes: np.ndarray,
+    target_price: np.ndarray,
+    target_return: np.ndarray,
+) -> bool:
+    """Upsert a dataset; returns False when the same content was already stored under `run_id`.
+
+    Re-saving identical content only refreshes `as_of` and `created_at` (so it counts as the latest
+    dataset again) instead of rewriting the arrays.
+    """
+    now = utcnow()
+    if dataset_hash(engine, run_id) == content_hash:
+        with engine.begin() as connection:
+            connection.execute(
+                update(Dataset).where(Dataset.run_id == run_id).values(as_of=as_of, created_at=now)
+            )
+        return False
+    row = {
+        "run_id": run_id,
+        "created_at": now,
+        "as_of": as_of,
+        "tickers": list(tickers),
+        "start_date": dates[0],
+        "end_date": dates[-1],
+        "n_sessions": len(dates),
+        "feature_names": list(feature_names),
+        "feature_spec": dict(feature_spec),
+        "config": dict(config),
+        "content_hash": content_hash,
+        "dates_npy": array_to_bytes(dates_to_array(list(dates))),
+        "features_npy": array_to_bytes(np.asarray(features, dtype=np.float64)),
+        "closes_npy": array_to_bytes(np.asarray(closes, dtype=np.float64)),
+        "target_price_npy": array_to_bytes(np.asarray(target_price, dtype=np.float64)),
+        "target_return_npy": array_to_bytes(np.asarray(target_return, dtype=np.float64)),
+    }
+    with engine.begin() as connection:
+        upsert(connection, Dataset, [row], key=("run_id",))
+    return True
+
+
+def list_dataset_ids(engine: Engine, limit: int = 5) -> list[str]:
+    """The newest dataset ids first (most recently processed)."""
+    query = select(Dataset.run_id).order_by(Dataset.created_at.desc(), Dataset.run_id.desc()).limit(limit)
+    with engine.connect() as connection:
+        return [str(r) for r in connection.execute(query).scalars()]
+
+
+def latest_dataset_id(engine: Engine) -> str | None:
+    """The most recently processed dataset's id, or None when there is none."""
+    ids = list_dataset_ids(engine, limit=1)
+    return ids[0] if ids else None
+
+
+def _unknown_dataset(engine: Engine, run_id: str) -> UsageError:
+    latest = list_dataset_ids(engine, limit=5)
+    listing = ", ".join(latest) if latest else "none yet"
+    return UsageError(
+        f"No dataset with id {run_id!r}.",
+        hint=f"Latest dataset ids: {listing}." + ("" if latest else " Run `stockcli process` to make one."),
+    )
+
+
+def load_dataset(engine: Engine, run_id: str) -> StoredDataset:
+    """A stored dataset with its arrays; UsageError (exit 2) listing the latest ids when unknown."""
+    with engine.connect() as connection:
+        row = connection.execute(select(Dataset.__table__).where(Dataset.run_id == run_id)).mappings().first()
+    if row is None:
+        raise _unknown_dataset(engine, run_id)
+    return StoredDataset(
+        run_id=row["run_id"],
+        created_at=row["created_at"],
+        as_of=row["as_of"],
+        tickers=tuple(row["tickers"]),
+        start_date=row["start_date"],
+        end_date=row["end_date"],
+        n_sessions=row["n_sessions"],
+        feature_names=tuple(row["feature_names"]),
+        feature_spec=dict(row["feature_spec"]),
+        config=dict(row["config"]),
+        content_hash=row["content_hash"],
+        dates=array_to_dates(bytes_to_array(row["dates_npy"])),
+        features=bytes_to_array(row["features_npy"]),
+        closes=bytes_to_array(row["closes_npy"]),
+        target_price=bytes_to_array(row["target_price_npy"]),
+        target_return=bytes_to_array(row["target_return_npy"]),
+    )
+
+
+def save_built(
+    engine: Engine,
+    *,
+    run_id: str,
+    target_kind: str,
+    sequence_length: int,
+    scalers: Mapping[str, Any],
+    split: Mapping[str, Any],
+    parts: Mapping[str, PartSlab],
+) -> None:
+    """Upsert the scalers row and one scaled set per split part, in one transaction."""
+    now = utcnow()
+    rows = []
+    for name in PARTS:
+        part = parts[name]
+        rows.append(
+            {
+                "run_id": run_id,
+                "set_name": name,
+                "n_windows": len(part.base_dates),
+                "first_target_date": part.target_dates[0] if part.target_dates else None,
+                "last_target_date": part.target_dates[-1] if part.target_dates else None,
+                "x_npy": array_to_bytes(np.asarray(part.slab, dtype=np.float32)),
+                "y_npy": array_to_bytes(np.asarray(part.y, dtype=np.float32)),
+                "base_dates_npy": array_to_bytes(dates_to_array(part.base_dates)),
+                "target_dates_npy": array_to_bytes(dates_to_array(part.target_dates)),
+                "base_closes_npy": array_to_bytes(np.asarray(part.base_closes, dtype=np.float64)),
+                "target_closes_npy": array_to_bytes(np.asarray(part.target_closes, dtype=np.float64)),
+                "created_at": now,
+            }
+        )
+    scaler_row = {
+        "run_id": run_id,
+        "target_kind": target_kind,
+        "sequence_length": int(sequence_length),
+        "params": dict(scalers),
+        "split": dict(split),
+        "created_at": now,
+    }
+    with engine.begin() as connection:
+        upsert(connection, Scaler, [scaler_row], key=("run_id",))
+        for row in rows:
+            upsert(connection, ScaledFeatureSet, [row], key=("run_id", "set_name"))
+
+
+def built_ids(engine: Engine, limit: int = 5) -> list[str]:
+    """Ids of built datasets, newest build first."""
+    query = select(Scaler.run_id).order_by(Scaler.created_at.desc(), Scaler.run_id.desc()).limit(limit)
+    with engine.connect() as connection:
+        return [str(r) for r in connection.execute(query).scalars()]
+
+
+def load_built(engine: Engine, run_id: str) -> BuiltDataset:
+    """A built dataset: spec, scalers and the train/validation/test windows.
+
+    Raises UsageError (exit 2) for an unknown dataset id, NoDataError (exit 4) for a dataset that
+    exists but has not been built yet.
+    """
+    with engine.connect() as connection:
+        dataset_row = connection.execute(
+            select(Dataset.feature_spec, Dataset.dates_npy, Dataset.tickers).where(Dataset.run_id == run_id)
+        ).first()
+        scaler = (
+            connection.execute(select(Scaler.__table__).where(Scaler.run_id == run_id)).mappings().first()
+        )
+        sets = {
+            s["set_name"]: s
+            for s in connection.execute(
+                select(ScaledFeatureSet.__table__).where(ScaledFeatureSet.run_id == run_id)
+            ).mappings()
+        }
+    if dataset_row is None:
+        raise _unknown_dataset(engine, run_id)
+    if scaler is None or any(name not in sets for name in PARTS):
+        raise NoDataError(
+            f"Dataset {run_id} has not been built yet.", hint=f"Run `stockcli build --run-id {run_id}`."
+        )
+    feature_spec, dates_npy, tickers = dataset_row
+    session_days = bytes_to_array(dates_npy)
+    scalers = dict(scaler["params"])
+    L = int(scaler["sequence_length"])
+    target_kind = str(scaler["target_kind"])
+    spec = built_spec_from(feature_spec, scalers["feature_names"], L, target_kind)
+    spec["dataset_run_id"] = run_id
+    window_sets = {}
+    for name in PARTS:
+        stored = sets[name]
+        base_days = bytes_to_array(stored["base_dates_npy"])
+        base_rows = np.searchsorted(session_days, base_days)
+        slab_start = int(base_rows[0]) - L + 1 if len(base_rows) else 0
+        part = PartSlab(
+            name=name,
+            slab=bytes_to_array(stored["x_npy"]),
+            window_ends=base_rows - slab_start,
+            y=bytes_to_array(stored["y_npy"]),
+            base_dates=array_to_dates(base_days),
+            target_dates=array_to_dates(bytes_to_array(stored["target_dates_npy"])),
+            base_closes=bytes_to_array(stored["base_closes_npy"]),
+            target_closes=bytes_to_array(stored["target_closes_npy"]),
+        )
+        window_sets[name] = window_set(part, L)
+    return BuiltDataset(
+        run_id=run_id,
+        spec=spec,
+        scalers=scalers,
+        tickers=tuple(tickers),
+        sequence_length=L,
+        target_kind=target_kind,
+        train=window_sets["train"],
+        validation=window_sets["validation"],
+        test=window_sets["test"],
+        split=dict(scaler["split"]),
+    )

@@ -1,0 +1,132 @@
+"""`build`: a stored dataset -> chronological split, windows and scalers fit on training only."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import date
+
+from sqlalchemy.engine import Engine
+
+from stockcli.config import Settings
+from stockcli.errors import NoDataError
+
+Progress = Callable[[str, int, int], None]
+
+
+@dataclass(frozen=True)
+class PartSummary:
+    """One split part: how many windows and which base and target sessions they span."""
+
+    name: str
+    windows: int
+    first_base_date: date
+    last_base_date: date
+    first_target_date: date
+    last_target_date: date
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    """What `build` produced for a dataset."""
+
+    run_id: str
+    tickers: tuple[str, ...]
+    sessions: int
+    n_features: int
+    feature_names: tuple[str, ...]
+    dropped_features: tuple[str, ...]
+    sequence_length: int
+    target_kind: str
+    train: PartSummary
+    validation: PartSummary
+    test: PartSummary
+
+    @property
+    def parts(self) -> tuple[PartSummary, PartSummary, PartSummary]:
+        return (self.train, self.validation, self.test)
+
+
+def build(
+    *,
+    settings: Settings,
+    engine: Engine,
+    run_id: str | None = None,
+    progress: Progress | None = None,
+) -> BuildResult:
+    """Split the dataset `run_id` (default: the latest) into windows and fit its scalers.
+
+    Raises UsageError (exit 2) listing the latest ids when `run_id` does not exist, NoDataError when
+    there is no dataset at all or too few windows for the split.
+    """
+    from stockcli.db import datasets as datasets_db
+    from stockcli.features.dataset import DatasetArrays, build_sets
+
+    if run_id is None:
+        run_id = datasets_db.latest_dataset_id(engine)
+        if run_id is None:
+            raise NoDataError("No dataset yet.", hint="Run `stockcli process` first.")
+    _report(progress, "loading dataset", 0, 1)
+    stored = datasets_db.load_dataset(engine, run_id)
+    _report(progress, "loading dataset", 1, 1)
+    arrays = DatasetArrays(
+        tickers=stored.tickers,
+        feature_names=stored.feature_names,
+        dates=stored.dates,
+        features=stored.features,
+        closes=stored.closes,
+        target_price=stored.target_price,
+        target_return=stored.target_return,
+    )
+    ds = settings.dataset
+    _report(progress, "scaling and windowing", 0, 1)
+    output = build_sets(
+        arrays,
+        spec=stored.feature_spec,
+        sequence_length=ds.sequence_length,
+        train_fraction=ds.train_fraction,
+        validation_fraction=ds.validation_fraction,
+        target_kind=ds.target_kind,
+        correlation_threshold=settings.features.correlation_threshold,
+    )
+    _report(progress, "scaling and windowing", 1, 1)
+    _report(progress, "saving built sets", 0, 1)
+    datasets_db.save_built(
+        engine,
+        run_id=run_id,
+        target_kind=ds.target_kind,
+        sequence_length=ds.sequence_length,
+        scalers=output.scalers,
+        split=output.split,
+        parts=output.parts,
+    )
+    _report(progress, "saving built sets", 1, 1)
+    summaries = {}
+    for name in ("train", "validation", "test"):
+        info = output.split[name]
+        summaries[name] = PartSummary(
+            name=name,
+            windows=int(info["windows"]),
+            first_base_date=date.fromisoformat(info["first_base_date"]),
+            last_base_date=date.fromisoformat(info["last_base_date"]),
+            first_target_date=date.fromisoformat(info["first_target_date"]),
+            last_target_date=date.fromisoformat(info["last_target_date"]),
+        )
+    return BuildResult(
+        run_id=run_id,
+        tickers=stored.tickers,
+        sessions=stored.n_sessions,
+        n_features=len(output.spec["feature_names"]),
+        feature_names=tuple(output.spec["feature_names"]),
+        dropped_features=output.dropped_features,
+        sequence_length=ds.sequence_length,
+        target_kind=ds.target_kind,
+        train=summaries["train"],
+        validation=summaries["validation"],
+        test=summaries["test"],
+    )
+
+
+def _report(progress: Progress | None, stage: str, done: int, total: int) -> None:
+    if progress is not None:
+        progress(stage, done, total)
