@@ -64,6 +64,9 @@ class DataSettings:
     exchange: str = "XNYS"
     overlap_sessions: int = 5
     restatement_tolerance: float = 1e-4
+    # A bar whose prices move by more than this factor from the previous valid close is rejected
+    # ("implausible jump"); 0 disables the check.
+    max_jump_factor: float = 5.0
     max_retries: int = 3
     retry_backoff_s: float = 1.0
     request_timeout_s: float = 30.0
@@ -72,13 +75,14 @@ class DataSettings:
 @dataclass(frozen=True)
 class StorageSettings:
     data_dir: Path = Path("data")
-    database_url: str = ""
+    # URLs may hold a password: kept out of repr() (tracebacks, debug logs, test failures).
+    database_url: str = field(default="", repr=False)
     sqlite_busy_timeout_s: float = 30.0
 
 
 @dataclass(frozen=True)
 class MlflowSettings:
-    tracking_uri: str = ""
+    tracking_uri: str = field(default="", repr=False)
     experiment: str = "stockcli"
     model_name: str = "stockcli-lstm"
 
@@ -113,6 +117,10 @@ class TrainingSettings:
     grad_clip: float = 1.0
     seed: int = 42
     device: str = "cpu"
+    calibrate: bool = True
+    # torch intra-op threads for training and tuning; 0: half the cores this process may use (at
+    # least 1). Same value, same seed: same losses.
+    num_threads: int = 0
 
 
 @dataclass(frozen=True)
@@ -120,7 +128,7 @@ class TuningSettings:
     n_trials: int = 20
     timeout_s: float = 0.0
     epochs: int = 15
-    storage_url: str = ""
+    storage_url: str = field(default="", repr=False)
     pruning: bool = True
     pruner_startup_trials: int = 3
     pruner_warmup_epochs: int = 3
@@ -447,6 +455,11 @@ def _validate(settings: Settings, where: str) -> None:
             f"[data] source is 'csv' in {where} but [data] csv_dir is not set.",
             hint="Set [data] csv_dir to a folder of <TICKER>.csv files, or pass --csv-dir.",
         )
+    if data.max_jump_factor != 0 and not data.max_jump_factor > 1:
+        raise ConfigError(
+            f"[data] max_jump_factor in {where} must be above 1, or 0 to disable the check, "
+            f"got {data.max_jump_factor}."
+        )
     for label, number in (
         ("[data] overlap_sessions", data.overlap_sessions),
         ("[data] max_retries", data.max_retries),
@@ -484,6 +497,8 @@ def _validate(settings: Settings, where: str) -> None:
     ):
         if number < 1:
             raise ConfigError(f"{label} in {where} must be at least 1, got {number}.")
+    if tr.num_threads < 0:
+        raise ConfigError(f"[training] num_threads in {where} must be 0 (automatic) or more, got {tr.num_threads}.")
     if not (0.0 <= tr.dropout < 1.0):
         raise ConfigError(f"[training] dropout in {where} must be in [0, 1), got {tr.dropout}.")
     tu = settings.tuning
@@ -509,5 +524,10 @@ def normalize_ticker_in(ticker: str, where: str) -> str:
 
 
 def redact_url(url: str) -> str:
-    """A database URL with its password hidden, for output and logs."""
-    return re.sub(r"(?P<head>://[^:/@]+:)[^@]*(?P<tail>@)", r"\g<head>***\g<tail>", url)
+    """A database URL (or a message holding one) with its passwords hidden, for output and logs.
+
+    Hides the password of `scheme://user:password@host`, also with an empty user name, and the value
+    of `password=` parameters (`?password=...`, libpq's `password=...`).
+    """
+    text = re.sub(r"(?P<head>://[^:/@]*:)[^@]*(?P<tail>@)", r"\g<head>***\g<tail>", url)
+    return re.sub(r"(?P<key>\b(?:password|passwd|pwd)=)[^&\s'\"]*", r"\g<key>***", text, flags=re.IGNORECASE)

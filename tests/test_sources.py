@@ -14,7 +14,13 @@ import pytest
 from stockcli.config import Settings, load_settings
 from stockcli.errors import ConfigError, InputDataError, SourceError, TransientSourceError
 from stockcli.sources import fetch_with_retries, get_source
-from stockcli.sources.base import SourceBars, empty_bars
+from stockcli.sources.base import (
+    CONFLICTING_DUPLICATE,
+    SourceBars,
+    drop_implausible_jumps,
+    empty_bars,
+    validate_bars,
+)
 from stockcli.sources.csv import CsvSource
 from stockcli.sources.sample import SAMPLE_DIR, SAMPLE_TICKERS, SampleSource
 from stockcli.sources.yahoo import YahooSource, normalize_yahoo_frame
@@ -113,6 +119,38 @@ def test_rows_failing_validation_are_rejected_and_counted(tmp_path: Path) -> Non
     }
     assert [d.date() for d in bars.bars.index] == [date(2013, 1, 2), date(2013, 1, 11), date(2013, 1, 15)]
     assert_normalized(bars.bars)
+
+
+def _bars(closes: list[float], *, start: str = "2013-01-02") -> pd.DataFrame:
+    index = pd.DatetimeIndex(pd.bdate_range(start, periods=len(closes)), name="date").as_unit("s")
+    close = np.asarray(closes, dtype="float64")
+    return pd.DataFrame(
+        {"open": close, "high": close * 1.01, "low": close * 0.99, "close": close, "volume": np.int64(100)},
+        index=index,
+    )
+
+
+def test_implausible_jumps_are_judged_against_the_previous_kept_close_only() -> None:
+    bars = _bars([10.0, 1000.0, 10.5, 10.2, 0.01, 10.4, 49.0])
+    kept, dropped = drop_implausible_jumps(bars, max_jump_factor=5.0)
+    assert dropped == 2  # the 100x and the 1/1000 bar; each neighbour compared with the last kept close
+    assert kept["close"].tolist() == [10.0, 10.5, 10.2, 10.4, 49.0]  # 49.0 / 10.4 < 5: a big day, kept
+    anchored, dropped = drop_implausible_jumps(bars, max_jump_factor=5.0, previous_close=1.0)
+    assert dropped == len(bars) and anchored.empty  # all > 5x the stored close before the frame
+    unchanged, dropped = drop_implausible_jumps(bars, max_jump_factor=0.0, previous_close=1.0)
+    assert dropped == 0 and unchanged is bars  # 0 disables the check
+    spike = _bars([10.0, 10.1])
+    spike.loc[spike.index[1], "high"] = 60.0  # a bad High on a normal close
+    assert drop_implausible_jumps(spike, max_jump_factor=5.0)[1] == 1
+
+
+def test_a_date_given_twice_keeps_one_identical_row_and_none_of_conflicting_ones() -> None:
+    bars = _bars([10.0, 10.1, 10.2, 10.3])
+    raw = pd.concat([bars, bars.iloc[[1]], bars.iloc[[2]].assign(close=10.25)]).astype("float64")
+    clean, reasons = validate_bars(raw)
+    assert reasons == {CONFLICTING_DUPLICATE: 2}
+    assert clean.index.tolist() == [bars.index[0], bars.index[1], bars.index[3]]
+    assert_normalized(clean)
 
 
 def test_csv_adj_close_moves_prices_onto_the_adjusted_basis(tmp_path: Path) -> None:

@@ -46,5 +46,22 @@ def current(ctx: typer.Context) -> None:
     if state(ctx).json:
         output.emit_json(result)
     else:
-        status = "up to date" if revision == head else "behind: run `stockcli db upgrade`"
+        from stockcli.db.engine import alembic_config
+
+        if revision == head:
+            status = "up to date"
+        elif revision is None or _known(alembic_config(), revision):
+            status = "behind: run `stockcli db upgrade`"
+        else:
+            status = "unknown revision, from a newer stockcli: upgrade stockcli"
         output.info(f"{result['database']}: revision {revision or 'none'} (head {head}, {status}).")
+
+
+def _known(config: object, revision: str) -> bool:
+    from alembic.script import ScriptDirectory
+    from alembic.util import CommandError
+
+    try:
+        return ScriptDirectory.from_config(config).get_revision(revision) is not None  # type: ignore[arg-type]
+    except CommandError:
+        return False

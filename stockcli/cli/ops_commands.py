@@ -186,7 +186,7 @@ def daily(
 
 def _show_daily(result: Any) -> None:
     fetched = result.fetch
-    failed = [t for t, r in getattr(fetched, "tickers", {}).items() if getattr(r, "status", "ok") in ("failed", "no_data")]
+    failed = [r.ticker for r in fetched.tickers if r.status in ("failed", "no_data")]
     output.info(f"Daily run as of {result.as_of.isoformat()}: model version {result.model_version}.")
     if failed:
         output.warn(f"fetch failed for {', '.join(failed)}; the rest was saved.")

@@ -16,7 +16,7 @@ from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import ArgumentError, OperationalError
 
 from stockcli.config import Settings, redact_url
-from stockcli.errors import ConfigError, StockCliError
+from stockcli.errors import EXIT_USAGE, ConfigError, StockCliError
 
 if TYPE_CHECKING:
     from alembic.config import Config
@@ -98,9 +98,37 @@ def current_revision(engine: Engine) -> str | None:
         return context.get_current_revision()
 
 
+def check_known_revision(engine: Engine) -> None:
+    """Raise StockCliError (exit 2) when the database's revision is one this stockcli does not know.
+
+    That is a database migrated by a newer stockcli: Alembic would fail with "Can't locate revision",
+    and nothing here can migrate it, so say so before touching anything.
+    """
+    from alembic.script import ScriptDirectory
+    from alembic.util import CommandError
+
+    current = current_revision(engine)
+    if current is None:
+        return
+    try:
+        known = ScriptDirectory.from_config(alembic_config()).get_revision(current) is not None
+    except CommandError:  # alembic's ResolutionError and friends
+        known = False
+    if not known:
+        raise StockCliError(
+            f"The database {redact_url(engine.url.render_as_string(hide_password=True))} is at schema "
+            f"revision {current}, which this stockcli does not know (its newest is {head_revision()}); "
+            "nothing was changed.",
+            hint="A newer stockcli migrated it: upgrade stockcli rather than running an older one on it.",
+            exit_code=EXIT_USAGE,
+        )
+
+
 def upgrade_schema(engine: Engine, revision: str = "head") -> None:
+    """Migrate the schema up to `revision`; StockCliError for a database from a newer stockcli."""
     from alembic import command
 
+    check_known_revision(engine)
     command.upgrade(alembic_config(engine), revision)
 
 

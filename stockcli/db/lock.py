@@ -20,8 +20,10 @@ from sqlalchemy.engine import Engine
 
 from stockcli.errors import LockHeldError
 
-# pg_advisory_lock takes a bigint; this one is "stockcli" in ASCII, truncated.
-ADVISORY_LOCK_KEY = 0x73746F636B636C69
+# The two-key form of pg_advisory_lock: a class for stockcli ("stkc" in ASCII) and a hash of the
+# schema, so that deployments in different schemas of one database do not block each other.
+ADVISORY_LOCK_CLASS = 0x73746B63
+_KEYS_SQL = ":cls, hashtext(current_database() || '.' || current_schema())"
 
 
 def _holder_info(command: str) -> dict[str, object]:
@@ -43,13 +45,16 @@ def _describe(holder: dict[str, object] | None) -> str:
 
 
 @contextlib.contextmanager
-def file_lock(path: Path, command: str) -> Iterator[None]:
-    """Hold an exclusive flock on `path`; raise LockHeldError naming the holder if taken."""
+def file_lock(path: Path, command: str, *, shared: bool = False) -> Iterator[None]:
+    """Hold an exclusive (or `shared`) flock on `path`; raise LockHeldError naming the holder if taken.
+
+    Shared holders (parallel `tune` workers) coexist with each other, never with an exclusive one.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = None
             with contextlib.suppress(OSError, ValueError):
@@ -64,19 +69,23 @@ def file_lock(path: Path, command: str) -> Iterator[None]:
         try:
             yield
         finally:
-            with contextlib.suppress(OSError):
-                os.ftruncate(fd, 0)
+            if not shared:  # another shared holder may still be running: keep its description
+                with contextlib.suppress(OSError):
+                    os.ftruncate(fd, 0)
             fcntl.flock(fd, fcntl.LOCK_UN)
     finally:
         os.close(fd)
 
 
 @contextlib.contextmanager
-def advisory_lock(engine: Engine, command: str) -> Iterator[None]:
-    """Hold a session-level PostgreSQL advisory lock on a dedicated connection."""
+def advisory_lock(engine: Engine, command: str, *, shared: bool = False) -> Iterator[None]:
+    """Hold a session-level PostgreSQL advisory lock (exclusive or `shared`) on a dedicated connection."""
+    suffix = "_shared" if shared else ""
     connection = engine.connect()
     try:
-        acquired = connection.execute(text("SELECT pg_try_advisory_lock(:key)"), {"key": ADVISORY_LOCK_KEY}).scalar()
+        acquired = connection.execute(
+            text(f"SELECT pg_try_advisory_lock{suffix}({_KEYS_SQL})"), {"cls": ADVISORY_LOCK_CLASS}
+        ).scalar()
         connection.commit()
         if not acquired:
             holder = _running_holder(engine)
@@ -88,7 +97,9 @@ def advisory_lock(engine: Engine, command: str) -> Iterator[None]:
             yield
         finally:
             with contextlib.suppress(Exception):
-                connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": ADVISORY_LOCK_KEY})
+                connection.execute(
+                    text(f"SELECT pg_advisory_unlock{suffix}({_KEYS_SQL})"), {"cls": ADVISORY_LOCK_CLASS}
+                )
                 connection.commit()
     finally:
         connection.close()
@@ -109,11 +120,15 @@ def _running_holder(engine: Engine) -> dict[str, object] | None:
 
 
 @contextlib.contextmanager
-def run_lock(engine: Engine, lock_path: Path, command: str) -> Iterator[None]:
-    """The run lock for this database: advisory on PostgreSQL, a file lock otherwise."""
+def run_lock(engine: Engine, lock_path: Path, command: str, *, shared: bool = False) -> Iterator[None]:
+    """The run lock for this database: advisory on PostgreSQL, a file lock otherwise.
+
+    `shared` holders coexist with each other (the workers of one `tune` study) but not with an
+    exclusive holder (every other command).
+    """
     if engine.dialect.name == "postgresql":
-        with advisory_lock(engine, command):
+        with advisory_lock(engine, command, shared=shared):
             yield
     else:
-        with file_lock(lock_path, command):
+        with file_lock(lock_path, command, shared=shared):
             yield

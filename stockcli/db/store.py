@@ -19,6 +19,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
 from stockcli.db.models import Base, PipelineRun
+from stockcli.errors import StockCliError
+
 
 def utcnow() -> datetime:
     return datetime.now(tz=UTC)
@@ -60,9 +62,23 @@ def array_to_bytes(array: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def bytes_to_array(blob: bytes) -> np.ndarray:
-    """Read `.npy` bytes without ever unpickling (a pickled payload raises ValueError)."""
-    return np.load(io.BytesIO(blob), allow_pickle=False)
+def bytes_to_array(blob: bytes, *, what: str = "A stored array") -> np.ndarray:
+    """Read `.npy` bytes and nothing else: never a pickle, an object array or an `.npz` archive.
+
+    `what` names the value in the error (e.g. "Column features_npy of dataset 1a2b"). Raises
+    StockCliError when the bytes are not a plain `.npy` array: damaged, or planted by someone.
+    """
+    try:
+        # `np.load` would also open a zip (`.npz`) or fall through to pickle detection; `read_array`
+        # accepts the `.npy` format only.
+        return np.lib.format.read_array(io.BytesIO(blob), allow_pickle=False)
+    except (ValueError, EOFError, OSError, TypeError) as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise StockCliError(
+            f"{what} is not a plain .npy array ({reason}); it was not loaded.",
+            hint="The stored row is damaged or was altered outside stockcli: make it again "
+            "(`stockcli process`, then `stockcli build`).",
+        ) from None
 
 
 def dates_to_array(days: Sequence[date]) -> np.ndarray:

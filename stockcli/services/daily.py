@@ -80,8 +80,15 @@ def daily(
             settings=settings, engine=engine, as_of=as_of, force=True, run=run, n_trials=n_trials
         )
         version = registry.resolve_alias(settings, "Production")
-        if version is None:  # pragma: no cover - promote always promotes without a production model
-            raise NoDataError("Bootstrapping did not produce a production model.", hint="See `stockcli report`.")
+        if version is None:  # the promotion gate refused the first model (require_beats_naive)
+            from stockcli.errors import NoProductionModelError
+
+            raise NoProductionModelError(
+                f"Trained model version {bootstrap.model_version}, but it was not promoted: "
+                f"{bootstrap.promotion_reason}",
+                hint="No production model, so no prediction. Retrain with more data or budget, or set "
+                "[promotion] require_beats_naive = false to accept a model that does not beat the naive forecast.",
+            )
     version = str(version)
     if run is not None:
         run.details["model_version"] = version

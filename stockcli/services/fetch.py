@@ -4,11 +4,16 @@ Per ticker, in its own transaction, so one ticker's failure never loses another'
 1. From the newest stored bar, step back `[data] overlap_sessions` sessions and fetch from there (the
    first fetch starts at `[data] start`). Nothing after the last *closed* session on or before as-of is
    fetched or stored: the as-of session's bar counts only once the exchange has closed.
-2. Overlapping bars that differ by more than `[data] restatement_tolerance` (relative) mean the source
+2. Bars whose prices jump by more than `[data] max_jump_factor` from the previous valid close are
+   dropped and counted as "implausible jump" (`sources.base.drop_implausible_jumps`). The check looks
+   only at the past: the previous kept bar of the frame, or the last stored close before it.
+3. Overlapping bars that differ by more than `[data] restatement_tolerance` (relative) mean the source
    restated the history (a split or dividend re-adjusted it): the whole history is fetched again from
    `[data] start` and replaces the stored one in one transaction (delete + insert), so adjustment bases
-   never mix. Bars stored from another source are replaced the same way.
-3. Otherwise only new rows and rows whose values changed are written (upserts on [ticker, date]), so a
+   never mix. Bars stored from another source are replaced the same way. A split bigger than the jump
+   factor is still a restatement, not a jump: the overlap is compared as a whole, and one absurd bar in
+   it (dropped by the jump check against the stored close) is not.
+4. Otherwise only new rows and rows whose values changed are written (upserts on [ticker, date]), so a
    second identical fetch writes nothing and reports 0 added / 0 updated.
 Transient source errors are retried with exponential backoff (`[data] max_retries`, `retry_backoff_s`).
 """
@@ -27,7 +32,7 @@ from sqlalchemy.engine import Engine
 
 from stockcli import clock
 from stockcli.config import Settings, normalize_ticker
-from stockcli.db.bars import delete_bars, last_dates, stored_bars, ticker_sources, upsert_bars
+from stockcli.db.bars import close_before, delete_bars, last_dates, stored_bars, ticker_sources, upsert_bars
 from stockcli.db.store import utcnow
 from stockcli.errors import (
     EXIT_NOTHING,
@@ -43,7 +48,7 @@ from stockcli.errors import (
 )
 from stockcli.services.runtime import checkpoint
 from stockcli.sources import BarSource, fetch_with_retries, get_source
-from stockcli.sources.base import PRICE_COLUMNS, clip_range
+from stockcli.sources.base import IMPLAUSIBLE_JUMP, PRICE_COLUMNS, clip_range, drop_implausible_jumps
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -246,6 +251,11 @@ def _fetch_ticker(
         )
         return clip_range(bars.bars, start, cutoff), bars.rejected, dict(bars.rejected_reasons), bars.note
 
+    def screen(frame: pd.DataFrame, previous_close: float | None) -> tuple[pd.DataFrame, int]:
+        return drop_implausible_jumps(
+            frame, max_jump_factor=data.max_jump_factor, previous_close=previous_close
+        )
+
     with engine.connect() as connection:
         sources = ticker_sources(connection, ticker)
     last = last_dates(engine, [ticker], end=cutoff).get(ticker)
@@ -265,8 +275,8 @@ def _fetch_ticker(
             exit_code=EXIT_NOTHING,
         )
 
-    frame, rejected, reasons, note = pull(start)
-    if frame.empty:
+    raw, rejected, reasons, note = pull(start)
+    if raw.empty:
         return TickerFetch(
             ticker=ticker,
             status="no_data",
@@ -278,20 +288,50 @@ def _fetch_ticker(
             exit_code=EXIT_NOTHING,
         )
 
+    # Implausible jumps are judged against the past only. With nothing stored before the frame (a
+    # first fetch, a replacement) its first bar is the reference; otherwise the last stored close.
+    frame, jumps = screen(raw, None)
     if replace_reason is None and last is not None:
         with engine.connect() as connection:
             overlap = stored_bars(connection, ticker, start=start, end=cutoff)
-        drift = _max_relative_drift(overlap, frame)
-        if drift > data.restatement_tolerance:
+            anchor = close_before(connection, ticker, raw.index[0].date())
+        anchored, anchored_jumps = screen(raw, anchor)
+        if not anchored.empty and _agrees(overlap, anchored, data.restatement_tolerance):
+            frame, jumps = anchored, anchored_jumps  # the usual case; absurd bars dropped
+        elif _shares_dates(overlap, frame) and _agrees(overlap, frame, data.restatement_tolerance):
+            pass  # what is stored jumps just before the frame (stored while the check was off)
+        elif not _shares_dates(overlap, frame):
+            frame, jumps = anchored, anchored_jumps  # nothing to compare with: the stored past decides
+        else:
+            # The overlap moved as a whole (a split or dividend re-adjusted the history; a bigger
+            # split than max_jump_factor makes every bar "jump" from the stored close, which is why
+            # the overlap is compared without that anchor): fetch everything again, replace it whole.
+            drift = _max_relative_drift(overlap, frame)
             replace_reason = f"overlapping bars differ by up to {drift:.4%}: history restated, replaced whole"
             start = data.start
-            frame, rejected, reasons, note = pull(start)
+            raw, rejected, reasons, note = pull(start)
+            frame, jumps = screen(raw, None)
             if frame.empty:
                 raise SourceError(
-                    f"The history of {ticker} looks restated, but re-fetching it from {start} returned no bars; "
-                    "the stored bars were kept.",
+                    f"The history of {ticker} looks restated, but re-fetching it from {start} returned no "
+                    "valid bars; the stored bars were kept.",
                     hint="Run fetch again later.",
                 )
+    if jumps:
+        reasons[IMPLAUSIBLE_JUMP] = reasons.get(IMPLAUSIBLE_JUMP, 0) + jumps
+        rejected += jumps
+    if frame.empty:
+        return TickerFetch(
+            ticker=ticker,
+            status="no_data",
+            rejected=rejected,
+            rejected_reasons=reasons,
+            last_date=last,
+            fetched_from=start,
+            error=f"all {rejected} bar(s) from {start} to {cutoff} were rejected "
+            f"({', '.join(f'{reason}: {count}' for reason, count in reasons.items())})",
+            exit_code=EXIT_NOTHING,
+        )
 
     with engine.begin() as connection:
         if replace_reason is not None:
@@ -342,6 +382,15 @@ def _diff(old: pd.DataFrame, new: pd.DataFrame) -> tuple[int, int, int]:
     added, updated = _changed(old, new)
     deleted = int((~old.index.isin(new.index)).sum())
     return int(added.sum()), int(updated.sum()), deleted
+
+
+def _shares_dates(old: pd.DataFrame, new: pd.DataFrame) -> bool:
+    return bool(old.index.isin(new.index).any())
+
+
+def _agrees(old: pd.DataFrame, new: pd.DataFrame, tolerance: float) -> bool:
+    """True when the bars on the dates both hold differ by at most `tolerance` (vacuously when none)."""
+    return _max_relative_drift(old, new) <= tolerance
 
 
 def _max_relative_drift(old: pd.DataFrame, new: pd.DataFrame) -> float:

@@ -44,12 +44,17 @@ def checkpoint(settings: Settings, name: str) -> None:
 
 @contextlib.contextmanager
 def pipeline_run(
-    settings: Settings, *, command: str, as_of: date, engine: Engine | None = None
+    settings: Settings, *, command: str, as_of: date, engine: Engine | None = None, shared_lock: bool = False
 ) -> Iterator[RunHandle]:
-    """Open the database (upgrading the schema), take the run lock and record the run in the ledger."""
+    """Open the database (upgrading the schema), take the run lock and record the run in the ledger.
+
+    `shared_lock`: take the lock in shared mode, so that several runs of this kind (the workers of
+    one `tune` study) may overlap each other, though never an exclusive run.
+    """
     engine = engine or open_database(settings)
-    with run_lock(engine, settings.data_dir / "stockcli.lock", command):
-        store.mark_interrupted(engine)
+    with run_lock(engine, settings.data_dir / "stockcli.lock", command, shared=shared_lock):
+        if not shared_lock:  # a shared holder cannot tell dead `running` rows from live workers
+            store.mark_interrupted(engine)
         run_id = store.start_run(engine, command=command, as_of=as_of)
         handle = RunHandle(settings=settings, engine=engine, command=command, as_of=as_of, run_id=run_id)
         try:

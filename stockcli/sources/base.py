@@ -1,10 +1,13 @@
 """The one small interface every market-data source implements, plus what they share.
 
 A source turns a ticker and a date range into a *normalized* frame: a naive DatetimeIndex of session
-dates named `date`, oldest first, columns open/high/low/close (float64) and volume (int64). Rows that
-fail validation are dropped and counted, never stored. Structural problems (a CSV without a column,
-an unparsable date...) raise `InputDataError`; transient network trouble raises
+dates named `date`, oldest first, each date once, columns open/high/low/close (float64) and volume
+(int64). Rows that fail validation are dropped and counted, never stored. Structural problems (a CSV
+without a column, an unparsable date...) raise `InputDataError`; transient network trouble raises
 `TransientSourceError`, which the caller retries with backoff (`fetch_with_retries`).
+
+`drop_implausible_jumps` is the one check that needs the past beyond the frame (the last stored close),
+so the fetch service applies it, not the sources.
 """
 
 from __future__ import annotations
@@ -30,6 +33,10 @@ BAR_COLUMNS = (*PRICE_COLUMNS, "volume")
 # below Close: only a gap beyond this counts as an inconsistent bar.
 ROUNDING_ABS = 0.01
 ROUNDING_REL = 1e-6
+
+# Rejection reasons that callers and tests refer to.
+CONFLICTING_DUPLICATE = "conflicting duplicate date"
+IMPLAUSIBLE_JUMP = "implausible jump"
 
 
 @dataclass(frozen=True, eq=False)
@@ -74,11 +81,19 @@ def validate_bars(raw: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, int]]:
     """Drop the rows that cannot be real bars; return the clean frame and rejection counts by reason.
 
     `raw` has a naive DatetimeIndex and float columns open, high, low, close, volume (NaN = missing).
-    Each rejected row is counted once, under the first reason that applies.
+    Each rejected row is counted once, under the first reason that applies. A date given more than
+    once keeps one row when its rows are identical; when they differ nobody can tell which is right,
+    so none of them is kept (`conflicting duplicate date`): a later fetch re-reads that date in its
+    overlap once the source agrees with itself again.
     """
     import numpy as np
     import pandas as pd
 
+    reasons: dict[str, int] = {}
+    if raw.index.has_duplicates:
+        raw, conflicting = _resolve_duplicate_dates(raw)
+        if conflicting:
+            reasons[CONFLICTING_DUPLICATE] = conflicting
     prices = raw[list(PRICE_COLUMNS)].astype("float64")
     volume = raw["volume"].astype("float64")
     top = prices[["open", "close"]].max(axis=1)
@@ -94,7 +109,6 @@ def validate_bars(raw: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, int]]:
         ("negative volume", volume < 0),
     )
     rejected = np.zeros(len(raw), dtype=bool)
-    reasons: dict[str, int] = {}
     for reason, mask in checks:
         new = mask.to_numpy(dtype=bool) & ~rejected
         if new.any():
@@ -106,6 +120,57 @@ def validate_bars(raw: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, int]]:
     # Second resolution, like the frames `db.bars.load_bars` returns.
     clean.index = pd.DatetimeIndex(raw.index[keep], name="date").as_unit("s")
     return clean.sort_index(), reasons
+
+
+def _resolve_duplicate_dates(raw: pd.DataFrame) -> tuple[pd.DataFrame, int]:
+    """One row per date: identical repeats collapse; every row of a date whose rows differ is dropped.
+
+    Returns the frame and how many rows were dropped for conflicting.
+    """
+    import numpy as np
+
+    values = raw[list(BAR_COLUMNS)].astype("float64")
+    first_rows = values[~values.index.duplicated(keep="first")]
+    aligned = first_rows.reindex(values.index)  # each row next to the first row of its date
+    same = np.isclose(values.to_numpy(), aligned.to_numpy(), rtol=1e-12, atol=0.0, equal_nan=True).all(axis=1)
+    conflicting_dates = values.index[~same].unique()
+    conflicted = values.index.isin(conflicting_dates)
+    keep = ~conflicted & ~values.index.duplicated(keep="first")
+    return raw[keep], int(conflicted.sum())
+
+
+def drop_implausible_jumps(
+    bars: pd.DataFrame, *, max_jump_factor: float, previous_close: float | None = None
+) -> tuple[pd.DataFrame, int]:
+    """Drop the bars whose prices jump by more than `max_jump_factor` from the previous valid close.
+
+    Causal: a bar is compared only with the past, namely the close of the previous bar kept in this
+    frame or, for the first bar, `previous_close` (the last stored close before the frame, when there
+    is one). A dropped bar is never a reference for the next one, so one absurd bar (a 100x close, a
+    High 100x the close) cannot drag its neighbours out with it. A bar is implausible when any of
+    its open, high, low or close is above `max_jump_factor` times, or below 1/`max_jump_factor` of,
+    that reference. `bars` must be validated (positive prices, oldest first); 0 disables the check.
+    Returns the kept bars and how many were dropped.
+    """
+    if max_jump_factor <= 0 or bars.empty:
+        return bars, 0
+    import numpy as np
+
+    prices = bars[list(PRICE_COLUMNS)].to_numpy(dtype="float64")
+    highest = prices.max(axis=1)
+    lowest = prices.min(axis=1)
+    closes = prices[:, PRICE_COLUMNS.index("close")]
+    keep = np.ones(len(bars), dtype=bool)
+    reference = previous_close if previous_close is not None and previous_close > 0 else None
+    for row in range(len(bars)):
+        if reference is not None and (
+            highest[row] > reference * max_jump_factor or lowest[row] * max_jump_factor < reference
+        ):
+            keep[row] = False
+        else:
+            reference = float(closes[row])
+    dropped = int((~keep).sum())
+    return (bars[keep] if dropped else bars), dropped
 
 
 def clip_range(frame: pd.DataFrame, start: date, end: date) -> pd.DataFrame:

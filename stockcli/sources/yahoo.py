@@ -5,6 +5,8 @@ yfinance's quirks, handled here so nothing above sees them:
   `auto_adjust=True` the prices are already adjusted; if it is there, prices are moved onto its basis).
 - With `ignore_tz=False` the index is tz-aware in the ticker's exchange time zone; the session date is
   the date on that exchange's wall clock (a UTC index is first converted to the configured exchange).
+- A session date given twice with different values keeps neither (see `base.validate_bars`): which
+  one is right cannot be told, and the next fetch's overlap re-reads that date.
 - `download` never raises for a ticker: it logs the error and returns an empty frame. The errors are
   read from its logger: a rate limit (`YFRateLimitError`) or a timeout becomes `TransientSourceError`
   (retried by the caller), a missing ticker ("possibly delisted") an empty result (no data), anything
@@ -131,9 +133,9 @@ def normalize_yahoo_frame(frame: pd.DataFrame, ticker: str, *, exchange_tz: str)
         ratio = adjusted / raw["close"].to_numpy()
         for name in ("open", "high", "low", "close"):
             raw[name] = raw[name].to_numpy() * ratio
-    # A bar can arrive twice (yfinance appends the live bar): the newest version wins.
-    raw = raw[~raw.index.duplicated(keep="last")]
-    return raw.sort_index()
+    # A date can arrive twice (yfinance dedups the live bar itself, but two timestamps of one day end
+    # up on the same session date): validation keeps one of identical rows and none of conflicting ones.
+    return raw.sort_index(kind="stable")
 
 
 class YahooSource:

@@ -1,0 +1,272 @@
+"""`stockcli report` (tables, JSON or a self-contained HTML file) and `stockcli serve` (the dashboard)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+from rich.markup import escape
+
+from stockcli.cli import output
+from stockcli.cli.app import app, state
+
+if TYPE_CHECKING:
+    from stockcli.services.report import Report
+
+SPARK_BLOCKS = "▁▂▃▄▅▆▇█"
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
+def sparkline(values: Sequence[float], predicted: float | None = None) -> str:
+    """Unicode blocks for `values`, then an arrow and the predicted value's block on the same scale."""
+    closes = [v for v in values if math.isfinite(v)]
+    scale = closes + ([predicted] if predicted is not None and math.isfinite(predicted) else [])
+    if not scale:
+        return ""
+    low, high = min(scale), max(scale)
+    span = high - low
+
+    def block(value: float) -> str:
+        if span == 0:
+            return SPARK_BLOCKS[len(SPARK_BLOCKS) // 2]
+        return SPARK_BLOCKS[min(len(SPARK_BLOCKS) - 1, int((value - low) / span * len(SPARK_BLOCKS)))]
+
+    line = "".join(block(v) for v in closes)
+    if predicted is not None and math.isfinite(predicted):
+        line += " → " + block(predicted)
+    return line
+
+
+def report_payload(report: Report) -> dict[str, Any]:
+    """The `--json` object: predictions, performance, models, runs, promotions (and a few extras)."""
+    from dataclasses import asdict
+
+    return {
+        "predictions": [asdict(row) for row in report.predictions],
+        "performance": [asdict(row) for row in report.performance],
+        "models": [asdict(row) for row in report.models],
+        "runs": [asdict(row) for row in report.runs],
+        "promotions": [asdict(row) for row in report.promotions],
+        "production_version": report.production_version,
+        "window_sessions": report.window_sessions,
+        "as_of": report.as_of,
+        "generated_at": report.generated_at,
+        "recent_closes": [
+            {"ticker": s.ticker, "dates": list(s.dates), "closes": list(s.closes)}
+            for s in report.recent_closes
+        ],
+        "notes": list(report.notes),
+    }
+
+
+def _text(value: Any) -> str:
+    """Stored text for a Rich cell: markup in it is shown, never interpreted."""
+    return "" if value is None else escape(str(value))
+
+
+def render_tables(report: Report) -> None:
+    from stockcli.web.pages import format_metrics  # the same metric formatting as the HTML views
+
+    fmt, pct = output.fmt_float, output.fmt_pct
+    production = f"v{report.production_version}" if report.production_version else "none known"
+    output.info(
+        f"stockcli report{' as of ' + report.as_of.isoformat() if report.as_of else ''} · production model {production}"
+    )
+    output.table(
+        "Latest predictions (next trading session)",
+        ["Ticker", "Base date", "Base close", "Predicted close", "Change %", "Target date", "Model"],
+        (
+            [
+                _text(p.ticker),
+                p.base_date.isoformat(),
+                fmt(p.base_close),
+                fmt(p.predicted_close),
+                "-" if p.change is None else f"{p.change * 100:+.2f}%",
+                p.target_date.isoformat(),
+                f"v{_text(p.model_version)}",
+            ]
+            for p in report.predictions
+        ),
+        caption=None if report.predictions else "No predictions yet: run `stockcli daily`.",
+    )
+    output.table(
+        f"Recent closes (last {max((len(s.closes) for s in report.recent_closes), default=0)} sessions) → prediction",
+        ["Ticker", "Closes → predicted", "Last close", "Predicted"],
+        (
+            [
+                _text(s.ticker),
+                sparkline(s.closes, s.prediction.predicted_close if s.prediction else None),
+                fmt(s.closes[-1]) if s.closes else "-",
+                fmt(s.prediction.predicted_close) if s.prediction else "-",
+            ]
+            for s in report.recent_closes
+        ),
+    )
+    output.table(
+        f"Live performance over the last {report.window_sessions} scored sessions",
+        ["Ticker", "Sessions", "MAPE %", "MAE", "Naive MAE", "Direction %", "Skill vs naive %", "Status"],
+        (
+            [
+                _text(r.ticker),
+                str(r.sessions),
+                pct(r.mape),
+                fmt(r.mae),
+                fmt(r.naive_mae),
+                pct(r.directional_accuracy, 1),
+                "-" if r.skill is None else f"{r.skill * 100:+.1f}%",
+                "WORSE THAN NAIVE"
+                if r.worse_than_naive
+                else ("few sessions" if not r.enough_samples else "ok"),
+            ]
+            for r in report.performance
+        ),
+        caption=None if report.performance else "No matured predictions scored yet.",
+    )
+    output.table(
+        "Registered model versions",
+        ["Version", "Aliases", "Test metrics", "Dataset", "Created"],
+        (
+            [
+                f"v{_text(m.version)}",
+                _text(", ".join(m.aliases) or "-"),
+                _text(format_metrics(m.test_metrics)),
+                _text(m.dataset_run_id or "-"),
+                m.created_at.strftime("%Y-%m-%d %H:%M") if m.created_at else "-",
+            ]
+            for m in report.models
+        ),
+        caption=None if report.models else "No model versions to show.",
+    )
+    output.table(
+        "Recent runs",
+        ["#", "Command", "As of", "Status", "Started", "Duration s", "Error"],
+        (
+            [
+                str(r.id),
+                _text(r.command),
+                r.as_of.isoformat() if r.as_of else "-",
+                _text(r.status),
+                r.started_at.strftime("%Y-%m-%d %H:%M:%S") if r.started_at else "-",
+                fmt(r.duration_s, 1),
+                _text(r.error or ""),
+            ]
+            for r in report.runs
+        ),
+    )
+    output.table(
+        "Recent promotion decisions",
+        [
+            "Decided",
+            "Candidate",
+            "Production",
+            "Metric",
+            "Candidate / production / naive",
+            "Decision",
+            "Reason",
+        ],
+        (
+            [
+                p.decided_at.strftime("%Y-%m-%d %H:%M") if p.decided_at else "-",
+                f"v{_text(p.candidate_version)}",
+                f"v{_text(p.production_version)}" if p.production_version else "-",
+                _text(p.metric),
+                " / ".join(fmt(v, 4) for v in (p.candidate_value, p.production_value, p.naive_value)),
+                ("promoted" if p.promoted else "kept") + (" (dry run)" if p.dry_run else ""),
+                _text(p.reason),
+            ]
+            for p in report.promotions
+        ),
+    )
+    for note in report.notes:
+        output.warn(note)
+
+
+@app.command("report")
+def report(
+    ctx: typer.Context,
+    html: Annotated[
+        Path | None,
+        typer.Option(
+            "--html", metavar="FILE", dir_okay=False, help="Also write a self-contained HTML report to FILE."
+        ),
+    ] = None,
+) -> None:
+    """Latest predictions, live performance, model versions, runs and promotions (read-only)."""
+    from stockcli.config import redact_url
+    from stockcli.db.queries_report import connect_readonly
+    from stockcli.errors import UsageError
+    from stockcli.services.report import build_report
+
+    cli_state = state(ctx)
+    settings = cli_state.settings()
+    as_of = cli_state.as_of(settings) if cli_state.as_of_text else None
+    result = build_report(settings, engine=connect_readonly(settings), as_of=as_of)
+    if html is not None:
+        from stockcli.web.pages import render_report_html
+
+        try:
+            html.parent.mkdir(parents=True, exist_ok=True)
+            html.write_text(
+                render_report_html(result, database=redact_url(settings.database_url)), encoding="utf-8"
+            )
+        except OSError as exc:
+            raise UsageError(
+                f"Cannot write the HTML report to {html}: {exc.strerror or exc}.",
+                hint="Pass a writable path with --html.",
+            ) from None
+    if cli_state.json:
+        payload = report_payload(result)
+        if html is not None:
+            payload["html"] = str(html)
+        output.emit_json(payload)
+        return
+    render_tables(result)
+    if html is not None:
+        output.info(f"Wrote the HTML report to {html}.")
+
+
+@app.command("serve")
+def serve(
+    ctx: typer.Context,
+    host: Annotated[
+        str, typer.Option("--host", help="Address to listen on (loopback only by default).")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", min=1, max=65535, help="Port to listen on.")] = 8000,
+) -> None:
+    """A read-only dashboard in the browser: predictions, chart, performance, production model."""
+    import socket
+
+    from stockcli.errors import UsageError
+
+    cli_state = state(ctx)
+    settings = cli_state.settings()
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        with socket.socket(infos[0][0], socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind(infos[0][4])
+    except OSError as exc:
+        raise UsageError(
+            f"Cannot listen on {host}:{port}: {exc.strerror or exc}.",
+            hint="Pick another port with --port, or stop what uses it.",
+        ) from None
+    import uvicorn
+
+    from stockcli.web.app import create_app
+
+    if host not in LOOPBACK_HOSTS:
+        output.warn(
+            f"Listening on {host}: the dashboard has no login; anyone who can reach this port can read it."
+        )
+    shown = f"[{host}]" if ":" in host else host
+    output.info(f"Serving the dashboard on http://{shown}:{port}/ (read-only; Ctrl+C stops it).")
+    uvicorn.run(
+        create_app(settings),
+        host=host,
+        port=port,
+        log_level="info" if cli_state.verbose else "warning",
+        access_log=cli_state.verbose,
+    )

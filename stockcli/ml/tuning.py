@@ -1,0 +1,368 @@
+"""Hyper-parameter search with Optuna: seeded TPE, a median pruner that really prunes, a resumable study.
+
+- Search space from `[tuning]` (defaults as the replaced system: batch 16-128, hidden 32-256,
+  layers 1-3, dropout 0.1-0.5, learning rate 1e-4-1e-2 on a log scale, model type among the three).
+  Integer ranges are sampled on a log scale too: batch 16 vs 32 matters as much as 64 vs 128.
+- The objective is the best validation loss of a trial. It receives the training and validation
+  splits only: the test split is not an argument, so tuning cannot see it.
+- Every epoch's validation loss goes to `trial.report`, and `trial.should_prune()` is asked right
+  after, so the median pruner stops trials that are worse than the median of earlier trials at the
+  same epoch (once `pruner_startup_trials` trials have finished and the trial has trained
+  `pruner_warmup_epochs` epochs).
+- The study lives in persistent storage (`settings.optuna_storage_url`: a SQLite file in the data
+  dir by default, or PostgreSQL) under a name derived from the dataset, opened with
+  `load_if_exists=True`: an interrupted tune resumes, and several processes pointed at the same
+  PostgreSQL storage work on one study.
+
+`n_trials` is a target for the whole study, not a count per invocation: a tune runs until the study
+holds `n_trials` finished (complete or pruned) trials, so a rerun after an interruption only runs
+what is missing, and a rerun of a finished tune runs nothing. With several workers the study can end
+a few trials above the target (each worker finishes the trial it is running when the target is
+reached). Failed trials (for instance those of a killed worker) do not count.
+
+Optuna's own tables and its Alembic version table (`alembic_version`) never collide with ours
+(`stockcli_alembic_version`), so the study can share the app's PostgreSQL database.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import math
+import os
+import socket
+import sqlite3
+import time
+import warnings
+import zlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from stockcli.config import TrainingSettings, TuningSettings, redact_url
+from stockcli.errors import ConfigError, StockCliError
+from stockcli.ml.training import EpochCallback, TrainParams, train_model
+
+if TYPE_CHECKING:
+    import optuna
+
+# Seconds between heartbeats of a running trial, and how long a silent trial stays "running" before
+# the next worker marks it failed (a worker killed mid-trial leaves such a trial behind).
+HEARTBEAT_INTERVAL_S = 60
+HEARTBEAT_GRACE_S = 180
+
+TUNED_PARAMS = ("model_type", "hidden_size", "num_layers", "dropout", "learning_rate", "batch_size")
+
+ProgressCallback = Callable[[int, float | None], None]
+
+
+@dataclass(frozen=True)
+class StudyOutcome:
+    """Where a study stands after a tune: totals over the whole study, not only this invocation."""
+
+    study_name: str
+    best_params: dict[str, Any]
+    best_value: float | None
+    best_trial_number: int | None
+    n_trials: int  # every trial in the study, whatever its state
+    n_complete: int
+    n_pruned: int
+    n_failed: int
+    n_run: int  # trials this invocation finished
+    wall_s: float
+
+
+def study_name_for(run_id: str) -> str:
+    """The study name of a dataset: one study per built dataset."""
+    return f"stockcli-{run_id}"
+
+
+def suggest_params(trial: optuna.Trial, *, tuning: TuningSettings, training: TrainingSettings) -> TrainParams:
+    """Sample one point of the search space; the other parameters come from `[training]`."""
+    if not tuning.model_types:
+        raise ConfigError("[tuning] model_types is empty.", hint="List at least one model type to search.")
+    sampled: dict[str, Any] = {
+        "model_type": trial.suggest_categorical("model_type", list(tuning.model_types)),
+        "hidden_size": trial.suggest_int(
+            "hidden_size", tuning.hidden_size_min, tuning.hidden_size_max, log=True
+        ),
+        "num_layers": trial.suggest_int("num_layers", tuning.num_layers_min, tuning.num_layers_max),
+        "dropout": trial.suggest_float("dropout", tuning.dropout_min, tuning.dropout_max),
+        "learning_rate": trial.suggest_float(
+            "learning_rate", tuning.learning_rate_min, tuning.learning_rate_max, log=True
+        ),
+        "batch_size": trial.suggest_int("batch_size", tuning.batch_size_min, tuning.batch_size_max, log=True),
+    }
+    return TrainParams.from_settings(training, sampled)
+
+
+def pruning_callback(trial: optuna.Trial) -> EpochCallback:
+    """An `on_epoch` hook that reports each validation loss and raises TrialPruned when told to."""
+    import optuna
+
+    def report(epoch: int, train_loss: float, val_loss: float) -> None:
+        if not math.isfinite(val_loss):
+            raise optuna.TrialPruned(f"Validation loss became {val_loss} at epoch {epoch} (diverged).")
+        trial.report(val_loss, step=epoch)
+        if trial.should_prune():
+            raise optuna.TrialPruned(f"Pruned at epoch {epoch} with validation loss {val_loss:.6g}.")
+
+    return report
+
+
+def make_objective(
+    *,
+    train_x: np.ndarray,
+    train_y: np.ndarray,
+    val_x: np.ndarray,
+    val_y: np.ndarray,
+    tuning: TuningSettings,
+    training: TrainingSettings,
+    epochs: int,
+    patience: int,
+    seed: int,
+    device: str = "cpu",
+    epoch_hook: Callable[[int, int], None] | None = None,
+) -> Callable[[optuna.Trial], float]:
+    """The objective: train with sampled parameters, return the best validation loss.
+
+    Only the training and validation splits go in. `epoch_hook(trial_number, epoch)` runs after each
+    epoch (a test hook for interruptions).
+    """
+
+    def objective(trial: optuna.Trial) -> float:
+        import optuna
+
+        params = suggest_params(trial, tuning=tuning, training=training)
+        report = pruning_callback(trial)
+
+        def on_epoch(epoch: int, train_loss: float, val_loss: float) -> None:
+            trial.set_user_attr("epochs_run", epoch)
+            report(epoch, train_loss, val_loss)
+            if epoch_hook is not None:
+                epoch_hook(trial.number, epoch)
+
+        result = train_model(
+            train_x=train_x,
+            train_y=train_y,
+            val_x=val_x,
+            val_y=val_y,
+            params=params,
+            epochs=epochs,
+            patience=patience,
+            seed=seed,
+            device=device,
+            on_epoch=on_epoch,
+            num_threads=training.num_threads or None,
+        )
+        trial.set_user_attr("best_epoch", result.best_epoch)
+        trial.set_user_attr("epochs_run", result.epochs_run)
+        trial.set_user_attr("hidden_size_used", result.config["hidden_size"])
+        if not math.isfinite(result.best_val_loss):
+            raise optuna.TrialPruned("No epoch reached a finite validation loss.")
+        return float(result.best_val_loss)
+
+    return objective
+
+
+def make_storage(url: str, *, busy_timeout_s: float = 30.0) -> optuna.storages.RDBStorage:
+    """Optuna's RDB storage for a SQLite file or a PostgreSQL database, with a trial heartbeat.
+
+    SQLite gets WAL and a busy timeout so that a second local process waits instead of failing;
+    PostgreSQL gets pre-ping (a long trial can outlive an idle connection) and a connect timeout.
+    """
+    import optuna
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError, OperationalError
+
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise ConfigError(
+            f"Invalid Optuna storage URL {redact_url(url)!r}.",
+            hint="Use sqlite:///path/to/optuna.db or postgresql+psycopg://user@host/db in [tuning] storage_url.",
+        ) from None
+    backend = parsed.get_backend_name()
+    engine_kwargs: dict[str, Any]
+    if backend == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            path = Path(parsed.database)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with sqlite3.connect(path, timeout=busy_timeout_s) as connection:  # WAL persists in the file
+                connection.execute("PRAGMA journal_mode=WAL")
+        engine_kwargs = {"connect_args": {"timeout": busy_timeout_s}}
+    elif backend == "postgresql":
+        if parsed.drivername == "postgresql":
+            parsed = parsed.set(drivername="postgresql+psycopg")
+        engine_kwargs = {"pool_pre_ping": True, "connect_args": {"connect_timeout": 10}}
+    else:
+        engine_kwargs = {"pool_pre_ping": True}
+    full_url = parsed.render_as_string(hide_password=False)
+    try:
+        # Optuna creates its tables and stamps its Alembic version on first use; workers starting
+        # together on an empty database would race on that, so they take turns.
+        with _initialisation_lock(full_url, backend, engine_kwargs), warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.storages.RDBStorage(
+                url=full_url,
+                engine_kwargs=engine_kwargs,
+                heartbeat_interval=HEARTBEAT_INTERVAL_S,
+                grace_period=HEARTBEAT_GRACE_S,
+            )
+    except (OperationalError, sqlite3.OperationalError) as exc:
+        first_line = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+        raise StockCliError(
+            f"Cannot open the Optuna storage {redact_url(url)}: {redact_url(first_line)}",
+            hint="Check [tuning] storage_url (or STOCKCLI_OPTUNA_STORAGE) and that the server is up.",
+        ) from None
+    except ImportError as exc:
+        raise ConfigError(f"Cannot use Optuna storage URL {redact_url(url)!r}: {exc}.") from None
+
+
+# pg_advisory_lock key serialising Optuna's table creation ("optunaIN" in ASCII); not the run lock's key.
+_INIT_LOCK_KEY = 0x6F7074756E61494E
+
+
+@contextlib.contextmanager
+def _initialisation_lock(url: str, backend: str, engine_kwargs: dict[str, Any]) -> Iterator[None]:
+    """Serialise storage initialisation: an advisory lock on PostgreSQL, a file lock next to SQLite."""
+    if backend == "postgresql":
+        from sqlalchemy import create_engine, text
+
+        engine = create_engine(url, **engine_kwargs)
+        try:
+            with engine.connect() as connection:
+                connection.execute(text("SELECT pg_advisory_lock(:key)"), {"key": _INIT_LOCK_KEY})
+                connection.commit()
+                try:
+                    yield
+                finally:
+                    connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": _INIT_LOCK_KEY})
+                    connection.commit()
+        finally:
+            engine.dispose()
+    elif backend == "sqlite" and ":memory:" not in url and url.startswith("sqlite:///"):
+        from sqlalchemy.engine import make_url
+
+        database = make_url(url).database
+        lock_path = Path(f"{database}.init-lock")
+        with open(lock_path, "a+b") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+    else:
+        yield
+
+
+def open_study(
+    *,
+    storage_url: str,
+    study_name: str,
+    seed: int,
+    pruning: bool,
+    pruner_startup_trials: int,
+    pruner_warmup_epochs: int,
+    busy_timeout_s: float = 30.0,
+) -> optuna.Study:
+    """Create the study, or load it when it exists (a resumed or parallel tune).
+
+    The TPE seed mixes `seed` with the number of trials already in the study, so a fresh study is
+    reproducible and a resumed one does not replay its first suggestions. On a shared server storage
+    the worker (host, pid) is mixed in too: workers starting together must not suggest the same points.
+    """
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    storage = make_storage(storage_url, busy_timeout_s=busy_timeout_s)
+    if pruning:
+        pruner: optuna.pruners.BasePruner = optuna.pruners.MedianPruner(
+            n_startup_trials=pruner_startup_trials, n_warmup_steps=pruner_warmup_epochs, interval_steps=1
+        )
+    else:
+        pruner = optuna.pruners.NopPruner()
+    study = optuna.create_study(
+        storage=storage, study_name=study_name, direction="minimize", pruner=pruner, load_if_exists=True
+    )
+    existing = len(study.get_trials(deepcopy=False))
+    worker = ""
+    if storage.engine.dialect.name != "sqlite":
+        worker = f"{socket.gethostname()}:{os.getpid()}"
+    sampler_seed = zlib.crc32(f"{seed}:{existing}:{worker}".encode()) if (existing or worker) else seed
+    study.sampler = optuna.samplers.TPESampler(seed=sampler_seed)
+    return study
+
+
+def run_study(
+    study: optuna.Study,
+    objective: Callable[[optuna.Trial], float],
+    *,
+    n_trials: int,
+    timeout_s: float | None = None,
+    progress: ProgressCallback | None = None,
+    after_trial: Callable[[int], None] | None = None,
+) -> StudyOutcome:
+    """Run trials until the study holds `n_trials` finished ones (or `timeout_s` passes).
+
+    `progress(trial_number, best_value_so_far)` runs after every trial of this process;
+    `after_trial(trial_number)` too (a test hook). Exceptions other than pruning propagate.
+    """
+    from optuna.study import MaxTrialsCallback
+    from optuna.trial import TrialState
+
+    if n_trials < 1:
+        raise ConfigError(f"n_trials must be at least 1, got {n_trials}.")
+    started = time.perf_counter()
+    finished_states = (TrialState.COMPLETE, TrialState.PRUNED)
+    already = len(study.get_trials(deepcopy=False, states=finished_states))
+    remaining = n_trials - already
+    ran: list[int] = []
+
+    def on_trial(current: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        ran.append(trial.number)
+        if progress is not None:
+            progress(trial.number, _best_value(current))
+        if after_trial is not None:
+            after_trial(trial.number)
+
+    if remaining > 0:
+        study.optimize(
+            objective,
+            n_trials=remaining,
+            timeout=timeout_s if timeout_s and timeout_s > 0 else None,
+            callbacks=[MaxTrialsCallback(n_trials, states=finished_states), on_trial],
+            catch=(),
+        )
+    return summarize(study, n_run=len(ran), wall_s=time.perf_counter() - started)
+
+
+def summarize(study: optuna.Study, *, n_run: int = 0, wall_s: float = 0.0) -> StudyOutcome:
+    """Totals and the best trial of a study."""
+    from optuna.trial import TrialState
+
+    trials = study.get_trials(deepcopy=False)
+    complete = [t for t in trials if t.state == TrialState.COMPLETE and t.value is not None]
+    best = min(complete, key=lambda t: (t.value, t.number)) if complete else None
+    return StudyOutcome(
+        study_name=study.study_name,
+        best_params=dict(best.params) if best else {},
+        best_value=float(best.value) if best and best.value is not None else None,
+        best_trial_number=best.number if best else None,
+        n_trials=len(trials),
+        n_complete=len(complete),
+        n_pruned=sum(t.state == TrialState.PRUNED for t in trials),
+        n_failed=sum(t.state == TrialState.FAIL for t in trials),
+        n_run=n_run,
+        wall_s=wall_s,
+    )
+
+
+def _best_value(study: optuna.Study) -> float | None:
+    try:
+        return float(study.best_value)
+    except ValueError:  # no complete trial yet
+        return None

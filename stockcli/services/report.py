@@ -1,0 +1,536 @@
+"""What `stockcli report` and the dashboard show, gathered from the stored tables and the registry.
+
+Read-only: nothing here writes to the database or the registry. Rates are fractions (0.012 is 1.2%),
+skill is 1 - MAE_model / MAE_naive over the same sessions (below zero: worse than the naive forecast
+"next close = last close").
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from typing import Any
+
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DBAPIError
+
+from stockcli.config import Settings, redact_url
+from stockcli.db import queries_report as queries
+from stockcli.errors import NoDataError, StockCliError
+
+PRODUCTION_ALIAS = "Production"
+FILL_HINT = "Run `stockcli daily` to fetch bars, train a first model and predict."
+
+
+@dataclass(frozen=True)
+class PredictionRow:
+    """The newest next-session prediction of one ticker."""
+
+    ticker: str
+    target_date: date
+    base_date: date
+    base_close: float
+    predicted_close: float
+    change: float | None  # predicted_close / base_close - 1
+    model_version: str
+    as_of: date
+    dataset_run_id: str
+    created_at: datetime | None
+
+
+@dataclass(frozen=True)
+class PerformanceRow:
+    """Live accuracy of one ticker over its newest scored sessions (the monitoring window)."""
+
+    ticker: str
+    sessions: int
+    mape: float | None
+    mae: float | None
+    naive_mae: float | None
+    directional_accuracy: float | None
+    skill: float | None
+    worse_than_naive: bool
+    enough_samples: bool
+    first_target_date: date | None
+    last_target_date: date | None
+    model_versions: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class ScoredSession:
+    """One matured prediction against the real close."""
+
+    ticker: str
+    target_date: date
+    model_version: str
+    base_date: date
+    base_close: float
+    predicted_close: float
+    actual_close: float
+    abs_error: float
+    abs_pct_error: float
+    direction_hit: bool
+    naive_abs_error: float
+
+
+@dataclass(frozen=True)
+class ModelVersionRow:
+    """One version of the registered model."""
+
+    version: str
+    aliases: tuple[str, ...]
+    test_metrics: dict[str, float | None]
+    dataset_run_id: str | None
+    created_at: datetime | None
+    model_type: str | None = None
+
+
+@dataclass(frozen=True)
+class RunRow:
+    id: int
+    command: str
+    as_of: date | None
+    status: str
+    started_at: datetime | None
+    finished_at: datetime | None
+    duration_s: float | None
+    error: str | None
+
+
+@dataclass(frozen=True)
+class PromotionRow:
+    id: int
+    decided_at: datetime | None
+    candidate_version: str
+    production_version: str | None
+    metric: str
+    candidate_metrics: dict[str, Any]
+    production_metrics: dict[str, Any] | None
+    naive_metrics: dict[str, Any]
+    window_start: date | None
+    window_end: date | None
+    dataset_run_id: str | None
+    promoted: bool
+    dry_run: bool
+    reason: str
+    # The decision metric's value for each side, averaged over the tickers of the window.
+    candidate_value: float | None = None
+    production_value: float | None = None
+    naive_value: float | None = None
+
+
+@dataclass(frozen=True)
+class CloseSeries:
+    """Recent closes of one ticker, oldest first, with its newest prediction if any."""
+
+    ticker: str
+    dates: tuple[date, ...]
+    closes: tuple[float, ...]
+    prediction: PredictionRow | None
+
+    @property
+    def naive(self) -> tuple[date, float] | None:
+        """The persistence forecast for the predicted session: the last known close."""
+        if self.prediction is None:
+            return None
+        return self.prediction.target_date, self.prediction.base_close
+
+
+@dataclass(frozen=True)
+class ModelsInfo:
+    """Registry versions, newest first, the one holding the Production alias, and why a list is empty."""
+
+    versions: tuple[ModelVersionRow, ...]
+    production_version: str | None
+    note: str | None = None
+
+
+@dataclass(frozen=True)
+class Report:
+    """Everything `stockcli report` shows."""
+
+    generated_at: datetime
+    as_of: date | None
+    window_sessions: int
+    predictions: tuple[PredictionRow, ...]
+    performance: tuple[PerformanceRow, ...]
+    models: tuple[ModelVersionRow, ...]
+    production_version: str | None
+    runs: tuple[RunRow, ...]
+    promotions: tuple[PromotionRow, ...]
+    recent_closes: tuple[CloseSeries, ...]
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+
+# --- the service ----------------------------------------------------------------------------------
+
+
+def build_report(
+    settings: Settings,
+    *,
+    engine: Engine | None,
+    as_of: date | None = None,
+    close_sessions: int = 30,
+    runs_limit: int = 10,
+    promotions_limit: int = 10,
+    models: ModelsInfo | None = None,
+) -> Report:
+    """Gather predictions, live performance, registry versions, runs, promotions and recent closes.
+
+    `engine` comes from `queries_report.connect_readonly` (None: the database file does not exist).
+    Nothing made after `as_of` is shown (None: everything). `models` skips the registry look-up.
+
+    Raises NoDataError (exit 4) when the database holds no bars and no predictions yet.
+    """
+    ensure_data(engine, settings=settings)
+    assert engine is not None
+    try:
+        return _gather(settings, engine, as_of, close_sessions, runs_limit, promotions_limit, models)
+    except DBAPIError as exc:
+        raise unreadable_database(settings, exc) from None
+
+
+def _gather(
+    settings: Settings,
+    engine: Engine,
+    as_of: date | None,
+    close_sessions: int,
+    runs_limit: int,
+    promotions_limit: int,
+    models: ModelsInfo | None,
+) -> Report:
+    tickers = queries.known_tickers(engine, preferred=settings.data.tickers)
+    order = {ticker: index for index, ticker in enumerate(tickers)}
+    predictions = sorted(
+        latest_predictions(engine, as_of=as_of), key=lambda p: order.get(p.ticker, len(order))
+    )
+    performance = live_performance(settings, engine=engine, as_of=as_of)
+    by_ticker = {row.ticker: row for row in predictions}
+    closes = queries.recent_closes(engine, tickers, sessions=close_sessions, as_of=as_of)
+    series = tuple(
+        CloseSeries(
+            ticker=ticker,
+            dates=tuple(day for day, _ in closes.get(ticker, [])),
+            closes=tuple(value for _, value in closes.get(ticker, [])),
+            prediction=by_ticker.get(ticker),
+        )
+        for ticker in tickers
+    )
+    info = models if models is not None else model_versions(settings)
+    notes: list[str] = []
+    if info.note:
+        notes.append(info.note)
+    if not predictions:
+        notes.append("No predictions stored yet. " + FILL_HINT)
+    worse = [row.ticker for row in performance if row.worse_than_naive]
+    if worse:
+        notes.append(
+            f"The model does worse than the naive forecast (next close = last close) for {', '.join(worse)} "
+            f"over the last {settings.monitor.window_sessions} sessions."
+        )
+    return Report(
+        generated_at=datetime.now(tz=UTC),
+        as_of=as_of,
+        window_sessions=settings.monitor.window_sessions,
+        predictions=tuple(predictions),
+        performance=tuple(performance),
+        models=info.versions,
+        production_version=info.production_version,
+        runs=tuple(_run_row(row) for row in queries.recent_runs(engine, limit=runs_limit)),
+        promotions=tuple(
+            _promotion_row(row) for row in queries.recent_promotions(engine, limit=promotions_limit)
+        ),
+        recent_closes=series,
+        notes=tuple(notes),
+    )
+
+
+def unreadable_database(settings: Settings, exc: BaseException) -> StockCliError:
+    """The error for a database that cannot be reached or read (down, wrong URL, schema behind)."""
+    text = str(getattr(exc, "orig", None) or exc).strip()
+    first = redact_url(text.splitlines()[0] if text else type(exc).__name__)
+    return StockCliError(
+        f"Cannot read the database {redact_url(settings.database_url)}: {first}",
+        hint="Check [storage] database_url and that the server is up; if the schema is behind, "
+        "run `stockcli db upgrade`.",
+    )
+
+
+def ensure_data(engine: Engine | None, *, settings: Settings) -> None:
+    """Raise NoDataError saying which command fills the database, unless it holds bars or predictions.
+
+    Raises StockCliError when the database cannot be reached or read.
+    """
+    try:
+        state = queries.database_state(engine)
+    except DBAPIError as exc:
+        raise unreadable_database(settings, exc) from None
+    if state == "ready":
+        return
+    what = {
+        "missing": "The database does not exist yet.",
+        "no_schema": "The database has no stockcli tables yet.",
+        "empty": "The database holds no bars and no predictions yet.",
+    }[state]
+    raise NoDataError(what, hint=FILL_HINT)
+
+
+def latest_predictions(engine: Engine, *, as_of: date | None = None) -> list[PredictionRow]:
+    """The newest prediction per ticker."""
+    return [_prediction_row(row) for row in queries.latest_predictions(engine, as_of=as_of)]
+
+
+def live_performance(
+    settings: Settings, *, engine: Engine, as_of: date | None = None, ticker: str | None = None
+) -> list[PerformanceRow]:
+    """Rolling accuracy per ticker over the newest `[monitor] window_sessions` scored sessions."""
+    rows = queries.performance_window(
+        engine, sessions=settings.monitor.window_sessions, as_of=as_of, ticker=ticker
+    )
+    grouped: dict[str, list[ScoredSession]] = {}
+    for row in rows:
+        grouped.setdefault(row["ticker"], []).append(_scored(row))
+    order = queries.known_tickers(engine, preferred=settings.data.tickers)
+    ordered = [t for t in order if t in grouped] + sorted(set(grouped) - set(order))
+    return [summarize(t, grouped[t], min_samples=settings.monitor.min_samples) for t in ordered]
+
+
+def scored_sessions(
+    engine: Engine, *, limit: int = 500, as_of: date | None = None, ticker: str | None = None
+) -> list[ScoredSession]:
+    """Scored sessions, newest first (one per ticker and target date)."""
+    return [
+        _scored(row) for row in queries.performance_history(engine, limit=limit, as_of=as_of, ticker=ticker)
+    ]
+
+
+def summarize(ticker: str, sessions: Sequence[ScoredSession], *, min_samples: int = 1) -> PerformanceRow:
+    """MAPE, MAE, directional accuracy and skill against naive over `sessions`."""
+    count = len(sessions)
+    if count == 0:
+        return PerformanceRow(ticker, 0, None, None, None, None, None, False, False, None, None, ())
+    mape = _finite_mean(s.abs_pct_error for s in sessions)
+    mae = _finite_mean(s.abs_error for s in sessions)
+    naive_mae = _finite_mean(s.naive_abs_error for s in sessions)
+    hits = sum(1 for s in sessions if s.direction_hit)
+    skill = None
+    if mae is not None and naive_mae is not None and naive_mae > 0:
+        skill = 1.0 - mae / naive_mae
+    versions = sorted({s.model_version for s in sessions}, key=_version_key)
+    return PerformanceRow(
+        ticker=ticker,
+        sessions=count,
+        mape=mape,
+        mae=mae,
+        naive_mae=naive_mae,
+        directional_accuracy=hits / count,
+        skill=skill,
+        worse_than_naive=skill is not None and skill < 0,
+        enough_samples=count >= min_samples,
+        first_target_date=min(s.target_date for s in sessions),
+        last_target_date=max(s.target_date for s in sessions),
+        model_versions=tuple(versions),
+    )
+
+
+def close_series(
+    engine: Engine, ticker: str, *, sessions: int = 60, as_of: date | None = None
+) -> CloseSeries:
+    """Recent closes of one ticker with its newest prediction (for the dashboard's chart)."""
+    closes = queries.recent_closes(engine, [ticker], sessions=sessions, as_of=as_of)[ticker]
+    predictions = [
+        _prediction_row(row) for row in queries.latest_predictions(engine, as_of=as_of, tickers=[ticker])
+    ]
+    return CloseSeries(
+        ticker=ticker,
+        dates=tuple(day for day, _ in closes),
+        closes=tuple(value for _, value in closes),
+        prediction=predictions[0] if predictions else None,
+    )
+
+
+# --- the registry, read only through stockcli.ml.registry ----------------------------------------
+
+
+def model_versions(settings: Settings) -> ModelsInfo:
+    """Registered versions through `stockcli.ml.registry.list_versions(settings)`; never raises.
+
+    A local sqlite MLflow store that does not exist yet is not created: it means no model was trained.
+    Failures become a note, so a registry problem never hides the rest of the report.
+    """
+    tracking = settings.mlflow_tracking_uri
+    if tracking.startswith("sqlite:///"):
+        path = queries.sqlite_path(tracking)
+        if path is not None and not path.is_file():
+            return ModelsInfo(
+                (), None, "No model registry yet. Run `stockcli daily` (or `stockcli retrain`)."
+            )
+    try:
+        from stockcli.ml import registry
+    except ImportError:
+        return ModelsInfo((), None, "Model versions are not available: stockcli.ml.registry is missing.")
+    list_versions: Callable[[Settings], Iterable[Any]] | None = getattr(registry, "list_versions", None)
+    if list_versions is None:
+        return ModelsInfo((), None, "Model versions are not available: the registry cannot list versions.")
+    try:
+        versions = sorted(
+            (_model_row(item) for item in list_versions(settings)),
+            key=lambda row: _version_key(row.version),
+            reverse=True,
+        )
+    except StockCliError as exc:
+        return ModelsInfo((), None, f"Model versions are not available: {exc}")
+    except Exception as exc:  # the registry is optional here: report the rest anyway
+        return ModelsInfo((), None, f"Model versions are not available: {type(exc).__name__}: {exc}")
+    production = next(
+        (row.version for row in versions if PRODUCTION_ALIAS.lower() in {a.lower() for a in row.aliases}),
+        None,
+    )
+    return ModelsInfo(tuple(versions), production)
+
+
+def _field(item: Any, *names: str) -> Any:
+    for name in names:
+        if isinstance(item, Mapping):
+            if name in item:
+                return item[name]
+        elif hasattr(item, name):
+            return getattr(item, name)
+    return None
+
+
+def _model_row(item: Any) -> ModelVersionRow:
+    created = _field(item, "created_at", "created", "creation_timestamp")
+    if isinstance(created, int | float) and not isinstance(created, bool):
+        created = datetime.fromtimestamp(created / 1000.0, tz=UTC)  # MLflow keeps milliseconds
+    elif not isinstance(created, datetime):
+        created = None
+    metrics = _field(item, "test_metrics", "metrics") or {}
+    return ModelVersionRow(
+        version=str(_field(item, "version")),
+        aliases=tuple(str(a) for a in (_field(item, "aliases") or ())),
+        test_metrics={str(k): _finite(v) for k, v in dict(metrics).items()},
+        dataset_run_id=_optional_str(_field(item, "dataset_run_id")),
+        created_at=created,
+        model_type=_optional_str(_field(item, "model_type")),
+    )
+
+
+# --- helpers --------------------------------------------------------------------------------------
+
+
+def _finite(value: Any) -> float | None:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _finite_mean(values: Iterable[Any]) -> float | None:
+    numbers = [n for n in (_finite(v) for v in values) if n is not None]
+    return sum(numbers) / len(numbers) if numbers else None
+
+
+def _optional_str(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+def _version_key(version: str) -> tuple[int, str]:
+    return (int(version), "") if version.isdigit() else (-1, version)
+
+
+def _aware(moment: datetime | None) -> datetime | None:
+    # SQLite hands back naive datetimes for timezone-aware columns; they were written in UTC.
+    if moment is not None and moment.tzinfo is None:
+        return moment.replace(tzinfo=UTC)
+    return moment
+
+
+def _prediction_row(row: Mapping[str, Any]) -> PredictionRow:
+    base, predicted = _finite(row["base_close"]), _finite(row["predicted_close"])
+    change = predicted / base - 1.0 if base and predicted is not None else None
+    return PredictionRow(
+        ticker=row["ticker"],
+        target_date=row["target_date"],
+        base_date=row["base_date"],
+        base_close=float(row["base_close"]),
+        predicted_close=float(row["predicted_close"]),
+        change=change,
+        model_version=str(row["model_version"]),
+        as_of=row["as_of"],
+        dataset_run_id=row["dataset_run_id"],
+        created_at=_aware(row["created_at"]),
+    )
+
+
+def _scored(row: Mapping[str, Any]) -> ScoredSession:
+    return ScoredSession(
+        ticker=row["ticker"],
+        target_date=row["target_date"],
+        model_version=str(row["model_version"]),
+        base_date=row["base_date"],
+        base_close=float(row["base_close"]),
+        predicted_close=float(row["predicted_close"]),
+        actual_close=float(row["actual_close"]),
+        abs_error=float(row["abs_error"]),
+        abs_pct_error=float(row["abs_pct_error"]),
+        direction_hit=bool(row["direction_hit"]),
+        naive_abs_error=float(row["naive_abs_error"]),
+    )
+
+
+def _run_row(row: Mapping[str, Any]) -> RunRow:
+    return RunRow(
+        id=int(row["id"]),
+        command=row["command"],
+        as_of=row["as_of"],
+        status=row["status"],
+        started_at=_aware(row["started_at"]),
+        finished_at=_aware(row["finished_at"]),
+        duration_s=row["duration_s"],
+        error=row["error"],
+    )
+
+
+def decision_value(metrics: Mapping[str, Any] | None, metric: str) -> float | None:
+    """The value of `metric` in a stored promotion metrics block.
+
+    `promote` stores `{"average": {"model": {...}, "naive": {...}}, "tickers": ...}` for a model and
+    `{"average": {...}}` for naive; a flat `{metric: value}` is read too.
+    """
+    if not metrics:
+        return None
+    average = metrics.get("average")
+    if isinstance(average, Mapping):
+        model = average.get("model")
+        if isinstance(model, Mapping) and metric in model:
+            return _finite(model[metric])
+        if metric in average:
+            return _finite(average[metric])
+    return _finite(metrics.get(metric))
+
+
+def _promotion_row(row: Mapping[str, Any]) -> PromotionRow:
+    metric = row["metric"]
+    return PromotionRow(
+        id=int(row["id"]),
+        decided_at=_aware(row["decided_at"]),
+        candidate_version=str(row["candidate_version"]),
+        production_version=_optional_str(row["production_version"]),
+        metric=row["metric"],
+        candidate_metrics=dict(row["candidate_metrics"] or {}),
+        production_metrics=dict(row["production_metrics"]) if row["production_metrics"] is not None else None,
+        naive_metrics=dict(row["naive_metrics"] or {}),
+        window_start=row["window_start"],
+        window_end=row["window_end"],
+        dataset_run_id=row["dataset_run_id"],
+        promoted=bool(row["promoted"]),
+        dry_run=bool(row["dry_run"]),
+        reason=row["reason"],
+        candidate_value=decision_value(row["candidate_metrics"], metric),
+        production_value=decision_value(row["production_metrics"], metric),
+        naive_value=decision_value(row["naive_metrics"], metric),
+    )

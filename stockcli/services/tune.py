@@ -1,0 +1,158 @@
+"""Tune: search hyper-parameters for a built dataset on its validation split, save the best ones.
+
+The study is persistent and named after the dataset, so `tune` resumes after an interruption and
+several `tune` processes pointed at one PostgreSQL storage (`[tuning] storage_url`) share the work.
+`n_trials` is the number of finished trials the study should hold (see `stockcli.ml.tuning`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.engine import Engine
+
+from stockcli.config import Settings, redact_url
+from stockcli.db import store
+from stockcli.db.models import OptimizationResult
+from stockcli.errors import ConfigError, NoDataError
+from stockcli.services.runtime import checkpoint
+
+
+@dataclass(frozen=True)
+class TuneResult:
+    """The study of a dataset after this tune; counts cover the whole study."""
+
+    run_id: str
+    study_name: str
+    best_params: dict[str, Any]
+    best_value: float | None
+    n_trials: int
+    n_complete: int
+    n_pruned: int
+    wall_s: float
+    n_failed: int = 0
+    n_run: int = 0  # trials this invocation finished
+    best_trial_number: int | None = None
+    storage: str = ""  # the study storage URL, password hidden
+
+
+def tune(
+    *,
+    settings: Settings,
+    engine: Engine,
+    run_id: str | None = None,
+    n_trials: int | None = None,
+    timeout_s: float | None = None,
+    progress: Callable[[int, float | None], None] | None = None,
+) -> TuneResult:
+    """Tune on the training/validation splits of a built dataset (default: the newest).
+
+    `n_trials` (default `[tuning] n_trials`) is the target number of finished trials in the study;
+    `timeout_s` (default `[tuning] timeout_s`, 0 = none) stops starting new trials after that long.
+    `progress(trial_number, best_value_so_far)` runs after each trial. The best parameters are
+    upserted into `optimization_results` for the dataset.
+
+    Raises NoDataError when there is no built dataset.
+    """
+    from stockcli.db import datasets
+    from stockcli.ml.training import resolve_device
+    from stockcli.ml.tuning import TUNED_PARAMS, make_objective, open_study, run_study, study_name_for
+
+    if run_id is None:
+        run_id = datasets.latest_dataset_id(engine)
+        if run_id is None:
+            raise NoDataError(
+                "No built dataset to tune on.",
+                hint="Run `stockcli process` and `stockcli build` first.",
+            )
+    target_trials = settings.tuning.n_trials if n_trials is None else n_trials
+    if target_trials < 1:
+        raise ConfigError(f"The number of trials must be at least 1, got {target_trials}.")
+    limit_s = settings.tuning.timeout_s if timeout_s is None else timeout_s
+    if limit_s < 0:
+        raise ConfigError(f"The tune timeout must be 0 (none) or positive, got {limit_s}.")
+    device = resolve_device(settings.training.device)
+
+    built = datasets.load_built(engine, run_id)
+    # Only the training and validation splits go in: the test split stays unseen while tuning.
+    objective = make_objective(
+        train_x=built.train.x,
+        train_y=built.train.y,
+        val_x=built.validation.x,
+        val_y=built.validation.y,
+        tuning=settings.tuning,
+        training=settings.training,
+        epochs=settings.tuning.epochs,
+        patience=settings.training.patience,
+        seed=settings.training.seed,
+        device=device,
+        epoch_hook=lambda trial, epoch: checkpoint(settings, f"tune:trial-{trial}-epoch-{epoch}"),
+    )
+    study_name = study_name_for(run_id)
+    study = open_study(
+        storage_url=settings.optuna_storage_url,
+        study_name=study_name,
+        seed=settings.training.seed,
+        pruning=settings.tuning.pruning,
+        pruner_startup_trials=settings.tuning.pruner_startup_trials,
+        pruner_warmup_epochs=settings.tuning.pruner_warmup_epochs,
+        busy_timeout_s=settings.storage.sqlite_busy_timeout_s,
+    )
+    outcome = run_study(
+        study,
+        objective,
+        n_trials=target_trials,
+        timeout_s=limit_s,
+        progress=progress,
+        after_trial=lambda number: checkpoint(settings, f"tune:after-trial-{number}"),
+    )
+    best_params = {name: outcome.best_params[name] for name in TUNED_PARAMS if name in outcome.best_params}
+    if outcome.best_value is not None:
+        with engine.begin() as connection:
+            store.upsert(
+                connection,
+                OptimizationResult,
+                [
+                    {
+                        "run_id": run_id,
+                        "study_name": study_name,
+                        "best_params": best_params,
+                        "best_value": outcome.best_value,
+                        "n_trials": outcome.n_trials,
+                        "n_complete": outcome.n_complete,
+                        "n_pruned": outcome.n_pruned,
+                        "updated_at": store.utcnow(),
+                    }
+                ],
+                key=["run_id"],
+            )
+    return TuneResult(
+        run_id=run_id,
+        study_name=study_name,
+        best_params=best_params,
+        best_value=outcome.best_value,
+        n_trials=outcome.n_trials,
+        n_complete=outcome.n_complete,
+        n_pruned=outcome.n_pruned,
+        wall_s=outcome.wall_s,
+        n_failed=outcome.n_failed,
+        n_run=outcome.n_run,
+        best_trial_number=outcome.best_trial_number,
+        storage=redact_url(settings.optuna_storage_url),
+    )
+
+
+def best_params_for(engine: Engine, run_id: str) -> dict[str, Any] | None:
+    """The best parameters `tune` saved for a dataset, or None when it was never tuned.
+
+    Keys are TrainParams fields (model_type, hidden_size, num_layers, dropout, learning_rate,
+    batch_size); combine with `[training]` through `TrainParams.from_settings(settings.training, params)`.
+    """
+    with engine.connect() as connection:
+        params = connection.execute(
+            select(OptimizationResult.best_params).where(OptimizationResult.run_id == run_id)
+        ).scalar_one_or_none()
+    return dict(params) if params is not None else None

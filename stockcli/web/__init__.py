@@ -1,0 +1,1 @@
+"""The read-only dashboard (`stockcli serve`) and the HTML report's templates and charts."""

@@ -1,0 +1,114 @@
+"""Jinja2 rendering shared by the dashboard and the self-contained HTML report.
+
+Autoescape is on for every template: stored text (tickers, reasons, errors) is escaped. Only markup
+built by `charts.py` (which escapes its own text) and our own stylesheet are inserted as-is.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any
+
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+
+from stockcli.services.report import Report
+from stockcli.web import charts
+
+WEB_DIR = Path(__file__).resolve().parent
+TEMPLATES_DIR = WEB_DIR / "templates"
+STATIC_DIR = WEB_DIR / "static"
+
+
+def _number(value: Any, digits: int = 2) -> str:
+    if value is None or isinstance(value, bool):
+        return "-"
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return str(value)
+    return f"{number:,.{digits}f}" if math.isfinite(number) else "-"
+
+
+def _percent(value: Any, digits: int = 2, signed: bool = False) -> str:
+    if value is None or not isinstance(value, int | float) or not math.isfinite(value):
+        return "-"
+    return f"{value * 100:+.{digits}f}%" if signed else f"{value * 100:.{digits}f}%"
+
+
+def _day(value: date | None) -> str:
+    return value.isoformat() if value else "-"
+
+
+def _moment(value: datetime | None) -> str:
+    if value is None:
+        return "-"
+    return value.strftime("%Y-%m-%d %H:%M %Z").strip()
+
+
+def format_metrics(values: dict[str, Any] | None) -> str:
+    if not values:
+        return "-"
+    parts = []
+    for name, value in values.items():
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            digits = 4 if abs(value) < 1 else 2
+            parts.append(f"{name} {_number(float(value), digits)}")
+        else:
+            parts.append(f"{name} {value}")
+    return ", ".join(parts)
+
+
+def metrics_brief(values: dict[str, Any] | None) -> str:
+    """`MAE 5.16 (naive 3.35), skill -29.7%` when those are there; otherwise every metric."""
+    if not values or "mae" not in values:
+        return format_metrics(values)
+    text = f"MAE {_number(values['mae'])}"
+    if values.get("naive_mae") is not None:
+        text += f" (naive {_number(values['naive_mae'])})"
+    if isinstance(values.get("skill"), int | float):
+        text += f", skill {_percent(values['skill'], 1, True)}"
+    return text
+
+
+@functools.lru_cache(maxsize=1)
+def environment() -> Environment:
+    env = Environment(
+        loader=FileSystemLoader(str(TEMPLATES_DIR)),
+        autoescape=select_autoescape(["html", "svg"], default_for_string=True, default=True),
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters.update(
+        number=_number,
+        percent=_percent,
+        day=_day,
+        moment=_moment,
+        metrics=format_metrics,
+        metrics_brief=metrics_brief,
+    )
+    env.globals.update(price_chart=charts.price_chart_svg, sparkline=charts.sparkline_svg)
+    return env
+
+
+@functools.lru_cache(maxsize=1)
+def stylesheet() -> str:
+    return (STATIC_DIR / "style.css").read_text(encoding="utf-8")
+
+
+def render(template: str, **context: Any) -> str:
+    return environment().get_template(template).render(**context)
+
+
+def render_report_html(report: Report, *, database: str) -> str:
+    """The whole report as one HTML file: inline CSS, inline SVG charts, nothing fetched."""
+    series_by_ticker = {series.ticker: series for series in report.recent_closes}
+    return render(
+        "report.html",
+        report=report,
+        database=database,
+        series_by_ticker=series_by_ticker,
+        inline_css=stylesheet(),
+    )

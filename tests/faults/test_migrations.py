@@ -1,0 +1,248 @@
+"""Fault class 6, migrations: schema upgrades and downgrades on a database that holds data, on SQLite
+and PostgreSQL. Downgrading the initial revision drops every table by nature, so what is checked is
+what an operator meets: upgrading an up-to-date database, every revision after the first taken down
+and up again, a first upgrade beside other tools' tables, and a database from a newer stockcli.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+import numpy as np
+import pytest
+from alembic.script import ScriptDirectory
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Date,
+    DateTime,
+    Double,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    inspect,
+    text,
+)
+from sqlalchemy.engine import Engine
+from sqlalchemy.schema import Column
+
+from stockcli.config import Settings
+from stockcli.db.engine import (
+    VERSION_TABLE,
+    alembic_config,
+    current_revision,
+    downgrade_schema,
+    head_revision,
+    make_engine,
+    open_database,
+    upgrade_schema,
+)
+from stockcli.db.models import Base
+from stockcli.db.store import array_to_bytes
+from tests.conftest import Cli
+from tests.faults.checks import table_state
+
+ROWS_PER_TABLE = 3
+OUR_TABLES = {table.name for table in Base.metadata.sorted_tables}
+
+
+def revision_chain() -> list[str]:
+    """Our revisions, oldest first (asserting on the way that the history is one straight line)."""
+    script = ScriptDirectory.from_config(alembic_config())
+    heads = script.get_heads()
+    assert len(heads) == 1, f"the migration history has several heads: {heads}"
+    chain: list[str] = []
+    revision = script.get_revision(heads[0])
+    while revision is not None:
+        chain.append(revision.revision)
+        down = revision.down_revision
+        assert not isinstance(down, tuple | list), f"{revision.revision} merges several revisions"
+        revision = script.get_revision(down) if down else None
+    return chain[::-1]
+
+
+def _value(column: Column[Any], row: int) -> Any:
+    """A value of the column's type that round-trips exactly (full double precision, big integers,
+    aware timestamps, text with quotes and non-ASCII)."""
+    kind = column.type
+    if isinstance(kind, LargeBinary):
+        return array_to_bytes(np.arange(row + 3, dtype=np.float64) / 7)
+    if isinstance(kind, JSON):
+        return {"row": row, "values": [1.5, None, "ü'x"]}
+    if isinstance(kind, Boolean):
+        return row % 2 == 0
+    if isinstance(kind, DateTime):
+        return datetime(2013, 2, 1, 21, 30, tzinfo=UTC) + timedelta(hours=row)
+    if isinstance(kind, Date):
+        return date(2013, 2, 1) + timedelta(days=row)
+    if isinstance(kind, Double):
+        return 1234.56789012345 + row
+    if isinstance(kind, BigInteger):
+        return 9_000_000_000_000 + row
+    if isinstance(kind, Integer):
+        return 7 + row
+    if isinstance(kind, Text):
+        return f"row {row}: it's ünïcode\nand two lines"
+    if isinstance(kind, String):
+        return f"{column.name}-{row}-é"[: kind.length or 64]
+    raise AssertionError(f"no sample value for {column.table.name}.{column.name} ({kind!r})")
+
+
+def fill_every_table(engine: Engine) -> None:
+    """ROWS_PER_TABLE rows in each of our tables (ids of autoincrement keys left to the database)."""
+    with engine.begin() as connection:
+        for table in Base.metadata.sorted_tables:
+            generated = table.autoincrement_column
+            rows = [
+                {c.name: _value(c, row) for c in table.columns if c is not generated}
+                for row in range(ROWS_PER_TABLE)
+            ]
+            connection.execute(table.insert(), rows)
+
+
+def foreign_state(engine: Engine) -> list[tuple[Any, ...]]:
+    with engine.connect() as connection:
+        version = connection.execute(text("SELECT version_num FROM alembic_version")).all()
+        studies = connection.execute(text("SELECT study_id, study_name FROM studies ORDER BY study_id")).all()
+    return [tuple(r) for r in version] + [tuple(r) for r in studies]
+
+
+@pytest.fixture
+def engine(settings: Settings) -> Any:
+    opened = make_engine(settings.database_url)
+    yield opened
+    opened.dispose()
+
+
+def test_the_history_is_one_line_and_a_new_database_reaches_its_head(
+    settings: Settings, engine: Engine, cli: Cli
+) -> None:
+    chain = revision_chain()
+    assert chain[0] == "0001" and chain[-1] == head_revision()
+    assert current_revision(engine) is None
+    open_database(settings).dispose()
+    assert current_revision(engine) == head_revision()
+    assert set(inspect(engine).get_table_names()) == OUR_TABLES | {VERSION_TABLE}
+    result = cli("db", "current", "--json")
+    assert result.exit_code == 0 and '"up_to_date": true' in result.stdout
+
+
+def test_upgrade_of_an_up_to_date_database_holding_data_changes_nothing(
+    settings: Settings, engine: Engine, cli: Cli
+) -> None:
+    open_database(settings).dispose()
+    fill_every_table(engine)
+    before = table_state(engine)
+    assert {name: count for name, (count, _digest) in before.items()} == dict.fromkeys(
+        OUR_TABLES, ROWS_PER_TABLE
+    )
+
+    for _ in range(2):
+        result = cli("db", "upgrade")
+        assert result.exit_code == 0, result.output
+        assert f"already at {head_revision()}" in result.stdout
+    open_database(settings).dispose()  # the upgrade every command does on start
+    upgrade_schema(engine)
+
+    assert table_state(engine) == before
+    assert current_revision(engine) == head_revision()
+
+
+def test_every_revision_after_the_first_goes_down_and_up_keeping_every_row(
+    settings: Settings, engine: Engine
+) -> None:
+    chain = revision_chain()
+    if len(chain) == 1:
+        pytest.skip("only the initial revision exists; its downgrade drops the schema by nature")
+    open_database(settings).dispose()
+    fill_every_table(engine)
+    for older, newer in itertools.pairwise(chain):
+        downgrade_schema(engine, older)
+        assert current_revision(engine) == older
+        inspector = inspect(engine)
+        kept = {
+            name: [c["name"] for c in inspector.get_columns(name)]
+            for name in inspector.get_table_names()
+            if name in OUR_TABLES
+        }
+        at_older = table_state(engine, kept)
+        upgrade_schema(engine, newer)
+        assert table_state(engine, kept) == at_older, f"rows changed going {older} -> {newer}"
+    upgrade_schema(engine)
+    assert {n: c for n, (c, _d) in table_state(engine).items()} == dict.fromkeys(OUR_TABLES, ROWS_PER_TABLE)
+
+
+def test_first_upgrade_beside_other_tools_tables_keeps_their_rows_and_their_version(
+    settings: Settings, engine: Engine, cli: Cli
+) -> None:
+    """Optuna and MLflow may share the database and keep their own `alembic_version` table: our
+    migrations use `stockcli_alembic_version` and never touch theirs, up or down."""
+    with engine.begin() as connection:
+        connection.execute(
+            text("CREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL PRIMARY KEY)")
+        )
+        connection.execute(text("INSERT INTO alembic_version VALUES ('v3.2.0.a')"))
+        connection.execute(
+            text("CREATE TABLE studies (study_id INTEGER PRIMARY KEY, study_name VARCHAR(64))")
+        )
+        connection.execute(text("INSERT INTO studies VALUES (1, 'stockcli-ds-1'), (2, 'other')"))
+    theirs = foreign_state(engine)
+
+    result = cli("db", "upgrade")
+    assert result.exit_code == 0, result.output
+    assert f"from empty to {head_revision()}" in result.stdout
+    assert set(inspect(engine).get_table_names()) == OUR_TABLES | {
+        VERSION_TABLE,
+        "alembic_version",
+        "studies",
+    }
+    assert foreign_state(engine) == theirs
+
+    fill_every_table(engine)
+    downgrade_schema(engine, "base")
+    assert set(inspect(engine).get_table_names()) & OUR_TABLES == set()
+    assert foreign_state(engine) == theirs
+    open_database(settings).dispose()
+    assert current_revision(engine) == head_revision() and foreign_state(engine) == theirs
+
+
+def test_a_database_from_a_newer_stockcli_is_refused_and_left_untouched(
+    settings: Settings, engine: Engine, cli: Cli
+) -> None:
+    open_database(settings).dispose()
+    fill_every_table(engine)
+    with engine.begin() as connection:
+        connection.execute(text(f"UPDATE {VERSION_TABLE} SET version_num = '9999'"))
+    before = table_state(engine)
+
+    for args in (("db", "upgrade"), ("--as-of", "2013-03-01", "fetch")):
+        result = cli(*args)
+        assert result.exit_code == 2, result.output
+        assert "revision 9999, which this stockcli does not know" in result.stderr
+        assert "upgrade stockcli" in result.stderr and "Traceback" not in result.stderr
+
+    assert table_state(engine) == before  # no ledger row, no bar, no version change
+    assert current_revision(engine) == "9999"
+
+
+def test_table_state_notices_a_changed_value(settings: Settings, engine: Engine) -> None:
+    """The checksum these cases rest on moves when a single stored value does."""
+    open_database(settings).dispose()
+    fill_every_table(engine)
+    before = table_state(engine)
+    with engine.begin() as connection:
+        connection.execute(
+            text("UPDATE raw_stock_data SET close = close + 1e-9 WHERE volume = 9000000000001")
+        )
+    after = table_state(engine)
+    assert after["raw_stock_data"][0] == before["raw_stock_data"][0]
+    assert after["raw_stock_data"][1] != before["raw_stock_data"][1]
+    assert {k: v for k, v in after.items() if k != "raw_stock_data"} == {
+        k: v for k, v in before.items() if k != "raw_stock_data"
+    }
+    assert hashlib.sha256(b"").hexdigest() not in {digest for _count, digest in after.values()}

@@ -1,0 +1,501 @@
+"""Fault class 1, sources: what networks and data vendors do to `fetch`, on SQLite and PostgreSQL.
+
+Yahoo Finance is faked at yfinance's network boundary (`tests.fakes_yfinance`); the real `yf.download`
+does the rest. Each case checks the behaviour and that no stored row was lost or mixed: row counts and
+checksums of the stored bars before and after.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import numpy as np
+import pandas as pd
+import pytest
+from sqlalchemy.engine import Engine
+
+from stockcli.config import Settings, load_settings
+from stockcli.db.bars import load_bars
+from stockcli.db.engine import make_engine, open_database
+from stockcli.errors import PartialFailure
+from stockcli.services.fetch import fetch
+from stockcli.sources.base import CONFLICTING_DUPLICATE, IMPLAUSIBLE_JUMP
+from stockcli.sources.sample import SampleSource
+from tests.conftest import Cli, write_config
+from tests.fakes_yfinance import FakeYahoo, history_frame, rate_limit
+from tests.faults.checks import bar_state, stored_closes
+
+AS_OF = date(2013, 3, 1)
+FIRST_AS_OF = date(2013, 2, 15)
+START = "2013-01-02"
+NEW_YORK = ZoneInfo("America/New_York")
+HEADER = "Date,Open,High,Low,Close,Volume\n"
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def engines() -> Iterator[Callable[[Settings], Engine]]:
+    opened: list[Engine] = []
+
+    def opener(settings: Settings) -> Engine:
+        engine = open_database(settings)
+        opened.append(engine)
+        return engine
+
+    yield opener
+    for engine in opened:
+        engine.dispose()
+
+
+def yahoo_settings(
+    make_settings: Callable[..., Settings], database_url: str, *tickers: str, **data: Any
+) -> Settings:
+    values: dict[str, Any] = {
+        "source": "yahoo",
+        "tickers": list(tickers),
+        "start": START,
+        "max_retries": 0,
+        "retry_backoff_s": 0.0,
+    }
+    values.update(data)
+    return make_settings(database_url, data=values)
+
+
+def sample(ticker: str, start: str = START, end: date = AS_OF) -> pd.DataFrame:
+    return SampleSource().fetch(ticker, start=date.fromisoformat(start), end=end).bars
+
+
+def sessions(ticker: str, start: str, end: str) -> int:
+    return len(sample(ticker).loc[start:end])
+
+
+def rows_up_to(engine: Engine, ticker: str, day: str) -> set[tuple[str, str, float]]:
+    return {row for row in stored_closes(engine, ticker) if row[1] <= day}
+
+
+class ScriptedYahoo(FakeYahoo):
+    """FakeYahoo plus what the plain fake cannot say: a silently empty answer, failures from the n-th
+    call on, and a "live" row served past the requested end (Yahoo does that)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.silent_empty: set[str] = set()
+        self.fail_from_call: dict[str, int] = {}
+        self.live_rows: dict[str, pd.DataFrame] = {}
+
+    def history(self, ticker: str, **kwargs: Any) -> pd.DataFrame:
+        calls = self.calls_for(ticker) + 1
+        if ticker in self.fail_from_call and calls >= self.fail_from_call[ticker]:
+            self.calls.append((ticker, kwargs))
+            raise rate_limit()
+        if ticker in self.silent_empty:
+            self.calls.append((ticker, kwargs))
+            return history_frame(ticker, START, START).iloc[0:0]
+        part = super().history(ticker, **kwargs)
+        live = self.live_rows.get(ticker)
+        return part if live is None else pd.concat([part, live])
+
+
+# --- a rate-limited ticker among healthy ones -----------------------------------------------------------
+
+
+def test_rate_limited_ticker_among_healthy_ones_fails_alone_and_keeps_its_bars(
+    make_settings: Callable[..., Settings],
+    database_url: str,
+    engines: Callable[[Settings], Engine],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    histories = {t: history_frame(t, START, "2013-03-01") for t in ("GOOG", "^GSPC", "MSFT")}
+    fake = FakeYahoo(histories=histories).install(monkeypatch)
+    settings = yahoo_settings(
+        make_settings, database_url, "GOOG", "^GSPC", "MSFT", max_retries=2, retry_backoff_s=0.5
+    )
+    engine = engines(settings)
+    assert fetch(settings=settings, engine=engine, as_of=FIRST_AS_OF).status == "ok"
+    gspc_before = bar_state(engine, "^GSPC")
+    assert gspc_before[0] == sessions("^GSPC", START, "2013-02-15")
+
+    fake.always["^GSPC"] = rate_limit
+    waits: list[float] = []
+    result = fetch(settings=settings, engine=engine, as_of=AS_OF, sleep=waits.append)
+
+    goog, gspc, msft = result.tickers
+    assert (result.status, result.exit_code) == ("partial", 3)
+    assert (goog.status, gspc.status, msft.status) == ("ok", "failed", "ok")
+    assert "YFRateLimitError" in (gspc.error or "") and "gave up after 3 attempts" in (gspc.error or "")
+    assert waits == [0.5, 1.0]  # the backoff, for ^GSPC only
+    assert fake.calls_for("^GSPC") == 1 + 3
+    new_sessions = sessions("GOOG", "2013-02-19", "2013-03-01")
+    assert (goog.added, msft.added) == (new_sessions, new_sessions)
+    assert bar_state(engine, "^GSPC") == gspc_before  # nothing of the failed ticker lost or touched
+    failure = result.failure()
+    assert isinstance(failure, PartialFailure) and "^GSPC" in failure.message
+
+
+# --- an empty frame for a delisted ticker -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("answer", ["possibly delisted error", "silently empty frame"])
+def test_empty_frame_for_a_delisted_ticker_is_no_data_and_keeps_its_stored_bars(
+    make_settings: Callable[..., Settings],
+    database_url: str,
+    engines: Callable[[Settings], Engine],
+    monkeypatch: pytest.MonkeyPatch,
+    answer: str,
+) -> None:
+    fake = ScriptedYahoo(histories={t: history_frame(t, START, "2013-03-01") for t in ("GOOG", "MSFT")})
+    fake.install(monkeypatch)
+    settings = yahoo_settings(make_settings, database_url, "GOOG", "MSFT")
+    engine = engines(settings)
+    fetch(settings=settings, engine=engine, as_of=FIRST_AS_OF)
+    goog_before = bar_state(engine, "GOOG")
+
+    if answer == "possibly delisted error":
+        del fake.histories["GOOG"]  # yfinance logs "possibly delisted" and hands over an empty frame
+    else:
+        fake.silent_empty.add("GOOG")
+    beside = fetch(settings=settings, engine=engine, as_of=AS_OF)
+    goog, msft = beside.tickers
+    assert (beside.status, beside.exit_code) == ("partial", 3)
+    assert goog.status == "no_data" and goog.last_date == FIRST_AS_OF
+    assert ("delisted" if answer == "possibly delisted error" else "no bars") in (goog.error or "")
+    assert msft.status == "ok" and msft.added == sessions("MSFT", "2013-02-19", "2013-03-01")
+
+    alone = fetch(settings=settings, engine=engine, as_of=AS_OF, tickers=["GOOG"])
+    assert (alone.status, alone.exit_code) == ("failed", 4)
+    assert bar_state(engine, "GOOG") == goog_before  # an empty answer never deletes anything
+
+
+# --- a restated history after a split ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("overlap_sessions", [0, 5])
+@pytest.mark.parametrize("split", [2, 10])
+def test_restated_history_after_a_split_is_replaced_whole_never_mixed(
+    make_settings: Callable[..., Settings],
+    database_url: str,
+    engines: Callable[[Settings], Engine],
+    monkeypatch: pytest.MonkeyPatch,
+    split: int,
+    overlap_sessions: int,
+) -> None:
+    """A 10:1 split moves every bar 10x from the stored close, beyond the jump factor (5): still a
+    restatement, never "implausible jumps"."""
+    fake = FakeYahoo(histories={"GOOG": history_frame("GOOG", START, "2013-03-01")}).install(monkeypatch)
+    settings = yahoo_settings(make_settings, database_url, "GOOG", overlap_sessions=overlap_sessions)
+    engine = engines(settings)
+    fetch(settings=settings, engine=engine, as_of=FIRST_AS_OF)
+    fake.histories["GOOG"] = history_frame("GOOG", START, "2013-03-01", scale=1 / split)
+
+    (goog,) = fetch(settings=settings, engine=engine, as_of=AS_OF).tickers
+
+    assert goog.status == "replaced" and "restated" in (goog.note or "")
+    assert (goog.rejected, goog.rejected_reasons) == (0, {})
+    old, new = sessions("GOOG", START, "2013-02-15"), sessions("GOOG", "2013-02-19", "2013-03-01")
+    assert (goog.updated, goog.added, goog.deleted) == (old, new, 0)
+    stored = load_bars(engine, ["GOOG"])["GOOG"]
+    expected = sample("GOOG")
+    assert list(stored.index) == list(expected.index)  # every session, once
+    ratios = stored["close"].to_numpy() / expected["close"].to_numpy()
+    np.testing.assert_allclose(ratios, 1 / split, rtol=1e-12)  # one basis: never old and new mixed
+    assert fake.calls_for("GOOG") == 3  # the first fetch, the overlap, the whole history again
+
+
+def test_restated_history_whose_refetch_fails_keeps_the_old_history_whole(
+    make_settings: Callable[..., Settings],
+    database_url: str,
+    engines: Callable[[Settings], Engine],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    fake = ScriptedYahoo(histories={"GOOG": history_frame("GOOG", START, "2013-03-01")}).install(monkeypatch)
+    settings = yahoo_settings(make_settings, database_url, "GOOG")
+    engine = engines(settings)
+    fetch(settings=settings, engine=engine, as_of=FIRST_AS_OF)
+    before = bar_state(engine)
+    fake.histories["GOOG"] = history_frame("GOOG", START, "2013-03-01", scale=0.5)
+    fake.fail_from_call["GOOG"] = 3  # the overlap arrives restated; the full re-fetch is rate limited
+
+    result = fetch(settings=settings, engine=engine, as_of=AS_OF)
+    (goog,) = result.tickers
+    assert (goog.status, result.exit_code) == ("failed", 1)
+    assert "Rate limited" in (goog.error or "") or "RateLimit" in (goog.error or "")
+    assert bar_state(engine) == before
+
+
+# --- duplicate dates ---------------------------------------------------------------------------------------------
+
+
+def test_duplicate_dates_in_a_csv_exit_2_naming_file_and_line_and_store_nothing(
+    tmp_path: Path, database_url: str
+) -> None:
+    folder = tmp_path / "bars"
+    folder.mkdir()
+    (folder / "MSFT.csv").write_text(csv_text(sample("MSFT").loc[:"2013-02-15"]))
+    cli = Cli(write_config(tmp_path, database_url, extra=f'[data]\nstart = {START}\ntickers = ["MSFT"]\n'))
+    assert cli("--as-of", "2013-02-15", "fetch", "--csv-dir", str(folder)).exit_code == 0
+    engine = make_engine(load_settings(cli.config_path, environ={}).database_url)
+    try:
+        before = bar_state(engine)
+        duplicated = csv_text(sample("MSFT").loc[:"2013-02-20"]).splitlines()
+        duplicated.insert(5, duplicated[4].replace(duplicated[4].split(",")[4], "99.0"))
+        (folder / "MSFT.csv").write_text("\n".join(duplicated) + "\n")
+        day = duplicated[4].split(",")[0]
+
+        result = cli("--as-of", "2013-03-01", "fetch", "--csv-dir", str(folder))
+
+        assert result.exit_code == 2, result.output
+        assert f"{folder / 'MSFT.csv'} line 6: duplicate date {day} (first on line 5)" in result.stderr
+        assert bar_state(engine) == before
+    finally:
+        engine.dispose()
+
+
+def test_duplicate_dates_in_a_yahoo_frame_keep_one_of_identical_rows_and_none_of_conflicting_ones(
+    make_settings: Callable[..., Settings],
+    database_url: str,
+    engines: Callable[[Settings], Engine],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Two different bars for one session: nobody can tell which is right, so neither is stored (and a
+    stored one is kept); the next fetch re-reads that date in its overlap once the source agrees."""
+    clean = history_frame("GOOG", START, "2013-03-01")
+    fake = FakeYahoo(histories={"GOOG": clean}).install(monkeypatch)
+    settings = yahoo_settings(make_settings, database_url, "GOOG")
+    engine = engines(settings)
+    fetch(settings=settings, engine=engine, as_of=FIRST_AS_OF)
+    stored_before = rows_up_to(engine, "GOOG", "2013-02-15")
+
+    def twice(day: str, close_factor: float) -> pd.DataFrame:
+        row = clean.loc[[pd.Timestamp(day, tz="America/New_York")]].copy()
+        row["Close"] = row["Close"] * close_factor
+        return row
+
+    # 2013-02-14 (stored, in the overlap) and 2013-02-26 (new) conflict; 2013-02-27 repeats identically.
+    fake.histories["GOOG"] = pd.concat(
+        [clean, twice("2013-02-14", 1.01), twice("2013-02-26", 0.99), twice("2013-02-27", 1.0)]
+    ).sort_index(kind="stable")
+
+    (goog,) = fetch(settings=settings, engine=engine, as_of=AS_OF).tickers
+
+    assert goog.status == "ok"
+    assert goog.rejected_reasons == {CONFLICTING_DUPLICATE: 4}
+    assert goog.added == sessions("GOOG", "2013-02-19", "2013-03-01") - 1
+    stored = {row[1]: row[2] for row in stored_closes(engine, "GOOG")}
+    assert "2013-02-26" not in stored
+    assert stored["2013-02-27"] == pytest.approx(float(clean["Close"].iloc[-3]), rel=1e-12)
+    assert rows_up_to(engine, "GOOG", "2013-02-15") == stored_before  # the stored 02-14 untouched
+
+    fake.histories["GOOG"] = clean  # the source agrees with itself again
+    (healed,) = fetch(settings=settings, engine=engine, as_of=AS_OF).tickers
+    assert (healed.added, healed.updated, healed.rejected) == (1, 0, 0)
+    assert stored_closes(engine, "GOOG") == {
+        ("GOOG", day.date().isoformat(), float(close)) for day, close in sample("GOOG")["close"].items()
+    }
+
+
+# --- NaN and absurd rows ------------------------------------------------------------------------------------------
+
+ABSURD_ROWS = [
+    ("2013-02-01", "10,11,9,10.5,100", "kept"),
+    ("2013-02-04", "10,11,9,,100", "missing price"),  # NaN close
+    ("2013-02-05", "10,9,11,10,100", "high below low"),
+    ("2013-02-06", "1000,1100,900,1050,100", IMPLAUSIBLE_JUMP),  # a 100x close
+    ("2013-02-07", "10.4,11,10,10.6,100", "kept"),  # compared with 10.5, not with the absurd 1050
+    ("2013-02-08", "10.6,1060,10,10.7,100", IMPLAUSIBLE_JUMP),  # a 100x High on a normal close
+    ("2013-02-11", "0.1,0.11,0.09,0.1,100", IMPLAUSIBLE_JUMP),  # a 100x drop
+    ("2013-02-12", "10.7,11,10.5,10.8,100", "kept"),
+    ("2013-02-13", "10.8,11,10.5,inf,100", "missing price"),
+    ("2013-02-14", "10.8,11,10.5,10.9,-5", "negative volume"),
+]
+
+
+def test_nan_and_absurd_rows_are_rejected_by_reason_and_their_neighbours_kept(
+    tmp_path: Path, database_url: str
+) -> None:
+    folder = tmp_path / "bars"
+    folder.mkdir()
+    (folder / "X.csv").write_text(HEADER + "".join(f"{day},{values}\n" for day, values, _ in ABSURD_ROWS))
+    config = write_config(
+        tmp_path,
+        database_url,
+        extra=f'[data]\nsource = "csv"\ncsv_dir = "{folder}"\ntickers = ["X"]\nstart = {START}\n',
+    )
+    cli = Cli(config)
+
+    result = cli("--as-of", "2013-03-01", "fetch", "--json")
+
+    assert result.exit_code == 0, result.output
+    x = json.loads(result.stdout)["tickers"]["X"]
+    expected: dict[str, int] = {}
+    for _day, _values, reason in ABSURD_ROWS:
+        if reason != "kept":
+            expected[reason] = expected.get(reason, 0) + 1
+    assert x["rejected_reasons"] == expected and x["rejected"] == 7
+    engine = make_engine(load_settings(config, environ={}).database_url)
+    try:
+        kept = [day for day, _values, reason in ABSURD_ROWS if reason == "kept"]
+        assert sorted(day for _t, day, _c in stored_closes(engine)) == kept
+        before = bar_state(engine)
+        again = cli("--as-of", "2013-03-01", "fetch", "--json")
+        assert json.loads(again.stdout)["tickers"]["X"]["rows"] == 0
+        assert bar_state(engine) == before
+    finally:
+        engine.dispose()
+
+
+def test_max_jump_factor_0_turns_the_jump_check_off_and_below_1_is_a_config_error(
+    tmp_path: Path, database_url: str
+) -> None:
+    folder = tmp_path / "bars"
+    folder.mkdir()
+    (folder / "X.csv").write_text(HEADER + "2013-02-01,10,11,9,10.5,100\n2013-02-04,1000,1100,900,1050,100\n")
+    base = f'[data]\nsource = "csv"\ncsv_dir = "{folder}"\ntickers = ["X"]\nstart = {START}\n'
+    off = Cli(write_config(tmp_path, database_url, extra=base + "max_jump_factor = 0\n"))
+    result = off("--as-of", "2013-03-01", "fetch", "--json")
+    assert result.exit_code == 0 and json.loads(result.stdout)["tickers"]["X"]["rows"] == 2
+
+    wrong = Cli(write_config(tmp_path, database_url, extra=base + "max_jump_factor = 0.5\n"))
+    refused = wrong("--as-of", "2013-03-01", "fetch")
+    assert refused.exit_code == 2 and "[data] max_jump_factor" in refused.stderr
+
+
+@pytest.mark.parametrize("where", ["first bar of the overlap", "only overlap bar", "overlap not served"])
+def test_a_100x_bar_is_judged_against_the_last_stored_close_not_taken_for_a_restatement(
+    make_settings: Callable[..., Settings],
+    database_url: str,
+    engines: Callable[[Settings], Engine],
+    monkeypatch: pytest.MonkeyPatch,
+    where: str,
+) -> None:
+    """The first bar of an incremental fetch has no predecessor in its frame: the last stored close is
+    its past. A 100x bar there (or at the end) is rejected; the stored history is neither replaced nor
+    changed, and the normal bars after it are stored."""
+    clean = history_frame("GOOG", START, "2013-03-01")
+    fake = FakeYahoo(histories={"GOOG": clean}).install(monkeypatch)
+    overlap = 0 if where == "only overlap bar" else 5
+    settings = yahoo_settings(make_settings, database_url, "GOOG", overlap_sessions=overlap)
+    engine = engines(settings)
+    fetch(settings=settings, engine=engine, as_of=FIRST_AS_OF)
+    stored_before = rows_up_to(engine, "GOOG", "2013-02-15")
+
+    served = clean.copy()
+    first_day = {"first bar of the overlap": "2013-02-08", "only overlap bar": "2013-02-15"}.get(where)
+    if first_day is None:
+        served = served.loc[served.index > pd.Timestamp("2013-02-15", tz="America/New_York")].copy()
+        first_day = "2013-02-19"
+    for day in (first_day, "2013-03-01"):  # the frame's first bar and its last one, 100x
+        stamp = pd.Timestamp(day, tz="America/New_York")
+        served.loc[stamp, ["Open", "High", "Low", "Close"]] *= 100
+    fake.histories["GOOG"] = served
+
+    (goog,) = fetch(settings=settings, engine=engine, as_of=AS_OF).tickers
+
+    assert goog.status == "ok" and goog.note is None  # not a restatement
+    assert goog.rejected_reasons == {IMPLAUSIBLE_JUMP: 2}
+    new_days = sessions("GOOG", "2013-02-19", "2013-03-01") - 1 - (where == "overlap not served")
+    assert (goog.added, goog.updated) == (new_days, 0)
+    assert rows_up_to(engine, "GOOG", "2013-02-15") == stored_before
+    stored_days = {row[1] for row in stored_closes(engine, "GOOG")}
+    assert "2013-03-01" not in stored_days and goog.last_date == date(2013, 2, 28)
+    closes = load_bars(engine, ["GOOG"])["GOOG"]["close"]
+    assert (closes / closes.shift(1)).dropna().between(1 / 5, 5).all()
+
+
+# --- a partial bar of a session still open ------------------------------------------------------------------------
+
+
+def test_partial_bar_of_a_session_still_open_is_not_stored_until_the_close(
+    make_settings: Callable[..., Settings],
+    database_url: str,
+    engines: Callable[[Settings], Engine],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    final = history_frame("GOOG", START, "2013-03-01")
+    fake = ScriptedYahoo(histories={"GOOG": final.iloc[:-1]})
+    partial = final.iloc[[-1]].copy()
+    partial[["High", "Close"]] = partial[["High", "Close"]] * 0.99
+    partial["Volume"] = partial["Volume"] // 3
+    fake.live_rows["GOOG"] = partial  # Yahoo serves the live row even past the requested end
+    fake.install(monkeypatch)
+    settings = yahoo_settings(make_settings, database_url, "GOOG")
+    engine = engines(settings)
+    friday = date(2013, 3, 1)
+
+    for now in (datetime(2013, 3, 1, 9, 0, tzinfo=NEW_YORK), datetime(2013, 3, 1, 15, 59, tzinfo=NEW_YORK)):
+        (goog,) = fetch(settings=settings, engine=engine, as_of=friday, now=now).tickers
+        assert goog.last_date == date(2013, 2, 28)
+        assert "2013-03-01" not in {row[1] for row in stored_closes(engine, "GOOG")}
+    before = bar_state(engine)
+    # An as-of after today (the clock says Friday 15:59) is still cut at the last closed session.
+    fetch(
+        settings=settings,
+        engine=engine,
+        as_of=date(2013, 3, 4),
+        now=datetime(2013, 3, 1, 15, 59, tzinfo=NEW_YORK),
+    )
+    assert bar_state(engine) == before
+
+    fake.histories["GOOG"], fake.live_rows = final, {}  # after the close: the final bar
+    (goog,) = fetch(
+        settings=settings, engine=engine, as_of=friday, now=datetime(2013, 3, 1, 16, 5, tzinfo=NEW_YORK)
+    ).tickers
+    assert (goog.added, goog.last_date) == (1, friday)
+    last = load_bars(engine, ["GOOG"])["GOOG"].iloc[-1]
+    assert last["close"] == pytest.approx(float(final["Close"].iloc[-1]), rel=1e-12)
+    assert last["volume"] == int(final["Volume"].iloc[-1])
+
+
+# --- the same data under TZ=UTC and TZ=Asia/Tokyo ------------------------------------------------------------------
+
+
+def test_the_same_data_under_tz_utc_and_tz_tokyo_gives_identical_session_dates(tmp_path: Path) -> None:
+    """Real processes with the `TZ` variable set: the session date comes from the exchange's clock,
+    never the machine's. One ticker is served in New York time, one in UTC (05:00 = midnight in NY)."""
+    spec = {
+        "GOOG": {"start": "2013-02-01", "end": "2013-03-01"},
+        "^GSPC": {"start": "2013-02-01", "end": "2013-03-01", "serve_tz": "UTC"},
+    }
+    seen: dict[str, set[tuple[str, str, float]]] = {}
+    for zone in ("UTC", "Asia/Tokyo"):
+        folder = tmp_path / zone.replace("/", "_")
+        folder.mkdir()
+        config = write_config(
+            folder, extra='[data]\nsource = "yahoo"\ntickers = ["GOOG", "^GSPC"]\nstart = 2013-02-01\n'
+        )
+        env = {k: v for k, v in os.environ.items() if not k.startswith("STOCKCLI_")}
+        env.update(TZ=zone, STOCKCLI_CONFIG=str(config), STOCKCLI_FAKE_YAHOO=json.dumps(spec))
+        run = subprocess.run(
+            [sys.executable, "-m", "tests.faults.yahoo_runner", "--as-of", "2013-03-01", "fetch", "--json"],
+            env=env,
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert run.returncode == 0, run.stderr
+        assert json.loads(run.stdout)["status"] == "ok"
+        engine = make_engine(load_settings(config, environ={}).database_url)
+        try:
+            seen[zone] = stored_closes(engine)
+        finally:
+            engine.dispose()
+    assert seen["UTC"] == seen["Asia/Tokyo"]
+    expected_days = [d.date().isoformat() for d in sample("GOOG", "2013-02-01").index]
+    for ticker in ("GOOG", "^GSPC"):
+        assert sorted(day for t, day, _c in seen["UTC"] if t == ticker) == expected_days
+
+
+def csv_text(frame: pd.DataFrame) -> str:
+    lines = [
+        f"{day.date()},{row.open!r},{row.high!r},{row.low!r},{row.close!r},{row.volume}"
+        for day, row in zip(frame.index, frame.itertuples(), strict=True)
+    ]
+    return HEADER + "\n".join(lines) + "\n"
