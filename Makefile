@@ -20,7 +20,8 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 run: venv
-	$(VENV)/bin/stockcli --as-of $(AS_OF) fetch
+	$(VENV)/bin/stockcli --as-of $(AS_OF) daily
+	$(VENV)/bin/stockcli --as-of $(AS_OF) report
 
 test: venv
 	$(PY) -m pytest -q

@@ -8,7 +8,7 @@ as-of D are for the next trading session of the configured exchange, not for "to
 from __future__ import annotations
 
 import functools
-from datetime import date, datetime, time, timedelta
+from datetime import date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
@@ -20,8 +20,14 @@ if TYPE_CHECKING:
 CALENDAR_START = "1990-01-02"
 
 # Known time zones so that the default as-of needs no calendar import.
-_EXCHANGE_TZ = {"XNYS": "America/New_York", "XNAS": "America/New_York", "XLON": "Europe/London",
-                "XTKS": "Asia/Tokyo", "XFRA": "Europe/Berlin", "XETR": "Europe/Berlin"}
+_EXCHANGE_TZ = {
+    "XNYS": "America/New_York",
+    "XNAS": "America/New_York",
+    "XLON": "Europe/London",
+    "XTKS": "Asia/Tokyo",
+    "XFRA": "Europe/Berlin",
+    "XETR": "Europe/Berlin",
+}
 
 
 def parse_date(text: str, *, label: str = "date") -> date:
@@ -29,7 +35,9 @@ def parse_date(text: str, *, label: str = "date") -> date:
     try:
         return date.fromisoformat(text.strip())
     except ValueError:
-        raise UsageError(f"Invalid {label} {text!r}.", hint="Use the form YYYY-MM-DD, e.g. 2013-03-01.") from None
+        raise UsageError(
+            f"Invalid {label} {text!r}.", hint="Use the form YYYY-MM-DD, e.g. 2013-03-01."
+        ) from None
 
 
 def exchange_timezone(exchange: str) -> ZoneInfo:

@@ -296,15 +296,15 @@ def load_settings(
         "STOCKCLI_OPTUNA_STORAGE": ("tuning", "storage_url"),
     }
     env_values: dict[tuple[str, str], Any] = {}
-    for var, key in env_map.items():
+    for var, target in env_map.items():
         if env.get(var):
-            env_values[key] = env[var]
-    for (section_name, key), value in env_values.items():
-        sections.setdefault(section_name, {})[key] = value
+            env_values[target] = env[var]
+    for (section_name, key_name), value in env_values.items():
+        sections.setdefault(section_name, {})[key_name] = value
     for section_name, values in (overrides or {}).items():
-        for key, value in values.items():
+        for key_name, value in values.items():
             if value is not None:
-                sections.setdefault(section_name, {})[key] = value
+                sections.setdefault(section_name, {})[key_name] = value
 
     built: dict[str, Any] = {}
     for section_name, cls in _SECTION_TYPES.items():
@@ -322,7 +322,9 @@ def load_settings(
     if data.csv_dir is not None:
         built["data"] = dataclasses.replace(data, csv_dir=_resolve(data.csv_dir, base_dir))
 
-    settings = Settings(**built, config_path=path.resolve() if path else None, kill_at=env.get("STOCKCLI_KILL_AT"))
+    settings = Settings(
+        **built, config_path=path.resolve() if path else None, kill_at=env.get("STOCKCLI_KILL_AT")
+    )
     _validate(settings, where)
     return settings
 
@@ -347,8 +349,14 @@ def _build_section(section_name: str, cls: type, values: Mapping[str, Any], wher
 
 
 def _type_name(expected: Any) -> str:
-    names = {str: "a string", int: "an integer", float: "a number", bool: "true or false",
-             date: "a date (YYYY-MM-DD)", Path: "a path"}
+    names = {
+        str: "a string",
+        int: "an integer",
+        float: "a number",
+        bool: "true or false",
+        date: "a date (YYYY-MM-DD)",
+        Path: "a path",
+    }
     if expected in names:
         return names[expected]
     origin = typing.get_origin(expected)
@@ -443,7 +451,9 @@ def _check_fraction(label: str, value: float, where: str, *, low: float = 0.0, h
 def _validate(settings: Settings, where: str) -> None:
     data = settings.data
     if data.source not in SOURCES:
-        raise ConfigError(f"[data] source in {where} must be one of {', '.join(SOURCES)}, got {data.source!r}.")
+        raise ConfigError(
+            f"[data] source in {where} must be one of {', '.join(SOURCES)}, got {data.source!r}."
+        )
     if not data.tickers:
         raise ConfigError(f"[data] tickers in {where} is empty.", hint="List at least one ticker.")
     tickers = tuple(normalize_ticker_in(t, where) for t in data.tickers)
@@ -469,7 +479,9 @@ def _validate(settings: Settings, where: str) -> None:
             raise ConfigError(f"{label} in {where} must be 0 or more, got {number}.")
     ds = settings.dataset
     if ds.sequence_length < 2:
-        raise ConfigError(f"[dataset] sequence_length in {where} must be at least 2, got {ds.sequence_length}.")
+        raise ConfigError(
+            f"[dataset] sequence_length in {where} must be at least 2, got {ds.sequence_length}."
+        )
     _check_fraction("[dataset] train_fraction", ds.train_fraction, where)
     _check_fraction("[dataset] validation_fraction", ds.validation_fraction, where)
     if ds.train_fraction + ds.validation_fraction >= 1.0:
@@ -478,14 +490,20 @@ def _validate(settings: Settings, where: str) -> None:
             f"so that a test part remains, got {ds.train_fraction + ds.validation_fraction:.2f}."
         )
     if ds.target_kind not in TARGET_KINDS:
-        raise ConfigError(f"[dataset] target_kind in {where} must be one of {', '.join(TARGET_KINDS)}, got {ds.target_kind!r}.")
+        raise ConfigError(
+            f"[dataset] target_kind in {where} must be one of {', '.join(TARGET_KINDS)}, got {ds.target_kind!r}."
+        )
     tr = settings.training
     if tr.model_type not in MODEL_TYPES:
-        raise ConfigError(f"[training] model_type in {where} must be one of {', '.join(MODEL_TYPES)}, got {tr.model_type!r}.")
+        raise ConfigError(
+            f"[training] model_type in {where} must be one of {', '.join(MODEL_TYPES)}, got {tr.model_type!r}."
+        )
     if tr.loss not in LOSSES:
         raise ConfigError(f"[training] loss in {where} must be one of {', '.join(LOSSES)}, got {tr.loss!r}.")
     if tr.device not in DEVICES:
-        raise ConfigError(f"[training] device in {where} must be one of {', '.join(DEVICES)}, got {tr.device!r}.")
+        raise ConfigError(
+            f"[training] device in {where} must be one of {', '.join(DEVICES)}, got {tr.device!r}."
+        )
     for label, number in (
         ("[training] epochs", tr.epochs),
         ("[training] hidden_size", tr.hidden_size),
@@ -498,22 +516,30 @@ def _validate(settings: Settings, where: str) -> None:
         if number < 1:
             raise ConfigError(f"{label} in {where} must be at least 1, got {number}.")
     if tr.num_threads < 0:
-        raise ConfigError(f"[training] num_threads in {where} must be 0 (automatic) or more, got {tr.num_threads}.")
+        raise ConfigError(
+            f"[training] num_threads in {where} must be 0 (automatic) or more, got {tr.num_threads}."
+        )
     if not (0.0 <= tr.dropout < 1.0):
         raise ConfigError(f"[training] dropout in {where} must be in [0, 1), got {tr.dropout}.")
     tu = settings.tuning
     for name in tu.model_types:
         if name not in MODEL_TYPES:
-            raise ConfigError(f"[tuning] model_types in {where} lists {name!r}; known: {', '.join(MODEL_TYPES)}.")
+            raise ConfigError(
+                f"[tuning] model_types in {where} lists {name!r}; known: {', '.join(MODEL_TYPES)}."
+            )
     for low_name in ("batch_size", "hidden_size", "num_layers", "dropout", "learning_rate"):
         low, high = getattr(tu, f"{low_name}_min"), getattr(tu, f"{low_name}_max")
         if low > high:
             raise ConfigError(f"[tuning] {low_name}_min ({low}) is above {low_name}_max ({high}) in {where}.")
     if settings.promotion.metric not in METRICS:
-        raise ConfigError(f"[promotion] metric in {where} must be one of {', '.join(METRICS)}, got {settings.promotion.metric!r}.")
+        raise ConfigError(
+            f"[promotion] metric in {where} must be one of {', '.join(METRICS)}, got {settings.promotion.metric!r}."
+        )
     for indicator in settings.features.indicators:
         if not isinstance(indicator.get("name"), str):
-            raise ConfigError(f"[features] indicators in {where}: every entry needs a `name`, got {indicator!r}.")
+            raise ConfigError(
+                f"[features] indicators in {where}: every entry needs a `name`, got {indicator!r}."
+            )
 
 
 def normalize_ticker_in(ticker: str, where: str) -> str:

@@ -107,14 +107,18 @@ def build_scheduler(settings: Settings, job: Callable[[], Any], *, blocking: boo
     except ValueError as exc:
         raise ConfigError(
             f"[daemon] cron {settings.daemon.cron!r} is not a valid crontab expression: {exc}.",
-            hint="Five fields: minute hour day month day-of-week, e.g. \"30 17 * * mon-fri\".",
+            hint='Five fields: minute hour day month day-of-week, e.g. "30 17 * * mon-fri".',
         ) from None
     scheduler_cls = BlockingScheduler if blocking else BackgroundScheduler
     scheduler = scheduler_cls(
         timezone=tz,
         jobstores={"default": MemoryJobStore()},
         executors={"default": ThreadPoolExecutor(1)},
-        job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": settings.daemon.misfire_grace_s},
+        job_defaults={
+            "coalesce": True,
+            "max_instances": 1,
+            "misfire_grace_time": settings.daemon.misfire_grace_s,
+        },
     )
     scheduler.add_job(job, trigger, id="daily", name="stockcli daily", replace_existing=True)
     return scheduler

@@ -111,7 +111,9 @@ def test_password_never_appears_in_output(tmp_path: Path) -> None:
 @pytest.mark.postgres
 def test_password_hidden_on_a_working_postgres(tmp_path: Path, postgres_url: str) -> None:
     # The server trusts local connections, so a made-up password still connects.
-    url = postgres_url.replace("postgresql+psycopg://postgres@", "postgresql+psycopg://postgres:hunter2secret@")
+    url = postgres_url.replace(
+        "postgresql+psycopg://postgres@", "postgresql+psycopg://postgres:hunter2secret@"
+    )
     result = Cli(write_config(tmp_path, url))("db", "upgrade", "--json")
     assert result.exit_code == 0, result.stderr
     assert "hunter2secret" not in result.stdout + result.stderr

@@ -18,7 +18,9 @@ from stockcli.services.monitor import monitor
 TICKERS = ("AAA", "BBB")
 
 
-def _seed(settings: Settings, sessions: list[date], *, bad_days: set[date] = frozenset(), error: float = 0.002):  # type: ignore[assignment, no-untyped-def]
+def _seed(
+    settings: Settings, sessions: list[date], *, bad_days: set[date] = frozenset(), error: float = 0.002
+):  # type: ignore[assignment, no-untyped-def]
     """Bars of 100 on every session, and for each session a prediction made on the session before.
 
     Good days: predicted 100 * (1 + error) in the right direction; bad days: 10% off the wrong way.
@@ -31,17 +33,35 @@ def _seed(settings: Settings, sessions: list[date], *, bad_days: set[date] = fro
         for ticker in TICKERS:
             close = 100.0 + index  # rising every day
             bars.append(
-                {"ticker": ticker, "date": day, "open": close, "high": close + 1, "low": close - 1, "close": close,
-                 "volume": 1000, "source": "test", "fetched_at": utcnow()}
+                {
+                    "ticker": ticker,
+                    "date": day,
+                    "open": close,
+                    "high": close + 1,
+                    "low": close - 1,
+                    "close": close,
+                    "volume": 1000,
+                    "source": "test",
+                    "fetched_at": utcnow(),
+                }
             )
             if index == 0:
                 continue
             base_close = 100.0 + index - 1
             predicted = close * 0.9 if day in bad_days else base_close + 1 + error * close
             predictions.append(
-                {"target_date": day, "ticker": ticker, "model_version": "1", "as_of": sessions[index - 1],
-                 "base_date": sessions[index - 1], "base_close": base_close, "predicted_close": predicted,
-                 "dataset_run_id": "ds", "pipeline_run_id": None, "created_at": utcnow()}
+                {
+                    "target_date": day,
+                    "ticker": ticker,
+                    "model_version": "1",
+                    "as_of": sessions[index - 1],
+                    "base_date": sessions[index - 1],
+                    "base_close": base_close,
+                    "predicted_close": predicted,
+                    "dataset_run_id": "ds",
+                    "pipeline_run_id": None,
+                    "created_at": utcnow(),
+                }
             )
     with engine.begin() as connection:
         upsert_bars(connection, bars)

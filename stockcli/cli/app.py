@@ -90,7 +90,9 @@ def report_error(cli_state: CliState | None, exc: BaseException, exit_code: int)
     if isinstance(exc, StockCliError):
         message = str(exc)
     else:
-        message = f"Unexpected error: {type(exc).__name__}: {exc}. Run again with --verbose for the traceback."
+        message = (
+            f"Unexpected error: {type(exc).__name__}: {exc}. Run again with --verbose for the traceback."
+        )
     if verbose:
         traceback.print_exception(exc, file=sys.stderr)
     output.error(message)
@@ -113,7 +115,10 @@ class StockCliGroup(TyperGroup):
         except (typer.Exit, typer.Abort, KeyboardInterrupt):
             raise
         except Exception as exc:
-            if type(exc).__module__.startswith("click") or type(exc).__name__ in ("UsageError", "BadParameter"):
+            if type(exc).__module__.startswith("click") or type(exc).__name__ in (
+                "UsageError",
+                "BadParameter",
+            ):
                 raise
             report_error(ctx.obj if isinstance(ctx.obj, CliState) else None, exc, EXIT_UNEXPECTED)
             raise typer.Exit(EXIT_UNEXPECTED) from None
@@ -136,13 +141,23 @@ def root(
     ctx: typer.Context,
     config: Annotated[
         Path | None,
-        typer.Option("--config", help="Config file (default: $STOCKCLI_CONFIG, else ./config.toml).", show_default=False),
+        typer.Option(
+            "--config",
+            help="Config file (default: $STOCKCLI_CONFIG, else ./config.toml).",
+            show_default=False,
+        ),
     ] = None,
     as_of: Annotated[
         str | None,
-        typer.Option("--as-of", help="Run as of this date, YYYY-MM-DD (default: today in the exchange's time zone).", show_default=False),
+        typer.Option(
+            "--as-of",
+            help="Run as of this date, YYYY-MM-DD (default: today in the exchange's time zone).",
+            show_default=False,
+        ),
     ] = None,
-    json_output: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of tables.")] = False,
+    json_output: Annotated[
+        bool, typer.Option("--json", help="Print one JSON object instead of tables.")
+    ] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show tracebacks and debug logs.")] = False,
 ) -> None:
     """Global options; they work before or after the command name."""

@@ -22,7 +22,12 @@ def upgrade(ctx: typer.Context) -> None:
     before = current_revision(engine)
     upgrade_schema(engine)
     after = current_revision(engine)
-    result = {"database": redact_url(settings.database_url), "from": before, "to": after, "head": head_revision()}
+    result = {
+        "database": redact_url(settings.database_url),
+        "from": before,
+        "to": after,
+        "head": head_revision(),
+    }
     if state(ctx).json:
         output.emit_json(result)
     elif before == after:
@@ -41,8 +46,12 @@ def current(ctx: typer.Context) -> None:
     engine = make_engine(settings.database_url, busy_timeout_s=settings.storage.sqlite_busy_timeout_s)
     revision = current_revision(engine)
     head = head_revision()
-    result = {"database": redact_url(settings.database_url), "current": revision, "head": head,
-              "up_to_date": revision == head}
+    result = {
+        "database": redact_url(settings.database_url),
+        "current": revision,
+        "head": head,
+        "up_to_date": revision == head,
+    }
     if state(ctx).json:
         output.emit_json(result)
     else:

@@ -25,7 +25,15 @@ def _prediction_rows(predictions: Any) -> list[list[str]]:
     ]
 
 
-PREDICTION_COLUMNS = ["ticker", "base date", "base close", "predicted close", "change", "target date", "model"]
+PREDICTION_COLUMNS = [
+    "ticker",
+    "base date",
+    "base close",
+    "predicted close",
+    "change",
+    "target date",
+    "model",
+]
 
 
 def _show_monitor(result: Any) -> None:
@@ -82,7 +90,9 @@ def monitor_json(result: Any) -> dict[str, Any]:
 @app.command()
 def predict(
     ctx: typer.Context,
-    version: Annotated[str | None, typer.Option("--version", help="Model version (default: the Production alias).")] = None,
+    version: Annotated[
+        str | None, typer.Option("--version", help="Model version (default: the Production alias).")
+    ] = None,
 ) -> None:
     """Predict every ticker's close for the next trading session."""
     from stockcli.services.predict import predict as predict_service
@@ -93,9 +103,15 @@ def predict(
     as_of = cli.as_of(settings)
     with pipeline_run(settings, command="predict", as_of=as_of) as run:
         result = predict_service(
-            settings=settings, engine=run.engine, as_of=as_of, model_version=version, pipeline_run_id=run.run_id
+            settings=settings,
+            engine=run.engine,
+            as_of=as_of,
+            model_version=version,
+            pipeline_run_id=run.run_id,
         )
-        run.details.update({"model_version": result.model_version, "target_date": result.target_date.isoformat()})
+        run.details.update(
+            {"model_version": result.model_version, "target_date": result.target_date.isoformat()}
+        )
     if cli.json:
         output.emit_json(
             {
@@ -118,7 +134,9 @@ def predict(
         )
         return
     output.table(
-        f"Next-session predictions as of {as_of.isoformat()}", PREDICTION_COLUMNS, _prediction_rows(result.predictions)
+        f"Next-session predictions as of {as_of.isoformat()}",
+        PREDICTION_COLUMNS,
+        _prediction_rows(result.predictions),
     )
 
 
@@ -147,8 +165,12 @@ def monitor(ctx: typer.Context) -> None:
 @app.command()
 def daily(
     ctx: typer.Context,
-    no_retrain: Annotated[bool, typer.Option("--no-retrain", help="Never retrain, even when the monitor says so.")] = False,
-    n_trials: Annotated[int | None, typer.Option("--n-trials", min=1, help="Tuning trials if a retrain runs.")] = None,
+    no_retrain: Annotated[
+        bool, typer.Option("--no-retrain", help="Never retrain, even when the monitor says so.")
+    ] = False,
+    n_trials: Annotated[
+        int | None, typer.Option("--n-trials", min=1, help="Tuning trials if a retrain runs.")
+    ] = None,
 ) -> None:
     """The day's work: fetch, predict the next session, monitor, retrain when needed. For cron."""
     from stockcli.services.daily import daily as daily_service
@@ -161,7 +183,11 @@ def daily(
     with pipeline_run(settings, command="daily", as_of=as_of) as run:
         if cli.json:
             result = daily_service(
-                settings=settings, engine=run.engine, as_of=as_of, run=run, allow_retrain=not no_retrain,
+                settings=settings,
+                engine=run.engine,
+                as_of=as_of,
+                run=run,
+                allow_retrain=not no_retrain,
                 n_trials=n_trials,
             )
         else:
@@ -191,7 +217,9 @@ def _show_daily(result: Any) -> None:
     if failed:
         output.warn(f"fetch failed for {', '.join(failed)}; the rest was saved.")
     if result.bootstrapped and result.retrain is not None:
-        output.info(f"No production model existed: trained and promoted version {result.retrain.model_version}.")
+        output.info(
+            f"No production model existed: trained and promoted version {result.retrain.model_version}."
+        )
     if result.predictions:
         output.table("Next-session predictions", PREDICTION_COLUMNS, _prediction_rows(result.predictions))
     else:
@@ -208,8 +236,12 @@ def _show_daily(result: Any) -> None:
 @app.command()
 def retrain(
     ctx: typer.Context,
-    force: Annotated[bool, typer.Option("--force", help="Retrain even if the monitor does not ask for it.")] = False,
-    n_trials: Annotated[int | None, typer.Option("--n-trials", min=1, help="Tuning trials (default: config).")] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Retrain even if the monitor does not ask for it.")
+    ] = False,
+    n_trials: Annotated[
+        int | None, typer.Option("--n-trials", min=1, help="Tuning trials (default: config).")
+    ] = None,
 ) -> None:
     """process -> build -> tune -> train -> promote; only when needed unless --force."""
     from stockcli.ml import registry
@@ -224,19 +256,32 @@ def retrain(
         version = registry.resolve_alias(settings, "Production")
         monitored = None
         if not force and version is not None:
-            monitored = monitor_service(settings=settings, engine=run.engine, as_of=as_of, model_version=str(version))
+            monitored = monitor_service(
+                settings=settings, engine=run.engine, as_of=as_of, model_version=str(version)
+            )
         if cli.json:
             result = retrain_service(
-                settings=settings, engine=run.engine, as_of=as_of, force=force,
-                production_version=str(version) if version else None, monitor_result=monitored, run=run,
+                settings=settings,
+                engine=run.engine,
+                as_of=as_of,
+                force=force,
+                production_version=str(version) if version else None,
+                monitor_result=monitored,
+                run=run,
                 n_trials=n_trials,
             )
         else:
             with output.console.status("retrain") as status:
                 result = retrain_service(
-                    settings=settings, engine=run.engine, as_of=as_of, force=force,
-                    production_version=str(version) if version else None, monitor_result=monitored, run=run,
-                    n_trials=n_trials, progress=lambda step: status.update(f"retrain: {step}"),
+                    settings=settings,
+                    engine=run.engine,
+                    as_of=as_of,
+                    force=force,
+                    production_version=str(version) if version else None,
+                    monitor_result=monitored,
+                    run=run,
+                    n_trials=n_trials,
+                    progress=lambda step: status.update(f"retrain: {step}"),
                 )
         run.details["retrained"] = result.ran
         if not result.ran:
@@ -247,7 +292,9 @@ def retrain(
     if not result.ran:
         output.info(f"No retrain. {result.reason}")
         return
-    output.info(f"Retrained ({result.reason}) on dataset {result.dataset_run_id} with {result.n_trials} tuning trials.")
+    output.info(
+        f"Retrained ({result.reason}) on dataset {result.dataset_run_id} with {result.n_trials} tuning trials."
+    )
     verdict = "promoted to Production" if result.promoted else "not promoted"
     output.info(f"Model version {result.model_version}: {verdict}. {result.promotion_reason or ''}")
     output.info("Step times: " + ", ".join(f"{k} {v:.1f}s" for k, v in result.steps_s.items()))
@@ -269,7 +316,9 @@ def daemon(ctx: typer.Context) -> None:
     def announce(scheduler: Any) -> None:
         job = scheduler.get_jobs()[0] if scheduler.get_jobs() else None
         next_run = getattr(job, "next_run_time", None) if job else None
-        output.info(f"stockcli daemon: schedule '{settings.daemon.cron}' ({settings.data.exchange}); next run {next_run}.")
+        output.info(
+            f"stockcli daemon: schedule '{settings.daemon.cron}' ({settings.data.exchange}); next run {next_run}."
+        )
 
     run_daemon(settings, on_start=announce)
     output.info("stockcli daemon stopped.")
@@ -282,9 +331,13 @@ def backtest(
     end: Annotated[str, typer.Option("--end", help="Last session to replay, YYYY-MM-DD.")],
     workspace: Annotated[
         str | None,
-        typer.Option("--workspace", help="Scratch folder (default: <data_dir>/backtests/<start>_<end>_<time>)."),
+        typer.Option(
+            "--workspace", help="Scratch folder (default: <data_dir>/backtests/<start>_<end>_<time>)."
+        ),
     ] = None,
-    n_trials: Annotated[int | None, typer.Option("--n-trials", min=1, help="Tuning trials per retrain.")] = None,
+    n_trials: Annotated[
+        int | None, typer.Option("--n-trials", min=1, help="Tuning trials per retrain.")
+    ] = None,
 ) -> None:
     """Replay `daily` for every session in a range, in a scratch workspace; summarize against naive."""
     from datetime import datetime
@@ -305,11 +358,17 @@ def backtest(
         else settings.data_dir / "backtests" / f"{first}_{last}_{datetime.now():%Y%m%dT%H%M%S}"
     )
     if cli.json:
-        result = backtest_service(settings=settings, start=first, end=last, workspace=folder, n_trials=n_trials)
+        result = backtest_service(
+            settings=settings, start=first, end=last, workspace=folder, n_trials=n_trials
+        )
         output.emit_json(result)
         return
     with Progress(
-        TextColumn("backtest"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("{task.description}"),
+        TextColumn("backtest"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.description}"),
         console=output.console,
     ) as bar:
         task = bar.add_task("", total=None)
@@ -329,17 +388,36 @@ def backtest(
         "Live-style accuracy over the range",
         ["ticker", "predictions", "MAPE", "MAE", "naive MAE", "direction", "skill vs naive"],
         [
-            [t, v["samples"], output.fmt_pct(v["mape"]), output.fmt_float(v["mae"]), output.fmt_float(v["naive_mae"]),
-             output.fmt_pct(v["direction_accuracy"], 1), output.fmt_pct(v["skill"], 1)]
+            [
+                t,
+                v["samples"],
+                output.fmt_pct(v["mape"]),
+                output.fmt_float(v["mae"]),
+                output.fmt_float(v["naive_mae"]),
+                output.fmt_pct(v["direction_accuracy"], 1),
+                output.fmt_pct(v["skill"], 1),
+            ]
             for t, v in result.per_ticker.items()
         ]
-        + [["all", m["samples"], output.fmt_pct(m["mape"]), output.fmt_float(m["mae"]), output.fmt_float(m["naive_mae"]),
-            output.fmt_pct(m["direction_accuracy"], 1), output.fmt_pct(m["skill"], 1)]],
+        + [
+            [
+                "all",
+                m["samples"],
+                output.fmt_pct(m["mape"]),
+                output.fmt_float(m["mae"]),
+                output.fmt_float(m["naive_mae"]),
+                output.fmt_pct(m["direction_accuracy"], 1),
+                output.fmt_pct(m["skill"], 1),
+            ]
+        ],
     )
     output.table(
         f"Retrains ({len(result.retrains)}), promotions ({result.promotions})",
         ["as of", "why", "version", "promoted"],
-        [[r.as_of.isoformat(), r.reason, r.model_version, "yes" if r.promoted else "no"] for r in result.retrains],
+        [
+            [r.as_of.isoformat(), r.reason, r.model_version, "yes" if r.promoted else "no"]
+            for r in result.retrains
+        ],
     )
     if result.failures:
         output.warn(f"{result.sessions_failed} sessions failed: " + "; ".join(result.failures[:5]))

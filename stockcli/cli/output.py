@@ -57,7 +57,9 @@ def emit_json(payload: Any) -> None:
     sys.stdout.flush()
 
 
-def table(title: str | None, columns: Sequence[str], rows: Iterable[Sequence[Any]], *, caption: str | None = None) -> None:
+def table(
+    title: str | None, columns: Sequence[str], rows: Iterable[Sequence[Any]], *, caption: str | None = None
+) -> None:
     view = Table(title=title, caption=caption, title_justify="left")
     for name in columns:
         view.add_column(name, justify="right" if name.endswith(("%", "rows", "count")) else "left")

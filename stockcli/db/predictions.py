@@ -78,7 +78,9 @@ def predictions_for(engine: Engine, *, keys: Sequence[tuple[date, str, str]]) ->
         return []
     with Session(engine) as session:
         query = select(LatestPrediction).where(
-            tuple_(LatestPrediction.target_date, LatestPrediction.ticker, LatestPrediction.model_version).in_(keys)
+            tuple_(LatestPrediction.target_date, LatestPrediction.ticker, LatestPrediction.model_version).in_(
+                keys
+            )
         )
         rows = list(session.scalars(query))
         session.expunge_all()

@@ -37,7 +37,7 @@ def upsert(
     """Insert `rows`, updating the other columns where the natural `key` already exists."""
     if not rows:
         return 0
-    table = model.__table__
+    table: Any = model.__table__
     dialect = connection.dialect.name
     insert_fn = postgresql.insert if dialect == "postgresql" else sqlite.insert
     columns = list(rows[0].keys())
@@ -96,7 +96,7 @@ def start_run(engine: Engine, *, command: str, as_of: date | None) -> int:
     """Record a run as `running`; returns its ledger id."""
     with engine.begin() as connection:
         result = connection.execute(
-            PipelineRun.__table__.insert().values(
+            PipelineRun.__table__.insert().values(  # type: ignore[attr-defined]
                 command=command,
                 as_of=as_of,
                 status="running",
@@ -115,7 +115,9 @@ def mark_interrupted(engine: Engine) -> int:
         result = connection.execute(
             update(PipelineRun)
             .where(PipelineRun.status == "running")
-            .values(status="interrupted", error="The process ended before the run finished (killed or crashed).")
+            .values(
+                status="interrupted", error="The process ended before the run finished (killed or crashed)."
+            )
         )
         return int(result.rowcount or 0)
 
@@ -130,7 +132,9 @@ def finish_run(
 ) -> None:
     """Close a ledger row with its status, duration, error and details."""
     with engine.begin() as connection:
-        started = connection.execute(select(PipelineRun.started_at).where(PipelineRun.id == run_id)).scalar_one()
+        started = connection.execute(
+            select(PipelineRun.started_at).where(PipelineRun.id == run_id)
+        ).scalar_one()
         finished = utcnow()
         if started.tzinfo is None:
             started = started.replace(tzinfo=UTC)

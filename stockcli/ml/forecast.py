@@ -98,7 +98,9 @@ def predict_windows(
 SHRINK_GRID = tuple(step / 20 for step in range(21))
 
 
-def apply_calibration(predicted: np.ndarray, base_closes: np.ndarray, scalers: Mapping[str, Any]) -> np.ndarray:
+def apply_calibration(
+    predicted: np.ndarray, base_closes: np.ndarray, scalers: Mapping[str, Any]
+) -> np.ndarray:
     """Shrink each ticker's predicted move from its last close by the factor fit on validation.
 
     A factor of 1 keeps the network's prediction, 0 falls back to the naive forecast (next close =

@@ -147,7 +147,9 @@ def monitor(
     if overall.mape is not None and overall.mape > config.mape_max:
         breaches.append(f"MAPE {overall.mape:.2%} above {config.mape_max:.2%}")
     if overall.direction_accuracy is not None and overall.direction_accuracy < config.direction_min:
-        breaches.append(f"directional accuracy {overall.direction_accuracy:.1%} below {config.direction_min:.1%}")
+        breaches.append(
+            f"directional accuracy {overall.direction_accuracy:.1%} below {config.direction_min:.1%}"
+        )
     if overall.skill is not None and overall.skill < config.skill_min:
         breaches.append(f"skill against naive {overall.skill:+.1%} below {config.skill_min:+.1%}")
 
@@ -155,7 +157,9 @@ def monitor(
     if not breaches:
         reason = "Live accuracy within thresholds."
         if overall.sessions < config.min_samples:
-            reason = f"Only {overall.sessions} evaluated sessions (need {config.min_samples}); no decision yet."
+            reason = (
+                f"Only {overall.sessions} evaluated sessions (need {config.min_samples}); no decision yet."
+            )
     elif overall.sessions < config.min_samples:
         reason = (
             f"{'; '.join(breaches)}, but only {overall.sessions} evaluated sessions "

@@ -68,7 +68,11 @@ def pipeline_run(
         except BaseException as exc:
             with contextlib.suppress(Exception):
                 store.finish_run(
-                    engine, run_id, status="failed", error=f"{type(exc).__name__}: {exc}", details=handle.details
+                    engine,
+                    run_id,
+                    status="failed",
+                    error=f"{type(exc).__name__}: {exc}",
+                    details=handle.details,
                 )
             raise
         else:

@@ -139,9 +139,13 @@ def train(
             raw_validation = predict_windows(
                 result.model, built.scalers, built.validation.x, built.validation.base_closes, device=device
             )
-            shrink = fit_shrinkage(raw_validation, built.validation.target_closes, built.validation.base_closes)
+            shrink = fit_shrinkage(
+                raw_validation, built.validation.target_closes, built.validation.base_closes
+            )
             scalers["calibration"] = {"shrink": shrink, "fit_on": "validation"}
-            run.log_params({"calibration_shrink": ",".join(f"{t}={f:g}" for t, f in zip(tickers, shrink, strict=True))})
+            run.log_params(
+                {"calibration_shrink": ",".join(f"{t}={f:g}" for t, f in zip(tickers, shrink, strict=True))}
+            )
         test = built.test
         if test.x.shape[0] == 0:
             raise NoDataError(
