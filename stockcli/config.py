@@ -126,7 +126,7 @@ class TrainingSettings:
 @dataclass(frozen=True)
 class TuningSettings:
     n_trials: int = 20
-    timeout_s: float = 0.0
+    timeout_s: float = 120.0
     epochs: int = 15
     storage_url: str = field(default="", repr=False)
     pruning: bool = True

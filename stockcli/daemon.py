@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -35,16 +36,30 @@ class JobOutcome:
     message: str
 
 
-def last_daily_as_of(engine: Engine) -> date | None:
-    """The as-of date of the newest daily run that got its work done (ok or partial)."""
+def last_covered_session(settings: Settings, engine: Engine) -> date | None:
+    """The newest closed session a daily run that got its work done predicted from.
+
+    A run records that session as `base_date` in its ledger details: a run started before the close
+    of its as-of session covers the session before, not that one. Older rows without it count as
+    covering the session on or before their as-of date.
+    """
+    calendar = clock.trading_calendar(settings.data.exchange)
     query = (
-        select(PipelineRun.as_of)
+        select(PipelineRun.as_of, PipelineRun.details)
         .where(PipelineRun.command == "daily", PipelineRun.status.in_(("ok", "partial")))
-        .order_by(PipelineRun.as_of.desc())
-        .limit(1)
+        .where(PipelineRun.as_of.is_not(None))
+        .order_by(PipelineRun.as_of.desc(), PipelineRun.id.desc())
+        .limit(20)
     )
+    covered: date | None = None
     with engine.connect() as connection:
-        return connection.execute(query).scalar()
+        for as_of, details in connection.execute(query):
+            base = (details or {}).get("base_date")
+            session = (
+                date.fromisoformat(base) if isinstance(base, str) else calendar.session_on_or_before(as_of)
+            )
+            covered = session if covered is None else max(covered, session)
+    return covered
 
 
 def missed_session(settings: Settings, engine: Engine, *, now: datetime) -> date | None:
@@ -52,8 +67,8 @@ def missed_session(settings: Settings, engine: Engine, *, now: datetime) -> date
     calendar = clock.trading_calendar(settings.data.exchange)
     today = clock.today(settings.data.exchange, now=now)
     newest_closed = calendar.last_closed_session(today, now=now)
-    last = last_daily_as_of(engine)
-    if last is None or calendar.session_on_or_before(last) < newest_closed:
+    covered = last_covered_session(settings, engine)
+    if covered is None or covered < newest_closed:
         return newest_closed
     return None
 
@@ -88,30 +103,45 @@ def catch_up(settings: Settings, *, now: Callable[[], datetime] | None = None) -
     """Run the daily job once if the ledger shows a missed session; None when up to date."""
     moment = now() if now else datetime.now(tz=ZoneInfo("UTC"))
     engine = open_database(settings)
-    if missed_session(settings, engine, now=moment) is None:
+    try:
+        missed = missed_session(settings, engine, now=moment)
+    finally:
+        engine.dispose()
+    if missed is None:
         return None
-    log.info("catching up a missed session")
-    return run_daily_job(settings, now=now)
+    log.info("catching up the missed session %s", missed)
+    return run_daily_job(settings, now=lambda: moment)
 
 
-def build_scheduler(settings: Settings, job: Callable[[], Any], *, blocking: bool = True) -> Any:
-    from apscheduler.executors.pool import ThreadPoolExecutor
-    from apscheduler.jobstores.memory import MemoryJobStore
-    from apscheduler.schedulers.background import BackgroundScheduler
-    from apscheduler.schedulers.blocking import BlockingScheduler
+def cron_trigger(settings: Settings) -> Any:
+    """The APScheduler CronTrigger of `[daemon] cron` in the exchange's time zone (ConfigError if invalid)."""
     from apscheduler.triggers.cron import CronTrigger
 
     tz = clock.exchange_timezone(settings.data.exchange)
     try:
-        trigger = CronTrigger.from_crontab(settings.daemon.cron, timezone=tz)
+        return CronTrigger.from_crontab(settings.daemon.cron, timezone=tz)
     except ValueError as exc:
         raise ConfigError(
             f"[daemon] cron {settings.daemon.cron!r} is not a valid crontab expression: {exc}.",
             hint='Five fields: minute hour day month day-of-week, e.g. "30 17 * * mon-fri".',
         ) from None
+
+
+def build_scheduler(settings: Settings, job: Callable[[], Any], *, blocking: bool = True) -> Any:
+    """A scheduler running `job` on `[daemon] cron` in the exchange's time zone (ConfigError if invalid).
+
+    In-memory job store, one worker, coalesced misfires, one instance at a time, and a misfire grace
+    of `[daemon] misfire_grace_s`.
+    """
+    from apscheduler.executors.pool import ThreadPoolExecutor
+    from apscheduler.jobstores.memory import MemoryJobStore
+    from apscheduler.schedulers.background import BackgroundScheduler
+    from apscheduler.schedulers.blocking import BlockingScheduler
+
+    trigger = cron_trigger(settings)
     scheduler_cls = BlockingScheduler if blocking else BackgroundScheduler
     scheduler = scheduler_cls(
-        timezone=tz,
+        timezone=trigger.timezone,
         jobstores={"default": MemoryJobStore()},
         executors={"default": ThreadPoolExecutor(1)},
         job_defaults={
@@ -124,19 +154,51 @@ def build_scheduler(settings: Settings, job: Callable[[], Any], *, blocking: boo
     return scheduler
 
 
-def run_daemon(settings: Settings, *, on_start: Callable[[Any], None] | None = None) -> None:
-    """Catch up once, then run the daily job on schedule until SIGTERM or SIGINT."""
-    outcome = catch_up(settings)
-    if outcome is not None:
-        log.info("catch-up: %s", outcome.message)
-    scheduler = build_scheduler(settings, lambda: run_daily_job(settings))
+def next_run_time(scheduler: Any, *, now: datetime | None = None) -> datetime | None:
+    """When the daily job fires next, in the exchange's time zone; computed from its trigger when the
+    scheduler has not filled it in yet (a job added before `start()` has no `next_run_time`)."""
+    job = scheduler.get_job("daily")
+    if job is None:
+        return None
+    planned = getattr(job, "next_run_time", None)
+    if planned is not None:
+        return planned  # type: ignore[no-any-return]
+    moment = now or datetime.now(tz=scheduler.timezone)
+    return job.trigger.get_next_fire_time(None, moment)  # type: ignore[no-any-return]
+
+
+def run_daemon(
+    settings: Settings,
+    *,
+    on_start: Callable[[Any], None] | None = None,
+    stop_event: threading.Event | None = None,
+) -> None:
+    """Catch up once, then run the daily job on schedule until SIGTERM or SIGINT (or `stop_event`).
+
+    The cron expression is checked before anything runs. A signal during the catch-up or a scheduled
+    job stops the daemon once that job has finished; the run is never cut in half.
+    """
+    stopping = stop_event or threading.Event()
+    cron_trigger(settings)  # a bad cron fails now, not after a catch-up run
 
     def stop(signum: int, _frame: Any) -> None:
         log.info("received %s, stopping after the job in progress", signal.Signals(signum).name)
-        scheduler.shutdown(wait=False)
+        stopping.set()
 
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    if on_start is not None:
-        on_start(scheduler)
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, stop)
+        signal.signal(signal.SIGINT, stop)
+    outcome = catch_up(settings)
+    if outcome is not None:
+        log.info("catch-up: %s", outcome.message)
+    if stopping.is_set():
+        return
+    scheduler = build_scheduler(settings, lambda: run_daily_job(settings), blocking=False)
     scheduler.start()
+    try:
+        if on_start is not None:
+            on_start(scheduler)
+        while not stopping.wait(1.0):
+            pass
+    finally:
+        scheduler.shutdown(wait=True)  # lets a job in progress finish

@@ -305,7 +305,7 @@ def daemon(ctx: typer.Context) -> None:
     """Run `daily` on the [daemon] cron schedule (exchange time zone) until SIGTERM/SIGINT."""
     import logging
 
-    from stockcli.daemon import run_daemon
+    from stockcli.daemon import next_run_time, run_daemon
 
     cli = state(ctx)
     settings = cli.settings()
@@ -314,10 +314,10 @@ def daemon(ctx: typer.Context) -> None:
         logging.getLogger("apscheduler").setLevel(logging.INFO)
 
     def announce(scheduler: Any) -> None:
-        job = scheduler.get_jobs()[0] if scheduler.get_jobs() else None
-        next_run = getattr(job, "next_run_time", None) if job else None
+        next_run = next_run_time(scheduler)
+        when = f"{next_run:%Y-%m-%d %H:%M %Z}" if next_run is not None else "not scheduled"
         output.info(
-            f"stockcli daemon: schedule '{settings.daemon.cron}' ({settings.data.exchange}); next run {next_run}."
+            f"stockcli daemon: schedule '{settings.daemon.cron}' ({settings.data.exchange}); next run {when}."
         )
 
     run_daemon(settings, on_start=announce)

@@ -1,7 +1,9 @@
 """The `promotions` audit table: one row per promotion decision, promoted or not, dry runs flagged.
 
-A row is written before the alias moves; `promoted` is true only once the Production alias really
-points at the candidate (a failed alias move flips it back and says why in `reason`).
+A row is written before the alias moves, not promoted and with `PENDING_NOTE` in its reason when the
+alias is about to move; `promoted` becomes true only once the Production alias really points at the
+candidate (a failed alias move says why in `reason`). A run killed between the two writes leaves the
+row pending; `settle_pending` decides it from where the alias points.
 """
 
 from __future__ import annotations
@@ -56,6 +58,52 @@ def record_decision(
             )
         )
         return int(result.inserted_primary_key[0])  # type: ignore[index]
+
+
+PENDING_NOTE = " [Production alias move pending]"
+
+
+def mark_promoted(engine: Engine, promotion_id: int, *, reason: str) -> None:
+    """Confirm a decision row once the Production alias really points at its candidate."""
+    with engine.begin() as connection:
+        connection.execute(
+            update(Promotion).where(Promotion.id == promotion_id).values(promoted=True, reason=reason)
+        )
+
+
+def settle_pending(engine: Engine, *, production_version: str | None) -> int:
+    """Settle rows left pending by a run killed during its alias move; returns how many were settled.
+
+    Call under the run lock (no live run can have a pending row then). A pending row whose candidate
+    now holds the alias was promoted, unless a later row already says so; any other was not.
+    """
+    query = (
+        select(Promotion.id, Promotion.candidate_version, Promotion.reason)
+        .where(Promotion.promoted.is_(False), Promotion.reason.endswith(PENDING_NOTE))
+        .order_by(Promotion.id)
+    )
+    with engine.begin() as connection:
+        pending = list(connection.execute(query))
+        for row in pending:
+            base = row.reason.removesuffix(PENDING_NOTE)
+            confirmed_later = connection.execute(
+                select(Promotion.id).where(
+                    Promotion.id > row.id,
+                    Promotion.candidate_version == row.candidate_version,
+                    Promotion.promoted.is_(True),
+                )
+            ).first()
+            if str(row.candidate_version) == str(production_version) and confirmed_later is None:
+                values = {
+                    "promoted": True,
+                    "reason": f"{base} (The run was interrupted after moving the alias.)",
+                }
+            else:
+                values = {
+                    "reason": f"{base} The alias was NOT moved: the run was interrupted before moving it."
+                }
+            connection.execute(update(Promotion).where(Promotion.id == row.id).values(**values))
+    return len(pending)
 
 
 def mark_not_promoted(engine: Engine, promotion_id: int, *, reason: str) -> None:

@@ -159,9 +159,12 @@ def daily(
     )
     if run is not None:
         run.status = {"ok": "ok", "partial": "partial", "stale": "failed"}[status]
+        run.error = stale_error.message if stale_error is not None else None
         run.details["retrained"] = result.retrained
         run.details["promoted"] = result.promoted
         run.details["predictions"] = len(predictions)
+        # The session predicted from: what the daemon's catch-up counts as covered.
+        run.details["base_date"] = predictions[0].base_date.isoformat() if predictions else None
     return result
 
 

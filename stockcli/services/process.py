@@ -19,6 +19,7 @@ from sqlalchemy.engine import Engine
 
 from stockcli.config import Settings, normalize_ticker
 from stockcli.errors import NoDataError
+from stockcli.services.runtime import checkpoint
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -163,6 +164,7 @@ def process(
         },
     }
     _report(progress, "saving dataset", 0, 1)
+    checkpoint(settings, "process:before_save")
     written = datasets_db.save_dataset(
         engine,
         run_id=run_id,

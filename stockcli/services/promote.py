@@ -7,8 +7,10 @@ the forecasting primitive from raw bars with its own feature spec and scalers. B
 against the same actual closes, next to the naive forecast, on the tickers and days both cover.
 
 Every decision, promoted or not and dry runs included, is written to `promotions` before the alias
-moves; the alias moves only under the run lock, and a failed move leaves it where it was and flips
-the row back to "not promoted".
+moves, as "not promoted" with a pending note; it says "promoted" only once the alias really moved. The
+alias moves only under the run lock; a failed move leaves it where it was and says so in the row. A
+run killed between the two writes leaves a pending row, which the next `promote` settles from where
+the alias points.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from sqlalchemy.engine import Engine
 
 from stockcli.config import Settings
 from stockcli.errors import NoDataError, RegistryError
+from stockcli.services.runtime import checkpoint
 
 
 @dataclass(frozen=True)
@@ -102,6 +105,7 @@ def _promote(
     candidate_version = str(version)
     registry.check_version(settings, candidate_version)
     production_version = registry.resolve_alias(settings)  # resolved once for the whole run
+    promotions.settle_pending(engine, production_version=production_version)
 
     candidate = registry.load_bundle(settings, candidate_version)
     built = load_built(engine, candidate.dataset_run_id)
@@ -198,9 +202,9 @@ def _promote(
         window_start=window_start,
         window_end=window_end,
         dataset_run_id=candidate.dataset_run_id,
-        promoted=moving,
+        promoted=False,  # until the alias really moved
         dry_run=dry_run,
-        reason=reason,
+        reason=reason + (promotions.PENDING_NOTE if moving else ""),
         pipeline_run_id=pipeline_run_id,
     )
     promoted = False
@@ -213,6 +217,7 @@ def _promote(
                     f"{candidate_version} was being evaluated.",
                     hint="Run `stockcli promote` again to compare against the new Production.",
                 )
+            checkpoint(settings, "promote:before_alias")
             registry.set_production(settings, candidate_version)
         except BaseException as exc:
             message = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
@@ -221,6 +226,8 @@ def _promote(
                     engine, promotion_id, reason=f"{reason} The alias was NOT moved: {message}"
                 )
             raise
+        checkpoint(settings, "promote:after_alias")
+        promotions.mark_promoted(engine, promotion_id, reason=reason)
         promoted = True
 
     return PromotionResult(

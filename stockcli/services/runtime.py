@@ -34,6 +34,7 @@ class RunHandle:
     run_id: int
     details: dict[str, Any] = field(default_factory=dict)
     status: str = "ok"
+    error: str | None = None  # why a run that ends without an exception did not succeed
 
 
 def checkpoint(settings: Settings, name: str) -> None:
@@ -51,7 +52,20 @@ def pipeline_run(
     `shared_lock`: take the lock in shared mode, so that several runs of this kind (the workers of
     one `tune` study) may overlap each other, though never an exclusive run.
     """
+    owned = engine is None
     engine = engine or open_database(settings)
+    try:
+        with _locked_run(settings, engine, command=command, as_of=as_of, shared_lock=shared_lock) as handle:
+            yield handle
+    finally:
+        if owned:  # a long-lived process (the daemon) must not keep one connection pool per run
+            engine.dispose()
+
+
+@contextlib.contextmanager
+def _locked_run(
+    settings: Settings, engine: Engine, *, command: str, as_of: date, shared_lock: bool
+) -> Iterator[RunHandle]:
     with run_lock(engine, settings.data_dir / "stockcli.lock", command, shared=shared_lock):
         if not shared_lock:  # a shared holder cannot tell dead `running` rows from live workers
             store.mark_interrupted(engine)
@@ -76,4 +90,4 @@ def pipeline_run(
                 )
             raise
         else:
-            store.finish_run(engine, run_id, status=handle.status, details=handle.details)
+            store.finish_run(engine, run_id, status=handle.status, error=handle.error, details=handle.details)

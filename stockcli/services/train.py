@@ -26,6 +26,7 @@ from sqlalchemy.engine import Engine
 import stockcli
 from stockcli.config import Settings
 from stockcli.errors import NoDataError
+from stockcli.services.runtime import checkpoint
 
 if TYPE_CHECKING:
     import numpy as np
@@ -200,6 +201,7 @@ def train(
             "directional_accuracy": average["model"]["directional_accuracy"],
             "skill": average["skill"],
         }
+        checkpoint(settings, "train:before_register")
         version = registry.register_version(
             settings,
             run,
@@ -220,6 +222,7 @@ def train(
             metrics={"test": metrics, "best_epoch": result.best_epoch, "best_val_loss": result.best_val_loss},
             test_summary={k: v for k, v in summary_tags.items() if v is not None and math.isfinite(v)},
         )
+        checkpoint(settings, "train:after_register")
         run.set_tags({"stockcli.model_version": version})
 
     worse = tuple(
