@@ -135,3 +135,18 @@ def test_cooldown_after_a_retrain_is_respected(make_settings) -> None:  # type: 
     later = make_settings(monitor={"min_samples": 10, "window_sessions": 20, "cooldown_sessions": 3})
     allowed = monitor(settings=later, engine=engine, as_of=sessions[-1], model_version="1")
     assert allowed.retrain_needed
+
+
+def test_a_model_that_serves_the_naive_forecast_does_not_trigger_on_direction(make_settings) -> None:  # type: ignore[no-untyped-def]
+    """A forecast of no change makes no directional call: it scores a coin flip (0.5), not a miss."""
+    settings = make_settings(monitor={"min_samples": 10, "window_sessions": 20})
+    sessions = _sessions(22)
+    engine = _seed(settings, sessions)
+    with engine.begin() as connection:  # every prediction equals its base close: the naive forecast
+        from sqlalchemy import text
+
+        connection.execute(text("UPDATE latest_predictions SET predicted_close = base_close"))
+    result = monitor(settings=settings, engine=engine, as_of=sessions[-1], model_version="1")
+    assert result.overall.direction_accuracy == pytest.approx(0.5)
+    assert result.overall.skill == pytest.approx(0.0)
+    assert not result.retrain_needed, result.reason

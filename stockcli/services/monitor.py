@@ -59,11 +59,28 @@ def window_metrics(rows: Iterable[Any]) -> WindowMetrics:
         return WindowMetrics(0, 0, None, None, None, None, None)
     mae = sum(r.abs_error for r in rows) / len(rows)
     mape = sum(r.abs_pct_error for r in rows) / len(rows)
-    direction = sum(1 for r in rows if r.direction_hit) / len(rows)
+    direction = _directional_accuracy(rows)
     naive_mae = sum(r.naive_abs_error for r in rows) / len(rows)
     skill = 1.0 - mae / naive_mae if naive_mae > 0 else None
     sessions = len({r.target_date for r in rows})
     return WindowMetrics(len(rows), sessions, mae, mape, direction, naive_mae, skill)
+
+
+def _directional_accuracy(rows: list[Any]) -> float | None:
+    """As in training metrics (`ml.metrics`): days without a move are left out, and a forecast of
+    no change scores half a hit, a coin flip. A model that falls back to the naive forecast then
+    scores 0.5, not 0, so the direction threshold does not fire on it."""
+    scores = []
+    for row in rows:
+        actual_move = row.actual_close - row.base_close
+        if actual_move == 0:
+            continue
+        predicted_move = row.predicted_close - row.base_close
+        if predicted_move == 0:
+            scores.append(0.5)
+        else:
+            scores.append(1.0 if (predicted_move > 0) == (actual_move > 0) else 0.0)
+    return sum(scores) / len(scores) if scores else None
 
 
 def evaluate_matured(engine: Engine, *, through: date) -> tuple[int, int]:
