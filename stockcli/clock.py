@@ -2,14 +2,22 @@
 
 Every run has an `as_of` date; nothing dated after it is visible to any step. Predictions made on
 as-of D are for the next trading session of the configured exchange, not for "tomorrow".
-`exchange_calendars` (and so pandas) is imported lazily: `stockcli --help` must stay fast.
+`exchange_calendars` (and so pandas) is imported lazily: `stockcli --help` must stay fast. Building
+a calendar takes about half a second, so its session table is cached in the data dir (per
+exchange_calendars version) and read back in milliseconds by later runs.
 """
 
 from __future__ import annotations
 
+import bisect
 import functools
-from datetime import date, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+import itertools
+import json
+import os
+import threading
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
 from stockcli.errors import ConfigError, UsageError
@@ -68,49 +76,68 @@ def get_calendar(exchange: str) -> exchange_calendars.ExchangeCalendar:
 
 
 class TradingCalendar:
-    """Sessions of one exchange, as plain `datetime.date` values."""
+    """Sessions of one exchange, as plain `datetime.date` values.
 
-    def __init__(self, exchange: str = "XNYS") -> None:
+    Every question is answered from a sorted table of sessions and their closing times, built from
+    `exchange_calendars` (about half a second: pandas evaluates every holiday rule since 1990) or read
+    from a cache file in `cache_dir` written by an earlier build with the same exchange_calendars
+    version (milliseconds, and neither pandas nor exchange_calendars is imported).
+    """
+
+    def __init__(self, exchange: str = "XNYS", *, cache_dir: Path | None = None) -> None:
         self.exchange = exchange
-        self._cal = get_calendar(exchange)
+        days, closes = _session_table(exchange, cache_dir)
         self.tz = exchange_timezone(exchange)
+        self._days = days  # proleptic ordinals (date.toordinal), ascending
+        self._closes = closes  # each session's close, seconds since the epoch (UTC)
+
+    def _index(self, day: date) -> int:
+        """The position of session `day`; UsageError when `day` is not a session."""
+        position = bisect.bisect_left(self._days, day.toordinal())
+        if position == len(self._days) or self._days[position] != day.toordinal():
+            raise UsageError(f"{day.isoformat()} is not a trading session of {self.exchange}.")
+        return position
+
+    def _session_at(self, position: int, day: date) -> date:
+        if not 0 <= position < len(self._days):
+            first, last = date.fromordinal(self._days[0]), date.fromordinal(self._days[-1])
+            raise UsageError(
+                f"No session of {self.exchange} around {day.isoformat()}: the trading calendar covers "
+                f"{first.isoformat()} to {last.isoformat()}.",
+                hint="Use a date inside that range.",
+            )
+        return date.fromordinal(self._days[position])
 
     def is_session(self, day: date) -> bool:
-        return bool(self._cal.is_session(_ts(day)))
+        position = bisect.bisect_left(self._days, day.toordinal())
+        return position < len(self._days) and self._days[position] == day.toordinal()
 
     def sessions(self, start: date, end: date) -> list[date]:
         """Every session from start to end, both included."""
-        if end < start:
-            return []
-        first, last = self._cal.first_session.date(), self._cal.last_session.date()
-        start, end = max(start, first), min(end, last)
-        if end < start:
-            return []
-        return [ts.date() for ts in self._cal.sessions_in_range(_ts(start), _ts(end))]
+        first = bisect.bisect_left(self._days, start.toordinal())
+        last = bisect.bisect_right(self._days, end.toordinal())
+        return [date.fromordinal(ordinal) for ordinal in self._days[first:last]]
 
     def next_session(self, day: date) -> date:
         """The first session strictly after `day` (skips weekends and exchange holidays)."""
-        return self._cal.date_to_session(_ts(day + timedelta(days=1)), direction="next").date()
+        return self._session_at(bisect.bisect_right(self._days, day.toordinal()), day)
 
     def previous_session(self, day: date) -> date:
         """The last session strictly before `day`."""
-        return self._cal.date_to_session(_ts(day - timedelta(days=1)), direction="previous").date()
+        return self._session_at(bisect.bisect_left(self._days, day.toordinal()) - 1, day)
 
     def session_on_or_before(self, day: date) -> date:
-        return self._cal.date_to_session(_ts(day), direction="previous").date()
+        return self._session_at(bisect.bisect_right(self._days, day.toordinal()) - 1, day)
 
     def sessions_back(self, day: date, count: int) -> date:
         """The session `count` sessions before the session on or before `day`."""
-        anchor = self.session_on_or_before(day)
-        if count <= 0:
-            return anchor
-        sessions = self._cal.sessions_window(_ts(anchor), -(count + 1))
-        return sessions[0].date()
+        anchor = bisect.bisect_right(self._days, day.toordinal()) - 1
+        self._session_at(anchor, day)
+        return self._session_at(anchor - max(count, 0), day)
 
     def session_close(self, day: date) -> datetime:
         """When the session of `day` closes, as an aware datetime in the exchange's zone."""
-        close = self._cal.session_close(_ts(day))
-        return close.to_pydatetime().astimezone(self.tz)
+        return datetime.fromtimestamp(self._closes[self._index(day)], tz=UTC).astimezone(self.tz)
 
     def last_closed_session(self, as_of: date, *, now: datetime | None = None) -> date:
         """The newest session whose bar is final as of `as_of`.
@@ -127,12 +154,79 @@ class TradingCalendar:
         return self.previous_session(session)
 
 
-def _ts(day: date) -> Any:
-    import pandas as pd
-
-    return pd.Timestamp(day)
+# The table must reach this far past today; a cache file that does not is rebuilt.
+_CACHE_MIN_AHEAD = timedelta(days=180)
 
 
-@functools.lru_cache(maxsize=8)
-def trading_calendar(exchange: str = "XNYS") -> TradingCalendar:
-    return TradingCalendar(exchange)
+def _session_table(exchange: str, cache_dir: Path | None) -> tuple[list[int], list[int]]:
+    """(session ordinals, close times in epoch seconds) of `exchange`, from the cache when it is fresh."""
+    from importlib import metadata
+
+    version = metadata.version("exchange_calendars")
+    path = None
+    if cache_dir is not None:
+        safe = "".join(ch if ch.isalnum() or ch in "-." else "_" for ch in f"{exchange}-{version}")
+        path = cache_dir / f"calendar-{safe}.json"
+        cached = _read_table(path, exchange, version)
+        if cached is not None:
+            return cached
+    calendar = get_calendar(exchange)
+    days = (calendar.sessions.values.astype("datetime64[D]").astype("int64") + _EPOCH_ORDINAL).tolist()
+    closes = calendar.closes.values.astype("datetime64[s]").astype("int64").tolist()
+    if path is not None:
+        _write_table(path, exchange, version, days, closes)
+    return days, closes
+
+
+_EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
+
+
+def _read_table(path: Path, exchange: str, version: str) -> tuple[list[int], list[int]] | None:
+    try:
+        payload = json.loads(path.read_text(encoding="utf-8"))
+        days, closes = payload["sessions"], payload["closes"]
+        fresh = (
+            payload["exchange"] == exchange
+            and payload["exchange_calendars"] == version
+            and payload["start"] == CALENDAR_START
+            and days[-1] >= (date.today() + _CACHE_MIN_AHEAD).toordinal()
+            and len(days) == len(closes)
+            and all(a < b for a, b in itertools.pairwise(days))
+        )
+    except (OSError, ValueError, KeyError, TypeError, IndexError):
+        return None  # missing or damaged: rebuilt and rewritten
+    return (days, closes) if fresh else None
+
+
+def _write_table(path: Path, exchange: str, version: str, days: list[int], closes: list[int]) -> None:
+    payload = {
+        "exchange": exchange,
+        "exchange_calendars": version,
+        "start": CALENDAR_START,
+        "sessions": days,
+        "closes": closes,
+    }
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        temp.write_text(json.dumps(payload, separators=(",", ":")), encoding="utf-8")
+        os.replace(temp, path)
+    except OSError:
+        pass  # a cache only: a read-only data dir just means rebuilding next time
+
+
+_calendars: dict[str, TradingCalendar] = {}
+_calendars_lock = threading.Lock()
+
+
+def trading_calendar(exchange: str = "XNYS", *, cache_dir: Path | None = None) -> TradingCalendar:
+    """The process's calendar of `exchange`, built once (from `cache_dir` when a fresh table is there).
+
+    Entry points that know the data dir pass `cache_dir` on their first call, so that later calls
+    without it (any layer) get the same, already built calendar.
+    """
+    with _calendars_lock:
+        calendar = _calendars.get(exchange)
+        if calendar is None:
+            calendar = _calendars[exchange] = TradingCalendar(exchange, cache_dir=cache_dir)
+        return calendar

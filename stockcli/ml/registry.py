@@ -29,6 +29,7 @@ import hashlib
 import json
 import logging
 import os
+import sys
 import tempfile
 import threading
 from collections.abc import Iterator, Mapping, Sequence
@@ -116,10 +117,36 @@ class ModelVersionInfo:
 # --- set-up -----------------------------------------------------------------------------------------
 
 
+@contextlib.contextmanager
+def heavy_import() -> Iterator[None]:
+    """Import heavy libraries with the cyclic garbage collector paused, then freeze what they left.
+
+    `import mlflow` (with its tracking store) and `import torch` create some 10^5 objects that live
+    as long as the process. The collector's full passes over them, during the imports and after,
+    cost more than a second of a short `stockcli daily` on 2 cores. So the collector pauses while
+    they import, and `gc.freeze()` then moves everything alive into the permanent generation, which
+    later collections skip. Garbage made afterwards is collected as usual; in a long-lived process
+    (daemon, backtest, dashboard) this happens once, at the first import.
+    """
+    import gc
+
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.freeze()
+        if enabled:
+            gc.enable()
+
+
 def _mlflow() -> Any:
     """Import mlflow quietly (once); every function here goes through this."""
     for name, value in _QUIET_ENV.items():
         os.environ.setdefault(name, value)
+    if "mlflow" not in sys.modules:
+        with heavy_import():
+            import mlflow
     import mlflow
 
     # MLflow gives its logger its own INFO handler (store creation, migrations): warnings only.
@@ -143,7 +170,8 @@ def client(settings: Settings) -> MlflowClient:
     _mlflow()
     from mlflow import MlflowClient
 
-    with _registry_errors(settings, "open the MLflow tracking store"):
+    with _registry_errors(settings, "open the MLflow tracking store"), heavy_import():
+        # heavy_import: opening the first store imports MLflow's ORM models and alembic.
         if uri.startswith("sqlite:///"):
             # MLflow creates the file but not its folder.
             Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
@@ -424,6 +452,10 @@ def _sha256(path: Path) -> str:
 def read_bundle(folder: Path, *, version: str | None = None) -> ModelBundle:
     """Rebuild a ModelBundle from a folder written by `write_bundle`; unpickles nothing."""
     import numpy as np
+
+    if "torch" not in sys.modules:
+        with heavy_import():
+            import torch
     import torch
 
     from stockcli.ml.networks import model_from_config

@@ -29,8 +29,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import math
-import os
-import socket
 import sqlite3
 import time
 import warnings
@@ -271,9 +269,9 @@ def open_study(
 ) -> optuna.Study:
     """Create the study, or load it when it exists (a resumed or parallel tune).
 
-    The TPE seed mixes `seed` with the number of trials already in the study, so a fresh study is
-    reproducible and a resumed one does not replay its first suggestions. On a shared server storage
-    the worker (host, pid) is mixed in too: workers starting together must not suggest the same points.
+    The sampler draws trial n from a random state seeded by (`seed`, n): a fresh study is
+    reproducible, a resumed one continues exactly as an uninterrupted one would, and workers sharing
+    a study never draw from the same state (each trial number is taken once).
     """
     import optuna
 
@@ -288,13 +286,29 @@ def open_study(
     study = optuna.create_study(
         storage=storage, study_name=study_name, direction="minimize", pruner=pruner, load_if_exists=True
     )
-    existing = len(study.get_trials(deepcopy=False))
-    worker = ""
-    if storage.engine.dialect.name != "sqlite":
-        worker = f"{socket.gethostname()}:{os.getpid()}"
-    sampler_seed = zlib.crc32(f"{seed}:{existing}:{worker}".encode()) if (existing or worker) else seed
-    study.sampler = optuna.samplers.TPESampler(seed=sampler_seed)
+    study.sampler = trial_seeded_sampler(seed)
     return study
+
+
+def trial_seeded_sampler(seed: int) -> optuna.samplers.BaseSampler:
+    """A TPE sampler whose randomness for trial n depends only on (seed, n).
+
+    TPE's other input is the study's finished trials, so a study interrupted and resumed proposes
+    exactly what an uninterrupted one would have, and parallel workers (each trial number is taken
+    once in a study) never propose from the same random state.
+    """
+    import optuna
+
+    class TrialSeededTPESampler(optuna.samplers.TPESampler):
+        def before_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+            trial_seed = zlib.crc32(f"{seed}:{trial.number}".encode())
+            # Optuna keeps these generators private; reseeding them is the documented effect of
+            # `reseed_rng`, only with a chosen seed instead of a random one.
+            self._rng.rng.seed(trial_seed)
+            self._random_sampler._rng.rng.seed(trial_seed)
+            super().before_trial(study, trial)
+
+    return TrialSeededTPESampler(seed=seed)
 
 
 def run_study(

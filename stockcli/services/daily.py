@@ -51,8 +51,10 @@ def daily(
     NoDataError (exit 4) when the bars are too stale to predict from."""
     from stockcli.ml import registry
     from stockcli.services.fetch import fetch
+    from stockcli.services.predict import exchange_calendar
 
     messages: list[str] = []
+    exchange_calendar(settings)  # first, so that every step shares the calendar read from the cache
 
     def say(message: str) -> None:
         messages.append(message)
@@ -76,8 +78,9 @@ def daily(
                 hint="Run `stockcli retrain --force` first.",
             )
         say("no production model: bootstrapping one (process, build, tune, train, promote)")
+        # No production version: `retrain` runs unforced and records why ("no production model yet").
         bootstrap = retrain(
-            settings=settings, engine=engine, as_of=as_of, force=True, run=run, n_trials=n_trials
+            settings=settings, engine=engine, as_of=as_of, production_version=None, run=run, n_trials=n_trials
         )
         version = registry.resolve_alias(settings, "Production")
         if version is None:  # the promotion gate refused the first model (require_beats_naive)

@@ -2,15 +2,16 @@
 
 A prediction is matched to the bar of exactly its target session. The decision looks at rolling
 figures over the last `window_sessions` evaluated sessions of the production model, all tickers
-together, needs `min_samples` sessions and respects a cooldown after a retrain: one bad day of one
-ticker never triggers a retrain (the replaced system retrained on nearly every day's noise).
+together, needs `min_samples` sessions, respects a cooldown after a retrain, and ignores a breach
+that rests on a single session: one bad day never triggers a retrain (the replaced system retrained
+whenever one ticker had one bad day, i.e. on nearly every day's noise).
 """
 
 from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
@@ -19,7 +20,7 @@ from sqlalchemy import select
 from sqlalchemy.engine import Engine
 
 from stockcli.clock import trading_calendar
-from stockcli.config import Settings
+from stockcli.config import MonitorSettings, Settings
 from stockcli.db import predictions as predictions_db
 from stockcli.db.models import PipelineRun
 from stockcli.db.store import utcnow
@@ -83,6 +84,43 @@ def _directional_accuracy(rows: list[Any]) -> float | None:
     return sum(scores) / len(scores) if scores else None
 
 
+def threshold_breaches(metrics: WindowMetrics, config: MonitorSettings) -> list[str]:
+    """What in `metrics` breaches the configured thresholds, in words (empty: nothing)."""
+    breaches: list[str] = []
+    if metrics.mape is not None and metrics.mape > config.mape_max:
+        breaches.append(f"MAPE {metrics.mape:.2%} above {config.mape_max:.2%}")
+    if metrics.direction_accuracy is not None and metrics.direction_accuracy < config.direction_min:
+        breaches.append(
+            f"directional accuracy {metrics.direction_accuracy:.1%} below {config.direction_min:.1%}"
+        )
+    if metrics.skill is not None and metrics.skill < config.skill_min:
+        breaches.append(f"skill against naive {metrics.skill:+.1%} below {config.skill_min:+.1%}")
+    return breaches
+
+
+def single_bad_session(rows: Sequence[Any], config: MonitorSettings) -> date | None:
+    """The one session whose removal brings the window back within thresholds, if there is one.
+
+    Rolling means are sensitive to one outlier: a single very bad day (a data glitch, a shock the
+    model got badly wrong) can breach a threshold on its own. A breach that disappears when one
+    session is left out does not call for a retrain; when several sessions qualify, the one with
+    the largest mean absolute percentage error is named.
+    """
+    by_session: dict[date, list[Any]] = defaultdict(list)
+    for row in rows:
+        by_session[row.target_date].append(row)
+    if len(by_session) < 2:
+        return None
+    clearing = [
+        day
+        for day in by_session
+        if not threshold_breaches(window_metrics(r for r in rows if r.target_date != day), config)
+    ]
+    if not clearing:
+        return None
+    return max(clearing, key=lambda day: sum(r.abs_pct_error for r in by_session[day]) / len(by_session[day]))
+
+
 def evaluate_matured(engine: Engine, *, through: date) -> tuple[int, int]:
     """Write a performance row for every prediction whose target bar is stored. Returns (evaluated, pending)."""
     candidates = predictions_db.unevaluated_predictions(engine, through=through)
@@ -142,7 +180,7 @@ def monitor(
 ) -> MonitorResult:
     """Evaluate matured predictions, then compute the rolling window and the retrain decision."""
     config = settings.monitor
-    calendar = trading_calendar(settings.data.exchange)
+    calendar = trading_calendar(settings.data.exchange, cache_dir=settings.data_dir / "cache")
     through = calendar.session_on_or_before(as_of)
     evaluated, pending = evaluate_matured(engine, through=through)
     rows = predictions_db.performance_window(
@@ -160,15 +198,8 @@ def monitor(
         sessions_since = len(calendar.sessions(last_retrain, through)) - 1
         cooldown = sessions_since < config.cooldown_sessions
 
-    breaches: list[str] = []
-    if overall.mape is not None and overall.mape > config.mape_max:
-        breaches.append(f"MAPE {overall.mape:.2%} above {config.mape_max:.2%}")
-    if overall.direction_accuracy is not None and overall.direction_accuracy < config.direction_min:
-        breaches.append(
-            f"directional accuracy {overall.direction_accuracy:.1%} below {config.direction_min:.1%}"
-        )
-    if overall.skill is not None and overall.skill < config.skill_min:
-        breaches.append(f"skill against naive {overall.skill:+.1%} below {config.skill_min:+.1%}")
+    breaches = threshold_breaches(overall, config)
+    lone_session = single_bad_session(rows, config) if breaches else None
 
     retrain_needed = False
     if not breaches:
@@ -184,6 +215,11 @@ def monitor(
         )
     elif cooldown:
         reason = f"{'; '.join(breaches)}, but a retrain ran on {last_retrain}: cooldown of {config.cooldown_sessions} sessions."
+    elif lone_session is not None:
+        reason = (
+            f"{'; '.join(breaches)}, but only because of the session of {lone_session.isoformat()}: without "
+            f"it the other {overall.sessions - 1} sessions are within thresholds. One bad day is not a trend."
+        )
     else:
         retrain_needed = True
         reason = f"{'; '.join(breaches)} over the last {overall.sessions} sessions."

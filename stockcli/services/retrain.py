@@ -115,7 +115,12 @@ def retrain(
     checkpoint(settings, "retrain:after_train")
 
     started = step("promote")
-    decision = promote(settings=settings, engine=engine, version=trained.model_version)
+    decision = promote(
+        settings=settings,
+        engine=engine,
+        version=trained.model_version,
+        pipeline_run_id=run.run_id if run is not None else None,
+    )
     timings["promote"] = time.perf_counter() - started
     record("promoted", decision.promoted)
     record("promotion_reason", decision.reason)

@@ -134,6 +134,7 @@ def train(
             seed=seed,
             device=device,
             on_epoch=on_epoch,
+            num_threads=settings.training.num_threads or None,
         )
         scalers = dict(built.scalers)
         if settings.training.calibrate and built.validation.x.shape[0] > 0:

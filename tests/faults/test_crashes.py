@@ -215,15 +215,7 @@ def test_sigkill_in_retrain_keeps_production_and_rerun_completes(bootstrapped: W
     "point",
     [
         "retrain:after_train",
-        pytest.param(
-            "tune:after-trial-0",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="Known defect in stockcli.ml.tuning (reported): a resumed study draws its next "
-                "trials from a freshly seeded sampler, so an interrupted tune ends with other trials, "
-                "other best parameters and another model than an uninterrupted one.",
-            ),
-        ),
+        "tune:after-trial-0",
     ],
 )
 def test_sigkill_in_daily_bootstrap_then_rerun_matches_a_clean_bootstrap(
