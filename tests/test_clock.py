@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, date, datetime
+from pathlib import Path
 
 import pytest
 
@@ -54,3 +55,35 @@ def test_unknown_exchange_is_a_config_error() -> None:
 
     with pytest.raises(ConfigError, match="Unknown exchange calendar"):
         TradingCalendar("NOPE")
+
+
+def test_the_session_table_is_cached_and_read_back_with_the_same_answers(tmp_path: Path) -> None:
+    import json
+
+    from stockcli.clock import TradingCalendar
+
+    built = TradingCalendar("XNYS", cache_dir=tmp_path)
+    (cache_file,) = tmp_path.glob("calendar-XNYS-*.json")
+    payload = json.loads(cache_file.read_text())
+    cached = TradingCalendar("XNYS", cache_dir=tmp_path)
+    assert cached._days == built._days and cached._closes == built._closes
+    assert cached.next_session(date(2012, 10, 26)) == date(2012, 10, 31)
+    assert cached.session_close(date(2012, 11, 23)).hour == 13  # the early close after Thanksgiving
+    assert len(cached.sessions(date(1999, 1, 4), date(2013, 3, 1))) == 3562
+
+    # A cache that is damaged, or does not reach far enough past today, is rebuilt, never trusted.
+    payload["sessions"] = payload["sessions"][:100]
+    payload["closes"] = payload["closes"][:100]
+    cache_file.write_text(json.dumps(payload))
+    assert TradingCalendar("XNYS", cache_dir=tmp_path)._days == built._days
+    cache_file.write_text("{not json")
+    assert TradingCalendar("XNYS", cache_dir=tmp_path)._days == built._days
+    assert json.loads(cache_file.read_text())["sessions"] == built._days  # rewritten
+
+
+def test_dates_outside_the_calendar_are_usage_errors() -> None:
+    calendar = trading_calendar("XNYS")
+    with pytest.raises(UsageError, match="covers 1990-01-02"):
+        calendar.previous_session(date(1990, 1, 2))
+    with pytest.raises(UsageError, match="not a trading session"):
+        calendar.session_close(date(2013, 3, 2))

@@ -150,3 +150,39 @@ def test_a_model_that_serves_the_naive_forecast_does_not_trigger_on_direction(ma
     assert result.overall.direction_accuracy == pytest.approx(0.5)
     assert result.overall.skill == pytest.approx(0.0)
     assert not result.retrain_needed, result.reason
+
+
+def test_a_breach_resting_on_one_session_waits_and_two_bad_sessions_retrain(make_settings) -> None:  # type: ignore[no-untyped-def]
+    """One extreme day can push the rolling means past a threshold on its own; that is one bad day,
+    not degradation. The same day with a second one breaches without either: retrain."""
+    settings = make_settings(monitor={"min_samples": 10, "window_sessions": 20})
+    sessions = _sessions(22)
+    engine = _seed(settings, sessions, bad_days={sessions[15]})
+    with engine.begin() as connection:  # that day the model was off by 70%, not 10%
+        from sqlalchemy import text
+
+        connection.execute(
+            text(
+                "UPDATE latest_predictions SET predicted_close = 0.3 * predicted_close / 0.9 "
+                "WHERE target_date = :d"
+            ),
+            {"d": sessions[15]},
+        )
+    one = monitor(settings=settings, engine=engine, as_of=sessions[-1], model_version="1")
+    assert one.overall.mape is not None and one.overall.mape > settings.monitor.mape_max  # breached...
+    assert not one.retrain_needed  # ...but only because of that one session
+    assert sessions[15].isoformat() in one.reason and "One bad day" in one.reason
+
+    _seed(settings, sessions, bad_days={sessions[15], sessions[18]})  # upsert: a second bad day
+    with engine.begin() as connection:
+        connection.execute(
+            text(
+                "UPDATE latest_predictions SET predicted_close = 0.3 * predicted_close / 0.9 "
+                "WHERE target_date IN (:a, :b)"
+            ),
+            {"a": sessions[15], "b": sessions[18]},
+        )
+        connection.execute(text("DELETE FROM model_performance_log"))
+    two = monitor(settings=settings, engine=engine, as_of=sessions[-1], model_version="1")
+    assert two.retrain_needed, two.reason
+    assert "MAPE" in two.reason

@@ -29,7 +29,6 @@ import hashlib
 import json
 import logging
 import os
-import sys
 import tempfile
 import threading
 from collections.abc import Iterator, Mapping, Sequence
@@ -117,17 +116,24 @@ class ModelVersionInfo:
 # --- set-up -----------------------------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def heavy_import() -> Iterator[None]:
-    """Import heavy libraries with the cyclic garbage collector paused, then freeze what they left.
+_heavy_imports_done: set[str] = set()
 
-    `import mlflow` (with its tracking store) and `import torch` create some 10^5 objects that live
-    as long as the process. The collector's full passes over them, during the imports and after,
-    cost more than a second of a short `stockcli daily` on 2 cores. So the collector pauses while
-    they import, and `gc.freeze()` then moves everything alive into the permanent generation, which
-    later collections skip. Garbage made afterwards is collected as usual; in a long-lived process
-    (daemon, backtest, dashboard) this happens once, at the first import.
+
+@contextlib.contextmanager
+def heavy_import(what: str) -> Iterator[None]:
+    """The first time in this process: import with the cyclic garbage collector paused, then freeze.
+
+    `import mlflow` (and opening its first tracking store) and `import torch` create some 10^5
+    objects that live as long as the process. The collector's full passes over them, during the
+    imports and after, cost more than a second of a short `stockcli daily` on 2 cores. So the
+    collector pauses while they import, and `gc.freeze()` then moves everything alive into the
+    permanent generation, which later collections skip. Garbage made afterwards is collected as
+    usual. `what` names the import; later calls with the same name change nothing, so a long-lived
+    process (daemon, backtest, tests) freezes once per library, never what its later runs leave.
     """
+    if what in _heavy_imports_done:
+        yield
+        return
     import gc
 
     enabled = gc.isenabled()
@@ -135,6 +141,7 @@ def heavy_import() -> Iterator[None]:
     try:
         yield
     finally:
+        _heavy_imports_done.add(what)
         gc.freeze()
         if enabled:
             gc.enable()
@@ -144,10 +151,8 @@ def _mlflow() -> Any:
     """Import mlflow quietly (once); every function here goes through this."""
     for name, value in _QUIET_ENV.items():
         os.environ.setdefault(name, value)
-    if "mlflow" not in sys.modules:
-        with heavy_import():
-            import mlflow
-    import mlflow
+    with heavy_import("mlflow"):
+        import mlflow
 
     # MLflow gives its logger its own INFO handler (store creation, migrations): warnings only.
     logger = logging.getLogger("mlflow")
@@ -170,8 +175,8 @@ def client(settings: Settings) -> MlflowClient:
     _mlflow()
     from mlflow import MlflowClient
 
-    with _registry_errors(settings, "open the MLflow tracking store"), heavy_import():
-        # heavy_import: opening the first store imports MLflow's ORM models and alembic.
+    with _registry_errors(settings, "open the MLflow tracking store"), heavy_import("mlflow store"):
+        # Opening the first store imports MLflow's ORM models and alembic.
         if uri.startswith("sqlite:///"):
             # MLflow creates the file but not its folder.
             Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
@@ -453,10 +458,8 @@ def read_bundle(folder: Path, *, version: str | None = None) -> ModelBundle:
     """Rebuild a ModelBundle from a folder written by `write_bundle`; unpickles nothing."""
     import numpy as np
 
-    if "torch" not in sys.modules:
-        with heavy_import():
-            import torch
-    import torch
+    with heavy_import("torch"):
+        import torch
 
     from stockcli.ml.networks import model_from_config
 

@@ -10,7 +10,8 @@ with the median pruner (`[tuning] pruning = true`, the default) and once without
 trials of both come from the same seeded random start-up sampler, so both runs try the same
 hyper-parameters at first; later TPE suggestions may differ, because pruned trials inform the sampler.
 
-Reported per run: wall time of the tune service (from its JSON, process start-up excluded), trials complete/pruned, epochs trained in total, best validation loss.
+The time budget (`[tuning] timeout_s`) is switched off so that both runs finish the same number of
+trials. Reported per run: wall time of the tune service (from its JSON, process start-up excluded), trials complete/pruned, epochs trained in total, best validation loss.
 Goal (issue 4): pruning saves at least 2x wall time.
 """
 
@@ -60,7 +61,8 @@ def tune_once(settings: Any, run_id: str, *, pruning: bool, trials: int, epochs:
     config = data_dir.parent / f"config-{'pruned' if pruning else 'unpruned'}.toml"
     config.write_text(
         f'[storage]\ndata_dir = "{data_dir}"\n'
-        f'[tuning]\npruning = {"true" if pruning else "false"}\nepochs = {epochs}\nstorage_url = "{storage_url}"\n',
+        f"[tuning]\npruning = {'true' if pruning else 'false'}\nepochs = {epochs}\ntimeout_s = 0.0\n"
+        f'storage_url = "{storage_url}"\n',
         encoding="utf-8",
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith("STOCKCLI_")}
