@@ -180,27 +180,19 @@ def daily(
     cli = state(ctx)
     settings = cli.settings()
     as_of = cli.as_of(settings)
-    with pipeline_run(settings, command="daily", as_of=as_of) as run:
-        if cli.json:
-            result = daily_service(
-                settings=settings,
-                engine=run.engine,
-                as_of=as_of,
-                run=run,
-                allow_retrain=not no_retrain,
-                n_trials=n_trials,
-            )
-        else:
-            with output.console.status("daily run") as status:
-                result = daily_service(
-                    settings=settings,
-                    engine=run.engine,
-                    as_of=as_of,
-                    run=run,
-                    allow_retrain=not no_retrain,
-                    n_trials=n_trials,
-                    progress=lambda message: status.update(f"daily: {message}"),
-                )
+    with (
+        pipeline_run(settings, command="daily", as_of=as_of) as run,
+        output.status("daily run", quiet=cli.json) as progress,
+    ):
+        result = daily_service(
+            settings=settings,
+            engine=run.engine,
+            as_of=as_of,
+            run=run,
+            allow_retrain=not no_retrain,
+            n_trials=n_trials,
+            progress=progress,
+        )
     code = exit_code_for(result)
     if cli.json:
         output.emit_json(daily_json(result))
@@ -259,7 +251,7 @@ def retrain(
             monitored = monitor_service(
                 settings=settings, engine=run.engine, as_of=as_of, model_version=str(version)
             )
-        if cli.json:
+        with output.status("retrain", quiet=cli.json) as progress:
             result = retrain_service(
                 settings=settings,
                 engine=run.engine,
@@ -269,20 +261,8 @@ def retrain(
                 monitor_result=monitored,
                 run=run,
                 n_trials=n_trials,
+                progress=progress,
             )
-        else:
-            with output.console.status("retrain") as status:
-                result = retrain_service(
-                    settings=settings,
-                    engine=run.engine,
-                    as_of=as_of,
-                    force=force,
-                    production_version=str(version) if version else None,
-                    monitor_result=monitored,
-                    run=run,
-                    n_trials=n_trials,
-                    progress=lambda step: status.update(f"retrain: {step}"),
-                )
         run.details["retrained"] = result.ran
         if not result.ran:
             run.status = "skipped"

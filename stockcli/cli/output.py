@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, is_dataclass
 from datetime import date, datetime
 from pathlib import Path
@@ -90,3 +91,14 @@ def fmt_pct(value: float | None, digits: int = 2) -> str:
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return "-"
     return f"{value * 100:.{digits}f}%"
+
+
+@contextlib.contextmanager
+def status(label: str, *, quiet: bool = False) -> Iterator[Callable[[str], None] | None]:
+    """A spinner on a terminal, yielding a callback that updates its text; nothing when `quiet`
+    (JSON output) or when stdout is not a terminal (cron logs stay clean)."""
+    if quiet or not console.is_terminal:
+        yield None
+        return
+    with console.status(label) as spinner:
+        yield lambda message: spinner.update(f"{label}: {message}")
