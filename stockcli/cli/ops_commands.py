@@ -282,7 +282,7 @@ def retrain(
 
 @app.command()
 def daemon(ctx: typer.Context) -> None:
-    """Run `daily` on the [daemon] cron schedule (exchange time zone) until SIGTERM/SIGINT."""
+    """Run `daily` on the cron schedule of the daemon section (exchange time zone) until SIGTERM/SIGINT."""
     import logging
 
     from stockcli.daemon import next_run_time, run_daemon
