@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable, Iterator
 from typing import Annotated, Any
 
 import typer
@@ -12,29 +10,8 @@ from stockcli.cli import output
 from stockcli.cli.app import app, state
 
 
-@contextlib.contextmanager
-def _progress(enabled: bool) -> Iterator[Callable[[str, int, int], None] | None]:
-    """A progress callback drawing one transient bar on stderr (none with --json)."""
-    if not enabled:
-        yield None
-        return
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=output.error_console,
-        transient=True,
-    ) as bar:
-        task = bar.add_task("starting", total=1)
-
-        def report(stage: str, done: int, total: int) -> None:
-            label = "computing features" if stage.startswith("features ") else stage
-            bar.update(task, description=label, completed=done, total=max(total, 1))
-
-        yield report
+def _describe(stage: str) -> str:
+    return "computing features" if stage.startswith("features ") else stage
 
 
 @app.command("process")
@@ -59,7 +36,7 @@ def process_command(
     as_of = cli_state.as_of(settings)
     with (
         pipeline_run(settings, command="process", as_of=as_of) as run,
-        _progress(not cli_state.json) as progress,
+        output.progress_bar(quiet=cli_state.json, describe=_describe) as progress,
     ):
         result = process(
             settings=settings, engine=run.engine, as_of=as_of, tickers=ticker or None, progress=progress
@@ -113,7 +90,7 @@ def build_command(
     as_of = cli_state.as_of(settings)
     with (
         pipeline_run(settings, command="build", as_of=as_of) as run,
-        _progress(not cli_state.json) as progress,
+        output.progress_bar(quiet=cli_state.json, describe=_describe) as progress,
     ):
         result = build(settings=settings, engine=run.engine, run_id=run_id, progress=progress)
         run.details.update({"dataset_run_id": result.run_id, **{p.name: p.windows for p in result.parts}})

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable, Iterator
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -71,7 +69,7 @@ def fetch_command(
     result: FetchResult | None = None
     try:
         with pipeline_run(settings, command="fetch", as_of=as_of) as handle:
-            with _progress(enabled=not cli.json) as progress:
+            with output.progress_bar(quiet=cli.json, describe=lambda ticker: f"Fetched {ticker}") as progress:
                 result = fetch(
                     settings=settings,
                     engine=handle.engine,
@@ -92,22 +90,6 @@ def fetch_command(
         output.error(str(exc))
         raise typer.Exit(exc.exit_code) from None
     _render(result, as_json=cli.json)
-
-
-@contextlib.contextmanager
-def _progress(*, enabled: bool) -> Iterator[Callable[[str, int, int], None] | None]:
-    if not enabled or not output.error_console.is_terminal:
-        yield None
-        return
-    from rich.progress import Progress
-
-    with Progress(console=output.error_console, transient=True) as bar:
-        task = bar.add_task("Fetching", total=None)
-
-        def advance(ticker: str, done: int, total: int) -> None:
-            bar.update(task, completed=done, total=total, description=f"Fetched {ticker}")
-
-        yield advance
 
 
 def _render(result: FetchResult, *, as_json: bool) -> None:

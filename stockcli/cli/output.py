@@ -102,3 +102,30 @@ def status(label: str, *, quiet: bool = False) -> Iterator[Callable[[str], None]
         return
     with console.status(label) as spinner:
         yield lambda message: spinner.update(f"{label}: {message}")
+
+
+@contextlib.contextmanager
+def progress_bar(
+    *, quiet: bool = False, describe: Callable[[str], str] = str
+) -> Iterator[Callable[[str, int, int], None] | None]:
+    """A transient progress bar on stderr, yielding a `(stage, done, total)` callback; nothing when
+    `quiet` (JSON output) or when stderr is not a terminal (cron logs stay clean)."""
+    if quiet or not error_console.is_terminal:
+        yield None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=error_console,
+        transient=True,
+    ) as bar:
+        task = bar.add_task("starting", total=None)
+
+        def report(stage: str, done: int, total: int) -> None:
+            bar.update(task, description=describe(stage), completed=done, total=max(total, 1))
+
+        yield report
