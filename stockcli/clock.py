@@ -25,6 +25,8 @@ from stockcli.errors import ConfigError, UsageError
 if TYPE_CHECKING:
     import exchange_calendars
 
+    from stockcli.config import Settings
+
 CALENDAR_START = "1990-01-02"
 
 # Known time zones so that the default as-of needs no calendar import.
@@ -230,3 +232,8 @@ def trading_calendar(exchange: str = "XNYS", *, cache_dir: Path | None = None) -
         if calendar is None:
             calendar = _calendars[exchange] = TradingCalendar(exchange, cache_dir=cache_dir)
         return calendar
+
+
+def calendar_for(settings: Settings) -> TradingCalendar:
+    """The configured exchange's calendar, its session table cached in `<data_dir>/cache`."""
+    return trading_calendar(settings.data.exchange, cache_dir=settings.data_dir / "cache")

@@ -49,12 +49,12 @@ def daily(
 ) -> DailyResult:
     """One daily run. Raises PartialFailure (exit 3) after finishing when some tickers failed to fetch,
     NoDataError (exit 4) when the bars are too stale to predict from."""
+    from stockcli.clock import calendar_for
     from stockcli.ml import registry
     from stockcli.services.fetch import fetch
-    from stockcli.services.predict import exchange_calendar
 
     messages: list[str] = []
-    exchange_calendar(settings)  # first, so that every step shares the calendar read from the cache
+    calendar_for(settings)  # first, so that every step shares the calendar read from the cache
 
     def say(message: str) -> None:
         messages.append(message)

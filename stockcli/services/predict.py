@@ -13,7 +13,7 @@ from typing import Any
 
 from sqlalchemy.engine import Engine
 
-from stockcli.clock import TradingCalendar, trading_calendar
+from stockcli.clock import calendar_for
 from stockcli.config import Settings
 from stockcli.db import bars as bars_db
 from stockcli.db import predictions as predictions_db
@@ -47,11 +47,6 @@ class PredictResult:
     files: tuple[str, ...]
 
 
-def exchange_calendar(settings: Settings) -> TradingCalendar:
-    """The configured exchange's calendar; its session table is cached in `<data_dir>/cache`."""
-    return trading_calendar(settings.data.exchange, cache_dir=settings.data_dir / "cache")
-
-
 def production_version(settings: Settings) -> str:
     """The version holding the Production alias, resolved once; NoProductionModelError if none."""
     from stockcli.ml import registry
@@ -66,7 +61,7 @@ def production_version(settings: Settings) -> str:
 
 def required_base_date(settings: Settings, as_of: date, *, now: datetime | None = None) -> date:
     """The newest session whose bar must be stored for an honest prediction as of `as_of`."""
-    return exchange_calendar(settings).last_closed_session(as_of, now=now)
+    return calendar_for(settings).last_closed_session(as_of, now=now)
 
 
 def predict(
@@ -93,7 +88,7 @@ def predict(
         version = model_version or production_version(settings)
         bundle = bundle_loader(version) if bundle_loader else registry.load_bundle(settings, version=version)
     version = str(bundle.version)
-    calendar = exchange_calendar(settings)
+    calendar = calendar_for(settings)
     base_date = required_base_date(settings, as_of, now=now)
     target_date = calendar.next_session(base_date)
 
