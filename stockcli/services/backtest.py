@@ -62,7 +62,10 @@ def _export_stored_bars(settings: Settings, folder: Path, end: date) -> None:
     from stockcli.db.engine import open_database
 
     engine = open_database(settings, upgrade=False)
-    bars = load_bars(engine, list(settings.data.tickers), end=end)
+    try:
+        bars = load_bars(engine, list(settings.data.tickers), end=end)
+    finally:
+        engine.dispose()  # leave no open handle (nor WAL files) on the user's database
     missing = [t for t, frame in bars.items() if frame.empty]
     if missing:
         raise NoDataError(
