@@ -50,6 +50,23 @@ def parse_date(text: str, *, label: str = "date") -> date:
         ) from None
 
 
+def parse_as_of(text: str, exchange: str, *, now: datetime | None = None) -> date:
+    """Parse `--as-of`; raises UsageError (exit 2) naming the date when it is after today.
+
+    Nothing dated after today exists yet, so a run as of a future date could only work on other
+    dates than the one given (the newest bars, the next session after today) and say so misleadingly.
+    """
+    day = parse_date(text, label="--as-of")
+    current = today(exchange, now=now)
+    if day > current:
+        raise UsageError(
+            f"--as-of {day.isoformat()} is in the future: today is {current.isoformat()} in "
+            f"{exchange_timezone(exchange).key} ({exchange}), and nothing dated after today exists yet.",
+            hint="Give a date up to today, or leave --as-of out to run as of today.",
+        )
+    return day
+
+
 def exchange_timezone(exchange: str) -> ZoneInfo:
     name = _EXCHANGE_TZ.get(exchange)
     if name is None:

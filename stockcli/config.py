@@ -3,43 +3,90 @@
 One `Settings` object is built at the entry point (CLI, daemon, web) and passed down. Nothing here
 reads files or the environment at import time. Relative paths in a config file resolve against the
 folder of that file, never the working directory (cron starts in `$HOME`).
+
+Each section is a frozen pydantic model that refuses unknown keys; its field types, choices
+(`stockcli.choices`) and bounds are the one definition of what a key accepts. `load_settings` turns
+any failure into one ConfigError line (exit 2) naming `[section] key`, the file, what is expected
+and what was given; a pydantic dump never reaches the user.
 """
 
 from __future__ import annotations
 
-import dataclasses
+import json
 import os
 import re
+import stat
 import tomllib
-import types
 import typing
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
+import annotated_types
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic.fields import FieldInfo
+
+from stockcli.choices import (
+    DEVICES,
+    DISTRIBUTIONS,
+    MODEL_TYPES,
+    PROMOTION_METRICS,
+    SOURCES,
+    TARGET_KINDS,
+    Device,
+    Distribution,
+    ModelType,
+    PromotionMetric,
+    Source,
+    TargetKind,
+)
 from stockcli.errors import ConfigError
+from stockcli.redact import redact_url
 
 TICKER_PATTERN = re.compile(r"^\^?[A-Z0-9][A-Z0-9.\-=]{0,19}$")
-SOURCES = ("sample", "csv", "yahoo")
-TARGET_KINDS = ("return", "price")
-MODEL_TYPES = ("lstm", "lstm_attention", "lstm_cross_attention")
-LOSSES = ("mse", "mae", "huber")
-METRICS = ("mae", "rmse", "mape")
-DEVICES = ("cpu", "cuda", "auto")
+DEFAULT_TICKERS = ("GOOG", "MSFT", "^GSPC", "^IXIC")
+# A config file is a few KiB of TOML; anything larger (or /dev/zero) is refused before reading it all.
+MAX_CONFIG_BYTES = 1 << 20
+CRON_HINT = (
+    'Five fields in the exchange\'s time zone: minute hour day month day-of-week, e.g. "30 17 * * mon-fri".'
+)
+# Keys that existed once and were removed: (section, key) -> what replaced them. A config that still
+# sets one is refused (exit 2) with this explanation instead of a bare "unknown key".
+REMOVED_KEYS: dict[tuple[str, str], str] = {
+    ("training", "loss"): "the model now learns the distribution of the next return by likelihood; "
+    "choose it with [training] distribution (student_t or normal)",
+    ("training", "calibrate"): "the shrink factor is gone; a model that does not beat the naive forecast "
+    "significantly on a ticker now serves the naive forecast there (a tested per-ticker choice)",
+    ("promotion", "require_beats_naive"): "promotion is a paired test against Production ([promotion] alpha, "
+    "min_improvement), and each ticker serves the naive forecast unless the model beats it significantly",
+    ("monitor", "mape_max"): "retrains are triggered by tests, not thresholds: [monitor] alpha "
+    "(served forecast significantly worse than naive) and coverage_alpha (intervals covering too little)",
+    ("monitor", "direction_min"): "directional accuracy is reported but never triggers a retrain on its own; "
+    "see [monitor] alpha and coverage_alpha",
+    ("monitor", "skill_min"): "the skill trigger is now a one-sided Diebold-Mariano test at [monitor] alpha",
+}
+# Variables of the environment that set one key each (above the file, below command-line options).
+ENVIRONMENT_KEYS: dict[str, tuple[str, str]] = {
+    "STOCKCLI_DATA_DIR": ("storage", "data_dir"),
+    "STOCKCLI_DATABASE_URL": ("storage", "database_url"),
+    "STOCKCLI_MLFLOW_TRACKING_URI": ("mlflow", "tracking_uri"),
+    "STOCKCLI_OPTUNA_STORAGE": ("tuning", "storage_url"),
+}
 
+# Indicators whose values the model sees made scale-free (see stockcli.features.indicators). Every
+# recursive one forgets its start within the serving lookback; long warm-ups (EMA 200) are left out
+# because each ticker loses its warm-up sessions, and a young ticker would wait ten months.
 DEFAULT_INDICATORS: tuple[dict[str, Any], ...] = (
+    {"name": "ema", "window": 20},
     {"name": "ema", "window": 50},
-    {"name": "ema", "window": 200},
     {"name": "rsi", "window": 14},
     {"name": "macd", "window_slow": 26, "window_fast": 12, "window_sign": 9},
-    {"name": "bollinger", "window": 15, "window_dev": 2},
+    {"name": "bollinger", "window": 20, "window_dev": 2},
     {"name": "atr", "window": 14},
     {"name": "obv"},
     {"name": "mfi", "window": 14},
     {"name": "adx", "window": 14},
-    {"name": "sma", "window": 50},
     {"name": "vwap", "window": 14},
     {"name": "psar", "step": 0.02, "max_step": 0.2},
     {"name": "stoch", "window": 14, "smooth_window": 3},
@@ -47,144 +94,315 @@ DEFAULT_INDICATORS: tuple[dict[str, Any], ...] = (
     {"name": "williams_r", "lbp": 14},
     {"name": "donchian", "window": 20},
     {"name": "keltner", "window": 20, "window_atr": 10},
-    {"name": "log_return"},
     {"name": "roc", "window": 12},
-    {"name": "volume_sma", "window": 20},
     {"name": "cmf", "window": 20},
     {"name": "force_index", "window": 13},
+    {"name": "realized_vol", "window": 5},
+    {"name": "realized_vol", "window": 20},
+    {"name": "ewm_vol", "decay": 0.94},
 )
 
 
-@dataclass(frozen=True)
-class DataSettings:
-    source: str = "sample"
-    tickers: tuple[str, ...] = ("GOOG", "MSFT", "^GSPC", "^IXIC")
-    csv_dir: Path | None = None
+class SettingProblem(ValueError):
+    """A rule of one key broken, raised inside a validator; `load_settings` turns it into ConfigError.
+
+    `message` follows "[section] key in FILE": it starts with "must"/"is" ("must be above 1, got 0.5"),
+    or is a sentence of its own ("Malformed ticker 'A B'"), shown after a colon.
+    """
+
+    def __init__(
+        self, message: str, *, key: str | None = None, section: str | None = None, hint: str | None = None
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.key = key
+        self.section = section
+        self.hint = hint
+
+
+def _ticker_list(value: tuple[str, ...]) -> tuple[str, ...]:
+    """Tickers upper-cased and checked, each at most once."""
+    tickers: list[str] = []
+    for raw in value:
+        try:
+            ticker = normalize_ticker(raw)
+        except ConfigError as exc:
+            raise SettingProblem(exc.message, hint=exc.hint) from None
+        if ticker in tickers:
+            raise SettingProblem(f"lists {ticker} twice: {', '.join(value)}")
+        tickers.append(ticker)
+    return tuple(tickers)
+
+
+def _iso_date(value: Any) -> Any:
+    """TOML has dates; a string from an override or the environment may spell one as YYYY-MM-DD."""
+    if isinstance(value, str):
+        try:
+            return date.fromisoformat(value.strip())
+        except ValueError:
+            return value  # refused below, as "a date (YYYY-MM-DD)"
+    return value
+
+
+class _Section(BaseModel):
+    # Strict: no "yes" for true, no "30" or 30.5 for an integer (a float key takes an integer). List and
+    # path fields relax it (TOML lists arrive as lists, paths as strings); dates also take YYYY-MM-DD.
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
+
+
+class DataSettings(_Section):
+    source: Source = "sample"
+    tickers: tuple[str, ...] = Field(
+        default=DEFAULT_TICKERS,
+        strict=False,
+        min_length=1,
+        description='a non-empty list of tickers, e.g. ["GOOG", "MSFT", "^GSPC"]',
+    )
+    # Covariate series (indices) fed to the model beside each ticker. None: the index tickers (^...)
+    # of `tickers`; an empty list: none.
+    context_tickers: tuple[str, ...] | None = Field(
+        default=None, strict=False, description='a list of tickers, e.g. ["^GSPC"], or [] for none'
+    )
+    csv_dir: Path | None = Field(default=None, strict=False)
     start: date = date(2004, 8, 19)
-    exchange: str = "XNYS"
-    overlap_sessions: int = 5
-    restatement_tolerance: float = 1e-4
+    exchange: str = Field(default="XNYS", min_length=1)
+    overlap_sessions: int = Field(default=5, ge=0)
+    restatement_tolerance: float = Field(default=1e-4, gt=0, lt=1)
     # A bar whose prices move by more than this factor from the previous valid close is rejected
     # ("implausible jump"); 0 disables the check.
-    max_jump_factor: float = 5.0
-    max_retries: int = 3
-    retry_backoff_s: float = 1.0
-    request_timeout_s: float = 30.0
+    max_jump_factor: float = Field(default=5.0, description="a number above 1, or 0 to disable the check")
+    max_retries: int = Field(default=3, ge=0)
+    retry_backoff_s: float = Field(default=1.0, ge=0)
+    request_timeout_s: float = Field(default=30.0, gt=0)
+
+    @field_validator("tickers", "context_tickers")
+    @classmethod
+    def _normalized(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        return None if value is None else _ticker_list(value)
+
+    @field_validator("start", mode="before")
+    @classmethod
+    def _date_text(cls, value: Any) -> Any:
+        return _iso_date(value)
+
+    @field_validator("max_jump_factor")
+    @classmethod
+    def _jump_factor(cls, value: float) -> float:
+        if value != 0 and not value > 1:
+            raise SettingProblem(f"must be above 1, or 0 to disable the check, got {value}")
+        return value
+
+    @model_validator(mode="after")
+    def _csv_needs_a_folder(self) -> DataSettings:
+        if self.source == "csv" and self.csv_dir is None:
+            raise SettingProblem(
+                "is 'csv' but [data] csv_dir is not set",
+                key="source",
+                hint="Set [data] csv_dir to a folder of <TICKER>.csv files, or pass --csv-dir.",
+            )
+        return self
+
+    @property
+    def context_tickers_resolved(self) -> tuple[str, ...]:
+        """The context series: `context_tickers` when given, else the index tickers (^...) of `tickers`."""
+        if self.context_tickers is not None:
+            return self.context_tickers
+        return tuple(ticker for ticker in self.tickers if ticker.startswith("^"))
 
 
-@dataclass(frozen=True)
-class StorageSettings:
-    data_dir: Path = Path("data")
+class StorageSettings(_Section):
+    data_dir: Path = Field(default=Path("data"), strict=False)
     # URLs may hold a password: kept out of repr() (tracebacks, debug logs, test failures).
-    database_url: str = field(default="", repr=False)
-    sqlite_busy_timeout_s: float = 30.0
+    database_url: str = Field(default="", repr=False)
+    sqlite_busy_timeout_s: float = Field(default=30.0, gt=0)
+
+    @field_validator("data_dir", mode="before")
+    @classmethod
+    def _not_empty(cls, value: Any) -> Any:
+        if isinstance(value, str) and not value.strip():
+            raise SettingProblem("must be a folder, got an empty string")
+        return value
 
 
-@dataclass(frozen=True)
-class MlflowSettings:
-    tracking_uri: str = field(default="", repr=False)
-    experiment: str = "stockcli"
-    model_name: str = "stockcli-lstm"
+class MlflowSettings(_Section):
+    tracking_uri: str = Field(default="", repr=False)
+    experiment: str = Field(default="stockcli", min_length=1)
+    model_name: str = Field(default="stockcli-lstm", min_length=1)
 
 
-@dataclass(frozen=True)
-class FeatureSettings:
-    indicators: tuple[dict[str, Any], ...] = DEFAULT_INDICATORS
-    ffill_limit: int = 1
-    correlation_threshold: float = 0.0
+class FeatureSettings(_Section):
+    # Each entry needs a string `name`; its parameters are checked by stockcli.features.indicators.
+    indicators: tuple[dict[str, Any], ...] = Field(default=DEFAULT_INDICATORS, strict=False)
+    ffill_limit: int = Field(default=1, ge=0, le=20)
+    correlation_threshold: float = Field(default=0.0, ge=0, le=1)
+
+    @field_validator("indicators")
+    @classmethod
+    def _named(cls, value: tuple[dict[str, Any], ...]) -> tuple[dict[str, Any], ...]:
+        for indicator in value:
+            if not isinstance(indicator.get("name"), str):
+                raise SettingProblem(f'must name every entry (name = "rsi", ...), got {indicator!r}')
+        return value
 
 
-@dataclass(frozen=True)
-class DatasetSettings:
-    sequence_length: int = 30
-    train_fraction: float = 0.70
-    validation_fraction: float = 0.15
-    target_kind: str = "return"
+class DatasetSettings(_Section):
+    sequence_length: int = Field(default=30, ge=2, le=500)
+    train_fraction: float = Field(default=0.70, gt=0, lt=1)
+    validation_fraction: float = Field(default=0.15, gt=0, lt=1)
+    target_kind: TargetKind = "return"
+
+    @model_validator(mode="after")
+    def _test_part_remains(self) -> DatasetSettings:
+        total = self.train_fraction + self.validation_fraction
+        if total >= 1.0:
+            raise SettingProblem(
+                f"must stay below 1 so that a test part remains, got {total:.2f}",
+                key="train_fraction + validation_fraction",
+            )
+        return self
 
 
-@dataclass(frozen=True)
-class TrainingSettings:
-    model_type: str = "lstm"
-    hidden_size: int = 64
-    num_layers: int = 1
-    dropout: float = 0.2
-    learning_rate: float = 1e-3
-    batch_size: int = 64
-    num_heads: int = 4
-    epochs: int = 50
-    patience: int = 8
-    loss: str = "mse"
-    grad_clip: float = 1.0
-    seed: int = 42
-    device: str = "cpu"
-    calibrate: bool = True
+class TrainingSettings(_Section):
+    model_type: ModelType = "lstm"
+    hidden_size: int = Field(default=64, ge=1)
+    num_layers: int = Field(default=1, ge=1, le=8)
+    dropout: float = Field(default=0.2, ge=0, lt=1)
+    learning_rate: float = Field(default=1e-3, gt=0, le=1)
+    batch_size: int = Field(default=64, ge=1)
+    num_heads: int = Field(default=4, ge=1)
+    epochs: int = Field(default=50, ge=1)
+    patience: int = Field(default=8, ge=1)
+    grad_clip: float = Field(default=1.0, ge=0)
+    seed: int = Field(default=42, ge=0, le=2**32 - 1)  # numpy and torch seeds are 32-bit
+    device: Device = "cpu"
     # torch intra-op threads for training and tuning; 0: half the cores this process may use (at
     # least 1). Same value, same seed: same losses.
-    num_threads: int = 0
+    num_threads: int = Field(default=0, ge=0)
+    # The predictive distribution of the next session's return.
+    distribution: Distribution = "student_t"
 
 
-@dataclass(frozen=True)
-class TuningSettings:
-    n_trials: int = 20
-    timeout_s: float = 120.0
-    epochs: int = 15
-    storage_url: str = field(default="", repr=False)
+# The searched ranges of [tuning]: each `<name>_min` must be at most its `<name>_max`.
+TUNING_RANGES = ("batch_size", "hidden_size", "num_layers", "dropout", "learning_rate")
+
+
+class TuningSettings(_Section):
+    n_trials: int = Field(default=20, ge=1)
+    timeout_s: float = Field(default=120.0, ge=0)
+    epochs: int = Field(default=15, ge=1)
+    storage_url: str = Field(default="", repr=False)
     pruning: bool = True
-    pruner_startup_trials: int = 3
-    pruner_warmup_epochs: int = 3
-    batch_size_min: int = 16
-    batch_size_max: int = 128
-    hidden_size_min: int = 32
-    hidden_size_max: int = 256
-    num_layers_min: int = 1
-    num_layers_max: int = 3
-    dropout_min: float = 0.1
-    dropout_max: float = 0.5
-    learning_rate_min: float = 1e-4
-    learning_rate_max: float = 1e-2
-    model_types: tuple[str, ...] = MODEL_TYPES
+    pruner_startup_trials: int = Field(default=3, ge=0)
+    pruner_warmup_epochs: int = Field(default=3, ge=0)
+    batch_size_min: int = Field(default=16, ge=1)
+    batch_size_max: int = Field(default=128, ge=1)
+    hidden_size_min: int = Field(default=32, ge=1)
+    hidden_size_max: int = Field(default=256, ge=1)
+    num_layers_min: int = Field(default=1, ge=1, le=8)
+    num_layers_max: int = Field(default=3, ge=1, le=8)
+    dropout_min: float = Field(default=0.1, ge=0, lt=1)
+    dropout_max: float = Field(default=0.5, ge=0, lt=1)
+    learning_rate_min: float = Field(default=1e-4, gt=0, le=1)
+    learning_rate_max: float = Field(default=1e-2, gt=0, le=1)
+    model_types: tuple[ModelType, ...] = Field(default=MODEL_TYPES, strict=False, min_length=1)
+    # Tune budget of a retrain that starts from production's parameters (0: no limit).
+    retrain_timeout_s: float = Field(default=30.0, ge=0)
+    warm_start: bool = True
+
+    @field_validator("model_types")
+    @classmethod
+    def _once_each(cls, value: tuple[ModelType, ...]) -> tuple[ModelType, ...]:
+        twice = sorted({name for name in value if value.count(name) > 1})
+        if twice:
+            raise SettingProblem(f"lists {', '.join(twice)} twice: {', '.join(value)}")
+        return value
+
+    @model_validator(mode="after")
+    def _ranges_not_empty(self) -> TuningSettings:
+        for name in TUNING_RANGES:
+            low, high = getattr(self, f"{name}_min"), getattr(self, f"{name}_max")
+            if low > high:
+                raise SettingProblem(
+                    f"is {low}, above [tuning] {name}_max = {high}: the search range is empty",
+                    key=f"{name}_min",
+                )
+        return self
 
 
-@dataclass(frozen=True)
-class PromotionSettings:
-    metric: str = "mae"
-    min_improvement: float = 0.0
-    require_beats_naive: bool = False
+class IntervalsSettings(_Section):
+    # Step of adaptive conformal inference: how fast interval widths follow misses and hits.
+    aci_gamma: float = Field(default=0.005, gt=0, le=0.1)
+    # Sessions of the rolling volatility band (the interval baseline).
+    baseline_window: int = Field(default=20, ge=5, le=250)
 
 
-@dataclass(frozen=True)
-class MonitorSettings:
-    window_sessions: int = 20
-    min_samples: int = 10
-    mape_max: float = 0.03
-    direction_min: float = 0.40
-    skill_min: float = -0.10
-    cooldown_sessions: int = 10
+class PromotionSettings(_Section):
+    metric: PromotionMetric = "mae"
+    min_improvement: float = Field(default=0.0, ge=0, lt=1)
+    # Significance level of the paired test between candidate and production.
+    alpha: float = Field(default=0.05, gt=0, le=0.5)
+    # Training seeds per candidate.
+    seeds: int = Field(default=1, ge=1, le=10)
 
 
-@dataclass(frozen=True)
-class DaemonSettings:
-    cron: str = "30 17 * * mon-fri"
-    misfire_grace_s: int = 6 * 3600
+class MonitorSettings(_Section):
+    window_sessions: int = Field(default=20, ge=2)
+    min_samples: int = Field(default=10, ge=2)
+    cooldown_sessions: int = Field(default=10, ge=0)
+    # Significance level of the retrain trigger's test against naive.
+    alpha: float = Field(default=0.05, gt=0, le=0.5)
+    # Significance level of the interval-coverage test.
+    coverage_alpha: float = Field(default=0.01, gt=0, le=0.5)
+
+    @model_validator(mode="after")
+    def _window_holds_the_samples(self) -> MonitorSettings:
+        if self.min_samples > self.window_sessions:
+            raise SettingProblem(
+                f"is {self.min_samples}, above [monitor] window_sessions = {self.window_sessions}: "
+                "the window could never hold enough sessions to decide",
+                key="min_samples",
+            )
+        return self
 
 
-@dataclass(frozen=True)
-class Settings:
+class PredictSettings(_Section):
+    # A predicted move larger than this many times the ticker's recent daily volatility is refused.
+    max_move_vol: float = Field(default=10.0, gt=0)
+
+
+class DaemonSettings(_Section):
+    # Checked against the exchange's time zone by Settings (cron_trigger): valid, and fires.
+    cron: str = Field(default="30 17 * * mon-fri", min_length=1)
+    misfire_grace_s: int = Field(default=6 * 3600, gt=0)
+
+
+class Settings(BaseModel):
     """Everything a run needs to know, resolved: absolute paths, concrete URLs."""
 
-    data: DataSettings = field(default_factory=DataSettings)
-    storage: StorageSettings = field(default_factory=StorageSettings)
-    mlflow: MlflowSettings = field(default_factory=MlflowSettings)
-    features: FeatureSettings = field(default_factory=FeatureSettings)
-    dataset: DatasetSettings = field(default_factory=DatasetSettings)
-    training: TrainingSettings = field(default_factory=TrainingSettings)
-    tuning: TuningSettings = field(default_factory=TuningSettings)
-    promotion: PromotionSettings = field(default_factory=PromotionSettings)
-    monitor: MonitorSettings = field(default_factory=MonitorSettings)
-    daemon: DaemonSettings = field(default_factory=DaemonSettings)
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    data: DataSettings = Field(default_factory=DataSettings)
+    storage: StorageSettings = Field(default_factory=StorageSettings)
+    mlflow: MlflowSettings = Field(default_factory=MlflowSettings)
+    features: FeatureSettings = Field(default_factory=FeatureSettings)
+    dataset: DatasetSettings = Field(default_factory=DatasetSettings)
+    training: TrainingSettings = Field(default_factory=TrainingSettings)
+    tuning: TuningSettings = Field(default_factory=TuningSettings)
+    intervals: IntervalsSettings = Field(default_factory=IntervalsSettings)
+    promotion: PromotionSettings = Field(default_factory=PromotionSettings)
+    monitor: MonitorSettings = Field(default_factory=MonitorSettings)
+    predict: PredictSettings = Field(default_factory=PredictSettings)
+    daemon: DaemonSettings = Field(default_factory=DaemonSettings)
     config_path: Path | None = None
     # Test hook: the name of a checkpoint at which the process kills itself (STOCKCLI_KILL_AT).
     kill_at: str | None = None
+
+    @model_validator(mode="after")
+    def _cron_fires(self) -> Settings:
+        problem = _cron_problem(self.daemon.cron, self.data.exchange)[1]
+        if problem is not None:
+            raise SettingProblem(problem, section="daemon", key="cron", hint=CRON_HINT)
+        return self
 
     @property
     def data_dir(self) -> Path:
@@ -206,29 +424,32 @@ class Settings:
     def optuna_storage_url(self) -> str:
         return self.tuning.storage_url or f"sqlite:///{self.data_dir / 'optuna.db'}"
 
+    @property
+    def context_tickers_resolved(self) -> tuple[str, ...]:
+        """`[data] context_tickers`, or the index tickers (^...) of `[data] tickers` when not set."""
+        return self.data.context_tickers_resolved
+
     def replace(self, **sections: Any) -> Settings:
-        """A copy with whole sections or section fields replaced: `replace(data={"source": "csv"})`."""
-        changes: dict[str, Any] = {}
+        """A copy with whole sections or section fields replaced: `replace(data={"source": "csv"})`.
+
+        Replaced fields are validated like a config file's (ConfigError on a bad value).
+        """
+        where = "Settings.replace()"
+        values: dict[str, Any] = {name: getattr(self, name) for name in type(self).model_fields}
         for name, value in sections.items():
-            current = getattr(self, name)
-            if isinstance(value, Mapping) and dataclasses.is_dataclass(current):
-                changes[name] = dataclasses.replace(current, **value)  # type: ignore[type-var]
+            current = values[name]
+            if isinstance(value, Mapping) and isinstance(current, BaseModel):
+                merged = {**current.model_dump(), **value}
+                values[name] = _build_section(name, type(current), merged, where)
             else:
-                changes[name] = value
-        return dataclasses.replace(self, **changes)
+                values[name] = value
+        return _build_settings(values, where)
 
 
-_SECTION_TYPES: dict[str, type] = {
-    "data": DataSettings,
-    "storage": StorageSettings,
-    "mlflow": MlflowSettings,
-    "features": FeatureSettings,
-    "dataset": DatasetSettings,
-    "training": TrainingSettings,
-    "tuning": TuningSettings,
-    "promotion": PromotionSettings,
-    "monitor": MonitorSettings,
-    "daemon": DaemonSettings,
+SECTIONS: dict[str, type[BaseModel]] = {
+    name: typing.cast(type[BaseModel], info.annotation)
+    for name, info in Settings.model_fields.items()
+    if isinstance(info.annotation, type) and issubclass(info.annotation, _Section)
 }
 
 
@@ -237,7 +458,12 @@ def find_config_file(explicit: Path | None = None, environ: Mapping[str, str] | 
     env = os.environ if environ is None else environ
     if explicit is not None:
         return explicit
-    if env.get("STOCKCLI_CONFIG"):
+    if "STOCKCLI_CONFIG" in env:
+        if not env["STOCKCLI_CONFIG"].strip():
+            raise ConfigError(
+                "STOCKCLI_CONFIG is set but empty.",
+                hint="Unset it to use ./config.toml, or give it the path of a config file.",
+            )
         return Path(env["STOCKCLI_CONFIG"])
     local = Path.cwd() / "config.toml"
     return local if local.is_file() else None
@@ -251,27 +477,17 @@ def load_settings(
 ) -> Settings:
     """Build Settings from the config file, then `STOCKCLI_*` variables, then `overrides`.
 
-    Raises ConfigError (exit 2) naming the key and what is expected.
+    Raises ConfigError (exit 2) naming the key, the file, what is expected and what was given.
     """
     env = os.environ if environ is None else environ
     path = find_config_file(config_path, env)
     raw: dict[str, Any] = {}
-    base_dir = Path.cwd()
     where = "defaults"
     if path is not None:
         path = path.expanduser()
         where = str(path)
         try:
-            text = path.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            raise ConfigError(
-                f"Config file {path} does not exist.",
-                hint="Pass an existing file with --config or STOCKCLI_CONFIG.",
-            ) from None
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"Config file {path} cannot be read: {exc}.") from None
-        try:
-            raw = tomllib.loads(text)
+            raw = tomllib.loads(read_config_text(path))
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"Config file {path} is not valid TOML: {exc}.") from None
         base_dir = path.resolve().parent
@@ -280,53 +496,126 @@ def load_settings(
 
     sections: dict[str, dict[str, Any]] = {}
     for section_name, table in raw.items():
-        if section_name not in _SECTION_TYPES:
-            raise ConfigError(
-                f"Unknown section [{section_name}] in {where}.",
-                hint=f"Known sections: {', '.join(_SECTION_TYPES)}.",
-            )
+        _check_section(section_name, where)
         if not isinstance(table, dict):
             raise ConfigError(f"[{section_name}] in {where} must be a table, not a value.")
         sections[section_name] = dict(table)
 
-    env_map = {
-        "STOCKCLI_DATA_DIR": ("storage", "data_dir"),
-        "STOCKCLI_DATABASE_URL": ("storage", "database_url"),
-        "STOCKCLI_MLFLOW_TRACKING_URI": ("mlflow", "tracking_uri"),
-        "STOCKCLI_OPTUNA_STORAGE": ("tuning", "storage_url"),
-    }
-    env_values: dict[tuple[str, str], Any] = {}
-    for var, target in env_map.items():
-        if env.get(var):
-            env_values[target] = env[var]
-    for (section_name, key_name), value in env_values.items():
+    from_environment: set[tuple[str, str]] = set()
+    for variable, (section_name, key_name) in ENVIRONMENT_KEYS.items():
+        value = env.get(variable)
+        if value is None:
+            continue
+        if not value.strip():
+            if key_name == "data_dir":
+                raise ConfigError(
+                    f"{variable} is set but empty.",
+                    hint="Unset it to use [storage] data_dir, or give it a folder.",
+                )
+            continue  # an empty URL variable counts as unset
         sections.setdefault(section_name, {})[key_name] = value
+        from_environment.add((section_name, key_name))
     for section_name, values in (overrides or {}).items():
+        _check_section(section_name, "the overrides")
         for key_name, value in values.items():
             if value is not None:
                 sections.setdefault(section_name, {})[key_name] = value
+                from_environment.discard((section_name, key_name))
 
-    built: dict[str, Any] = {}
-    for section_name, cls in _SECTION_TYPES.items():
-        built[section_name] = _build_section(section_name, cls, sections.get(section_name, {}), where)
+    built: dict[str, Any] = {
+        name: _build_section(name, cls, sections.get(name, {}), where) for name, cls in SECTIONS.items()
+    }
 
     # Paths from the file resolve against its folder; those from the environment against the cwd.
     storage: StorageSettings = built["storage"]
-    data_dir_base = Path.cwd() if ("storage", "data_dir") in env_values else base_dir
     if path is None and "data_dir" not in sections.get("storage", {}):
         data_dir = base_dir
     else:
-        data_dir = _resolve(storage.data_dir, data_dir_base)
-    built["storage"] = dataclasses.replace(storage, data_dir=data_dir)
+        from_env = ("storage", "data_dir") in from_environment
+        data_dir = _resolve(storage.data_dir, Path.cwd() if from_env else base_dir)
+    built["storage"] = storage.model_copy(update={"data_dir": data_dir})
     data: DataSettings = built["data"]
     if data.csv_dir is not None:
-        built["data"] = dataclasses.replace(data, csv_dir=_resolve(data.csv_dir, base_dir))
+        built["data"] = data.model_copy(update={"csv_dir": _resolve(data.csv_dir, base_dir)})
 
-    settings = Settings(
-        **built, config_path=path.resolve() if path else None, kill_at=env.get("STOCKCLI_KILL_AT")
-    )
-    _validate(settings, where)
-    return settings
+    built["config_path"] = path.resolve() if path else None
+    built["kill_at"] = env.get("STOCKCLI_KILL_AT")
+    return _build_settings(built, where)
+
+
+def read_config_text(path: Path) -> str:
+    """The text of a config file; ConfigError for a folder, a device, a huge or binary file, a BOM."""
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        raise ConfigError(
+            f"Config file {path} does not exist.",
+            hint="Pass an existing file with --config or STOCKCLI_CONFIG.",
+        ) from None
+    except OSError as exc:
+        raise ConfigError(f"Config file {path} cannot be read: {exc.strerror or exc}.") from None
+    if stat.S_ISDIR(info.st_mode):
+        raise ConfigError(f"Config file {path} is a folder.", hint="Pass the path of a TOML file.")
+    if not stat.S_ISREG(info.st_mode):
+        raise ConfigError(
+            f"Config file {path} is not a regular file (a device, pipe or socket).",
+            hint="Pass the path of a TOML file.",
+        )
+    too_big = f"Config file {path} is larger than {MAX_CONFIG_BYTES >> 20} MiB: not a stockcli config."
+    if info.st_size > MAX_CONFIG_BYTES:
+        raise ConfigError(too_big, hint="Pass the path of a TOML file.")
+    try:
+        with path.open("rb") as handle:
+            content = handle.read(MAX_CONFIG_BYTES + 1)
+    except OSError as exc:
+        raise ConfigError(f"Config file {path} cannot be read: {exc.strerror or exc}.") from None
+    if len(content) > MAX_CONFIG_BYTES:
+        raise ConfigError(too_big, hint="Pass the path of a TOML file.")
+    # TOML is UTF-8 without a byte-order mark; tomllib rejects one with a puzzling "invalid statement".
+    for mark, name in ((b"\xef\xbb\xbf", "UTF-8"), (b"\xff\xfe", "UTF-16"), (b"\xfe\xff", "UTF-16")):
+        if content.startswith(mark):
+            raise ConfigError(
+                f"Config file {path} starts with a {name} byte-order mark, which TOML does not allow.",
+                hint="Save it as UTF-8 without BOM (e.g. `sed -i '1s/^\\xEF\\xBB\\xBF//' FILE`).",
+            )
+    if b"\x00" in content:
+        raise ConfigError(
+            f"Config file {path} is a binary file, not TOML text.", hint="Pass the path of a TOML file."
+        )
+    try:
+        return content.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"Config file {path} is not UTF-8 text (invalid byte at offset {exc.start}).",
+            hint="Save it as UTF-8.",
+        ) from None
+
+
+def cron_trigger(expression: str, exchange: str) -> Any:
+    """The APScheduler 3 CronTrigger of a crontab expression in the exchange's time zone.
+
+    The one rule for `[daemon] cron`, used by Settings and the daemon: raises ConfigError when the
+    text is not a crontab expression or the schedule never fires (e.g. "0 0 31 2 *").
+    """
+    trigger, problem = _cron_problem(expression, exchange)
+    if problem is not None:
+        raise ConfigError(f"[daemon] cron {problem}.", hint=CRON_HINT)
+    return trigger
+
+
+def _cron_problem(expression: str, exchange: str) -> tuple[Any, str | None]:
+    from apscheduler.triggers.cron import CronTrigger
+
+    from stockcli import clock
+
+    zone = clock.exchange_timezone(exchange)
+    try:
+        trigger = CronTrigger.from_crontab(expression, timezone=zone)
+    except ValueError as exc:
+        return None, f"{expression!r} is not a valid crontab expression: {exc}"
+    if trigger.get_next_fire_time(None, datetime.now(zone)) is None:
+        return None, f"{expression!r} never fires: no date matches it (such as 31 February)"
+    return trigger, None
 
 
 def _resolve(value: Path, base: Path) -> Path:
@@ -334,102 +623,126 @@ def _resolve(value: Path, base: Path) -> Path:
     return value if value.is_absolute() else (base / value).resolve()
 
 
-def _build_section(section_name: str, cls: type, values: Mapping[str, Any], where: str) -> Any:
-    hints = typing.get_type_hints(cls)
-    known = {f.name for f in dataclasses.fields(cls)}
-    kwargs: dict[str, Any] = {}
-    for key, value in values.items():
-        if key not in known:
-            raise ConfigError(
-                f"Unknown key `{key}` in [{section_name}] of {where}.",
-                hint=f"Known keys: {', '.join(sorted(known))}.",
-            )
-        kwargs[key] = _coerce(f"[{section_name}] {key}", hints[key], value, where)
-    return cls(**kwargs)
-
-
-def _type_name(expected: Any) -> str:
-    names = {
-        str: "a string",
-        int: "an integer",
-        float: "a number",
-        bool: "true or false",
-        date: "a date (YYYY-MM-DD)",
-        Path: "a path",
-    }
-    if expected in names:
-        return names[expected]
-    origin = typing.get_origin(expected)
-    if origin is tuple:
-        inner = typing.get_args(expected)[0]
-        return "a list of tables" if inner is not str else "a list of strings"
-    if origin in (typing.Union, types.UnionType):
-        return " or ".join(_type_name(a) for a in typing.get_args(expected) if a is not type(None))
-    return str(expected)
-
-
-def _coerce(label: str, expected: Any, value: Any, where: str) -> Any:
-    def wrong() -> ConfigError:
-        return ConfigError(
-            f"{label} in {where} must be {_type_name(expected)}, got {value!r}.",
+def _check_section(name: str, where: str) -> None:
+    if name not in SECTIONS:
+        raise ConfigError(
+            f"Unknown section [{name}] in {where}.", hint=f"Known sections: {', '.join(SECTIONS)}."
         )
 
-    origin = typing.get_origin(expected)
-    if origin in (typing.Union, types.UnionType):
-        options = [a for a in typing.get_args(expected) if a is not type(None)]
-        if value is None or value == "":
-            return None
-        return _coerce(label, options[0], value, where)
-    if expected is bool:
-        if isinstance(value, bool):
-            return value
-        raise wrong()
-    if expected is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if isinstance(value, str) and re.fullmatch(r"-?\d+", value.strip()):
-            return int(value)
-        raise wrong()
-    if expected is float:
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):
-            try:
-                return float(value)
-            except ValueError:
-                raise wrong() from None
-        raise wrong()
-    if expected is str:
-        if isinstance(value, str):
-            return value
-        raise wrong()
-    if expected is Path:
-        if isinstance(value, str | Path) and str(value):
-            return Path(value)
-        raise wrong()
-    if expected is date:
-        if isinstance(value, date):
-            return value
-        if isinstance(value, str):
-            try:
-                return date.fromisoformat(value)
-            except ValueError:
-                raise wrong() from None
-        raise wrong()
-    if origin is tuple:
-        inner = typing.get_args(expected)[0]
-        if isinstance(value, str) and inner is str:
-            value = [part.strip() for part in value.split(",") if part.strip()]
-        if not isinstance(value, list | tuple):
-            raise wrong()
-        if inner is str:
-            if not all(isinstance(v, str) for v in value):
-                raise wrong()
-            return tuple(value)
-        if not all(isinstance(v, dict) for v in value):
-            raise wrong()
-        return tuple(dict(v) for v in value)
-    raise wrong()  # pragma: no cover - every field type is handled above
+
+def _build_section(name: str, cls: type[BaseModel], values: Mapping[str, Any], where: str) -> Any:
+    for key in values:
+        if (name, key) in REMOVED_KEYS:
+            raise ConfigError(
+                f"[{name}] {key} in {where} was removed: {REMOVED_KEYS[(name, key)]}",
+                hint=f"Delete `{key}` from [{name}].",
+            )
+        if key not in cls.model_fields:
+            raise ConfigError(
+                f"Unknown key `{key}` in [{name}] of {where}.",
+                hint=f"Known keys: {', '.join(sorted(cls.model_fields))}.",
+            )
+    try:
+        return cls.model_validate(dict(values))
+    except ValidationError as exc:
+        raise _config_error(exc, cls, name, values, where) from None
+
+
+def _build_settings(values: Mapping[str, Any], where: str) -> Settings:
+    try:
+        return Settings.model_validate(dict(values))
+    except ValidationError as exc:
+        raise _config_error(exc, Settings, None, {}, where) from None
+
+
+def _config_error(
+    exc: ValidationError, model: type[BaseModel], section: str | None, given: Mapping[str, Any], where: str
+) -> ConfigError:
+    """One ConfigError line for the first problem pydantic found: `[section] key in FILE must be ...`."""
+    error = exc.errors()[0]
+    location = error["loc"]
+    key = str(location[0]) if location else None
+    problem = error.get("ctx", {}).get("error")
+    if isinstance(problem, SettingProblem):
+        label = f"[{problem.section or section}] {problem.key or key}"
+        message = problem.message.rstrip(".")
+        joiner = " " if message.startswith(("must ", "is ", "lists ")) else ": "
+        return ConfigError(f"{label} in {where}{joiner}{message}.", hint=problem.hint)
+    if key is None or key not in model.model_fields:  # pragma: no cover - every field rule is above
+        return ConfigError(f"Invalid settings in {where}: {error['msg']}.")
+    label = f"[{section}] {key}" if section else key
+    field = model.model_fields[key]
+    value = given.get(key, error.get("input"))
+    if isinstance(value, str) and typing.get_origin(_without_none(field.annotation)) is tuple:
+        parts = [part for part in re.split(r"[,;\s]+", value) if part] or ["..."]
+        example = f"{key} = [{', '.join(json.dumps(part) for part in parts)}]"
+        return ConfigError(
+            f"{label} in {where} must be a list, not the string {value!r}.", hint=f"Write it as {example}."
+        )
+    return ConfigError(f"{label} in {where} must be {_expected(field)}, got {value!r}.")
+
+
+def _without_none(annotation: Any) -> Any:
+    options = [option for option in typing.get_args(annotation) if option is not type(None)]
+    return options[0] if len(options) == 1 and type(None) in typing.get_args(annotation) else annotation
+
+
+_KINDS: dict[Any, str] = {
+    bool: "true or false",
+    int: "an integer",
+    float: "a number",
+    str: "a string",
+    date: "a date (YYYY-MM-DD)",
+    Path: "a path",
+}
+
+
+def _expected(field: FieldInfo) -> str:
+    """What a key accepts, in words: its type, its choices and its bounds."""
+    if field.description:
+        return field.description
+    annotation = _without_none(field.annotation)
+    non_empty = any(
+        isinstance(rule, annotated_types.MinLen) and rule.min_length > 0 for rule in field.metadata
+    )
+    if typing.get_origin(annotation) is typing.Literal:
+        return "one of " + ", ".join(f'"{choice}"' for choice in typing.get_args(annotation))
+    if typing.get_origin(annotation) is tuple:
+        inner = typing.get_args(annotation)[0]
+        if typing.get_origin(inner) is typing.Literal:
+            items = ", ".join(f'"{choice}"' for choice in typing.get_args(inner))
+            text = f"a list of {items}"
+        else:
+            text = "a list of tables" if typing.get_origin(inner) is dict else "a list of strings"
+        return text.replace("a list", "a non-empty list", 1) if non_empty else text
+    text = _KINDS.get(annotation, str(annotation))
+    if non_empty and annotation is str:
+        return "a non-empty string"
+    bounds = _bounds(field.metadata)
+    return f"{text} {bounds}" if bounds else text
+
+
+def _bounds(metadata: list[Any]) -> str:
+    low = next((rule for rule in metadata if isinstance(rule, annotated_types.Ge | annotated_types.Gt)), None)
+    high = next(
+        (rule for rule in metadata if isinstance(rule, annotated_types.Le | annotated_types.Lt)), None
+    )
+    if isinstance(low, annotated_types.Ge) and isinstance(high, annotated_types.Le):
+        return f"from {_number(low.ge)} to {_number(high.le)}"
+    words = []
+    if isinstance(low, annotated_types.Ge):
+        words.append(f">= {_number(low.ge)}")
+    elif isinstance(low, annotated_types.Gt):
+        words.append(f"> {_number(low.gt)}")
+    if isinstance(high, annotated_types.Le):
+        words.append(f"<= {_number(high.le)}")
+    elif isinstance(high, annotated_types.Lt):
+        words.append(f"< {_number(high.lt)}")
+    return " and ".join(words)
+
+
+def _number(value: Any) -> str:
+    return str(value) if isinstance(value, int) else f"{value:g}"
 
 
 def normalize_ticker(ticker: str) -> str:
@@ -443,117 +756,35 @@ def normalize_ticker(ticker: str) -> str:
     return cleaned
 
 
-def _check_fraction(label: str, value: float, where: str, *, low: float = 0.0, high: float = 1.0) -> None:
-    if not (low < value < high):
-        raise ConfigError(f"{label} in {where} must be between {low} and {high} (exclusive), got {value}.")
-
-
-def _validate(settings: Settings, where: str) -> None:
-    data = settings.data
-    if data.source not in SOURCES:
-        raise ConfigError(
-            f"[data] source in {where} must be one of {', '.join(SOURCES)}, got {data.source!r}."
-        )
-    if not data.tickers:
-        raise ConfigError(f"[data] tickers in {where} is empty.", hint="List at least one ticker.")
-    tickers = tuple(normalize_ticker_in(t, where) for t in data.tickers)
-    if len(set(tickers)) != len(tickers):
-        raise ConfigError(f"[data] tickers in {where} lists a ticker twice: {', '.join(data.tickers)}.")
-    object.__setattr__(data, "tickers", tickers)
-    if data.source == "csv" and data.csv_dir is None:
-        raise ConfigError(
-            f"[data] source is 'csv' in {where} but [data] csv_dir is not set.",
-            hint="Set [data] csv_dir to a folder of <TICKER>.csv files, or pass --csv-dir.",
-        )
-    if data.max_jump_factor != 0 and not data.max_jump_factor > 1:
-        raise ConfigError(
-            f"[data] max_jump_factor in {where} must be above 1, or 0 to disable the check, "
-            f"got {data.max_jump_factor}."
-        )
-    for label, number in (
-        ("[data] overlap_sessions", data.overlap_sessions),
-        ("[data] max_retries", data.max_retries),
-        ("[features] ffill_limit", settings.features.ffill_limit),
-    ):
-        if number < 0:
-            raise ConfigError(f"{label} in {where} must be 0 or more, got {number}.")
-    ds = settings.dataset
-    if ds.sequence_length < 2:
-        raise ConfigError(
-            f"[dataset] sequence_length in {where} must be at least 2, got {ds.sequence_length}."
-        )
-    _check_fraction("[dataset] train_fraction", ds.train_fraction, where)
-    _check_fraction("[dataset] validation_fraction", ds.validation_fraction, where)
-    if ds.train_fraction + ds.validation_fraction >= 1.0:
-        raise ConfigError(
-            f"[dataset] train_fraction + validation_fraction in {where} must stay below 1 "
-            f"so that a test part remains, got {ds.train_fraction + ds.validation_fraction:.2f}."
-        )
-    if ds.target_kind not in TARGET_KINDS:
-        raise ConfigError(
-            f"[dataset] target_kind in {where} must be one of {', '.join(TARGET_KINDS)}, got {ds.target_kind!r}."
-        )
-    tr = settings.training
-    if tr.model_type not in MODEL_TYPES:
-        raise ConfigError(
-            f"[training] model_type in {where} must be one of {', '.join(MODEL_TYPES)}, got {tr.model_type!r}."
-        )
-    if tr.loss not in LOSSES:
-        raise ConfigError(f"[training] loss in {where} must be one of {', '.join(LOSSES)}, got {tr.loss!r}.")
-    if tr.device not in DEVICES:
-        raise ConfigError(
-            f"[training] device in {where} must be one of {', '.join(DEVICES)}, got {tr.device!r}."
-        )
-    for label, number in (
-        ("[training] epochs", tr.epochs),
-        ("[training] hidden_size", tr.hidden_size),
-        ("[training] num_layers", tr.num_layers),
-        ("[training] batch_size", tr.batch_size),
-        ("[training] num_heads", tr.num_heads),
-        ("[tuning] epochs", settings.tuning.epochs),
-        ("[monitor] window_sessions", settings.monitor.window_sessions),
-    ):
-        if number < 1:
-            raise ConfigError(f"{label} in {where} must be at least 1, got {number}.")
-    if tr.num_threads < 0:
-        raise ConfigError(
-            f"[training] num_threads in {where} must be 0 (automatic) or more, got {tr.num_threads}."
-        )
-    if not (0.0 <= tr.dropout < 1.0):
-        raise ConfigError(f"[training] dropout in {where} must be in [0, 1), got {tr.dropout}.")
-    tu = settings.tuning
-    for name in tu.model_types:
-        if name not in MODEL_TYPES:
-            raise ConfigError(
-                f"[tuning] model_types in {where} lists {name!r}; known: {', '.join(MODEL_TYPES)}."
-            )
-    for low_name in ("batch_size", "hidden_size", "num_layers", "dropout", "learning_rate"):
-        low, high = getattr(tu, f"{low_name}_min"), getattr(tu, f"{low_name}_max")
-        if low > high:
-            raise ConfigError(f"[tuning] {low_name}_min ({low}) is above {low_name}_max ({high}) in {where}.")
-    if settings.promotion.metric not in METRICS:
-        raise ConfigError(
-            f"[promotion] metric in {where} must be one of {', '.join(METRICS)}, got {settings.promotion.metric!r}."
-        )
-    for indicator in settings.features.indicators:
-        if not isinstance(indicator.get("name"), str):
-            raise ConfigError(
-                f"[features] indicators in {where}: every entry needs a `name`, got {indicator!r}."
-            )
-
-
-def normalize_ticker_in(ticker: str, where: str) -> str:
-    try:
-        return normalize_ticker(ticker)
-    except ConfigError as exc:
-        raise ConfigError(f"[data] tickers in {where}: {exc.message}", hint=exc.hint) from None
-
-
-def redact_url(url: str) -> str:
-    """A database URL (or a message holding one) with its passwords hidden, for output and logs.
-
-    Hides the password of `scheme://user:password@host`, also with an empty user name, and the value
-    of `password=` parameters (`?password=...`, libpq's `password=...`).
-    """
-    text = re.sub(r"(?P<head>://[^:/@]*:)[^@]*(?P<tail>@)", r"\g<head>***\g<tail>", url)
-    return re.sub(r"(?P<key>\b(?:password|passwd|pwd)=)[^&\s'\"]*", r"\g<key>***", text, flags=re.IGNORECASE)
+__all__ = [
+    "DEFAULT_INDICATORS",
+    "DEFAULT_TICKERS",
+    "DEVICES",
+    "DISTRIBUTIONS",
+    "MODEL_TYPES",
+    "PROMOTION_METRICS",
+    "REMOVED_KEYS",
+    "SECTIONS",
+    "SOURCES",
+    "TARGET_KINDS",
+    "TICKER_PATTERN",
+    "DaemonSettings",
+    "DataSettings",
+    "DatasetSettings",
+    "FeatureSettings",
+    "IntervalsSettings",
+    "MlflowSettings",
+    "MonitorSettings",
+    "PredictSettings",
+    "PromotionSettings",
+    "Settings",
+    "StorageSettings",
+    "TrainingSettings",
+    "TuningSettings",
+    "cron_trigger",
+    "find_config_file",
+    "load_settings",
+    "normalize_ticker",
+    "read_config_text",
+    "redact_url",
+]

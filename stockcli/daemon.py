@@ -17,14 +17,12 @@ from datetime import date, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import select
 from sqlalchemy.engine import Engine
 
 from stockcli import clock
 from stockcli.config import Settings
 from stockcli.db.engine import open_database
-from stockcli.db.models import PipelineRun
-from stockcli.errors import ConfigError, LockHeldError, StockCliError
+from stockcli.errors import LockHeldError, StockCliError
 
 log = logging.getLogger("stockcli.daemon")
 
@@ -43,22 +41,13 @@ def last_covered_session(settings: Settings, engine: Engine) -> date | None:
     of its as-of session covers the session before, not that one. Older rows without it count as
     covering the session on or before their as-of date.
     """
+    from stockcli.db.runs import recent_daily_runs
+
     calendar = clock.trading_calendar(settings.data.exchange)
-    query = (
-        select(PipelineRun.as_of, PipelineRun.details)
-        .where(PipelineRun.command == "daily", PipelineRun.status.in_(("ok", "partial")))
-        .where(PipelineRun.as_of.is_not(None))
-        .order_by(PipelineRun.as_of.desc(), PipelineRun.id.desc())
-        .limit(20)
-    )
     covered: date | None = None
-    with engine.connect() as connection:
-        for as_of, details in connection.execute(query):
-            base = (details or {}).get("base_date")
-            session = (
-                date.fromisoformat(base) if isinstance(base, str) else calendar.session_on_or_before(as_of)
-            )
-            covered = session if covered is None else max(covered, session)
+    for as_of, details in recent_daily_runs(engine, limit=20):
+        session = details.base_date or calendar.session_on_or_before(as_of)
+        covered = session if covered is None else max(covered, session)
     return covered
 
 
@@ -114,17 +103,11 @@ def catch_up(settings: Settings, *, now: Callable[[], datetime] | None = None) -
 
 
 def cron_trigger(settings: Settings) -> Any:
-    """The APScheduler CronTrigger of `[daemon] cron` in the exchange's time zone (ConfigError if invalid)."""
-    from apscheduler.triggers.cron import CronTrigger
+    """The APScheduler CronTrigger of `[daemon] cron` in the exchange's time zone (ConfigError if
+    invalid or never firing); the same rule Settings checks when it is built."""
+    from stockcli.config import cron_trigger as build_cron_trigger
 
-    tz = clock.exchange_timezone(settings.data.exchange)
-    try:
-        return CronTrigger.from_crontab(settings.daemon.cron, timezone=tz)
-    except ValueError as exc:
-        raise ConfigError(
-            f"[daemon] cron {settings.daemon.cron!r} is not a valid crontab expression: {exc}.",
-            hint='Five fields: minute hour day month day-of-week, e.g. "30 17 * * mon-fri".',
-        ) from None
+    return build_cron_trigger(settings.daemon.cron, settings.data.exchange)
 
 
 def build_scheduler(settings: Settings, job: Callable[[], Any], *, blocking: bool = True) -> Any:

@@ -7,6 +7,8 @@ model), 5 another run holds the lock.
 
 from __future__ import annotations
 
+from stockcli.redact import redact_url
+
 EXIT_OK = 0
 EXIT_UNEXPECTED = 1
 EXIT_USAGE = 2
@@ -21,9 +23,11 @@ class StockCliError(Exception):
     exit_code: int = EXIT_UNEXPECTED
 
     def __init__(self, message: str, *, hint: str | None = None, exit_code: int | None = None) -> None:
+        # Messages quote URLs and the texts of other libraries' errors: never a password in them.
+        message = redact_url(message)
         super().__init__(message)
         self.message = message
-        self.hint = hint
+        self.hint = redact_url(hint) if hint else hint
         if exit_code is not None:
             self.exit_code = exit_code
 

@@ -1,12 +1,18 @@
 """Realistic rows for the report and dashboard tests, written through the real schema and upserts.
 
 Bars are the real sample closes; predictions and scored sessions are built from them the way `predict`
-and `monitor` store them: GOOG's model beats the naive forecast, MSFT's does worse than it.
+and `monitor` store them: GOOG's model beats the naive forecast, MSFT's does worse than it (so MSFT's
+newest prediction serves the naive forecast), ^GSPC was served naive before version 2 and is marked
+unseen. Every prediction carries five quantiles of the next close (a log-normal band of the ticker's
+own daily volatility around the served interval's centre), `p_up` and where they came from.
 """
 
 from __future__ import annotations
 
 import csv
+import itertools
+import math
+import statistics
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -23,6 +29,29 @@ SAMPLE_DIR = Path(stockcli.__file__).resolve().parent / "sources" / "data"
 AS_OF = date(2013, 3, 1)
 NEXT_SESSION = date(2013, 3, 4)  # the NYSE session after Friday 2013-03-01
 EVIL = "<script>alert('x')</script>"
+# Standard normal quantiles of the 2.5, 10, 50, 90 and 97.5 percentiles (the q025..q975 columns).
+Z_SCORES = (-1.959964, -1.281552, 0.0, 1.281552, 1.959964)
+QUANTILE_COLUMNS = ("q025", "q10", "q50", "q90", "q975")
+DM_TEST = "diebold-mariano (HAC), one-sided"
+
+
+@dataclass(frozen=True)
+class Serving:
+    """What the newest prediction of a ticker serves, and the p-values of the tests that chose it."""
+
+    source: str  # the point forecast: "model" or "naive" (the last close)
+    p_value: float
+    interval_source: str  # "model", "garch" or "rolling"; the scored sessions use it too
+    interval_p_value: float
+    unseen: bool = False
+
+
+SERVING = {
+    "GOOG": Serving("model", 0.012, "model", 0.031),
+    "MSFT": Serving("naive", 0.62, "garch", 0.47),
+    "^GSPC": Serving("model", 0.044, "rolling", 0.38, unseen=True),
+}
+OTHER_SERVING = Serving("model", 0.21, "garch", 0.55)
 
 
 @dataclass(frozen=True)
@@ -30,7 +59,31 @@ class Filled:
     engine: Engine
     tickers: tuple[str, ...]
     closes: dict[str, list[tuple[date, float]]]
-    predicted: dict[str, float]  # the stored next-session prediction per ticker
+    predicted: dict[str, float]  # the stored next-session prediction per ticker (the served point)
+    newest: dict[str, dict[str, object]]  # the stored next-session prediction row per ticker
+    scored: dict[str, list[dict[str, object]]]  # the scored sessions per ticker, oldest first
+
+
+def quantiles(center: float, volatility: float) -> dict[str, float]:
+    """q025..q975 of a log-normal next close around `center` with daily log volatility `volatility`."""
+    return {
+        column: center * math.exp(z * volatility)
+        for column, z in zip(QUANTILE_COLUMNS, Z_SCORES, strict=True)
+    }
+
+
+def chance_up(center: float, base: float, volatility: float) -> float:
+    """P(next close > base) under the same log-normal."""
+    return 0.5 * (1.0 + math.erf(math.log(center / base) / volatility / math.sqrt(2.0)))
+
+
+def direction_score(predicted: float, actual: float, base: float) -> float | None:
+    """1 hit, 0 miss, 0.5 for a forecast of no change, None when the close did not move."""
+    if actual == base:
+        return None
+    if predicted == base:
+        return 0.5
+    return 1.0 if (predicted > base) == (actual > base) else 0.0
 
 
 def sample_closes(
@@ -60,10 +113,17 @@ def fill(
     now = datetime(2013, 3, 1, 22, 0, tzinfo=UTC)
     closes: dict[str, list[tuple[date, float]]] = {}
     predicted: dict[str, float] = {}
+    newest: dict[str, dict[str, object]] = {}
+    scored: dict[str, list[dict[str, object]]] = {}
     with engine.begin() as connection:
         for ticker in tickers:
             history = sample_closes(ticker, sessions=sessions)
             closes[ticker] = [(day, close) for day, close, _ in history]
+            serving = SERVING.get(ticker, OTHER_SERVING)
+            values = [close for _, close, _ in history]
+            volatility = statistics.pstdev(math.log(b / a) for a, b in itertools.pairwise(values))
+            if serving.interval_source == "model":  # GOOG's good model knows 70% of the move: a narrower band
+                volatility *= 0.4
             store.upsert(
                 connection,
                 RawStockData,
@@ -93,6 +153,10 @@ def fill(
                 else:  # a good one: most of the way from the last close to the real close
                     guess = base_close + 0.7 * (actual - base_close)
                 version = "1" if index < len(history) - 10 else "2"
+                source = "naive" if ticker == "^GSPC" and version == "1" else "model"
+                served = guess if source == "model" else base_close
+                center = served if serving.interval_source == "model" else base_close
+                band = quantiles(center, volatility)
                 predictions.append(
                     {
                         "target_date": target_day,
@@ -101,10 +165,18 @@ def fill(
                         "as_of": base_day,
                         "base_date": base_day,
                         "base_close": base_close,
-                        "predicted_close": guess,
+                        "predicted_close": served,
                         "dataset_run_id": "ds-older" if version == "1" else "ds-newer",
                         "pipeline_run_id": None,
                         "created_at": now - timedelta(days=len(history) - index),
+                        **band,
+                        "p_up": chance_up(center, base_close, volatility),
+                        "source": source,
+                        "p_value": serving.p_value if source == "model" else 0.31,
+                        "interval_source": serving.interval_source,
+                        "interval_p_value": serving.interval_p_value,
+                        "unseen": False,
+                        "detail": {"model": {"predicted_close": guess}},
                     }
                 )
                 performance.append(
@@ -114,31 +186,44 @@ def fill(
                         "model_version": version,
                         "base_date": base_day,
                         "base_close": base_close,
-                        "predicted_close": guess,
+                        "predicted_close": served,
                         "actual_close": actual,
-                        "abs_error": abs(guess - actual),
-                        "abs_pct_error": abs(guess - actual) / actual,
-                        "direction_hit": (guess - base_close) * (actual - base_close) > 0,
+                        "abs_error": abs(served - actual),
+                        "abs_pct_error": abs(served - actual) / actual,
+                        "direction_score": direction_score(served, actual, base_close),
                         "naive_abs_error": abs(actual - base_close),
                         "evaluated_at": now - timedelta(days=len(history) - index - 1),
+                        **band,
+                        "source": source,
+                        "interval_source": serving.interval_source,
                     }
                 )
             last_day, last_close, _ = history[-1]
-            predicted[ticker] = round(last_close * 1.004, 4)
-            predictions.append(
-                {
-                    "target_date": NEXT_SESSION,
-                    "ticker": ticker,
-                    "model_version": "2",
-                    "as_of": AS_OF,
-                    "base_date": last_day,
-                    "base_close": last_close,
-                    "predicted_close": predicted[ticker],
-                    "dataset_run_id": "ds-newer",
-                    "pipeline_run_id": None,
-                    "created_at": now,
-                }
-            )
+            model_close = round(last_close * 1.004, 4)
+            predicted[ticker] = model_close if serving.source == "model" else last_close
+            center = predicted[ticker] if serving.interval_source == "model" else last_close
+            newest[ticker] = {
+                "target_date": NEXT_SESSION,
+                "ticker": ticker,
+                "model_version": "2",
+                "as_of": AS_OF,
+                "base_date": last_day,
+                "base_close": last_close,
+                "predicted_close": predicted[ticker],
+                "dataset_run_id": "ds-newer",
+                "pipeline_run_id": None,
+                "created_at": now,
+                **quantiles(center, volatility),
+                "p_up": chance_up(center, last_close, volatility),
+                "source": serving.source,
+                "p_value": serving.p_value,
+                "interval_source": serving.interval_source,
+                "interval_p_value": serving.interval_p_value,
+                "unseen": serving.unseen,
+                "detail": {"model": {"predicted_close": model_close}},
+            }
+            predictions.append(newest[ticker])
+            scored[ticker] = performance
             store.upsert(
                 connection, LatestPrediction, predictions, key=("target_date", "ticker", "model_version")
             )
@@ -164,8 +249,13 @@ def fill(
                 "dataset_run_id": "ds-newer",
                 "promoted": True,
                 "dry_run": False,
-                "reason": "Candidate MAE 4.1000 beats production 4.6000 by 10.9% on the same window.",
+                "reason": "The candidate is significantly better: MAE 4.1000 against production 4.6000.",
                 "pipeline_run_id": None,
+                "test": DM_TEST,
+                "p_value": 0.0042,
+                "improvement": 0.109,
+                "improvement_low": 0.041,
+                "improvement_high": 0.177,
             },
             {
                 "decided_at": now - timedelta(days=2),
@@ -184,6 +274,11 @@ def fill(
                 if evil_text
                 else "Kept production: candidate MAE 4.9000 is worse.",
                 "pipeline_run_id": None,
+                "test": DM_TEST,
+                "p_value": 0.83,
+                "improvement": -0.195,
+                "improvement_low": -0.412,
+                "improvement_high": 0.022,
             },
         ]
         connection.execute(Promotion.__table__.insert(), promotions)
@@ -196,4 +291,6 @@ def fill(
         status="failed",
         error="Source error for MSFT: timeout." + (EVIL if evil_text else ""),
     )
-    return Filled(engine=engine, tickers=tickers, closes=closes, predicted=predicted)
+    return Filled(
+        engine=engine, tickers=tickers, closes=closes, predicted=predicted, newest=newest, scored=scored
+    )

@@ -137,13 +137,16 @@ def test_dashboard_in_headless_chromium(
             page.on(
                 "console", lambda message: problems.append(message.text) if message.type == "error" else None
             )
-            page.goto(f"{base}/", wait_until="load")
+            response = page.goto(f"{base}/", wait_until="load")
+            # The browser may keep the page, and must ask again (If-None-Match) before using it.
+            assert response is not None and response.headers["cache-control"] == "no-cache"
+            assert response.headers["etag"].startswith('"')
             assert page.locator("#ticker-select option").all_inner_texts() == list(filled.tickers)
 
             with page.expect_navigation():
-                page.select_option("#ticker-select", "MSFT")
+                page.select_option("#ticker-select", "^GSPC")
 
-            chart = page.locator('svg#price-chart[data-ticker="MSFT"]')
+            chart = page.locator('svg#price-chart[data-ticker="^GSPC"]')
             chart.wait_for(state="visible", timeout=10_000)
             points = chart.locator("polyline.actual").get_attribute("points") or ""
             assert len(points.split()) == 60
@@ -153,7 +156,21 @@ def test_dashboard_in_headless_chromium(
             assert predicted.count() == 1 and predicted.bounding_box() is not None
             assert chart.locator("rect.naive.point").count() == 1
 
-            assert "MSFT" in page.locator("#prediction-panel").inner_text()
+            # The fan at the predicted session: the dark 80% band drawn inside the light 95% band,
+            # both around the served point, and styled by the stylesheet (dark over light).
+            light, dark = chart.locator("polygon.band.band-95"), chart.locator("polygon.band.band-80")
+            assert light.count() == dark.count() == 1
+            outer, inner, dot = light.bounding_box(), dark.bounding_box(), predicted.bounding_box()
+            assert outer is not None and inner is not None and dot is not None
+            assert inner["height"] > 20 and outer["height"] > inner["height"] and outer["width"] > 30
+            assert outer["y"] < inner["y"] and inner["y"] + inner["height"] < outer["y"] + outer["height"]
+            assert outer["y"] < dot["y"] + dot["height"] / 2 < outer["y"] + outer["height"]
+            opacity = "el => parseFloat(getComputedStyle(el).fillOpacity)"
+            assert 0 < light.evaluate(opacity) < dark.evaluate(opacity) < 1
+            assert "dark band" in page.locator(".chart-panel .band-legend").inner_text()
+
+            panel = page.locator("#prediction-panel").inner_text()
+            assert "^GSPC" in panel and "unseen" in panel and "rolling" in panel and "P(up)" in panel
             table = page.locator("#predictions-table")
             for ticker, value in filled.predicted.items():
                 cell = table.locator(f'tbody tr[data-ticker="{ticker}"] td.predicted-close')
@@ -168,6 +185,7 @@ def test_dashboard_in_headless_chromium(
 
             screenshot = tmp_path / "dashboard.png"
             page.screenshot(path=str(screenshot), full_page=True)
+            chart.screenshot(path=str(tmp_path / "fan-chart.png"))
         finally:
             browser.close()
     assert screenshot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and screenshot.stat().st_size > 20_000

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -118,3 +120,149 @@ def test_password_hidden_on_a_working_postgres(tmp_path: Path, postgres_url: str
     assert result.exit_code == 0, result.stderr
     assert "hunter2secret" not in result.stdout + result.stderr
     assert "***" in json.loads(result.stdout)["database"]
+
+
+PIPELINE_ORDER = [
+    "fetch",
+    "process",
+    "build",
+    "tune",
+    "train",
+    "promote",
+    "models",
+    "predict",
+    "monitor",
+    "daily",
+    "retrain",
+    "daemon",
+    "backtest",
+    "report",
+    "serve",
+    "db",
+]
+README = Path(__file__).resolve().parents[1] / "README.md"
+CONFIG_KEY = re.compile(r"\[[a-z_]+\]")
+
+
+def _help_of(*args: str) -> str:
+    from typer.testing import CliRunner
+
+    from stockcli.cli.app import app
+
+    result = CliRunner().invoke(app, [*args, "--help"], env={"COLUMNS": "100"})
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def _command_objects() -> list[tuple[list[str], Any]]:
+    """Every command and sub-command as (argv prefix, click command)."""
+    import typer.main
+
+    from stockcli.cli.app import app
+
+    found: list[tuple[list[str], Any]] = []
+    for name, command in typer.main.get_command(app).commands.items():  # type: ignore[attr-defined]
+        found.append(([name], command))
+        for sub_name, sub_command in getattr(command, "commands", {}).items():
+            found.append(([name, sub_name], sub_command))
+    return found
+
+
+def test_commands_come_from_one_table_in_pipeline_order() -> None:
+    import typer.main
+
+    from stockcli.cli.app import app
+    from stockcli.cli.commands import COMMANDS
+
+    assert [command.name for command in COMMANDS] == PIPELINE_ORDER
+    assert list(typer.main.get_command(app).commands) == PIPELINE_ORDER  # type: ignore[attr-defined]
+    listed = [line.split()[0] for line in _help_of().split("Commands:")[1].splitlines() if line.strip()]
+    assert listed == PIPELINE_ORDER
+
+
+def test_command_modules_never_import_the_root_app() -> None:
+    """Registration is explicit (cli/commands.py), so no command module may reach back to cli/app.py."""
+    import ast
+
+    folder = Path(__file__).resolve().parents[1] / "stockcli" / "cli"
+    for path in folder.glob("*.py"):
+        if path.name in ("app.py", "__init__.py"):
+            continue
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+        imported |= {
+            alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names
+        }
+        assert "stockcli.cli.app" not in imported, path.name
+
+
+def test_version_prints_the_package_version() -> None:
+    from importlib import metadata
+
+    from typer.testing import CliRunner
+
+    import stockcli
+    from stockcli.cli.app import app
+
+    result = CliRunner().invoke(app, ["--version"])
+    assert result.exit_code == 0
+    try:
+        expected = metadata.version("stockcli")
+    except metadata.PackageNotFoundError:  # pragma: no cover - running from a bare source tree
+        expected = stockcli.__version__
+    assert result.output == f"stockcli {expected}\n"
+
+
+def test_help_never_builds_settings() -> None:
+    code = textwrap.dedent(
+        """
+        import sys
+        from stockcli.cli.app import main
+        try:
+            main(["--help"])
+        except SystemExit:
+            pass
+        print("LOADED=" + ",".join(n for n in ("stockcli.config", "pydantic") if n in sys.modules))
+        """
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "LOADED=\n" in result.stdout, result.stdout[-300:]
+
+
+def test_no_bracketed_config_key_vanishes_from_any_help() -> None:
+    """Rich markup would eat `[data]` ("default:  tickers"): every `[section]` written in a docstring
+    or an option's help must appear in the rendered help of its command."""
+    seen_keys = 0
+    for argv, command in _command_objects():
+        sources = [command.help or ""] + [getattr(param, "help", None) or "" for param in command.params]
+        rendered = _help_of(*argv)
+        for key in {key for text in sources for key in CONFIG_KEY.findall(text)}:
+            seen_keys += 1
+            assert key in rendered, (argv, key, rendered)
+        assert "\\[" not in rendered, argv  # no leftover markup escapes
+    assert seen_keys >= 5  # fetch, process, tune, train and daemon quote config keys
+    assert "default: [data] tickers" in " ".join(_help_of("process").split())
+
+
+def test_every_command_is_in_the_readme_table() -> None:
+    text = README.read_text(encoding="utf-8")
+    section = text.split("## Commands", 1)[1].split("\n## ", 1)[0]
+    documented = []
+    for line in section.splitlines():
+        match = re.match(r"\|\s*`stockcli ([a-z]+)", line)
+        if match and match.group(1) not in documented:
+            documented.append(match.group(1))
+    assert documented == PIPELINE_ORDER
+    for argv, _ in _command_objects():
+        if len(argv) == 2:  # sub-commands such as `db upgrade` are named in their group's row
+            assert f"stockcli {' '.join(argv)}" in section, argv
+
+
+def test_cli_choices_are_the_config_choices() -> None:
+    from stockcli import config
+
+    fetch_help = _help_of("fetch")
+    assert "<" + "|".join(config.SOURCES) + ">" in fetch_help
+    train_help = _help_of("train")
+    assert "<" + "|".join(config.MODEL_TYPES) + ">" in train_help

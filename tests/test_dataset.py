@@ -1,88 +1,167 @@
-"""Datasets as arrays: alignment, next-session (t+1) targets, leakage, split, scalers, windows, and the
-forecasting input primitive."""
+"""Datasets as arrays: the panel of independent series (each on its own history), next-session
+targets, gaps and delistings, context covariates, the calendar split shared by every ticker, pooled
+scalers fit on training dates, stored windows, and the forecasting input primitive."""
 
 from __future__ import annotations
 
-from datetime import date, timedelta
+import dataclasses
+from collections.abc import Mapping, Sequence
+from datetime import date
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from stockcli.config import DEFAULT_INDICATORS
+from stockcli.clock import trading_calendar
+from stockcli.config import DEFAULT_INDICATORS, load_settings
 from stockcli.errors import NoDataError
 from stockcli.features.dataset import (
+    SERVING_LOOKBACK,
     BuildOutput,
-    DatasetArrays,
+    Panel,
+    WindowSet,
     build_inputs,
     build_sets,
-    covered_rows,
-    inverse_target,
-    make_dataset,
+    context_block,
+    make_panel,
     min_windows,
+    run_lengths,
     split_counts,
-    window_view,
+    split_parts,
+    window_pairs,
+    window_set,
 )
-from stockcli.features.indicators import canonical_indicators, feature_names, warmup_sessions
-from tests.bars_data import sample_frames, synthetic_frame, weekdays
+from stockcli.features.indicators import OHLCV, compute_model_features, model_warmup
+from stockcli.services.process import feature_spec
+from tests.bars_data import sample_frame, synthetic_frame, weekdays
 
-SMALL = [{"name": "ema", "window": 5}, {"name": "rsi", "window": 3}, {"name": "log_return"}]
+# Small, fast indicators with every kind of memory: a short EMA and ATR, RSI, OBV (a flow), and the
+# EWMA volatility (warm-up 20). Model warm-up: 20 bars.
+SMALL: list[dict[str, Any]] = [
+    {"name": "ema", "window": 5},
+    {"name": "rsi", "window": 3},
+    {"name": "log_return"},
+    {"name": "obv"},
+    {"name": "atr", "window": 5},
+    {"name": "ewm_vol"},
+]
+WARMUP = 20
 L = 5
+XNYS = trading_calendar("XNYS")
+
+# --- a synthetic watchlist: a full series, one with gaps, a young one, a delisted one, a context index ---
+
+DAYS = weekdays(date(2020, 1, 6), 400)
+ONE_GAP = 150  # B misses this one session (within ffill_limit 1)
+LONG_GAP = range(250, 260)  # B misses ten sessions
+YOUNG_FROM = 200  # Y lists on DAYS[200]
+DELISTED_AFTER = 299  # D's last bar is DAYS[299]
+CONTEXT_GAP = range(320, 330)  # the context index misses ten sessions
 
 
-def _spec(
-    tickers: tuple[str, ...], indicators: list[dict[str, Any]], start: date | None, ffill: int = 1
-) -> dict[str, Any]:
-    canonical = canonical_indicators(indicators)
-    return {
-        "version": 1,
-        "tickers": list(tickers),
-        "indicators": canonical,
-        "feature_names": feature_names(canonical),
-        "ffill_limit": ffill,
-        "start_date": start.isoformat() if start else None,
-        "warmup_sessions": warmup_sessions(canonical),
-    }
-
-
-def _dataset(
-    frames: dict[str, pd.DataFrame], indicators: list[dict[str, Any]] = SMALL, **kwargs: Any
-) -> DatasetArrays:
-    return make_dataset(
-        frames,
-        tickers=tuple(frames),
-        indicators=indicators,
-        ffill_limit=kwargs.pop("ffill_limit", 1),
-        **kwargs,
-    )
-
-
-def _build(dataset: DatasetArrays, indicators: list[dict[str, Any]] = SMALL, **kwargs: Any) -> BuildOutput:
-    options: dict[str, Any] = {
-        "sequence_length": L,
-        "train_fraction": 0.7,
-        "validation_fraction": 0.15,
-        "target_kind": "return",
-        "correlation_threshold": 0.0,
-    }
-    options.update(kwargs)
-    return build_sets(dataset, spec=_spec(dataset.tickers, indicators, None), **options)
+def _drop(frame: pd.DataFrame, rows: Sequence[int]) -> pd.DataFrame:
+    return frame.drop(index=pd.to_datetime([DAYS[i] for i in rows]))
 
 
 @pytest.fixture(scope="module")
-def sample_2011() -> dict[str, pd.DataFrame]:
-    """Real bars, 2010-2012 (a weekend every week, holidays, Sandy's two-day closure)."""
-    return sample_frames(start=date(2010, 1, 1), end=date(2012, 12, 31))
+def world() -> dict[str, pd.DataFrame]:
+    return {
+        "A": synthetic_frame(DAYS, seed=1),
+        "B": _drop(synthetic_frame(DAYS, seed=2, price=20.0), [ONE_GAP, *LONG_GAP]),
+        "Y": synthetic_frame(DAYS[YOUNG_FROM:], seed=3, price=3000.0),
+        "D": synthetic_frame(DAYS[: DELISTED_AFTER + 1], seed=4, price=7.0),
+        "^IDX": _drop(synthetic_frame(DAYS, seed=5, price=3000.0, zero_volume=True), list(CONTEXT_GAP)),
+    }
+
+
+WATCHLIST = ("A", "B", "Y", "D")
+CONTEXT = ("^IDX",)
+
+
+def _spec(
+    tickers: Sequence[str],
+    context: Sequence[str] = CONTEXT,
+    indicators: Sequence[Mapping[str, Any]] = SMALL,
+    start: date = DAYS[0],
+    ffill_limit: int = 1,
+) -> dict[str, Any]:
+    """The dataset spec exactly as `process` writes it."""
+    settings = load_settings(
+        None,
+        environ={},
+        overrides={
+            "data": {"tickers": list(tickers), "start": start},
+            "features": {"indicators": list(indicators), "ffill_limit": ffill_limit},
+        },
+    )
+    return feature_spec(settings, tuple(tickers), tuple(context))
+
+
+def _panel(
+    frames: Mapping[str, pd.DataFrame],
+    tickers: Sequence[str] = WATCHLIST,
+    context: Sequence[str] = CONTEXT,
+    indicators: Sequence[Mapping[str, Any]] = SMALL,
+    sessions: Sequence[date] | None = DAYS,
+    **kwargs: Any,
+) -> Panel:
+    options: dict[str, Any] = {"ffill_limit": 1}
+    options.update(kwargs)
+    return make_panel(
+        frames,
+        tickers=tuple(tickers),
+        context_tickers=tuple(context),
+        indicators=indicators,
+        sessions=sessions,
+        **options,
+    )
+
+
+def _build(panel: Panel, spec: Mapping[str, Any], sequence_length: int = L, **kwargs: Any) -> BuildOutput:
+    options: dict[str, Any] = {"train_fraction": 0.7, "validation_fraction": 0.15}
+    options.update(kwargs)
+    return build_sets(panel, spec=spec, sequence_length=sequence_length, **options)
+
+
+def _parts(built: BuildOutput, panel: Panel, sequence_length: int = L) -> dict[str, WindowSet]:
+    return {name: window_set(part, sequence_length, panel.series) for name, part in built.parts.items()}
+
+
+def _pairs(panel: Panel, sequence_length: int = L) -> set[tuple[date, str]]:
+    """Every window as (base date, ticker)."""
+    rows, series = window_pairs(panel, sequence_length)
+    return {(panel.dates[r], panel.series[s]) for r, s in zip(rows, series, strict=True)}
+
+
+def _bases(panel: Panel, ticker: str, sequence_length: int = L) -> list[int]:
+    rows, series = window_pairs(panel, sequence_length)
+    return rows[series == panel.index_of(ticker)].tolist()
+
+
+@pytest.fixture(scope="module")
+def world_panel(world: dict[str, pd.DataFrame]) -> Panel:
+    return _panel(world)
+
+
+@pytest.fixture(scope="module")
+def world_built(world_panel: Panel) -> BuildOutput:
+    return _build(world_panel, _spec(WATCHLIST))
 
 
 # --- next-session targets -----------------------------------------------------------------------------
 
 
-def test_target_is_the_close_of_the_next_session_t_plus_1(sample_2011: dict[str, pd.DataFrame]) -> None:
-    dataset = _dataset(sample_2011)
-    dates = dataset.dates
-    frames = sample_2011
+@pytest.fixture(scope="module")
+def sample_2010() -> dict[str, pd.DataFrame]:
+    """Real bars, 2010-2012 (a weekend every week, holidays, Sandy's two-day closure)."""
+    return {t: sample_frame(t, date(2010, 1, 1), date(2012, 12, 31)) for t in ("GOOG", "MSFT", "^GSPC")}
+
+
+def test_target_is_the_close_of_the_next_session_t_plus_1(sample_2010: dict[str, pd.DataFrame]) -> None:
+    sessions = XNYS.sessions(date(2010, 1, 1), date(2012, 12, 31))
+    panel = _panel(sample_2010, tickers=("GOOG", "MSFT"), context=("^GSPC",), sessions=sessions)
+    assert panel.dates == sessions
     pins = {
         date(2012, 10, 26): date(2012, 10, 31),  # Friday before Hurricane Sandy closed NYSE Mon+Tue
         date(2012, 2, 17): date(2012, 2, 21),  # Friday before Presidents' Day
@@ -91,241 +170,358 @@ def test_target_is_the_close_of_the_next_session_t_plus_1(sample_2011: dict[str,
         date(2012, 6, 12): date(2012, 6, 13),  # an ordinary weekday
     }
     for base, target in pins.items():
-        row = dates.index(base)
-        assert dates[row + 1] == target
-        for s, ticker in enumerate(dataset.tickers):
-            base_close = frames[ticker].loc[pd.Timestamp(base), "close"]
-            next_close = frames[ticker].loc[pd.Timestamp(target), "close"]
-            assert dataset.closes[row, s] == base_close
-            assert dataset.target_price[row, s] == next_close  # exactly t+1 ...
-            assert dataset.target_return[row, s] == np.log(next_close / base_close)
-            after_next = frames[ticker].loc[pd.Timestamp(dates[row + 2]), "close"]
-            assert dataset.target_price[row, s] != after_next  # ... and not t+2 (the replaced system's slip)
-    # Every row: target = next row's close; the last row has none.
-    np.testing.assert_array_equal(dataset.target_price[:-1], dataset.closes[1:])
-    assert np.isnan(dataset.target_price[-1]).all()
+        row = panel.dates.index(base)
+        assert panel.dates[row + 1] == target
+        for ticker in ("GOOG", "MSFT"):
+            s = panel.index_of(ticker)
+            frame = sample_2010[ticker]
+            base_close = frame.loc[pd.Timestamp(base), "close"]
+            next_close = frame.loc[pd.Timestamp(target), "close"]
+            assert panel.closes[row, s] == base_close
+            assert panel.target_price[row, s] == next_close  # exactly t+1 ...
+            assert panel.target_return[row, s] == np.log(next_close / base_close)
+            after_next = frame.loc[pd.Timestamp(panel.dates[row + 2]), "close"]
+            assert panel.target_price[row, s] != after_next  # ... never t+2 (the replaced system's slip)
+    # Every usable real row with a real next row: target = the next row's close; the last row has none.
+    usable = panel.real & panel.valid
+    has_next = usable[:-1] & usable[1:]
+    np.testing.assert_array_equal(panel.target_price[:-1][has_next], panel.closes[1:][has_next])
+    assert np.isnan(panel.target_price[-1]).all()
 
-    built = _build(dataset)
+    built = _build(panel, _spec(("GOOG", "MSFT"), ("^GSPC",), start=date(2010, 1, 1)))
     for part in built.parts.values():
-        for base, target, base_close, target_close in zip(
-            part.base_dates, part.target_dates, part.base_closes, part.target_closes, strict=True
-        ):
-            row = dates.index(base)
-            assert target == dates[row + 1]
-            np.testing.assert_array_equal(target_close, dataset.closes[row + 1])
-            np.testing.assert_array_equal(base_close, dataset.closes[row])
+        for base, target in zip(part.base_dates, part.target_dates, strict=True):
+            assert target == XNYS.next_session(base)
     test = built.parts["test"]
-    sandy = test.base_dates.index(date(2012, 10, 26))
-    assert test.target_dates[sandy] == date(2012, 10, 31)
+    k = test.base_dates.index(date(2012, 10, 26))
+    assert test.target_dates[k] == date(2012, 10, 31)
+    ticker = panel.series[int(test.windows[k, 1])]
+    assert test.target_closes[k] == sample_2010[ticker].loc["2012-10-31", "close"]
 
 
-def test_forward_fill_is_limited_and_filled_bars_are_never_targets() -> None:
-    days = weekdays(date(2020, 1, 6), 80)
-    a = synthetic_frame(days, seed=1)
-    b = synthetic_frame(days, seed=2)
-    one_gap = days[40]
-    two_gap = [days[60], days[61]]
-    b = b.drop(index=pd.to_datetime([one_gap, *two_gap]))
-    dataset = _dataset({"A": a, "B": b}, ffill_limit=1)
-    dates = dataset.dates
-    # A one-session gap is forward-filled from B's previous bar ...
-    row = dates.index(one_gap)
-    np.testing.assert_array_equal(dataset.features[row, 1], dataset.features[row - 1, 1])
-    # ... but the filled close is not an honest target for the session before it ...
-    assert np.isnan(dataset.target_price[row - 1]).all()
-    # ... while a filled base session still has the real next close as its target.
-    assert dataset.target_price[row, 1] == b.loc[pd.Timestamp(days[41]), "close"]
-    # A two-session gap: the first session is filled, the second dropped for every ticker.
-    assert days[60] in dates and days[61] not in dates
-    row = dates.index(days[60])
-    assert dates[row + 1] == days[62]
-    assert np.isnan(dataset.target_price[row]).all()  # days[62] is not the next session after days[60]
-    assert np.isnan(dataset.target_price[row - 1]).all()  # days[60] was filled
-    # With ffill_limit 0 every gap drops its session.
-    strict = _dataset({"A": a, "B": b}, ffill_limit=0)
-    assert one_gap not in strict.dates and days[60] not in strict.dates
-    # Windows never use a base without an honest target.
-    built = _build(dataset)
-    bases = [d for part in built.parts.values() for d in part.base_dates]
-    assert days[39] not in bases and days[59] not in bases and days[60] not in bases
+def test_a_session_without_a_bar_is_a_visible_gap_even_for_a_lone_series() -> None:
+    frame = _drop(synthetic_frame(DAYS, seed=1), [100])
+    panel = _panel({"A": frame}, tickers=("A",), context=())
+    row = panel.dates.index(DAYS[100])  # the session is on the row axis although no bar has it
+    assert not panel.real[row, 0] and panel.valid[row, 0]  # forward-filled (limit 1), not a bar
+    assert np.isnan(panel.target_price[row - 1, 0])  # DAYS[101] is not the session after DAYS[99]
+    assert np.isnan(panel.target_price[row, 0])  # a filled row is never a base with a target
+    assert panel.target_price[row + 1, 0] == frame.loc[pd.Timestamp(DAYS[102]), "close"]
 
 
-def test_alignment_starts_when_every_ticker_is_past_warm_up() -> None:
-    days = weekdays(date(2020, 1, 6), 120)
-    early = synthetic_frame(days, seed=1)
-    late = synthetic_frame(days[30:], seed=2)
-    dataset = _dataset({"EARLY": early, "LATE": late})
-    warmup = warmup_sessions(SMALL)
-    assert dataset.dates[0] == days[30 + warmup]
-    assert dataset.dates[-1] == days[-1]
-    assert dataset.features.shape == (120 - 30 - warmup, 2, len(feature_names(SMALL)))
+# --- each series on its own history ----------------------------------------------------------------
 
 
-# --- leakage --------------------------------------------------------------------------------------------
-
-
-def test_changing_every_bar_after_t_leaves_everything_up_to_t_unchanged(
-    sample_2011: dict[str, pd.DataFrame],
+def test_each_series_starts_at_its_own_first_usable_row_and_warmup_is_never_backfilled(
+    world: dict[str, pd.DataFrame], world_panel: Panel
 ) -> None:
-    indicators = list(DEFAULT_INDICATORS)
-    original = _dataset(sample_2011, indicators)
-    built = _build(original, indicators, sequence_length=10)
-    t = built.parts["test"].base_dates[40]  # inside the test part, after every train/validation target
-    changed_frames = {}
-    for ticker, frame in sample_2011.items():
-        frame = frame.copy()
-        later = frame.index > pd.Timestamp(t)
-        frame.loc[later, ["open", "high", "low", "close"]] *= 0.5 + np.linspace(0, 1, later.sum())[:, None]
-        frame.loc[later, "volume"] = frame.loc[later, "volume"] // 3 + 11
-        changed_frames[ticker] = frame
-    changed = _dataset(changed_frames, indicators)
-    assert changed.dates == original.dates
-    upto = original.dates.index(t) + 1
-    np.testing.assert_array_equal(changed.features[:upto], original.features[:upto])
-    np.testing.assert_array_equal(changed.closes[:upto], original.closes[:upto])
-    # Targets dated up to t (bases before t) are unchanged; the target of t itself is dated t+1.
-    np.testing.assert_array_equal(changed.target_price[: upto - 1], original.target_price[: upto - 1])
-    assert not np.array_equal(changed.target_price[upto - 1], original.target_price[upto - 1])
-    assert not np.array_equal(changed.features[upto:], original.features[upto:])
-
-    rebuilt = _build(changed, indicators, sequence_length=10)
-    assert rebuilt.scalers == built.scalers  # fit on the training part only
-    assert rebuilt.split == built.split
-    for name in ("train", "validation"):
-        before, after = built.parts[name], rebuilt.parts[name]
-        np.testing.assert_array_equal(
-            window_view(after.slab, after.window_ends, 10), window_view(before.slab, before.window_ends, 10)
-        )
-        np.testing.assert_array_equal(after.y, before.y)
-    before, after = built.parts["test"], rebuilt.parts["test"]
-    k = before.base_dates.index(t)
-    x_before = window_view(before.slab, before.window_ends, 10)
-    x_after = window_view(after.slab, after.window_ends, 10)
-    np.testing.assert_array_equal(x_after[: k + 1], x_before[: k + 1])  # windows ending up to t
-    np.testing.assert_array_equal(after.y[:k], before.y[:k])  # targets dated up to t
-    assert not np.array_equal(x_after[k + 1 :], x_before[k + 1 :])
+    panel = world_panel
+    assert model_warmup(SMALL) == WARMUP
+    first_bar = {"A": 0, "B": 0, "Y": YOUNG_FROM, "D": 0, "^IDX": 0}
+    for name, bar in first_bar.items():
+        s = panel.index_of(name)
+        first_valid = int(np.flatnonzero(panel.valid[:, s])[0])
+        assert panel.dates[first_valid] == DAYS[bar + WARMUP], name
+        assert np.isnan(panel.features[:first_valid, s]).all()  # nothing back-filled
+        # Warm-up bars are real bars (the ticker traded that day) but never usable rows.
+        assert panel.real[first_valid - WARMUP : first_valid, s].all()
+        assert not panel.valid[:first_valid, s].any()
+        # The row holds the features of the series' own bars, from its own first bar on.
+        frame = world[name]
+        own = compute_model_features(*(frame[c].to_numpy(dtype=float) for c in OHLCV), SMALL)
+        np.testing.assert_array_equal(panel.features[first_valid, s], own[WARMUP])
+    assert panel.series == (*WATCHLIST, *CONTEXT)
 
 
-def test_a_dataset_as_of_t_is_the_prefix_of_a_later_one(sample_2011: dict[str, pd.DataFrame]) -> None:
-    indicators = list(DEFAULT_INDICATORS)
-    full = _dataset(sample_2011, indicators)
-    t = date(2012, 6, 15)
-    early = _dataset(sample_2011, indicators, end_date=t)
-    n = len(early.dates)
-    assert early.dates == full.dates[:n] and early.dates[-1] == t
-    np.testing.assert_array_equal(early.features, full.features[:n])
-    np.testing.assert_array_equal(early.target_price[:-1], full.target_price[: n - 1])
-    assert np.isnan(early.target_price[-1]).all()  # the next session is not known as of t
+@pytest.fixture(scope="module")
+def young_world() -> dict[str, pd.DataFrame]:
+    """GOOG and MSFT (full sample), and YOUNG: MSFT's bars from 2011-06-01 on, prices x 3.7."""
+    young = sample_frame("MSFT", start=date(2011, 6, 1)).astype("float64")
+    young[["open", "high", "low", "close"]] *= 3.7
+    return {"GOOG": sample_frame("GOOG"), "MSFT": sample_frame("MSFT"), "YOUNG": young}
 
 
-# --- split, scalers, windows ------------------------------------------------------------------------------
+def test_a_young_ticker_never_truncates_anyone(young_world: dict[str, pd.DataFrame]) -> None:
+    as_of = date(2013, 3, 1)
+    sessions = XNYS.sessions(date(1999, 1, 4), as_of)
+    both = _panel(young_world, tickers=("GOOG", "MSFT"), context=(), sessions=sessions, end_date=as_of)
+    three = _panel(
+        young_world, tickers=("GOOG", "MSFT", "YOUNG"), context=(), sessions=sessions, end_date=as_of
+    )
+    assert three.dates == both.dates
+    for ticker in ("GOOG", "MSFT"):
+        s = both.index_of(ticker)
+        np.testing.assert_array_equal(three.features[:, s], both.features[:, s])
+        np.testing.assert_array_equal(three.valid[:, s], both.valid[:, s])
+    old, new = _pairs(both, 30), _pairs(three, 30)
+    assert {p for p in new if p[1] != "YOUNG"} == old  # every GOOG and MSFT window kept
+    goog = [p for p in old if p[1] == "GOOG"]
+    assert min(goog)[0] < date(2005, 7, 1)  # GOOG from its own 2004 listing, not from YOUNG's
+    young = sorted(p for p in new if p[1] == "YOUNG")
+    assert 0 < len(young) < len(goog)
+    assert young[0][0] == XNYS.sessions(date(2011, 6, 1), as_of)[model_warmup(SMALL) + 30 - 1]
+
+    spec_two = _spec(("GOOG", "MSFT"), (), start=date(1999, 1, 4))
+    spec_three = _spec(("GOOG", "MSFT", "YOUNG"), (), start=date(1999, 1, 4))
+    built_two, built_three = _build(both, spec_two, 30), _build(three, spec_three, 30)
+    for ticker in ("GOOG", "MSFT"):
+        assert built_three.windows_per_ticker[ticker] == built_two.windows_per_ticker[ticker]
+    assert (
+        0
+        < sum(built_three.windows_per_ticker["YOUNG"].values())
+        < sum(built_three.windows_per_ticker["GOOG"].values())
+    )
+    assert built_three.windows_per_ticker["YOUNG"]["test"] > 0
 
 
-def test_split_is_chronological_by_target_date(sample_2011: dict[str, pd.DataFrame]) -> None:
-    dataset = _dataset(sample_2011)
-    built = _build(dataset)
-    train, validation, test = (built.parts[n] for n in ("train", "validation", "test"))
+# --- gaps and delistings -----------------------------------------------------------------------------------
+
+
+def test_a_one_session_gap_is_filled_and_keeps_windows_without_targets_around_it(
+    world: dict[str, pd.DataFrame], world_panel: Panel
+) -> None:
+    panel, b = world_panel, world_panel.index_of("B")
+    assert panel.dates[ONE_GAP] == DAYS[ONE_GAP]
+    assert panel.valid[ONE_GAP, b] and not panel.real[ONE_GAP, b]
+    np.testing.assert_array_equal(panel.features[ONE_GAP, b], panel.features[ONE_GAP - 1, b])
+    assert np.isnan(panel.target_return[ONE_GAP - 1, b])  # the next bar is not the next session's
+    assert np.isnan(panel.target_return[ONE_GAP, b])  # a filled row is not a bar
+    assert panel.target_price[ONE_GAP + 1, b] == world["B"].loc[pd.Timestamp(DAYS[ONE_GAP + 2]), "close"]
+    bases = _bases(panel, "B")
+    assert ONE_GAP - 1 not in bases and ONE_GAP not in bases
+    # The run is not broken: the windows ending right after the gap span the filled row.
+    assert {ONE_GAP + 1, ONE_GAP + 2, ONE_GAP + L - 1} <= set(bases)
+    assert run_lengths(panel.valid)[ONE_GAP + 1, b] > L
+    # Without forward-filling the same gap breaks the run: windows restart L rows after it.
+    strict = _panel(world, ffill_limit=0)
+    assert not strict.valid[ONE_GAP, b]
+    strict_bases = _bases(strict, "B")
+    assert not [r for r in strict_bases if ONE_GAP <= r < ONE_GAP + L]
+    assert ONE_GAP + L in strict_bases
+
+
+def test_a_ten_session_gap_breaks_windows(world_panel: Panel) -> None:
+    panel, b = world_panel, world_panel.index_of("B")
+    gap = list(LONG_GAP)
+    assert panel.valid[gap[0], b]  # the first missing session is forward-filled (limit 1) ...
+    assert not panel.valid[gap[1:], b].any()  # ... the other nine are not
+    bases = _bases(panel, "B")
+    for base in bases:  # no window spans the gap
+        assert not set(range(base - L + 1, base + 1)) & set(gap[1:])
+    resumed = gap[-1] + 1  # B's first bar after the gap
+    assert [r for r in bases if gap[0] - 1 <= r < resumed + L - 1] == []
+    assert resumed + L - 1 in bases  # windows restart L rows after the gap
+    # A, on the same rows, keeps every window.
+    a_bases = set(_bases(panel, "A"))
+    assert set(range(gap[0] - 1, resumed + L)) <= a_bases
+
+
+def test_a_delisted_ticker_has_windows_up_to_its_end_and_none_after(
+    young_world: dict[str, pd.DataFrame],
+) -> None:
+    as_of = date(2013, 3, 1)
+    sessions = XNYS.sessions(date(2004, 1, 2), as_of)
+    gone = sample_frame("GOOG", end=date(2012, 6, 1)).astype("float64")
+    gone[["open", "high", "low", "close"]] *= 0.21
+    frames = {"GOOG": young_world["GOOG"], "MSFT": young_world["MSFT"], "GONE": gone}
+    start = date(2004, 1, 2)
+    both = _panel(frames, ("GOOG", "MSFT"), (), sessions=sessions, start_date=start, end_date=as_of)
+    three = _panel(frames, ("GOOG", "MSFT", "GONE"), (), sessions=sessions, start_date=start, end_date=as_of)
+    windows = sorted(p[0] for p in _pairs(three) if p[1] == "GONE")
+    assert windows[-1] == date(2012, 5, 31)  # its last target is its last bar, 2012-06-01
+    assert not [d for d in windows if d >= date(2012, 6, 1)]
+    s = three.index_of("GONE")
+    assert np.isnan(three.target_return[three.dates.index(date(2012, 6, 1)) :, s]).all()
+    assert {p for p in _pairs(three) if p[1] != "GONE"} == _pairs(both)  # nobody else loses a window
+
+
+# --- context covariates --------------------------------------------------------------------------------------
+
+
+def test_context_block_by_hand() -> None:
+    scaled = np.arange(4 * 3 * 2, dtype=np.float32).reshape(4, 3, 2)  # rows, series, features
+    valid = np.array([[1, 1, 0], [1, 0, 1], [1, 1, 1], [0, 0, 0]], dtype=bool)
+    block = context_block(scaled, valid, context_series=[2, 1], context_features=[1])
+    expected = np.array(
+        [
+            [0.0, 0.0, scaled[0, 1, 1], 1.0],  # series 2 absent: zeros and flag 0; series 1 present
+            [scaled[1, 2, 1], 1.0, 0.0, 0.0],
+            [scaled[2, 2, 1], 1.0, scaled[2, 1, 1], 1.0],
+            [0.0, 0.0, 0.0, 0.0],
+        ],
+        dtype=np.float32,
+    )
+    np.testing.assert_array_equal(block, expected)
+    assert block.dtype == np.float32
+
+
+def test_context_gaps_are_masked_and_never_drop_a_row(world_panel: Panel, world_built: BuildOutput) -> None:
+    panel, built = world_panel, world_built
+    idx, a = panel.index_of("^IDX"), panel.index_of("A")
+    names = built.spec["feature_names"]
+    context_features = built.spec["context_features"]
+    assert context_features and set(context_features) <= set(names)
+    columns = [names.index(n) for n in context_features]
+    width = len(context_features) + 1
+    missing = [r for r in CONTEXT_GAP if not panel.valid[r, idx]]
+    assert len(missing) == len(CONTEXT_GAP) - 1  # the first missing session is forward-filled
+    # A's windows ending inside the context gap exist ...
+    a_bases = set(_bases(panel, "A"))
+    assert set(missing) <= a_bases
+    # ... and their context columns are zeros with flag 0 where the index has no row, its scaled
+    # features with flag 1 elsewhere.
+    seen_absent = seen_present = 0
+    for part in _parts(built, panel).values():
+        x = part.gather()
+        slab_start = None
+        for k in range(len(part)):
+            if part.series[k] != a:
+                continue
+            base_row = panel.dates.index(part.base_dates[k])
+            slab_start = base_row - int(part.rows[k])
+            for step in range(L):
+                row = base_row - L + 1 + step
+                ctx = x[k, step, -width:]
+                if panel.valid[row, idx]:
+                    assert ctx[-1] == 1.0
+                    np.testing.assert_array_equal(ctx[:-1], part.slab[row - slab_start, idx, columns])
+                    seen_present += 1
+                else:
+                    assert (ctx == 0).all()
+                    seen_absent += 1
+    assert seen_absent >= len(missing) and seen_present > 1000
+
+
+def test_a_context_series_without_bars_is_masked_everywhere(world: dict[str, pd.DataFrame]) -> None:
+    without = {k: v for k, v in world.items() if k != "^IDX"}
+    panel = _panel(without)
+    assert not panel.valid[:, panel.index_of("^IDX")].any()
+    assert _pairs(panel) == _pairs(_panel(world))  # the same windows as with the context
+    built = _build(panel, _spec(WATCHLIST))
+    for part in _parts(built, panel).values():
+        x = part.gather()
+        width = len(built.spec["context_features"]) + 1
+        assert x.shape[2] == len(built.spec["feature_names"]) + width
+        assert (x[:, :, -width:] == 0).all()
+
+
+# --- the split: by target date, shared by every ticker -------------------------------------------------
+
+
+def test_split_parts_by_hand() -> None:
+    target_days = np.array([5, 5, 6, 7, 7, 8, 9, 10, 11, 12, 12])  # 8 distinct dates: 5 + 1 + 2
+    parts, (train_last, validation_last) = split_parts(target_days, 0.7, 0.15)
+    assert (train_last, validation_last) == (9, 10)
+    assert parts.tolist() == [0, 0, 0, 0, 0, 0, 0, 1, 2, 2, 2]
+
+
+def test_split_is_by_target_date_shared_by_every_ticker(world_panel: Panel, world_built: BuildOutput) -> None:
+    panel, built = world_panel, world_built
+    parts = _parts(built, panel)
+    train, validation, test = parts["train"], parts["validation"], parts["test"]
     assert max(train.target_dates) < min(validation.target_dates)
     assert max(validation.target_dates) < min(test.target_dates)
-    # No training window's target comes from the validation part, and so on.
     assert max(train.target_dates) <= min(validation.base_dates)
     assert max(validation.target_dates) <= min(test.base_dates)
-    n = len(train.base_dates) + len(validation.base_dates) + len(test.base_dates)
-    assert n == len(dataset.dates) - L  # every row with a full window and a target
-    assert (len(train.base_dates), len(validation.base_dates)) == split_counts(n, 0.7, 0.15)[:2]
-    assert built.split["train"]["last_target_date"] == max(train.target_dates).isoformat()
+    everyone = set(test.target_dates)
+    first_test = panel.dates.index(min(everyone))
+    for ticker in WATCHLIST:
+        s = panel.index_of(ticker)
+        mine = {d for d, t in zip(test.target_dates, test.tickers, strict=True) if t == ticker}
+        if panel.real[first_test - 1 :, s].all():  # trades through the whole test period
+            assert mine == everyone, ticker  # the same window of dates for everyone
+        elif not panel.real[first_test - 1 :, s].any():
+            assert mine == set(), ticker
+    assert {t for t in test.tickers} == {"A", "B", "Y"}  # D was delisted before the test period
+    # Distinct target dates are cut 70/15/15.
+    n_dates = len(set(train.target_dates) | set(validation.target_dates) | everyone)
+    assert (len(set(train.target_dates)), len(set(validation.target_dates))) == split_counts(
+        n_dates, 0.7, 0.15
+    )[:2]
+    assert built.split["train_last_target_date"] == max(train.target_dates).isoformat()
+    assert sum(len(p) for p in parts.values()) == len(window_pairs(panel, L)[0])
+    for name, part in parts.items():
+        assert sum(c[name] for c in built.windows_per_ticker.values()) == len(part)
 
 
-def test_scalers_equal_statistics_of_the_training_windows_alone(sample_2011: dict[str, pd.DataFrame]) -> None:
-    dataset = _dataset(sample_2011)
-    built = _build(dataset)
-    train = built.parts["train"]
-    rows = [dataset.dates.index(d) for d in train.base_dates]
-    first, last = rows[0] - L + 1, rows[-1]
-    covered = dataset.features[first : last + 1]  # every session some training window covers, once
-    np.testing.assert_allclose(built.scalers["features"]["mean"], covered.mean(axis=0), rtol=1e-12)
-    np.testing.assert_allclose(built.scalers["features"]["scale"], covered.std(axis=0), rtol=1e-12)
-    # Not the statistics of the whole dataset (which would leak validation/test data into training).
-    assert not np.allclose(built.scalers["features"]["mean"], dataset.features.mean(axis=0), rtol=1e-3)
-    # The stored training windows, de-duplicated to sessions, are standardised: mean 0, std 1.
-    x = window_view(train.slab, train.window_ends, L)
-    sessions = np.concatenate([x[0], x[1:, -1]])
-    assert len(sessions) == last - first + 1
-    np.testing.assert_allclose(sessions.mean(axis=0), 0, atol=1e-4)
-    np.testing.assert_allclose(sessions.std(axis=0), 1, atol=1e-4)
-    # The target scaler: mean and std of the training targets only.
-    returns = dataset.target_return[rows]
-    np.testing.assert_allclose(built.scalers["target"]["mean"], returns.mean(axis=0), rtol=1e-12)
-    np.testing.assert_allclose(built.scalers["target"]["scale"], returns.std(axis=0), rtol=1e-12)
-    np.testing.assert_allclose(train.y.mean(axis=0), 0, atol=1e-5)
+# --- scalers: pooled, fit on training dates only ---------------------------------------------------------------
 
 
-def test_covered_rows_handles_gaps_between_windows() -> None:
-    mask = covered_rows(np.array([4, 5, 12]), 3, 15)
-    assert np.flatnonzero(mask).tolist() == [2, 3, 4, 5, 10, 11, 12]
-
-
-def test_windows_are_views_of_the_slab(sample_2011: dict[str, pd.DataFrame]) -> None:
-    dataset = _dataset(sample_2011)
-    built = _build(dataset)
-    part = built.parts["validation"]
-    x = window_view(part.slab, part.window_ends, L)
-    assert x.shape == (len(part.base_dates), L, 4, len(dataset.feature_names))
-    assert x.dtype == np.float32
-    assert np.shares_memory(x, part.slab)  # no copy of 30x overlapping windows
-    assert not x.flags.writeable
-    mean = np.asarray(built.scalers["features"]["mean"])
-    scale = np.asarray(built.scalers["features"]["scale"])
-    for k in (0, len(part.base_dates) // 2, len(part.base_dates) - 1):
-        row = dataset.dates.index(part.base_dates[k])
-        expected = ((dataset.features[row - L + 1 : row + 1] - mean) / scale).astype(np.float32)
-        np.testing.assert_array_equal(x[k], expected)
-        assert x[k, -1, 0, 3] == expected[-1, 0, 3]  # the last session of the window is the base
-
-
-def test_price_target_is_minmax_of_training_closes_and_inverts(sample_2011: dict[str, pd.DataFrame]) -> None:
-    dataset = _dataset(sample_2011)
-    built = _build(dataset, target_kind="price")
-    train = built.parts["train"]
-    target = built.scalers["target"]
-    assert target["kind"] == "price"
-    np.testing.assert_array_equal(target["min"], train.target_closes.min(axis=0))
-    np.testing.assert_allclose(target["max"], train.target_closes.max(axis=0), rtol=1e-15)
-    assert train.y.min() == pytest.approx(0.0, abs=1e-6) and train.y.max() == pytest.approx(1.0, abs=1e-6)
-    for part in built.parts.values():
-        closes = inverse_target(part.y, part.base_closes, built.scalers)
-        np.testing.assert_allclose(closes, part.target_closes, rtol=1e-5)
-    returns = _build(dataset, target_kind="return")
-    for part in returns.parts.values():
-        closes = inverse_target(part.y, part.base_closes, returns.scalers)
-        np.testing.assert_allclose(closes, part.target_closes, rtol=1e-5)
-
-
-def test_correlation_filter_is_decided_on_the_training_part_only(
-    sample_2011: dict[str, pd.DataFrame],
+def test_scalers_are_pooled_and_fit_on_training_dates_only(
+    world_panel: Panel, world_built: BuildOutput
 ) -> None:
-    dataset = _dataset(sample_2011)
-    built = _build(dataset, correlation_threshold=0.95)
+    panel, built = world_panel, world_built
+    spec = _spec(WATCHLIST)
+    last = panel.dates.index(date.fromisoformat(built.scalers["fit"]["last_date"]))
+    train = _parts(built, panel)["train"]
+    assert panel.dates[last] == max(train.base_dates)
+    rows = panel.features[: last + 1][panel.valid[: last + 1]]  # every series, every valid row
+    np.testing.assert_allclose(built.scalers["features"]["mean"], rows.mean(axis=0), rtol=1e-12)
+    np.testing.assert_allclose(built.scalers["features"]["scale"], rows.std(axis=0), rtol=1e-12)
+    assert built.scalers["features"]["pooled"] is True
+    returns = np.array(
+        [
+            panel.target_return[panel.dates.index(d), panel.index_of(t)]
+            for d, t in zip(train.base_dates, train.tickers, strict=True)
+        ]
+    )
+    assert built.scalers["target"]["mean"] == pytest.approx(returns.mean(), rel=1e-12)
+    assert built.scalers["target"]["scale"] == pytest.approx(returns.std(), rel=1e-12)
+    assert abs(float(train.y.mean())) < 1e-5 and float(train.y.std()) == pytest.approx(1.0, abs=1e-4)
+
+    # Changing every feature after the last training base date changes no scaler.
+    later = panel.features.copy()
+    later[last + 1 :] = later[last + 1 :] * 3.0 + 1.0
+    rebuilt = _build(dataclasses.replace(panel, features=later), spec)
+    assert rebuilt.scalers == built.scalers
+    np.testing.assert_array_equal(rebuilt.parts["train"].slab, built.parts["train"].slab)
+    assert not np.array_equal(rebuilt.parts["test"].slab, built.parts["test"].slab)
+    # Changing one value on the last training date does.
+    earlier = panel.features.copy()
+    earlier[last, panel.index_of("A"), 0] += 5.0
+    assert (
+        _build(dataclasses.replace(panel, features=earlier), spec).scalers["features"]
+        != built.scalers["features"]
+    )
+
+
+def test_correlation_filter_is_decided_on_the_training_rows_only(world_panel: Panel) -> None:
+    spec = _spec(WATCHLIST)
+    built = _build(world_panel, spec, correlation_threshold=0.9)
     kept = built.scalers["feature_names"]
-    assert "close" in kept
-    assert {"open", "high", "low", "ema_5"} & set(built.dropped_features)  # near-copies of the close
+    assert "close" in kept and built.dropped_features
     assert built.spec["feature_names"] == kept
     assert built.parts["train"].slab.shape[-1] == len(kept)
-    # Changing everything after the training part does not change the decision.
-    train_end = dataset.dates.index(built.parts["train"].base_dates[-1])
-    noisy = dataset.features.copy()
-    noisy[train_end + 1 :] = np.random.default_rng(0).normal(size=noisy[train_end + 1 :].shape)
-    changed = DatasetArrays(
-        tickers=dataset.tickers,
-        feature_names=dataset.feature_names,
-        dates=dataset.dates,
-        features=noisy,
-        closes=dataset.closes,
-        target_price=dataset.target_price,
-        target_return=dataset.target_return,
-    )
-    assert _build(changed, correlation_threshold=0.95).scalers["feature_names"] == kept
-    assert _build(dataset, correlation_threshold=0.0).dropped_features == ()
+    last = world_panel.dates.index(date.fromisoformat(built.scalers["fit"]["last_date"]))
+    noisy = world_panel.features.copy()
+    noisy[last + 1 :] = np.random.default_rng(0).normal(size=noisy[last + 1 :].shape)
+    changed = _build(dataclasses.replace(world_panel, features=noisy), spec, correlation_threshold=0.9)
+    assert changed.scalers["feature_names"] == kept
+    assert _build(world_panel, spec).dropped_features == ()
+
+
+# --- stored windows ----------------------------------------------------------------------------------------
+
+
+def test_windows_gather_the_scaled_rows_of_their_own_series(
+    world_panel: Panel, world_built: BuildOutput
+) -> None:
+    panel, built = world_panel, world_built
+    mean = np.asarray(built.scalers["features"]["mean"])
+    scale = np.asarray(built.scalers["features"]["scale"])
+    part = _parts(built, panel)["validation"]
+    x = part.gather()
+    n_own = len(built.spec["feature_names"])
+    assert x.dtype == np.float32
+    assert x.shape == (len(part), L, n_own + len(built.spec["context_features"]) + 1)
+    for k in range(0, len(part), 17):
+        row = panel.dates.index(part.base_dates[k])
+        s = int(part.series[k])
+        expected = (panel.features[row - L + 1 : row + 1, s] - mean) / scale
+        np.testing.assert_allclose(x[k, :, :n_own], expected, rtol=1e-6, atol=1e-6)
+        assert part.base_closes[k] == panel.closes[row, s]
+        assert part.target_closes[k] == panel.target_price[row, s]
+        np.testing.assert_array_equal(part.gather(np.array([k]))[0], x[k])
 
 
 def test_zero_volume_and_constant_columns_stay_finite_downstream() -> None:
@@ -334,26 +530,22 @@ def test_zero_volume_and_constant_columns_stay_finite_downstream() -> None:
         "STOCK": synthetic_frame(days, seed=7),
         "^INDEX": synthetic_frame(days, seed=8, zero_volume=True),
     }
-    indicators = list(DEFAULT_INDICATORS)
-    dataset = _dataset(frames, indicators)
-    built = _build(dataset, indicators, sequence_length=20)
-    assert np.isfinite(dataset.features).all()
-    volume = dataset.feature_names.index("volume")
-    assert (built.scalers["features"]["scale"][1][volume]) == 1.0  # constant column: scale 1, not 0
-    for name in ("features", "target"):
-        for values in built.scalers[name].values():
-            if isinstance(values, list):
-                assert np.isfinite(np.asarray(values, dtype=float)).all()
+    panel = _panel(frames, ("STOCK", "^INDEX"), ("^INDEX",), DEFAULT_INDICATORS, sessions=days)
+    built = _build(panel, _spec(("STOCK", "^INDEX"), ("^INDEX",), DEFAULT_INDICATORS), 20)
+    assert np.isfinite(panel.features[panel.valid]).all()
+    for values in (built.scalers["features"]["mean"], built.scalers["features"]["scale"]):
+        assert np.isfinite(np.asarray(values)).all()
+    assert (np.asarray(built.scalers["features"]["scale"]) > 0).all()
     for part in built.parts.values():
-        assert np.isfinite(part.slab).all() and np.isfinite(part.y).all()
-        assert (part.slab[:, 1, volume] == 0).all()
+        assert np.isfinite(part.slab).all() and np.isfinite(part.y).all() and np.isfinite(part.context).all()
 
 
 def test_too_few_windows_is_no_data() -> None:
-    days = weekdays(date(2020, 1, 6), 20)
-    dataset = _dataset({"A": synthetic_frame(days, seed=1)})
-    with pytest.raises(NoDataError, match="windows"):
-        _build(dataset, sequence_length=10)
+    days = weekdays(date(2020, 1, 6), WARMUP + 12)
+    panel = _panel({"A": synthetic_frame(days, seed=1)}, ("A",), (), sessions=days)
+    with pytest.raises(NoDataError, match="windows") as raised:
+        _build(panel, _spec(("A",), ()), 10)
+    assert raised.value.exit_code == 4
 
 
 def test_split_counts_and_minimum() -> None:
@@ -363,101 +555,232 @@ def test_split_counts_and_minimum() -> None:
     assert min(split_counts(min_windows(0.8, 0.1), 0.8, 0.1)) == 1
 
 
+def test_run_lengths_by_hand() -> None:
+    valid = np.array([[1, 0], [1, 1], [0, 1], [1, 1], [1, 0]], dtype=bool)
+    assert run_lengths(valid).tolist() == [[1, 0], [2, 1], [0, 2], [1, 3], [2, 0]]
+    assert run_lengths(np.zeros((0, 2), dtype=bool)).shape == (0, 2)
+
+
 # --- the forecasting input primitive -----------------------------------------------------------------
 
 
-def test_build_inputs_equals_every_stored_window(sample_2011: dict[str, pd.DataFrame]) -> None:
-    start = date(2010, 1, 1)
-    indicators = list(DEFAULT_INDICATORS)
-    dataset = _dataset(sample_2011, indicators, start_date=start)
-    built = build_sets(
-        dataset,
-        spec=_spec(dataset.tickers, indicators, start),
-        sequence_length=L,
-        train_fraction=0.7,
-        validation_fraction=0.15,
-        target_kind="return",
-    )
-    for part in built.parts.values():
+def _input_windows(inputs: Any) -> dict[tuple[date, str], np.ndarray]:
+    x = inputs.windows.gather()
+    return {
+        (d, t): x[i] for i, (d, t) in enumerate(zip(inputs.as_of_dates, inputs.windows.tickers, strict=True))
+    }
+
+
+def test_build_inputs_equals_the_stored_windows_for_every_date_and_ticker(
+    world: dict[str, pd.DataFrame], world_panel: Panel, world_built: BuildOutput
+) -> None:
+    built = world_built
+    for name, part in _parts(built, world_panel).items():
+        stored = dict(zip(zip(part.base_dates, part.tickers, strict=True), part.gather(), strict=True))
+        as_of = sorted(set(part.base_dates))[::4]
         inputs = build_inputs(
-            spec=built.spec, scalers=built.scalers, bars=sample_2011, as_of_dates=part.base_dates
+            spec=built.spec,
+            scalers=built.scalers,
+            bars=world,
+            as_of_dates=as_of,
+            tickers=WATCHLIST,
+            sessions=DAYS,
         )
-        np.testing.assert_array_equal(inputs.x, window_view(part.slab, part.window_ends, L))
-        assert inputs.base_dates == part.base_dates
-        np.testing.assert_array_equal(inputs.base_closes, part.base_closes)
-        assert inputs.x.dtype == np.float32 and inputs.tickers == dataset.tickers
+        rebuilt = _input_windows(inputs)
+        wanted = {key for key in stored if key[0] in set(as_of)}
+        assert len(wanted) > 10, name
+        assert wanted <= set(rebuilt), name
+        for key in wanted:
+            np.testing.assert_allclose(rebuilt[key], stored[key], rtol=0, atol=1e-6, err_msg=f"{name} {key}")
+        closes = dict(
+            zip(
+                zip(inputs.as_of_dates, inputs.windows.tickers, strict=True),
+                inputs.windows.base_closes,
+                strict=True,
+            )
+        )
+        for k, key in enumerate(zip(part.base_dates, part.tickers, strict=True)):
+            if key in wanted:
+                assert closes[key] == part.base_closes[k]
 
 
-def test_build_inputs_uses_the_last_session_on_or_before_as_of(sample_2011: dict[str, pd.DataFrame]) -> None:
-    start = date(2010, 1, 1)
-    dataset = _dataset(sample_2011, start_date=start)
-    built = build_sets(
-        dataset,
-        spec=_spec(dataset.tickers, SMALL, start),
-        sequence_length=L,
-        train_fraction=0.7,
-        validation_fraction=0.15,
-        target_kind="return",
-    )
-    saturday = date(2012, 10, 27)
-    closed = date(2012, 10, 30)  # NYSE closed (Sandy)
+def test_build_inputs_serves_an_unseen_ticker_by_the_same_computation(
+    world: dict[str, pd.DataFrame], world_panel: Panel, world_built: BuildOutput
+) -> None:
+    built = world_built
+    test = _parts(built, world_panel)["test"]
+    stored = dict(zip(zip(test.base_dates, test.tickers, strict=True), test.gather(), strict=True))
+    as_of = sorted(set(test.base_dates))[::5]
+    other = synthetic_frame(DAYS, seed=9, price=55.0)
+    bars = {**world, "TWIN": world["A"].copy(), "NEW": other}
+    assert "TWIN" not in built.spec["tickers"] and "NEW" not in built.spec["tickers"]
     inputs = build_inputs(
         spec=built.spec,
         scalers=built.scalers,
-        bars=sample_2011,
-        as_of_dates=[saturday, closed, date(2012, 10, 26)],
+        bars=bars,
+        as_of_dates=as_of,
+        tickers=("A", "TWIN", "NEW"),
+        sessions=DAYS,
     )
-    assert inputs.base_dates == [date(2012, 10, 26)] * 3
-    np.testing.assert_array_equal(inputs.x[0], inputs.x[2])
-    np.testing.assert_array_equal(inputs.x[1], inputs.x[2])
-    # Bars after the as-of date are invisible: changing them changes nothing.
-    changed = {t: f.copy() for t, f in sample_2011.items()}
-    for frame in changed.values():
-        frame.loc[frame.index > pd.Timestamp(saturday), "close"] *= 3
-    again = build_inputs(spec=built.spec, scalers=built.scalers, bars=changed, as_of_dates=[saturday])
-    np.testing.assert_array_equal(again.x[0], inputs.x[0])
+    assert inputs.missing == []
+    rebuilt = _input_windows(inputs)
+    mean = np.asarray(built.scalers["features"]["mean"])
+    scale = np.asarray(built.scalers["features"]["scale"])
+    own = compute_model_features(*(other[c].to_numpy(dtype=float) for c in OHLCV), SMALL)
+    n_own = len(built.spec["feature_names"])
+    for day in as_of:
+        # A copy of A's bars under another name: exactly A's stored window.
+        np.testing.assert_allclose(rebuilt[(day, "TWIN")], stored[(day, "A")], rtol=0, atol=1e-6)
+        # A ticker of its own: its own scale-free features through the model's pooled scalers,
+        # and the same context columns as every ticker on that date.
+        row = DAYS.index(day)
+        expected = ((own[row - L + 1 : row + 1] - mean) / scale).astype(np.float32)
+        np.testing.assert_allclose(rebuilt[(day, "NEW")][:, :n_own], expected, rtol=0, atol=1e-5)
+        np.testing.assert_array_equal(rebuilt[(day, "NEW")][:, n_own:], rebuilt[(day, "A")][:, n_own:])
 
 
-def test_build_inputs_refuses_missing_tickers_and_short_history(sample_2011: dict[str, pd.DataFrame]) -> None:
-    start = date(2010, 1, 1)
-    dataset = _dataset(sample_2011, start_date=start)
-    built = build_sets(
-        dataset,
-        spec=_spec(dataset.tickers, SMALL, start),
-        sequence_length=L,
-        train_fraction=0.7,
-        validation_fraction=0.15,
-        target_kind="return",
+def test_build_inputs_reports_each_ticker_it_cannot_forecast(
+    world: dict[str, pd.DataFrame], world_built: BuildOutput
+) -> None:
+    built = world_built
+    bars = {k: v for k, v in world.items()}
+    bars["EMPTY"] = world["A"].iloc[:0]
+    cases = [
+        (DAYS[380], "NOBARS", "no_bars", 0),  # not stored at all
+        (DAYS[380], "EMPTY", "no_bars", 0),
+        (DAYS[380], "D", "no_bar_on_date", 0),  # delisted
+        (DAYS[ONE_GAP], "B", "no_bar_on_date", 0),  # its forward-filled session
+        (DAYS[LONG_GAP[-1] + 3], "B", "too_little_history", L - 3),  # 3 bars since the long gap
+        (DAYS[YOUNG_FROM + WARMUP + 1], "Y", "too_little_history", L - 2),  # 2 rows after its warm-up
+    ]
+    for as_of, ticker, kind, sessions_missing in cases:
+        inputs = build_inputs(
+            spec=built.spec,
+            scalers=built.scalers,
+            bars=bars,
+            as_of_dates=[as_of],
+            tickers=["A", ticker],
+            sessions=DAYS,
+        )
+        assert inputs.windows.tickers == ["A"], (ticker, kind)  # the others are still served
+        [missing] = inputs.missing
+        assert (missing.as_of, missing.ticker, missing.kind) == (as_of, ticker, kind)
+        assert missing.sessions_missing == sessions_missing, (ticker, kind)
+        assert missing.reason
+    # One session later the young ticker has one more row; L - 2 sessions later it is served.
+    ready = DAYS[YOUNG_FROM + WARMUP + L - 1]
+    inputs = build_inputs(
+        spec=built.spec, scalers=built.scalers, bars=bars, as_of_dates=[ready], tickers=["Y"], sessions=DAYS
     )
-    partial = dict(sample_2011)
-    partial.pop("MSFT")
-    with pytest.raises(NoDataError, match="MSFT") as missing:
-        build_inputs(spec=built.spec, scalers=built.scalers, bars=partial, as_of_dates=[date(2012, 6, 1)])
-    assert missing.value.exit_code == 4 and "fetch" in (missing.value.hint or "")
-    too_early = dataset.dates[0] + timedelta(days=2)
-    with pytest.raises(NoDataError, match="Too little history"):
-        build_inputs(spec=built.spec, scalers=built.scalers, bars=sample_2011, as_of_dates=[too_early])
+    assert inputs.missing == [] and inputs.windows.tickers == ["Y"]
 
 
-def test_build_inputs_starts_history_at_the_spec_start_date(sample_2011: dict[str, pd.DataFrame]) -> None:
-    """Recursive indicators (EMA 200, OBV) depend on where history starts: the primitive reads bars
-    from the dataset's start date on, even when it is handed more."""
-    start = date(2010, 1, 1)
-    indicators = list(DEFAULT_INDICATORS)
-    dataset = _dataset(sample_2011, indicators, start_date=start)
-    built = build_sets(
-        dataset,
-        spec=_spec(dataset.tickers, indicators, start),
-        sequence_length=L,
-        train_fraction=0.7,
-        validation_fraction=0.15,
-        target_kind="return",
+def test_a_ticker_still_in_its_warmup_needs_the_warmup_and_a_window(
+    world: dict[str, pd.DataFrame], world_built: BuildOutput
+) -> None:
+    """Y has a bar on the as-of date but only 11 bars: it is too young (not missing a bar), and it
+    becomes predictable after WARMUP + L - 11 more sessions."""
+    built = world_built
+    as_of = DAYS[YOUNG_FROM + 10]
+    inputs = build_inputs(
+        spec=built.spec, scalers=built.scalers, bars=world, as_of_dates=[as_of], tickers=["Y"], sessions=DAYS
     )
-    longer = sample_frames(start=date(2007, 1, 1), end=date(2012, 12, 31))
-    test = built.parts["test"]
-    inputs = build_inputs(spec=built.spec, scalers=built.scalers, bars=longer, as_of_dates=test.base_dates)
-    np.testing.assert_array_equal(inputs.x, window_view(test.slab, test.window_ends, L))
-    # Without the start date the same bars give different (longer-history) inputs.
-    unanchored = dict(built.spec, start_date=None)
-    other = build_inputs(spec=unanchored, scalers=built.scalers, bars=longer, as_of_dates=test.base_dates)
-    assert not np.allclose(other.x, inputs.x, atol=1e-3)
+    [missing] = inputs.missing
+    assert missing.kind == "too_little_history", missing.reason
+    assert missing.sessions_missing == WARMUP + L - 11
+
+
+def test_build_inputs_uses_the_last_row_on_or_before_as_of_and_never_later_bars(
+    world: dict[str, pd.DataFrame], world_built: BuildOutput
+) -> None:
+    built = world_built
+    friday = DAYS[334]
+    assert friday.weekday() == 4
+    saturday, sunday = date.fromordinal(friday.toordinal() + 1), date.fromordinal(friday.toordinal() + 2)
+    inputs = build_inputs(
+        spec=built.spec,
+        scalers=built.scalers,
+        bars=world,
+        as_of_dates=[friday, saturday, sunday],
+        tickers=["A", "B"],
+        sessions=DAYS,
+    )
+    x = inputs.windows.gather()
+    assert inputs.windows.base_dates == [friday] * 6
+    assert inputs.as_of_dates == [friday, friday, saturday, saturday, sunday, sunday]
+    np.testing.assert_array_equal(x[0], x[2])
+    np.testing.assert_array_equal(x[1], x[5])
+    changed = {}
+    for name, frame in world.items():
+        frame = frame.copy()
+        later = frame.index > pd.Timestamp(friday)
+        frame.loc[later, ["open", "high", "low", "close"]] *= 3.0
+        changed[name] = frame
+    again = build_inputs(
+        spec=built.spec,
+        scalers=built.scalers,
+        bars=changed,
+        as_of_dates=[saturday],
+        tickers=["A", "B"],
+        sessions=DAYS,
+    )
+    np.testing.assert_array_equal(again.windows.gather(), x[2:4])
+
+
+def test_build_inputs_starts_history_at_the_spec_start_date() -> None:
+    """A long EMA remembers where history starts: the primitive reads bars from the dataset's start
+    date on, even when it is handed more, unless told otherwise (`use_spec_start=False`)."""
+    days = weekdays(date(2018, 1, 1), 800)
+    indicators = [*SMALL, {"name": "ema", "window": 200}]
+    frames = {"A": synthetic_frame(days, seed=1), "B": synthetic_frame(days, seed=2)}
+    start = days[150]
+    panel = _panel(frames, ("A", "B"), (), indicators, sessions=days, start_date=start)
+    spec = _spec(("A", "B"), (), indicators, start=start)
+    built = _build(panel, spec)
+    test = window_set(built.parts["test"], L, panel.series)
+    as_of = sorted(set(test.base_dates))[::10]
+    stored = dict(zip(zip(test.base_dates, test.tickers, strict=True), test.gather(), strict=True))
+    inputs = build_inputs(
+        spec=built.spec, scalers=built.scalers, bars=frames, as_of_dates=as_of, sessions=days
+    )
+    for key, window in _input_windows(inputs).items():
+        np.testing.assert_allclose(window, stored[key], rtol=0, atol=1e-6)
+    unanchored = build_inputs(
+        spec=built.spec,
+        scalers=built.scalers,
+        bars=frames,
+        as_of_dates=as_of,
+        sessions=days,
+        use_spec_start=False,
+    )
+    assert not np.allclose(unanchored.windows.gather(), inputs.windows.gather(), atol=1e-3)
+
+
+def test_serving_from_a_bounded_lookback_equals_the_stored_test_windows() -> None:
+    """`predict` loads SERVING_LOOKBACK + L + warm-up + 5 sessions of bars and calls the primitive with
+    `use_spec_start=False`: the default features must then equal those the model was trained on."""
+    start, as_of = date(2004, 8, 19), date(2013, 3, 1)
+    frames = {t: sample_frame(t, start, as_of) for t in ("GOOG", "MSFT", "^GSPC")}
+    sessions = XNYS.sessions(start, as_of)
+    panel = _panel(
+        frames, ("GOOG", "MSFT"), ("^GSPC",), DEFAULT_INDICATORS, sessions=sessions, start_date=start
+    )
+    built = _build(panel, _spec(("GOOG", "MSFT"), ("^GSPC",), DEFAULT_INDICATORS, start=start), 30)
+    test = window_set(built.parts["test"], 30, panel.series)
+    stored = dict(zip(zip(test.base_dates, test.tickers, strict=True), test.gather(), strict=True))
+    needed = SERVING_LOOKBACK + 30 + int(built.spec["warmup_sessions"]) + 5
+    worst = 0.0
+    for base in sorted(set(test.base_dates))[::60]:
+        first = XNYS.sessions_back(base, needed)
+        window_bars = {t: f.loc[pd.Timestamp(first) : pd.Timestamp(base)] for t, f in frames.items()}
+        inputs = build_inputs(
+            spec=built.spec,
+            scalers=built.scalers,
+            bars=window_bars,
+            as_of_dates=[base],
+            sessions=XNYS.sessions(first, base),
+            use_spec_start=False,
+        )
+        for key, window in _input_windows(inputs).items():
+            worst = max(worst, float(np.abs(window - stored[key]).max()))
+    assert worst < 1e-5, f"served inputs differ from the trained-on windows by {worst:.3g} (scaled units)"

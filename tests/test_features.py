@@ -1,8 +1,10 @@
-"""Indicators: equal to ta, causal, warm-up dropped (placeholders included), degenerate inputs finite."""
+"""Indicators: equal to ta, causal, warm-up dropped (placeholders included), degenerate inputs finite;
+scale-free model features by column kind; the bounded lookback the forecasting primitive reads."""
 
 from __future__ import annotations
 
 from datetime import date
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -12,8 +14,43 @@ import ta
 from stockcli.config import DEFAULT_INDICATORS
 from stockcli.errors import ConfigError, InputDataError
 from stockcli.features import indicators as ind
+from stockcli.features.dataset import SERVING_LOOKBACK
 from stockcli.features.indicators import OHLCV, compute_features, feature_names, warmup_sessions
-from tests.bars_data import sample_frame, synthetic_frame, weekdays
+from tests.bars_data import SAMPLE_TICKERS, sample_frame, synthetic_frame, weekdays
+
+# Every indicator of the registry, with the parameters the previous release used by default (EMA 200:
+# warm-up 199 bars). Tests of indicator arithmetic use this fixed list, so they do not move when the
+# defaults (DEFAULT_INDICATORS) change; the rules about the defaults use DEFAULT_INDICATORS itself.
+EVERY_INDICATOR: list[dict[str, Any]] = [
+    {"name": "ema", "window": 50},
+    {"name": "ema", "window": 200},
+    {"name": "rsi", "window": 14},
+    {"name": "macd", "window_slow": 26, "window_fast": 12, "window_sign": 9},
+    {"name": "bollinger", "window": 15, "window_dev": 2},
+    {"name": "atr", "window": 14},
+    {"name": "obv"},
+    {"name": "mfi", "window": 14},
+    {"name": "adx", "window": 14},
+    {"name": "sma", "window": 50},
+    {"name": "vwap", "window": 14},
+    {"name": "psar", "step": 0.02, "max_step": 0.2},
+    {"name": "stoch", "window": 14, "smooth_window": 3},
+    {"name": "cci", "window": 20},
+    {"name": "williams_r", "lbp": 14},
+    {"name": "donchian", "window": 20},
+    {"name": "keltner", "window": 20, "window_atr": 10},
+    {"name": "log_return"},
+    {"name": "roc", "window": 12},
+    {"name": "volume_sma", "window": 20},
+    {"name": "cmf", "window": 20},
+    {"name": "force_index", "window": 13},
+    {"name": "realized_vol", "window": 20},
+    {"name": "ewm_vol", "decay": 0.94},
+]
+
+
+def test_every_registered_indicator_is_tested() -> None:
+    assert {entry["name"] for entry in EVERY_INDICATOR} == set(ind.INDICATORS)
 
 
 def _series(frame: pd.DataFrame) -> tuple[pd.Series, ...]:
@@ -101,10 +138,10 @@ def test_psar_matches_ta_through_many_reversals() -> None:
 
 def test_compute_features_values_equal_ta_and_drop_warmup() -> None:
     frame = sample_frame("MSFT", end=date(2004, 12, 31))
-    features = compute_features(frame, DEFAULT_INDICATORS)
-    warmup = warmup_sessions(DEFAULT_INDICATORS)
+    features = compute_features(frame, EVERY_INDICATOR)
+    warmup = warmup_sessions(EVERY_INDICATOR)
     assert warmup == 199  # EMA 200
-    assert list(features.columns) == feature_names(DEFAULT_INDICATORS)
+    assert list(features.columns) == feature_names(EVERY_INDICATOR)
     assert features.index[0] == frame.index[warmup]
     assert len(features) == len(frame) - warmup
     assert np.isfinite(features.to_numpy()).all()
@@ -147,9 +184,9 @@ def test_keltner_atr_version_equals_ta() -> None:
 def test_features_are_causal_prefix_stable() -> None:
     """A value dated t uses only bars up to t: features of a prefix equal the full run's rows."""
     frame = sample_frame("GOOG", end=date(2007, 6, 30))
-    full = compute_features(frame, DEFAULT_INDICATORS)
+    full = compute_features(frame, EVERY_INDICATOR)
     for cut in (260, 333, 500, len(frame) - 1):
-        prefix = compute_features(frame.iloc[:cut], DEFAULT_INDICATORS)
+        prefix = compute_features(frame.iloc[:cut], EVERY_INDICATOR)
         pd.testing.assert_frame_equal(prefix, full.loc[: prefix.index[-1]], check_exact=True)
     # And changing every bar after t leaves every feature up to t untouched.
     t = frame.index[400]
@@ -157,7 +194,7 @@ def test_features_are_causal_prefix_stable() -> None:
     later = changed.index > t
     changed.loc[later, ["open", "high", "low", "close"]] *= 1.7
     changed.loc[later, "volume"] = changed.loc[later, "volume"] * 3 + 7
-    after = compute_features(changed, DEFAULT_INDICATORS)
+    after = compute_features(changed, EVERY_INDICATOR)
     pd.testing.assert_frame_equal(after.loc[:t], full.loc[:t], check_exact=True)
     assert not np.allclose(after.loc[t:].iloc[1:].to_numpy(), full.loc[t:].iloc[1:].to_numpy())
 
@@ -189,7 +226,7 @@ def test_zero_and_partial_placeholders_count_as_warmup(spec: dict, placeholder_r
 def test_zero_volume_and_flat_prices_give_finite_neutral_values() -> None:
     days = weekdays(date(2010, 1, 4), 400)
     index_like = synthetic_frame(days, seed=5, zero_volume=True)  # an index with volume 0
-    features = compute_features(index_like, DEFAULT_INDICATORS)
+    features = compute_features(index_like, EVERY_INDICATOR)
     assert np.isfinite(features.to_numpy()).all()
     assert (features["mfi_14"] == 50).all()
     assert (features["cmf_20"] == 0).all()
@@ -200,7 +237,7 @@ def test_zero_volume_and_flat_prices_give_finite_neutral_values() -> None:
     flat = index_like.copy()
     flat[["open", "high", "low", "close"]] = 42.0
     flat["volume"] = 1000
-    flat_features = compute_features(flat, DEFAULT_INDICATORS)
+    flat_features = compute_features(flat, EVERY_INDICATOR)
     assert np.isfinite(flat_features.to_numpy()).all()
     assert (flat_features["stoch_k_14"] == 50).all()
     assert (flat_features["williams_r_14"] == -50).all()
@@ -237,12 +274,347 @@ def test_non_finite_bars_are_refused() -> None:
     frame = sample_frame("MSFT", end=date(1999, 12, 31))
     frame.iloc[10, frame.columns.get_loc("close")] = np.nan
     with pytest.raises(InputDataError):
-        compute_features(frame, DEFAULT_INDICATORS)
+        compute_features(frame, EVERY_INDICATOR)
 
 
 def test_too_short_history_gives_an_empty_frame() -> None:
     frame = sample_frame("MSFT", end=date(1999, 6, 1))
-    assert len(frame) < warmup_sessions(DEFAULT_INDICATORS)
-    features = compute_features(frame, DEFAULT_INDICATORS)
+    assert len(frame) < warmup_sessions(EVERY_INDICATOR)
+    features = compute_features(frame, EVERY_INDICATOR)
     assert features.empty
-    assert list(features.columns) == feature_names(DEFAULT_INDICATORS)
+    assert list(features.columns) == feature_names(EVERY_INDICATOR)
+
+
+# --- the volatility indicators --------------------------------------------------------------------------
+
+
+def test_realized_vol_is_the_log_std_of_the_last_window_returns() -> None:
+    close = np.array([100.0, 101.0, 99.0, 102.0, 102.0, 98.0, 103.0])
+    values = ind.realized_vol(close, window=3)
+    returns = np.log(close[1:] / close[:-1])
+    assert np.isnan(values[:3]).all()  # the first value needs 3 returns, i.e. 4 closes
+    for t in range(3, len(close)):
+        expected = np.log(np.std(returns[t - 3 : t], ddof=1) + 1e-8)  # returns r_(t-2), r_(t-1), r_t
+        assert values[t] == pytest.approx(expected, rel=1e-12)
+    # A flat price: log of the 1e-8 floor, finite.
+    assert ind.realized_vol(np.full(10, 5.0), window=3)[5] == pytest.approx(np.log(1e-8))
+
+
+def test_ewm_vol_follows_the_riskmetrics_recursion() -> None:
+    rng = np.random.default_rng(5)
+    close = 50 * np.exp(np.cumsum(rng.normal(0, 0.02, 40)))
+    returns = np.log(close[1:] / close[:-1])  # returns[k] is r_(k+1)
+    values = ind.ewm_vol(close, decay=0.9, seed_window=5)
+    assert np.isnan(values[:5]).all()
+    variance = float(np.mean(returns[:5] ** 2))  # r_1..r_5, dated t = 5
+    assert values[5] == pytest.approx(np.log(np.sqrt(variance) + 1e-8), rel=1e-12)
+    for t in range(6, 40):
+        variance = 0.9 * variance + 0.1 * returns[t - 1] ** 2
+        assert values[t] == pytest.approx(np.log(np.sqrt(variance) + 1e-8), rel=1e-12)
+    with pytest.raises(ConfigError, match="between 0 and 1"):
+        ind.ewm_vol(close, decay=1.5)
+
+
+def test_volatility_indicators_through_the_registry() -> None:
+    frame = sample_frame("MSFT", end=date(2001, 12, 31))
+    spec = [{"name": "realized_vol", "window": 10}, {"name": "ewm_vol"}]
+    assert feature_names(spec)[len(OHLCV) :] == ["realized_vol_10", "ewm_vol_0.94"]
+    assert warmup_sessions(spec) == 20
+    features = compute_features(frame, spec)
+    close = frame["close"].to_numpy()
+    np.testing.assert_array_equal(features["realized_vol_10"], ind.realized_vol(close, 10)[20:])
+    np.testing.assert_array_equal(features["ewm_vol_0.94"], ind.ewm_vol(close, 0.94)[20:])
+
+
+# --- scale-free model features ----------------------------------------------------------------------------
+
+
+def test_column_kinds_of_every_indicator() -> None:
+    names = feature_names(EVERY_INDICATOR)
+    kinds = dict(zip(names, ind.column_kinds(EVERY_INDICATOR), strict=True))
+    assert len(kinds) == len(names) == 35
+    assert set(kinds.values()) <= set(ind.SCALE_KINDS)
+    expected = {
+        "open": "price",
+        "high": "price",
+        "low": "price",
+        "close": "return",
+        "volume": "volume",
+        "ema_200": "price",
+        "sma_50": "price",
+        "bb_high_15_2": "price",
+        "vwap_14": "price",
+        "psar_0.02_0.2": "price",
+        "donchian_low_20": "price",
+        "keltner_high_20": "price",
+        "macd_12_26": "price_delta",
+        "atr_14": "price_delta",
+        "obv": "flow",
+        "volume_sma_20": "volume",
+        "force_index_13": "price_volume",
+        "rsi_14": "level",
+        "adx_14": "level",
+        "stoch_k_14": "level",
+        "cci_20": "level",
+        "williams_r_14": "level",
+        "log_return": "level",
+        "roc_12": "level",
+        "cmf_20": "level",
+        "mfi_14": "level",
+    }
+    assert {name: kinds[name] for name in expected} == expected
+    assert (kinds["realized_vol_20"], kinds["ewm_vol_0.94"]) == ("level", "level")
+    assert set(ind.column_kinds(DEFAULT_INDICATORS)) <= set(ind.SCALE_KINDS)
+
+
+@pytest.mark.parametrize(
+    ("indicators", "warmup"),
+    [
+        (EVERY_INDICATOR, 199),  # EMA 200
+        ([{"name": "rsi", "window": 3}], 19),  # the 20-bar volume base
+        ([{"name": "obv"}], 20),  # a flow differences the volume base over 20 more bars
+        ([{"name": "ema", "window": 300}], 299),
+        ([], 19),
+    ],
+)
+def test_model_warmup(indicators: list[dict[str, Any]], warmup: int) -> None:
+    assert ind.model_warmup(indicators) == warmup
+
+
+def _hand_raw() -> tuple[np.ndarray, list[str]]:
+    """22 bars: close 10, 11, ..., 31; volume 100 except 2,100 on bar 20; one column per kind."""
+    n = 22
+    close = 10.0 + np.arange(n)
+    volume = np.full(n, 100.0)
+    volume[20] = 2100.0
+    raw = np.column_stack(
+        [
+            close / 2,  # open: price
+            close * 2,  # high: price
+            close,  # low: price
+            close,  # close: return
+            volume,  # volume: volume
+            np.full(n, 3.0),  # price_delta
+            np.full(n, 42.0),  # level
+            50.0 * np.arange(n),  # flow (a cumulative count growing 50 a bar)
+            np.full(n, 7.0),  # price_volume
+        ]
+    )
+    return raw, [
+        "price",
+        "price",
+        "price",
+        "return",
+        "volume",
+        "price_delta",
+        "level",
+        "flow",
+        "price_volume",
+    ]
+
+
+def test_scale_free_transform_of_each_kind_by_hand() -> None:
+    raw, kinds = _hand_raw()
+    out = ind.scale_free(raw, kinds)
+    # price: log(value / close)
+    np.testing.assert_allclose(out[:, 0], np.log(0.5), rtol=1e-15)
+    np.testing.assert_allclose(out[:, 1], np.log(2.0), rtol=1e-15)
+    np.testing.assert_allclose(out[:, 2], 0.0, atol=0)
+    # return: log(close_t / close_(t-1)); nothing before the first bar
+    assert np.isnan(out[0, 3])
+    assert out[1, 3] == pytest.approx(np.log(11 / 10))
+    assert out[21, 3] == pytest.approx(np.log(31 / 30))
+    # volume: log(1 + v / mean of the last 20 volumes); NaN until 20 bars exist
+    assert np.isnan(out[:19, 4]).all()
+    assert out[19, 4] == pytest.approx(np.log(2.0))  # base 100, volume 100
+    assert out[20, 4] == pytest.approx(np.log1p(2100 / 200))  # base (19 x 100 + 2,100) / 20 = 200
+    assert out[21, 4] == pytest.approx(np.log1p(100 / 200))
+    # price_delta: value / close
+    assert out[2, 5] == pytest.approx(3 / 12)
+    assert out[21, 5] == pytest.approx(3 / 31)
+    # level: as is
+    assert (out[:, 6] == 42.0).all()
+    # flow: change over 20 bars / (20 x volume base); NaN until it has 21 bars
+    assert np.isnan(out[:20, 7]).all()
+    assert out[20, 7] == pytest.approx(1000 / 4000)
+    assert out[21, 7] == pytest.approx(1000 / 4000)
+    # price_volume: value / (close x volume base)
+    assert np.isnan(out[:19, 8]).all()
+    assert out[19, 8] == pytest.approx(7 / (29 * 100))
+    assert out[20, 8] == pytest.approx(7 / (30 * 200))
+
+
+def test_scale_free_rows_use_only_earlier_bars() -> None:
+    raw, kinds = _hand_raw()
+    full = ind.scale_free(raw, kinds)
+    changed = raw.copy()
+    changed[15:] *= 3.0
+    after = ind.scale_free(changed, kinds)
+    np.testing.assert_array_equal(after[:15], full[:15])
+    assert not np.allclose(after[20:, 4], full[20:, 4])
+
+
+def _bars(frame: pd.DataFrame) -> list[np.ndarray]:
+    return [frame[c].to_numpy(dtype=np.float64) for c in OHLCV]
+
+
+def test_model_features_drop_warmup_and_are_finite_after_it() -> None:
+    frame = sample_frame("GOOG", end=date(2007, 6, 30))
+    values = ind.compute_model_features(*_bars(frame), EVERY_INDICATOR)
+    warmup = ind.model_warmup(EVERY_INDICATOR)
+    assert values.shape == (len(frame), 35)
+    assert np.isnan(values[:warmup]).all()  # dropped rows stay NaN: never back-filled
+    assert np.isfinite(values[warmup:]).all()
+    # Same columns as compute_features, made scale-free: e.g. the EMA 200 as log(ema / close).
+    raw = compute_features(frame, EVERY_INDICATOR)
+    names = feature_names(EVERY_INDICATOR)
+    j = names.index("ema_200")
+    np.testing.assert_allclose(
+        values[warmup:, j], np.log(raw["ema_200"] / raw["close"]).to_numpy(), rtol=1e-12
+    )
+    rsi = names.index("rsi_14")
+    np.testing.assert_array_equal(values[warmup:, rsi], raw["rsi_14"].to_numpy())
+    short = ind.compute_model_features(*_bars(frame.iloc[:warmup]), EVERY_INDICATOR)
+    assert np.isnan(short).all()
+
+
+def test_model_features_are_causal() -> None:
+    frame = sample_frame("MSFT", end=date(2003, 12, 31))
+    full = ind.compute_model_features(*_bars(frame), EVERY_INDICATOR)
+    for cut in (230, 411, len(frame) - 1):
+        prefix = ind.compute_model_features(*_bars(frame.iloc[:cut]), EVERY_INDICATOR)
+        np.testing.assert_array_equal(prefix, full[:cut])
+    t = 500
+    changed = frame.copy()
+    changed.iloc[t + 1 :, :4] *= 1.3
+    changed.iloc[t + 1 :, 4] = changed.iloc[t + 1 :, 4] * 2 + 5
+    after = ind.compute_model_features(*_bars(changed), EVERY_INDICATOR)
+    np.testing.assert_array_equal(after[: t + 1], full[: t + 1])
+    assert not np.allclose(after[t + 1 :], full[t + 1 :])
+
+
+def test_every_default_model_feature_varies_on_real_bars() -> None:
+    """A model feature that is constant on real bars carries nothing (and costs a column)."""
+    frame = sample_frame("MSFT", end=date(2004, 12, 31))
+    values = ind.compute_model_features(*_bars(frame), DEFAULT_INDICATORS)[
+        ind.model_warmup(DEFAULT_INDICATORS) :
+    ]
+    spread = values.std(axis=0)
+    constant = [name for name, s in zip(feature_names(DEFAULT_INDICATORS), spread, strict=True) if s < 1e-9]
+    assert constant == []
+
+
+def test_zero_volume_index_has_finite_model_features() -> None:
+    frame = synthetic_frame(weekdays(date(2010, 1, 4), 300), seed=5, zero_volume=True)
+    values = ind.compute_model_features(*_bars(frame), EVERY_INDICATOR)
+    warmup = ind.model_warmup(EVERY_INDICATOR)
+    assert np.isfinite(values[warmup:]).all()
+    names = feature_names(EVERY_INDICATOR)
+    for name in ("volume", "obv", "volume_sma_20", "force_index_13"):
+        assert (values[warmup:, names.index(name)] == 0).all(), name
+
+
+# Every default indicator, and the two volatility indicators (not in the defaults, used as context).
+SCALE_CASES = [*EVERY_INDICATOR, {"name": "realized_vol"}, {"name": "ewm_vol"}]
+
+
+def _scaled(frame: pd.DataFrame, price: float, volume: float) -> pd.DataFrame:
+    out = frame.copy().astype("float64")
+    out[["open", "high", "low", "close"]] *= price
+    out["volume"] *= volume
+    return out
+
+
+@pytest.fixture(scope="module")
+def real_histories() -> list[pd.DataFrame]:
+    return [sample_frame("GOOG"), sample_frame("MSFT")]
+
+
+@pytest.mark.parametrize("indicator", SCALE_CASES, ids=[feature_names([c])[len(OHLCV)] for c in SCALE_CASES])
+def test_model_features_do_not_depend_on_price_level_or_share_count(
+    indicator: dict[str, Any], real_histories: list[pd.DataFrame]
+) -> None:
+    """A $20 stock and the same stock at $20,000 with 1/1000 the shares look alike to the network."""
+    own = slice(len(OHLCV), None)
+    for frame in real_histories:
+        base = ind.compute_model_features(*_bars(frame), [indicator])[:, own]
+        scaled = ind.compute_model_features(*_bars(_scaled(frame, 1024.0, 1 / 1024)), [indicator])[:, own]
+        assert np.array_equal(np.isnan(base), np.isnan(scaled))
+        np.testing.assert_allclose(scaled, base, rtol=1e-8, atol=1e-8, equal_nan=True)
+
+
+def test_ohlcv_model_features_do_not_depend_on_price_level_or_share_count(
+    real_histories: list[pd.DataFrame],
+) -> None:
+    for frame in real_histories:
+        base = ind.compute_model_features(*_bars(frame), [])[:, : len(OHLCV)]
+        scaled = ind.compute_model_features(*_bars(_scaled(frame, 1024.0, 1 / 1024)), [])[:, : len(OHLCV)]
+        for j, name in enumerate(OHLCV):
+            np.testing.assert_allclose(scaled[:, j], base[:, j], rtol=1e-8, atol=1e-8, err_msg=name)
+
+
+# --- bounded lookback: the forecasting primitive reads SERVING_LOOKBACK bars, not the whole history ----
+
+LOOKBACK_INDICATORS = list(DEFAULT_INDICATORS)
+
+
+@pytest.fixture(scope="module")
+def full_history_features() -> dict[str, tuple[pd.DataFrame, np.ndarray]]:
+    out = {}
+    for ticker in SAMPLE_TICKERS:
+        frame = sample_frame(ticker)
+        out[ticker] = (frame, ind.compute_model_features(*_bars(frame), LOOKBACK_INDICATORS))
+    return out
+
+
+def _lookback_error(
+    full: dict[str, tuple[pd.DataFrame, np.ndarray]], lookback: int, step: int = 250
+) -> tuple[float, str]:
+    """The largest difference, over the given tickers and end dates `step` bars apart, between the
+    last row computed from the last `lookback` bars and the same row from the whole history."""
+    names = feature_names(LOOKBACK_INDICATORS)
+    worst, where = 0.0, ""
+    for ticker, (frame, values) in full.items():
+        for end in range(lookback, len(frame) + 1, step):
+            window = frame.iloc[end - lookback : end]
+            last = ind.compute_model_features(*_bars(window), LOOKBACK_INDICATORS)[-1]
+            error = np.abs(last - values[end - 1])
+            if np.nanmax(error) > worst:
+                j = int(np.nanargmax(error))
+                worst, where = float(error[j]), f"{ticker} {frame.index[end - 1].date()} {names[j]}"
+    return worst, where
+
+
+def test_features_from_the_serving_lookback_equal_the_full_history(
+    full_history_features: dict[str, tuple[pd.DataFrame, np.ndarray]],
+) -> None:
+    worst, where = _lookback_error(full_history_features, SERVING_LOOKBACK)
+    assert worst < 1e-8, f"{SERVING_LOOKBACK} bars differ from the full history by {worst:.3g} ({where})"
+
+
+def test_a_shorter_lookback_would_not_do(
+    full_history_features: dict[str, tuple[pd.DataFrame, np.ndarray]],
+) -> None:
+    # 100 bars: past the model warm-up, so every value exists, but recursive indicators remember.
+    assert ind.model_warmup(LOOKBACK_INDICATORS) < 100
+    worst, _ = _lookback_error(full_history_features, 100, step=400)
+    assert worst > 1e-6
+
+
+def test_the_serving_lookback_also_covers_a_configured_long_ema() -> None:
+    """An EMA 200 (the previous release's default, still in existing config files) is accepted by
+    the config; served from SERVING_LOOKBACK bars it must still equal the trained-on features."""
+    from stockcli.features.dataset import serving_lookback
+
+    spec = [{"name": "ema", "window": 200}]
+    lookback = serving_lookback(spec)
+    assert lookback > SERVING_LOOKBACK  # the lookback grows with the indicator's memory
+    frame = sample_frame("GOOG")
+    full = ind.compute_model_features(*_bars(frame), spec)
+    worst = 0.0
+    for end in range(lookback, len(frame) + 1, 300):
+        last = ind.compute_model_features(*_bars(frame.iloc[end - lookback : end]), spec)[-1]
+        worst = max(worst, float(np.nanmax(np.abs(last - full[end - 1]))))
+    assert worst < 1e-8, f"ema_200 from {lookback} bars differs by {worst:.3g}"
+    short = ind.compute_model_features(*_bars(frame.iloc[-SERVING_LOOKBACK:]), spec)[-1]
+    assert np.nanmax(np.abs(short - full[-1])) > 1e-6  # 600 bars would not have done

@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import json
 import pickle
+import subprocess
+import sys
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
 from stockcli.config import Settings, load_settings
-from stockcli.errors import NoProductionModelError, RegistryError, UsageError
+from stockcli.errors import ConfigError, NoProductionModelError, RegistryError, UsageError
 from stockcli.ml import registry
+from stockcli.ml.bundle import BUNDLE_FILE, BUNDLE_FORMAT, bundle_sha256, read_bundle, write_bundle
 from stockcli.ml.networks import build_model, model_config
-from stockcli.ml.training import predict
 
 SPEC = {
     "indicators": [{"name": "rsi", "window": 14}],
@@ -43,8 +47,8 @@ def tiny_model(model_type: str = "lstm_attention", seed: int = 0):  # type: igno
 
     torch.manual_seed(seed)
     kwargs = {
-        "n_stocks": 2,
         "n_features": 2,
+        "n_own_features": 2,
         "hidden_size": 8,
         "num_layers": 1,
         "dropout": 0.0,
@@ -72,7 +76,15 @@ def register(settings: Settings, model, config, run: registry.TrainingRun) -> st
 
 
 def windows(n: int = 7) -> np.ndarray:
-    return np.random.default_rng(1).normal(size=(n, 5, 2, 2)).astype(np.float32)
+    """(windows, sequence, features), one series per window."""
+    return np.random.default_rng(1).normal(size=(n, 5, 2)).astype(np.float32)
+
+
+def predict(model, x: np.ndarray) -> np.ndarray:  # type: ignore[no-untyped-def]
+    import torch
+
+    with torch.no_grad():
+        return model(torch.from_numpy(x)).numpy()
 
 
 def test_register_and_load_round_trip_gives_identical_predictions(settings_one: Settings) -> None:
@@ -208,14 +220,121 @@ def bad_store_settings(tmp_path: Path, how: str) -> Settings:
 @pytest.mark.parametrize("how", ["unwritable", "corrupt"])
 def test_unreachable_store_gives_a_registry_error(tmp_path: Path, how: str) -> None:
     bad = bad_store_settings(tmp_path, how)
+    expected = ConfigError if how == "unwritable" else RegistryError
     for action in (
         lambda: registry.resolve_alias(bad),
         lambda: registry.set_production(bad, "1"),
         lambda: registry.list_versions(bad),
         lambda: registry.load_bundle(bad),
     ):
-        with pytest.raises(RegistryError) as caught:
+        with pytest.raises(expected) as caught:
             action()
         assert "Cannot" in caught.value.message and caught.value.hint
     if how == "corrupt":
         assert "damaged" in (caught.value.hint or "")
+    else:  # a file where the store's folder should be: exit 2, naming it
+        assert caught.value.exit_code == 2 and "not-a-folder is a file" in caught.value.message
+
+
+# --- the whole bundle under one checksum ---------------------------------------------------------------
+
+
+def registered_folder(settings: Settings) -> tuple[str, Path]:
+    """Register one tiny version; returns it and its artifact folder."""
+    model, config = tiny_model("lstm")
+    with registry.training_run(settings) as run:
+        version = register(settings, model, config, run)
+    registry.clear_caches()
+    return version, Path(registry.list_versions(settings)[0].source.removeprefix("file://"))
+
+
+def edit_bundle_json(folder: Path, change: Callable[[dict[str, Any]], None]) -> None:
+    document = json.loads((folder / BUNDLE_FILE).read_text())
+    change(document)
+    (folder / BUNDLE_FILE).write_text(json.dumps(document, indent=2, sort_keys=True))
+
+
+def test_registration_records_the_whole_bundle_checksum(settings_one: Settings) -> None:
+    version, folder = registered_folder(settings_one)
+    tags = registry.client(settings_one).get_model_version(settings_one.mlflow.model_name, version).tags
+    assert tags[registry.TAG_BUNDLE_SHA256] == bundle_sha256(folder)
+    bundle = registry.load_bundle(settings_one, version=version)
+    assert bundle.bundle_sha256 == tags[registry.TAG_BUNDLE_SHA256]
+    assert json.loads((folder / BUNDLE_FILE).read_text())["format"] == BUNDLE_FORMAT == 2
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        pytest.param(lambda d: d["tickers"].reverse(), id="tickers reordered"),
+        pytest.param(lambda d: d["scalers"]["target"].update(scale=5.0), id="a number changed"),
+        pytest.param(lambda d: d["spec"].update(feature_names=["rsi", "close"]), id="features swapped"),
+    ],
+)
+def test_a_changed_bundle_json_is_refused_naming_the_version(
+    settings_one: Settings, change: Callable[[dict[str, Any]], None]
+) -> None:
+    version, folder = registered_folder(settings_one)
+    registry.set_production(settings_one, version)
+    edit_bundle_json(folder, change)  # weights untouched: only the whole-bundle checksum can see this
+    with pytest.raises(RegistryError) as caught:
+        registry.load_bundle(settings_one)
+    text = str(caught.value)
+    assert f"model version {version}" in text and "checksum" in text
+    assert "stockcli retrain --force" in text
+    assert registry.resolve_alias(settings_one) == version  # nothing moved
+
+
+def test_a_version_without_a_recorded_checksum_is_refused(settings_one: Settings) -> None:
+    version, _folder = registered_folder(settings_one)
+    name = settings_one.mlflow.model_name
+    registry.client(settings_one).delete_model_version_tag(name, version, registry.TAG_BUNDLE_SHA256)
+    registry.clear_caches()
+    with pytest.raises(RegistryError) as caught:
+        registry.load_bundle(settings_one, version=version)
+    assert f"model version {version} has no recorded checksum" in str(caught.value)
+    assert "stockcli retrain --force" in str(caught.value)
+
+
+def test_a_bundle_of_format_1_asks_for_a_retrain_in_one_line(settings_one: Settings) -> None:
+    version, folder = registered_folder(settings_one)
+    edit_bundle_json(folder, lambda d: d.update(format=1))
+    with pytest.raises(RegistryError) as caught:
+        registry.load_bundle(settings_one, version=version)
+    text = str(caught.value)
+    assert "\n" not in text
+    assert f"model version {version} was saved by an older stockcli" in text
+    assert "stockcli retrain --force" in text
+
+
+def test_new_bundle_fields_round_trip(tmp_path: Path) -> None:
+    model, config = tiny_model("lstm")
+    write_bundle(
+        tmp_path,
+        model=model,
+        model_config=config,
+        spec=SPEC,
+        scalers=SCALERS,
+        tickers=["AAA"],
+        context_tickers=["^BBB"],
+        sequence_length=5,
+        target_kind="return",
+        dataset_run_id="ds-1",
+        calibration={"shrink": {"AAA": 0.25}},
+        baselines={"AAA": "naive"},
+    )
+    checksum = bundle_sha256(tmp_path)
+    bundle = read_bundle(tmp_path, expected_sha256=checksum, require_sha256=True)
+    assert bundle.context_tickers == ("^BBB",) and bundle.tickers == ("AAA",)
+    assert bundle.calibration == {"shrink": {"AAA": 0.25}} and bundle.baselines == {"AAA": "naive"}
+    assert bundle.bundle_sha256 == checksum
+    with pytest.raises(RegistryError, match="no recorded checksum"):
+        read_bundle(tmp_path, require_sha256=True)
+    (tmp_path / "requirements.txt").write_text("anything\n")  # not part of what predicts
+    assert bundle_sha256(tmp_path) == checksum
+
+
+def test_the_bundle_module_never_imports_mlflow() -> None:
+    code = "import sys, stockcli.ml.bundle; assert 'mlflow' not in sys.modules, 'mlflow imported'"
+    subprocess.run([sys.executable, "-c", code], check=True)
+    assert not hasattr(registry, "require_production")

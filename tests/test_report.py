@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import html
 import json
-import math
 import re
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -16,7 +16,8 @@ from stockcli.config import Settings
 from stockcli.db.models import ModelPerformance
 from stockcli.db.queries_report import connect_readonly
 from stockcli.errors import NoDataError
-from stockcli.services.report import ScoredSession, build_report, live_performance, summarize
+from stockcli.ml.metrics import summarize_scored
+from stockcli.services.report import build_report, live_performance, performance_row
 from tests import report_data
 from tests.conftest import Cli
 
@@ -24,26 +25,33 @@ WINDOW = 20  # [monitor] window_sessions by default
 
 
 def _expected_window(filled: report_data.Filled, ticker: str) -> dict[str, float]:
-    """The window's metrics recomputed from the sample closes the way the fixture scored them."""
-    closes = [close for _, close in filled.closes[ticker]]
-    abs_errors, naive_errors, pct_errors, hits = [], [], [], 0
-    for index in range(len(closes) - WINDOW, len(closes)):
-        base, actual = closes[index - 1], closes[index]
-        if ticker == "MSFT":
-            guess = base - 0.02 * base * (1 if actual >= base else -1)
-        else:
-            guess = base + 0.7 * (actual - base)
-        abs_errors.append(abs(guess - actual))
-        naive_errors.append(abs(actual - base))
-        pct_errors.append(abs(guess - actual) / actual)
-        hits += (guess - base) * (actual - base) > 0
+    """The window's metrics recomputed by hand from the sessions the fixture scored (served forecast,
+    real close, last close and the served quantiles)."""
+    rows = filled.scored[ticker][-WINDOW:]
+    served = [float(row["predicted_close"]) for row in rows]  # type: ignore[arg-type]
+    actual = [float(row["actual_close"]) for row in rows]  # type: ignore[arg-type]
+    base = [float(row["base_close"]) for row in rows]  # type: ignore[arg-type]
+    abs_errors = [abs(s - a) for s, a in zip(served, actual, strict=True)]
+    naive_errors = [abs(a - b) for a, b in zip(actual, base, strict=True)]
+    scores = [
+        0.5 if s == b else float((s > b) == (a > b))
+        for s, a, b in zip(served, actual, base, strict=True)
+        if a != b
+    ]
     mae, naive = sum(abs_errors) / WINDOW, sum(naive_errors) / WINDOW
+
+    def inside(low: str, high: str) -> float:
+        return sum(float(r[low]) <= float(r["actual_close"]) <= float(r[high]) for r in rows) / WINDOW  # type: ignore[arg-type]
+
     return {
         "mae": mae,
         "naive_mae": naive,
-        "mape": sum(pct_errors) / WINDOW,
+        "mape": sum(e / a for e, a in zip(abs_errors, actual, strict=True)) / WINDOW,
         "skill": 1 - mae / naive,
-        "direction": hits / WINDOW,
+        "direction": sum(scores) / len(scores),
+        "coverage_80": inside("q10", "q90"),
+        "coverage_95": inside("q025", "q975"),
+        "served_model_share": sum(row["source"] == "model" for row in rows) / WINDOW,
     }
 
 
@@ -59,6 +67,24 @@ def test_report_gathers_the_stored_state(settings: Settings) -> None:
         assert row.predicted_close == pytest.approx(filled.predicted[row.ticker])
         assert row.base_close == pytest.approx(filled.closes[row.ticker][-1][1])
         assert row.change == pytest.approx(row.predicted_close / row.base_close - 1)
+        stored = filled.newest[row.ticker]  # the quantiles, chance of an up day and why, as stored
+        assert (row.lower_95, row.lower_80, row.median, row.upper_80, row.upper_95) == pytest.approx(
+            tuple(stored[column] for column in report_data.QUANTILE_COLUMNS)
+        )
+        assert row.lower_95 < row.lower_80 < row.upper_80 < row.upper_95  # type: ignore[operator]
+        assert row.lower_80 <= row.median <= row.upper_80  # type: ignore[operator]
+        assert row.p_up == pytest.approx(stored["p_up"]) and 0 < row.p_up < 1  # type: ignore[operator]
+        serving = report_data.SERVING[row.ticker]
+        assert (row.source, row.p_value, row.interval_source, row.interval_p_value, row.unseen) == (
+            serving.source,
+            pytest.approx(serving.p_value),
+            serving.interval_source,
+            pytest.approx(serving.interval_p_value),
+            serving.unseen,
+        )
+    msft = next(row for row in report.predictions if row.ticker == "MSFT")
+    assert msft.source == "naive" and msft.predicted_close == msft.base_close  # naive serves the last close
+    assert [row.ticker for row in report.predictions if row.unseen] == ["^GSPC"]
 
     by_ticker = {row.ticker: row for row in report.performance}
     for ticker in filled.tickers:
@@ -70,7 +96,16 @@ def test_report_gathers_the_stored_state(settings: Settings) -> None:
         assert row.mape == pytest.approx(expected["mape"])
         assert row.skill == pytest.approx(expected["skill"])
         assert row.directional_accuracy == pytest.approx(expected["direction"])
+        assert row.coverage_80 == pytest.approx(expected["coverage_80"])
+        assert row.coverage_95 == pytest.approx(expected["coverage_95"])
+        assert row.served_model_share == pytest.approx(expected["served_model_share"])
+        assert row.skill_low is not None and row.skill_high is not None
+        assert row.skill_low < row.skill < row.skill_high  # type: ignore[operator]
+        assert row.winkler_95 is not None and row.winkler_95 > 0
+        assert row.p_worse is not None and 0 <= row.p_worse <= 1
         assert row.last_target_date == report_data.AS_OF
+    assert by_ticker["^GSPC"].served_model_share == 0.5  # naive before version 2, the model since
+    assert by_ticker["MSFT"].p_worse < 0.05 < by_ticker["GOOG"].p_worse  # type: ignore[operator]
     assert by_ticker["MSFT"].worse_than_naive and by_ticker["MSFT"].skill < 0
     assert not by_ticker["GOOG"].worse_than_naive and by_ticker["GOOG"].skill > 0
     assert any("worse than the naive forecast" in note and "MSFT" in note for note in report.notes)
@@ -81,6 +116,13 @@ def test_report_gathers_the_stored_state(settings: Settings) -> None:
     assert [p.promoted for p in report.promotions] == [False, True]
     values = [(p.candidate_value, p.production_value, p.naive_value) for p in report.promotions]
     assert values == [(4.9, 4.1, 4.4), (4.1, 4.6, 4.4)]  # read from promote's nested and flat blocks
+    tests = [
+        (p.test, p.p_value, p.improvement, p.improvement_low, p.improvement_high) for p in report.promotions
+    ]
+    assert tests == [
+        (report_data.DM_TEST, 0.83, -0.195, -0.412, 0.022),
+        (report_data.DM_TEST, 0.0042, 0.109, 0.041, 0.177),
+    ]
 
     goog = next(s for s in report.recent_closes if s.ticker == "GOOG")
     assert list(zip(goog.dates, goog.closes, strict=True)) == filled.closes["GOOG"][-30:]
@@ -121,7 +163,7 @@ def test_a_session_scored_for_two_versions_counts_once(settings: Settings) -> No
                 actual_close=actual,
                 abs_error=0.0,
                 abs_pct_error=0.0,
-                direction_hit=True,
+                direction_score=1.0,
                 naive_abs_error=abs(actual - base),
                 evaluated_at=datetime(2013, 3, 2, tzinfo=UTC),
             )
@@ -132,31 +174,46 @@ def test_a_session_scored_for_two_versions_counts_once(settings: Settings) -> No
     assert row.mae < _expected_window(filled, "GOOG")["mae"]  # the later evaluation replaced version 2's
 
 
-def test_summarize_by_hand() -> None:
-    def session(error: float, naive: float, hit: bool, pct: float = 0.01) -> ScoredSession:
-        return ScoredSession(
-            "X",
-            date(2013, 1, 2),
-            "1",
-            date(2013, 1, 1),
-            100.0,
-            100.0 + error,
-            100.0,
-            abs(error),
-            pct,
-            hit,
-            naive,
-        )
+def test_performance_row_by_hand() -> None:
+    """A report row is `metrics.summarize_scored`'s block: worse than naive means skill below zero,
+    enough samples is `[monitor] min_samples`, versions sort as numbers."""
 
-    row = summarize("X", [session(1.0, 2.0, True), session(3.0, 2.0, False)], min_samples=3)
-    assert (row.mae, row.naive_mae, row.skill, row.directional_accuracy) == (2.0, 2.0, 0.0, 0.5)
-    assert not row.worse_than_naive and not row.enough_samples
-    worse = summarize("X", [session(3.0, 1.0, False), session(math.inf, 1.0, False, math.inf)])
-    assert worse.mae == 3.0 and worse.mape == 0.01  # an infinite error is left out, not averaged
-    assert worse.worse_than_naive
-    flat = summarize("X", [session(1.0, 0.0, False)])
-    assert flat.skill is None and not flat.worse_than_naive  # no skill against a perfect naive forecast
-    assert summarize("X", []).sessions == 0
+    def scored(day: int, error: float, naive: float, version: str = "1") -> dict[str, object]:
+        base = 100.0
+        actual = base + naive
+        served = actual + error
+        return {
+            "ticker": "X",
+            "target_date": date(2013, 1, day),
+            "model_version": version,
+            "base_date": date(2013, 1, day - 1),
+            "base_close": base,
+            "predicted_close": served,
+            "actual_close": actual,
+            "q025": served - 3.5,  # the served band around the served forecast
+            "q10": served - 1.5,
+            "q50": served,
+            "q90": served + 1.5,
+            "q975": served + 3.5,
+            "source": "model",
+        }
+
+    def row(rows: list[dict[str, object]], min_samples: int = 20):  # type: ignore[no-untyped-def]
+        return performance_row("X", summarize_scored(rows)["tickers"]["X"], rows, min_samples)
+
+    better = row([scored(2, -1.0, 2.0, "10"), scored(3, 1.0, 2.0, "9"), scored(4, 0.0, -2.0, "9")], 3)
+    assert (better.mae, better.naive_mae, better.sessions) == (pytest.approx(2 / 3), 2.0, 3)
+    assert better.skill == pytest.approx(1 - (2 / 3) / 2.0) and not better.worse_than_naive
+    assert better.directional_accuracy == 1.0 and better.enough_samples
+    assert better.model_versions == ("9", "10") and better.first_target_date == date(2013, 1, 2)
+    assert (better.coverage_80, better.coverage_95, better.served_model_share) == (1.0, 1.0, 1.0)
+
+    worse = row([scored(2, 3.0, 1.0), scored(3, -3.0, -1.0)])
+    assert worse.skill is not None and worse.skill < 0 and worse.worse_than_naive
+    assert not worse.enough_samples and worse.coverage_80 == 0.0 and worse.coverage_95 == 1.0
+
+    flat = row([scored(2, 1.0, 0.0)])  # no skill against a perfect naive forecast
+    assert flat.skill is None and not flat.worse_than_naive
 
 
 def test_sparkline_scales_the_prediction_with_the_closes() -> None:
@@ -219,10 +276,47 @@ def test_cli_report_json_and_html(cli: Cli, make_settings, database_url: str, tm
     assert {p["ticker"] for p in payload["performance"] if p["worse_than_naive"]} == {"MSFT"}
     assert payload["promotions"][0]["reason"].endswith(report_data.EVIL)
     assert payload["models"] == []
+    gained = {"lower_80", "upper_80", "lower_95", "upper_95", "median", "p_up", "source", "p_value"}
+    gained |= {"interval_source", "interval_p_value", "unseen"}
+    assert all(gained <= set(p) for p in payload["predictions"])
+    by_ticker = {p["ticker"]: p for p in payload["predictions"]}
+    assert by_ticker["^GSPC"]["unseen"] is True and by_ticker["MSFT"]["source"] == "naive"
+    assert by_ticker["GOOG"]["lower_80"] == pytest.approx(filled.newest["GOOG"]["q10"])
+    for row in payload["performance"]:
+        assert {"skill_low", "skill_high", "p_worse", "coverage_80", "coverage_95", "winkler_95"} <= set(row)
+        assert isinstance(row["coverage_95"], float) and "direction_hit" not in row
+    assert [p["p_value"] for p in payload["promotions"]] == [0.83, 0.0042]
+    assert payload["promotions"][1]["improvement_low"] == 0.041
 
     page = html_path.read_text(encoding="utf-8")
     assert page.count('<svg id="chart-') == len(filled.tickers)
     assert "<polyline" in page and page.count('class="predicted point"') == len(filled.tickers)
+    # A fan per ticker: the 95% band (light) under the 80% band (dark), the median, the naive point.
+    charts = re.findall(r'<svg id="chart-\d+".*?</svg>', page, re.S)
+    for chart, ticker in zip(charts, filled.tickers, strict=True):
+        assert f'data-ticker="{html.escape(ticker)}"' in chart
+        light, dark = chart.index('class="band band-95"'), chart.index('class="band band-80"')
+        assert light < dark < chart.index('class="predicted point"')
+        assert chart.count('class="band band-95"') == chart.count('class="band band-80"') == 1
+        assert chart.count('class="median"') == chart.count('class="naive point"') == 1
+        newest = filled.newest[ticker]
+        assert f"80% interval for 2013-03-04: {newest['q10']:,.2f} – {newest['q90']:,.2f}" in chart
+    assert "80% of closes should fall in the dark band and 95% in the light one" in page
+    predictions = _html_table(page, "predictions-table")
+    goog = filled.newest["GOOG"]
+    assert f"{goog['q10']:,.2f} – {goog['q90']:,.2f}" in predictions  # 80% interval
+    assert f"{goog['q025']:,.2f} – {goog['q975']:,.2f}" in predictions  # 95% interval
+    assert f"{round(float(goog['p_up']) * 100)}%" in predictions  # type: ignore[arg-type]
+    assert ">naive</span> <span" in predictions and "p 0.62" in predictions  # MSFT serves the last close
+    assert ">rolling</span>" in predictions and ">garch</span>" in predictions
+    assert predictions.count('class="tag unseen"') == 1  # ^GSPC
+    performance = _html_table(page, "performance-table")
+    assert "Skill vs naive (95% CI)" in performance and "80% coverage" in performance
+    assert performance.count('class="muted ci"') == len(filled.tickers)
+    assert re.search(r'class="num coverage-95">95%<', performance)  # ^GSPC
+    promotions = _html_table(page, "promotions-table")
+    assert ">0.0042<" in promotions and ">0.83<" in promotions
+    assert "+10.9%" in promotions and "+4.1% to +17.7%" in promotions and "-41.2% to +2.2%" in promotions
     assert (
         "<style>" in page
         and 'rel="stylesheet"' not in page
@@ -232,6 +326,12 @@ def test_cli_report_json_and_html(cli: Cli, make_settings, database_url: str, tm
     assert not re.search(r"""(src|href)=["']?(https?:)?//""", page)
     assert "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;" in page
     assert f"{filled.predicted['MSFT']:,.2f}" in page
+
+
+def _html_table(page: str, table_id: str) -> str:
+    found = re.search(f'<table id="{table_id}".*?</table>', page, re.S)
+    assert found is not None, table_id
+    return found.group(0)
 
 
 def test_cli_report_as_of(cli: Cli, make_settings, database_url: str) -> None:  # type: ignore[no-untyped-def]
@@ -258,4 +358,5 @@ def test_cli_report_unreachable_database(tmp_path: Path) -> None:
     cli = Cli(write_config(tmp_path, "postgresql+psycopg://nobody:secret@127.0.0.1:1/none"))
     result = cli("report")
     assert result.exit_code == 1
-    assert "Cannot read the database" in result.output and "secret" not in result.output
+    assert "Cannot reach the database at postgresql+psycopg://nobody:***@127.0.0.1:1/none" in result.output
+    assert "secret" not in result.output

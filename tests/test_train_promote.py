@@ -1,175 +1,303 @@
-"""`train` and `promote` with real tiny training on a real MLflow store and a real SQLite database.
+"""`train` and `promote`: the paired test that decides a promotion and what each ticker is served.
 
-One module-wide dataset and MLflow store (opening a store costs seconds); each test registers its
-versions under its own model name, so aliases never leak between tests.
+The decision rules are pinned on synthetic forecasts (`decide`, `paired_test`, `select_sources` on
+hand-made `WindowForecasts`), then end to end with real tiny training on a real MLflow store and a real
+SQLite database (tests/served_model.py: one model trained once per session). Each end-to-end test
+registers its versions under its own model name, so aliases never leak between tests.
 """
 
 from __future__ import annotations
 
-import copy
 import json
-import uuid
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 from sqlalchemy import delete, select
-from sqlalchemy.engine import Engine
 
 from stockcli.config import Settings
 from stockcli.db import promotions
 from stockcli.db.datasets import load_built
-from stockcli.db.engine import make_engine, open_database
-from stockcli.db.models import OptimizationResult, Promotion
-from stockcli.db.store import utcnow
-from stockcli.errors import NoDataError, RegistryError, UsageError
-from stockcli.features.dataset import BuiltDataset
+from stockcli.db.engine import make_engine
+from stockcli.db.models import Promotion, ServingSelection
+from stockcli.db.serving import load_selection
+from stockcli.errors import ConfigError, NoDataError, RegistryError, UsageError
 from stockcli.ml import registry
-from stockcli.ml.forecast import predict_windows
+from stockcli.ml.bundle import ModelBundle
+from stockcli.ml.forecast import forecast_windows
 from stockcli.ml.metrics import evaluate
-from stockcli.services.promote import promote
-from stockcli.services.train import TrainSummary, train
+from stockcli.services.promote import WindowForecasts, decide, paired_test, promote, select_sources
 from tests.conftest import Cli
 from tests.model_helpers import build_dataset, tiny_config_toml, tiny_settings
-
-
-@dataclass(frozen=True)
-class World:
-    settings: Settings  # model name of the trained source model
-    engine: Engine
-    data_dir: Path
-    dataset: BuiltDataset
-    trained: TrainSummary
-    broken_before_train: str  # the version that was Production while `train` ran
-    good: registry.ModelBundle
-
-
-def broken_copy(model: Any) -> Any:
-    """All weights zero, head bias +5 standard deviations: predicts a ~+8% move every day."""
-    import torch
-
-    broken = copy.deepcopy(model)
-    with torch.no_grad():
-        for name, parameter in broken.named_parameters():
-            parameter.zero_()
-            if name.endswith("head.bias"):
-                parameter.fill_(5.0)
-    return broken.eval()
-
-
-def register(settings: Settings, bundle: registry.ModelBundle, model: Any = None) -> str:
-    """Register `model` (default: the bundle's own) with the bundle's dataset spec and scalers."""
-    with registry.training_run(settings, run_name="test-register") as run:
-        return registry.register_version(
-            settings,
-            run,
-            model=model if model is not None else bundle.model,
-            model_config=bundle.model_config,
-            spec=bundle.spec,
-            scalers=bundle.scalers,
-            tickers=bundle.tickers,
-            sequence_length=bundle.sequence_length,
-            target_kind=bundle.target_kind,
-            dataset_run_id=bundle.dataset_run_id,
-        )
+from tests.served_model import EPOCHS, World, broken_copy, own_name, register, trained_world
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
-    data_dir = tmp_path_factory.mktemp("train") / "data"
-    settings = tiny_settings(data_dir, mlflow={"model_name": "source"})
-    engine = open_database(settings)
-    run_id = build_dataset(settings, engine)
-    dataset = load_built(engine, run_id)
-    registry.clear_caches()
-
-    # A Production version exists before training: `train` must leave it alone.
-    import torch
-
-    from stockcli.ml.networks import model_from_config
-
-    torch.manual_seed(0)
-    config = {
-        "model_type": "lstm",
-        "n_stocks": 2,
-        "n_features": int(dataset.train.x.shape[3]),
-        "hidden_size": 8,
-        "num_layers": 1,
-        "dropout": 0.0,
-        "num_heads": 2,
-    }
-    placeholder = registry.ModelBundle(
-        model=broken_copy(model_from_config(config)),
-        model_config=config,
-        spec=dataset.spec,
-        scalers=dataset.scalers,
-        tickers=dataset.tickers,
-        sequence_length=dataset.sequence_length,
-        target_kind=dataset.target_kind,
-        dataset_run_id=run_id,
-    )
-    before = register(settings, placeholder)
-    registry.set_production(settings, before)
-
-    trained = train(settings=settings, engine=engine, run_id=run_id)
-    good = registry.load_bundle(settings, trained.model_version)
-    yield World(settings, engine, data_dir, dataset, trained, before, good)
-    registry.clear_caches()
-    engine.dispose()
+def world(tmp_path_factory: pytest.TempPathFactory) -> World:
+    return trained_world(tmp_path_factory)
 
 
 @pytest.fixture
 def fresh(world: World) -> Settings:
-    """The module's settings under a model name of its own (no versions, no alias)."""
-    return world.settings.replace(mlflow={"model_name": f"m-{uuid.uuid4().hex[:8]}"})
+    """The world's settings under a model name of its own (no versions, no alias)."""
+    return own_name(world)
 
 
-def promotion_row(engine: Engine, promotion_id: int) -> Promotion:
-    [row] = [p for p in promotions.list_promotions(engine, limit=1000) if p.id == promotion_id]
+def promotion_row(world: World, promotion_id: int) -> Promotion:
+    [row] = [p for p in promotions.list_promotions(world.engine, limit=1000) if p.id == promotion_id]
     return row
 
 
-def window_metrics(
-    world: World, model: Any, dataset: BuiltDataset | None = None, scalers: dict[str, Any] | None = None
-) -> dict[str, Any]:
-    test = (dataset or world.dataset).test
-    predicted = predict_windows(model, scalers or world.dataset.scalers, test.x, test.base_closes)
-    return evaluate(
-        predicted_close=predicted,
+def stored_window_mae(world: World, model: Any) -> float:
+    """The average MAE of `model` over the stored test windows of the world's dataset."""
+    test = world.dataset.test
+    result = forecast_windows(model, world.dataset.scalers, test)
+    metrics = evaluate(
+        tickers=test.tickers,
+        dates=list(test.target_dates),
+        predicted_close=result.predicted_closes,
         actual_close=test.target_closes,
         base_close=test.base_closes,
-        tickers=list(world.dataset.tickers),
+    )
+    return float(metrics["average"]["model"]["mae"])
+
+
+# --- the decision on synthetic forecasts ---------------------------------------------------------------
+
+
+class Window:
+    """Two tickers over `n_days` sessions of a random walk (1% daily moves): closes, naive and truth."""
+
+    def __init__(self, seed: int, n_days: int = 120) -> None:
+        self.rng = np.random.default_rng(seed)
+        tickers, dates, base, actual = [], [], [], []
+        for ticker, level in (("AAA", 100.0), ("BBB", 20.0)):
+            closes = level * np.exp(np.cumsum(self.rng.normal(0.0, 0.01, n_days + 1)))
+            for k in range(n_days):
+                tickers.append(ticker)
+                dates.append(date(2020, 1, 1) + timedelta(days=k))
+                base.append(closes[k])
+                actual.append(closes[k + 1])
+        self.tickers: list[str] = tickers
+        self.dates: list[date] = dates
+        self.base = np.array(base)
+        self.actual = np.array(actual)
+        self.rows = np.arange(len(base))
+
+    def noisy(self, sigma: float, around: np.ndarray | None = None) -> np.ndarray:
+        """Closes `around` (default: the base close) times exp(N(0, sigma))."""
+        center = self.base if around is None else around
+        return center * np.exp(self.rng.normal(0.0, sigma, len(center)))
+
+    def forecasts(self, predicted: np.ndarray, sigma: float = 0.01) -> WindowForecasts:
+        """Point `predicted`, quantiles of N(log predicted, sigma) at the five levels."""
+        z = np.array([-1.959964, -1.281552, 0.0, 1.281552, 1.959964])
+        return WindowForecasts(predicted=predicted, quantiles=predicted[:, None] * np.exp(sigma * z)[None, :])
+
+    def test(self, metric: str, candidate: WindowForecasts, production: WindowForecasts) -> Any:
+        return paired_test(
+            metric,
+            candidate,
+            production,
+            rows=self.rows,
+            tickers=self.tickers,
+            dates=self.dates,
+            actual=self.actual,
+            base=self.base,
+        )
+
+
+def mae(predicted: np.ndarray, actual: np.ndarray) -> float:
+    return float(np.mean(np.abs(predicted - actual)))
+
+
+def decide_on(
+    settings: Settings, window: Window, candidate: np.ndarray, production: np.ndarray
+) -> tuple[bool, str, Any]:
+    test = window.test("mae", window.forecasts(candidate), window.forecasts(production))
+    promoted, reason, improvement = decide(
+        settings=settings,
+        candidate_version="2",
+        production_version="1",
+        candidate_value=mae(candidate, window.actual),
+        production_value=mae(production, window.actual),
+        test=test,
+    )
+    assert improvement == test.relative_improvement
+    return promoted, reason, test
+
+
+def test_a_candidate_better_only_by_noise_is_refused(make_settings: Callable[..., Settings]) -> None:
+    """Production plus zero-mean noise of 5% of its error: its raw MAE is lower (+0.26%, the size of
+    the promotions the issue saw won on noise), yet the paired test finds no evidence."""
+    settings = make_settings()
+    window = Window(seed=0)
+    production = window.noisy(0.01)
+    candidate = production + window.base * window.rng.normal(0.0, 0.0005, len(production))
+    assert mae(candidate, window.actual) < mae(production, window.actual)
+
+    promoted, reason, test = decide_on(settings, window, candidate, production)
+
+    assert not promoted
+    assert test.p_value > 0.1 and 0 < test.relative_improvement < 0.01
+    assert test.improvement_low < 0 < test.improvement_high  # the interval straddles no change
+    assert "not promoted (not significant at alpha 0.05)" in reason and f"p = {test.p_value:.3g}" in reason
+
+
+def test_noise_candidates_are_refused_at_about_the_test_level(make_settings: Callable[..., Settings]) -> None:
+    """Forty noise candidates: a raw MAE comparison promotes about half of them, the paired test at
+    most the few its 5% level allows."""
+    settings = make_settings()
+    raw_wins = promoted = 0
+    for seed in range(40):
+        window = Window(seed=seed, n_days=60)
+        production = window.noisy(0.01)
+        candidate = production + window.base * window.rng.normal(0.0, 0.0005, len(production))
+        raw_wins += mae(candidate, window.actual) < mae(production, window.actual)
+        promoted += decide_on(settings, window, candidate, production)[0]
+    assert raw_wins >= 12
+    assert promoted <= 4
+
+
+def test_a_clearly_better_candidate_is_promoted(make_settings: Callable[..., Settings]) -> None:
+    settings = make_settings()
+    window = Window(seed=1)
+    production = window.noisy(0.01)
+    candidate = window.noisy(0.002, around=window.actual)  # close to what really happened
+
+    promoted, reason, test = decide_on(settings, window, candidate, production)
+
+    assert promoted and reason.startswith("The candidate is significantly better")
+    assert test.p_value < 1e-6 and test.relative_improvement > 0.5
+    assert 0 < test.improvement_low <= test.relative_improvement <= test.improvement_high
+    assert test.n_sessions == 120 and test.n_tickers == 2
+
+
+def test_min_improvement_refuses_a_significant_but_tiny_gain(make_settings: Callable[..., Settings]) -> None:
+    """Every error 1% smaller: certain, but below a 5% minimum effect; above a 0.5% one."""
+    window = Window(seed=2)
+    production = window.noisy(0.01)
+    candidate = production + 0.01 * (window.actual - production)
+
+    strict = make_settings(promotion={"min_improvement": 0.05})
+    promoted, reason, test = decide_on(strict, window, candidate, production)
+    assert test.p_value < 1e-6 and test.relative_improvement == pytest.approx(0.01)
+    assert not promoted and "below the minimum improvement of 5.00%" in reason
+
+    lenient = make_settings(promotion={"min_improvement": 0.005})
+    assert decide_on(lenient, window, candidate, production)[0]
+
+
+def test_decide_without_production_or_against_itself(make_settings: Callable[..., Settings]) -> None:
+    settings = make_settings()
+    first = decide(
+        settings=settings,
+        candidate_version="1",
+        production_version=None,
+        candidate_value=1.0,
+        production_value=None,
+        test=None,
+    )
+    assert first == (True, "No production model yet: promoting the candidate.", None)
+    same = decide(
+        settings=settings,
+        candidate_version="3",
+        production_version="3",
+        candidate_value=1.0,
+        production_value=1.0,
+        test=None,
+    )
+    assert not same[0] and "already is Production" in same[1]
+
+
+def test_an_interval_metric_is_tested_on_its_own_losses(make_settings: Callable[..., Settings]) -> None:
+    """`[promotion] metric = "pinball"`: the same point forecast, intervals of the right width
+    against intervals five times too wide."""
+    window = Window(seed=3)
+    point = window.base.copy()
+    calibrated, too_wide = window.forecasts(point, 0.01), window.forecasts(point, 0.05)
+    assert window.test("mae", calibrated, too_wide).p_value == 1.0  # no difference in the points
+    test = window.test("pinball", calibrated, too_wide)
+    assert test.p_value < 1e-6 and test.relative_improvement > 0.3
+    assert window.test("winkler_95", too_wide, calibrated).p_value > 0.99
+
+
+def test_each_ticker_serves_the_model_only_where_it_beats_naive(
+    make_settings: Callable[..., Settings],
+) -> None:
+    """AAA: the model is close to the truth (point and intervals beat naive and GARCH). BBB: the model
+    is worse than naive and its intervals worse than GARCH's: naive and GARCH are served for it."""
+    window = Window(seed=4)
+    tickers = np.array(window.tickers)
+    good = window.noisy(0.001, around=window.actual)
+    bad = window.noisy(0.03)
+    predicted = np.where(tickers == "AAA", good, bad)
+    sigma = np.where(tickers == "AAA", 0.002, 0.08)
+    z = np.array([-1.959964, -1.281552, 0.0, 1.281552, 1.959964])
+    fc = WindowForecasts(
+        predicted=predicted, quantiles=predicted[:, None] * np.exp(sigma[:, None] * z[None, :])
+    )
+    garch = window.base[:, None] * np.exp(0.01 * z)[None, :]  # the true spread around no change
+
+    chosen = select_sources(
+        fc,
+        rows=window.rows,
+        tickers=window.tickers,
+        dates=window.dates,
+        actual=window.actual,
+        base=window.base,
+        garch=garch,
+        alpha=0.05,
+        window=(window.dates[0], window.dates[-1]),
     )
 
+    by_ticker = {item.ticker: item for item in chosen}
+    assert list(by_ticker) == ["AAA", "BBB", "*"]
+    aaa, bbb = by_ticker["AAA"], by_ticker["BBB"]
+    assert (aaa.point_source, aaa.interval_source) == ("model", "model")
+    assert aaa.point_p_value < 0.05 and aaa.point_skill > 0.5 and aaa.interval_p_value < 0.05
+    assert (bbb.point_source, bbb.interval_source) == ("naive", "garch")
+    assert bbb.point_p_value > 0.5 and bbb.point_skill < 0 and bbb.interval_skill < 0
+    for item in chosen:
+        assert (item.window_start, item.window_end, item.n_sessions) == (
+            window.dates[0],
+            window.dates[-1],
+            120,
+        )
 
-# --- train --------------------------------------------------------------------------------------------
+
+# --- train ----------------------------------------------------------------------------------------------
 
 
 def test_train_registers_a_version_and_never_moves_production(world: World) -> None:
     trained = world.trained
-    assert registry.resolve_alias(world.settings) == world.broken_before_train
-    assert int(trained.model_version) == int(world.broken_before_train) + 1
+    assert registry.resolve_alias(world.settings) == world.placeholder_version
+    assert int(trained.model_version) == int(world.placeholder_version) + 1
     assert trained.dataset_run_id == world.dataset.run_id
     assert trained.params_source == "config" and trained.params["hidden_size"] == 8
-    assert 1 <= trained.best_epoch <= trained.epochs_run <= 3
-    assert trained.n_test == len(world.dataset.test)
-    assert (trained.test_start, trained.test_end) == (
-        world.dataset.test.target_dates[0],
-        world.dataset.test.target_dates[-1],
-    )
+    assert 1 <= trained.best_epoch <= trained.epochs_run <= EPOCHS
+    test = world.dataset.test
+    assert trained.n_test == len(test)
+    assert (trained.test_start, trained.test_end) == (test.target_dates[0], test.target_dates[-1])
     for block in [*trained.test_metrics["tickers"].values(), trained.test_metrics["average"]]:
         assert set(block["model"]) == set(block["naive"]) == {"mae", "rmse", "mape", "directional_accuracy"}
+        intervals = block["intervals"]
+        assert 0.0 <= intervals["coverage_80"] <= intervals["coverage_95"] <= 1.0
+        assert set(block["baselines"]) == {"garch", "rolling"}
     for ticker, block in trained.test_metrics["tickers"].items():
         assert block["skill"] == pytest.approx(1 - block["model"]["mae"] / block["naive"]["mae"])
         assert (ticker in trained.worse_than_naive) == (block["model"]["mae"] > block["naive"]["mae"])
     # The registered version predicts exactly what training evaluated.
-    assert window_metrics(world, world.good.model, scalers=world.good.scalers) == trained.test_metrics
-    # The shrink factors were fit on the validation split and travel with the version.
-    shrink = world.good.scalers["calibration"]["shrink"]
-    assert len(shrink) == len(world.dataset.tickers) and all(0.0 <= f <= 1.0 for f in shrink)
+    assert stored_window_mae(world, world.good.model) == pytest.approx(
+        trained.test_metrics["average"]["model"]["mae"], rel=1e-9
+    )
+    # Its intervals were calibrated on the validation split and its GARCH fit on the training dates.
+    assert world.good.calibration["fit_on"] == "validation" and world.good.calibration["scores"]["*"]
+    assert set(world.good.baselines["garch"]) == {"GOOG", "MSFT"}
+    assert world.good.baselines["garch_fit_through"] == world.dataset.split["train"]["last_target_date"]
     assert world.good.dataset_run_id == world.dataset.run_id and world.good.spec == world.dataset.spec
 
 
@@ -180,7 +308,7 @@ def test_train_logs_params_epoch_losses_metrics_plots_and_spec_to_mlflow(world: 
     params = run.data.params
     assert params["dataset_run_id"] == world.dataset.run_id
     assert params["seed"] == "42" and params["code_version"].startswith("0.1.0")
-    for name in ("model_type", "hidden_size", "num_layers", "dropout", "learning_rate", "batch_size", "loss"):
+    for name in ("model_type", "hidden_size", "num_layers", "dropout", "learning_rate", "batch_size"):
         assert name in params
     history = client.get_metric_history(trained.mlflow_run_id, "val_loss")
     assert [m.step for m in history] == list(range(1, trained.epochs_run + 1))
@@ -196,16 +324,14 @@ def test_train_logs_params_epoch_losses_metrics_plots_and_spec_to_mlflow(world: 
     assert (local / "plots" / "test_GOOG.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert json.loads((local / "dataset_spec.json").read_text())["spec"] == world.dataset.spec
     assert run.info.status == "FINISHED"
-    [info] = [v for v in registry.list_versions(world.settings) if v.version == trained.model_version]
-    assert info.training_run_id == trained.mlflow_run_id
-    assert info.test_metrics["mae"] == pytest.approx(trained.test_metrics["average"]["model"]["mae"])
 
 
-# --- promote ------------------------------------------------------------------------------------------
+# --- promote end to end -------------------------------------------------------------------------------
 
 
-def test_candidate_that_wins_on_the_same_window_is_promoted(world: World, fresh: Settings) -> None:
-    production = register(fresh, world.good, broken_copy(world.good.model))
+def test_a_candidate_that_wins_on_the_same_window_is_promoted(world: World, fresh: Settings) -> None:
+    broken = broken_copy(world.good.model)
+    production = register(fresh, world.good, broken)
     registry.set_production(fresh, production)
     candidate = register(fresh, world.good)
 
@@ -218,30 +344,51 @@ def test_candidate_that_wins_on_the_same_window_is_promoted(world: World, fresh:
     assert (result.window_start, result.window_end, result.n_days) == (
         test.target_dates[0],
         test.target_dates[-1],
-        len(test),
+        len(set(test.target_dates)),
     )
-    # Production was re-evaluated from raw bars on exactly the candidate's window.
-    expected_production = window_metrics(world, broken_copy(world.good.model), scalers=world.good.scalers)
-    assert result.production_metrics is not None
-    assert result.production_value == pytest.approx(expected_production["average"]["model"]["mae"], rel=1e-6)
-    assert result.candidate_metrics == world.trained.test_metrics
+    assert result.tickers == ("GOOG", "MSFT") and result.dataset_run_id == world.dataset.run_id
+    # Production was re-evaluated from raw bars on exactly the candidate's window: its MAE equals the
+    # broken model's on the candidate's stored test windows.
+    assert result.production_value == pytest.approx(stored_window_mae(world, broken), rel=1e-6)
+    assert result.candidate_value == pytest.approx(world.trained.test_metrics["average"]["model"]["mae"])
     assert result.candidate_value < result.production_value
-    assert "better" in result.reason
+    # The decision is the paired test's, with its p-value and the improvement's interval.
+    assert result.p_value is not None and result.p_value < fresh.promotion.alpha
+    assert result.improvement is not None and result.improvement_low is not None
+    assert 0 < result.improvement_low <= result.improvement <= result.improvement_high
+    assert "significantly better" in result.reason and "Diebold-Mariano" in result.reason
 
-    row = promotion_row(world.engine, result.promotion_id)
+    row = promotion_row(world, result.promotion_id)
     assert row.promoted and not row.dry_run
     assert (row.candidate_version, row.production_version, row.metric) == (candidate, production, "mae")
-    assert row.candidate_metrics["average"]["model"]["mae"] == pytest.approx(result.candidate_value)
+    assert row.test == "diebold-mariano (HAC), one-sided"
+    assert (row.p_value, row.improvement, row.improvement_low, row.improvement_high) == pytest.approx(
+        (result.p_value, result.improvement, result.improvement_low, result.improvement_high)
+    )
     assert row.production_metrics is not None
     assert row.production_metrics["average"]["model"]["mae"] == pytest.approx(result.production_value)
     assert row.naive_metrics["average"]["mae"] == pytest.approx(
         world.trained.test_metrics["average"]["naive"]["mae"]
     )
     assert (row.window_start, row.window_end) == (test.target_dates[0], test.target_dates[-1])
-    assert row.dataset_run_id == world.dataset.run_id and row.reason == result.reason
+    assert row.reason == result.reason
+    # What the promoted version serves per ticker, decided on the same window, stored for `predict`.
+    assert set(result.selection) == {"GOOG", "MSFT", "*"} and result.selection_version == candidate
+    assert row.selection == {"version": candidate, "tickers": result.selection}
+    served = load_selection(world.engine, candidate)
+    assert set(served) == {"GOOG", "MSFT", "*"}
+    for ticker, item in served.items():
+        chosen = result.selection[ticker]
+        assert (item.point_source, item.interval_source) == (
+            chosen["point_source"],
+            chosen["interval_source"],
+        )
+        assert item.point_p_value == pytest.approx(chosen["point_p_value"])
+        assert item.point_source == ("model" if item.point_p_value < fresh.promotion.alpha else "naive")
+        assert item.n_sessions == result.n_days
 
 
-def test_candidate_that_loses_is_not_promoted(world: World, fresh: Settings) -> None:
+def test_a_candidate_that_loses_is_not_promoted(world: World, fresh: Settings) -> None:
     production = register(fresh, world.good)
     registry.set_production(fresh, production)
     candidate = register(fresh, world.good, broken_copy(world.good.model))
@@ -250,53 +397,52 @@ def test_candidate_that_loses_is_not_promoted(world: World, fresh: Settings) -> 
 
     assert not result.promoted and not result.would_promote
     assert registry.resolve_alias(fresh) == production
-    assert result.production_value is not None and result.candidate_value > result.production_value
-    assert "not better" in result.reason
-    row = promotion_row(world.engine, result.promotion_id)
+    assert result.candidate_value > result.production_value
+    assert result.p_value is not None and result.p_value > 0.5 and result.improvement < 0
+    assert "not promoted (not significant" in result.reason
+    row = promotion_row(world, result.promotion_id)
     assert not row.promoted and row.candidate_version == candidate and row.production_version == production
+    assert row.p_value == pytest.approx(result.p_value)
+    # The selection recorded is that of the version that keeps serving: Production.
+    assert result.selection_version == production and row.selection["version"] == production
 
-    # The same weights again are not better either (ties keep Production), nor is a margin met.
+    # The same weights again are not better either: no difference, no evidence.
     same = register(fresh, world.good)
     tie = promote(settings=fresh, engine=world.engine, version=same)
-    assert (
-        not tie.promoted
-        and tie.improvement == pytest.approx(0.0)
-        and registry.resolve_alias(fresh) == production
-    )
-    strict = fresh.replace(promotion={"min_improvement": 0.5})
-    production_v3 = promote(settings=strict, engine=world.engine, version=production)
-    assert not production_v3.promoted and "already is Production" in production_v3.reason
+    assert not tie.promoted and tie.improvement == pytest.approx(0.0) and tie.p_value == 1.0
+    assert registry.resolve_alias(fresh) == production
+    again = promote(settings=fresh, engine=world.engine, version=production)
+    assert not again.promoted and "already is Production" in again.reason
 
 
-def test_no_production_promotes_and_the_naive_gate_can_refuse(world: World, fresh: Settings) -> None:
+def test_no_production_promotes_without_a_test(world: World, fresh: Settings) -> None:
     broken = register(fresh, world.good, broken_copy(world.good.model))
-    gated = fresh.replace(promotion={"require_beats_naive": True})
-
-    refused = promote(settings=gated, engine=world.engine)
-    assert not refused.promoted and "naive" in refused.reason and refused.production_version is None
-    assert refused.naive_value is not None and refused.candidate_value > refused.naive_value
-    assert registry.resolve_alias(fresh) is None
-    assert not promotion_row(world.engine, refused.promotion_id).promoted
-
     accepted = promote(settings=fresh, engine=world.engine)
     assert accepted.promoted and "no production model" in accepted.reason.lower()
     assert accepted.production_metrics is None and registry.resolve_alias(fresh) == broken
-    row = promotion_row(world.engine, accepted.promotion_id)
+    assert accepted.p_value is None and accepted.improvement is None
+    row = promotion_row(world, accepted.promotion_id)
     assert row.promoted and row.production_version is None and row.production_metrics is None
+    assert row.test is None and row.p_value is None
+    # Even a first model serves its forecast only where it beat naive: the broken one nowhere.
+    assert {item["point_source"] for item in accepted.selection.values()} == {"naive"}
 
 
 def test_dry_run_records_the_decision_and_moves_nothing(world: World, fresh: Settings) -> None:
     production = register(fresh, world.good, broken_copy(world.good.model))
     registry.set_production(fresh, production)
-    register(fresh, world.good)
+    candidate = register(fresh, world.good)
+    with world.engine.begin() as connection:
+        connection.execute(delete(ServingSelection).where(ServingSelection.model_version == candidate))
 
     result = promote(settings=fresh, engine=world.engine, dry_run=True)
 
     assert result.would_promote and not result.promoted and result.dry_run
     assert result.reason.startswith("Dry run, nothing moved: would promote")
     assert registry.resolve_alias(fresh) == production
-    row = promotion_row(world.engine, result.promotion_id)
-    assert row.dry_run and not row.promoted
+    row = promotion_row(world, result.promotion_id)
+    assert row.dry_run and not row.promoted and row.p_value == pytest.approx(result.p_value)
+    assert load_selection(world.engine, candidate) == {}  # nothing is served from a dry run
 
 
 def test_production_from_another_dataset_is_reevaluated_with_its_own_spec(
@@ -316,15 +462,16 @@ def test_production_from_another_dataset_is_reevaluated_with_its_own_spec(
     other = load_built(world.engine, build_dataset(other_settings, world.engine))
     assert other.spec["feature_names"] != world.dataset.spec["feature_names"]
     torch.manual_seed(1)
+    n_features = int(other.train.n_features)
     kwargs = {
-        "n_stocks": 2,
-        "n_features": int(other.train.x.shape[3]),
+        "n_features": n_features,
+        "n_own_features": n_features,
         "hidden_size": 8,
         "num_layers": 1,
         "dropout": 0.0,
         "num_heads": 2,
     }
-    other_bundle = registry.ModelBundle(
+    other_bundle = ModelBundle(
         model=build_model("lstm", **kwargs).eval(),
         model_config=model_config("lstm", **kwargs),
         spec=other.spec,
@@ -339,23 +486,24 @@ def test_production_from_another_dataset_is_reevaluated_with_its_own_spec(
     candidate = register(fresh, world.good)
 
     result = promote(settings=fresh, engine=world.engine, dry_run=True)
-    assert result.candidate_version == candidate and result.n_days == len(world.dataset.test)
+    assert result.candidate_version == candidate and result.production_version == production
 
-    # What production predicts on those days from its own dataset's windows:
+    # What production predicts on those days from its own dataset's stored windows:
+    own: dict[tuple[date, str], float] = {}
+    for part in (other.train, other.validation, other.test):
+        forecast = forecast_windows(other_bundle.model, other.scalers, part)
+        own.update(
+            zip(zip(part.base_dates, part.tickers, strict=True), forecast.predicted_closes, strict=True)
+        )
     test = world.dataset.test
-    parts = [other.train, other.validation, other.test]
-    x = np.concatenate([p.x for p in parts])
-    closes = np.concatenate([p.base_closes for p in parts])
-    index = {d: i for i, d in enumerate(d for p in parts for d in p.base_dates)}
-    rows = [index[d] for d in test.base_dates]
-    own = predict_windows(other_bundle.model, other.scalers, x[rows], closes[rows])
+    predicted = np.array([own[(d, t)] for d, t in zip(test.base_dates, test.tickers, strict=True)])
     expected = evaluate(
-        predicted_close=own,
+        tickers=test.tickers,
+        dates=list(test.target_dates),
+        predicted_close=predicted,
         actual_close=test.target_closes,
         base_close=test.base_closes,
-        tickers=list(world.dataset.tickers),
     )
-    assert result.production_metrics is not None
     assert result.production_value == pytest.approx(expected["average"]["model"]["mae"], rel=1e-5)
 
 
@@ -395,16 +543,19 @@ def test_promote_takes_the_run_lock_unless_the_caller_holds_it(world: World, fre
 
 
 def test_unreachable_registry_fails_before_any_decision(world: World, tmp_path: Path) -> None:
+    from stockcli.services.train import train
+
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
     unreachable = world.settings.replace(mlflow={"tracking_uri": f"sqlite:///{blocker / 'mlflow.db'}"})
     before = len(promotions.list_promotions(world.engine, limit=10_000))
-    with pytest.raises(RegistryError, match="Cannot"):
+    with pytest.raises(ConfigError, match="is a file, not a folder") as caught:
         promote(settings=unreachable, engine=world.engine)
-    with pytest.raises(RegistryError):
+    assert caught.value.exit_code == 2
+    with pytest.raises(ConfigError):
         train(settings=unreachable, engine=world.engine, run_id=world.dataset.run_id, epochs=1)
     assert len(promotions.list_promotions(world.engine, limit=10_000)) == before
-    assert registry.resolve_alias(world.settings) == world.broken_before_train
+    assert registry.resolve_alias(world.settings) == world.placeholder_version
 
 
 def test_unknown_version_and_empty_registry(world: World, fresh: Settings) -> None:
@@ -431,16 +582,30 @@ def test_promotions_table_round_trip(database_url: str) -> None:
         "candidate_metrics": {"average": {"model": {"mae": 1.0}}},
         "production_metrics": {"average": {"model": {"mae": 2.0}}},
         "naive_metrics": {"average": {"mae": 1.5}},
-        "window_start": None,
-        "window_end": None,
+        "window_start": date(2012, 11, 29),
+        "window_end": date(2013, 3, 1),
         "dataset_run_id": "ds-x",
     }
-    first = promotions.record_decision(engine, **common, promoted=True, dry_run=False, reason="better")
+    tested: dict[str, Any] = {
+        "test": "diebold-mariano (HAC), one-sided",
+        "p_value": 0.0123,
+        "improvement": 0.5,
+        "improvement_low": 0.25,
+        "improvement_high": 0.75,
+        "selection": {"version": "2", "tickers": {"GOOG": {"point_source": "naive", "point_p_value": 0.4}}},
+    }
+    first = promotions.record_decision(
+        engine, **common, **tested, promoted=True, dry_run=False, reason="better"
+    )
     promotions.record_decision(engine, **common, promoted=False, dry_run=True, reason="dry")
     assert [p.reason for p in promotions.list_promotions(engine)] == ["dry", "better"]
     assert [p.reason for p in promotions.list_promotions(engine, include_dry_runs=False)] == ["better"]
     last = promotions.last_promotion(engine)
     assert last is not None and last.id == first and last.candidate_metrics["average"]["model"]["mae"] == 1.0
+    assert {key: getattr(last, key) for key in tested} == tested
+    assert (last.window_start, last.window_end) == (date(2012, 11, 29), date(2013, 3, 1))
+    dry = promotions.list_promotions(engine)[0]
+    assert (dry.test, dry.p_value, dry.improvement, dry.selection) == (None, None, None, None)
     promotions.mark_not_promoted(engine, first, reason="alias failed")
     assert promotions.last_promotion(engine) is None
     engine.dispose()
@@ -450,64 +615,55 @@ def test_promotions_table_round_trip(database_url: str) -> None:
 
 
 @pytest.fixture
-def model_cli(world: World, tmp_path: Path) -> Callable[..., Any]:
+def model_cli(world: World, fresh: Settings, tmp_path: Path) -> Cli:
     config = tmp_path / "config.toml"
-    config.write_text(tiny_config_toml(world.data_dir, f"cli-{uuid.uuid4().hex[:8]}"), encoding="utf-8")
+    config.write_text(tiny_config_toml(world.data_dir, fresh.mlflow.model_name), encoding="utf-8")
     return Cli(config)
 
 
-def test_cli_train_promote_models(world: World, model_cli: Cli) -> None:
-    run_id = world.dataset.run_id
-    with world.engine.begin() as connection:
-        connection.execute(
-            OptimizationResult.__table__.insert().values(
-                run_id=run_id,
-                study_name="s",
-                best_params={"model_type": "lstm_attention", "hidden_size": 6},
-                best_value=1.0,
-                n_trials=1,
-                n_complete=1,
-                n_pruned=0,
-                updated_at=utcnow(),
-            )
-        )
-    try:
-        trained = model_cli("--as-of", "2013-03-01", "train", "--run-id", run_id)
-    finally:
-        with world.engine.begin() as connection:
-            connection.execute(delete(OptimizationResult).where(OptimizationResult.run_id == run_id))
-    assert trained.exit_code == 0, trained.output
-    assert "Registered model version 1" in trained.output
-    assert "lstm_attention, tuned parameters" in trained.output
-    assert "naive MAE" in trained.output and "skill" in trained.output and "average" in trained.output
-    assert "naive forecast (next close = last close)" in trained.output
-    assert "Production is unchanged" in trained.output
+def test_cli_promote_shows_the_test_and_models_lists_versions(
+    world: World, fresh: Settings, model_cli: Cli
+) -> None:
+    production = register(fresh, world.good, broken_copy(world.good.model))
+    registry.set_production(fresh, production)
+    candidate = register(fresh, world.good)
 
     decided = model_cli("--json", "promote", "--dry-run")
     assert decided.exit_code == 0, decided.output
     payload = json.loads(decided.stdout)
-    assert payload["decision"]["would_promote"] and not payload["decision"]["promoted"]
-    assert payload["production"] is None and payload["candidate"]["version"] == "1"
+    decision = payload["decision"]
+    assert decision["would_promote"] and not decision["promoted"] and decision["dry_run"]
+    assert 0 <= decision["p_value"] < decision["alpha"] == 0.05
+    low, high = decision["improvement_ci"]
+    assert 0 < low <= decision["improvement"] <= high
+    assert "Diebold-Mariano" in decision["test"]
+    assert payload["production"]["version"] == production and payload["candidate"]["version"] == candidate
     assert set(payload["naive"]["average"]) == {"mae", "rmse", "mape", "directional_accuracy"}
-    assert payload["window"]["n_days"] == len(world.dataset.test)
+    assert payload["window"]["n_days"] == len(set(world.dataset.test.target_dates))
+    assert set(payload["selection"]["tickers"]) == {"GOOG", "MSFT", "*"}
+    with world.engine.connect() as connection:
+        ledger, p_value = connection.execute(
+            select(Promotion.pipeline_run_id, Promotion.p_value).where(
+                Promotion.id == decision["promotion_id"]
+            )
+        ).one()
+    assert ledger is not None and p_value == pytest.approx(decision["p_value"])
 
     promoted = model_cli("promote")
     assert promoted.exit_code == 0, promoted.output
-    assert "Promoted" in promoted.output and "No production model yet" in promoted.output
+    assert "Promoted" in promoted.output and "significantly better" in promoted.output
+    assert registry.resolve_alias(fresh) == candidate
 
     listed = model_cli("models")
-    assert listed.exit_code == 0 and "Production" in listed.output and "lstm_attention" in listed.output
+    assert listed.exit_code == 0 and "Production" in listed.output
     as_json = json.loads(model_cli("models", "--json").stdout)
-    assert as_json["versions"][0]["version"] == "1" and as_json["versions"][0]["aliases"] == ["Production"]
+    assert [(v["version"], v["aliases"]) for v in as_json["versions"]][:2] == [
+        (candidate, ["Production"]),
+        (production, []),
+    ]
 
     unknown = model_cli("promote", "--version", "99")
     assert unknown.exit_code == 2 and "no version 99" in unknown.output
-
-    with world.engine.connect() as connection:
-        ledger = connection.execute(
-            select(Promotion.pipeline_run_id).where(Promotion.id == payload["decision"]["promotion_id"])
-        ).scalar_one()
-    assert ledger is not None
 
 
 def test_cli_promote_with_nothing_registered_exits_4(model_cli: Cli) -> None:

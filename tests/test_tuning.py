@@ -1,6 +1,7 @@
-"""Tuning: search space from config, a pruner that really prunes through our objective, a resumable
-and reproducible study in persistent storage, Optuna and stockcli sharing one PostgreSQL database,
-the `tune` service and command (including two processes working on one study)."""
+"""Tuning: search space from config, a pruner that really prunes through our objective (the
+likelihood of the next return), a resumable and reproducible study in persistent storage, Production's
+parameters as the first trial of a retrain, Optuna and stockcli sharing one PostgreSQL database, the
+`tune` service and command (including two processes working on one study)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import optuna
 import pytest
 from optuna.trial import TrialState
@@ -19,6 +19,7 @@ from stockcli.config import Settings, TrainingSettings, TuningSettings
 from stockcli.ml import tuning
 from stockcli.ml.training import TrainParams
 from stockcli.ml.tuning import make_objective, open_study, pruning_callback, run_study, suggest_params
+from tests.model_helpers import Splits, rows_between, volatility_process
 
 # One batch size and one hidden size keep the number of distinct tensor shapes (each costs a one-off
 # oneDNN kernel build of tens of milliseconds) small; the search still spans model type, rate, dropout.
@@ -36,11 +37,11 @@ TINY_TUNING = TuningSettings(
 TRAINING = TrainingSettings(num_heads=2, patience=5, seed=5)
 
 
-def _splits(seed: int = 0, n: int = 48, val: int = 16) -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    x = rng.standard_normal((n + val, 5, 2, 3)).astype(np.float32)
-    y = (x[:, -1] @ np.array([0.8, -0.5, 0.3], dtype=np.float32)).astype(np.float32)
-    return {"train_x": x[:n], "train_y": y[:n], "val_x": x[n:], "val_y": y[n:]}
+def _splits(seed: int = 0) -> Splits:
+    """Pooled windows of two series whose next-return scale follows an input: 64 to train on, 32 to
+    validate on (later dates)."""
+    windows, _ = volatility_process(seed, n_rows=51, n_series=2)
+    return {"train": rows_between(windows, 0, 35), "validation": rows_between(windows, 35, 51)}
 
 
 def _objective(
@@ -78,7 +79,7 @@ def test_suggestions_stay_inside_the_configured_space() -> None:
     seen: list[TrainParams] = []
 
     def collect(trial: optuna.Trial) -> float:
-        seen.append(suggest_params(trial, tuning=space, training=TrainingSettings(loss="huber")))
+        seen.append(suggest_params(trial, tuning=space, training=TrainingSettings(distribution="normal")))
         return 0.0
 
     study.optimize(collect, n_trials=40)
@@ -87,7 +88,7 @@ def test_suggestions_stay_inside_the_configured_space() -> None:
         16 <= p.batch_size <= 128 and 32 <= p.hidden_size <= 256 and 1 <= p.num_layers <= 3 for p in seen
     )
     assert all(0.1 <= p.dropout <= 0.5 and 1e-4 <= p.learning_rate <= 1e-2 for p in seen)
-    assert all(p.loss == "huber" for p in seen)  # not searched: from [training]
+    assert all(p.distribution == "normal" for p in seen)  # not searched: from [training]
     assert set(study.trials[0].params) == set(tuning.TUNED_PARAMS)
     assert study.trials[0].distributions["learning_rate"].log  # type: ignore[attr-defined]
 
@@ -153,7 +154,7 @@ def test_without_pruning_nothing_is_pruned(tmp_path: Path) -> None:
 def test_the_objective_cannot_see_the_test_split() -> None:
     accepted = set(inspect.signature(make_objective).parameters)
     assert not any("test" in name for name in accepted)
-    assert {"train_x", "train_y", "val_x", "val_y"} <= accepted
+    assert {"train", "validation"} <= accepted
 
 
 def test_an_interrupted_tune_resumes_the_same_study(tmp_path: Path) -> None:
@@ -189,8 +190,8 @@ def test_progress_reports_each_trial_with_the_best_value_so_far(tmp_path: Path) 
     study = _study(tmp_path)
     outcome = run_study(study, _objective(), n_trials=3, progress=lambda n, best: seen.append((n, best)))
     assert [n for n, _ in seen] == [0, 1, 2]
-    bests = [b for _, b in seen]
-    assert all(b is not None for b in bests) and bests == sorted(bests, reverse=True)
+    bests = [b for _, b in seen if b is not None]
+    assert len(bests) == len(seen) and bests == sorted(bests, reverse=True)
     assert bests[-1] == outcome.best_value
     complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
     assert complete
@@ -247,7 +248,7 @@ def test_bad_storage_urls_give_clear_errors(tmp_path: Path) -> None:
 
     with pytest.raises(ConfigError, match="Invalid Optuna storage URL"):
         tuning.make_storage("not a url")
-    with pytest.raises(StockCliError, match="Cannot open the Optuna storage") as caught:
+    with pytest.raises(StockCliError, match="Cannot reach the Optuna storage") as caught:
         tuning.make_storage("postgresql+psycopg://someone:secret@127.0.0.1:1/nowhere")
     assert "secret" not in str(caught.value)
 
@@ -281,6 +282,8 @@ def test_tune_workers_share_the_run_lock_but_other_commands_wait(settings: Setti
 
 # --- the service and the command, on a tiny real dataset built from the sample bars ----------------
 
+# A short history (~370 training windows of GOOG and MSFT) keeps a trial well under a second.
+START = "2012-01-01"
 TUNE_OVERRIDES: dict[str, Any] = {
     "epochs": 2,
     "hidden_size_min": 8,
@@ -307,7 +310,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Any:
     from tests.model_helpers import build_dataset, tiny_settings
 
     data_dir = tmp_path_factory.mktemp("tune") / "data"
-    settings = tiny_settings(data_dir, tuning=TUNE_OVERRIDES)
+    settings = tiny_settings(data_dir, data={"start": START}, tuning=TUNE_OVERRIDES)
     engine = open_database(settings)
     run_id = build_dataset(settings, engine)
     yield World(settings, engine, run_id)
@@ -329,7 +332,8 @@ def _row(engine: Any, run_id: str) -> Any:
 
 
 def test_tune_saves_the_best_params_and_a_rerun_completes_the_study(world: World, tmp_path: Path) -> None:
-    from stockcli.services.tune import best_params_for, tune
+    from stockcli.db.optimization import best_params_for
+    from stockcli.services.tune import tune
 
     settings = world.with_storage(tmp_path / "optuna.db")
     seen: list[tuple[int, float | None]] = []
@@ -375,12 +379,88 @@ def test_tune_never_reads_the_test_split(
     monkeypatch.setattr(
         datasets,
         "load_built",
-        lambda engine, run_id: dataclasses.replace(real_load_built(engine, run_id), test=_Tripwire()),
+        lambda engine, run_id: dataclasses.replace(real_load_built(engine, run_id), test=_Tripwire()),  # type: ignore[arg-type]
     )
     guarded = tune(settings=world.with_storage(tmp_path / "guarded.db"), engine=world.engine, n_trials=2)
     monkeypatch.undo()
     plain = tune(settings=world.with_storage(tmp_path / "plain.db"), engine=world.engine, n_trials=2)
     assert guarded.best_value == plain.best_value and guarded.best_params == plain.best_params
+
+
+# Production's parameters as the first trial of a retrain's search (services/retrain.py).
+WARM = {
+    "model_type": "lstm_attention",
+    "hidden_size": 8,
+    "num_layers": 1,
+    "dropout": 0.25,
+    "learning_rate": 0.003,
+    "batch_size": 32,
+}
+
+
+def _study_of(settings: Settings, name: str) -> optuna.Study:
+    return optuna.load_study(study_name=name, storage=tuning.make_storage(settings.optuna_storage_url))
+
+
+def test_enqueued_params_are_exactly_trial_0(world: World, tmp_path: Path) -> None:
+    from stockcli.services.tune import tune
+
+    settings = world.with_storage(tmp_path / "warm.db")
+    result = tune(settings=settings, engine=world.engine, n_trials=2, enqueue=[dict(WARM)])
+    study = _study_of(settings, result.study_name)
+    first = study.trials[0]
+    assert first.params == WARM and first.state in (TrialState.COMPLETE, TrialState.PRUNED)
+    assert first.user_attrs["hidden_size_used"] == 8 and first.user_attrs["epochs_run"] >= 1
+    assert study.trials[1].params != WARM  # the search goes on from there
+    # A study that already has trials (a resumed tune) is not given the parameters again.
+    again = {**WARM, "dropout": 0.4}
+    tune(settings=settings, engine=world.engine, n_trials=3, enqueue=[again])
+    assert [t.params for t in _study_of(settings, result.study_name).trials].count(again) == 0
+
+
+def _production_bundle(monkeypatch: pytest.MonkeyPatch, params: dict[str, Any]) -> None:
+    """Production's bundle as the train service registers it: TrainParams plus run details."""
+    from types import SimpleNamespace
+
+    from stockcli.ml import registry
+
+    stored = {**TrainParams(**params, num_heads=2).to_dict(), "seed": 5, "epochs": 2, "patience": 3}
+    monkeypatch.setattr(
+        registry, "load_bundle", lambda settings, version=None, **_: SimpleNamespace(training_params=stored)
+    )
+
+
+def test_a_retrain_tries_productions_params_first(
+    world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from stockcli.services.retrain import _production_params
+    from stockcli.services.tune import tune
+
+    _production_bundle(monkeypatch, WARM)
+    warm = _production_params(world.settings, "3")
+    assert warm == WARM  # exactly the tuned parameters, nothing else (num_heads, seed... are not searched)
+    assert _production_params(world.settings, None) is None
+    settings = world.with_storage(tmp_path / "retrain.db")
+    result = tune(settings=settings, engine=world.engine, n_trials=1, enqueue=[warm])
+    assert _study_of(settings, result.study_name).trials[0].params == WARM
+
+
+def test_productions_params_outside_the_search_space_do_not_break_a_retrain(
+    world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Production was trained as lstm_cross_attention; since then [tuning] model_types was narrowed.
+    Enqueuing its parameters as they are makes Optuna raise ValueError in trial 0, and the whole
+    retrain fails (tune runs trials with catch=())."""
+    from stockcli.services.retrain import _production_params
+    from stockcli.services.tune import tune
+
+    _production_bundle(monkeypatch, {**WARM, "model_type": "lstm_cross_attention"})
+    warm = _production_params(world.settings, "3")
+    settings = world.with_storage(tmp_path / "narrowed.db").replace(
+        tuning={"model_types": ["lstm", "lstm_attention"]}
+    )
+    result = tune(settings=settings, engine=world.engine, n_trials=1, enqueue=[warm] if warm else None)
+    assert result.n_complete + result.n_pruned == 1 and result.n_failed == 0
 
 
 def test_tune_without_a_built_dataset_says_what_to_do(make_settings: Callable[..., Settings]) -> None:
@@ -403,7 +483,7 @@ def _config(tmp_path: Path, data_dir: Path, *, database_url: str = "", **tuning_
         f'database_url = "{database_url}"',
         "[data]",
         'tickers = ["GOOG", "MSFT"]',
-        "start = 2011-06-01",
+        f"start = {START}",
         "[features]",
         'indicators = [{ name = "rsi", window = 14 }, { name = "log_return" }, { name = "sma", window = 10 }]',
         "[dataset]",
@@ -443,7 +523,9 @@ def test_cli_tune_table_and_json(world: World, tmp_path: Path) -> None:
     from stockcli.db import store
 
     runs = store.recent_runs(world.engine, command="tune", limit=2)
-    assert [r.status for r in runs] == ["ok", "ok"] and runs[0].details["study"] == f"stockcli-{world.run_id}"
+    assert [r.status for r in runs] == ["ok", "ok"] and (runs[0].details or {})[
+        "study"
+    ] == f"stockcli-{world.run_id}"
 
 
 def test_cli_tune_errors(world: World, tmp_path: Path) -> None:
@@ -500,6 +582,11 @@ def test_a_killed_tune_resumes_where_it_stopped(world: World, tmp_path: Path) ->
     assert study.trials[1].state in (TrialState.RUNNING, TrialState.FAIL)
 
 
+# Both workers start together and pay the same start-up (~20 s on a busy 2-core machine); trials of
+# ~1 s each leave both of them several to take.
+N_SHARED = 6
+
+
 @pytest.mark.slow
 @pytest.mark.postgres
 def test_two_tune_processes_share_one_study_on_postgres(postgres_url: str, tmp_path: Path) -> None:
@@ -512,15 +599,16 @@ def test_two_tune_processes_share_one_study_on_postgres(postgres_url: str, tmp_p
     data_dir = tmp_path / "data"
     settings = tiny_settings(
         data_dir,
+        data={"start": START},
         storage={"database_url": postgres_url},
         tuning={**TUNE_OVERRIDES, "storage_url": postgres_url},
     )
     engine = open_database(settings)
     run_id = build_dataset(settings, engine)
     # Both the app database and the study storage on PostgreSQL, as on a cluster of tune workers.
-    config = _config(tmp_path, data_dir, database_url=postgres_url, storage_url=postgres_url, epochs=3)
+    config = _config(tmp_path, data_dir, database_url=postgres_url, storage_url=postgres_url)
 
-    workers = [_run_cli(config, "--json", "tune", "--n-trials", "10") for _ in range(2)]
+    workers = [_run_cli(config, "--json", "tune", "--n-trials", str(N_SHARED)) for _ in range(2)]
     outputs = [w.communicate(timeout=240) for w in workers]
     for worker, (_, err) in zip(workers, outputs, strict=True):
         assert worker.returncode == 0, err
@@ -530,7 +618,7 @@ def test_two_tune_processes_share_one_study_on_postgres(postgres_url: str, tmp_p
     numbers = [t.number for t in study.trials]
     finished = [t for t in study.trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
     assert len(numbers) == len(set(numbers)) and sorted(numbers) == list(range(len(numbers)))
-    assert 10 <= len(finished) <= 11  # the target, plus at most the trial the other worker was finishing
+    assert N_SHARED <= len(finished) <= N_SHARED + 1  # the target, plus the trial the other was finishing
     assert all(r["n_run"] >= 1 for r in results)  # both really worked on it
     assert sum(r["n_run"] for r in results) == len(finished)
     assert {r["study_name"] for r in results} == {f"stockcli-{run_id}"}

@@ -13,7 +13,7 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 
 import pytest
-from sqlalchemy import update
+from sqlalchemy import insert, update
 
 from stockcli.config import Settings, load_settings
 from stockcli.db.engine import open_database
@@ -101,8 +101,10 @@ def filled(shared: Shared) -> report_data.Filled:
 def test_latest_for_table_keeps_the_replaced_shape(client: TestClient, filled: report_data.Filled) -> None:
     response = client.get("/predictions/latest_for_table")
     assert response.status_code == 200
-    rows = strict_json(response.text)
-    assert isinstance(rows, list) and [row["ticker"] for row in rows] == ["GOOG", "MSFT", "^GSPC"]
+    body = strict_json(response.text)
+    assert isinstance(body, dict) and body["status"] == "success"
+    rows = body["data"]
+    assert [row["ticker"] for row in rows] == ["GOOG", "MSFT", "^GSPC"]
     for row in rows:
         assert row["date"] == row["target_date"] == "2013-03-04"
         assert (
@@ -117,7 +119,7 @@ def test_latest_for_table_keeps_the_replaced_shape(client: TestClient, filled: r
 def test_tickers(client: TestClient) -> None:
     response = client.get("/tickers")
     assert response.status_code == 200
-    assert response.json() == ["GOOG", "MSFT", "^GSPC"]  # the configured order
+    assert response.json() == {"status": "success", "tickers": ["GOOG", "MSFT", "^GSPC"]}  # configured order
 
 
 def test_historical_context_chart(client: TestClient, filled: report_data.Filled) -> None:
@@ -126,16 +128,169 @@ def test_historical_context_chart(client: TestClient, filled: report_data.Filled
     body = strict_json(response.text)
     assert isinstance(body, dict)
     recent = filled.closes["GOOG"][-10:]
-    assert body["ticker"] == "GOOG"
-    assert body["dates"] == [day.isoformat() for day, _ in recent]
-    assert body["actual"] == pytest.approx([close for _, close in recent])
-    assert body["predicted"]["date"] == "2013-03-04"
+    assert body["status"] == "success" and body["ticker"] == "GOOG"
+    assert body["dates"] == body["historical_dates"] == [day.isoformat() for day, _ in recent]
+    assert body["actual"] == body["historical_actuals"] == pytest.approx([close for _, close in recent])
+    assert body["predicted"]["date"] == body["prediction_reference_date"] == "2013-03-04"
+    assert body["predicted"]["value"] == body["predicted_price_for_ref_date"]
     assert body["predicted"]["value"] == pytest.approx(filled.predicted["GOOG"])
     assert body["naive"] == {"date": "2013-03-04", "value": pytest.approx(recent[-1][1])}
+    predicted = body["predicted"]
+    assert predicted["lower_95"] < predicted["lower_80"] < predicted["value"] < predicted["upper_80"]
+    assert predicted["upper_80"] < predicted["upper_95"] and predicted["source"] == "model"
+    assert predicted["unseen"] is False and predicted["p_value"] == pytest.approx(0.012)
 
     index = client.get("/historical_context_chart/%5Egspc")  # ^GSPC, URL-encoded
     assert index.status_code == 200 and index.json()["ticker"] == "^GSPC"
     assert len(index.json()["dates"]) == 60
+
+
+# --- the kept endpoints' shapes ---------------------------------------------------------------------
+# The replaced system (github.com/chienlax/MLOps_StockPricePrediction, src/api/main.py and
+# src/utils/db_utils.py) answered these keys with these JSON types; its dashboard script read them.
+# Ours keep every one of them, with the same type, and add keys beside them (never instead of them).
+NULL = type(None)
+Shape = dict[str, type | tuple[type, ...]]  # key -> the JSON value's Python type(s)
+REPLACED_TABLE: Shape = {"status": str, "data": list}
+REPLACED_TABLE_ROW: Shape = {
+    "ticker": str,
+    "predicted_price": (float, NULL),
+    "date": str,
+    "model_mlflow_run_id": (str, NULL),
+}
+REPLACED_TICKERS: Shape = {"status": str, "tickers": list}
+REPLACED_CHART: Shape = {
+    "status": str,
+    "ticker": str,
+    "historical_dates": list,
+    "historical_actuals": list,
+    "prediction_reference_date": (str, NULL),
+    "predicted_price_for_ref_date": (float, NULL),
+}
+OUR_TABLE_ROW: Shape = {
+    "target_date": str,
+    "predicted_close": (float, NULL),
+    "base_date": str,
+    "base_close": (float, NULL),
+    "change": (float, NULL),
+    "change_pct": (float, NULL),
+    "model_version": str,
+    "as_of": str,
+    "dataset_run_id": str,
+    "created_at": (str, NULL),
+}
+OUR_CHART: Shape = {"dates": list, "actual": list, "predicted": (dict, NULL), "naive": (dict, NULL)}
+# Gained with the calibrated intervals (issue 11) and the tested choice of what is served (issue 12):
+# every table row and the chart's `predicted` object carry them.
+GAINED: Shape = {
+    "lower_80": (float, NULL),
+    "upper_80": (float, NULL),
+    "lower_95": (float, NULL),
+    "upper_95": (float, NULL),
+    "median": (float, NULL),
+    "p_up": (float, NULL),
+    "source": (str, NULL),
+    "p_value": (float, NULL),
+    "interval_source": (str, NULL),
+    "interval_p_value": (float, NULL),
+    "unseen": bool,
+}
+ERROR: Shape = {"detail": str}
+
+
+def assert_shape(body: object, shape: Shape) -> None:
+    """`body` is an object holding every key of `shape` with a value of its type (more keys are fine);
+    true and false count as numbers only where the shape says `bool`."""
+    assert isinstance(body, dict), body
+    for key, kind in shape.items():
+        assert key in body, f"missing {key!r} in {sorted(body)}"
+        assert isinstance(body[key], kind), (key, body[key])
+        assert kind is bool or not isinstance(body[key], bool), (key, body[key])
+
+
+def assert_band(row: dict[str, object], stored: dict[str, object]) -> None:
+    """The quantiles, chance of an up day and sources of `row` are the stored ones, in order."""
+    bounds = [row[key] for key in ("lower_95", "lower_80", "median", "upper_80", "upper_95")]
+    assert bounds == pytest.approx([stored[column] for column in report_data.QUANTILE_COLUMNS])
+    assert bounds == sorted(bounds)  # type: ignore[type-var]
+    assert row["p_up"] == pytest.approx(stored["p_up"])
+    for key in ("source", "p_value", "interval_source", "interval_p_value", "unseen"):
+        assert (
+            row[key] == pytest.approx(stored[key]) if key.endswith("p_value") else row[key] == stored[key]
+        ), key
+
+
+def test_kept_endpoints_keep_the_replaced_keys_and_types(
+    client: TestClient, filled: report_data.Filled
+) -> None:
+    table = strict_json(client.get("/predictions/latest_for_table").text)
+    assert_shape(table, REPLACED_TABLE)
+    assert isinstance(table, dict) and table["status"] == "success" and len(table["data"]) == 3
+    for row in table["data"]:
+        assert_shape(row, REPLACED_TABLE_ROW | OUR_TABLE_ROW | GAINED)
+        assert isinstance(row["predicted_price"], float)
+        date.fromisoformat(row["date"])
+        assert_band(row, filled.newest[row["ticker"]])
+    assert [row["unseen"] for row in table["data"]] == [False, False, True]
+    assert [row["source"] for row in table["data"]] == ["model", "naive", "model"]
+    assert [row["interval_source"] for row in table["data"]] == ["model", "garch", "rolling"]
+
+    tickers = strict_json(client.get("/tickers").text)
+    assert_shape(tickers, REPLACED_TICKERS)
+    assert isinstance(tickers, dict) and tickers["status"] == "success"
+    assert all(isinstance(ticker, str) for ticker in tickers["tickers"])
+
+    chart = strict_json(client.get("/historical_context_chart/MSFT").text)
+    assert_shape(chart, REPLACED_CHART | OUR_CHART)
+    assert isinstance(chart, dict) and chart["status"] == "success" and chart["ticker"] == "MSFT"
+    assert all(isinstance(day, str) for day in chart["historical_dates"])
+    assert all(isinstance(close, float) for close in chart["historical_actuals"])
+    assert len(chart["historical_dates"]) == len(chart["historical_actuals"]) == 60
+    assert isinstance(chart["predicted_price_for_ref_date"], float)
+    date.fromisoformat(chart["prediction_reference_date"])
+    assert_shape(chart["predicted"], {"date": str, "value": float} | GAINED)
+    assert_band(chart["predicted"], filled.newest["MSFT"])
+    assert chart["predicted"]["source"] == "naive"  # MSFT serves the last close, p 0.62
+    assert chart["predicted"]["value"] == chart["naive"]["value"]
+
+
+def test_kept_endpoints_with_bars_but_no_predictions_yet(settings: Settings) -> None:
+    """A ticker without a prediction: empty rows and nulls in the same shapes, never a missing key."""
+    from sqlalchemy import delete
+
+    filled = report_data.fill(settings)
+    with filled.engine.begin() as connection:
+        connection.execute(delete(LatestPrediction))
+    with TestClient(create_app(settings, warm_registry=False)) as client:
+        table = strict_json(client.get("/predictions/latest_for_table").text)
+        assert table == {"status": "success", "data": []}
+        tickers = strict_json(client.get("/tickers").text)
+        assert tickers == {"status": "success", "tickers": ["GOOG", "MSFT", "^GSPC"]}
+        response = client.get("/historical_context_chart/GOOG", params={"sessions": 5})
+        assert response.status_code == 200
+        chart = strict_json(response.text)
+        assert_shape(chart, REPLACED_CHART | OUR_CHART)
+        assert isinstance(chart, dict)
+        assert chart["prediction_reference_date"] is None and chart["predicted_price_for_ref_date"] is None
+        assert chart["predicted"] is None and chart["naive"] is None
+        assert len(chart["historical_dates"]) == len(chart["historical_actuals"]) == 5
+
+
+def test_kept_endpoints_error_shapes(client: TestClient, make_settings) -> None:  # type: ignore[no-untyped-def]
+    """404 (unknown ticker), 422 (malformed) and 503 (empty database) are JSON objects with a `detail`."""
+    unknown = client.get("/historical_context_chart/NOPE")
+    assert unknown.status_code == 404
+    assert_shape(strict_json(unknown.text), ERROR | {"hint": str})
+    malformed = client.get("/historical_context_chart/bad$$")
+    assert malformed.status_code == 422
+    assert_shape(strict_json(malformed.text), ERROR | {"hint": str})
+    with TestClient(create_app(make_settings(), warm_registry=False)) as empty:
+        for path in ("/predictions/latest_for_table", "/tickers", "/historical_context_chart/GOOG"):
+            response = empty.get(path)
+            assert response.status_code == 503, path
+            body = strict_json(response.text)
+            assert_shape(body, ERROR | {"hint": str, "command": str})
+            assert "ETag" not in response.headers  # errors are never cached
 
 
 def test_performance_and_history(client: TestClient) -> None:
@@ -197,7 +352,9 @@ def test_not_finite_numbers_become_null(settings: Settings) -> None:
     bad = math.nan if filled.engine.dialect.name == "postgresql" else math.inf
     with filled.engine.begin() as connection:
         connection.execute(
-            update(LatestPrediction).where(LatestPrediction.ticker == "GOOG").values(predicted_close=bad)
+            update(LatestPrediction)
+            .where(LatestPrediction.ticker == "GOOG")
+            .values(predicted_close=bad, q975=math.inf, p_up=bad)
         )
         connection.execute(
             update(ModelPerformance)
@@ -205,18 +362,44 @@ def test_not_finite_numbers_become_null(settings: Settings) -> None:
             .values(abs_pct_error=math.inf, abs_error=bad)
         )
     client = TestClient(create_app(settings, warm_registry=False))
-    rows = strict_json(client.get("/predictions/latest_for_table").text)
-    assert isinstance(rows, list)
-    goog = next(row for row in rows if row["ticker"] == "GOOG")
+    table = strict_json(client.get("/predictions/latest_for_table").text)
+    assert isinstance(table, dict)
+    goog = next(row for row in table["data"] if row["ticker"] == "GOOG")
     assert goog["predicted_price"] is None and goog["change"] is None
     chart = strict_json(client.get("/historical_context_chart/GOOG").text)
     assert isinstance(chart, dict) and chart["predicted"]["value"] is None
+    assert chart["predicted_price_for_ref_date"] is None
+    assert chart["predicted"]["upper_95"] is None and chart["predicted"]["p_up"] is None
+    assert isinstance(chart["predicted"]["lower_80"], float)
     performance = strict_json(client.get("/performance", params={"ticker": "GOOG"}).text)
     assert isinstance(performance, dict)
     assert performance["history"][0]["abs_pct_error"] is None
     assert performance["summary"][0]["sessions"] == 20
     page = client.get("/", params={"ticker": "GOOG"})
     assert page.status_code == 200 and "nan" not in page.text.lower().replace("naive", "")
+    assert "inf" not in page.text.lower().replace("info", "")
+    svg = re.search(r'<svg id="price-chart".*?</svg>', page.text, re.S)
+    assert svg is not None  # the 80% band is still drawn; the 95% band without its upper bound is not
+    assert 'class="band band-80"' in svg.group(0) and 'class="band band-95"' not in svg.group(0)
+
+
+def test_a_prediction_without_quantiles_draws_no_band(settings: Settings) -> None:
+    """A prediction stored before intervals existed: the points and "-" in the table, no band, no legend."""
+    filled = report_data.fill(settings)
+    with filled.engine.begin() as connection:
+        connection.execute(
+            update(LatestPrediction)
+            .where(LatestPrediction.ticker == "GOOG")
+            .values(q025=None, q10=None, q50=None, q90=None, q975=None, p_up=None, source=None, unseen=None)
+        )
+    with TestClient(create_app(settings, warm_registry=False)) as client:
+        page = client.get("/", params={"ticker": "GOOG"}).text
+        chart = client.get("/historical_context_chart/GOOG").json()
+    svg = re.search(r'<svg id="price-chart".*?</svg>', page, re.S)
+    assert svg is not None and 'class="predicted point"' in svg.group(0)
+    assert "band" not in svg.group(0) and 'class="median"' not in svg.group(0)
+    assert "dark band" not in page
+    assert chart["predicted"]["lower_80"] is None and chart["predicted"]["unseen"] is False
 
 
 def test_dashboard_page(client: TestClient, filled: report_data.Filled) -> None:
@@ -231,6 +414,37 @@ def test_dashboard_page(client: TestClient, filled: report_data.Filled) -> None:
     assert points is not None and len(points.group(1).split()) == 60
     assert chart.group(0).count('class="predicted point"') == 1
     assert chart.group(0).count('class="naive point"') == 1
+    # The fan at the predicted session: the light 95% band, the dark 80% band on it, the median.
+    msft = filled.newest["MSFT"]
+    light = re.search(r'<polygon class="band band-95"[^>]*points="([^"]+)"', chart.group(0))
+    dark = re.search(r'<polygon class="band band-80"[^>]*points="([^"]+)"', chart.group(0))
+    assert light is not None and dark is not None and light.start() < dark.start()
+    light_y = sorted(float(point.split(",")[1]) for point in light.group(1).split())
+    dark_y = sorted(float(point.split(",")[1]) for point in dark.group(1).split())
+    assert light_y[0] < dark_y[0] <= dark_y[-1] < light_y[-1]  # the 80% band lies inside the 95% band
+    assert (
+        f"95% interval for 2013-03-04: {msft['q025']:,.2f} – {msft['q975']:,.2f} (garch interval, p 0.47)"
+        in page
+    )
+    assert chart.group(0).count('class="median"') == 1
+    assert "80% of closes should fall in the dark band and 95% in the light one" in page
+    panel = re.search(r'<div id="prediction-panel".*?</section>', page, re.S)
+    assert panel is not None
+    assert f"{msft['q10']:,.2f} – {msft['q90']:,.2f}" in panel.group(0)
+    assert f"{msft['q025']:,.2f} – {msft['q975']:,.2f}" in panel.group(0)
+    assert 'P(up) <strong class="p-up">50%</strong>' in panel.group(0)
+    assert ">naive</span>" in panel.group(0) and "p 0.62" in panel.group(0)
+    assert ">garch</span>" in panel.group(0) and "p 0.47" in panel.group(0)
+    assert "unseen" not in panel.group(0)
+    unseen = client.get("/", params={"ticker": "^GSPC"}).text
+    unseen_panel = re.search(r'<div id="prediction-panel".*?</section>', unseen, re.S)
+    assert unseen_panel is not None and 'class="tag unseen"' in unseen_panel.group(0)
+    assert ">rolling</span>" in unseen_panel.group(0) and "p 0.044" in unseen_panel.group(0)
+    promotions = re.search(r'<table id="promotions-table".*?</table>', page, re.S)
+    assert promotions is not None and ">0.0042<" in promotions.group(0) and ">0.83<" in promotions.group(0)
+    assert "+10.9%" in promotions.group(0) and "+4.1% to +17.7%" in promotions.group(0)
+    performance = re.search(r'<table id="performance-table".*?</table>', page, re.S)
+    assert performance is not None and performance.group(0).count('class="muted ci"') == 3
     table = re.search(r'<table id="predictions-table".*?</table>', page, re.S)
     assert table is not None
     for ticker, value in filled.predicted.items():
@@ -256,7 +470,7 @@ def test_stored_text_is_escaped(settings: Settings) -> None:
     evil_ticker = "<script>x</script>"
     with filled.engine.begin() as connection:
         connection.execute(
-            LatestPrediction.__table__.insert().values(
+            insert(LatestPrediction).values(
                 target_date=report_data.NEXT_SESSION,
                 ticker=evil_ticker,
                 model_version="<b>9</b>",
@@ -267,15 +481,96 @@ def test_stored_text_is_escaped(settings: Settings) -> None:
                 dataset_run_id="<i>ds</i>",
                 pipeline_run_id=None,
                 created_at=datetime(2013, 3, 1, tzinfo=UTC),
+                q025=0.5,
+                q10=0.8,
+                q50=1.5,
+                q90=2.2,
+                q975=3.0,
+                source="<b>m</b>",  # 16 characters at most
+                interval_source="<i>g</i>",
+                unseen=True,
             )
         )
     with TestClient(create_app(settings, warm_registry=False)) as client:
         page = client.get("/").text
         assert "<script>x</script>" not in page and "<b>9</b>" not in page
+        assert "<b>m</b>" not in page and "<i>g</i>" not in page and "&lt;i&gt;g&lt;/i&gt;" in page
+        chart = client.get("/", params={"ticker": "GOOG"}).text
+        assert "<b>" not in chart and "<i>" not in chart
         assert "&lt;script&gt;x&lt;/script&gt;" in page
         assert "<script>alert" not in page and "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;" in page
-        assert evil_ticker in client.get("/tickers").json()  # JSON carries it verbatim, as data
+        assert evil_ticker in client.get("/tickers").json()["tickers"]  # JSON carries it verbatim, as data
         assert client.get("/historical_context_chart/%3Cscript%3Ex%3C%2Fscript%3E").status_code in (404, 422)
+
+
+def test_fan_chart_escapes_its_text_and_draws_the_bands_in_order() -> None:
+    """The chart's own text (ticker, version, sources) is escaped; the bands surround the served point."""
+    from xml.etree import ElementTree
+
+    from stockcli.services.report import CloseSeries, PredictionRow
+    from stockcli.web.charts import fan_chart_svg
+
+    evil = "<script>x</script>"
+    prediction = PredictionRow(
+        ticker=evil,
+        target_date=date(2013, 3, 4),
+        base_date=date(2013, 3, 1),
+        base_close=10.0,
+        predicted_close=10.2,
+        change=0.02,
+        model_version="<b>9</b>",
+        as_of=date(2013, 3, 1),
+        dataset_run_id="ds",
+        created_at=None,
+        lower_80=9.8,
+        upper_80=10.6,
+        lower_95=9.5,
+        upper_95=10.9,
+        median=10.2,
+        p_up=0.7,
+        source="model",
+        p_value=0.01,
+        interval_source="<i>g</i>",
+        interval_p_value=0.2,
+        unseen=True,
+    )
+    series = CloseSeries(evil, (date(2013, 2, 28), date(2013, 3, 1)), (9.9, 10.0), prediction)
+    svg = str(fan_chart_svg(series, element_id='x"><script>'))
+    assert "<script>" not in svg and "<b>" not in svg and "<i>" not in svg
+    root = ElementTree.fromstring(svg)  # well-formed: every text and attribute escaped
+    namespace = "{http://www.w3.org/2000/svg}"
+    assert root.get("data-ticker") == evil and root.get("id") == 'x"><script>'
+    polygons = {p.get("class"): p for p in root.iter(f"{namespace}polygon")}
+    assert set(polygons) == {"band band-95", "band band-80"}
+
+    def span(polygon: ElementTree.Element) -> tuple[float, float]:
+        ys = [float(point.split(",")[1]) for point in (polygon.get("points") or "").split()]
+        return min(ys), max(ys)
+
+    (light_top, light_bottom), (dark_top, dark_bottom) = (
+        span(polygons["band band-95"]),
+        span(polygons["band band-80"]),
+    )
+    served = next(c for c in root.iter(f"{namespace}circle") if c.get("class") == "predicted point")
+    assert light_top < dark_top < float(served.get("cy") or 0) < dark_bottom < light_bottom
+    titles = " ".join(t.text or "" for t in root.iter(f"{namespace}title"))
+    assert "(<i>g</i> interval, p 0.2)" in titles and "never trained on <script>x</script>" in titles
+
+
+def test_how_the_views_write_numbers() -> None:
+    from stockcli.web import formats
+
+    assert [formats.p_value(v) for v in (0.0123, 0.62, 0.0004, None, math.nan)] == [
+        "0.012",
+        "0.62",
+        "< 0.001",
+        "-",
+        "-",
+    ]
+    assert formats.percent(-1e-12, 1, True) == "+0.0%" and formats.percent(-0.0124, 1, True) == "-1.2%"
+    assert formats.interval(796.891, 1822.14) == "796.89 – 1,822.14" and formats.interval(1.0, None) == "-"
+    assert formats.percent_interval(0.041, 0.177) == "+4.1% to +17.7%"
+    assert formats.number("v2") == "v2" and formats.number(math.inf) == "-" and formats.number(True) == "-"
 
 
 def test_missing_database_gives_a_page_and_json_naming_the_command(make_settings) -> None:  # type: ignore[no-untyped-def]
@@ -288,12 +583,15 @@ def test_missing_database_gives_a_page_and_json_naming_the_command(make_settings
             assert response.status_code == 503, path
             assert response.json()["command"] == "stockcli daily"
             assert "does not exist" in response.json()["detail"]
-        assert client.get("/health").json()["status"] == "empty"
+        health = client.get("/health")
+        assert health.status_code == 200 and health.json()["status"] == "empty"
+        assert health.json()["command"] == "stockcli daily"
         assert not (settings.data_dir / "stockcli.db").exists()  # serving never creates it
 
         report_data.fill(settings)  # the first daily run lands while the dashboard is up
         assert client.get("/tickers").status_code == 200
-        assert client.get("/health").json()["status"] == "ok"
+        health = client.get("/health")
+        assert health.status_code == 200 and health.json()["status"] == "ok"
 
 
 def test_empty_schema_gives_the_same_answer(settings: Settings) -> None:
@@ -354,19 +652,31 @@ def test_api_on_a_database_filled_by_the_real_pipeline(tmp_path: Path) -> None:
     assert set(stored) == {"GOOG", "MSFT"}
 
     with TestClient(create_app(settings, warm_registry=False)) as client:
-        rows = strict_json(client.get("/predictions/latest_for_table").text)
-        assert isinstance(rows, list)
+        table = strict_json(client.get("/predictions/latest_for_table").text)
+        assert isinstance(table, dict)
+        rows = table["data"]
         assert {row["ticker"]: row["predicted_price"] for row in rows} == pytest.approx(
             {ticker: row.predicted_close for ticker, row in stored.items()}
         )
         assert {row["date"] for row in rows} == {"2013-03-04"}
         assert {row["model_version"] for row in rows} == {stored["GOOG"].model_version}
-        assert client.get("/tickers").json() == ["GOOG", "MSFT"]
+        assert client.get("/tickers").json()["tickers"] == ["GOOG", "MSFT"]
 
         chart = client.get("/historical_context_chart/GOOG").json()
         assert chart["dates"][-1] == "2013-03-01" and len(chart["dates"]) == 60
         assert chart["predicted"]["value"] == pytest.approx(stored["GOOG"].predicted_close)
         assert chart["naive"]["value"] == pytest.approx(chart["actual"][-1])
+        # What `predict` stored reaches the chart: ordered quantiles, the chance of an up day, the sources.
+        band = chart["predicted"]
+        assert_shape(band, GAINED)
+        assert band["lower_95"] <= band["lower_80"] <= band["median"] <= band["upper_80"] <= band["upper_95"]
+        assert band["lower_95"] == pytest.approx(stored["GOOG"].q025) and 0 <= band["p_up"] <= 1
+        assert band["source"] in ("model", "naive") and band["interval_source"] in (
+            "model",
+            "garch",
+            "rolling",
+        )
+        assert band["unseen"] is False
 
         performance = client.get("/performance").json()
         # Predictions made on 02-26, 02-27 and 02-28 have matured; 03-01's targets 03-04.
@@ -387,6 +697,7 @@ def test_api_on_a_database_filled_by_the_real_pipeline(tmp_path: Path) -> None:
         page = client.get("/").text
         assert f"Production model: <strong>v{models['production_version']}</strong>" in page
         assert 'id="price-chart"' in page
+        assert page.count('<polygon class="band band-95"') == page.count('<polygon class="band band-80"') == 1
 
     from stockcli.db.queries_report import connect_readonly
     from stockcli.services.report import build_report
@@ -420,8 +731,275 @@ def test_unreachable_database_is_503_without_a_fill_command(make_settings) -> No
         response = client.get("/tickers")
         assert response.status_code == 503
         body = response.json()
-        assert body["detail"].startswith("Cannot read the database") and "command" not in body
+        assert "nobody:***@127.0.0.1:1/none" in body["detail"] and "command" not in body  # names it, hidden
         assert "secret" not in response.text  # the password never shows
         page = client.get("/")
         assert "cannot be read" in page.text and "fill-command" not in page.text
-        assert client.get("/health").json()["status"] == "unavailable"
+        health = client.get("/health")
+        assert health.status_code == 503 and health.json()["status"] == "unavailable"
+        assert health.json()["detail"] == body["detail"] and health.json()["command"] is None
+        assert "secret" not in health.text
+
+
+# --- /health --------------------------------------------------------------------------------------
+
+
+def test_health_is_503_when_the_database_goes_away_after_start(make_settings) -> None:  # type: ignore[no-untyped-def]
+    settings = make_settings()
+    report_data.fill(settings).engine.dispose()
+    with TestClient(create_app(settings, warm_registry=False)) as client:
+        assert client.get("/health").status_code == 200
+        for path in settings.data_dir.glob("stockcli.db*"):
+            path.unlink()  # every call asks the database: `ok` is never a stale answer
+        health = client.get("/health")
+        assert health.status_code == 503 and health.json()["status"] == "unavailable"
+        assert client.get("/predictions/latest_for_table").status_code == 503
+
+
+def test_health_is_503_for_a_file_that_is_not_a_database(make_settings) -> None:  # type: ignore[no-untyped-def]
+    settings = make_settings()
+    settings.data_dir.mkdir(parents=True)
+    (settings.data_dir / "stockcli.db").write_bytes(b"this is not a database" * 100)
+    with TestClient(create_app(settings, warm_registry=False)) as client:
+        health = client.get("/health")
+        assert health.status_code == 503 and health.json()["status"] == "unavailable"
+        tickers = client.get("/tickers")  # the same reason as the data endpoints, and no fill command
+        assert tickers.status_code == 503 and health.json()["detail"] == tickers.json()["detail"]
+        assert health.json()["command"] is None
+
+
+# --- responses cached per data version --------------------------------------------------------------
+
+CACHED_PATHS = (
+    "/",
+    "/?ticker=msft",
+    "/predictions/latest_for_table",
+    "/tickers",
+    "/historical_context_chart/GOOG",
+    "/historical_context_chart/GOOG?sessions=10",
+    "/performance",
+    "/performance?ticker=MSFT&limit=5",
+    "/models",
+)
+
+
+def newer_prediction(engine, ticker: str, predicted_close: float) -> dict[str, object]:  # type: ignore[no-untyped-def]
+    """The newest stored prediction row of `ticker` (every column), as a newer model version would store it."""
+    from datetime import timedelta
+
+    from sqlalchemy import select
+
+    table = LatestPrediction.__table__
+    with engine.connect() as connection:
+        row = dict(
+            connection.execute(
+                select(table).where(table.c.ticker == ticker).order_by(table.c.created_at.desc()).limit(1)
+            )
+            .mappings()
+            .one()
+        )
+    row.update(
+        model_version="3", predicted_close=predicted_close, created_at=row["created_at"] + timedelta(hours=1)
+    )
+    return row
+
+
+def test_repeated_requests_get_the_same_bytes_and_etag_and_304(shared: Shared) -> None:
+    client = shared.client
+    for path in CACHED_PATHS:
+        first, second = client.get(path), client.get(path)  # the second from the cache, before routing
+        assert first.status_code == second.status_code == 200, path
+        assert first.content == second.content, path
+        for header in ("content-type", "content-length", "cache-control"):
+            assert first.headers[header] == second.headers[header], (path, header)
+        etag = first.headers["etag"]
+        assert re.fullmatch(r'"[0-9a-f]{24}"', etag) and second.headers["etag"] == etag, path
+        assert first.headers["cache-control"] == "no-cache", path
+        not_modified = client.get(path, headers={"If-None-Match": etag})
+        assert not_modified.status_code == 304 and not_modified.content == b"", path
+        assert not_modified.headers["etag"] == etag
+        assert client.get(path, headers={"If-None-Match": f'"other", W/{etag}'}).status_code == 304
+        assert client.get(path, headers={"If-None-Match": "*"}).status_code == 304
+        changed = client.get(path, headers={"If-None-Match": '"0123456789abcdef01234567"'})
+        assert changed.status_code == 200 and changed.content == first.content
+
+
+def test_etags_survive_a_restart(shared: Shared) -> None:
+    # The tag is a hash of the bytes: a browser's copy stays valid across `stockcli serve` restarts.
+    with TestClient(create_app(shared.settings, warm_registry=False)) as restarted:
+        for path in ("/predictions/latest_for_table", "/historical_context_chart/GOOG", "/"):
+            assert restarted.get(path).headers["etag"] == shared.client.get(path).headers["etag"], path
+
+
+def test_a_run_that_writes_changes_etag_and_content(settings: Settings) -> None:
+    from stockcli.db import store
+
+    filled = report_data.fill(settings)
+    engine = filled.engine
+    watched = ("/predictions/latest_for_table", "/historical_context_chart/GOOG", "/?ticker=GOOG", "/")
+    with TestClient(create_app(settings, warm_registry=False)) as client:
+        before = {path: client.get(path) for path in watched}
+        run_id = store.start_run(engine, command="predict", as_of=report_data.AS_OF)
+        new_close = round(filled.predicted["GOOG"] * 1.5, 4)
+        with engine.begin() as connection:
+            store.upsert(
+                connection,
+                LatestPrediction,
+                [newer_prediction(engine, "GOOG", new_close)],
+                key=("target_date", "ticker", "model_version"),
+            )
+        # Seen at once, even before the run finishes: the version follows every commit, not the ledger.
+        during = client.get(
+            "/predictions/latest_for_table", headers={"If-None-Match": before[watched[0]].headers["etag"]}
+        )
+        assert during.status_code == 200
+        goog = next(row for row in during.json()["data"] if row["ticker"] == "GOOG")
+        assert goog["predicted_price"] == pytest.approx(new_close) and goog["model_version"] == "3"
+        store.finish_run(engine, run_id, status="ok")
+
+        for path, old in before.items():
+            new = client.get(path, headers={"If-None-Match": old.headers["etag"]})
+            assert new.status_code == 200, path
+            assert new.headers["etag"] != old.headers["etag"] and new.content != old.content, path
+            assert client.get(path, headers={"If-None-Match": new.headers["etag"]}).status_code == 304
+        chart = client.get("/historical_context_chart/GOOG").json()
+        assert chart["predicted_price_for_ref_date"] == pytest.approx(new_close)
+        assert f"{new_close:,.2f}" in client.get("/").text
+        assert "predict" in client.get("/").text  # the finished run in the runs table
+
+
+def test_a_write_outside_any_run_is_seen_too(settings: Settings) -> None:
+    # A killed run's rows, or a hand-made fix: no ledger row finishes, the responses change anyway.
+    filled = report_data.fill(settings)
+    with TestClient(create_app(settings, warm_registry=False)) as client:
+        old = client.get("/tickers")
+        with filled.engine.begin() as connection:
+            connection.execute(
+                update(LatestPrediction).where(LatestPrediction.ticker == "MSFT").values(ticker="MSFT.X")
+            )
+        new = client.get("/tickers", headers={"If-None-Match": old.headers["etag"]})
+        assert new.status_code == 200 and "MSFT.X" in new.json()["tickers"]
+
+
+def test_a_cached_response_reads_no_data(make_settings, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    from stockcli.services import report as report_service
+
+    settings = make_settings()
+    report_data.fill(settings).engine.dispose()
+    app = create_app(settings, warm_registry=False)
+    with TestClient(app) as client:
+        first = client.get("/predictions/latest_for_table")
+        builds = app.state.reader.responses.builds
+
+        def refuse(*_args: object, **_kwargs: object) -> None:
+            raise AssertionError("a cached response queried the data again")
+
+        monkeypatch.setattr(report_service, "latest_predictions", refuse)
+        for _ in range(5):
+            assert client.get("/predictions/latest_for_table").content == first.content
+        assert app.state.reader.responses.builds == builds
+
+
+def test_models_are_looked_up_again_when_a_run_finishes(
+    make_settings, monkeypatch: pytest.MonkeyPatch
+) -> None:  # type: ignore[no-untyped-def]
+    # The registry stands in for MLflow here (a real one is the slow end-to-end test's): what is
+    # tested is when the dashboard looks again.
+    from stockcli.db import store
+    from stockcli.services import report as report_service
+
+    settings = make_settings()
+    filled = report_data.fill(settings)
+    answers = [report_service.ModelsInfo((), None, "No model registry yet.")]
+    lookups: list[int] = []
+
+    def model_versions(_settings: Settings) -> report_service.ModelsInfo:
+        lookups.append(1)
+        return answers[-1]
+
+    monkeypatch.setattr(report_service, "model_versions", model_versions)
+    with TestClient(create_app(settings, warm_registry=False)) as client:
+        first = client.get("/models")
+        assert first.json()["production_version"] is None and len(lookups) == 1
+        answers.append(
+            report_service.ModelsInfo(
+                (
+                    report_service.ModelVersionRow(
+                        version="3",
+                        aliases=("Production",),
+                        test_metrics={"mae": 1.5},
+                        dataset_run_id="ds-newer",
+                        created_at=None,
+                    ),
+                ),
+                "3",
+            )
+        )
+        assert client.get("/models").content == first.content and len(lookups) == 1  # no run since
+
+        run_id = store.start_run(filled.engine, command="promote", as_of=report_data.AS_OF)
+        store.finish_run(filled.engine, run_id, status="ok")
+        after = client.get("/models", headers={"If-None-Match": first.headers["etag"]})
+        assert after.status_code == 200 and after.json()["production_version"] == "3"
+        assert "Production model: <strong>v3</strong>" in client.get("/").text
+        looked = len(lookups)
+        assert client.get("/models").status_code == 200 and len(lookups) == looked
+
+
+def test_registry_cache_bounds_the_wait_and_keeps_the_newest_answer() -> None:
+    import threading
+
+    from stockcli.services.report import ModelsInfo
+    from stockcli.web.cache import RegistryCache
+
+    release = threading.Event()
+    answers = iter([ModelsInfo((), None, "first"), ModelsInfo((), "7", None)])
+
+    def lookup() -> ModelsInfo:
+        answer = next(answers)
+        if answer.production_version == "7":
+            release.wait(10)  # a slow tracking server
+        return answer
+
+    registry = RegistryCache(lookup, ttl_s=3600, wait_s=0.05)
+    info, generation = registry.current(epoch=1)
+    assert info.note == "first"
+    info, same = registry.current(epoch=2)  # a run finished: looked up again, waited at most 50 ms
+    assert info.note == "first" and same == generation
+    release.set()
+    for _ in range(200):
+        info, newer = registry.current(epoch=2)
+        if newer != generation:
+            break
+        threading.Event().wait(0.01)
+    assert info.production_version == "7" and newer == generation + 1
+
+
+@pytest.mark.postgres
+def test_postgres_data_version_from_the_event_loop(postgres_url: str) -> None:
+    """The dashboard's event loop reads PostgreSQL's snapshot on its own async connection, one
+    query for every request waiting, and every commit changes it (no thread, no missed write)."""
+    import asyncio
+
+    from sqlalchemy import text
+
+    from stockcli.db.engine import make_engine
+    from stockcli.web.cache import DataVersion
+
+    engine = make_engine(postgres_url)
+    version = DataVersion(engine)
+
+    async def read_commit_read() -> tuple[list[str | None], str | None]:
+        batch = await asyncio.gather(*(version.token_async() for _ in range(20)))
+        with engine.begin() as connection:
+            connection.execute(text("CREATE TEMPORARY TABLE touched (x int)"))
+        return list(batch), await version.token_async()
+
+    try:
+        batch, after = asyncio.run(read_commit_read())
+        assert batch[0] is not None and re.fullmatch(r"\d+:\d+:[\d,]*", batch[0])
+        assert len(set(batch)) == 1  # twenty requests, one query
+        assert after is not None and after != batch[0]
+    finally:
+        version.close()
+        engine.dispose()

@@ -1,23 +1,22 @@
-"""The root Typer app: global options, command registration, and errors turned into exit codes.
+"""The root Typer app: global options, the commands of `cli/commands.py`, errors turned into exit codes.
 
 Global options (`--config`, `--as-of`, `--json`, `--verbose`) work before or after the command name:
 `stockcli --as-of 2012-11-16 daily --json` and `stockcli daily --as-of 2012-11-16 --json` mean the same.
 Only this module turns errors into exit codes; a user error prints one red line, `--verbose` adds the
-traceback.
+traceback. Help is plain text: Rich markup would eat the `[section] key` names it quotes.
 """
 
 from __future__ import annotations
 
 import sys
-import traceback
-from dataclasses import dataclass, field
-from datetime import date
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from typer.core import TyperGroup
 
+from stockcli.cli.commands import register
+from stockcli.cli.state import CliState, state
 from stockcli.errors import EXIT_UNEXPECTED, EXIT_USAGE, StockCliError
 
 GLOBAL_VALUE_OPTIONS = ("--config", "--as-of")
@@ -49,42 +48,9 @@ def hoist_global_options(args: list[str]) -> list[str]:
     return front + rest
 
 
-@dataclass
-class CliState:
-    """Global options, and the Settings built from them on first use."""
-
-    config_path: Path | None = None
-    as_of_text: str | None = None
-    json: bool = False
-    verbose: bool = False
-    _settings: Any = field(default=None, repr=False)
-
-    def settings(self, **overrides: dict[str, Any]) -> Any:
-        from stockcli.config import load_settings
-
-        if overrides:
-            return load_settings(self.config_path, overrides=overrides)
-        if self._settings is None:
-            self._settings = load_settings(self.config_path)
-        return self._settings
-
-    def as_of(self, settings: Any) -> date:
-        from stockcli import clock
-
-        if self.as_of_text:
-            return clock.parse_date(self.as_of_text, label="--as-of")
-        return clock.today(settings.data.exchange)
-
-
-def state(ctx: typer.Context) -> CliState:
-    root = ctx.find_root()
-    if not isinstance(root.obj, CliState):
-        root.obj = CliState()
-    return root.obj
-
-
 def report_error(cli_state: CliState | None, exc: BaseException, exit_code: int) -> None:
     from stockcli.cli import output
+    from stockcli.redact import redact_traceback, redact_url
 
     verbose = bool(cli_state and cli_state.verbose)
     if isinstance(exc, StockCliError):
@@ -93,8 +59,9 @@ def report_error(cli_state: CliState | None, exc: BaseException, exit_code: int)
         message = (
             f"Unexpected error: {type(exc).__name__}: {exc}. Run again with --verbose for the traceback."
         )
+    message = redact_url(message)  # an exception's text may quote a URL with its password
     if verbose:
-        traceback.print_exception(exc, file=sys.stderr)
+        sys.stderr.write(redact_traceback(exc))
     output.error(message)
     if cli_state and cli_state.json:
         output.emit_json({"status": "error", "error": message, "exit_code": exit_code})
@@ -112,7 +79,10 @@ class StockCliGroup(TyperGroup):
         except StockCliError as exc:
             report_error(ctx.obj if isinstance(ctx.obj, CliState) else None, exc, exc.exit_code)
             raise typer.Exit(exc.exit_code) from None
-        except (typer.Exit, typer.Abort, KeyboardInterrupt):
+        except KeyboardInterrupt:  # Ctrl-C / SIGINT: the ledger says `interrupted`; 130 as shells expect
+            sys.stderr.write("Interrupted.\n")
+            raise typer.Exit(130) from None
+        except (typer.Exit, typer.Abort):
             raise
         except Exception as exc:
             if type(exc).__module__.startswith("click") or type(exc).__name__ in (
@@ -132,8 +102,28 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
-    context_settings={"help_option_names": ["-h", "--help"]},
+    # Plain help: Rich markup would swallow every `[data]`, `[tuning]`... quoted in help texts.
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 120},
 )
+
+
+def version() -> str:
+    """The installed package's version (its metadata), else the source tree's `stockcli.__version__`."""
+    from importlib import metadata
+
+    try:
+        return metadata.version("stockcli")
+    except metadata.PackageNotFoundError:
+        from stockcli import __version__
+
+        return __version__
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        typer.echo(f"stockcli {version()}")
+        raise typer.Exit()
 
 
 @app.callback()
@@ -143,6 +133,7 @@ def root(
         Path | None,
         typer.Option(
             "--config",
+            metavar="FILE",
             help="Config file (default: $STOCKCLI_CONFIG, else ./config.toml).",
             show_default=False,
         ),
@@ -151,6 +142,7 @@ def root(
         str | None,
         typer.Option(
             "--as-of",
+            metavar="YYYY-MM-DD",
             help="Run as of this date, YYYY-MM-DD (default: today in the exchange's time zone).",
             show_default=False,
         ),
@@ -159,22 +151,25 @@ def root(
         bool, typer.Option("--json", help="Print one JSON object instead of tables.")
     ] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show tracebacks and debug logs.")] = False,
+    show_version: Annotated[
+        bool,
+        typer.Option("--version", is_eager=True, callback=_show_version, help="Print the version and exit."),
+    ] = False,
 ) -> None:
     """Global options; they work before or after the command name."""
     ctx.obj = CliState(config_path=config, as_of_text=as_of, json=json_output, verbose=verbose)
     import logging
 
+    from stockcli.redact import install_log_redaction
+
+    install_log_redaction()  # before any library logs: MLflow's own records quote its tracking URI
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
 
 
-def _register() -> None:
-    from stockcli.cli import commands  # noqa: F401  (registers the commands on `app`)
-
-
-_register()
+register(app)
 
 
 def main(argv: list[str] | None = None) -> None:

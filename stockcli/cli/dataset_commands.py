@@ -7,14 +7,13 @@ from typing import Annotated, Any
 import typer
 
 from stockcli.cli import output
-from stockcli.cli.app import app, state
+from stockcli.cli.state import state
 
 
 def _describe(stage: str) -> str:
     return "computing features" if stage.startswith("features ") else stage
 
 
-@app.command("process")
 def process_command(
     ctx: typer.Context,
     ticker: Annotated[
@@ -22,6 +21,7 @@ def process_command(
         typer.Option(
             "--ticker",
             "-t",
+            metavar="TICKER",
             help="Process only this ticker (repeatable; default: [data] tickers).",
             show_default=False,
         ),
@@ -67,9 +67,25 @@ def process_command(
         ],
         caption=f"as of {as_of.isoformat()}; next: `stockcli build --run-id {result.run_id}`",
     )
+    output.table(
+        "Each ticker's own history (a young ticker adds windows, it never removes anyone's)",
+        ["ticker", "usable sessions", "first session", "last session", "windows"],
+        [
+            [
+                ticker,
+                item.sessions,
+                item.first_session.isoformat() if item.first_session else "-",
+                item.last_session.isoformat() if item.last_session else "-",
+                item.windows,
+            ]
+            for ticker, item in result.per_ticker.items()
+        ],
+        caption=f"context covariates: {', '.join(result.context_tickers) or 'none'}",
+    )
+    for warning in result.warnings:
+        output.warn(warning)
 
 
-@app.command("build")
 def build_command(
     ctx: typer.Context,
     run_id: Annotated[

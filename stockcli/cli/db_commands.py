@@ -5,10 +5,9 @@ from __future__ import annotations
 import typer
 
 from stockcli.cli import output
-from stockcli.cli.app import app, state
+from stockcli.cli.state import state
 
 db_app = typer.Typer(help="The database schema (Alembic migrations).", no_args_is_help=True)
-app.add_typer(db_app, name="db")
 
 
 @db_app.command("upgrade")

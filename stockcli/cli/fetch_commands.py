@@ -2,26 +2,19 @@
 
 from __future__ import annotations
 
-from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from stockcli.choices import Source
 from stockcli.cli import output
-from stockcli.cli.app import app, state
+from stockcli.cli.state import state
 
 if TYPE_CHECKING:
     from stockcli.services.fetch import FetchResult
 
 
-class SourceName(StrEnum):
-    yahoo = "yahoo"
-    csv = "csv"
-    sample = "sample"
-
-
-@app.command("fetch")
 def fetch_command(
     ctx: typer.Context,
     ticker: Annotated[
@@ -30,15 +23,15 @@ def fetch_command(
             "--ticker",
             "-t",
             metavar="TICKER",
-            help="Ticker to fetch; repeat for several (default: \\[data] tickers).",
+            help="Ticker to fetch; repeat for several (default: [data] tickers).",
             show_default=False,
         ),
     ] = None,
     source: Annotated[
-        SourceName | None,
+        Source | None,
         typer.Option(
             "--source",
-            help="Where bars come from (default: \\[data] source, or csv with --csv-dir).",
+            help="Where bars come from (default: [data] source, or csv with --csv-dir).",
             show_default=False,
         ),
     ] = None,
@@ -75,7 +68,7 @@ def fetch_command(
                     engine=handle.engine,
                     as_of=as_of,
                     tickers=tickers,
-                    source=source.value if source else None,
+                    source=source,
                     csv_dir=directory,
                     progress=progress,
                 )

@@ -2,19 +2,13 @@
 
 from __future__ import annotations
 
-from enum import StrEnum
 from typing import Annotated, Any
 
 import typer
 
+from stockcli.choices import ModelType
 from stockcli.cli import output
-from stockcli.cli.app import app, state
-
-
-class ModelType(StrEnum):
-    lstm = "lstm"
-    lstm_attention = "lstm_attention"
-    lstm_cross_attention = "lstm_cross_attention"
+from stockcli.cli.state import state
 
 
 def metrics_rows(metrics: dict[str, Any]) -> list[list[str]]:
@@ -33,6 +27,7 @@ def metrics_rows(metrics: dict[str, Any]) -> list[list[str]]:
             output.fmt_pct(model["directional_accuracy"], 1),
             output.fmt_pct(block.get("up_fraction"), 1),
             output.fmt_pct(block["skill"], 1),
+            *interval_cells(block),
         ]
 
     rows = [row(ticker, block) for ticker, block in metrics["tickers"].items()]
@@ -51,33 +46,69 @@ METRIC_COLUMNS = [
     "direction",
     "up days",
     "skill",
+    "80% cover",
+    "95% cover",
+    "Winkler 95",
+    "GARCH Winkler 95",
 ]
+METRIC_SECONDARY = ["RMSE", "naive RMSE", "MAPE", "naive MAPE", "up days", "80% cover"]
+
+
+def interval_cells(block: dict[str, Any]) -> list[str]:
+    """Coverage of both intervals and the Winkler score next to GARCH's on the same rows."""
+    intervals = block.get("intervals") or {}
+    garch = (block.get("baselines") or {}).get("garch") or {}
+    return [
+        output.fmt_pct(intervals.get("coverage_80"), 1),
+        output.fmt_pct(intervals.get("coverage_95"), 1),
+        output.fmt_float(intervals.get("winkler_95"), 4),
+        output.fmt_float(garch.get("winkler_95"), 4),
+    ]
+
+
+SKILL_DIGITS = 1  # the skill column's precision: a skill that rounds to 0.0% there is a tie
+
+
+def skill_verdict(skill: float | None) -> str:
+    """`better`, `tie` (within the rounding of the skill shown) or `worse` than naive; `unknown` for no number."""
+    import math
+
+    if skill is None or not math.isfinite(skill):
+        return "unknown"
+    shown = round(skill * 100, SKILL_DIGITS)
+    return "tie" if shown == 0 else ("better" if shown > 0 else "worse")
 
 
 def worse_than_naive_line(metrics: dict[str, Any]) -> str:
-    """A plain sentence saying where the model's MAE is above the naive forecast's."""
-    worse = [
-        ticker
-        for ticker, block in metrics["tickers"].items()
-        if block["model"]["mae"] is not None
-        and block["naive"]["mae"] is not None
-        and block["model"]["mae"] > block["naive"]["mae"]
-    ]
-    average = metrics["average"]
-    if not worse:
-        return "The model beats the naive forecast (next close = last close) on MAE for every ticker."
-    overall = (
-        " and on average"
-        if average["skill"] is not None and average["skill"] < 0
-        else ", though not on average"
-    )
-    return (
-        f"The model is WORSE than the naive forecast (next close = last close) on MAE for "
-        f"{', '.join(worse)}{overall}."
-    )
+    """A plain sentence comparing the model with the naive forecast on MAE, ticker by ticker, in the
+    words the numbers allow: better, a tie within rounding, or WORSE."""
+    verdicts: dict[str, list[str]] = {}
+    for ticker, block in metrics["tickers"].items():
+        verdicts.setdefault(skill_verdict(block.get("skill")), []).append(ticker)
+    average = skill_verdict(metrics["average"].get("skill"))
+    naive = "the naive forecast (next close = last close)"
+    if set(verdicts) == {"better"} and average == "better":
+        return f"The model beats {naive} on MAE for every ticker."
+    if set(verdicts) == {"tie"} and average == "tie":
+        return f"The model ties {naive} on MAE for every ticker (skill 0.0% within rounding): no better, no worse."
+    parts = []
+    for verdict, words in (
+        ("better", "better"),
+        ("tie", "a tie within rounding"),
+        ("worse", "WORSE"),
+        ("unknown", "not measured"),
+    ):
+        if verdicts.get(verdict):
+            parts.append(f"{words} for {', '.join(verdicts[verdict])}")
+    on_average = {
+        "better": "better",
+        "tie": "a tie",
+        "worse": "WORSE",
+        "unknown": "not measured",
+    }[average]
+    return f"Against {naive} on MAE the model is {'; '.join(parts)}; on average {on_average}."
 
 
-@app.command()
 def train(
     ctx: typer.Context,
     run_id: Annotated[
@@ -86,11 +117,11 @@ def train(
     model_type: Annotated[
         ModelType | None,
         typer.Option(
-            "--model-type", help="Architecture (default: the tuned one, else \\[training] model_type)."
+            "--model-type", help="Architecture (default: the tuned one, else [training] model_type)."
         ),
     ] = None,
     epochs: Annotated[
-        int | None, typer.Option("--epochs", min=1, help="Maximum epochs (default: \\[training] epochs).")
+        int | None, typer.Option("--epochs", min=1, help="Maximum epochs (default: [training] epochs).")
     ] = None,
 ) -> None:
     """Train on a built dataset, report test metrics next to naive, register a new model version.
@@ -103,7 +134,7 @@ def train(
     cli = state(ctx)
     settings = cli.settings()
     as_of = cli.as_of(settings)
-    params = {"model_type": model_type.value} if model_type is not None else None
+    params = {"model_type": model_type} if model_type is not None else None
     with pipeline_run(settings, command="train", as_of=as_of) as run:
         if cli.json:
             result = train_service(
@@ -157,7 +188,9 @@ def train(
         f"Test split ({window}): model vs naive",
         METRIC_COLUMNS,
         metrics_rows(result.test_metrics),
-        caption="skill = 1 - MAE / naive MAE (above 0: better than naive). Direction of the naive forecast is 50% by construction.",
+        secondary=METRIC_SECONDARY,
+        caption="skill = 1 - MAE / naive MAE (above 0: better than naive). Direction of the naive forecast is "
+        "50% by construction. Intervals calibrated on the validation split; Winkler in log-return units.",
     )
     output.info(worse_than_naive_line(result.test_metrics))
     output.info(
@@ -187,16 +220,20 @@ def promotion_json(result: Any) -> dict[str, Any]:
             "production_value": result.production_value,
             "naive_value": result.naive_value,
             "improvement": result.improvement,
+            "improvement_ci": [result.improvement_low, result.improvement_high],
+            "p_value": result.p_value,
+            "test": "one-sided Diebold-Mariano (HAC variance), candidate better than Production",
+            "alpha": None,
             "would_promote": result.would_promote,
             "promoted": result.promoted,
             "dry_run": result.dry_run,
             "reason": result.reason,
             "promotion_id": result.promotion_id,
         },
+        "selection": {"version": result.selection_version, "tickers": result.selection},
     }
 
 
-@app.command()
 def promote(
     ctx: typer.Context,
     version: Annotated[
@@ -241,7 +278,9 @@ def promote(
             }
         )
     if cli.json:
-        output.emit_json(promotion_json(result))
+        payload = promotion_json(result)
+        payload["decision"]["alpha"] = settings.promotion.alpha
+        output.emit_json(payload)
         return
     metric = result.metric
     rows = [
@@ -250,6 +289,7 @@ def promote(
             result.candidate_version,
             *_block_cells(result.candidate_metrics["average"]["model"]),
             output.fmt_pct(result.candidate_metrics["average"]["skill"], 1),
+            *interval_cells(result.candidate_metrics["average"])[:3],
         ]
     ]
     if result.production_metrics is not None:
@@ -259,20 +299,58 @@ def promote(
                 result.production_version or "-",
                 *_block_cells(result.production_metrics["average"]["model"]),
                 output.fmt_pct(result.production_metrics["average"]["skill"], 1),
+                *interval_cells(result.production_metrics["average"])[:3],
             ]
         )
-    rows.append(["naive", "-", *_block_cells(result.naive_metrics["average"]), "0.0%"])
+    rows.append(["naive", "-", *_block_cells(result.naive_metrics["average"]), "0.0%", "-", "-", "-"])
+    garch = (result.candidate_metrics["average"].get("baselines") or {}).get("garch") or {}
+    if garch:
+        rows.append(
+            [
+                "GARCH(1,1)-t",
+                "-",
+                "-",
+                "-",
+                "-",
+                "-",
+                "-",
+                output.fmt_pct(garch.get("coverage_80"), 1),
+                output.fmt_pct(garch.get("coverage_95"), 1),
+                output.fmt_float(garch.get("winkler_95"), 4),
+            ]
+        )
     output.table(
         f"Same window: {result.window_start} .. {result.window_end} ({result.n_days} sessions, "
         f"{', '.join(result.tickers)}), averaged over tickers",
-        ["forecast", "version", "MAE", "RMSE", "MAPE", "direction", "skill"],
+        ["forecast", "version", "MAE", "RMSE", "MAPE", "direction", "skill", "80% cover", "95% cover", "Winkler 95"],
         rows,
-        caption=f"Decided on {metric.upper()}; min improvement {settings.promotion.min_improvement:.2%}.",
+        secondary=["RMSE", "MAPE", "direction"],
+        caption=f"Decided on {metric.upper()} by a one-sided Diebold-Mariano test at alpha "
+        f"{settings.promotion.alpha:g}; min improvement {settings.promotion.min_improvement:.2%}.",
     )
+    if result.selection:
+        output.table(
+            f"What version {result.selection_version} serves per ticker (tested on this window)",
+            ["ticker", "point", "p (model < naive)", "interval", "p (model < GARCH)"],
+            [
+                [
+                    "unseen tickers" if ticker == "*" else ticker,
+                    item["point_source"],
+                    _p(item.get("point_p_value")),
+                    item["interval_source"],
+                    _p(item.get("interval_p_value")),
+                ]
+                for ticker, item in result.selection.items()
+            ],
+        )
     if result.promoted:
         output.info(f"Promoted version {result.candidate_version} to Production. {result.reason}")
     else:
         output.info(f"Not promoted. {result.reason}")
+
+
+def _p(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3g}"
 
 
 def _status(message: str) -> Any:
@@ -293,7 +371,6 @@ def _block_cells(block: dict[str, Any]) -> list[str]:
     ]
 
 
-@app.command()
 def models(ctx: typer.Context) -> None:
     """List registered model versions: aliases, test metrics next to naive, dataset, creation time."""
     from stockcli.ml import registry

@@ -7,17 +7,31 @@ from typing import Annotated, Any
 import typer
 
 from stockcli.cli import output
-from stockcli.cli.app import app, state
+from stockcli.cli.state import state
+
+
+def _interval(low: float | None, high: float | None) -> str:
+    if low is None or high is None:
+        return "-"
+    return f"{output.fmt_float(low)}–{output.fmt_float(high)}"
+
+
+def _served(p: Any) -> str:
+    point = "model" if p.source == "model" else "naive"
+    return f"{point} / {p.interval_source}" + (" (unseen)" if p.unseen else "")
 
 
 def _prediction_rows(predictions: Any) -> list[list[str]]:
     return [
         [
             p.ticker,
-            p.base_date.isoformat(),
             output.fmt_float(p.base_close),
             output.fmt_float(p.predicted_close),
             f"{p.change_pct:+.2f}%",
+            _interval(p.lower_80, p.upper_80),
+            _interval(p.lower_95, p.upper_95),
+            output.fmt_pct(p.p_up, 0),
+            _served(p),
             p.target_date.isoformat(),
             p.model_version,
         ]
@@ -27,43 +41,55 @@ def _prediction_rows(predictions: Any) -> list[list[str]]:
 
 PREDICTION_COLUMNS = [
     "ticker",
-    "base date",
     "base close",
     "predicted close",
     "change",
+    "80% interval",
+    "95% interval",
+    "P(up)",
+    "served (point / interval)",
     "target date",
     "model",
 ]
+# Dropped first on a narrow output.
+PREDICTION_SECONDARY = ["model", "target date", "base close", "80% interval"]
+
+
+def _show_predictions(title: str, predictions: Any, failed: Any) -> None:
+    if predictions:
+        output.table(
+            title,
+            PREDICTION_COLUMNS,
+            _prediction_rows(predictions),
+            secondary=PREDICTION_SECONDARY,
+            caption="Point: the model where it beat the naive forecast significantly on the promotion "
+            "window, else the last close. Intervals: calibrated, adapted daily.",
+        )
+    for failure in failed:
+        output.warn(f"no prediction for {failure.ticker}: {failure.reason}")
 
 
 def _show_monitor(result: Any) -> None:
-    overall = result.overall
-    rows = [
-        [
-            ticker,
+    def row(name: str, m: Any) -> list[str]:
+        return [
+            name,
             str(m.sessions),
-            output.fmt_pct(m.mape),
             output.fmt_float(m.mae),
-            output.fmt_pct(m.direction_accuracy, 1),
+            output.fmt_float(m.naive_mae),
             output.fmt_pct(m.skill, 1),
+            output.fmt_pct(m.direction_accuracy, 1),
+            output.fmt_pct(m.coverage_80, 1),
+            output.fmt_pct(m.coverage_95, 1),
         ]
-        for ticker, m in result.per_ticker.items()
-    ]
-    rows.append(
-        [
-            "all",
-            str(overall.sessions),
-            output.fmt_pct(overall.mape),
-            output.fmt_float(overall.mae),
-            output.fmt_pct(overall.direction_accuracy, 1),
-            output.fmt_pct(overall.skill, 1),
-        ]
-    )
+
+    rows = [row(ticker, m) for ticker, m in result.per_ticker.items()]
+    rows.append(row("all", result.overall))
     output.table(
-        f"Live accuracy, last {result.overall.sessions} evaluated sessions (model {result.model_version or 'all'})",
-        ["ticker", "sessions", "MAPE", "MAE", "direction", "skill vs naive"],
+        f"Live accuracy, last {result.overall.sessions} scored sessions (model {result.model_version or 'all'})",
+        ["ticker", "sessions", "MAE", "naive MAE", "skill vs naive", "direction", "80% cover", "95% cover"],
         rows,
-        caption=f"{result.evaluated} predictions newly evaluated, {result.pending} waiting for their bar.",
+        secondary=["direction", "naive MAE", "MAE"],
+        caption=f"{result.evaluated} predictions newly scored, {result.pending} waiting for their bar.",
     )
     verdict = "[bold red]retrain needed[/]" if result.retrain_needed else "no retrain"
     output.console.print(f"Decision: {verdict}. ", end="")
@@ -81,13 +107,13 @@ def monitor_json(result: Any) -> dict[str, Any]:
         "overall": asdict(result.overall),
         "per_ticker": {t: asdict(m) for t, m in result.per_ticker.items()},
         "retrain_needed": result.retrain_needed,
+        "triggers": list(result.triggers),
         "reason": result.reason,
         "cooldown_active": result.cooldown_active,
         "last_retrain_as_of": result.last_retrain_as_of,
     }
 
 
-@app.command()
 def predict(
     ctx: typer.Context,
     version: Annotated[
@@ -95,6 +121,7 @@ def predict(
     ] = None,
 ) -> None:
     """Predict every ticker's close for the next trading session."""
+    from stockcli.services.predict import exit_code_for, failed_json, prediction_json
     from stockcli.services.predict import predict as predict_service
     from stockcli.services.runtime import pipeline_run
 
@@ -110,37 +137,36 @@ def predict(
             pipeline_run_id=run.run_id,
         )
         run.details.update(
-            {"model_version": result.model_version, "target_date": result.target_date.isoformat()}
+            {
+                "model_version": result.model_version,
+                "target_date": result.target_date.isoformat(),
+                "predictions": len(result.predictions),
+                "failed": [f.ticker for f in result.failed],
+            }
         )
+        code = exit_code_for(result)
+        if code:
+            run.status = "partial" if result.predictions else "failed"
+            run.error = "; ".join(f"{f.ticker}: {f.reason}" for f in result.failed)
     if cli.json:
         output.emit_json(
             {
                 "as_of": result.as_of,
                 "model_version": result.model_version,
                 "target_date": result.target_date,
-                "predictions": [
-                    {
-                        "ticker": p.ticker,
-                        "base_date": p.base_date,
-                        "base_close": p.base_close,
-                        "predicted_close": p.predicted_close,
-                        "change_pct": p.change_pct,
-                        "target_date": p.target_date,
-                    }
-                    for p in result.predictions
-                ],
+                "predictions": [prediction_json(p) for p in result.predictions],
+                "failed": [failed_json(f) for f in result.failed],
                 "files": list(result.files),
             }
         )
-        return
-    output.table(
-        f"Next-session predictions as of {as_of.isoformat()}",
-        PREDICTION_COLUMNS,
-        _prediction_rows(result.predictions),
-    )
+    else:
+        _show_predictions(
+            f"Next-session predictions as of {as_of.isoformat()}", result.predictions, result.failed
+        )
+    if code:
+        raise typer.Exit(code)
 
 
-@app.command()
 def monitor(ctx: typer.Context) -> None:
     """Score matured predictions against real closes; say whether a retrain is needed."""
     from stockcli.ml import registry
@@ -162,7 +188,6 @@ def monitor(ctx: typer.Context) -> None:
         _show_monitor(result)
 
 
-@app.command()
 def daily(
     ctx: typer.Context,
     no_retrain: Annotated[
@@ -212,10 +237,9 @@ def _show_daily(result: Any) -> None:
         output.info(
             f"No production model existed: trained and promoted version {result.retrain.model_version}."
         )
-    if result.predictions:
-        output.table("Next-session predictions", PREDICTION_COLUMNS, _prediction_rows(result.predictions))
-    else:
-        output.warn(next((m for m in result.messages if m.startswith("no prediction")), "no prediction made"))
+    _show_predictions("Next-session predictions", result.predictions, result.failed)
+    if not result.predictions and not result.failed:
+        output.warn("no prediction made")
     if result.monitor is not None:
         _show_monitor(result.monitor)
     if result.retrain is not None and result.retrain.ran and not result.bootstrapped:
@@ -225,7 +249,6 @@ def _show_daily(result: Any) -> None:
         )
 
 
-@app.command()
 def retrain(
     ctx: typer.Context,
     force: Annotated[
@@ -236,36 +259,25 @@ def retrain(
     ] = None,
 ) -> None:
     """process -> build -> tune -> train -> promote; only when needed unless --force."""
-    from stockcli.ml import registry
-    from stockcli.services.monitor import monitor as monitor_service
-    from stockcli.services.retrain import retrain as retrain_service
+    from stockcli.services.retrain import retrain_if_needed
     from stockcli.services.runtime import pipeline_run
 
     cli = state(ctx)
     settings = cli.settings()
     as_of = cli.as_of(settings)
-    with pipeline_run(settings, command="retrain", as_of=as_of) as run:
-        version = registry.resolve_alias(settings, "Production")
-        monitored = None
-        if not force and version is not None:
-            monitored = monitor_service(
-                settings=settings, engine=run.engine, as_of=as_of, model_version=str(version)
-            )
-        with output.status("retrain", quiet=cli.json) as progress:
-            result = retrain_service(
-                settings=settings,
-                engine=run.engine,
-                as_of=as_of,
-                force=force,
-                production_version=str(version) if version else None,
-                monitor_result=monitored,
-                run=run,
-                n_trials=n_trials,
-                progress=progress,
-            )
-        run.details["retrained"] = result.ran
-        if not result.ran:
-            run.status = "skipped"
+    with (
+        pipeline_run(settings, command="retrain", as_of=as_of) as run,
+        output.status("retrain", quiet=cli.json) as progress,
+    ):
+        result = retrain_if_needed(
+            settings=settings,
+            engine=run.engine,
+            as_of=as_of,
+            force=force,
+            run=run,
+            n_trials=n_trials,
+            progress=progress,
+        )
     if cli.json:
         output.emit_json(result)
         return
@@ -280,9 +292,8 @@ def retrain(
     output.info("Step times: " + ", ".join(f"{k} {v:.1f}s" for k, v in result.steps_s.items()))
 
 
-@app.command()
 def daemon(ctx: typer.Context) -> None:
-    """Run `daily` on the cron schedule of the daemon section (exchange time zone) until SIGTERM/SIGINT."""
+    """Run `daily` on the [daemon] cron schedule (exchange time zone) until SIGTERM/SIGINT."""
     import logging
 
     from stockcli.daemon import next_run_time, run_daemon
@@ -304,7 +315,6 @@ def daemon(ctx: typer.Context) -> None:
     output.info("stockcli daemon stopped.")
 
 
-@app.command()
 def backtest(
     ctx: typer.Context,
     start: Annotated[str, typer.Option("--start", help="First session to replay, YYYY-MM-DD.")],
@@ -342,6 +352,7 @@ def backtest(
             settings=settings, start=first, end=last, workspace=folder, n_trials=n_trials
         )
         output.emit_json(result)
+        _finish_backtest(result)
         return
     with Progress(
         TextColumn("backtest"),
@@ -359,45 +370,100 @@ def backtest(
         result = backtest_service(
             settings=settings, start=first, end=last, workspace=folder, n_trials=n_trials, progress=progress
         )
+    _show_backtest(result)
+    if result.failures:
+        output.warn(f"{result.sessions_failed} sessions failed: " + "; ".join(result.failures[:5]))
+    _finish_backtest(result)
+
+
+def _show_backtest(result: Any) -> None:
     m = result.metrics
     output.info(
         f"Replayed {result.sessions} sessions {result.start}..{result.end} in {result.wall_s:.0f} s "
         f"({result.sessions_per_s:.2f} sessions/s); workspace {result.workspace}."
     )
-    output.table(
-        "Live-style accuracy over the range",
-        ["ticker", "predictions", "MAPE", "MAE", "naive MAE", "direction", "skill vs naive"],
-        [
-            [
-                t,
-                v["samples"],
-                output.fmt_pct(v["mape"]),
-                output.fmt_float(v["mae"]),
-                output.fmt_float(v["naive_mae"]),
-                output.fmt_pct(v["direction_accuracy"], 1),
-                output.fmt_pct(v["skill"], 1),
-            ]
-            for t, v in result.per_ticker.items()
+
+    def row(name: str, v: dict[str, Any]) -> list[Any]:
+        return [
+            name,
+            v.get("samples"),
+            output.fmt_float(v.get("mae")),
+            output.fmt_float(v.get("naive_mae")),
+            output.fmt_pct(v.get("skill"), 2),
+            f"{output.fmt_pct(v.get('skill_low'), 2)} to {output.fmt_pct(v.get('skill_high'), 2)}",
+            output.fmt_pct(v.get("share_model"), 0),
+            output.fmt_pct(v.get("direction_accuracy"), 1),
+            output.fmt_pct(v.get("coverage_80"), 1),
+            output.fmt_pct(v.get("coverage_95"), 1),
+            output.fmt_float(v.get("winkler_95"), 4),
         ]
-        + [
-            [
-                "all",
-                m["samples"],
-                output.fmt_pct(m["mape"]),
-                output.fmt_float(m["mae"]),
-                output.fmt_float(m["naive_mae"]),
-                output.fmt_pct(m["direction_accuracy"], 1),
-                output.fmt_pct(m["skill"], 1),
-            ]
-        ],
+
+    columns = [
+        "ticker",
+        "predictions",
+        "MAE",
+        "naive MAE",
+        "skill",
+        "skill 95% CI",
+        "served by model",
+        "direction",
+        "80% cover",
+        "95% cover",
+        "Winkler 95",
+    ]
+    rows = [row(t, v) for t, v in result.per_ticker.items()]
+    if m.get("samples"):
+        rows.append(row("all", m))
+    output.table(
+        "Served forecasts over the range, next to naive",
+        columns,
+        rows,
+        secondary=["direction", "MAE", "naive MAE", "skill 95% CI"],
     )
+    if result.baselines:
+        output.table(
+            "Interval baselines on the same sessions",
+            ["baseline", "80% cover", "95% cover", "Winkler 95", "pinball"],
+            [
+                [
+                    name,
+                    output.fmt_pct(values.get("coverage_80"), 1),
+                    output.fmt_pct(values.get("coverage_95"), 1),
+                    output.fmt_float(values.get("winkler_95"), 4),
+                    output.fmt_float(values.get("pinball"), 5),
+                ]
+                for name, values in [("served", m), *result.baselines.items()]
+            ],
+        )
     output.table(
         f"Retrains ({len(result.retrains)}), promotions ({result.promotions})",
-        ["as of", "why", "version", "promoted"],
+        ["as of", "why", "version", "promoted", "p-value"],
         [
-            [r.as_of.isoformat(), r.reason, r.model_version, "yes" if r.promoted else "no"]
+            [
+                r.as_of.isoformat(),
+                r.reason,
+                r.model_version,
+                "yes" if r.promoted else "no",
+                "-" if r.p_value is None else f"{r.p_value:.3g}",
+            ]
             for r in result.retrains
         ],
+        text=["why"],
     )
-    if result.failures:
-        output.warn(f"{result.sessions_failed} sessions failed: " + "; ".join(result.failures[:5]))
+
+
+def _finish_backtest(result: Any) -> None:
+    """Warn about sessions past the end of the data; exit 3 when some sessions failed, 4 when all did."""
+    from stockcli.services.backtest import exit_code_for
+
+    if result.data_end is None:
+        output.warn(f"No bars were available for any of the {result.sessions} sessions: nothing to replay.")
+    elif result.sessions_past_data_end:
+        output.warn(
+            f"{result.sessions_past_data_end} of the {result.sessions} sessions lie after the newest bar "
+            f"({result.data_end}): there is nothing new to predict from there. End the range at the last "
+            "day of the data."
+        )
+    code = exit_code_for(result)
+    if code:
+        raise typer.Exit(code)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
 import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, is_dataclass
@@ -12,12 +13,23 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
+from rich import box
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
 console = Console(highlight=False)
 error_console = Console(stderr=True, highlight=False)
+
+# Width of tables written to a pipe or a file (cron logs) when $COLUMNS does not say otherwise: wide
+# enough for every table in one line per row, narrow enough to read.
+NON_TERMINAL_WIDTH = 120
+# A column whose longest cell exceeds this (and holds spaces) is free text: it may wrap between words.
+TEXT_COLUMN_CHARS = 40
+# The narrowest a free-text column is squeezed to (its long words fold beyond that).
+TEXT_COLUMN_MIN = 16
+# Words of free text longer than this (paths, URLs) may fold rather than widen the table.
+TEXT_COLUMN_MAX_WORD = 30
 
 
 def _default(value: Any) -> Any:
@@ -58,15 +70,110 @@ def emit_json(payload: Any) -> None:
     sys.stdout.flush()
 
 
+def output_width() -> int:
+    """The width tables are laid out in: the terminal's, else $COLUMNS, else NON_TERMINAL_WIDTH."""
+    if console.is_terminal:
+        return console.width
+    columns = os.environ.get("COLUMNS", "").strip()
+    return int(columns) if columns.isdigit() and int(columns) > 0 else NON_TERMINAL_WIDTH
+
+
 def table(
-    title: str | None, columns: Sequence[str], rows: Iterable[Sequence[Any]], *, caption: str | None = None
+    title: str | None,
+    columns: Sequence[str],
+    rows: Iterable[Sequence[Any]],
+    *,
+    caption: str | None = None,
+    secondary: Sequence[str] = (),
+    text: Sequence[str] = (),
 ) -> None:
-    view = Table(title=title, caption=caption, title_justify="left")
-    for name in columns:
-        view.add_column(name, justify="right" if name.endswith(("%", "rows", "count")) else "left")
-    for row in rows:
-        view.add_row(*("" if cell is None else str(cell) for cell in row))
-    console.print(view)
+    """A Rich table on stdout whose cells are never cut inside a word (a date, a number, a name).
+
+    Only free-text columns (named in `text`, or holding long sentences) wrap, between words. When the
+    table is wider than the output, it first drops its borders, then the `secondary` columns in the
+    order given; as a last resort it runs wider than the output rather than cut a value (`2013-03-…`).
+    """
+    cells = [["" if cell is None else str(cell) for cell in row] for row in rows]
+    keep = list(range(len(columns)))
+    width = output_width()
+    for compact, dropped in _layouts(columns, secondary):
+        keep = [index for index, name in enumerate(columns) if name not in dropped]
+        needed = _minimum_width(
+            [columns[i] for i in keep], [[row[i] for i in keep] for row in cells], text, compact
+        )
+        if needed <= width:
+            break
+    view = Table(
+        title=title,
+        caption=caption,
+        title_justify="left",
+        box=None if compact else box.HEAVY_HEAD,
+        pad_edge=not compact,
+    )
+    for index in keep:
+        name = columns[index]
+        wraps = _is_text(name, [row[index] for row in cells], text)
+        view.add_column(
+            name,
+            justify="right" if name.endswith(("%", "rows", "count")) else "left",
+            no_wrap=not wraps,
+            overflow="fold" if wraps else "ellipsis",
+        )
+    for row in cells:
+        view.add_row(*(row[index] for index in keep))
+    if needed <= width and width <= console.width:
+        console.print(view, width=width)
+        return
+    # Rich never renders wider than its console (80 columns when stdout is not a terminal): a console
+    # of the chosen width writes the same stream.
+    wide = Console(
+        file=console.file,
+        width=max(needed, width) if needed > width else width,
+        highlight=False,
+        force_terminal=console.is_terminal,
+        color_system=console.color_system,  # type: ignore[arg-type]
+    )
+    wide.print(view)
+
+
+def _layouts(columns: Sequence[str], secondary: Sequence[str]) -> Iterator[tuple[bool, set[str]]]:
+    """Layouts from the fullest to the most compact: (borderless?, dropped columns)."""
+    yield False, set()
+    dropped: set[str] = set()
+    yield True, set(dropped)
+    for name in secondary:
+        if name in columns:
+            dropped.add(name)
+            yield True, set(dropped)
+
+
+def _is_text(name: str, values: Sequence[str], text: Sequence[str]) -> bool:
+    if name in text:
+        return True
+    longest = max(values, key=len, default="")
+    return len(longest) > TEXT_COLUMN_CHARS and " " in longest
+
+
+def _minimum_width(
+    columns: Sequence[str], rows: Sequence[Sequence[str]], text: Sequence[str], compact: bool
+) -> int:
+    """The narrowest width at which no cell of a non-text column is cut or wrapped."""
+    from rich.cells import cell_len
+
+    total = 0
+    for index, name in enumerate(columns):
+        values = [row[index] for row in rows]
+        widest = max((cell_len(value) for value in [name, *values]), default=1)
+        if _is_text(name, values, text):
+            longest_word = max(
+                (cell_len(word) for value in [name, *values] for word in value.split()), default=1
+            )
+            total += min(widest, max(min(longest_word, TEXT_COLUMN_MAX_WORD), TEXT_COLUMN_MIN))
+        else:
+            total += widest
+    gaps = len(columns)
+    # Each column has one space of padding per side; borders add one line per column and an edge.
+    return total + (2 * gaps - 2 if compact else 3 * gaps + 1)
 
 
 def info(message: str) -> None:

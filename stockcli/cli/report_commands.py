@@ -11,7 +11,7 @@ import typer
 from rich.markup import escape
 
 from stockcli.cli import output
-from stockcli.cli.app import app, state
+from stockcli.cli.state import state
 
 if TYPE_CHECKING:
     from stockcli.services.report import Report
@@ -67,6 +67,27 @@ def _text(value: Any) -> str:
     return "" if value is None else escape(str(value))
 
 
+def _band(low: float | None, high: float | None) -> str:
+    if low is None or high is None:
+        return "-"
+    return f"{output.fmt_float(low)}–{output.fmt_float(high)}"
+
+
+def _served(p: Any) -> str:
+    point = p.source or "model"
+    if point == "model" and p.p_value is not None:
+        point += f" (p {p.p_value:.2g})"
+    return f"{point} / {p.interval_source or '-'}"
+
+
+def _improvement(value: float | None, low: float | None, high: float | None) -> str:
+    if value is None:
+        return "-"
+    if low is None or high is None:
+        return f"{value * 100:+.2f}%"
+    return f"{value * 100:+.2f}% ({low * 100:+.2f}% to {high * 100:+.2f}%)"
+
+
 def render_tables(report: Report) -> None:
     from stockcli.web.pages import format_metrics  # the same metric formatting as the HTML views
 
@@ -77,20 +98,42 @@ def render_tables(report: Report) -> None:
     )
     output.table(
         "Latest predictions (next trading session)",
-        ["Ticker", "Base date", "Base close", "Predicted close", "Change %", "Target date", "Model"],
+        [
+            "Ticker",
+            "Base date",
+            "Base close",
+            "Predicted close",
+            "Change %",
+            "80% interval",
+            "95% interval",
+            "P(up)",
+            "Served",
+            "Target date",
+            "Model",
+        ],
         (
             [
-                _text(p.ticker),
+                _text(p.ticker) + (" (unseen)" if p.unseen else ""),
                 p.base_date.isoformat(),
                 fmt(p.base_close),
                 fmt(p.predicted_close),
                 "-" if p.change is None else f"{p.change * 100:+.2f}%",
+                _band(p.lower_80, p.upper_80),
+                _band(p.lower_95, p.upper_95),
+                pct(p.p_up, 0),
+                _served(p),
                 p.target_date.isoformat(),
                 f"v{_text(p.model_version)}",
             ]
             for p in report.predictions
         ),
-        caption=None if report.predictions else "No predictions yet: run `stockcli daily`.",
+        caption=(
+            "Served: the point forecast (the model where it beat the naive forecast significantly, p shown; "
+            "else the last close) / the interval source (the model's calibrated intervals, or GARCH's)."
+            if report.predictions
+            else "No predictions yet: run `stockcli daily`."
+        ),
+        secondary=["Base close", "Base date", "Model", "80% interval", "Change %", "P(up)"],
     )
     output.table(
         f"Recent closes (last {max((len(s.closes) for s in report.recent_closes), default=0)} sessions) → prediction",
@@ -104,10 +147,22 @@ def render_tables(report: Report) -> None:
             ]
             for s in report.recent_closes
         ),
+        secondary=["Last close", "Predicted"],
     )
     output.table(
         f"Live performance over the last {report.window_sessions} scored sessions",
-        ["Ticker", "Sessions", "MAPE %", "MAE", "Naive MAE", "Direction %", "Skill vs naive %", "Status"],
+        [
+            "Ticker",
+            "Sessions",
+            "MAPE %",
+            "MAE",
+            "Naive MAE",
+            "Direction %",
+            "Skill vs naive %",
+            "80% cover",
+            "95% cover",
+            "Status",
+        ],
         (
             [
                 _text(r.ticker),
@@ -117,6 +172,8 @@ def render_tables(report: Report) -> None:
                 fmt(r.naive_mae),
                 pct(r.directional_accuracy, 1),
                 "-" if r.skill is None else f"{r.skill * 100:+.1f}%",
+                pct(r.coverage_80, 0),
+                pct(r.coverage_95, 0),
                 "WORSE THAN NAIVE"
                 if r.worse_than_naive
                 else ("few sessions" if not r.enough_samples else "ok"),
@@ -124,6 +181,7 @@ def render_tables(report: Report) -> None:
             for r in report.performance
         ),
         caption=None if report.performance else "No matured predictions scored yet.",
+        secondary=["MAE", "Naive MAE", "Sessions", "MAPE %", "Direction %"],
     )
     output.table(
         "Registered model versions",
@@ -139,6 +197,8 @@ def render_tables(report: Report) -> None:
             for m in report.models
         ),
         caption=None if report.models else "No model versions to show.",
+        secondary=["Dataset", "Created"],
+        text=["Test metrics"],
     )
     output.table(
         "Recent runs",
@@ -155,6 +215,8 @@ def render_tables(report: Report) -> None:
             ]
             for r in report.runs
         ),
+        secondary=["Started", "#", "Duration s"],
+        text=["Error"],
     )
     output.table(
         "Recent promotion decisions",
@@ -164,6 +226,8 @@ def render_tables(report: Report) -> None:
             "Production",
             "Metric",
             "Candidate / production / naive",
+            "p-value",
+            "Improvement (95% CI)",
             "Decision",
             "Reason",
         ],
@@ -174,17 +238,20 @@ def render_tables(report: Report) -> None:
                 f"v{_text(p.production_version)}" if p.production_version else "-",
                 _text(p.metric),
                 " / ".join(fmt(v, 4) for v in (p.candidate_value, p.production_value, p.naive_value)),
+                "-" if p.p_value is None else f"{p.p_value:.3g}",
+                _improvement(p.improvement, p.improvement_low, p.improvement_high),
                 ("promoted" if p.promoted else "kept") + (" (dry run)" if p.dry_run else ""),
                 _text(p.reason),
             ]
             for p in report.promotions
         ),
+        secondary=["Candidate / production / naive", "Decided", "Metric", "Improvement (95% CI)", "Production"],
+        text=["Reason"],
     )
     for note in report.notes:
         output.warn(note)
 
 
-@app.command("report")
 def report(
     ctx: typer.Context,
     html: Annotated[
@@ -196,14 +263,13 @@ def report(
 ) -> None:
     """Latest predictions, live performance, model versions, runs and promotions (read-only)."""
     from stockcli.config import redact_url
-    from stockcli.db.queries_report import connect_readonly
     from stockcli.errors import UsageError
-    from stockcli.services.report import build_report
+    from stockcli.services.report import report as report_service
 
     cli_state = state(ctx)
     settings = cli_state.settings()
     as_of = cli_state.as_of(settings) if cli_state.as_of_text else None
-    result = build_report(settings, engine=connect_readonly(settings), as_of=as_of)
+    result = report_service(settings, as_of=as_of)
     if html is not None:
         from stockcli.web.pages import render_report_html
 
@@ -228,7 +294,6 @@ def report(
         output.info(f"Wrote the HTML report to {html}.")
 
 
-@app.command("serve")
 def serve(
     ctx: typer.Context,
     host: Annotated[

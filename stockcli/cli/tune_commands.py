@@ -7,10 +7,9 @@ from typing import Annotated, Any
 import typer
 
 from stockcli.cli import output
-from stockcli.cli.app import app, state
+from stockcli.cli.state import state
 
 
-@app.command("tune")
 def tune_command(
     ctx: typer.Context,
     n_trials: Annotated[
@@ -18,7 +17,7 @@ def tune_command(
         typer.Option(
             "--n-trials",
             min=1,
-            help="Finished trials the study should hold (default \\[tuning] n_trials); a rerun only runs what is missing.",
+            help="Finished trials the study should hold (default [tuning] n_trials); a rerun only runs what is missing.",
             show_default=False,
         ),
     ] = None,
@@ -27,7 +26,7 @@ def tune_command(
         typer.Option(
             "--timeout",
             min=0.0,
-            help="Stop starting new trials after this many seconds (default \\[tuning] timeout_s; 0: no limit).",
+            help="Stop starting new trials after this many seconds (default [tuning] timeout_s; 0: no limit).",
             show_default=False,
         ),
     ] = None,
@@ -42,7 +41,7 @@ def tune_command(
 ) -> None:
     """Search hyper-parameters (Optuna, pruned, resumable); save the best ones for `train`.
 
-    Several `stockcli tune` processes pointed at one PostgreSQL `\\[tuning] storage_url` work on the
+    Several `stockcli tune` processes pointed at one PostgreSQL `[tuning] storage_url` work on the
     same study together.
     """
     from stockcli.services.runtime import pipeline_run

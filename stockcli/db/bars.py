@@ -151,3 +151,9 @@ def close_before(connection: Connection, ticker: str, day: date) -> float | None
     )
     value = connection.execute(query).scalar_one_or_none()
     return float(value) if value is not None else None
+
+
+def newest_bar_date(engine: Engine) -> date | None:
+    """The newest stored bar's date, of any ticker (None when nothing is stored)."""
+    with engine.connect() as connection:
+        return connection.execute(select(func.max(RawStockData.date))).scalar_one_or_none()  # type: ignore[no-any-return]

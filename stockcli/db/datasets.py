@@ -24,9 +24,15 @@ from stockcli.errors import NoDataError, UsageError
 from stockcli.features.dataset import (
     PARTS,
     BuiltDataset,
+    Panel,
     PartSlab,
     built_spec_from,
     window_set,
+)
+
+OLD_LAYOUT_HINT = (
+    "It was made by an older stockcli (tickers aligned side by side). Run `stockcli process` and "
+    "`stockcli build` again (or `stockcli retrain --force`)."
 )
 
 
@@ -46,10 +52,29 @@ class StoredDataset:
     config: dict[str, Any]
     content_hash: str
     dates: list[date]
-    features: np.ndarray  # (sessions, tickers, features) float64
-    closes: np.ndarray  # (sessions, tickers)
-    target_price: np.ndarray  # (sessions, tickers), NaN where no honest next-session target
+    features: np.ndarray  # (sessions, series, features) float64, scale-free, NaN where not valid
+    closes: np.ndarray  # (sessions, series)
+    target_price: np.ndarray  # (sessions, series), NaN where no honest next-session target
     target_return: np.ndarray
+    valid: np.ndarray  # (sessions, series) bool
+    real: np.ndarray  # (sessions, series) bool
+
+    def panel(self) -> Panel:
+        """The stored arrays as the Panel `process` made."""
+        spec = self.feature_spec
+        return Panel(
+            series=tuple(spec["series"]),
+            tickers=tuple(spec["tickers"]),
+            context_tickers=tuple(spec.get("context_tickers") or ()),
+            feature_names=self.feature_names,
+            dates=self.dates,
+            features=self.features,
+            closes=self.closes,
+            valid=self.valid,
+            real=self.real,
+            target_price=self.target_price,
+            target_return=self.target_return,
+        )
 
 
 def dataset_hash(engine: Engine, run_id: str) -> str | None:
@@ -75,6 +100,7 @@ def save_dataset(
     closes: np.ndarray,
     target_price: np.ndarray,
     target_return: np.ndarray,
+    mask: np.ndarray,
 ) -> bool:
     """Upsert a dataset; returns False when the same content was already stored under `run_id`.
 
@@ -105,6 +131,7 @@ def save_dataset(
         "closes_npy": array_to_bytes(np.asarray(closes, dtype=np.float64)),
         "target_price_npy": array_to_bytes(np.asarray(target_price, dtype=np.float64)),
         "target_return_npy": array_to_bytes(np.asarray(target_return, dtype=np.float64)),
+        "mask_npy": array_to_bytes(np.asarray(mask, dtype=np.int8)),
     }
     with engine.begin() as connection:
         upsert(connection, Dataset, [row], key=("run_id",))
@@ -139,6 +166,9 @@ def load_dataset(engine: Engine, run_id: str) -> StoredDataset:
         row = connection.execute(select(Dataset.__table__).where(Dataset.run_id == run_id)).mappings().first()
     if row is None:
         raise _unknown_dataset(engine, run_id)
+    if row["mask_npy"] is None or "series" not in (row["feature_spec"] or {}):
+        raise NoDataError(f"Dataset {run_id} cannot be used by this stockcli.", hint=OLD_LAYOUT_HINT)
+    valid, real = Panel.unpack_mask(bytes_to_array(row["mask_npy"]))
     return StoredDataset(
         run_id=row["run_id"],
         created_at=row["created_at"],
@@ -156,6 +186,8 @@ def load_dataset(engine: Engine, run_id: str) -> StoredDataset:
         closes=bytes_to_array(row["closes_npy"]),
         target_price=bytes_to_array(row["target_price_npy"]),
         target_return=bytes_to_array(row["target_return_npy"]),
+        valid=valid,
+        real=real,
     )
 
 
@@ -182,6 +214,8 @@ def save_built(
                 "first_target_date": part.target_dates[0] if part.target_dates else None,
                 "last_target_date": part.target_dates[-1] if part.target_dates else None,
                 "x_npy": array_to_bytes(np.asarray(part.slab, dtype=np.float32)),
+                "context_npy": array_to_bytes(np.asarray(part.context, dtype=np.float32)),
+                "windows_npy": array_to_bytes(np.asarray(part.windows, dtype=np.int64)),
                 "y_npy": array_to_bytes(np.asarray(part.y, dtype=np.float32)),
                 "base_dates_npy": array_to_bytes(dates_to_array(part.base_dates)),
                 "target_dates_npy": array_to_bytes(dates_to_array(part.target_dates)),
@@ -202,13 +236,6 @@ def save_built(
         upsert(connection, Scaler, [scaler_row], key=("run_id",))
         for row in rows:
             upsert(connection, ScaledFeatureSet, [row], key=("run_id", "set_name"))
-
-
-def built_ids(engine: Engine, limit: int = 5) -> list[str]:
-    """Ids of built datasets, newest build first."""
-    query = select(Scaler.run_id).order_by(Scaler.created_at.desc(), Scaler.run_id.desc()).limit(limit)
-    with engine.connect() as connection:
-        return [str(r) for r in connection.execute(query).scalars()]
 
 
 def load_built(engine: Engine, run_id: str) -> BuiltDataset:
@@ -236,30 +263,32 @@ def load_built(engine: Engine, run_id: str) -> BuiltDataset:
         raise NoDataError(
             f"Dataset {run_id} has not been built yet.", hint=f"Run `stockcli build --run-id {run_id}`."
         )
-    feature_spec, dates_npy, tickers = dataset_row
-    session_days = bytes_to_array(dates_npy)
+    feature_spec, _dates_npy, tickers = dataset_row
     scalers = dict(scaler["params"])
+    if "series" not in feature_spec or any(sets[name]["windows_npy"] is None for name in PARTS):
+        raise NoDataError(f"Dataset {run_id} cannot be used by this stockcli.", hint=OLD_LAYOUT_HINT)
     L = int(scaler["sequence_length"])
     target_kind = str(scaler["target_kind"])
-    spec = built_spec_from(feature_spec, scalers["feature_names"], L, target_kind)
+    spec = built_spec_from(
+        feature_spec, scalers["feature_names"], scalers.get("context", {}).get("features", []), L
+    )
     spec["dataset_run_id"] = run_id
+    series_names = tuple(feature_spec["series"])
     window_sets = {}
     for name in PARTS:
         stored = sets[name]
-        base_days = bytes_to_array(stored["base_dates_npy"])
-        base_rows = np.searchsorted(session_days, base_days)
-        slab_start = int(base_rows[0]) - L + 1 if len(base_rows) else 0
         part = PartSlab(
             name=name,
             slab=bytes_to_array(stored["x_npy"]),
-            window_ends=base_rows - slab_start,
+            context=bytes_to_array(stored["context_npy"]),
+            windows=bytes_to_array(stored["windows_npy"]),
             y=bytes_to_array(stored["y_npy"]),
-            base_dates=array_to_dates(base_days),
+            base_dates=array_to_dates(bytes_to_array(stored["base_dates_npy"])),
             target_dates=array_to_dates(bytes_to_array(stored["target_dates_npy"])),
             base_closes=bytes_to_array(stored["base_closes_npy"]),
             target_closes=bytes_to_array(stored["target_closes_npy"]),
         )
-        window_sets[name] = window_set(part, L)
+        window_sets[name] = window_set(part, L, series_names)
     return BuiltDataset(
         run_id=run_id,
         spec=spec,

@@ -7,16 +7,24 @@ when they share a database.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import create_engine, event
-from sqlalchemy.engine import Engine, make_url
-from sqlalchemy.exc import ArgumentError, OperationalError
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DatabaseError
 
 from stockcli.config import Settings, redact_url
 from stockcli.errors import EXIT_USAGE, ConfigError, StockCliError
+from stockcli.storage import (
+    check_data_dir,
+    describe_database_error,
+    parse_database_url,
+    prepare_folder,
+    sqlite_file,
+)
 
 if TYPE_CHECKING:
     from alembic.config import Config
@@ -35,19 +43,28 @@ def migrations_dir() -> Path:
     )
 
 
-def make_engine(url: str, *, busy_timeout_s: float = 30.0, sqlite_dir: Path | None = None) -> Engine:
-    """An engine for `url`; SQLite gets WAL, a busy timeout and foreign keys."""
-    try:
-        parsed = make_url(url)
-    except ArgumentError:
-        raise ConfigError(
-            f"Invalid database URL {redact_url(url)!r}.",
-            hint="Use sqlite:///path/to/file.db or postgresql+psycopg://user@host/db.",
-        ) from None
+def make_engine(
+    url: str, *, busy_timeout_s: float = 30.0, data_dir: Path | None = None, read_only: bool = False
+) -> Engine:
+    """An engine for `url`; SQLite gets WAL, a busy timeout and foreign keys.
+
+    `data_dir`: a SQLite file's folder is created only under it; elsewhere it must exist (ConfigError).
+    `read_only`: SQLite is opened read-only and nothing is created or changed, not even in a
+    read-only folder (where the database is opened as immutable: nobody can be writing it there).
+    """
+    parsed = parse_database_url(url, what="database", key="[storage] database_url (or STOCKCLI_DATABASE_URL)")
     kwargs: dict[str, Any] = {"future": True}
     if parsed.get_backend_name() == "sqlite":
-        if parsed.database and parsed.database != ":memory:":
-            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        path = sqlite_file(url)
+        if read_only and path is not None:
+            from sqlalchemy.pool import NullPool
+
+            kwargs["creator"] = _read_only_sqlite(path, busy_timeout_s)
+            kwargs["poolclass"] = NullPool
+        elif path is not None:
+            prepare_folder(
+                path, data_dir=data_dir, what="database", key="[storage] database_url (STOCKCLI_DATABASE_URL)"
+            )
         kwargs["connect_args"] = {"timeout": busy_timeout_s}
     elif parsed.get_backend_name() == "postgresql":
         if parsed.drivername == "postgresql":
@@ -64,13 +81,65 @@ def make_engine(url: str, *, busy_timeout_s: float = 30.0, sqlite_dir: Path | No
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
             cursor = dbapi_connection.cursor()
-            cursor.execute("PRAGMA journal_mode=WAL")
+            if not read_only:
+                cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute(f"PRAGMA busy_timeout={busy_ms}")
             cursor.execute("PRAGMA synchronous=NORMAL")
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.close()
 
     return engine
+
+
+def damaged_database_error(settings: Settings, exc: BaseException) -> StockCliError | None:
+    """The error to show when `exc`, raised while a run worked, comes from a damaged SQLite database
+    file of the app; None otherwise (other databases, or a healthy file: `exc` stands as it is)."""
+    import sqlite3
+
+    path = sqlite_file(settings.database_url)
+    if path is None or not path.is_file():
+        return None
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as connection:
+            healthy = connection.execute("PRAGMA quick_check").fetchone()[0] == "ok"
+    except sqlite3.DatabaseError:
+        healthy = False
+    if healthy:
+        return None
+    return describe_database_error(
+        "database",
+        settings.database_url,
+        exc,
+        key="[storage] database_url (or STOCKCLI_DATABASE_URL)",
+        damaged=True,
+    )
+
+
+def _read_only_sqlite(path: Path, busy_timeout_s: float) -> Any:
+    """A DB-API connection factory opening `path` read-only.
+
+    In a folder this user cannot write, a WAL database whose `-shm` file is gone (no writer has it
+    open) cannot be opened read-only: then it is opened as immutable. The engine gets a fresh
+    connection per use (NullPool), so that choice is made again each time and never outlives the
+    moment a writer may start.
+    """
+    import sqlite3
+    from urllib.parse import quote
+
+    base = f"file:{quote(str(path.resolve()))}?mode=ro"
+
+    def connect() -> sqlite3.Connection:
+        connection = sqlite3.connect(base, uri=True, timeout=busy_timeout_s, check_same_thread=False)
+        try:
+            connection.execute("PRAGMA schema_version").fetchone()
+        except sqlite3.OperationalError:
+            connection.close()
+            return sqlite3.connect(
+                f"{base}&immutable=1", uri=True, timeout=busy_timeout_s, check_same_thread=False
+            )
+        return connection
+
+    return connect
 
 
 def alembic_config(engine: Engine | None = None) -> Config:
@@ -140,22 +209,22 @@ def downgrade_schema(engine: Engine, revision: str) -> None:
 
 def open_database(settings: Settings, *, upgrade: bool = True) -> Engine:
     """The app's engine with the schema brought up to date; raises a clear error when unreachable."""
+    check_data_dir(settings.data_dir)  # it holds the run lock and more, whatever the database
     engine = make_engine(
         settings.database_url,
         busy_timeout_s=settings.storage.sqlite_busy_timeout_s,
+        data_dir=settings.data_dir,
     )
     if upgrade:
         try:
             if current_revision(engine) != head_revision():
                 upgrade_schema(engine)
-        except OperationalError as exc:
-            raise StockCliError(
-                f"Cannot reach the database {redact_url(settings.database_url)}: {_first_line(exc)}",
-                hint="Check [storage] database_url (or STOCKCLI_DATABASE_URL) and that the server is up.",
+        except DatabaseError as exc:  # OperationalError included: unreachable, damaged, read-only
+            engine.dispose()
+            raise describe_database_error(
+                "database",
+                settings.database_url,
+                exc,
+                key="[storage] database_url (or STOCKCLI_DATABASE_URL)",
             ) from None
     return engine
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(getattr(exc, "orig", None) or exc)
-    return redact_url(text.strip().splitlines()[0] if text.strip() else type(exc).__name__)

@@ -18,7 +18,7 @@ from pathlib import Path
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
-from stockcli.errors import LockHeldError
+from stockcli.errors import LockHeldError, StockCliError
 
 # The two-key form of pg_advisory_lock: a class for stockcli ("stkc" in ASCII) and a hash of the
 # schema, so that deployments in different schemas of one database do not block each other.
@@ -50,8 +50,15 @@ def file_lock(path: Path, command: str, *, shared: bool = False) -> Iterator[Non
 
     Shared holders (parallel `tune` workers) coexist with each other, never with an exclusive one.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise StockCliError(
+            f"Cannot write the run lock {path}: {exc.strerror or exc}.",
+            hint=f"Commands that write need a writable data dir ({path.parent}); `report` and `serve` only "
+            "read. Check its permissions, or set [storage] data_dir (or STOCKCLI_DATA_DIR).",
+        ) from None
     try:
         try:
             fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)

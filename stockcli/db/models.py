@@ -78,6 +78,9 @@ class Dataset(Base):
     closes_npy: Mapped[bytes] = mapped_column(LargeBinary)
     target_price_npy: Mapped[bytes] = mapped_column(LargeBinary)
     target_return_npy: Mapped[bytes] = mapped_column(LargeBinary)
+    # (sessions, series) int8: bit 1 a usable feature row, bit 2 a real bar (revision 0002; NULL in
+    # datasets made before, which cannot be built any more and are processed again).
+    mask_npy: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
 
 
 class ScaledFeatureSet(Base):
@@ -100,6 +103,9 @@ class ScaledFeatureSet(Base):
     base_closes_npy: Mapped[bytes] = mapped_column(LargeBinary)
     target_closes_npy: Mapped[bytes] = mapped_column(LargeBinary)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    # Revision 0002: windows as (row in the slab, series) pairs and the context covariate rows.
+    windows_npy: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    context_npy: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
 
 
 class Scaler(Base):
@@ -145,6 +151,21 @@ class LatestPrediction(Base):
     dataset_run_id: Mapped[str] = mapped_column(String(64))
     pipeline_run_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    # Revision 0002: the served quantiles of the next close (2.5, 10, 50, 90, 97.5 percent), the
+    # chance of an up day, which forecast was served and why, and whether the model had seen the ticker.
+    q025: Mapped[float | None] = mapped_column(Double, nullable=True)
+    q10: Mapped[float | None] = mapped_column(Double, nullable=True)
+    q50: Mapped[float | None] = mapped_column(Double, nullable=True)
+    q90: Mapped[float | None] = mapped_column(Double, nullable=True)
+    q975: Mapped[float | None] = mapped_column(Double, nullable=True)
+    p_up: Mapped[float | None] = mapped_column(Double, nullable=True)
+    source: Mapped[str | None] = mapped_column(String(16), nullable=True)  # model | naive
+    p_value: Mapped[float | None] = mapped_column(Double, nullable=True)
+    interval_source: Mapped[str | None] = mapped_column(String(16), nullable=True)  # model | garch | rolling
+    interval_p_value: Mapped[float | None] = mapped_column(Double, nullable=True)
+    unseen: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
+    # The model's own forecast and both baselines' quantiles, whichever was served (JSON numbers).
+    detail: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
 
 
 class ModelPerformance(Base):
@@ -161,9 +182,19 @@ class ModelPerformance(Base):
     actual_close: Mapped[float] = mapped_column(Double)
     abs_error: Mapped[float] = mapped_column(Double)
     abs_pct_error: Mapped[float] = mapped_column(Double)
-    direction_hit: Mapped[bool] = mapped_column(Boolean)
     naive_abs_error: Mapped[float] = mapped_column(Double)
     evaluated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    # Revision 0002 (replaces the boolean direction_hit): 1 hit, 0 miss, 0.5 for a forecast of no
+    # change (a coin flip), NULL when the close did not move; `stockcli.ml.metrics.direction_scores`.
+    direction_score: Mapped[float | None] = mapped_column(Double, nullable=True)
+    q025: Mapped[float | None] = mapped_column(Double, nullable=True)
+    q10: Mapped[float | None] = mapped_column(Double, nullable=True)
+    q50: Mapped[float | None] = mapped_column(Double, nullable=True)
+    q90: Mapped[float | None] = mapped_column(Double, nullable=True)
+    q975: Mapped[float | None] = mapped_column(Double, nullable=True)
+    source: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    interval_source: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    detail: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
 
 
 class PipelineRun(Base):
@@ -205,3 +236,53 @@ class Promotion(Base):
     dry_run: Mapped[bool] = mapped_column(Boolean, default=False)
     reason: Mapped[str] = mapped_column(Text)
     pipeline_run_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # Revision 0002: the paired test behind the decision (one-sided Diebold-Mariano p-value, the
+    # relative improvement and its 95% interval) and the per-ticker serving decisions.
+    test: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    p_value: Mapped[float | None] = mapped_column(Double, nullable=True)
+    improvement: Mapped[float | None] = mapped_column(Double, nullable=True)
+    improvement_low: Mapped[float | None] = mapped_column(Double, nullable=True)
+    improvement_high: Mapped[float | None] = mapped_column(Double, nullable=True)
+    selection: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+
+
+class IntervalState(Base):
+    """Adaptive conformal inference state of one ticker and interval level [ticker, level].
+
+    `alpha` is the miscoverage level used for the next interval; each scored session nudges it
+    (Gibbs & Candes 2021). The state belongs to one model version and interval source: when either
+    changes, it starts again from the nominal level.
+    """
+
+    __tablename__ = "interval_state"
+
+    ticker: Mapped[str] = mapped_column(String(24), primary_key=True)
+    level: Mapped[int] = mapped_column(Integer, primary_key=True)  # 80 or 95
+    model_version: Mapped[str] = mapped_column(String(32))
+    source: Mapped[str] = mapped_column(String(16))
+    alpha: Mapped[float] = mapped_column(Double)
+    n_updates: Mapped[int] = mapped_column(Integer)
+    misses: Mapped[int] = mapped_column(Integer)
+    last_target_date: Mapped[date | None] = mapped_column(Date, nullable=True)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class ServingSelection(Base):
+    """What a model version serves for one ticker [model_version, ticker], decided by a paired test
+    on the promotion window; ticker "*" is the decision for tickers the model has not seen."""
+
+    __tablename__ = "serving_selection"
+
+    model_version: Mapped[str] = mapped_column(String(32), primary_key=True)
+    ticker: Mapped[str] = mapped_column(String(24), primary_key=True)
+    point_source: Mapped[str] = mapped_column(String(16))  # model | naive
+    point_p_value: Mapped[float | None] = mapped_column(Double, nullable=True)
+    point_skill: Mapped[float | None] = mapped_column(Double, nullable=True)
+    interval_source: Mapped[str] = mapped_column(String(16))  # model | garch
+    interval_p_value: Mapped[float | None] = mapped_column(Double, nullable=True)
+    interval_skill: Mapped[float | None] = mapped_column(Double, nullable=True)
+    window_start: Mapped[date | None] = mapped_column(Date, nullable=True)
+    window_end: Mapped[date | None] = mapped_column(Date, nullable=True)
+    n_sessions: Mapped[int] = mapped_column(Integer)
+    promotion_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    decided_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

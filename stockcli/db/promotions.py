@@ -36,6 +36,12 @@ def record_decision(
     dry_run: bool,
     reason: str,
     pipeline_run_id: int | None = None,
+    test: str | None = None,
+    p_value: float | None = None,
+    improvement: float | None = None,
+    improvement_low: float | None = None,
+    improvement_high: float | None = None,
+    selection: Mapping[str, Any] | None = None,
 ) -> int:
     """Insert one decision row; returns its id."""
     with engine.begin() as connection:
@@ -55,6 +61,12 @@ def record_decision(
                 dry_run=dry_run,
                 reason=reason,
                 pipeline_run_id=pipeline_run_id,
+                test=test,
+                p_value=p_value,
+                improvement=improvement,
+                improvement_low=improvement_low,
+                improvement_high=improvement_high,
+                selection=None if selection is None else dict(selection),
             )
         )
         return int(result.inserted_primary_key[0])  # type: ignore[index]

@@ -40,11 +40,19 @@ def sqlite_path(url: str) -> Path | None:
 
 
 def connect_readonly(settings: Settings) -> Engine | None:
-    """An engine for reading, or None when the SQLite file does not exist (it is not created)."""
+    """An engine that only reads, or None when the SQLite file does not exist (it is not created).
+
+    Works in a read-only data dir. Raises ConfigError when the data dir is a file.
+    """
+    from stockcli.storage import check_data_dir
+
+    check_data_dir(settings.data_dir)
     path = sqlite_path(settings.database_url)
     if path is not None and not path.is_file():
         return None
-    return make_engine(settings.database_url, busy_timeout_s=settings.storage.sqlite_busy_timeout_s)
+    return make_engine(
+        settings.database_url, busy_timeout_s=settings.storage.sqlite_busy_timeout_s, read_only=True
+    )
 
 
 def database_state(engine: Engine | None) -> DatabaseState:
@@ -99,6 +107,17 @@ def latest_predictions(
         LatestPrediction.dataset_run_id,
         LatestPrediction.pipeline_run_id,
         LatestPrediction.created_at,
+        LatestPrediction.q025,
+        LatestPrediction.q10,
+        LatestPrediction.q50,
+        LatestPrediction.q90,
+        LatestPrediction.q975,
+        LatestPrediction.p_up,
+        LatestPrediction.source,
+        LatestPrediction.p_value,
+        LatestPrediction.interval_source,
+        LatestPrediction.interval_p_value,
+        LatestPrediction.unseen,
     ]
     rows: list[dict[str, Any]] = []
     with engine.connect() as connection:
@@ -129,9 +148,16 @@ _PERFORMANCE_COLUMNS = (
     ModelPerformance.actual_close,
     ModelPerformance.abs_error,
     ModelPerformance.abs_pct_error,
-    ModelPerformance.direction_hit,
+    ModelPerformance.direction_score,
     ModelPerformance.naive_abs_error,
     ModelPerformance.evaluated_at,
+    ModelPerformance.q025,
+    ModelPerformance.q10,
+    ModelPerformance.q50,
+    ModelPerformance.q90,
+    ModelPerformance.q975,
+    ModelPerformance.source,
+    ModelPerformance.interval_source,
 )
 
 
@@ -168,23 +194,6 @@ def _newest_sessions(
         if len(kept) >= count or len(fetched) < limit:
             return kept[:count]
         limit *= 4
-
-
-def performance_window(
-    engine: Engine, *, sessions: int, as_of: date | None = None, ticker: str | None = None
-) -> list[dict[str, Any]]:
-    """Scored predictions of the newest `sessions` target dates per ticker, newest first."""
-    with engine.connect() as connection:
-        if ticker is not None:
-            tickers = [ticker]
-        else:
-            tickers = sorted(row[0] for row in connection.execute(select(ModelPerformance.ticker).distinct()))
-        rows: list[dict[str, Any]] = []
-        for name in tickers:
-            rows.extend(_newest_sessions(connection, count=sessions, ticker=name, as_of=as_of))
-    rows.sort(key=lambda row: row["ticker"])
-    rows.sort(key=lambda row: row["target_date"], reverse=True)
-    return rows
 
 
 def performance_history(
@@ -250,6 +259,11 @@ def recent_promotions(engine: Engine, *, limit: int) -> list[dict[str, Any]]:
             Promotion.promoted,
             Promotion.dry_run,
             Promotion.reason,
+            Promotion.test,
+            Promotion.p_value,
+            Promotion.improvement,
+            Promotion.improvement_low,
+            Promotion.improvement_high,
         )
         .order_by(Promotion.id.desc())
         .limit(limit)

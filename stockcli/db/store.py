@@ -20,6 +20,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from stockcli.db.models import Base, PipelineRun
 from stockcli.errors import StockCliError
+from stockcli.redact import redact_url
 
 
 def utcnow() -> datetime:
@@ -130,7 +131,9 @@ def finish_run(
     error: str | None = None,
     details: Mapping[str, Any] | None = None,
 ) -> None:
-    """Close a ledger row with its status, duration, error and details."""
+    """Close a ledger row with its status, duration, error and details (passwords in URLs hidden)."""
+    error = redact_url(error) if error else error
+    details = _redacted(details) if details is not None else None
     with engine.begin() as connection:
         started = connection.execute(
             select(PipelineRun.started_at).where(PipelineRun.id == run_id)
@@ -149,6 +152,17 @@ def finish_run(
                 details=dict(details) if details is not None else None,
             )
         )
+
+
+def _redacted(value: Any) -> Any:
+    """`value` with every string in it passed through `redact_url` (dicts and lists walked)."""
+    if isinstance(value, str):
+        return redact_url(value)
+    if isinstance(value, Mapping):
+        return {key: _redacted(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_redacted(item) for item in value]
+    return value
 
 
 def recent_runs(engine: Engine, *, limit: int = 20, command: str | None = None) -> list[PipelineRun]:

@@ -1,29 +1,34 @@
-"""Datasets as arrays: alignment, next-session targets, the chronological split, windows, scalers,
-and the forecasting input primitive. Pure: frames and arrays in, arrays out.
+"""Datasets as arrays: a panel of independent series, next-session targets, the calendar split,
+pooled windows, scalers, and the forecasting input primitive. Pure: frames and arrays in, arrays out.
 
-The rules, in the order they are applied:
+A watchlist is a set of independent series sharing one model (DESIGN, core idea 9). The rules, in
+the order they are applied:
 
-1. **Features per ticker** on that ticker's own bars from the dataset's `start_date` (recursive
-   indicators such as EMA 200 depend on where history starts, so the start is part of the spec);
-   warm-up rows are dropped, never back-filled.
-2. **Alignment** on the union of the tickers' bar dates. A ticker without a bar on a date takes its
-   previous row for at most `ffill_limit` sessions; a longer gap, or a date before a ticker's first
-   valid row, drops that session for every ticker.
-3. **Targets**: for aligned session t, the close of the next session t+1, as a price and as the log
-   return log(close[t+1] / close[t]). There is no target (NaN) when the next market session was
-   dropped or when any ticker's bar on it was forward-filled: such a target would not be the real
-   close of the next session.
-4. **Windows** of `sequence_length` aligned sessions ending at a base session b with a target; the
-   window's target is dated at the session after b. The split is chronological by target date:
-   the first `train_fraction` of windows train, the next `validation_fraction` validate, the rest
-   test; every training target is dated before every validation target, and so on.
-5. **Scalers** fit on the sessions covered by training windows only (each session once): a standard
-   scaler per ticker and feature; for the target either a standard scaler of the log return per
-   ticker (`return`) or a MinMax scaler of the close per ticker (`price`). All as JSON numbers.
-6. **Storage layout**: a split part is stored as its scaled feature slab (the contiguous sessions its
-   windows cover, float32) and its windows are strided *views* into that slab, never copies: 500
-   tickers x 2,500 sessions x 33 features x 30-session windows would be ~4.5 GB as float32 windows,
-   but ~0.16 GB as a slab.
+1. **Features per series** on that series' own bars from the dataset's `start_date`, made scale-free
+   (`indicators.compute_model_features`): one network serves a $20 stock and a 3,000-point index.
+   Each series' warm-up rows are dropped on its own; nothing is back-filled.
+2. **The panel** is indexed by the union of every series' bar dates and the exchange's sessions (the
+   row axis). A series without a bar on a row takes its previous row for at most `ffill_limit` rows
+   (`valid` but not `real`); before its first usable row, after its last bar (a delisted ticker) and
+   inside a longer gap its rows are not valid. One series' gap never removes another's rows: a young
+   ticker adds rows and windows, it never truncates anyone.
+3. **Targets**: for a real row t of a series, the close of its bar on the next row t+1 as a price and
+   as the log return log(close[t+1] / close[t]); none (NaN) when that next bar is missing.
+4. **Windows** are (row, series) pairs: `sequence_length` consecutive valid rows of one watchlist
+   series ending at a real row b with a target. Windows of every series are pooled.
+5. **The split is by calendar date, shared by every series**: the distinct target dates are cut
+   chronologically into `train_fraction` / `validation_fraction` / the rest, and each window goes
+   to the part of its target date. A test window is the same period for everyone, so promotion
+   compares candidate and production on one window.
+6. **Scalers** are pooled over every series (features are scale-free): one mean and scale per
+   feature, fit on the rows dated up to the last training base date only; one standard scaler of
+   the next-session log return fit on the training windows' targets. All JSON numbers.
+7. **Context** (covariates): a few features of each context series (an index such as ^GSPC) are
+   appended to every window's rows with a presence flag; a context series without a valid row on a
+   date is masked (zeros, flag 0), never a reason to drop the row.
+8. **Storage layout**: a split part is stored as its scaled slab (the contiguous rows its windows
+   cover, every series, float32) and its windows as (row, series) index pairs; a batch gathers its
+   windows from the slab, so 500 tickers x 2,500 sessions cost one slab, not a copy per window.
 """
 
 from __future__ import annotations
@@ -37,13 +42,33 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from stockcli.errors import InputDataError, NoDataError, UsageError
-from stockcli.features.indicators import OHLCV, compute_feature_array, resolve_indicators
+from stockcli.features.indicators import (
+    OHLCV,
+    column_kinds,
+    compute_model_features,
+    feature_names,
+    model_warmup,
+    resolve_indicators,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
 
-SPEC_VERSION = 1
+SPEC_VERSION = 2
 PARTS = ("train", "validation", "test")
+# Sessions of history the forecasting primitive reads before a window, at least. Recursive indicators
+# (EMA, Wilder smoothing, EWMA volatility, PSAR) forget where history started: with the default
+# indicators, features from 600 sessions differ from a full-history computation by less than 1e-10
+# (tests/test_features.py). A configured indicator with a longer memory (an EMA 200) raises it:
+# `serving_lookback`.
+SERVING_LOOKBACK = 600
+
+
+def serving_lookback(indicators: Sequence[Mapping[str, Any]]) -> int:
+    """Sessions the forecasting primitive reads before a window for these indicators."""
+    from stockcli.features.indicators import memory_sessions
+
+    return max(SERVING_LOOKBACK, memory_sessions(indicators))
 Progress = Callable[[str, int, int], None]
 
 _EPOCH = date(1970, 1, 1).toordinal()
@@ -63,31 +88,46 @@ def dates_to_days(dates: Sequence[date]) -> np.ndarray:
     return np.array([d.toordinal() - _EPOCH for d in dates], dtype=np.int64)
 
 
-# --- process: features, alignment, targets ----------------------------------------------------------
+# --- process: the panel -------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
-class DatasetArrays:
-    """An aligned dataset: sessions x tickers x features, closes and next-session targets."""
+class Panel:
+    """Every series on one row axis: features, closes, validity and next-session targets.
 
+    `series` lists the watchlist `tickers` first, then context series that are not in the
+    watchlist. Arrays are (rows, series[, features]); NaN wherever a value does not exist.
+    """
+
+    series: tuple[str, ...]
     tickers: tuple[str, ...]
+    context_tickers: tuple[str, ...]
     feature_names: tuple[str, ...]
     dates: list[date]
-    features: np.ndarray  # (sessions, tickers, features) float64
-    closes: np.ndarray  # (sessions, tickers) float64
-    target_price: np.ndarray  # (sessions, tickers) close of the next session; NaN: no honest target
-    target_return: np.ndarray  # (sessions, tickers) log(next close / close); NaN where target_price is
+    features: np.ndarray  # (rows, series, features) float64, scale-free; NaN where not valid
+    closes: np.ndarray  # (rows, series) float64: the close of the row (forward-filled rows repeat it)
+    valid: np.ndarray  # (rows, series) bool: a usable feature row
+    real: np.ndarray  # (rows, series) bool: a real bar of the series on that row
+    target_price: np.ndarray  # (rows, series): close of the next row's bar; NaN when there is none
+    target_return: np.ndarray  # (rows, series): log(target_price / close)
 
     @property
     def n_sessions(self) -> int:
         return len(self.dates)
 
-    @property
-    def has_target(self) -> np.ndarray:
-        return np.isfinite(self.target_return).all(axis=1)
+    def index_of(self, name: str) -> int:
+        return self.series.index(name)
+
+    def mask(self) -> np.ndarray:
+        """`valid` and `real` packed into one int8 array (bit 1: valid, bit 2: real) for storage."""
+        return (self.valid.astype(np.int8) | (self.real.astype(np.int8) << 1)).astype(np.int8)
+
+    @staticmethod
+    def unpack_mask(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return (mask & 1).astype(bool), (mask & 2).astype(bool)
 
 
-def _bars_arrays(
+def _series_arrays(
     frame: pd.DataFrame, start: date | None, end: date | None
 ) -> tuple[np.ndarray, list[np.ndarray]]:
     days = _to_days(frame.index)
@@ -103,97 +143,138 @@ def _bars_arrays(
     return days, columns
 
 
-def make_dataset(
+def series_order(tickers: Sequence[str], context_tickers: Sequence[str]) -> tuple[str, ...]:
+    """The panel's series: the watchlist, then context series outside it."""
+    tickers = tuple(tickers)
+    return tickers + tuple(c for c in context_tickers if c not in tickers)
+
+
+def make_panel(
     bars: Mapping[str, pd.DataFrame],
     *,
     tickers: Sequence[str],
+    context_tickers: Sequence[str] = (),
     indicators: Sequence[Mapping[str, Any]],
     ffill_limit: int,
     start_date: date | None = None,
     end_date: date | None = None,
+    sessions: Sequence[date] | None = None,
     progress: Progress | None = None,
-) -> DatasetArrays:
-    """Features, alignment and next-session targets for `tickers` (see the module docstring).
+) -> Panel:
+    """The panel of `tickers` and `context_tickers` (see the module docstring).
 
-    `bars[ticker]` has a DatetimeIndex and OHLCV columns; rows before `start_date` or after
-    `end_date` are ignored. A ticker with too few rows simply has no valid session; callers check
-    history length first to give a precise error.
+    `bars[name]` has a DatetimeIndex and OHLCV columns; rows before `start_date` or after
+    `end_date` are ignored; a series missing from `bars` has no valid row. `sessions` (the
+    exchange's sessions) join the row axis, so a session on which a series has no bar is a visible
+    gap (no target across it) even when no other series is loaded.
     """
     resolved = resolve_indicators(indicators)
-    warmup = max((item.warmup for item in resolved), default=0)
-    names = tuple(list(OHLCV) + [c for item in resolved for c in item.columns])
+    warmup = model_warmup(resolved)
+    names = tuple(feature_names(resolved))
     tickers = tuple(tickers)
-
-    # Pass 1, dates only: the union of bar dates, each ticker's source row per union date
-    # (forward-filled at most `ffill_limit` sessions), and the sessions every ticker covers.
-    per_ticker: list[tuple[np.ndarray, list[np.ndarray]]] = [
-        _bars_arrays(bars[t], start_date, end_date) for t in tickers
+    series = series_order(tickers, context_tickers)
+    empty = (np.zeros(0, dtype=np.int64), [np.zeros(0) for _ in OHLCV])
+    per_series = [
+        _series_arrays(bars[name], start_date, end_date) if name in bars else empty for name in series
     ]
-    all_days = [days for days, _ in per_ticker]
-    union = np.unique(np.concatenate(all_days)) if all_days else np.zeros(0, dtype=np.int64)
-    n_union = len(union)
-    positions = np.arange(n_union)
-    sources = np.full((n_union, len(tickers)), -1, dtype=np.int64)
-    real = np.zeros((n_union, len(tickers)), dtype=bool)
-    for s, days in enumerate(all_days):
+    all_days = [days for days, _ in per_series if len(days)]
+    axis = np.unique(np.concatenate(all_days)) if all_days else np.zeros(0, dtype=np.int64)
+    if sessions is not None and len(axis):
+        extra = dates_to_days(list(sessions))
+        extra = extra[(extra >= axis[0]) & (extra <= axis[-1])]
+        axis = np.union1d(axis, extra)
+    n_rows, n_series, n_features = len(axis), len(series), len(names)
+    positions = np.arange(n_rows)
+    features = np.full((n_rows, n_series, n_features), np.nan)
+    closes = np.full((n_rows, n_series), np.nan)
+    valid = np.zeros((n_rows, n_series), dtype=bool)
+    real = np.zeros((n_rows, n_series), dtype=bool)
+    for s, (name, (days, columns)) in enumerate(zip(series, per_series, strict=True)):
         if len(days) <= warmup:
-            continue
-        rows = np.searchsorted(union, days[warmup:])
-        direct = np.full(n_union, -1, dtype=np.int64)
-        direct[rows] = np.arange(warmup, len(days))
-        real[rows, s] = True
-        last = np.maximum.accumulate(np.where(direct >= 0, positions, -1))
-        ok = (last >= 0) & (positions - last <= ffill_limit)
-        sources[:, s] = np.where(ok, direct[np.maximum(last, 0)], -1)
-    keep = np.flatnonzero((sources >= 0).all(axis=1)) if len(tickers) else np.zeros(0, dtype=np.int64)
-
-    # Pass 2: features per ticker, gathered straight into the aligned tensor.
-    n_sessions = len(keep)
-    features = np.empty((n_sessions, len(tickers), len(names)), dtype=np.float64)
-    for s, (ticker, (_days, columns)) in enumerate(zip(tickers, per_ticker, strict=True)):
-        if n_sessions:
+            real[np.searchsorted(axis, days), s] = True
+        else:
             open_, high, low, close, volume = columns
-            values = compute_feature_array(open_, high, low, close, volume, resolved)
-            features[:, s, :] = values[sources[keep, s]]
+            values = compute_model_features(open_, high, low, close, volume, resolved)
+            usable = np.isfinite(values).all(axis=1)
+            rows = np.searchsorted(axis, days)
+            direct = np.full(n_rows, -1, dtype=np.int64)
+            direct[rows[usable]] = np.flatnonzero(usable)
+            real[rows, s] = True  # a bar of its own, usable or still in its warm-up
+            last = np.maximum.accumulate(np.where(direct >= 0, positions, -1))
+            ok = (last >= 0) & (positions - last <= ffill_limit)
+            source = np.where(ok, direct[np.maximum(last, 0)], -1)
+            valid[:, s] = source >= 0
+            chosen = source[valid[:, s]]
+            features[valid[:, s], s, :] = values[chosen]
+            closes[valid[:, s], s] = close[chosen]
         if progress is not None:
-            progress(f"features {ticker}", s + 1, len(tickers))
-
-    close_index = names.index("close")
-    closes = features[:, :, close_index].copy()
-    target_price = np.full_like(closes, np.nan)
-    if n_sessions > 1:
-        consecutive = keep[1:] == keep[:-1] + 1
-        next_real = real[keep[1:]].all(axis=1)
-        valid = consecutive & next_real
-        target_price[:-1][valid] = closes[1:][valid]
+            progress(f"features {name}", s + 1, n_series)
+    target_price = np.full((n_rows, n_series), np.nan)
+    if n_rows > 1:
+        has_next = real[:-1] & real[1:]
+        target_price[:-1][has_next] = closes[1:][has_next]
     with np.errstate(divide="ignore", invalid="ignore"):
         target_return = np.log(target_price / closes)
-    bad = ~np.isfinite(target_return).all(axis=1)
+    bad = ~np.isfinite(target_return)
     target_price[bad] = np.nan
     target_return[bad] = np.nan
-    return DatasetArrays(
+    return Panel(
+        series=series,
         tickers=tickers,
+        context_tickers=tuple(context_tickers),
         feature_names=names,
-        dates=days_to_dates(union[keep]),
+        dates=days_to_dates(axis),
         features=features,
         closes=closes,
+        valid=valid,
+        real=real,
         target_price=target_price,
         target_return=target_return,
     )
 
 
-# --- build: split, scalers, windows -------------------------------------------------------------------
+def sessions_short(run: int, bars: int, sequence_length: int, warmup: int) -> int:
+    """Sessions a series still needs before its first window: the rest of its indicator warm-up
+    (while it has no more bars than that) plus a full window, else what its current run lacks."""
+    if bars <= warmup:
+        return warmup - bars + sequence_length
+    return max(sequence_length - run, 0)
 
 
-def split_counts(n_windows: int, train_fraction: float, validation_fraction: float) -> tuple[int, int, int]:
-    """Windows per part: floor of the fractions for train and validation, the rest for test."""
-    n_train = math.floor(n_windows * train_fraction + 1e-9)
-    n_validation = math.floor(n_windows * validation_fraction + 1e-9)
-    return n_train, n_validation, n_windows - n_train - n_validation
+def run_lengths(valid: np.ndarray) -> np.ndarray:
+    """For each row (and column), how many consecutive valid rows end there (0 where not valid)."""
+    valid = np.asarray(valid, dtype=bool)
+    out = np.zeros(valid.shape, dtype=np.int64)
+    if valid.shape[0] == 0:
+        return out
+    index = np.arange(valid.shape[0]).reshape((-1,) + (1,) * (valid.ndim - 1))
+    last_invalid = np.maximum.accumulate(np.where(~valid, index, -1), axis=0)
+    out = np.where(valid, index - last_invalid, 0)
+    return out
+
+
+def window_pairs(panel: Panel, sequence_length: int) -> tuple[np.ndarray, np.ndarray]:
+    """(rows, series) of every window: L valid rows of a watchlist series ending at a real row with
+    a target. Ordered by row, then series."""
+    n_tickers = len(panel.tickers)
+    runs = run_lengths(panel.valid[:, :n_tickers])
+    ok = (runs >= sequence_length) & panel.real[:, :n_tickers] & np.isfinite(panel.target_return[:, :n_tickers])
+    rows, series = np.nonzero(ok)
+    return rows.astype(np.int64), series.astype(np.int64)
+
+
+# --- build: split, scalers, context, windows ----------------------------------------------------------
+
+
+def split_counts(n_items: int, train_fraction: float, validation_fraction: float) -> tuple[int, int, int]:
+    """Items per part: floor of the fractions for train and validation, the rest for test."""
+    n_train = math.floor(n_items * train_fraction + 1e-9)
+    n_validation = math.floor(n_items * validation_fraction + 1e-9)
+    return n_train, n_validation, n_items - n_train - n_validation
 
 
 def min_windows(train_fraction: float, validation_fraction: float) -> int:
-    """The fewest windows that give every part of the split at least one window."""
+    """The fewest target dates that give every part of the split at least one."""
     n = 3
     while min(split_counts(n, train_fraction, validation_fraction)) < 1:
         n += 1
@@ -203,43 +284,49 @@ def min_windows(train_fraction: float, validation_fraction: float) -> int:
 def required_sessions(
     *, warmup: int, sequence_length: int, train_fraction: float, validation_fraction: float
 ) -> int:
-    """Bars a ticker needs: warm-up, one window, and enough later sessions for every split part."""
+    """Bars a lone series needs for a dataset: warm-up, one window, and a target date per part."""
     return warmup + sequence_length + min_windows(train_fraction, validation_fraction)
 
 
-def window_bases(has_target: np.ndarray, sequence_length: int) -> np.ndarray:
-    """Rows that can end a window: a full window behind them and an honest next-session target."""
-    rows = np.flatnonzero(has_target)
-    return rows[rows >= sequence_length - 1]
+def split_parts(
+    target_days: np.ndarray, train_fraction: float, validation_fraction: float
+) -> tuple[np.ndarray, tuple[int, int]]:
+    """Each window's part (0 train, 1 validation, 2 test) from its target date, and the last
+    training and validation target days: the distinct target dates are cut chronologically."""
+    unique = np.unique(target_days)
+    n_train, n_validation, _ = split_counts(len(unique), train_fraction, validation_fraction)
+    train_last = int(unique[n_train - 1])
+    validation_last = int(unique[n_train + n_validation - 1])
+    parts = np.where(target_days <= train_last, 0, np.where(target_days <= validation_last, 1, 2))
+    return parts.astype(np.int64), (train_last, validation_last)
 
 
-def covered_rows(bases: np.ndarray, sequence_length: int, n_rows: int) -> np.ndarray:
-    """A mask of the rows that at least one window ending at `bases` covers."""
-    marks = np.zeros(n_rows + 1, dtype=np.int64)
-    np.add.at(marks, bases - sequence_length + 1, 1)
-    np.add.at(marks, bases + 1, -1)
-    return np.cumsum(marks[:-1]) > 0
+def correlation_filter(
+    block: np.ndarray, valid: np.ndarray, feature_names: Sequence[str], threshold: float
+) -> list[int]:
+    """Feature indexes kept after dropping near-duplicates, decided on training rows only.
 
-
-def correlation_filter(rows: np.ndarray, feature_names: Sequence[str], threshold: float) -> list[int]:
-    """Feature indexes kept after dropping near-duplicates, decided on `rows` (training part only).
-
-    For each pair, |correlation| is averaged over tickers; walking the features with `close` first
-    and then in their order, a feature is dropped when it exceeds `threshold` with one already kept.
+    `block` (rows, series, features) with `valid` (rows, series). For each pair, |correlation| is
+    averaged over series (on each series' valid rows); walking the features with `close` first and
+    then in their order, a feature is dropped when it exceeds `threshold` with one already kept.
     Constant features correlate with nothing. `threshold <= 0` keeps everything.
     """
-    n_features = rows.shape[2]
+    n_features = block.shape[2]
     if threshold <= 0 or n_features < 2:
         return list(range(n_features))
     total = np.zeros((n_features, n_features))
-    for s in range(rows.shape[1]):
-        block = rows[:, s, :]
-        centred = block - block.mean(axis=0)
+    counted = 0
+    for s in range(block.shape[1]):
+        rows = block[valid[:, s], s, :]
+        if len(rows) < 3:
+            continue
+        centred = rows - rows.mean(axis=0)
         norms = np.sqrt((centred**2).sum(axis=0))
         with np.errstate(invalid="ignore", divide="ignore"):
             corr = (centred.T @ centred) / np.outer(norms, norms)
         total += np.abs(np.nan_to_num(corr, nan=0.0, posinf=0.0, neginf=0.0))
-    mean_abs = total / max(rows.shape[1], 1)
+        counted += 1
+    mean_abs = total / max(counted, 1)
     names = list(feature_names)
     first = names.index("close") if "close" in names else 0
     order = [first] + [j for j in range(n_features) if j != first]
@@ -258,98 +345,141 @@ def _safe_scale(std: np.ndarray, centre: np.ndarray) -> np.ndarray:
 
 
 def fit_feature_scaler(
-    features: np.ndarray, rows_mask: np.ndarray, kept: Sequence[int]
+    features: np.ndarray, valid: np.ndarray, last_row: int, kept: Sequence[int]
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and scale per ticker and kept feature over the masked rows: shapes (tickers, features)."""
-    rows = np.flatnonzero(rows_mask)
-    if len(rows) and rows[-1] - rows[0] + 1 == len(rows):
-        block = features[rows[0] : rows[-1] + 1]
-    else:
-        block = features[rows]
-    if len(kept) != features.shape[2]:
-        block = block[:, :, list(kept)]
+    """Pooled mean and scale per kept feature over every series' valid rows up to `last_row`."""
+    block = features[: last_row + 1][valid[: last_row + 1]]  # (n, features)
+    block = block[:, list(kept)]
     mean = block.mean(axis=0)
     std = block.std(axis=0)
     return mean, _safe_scale(std, mean)
 
 
-def scale_features(
-    features: np.ndarray, mean: np.ndarray, scale: np.ndarray, kept: Sequence[int]
-) -> np.ndarray:
-    """(features - mean) / scale as float32, in row chunks so the float64 temporary stays small."""
+def scale_features(features: np.ndarray, mean: np.ndarray, scale: np.ndarray, kept: Sequence[int]) -> np.ndarray:
+    """(features - mean) / scale as float32, invalid (NaN) entries as 0, in row chunks."""
     kept = list(kept)
-    out = np.empty((features.shape[0], features.shape[1], len(kept)), dtype=np.float32)
-    all_kept = len(kept) == features.shape[2]
+    out = np.empty((*features.shape[:-1], len(kept)), dtype=np.float32)
+    all_kept = len(kept) == features.shape[-1]
     for start in range(0, features.shape[0], 256):
         block = features[start : start + 256]
         if not all_kept:
-            block = block[:, :, kept]
-        out[start : start + 256] = (block - mean) / scale
+            block = block[..., kept]
+        scaled = (block - mean) / scale
+        out[start : start + 256] = np.nan_to_num(scaled, nan=0.0, posinf=0.0, neginf=0.0)
     return out
 
 
-def fit_target_scaler(
-    target_kind: str, train_returns: np.ndarray, train_closes: np.ndarray
-) -> dict[str, Any]:
-    """The target scaler's JSON parameters, fit on the training windows' targets only."""
-    if target_kind == "return":
-        mean = train_returns.mean(axis=0)
-        scale = _safe_scale(train_returns.std(axis=0), np.zeros_like(mean))
-        return {"kind": "return", "method": "standard", "mean": _floats(mean), "scale": _floats(scale)}
-    if target_kind == "price":
-        low = train_closes.min(axis=0)
-        high = train_closes.max(axis=0)
-        span = np.where(high > low, high - low, 1.0)
-        return {"kind": "price", "method": "minmax", "min": _floats(low), "max": _floats(low + span)}
-    raise UsageError(f"Unknown target kind {target_kind!r}.", hint="Use `return` or `price`.")
+def context_feature_names(feature_names: Sequence[str], indicators: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The features a context series contributes: its return, volume and volatility columns."""
+    kinds = dict(zip(feature_names_of(indicators), column_kinds(indicators), strict=True))
+    chosen = [
+        name
+        for name in feature_names
+        if kinds.get(name) in ("return", "volume") or name.startswith(("realized_vol", "ewm_vol"))
+    ]
+    return chosen or [feature_names[0]]
 
 
-def scale_target(
-    target: Mapping[str, Any], target_returns: np.ndarray, target_closes: np.ndarray
+def feature_names_of(indicators: Sequence[Mapping[str, Any]]) -> list[str]:
+    return list(feature_names(indicators))
+
+
+def context_block(
+    scaled: np.ndarray, valid: np.ndarray, context_series: Sequence[int], context_features: Sequence[int]
 ) -> np.ndarray:
-    """Scaled targets (windows, tickers) as float32."""
-    if target["kind"] == "return":
-        return ((target_returns - np.asarray(target["mean"])) / np.asarray(target["scale"])).astype(
-            np.float32
-        )
-    low, high = np.asarray(target["min"]), np.asarray(target["max"])
-    return ((target_closes - low) / (high - low)).astype(np.float32)
+    """(rows, contexts x (features + 1)) float32: each context's scaled features and a presence flag."""
+    n_rows = scaled.shape[0]
+    width = len(context_features) + 1
+    out = np.zeros((n_rows, len(context_series) * width), dtype=np.float32)
+    for k, s in enumerate(context_series):
+        present = valid[:, s]
+        block = scaled[:, s, :][:, list(context_features)]
+        out[:, k * width : k * width + width - 1] = np.where(present[:, None], block, 0.0)
+        out[:, k * width + width - 1] = present.astype(np.float32)
+    return out
 
 
-def inverse_target(y_scaled: np.ndarray, base_closes: np.ndarray, scalers: Mapping[str, Any]) -> np.ndarray:
-    """Predicted closes (n, tickers) from scaled model outputs and the closes of the base sessions."""
-    target = scalers["target"]
-    y = np.asarray(y_scaled, dtype=np.float64)
-    if target["kind"] == "return":
-        log_return = y * np.asarray(target["scale"]) + np.asarray(target["mean"])
-        return np.asarray(base_closes, dtype=np.float64) * np.exp(log_return)
-    low, high = np.asarray(target["min"]), np.asarray(target["max"])
-    return y * (high - low) + low
+def fit_target_scaler(train_returns: np.ndarray) -> dict[str, Any]:
+    """The target scaler's JSON parameters (pooled next-session log return), training windows only."""
+    mean = float(np.mean(train_returns))
+    scale = float(_safe_scale(np.asarray([np.std(train_returns)]), np.zeros(1))[0])
+    return {"kind": "return", "method": "standard", "mean": mean, "scale": scale}
 
 
-def _floats(values: np.ndarray) -> list[Any]:
-    return np.asarray(values, dtype=np.float64).tolist()
+def scale_target(target: Mapping[str, Any], returns: np.ndarray) -> np.ndarray:
+    """Scaled next-session log returns as float32."""
+    return ((np.asarray(returns, dtype=np.float64) - float(target["mean"])) / float(target["scale"])).astype(
+        np.float32
+    )
+
+
+def unscale_return(target: Mapping[str, Any], scaled: np.ndarray) -> np.ndarray:
+    """Log returns from scaled values (a location); scales (a spread) use `* target["scale"]` only."""
+    return np.asarray(scaled, dtype=np.float64) * float(target["scale"]) + float(target["mean"])
 
 
 @dataclass(frozen=True)
 class WindowSet:
-    """The windows of one split part.
+    """Windows of one split part, or the model inputs of a forecast.
 
-    `x` (windows, sequence, tickers, features) float32 is a read-only strided view into the part's
-    scaled slab (take batches with `x[indexes]`, which copies only those windows). `y` (windows,
-    tickers) float32 holds scaled targets; `base_closes`/`target_closes` the real closes of each
-    window's last session and of the next session.
+    `slab` (rows, series, features) float32 and `context` (rows, context columns) float32 hold the
+    scaled panel rows; window i is series `series[i]` over rows `rows[i] - L + 1 .. rows[i]`.
+    `gather(indexes)` builds those windows as (batch, L, features + context columns). Windows on
+    the same row share a date (the cross-attention model lets them attend to each other).
     """
 
-    x: np.ndarray
-    y: np.ndarray
+    slab: np.ndarray
+    context: np.ndarray
+    rows: np.ndarray  # (n,) int64, rows of the slab
+    series: np.ndarray  # (n,) int64, index into series_names
+    y: np.ndarray  # (n,) float32 scaled target (NaN for forecasts)
     base_dates: list[date]
     target_dates: list[date]
-    base_closes: np.ndarray
-    target_closes: np.ndarray
+    base_closes: np.ndarray  # (n,) float64
+    target_closes: np.ndarray  # (n,) float64 (NaN for forecasts)
+    series_names: tuple[str, ...]
+    sequence_length: int
 
     def __len__(self) -> int:
-        return len(self.base_dates)
+        return len(self.rows)
+
+    @property
+    def n_features(self) -> int:
+        return int(self.slab.shape[2] + self.context.shape[1])
+
+    @property
+    def n_own_features(self) -> int:
+        return int(self.slab.shape[2])
+
+    @property
+    def tickers(self) -> list[str]:
+        """The ticker of each window."""
+        return [self.series_names[int(s)] for s in self.series]
+
+    def gather(self, indexes: np.ndarray | None = None) -> np.ndarray:
+        """Windows `indexes` (default: all) as (n, L, features + context) float32."""
+        chosen = np.arange(len(self)) if indexes is None else np.asarray(indexes, dtype=np.int64)
+        steps = self.rows[chosen][:, None] + np.arange(-self.sequence_length + 1, 1)[None, :]
+        own = self.slab[steps, self.series[chosen][:, None]]
+        ctx = self.context[steps]
+        return np.concatenate([own, ctx], axis=2).astype(np.float32, copy=False)
+
+    def subset(self, indexes: np.ndarray) -> WindowSet:
+        """The same slab with only `indexes` windows."""
+        chosen = np.asarray(indexes, dtype=np.int64)
+        return WindowSet(
+            slab=self.slab,
+            context=self.context,
+            rows=self.rows[chosen],
+            series=self.series[chosen],
+            y=self.y[chosen],
+            base_dates=[self.base_dates[i] for i in chosen],
+            target_dates=[self.target_dates[i] for i in chosen],
+            base_closes=self.base_closes[chosen],
+            target_closes=self.target_closes[chosen],
+            series_names=self.series_names,
+            sequence_length=self.sequence_length,
+        )
 
 
 @dataclass(frozen=True)
@@ -379,11 +509,12 @@ class BuiltDataset:
 
 @dataclass(frozen=True)
 class PartSlab:
-    """What is stored for one split part: the scaled slab and each window's last row in it."""
+    """What is stored for one split part: its slab and context rows, and its windows in them."""
 
     name: str
-    slab: np.ndarray  # (rows, tickers, features) float32
-    window_ends: np.ndarray  # (windows,) int64
+    slab: np.ndarray  # (rows, series, features) float32
+    context: np.ndarray  # (rows, context columns) float32
+    windows: np.ndarray  # (n, 2) int64: row in the slab, series index
     y: np.ndarray
     base_dates: list[date]
     target_dates: list[date]
@@ -391,29 +522,19 @@ class PartSlab:
     target_closes: np.ndarray
 
 
-def window_view(slab: np.ndarray, window_ends: np.ndarray, sequence_length: int) -> np.ndarray:
-    """Windows (n, sequence, tickers, features) ending at `window_ends`, as a view when they are
-    consecutive (the usual case), else as a copy of just those windows."""
-    n = len(window_ends)
-    if n == 0:
-        return np.zeros((0, sequence_length, *slab.shape[1:]), dtype=slab.dtype)
-    windows = np.lib.stride_tricks.sliding_window_view(slab, sequence_length, axis=0)
-    starts = np.asarray(window_ends, dtype=np.int64) - sequence_length + 1
-    if (np.diff(starts) == 1).all():
-        chosen = windows[starts[0] : starts[-1] + 1]
-    else:
-        chosen = windows[starts]
-    return np.moveaxis(chosen, -1, 1)
-
-
-def window_set(part: PartSlab, sequence_length: int) -> WindowSet:
+def window_set(part: PartSlab, sequence_length: int, series_names: Sequence[str]) -> WindowSet:
     return WindowSet(
-        x=window_view(part.slab, part.window_ends, sequence_length),
-        y=part.y,
+        slab=part.slab,
+        context=part.context,
+        rows=np.asarray(part.windows[:, 0], dtype=np.int64),
+        series=np.asarray(part.windows[:, 1], dtype=np.int64),
+        y=np.asarray(part.y, dtype=np.float32),
         base_dates=part.base_dates,
         target_dates=part.target_dates,
-        base_closes=part.base_closes,
-        target_closes=part.target_closes,
+        base_closes=np.asarray(part.base_closes, dtype=np.float64),
+        target_closes=np.asarray(part.target_closes, dtype=np.float64),
+        series_names=tuple(series_names),
+        sequence_length=sequence_length,
     )
 
 
@@ -424,129 +545,156 @@ class BuildOutput:
     split: dict[str, Any]
     parts: dict[str, PartSlab]
     dropped_features: tuple[str, ...]
+    windows_per_ticker: dict[str, dict[str, int]]
 
 
 def build_sets(
-    dataset: DatasetArrays,
+    panel: Panel,
     *,
     spec: Mapping[str, Any],
     sequence_length: int,
     train_fraction: float,
     validation_fraction: float,
-    target_kind: str,
     correlation_threshold: float = 0.0,
 ) -> BuildOutput:
-    """Split, correlation filter, scalers and windows of a dataset; everything fit on training only.
+    """Split, correlation filter, scalers, context and windows of a panel; everything fit on training.
 
     `spec` is the dataset's feature spec; the returned spec adds what the forecasting primitive
-    needs (kept feature order, sequence length, target kind). Raises NoDataError when the dataset
-    has too few windows for every part of the split.
+    needs (kept feature order, context features, sequence length). Raises NoDataError when the
+    windows' target dates cannot give every part of the split one date.
     """
     L = sequence_length
-    dates = dataset.dates
-    bases = window_bases(dataset.has_target, L)
+    rows, series = window_pairs(panel, L)
     needed = min_windows(train_fraction, validation_fraction)
-    if len(bases) < needed:
+    day_of_row = dates_to_days(panel.dates)
+    target_days = day_of_row[rows + 1]
+    if len(np.unique(target_days)) < needed:
         raise NoDataError(
-            f"The dataset has {len(bases)} windows of {L} sessions with a next-session target; the "
-            f"split needs at least {needed}.",
+            f"The dataset has {len(rows)} windows of {L} sessions on {len(np.unique(target_days))} target "
+            f"dates; the split needs at least {needed} dates.",
             hint="Process a longer date range (earlier [data] start or later --as-of) or shorten "
             "[dataset] sequence_length.",
         )
-    n_train, n_validation, _n_test = split_counts(len(bases), train_fraction, validation_fraction)
-    part_bases = {
-        "train": bases[:n_train],
-        "validation": bases[n_train : n_train + n_validation],
-        "test": bases[n_train + n_validation :],
-    }
-    n_rows = dataset.n_sessions
-    train_mask = covered_rows(part_bases["train"], L, n_rows)
-    train_rows = np.flatnonzero(train_mask)
-    first_row, last_row = int(train_rows[0]), int(train_rows[-1])
-    if last_row - first_row + 1 == len(train_rows):
-        train_block = dataset.features[first_row : last_row + 1]
-    else:
-        train_block = dataset.features[train_rows]
-    kept = correlation_filter(train_block, dataset.feature_names, correlation_threshold)
-    mean, scale = fit_feature_scaler(dataset.features, train_mask, kept)
-    kept_names = [dataset.feature_names[j] for j in kept]
-    dropped = tuple(n for n in dataset.feature_names if n not in kept_names)
-
-    train_bases = part_bases["train"]
-    target = fit_target_scaler(
-        target_kind, dataset.target_return[train_bases], dataset.target_price[train_bases]
+    parts_of, (train_last_day, _validation_last_day) = split_parts(
+        target_days, train_fraction, validation_fraction
     )
+    train_rows = rows[parts_of == 0]
+    last_train_base = int(train_rows.max())
+    # Features and the target scaler see the training dates only.
+    fit_rows = slice(0, last_train_base + 1)
+    kept = correlation_filter(
+        panel.features[fit_rows], panel.valid[fit_rows], panel.feature_names, correlation_threshold
+    )
+    mean, scale = fit_feature_scaler(panel.features, panel.valid, last_train_base, kept)
+    kept_names = [panel.feature_names[j] for j in kept]
+    dropped = tuple(n for n in panel.feature_names if n not in kept_names)
+    target = fit_target_scaler(panel.target_return[train_rows, series[parts_of == 0]])
+    context_names = [n for n in context_feature_names(panel.feature_names, spec["indicators"]) if n in kept_names]
+    context_columns = [kept_names.index(n) for n in context_names]
+    context_series = [panel.index_of(name) for name in panel.context_tickers]
+    first_fit_date = panel.dates[int(np.flatnonzero(panel.valid.any(axis=1))[0])]
     scalers: dict[str, Any] = {
         "version": SPEC_VERSION,
-        "tickers": list(dataset.tickers),
         "feature_names": kept_names,
-        "features": {"method": "standard", "mean": _floats(mean), "scale": _floats(scale)},
+        "features": {"method": "standard", "pooled": True, "mean": _floats(mean), "scale": _floats(scale)},
         "target": target,
+        "context": {"tickers": list(panel.context_tickers), "features": context_names},
         "fit": {
-            "sessions": len(train_rows),
-            "first_date": dates[first_row].isoformat(),
-            "last_date": dates[last_row].isoformat(),
+            "first_date": first_fit_date.isoformat(),
+            "last_date": panel.dates[last_train_base].isoformat(),
+            "train_windows": len(train_rows),
         },
     }
-    scaled = scale_features(dataset.features, mean, scale, kept)
+    scaled = scale_features(panel.features, mean, scale, kept)
+    context = context_block(scaled, panel.valid, context_series, context_columns)
 
     parts: dict[str, PartSlab] = {}
     split: dict[str, Any] = {
         "train_fraction": train_fraction,
         "validation_fraction": validation_fraction,
         "sequence_length": L,
-        "target_kind": target_kind,
+        "target_kind": "return",
         "correlation_threshold": correlation_threshold,
         "dropped_features": list(dropped),
+        "by": "target date, shared by every ticker",
     }
-    for name, part in part_bases.items():
-        slab_start = int(part[0]) - L + 1
-        slab = scaled[slab_start : int(part[-1]) + 1]
-        target_rows = part + 1
+    windows_per_ticker: dict[str, dict[str, int]] = {t: dict.fromkeys(PARTS, 0) for t in panel.tickers}
+    for code, name in enumerate(PARTS):
+        chosen = np.flatnonzero(parts_of == code)
+        part_rows, part_series = rows[chosen], series[chosen]
+        slab_start = int(part_rows.min()) - L + 1
+        slab_end = int(part_rows.max()) + 1
+        part_returns = panel.target_return[part_rows, part_series]
         parts[name] = PartSlab(
             name=name,
-            slab=slab,
-            window_ends=part - slab_start,
-            y=scale_target(target, dataset.target_return[part], dataset.target_price[part]),
-            base_dates=[dates[i] for i in part],
-            target_dates=[dates[i] for i in target_rows],
-            base_closes=dataset.closes[part].copy(),
-            target_closes=dataset.target_price[part].copy(),
+            slab=scaled[slab_start:slab_end],
+            context=context[slab_start:slab_end],
+            windows=np.stack([part_rows - slab_start, part_series], axis=1).astype(np.int64),
+            y=scale_target(target, part_returns),
+            base_dates=[panel.dates[i] for i in part_rows],
+            target_dates=[panel.dates[i + 1] for i in part_rows],
+            base_closes=panel.closes[part_rows, part_series].copy(),
+            target_closes=panel.target_price[part_rows, part_series].copy(),
         )
+        for s in np.unique(part_series):
+            windows_per_ticker[panel.series[int(s)]][name] = int((part_series == s).sum())
         split[name] = {
-            "windows": len(part),
-            "first_base_date": dates[int(part[0])].isoformat(),
-            "last_base_date": dates[int(part[-1])].isoformat(),
-            "first_target_date": dates[int(part[0]) + 1].isoformat(),
-            "last_target_date": dates[int(part[-1]) + 1].isoformat(),
+            "windows": len(chosen),
+            "first_base_date": panel.dates[int(part_rows.min())].isoformat(),
+            "last_base_date": panel.dates[int(part_rows.max())].isoformat(),
+            "first_target_date": panel.dates[int(part_rows.min()) + 1].isoformat(),
+            "last_target_date": panel.dates[int(part_rows.max()) + 1].isoformat(),
         }
-    built_spec = built_spec_from(spec, kept_names, L, target_kind)
-    return BuildOutput(spec=built_spec, scalers=scalers, split=split, parts=parts, dropped_features=dropped)
+    split["train_last_target_date"] = days_to_dates(np.array([train_last_day]))[0].isoformat()
+    built_spec = built_spec_from(spec, kept_names, context_names, L)
+    return BuildOutput(
+        spec=built_spec,
+        scalers=scalers,
+        split=split,
+        parts=parts,
+        dropped_features=dropped,
+        windows_per_ticker=windows_per_ticker,
+    )
 
 
 def built_spec_from(
-    dataset_spec: Mapping[str, Any], kept_names: Sequence[str], sequence_length: int, target_kind: str
+    dataset_spec: Mapping[str, Any], kept_names: Sequence[str], context_names: Sequence[str], sequence_length: int
 ) -> dict[str, Any]:
     """A dataset's spec plus what building it decided: the model's exact input contract."""
     spec = dict(dataset_spec)
     spec["all_feature_names"] = list(dataset_spec["feature_names"])
     spec["feature_names"] = list(kept_names)
+    spec["context_features"] = list(context_names)
     spec["sequence_length"] = int(sequence_length)
-    spec["target_kind"] = target_kind
+    spec["target_kind"] = "return"
     return spec
+
+
+def _floats(values: np.ndarray) -> list[Any]:
+    return np.asarray(values, dtype=np.float64).tolist()
 
 
 # --- the forecasting input primitive --------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
-class ForecastInputs:
-    """Model inputs for a list of as-of dates: scaled windows, their base sessions and closes."""
+class Unforecastable:
+    """A (date, ticker) the inputs could not be built for, and why."""
 
-    x: np.ndarray  # (n, sequence, tickers, features) float32
-    base_dates: list[date]
-    base_closes: np.ndarray  # (n, tickers) float64
-    tickers: tuple[str, ...] = ()
+    as_of: date
+    ticker: str
+    reason: str
+    kind: str  # "no_bars", "no_bar_on_date", "too_little_history"
+    sessions_missing: int = 0  # for too_little_history: valid sessions still needed
+
+
+@dataclass(frozen=True)
+class ForecastInputs:
+    """Model inputs for (as-of date, ticker) pairs: the windows, and the pairs that had none."""
+
+    windows: WindowSet
+    as_of_dates: list[date]  # the as-of date of each window
+    missing: list[Unforecastable]
 
 
 def build_inputs(
@@ -555,64 +703,111 @@ def build_inputs(
     scalers: Mapping[str, Any],
     bars: Mapping[str, pd.DataFrame],
     as_of_dates: Sequence[date],
+    tickers: Sequence[str] | None = None,
+    sessions: Sequence[date] | None = None,
+    use_spec_start: bool = True,
 ) -> ForecastInputs:
-    """The exact model input window for each as-of date, rebuilt from raw bars.
+    """The exact model input window for each as-of date and ticker, rebuilt from raw bars.
 
-    Uses the dataset's own spec (indicators, feature order, forward-fill limit, tickers, sequence
-    length and history start, so recursive indicators see the same history) and its stored scalers.
-    An as-of date that is not a session uses the last aligned session on or before it; bars after the
-    latest as-of date are ignored. Raises NoDataError when a ticker has no bars or an as-of date has
-    fewer than `sequence_length` aligned sessions behind it.
+    Uses the model's own spec (indicators, feature order, forward-fill limit, context series and
+    their features, sequence length) and its stored scalers. `tickers` default to the model's
+    own; any other ticker is served by the same global model. For each as-of date the base row is
+    the last row on or before it; a ticker without its own bar there, or with fewer than L valid
+    rows behind it, is listed in `missing` with the reason. `use_spec_start=False` keeps bars from
+    before the spec's start date (a caller that loads a bounded lookback passes them as they are).
     """
     if not as_of_dates:
         raise UsageError("No as-of dates given to build model inputs for.")
-    tickers = tuple(spec["tickers"])
-    missing = [t for t in tickers if t not in bars or len(bars[t]) == 0]
-    if missing:
-        raise NoDataError(
-            f"No bars for {', '.join(missing)}, which the model's dataset needs.",
-            hint="Run `stockcli fetch` first.",
-        )
+    chosen = tuple(tickers) if tickers is not None else tuple(spec["tickers"])
+    context_names = tuple(spec.get("context_tickers") or ())
     L = int(spec["sequence_length"])
-    start = date.fromisoformat(spec["start_date"]) if spec.get("start_date") else None
+    start = date.fromisoformat(spec["start_date"]) if (use_spec_start and spec.get("start_date")) else None
     latest = max(as_of_dates)
-    dataset = make_dataset(
+    panel = make_panel(
         bars,
-        tickers=tickers,
+        tickers=chosen,
+        context_tickers=context_names,
         indicators=spec["indicators"],
         ffill_limit=int(spec["ffill_limit"]),
         start_date=start,
         end_date=latest,
+        sessions=sessions,
     )
-    names = list(dataset.feature_names)
+    names = list(panel.feature_names)
     wanted = list(spec["feature_names"])
     unknown = [n for n in wanted if n not in names]
     if unknown or list(scalers.get("feature_names", wanted)) != wanted:
         raise InputDataError(
-            f"The spec's features {unknown or wanted} do not match what its indicators produce or its scalers.",
-            hint="Rebuild the dataset (`stockcli build`) and retrain.",
+            f"The model's features {unknown or wanted} do not match what its indicators produce or its scalers.",
+            hint="Retrain (`stockcli retrain --force`).",
         )
     kept = [names.index(n) for n in wanted]
-    days = dates_to_days(dataset.dates)
-    rows = np.searchsorted(days, dates_to_days(list(as_of_dates)), side="right") - 1
-    short = [d for d, r in zip(as_of_dates, rows, strict=True) if r < L - 1]
-    if short:
-        have = int(max(rows.max() + 1, 0))
-        raise NoDataError(
-            f"Too little history before {short[0].isoformat()}: {L} aligned sessions are needed, "
-            f"{max(int(rows[list(as_of_dates).index(short[0])]) + 1, 0)} are there "
-            f"({have} in all up to {latest.isoformat()}).",
-            hint="Fetch more history (earlier [data] start) or use a later as-of date.",
-        )
     mean = np.asarray(scalers["features"]["mean"], dtype=np.float64)
     scale = np.asarray(scalers["features"]["scale"], dtype=np.float64)
-    needed = np.unique(np.concatenate([np.arange(r - L + 1, r + 1) for r in rows]))
-    scaled = np.zeros((dataset.n_sessions, len(tickers), len(kept)), dtype=np.float32)
-    scaled[needed] = scale_features(dataset.features[needed], mean, scale, kept)
-    x = np.stack([scaled[r - L + 1 : r + 1] for r in rows]).astype(np.float32, copy=False)
-    return ForecastInputs(
-        x=x,
-        base_dates=[dataset.dates[r] for r in rows],
-        base_closes=dataset.closes[rows].copy(),
-        tickers=tickers,
+    context_features = [wanted.index(n) for n in spec.get("context_features", []) if n in wanted]
+    context_series = [panel.index_of(n) for n in context_names]
+
+    days = dates_to_days(panel.dates)
+    runs = run_lengths(panel.valid)
+    bars_so_far = np.cumsum(panel.real, axis=0)
+    warmup = model_warmup(resolve_indicators(spec["indicators"]))
+    window_rows: list[int] = []
+    window_series: list[int] = []
+    window_as_of: list[date] = []
+    missing: list[Unforecastable] = []
+    for as_of in as_of_dates:
+        row = int(np.searchsorted(days, as_of.toordinal() - _EPOCH, side="right")) - 1
+        for ticker in chosen:
+            s = panel.index_of(ticker)
+            if ticker not in bars or len(bars[ticker]) == 0:
+                missing.append(Unforecastable(as_of, ticker, "no bars stored", "no_bars"))
+            elif row < 0 or not panel.real[row, s]:
+                missing.append(
+                    Unforecastable(
+                        as_of, ticker, f"no bar on {panel.dates[row].isoformat() if row >= 0 else as_of}", "no_bar_on_date"
+                    )
+                )
+            elif runs[row, s] < L:
+                have = int(runs[row, s])
+                short = sessions_short(have, int(bars_so_far[row, s]), L, warmup)
+                missing.append(
+                    Unforecastable(
+                        as_of,
+                        ticker,
+                        f"too little history: {int(bars_so_far[row, s])} bars, {have} usable after the "
+                        f"{warmup}-session indicator warm-up, {L} needed for a window",
+                        "too_little_history",
+                        sessions_missing=short,
+                    )
+                )
+            else:
+                window_rows.append(row)
+                window_series.append(s)
+                window_as_of.append(as_of)
+    rows = np.asarray(window_rows, dtype=np.int64)
+    series = np.asarray(window_series, dtype=np.int64)
+    if len(rows):
+        needed = np.unique((rows[:, None] + np.arange(-L + 1, 1)[None, :]).ravel())
+        first = int(needed.min())
+    else:
+        needed = np.zeros(0, dtype=np.int64)
+        first = 0
+    # Only the rows the windows cover are scaled (a daily forecast needs L rows, not the history).
+    slab = np.zeros((panel.n_sessions - first, len(panel.series), len(kept)), dtype=np.float32)
+    if len(needed):
+        slab[needed - first] = scale_features(panel.features[needed], mean, scale, kept)
+    context = context_block(slab, panel.valid[first:], context_series, context_features)
+    windows = WindowSet(
+        slab=slab,
+        context=context,
+        rows=rows - first,
+        series=series,
+        y=np.full(len(rows), np.nan, dtype=np.float32),
+        base_dates=[panel.dates[r] for r in rows],
+        target_dates=[],
+        base_closes=panel.closes[rows, series].copy() if len(rows) else np.zeros(0),
+        target_closes=np.full(len(rows), np.nan),
+        series_names=panel.series,
+        sequence_length=L,
     )
+    return ForecastInputs(windows=windows, as_of_dates=window_as_of, missing=missing)

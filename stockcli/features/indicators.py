@@ -20,6 +20,7 @@ row, so nothing leaks and no NaN or inf goes downstream.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -273,6 +274,9 @@ class IndicatorDef:
     compute: Callable[[_Inputs, Mapping[str, Any]], list[np.ndarray]]
     fallbacks: Callable[[Mapping[str, Any]], list[Fallback]]
     description: str = ""
+    # How each output column becomes scale-free for the model (see `SCALE_KINDS`).
+    # None: every column is already scale-free ("level").
+    kinds: Callable[[Mapping[str, Any]], list[str]] | None = None
 
 
 def _fmt(value: Any) -> str:
@@ -402,6 +406,58 @@ def _compute_force_index(b: _Inputs, p: Mapping[str, Any]) -> list[np.ndarray]:
     return [_np(indicator.force_index())]
 
 
+def _log_returns(close: np.ndarray) -> np.ndarray:
+    out = np.full(len(close), np.nan)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out[1:] = np.log(close[1:] / close[:-1])
+    return out
+
+
+def realized_vol(close: np.ndarray, window: int = 20) -> np.ndarray:
+    """log of the standard deviation of the last `window` daily log returns (NaN before)."""
+    returns = _log_returns(close)
+    out = np.full(len(close), np.nan)
+    if len(close) > window:
+        windows = _window_view(returns[1:], window)
+        std = windows.std(axis=1, ddof=1)
+        with np.errstate(divide="ignore"):
+            out[window:] = np.log(std + 1e-8)
+    return out
+
+
+def ewm_vol(close: np.ndarray, decay: float = 0.94, seed_window: int = 20) -> np.ndarray:
+    """log of the exponentially weighted volatility of daily log returns (RiskMetrics' recursion).
+
+    With r_t = log(close_t / close_(t-1)): v at t = seed_window is the mean of r_1..r_seed_window
+    squared, then v_t = decay * v_(t-1) + (1 - decay) * r_t^2; the value at t uses returns up to t
+    only. The seed's weight decays as decay^n, so a history cut 500 sessions earlier gives the same
+    values to ~1e-13 (the forecasting primitive relies on that).
+    """
+    if not 0.0 < decay < 1.0:
+        raise ConfigError(f"Indicator `ewm_vol` parameter `decay` must be between 0 and 1, got {decay}.")
+    returns = _log_returns(close)
+    n = len(close)
+    out = np.full(n, np.nan)
+    if n <= seed_window:
+        return out
+    squared = (returns**2).tolist()
+    variance = float(np.mean(squared[1 : seed_window + 1]))
+    values = [variance]
+    for t in range(seed_window + 1, n):
+        variance = decay * variance + (1.0 - decay) * squared[t]
+        values.append(variance)
+    out[seed_window:] = np.log(np.sqrt(np.asarray(values)) + 1e-8)
+    return out
+
+
+def _compute_realized_vol(b: _Inputs, p: Mapping[str, Any]) -> list[np.ndarray]:
+    return [realized_vol(b.close, p["window"])]
+
+
+def _compute_ewm_vol(b: _Inputs, p: Mapping[str, Any]) -> list[np.ndarray]:
+    return [ewm_vol(b.close, p["decay"])]
+
+
 def _one(value: Fallback) -> Callable[[Mapping[str, Any]], list[Fallback]]:
     return lambda p: [value]
 
@@ -424,6 +480,7 @@ INDICATORS: dict[str, IndicatorDef] = {
             _compute_ema,
             _one("close"),
             "exponential moving average of the close",
+            kinds=lambda p: ["price"],
         ),
         IndicatorDef(
             "sma",
@@ -433,6 +490,7 @@ INDICATORS: dict[str, IndicatorDef] = {
             _compute_sma,
             _one("close"),
             "simple moving average of the close",
+            kinds=lambda p: ["price"],
         ),
         IndicatorDef(
             "rsi",
@@ -451,6 +509,7 @@ INDICATORS: dict[str, IndicatorDef] = {
             _compute_macd,
             _one(0.0),
             "MACD line (fast EMA minus slow EMA)",
+            kinds=lambda p: ["price_delta"],
         ),
         IndicatorDef(
             "bollinger",
@@ -463,6 +522,7 @@ INDICATORS: dict[str, IndicatorDef] = {
             _compute_bollinger,
             _two("close"),
             "Bollinger high and low bands",
+            kinds=lambda p: ["price", "price"],
         ),
         IndicatorDef(
             "atr",
@@ -472,8 +532,9 @@ INDICATORS: dict[str, IndicatorDef] = {
             _compute_atr,
             _one(0.0),
             "average true range",
+            kinds=lambda p: ["price_delta"],
         ),
-        IndicatorDef("obv", {}, lambda p: ["obv"], lambda p: 1, _compute_obv, _one(0.0), "on-balance volume"),
+        IndicatorDef("obv", {}, lambda p: ["obv"], lambda p: 1, _compute_obv, _one(0.0), "on-balance volume", kinds=lambda p: ["flow"]),
         IndicatorDef(
             "mfi",
             {"window": (_INT, 14)},
@@ -500,6 +561,7 @@ INDICATORS: dict[str, IndicatorDef] = {
             _compute_vwap,
             _one("typical"),
             "rolling volume-weighted average price",
+            kinds=lambda p: ["price"],
         ),
         IndicatorDef(
             "psar",
@@ -509,6 +571,7 @@ INDICATORS: dict[str, IndicatorDef] = {
             _compute_psar,
             _one("close"),
             "parabolic stop and reverse",
+            kinds=lambda p: ["price"],
         ),
         IndicatorDef(
             "stoch",
@@ -545,6 +608,7 @@ INDICATORS: dict[str, IndicatorDef] = {
             _compute_donchian,
             _two("close"),
             "Donchian channel high and low",
+            kinds=lambda p: ["price", "price"],
         ),
         IndicatorDef(
             "keltner",
@@ -566,6 +630,7 @@ INDICATORS: dict[str, IndicatorDef] = {
             _compute_keltner,
             _two("close"),
             "Keltner channel high and low (window_atr and multiplier apply when original_version = false)",
+            kinds=lambda p: ["price", "price"],
         ),
         IndicatorDef(
             "log_return",
@@ -593,6 +658,7 @@ INDICATORS: dict[str, IndicatorDef] = {
             _compute_volume_sma,
             _one(0.0),
             "simple moving average of the volume",
+            kinds=lambda p: ["volume"],
         ),
         IndicatorDef(
             "cmf",
@@ -611,6 +677,25 @@ INDICATORS: dict[str, IndicatorDef] = {
             _compute_force_index,
             _one(0.0),
             "force index (EMA of close change x volume)",
+            kinds=lambda p: ["price_volume"],
+        ),
+        IndicatorDef(
+            "realized_vol",
+            {"window": (_INT, 20)},
+            lambda p: [f"realized_vol_{p['window']}"],
+            lambda p: p["window"],
+            _compute_realized_vol,
+            _one(np.log(1e-8)),
+            "log of the standard deviation of the last `window` daily log returns",
+        ),
+        IndicatorDef(
+            "ewm_vol",
+            {"decay": (_FLOAT, 0.94)},
+            lambda p: [f"ewm_vol_{_fmt(p['decay'])}"],
+            lambda p: 20,
+            _compute_ewm_vol,
+            _one(np.log(1e-8)),
+            "log of the exponentially weighted volatility of daily log returns (RiskMetrics, decay 0.94)",
         ),
     )
 }
@@ -695,10 +780,10 @@ def canonical_indicators(indicators: Sequence[Mapping[str, Any]]) -> list[dict[s
     return [item.as_config() for item in resolve_indicators(indicators)]
 
 
-def feature_names(indicators: Sequence[Mapping[str, Any]]) -> list[str]:
+def feature_names(indicators: Sequence[Mapping[str, Any]] | Sequence[ResolvedIndicator]) -> list[str]:
     """OHLCV followed by every indicator column, in config order."""
     names = list(OHLCV)
-    for item in resolve_indicators(indicators):
+    for item in _resolved(indicators):
         names.extend(item.columns)
     return names
 
@@ -761,7 +846,7 @@ def compute_feature_array(
 def _resolved(
     indicators: Sequence[Mapping[str, Any]] | Sequence[ResolvedIndicator],
 ) -> list[ResolvedIndicator]:
-    if all(isinstance(item, ResolvedIndicator) for item in indicators):
+    if indicators and all(isinstance(item, ResolvedIndicator) for item in indicators):
         return list(indicators)  # type: ignore[arg-type]
     return resolve_indicators(indicators)  # type: ignore[arg-type]
 
@@ -783,3 +868,146 @@ def compute_features(bars: pd.DataFrame, indicators: Sequence[Mapping[str, Any]]
     open_, high, low, close, volume = (bars[c].to_numpy() for c in OHLCV)
     values = compute_feature_array(open_, high, low, close, volume, resolved)
     return pd.DataFrame(values[warmup:], index=bars.index[warmup:], columns=names)
+
+
+# --- scale-free model features ------------------------------------------------------------------------
+#
+# One global network serves a $20 stock and a 3,000-point index, so what it sees must not depend on
+# the price level or the share count. Each column keeps its name and becomes scale-free by its kind:
+#
+# - `price`: a price line (EMA, bands, PSAR, open/high/low) -> log(value / close)
+# - `price_delta`: a price difference (ATR, MACD) -> value / close
+# - `level`: already scale-free (RSI, stochastics, ADX, returns in percent, log volatilities) -> as is
+# - `return`: the close itself -> log(close_t / close_(t-1))
+# - `volume`: a share count -> log(1 + value / mean volume of the last 20 bars)
+# - `flow`: a cumulative share count (OBV) -> its change over 20 bars / the volume of those bars
+# - `price_volume`: price x shares (force index) -> value / (close x mean volume of 20 bars)
+# (0 where a series trades no volume at all, an index in some feeds.)
+#
+# Every transform is causal (row t uses bars up to t only).
+
+OHLCV_KINDS: dict[str, str] = {
+    "open": "price",
+    "high": "price",
+    "low": "price",
+    "close": "return",
+    "volume": "volume",
+}
+SCALE_KINDS = ("price", "price_delta", "level", "return", "volume", "flow", "price_volume")
+VOLUME_BASE_WINDOW = 20
+
+
+def column_kinds(indicators: Sequence[Mapping[str, Any]] | Sequence[ResolvedIndicator]) -> list[str]:
+    """The scale-free kind of every feature column, in `feature_names` order."""
+    kinds = [OHLCV_KINDS[name] for name in OHLCV]
+    for item in _resolved(indicators):
+        kinds_of = item.definition.kinds
+        item_kinds = list(kinds_of(item.params)) if kinds_of else ["level"] * len(item.columns)
+        if len(item_kinds) != len(item.columns):  # pragma: no cover - a registry mistake
+            raise ConfigError(f"Indicator `{item.name}` declares {len(item_kinds)} kinds for {len(item.columns)} columns.")
+        kinds.extend(item_kinds)
+    return kinds
+
+
+def model_warmup(indicators: Sequence[Mapping[str, Any]] | Sequence[ResolvedIndicator]) -> int:
+    """Leading bars of a ticker without a valid model feature row (indicator and transform warm-up)."""
+    resolved = _resolved(indicators)
+    warmup = max((item.warmup for item in resolved), default=0)
+    # The volume base needs VOLUME_BASE_WINDOW bars; `flow` differences over as many more.
+    transform = VOLUME_BASE_WINDOW if any(k in ("flow",) for k in column_kinds(resolved)) else VOLUME_BASE_WINDOW - 1
+    return max(warmup, transform, 1)
+
+
+def _rolling_mean(values: np.ndarray, window: int) -> np.ndarray:
+    out = np.full(len(values), np.nan)
+    if len(values) >= window:
+        sums = np.cumsum(np.concatenate([[0.0], values]))
+        out[window - 1 :] = (sums[window:] - sums[:-window]) / window
+    return out
+
+
+def scale_free(raw: np.ndarray, kinds: Sequence[str]) -> np.ndarray:
+    """Scale-free model features from raw feature columns (OHLCV first), by kind (see above)."""
+    close = raw[:, OHLCV.index("close")]
+    volume = raw[:, OHLCV.index("volume")]
+    out = np.empty_like(raw)
+    volume_base = _rolling_mean(volume, VOLUME_BASE_WINDOW)
+    # Divide by the volume base only where it is positive (an index may trade "zero shares"): the
+    # ratios are then exactly scale-free, and a ticker without volume gets neutral values.
+    traded = np.isfinite(volume_base) & (volume_base > 0)
+    safe_base = np.where(traded, volume_base, 1.0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        for j, kind in enumerate(kinds):
+            column = raw[:, j]
+            if kind == "price":
+                out[:, j] = np.log(column / close)
+            elif kind == "price_delta":
+                out[:, j] = column / close
+            elif kind == "level":
+                out[:, j] = column
+            elif kind == "return":
+                out[0, j] = np.nan
+                out[1:, j] = np.log(column[1:] / column[:-1])
+            elif kind == "volume":
+                ratio = np.log1p(np.maximum(column, 0.0) / safe_base)
+                out[:, j] = np.where(traded, ratio, np.where(np.isfinite(volume_base), 0.0, np.nan))
+            elif kind == "flow":
+                change = np.full(len(column), np.nan)
+                change[VOLUME_BASE_WINDOW:] = column[VOLUME_BASE_WINDOW:] - column[:-VOLUME_BASE_WINDOW]
+                flow = change / (VOLUME_BASE_WINDOW * safe_base)
+                out[:, j] = np.where(traded, flow, np.where(np.isfinite(change + volume_base), 0.0, np.nan))
+            elif kind == "price_volume":
+                scaled = column / (close * safe_base)
+                out[:, j] = np.where(traded, scaled, np.where(np.isfinite(volume_base), 0.0, np.nan))
+            else:  # pragma: no cover - guarded by SCALE_KINDS
+                raise ConfigError(f"Unknown scale-free kind {kind!r}.")
+    return out
+
+
+def compute_model_features(
+    open_: np.ndarray,
+    high: np.ndarray,
+    low: np.ndarray,
+    close: np.ndarray,
+    volume: np.ndarray,
+    indicators: Sequence[Mapping[str, Any]] | Sequence[ResolvedIndicator],
+) -> np.ndarray:
+    """Scale-free model features for one ticker's bars: (bars, features) float64, `feature_names`
+    order; rows before `model_warmup(...)` are NaN (dropped, never back-filled), later rows finite."""
+    resolved = _resolved(indicators)
+    raw = compute_feature_array(open_, high, low, close, volume, resolved)
+    features = scale_free(raw, column_kinds(resolved))
+    warmup = model_warmup(resolved)
+    features[: min(warmup, len(features))] = np.nan
+    tail = features[warmup:]
+    bad = ~np.isfinite(tail)
+    if bad.any():
+        # A zero price makes a ratio undefined; such bars never pass the source's validation, but a
+        # feature row with NaN must never reach the network: it stays NaN and the row is unusable.
+        tail[bad] = np.nan
+    return features
+
+
+# Sessions after which a recursive indicator has forgotten where its history started, to ~1e-9:
+# an EMA of span w weighs the start by (1 - 2/(w+1))^n, Wilder smoothing (RSI, ATR, ADX) by
+# (1 - 1/w)^n, an EWMA volatility by decay^n.
+_FORGET = 20.7  # ln(1e9)
+
+
+def memory_sessions(indicators: Sequence[Mapping[str, Any]] | Sequence[ResolvedIndicator]) -> int:
+    """Bars of history after which every indicator's value no longer depends on where its history
+    started (to ~1e-9): what the forecasting primitive must read before a window."""
+    longest = 0
+    for item in _resolved(indicators):
+        p = item.params
+        if item.name in ("ema", "force_index"):
+            longest = max(longest, math.ceil(_FORGET * (p["window"] + 1) / 2))
+        elif item.name == "macd":
+            longest = max(longest, math.ceil(_FORGET * (max(p["window_slow"], p["window_fast"]) + 1) / 2))
+        elif item.name == "keltner" and not p["original_version"]:
+            longest = max(longest, math.ceil(_FORGET * max(p["window"] + 1, 2 * p["window_atr"]) / 2))
+        elif item.name in ("rsi", "atr", "adx"):
+            longest = max(longest, math.ceil(_FORGET * p["window"] * (2 if item.name == "adx" else 1)))
+        elif item.name == "ewm_vol":
+            longest = max(longest, math.ceil(_FORGET / -math.log(p["decay"])))
+    return longest

@@ -1,36 +1,76 @@
-"""The one forecasting primitive: raw bars -> the model's own inputs -> predicted closes.
+"""The one forecasting primitive: raw bars -> the model's own inputs -> the next close's distribution.
 
 Daily prediction, promotion and backtests all call `forecast`, and it rebuilds the inputs with the
-model bundle's own feature spec and scalers (the ones frozen when its dataset was built), so
-training and serving cannot drift apart. Pure computation: no database, no registry, no clock.
+model bundle's own feature spec and scalers (frozen when its dataset was built), so training and
+serving cannot drift apart. The result is, for every (as-of date, ticker), the distribution of the
+next session's log return: a location (the median, which gives the point forecast), a scale and
+the Student-t degrees of freedom, in return units. From it come the calibrated quantiles (split
+conformal on the validation split, adapted online by the caller) and the chance of an up day.
+
+Pure computation: no database, no registry, no clock.
 """
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
 from typing import TYPE_CHECKING, Any
 
-if TYPE_CHECKING:
-    import numpy as np
-    import pandas as pd
-    from torch import nn
+import numpy as np
 
-    from stockcli.ml.registry import ModelBundle
+from stockcli.ml.intervals import (
+    MISCOVERAGE,
+    QUANTILES,
+    half_widths,
+    quantiles_from_halfwidths,
+    sort_quantiles,
+)
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from stockcli.features.dataset import Unforecastable, WindowSet
+    from stockcli.ml.bundle import ModelBundle
+
+# A ticker with fewer validation windows than this is calibrated with the pooled scores of all tickers.
+MIN_TICKER_CALIBRATION = 100
+# The pooled calibration scores are stored as this many order statistics (bounded bundle size).
+POOLED_SCORES_KEPT = 2000
+POOLED = "*"
 
 
 @dataclass(frozen=True)
 class ForecastResult:
-    """Predicted next-session closes: row i is the forecast made with bars up to `base_dates[i]`."""
+    """Next-session distributions: row i is `tickers[i]` forecast with bars up to `base_dates[i]`."""
 
-    tickers: tuple[str, ...]
+    tickers: list[str]
+    as_of_dates: list[date]
     base_dates: list[date]
-    base_closes: np.ndarray  # (n, stocks): the last known close of each row
-    predicted_closes: np.ndarray  # (n, stocks)
-    target_kind: str
+    base_closes: np.ndarray  # (n,) the last known close of each row
+    loc: np.ndarray  # (n,) location (median) of the next log return
+    scale: np.ndarray  # (n,) scale of the next log return
+    df: np.ndarray  # (n,) Student-t degrees of freedom (inf for a normal head)
+    missing: list[Unforecastable] = field(default_factory=list)
     model_version: str | None = None
+
+    def __len__(self) -> int:
+        return len(self.tickers)
+
+    @property
+    def predicted_closes(self) -> np.ndarray:
+        """The model's point forecast: the median of the next close."""
+        return self.base_closes * np.exp(self.loc)
+
+    @property
+    def p_up(self) -> np.ndarray:
+        """The model's probability that the next close is above the base close."""
+        return prob_up(self.loc, self.scale, self.df)
+
+    def raw_quantiles(self) -> np.ndarray:
+        """(n, 5) log-return quantiles of the model's own distribution (before calibration)."""
+        return distribution_quantiles(self.loc, self.scale, self.df)
 
 
 def forecast(
@@ -38,42 +78,63 @@ def forecast(
     bars: Mapping[str, pd.DataFrame],
     as_of_dates: Sequence[date],
     *,
+    tickers: Sequence[str] | None = None,
+    sessions: Sequence[date] | None = None,
+    use_spec_start: bool = True,
     device: str = "cpu",
-    batch_size: int = 1024,
 ) -> ForecastResult:
-    """Predict the next-session close of every bundle ticker for each date in `as_of_dates`.
+    """The next-session distribution of each ticker for each date in `as_of_dates`.
 
-    `bars` maps ticker -> raw daily bars (as `db.bars.load_bars` returns them); only bars up to each
-    as-of date are used for that date's inputs; a date that is not a session uses the last session
-    on or before it. Raises NoDataError when a ticker the model needs has no bars or a date has too
-    little history behind it.
+    `bars` maps ticker -> raw daily bars (as `db.bars.load_bars` returns them), including the
+    model's context series. `tickers` defaults to the model's own; any other ticker is served by the
+    same global model (unseen). Pairs that cannot be forecast (no bars, no bar on the date, too
+    little history) are listed in `missing` instead of failing the others.
     """
-    import numpy as np
-
-    from stockcli.features.dataset import build_inputs, inverse_target
-    from stockcli.ml.training import predict
+    from stockcli.features.dataset import build_inputs, unscale_return
+    from stockcli.ml.training import predict_distribution
 
     inputs = build_inputs(
         spec=bundle.spec,
         scalers=bundle.scalers,
         bars=bars,
         as_of_dates=list(as_of_dates),
+        tickers=tickers,
+        sessions=sessions,
+        use_spec_start=use_spec_start,
     )
-    base_closes = np.asarray(inputs.base_closes, dtype=np.float64)
-    if inputs.x.shape[0] == 0:
-        predicted = np.zeros((0, len(bundle.tickers)), dtype=np.float64)
-    else:
-        with _single_thread_for(inputs.x.shape[0]):
-            scaled = predict(bundle.model, inputs.x, batch_size=batch_size, device=device)
-        predicted = np.asarray(inverse_target(scaled, base_closes, bundle.scalers), dtype=np.float64)
-        predicted = apply_calibration(predicted, base_closes, bundle.scalers)
+    windows = inputs.windows
+    with _single_thread_for(len(windows)):
+        raw = predict_distribution(bundle.model, windows, device=device)
+    target = bundle.scalers["target"]
     return ForecastResult(
-        tickers=tuple(bundle.tickers),
-        base_dates=list(inputs.base_dates),
-        base_closes=base_closes,
-        predicted_closes=predicted,
-        target_kind=bundle.target_kind,
+        tickers=windows.tickers,
+        as_of_dates=list(inputs.as_of_dates),
+        base_dates=list(windows.base_dates),
+        base_closes=np.asarray(windows.base_closes, dtype=np.float64),
+        loc=unscale_return(target, raw[:, 0]),
+        scale=raw[:, 1] * float(target["scale"]),
+        df=raw[:, 2].copy(),
+        missing=list(inputs.missing),
         model_version=bundle.version,
+    )
+
+
+def forecast_windows(bundle_or_model: Any, scalers: Mapping[str, Any], windows: WindowSet) -> ForecastResult:
+    """The same result for prepared windows (a built dataset's split), in return units."""
+    from stockcli.features.dataset import unscale_return
+    from stockcli.ml.training import predict_distribution
+
+    model = getattr(bundle_or_model, "model", bundle_or_model)
+    raw = predict_distribution(model, windows)
+    target = scalers["target"]
+    return ForecastResult(
+        tickers=windows.tickers,
+        as_of_dates=list(windows.base_dates),
+        base_dates=list(windows.base_dates),
+        base_closes=np.asarray(windows.base_closes, dtype=np.float64),
+        loc=unscale_return(target, raw[:, 0]),
+        scale=raw[:, 1] * float(target["scale"]),
+        df=raw[:, 2].copy(),
     )
 
 
@@ -103,62 +164,175 @@ def _single_thread_for(n_windows: int) -> Iterator[None]:
         torch.set_num_threads(threads)
 
 
-def predict_windows(
-    model: nn.Module,
-    scalers: Mapping[str, Any],
-    x: np.ndarray,
-    base_closes: np.ndarray,
+# --- the distribution ----------------------------------------------------------------------------------
+
+
+def _standard_ppf(levels: Sequence[float], df: np.ndarray) -> np.ndarray:
+    from scipy import stats
+
+    df = np.asarray(df, dtype=np.float64)
+    levels_array = np.asarray(levels, dtype=np.float64)[None, :]
+    normal = stats.norm.ppf(levels_array)
+    finite = np.isfinite(df)
+    out = np.broadcast_to(normal, (len(df), levels_array.shape[1])).copy()
+    if finite.any():
+        out[finite] = stats.t.ppf(levels_array, df[finite][:, None])
+    return out
+
+
+def distribution_quantiles(loc: np.ndarray, scale: np.ndarray, df: np.ndarray) -> np.ndarray:
+    """(n, 5) quantiles of the predicted log-return distributions at `QUANTILES`."""
+    loc = np.asarray(loc, dtype=np.float64)
+    return loc[:, None] + np.asarray(scale, dtype=np.float64)[:, None] * _standard_ppf(QUANTILES, df)
+
+
+def prob_up(loc: np.ndarray, scale: np.ndarray, df: np.ndarray) -> np.ndarray:
+    """P(next log return > 0) under the predicted distributions (a symmetric one: F(loc / scale))."""
+    from scipy import stats
+
+    loc = np.asarray(loc, dtype=np.float64)
+    ratio = loc / np.asarray(scale, dtype=np.float64)
+    df = np.asarray(df, dtype=np.float64)
+    out = stats.norm.cdf(ratio)
+    finite = np.isfinite(df)
+    if finite.any():
+        out[finite] = stats.t.cdf(ratio[finite], df[finite])
+    return np.asarray(out, dtype=np.float64)
+
+
+# --- split conformal calibration -----------------------------------------------------------------------
+
+
+def fit_calibration(result: ForecastResult, actual_returns: np.ndarray) -> dict[str, Any]:
+    """Conformal scores |z| = |y - loc| / scale per ticker on held-out windows (the validation split).
+
+    The half-width of an interval, in units of the predicted scale, is an empirical quantile of
+    these scores (split conformal on normalized residuals; `stockcli.ml.intervals`). A ticker with
+    fewer than MIN_TICKER_CALIBRATION windows is calibrated with the pooled scores (key "*"), as
+    is a ticker the model has never seen.
+    """
+    from stockcli.ml.intervals import conformal_scores
+
+    z = (np.asarray(actual_returns, dtype=np.float64) - result.loc) / result.scale
+    tickers = np.asarray(result.tickers)
+    scores: dict[str, list[float]] = {}
+    counts: dict[str, int] = {}
+    for ticker in sorted(set(result.tickers)):
+        own = conformal_scores(z[tickers == ticker])
+        counts[ticker] = int(own.size)
+        if own.size >= MIN_TICKER_CALIBRATION:
+            scores[ticker] = _rounded(own)
+    pooled = conformal_scores(z)
+    if pooled.size > POOLED_SCORES_KEPT:
+        # Evenly spaced order statistics keep the empirical quantile function to ~1/2000.
+        pooled = pooled[np.linspace(0, pooled.size - 1, POOLED_SCORES_KEPT).round().astype(int)]
+    scores[POOLED] = _rounded(pooled)
+    return {
+        "method": "split conformal on |y - loc| / scale",
+        "fit_on": "validation",
+        "scores": scores,
+        "n": counts,
+        "n_pooled": int(np.isfinite(z).sum()),
+    }
+
+
+def _rounded(values: np.ndarray) -> list[float]:
+    return [float(f"{v:.6g}") for v in values]
+
+
+def calibration_scores(calibration: Mapping[str, Any], ticker: str) -> np.ndarray:
+    """The sorted conformal scores used for `ticker` (its own, else the pooled ones)."""
+    scores = calibration.get("scores") or {}
+    chosen = scores.get(ticker) or scores.get(POOLED) or []
+    return np.asarray(chosen, dtype=np.float64)
+
+
+def calibrated_quantiles(
+    result: ForecastResult,
+    calibration: Mapping[str, Any],
+    alphas: Mapping[str, tuple[float, float]] | None = None,
+) -> np.ndarray:
+    """(n, 5) log-return quantiles: loc -/+ scale x conformal half-width, per ticker.
+
+    `alphas[ticker]` = (miscoverage of the 80% interval, of the 95% one) as adaptive conformal
+    inference has moved them; nominal (0.2, 0.05) by default. Without calibration scores the model's
+    own distribution quantiles are returned. Quantiles never cross.
+    """
+    out = np.empty((len(result), len(QUANTILES)))
+    raw = None
+    for i, ticker in enumerate(result.tickers):
+        scores = calibration_scores(calibration, ticker)
+        if scores.size == 0:
+            raw = result.raw_quantiles() if raw is None else raw
+            out[i] = raw[i]
+            continue
+        a80, a95 = (alphas or {}).get(ticker, (MISCOVERAGE[80], MISCOVERAGE[95]))
+        hw80, hw95 = half_widths(scores, a80, a95)
+        out[i] = quantiles_from_halfwidths(result.loc[i], result.scale[i], hw80, hw95)[0]
+    return sort_quantiles(out)
+
+
+def half_width_for(scores: np.ndarray, alpha: float) -> float:
+    """The conformal half-width (in units of scale) at miscoverage `alpha` (for ACI updates)."""
+    from stockcli.ml.intervals import conformal_quantile
+
+    return conformal_quantile(scores, alpha)
+
+
+# --- baselines on the same rows ------------------------------------------------------------------------
+
+
+def log_returns_of(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """(days, log returns) of a ticker's own bars: return t is log(close_t / close_(t-1))."""
+    from stockcli.features.dataset import _to_days
+
+    closes = frame["close"].to_numpy(dtype=np.float64)
+    returns = np.full(len(closes), np.nan)
+    if len(closes) > 1:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            returns[1:] = np.log(closes[1:] / closes[:-1])
+    return _to_days(frame.index), returns
+
+
+def baseline_quantiles(
+    baselines: Mapping[str, Any],
+    bars: Mapping[str, pd.DataFrame],
+    tickers: Sequence[str],
+    base_dates: Sequence[date],
     *,
-    device: str = "cpu",
-) -> np.ndarray:
-    """Predicted closes for prepared windows `x` (a built dataset's split), inverted with `scalers`."""
-    import numpy as np
+    rolling_window: int = 20,
+) -> dict[str, np.ndarray]:
+    """The GARCH(1,1)-t and rolling-band quantiles (log returns) for the same rows as a forecast.
 
-    from stockcli.features.dataset import inverse_target
-    from stockcli.ml.training import predict
-
-    scaled = predict(model, x, device=device)
-    closes = np.asarray(base_closes, dtype=np.float64)
-    predicted = np.asarray(inverse_target(scaled, closes, scalers), dtype=np.float64)
-    return apply_calibration(predicted, closes, scalers)
-
-
-SHRINK_GRID = tuple(step / 20 for step in range(21))
-
-
-def apply_calibration(
-    predicted: np.ndarray, base_closes: np.ndarray, scalers: Mapping[str, Any]
-) -> np.ndarray:
-    """Shrink each ticker's predicted move from its last close by the factor fit on validation.
-
-    A factor of 1 keeps the network's prediction, 0 falls back to the naive forecast (next close =
-    last close). Bundles without a calibration entry are returned unchanged.
+    Row i is ticker `tickers[i]` as of `base_dates[i]`, from that ticker's own returns up to that
+    date. GARCH uses the parameters fit on the model's training history (`baselines["garch"]`); a
+    ticker without them (unseen) gets a fit on its own returns before its first requested date,
+    so no row sees its future. NaN where a baseline has too little history.
     """
-    import numpy as np
+    from stockcli.features.dataset import dates_to_days
+    from stockcli.ml.baselines import fit_garch, garch_quantiles_path, rolling_band_quantiles_path
 
-    shrink = (scalers.get("calibration") or {}).get("shrink")
-    if shrink is None:
-        return predicted
-    factors = np.asarray(shrink, dtype=np.float64)[None, :]
-    return base_closes + factors * (predicted - base_closes)
-
-
-def fit_shrinkage(
-    predicted: np.ndarray, actual: np.ndarray, base_closes: np.ndarray, grid: Sequence[float] = SHRINK_GRID
-) -> list[float]:
-    """Per ticker, the factor in `grid` whose shrunk predictions have the lowest MAE on these rows.
-
-    Fit on the validation split only: a network with no signal there gets 0 and serves the naive
-    forecast instead of noise; one with signal keeps (most of) its moves.
-    """
-    import numpy as np
-
-    moves = predicted - base_closes
-    factors: list[float] = []
-    for column in range(predicted.shape[1]):
-        errors = [
-            float(np.mean(np.abs(base_closes[:, column] + factor * moves[:, column] - actual[:, column])))
-            for factor in grid
-        ]
-        factors.append(float(grid[int(np.argmin(errors))]))
-    return factors
+    n = len(tickers)
+    garch = np.full((n, len(QUANTILES)), np.nan)
+    rolling = np.full((n, len(QUANTILES)), np.nan)
+    fitted = dict((baselines or {}).get("garch") or {})
+    wanted_days = dates_to_days(list(base_dates)) if n else np.zeros(0, dtype=np.int64)
+    ticker_array = np.asarray(tickers)
+    for ticker in sorted(set(tickers)):
+        rows = np.flatnonzero(ticker_array == ticker)
+        frame = bars.get(ticker)
+        if frame is None or len(frame) == 0:
+            continue
+        days, returns = log_returns_of(frame)
+        positions = np.searchsorted(days, wanted_days[rows], side="right") - 1
+        ok = positions >= 0
+        rolling_path = rolling_band_quantiles_path(returns, rolling_window)
+        rolling[rows[ok]] = rolling_path[positions[ok]]
+        params = fitted.get(ticker)
+        if params is None and ok.any():
+            first = int(positions[ok].min())
+            params = fit_garch(returns[1 : first + 1])
+        if params is not None:
+            garch_path = garch_quantiles_path(params, returns)
+            garch[rows[ok]] = garch_path[positions[ok]]
+    return {"garch": garch, "rolling": rolling}

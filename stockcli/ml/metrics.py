@@ -1,92 +1,114 @@
-"""Forecast metrics in prices, always next to the naive persistence forecast on the same days.
+"""Forecast metrics: the one definition of every number the product shows about accuracy.
 
-For every ticker: MAE, RMSE, MAPE (a fraction: 0.0123 is 1.23%) and directional accuracy, for the
-model and for the naive forecast (next close = last known close), plus skill = 1 - MAE / MAE_naive
-(above 0: better than naive; below 0: worse).
+`train`, `promote`, `monitor`, `report`, the dashboard and `backtest` all call this module (the
+statistics in `stockcli.ml.stats`, the interval scores in `stockcli.ml.intervals`), so one question
+never gets two answers.
 
-Directional accuracy compares the sign of the predicted change (predicted close - base close) with
-the sign of the actual change (actual close - base close). Days on which the actual close did not
-move carry no direction and are left out of that ratio; a forecast of no change makes no call and
-scores half a hit, the value of a coin flip. The naive forecast never calls a direction, so its
-directional accuracy is 0.5 by construction: the level a model has to beat. `up_fraction` (the
-share of days the close rose) is the accuracy of "always up", the other baseline worth knowing.
+Point metrics, per ticker, for the forecast and for the naive persistence forecast (next close =
+last close) on the same days: MAE, RMSE, MAPE (a fraction: 0.0123 is 1.23%) and directional
+accuracy, plus skill = 1 - MAE / MAE_naive (above 0: better than naive) with its 95% interval.
 
-The average block is the mean over tickers of each per-ticker figure (skill included), so a
-high-priced index does not drown out a cheap stock. Every number is a plain float, or None when it
-is undefined (no usable day), so the result goes straight into JSON.
+Directional accuracy (`direction_scores`): a day scores 1 when the predicted change (predicted -
+base close) has the sign of the actual change, 0 when it has the other sign, and 0.5 when the
+forecast calls no change (a coin flip); days on which the close did not move carry no direction and
+are left out. The naive forecast never calls a direction, so its accuracy is 0.5 by construction:
+the level a model has to beat. `up_fraction` (the share of days the close rose) is the accuracy of
+"always up", the other baseline worth knowing.
+
+Interval metrics (coverage of the 80% and 95% intervals, mean width, Winkler score, pinball loss)
+are computed on log returns relative to the base close, so they are scale-free and comparable across
+tickers (a width of 0.02 is about 2% of the price).
+
+The average block is the mean over tickers of each per-ticker point figure, so a high-priced index
+does not drown out a cheap stock; its skill and interval are those of the panel, each ticker scaled
+by its own naive MAE (`stats.skill_interval`). Every number is a plain float, or None when it is
+undefined (no usable day), so the result goes straight into JSON.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import date
 from typing import Any
 
 import numpy as np
 
-from stockcli.errors import InputDataError
+from stockcli.errors import InputDataError, UsageError
 
 METRIC_NAMES = ("mae", "rmse", "mape", "directional_accuracy")
+# What `[promotion] metric` may name: a point loss or an interval score, all "lower is better".
+LOSS_METRICS = ("mae", "rmse", "mape", "winkler_95", "pinball")
+INTERVAL_LOSSES = ("winkler_95", "pinball")
+BASELINE_NAMES = ("garch", "rolling")
 
 
-def evaluate(
+# --- per-row definitions ----------------------------------------------------------------------------
+
+
+def direction_scores(*, predicted: np.ndarray, actual: np.ndarray, base: np.ndarray) -> np.ndarray:
+    """Per row: 1 hit, 0 miss, 0.5 for a forecast of no change, NaN when the close did not move."""
+    predicted_sign = np.sign(np.asarray(predicted, dtype=np.float64) - base)
+    actual_sign = np.sign(np.asarray(actual, dtype=np.float64) - base)
+    scores = np.where(predicted_sign == 0, 0.5, (predicted_sign == actual_sign).astype(np.float64))
+    return np.where((actual_sign == 0) | ~np.isfinite(actual_sign) | ~np.isfinite(predicted_sign), np.nan, scores)
+
+
+def log_quantiles(quantile_closes: np.ndarray, base: np.ndarray) -> np.ndarray:
+    """(n, 5) close quantiles as log returns from the base close."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.log(np.asarray(quantile_closes, dtype=np.float64) / np.asarray(base, dtype=np.float64)[:, None])
+
+
+def loss_series(
+    metric: str,
     *,
-    predicted_close: np.ndarray,
-    actual_close: np.ndarray,
-    base_close: np.ndarray,
-    tickers: Sequence[str],
-) -> dict[str, Any]:
-    """Per-ticker and averaged metrics of `predicted_close` against naive, all (days, tickers) arrays.
+    predicted: np.ndarray,
+    actual: np.ndarray,
+    base: np.ndarray,
+    quantiles: np.ndarray | None = None,
+) -> np.ndarray:
+    """The per-row loss behind `metric` (what a paired test compares): absolute error (mae), squared
+    error (rmse), absolute percentage error (mape), Winkler score of the 95% interval or pinball loss
+    over the five quantiles (both on log returns). NaN where a row has no value."""
+    from stockcli.ml import intervals
 
-    Days where any of the three values is missing (NaN) are skipped for that ticker only.
-    Returns `{"n_days", "tickers": {ticker: block}, "average": block}` where a block is
-    `{"model": {...}, "naive": {...}, "skill", "n_days", "up_fraction"}`.
-    """
-    predicted = _as_2d("predicted_close", predicted_close, len(tickers))
-    actual = _as_2d("actual_close", actual_close, len(tickers))
-    base = _as_2d("base_close", base_close, len(tickers))
-    if not (predicted.shape == actual.shape == base.shape):
-        raise InputDataError(
-            f"Metric inputs differ in shape: predicted {predicted.shape}, actual {actual.shape}, base {base.shape}."
-        )
-    per_ticker: dict[str, Any] = {}
-    for column, ticker in enumerate(tickers):
-        per_ticker[str(ticker)] = _ticker_block(predicted[:, column], actual[:, column], base[:, column])
-    return {
-        "n_days": int(predicted.shape[0]),
-        "tickers": per_ticker,
-        "average": _average(list(per_ticker.values())),
-    }
-
-
-def _as_2d(name: str, values: np.ndarray, n_tickers: int) -> np.ndarray:
-    array = np.asarray(values, dtype=np.float64)
-    if array.ndim == 1 and n_tickers == 1:
-        array = array[:, None]
-    if array.ndim != 2 or array.shape[1] != n_tickers:
-        raise InputDataError(f"{name} must be (days, {n_tickers} tickers), got shape {array.shape}.")
-    return array
+    predicted = np.asarray(predicted, dtype=np.float64)
+    actual = np.asarray(actual, dtype=np.float64)
+    base = np.asarray(base, dtype=np.float64)
+    if metric == "mae":
+        return np.abs(predicted - actual)
+    if metric == "rmse":
+        return (predicted - actual) ** 2
+    if metric == "mape":
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.abs(predicted - actual) / np.abs(actual)
+    if metric in INTERVAL_LOSSES:
+        if quantiles is None:
+            return np.full(len(actual), np.nan)
+        q = log_quantiles(quantiles, base)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            y = np.log(actual / base)
+        if metric == "winkler_95":
+            low, high = intervals.INTERVAL_COLUMNS[95]
+            return intervals.winkler_scores(q[:, low], q[:, high], y, intervals.MISCOVERAGE[95])
+        return intervals.pinball_losses(q, y)
+    raise UsageError(f"Unknown metric {metric!r}.", hint=f"Use one of {', '.join(LOSS_METRICS)}.")
 
 
-def _forecast_block(forecast: np.ndarray, actual: np.ndarray, base: np.ndarray) -> dict[str, float | None]:
-    if forecast.size == 0:
+# --- blocks -----------------------------------------------------------------------------------------
+
+
+def point_block(predicted: np.ndarray, actual: np.ndarray, base: np.ndarray) -> dict[str, float | None]:
+    """MAE, RMSE, MAPE and directional accuracy of one forecast (rows with any NaN skipped)."""
+    usable = np.isfinite(predicted) & np.isfinite(actual) & np.isfinite(base)
+    predicted, actual, base = predicted[usable], actual[usable], base[usable]
+    if predicted.size == 0:
         return dict.fromkeys(METRIC_NAMES)
-    error = forecast - actual
-    nonzero_price = actual != 0
-    mape = (
-        float(np.mean(np.abs(error[nonzero_price]) / np.abs(actual[nonzero_price])))
-        if nonzero_price.any()
-        else None
-    )
-    actual_sign = np.sign(actual - base)
-    predicted_sign = np.sign(forecast - base)
-    moved = actual_sign != 0
-    if moved.any():
-        hits = np.where(
-            predicted_sign[moved] == 0, 0.5, (predicted_sign[moved] == actual_sign[moved]).astype(float)
-        )
-        direction: float | None = float(np.mean(hits))
-    else:
-        direction = None
+    error = predicted - actual
+    nonzero = actual != 0
+    mape = float(np.mean(np.abs(error[nonzero]) / np.abs(actual[nonzero]))) if nonzero.any() else None
+    directions = direction_scores(predicted=predicted, actual=actual, base=base)
+    direction = float(np.nanmean(directions)) if np.isfinite(directions).any() else None
     return {
         "mae": float(np.mean(np.abs(error))),
         "rmse": float(np.sqrt(np.mean(error**2))),
@@ -95,7 +117,8 @@ def _forecast_block(forecast: np.ndarray, actual: np.ndarray, base: np.ndarray) 
     }
 
 
-def _skill(model_mae: float | None, naive_mae: float | None) -> float | None:
+def skill(model_mae: float | None, naive_mae: float | None) -> float | None:
+    """1 - MAE_model / MAE_naive; None when undefined."""
     if model_mae is None or naive_mae is None:
         return None
     if naive_mae == 0:
@@ -104,18 +127,134 @@ def _skill(model_mae: float | None, naive_mae: float | None) -> float | None:
     return float(1.0 - model_mae / naive_mae)
 
 
-def _ticker_block(predicted: np.ndarray, actual: np.ndarray, base: np.ndarray) -> dict[str, Any]:
+def interval_metrics(quantile_closes: np.ndarray | None, actual: np.ndarray, base: np.ndarray) -> dict[str, Any] | None:
+    """`intervals.interval_block` of close quantiles, on log returns from the base close."""
+    from stockcli.ml import intervals
+
+    if quantile_closes is None:
+        return None
+    q = log_quantiles(quantile_closes, base)
+    complete = np.isfinite(q).all(axis=1)
+    if not complete.any():
+        return None
+    with np.errstate(divide="ignore", invalid="ignore"):
+        y = np.log(np.asarray(actual, dtype=np.float64) / np.asarray(base, dtype=np.float64))
+    return intervals.interval_block(q[complete], y[complete])
+
+
+def panel_of(values: np.ndarray, dates: Sequence[date], tickers: Sequence[str]) -> tuple[np.ndarray, list[str]]:
+    """Long-format values as a (sessions, tickers) panel (NaN where missing), with the ticker order."""
+    day_list = sorted(set(dates))
+    names = sorted(set(tickers))
+    day_index = {d: i for i, d in enumerate(day_list)}
+    name_index = {t: j for j, t in enumerate(names)}
+    panel = np.full((len(day_list), len(names)), np.nan)
+    for value, day, ticker in zip(np.asarray(values, dtype=np.float64), dates, tickers, strict=True):
+        panel[day_index[day], name_index[ticker]] = value
+    return panel, names
+
+
+def skill_with_interval(
+    predicted: np.ndarray, actual: np.ndarray, base: np.ndarray, dates: Sequence[date], tickers: Sequence[str]
+) -> tuple[float | None, float | None, float | None]:
+    """Panel skill against naive with its 95% interval (HAC; each ticker scaled by its naive MAE)."""
+    from stockcli.ml.stats import skill_interval
+
+    if len(predicted) == 0:
+        return None, None, None
+    model_panel, _ = panel_of(np.abs(predicted - actual), dates, tickers)
+    naive_panel, _ = panel_of(np.abs(base - actual), dates, tickers)
+    return skill_interval(model_panel, naive_panel)
+
+
+def evaluate(
+    *,
+    tickers: Sequence[str],
+    dates: Sequence[date],
+    predicted_close: np.ndarray,
+    actual_close: np.ndarray,
+    base_close: np.ndarray,
+    quantiles: np.ndarray | None = None,
+    baselines: Mapping[str, np.ndarray] | None = None,
+) -> dict[str, Any]:
+    """Per-ticker and averaged metrics of a forecast next to naive, on long-format rows.
+
+    Row i is `tickers[i]` on target date `dates[i]`. `quantiles` (n, 5) are close quantiles of the
+    same forecast, `baselines` {name: (n, 5) close quantiles} the baselines' on the same rows.
+    Returns `{"n_days", "tickers": {ticker: block}, "average": block}` where a block is
+    `{"model", "naive", "skill", "skill_low", "skill_high", "n_days", "up_fraction", "intervals",
+    "baselines"}`; `intervals` and each baseline are `intervals.interval_block` dicts (or None).
+    """
+    predicted = np.asarray(predicted_close, dtype=np.float64)
+    actual = np.asarray(actual_close, dtype=np.float64)
+    base = np.asarray(base_close, dtype=np.float64)
+    n = len(predicted)
+    if not (len(actual) == len(base) == len(tickers) == len(dates) == n):
+        raise InputDataError(
+            f"Metric inputs differ in length: predicted {n}, actual {len(actual)}, base {len(base)}, "
+            f"tickers {len(tickers)}, dates {len(dates)}."
+        )
+    ticker_array = np.asarray(list(tickers), dtype=object)
+    date_list = list(dates)
+    per_ticker: dict[str, Any] = {}
+    for ticker in _ordered(tickers):
+        rows = np.flatnonzero(ticker_array == ticker)
+        per_ticker[str(ticker)] = _block(
+            rows, predicted, actual, base, [date_list[i] for i in rows], [ticker] * len(rows), quantiles, baselines
+        )
     usable = np.isfinite(predicted) & np.isfinite(actual) & np.isfinite(base)
-    predicted, actual, base = predicted[usable], actual[usable], base[usable]
-    model = _forecast_block(predicted, actual, base)
-    naive = _forecast_block(base, actual, base)
-    moves = np.sign(actual - base)
+    rows = np.flatnonzero(usable)
+    average = _average(list(per_ticker.values()))
+    average["skill"], average["skill_low"], average["skill_high"] = skill_with_interval(
+        predicted[rows], actual[rows], base[rows], [date_list[i] for i in rows], [str(ticker_array[i]) for i in rows]
+    )
+    average["intervals"] = interval_metrics(None if quantiles is None else quantiles[rows], actual[rows], base[rows])
+    average["baselines"] = {
+        name: interval_metrics(values[rows], actual[rows], base[rows]) for name, values in (baselines or {}).items()
+    }
+    return {"n_days": len(set(date_list)), "tickers": per_ticker, "average": average}
+
+
+def _ordered(tickers: Iterable[str]) -> list[str]:
+    seen: dict[str, None] = {}
+    for ticker in tickers:
+        seen.setdefault(str(ticker), None)
+    return list(seen)
+
+
+def _block(
+    rows: np.ndarray,
+    predicted: np.ndarray,
+    actual: np.ndarray,
+    base: np.ndarray,
+    dates: list[date],
+    tickers: list[str],
+    quantiles: np.ndarray | None,
+    baselines: Mapping[str, np.ndarray] | None,
+) -> dict[str, Any]:
+    p, a, b = predicted[rows], actual[rows], base[rows]
+    usable = np.isfinite(p) & np.isfinite(a) & np.isfinite(b)
+    model = point_block(p, a, b)
+    naive = point_block(b[usable], a[usable], b[usable])  # on the same days as the forecast
+    kept = np.flatnonzero(usable)
+    skill_value, low, high = skill_with_interval(
+        p[kept], a[kept], b[kept], [dates[i] for i in kept], [tickers[i] for i in kept]
+    )
+    if skill_value is None:
+        skill_value = skill(model["mae"], naive["mae"])
+    moves = np.sign(a[kept] - b[kept])
     return {
         "model": model,
         "naive": naive,
-        "skill": _skill(model["mae"], naive["mae"]),
-        "n_days": int(predicted.size),
+        "skill": skill_value,
+        "skill_low": low,
+        "skill_high": high,
+        "n_days": int(usable.sum()),
         "up_fraction": float(np.mean(moves[moves != 0] > 0)) if (moves != 0).any() else None,
+        "intervals": interval_metrics(None if quantiles is None else quantiles[rows][kept], a[kept], b[kept]),
+        "baselines": {
+            name: interval_metrics(values[rows][kept], a[kept], b[kept]) for name, values in (baselines or {}).items()
+        },
     }
 
 
@@ -129,16 +268,104 @@ def _average(blocks: list[dict[str, Any]]) -> dict[str, Any]:
         "model": {name: _mean([b["model"][name] for b in blocks]) for name in METRIC_NAMES},
         "naive": {name: _mean([b["naive"][name] for b in blocks]) for name in METRIC_NAMES},
         "skill": _mean([b["skill"] for b in blocks]),
+        "skill_low": None,
+        "skill_high": None,
         "n_days": int(min((b["n_days"] for b in blocks), default=0)),
         "up_fraction": _mean([b["up_fraction"] for b in blocks]),
     }
 
 
+def metric_value(block: Mapping[str, Any], metric: str) -> float | None:
+    """The value of a `LOSS_METRICS` name in an `evaluate` block."""
+    if metric in INTERVAL_LOSSES:
+        intervals = block.get("intervals") or {}
+        value = intervals.get(metric)
+        return None if value is None else float(value)
+    value = (block.get("model") or {}).get(metric)
+    return None if value is None else float(value)
+
+
+# --- scored predictions (monitor, report, dashboard, backtest) ------------------------------------------
+
+
+def summarize_scored(rows: Sequence[Mapping[str, Any]] | Sequence[Any]) -> dict[str, Any]:
+    """`evaluate` of scored predictions (rows of `model_performance_log`, as mappings or objects).
+
+    The forecast is what was served; its quantiles are the served ones; the baselines come from each
+    row's `detail`. Adds to every block `sessions` (distinct target dates), `served_model_share`
+    (the share of rows served by the model rather than naive) and a one-sided Diebold-Mariano
+    `p_worse` (is the served forecast worse than naive?).
+    """
+    from stockcli.ml.stats import paired_loss_test
+
+    items = [_as_mapping(row) for row in rows]
+    if not items:
+        return {"n_days": 0, "tickers": {}, "average": None}
+    tickers = [str(r["ticker"]) for r in items]
+    dates = [r["target_date"] for r in items]
+    predicted = np.array([float(r["predicted_close"]) for r in items])
+    actual = np.array([float(r["actual_close"]) for r in items])
+    base = np.array([float(r["base_close"]) for r in items])
+    quantiles = np.array([[_num(r.get(c)) for c in QUANTILE_COLUMNS] for r in items])
+    baselines: dict[str, np.ndarray] = {}
+    for name in BASELINE_NAMES:
+        values = np.full((len(items), 5), np.nan)
+        for i, r in enumerate(items):
+            detail = r.get("detail") or {}
+            found = (detail.get("baselines") or {}).get(name)
+            if found is not None and len(found) == 5:
+                values[i] = [_num(v) for v in found]
+        if np.isfinite(values).any():
+            baselines[name] = values
+    result = evaluate(
+        tickers=tickers,
+        dates=dates,
+        predicted_close=predicted,
+        actual_close=actual,
+        base_close=base,
+        quantiles=quantiles if np.isfinite(quantiles).any() else None,
+        baselines=baselines,
+    )
+    sources = np.array([str(r.get("source") or "model") for r in items])
+    ticker_array = np.array(tickers)
+    blocks = [(t, result["tickers"][t], ticker_array == t) for t in result["tickers"]]
+    blocks.append(("*", result["average"], np.ones(len(items), dtype=bool)))
+    for _name, block, mask in blocks:
+        chosen = np.flatnonzero(mask)
+        block["samples"] = len(chosen)
+        block["sessions"] = len({dates[i] for i in chosen})
+        block["served_model_share"] = float(np.mean(sources[chosen] == "model")) if len(chosen) else None
+        model_panel, _ = panel_of(np.abs(predicted[chosen] - actual[chosen]), [dates[i] for i in chosen], [tickers[i] for i in chosen])
+        naive_panel, _ = panel_of(np.abs(base[chosen] - actual[chosen]), [dates[i] for i in chosen], [tickers[i] for i in chosen])
+        test = paired_loss_test(model_panel, naive_panel, alternative="greater")
+        block["p_worse"] = float(test.p_value)
+    return result
+
+
+QUANTILE_COLUMNS = ("q025", "q10", "q50", "q90", "q975")
+
+
+def _num(value: Any) -> float:
+    try:
+        return float(value) if value is not None else float("nan")
+    except (TypeError, ValueError):
+        return float("nan")
+
+
+def _as_mapping(row: Any) -> Mapping[str, Any]:
+    if isinstance(row, Mapping):
+        return row
+    mapping = getattr(row, "_mapping", None)
+    if mapping is not None:
+        return dict(mapping)
+    return {name: getattr(row, name) for name in dir(row) if not name.startswith("_")}
+
+
 def flatten(metrics: dict[str, Any]) -> dict[str, float]:
     """`evaluate`'s result as flat `name: value` pairs for a metrics logger (undefined values dropped).
 
-    Names look like `avg.mae`, `avg.naive_mae`, `avg.skill`, `GOOG.mae`, `GSPC.naive_directional_accuracy`;
-    characters other than letters, digits, `_`, `-` and `.` are removed from tickers (MLflow refuses `^`).
+    Names look like `avg.mae`, `avg.naive_mae`, `avg.skill`, `avg.coverage_95`, `GOOG.mae`; characters
+    other than letters, digits, `_`, `-` and `.` are removed from tickers (MLflow refuses `^`).
     """
     flat: dict[str, float] = {}
 
@@ -148,9 +375,16 @@ def flatten(metrics: dict[str, Any]) -> dict[str, float]:
                 value = block[source].get(name)
                 if value is not None:
                     flat[f"{prefix}.{label}"] = float(value)
-        for extra in ("skill", "up_fraction"):
+        for extra in ("skill", "skill_low", "skill_high", "up_fraction"):
             if block.get(extra) is not None:
                 flat[f"{prefix}.{extra}"] = float(block[extra])
+        for name, value in (block.get("intervals") or {}).items():
+            if value is not None and name != "n":
+                flat[f"{prefix}.{name}"] = float(value)
+        for baseline, values in (block.get("baselines") or {}).items():
+            for name, value in (values or {}).items():
+                if value is not None and name != "n":
+                    flat[f"{prefix}.{baseline}_{name}"] = float(value)
 
     add("avg", metrics["average"])
     for ticker, block in metrics["tickers"].items():

@@ -1,35 +1,48 @@
-"""The three forecasting networks: (batch, sequence, stocks, features) -> (batch, stocks).
+"""The three forecasting networks of the global model: windows in, a distribution of the next return out.
 
-- `lstm`: every step concatenates all stocks' features, one LSTM reads the sequence, a linear head
-  maps its last hidden state to one target per stock.
-- `lstm_attention`: the same LSTM, then multi-head self-attention over time. Only the last step's
-  output feeds the head, so the attention is computed for the last step as query against every
-  step (the other rows of a full self-attention would be thrown away), with a residual connection
-  and layer norm.
-- `lstm_cross_attention`: one LSTM encoder shared by all stocks reads each stock's own sequence; a
-  learned per-stock embedding is added to each stock's summary, multi-head attention then mixes
-  information across stocks, and a shared linear head gives one target per stock.
+Every network reads one window per sample, (batch, sequence, features), where the features are one
+series' own scale-free features followed by the context covariates of the same dates; it shares its
+weights across every series of a watchlist (a global model, as DeepAR or the global models of
+NeuralForecast and darts). It outputs, per window, the parameters of the next-session log return's
+distribution in scaled units: a location, a scale and (for Student-t) the degrees of freedom.
+
+- `lstm`: an LSTM reads the window; its last hidden state, together with the last step's own
+  features (a skip connection: recent volatility maps almost linearly to the next one), feeds the head.
+- `lstm_attention`: the same LSTM, then multi-head attention over the window (the last step as the
+  query against every step), with a residual connection and layer norm.
+- `lstm_cross_attention`: the LSTM encodes each window; then each window's encoding attends to the
+  encodings of the other series on the same date (the windows of a batch sharing its `groups` id).
+  A series missing on a date simply has no window there, so ragged histories work; a lone window
+  attends to itself.
+
+Why a distribution head: daily returns have heavy tails and clustered volatility, and users want
+intervals and the chance of an up day as much as a point. A Student-t head trained by likelihood
+gives every quantile from one model, quantiles that can never cross, and P(up) in closed form; its
+location (the median) is the point forecast. `distribution = "normal"` is the lighter-tailed option.
 
 Hidden sizes: `nn.MultiheadAttention` needs `embed_dim % num_heads == 0`, so the attention models
-round `hidden_size` UP to the next multiple of `num_heads` (e.g. 50 with 4 heads -> 52), and a head
-count above the hidden size is impossible by construction. `model_config` records the size actually
-used, so a model rebuilt from its config is the same network. The plain `lstm` ignores `num_heads`.
-
-A registry rebuilds a model from `model_config(...)` (plain JSON) plus a state_dict loaded with
-`weights_only=True`: nothing is pickled.
+round `hidden_size` UP to the next multiple of `num_heads`; `model_config` records the size used.
+A registry rebuilds a model from `model_config(...)` (plain JSON) plus its weights as plain arrays:
+nothing is pickled.
 """
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING, Any
 
-from stockcli.config import MODEL_TYPES
+from stockcli.choices import DISTRIBUTIONS, MODEL_TYPES
 from stockcli.errors import ConfigError
 
 if TYPE_CHECKING:
+    import torch
     from torch import nn
 
-CONFIG_VERSION = 1
+CONFIG_VERSION = 2
+# The scale head's bias starts at softplus^-1(1): an untrained model predicts a unit scale, the spread
+# of the standardized target, instead of a random one.
+_UNIT_SCALE_BIAS = math.log(math.e - 1.0)
+MIN_SCALE = 1e-3
 
 
 def effective_hidden_size(model_type: str, hidden_size: int, num_heads: int) -> int:
@@ -46,77 +59,90 @@ def effective_hidden_size(model_type: str, hidden_size: int, num_heads: int) -> 
 def model_config(
     model_type: str,
     *,
-    n_stocks: int,
     n_features: int,
+    n_own_features: int,
     hidden_size: int,
     num_layers: int,
     dropout: float,
     num_heads: int = 4,
+    distribution: str = "student_t",
 ) -> dict[str, Any]:
-    """The JSON-able architecture of a model; `model_from_config` rebuilds the same network."""
+    """The JSON-able architecture of a model; `model_from_config` rebuilds the same network.
+
+    `n_features` is the width of a window row (own features + context columns); the first
+    `n_own_features` of them are the series' own features (the skip connection reads those).
+    """
     _check_model_type(model_type)
-    for label, number in (("n_stocks", n_stocks), ("n_features", n_features), ("num_layers", num_layers)):
+    for label, number in (("n_features", n_features), ("n_own_features", n_own_features), ("num_layers", num_layers)):
         if number < 1:
             raise ConfigError(f"{label} must be at least 1, got {number}.")
+    if n_own_features > n_features:
+        raise ConfigError(f"n_own_features ({n_own_features}) cannot exceed n_features ({n_features}).")
     if not 0.0 <= dropout < 1.0:
         raise ConfigError(f"dropout must be in [0, 1), got {dropout}.")
+    if distribution not in DISTRIBUTIONS:
+        raise ConfigError(f"Unknown distribution {distribution!r}.", hint=f"Use one of {', '.join(DISTRIBUTIONS)}.")
     return {
         "config_version": CONFIG_VERSION,
         "model_type": model_type,
-        "n_stocks": int(n_stocks),
         "n_features": int(n_features),
+        "n_own_features": int(n_own_features),
         "hidden_size": effective_hidden_size(model_type, int(hidden_size), int(num_heads)),
         "num_layers": int(num_layers),
         "dropout": float(dropout),
         "num_heads": int(num_heads),
+        "distribution": distribution,
     }
 
 
-def build_model(
-    model_type: str,
-    *,
-    n_stocks: int,
-    n_features: int,
-    hidden_size: int,
-    num_layers: int,
-    dropout: float,
-    num_heads: int = 4,
-) -> nn.Module:
-    """A fresh network mapping (batch, sequence, stocks, features) to (batch, stocks)."""
-    config = model_config(
-        model_type,
-        n_stocks=n_stocks,
-        n_features=n_features,
-        hidden_size=hidden_size,
-        num_layers=num_layers,
-        dropout=dropout,
-        num_heads=num_heads,
-    )
-    return model_from_config(config)
+def build_model(model_type: str, **kwargs: Any) -> nn.Module:
+    """A fresh network (see `model_config` for the arguments)."""
+    return model_from_config(model_config(model_type, **kwargs))
+
+
+def ensemble_config(members: list[dict[str, Any]]) -> dict[str, Any]:
+    """The config of a seed ensemble: members of one architecture whose distributions are averaged."""
+    if not members:
+        raise ConfigError("An ensemble needs at least one member.")
+    return {"config_version": CONFIG_VERSION, "model_type": "ensemble", "members": [dict(m) for m in members]}
 
 
 def model_from_config(config: dict[str, Any]) -> nn.Module:
-    """Rebuild the network described by `model_config` (weights not included)."""
+    """Rebuild the network described by `model_config` or `ensemble_config` (weights not included)."""
     classes = _classes()
+    if config.get("model_type") == "ensemble":
+        members = [model_from_config(dict(member)) for member in config.get("members") or []]
+        if not members:
+            raise ConfigError(f"Invalid model config {config!r}: an ensemble without members.")
+        ensemble: nn.Module = classes["ensemble"](members)
+        return ensemble
     try:
         model_type = str(config["model_type"])
         _check_model_type(model_type)
-        version = int(config.get("config_version", CONFIG_VERSION))
+        version = int(config.get("config_version", 1))
         if version > CONFIG_VERSION:
             raise ConfigError(
                 f"Model config version {version} is newer than this stockcli understands ({CONFIG_VERSION}).",
                 hint="Upgrade stockcli to load this model.",
             )
-        kwargs = {
-            "n_stocks": int(config["n_stocks"]),
+        if version < CONFIG_VERSION:
+            raise ConfigError(
+                f"Model config version {version} comes from an older stockcli (one input per watchlist).",
+                hint="Run `stockcli retrain --force` to train a model of the current kind.",
+            )
+        kwargs: dict[str, Any] = {
             "n_features": int(config["n_features"]),
+            "n_own_features": int(config["n_own_features"]),
             "hidden_size": int(config["hidden_size"]),
             "num_layers": int(config["num_layers"]),
             "dropout": float(config["dropout"]),
             "num_heads": int(config.get("num_heads", 4)),
+            "distribution": str(config.get("distribution", "student_t")),
         }
     except (KeyError, TypeError, ValueError) as exc:
         raise ConfigError(f"Invalid model config {config!r}: {exc}.") from None
+    if kwargs["distribution"] not in DISTRIBUTIONS:
+        raise ConfigError(f"Invalid model config: unknown distribution {kwargs['distribution']!r}.")
     if model_type != "lstm" and kwargs["hidden_size"] % kwargs["num_heads"]:
         raise ConfigError(
             f"Model config hidden_size {kwargs['hidden_size']} is not a multiple of num_heads {kwargs['num_heads']}.",
@@ -142,116 +168,144 @@ def _classes() -> dict[str, Any]:
 _CLASSES: dict[str, Any] | None = None
 
 
+def distribution_nll(output: torch.Tensor, target: torch.Tensor, distribution: str) -> torch.Tensor:
+    """Mean negative log-likelihood of `target` (batch,) under the predicted distributions (batch, 3)."""
+    import torch
+
+    loc, scale = output[:, 0], output[:, 1]
+    z = (target - loc) / scale
+    if distribution == "normal":
+        return (0.5 * z**2 + torch.log(scale) + 0.5 * math.log(2 * math.pi)).mean()
+    df = output[:, 2]
+    log_norm = (
+        torch.lgamma((df + 1) / 2) - torch.lgamma(df / 2) - 0.5 * torch.log(df * math.pi) - torch.log(scale)
+    )
+    return (-(log_norm - (df + 1) / 2 * torch.log1p(z**2 / df))).mean()
+
+
 def _define_classes() -> dict[str, Any]:
     import torch
     from torch import nn
+    from torch.nn import functional
 
     def lstm_dropout(num_layers: int, dropout: float) -> float:
         # nn.LSTM applies dropout between layers only; with one layer it would just warn.
         return dropout if num_layers > 1 else 0.0
 
-    class LstmForecaster(nn.Module):
-        """All stocks' features concatenated per step -> LSTM -> last hidden state -> one value per stock."""
+    class DistributionHead(nn.Module):
+        """[summary, last step's own features] -> (location, scale, degrees of freedom)."""
 
-        def __init__(
-            self,
-            *,
-            n_stocks: int,
-            n_features: int,
-            hidden_size: int,
-            num_layers: int,
-            dropout: float,
-            num_heads: int,
-        ) -> None:
+        def __init__(self, hidden_size: int, n_own_features: int, dropout: float, distribution: str) -> None:
             super().__init__()
-            self.lstm = nn.LSTM(
-                n_stocks * n_features,
-                hidden_size,
-                num_layers=num_layers,
-                batch_first=True,
-                dropout=lstm_dropout(num_layers, dropout),
-            )
+            self.distribution = distribution
             self.dropout = nn.Dropout(dropout)
-            self.head = nn.Linear(hidden_size, n_stocks)
+            self.out = nn.Linear(hidden_size + n_own_features, 2)
+            with torch.no_grad():
+                self.out.weight.mul_(0.1)
+                self.out.bias.copy_(torch.tensor([0.0, _UNIT_SCALE_BIAS]))
+            # One tail parameter for the whole model: df = 2 + softplus(raw) (finite variance), ~5 at start.
+            self.df_raw = nn.Parameter(torch.tensor(2.8))
 
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            batch, steps = x.shape[0], x.shape[1]
-            encoded, _ = self.lstm(x.reshape(batch, steps, -1))
-            return self.head(self.dropout(encoded[:, -1]))
+        def forward(self, summary: torch.Tensor, last_own: torch.Tensor) -> torch.Tensor:
+            raw = self.out(torch.cat([self.dropout(summary), last_own], dim=1))
+            loc = raw[:, 0]
+            scale = functional.softplus(raw[:, 1]) + MIN_SCALE
+            if self.distribution == "normal":
+                df = torch.full_like(loc, float("inf"))
+            else:
+                df = (2.0 + functional.softplus(self.df_raw)).expand_as(loc)
+            return torch.stack([loc, scale, df], dim=1)
 
-    class LstmAttentionForecaster(nn.Module):
-        """LSTM over the concatenated features, then multi-head self-attention over time."""
-
+    class _Base(nn.Module):
         def __init__(
             self,
             *,
-            n_stocks: int,
             n_features: int,
+            n_own_features: int,
             hidden_size: int,
             num_layers: int,
             dropout: float,
             num_heads: int,
+            distribution: str,
         ) -> None:
             super().__init__()
+            self.n_own_features = n_own_features
+            self.distribution = distribution
             self.lstm = nn.LSTM(
-                n_stocks * n_features,
-                hidden_size,
-                num_layers=num_layers,
-                batch_first=True,
-                dropout=lstm_dropout(num_layers, dropout),
-            )
-            self.attention = nn.MultiheadAttention(hidden_size, num_heads, dropout=dropout, batch_first=True)
-            self.norm = nn.LayerNorm(hidden_size)
-            self.dropout = nn.Dropout(dropout)
-            self.head = nn.Linear(hidden_size, n_stocks)
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            batch, steps = x.shape[0], x.shape[1]
-            encoded, _ = self.lstm(x.reshape(batch, steps, -1))
-            last = encoded[:, -1:]
-            attended, _ = self.attention(last, encoded, encoded, need_weights=False)
-            summary = self.norm(last + self.dropout(attended))[:, 0]
-            return self.head(self.dropout(summary))
-
-    class LstmCrossAttentionForecaster(nn.Module):
-        """A shared LSTM encoder per stock, then multi-head attention across stocks."""
-
-        def __init__(
-            self,
-            *,
-            n_stocks: int,
-            n_features: int,
-            hidden_size: int,
-            num_layers: int,
-            dropout: float,
-            num_heads: int,
-        ) -> None:
-            super().__init__()
-            self.encoder = nn.LSTM(
                 n_features,
                 hidden_size,
                 num_layers=num_layers,
                 batch_first=True,
                 dropout=lstm_dropout(num_layers, dropout),
             )
-            # Attention is blind to order; the embedding tells it which stock a summary belongs to.
-            self.stock_embedding = nn.Parameter(torch.randn(n_stocks, hidden_size) * 0.02)
-            self.attention = nn.MultiheadAttention(hidden_size, num_heads, dropout=dropout, batch_first=True)
-            self.norm = nn.LayerNorm(hidden_size)
-            self.dropout = nn.Dropout(dropout)
-            self.head = nn.Linear(hidden_size, 1)
+            self.head = DistributionHead(hidden_size, n_own_features, dropout, distribution)
 
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            batch, steps, stocks, features = x.shape
-            per_stock = x.permute(0, 2, 1, 3).reshape(batch * stocks, steps, features)
-            encoded, _ = self.encoder(per_stock)
-            summary = encoded[:, -1].reshape(batch, stocks, -1) + self.stock_embedding
-            mixed, _ = self.attention(summary, summary, summary, need_weights=False)
-            summary = self.norm(summary + self.dropout(mixed))
-            return self.head(self.dropout(summary)).squeeze(-1)
+        def last_own(self, x: torch.Tensor) -> torch.Tensor:
+            return x[:, -1, : self.n_own_features]
+
+    class LstmForecaster(_Base):
+        """LSTM over the window -> last hidden state (+ last step's features) -> distribution."""
+
+        def forward(self, x: torch.Tensor, groups: torch.Tensor | None = None) -> torch.Tensor:
+            encoded, _ = self.lstm(x)
+            return self.head(encoded[:, -1], self.last_own(x))
+
+    class LstmAttentionForecaster(_Base):
+        """LSTM, then multi-head attention of the last step over every step of the window."""
+
+        def __init__(self, **kwargs: Any) -> None:
+            super().__init__(**kwargs)
+            hidden = kwargs["hidden_size"]
+            self.attention = nn.MultiheadAttention(
+                hidden, kwargs["num_heads"], dropout=kwargs["dropout"], batch_first=True
+            )
+            self.norm = nn.LayerNorm(hidden)
+            self.dropout = nn.Dropout(kwargs["dropout"])
+
+        def forward(self, x: torch.Tensor, groups: torch.Tensor | None = None) -> torch.Tensor:
+            encoded, _ = self.lstm(x)
+            last = encoded[:, -1:]
+            attended, _ = self.attention(last, encoded, encoded, need_weights=False)
+            summary = self.norm(last + self.dropout(attended))[:, 0]
+            return self.head(summary, self.last_own(x))
+
+    class LstmCrossAttentionForecaster(_Base):
+        """LSTM per window, then attention across the windows of the same date (other series)."""
+
+        def __init__(self, **kwargs: Any) -> None:
+            super().__init__(**kwargs)
+            hidden = kwargs["hidden_size"]
+            self.attention = nn.MultiheadAttention(
+                hidden, kwargs["num_heads"], dropout=kwargs["dropout"], batch_first=True
+            )
+            self.norm = nn.LayerNorm(hidden)
+            self.dropout = nn.Dropout(kwargs["dropout"])
+
+        def forward(self, x: torch.Tensor, groups: torch.Tensor | None = None) -> torch.Tensor:
+            encoded, _ = self.lstm(x)
+            summary = encoded[:, -1]
+            tokens = summary.unsqueeze(0)  # one "sequence" whose tokens are the batch's windows
+            mask = None
+            if groups is not None:
+                mask = groups[:, None] != groups[None, :]  # True: another date, not attended
+            mixed, _ = self.attention(tokens, tokens, tokens, attn_mask=mask, need_weights=False)
+            summary = self.norm(summary + self.dropout(mixed[0]))
+            return self.head(summary, self.last_own(x))
+
+    class SeedEnsemble(nn.Module):
+        """`[promotion] seeds` networks trained with different seeds; their distribution parameters
+        are averaged, so one lucky seed cannot win a promotion on its own."""
+
+        def __init__(self, members: list[nn.Module]) -> None:
+            super().__init__()
+            self.members = nn.ModuleList(members)
+
+        def forward(self, x: torch.Tensor, groups: torch.Tensor | None = None) -> torch.Tensor:
+            return torch.stack([member(x, groups) for member in self.members]).mean(dim=0)
 
     return {
         "lstm": LstmForecaster,
         "lstm_attention": LstmAttentionForecaster,
         "lstm_cross_attention": LstmCrossAttentionForecaster,
+        "ensemble": SeedEnsemble,
     }

@@ -1,17 +1,16 @@
 """The MLflow tracking store and model registry: the only module that imports mlflow.
 
-A registered model version is self-contained and pickle-free. Its source is an artifact folder of
-the training run holding
+A registered model version is self-contained and pickle-free: its source is an artifact folder of
+the training run holding a model bundle (`stockcli.ml.bundle`: `weights.npz`, `bundle.json`,
+`requirements.txt`). Registration records the whole bundle's SHA-256 as the version tag
+`stockcli.bundle_sha256`; loading a version downloads the folder and verifies it against that tag
+before reading it, and refuses a version without the tag. Nothing is unpickled. Versions are tagged
+with their training run id, so a retried registration returns the existing version instead of
+creating a second one.
 
-- `weights.npz`: the network's state_dict as plain arrays (`np.savez`, read back with
-  `allow_pickle=False`: no code, no pickle, not even torch's restricted unpickler), and
-- `bundle.json`: the architecture config, feature spec, scalers, tickers, sequence length, target
-  kind, dataset run id, training parameters, test metrics and the weights' SHA-256, and
-- `requirements.txt`: the exact stockcli, torch and numpy versions, written explicitly (no inference).
-
-Loading a version downloads that folder, reads the JSON, rebuilds the network from its config and
-loads the arrays: nothing is unpickled. Versions are tagged with their training run id, so a retried
-registration returns the existing version instead of creating a second one.
+The local store is relocatable: artifact URIs are recorded as absolute `file://` paths, and when the
+data dir has moved (or was restored from a backup elsewhere), a recorded path under a `mlartifacts`
+folder that no longer exists is read from the same place under the current artifact root.
 
 The alias `Production` marks the version that serves predictions. Resolve it once per run
 (`resolve_alias`) and use the version number afterwards. Only `set_production` moves it, and only
@@ -25,20 +24,22 @@ sqlite tracking store costs seconds.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
 import os
 import tempfile
 import threading
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from stockcli.config import Settings, redact_url
 from stockcli.errors import NoProductionModelError, RegistryError, StockCliError, UsageError
+from stockcli.ml.bundle import ModelBundle, bundle_sha256, read_bundle, write_bundle
+from stockcli.ml.imports import heavy_import
+from stockcli.storage import check_server_database, parse_database_url, prepare_folder, sqlite_file
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -46,14 +47,16 @@ if TYPE_CHECKING:
 
 PRODUCTION_ALIAS = "Production"
 MODEL_ARTIFACT_PATH = "model"
-BUNDLE_FILE = "bundle.json"
-WEIGHTS_FILE = "weights.npz"
-REQUIREMENTS_FILE = "requirements.txt"
-# What loading a bundle needs, pinned explicitly (MLflow's requirement inference costs ~10 s a log).
-REQUIRED_PACKAGES = ("stockcli", "torch", "numpy")
-BUNDLE_FORMAT = 1
+# The folder of a local store's artifacts under the data dir (`Settings.mlflow_artifact_location`).
+ARTIFACT_ROOT_NAME = "mlartifacts"
 
 TAG_TRAINING_RUN = "stockcli.training_run_id"
+# The whole bundle's SHA-256 (bundle.json and weights), recorded at registration, verified on load.
+TAG_BUNDLE_SHA256 = "stockcli.bundle_sha256"
+# The process running an MLflow run (host, pid, pid's start time): a later run closes it if it died.
+TAG_HOST = "stockcli.host"
+TAG_PID = "stockcli.pid"
+TAG_PID_START = "stockcli.pid_start"
 TAG_DATASET_RUN = "stockcli.dataset_run_id"
 TAG_MODEL_TYPE = "stockcli.model_type"
 TAG_TICKERS = "stockcli.tickers"
@@ -80,24 +83,6 @@ _BUNDLE_CACHE_SIZE = 4
 
 
 @dataclass(frozen=True)
-class ModelBundle:
-    """Everything needed to predict with one model version; `model` is in eval mode on the CPU."""
-
-    model: nn.Module
-    model_config: dict[str, Any]
-    spec: dict[str, Any]
-    scalers: dict[str, Any]
-    tickers: tuple[str, ...]
-    sequence_length: int
-    target_kind: str
-    dataset_run_id: str
-    version: str | None = None
-    training_run_id: str | None = None
-    training_params: dict[str, Any] = field(default_factory=dict)
-    metrics: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
 class ModelVersionInfo:
     """One registered version, as `stockcli models` lists it."""
 
@@ -114,37 +99,6 @@ class ModelVersionInfo:
 
 
 # --- set-up -----------------------------------------------------------------------------------------
-
-
-_heavy_imports_done: set[str] = set()
-
-
-@contextlib.contextmanager
-def heavy_import(what: str) -> Iterator[None]:
-    """The first time in this process: import with the cyclic garbage collector paused, then freeze.
-
-    `import mlflow` (and opening its first tracking store) and `import torch` create some 10^5
-    objects that live as long as the process. The collector's full passes over them, during the
-    imports and after, cost more than a second of a short `stockcli daily` on 2 cores. So the
-    collector pauses while they import, and `gc.freeze()` then moves everything alive into the
-    permanent generation, which later collections skip. Garbage made afterwards is collected as
-    usual. `what` names the import; later calls with the same name change nothing, so a long-lived
-    process (daemon, backtest, tests) freezes once per library, never what its later runs leave.
-    """
-    if what in _heavy_imports_done:
-        yield
-        return
-    import gc
-
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        _heavy_imports_done.add(what)
-        gc.freeze()
-        if enabled:
-            gc.enable()
 
 
 def _mlflow() -> Any:
@@ -165,6 +119,37 @@ def _is_remote(uri: str) -> bool:
     return uri.split(":", 1)[0].lower() in ("http", "https", "databricks", "databricks-uc", "uc")
 
 
+def artifact_uri(settings: Settings, uri: str) -> str:
+    """`uri` as the current data dir sees it: what makes the local MLflow store relocatable.
+
+    A local store records absolute `file://` artifact URIs (the experiment's artifact location, each
+    run's artifact URI, each model version's source). When the data dir was moved, or restored from
+    a backup in another place, a URI under the old `mlartifacts` folder is resolved against the
+    current one (`<data_dir>/mlartifacts`): the current copy when it exists or when the recorded path
+    is gone (and for a new run, whose folder exists in neither place yet). Tracking servers, other
+    schemes and URIs outside a `mlartifacts` folder are returned unchanged.
+    """
+    if _is_remote(settings.mlflow_tracking_uri) or not uri.startswith("file:"):
+        return uri
+    recorded = _local_path(uri)
+    parts = recorded.parts
+    if ARTIFACT_ROOT_NAME not in parts:
+        return uri
+    last = len(parts) - 1 - parts[::-1].index(ARTIFACT_ROOT_NAME)
+    relocated = _local_path(settings.mlflow_artifact_location).joinpath(*parts[last + 1 :])
+    if relocated == recorded:
+        return uri
+    if relocated.exists() or not recorded.exists():
+        return relocated.as_uri()
+    return uri
+
+
+def _local_path(uri: str) -> Path:
+    from urllib.parse import unquote, urlparse
+
+    return Path(unquote(urlparse(uri).path))
+
+
 def client(settings: Settings) -> MlflowClient:
     """The process's MlflowClient for the configured tracking URI (registry on the same URI)."""
     uri = settings.mlflow_tracking_uri
@@ -175,11 +160,16 @@ def client(settings: Settings) -> MlflowClient:
     _mlflow()
     from mlflow import MlflowClient
 
+    key = "[mlflow] tracking_uri (or STOCKCLI_MLFLOW_TRACKING_URI)"
+    store_file = sqlite_file(uri)
+    if store_file is not None:  # MLflow creates the file but not its folder
+        prepare_folder(store_file, data_dir=settings.data_dir, what="MLflow tracking store", key=key)
+    elif not _is_remote(uri) and "://" in uri and not uri.startswith("file:"):
+        parse_database_url(uri, what="MLflow tracking store", key=key)
+        # MLflow retries a database it cannot reach for ~100 s; one bounded attempt says why first.
+        check_server_database("MLflow tracking store", uri, key=key)
     with _registry_errors(settings, "open the MLflow tracking store"), heavy_import("mlflow store"):
         # Opening the first store imports MLflow's ORM models and alembic.
-        if uri.startswith("sqlite:///"):
-            # MLflow creates the file but not its folder.
-            Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
         created = MlflowClient(tracking_uri=uri, registry_uri=uri)
     with _lock:
         return _clients.setdefault(uri, created)
@@ -327,9 +317,19 @@ class TrainingRun:
             )
 
     def log_artifacts(self, local_dir: Path, artifact_path: str | None = None) -> None:
-        """Copy every file of `local_dir` into the run's artifacts (under `artifact_path`)."""
+        """Copy every file of `local_dir` into the run's artifacts (under `artifact_path`).
+
+        In a local store they go to `artifact_uri` (under the current data dir, see `artifact_uri()`)
+        rather than where the store recorded the experiment's folder before a move.
+        """
         with _registry_errors(self.settings, "store training artifacts"):
-            client(self.settings).log_artifacts(self.run_id, str(local_dir), artifact_path)
+            if self.artifact_uri.startswith("file:"):
+                from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+                repository = get_artifact_repository(self.artifact_uri)
+                repository.log_artifacts(str(local_dir), artifact_path)
+            else:
+                client(self.settings).log_artifacts(self.run_id, str(local_dir), artifact_path)
 
     def log_json(self, payload: Any, name: str) -> None:
         """Store `payload` as a JSON artifact file `name`."""
@@ -357,159 +357,85 @@ def _metric_key(key: str) -> str:
 def training_run(
     settings: Settings, *, run_name: str | None = None, tags: Mapping[str, Any] | None = None
 ) -> Iterator[TrainingRun]:
-    """Start an MLflow run in the configured experiment; it ends FINISHED, or FAILED on an error."""
+    """Start an MLflow run in the configured experiment; it ends FINISHED, FAILED on an error, KILLED
+    on Ctrl-C. Runs of this host's killed processes still marked RUNNING are closed first."""
     experiment_id = _experiment_id(settings)
+    close_dead_runs(settings)
+    run_tags = {str(k): str(v) for k, v in (tags or {}).items()}
+    run_tags.update(_process_tags())
     with _registry_errors(settings, "start an MLflow training run"):
-        run = client(settings).create_run(
-            experiment_id, run_name=run_name, tags={str(k): str(v) for k, v in (tags or {}).items()}
-        )
-    handle = TrainingRun(settings, run.info.run_id, run.info.artifact_uri)
+        run = client(settings).create_run(experiment_id, run_name=run_name, tags=run_tags)
+    handle = TrainingRun(settings, run.info.run_id, artifact_uri(settings, run.info.artifact_uri))
     try:
         yield handle
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(Exception):
-            handle.finish("FAILED")
+            handle.finish("KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
         raise
     else:
         handle.finish("FINISHED")
 
 
+def _process_start(pid: int) -> str | None:
+    """The start time of process `pid` in clock ticks since boot (Linux), telling a reused pid apart."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return fields[19] if len(fields) > 19 else None
+
+
+def _process_tags() -> dict[str, str]:
+    """Tags saying which process runs an MLflow run, so that a later run can tell a dead one."""
+    import socket
+
+    tags = {TAG_HOST: socket.gethostname(), TAG_PID: str(os.getpid())}
+    started = _process_start(os.getpid())
+    if started is not None:
+        tags[TAG_PID_START] = started
+    return tags
+
+
+def _process_alive(pid: int, started: str | None) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    return started is None or _process_start(pid) in (None, started)
+
+
+def close_dead_runs(settings: Settings) -> list[str]:
+    """Mark KILLED the experiment's RUNNING runs whose process, on this host, is gone (SIGKILL, a crash).
+
+    Runs of live processes (a concurrent worker, this process) and of other hosts (a shared tracking
+    server: their processes cannot be checked from here) are left alone. Returns the closed run ids.
+    """
+    import socket
+
+    store_file = sqlite_file(settings.mlflow_tracking_uri)
+    if store_file is not None and not store_file.is_file():
+        return []  # no store yet, so no run to close (and none is created just to look)
+    host = socket.gethostname()
+    experiment_id = _experiment_id(settings)
+    closed = []
+    with _registry_errors(settings, "close the MLflow runs of killed processes"):
+        running = client(settings).search_runs(
+            [experiment_id], filter_string="attributes.status = 'RUNNING'", max_results=1000
+        )
+        for run in running:
+            tags = run.data.tags or {}
+            if tags.get(TAG_HOST) != host or not str(tags.get(TAG_PID, "")).isdigit():
+                continue
+            if _process_alive(int(tags[TAG_PID]), tags.get(TAG_PID_START)):
+                continue
+            client(settings).set_terminated(run.info.run_id, status="KILLED")
+            closed.append(run.info.run_id)
+    return closed
+
+
 # --- model versions ---------------------------------------------------------------------------------
-
-
-def _state_dict_arrays(model: nn.Module) -> dict[str, Any]:
-    return {name: tensor.detach().cpu().numpy() for name, tensor in model.state_dict().items()}
-
-
-def write_bundle(
-    folder: Path,
-    *,
-    model: nn.Module,
-    model_config: Mapping[str, Any],
-    spec: Mapping[str, Any],
-    scalers: Mapping[str, Any],
-    tickers: Sequence[str],
-    sequence_length: int,
-    target_kind: str,
-    dataset_run_id: str,
-    training_run_id: str | None = None,
-    training_params: Mapping[str, Any] | None = None,
-    metrics: Mapping[str, Any] | None = None,
-) -> Path:
-    """Write `weights.npz` and `bundle.json` into `folder`; returns the folder."""
-    import numpy as np
-
-    folder.mkdir(parents=True, exist_ok=True)
-    requirements = _requirements()
-    (folder / REQUIREMENTS_FILE).write_text("\n".join(requirements) + "\n", encoding="utf-8")
-    weights_path = folder / WEIGHTS_FILE
-    np.savez(weights_path, allow_pickle=False, **_state_dict_arrays(model))
-    bundle = {
-        "format": BUNDLE_FORMAT,
-        "model_config": dict(model_config),
-        "spec": dict(spec),
-        "scalers": dict(scalers),
-        "tickers": list(tickers),
-        "sequence_length": int(sequence_length),
-        "target_kind": str(target_kind),
-        "dataset_run_id": str(dataset_run_id),
-        "training_run_id": training_run_id,
-        "training_params": dict(training_params or {}),
-        "metrics": dict(metrics or {}),
-        "weights_file": WEIGHTS_FILE,
-        "weights_sha256": _sha256(weights_path),
-        "requirements": requirements,
-    }
-    text = json.dumps(bundle, indent=2, sort_keys=True, allow_nan=False, default=_json_default)
-    (folder / BUNDLE_FILE).write_text(text, encoding="utf-8")
-    return folder
-
-
-def _requirements() -> list[str]:
-    from importlib import metadata
-
-    pins = []
-    for package in REQUIRED_PACKAGES:
-        try:
-            version = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            continue
-        pins.append(f"{package}=={version.split('+')[0]}")
-    return pins
-
-
-def _json_default(value: Any) -> Any:
-    if hasattr(value, "tolist"):  # numpy arrays and scalars
-        return value.tolist()
-    if hasattr(value, "isoformat"):
-        return value.isoformat()
-    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def read_bundle(folder: Path, *, version: str | None = None) -> ModelBundle:
-    """Rebuild a ModelBundle from a folder written by `write_bundle`; unpickles nothing."""
-    import numpy as np
-
-    with heavy_import("torch"):
-        import torch
-
-    from stockcli.ml.networks import model_from_config
-
-    where = f"model version {version}" if version else str(folder)
-    try:
-        bundle = json.loads((folder / BUNDLE_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise RegistryError(
-            f"The {where} has no readable {BUNDLE_FILE}: {exc}.",
-            hint="It was not registered by stockcli or its artifacts are damaged; train a new version.",
-        ) from None
-    if int(bundle.get("format", 0)) > BUNDLE_FORMAT:
-        raise RegistryError(
-            f"The {where} uses bundle format {bundle.get('format')}, newer than this stockcli ({BUNDLE_FORMAT}).",
-            hint="Upgrade stockcli to load it.",
-        )
-    weights_path = folder / str(bundle.get("weights_file", WEIGHTS_FILE))
-    if not weights_path.is_file() or _sha256(weights_path) != bundle.get("weights_sha256"):
-        raise RegistryError(
-            f"The weights of {where} are missing or do not match their recorded checksum.",
-            hint="The artifacts were changed or damaged; train and register a new version.",
-        )
-    model = model_from_config(bundle["model_config"])
-    try:
-        loaded = np.load(weights_path, allow_pickle=False)
-        if not isinstance(loaded, np.lib.npyio.NpzFile):
-            raise ValueError("the weights file is not an .npz archive of arrays")
-        with loaded as arrays:
-            state = {name: torch.from_numpy(np.array(arrays[name])) for name in arrays.files}
-        model.load_state_dict(state, strict=True)
-    except (ValueError, RuntimeError, KeyError, TypeError, AttributeError, OSError, EOFError) as exc:
-        raise RegistryError(
-            f"The weights of {where} do not fit its architecture: {str(exc).splitlines()[0]}.",
-            hint="Train and register a new version.",
-        ) from None
-    model.eval()
-    return ModelBundle(
-        model=model,
-        model_config=dict(bundle["model_config"]),
-        spec=dict(bundle["spec"]),
-        scalers=dict(bundle["scalers"]),
-        tickers=tuple(bundle["tickers"]),
-        sequence_length=int(bundle["sequence_length"]),
-        target_kind=str(bundle["target_kind"]),
-        dataset_run_id=str(bundle["dataset_run_id"]),
-        version=version,
-        training_run_id=bundle.get("training_run_id"),
-        training_params=dict(bundle.get("training_params") or {}),
-        metrics=dict(bundle.get("metrics") or {}),
-    )
 
 
 def find_version_for_run(settings: Settings, training_run_id: str) -> str | None:
@@ -542,11 +468,15 @@ def register_version(
     training_params: Mapping[str, Any] | None = None,
     metrics: Mapping[str, Any] | None = None,
     test_summary: Mapping[str, float] | None = None,
+    context_tickers: Sequence[str] = (),
+    calibration: Mapping[str, Any] | None = None,
+    baselines: Mapping[str, Any] | None = None,
 ) -> str:
     """Log the model bundle to `run` and register it as a new version; returns the version number.
 
-    Idempotent per training run: when a version tagged with `run.run_id` exists, it is returned and
-    nothing new is created. Never touches the Production alias.
+    The whole bundle's SHA-256 becomes the version's `stockcli.bundle_sha256` tag, which
+    `load_bundle` verifies. Idempotent per training run: when a version tagged with `run.run_id`
+    exists, it is returned and nothing new is created. Never touches the Production alias.
     """
     existing = find_version_for_run(settings, run.run_id)
     if existing is not None:
@@ -565,10 +495,15 @@ def register_version(
             training_run_id=run.run_id,
             training_params=training_params,
             metrics=metrics,
+            context_tickers=context_tickers,
+            calibration=calibration,
+            baselines=baselines,
         )
+        checksum = bundle_sha256(Path(folder))
         run.log_artifacts(Path(folder), MODEL_ARTIFACT_PATH)
     name = settings.mlflow.model_name
     tags = {
+        TAG_BUNDLE_SHA256: checksum,
         TAG_TRAINING_RUN: run.run_id,
         TAG_DATASET_RUN: dataset_run_id,
         TAG_MODEL_TYPE: str(model_config.get("model_type", "")),
@@ -610,14 +545,6 @@ def _registered_aliases(settings: Settings) -> dict[str, str]:
 def resolve_alias(settings: Settings, alias: str = PRODUCTION_ALIAS) -> str | None:
     """The version an alias points at, or None. Resolve once per run and use the number afterwards."""
     return _registered_aliases(settings).get(alias)
-
-
-def require_production(settings: Settings) -> str:
-    """The Production version; raises NoProductionModelError (exit 4) when there is none."""
-    version = resolve_alias(settings, PRODUCTION_ALIAS)
-    if version is None:
-        raise NoProductionModelError("No production model yet.", hint="Run `stockcli retrain --force` first.")
-    return version
 
 
 def set_production(settings: Settings, version: str) -> None:
@@ -681,7 +608,7 @@ def list_versions(settings: Settings) -> list[ModelVersionInfo]:
                 model_type=tags.get(TAG_MODEL_TYPE),
                 tickers=tuple(t for t in tickers.split(",") if t),
                 test_metrics=metrics,
-                source=str(item.source),
+                source=artifact_uri(settings, str(item.source)),
                 status=str(item.status),
             )
         )
@@ -695,8 +622,8 @@ def load_bundle(
     """Load a registered version (default: the one `alias` points at) as a ModelBundle.
 
     Raises NoProductionModelError when the alias points nowhere, UsageError for an unknown version,
-    RegistryError when the store cannot be read. Loaded bundles are cached per process (versions are
-    immutable).
+    RegistryError when the store cannot be read or the bundle does not match the checksum recorded at
+    registration (or has none). Loaded bundles are cached per process (versions are immutable).
     """
     if version is None:
         resolved = resolve_alias(settings, alias)
@@ -717,13 +644,18 @@ def load_bundle(
     name = settings.mlflow.model_name
     mlflow = _mlflow()
     with _registry_errors(settings, f"read version {version} of model {name!r}"):
-        source = client(settings).get_model_version(name, version).source
+        model_version = client(settings).get_model_version(name, version)
+    expected_sha256 = dict(model_version.tags or {}).get(TAG_BUNDLE_SHA256)
     with tempfile.TemporaryDirectory(prefix="stockcli-load-") as folder:
         with _registry_errors(settings, f"download the artifacts of model version {version}"):
             local = mlflow.artifacts.download_artifacts(
-                artifact_uri=source, dst_path=folder, tracking_uri=settings.mlflow_tracking_uri
+                artifact_uri=artifact_uri(settings, str(model_version.source or "")),
+                dst_path=folder,
+                tracking_uri=settings.mlflow_tracking_uri,
             )
-        bundle = read_bundle(Path(local), version=version)
+        bundle = read_bundle(
+            Path(local), version=version, expected_sha256=expected_sha256, require_sha256=True
+        )
     with _lock:
         if len(_bundles) >= _BUNDLE_CACHE_SIZE:
             _bundles.pop(next(iter(_bundles)))

@@ -24,13 +24,15 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from stockcli.config import LOSSES, MODEL_TYPES, TrainingSettings
+from stockcli.config import MODEL_TYPES, TrainingSettings
 from stockcli.errors import ConfigError, InputDataError, NoDataError
-from stockcli.ml.networks import model_config, model_from_config
+from stockcli.ml.networks import DISTRIBUTIONS, distribution_nll, model_config, model_from_config
 
 if TYPE_CHECKING:
     import torch
     from torch import nn
+
+    from stockcli.features.dataset import WindowSet
 
 EpochCallback = Callable[[int, float, float], None]
 
@@ -46,7 +48,7 @@ class TrainParams:
     learning_rate: float = 1e-3
     batch_size: int = 64
     num_heads: int = 4
-    loss: str = "mse"
+    distribution: str = "student_t"
     grad_clip: float = 1.0  # max gradient norm; 0 turns clipping off
 
     def __post_init__(self) -> None:
@@ -54,8 +56,10 @@ class TrainParams:
             raise ConfigError(
                 f"Unknown model type {self.model_type!r}.", hint=f"Use one of {', '.join(MODEL_TYPES)}."
             )
-        if self.loss not in LOSSES:
-            raise ConfigError(f"Unknown loss {self.loss!r}.", hint=f"Use one of {', '.join(LOSSES)}.")
+        if self.distribution not in DISTRIBUTIONS:
+            raise ConfigError(
+                f"Unknown distribution {self.distribution!r}.", hint=f"Use one of {', '.join(DISTRIBUTIONS)}."
+            )
         for name in ("hidden_size", "num_layers", "batch_size", "num_heads"):
             if int(getattr(self, name)) < 1:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}.")
@@ -76,7 +80,7 @@ class TrainParams:
         with extra information can be passed as it is.
         """
         names = {f.name for f in fields(cls)}
-        values: dict[str, Any] = {name: getattr(training, name) for name in names}
+        values: dict[str, Any] = {name: getattr(training, name) for name in names if hasattr(training, name)}
         for key, value in (overrides or {}).items():
             if key in names and value is not None:
                 values[key] = value
@@ -168,25 +172,59 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def make_loss(name: str) -> nn.Module:
-    """The loss module for `mse`, `mae` or `huber` (delta 1 on the scaled targets)."""
-    from torch import nn
+def _batches_by_row(rows: np.ndarray, max_windows: int, order: np.ndarray | None = None) -> list[np.ndarray]:
+    """Window indexes grouped so that all windows of one row (date) share a batch: whole dates are
+    added to a batch until it holds at least `max_windows` windows (a date is never split, so a batch
+    may hold more)."""
+    if len(rows) == 0:
+        return []
+    by_row = np.argsort(rows, kind="stable")
+    boundaries = np.flatnonzero(np.diff(rows[by_row])) + 1
+    groups = np.split(by_row, boundaries)
+    if order is not None:
+        groups = [groups[i] for i in order]
+    batches: list[np.ndarray] = []
+    current: list[np.ndarray] = []
+    size = 0
+    for group in groups:
+        current.append(group)
+        size += len(group)
+        if size >= max_windows:
+            batches.append(np.concatenate(current))
+            current, size = [], 0
+    if current:
+        batches.append(np.concatenate(current))
+    return batches
 
-    if name == "mse":
-        return nn.MSELoss()
-    if name == "mae":
-        return nn.L1Loss()
-    if name == "huber":
-        return nn.HuberLoss(delta=1.0)
-    raise ConfigError(f"Unknown loss {name!r}.", hint=f"Use one of {', '.join(LOSSES)}.")
+
+class _DeviceWindows:
+    """A WindowSet's arrays as tensors on the training device; `batch(index)` gathers windows."""
+
+    def __init__(self, windows: WindowSet, device: torch.device) -> None:
+        import torch
+
+        self.windows = windows
+        self.slab = torch.as_tensor(np.ascontiguousarray(windows.slab, dtype=np.float32)).to(device)
+        self.context = torch.as_tensor(np.ascontiguousarray(windows.context, dtype=np.float32)).to(device)
+        self.rows = torch.as_tensor(windows.rows, dtype=torch.long).to(device)
+        self.series = torch.as_tensor(windows.series, dtype=torch.long).to(device)
+        self.y = torch.as_tensor(np.nan_to_num(windows.y.astype(np.float32)), dtype=torch.float32).to(device)
+        self.offsets = torch.arange(-windows.sequence_length + 1, 1, device=device)
+
+    def batch(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        import torch
+
+        rows = self.rows.index_select(0, index)
+        steps = rows[:, None] + self.offsets[None, :]
+        own = self.slab[steps, self.series.index_select(0, index)[:, None]]
+        x = torch.cat([own, self.context[steps]], dim=2)
+        return x, rows, self.y.index_select(0, index)
 
 
 def train_model(
     *,
-    train_x: np.ndarray,
-    train_y: np.ndarray,
-    val_x: np.ndarray,
-    val_y: np.ndarray,
+    train: WindowSet,
+    validation: WindowSet,
     params: TrainParams,
     epochs: int,
     patience: int,
@@ -195,23 +233,27 @@ def train_model(
     on_epoch: EpochCallback | None = None,
     num_threads: int | None = None,
 ) -> TrainResult:
-    """Train a fresh network; stop when validation has not improved for `patience` epochs.
+    """Train a fresh network by likelihood; stop when validation has not improved for `patience` epochs.
 
-    `x` arrays are (windows, sequence, stocks, features), `y` arrays (windows, stocks), float32.
+    Windows of every series are pooled. The plain and attention models draw random batches of
+    `batch_size` windows; the cross-attention model draws whole dates (all series of a date in one
+    batch, about `batch_size` windows), since each window attends to the others of its date.
     `on_epoch(epoch, train_loss, val_loss)` runs after every epoch; whatever it raises (for instance
     `optuna.TrialPruned`) propagates. Training also stops when a loss becomes NaN or infinite
-    (`diverged`); the best finite epoch is kept.
+    (`diverged`); the best finite epoch is kept. Losses are mean negative log-likelihoods of the
+    scaled next-session return.
 
     Raises InputDataError for mismatched or non-finite arrays, NoDataError for an empty split.
     """
     import torch
 
     started = time.perf_counter()
-    _check_split("training", train_x, train_y)
-    _check_split("validation", val_x, val_y)
-    if train_x.shape[1:] != val_x.shape[1:] or train_y.shape[1:] != val_y.shape[1:]:
+    _check_split("training", train)
+    _check_split("validation", validation)
+    if train.n_features != validation.n_features or train.n_own_features != validation.n_own_features:
         raise InputDataError(
-            f"Training windows {train_x.shape[1:]} and validation windows {val_x.shape[1:]} differ in shape.",
+            f"Training windows ({train.n_features} features) and validation windows "
+            f"({validation.n_features}) differ in shape.",
             hint="Both splits must come from the same built dataset.",
         )
     if epochs < 1:
@@ -222,26 +264,30 @@ def train_model(
     configure_threads(num_threads)
     target = torch.device(resolve_device(device))
     seed_everything(seed)
-    n_stocks, n_features = int(train_x.shape[2]), int(train_x.shape[3])
     config = model_config(
         params.model_type,
-        n_stocks=n_stocks,
-        n_features=n_features,
+        n_features=train.n_features,
+        n_own_features=train.n_own_features,
         hidden_size=params.hidden_size,
         num_layers=params.num_layers,
         dropout=params.dropout,
         num_heads=params.num_heads,
+        distribution=params.distribution,
     )
     model = model_from_config(config).to(target)
-    loss_fn = make_loss(params.loss)
     optimizer = torch.optim.Adam(model.parameters(), lr=params.learning_rate)
     weights = [p for p in model.parameters() if p.requires_grad]
+    cross = params.model_type == "lstm_cross_attention"
 
-    tx, ty = _tensor(train_x, target), _tensor(train_y, target)
-    vx, vy = _tensor(val_x, target), _tensor(val_y, target)
-    n_train = tx.shape[0]
+    data = _DeviceWindows(train, target)
+    held_out = _DeviceWindows(validation, target)
+    validation_batches = [
+        torch.as_tensor(b, dtype=torch.long, device=target) for b in _batches_by_row(validation.rows, 1024)
+    ]
+    n_train = len(train)
     batch_size = min(params.batch_size, n_train)
-    shuffle = torch.Generator().manual_seed(seed)
+    shuffle = np.random.default_rng(seed)
+    n_dates = len(np.unique(train.rows))
 
     history: list[tuple[int, float, float]] = []
     best_val_loss = math.inf
@@ -254,12 +300,17 @@ def train_model(
     for epoch in range(1, epochs + 1):
         model.train()
         step_started = time.perf_counter()
-        order = torch.randperm(n_train, generator=shuffle).to(target)
+        if cross:
+            batches = _batches_by_row(train.rows, batch_size, order=shuffle.permutation(n_dates))
+        else:
+            order = shuffle.permutation(n_train)
+            batches = [order[start : start + batch_size] for start in range(0, n_train, batch_size)]
         loss_sum = torch.zeros((), device=target)
-        for start in range(0, n_train, batch_size):
-            index = order[start : start + batch_size]
+        for chosen in batches:
+            index = torch.as_tensor(chosen, dtype=torch.long, device=target)
+            x, rows, y = data.batch(index)
             optimizer.zero_grad(set_to_none=True)
-            loss = loss_fn(model(tx.index_select(0, index)), ty.index_select(0, index))
+            loss = distribution_nll(model(x, rows if cross else None), y, params.distribution)
             loss.backward()
             if params.grad_clip > 0:
                 torch.nn.utils.clip_grad_norm_(weights, params.grad_clip)
@@ -267,7 +318,7 @@ def train_model(
             loss_sum += loss.detach() * index.shape[0]
         train_loss = float(loss_sum) / n_train  # one device sync per epoch, not per step
         train_time_s += time.perf_counter() - step_started
-        val_loss = _mean_loss(model, loss_fn, vx, vy)
+        val_loss = _mean_loss(model, held_out, validation_batches, params.distribution, cross)
         history.append((epoch, train_loss, val_loss))
 
         if math.isfinite(val_loss) and val_loss < best_val_loss:
@@ -305,58 +356,64 @@ def train_model(
     )
 
 
-def predict(model: nn.Module, x: np.ndarray, *, batch_size: int = 1024, device: str = "cpu") -> np.ndarray:
-    """Model outputs (windows, stocks) as float32 for windows `x` (windows, sequence, stocks, features)."""
+def predict_distribution(
+    model: nn.Module, windows: WindowSet, *, batch_size: int = 1024, device: str = "cpu"
+) -> np.ndarray:
+    """(n, 3) float64: location, scale and degrees of freedom of each window's next scaled return.
+
+    Windows are batched by date, so the cross-attention model sees every series of a date together
+    (the other models give the same numbers however they are batched).
+    """
     import torch
 
-    if x.ndim != 4:
-        raise InputDataError(f"Expected windows of shape (n, sequence, stocks, features), got {x.shape}.")
+    if len(windows) == 0:
+        return np.zeros((0, 3), dtype=np.float64)
     target = torch.device(resolve_device(device))
     model = model.to(target).eval()
-    if x.shape[0] == 0:
-        return np.zeros((0, x.shape[2]), dtype=np.float32)
-    outputs = []
+    data = _DeviceWindows(windows, target)
+    out = np.zeros((len(windows), 3), dtype=np.float64)
     with torch.inference_mode():
-        for start in range(0, x.shape[0], batch_size):
-            chunk = torch.as_tensor(np.ascontiguousarray(x[start : start + batch_size], dtype=np.float32))
-            outputs.append(model(chunk.to(target)).float().cpu().numpy())
-    return np.concatenate(outputs, axis=0)
-
-
-def _tensor(array: np.ndarray, device: torch.device) -> torch.Tensor:
-    import torch
-
-    return torch.as_tensor(np.ascontiguousarray(array, dtype=np.float32)).to(device)
+        for chosen in _batches_by_row(windows.rows, batch_size):
+            index = torch.as_tensor(chosen, dtype=torch.long, device=target)
+            x, rows, _ = data.batch(index)
+            out[chosen] = model(x, rows).double().cpu().numpy()
+    return out
 
 
 def _mean_loss(
-    model: nn.Module, loss_fn: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1024
+    model: nn.Module,
+    data: _DeviceWindows,
+    batches: list[torch.Tensor],
+    distribution: str,
+    cross: bool,
 ) -> float:
     import torch
 
     model.eval()
-    total = torch.zeros((), device=x.device)
+    total = torch.zeros((), device=data.y.device)
+    count = 0
     with torch.inference_mode():
-        for start in range(0, x.shape[0], batch_size):
-            chunk_x, chunk_y = x[start : start + batch_size], y[start : start + batch_size]
-            total += loss_fn(model(chunk_x), chunk_y) * chunk_x.shape[0]
-    return float(total) / x.shape[0]
+        for index in batches:
+            x, rows, y = data.batch(index)
+            total += distribution_nll(model(x, rows if cross else None), y, distribution) * index.shape[0]
+            count += int(index.shape[0])
+    return float(total) / max(count, 1)
 
 
-def _check_split(name: str, x: np.ndarray, y: np.ndarray) -> None:
-    if x.ndim != 4 or y.ndim != 2:
+def _check_split(name: str, windows: WindowSet) -> None:
+    if windows.slab.ndim != 3 or windows.context.ndim != 2:
         raise InputDataError(
-            f"The {name} split has shapes {x.shape} and {y.shape}; expected x (n, sequence, stocks, features) "
-            "and y (n, stocks)."
+            f"The {name} split has a slab of shape {windows.slab.shape} and context {windows.context.shape}; "
+            "expected (rows, series, features) and (rows, columns)."
         )
-    if x.shape[0] != y.shape[0] or x.shape[2] != y.shape[1]:
-        raise InputDataError(f"The {name} split's x {x.shape} and y {y.shape} do not match.")
-    if x.shape[0] == 0:
+    if len(windows) == 0:
         raise NoDataError(
             f"The {name} split is empty.",
             hint="Build the dataset over a longer date range or change [dataset] fractions.",
         )
-    if not (np.isfinite(x).all() and np.isfinite(y).all()):
+    if len(windows.y) != len(windows):
+        raise InputDataError(f"The {name} split has {len(windows.y)} targets for {len(windows)} windows.")
+    if not (np.isfinite(windows.slab).all() and np.isfinite(windows.context).all() and np.isfinite(windows.y).all()):
         raise InputDataError(
             f"The {name} split holds NaN or infinite values.",
             hint="Rebuild the dataset (`stockcli build`); its scalers must produce finite inputs.",

@@ -38,14 +38,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 from stockcli.config import TrainingSettings, TuningSettings, redact_url
-from stockcli.errors import ConfigError, StockCliError
+from stockcli.errors import ConfigError
 from stockcli.ml.training import EpochCallback, TrainParams, train_model
 
 if TYPE_CHECKING:
     import optuna
+
+    from stockcli.features.dataset import WindowSet
 
 # Seconds between heartbeats of a running trial, and how long a silent trial stays "running" before
 # the next worker marks it failed (a worker killed mid-trial leaves such a trial behind).
@@ -113,10 +113,8 @@ def pruning_callback(trial: optuna.Trial) -> EpochCallback:
 
 def make_objective(
     *,
-    train_x: np.ndarray,
-    train_y: np.ndarray,
-    val_x: np.ndarray,
-    val_y: np.ndarray,
+    train: WindowSet,
+    validation: WindowSet,
     tuning: TuningSettings,
     training: TrainingSettings,
     epochs: int,
@@ -144,10 +142,8 @@ def make_objective(
                 epoch_hook(trial.number, epoch)
 
         result = train_model(
-            train_x=train_x,
-            train_y=train_y,
-            val_x=val_x,
-            val_y=val_y,
+            train=train,
+            validation=validation,
             params=params,
             epochs=epochs,
             patience=patience,
@@ -166,31 +162,35 @@ def make_objective(
     return objective
 
 
-def make_storage(url: str, *, busy_timeout_s: float = 30.0) -> optuna.storages.RDBStorage:
+def make_storage(
+    url: str, *, busy_timeout_s: float = 30.0, data_dir: Path | None = None
+) -> optuna.storages.RDBStorage:
     """Optuna's RDB storage for a SQLite file or a PostgreSQL database, with a trial heartbeat.
 
     SQLite gets WAL and a busy timeout so that a second local process waits instead of failing;
     PostgreSQL gets pre-ping (a long trial can outlive an idle connection) and a connect timeout.
+    A SQLite file's folder is created only under `data_dir` (when given). A damaged file, a missing
+    database or an unreachable server raise StockCliError naming it.
     """
     import optuna
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError, OperationalError
+    from sqlalchemy.exc import DatabaseError
 
-    try:
-        parsed = make_url(url)
-    except ArgumentError:
-        raise ConfigError(
-            f"Invalid Optuna storage URL {redact_url(url)!r}.",
-            hint="Use sqlite:///path/to/optuna.db or postgresql+psycopg://user@host/db in [tuning] storage_url.",
-        ) from None
+    from stockcli.storage import describe_database_error, parse_database_url, prepare_folder
+
+    key = "[tuning] storage_url (or STOCKCLI_OPTUNA_STORAGE)"
+
+    parsed = parse_database_url(url, what="Optuna storage", key=key)
     backend = parsed.get_backend_name()
     engine_kwargs: dict[str, Any]
     if backend == "sqlite":
         if parsed.database and parsed.database != ":memory:":
             path = Path(parsed.database)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with sqlite3.connect(path, timeout=busy_timeout_s) as connection:  # WAL persists in the file
-                connection.execute("PRAGMA journal_mode=WAL")
+            prepare_folder(path, data_dir=data_dir, what="Optuna storage", key=key)
+            try:
+                with sqlite3.connect(path, timeout=busy_timeout_s) as connection:  # WAL persists in the file
+                    connection.execute("PRAGMA journal_mode=WAL")
+            except sqlite3.DatabaseError as exc:
+                raise describe_database_error("Optuna storage", url, exc, key=key) from None
         engine_kwargs = {"connect_args": {"timeout": busy_timeout_s}}
     elif backend == "postgresql":
         if parsed.drivername == "postgresql":
@@ -210,12 +210,8 @@ def make_storage(url: str, *, busy_timeout_s: float = 30.0) -> optuna.storages.R
                 heartbeat_interval=HEARTBEAT_INTERVAL_S,
                 grace_period=HEARTBEAT_GRACE_S,
             )
-    except (OperationalError, sqlite3.OperationalError) as exc:
-        first_line = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
-        raise StockCliError(
-            f"Cannot open the Optuna storage {redact_url(url)}: {redact_url(first_line)}",
-            hint="Check [tuning] storage_url (or STOCKCLI_OPTUNA_STORAGE) and that the server is up.",
-        ) from None
+    except (DatabaseError, sqlite3.DatabaseError) as exc:
+        raise describe_database_error("Optuna storage", url, exc, key=key) from None
     except ImportError as exc:
         raise ConfigError(f"Cannot use Optuna storage URL {redact_url(url)!r}: {exc}.") from None
 
@@ -266,6 +262,7 @@ def open_study(
     pruner_startup_trials: int,
     pruner_warmup_epochs: int,
     busy_timeout_s: float = 30.0,
+    data_dir: Path | None = None,
 ) -> optuna.Study:
     """Create the study, or load it when it exists (a resumed or parallel tune).
 
@@ -276,7 +273,7 @@ def open_study(
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    storage = make_storage(storage_url, busy_timeout_s=busy_timeout_s)
+    storage = make_storage(storage_url, busy_timeout_s=busy_timeout_s, data_dir=data_dir)
     if pruning:
         pruner: optuna.pruners.BasePruner = optuna.pruners.MedianPruner(
             n_startup_trials=pruner_startup_trials, n_warmup_steps=pruner_warmup_epochs, interval_steps=1

@@ -17,7 +17,55 @@ from typing import Any
 
 from stockcli.clock import trading_calendar
 from stockcli.config import Settings
-from stockcli.errors import NoDataError, StockCliError, UsageError
+from stockcli.errors import EXIT_NOTHING, EXIT_OK, EXIT_PARTIAL, NoDataError, StockCliError, UsageError
+
+# Written first thing into a workspace: only a folder holding it may be reused by a later backtest.
+WORKSPACE_MARKER = ".stockcli-backtest"
+
+
+def claim_workspace(workspace: Path) -> Path:
+    """Check that `workspace` may hold a backtest, then mark it; returns the resolved folder.
+
+    A workspace is a new or empty folder, or one an earlier backtest created (it holds
+    WORKSPACE_MARKER). Anything else (`/etc`, a home folder, a file) raises UsageError (exit 2) and
+    is left untouched: nothing is created or written in it.
+    """
+    folder = workspace.expanduser().resolve()
+    if folder.exists() and not folder.is_dir():
+        raise UsageError(
+            f"The backtest workspace {folder} is a file, not a folder; nothing was written in it.",
+            hint="Pass a new or empty folder with --workspace.",
+        )
+    if folder.is_dir():
+        try:
+            used = any(folder.iterdir())
+        except OSError as exc:
+            raise UsageError(f"Cannot read the backtest workspace {folder}: {exc.strerror}.") from None
+        if used and not (folder / WORKSPACE_MARKER).is_file():
+            raise UsageError(
+                f"The backtest workspace {folder} is not empty and was not created by a backtest; "
+                "nothing was written in it.",
+                hint="Pass a new or empty folder with --workspace, or leave it out for one under the data dir.",
+            )
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / WORKSPACE_MARKER).write_text(
+            "A stockcli backtest workspace: `stockcli backtest` may reuse and overwrite this folder.\n",
+            encoding="utf-8",
+        )
+    except OSError as exc:
+        raise UsageError(
+            f"Cannot create the backtest workspace {folder}: {exc.strerror}.",
+            hint="Pass a writable new or empty folder with --workspace.",
+        ) from None
+    return folder
+
+
+def exit_code_for(result: BacktestResult) -> int:
+    """0 when every session was replayed, 3 when some failed, 4 when none could be replayed."""
+    if result.sessions_failed >= result.sessions:
+        return EXIT_NOTHING
+    return EXIT_PARTIAL if result.sessions_failed else EXIT_OK
 
 
 @dataclass(frozen=True)
@@ -27,6 +75,10 @@ class RetrainEvent:
     model_version: str | None
     promoted: bool
     promotion_reason: str | None
+    p_value: float | None = None  # the promotion test's one-sided p-value (None: nothing to compare)
+    improvement: float | None = None
+    improvement_low: float | None = None
+    improvement_high: float | None = None
 
 
 @dataclass(frozen=True)
@@ -40,11 +92,15 @@ class BacktestResult:
     evaluated: int
     retrains: tuple[RetrainEvent, ...]
     promotions: int
-    metrics: dict[str, Any]
+    metrics: dict[str, Any]  # served forecasts over the range: point next to naive, intervals
     per_ticker: dict[str, dict[str, Any]]
     wall_s: float
     sessions_per_s: float
     failures: tuple[str, ...] = field(default_factory=tuple)
+    data_end: date | None = None  # the newest bar the replay had, of any ticker
+    sessions_past_data_end: int = 0  # sessions after data_end: nothing new to predict from
+    baselines: dict[str, dict[str, Any]] = field(default_factory=dict)  # garch / rolling on the same rows
+    promotion_decisions: tuple[dict[str, Any], ...] = ()  # every promotion test, promoted or not
 
 
 def scratch_settings(settings: Settings, workspace: Path) -> Settings:
@@ -91,7 +147,6 @@ def backtest(
     """Run `daily` for every session from `start` to `end` in `workspace`, then summarize."""
     from stockcli.db.engine import open_database
     from stockcli.services.daily import daily
-    from stockcli.services.monitor import window_metrics
     from stockcli.services.runtime import pipeline_run
 
     if end < start:
@@ -100,10 +155,10 @@ def backtest(
     sessions = calendar.sessions(start, end)
     if not sessions:
         raise UsageError(f"No trading sessions between {start} and {end} on {settings.data.exchange}.")
-    workspace = workspace.resolve()
+    workspace = workspace.expanduser().resolve()
     if workspace == settings.data_dir.resolve():
         raise UsageError("The backtest workspace must not be the data dir.", hint="Pass another --workspace.")
-    workspace.mkdir(parents=True, exist_ok=True)
+    workspace = claim_workspace(workspace)
     scratch = scratch_settings(settings, workspace)
     if settings.data.source == "yahoo":
         bars_dir = workspace / "bars"
@@ -136,8 +191,13 @@ def backtest(
             if progress:
                 progress(index + 1, len(sessions), f"{session}: failed")
             continue
+        if result.status == "stale":  # nothing predicted: the session was not replayed
+            failures.append(
+                f"{session}: " + next((m for m in result.messages if "no prediction" in m), "stale")
+            )
         predictions += len(result.predictions)
         if result.retrain is not None and result.retrain.ran:
+            decision = result.retrain.promotion or {}
             retrains.append(
                 RetrainEvent(
                     as_of=session,
@@ -145,6 +205,10 @@ def backtest(
                     model_version=result.retrain.model_version,
                     promoted=result.retrain.promoted,
                     promotion_reason=result.retrain.promotion_reason,
+                    p_value=decision.get("p_value"),
+                    improvement=decision.get("improvement"),
+                    improvement_low=decision.get("improvement_low"),
+                    improvement_high=decision.get("improvement_high"),
                 )
             )
             promotions += int(result.retrain.promoted)
@@ -152,24 +216,31 @@ def backtest(
             progress(index + 1, len(sessions), f"{session}: {result.status}")
     wall_s = time.perf_counter() - started
 
-    from sqlalchemy import select
-    from sqlalchemy.orm import Session
+    from stockcli.db.bars import newest_bar_date
+    from stockcli.db.predictions import scored_between
+    from stockcli.db.promotions import list_promotions
 
-    from stockcli.db.models import ModelPerformance
-
-    with Session(engine) as db:
-        rows = list(
-            db.scalars(
-                select(ModelPerformance).where(
-                    ModelPerformance.target_date >= sessions[0], ModelPerformance.target_date <= sessions[-1]
-                )
-            )
-        )
-    overall = window_metrics(rows)
-    per_ticker = {
-        ticker: window_metrics([r for r in rows if r.ticker == ticker]).__dict__
-        for ticker in sorted({r.ticker for r in rows})
-    }
+    data_end = newest_bar_date(engine)
+    rows = scored_between(engine, start=sessions[0], end=sessions[-1])
+    summary = summarize_range(rows)
+    decisions = tuple(
+        {
+            "decided_at": row.decided_at,
+            "candidate_version": row.candidate_version,
+            "production_version": row.production_version,
+            "metric": row.metric,
+            "promoted": row.promoted,
+            "p_value": row.p_value,
+            "improvement": row.improvement,
+            "improvement_low": row.improvement_low,
+            "improvement_high": row.improvement_high,
+            "window_start": row.window_start,
+            "window_end": row.window_end,
+            "reason": row.reason,
+        }
+        for row in reversed(list_promotions(engine, limit=1000, include_dry_runs=False))
+    )
+    engine.dispose()
     return BacktestResult(
         start=sessions[0],
         end=sessions[-1],
@@ -180,9 +251,58 @@ def backtest(
         evaluated=len(rows),
         retrains=tuple(retrains),
         promotions=promotions,
-        metrics=overall.__dict__,
-        per_ticker=per_ticker,
+        metrics=summary["overall"],
+        per_ticker=summary["per_ticker"],
         wall_s=wall_s,
         sessions_per_s=len(sessions) / wall_s if wall_s > 0 else float("inf"),
         failures=tuple(failures),
+        data_end=data_end,
+        sessions_past_data_end=sum(1 for s in sessions if data_end is None or s > data_end),
+        baselines=summary["baselines"],
+        promotion_decisions=decisions,
     )
+
+
+INTERVAL_FIELDS = ("coverage_80", "coverage_95", "width_80", "width_95", "winkler_80", "winkler_95", "pinball")
+
+
+def _flat(block: dict[str, Any]) -> dict[str, Any]:
+    """One block of `metrics.summarize_scored` as the backtest's flat figures."""
+    intervals = block.get("intervals") or {}
+    share = block.get("served_model_share")
+    return {
+        "samples": block.get("samples"),
+        "sessions": block.get("sessions"),
+        "mae": block["model"]["mae"],
+        "naive_mae": block["naive"]["mae"],
+        "mape": block["model"]["mape"],
+        "naive_mape": block["naive"]["mape"],
+        "direction_accuracy": block["model"]["directional_accuracy"],
+        "skill": block.get("skill"),
+        "skill_low": block.get("skill_low"),
+        "skill_high": block.get("skill_high"),
+        "p_worse": block.get("p_worse"),
+        **{name: intervals.get(name) for name in INTERVAL_FIELDS},
+        "share_model": share,
+        "share_naive": None if share is None else 1.0 - share,
+        "baselines": {
+            name: {field_name: (values or {}).get(field_name) for field_name in INTERVAL_FIELDS}
+            for name, values in (block.get("baselines") or {}).items()
+        },
+    }
+
+
+def summarize_range(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Overall and per-ticker figures of every served forecast in the range, and the baselines'."""
+    from stockcli.ml.metrics import summarize_scored
+
+    summary = summarize_scored(rows)
+    if summary["average"] is None:
+        return {"overall": {"samples": 0, "sessions": 0}, "per_ticker": {}, "baselines": {}}
+    overall = _flat(summary["average"])
+    per_ticker = {ticker: _flat(block) for ticker, block in summary["tickers"].items()}
+    baselines = {
+        name: {**values, "per_ticker": {t: v["baselines"].get(name) for t, v in per_ticker.items()}}
+        for name, values in overall["baselines"].items()
+    }
+    return {"overall": overall, "per_ticker": per_ticker, "baselines": baselines}

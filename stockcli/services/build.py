@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
 
 from sqlalchemy.engine import Engine
@@ -41,6 +41,8 @@ class BuildResult:
     train: PartSummary
     validation: PartSummary
     test: PartSummary
+    context_tickers: tuple[str, ...] = ()
+    windows_per_ticker: dict[str, dict[str, int]] = field(default_factory=dict)
 
     @property
     def parts(self) -> tuple[PartSummary, PartSummary, PartSummary]:
@@ -60,7 +62,7 @@ def build(
     there is no dataset at all or too few windows for the split.
     """
     from stockcli.db import datasets as datasets_db
-    from stockcli.features.dataset import DatasetArrays, build_sets
+    from stockcli.features.dataset import build_sets
 
     if run_id is None:
         run_id = datasets_db.latest_dataset_id(engine)
@@ -69,24 +71,15 @@ def build(
     _report(progress, "loading dataset", 0, 1)
     stored = datasets_db.load_dataset(engine, run_id)
     _report(progress, "loading dataset", 1, 1)
-    arrays = DatasetArrays(
-        tickers=stored.tickers,
-        feature_names=stored.feature_names,
-        dates=stored.dates,
-        features=stored.features,
-        closes=stored.closes,
-        target_price=stored.target_price,
-        target_return=stored.target_return,
-    )
+    panel = stored.panel()
     ds = settings.dataset
     _report(progress, "scaling and windowing", 0, 1)
     output = build_sets(
-        arrays,
+        panel,
         spec=stored.feature_spec,
         sequence_length=ds.sequence_length,
         train_fraction=ds.train_fraction,
         validation_fraction=ds.validation_fraction,
-        target_kind=ds.target_kind,
         correlation_threshold=settings.features.correlation_threshold,
     )
     _report(progress, "scaling and windowing", 1, 1)
@@ -94,7 +87,7 @@ def build(
     datasets_db.save_built(
         engine,
         run_id=run_id,
-        target_kind=ds.target_kind,
+        target_kind="return",
         sequence_length=ds.sequence_length,
         scalers=output.scalers,
         split=output.split,
@@ -120,10 +113,12 @@ def build(
         feature_names=tuple(output.spec["feature_names"]),
         dropped_features=output.dropped_features,
         sequence_length=ds.sequence_length,
-        target_kind=ds.target_kind,
+        target_kind="return",
         train=summaries["train"],
         validation=summaries["validation"],
         test=summaries["test"],
+        context_tickers=panel.context_tickers,
+        windows_per_ticker=output.windows_per_ticker,
     )
 
 

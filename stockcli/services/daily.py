@@ -1,5 +1,7 @@
-"""The day's work: fetch -> resolve Production once -> predict -> monitor -> retrain when needed.
+"""The day's work: fetch -> resolve Production once -> monitor -> predict -> retrain when needed.
 
+The monitor runs before the prediction: it scores yesterday's prediction against today's close and
+moves the interval levels (adaptive conformal inference), so today's intervals have learned from it.
 The CLI (`stockcli daily`, cron), the daemon and `backtest` run exactly this function.
 """
 
@@ -13,16 +15,16 @@ from typing import Any
 from sqlalchemy.engine import Engine
 
 from stockcli.config import Settings
-from stockcli.errors import NoDataError
+from stockcli.db.runs import mark_base_date, mark_retrained
 from stockcli.services.monitor import MonitorResult, monitor
-from stockcli.services.predict import Prediction, predict
+from stockcli.services.predict import FailedTicker, Prediction, failed_json, predict, prediction_json
 from stockcli.services.retrain import RetrainResult, retrain
 from stockcli.services.runtime import RunHandle, checkpoint
 
 
 @dataclass(frozen=True)
 class DailyResult:
-    status: str  # ok, partial (some tickers failed to fetch), stale (no prediction: old bars)
+    status: str  # ok, partial (some tickers failed), stale (no prediction at all), refused (implausible)
     as_of: date
     model_version: str | None
     predictions: tuple[Prediction, ...]
@@ -33,6 +35,7 @@ class DailyResult:
     retrain: RetrainResult | None
     bootstrapped: bool
     messages: tuple[str, ...]
+    failed: tuple[FailedTicker, ...] = ()
 
 
 def daily(
@@ -47,8 +50,9 @@ def daily(
     bundle_cache: dict[str, Any] | None = None,
     n_trials: int | None = None,
 ) -> DailyResult:
-    """One daily run. Raises PartialFailure (exit 3) after finishing when some tickers failed to fetch,
-    NoDataError (exit 4) when the bars are too stale to predict from."""
+    """One daily run. Tickers that cannot be predicted are in `failed`; `exit_code_for` maps the
+    result to the documented exit code. Raises NoProductionModelError without a model and with
+    `allow_retrain=False`."""
     from stockcli.clock import calendar_for
     from stockcli.ml import registry
     from stockcli.services.fetch import fetch
@@ -83,22 +87,24 @@ def daily(
             settings=settings, engine=engine, as_of=as_of, production_version=None, run=run, n_trials=n_trials
         )
         version = registry.resolve_alias(settings, "Production")
-        if version is None:  # the promotion gate refused the first model (require_beats_naive)
+        if version is None:  # the first model is always promoted; only a failed alias move gets here
             from stockcli.errors import NoProductionModelError
 
             raise NoProductionModelError(
                 f"Trained model version {bootstrap.model_version}, but it was not promoted: "
                 f"{bootstrap.promotion_reason}",
-                hint="No production model, so no prediction. Retrain with more data or budget, or set "
-                "[promotion] require_beats_naive = false to accept a model that does not beat the naive forecast.",
+                hint="Run `stockcli promote` to retry the promotion.",
             )
     version = str(version)
     if run is not None:
         run.details["model_version"] = version
 
+    say("monitor")
+    monitored = monitor(settings=settings, engine=engine, as_of=as_of, model_version=version)
+    if run is not None:
+        run.details["monitor"] = {"retrain_needed": monitored.retrain_needed, "reason": monitored.reason}
+
     say(f"predict with model version {version}")
-    predictions: tuple[Prediction, ...] = ()
-    stale_error: NoDataError | None = None
     bundle = None
     if bundle_cache is not None:
         bundle = bundle_cache.get(version)
@@ -106,28 +112,21 @@ def daily(
         bundle = registry.load_bundle(settings, version=version)
         if bundle_cache is not None:
             bundle_cache[version] = bundle
-    try:
-        predicted = predict(
-            settings=settings,
-            engine=engine,
-            as_of=as_of,
-            bundle=bundle,
-            pipeline_run_id=run.run_id if run else None,
-            now=now,
-        )
-        predictions = predicted.predictions
-    except NoDataError as exc:
-        stale_error = exc
-        say(f"no prediction: {exc.message}")
+    predicted = predict(
+        settings=settings,
+        engine=engine,
+        as_of=as_of,
+        bundle=bundle,
+        pipeline_run_id=run.run_id if run else None,
+        now=now,
+    )
+    predictions = predicted.predictions
+    for failure in predicted.failed:
+        say(f"no prediction for {failure.ticker}: {failure.reason}")
     checkpoint(settings, "daily:after_predict")
 
-    say("monitor")
-    monitored = monitor(settings=settings, engine=engine, as_of=as_of, model_version=version)
-    if run is not None:
-        run.details["monitor"] = {"retrain_needed": monitored.retrain_needed, "reason": monitored.reason}
-
     retrained = bootstrap
-    if bootstrap is None and monitored.retrain_needed and stale_error is None:
+    if bootstrap is None and monitored.retrain_needed and predictions:
         if allow_retrain:
             say(f"retrain: {monitored.reason}")
             retrained = retrain(
@@ -143,9 +142,11 @@ def daily(
             say(f"retrain needed but skipped (--no-retrain): {monitored.reason}")
 
     status = "ok"
-    if stale_error is not None:
+    if predicted.refused:
+        status = "refused"
+    elif not predictions:
         status = "stale"
-    elif fetched.status != "ok":
+    elif predicted.failed or fetched.status != "ok":
         status = "partial"
     result = DailyResult(
         status=status,
@@ -159,15 +160,18 @@ def daily(
         retrain=retrained,
         bootstrapped=bootstrap is not None,
         messages=tuple(messages),
+        failed=predicted.failed,
     )
     if run is not None:
-        run.status = {"ok": "ok", "partial": "partial", "stale": "failed"}[status]
-        run.error = stale_error.message if stale_error is not None else None
-        run.details["retrained"] = result.retrained
+        run.status = {"ok": "ok", "partial": "partial", "stale": "failed", "refused": "failed"}[status]
+        if status in ("stale", "refused"):
+            run.error = "; ".join(f"{f.ticker}: {f.reason}" for f in predicted.failed) or "no prediction"
+        mark_retrained(run.details, result.retrained)
         run.details["promoted"] = result.promoted
         run.details["predictions"] = len(predictions)
+        run.details["failed"] = [f.ticker for f in predicted.failed]
         # The session predicted from: what the daemon's catch-up counts as covered.
-        run.details["base_date"] = predictions[0].base_date.isoformat() if predictions else None
+        mark_base_date(run.details, predictions[0].base_date if predictions else None)
     return result
 
 
@@ -175,32 +179,13 @@ def daily_json(result: DailyResult) -> dict[str, Any]:
     """The `--json` shape of a daily run."""
     monitor_part: dict[str, Any] = {"retrain_needed": False, "reason": None}
     if result.monitor is not None:
-        overall = result.monitor.overall
-        monitor_part = {
-            "retrain_needed": result.monitor.retrain_needed,
-            "reason": result.monitor.reason,
-            "evaluated": result.monitor.evaluated,
-            "sessions": overall.sessions,
-            "mape": overall.mape,
-            "mae": overall.mae,
-            "direction_accuracy": overall.direction_accuracy,
-            "skill": overall.skill,
-            "cooldown_active": result.monitor.cooldown_active,
-        }
+        monitor_part = monitor_json_part(result.monitor)
     return {
         "status": result.status,
         "as_of": result.as_of.isoformat(),
         "model_version": result.model_version,
-        "predictions": [
-            {
-                "ticker": p.ticker,
-                "target_date": p.target_date.isoformat(),
-                "predicted_close": p.predicted_close,
-                "base_close": p.base_close,
-                "base_date": p.base_date.isoformat(),
-            }
-            for p in result.predictions
-        ],
+        "predictions": [prediction_json(p) for p in result.predictions],
+        "failed": [failed_json(f) for f in result.failed],
         "monitor": monitor_part,
         "retrained": result.retrained,
         "promoted": result.promoted,
@@ -217,8 +202,24 @@ def daily_json(result: DailyResult) -> dict[str, Any]:
     }
 
 
-def exit_code_for(result: DailyResult) -> int:
-    """The documented exit code of a finished daily run: 0 ok, 3 partial fetch, 4 stale bars."""
-    from stockcli.errors import EXIT_NOTHING, EXIT_OK, EXIT_PARTIAL
+def monitor_json_part(monitored: MonitorResult) -> dict[str, Any]:
+    """The monitor's decision and window figures, as `daily --json` shows them."""
+    from dataclasses import asdict
 
-    return {"ok": EXIT_OK, "partial": EXIT_PARTIAL, "stale": EXIT_NOTHING}[result.status]
+    overall = asdict(monitored.overall)
+    return {
+        "retrain_needed": monitored.retrain_needed,
+        "reason": monitored.reason,
+        "triggers": list(monitored.triggers),
+        "evaluated": monitored.evaluated,
+        "cooldown_active": monitored.cooldown_active,
+        **overall,
+    }
+
+
+def exit_code_for(result: DailyResult) -> int:
+    """The documented exit code of a finished daily run: 0 ok, 3 partial (some tickers failed, the
+    rest saved), 4 no prediction at all, 1 a forecast refused as implausible."""
+    from stockcli.errors import EXIT_NOTHING, EXIT_OK, EXIT_PARTIAL, EXIT_UNEXPECTED
+
+    return {"ok": EXIT_OK, "partial": EXIT_PARTIAL, "stale": EXIT_NOTHING, "refused": EXIT_UNEXPECTED}[result.status]

@@ -176,13 +176,14 @@ def fetch(
     now: datetime | None = None,
     sleep: Callable[[float], None] | None = None,
 ) -> FetchResult:
-    """Fetch and store the bars of `tickers` (default: `[data] tickers`) up to `as_of`.
+    """Fetch and store the bars of `tickers` (default: `[data] tickers` and the context series) up to `as_of`.
 
     `now` is the wall clock (default: now) that decides whether the as-of session has closed;
     `sleep` waits between retries (tests pass a recorder). Never raises for a ticker's failure: it
     is recorded in that ticker's result. Raises ConfigError for a malformed ticker or source.
     """
-    names = tuple(normalize_ticker(t) for t in (tickers or settings.data.tickers))
+    wanted = tickers or (*settings.data.tickers, *settings.data.context_tickers_resolved)
+    names = tuple(normalize_ticker(t) for t in wanted)
     names = tuple(dict.fromkeys(names))
     bar_source = get_source(settings, source, csv_dir)
     calendar = clock.trading_calendar(settings.data.exchange)

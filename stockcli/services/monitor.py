@@ -1,34 +1,45 @@
-"""Score matured predictions against what really happened, and decide whether to retrain.
+"""Score matured predictions against what really happened, adapt the intervals, decide whether to retrain.
 
-A prediction is matched to the bar of exactly its target session. The decision looks at rolling
-figures over the last `window_sessions` evaluated sessions of the production model, all tickers
-together, needs `min_samples` sessions, respects a cooldown after a retrain, and ignores a breach
-that rests on a single session: one bad day never triggers a retrain (the replaced system retrained
-whenever one ticker had one bad day, i.e. on nearly every day's noise).
+A prediction is matched to the bar of exactly its target session. Scoring also moves each ticker's
+interval levels by adaptive conformal inference (Gibbs & Candes 2021): after a miss the next
+interval widens, after a hit it narrows slowly; the state lives in `interval_state` and is written in
+the same transaction as the scored rows, so cron runs and the daemon continue it and a crash loses
+none of it (nor applies it twice).
+
+The retrain decision looks at the last `[monitor] window_sessions` scored sessions of the production
+model (the one rolling window, `db.predictions.performance_window`) and asks two tested questions,
+never a raw threshold on a noisy 20-session metric:
+
+- is the served forecast significantly worse than naive? (one-sided Diebold-Mariano on the absolute
+  errors, HAC variance, p < `[monitor] alpha`)
+- do the intervals cover significantly less than they promise? (exact binomial test of the 80% and
+  95% intervals' misses, p < `[monitor] coverage_alpha`, acting on under-coverage only: intervals
+  that are too wide waste information but mislead nobody)
+
+It needs at least `min_samples` scored sessions and respects `cooldown_sessions` after a retrain.
+Directional accuracy is reported, never a trigger on its own.
 """
 
 from __future__ import annotations
 
-import math
-from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
-from sqlalchemy import select
+import numpy as np
 from sqlalchemy.engine import Engine
 
 from stockcli.clock import trading_calendar
-from stockcli.config import MonitorSettings, Settings
+from stockcli.config import Settings
 from stockcli.db import predictions as predictions_db
-from stockcli.db.models import PipelineRun
 from stockcli.db.store import utcnow
+from stockcli.services.runtime import checkpoint
 
 
 @dataclass(frozen=True)
 class WindowMetrics:
-    """Live accuracy over the rolling window, next to the naive forecast on the same days."""
+    """Live accuracy over the rolling window, next to the naive forecast on the same sessions."""
 
     samples: int
     sessions: int
@@ -37,6 +48,16 @@ class WindowMetrics:
     direction_accuracy: float | None
     naive_mae: float | None
     skill: float | None
+    skill_low: float | None = None
+    skill_high: float | None = None
+    p_worse: float | None = None  # one-sided DM: served forecast worse than naive
+    coverage_80: float | None = None
+    coverage_95: float | None = None
+    p_coverage_80: float | None = None  # exact binomial test of the misses
+    p_coverage_95: float | None = None
+    winkler_95: float | None = None
+    pinball: float | None = None
+    served_model_share: float | None = None
 
 
 @dataclass(frozen=True)
@@ -51,89 +72,78 @@ class MonitorResult:
     reason: str = ""
     cooldown_active: bool = False
     last_retrain_as_of: date | None = None
+    triggers: tuple[str, ...] = ()  # "skill", "coverage_80", "coverage_95"
 
 
-def window_metrics(rows: Iterable[Any]) -> WindowMetrics:
-    """MAE, MAPE, directional accuracy and skill (1 - MAE/MAE_naive) of performance rows."""
-    rows = list(rows)
-    if not rows:
-        return WindowMetrics(0, 0, None, None, None, None, None)
-    mae = sum(r.abs_error for r in rows) / len(rows)
-    mape = sum(r.abs_pct_error for r in rows) / len(rows)
-    direction = _directional_accuracy(rows)
-    naive_mae = sum(r.naive_abs_error for r in rows) / len(rows)
-    skill = 1.0 - mae / naive_mae if naive_mae > 0 else None
-    sessions = len({r.target_date for r in rows})
-    return WindowMetrics(len(rows), sessions, mae, mape, direction, naive_mae, skill)
+EMPTY = WindowMetrics(0, 0, None, None, None, None, None)
 
 
-def _directional_accuracy(rows: list[Any]) -> float | None:
-    """As in training metrics (`ml.metrics`): days without a move are left out, and a forecast of
-    no change scores half a hit, a coin flip. A model that falls back to the naive forecast then
-    scores 0.5, not 0, so the direction threshold does not fire on it."""
-    scores = []
-    for row in rows:
-        actual_move = row.actual_close - row.base_close
-        if actual_move == 0:
+def window_metrics(rows: Sequence[Any]) -> tuple[WindowMetrics, dict[str, WindowMetrics]]:
+    """Overall and per-ticker live metrics of scored rows (`metrics.summarize_scored`)."""
+    from stockcli.ml.metrics import summarize_scored
+
+    summary = summarize_scored(rows)
+    if summary["average"] is None:
+        return EMPTY, {}
+    per_ticker = {ticker: _window(block, rows, ticker) for ticker, block in summary["tickers"].items()}
+    return _window(summary["average"], rows, None), per_ticker
+
+
+def _window(block: dict[str, Any], rows: Sequence[Any], ticker: str | None) -> WindowMetrics:
+    from stockcli.ml.stats import binomial_coverage_test
+
+    intervals = block.get("intervals") or {}
+    n = int(intervals.get("n") or 0)
+    tests: dict[int, float | None] = {}
+    for level in (80, 95):
+        value = intervals.get(f"coverage_{level}")
+        if value is None or n == 0:
+            tests[level] = None
             continue
-        predicted_move = row.predicted_close - row.base_close
-        if predicted_move == 0:
-            scores.append(0.5)
-        else:
-            scores.append(1.0 if (predicted_move > 0) == (actual_move > 0) else 0.0)
-    return sum(scores) / len(scores) if scores else None
+        misses = round((1.0 - float(value)) * n)
+        tests[level] = binomial_coverage_test(misses, n, level / 100.0)
+    return WindowMetrics(
+        samples=int(block.get("samples") or 0),
+        sessions=int(block.get("sessions") or 0),
+        mae=block["model"]["mae"],
+        mape=block["model"]["mape"],
+        direction_accuracy=block["model"]["directional_accuracy"],
+        naive_mae=block["naive"]["mae"],
+        skill=block.get("skill"),
+        skill_low=block.get("skill_low"),
+        skill_high=block.get("skill_high"),
+        p_worse=block.get("p_worse"),
+        coverage_80=intervals.get("coverage_80"),
+        coverage_95=intervals.get("coverage_95"),
+        p_coverage_80=tests[80],
+        p_coverage_95=tests[95],
+        winkler_95=intervals.get("winkler_95"),
+        pinball=intervals.get("pinball"),
+        served_model_share=block.get("served_model_share"),
+    )
 
 
-def threshold_breaches(metrics: WindowMetrics, config: MonitorSettings) -> list[str]:
-    """What in `metrics` breaches the configured thresholds, in words (empty: nothing)."""
-    breaches: list[str] = []
-    if metrics.mape is not None and metrics.mape > config.mape_max:
-        breaches.append(f"MAPE {metrics.mape:.2%} above {config.mape_max:.2%}")
-    if metrics.direction_accuracy is not None and metrics.direction_accuracy < config.direction_min:
-        breaches.append(
-            f"directional accuracy {metrics.direction_accuracy:.1%} below {config.direction_min:.1%}"
-        )
-    if metrics.skill is not None and metrics.skill < config.skill_min:
-        breaches.append(f"skill against naive {metrics.skill:+.1%} below {config.skill_min:+.1%}")
-    return breaches
+def evaluate_matured(engine: Engine, *, through: date, settings: Settings | None = None) -> tuple[int, int]:
+    """Score every prediction whose target bar is stored, and move the interval levels (ACI).
 
-
-def single_bad_session(rows: Sequence[Any], config: MonitorSettings) -> date | None:
-    """The one session whose removal brings the window back within thresholds, if there is one.
-
-    Rolling means are sensitive to one outlier: a single very bad day (a data glitch, a shock the
-    model got badly wrong) can breach a threshold on its own. A breach that disappears when one
-    session is left out does not call for a retrain; when several sessions qualify, the one with
-    the largest mean absolute percentage error is named.
+    Returns (evaluated, pending). The scored rows and the interval state are written in one
+    transaction; each prediction is scored once, so each teaches the state once.
     """
-    by_session: dict[date, list[Any]] = defaultdict(list)
-    for row in rows:
-        by_session[row.target_date].append(row)
-    if len(by_session) < 2:
-        return None
-    clearing = [
-        day
-        for day in by_session
-        if not threshold_breaches(window_metrics(r for r in rows if r.target_date != day), config)
-    ]
-    if not clearing:
-        return None
-    return max(clearing, key=lambda day: sum(r.abs_pct_error for r in by_session[day]) / len(by_session[day]))
+    from stockcli.db.serving import AciState, load_interval_state, save_interval_state
+    from stockcli.ml.intervals import INTERVAL_COLUMNS, MISCOVERAGE, aci_update
+    from stockcli.ml.metrics import QUANTILE_COLUMNS, direction_scores
 
-
-def evaluate_matured(engine: Engine, *, through: date) -> tuple[int, int]:
-    """Write a performance row for every prediction whose target bar is stored. Returns (evaluated, pending)."""
     candidates = predictions_db.unevaluated_predictions(engine, through=through)
     evaluated_at = utcnow()
-    rows = []
+    rows: list[dict[str, Any]] = []
     pending = 0
     for item in candidates:
         actual = item["actual_close"]
-        if actual is None or not math.isfinite(actual):
+        if actual is None or not np.isfinite(actual):
             pending += 1
             continue
         predicted, base = item["predicted_close"], item["base_close"]
-        actual_change, predicted_change = actual - base, predicted - base
+        score = direction_scores(predicted=np.array([predicted]), actual=np.array([actual]), base=np.array([base]))[0]
         rows.append(
             {
                 "target_date": item["target_date"],
@@ -145,30 +155,50 @@ def evaluate_matured(engine: Engine, *, through: date) -> tuple[int, int]:
                 "actual_close": actual,
                 "abs_error": abs(predicted - actual),
                 "abs_pct_error": abs(predicted - actual) / abs(actual),
-                # A flat day counts as a hit only for a flat prediction.
-                "direction_hit": (actual_change > 0) == (predicted_change > 0)
-                and (actual_change < 0) == (predicted_change < 0),
+                "direction_score": None if np.isnan(score) else float(score),
                 "naive_abs_error": abs(base - actual),
                 "evaluated_at": evaluated_at,
+                **{name: item.get(name) for name in QUANTILE_COLUMNS},
+                "source": item.get("source"),
+                "interval_source": item.get("interval_source"),
+                "detail": item.get("detail"),
             }
         )
-    predictions_db.save_performance(engine, rows)
+    gamma = settings.intervals.aci_gamma if settings is not None else 0.005
+    states = load_interval_state(engine, sorted({r["ticker"] for r in rows})) if rows else {}
+    changed: dict[tuple[str, int], AciState] = {}
+    for row in sorted(rows, key=lambda r: (r["target_date"], r["ticker"])):
+        quantiles = [row.get(name) for name in QUANTILE_COLUMNS]
+        if any(q is None for q in quantiles) or row.get("interval_source") is None:
+            continue
+        for level in (80, 95):
+            low, high = INTERVAL_COLUMNS[level]
+            miss = not (quantiles[low] <= row["actual_close"] <= quantiles[high])
+            key = (row["ticker"], level)
+            state = changed.get(key) or states.get(key)
+            fresh = state is None or state.model_version != row["model_version"] or state.source != row["interval_source"]
+            if fresh and state is not None and state.last_target_date and state.last_target_date > row["target_date"]:
+                continue  # an older prediction of another version: the current state is newer
+            alpha = MISCOVERAGE[level] if fresh else state.alpha  # type: ignore[union-attr]
+            n_updates = 0 if fresh else state.n_updates  # type: ignore[union-attr]
+            misses = 0 if fresh else state.misses  # type: ignore[union-attr]
+            changed[key] = AciState(
+                ticker=row["ticker"],
+                level=level,
+                model_version=row["model_version"],
+                source=row["interval_source"],
+                alpha=aci_update(alpha, MISCOVERAGE[level], miss, gamma),
+                n_updates=n_updates + 1,
+                misses=misses + int(miss),
+                last_target_date=row["target_date"],
+            )
+    def save_state(connection: Any) -> None:
+        if settings is not None:  # test hook: a kill here must lose the scored rows and the state together
+            checkpoint(settings, "monitor:scoring")
+        save_interval_state(connection, changed.values())
+
+    predictions_db.save_performance(engine, rows, on_commit=save_state)
     return len(rows), pending
-
-
-def last_retrain_as_of(engine: Engine, *, before_or_on: date) -> date | None:
-    """The as-of date of the newest successful retrain in the ledger."""
-    query = (
-        select(PipelineRun.details, PipelineRun.as_of)
-        .where(PipelineRun.status == "ok", PipelineRun.as_of <= before_or_on)
-        .where(PipelineRun.command.in_(("retrain", "daily")))
-        .order_by(PipelineRun.as_of.desc(), PipelineRun.id.desc())
-    )
-    with engine.connect() as connection:
-        for details, as_of in connection.execute(query):
-            if details and details.get("retrained"):
-                return as_of
-    return None
 
 
 def monitor(
@@ -178,19 +208,17 @@ def monitor(
     as_of: date,
     model_version: str | None = None,
 ) -> MonitorResult:
-    """Evaluate matured predictions, then compute the rolling window and the retrain decision."""
+    """Score matured predictions, adapt intervals, then compute the rolling window and the decision."""
+    from stockcli.db.runs import last_retrain_as_of
+
     config = settings.monitor
     calendar = trading_calendar(settings.data.exchange, cache_dir=settings.data_dir / "cache")
     through = calendar.session_on_or_before(as_of)
-    evaluated, pending = evaluate_matured(engine, through=through)
+    evaluated, pending = evaluate_matured(engine, through=through, settings=settings)
     rows = predictions_db.performance_window(
         engine, through=through, sessions=config.window_sessions, model_version=model_version
     )
-    overall = window_metrics(rows)
-    grouped: dict[str, list[Any]] = defaultdict(list)
-    for row in rows:
-        grouped[row.ticker].append(row)
-    per_ticker = {ticker: window_metrics(items) for ticker, items in sorted(grouped.items())}
+    overall, per_ticker = window_metrics(rows)
 
     last_retrain = last_retrain_as_of(engine, before_or_on=as_of)
     cooldown = False
@@ -198,31 +226,24 @@ def monitor(
         sessions_since = len(calendar.sessions(last_retrain, through)) - 1
         cooldown = sessions_since < config.cooldown_sessions
 
-    breaches = threshold_breaches(overall, config)
-    lone_session = single_bad_session(rows, config) if breaches else None
-
+    findings = retrain_findings(overall, alpha=config.alpha, coverage_alpha=config.coverage_alpha)
+    triggers = tuple(name for name, _ in findings)
+    described = "; ".join(text for _, text in findings)
     retrain_needed = False
-    if not breaches:
-        reason = "Live accuracy within thresholds."
+    if not findings:
+        reason = _healthy(overall)
         if overall.sessions < config.min_samples:
-            reason = (
-                f"Only {overall.sessions} evaluated sessions (need {config.min_samples}); no decision yet."
-            )
+            reason = f"Only {overall.sessions} scored sessions (need {config.min_samples}); no decision yet."
     elif overall.sessions < config.min_samples:
         reason = (
-            f"{'; '.join(breaches)}, but only {overall.sessions} evaluated sessions "
-            f"(need {config.min_samples}): waiting for more evidence."
+            f"{described}, but only {overall.sessions} scored sessions (need {config.min_samples}): "
+            "waiting for more evidence."
         )
     elif cooldown:
-        reason = f"{'; '.join(breaches)}, but a retrain ran on {last_retrain}: cooldown of {config.cooldown_sessions} sessions."
-    elif lone_session is not None:
-        reason = (
-            f"{'; '.join(breaches)}, but only because of the session of {lone_session.isoformat()}: without "
-            f"it the other {overall.sessions - 1} sessions are within thresholds. One bad day is not a trend."
-        )
+        reason = f"{described}, but a retrain ran on {last_retrain}: cooldown of {config.cooldown_sessions} sessions."
     else:
         retrain_needed = True
-        reason = f"{'; '.join(breaches)} over the last {overall.sessions} sessions."
+        reason = f"{described} over the last {overall.sessions} sessions."
     return MonitorResult(
         as_of=as_of,
         model_version=model_version,
@@ -234,4 +255,43 @@ def monitor(
         reason=reason,
         cooldown_active=cooldown,
         last_retrain_as_of=last_retrain,
+        triggers=triggers,
     )
+
+
+def retrain_findings(metrics: WindowMetrics, *, alpha: float, coverage_alpha: float) -> list[tuple[str, str]]:
+    """What in `metrics` calls for a retrain, by test: (trigger, words). Empty: nothing."""
+    findings: list[tuple[str, str]] = []
+    if metrics.p_worse is not None and metrics.p_worse < alpha and (metrics.skill or 0.0) < 0:
+        findings.append(
+            (
+                "skill",
+                f"the served forecast is significantly worse than naive (skill {_pct(metrics.skill)}, "
+                f"95% CI {_pct(metrics.skill_low)} to {_pct(metrics.skill_high)}, p = {metrics.p_worse:.3g} < {alpha:g})",
+            )
+        )
+    for level in (80, 95):
+        coverage = getattr(metrics, f"coverage_{level}")
+        p_value = getattr(metrics, f"p_coverage_{level}")
+        if coverage is not None and p_value is not None and p_value < coverage_alpha and coverage < level / 100:
+            findings.append(
+                (
+                    f"coverage_{level}",
+                    f"the {level}% interval covered {coverage:.1%} of {metrics.samples} closes "
+                    f"(binomial p = {p_value:.3g} < {coverage_alpha:g})",
+                )
+            )
+    return findings
+
+
+def _healthy(metrics: WindowMetrics) -> str:
+    parts = ["No significant loss against naive"]
+    if metrics.coverage_95 is not None:
+        parts.append(f"interval coverage as promised (80%: {_pct(metrics.coverage_80, signed=False)}, 95%: {_pct(metrics.coverage_95, signed=False)})")
+    return "; ".join(parts) + "."
+
+
+def _pct(value: float | None, *, signed: bool = True) -> str:
+    if value is None:
+        return "undefined"
+    return f"{value:+.1%}" if signed else f"{value:.1%}"

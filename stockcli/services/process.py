@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
 from typing import TYPE_CHECKING, Any
 
@@ -24,14 +24,24 @@ from stockcli.services.runtime import checkpoint
 if TYPE_CHECKING:
     import pandas as pd
 
-    from stockcli.features.dataset import DatasetArrays
+    from stockcli.features.dataset import Panel
 
 Progress = Callable[[str, int, int], None]
 
 
 @dataclass(frozen=True)
+class TickerSessions:
+    """One watchlist ticker in a dataset: its usable sessions and windows."""
+
+    sessions: int
+    first_session: date | None
+    last_session: date | None
+    windows: int
+
+
+@dataclass(frozen=True)
 class ProcessResult:
-    """What `process` froze: the dataset id and its shape."""
+    """What `process` froze: the dataset id, its shape, and each ticker's own history."""
 
     run_id: str
     tickers: tuple[str, ...]
@@ -44,38 +54,49 @@ class ProcessResult:
     reused: bool
     as_of: date
     windows_possible: int
+    context_tickers: tuple[str, ...] = ()
+    per_ticker: dict[str, TickerSessions] = field(default_factory=dict)
+    warnings: tuple[str, ...] = ()
 
 
-def feature_spec(settings: Settings, tickers: Sequence[str]) -> dict[str, Any]:
+def feature_spec(
+    settings: Settings, tickers: Sequence[str], context_tickers: Sequence[str] | None = None
+) -> dict[str, Any]:
     """The dataset's feature spec (JSON-able): everything needed to recompute its features."""
-    from stockcli.features.indicators import canonical_indicators, feature_names, warmup_sessions
+    from stockcli.features.dataset import SPEC_VERSION, series_order, serving_lookback
+    from stockcli.features.indicators import canonical_indicators, column_kinds, feature_names, model_warmup
 
     indicators = canonical_indicators(settings.features.indicators)
+    context = tuple(context_tickers) if context_tickers is not None else settings.data.context_tickers_resolved
     return {
-        "version": 1,
+        "version": SPEC_VERSION,
         "tickers": list(tickers),
+        "context_tickers": list(context),
+        "series": list(series_order(tickers, context)),
         "indicators": indicators,
         "feature_names": feature_names(indicators),
+        "feature_kinds": column_kinds(indicators),
         "ffill_limit": int(settings.features.ffill_limit),
         "start_date": settings.data.start.isoformat(),
-        "warmup_sessions": warmup_sessions(indicators),
+        "warmup_sessions": model_warmup(indicators),
+        "serving_lookback": serving_lookback(indicators),
     }
 
 
-def content_hash(spec: Mapping[str, Any], bars: Mapping[str, pd.DataFrame], dataset: DatasetArrays) -> str:
+def content_hash(spec: Mapping[str, Any], bars: Mapping[str, pd.DataFrame], panel: Panel) -> str:
     """SHA-256 of the spec, the bars read (dates and OHLCV) and every output array."""
     from stockcli.features.dataset import dates_to_days
 
     digest = hashlib.sha256()
     digest.update(json.dumps(spec, sort_keys=True, separators=(",", ":")).encode())
-    for ticker in spec["tickers"]:
-        frame = bars[ticker]
-        digest.update(ticker.encode() + b"\0")
+    for name in spec["series"]:
+        frame = bars[name]
+        digest.update(name.encode() + b"\0")
         digest.update(np.asarray(frame.index, dtype="datetime64[D]").astype(np.int64).tobytes())
         for column in ("open", "high", "low", "close", "volume"):
             digest.update(np.ascontiguousarray(frame[column].to_numpy(dtype=np.float64)).tobytes())
-    digest.update(dates_to_days(dataset.dates).tobytes())
-    for array in (dataset.features, dataset.closes, dataset.target_price, dataset.target_return):
+    digest.update(dates_to_days(panel.dates).tobytes())
+    for array in (panel.features, panel.closes, panel.target_price, panel.target_return, panel.mask()):
         digest.update(np.ascontiguousarray(array).tobytes())
     return digest.hexdigest()
 
@@ -92,72 +113,121 @@ def process(
     tickers: Sequence[str] | None = None,
     progress: Progress | None = None,
 ) -> ProcessResult:
-    """Turn the stored bars up to `as_of` into a dataset and save it.
+    """Turn the stored bars up to `as_of` into a dataset (a panel of independent series) and save it.
 
-    Raises ConfigError for a bad indicator config, NoDataError when tickers have no bars (listing
-    them) or too little history (naming each ticker and how many sessions are missing).
+    Each ticker keeps its own history: a young or delisted ticker gives fewer windows and never
+    removes another's. Tickers without bars, or too young to reach the test period, are named in
+    `warnings`. Raises ConfigError for a bad indicator config, NoDataError when no ticker has bars or
+    the tickers together give too few windows for the split.
     """
+    from stockcli.clock import calendar_for
     from stockcli.db import bars as bars_db
     from stockcli.db import datasets as datasets_db
-    from stockcli.features.dataset import make_dataset, min_windows, required_sessions, window_bases
+    from stockcli.features.dataset import (
+        dates_to_days,
+        make_panel,
+        min_windows,
+        run_lengths,
+        sessions_short,
+        split_parts,
+        window_pairs,
+    )
 
     chosen = tuple(normalize_ticker(t) for t in (tickers or settings.data.tickers))
     spec = feature_spec(settings, chosen)  # validates the indicator config first (ConfigError)
+    series = tuple(spec["series"])
+    context = tuple(spec["context_tickers"])
     warmup = int(spec["warmup_sessions"])
     ds = settings.dataset
     start = settings.data.start
+    L = ds.sequence_length
 
     _report(progress, "loading bars", 0, 1)
-    bars = bars_db.load_bars(engine, list(chosen), start=start, end=as_of)
+    bars = bars_db.load_bars(engine, list(series), start=start, end=as_of)
     _report(progress, "loading bars", 1, 1)
     missing = [t for t in chosen if bars[t].empty]
-    if missing:
+    if len(missing) == len(chosen):
         raise NoDataError(
             f"No stored bars for {', '.join(missing)} between {start.isoformat()} and {as_of.isoformat()}.",
             hint="Run `stockcli fetch` first (or check [data] start and --as-of).",
         )
-    needed = required_sessions(
-        warmup=warmup,
-        sequence_length=ds.sequence_length,
-        train_fraction=ds.train_fraction,
-        validation_fraction=ds.validation_fraction,
-    )
-    short = {t: len(bars[t]) for t in chosen if len(bars[t]) < needed}
-    if short:
-        details = "; ".join(f"{t} has {n} sessions, {needed - n} missing" for t, n in short.items())
-        raise NoDataError(
-            f"Too little history up to {as_of.isoformat()}: {details}. Each ticker needs {needed} sessions "
-            f"({warmup} indicator warm-up + {ds.sequence_length} for a window + "
-            f"{needed - warmup - ds.sequence_length} windows for the split).",
-            hint="Fetch an earlier [data] start, use a later --as-of, or shorten the indicator windows / "
-            "[dataset] sequence_length.",
-        )
-
-    dataset = make_dataset(
+    warnings: list[str] = [
+        f"{t} has no stored bars up to {as_of.isoformat()}: it adds no windows (run `stockcli fetch`)."
+        for t in missing
+    ]
+    warnings += [
+        f"Context series {c} has no stored bars up to {as_of.isoformat()}: it is masked everywhere."
+        for c in context
+        if bars[c].empty and c not in chosen
+    ]
+    sessions = calendar_for(settings).sessions(start, as_of)
+    panel = make_panel(
         bars,
         tickers=chosen,
+        context_tickers=context,
         indicators=spec["indicators"],
         ffill_limit=int(spec["ffill_limit"]),
         start_date=start,
         end_date=as_of,
+        sessions=sessions,
         progress=progress,
     )
-    windows = len(window_bases(dataset.has_target, ds.sequence_length))
+    rows, series_index = window_pairs(panel, L)
     wanted = min_windows(ds.train_fraction, ds.validation_fraction)
-    if windows < wanted:
-        latest = max(chosen, key=lambda t: bars[t].index[0])
+    day_of_row = dates_to_days(panel.dates)
+    target_days = day_of_row[rows + 1] if len(rows) else rows
+    if len(np.unique(target_days)) < wanted:
+        have = {t: int(panel.valid[:, i].sum()) for i, t in enumerate(chosen)}
+        details = "; ".join(f"{t} has {n} usable sessions" for t, n in have.items())
         raise NoDataError(
-            f"The tickers overlap on only {dataset.n_sessions} sessions after warm-up, giving {windows} "
-            f"windows; the split needs {wanted}, so {wanted - windows} sessions are missing. "
-            f"{latest} starts last, on {bars[latest].index[0].date().isoformat()}.",
-            hint=f"Drop {latest} from the tickers, fetch more history, or use a later --as-of.",
+            f"Too little history up to {as_of.isoformat()}: the tickers give {len(rows)} windows of {L} sessions "
+            f"on {len(np.unique(target_days))} dates; the split needs windows on {wanted} dates ({details}; "
+            f"each ticker needs {warmup} sessions of indicator warm-up before its first window).",
+            hint="Fetch an earlier [data] start, use a later --as-of, or shorten the indicator windows / "
+            "[dataset] sequence_length.",
+        )
+    parts_of, _cuts = split_parts(target_days, ds.train_fraction, ds.validation_fraction)
+    test_rows = rows[parts_of == 2]
+    test_start = panel.dates[int(test_rows.min()) + 1] if len(test_rows) else None
+    runs = run_lengths(panel.valid)
+    bars_so_far = np.cumsum(panel.real, axis=0)
+    per_ticker: dict[str, TickerSessions] = {}
+    for i, ticker in enumerate(chosen):
+        own_rows = np.flatnonzero(panel.valid[:, i] & panel.real[:, i])  # its own usable sessions
+        per_ticker[ticker] = TickerSessions(
+            sessions=len(own_rows),
+            first_session=panel.dates[int(own_rows[0])] if len(own_rows) else None,
+            last_session=panel.dates[int(own_rows[-1])] if len(own_rows) else None,
+            windows=int((series_index == i).sum()),
+        )
+        if ticker in missing or ((series_index == i) & (parts_of == 2)).any():
+            continue
+        last = per_ticker[ticker].last_session
+        if last is not None and test_start is not None and last < test_start:
+            warnings.append(
+                f"{ticker} stopped trading on {last.isoformat()}, before the test period starting "
+                f"{test_start.isoformat()} (delisted or halted?): it adds training windows only, and "
+                "promotion cannot judge it."
+            )
+            continue
+        short = sessions_short(int(runs[-1, i]), int(bars_so_far[-1, i]), L, warmup) if len(runs) else L
+        why = f"{len(own_rows)} usable sessions after its {warmup}-session indicator warm-up"
+        warnings.append(
+            f"{ticker} is too young to have test windows ({why}); the model learns from what it has, "
+            "but promotion cannot judge it yet."
+            + (f" It needs {short} more sessions for a first window." if short else "")
         )
 
     _report(progress, "hashing", 0, 1)
-    digest = content_hash(spec, bars, dataset)
-    run_id = dataset_run_id(dataset.dates[-1], digest)
+    digest = content_hash(spec, bars, panel)
+    run_id = dataset_run_id(panel.dates[-1], digest)
     config = {
-        "data": {"tickers": list(chosen), "start": start.isoformat(), "exchange": settings.data.exchange},
+        "data": {
+            "tickers": list(chosen),
+            "context_tickers": list(context),
+            "start": start.isoformat(),
+            "exchange": settings.data.exchange,
+        },
         "features": {
             "indicators": spec["indicators"],
             "ffill_limit": int(settings.features.ffill_limit),
@@ -170,29 +240,33 @@ def process(
         run_id=run_id,
         as_of=as_of,
         tickers=chosen,
-        feature_names=dataset.feature_names,
+        feature_names=panel.feature_names,
         feature_spec=spec,
         config=config,
         content_hash=digest,
-        dates=dataset.dates,
-        features=dataset.features,
-        closes=dataset.closes,
-        target_price=dataset.target_price,
-        target_return=dataset.target_return,
+        dates=panel.dates,
+        features=panel.features,
+        closes=panel.closes,
+        target_price=panel.target_price,
+        target_return=panel.target_return,
+        mask=panel.mask(),
     )
     _report(progress, "saving dataset", 1, 1)
     return ProcessResult(
         run_id=run_id,
         tickers=chosen,
-        sessions=dataset.n_sessions,
-        n_features=len(dataset.feature_names),
-        feature_names=dataset.feature_names,
-        start_date=dataset.dates[0],
-        end_date=dataset.dates[-1],
+        sessions=panel.n_sessions,
+        n_features=len(panel.feature_names),
+        feature_names=panel.feature_names,
+        start_date=panel.dates[0],
+        end_date=panel.dates[-1],
         content_hash=digest,
         reused=not written,
         as_of=as_of,
-        windows_possible=windows,
+        windows_possible=len(rows),
+        context_tickers=context,
+        per_ticker=per_ticker,
+        warnings=tuple(warnings),
     )
 
 

@@ -1,10 +1,22 @@
-"""Promote a model version to Production only when it is better on the same data.
+"""Promote a model version to Production only when it is better on the same data, by a paired test.
 
 The candidate (default: the newest version) and the current Production version are evaluated on
 the same window: the candidate's test window, i.e. the test target dates of the dataset it was
-trained on. The candidate predicts its own stored test windows; Production is re-evaluated through
-the forecasting primitive from raw bars with its own feature spec and scalers. Both are scored
-against the same actual closes, next to the naive forecast, on the tickers and days both cover.
+trained on (every ticker shares it). The candidate forecasts its own stored test windows; Production
+is re-evaluated through the forecasting primitive from raw bars with its own feature spec, scalers
+and calibration. Both are scored against the same actual closes, next to the naive forecast and the
+interval baselines, on the (date, ticker) rows both cover.
+
+The decision is a one-sided Diebold-Mariano test on the per-session loss differential of
+`[promotion] metric` (each ticker scaled by Production's mean loss, so a high-priced index does not
+decide alone; HAC variance for autocorrelated days): the candidate is promoted only when it is
+better with p < `[promotion] alpha` AND its relative improvement reaches `min_improvement`. A
+candidate better only by noise is refused. With no Production yet, the candidate is promoted.
+
+The same test decides what the kept model serves per ticker (`serving_selection`): its point
+forecast only where it beats the naive forecast significantly, naive elsewhere; its intervals only
+where their pinball loss beats GARCH(1,1)-t significantly, GARCH's elsewhere. Ticker "*" (all
+tickers pooled) decides for tickers the model has not seen.
 
 Every decision, promoted or not and dry runs included, is written to `promotions` before the alias
 moves, as "not promoted" with a pending note; it says "promoted" only once the alias really moved. The
@@ -16,14 +28,17 @@ the alias points.
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import date
 from typing import Any
 
+import numpy as np
 from sqlalchemy.engine import Engine
 
 from stockcli.config import Settings
+from stockcli.db.serving import Selection
 from stockcli.errors import NoDataError, RegistryError
+from stockcli.ml.stats import PairedTestResult
 from stockcli.services.runtime import checkpoint
 
 
@@ -37,7 +52,10 @@ class PromotionResult:
     candidate_value: float | None
     production_value: float | None
     naive_value: float | None
-    improvement: float | None  # relative: 1 - candidate / production on `metric`
+    improvement: float | None  # relative: 1 - candidate / production on `metric` (scaled per ticker)
+    improvement_low: float | None  # its 95% interval (HAC)
+    improvement_high: float | None
+    p_value: float | None  # one-sided Diebold-Mariano: is the candidate better than Production?
     candidate_metrics: dict[str, Any]  # metrics.evaluate() on the window
     production_metrics: dict[str, Any] | None
     naive_metrics: dict[str, Any]  # {"tickers": {ticker: naive block}, "average": naive block}
@@ -51,6 +69,8 @@ class PromotionResult:
     dry_run: bool
     reason: str
     promotion_id: int
+    selection: dict[str, Any] = field(default_factory=dict)  # ticker -> what the kept model serves, and why
+    selection_version: str | None = None  # the version the selection belongs to
 
 
 def promote(
@@ -85,19 +105,28 @@ def promote(
         )
 
 
+@dataclass(frozen=True)
+class WindowForecasts:
+    """One model's forecasts on a window's rows: point, calibrated quantiles (closes)."""
+
+    predicted: np.ndarray  # (n,) closes
+    quantiles: np.ndarray  # (n, 5) closes
+
+
 def _promote(
     *, settings: Settings, engine: Engine, version: str | None, dry_run: bool, pipeline_run_id: int | None
 ) -> PromotionResult:
-    import numpy as np
-
+    from stockcli.clock import calendar_for
     from stockcli.db import promotions
     from stockcli.db.bars import load_bars
     from stockcli.db.datasets import load_built
+    from stockcli.db.serving import save_selection
     from stockcli.ml import registry
-    from stockcli.ml.forecast import forecast, predict_windows
-    from stockcli.ml.metrics import evaluate
+    from stockcli.ml.forecast import baseline_quantiles, calibrated_quantiles, forecast, forecast_windows
+    from stockcli.ml.metrics import evaluate, metric_value
 
     metric = settings.promotion.metric
+    alpha = settings.promotion.alpha
     if version is None:
         version = registry.latest_version(settings)
         if version is None:
@@ -110,86 +139,130 @@ def _promote(
     candidate = registry.load_bundle(settings, candidate_version)
     built = load_built(engine, candidate.dataset_run_id)
     test = built.test
-    if test.x.shape[0] == 0:
+    if len(test) == 0:
         raise NoDataError(
             f"The test split of dataset {candidate.dataset_run_id} (model version {candidate_version}) is empty.",
             hint="Train on a dataset with a test split.",
         )
-    candidate_tickers = list(candidate.tickers)
+    tickers = test.tickers
     base_dates = list(test.base_dates)
     target_dates = list(test.target_dates)
-    candidate_pred = predict_windows(candidate.model, candidate.scalers, test.x, test.base_closes)
     actual = np.asarray(test.target_closes, dtype=np.float64)
     base = np.asarray(test.base_closes, dtype=np.float64)
+    candidate_result = forecast_windows(candidate.model, candidate.scalers, test)
+    candidate_fc = WindowForecasts(
+        predicted=candidate_result.predicted_closes,
+        quantiles=np.exp(calibrated_quantiles(candidate_result, candidate.calibration)) * base[:, None],
+    )
 
-    rows = np.arange(len(base_dates))
-    columns = list(range(len(candidate_tickers)))
-    production_pred: np.ndarray | None = None
-    note = ""
+    # Raw bars of every series involved, for Production's inputs and the baselines' histories.
+    production = None
     if production_version is not None and production_version != candidate_version:
         production = registry.load_bundle(settings, production_version)
-        shared = [t for t in candidate_tickers if t in production.tickers]
-        if shared:
-            bars = load_bars(engine, list(production.tickers), end=base_dates[-1])
-            result = forecast(production, bars, base_dates)
-            position = {day: index for index, day in enumerate(result.base_dates)}
-            rows = np.array([i for i, day in enumerate(base_dates) if day in position], dtype=int)
-            if rows.size == 0:
-                raise NoDataError(
-                    f"Production (version {production_version}) could not forecast any day of the "
-                    f"candidate's test window {target_dates[0]}..{target_dates[-1]}.",
-                    hint="Check that the stored bars cover that window (`stockcli fetch`).",
-                )
-            production_rows = [position[base_dates[i]] for i in rows]
-            production_columns = [list(result.tickers).index(t) for t in shared]
-            production_pred = result.predicted_closes[np.ix_(production_rows, production_columns)]
-            columns = [candidate_tickers.index(t) for t in shared]
-            if len(shared) < len(candidate_tickers) or rows.size < len(base_dates):
-                note = f" Compared on {len(shared)} shared tickers and {rows.size} of {len(base_dates)} days."
-        else:
-            note = " Production predicts none of the candidate's tickers, so there is nothing to compare."
+    series = set(tickers) | set(candidate.context_tickers)
+    starts = [candidate.spec.get("start_date")]
+    if production is not None:
+        series |= set(production.context_tickers)
+        starts.append(production.spec.get("start_date"))
+    start = min(date.fromisoformat(s) for s in starts if s) if any(starts) else None
+    bars = load_bars(engine, sorted(series), start=start, end=max(base_dates))
+    found = baseline_quantiles(
+        candidate.baselines, bars, tickers, base_dates, rolling_window=settings.intervals.baseline_window
+    )
+    baselines = {name: np.exp(values) * base[:, None] for name, values in found.items()}
 
-    compared = [candidate_tickers[c] for c in columns]
-    pick = np.ix_(rows, np.array(columns, dtype=int))
-    candidate_metrics = evaluate(
-        predicted_close=candidate_pred[pick],
-        actual_close=actual[pick],
-        base_close=base[pick],
-        tickers=compared,
-    )
-    production_metrics = (
-        evaluate(
-            predicted_close=production_pred,
-            actual_close=actual[pick],
-            base_close=base[pick],
-            tickers=compared,
+    rows = np.arange(len(tickers))
+    production_fc: WindowForecasts | None = None
+    note = ""
+    if production is not None:
+        sessions = calendar_for(settings).sessions(start, max(base_dates)) if start else None
+        result = forecast(
+            production, bars, sorted(set(base_dates)), tickers=sorted(set(tickers)), sessions=sessions
         )
-        if production_pred is not None
-        else None
-    )
+        position = {(d, t): i for i, (d, t) in enumerate(zip(result.base_dates, result.tickers, strict=True))}
+        rows = np.array([i for i, key in enumerate(zip(base_dates, tickers, strict=True)) if key in position], dtype=int)
+        if rows.size == 0:
+            raise NoDataError(
+                f"Production (version {production_version}) could not forecast any day of the "
+                f"candidate's test window {target_dates[0]}..{target_dates[-1]}.",
+                hint="Check that the stored bars cover that window (`stockcli fetch`).",
+            )
+        picked = [position[(base_dates[i], tickers[i])] for i in rows]
+        predicted = np.full(len(tickers), np.nan)
+        quantiles = np.full((len(tickers), 5), np.nan)
+        predicted[rows] = result.predicted_closes[picked]
+        quantiles[rows] = np.exp(calibrated_quantiles(result, production.calibration)[picked]) * base[rows][:, None]
+        production_fc = WindowForecasts(predicted=predicted, quantiles=quantiles)
+        if rows.size < len(tickers):
+            note = f" Compared on {rows.size} of {len(tickers)} (date, ticker) rows that both models forecast."
+
+    def score(fc: WindowForecasts) -> dict[str, Any]:
+        return evaluate(
+            tickers=[tickers[i] for i in rows],
+            dates=[target_dates[i] for i in rows],
+            predicted_close=fc.predicted[rows],
+            actual_close=actual[rows],
+            base_close=base[rows],
+            quantiles=fc.quantiles[rows],
+            baselines={name: values[rows] for name, values in baselines.items()},
+        )
+
+    candidate_metrics = score(candidate_fc)
+    production_metrics = score(production_fc) if production_fc is not None else None
     naive_metrics = {
         "tickers": {t: block["naive"] for t, block in candidate_metrics["tickers"].items()},
         "average": candidate_metrics["average"]["naive"],
     }
-    candidate_value = candidate_metrics["average"]["model"][metric]
-    production_value = production_metrics["average"]["model"][metric] if production_metrics else None
-    naive_value = candidate_metrics["average"]["naive"][metric]
+    candidate_value = metric_value(candidate_metrics["average"], metric)
+    production_value = metric_value(production_metrics["average"], metric) if production_metrics else None
+    naive_value = candidate_metrics["average"]["naive"].get(metric) if metric in ("mae", "rmse", "mape") else None
 
+    test_result = None
+    if production_fc is not None:
+        test_result = paired_test(
+            metric,
+            candidate_fc,
+            production_fc,
+            rows=rows,
+            tickers=tickers,
+            dates=target_dates,
+            actual=actual,
+            base=base,
+        )
     would_promote, reason, improvement = decide(
         settings=settings,
         candidate_version=candidate_version,
         production_version=production_version,
         candidate_value=candidate_value,
         production_value=production_value,
-        naive_value=naive_value,
-        comparable=production_metrics is not None,
+        test=test_result,
     )
     reason += note
     if dry_run:
         reason = f"Dry run, nothing moved: {'would promote' if would_promote else 'would keep Production'}. {reason}"
     window_dates = [target_dates[i] for i in rows]
-    window_start = window_dates[0] if window_dates else None
-    window_end = window_dates[-1] if window_dates else None
+    window_start = min(window_dates) if window_dates else None
+    window_end = max(window_dates) if window_dates else None
+
+    # What the model that serves after this decision serves per ticker, tested on this window.
+    kept_version: str | None = candidate_version if would_promote else production_version
+    kept_fc = candidate_fc if would_promote else production_fc
+    selection: dict[str, Any] = {}
+    selections = []
+    if kept_version is not None and kept_fc is not None:
+        selections = select_sources(
+            kept_fc,
+            rows=rows,
+            tickers=tickers,
+            dates=target_dates,
+            actual=actual,
+            base=base,
+            garch=baselines.get("garch"),
+            alpha=alpha,
+            window=(window_start, window_end),
+        )
+        selection = {item.ticker: _selection_json(item) for item in selections}
+
     moving = would_promote and not dry_run
     promotion_id = promotions.record_decision(
         engine,
@@ -206,7 +279,16 @@ def _promote(
         dry_run=dry_run,
         reason=reason + (promotions.PENDING_NOTE if moving else ""),
         pipeline_run_id=pipeline_run_id,
+        test="diebold-mariano (HAC), one-sided" if test_result is not None else None,
+        p_value=None if test_result is None else test_result.p_value,
+        improvement=improvement,
+        improvement_low=None if test_result is None else test_result.improvement_low,
+        improvement_high=None if test_result is None else test_result.improvement_high,
+        selection={"version": kept_version, "tickers": selection} if selection else None,
     )
+    if selections and not dry_run and kept_version is not None:
+        # Before the alias moves: the moment Production points at a version, its selection exists.
+        save_selection(engine, model_version=kept_version, selections=selections, promotion_id=promotion_id)
     promoted = False
     if moving:
         try:
@@ -238,20 +320,118 @@ def _promote(
         production_value=production_value,
         naive_value=naive_value,
         improvement=improvement,
+        improvement_low=None if test_result is None else test_result.improvement_low,
+        improvement_high=None if test_result is None else test_result.improvement_high,
+        p_value=None if test_result is None else test_result.p_value,
         candidate_metrics=candidate_metrics,
         production_metrics=production_metrics,
         naive_metrics=naive_metrics,
         window_start=window_start,
         window_end=window_end,
-        n_days=len(window_dates),
-        tickers=tuple(compared),
+        n_days=len(set(window_dates)),
+        tickers=tuple(dict.fromkeys(tickers[i] for i in rows)),
         dataset_run_id=candidate.dataset_run_id,
         would_promote=would_promote,
         promoted=promoted,
         dry_run=dry_run,
         reason=reason,
         promotion_id=promotion_id,
+        selection=selection,
+        selection_version=kept_version if selection else None,
     )
+
+
+def _selection_json(item: Any) -> dict[str, Any]:
+    data = asdict(item)
+    for key in ("window_start", "window_end"):
+        if data[key] is not None:
+            data[key] = data[key].isoformat()
+    return data
+
+
+def paired_test(
+    metric: str,
+    candidate: WindowForecasts,
+    production: WindowForecasts,
+    *,
+    rows: np.ndarray,
+    tickers: list[str],
+    dates: list[date],
+    actual: np.ndarray,
+    base: np.ndarray,
+) -> PairedTestResult:
+    """One-sided Diebold-Mariano test of the candidate against Production on `metric`'s losses."""
+    from stockcli.ml.metrics import loss_series, panel_of
+    from stockcli.ml.stats import paired_loss_test
+
+    def losses(fc: WindowForecasts) -> np.ndarray:
+        return loss_series(metric, predicted=fc.predicted[rows], actual=actual[rows], base=base[rows], quantiles=fc.quantiles[rows])
+
+    chosen_dates = [dates[i] for i in rows]
+    chosen_tickers = [tickers[i] for i in rows]
+    candidate_panel, _ = panel_of(losses(candidate), chosen_dates, chosen_tickers)
+    production_panel, _ = panel_of(losses(production), chosen_dates, chosen_tickers)
+    return paired_loss_test(candidate_panel, production_panel, alternative="less")
+
+
+def select_sources(
+    fc: WindowForecasts,
+    *,
+    rows: np.ndarray,
+    tickers: list[str],
+    dates: list[date],
+    actual: np.ndarray,
+    base: np.ndarray,
+    garch: np.ndarray | None,
+    alpha: float,
+    window: tuple[date | None, date | None],
+) -> list[Selection]:
+    """Per ticker (and "*" pooled): serve the model's point forecast only where its absolute errors
+    beat naive's significantly (one-sided DM, p < alpha), its intervals only where their pinball
+    loss beats GARCH(1,1)-t's significantly; the baseline elsewhere."""
+    from stockcli.db.serving import POOLED, Selection
+    from stockcli.ml.metrics import loss_series, panel_of
+    from stockcli.ml.stats import paired_loss_test
+
+    model_abs = np.abs(fc.predicted - actual)
+    naive_abs = np.abs(base - actual)
+    model_pinball = loss_series("pinball", predicted=fc.predicted, actual=actual, base=base, quantiles=fc.quantiles)
+    garch_pinball = (
+        loss_series("pinball", predicted=base, actual=actual, base=base, quantiles=garch)
+        if garch is not None
+        else np.full(len(actual), np.nan)
+    )
+    ticker_array = np.asarray(tickers)
+    groups = [(t, rows[ticker_array[rows] == t]) for t in dict.fromkeys(tickers[i] for i in rows)]
+    groups.append((POOLED, rows))
+    out: list[Selection] = []
+    for ticker, chosen in groups:
+        chosen_dates = [dates[i] for i in chosen]
+        chosen_tickers = [tickers[i] for i in chosen]
+        point_a, _ = panel_of(model_abs[chosen], chosen_dates, chosen_tickers)
+        point_b, _ = panel_of(naive_abs[chosen], chosen_dates, chosen_tickers)
+        point = paired_loss_test(point_a, point_b, alternative="less")
+        interval_a, _ = panel_of(model_pinball[chosen], chosen_dates, chosen_tickers)
+        interval_b, _ = panel_of(garch_pinball[chosen], chosen_dates, chosen_tickers)
+        has_garch = bool(np.isfinite(garch_pinball[chosen]).any())
+        interval = paired_loss_test(interval_a, interval_b, alternative="less") if has_garch else None
+        point_model = point.p_value < alpha and (point.relative_improvement or 0.0) > 0
+        interval_model = interval is None or (interval.p_value < alpha and (interval.relative_improvement or 0.0) > 0)
+        out.append(
+            Selection(
+                ticker=ticker,
+                point_source="model" if point_model else "naive",
+                point_p_value=float(point.p_value),
+                point_skill=point.relative_improvement,
+                interval_source="model" if interval_model else "garch",
+                interval_p_value=None if interval is None else float(interval.p_value),
+                interval_skill=None if interval is None else interval.relative_improvement,
+                window_start=min(chosen_dates) if chosen_dates else window[0],
+                window_end=max(chosen_dates) if chosen_dates else window[1],
+                n_sessions=len(set(chosen_dates)),
+            )
+        )
+    return out
 
 
 def decide(
@@ -261,40 +441,38 @@ def decide(
     production_version: str | None,
     candidate_value: float | None,
     production_value: float | None,
-    naive_value: float | None,
-    comparable: bool,
+    test: PairedTestResult | None,
 ) -> tuple[bool, str, float | None]:
-    """(promote?, why, relative improvement) from the metric values on the shared window."""
+    """(promote?, why, relative improvement) from the paired test on the shared window."""
     metric = settings.promotion.metric.upper()
+    alpha = settings.promotion.alpha
     margin = settings.promotion.min_improvement
     if candidate_value is None:
         return False, f"The candidate's {metric} is undefined on its test window.", None
-    if settings.promotion.require_beats_naive and (naive_value is None or not candidate_value < naive_value):
-        return (
-            False,
-            f"The candidate does not beat the naive forecast ({metric} {candidate_value:.4g} vs naive "
-            f"{_fmt(naive_value)}), which [promotion] require_beats_naive demands.",
-            None,
-        )
     if production_version is None:
         return True, "No production model yet: promoting the candidate.", None
     if production_version == candidate_version:
         return False, f"Version {candidate_version} already is Production.", 0.0
-    if not comparable:
-        return True, f"Promoting version {candidate_version}.", None
-    if production_value is None:
-        return True, f"Production's {metric} is undefined on the window; promoting the candidate.", None
-    improvement = 1.0 - candidate_value / production_value if production_value > 0 else None
-    better = candidate_value < production_value * (1.0 - margin)
+    if test is None or test.relative_improvement is None:
+        return False, f"Production's {metric} is undefined on the window; keeping Production.", None
+    improvement = test.relative_improvement
     summary = (
-        f"{metric} {candidate_value:.4g} (candidate v{candidate_version}) vs {production_value:.4g} "
-        f"(production v{production_version})"
-        + (f", {improvement:+.2%} improvement" if improvement is not None else "")
+        f"{metric} {candidate_value:.4g} (candidate v{candidate_version}) vs {_fmt(production_value)} "
+        f"(production v{production_version}): improvement {improvement:+.2%} "
+        f"(95% CI {_pct(test.improvement_low)} to {_pct(test.improvement_high)}), "
+        f"one-sided Diebold-Mariano p = {test.p_value:.3g} over {test.n_sessions} sessions"
     )
-    if better:
-        return True, f"The candidate is better: {summary}.", improvement
-    needed = f" (at least {margin:.2%} needed)" if margin > 0 else ""
-    return False, f"The candidate is not better: {summary}{needed}.", improvement
+    if test.p_value < alpha and improvement >= margin and improvement > 0:
+        return True, f"The candidate is significantly better: {summary}.", improvement
+    if test.p_value >= alpha:
+        why = f"not significant at alpha {alpha:g}"
+    else:
+        why = f"below the minimum improvement of {margin:.2%}"
+    return False, f"The candidate is not promoted ({why}): {summary}.", improvement
+
+
+def _pct(value: float | None) -> str:
+    return "undefined" if value is None else f"{value:+.2%}"
 
 
 def _fmt(value: float | None) -> str:

@@ -38,6 +38,17 @@ class PredictionRow:
     as_of: date
     dataset_run_id: str
     created_at: datetime | None
+    lower_80: float | None = None
+    upper_80: float | None = None
+    lower_95: float | None = None
+    upper_95: float | None = None
+    median: float | None = None
+    p_up: float | None = None
+    source: str | None = None  # the point forecast served: "model" or "naive"
+    p_value: float | None = None  # the test that chose it
+    interval_source: str | None = None  # "model", "garch" or "rolling"
+    interval_p_value: float | None = None
+    unseen: bool = False  # the model was not trained on this ticker
 
 
 @dataclass(frozen=True)
@@ -56,6 +67,13 @@ class PerformanceRow:
     first_target_date: date | None
     last_target_date: date | None
     model_versions: tuple[str, ...]
+    skill_low: float | None = None
+    skill_high: float | None = None
+    p_worse: float | None = None  # one-sided DM: the served forecast worse than naive
+    coverage_80: float | None = None
+    coverage_95: float | None = None
+    winkler_95: float | None = None
+    served_model_share: float | None = None
 
 
 @dataclass(frozen=True)
@@ -71,8 +89,14 @@ class ScoredSession:
     actual_close: float
     abs_error: float
     abs_pct_error: float
-    direction_hit: bool
+    direction_score: float | None  # 1 hit, 0 miss, 0.5 flat forecast, None flat day (metrics.direction_scores)
     naive_abs_error: float
+    lower_80: float | None = None
+    upper_80: float | None = None
+    lower_95: float | None = None
+    upper_95: float | None = None
+    source: str | None = None
+    interval_source: str | None = None
 
 
 @dataclass(frozen=True)
@@ -119,6 +143,12 @@ class PromotionRow:
     candidate_value: float | None = None
     production_value: float | None = None
     naive_value: float | None = None
+    # The paired test behind the decision (one-sided Diebold-Mariano) and the improvement's 95% CI.
+    test: str | None = None
+    p_value: float | None = None
+    improvement: float | None = None
+    improvement_low: float | None = None
+    improvement_high: float | None = None
 
 
 @dataclass(frozen=True)
@@ -165,6 +195,16 @@ class Report:
 
 
 # --- the service ----------------------------------------------------------------------------------
+
+
+def report(settings: Settings, *, as_of: date | None = None) -> Report:
+    """`stockcli report`: open the database read-only (never creating it), gather, close."""
+    engine = queries.connect_readonly(settings)
+    try:
+        return build_report(settings, engine=engine, as_of=as_of)
+    finally:
+        if engine is not None:
+            engine.dispose()
 
 
 def build_report(
@@ -248,14 +288,15 @@ def _gather(
 
 
 def unreadable_database(settings: Settings, exc: BaseException) -> StockCliError:
-    """The error for a database that cannot be reached or read (down, wrong URL, schema behind)."""
-    text = str(getattr(exc, "orig", None) or exc).strip()
-    first = redact_url(text.splitlines()[0] if text else type(exc).__name__)
-    return StockCliError(
-        f"Cannot read the database {redact_url(settings.database_url)}: {first}",
-        hint="Check [storage] database_url and that the server is up; if the schema is behind, "
-        "run `stockcli db upgrade`.",
+    """The error for a database that cannot be reached or read (down, wrong URL, damaged, schema behind)."""
+    from stockcli.storage import describe_database_error
+
+    described = describe_database_error(
+        "database", settings.database_url, exc, key="[storage] database_url (or STOCKCLI_DATABASE_URL)"
     )
+    if "no such table" in described.message or "no such column" in described.message:
+        described.hint = "The schema is behind this stockcli: run `stockcli db upgrade`."
+    return described
 
 
 def ensure_data(engine: Engine | None, *, settings: Settings) -> None:
@@ -285,16 +326,52 @@ def latest_predictions(engine: Engine, *, as_of: date | None = None) -> list[Pre
 def live_performance(
     settings: Settings, *, engine: Engine, as_of: date | None = None, ticker: str | None = None
 ) -> list[PerformanceRow]:
-    """Rolling accuracy per ticker over the newest `[monitor] window_sessions` scored sessions."""
-    rows = queries.performance_window(
-        engine, sessions=settings.monitor.window_sessions, as_of=as_of, ticker=ticker
-    )
-    grouped: dict[str, list[ScoredSession]] = {}
-    for row in rows:
-        grouped.setdefault(row["ticker"], []).append(_scored(row))
+    """Live accuracy per ticker over the rolling window (`[monitor] window_sessions` scored sessions),
+    the same window and the same metrics (`metrics.summarize_scored`) as `monitor` and `backtest`."""
+    from stockcli.db.predictions import performance_window
+    from stockcli.ml.metrics import summarize_scored
+
+    rows = performance_window(engine, through=as_of, sessions=settings.monitor.window_sessions, ticker=ticker)
+    summary = summarize_scored(rows)
     order = queries.known_tickers(engine, preferred=settings.data.tickers)
-    ordered = [t for t in order if t in grouped] + sorted(set(grouped) - set(order))
-    return [summarize(t, grouped[t], min_samples=settings.monitor.min_samples) for t in ordered]
+    tickers = list(summary["tickers"])
+    ordered = [t for t in order if t in tickers] + sorted(set(tickers) - set(order))
+    return [
+        performance_row(t, summary["tickers"][t], [r for r in rows if r["ticker"] == t], settings.monitor.min_samples)
+        for t in ordered
+    ]
+
+
+def performance_row(
+    ticker: str, block: Mapping[str, Any], rows: Sequence[Mapping[str, Any]], min_samples: int
+) -> PerformanceRow:
+    """One ticker's `metrics.summarize_scored` block as a report row."""
+    intervals = block.get("intervals") or {}
+    sessions = int(block.get("sessions") or 0)
+    skill = block.get("skill")
+    versions = sorted({str(r["model_version"]) for r in rows}, key=_version_key)
+    dates = [r["target_date"] for r in rows]
+    return PerformanceRow(
+        ticker=ticker,
+        sessions=sessions,
+        mape=block["model"]["mape"],
+        mae=block["model"]["mae"],
+        naive_mae=block["naive"]["mae"],
+        directional_accuracy=block["model"]["directional_accuracy"],
+        skill=skill,
+        worse_than_naive=skill is not None and skill < 0,
+        enough_samples=sessions >= min_samples,
+        first_target_date=min(dates) if dates else None,
+        last_target_date=max(dates) if dates else None,
+        model_versions=tuple(versions),
+        skill_low=block.get("skill_low"),
+        skill_high=block.get("skill_high"),
+        p_worse=block.get("p_worse"),
+        coverage_80=intervals.get("coverage_80"),
+        coverage_95=intervals.get("coverage_95"),
+        winkler_95=intervals.get("winkler_95"),
+        served_model_share=block.get("served_model_share"),
+    )
 
 
 def scored_sessions(
@@ -304,35 +381,6 @@ def scored_sessions(
     return [
         _scored(row) for row in queries.performance_history(engine, limit=limit, as_of=as_of, ticker=ticker)
     ]
-
-
-def summarize(ticker: str, sessions: Sequence[ScoredSession], *, min_samples: int = 1) -> PerformanceRow:
-    """MAPE, MAE, directional accuracy and skill against naive over `sessions`."""
-    count = len(sessions)
-    if count == 0:
-        return PerformanceRow(ticker, 0, None, None, None, None, None, False, False, None, None, ())
-    mape = _finite_mean(s.abs_pct_error for s in sessions)
-    mae = _finite_mean(s.abs_error for s in sessions)
-    naive_mae = _finite_mean(s.naive_abs_error for s in sessions)
-    hits = sum(1 for s in sessions if s.direction_hit)
-    skill = None
-    if mae is not None and naive_mae is not None and naive_mae > 0:
-        skill = 1.0 - mae / naive_mae
-    versions = sorted({s.model_version for s in sessions}, key=_version_key)
-    return PerformanceRow(
-        ticker=ticker,
-        sessions=count,
-        mape=mape,
-        mae=mae,
-        naive_mae=naive_mae,
-        directional_accuracy=hits / count,
-        skill=skill,
-        worse_than_naive=skill is not None and skill < 0,
-        enough_samples=count >= min_samples,
-        first_target_date=min(s.target_date for s in sessions),
-        last_target_date=max(s.target_date for s in sessions),
-        model_versions=tuple(versions),
-    )
 
 
 def close_series(
@@ -383,7 +431,9 @@ def model_versions(settings: Settings) -> ModelsInfo:
     except StockCliError as exc:
         return ModelsInfo((), None, f"Model versions are not available: {exc}")
     except Exception as exc:  # the registry is optional here: report the rest anyway
-        return ModelsInfo((), None, f"Model versions are not available: {type(exc).__name__}: {exc}")
+        return ModelsInfo(
+            (), None, redact_url(f"Model versions are not available: {type(exc).__name__}: {exc}")
+        )
     production = next(
         (row.version for row in versions if PRODUCTION_ALIAS.lower() in {a.lower() for a in row.aliases}),
         None,
@@ -463,6 +513,17 @@ def _prediction_row(row: Mapping[str, Any]) -> PredictionRow:
         as_of=row["as_of"],
         dataset_run_id=row["dataset_run_id"],
         created_at=_aware(row["created_at"]),
+        lower_80=_finite(row.get("q10")),
+        upper_80=_finite(row.get("q90")),
+        lower_95=_finite(row.get("q025")),
+        upper_95=_finite(row.get("q975")),
+        median=_finite(row.get("q50")),
+        p_up=_finite(row.get("p_up")),
+        source=row.get("source"),
+        p_value=_finite(row.get("p_value")),
+        interval_source=row.get("interval_source"),
+        interval_p_value=_finite(row.get("interval_p_value")),
+        unseen=bool(row.get("unseen")),
     )
 
 
@@ -477,8 +538,14 @@ def _scored(row: Mapping[str, Any]) -> ScoredSession:
         actual_close=float(row["actual_close"]),
         abs_error=float(row["abs_error"]),
         abs_pct_error=float(row["abs_pct_error"]),
-        direction_hit=bool(row["direction_hit"]),
+        direction_score=_finite(row.get("direction_score")),
         naive_abs_error=float(row["naive_abs_error"]),
+        lower_80=_finite(row.get("q10")),
+        upper_80=_finite(row.get("q90")),
+        lower_95=_finite(row.get("q025")),
+        upper_95=_finite(row.get("q975")),
+        source=row.get("source"),
+        interval_source=row.get("interval_source"),
     )
 
 
@@ -533,4 +600,9 @@ def _promotion_row(row: Mapping[str, Any]) -> PromotionRow:
         candidate_value=decision_value(row["candidate_metrics"], metric),
         production_value=decision_value(row["production_metrics"], metric),
         naive_value=decision_value(row["naive_metrics"], metric),
+        test=row.get("test"),
+        p_value=_finite(row.get("p_value")),
+        improvement=_finite(row.get("improvement")),
+        improvement_low=_finite(row.get("improvement_low")),
+        improvement_high=_finite(row.get("improvement_high")),
     )

@@ -17,6 +17,7 @@ from typing import Any
 from sqlalchemy.engine import Engine
 
 from stockcli.config import Settings
+from stockcli.db.runs import mark_retrained
 from stockcli.services.runtime import RunHandle, checkpoint
 
 Progress = Callable[[str], None]
@@ -34,6 +35,7 @@ class RetrainResult:
     promoted: bool = False
     promotion_reason: str | None = None
     steps_s: dict[str, float] = field(default_factory=dict)
+    promotion: dict[str, Any] | None = None  # the promotion test: p_value, improvement and its interval
 
 
 def should_retrain(
@@ -101,7 +103,18 @@ def retrain(
     checkpoint(settings, "retrain:after_build")
 
     started = step("tune")
-    tuned = tune(settings=settings, engine=engine, run_id=processed.run_id, n_trials=n_trials)
+    warm = _production_params(settings, production_version) if settings.tuning.warm_start else None
+    # A retrain starts from what Production knows: its parameters are the first trial, and the search
+    # gets the smaller retrain budget. A bootstrap (no Production) searches with the full budget.
+    budget = settings.tuning.retrain_timeout_s if production_version is not None else None
+    tuned = tune(
+        settings=settings,
+        engine=engine,
+        run_id=processed.run_id,
+        n_trials=n_trials,
+        timeout_s=budget,
+        enqueue=[warm] if warm else None,
+    )
     timings["tune"] = time.perf_counter() - started
     record("study", tuned.study_name)
     record("n_trials", tuned.n_trials)
@@ -126,7 +139,7 @@ def retrain(
     record("promotion_reason", decision.reason)
     record("steps_s", {k: round(v, 3) for k, v in timings.items()})
     if run is not None:
-        run.details["retrained"] = True
+        mark_retrained(run.details, True)
     return RetrainResult(
         ran=True,
         reason=reason,
@@ -138,4 +151,76 @@ def retrain(
         promoted=decision.promoted,
         promotion_reason=decision.reason,
         steps_s=timings,
+        promotion={
+            "p_value": decision.p_value,
+            "improvement": decision.improvement,
+            "improvement_low": decision.improvement_low,
+            "improvement_high": decision.improvement_high,
+            "selection": decision.selection,
+        },
     )
+
+
+def _production_params(settings: Settings, production_version: str | None) -> dict[str, Any] | None:
+    """Production's tuned hyper-parameters (enqueued as the first trial of a retrain's search)."""
+    if production_version is None:
+        return None
+    from stockcli.ml import registry
+    from stockcli.ml.tuning import TUNED_PARAMS
+
+    try:
+        bundle = registry.load_bundle(settings, production_version)
+    except Exception:  # a damaged or unreadable Production must not stop a retrain
+        return None
+    params = {k: bundle.training_params[k] for k in TUNED_PARAMS if k in bundle.training_params}
+    if len(params) != len(TUNED_PARAMS) or not in_search_space(params, settings.tuning):
+        return None  # Production was found in another search space: nothing to start from here
+    return params
+
+
+def in_search_space(params: dict[str, Any], tuning: Any) -> bool:
+    """Whether tuned parameters lie inside `[tuning]`'s current search space (Optuna refuses others)."""
+    if params.get("model_type") not in tuning.model_types:
+        return False
+    for name in ("batch_size", "hidden_size", "num_layers", "dropout", "learning_rate"):
+        value = params.get(name)
+        low, high = getattr(tuning, f"{name}_min"), getattr(tuning, f"{name}_max")
+        if value is None or not low <= value <= high:
+            return False
+    return True
+
+
+def retrain_if_needed(
+    *,
+    settings: Settings,
+    engine: Engine,
+    as_of: date,
+    force: bool = False,
+    run: RunHandle | None = None,
+    n_trials: int | None = None,
+    progress: Progress | None = None,
+) -> RetrainResult:
+    """`stockcli retrain`: resolve Production once, ask the monitor unless forced, retrain when needed."""
+    from stockcli.ml import registry
+    from stockcli.services.monitor import monitor
+
+    version = registry.resolve_alias(settings, "Production")
+    monitored = None
+    if not force and version is not None:
+        monitored = monitor(settings=settings, engine=engine, as_of=as_of, model_version=str(version))
+    result = retrain(
+        settings=settings,
+        engine=engine,
+        as_of=as_of,
+        force=force,
+        production_version=str(version) if version else None,
+        monitor_result=monitored,
+        run=run,
+        n_trials=n_trials,
+        progress=progress,
+    )
+    if run is not None:
+        mark_retrained(run.details, result.ran)
+        if not result.ran:
+            run.status = "skipped"
+    return result

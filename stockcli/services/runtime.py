@@ -15,10 +15,11 @@ from datetime import date
 from typing import Any
 
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DatabaseError
 
 from stockcli.config import Settings
 from stockcli.db import store
-from stockcli.db.engine import open_database
+from stockcli.db.engine import damaged_database_error, open_database
 from stockcli.db.lock import run_lock
 from stockcli.errors import PartialFailure, StockCliError
 
@@ -35,6 +36,18 @@ class RunHandle:
     details: dict[str, Any] = field(default_factory=dict)
     status: str = "ok"
     error: str | None = None  # why a run that ends without an exception did not succeed
+
+
+def _close_dead_mlflow_runs(settings: Settings) -> None:
+    """Mark MLflow runs of killed stockcli processes KILLED; never fails the run that calls it."""
+    import logging
+
+    from stockcli.ml import registry
+
+    try:
+        registry.close_dead_runs(settings)
+    except StockCliError as exc:
+        logging.getLogger(__name__).warning("Could not close the MLflow runs of killed runs: %s", exc)
 
 
 def checkpoint(settings: Settings, name: str) -> None:
@@ -57,6 +70,11 @@ def pipeline_run(
     try:
         with _locked_run(settings, engine, command=command, as_of=as_of, shared_lock=shared_lock) as handle:
             yield handle
+    except DatabaseError as exc:  # a damaged SQLite file says so, naming it, instead of the driver's text
+        described = damaged_database_error(settings, exc)
+        if described is None:
+            raise
+        raise described from exc
     finally:
         if owned:  # a long-lived process (the daemon) must not keep one connection pool per run
             engine.dispose()
@@ -67,8 +85,10 @@ def _locked_run(
     settings: Settings, engine: Engine, *, command: str, as_of: date, shared_lock: bool
 ) -> Iterator[RunHandle]:
     with run_lock(engine, settings.data_dir / "stockcli.lock", command, shared=shared_lock):
-        if not shared_lock:  # a shared holder cannot tell dead `running` rows from live workers
-            store.mark_interrupted(engine)
+        if not shared_lock and store.mark_interrupted(engine):
+            # A shared holder cannot tell dead `running` rows from live workers. A killed run may
+            # have left its MLflow run RUNNING too: close it now rather than at the next training.
+            _close_dead_mlflow_runs(settings)
         run_id = store.start_run(engine, command=command, as_of=as_of)
         handle = RunHandle(settings=settings, engine=engine, command=command, as_of=as_of, run_id=run_id)
         try:
@@ -78,6 +98,16 @@ def _locked_run(
             raise
         except StockCliError as exc:
             store.finish_run(engine, run_id, status="failed", error=exc.message, details=handle.details)
+            raise
+        except KeyboardInterrupt:  # SIGINT / Ctrl-C: stopped on purpose, not a failure (exit 130)
+            with contextlib.suppress(Exception):
+                store.finish_run(
+                    engine,
+                    run_id,
+                    status="interrupted",
+                    error="Interrupted (SIGINT / Ctrl-C) before the run finished.",
+                    details=handle.details,
+                )
             raise
         except BaseException as exc:
             with contextlib.suppress(Exception):

@@ -15,12 +15,13 @@ import re
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 from sqlalchemy.engine import Engine
 
 import stockcli
@@ -29,7 +30,7 @@ from stockcli.errors import NoDataError
 from stockcli.services.runtime import checkpoint
 
 if TYPE_CHECKING:
-    import numpy as np
+    import pandas as pd
 
 # progress(epoch, epochs, train_loss, val_loss), after every epoch.
 TrainProgress = Callable[[int, int, float, float], None]
@@ -68,16 +69,21 @@ def train(
     epochs: int | None = None,
     progress: TrainProgress | None = None,
 ) -> TrainSummary:
-    """Train on dataset `run_id` (default: the newest built one), evaluate, log and register.
+    """Train on dataset `run_id` (default: the newest built one), calibrate, evaluate, log and register.
 
-    Raises NoDataError when no built dataset exists, RegistryError when MLflow cannot be reached.
+    One global network learns from the windows of every ticker. Its intervals are calibrated on the
+    validation split (split conformal, per ticker), the GARCH(1,1)-t baseline is fit per ticker on
+    the training dates, and the test split is scored next to the naive forecast and both interval
+    baselines. Raises NoDataError when no built dataset exists, RegistryError when MLflow cannot be
+    reached.
     """
-    from stockcli.db.datasets import latest_dataset_id, load_built
+    from stockcli.db.datasets import latest_dataset_id, load_built, load_dataset
+    from stockcli.db.optimization import best_params_for
     from stockcli.ml import registry
-    from stockcli.ml.forecast import fit_shrinkage, predict_windows
-    from stockcli.ml.metrics import evaluate, flatten
+    from stockcli.ml.forecast import calibrated_quantiles, fit_calibration, forecast_windows
+    from stockcli.ml.metrics import flatten
+    from stockcli.ml.networks import ensemble_config, model_from_config
     from stockcli.ml.training import TrainParams, train_model
-    from stockcli.services.tune import best_params_for
 
     started = time.perf_counter()
     dataset_run_id = run_id or latest_dataset_id(engine)
@@ -95,6 +101,7 @@ def train(
     seed = int(settings.training.seed)
     device = settings.training.device
     tickers = list(built.tickers)
+    context_tickers = list(built.spec.get("context_tickers") or [])
 
     run_tags = {"stockcli.dataset_run_id": dataset_run_id, "stockcli.command": "train"}
     with registry.training_run(settings, run_name=f"train-{dataset_run_id[:12]}", tags=run_tags) as run:
@@ -108,12 +115,13 @@ def train(
                 "patience": patience,
                 "device": device,
                 "tickers": ",".join(tickers),
+                "context_tickers": ",".join(context_tickers),
                 "sequence_length": built.sequence_length,
                 "target_kind": built.target_kind,
-                "n_train": int(built.train.x.shape[0]),
-                "n_validation": int(built.validation.x.shape[0]),
-                "n_test": int(built.test.x.shape[0]),
-                "n_features": int(built.train.x.shape[3]),
+                "n_train": len(built.train),
+                "n_validation": len(built.validation),
+                "n_test": len(built.test),
+                "n_features": built.train.n_features,
                 **train_params.to_dict(),
             }
         )
@@ -124,10 +132,8 @@ def train(
                 progress(epoch, max_epochs, train_loss, val_loss)
 
         result = train_model(
-            train_x=built.train.x,
-            train_y=built.train.y,
-            val_x=built.validation.x,
-            val_y=built.validation.y,
+            train=built.train,
+            validation=built.validation,
             params=train_params,
             epochs=max_epochs,
             patience=patience,
@@ -136,30 +142,52 @@ def train(
             on_epoch=on_epoch,
             num_threads=settings.training.num_threads or None,
         )
-        scalers = dict(built.scalers)
-        if settings.training.calibrate and built.validation.x.shape[0] > 0:
-            raw_validation = predict_windows(
-                result.model, built.scalers, built.validation.x, built.validation.base_closes, device=device
-            )
-            shrink = fit_shrinkage(
-                raw_validation, built.validation.target_closes, built.validation.base_closes
-            )
-            scalers["calibration"] = {"shrink": shrink, "fit_on": "validation"}
-            run.log_params(
-                {"calibration_shrink": ",".join(f"{t}={f:g}" for t, f in zip(tickers, shrink, strict=True))}
-            )
+        model, config = result.model, result.config
+        n_seeds = int(settings.promotion.seeds)
+        if n_seeds > 1:
+            # k seeds, averaged: a candidate wins by its mean, not by one lucky initialisation.
+            members = [result] + [
+                train_model(
+                    train=built.train,
+                    validation=built.validation,
+                    params=train_params,
+                    epochs=max_epochs,
+                    patience=patience,
+                    seed=seed + k,
+                    device=device,
+                    num_threads=settings.training.num_threads or None,
+                )
+                for k in range(1, n_seeds)
+            ]
+            config = ensemble_config([m.config for m in members])
+            model = model_from_config(config)
+            for member, trained in zip(model.members, members, strict=True):  # type: ignore[arg-type]
+                member.load_state_dict(trained.model.state_dict())
+            model.eval()
+            run.log_metrics({f"seed_{k}.best_val_loss": m.best_val_loss for k, m in enumerate(members)})
+        validation = built.validation
+        validation_forecast = forecast_windows(model, built.scalers, validation)
+        calibration = fit_calibration(
+            validation_forecast, np.log(validation.target_closes / validation.base_closes)
+        )
+        stored = load_dataset(engine, dataset_run_id)
+        history = return_history(stored.panel())
+        train_end = date.fromisoformat(built.split["train"]["last_target_date"])
+        baselines = fit_baselines(history, tickers, through=train_end, window=settings.intervals.baseline_window)
         test = built.test
-        if test.x.shape[0] == 0:
+        if len(test) == 0:
             raise NoDataError(
                 f"Dataset {dataset_run_id} has an empty test split.",
                 hint="Process a longer date range or lower [dataset] train/validation fractions.",
             )
-        predicted = predict_windows(result.model, scalers, test.x, test.base_closes, device=device)
-        metrics = evaluate(
-            predicted_close=predicted,
-            actual_close=test.target_closes,
-            base_close=test.base_closes,
-            tickers=tickers,
+        test_forecast = forecast_windows(model, built.scalers, test)
+        metrics = score_windows(
+            test_forecast,
+            test,
+            calibration=calibration,
+            baselines=baselines,
+            history=history,
+            rolling_window=settings.intervals.baseline_window,
         )
         run.log_metrics(
             {
@@ -172,13 +200,17 @@ def train(
             }
         )
         with tempfile.TemporaryDirectory(prefix="stockcli-plots-") as folder:
+            quantiles = np.exp(calibrated_quantiles(test_forecast, calibration)) * test.base_closes[:, None]
             plot_test_predictions(
                 Path(folder),
                 tickers=tickers,
+                window_tickers=test.tickers,
                 target_dates=list(test.target_dates),
                 actual=test.target_closes,
-                predicted=predicted,
+                predicted=test_forecast.predicted_closes,
                 naive=test.base_closes,
+                lower=quantiles[:, 0],
+                upper=quantiles[:, -1],
                 title=f"dataset {dataset_run_id[:12]}",
             )
             run.log_artifacts(Path(folder), "plots")
@@ -187,6 +219,7 @@ def train(
                 "dataset_run_id": dataset_run_id,
                 "spec": built.spec,
                 "tickers": tickers,
+                "context_tickers": context_tickers,
                 "sequence_length": built.sequence_length,
                 "target_kind": built.target_kind,
                 "test_window": [_iso(test.target_dates, 0), _iso(test.target_dates, -1)],
@@ -194,6 +227,7 @@ def train(
             "dataset_spec.json",
         )
         average = metrics["average"]
+        intervals = average.get("intervals") or {}
         summary_tags = {
             "mae": average["model"]["mae"],
             "naive_mae": average["naive"]["mae"],
@@ -201,15 +235,18 @@ def train(
             "naive_mape": average["naive"]["mape"],
             "directional_accuracy": average["model"]["directional_accuracy"],
             "skill": average["skill"],
+            "coverage_80": intervals.get("coverage_80"),
+            "coverage_95": intervals.get("coverage_95"),
+            "winkler_95": intervals.get("winkler_95"),
         }
         checkpoint(settings, "train:before_register")
         version = registry.register_version(
             settings,
             run,
-            model=result.model,
-            model_config=result.config,
+            model=model,
+            model_config=config,
             spec=built.spec,
-            scalers=scalers,
+            scalers=built.scalers,
             tickers=tickers,
             sequence_length=built.sequence_length,
             target_kind=built.target_kind,
@@ -217,11 +254,15 @@ def train(
             training_params={
                 **train_params.to_dict(),
                 "seed": seed,
+                "seeds": n_seeds,
                 "epochs": max_epochs,
                 "patience": patience,
             },
             metrics={"test": metrics, "best_epoch": result.best_epoch, "best_val_loss": result.best_val_loss},
             test_summary={k: v for k, v in summary_tags.items() if v is not None and math.isfinite(v)},
+            context_tickers=context_tickers,
+            calibration=calibration,
+            baselines=baselines,
         )
         checkpoint(settings, "train:after_register")
         run.set_tags({"stockcli.model_version": version})
@@ -248,10 +289,74 @@ def train(
         test_metrics=metrics,
         test_start=test.target_dates[0] if len(test.target_dates) else None,
         test_end=test.target_dates[-1] if len(test.target_dates) else None,
-        n_test=int(test.x.shape[0]),
+        n_test=len(test),
         worse_than_naive=worse,
         samples_per_s=result.samples_per_s,
         wall_s=time.perf_counter() - started,
+    )
+
+
+def return_history(panel: Any) -> dict[str, pd.DataFrame]:
+    """Each watchlist ticker's closes on its own real bars (what the baselines filter), as frames."""
+    import pandas as pd
+
+    frames: dict[str, pd.DataFrame] = {}
+    index = pd.DatetimeIndex(np.asarray(panel.dates, dtype="datetime64[ns]"))
+    for s, ticker in enumerate(panel.series):
+        real = panel.real[:, s]
+        frames[ticker] = pd.DataFrame({"close": panel.closes[real, s]}, index=index[real])
+    return frames
+
+
+def fit_baselines(
+    history: Mapping[str, pd.DataFrame], tickers: Sequence[str], *, through: date, window: int
+) -> dict[str, Any]:
+    """GARCH(1,1)-t parameters per ticker, fit on its returns up to `through` (the training dates)."""
+    from stockcli.ml.baselines import fit_garch
+    from stockcli.ml.forecast import log_returns_of
+
+    garch: dict[str, Any] = {}
+    for ticker in tickers:
+        frame = history.get(ticker)
+        if frame is None or len(frame) < 3:
+            continue
+        frame = frame[frame.index <= np.datetime64(through)]
+        _days, returns = log_returns_of(frame)
+        params = fit_garch(returns[1:])
+        if params is not None:
+            garch[ticker] = params
+    return {"garch": garch, "garch_fit_through": through.isoformat(), "rolling_window": int(window)}
+
+
+def score_windows(
+    result: Any,
+    windows: Any,
+    *,
+    calibration: Mapping[str, Any],
+    baselines: Mapping[str, Any],
+    history: Mapping[str, pd.DataFrame],
+    rolling_window: int,
+    rows: np.ndarray | None = None,
+) -> dict[str, Any]:
+    """`metrics.evaluate` of a model's forecast over windows: point next to naive, calibrated
+    intervals next to GARCH and the rolling band, all on the same rows."""
+    from stockcli.ml.forecast import baseline_quantiles, calibrated_quantiles
+    from stockcli.ml.metrics import evaluate
+
+    chosen = np.arange(len(windows)) if rows is None else rows
+    base = np.asarray(windows.base_closes, dtype=np.float64)[chosen]
+    tickers = [windows.tickers[i] for i in chosen]
+    base_dates = [windows.base_dates[i] for i in chosen]
+    quantiles = np.exp(calibrated_quantiles(result, calibration)[chosen]) * base[:, None]
+    found = baseline_quantiles(baselines, history, tickers, base_dates, rolling_window=rolling_window)
+    return evaluate(
+        tickers=tickers,
+        dates=[windows.target_dates[i] for i in chosen],
+        predicted_close=result.predicted_closes[chosen],
+        actual_close=np.asarray(windows.target_closes, dtype=np.float64)[chosen],
+        base_close=base,
+        quantiles=quantiles,
+        baselines={name: np.exp(values) * base[:, None] for name, values in found.items()},
     )
 
 
@@ -282,33 +387,34 @@ def plot_test_predictions(
     folder: Path,
     *,
     tickers: list[str],
+    window_tickers: list[str],
     target_dates: list[date],
     actual: np.ndarray,
     predicted: np.ndarray,
     naive: np.ndarray,
+    lower: np.ndarray,
+    upper: np.ndarray,
     title: str = "",
 ) -> list[Path]:
-    """One PNG per ticker: actual close, model forecast and naive forecast over the test window."""
+    """One PNG per ticker: actual close, model forecast with its 95% band, naive forecast, test window."""
     import numpy as np
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    days = np.array(target_dates, dtype="datetime64[D]")
+    owners = np.asarray(window_tickers)
     paths = []
-    for column, ticker in enumerate(tickers):
+    for ticker in tickers:
+        rows = np.flatnonzero(owners == ticker)
+        if len(rows) == 0:
+            continue
+        days = np.array([target_dates[i] for i in rows], dtype="datetime64[D]")
         figure = Figure(figsize=(10, 4), dpi=100)
         FigureCanvasAgg(figure)
         axes = figure.add_subplot()
-        axes.plot(days, actual[:, column], label="actual", color="black", linewidth=1.2)
-        axes.plot(days, predicted[:, column], label="model", color="tab:blue", linewidth=1.0)
-        axes.plot(
-            days,
-            naive[:, column],
-            label="naive (last close)",
-            color="tab:orange",
-            linewidth=0.8,
-            alpha=0.8,
-        )
+        axes.fill_between(days, lower[rows], upper[rows], color="tab:blue", alpha=0.15, label="95% interval")
+        axes.plot(days, actual[rows], label="actual", color="black", linewidth=1.2)
+        axes.plot(days, predicted[rows], label="model", color="tab:blue", linewidth=1.0)
+        axes.plot(days, naive[rows], label="naive (last close)", color="tab:orange", linewidth=0.8, alpha=0.8)
         axes.set_title(f"{ticker}: test-split next-session close ({title})")
         axes.set_ylabel("close")
         axes.legend(loc="best")

@@ -11,12 +11,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select
 from sqlalchemy.engine import Engine
 
 from stockcli.config import Settings, redact_url
-from stockcli.db import store
-from stockcli.db.models import OptimizationResult
+from stockcli.db.optimization import save_best
 from stockcli.errors import ConfigError, NoDataError
 from stockcli.services.runtime import checkpoint
 
@@ -47,6 +45,7 @@ def tune(
     n_trials: int | None = None,
     timeout_s: float | None = None,
     progress: Callable[[int, float | None], None] | None = None,
+    enqueue: list[dict[str, Any]] | None = None,
 ) -> TuneResult:
     """Tune on the training/validation splits of a built dataset (default: the newest).
 
@@ -79,10 +78,8 @@ def tune(
     built = datasets.load_built(engine, run_id)
     # Only the training and validation splits go in: the test split stays unseen while tuning.
     objective = make_objective(
-        train_x=built.train.x,
-        train_y=built.train.y,
-        val_x=built.validation.x,
-        val_y=built.validation.y,
+        train=built.train,
+        validation=built.validation,
         tuning=settings.tuning,
         training=settings.training,
         epochs=settings.tuning.epochs,
@@ -100,7 +97,12 @@ def tune(
         pruner_startup_trials=settings.tuning.pruner_startup_trials,
         pruner_warmup_epochs=settings.tuning.pruner_warmup_epochs,
         busy_timeout_s=settings.storage.sqlite_busy_timeout_s,
+        data_dir=settings.data_dir,
     )
+    if enqueue and not study.get_trials(deepcopy=False):
+        # A fresh study of a retrain tries Production's parameters first: a good start for the search.
+        for params in enqueue:
+            study.enqueue_trial(dict(params), skip_if_exists=True)
     outcome = run_study(
         study,
         objective,
@@ -111,24 +113,16 @@ def tune(
     )
     best_params = {name: outcome.best_params[name] for name in TUNED_PARAMS if name in outcome.best_params}
     if outcome.best_value is not None:
-        with engine.begin() as connection:
-            store.upsert(
-                connection,
-                OptimizationResult,
-                [
-                    {
-                        "run_id": run_id,
-                        "study_name": study_name,
-                        "best_params": best_params,
-                        "best_value": outcome.best_value,
-                        "n_trials": outcome.n_trials,
-                        "n_complete": outcome.n_complete,
-                        "n_pruned": outcome.n_pruned,
-                        "updated_at": store.utcnow(),
-                    }
-                ],
-                key=["run_id"],
-            )
+        save_best(
+            engine,
+            run_id=run_id,
+            study_name=study_name,
+            best_params=best_params,
+            best_value=outcome.best_value,
+            n_trials=outcome.n_trials,
+            n_complete=outcome.n_complete,
+            n_pruned=outcome.n_pruned,
+        )
     return TuneResult(
         run_id=run_id,
         study_name=study_name,
@@ -143,16 +137,3 @@ def tune(
         best_trial_number=outcome.best_trial_number,
         storage=redact_url(settings.optuna_storage_url),
     )
-
-
-def best_params_for(engine: Engine, run_id: str) -> dict[str, Any] | None:
-    """The best parameters `tune` saved for a dataset, or None when it was never tuned.
-
-    Keys are TrainParams fields (model_type, hidden_size, num_layers, dropout, learning_rate,
-    batch_size); combine with `[training]` through `TrainParams.from_settings(settings.training, params)`.
-    """
-    with engine.connect() as connection:
-        params = connection.execute(
-            select(OptimizationResult.best_params).where(OptimizationResult.run_id == run_id)
-        ).scalar_one_or_none()
-    return dict(params) if params is not None else None

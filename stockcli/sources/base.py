@@ -37,6 +37,12 @@ ROUNDING_REL = 1e-6
 # Rejection reasons that callers and tests refer to.
 CONFLICTING_DUPLICATE = "conflicting duplicate date"
 IMPLAUSIBLE_JUMP = "implausible jump"
+PRICE_OUT_OF_RANGE = "price out of range"
+VOLUME_OUT_OF_RANGE = "volume out of range"
+
+# What the columns can hold (`db.models`): prices are finite doubles, volumes 64-bit integers. A
+# value beyond is a corrupt row, rejected like the others, never cast into a wrapped-around number.
+VOLUME_LIMIT = 2.0**63  # the first float64 above BigInteger's maximum, 2**63 - 1
 
 
 @dataclass(frozen=True, eq=False)
@@ -101,12 +107,14 @@ def validate_bars(raw: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, int]]:
     tolerance = ROUNDING_ABS + ROUNDING_REL * prices["high"].abs()
     checks = (
         ("missing price", prices.isna().any(axis=1)),
+        (PRICE_OUT_OF_RANGE, np.isinf(prices).any(axis=1)),
         ("non-positive price", (prices <= 0).any(axis=1)),
         ("high below low", prices["high"] < prices["low"]),
         ("high below open/close", prices["high"] < top - tolerance),
         ("low above open/close", prices["low"] > bottom + tolerance),
         ("missing volume", volume.isna()),
         ("negative volume", volume < 0),
+        (VOLUME_OUT_OF_RANGE, volume.round() >= VOLUME_LIMIT),
     )
     rejected = np.zeros(len(raw), dtype=bool)
     for reason, mask in checks:

@@ -117,6 +117,11 @@ def read_bars_csv(path: Path) -> pd.DataFrame:
                         raise fail(line, f"column {label} holds {cell.strip()!r}, not a number") from None
         except csv.Error as exc:
             raise fail(reader.line_num, f"not valid CSV ({exc})") from None
+        except UnicodeDecodeError:
+            raise InputDataError(
+                f"{path} is not a CSV text file: it holds bytes that are not UTF-8 (binary data, or damage).",
+                hint=_HINT,
+            ) from None
 
     frame = pd.DataFrame(
         {name: np.asarray(values[name], dtype="float64") for name in columns_present},

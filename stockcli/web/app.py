@@ -4,9 +4,17 @@ It never writes: no schema upgrade, no upsert, no run lock, so it can stay up wh
 runs the daily job. A SQLite file that does not exist yet is not created; the page (and every JSON
 endpoint) then says which command fills it. Every script and style is served by the app itself.
 
-Endpoints kept from the replaced system, with their shapes: `GET /predictions/latest_for_table`,
-`GET /tickers`, `GET /historical_context_chart/{ticker}`. Added: `GET /performance`, `GET /models`,
-`GET /health`.
+Endpoints kept from the replaced system (chienlax/MLOps_StockPricePrediction, `src/api/main.py`), with
+its keys and value types and ours beside them: `GET /predictions/latest_for_table` (`status`, `data`:
+rows with `ticker`, `predicted_price`, `date`, `model_mlflow_run_id`), `GET /tickers` (`status`,
+`tickers`), `GET /historical_context_chart/{ticker}` (`status`, `ticker`, `historical_dates`,
+`historical_actuals`, `prediction_reference_date`, `predicted_price_for_ref_date`). Added:
+`GET /performance`, `GET /models`, `GET /health`. Every prediction (a table row, the chart's `predicted`)
+also carries its intervals and what is served: `lower_80`, `upper_80`, `lower_95`, `upper_95`, `median`,
+`p_up`, `source` with `p_value`, `interval_source` with `interval_p_value`, and `unseen`.
+
+Responses are cached per data version and carry an ETag (see `cache.py`): a repeated request costs
+one cheap query, and a client holding the bytes gets `304 Not Modified`.
 """
 
 from __future__ import annotations
@@ -16,8 +24,7 @@ import dataclasses
 import json
 import math
 import threading
-import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Hashable
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Annotated, Any
@@ -27,14 +34,18 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError
+from starlette.concurrency import run_in_threadpool
+from starlette.types import Scope
 
 from stockcli.config import TICKER_PATTERN, Settings, redact_url
 from stockcli.db import queries_report as queries
 from stockcli.errors import NoDataError, StockCliError
 from stockcli.services import report as report_service
 from stockcli.web import pages
+from stockcli.web.cache import NO_CACHE, CachedBody, CachedFirst, DataVersion, RegistryCache, ResponseCache
 
 MODELS_TTL_S = 60.0
+MAX_REMEMBERED_URLS = 4096
 MAX_CHART_SESSIONS = 1000
 MAX_HISTORY_ROWS = 5000
 
@@ -60,13 +71,16 @@ def to_plain(value: Any) -> Any:
     return str(value)
 
 
+def json_bytes(content: Any) -> bytes:
+    """Compact UTF-8 JSON of `to_plain(content)`: never NaN or Infinity (invalid JSON), they become null."""
+    return json.dumps(to_plain(content), allow_nan=False, ensure_ascii=False, separators=(",", ":")).encode()
+
+
 class SafeJSONResponse(JSONResponse):
     """JSON that never carries NaN or Infinity (invalid JSON): they become null."""
 
     def render(self, content: Any) -> bytes:
-        return json.dumps(
-            to_plain(content), allow_nan=False, ensure_ascii=False, separators=(",", ":")
-        ).encode()
+        return json_bytes(content)
 
 
 FILL_COMMAND = "stockcli daily"
@@ -91,7 +105,7 @@ def _unreadable(settings: Settings, exc: BaseException) -> ApiError:
 
 
 class Reader:
-    """Lazy, read-only access to the database and the registry, shared by all requests."""
+    """Lazy, read-only access to the database and the registry, and the response cache, for all requests."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -99,10 +113,11 @@ class Reader:
         self._engine: Engine | None = None
         self._ready = False
         self._lock = threading.Lock()
-        self._models: report_service.ModelsInfo | None = None
-        self._models_at = 0.0
-        self._models_lock = threading.Lock()
-        self._models_refreshing = False
+        self._version: DataVersion | None = None
+        self._ledger: tuple[str, Hashable] | None = None  # (data version, ledger epoch read at it)
+        self.registry = RegistryCache(lambda: report_service.model_versions(settings), ttl_s=MODELS_TTL_S)
+        self.responses = ResponseCache()
+        self._urls: dict[tuple[str, bytes], Hashable] = {}  # URL -> key, for the URLs answered with 200
 
     def engine(self) -> Engine:
         """The engine once the database holds data; raises ApiError 503 naming the command to run."""
@@ -117,8 +132,10 @@ class Reader:
                 raise _unreadable(self.settings, exc) from None
             if state != "ready":
                 raise ApiError(503, self.empty_message(state), report_service.FILL_HINT, command=FILL_COMMAND)
-            self._ready = True
             assert self._engine is not None
+            if self._version is None:
+                self._version = DataVersion(self._engine)
+            self._ready = True
             return self._engine
 
     def empty_message(self, state: str) -> str:
@@ -128,35 +145,114 @@ class Reader:
             "empty": f"The database {self.database_label} holds no bars and no predictions yet.",
         }.get(state, "The database is not ready.")
 
-    def models(self) -> report_service.ModelsInfo:
-        """Registry versions, cached for a minute (the first look-up imports MLflow: seconds).
+    def data_version(self) -> str:
+        """A token that changes whenever anything is committed to the database (see `cache.py`).
 
-        Only the very first look-up makes a request wait; later ones refresh in the background and
-        answer with the previous list meanwhile, so a slow tracking server never stalls the page.
+        Raises ApiError 503: with the command that fills an empty database, or saying why it
+        cannot be read.
         """
-        with self._models_lock:
-            if self._models is None:
-                self._refresh_models()
-            elif time.monotonic() - self._models_at > MODELS_TTL_S and not self._models_refreshing:
-                self._models_refreshing = True
-                threading.Thread(
-                    target=self._refresh_in_background, name="stockcli-registry", daemon=True
-                ).start()
-            assert self._models is not None
-            return self._models
+        engine = self.engine()
+        assert self._version is not None
+        try:
+            return self._version.token()
+        except (DBAPIError, OSError, engine.dialect.loaded_dbapi.Error) as exc:
+            raise _unreadable(self.settings, exc) from None
 
-    def _refresh_models(self) -> None:
-        self._models = report_service.model_versions(self.settings)
-        self._models_at = time.monotonic()
+    def ledger_epoch(self, data_version: str) -> Hashable:
+        """The newest ledger row's id, status and finish (a run started or finished), read once per data version."""
+        known = self._ledger
+        if known is not None and known[0] == data_version:
+            return known[1]
+        newest = queries.recent_runs(self.engine(), limit=1)
+        epoch: Hashable = tuple(newest[0].get(k) for k in ("id", "status", "finished_at")) if newest else ()
+        self._ledger = (data_version, epoch)
+        return epoch
 
-    def _refresh_in_background(self) -> None:
-        info = report_service.model_versions(self.settings)
-        with self._models_lock:
-            self._models, self._models_at, self._models_refreshing = info, time.monotonic(), False
+    def models(self, data_version: str | None = None) -> tuple[report_service.ModelsInfo, int]:
+        """Registry versions and their generation; looked up again when the ledger moved (see RegistryCache)."""
+        epoch = self.ledger_epoch(data_version) if data_version is not None else None
+        return self.registry.current(epoch)
+
+    async def models_now(self) -> tuple[report_service.ModelsInfo, int] | None:
+        """`models` from the event loop when nothing needs a thread (ledger epoch known), else None."""
+        version = await self.version_now()
+        known = self._ledger
+        if version is None or known is None or known[0] != version:
+            return None
+        return self.registry.current_now(known[1])
+
+    def readable_version(self) -> str | None:
+        """The data version, or None when the database is empty or cannot be read."""
+        try:
+            return self.data_version()
+        except ApiError:
+            return None
+
+    def respond(
+        self, request: Request, key: Hashable, version: str, build: Callable[[], CachedBody]
+    ) -> Response:
+        """The body cached for `key` at `version` (built when missing), or 304 when the client holds it."""
+        return answer(request, self.responses.get(key, version, build))
+
+    def serve(self, request: Request, key: Hashable, build: Callable[[Engine], CachedBody]) -> Response:
+        """A response that depends on the database only, keyed by `key` at the current data version."""
+        engine = self.engine()
+        response = self.respond(request, key, self.data_version(), lambda: build(engine))
+        self.remember_url(request, key)
+        return response
+
+    def remember_url(self, request: Request, key: Hashable) -> None:
+        """Let `cached_for_url` answer this URL from now on (it was validated and answered with 200)."""
+        if len(self._urls) >= MAX_REMEMBERED_URLS:
+            self._urls.clear()  # hostile or odd query strings: forget them all, the routes still answer
+        self._urls[(request.scope["path"], request.scope["query_string"])] = key
+
+    async def cached_for_url(self, scope: Scope) -> CachedBody | None:
+        """For the CachedFirst middleware: the bytes cached for this URL at the current data version."""
+        key = self._urls.get((scope["path"], scope["query_string"]))
+        return None if key is None else await self.cached_now(key)
+
+    async def version_now(self) -> str | None:
+        """The data version read from the event loop (SQLite: at once; PostgreSQL: on an async connection).
+
+        The fast path, once the database is ready; None sends the request to the thread pool
+        (`data_version`), which opens, waits or answers 503.
+        """
+        if not self._ready or self._version is None:
+            return None
+        return await self._version.token_async()
+
+    async def cached_now(self, key: Hashable) -> CachedBody | None:
+        """The body cached for `key` at the current data version, when the event loop can tell.
+
+        None sends the request to the thread pool (`serve`), which may query, build or answer 503.
+        """
+        version = await self.version_now()
+        return None if version is None else self.responses.lookup(key, version)
+
+    async def serve_async(
+        self, request: Request, key: Hashable, build: Callable[[Engine], CachedBody]
+    ) -> Response:
+        """`serve` for an `async def` route: a cache hit is answered in the event loop, with no thread hop."""
+        cached = await self.cached_now(key)
+        if cached is not None:
+            self.remember_url(request, key)
+            return answer(request, cached)
+        return await run_in_threadpool(self.serve, request, key, build)
 
     def close(self) -> None:
+        if self._version is not None:
+            self._version.close()
         if self._engine is not None:
             self._engine.dispose()
+
+
+def answer(request: Request, body: CachedBody) -> Response:
+    """The cached bytes with their ETag, or `304 Not Modified` when the client's If-None-Match names them."""
+    headers = {"ETag": body.etag, "Cache-Control": NO_CACHE}
+    if body.matches(request.headers.get("if-none-match")):
+        return Response(status_code=304, headers=headers)
+    return Response(body.body, media_type=body.media_type, headers=headers)
 
 
 def parse_ticker(raw: str) -> str:
@@ -191,6 +287,8 @@ def create_app(settings: Settings, *, warm_registry: bool = True) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.reader = reader
+    # Cached bytes of a URL the routes already answered go out before routing (see cache.py).
+    app.add_middleware(CachedFirst, lookup=reader.cached_for_url)
     app.mount("/static", StaticFiles(directory=str(pages.STATIC_DIR)), name="static")
 
     @app.exception_handler(ApiError)
@@ -215,80 +313,44 @@ def create_app(settings: Settings, *, warm_registry: bool = True) -> FastAPI:
         return await api_error(request, ApiError(503, exc.message, exc.hint, command=command))
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
-    def dashboard(ticker: str | None = None) -> Response:
+    def dashboard(request: Request, ticker: str | None = None) -> Response:
         try:
             engine = reader.engine()
+            version = reader.data_version()
         except ApiError as exc:
             if exc.status_code != 503:
                 raise
             return _empty_page(reader, exc)
         selected = parse_ticker(ticker) if ticker else None
-        tickers = queries.known_tickers(engine, preferred=settings.data.tickers)
-        if selected is not None and selected not in tickers:
-            raise ApiError(404, f"Unknown ticker {selected!r}.", f"Known tickers: {', '.join(tickers)}.")
-        report = report_service.build_report(
-            settings,
-            engine=engine,
-            models=reader.models(),
-            close_sessions=30,
-            runs_limit=8,
-            promotions_limit=8,
-        )
-        if selected is None:
-            predicted = {p.ticker for p in report.predictions}
-            selected = next((t for t in tickers if t in predicted), tickers[0] if tickers else None)
-        series = report_service.close_series(engine, selected, sessions=60) if selected else None
-        production = next((m for m in report.models if m.version == report.production_version), None)
-        html = pages.render(
-            "index.html",
-            tickers=tickers,
-            selected=selected,
-            series=series,
-            predictions=report.predictions,
-            series_by_ticker={s.ticker: s for s in report.recent_closes},
-            performance=report.performance,
-            window_sessions=report.window_sessions,
-            models=report.models,
-            production=production,
-            production_version=report.production_version,
-            runs=report.runs,
-            promotions=report.promotions,
-            notes=report.notes,
-        )
-        return HTMLResponse(html)
+        info, generation = reader.models(version)
 
+        def build() -> CachedBody:
+            html = _dashboard_html(settings, engine, selected=selected, models=info)
+            return CachedBody.of(html.encode(), "text/html")
+
+        return reader.respond(request, ("page", selected), f"{version}|r{generation}", build)
+
+    # The JSON routes are `async def`: a cache hit never leaves the event loop (Reader.serve_async).
     @app.get("/predictions/latest_for_table")
-    def latest_for_table() -> Response:
-        """The newest prediction per ticker, as table rows."""
-        engine = reader.engine()
-        rows = [
-            {
-                "ticker": p.ticker,
-                "date": p.target_date,
-                "target_date": p.target_date,
-                "predicted_price": p.predicted_close,
-                "predicted_close": p.predicted_close,
-                "base_date": p.base_date,
-                "base_close": p.base_close,
-                "change": p.change,
-                "change_pct": None if p.change is None else p.change * 100.0,
-                "model_version": p.model_version,
-                "as_of": p.as_of,
-                "dataset_run_id": p.dataset_run_id,
-                "created_at": p.created_at,
-            }
-            for p in report_service.latest_predictions(engine)
-        ]
-        return SafeJSONResponse(rows)
+    async def latest_for_table(request: Request) -> Response:
+        """The newest prediction per ticker, as table rows: `{"status": "success", "data": [...]}`."""
+        return await reader.serve_async(
+            request, ("latest_for_table",), lambda engine: _json_body(latest_table_json(engine))
+        )
 
     @app.get("/tickers")
-    def tickers() -> Response:
-        """Tickers with stored bars or predictions."""
-        engine = reader.engine()
-        return SafeJSONResponse(queries.known_tickers(engine, preferred=settings.data.tickers))
+    async def tickers(request: Request) -> Response:
+        """Tickers with stored bars or predictions: `{"status": "success", "tickers": [...]}`."""
+
+        def build(engine: Engine) -> CachedBody:
+            known = queries.known_tickers(engine, preferred=settings.data.tickers)
+            return _json_body({"status": "success", "tickers": known})
+
+        return await reader.serve_async(request, ("tickers",), build)
 
     @app.get("/historical_context_chart/{ticker}")
-    def historical_context_chart(
+    async def historical_context_chart(
+        request: Request,
         ticker: str,
         sessions: Annotated[
             int, Query(ge=2, le=MAX_CHART_SESSIONS, description="Recent sessions to return.")
@@ -296,77 +358,165 @@ def create_app(settings: Settings, *, warm_registry: bool = True) -> FastAPI:
     ) -> Response:
         """Recent actual closes of one ticker plus its newest prediction and the naive forecast."""
         cleaned = parse_ticker(ticker)
-        engine = reader.engine()
-        if not queries.ticker_exists(engine, cleaned):
-            raise ApiError(
-                404,
-                f"Unknown ticker {cleaned!r}.",
-                f"Known tickers: {', '.join(queries.known_tickers(engine, preferred=settings.data.tickers))}.",
-            )
-        series = report_service.close_series(engine, cleaned, sessions=sessions)
-        prediction = series.prediction
-        naive = series.naive
-        return SafeJSONResponse(
-            {
-                "ticker": cleaned,
-                "dates": list(series.dates),
-                "actual": list(series.closes),
-                "predicted": None
-                if prediction is None
-                else {
-                    "date": prediction.target_date,
-                    "value": prediction.predicted_close,
-                    "base_date": prediction.base_date,
-                    "base_close": prediction.base_close,
-                    "model_version": prediction.model_version,
-                },
-                "naive": None if naive is None else {"date": naive[0], "value": naive[1]},
-            }
-        )
+
+        def build(engine: Engine) -> CachedBody:
+            if not queries.ticker_exists(engine, cleaned):
+                known = queries.known_tickers(engine, preferred=settings.data.tickers)
+                raise ApiError(404, f"Unknown ticker {cleaned!r}.", f"Known tickers: {', '.join(known)}.")
+            return _json_body(chart_json(report_service.close_series(engine, cleaned, sessions=sessions)))
+
+        return await reader.serve_async(request, ("chart", cleaned, sessions), build)
 
     @app.get("/performance")
-    def performance(
+    async def performance(
+        request: Request,
         ticker: str | None = None,
         limit: Annotated[int, Query(ge=1, le=MAX_HISTORY_ROWS, description="Most history rows.")] = 250,
     ) -> Response:
         """Rolling live accuracy per ticker (the monitoring window) and the scored sessions behind it."""
         cleaned = parse_ticker(ticker) if ticker else None
-        engine = reader.engine()
-        if cleaned is not None and not queries.ticker_exists(engine, cleaned):
-            raise ApiError(404, f"Unknown ticker {cleaned!r}.")
-        return SafeJSONResponse(
-            {
-                "window_sessions": settings.monitor.window_sessions,
-                "summary": report_service.live_performance(settings, engine=engine, ticker=cleaned),
-                "history": report_service.scored_sessions(engine, limit=limit, ticker=cleaned),
-            }
-        )
 
-    @app.get("/models")
-    def models() -> Response:
-        """Registered model versions and the one holding the Production alias."""
-        info = reader.models()
-        return SafeJSONResponse(
-            {"production_version": info.production_version, "versions": info.versions, "note": info.note}
-        )
-
-    @app.get("/health")
-    def health() -> Response:
-        """Always 200: `ok`, `empty` (with the command that fills it) or `unavailable` (cannot read it)."""
-        try:
-            reader.engine()
-        except ApiError as exc:
-            return SafeJSONResponse(
+        def build(engine: Engine) -> CachedBody:
+            if cleaned is not None and not queries.ticker_exists(engine, cleaned):
+                raise ApiError(404, f"Unknown ticker {cleaned!r}.")
+            return _json_body(
                 {
-                    "status": "empty" if exc.command else "unavailable",
-                    "detail": exc.detail,
-                    "hint": exc.hint,
-                    "command": exc.command,
+                    "window_sessions": settings.monitor.window_sessions,
+                    "summary": report_service.live_performance(settings, engine=engine, ticker=cleaned),
+                    "history": report_service.scored_sessions(engine, limit=limit, ticker=cleaned),
                 }
             )
+
+        return await reader.serve_async(request, ("performance", cleaned, limit), build)
+
+    @app.get("/models")
+    async def models(request: Request) -> Response:
+        """Registered model versions and the one holding the Production alias."""
+        now = await reader.models_now()
+        if now is None:
+            now = await run_in_threadpool(lambda: reader.models(reader.readable_version()))
+        info, generation = now
+        body = {"production_version": info.production_version, "versions": info.versions, "note": info.note}
+        return reader.respond(request, ("models",), f"r{generation}", lambda: _json_body(body))
+
+    @app.get("/health")
+    async def health() -> Response:
+        """200 `ok` when the database answers; 200 `empty` for a fresh install; 503 `unavailable`.
+
+        An empty database (no file, no tables, or no rows yet) is a fresh install, not a broken one:
+        the server works and says which command fills it, and restarting it would change nothing,
+        so a supervisor must not restart it (the data endpoints answer 503 with that command
+        meanwhile). A database that cannot be read (down, wrong URL, schema behind) answers 503.
+        Every call asks the database (the data-version query), so `ok` means it answered just now.
+        """
+        if await reader.version_now() is None:
+            try:
+                await run_in_threadpool(reader.data_version)
+            except ApiError as exc:
+                body = {"detail": exc.detail, "hint": exc.hint, "command": exc.command}
+                if exc.command:
+                    return SafeJSONResponse({"status": "empty", **body})
+                return SafeJSONResponse({"status": "unavailable", **body}, status_code=503)
         return SafeJSONResponse({"status": "ok", "database": reader.database_label})
 
     return app
+
+
+def latest_table_json(engine: Engine) -> dict[str, Any]:
+    """`/predictions/latest_for_table`: the replaced system's `status` and `data` rows, ours beside them.
+
+    Each row keeps the replaced system's `ticker`, `predicted_price` (float), `date` (the target session,
+    ISO text) and `model_mlflow_run_id` (text or null: stockcli names a model by its registry
+    version, `model_version`), followed by every field of the stored prediction (`PredictionRow`: the
+    intervals, `p_up`, `source`, `interval_source`, `unseen` and the p-values among them).
+    """
+    rows = []
+    for prediction in report_service.latest_predictions(engine):
+        row: dict[str, Any] = {
+            "ticker": prediction.ticker,
+            "predicted_price": prediction.predicted_close,
+            "date": prediction.target_date,
+            "model_mlflow_run_id": None,
+        }
+        row.update(to_plain(prediction))  # new prediction fields flow through as they are
+        row["change_pct"] = None if prediction.change is None else prediction.change * 100.0
+        rows.append(row)
+    return {"status": "success", "data": rows}
+
+
+def chart_json(series: report_service.CloseSeries) -> dict[str, Any]:
+    """`/historical_context_chart/{ticker}`: the replaced system's keys, then ours.
+
+    `historical_dates`/`historical_actuals` are the recent sessions and closes (the same as `dates`/
+    `actual`); `prediction_reference_date` and `predicted_price_for_ref_date` are the newest
+    prediction's target session and price (null when the ticker has none yet). `predicted` holds that
+    prediction as `date` and `value` plus every `PredictionRow` field (its 80% and 95% bounds, median,
+    `p_up`, sources and p-values, `unseen`): what the dashboard's fan chart draws.
+    """
+    prediction = series.prediction
+    naive = series.naive
+    dates, closes = list(series.dates), list(series.closes)
+    predicted = None
+    if prediction is not None:
+        predicted = {
+            "date": prediction.target_date,
+            "value": prediction.predicted_close,
+            **to_plain(prediction),
+        }
+    return {
+        "status": "success",
+        "ticker": series.ticker,
+        "historical_dates": dates,
+        "historical_actuals": closes,
+        "prediction_reference_date": None if prediction is None else prediction.target_date,
+        "predicted_price_for_ref_date": None if prediction is None else prediction.predicted_close,
+        "dates": dates,
+        "actual": closes,
+        "predicted": predicted,
+        "naive": None if naive is None else {"date": naive[0], "value": naive[1]},
+    }
+
+
+def _json_body(content: Any) -> CachedBody:
+    return CachedBody.of(json_bytes(content), "application/json")
+
+
+def _dashboard_html(
+    settings: Settings, engine: Engine, *, selected: str | None, models: report_service.ModelsInfo
+) -> str:
+    """The page for `selected` (None: the first ticker with a prediction); ApiError 404 for an unknown one."""
+    tickers = queries.known_tickers(engine, preferred=settings.data.tickers)
+    if selected is not None and selected not in tickers:
+        raise ApiError(404, f"Unknown ticker {selected!r}.", f"Known tickers: {', '.join(tickers)}.")
+    report = report_service.build_report(
+        settings,
+        engine=engine,
+        models=models,
+        close_sessions=30,
+        runs_limit=8,
+        promotions_limit=8,
+    )
+    if selected is None:
+        predicted = {p.ticker for p in report.predictions}
+        selected = next((t for t in tickers if t in predicted), tickers[0] if tickers else None)
+    series = report_service.close_series(engine, selected, sessions=60) if selected else None
+    production = next((m for m in report.models if m.version == report.production_version), None)
+    return pages.render(
+        "index.html",
+        tickers=tickers,
+        selected=selected,
+        series=series,
+        predictions=report.predictions,
+        series_by_ticker={s.ticker: s for s in report.recent_closes},
+        performance=report.performance,
+        window_sessions=report.window_sessions,
+        models=report.models,
+        production=production,
+        production_version=report.production_version,
+        runs=report.runs,
+        promotions=report.promotions,
+        notes=report.notes,
+    )
 
 
 def _wants_html(request: Request) -> bool:

@@ -7,7 +7,6 @@ built by `charts.py` (which escapes its own text) and our own stylesheet are ins
 from __future__ import annotations
 
 import functools
-import math
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any
@@ -15,27 +14,11 @@ from typing import Any
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from stockcli.services.report import Report
-from stockcli.web import charts
+from stockcli.web import charts, formats
 
 WEB_DIR = Path(__file__).resolve().parent
 TEMPLATES_DIR = WEB_DIR / "templates"
 STATIC_DIR = WEB_DIR / "static"
-
-
-def _number(value: Any, digits: int = 2) -> str:
-    if value is None or isinstance(value, bool):
-        return "-"
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return str(value)
-    return f"{number:,.{digits}f}" if math.isfinite(number) else "-"
-
-
-def _percent(value: Any, digits: int = 2, signed: bool = False) -> str:
-    if value is None or not isinstance(value, int | float) or not math.isfinite(value):
-        return "-"
-    return f"{value * 100:+.{digits}f}%" if signed else f"{value * 100:.{digits}f}%"
 
 
 def _day(value: date | None) -> str:
@@ -55,7 +38,7 @@ def format_metrics(values: dict[str, Any] | None) -> str:
     for name, value in values.items():
         if isinstance(value, int | float) and not isinstance(value, bool):
             digits = 4 if abs(value) < 1 else 2
-            parts.append(f"{name} {_number(float(value), digits)}")
+            parts.append(f"{name} {formats.number(float(value), digits)}")
         else:
             parts.append(f"{name} {value}")
     return ", ".join(parts)
@@ -65,11 +48,11 @@ def metrics_brief(values: dict[str, Any] | None) -> str:
     """`MAE 5.16 (naive 3.35), skill -29.7%` when those are there; otherwise every metric."""
     if not values or "mae" not in values:
         return format_metrics(values)
-    text = f"MAE {_number(values['mae'])}"
+    text = f"MAE {formats.number(values['mae'])}"
     if values.get("naive_mae") is not None:
-        text += f" (naive {_number(values['naive_mae'])})"
+        text += f" (naive {formats.number(values['naive_mae'])})"
     if isinstance(values.get("skill"), int | float):
-        text += f", skill {_percent(values['skill'], 1, True)}"
+        text += f", skill {formats.percent(values['skill'], 1, True)}"
     return text
 
 
@@ -82,14 +65,17 @@ def environment() -> Environment:
         lstrip_blocks=True,
     )
     env.filters.update(
-        number=_number,
-        percent=_percent,
+        number=formats.number,
+        percent=formats.percent,
+        p_value=formats.p_value,
+        interval=formats.interval,
+        percent_interval=formats.percent_interval,
         day=_day,
         moment=_moment,
         metrics=format_metrics,
         metrics_brief=metrics_brief,
     )
-    env.globals.update(price_chart=charts.price_chart_svg, sparkline=charts.sparkline_svg)
+    env.globals.update(fan_chart=charts.fan_chart_svg, sparkline=charts.sparkline_svg)
     return env
 
 

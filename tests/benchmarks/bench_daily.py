@@ -1,5 +1,5 @@
 """Benchmark: `stockcli daily` with a trained model against the bare import of its heavy libraries,
-and `backtest` sessions per second.
+`backtest` sessions per second, and `predict` / `daily` at 500 tickers.
 
     make bench
     .venv/bin/python -m pytest -q -s -m benchmark tests/benchmarks/bench_daily.py
@@ -19,6 +19,20 @@ source, 4 tickers, 22 indicators) except a small training budget, bootstrapped b
    too, and what remains is interpreter start-up, imports and the registry's store.
 2. `backtest`: `--sessions` sessions replayed after the first one bootstraps, in this process (as
    the command runs them), no retrain (a long cooldown); sessions per second after the bootstrap.
+3. Scale (issue 10, item 8; `--only scale`): the synthetic market of `synthetic.py` (^MKT and 499
+   stocks over 2010..2019, listing dates spread over the ten years, ~5% with gaps, ~5% delisted) in
+   a csv folder, its bars stored up to the next-to-last session, and a tiny Production model (one
+   epoch, hidden 8) trained, calibrated and promoted by the real services on the 500-ticker dataset
+   (`--model-tickers N`: on N tickers only, the others then served unseen). Measured:
+   - `python -m stockcli --json predict` as of that session with a config whose watchlist is the
+     500, and one whose watchlist is 4 of them (^MKT and three old stocks), each in a fresh process,
+     interleaved, `--repeats` times: wall times, the ratio of the medians (goal <= 1.5x), the peak
+     RSS (`wait4`), and what failed (delisted: stale; listed in the last weeks: too little history);
+   - one more predict for 500 under cProfile: the cumulative time of each part of the predict path
+     and the functions with the most own time;
+   - `daily` as of the last session (fetch one new bar per ticker from the csv folder, score the
+     predictions made the session before, predict; no retrain) for 4 and for 500 tickers, each in a
+     fresh process on a fresh copy of the data dir: wall time and peak RSS.
 """
 
 from __future__ import annotations
@@ -83,7 +97,7 @@ runpy.run_module("stockcli", run_name="__main__")
 """
 
 
-# The bare imports as `stockcli.ml.registry.heavy_import` does them: collector paused, then frozen.
+# The bare imports as `stockcli.ml.imports.heavy_import` does them: collector paused, then frozen.
 PAUSED_IMPORT = "import gc; gc.disable(); import {}; gc.freeze(); gc.enable()"
 
 
@@ -221,11 +235,273 @@ def bench_backtest(workdir: Path, sessions: int) -> dict[str, Any]:
     return {"sessions_per_s": per_s, "session_ms": replay_s / sessions * 1000, "bootstrap_s": bootstrap_s}
 
 
+# --- scale: predict for 500 tickers against 4, and the peak memory of daily (issue 10, item 8) ---------
+
+# A tiny model is enough: the figures concern serving, and a global model serves any watchlist. The
+# test split is kept to 1% of the dates: `train` scores its test windows with a per-window lookup of
+# `WindowSet.tickers` (a list rebuilt on each access), quadratic in the test windows: ~100 minutes for
+# the 151k test windows of 500 tickers with the default 15% (reported; services/train.py).
+SCALE_BUDGET = """\
+[dataset]
+train_fraction = 0.84
+validation_fraction = 0.15
+[training]
+epochs = 1
+patience = 1
+hidden_size = 8
+batch_size = 512
+[tuning]
+n_trials = 1
+epochs = 1
+model_types = ["lstm"]
+"""
+# Functions of the predict path whose cumulative time the profile summary lists (file part, name).
+PREDICT_PARTS = (
+    ("the `predict` command inside the run lock", "services/predict.py", "predict"),
+    ("  load the model bundle (registry)", "ml/registry.py", "load_bundle"),
+    ("  score matured predictions (monitor)", "services/monitor.py", "evaluate_matured"),
+    ("  load bars (SQL + frames)", "db/bars.py", "load_bars"),
+    ("  forecast: inputs + network", "ml/forecast.py", "forecast"),
+    ("    build_inputs (features of every series)", "features/dataset.py", "build_inputs"),
+    ("      make_panel", "features/dataset.py", "make_panel"),
+    ("        compute_model_features", "features/indicators.py", "compute_model_features"),
+    ("    the network (predict_distribution)", "ml/training.py", "predict_distribution"),
+    ("  baseline quantiles (GARCH, rolling)", "ml/forecast.py", "baseline_quantiles"),
+    ("    fit_garch (unseen tickers)", "ml/baselines.py", "fit_garch"),
+    ("  calibrated quantiles", "ml/forecast.py", "calibrated_quantiles"),
+    ("  serving selection + interval state", "db/serving.py", "load_selection"),
+    ("  save predictions", "db/predictions.py", "save_predictions"),
+    ("  write prediction files", "services/predict.py", "_write_files"),
+    ("resolve Production (registry)", "services/predict.py", "production_version"),
+    ("open the database + migrations", "db/engine.py", "open_database"),
+)
+
+
+def scale_workspace(workdir: Path, *, model_tickers: int = 500) -> dict[str, Any]:
+    """500 synthetic tickers in a csv folder and a database (up to the next-to-last session), and a
+    tiny Production model trained on `model_tickers` of them (set-up, not measured)."""
+    from stockcli.config import load_settings
+    from stockcli.db.engine import open_database
+    from stockcli.services.build import build
+    from stockcli.services.process import process
+    from stockcli.services.promote import promote
+    from stockcli.services.train import train
+    from tests.benchmarks.synthetic import make_market, store_bars, write_config, write_csv_folder
+
+    saved = workdir / "workspace.json"
+    if saved.is_file():  # a workspace set up by an earlier run with the same --workdir: reused
+        space = json.loads(saved.read_text())
+        space["configs"] = {k if k == "model" else int(k): Path(v) for k, v in space["configs"].items()}
+        print(f"scale set-up reused from {workdir}: {space['market']}")
+        return space  # type: ignore[no-any-return]
+    workdir.mkdir(parents=True, exist_ok=True)
+    steps: dict[str, float] = {}
+    begin = time.perf_counter()
+    market = make_market(500)
+    write_csv_folder(market, workdir / "bars")
+    steps["bars (generate + csv files)"] = time.perf_counter() - begin
+    as_of, next_as_of = market.sessions[-2], market.sessions[-1]
+    few = market.predictable(4)
+    trained_on = (
+        list(market.tickers) if model_tickers >= len(market.tickers) else market.predictable(model_tickers)
+    )
+    configs = {
+        n: write_config(
+            workdir / f"watchlist-{n}.toml",
+            tickers,
+            csv_dir=workdir / "bars",
+            data_dir=workdir / "data",
+            extra=SCALE_BUDGET,
+        )
+        for n, tickers in ((500, list(market.tickers)), (4, few), ("model", trained_on))
+    }
+    settings = load_settings(configs["model"], environ={})
+    engine = open_database(settings)
+    begin = time.perf_counter()
+    store_bars(engine, market, end=as_of)
+    steps["store bars"] = time.perf_counter() - begin
+    begin = time.perf_counter()
+    processed = process(settings=settings, engine=engine, as_of=as_of)
+    build(settings=settings, engine=engine, run_id=processed.run_id)
+    steps["process + build"] = time.perf_counter() - begin
+    begin = time.perf_counter()
+    trained = train(settings=settings, engine=engine, run_id=processed.run_id, epochs=1)
+    steps["train (1 epoch, hidden 8)"] = time.perf_counter() - begin
+    begin = time.perf_counter()
+    promoted = promote(settings=settings, engine=engine, version=trained.model_version, run_lock_held=False)
+    steps["promote"] = time.perf_counter() - begin
+    engine.dispose()
+    assert promoted.promoted, promoted.reason
+    print(
+        f"scale set-up (not measured): {market.describe()}; model version {trained.model_version} trained on "
+        f"{len(trained_on)} tickers; " + ", ".join(f"{k} {v:.0f} s" for k, v in steps.items())
+    )
+    space = {
+        "market": market.describe(),
+        "configs": {str(k): str(v) for k, v in configs.items()},
+        "as_of": as_of.isoformat(),
+        "next_as_of": next_as_of.isoformat(),
+        "few": few,
+        "model_tickers": len(trained_on),
+        "setup_s": steps,
+    }
+    saved.write_text(json.dumps(space))
+    return {**space, "configs": configs}
+
+
+def _stockcli(config: Path, *args: str) -> tuple[list[str], dict[str, str]]:
+    return [sys.executable, "-m", "stockcli", *args], child_env(config)
+
+
+def _checked(measured: Any, what: str) -> dict[str, Any]:
+    """The JSON a `--json` run printed; exit 0 or 3 (some tickers failed, the rest predicted) only."""
+    if measured.returncode not in (0, 3):
+        raise RuntimeError(
+            f"{what} exited {measured.returncode}:\n{measured.stdout[-3000:]}\n{measured.stderr[-3000:]}"
+        )
+    return json.loads(measured.stdout)  # type: ignore[no-any-return]
+
+
+def _failures(payload: dict[str, Any]) -> str:
+    kinds: dict[str, int] = {}
+    for item in payload.get("failed", []):
+        kinds[item["kind"]] = kinds.get(item["kind"], 0) + 1
+    return ", ".join(f"{n} {k}" for k, n in sorted(kinds.items())) or "none"
+
+
+def profile_summary(stats_path: Path, wall_s: float, top: int = 15) -> list[str]:
+    """Where a profiled run's time went: the listed predict parts, then the top functions by own time."""
+    import pstats
+
+    stats = pstats.Stats(str(stats_path))
+    table = stats.stats  # type: ignore[attr-defined]
+    total = max(v[3] for v in table.values())  # the outermost frame's cumulative time
+    lines = [f"    profiled run: {wall_s:.1f} s wall, {total:.1f} s in the profile (cProfile adds overhead)"]
+    lines.append("    cumulative time of the predict path:")
+    for label, file_part, name in PREDICT_PARTS:
+        found = [v for (file, _line, func), v in table.items() if func == name and file.endswith(file_part)]
+        if found:
+            cumulative = max(v[3] for v in found)
+            calls = sum(v[1] for v in found)
+            lines.append(
+                f"      {label:48s} {cumulative:7.2f} s {100 * cumulative / total:4.0f}%  ({calls} calls)"
+            )
+    imports = [v for (file, _line, func), v in table.items() if func == "_find_and_load"]
+    if imports:
+        cumulative = max(v[3] for v in imports)
+        lines.append(
+            f"      {'imports (_find_and_load, outermost)':48s} {cumulative:7.2f} s {100 * cumulative / total:4.0f}%"
+        )
+    lines.append(f"    top {top} functions by own time:")
+    own = sorted(table.items(), key=lambda item: -item[1][2])[:top]
+    for (file, line, func), v in own:
+        where = file.split("site-packages/")[-1].replace(str(ROOT) + "/", "")
+        lines.append(f"      {v[2]:7.2f} s own {v[3]:7.2f} s cum {v[1]:>8} calls  {func} ({where}:{line})")
+    return lines
+
+
+def bench_scale(
+    workdir: Path, repeats: int, *, model_tickers: int = 500, profile: bool = True
+) -> dict[str, Any]:
+    """`predict` for 500 tickers against 4 (fresh processes, interleaved), a profile of the 500 one,
+    and the peak memory of `daily` for 500 (and 4) tickers the next session."""
+    from tests.benchmarks.synthetic import machine_load, run_measured
+
+    space = scale_workspace(workdir, model_tickers=model_tickers)
+    configs, as_of, next_as_of = space["configs"], space["as_of"], space["next_as_of"]
+    loads = [machine_load()]
+    runs: dict[int, list[Any]] = {4: [], 500: []}
+    payloads: dict[int, dict[str, Any]] = {}
+    for _ in range(repeats):
+        for n in (4, 500):
+            command, env = _stockcli(configs[n], "--as-of", as_of, "--json", "predict")
+            measured = run_measured(command, env=env, cwd=ROOT)
+            payloads[n] = _checked(measured, f"predict for {n} tickers")
+            runs[n].append(measured)
+    loads.append(machine_load())
+    walls = {n: [m.wall_s for m in runs[n]] for n in runs}
+    medians = {n: statistics.median(walls[n]) for n in walls}
+    figures: dict[str, Any] = {
+        "market": space["market"],
+        "model_tickers": space["model_tickers"],
+        "predict_s": walls,
+        "predict_median_s": medians,
+        "predict_ratio": medians[500] / medians[4],
+        "predict_ratios": [a / b for a, b in zip(walls[500], walls[4], strict=True)],
+        "predict_peak_rss_gib": {n: max(m.peak_rss_gib for m in runs[n]) for n in runs},
+        "predicted": {n: len(payloads[n]["predictions"]) for n in payloads},
+        "failed": {n: _failures(payloads[n]) for n in payloads},
+        "unseen": sum(1 for p in payloads[500]["predictions"] if p.get("unseen")),
+    }
+    print(f"machine while predicting: {loads[0]} before, {loads[1]} after")
+    print(
+        f"predict as of {as_of} (fresh `python -m stockcli --json predict`; model trained on {space['model_tickers']} "
+        f"tickers, {figures['unseen']} of the predicted ones unseen):"
+    )
+    for n in (4, 500):
+        print(
+            f"  {n:>3} tickers: "
+            + ", ".join(f"{s:.2f}" for s in walls[n])
+            + f" s (median {medians[n]:.2f} s), "
+            f"peak RSS {figures['predict_peak_rss_gib'][n]:.2f} GiB; predicted {figures['predicted'][n]}, "
+            f"failed: {figures['failed'][n]}"
+        )
+    print(
+        f"  500 / 4 = {figures['predict_ratio']:.2f}x (goal <= 1.5x; per pair: "
+        f"{', '.join(f'{r:.2f}' for r in figures['predict_ratios'])})"
+    )
+
+    if profile:
+        stats_path = workdir / "predict-500.prof"
+        command, env = _stockcli(configs[500], "--as-of", as_of, "--json", "predict")
+        command = [sys.executable, "-m", "cProfile", "-o", str(stats_path), *command[1:]]
+        measured = run_measured(command, env=env, cwd=ROOT)
+        _checked(measured, "profiled predict for 500 tickers")
+        figures["profile"] = profile_summary(stats_path, measured.wall_s)
+        print("  profile of predict for 500 tickers:")
+        print("\n".join(figures["profile"]))
+
+    # daily the next session: fetch one new bar per ticker from the csv folder, score yesterday's
+    # predictions, predict; each run on a fresh copy of the data dir as the predictions left it.
+    data_dir = workdir / "data"
+    pristine = workdir / "pristine"
+    shutil.copytree(data_dir, pristine, ignore=shutil.ignore_patterns("stockcli.lock"))
+    daily: dict[int, Any] = {}
+    daily_payloads: dict[int, dict[str, Any]] = {}
+    for n in (4, 500):
+        shutil.rmtree(data_dir)
+        shutil.copytree(pristine, data_dir)
+        command, env = _stockcli(configs[n], "--as-of", next_as_of, "--json", "daily")
+        daily[n] = run_measured(command, env=env, cwd=ROOT)
+        daily_payloads[n] = _checked(daily[n], f"daily for {n} tickers")
+    figures["daily_s"] = {n: m.wall_s for n, m in daily.items()}
+    figures["daily_peak_rss_gib"] = {n: m.peak_rss_gib for n, m in daily.items()}
+    figures["daily_retrained"] = {n: p["retrained"] for n, p in daily_payloads.items()}
+    print(
+        f"daily as of {next_as_of} (fresh process; fetch from the csv folder, monitor, predict) [{machine_load()}]:"
+    )
+    for n in (4, 500):
+        payload = daily_payloads[n]
+        print(
+            f"  {n:>3} tickers: {daily[n].wall_s:.1f} s, peak RSS {daily[n].peak_rss_gib:.2f} GiB; predicted "
+            f"{len(payload['predictions'])}, failed: {_failures(payload)}, retrained: {payload['retrained']}"
+        )
+    print(f"  peak RSS 500 / 4 = {daily[500].peak_rss_bytes / daily[4].peak_rss_bytes:.2f}x")
+    return figures
+
+
 @pytest.mark.benchmark
 def test_daily_against_bare_imports_and_backtest_speed(tmp_path: Path) -> None:
     daily = bench_daily(tmp_path / "daily", repeats=3)
     backtest = bench_backtest(tmp_path / "backtest", sessions=20)
     assert daily["ratio"] > 0 and backtest["sessions_per_s"] > 0
+
+
+@pytest.mark.benchmark
+def test_predict_500_tickers_against_4_and_daily_memory(tmp_path: Path) -> None:
+    figures = bench_scale(tmp_path / "scale", repeats=3)
+    assert figures["predicted"][500] > 400 and figures["predicted"][4] == 4
+    assert not any(figures["daily_retrained"].values())
 
 
 def main() -> None:
@@ -235,7 +511,14 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--sessions", type=int, default=20)
     parser.add_argument("--workdir", type=Path, default=None)
-    parser.add_argument("--only", choices=("daily", "backtest"), default=None)
+    parser.add_argument("--only", choices=("daily", "backtest", "scale"), default=None)
+    parser.add_argument(
+        "--model-tickers",
+        type=int,
+        default=500,
+        help="scale: train the Production model on this many tickers (fewer: the rest are served unseen)",
+    )
+    parser.add_argument("--no-profile", action="store_true", help="scale: skip the profiled predict run")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="stockcli-bench-daily-") as folder:
         workdir = args.workdir or Path(folder)
@@ -243,6 +526,10 @@ def main() -> None:
             bench_daily(workdir / "daily", args.repeats)
         if args.only in (None, "backtest"):
             bench_backtest(workdir / "backtest", args.sessions)
+        if args.only in (None, "scale"):
+            bench_scale(
+                workdir / "scale", args.repeats, model_tickers=args.model_tickers, profile=not args.no_profile
+            )
 
 
 if __name__ == "__main__":

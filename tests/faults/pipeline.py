@@ -306,11 +306,12 @@ def versions(workspace: Workspace) -> list[str]:
 def weights_sha(workspace: Workspace, version: str) -> str:
     """The SHA-256 of a registered version's weights, as recorded in its bundle.json."""
     from stockcli.ml import registry
+    from stockcli.ml.bundle import BUNDLE_FILE
 
     settings = workspace.settings()
     source = registry.client(settings).get_model_version(settings.mlflow.model_name, version).source
-    folder = Path(unquote(urlparse(source).path))
-    return str(json.loads((folder / registry.BUNDLE_FILE).read_text())["weights_sha256"])
+    folder = Path(unquote(urlparse(registry.artifact_uri(settings, source)).path))
+    return str(json.loads((folder / BUNDLE_FILE).read_text())["weights_sha256"])
 
 
 def wait_for(condition: Callable[[], Any], *, timeout_s: float = 60, every_s: float = 0.05) -> Any:
@@ -357,7 +358,7 @@ def register_broken(workspace: Workspace, like: str = "1") -> str:
     with torch.no_grad():
         for name, parameter in broken.named_parameters():
             parameter.zero_()
-            if name.endswith("head.bias"):
+            if name.endswith(("head.bias", "head.out.bias")):  # a location far from any close
                 parameter.fill_(5.0)
     scalers = {k: v for k, v in bundle.scalers.items() if k != "calibration"}
     with registry.training_run(settings, run_name="test-broken") as run:

@@ -181,7 +181,7 @@ def test_dashboard_reads_while_daily_writes_on_sqlite_never_see_database_is_lock
                 reader.join(60)
             stop(writer)
         # The same app, right after: the writer's new predictions (for Monday 2013-02-11) are visible.
-        latest = client.get("/predictions/latest_for_table").json()
+        latest = client.get("/predictions/latest_for_table").json()["data"]
     assert writer.returncode == 0, writer_err
     assert {row["target_date"] for row in latest} == {"2013-02-11"}
     assert not failures, failures[:5]

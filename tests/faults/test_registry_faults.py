@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import socket
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -198,3 +199,82 @@ def test_promote_refuses_to_move_an_alias_that_changed_under_it(
     assert production(bootstrapped) == other  # not overwritten by a decision made against `broken`
     newest = promotion_rows(bootstrapped.engine)[-1]
     assert newest[1:4] == ("1", broken, False) and "NOT moved" in newest[5]
+
+
+# --- the whole bundle under one checksum ------------------------------------------------------------------------
+
+
+def production_folder(workspace: Workspace) -> tuple[str, Path]:
+    """The Production version and its artifact folder (bundle.json, weights.npz)."""
+    from urllib.parse import unquote, urlparse
+
+    from stockcli.ml import registry
+
+    settings = workspace.settings()
+    version = production(workspace)
+    assert version is not None
+    source = registry.client(settings).get_model_version(settings.mlflow.model_name, version).source
+    return version, Path(unquote(urlparse(registry.artifact_uri(settings, source)).path))
+
+
+def scale_first_number(document: Any, factor: float) -> bool:
+    """Multiply the first float found in `document` (depth first) by `factor`; True when one was."""
+    items = document.items() if isinstance(document, dict) else enumerate(document)
+    for key, value in items:
+        if isinstance(value, float) and value != 0.0:
+            document[key] = value * factor
+            return True
+        if isinstance(value, dict | list) and scale_first_number(value, factor):
+            return True
+    return False
+
+
+def tamper(workspace: Workspace, how: str) -> str:
+    """Change Production's bundle the way an attacker or an accident would; returns the version."""
+    from stockcli.ml import registry
+    from stockcli.ml.bundle import BUNDLE_FILE
+
+    version, folder = production_folder(workspace)
+    path = folder / BUNDLE_FILE
+    document = json.loads(path.read_text())
+    if how == "tickers reordered":
+        document["tickers"].reverse()
+    elif how == "a number x500":
+        assert scale_first_number(document["scalers"], 500.0)
+    elif how == "format 1":
+        document["format"] = 1
+    if how == "checksum tag removed":
+        settings = workspace.settings()
+        registry.client(settings).delete_model_version_tag(
+            settings.mlflow.model_name, version, registry.TAG_BUNDLE_SHA256
+        )
+    else:
+        path.write_text(json.dumps(document, indent=2, sort_keys=True))
+    registry.clear_caches()
+    return version
+
+
+@pytest.mark.parametrize("how", ["tickers reordered", "a number x500", "checksum tag removed", "format 1"])
+def test_a_changed_or_unverifiable_bundle_predicts_nothing_and_says_to_retrain(
+    bootstrapped: Workspace, how: str
+) -> None:
+    before = without_ledger(table_state(bootstrapped.engine))
+    stored = predictions(bootstrapped.engine, with_version=True)
+    version = tamper(bootstrapped, how)
+
+    result = bootstrapped.cli("--as-of", NEXT_AS_OF, "predict")
+
+    assert result.exit_code == 1, result.output
+    message = result.stderr
+    assert f"model version {version}" in message and "stockcli retrain --force" in message
+    if how == "format 1":
+        assert "saved by an older stockcli" in message
+        assert len(message.strip().splitlines()) == 1  # one line
+    elif how == "checksum tag removed":
+        assert "no recorded checksum" in message
+    else:
+        assert "does not match the checksum recorded when it was registered" in message
+    assert production(bootstrapped) == version  # nothing moved
+    assert predictions(bootstrapped.engine, with_version=True) == stored
+    assert without_ledger(table_state(bootstrapped.engine)) == before
+    assert ledger(bootstrapped.engine)[-1][1:] == ("predict", "failed")

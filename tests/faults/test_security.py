@@ -30,6 +30,7 @@ from stockcli.db import store
 from stockcli.db.engine import make_engine, open_database
 from stockcli.db.models import Base, PipelineRun
 from stockcli.errors import RegistryError, StockCliError
+from stockcli.ml.bundle import BUNDLE_FILE, WEIGHTS_FILE
 from tests.conftest import Cli, write_config
 from tests.faults.checks import crafted_payloads, table_state
 from tests.model_helpers import build_dataset, tiny_settings
@@ -62,6 +63,7 @@ def test_every_array_column_is_covered_below() -> None:
             "closes_npy",
             "target_price_npy",
             "target_return_npy",
+            "mask_npy",
         ],
         "scaled_feature_sets": [
             "x_npy",
@@ -70,6 +72,8 @@ def test_every_array_column_is_covered_below() -> None:
             "target_dates_npy",
             "base_closes_npy",
             "target_closes_npy",
+            "windows_npy",
+            "context_npy",
         ],
     }
 
@@ -128,7 +132,7 @@ def test_crafted_pickle_in_every_array_column_is_never_unpickled(tmp_path: Path,
                     for *key, blob in originals:
                         condition = [c == v for c, v in zip(table.primary_key.columns, key, strict=True)]
                         connection.execute(update(table).where(*condition).values({column: blob}))
-        assert planted == 11 * 3
+        assert planted == 14 * 3
         assert table_state(engine) == before  # restored: nothing else was touched
         assert load_dataset(engine, run_id).run_id == run_id and load_built(engine, run_id).run_id == run_id
     finally:
@@ -155,8 +159,8 @@ def registered(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Setti
     )
     registry.clear_caches()
     sizes = {
-        "n_stocks": 2,
         "n_features": 2,
+        "n_own_features": 2,
         "hidden_size": 8,
         "num_layers": 1,
         "dropout": 0.0,
@@ -177,7 +181,7 @@ def registered(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Setti
             dataset_run_id="ds-security",
         )
     folder = Path(unquote(urlparse(run.artifact_uri).path)) / registry.MODEL_ARTIFACT_PATH
-    assert (folder / registry.WEIGHTS_FILE).is_file()
+    assert (folder / WEIGHTS_FILE).is_file()
     registry.set_production(settings, version)
     yield settings, version, folder
     registry.clear_caches()
@@ -221,9 +225,11 @@ WEIGHT_PAYLOADS: dict[str, Callable[[Path], bytes]] = {
 def test_pickle_as_the_weights_of_a_registered_version_is_refused(
     registered: tuple[Settings, str, Path], tmp_path: Path, payload: str, checksum: str
 ) -> None:
-    """Whoever can write the artifact store can also rewrite bundle.json's checksum: the loader itself
-    must refuse the file, not just notice that it changed."""
+    """Whoever can write the artifact store can also rewrite bundle.json's checksum: the registry
+    refuses the changed bundle (its whole-bundle checksum was recorded at registration), and the
+    loader itself refuses the file even when asked to read the folder without that checksum."""
     from stockcli.ml import registry
+    from stockcli.ml.bundle import read_bundle
 
     settings, version, folder = registered
     sentinel = tmp_path / "unpickled"
@@ -231,14 +237,17 @@ def test_pickle_as_the_weights_of_a_registered_version_is_refused(
     shutil.copytree(folder, saved)
     blob = WEIGHT_PAYLOADS[payload](sentinel)
     try:
-        (folder / registry.WEIGHTS_FILE).write_bytes(blob)
+        (folder / WEIGHTS_FILE).write_bytes(blob)
         if checksum == "forged checksum":
-            bundle = json.loads((folder / registry.BUNDLE_FILE).read_text())
+            bundle = json.loads((folder / BUNDLE_FILE).read_text())
             bundle["weights_sha256"] = hashlib.sha256(blob).hexdigest()
-            (folder / registry.BUNDLE_FILE).write_text(json.dumps(bundle))
+            (folder / BUNDLE_FILE).write_text(json.dumps(bundle))
         registry.clear_caches()
         with pytest.raises(RegistryError, match=f"version {version}"):
             registry.load_bundle(settings)  # through the Production alias, as `predict` does
+        assert not sentinel.exists()
+        with pytest.raises(RegistryError, match="weights"):
+            read_bundle(folder, version=version)  # no recorded checksum to compare with
         assert not sentinel.exists()
     finally:
         shutil.rmtree(folder)

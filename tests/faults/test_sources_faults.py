@@ -27,7 +27,12 @@ from stockcli.db.bars import load_bars
 from stockcli.db.engine import make_engine, open_database
 from stockcli.errors import PartialFailure
 from stockcli.services.fetch import fetch
-from stockcli.sources.base import CONFLICTING_DUPLICATE, IMPLAUSIBLE_JUMP
+from stockcli.sources.base import (
+    CONFLICTING_DUPLICATE,
+    IMPLAUSIBLE_JUMP,
+    PRICE_OUT_OF_RANGE,
+    VOLUME_OUT_OF_RANGE,
+)
 from stockcli.sources.sample import SampleSource
 from tests.conftest import Cli, write_config
 from tests.fakes_yfinance import FakeYahoo, history_frame, rate_limit
@@ -499,3 +504,90 @@ def csv_text(frame: pd.DataFrame) -> str:
         for day, row in zip(frame.index, frame.itertuples(), strict=True)
     ]
     return HEADER + "\n".join(lines) + "\n"
+
+
+# --- numbers outside what a column can hold ------------------------------------------------------------------
+
+OUT_OF_RANGE_ROWS = [
+    ("2013-02-01", "10,11,9,10.5,100", "kept"),
+    ("2013-02-04", "10,11,9,10.5,1.5e+30", VOLUME_OUT_OF_RANGE),  # was stored as -9223372036854775808
+    ("2013-02-05", "10,11,9,10.5,9223372036854775808", VOLUME_OUT_OF_RANGE),  # BigInteger max + 1
+    ("2013-02-06", "10,11,9,10.5,9.2e18", "kept"),  # big, but a 64-bit integer holds it
+    ("2013-02-07", "10.4,11,10,10.6,250", "kept"),
+]
+
+
+# A warning Python shows by default (numpy's cast warning is a RuntimeWarning) fails the command (exit 1).
+@pytest.mark.filterwarnings("error::RuntimeWarning", "error::FutureWarning", "error::UserWarning")
+def test_out_of_range_numbers_are_rejected_and_counted_and_no_warning_reaches_the_user(
+    tmp_path: Path, database_url: str
+) -> None:
+    folder = tmp_path / "bars"
+    folder.mkdir()
+    (folder / "X.csv").write_text(
+        HEADER + "".join(f"{day},{values}\n" for day, values, _ in OUT_OF_RANGE_ROWS)
+    )
+    config = write_config(
+        tmp_path,
+        database_url,
+        extra=f'[data]\nsource = "csv"\ncsv_dir = "{folder}"\ntickers = ["X"]\nstart = {START}\n',
+    )
+    cli = Cli(config)
+
+    result = cli("--as-of", "2013-03-01", "fetch", "--json")
+
+    assert result.exit_code == 0, result.output
+    assert "Warning" not in result.stderr and "RuntimeWarning" not in result.stderr
+    x = json.loads(result.stdout)["tickers"]["X"]
+    assert x["rejected_reasons"] == {VOLUME_OUT_OF_RANGE: 2} and x["rejected"] == 2
+    engine = make_engine(load_settings(config, environ={}).database_url)
+    try:
+        volumes = {d.date().isoformat(): int(v) for d, v in load_bars(engine, ["X"])["X"]["volume"].items()}
+        assert volumes == {"2013-02-01": 100, "2013-02-06": 9_200_000_000_000_000_000, "2013-02-07": 250}
+        before = bar_state(engine)
+        again = cli("--as-of", "2013-03-01", "fetch", "--json")
+        assert again.exit_code == 0 and json.loads(again.stdout)["tickers"]["X"]["rows"] == 0
+        assert bar_state(engine) == before
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.filterwarnings("error::RuntimeWarning", "error::FutureWarning", "error::UserWarning")
+def test_an_infinite_price_from_a_source_is_rejected_as_out_of_range_without_a_warning() -> None:
+    from stockcli.sources.base import validate_bars
+
+    raw = pd.DataFrame(
+        {
+            "open": [10.0, 10.0, np.inf],
+            "high": [11.0, np.inf, 11.0],
+            "low": [9.0, 9.0, 9.0],
+            "close": [10.5, 10.5, 10.5],
+            "volume": [100.0, 100.0, np.inf],
+        },
+        index=pd.DatetimeIndex(["2013-02-01", "2013-02-04", "2013-02-05"]),
+    )
+    clean, reasons = validate_bars(raw)
+    assert reasons == {PRICE_OUT_OF_RANGE: 2}
+    assert list(clean.index.strftime("%Y-%m-%d")) == ["2013-02-01"]
+    assert clean["volume"].dtype == np.int64
+
+
+def test_a_csv_of_binary_garbage_is_refused_naming_the_file(tmp_path: Path, database_url: str) -> None:
+    folder = tmp_path / "bars"
+    folder.mkdir()
+    (folder / "MSFT.csv").write_text(csv_text(sample("MSFT").loc[:"2013-02-15"]))
+    cli = Cli(write_config(tmp_path, database_url, extra=f'[data]\nstart = {START}\ntickers = ["MSFT"]\n'))
+    assert cli("--as-of", "2013-02-15", "fetch", "--csv-dir", str(folder)).exit_code == 0
+    engine = make_engine(load_settings(cli.config_path, environ={}).database_url)
+    try:
+        before = bar_state(engine)
+        (folder / "MSFT.csv").write_bytes(bytes(range(256)) * 40)  # not UTF-8, NUL bytes included
+
+        result = cli("--as-of", "2013-03-01", "fetch", "--csv-dir", str(folder))
+
+        assert result.exit_code == 2, result.output
+        assert f"{folder / 'MSFT.csv'} is not a CSV text file" in result.stderr
+        assert "UnicodeDecodeError" not in result.output + result.stderr
+        assert bar_state(engine) == before
+    finally:
+        engine.dispose()

@@ -1,0 +1,40 @@
+"""Every list of allowed values, defined once as a `Literal` with its tuple beside it.
+
+The configuration (`stockcli.config`, pydantic) validates against these types and the CLI's options
+(Typer) offer them as choices. This module imports nothing heavy, so `stockcli --help` can read the
+choices without importing pydantic.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, get_args
+
+Source = Literal["sample", "csv", "yahoo"]
+# The global model learns the next-session log return, which is scale-free; a price target is not.
+TargetKind = Literal["return"]
+ModelType = Literal["lstm", "lstm_attention", "lstm_cross_attention"]
+Device = Literal["cpu", "cuda", "auto"]
+Distribution = Literal["student_t", "normal"]
+PromotionMetric = Literal["mae", "rmse", "mape", "winkler_95", "pinball"]
+
+SOURCES: tuple[Source, ...] = get_args(Source)
+TARGET_KINDS: tuple[TargetKind, ...] = get_args(TargetKind)
+MODEL_TYPES: tuple[ModelType, ...] = get_args(ModelType)
+DEVICES: tuple[Device, ...] = get_args(Device)
+DISTRIBUTIONS: tuple[Distribution, ...] = get_args(Distribution)
+PROMOTION_METRICS: tuple[PromotionMetric, ...] = get_args(PromotionMetric)
+
+__all__ = [
+    "DEVICES",
+    "DISTRIBUTIONS",
+    "MODEL_TYPES",
+    "PROMOTION_METRICS",
+    "SOURCES",
+    "TARGET_KINDS",
+    "Device",
+    "Distribution",
+    "ModelType",
+    "PromotionMetric",
+    "Source",
+    "TargetKind",
+]

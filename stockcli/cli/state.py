@@ -1,0 +1,48 @@
+"""The global options of one invocation, shared by every command through the Typer context.
+
+Command modules import `state` from here, never the root app: `cli/app.py` builds the app from the
+command table in `cli/commands.py`, so the imports run one way (app -> commands -> command modules).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import typer
+
+
+@dataclass
+class CliState:
+    """Global options, and the Settings built from them on first use."""
+
+    config_path: Path | None = None
+    as_of_text: str | None = None
+    json: bool = False
+    verbose: bool = False
+    _settings: Any = field(default=None, repr=False)
+
+    def settings(self, **overrides: dict[str, Any]) -> Any:
+        from stockcli.config import load_settings
+
+        if overrides:
+            return load_settings(self.config_path, overrides=overrides)
+        if self._settings is None:
+            self._settings = load_settings(self.config_path)
+        return self._settings
+
+    def as_of(self, settings: Any) -> date:
+        from stockcli import clock
+
+        if self.as_of_text:
+            return clock.parse_as_of(self.as_of_text, settings.data.exchange)
+        return clock.today(settings.data.exchange)
+
+
+def state(ctx: typer.Context) -> CliState:
+    root = ctx.find_root()
+    if not isinstance(root.obj, CliState):
+        root.obj = CliState()
+    return root.obj

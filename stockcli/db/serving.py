@@ -1,0 +1,146 @@
+"""What Production serves per ticker (`serving_selection`) and the adaptive interval state
+(`interval_state`): the two tables that carry the product's decisions from one run to the next.
+
+`serving_selection` [model_version, ticker] is written by `promote` from paired tests on the
+promotion window; ticker "*" holds the decision for tickers the model never saw. `interval_state`
+[ticker, level] holds the miscoverage level adaptive conformal inference has reached; it is updated
+in the same transaction that stores the scored predictions it learned from, so a crash can neither
+lose an update nor apply one twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import date
+from typing import Any
+
+from sqlalchemy import delete, select
+from sqlalchemy.engine import Connection, Engine
+
+from stockcli.db.models import IntervalState, ServingSelection
+from stockcli.db.store import upsert, utcnow
+
+POOLED = "*"
+
+
+@dataclass(frozen=True)
+class Selection:
+    """What one model version serves for one ticker, and the evidence."""
+
+    ticker: str
+    point_source: str  # model | naive
+    point_p_value: float | None
+    point_skill: float | None
+    interval_source: str  # model | garch
+    interval_p_value: float | None
+    interval_skill: float | None
+    window_start: date | None
+    window_end: date | None
+    n_sessions: int
+
+
+def save_selection(
+    engine: Engine, *, model_version: str, selections: Iterable[Selection], promotion_id: int | None
+) -> None:
+    """Replace the selection rows of `model_version` with `selections`, in one transaction."""
+    now = utcnow()
+    rows = [
+        {
+            "model_version": str(model_version),
+            "ticker": item.ticker,
+            "point_source": item.point_source,
+            "point_p_value": item.point_p_value,
+            "point_skill": item.point_skill,
+            "interval_source": item.interval_source,
+            "interval_p_value": item.interval_p_value,
+            "interval_skill": item.interval_skill,
+            "window_start": item.window_start,
+            "window_end": item.window_end,
+            "n_sessions": int(item.n_sessions),
+            "promotion_id": promotion_id,
+            "decided_at": now,
+        }
+        for item in selections
+    ]
+    with engine.begin() as connection:
+        connection.execute(delete(ServingSelection).where(ServingSelection.model_version == str(model_version)))
+        upsert(connection, ServingSelection, rows, key=("model_version", "ticker"))
+
+
+def load_selection(engine: Engine, model_version: str) -> dict[str, Selection]:
+    """ticker -> Selection for `model_version` ({} when it has none)."""
+    query = select(ServingSelection).where(ServingSelection.model_version == str(model_version))
+    with engine.connect() as connection:
+        found = connection.execute(query).mappings().all()
+    return {
+        row["ticker"]: Selection(
+            ticker=row["ticker"],
+            point_source=row["point_source"],
+            point_p_value=row["point_p_value"],
+            point_skill=row["point_skill"],
+            interval_source=row["interval_source"],
+            interval_p_value=row["interval_p_value"],
+            interval_skill=row["interval_skill"],
+            window_start=row["window_start"],
+            window_end=row["window_end"],
+            n_sessions=int(row["n_sessions"]),
+        )
+        for row in found
+    }
+
+
+@dataclass(frozen=True)
+class AciState:
+    """The adaptive miscoverage level of one ticker's interval."""
+
+    ticker: str
+    level: int
+    model_version: str
+    source: str
+    alpha: float
+    n_updates: int
+    misses: int
+    last_target_date: date | None
+
+
+def load_interval_state(engine: Engine, tickers: Sequence[str] | None = None) -> dict[tuple[str, int], AciState]:
+    """(ticker, level) -> state, for `tickers` (default: all)."""
+    query = select(IntervalState)
+    if tickers is not None:
+        query = query.where(IntervalState.ticker.in_(list(tickers)))
+    with engine.connect() as connection:
+        rows = connection.execute(query).mappings().all()
+    return {
+        (row["ticker"], int(row["level"])): AciState(
+            ticker=row["ticker"],
+            level=int(row["level"]),
+            model_version=row["model_version"],
+            source=row["source"],
+            alpha=float(row["alpha"]),
+            n_updates=int(row["n_updates"]),
+            misses=int(row["misses"]),
+            last_target_date=row["last_target_date"],
+        )
+        for row in rows
+    }
+
+
+def save_interval_state(connection: Connection, states: Iterable[AciState]) -> None:
+    """Upsert states inside the caller's transaction (the one storing the scored predictions)."""
+    now = utcnow()
+    rows: list[Mapping[str, Any]] = [
+        {
+            "ticker": s.ticker,
+            "level": s.level,
+            "model_version": s.model_version,
+            "source": s.source,
+            "alpha": s.alpha,
+            "n_updates": s.n_updates,
+            "misses": s.misses,
+            "last_target_date": s.last_target_date,
+            "updated_at": now,
+        }
+        for s in states
+    ]
+    upsert(connection, IntervalState, rows, key=("ticker", "level"))

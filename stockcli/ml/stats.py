@@ -1,0 +1,341 @@
+"""The statistics behind every decision: is a difference real, is a coverage plausible.
+
+One definition of each test, used by promotion, retrain triggers, the per-ticker choice between the
+model and a baseline, and the reports (design notes, core ideas 10 and 11).
+
+- `newey_west_variance`: long-run (HAC) variance of a series, Bartlett kernel (Newey & West 1987).
+- `diebold_mariano`: paired test of equal predictive accuracy on one loss-differential series
+  (Diebold & Mariano 1995) with the small-sample correction of Harvey, Leybourne & Newbold (1997).
+- `paired_loss_test` / `skill_interval`: the same test on a (sessions, tickers) panel, each ticker
+  scaled so that a 3,000-point index does not drown a $20 stock.
+- `binomial_coverage_test` / `binomial_bounds`: is an observed interval coverage consistent with its
+  nominal level (exact binomial test)?
+
+Pure functions: numbers in, numbers out. Results are frozen dataclasses of plain floats that are
+never NaN, so they go straight into JSON. scipy is imported inside the functions that need it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+from stockcli.errors import InputDataError
+
+Alternative = Literal["less", "greater", "two-sided"]
+ALTERNATIVES: tuple[Alternative, ...] = ("less", "greater", "two-sided")
+
+CONFIDENCE = 0.95
+"""Level of every confidence interval in this module."""
+
+MIN_OBSERVATIONS = 3
+"""Fewer paired observations than this carry no evidence: p-value 1.0."""
+
+
+@dataclass(frozen=True)
+class DMResult:
+    """Outcome of a Diebold–Mariano test on the loss differential d = loss_a - loss_b.
+
+    `mean_diff` < 0 means a had lower losses. `ci_low`/`ci_high` bound the mean difference (95%,
+    HAC standard error, Student t with n-1 degrees of freedom); `lag` is the HAC lag used.
+    """
+
+    n: int
+    mean_diff: float
+    statistic: float
+    p_value: float
+    ci_low: float
+    ci_high: float
+    lag: int
+
+
+@dataclass(frozen=True)
+class PairedTestResult(DMResult):
+    """A Diebold–Mariano test on a scaled panel, plus the relative improvement of a over b.
+
+    `relative_improvement` = 1 - mean(scaled a) / mean(scaled b) (0.05: a's losses are 5% lower),
+    with its 95% interval; None when undefined (no usable session, or b has zero loss).
+    `n_sessions` = `n` (sessions with at least one ticker), `n_tickers` the tickers that took part.
+    """
+
+    relative_improvement: float | None
+    improvement_low: float | None
+    improvement_high: float | None
+    n_sessions: int
+    n_tickers: int
+
+
+def default_lag(n: int) -> int:
+    """Newey–West's rule-of-thumb truncation lag, floor(4 * (n / 100) ** (2 / 9)), at least 0."""
+    if n <= 1:
+        return 0
+    return max(0, math.floor(4.0 * (n / 100.0) ** (2.0 / 9.0)))
+
+
+def newey_west_variance(d: np.ndarray, lag: int | None = None) -> float:
+    """Long-run variance of a series (Bartlett-kernel HAC estimate, Newey & West 1987).
+
+    gamma_0 + 2 * sum_{k=1..L} (1 - k / (L + 1)) * gamma_k, with autocovariances gamma_k of the
+    demeaned series divided by n. Non-finite values are dropped. `lag` defaults to
+    `default_lag(n)` and is capped at n - 1. The Bartlett weights keep the estimate non-negative;
+    the result is clipped at 0 against rounding. Returns 0.0 for fewer than 2 values.
+    The variance of the series' mean is this value divided by n.
+    """
+    values = np.asarray(d, dtype=np.float64).ravel()
+    values = values[np.isfinite(values)]
+    n = values.size
+    if n < 2:
+        return 0.0
+    lag_used = _resolve_lag(n, lag)
+    centered = values - values.mean()
+    variance = float(centered @ centered) / n
+    for k in range(1, lag_used + 1):
+        weight = 1.0 - k / (lag_used + 1.0)
+        variance += 2.0 * weight * float(centered[k:] @ centered[:-k]) / n
+    return max(variance, 0.0)
+
+
+def diebold_mariano(
+    loss_a: np.ndarray,
+    loss_b: np.ndarray,
+    *,
+    alternative: Alternative = "less",
+    lag: int | None = None,
+) -> DMResult:
+    """Diebold–Mariano test of equal predictive accuracy of forecasts a and b (paired losses).
+
+    d_t = loss_a_t - loss_b_t. The statistic is mean(d) / sqrt(LRV / n) with LRV the Newey–West
+    long-run variance (`newey_west_variance`, Bartlett kernel, `lag` as there), multiplied by the
+    Harvey–Leybourne–Newbold factor sqrt((n + 1 - 2h + h(h - 1)/n) / n) for a one-step horizon
+    (h = 1: sqrt((n - 1) / n)) and compared with a Student t with n - 1 degrees of freedom
+    (Diebold & Mariano 1995, JBES 13(3); Harvey, Leybourne & Newbold 1997, IJF 13(2)). The 95%
+    interval of the mean difference uses the same standard error and t quantile, so it excludes 0
+    exactly when the two-sided test rejects at 5%.
+
+    `alternative`: "less" tests H1 mean(d) < 0 (a is better: lower losses), "greater" H1 mean(d) > 0,
+    "two-sided" H1 mean(d) != 0. Pairs with a NaN on either side are dropped.
+
+    Degenerate inputs (fewer than 3 pairs, or a differential with zero variance) give no evidence:
+    statistic 0.0, p-value 1.0 whatever the alternative, and an interval collapsed on the mean.
+    Nothing returned is NaN.
+    """
+    if alternative not in ALTERNATIVES:
+        raise InputDataError(f"Unknown alternative {alternative!r}; use one of {', '.join(ALTERNATIVES)}.")
+    a = np.asarray(loss_a, dtype=np.float64).ravel()
+    b = np.asarray(loss_b, dtype=np.float64).ravel()
+    if a.shape != b.shape:
+        raise InputDataError(f"Paired losses differ in length: {a.size} and {b.size}.")
+    both = np.isfinite(a) & np.isfinite(b)
+    differential = a[both] - b[both]
+    return _dm_on_differential(differential, alternative=alternative, lag=lag)
+
+
+def paired_loss_test(
+    losses_a: np.ndarray,
+    losses_b: np.ndarray,
+    *,
+    scale: np.ndarray | None = None,
+    alternative: Alternative = "less",
+    lag: int | None = None,
+) -> PairedTestResult:
+    """Diebold–Mariano test of a against b on a (sessions, tickers) panel of losses, NaN where missing.
+
+    Each ticker's column is divided by `scale[ticker]` (default: that ticker's mean loss of b over
+    the sessions where both exist, e.g. the naive MAE), so each ticker weighs the same whatever its
+    price level. The per-session mean of the scaled losses over the tickers present that session
+    forms one series for a and one for b; their difference is tested with `diebold_mariano`.
+    A 1-D input is one ticker. Tickers whose scale is not finite and positive are left out.
+
+    `relative_improvement` = 1 - mean(scaled a) / mean(scaled b), with a 95% interval from the
+    same HAC standard error by the delta method with the denominator held fixed:
+    improvement = -mean_diff / mean(scaled b), so the interval excludes 0 exactly when the DM
+    interval of the mean difference does. On a balanced panel with the default scale this equals
+    the mean over tickers of each ticker's own 1 - mean(a) / mean(b).
+    """
+    a = _as_panel("losses_a", losses_a)
+    b = _as_panel("losses_b", losses_b)
+    if a.shape != b.shape:
+        raise InputDataError(f"Paired loss panels differ in shape: {a.shape} and {b.shape}.")
+    both = np.isfinite(a) & np.isfinite(b)
+    a = np.where(both, a, np.nan)
+    b = np.where(both, b, np.nan)
+    if scale is None:
+        with np.errstate(invalid="ignore"):
+            counts = both.sum(axis=0)
+            column_scale = np.where(counts > 0, np.nansum(b, axis=0) / np.maximum(counts, 1), np.nan)
+    else:
+        column_scale = np.asarray(scale, dtype=np.float64).ravel()
+        if column_scale.size != a.shape[1]:
+            raise InputDataError(f"scale has {column_scale.size} values for {a.shape[1]} tickers.")
+    usable_tickers = np.isfinite(column_scale) & (column_scale > 0) & both.any(axis=0)
+    a = a[:, usable_tickers] / column_scale[usable_tickers]
+    b = b[:, usable_tickers] / column_scale[usable_tickers]
+    present = np.isfinite(a)
+    per_session_count = present.sum(axis=1)
+    sessions = per_session_count > 0
+    session_a = np.nansum(a[sessions], axis=1) / per_session_count[sessions]
+    session_b = np.nansum(b[sessions], axis=1) / per_session_count[sessions]
+
+    dm = _dm_on_differential(session_a - session_b, alternative=alternative, lag=lag)
+    mean_b = float(session_b.mean()) if session_b.size else 0.0
+    improvement: float | None = None
+    improvement_low: float | None = None
+    improvement_high: float | None = None
+    if dm.n > 0 and mean_b > 0:
+        improvement = -dm.mean_diff / mean_b
+        improvement_low = -dm.ci_high / mean_b
+        improvement_high = -dm.ci_low / mean_b
+    return PairedTestResult(
+        n=dm.n,
+        mean_diff=dm.mean_diff,
+        statistic=dm.statistic,
+        p_value=dm.p_value,
+        ci_low=dm.ci_low,
+        ci_high=dm.ci_high,
+        lag=dm.lag,
+        relative_improvement=improvement,
+        improvement_low=improvement_low,
+        improvement_high=improvement_high,
+        n_sessions=dm.n,
+        n_tickers=int(usable_tickers.sum()),
+    )
+
+
+def skill_interval(
+    model_abs_errors: np.ndarray, naive_abs_errors: np.ndarray
+) -> tuple[float | None, float | None, float | None]:
+    """Skill = 1 - MAE_model / MAE_naive with its 95% interval: `(skill, low, high)`.
+
+    The interval comes from the HAC standard error of the per-session loss differential
+    (model - naive), treating MAE_naive as fixed (the delta method with the denominator held
+    constant); it ignores the sampling noise of MAE_naive itself, which is second order when the
+    two forecasts are close. A (sessions, tickers) panel is handled as in `paired_loss_test`: each
+    ticker scaled by its own naive MAE, so the panel skill is the mean of the tickers' skills on a
+    balanced panel. All three are None when undefined (no usable day, or a naive MAE of 0).
+    """
+    result = paired_loss_test(model_abs_errors, naive_abs_errors, alternative="two-sided")
+    return result.relative_improvement, result.improvement_low, result.improvement_high
+
+
+def binomial_coverage_test(misses: int, n: int, nominal_coverage: float) -> float:
+    """Two-sided exact binomial p-value of `misses` misses in `n` trials at miss rate 1 - nominal.
+
+    scipy's `binomtest` (its "two-sided" p-value sums the probabilities of all outcomes no more
+    likely than the one observed). `n == 0` gives 1.0: no evidence either way.
+    """
+    _check_coverage_arguments(misses, n, nominal_coverage)
+    if n == 0:
+        return 1.0
+    from scipy.stats import binomtest
+
+    return float(min(1.0, binomtest(int(misses), int(n), 1.0 - nominal_coverage).pvalue))
+
+
+def binomial_bounds(n: int, nominal: float, alpha: float) -> tuple[float, float]:
+    """The band of observed coverages (hits / n) that the exact binomial test accepts at level `alpha`.
+
+    An observed coverage c lies within `(low, high)` exactly when
+    `binomial_coverage_test(round(n * (1 - c)), n, nominal) >= alpha`, i.e. the test does not
+    reject. The accepted miss counts form one interval around the mode (the binomial is
+    unimodal), found by bisection on each side. `n == 0` gives (0.0, 1.0).
+    """
+    _check_coverage_arguments(0, n, nominal)
+    if not 0.0 < alpha < 1.0:
+        raise InputDataError(f"alpha must lie strictly between 0 and 1, got {alpha}.")
+    if n == 0:
+        return 0.0, 1.0
+
+    def accepted(misses: int) -> bool:
+        return binomial_coverage_test(misses, n, nominal) >= alpha
+
+    miss_rate = 1.0 - nominal
+    # The most likely miss count: its p-value is 1, so the accepted set is never empty.
+    mode = min(n, max(0, math.floor((n + 1) * miss_rate)))
+    # Smallest accepted miss count in [0, mode]: acceptance is monotone on each side of the mode.
+    low_index, high_index = 0, mode
+    while low_index < high_index:
+        middle = (low_index + high_index) // 2
+        if accepted(middle):
+            high_index = middle
+        else:
+            low_index = middle + 1
+    fewest_misses = low_index
+    # Largest accepted miss count in [mode, n].
+    low_index, high_index = mode, n
+    while low_index < high_index:
+        middle = (low_index + high_index + 1) // 2
+        if accepted(middle):
+            low_index = middle
+        else:
+            high_index = middle - 1
+    most_misses = low_index
+    return 1.0 - most_misses / n, 1.0 - fewest_misses / n
+
+
+def _dm_on_differential(differential: np.ndarray, *, alternative: Alternative, lag: int | None) -> DMResult:
+    differential = differential[np.isfinite(differential)]
+    n = int(differential.size)
+    mean_diff = float(differential.mean()) if n else 0.0
+    lag_used = _resolve_lag(n, lag) if n else 0
+    long_run_variance = newey_west_variance(differential, lag_used) if n >= 2 else 0.0
+    # Zero variance relative to the data's size (not only an exact 0.0, which rounding rarely gives).
+    spread = float(np.max(np.abs(differential))) if n else 0.0
+    if n < MIN_OBSERVATIONS or long_run_variance <= (1e-14 * spread) ** 2:
+        return DMResult(
+            n=n,
+            mean_diff=mean_diff,
+            statistic=0.0,
+            p_value=1.0,
+            ci_low=mean_diff,
+            ci_high=mean_diff,
+            lag=lag_used,
+        )
+    from scipy.stats import t as student_t
+
+    # HLN (h = 1): statistic * sqrt((n - 1) / n), i.e. a standard error of sqrt(LRV / (n - 1)).
+    standard_error = math.sqrt(long_run_variance / (n - 1))
+    statistic = mean_diff / standard_error
+    degrees_of_freedom = n - 1
+    if alternative == "less":
+        p_value = float(student_t.cdf(statistic, degrees_of_freedom))
+    elif alternative == "greater":
+        p_value = float(student_t.sf(statistic, degrees_of_freedom))
+    else:
+        p_value = float(min(1.0, 2.0 * student_t.sf(abs(statistic), degrees_of_freedom)))
+    half_width = float(student_t.ppf(0.5 + CONFIDENCE / 2.0, degrees_of_freedom)) * standard_error
+    return DMResult(
+        n=n,
+        mean_diff=mean_diff,
+        statistic=float(statistic),
+        p_value=p_value,
+        ci_low=mean_diff - half_width,
+        ci_high=mean_diff + half_width,
+        lag=lag_used,
+    )
+
+
+def _resolve_lag(n: int, lag: int | None) -> int:
+    if lag is None:
+        lag = default_lag(n)
+    if lag < 0:
+        raise InputDataError(f"HAC lag must be 0 or more, got {lag}.")
+    return min(int(lag), max(n - 1, 0))
+
+
+def _as_panel(name: str, values: np.ndarray) -> np.ndarray:
+    array = np.asarray(values, dtype=np.float64)
+    if array.ndim == 1:
+        array = array[:, None]
+    if array.ndim != 2:
+        raise InputDataError(f"{name} must be (sessions, tickers), got shape {array.shape}.")
+    return array
+
+
+def _check_coverage_arguments(misses: int, n: int, nominal: float) -> None:
+    if n < 0 or not 0 <= misses <= n:
+        raise InputDataError(f"Need 0 <= misses <= n, got misses={misses}, n={n}.")
+    if not 0.0 < nominal < 1.0:
+        raise InputDataError(f"Nominal coverage must lie strictly between 0 and 1, got {nominal}.")

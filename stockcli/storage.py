@@ -1,0 +1,204 @@
+"""Where stockcli keeps its state, and what to say when that fails: one set of rules for the app's
+database, the MLflow store and the Optuna storage.
+
+- **Folders are created only under the data dir.** A SQLite file configured somewhere else must lie in
+  a folder that exists: a typo in `sqlite:////nonexistent/dir/x.db` must not create `/nonexistent`.
+  A data dir that is a file is refused before anything is written.
+- **Errors name the file or database.** A damaged SQLite file, one that cannot be opened or written,
+  a PostgreSQL database that does not exist or a server that does not answer each become one
+  StockCliError saying which file or database, and what to do; never the driver's text alone, nor
+  "check that the server is up" for a local file.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from stockcli.errors import EXIT_USAGE, ConfigError, StockCliError
+from stockcli.redact import redact_url
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import URL
+
+# Seconds a PostgreSQL connection attempt may take before a store counts as unreachable.
+CONNECT_TIMEOUT_S = 5
+
+_DAMAGED = ("malformed", "not a database", "file is encrypted", "database corrupt")
+
+
+# Said whenever a database URL cannot be parsed: the usual cause is a password with a raw @, : or /.
+URL_HINT = (
+    "A password holding @, :, / or % must be percent-encoded (@ as %40, : as %3A, / as %2F, % as %25); "
+    "e.g. sqlite:///path/to/file.db or postgresql+psycopg://user@host:5432/stockcli."
+)
+
+
+def _parse(url: str) -> URL | None:
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        return make_url(url)
+    except (ArgumentError, ValueError):  # ValueError: a port that is not a number (`p@ss:w0rd@host`)
+        return None
+
+
+def parse_database_url(url: str, *, what: str, key: str) -> URL:
+    """The parsed URL; ConfigError (exit 2) naming `what` and `key`, never quoting the password,
+    when it cannot be parsed."""
+    parsed = _parse(url)
+    if parsed is None:
+        raise ConfigError(f"Invalid {what} URL {redact_url(url)!r} in {key}.", hint=URL_HINT)
+    return parsed
+
+
+def sqlite_file(url: str) -> Path | None:
+    """The file behind a SQLite URL; None for other databases, in-memory SQLite and unparsable URLs."""
+    parsed = _parse(url)
+    if parsed is None or parsed.get_backend_name() != "sqlite":
+        return None
+    database = parsed.database
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return None
+    return Path(database)
+
+
+def check_data_dir(data_dir: Path) -> None:
+    """Raise ConfigError (exit 2) when the data dir, or a folder above it, is not a folder."""
+    for folder in (data_dir, *data_dir.parents):
+        if folder.exists():
+            if not folder.is_dir():
+                where = "" if folder == data_dir else f" ({folder}, above it, is a file)"
+                raise ConfigError(
+                    f"The data dir {data_dir} is not a folder{where}.",
+                    hint="Set [storage] data_dir (or STOCKCLI_DATA_DIR) to a folder; it is created if missing.",
+                )
+            return
+
+
+def prepare_folder(path: Path, *, data_dir: Path | None, what: str, key: str) -> None:
+    """Make sure the folder of the file `path` exists.
+
+    It is created when it lies under `data_dir` (or when no data dir is given: a library call).
+    Elsewhere it must exist already: raises ConfigError (exit 2) naming `what` and the setting `key`.
+    """
+    folder = path.expanduser().parent
+    if data_dir is not None:
+        check_data_dir(data_dir)
+    if folder.is_dir():
+        return
+    blocker = next((f for f in (folder, *folder.parents) if f.exists() and not f.is_dir()), None)
+    if blocker is not None:
+        raise ConfigError(
+            f"Cannot create the {what} {path}: {blocker} is a file, not a folder.",
+            hint=f"Move that file, or set {key} to a file in a folder.",
+        )
+    inside = data_dir is None or _is_within(folder, data_dir)
+    if not inside:
+        raise ConfigError(
+            f"The folder of the {what} {path} does not exist: {folder}. stockcli creates folders only "
+            f"under the data dir ({data_dir}).",
+            hint=f"Create {folder} first, or set {key} to a file in an existing folder.",
+        )
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(
+            f"Cannot create the folder {folder} for the {what}: {exc.strerror or exc}.",
+            hint=f"Check the permissions, or set {key} (or [storage] data_dir) to a writable place.",
+        ) from None
+
+
+def _is_within(path: Path, folder: Path) -> bool:
+    resolved, root = path.expanduser().resolve(), folder.expanduser().resolve()
+    return resolved == root or root in resolved.parents
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of the driver's message (SQLAlchemy's wrapper and its link left out), redacted."""
+    text = str(getattr(exc, "orig", None) or exc).strip()
+    return redact_url(text.splitlines()[0] if text else type(exc).__name__)
+
+
+def describe_database_error(
+    what: str, url: str, exc: BaseException, *, key: str, damaged: bool = False
+) -> StockCliError:
+    """One StockCliError for a failure to open or read the database at `url`.
+
+    `what` names the store ("database", "Optuna storage", "MLflow tracking store"), `key` the setting
+    that points at it. A damaged SQLite file (exit 1; `damaged` when a check already found it so)
+    and a PostgreSQL database that does not exist (exit 2) are named as such; a server that does not
+    answer says so.
+    """
+    line = first_line(exc)
+    lowered = line.lower()
+    path = sqlite_file(url)
+    if path is not None:
+        if damaged or any(marker in lowered for marker in _DAMAGED):
+            return StockCliError(
+                f"The {what} file {path} is damaged ({line}); nothing was changed.",
+                hint="Restore it from a backup, or move it away to start a new one "
+                f"(stockcli creates it again), or point {key} at a healthy file.",
+            )
+        if "unable to open" in lowered or "readonly" in lowered or "read-only" in lowered:
+            return StockCliError(
+                f"Cannot write the {what} file {path} ({line}).",
+                hint=f"Check that it and its folder are writable by this user, or set {key} to another place.",
+            )
+        return StockCliError(
+            f"Cannot use the {what} file {path}: {line}",
+            hint=f"Check the file, or set {key} to another place.",
+        )
+    parsed = _parse(url)
+    where = redact_url(url)
+    if "does not exist" in lowered and parsed is not None and parsed.database:
+        host = parsed.host or "localhost"
+        return StockCliError(
+            f"The {what} database {parsed.database!r} does not exist on {host} ({where}).",
+            hint=f"Create it (e.g. `createdb {parsed.database}`), or fix {key}.",
+            exit_code=EXIT_USAGE,
+        )
+    if "password authentication failed" in lowered or "authentication" in lowered:
+        return StockCliError(
+            f"The {what} at {where} refused the user name or password ({line}).",
+            hint=f"Fix the credentials in {key}.",
+            exit_code=EXIT_USAGE,
+        )
+    return StockCliError(
+        f"Cannot reach the {what} at {where}: {line}",
+        hint=f"Check {key} and that the database server is up and reachable.",
+    )
+
+
+def check_server_database(what: str, url: str, *, key: str, timeout_s: float = CONNECT_TIMEOUT_S) -> None:
+    """Connect once to a PostgreSQL (or other server) database with a short timeout; raise the
+    described error when that fails. SQLite and unparsable URLs are left to their users."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+
+    parsed = _parse(url)
+    if parsed is None or parsed.get_backend_name() == "sqlite":
+        return
+    connect_args: dict[str, object] = {}
+    if parsed.get_backend_name() == "postgresql":
+        connect_args["connect_timeout"] = max(1, int(timeout_s))
+        if parsed.drivername == "postgresql":
+            parsed = parsed.set(drivername="postgresql+psycopg")
+    try:
+        engine = create_engine(parsed, connect_args=connect_args, poolclass=_null_pool())
+    except (SQLAlchemyError, ImportError):
+        return  # the store's own code reports an unusable URL or driver
+    try:
+        with engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+    except DBAPIError as exc:
+        raise describe_database_error(what, url, exc, key=key) from None
+    finally:
+        engine.dispose()
+
+
+def _null_pool() -> type:
+    from sqlalchemy.pool import NullPool
+
+    return NullPool

@@ -1,0 +1,77 @@
+"""Fault class: claims follow the numbers. What `train` says about the model against the naive forecast
+is what its skill numbers allow at the precision they are shown: better, a tie within rounding, or
+worse, ticker by ticker; a skill of 0.0% is never "beats the naive forecast"."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pytest
+
+from stockcli.cli.model_commands import skill_verdict, worse_than_naive_line
+from tests.faults.pipeline import (
+    BOOTSTRAP_AS_OF,
+    Workspace,
+    bootstrapped_fixture,  # noqa: F401  (the `bootstrapped` fixture)
+    production,
+)
+
+
+def metrics(average: float | None, **skills: float | None) -> dict[str, Any]:
+    def block(skill: float | None) -> dict[str, Any]:
+        return {"model": {"mae": 1.0}, "naive": {"mae": 1.0}, "skill": skill}
+
+    return {"tickers": {ticker: block(skill) for ticker, skill in skills.items()}, "average": block(average)}
+
+
+@pytest.mark.parametrize(
+    ("skill", "verdict"),
+    [
+        (0.0, "tie"),
+        (0.0004, "tie"),
+        (-0.00049, "tie"),
+        (0.0006, "better"),
+        (-0.0006, "worse"),
+        (None, "unknown"),
+    ],
+)
+def test_a_skill_that_rounds_to_zero_is_a_tie(skill: float | None, verdict: str) -> None:
+    assert skill_verdict(skill) == verdict
+
+
+@pytest.mark.parametrize(
+    ("numbers", "says", "never"),
+    [
+        (metrics(0.0, GOOG=0.0, MSFT=0.0), "ties the naive forecast", "beats"),
+        (metrics(0.0002, GOOG=0.0004, MSFT=0.0), "ties the naive forecast", "beats"),
+        (metrics(0.02, GOOG=0.03, MSFT=0.01), "beats the naive forecast", "WORSE"),
+        (
+            metrics(0.0, GOOG=0.01, MSFT=-0.01, IBM=0.0),
+            "better for GOOG; a tie within rounding for IBM; WORSE for MSFT; on average a tie",
+            "beats",
+        ),
+        (metrics(-0.03, GOOG=-0.02, MSFT=-0.04), "WORSE for GOOG, MSFT; on average WORSE", "beats"),
+        (metrics(0.01, GOOG=0.02, MSFT=0.0), "better for GOOG; a tie within rounding for MSFT", "beats"),
+    ],
+)
+def test_the_sentence_about_naive_follows_the_numbers(numbers: dict[str, Any], says: str, never: str) -> None:
+    line = worse_than_naive_line(numbers)
+    assert says in line
+    assert never not in line
+
+
+def test_train_says_what_its_own_test_metrics_allow(bootstrapped: Workspace) -> None:
+    from stockcli.ml import registry
+
+    result = bootstrapped.cli("--as-of", BOOTSTRAP_AS_OF, "train")
+    assert result.exit_code == 0, result.output
+    version = re.search(r"version (\d+)", result.stdout)
+    assert version is not None
+    bundle = registry.load_bundle(bootstrapped.settings(), version.group(1))
+    test_metrics = bundle.metrics["test"]
+    assert worse_than_naive_line(test_metrics) in " ".join(result.stdout.split())
+    verdicts = {skill_verdict(block.get("skill")) for block in test_metrics["tickers"].values()}
+    if verdicts != {"better"}:
+        assert "beats the naive forecast" not in result.stdout
+    assert production(bootstrapped) == "1"  # train never moves Production

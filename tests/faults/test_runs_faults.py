@@ -1,0 +1,165 @@
+"""Fault class: runs stopped from outside. Ctrl-C (SIGINT) ends a run with exit 130 and an `interrupted`
+ledger row (not `failed: KeyboardInterrupt`), its MLflow run KILLED; the MLflow run of a process killed
+by SIGKILL is closed by the next run instead of staying RUNNING forever, while runs of live processes
+and of other hosts are left alone. Nothing else changes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.faults.checks import table_state
+from tests.faults.pipeline import (
+    BOOTSTRAP_AS_OF,
+    Workspace,
+    bars_digest,
+    bootstrapped_fixture,  # noqa: F401  (the `bootstrapped` fixture)
+    bootstrapped_workspace,
+    ledger,
+    new_workspace,
+    predictions,
+    production,
+    running_row_of,
+    stop,
+    versions,
+    wait_for,
+    weights_sha,
+)
+
+INTERRUPTED = 130
+
+
+def without_ledger(state: dict[str, tuple[int, str]]) -> dict[str, tuple[int, str]]:
+    return {name: value for name, value in state.items() if name != "pipeline_runs"}
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def database(request: pytest.FixtureRequest) -> str | None:
+    """None: the workspace's own SQLite file; else a fresh PostgreSQL schema."""
+    return None if request.param == "sqlite" else str(request.getfixturevalue("postgres_url"))
+
+
+def mlflow_runs(workspace: Workspace) -> dict[str, tuple[str, dict[str, str]]]:
+    """run id -> (status, tags) of every MLflow run of the workspace's experiment."""
+    from stockcli.ml import registry
+
+    settings = workspace.settings()
+    runs = registry.client(settings).search_runs([registry._experiment_id(settings)], max_results=1000)
+    return {run.info.run_id: (run.info.status, dict(run.data.tags)) for run in runs}
+
+
+def test_sigint_marks_the_ledger_interrupted_and_exits_130(
+    tmp_path: Path, database: str | None, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    workspace = new_workspace(tmp_path / "ws", database_url=database)
+    assert ledger(workspace.engine) == []  # the schema exists before the run starts: no migration race
+    process = workspace.popen("--as-of", BOOTSTRAP_AS_OF, "daily")  # bootstraps a model: long enough
+    try:
+        wait_for(lambda: running_row_of(workspace.engine, process.pid), timeout_s=120)
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=120)
+    finally:
+        stop(process)
+    assert process.returncode == INTERRUPTED, stderr
+    assert "Interrupted." in stderr and "Traceback" not in stderr
+    assert ledger(workspace.engine) == [(1, "daily", "interrupted")]
+
+    rerun = workspace.cli("--as-of", BOOTSTRAP_AS_OF, "fetch")  # the next run keeps the row as it is
+    assert rerun.exit_code == 0, rerun.output
+    assert ledger(workspace.engine) == [(1, "daily", "interrupted"), (2, "fetch", "ok")]
+    reference = bootstrapped_workspace(tmp_path_factory)
+    assert bars_digest(workspace.engine) == bars_digest(reference.engine)  # nothing half-stored
+    workspace.close()
+
+
+def slow_training(workspace: Workspace) -> None:
+    """Let `train` run long enough to be interrupted in the middle (no early stop)."""
+    text = workspace.config_path.read_text().replace("patience = 2", "patience = 10000")
+    workspace.config_path.write_text(text)
+
+
+def test_sigint_during_training_closes_its_mlflow_run_as_killed(bootstrapped: Workspace) -> None:
+    slow_training(bootstrapped)
+    before = without_ledger(table_state(bootstrapped.engine))
+    known = set(mlflow_runs(bootstrapped))
+    process = bootstrapped.popen("--as-of", BOOTSTRAP_AS_OF, "train", "--epochs", "100000")
+    try:
+        new_run = wait_for(lambda: set(mlflow_runs(bootstrapped)) - known, timeout_s=120)
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=120)
+    finally:
+        stop(process)
+    assert process.returncode == INTERRUPTED, stderr
+    [run_id] = new_run
+    status, tags = mlflow_runs(bootstrapped)[run_id]
+    assert status == "KILLED" and tags["stockcli.pid"] == str(process.pid)
+    assert ledger(bootstrapped.engine)[-1][1:] == ("train", "interrupted")
+    assert versions(bootstrapped) == ["1"] and production(bootstrapped) == "1"
+    assert without_ledger(table_state(bootstrapped.engine)) == before
+
+
+def test_the_mlflow_run_of_a_killed_training_is_closed_by_the_next_run(bootstrapped: Workspace) -> None:
+    before_predictions = predictions(bootstrapped.engine, with_version=True)
+    before_weights = weights_sha(bootstrapped, "1")
+    known = set(mlflow_runs(bootstrapped))
+    crashed = bootstrapped.run("--as-of", BOOTSTRAP_AS_OF, "train", kill_at="train:before_register")
+    assert crashed.returncode == -9, crashed.stderr
+    [run_id] = set(mlflow_runs(bootstrapped)) - known
+    assert mlflow_runs(bootstrapped)[run_id][0] == "RUNNING"  # what SIGKILL leaves behind
+
+    nxt = bootstrapped.cli("--as-of", BOOTSTRAP_AS_OF, "predict")  # any next run, not only a training
+
+    assert nxt.exit_code == 0, nxt.output
+    assert mlflow_runs(bootstrapped)[run_id][0] == "KILLED"
+    assert [row[1:] for row in ledger(bootstrapped.engine)[-2:]] == [
+        ("train", "interrupted"),
+        ("predict", "ok"),
+    ]
+    assert versions(bootstrapped) == ["1"] and production(bootstrapped) == "1"
+    assert weights_sha(bootstrapped, "1") == before_weights
+    assert predictions(bootstrapped.engine, with_version=True) == before_predictions
+
+
+def test_runs_of_live_processes_and_other_hosts_are_never_closed(bootstrapped: Workspace) -> None:
+    from stockcli.ml import registry
+
+    settings = bootstrapped.settings()
+    client = registry.client(settings)
+    experiment = registry._experiment_id(settings)
+    live = subprocess.Popen(["sleep", "120"])
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    try:
+        host = socket.gethostname()
+        cases: dict[str, dict[str, Any]] = {
+            "live worker": {"stockcli.host": host, "stockcli.pid": str(live.pid)},
+            "this process": {"stockcli.host": host, "stockcli.pid": str(os.getpid())},
+            "other host": {"stockcli.host": f"not-{host}", "stockcli.pid": str(dead.pid)},
+            "no process tags": {},
+            "dead process": {"stockcli.host": host, "stockcli.pid": str(dead.pid)},
+        }
+        ids = {
+            name: client.create_run(experiment, run_name=name, tags=tags).info.run_id
+            for name, tags in cases.items()
+        }
+
+        closed = registry.close_dead_runs(settings)
+
+        assert closed == [ids["dead process"]]
+        statuses = {name: client.get_run(run_id).info.status for name, run_id in ids.items()}
+        assert statuses == {
+            "live worker": "RUNNING",
+            "this process": "RUNNING",
+            "other host": "RUNNING",
+            "no process tags": "RUNNING",
+            "dead process": "KILLED",
+        }
+    finally:
+        live.kill()
+        live.wait()
