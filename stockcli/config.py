@@ -268,10 +268,10 @@ class TrainingSettings(_Section):
     num_layers: int = Field(default=1, ge=1, le=8)
     dropout: float = Field(default=0.2, ge=0, lt=1)
     learning_rate: float = Field(default=1e-3, gt=0, le=1)
-    batch_size: int = Field(default=64, ge=1)
+    batch_size: int = Field(default=128, ge=1)
     num_heads: int = Field(default=4, ge=1)
-    epochs: int = Field(default=50, ge=1)
-    patience: int = Field(default=8, ge=1)
+    epochs: int = Field(default=30, ge=1)
+    patience: int = Field(default=5, ge=1)
     grad_clip: float = Field(default=1.0, ge=0)
     seed: int = Field(default=42, ge=0, le=2**32 - 1)  # numpy and torch seeds are 32-bit
     device: Device = "cpu"
@@ -288,14 +288,14 @@ TUNING_RANGES = ("batch_size", "hidden_size", "num_layers", "dropout", "learning
 
 class TuningSettings(_Section):
     n_trials: int = Field(default=20, ge=1)
-    timeout_s: float = Field(default=120.0, ge=0)
-    epochs: int = Field(default=15, ge=1)
+    timeout_s: float = Field(default=90.0, ge=0)
+    epochs: int = Field(default=8, ge=1)
     storage_url: str = Field(default="", repr=False)
     pruning: bool = True
     pruner_startup_trials: int = Field(default=3, ge=0)
-    pruner_warmup_epochs: int = Field(default=3, ge=0)
-    batch_size_min: int = Field(default=16, ge=1)
-    batch_size_max: int = Field(default=128, ge=1)
+    pruner_warmup_epochs: int = Field(default=2, ge=0)
+    batch_size_min: int = Field(default=32, ge=1)
+    batch_size_max: int = Field(default=256, ge=1)
     hidden_size_min: int = Field(default=32, ge=1)
     hidden_size_max: int = Field(default=256, ge=1)
     num_layers_min: int = Field(default=1, ge=1, le=8)

@@ -33,6 +33,7 @@ the order they are applied:
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -451,9 +452,9 @@ class WindowSet:
     def n_own_features(self) -> int:
         return int(self.slab.shape[2])
 
-    @property
+    @functools.cached_property
     def tickers(self) -> list[str]:
-        """The ticker of each window."""
+        """The ticker of each window (built once: a test split of 500 tickers has 10^5 windows)."""
         return [self.series_names[int(s)] for s in self.series]
 
     def gather(self, indexes: np.ndarray | None = None) -> np.ndarray:

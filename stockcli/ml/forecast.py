@@ -90,7 +90,7 @@ def forecast(
     same global model (unseen). Pairs that cannot be forecast (no bars, no bar on the date, too
     little history) are listed in `missing` instead of failing the others.
     """
-    from stockcli.features.dataset import build_inputs, unscale_return
+    from stockcli.features.dataset import build_inputs
     from stockcli.ml.training import predict_distribution
 
     inputs = build_inputs(
@@ -105,15 +105,11 @@ def forecast(
     windows = inputs.windows
     with _single_thread_for(len(windows)):
         raw = predict_distribution(bundle.model, windows, device=device)
-    target = bundle.scalers["target"]
-    return ForecastResult(
-        tickers=windows.tickers,
+    return _result(
+        windows,
+        raw,
+        bundle.scalers["target"],
         as_of_dates=list(inputs.as_of_dates),
-        base_dates=list(windows.base_dates),
-        base_closes=np.asarray(windows.base_closes, dtype=np.float64),
-        loc=unscale_return(target, raw[:, 0]),
-        scale=raw[:, 1] * float(target["scale"]),
-        df=raw[:, 2].copy(),
         missing=list(inputs.missing),
         model_version=bundle.version,
     )
@@ -121,20 +117,35 @@ def forecast(
 
 def forecast_windows(bundle_or_model: Any, scalers: Mapping[str, Any], windows: WindowSet) -> ForecastResult:
     """The same result for prepared windows (a built dataset's split), in return units."""
-    from stockcli.features.dataset import unscale_return
     from stockcli.ml.training import predict_distribution
 
     model = getattr(bundle_or_model, "model", bundle_or_model)
     raw = predict_distribution(model, windows)
-    target = scalers["target"]
+    return _result(windows, raw, scalers["target"], as_of_dates=list(windows.base_dates))
+
+
+def _result(
+    windows: WindowSet,
+    raw: np.ndarray,
+    target: Mapping[str, Any],
+    *,
+    as_of_dates: list[date],
+    missing: list[Unforecastable] | None = None,
+    model_version: str | None = None,
+) -> ForecastResult:
+    """Scaled distribution parameters (n, 3) of `windows` as next-log-return distributions."""
+    from stockcli.features.dataset import unscale_return
+
     return ForecastResult(
         tickers=windows.tickers,
-        as_of_dates=list(windows.base_dates),
+        as_of_dates=as_of_dates,
         base_dates=list(windows.base_dates),
         base_closes=np.asarray(windows.base_closes, dtype=np.float64),
         loc=unscale_return(target, raw[:, 0]),
         scale=raw[:, 1] * float(target["scale"]),
         df=raw[:, 2].copy(),
+        missing=list(missing or []),
+        model_version=model_version,
     )
 
 

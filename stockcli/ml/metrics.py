@@ -343,6 +343,28 @@ def summarize_scored(rows: Sequence[Mapping[str, Any]] | Sequence[Any]) -> dict[
 
 
 QUANTILE_COLUMNS = ("q025", "q10", "q50", "q90", "q975")
+INTERVAL_FIGURES = ("coverage_80", "coverage_95", "width_80", "width_95", "winkler_80", "winkler_95", "pinball")
+
+
+def block_figures(block: Mapping[str, Any]) -> dict[str, Any]:
+    """One `summarize_scored` block as flat figures: what monitor, report, the dashboard and backtest show."""
+    intervals = block.get("intervals") or {}
+    return {
+        "samples": int(block.get("samples") or 0),
+        "sessions": int(block.get("sessions") or 0),
+        "mae": block["model"]["mae"],
+        "naive_mae": block["naive"]["mae"],
+        "mape": block["model"]["mape"],
+        "naive_mape": block["naive"]["mape"],
+        "direction_accuracy": block["model"]["directional_accuracy"],
+        "skill": block.get("skill"),
+        "skill_low": block.get("skill_low"),
+        "skill_high": block.get("skill_high"),
+        "p_worse": block.get("p_worse"),
+        **{name: intervals.get(name) for name in INTERVAL_FIGURES},
+        "intervals_n": int(intervals.get("n") or 0),
+        "served_model_share": block.get("served_model_share"),
+    }
 
 
 def _num(value: Any) -> float:

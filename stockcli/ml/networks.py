@@ -250,8 +250,8 @@ def _define_classes() -> dict[str, Any]:
             encoded, _ = self.lstm(x)
             return self.head(encoded[:, -1], self.last_own(x))
 
-    class LstmAttentionForecaster(_Base):
-        """LSTM, then multi-head attention of the last step over every step of the window."""
+    class _Attending(_Base):
+        """The LSTM plus one multi-head attention block with a residual connection and layer norm."""
 
         def __init__(self, **kwargs: Any) -> None:
             super().__init__(**kwargs)
@@ -261,6 +261,9 @@ def _define_classes() -> dict[str, Any]:
             )
             self.norm = nn.LayerNorm(hidden)
             self.dropout = nn.Dropout(kwargs["dropout"])
+
+    class LstmAttentionForecaster(_Attending):
+        """LSTM, then multi-head attention of the last step over every step of the window."""
 
         def forward(self, x: torch.Tensor, groups: torch.Tensor | None = None) -> torch.Tensor:
             encoded, _ = self.lstm(x)
@@ -269,17 +272,8 @@ def _define_classes() -> dict[str, Any]:
             summary = self.norm(last + self.dropout(attended))[:, 0]
             return self.head(summary, self.last_own(x))
 
-    class LstmCrossAttentionForecaster(_Base):
+    class LstmCrossAttentionForecaster(_Attending):
         """LSTM per window, then attention across the windows of the same date (other series)."""
-
-        def __init__(self, **kwargs: Any) -> None:
-            super().__init__(**kwargs)
-            hidden = kwargs["hidden_size"]
-            self.attention = nn.MultiheadAttention(
-                hidden, kwargs["num_heads"], dropout=kwargs["dropout"], batch_first=True
-            )
-            self.norm = nn.LayerNorm(hidden)
-            self.dropout = nn.Dropout(kwargs["dropout"])
 
         def forward(self, x: torch.Tensor, groups: torch.Tensor | None = None) -> torch.Tensor:
             encoded, _ = self.lstm(x)

@@ -232,8 +232,12 @@ def train_model(
     device: str = "cpu",
     on_epoch: EpochCallback | None = None,
     num_threads: int | None = None,
+    init_state: Mapping[str, Any] | None = None,
 ) -> TrainResult:
-    """Train a fresh network by likelihood; stop when validation has not improved for `patience` epochs.
+    """Train a network by likelihood; stop when validation has not improved for `patience` epochs.
+
+    The network starts fresh (seeded), or from `init_state` (a state_dict of the same architecture:
+    a retrain fine-tuning Production's weights).
 
     Windows of every series are pooled. The plain and attention models draw random batches of
     `batch_size` windows; the cross-attention model draws whole dates (all series of a date in one
@@ -274,7 +278,15 @@ def train_model(
         num_heads=params.num_heads,
         distribution=params.distribution,
     )
-    model = model_from_config(config).to(target)
+    model = model_from_config(config)
+    if init_state is not None:
+        try:
+            model.load_state_dict({k: torch.as_tensor(v) for k, v in init_state.items()}, strict=True)
+        except (RuntimeError, KeyError) as exc:
+            raise ConfigError(
+                f"The weights to start from do not fit this architecture: {str(exc).splitlines()[0]}"
+            ) from None
+    model = model.to(target)
     optimizer = torch.optim.Adam(model.parameters(), lr=params.learning_rate)
     weights = [p for p in model.parameters() if p.requires_grad]
     cross = params.model_type == "lstm_cross_attention"

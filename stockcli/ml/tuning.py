@@ -97,6 +97,18 @@ def suggest_params(trial: optuna.Trial, *, tuning: TuningSettings, training: Tra
     return TrainParams.from_settings(training, sampled)
 
 
+def in_search_space(params: dict[str, Any], tuning: TuningSettings) -> bool:
+    """Whether tuned parameters lie inside `[tuning]`'s search space (Optuna refuses a trial outside it)."""
+    if params.get("model_type") not in tuning.model_types:
+        return False
+    for name in ("batch_size", "hidden_size", "num_layers", "dropout", "learning_rate"):
+        value = params.get(name)
+        low, high = getattr(tuning, f"{name}_min"), getattr(tuning, f"{name}_max")
+        if value is None or not low <= value <= high:
+            return False
+    return True
+
+
 def pruning_callback(trial: optuna.Trial) -> EpochCallback:
     """An `on_epoch` hook that reports each validation loss and raises TrialPruned when told to."""
     import optuna
@@ -122,11 +134,14 @@ def make_objective(
     seed: int,
     device: str = "cpu",
     epoch_hook: Callable[[int, int], None] | None = None,
+    deadline: float | None = None,
 ) -> Callable[[optuna.Trial], float]:
     """The objective: train with sampled parameters, return the best validation loss.
 
     Only the training and validation splits go in. `epoch_hook(trial_number, epoch)` runs after each
-    epoch (a test hook for interruptions).
+    epoch (a test hook for interruptions). Past `deadline` (`time.monotonic()`), a running trial is
+    pruned at its next epoch once the study holds a complete trial: Optuna's own timeout only stops
+    *starting* trials, so without this the last one could overrun the budget by a whole trial.
     """
 
     def objective(trial: optuna.Trial) -> float:
@@ -140,6 +155,8 @@ def make_objective(
             report(epoch, train_loss, val_loss)
             if epoch_hook is not None:
                 epoch_hook(trial.number, epoch)
+            if deadline is not None and time.monotonic() > deadline and _has_complete_trial(trial):
+                raise optuna.TrialPruned(f"The tuning time budget ran out at epoch {epoch}.")
 
         result = train_model(
             train=train,
@@ -160,6 +177,12 @@ def make_objective(
         return float(result.best_val_loss)
 
     return objective
+
+
+def _has_complete_trial(trial: optuna.Trial) -> bool:
+    from optuna.trial import TrialState
+
+    return bool(trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
 
 
 def make_storage(

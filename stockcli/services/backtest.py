@@ -263,30 +263,18 @@ def backtest(
     )
 
 
-INTERVAL_FIELDS = ("coverage_80", "coverage_95", "width_80", "width_95", "winkler_80", "winkler_95", "pinball")
-
-
 def _flat(block: dict[str, Any]) -> dict[str, Any]:
     """One block of `metrics.summarize_scored` as the backtest's flat figures."""
-    intervals = block.get("intervals") or {}
-    share = block.get("served_model_share")
+    from stockcli.ml.metrics import INTERVAL_FIGURES, block_figures
+
+    figures = block_figures(block)
+    share = figures.pop("served_model_share")
     return {
-        "samples": block.get("samples"),
-        "sessions": block.get("sessions"),
-        "mae": block["model"]["mae"],
-        "naive_mae": block["naive"]["mae"],
-        "mape": block["model"]["mape"],
-        "naive_mape": block["naive"]["mape"],
-        "direction_accuracy": block["model"]["directional_accuracy"],
-        "skill": block.get("skill"),
-        "skill_low": block.get("skill_low"),
-        "skill_high": block.get("skill_high"),
-        "p_worse": block.get("p_worse"),
-        **{name: intervals.get(name) for name in INTERVAL_FIELDS},
+        **figures,
         "share_model": share,
         "share_naive": None if share is None else 1.0 - share,
         "baselines": {
-            name: {field_name: (values or {}).get(field_name) for field_name in INTERVAL_FIELDS}
+            name: {field_name: (values or {}).get(field_name) for field_name in INTERVAL_FIGURES}
             for name, values in (block.get("baselines") or {}).items()
         },
     }

@@ -90,36 +90,35 @@ def window_metrics(rows: Sequence[Any]) -> tuple[WindowMetrics, dict[str, Window
 
 
 def _window(block: dict[str, Any], rows: Sequence[Any], ticker: str | None) -> WindowMetrics:
+    from stockcli.ml.metrics import block_figures
     from stockcli.ml.stats import binomial_coverage_test
 
-    intervals = block.get("intervals") or {}
-    n = int(intervals.get("n") or 0)
+    figures = block_figures(block)
+    n = figures["intervals_n"]
     tests: dict[int, float | None] = {}
     for level in (80, 95):
-        value = intervals.get(f"coverage_{level}")
-        if value is None or n == 0:
-            tests[level] = None
-            continue
-        misses = round((1.0 - float(value)) * n)
-        tests[level] = binomial_coverage_test(misses, n, level / 100.0)
+        value = figures[f"coverage_{level}"]
+        tests[level] = (
+            None if value is None or n == 0 else binomial_coverage_test(round((1.0 - value) * n), n, level / 100.0)
+        )
     return WindowMetrics(
-        samples=int(block.get("samples") or 0),
-        sessions=int(block.get("sessions") or 0),
-        mae=block["model"]["mae"],
-        mape=block["model"]["mape"],
-        direction_accuracy=block["model"]["directional_accuracy"],
-        naive_mae=block["naive"]["mae"],
-        skill=block.get("skill"),
-        skill_low=block.get("skill_low"),
-        skill_high=block.get("skill_high"),
-        p_worse=block.get("p_worse"),
-        coverage_80=intervals.get("coverage_80"),
-        coverage_95=intervals.get("coverage_95"),
+        samples=figures["samples"],
+        sessions=figures["sessions"],
+        mae=figures["mae"],
+        mape=figures["mape"],
+        direction_accuracy=figures["direction_accuracy"],
+        naive_mae=figures["naive_mae"],
+        skill=figures["skill"],
+        skill_low=figures["skill_low"],
+        skill_high=figures["skill_high"],
+        p_worse=figures["p_worse"],
+        coverage_80=figures["coverage_80"],
+        coverage_95=figures["coverage_95"],
         p_coverage_80=tests[80],
         p_coverage_95=tests[95],
-        winkler_95=intervals.get("winkler_95"),
-        pinball=intervals.get("pinball"),
-        served_model_share=block.get("served_model_share"),
+        winkler_95=figures["winkler_95"],
+        pinball=figures["pinball"],
+        served_model_share=figures["served_model_share"],
     )
 
 

@@ -346,31 +346,32 @@ def performance_row(
     ticker: str, block: Mapping[str, Any], rows: Sequence[Mapping[str, Any]], min_samples: int
 ) -> PerformanceRow:
     """One ticker's `metrics.summarize_scored` block as a report row."""
-    intervals = block.get("intervals") or {}
-    sessions = int(block.get("sessions") or 0)
-    skill = block.get("skill")
+    from stockcli.ml.metrics import block_figures
+
+    figures = block_figures(block)
     versions = sorted({str(r["model_version"]) for r in rows}, key=_version_key)
     dates = [r["target_date"] for r in rows]
+    skill = figures["skill"]
     return PerformanceRow(
         ticker=ticker,
-        sessions=sessions,
-        mape=block["model"]["mape"],
-        mae=block["model"]["mae"],
-        naive_mae=block["naive"]["mae"],
-        directional_accuracy=block["model"]["directional_accuracy"],
+        sessions=figures["sessions"],
+        mape=figures["mape"],
+        mae=figures["mae"],
+        naive_mae=figures["naive_mae"],
+        directional_accuracy=figures["direction_accuracy"],
         skill=skill,
         worse_than_naive=skill is not None and skill < 0,
-        enough_samples=sessions >= min_samples,
+        enough_samples=figures["sessions"] >= min_samples,
         first_target_date=min(dates) if dates else None,
         last_target_date=max(dates) if dates else None,
         model_versions=tuple(versions),
-        skill_low=block.get("skill_low"),
-        skill_high=block.get("skill_high"),
-        p_worse=block.get("p_worse"),
-        coverage_80=intervals.get("coverage_80"),
-        coverage_95=intervals.get("coverage_95"),
-        winkler_95=intervals.get("winkler_95"),
-        served_model_share=block.get("served_model_share"),
+        skill_low=figures["skill_low"],
+        skill_high=figures["skill_high"],
+        p_worse=figures["p_worse"],
+        coverage_80=figures["coverage_80"],
+        coverage_95=figures["coverage_95"],
+        winkler_95=figures["winkler_95"],
+        served_model_share=figures["served_model_share"],
     )
 
 

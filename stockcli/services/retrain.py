@@ -103,25 +103,45 @@ def retrain(
     checkpoint(settings, "retrain:after_build")
 
     started = step("tune")
-    warm = _production_params(settings, production_version) if settings.tuning.warm_start else None
-    # A retrain starts from what Production knows: its parameters are the first trial, and the search
-    # gets the smaller retrain budget. A bootstrap (no Production) searches with the full budget.
-    budget = settings.tuning.retrain_timeout_s if production_version is not None else None
-    tuned = tune(
-        settings=settings,
-        engine=engine,
-        run_id=processed.run_id,
-        n_trials=n_trials,
-        timeout_s=budget,
-        enqueue=[warm] if warm else None,
-    )
-    timings["tune"] = time.perf_counter() - started
-    record("study", tuned.study_name)
-    record("n_trials", tuned.n_trials)
-    checkpoint(settings, "retrain:after_tune")
-
-    started = step("train")
-    trained = train(settings=settings, engine=engine, run_id=processed.run_id, params=tuned.best_params)
+    # A retrain starts from what Production knows. When Production's network fits the new dataset
+    # (same architecture, same inputs), it is fine-tuned from Production's weights with Production's
+    # parameters: no search, a few epochs. Otherwise the search runs, with Production's parameters as
+    # its first trial and the smaller retrain budget. A bootstrap (no Production) searches in full.
+    start_from = _fine_tune_start(settings, engine, production_version, processed.run_id)
+    if start_from is not None:
+        params, init_state = start_from
+        record("fine_tuned_from", production_version)
+        timings["tune"] = 0.0
+        record("n_trials", 0)
+        checkpoint(settings, "retrain:after_tune")
+        started = step("train")
+        trained = train(
+            settings=settings,
+            engine=engine,
+            run_id=processed.run_id,
+            params=params,
+            epochs=settings.tuning.epochs,
+            init_state=init_state,
+        )
+        tuned_trials, best = 0, params
+    else:
+        warm = _production_params(settings, production_version) if settings.tuning.warm_start else None
+        budget = settings.tuning.retrain_timeout_s if production_version is not None else None
+        tuned = tune(
+            settings=settings,
+            engine=engine,
+            run_id=processed.run_id,
+            n_trials=n_trials,
+            timeout_s=budget,
+            enqueue=[warm] if warm else None,
+        )
+        timings["tune"] = time.perf_counter() - started
+        record("study", tuned.study_name)
+        record("n_trials", tuned.n_trials)
+        checkpoint(settings, "retrain:after_tune")
+        started = step("train")
+        trained = train(settings=settings, engine=engine, run_id=processed.run_id, params=tuned.best_params)
+        tuned_trials, best = tuned.n_trials, tuned.best_params
     timings["train"] = time.perf_counter() - started
     record("model_version", trained.model_version)
     record("mlflow_run_id", trained.mlflow_run_id)
@@ -144,8 +164,8 @@ def retrain(
         ran=True,
         reason=reason,
         dataset_run_id=processed.run_id,
-        n_trials=tuned.n_trials,
-        best_params=tuned.best_params,
+        n_trials=tuned_trials,
+        best_params=best,
         model_version=trained.model_version,
         test_metrics=getattr(trained, "test_metrics", None),
         promoted=decision.promoted,
@@ -166,7 +186,7 @@ def _production_params(settings: Settings, production_version: str | None) -> di
     if production_version is None:
         return None
     from stockcli.ml import registry
-    from stockcli.ml.tuning import TUNED_PARAMS
+    from stockcli.ml.tuning import TUNED_PARAMS, in_search_space
 
     try:
         bundle = registry.load_bundle(settings, production_version)
@@ -178,16 +198,39 @@ def _production_params(settings: Settings, production_version: str | None) -> di
     return params
 
 
-def in_search_space(params: dict[str, Any], tuning: Any) -> bool:
-    """Whether tuned parameters lie inside `[tuning]`'s current search space (Optuna refuses others)."""
-    if params.get("model_type") not in tuning.model_types:
-        return False
-    for name in ("batch_size", "hidden_size", "num_layers", "dropout", "learning_rate"):
-        value = params.get(name)
-        low, high = getattr(tuning, f"{name}_min"), getattr(tuning, f"{name}_max")
-        if value is None or not low <= value <= high:
-            return False
-    return True
+def _fine_tune_start(
+    settings: Settings, engine: Engine, production_version: str | None, dataset_run_id: str
+) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """(Production's parameters, its weights) when a retrain can fine-tune Production's network on the
+    new dataset: `[tuning] warm_start`, a single network (not a seed ensemble) whose inputs are the new
+    dataset's (same features, same context columns); else None (the retrain searches)."""
+    if production_version is None or not settings.tuning.warm_start or settings.promotion.seeds > 1:
+        return None
+    from stockcli.db.datasets import load_built
+    from stockcli.ml import registry
+
+    try:
+        bundle = registry.load_bundle(settings, production_version)
+    except Exception:  # a damaged or unreadable Production must not stop a retrain: search instead
+        return None
+    config = bundle.model_config
+    built = load_built(engine, dataset_run_id)
+    same_inputs = (
+        config.get("model_type") != "ensemble"
+        and int(config.get("n_features", -1)) == built.train.n_features
+        and int(config.get("n_own_features", -1)) == built.train.n_own_features
+        and list(bundle.spec.get("feature_names", [])) == list(built.spec["feature_names"])
+        and list(bundle.spec.get("context_features", [])) == list(built.spec.get("context_features", []))
+        and list(bundle.context_tickers) == list(built.spec.get("context_tickers") or [])
+        and int(bundle.sequence_length) == int(built.sequence_length)
+    )
+    if not same_inputs:
+        return None
+    params = _production_params(settings, production_version)
+    if params is None:
+        return None
+    state = {name: tensor.detach().cpu().clone() for name, tensor in bundle.model.state_dict().items()}
+    return params, state
 
 
 def retrain_if_needed(

@@ -32,6 +32,8 @@ from stockcli.services.runtime import checkpoint
 if TYPE_CHECKING:
     import pandas as pd
 
+# One PNG per ticker costs ~0.7 s; a 500-ticker watchlist plots its first tickers only.
+MAX_PLOTS = 12
 # progress(epoch, epochs, train_loss, val_loss), after every epoch.
 TrainProgress = Callable[[int, int, float, float], None]
 
@@ -68,8 +70,12 @@ def train(
     params: Mapping[str, Any] | None = None,
     epochs: int | None = None,
     progress: TrainProgress | None = None,
+    init_state: Mapping[str, Any] | None = None,
 ) -> TrainSummary:
     """Train on dataset `run_id` (default: the newest built one), calibrate, evaluate, log and register.
+
+    `init_state` fine-tunes from given weights (a retrain starting from Production's network) instead
+    of a fresh initialisation; `[promotion] seeds` then trains the other seeds fresh.
 
     One global network learns from the windows of every ticker. Its intervals are calibrated on the
     validation split (split conformal, per ticker), the GARCH(1,1)-t baseline is fit per ticker on
@@ -111,6 +117,7 @@ def train(
                 "seed": seed,
                 "code_version": code_version(),
                 "params_source": params_source,
+                "initialised_from": "production weights (fine-tune)" if init_state is not None else "seed",
                 "epochs": max_epochs,
                 "patience": patience,
                 "device": device,
@@ -141,6 +148,7 @@ def train(
             device=device,
             on_epoch=on_epoch,
             num_threads=settings.training.num_threads or None,
+            init_state=init_state,
         )
         model, config = result.model, result.config
         n_seeds = int(settings.promotion.seeds)
@@ -203,7 +211,7 @@ def train(
             quantiles = np.exp(calibrated_quantiles(test_forecast, calibration)) * test.base_closes[:, None]
             plot_test_predictions(
                 Path(folder),
-                tickers=tickers,
+                tickers=tickers[:MAX_PLOTS],
                 window_tickers=test.tickers,
                 target_dates=list(test.target_dates),
                 actual=test.target_closes,
@@ -345,7 +353,8 @@ def score_windows(
 
     chosen = np.arange(len(windows)) if rows is None else rows
     base = np.asarray(windows.base_closes, dtype=np.float64)[chosen]
-    tickers = [windows.tickers[i] for i in chosen]
+    names = windows.tickers  # a list built per access: once, not once per row
+    tickers = [names[i] for i in chosen]
     base_dates = [windows.base_dates[i] for i in chosen]
     quantiles = np.exp(calibrated_quantiles(result, calibration)[chosen]) * base[:, None]
     found = baseline_quantiles(baselines, history, tickers, base_dates, rolling_window=rolling_window)

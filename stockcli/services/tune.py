@@ -7,6 +7,7 @@ several `tune` processes pointed at one PostgreSQL storage (`[tuning] storage_ur
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -58,7 +59,14 @@ def tune(
     """
     from stockcli.db import datasets
     from stockcli.ml.training import resolve_device
-    from stockcli.ml.tuning import TUNED_PARAMS, make_objective, open_study, run_study, study_name_for
+    from stockcli.ml.tuning import (
+        TUNED_PARAMS,
+        in_search_space,
+        make_objective,
+        open_study,
+        run_study,
+        study_name_for,
+    )
 
     if run_id is None:
         run_id = datasets.latest_dataset_id(engine)
@@ -87,6 +95,7 @@ def tune(
         seed=settings.training.seed,
         device=device,
         epoch_hook=lambda trial, epoch: checkpoint(settings, f"tune:trial-{trial}-epoch-{epoch}"),
+        deadline=time.monotonic() + limit_s if limit_s and limit_s > 0 else None,
     )
     study_name = study_name_for(run_id)
     study = open_study(
@@ -100,9 +109,11 @@ def tune(
         data_dir=settings.data_dir,
     )
     if enqueue and not study.get_trials(deepcopy=False):
-        # A fresh study of a retrain tries Production's parameters first: a good start for the search.
+        # A fresh study of a retrain tries Production's parameters first: a good start for the search
+        # (unless [tuning] has moved its search space away from them since).
         for params in enqueue:
-            study.enqueue_trial(dict(params), skip_if_exists=True)
+            if in_search_space(params, settings.tuning):
+                study.enqueue_trial(dict(params), skip_if_exists=True)
     outcome = run_study(
         study,
         objective,

@@ -150,6 +150,7 @@ def bench_daily(workdir: Path, repeats: int) -> dict[str, Any]:
     config = bootstrap(workdir)
     data_dir = workdir / "data"
     pristine = workdir / "pristine"
+    shutil.rmtree(pristine, ignore_errors=True)
     shutil.copytree(data_dir, pristine, ignore=shutil.ignore_patterns("stockcli.lock"))
     env = child_env(config)
     census = workdir / "census.json"
@@ -267,7 +268,7 @@ PREDICT_PARTS = (
     ("        compute_model_features", "features/indicators.py", "compute_model_features"),
     ("    the network (predict_distribution)", "ml/training.py", "predict_distribution"),
     ("  baseline quantiles (GARCH, rolling)", "ml/forecast.py", "baseline_quantiles"),
-    ("    fit_garch (unseen tickers)", "ml/baselines.py", "fit_garch"),
+    ("    fit_garch (tickers without fitted parameters)", "ml/baselines.py", "fit_garch"),
     ("  calibrated quantiles", "ml/forecast.py", "calibrated_quantiles"),
     ("  serving selection + interval state", "db/serving.py", "load_selection"),
     ("  save predictions", "db/predictions.py", "save_predictions"),
@@ -289,9 +290,12 @@ def scale_workspace(workdir: Path, *, model_tickers: int = 500) -> dict[str, Any
     from tests.benchmarks.synthetic import make_market, store_bars, write_config, write_csv_folder
 
     saved = workdir / "workspace.json"
-    if saved.is_file():  # a workspace set up by an earlier run with the same --workdir: reused
+    snapshot = workdir / "setup-data"
+    if saved.is_file() and snapshot.is_dir():  # set up by an earlier run with the same --workdir
         space = json.loads(saved.read_text())
         space["configs"] = {k if k == "model" else int(k): Path(v) for k, v in space["configs"].items()}
+        shutil.rmtree(workdir / "data", ignore_errors=True)
+        shutil.copytree(snapshot, workdir / "data")
         print(f"scale set-up reused from {workdir}: {space['market']}")
         return space  # type: ignore[no-any-return]
     workdir.mkdir(parents=True, exist_ok=True)
@@ -345,6 +349,7 @@ def scale_workspace(workdir: Path, *, model_tickers: int = 500) -> dict[str, Any
         "model_tickers": len(trained_on),
         "setup_s": steps,
     }
+    shutil.copytree(workdir / "data", snapshot, ignore=shutil.ignore_patterns("stockcli.lock"))
     saved.write_text(json.dumps(space))
     return {**space, "configs": configs}
 
@@ -465,6 +470,7 @@ def bench_scale(
     # predictions, predict; each run on a fresh copy of the data dir as the predictions left it.
     data_dir = workdir / "data"
     pristine = workdir / "pristine"
+    shutil.rmtree(pristine, ignore_errors=True)
     shutil.copytree(data_dir, pristine, ignore=shutil.ignore_patterns("stockcli.lock"))
     daily: dict[int, Any] = {}
     daily_payloads: dict[int, dict[str, Any]] = {}

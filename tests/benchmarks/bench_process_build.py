@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -39,7 +38,7 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:  # run as a script
     sys.path.insert(0, str(ROOT))
 
-from tests.benchmarks.synthetic import START, machine_load, make_market  # noqa: E402
+from tests.benchmarks.synthetic import START, machine_load, make_market, run_measured  # noqa: E402
 
 
 def settings_for(workdir: Path, database_url: str | None, tickers: Sequence[str]) -> Any:
@@ -213,7 +212,9 @@ def run(
     if database_url:
         command += ["--database-url", database_url]
     load_before = machine_load()
-    done = subprocess.run(command, capture_output=True, text=True, check=False, cwd=ROOT)
+    # Spawned through a small launcher: a child forked from this process (which holds the market)
+    # would count this process's memory in its peak RSS.
+    done = run_measured(command, cwd=ROOT)
     if done.returncode != 0:
         raise RuntimeError(f"benchmark child failed:\n{done.stdout}\n{done.stderr}")
     figures: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])

@@ -309,33 +309,54 @@ class Measured:
         return self.peak_rss_bytes / 2**30
 
 
+# Runs the measured command and reports its wall time and its rusage. A process's peak RSS counts
+# the memory image it had before `exec` (Linux keeps the high-water mark across exec, and a child
+# made by fork or vfork starts from its parent's), so a command spawned straight from a benchmark
+# that has built a market or trained a model would report the benchmark's own memory. Spawned from
+# this small launcher instead, it inherits the launcher's ~10 MiB.
+LAUNCHER = """\
+import json, os, subprocess, sys, time
+begin = time.perf_counter()
+child = subprocess.Popen(sys.argv[2:])
+_pid, status, usage = os.wait4(child.pid, 0)
+wall_s = time.perf_counter() - begin
+code = os.waitstatus_to_exitcode(status)
+with open(sys.argv[1], "w") as handle:
+    json.dump({"wall_s": wall_s, "maxrss_kib": usage.ru_maxrss, "returncode": code}, handle)
+sys.exit(0)
+"""
+
+
 def run_measured(
     command: Sequence[str], *, env: Mapping[str, str] | None = None, cwd: Path | None = None
 ) -> Measured:
-    """Run `command` in a fresh process; its wall time and its own peak RSS (`wait4`'s ru_maxrss,
-    the high-water mark of that process alone, not of this one or of earlier children)."""
-    import os
+    """Run `command` in a fresh process; its wall time and its own peak RSS (the `wait4` ru_maxrss of
+    that process alone, spawned from a small launcher: see LAUNCHER)."""
+    import json
     import subprocess
+    import sys
     import tempfile
-    import time
 
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        begin = time.perf_counter()
-        process = subprocess.Popen(
-            list(command), stdout=out, stderr=err, env=dict(env) if env else None, cwd=cwd
+    with tempfile.TemporaryDirectory(prefix="stockcli-measured-") as folder:
+        report = Path(folder) / "rusage.json"
+        done = subprocess.run(
+            [sys.executable, "-c", LAUNCHER, str(report), *command],
+            capture_output=True,
+            text=True,
+            env=dict(env) if env else None,
+            cwd=cwd,
+            check=False,
         )
-        _pid, status, usage = os.wait4(process.pid, 0)
-        wall_s = time.perf_counter() - begin
-        process.returncode = os.waitstatus_to_exitcode(status)
-        out.seek(0)
-        err.seek(0)
-        return Measured(
-            returncode=process.returncode,
-            wall_s=wall_s,
-            peak_rss_bytes=int(usage.ru_maxrss) * 1024,  # KiB on Linux
-            stdout=out.read().decode("utf-8", "replace"),
-            stderr=err.read().decode("utf-8", "replace"),
-        )
+        if not report.is_file():
+            raise RuntimeError(f"the launcher failed ({done.returncode}):\n{done.stderr[-2000:]}")
+        figures = json.loads(report.read_text())
+    return Measured(
+        returncode=int(figures["returncode"]),
+        wall_s=float(figures["wall_s"]),
+        peak_rss_bytes=int(figures["maxrss_kib"]) * 1024,  # KiB on Linux
+        stdout=done.stdout,
+        stderr=done.stderr,
+    )
 
 
 def machine_load() -> str:
