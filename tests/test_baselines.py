@@ -18,8 +18,10 @@ from stockcli.ml.baselines import (
     MIN_GARCH_RETURNS,
     fit_garch,
     garch_next_quantiles,
+    garch_quantiles_at,
     garch_quantiles_path,
     rolling_band_quantiles,
+    rolling_band_quantiles_at,
     rolling_band_quantiles_path,
 )
 from stockcli.ml.intervals import QUANTILES
@@ -205,3 +207,39 @@ def test_garch_quantiles_are_t_scaled_and_need_history(
         garch_next_quantiles({"mu": 0.0, "omega": 0.1}, goog_returns)
     with pytest.raises(InputDataError):
         garch_next_quantiles({**goog_params, "nu": 1.5}, goog_returns)
+
+
+# --- only the rows asked for: the paths' own numbers ---------------------------------------------------
+
+
+def _rows_to_check(n: int) -> list[np.ndarray]:
+    return [
+        np.array([n - 1]),  # a daily forecast: the last row only
+        np.array([n - 2, n - 1]),
+        np.array([0, 5, 18, 19, 20, 49, 50, 51, 73, 74, 75, 300, 301, n - 1, 120, 120]),  # any order, repeats
+        np.arange(n),
+        np.zeros(0, dtype=np.int64),
+    ]
+
+
+def test_rolling_band_at_rows_equals_the_path(goog_returns: np.ndarray) -> None:
+    returns = goog_returns[:700].copy()
+    returns[[50, 300]] = np.nan  # sessions without a return: NaN rows, skipped by the windows after
+    path = rolling_band_quantiles_path(returns, window=20)
+    for rows in _rows_to_check(len(returns)):
+        at = rolling_band_quantiles_at(returns, rows, window=20)
+        assert at.shape == (len(rows), 5)
+        np.testing.assert_array_equal(at, path[rows])  # bit for bit, NaN where the path has NaN
+    assert np.isnan(rolling_band_quantiles_at(returns[:10], np.array([9]), window=20)).all()
+
+
+def test_garch_at_rows_equals_the_path(goog_returns: np.ndarray, goog_params: dict[str, Any]) -> None:
+    returns = goog_returns[:700].copy()
+    returns[[50, 300]] = np.nan
+    path = garch_quantiles_path(goog_params, returns)
+    for rows in _rows_to_check(len(returns)):
+        at = garch_quantiles_at(goog_params, returns, rows)
+        assert at.shape == (len(rows), 5)
+        np.testing.assert_array_equal(at, path[rows])
+    short = returns[: MIN_FILTER_RETURNS - 1]
+    assert np.isnan(garch_quantiles_at(goog_params, short, np.array([len(short) - 1]))).all()

@@ -103,6 +103,30 @@ def test_second_run_is_refused_naming_the_holder(settings: Settings) -> None:
         pass
 
 
+def test_a_run_refused_while_the_holder_is_still_writing_its_name_waits_for_it(tmp_path: Path) -> None:
+    # The holder takes the flock and only then writes who it is: a run refused in between reads an
+    # empty file. It must look again rather than say "another stockcli run".
+    import fcntl
+    import json
+    import threading
+
+    from stockcli.db.lock import file_lock
+
+    lock_path = tmp_path / "stockcli.lock"
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    fcntl.flock(fd, fcntl.LOCK_EX)  # held, description not written yet
+    late = {"command": "promote", "pid": 4242, "host": "box", "since": "2013-03-01T00:00:00+00:00"}
+    writer = threading.Timer(0.15, lambda: lock_path.write_text(json.dumps(late)))
+    writer.start()
+    try:
+        with pytest.raises(LockHeldError) as caught, file_lock(lock_path, "daily"):
+            pass
+    finally:
+        writer.join()
+        os.close(fd)
+    assert "`stockcli promote` (pid 4242 on box" in caught.value.message
+
+
 def _hold_lock_in_child(settings: Settings, tmp_path: Path) -> subprocess.Popen[str]:
     ready = tmp_path / "ready"
     code = textwrap.dedent(

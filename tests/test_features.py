@@ -618,3 +618,99 @@ def test_the_serving_lookback_also_covers_a_configured_long_ema() -> None:
     assert worst < 1e-8, f"ema_200 from {lookback} bars differs by {worst:.3g}"
     short = ind.compute_model_features(*_bars(frame.iloc[-SERVING_LOOKBACK:]), spec)[-1]
     assert np.nanmax(np.abs(short - full[-1])) > 1e-6  # 600 bars would not have done
+
+
+# --- many tickers at once: the same numbers as one ticker at a time -------------------------------------
+
+# Every indicator of the registry, plus the parameter variants with their own code paths.
+MANY_INDICATORS: list[dict[str, Any]] = [
+    *EVERY_INDICATOR,
+    {"name": "keltner", "window": 15, "window_atr": 12, "original_version": False, "multiplier": 1.5},
+    {"name": "psar", "step": 0.05, "max_step": 0.3},
+    {"name": "realized_vol", "window": 5},
+]
+
+
+def _many_series() -> list[list[np.ndarray]]:
+    """Real bars (calm and wild markets, all four sample tickers, over lengths from a few hundred to
+    the whole sample) and synthetic ones (a $5 stock, an index without volume, short histories)."""
+    days = weekdays(date(2000, 1, 3), 900)
+    frames = [
+        sample_frame("GOOG"),
+        sample_frame("MSFT", end=date(2001, 6, 30)),
+        sample_frame("^GSPC", start=date(2008, 6, 1), end=date(2009, 6, 30)),
+        sample_frame("^IXIC", start=date(2011, 1, 1)),
+        sample_frame("MSFT", start=date(2007, 1, 1), end=date(2009, 12, 31)),
+        synthetic_frame(days, seed=3),
+        synthetic_frame(days[:650], seed=4, price=5.0),
+        synthetic_frame(days, seed=5, zero_volume=True),
+        synthetic_frame(days[:300], seed=6),
+        synthetic_frame(days[:250], seed=7),
+        synthetic_frame(days[:250], seed=8),  # two series of one length
+        synthetic_frame(days[:120], seed=9),
+        synthetic_frame(days[:30], seed=10),  # within the warm-up: no usable row
+    ]
+    return [_bars(frame) for frame in frames]
+
+
+def _assert_same_features(many: np.ndarray, one: np.ndarray) -> None:
+    assert many.shape == one.shape
+    np.testing.assert_array_equal(np.isnan(many), np.isnan(one))
+    np.testing.assert_allclose(many, one, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("spec", [MANY_INDICATORS, list(DEFAULT_INDICATORS)], ids=["every", "defaults"])
+def test_many_tickers_at_once_equal_one_at_a_time(spec: list[dict[str, Any]]) -> None:
+    """Rows of different lengths in one block: each ticker's own bars, nothing from its neighbours."""
+    series = _many_series()
+    many = ind.compute_model_features_many(series, spec)
+    assert len(many) == len(series)
+    for bars, values in zip(series, many, strict=True):
+        _assert_same_features(values, ind.compute_model_features(*bars, spec))
+    assert np.isnan(many[-1]).all() and np.isfinite(many[0][ind.model_warmup(spec) :]).all()
+
+
+@pytest.mark.parametrize("entry", MANY_INDICATORS, ids=lambda e: "-".join(f"{v}" for v in e.values()))
+def test_each_indicator_many_at_once_equals_one_at_a_time(
+    entry: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each indicator alone, its loops stepping through time with a vector of tickers or row by row,
+    in one block or in blocks split by size: equal to the per-ticker computation (ta's numbers)."""
+    series = _many_series()
+    one = [ind.compute_model_features(*bars, [entry]) for bars in series]
+    for vector_from in (1, 10**9):
+        monkeypatch.setattr(ind, "_MANY_MIN_VECTOR_ROWS", vector_from)
+        monkeypatch.setattr(ind, "_PSAR_MIN_VECTOR_ROWS", vector_from)
+        for block_cells in (ind.MANY_BLOCK_CELLS, 2_000):  # everything in one block; blocks of 1-3 rows
+            many = ind.compute_model_features_many(series, [entry], block_cells=block_cells)
+            for values, expected in zip(many, one, strict=True):
+                _assert_same_features(values, expected)
+
+
+def test_many_tickers_at_once_as_a_daily_forecast_sees_them(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Seventy tickers over a serving lookback, most of one length, the rest younger: the vector
+    loops and the row layouts of a real run (a reduction over a column-major array would sum in
+    another order and differ in the last bits)."""
+    rng = np.random.default_rng(5)
+    days = weekdays(date(2001, 1, 1), 690)
+    frames = [sample_frame(t).iloc[-690:] for t in SAMPLE_TICKERS]
+    frames += [synthetic_frame(days, seed=100 + i, price=float(rng.uniform(5, 500))) for i in range(50)]
+    frames += [synthetic_frame(days[: int(rng.integers(60, 690))], seed=200 + i) for i in range(16)]
+    series = [_bars(frame) for frame in frames]
+    monkeypatch.setattr(ind, "_PSAR_MIN_VECTOR_ROWS", 16)
+    for spec in (MANY_INDICATORS, list(DEFAULT_INDICATORS)):
+        many = ind.compute_model_features_many(series, spec)
+        for bars, values in zip(series, many, strict=True):
+            _assert_same_features(values, ind.compute_model_features(*bars, spec))
+
+
+def test_many_at_once_refuses_non_finite_bars() -> None:
+    series = _many_series()[:3]
+    series[1][3] = series[1][3].copy()
+    series[1][3][40] = np.nan
+    with pytest.raises(InputDataError, match="missing or infinite"):
+        ind.compute_model_features_many(series, DEFAULT_INDICATORS)
+
+
+def test_every_registered_indicator_has_a_many_at_once_kernel() -> None:
+    assert set(ind.MANY_COMPUTE) == set(ind.INDICATORS)

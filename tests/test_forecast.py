@@ -367,3 +367,63 @@ def test_calibrated_intervals_cover_a_known_process_at_their_nominal_rate() -> N
     # The intervals adapt: wide where the true scale is large, narrow where it is small.
     width = quantiles[:, 4] - quantiles[:, 0]
     assert np.corrcoef(width, true_scale)[0, 1] > 0.8
+
+
+# --- baselines on the same rows --------------------------------------------------------------------------
+
+
+def _baseline_bars() -> dict[str, Any]:
+    from tests.bars_data import sample_frames
+
+    return sample_frames(("GOOG", "MSFT"), start=date(2009, 1, 1), end=date(2013, 3, 1))
+
+
+def test_baseline_quantiles_are_the_paths_rows_of_each_tickers_own_returns() -> None:
+    from stockcli.ml.baselines import fit_garch, garch_quantiles_path, rolling_band_quantiles_path
+    from stockcli.ml.forecast import baseline_quantiles, log_returns_of
+
+    bars = _baseline_bars()
+    _, goog_returns = log_returns_of(bars["GOOG"])
+    params = fit_garch(goog_returns[1:700])
+    assert params is not None
+    days = {t: [d.date() for d in frame.index] for t, frame in bars.items()}
+    # GOOG's and MSFT's last session, GOOG on two earlier ones, MSFT before its rolling band exists.
+    rows = [("GOOG", -1), ("MSFT", -1), ("GOOG", 800), ("GOOG", 500), ("MSFT", 10)]
+    found = baseline_quantiles(
+        {"garch": {"GOOG": params, "MSFT": params}},
+        bars,
+        [t for t, _ in rows],
+        [days[t][i] for t, i in rows],
+        rolling_window=20,
+    )
+    for i, (ticker, position) in enumerate(rows):
+        _, returns = log_returns_of(bars[ticker])
+        np.testing.assert_array_equal(found["rolling"][i], rolling_band_quantiles_path(returns, 20)[position])
+        np.testing.assert_array_equal(found["garch"][i], garch_quantiles_path(params, returns)[position])
+    assert np.isnan(found["rolling"][4]).all() and np.isfinite(found["rolling"][:4]).all()
+
+
+def test_a_ticker_without_garch_parameters_is_fitted_only_when_asked(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An evaluation (promote, train) fits GARCH for a ticker without stored parameters; the daily
+    forecast (`fit_missing=False`) never fits: NaN GARCH quantiles, the rolling band still there."""
+    from stockcli.ml import baselines as baselines_module
+    from stockcli.ml.baselines import fit_garch
+    from stockcli.ml.forecast import baseline_quantiles, log_returns_of
+
+    bars = _baseline_bars()
+    params = fit_garch(log_returns_of(bars["GOOG"])[1][1:700])
+    stored = {"garch": {"GOOG": params}}  # MSFT: none (a ticker the model never saw)
+    last = bars["GOOG"].index[-1].date()
+    tickers, base_dates = ["GOOG", "MSFT"], [last, last]
+
+    fitted = baseline_quantiles(stored, bars, tickers, base_dates, rolling_window=20)
+    assert np.isfinite(fitted["garch"]).all()  # MSFT fitted on its own returns before the date
+
+    def no_fit(_returns: np.ndarray) -> None:
+        raise AssertionError("fit_garch called on the serving path")
+
+    monkeypatch.setattr(baselines_module, "fit_garch", no_fit)
+    served = baseline_quantiles(stored, bars, tickers, base_dates, rolling_window=20, fit_missing=False)
+    np.testing.assert_array_equal(served["garch"][0], fitted["garch"][0])
+    assert np.isnan(served["garch"][1]).all()
+    np.testing.assert_array_equal(served["rolling"], fitted["rolling"])

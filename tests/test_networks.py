@@ -301,3 +301,30 @@ def test_importing_the_ml_modules_does_not_import_torch_or_optuna() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_a_seed_ensemble_averages_its_members_and_rebuilds_from_json() -> None:
+    """`[promotion] seeds = k`: k networks whose distribution parameters are averaged, so one lucky
+    seed cannot win a promotion on its own; the ensemble round-trips through its JSON config."""
+    import json
+
+    import torch
+
+    from stockcli.ml.networks import ensemble_config, model_config, model_from_config
+
+    config = model_config("lstm", n_features=5, n_own_features=3, hidden_size=8, num_layers=1, dropout=0.0)
+    members = []
+    for seed in (1, 2, 3):
+        torch.manual_seed(seed)
+        members.append(model_from_config(config).eval())
+    ensemble = model_from_config(json.loads(json.dumps(ensemble_config([config] * 3)))).eval()
+    for member, trained in zip(ensemble.members, members, strict=True):  # type: ignore[arg-type]
+        member.load_state_dict(trained.state_dict())
+    x = torch.randn(6, 10, 5)
+    with torch.no_grad():
+        expected = torch.stack([m(x) for m in members]).mean(dim=0)
+        got = ensemble(x)
+        assert torch.allclose(got, expected, atol=1e-6)
+        assert not torch.allclose(got, members[0](x), atol=1e-4)  # not just the first seed
+    with pytest.raises(ConfigError, match="without members"):
+        model_from_config({"config_version": 2, "model_type": "ensemble", "members": []})

@@ -186,6 +186,56 @@ BAD_FILES = {
 }
 
 
+# Files the column-at-a-time parse reads itself (True) or hands to the checked, line-by-line one (False).
+PARSE_CASES = {
+    "plain": (HEADER + "2013-01-03,10,11,9,10.5,100\n2013-01-02,9.5,10,9,9.75,200\n", True),
+    "blanks, CRLF, BOM, spaced header": (
+        "\ufeff Date , open,HIGH,Low,Close ,Volume\r\n 2013-01-02 , 10 ,11,9,10.5, 1e3 \r\n\r\n,,,,,\r\n"
+        "2013-01-03,1_0,11,9,10.5,7\r\n",
+        True,
+    ),
+    "nan and inf are missing": (HEADER + "2013-01-02,NaN,11,9,10.5,1\n2013-01-03,10,inf,9,-nan,1\n", True),
+    "adj close": ("date,open,high,low,close,adj close,volume\n2013-01-02,10,12,8,10,5,100\n", True),
+    "header only": (HEADER, True),
+    "empty cell": (HEADER + "2013-01-02,10,,9,10.5,1\n", False),
+    "null marker": (HEADER + "2013-01-02,10,11,null,10.5,1\n", False),
+    "timestamp dates": (HEADER + "2013-01-02 00:00:00-05:00,10,11,9,10.5,1\n", False),
+    **{name: (text, False) for name, (text, _, _) in BAD_FILES.items()},
+}
+
+
+@pytest.mark.parametrize("case", sorted(PARSE_CASES))
+def test_the_fast_csv_parse_equals_the_checked_one_or_leaves_the_file_to_it(
+    tmp_path: Path, case: str
+) -> None:
+    from stockcli.sources.csv import _read_bars_csv_checked, _read_plain_bars_csv, read_bars_csv
+
+    text, plain = PARSE_CASES[case]
+    path = tmp_path / "X.csv"
+    path.write_text(text, encoding="utf-8", newline="")
+    fast = _read_plain_bars_csv(path)
+    assert (fast is not None) is plain
+    try:
+        checked = _read_bars_csv_checked(path)
+    except InputDataError as error:
+        with pytest.raises(InputDataError) as caught:
+            read_bars_csv(path)
+        assert caught.value.message == error.message
+        return
+    pd.testing.assert_frame_equal(read_bars_csv(path), checked, check_exact=True)
+    if fast is not None:
+        pd.testing.assert_frame_equal(fast, checked, check_exact=True)
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in SAMPLE_DIR.glob("*.csv")))
+def test_the_fast_csv_parse_reads_the_sample_files_as_the_checked_one(name: str) -> None:
+    from stockcli.sources.csv import _read_bars_csv_checked, _read_plain_bars_csv
+
+    fast = _read_plain_bars_csv(SAMPLE_DIR / name)
+    assert fast is not None
+    pd.testing.assert_frame_equal(fast, _read_bars_csv_checked(SAMPLE_DIR / name), check_exact=True)
+
+
 @pytest.mark.parametrize("case", sorted(BAD_FILES))
 def test_structural_csv_errors_name_the_file_and_line(tmp_path: Path, case: str) -> None:
     text, line, what = BAD_FILES[case]

@@ -85,7 +85,7 @@ def test_suggestions_stay_inside_the_configured_space() -> None:
     study.optimize(collect, n_trials=40)
     assert {p.model_type for p in seen} == {"lstm", "lstm_cross_attention"}
     assert all(
-        16 <= p.batch_size <= 128 and 32 <= p.hidden_size <= 256 and 1 <= p.num_layers <= 3 for p in seen
+        32 <= p.batch_size <= 256 and 32 <= p.hidden_size <= 256 and 1 <= p.num_layers <= 3 for p in seen
     )
     assert all(0.1 <= p.dropout <= 0.5 and 1e-4 <= p.learning_rate <= 1e-2 for p in seen)
     assert all(p.distribution == "normal" for p in seen)  # not searched: from [training]

@@ -244,7 +244,7 @@ def promote(
         bool, typer.Option("--dry-run", help="Decide and record, but do not move the alias.")
     ] = False,
 ) -> None:
-    """Compare a candidate with Production on the candidate's test window; promote if better."""
+    """Test a candidate against Production on one window; promote only if significantly better."""
     from stockcli.services.promote import promote as promote_service
     from stockcli.services.runtime import pipeline_run
 
@@ -322,7 +322,18 @@ def promote(
     output.table(
         f"Same window: {result.window_start} .. {result.window_end} ({result.n_days} sessions, "
         f"{', '.join(result.tickers)}), averaged over tickers",
-        ["forecast", "version", "MAE", "RMSE", "MAPE", "direction", "skill", "80% cover", "95% cover", "Winkler 95"],
+        [
+            "forecast",
+            "version",
+            "MAE",
+            "RMSE",
+            "MAPE",
+            "direction",
+            "skill",
+            "80% cover",
+            "95% cover",
+            "Winkler 95",
+        ],
         rows,
         secondary=["RMSE", "MAPE", "direction"],
         caption=f"Decided on {metric.upper()} by a one-sided Diebold-Mariano test at alpha "

@@ -120,7 +120,7 @@ def predict(
         str | None, typer.Option("--version", help="Model version (default: the Production alias).")
     ] = None,
 ) -> None:
-    """Predict every ticker's close for the next trading session."""
+    """Predict every ticker's next close with 80% and 95% intervals; failed tickers reported beside."""
     from stockcli.services.predict import exit_code_for, failed_json, prediction_json
     from stockcli.services.predict import predict as predict_service
     from stockcli.services.runtime import pipeline_run
@@ -168,7 +168,7 @@ def predict(
 
 
 def monitor(ctx: typer.Context) -> None:
-    """Score matured predictions against real closes; say whether a retrain is needed."""
+    """Score matured predictions, adapt the intervals; a tested decision on retraining."""
     from stockcli.ml import registry
     from stockcli.services.monitor import monitor as monitor_service
     from stockcli.services.runtime import pipeline_run
@@ -197,7 +197,7 @@ def daily(
         int | None, typer.Option("--n-trials", min=1, help="Tuning trials if a retrain runs.")
     ] = None,
 ) -> None:
-    """The day's work: fetch, predict the next session, monitor, retrain when needed. For cron."""
+    """The day's work: fetch, monitor, predict the next session, retrain when needed. For cron."""
     from stockcli.services.daily import daily as daily_service
     from stockcli.services.daily import daily_json, exit_code_for
     from stockcli.services.runtime import pipeline_run

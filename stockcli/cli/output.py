@@ -197,7 +197,9 @@ def fmt_float(value: float | None, digits: int = 2) -> str:
 def fmt_pct(value: float | None, digits: int = 2) -> str:
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return "-"
-    return f"{value * 100:.{digits}f}%"
+    text = f"{value * 100:.{digits}f}%"
+    # A value that rounds to zero is zero: "-0.0%" would read as "slightly worse".
+    return text[1:] if text.startswith("-") and float(text[:-1]) == 0 else text
 
 
 @contextlib.contextmanager

@@ -67,6 +67,12 @@ def _text(value: Any) -> str:
     return "" if value is None else escape(str(value))
 
 
+def _signed(value: float) -> str:
+    """A signed percentage; one that rounds to zero shows no sign."""
+    text = f"{value * 100:+.1f}%"
+    return "0.0%" if float(text[:-1]) == 0 else text
+
+
 def _band(low: float | None, high: float | None) -> str:
     if low is None or high is None:
         return "-"
@@ -171,7 +177,7 @@ def render_tables(report: Report) -> None:
                 fmt(r.mae),
                 fmt(r.naive_mae),
                 pct(r.directional_accuracy, 1),
-                "-" if r.skill is None else f"{r.skill * 100:+.1f}%",
+                "-" if r.skill is None else _signed(r.skill),
                 pct(r.coverage_80, 0),
                 pct(r.coverage_95, 0),
                 "WORSE THAN NAIVE"
@@ -245,7 +251,13 @@ def render_tables(report: Report) -> None:
             ]
             for p in report.promotions
         ),
-        secondary=["Candidate / production / naive", "Decided", "Metric", "Improvement (95% CI)", "Production"],
+        secondary=[
+            "Candidate / production / naive",
+            "Decided",
+            "Metric",
+            "Improvement (95% CI)",
+            "Production",
+        ],
         text=["Reason"],
     )
     for note in report.notes:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+import contextlib
+import gc
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import date
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import String, delete, func, select, type_coerce
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
@@ -70,10 +72,26 @@ def ticker_sources(connection: Connection, ticker: str) -> set[str]:
     return {source for (source,) in connection.execute(query)}
 
 
+def sources_by_ticker(engine: Engine, tickers: Iterable[str]) -> dict[str, set[str]]:
+    """`ticker_sources` of many tickers in one query (tickers without stored bars left out)."""
+    query = (
+        select(RawStockData.ticker, RawStockData.source)
+        .where(RawStockData.ticker.in_(list(tickers)))
+        .distinct()
+    )
+    found: dict[str, set[str]] = {}
+    with engine.connect() as connection:
+        for ticker, source in connection.execute(query):
+            found.setdefault(ticker, set()).add(source)
+    return found
+
+
 def _bars_query(tickers: Sequence[str], start: date | None, end: date | None) -> Any:
+    # The date as the driver returns it (an ISO string from SQLite, a date from PostgreSQL), not
+    # through SQLAlchemy's Date processor: `_frames` converts the whole column at once.
     query = select(
         RawStockData.ticker,
-        RawStockData.date,
+        type_coerce(RawStockData.date, String).label("date"),
         RawStockData.open,
         RawStockData.high,
         RawStockData.low,
@@ -96,24 +114,24 @@ def _frames(rows: Sequence[Any], tickers: Sequence[str]) -> dict[str, pd.DataFra
     # 500 tickers x 10 years of bars; this takes a few seconds.)
     columns = list(zip(*rows, strict=True)) if rows else [()] * (2 + len(BAR_COLUMNS))
     names = np.asarray(columns[0], dtype=object)
-    dates = pd.to_datetime(pd.Series(columns[1], dtype=object))
-    values = {
-        name: np.asarray(columns[2 + i], dtype="int64" if name == "volume" else "float64")
-        for i, name in enumerate(BAR_COLUMNS)
-    }
+    if columns[1] and isinstance(columns[1][0], str):  # SQLite's ISO dates: numpy parses them in C
+        dates = np.array(columns[1], dtype="datetime64[D]").astype("datetime64[s]")
+    else:  # dates from PostgreSQL
+        dates = pd.to_datetime(pd.Series(columns[1], dtype=object)).to_numpy().astype("datetime64[s]")
+    every = pd.DataFrame(
+        {
+            name: np.asarray(columns[2 + i], dtype="int64" if name == "volume" else "float64")
+            for i, name in enumerate(BAR_COLUMNS)
+        },
+        index=pd.DatetimeIndex(dates, name="date"),
+    )
     blocks: dict[str, tuple[int, int]] = {}
     if len(names):
         starts = np.concatenate([[0], np.flatnonzero(names[1:] != names[:-1]) + 1])
         ends = np.append(starts[1:], len(names))
         blocks = {str(names[s]): (int(s), int(e)) for s, e in zip(starts, ends, strict=True)}
-    result: dict[str, pd.DataFrame] = {}
-    for ticker in tickers:
-        start, end = blocks.get(ticker, (0, 0))
-        result[ticker] = pd.DataFrame(
-            {name: column[start:end] for name, column in values.items()},
-            index=pd.DatetimeIndex(dates.iloc[start:end], name="date"),
-        )
-    return result
+    # Each ticker's frame is a slice of one frame (copy-on-write: a caller's change stays its own).
+    return {ticker: every.iloc[slice(*blocks.get(ticker, (0, 0)))] for ticker in tickers}
 
 
 def stored_bars(
@@ -136,9 +154,26 @@ def load_bars(
     Columns: open, high, low, close (float64), volume (int64). Nothing after `end` is returned, so
     passing the run's as-of keeps every later bar invisible. Tickers without bars map to empty frames.
     """
-    with engine.connect() as connection:
+    with engine.connect() as connection, _collector_paused():
         rows = connection.execute(_bars_query(tickers, start, end)).all()
-    return _frames(rows, tickers)
+        return _frames(rows, tickers)
+
+
+@contextlib.contextmanager
+def _collector_paused() -> Iterator[None]:
+    """The cyclic garbage collector paused while a bulk load holds ~10^5-10^6 row tuples.
+
+    They hold no reference cycles (reference counting frees them), but every automatic collection
+    walks all of them: 500 tickers x 690 bars loaded in ~1.5 s with the collector running, ~0.8 s
+    without it.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def close_before(connection: Connection, ticker: str, day: date) -> float | None:

@@ -11,6 +11,7 @@ import fcntl
 import json
 import os
 import socket
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -63,11 +64,8 @@ def file_lock(path: Path, command: str, *, shared: bool = False) -> Iterator[Non
         try:
             fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = None
-            with contextlib.suppress(OSError, ValueError):
-                holder = json.loads(Path(path).read_text() or "null")
             raise LockHeldError(
-                f"Another run holds the lock: {_describe(holder)}.",
+                f"Another run holds the lock: {_describe(_file_holder(path))}.",
                 hint="Wait for it to finish (runs never overlap), then try again.",
             ) from None
         os.ftruncate(fd, 0)
@@ -82,6 +80,22 @@ def file_lock(path: Path, command: str, *, shared: bool = False) -> Iterator[Non
             fcntl.flock(fd, fcntl.LOCK_UN)
     finally:
         os.close(fd)
+
+
+def _file_holder(path: Path) -> dict[str, object] | None:
+    """The description the holder of a file lock wrote, or None.
+
+    A holder writes it right after taking the lock, so a refused run that looks in between sees an
+    empty file: it looks again for up to half a second before settling for no description.
+    """
+    for attempt in range(10):
+        with contextlib.suppress(OSError, ValueError):
+            holder = json.loads(Path(path).read_text() or "null")
+            if holder:
+                return dict(holder)
+        if attempt < 9:
+            time.sleep(0.05)
+    return None
 
 
 @contextlib.contextmanager

@@ -91,7 +91,9 @@ def performance_window(
             query = query.where(perf.c.model_version == model_version)
         if ticker is not None:
             query = query.where(perf.c.ticker == ticker)
-        query = query.order_by(perf.c.target_date, perf.c.ticker, perf.c.evaluated_at.desc(), perf.c.model_version.desc())
+        query = query.order_by(
+            perf.c.target_date, perf.c.ticker, perf.c.evaluated_at.desc(), perf.c.model_version.desc()
+        )
         rows = [dict(row._mapping) for row in connection.execute(query)]
     kept: dict[tuple[str, date], dict[str, Any]] = {}
     for row in rows:

@@ -64,7 +64,9 @@ def save_selection(
         for item in selections
     ]
     with engine.begin() as connection:
-        connection.execute(delete(ServingSelection).where(ServingSelection.model_version == str(model_version)))
+        connection.execute(
+            delete(ServingSelection).where(ServingSelection.model_version == str(model_version))
+        )
         upsert(connection, ServingSelection, rows, key=("model_version", "ticker"))
 
 
@@ -104,7 +106,9 @@ class AciState:
     last_target_date: date | None
 
 
-def load_interval_state(engine: Engine, tickers: Sequence[str] | None = None) -> dict[tuple[str, int], AciState]:
+def load_interval_state(
+    engine: Engine, tickers: Sequence[str] | None = None
+) -> dict[tuple[str, int], AciState]:
     """(ticker, level) -> state, for `tickers` (default: all)."""
     query = select(IntervalState)
     if tickers is not None:

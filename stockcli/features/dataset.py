@@ -46,8 +46,8 @@ from stockcli.errors import InputDataError, NoDataError, UsageError
 from stockcli.features.indicators import (
     OHLCV,
     column_kinds,
-    compute_model_features,
     feature_names,
+    iter_model_features_many,
     model_warmup,
     resolve_indicators,
 )
@@ -70,6 +70,8 @@ def serving_lookback(indicators: Sequence[Mapping[str, Any]]) -> int:
     from stockcli.features.indicators import memory_sessions
 
     return max(SERVING_LOOKBACK, memory_sessions(indicators))
+
+
 Progress = Callable[[str, int, int], None]
 
 _EPOCH = date(1970, 1, 1).toordinal()
@@ -190,26 +192,36 @@ def make_panel(
     closes = np.full((n_rows, n_series), np.nan)
     valid = np.zeros((n_rows, n_series), dtype=bool)
     real = np.zeros((n_rows, n_series), dtype=bool)
-    for s, (name, (days, columns)) in enumerate(zip(series, per_series, strict=True)):
-        if len(days) <= warmup:
+    long_enough = [s for s, (days, _) in enumerate(per_series) if len(days) > warmup]
+    done = 0
+    for s, (name, (days, _)) in enumerate(zip(series, per_series, strict=True)):
+        if len(days) <= warmup:  # still in its warm-up: real bars, no usable row
             real[np.searchsorted(axis, days), s] = True
-        else:
-            open_, high, low, close, volume = columns
-            values = compute_model_features(open_, high, low, close, volume, resolved)
-            usable = np.isfinite(values).all(axis=1)
-            rows = np.searchsorted(axis, days)
-            direct = np.full(n_rows, -1, dtype=np.int64)
-            direct[rows[usable]] = np.flatnonzero(usable)
-            real[rows, s] = True  # a bar of its own, usable or still in its warm-up
-            last = np.maximum.accumulate(np.where(direct >= 0, positions, -1))
-            ok = (last >= 0) & (positions - last <= ffill_limit)
-            source = np.where(ok, direct[np.maximum(last, 0)], -1)
-            valid[:, s] = source >= 0
-            chosen = source[valid[:, s]]
-            features[valid[:, s], s, :] = values[chosen]
-            closes[valid[:, s], s] = close[chosen]
+            done += 1
+            if progress is not None:
+                progress(f"features {name}", done, n_series)
+    # The other series' features, many at once (the numbers of `compute_model_features` per series,
+    # ~6x faster over hundreds of series), each stored as its block arrives.
+    own_bars = [per_series[s][1] for s in long_enough]
+    for i, values in iter_model_features_many(own_bars, resolved):
+        s = long_enough[i]
+        days, columns = per_series[s]
+        close = columns[OHLCV.index("close")]
+        usable = np.isfinite(values).all(axis=1)
+        rows = np.searchsorted(axis, days)
+        direct = np.full(n_rows, -1, dtype=np.int64)
+        direct[rows[usable]] = np.flatnonzero(usable)
+        real[rows, s] = True  # a bar of its own, usable or still in its warm-up
+        last = np.maximum.accumulate(np.where(direct >= 0, positions, -1))
+        ok = (last >= 0) & (positions - last <= ffill_limit)
+        source = np.where(ok, direct[np.maximum(last, 0)], -1)
+        valid[:, s] = source >= 0
+        chosen = source[valid[:, s]]
+        features[valid[:, s], s, :] = values[chosen]
+        closes[valid[:, s], s] = close[chosen]
+        done += 1
         if progress is not None:
-            progress(f"features {name}", s + 1, n_series)
+            progress(f"features {series[s]}", done, n_series)
     target_price = np.full((n_rows, n_series), np.nan)
     if n_rows > 1:
         has_next = real[:-1] & real[1:]
@@ -259,7 +271,11 @@ def window_pairs(panel: Panel, sequence_length: int) -> tuple[np.ndarray, np.nda
     a target. Ordered by row, then series."""
     n_tickers = len(panel.tickers)
     runs = run_lengths(panel.valid[:, :n_tickers])
-    ok = (runs >= sequence_length) & panel.real[:, :n_tickers] & np.isfinite(panel.target_return[:, :n_tickers])
+    ok = (
+        (runs >= sequence_length)
+        & panel.real[:, :n_tickers]
+        & np.isfinite(panel.target_return[:, :n_tickers])
+    )
     rows, series = np.nonzero(ok)
     return rows.astype(np.int64), series.astype(np.int64)
 
@@ -356,7 +372,9 @@ def fit_feature_scaler(
     return mean, _safe_scale(std, mean)
 
 
-def scale_features(features: np.ndarray, mean: np.ndarray, scale: np.ndarray, kept: Sequence[int]) -> np.ndarray:
+def scale_features(
+    features: np.ndarray, mean: np.ndarray, scale: np.ndarray, kept: Sequence[int]
+) -> np.ndarray:
     """(features - mean) / scale as float32, invalid (NaN) entries as 0, in row chunks."""
     kept = list(kept)
     out = np.empty((*features.shape[:-1], len(kept)), dtype=np.float32)
@@ -590,7 +608,9 @@ def build_sets(
     kept_names = [panel.feature_names[j] for j in kept]
     dropped = tuple(n for n in panel.feature_names if n not in kept_names)
     target = fit_target_scaler(panel.target_return[train_rows, series[parts_of == 0]])
-    context_names = [n for n in context_feature_names(panel.feature_names, spec["indicators"]) if n in kept_names]
+    context_names = [
+        n for n in context_feature_names(panel.feature_names, spec["indicators"]) if n in kept_names
+    ]
     context_columns = [kept_names.index(n) for n in context_names]
     context_series = [panel.index_of(name) for name in panel.context_tickers]
     first_fit_date = panel.dates[int(np.flatnonzero(panel.valid.any(axis=1))[0])]
@@ -659,7 +679,10 @@ def build_sets(
 
 
 def built_spec_from(
-    dataset_spec: Mapping[str, Any], kept_names: Sequence[str], context_names: Sequence[str], sequence_length: int
+    dataset_spec: Mapping[str, Any],
+    kept_names: Sequence[str],
+    context_names: Sequence[str],
+    sequence_length: int,
 ) -> dict[str, Any]:
     """A dataset's spec plus what building it decided: the model's exact input contract."""
     spec = dict(dataset_spec)
@@ -765,7 +788,10 @@ def build_inputs(
             elif row < 0 or not panel.real[row, s]:
                 missing.append(
                     Unforecastable(
-                        as_of, ticker, f"no bar on {panel.dates[row].isoformat() if row >= 0 else as_of}", "no_bar_on_date"
+                        as_of,
+                        ticker,
+                        f"no bar on {panel.dates[row].isoformat() if row >= 0 else as_of}",
+                        "no_bar_on_date",
                     )
                 )
             elif runs[row, s] < L:

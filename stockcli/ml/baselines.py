@@ -92,6 +92,32 @@ def rolling_band_quantiles_path(log_returns: np.ndarray, window: int = ROLLING_W
     return output
 
 
+def rolling_band_quantiles_at(
+    log_returns: np.ndarray, rows: np.ndarray, window: int = ROLLING_WINDOW
+) -> np.ndarray:
+    """`rolling_band_quantiles_path(log_returns, window)[rows]`, computing those rows only.
+
+    What a daily forecast needs (the last row of a few hundred) without the whole path: (len(rows), 5).
+    """
+    values = np.asarray(log_returns, dtype=np.float64).ravel()
+    if window < 2:
+        raise InputDataError(f"The rolling band needs a window of at least 2 returns, got {window}.")
+    rows = np.asarray(rows, dtype=np.int64).ravel()
+    output = np.full((rows.size, len(QUANTILES)), np.nan)
+    finite_index = np.flatnonzero(np.isfinite(values))
+    if finite_index.size < window or rows.size == 0:
+        return output
+    # Each row's place among the finite returns; a row whose own return is missing stays NaN.
+    place = np.searchsorted(finite_index, rows)
+    own = (place < finite_index.size) & (finite_index[np.minimum(place, finite_index.size - 1)] == rows)
+    enough = own & (place >= window - 1)
+    if enough.any():
+        returns = values[finite_index]
+        windows = np.lib.stride_tricks.sliding_window_view(returns, window)[place[enough] - (window - 1)]
+        output[enough] = np.std(windows, axis=1, ddof=1)[:, None] * _normal_ppf()[None, :]
+    return output
+
+
 # --- GARCH(1,1)-t --------------------------------------------------------------------------------
 
 
@@ -170,6 +196,29 @@ def garch_quantiles_path(params: dict[str, Any], log_returns: np.ndarray) -> np.
     next_sigma = np.sqrt(variance[MIN_FILTER_RETURNS:])
     rows = finite_index[MIN_FILTER_RETURNS - 1 :]
     output[rows] = (mu + next_sigma[:, None] * _standardized_t_ppf(nu)[None, :]) / scale
+    return output
+
+
+def garch_quantiles_at(params: dict[str, Any], log_returns: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """`garch_quantiles_path(params, log_returns)[rows]`, computing the quantiles of those rows only.
+
+    The variance recursion still runs over the whole series (one linear filter: its bounds depend
+    on the whole series, so the numbers are the path's); only the quantiles are limited to `rows`.
+    """
+    mu, omega, alpha, beta, nu, scale = _parameters(params)
+    values = np.asarray(log_returns, dtype=np.float64).ravel()
+    rows = np.asarray(rows, dtype=np.int64).ravel()
+    output = np.full((rows.size, len(QUANTILES)), np.nan)
+    finite_index = np.flatnonzero(np.isfinite(values))
+    if finite_index.size < MIN_FILTER_RETURNS or rows.size == 0:
+        return output
+    variance = _garch_variance_path(scale * values[finite_index] - mu, omega, alpha, beta)
+    place = np.searchsorted(finite_index, rows)
+    own = (place < finite_index.size) & (finite_index[np.minimum(place, finite_index.size - 1)] == rows)
+    enough = own & (place >= MIN_FILTER_RETURNS - 1)
+    # variance[j + 1] is the forecast made after the j-th finite return.
+    next_sigma = np.sqrt(variance[place[enough] + 1])
+    output[enough] = (mu + next_sigma[:, None] * _standardized_t_ppf(nu)[None, :]) / scale
     return output
 
 
@@ -285,9 +334,15 @@ def _standardized_t_ppf_cached(nu: float) -> tuple[float, ...]:
 
 
 def _normal_ppf() -> np.ndarray:
+    return np.asarray(_normal_ppf_cached(), dtype=np.float64)
+
+
+@functools.lru_cache(maxsize=1)
+def _normal_ppf_cached() -> tuple[float, ...]:
+    # scipy's ppf costs ~0.1 ms a call, more than a ticker's rolling band.
     from scipy.stats import norm
 
-    return np.asarray(norm.ppf(np.asarray(QUANTILES, dtype=np.float64)), dtype=np.float64)
+    return tuple(float(v) for v in norm.ppf(np.asarray(QUANTILES, dtype=np.float64)))
 
 
 def _finite(values: np.ndarray) -> np.ndarray:

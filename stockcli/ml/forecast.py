@@ -312,38 +312,44 @@ def baseline_quantiles(
     base_dates: Sequence[date],
     *,
     rolling_window: int = 20,
+    fit_missing: bool = True,
 ) -> dict[str, np.ndarray]:
     """The GARCH(1,1)-t and rolling-band quantiles (log returns) for the same rows as a forecast.
 
     Row i is ticker `tickers[i]` as of `base_dates[i]`, from that ticker's own returns up to that
-    date. GARCH uses the parameters fit on the model's training history (`baselines["garch"]`); a
-    ticker without them (unseen) gets a fit on its own returns before its first requested date,
-    so no row sees its future. NaN where a baseline has too little history.
+    date. GARCH uses the parameters fit on the model's training history (`baselines["garch"]`). A
+    ticker without them (unseen, or listed after the training dates) gets, with `fit_missing`, a
+    fit on its own returns before its first requested date, so no row sees its future: what an
+    evaluation over a window does (`promote`, `train`). Without it (`predict`: the daily serving
+    path, where a fit would be repeated at every run for every such ticker, ~50-100 ms each, and
+    would import `arch`), such a ticker's GARCH quantiles are NaN and the caller serves the
+    rolling band instead. NaN where a baseline has too little history.
     """
     from stockcli.features.dataset import dates_to_days
-    from stockcli.ml.baselines import fit_garch, garch_quantiles_path, rolling_band_quantiles_path
+    from stockcli.ml.baselines import fit_garch, garch_quantiles_at, rolling_band_quantiles_at
 
     n = len(tickers)
     garch = np.full((n, len(QUANTILES)), np.nan)
     rolling = np.full((n, len(QUANTILES)), np.nan)
     fitted = dict((baselines or {}).get("garch") or {})
     wanted_days = dates_to_days(list(base_dates)) if n else np.zeros(0, dtype=np.int64)
-    ticker_array = np.asarray(tickers)
-    for ticker in sorted(set(tickers)):
-        rows = np.flatnonzero(ticker_array == ticker)
+    names, inverse = np.unique(np.asarray(list(tickers), dtype=str), return_inverse=True)
+    order = np.argsort(inverse, kind="stable")
+    bounds = np.searchsorted(inverse[order], np.arange(len(names) + 1))
+    for u, ticker in enumerate(names.tolist()):
+        rows = order[bounds[u] : bounds[u + 1]]
         frame = bars.get(ticker)
         if frame is None or len(frame) == 0:
             continue
         days, returns = log_returns_of(frame)
         positions = np.searchsorted(days, wanted_days[rows], side="right") - 1
         ok = positions >= 0
-        rolling_path = rolling_band_quantiles_path(returns, rolling_window)
-        rolling[rows[ok]] = rolling_path[positions[ok]]
+        # Only the requested rows (a daily forecast: the last one), with the whole paths' numbers.
+        rolling[rows[ok]] = rolling_band_quantiles_at(returns, positions[ok], rolling_window)
         params = fitted.get(ticker)
-        if params is None and ok.any():
+        if params is None and fit_missing and ok.any():
             first = int(positions[ok].min())
             params = fit_garch(returns[1 : first + 1])
         if params is not None:
-            garch_path = garch_quantiles_path(params, returns)
-            garch[rows[ok]] = garch_path[positions[ok]]
+            garch[rows[ok]] = garch_quantiles_at(params, returns, positions[ok])
     return {"garch": garch, "rolling": rolling}

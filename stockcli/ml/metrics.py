@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from stockcli.errors import InputDataError, UsageError
+from stockcli.ml.intervals import INTERVAL_METRIC_KEYS
 
 METRIC_NAMES = ("mae", "rmse", "mape", "directional_accuracy")
 # What `[promotion] metric` may name: a point loss or an interval score, all "lower is better".
@@ -50,13 +51,17 @@ def direction_scores(*, predicted: np.ndarray, actual: np.ndarray, base: np.ndar
     predicted_sign = np.sign(np.asarray(predicted, dtype=np.float64) - base)
     actual_sign = np.sign(np.asarray(actual, dtype=np.float64) - base)
     scores = np.where(predicted_sign == 0, 0.5, (predicted_sign == actual_sign).astype(np.float64))
-    return np.where((actual_sign == 0) | ~np.isfinite(actual_sign) | ~np.isfinite(predicted_sign), np.nan, scores)
+    return np.where(
+        (actual_sign == 0) | ~np.isfinite(actual_sign) | ~np.isfinite(predicted_sign), np.nan, scores
+    )
 
 
 def log_quantiles(quantile_closes: np.ndarray, base: np.ndarray) -> np.ndarray:
     """(n, 5) close quantiles as log returns from the base close."""
     with np.errstate(divide="ignore", invalid="ignore"):
-        return np.log(np.asarray(quantile_closes, dtype=np.float64) / np.asarray(base, dtype=np.float64)[:, None])
+        return np.log(
+            np.asarray(quantile_closes, dtype=np.float64) / np.asarray(base, dtype=np.float64)[:, None]
+        )
 
 
 def loss_series(
@@ -127,7 +132,9 @@ def skill(model_mae: float | None, naive_mae: float | None) -> float | None:
     return float(1.0 - model_mae / naive_mae)
 
 
-def interval_metrics(quantile_closes: np.ndarray | None, actual: np.ndarray, base: np.ndarray) -> dict[str, Any] | None:
+def interval_metrics(
+    quantile_closes: np.ndarray | None, actual: np.ndarray, base: np.ndarray
+) -> dict[str, Any] | None:
     """`intervals.interval_block` of close quantiles, on log returns from the base close."""
     from stockcli.ml import intervals
 
@@ -142,7 +149,9 @@ def interval_metrics(quantile_closes: np.ndarray | None, actual: np.ndarray, bas
     return intervals.interval_block(q[complete], y[complete])
 
 
-def panel_of(values: np.ndarray, dates: Sequence[date], tickers: Sequence[str]) -> tuple[np.ndarray, list[str]]:
+def panel_of(
+    values: np.ndarray, dates: Sequence[date], tickers: Sequence[str]
+) -> tuple[np.ndarray, list[str]]:
     """Long-format values as a (sessions, tickers) panel (NaN where missing), with the ticker order."""
     day_list = sorted(set(dates))
     names = sorted(set(tickers))
@@ -200,17 +209,31 @@ def evaluate(
     for ticker in _ordered(tickers):
         rows = np.flatnonzero(ticker_array == ticker)
         per_ticker[str(ticker)] = _block(
-            rows, predicted, actual, base, [date_list[i] for i in rows], [ticker] * len(rows), quantiles, baselines
+            rows,
+            predicted,
+            actual,
+            base,
+            [date_list[i] for i in rows],
+            [ticker] * len(rows),
+            quantiles,
+            baselines,
         )
     usable = np.isfinite(predicted) & np.isfinite(actual) & np.isfinite(base)
     rows = np.flatnonzero(usable)
     average = _average(list(per_ticker.values()))
     average["skill"], average["skill_low"], average["skill_high"] = skill_with_interval(
-        predicted[rows], actual[rows], base[rows], [date_list[i] for i in rows], [str(ticker_array[i]) for i in rows]
+        predicted[rows],
+        actual[rows],
+        base[rows],
+        [date_list[i] for i in rows],
+        [str(ticker_array[i]) for i in rows],
     )
-    average["intervals"] = interval_metrics(None if quantiles is None else quantiles[rows], actual[rows], base[rows])
+    average["intervals"] = interval_metrics(
+        None if quantiles is None else quantiles[rows], actual[rows], base[rows]
+    )
     average["baselines"] = {
-        name: interval_metrics(values[rows], actual[rows], base[rows]) for name, values in (baselines or {}).items()
+        name: interval_metrics(values[rows], actual[rows], base[rows])
+        for name, values in (baselines or {}).items()
     }
     return {"n_days": len(set(date_list)), "tickers": per_ticker, "average": average}
 
@@ -253,7 +276,8 @@ def _block(
         "up_fraction": float(np.mean(moves[moves != 0] > 0)) if (moves != 0).any() else None,
         "intervals": interval_metrics(None if quantiles is None else quantiles[rows][kept], a[kept], b[kept]),
         "baselines": {
-            name: interval_metrics(values[rows][kept], a[kept], b[kept]) for name, values in (baselines or {}).items()
+            name: interval_metrics(values[rows][kept], a[kept], b[kept])
+            for name, values in (baselines or {}).items()
         },
     }
 
@@ -335,15 +359,22 @@ def summarize_scored(rows: Sequence[Mapping[str, Any]] | Sequence[Any]) -> dict[
         block["samples"] = len(chosen)
         block["sessions"] = len({dates[i] for i in chosen})
         block["served_model_share"] = float(np.mean(sources[chosen] == "model")) if len(chosen) else None
-        model_panel, _ = panel_of(np.abs(predicted[chosen] - actual[chosen]), [dates[i] for i in chosen], [tickers[i] for i in chosen])
-        naive_panel, _ = panel_of(np.abs(base[chosen] - actual[chosen]), [dates[i] for i in chosen], [tickers[i] for i in chosen])
+        model_panel, _ = panel_of(
+            np.abs(predicted[chosen] - actual[chosen]),
+            [dates[i] for i in chosen],
+            [tickers[i] for i in chosen],
+        )
+        naive_panel, _ = panel_of(
+            np.abs(base[chosen] - actual[chosen]), [dates[i] for i in chosen], [tickers[i] for i in chosen]
+        )
         test = paired_loss_test(model_panel, naive_panel, alternative="greater")
         block["p_worse"] = float(test.p_value)
     return result
 
 
 QUANTILE_COLUMNS = ("q025", "q10", "q50", "q90", "q975")
-INTERVAL_FIGURES = ("coverage_80", "coverage_95", "width_80", "width_95", "winkler_80", "winkler_95", "pinball")
+# The interval scores of `intervals.interval_metrics`, without its count.
+INTERVAL_FIGURES = tuple(key for key in INTERVAL_METRIC_KEYS if key != "n")
 
 
 def block_figures(block: Mapping[str, Any]) -> dict[str, Any]:

@@ -73,7 +73,11 @@ def model_config(
     `n_own_features` of them are the series' own features (the skip connection reads those).
     """
     _check_model_type(model_type)
-    for label, number in (("n_features", n_features), ("n_own_features", n_own_features), ("num_layers", num_layers)):
+    for label, number in (
+        ("n_features", n_features),
+        ("n_own_features", n_own_features),
+        ("num_layers", num_layers),
+    ):
         if number < 1:
             raise ConfigError(f"{label} must be at least 1, got {number}.")
     if n_own_features > n_features:
@@ -81,7 +85,9 @@ def model_config(
     if not 0.0 <= dropout < 1.0:
         raise ConfigError(f"dropout must be in [0, 1), got {dropout}.")
     if distribution not in DISTRIBUTIONS:
-        raise ConfigError(f"Unknown distribution {distribution!r}.", hint=f"Use one of {', '.join(DISTRIBUTIONS)}.")
+        raise ConfigError(
+            f"Unknown distribution {distribution!r}.", hint=f"Use one of {', '.join(DISTRIBUTIONS)}."
+        )
     return {
         "config_version": CONFIG_VERSION,
         "model_type": model_type,

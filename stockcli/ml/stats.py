@@ -185,9 +185,10 @@ def paired_loss_test(
     improvement_low: float | None = None
     improvement_high: float | None = None
     if dm.n > 0 and mean_b > 0:
-        improvement = -dm.mean_diff / mean_b
-        improvement_low = -dm.ci_high / mean_b
-        improvement_high = -dm.ci_low / mean_b
+        # (+ 0.0 turns a -0.0 of identical losses into 0.0: no sign where there is no difference)
+        improvement = -dm.mean_diff / mean_b + 0.0
+        improvement_low = -dm.ci_high / mean_b + 0.0
+        improvement_high = -dm.ci_low / mean_b + 0.0
     return PairedTestResult(
         n=dm.n,
         mean_diff=dm.mean_diff,

@@ -46,7 +46,7 @@ class TrainParams:
     num_layers: int = 1
     dropout: float = 0.2
     learning_rate: float = 1e-3
-    batch_size: int = 64
+    batch_size: int = 128
     num_heads: int = 4
     distribution: str = "student_t"
     grad_clip: float = 1.0  # max gradient norm; 0 turns clipping off
@@ -425,7 +425,11 @@ def _check_split(name: str, windows: WindowSet) -> None:
         )
     if len(windows.y) != len(windows):
         raise InputDataError(f"The {name} split has {len(windows.y)} targets for {len(windows)} windows.")
-    if not (np.isfinite(windows.slab).all() and np.isfinite(windows.context).all() and np.isfinite(windows.y).all()):
+    if not (
+        np.isfinite(windows.slab).all()
+        and np.isfinite(windows.context).all()
+        and np.isfinite(windows.y).all()
+    ):
         raise InputDataError(
             f"The {name} split holds NaN or infinite values.",
             hint="Rebuild the dataset (`stockcli build`); its scalers must produce finite inputs.",

@@ -222,4 +222,6 @@ def exit_code_for(result: DailyResult) -> int:
     rest saved), 4 no prediction at all, 1 a forecast refused as implausible."""
     from stockcli.errors import EXIT_NOTHING, EXIT_OK, EXIT_PARTIAL, EXIT_UNEXPECTED
 
-    return {"ok": EXIT_OK, "partial": EXIT_PARTIAL, "stale": EXIT_NOTHING, "refused": EXIT_UNEXPECTED}[result.status]
+    return {"ok": EXIT_OK, "partial": EXIT_PARTIAL, "stale": EXIT_NOTHING, "refused": EXIT_UNEXPECTED}[
+        result.status
+    ]

@@ -32,7 +32,15 @@ from sqlalchemy.engine import Engine
 
 from stockcli import clock
 from stockcli.config import Settings, normalize_ticker
-from stockcli.db.bars import close_before, delete_bars, last_dates, stored_bars, ticker_sources, upsert_bars
+from stockcli.db.bars import (
+    close_before,
+    delete_bars,
+    last_dates,
+    sources_by_ticker,
+    stored_bars,
+    ticker_sources,
+    upsert_bars,
+)
 from stockcli.db.store import utcnow
 from stockcli.errors import (
     EXIT_NOTHING,
@@ -190,6 +198,7 @@ def fetch(
     moment = now or utcnow()
     effective = min(as_of, clock.today(settings.data.exchange, now=moment))
     cutoff = calendar.last_closed_session(effective, now=moment)
+    stored = _stored_state(engine, names, cutoff)
     results: list[TickerFetch] = []
     for index, ticker in enumerate(names):
         try:
@@ -202,6 +211,7 @@ def fetch(
                 calendar=calendar,
                 fetched_at=moment,
                 sleep=sleep or time.sleep,
+                stored=(stored[0].get(ticker, set()), stored[1].get(ticker)) if stored else None,
             )
         except StockCliError as exc:
             logger.info("%s: %s", ticker, exc)
@@ -227,6 +237,20 @@ def fetch(
     )
 
 
+def _stored_state(
+    engine: Engine, tickers: Sequence[str], cutoff: date
+) -> tuple[dict[str, set[str]], dict[str, date]] | None:
+    """What every ticker has stored before the run (the sources of its bars, its newest bar up to
+    `cutoff`), read in two queries instead of two per ticker; a ticker's writes touch its own rows
+    only, so what is read up front is what each ticker would read. None when the reads fail: each
+    ticker then reads its own, and a failure is that ticker's."""
+    try:
+        return sources_by_ticker(engine, tickers), last_dates(engine, tickers, end=cutoff)
+    except Exception:
+        logger.debug("reading the stored state of %d tickers at once failed", len(tickers), exc_info=True)
+        return None
+
+
 def _fetch_ticker(
     *,
     settings: Settings,
@@ -237,7 +261,10 @@ def _fetch_ticker(
     calendar: clock.TradingCalendar,
     fetched_at: datetime,
     sleep: Callable[[float], None],
+    stored: tuple[set[str], date | None] | None = None,
 ) -> TickerFetch:
+    """Fetch and store one ticker. `stored`: its stored sources and newest bar up to `cutoff`
+    when the caller read them already (`_stored_state`), else read here."""
     data = settings.data
 
     def pull(start: date) -> tuple[pd.DataFrame, int, dict[str, int], str | None]:
@@ -257,9 +284,12 @@ def _fetch_ticker(
             frame, max_jump_factor=data.max_jump_factor, previous_close=previous_close
         )
 
-    with engine.connect() as connection:
-        sources = ticker_sources(connection, ticker)
-    last = last_dates(engine, [ticker], end=cutoff).get(ticker)
+    if stored is not None:
+        sources, last = stored
+    else:
+        with engine.connect() as connection:
+            sources = ticker_sources(connection, ticker)
+        last = last_dates(engine, [ticker], end=cutoff).get(ticker)
     replace_reason: str | None = None
     if sources and sources != {source.name}:
         replace_reason = f"stored bars came from {', '.join(sorted(sources))}; replaced with {source.name}"
@@ -346,7 +376,11 @@ def _fetch_ticker(
             changed = frame[added_mask | updated_mask]
             upsert_bars(connection, _rows(ticker, changed, source.name, fetched_at))
             added, updated, deleted = int(added_mask.sum()), int(updated_mask.sum()), 0
-    newest = last_dates(engine, [ticker], end=cutoff).get(ticker)
+    # The newest stored bar up to the cutoff, without asking: every row of `frame` (all dated up to
+    # the cutoff) is stored now, next to what was stored before (nothing of it, when replaced).
+    newest = frame.index.max().date()
+    if replace_reason is None and last is not None:
+        newest = max(newest, last)
     return TickerFetch(
         ticker=ticker,
         status="replaced" if replace_reason else "ok",
@@ -365,17 +399,20 @@ def _changed(old: pd.DataFrame, new: pd.DataFrame) -> tuple[Any, Any]:
     """Boolean masks over `new`: rows not stored yet, and stored rows whose values differ."""
     import numpy as np
 
-    present = new.index.isin(old.index)
-    aligned = old.reindex(new.index)
+    positions = old.index.get_indexer(new.index)  # dates are unique in both
+    present = positions >= 0
+    aligned = np.full((len(new), len(PRICE_COLUMNS) + 1), np.nan)
+    aligned[present] = _values(old, (*PRICE_COLUMNS, "volume"))[positions[present]]
+    values = _values(new, (*PRICE_COLUMNS, "volume"))
     # Equal up to float noise (a source that recomputes adjusted prices each call) counts as unchanged.
-    same_prices = np.isclose(
-        new[list(PRICE_COLUMNS)].to_numpy(dtype="float64"),
-        aligned[list(PRICE_COLUMNS)].to_numpy(dtype="float64"),
-        rtol=1e-12,
-        atol=0.0,
-    ).all(axis=1)
-    same_volume = new["volume"].to_numpy(dtype="float64") == aligned["volume"].to_numpy(dtype="float64")
+    same_prices = np.isclose(values[:, :-1], aligned[:, :-1], rtol=1e-12, atol=0.0).all(axis=1)
+    same_volume = values[:, -1] == aligned[:, -1]
     return ~present, present & ~(same_prices & same_volume)
+
+
+def _values(frame: pd.DataFrame, columns: Sequence[str]) -> Any:
+    """The named columns as one float64 array (bars, columns)."""
+    return frame.to_numpy(dtype="float64")[:, frame.columns.get_indexer(list(columns))]
 
 
 def _diff(old: pd.DataFrame, new: pd.DataFrame) -> tuple[int, int, int]:
@@ -396,11 +433,12 @@ def _agrees(old: pd.DataFrame, new: pd.DataFrame, tolerance: float) -> bool:
 
 def _max_relative_drift(old: pd.DataFrame, new: pd.DataFrame) -> float:
     """The largest relative price difference between stored and fetched bars on the same dates."""
-    common = old.index.intersection(new.index)
-    if len(common) == 0:
+    positions = old.index.get_indexer(new.index)  # dates are unique in both
+    common = positions >= 0
+    if not common.any():
         return 0.0
-    before = old.loc[common, list(PRICE_COLUMNS)].to_numpy(dtype="float64")
-    after = new.loc[common, list(PRICE_COLUMNS)].to_numpy(dtype="float64")
+    before = _values(old, PRICE_COLUMNS)[positions[common]]
+    after = _values(new, PRICE_COLUMNS)[common]
     return float((abs(after - before) / abs(before)).max())
 
 

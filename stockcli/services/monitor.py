@@ -99,7 +99,9 @@ def _window(block: dict[str, Any], rows: Sequence[Any], ticker: str | None) -> W
     for level in (80, 95):
         value = figures[f"coverage_{level}"]
         tests[level] = (
-            None if value is None or n == 0 else binomial_coverage_test(round((1.0 - value) * n), n, level / 100.0)
+            None
+            if value is None or n == 0
+            else binomial_coverage_test(round((1.0 - value) * n), n, level / 100.0)
         )
     return WindowMetrics(
         samples=figures["samples"],
@@ -142,7 +144,9 @@ def evaluate_matured(engine: Engine, *, through: date, settings: Settings | None
             pending += 1
             continue
         predicted, base = item["predicted_close"], item["base_close"]
-        score = direction_scores(predicted=np.array([predicted]), actual=np.array([actual]), base=np.array([base]))[0]
+        score = direction_scores(
+            predicted=np.array([predicted]), actual=np.array([actual]), base=np.array([base])
+        )[0]
         rows.append(
             {
                 "target_date": item["target_date"],
@@ -175,8 +179,17 @@ def evaluate_matured(engine: Engine, *, through: date, settings: Settings | None
             miss = not (quantiles[low] <= row["actual_close"] <= quantiles[high])
             key = (row["ticker"], level)
             state = changed.get(key) or states.get(key)
-            fresh = state is None or state.model_version != row["model_version"] or state.source != row["interval_source"]
-            if fresh and state is not None and state.last_target_date and state.last_target_date > row["target_date"]:
+            fresh = (
+                state is None
+                or state.model_version != row["model_version"]
+                or state.source != row["interval_source"]
+            )
+            if (
+                fresh
+                and state is not None
+                and state.last_target_date
+                and state.last_target_date > row["target_date"]
+            ):
                 continue  # an older prediction of another version: the current state is newer
             alpha = MISCOVERAGE[level] if fresh else state.alpha  # type: ignore[union-attr]
             n_updates = 0 if fresh else state.n_updates  # type: ignore[union-attr]
@@ -191,6 +204,7 @@ def evaluate_matured(engine: Engine, *, through: date, settings: Settings | None
                 misses=misses + int(miss),
                 last_target_date=row["target_date"],
             )
+
     def save_state(connection: Any) -> None:
         if settings is not None:  # test hook: a kill here must lose the scored rows and the state together
             checkpoint(settings, "monitor:scoring")
@@ -272,7 +286,12 @@ def retrain_findings(metrics: WindowMetrics, *, alpha: float, coverage_alpha: fl
     for level in (80, 95):
         coverage = getattr(metrics, f"coverage_{level}")
         p_value = getattr(metrics, f"p_coverage_{level}")
-        if coverage is not None and p_value is not None and p_value < coverage_alpha and coverage < level / 100:
+        if (
+            coverage is not None
+            and p_value is not None
+            and p_value < coverage_alpha
+            and coverage < level / 100
+        ):
             findings.append(
                 (
                     f"coverage_{level}",
@@ -286,7 +305,9 @@ def retrain_findings(metrics: WindowMetrics, *, alpha: float, coverage_alpha: fl
 def _healthy(metrics: WindowMetrics) -> str:
     parts = ["No significant loss against naive"]
     if metrics.coverage_95 is not None:
-        parts.append(f"interval coverage as promised (80%: {_pct(metrics.coverage_80, signed=False)}, 95%: {_pct(metrics.coverage_95, signed=False)})")
+        parts.append(
+            f"interval coverage as promised (80%: {_pct(metrics.coverage_80, signed=False)}, 95%: {_pct(metrics.coverage_95, signed=False)})"
+        )
     return "; ".join(parts) + "."
 
 

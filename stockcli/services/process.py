@@ -67,7 +67,9 @@ def feature_spec(
     from stockcli.features.indicators import canonical_indicators, column_kinds, feature_names, model_warmup
 
     indicators = canonical_indicators(settings.features.indicators)
-    context = tuple(context_tickers) if context_tickers is not None else settings.data.context_tickers_resolved
+    context = (
+        tuple(context_tickers) if context_tickers is not None else settings.data.context_tickers_resolved
+    )
     return {
         "version": SPEC_VERSION,
         "tickers": list(tickers),

@@ -180,7 +180,9 @@ def _promote(
             production, bars, sorted(set(base_dates)), tickers=sorted(set(tickers)), sessions=sessions
         )
         position = {(d, t): i for i, (d, t) in enumerate(zip(result.base_dates, result.tickers, strict=True))}
-        rows = np.array([i for i, key in enumerate(zip(base_dates, tickers, strict=True)) if key in position], dtype=int)
+        rows = np.array(
+            [i for i, key in enumerate(zip(base_dates, tickers, strict=True)) if key in position], dtype=int
+        )
         if rows.size == 0:
             raise NoDataError(
                 f"Production (version {production_version}) could not forecast any day of the "
@@ -191,10 +193,14 @@ def _promote(
         predicted = np.full(len(tickers), np.nan)
         quantiles = np.full((len(tickers), 5), np.nan)
         predicted[rows] = result.predicted_closes[picked]
-        quantiles[rows] = np.exp(calibrated_quantiles(result, production.calibration)[picked]) * base[rows][:, None]
+        quantiles[rows] = (
+            np.exp(calibrated_quantiles(result, production.calibration)[picked]) * base[rows][:, None]
+        )
         production_fc = WindowForecasts(predicted=predicted, quantiles=quantiles)
         if rows.size < len(tickers):
-            note = f" Compared on {rows.size} of {len(tickers)} (date, ticker) rows that both models forecast."
+            note = (
+                f" Compared on {rows.size} of {len(tickers)} (date, ticker) rows that both models forecast."
+            )
 
     def score(fc: WindowForecasts) -> dict[str, Any]:
         return evaluate(
@@ -215,7 +221,9 @@ def _promote(
     }
     candidate_value = metric_value(candidate_metrics["average"], metric)
     production_value = metric_value(production_metrics["average"], metric) if production_metrics else None
-    naive_value = candidate_metrics["average"]["naive"].get(metric) if metric in ("mae", "rmse", "mape") else None
+    naive_value = (
+        candidate_metrics["average"]["naive"].get(metric) if metric in ("mae", "rmse", "mape") else None
+    )
 
     test_result = None
     if production_fc is not None:
@@ -365,7 +373,13 @@ def paired_test(
     from stockcli.ml.stats import paired_loss_test
 
     def losses(fc: WindowForecasts) -> np.ndarray:
-        return loss_series(metric, predicted=fc.predicted[rows], actual=actual[rows], base=base[rows], quantiles=fc.quantiles[rows])
+        return loss_series(
+            metric,
+            predicted=fc.predicted[rows],
+            actual=actual[rows],
+            base=base[rows],
+            quantiles=fc.quantiles[rows],
+        )
 
     chosen_dates = [dates[i] for i in rows]
     chosen_tickers = [tickers[i] for i in rows]
@@ -395,7 +409,9 @@ def select_sources(
 
     model_abs = np.abs(fc.predicted - actual)
     naive_abs = np.abs(base - actual)
-    model_pinball = loss_series("pinball", predicted=fc.predicted, actual=actual, base=base, quantiles=fc.quantiles)
+    model_pinball = loss_series(
+        "pinball", predicted=fc.predicted, actual=actual, base=base, quantiles=fc.quantiles
+    )
     garch_pinball = (
         loss_series("pinball", predicted=base, actual=actual, base=base, quantiles=garch)
         if garch is not None
@@ -416,7 +432,9 @@ def select_sources(
         has_garch = bool(np.isfinite(garch_pinball[chosen]).any())
         interval = paired_loss_test(interval_a, interval_b, alternative="less") if has_garch else None
         point_model = point.p_value < alpha and (point.relative_improvement or 0.0) > 0
-        interval_model = interval is None or (interval.p_value < alpha and (interval.relative_improvement or 0.0) > 0)
+        interval_model = interval is None or (
+            interval.p_value < alpha and (interval.relative_improvement or 0.0) > 0
+        )
         out.append(
             Selection(
                 ticker=ticker,

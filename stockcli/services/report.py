@@ -89,7 +89,9 @@ class ScoredSession:
     actual_close: float
     abs_error: float
     abs_pct_error: float
-    direction_score: float | None  # 1 hit, 0 miss, 0.5 flat forecast, None flat day (metrics.direction_scores)
+    direction_score: (
+        float | None
+    )  # 1 hit, 0 miss, 0.5 flat forecast, None flat day (metrics.direction_scores)
     naive_abs_error: float
     lower_80: float | None = None
     upper_80: float | None = None
@@ -337,7 +339,9 @@ def live_performance(
     tickers = list(summary["tickers"])
     ordered = [t for t in order if t in tickers] + sorted(set(tickers) - set(order))
     return [
-        performance_row(t, summary["tickers"][t], [r for r in rows if r["ticker"] == t], settings.monitor.min_samples)
+        performance_row(
+            t, summary["tickers"][t], [r for r in rows if r["ticker"] == t], settings.monitor.min_samples
+        )
         for t in ordered
     ]
 

@@ -181,7 +181,9 @@ def train(
         stored = load_dataset(engine, dataset_run_id)
         history = return_history(stored.panel())
         train_end = date.fromisoformat(built.split["train"]["last_target_date"])
-        baselines = fit_baselines(history, tickers, through=train_end, window=settings.intervals.baseline_window)
+        baselines = fit_baselines(
+            history, tickers, through=train_end, window=settings.intervals.baseline_window
+        )
         test = built.test
         if len(test) == 0:
             raise NoDataError(

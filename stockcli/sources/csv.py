@@ -64,6 +64,59 @@ def read_bars_csv(path: Path) -> pd.DataFrame:
 
     Raises InputDataError naming the file and line for structural problems.
     """
+    parsed = _read_plain_bars_csv(path)
+    return parsed if parsed is not None else _read_bars_csv_checked(path)
+
+
+def _read_plain_bars_csv(path: Path) -> pd.DataFrame | None:
+    """The frame of a well-formed file, parsed a column at a time; None for anything unusual.
+
+    The same tokenizer as `_read_bars_csv_checked` and the same conversions (`float` of each
+    number, which strips blanks exactly as `_parse_number` does; `date.fromisoformat` of each
+    stripped date), but a whole column per call: ~10x faster on a 10-year file. Whatever that
+    parse would treat specially (a missing-value marker, a timestamp, a wrong field count, a date
+    given twice, bad bytes) makes this return None, and the checked parser reads the file again
+    and decides, with its line-numbered errors.
+    """
+    import numpy as np
+    import pandas as pd
+
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as handle:
+            rows = list(csv.reader(handle))
+    except (OSError, csv.Error, UnicodeDecodeError):
+        return None
+    if not rows:
+        return None
+    header = rows[0]
+    names = [_ALIASES.get(cell.strip().lower(), cell.strip().lower()) for cell in header]
+    if any(name not in names for name in REQUIRED_COLUMNS):
+        return None
+    position = {name: names.index(name) for name in (*REQUIRED_COLUMNS, "adj_close") if name in names}
+    columns_present = [name for name in NUMBER_COLUMNS if name in position]
+    # A row is blank when every cell is: its first cell (the date, as a rule) usually settles it.
+    body = [row for row in rows[1:] if row and (row[0].strip() or any(cell.strip() for cell in row))]
+    if any(length != len(header) for length in set(map(len, body))):
+        return None
+    cells = list(zip(*body, strict=True)) if body else [() for _ in header]
+    try:
+        dates = list(map(date.fromisoformat, map(str.strip, cells[position["date"]])))
+        numbers = {
+            name: np.fromiter(map(float, cells[position[name]]), dtype=np.float64, count=len(body))
+            for name in columns_present
+        }
+    except ValueError:  # a marker such as `null`, a timestamp, text: the checked parse decides
+        return None
+    if len(set(dates)) != len(dates):
+        return None
+    for values in numbers.values():
+        values[~np.isfinite(values)] = np.nan  # as `_parse_number`: nan and inf are missing values
+    frame = pd.DataFrame(numbers, index=pd.DatetimeIndex(pd.to_datetime(dates), name="date"))
+    return _adjusted(frame).sort_index()
+
+
+def _read_bars_csv_checked(path: Path) -> pd.DataFrame:
+    """`read_bars_csv` a row and a cell at a time, with an error naming the line of any problem."""
     import numpy as np
     import pandas as pd
 
@@ -127,13 +180,17 @@ def read_bars_csv(path: Path) -> pd.DataFrame:
         {name: np.asarray(values[name], dtype="float64") for name in columns_present},
         index=pd.DatetimeIndex(pd.to_datetime(dates), name="date"),
     )
+    return _adjusted(frame).sort_index()
+
+
+def _adjusted(frame: pd.DataFrame) -> pd.DataFrame:
     if "adj_close" in frame.columns:
         # Unadjusted OHLC next to an adjusted close: move all prices onto the adjusted basis.
         ratio = frame["adj_close"] / frame["close"]
         for name in ("open", "high", "low", "close"):
             frame[name] = frame[name] * ratio
         frame = frame.drop(columns="adj_close")
-    return frame.sort_index()
+    return frame
 
 
 # Parsed files, shared by every CsvSource of the process and keyed by (path, mtime, size), so a changed

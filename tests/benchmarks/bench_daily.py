@@ -406,7 +406,7 @@ def profile_summary(stats_path: Path, wall_s: float, top: int = 15) -> list[str]
 
 
 def bench_scale(
-    workdir: Path, repeats: int, *, model_tickers: int = 500, profile: bool = True
+    workdir: Path, repeats: int, *, model_tickers: int = 500, profile: bool = True, with_daily: bool = True
 ) -> dict[str, Any]:
     """`predict` for 500 tickers against 4 (fresh processes, interleaved), a profile of the 500 one,
     and the peak memory of `daily` for 500 (and 4) tickers the next session."""
@@ -466,6 +466,8 @@ def bench_scale(
         print("  profile of predict for 500 tickers:")
         print("\n".join(figures["profile"]))
 
+    if not with_daily:
+        return figures
     # daily the next session: fetch one new bar per ticker from the csv folder, score yesterday's
     # predictions, predict; each run on a fresh copy of the data dir as the predictions left it.
     data_dir = workdir / "data"
@@ -525,6 +527,7 @@ def main() -> None:
         help="scale: train the Production model on this many tickers (fewer: the rest are served unseen)",
     )
     parser.add_argument("--no-profile", action="store_true", help="scale: skip the profiled predict run")
+    parser.add_argument("--no-daily", action="store_true", help="scale: skip the `daily` runs")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="stockcli-bench-daily-") as folder:
         workdir = args.workdir or Path(folder)
@@ -534,7 +537,11 @@ def main() -> None:
             bench_backtest(workdir / "backtest", args.sessions)
         if args.only in (None, "scale"):
             bench_scale(
-                workdir / "scale", args.repeats, model_tickers=args.model_tickers, profile=not args.no_profile
+                workdir / "scale",
+                args.repeats,
+                model_tickers=args.model_tickers,
+                profile=not args.no_profile,
+                with_daily=not args.no_daily,
             )
 
 

@@ -191,7 +191,14 @@ def test_sigkill_in_daily_then_rerun_matches_a_clean_daily(
 
 
 @pytest.mark.slow
-def test_sigkill_in_retrain_keeps_production_and_rerun_completes(bootstrapped: Workspace) -> None:
+def test_sigkill_in_retrain_keeps_production_and_rerun_matches_a_clean_retrain(
+    bootstrapped: Workspace, tmp_path: Path
+) -> None:
+    clean = copy_workspace(bootstrapped, tmp_path / "clean")
+    clean_run = clean.cli("--as-of", BOOTSTRAP_AS_OF, "--json", "retrain", "--force")
+    assert clean_run.exit_code == 0, clean_run.output
+    clean_result = json.loads(clean_run.output)
+
     workspace = bootstrapped
     bars_before = bars_digest(workspace.engine)
     crashed = workspace.run("--as-of", BOOTSTRAP_AS_OF, "retrain", "--force", kill_at="retrain:after_build")
@@ -203,11 +210,15 @@ def test_sigkill_in_retrain_keeps_production_and_rerun_completes(bootstrapped: W
     assert rerun.exit_code == 0, rerun.output
     result = json.loads(rerun.output)
     assert result["ran"] and result["model_version"] == "2"
-    # The re-trained model is the bootstrap's model again, so it is not better and Production stays.
-    assert weights_sha(workspace, "2") == weights_sha(workspace, "1")
-    assert production(workspace) == "1" and not result["promoted"]
+    # The crash left nothing behind that changes the retrain: the same weights as a clean retrain
+    # from the same state, and the same decision about Production.
+    assert weights_sha(workspace, "2") == weights_sha(clean, "2")
+    assert weights_sha(workspace, "2") != weights_sha(workspace, "1")  # fine-tuned, not a copy
+    assert result["promoted"] == clean_result["promoted"]
+    assert production(workspace) == production(clean)
     assert bars_digest(workspace.engine) == bars_before
     assert [s for _, _, s in ledger(workspace.engine)] == ["ok", "interrupted", "ok"]
+    clean.close()
 
 
 @pytest.mark.slow
