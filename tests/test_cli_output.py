@@ -102,3 +102,17 @@ def test_report_piped_to_a_file_never_cuts_dates_or_names(
     if width == "60":
         table_lines = [line for line in result.stdout.splitlines() if "│" in line or "┃" in line]
         assert all(len(line) <= 60 for line in table_lines), result.stdout
+
+
+@pytest.mark.parametrize(
+    ("source", "p_value", "interval_source", "expected"),
+    [
+        ("naive", 0.4861, "garch", "naive (p 0.49) / garch"),  # naive says why: the test's p-value
+        ("model", 0.00436, "model", "model (p 0.0044) / model"),
+        ("naive", None, None, "naive / -"),  # a prediction stored before selections existed
+    ],
+)
+def test_what_is_served_is_shown_with_the_p_value_of_the_test_that_chose_it(
+    source: str, p_value: float | None, interval_source: str | None, expected: str
+) -> None:
+    assert output.fmt_served(source, p_value, interval_source) == expected

@@ -438,6 +438,11 @@ def test_backtest_continues_the_history_and_reports_intervals_sources_and_tests(
         assert block["skill_low"] <= block["skill"] <= block["skill_high"]
         assert block["share_model"] + block["share_naive"] == pytest.approx(1.0)
         assert set(block["baselines"]) == {"garch", "rolling"}
+        garch = block["baselines"]["garch"]
+        assert block["skill_vs_garch"] == {
+            "winkler_95": pytest.approx(1 - block["winkler_95"] / garch["winkler_95"]),
+            "pinball": pytest.approx(1 - block["pinball"] / garch["pinball"]),
+        }
         for values in block["baselines"].values():
             assert set(values) == set(INTERVAL_FIELDS) and all(
                 isinstance(values[k], float) for k in INTERVAL_FIELDS

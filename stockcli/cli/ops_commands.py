@@ -17,8 +17,7 @@ def _interval(low: float | None, high: float | None) -> str:
 
 
 def _served(p: Any) -> str:
-    point = "model" if p.source == "model" else "naive"
-    return f"{point} / {p.interval_source}" + (" (unseen)" if p.unseen else "")
+    return output.fmt_served(p.source, p.p_value, p.interval_source) + (" (unseen)" if p.unseen else "")
 
 
 def _prediction_rows(predictions: Any) -> list[list[str]]:
@@ -63,7 +62,7 @@ def _show_predictions(title: str, predictions: Any, failed: Any) -> None:
             _prediction_rows(predictions),
             secondary=PREDICTION_SECONDARY,
             caption="Point: the model where it beat the naive forecast significantly on the promotion "
-            "window, else the last close. Intervals: calibrated, adapted daily.",
+            "window, else the last close (p: that test's p-value). Intervals: calibrated, adapted daily.",
         )
     for failure in failed:
         output.warn(f"no prediction for {failure.ticker}: {failure.reason}")

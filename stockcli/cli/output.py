@@ -202,6 +202,15 @@ def fmt_pct(value: float | None, digits: int = 2) -> str:
     return text[1:] if text.startswith("-") and float(text[:-1]) == 0 else text
 
 
+def fmt_served(source: str | None, p_value: float | None, interval_source: str | None) -> str:
+    """What a prediction serves, with the p-value of the test that chose its point forecast:
+    `naive (p 0.49) / garch`, `model (p 0.003) / model`."""
+    point = source or "model"
+    if p_value is not None:
+        point += f" (p {p_value:.2g})"
+    return f"{point} / {interval_source or '-'}"
+
+
 @contextlib.contextmanager
 def status(label: str, *, quiet: bool = False) -> Iterator[Callable[[str], None] | None]:
     """A spinner on a terminal, yielding a callback that updates its text; nothing when `quiet`

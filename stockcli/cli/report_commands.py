@@ -79,13 +79,6 @@ def _band(low: float | None, high: float | None) -> str:
     return f"{output.fmt_float(low)}–{output.fmt_float(high)}"
 
 
-def _served(p: Any) -> str:
-    point = p.source or "model"
-    if point == "model" and p.p_value is not None:
-        point += f" (p {p.p_value:.2g})"
-    return f"{point} / {p.interval_source or '-'}"
-
-
 def _improvement(value: float | None, low: float | None, high: float | None) -> str:
     if value is None:
         return "-"
@@ -127,15 +120,16 @@ def render_tables(report: Report) -> None:
                 _band(p.lower_80, p.upper_80),
                 _band(p.lower_95, p.upper_95),
                 pct(p.p_up, 0),
-                _served(p),
+                output.fmt_served(p.source, p.p_value, p.interval_source),
                 p.target_date.isoformat(),
                 f"v{_text(p.model_version)}",
             ]
             for p in report.predictions
         ),
         caption=(
-            "Served: the point forecast (the model where it beat the naive forecast significantly, p shown; "
-            "else the last close) / the interval source (the model's calibrated intervals, or GARCH's)."
+            "Served: the point forecast (the model where it beat the naive forecast significantly, else the "
+            "last close; p: that test's p-value) / the interval source (the model's calibrated intervals, or "
+            "GARCH's)."
             if report.predictions
             else "No predictions yet: run `stockcli daily`."
         ),

@@ -123,7 +123,8 @@ def point_block(predicted: np.ndarray, actual: np.ndarray, base: np.ndarray) -> 
 
 
 def skill(model_mae: float | None, naive_mae: float | None) -> float | None:
-    """1 - MAE_model / MAE_naive; None when undefined."""
+    """1 - MAE_model / MAE_naive (or any loss against a reference's, e.g. a Winkler score against
+    GARCH's on the same sessions); above 0: better. None when undefined."""
     if model_mae is None or naive_mae is None:
         return None
     if naive_mae == 0:

@@ -265,18 +265,22 @@ def backtest(
 
 def _flat(block: dict[str, Any]) -> dict[str, Any]:
     """One block of `metrics.summarize_scored` as the backtest's flat figures."""
-    from stockcli.ml.metrics import INTERVAL_FIGURES, block_figures
+    from stockcli.ml.metrics import INTERVAL_FIGURES, INTERVAL_LOSSES, block_figures, skill
 
     figures = block_figures(block)
     share = figures.pop("served_model_share")
+    baselines = {
+        name: {field_name: (values or {}).get(field_name) for field_name in INTERVAL_FIGURES}
+        for name, values in (block.get("baselines") or {}).items()
+    }
+    garch = baselines.get("garch", {})
     return {
         **figures,
         "share_model": share,
         "share_naive": None if share is None else 1.0 - share,
-        "baselines": {
-            name: {field_name: (values or {}).get(field_name) for field_name in INTERVAL_FIGURES}
-            for name, values in (block.get("baselines") or {}).items()
-        },
+        # Skill against GARCH = 1 - score / score of GARCH on the same sessions (above 0: better).
+        "skill_vs_garch": {name: skill(figures.get(name), garch.get(name)) for name in INTERVAL_LOSSES},
+        "baselines": baselines,
     }
 
 
