@@ -25,6 +25,7 @@ from stockcli.db.bars import upsert_bars
 from stockcli.db.engine import open_database
 from stockcli.db.serving import load_interval_state
 from stockcli.db.store import finish_run, start_run, utcnow
+from stockcli.ml.stats import binomial_coverage_test
 from stockcli.services.monitor import monitor
 
 TICKERS = ("AAA", "BBB")
@@ -276,6 +277,34 @@ def test_intervals_covering_far_less_than_promised_trigger_a_retrain(configured:
     assert result.retrain_needed and result.triggers == ("coverage_80", "coverage_95")
     assert "the 80% interval covered" in result.reason and "the 95% interval covered" in result.reason
     assert "of 40 closes" in result.reason
+
+
+def test_misses_on_the_same_days_count_as_fewer_independent_closes(configured: Any) -> None:
+    """One market shock sends every ticker outside its interval at once: 8 shock sessions of 20 make
+    16 misses of 40 closes. Counted as 40 independent trials that rejects the 80% interval (binomial
+    p 0.004); the misses are perfectly correlated within each session, so they are worth 20 trials,
+    8 misses (p 0.044), not significant at coverage_alpha 0.01: no retrain on a few bad days."""
+    settings, engine = configured(min_samples=10, window_sessions=20)
+    sessions = trading_calendar("XNYS").sessions(date(2012, 9, 4), date(2013, 3, 1))[:22]
+    shocks = {3, 5, 8, 11, 13, 16, 18, 20}
+    # +1.6%: outside the 80% band of N(0, 1%) (+-1.28%), inside the 95% one (+-1.96%).
+    returns = np.array([0.016 if i in shocks else 0.001 * (-1) ** i for i in range(len(sessions))])
+    world = Market(
+        sessions,
+        {t: level * np.exp(np.cumsum(returns)) for t, level in zip(TICKERS, (100.0, 20.0), strict=True)},
+    )
+    store(engine, world, naive, width=0.01)
+    result = monitor(settings=settings, engine=engine, as_of=world.sessions[-1], model_version="1")
+    assert result.overall.coverage_80 == pytest.approx(0.6) and result.overall.coverage_95 == 1.0
+    assert binomial_coverage_test(16, 40, 0.8) < settings.monitor.coverage_alpha  # the naive count
+    assert result.overall.effective_n_80 == pytest.approx(20.0)
+    assert result.overall.p_coverage_80 == pytest.approx(binomial_coverage_test(8, 20, 0.8))
+    assert not result.retrain_needed and result.triggers == (), result.reason
+    # Each ticker alone is one close a session: its own test is the plain binomial one.
+    for ticker in TICKERS:
+        alone = result.per_ticker[ticker]
+        assert alone.effective_n_80 == pytest.approx(20.0)
+        assert alone.p_coverage_80 == pytest.approx(binomial_coverage_test(8, 20, 0.8))
 
 
 def test_intervals_as_promised_or_too_wide_do_not_trigger(configured: Any) -> None:

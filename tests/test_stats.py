@@ -32,6 +32,7 @@ from stockcli.ml.intervals import (
 from stockcli.ml.stats import (
     binomial_bounds,
     binomial_coverage_test,
+    clustered_coverage_test,
     default_lag,
     diebold_mariano,
     newey_west_variance,
@@ -389,3 +390,52 @@ def test_aci_keeps_coverage_when_volatility_doubles() -> None:
         nominal = level / 100
         assert abs(aci_hits[level] / steps - nominal) <= 0.03, level
         assert abs(static_hits[level] / steps - nominal) > 0.03, level
+
+
+# --- coverage on a panel: misses of one session move together ------------------------------------
+
+
+def test_clustered_coverage_of_one_ticker_is_the_binomial_test() -> None:
+    rng = np.random.default_rng(3)
+    misses = (rng.random((60, 1)) < 0.3).astype(float)
+    result = clustered_coverage_test(misses, 0.8)
+    assert result.design_effect == 1.0 and result.effective_n == 60.0
+    assert result.p_value == binomial_coverage_test(int(misses.sum()), 60, 0.8)
+
+
+def test_perfectly_correlated_misses_are_worth_one_trial_a_session() -> None:
+    bad_days = np.zeros(20)
+    bad_days[[2, 5, 7, 11, 14, 17, 19]] = 1.0
+    misses = np.repeat(bad_days[:, None], 4, axis=1)  # 4 tickers miss on exactly the same days
+    result = clustered_coverage_test(misses, 0.8)
+    assert (result.n, result.misses) == (80, 28)
+    assert result.design_effect == pytest.approx(4.0) and result.effective_n == pytest.approx(20.0)
+    assert result.p_value == pytest.approx(binomial_coverage_test(7, 20, 0.8))
+    assert binomial_coverage_test(28, 80, 0.8) < 0.01 < result.p_value  # counted naively: "failing"
+
+
+def test_independent_misses_keep_about_their_sample_size() -> None:
+    rng = np.random.default_rng(11)
+    misses = (rng.random((250, 4)) < 0.2).astype(float)
+    result = clustered_coverage_test(misses, 0.8)
+    assert 1.0 <= result.design_effect < 1.3
+    assert result.p_value == pytest.approx(
+        binomial_coverage_test(
+            round(misses.sum() / result.design_effect), round(1000 / result.design_effect), 0.8
+        )
+    )
+
+
+def test_a_ragged_panel_counts_only_the_forecasts_made() -> None:
+    misses = np.array([[1.0, np.nan, 0.0], [0.0, 0.0, np.nan], [np.nan, np.nan, np.nan], [1.0, 1.0, 1.0]])
+    result = clustered_coverage_test(misses, 0.8)
+    assert (result.n, result.misses) == (7, 4)
+    assert 1.0 <= result.design_effect <= 3.0 and 0.0 <= result.p_value <= 1.0
+    empty = clustered_coverage_test(np.full((3, 2), np.nan), 0.8)
+    assert (empty.n, empty.p_value) == (0, 1.0)
+
+
+@pytest.mark.parametrize("bad", [np.array([1.0, 0.0]), np.array([[0.5, 1.0]]), np.array([[2.0, 0.0]])])
+def test_clustered_coverage_rejects_what_is_not_a_panel_of_misses(bad: np.ndarray) -> None:
+    with pytest.raises(InputDataError):
+        clustered_coverage_test(bad, 0.8)

@@ -125,6 +125,18 @@ def pinball_loss(
     return _nan_mean(pinball_losses(quantiles, actual, levels))
 
 
+def misses(quantiles: np.ndarray, actual: np.ndarray, level: int) -> np.ndarray:
+    """Per observation: 1.0 when `actual` fell outside the `level`% interval, 0.0 inside, NaN when
+    the observation is incomplete (the same observations, and the same inside rule, as
+    `interval_block`)."""
+    predicted = np.asarray(quantiles, dtype=np.float64).reshape(-1, len(QUANTILES))
+    value = np.asarray(actual, dtype=np.float64).reshape(-1)
+    low_column, high_column = INTERVAL_COLUMNS[level]
+    complete = np.isfinite(predicted).all(axis=1) & np.isfinite(value)
+    inside = (predicted[:, low_column] <= value) & (value <= predicted[:, high_column])
+    return np.where(complete, np.where(inside, 0.0, 1.0), np.nan)
+
+
 def interval_block(quantiles: np.ndarray, actual: np.ndarray) -> dict[str, float | int | None]:
     """THE interval metrics shape: coverage, width and Winkler score of both intervals, and pinball loss.
 

@@ -10,6 +10,9 @@ model and a baseline, and the reports (design notes, core ideas 10 and 11).
   scaled so that a 3,000-point index does not drown a $20 stock.
 - `binomial_coverage_test` / `binomial_bounds`: is an observed interval coverage consistent with its
   nominal level (exact binomial test)?
+- `clustered_coverage_test`: the same question for a (sessions, tickers) panel of misses, where
+  misses on the same session move together (one market shock): the binomial test on the effective
+  sample size (Kish's design effect, from the intra-session correlation of the misses).
 
 Pure functions: numbers in, numbers out. Results are frozen dataclasses of plain floats that are
 never NaN, so they go straight into JSON. scipy is imported inside the functions that need it.
@@ -233,6 +236,69 @@ def binomial_coverage_test(misses: int, n: int, nominal_coverage: float) -> floa
     from scipy.stats import binomtest
 
     return float(min(1.0, binomtest(int(misses), int(n), 1.0 - nominal_coverage).pvalue))
+
+
+@dataclass(frozen=True)
+class CoverageTest:
+    """A coverage test on a panel of misses: the p-value and what it was computed from."""
+
+    p_value: float
+    n: int  # forecasts with an interval
+    misses: int
+    effective_n: float  # n / design_effect: as many independent forecasts as the panel is worth
+    design_effect: float  # 1 + (cluster size - 1) x intra-session correlation of the misses
+
+
+def clustered_coverage_test(misses: np.ndarray, nominal_coverage: float) -> CoverageTest:
+    """Is the coverage of a (sessions, tickers) panel of misses (1.0 miss, 0.0 hit, NaN none)
+    consistent with `nominal_coverage`? Two-sided, as `binomial_coverage_test`.
+
+    The misses of different tickers on the same session are not independent: a market shock sends
+    every close of the watchlist outside its interval at once, and counting those as separate
+    trials makes a handful of bad days look like a failing interval. So the sessions are treated
+    as clusters: the intra-session correlation rho of the misses is estimated by one-way ANOVA
+    (unbalanced sizes through n0, clipped to [0, 1]), the design effect is 1 + (n0 - 1) rho (Kish
+    1965), and the exact binomial test runs on n / design effect trials with the misses scaled
+    alike (rounded). One ticker (clusters of one) gives exactly `binomial_coverage_test`.
+    Serial correlation within a ticker is not corrected (adaptive conformal inference keeps it
+    small).
+    """
+    panel = np.asarray(misses, dtype=np.float64)
+    if panel.ndim != 2:
+        raise InputDataError(f"misses must be a (sessions, tickers) panel, got shape {panel.shape}.")
+    known = np.isfinite(panel)
+    if not np.all((panel[known] == 0.0) | (panel[known] == 1.0)):
+        raise InputDataError("misses must be 1.0 (miss), 0.0 (hit) or NaN (no interval).")
+    sizes = known.sum(axis=1)
+    sizes = sizes[sizes > 0]
+    total = int(sizes.sum())
+    missed = int(np.nansum(panel))
+    design = _design_effect(panel, known)
+    p_value = 1.0
+    if total:
+        trials = max(1, round(total / design))
+        p_value = binomial_coverage_test(min(trials, round(missed / design)), trials, nominal_coverage)
+    return CoverageTest(
+        p_value=p_value, n=total, misses=missed, effective_n=total / design, design_effect=design
+    )
+
+
+def _design_effect(panel: np.ndarray, known: np.ndarray) -> float:
+    """1 + (n0 - 1) rho for clusters = rows of `panel`; 1.0 when rho cannot be estimated."""
+    rows = [panel[i, known[i]] for i in range(panel.shape[0]) if known[i].any()]
+    groups = len(rows)
+    total = sum(len(r) for r in rows)
+    if groups < 2 or total <= groups:
+        return 1.0
+    grand = float(np.mean(np.concatenate(rows)))
+    between = sum(len(r) * (float(r.mean()) - grand) ** 2 for r in rows) / (groups - 1)
+    within = sum(float(((r - r.mean()) ** 2).sum()) for r in rows) / (total - groups)
+    n0 = (total - sum(len(r) ** 2 for r in rows) / total) / (groups - 1)
+    denominator = between + (n0 - 1.0) * within
+    if denominator <= 0.0:  # no miss, or every cell the same: nothing to correct
+        return 1.0
+    rho = min(1.0, max(0.0, (between - within) / denominator))
+    return 1.0 + (n0 - 1.0) * rho
 
 
 def binomial_bounds(n: int, nominal: float, alpha: float) -> tuple[float, float]:

@@ -14,7 +14,8 @@ never a raw threshold on a noisy 20-session metric:
   errors, HAC variance, p < `[monitor] alpha`)
 - do the intervals cover significantly less than they promise? (exact binomial test of the 80% and
   95% intervals' misses, p < `[monitor] coverage_alpha`, acting on under-coverage only: intervals
-  that are too wide waste information but mislead nobody)
+  that are too wide waste information but mislead nobody; the closes of one session count as fewer
+  independent trials when their misses move together, `stats.clustered_coverage_test`)
 
 It needs at least `min_samples` scored sessions and respects `cooldown_sessions` after a retrain.
 Directional accuracy is reported, never a trigger on its own.
@@ -22,7 +23,7 @@ Directional accuracy is reported, never a trigger on its own.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
@@ -53,8 +54,10 @@ class WindowMetrics:
     p_worse: float | None = None  # one-sided DM: served forecast worse than naive
     coverage_80: float | None = None
     coverage_95: float | None = None
-    p_coverage_80: float | None = None  # exact binomial test of the misses
+    p_coverage_80: float | None = None  # exact binomial test of the misses, on the effective sample
     p_coverage_95: float | None = None
+    effective_n_80: float | None = None  # what the window's closes are worth as independent trials
+    effective_n_95: float | None = None
     winkler_95: float | None = None
     pinball: float | None = None
     served_model_share: float | None = None
@@ -90,19 +93,16 @@ def window_metrics(rows: Sequence[Any]) -> tuple[WindowMetrics, dict[str, Window
 
 
 def _window(block: dict[str, Any], rows: Sequence[Any], ticker: str | None) -> WindowMetrics:
-    from stockcli.ml.metrics import block_figures
-    from stockcli.ml.stats import binomial_coverage_test
+    from stockcli.ml.metrics import block_figures, miss_panel
+    from stockcli.ml.stats import CoverageTest, clustered_coverage_test
 
     figures = block_figures(block)
-    n = figures["intervals_n"]
-    tests: dict[int, float | None] = {}
+    mine = [row for row in rows if ticker is None or _field(row, "ticker") == ticker]
+    tests: dict[int, CoverageTest | None] = {}
     for level in (80, 95):
-        value = figures[f"coverage_{level}"]
-        tests[level] = (
-            None
-            if value is None or n == 0
-            else binomial_coverage_test(round((1.0 - value) * n), n, level / 100.0)
-        )
+        tests[level] = None
+        if figures[f"coverage_{level}"] is not None and figures["intervals_n"]:
+            tests[level] = clustered_coverage_test(miss_panel(mine, level), level / 100.0)
     return WindowMetrics(
         samples=figures["samples"],
         sessions=figures["sessions"],
@@ -116,8 +116,10 @@ def _window(block: dict[str, Any], rows: Sequence[Any], ticker: str | None) -> W
         p_worse=figures["p_worse"],
         coverage_80=figures["coverage_80"],
         coverage_95=figures["coverage_95"],
-        p_coverage_80=tests[80],
-        p_coverage_95=tests[95],
+        p_coverage_80=None if tests[80] is None else tests[80].p_value,
+        p_coverage_95=None if tests[95] is None else tests[95].p_value,
+        effective_n_80=None if tests[80] is None else tests[80].effective_n,
+        effective_n_95=None if tests[95] is None else tests[95].effective_n,
         winkler_95=figures["winkler_95"],
         pinball=figures["pinball"],
         served_model_share=figures["served_model_share"],
@@ -296,17 +298,30 @@ def retrain_findings(metrics: WindowMetrics, *, alpha: float, coverage_alpha: fl
                 (
                     f"coverage_{level}",
                     f"the {level}% interval covered {coverage:.1%} of {metrics.samples} closes "
-                    f"(binomial p = {p_value:.3g} < {coverage_alpha:g})",
+                    f"(binomial p = {p_value:.3g} < {coverage_alpha:g}{_effective(metrics, level)})",
                 )
             )
     return findings
+
+
+def _effective(metrics: WindowMetrics, level: int) -> str:
+    """How many independent closes the test counted, when misses on the same day moved together."""
+    effective = getattr(metrics, f"effective_n_{level}")
+    if effective is None or round(effective) >= metrics.samples:
+        return ""
+    return f", counted as {effective:.0f} independent closes: misses on the same day move together"
+
+
+def _field(row: Any, name: str) -> Any:
+    return row[name] if isinstance(row, Mapping) else getattr(row, name)
 
 
 def _healthy(metrics: WindowMetrics) -> str:
     parts = ["No significant loss against naive"]
     if metrics.coverage_95 is not None:
         parts.append(
-            f"interval coverage as promised (80%: {_pct(metrics.coverage_80, signed=False)}, 95%: {_pct(metrics.coverage_95, signed=False)})"
+            "interval coverage not significantly below what was promised "
+            f"(80%: {_pct(metrics.coverage_80, signed=False)}, 95%: {_pct(metrics.coverage_95, signed=False)})"
         )
     return "; ".join(parts) + "."
 
