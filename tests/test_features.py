@@ -14,6 +14,7 @@ import ta
 from stockcli.config import DEFAULT_INDICATORS
 from stockcli.errors import ConfigError, InputDataError
 from stockcli.features import indicators as ind
+from stockcli.features import indicators_many as many_ind
 from stockcli.features.dataset import SERVING_LOOKBACK
 from stockcli.features.indicators import OHLCV, compute_features, feature_names, warmup_sessions
 from tests.bars_data import SAMPLE_TICKERS, sample_frame, synthetic_frame, weekdays
@@ -663,7 +664,7 @@ def _assert_same_features(many: np.ndarray, one: np.ndarray) -> None:
 def test_many_tickers_at_once_equal_one_at_a_time(spec: list[dict[str, Any]]) -> None:
     """Rows of different lengths in one block: each ticker's own bars, nothing from its neighbours."""
     series = _many_series()
-    many = ind.compute_model_features_many(series, spec)
+    many = many_ind.compute_model_features_many(series, spec)
     assert len(many) == len(series)
     for bars, values in zip(series, many, strict=True):
         _assert_same_features(values, ind.compute_model_features(*bars, spec))
@@ -679,10 +680,10 @@ def test_each_indicator_many_at_once_equals_one_at_a_time(
     series = _many_series()
     one = [ind.compute_model_features(*bars, [entry]) for bars in series]
     for vector_from in (1, 10**9):
-        monkeypatch.setattr(ind, "_MANY_MIN_VECTOR_ROWS", vector_from)
-        monkeypatch.setattr(ind, "_PSAR_MIN_VECTOR_ROWS", vector_from)
-        for block_cells in (ind.MANY_BLOCK_CELLS, 2_000):  # everything in one block; blocks of 1-3 rows
-            many = ind.compute_model_features_many(series, [entry], block_cells=block_cells)
+        monkeypatch.setattr(many_ind, "_MANY_MIN_VECTOR_ROWS", vector_from)
+        monkeypatch.setattr(many_ind, "_PSAR_MIN_VECTOR_ROWS", vector_from)
+        for block_cells in (many_ind.MANY_BLOCK_CELLS, 2_000):  # everything in one block; blocks of 1-3 rows
+            many = many_ind.compute_model_features_many(series, [entry], block_cells=block_cells)
             for values, expected in zip(many, one, strict=True):
                 _assert_same_features(values, expected)
 
@@ -697,9 +698,9 @@ def test_many_tickers_at_once_as_a_daily_forecast_sees_them(monkeypatch: pytest.
     frames += [synthetic_frame(days, seed=100 + i, price=float(rng.uniform(5, 500))) for i in range(50)]
     frames += [synthetic_frame(days[: int(rng.integers(60, 690))], seed=200 + i) for i in range(16)]
     series = [_bars(frame) for frame in frames]
-    monkeypatch.setattr(ind, "_PSAR_MIN_VECTOR_ROWS", 16)
+    monkeypatch.setattr(many_ind, "_PSAR_MIN_VECTOR_ROWS", 16)
     for spec in (MANY_INDICATORS, list(DEFAULT_INDICATORS)):
-        many = ind.compute_model_features_many(series, spec)
+        many = many_ind.compute_model_features_many(series, spec)
         for bars, values in zip(series, many, strict=True):
             _assert_same_features(values, ind.compute_model_features(*bars, spec))
 
@@ -709,8 +710,8 @@ def test_many_at_once_refuses_non_finite_bars() -> None:
     series[1][3] = series[1][3].copy()
     series[1][3][40] = np.nan
     with pytest.raises(InputDataError, match="missing or infinite"):
-        ind.compute_model_features_many(series, DEFAULT_INDICATORS)
+        many_ind.compute_model_features_many(series, DEFAULT_INDICATORS)
 
 
 def test_every_registered_indicator_has_a_many_at_once_kernel() -> None:
-    assert set(ind.MANY_COMPUTE) == set(ind.INDICATORS)
+    assert set(many_ind.MANY_COMPUTE) == set(ind.INDICATORS)

@@ -47,10 +47,10 @@ from stockcli.features.indicators import (
     OHLCV,
     column_kinds,
     feature_names,
-    iter_model_features_many,
     model_warmup,
     resolve_indicators,
 )
+from stockcli.features.indicators_many import iter_model_features_many
 
 if TYPE_CHECKING:
     import pandas as pd
