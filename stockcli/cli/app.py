@@ -15,6 +15,7 @@ from typing import Annotated, Any
 import typer
 from typer.core import TyperGroup
 
+from stockcli import interrupts
 from stockcli.cli.commands import register
 from stockcli.cli.state import CliState, state
 from stockcli.errors import EXIT_UNEXPECTED, EXIT_USAGE, StockCliError
@@ -80,6 +81,7 @@ class StockCliGroup(TyperGroup):
             report_error(ctx.obj if isinstance(ctx.obj, CliState) else None, exc, exc.exit_code)
             raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt:  # Ctrl-C / SIGINT: the ledger says `interrupted`; 130 as shells expect
+            interrupts.handled()
             sys.stderr.write("Interrupted.\n")
             raise typer.Exit(130) from None
         except (typer.Exit, typer.Abort):
@@ -174,6 +176,7 @@ register(app)
 
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point."""
+    interrupts.install()
     try:
         app(args=argv, prog_name="stockcli")
     except SystemExit:

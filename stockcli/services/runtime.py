@@ -17,6 +17,7 @@ from typing import Any
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DatabaseError
 
+from stockcli import interrupts
 from stockcli.config import Settings
 from stockcli.db import store
 from stockcli.db.engine import damaged_database_error, open_database
@@ -51,7 +52,10 @@ def _close_dead_mlflow_runs(settings: Settings) -> None:
 
 
 def checkpoint(settings: Settings, name: str) -> None:
-    """Test hook: kill this process with SIGKILL at the named point when `settings.kill_at` says so."""
+    """A point between steps: a Ctrl-C that some library swallowed is raised again here
+    (`stockcli.interrupts`). Test hook: kill this process with SIGKILL at the named point when
+    `settings.kill_at` says so."""
+    interrupts.raise_if_requested()
     if settings.kill_at and settings.kill_at == name:
         os.kill(os.getpid(), signal.SIGKILL)
 
@@ -93,6 +97,7 @@ def _locked_run(
         handle = RunHandle(settings=settings, engine=engine, command=command, as_of=as_of, run_id=run_id)
         try:
             yield handle
+            interrupts.raise_if_requested()  # a Ctrl-C swallowed on the way is still not a success
         except PartialFailure as exc:
             store.finish_run(engine, run_id, status="partial", error=exc.message, details=handle.details)
             raise

@@ -5,6 +5,7 @@ and of other hosts are left alone. Nothing else changes."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -82,6 +83,50 @@ def slow_training(workspace: Workspace) -> None:
     """Let `train` run long enough to be interrupted in the middle (no early stop)."""
     text = workspace.config_path.read_text().replace("patience = 2", "patience = 10000")
     workspace.config_path.write_text(text)
+
+
+def test_a_ctrl_c_swallowed_on_the_way_is_raised_again_and_the_run_is_interrupted(
+    tmp_path: Path, database: str | None
+) -> None:
+    """SIGINT becomes a KeyboardInterrupt wherever the main thread is; C code that clears pending
+    errors (an extension module being imported) or a library's catch-all can swallow it. The
+    remembered request is raised again at the next checkpoint and before the run records success."""
+    from datetime import date
+
+    from stockcli import interrupts
+    from stockcli.services.runtime import checkpoint, pipeline_run
+
+    workspace = new_workspace(tmp_path / "ws", database_url=database)
+    settings = workspace.settings()
+
+    def swallowed_ctrl_c() -> None:
+        # What the catch-all, or C code clearing the error, does with it.
+        with contextlib.suppress(KeyboardInterrupt):
+            interrupts._on_sigint(signal.SIGINT, None)
+
+    try:
+        with (
+            pytest.raises(KeyboardInterrupt),
+            pipeline_run(settings, command="fetch", as_of=date(2013, 2, 1)),
+        ):
+            swallowed_ctrl_c()  # the body then ends normally...
+        assert ledger(workspace.engine) == [(1, "fetch", "interrupted")]  # ...but it was no success
+
+        with (
+            pytest.raises(KeyboardInterrupt),
+            pipeline_run(settings, command="process", as_of=date(2013, 2, 1)),
+        ):
+            checkpoint(settings, "process:between_steps")  # still asked: the next checkpoint stops
+        interrupts.handled()  # the CLI reported it
+        with pipeline_run(settings, command="fetch", as_of=date(2013, 2, 1)):
+            checkpoint(settings, "fetch:between_steps")  # nothing asked any more
+    finally:
+        interrupts.handled()
+    assert ledger(workspace.engine) == [
+        (1, "fetch", "interrupted"),
+        (2, "process", "interrupted"),
+        (3, "fetch", "ok"),
+    ]
 
 
 def test_sigint_during_training_closes_its_mlflow_run_as_killed(bootstrapped: Workspace) -> None:
