@@ -329,6 +329,21 @@ def test_predictions_target_the_next_session_of_the_exchange(bootstrapped: Works
     assert not saturday["retrained"] and not saturday["promoted"]
 
 
+def test_daily_in_a_terminal_shows_live_accuracy_only_once_something_is_scored(
+    bootstrapped: Workspace,
+) -> None:
+    """Nothing scored yet: one line, not a table of dashes; once a session is scored, its table."""
+    first = bootstrapped.cli("--as-of", "2013-02-01", "daily")
+    assert first.exit_code == 0, first.output
+    assert "Live accuracy: no scored session yet" in first.output
+    assert "Live accuracy, last" not in first.output and "Decision: no retrain." in first.output
+
+    scored = bootstrapped.cli("--as-of", "2013-02-04", "daily")  # the 2013-02-04 bar scores yesterday's
+    assert scored.exit_code == 0, scored.output
+    assert "Live accuracy, last 1 scored session (model 1)" in scored.output
+    assert "no scored session yet" not in scored.output
+
+
 def test_daily_reports_a_ticker_it_cannot_predict_beside_the_others(bootstrapped: Workspace) -> None:
     """A ticker added to the watchlist that the source does not know: the others are predicted and
     stored, the run says which ticker failed and why, and exits 3 (partial)."""

@@ -81,15 +81,29 @@ def _show_monitor(result: Any) -> None:
             output.fmt_pct(m.coverage_95, 1),
         ]
 
-    rows = [row(ticker, m) for ticker, m in result.per_ticker.items()]
-    rows.append(row("all", result.overall))
-    output.table(
-        f"Live accuracy, last {result.overall.sessions} scored sessions (model {result.model_version or 'all'})",
-        ["ticker", "sessions", "MAE", "naive MAE", "skill vs naive", "direction", "80% cover", "95% cover"],
-        rows,
-        secondary=["direction", "naive MAE", "MAE"],
-        caption=f"{result.evaluated} predictions newly scored, {result.pending} waiting for their bar.",
-    )
+    waiting = f"{result.evaluated} predictions newly scored, {result.pending} waiting for their bar."
+    if result.overall.sessions:
+        rows = [row(ticker, m) for ticker, m in result.per_ticker.items()]
+        rows.append(row("all", result.overall))
+        output.table(
+            f"Live accuracy, last {result.overall.sessions} scored session{'' if result.overall.sessions == 1 else 's'} "
+            f"(model {result.model_version or 'all'})",
+            [
+                "ticker",
+                "sessions",
+                "MAE",
+                "naive MAE",
+                "skill vs naive",
+                "direction",
+                "80% cover",
+                "95% cover",
+            ],
+            rows,
+            secondary=["direction", "naive MAE", "MAE"],
+            caption=waiting,
+        )
+    else:  # an empty table of dashes says less than one line
+        output.info(f"Live accuracy: no scored session yet; {waiting}")
     verdict = "[bold red]retrain needed[/]" if result.retrain_needed else "no retrain"
     output.console.print(f"Decision: {verdict}. ", end="")
     output.info(result.reason)
