@@ -154,6 +154,25 @@ def atr(high: np.ndarray, low: np.ndarray, close: np.ndarray, window: int = 14) 
     return out
 
 
+def directional_indices(
+    trs: np.ndarray, dip: np.ndarray, din: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """ta's +DI, -DI and DX from the Wilder sums of true range, +DM and -DM (0 where a sum is 0).
+
+    Elementwise, so the same for one ticker's (bars,) arrays as for many tickers' (tickers, bars).
+    """
+    nonzero = trs != 0
+    safe = np.where(nonzero, trs, 1.0)
+    di_pos = np.where(nonzero, 100 * (dip / safe), 0.0)
+    di_neg = np.where(nonzero, 100 * (din / safe), 0.0)
+    total = di_pos + di_neg
+    with np.errstate(invalid="ignore", divide="ignore"):
+        directional = np.where(
+            total != 0, 100 * np.abs((di_pos - di_neg) / np.where(total != 0, total, 1.0)), 0.0
+        )
+    return di_pos, di_neg, directional
+
+
 def adx(
     high: np.ndarray, low: np.ndarray, close: np.ndarray, window: int = 14
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -192,15 +211,7 @@ def adx(
     dip = wilder_sum(pos)
     din = wilder_sum(neg)
 
-    nonzero = trs != 0
-    safe = np.where(nonzero, trs, 1.0)
-    di_pos = np.where(nonzero, 100 * (dip / safe), 0.0)
-    di_neg = np.where(nonzero, 100 * (din / safe), 0.0)
-    total = di_pos + di_neg
-    with np.errstate(invalid="ignore", divide="ignore"):
-        directional = np.where(
-            total != 0, 100 * np.abs((di_pos - di_neg) / np.where(total != 0, total, 1.0)), 0.0
-        )
+    di_pos, di_neg, directional = directional_indices(trs, dip, din)
     adx_values = np.zeros(size)
     value = float(directional[0:window].mean())
     adx_values[window] = value

@@ -35,6 +35,7 @@ from stockcli.features.indicators import (
     adx,
     atr,
     column_kinds,
+    directional_indices,
     ewm_vol,
     model_warmup,
     psar,
@@ -239,15 +240,7 @@ def adx_many(
         sums[1 + j] = acc
     trs, dip, din = np.ascontiguousarray(np.moveaxis(sums, 0, -1))  # row-major: reductions as `adx`'s
 
-    nonzero = trs != 0
-    safe = np.where(nonzero, trs, 1.0)
-    di_pos = np.where(nonzero, 100 * (dip / safe), 0.0)
-    di_neg = np.where(nonzero, 100 * (din / safe), 0.0)
-    total = di_pos + di_neg
-    with np.errstate(invalid="ignore", divide="ignore"):
-        directional = np.where(
-            total != 0, 100 * np.abs((di_pos - di_neg) / np.where(total != 0, total, 1.0)), 0.0
-        )
+    di_pos, di_neg, directional = directional_indices(trs, dip, din)
     adx_values = np.zeros((size, rows))
     value = directional[:, 0:window].mean(axis=1)
     adx_values[window] = value

@@ -79,17 +79,7 @@ def rolling_band_quantiles_path(log_returns: np.ndarray, window: int = ROLLING_W
     finite; rows of missing returns, and those with fewer than `window` returns behind them, are NaN.
     """
     values = np.asarray(log_returns, dtype=np.float64).ravel()
-    if window < 2:
-        raise InputDataError(f"The rolling band needs a window of at least 2 returns, got {window}.")
-    output = np.full((values.size, len(QUANTILES)), np.nan)
-    finite_index = np.flatnonzero(np.isfinite(values))
-    returns = values[finite_index]
-    if returns.size < window:
-        return output
-    windows = np.lib.stride_tricks.sliding_window_view(returns, window)
-    deviations = np.std(windows, axis=1, ddof=1)
-    output[finite_index[window - 1 :]] = deviations[:, None] * _normal_ppf()[None, :]
-    return output
+    return rolling_band_quantiles_at(values, np.arange(values.size), window)
 
 
 def rolling_band_quantiles_at(
@@ -102,20 +92,28 @@ def rolling_band_quantiles_at(
     values = np.asarray(log_returns, dtype=np.float64).ravel()
     if window < 2:
         raise InputDataError(f"The rolling band needs a window of at least 2 returns, got {window}.")
-    rows = np.asarray(rows, dtype=np.int64).ravel()
-    output = np.full((rows.size, len(QUANTILES)), np.nan)
-    finite_index = np.flatnonzero(np.isfinite(values))
-    if finite_index.size < window or rows.size == 0:
-        return output
-    # Each row's place among the finite returns; a row whose own return is missing stays NaN.
-    place = np.searchsorted(finite_index, rows)
-    own = (place < finite_index.size) & (finite_index[np.minimum(place, finite_index.size - 1)] == rows)
-    enough = own & (place >= window - 1)
+    finite_index, place, enough = _rows_among_finite(values, rows, window)
+    output = np.full((enough.size, len(QUANTILES)), np.nan)
     if enough.any():
         returns = values[finite_index]
         windows = np.lib.stride_tricks.sliding_window_view(returns, window)[place[enough] - (window - 1)]
         output[enough] = np.std(windows, axis=1, ddof=1)[:, None] * _normal_ppf()[None, :]
     return output
+
+
+def _rows_among_finite(
+    values: np.ndarray, rows: np.ndarray, needed: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Where each of `rows` stands among the finite `values`: (indices of the finite values, each
+    row's place among them, whether the row's own value is finite with `needed` finite values up to
+    and including it)."""
+    rows = np.asarray(rows, dtype=np.int64).ravel()
+    finite_index = np.flatnonzero(np.isfinite(values))
+    place = np.searchsorted(finite_index, rows)
+    if finite_index.size == 0:
+        return finite_index, place, np.zeros(rows.size, dtype=bool)
+    own = (place < finite_index.size) & (finite_index[np.minimum(place, finite_index.size - 1)] == rows)
+    return finite_index, place, own & (place >= needed - 1)
 
 
 # --- GARCH(1,1)-t --------------------------------------------------------------------------------
@@ -185,18 +183,8 @@ def garch_quantiles_path(params: dict[str, Any], log_returns: np.ndarray) -> np.
     recursion starts from arch's backcast of the first 75 returns, which is why earlier rows are
     left empty: they would depend on returns after their date.
     """
-    mu, omega, alpha, beta, nu, scale = _parameters(params)
     values = np.asarray(log_returns, dtype=np.float64).ravel()
-    output = np.full((values.size, len(QUANTILES)), np.nan)
-    finite_index = np.flatnonzero(np.isfinite(values))
-    if finite_index.size < MIN_FILTER_RETURNS:
-        return output
-    variance = _garch_variance_path(scale * values[finite_index] - mu, omega, alpha, beta)
-    # variance[j + 1] is the forecast made after the j-th finite return.
-    next_sigma = np.sqrt(variance[MIN_FILTER_RETURNS:])
-    rows = finite_index[MIN_FILTER_RETURNS - 1 :]
-    output[rows] = (mu + next_sigma[:, None] * _standardized_t_ppf(nu)[None, :]) / scale
-    return output
+    return garch_quantiles_at(params, values, np.arange(values.size))
 
 
 def garch_quantiles_at(params: dict[str, Any], log_returns: np.ndarray, rows: np.ndarray) -> np.ndarray:
@@ -207,15 +195,11 @@ def garch_quantiles_at(params: dict[str, Any], log_returns: np.ndarray, rows: np
     """
     mu, omega, alpha, beta, nu, scale = _parameters(params)
     values = np.asarray(log_returns, dtype=np.float64).ravel()
-    rows = np.asarray(rows, dtype=np.int64).ravel()
-    output = np.full((rows.size, len(QUANTILES)), np.nan)
-    finite_index = np.flatnonzero(np.isfinite(values))
-    if finite_index.size < MIN_FILTER_RETURNS or rows.size == 0:
+    finite_index, place, enough = _rows_among_finite(values, rows, MIN_FILTER_RETURNS)
+    output = np.full((enough.size, len(QUANTILES)), np.nan)
+    if finite_index.size < MIN_FILTER_RETURNS or not enough.any():
         return output
     variance = _garch_variance_path(scale * values[finite_index] - mu, omega, alpha, beta)
-    place = np.searchsorted(finite_index, rows)
-    own = (place < finite_index.size) & (finite_index[np.minimum(place, finite_index.size - 1)] == rows)
-    enough = own & (place >= MIN_FILTER_RETURNS - 1)
     # variance[j + 1] is the forecast made after the j-th finite return.
     next_sigma = np.sqrt(variance[place[enough] + 1])
     output[enough] = (mu + next_sigma[:, None] * _standardized_t_ppf(nu)[None, :]) / scale

@@ -297,12 +297,17 @@ def log_returns_of(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     """(days, log returns) of a ticker's own bars: return t is log(close_t / close_(t-1))."""
     from stockcli.features.dataset import _to_days
 
-    closes = frame["close"].to_numpy(dtype=np.float64)
+    return _to_days(frame.index), close_log_returns(frame["close"].to_numpy(dtype=np.float64))
+
+
+def close_log_returns(closes: np.ndarray) -> np.ndarray:
+    """Log returns of a series of closes, aligned with them: return t is log(close_t / close_(t-1)),
+    NaN for the first close and wherever a close is missing."""
     returns = np.full(len(closes), np.nan)
     if len(closes) > 1:
         with np.errstate(divide="ignore", invalid="ignore"):
             returns[1:] = np.log(closes[1:] / closes[:-1])
-    return _to_days(frame.index), returns
+    return returns
 
 
 def baseline_quantiles(

@@ -164,20 +164,19 @@ def panel_of(
     return panel, names
 
 
-def miss_panel(rows: Sequence[Mapping[str, Any]] | Sequence[Any], level: int) -> np.ndarray:
+def miss_panel(rows: Sequence[Mapping[str, Any]] | Sequence[Any], level: int) -> tuple[np.ndarray, list[str]]:
     """The misses of the served `level`% interval of scored predictions as a (sessions, tickers)
-    panel: 1.0 outside, 0.0 inside, NaN where no interval or no forecast."""
+    panel (1.0 outside, 0.0 inside, NaN where no interval or no forecast), with the ticker order."""
     from stockcli.ml.intervals import misses
 
     items = [_as_mapping(row) for row in rows]
     if not items:
-        return np.empty((0, 0))
+        return np.empty((0, 0)), []
     quantiles = np.array([[_num(r.get(c)) for c in QUANTILE_COLUMNS] for r in items])
     actual = np.array([_num(r.get("actual_close")) for r in items])
-    panel, _ = panel_of(
+    return panel_of(
         misses(quantiles, actual, level), [r["target_date"] for r in items], [str(r["ticker"]) for r in items]
     )
-    return panel
 
 
 def skill_with_interval(

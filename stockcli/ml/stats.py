@@ -20,6 +20,7 @@ never NaN, so they go straight into JSON. scipy is imported inside the functions
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Literal
@@ -233,9 +234,16 @@ def binomial_coverage_test(misses: int, n: int, nominal_coverage: float) -> floa
     _check_coverage_arguments(misses, n, nominal_coverage)
     if n == 0:
         return 1.0
+    return _binomial_p_value(int(misses), int(n), float(nominal_coverage))
+
+
+@functools.lru_cache(maxsize=4096)
+def _binomial_p_value(misses: int, n: int, nominal_coverage: float) -> float:
+    # Cached: a monitor window asks the same few (misses, n) of every ticker, and each scipy call
+    # costs ~0.7 ms (500 tickers x 2 levels: 0.8 s of a daily run, ~30 distinct questions).
     from scipy.stats import binomtest
 
-    return float(min(1.0, binomtest(int(misses), int(n), 1.0 - nominal_coverage).pvalue))
+    return float(min(1.0, binomtest(misses, n, 1.0 - nominal_coverage).pvalue))
 
 
 @dataclass(frozen=True)
@@ -285,6 +293,8 @@ def clustered_coverage_test(misses: np.ndarray, nominal_coverage: float) -> Cove
 
 def _design_effect(panel: np.ndarray, known: np.ndarray) -> float:
     """1 + (n0 - 1) rho for clusters = rows of `panel`; 1.0 when rho cannot be estimated."""
+    if panel.shape[1] <= 1:  # one ticker: clusters of one
+        return 1.0
     rows = [panel[i, known[i]] for i in range(panel.shape[0]) if known[i].any()]
     groups = len(rows)
     total = sum(len(r) for r in rows)

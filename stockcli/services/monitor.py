@@ -23,7 +23,7 @@ Directional accuracy is reported, never a trigger on its own.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
@@ -83,26 +83,30 @@ EMPTY = WindowMetrics(0, 0, None, None, None, None, None)
 
 def window_metrics(rows: Sequence[Any]) -> tuple[WindowMetrics, dict[str, WindowMetrics]]:
     """Overall and per-ticker live metrics of scored rows (`metrics.summarize_scored`)."""
-    from stockcli.ml.metrics import summarize_scored
+    from stockcli.ml.metrics import miss_panel, summarize_scored
 
     summary = summarize_scored(rows)
     if summary["average"] is None:
         return EMPTY, {}
-    per_ticker = {ticker: _window(block, rows, ticker) for ticker, block in summary["tickers"].items()}
-    return _window(summary["average"], rows, None), per_ticker
+    panels = {level: miss_panel(rows, level) for level in (80, 95)}  # once: columns serve each ticker
+    per_ticker = {ticker: _window(block, panels, ticker) for ticker, block in summary["tickers"].items()}
+    return _window(summary["average"], panels, None), per_ticker
 
 
-def _window(block: dict[str, Any], rows: Sequence[Any], ticker: str | None) -> WindowMetrics:
-    from stockcli.ml.metrics import block_figures, miss_panel
+def _window(
+    block: dict[str, Any], panels: dict[int, tuple[np.ndarray, list[str]]], ticker: str | None
+) -> WindowMetrics:
+    from stockcli.ml.metrics import block_figures
     from stockcli.ml.stats import CoverageTest, clustered_coverage_test
 
     figures = block_figures(block)
-    mine = [row for row in rows if ticker is None or _field(row, "ticker") == ticker]
     tests: dict[int, CoverageTest | None] = {}
     for level in (80, 95):
         tests[level] = None
         if figures[f"coverage_{level}"] is not None and figures["intervals_n"]:
-            tests[level] = clustered_coverage_test(miss_panel(mine, level), level / 100.0)
+            panel, names = panels[level]
+            mine = panel if ticker is None else panel[:, [names.index(ticker)]]
+            tests[level] = clustered_coverage_test(mine, level / 100.0)
     return WindowMetrics(
         samples=figures["samples"],
         sessions=figures["sessions"],
@@ -310,10 +314,6 @@ def _effective(metrics: WindowMetrics, level: int) -> str:
     if effective is None or round(effective) >= metrics.samples:
         return ""
     return f", counted as {effective:.0f} independent closes: misses on the same day move together"
-
-
-def _field(row: Any, name: str) -> Any:
-    return row[name] if isinstance(row, Mapping) else getattr(row, name)
 
 
 def _healthy(metrics: WindowMetrics) -> str:

@@ -489,17 +489,10 @@ def implausible_move(
 
 
 def _recent_returns(frame: Any) -> np.ndarray:
-    """The last RECENT_VOLATILITY_SESSIONS finite log returns of a ticker's bars (the newest last),
-    from the closes they need only."""
-    from stockcli.ml.forecast import log_returns_of
+    """The last RECENT_VOLATILITY_SESSIONS finite log returns of a ticker's bars (the newest last)."""
+    from stockcli.ml.forecast import close_log_returns
 
-    closes = frame["close"].to_numpy(dtype=np.float64)
-    tail = closes[-(RECENT_VOLATILITY_SESSIONS + 1) :]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        returns = np.log(tail[1:] / tail[:-1])
-    if np.isfinite(returns).all() or len(tail) == len(closes):
-        return returns[np.isfinite(returns)]
-    _, returns = log_returns_of(frame)  # a gap in the tail (not in validated bars): look further back
+    returns = close_log_returns(frame["close"].to_numpy(dtype=np.float64))
     return returns[np.isfinite(returns)][-RECENT_VOLATILITY_SESSIONS:]
 
 
