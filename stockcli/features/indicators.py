@@ -230,27 +230,32 @@ def adx(
 
 
 def _window_view(values: np.ndarray, window: int) -> np.ndarray:
-    return np.lib.stride_tricks.sliding_window_view(values, window)
+    """Trailing windows along the last axis (bars): (..., bars - window + 1, window)."""
+    return np.lib.stride_tricks.sliding_window_view(values, window, axis=-1)
+
+
+# MFI and CCI take one ticker's (bars,) arrays or many tickers' (tickers, bars): bars on the last
+# axis, and each ticker's values are the same either way.
 
 
 def mfi(
     high: np.ndarray, low: np.ndarray, close: np.ndarray, volume: np.ndarray, window: int = 14
 ) -> np.ndarray:
     """Money flow index with ta's definition (its `rolling().apply` sums, vectorised)."""
-    n = len(close)
-    out = np.full(n, np.nan)
-    if n < window:
+    out = np.full(close.shape, np.nan)
+    if close.shape[-1] < window:
         return out
     typical = (high + low + close) / 3.0
-    previous = np.concatenate([[np.nan], typical[:-1]])
+    previous = np.full(typical.shape, np.nan)
+    previous[..., 1:] = typical[..., :-1]
     with np.errstate(invalid="ignore"):
         up_down = np.where(typical > previous, 1, np.where(typical < previous, -1, 0))
     flow = typical * volume * up_down
     windows = _window_view(flow, window)
-    positive = np.where(windows >= 0.0, windows, 0.0).sum(axis=1)
-    negative = np.abs(np.where(windows < 0.0, windows, 0.0).sum(axis=1))
+    positive = np.where(windows >= 0.0, windows, 0.0).sum(axis=-1)
+    negative = np.abs(np.where(windows < 0.0, windows, 0.0).sum(axis=-1))
     with np.errstate(invalid="ignore", divide="ignore"):
-        out[window - 1 :] = 100 - (100 / (1 + positive / negative))
+        out[..., window - 1 :] = 100 - (100 / (1 + positive / negative))
     return out
 
 
@@ -258,16 +263,15 @@ def cci(
     high: np.ndarray, low: np.ndarray, close: np.ndarray, window: int = 20, constant: float = 0.015
 ) -> np.ndarray:
     """Commodity channel index with ta's definition (mean absolute deviation, vectorised)."""
-    n = len(close)
-    out = np.full(n, np.nan)
-    if n < window:
+    out = np.full(close.shape, np.nan)
+    if close.shape[-1] < window:
         return out
     typical = (high + low + close) / 3.0
     windows = _window_view(typical, window)
-    means = windows.mean(axis=1)
-    mad = np.abs(windows - means[:, None]).mean(axis=1)
+    means = windows.mean(axis=-1)
+    mad = np.abs(windows - means[..., None]).mean(axis=-1)
     with np.errstate(invalid="ignore", divide="ignore"):
-        out[window - 1 :] = (typical[window - 1 :] - means) / (constant * mad)
+        out[..., window - 1 :] = (typical[..., window - 1 :] - means) / (constant * mad)
     return out
 
 

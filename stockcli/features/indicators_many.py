@@ -34,9 +34,11 @@ from stockcli.features.indicators import (
     _ScaleFree,
     adx,
     atr,
+    cci,
     column_kinds,
     directional_indices,
     ewm_vol,
+    mfi,
     model_warmup,
     psar,
 )
@@ -275,44 +277,6 @@ def _in_row_chunks(
     return np.concatenate([function(*(a[i : i + _WINDOW_CHUNK_ROWS] for a in arrays), *args) for i in chunks])
 
 
-def mfi_many(
-    high: np.ndarray, low: np.ndarray, close: np.ndarray, volume: np.ndarray, window: int = 14
-) -> np.ndarray:
-    """`mfi` of each row of (tickers, bars) arrays."""
-    rows, n = close.shape
-    out = np.full((rows, n), np.nan)
-    if n < window:
-        return out
-    typical = (high + low + close) / 3.0
-    previous = _shift_rows(typical, 1)
-    with np.errstate(invalid="ignore"):
-        up_down = np.where(typical > previous, 1, np.where(typical < previous, -1, 0))
-    flow = typical * volume * up_down
-    windows = _window_rows(flow, window)
-    positive = np.where(windows >= 0.0, windows, 0.0).sum(axis=2)
-    negative = np.abs(np.where(windows < 0.0, windows, 0.0).sum(axis=2))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        out[:, window - 1 :] = 100 - (100 / (1 + positive / negative))
-    return out
-
-
-def cci_many(
-    high: np.ndarray, low: np.ndarray, close: np.ndarray, window: int = 20, constant: float = 0.015
-) -> np.ndarray:
-    """`cci` of each row of (tickers, bars) arrays."""
-    rows, n = close.shape
-    out = np.full((rows, n), np.nan)
-    if n < window:
-        return out
-    typical = (high + low + close) / 3.0
-    windows = _window_rows(typical, window)
-    means = windows.mean(axis=2)
-    mad = np.abs(windows - means[:, :, None]).mean(axis=2)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        out[:, window - 1 :] = (typical[:, window - 1 :] - means) / (constant * mad)
-    return out
-
-
 def _log_returns_many(close: np.ndarray) -> np.ndarray:
     out = np.full(close.shape, np.nan)
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -396,7 +360,7 @@ def _many_obv(m: _Many, p: Mapping[str, Any]) -> list[np.ndarray]:
 
 
 def _many_mfi(m: _Many, p: Mapping[str, Any]) -> list[np.ndarray]:
-    return [_in_row_chunks(mfi_many, (m.high, m.low, m.close, m.volume), p["window"])]
+    return [_in_row_chunks(mfi, (m.high, m.low, m.close, m.volume), p["window"])]
 
 
 def _many_adx(m: _Many, p: Mapping[str, Any]) -> list[np.ndarray]:
@@ -426,7 +390,7 @@ def _many_stoch(m: _Many, p: Mapping[str, Any]) -> list[np.ndarray]:
 
 
 def _many_cci(m: _Many, p: Mapping[str, Any]) -> list[np.ndarray]:
-    return [_in_row_chunks(cci_many, (m.high, m.low, m.close), p["window"], p["constant"])]
+    return [_in_row_chunks(cci, (m.high, m.low, m.close), p["window"], p["constant"])]
 
 
 def _many_williams_r(m: _Many, p: Mapping[str, Any]) -> list[np.ndarray]:
