@@ -77,6 +77,10 @@ class LockHeldError(StockCliError):
     exit_code = EXIT_LOCKED
 
 
+class LockLostError(LockHeldError):
+    """A run lost its run lock while it worked (lock file removed, lock session ended): it stopped."""
+
+
 class RegistryError(StockCliError):
     """The MLflow tracking store or model registry failed or cannot be reached."""
 

@@ -17,7 +17,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DatabaseError
 
 from stockcli.config import Settings, redact_url
-from stockcli.errors import EXIT_USAGE, ConfigError, StockCliError
+from stockcli.errors import EXIT_USAGE, ConfigError, LockHeldError, StockCliError
 from stockcli.storage import (
     check_data_dir,
     describe_database_error,
@@ -207,6 +207,23 @@ def downgrade_schema(engine: Engine, revision: str) -> None:
     command.downgrade(alembic_config(engine), revision)
 
 
+def _upgrade_under_run_lock(settings: Settings, engine: Engine) -> None:
+    """Migrate holding the run lock, so that two first runs never run the migrations at once (one
+    would fail on "table already exists"): the second is refused (LockHeldError, exit 5)."""
+    from stockcli.db.lock import LOCK_FILE, run_lock
+
+    try:
+        with run_lock(engine, settings.data_dir / LOCK_FILE, "db upgrade"):
+            if current_revision(engine) != head_revision():  # a run before this one may have done it
+                upgrade_schema(engine)
+    except LockHeldError as exc:
+        engine.dispose()
+        raise LockHeldError(
+            f"{exc.message} The database schema is being created or upgraded; nothing was changed here.",
+            hint=exc.hint,
+        ) from None
+
+
 def open_database(settings: Settings, *, upgrade: bool = True) -> Engine:
     """The app's engine with the schema brought up to date; raises a clear error when unreachable."""
     check_data_dir(settings.data_dir)  # it holds the run lock and more, whatever the database
@@ -218,7 +235,7 @@ def open_database(settings: Settings, *, upgrade: bool = True) -> Engine:
     if upgrade:
         try:
             if current_revision(engine) != head_revision():
-                upgrade_schema(engine)
+                _upgrade_under_run_lock(settings, engine)
         except DatabaseError as exc:  # OperationalError included: unreachable, damaged, read-only
             engine.dispose()
             raise describe_database_error(

@@ -2,29 +2,85 @@
 
 Both are released by the operating system or the server when the holder dies (even by SIGKILL), so
 a crashed run never leaves a stale lock behind. A refused run names the holder.
+
+A lock can also be taken from a live run: its file deleted (a second run then locks a new file of the
+same name) or the PostgreSQL session holding it terminated (the run's other connections reconnect
+without it). So a run checks that it still holds its lock before every commit (`guard_commits`) and at
+every checkpoint (`ensure_held`), and stops with LockLostError (exit 5) rather than go on unprotected.
 """
 
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import fcntl
 import json
 import os
 import socket
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from sqlalchemy import text
-from sqlalchemy.engine import Engine
+from sqlalchemy import event, text
+from sqlalchemy.engine import Connection, Engine
 
-from stockcli.errors import LockHeldError, StockCliError
+from stockcli.errors import LockHeldError, LockLostError, StockCliError
 
 # The two-key form of pg_advisory_lock: a class for stockcli ("stkc" in ASCII) and a hash of the
 # schema, so that deployments in different schemas of one database do not block each other.
 ADVISORY_LOCK_CLASS = 0x73746B63
+LOCK_FILE = "stockcli.lock"  # in the data dir, for SQLite databases
 _KEYS_SQL = ":cls, hashtext(current_database() || '.' || current_schema())"
+
+
+@dataclass
+class HeldLock:
+    """A run lock being held: `still_held()` says whether it still is (a cheap check)."""
+
+    how_lost: str  # what happened when it is lost, for the error
+    hint: str
+    still_held: Callable[[], bool]
+    _checking: threading.Lock = field(default_factory=threading.Lock)
+
+    def ensure_held(self) -> None:
+        """Raise LockLostError when the lock was taken from this run."""
+        with self._checking:
+            if self.still_held():
+                return
+        raise LockLostError(
+            f"This run lost the run lock: {self.how_lost}. It stopped before writing more, so that it never "
+            "overlaps another run; what its finished steps saved is kept.",
+            hint=self.hint,
+        )
+
+
+_guarded: contextvars.ContextVar[HeldLock | None] = contextvars.ContextVar("stockcli_run_lock", default=None)
+
+
+@contextlib.contextmanager
+def guard_commits(engine: Engine, held: HeldLock) -> Iterator[None]:
+    """Check `held` before every commit on `engine` and at every `ensure_held()` of this context."""
+
+    def before_commit(_connection: Connection) -> None:
+        held.ensure_held()
+
+    event.listen(engine, "commit", before_commit)
+    token = _guarded.set(held)
+    try:
+        yield
+    finally:
+        _guarded.reset(token)
+        event.remove(engine, "commit", before_commit)
+
+
+def ensure_held() -> None:
+    """Raise LockLostError when the run lock guarded here (`guard_commits`) was lost; else nothing."""
+    held = _guarded.get()
+    if held is not None:
+        held.ensure_held()
 
 
 def _holder_info(command: str) -> dict[str, object]:
@@ -45,11 +101,21 @@ def _describe(holder: dict[str, object] | None) -> str:
     )
 
 
+def _same_file(fd: int, path: Path) -> bool:
+    """Whether `path` still names the file open as `fd` (not deleted, not replaced by another)."""
+    try:
+        held, named = os.fstat(fd), os.stat(path)
+    except OSError:
+        return False
+    return (held.st_dev, held.st_ino) == (named.st_dev, named.st_ino)
+
+
 @contextlib.contextmanager
-def file_lock(path: Path, command: str, *, shared: bool = False) -> Iterator[None]:
+def file_lock(path: Path, command: str, *, shared: bool = False) -> Iterator[HeldLock]:
     """Hold an exclusive (or `shared`) flock on `path`; raise LockHeldError naming the holder if taken.
 
     Shared holders (parallel `tune` workers) coexist with each other, never with an exclusive one.
+    The lock is on the file (its inode): the HeldLock says it is lost once `path` names another file.
     """
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -71,8 +137,14 @@ def file_lock(path: Path, command: str, *, shared: bool = False) -> Iterator[Non
         os.ftruncate(fd, 0)
         os.write(fd, json.dumps(_holder_info(command)).encode())
         os.fsync(fd)
+        held = HeldLock(
+            how_lost=f"its lock file {path} was deleted or replaced while it worked, so a second run could start",
+            hint="Run the command again. Never delete stockcli.lock while a run works: it holds no data, and "
+            "the lock is freed by itself when a run ends, even a killed one.",
+            still_held=lambda: _same_file(fd, path),
+        )
         try:
-            yield
+            yield held
         finally:
             if not shared:  # another shared holder may still be running: keep its description
                 with contextlib.suppress(OSError):
@@ -98,15 +170,35 @@ def _file_holder(path: Path) -> dict[str, object] | None:
     return None
 
 
+def _advisory_lock_held(connection: Connection, backend_pid: int) -> bool:
+    """Whether `connection` is still the session `backend_pid` and holds this schema's advisory lock."""
+    try:
+        held = connection.execute(
+            text(
+                "SELECT pg_backend_pid() = :pid AND EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory'"
+                " AND granted AND pid = pg_backend_pid() AND classid = :cls AND objsubid = 2 AND objid::bigint"
+                " = (hashtext(current_database() || '.' || current_schema())::bigint & 4294967295))"
+            ),
+            {"pid": backend_pid, "cls": ADVISORY_LOCK_CLASS},
+        ).scalar()
+        connection.rollback()
+    except Exception:  # the session is gone: terminated, server restarted, network cut
+        with contextlib.suppress(Exception):
+            connection.rollback()
+        return False
+    return bool(held)
+
+
 @contextlib.contextmanager
-def advisory_lock(engine: Engine, command: str, *, shared: bool = False) -> Iterator[None]:
+def advisory_lock(engine: Engine, command: str, *, shared: bool = False) -> Iterator[HeldLock]:
     """Hold a session-level PostgreSQL advisory lock (exclusive or `shared`) on a dedicated connection."""
     suffix = "_shared" if shared else ""
     connection = engine.connect()
     try:
-        acquired = connection.execute(
-            text(f"SELECT pg_try_advisory_lock{suffix}({_KEYS_SQL})"), {"cls": ADVISORY_LOCK_CLASS}
-        ).scalar()
+        acquired, backend_pid = connection.execute(
+            text(f"SELECT pg_try_advisory_lock{suffix}({_KEYS_SQL}), pg_backend_pid()"),
+            {"cls": ADVISORY_LOCK_CLASS},
+        ).one()
         connection.commit()
         if not acquired:
             holder = _running_holder(engine)
@@ -114,8 +206,14 @@ def advisory_lock(engine: Engine, command: str, *, shared: bool = False) -> Iter
                 f"Another run holds the lock: {_describe(holder)}.",
                 hint="Wait for it to finish (runs never overlap), then try again.",
             )
+        held = HeldLock(
+            how_lost="the database session holding its advisory lock ended (terminated, or the server "
+            "restarted), so a second run could start",
+            hint="Run the command again; the server's log says why the session ended.",
+            still_held=lambda: _advisory_lock_held(connection, backend_pid),
+        )
         try:
-            yield
+            yield held
         finally:
             with contextlib.suppress(Exception):
                 connection.execute(
@@ -141,15 +239,15 @@ def _running_holder(engine: Engine) -> dict[str, object] | None:
 
 
 @contextlib.contextmanager
-def run_lock(engine: Engine, lock_path: Path, command: str, *, shared: bool = False) -> Iterator[None]:
+def run_lock(engine: Engine, lock_path: Path, command: str, *, shared: bool = False) -> Iterator[HeldLock]:
     """The run lock for this database: advisory on PostgreSQL, a file lock otherwise.
 
     `shared` holders coexist with each other (the workers of one `tune` study) but not with an
     exclusive holder (every other command).
     """
     if engine.dialect.name == "postgresql":
-        with advisory_lock(engine, command, shared=shared):
-            yield
+        with advisory_lock(engine, command, shared=shared) as held:
+            yield held
     else:
-        with file_lock(lock_path, command, shared=shared):
-            yield
+        with file_lock(lock_path, command, shared=shared) as held:
+            yield held

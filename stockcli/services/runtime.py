@@ -19,9 +19,8 @@ from sqlalchemy.exc import DatabaseError
 
 from stockcli import interrupts
 from stockcli.config import Settings
-from stockcli.db import store
+from stockcli.db import lock, store
 from stockcli.db.engine import damaged_database_error, open_database
-from stockcli.db.lock import run_lock
 from stockcli.errors import PartialFailure, StockCliError
 
 
@@ -53,9 +52,11 @@ def _close_dead_mlflow_runs(settings: Settings) -> None:
 
 def checkpoint(settings: Settings, name: str) -> None:
     """A point between steps: a Ctrl-C that some library swallowed is raised again here
-    (`stockcli.interrupts`). Test hook: kill this process with SIGKILL at the named point when
-    `settings.kill_at` says so."""
+    (`stockcli.interrupts`), and a run that lost its run lock stops here (LockLostError, exit 5) even
+    when a step caught the error of its last commit. Test hook: kill this process with SIGKILL at the
+    named point when `settings.kill_at` says so."""
     interrupts.raise_if_requested()
+    lock.ensure_held()
     if settings.kill_at and settings.kill_at == name:
         os.kill(os.getpid(), signal.SIGKILL)
 
@@ -88,7 +89,7 @@ def pipeline_run(
 def _locked_run(
     settings: Settings, engine: Engine, *, command: str, as_of: date, shared_lock: bool
 ) -> Iterator[RunHandle]:
-    with run_lock(engine, settings.data_dir / "stockcli.lock", command, shared=shared_lock):
+    with lock.run_lock(engine, settings.data_dir / lock.LOCK_FILE, command, shared=shared_lock) as held:
         if not shared_lock and store.mark_interrupted(engine):
             # A shared holder cannot tell dead `running` rows from live workers. A killed run may
             # have left its MLflow run RUNNING too: close it now rather than at the next training.
@@ -96,7 +97,9 @@ def _locked_run(
         run_id = store.start_run(engine, command=command, as_of=as_of)
         handle = RunHandle(settings=settings, engine=engine, command=command, as_of=as_of, run_id=run_id)
         try:
-            yield handle
+            with lock.guard_commits(engine, held):  # every commit of a step checks the lock is still ours
+                yield handle
+                lock.ensure_held()
             interrupts.raise_if_requested()  # a Ctrl-C swallowed on the way is still not a success
         except PartialFailure as exc:
             store.finish_run(engine, run_id, status="partial", error=exc.message, details=handle.details)
