@@ -175,3 +175,28 @@ def recent_runs(engine: Engine, *, limit: int = 20, command: str | None = None) 
         runs = list(session.scalars(query))
         session.expunge_all()
         return runs
+
+
+def model_versions_in_use(engine: Engine) -> set[str]:
+    """Every model version the app's tables refer to: predictions, scores, promotions, serving
+    decisions and interval state (the numbers the MLflow registry must know)."""
+    from sqlalchemy import union
+
+    from stockcli.db.models import (
+        IntervalState,
+        LatestPrediction,
+        ModelPerformance,
+        Promotion,
+        ServingSelection,
+    )
+
+    query: Any = union(
+        select(LatestPrediction.model_version),
+        select(ModelPerformance.model_version),
+        select(ServingSelection.model_version),
+        select(IntervalState.model_version),
+        select(Promotion.candidate_version),
+        select(Promotion.production_version).where(Promotion.production_version.is_not(None)),
+    )
+    with engine.connect() as connection:
+        return {str(version) for version in connection.execute(query).scalars()}

@@ -20,6 +20,7 @@ from stockcli.services.monitor import MonitorResult, monitor
 from stockcli.services.predict import FailedTicker, Prediction, failed_json, predict, prediction_json
 from stockcli.services.retrain import RetrainResult, retrain
 from stockcli.services.runtime import RunHandle, checkpoint
+from stockcli.services.train import check_registry_knows_database
 
 
 @dataclass(frozen=True)
@@ -74,6 +75,7 @@ def daily(
     version = registry.resolve_alias(settings, "Production")
     bootstrap: RetrainResult | None = None
     if version is None:
+        check_registry_knows_database(settings, engine)  # a lost MLflow store is not "no model yet"
         if not allow_retrain:
             from stockcli.errors import NoProductionModelError
 

@@ -62,6 +62,35 @@ class TrainSummary:
     wall_s: float
 
 
+def check_registry_knows_database(settings: Settings, engine: Engine) -> None:
+    """Raise ConfigError (exit 2) when the app's tables refer to model versions newer than the newest
+    the registry holds: its store was lost or replaced, and the next registration would reuse a number
+    (version 1 again), overwriting that version's predictions and mixing two models' accuracy."""
+    from stockcli.config import redact_url
+    from stockcli.db.store import model_versions_in_use
+    from stockcli.errors import ConfigError
+    from stockcli.ml import registry
+
+    newest = int(registry.latest_version(settings) or 0)
+    unknown = sorted(int(v) for v in model_versions_in_use(engine) if v.isdigit() and int(v) > newest)
+    if not unknown:
+        return
+    listed = ", ".join(str(v) for v in unknown)
+    raise ConfigError(
+        f"The MLflow registry at {redact_url(settings.mlflow_tracking_uri)} knows "
+        f"{f'model versions up to {newest}' if newest else 'no model version'}, but the database "
+        f"{redact_url(settings.database_url)} holds predictions or promotions of version{'s' if len(unknown) > 1 else ''} "
+        f"{listed}: the MLflow store was lost or replaced. A new model would reuse those numbers and "
+        "mix two models' records, so nothing was trained.",
+        hint=f"Restore the MLflow store (mlflow.db and mlartifacts/ of the data dir {settings.data_dir}, or "
+        "the tracking server's database) from a backup, or set [mlflow] tracking_uri back to the store "
+        "that holds them. To start over instead, use a new, empty data dir ([storage] data_dir or "
+        "STOCKCLI_DATA_DIR, and a new database_url if it is not under it), or delete every row of "
+        "latest_predictions, model_performance_log, promotions, serving_selection and interval_state "
+        "in the database (the bars and datasets can stay).",
+    )
+
+
 def train(
     *,
     settings: Settings,
@@ -91,6 +120,7 @@ def train(
     from stockcli.ml.networks import ensemble_config, model_from_config
     from stockcli.ml.training import TrainParams, train_model
 
+    check_registry_knows_database(settings, engine)  # before a new version number is minted
     started = time.perf_counter()
     dataset_run_id = run_id or latest_dataset_id(engine)
     if dataset_run_id is None:

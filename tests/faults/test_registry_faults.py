@@ -278,3 +278,51 @@ def test_a_changed_or_unverifiable_bundle_predicts_nothing_and_says_to_retrain(
     assert predictions(bootstrapped.engine, with_version=True) == stored
     assert without_ledger(table_state(bootstrapped.engine)) == before
     assert ledger(bootstrapped.engine)[-1][1:] == ("predict", "failed")
+
+
+def test_a_lost_mlflow_store_is_refused_before_it_reuses_version_numbers(bootstrapped: Workspace) -> None:
+    stored = predictions(bootstrapped.engine, with_version=True)
+    assert {p[5] for p in stored} == {"1"}
+    (bootstrapped.data_dir / "mlflow.db").unlink()  # lost: the app database still has version 1's rows
+
+    result = bootstrapped.cli("--as-of", NEXT_AS_OF, "daily")
+
+    assert result.exit_code == 2, result.output
+    message = result.stderr
+    assert "version 1" in message and "lost or replaced" in message
+    assert "Restore the MLflow store" in message and "new, empty data dir" in message
+    assert versions(bootstrapped) == []  # no version 1 trained again
+    assert predictions(bootstrapped.engine, with_version=True) == stored
+    assert ledger(bootstrapped.engine)[-1][1:] == ("daily", "failed")
+
+
+@pytest.mark.parametrize("command", [("train",), ("daily", "--no-retrain")])
+def test_a_registry_missing_the_versions_of_the_database_is_refused_on_both_databases(
+    tmp_path: Path, database_url: str, command: tuple[str, ...]
+) -> None:
+    from datetime import UTC, datetime
+
+    from stockcli.db.models import Promotion
+    from tests.faults.pipeline import new_workspace
+
+    url = None if database_url.startswith("sqlite") else database_url
+    workspace = new_workspace(tmp_path / "ws", database_url=url)
+    with workspace.engine.begin() as connection:  # a promotion of version 3 recorded; the registry is empty
+        connection.execute(
+            Promotion.__table__.insert().values(
+                decided_at=datetime(2013, 2, 1, tzinfo=UTC),
+                candidate_version="3",
+                production_version="2",
+                metric="mae",
+                candidate_metrics={},
+                naive_metrics={},
+                promoted=True,
+                dry_run=False,
+                reason="test",
+            )
+        )
+    result = workspace.cli("--as-of", BOOTSTRAP_AS_OF, *command)
+    assert result.exit_code == 2, result.output
+    assert "versions 2, 3" in result.stderr and "lost or replaced" in result.stderr
+    assert versions(workspace) == []
+    workspace.close()
