@@ -6,6 +6,10 @@ are ignored) or inside a library's catch-all, the interrupt vanishes and the run
 nothing had been asked: a rare, timing-dependent "Ctrl-C did nothing". So the CLI's handler also
 remembers the request, and every run checks it at its checkpoints and before it records success:
 an interrupt that was swallowed is raised again there, the ledger says `interrupted`, exit 130.
+
+SIGTERM (what `kill`, systemd and container runtimes send) is handled the same way, with exit 143:
+left to its default, it would end the process on the spot with the ledger row still `running` and
+the MLflow run RUNNING.
 """
 
 from __future__ import annotations
@@ -15,20 +19,36 @@ import threading
 from types import FrameType
 
 _requested = threading.Event()
+_signal_received = [int(signal.SIGINT)]  # the last stopping signal: SIGINT or SIGTERM
 
 
 def _on_sigint(signum: int, frame: FrameType | None) -> None:
+    """The handler of SIGINT and SIGTERM: remember the request, then raise KeyboardInterrupt."""
+    _signal_received[0] = signum
     _requested.set()
     raise KeyboardInterrupt
 
 
 def install() -> None:
-    """Use the remembering handler for SIGINT, when Python's default one is in place (never over a
-    handler someone else installed, e.g. the daemon's graceful stop) and in the main thread."""
-    if threading.current_thread() is threading.main_thread() and (
-        signal.getsignal(signal.SIGINT) is signal.default_int_handler
-    ):
+    """Use the remembering handler for SIGINT and SIGTERM, where Python's default one is in place
+    (never over a handler someone else installed, e.g. the daemon's graceful stop) and in the main
+    thread."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
         signal.signal(signal.SIGINT, _on_sigint)
+    if signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _on_sigint)
+
+
+def exit_code() -> int:
+    """What the shell expects of a process stopped by the signal received: 130 (SIGINT), 143 (SIGTERM)."""
+    return 128 + _signal_received[0]
+
+
+def describe() -> str:
+    """The signal that stopped the run, as the ledger and the terminal say it."""
+    return "SIGTERM" if _signal_received[0] == signal.SIGTERM else "SIGINT / Ctrl-C"
 
 
 def raise_if_requested() -> None:
@@ -40,3 +60,4 @@ def raise_if_requested() -> None:
 def handled() -> None:
     """The interrupt was honoured (the CLI reported it): forget it."""
     _requested.clear()
+    _signal_received[0] = int(signal.SIGINT)

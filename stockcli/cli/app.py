@@ -80,10 +80,13 @@ class StockCliGroup(TyperGroup):
         except StockCliError as exc:
             report_error(ctx.obj if isinstance(ctx.obj, CliState) else None, exc, exc.exit_code)
             raise typer.Exit(exc.exit_code) from None
-        except KeyboardInterrupt:  # Ctrl-C / SIGINT: the ledger says `interrupted`; 130 as shells expect
+        except (
+            KeyboardInterrupt
+        ):  # SIGINT / SIGTERM: the ledger says `interrupted`; 130 / 143 as shells expect
+            code = interrupts.exit_code()
+            sys.stderr.write(f"Interrupted ({interrupts.describe()}).\n")
             interrupts.handled()
-            sys.stderr.write("Interrupted.\n")
-            raise typer.Exit(130) from None
+            raise typer.Exit(code) from None
         except (typer.Exit, typer.Abort):
             raise
         except Exception as exc:
@@ -185,7 +188,7 @@ def main(argv: list[str] | None = None) -> None:
         report_error(None, exc, exc.exit_code)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
-        sys.exit(130)
+        sys.exit(interrupts.exit_code())
 
 
 __all__ = ["EXIT_USAGE", "CliState", "app", "main", "state"]

@@ -107,13 +107,13 @@ def _locked_run(
         except StockCliError as exc:
             store.finish_run(engine, run_id, status="failed", error=exc.message, details=handle.details)
             raise
-        except KeyboardInterrupt:  # SIGINT / Ctrl-C: stopped on purpose, not a failure (exit 130)
+        except KeyboardInterrupt:  # SIGINT / SIGTERM: stopped on purpose, not a failure (exit 130 / 143)
             with contextlib.suppress(Exception):
                 store.finish_run(
                     engine,
                     run_id,
                     status="interrupted",
-                    error="Interrupted (SIGINT / Ctrl-C) before the run finished.",
+                    error=f"Interrupted ({interrupts.describe()}) before the run finished.",
                     details=handle.details,
                 )
             raise

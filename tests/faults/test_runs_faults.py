@@ -1,4 +1,4 @@
-"""Fault class: runs stopped from outside. Ctrl-C (SIGINT) ends a run with exit 130 and an `interrupted`
+"""Fault class: runs stopped from outside. Ctrl-C (SIGINT) or SIGTERM ends a run with exit 130 or 143 and an `interrupted`
 ledger row (not `failed: KeyboardInterrupt`), its MLflow run KILLED; the MLflow run of a process killed
 by SIGKILL is closed by the next run instead of staying RUNNING forever, while runs of live processes
 and of other hosts are left alone. Nothing else changes."""
@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from stockcli.db import store
 from tests.faults.checks import table_state
 from tests.faults.pipeline import (
     BOOTSTRAP_AS_OF,
@@ -34,6 +35,7 @@ from tests.faults.pipeline import (
 )
 
 INTERRUPTED = 130
+TERMINATED = 143  # 128 + SIGTERM, as shells report a process stopped by it
 
 
 def without_ledger(state: dict[str, tuple[int, str]]) -> dict[str, tuple[int, str]]:
@@ -55,21 +57,31 @@ def mlflow_runs(workspace: Workspace) -> dict[str, tuple[str, dict[str, str]]]:
     return {run.info.run_id: (run.info.status, dict(run.data.tags)) for run in runs}
 
 
-def test_sigint_marks_the_ledger_interrupted_and_exits_130(
-    tmp_path: Path, database: str | None, tmp_path_factory: pytest.TempPathFactory
+@pytest.mark.parametrize(
+    ("stop_signal", "said", "exit_code"),
+    [(signal.SIGINT, "SIGINT / Ctrl-C", INTERRUPTED), (signal.SIGTERM, "SIGTERM", TERMINATED)],
+)
+def test_sigint_or_sigterm_marks_the_ledger_interrupted_and_exits_130_or_143(
+    tmp_path: Path,
+    database: str | None,
+    tmp_path_factory: pytest.TempPathFactory,
+    stop_signal: signal.Signals,
+    said: str,
+    exit_code: int,
 ) -> None:
     workspace = new_workspace(tmp_path / "ws", database_url=database)
     assert ledger(workspace.engine) == []  # the schema exists before the run starts: no migration race
     process = workspace.popen("--as-of", BOOTSTRAP_AS_OF, "daily")  # bootstraps a model: long enough
     try:
         wait_for(lambda: running_row_of(workspace.engine, process.pid), timeout_s=120)
-        process.send_signal(signal.SIGINT)
+        process.send_signal(stop_signal)
         _, stderr = process.communicate(timeout=120)
     finally:
         stop(process)
-    assert process.returncode == INTERRUPTED, stderr
-    assert "Interrupted." in stderr and "Traceback" not in stderr
+    assert process.returncode == exit_code, stderr
+    assert f"Interrupted ({said})." in stderr and "Traceback" not in stderr
     assert ledger(workspace.engine) == [(1, "daily", "interrupted")]
+    assert said in store.recent_runs(workspace.engine)[0].error
 
     rerun = workspace.cli("--as-of", BOOTSTRAP_AS_OF, "fetch")  # the next run keeps the row as it is
     assert rerun.exit_code == 0, rerun.output
@@ -129,18 +141,23 @@ def test_a_ctrl_c_swallowed_on_the_way_is_raised_again_and_the_run_is_interrupte
     ]
 
 
-def test_sigint_during_training_closes_its_mlflow_run_as_killed(bootstrapped: Workspace) -> None:
+@pytest.mark.parametrize(
+    ("stop_signal", "exit_code"), [(signal.SIGINT, INTERRUPTED), (signal.SIGTERM, TERMINATED)]
+)
+def test_sigint_or_sigterm_during_training_closes_its_mlflow_run_as_killed(
+    bootstrapped: Workspace, stop_signal: signal.Signals, exit_code: int
+) -> None:
     slow_training(bootstrapped)
     before = without_ledger(table_state(bootstrapped.engine))
     known = set(mlflow_runs(bootstrapped))
     process = bootstrapped.popen("--as-of", BOOTSTRAP_AS_OF, "train", "--epochs", "100000")
     try:
         new_run = wait_for(lambda: set(mlflow_runs(bootstrapped)) - known, timeout_s=120)
-        process.send_signal(signal.SIGINT)
+        process.send_signal(stop_signal)
         _, stderr = process.communicate(timeout=120)
     finally:
         stop(process)
-    assert process.returncode == INTERRUPTED, stderr
+    assert process.returncode == exit_code, stderr
     [run_id] = new_run
     status, tags = mlflow_runs(bootstrapped)[run_id]
     assert status == "KILLED" and tags["stockcli.pid"] == str(process.pid)
