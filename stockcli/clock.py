@@ -80,12 +80,16 @@ def today(exchange: str, *, now: datetime | None = None) -> date:
     return moment.astimezone(exchange_timezone(exchange)).date()
 
 
-@functools.lru_cache(maxsize=8)
 def get_calendar(exchange: str) -> exchange_calendars.ExchangeCalendar:
+    """The exchange's calendar from 1990 to a year after today (built once per day)."""
+    return _calendar_until(exchange, (date.today() + timedelta(days=365)).isoformat())
+
+
+@functools.lru_cache(maxsize=8)
+def _calendar_until(exchange: str, end: str) -> exchange_calendars.ExchangeCalendar:
     import exchange_calendars as xcals
 
     try:
-        end = (date.today() + timedelta(days=365)).isoformat()
         return xcals.get_calendar(exchange, start=CALENDAR_START, end=end)
     except Exception as exc:  # InvalidCalendarName and friends
         raise ConfigError(
@@ -105,6 +109,7 @@ class TradingCalendar:
 
     def __init__(self, exchange: str = "XNYS", *, cache_dir: Path | None = None) -> None:
         self.exchange = exchange
+        self.cache_dir = cache_dir
         days, closes = _session_table(exchange, cache_dir)
         self.tz = exchange_timezone(exchange)
         self._days = days  # proleptic ordinals (date.toordinal), ascending
@@ -118,7 +123,19 @@ class TradingCalendar:
         return position
 
     def _session_at(self, position: int, day: date) -> date:
-        if not 0 <= position < len(self._days):
+        last = date.fromordinal(self._days[-1])
+        if position >= len(self._days) or day > last:
+            # Past the end, "the session on or before" would be the last known one, weeks back.
+            what = (
+                f"{day.isoformat()} is after" if day > last else f"No session after {day.isoformat()} is in"
+            )
+            raise UsageError(
+                f"{what} the trading calendar of {self.exchange}: it ends on {last.isoformat()} "
+                "(exchange_calendars lists sessions up to a year after the day the calendar is built).",
+                hint="A long-running daemon or server rebuilds its calendar by itself before it runs out; "
+                "elsewhere, run again (a new process builds a new calendar) or upgrade exchange_calendars.",
+            )
+        if position < 0:
             first, last = date.fromordinal(self._days[0]), date.fromordinal(self._days[-1])
             raise UsageError(
                 f"No session of {self.exchange} around {day.isoformat()}: the trading calendar covers "
@@ -242,11 +259,14 @@ def trading_calendar(exchange: str = "XNYS", *, cache_dir: Path | None = None) -
     """The process's calendar of `exchange`, built once (from `cache_dir` when a fresh table is there).
 
     Entry points that know the data dir pass `cache_dir` on their first call, so that later calls
-    without it (any layer) get the same, already built calendar.
+    without it (any layer) get the same, already built calendar. A calendar whose sessions end less
+    than 180 days from today is rebuilt, so that a process running for a year never runs out.
     """
     with _calendars_lock:
         calendar = _calendars.get(exchange)
-        if calendar is None:
+        if calendar is None or calendar._days[-1] < (date.today() + _CACHE_MIN_AHEAD).toordinal():
+            # Built long ago (a daemon running for months): rebuilt before its sessions run out.
+            cache_dir = cache_dir or (calendar.cache_dir if calendar else None)
             calendar = _calendars[exchange] = TradingCalendar(exchange, cache_dir=cache_dir)
         return calendar
 

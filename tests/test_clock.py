@@ -87,3 +87,39 @@ def test_dates_outside_the_calendar_are_usage_errors() -> None:
         calendar.previous_session(date(1990, 1, 2))
     with pytest.raises(UsageError, match="not a trading session"):
         calendar.session_close(date(2013, 3, 2))
+
+
+def test_a_date_past_the_calendars_end_says_where_it_ends_instead_of_answering_wrong() -> None:
+    from datetime import timedelta
+
+    calendar = trading_calendar("XNYS")
+    last = date.fromordinal(calendar._days[-1])
+    later = last + timedelta(days=40)
+    for question in (
+        lambda: calendar.session_on_or_before(later),  # would be `last`: a session weeks before
+        lambda: calendar.last_closed_session(later),
+        lambda: calendar.next_session(last),
+        lambda: calendar.sessions_back(later, 3),
+    ):
+        with pytest.raises(UsageError, match=f"ends on {last.isoformat()}") as caught:
+            question()
+        assert "exchange_calendars" in str(caught.value)
+    assert calendar.session_on_or_before(last) == last  # the calendar's own last day still answers
+
+
+def test_a_long_running_process_rebuilds_a_calendar_about_to_run_out(monkeypatch: pytest.MonkeyPatch) -> None:
+    from datetime import timedelta
+
+    from stockcli import clock
+
+    stale = clock.TradingCalendar("XNYS")
+    soon = (date.today() + timedelta(days=30)).toordinal()
+    kept = sum(1 for ordinal in stale._days if ordinal <= soon)
+    stale._days, stale._closes = stale._days[:kept], stale._closes[:kept]  # built 11 months ago
+    monkeypatch.setitem(clock._calendars, "XNYS", stale)
+
+    fresh = trading_calendar("XNYS")
+
+    assert fresh is not stale
+    assert fresh._days[-1] >= (date.today() + timedelta(days=300)).toordinal()
+    assert trading_calendar("XNYS") is fresh  # built once again, then kept
