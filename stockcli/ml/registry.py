@@ -123,11 +123,11 @@ def artifact_uri(settings: Settings, uri: str) -> str:
     """`uri` as the current data dir sees it: what makes the local MLflow store relocatable.
 
     A local store records absolute `file://` artifact URIs (the experiment's artifact location, each
-    run's artifact URI, each model version's source). When the data dir was moved, or restored from
-    a backup in another place, a URI under the old `mlartifacts` folder is resolved against the
-    current one (`<data_dir>/mlartifacts`): the current copy when it exists or when the recorded path
-    is gone (and for a new run, whose folder exists in neither place yet). Tracking servers, other
-    schemes and URIs outside a `mlartifacts` folder are returned unchanged.
+    run's artifact URI, each model version's source). When the data dir was moved, copied, or restored
+    from a backup in another place, a URI under the old `mlartifacts` folder is resolved against the
+    current one (`<data_dir>/mlartifacts`), always: a copy made without its `mlartifacts` then fails
+    clearly (`load_bundle`) instead of reading, or writing, the original's files. Tracking servers,
+    other schemes and URIs outside a `mlartifacts` folder are returned unchanged.
     """
     if _is_remote(settings.mlflow_tracking_uri) or not uri.startswith("file:"):
         return uri
@@ -137,11 +137,19 @@ def artifact_uri(settings: Settings, uri: str) -> str:
         return uri
     last = len(parts) - 1 - parts[::-1].index(ARTIFACT_ROOT_NAME)
     relocated = _local_path(settings.mlflow_artifact_location).joinpath(*parts[last + 1 :])
-    if relocated == recorded:
-        return uri
-    if relocated.exists() or not recorded.exists():
-        return relocated.as_uri()
-    return uri
+    return uri if relocated == recorded else relocated.as_uri()
+
+
+def _check_artifacts_present(settings: Settings, uri: str, version: str) -> None:
+    """RegistryError when a local version's artifact folder is missing from the current data dir."""
+    if _is_remote(settings.mlflow_tracking_uri) or not uri.startswith("file:") or _local_path(uri).exists():
+        return
+    raise RegistryError(
+        f"The files of model version {version} are missing: {_local_path(uri)} does not exist. The data "
+        f"dir {settings.data_dir} has no copy of them: was it copied without its mlartifacts folder?",
+        hint="Copy the whole data dir (mlflow.db together with mlartifacts/), or restore it from a backup; "
+        "stockcli never reads another data dir's model files.",
+    )
 
 
 def _local_path(uri: str) -> Path:
@@ -646,10 +654,12 @@ def load_bundle(
     with _registry_errors(settings, f"read version {version} of model {name!r}"):
         model_version = client(settings).get_model_version(name, version)
     expected_sha256 = dict(model_version.tags or {}).get(TAG_BUNDLE_SHA256)
+    source = artifact_uri(settings, str(model_version.source or ""))
+    _check_artifacts_present(settings, source, version)
     with tempfile.TemporaryDirectory(prefix="stockcli-load-") as folder:
         with _registry_errors(settings, f"download the artifacts of model version {version}"):
             local = mlflow.artifacts.download_artifacts(
-                artifact_uri=artifact_uri(settings, str(model_version.source or "")),
+                artifact_uri=source,
                 dst_path=folder,
                 tracking_uri=settings.mlflow_tracking_uri,
             )

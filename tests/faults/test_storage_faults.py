@@ -329,3 +329,26 @@ def test_an_mlflow_store_on_a_missing_postgresql_database_fails_fast_naming_it(
     assert "The MLflow tracking store database 'stockcli_no_such_db' does not exist" in result.stderr
     assert "createdb stockcli_no_such_db" in result.stderr
     assert elapsed < 20  # MLflow alone retries for ~100 s
+
+
+def test_a_copy_without_mlartifacts_never_reads_the_originals_model(
+    bootstrapped: Workspace, tmp_path: Path
+) -> None:
+    from stockcli.ml import registry
+
+    bootstrapped.close()
+    copy = tmp_path / "copy-of-data"
+    shutil.copytree(bootstrapped.data_dir, copy, ignore=shutil.ignore_patterns("mlartifacts"))
+    here = Relocated(bootstrapped, copy)  # the original stays in place, artifacts and all
+    registry.clear_caches()
+    engine = open_database(here.settings())
+    try:
+        before = predictions(engine, with_version=True)
+        result = here.cli("--as-of", BOOTSTRAP_AS_OF, "predict")
+        assert result.exit_code == 1, result.output
+        message = result.stderr
+        assert str(copy / "mlartifacts") in message and "copied without its mlartifacts" in message
+        assert str(bootstrapped.data_dir) not in message  # never pointed at the original
+        assert predictions(engine, with_version=True) == before
+    finally:
+        engine.dispose()
