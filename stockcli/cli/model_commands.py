@@ -425,3 +425,6 @@ def models(ctx: typer.Context) -> None:
         rows,
         caption="Test metrics on each version's own test split (not comparable across datasets; `promote` compares on one window).",
     )
+    for info in versions:
+        if info.note:
+            output.warn(f"Version {info.version}: {info.note}")

@@ -60,6 +60,8 @@ TAG_PID_START = "stockcli.pid_start"
 TAG_DATASET_RUN = "stockcli.dataset_run_id"
 TAG_MODEL_TYPE = "stockcli.model_type"
 TAG_TICKERS = "stockcli.tickers"
+# On a version registered by a run killed before its promotion decision (cleared by that decision).
+TAG_UNEVALUATED = "stockcli.unevaluated"
 # Test metrics copied onto the version as tags, so `stockcli models` lists them in one query.
 METRIC_TAG_PREFIX = "stockcli.test."
 
@@ -96,6 +98,7 @@ class ModelVersionInfo:
     test_metrics: dict[str, float]
     source: str
     status: str
+    note: str | None = None  # why the version needs attention (never evaluated), else None
 
 
 # --- set-up -----------------------------------------------------------------------------------------
@@ -457,6 +460,37 @@ def find_version_for_run(settings: Settings, training_run_id: str) -> str | None
     return str(numbers[-1]) if numbers else None
 
 
+def mark_unevaluated(settings: Settings, training_run_ids: list[str]) -> list[str]:
+    """Tag the versions registered by these (killed) training runs as never evaluated; returns them.
+
+    A run killed between registration and promotion leaves a version no decision ever looked at:
+    `stockcli models` shows the mark and says how to evaluate it, and `promote` clears it.
+    """
+    name = settings.mlflow.model_name
+    marked = []
+    for run_id in training_run_ids:
+        version = find_version_for_run(settings, run_id)
+        if version is None:
+            continue
+        note = (
+            "Registered by a run killed before its promotion decision: never compared with Production. "
+            f"Run `stockcli promote --version {version}` to evaluate it."
+        )
+        with _registry_errors(settings, f"mark model version {version} as never evaluated"):
+            client(settings).set_model_version_tag(name, version, TAG_UNEVALUATED, note)
+        marked.append(version)
+    return marked
+
+
+def clear_unevaluated(settings: Settings, version: str) -> None:
+    """Remove the never-evaluated mark of `version` (a promotion decision was recorded for it)."""
+    name = settings.mlflow.model_name
+    with _registry_errors(settings, f"read version {version} of model {name!r}"):
+        tags = client(settings).get_model_version(name, version).tags or {}
+        if TAG_UNEVALUATED in tags:
+            client(settings).delete_model_version_tag(name, version, TAG_UNEVALUATED)
+
+
 def _quote(text: str) -> str:
     return text.replace("'", "\\'")
 
@@ -618,6 +652,7 @@ def list_versions(settings: Settings) -> list[ModelVersionInfo]:
                 test_metrics=metrics,
                 source=artifact_uri(settings, str(item.source)),
                 status=str(item.status),
+                note=tags.get(TAG_UNEVALUATED),
             )
         )
     infos.sort(key=lambda info: int(info.version), reverse=True)

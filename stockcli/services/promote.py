@@ -37,7 +37,7 @@ from sqlalchemy.engine import Engine
 
 from stockcli.config import Settings
 from stockcli.db.serving import Selection
-from stockcli.errors import NoDataError, RegistryError
+from stockcli.errors import NoDataError, RegistryError, StockCliError
 from stockcli.ml.stats import PairedTestResult
 from stockcli.services.runtime import checkpoint
 
@@ -294,6 +294,9 @@ def _promote(
         improvement_high=None if test_result is None else test_result.improvement_high,
         selection={"version": kept_version, "tickers": selection} if selection else None,
     )
+    if not dry_run:  # decided now: no longer a version that no decision looked at
+        with contextlib.suppress(StockCliError):
+            registry.clear_unevaluated(settings, candidate_version)
     if selections and not dry_run and kept_version is not None:
         # Before the alias moves: the moment Production points at a version, its selection exists.
         save_selection(engine, model_version=kept_version, selections=selections, promotion_id=promotion_id)

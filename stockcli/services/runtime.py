@@ -39,15 +39,23 @@ class RunHandle:
 
 
 def _close_dead_mlflow_runs(settings: Settings) -> None:
-    """Mark MLflow runs of killed stockcli processes KILLED; never fails the run that calls it."""
+    """Mark MLflow runs of killed stockcli processes KILLED, and the versions they registered as never
+    evaluated; never fails the run that calls it."""
     import logging
 
     from stockcli.ml import registry
 
+    log = logging.getLogger(__name__)
     try:
-        registry.close_dead_runs(settings)
+        for version in registry.mark_unevaluated(settings, registry.close_dead_runs(settings)):
+            log.warning(
+                "Model version %s was registered by a run killed before its promotion decision: it was "
+                "never evaluated. Run `stockcli promote --version %s` to evaluate it.",
+                version,
+                version,
+            )
     except StockCliError as exc:
-        logging.getLogger(__name__).warning("Could not close the MLflow runs of killed runs: %s", exc)
+        log.warning("Could not close the MLflow runs of killed runs: %s", exc)
 
 
 def checkpoint(settings: Settings, name: str) -> None:

@@ -289,3 +289,31 @@ def test_pending_promotion_rows_are_settled_from_where_the_alias_points(settings
     assert sum(1 for row in rows.values() if row[1] == "5" and row[3]) == 1
     assert not any(row[5].endswith(PENDING_NOTE) for row in rows.values())
     engine.dispose()
+
+
+def test_a_version_registered_by_a_killed_retrain_is_marked_never_evaluated_until_a_decision(
+    bootstrapped: Workspace,
+) -> None:
+    workspace = bootstrapped
+    crashed = workspace.run("--as-of", BOOTSTRAP_AS_OF, "retrain", "--force", kill_at="train:after_register")
+    assert killed(crashed), crashed.stderr
+    assert versions(workspace) == ["1", "2"] and production(workspace) == "1"  # 2: no decision ever
+
+    nxt = workspace.cli("--as-of", BOOTSTRAP_AS_OF, "predict")  # the next run, whatever it is
+    assert nxt.exit_code == 0, nxt.output
+
+    def notes() -> dict[str, str | None]:
+        listed = workspace.cli("--json", "models")
+        assert listed.exit_code == 0, listed.output
+        return {item["version"]: item["note"] for item in json.loads(listed.stdout)["versions"]}
+
+    assert notes()["1"] is None
+    assert "killed before its promotion decision" in str(notes()["2"])
+    table = workspace.cli("models")
+    assert "Version 2: Registered by a run killed" in table.stderr
+    assert "stockcli promote --version 2" in table.stderr
+
+    decided = workspace.cli("--as-of", BOOTSTRAP_AS_OF, "promote", "--version", "2")
+    assert decided.exit_code == 0, decided.output
+    assert notes() == {"1": None, "2": None}  # decided now: evaluated, whatever the decision
+    assert promotion_rows(workspace.engine)[-1][1] == "2"
