@@ -291,6 +291,7 @@ def test_pending_promotion_rows_are_settled_from_where_the_alias_points(settings
     engine.dispose()
 
 
+@pytest.mark.slow
 def test_a_version_registered_by_a_killed_retrain_is_marked_never_evaluated_until_a_decision(
     bootstrapped: Workspace,
 ) -> None:
