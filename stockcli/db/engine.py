@@ -219,7 +219,8 @@ def _upgrade_under_run_lock(settings: Settings, engine: Engine) -> None:
     except LockHeldError as exc:
         engine.dispose()
         raise LockHeldError(
-            f"{exc.message} The database schema is being created or upgraded; nothing was changed here.",
+            f"{exc.message} This run had to create or upgrade the database schema first, which is done "
+            "only under the lock; nothing was changed.",
             hint=exc.hint,
         ) from None
 
