@@ -385,7 +385,11 @@ def backtest(
         )
     _show_backtest(result)
     if result.failures:
-        output.warn(f"{result.sessions_failed} sessions failed: " + "; ".join(result.failures[:5]))
+        counts = [f"{result.sessions_failed} sessions failed"] if result.sessions_failed else []
+        if result.tickers_failed:
+            n = len(result.tickers_failed)
+            counts.insert(0, f"{n} ticker{'s' if n > 1 else ''} failed every session")
+        output.warn(", ".join(counts) + ": " + "; ".join(result.failures[:5]))
     _finish_backtest(result)
 
 
