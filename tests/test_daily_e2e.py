@@ -370,6 +370,47 @@ def test_daily_reports_a_ticker_it_cannot_predict_beside_the_others(bootstrapped
     assert stored == set(TICKERS)
 
 
+def test_daily_reports_a_ticker_whose_fetch_rejected_rows_as_failed_and_predicts_the_others(
+    bootstrapped: Workspace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The source turns unadjusted: GOOG x0.1 from 2013-01-28 (a 10:1 split). `daily` runs fetch first:
+    GOOG's new rows are rejected, so GOOG is reported failed with the fetch's words (a split detected,
+    what to do) instead of predicted from a history cut short; MSFT is predicted and stored; exit 3."""
+    from stockcli.sources import sample
+
+    folder = tmp_path / "unadjusted"
+    shutil.copytree(sample.SAMPLE_DIR, folder)
+    lines = (folder / "GOOG.csv").read_text(encoding="utf-8").splitlines()
+    header = [name.strip().lower() for name in lines[0].split(",")]
+    prices = [header.index(name) for name in ("open", "high", "low", "close")]
+    for i, line in enumerate(lines[1:], start=1):
+        cells = line.split(",")
+        if cells[0] >= "2013-01-28":
+            for p in prices:
+                cells[p] = repr(float(cells[p]) * 0.1)
+            lines[i] = ",".join(cells)
+    (folder / "GOOG.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    monkeypatch.setattr(sample, "SAMPLE_DIR", folder)
+
+    result = bootstrapped.cli("--as-of", "2013-02-04", "--json", "daily")
+
+    assert result.exit_code == 3, result.output
+    payload = json.loads(result.stdout)
+    assert payload["status"] == "partial" and payload["fetch_status"] == "partial"
+    assert [p["ticker"] for p in payload["predictions"]] == ["MSFT"]
+    [failed] = payload["failed"]
+    assert (failed["ticker"], failed["kind"]) == ("GOOG", "rejected_rows")
+    assert "a split detected on 2013-01-28 (prices x0.1)" in failed["reason"]
+    assert "use split-adjusted prices, or re-fetch" in failed["reason"]
+    with bootstrapped.engine.connect() as connection:
+        stored = set(
+            connection.execute(
+                select(LatestPrediction.ticker).where(LatestPrediction.target_date == d("2013-02-05"))
+            ).scalars()
+        )
+    assert stored == {"MSFT"}
+
+
 # --- backtest -----------------------------------------------------------------------------------------
 
 

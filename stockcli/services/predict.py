@@ -81,7 +81,7 @@ class FailedTicker:
 
     ticker: str
     reason: str
-    kind: str  # no_bars, stale, too_little_history, implausible
+    kind: str  # no_bars, stale, too_little_history, implausible, rejected_rows (fetch, in `daily`)
     predictable_from: date | None = None
 
 
@@ -168,7 +168,7 @@ def predict(
     # Score what has matured first: adaptive conformal inference learns from yesterday's close.
     evaluate_matured(engine, through=base_date, settings=settings)
 
-    watchlist = list(tickers or settings.data.tickers)
+    watchlist = list(settings.data.tickers if tickers is None else tickers)
     series = list(dict.fromkeys([*watchlist, *bundle.context_tickers]))
     spec_start = _spec_start(bundle.spec)
     lookback = int(bundle.spec.get("serving_lookback") or serving_lookback(bundle.spec["indicators"]))

@@ -290,7 +290,7 @@ def test_duplicate_dates_in_a_yahoo_frame_keep_one_of_identical_rows_and_none_of
 
     (goog,) = fetch(settings=settings, engine=engine, as_of=AS_OF).tickers
 
-    assert goog.status == "ok"
+    assert goog.status == "partial" and goog.exit_code == 3  # rows rejected: said, never silent
     assert goog.rejected_reasons == {CONFLICTING_DUPLICATE: 4}
     assert goog.added == sessions("GOOG", "2013-02-19", "2013-03-01") - 1
     stored = {row[1]: row[2] for row in stored_closes(engine, "GOOG")}
@@ -337,7 +337,7 @@ def test_nan_and_absurd_rows_are_rejected_by_reason_and_their_neighbours_kept(
 
     result = cli("--as-of", "2013-03-01", "fetch", "--json")
 
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 3, result.output  # rows rejected: the ticker failed, its valid rows kept
     x = json.loads(result.stdout)["tickers"]["X"]
     expected: dict[str, int] = {}
     for _day, _values, reason in ABSURD_ROWS:
@@ -350,7 +350,7 @@ def test_nan_and_absurd_rows_are_rejected_by_reason_and_their_neighbours_kept(
         assert sorted(day for _t, day, _c in stored_closes(engine)) == kept
         before = bar_state(engine)
         again = cli("--as-of", "2013-03-01", "fetch", "--json")
-        assert json.loads(again.stdout)["tickers"]["X"]["rows"] == 0
+        assert again.exit_code == 3 and json.loads(again.stdout)["tickers"]["X"]["rows"] == 0
         assert bar_state(engine) == before
     finally:
         engine.dispose()
@@ -403,7 +403,8 @@ def test_a_100x_bar_is_judged_against_the_last_stored_close_not_taken_for_a_rest
 
     (goog,) = fetch(settings=settings, engine=engine, as_of=AS_OF).tickers
 
-    assert goog.status == "ok" and goog.note is None  # not a restatement
+    assert goog.status == "partial" and goog.note is None  # not a restatement; rejected rows said
+    assert "split" not in (goog.error or "")
     assert goog.rejected_reasons == {IMPLAUSIBLE_JUMP: 2}
     new_days = sessions("GOOG", "2013-02-19", "2013-03-01") - 1 - (where == "overlap not served")
     assert (goog.added, goog.updated) == (new_days, 0)
@@ -412,6 +413,83 @@ def test_a_100x_bar_is_judged_against_the_last_stored_close_not_taken_for_a_rest
     assert "2013-03-01" not in stored_days and goog.last_date == date(2013, 2, 28)
     closes = load_bars(engine, ["GOOG"])["GOOG"]["close"]
     assert (closes / closes.shift(1)).dropna().between(1 / 5, 5).all()
+
+
+# --- an unadjusted split: rows rejected are a failure of the ticker, never a silent truncation ------------------
+
+
+def bar_lines(frame: pd.DataFrame, *, scale_from: str | None = None, factor: float = 1.0) -> str:
+    """`frame` as CSV rows, prices times `factor` from `scale_from` on (an unadjusted split)."""
+    lines = []
+    for day, row in zip(frame.index, frame.itertuples(), strict=True):
+        f = factor if scale_from is not None and day >= pd.Timestamp(scale_from) else 1.0
+        lines.append(
+            f"{day.date()},{row.open * f!r},{row.high * f!r},{row.low * f!r},{row.close * f!r},{row.volume}"
+        )
+    return HEADER + "\n".join(lines) + "\n"
+
+
+def test_an_unadjusted_split_exits_3_for_its_ticker_saying_a_split_was_detected(
+    tmp_path: Path, database_url: str
+) -> None:
+    """GOOG x0.1 from 2010-06-01 in a CSV: its rows from that day on are rejected as implausible jumps.
+    The fetch exits 3 for GOOG and says a split was detected and what to do, keeps GOOG's earlier rows
+    and MSFT's whole history; a second fetch says so again instead of going quiet."""
+    folder = tmp_path / "bars"
+    folder.mkdir()
+    goog, msft = sample("GOOG", "2009-01-02"), sample("MSFT", "2009-01-02")
+    (folder / "GOOG.csv").write_text(bar_lines(goog, scale_from="2010-06-01", factor=0.1))
+    (folder / "MSFT.csv").write_text(bar_lines(msft))
+    config = write_config(
+        tmp_path,
+        database_url,
+        extra=f'[data]\nsource = "csv"\ncsv_dir = "{folder}"\ntickers = ["GOOG", "MSFT"]\nstart = 2009-01-02\n',
+    )
+    cli = Cli(config)
+    split_rows = len(goog.loc["2010-06-01":])
+
+    for attempt in ("first", "again"):
+        result = cli("--as-of", "2013-03-01", "fetch", "--json")
+
+        assert result.exit_code == 3, (attempt, result.output)
+        payload = json.loads(result.stdout)
+        assert payload["status"] == "partial"
+        x = payload["tickers"]["GOOG"]
+        assert x["status"] == "partial" and x["rejected_reasons"] == {IMPLAUSIBLE_JUMP: split_rows}, attempt
+        assert "a split detected on 2010-06-01 (prices x0.1)" in x["error"], x
+        assert "use split-adjusted prices, or re-fetch" in x["hint"]
+        assert payload["tickers"]["MSFT"]["status"] == "ok"
+        assert "GOOG: " in result.stderr and "a split detected" in result.stderr
+    assert split_rows > 600
+    engine = make_engine(load_settings(config, environ={}).database_url)
+    try:
+        stored = load_bars(engine, ["GOOG", "MSFT"])
+        assert stored["GOOG"].index[-1] == pd.Timestamp("2010-05-28") and len(stored["MSFT"]) == len(msft)
+    finally:
+        engine.dispose()
+
+
+def test_rejected_rows_that_are_no_split_exit_3_naming_the_reasons(tmp_path: Path, database_url: str) -> None:
+    """One absurd bar (a 100x close) in a CSV: rejected, the ticker exits 3 with the reason and no word
+    of a split; the table says it on the error line."""
+    folder = tmp_path / "bars"
+    folder.mkdir()
+    text = (
+        HEADER
+        + "2013-02-01,10,11,9,10.5,100\n2013-02-04,1000,1100,900,1050,100\n2013-02-05,10.4,11,10,10.6,100\n"
+    )
+    (folder / "X.csv").write_text(text)
+    config = write_config(
+        tmp_path,
+        database_url,
+        extra=f'[data]\nsource = "csv"\ncsv_dir = "{folder}"\ntickers = ["X"]\nstart = {START}\n',
+    )
+
+    result = Cli(config)("--as-of", "2013-03-01", "fetch")
+
+    assert result.exit_code == 3, result.output
+    assert "X: 1 of 3 rows rejected (implausible jump: 1); the other 2 were saved" in result.stderr
+    assert "split" not in result.stderr
 
 
 # --- a partial bar of a session still open ------------------------------------------------------------------------
@@ -536,7 +614,7 @@ def test_out_of_range_numbers_are_rejected_and_counted_and_no_warning_reaches_th
 
     result = cli("--as-of", "2013-03-01", "fetch", "--json")
 
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 3, result.output  # rows rejected: said, exit 3
     assert "Warning" not in result.stderr and "RuntimeWarning" not in result.stderr
     x = json.loads(result.stdout)["tickers"]["X"]
     assert x["rejected_reasons"] == {VOLUME_OUT_OF_RANGE: 2} and x["rejected"] == 2
@@ -546,7 +624,7 @@ def test_out_of_range_numbers_are_rejected_and_counted_and_no_warning_reaches_th
         assert volumes == {"2013-02-01": 100, "2013-02-06": 9_200_000_000_000_000_000, "2013-02-07": 250}
         before = bar_state(engine)
         again = cli("--as-of", "2013-03-01", "fetch", "--json")
-        assert again.exit_code == 0 and json.loads(again.stdout)["tickers"]["X"]["rows"] == 0
+        assert again.exit_code == 3 and json.loads(again.stdout)["tickers"]["X"]["rows"] == 0
         assert bar_state(engine) == before
     finally:
         engine.dispose()
