@@ -10,7 +10,9 @@ Per ticker, in its own transaction, so one ticker's failure never loses another'
 3. Overlapping bars that differ by more than `[data] restatement_tolerance` (relative) mean the source
    restated the history (a split or dividend re-adjusted it): the whole history is fetched again from
    `[data] start` and replaces the stored one in one transaction (delete + insert), so adjustment bases
-   never mix. Bars stored from another source are replaced the same way. A split bigger than the jump
+   never mix. The ticker's predictions and their scores are restated in the same transaction: their
+   prices times the factor that moved their closes, or void (kept, never counted) when no single
+   factor does (`_restatement_rule`). Bars stored from another source are replaced the same way. A split bigger than the jump
    factor is still a restatement, not a jump: the overlap is compared as a whole, and one absurd bar in
    it (dropped by the jump check against the stored close) is not.
 4. Otherwise only new rows and rows whose values changed are written (upserts on [ticker, date]), so a
@@ -41,6 +43,7 @@ from stockcli.db.bars import (
     ticker_sources,
     upsert_bars,
 )
+from stockcli.db.predictions import Restatement, restate_predictions
 from stockcli.db.store import utcnow
 from stockcli.errors import (
     EXIT_NOTHING,
@@ -59,6 +62,7 @@ from stockcli.sources import BarSource, fetch_with_retries, get_source
 from stockcli.sources.base import (
     IMPLAUSIBLE_JUMP,
     PRICE_COLUMNS,
+    ROUNDING_ABS,
     clip_range,
     drop_implausible_jumps,
     suspected_split,
@@ -387,6 +391,12 @@ def _fetch_ticker(
             added, updated, deleted = _diff(old, frame)
             delete_bars(connection, ticker)
             upsert_bars(connection, _rows(ticker, frame, source.name, fetched_at))
+            # Predictions made on the old basis go with it, in this transaction: never scored against
+            # a close on another basis (a 2:1 split would read as a 100% error).
+            rule = _restatement_rule(old, frame, data.restatement_tolerance, fetched_at.date())
+            rescaled, voided = restate_predictions(connection, ticker, rule)
+            if rescaled or voided:
+                replace_reason += f"; predictions restated with it: {rescaled} rescaled, {voided} voided"
         else:
             old = stored_bars(connection, ticker, start=start, end=cutoff)
             added_mask, updated_mask = _changed(old, frame)
@@ -444,6 +454,35 @@ def _rejection_hint(ticker: str, split: tuple[date, float] | None) -> str:
             f"once the source has adjusted its history (`stockcli fetch --ticker {ticker}`)."
         )
     return "Check the rejected rows at the source (in a CSV, fix them) and fetch again."
+
+
+def _restatement_rule(old: pd.DataFrame, new: pd.DataFrame, tolerance: float, day: date) -> Restatement:
+    """How a prediction goes with a history restated from `old` to `new`: its prices times the factor
+    that moved its base close (a split moves every close by one factor; a dividend adjustment, the
+    closes before its day), provided that factor also moves its target close where one was stored;
+    void when no single factor restates both, or a bar it stands on is gone."""
+    old_close = {stamp.date(): float(close) for stamp, close in old["close"].items()}
+    new_close = {stamp.date(): float(close) for stamp, close in new["close"].items()}
+
+    def decide(base: date, target: date) -> tuple[float | None, str | None]:
+        voided = f"voided by the history restated on {day}: "
+        before, after = old_close.get(base), new_close.get(base)
+        if before is None or after is None:
+            return None, voided + f"the bar of its base session {base} is no longer in it"
+        factor = after / before
+        if target in old_close:
+            moved = new_close.get(target)
+            if moved is None:
+                return None, voided + f"the bar of its target session {target} is no longer in it"
+            # Published prices are rounded (cents): both closes of a factor carry a rounding step.
+            if abs(moved - factor * old_close[target]) > 2 * ROUNDING_ABS + tolerance * abs(moved):
+                return None, voided + (
+                    f"its base close ({base}) moved x{factor:.6g} and its target close ({target}) "
+                    f"x{moved / old_close[target]:.6g}; no single factor restates its prices"
+                )
+        return (None, None) if abs(factor - 1.0) <= 1e-12 else (factor, None)
+
+    return decide
 
 
 def _changed(old: pd.DataFrame, new: pd.DataFrame) -> tuple[Any, Any]:
