@@ -299,16 +299,16 @@ def test_a_month_of_daily_runs(month: Month) -> None:
 
 
 def test_predictions_target_the_next_session_of_the_exchange(bootstrapped: Workspace) -> None:
-    """Weekends, holidays and unscheduled closures (Hurricane Sandy) are skipped; an as-of date that is
-    not a session predicts from the session before it."""
+    """Weekends and holidays are skipped; an as-of date that is not a session predicts from the session
+    before it. (As-of dates after the model's training data only, which ends on 2013-02-01: the
+    calendar's closures before it, Hurricane Sandy's included, are tests/test_clock.py's.)"""
     cases = {
-        "2012-07-03": ("2012-07-03", "2012-07-05"),  # Independence Day
-        "2012-10-26": ("2012-10-26", "2012-10-31"),  # NYSE closed 10-29 and 10-30 (Hurricane Sandy)
-        "2012-11-21": ("2012-11-21", "2012-11-23"),  # Thanksgiving
-        "2012-11-22": ("2012-11-21", "2012-11-23"),  # as of Thanksgiving itself
-        "2012-12-22": ("2012-12-21", "2012-12-24"),  # a Saturday
-        "2012-12-24": ("2012-12-24", "2012-12-26"),  # Christmas Day
+        "2013-02-01": ("2013-02-01", "2013-02-04"),  # the bootstrap's own session, a Friday
+        "2013-02-15": ("2013-02-15", "2013-02-19"),  # Presidents' Day
+        "2013-02-16": ("2013-02-15", "2013-02-19"),  # a Saturday before it
+        "2013-02-18": ("2013-02-15", "2013-02-19"),  # as of Presidents' Day itself
     }
+    assert bootstrapped.cli("--as-of", "2013-02-19", "fetch").exit_code == 0  # later bars stay invisible
     for as_of, (base, target) in cases.items():
         result = bootstrapped.cli("--as-of", as_of, "--json", "predict")
         assert result.exit_code == 0, result.output
@@ -368,6 +368,47 @@ def test_daily_reports_a_ticker_it_cannot_predict_beside_the_others(bootstrapped
             ).scalars()
         )
     assert stored == set(TICKERS)
+
+
+def test_daily_reports_a_ticker_whose_fetch_rejected_rows_as_failed_and_predicts_the_others(
+    bootstrapped: Workspace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The source turns unadjusted: GOOG x0.1 from 2013-01-28 (a 10:1 split). `daily` runs fetch first:
+    GOOG's new rows are rejected, so GOOG is reported failed with the fetch's words (a split detected,
+    what to do) instead of predicted from a history cut short; MSFT is predicted and stored; exit 3."""
+    from stockcli.sources import sample
+
+    folder = tmp_path / "unadjusted"
+    shutil.copytree(sample.SAMPLE_DIR, folder)
+    lines = (folder / "GOOG.csv").read_text(encoding="utf-8").splitlines()
+    header = [name.strip().lower() for name in lines[0].split(",")]
+    prices = [header.index(name) for name in ("open", "high", "low", "close")]
+    for i, line in enumerate(lines[1:], start=1):
+        cells = line.split(",")
+        if cells[0] >= "2013-01-28":
+            for p in prices:
+                cells[p] = repr(float(cells[p]) * 0.1)
+            lines[i] = ",".join(cells)
+    (folder / "GOOG.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    monkeypatch.setattr(sample, "SAMPLE_DIR", folder)
+
+    result = bootstrapped.cli("--as-of", "2013-02-04", "--json", "daily")
+
+    assert result.exit_code == 3, result.output
+    payload = json.loads(result.stdout)
+    assert payload["status"] == "partial" and payload["fetch_status"] == "partial"
+    assert [p["ticker"] for p in payload["predictions"]] == ["MSFT"]
+    [failed] = payload["failed"]
+    assert (failed["ticker"], failed["kind"]) == ("GOOG", "rejected_rows")
+    assert "a split detected on 2013-01-28 (prices x0.1)" in failed["reason"]
+    assert "use split-adjusted prices, or re-fetch" in failed["reason"]
+    with bootstrapped.engine.connect() as connection:
+        stored = set(
+            connection.execute(
+                select(LatestPrediction.ticker).where(LatestPrediction.target_date == d("2013-02-05"))
+            ).scalars()
+        )
+    assert stored == {"MSFT"}
 
 
 # --- backtest -----------------------------------------------------------------------------------------

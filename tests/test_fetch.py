@@ -429,9 +429,13 @@ def test_rows_failing_validation_are_counted_not_stored(tmp_path: Path, database
         tmp_path, database_url, f'source = "csv"\ncsv_dir = "{folder}"\ntickers = ["X"]\nstart = 2013-01-02\n'
     )
     result = cli("--as-of", "2013-03-01", "fetch", "--json")
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 3, result.output  # rows rejected: the ticker failed, loudly
     x = json.loads(result.stdout)["tickers"]["X"]
-    assert (x["rows"], x["rejected"], x["last_date"]) == (2, 4, "2013-02-08")
+    assert (x["rows"], x["rejected"], x["last_date"], x["status"]) == (2, 4, "2013-02-08", "partial")
+    assert x["error"] == (
+        "4 of 6 rows rejected (missing price: 1, non-positive price: 1, high below low: 1, "
+        "negative volume: 1); the other 2 were saved"
+    )
     settings = load_settings(cli.config_path, environ={})
     engine = make_engine(settings.database_url)
     try:

@@ -76,6 +76,12 @@ def db(served: Served, database_url: str, tmp_path: Path) -> Iterator[tuple[Sett
     engine.dispose()
 
 
+def trained_through(bundle: ModelBundle, day: date) -> ModelBundle:
+    """The served model as if its dataset ended on `day` (it ends on 2013-03-01): predictions from
+    `day` on are live, not inside its training data."""
+    return dataclasses.replace(bundle, spec={**bundle.spec, "end_date": day.isoformat()})
+
+
 def selection(ticker: str, point: str, point_p: float, interval: str, interval_p: float = 0.5) -> Selection:
     return Selection(
         ticker=ticker,
@@ -225,12 +231,14 @@ def test_a_young_ticker_is_reported_with_the_first_session_it_becomes_predictabl
     assert listed[: warmup + served.bundle.sequence_length] == CALENDAR.sessions(listed[0], first)
     assert date(2013, 2, 15) < first and not CALENDAR.is_session(date(2013, 2, 18))
 
+    bundle = trained_through(served.bundle, listed[0])
+
     def run(as_of: date) -> PredictResult:
         return predict(
             settings=settings,
             engine=engine,
             as_of=as_of,
-            bundle=served.bundle,
+            bundle=bundle,
             tickers=["YOUNG"],
             write_files=False,
         )
@@ -350,13 +358,14 @@ def test_a_miss_lowers_alpha_and_widens_the_next_interval_a_hit_raises_it(
         promotion_id=None,
     )
     first_day, second_day = date(2013, 2, 26), date(2013, 2, 27)
+    bundle = trained_through(served.bundle, first_day)
 
     def run() -> PredictResult:
         return predict(
             settings=settings,
             engine=engine,
             as_of=second_day,
-            bundle=served.bundle,
+            bundle=bundle,
             tickers=["GOOG", "MSFT"],
             write_files=False,
         )
@@ -365,7 +374,7 @@ def test_a_miss_lowers_alpha_and_widens_the_next_interval_a_hit_raises_it(
         settings=settings,
         engine=engine,
         as_of=first_day,
-        bundle=served.bundle,
+        bundle=bundle,
         tickers=["GOOG", "MSFT"],
         write_files=False,
     )
@@ -431,6 +440,30 @@ def test_a_miss_lowers_alpha_and_widens_the_next_interval_a_hit_raises_it(
     nominal = {p.ticker: p.upper_80 - p.lower_80 for p in run().predictions}
     assert width["GOOG"] > nominal["GOOG"]
     assert width["MSFT"] < nominal["MSFT"]
+
+
+def test_an_as_of_inside_the_models_training_data_is_refused_with_exit_2_and_nothing_stored(
+    served: Served, db: tuple[Settings, Engine], tmp_path: Path
+) -> None:
+    """The served model was trained on a dataset ending 2013-03-01: a prediction as of an earlier day
+    would be a forecast of sessions it has seen, scored as live accuracy. As of 2013-03-01 itself (as
+    right after a bootstrap) it predicts."""
+    settings, engine = db
+    assert served.bundle.data_end == AS_OF
+    spec = {k: v for k, v in served.bundle.spec.items() if k != "end_date"}  # a bundle registered before
+    assert dataclasses.replace(served.bundle, spec=spec).data_end == AS_OF  # its dataset id says it
+    cli = Cli(config_for(tmp_path, settings, ["GOOG", "MSFT"]))
+
+    refused = cli("--as-of", "2012-12-26", "predict")
+
+    assert refused.exit_code == 2, refused.output
+    assert "--as-of 2012-12-26 is inside the training data of model version" in refused.stderr
+    assert "trained on sessions up to 2013-03-01" in refused.stderr
+    assert "Traceback" not in refused.output
+    assert stored(engine) == {}
+    allowed = cli("--as-of", "2013-03-01", "--json", "predict")
+    assert allowed.exit_code == 0, allowed.output
+    assert {(t, d) for t, d in stored(engine)} == {("GOOG", date(2013, 3, 4)), ("MSFT", date(2013, 3, 4))}
 
 
 def test_baseline_ppf_and_p_up_are_scipy_stats_numbers() -> None:

@@ -47,7 +47,8 @@ def fetch_command(
 ) -> None:
     """Fetch daily bars: incremental per ticker, restated histories replaced whole, nothing after --as-of.
 
-    Exit codes: 0 all saved, 3 some tickers failed (the rest saved), 2 bad input files, 4 no data.
+    Exit codes: 0 all saved, 3 some tickers failed or had rows rejected (the rest saved), 2 bad input
+    files, 4 no data.
     """
     from stockcli.config import normalize_ticker
     from stockcli.errors import StockCliError

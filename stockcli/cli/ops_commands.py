@@ -242,7 +242,7 @@ def daily(
 
 def _show_daily(result: Any) -> None:
     fetched = result.fetch
-    failed = [r.ticker for r in fetched.tickers if r.status in ("failed", "no_data")]
+    failed = [r.ticker for r in fetched.tickers if r.status in ("failed", "no_data", "partial")]
     output.info(f"Daily run as of {result.as_of.isoformat()}: model version {result.model_version}.")
     if failed:
         output.warn(f"fetch failed for {', '.join(failed)}; the rest was saved.")
@@ -385,7 +385,11 @@ def backtest(
         )
     _show_backtest(result)
     if result.failures:
-        output.warn(f"{result.sessions_failed} sessions failed: " + "; ".join(result.failures[:5]))
+        counts = [f"{result.sessions_failed} sessions failed"] if result.sessions_failed else []
+        if result.tickers_failed:
+            n = len(result.tickers_failed)
+            counts.insert(0, f"{n} ticker{'s' if n > 1 else ''} failed every session")
+        output.warn(", ".join(counts) + ": " + "; ".join(result.failures[:5]))
     _finish_backtest(result)
 
 

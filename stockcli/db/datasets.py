@@ -246,7 +246,7 @@ def load_built(engine: Engine, run_id: str) -> BuiltDataset:
     """
     with engine.connect() as connection:
         dataset_row = connection.execute(
-            select(Dataset.feature_spec, Dataset.dates_npy, Dataset.tickers).where(Dataset.run_id == run_id)
+            select(Dataset.feature_spec, Dataset.end_date, Dataset.tickers).where(Dataset.run_id == run_id)
         ).first()
         scaler = (
             connection.execute(select(Scaler.__table__).where(Scaler.run_id == run_id)).mappings().first()
@@ -263,7 +263,7 @@ def load_built(engine: Engine, run_id: str) -> BuiltDataset:
         raise NoDataError(
             f"Dataset {run_id} has not been built yet.", hint=f"Run `stockcli build --run-id {run_id}`."
         )
-    feature_spec, _dates_npy, tickers = dataset_row
+    feature_spec, end_date, tickers = dataset_row
     scalers = dict(scaler["params"])
     if "series" not in feature_spec or any(sets[name]["windows_npy"] is None for name in PARTS):
         raise NoDataError(f"Dataset {run_id} cannot be used by this stockcli.", hint=OLD_LAYOUT_HINT)
@@ -273,6 +273,7 @@ def load_built(engine: Engine, run_id: str) -> BuiltDataset:
         feature_spec, scalers["feature_names"], scalers.get("context", {}).get("features", []), L
     )
     spec["dataset_run_id"] = run_id
+    spec["end_date"] = end_date.isoformat()  # the last session a model trained on it has seen
     series_names = tuple(feature_spec["series"])
     window_sets = {}
     for name in PARTS:

@@ -166,6 +166,9 @@ class LatestPrediction(Base):
     unseen: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
     # The model's own forecast and both baselines' quantiles, whichever was served (JSON numbers).
     detail: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    # Revision 0003: why a restated history voided it (no single factor restates its closes); a void
+    # prediction is never scored, shown or counted.
+    void_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
 
 
 class ModelPerformance(Base):
@@ -195,6 +198,8 @@ class ModelPerformance(Base):
     source: Mapped[str | None] = mapped_column(String(16), nullable=True)
     interval_source: Mapped[str | None] = mapped_column(String(16), nullable=True)
     detail: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    # Revision 0003: why a restated history voided this score; a void score counts in no metric.
+    void_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
 
 
 class PipelineRun(Base):

@@ -6,7 +6,7 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import date
 from typing import Any
 
-from sqlalchemy import and_, select
+from sqlalchemy import and_, select, update
 from sqlalchemy.engine import Connection, Engine
 
 from stockcli.db.models import LatestPrediction, ModelPerformance, RawStockData
@@ -37,7 +37,7 @@ def unevaluated_predictions(engine: Engine, *, through: date) -> list[dict[str, 
                 ),
             ).outerjoin(bars, and_(bars.c.ticker == pred.c.ticker, bars.c.date == pred.c.target_date))
         )
-        .where(perf.c.target_date.is_(None), pred.c.target_date <= through)
+        .where(perf.c.target_date.is_(None), pred.c.target_date <= through, pred.c.void_reason.is_(None))
         .order_by(pred.c.target_date, pred.c.ticker)
     )
     with engine.connect() as connection:
@@ -74,7 +74,7 @@ def performance_window(
     Monitor, report, the dashboard and backtest all read their windows here. Rows oldest first.
     """
     perf = ModelPerformance.__table__
-    dates_query = select(perf.c.target_date).distinct()
+    dates_query = select(perf.c.target_date).distinct().where(perf.c.void_reason.is_(None))
     if through is not None:
         dates_query = dates_query.where(perf.c.target_date <= through)
     if model_version is not None:
@@ -86,7 +86,7 @@ def performance_window(
         window_dates = [row[0] for row in connection.execute(dates_query)]
         if not window_dates:
             return []
-        query = select(perf).where(perf.c.target_date.in_(window_dates))
+        query = select(perf).where(perf.c.target_date.in_(window_dates), perf.c.void_reason.is_(None))
         if model_version is not None:
             query = query.where(perf.c.model_version == model_version)
         if ticker is not None:
@@ -106,8 +106,81 @@ def scored_between(engine: Engine, *, start: date, end: date) -> list[dict[str, 
     perf = ModelPerformance.__table__
     query = (
         select(perf)
-        .where(perf.c.target_date >= start, perf.c.target_date <= end)
+        .where(perf.c.target_date >= start, perf.c.target_date <= end, perf.c.void_reason.is_(None))
         .order_by(perf.c.target_date, perf.c.ticker)
     )
     with engine.connect() as connection:
         return [dict(row._mapping) for row in connection.execute(query)]
+
+
+# The prices a prediction and a score hold (the quantiles are closes too); `detail`'s are restated apart.
+QUANTILE_PRICES = ("q025", "q10", "q50", "q90", "q975")
+PREDICTION_PRICES = ("base_close", "predicted_close", *QUANTILE_PRICES)
+SCORE_PRICES = (*PREDICTION_PRICES, "actual_close", "abs_error", "naive_abs_error")
+
+# How a restatement treats one prediction, from its (base date, target date): (factor, None) rescales
+# its prices by the factor, (None, reason) voids it, (None, None) leaves it as it is.
+Restatement = Callable[[date, date], tuple[float | None, str | None]]
+
+
+def restate_predictions(connection: Connection, ticker: str, decide: Restatement) -> tuple[int, int]:
+    """Restate the predictions and scores of `ticker` with its restated bars, in the caller's
+    transaction (the one replacing the bars). Returns how many rows were (rescaled, voided).
+
+    Ratios (the percentage error, the direction score) and the interval levels (adaptive conformal
+    inference moves a miscoverage level, not a price) do not change with a factor; void rows are
+    left as they are.
+    """
+    rescaled = voided = 0
+    for model, prices in ((LatestPrediction, PREDICTION_PRICES), (ModelPerformance, SCORE_PRICES)):
+        table = model.__table__
+        columns = [table.c[name] for name in ("target_date", "model_version", "base_date", *prices, "detail")]
+        rows = connection.execute(
+            select(*columns).where(table.c.ticker == ticker, table.c.void_reason.is_(None))
+        ).all()
+        for row in rows:
+            factor, reason = decide(row.base_date, row.target_date)
+            if reason is not None:
+                values: dict[str, Any] = {"void_reason": reason}
+                voided += 1
+            elif factor is not None:
+                values = {name: _times(row._mapping[name], factor) for name in prices}
+                values["detail"] = rescale_detail(row.detail, factor)
+                rescaled += 1
+            else:
+                continue
+            connection.execute(
+                update(model)
+                .where(
+                    model.ticker == ticker,
+                    model.target_date == row.target_date,
+                    model.model_version == row.model_version,
+                )
+                .values(**values)
+            )
+    return rescaled, voided
+
+
+def rescale_detail(detail: Mapping[str, Any] | None, factor: float) -> dict[str, Any] | None:
+    """A prediction's `detail` (`services.predict`: the model's own close and quantiles, each
+    baseline's quantiles, in prices) with its prices times `factor`; returns, scales and levels kept."""
+    if detail is None:
+        return None
+    out = dict(detail)
+    model = detail.get("model")
+    if isinstance(model, Mapping):
+        out["model"] = {
+            **model,
+            "predicted_close": _times(model.get("predicted_close"), factor),
+            "quantiles": [_times(q, factor) for q in model.get("quantiles") or []],
+        }
+    baselines = detail.get("baselines")
+    if isinstance(baselines, Mapping):
+        out["baselines"] = {
+            name: [_times(q, factor) for q in values or []] for name, values in baselines.items()
+        }
+    return out
+
+
+def _times(value: Any, factor: float) -> Any:
+    return None if value is None else float(value) * factor

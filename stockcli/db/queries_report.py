@@ -124,7 +124,9 @@ def latest_predictions(
         if tickers is None:
             tickers = [row[0] for row in connection.execute(select(LatestPrediction.ticker).distinct())]
         for ticker in sorted(set(tickers)):
-            query = select(*columns).where(LatestPrediction.ticker == ticker)
+            query = select(*columns).where(
+                LatestPrediction.ticker == ticker, LatestPrediction.void_reason.is_(None)
+            )
             if as_of is not None:
                 query = query.where(LatestPrediction.as_of <= as_of)
             query = query.order_by(
@@ -172,7 +174,7 @@ def _newest_sessions(
     """
     limit = count + 8
     while True:
-        query = select(*_PERFORMANCE_COLUMNS)
+        query = select(*_PERFORMANCE_COLUMNS).where(ModelPerformance.void_reason.is_(None))
         if ticker is not None:
             query = query.where(ModelPerformance.ticker == ticker)
         if as_of is not None:

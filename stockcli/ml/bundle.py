@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -62,6 +64,19 @@ class ModelBundle:
     calibration: dict[str, Any] = field(default_factory=dict)
     baselines: dict[str, Any] = field(default_factory=dict)
     bundle_sha256: str | None = None  # the whole bundle's checksum, as verified when it was read
+
+    @property
+    def data_end(self) -> date | None:
+        """The last session of the dataset the model was trained (and validated and tested) on.
+
+        Recorded in the spec as `end_date`; a bundle registered before that records it only in its
+        dataset id (`services.process.dataset_run_id`: `ds-YYYYMMDD-...`). None when neither says.
+        """
+        value = self.spec.get("end_date")
+        if isinstance(value, str):
+            return date.fromisoformat(value)
+        match = re.fullmatch(r"ds-(\d{4})(\d{2})(\d{2})-[0-9a-f]+", self.dataset_run_id)
+        return date(*(int(part) for part in match.groups())) if match else None
 
 
 def _state_dict_arrays(model: nn.Module) -> dict[str, Any]:

@@ -62,10 +62,11 @@ def claim_workspace(workspace: Path) -> Path:
 
 
 def exit_code_for(result: BacktestResult) -> int:
-    """0 when every session was replayed, 3 when some failed, 4 when none could be replayed."""
+    """0 when every session was replayed for every ticker, 3 when some sessions failed or a ticker got
+    no prediction in any of them, 4 when none could be replayed."""
     if result.sessions_failed >= result.sessions:
         return EXIT_NOTHING
-    return EXIT_PARTIAL if result.sessions_failed else EXIT_OK
+    return EXIT_PARTIAL if result.sessions_failed or result.tickers_failed else EXIT_OK
 
 
 @dataclass(frozen=True)
@@ -96,7 +97,9 @@ class BacktestResult:
     per_ticker: dict[str, dict[str, Any]]
     wall_s: float
     sessions_per_s: float
+    # Tickers that got no prediction in any replayed session ("TICKER: why"), then failed sessions.
     failures: tuple[str, ...] = field(default_factory=tuple)
+    tickers_failed: tuple[str, ...] = ()
     data_end: date | None = None  # the newest bar the replay had, of any ticker
     sessions_past_data_end: int = 0  # sessions after data_end: nothing new to predict from
     baselines: dict[str, dict[str, Any]] = field(default_factory=dict)  # garch / rolling on the same rows
@@ -169,6 +172,9 @@ def backtest(
     bundle_cache: dict[str, Any] = {}
     retrains: list[RetrainEvent] = []
     failures: list[str] = []
+    why_not: dict[str, str] = {}  # ticker -> why it got no prediction, in the latest session it had none
+    predicted: set[str] = set()
+    replayed = 0
     predictions = 0
     promotions = 0
     started = time.perf_counter()
@@ -196,6 +202,9 @@ def backtest(
                 f"{session}: " + next((m for m in result.messages if "no prediction" in m), "stale")
             )
         predictions += len(result.predictions)
+        replayed += 1
+        predicted.update(p.ticker for p in result.predictions)
+        why_not.update((f.ticker, f.reason) for f in result.failed)
         if result.retrain is not None and result.retrain.ran:
             decision = result.retrain.promotion or {}
             retrains.append(
@@ -215,6 +224,10 @@ def backtest(
         if progress:
             progress(index + 1, len(sessions), f"{session}: {result.status}")
     wall_s = time.perf_counter() - started
+    sessions_failed = len(failures)
+    # A ticker never predicted while others were: named, not simply missing from the summary.
+    never = tuple(t for t in why_not if t not in predicted) if predicted else ()
+    failures[:0] = [f"{t}: no prediction in any of the {replayed} sessions: {why_not[t]}" for t in never]
 
     from stockcli.db.bars import newest_bar_date
     from stockcli.db.predictions import scored_between
@@ -246,7 +259,7 @@ def backtest(
         end=sessions[-1],
         workspace=str(workspace),
         sessions=len(sessions),
-        sessions_failed=len(failures),
+        sessions_failed=sessions_failed,
         predictions=predictions,
         evaluated=len(rows),
         retrains=tuple(retrains),
@@ -256,6 +269,7 @@ def backtest(
         wall_s=wall_s,
         sessions_per_s=len(sessions) / wall_s if wall_s > 0 else float("inf"),
         failures=tuple(failures),
+        tickers_failed=never,
         data_end=data_end,
         sessions_past_data_end=sum(1 for s in sessions if data_end is None or s > data_end),
         baselines=summary["baselines"],

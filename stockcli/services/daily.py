@@ -7,7 +7,7 @@ The CLI (`stockcli daily`, cron), the daemon and `backtest` run exactly this fun
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
@@ -114,6 +114,9 @@ def daily(
         bundle = registry.load_bundle(settings, version=version)
         if bundle_cache is not None:
             bundle_cache[version] = bundle
+    # A ticker whose fetch rejected rows has a history with holes or cut short (an unadjusted split):
+    # it fails here with the fetch's words, instead of being predicted from what is left.
+    rejected = _rejected_by_fetch(fetched, settings.data.tickers)
     predicted = predict(
         settings=settings,
         engine=engine,
@@ -121,9 +124,12 @@ def daily(
         bundle=bundle,
         pipeline_run_id=run.run_id if run else None,
         now=now,
+        tickers=[t for t in settings.data.tickers if t not in {f.ticker for f in rejected}],
     )
     predictions = predicted.predictions
-    for failure in predicted.failed:
+    order = {t: i for i, t in enumerate(settings.data.tickers)}
+    failed = tuple(sorted((*rejected, *predicted.failed), key=lambda f: order.get(f.ticker, len(order))))
+    for failure in failed:
         say(f"no prediction for {failure.ticker}: {failure.reason}")
     checkpoint(settings, "daily:after_predict")
 
@@ -148,7 +154,7 @@ def daily(
         status = "refused"
     elif not predictions:
         status = "stale"
-    elif predicted.failed or fetched.status != "ok":
+    elif failed or fetched.status != "ok":
         status = "partial"
     result = DailyResult(
         status=status,
@@ -162,19 +168,30 @@ def daily(
         retrain=retrained,
         bootstrapped=bootstrap is not None,
         messages=tuple(messages),
-        failed=predicted.failed,
+        failed=failed,
     )
     if run is not None:
         run.status = {"ok": "ok", "partial": "partial", "stale": "failed", "refused": "failed"}[status]
         if status in ("stale", "refused"):
-            run.error = "; ".join(f"{f.ticker}: {f.reason}" for f in predicted.failed) or "no prediction"
+            run.error = "; ".join(f"{f.ticker}: {f.reason}" for f in failed) or "no prediction"
         mark_retrained(run.details, result.retrained)
         run.details["promoted"] = result.promoted
         run.details["predictions"] = len(predictions)
-        run.details["failed"] = [f.ticker for f in predicted.failed]
+        run.details["failed"] = [f.ticker for f in failed]
         # The session predicted from: what the daemon's catch-up counts as covered.
         mark_base_date(run.details, predictions[0].base_date if predictions else None)
     return result
+
+
+def _rejected_by_fetch(fetched: Any, watchlist: Sequence[str]) -> tuple[FailedTicker, ...]:
+    """The watchlist tickers whose fetch stored their valid rows but rejected others, as failures."""
+    return tuple(
+        FailedTicker(
+            t.ticker, f"fetch: {t.error}. {t.hint}" if t.hint else f"fetch: {t.error}", "rejected_rows"
+        )
+        for t in fetched.tickers
+        if t.status == "partial" and t.ticker in watchlist
+    )
 
 
 def daily_json(result: DailyResult) -> dict[str, Any]:

@@ -10,7 +10,9 @@ Per ticker, in its own transaction, so one ticker's failure never loses another'
 3. Overlapping bars that differ by more than `[data] restatement_tolerance` (relative) mean the source
    restated the history (a split or dividend re-adjusted it): the whole history is fetched again from
    `[data] start` and replaces the stored one in one transaction (delete + insert), so adjustment bases
-   never mix. Bars stored from another source are replaced the same way. A split bigger than the jump
+   never mix. The ticker's predictions and their scores are restated in the same transaction: their
+   prices times the factor that moved their closes, or void (kept, never counted) when no single
+   factor does (`_restatement_rule`). Bars stored from another source are replaced the same way. A split bigger than the jump
    factor is still a restatement, not a jump: the overlap is compared as a whole, and one absurd bar in
    it (dropped by the jump check against the stored close) is not.
 4. Otherwise only new rows and rows whose values changed are written (upserts on [ticker, date]), so a
@@ -41,6 +43,7 @@ from stockcli.db.bars import (
     ticker_sources,
     upsert_bars,
 )
+from stockcli.db.predictions import Restatement, restate_predictions
 from stockcli.db.store import utcnow
 from stockcli.errors import (
     EXIT_NOTHING,
@@ -56,7 +59,14 @@ from stockcli.errors import (
 )
 from stockcli.services.runtime import checkpoint
 from stockcli.sources import BarSource, fetch_with_retries, get_source
-from stockcli.sources.base import IMPLAUSIBLE_JUMP, PRICE_COLUMNS, clip_range, drop_implausible_jumps
+from stockcli.sources.base import (
+    IMPLAUSIBLE_JUMP,
+    PRICE_COLUMNS,
+    ROUNDING_ABS,
+    clip_range,
+    drop_implausible_jumps,
+    suspected_split,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -64,6 +74,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 SUCCESS_STATUSES = ("ok", "replaced")
+# Statuses whose valid rows were stored: `partial` also rejected some (exit 3 for that ticker).
+SAVED_STATUSES = (*SUCCESS_STATUSES, "partial")
 
 ProgressCallback = Callable[[str, int, int], None]
 
@@ -73,7 +85,9 @@ class TickerFetch:
     """The outcome for one ticker.
 
     status: `ok` (new or changed rows written, or already up to date), `replaced` (history restated
-    and replaced whole), `no_data` (the source had nothing; nothing deleted) or `failed`.
+    and replaced whole), `partial` (valid rows stored, but rows were rejected: a history with holes
+    or cut short, e.g. by an unadjusted split; `error` says which and `hint` what to do), `no_data`
+    (the source had nothing; nothing deleted) or `failed`.
     """
 
     ticker: str
@@ -118,7 +132,8 @@ class TickerFetch:
 
 @dataclass(frozen=True)
 class FetchResult:
-    """The outcome of one fetch: `ok` (every ticker saved), `partial` or `failed` (none saved)."""
+    """The outcome of one fetch: `ok` (every ticker saved whole), `partial` (some failed or had rows
+    rejected) or `failed` (none saved)."""
 
     status: str
     source: str
@@ -159,10 +174,12 @@ class FetchResult:
         if not failed:
             return None
         listed = "; ".join(f"{t.ticker}: {t.error or t.status}" for t in failed)
-        message = f"{len(failed)} of {len(self.tickers)} ticker(s) not fetched: {listed}"
+        message = f"{len(failed)} of {len(self.tickers)} ticker(s) not fetched in full: {listed}"
         if self.status == "partial":
+            own = " ".join(f"{t.ticker}: {t.hint}" for t in failed if t.status == "partial" and t.hint)
             return PartialFailure(
-                message, hint="The other tickers were saved; fix the cause and run fetch again."
+                message,
+                hint=(own + " " if own else "") + "The rest was saved; fix the cause and run fetch again.",
             )
         code = self.exit_code
         if code == EXIT_NOTHING:
@@ -230,8 +247,9 @@ def fetch(
         checkpoint(settings, "fetch:after_ticker")
         if progress is not None:
             progress(ticker, index + 1, len(names))
-    saved = sum(1 for r in results if r.succeeded)
-    status = "ok" if saved == len(results) else ("partial" if saved else "failed")
+    complete = sum(1 for r in results if r.succeeded)
+    saved = sum(1 for r in results if r.status in SAVED_STATUSES)
+    status = "ok" if complete == len(results) else ("partial" if saved else "failed")
     return FetchResult(
         status=status, source=bar_source.name, as_of=as_of, cutoff=cutoff, tickers=tuple(results)
     )
@@ -322,17 +340,18 @@ def _fetch_ticker(
     # Implausible jumps are judged against the past only. With nothing stored before the frame (a
     # first fetch, a replacement) its first bar is the reference; otherwise the last stored close.
     frame, jumps = screen(raw, None)
+    reference: float | None = None  # the close the frame's first bar was judged against
     if replace_reason is None and last is not None:
         with engine.connect() as connection:
             overlap = stored_bars(connection, ticker, start=start, end=cutoff)
             anchor = close_before(connection, ticker, raw.index[0].date())
         anchored, anchored_jumps = screen(raw, anchor)
         if not anchored.empty and _agrees(overlap, anchored, data.restatement_tolerance):
-            frame, jumps = anchored, anchored_jumps  # the usual case; absurd bars dropped
+            frame, jumps, reference = anchored, anchored_jumps, anchor  # the usual case; absurd bars dropped
         elif _shares_dates(overlap, frame) and _agrees(overlap, frame, data.restatement_tolerance):
             pass  # what is stored jumps just before the frame (stored while the check was off)
         elif not _shares_dates(overlap, frame):
-            frame, jumps = anchored, anchored_jumps  # nothing to compare with: the stored past decides
+            frame, jumps, reference = anchored, anchored_jumps, anchor  # nothing to compare: the past decides
         else:
             # The overlap moved as a whole (a split or dividend re-adjusted the history; a bigger
             # split than max_jump_factor makes every bar "jump" from the stored close, which is why
@@ -348,6 +367,7 @@ def _fetch_ticker(
                     "valid bars; the stored bars were kept.",
                     hint="Run fetch again later.",
                 )
+    split = suspected_split(raw, frame, previous_close=reference) if jumps else None
     if jumps:
         reasons[IMPLAUSIBLE_JUMP] = reasons.get(IMPLAUSIBLE_JUMP, 0) + jumps
         rejected += jumps
@@ -359,8 +379,9 @@ def _fetch_ticker(
             rejected_reasons=reasons,
             last_date=last,
             fetched_from=start,
-            error=f"all {rejected} bar(s) from {start} to {cutoff} were rejected "
-            f"({', '.join(f'{reason}: {count}' for reason, count in reasons.items())})",
+            error=f"all {rejected} bar(s) from {start} to {cutoff} were rejected ({_counted(reasons)})"
+            + _split_words(split),
+            hint=_rejection_hint(ticker, split),
             exit_code=EXIT_NOTHING,
         )
 
@@ -370,6 +391,12 @@ def _fetch_ticker(
             added, updated, deleted = _diff(old, frame)
             delete_bars(connection, ticker)
             upsert_bars(connection, _rows(ticker, frame, source.name, fetched_at))
+            # Predictions made on the old basis go with it, in this transaction: never scored against
+            # a close on another basis (a 2:1 split would read as a 100% error).
+            rule = _restatement_rule(old, frame, data.restatement_tolerance, fetched_at.date())
+            rescaled, voided = restate_predictions(connection, ticker, rule)
+            if rescaled or voided:
+                replace_reason += f"; predictions restated with it: {rescaled} rescaled, {voided} voided"
         else:
             old = stored_bars(connection, ticker, start=start, end=cutoff)
             added_mask, updated_mask = _changed(old, frame)
@@ -381,9 +408,17 @@ def _fetch_ticker(
     newest = frame.index.max().date()
     if replace_reason is None and last is not None:
         newest = max(newest, last)
+    status, error, hint, code = "replaced" if replace_reason else "ok", None, None, EXIT_OK
+    if rejected:  # a history with holes or cut short: that ticker failed, loudly (what was valid is kept)
+        status, code = "partial", EXIT_PARTIAL
+        error = (
+            f"{rejected} of {rejected + len(frame)} rows rejected ({_counted(reasons)}); "
+            f"the other {len(frame)} were saved" + _split_words(split)
+        )
+        hint = _rejection_hint(ticker, split)
     return TickerFetch(
         ticker=ticker,
-        status="replaced" if replace_reason else "ok",
+        status=status,
         added=added,
         updated=updated,
         deleted=deleted,
@@ -392,7 +427,62 @@ def _fetch_ticker(
         last_date=newest,
         fetched_from=start,
         note=replace_reason,
+        error=error,
+        hint=hint,
+        exit_code=code,
     )
+
+
+def _counted(reasons: dict[str, int]) -> str:
+    return ", ".join(f"{reason}: {count}" for reason, count in reasons.items())
+
+
+def _split_words(split: tuple[date, float] | None) -> str:
+    if split is None:
+        return ""
+    day, factor = split
+    return (
+        f"; a split detected on {day} (prices x{factor:g}): every row from then on jumps from the "
+        "close before it"
+    )
+
+
+def _rejection_hint(ticker: str, split: tuple[date, float] | None) -> str:
+    if split is not None:
+        return (
+            "The source's prices are not adjusted for the split: use split-adjusted prices, or re-fetch "
+            f"once the source has adjusted its history (`stockcli fetch --ticker {ticker}`)."
+        )
+    return "Check the rejected rows at the source (in a CSV, fix them) and fetch again."
+
+
+def _restatement_rule(old: pd.DataFrame, new: pd.DataFrame, tolerance: float, day: date) -> Restatement:
+    """How a prediction goes with a history restated from `old` to `new`: its prices times the factor
+    that moved its base close (a split moves every close by one factor; a dividend adjustment, the
+    closes before its day), provided that factor also moves its target close where one was stored;
+    void when no single factor restates both, or a bar it stands on is gone."""
+    old_close = {stamp.date(): float(close) for stamp, close in old["close"].items()}
+    new_close = {stamp.date(): float(close) for stamp, close in new["close"].items()}
+
+    def decide(base: date, target: date) -> tuple[float | None, str | None]:
+        voided = f"voided by the history restated on {day}: "
+        before, after = old_close.get(base), new_close.get(base)
+        if before is None or after is None:
+            return None, voided + f"the bar of its base session {base} is no longer in it"
+        factor = after / before
+        if target in old_close:
+            moved = new_close.get(target)
+            if moved is None:
+                return None, voided + f"the bar of its target session {target} is no longer in it"
+            # Published prices are rounded (cents): both closes of a factor carry a rounding step.
+            if abs(moved - factor * old_close[target]) > 2 * ROUNDING_ABS + tolerance * abs(moved):
+                return None, voided + (
+                    f"its base close ({base}) moved x{factor:.6g} and its target close ({target}) "
+                    f"x{moved / old_close[target]:.6g}; no single factor restates its prices"
+                )
+        return (None, None) if abs(factor - 1.0) <= 1e-12 else (factor, None)
+
+    return decide
 
 
 def _changed(old: pd.DataFrame, new: pd.DataFrame) -> tuple[Any, Any]:

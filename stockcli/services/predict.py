@@ -81,7 +81,7 @@ class FailedTicker:
 
     ticker: str
     reason: str
-    kind: str  # no_bars, stale, too_little_history, implausible
+    kind: str  # no_bars, stale, too_little_history, implausible, rejected_rows (fetch, in `daily`)
     predictable_from: date | None = None
 
 
@@ -161,13 +161,14 @@ def predict(
         version = model_version or production_version(settings)
         bundle = bundle_loader(version) if bundle_loader else registry.load_bundle(settings, version=version)
     version = str(bundle.version)
+    _refuse_inside_training_data(bundle, as_of)
     calendar = calendar_for(settings)
     base_date = required_base_date(settings, as_of, now=now)
     target_date = calendar.next_session(base_date)
     # Score what has matured first: adaptive conformal inference learns from yesterday's close.
     evaluate_matured(engine, through=base_date, settings=settings)
 
-    watchlist = list(tickers or settings.data.tickers)
+    watchlist = list(settings.data.tickers if tickers is None else tickers)
     series = list(dict.fromkeys([*watchlist, *bundle.context_tickers]))
     spec_start = _spec_start(bundle.spec)
     lookback = int(bundle.spec.get("serving_lookback") or serving_lookback(bundle.spec["indicators"]))
@@ -367,6 +368,22 @@ def predict(
         files=files,
         failed=tuple(failed),
     )
+
+
+def _refuse_inside_training_data(bundle: Any, as_of: date) -> None:
+    """UsageError (exit 2) when `as_of` lies before the last session of the model's own dataset: a
+    forecast of a session it was trained or tested on would be stored and scored as live accuracy."""
+    from stockcli.errors import UsageError
+
+    data_end = bundle.data_end
+    if data_end is not None and as_of < data_end:
+        raise UsageError(
+            f"--as-of {as_of} is inside the training data of model version {bundle.version}: it was "
+            f"trained on sessions up to {data_end}, so its predictions there would be scored as live "
+            "accuracy on sessions it has seen.",
+            hint=f"Predict as of {data_end} or later; to replay the past, use `stockcli backtest` "
+            "(it trains each model on the data up to its as-of).",
+        )
 
 
 # --- serving decisions ----------------------------------------------------------------------------------

@@ -40,6 +40,9 @@ IMPLAUSIBLE_JUMP = "implausible jump"
 PRICE_OUT_OF_RANGE = "price out of range"
 VOLUME_OUT_OF_RANGE = "volume out of range"
 
+# A day's own move around a split: a close within this (relative) of a whole ratio reads as one.
+SPLIT_RATIO_TOLERANCE = 0.1
+
 # What the columns can hold (`db.models`): prices are finite doubles, volumes 64-bit integers. A
 # value beyond is a corrupt row, rejected like the others, never cast into a wrapped-around number.
 VOLUME_LIMIT = 2.0**63  # the first float64 above BigInteger's maximum, 2**63 - 1
@@ -179,6 +182,34 @@ def drop_implausible_jumps(
             reference = float(closes[row])
     dropped = int((~keep).sum())
     return (bars[keep] if dropped else bars), dropped
+
+
+def suspected_split(
+    bars: pd.DataFrame, kept: pd.DataFrame, *, previous_close: float | None = None
+) -> tuple[date, float] | None:
+    """(first day, price factor) when the bars `drop_implausible_jumps` dropped from `bars` (leaving
+    `kept`) look like an unadjusted split: from one day on every bar is dropped, at least two, and
+    that day's close moved by a near-integer ratio or its inverse (x0.1 for a 10:1 split, x5 for a 1:5
+    reverse split) from the close before it (or `previous_close`). None otherwise.
+    """
+    import numpy as np
+
+    dropped = ~bars.index.isin(kept.index)
+    if dropped.sum() < 2:
+        return None
+    first = int(np.flatnonzero(dropped)[0])
+    if not dropped[first:].all():  # a split persists; bars back at the old level are no split
+        return None
+    closes = bars["close"].to_numpy(dtype="float64")
+    reference = closes[first - 1] if first > 0 else previous_close
+    if reference is None or not reference > 0:
+        return None
+    ratio = float(closes[first] / reference)
+    times = max(ratio, 1.0 / ratio)
+    whole = round(times)
+    if whole < 2 or abs(times / whole - 1.0) > SPLIT_RATIO_TOLERANCE:
+        return None
+    return bars.index[first].date(), float(whole) if ratio > 1 else 1.0 / whole
 
 
 def clip_range(frame: pd.DataFrame, start: date, end: date) -> pd.DataFrame:

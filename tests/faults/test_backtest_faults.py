@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,12 @@ from stockcli.db.engine import open_database
 from stockcli.services.backtest import WORKSPACE_MARKER
 from tests.conftest import Cli, write_config
 from tests.faults.checks import table_state
-from tests.faults.pipeline import new_workspace
+from tests.faults.pipeline import (
+    Workspace,
+    bootstrapped_fixture,  # noqa: F401  (the `bootstrapped` fixture)
+    new_workspace,
+    rewrite_mlflow_paths,
+)
 
 
 def folder_state(folder: Path) -> dict[str, str]:
@@ -131,3 +137,36 @@ def test_some_sessions_failed_exits_3_and_names_the_sessions_past_the_data_end(t
     assert "3 of the 5 sessions lie after the newest bar (2013-03-01)" in result.stderr
     assert (scratch / WORKSPACE_MARKER).is_file() and (scratch / "stockcli.db").is_file()
     assert not workspace.data_dir.exists() or not (workspace.data_dir / "stockcli.db").exists()
+
+
+def test_a_ticker_that_fails_every_session_is_reported_and_exits_3(
+    bootstrapped: Workspace, tmp_path: Path
+) -> None:
+    """A watchlist ticker the source does not know gets no prediction in any replayed session while the
+    others do: it is named in `failures` with its reason (not simply missing) and the exit is 3."""
+    config = bootstrapped.config_path.read_text(encoding="utf-8")
+    bootstrapped.config_path.write_text(
+        config.replace('tickers = ["GOOG", "MSFT"]', 'tickers = ["GOOG", "ZZZZ", "MSFT"]'), encoding="utf-8"
+    )
+    scratch = tmp_path / "scratch"  # the bootstrapped workspace as the replay's own: no bootstrap to train
+    shutil.copytree(bootstrapped.data_dir, scratch, ignore=shutil.ignore_patterns("stockcli.lock"))
+    rewrite_mlflow_paths(scratch / "mlflow.db", bootstrapped.data_dir.resolve(), scratch.resolve())
+    (scratch / WORKSPACE_MARKER).write_text("made by a test\n", encoding="utf-8")
+
+    result = bootstrapped.cli(
+        "--json", "backtest", "--start", "2013-02-04", "--end", "2013-02-05", "--workspace", str(scratch)
+    )
+
+    assert result.exit_code == 3, result.output
+    summary = json.loads(result.stdout)
+    assert summary["sessions_failed"] == 0 and summary["predictions"] == 2 * 2
+    [failure] = summary["failures"]
+    assert failure.startswith("ZZZZ: no prediction in any of the 2 sessions") and "no stored bars" in failure
+    assert summary["tickers_failed"] == ["ZZZZ"]
+    assert set(summary["per_ticker"]) == {"GOOG", "MSFT"}
+
+    table = bootstrapped.cli(
+        "backtest", "--start", "2013-02-04", "--end", "2013-02-05", "--workspace", str(scratch)
+    )
+    assert table.exit_code == 3, table.output
+    assert "1 ticker failed every session: ZZZZ: no prediction in any of the 2 sessions" in table.stderr

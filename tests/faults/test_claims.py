@@ -75,3 +75,21 @@ def test_train_says_what_its_own_test_metrics_allow(bootstrapped: Workspace) -> 
     if verdicts != {"better"}:
         assert "beats the naive forecast" not in result.stdout
     assert production(bootstrapped) == "1"  # train never moves Production
+
+
+def test_predictions_inside_the_models_training_data_are_refused_naming_its_end(
+    bootstrapped: Workspace,
+) -> None:
+    """Production was trained on sessions up to 2013-02-01: `predict` (and `daily`) as of an earlier day
+    would store forecasts of sessions it has seen and score them as live accuracy. Exit 2, naming
+    the training end; nothing stored."""
+    from tests.faults.pipeline import ledger, predictions
+
+    stored = predictions(bootstrapped.engine, with_version=True)
+    for command in ("predict", "daily"):
+        result = bootstrapped.cli("--as-of", "2012-12-26", command)
+        assert result.exit_code == 2, result.output
+        assert "inside the training data of model version 1" in result.stderr
+        assert "trained on sessions up to 2013-02-01" in result.stderr
+        assert predictions(bootstrapped.engine, with_version=True) == stored
+        assert ledger(bootstrapped.engine)[-1][1:] == (command, "failed")

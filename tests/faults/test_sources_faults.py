@@ -235,6 +235,181 @@ def test_restated_history_whose_refetch_fails_keeps_the_old_history_whole(
     assert bar_state(engine) == before
 
 
+# --- a restated history under pending predictions --------------------------------------------------------------
+
+PRICE_FIELDS = ("base_close", "predicted_close", "q025", "q10", "q50", "q90", "q975")
+SCORE_FIELDS = (*PRICE_FIELDS, "actual_close", "abs_error", "naive_abs_error")
+
+
+def close_on(engine: Engine, ticker: str, day: str) -> float:
+    return float(
+        load_bars(engine, [ticker], start=date.fromisoformat(day), end=date.fromisoformat(day))[ticker][
+            "close"
+        ].iloc[0]
+    )
+
+
+def predict_goog(engine: Engine, base: str, target: str) -> None:
+    """A stored prediction of GOOG's close on `target`, made from its close on `base` (+1%)."""
+    from stockcli.db.predictions import save_predictions
+    from stockcli.db.store import utcnow
+
+    close = close_on(engine, "GOOG", base)
+    quantiles = [close * f for f in (0.95, 0.98, 1.01, 1.03, 1.06)]
+    save_predictions(
+        engine,
+        [
+            {
+                "target_date": date.fromisoformat(target),
+                "ticker": "GOOG",
+                "model_version": "1",
+                "as_of": date.fromisoformat(base),
+                "base_date": date.fromisoformat(base),
+                "base_close": close,
+                "predicted_close": close * 1.01,
+                "dataset_run_id": "ds-20130101-abc",
+                "pipeline_run_id": None,
+                "created_at": utcnow(),
+                **dict(zip(("q025", "q10", "q50", "q90", "q975"), quantiles, strict=True)),
+                "p_up": 0.6,
+                "source": "model",
+                "p_value": 0.01,
+                "interval_source": "model",
+                "interval_p_value": 0.01,
+                "unseen": False,
+                "detail": {
+                    "model": {
+                        "predicted_close": close * 1.01,
+                        "quantiles": quantiles,
+                        "loc": 0.01,
+                        "scale": 0.02,
+                    },
+                    "baselines": {"garch": quantiles, "rolling": [None] * 5},
+                    "alphas": {"80": 0.2, "95": 0.05},
+                },
+            }
+        ],
+    )
+
+
+def rows_of(engine: Engine, model: Any) -> dict[str, dict[str, Any]]:
+    """target date (ISO) -> the row of GOOG in `model`'s table."""
+    from sqlalchemy import select
+
+    with engine.connect() as connection:
+        rows = connection.execute(select(model.__table__).where(model.ticker == "GOOG")).mappings().all()
+    return {row["target_date"].isoformat(): dict(row) for row in rows}
+
+
+def test_a_split_restates_pending_predictions_and_scores_with_the_bars(
+    make_settings: Callable[..., Settings],
+    database_url: str,
+    engines: Callable[[Settings], Engine],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A 2:1 split restates GOOG's history while a prediction made on the old basis is pending and one
+    is scored: both are rescaled by the same factor as the bars, in the fetch's transaction, so the
+    pending one is scored against the new close with its real error (not 100%); the interval state
+    (a miscoverage level, no price) is untouched."""
+    from stockcli.db.models import LatestPrediction, ModelPerformance
+    from stockcli.db.predictions import performance_window
+    from stockcli.db.serving import load_interval_state
+    from stockcli.services.monitor import evaluate_matured
+
+    fake = FakeYahoo(histories={"GOOG": history_frame("GOOG", START, "2013-03-01")}).install(monkeypatch)
+    settings = yahoo_settings(make_settings, database_url, "GOOG")
+    engine = engines(settings)
+    fetch(settings=settings, engine=engine, as_of=FIRST_AS_OF)
+    predict_goog(engine, "2013-02-13", "2013-02-14")
+    assert evaluate_matured(engine, through=FIRST_AS_OF, settings=settings) == (1, 0)
+    predict_goog(engine, "2013-02-15", "2013-02-19")  # pending: its target bar is not stored yet
+    before = rows_of(engine, LatestPrediction), rows_of(engine, ModelPerformance)
+    state = load_interval_state(engine)
+    fake.histories["GOOG"] = history_frame("GOOG", START, "2013-03-01", scale=0.5)
+
+    (goog,) = fetch(settings=settings, engine=engine, as_of=AS_OF).tickers
+
+    assert goog.status == "replaced" and "predictions restated with it: 3 rescaled, 0 voided" in (
+        goog.note or ""
+    )
+    after = rows_of(engine, LatestPrediction), rows_of(engine, ModelPerformance)
+    for old_rows, new_rows, fields in (
+        (before[0], after[0], PRICE_FIELDS),
+        (before[1], after[1], SCORE_FIELDS),
+    ):
+        assert set(new_rows) == set(old_rows)
+        for target, row in new_rows.items():
+            assert row["void_reason"] is None
+            assert {f: row[f] for f in fields} == pytest.approx(
+                {f: old_rows[target][f] * 0.5 for f in fields}, rel=1e-12
+            )
+            assert row["detail"]["model"]["quantiles"] == pytest.approx(
+                [q * 0.5 for q in old_rows[target]["detail"]["model"]["quantiles"]], rel=1e-12
+            )
+            assert row["detail"]["baselines"]["garch"] == pytest.approx(
+                row["detail"]["model"]["quantiles"], rel=1e-12
+            )
+            assert row["base_close"] == pytest.approx(
+                close_on(engine, "GOOG", row["base_date"].isoformat()), rel=1e-12
+            )
+    scored = after[1]["2013-02-14"]
+    assert (scored["abs_pct_error"], scored["direction_score"]) == (
+        before[1]["2013-02-14"]["abs_pct_error"],
+        before[1]["2013-02-14"]["direction_score"],
+    )
+    assert load_interval_state(engine) == state
+
+    assert evaluate_matured(engine, through=AS_OF, settings=settings) == (1, 0)
+    pending = rows_of(engine, ModelPerformance)["2013-02-19"]
+    old_base, old_actual = (float(sample("GOOG").loc[day, "close"]) for day in ("2013-02-15", "2013-02-19"))
+    assert pending["abs_pct_error"] == pytest.approx(abs(old_base * 1.01 - old_actual) / old_actual, rel=1e-9)
+    assert pending["abs_pct_error"] < 0.05  # on one basis: the real error, not a split's 50-100%
+    assert len(performance_window(engine, through=AS_OF, sessions=20)) == 2
+
+
+def test_a_history_restated_by_no_single_factor_voids_the_predictions_on_the_changed_bar(
+    make_settings: Callable[..., Settings],
+    database_url: str,
+    engines: Callable[[Settings], Engine],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The source corrects one bar (2013-02-13, +3%) in the overlap: the history is replaced, and the
+    predictions that stand on that bar (its score too) are kept but void, with the reason, never
+    scored nor counted; the prediction on unchanged bars is untouched and scored as usual."""
+    from stockcli.db.models import LatestPrediction, ModelPerformance
+    from stockcli.db.predictions import performance_window
+    from stockcli.services.monitor import evaluate_matured
+
+    clean = history_frame("GOOG", START, "2013-03-01")
+    fake = FakeYahoo(histories={"GOOG": clean}).install(monkeypatch)
+    settings = yahoo_settings(make_settings, database_url, "GOOG")
+    engine = engines(settings)
+    fetch(settings=settings, engine=engine, as_of=FIRST_AS_OF)
+    predict_goog(engine, "2013-02-12", "2013-02-13")
+    assert evaluate_matured(engine, through=date(2013, 2, 13), settings=settings) == (1, 0)
+    predict_goog(engine, "2013-02-13", "2013-02-14")  # not scored yet
+    predict_goog(engine, "2013-02-15", "2013-02-19")
+    before = rows_of(engine, LatestPrediction)["2013-02-19"]
+    corrected = clean.copy()
+    corrected.loc[pd.Timestamp("2013-02-13", tz="America/New_York"), ["Open", "High", "Low", "Close"]] *= 1.03
+    fake.histories["GOOG"] = corrected
+
+    (goog,) = fetch(settings=settings, engine=engine, as_of=AS_OF).tickers
+
+    assert goog.status == "replaced" and "predictions restated with it: 0 rescaled, 3 voided" in (
+        goog.note or ""
+    )
+    predictions, scores = rows_of(engine, LatestPrediction), rows_of(engine, ModelPerformance)
+    for row in (predictions["2013-02-13"], scores["2013-02-13"], predictions["2013-02-14"]):
+        assert "voided by the history restated on" in row["void_reason"], row
+        assert "no single factor restates its prices" in row["void_reason"]
+    assert predictions["2013-02-19"] == before and before["void_reason"] is None
+    assert evaluate_matured(engine, through=AS_OF, settings=settings) == (1, 0)  # 02-19; never 02-14
+    assert set(rows_of(engine, ModelPerformance)) == {"2013-02-13", "2013-02-19"}
+    window = performance_window(engine, through=AS_OF, sessions=20)
+    assert [row["target_date"] for row in window] == [date(2013, 2, 19)]
+
+
 # --- duplicate dates ---------------------------------------------------------------------------------------------
 
 
@@ -290,7 +465,7 @@ def test_duplicate_dates_in_a_yahoo_frame_keep_one_of_identical_rows_and_none_of
 
     (goog,) = fetch(settings=settings, engine=engine, as_of=AS_OF).tickers
 
-    assert goog.status == "ok"
+    assert goog.status == "partial" and goog.exit_code == 3  # rows rejected: said, never silent
     assert goog.rejected_reasons == {CONFLICTING_DUPLICATE: 4}
     assert goog.added == sessions("GOOG", "2013-02-19", "2013-03-01") - 1
     stored = {row[1]: row[2] for row in stored_closes(engine, "GOOG")}
@@ -337,7 +512,7 @@ def test_nan_and_absurd_rows_are_rejected_by_reason_and_their_neighbours_kept(
 
     result = cli("--as-of", "2013-03-01", "fetch", "--json")
 
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 3, result.output  # rows rejected: the ticker failed, its valid rows kept
     x = json.loads(result.stdout)["tickers"]["X"]
     expected: dict[str, int] = {}
     for _day, _values, reason in ABSURD_ROWS:
@@ -350,7 +525,7 @@ def test_nan_and_absurd_rows_are_rejected_by_reason_and_their_neighbours_kept(
         assert sorted(day for _t, day, _c in stored_closes(engine)) == kept
         before = bar_state(engine)
         again = cli("--as-of", "2013-03-01", "fetch", "--json")
-        assert json.loads(again.stdout)["tickers"]["X"]["rows"] == 0
+        assert again.exit_code == 3 and json.loads(again.stdout)["tickers"]["X"]["rows"] == 0
         assert bar_state(engine) == before
     finally:
         engine.dispose()
@@ -403,7 +578,8 @@ def test_a_100x_bar_is_judged_against_the_last_stored_close_not_taken_for_a_rest
 
     (goog,) = fetch(settings=settings, engine=engine, as_of=AS_OF).tickers
 
-    assert goog.status == "ok" and goog.note is None  # not a restatement
+    assert goog.status == "partial" and goog.note is None  # not a restatement; rejected rows said
+    assert "split" not in (goog.error or "")
     assert goog.rejected_reasons == {IMPLAUSIBLE_JUMP: 2}
     new_days = sessions("GOOG", "2013-02-19", "2013-03-01") - 1 - (where == "overlap not served")
     assert (goog.added, goog.updated) == (new_days, 0)
@@ -412,6 +588,83 @@ def test_a_100x_bar_is_judged_against_the_last_stored_close_not_taken_for_a_rest
     assert "2013-03-01" not in stored_days and goog.last_date == date(2013, 2, 28)
     closes = load_bars(engine, ["GOOG"])["GOOG"]["close"]
     assert (closes / closes.shift(1)).dropna().between(1 / 5, 5).all()
+
+
+# --- an unadjusted split: rows rejected are a failure of the ticker, never a silent truncation ------------------
+
+
+def bar_lines(frame: pd.DataFrame, *, scale_from: str | None = None, factor: float = 1.0) -> str:
+    """`frame` as CSV rows, prices times `factor` from `scale_from` on (an unadjusted split)."""
+    lines = []
+    for day, row in zip(frame.index, frame.itertuples(), strict=True):
+        f = factor if scale_from is not None and day >= pd.Timestamp(scale_from) else 1.0
+        lines.append(
+            f"{day.date()},{row.open * f!r},{row.high * f!r},{row.low * f!r},{row.close * f!r},{row.volume}"
+        )
+    return HEADER + "\n".join(lines) + "\n"
+
+
+def test_an_unadjusted_split_exits_3_for_its_ticker_saying_a_split_was_detected(
+    tmp_path: Path, database_url: str
+) -> None:
+    """GOOG x0.1 from 2010-06-01 in a CSV: its rows from that day on are rejected as implausible jumps.
+    The fetch exits 3 for GOOG and says a split was detected and what to do, keeps GOOG's earlier rows
+    and MSFT's whole history; a second fetch says so again instead of going quiet."""
+    folder = tmp_path / "bars"
+    folder.mkdir()
+    goog, msft = sample("GOOG", "2009-01-02"), sample("MSFT", "2009-01-02")
+    (folder / "GOOG.csv").write_text(bar_lines(goog, scale_from="2010-06-01", factor=0.1))
+    (folder / "MSFT.csv").write_text(bar_lines(msft))
+    config = write_config(
+        tmp_path,
+        database_url,
+        extra=f'[data]\nsource = "csv"\ncsv_dir = "{folder}"\ntickers = ["GOOG", "MSFT"]\nstart = 2009-01-02\n',
+    )
+    cli = Cli(config)
+    split_rows = len(goog.loc["2010-06-01":])
+
+    for attempt in ("first", "again"):
+        result = cli("--as-of", "2013-03-01", "fetch", "--json")
+
+        assert result.exit_code == 3, (attempt, result.output)
+        payload = json.loads(result.stdout)
+        assert payload["status"] == "partial"
+        x = payload["tickers"]["GOOG"]
+        assert x["status"] == "partial" and x["rejected_reasons"] == {IMPLAUSIBLE_JUMP: split_rows}, attempt
+        assert "a split detected on 2010-06-01 (prices x0.1)" in x["error"], x
+        assert "use split-adjusted prices, or re-fetch" in x["hint"]
+        assert payload["tickers"]["MSFT"]["status"] == "ok"
+        assert "GOOG: " in result.stderr and "a split detected" in result.stderr
+    assert split_rows > 600
+    engine = make_engine(load_settings(config, environ={}).database_url)
+    try:
+        stored = load_bars(engine, ["GOOG", "MSFT"])
+        assert stored["GOOG"].index[-1] == pd.Timestamp("2010-05-28") and len(stored["MSFT"]) == len(msft)
+    finally:
+        engine.dispose()
+
+
+def test_rejected_rows_that_are_no_split_exit_3_naming_the_reasons(tmp_path: Path, database_url: str) -> None:
+    """One absurd bar (a 100x close) in a CSV: rejected, the ticker exits 3 with the reason and no word
+    of a split; the table says it on the error line."""
+    folder = tmp_path / "bars"
+    folder.mkdir()
+    text = (
+        HEADER
+        + "2013-02-01,10,11,9,10.5,100\n2013-02-04,1000,1100,900,1050,100\n2013-02-05,10.4,11,10,10.6,100\n"
+    )
+    (folder / "X.csv").write_text(text)
+    config = write_config(
+        tmp_path,
+        database_url,
+        extra=f'[data]\nsource = "csv"\ncsv_dir = "{folder}"\ntickers = ["X"]\nstart = {START}\n',
+    )
+
+    result = Cli(config)("--as-of", "2013-03-01", "fetch")
+
+    assert result.exit_code == 3, result.output
+    assert "X: 1 of 3 rows rejected (implausible jump: 1); the other 2 were saved" in result.stderr
+    assert "split" not in result.stderr
 
 
 # --- a partial bar of a session still open ------------------------------------------------------------------------
@@ -536,7 +789,7 @@ def test_out_of_range_numbers_are_rejected_and_counted_and_no_warning_reaches_th
 
     result = cli("--as-of", "2013-03-01", "fetch", "--json")
 
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 3, result.output  # rows rejected: said, exit 3
     assert "Warning" not in result.stderr and "RuntimeWarning" not in result.stderr
     x = json.loads(result.stdout)["tickers"]["X"]
     assert x["rejected_reasons"] == {VOLUME_OUT_OF_RANGE: 2} and x["rejected"] == 2
@@ -546,7 +799,7 @@ def test_out_of_range_numbers_are_rejected_and_counted_and_no_warning_reaches_th
         assert volumes == {"2013-02-01": 100, "2013-02-06": 9_200_000_000_000_000_000, "2013-02-07": 250}
         before = bar_state(engine)
         again = cli("--as-of", "2013-03-01", "fetch", "--json")
-        assert again.exit_code == 0 and json.loads(again.stdout)["tickers"]["X"]["rows"] == 0
+        assert again.exit_code == 3 and json.loads(again.stdout)["tickers"]["X"]["rows"] == 0
         assert bar_state(engine) == before
     finally:
         engine.dispose()
