@@ -138,6 +138,7 @@ PIPELINE_ORDER = [
     "backtest",
     "report",
     "serve",
+    "notify",
     "db",
 ]
 README = Path(__file__).resolve().parents[1] / "README.md"
