@@ -79,7 +79,10 @@ def run_daily_job(
             messages = notify.daily_messages(result)
             code = exit_code_for(result)
             if code:
-                messages.insert(0, notify.failure_message("daily (daemon)", code, run.error or result.status))
+                failed = "; ".join(f"{f.ticker}: {f.reason}" for f in result.failed)
+                messages.insert(
+                    0, notify.failure_message("daily (daemon)", code, run.error or failed or None)
+                )
             notify.notify_run(run, messages)
         message = f"daily as of {as_of}: {result.status}, model {result.model_version}, {len(result.predictions)} predictions"
         log.info(message)

@@ -186,15 +186,24 @@ def _p(value: float | None) -> str:
 def send(settings: NotifySettings, messages: Sequence[Message]) -> list[str]:
     """Deliver the messages of the chosen events to every URL; returns a warning line per failed delivery.
 
-    Never raises: a notification that cannot be sent must not change the run's outcome.
+    Never raises: a notification that cannot be sent must not change the run's outcome, nor delay it
+    by more than one URL's tries: a URL that failed is not tried again for the other messages.
     """
     chosen = [message for message in messages if message.event in settings.events]
     if not settings.urls or not chosen:
         return []
     warnings = []
+    dead: set[str] = set()  # a URL that failed is not tried again for the run's other messages
     for message in chosen:
-        for delivery in deliver(settings, message):
+        for url in settings.urls:
+            if url in dead:
+                delivery = Delivery(
+                    redact_notify_url(url), False, 0, "not tried: it failed earlier in this run"
+                )
+            else:
+                delivery = _deliver_one(url, message, settings.timeout_s)
             if not delivery.delivered:
+                dead.add(url)
                 warning = (
                     f"Notification '{message.event}' to {delivery.url} not delivered "
                     f"({delivery.attempts} tries): {delivery.problem}"

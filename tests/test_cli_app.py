@@ -15,7 +15,18 @@ import pytest
 from stockcli.cli.app import hoist_global_options
 from tests.conftest import Cli, write_config
 
-HEAVY = ["torch", "mlflow", "optuna", "pandas", "sklearn", "yfinance", "ta", "exchange_calendars"]
+HEAVY = [
+    "torch",
+    "mlflow",
+    "optuna",
+    "pandas",
+    "sklearn",
+    "yfinance",
+    "ta",
+    "exchange_calendars",
+    "apprise",
+    "prometheus_client",
+]
 
 
 def test_help_imports_no_heavy_library() -> None:

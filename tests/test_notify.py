@@ -341,25 +341,65 @@ def run_stockcli(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_a_token_in_a_notification_url_never_shows(tmp_path: Path, webhook: Webhook) -> None:
-    """A refused delivery (404 from a live receiver) and a dead one, with --verbose logs: the token and
-    the path token appear nowhere, neither in the outputs nor in the ledger nor in `report`."""
-    refused = f"json://hook:{TOKEN}@127.0.0.1:{free_port()}/{PATH_TOKEN}"
-    config = write_config(tmp_path, extra=notify_toml(webhook.url(), refused))
+    """A live receiver and a dead one, `--verbose` logs on: the password and the path token appear
+    nowhere, neither in the outputs nor in the ledger nor in `report` (which shows the warning)."""
+    dead = f"json://hook:{TOKEN}@127.0.0.1:{free_port()}/{PATH_TOKEN}"
+    config = write_config(tmp_path, extra="[data]\nstart = 2013-02-01\n" + notify_toml(webhook.url(), dead))
     outputs = []
-    for args in (
-        ("--verbose", "--as-of", "2013-03-01", "build"),
-        ("--verbose", "notify", "--test"),
-        ("notify",),
-        ("--json", "report"),
+    in_process = Cli(config)
+    for args, code in (
+        (("--as-of", "2013-03-01", "fetch", "-t", "GOOG"), 0),
+        (("--verbose", "--as-of", "2013-03-01", "build"), 4),  # a process of its own: its logging
+        (("--verbose", "notify", "--test"), 1),
+        (("notify",), 0),
+        (("--json", "report"), 0),
+        (("report",), 0),
     ):
-        result = run_stockcli(config, *args)
-        assert result.returncode != 0 or args == ("notify",), result.stderr
-        outputs += [result.stdout, result.stderr]
-    assert "DEBUG" in outputs[1] and "Notifying 1 service" in outputs[1]  # Apprise's own logs were on
-    assert "json://***@127.0.0.1" in outputs[1]  # the ledger warning, also logged
-    rows = ledger(config)
-    assert rows[0][2]  # the warning about the dead receiver
-    assert len(webhook.posts) == 3  # build failed, the test message, report failed (no data)
+        if "--verbose" in args:
+            result = run_stockcli(config, *args)
+            assert result.returncode == code, (args, result.stderr)
+            outputs += [result.stdout, result.stderr]
+        else:
+            ran = in_process(*args)
+            assert ran.exit_code == code, (args, ran.output)
+            outputs += [ran.stdout, ran.stderr]
+    assert "DEBUG" in outputs[3] and "Notifying 1 service" in outputs[3]  # Apprise's own logs were on
+    assert "json://***@127.0.0.1" in outputs[3]  # the ledger warning, also logged
+    runs = json.loads(outputs[8])["runs"]
+    assert [(run["command"], len(run["warnings"])) for run in runs] == [("build", 1), ("fetch", 0)]
+    assert "not delivered" in runs[0]["warnings"][0] and "not delivered" in outputs[10]
+    assert [post["title"] for post in webhook.posts] == [
+        "stockcli build failed (exit 4)",
+        "stockcli test notification",
+    ]
     told = [post["title"] + post["message"] for post in webhook.posts]
-    for text in [*outputs, str(rows), *told]:
+    for text in [*outputs, str(ledger(config)), *told]:
         assert TOKEN not in text and PATH_TOKEN not in text
+
+
+def test_a_dead_receiver_is_tried_once_per_run_and_the_others_get_everything(
+    make_settings: Any, webhook: Webhook
+) -> None:
+    dead = f"json://127.0.0.1:{free_port()}/{PATH_TOKEN}"
+    retrained = RetrainResult(ran=True, reason="Forced with --force.", model_version="9", promoted=True)
+    settings = make_settings(notify={"urls": [dead, webhook.url()], "events": list(NOTIFY_EVENTS)})
+    messages = notify.daily_messages(daily_result(retrain=retrained))
+    warnings = notify.send(settings.notify, messages)
+    assert len(webhook.posts) == len(messages) == 3  # retrain, promotion, summary
+    assert len(warnings) == 3
+    assert "(2 tries)" in warnings[0] and all("(0 tries): not tried" in w for w in warnings[1:])
+
+
+def test_a_failed_daemon_job_is_told_and_the_daemon_goes_on(tmp_path: Path, webhook: Webhook) -> None:
+    from stockcli import daemon
+
+    (tmp_path / "data").write_text("a file where the data dir should be", encoding="utf-8")
+    settings = load_settings(
+        None,
+        environ={},
+        overrides={"storage": {"data_dir": str(tmp_path / "data")}, "notify": {"urls": [webhook.url()]}},
+    )
+    outcome = daemon.run_daily_job(settings, as_of=date(2013, 3, 1))
+    assert outcome.status == "failed"
+    assert [post["title"] for post in webhook.posts] == ["stockcli daily (daemon) failed (exit 2)"]
+    assert "usage or configuration error" in webhook.posts[0]["message"]

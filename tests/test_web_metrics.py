@@ -90,3 +90,16 @@ def test_metrics_of_an_empty_database_say_not_ready(tmp_path: Path) -> None:
     assert response.status_code == 200
     assert samples(response.text) == {("stockcli_database_ready", ()): 0.0}
     assert not (tmp_path / "data" / "stockcli.db").exists()  # read-only: nothing created
+
+
+def test_metrics_name_the_production_version(make_settings: Any) -> None:
+    from stockcli.web.metrics import metrics_text
+
+    settings = make_settings()
+    filled = report_data.fill(settings)
+    try:
+        info = report_service.ModelsInfo(versions=(), production_version="7")
+        found = samples(metrics_text(settings, filled.engine, info).decode())
+    finally:
+        filled.engine.dispose()
+    assert value(found, "stockcli_production_model_info", version="7") == 1

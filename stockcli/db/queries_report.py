@@ -233,6 +233,7 @@ def recent_runs(engine: Engine, *, limit: int) -> list[dict[str, Any]]:
             PipelineRun.finished_at,
             PipelineRun.duration_s,
             PipelineRun.error,
+            PipelineRun.warnings,
         )
         .order_by(PipelineRun.id.desc())
         .limit(limit)
