@@ -23,13 +23,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from stockcli import notify
 from stockcli.choices import NOTIFY_EVENTS
 from stockcli.config import load_settings
 from stockcli.db.engine import open_database
-from stockcli.db.models import PipelineRun
+from stockcli.db.models import LatestPrediction, PipelineRun
 from stockcli.errors import ConfigError
 from stockcli.services.daily import DailyResult
 from stockcli.services.monitor import EMPTY, BandBreak, MonitorResult, monitor
@@ -403,3 +403,48 @@ def test_a_failed_daemon_job_is_told_and_the_daemon_goes_on(tmp_path: Path, webh
     assert outcome.status == "failed"
     assert [post["title"] for post in webhook.posts] == ["stockcli daily (daemon) failed (exit 2)"]
     assert "usage or configuration error" in webhook.posts[0]["message"]
+
+
+@pytest.mark.slow
+def test_a_real_daily_run_sends_its_summary_and_band_breaks(
+    tmp_path_factory: pytest.TempPathFactory, tmp_path: Path, webhook: Webhook
+) -> None:
+    """The bootstrapped workspace of the fault tests (Production = version 1), GOOG's stored band moved
+    away from the close to come, then the next session's `daily` through the real CLI: the webhook
+    gets the band break the monitor scored, then the summary."""
+    from stockcli.db.models import ModelPerformance
+    from tests.faults.pipeline import NEXT_AS_OF, bootstrapped_workspace, copy_workspace
+
+    workspace = copy_workspace(bootstrapped_workspace(tmp_path_factory), tmp_path / "ws")
+    with workspace.config_path.open("a", encoding="utf-8") as config:
+        config.write(notify_toml(webhook.url(), events=json.dumps(list(NOTIFY_EVENTS))))
+    try:
+        with workspace.engine.begin() as connection:  # GOOG's band for 2013-02-04 made to miss its close
+            connection.execute(
+                update(LatestPrediction)
+                .where(LatestPrediction.ticker == "GOOG")
+                .values(q025=LatestPrediction.base_close * 1.20, q975=LatestPrediction.base_close * 1.30)
+            )
+        result = workspace.cli("--as-of", NEXT_AS_OF, "--json", "daily", "--no-retrain")
+        assert result.exit_code == 0, result.output
+        with workspace.engine.connect() as connection:
+            scored = connection.execute(
+                select(ModelPerformance.ticker, ModelPerformance.actual_close, ModelPerformance.q025)
+                .add_columns(ModelPerformance.q975)
+                .order_by(ModelPerformance.ticker)
+            ).all()
+        warnings = [row[2] for row in ledger(workspace.config_path) if row[0] == "daily"]
+    finally:
+        workspace.close()
+    broken = [ticker for ticker, actual, low, high in scored if not low <= actual <= high]
+    assert broken == ["GOOG"]
+    titles = [post["title"] for post in webhook.posts]
+    assert titles == [
+        "stockcli: 1 close outside the 95% band (GOOG)",
+        "stockcli daily 2013-02-04: ok, for 2013-02-05",
+    ]
+    assert "GOOG 2013-02-04: close " in webhook.posts[0]["message"]
+    predicted = json.loads(result.stdout)["predictions"]
+    for prediction in predicted:
+        assert f"{prediction['ticker']} {prediction['base_close']:.2f} → " in webhook.posts[-1]["message"]
+    assert warnings == [None, None]  # the bootstrap's run and this one: everything delivered
