@@ -425,9 +425,18 @@ def _notify_url_problem(url: str) -> str | None:
     """Why `url` is no notification URL Apprise can use (imported only when URLs are set), or None."""
     if not re.match(r"^[A-Za-z][A-Za-z0-9+.\-]*://\S+$", url.strip()):
         return "is not a URL (scheme://...)"
+    import logging
+
     import apprise
 
-    if apprise.Apprise.instantiate(url.strip(), suppress_exceptions=True) is None:
+    logger = logging.getLogger("apprise")  # its own "Unparseable URL" record would repeat our error
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        plugin = apprise.Apprise.instantiate(url.strip(), suppress_exceptions=True)
+    finally:
+        logger.setLevel(level)
+    if plugin is None:
         return "Apprise does not understand (unknown scheme, or a part missing or malformed)"
     return None
 

@@ -35,6 +35,8 @@ log = logging.getLogger("stockcli.notify")
 
 ATTEMPTS = 2
 RETRY_PAUSE_S = 0.5
+# A message lists at most this many tickers (a phone screen or two), then says how many more.
+MAX_LINES = 25
 # The meaning of each non-zero exit code (stockcli.errors), as a failure message says it.
 EXIT_MEANINGS = {
     1: "unexpected error",
@@ -132,10 +134,11 @@ def band_break_message(breaks: Sequence[BandBreak]) -> Message | None:
             f"{item.ticker} {item.target_date.isoformat()}: close {item.actual_close:.2f} {side} "
             f"{item.lower_95:.2f}–{item.upper_95:.2f}"
         )
-    tickers = ", ".join(sorted({item.ticker for item in breaks}))
+    names = sorted({item.ticker for item in breaks})
+    tickers = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
     count = len(breaks)
     title = f"stockcli: {count} close{'' if count == 1 else 's'} outside the 95% band ({tickers})"
-    return Message("band_break", title, "\n".join(lines))
+    return Message("band_break", title, _capped(lines))
 
 
 def summary_message(result: DailyResult) -> Message:
@@ -150,8 +153,7 @@ def summary_message(result: DailyResult) -> Message:
     lines += [f"{f.ticker}: no prediction ({f.reason})" for f in result.failed]
     target = result.predictions[0].target_date.isoformat() if result.predictions else "-"
     title = f"stockcli daily {result.as_of.isoformat()}: {result.status}, for {target}"
-    lines.append(f"Model version {result.model_version}.")
-    return Message("summary", title, "\n".join(lines))
+    return Message("summary", title, _capped(lines) + f"\nModel version {result.model_version}.")
 
 
 def daily_messages(result: DailyResult) -> list[Message]:
@@ -174,6 +176,12 @@ def probe_message() -> Message:
     return Message(
         "summary", "stockcli test notification", f"Sent by `stockcli notify --test` on {host} at {moment}."
     )
+
+
+def _capped(lines: Sequence[str]) -> str:
+    if len(lines) <= MAX_LINES:
+        return "\n".join(lines)
+    return "\n".join([*lines[: MAX_LINES - 1], f"... and {len(lines) - MAX_LINES + 1} more."])
 
 
 def _p(value: float | None) -> str:

@@ -448,3 +448,14 @@ def test_a_real_daily_run_sends_its_summary_and_band_breaks(
     for prediction in predicted:
         assert f"{prediction['ticker']} {prediction['base_close']:.2f} → " in webhook.posts[-1]["message"]
     assert warnings == [None, None]  # the bootstrap's run and this one: everything delivered
+
+
+def test_a_long_list_is_cut_to_fit_a_phone() -> None:
+    breaks = [BandBreak(f"T{i:03d}", date(2013, 3, 1), 2.0, 1.0, 1.5, "7") for i in range(60)]
+    message = notify.band_break_message(breaks)
+    assert message is not None
+    assert (
+        message.title == "stockcli: 60 closes outside the 95% band (T000, T001, T002, T003, T004 and 55 more)"
+    )
+    lines = message.body.splitlines()
+    assert len(lines) == notify.MAX_LINES and lines[-1] == "... and 36 more."

@@ -23,6 +23,9 @@ def notify(
 
     cli = state(ctx)
     config = cli.settings().notify
+    if not config.urls and not test:
+        output.info("No notification URL is configured ([notify] urls, or STOCKCLI_NOTIFY__URLS).")
+        return
     if not config.urls:
         raise ConfigError(
             "No notification URL is configured: [notify] urls is empty and STOCKCLI_NOTIFY__URLS is not set.",
