@@ -290,23 +290,21 @@ def notify_failure(
     config = settings.notify
     if not config.urls or "failure" not in config.events:
         return
-    try:
-        engine = _ledger_engine(settings)
-    except Exception:  # the database itself may be why the run failed
-        engine = None
+    from stockcli.db.runs import add_warnings, newest_run_since
+
+    engine = None
     run_id = None
     try:
-        if engine is not None:
-            from stockcli.db.runs import newest_run_since
-
-            found = newest_run_since(engine, pid=os.getpid(), since=since)
-            if found is not None:
-                run_id, ledger_error = found
-                error = error or ledger_error
+        engine = _ledger_engine(settings)
+        found = None if engine is None else newest_run_since(engine, pid=os.getpid(), since=since)
+        if found is not None:
+            run_id, ledger_error = found
+            error = error or ledger_error
+    except Exception as exc:  # the database itself may be why the run failed: tell it all the same
+        log.debug("No ledger row for the failure notification: %s", redact_url(str(exc)))
+    try:
         warnings = send(config, [failure_message(command, exit_code, error, hint)])
         if warnings and run_id is not None and engine is not None:
-            from stockcli.db.runs import add_warnings
-
             add_warnings(engine, run_id, warnings)
     except Exception as exc:
         log.warning("Could not record the failure notification: %s", redact_url(str(exc)))

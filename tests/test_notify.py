@@ -459,3 +459,14 @@ def test_a_long_list_is_cut_to_fit_a_phone() -> None:
     )
     lines = message.body.splitlines()
     assert len(lines) == notify.MAX_LINES and lines[-1] == "... and 36 more."
+
+
+def test_a_database_that_is_down_is_told_all_the_same(tmp_path: Path, webhook: Webhook) -> None:
+    config = write_config(tmp_path, extra=notify_toml(webhook.url()))
+    url = f"postgresql+psycopg://postgres:{TOKEN}@127.0.0.1:{free_port()}/stockcli"
+    result = Cli(config)("--as-of", "2013-03-01", "build", env={"STOCKCLI_DATABASE_URL": url})
+    assert result.exit_code != 0
+    assert [post["title"] for post in webhook.posts] == [f"stockcli build failed (exit {result.exit_code})"]
+    assert (
+        "postgres:***@127.0.0.1" in webhook.posts[0]["message"] and TOKEN not in webhook.posts[0]["message"]
+    )
