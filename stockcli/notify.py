@@ -153,7 +153,10 @@ def summary_message(result: DailyResult) -> Message:
     lines += [f"{f.ticker}: no prediction ({f.reason})" for f in result.failed]
     target = result.predictions[0].target_date.isoformat() if result.predictions else "-"
     title = f"stockcli daily {result.as_of.isoformat()}: {result.status}, for {target}"
-    return Message("summary", title, _capped(lines) + f"\nModel version {result.model_version}.")
+    lines_text = _capped(lines)
+    return Message(
+        "summary", title, (lines_text + "\n" if lines_text else "") + f"Model version {result.model_version}."
+    )
 
 
 def daily_messages(result: DailyResult) -> list[Message]:

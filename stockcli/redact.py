@@ -104,8 +104,8 @@ def notify_url_secrets(url: str) -> list[str]:
     if userinfo is not None:
         user, colon, password = userinfo.partition(":")
         secrets += [userinfo, user] + ([f":{password}"] if colon else [])
-    if not _HOST.match(host):
-        secrets.append(host)
+    if not _HOST.match(host):  # a token where the host goes (Telegram's `bot_id:secret`)
+        secrets += [host, *host.split(":")]
     secrets += [segment for segment in path.split("/") if segment]
     secrets += [value for key, value in pairs if key.lower() not in PLAIN_QUERY_KEYS]
     return secrets

@@ -291,6 +291,49 @@ def test_notify_test_says_per_url_whether_it_went_through(
 
 
 @pytest.mark.parametrize(
+    ("url", "shown", "secrets"),
+    [
+        (
+            "tgram://123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw/4242",
+            "tgram://***/***",
+            ["AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw"],
+        ),
+        (
+            "slack://T1JJ3T3L2/A1BRTD4JD/TIiajkdnlazkcOXrIdevi7FQ",
+            "slack://***/***",
+            ["TIiajkdnlazkcOXrIdevi7FQ"],
+        ),
+        (
+            "ntfy://me:hunter22@ntfy.sh/stockcli-alerts?priority=high",
+            "ntfy://***@ntfy.sh/***?priority=high",
+            ["hunter22", "stockcli-alerts"],
+        ),
+        (
+            "mailtos://me:app-pass-word@gmail.com?to=ops@example.org",
+            "mailtos://***@gmail.com?to=***",
+            ["app-pass-word", "ops@example.org"],
+        ),
+        (
+            "jsons://hooks.example.com/T00/B00/XXXXsecretXXXX?token=abcdefgh123",
+            "jsons://hooks.example.com/***?token=***",
+            ["XXXXsecretXXXX", "abcdefgh123"],
+        ),
+    ],
+)
+def test_a_notification_url_is_shown_masked_and_its_secrets_are_hidden_in_any_text(
+    url: str, shown: str, secrets: list[str]
+) -> None:
+    from stockcli import redact
+
+    assert redact.redact_notify_url(url) == shown
+    redact.hide(redact.notify_url_secrets(url))
+    text = f"POST https://api.example.net/bot{secrets[0]}/send failed for {url} ({secrets[-1]})"
+    hidden = redact.redact_url(text)
+    assert not any(secret in hidden for secret in secrets), hidden
+    assert "failed for ***" in hidden
+
+
+@pytest.mark.parametrize(
     ("toml", "expected"),
     [
         ('[notify]\nevents = ["failure", "fail"]\n', '[notify] events in {file} must be a list of "failure"'),
