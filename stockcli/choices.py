@@ -16,6 +16,9 @@ ModelType = Literal["lstm", "lstm_attention", "lstm_cross_attention"]
 Device = Literal["cpu", "cuda", "auto"]
 Distribution = Literal["student_t", "normal"]
 PromotionMetric = Literal["mae", "rmse", "mape", "winkler_95", "pinball"]
+# What `[notify] events` may choose: a failed run, a retrain, a promotion, a close outside its 95%
+# interval, the summary of a daily run.
+NotifyEvent = Literal["failure", "retrain", "promotion", "band_break", "summary"]
 
 SOURCES: tuple[Source, ...] = get_args(Source)
 TARGET_KINDS: tuple[TargetKind, ...] = get_args(TargetKind)
@@ -23,17 +26,20 @@ MODEL_TYPES: tuple[ModelType, ...] = get_args(ModelType)
 DEVICES: tuple[Device, ...] = get_args(Device)
 DISTRIBUTIONS: tuple[Distribution, ...] = get_args(Distribution)
 PROMOTION_METRICS: tuple[PromotionMetric, ...] = get_args(PromotionMetric)
+NOTIFY_EVENTS: tuple[NotifyEvent, ...] = get_args(NotifyEvent)
 
 __all__ = [
     "DEVICES",
     "DISTRIBUTIONS",
     "MODEL_TYPES",
+    "NOTIFY_EVENTS",
     "PROMOTION_METRICS",
     "SOURCES",
     "TARGET_KINDS",
     "Device",
     "Distribution",
     "ModelType",
+    "NotifyEvent",
     "PromotionMetric",
     "Source",
     "TargetKind",

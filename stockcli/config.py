@@ -31,12 +31,14 @@ from stockcli.choices import (
     DEVICES,
     DISTRIBUTIONS,
     MODEL_TYPES,
+    NOTIFY_EVENTS,
     PROMOTION_METRICS,
     SOURCES,
     TARGET_KINDS,
     Device,
     Distribution,
     ModelType,
+    NotifyEvent,
     PromotionMetric,
     Source,
     TargetKind,
@@ -72,6 +74,7 @@ ENVIRONMENT_KEYS: dict[str, tuple[str, str]] = {
     "STOCKCLI_DATABASE_URL": ("storage", "database_url"),
     "STOCKCLI_MLFLOW_TRACKING_URI": ("mlflow", "tracking_uri"),
     "STOCKCLI_OPTUNA_STORAGE": ("tuning", "storage_url"),
+    "STOCKCLI_NOTIFY__URLS": ("notify", "urls"),
 }
 
 # Indicators whose values the model sees made scale-free (see stockcli.features.indicators). Every
@@ -376,6 +379,68 @@ class DaemonSettings(_Section):
     misfire_grace_s: int = Field(default=6 * 3600, gt=0)
 
 
+NOTIFY_URL_HINT = (
+    "Write Apprise URLs such as mailto://you@example.com or json://host:port/path "
+    "(https://github.com/caronc/apprise/wiki), in a list or one string separated by spaces."
+)
+
+
+class NotifySettings(_Section):
+    # Apprise URLs hold tokens and passwords: kept out of repr(), shown only through redact_notify_url.
+    urls: tuple[str, ...] = Field(default=(), strict=False, repr=False)
+    events: tuple[NotifyEvent, ...] = Field(
+        default=("failure", "retrain", "promotion", "band_break"), strict=False
+    )
+    # Per try; a notification is tried twice, and its failure never changes the run's outcome.
+    timeout_s: float = Field(default=10.0, gt=0, le=120)
+
+    @field_validator("urls", mode="before")
+    @classmethod
+    def _url_list(cls, value: Any) -> Any:
+        """One string (STOCKCLI_NOTIFY__URLS) holds URLs separated by spaces; every URL is checked
+        here, so that pydantic never quotes one (with its token) in an error."""
+        from stockcli.redact import hide, notify_url_secrets, redact_notify_url
+
+        if isinstance(value, str):
+            value = value.split()
+        if not isinstance(value, list | tuple) or not all(isinstance(url, str) for url in value):
+            raise SettingProblem("must be a list of notification URLs (strings)", hint=NOTIFY_URL_HINT)
+        hide(secret for url in value for secret in notify_url_secrets(url))
+        for url in value:
+            problem = _notify_url_problem(url)
+            if problem:
+                raise SettingProblem(f"lists {redact_notify_url(url)}, which {problem}", hint=NOTIFY_URL_HINT)
+        return tuple(value)
+
+    @field_validator("events")
+    @classmethod
+    def _once_each(cls, value: tuple[NotifyEvent, ...]) -> tuple[NotifyEvent, ...]:
+        twice = sorted({name for name in value if value.count(name) > 1})
+        if twice:
+            raise SettingProblem(f"lists {', '.join(twice)} twice: {', '.join(value)}")
+        return value
+
+
+def _notify_url_problem(url: str) -> str | None:
+    """Why `url` is no notification URL Apprise can use (imported only when URLs are set), or None."""
+    if not re.match(r"^[A-Za-z][A-Za-z0-9+.\-]*://\S+$", url.strip()):
+        return "is not a URL (scheme://...)"
+    import logging
+
+    import apprise
+
+    logger = logging.getLogger("apprise")  # its own "Unparseable URL" record would repeat our error
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        plugin = apprise.Apprise.instantiate(url.strip(), suppress_exceptions=True)
+    finally:
+        logger.setLevel(level)
+    if plugin is None:
+        return "Apprise does not understand (unknown scheme, or a part missing or malformed)"
+    return None
+
+
 class Settings(BaseModel):
     """Everything a run needs to know, resolved: absolute paths, concrete URLs."""
 
@@ -393,6 +458,7 @@ class Settings(BaseModel):
     monitor: MonitorSettings = Field(default_factory=MonitorSettings)
     predict: PredictSettings = Field(default_factory=PredictSettings)
     daemon: DaemonSettings = Field(default_factory=DaemonSettings)
+    notify: NotifySettings = Field(default_factory=NotifySettings)
     config_path: Path | None = None
     # Test hook: the name of a checkpoint at which the process kills itself (STOCKCLI_KILL_AT).
     kill_at: str | None = None
@@ -762,6 +828,7 @@ __all__ = [
     "DEVICES",
     "DISTRIBUTIONS",
     "MODEL_TYPES",
+    "NOTIFY_EVENTS",
     "PROMOTION_METRICS",
     "REMOVED_KEYS",
     "SECTIONS",
@@ -775,6 +842,7 @@ __all__ = [
     "IntervalsSettings",
     "MlflowSettings",
     "MonitorSettings",
+    "NotifySettings",
     "PredictSettings",
     "PromotionSettings",
     "Settings",

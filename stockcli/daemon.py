@@ -66,14 +66,24 @@ def run_daily_job(
     settings: Settings, *, now: Callable[[], datetime] | None = None, as_of: date | None = None
 ) -> JobOutcome:
     """One scheduled daily run; never raises (the daemon must keep going)."""
-    from stockcli.services.daily import daily
+    from stockcli import notify
+    from stockcli.services.daily import daily, exit_code_for
     from stockcli.services.runtime import pipeline_run
 
     moment = now() if now else datetime.now(tz=ZoneInfo("UTC"))
+    started = datetime.now(tz=ZoneInfo("UTC"))
     as_of = as_of or clock.today(settings.data.exchange, now=moment)
     try:
         with pipeline_run(settings, command="daily", as_of=as_of) as run:
             result = daily(settings=settings, engine=run.engine, as_of=as_of, run=run, now=moment)
+            messages = notify.daily_messages(result)
+            code = exit_code_for(result)
+            if code:
+                failed = "; ".join(f"{f.ticker}: {f.reason}" for f in result.failed)
+                messages.insert(
+                    0, notify.failure_message("daily (daemon)", code, run.error or failed or None)
+                )
+            notify.notify_run(run, messages)
         message = f"daily as of {as_of}: {result.status}, model {result.model_version}, {len(result.predictions)} predictions"
         log.info(message)
         return JobOutcome(as_of, result.status, message)
@@ -82,10 +92,20 @@ def run_daily_job(
         return JobOutcome(as_of, "skipped", exc.message)
     except StockCliError as exc:
         log.error("daily as of %s failed: %s", as_of, exc)
+        notify.notify_failure(
+            settings,
+            command="daily (daemon)",
+            exit_code=exc.exit_code,
+            error=exc.message,
+            hint=exc.hint,
+            since=started,
+        )
         return JobOutcome(as_of, "failed", str(exc))
     except Exception as exc:
         log.exception("daily as of %s crashed", as_of)
-        return JobOutcome(as_of, "failed", f"{type(exc).__name__}: {exc}")
+        error = f"{type(exc).__name__}: {exc}"
+        notify.notify_failure(settings, command="daily (daemon)", exit_code=1, error=error, since=started)
+        return JobOutcome(as_of, "failed", error)
 
 
 def catch_up(settings: Settings, *, now: Callable[[], datetime] | None = None) -> JobOutcome | None:

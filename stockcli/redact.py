@@ -4,11 +4,18 @@ A password reaches stockcli inside URLs (the database URL, the MLflow tracking U
 storage URL) and from there inside the messages of SQLAlchemy, MLflow, requests and Optuna. Every
 place that shows a text to a person or stores it (the CLI's error line, `--verbose` tracebacks and
 log records, the run ledger, the dashboard) passes it through `redact_url`.
+
+Notification URLs (`[notify] urls`, Apprise) carry tokens no pattern can recognize: a Telegram bot
+token in the host, a Discord webhook token in the path, a key in the query. Their secret pieces are
+registered with `hide` when the settings are built, and `redact_url` then hides them in every text;
+`redact_notify_url` is how such a URL is shown (scheme, host and port kept, everything else masked).
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
+from urllib.parse import unquote
 
 MASK = "***"
 
@@ -21,16 +28,102 @@ _PARAMETER = re.compile(
 )
 
 
+# Registered secrets (see `hide`), longest first so that a whole URL is masked before its pieces.
+_hidden: tuple[str, ...] = ()
+# Shorter pieces of a notification URL (a port, "json") are not worth masking in every text.
+MIN_HIDDEN_LENGTH = 8
+# A password is masked wherever it appears from this length on (shorter ones would mask parts of words;
+# `scheme://user:password@` itself is always masked by pattern).
+MIN_PASSWORD_LENGTH = 4
+# Query keys of notification URLs whose values say where or how, never who: shown as they are.
+PLAIN_QUERY_KEYS = frozenset(
+    {"smtp", "port", "mode", "format", "method", "cto", "rto", "verify", "secure", "priority", "name"}
+)
+_HOST = re.compile(
+    r"^(?:localhost|\d{1,3}(?:\.\d{1,3}){3}|\[[0-9A-Fa-f:.]+\]|(?:[A-Za-z0-9-]+\.)+[A-Za-z]{2,})(?::\d{1,5})?$"
+)
+_SCHEME = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*)://(?P<rest>.*)$", re.DOTALL)
+
+
+def hide(secrets: Iterable[str]) -> None:
+    """Hide these exact strings (and their percent-decoded forms) in every text `redact_url` sees."""
+    global _hidden
+    found = set(_hidden)
+    for secret in secrets:
+        for form in (secret, unquote(secret)):
+            password = form.startswith(":")
+            form = form.removeprefix(":")
+            if len(form) >= (MIN_PASSWORD_LENGTH if password else MIN_HIDDEN_LENGTH):
+                found.add(form)
+    _hidden = tuple(sorted((s for s in found if s), key=len, reverse=True))
+
+
+def _notify_parts(url: str) -> tuple[str, str | None, str, str, list[tuple[str, str]]] | None:
+    """(scheme, userinfo or None, host[:port], path, query pairs) of `scheme://...`, or None."""
+    match = _SCHEME.match(url.strip())
+    if match is None:
+        return None
+    rest, _, query = match["rest"].partition("?")
+    authority, _, path = rest.partition("/")
+    userinfo, at, host = authority.rpartition("@")
+    pairs = [(key, value) for key, _, value in (part.partition("=") for part in query.split("&") if part)]
+    return match["scheme"], (userinfo if at else None), host, path, pairs
+
+
+def redact_notify_url(url: str) -> str:
+    """A notification URL as it may be shown: `json://***@127.0.0.1:8080/***?format=json`.
+
+    Scheme, host and port (when the host is a host name or an address, not a token) and the values of
+    harmless query keys are kept; the user and password, the path and every other value are masked.
+    """
+    parts = _notify_parts(url)
+    if parts is None:
+        return MASK
+    scheme, userinfo, host, path, pairs = parts
+    shown = f"{scheme}://" + (f"{MASK}@" if userinfo is not None else "")
+    shown += host if _HOST.match(host) else MASK
+    if path.strip("/"):
+        shown += f"/{MASK}"
+    if pairs:
+        shown += "?" + "&".join(
+            f"{key}={value if key.lower() in PLAIN_QUERY_KEYS else MASK}" for key, value in pairs
+        )
+    return shown
+
+
+def notify_url_secrets(url: str) -> list[str]:
+    """The pieces of a notification URL that `redact_notify_url` masks, the whole URL first.
+
+    A password is marked with a leading `:` so that `hide` keeps it from MIN_PASSWORD_LENGTH on.
+    """
+    parts = _notify_parts(url)
+    if parts is None:
+        return [url]
+    _scheme, userinfo, host, path, pairs = parts
+    secrets = [url, url.strip()]
+    if userinfo is not None:
+        user, colon, password = userinfo.partition(":")
+        secrets += [userinfo, user] + ([f":{password}"] if colon else [])
+    if not _HOST.match(host):  # a token where the host goes (Telegram's `bot_id:secret`)
+        secrets += [host, *host.split(":")]
+    secrets += [segment for segment in path.split("/") if segment]
+    secrets += [value for key, value in pairs if key.lower() not in PLAIN_QUERY_KEYS]
+    return secrets
+
+
 def redact_url(text: str) -> str:
     """`text` (a URL, or any message holding URLs) with every password replaced by `***`.
 
     Hides the password of `scheme://user:password@host` (also with an empty user name, and with `@`,
     `:` or other characters that defeat URL parsing inside it), and the values of `password=`,
-    `passwd=` and `pwd=` parameters. Everything else, host and database included, is kept, so the
-    text still says where.
+    `passwd=` and `pwd=` parameters, and every secret registered with `hide`. Everything else, host
+    and database included, is kept, so the text still says where.
     """
     if not text:
         return text
+    for secret in _hidden:
+        if secret in text:
+            text = text.replace(secret, MASK)
     hidden = _USERINFO.sub(lambda m: f"{m['head']}{MASK}{m['tail']}", text)
     return _PARAMETER.sub(lambda m: f"{m['key']}{MASK}", hidden)
 

@@ -15,7 +15,18 @@ import pytest
 from stockcli.cli.app import hoist_global_options
 from tests.conftest import Cli, write_config
 
-HEAVY = ["torch", "mlflow", "optuna", "pandas", "sklearn", "yfinance", "ta", "exchange_calendars"]
+HEAVY = [
+    "torch",
+    "mlflow",
+    "optuna",
+    "pandas",
+    "sklearn",
+    "yfinance",
+    "ta",
+    "exchange_calendars",
+    "apprise",
+    "prometheus_client",
+]
 
 
 def test_help_imports_no_heavy_library() -> None:
@@ -138,6 +149,7 @@ PIPELINE_ORDER = [
     "backtest",
     "report",
     "serve",
+    "notify",
     "db",
 ]
 README = Path(__file__).resolve().parents[1] / "README.md"

@@ -68,6 +68,30 @@ def report_error(cli_state: CliState | None, exc: BaseException, exit_code: int)
         output.emit_json({"status": "error", "error": message, "exit_code": exit_code})
 
 
+def tell_failure(ctx: Any, exit_code: int, exc: BaseException | None) -> None:
+    """Send the `failure` notification of a command that ends with `exit_code`; never raises."""
+    cli_state = ctx.obj if isinstance(ctx.obj, CliState) else None
+    command = ctx.invoked_subcommand
+    if cli_state is None or command is None or command == "notify":
+        return
+    try:
+        settings = cli_state.settings()
+    except Exception:  # no settings: no notification URLs either
+        return
+    if not settings.notify.urls:
+        return
+    from stockcli.notify import notify_failure
+
+    error = hint = None
+    if isinstance(exc, StockCliError):
+        error, hint = exc.message, exc.hint
+    elif exc is not None:
+        error = f"Unexpected error: {type(exc).__name__}: {exc}"
+    notify_failure(
+        settings, command=command, exit_code=exit_code, error=error, hint=hint, since=cli_state.started_at
+    )
+
+
 class StockCliGroup(TyperGroup):
     """Hoists global options and maps errors to exit codes for every subcommand."""
 
@@ -79,6 +103,7 @@ class StockCliGroup(TyperGroup):
             return super().invoke(ctx)
         except StockCliError as exc:
             report_error(ctx.obj if isinstance(ctx.obj, CliState) else None, exc, exc.exit_code)
+            tell_failure(ctx, exc.exit_code, exc)
             raise typer.Exit(exc.exit_code) from None
         except (
             KeyboardInterrupt
@@ -87,7 +112,11 @@ class StockCliGroup(TyperGroup):
             sys.stderr.write(f"Interrupted ({interrupts.describe()}).\n")
             interrupts.handled()
             raise typer.Exit(code) from None
-        except (typer.Exit, typer.Abort):
+        except typer.Exit as exc:  # a command's own non-zero exit (3 partial, 4 nothing to do...)
+            if exc.exit_code not in (0, 130, 143):
+                tell_failure(ctx, exc.exit_code, None)
+            raise
+        except typer.Abort:
             raise
         except Exception as exc:
             if type(exc).__module__.startswith("click") or type(exc).__name__ in (
@@ -96,6 +125,7 @@ class StockCliGroup(TyperGroup):
             ):
                 raise
             report_error(ctx.obj if isinstance(ctx.obj, CliState) else None, exc, EXIT_UNEXPECTED)
+            tell_failure(ctx, EXIT_UNEXPECTED, exc)
             raise typer.Exit(EXIT_UNEXPECTED) from None
 
 

@@ -17,6 +17,7 @@ from stockcli.cli import (
     db_commands,
     fetch_commands,
     model_commands,
+    notify_commands,
     ops_commands,
     report_commands,
     tune_commands,
@@ -48,6 +49,7 @@ COMMANDS: tuple[Command, ...] = (
     Command("backtest", ops_commands.backtest),
     Command("report", report_commands.report),
     Command("serve", report_commands.serve),
+    Command("notify", notify_commands.notify),
     Command("db", group=db_commands.db_app),
 )
 

@@ -245,6 +245,7 @@ def promote(
     ] = False,
 ) -> None:
     """Test a candidate against Production on one window; promote only if significantly better."""
+    from stockcli.notify import notify_run, promotion_message
     from stockcli.services.promote import promote as promote_service
     from stockcli.services.runtime import pipeline_run
 
@@ -277,6 +278,19 @@ def promote(
                 "dry_run": result.dry_run,
             }
         )
+        if result.promoted:
+            notify_run(
+                run,
+                [
+                    promotion_message(
+                        result.candidate_version,
+                        reason=result.reason,
+                        p_value=result.p_value,
+                        trigger="stockcli promote",
+                        previous=result.production_version,
+                    )
+                ],
+            )
     if cli.json:
         payload = promotion_json(result)
         payload["decision"]["alpha"] = settings.promotion.alpha

@@ -183,6 +183,7 @@ def predict(
 def monitor(ctx: typer.Context) -> None:
     """Score matured predictions, adapt the intervals; a tested decision on retraining."""
     from stockcli.ml import registry
+    from stockcli.notify import band_break_message, notify_run
     from stockcli.services.monitor import monitor as monitor_service
     from stockcli.services.runtime import pipeline_run
 
@@ -195,6 +196,7 @@ def monitor(ctx: typer.Context) -> None:
             settings=settings, engine=run.engine, as_of=as_of, model_version=str(version) if version else None
         )
         run.details.update({"retrain_needed": result.retrain_needed, "reason": result.reason})
+        notify_run(run, [m for m in [band_break_message(result.band_breaks)] if m is not None])
     if cli.json:
         output.emit_json(monitor_json(result))
     else:
@@ -211,6 +213,7 @@ def daily(
     ] = None,
 ) -> None:
     """The day's work: fetch, monitor, predict the next session, retrain when needed. For cron."""
+    from stockcli.notify import daily_messages, notify_run
     from stockcli.services.daily import daily as daily_service
     from stockcli.services.daily import daily_json, exit_code_for
     from stockcli.services.runtime import pipeline_run
@@ -231,6 +234,7 @@ def daily(
             n_trials=n_trials,
             progress=progress,
         )
+        notify_run(run, daily_messages(result))
     code = exit_code_for(result)
     if cli.json:
         output.emit_json(daily_json(result))
@@ -272,6 +276,7 @@ def retrain(
     ] = None,
 ) -> None:
     """process -> build -> tune -> train -> promote; only when needed unless --force."""
+    from stockcli.notify import notify_run, retrain_messages
     from stockcli.services.retrain import retrain_if_needed
     from stockcli.services.runtime import pipeline_run
 
@@ -291,6 +296,7 @@ def retrain(
             n_trials=n_trials,
             progress=progress,
         )
+        notify_run(run, retrain_messages(result, as_of=as_of))
     if cli.json:
         output.emit_json(result)
         return

@@ -211,7 +211,7 @@ def render_tables(report: Report) -> None:
                 _text(r.status),
                 r.started_at.strftime("%Y-%m-%d %H:%M:%S") if r.started_at else "-",
                 fmt(r.duration_s, 1),
-                _text(r.error or ""),
+                _text("; ".join(text for text in (r.error, *r.warnings) if text)),
             ]
             for r in report.runs
         ),

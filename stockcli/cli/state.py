@@ -7,7 +7,7 @@ command table in `cli/commands.py`, so the imports run one way (app -> commands 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,8 @@ class CliState:
     as_of_text: str | None = None
     json: bool = False
     verbose: bool = False
+    # When this invocation began: the ledger row of its run is the newest this process started since.
+    started_at: datetime = field(default_factory=lambda: datetime.now(tz=UTC))
     _settings: Any = field(default=None, repr=False)
 
     def settings(self, **overrides: dict[str, Any]) -> Any:

@@ -219,6 +219,8 @@ class PipelineRun(Base):
     host: Mapped[str | None] = mapped_column(String(255), nullable=True)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     details: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    # Revision 0004: what went wrong without changing the run's outcome (a notification not delivered).
+    warnings: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
 
 
 class Promotion(Base):

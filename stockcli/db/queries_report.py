@@ -12,7 +12,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any, Literal
 
-from sqlalchemy import inspect, select, union
+from sqlalchemy import func, inspect, select, union
 from sqlalchemy.engine import Connection, Engine, make_url
 
 from stockcli.config import Settings
@@ -235,6 +235,7 @@ def recent_runs(engine: Engine, *, limit: int) -> list[dict[str, Any]]:
             PipelineRun.finished_at,
             PipelineRun.duration_s,
             PipelineRun.error,
+            PipelineRun.warnings,
         )
         .order_by(PipelineRun.id.desc())
         .limit(limit)
@@ -272,3 +273,21 @@ def recent_promotions(engine: Engine, *, limit: int) -> list[dict[str, Any]]:
     )
     with engine.connect() as connection:
         return [dict(row._mapping) for row in connection.execute(query)]
+
+
+def newest_runs_per_command(engine: Engine, *, status: str | None = None) -> list[dict[str, Any]]:
+    """The newest finished ledger row of each command (only rows with `status` when given)."""
+    newest = select(func.max(PipelineRun.id)).where(PipelineRun.finished_at.is_not(None))
+    if status is not None:
+        newest = newest.where(PipelineRun.status == status)
+    query = select(
+        PipelineRun.command, PipelineRun.status, PipelineRun.finished_at, PipelineRun.duration_s
+    ).where(PipelineRun.id.in_(newest.group_by(PipelineRun.command)))
+    with engine.connect() as connection:
+        return [dict(row._mapping) for row in connection.execute(query)]
+
+
+def prediction_count(engine: Engine) -> int:
+    """How many predictions are stored (one per target session, ticker and model version)."""
+    with engine.connect() as connection:
+        return int(connection.execute(select(func.count()).select_from(LatestPrediction)).scalar_one())

@@ -7,12 +7,12 @@ daily run predicted from, which the daemon's catch-up counts as covered).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, MutableMapping
+from collections.abc import Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
-from datetime import date
+from datetime import UTC, date, datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.engine import Engine
 
 from stockcli.db.models import PipelineRun
@@ -74,3 +74,31 @@ def recent_daily_runs(engine: Engine, *, limit: int = 20) -> list[tuple[date, Ru
     )
     with engine.connect() as connection:
         return [(as_of, RunDetails.of(details)) for as_of, details in connection.execute(query)]
+
+
+def newest_run_since(engine: Engine, *, pid: int, since: datetime) -> tuple[int, str | None] | None:
+    """(id, error) of the newest ledger row this process started at or after `since`, or None."""
+    import socket
+
+    query = (
+        select(PipelineRun.id, PipelineRun.error, PipelineRun.started_at)
+        .where(PipelineRun.pid == pid, PipelineRun.host == socket.gethostname())
+        .order_by(PipelineRun.id.desc())
+        .limit(1)
+    )
+    with engine.connect() as connection:
+        row = connection.execute(query).first()
+    if row is None:
+        return None
+    started = row.started_at if row.started_at.tzinfo else row.started_at.replace(tzinfo=UTC)
+    return (int(row.id), row.error) if started >= since else None
+
+
+def add_warnings(engine: Engine, run_id: int, warnings: Sequence[str]) -> None:
+    """Append warnings (passwords and notification tokens hidden) to a ledger row, closed or not."""
+    from stockcli.redact import redact_url
+
+    with engine.begin() as connection:
+        current = connection.execute(select(PipelineRun.warnings).where(PipelineRun.id == run_id)).scalar()
+        combined = [*(current or []), *(redact_url(w) for w in warnings)]
+        connection.execute(update(PipelineRun).where(PipelineRun.id == run_id).values(warnings=combined))

@@ -130,8 +130,9 @@ def finish_run(
     status: str,
     error: str | None = None,
     details: Mapping[str, Any] | None = None,
+    warnings: Sequence[str] = (),
 ) -> None:
-    """Close a ledger row with its status, duration, error and details (passwords in URLs hidden)."""
+    """Close a ledger row with its status, duration, error, details and warnings (passwords in URLs hidden)."""
     error = redact_url(error) if error else error
     details = _redacted(details) if details is not None else None
     with engine.begin() as connection:
@@ -150,6 +151,7 @@ def finish_run(
                 duration_s=(finished - started).total_seconds(),
                 error=error,
                 details=dict(details) if details is not None else None,
+                warnings=[redact_url(w) for w in warnings] or None,
             )
         )
 

@@ -76,6 +76,7 @@ class MonitorResult:
     cooldown_active: bool = False
     last_retrain_as_of: date | None = None
     triggers: tuple[str, ...] = ()  # "skill", "coverage_80", "coverage_95"
+    band_breaks: tuple[BandBreak, ...] = ()  # closes scored by this run outside their 95% interval
 
 
 EMPTY = WindowMetrics(0, 0, None, None, None, None, None)
@@ -130,10 +131,45 @@ def _window(
     )
 
 
+@dataclass(frozen=True)
+class BandBreak:
+    """A scored close outside its 95% interval (what `[notify] events = ["band_break"]` reports)."""
+
+    ticker: str
+    target_date: date
+    actual_close: float
+    lower_95: float
+    upper_95: float
+    model_version: str
+
+
+def band_breaks(rows: Sequence[dict[str, Any]]) -> tuple[BandBreak, ...]:
+    """The scored rows whose close fell outside their stored 95% interval."""
+    from stockcli.ml.intervals import INTERVAL_COLUMNS
+    from stockcli.ml.metrics import QUANTILE_COLUMNS
+
+    low, high = (QUANTILE_COLUMNS[i] for i in INTERVAL_COLUMNS[95])
+    return tuple(
+        BandBreak(r["ticker"], r["target_date"], r["actual_close"], r[low], r[high], str(r["model_version"]))
+        for r in sorted(rows, key=lambda r: (r["target_date"], r["ticker"]))
+        if r.get(low) is not None and r.get(high) is not None and not r[low] <= r["actual_close"] <= r[high]
+    )
+
+
 def evaluate_matured(engine: Engine, *, through: date, settings: Settings | None = None) -> tuple[int, int]:
     """Score every prediction whose target bar is stored, and move the interval levels (ACI).
 
-    Returns (evaluated, pending). The scored rows and the interval state are written in one
+    Returns (evaluated, pending); see `score_matured`."""
+    scored, pending = score_matured(engine, through=through, settings=settings)
+    return len(scored), pending
+
+
+def score_matured(
+    engine: Engine, *, through: date, settings: Settings | None = None
+) -> tuple[list[dict[str, Any]], int]:
+    """Score every prediction whose target bar is stored, and move the interval levels (ACI).
+
+    Returns (the scored rows, pending). The scored rows and the interval state are written in one
     transaction; each prediction is scored once, so each teaches the state once.
     """
     from stockcli.db.serving import AciState, load_interval_state, save_interval_state
@@ -217,7 +253,7 @@ def evaluate_matured(engine: Engine, *, through: date, settings: Settings | None
         save_interval_state(connection, changed.values())
 
     predictions_db.save_performance(engine, rows, on_commit=save_state)
-    return len(rows), pending
+    return rows, pending
 
 
 def monitor(
@@ -233,7 +269,7 @@ def monitor(
     config = settings.monitor
     calendar = trading_calendar(settings.data.exchange, cache_dir=settings.data_dir / "cache")
     through = calendar.session_on_or_before(as_of)
-    evaluated, pending = evaluate_matured(engine, through=through, settings=settings)
+    scored, pending = score_matured(engine, through=through, settings=settings)
     rows = predictions_db.performance_window(
         engine, through=through, sessions=config.window_sessions, model_version=model_version
     )
@@ -266,7 +302,7 @@ def monitor(
     return MonitorResult(
         as_of=as_of,
         model_version=model_version,
-        evaluated=evaluated,
+        evaluated=len(scored),
         pending=pending,
         overall=overall,
         per_ticker=per_ticker,
@@ -275,6 +311,7 @@ def monitor(
         cooldown_active=cooldown,
         last_retrain_as_of=last_retrain,
         triggers=triggers,
+        band_breaks=band_breaks(scored),
     )
 
 

@@ -123,6 +123,7 @@ class RunRow:
     finished_at: datetime | None
     duration_s: float | None
     error: str | None
+    warnings: tuple[str, ...] = ()  # e.g. a notification not delivered (the run's outcome unchanged)
 
 
 @dataclass(frozen=True)
@@ -564,6 +565,7 @@ def _run_row(row: Mapping[str, Any]) -> RunRow:
         finished_at=_aware(row["finished_at"]),
         duration_s=row["duration_s"],
         error=row["error"],
+        warnings=tuple(row.get("warnings") or ()),
     )
 
 

@@ -36,6 +36,7 @@ class RunHandle:
     details: dict[str, Any] = field(default_factory=dict)
     status: str = "ok"
     error: str | None = None  # why a run that ends without an exception did not succeed
+    warnings: list[str] = field(default_factory=list)  # e.g. a notification not delivered
 
 
 def _close_dead_mlflow_runs(settings: Settings) -> None:
@@ -110,10 +111,24 @@ def _locked_run(
                 lock.ensure_held()
             interrupts.raise_if_requested()  # a Ctrl-C swallowed on the way is still not a success
         except PartialFailure as exc:
-            store.finish_run(engine, run_id, status="partial", error=exc.message, details=handle.details)
+            store.finish_run(
+                engine,
+                run_id,
+                status="partial",
+                error=exc.message,
+                details=handle.details,
+                warnings=handle.warnings,
+            )
             raise
         except StockCliError as exc:
-            store.finish_run(engine, run_id, status="failed", error=exc.message, details=handle.details)
+            store.finish_run(
+                engine,
+                run_id,
+                status="failed",
+                error=exc.message,
+                details=handle.details,
+                warnings=handle.warnings,
+            )
             raise
         except KeyboardInterrupt:  # SIGINT / SIGTERM: stopped on purpose, not a failure (exit 130 / 143)
             with contextlib.suppress(Exception):
@@ -123,6 +138,7 @@ def _locked_run(
                     status="interrupted",
                     error=f"Interrupted ({interrupts.describe()}) before the run finished.",
                     details=handle.details,
+                    warnings=handle.warnings,
                 )
             raise
         except BaseException as exc:
@@ -133,7 +149,15 @@ def _locked_run(
                     status="failed",
                     error=f"{type(exc).__name__}: {exc}",
                     details=handle.details,
+                    warnings=handle.warnings,
                 )
             raise
         else:
-            store.finish_run(engine, run_id, status=handle.status, error=handle.error, details=handle.details)
+            store.finish_run(
+                engine,
+                run_id,
+                status=handle.status,
+                error=handle.error,
+                details=handle.details,
+                warnings=handle.warnings,
+            )

@@ -181,6 +181,15 @@ class Reader:
             return None
         return self.registry.current_now(known[1])
 
+    async def versions_now(self) -> str | None:
+        """`data version|r<registry generation>` from the event loop when no thread is needed, else None."""
+        version = await self.version_now()
+        known = self._ledger
+        if version is None or known is None or known[0] != version:
+            return None
+        now = self.registry.current_now(known[1])
+        return None if now is None else f"{version}|r{now[1]}"
+
     def readable_version(self) -> str | None:
         """The data version, or None when the database is empty or cannot be read."""
         try:
@@ -418,6 +427,33 @@ def create_app(settings: Settings, *, warm_registry: bool = True) -> FastAPI:
                     return SafeJSONResponse({"status": "empty", **body})
                 return SafeJSONResponse({"status": "unavailable", **body}, status_code=503)
         return SafeJSONResponse({"status": "ok", "database": reader.database_label})
+
+    @app.get("/metrics")
+    async def metrics(request: Request) -> Response:
+        """Prometheus text format (`web/metrics.py`): last runs, predictions, live skill and coverage per
+        ticker, what serves each ticker, the Production version. Cached per data version."""
+        versions = await reader.versions_now()
+        cached = None if versions is None else reader.responses.lookup(("metrics",), versions)
+        if cached is not None:
+            return answer(request, cached)
+        return await run_in_threadpool(metrics_now, request)
+
+    def metrics_now(request: Request) -> Response:
+        from stockcli.web.metrics import CONTENT_TYPE, metrics_text
+
+        try:
+            engine = reader.engine()
+            version = reader.data_version()
+        except ApiError as exc:
+            if exc.command is None:  # unreadable: 503, as every data endpoint answers
+                raise
+            return Response(metrics_text(settings, None, None), media_type=CONTENT_TYPE)
+        info, generation = reader.models(version)
+
+        def build() -> CachedBody:
+            return CachedBody.of(metrics_text(settings, engine, info), CONTENT_TYPE)
+
+        return reader.respond(request, ("metrics",), f"{version}|r{generation}", build)
 
     return app
 

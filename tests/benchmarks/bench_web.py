@@ -7,7 +7,9 @@ for four tickers (2004-2013), 250 scored sessions each and the newest prediction
   FastAPI app (its own process, started by `uvicorn.run` with the same settings as `stockcli serve`)
   whose one endpoint returns the same JSON bytes: both throughputs, p50/p99 latencies and the ratio
   (the goal is >= 0.8x the bare endpoint);
-- every JSON endpoint round-robin at the same concurrency, with the error count (which must be zero).
+- every JSON endpoint round-robin at the same concurrency, with the error count (which must be zero);
+- `/metrics` (Prometheus text) against `/health` of the same server, alternating rounds
+  (`--metrics`; the goal is >= 0.8x `/health`'s throughput).
 
 The load comes from `wrk` when it is on the PATH (Debian: `apt-get install wrk`), otherwise from a
 small asyncio HTTP/1.1 client in this process (one keep-alive connection per client, no GIL shared
@@ -225,6 +227,42 @@ def compare_with_bare(
     return Comparison(ours=merge(results[ours_base]), bare=merge(results[bare_base]), body_bytes=len(body))
 
 
+def metrics_against_health(
+    *,
+    seconds: float,
+    clients: int,
+    workdir: Path,
+    database_url: str | None = None,
+    tool: str | None = None,
+    rounds: int = 10,
+) -> tuple[LoadResult, LoadResult]:
+    """`/metrics` (Prometheus text) against `/health` of the same `stockcli serve`, alternating rounds."""
+    config = _fill(workdir, database_url)
+    with _stockcli_serve(config, workdir) as base:
+        httpx.get(f"{base}/models", timeout=120).raise_for_status()  # the registry look-up is done
+        text = httpx.get(f"{base}/metrics", timeout=30).raise_for_status().text
+        if "stockcli_live_skill" not in text:
+            raise RuntimeError(f"/metrics lacks the live figures: {text[:500]}")
+        results: dict[str, list[LoadResult]] = {"/metrics": [], "/health": []}
+        for path in results:
+            drive(base, (path,), seconds=1.0, clients=clients, tool="asyncio")  # warm up
+        for _ in range(rounds):
+            for path, done in results.items():
+                done.append(drive(base, (path,), seconds=seconds / rounds, clients=clients, tool=tool))
+    return merge(results["/metrics"]), merge(results["/health"])
+
+
+def describe_metrics(metrics: LoadResult, health: LoadResult, label: str) -> str:
+    ratio = metrics.requests_per_s / health.requests_per_s if health.requests_per_s else 0.0
+    return "\n".join(
+        [
+            describe(metrics, f"{label}, stockcli serve /metrics"),
+            describe(health, f"{label}, stockcli serve /health"),
+            f"ratio /metrics / /health: {ratio:.2f}x (goal >= 0.8x)",
+        ]
+    )
+
+
 def merge(rounds: Sequence[LoadResult]) -> LoadResult:
     """Rounds of one path as one result: summed requests and time, exact percentiles (weighed for wrk)."""
     seconds = sum(r.seconds for r in rounds)
@@ -433,6 +471,14 @@ def test_web_load(tmp_path: Path) -> None:
     assert result.requests > 0
 
 
+@pytest.mark.benchmark
+def test_metrics_against_health(tmp_path: Path) -> None:
+    metrics, health = metrics_against_health(seconds=10, clients=50, workdir=tmp_path)
+    print("\n" + describe_metrics(metrics, health, "SQLite"))
+    assert metrics.errors == 0 and health.errors == 0, metrics.first_errors
+    assert metrics.requests > 0 and health.requests > 0
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=10.0, help="How long the clients run (default 10).")
@@ -441,8 +487,20 @@ def main() -> None:
     parser.add_argument(
         "--tool", choices=("wrk", "asyncio"), default=None, help="Load generator (default: wrk if installed)."
     )
+    parser.add_argument("--metrics", action="store_true", help="Only /metrics against /health.")
     args = parser.parse_args()
     label = "PostgreSQL" if args.database_url and "postgresql" in args.database_url else "SQLite"
+    if args.metrics:
+        with tempfile.TemporaryDirectory(prefix="stockcli-bench-web-") as folder:
+            metrics, health = metrics_against_health(
+                seconds=args.seconds,
+                clients=args.clients,
+                workdir=Path(folder),
+                database_url=args.database_url,
+                tool=args.tool,
+            )
+        print(describe_metrics(metrics, health, label))
+        sys.exit(1 if metrics.errors or health.errors else 0)
     with tempfile.TemporaryDirectory(prefix="stockcli-bench-web-") as folder:
         comparison = compare_with_bare(
             seconds=args.seconds,

@@ -1,0 +1,162 @@
+"""`GET /metrics` of `stockcli serve`: the dashboard's figures in Prometheus' text format.
+
+A fresh CollectorRegistry per build, filled from the same read-only queries as the dashboard (the last
+run of each command, the live window of `[monitor] window_sessions`, the newest prediction per
+ticker, the registry's Production version); the app caches the bytes per data version like every
+other response, so a scrape costs what `/health` costs. Nothing here writes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.engine import Engine
+
+from stockcli.config import Settings
+from stockcli.db import queries_report as queries
+from stockcli.services import report as report_service
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+def metrics_text(
+    settings: Settings, engine: Engine | None, models: report_service.ModelsInfo | None
+) -> bytes:
+    """The exposition text; `engine` None: the database holds nothing yet (`stockcli_database_ready 0`)."""
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    families = list(_families(settings, engine, models))
+
+    class Collector:
+        def collect(self) -> Iterator[Any]:
+            return iter(families)
+
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(Collector())  # type: ignore[arg-type]
+    return generate_latest(registry)
+
+
+def _families(
+    settings: Settings, engine: Engine | None, models: report_service.ModelsInfo | None
+) -> Iterator[Any]:
+    from prometheus_client.core import GaugeMetricFamily
+
+    ready = GaugeMetricFamily("stockcli_database_ready", "1 when the database holds bars or predictions.")
+    ready.add_metric([], 0 if engine is None else 1)
+    yield ready
+    if engine is None:
+        return
+    yield from _run_families(engine)
+    predictions = GaugeMetricFamily(
+        "stockcli_predictions_stored",
+        "Predictions stored (one per target session, ticker and model version).",
+    )
+    predictions.add_metric([], queries.prediction_count(engine))
+    yield predictions
+    yield from _serving_families(engine)
+    yield from _live_families(settings, engine)
+    if models is not None:
+        production = GaugeMetricFamily(
+            "stockcli_production_model_info",
+            "The model version holding the Production alias.",
+            labels=["version"],
+        )
+        if models.production_version is not None:
+            production.add_metric([models.production_version], 1)
+        yield production
+
+
+def _run_families(engine: Engine) -> Iterator[Any]:
+    from prometheus_client.core import GaugeMetricFamily
+
+    finished = GaugeMetricFamily(
+        "stockcli_last_run_timestamp_seconds",
+        "When the newest run of each command finished.",
+        labels=["command"],
+    )
+    status = GaugeMetricFamily(
+        "stockcli_last_run_status",
+        "1 for the status of the newest run of each command.",
+        labels=["command", "status"],
+    )
+    duration = GaugeMetricFamily(
+        "stockcli_last_run_duration_seconds",
+        "How long the newest run of each command took.",
+        labels=["command"],
+    )
+    success = GaugeMetricFamily(
+        "stockcli_last_success_timestamp_seconds",
+        "When the newest successful (status ok) run of each command finished.",
+        labels=["command"],
+    )
+    for row in queries.newest_runs_per_command(engine):
+        finished.add_metric([row["command"]], _seconds(row["finished_at"]))
+        status.add_metric([row["command"], row["status"]], 1)
+        if row["duration_s"] is not None:
+            duration.add_metric([row["command"]], row["duration_s"])
+    for row in queries.newest_runs_per_command(engine, status="ok"):
+        success.add_metric([row["command"]], _seconds(row["finished_at"]))
+    yield from (finished, status, duration, success)
+
+
+def _serving_families(engine: Engine) -> Iterator[Any]:
+    from prometheus_client.core import GaugeMetricFamily
+
+    interval = GaugeMetricFamily(
+        "stockcli_interval_source",
+        "1 for what serves each ticker's newest intervals (model, garch or rolling).",
+        labels=["ticker", "source"],
+    )
+    point = GaugeMetricFamily(
+        "stockcli_point_source",
+        "1 for what serves each ticker's newest point forecast.",
+        labels=["ticker", "source"],
+    )
+    target = GaugeMetricFamily(
+        "stockcli_latest_prediction_target_timestamp_seconds",
+        "The target session of each ticker's newest prediction (midnight UTC).",
+        labels=["ticker"],
+    )
+    for row in report_service.latest_predictions(engine):
+        if row.interval_source:
+            interval.add_metric([row.ticker, row.interval_source], 1)
+        if row.source:
+            point.add_metric([row.ticker, row.source], 1)
+        target.add_metric([row.ticker], _seconds(datetime(*row.target_date.timetuple()[:3])))
+    yield from (interval, point, target)
+
+
+def _live_families(settings: Settings, engine: Engine) -> Iterator[Any]:
+    from prometheus_client.core import GaugeMetricFamily
+
+    window = f" over the last {settings.monitor.window_sessions} scored sessions"
+    sessions = GaugeMetricFamily(
+        "stockcli_live_sessions", "Scored sessions" + window + ".", labels=["ticker"]
+    )
+    skill = GaugeMetricFamily(
+        "stockcli_live_skill", "Skill against naive (1 - MAE / naive MAE)" + window + ".", labels=["ticker"]
+    )
+    coverage = GaugeMetricFamily(
+        "stockcli_live_coverage_ratio",
+        "Share of closes inside the interval" + window + ".",
+        labels=["ticker", "level"],
+    )
+    for row in report_service.live_performance(settings, engine=engine):
+        sessions.add_metric([row.ticker], row.sessions)
+        if row.skill is not None:
+            skill.add_metric([row.ticker], row.skill)
+        for level, value in (("80", row.coverage_80), ("95", row.coverage_95)):
+            if value is not None:
+                coverage.add_metric([row.ticker, level], value)
+    yield from (sessions, skill, coverage)
+
+
+def _seconds(moment: datetime | None) -> float:
+    """Seconds since the epoch; a naive datetime (SQLite) is UTC."""
+    if moment is None:
+        return float("nan")
+    from datetime import UTC
+
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
