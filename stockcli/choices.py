@@ -16,6 +16,10 @@ ModelType = Literal["lstm", "lstm_attention", "lstm_cross_attention"]
 Device = Literal["cpu", "cuda", "auto"]
 Distribution = Literal["student_t", "normal"]
 PromotionMetric = Literal["mae", "rmse", "mape", "winkler_95", "pinball"]
+# Statistical interval candidates (the network competes beside them as "network").
+Candidate = Literal["rolling", "garch", "gjr", "har_range", "blend"]
+RangeEstimator = Literal["garman_klass", "parkinson"]
+IntervalMetric = Literal["pinball", "winkler_95"]
 
 SOURCES: tuple[Source, ...] = get_args(Source)
 TARGET_KINDS: tuple[TargetKind, ...] = get_args(TargetKind)
@@ -23,18 +27,23 @@ MODEL_TYPES: tuple[ModelType, ...] = get_args(ModelType)
 DEVICES: tuple[Device, ...] = get_args(Device)
 DISTRIBUTIONS: tuple[Distribution, ...] = get_args(Distribution)
 PROMOTION_METRICS: tuple[PromotionMetric, ...] = get_args(PromotionMetric)
+CANDIDATES: tuple[Candidate, ...] = get_args(Candidate)
 
 __all__ = [
+    "CANDIDATES",
     "DEVICES",
     "DISTRIBUTIONS",
     "MODEL_TYPES",
     "PROMOTION_METRICS",
     "SOURCES",
     "TARGET_KINDS",
+    "Candidate",
     "Device",
     "Distribution",
+    "IntervalMetric",
     "ModelType",
     "PromotionMetric",
+    "RangeEstimator",
     "Source",
     "TargetKind",
 ]

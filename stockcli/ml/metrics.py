@@ -40,7 +40,6 @@ METRIC_NAMES = ("mae", "rmse", "mape", "directional_accuracy")
 # What `[promotion] metric` may name: a point loss or an interval score, all "lower is better".
 LOSS_METRICS = ("mae", "rmse", "mape", "winkler_95", "pinball")
 INTERVAL_LOSSES = ("winkler_95", "pinball")
-BASELINE_NAMES = ("garch", "rolling")
 
 
 # --- per-row definitions ----------------------------------------------------------------------------
@@ -347,16 +346,7 @@ def summarize_scored(rows: Sequence[Mapping[str, Any]] | Sequence[Any]) -> dict[
     actual = np.array([float(r["actual_close"]) for r in items])
     base = np.array([float(r["base_close"]) for r in items])
     quantiles = np.array([[_num(r.get(c)) for c in QUANTILE_COLUMNS] for r in items])
-    baselines: dict[str, np.ndarray] = {}
-    for name in BASELINE_NAMES:
-        values = np.full((len(items), 5), np.nan)
-        for i, r in enumerate(items):
-            detail = r.get("detail") or {}
-            found = (detail.get("baselines") or {}).get(name)
-            if found is not None and len(found) == 5:
-                values[i] = [_num(v) for v in found]
-        if np.isfinite(values).any():
-            baselines[name] = values
+    baselines = _candidate_closes(items)
     result = evaluate(
         tickers=tickers,
         dates=dates,
@@ -389,6 +379,52 @@ def summarize_scored(rows: Sequence[Mapping[str, Any]] | Sequence[Any]) -> dict[
 
 
 QUANTILE_COLUMNS = ("q025", "q10", "q50", "q90", "q975")
+
+
+def stored_candidates(detail: Mapping[str, Any] | None) -> dict[str, Any]:
+    """{candidate: five close quantiles} a scored prediction recorded, served or not. Rows stored
+    before the forecaster table hold the baselines and the network's ("model") quantiles apart."""
+    detail = detail or {}
+    if "candidates" in detail:
+        return dict(detail["candidates"] or {})
+    found = dict(detail.get("baselines") or {})
+    network = (detail.get("model") or {}).get("quantiles")
+    if network is not None:
+        found["network"] = network
+    return found
+
+
+def _candidate_closes(items: Sequence[Mapping[str, Any]]) -> dict[str, np.ndarray]:
+    """{candidate: (n, 5) close quantiles} of scored rows, NaN where a row lacks that candidate."""
+    out: dict[str, np.ndarray] = {}
+    for i, row in enumerate(items):
+        for name, found in stored_candidates(row.get("detail")).items():
+            if found is not None and len(found) == 5:
+                values = out.setdefault(name, np.full((len(items), 5), np.nan))
+                values[i] = [_num(v) for v in found]
+    return {name: values for name, values in out.items() if np.isfinite(values).any()}
+
+
+def candidate_loss_panels(
+    rows: Sequence[Mapping[str, Any]], metric: str
+) -> tuple[dict[str, np.ndarray], list[date]]:
+    """Each candidate's (sessions, tickers) panel of `metric` losses over scored rows, and the sessions."""
+    items = [_as_mapping(row) for row in rows]
+    if not items:
+        return {}, []
+    tickers = [str(r["ticker"]) for r in items]
+    dates = [r["target_date"] for r in items]
+    actual = np.array([float(r["actual_close"]) for r in items])
+    base = np.array([float(r["base_close"]) for r in items])
+    panels = {
+        name: panel_of(
+            loss_series(metric, predicted=base, actual=actual, base=base, quantiles=values), dates, tickers
+        )[0]
+        for name, values in _candidate_closes(items).items()
+    }
+    return panels, sorted(set(dates))
+
+
 # The interval scores of `intervals.interval_metrics`, without its count.
 INTERVAL_FIGURES = tuple(key for key in INTERVAL_METRIC_KEYS if key != "n")
 

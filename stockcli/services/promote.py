@@ -28,6 +28,7 @@ the alias points.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import date
 from typing import Any
@@ -122,7 +123,8 @@ def _promote(
     from stockcli.db.datasets import load_built
     from stockcli.db.serving import save_selection
     from stockcli.ml import registry
-    from stockcli.ml.forecast import baseline_quantiles, calibrated_quantiles, forecast, forecast_windows
+    from stockcli.ml.forecast import calibrated_quantiles, forecast, forecast_windows
+    from stockcli.ml.forecasters import NETWORK, build_table, bundle_fits, candidate_quantiles
     from stockcli.ml.metrics import evaluate, metric_value
 
     metric = settings.promotion.metric
@@ -166,8 +168,8 @@ def _promote(
         starts.append(production.spec.get("start_date"))
     start = min(date.fromisoformat(s) for s in starts if s) if any(starts) else None
     bars = load_bars(engine, sorted(series), start=start, end=max(base_dates))
-    found = baseline_quantiles(
-        candidate.baselines, bars, tickers, base_dates, rolling_window=settings.intervals.baseline_window
+    found = candidate_quantiles(
+        build_table(settings), bundle_fits(candidate.baselines), bars, tickers, base_dates, fit_missing=True
     )
     baselines = {name: np.exp(values) * base[:, None] for name, values in found.items()}
 
@@ -265,7 +267,9 @@ def _promote(
             dates=target_dates,
             actual=actual,
             base=base,
-            garch=baselines.get("garch"),
+            candidates={**baselines, NETWORK: kept_fc.quantiles},
+            incumbent=settings.forecasters.incumbent,
+            interval_metric=settings.forecasters.metric,
             alpha=alpha,
             window=(window_start, window_end),
         )
@@ -396,27 +400,26 @@ def select_sources(
     dates: list[date],
     actual: np.ndarray,
     base: np.ndarray,
-    garch: np.ndarray | None,
+    candidates: Mapping[str, np.ndarray],
+    incumbent: str,
+    interval_metric: str,
     alpha: float,
     window: tuple[date | None, date | None],
 ) -> list[Selection]:
     """Per ticker (and "*" pooled): serve the model's point forecast only where its absolute errors
-    beat naive's significantly (one-sided DM, p < alpha), its intervals only where their pinball
-    loss beats GARCH(1,1)-t's significantly; the baseline elsewhere."""
+    beat naive's significantly (one-sided DM, p < alpha); serve the interval candidate chosen by
+    `selection.choose_interval_source` (each challenger against `incumbent`, Holm-corrected)."""
     from stockcli.db.serving import POOLED, Selection
     from stockcli.ml.metrics import loss_series, panel_of
+    from stockcli.ml.selection import choose_interval_source
     from stockcli.ml.stats import paired_loss_test
 
     model_abs = np.abs(fc.predicted - actual)
     naive_abs = np.abs(base - actual)
-    model_pinball = loss_series(
-        "pinball", predicted=fc.predicted, actual=actual, base=base, quantiles=fc.quantiles
-    )
-    garch_pinball = (
-        loss_series("pinball", predicted=base, actual=actual, base=base, quantiles=garch)
-        if garch is not None
-        else np.full(len(actual), np.nan)
-    )
+    losses = {
+        name: loss_series(interval_metric, predicted=base, actual=actual, base=base, quantiles=quantiles)
+        for name, quantiles in candidates.items()
+    }
     ticker_array = np.asarray(tickers)
     groups = [(t, rows[ticker_array[rows] == t]) for t in dict.fromkeys(tickers[i] for i in rows)]
     groups.append((POOLED, rows))
@@ -427,23 +430,20 @@ def select_sources(
         point_a, _ = panel_of(model_abs[chosen], chosen_dates, chosen_tickers)
         point_b, _ = panel_of(naive_abs[chosen], chosen_dates, chosen_tickers)
         point = paired_loss_test(point_a, point_b, alternative="less")
-        interval_a, _ = panel_of(model_pinball[chosen], chosen_dates, chosen_tickers)
-        interval_b, _ = panel_of(garch_pinball[chosen], chosen_dates, chosen_tickers)
-        has_garch = bool(np.isfinite(garch_pinball[chosen]).any())
-        interval = paired_loss_test(interval_a, interval_b, alternative="less") if has_garch else None
+        panels = {
+            name: panel_of(loss[chosen], chosen_dates, chosen_tickers)[0] for name, loss in losses.items()
+        }
+        interval = choose_interval_source(panels, incumbent=incumbent, alpha=alpha)
         point_model = point.p_value < alpha and (point.relative_improvement or 0.0) > 0
-        interval_model = interval is None or (
-            interval.p_value < alpha and (interval.relative_improvement or 0.0) > 0
-        )
         out.append(
             Selection(
                 ticker=ticker,
                 point_source="model" if point_model else "naive",
                 point_p_value=float(point.p_value),
                 point_skill=point.relative_improvement,
-                interval_source="model" if interval_model else "garch",
-                interval_p_value=None if interval is None else float(interval.p_value),
-                interval_skill=None if interval is None else interval.relative_improvement,
+                interval_source=interval.source,
+                interval_p_value=interval.p_value,
+                interval_skill=interval.skill,
                 window_start=min(chosen_dates) if chosen_dates else window[0],
                 window_end=max(chosen_dates) if chosen_dates else window[1],
                 n_sessions=len(set(chosen_dates)),
