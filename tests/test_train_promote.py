@@ -249,7 +249,9 @@ def test_each_ticker_serves_the_model_only_where_it_beats_naive(
         dates=window.dates,
         actual=window.actual,
         base=window.base,
-        garch=garch,
+        candidates={"garch": garch, "network": fc.quantiles},
+        incumbent="garch",
+        interval_metric="pinball",
         alpha=0.05,
         window=(window.dates[0], window.dates[-1]),
     )
@@ -257,10 +259,12 @@ def test_each_ticker_serves_the_model_only_where_it_beats_naive(
     by_ticker = {item.ticker: item for item in chosen}
     assert list(by_ticker) == ["AAA", "BBB", "*"]
     aaa, bbb = by_ticker["AAA"], by_ticker["BBB"]
-    assert (aaa.point_source, aaa.interval_source) == ("model", "model")
+    assert (aaa.point_source, aaa.interval_source) == ("model", "network")
     assert aaa.point_p_value < 0.05 and aaa.point_skill > 0.5 and aaa.interval_p_value < 0.05
     assert (bbb.point_source, bbb.interval_source) == ("naive", "garch")
-    assert bbb.point_p_value > 0.5 and bbb.point_skill < 0 and bbb.interval_skill < 0
+    # The incumbent kept: its skill against itself is 0, the p-value the closest challenger's (the network).
+    assert bbb.point_p_value > 0.5 and bbb.point_skill < 0 and bbb.interval_skill == 0.0
+    assert bbb.interval_p_value is not None and bbb.interval_p_value > 0.5
     for item in chosen:
         assert (item.window_start, item.window_end, item.n_sessions) == (
             window.dates[0],
@@ -286,7 +290,7 @@ def test_train_registers_a_version_and_never_moves_production(world: World) -> N
         assert set(block["model"]) == set(block["naive"]) == {"mae", "rmse", "mape", "directional_accuracy"}
         intervals = block["intervals"]
         assert 0.0 <= intervals["coverage_80"] <= intervals["coverage_95"] <= 1.0
-        assert set(block["baselines"]) == {"garch", "rolling"}
+        assert set(block["baselines"]) == {"rolling", "garch", "gjr", "har_range", "blend"}
     for ticker, block in trained.test_metrics["tickers"].items():
         assert block["skill"] == pytest.approx(1 - block["model"]["mae"] / block["naive"]["mae"])
         assert (ticker in trained.worse_than_naive) == (block["model"]["mae"] > block["naive"]["mae"])
@@ -296,8 +300,9 @@ def test_train_registers_a_version_and_never_moves_production(world: World) -> N
     )
     # Its intervals were calibrated on the validation split and its GARCH fit on the training dates.
     assert world.good.calibration["fit_on"] == "validation" and world.good.calibration["scores"]["*"]
-    assert set(world.good.baselines["garch"]) == {"GOOG", "MSFT"}
-    assert world.good.baselines["garch_fit_through"] == world.dataset.split["train"]["last_target_date"]
+    assert set(world.good.baselines["fits"]["garch"]) == {"GOOG", "MSFT"}
+    assert set(world.good.baselines["fits"]["har_range"]) == {"GOOG", "MSFT"}
+    assert world.good.baselines["fit_through"] == world.dataset.split["train"]["last_target_date"]
     assert world.good.dataset_run_id == world.dataset.run_id and world.good.spec == world.dataset.spec
 
 

@@ -120,6 +120,13 @@ def fit_gjr(log_returns: np.ndarray) -> dict[str, Any] | None:
     values["nu"] = float(fitted["nu"])
     if not all(np.isfinite(value) for value in values.values()):
         return None
+    if -1e-8 < values["alpha"] + values["gamma"] < 0:
+        # The optimiser stops on the constraint alpha + gamma >= 0 up to rounding (seen on GOOG).
+        values["gamma"] = -values["alpha"]
+    try:
+        _gjr_parameters(values)
+    except InputDataError:
+        return None
     converged = int(result.convergence_flag) == 0 and not any(
         warning.category.__name__ == "ConvergenceWarning" for warning in caught
     )
