@@ -97,7 +97,9 @@ class Window:
         z = np.array([-1.959964, -1.281552, 0.0, 1.281552, 1.959964])
         return WindowForecasts(predicted=predicted, quantiles=predicted[:, None] * np.exp(sigma * z)[None, :])
 
-    def test(self, metric: str, candidate: WindowForecasts, production: WindowForecasts) -> Any:
+    def test(
+        self, metric: str, candidate: WindowForecasts, production: WindowForecasts, alternative: str = "less"
+    ) -> Any:
         return paired_test(
             metric,
             candidate,
@@ -107,6 +109,7 @@ class Window:
             dates=self.dates,
             actual=self.actual,
             base=self.base,
+            alternative=alternative,
         )
 
 
@@ -120,6 +123,7 @@ def decide_on(
     test = window.test("mae", window.forecasts(candidate), window.forecasts(production))
     promoted, reason, improvement = decide(
         settings=settings,
+        metric="mae",
         candidate_version="2",
         production_version="1",
         candidate_value=mae(candidate, window.actual),
@@ -195,6 +199,7 @@ def test_decide_without_production_or_against_itself(make_settings: Callable[...
     settings = make_settings()
     first = decide(
         settings=settings,
+        metric="mae",
         candidate_version="1",
         production_version=None,
         candidate_value=1.0,
@@ -204,6 +209,7 @@ def test_decide_without_production_or_against_itself(make_settings: Callable[...
     assert first == (True, "No production model yet: promoting the candidate.", None)
     same = decide(
         settings=settings,
+        metric="mae",
         candidate_version="3",
         production_version="3",
         candidate_value=1.0,
@@ -675,3 +681,44 @@ def test_cli_promote_with_nothing_registered_exits_4(model_cli: Cli) -> None:
     result = model_cli("promote")
     assert result.exit_code == 4
     assert "No registered model version" in result.output and "stockcli train" in result.output
+
+
+def test_a_retrain_is_judged_on_the_metric_it_was_asked_for(make_settings: Callable[..., Settings]) -> None:
+    """Coverage retrains are judged on the interval score, skill retrains on the point metric; the
+    other kind is the guard the candidate must not be significantly worse on."""
+    from stockcli.services.promote import judging_metrics
+
+    settings = make_settings()
+    assert judging_metrics(settings, "point") == ("mae", "pinball")
+    assert judging_metrics(settings, "interval") == ("pinball", "mae")
+    winkler = make_settings(promotion={"metric": "winkler_95"}, forecasters={"metric": "pinball"})
+    assert judging_metrics(winkler, "interval") == ("winkler_95", "mae")
+    assert judging_metrics(winkler, "point") == ("winkler_95", "mae")
+
+
+def test_a_candidate_significantly_worse_on_the_other_metric_is_not_promoted(
+    make_settings: Callable[..., Settings],
+) -> None:
+    """Better points but intervals far too wide: the point test passes, the interval guard vetoes."""
+    window = Window(seed=5)
+    settings = make_settings()
+    candidate = window.noisy(0.001, around=window.actual)  # near the truth
+    production = window.base.copy()  # the last close
+    better = window.test("mae", window.forecasts(candidate), window.forecasts(production))
+    wide, calibrated = window.forecasts(candidate, 0.2), window.forecasts(production, 0.01)
+    worse = window.test("pinball", wide, calibrated, alternative="greater")
+    assert better.p_value < 0.05 and worse.p_value < 0.05
+    common = {
+        "settings": settings,
+        "metric": "mae",
+        "candidate_version": "2",
+        "production_version": "1",
+        "candidate_value": mae(candidate, window.actual),
+        "production_value": mae(production, window.actual),
+        "test": better,
+    }
+    assert decide(**common)[0]
+    promoted, reason, _ = decide(**common, guard=("pinball", worse))
+    assert not promoted and "significantly worse on PINBALL" in reason
+    fine = window.test("pinball", calibrated, calibrated, alternative="greater")
+    assert decide(**common, guard=("pinball", fine))[0]

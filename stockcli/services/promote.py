@@ -82,8 +82,13 @@ def promote(
     dry_run: bool = False,
     run_lock_held: bool = True,
     pipeline_run_id: int | None = None,
+    judged_on: str = "point",
 ) -> PromotionResult:
     """Decide whether `version` (default: the newest) replaces Production, record it, move the alias.
+
+    `judged_on` is what the retrain was asked for: "point" (skill, a forced retrain, a bootstrap)
+    judges on `[promotion] metric`, "interval" (coverage) on `[forecasters] metric`; either way the
+    candidate must not be significantly worse on the other kind (`judging_metrics`).
 
     `run_lock_held` says the caller holds the run lock (the CLI's `pipeline_run`, `retrain`); when
     False the run lock is taken here. Raises NoDataError when nothing is registered, UsageError for an
@@ -103,6 +108,7 @@ def promote(
             version=version,
             dry_run=dry_run,
             pipeline_run_id=pipeline_run_id,
+            judged_on=judged_on,
         )
 
 
@@ -115,7 +121,13 @@ class WindowForecasts:
 
 
 def _promote(
-    *, settings: Settings, engine: Engine, version: str | None, dry_run: bool, pipeline_run_id: int | None
+    *,
+    settings: Settings,
+    engine: Engine,
+    version: str | None,
+    dry_run: bool,
+    pipeline_run_id: int | None,
+    judged_on: str = "point",
 ) -> PromotionResult:
     from stockcli.clock import calendar_for
     from stockcli.db import promotions
@@ -127,7 +139,7 @@ def _promote(
     from stockcli.ml.forecasters import NETWORK, build_table, bundle_fits, candidate_quantiles
     from stockcli.ml.metrics import evaluate, metric_value
 
-    metric = settings.promotion.metric
+    metric, guard_metric = judging_metrics(settings, judged_on)
     alpha = settings.promotion.alpha
     if version is None:
         version = registry.latest_version(settings)
@@ -227,25 +239,20 @@ def _promote(
         candidate_metrics["average"]["naive"].get(metric) if metric in ("mae", "rmse", "mape") else None
     )
 
-    test_result = None
+    test_result = guard = None
     if production_fc is not None:
-        test_result = paired_test(
-            metric,
-            candidate_fc,
-            production_fc,
-            rows=rows,
-            tickers=tickers,
-            dates=target_dates,
-            actual=actual,
-            base=base,
-        )
+        compared = {"rows": rows, "tickers": tickers, "dates": target_dates, "actual": actual, "base": base}
+        test_result = paired_test(metric, candidate_fc, production_fc, **compared)
+        guard = paired_test(guard_metric, candidate_fc, production_fc, alternative="greater", **compared)
     would_promote, reason, improvement = decide(
         settings=settings,
+        metric=metric,
         candidate_version=candidate_version,
         production_version=production_version,
         candidate_value=candidate_value,
         production_value=production_value,
         test=test_result,
+        guard=(guard_metric, guard),
     )
     reason += note
     if dry_run:
@@ -371,8 +378,10 @@ def paired_test(
     dates: list[date],
     actual: np.ndarray,
     base: np.ndarray,
+    alternative: str = "less",
 ) -> PairedTestResult:
-    """One-sided Diebold-Mariano test of the candidate against Production on `metric`'s losses."""
+    """One-sided Diebold-Mariano test of the candidate against Production on `metric`'s losses
+    ("less": is the candidate better? "greater": is it worse?)."""
     from stockcli.ml.metrics import loss_series, panel_of
     from stockcli.ml.stats import paired_loss_test
 
@@ -389,7 +398,7 @@ def paired_test(
     chosen_tickers = [tickers[i] for i in rows]
     candidate_panel, _ = panel_of(losses(candidate), chosen_dates, chosen_tickers)
     production_panel, _ = panel_of(losses(production), chosen_dates, chosen_tickers)
-    return paired_loss_test(candidate_panel, production_panel, alternative="less")
+    return paired_loss_test(candidate_panel, production_panel, alternative=alternative)  # type: ignore[arg-type]
 
 
 def select_sources(
@@ -452,17 +461,64 @@ def select_sources(
     return out
 
 
+def judging_metrics(settings: Settings, judged_on: str) -> tuple[str, str]:
+    """(the metric a candidate must be significantly better on, the one it must not be worse on).
+
+    A retrain asked for by coverage is judged on the interval metric, any other on the point metric
+    of `[promotion] metric`; the guard is the other kind (MAE when `[promotion] metric` is itself an
+    interval score)."""
+    from stockcli.ml.metrics import INTERVAL_LOSSES
+
+    configured = settings.promotion.metric
+    interval = configured if configured in INTERVAL_LOSSES else settings.forecasters.metric
+    point = "mae" if configured in INTERVAL_LOSSES else configured
+    return (
+        (interval, point)
+        if judged_on == "interval"
+        else (configured, interval if configured == point else point)
+    )
+
+
 def decide(
     *,
     settings: Settings,
+    metric: str,
+    candidate_version: str,
+    production_version: str | None,
+    candidate_value: float | None,
+    production_value: float | None,
+    test: PairedTestResult | None,
+    guard: tuple[str, PairedTestResult | None] | None = None,
+) -> tuple[bool, str, float | None]:
+    """(promote?, why, relative improvement) from the paired test on the shared window; `guard` is
+    (metric, the one-sided test "is the candidate worse on it?"), which vetoes a promotion."""
+    promote_it, why, improvement = _decide(
+        settings, metric, candidate_version, production_version, candidate_value, production_value, test
+    )
+    if (
+        promote_it
+        and guard is not None
+        and guard[1] is not None
+        and guard[1].p_value < settings.promotion.alpha
+    ):
+        why = (
+            f"The candidate is not promoted: significantly worse on {guard[0].upper()} (one-sided "
+            f"Diebold-Mariano p = {guard[1].p_value:.3g}), though {why[0].lower()}{why[1:]}"
+        )
+        return False, why, improvement
+    return promote_it, why, improvement
+
+
+def _decide(
+    settings: Settings,
+    metric: str,
     candidate_version: str,
     production_version: str | None,
     candidate_value: float | None,
     production_value: float | None,
     test: PairedTestResult | None,
 ) -> tuple[bool, str, float | None]:
-    """(promote?, why, relative improvement) from the paired test on the shared window."""
-    metric = settings.promotion.metric.upper()
+    metric = metric.upper()
     alpha = settings.promotion.alpha
     margin = settings.promotion.min_improvement
     if candidate_value is None:
