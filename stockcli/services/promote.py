@@ -241,7 +241,13 @@ def _promote(
 
     test_result = guard = None
     if production_fc is not None:
-        compared = {"rows": rows, "tickers": tickers, "dates": target_dates, "actual": actual, "base": base}
+        compared: dict[str, Any] = {
+            "rows": rows,
+            "tickers": tickers,
+            "dates": target_dates,
+            "actual": actual,
+            "base": base,
+        }
         test_result = paired_test(metric, candidate_fc, production_fc, **compared)
         guard = paired_test(guard_metric, candidate_fc, production_fc, alternative="greater", **compared)
     would_promote, reason, improvement = decide(
