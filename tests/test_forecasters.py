@@ -17,8 +17,10 @@ import pytest
 
 from stockcli.errors import InputDataError
 from stockcli.ml.forecasters import Forecaster, TickerBars
+from stockcli.ml.forecasters.blend import Blend
 from stockcli.ml.forecasters.garch import Garch, Gjr, standardized_t_ppf
 from stockcli.ml.forecasters.har import MIN_HAR_ROWS, VARIANCE_FLOOR, Z_LEVELS, HarRange, daily_variance
+from stockcli.ml.forecasters.rolling import RollingBand
 from stockcli.ml.intervals import QUANTILES
 from tests.bars_data import sample_frame
 
@@ -35,6 +37,14 @@ FORECASTERS: dict[str, Forecaster] = {
 }
 
 
+# The table's other members: fit-free, or composed of members' fits. Causal and ordered too.
+COMPOSED: dict[str, Forecaster] = {
+    **FORECASTERS,
+    "rolling": RollingBand(20),
+    "blend": Blend(FORECASTERS["har_gk"], FORECASTERS["garch"]),
+}
+
+
 @pytest.fixture(scope="module")
 def goog() -> TickerBars:
     return TickerBars.from_frame(sample_frame("GOOG"))
@@ -45,6 +55,13 @@ def fitted(goog: TickerBars) -> dict[str, dict[str, Any]]:
     params = {name: forecaster.fit(goog.head(FIT_SESSIONS)) for name, forecaster in FORECASTERS.items()}
     assert all(value is not None for value in params.values())
     return {name: value for name, value in params.items() if value is not None}
+
+
+@pytest.fixture(scope="module")
+def fitted_all(goog: TickerBars, fitted: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    blend = COMPOSED["blend"].fit(goog.head(FIT_SESSIONS))
+    assert blend is not None and blend["members"]["garch"] == fitted["garch"]
+    return {**fitted, "rolling": {"window": 20}, "blend": blend}
 
 
 def _perturbed_after(bars: TickerBars, cut: int) -> TickerBars:
@@ -82,11 +99,11 @@ def _implied_variance(params: dict[str, Any], quantiles: np.ndarray, level: floa
 # --- causality, shape, monotonicity, serialisation ---------------------------------------------
 
 
-@pytest.mark.parametrize("name", FORECASTERS)
+@pytest.mark.parametrize("name", COMPOSED)
 def test_quantiles_do_not_depend_on_later_bars(
-    name: str, goog: TickerBars, fitted: dict[str, dict[str, Any]]
+    name: str, goog: TickerBars, fitted_all: dict[str, dict[str, Any]]
 ) -> None:
-    forecaster, params = FORECASTERS[name], fitted[name]
+    forecaster, params = COMPOSED[name], fitted_all[name]
     rows = np.arange(len(goog))
     original = forecaster.quantiles_at(params, goog, rows, LEVELS)
     perturbed = forecaster.quantiles_at(params, _perturbed_after(goog, CUT), rows, LEVELS)
@@ -96,12 +113,12 @@ def test_quantiles_do_not_depend_on_later_bars(
     assert not np.allclose(original[CUT + 2 :], perturbed[CUT + 2 :])
 
 
-@pytest.mark.parametrize("name", FORECASTERS)
+@pytest.mark.parametrize("name", COMPOSED)
 def test_quantiles_rise_with_the_level(
-    name: str, goog: TickerBars, fitted: dict[str, dict[str, Any]]
+    name: str, goog: TickerBars, fitted_all: dict[str, dict[str, Any]]
 ) -> None:
     levels = np.sort(np.random.default_rng(1).uniform(0.0005, 0.9995, 40))
-    values = FORECASTERS[name].quantiles_at(fitted[name], goog, np.arange(100, len(goog)), levels.tolist())
+    values = COMPOSED[name].quantiles_at(fitted_all[name], goog, np.arange(100, len(goog)), levels.tolist())
     assert values.shape == (len(goog) - 100, 40)
     assert np.isfinite(values).all()
     assert (np.diff(values, axis=1) >= 0).all()
@@ -330,3 +347,19 @@ def test_har_interpolates_levels_and_clamps_the_ends(
 def test_har_rejects_an_unknown_estimator() -> None:
     with pytest.raises(InputDataError, match="garman_klass"):
         HarRange("rogers_satchell")
+
+
+def test_blend_is_the_average_of_its_members(goog: TickerBars, fitted_all: dict[str, dict[str, Any]]) -> None:
+    rows = np.arange(200, 260)
+    members = [FORECASTERS[n].quantiles_at(fitted_all[n], goog, rows, LEVELS) for n in ("har_gk", "garch")]
+    blended = COMPOSED["blend"].quantiles_at(fitted_all["blend"], goog, rows, LEVELS)
+    assert np.array_equal(blended, (members[0] + members[1]) / 2.0)
+
+
+def test_rolling_band_is_the_sample_sd_times_normal_quantiles(goog: TickerBars) -> None:
+    from scipy.stats import norm
+
+    row = 700
+    returns = goog.returns[row - 19 : row + 1]
+    expected = np.std(returns, ddof=1) * norm.ppf(LEVELS)
+    assert np.allclose(COMPOSED["rolling"].quantiles_at({}, goog, np.array([row]), LEVELS)[0], expected)
