@@ -426,8 +426,20 @@ def test_a_miss_lowers_alpha_and_widens_the_next_interval_a_hit_raises_it(
         assert_ordered(dataclasses.asdict(p))
     width = {p.ticker: p.upper_80 - p.lower_80 for p in adapted.predictions}
 
+    # `[intervals] aci = false` serves the nominal levels though the state has moved.
+    fixed = predict(
+        settings=settings.replace(intervals={"aci": False}),
+        engine=engine,
+        as_of=second_day,
+        bundle=served.bundle,
+        tickers=["GOOG", "MSFT"],
+        write_files=False,
+    )
+    unadapted = {p.ticker: p.upper_80 - p.lower_80 for p in fixed.predictions}
+
     with engine.begin() as connection:  # the same prediction from the nominal levels
         connection.execute(delete(IntervalState))
     nominal = {p.ticker: p.upper_80 - p.lower_80 for p in run().predictions}
+    assert unadapted == pytest.approx(nominal, rel=1e-12)
     assert width["GOOG"] > nominal["GOOG"]
     assert width["MSFT"] < nominal["MSFT"]

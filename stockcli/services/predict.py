@@ -319,6 +319,8 @@ def _serve(
     selection = load_selection(engine, version)
     states = load_interval_state(engine, result.tickers)
     known = set(bundle.tickers)
+    if not settings.intervals.aci:
+        states = {}  # nominal levels: every `_alphas` falls back to them
     network_alphas = {t: _alphas(states, t, version, NETWORK) for t in result.tickers}
     network_adapted = calibrated_quantiles(result, bundle.calibration, network_alphas)
     network_nominal = calibrated_quantiles(result, bundle.calibration)
