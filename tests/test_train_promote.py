@@ -247,6 +247,10 @@ def test_each_ticker_serves_the_model_only_where_it_beats_naive(
         predicted=predicted, quantiles=predicted[:, None] * np.exp(sigma[:, None] * z[None, :])
     )
     garch = window.base[:, None] * np.exp(0.01 * z)[None, :]  # the true spread around no change
+    up = window.actual > window.base
+    coin = np.random.default_rng(9).uniform(0.3, 0.7, len(tickers))
+    knows = np.where(up, 0.8, 0.2) + np.random.default_rng(10).uniform(-0.1, 0.1, len(tickers))
+    p_up = np.where(tickers == "AAA", knows, coin)
 
     chosen = select_sources(
         fc,
@@ -256,6 +260,8 @@ def test_each_ticker_serves_the_model_only_where_it_beats_naive(
         actual=window.actual,
         base=window.base,
         candidates={"garch": garch, "network": fc.quantiles},
+        p_ups={"network": p_up},
+        base_rate=np.full(len(tickers), 0.5),
         incumbent="garch",
         interval_metric="pinball",
         alpha=0.05,
@@ -263,6 +269,9 @@ def test_each_ticker_serves_the_model_only_where_it_beats_naive(
     )
 
     by_ticker = {item.ticker: item for item in chosen}
+    # P(up): AAA's model knows the direction, BBB's is a coin: only AAA's beats the base rate.
+    assert (by_ticker["AAA"].p_up_source, by_ticker["BBB"].p_up_source) == ("network", "base_rate")
+    assert by_ticker["AAA"].p_up_p_value < 0.05 < by_ticker["BBB"].p_up_p_value
     assert list(by_ticker) == ["AAA", "BBB", "*"]
     aaa, bbb = by_ticker["AAA"], by_ticker["BBB"]
     assert (aaa.point_source, aaa.interval_source) == ("model", "network")

@@ -4,7 +4,8 @@ Revision ID: 0003
 Revises: 0002
 Create Date: 2026-12-07
 
-One new table, `forecaster_fits` [ticker, forecaster, fit_end]: the parameters (JSON) of each
+Two new nullable columns on `serving_selection` (`p_up_source`, `p_up_p_value`: whose chance of an
+up session is served, decided by a Brier-score test against the base rate). One new table, `forecaster_fits` [ticker, forecaster, fit_end]: the parameters (JSON) of each
 statistical candidate (GARCH, GJR, range-based HAR, ...) refitted from the stored bars every
 `[forecasters] refit_sessions` sessions. No existing row changes.
 """
@@ -24,6 +25,9 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
+    with op.batch_alter_table('serving_selection', schema=None) as batch_op:
+        batch_op.add_column(sa.Column('p_up_source', sa.String(length=16), nullable=True))
+        batch_op.add_column(sa.Column('p_up_p_value', sa.Double(), nullable=True))
     op.create_table(
         'forecaster_fits',
         sa.Column('ticker', sa.String(length=24), nullable=False),
@@ -39,3 +43,6 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table('forecaster_fits')
+    with op.batch_alter_table('serving_selection', schema=None) as batch_op:
+        batch_op.drop_column('p_up_p_value')
+        batch_op.drop_column('p_up_source')

@@ -281,6 +281,9 @@ class ServingSelection(Base):
     interval_source: Mapped[str] = mapped_column(String(16))  # model | garch
     interval_p_value: Mapped[float | None] = mapped_column(Double, nullable=True)
     interval_skill: Mapped[float | None] = mapped_column(Double, nullable=True)
+    # Revision 0003: whose P(up) is served ("base_rate": the up-share of the training dates).
+    p_up_source: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    p_up_p_value: Mapped[float | None] = mapped_column(Double, nullable=True)
     window_start: Mapped[date | None] = mapped_column(Date, nullable=True)
     window_end: Mapped[date | None] = mapped_column(Date, nullable=True)
     n_sessions: Mapped[int] = mapped_column(Integer)

@@ -38,6 +38,8 @@ class Selection:
     window_start: date | None
     window_end: date | None
     n_sessions: int
+    p_up_source: str | None = None  # whose P(up) is served; "base_rate" (or None): the training up-share
+    p_up_p_value: float | None = None
 
 
 def save_selection(
@@ -55,6 +57,8 @@ def save_selection(
             "interval_source": item.interval_source,
             "interval_p_value": item.interval_p_value,
             "interval_skill": item.interval_skill,
+            "p_up_source": item.p_up_source,
+            "p_up_p_value": item.p_up_p_value,
             "window_start": item.window_start,
             "window_end": item.window_end,
             "n_sessions": int(item.n_sessions),
@@ -84,6 +88,8 @@ def load_selection(engine: Engine, model_version: str) -> dict[str, Selection]:
             interval_source=row["interval_source"],
             interval_p_value=row["interval_p_value"],
             interval_skill=row["interval_skill"],
+            p_up_source=row["p_up_source"],
+            p_up_p_value=row["p_up_p_value"],
             window_start=row["window_start"],
             window_end=row["window_end"],
             n_sessions=int(row["n_sessions"]),

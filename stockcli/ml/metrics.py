@@ -55,6 +55,17 @@ def direction_scores(*, predicted: np.ndarray, actual: np.ndarray, base: np.ndar
     )
 
 
+def up_outcomes(*, actual: np.ndarray, base: np.ndarray) -> np.ndarray:
+    """Per row: 1.0 when the close ended above the base close, 0.0 otherwise, NaN where unknown."""
+    actual, base = np.asarray(actual, dtype=np.float64), np.asarray(base, dtype=np.float64)
+    return np.where(np.isfinite(actual) & np.isfinite(base), (actual > base).astype(np.float64), np.nan)
+
+
+def brier_scores(p_up: np.ndarray, *, actual: np.ndarray, base: np.ndarray) -> np.ndarray:
+    """Per row: the Brier score (p_up - outcome)^2 of a chance of an up session (lower is better)."""
+    return (np.asarray(p_up, dtype=np.float64) - up_outcomes(actual=actual, base=base)) ** 2
+
+
 def log_quantiles(quantile_closes: np.ndarray, base: np.ndarray) -> np.ndarray:
     """(n, 5) close quantiles as log returns from the base close."""
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -423,6 +434,37 @@ def candidate_loss_panels(
         for name, values in _candidate_closes(items).items()
     }
     return panels, sorted(set(dates))
+
+
+def brier_panels(rows: Sequence[Mapping[str, Any]]) -> dict[str, np.ndarray]:
+    """Each P(up) candidate's (sessions, tickers) panel of Brier scores over scored rows, the base
+    rate ("base_rate") among them, from what each prediction recorded (`detail["p_up"]`)."""
+    items = [_as_mapping(row) for row in rows]
+    names = sorted({name for r in items for name in ((r.get("detail") or {}).get("p_up") or {})})
+    tickers = [str(r["ticker"]) for r in items]
+    dates = [r["target_date"] for r in items]
+    actual = np.array([float(r["actual_close"]) for r in items])
+    base = np.array([float(r["base_close"]) for r in items])
+    panels = {}
+    for name in names:
+        p_up = np.array([_num(((r.get("detail") or {}).get("p_up") or {}).get(name)) for r in items])
+        panels[name] = panel_of(brier_scores(p_up, actual=actual, base=base), dates, tickers)[0]
+    return panels
+
+
+def p_up_figures(rows: Sequence[Mapping[str, Any]]) -> dict[str, float | None]:
+    """The served P(up)'s mean Brier score next to the base rate's on the same rows, and its skill."""
+    items = [_as_mapping(row) for row in rows]
+    actual = np.array([float(r["actual_close"]) for r in items])
+    base = np.array([float(r["base_close"]) for r in items])
+    served = np.array([_num(r.get("p_up")) for r in items])
+    rate = np.array([_num(((r.get("detail") or {}).get("p_up") or {}).get("base_rate")) for r in items])
+    both = np.isfinite(served) & np.isfinite(rate)
+    if not both.any():
+        return {"brier": None, "brier_base": None, "skill": None}
+    brier = float(np.mean(brier_scores(served[both], actual=actual[both], base=base[both])))
+    brier_base = float(np.mean(brier_scores(rate[both], actual=actual[both], base=base[both])))
+    return {"brier": brier, "brier_base": brier_base, "skill": skill(brier, brier_base)}
 
 
 # The interval scores of `intervals.interval_metrics`, without its count.

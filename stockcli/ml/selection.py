@@ -17,6 +17,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+BASE_RATE = "base_rate"
+"""The incumbent of P(up): the up-share of the training dates (its naive forecast)."""
+
 
 @dataclass(frozen=True)
 class IntervalChoice:

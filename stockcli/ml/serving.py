@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from stockcli.ml.forecasters import NETWORK, P_UP_GRID, Forecaster, TickerBars, params_for
+from stockcli.ml.forecasters import NETWORK, P_UP_GRID, Forecaster, TickerBars, p_up_from_grid, params_for
 from stockcli.ml.intervals import QUANTILES, sort_quantiles
 
 FALLBACKS = ("rolling", NETWORK)
@@ -49,21 +49,30 @@ def statistical_forecasts(
     bars: TickerBars,
     alphas_for: Callable[[str], Alphas],
 ) -> dict[str, CandidateForecast]:
-    """Every statistical candidate's forecast after the last of `bars` (absent: no parameters)."""
+    """Every statistical candidate's forecast after the last of `bars` (absent: no parameters).
+
+    Each candidate is filtered once, at every level any candidate needs; a composed candidate (the
+    blend) averages its members' values instead of filtering them again.
+    """
     row = np.array([len(bars) - 1])
-    grid = np.asarray(P_UP_GRID)
-    out: dict[str, CandidateForecast] = {}
+    adapted = {name: adapted_levels(alphas_for(name)) for name in table}
+    levels = (*QUANTILES, *P_UP_GRID, *(level for name in table for level in adapted[name]))
+    where = {name: 5 + len(P_UP_GRID) + 5 * k for k, name in enumerate(table)}
+    values: dict[str, np.ndarray] = {}
     for name, forecaster in table.items():
         params = params_for(forecaster, fits, ticker)  # type: ignore[arg-type]
         if params is None or len(bars) == 0:
             continue
-        levels = (*QUANTILES, *adapted_levels(alphas_for(name)), *P_UP_GRID)
-        values = forecaster.quantiles_at(params, bars, row, levels)[0]
-        nominal, adapted, on_grid = values[:5], values[5:10], values[10:]
-        p_up = np.nan
-        if np.isfinite(on_grid).all():
-            p_up = 1.0 - float(np.interp(0.0, np.maximum.accumulate(on_grid), grid, left=0.0, right=1.0))
-        out[name] = CandidateForecast(nominal, sort_quantiles(adapted[None, :])[0], p_up)
+        members = getattr(forecaster, "members", None)
+        if members is not None and all(m.name in values for m in members):
+            values[name] = (values[members[0].name] + values[members[1].name]) / 2.0
+        else:
+            values[name] = forecaster.quantiles_at(params, bars, row, levels)[0]
+    out: dict[str, CandidateForecast] = {}
+    for name, found in values.items():
+        own = found[where[name] : where[name] + 5]
+        p_up = float(p_up_from_grid(found[5 : 5 + len(P_UP_GRID)])[0])
+        out[name] = CandidateForecast(found[:5], sort_quantiles(own[None, :])[0], p_up)
     return out
 
 
@@ -74,3 +83,19 @@ def served_source(chosen: str, forecasts: Mapping[str, CandidateForecast]) -> st
         if found is not None and found.usable:
             return name
     return None
+
+
+def served_p_up(
+    chosen: str | None, forecasts: Mapping[str, CandidateForecast], base_rate: float, interval_source: str
+) -> tuple[str, float]:
+    """(whose, value) of the chance of an up session: the candidate chosen by the Brier test when it can
+    forecast, else the base rate (the naive P(up)); the interval source's for a version that recorded
+    neither."""
+    from stockcli.ml.selection import BASE_RATE
+
+    found = forecasts.get(chosen) if chosen else None
+    if found is not None and np.isfinite(found.p_up):
+        return str(chosen), float(found.p_up)
+    if np.isfinite(base_rate):
+        return BASE_RATE, float(base_rate)
+    return interval_source, float(forecasts[interval_source].p_up)

@@ -298,7 +298,7 @@ def _flat(block: dict[str, Any]) -> dict[str, Any]:
 def summarize_range(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """Overall and per-ticker figures of every served forecast in the range, and every candidate's
     (served or not) on the same rows, with its skill and one-sided DM p-value against GARCH."""
-    from stockcli.ml.metrics import summarize_scored
+    from stockcli.ml.metrics import p_up_figures, summarize_scored
 
     summary = summarize_scored(rows)
     if summary["average"] is None:
@@ -307,9 +307,12 @@ def summarize_range(rows: list[dict[str, Any]]) -> dict[str, Any]:
     per_ticker = {ticker: _flat(block) for ticker, block in summary["tickers"].items()}
     overall_p = _p_values_vs_garch(rows)
     ticker_p = {t: _p_values_vs_garch([r for r in rows if r["ticker"] == t]) for t in per_ticker}
+    overall["p_up"] = p_up_figures(rows)
     for ticker, block in per_ticker.items():
-        sources = [str(r.get("interval_source")) for r in rows if r["ticker"] == ticker]
+        own = [r for r in rows if r["ticker"] == ticker]
+        sources = [str(r.get("interval_source")) for r in own]
         block["interval_share"] = {s: sources.count(s) / len(sources) for s in sorted(set(sources))}
+        block["p_up"] = p_up_figures(own)
     candidates = {
         name: {
             **_candidate(values, overall_p.get(name)),

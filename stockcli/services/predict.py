@@ -62,6 +62,7 @@ class Prediction:
     p_value: float | None = None  # the test that chose it (model vs naive on the promotion window)
     interval_source: str = "model"  # "model", "garch" or "rolling"
     interval_p_value: float | None = None
+    p_up_source: str | None = None  # whose chance of an up session: a candidate's, or "base_rate"
     unseen: bool = False  # the model was not trained on this ticker
     detail: dict[str, Any] = field(default_factory=dict)
 
@@ -312,7 +313,8 @@ def _serve(
     from stockcli.db.serving import load_interval_state, load_selection
     from stockcli.ml.forecast import calibrated_quantiles
     from stockcli.ml.forecasters import NETWORK, TickerBars, build_table
-    from stockcli.ml.serving import CandidateForecast, served_source, statistical_forecasts
+    from stockcli.ml.selection import BASE_RATE
+    from stockcli.ml.serving import CandidateForecast, served_p_up, served_source, statistical_forecasts
 
     version = str(bundle.version)
     table = build_table(settings)
@@ -358,6 +360,7 @@ def _serve(
             )
             continue
         alphas = _alphas(states, ticker, version, source)
+        p_up_source, p_up = served_p_up(choice["p_up_source"], forecasts, _base_rate(bundle, ticker), source)
         out.append(
             Prediction(
                 ticker=ticker,
@@ -372,7 +375,8 @@ def _serve(
                 median=float(closes[2]),
                 upper_80=float(closes[3]),
                 upper_95=float(closes[4]),
-                p_up=float(served.p_up),
+                p_up=p_up,
+                p_up_source=p_up_source,
                 source=point_source,
                 p_value=choice["point_p_value"],
                 interval_source=source,
@@ -387,6 +391,10 @@ def _serve(
                     },
                     "candidates": {
                         name: _floats(base[i] * np.exp(found.nominal)) for name, found in forecasts.items()
+                    },
+                    "p_up": {
+                        **{name: _finite_or_none(found.p_up) for name, found in forecasts.items()},
+                        BASE_RATE: _finite_or_none(_base_rate(bundle, ticker)),
                     },
                     "alphas": {"80": alphas[0], "95": alphas[1]},
                     "selection": choice["basis"],
@@ -409,6 +417,7 @@ def _choice(selection: Mapping[str, Any], ticker: str, incumbent: str) -> dict[s
             "point_p_value": None,
             "interval_source": incumbent,
             "interval_p_value": None,
+            "p_up_source": None,
             "basis": "no selection recorded for this version: baselines served",
         }
     return {
@@ -416,8 +425,16 @@ def _choice(selection: Mapping[str, Any], ticker: str, incumbent: str) -> dict[s
         "point_p_value": item.point_p_value,
         "interval_source": item.interval_source,
         "interval_p_value": item.interval_p_value,
+        "p_up_source": item.p_up_source,
         "basis": "own" if item.ticker == ticker else "pooled (unseen ticker)",
     }
+
+
+def _base_rate(bundle: Any, ticker: str) -> float:
+    """The up-share of the ticker's training dates (pooled for an unseen one); NaN when not recorded."""
+    rates = (bundle.baselines or {}).get("p_up_base") or {}
+    value = rates.get(ticker, rates.get("*"))
+    return float(value) if value is not None else math.nan
 
 
 def _alphas(
@@ -517,6 +534,7 @@ def prediction_json(p: Prediction) -> dict[str, Any]:
         "upper_95": p.upper_95,
         "median": p.median,
         "p_up": p.p_up,
+        "p_up_source": p.p_up_source,
         "source": p.source,
         "p_value": p.p_value,
         "interval_source": p.interval_source,

@@ -118,6 +118,7 @@ class WindowForecasts:
 
     predicted: np.ndarray  # (n,) closes
     quantiles: np.ndarray  # (n, 5) closes
+    p_up: np.ndarray | None = None  # (n,) the chance of an up session
 
 
 def _promote(
@@ -167,6 +168,7 @@ def _promote(
     candidate_fc = WindowForecasts(
         predicted=candidate_result.predicted_closes,
         quantiles=np.exp(calibrated_quantiles(candidate_result, candidate.calibration)) * base[:, None],
+        p_up=candidate_result.p_up,
     )
 
     # Raw bars of every series involved, for Production's inputs and the baselines' histories.
@@ -180,7 +182,7 @@ def _promote(
         starts.append(production.spec.get("start_date"))
     start = min(date.fromisoformat(s) for s in starts if s) if any(starts) else None
     bars = load_bars(engine, sorted(series), start=start, end=max(base_dates))
-    found = candidate_quantiles(
+    found, found_p_up = candidate_quantiles(
         build_table(settings), bundle_fits(candidate.baselines), bars, tickers, base_dates, fit_missing=True
     )
     baselines = {name: np.exp(values) * base[:, None] for name, values in found.items()}
@@ -210,7 +212,9 @@ def _promote(
         quantiles[rows] = (
             np.exp(calibrated_quantiles(result, production.calibration)[picked]) * base[rows][:, None]
         )
-        production_fc = WindowForecasts(predicted=predicted, quantiles=quantiles)
+        production_p_up = np.full(len(tickers), np.nan)
+        production_p_up[rows] = result.p_up[picked]
+        production_fc = WindowForecasts(predicted=predicted, quantiles=quantiles, p_up=production_p_up)
         if rows.size < len(tickers):
             note = (
                 f" Compared on {rows.size} of {len(tickers)} (date, ticker) rows that both models forecast."
@@ -281,6 +285,8 @@ def _promote(
             actual=actual,
             base=base,
             candidates={**baselines, NETWORK: kept_fc.quantiles},
+            p_ups={**found_p_up, NETWORK: kept_fc.p_up},
+            base_rate=base_rates(candidate.baselines, tickers),
             incumbent=settings.forecasters.incumbent,
             interval_metric=settings.forecasters.metric,
             alpha=alpha,
@@ -420,16 +426,24 @@ def select_sources(
     interval_metric: str,
     alpha: float,
     window: tuple[date | None, date | None],
+    p_ups: Mapping[str, np.ndarray | None] | None = None,
+    base_rate: np.ndarray | None = None,
 ) -> list[Selection]:
     """Per ticker (and "*" pooled): serve the model's point forecast only where its absolute errors
     beat naive's significantly (one-sided DM, p < alpha); serve the interval candidate chosen by
-    `selection.choose_interval_source` (each challenger against `incumbent`, Holm-corrected)."""
+    `selection.choose_interval_source` (each challenger against `incumbent`, Holm-corrected), and
+    a candidate's P(up) only where its Brier score beats the base rate's (the same test)."""
     from stockcli.db.serving import POOLED, Selection
-    from stockcli.ml.metrics import loss_series, panel_of
-    from stockcli.ml.selection import choose_interval_source
+    from stockcli.ml.metrics import brier_scores, loss_series, panel_of
+    from stockcli.ml.selection import BASE_RATE, choose_interval_source
     from stockcli.ml.stats import paired_loss_test
 
     model_abs = np.abs(fc.predicted - actual)
+    briers = {
+        name: brier_scores(p, actual=actual, base=base) for name, p in (p_ups or {}).items() if p is not None
+    }
+    if base_rate is not None:
+        briers[BASE_RATE] = brier_scores(base_rate, actual=actual, base=base)
     naive_abs = np.abs(base - actual)
     losses = {
         name: loss_series(interval_metric, predicted=base, actual=actual, base=base, quantiles=quantiles)
@@ -449,6 +463,8 @@ def select_sources(
             name: panel_of(loss[chosen], chosen_dates, chosen_tickers)[0] for name, loss in losses.items()
         }
         interval = choose_interval_source(panels, incumbent=incumbent, alpha=alpha)
+        brier_panels = {n: panel_of(b[chosen], chosen_dates, chosen_tickers)[0] for n, b in briers.items()}
+        p_up = choose_interval_source(brier_panels, incumbent=BASE_RATE, alpha=alpha)
         point_model = point.p_value < alpha and (point.relative_improvement or 0.0) > 0
         out.append(
             Selection(
@@ -459,12 +475,21 @@ def select_sources(
                 interval_source=interval.source,
                 interval_p_value=interval.p_value,
                 interval_skill=interval.skill,
+                p_up_source=p_up.source if briers else None,
+                p_up_p_value=p_up.p_value if briers else None,
                 window_start=min(chosen_dates) if chosen_dates else window[0],
                 window_end=max(chosen_dates) if chosen_dates else window[1],
                 n_sessions=len(set(chosen_dates)),
             )
         )
     return out
+
+
+def base_rates(baselines: Mapping[str, Any] | None, tickers: list[str]) -> np.ndarray:
+    """Per row, the up-share of its ticker's training dates (the pooled one for a ticker without)."""
+    rates = dict((baselines or {}).get("p_up_base") or {})
+    pooled = float(rates.get("*", np.nan))
+    return np.array([float(rates.get(t) or pooled) for t in tickers], dtype=np.float64)
 
 
 def judging_metrics(settings: Settings, judged_on: str) -> tuple[str, str]:

@@ -80,13 +80,14 @@ def redecide(
     *, settings: Settings, engine: Engine, model_version: str, tickers: list[str], through: date
 ) -> None:
     """Choose the interval source of `tickers` and of the pooled "*" again on the trailing window of
-    scored sessions; a window with fewer than `min_selection_sessions` sessions keeps the decision."""
+    scored sessions (and whose P(up) is served, by the Brier test against the base rate); a window with
+    fewer than `min_selection_sessions` sessions keeps the decision."""
     from stockcli.clock import calendar_for
     from stockcli.db.predictions import scored_between
     from stockcli.db.serving import POOLED, update_interval_choices
     from stockcli.errors import UsageError
-    from stockcli.ml.metrics import candidate_loss_panels
-    from stockcli.ml.selection import choose_interval_source
+    from stockcli.ml.metrics import brier_panels, candidate_loss_panels
+    from stockcli.ml.selection import BASE_RATE, choose_interval_source
 
     config = settings.forecasters
     try:
@@ -101,7 +102,12 @@ def redecide(
         if len(dates) < config.min_selection_sessions:
             continue
         decision = choose_interval_source(panels, incumbent=config.incumbent, alpha=settings.promotion.alpha)
+        p_up = choose_interval_source(
+            brier_panels(chosen), incumbent=BASE_RATE, alpha=settings.promotion.alpha
+        )
         choices[ticker] = {
+            "p_up_source": p_up.source,
+            "p_up_p_value": p_up.p_value,
             "interval_source": decision.source,
             "interval_p_value": decision.p_value,
             "interval_skill": decision.skill,

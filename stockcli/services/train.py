@@ -323,16 +323,26 @@ def fit_baselines(
 
     table = build_table(settings)
     fits: dict[str, dict[str, Any]] = {name: {} for name in table}
+    ups: dict[str, tuple[int, int]] = {}
     for ticker in tickers:
         frame = history.get(ticker)
         if frame is None or len(frame) < 3:
             continue
         frame = frame[frame.index <= np.datetime64(through)]
-        for name, params in fit_all(table, TickerBars.from_frame(frame)).items():
+        bars = TickerBars.from_frame(frame)
+        for name, params in fit_all(table, bars).items():
             if params is not None:
                 fits[name][ticker] = params
+        returns = bars.returns[np.isfinite(bars.returns)]
+        ups[ticker] = (int((returns > 0).sum()), int(returns.size))
+    total = [sum(values) for values in zip(*ups.values(), strict=True)] if ups else [0, 0]
+    base_rate = {t: up / n for t, (up, n) in ups.items() if n} | (
+        {"*": total[0] / total[1]} if total[1] else {}
+    )
     return {
         "fits": fits,
+        # P(up)'s naive forecast: the up-share of each ticker's training dates ("*": all pooled).
+        "p_up_base": base_rate,
         "fit_through": through.isoformat(),
         "rolling_window": int(settings.intervals.baseline_window),
     }
@@ -360,7 +370,9 @@ def score_windows(
     tickers = [names[i] for i in chosen]
     base_dates = [windows.base_dates[i] for i in chosen]
     quantiles = np.exp(calibrated_quantiles(result, calibration)[chosen]) * base[:, None]
-    found = candidate_quantiles(table, bundle_fits(baselines), history, tickers, base_dates, fit_missing=True)
+    found, _p_up = candidate_quantiles(
+        table, bundle_fits(baselines), history, tickers, base_dates, fit_missing=True
+    )
     return evaluate(
         tickers=tickers,
         dates=[windows.target_dates[i] for i in chosen],

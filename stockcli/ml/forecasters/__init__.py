@@ -88,24 +88,16 @@ class Forecaster(Protocol):
         ...
 
 
-def p_up_at(
-    forecaster: Forecaster, params: Mapping[str, Any], bars: TickerBars, rows: np.ndarray
-) -> np.ndarray:
-    """P(next log return > 0) per row, read off the forecaster's distribution on `P_UP_GRID`."""
+def p_up_from_grid(values: np.ndarray) -> np.ndarray:
+    """P(next log return > 0) per row of quantiles read at `P_UP_GRID` (n, 99): one minus the level
+    at which the (interpolated) quantile function crosses 0; NaN where a row is not finite."""
     grid = np.asarray(P_UP_GRID)
-    values = forecaster.quantiles_at(params, bars, rows, P_UP_GRID)
-    out = np.full(values.shape[0], np.nan)
-    for i, row in enumerate(values):
+    rows = np.atleast_2d(np.asarray(values, dtype=np.float64))
+    out = np.full(rows.shape[0], np.nan)
+    for i, row in enumerate(rows):
         if np.isfinite(row).all():
             out[i] = 1.0 - float(np.interp(0.0, np.maximum.accumulate(row), grid, left=0.0, right=1.0))
     return out
-
-
-def nominal_quantiles_at(
-    forecaster: Forecaster, params: Mapping[str, Any], bars: TickerBars, rows: np.ndarray
-) -> np.ndarray:
-    """(len(rows), 5) quantiles at the nominal `QUANTILES` levels."""
-    return forecaster.quantiles_at(params, bars, rows, QUANTILES)
 
 
 # --- the table and what callers do with it --------------------------------------------------------------
@@ -161,8 +153,9 @@ def candidate_quantiles(
     base_dates: Sequence[Any],
     *,
     fit_missing: bool = False,
-) -> dict[str, np.ndarray]:
-    """Every candidate's nominal quantiles (log returns) for rows (tickers[i] as of base_dates[i]).
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Every candidate's nominal quantiles (log returns, (n, 5)) and P(up) ((n,)) for rows
+    (tickers[i] as of base_dates[i]).
 
     `fits` is {candidate: {ticker: params}}. A ticker without parameters gets NaN rows, or, with
     `fit_missing` (an evaluation window: promote, train), a fit on its own bars before its first
@@ -172,6 +165,8 @@ def candidate_quantiles(
 
     n = len(tickers)
     out = {name: np.full((n, len(QUANTILES)), np.nan) for name in table}
+    p_up = {name: np.full(n, np.nan) for name in table}
+    levels = (*QUANTILES, *P_UP_GRID)
     wanted = dates_to_days(list(base_dates)) if n else np.zeros(0, dtype=np.int64)
     ticker_array = np.asarray(list(tickers), dtype=object)
     for ticker in dict.fromkeys(tickers):
@@ -191,8 +186,10 @@ def candidate_quantiles(
         for name, forecaster in table.items():
             params = own[name]
             if params is not None:
-                out[name][rows[ok]] = forecaster.quantiles_at(params, history, positions[ok], QUANTILES)
-    return out
+                values = forecaster.quantiles_at(params, history, positions[ok], levels)
+                out[name][rows[ok]] = values[:, : len(QUANTILES)]
+                p_up[name][rows[ok]] = p_up_from_grid(values[:, len(QUANTILES) :])
+    return out, p_up
 
 
 def bundle_fits(baselines: Mapping[str, Any] | None) -> dict[str, dict[str, Any]]:
