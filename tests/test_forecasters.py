@@ -363,3 +363,18 @@ def test_rolling_band_is_the_sample_sd_times_normal_quantiles(goog: TickerBars) 
     returns = goog.returns[row - 19 : row + 1]
     expected = np.std(returns, ddof=1) * norm.ppf(LEVELS)
     assert np.allclose(COMPOSED["rolling"].quantiles_at({}, goog, np.array([row]), LEVELS)[0], expected)
+
+
+@pytest.mark.parametrize("name", ["garch", "gjr"])
+def test_a_refit_started_from_the_last_fit_reaches_the_cold_fit(
+    name: str, goog: TickerBars, fitted: dict[str, dict[str, Any]]
+) -> None:
+    """A scheduled refit starts arch's optimiser at the previous parameters: same optimum, fewer steps."""
+    forecaster = FORECASTERS[name]
+    later = goog.head(FIT_SESSIONS + 21)
+    cold, warm = forecaster.fit(later), forecaster.fit(later, fitted[name])
+    assert cold is not None and warm is not None
+    rows = np.arange(FIT_SESSIONS + 21, FIT_SESSIONS + 60)
+    cold_q = forecaster.quantiles_at(cold, goog, rows, QUANTILES)
+    warm_q = forecaster.quantiles_at(warm, goog, rows, QUANTILES)
+    assert np.allclose(cold_q, warm_q, rtol=2e-3)

@@ -52,17 +52,20 @@ def refit_if_due(
 def refit(*, settings: Settings, engine: Engine, tickers: list[str], through: date) -> None:
     """Fit every statistical candidate on each ticker's stored bars through `through` and record it."""
     from stockcli.db.bars import load_bars
-    from stockcli.db.serving import save_fits
+    from stockcli.db.serving import load_fits, save_fits
     from stockcli.ml.forecasters import TickerBars, build_table, fit_all
 
     table = build_table(settings)
     bars = load_bars(engine, tickers, start=settings.data.start, end=through)
+    # Each fit starts from the ticker's last one (about half arch's iterations).
+    before = load_fits(engine, since=date.min, through=through)
     rows = []
     for ticker in tickers:
         frame = bars.get(ticker)
         if frame is None or frame.empty:
             continue
-        for name, params in fit_all(table, TickerBars.from_frame(frame)).items():
+        previous = {name: (before.get(name) or {}).get(ticker) for name in table}
+        for name, params in fit_all(table, TickerBars.from_frame(frame), previous).items():
             rows.append(
                 {
                     "ticker": ticker,

@@ -74,8 +74,10 @@ class Forecaster(Protocol):
 
     name: str
 
-    def fit(self, bars: TickerBars) -> dict[str, Any] | None:
-        """Parameters (plain JSON) fitted on all of `bars`; None when too short or ill-posed."""
+    def fit(self, bars: TickerBars, previous: Mapping[str, Any] | None = None) -> dict[str, Any] | None:
+        """Parameters (plain JSON) fitted on all of `bars`; None when too short or ill-posed.
+
+        `previous` is the last fit of the same ticker, where an iterative fit may start from it."""
         ...
 
     def quantiles_at(
@@ -122,16 +124,24 @@ def build_table(settings: Any) -> dict[str, Forecaster]:
     return {name: single[name] for name in config.candidates}
 
 
-def fit_all(table: Mapping[str, Forecaster], bars: TickerBars) -> dict[str, dict[str, Any] | None]:
-    """Every candidate's parameters on `bars`; a blend is composed from its members' fits (not refitted)."""
+def fit_all(
+    table: Mapping[str, Forecaster],
+    bars: TickerBars,
+    previous: Mapping[str, Mapping[str, Any] | None] | None = None,
+) -> dict[str, dict[str, Any] | None]:
+    """Every candidate's parameters on `bars` (each starting from its `previous` fit where it can);
+    a blend is composed from its members' fits, not refitted."""
+    before = previous or {}
     fitted: dict[str, dict[str, Any] | None] = {}
     for name, forecaster in table.items():
         compose = getattr(forecaster, "compose", None)
         if compose is not None:
-            members = {m.name: fitted.get(m.name) or m.fit(bars) for m in forecaster.members}  # type: ignore[attr-defined]
-            fitted[name] = compose(members)
+            members = forecaster.members  # type: ignore[attr-defined]
+            fitted[name] = compose(
+                {m.name: fitted.get(m.name) or m.fit(bars, before.get(m.name)) for m in members}
+            )
         else:
-            fitted[name] = forecaster.fit(bars)
+            fitted[name] = forecaster.fit(bars, before.get(name))
     return fitted
 
 

@@ -23,8 +23,11 @@ class Blend:
     def __init__(self, first: Forecaster, second: Forecaster) -> None:
         self.members = (first, second)
 
-    def fit(self, bars: TickerBars) -> dict[str, Any] | None:
-        return self.compose({member.name: member.fit(bars) for member in self.members})
+    def fit(self, bars: TickerBars, previous: Mapping[str, Any] | None = None) -> dict[str, Any] | None:
+        before = (previous or {}).get("members") or {}
+        return self.compose(
+            {member.name: member.fit(bars, before.get(member.name)) for member in self.members}
+        )
 
     def compose(self, fitted: Mapping[str, Mapping[str, Any] | None]) -> dict[str, Any] | None:
         """The blend's parameters from its members' (already fitted), None if either is missing."""

@@ -17,7 +17,6 @@ depends on returns up to k only.
 from __future__ import annotations
 
 import functools
-import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -27,9 +26,7 @@ from stockcli.errors import InputDataError
 from stockcli.ml.baselines import (
     GARCH_SCALE,
     MIN_FILTER_RETURNS,
-    MIN_GARCH_RETURNS,
     _backcast,
-    _finite,
     _garch_variance_path,
     _parameters,
     _rows_among_finite,
@@ -54,9 +51,9 @@ class Garch:
     name = "garch"
     needs_fit = True
 
-    def fit(self, bars: TickerBars) -> dict[str, Any] | None:
+    def fit(self, bars: TickerBars, previous: Mapping[str, Any] | None = None) -> dict[str, Any] | None:
         """arch's fit on all finite returns of `bars`; None below `MIN_GARCH_RETURNS`, flat or failed."""
-        return fit_garch(bars.returns)
+        return fit_garch(bars.returns, previous=previous)
 
     def quantiles_at(
         self, params: Mapping[str, Any], bars: TickerBars, rows: np.ndarray, levels: Sequence[float]
@@ -80,9 +77,9 @@ class Gjr:
     name = "gjr"
     needs_fit = True
 
-    def fit(self, bars: TickerBars) -> dict[str, Any] | None:
+    def fit(self, bars: TickerBars, previous: Mapping[str, Any] | None = None) -> dict[str, Any] | None:
         """arch's fit (o=1) on all finite returns of `bars`; None when too short, flat or failed."""
-        return fit_gjr(bars.returns)
+        return fit_garch(bars.returns, asymmetric=True, previous=previous)
 
     def quantiles_at(
         self, params: Mapping[str, Any], bars: TickerBars, rows: np.ndarray, levels: Sequence[float]
@@ -94,43 +91,6 @@ class Gjr:
             return _gjr_variance_path(residuals, omega, alpha, gamma, beta)
 
         return _t_quantiles_at(path, (mu, nu, scale), bars.returns, rows, levels)
-
-
-def fit_gjr(log_returns: np.ndarray) -> dict[str, Any] | None:
-    """Fit GJR-GARCH(1,1)-t with a constant mean, as `fit_garch` fits GARCH(1,1)-t.
-
-    Returns `{"mu", "omega", "alpha", "gamma", "beta", "nu", "scale", "n_obs", "converged"}` or
-    None (fewer than `MIN_GARCH_RETURNS` finite returns, no variation, a failed or non-finite fit).
-    """
-    returns = _finite(log_returns)
-    if returns.size < MIN_GARCH_RETURNS or float(np.std(returns)) < 1e-10:
-        return None
-    from arch import arch_model
-
-    model = arch_model(GARCH_SCALE * returns, mean="Constant", vol="GARCH", p=1, o=1, q=1, dist="t")
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        try:
-            result = model.fit(disp="off", show_warning=False)
-        except (ValueError, np.linalg.LinAlgError, ZeroDivisionError, FloatingPointError):
-            return None
-    fitted = result.params
-    names = {"mu": "mu", "omega": "omega", "alpha": "alpha[1]", "gamma": "gamma[1]", "beta": "beta[1]"}
-    values = {key: float(fitted[column]) for key, column in names.items()}
-    values["nu"] = float(fitted["nu"])
-    if not all(np.isfinite(value) for value in values.values()):
-        return None
-    if -1e-8 < values["alpha"] + values["gamma"] < 0:
-        # The optimiser stops on the constraint alpha + gamma >= 0 up to rounding (seen on GOOG).
-        values["gamma"] = -values["alpha"]
-    try:
-        _gjr_parameters(values)
-    except InputDataError:
-        return None
-    converged = int(result.convergence_flag) == 0 and not any(
-        warning.category.__name__ == "ConvergenceWarning" for warning in caught
-    )
-    return {**values, "scale": GARCH_SCALE, "n_obs": int(returns.size), "converged": bool(converged)}
 
 
 def _t_quantiles_at(

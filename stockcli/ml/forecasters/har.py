@@ -81,7 +81,7 @@ class HarRange:
             )
         self.estimator = estimator
 
-    def fit(self, bars: TickerBars) -> dict[str, Any] | None:
+    def fit(self, bars: TickerBars, previous: Mapping[str, Any] | None = None) -> dict[str, Any] | None:
         """OLS of log RV[t + 1] on the design row t, then the quantiles of the standardized returns.
 
         None when fewer than `MIN_HAR_ROWS` rows have a full design and a next session, when the

@@ -23,7 +23,7 @@ class RollingBand:
     def __init__(self, window: int = 20) -> None:
         self.window = int(window)
 
-    def fit(self, bars: TickerBars) -> dict[str, Any] | None:
+    def fit(self, bars: TickerBars, previous: Mapping[str, Any] | None = None) -> dict[str, Any] | None:
         return {"window": self.window}
 
     def quantiles_at(
