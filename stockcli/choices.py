@@ -19,6 +19,10 @@ PromotionMetric = Literal["mae", "rmse", "mape", "winkler_95", "pinball"]
 # What `[notify] events` may choose: a failed run, a retrain, a promotion, a close outside its 95%
 # interval, the summary of a daily run.
 NotifyEvent = Literal["failure", "retrain", "promotion", "band_break", "summary"]
+# Statistical interval candidates (the network competes beside them as "network").
+Candidate = Literal["rolling", "garch", "gjr", "har_range", "blend"]
+RangeEstimator = Literal["garman_klass", "parkinson"]
+IntervalMetric = Literal["pinball", "winkler_95"]
 
 SOURCES: tuple[Source, ...] = get_args(Source)
 TARGET_KINDS: tuple[TargetKind, ...] = get_args(TargetKind)
@@ -27,8 +31,10 @@ DEVICES: tuple[Device, ...] = get_args(Device)
 DISTRIBUTIONS: tuple[Distribution, ...] = get_args(Distribution)
 PROMOTION_METRICS: tuple[PromotionMetric, ...] = get_args(PromotionMetric)
 NOTIFY_EVENTS: tuple[NotifyEvent, ...] = get_args(NotifyEvent)
+CANDIDATES: tuple[Candidate, ...] = get_args(Candidate)
 
 __all__ = [
+    "CANDIDATES",
     "DEVICES",
     "DISTRIBUTIONS",
     "MODEL_TYPES",
@@ -36,11 +42,14 @@ __all__ = [
     "PROMOTION_METRICS",
     "SOURCES",
     "TARGET_KINDS",
+    "Candidate",
     "Device",
     "Distribution",
+    "IntervalMetric",
     "ModelType",
     "NotifyEvent",
     "PromotionMetric",
+    "RangeEstimator",
     "Source",
     "TargetKind",
 ]

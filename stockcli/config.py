@@ -28,6 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic.fields import FieldInfo
 
 from stockcli.choices import (
+    CANDIDATES,
     DEVICES,
     DISTRIBUTIONS,
     MODEL_TYPES,
@@ -35,11 +36,14 @@ from stockcli.choices import (
     PROMOTION_METRICS,
     SOURCES,
     TARGET_KINDS,
+    Candidate,
     Device,
     Distribution,
+    IntervalMetric,
     ModelType,
     NotifyEvent,
     PromotionMetric,
+    RangeEstimator,
     Source,
     TargetKind,
 )
@@ -335,8 +339,49 @@ class TuningSettings(_Section):
 class IntervalsSettings(_Section):
     # Step of adaptive conformal inference: how fast interval widths follow misses and hits.
     aci_gamma: float = Field(default=0.005, gt=0, le=0.1)
+    # Serve the adapted levels (true) or always the nominal ones (false); the state is kept either way.
+    aci: bool = True
     # Sessions of the rolling volatility band (the interval baseline).
     baseline_window: int = Field(default=20, ge=5, le=250)
+
+
+class ForecasterSettings(_Section):
+    # Statistical interval candidates, besides the network (every one is scored every session).
+    candidates: tuple[Candidate, ...] = Field(default=CANDIDATES, strict=False, min_length=1)
+    # The candidate every challenger must beat by a one-sided test (Holm-corrected) to be served.
+    incumbent: Candidate = "garch"
+    # Daily variance of the range-based HAR: Garman-Klass (open/high/low/close) or Parkinson (high/low),
+    # each plus the overnight gap.
+    har_estimator: RangeEstimator = "garman_klass"
+    # The two candidates whose quantiles `blend` averages.
+    blend: tuple[Candidate, Candidate] = Field(default=("har_range", "garch"), strict=False)
+    # Sessions between refits of the statistical candidates from the stored bars (during `daily`).
+    refit_sessions: int = Field(default=21, ge=1, le=250)
+    # Trailing scored sessions on which the interval source is re-decided at each refit.
+    selection_sessions: int = Field(default=250, ge=20, le=2000)
+    # Fewer scored sessions than this in that window: the previous decision stands.
+    min_selection_sessions: int = Field(default=60, ge=10, le=2000)
+    # The loss the selection tests compare.
+    metric: IntervalMetric = "pinball"
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ForecasterSettings:
+        if len(set(self.candidates)) != len(self.candidates):
+            raise SettingProblem("names a candidate twice", key="candidates")
+        if self.incumbent not in self.candidates:
+            raise SettingProblem(
+                f"is {self.incumbent!r}, which is not among [forecasters] candidates", key="incumbent"
+            )
+        if "blend" in self.blend or self.blend[0] == self.blend[1]:
+            raise SettingProblem("must name two different candidates other than blend", key="blend")
+        if "blend" in self.candidates and not set(self.blend) <= set(self.candidates):
+            raise SettingProblem("names a candidate that is not among [forecasters] candidates", key="blend")
+        if self.min_selection_sessions > self.selection_sessions:
+            raise SettingProblem(
+                f"is {self.min_selection_sessions}, above selection_sessions = {self.selection_sessions}",
+                key="min_selection_sessions",
+            )
+        return self
 
 
 class PromotionSettings(_Section):
@@ -454,6 +499,7 @@ class Settings(BaseModel):
     training: TrainingSettings = Field(default_factory=TrainingSettings)
     tuning: TuningSettings = Field(default_factory=TuningSettings)
     intervals: IntervalsSettings = Field(default_factory=IntervalsSettings)
+    forecasters: ForecasterSettings = Field(default_factory=ForecasterSettings)
     promotion: PromotionSettings = Field(default_factory=PromotionSettings)
     monitor: MonitorSettings = Field(default_factory=MonitorSettings)
     predict: PredictSettings = Field(default_factory=PredictSettings)

@@ -74,6 +74,8 @@ PREDICTION_KEYS = {
     "model_version",
     "dataset_run_id",
 }
+CANDIDATES = ("network", "rolling", "garch", "gjr", "har_range", "blend")  # every interval candidate, scored
+
 INTERVAL_FIELDS = (
     "coverage_80",
     "coverage_95",
@@ -493,20 +495,20 @@ def test_backtest_continues_the_history_and_reports_intervals_sources_and_tests(
         assert 0 <= block["coverage_80"] <= block["coverage_95"] <= 1
         assert block["skill_low"] <= block["skill"] <= block["skill_high"]
         assert block["share_model"] + block["share_naive"] == pytest.approx(1.0)
-        assert set(block["baselines"]) == {"garch", "rolling"}
+        assert set(block["baselines"]) == set(CANDIDATES)
         garch = block["baselines"]["garch"]
         assert block["skill_vs_garch"] == {
             "winkler_95": pytest.approx(1 - block["winkler_95"] / garch["winkler_95"]),
             "pinball": pytest.approx(1 - block["pinball"] / garch["pinball"]),
         }
         for values in block["baselines"].values():
-            assert set(values) == set(INTERVAL_FIELDS) and all(
+            assert set(values) == {*INTERVAL_FIELDS, "skill_vs_garch"} and all(
                 isinstance(values[k], float) for k in INTERVAL_FIELDS
             )
     assert metrics["share_model"] == pytest.approx(served_by_model)
     assert set(summary["per_ticker"]) == set(TICKERS)
-    assert set(summary["baselines"]) == {"garch", "rolling"}
-    for name, values in summary["baselines"].items():
+    assert set(summary["candidates"]) == set(CANDIDATES)
+    for name, values in summary["candidates"].items():
         assert {k: values[k] for k in INTERVAL_FIELDS} == {
             k: metrics["baselines"][name][k] for k in INTERVAL_FIELDS
         }

@@ -378,52 +378,62 @@ def _baseline_bars() -> dict[str, Any]:
     return sample_frames(("GOOG", "MSFT"), start=date(2009, 1, 1), end=date(2013, 3, 1))
 
 
-def test_baseline_quantiles_are_the_paths_rows_of_each_tickers_own_returns() -> None:
-    from stockcli.ml.baselines import fit_garch, garch_quantiles_path, rolling_band_quantiles_path
-    from stockcli.ml.forecast import baseline_quantiles, log_returns_of
+def test_candidate_quantiles_are_each_forecasters_rows_on_each_tickers_own_bars() -> None:
+    from stockcli.config import load_settings
+    from stockcli.ml.forecasters import TickerBars, build_table, candidate_quantiles, fit_all
+    from stockcli.ml.intervals import QUANTILES
 
     bars = _baseline_bars()
-    _, goog_returns = log_returns_of(bars["GOOG"])
-    params = fit_garch(goog_returns[1:700])
-    assert params is not None
+    table = build_table(load_settings(None, environ={}))
+    own = {t: TickerBars.from_frame(frame) for t, frame in bars.items()}
+    fits: dict[str, dict[str, Any]] = {name: {} for name in table}
+    for ticker, history in own.items():
+        for name, params in fit_all(table, history.head(700)).items():
+            fits[name][ticker] = params
     days = {t: [d.date() for d in frame.index] for t, frame in bars.items()}
     # GOOG's and MSFT's last session, GOOG on two earlier ones, MSFT before its rolling band exists.
     rows = [("GOOG", -1), ("MSFT", -1), ("GOOG", 800), ("GOOG", 500), ("MSFT", 10)]
-    found = baseline_quantiles(
-        {"garch": {"GOOG": params, "MSFT": params}},
-        bars,
-        [t for t, _ in rows],
-        [days[t][i] for t, i in rows],
-        rolling_window=20,
-    )
+    found, p_up = candidate_quantiles(table, fits, bars, [t for t, _ in rows], [days[t][i] for t, i in rows])
     for i, (ticker, position) in enumerate(rows):
-        _, returns = log_returns_of(bars[ticker])
-        np.testing.assert_array_equal(found["rolling"][i], rolling_band_quantiles_path(returns, 20)[position])
-        np.testing.assert_array_equal(found["garch"][i], garch_quantiles_path(params, returns)[position])
+        row = np.array([position % len(own[ticker])])
+        for name, forecaster in table.items():
+            expected = forecaster.quantiles_at(fits[name][ticker], own[ticker], row, QUANTILES)[0]
+            np.testing.assert_allclose(found[name][i], expected, rtol=1e-12, atol=0)
     assert np.isnan(found["rolling"][4]).all() and np.isfinite(found["rolling"][:4]).all()
+    assert (
+        np.isfinite(p_up["har_range"][:4]).all()
+        and ((p_up["garch"][:4] > 0.3) & (p_up["garch"][:4] < 0.7)).all()
+    )
 
 
-def test_a_ticker_without_garch_parameters_is_fitted_only_when_asked(monkeypatch: pytest.MonkeyPatch) -> None:
-    """An evaluation (promote, train) fits GARCH for a ticker without stored parameters; the daily
-    forecast (`fit_missing=False`) never fits: NaN GARCH quantiles, the rolling band still there."""
-    from stockcli.ml import baselines as baselines_module
-    from stockcli.ml.baselines import fit_garch
-    from stockcli.ml.forecast import baseline_quantiles, log_returns_of
+def test_a_ticker_without_parameters_is_fitted_only_when_asked_and_only_on_its_past() -> None:
+    """An evaluation (promote, train) fits a ticker without stored parameters on its bars before its
+    first requested date; the daily forecast (`fit_missing=False`) never fits: NaN rows, the rolling
+    band (which needs no fit) still there."""
+    from stockcli.config import load_settings
+    from stockcli.ml.forecasters import TickerBars, build_table, candidate_quantiles, fit_all
+    from stockcli.ml.intervals import QUANTILES
 
     bars = _baseline_bars()
-    params = fit_garch(log_returns_of(bars["GOOG"])[1][1:700])
-    stored = {"garch": {"GOOG": params}}  # MSFT: none (a ticker the model never saw)
-    last = bars["GOOG"].index[-1].date()
-    tickers, base_dates = ["GOOG", "MSFT"], [last, last]
+    table = build_table(load_settings(None, environ={}))
+    goog = fit_all(table, TickerBars.from_frame(bars["GOOG"]).head(700))
+    stored = {name: {"GOOG": params} for name, params in goog.items()}  # MSFT: none (never seen)
+    first, last = bars["MSFT"].index[600].date(), bars["MSFT"].index[-1].date()
+    tickers, base_dates = ["GOOG", "MSFT", "MSFT"], [last, first, last]
 
-    fitted = baseline_quantiles(stored, bars, tickers, base_dates, rolling_window=20)
-    assert np.isfinite(fitted["garch"]).all()  # MSFT fitted on its own returns before the date
-
-    def no_fit(_returns: np.ndarray) -> None:
-        raise AssertionError("fit_garch called on the serving path")
-
-    monkeypatch.setattr(baselines_module, "fit_garch", no_fit)
-    served = baseline_quantiles(stored, bars, tickers, base_dates, rolling_window=20, fit_missing=False)
-    np.testing.assert_array_equal(served["garch"][0], fitted["garch"][0])
-    assert np.isnan(served["garch"][1]).all()
-    np.testing.assert_array_equal(served["rolling"], fitted["rolling"])
+    fitted, _ = candidate_quantiles(table, stored, bars, tickers, base_dates, fit_missing=True)
+    assert all(np.isfinite(values).all() for values in fitted.values())
+    # MSFT's fit saw its bars up to its first requested date only.
+    expected = fit_all(table, TickerBars.from_frame(bars["MSFT"]).head(601))
+    msft = TickerBars.from_frame(bars["MSFT"])
+    row = np.array([len(msft) - 1])
+    np.testing.assert_allclose(
+        fitted["har_range"][2],
+        table["har_range"].quantiles_at(expected["har_range"], msft, row, QUANTILES)[0],
+        rtol=1e-12,
+        atol=0,
+    )
+    served, _ = candidate_quantiles(table, stored, bars, tickers, base_dates, fit_missing=False)
+    np.testing.assert_allclose(served["garch"][0], fitted["garch"][0], rtol=1e-12, atol=0)
+    assert np.isnan(served["garch"][1:]).all() and np.isnan(served["har_range"][1:]).all()
+    np.testing.assert_allclose(served["rolling"], fitted["rolling"], rtol=1e-12, atol=0)

@@ -146,7 +146,7 @@ def test_each_ticker_is_predicted_or_reported_on_its_own(
         model_version=served.version,
         selections=[
             selection("GOOG", "naive", 0.31, "garch"),
-            selection("MSFT", "model", 0.004, "model", 0.01),
+            selection("MSFT", "model", 0.004, "network", 0.01),
             selection("*", "model", 0.02, "garch"),
         ],
         promotion_id=None,
@@ -184,7 +184,7 @@ def test_each_ticker_is_predicted_or_reported_on_its_own(
     assert goog["predicted_close"] == goog["base_close"] and goog["change_pct"] == 0.0
     assert goog["interval_source"] == "garch"
     assert msft["source"] == "model" and msft["p_value"] == pytest.approx(0.004)
-    assert msft["interval_source"] == "model" and msft["interval_p_value"] == pytest.approx(0.01)
+    assert msft["interval_source"] == "network" and msft["interval_p_value"] == pytest.approx(0.01)
     assert msft["predicted_close"] != msft["base_close"]
     # A ticker added to the config is served by the current Production with the pooled decision.
     assert newco["unseen"] is True and goog["unseen"] is False and msft["unseen"] is False
@@ -338,7 +338,7 @@ def test_a_forecast_beyond_the_volatility_limit_is_refused_with_exit_1_and_not_s
 # --- adaptive conformal inference -------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("goog_interval, msft_interval", [("model", "garch"), ("garch", "model")])
+@pytest.mark.parametrize("goog_interval, msft_interval", [("network", "garch"), ("garch", "network")])
 def test_a_miss_lowers_alpha_and_widens_the_next_interval_a_hit_raises_it(
     served: Served, db: tuple[Settings, Engine], goog_interval: str, msft_interval: str
 ) -> None:
@@ -435,9 +435,21 @@ def test_a_miss_lowers_alpha_and_widens_the_next_interval_a_hit_raises_it(
         assert_ordered(dataclasses.asdict(p))
     width = {p.ticker: p.upper_80 - p.lower_80 for p in adapted.predictions}
 
+    # `[intervals] aci = false` serves the nominal levels though the state has moved.
+    fixed = predict(
+        settings=settings.replace(intervals={"aci": False}),
+        engine=engine,
+        as_of=second_day,
+        bundle=served.bundle,
+        tickers=["GOOG", "MSFT"],
+        write_files=False,
+    )
+    unadapted = {p.ticker: p.upper_80 - p.lower_80 for p in fixed.predictions}
+
     with engine.begin() as connection:  # the same prediction from the nominal levels
         connection.execute(delete(IntervalState))
     nominal = {p.ticker: p.upper_80 - p.lower_80 for p in run().predictions}
+    assert unadapted == pytest.approx(nominal, rel=1e-12)
     assert width["GOOG"] > nominal["GOOG"]
     assert width["MSFT"] < nominal["MSFT"]
 
@@ -464,25 +476,3 @@ def test_an_as_of_inside_the_models_training_data_is_refused_with_exit_2_and_not
     allowed = cli("--as-of", "2013-03-01", "--json", "predict")
     assert allowed.exit_code == 0, allowed.output
     assert {(t, d) for t, d in stored(engine)} == {("GOOG", date(2013, 3, 4)), ("MSFT", date(2013, 3, 4))}
-
-
-def test_baseline_ppf_and_p_up_are_scipy_stats_numbers() -> None:
-    """The served baseline intervals use scipy.special directly (scipy.stats' per-call overhead was
-    ~0.1 ms, four calls a ticker): the very numbers of stats.norm and stats.t."""
-    import numpy as np
-    from scipy import stats
-
-    from stockcli.services.predict import _standardized_ppf, baseline_p_up
-
-    for nu in (math.inf, 2.5, 5.0, 31.7):
-        for level in (0.0005, 0.025, 0.1, 0.5, 0.9, 0.975, 0.9995):
-            if math.isinf(nu):
-                expected = float(stats.norm.ppf(level))
-            else:
-                expected = float(stats.t.ppf(level, nu) * math.sqrt((nu - 2.0) / nu))
-            assert _standardized_ppf(level, nu) == expected
-        quantiles = np.array([-0.031, -0.019, 0.0013, 0.0214, 0.0337])
-        unit = (quantiles[4] - quantiles[0]) / 2.0 / _standardized_ppf(0.975, nu)
-        z = quantiles[2] / unit
-        expected_up = stats.norm.cdf(z) if math.isinf(nu) else stats.t.cdf(z * math.sqrt(nu / (nu - 2.0)), nu)
-        assert baseline_p_up(quantiles, nu) == float(expected_up)

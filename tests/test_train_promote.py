@@ -97,7 +97,9 @@ class Window:
         z = np.array([-1.959964, -1.281552, 0.0, 1.281552, 1.959964])
         return WindowForecasts(predicted=predicted, quantiles=predicted[:, None] * np.exp(sigma * z)[None, :])
 
-    def test(self, metric: str, candidate: WindowForecasts, production: WindowForecasts) -> Any:
+    def test(
+        self, metric: str, candidate: WindowForecasts, production: WindowForecasts, alternative: str = "less"
+    ) -> Any:
         return paired_test(
             metric,
             candidate,
@@ -107,6 +109,7 @@ class Window:
             dates=self.dates,
             actual=self.actual,
             base=self.base,
+            alternative=alternative,
         )
 
 
@@ -120,6 +123,7 @@ def decide_on(
     test = window.test("mae", window.forecasts(candidate), window.forecasts(production))
     promoted, reason, improvement = decide(
         settings=settings,
+        metric="mae",
         candidate_version="2",
         production_version="1",
         candidate_value=mae(candidate, window.actual),
@@ -195,6 +199,7 @@ def test_decide_without_production_or_against_itself(make_settings: Callable[...
     settings = make_settings()
     first = decide(
         settings=settings,
+        metric="mae",
         candidate_version="1",
         production_version=None,
         candidate_value=1.0,
@@ -204,6 +209,7 @@ def test_decide_without_production_or_against_itself(make_settings: Callable[...
     assert first == (True, "No production model yet: promoting the candidate.", None)
     same = decide(
         settings=settings,
+        metric="mae",
         candidate_version="3",
         production_version="3",
         candidate_value=1.0,
@@ -241,6 +247,10 @@ def test_each_ticker_serves_the_model_only_where_it_beats_naive(
         predicted=predicted, quantiles=predicted[:, None] * np.exp(sigma[:, None] * z[None, :])
     )
     garch = window.base[:, None] * np.exp(0.01 * z)[None, :]  # the true spread around no change
+    up = window.actual > window.base
+    coin = np.random.default_rng(9).uniform(0.3, 0.7, len(tickers))
+    knows = np.where(up, 0.8, 0.2) + np.random.default_rng(10).uniform(-0.1, 0.1, len(tickers))
+    p_up = np.where(tickers == "AAA", knows, coin)
 
     chosen = select_sources(
         fc,
@@ -249,18 +259,27 @@ def test_each_ticker_serves_the_model_only_where_it_beats_naive(
         dates=window.dates,
         actual=window.actual,
         base=window.base,
-        garch=garch,
+        candidates={"garch": garch, "network": fc.quantiles},
+        p_ups={"network": p_up},
+        base_rate=np.full(len(tickers), 0.5),
+        incumbent="garch",
+        interval_metric="pinball",
         alpha=0.05,
         window=(window.dates[0], window.dates[-1]),
     )
 
     by_ticker = {item.ticker: item for item in chosen}
+    # P(up): AAA's model knows the direction, BBB's is a coin: only AAA's beats the base rate.
+    assert (by_ticker["AAA"].p_up_source, by_ticker["BBB"].p_up_source) == ("network", "base_rate")
+    assert by_ticker["AAA"].p_up_p_value < 0.05 < by_ticker["BBB"].p_up_p_value
     assert list(by_ticker) == ["AAA", "BBB", "*"]
     aaa, bbb = by_ticker["AAA"], by_ticker["BBB"]
-    assert (aaa.point_source, aaa.interval_source) == ("model", "model")
+    assert (aaa.point_source, aaa.interval_source) == ("model", "network")
     assert aaa.point_p_value < 0.05 and aaa.point_skill > 0.5 and aaa.interval_p_value < 0.05
     assert (bbb.point_source, bbb.interval_source) == ("naive", "garch")
-    assert bbb.point_p_value > 0.5 and bbb.point_skill < 0 and bbb.interval_skill < 0
+    # The incumbent kept: its skill against itself is 0, the p-value the closest challenger's (the network).
+    assert bbb.point_p_value > 0.5 and bbb.point_skill < 0 and bbb.interval_skill == 0.0
+    assert bbb.interval_p_value is not None and bbb.interval_p_value > 0.5
     for item in chosen:
         assert (item.window_start, item.window_end, item.n_sessions) == (
             window.dates[0],
@@ -286,7 +305,7 @@ def test_train_registers_a_version_and_never_moves_production(world: World) -> N
         assert set(block["model"]) == set(block["naive"]) == {"mae", "rmse", "mape", "directional_accuracy"}
         intervals = block["intervals"]
         assert 0.0 <= intervals["coverage_80"] <= intervals["coverage_95"] <= 1.0
-        assert set(block["baselines"]) == {"garch", "rolling"}
+        assert set(block["baselines"]) == {"rolling", "garch", "gjr", "har_range", "blend"}
     for ticker, block in trained.test_metrics["tickers"].items():
         assert block["skill"] == pytest.approx(1 - block["model"]["mae"] / block["naive"]["mae"])
         assert (ticker in trained.worse_than_naive) == (block["model"]["mae"] > block["naive"]["mae"])
@@ -296,8 +315,9 @@ def test_train_registers_a_version_and_never_moves_production(world: World) -> N
     )
     # Its intervals were calibrated on the validation split and its GARCH fit on the training dates.
     assert world.good.calibration["fit_on"] == "validation" and world.good.calibration["scores"]["*"]
-    assert set(world.good.baselines["garch"]) == {"GOOG", "MSFT"}
-    assert world.good.baselines["garch_fit_through"] == world.dataset.split["train"]["last_target_date"]
+    assert set(world.good.baselines["fits"]["garch"]) == {"GOOG", "MSFT"}
+    assert set(world.good.baselines["fits"]["har_range"]) == {"GOOG", "MSFT"}
+    assert world.good.baselines["fit_through"] == world.dataset.split["train"]["last_target_date"]
     assert world.good.dataset_run_id == world.dataset.run_id and world.good.spec == world.dataset.spec
 
 
@@ -670,3 +690,44 @@ def test_cli_promote_with_nothing_registered_exits_4(model_cli: Cli) -> None:
     result = model_cli("promote")
     assert result.exit_code == 4
     assert "No registered model version" in result.output and "stockcli train" in result.output
+
+
+def test_a_retrain_is_judged_on_the_metric_it_was_asked_for(make_settings: Callable[..., Settings]) -> None:
+    """Coverage retrains are judged on the interval score, skill retrains on the point metric; the
+    other kind is the guard the candidate must not be significantly worse on."""
+    from stockcli.services.promote import judging_metrics
+
+    settings = make_settings()
+    assert judging_metrics(settings, "point") == ("mae", "pinball")
+    assert judging_metrics(settings, "interval") == ("pinball", "mae")
+    winkler = make_settings(promotion={"metric": "winkler_95"}, forecasters={"metric": "pinball"})
+    assert judging_metrics(winkler, "interval") == ("winkler_95", "mae")
+    assert judging_metrics(winkler, "point") == ("winkler_95", "mae")
+
+
+def test_a_candidate_significantly_worse_on_the_other_metric_is_not_promoted(
+    make_settings: Callable[..., Settings],
+) -> None:
+    """Better points but intervals far too wide: the point test passes, the interval guard vetoes."""
+    window = Window(seed=5)
+    settings = make_settings()
+    candidate = window.noisy(0.001, around=window.actual)  # near the truth
+    production = window.base.copy()  # the last close
+    better = window.test("mae", window.forecasts(candidate), window.forecasts(production))
+    wide, calibrated = window.forecasts(candidate, 0.2), window.forecasts(production, 0.01)
+    worse = window.test("pinball", wide, calibrated, alternative="greater")
+    assert better.p_value < 0.05 and worse.p_value < 0.05
+    common = {
+        "settings": settings,
+        "metric": "mae",
+        "candidate_version": "2",
+        "production_version": "1",
+        "candidate_value": mae(candidate, window.actual),
+        "production_value": mae(production, window.actual),
+        "test": better,
+    }
+    assert decide(**common)[0]
+    promoted, reason, _ = decide(**common, guard=("pinball", worse))
+    assert not promoted and "significantly worse on PINBALL" in reason
+    fine = window.test("pinball", calibrated, calibrated, alternative="greater")
+    assert decide(**common, guard=("pinball", fine))[0]

@@ -443,10 +443,10 @@ def _show_backtest(result: Any) -> None:
         rows,
         secondary=["direction", "MAE", "naive MAE", "skill 95% CI"],
     )
-    if result.baselines:
+    if result.candidates:
         output.table(
-            "Interval baselines on the same sessions",
-            ["baseline", "80% cover", "95% cover", "Winkler 95", "pinball"],
+            "Interval candidates on the same sessions (skill and one-sided DM p against GARCH, pinball)",
+            ["candidate", "80% cover", "95% cover", "Winkler 95", "pinball", "skill W95", "p"],
             [
                 [
                     name,
@@ -454,8 +454,10 @@ def _show_backtest(result: Any) -> None:
                     output.fmt_pct(values.get("coverage_95"), 1),
                     output.fmt_float(values.get("winkler_95"), 4),
                     output.fmt_float(values.get("pinball"), 5),
+                    output.fmt_pct((values.get("skill_vs_garch") or {}).get("winkler_95"), 2),
+                    "-" if values.get("p_value_vs_garch") is None else f"{values['p_value_vs_garch']:.3g}",
                 ]
-                for name, values in [("served", m), *result.baselines.items()]
+                for name, values in [("served", m), *result.candidates.items()]
             ],
         )
     output.table(

@@ -288,8 +288,30 @@ class ServingSelection(Base):
     interval_source: Mapped[str] = mapped_column(String(16))  # model | garch
     interval_p_value: Mapped[float | None] = mapped_column(Double, nullable=True)
     interval_skill: Mapped[float | None] = mapped_column(Double, nullable=True)
+    # Revision 0005: whose P(up) is served ("base_rate": the up-share of the training dates).
+    p_up_source: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    p_up_p_value: Mapped[float | None] = mapped_column(Double, nullable=True)
     window_start: Mapped[date | None] = mapped_column(Date, nullable=True)
     window_end: Mapped[date | None] = mapped_column(Date, nullable=True)
     n_sessions: Mapped[int] = mapped_column(Integer)
     promotion_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
     decided_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class ForecasterFit(Base):
+    """One scheduled refit of one statistical candidate for one ticker [ticker, forecaster, fit_end].
+
+    `params` are the candidate's plain-JSON parameters fitted on the ticker's bars from `fit_start`
+    through `fit_end` (NULL when that history was too short or the fit failed). `predict` serves a
+    ticker with the newest fit whose `fit_end` is on or before its base session, until the next.
+    """
+
+    __tablename__ = "forecaster_fits"
+
+    ticker: Mapped[str] = mapped_column(String(24), primary_key=True)
+    forecaster: Mapped[str] = mapped_column(String(16), primary_key=True)
+    fit_end: Mapped[date] = mapped_column(Date, primary_key=True)
+    fit_start: Mapped[date | None] = mapped_column(Date, nullable=True)
+    n_sessions: Mapped[int] = mapped_column(Integer)
+    params: Mapped[Any | None] = mapped_column(JSON, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

@@ -15,10 +15,10 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.engine import Connection, Engine
 
-from stockcli.db.models import IntervalState, ServingSelection
+from stockcli.db.models import ForecasterFit, IntervalState, ServingSelection
 from stockcli.db.store import upsert, utcnow
 
 POOLED = "*"
@@ -38,6 +38,8 @@ class Selection:
     window_start: date | None
     window_end: date | None
     n_sessions: int
+    p_up_source: str | None = None  # whose P(up) is served; "base_rate" (or None): the training up-share
+    p_up_p_value: float | None = None
 
 
 def save_selection(
@@ -55,6 +57,8 @@ def save_selection(
             "interval_source": item.interval_source,
             "interval_p_value": item.interval_p_value,
             "interval_skill": item.interval_skill,
+            "p_up_source": item.p_up_source,
+            "p_up_p_value": item.p_up_p_value,
             "window_start": item.window_start,
             "window_end": item.window_end,
             "n_sessions": int(item.n_sessions),
@@ -84,6 +88,8 @@ def load_selection(engine: Engine, model_version: str) -> dict[str, Selection]:
             interval_source=row["interval_source"],
             interval_p_value=row["interval_p_value"],
             interval_skill=row["interval_skill"],
+            p_up_source=row["p_up_source"],
+            p_up_p_value=row["p_up_p_value"],
             window_start=row["window_start"],
             window_end=row["window_end"],
             n_sessions=int(row["n_sessions"]),
@@ -148,3 +154,66 @@ def save_interval_state(connection: Connection, states: Iterable[AciState]) -> N
         for s in states
     ]
     upsert(connection, IntervalState, rows, key=("ticker", "level"))
+
+
+# --- scheduled refits of the statistical candidates -------------------------------------------------
+
+
+def save_fits(engine: Engine, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Record refits: rows of (ticker, forecaster, fit_end, fit_start, n_sessions, params), one transaction."""
+    now = utcnow()
+    with engine.begin() as connection:
+        upsert(connection, ForecasterFit, [{**row, "created_at": now} for row in rows], key=FIT_KEY)
+
+
+FIT_KEY = ("ticker", "forecaster", "fit_end")
+
+
+def last_fit_ends(engine: Engine, through: date) -> dict[str, date]:
+    """ticker -> the newest refit's last session on or before `through`."""
+    query = (
+        select(ForecasterFit.ticker, func.max(ForecasterFit.fit_end))
+        .where(ForecasterFit.fit_end <= through)
+        .group_by(ForecasterFit.ticker)
+    )
+    with engine.connect() as connection:
+        return {str(ticker): end for ticker, end in connection.execute(query)}
+
+
+def load_fits(engine: Engine, *, since: date, through: date) -> dict[str, dict[str, Any]]:
+    """{forecaster: {ticker: params}} of the newest refit of each in (since, through]; failed fits left out."""
+    newest = (
+        select(ForecasterFit.ticker, ForecasterFit.forecaster, func.max(ForecasterFit.fit_end).label("end"))
+        .where(ForecasterFit.fit_end <= through, ForecasterFit.fit_end > since)
+        .group_by(ForecasterFit.ticker, ForecasterFit.forecaster)
+        .subquery()
+    )
+    query = select(ForecasterFit.ticker, ForecasterFit.forecaster, ForecasterFit.params).join(
+        newest,
+        (ForecasterFit.ticker == newest.c.ticker)
+        & (ForecasterFit.forecaster == newest.c.forecaster)
+        & (ForecasterFit.fit_end == newest.c.end),
+    )
+    out: dict[str, dict[str, Any]] = {}
+    with engine.connect() as connection:
+        for ticker, forecaster, params in connection.execute(query):
+            if params is not None:
+                out.setdefault(str(forecaster), {})[str(ticker)] = params
+    return out
+
+
+def update_interval_choices(
+    engine: Engine, *, model_version: str, choices: Mapping[str, Mapping[str, Any]]
+) -> None:
+    """Replace the interval decision of `model_version`'s selection rows (re-decided at a refit):
+    {ticker: {interval_source, interval_p_value, interval_skill, window_start, window_end, n_sessions}}."""
+    now = utcnow()
+    with engine.begin() as connection:
+        for ticker, values in choices.items():
+            connection.execute(
+                update(ServingSelection)
+                .where(
+                    ServingSelection.model_version == str(model_version), ServingSelection.ticker == ticker
+                )
+                .values(**values, decided_at=now)
+            )

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import functools
 import warnings
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -119,15 +120,20 @@ def _rows_among_finite(
 # --- GARCH(1,1)-t --------------------------------------------------------------------------------
 
 
-def fit_garch(log_returns: np.ndarray) -> dict[str, Any] | None:
-    """Fit GARCH(1,1) with Student-t errors and a constant mean on a (training) history of log returns.
+def fit_garch(
+    log_returns: np.ndarray, *, asymmetric: bool = False, previous: Mapping[str, Any] | None = None
+) -> dict[str, Any] | None:
+    """Fit GARCH(1,1) (or GJR-GARCH(1,1) with `asymmetric`) with Student-t errors and a constant mean
+    on a (training) history of log returns.
 
-    Fitted by arch on 100 x log returns. Returns plain JSON parameters
-    `{"mu", "omega", "alpha", "beta", "nu", "scale": 100.0, "n_obs", "converged"}` (mu and omega in
-    that percent scale), or None when there is too little history (fewer than `MIN_GARCH_RETURNS`
-    finite returns, or no variation) or the fit yields non-finite parameters: the caller falls
-    back to the rolling band. Quiet: arch's warnings (convergence, data scale) are caught and
-    summarised in `converged` (False when the optimiser did not report success or warned).
+    Fitted by arch on 100 x log returns, starting from `previous` parameters when given (a scheduled
+    refit: about half the optimiser's iterations). Returns plain JSON parameters
+    `{"mu", "omega", "alpha", ["gamma",] "beta", "nu", "scale": 100.0, "n_obs", "converged"}` (mu and
+    omega in that percent scale), or None when there is too little history (fewer than
+    `MIN_GARCH_RETURNS` finite returns, or no variation) or the fit yields non-finite or invalid
+    parameters: the caller falls back to another candidate. Quiet: arch's warnings (convergence, data
+    scale) are caught and summarised in `converged` (False when the optimiser did not report success
+    or warned).
     """
     returns = _finite(log_returns)
     # A standard deviation below 1e-10 (log-return units) is a flat series up to rounding.
@@ -135,22 +141,30 @@ def fit_garch(log_returns: np.ndarray) -> dict[str, Any] | None:
         return None
     from arch import arch_model
 
-    model = arch_model(GARCH_SCALE * returns, mean="Constant", vol="GARCH", p=1, q=1, dist="t")
+    names = {"mu": "mu", "omega": "omega", "alpha": "alpha[1]"}
+    names |= {"gamma": "gamma[1]"} if asymmetric else {}
+    names |= {"beta": "beta[1]", "nu": "nu"}
+    model = arch_model(
+        GARCH_SCALE * returns, mean="Constant", vol="GARCH", p=1, o=int(asymmetric), q=1, dist="t"
+    )
+    start = None
+    if previous is not None and all(key in previous for key in names):
+        start = np.array([float(previous[key]) for key in names])
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            result = model.fit(disp="off", show_warning=False)
+            result = model.fit(disp="off", show_warning=False, starting_values=start)
         except (ValueError, np.linalg.LinAlgError, ZeroDivisionError, FloatingPointError):
             return None
-    fitted = result.params
-    values = {
-        "mu": float(fitted["mu"]),
-        "omega": float(fitted["omega"]),
-        "alpha": float(fitted["alpha[1]"]),
-        "beta": float(fitted["beta[1]"]),
-        "nu": float(fitted["nu"]),
-    }
+    values = {key: float(result.params[column]) for key, column in names.items()}
     if not all(np.isfinite(value) for value in values.values()):
+        return None
+    if asymmetric and -1e-8 < values["alpha"] + values["gamma"] < 0:
+        # The optimiser stops on the constraint alpha + gamma >= 0 up to rounding (seen on GOOG).
+        values["gamma"] = -values["alpha"]
+    if not (values["omega"] > 0 and values["alpha"] >= 0 and values["beta"] >= 0 and values["nu"] > 2):
+        return None
+    if asymmetric and values["alpha"] + values["gamma"] < 0:
         return None
     converged = int(result.convergence_flag) == 0 and not any(
         warning.category.__name__ == "ConvergenceWarning" for warning in caught

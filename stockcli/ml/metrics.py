@@ -40,7 +40,6 @@ METRIC_NAMES = ("mae", "rmse", "mape", "directional_accuracy")
 # What `[promotion] metric` may name: a point loss or an interval score, all "lower is better".
 LOSS_METRICS = ("mae", "rmse", "mape", "winkler_95", "pinball")
 INTERVAL_LOSSES = ("winkler_95", "pinball")
-BASELINE_NAMES = ("garch", "rolling")
 
 
 # --- per-row definitions ----------------------------------------------------------------------------
@@ -54,6 +53,17 @@ def direction_scores(*, predicted: np.ndarray, actual: np.ndarray, base: np.ndar
     return np.where(
         (actual_sign == 0) | ~np.isfinite(actual_sign) | ~np.isfinite(predicted_sign), np.nan, scores
     )
+
+
+def up_outcomes(*, actual: np.ndarray, base: np.ndarray) -> np.ndarray:
+    """Per row: 1.0 when the close ended above the base close, 0.0 otherwise, NaN where unknown."""
+    actual, base = np.asarray(actual, dtype=np.float64), np.asarray(base, dtype=np.float64)
+    return np.where(np.isfinite(actual) & np.isfinite(base), (actual > base).astype(np.float64), np.nan)
+
+
+def brier_scores(p_up: np.ndarray, *, actual: np.ndarray, base: np.ndarray) -> np.ndarray:
+    """Per row: the Brier score (p_up - outcome)^2 of a chance of an up session (lower is better)."""
+    return (np.asarray(p_up, dtype=np.float64) - up_outcomes(actual=actual, base=base)) ** 2
 
 
 def log_quantiles(quantile_closes: np.ndarray, base: np.ndarray) -> np.ndarray:
@@ -347,16 +357,7 @@ def summarize_scored(rows: Sequence[Mapping[str, Any]] | Sequence[Any]) -> dict[
     actual = np.array([float(r["actual_close"]) for r in items])
     base = np.array([float(r["base_close"]) for r in items])
     quantiles = np.array([[_num(r.get(c)) for c in QUANTILE_COLUMNS] for r in items])
-    baselines: dict[str, np.ndarray] = {}
-    for name in BASELINE_NAMES:
-        values = np.full((len(items), 5), np.nan)
-        for i, r in enumerate(items):
-            detail = r.get("detail") or {}
-            found = (detail.get("baselines") or {}).get(name)
-            if found is not None and len(found) == 5:
-                values[i] = [_num(v) for v in found]
-        if np.isfinite(values).any():
-            baselines[name] = values
+    baselines = _candidate_closes(items)
     result = evaluate(
         tickers=tickers,
         dates=dates,
@@ -389,6 +390,83 @@ def summarize_scored(rows: Sequence[Mapping[str, Any]] | Sequence[Any]) -> dict[
 
 
 QUANTILE_COLUMNS = ("q025", "q10", "q50", "q90", "q975")
+
+
+def stored_candidates(detail: Mapping[str, Any] | None) -> dict[str, Any]:
+    """{candidate: five close quantiles} a scored prediction recorded, served or not. Rows stored
+    before the forecaster table hold the baselines and the network's ("model") quantiles apart."""
+    detail = detail or {}
+    if "candidates" in detail:
+        return dict(detail["candidates"] or {})
+    found = dict(detail.get("baselines") or {})
+    network = (detail.get("model") or {}).get("quantiles")
+    if network is not None:
+        found["network"] = network
+    return found
+
+
+def _candidate_closes(items: Sequence[Mapping[str, Any]]) -> dict[str, np.ndarray]:
+    """{candidate: (n, 5) close quantiles} of scored rows, NaN where a row lacks that candidate."""
+    out: dict[str, np.ndarray] = {}
+    for i, row in enumerate(items):
+        for name, found in stored_candidates(row.get("detail")).items():
+            if found is not None and len(found) == 5:
+                values = out.setdefault(name, np.full((len(items), 5), np.nan))
+                values[i] = [_num(v) for v in found]
+    return {name: values for name, values in out.items() if np.isfinite(values).any()}
+
+
+def candidate_loss_panels(
+    rows: Sequence[Mapping[str, Any]], metric: str
+) -> tuple[dict[str, np.ndarray], list[date]]:
+    """Each candidate's (sessions, tickers) panel of `metric` losses over scored rows, and the sessions."""
+    items = [_as_mapping(row) for row in rows]
+    if not items:
+        return {}, []
+    tickers = [str(r["ticker"]) for r in items]
+    dates = [r["target_date"] for r in items]
+    actual = np.array([float(r["actual_close"]) for r in items])
+    base = np.array([float(r["base_close"]) for r in items])
+    panels = {
+        name: panel_of(
+            loss_series(metric, predicted=base, actual=actual, base=base, quantiles=values), dates, tickers
+        )[0]
+        for name, values in _candidate_closes(items).items()
+    }
+    return panels, sorted(set(dates))
+
+
+def brier_panels(rows: Sequence[Mapping[str, Any]]) -> dict[str, np.ndarray]:
+    """Each P(up) candidate's (sessions, tickers) panel of Brier scores over scored rows, the base
+    rate ("base_rate") among them, from what each prediction recorded (`detail["p_up"]`)."""
+    items = [_as_mapping(row) for row in rows]
+    names = sorted({name for r in items for name in ((r.get("detail") or {}).get("p_up") or {})})
+    tickers = [str(r["ticker"]) for r in items]
+    dates = [r["target_date"] for r in items]
+    actual = np.array([float(r["actual_close"]) for r in items])
+    base = np.array([float(r["base_close"]) for r in items])
+    panels = {}
+    for name in names:
+        p_up = np.array([_num(((r.get("detail") or {}).get("p_up") or {}).get(name)) for r in items])
+        panels[name] = panel_of(brier_scores(p_up, actual=actual, base=base), dates, tickers)[0]
+    return panels
+
+
+def p_up_figures(rows: Sequence[Mapping[str, Any]]) -> dict[str, float | None]:
+    """The served P(up)'s mean Brier score next to the base rate's on the same rows, and its skill."""
+    items = [_as_mapping(row) for row in rows]
+    actual = np.array([float(r["actual_close"]) for r in items])
+    base = np.array([float(r["base_close"]) for r in items])
+    served = np.array([_num(r.get("p_up")) for r in items])
+    rate = np.array([_num(((r.get("detail") or {}).get("p_up") or {}).get("base_rate")) for r in items])
+    both = np.isfinite(served) & np.isfinite(rate)
+    if not both.any():
+        return {"brier": None, "brier_base": None, "skill": None}
+    brier = float(np.mean(brier_scores(served[both], actual=actual[both], base=base[both])))
+    brier_base = float(np.mean(brier_scores(rate[both], actual=actual[both], base=base[both])))
+    return {"brier": brier, "brier_base": brier_base, "skill": skill(brier, brier_base)}
+
+
 # The interval scores of `intervals.interval_metrics`, without its count.
 INTERVAL_FIGURES = tuple(key for key in INTERVAL_METRIC_KEYS if key != "n")
 

@@ -103,6 +103,8 @@ class BacktestResult:
     data_end: date | None = None  # the newest bar the replay had, of any ticker
     sessions_past_data_end: int = 0  # sessions after data_end: nothing new to predict from
     baselines: dict[str, dict[str, Any]] = field(default_factory=dict)  # garch / rolling on the same rows
+    # Every interval candidate (served or not) on the same rows, with its skill and test against GARCH.
+    candidates: dict[str, dict[str, Any]] = field(default_factory=dict)
     promotion_decisions: tuple[dict[str, Any], ...] = ()  # every promotion test, promoted or not
 
 
@@ -272,7 +274,12 @@ def backtest(
         tickers_failed=never,
         data_end=data_end,
         sessions_past_data_end=sum(1 for s in sessions if data_end is None or s > data_end),
-        baselines=summary["baselines"],
+        baselines={
+            name: summary["candidates"][name]
+            for name in ("garch", "rolling")
+            if name in summary["candidates"]
+        },
+        candidates=summary["candidates"],
         promotion_decisions=decisions,
     )
 
@@ -288,6 +295,10 @@ def _flat(block: dict[str, Any]) -> dict[str, Any]:
         for name, values in (block.get("baselines") or {}).items()
     }
     garch = baselines.get("garch", {})
+    for values in baselines.values():
+        values["skill_vs_garch"] = {
+            name: skill(values.get(name), garch.get(name)) for name in INTERVAL_LOSSES
+        }
     return {
         **figures,
         "share_model": share,
@@ -299,16 +310,51 @@ def _flat(block: dict[str, Any]) -> dict[str, Any]:
 
 
 def summarize_range(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """Overall and per-ticker figures of every served forecast in the range, and the baselines'."""
-    from stockcli.ml.metrics import summarize_scored
+    """Overall and per-ticker figures of every served forecast in the range, and every candidate's
+    (served or not) on the same rows, with its skill and one-sided DM p-value against GARCH."""
+    from stockcli.ml.metrics import p_up_figures, summarize_scored
 
     summary = summarize_scored(rows)
     if summary["average"] is None:
-        return {"overall": {"samples": 0, "sessions": 0}, "per_ticker": {}, "baselines": {}}
+        return {"overall": {"samples": 0, "sessions": 0}, "per_ticker": {}, "candidates": {}}
     overall = _flat(summary["average"])
     per_ticker = {ticker: _flat(block) for ticker, block in summary["tickers"].items()}
-    baselines = {
-        name: {**values, "per_ticker": {t: v["baselines"].get(name) for t, v in per_ticker.items()}}
+    overall_p = _p_values_vs_garch(rows)
+    ticker_p = {t: _p_values_vs_garch([r for r in rows if r["ticker"] == t]) for t in per_ticker}
+    overall["p_up"] = p_up_figures(rows)
+    for ticker, block in per_ticker.items():
+        own = [r for r in rows if r["ticker"] == ticker]
+        sources = [str(r.get("interval_source")) for r in own]
+        block["interval_share"] = {s: sources.count(s) / len(sources) for s in sorted(set(sources))}
+        block["p_up"] = p_up_figures(own)
+    candidates = {
+        name: {
+            **_candidate(values, overall_p.get(name)),
+            "per_ticker": {
+                t: _candidate(v["baselines"].get(name) or {}, ticker_p[t].get(name))
+                for t, v in per_ticker.items()
+            },
+        }
         for name, values in overall["baselines"].items()
     }
-    return {"overall": overall, "per_ticker": per_ticker, "baselines": baselines}
+    return {"overall": overall, "per_ticker": per_ticker, "candidates": candidates}
+
+
+def _candidate(figures: dict[str, Any], p_value: float | None) -> dict[str, Any]:
+    return {**figures, "p_value_vs_garch": p_value}
+
+
+def _p_values_vs_garch(rows: list[dict[str, Any]]) -> dict[str, float]:
+    """Each candidate's one-sided Diebold-Mariano p-value (pinball loss lower than GARCH's)."""
+    from stockcli.ml.metrics import candidate_loss_panels
+    from stockcli.ml.stats import paired_loss_test
+
+    panels, _dates = candidate_loss_panels(rows, "pinball")
+    garch = panels.get("garch")
+    if garch is None:
+        return {}
+    return {
+        name: float(paired_loss_test(panel, garch, alternative="less").p_value)
+        for name, panel in panels.items()
+        if name != "garch"
+    }

@@ -16,7 +16,6 @@ state has learned from yesterday's close).
 
 from __future__ import annotations
 
-import functools
 import json
 import math
 import os
@@ -63,6 +62,7 @@ class Prediction:
     p_value: float | None = None  # the test that chose it (model vs naive on the promotion window)
     interval_source: str = "model"  # "model", "garch" or "rolling"
     interval_p_value: float | None = None
+    p_up_source: str | None = None  # whose chance of an up session: a candidate's, or "base_rate"
     unseen: bool = False  # the model was not trained on this ticker
     detail: dict[str, Any] = field(default_factory=dict)
 
@@ -151,10 +151,9 @@ def predict(
     failed, 4 when none could be predicted, 1 when a forecast was refused as implausible). Raises
     NoProductionModelError without a model.
     """
-    from stockcli.db.serving import load_interval_state, load_selection
     from stockcli.features.dataset import serving_lookback
     from stockcli.ml import registry
-    from stockcli.ml.forecast import baseline_quantiles, calibrated_quantiles, forecast
+    from stockcli.ml.forecast import forecast
     from stockcli.services.monitor import evaluate_matured
 
     if bundle is None:
@@ -225,104 +224,19 @@ def predict(
 
     predictions: list[Prediction] = []
     if result is not None and len(result):
-        selection = load_selection(engine, version)
-        states = load_interval_state(engine, result.tickers)
-        known = set(bundle.tickers)
-        rows = list(range(len(result)))
-        choices = [_choice(selection, t) for t in result.tickers]
-        alphas_model = {
-            t: _alphas(states, t, version, "model") for t, c in zip(result.tickers, choices, strict=True)
-        }
-        model_q = calibrated_quantiles(result, bundle.calibration, alphas_model)
-        base = result.base_closes
-        baselines = baseline_quantiles(
-            bundle.baselines,
-            bars,
-            result.tickers,
-            result.base_dates,
-            rolling_window=settings.intervals.baseline_window,
-            fit_missing=False,  # a ticker without fitted GARCH parameters is served the rolling band
+        fits = current_fits(
+            settings=settings, engine=engine, bundle=bundle, tickers=result.tickers, base_date=base_date
         )
-        model_p_up = result.p_up
-        for i in rows:
-            ticker = result.tickers[i]
-            choice = choices[i]
-            interval_source = choice["interval_source"]
-            garch_q = baselines["garch"][i]
-            rolling_q = baselines["rolling"][i]
-            if interval_source == "garch" and not np.isfinite(garch_q).all():
-                interval_source = "rolling"
-            if interval_source == "rolling" and not np.isfinite(rolling_q).all():
-                interval_source = "model"
-            if interval_source == "model":
-                served_q = model_q[i]
-                p_up = float(model_p_up[i])
-                alphas = alphas_model[ticker]
-            else:
-                nominal_q = garch_q if interval_source == "garch" else rolling_q
-                alphas = _alphas(states, ticker, version, interval_source)
-                nu = _garch_nu(bundle.baselines, ticker) if interval_source == "garch" else math.inf
-                served_q = adapt_baseline_quantiles(nominal_q, alphas, nu)
-                p_up = baseline_p_up(served_q, nu)
-            closes = base[i] * np.exp(served_q)
-            model_close = float(result.predicted_closes[i])
-            point_source = choice["point_source"]
-            predicted = model_close if point_source == "model" else float(base[i])
-            recent = _recent_returns(bars[ticker])
-            refused = implausible_move(
-                predicted=float(result.base_closes[i] * np.exp(result.loc[i])),
-                base=float(base[i]),
-                recent_returns=recent,
-                limit=settings.predict.max_move_vol,
-            )
-            if refused is not None:
-                failed.append(
-                    FailedTicker(
-                        ticker,
-                        f"the forecast was refused as implausible: {refused} Model version {version} may be "
-                        "damaged; retrain (`stockcli retrain --force`).",
-                        "implausible",
-                    )
-                )
-                continue
-            predictions.append(
-                Prediction(
-                    ticker=ticker,
-                    base_date=result.base_dates[i],
-                    base_close=float(base[i]),
-                    predicted_close=predicted,
-                    target_date=target_date,
-                    model_version=version,
-                    dataset_run_id=str(bundle.dataset_run_id),
-                    lower_95=float(closes[0]),
-                    lower_80=float(closes[1]),
-                    median=float(closes[2]),
-                    upper_80=float(closes[3]),
-                    upper_95=float(closes[4]),
-                    p_up=p_up,
-                    source=point_source,
-                    p_value=choice["point_p_value"],
-                    interval_source=interval_source,
-                    interval_p_value=choice["interval_p_value"],
-                    unseen=ticker not in known,
-                    detail={
-                        "model": {
-                            "predicted_close": model_close,
-                            "quantiles": _floats(base[i] * np.exp(model_q[i])),
-                            "p_up": float(model_p_up[i]),
-                            "loc": float(result.loc[i]),
-                            "scale": float(result.scale[i]),
-                            "df": _finite_or_none(float(result.df[i])),
-                        },
-                        "baselines": {
-                            "garch": _floats(base[i] * np.exp(garch_q)),
-                            "rolling": _floats(base[i] * np.exp(rolling_q)),
-                        },
-                        "alphas": {"80": alphas[0], "95": alphas[1]},
-                        "selection": choice["basis"],
-                    },
-                )
-            )
+        predictions = _serve(
+            settings=settings,
+            engine=engine,
+            bundle=bundle,
+            result=result,
+            bars=bars,
+            fits=fits,
+            target_date=target_date,
+            failed=failed,
+        )
     created = utcnow()
     predictions_db.save_predictions(
         engine,
@@ -386,10 +300,131 @@ def _refuse_inside_training_data(bundle: Any, as_of: date) -> None:
         )
 
 
+def current_fits(
+    *, settings: Settings, engine: Engine, bundle: Any, tickers: Sequence[str], base_date: date
+) -> dict[str, dict[str, Any]]:
+    """The statistical candidates' parameters to serve with: the newest scheduled refit on or before
+    `base_date` (refitting first when one is due), else those recorded in the model version."""
+    from stockcli.ml.forecasters import bundle_fits
+    from stockcli.services.refit import refit_if_due
+
+    fits = bundle_fits(bundle.baselines)
+    refitted = refit_if_due(settings=settings, engine=engine, bundle=bundle, through=base_date)
+    for name, per_ticker in refitted.items():
+        fits.setdefault(name, {}).update({t: p for t, p in per_ticker.items() if t in set(tickers)})
+    return fits
+
+
+def _serve(
+    *,
+    settings: Settings,
+    engine: Engine,
+    bundle: Any,
+    result: Any,
+    bars: Mapping[str, Any],
+    fits: Mapping[str, Mapping[str, Any]],
+    target_date: date,
+    failed: list[FailedTicker],
+) -> list[Prediction]:
+    """One pass per ticker: every candidate's forecast, the selected one adapted and served."""
+    from stockcli.db.serving import load_interval_state, load_selection
+    from stockcli.ml.forecast import calibrated_quantiles
+    from stockcli.ml.forecasters import NETWORK, TickerBars, build_table
+    from stockcli.ml.selection import BASE_RATE
+    from stockcli.ml.serving import CandidateForecast, served_p_up, served_source, statistical_forecasts
+
+    version = str(bundle.version)
+    table = build_table(settings)
+    selection = load_selection(engine, version)
+    states = load_interval_state(engine, result.tickers)
+    known = set(bundle.tickers)
+    if not settings.intervals.aci:
+        states = {}  # nominal levels: every `_alphas` falls back to them
+    network_alphas = {t: _alphas(states, t, version, NETWORK) for t in result.tickers}
+    network_adapted = calibrated_quantiles(result, bundle.calibration, network_alphas)
+    network_nominal = calibrated_quantiles(result, bundle.calibration)
+    base = result.base_closes
+    out: list[Prediction] = []
+    for i, ticker in enumerate(result.tickers):
+        choice = _choice(selection, ticker, settings.forecasters.incumbent)
+        forecasts = statistical_forecasts(
+            table,
+            fits,
+            ticker,
+            TickerBars.from_frame(bars[ticker]),
+            lambda name, t=ticker: _alphas(states, t, version, name),  # type: ignore[misc]
+        )
+        forecasts[NETWORK] = CandidateForecast(network_nominal[i], network_adapted[i], float(result.p_up[i]))
+        source = served_source(choice["interval_source"], forecasts) or NETWORK
+        served = forecasts[source]
+        closes = base[i] * np.exp(served.adapted)
+        model_close = float(result.predicted_closes[i])
+        point_source = choice["point_source"]
+        refused = implausible_move(
+            predicted=float(base[i] * np.exp(result.loc[i])),
+            base=float(base[i]),
+            recent_returns=_recent_returns(bars[ticker]),
+            limit=settings.predict.max_move_vol,
+        )
+        if refused is not None:
+            failed.append(
+                FailedTicker(
+                    ticker,
+                    f"the forecast was refused as implausible: {refused} Model version {version} may be "
+                    "damaged; retrain (`stockcli retrain --force`).",
+                    "implausible",
+                )
+            )
+            continue
+        alphas = _alphas(states, ticker, version, source)
+        p_up_source, p_up = served_p_up(choice["p_up_source"], forecasts, _base_rate(bundle, ticker), source)
+        out.append(
+            Prediction(
+                ticker=ticker,
+                base_date=result.base_dates[i],
+                base_close=float(base[i]),
+                predicted_close=model_close if point_source == "model" else float(base[i]),
+                target_date=target_date,
+                model_version=version,
+                dataset_run_id=str(bundle.dataset_run_id),
+                lower_95=float(closes[0]),
+                lower_80=float(closes[1]),
+                median=float(closes[2]),
+                upper_80=float(closes[3]),
+                upper_95=float(closes[4]),
+                p_up=p_up,
+                p_up_source=p_up_source,
+                source=point_source,
+                p_value=choice["point_p_value"],
+                interval_source=source,
+                interval_p_value=choice["interval_p_value"] if source == choice["interval_source"] else None,
+                unseen=ticker not in known,
+                detail={
+                    "model": {
+                        "predicted_close": model_close,
+                        "loc": float(result.loc[i]),
+                        "scale": float(result.scale[i]),
+                        "df": _finite_or_none(float(result.df[i])),
+                    },
+                    "candidates": {
+                        name: _floats(base[i] * np.exp(found.nominal)) for name, found in forecasts.items()
+                    },
+                    "p_up": {
+                        **{name: _finite_or_none(found.p_up) for name, found in forecasts.items()},
+                        BASE_RATE: _finite_or_none(_base_rate(bundle, ticker)),
+                    },
+                    "alphas": {"80": alphas[0], "95": alphas[1]},
+                    "selection": choice["basis"],
+                },
+            )
+        )
+    return out
+
+
 # --- serving decisions ----------------------------------------------------------------------------------
 
 
-def _choice(selection: Mapping[str, Any], ticker: str) -> dict[str, Any]:
+def _choice(selection: Mapping[str, Any], ticker: str, incumbent: str) -> dict[str, Any]:
     """What to serve for `ticker`: its own tested decision, the pooled one ("*") for an unseen ticker,
     or, for a version without a recorded selection, the baselines (nothing was shown to beat them)."""
     item = selection.get(ticker) or selection.get("*")
@@ -397,8 +432,9 @@ def _choice(selection: Mapping[str, Any], ticker: str) -> dict[str, Any]:
         return {
             "point_source": "naive",
             "point_p_value": None,
-            "interval_source": "garch",
+            "interval_source": incumbent,
             "interval_p_value": None,
+            "p_up_source": None,
             "basis": "no selection recorded for this version: baselines served",
         }
     return {
@@ -406,8 +442,16 @@ def _choice(selection: Mapping[str, Any], ticker: str) -> dict[str, Any]:
         "point_p_value": item.point_p_value,
         "interval_source": item.interval_source,
         "interval_p_value": item.interval_p_value,
+        "p_up_source": item.p_up_source,
         "basis": "own" if item.ticker == ticker else "pooled (unseen ticker)",
     }
+
+
+def _base_rate(bundle: Any, ticker: str) -> float:
+    """The up-share of the ticker's training dates (pooled for an unseen one); NaN when not recorded."""
+    rates = (bundle.baselines or {}).get("p_up_base") or {}
+    value = rates.get(ticker, rates.get("*"))
+    return float(value) if value is not None else math.nan
 
 
 def _alphas(
@@ -422,65 +466,6 @@ def _alphas(
         else:
             out.append(MISCOVERAGE[level])
     return out[0], out[1]
-
-
-def _garch_nu(baselines: Mapping[str, Any], ticker: str) -> float:
-    params = ((baselines or {}).get("garch") or {}).get(ticker) or {}
-    nu = params.get("nu")
-    return float(nu) if nu is not None and np.isfinite(nu) and nu > 2 else math.inf
-
-
-def _standardized_ppf(level: float, nu: float) -> float:
-    return _standardized_ppf_cached(float(level), float(nu))
-
-
-@functools.lru_cache(maxsize=4096)
-def _standardized_ppf_cached(level: float, nu: float) -> float:
-    # scipy.special's ndtri and stdtrit are what stats.norm.ppf and stats.t.ppf evaluate, without
-    # their ~0.1 ms of argument handling per call (four calls a ticker, levels adapted per ticker).
-    from scipy import special
-
-    if not np.isfinite(nu):
-        return float(special.ndtri(level))
-    # The standardized t (unit variance) that GARCH-t uses.
-    return float(special.stdtrit(nu, level) * math.sqrt((nu - 2.0) / nu))
-
-
-def adapt_baseline_quantiles(quantiles: np.ndarray, alphas: tuple[float, float], nu: float) -> np.ndarray:
-    """A baseline's five log-return quantiles at adapted miscoverage levels (80% and 95% intervals).
-
-    The baseline's own distribution (normal for the rolling band, GARCH's standardized t) gives the
-    half-width at any level: it scales with that distribution's quantile ratio. Quantiles never cross.
-    """
-    from stockcli.ml.intervals import sort_quantiles
-
-    q = np.asarray(quantiles, dtype=np.float64)
-    center = q[2]
-    spread95 = (q[4] - q[0]) / 2.0
-    unit = spread95 / _standardized_ppf(1.0 - MISCOVERAGE[95] / 2.0, nu)
-    out = q.copy()
-    for level, alpha in zip((80, 95), alphas, strict=True):
-        low, high = (1, 3) if level == 80 else (0, 4)
-        clipped = min(max(alpha, 1e-4), 0.9999)
-        half = unit * _standardized_ppf(1.0 - clipped / 2.0, nu)
-        out[low], out[high] = center - half, center + half
-    return sort_quantiles(out[None, :])[0]
-
-
-def baseline_p_up(quantiles: np.ndarray, nu: float) -> float:
-    """P(next return > 0) under a baseline's (symmetric) distribution of the served quantiles."""
-    # scipy.special's ndtr and stdtr are what stats.norm.cdf and stats.t.cdf evaluate, without
-    # their ~0.1 ms of argument handling per call.
-    from scipy import special
-
-    center = float(quantiles[2])
-    unit = float(quantiles[4] - quantiles[0]) / 2.0 / _standardized_ppf(1.0 - MISCOVERAGE[95] / 2.0, nu)
-    if not unit > 0:
-        return 0.5
-    z = center / unit
-    if not np.isfinite(nu):
-        return float(special.ndtr(z))
-    return float(special.stdtr(nu, z * math.sqrt(nu / (nu - 2.0))))
 
 
 def implausible_move(
@@ -566,6 +551,7 @@ def prediction_json(p: Prediction) -> dict[str, Any]:
         "upper_95": p.upper_95,
         "median": p.median,
         "p_up": p.p_up,
+        "p_up_source": p.p_up_source,
         "source": p.source,
         "p_value": p.p_value,
         "interval_source": p.interval_source,

@@ -28,6 +28,7 @@ the alias points.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import date
 from typing import Any
@@ -81,8 +82,13 @@ def promote(
     dry_run: bool = False,
     run_lock_held: bool = True,
     pipeline_run_id: int | None = None,
+    judged_on: str = "point",
 ) -> PromotionResult:
     """Decide whether `version` (default: the newest) replaces Production, record it, move the alias.
+
+    `judged_on` is what the retrain was asked for: "point" (skill, a forced retrain, a bootstrap)
+    judges on `[promotion] metric`, "interval" (coverage) on `[forecasters] metric`; either way the
+    candidate must not be significantly worse on the other kind (`judging_metrics`).
 
     `run_lock_held` says the caller holds the run lock (the CLI's `pipeline_run`, `retrain`); when
     False the run lock is taken here. Raises NoDataError when nothing is registered, UsageError for an
@@ -102,6 +108,7 @@ def promote(
             version=version,
             dry_run=dry_run,
             pipeline_run_id=pipeline_run_id,
+            judged_on=judged_on,
         )
 
 
@@ -111,10 +118,17 @@ class WindowForecasts:
 
     predicted: np.ndarray  # (n,) closes
     quantiles: np.ndarray  # (n, 5) closes
+    p_up: np.ndarray | None = None  # (n,) the chance of an up session
 
 
 def _promote(
-    *, settings: Settings, engine: Engine, version: str | None, dry_run: bool, pipeline_run_id: int | None
+    *,
+    settings: Settings,
+    engine: Engine,
+    version: str | None,
+    dry_run: bool,
+    pipeline_run_id: int | None,
+    judged_on: str = "point",
 ) -> PromotionResult:
     from stockcli.clock import calendar_for
     from stockcli.db import promotions
@@ -122,10 +136,11 @@ def _promote(
     from stockcli.db.datasets import load_built
     from stockcli.db.serving import save_selection
     from stockcli.ml import registry
-    from stockcli.ml.forecast import baseline_quantiles, calibrated_quantiles, forecast, forecast_windows
+    from stockcli.ml.forecast import calibrated_quantiles, forecast, forecast_windows
+    from stockcli.ml.forecasters import NETWORK, build_table, bundle_fits, candidate_quantiles
     from stockcli.ml.metrics import evaluate, metric_value
 
-    metric = settings.promotion.metric
+    metric, guard_metric = judging_metrics(settings, judged_on)
     alpha = settings.promotion.alpha
     if version is None:
         version = registry.latest_version(settings)
@@ -153,6 +168,7 @@ def _promote(
     candidate_fc = WindowForecasts(
         predicted=candidate_result.predicted_closes,
         quantiles=np.exp(calibrated_quantiles(candidate_result, candidate.calibration)) * base[:, None],
+        p_up=candidate_result.p_up,
     )
 
     # Raw bars of every series involved, for Production's inputs and the baselines' histories.
@@ -166,8 +182,8 @@ def _promote(
         starts.append(production.spec.get("start_date"))
     start = min(date.fromisoformat(s) for s in starts if s) if any(starts) else None
     bars = load_bars(engine, sorted(series), start=start, end=max(base_dates))
-    found = baseline_quantiles(
-        candidate.baselines, bars, tickers, base_dates, rolling_window=settings.intervals.baseline_window
+    found, found_p_up = candidate_quantiles(
+        build_table(settings), bundle_fits(candidate.baselines), bars, tickers, base_dates, fit_missing=True
     )
     baselines = {name: np.exp(values) * base[:, None] for name, values in found.items()}
 
@@ -196,7 +212,9 @@ def _promote(
         quantiles[rows] = (
             np.exp(calibrated_quantiles(result, production.calibration)[picked]) * base[rows][:, None]
         )
-        production_fc = WindowForecasts(predicted=predicted, quantiles=quantiles)
+        production_p_up = np.full(len(tickers), np.nan)
+        production_p_up[rows] = result.p_up[picked]
+        production_fc = WindowForecasts(predicted=predicted, quantiles=quantiles, p_up=production_p_up)
         if rows.size < len(tickers):
             note = (
                 f" Compared on {rows.size} of {len(tickers)} (date, ticker) rows that both models forecast."
@@ -225,25 +243,26 @@ def _promote(
         candidate_metrics["average"]["naive"].get(metric) if metric in ("mae", "rmse", "mape") else None
     )
 
-    test_result = None
+    test_result = guard = None
     if production_fc is not None:
-        test_result = paired_test(
-            metric,
-            candidate_fc,
-            production_fc,
-            rows=rows,
-            tickers=tickers,
-            dates=target_dates,
-            actual=actual,
-            base=base,
-        )
+        compared: dict[str, Any] = {
+            "rows": rows,
+            "tickers": tickers,
+            "dates": target_dates,
+            "actual": actual,
+            "base": base,
+        }
+        test_result = paired_test(metric, candidate_fc, production_fc, **compared)
+        guard = paired_test(guard_metric, candidate_fc, production_fc, alternative="greater", **compared)
     would_promote, reason, improvement = decide(
         settings=settings,
+        metric=metric,
         candidate_version=candidate_version,
         production_version=production_version,
         candidate_value=candidate_value,
         production_value=production_value,
         test=test_result,
+        guard=(guard_metric, guard),
     )
     reason += note
     if dry_run:
@@ -265,7 +284,11 @@ def _promote(
             dates=target_dates,
             actual=actual,
             base=base,
-            garch=baselines.get("garch"),
+            candidates={**baselines, NETWORK: kept_fc.quantiles},
+            p_ups={**found_p_up, NETWORK: kept_fc.p_up},
+            base_rate=base_rates(candidate.baselines, tickers),
+            incumbent=settings.forecasters.incumbent,
+            interval_metric=settings.forecasters.metric,
             alpha=alpha,
             window=(window_start, window_end),
         )
@@ -370,8 +393,10 @@ def paired_test(
     dates: list[date],
     actual: np.ndarray,
     base: np.ndarray,
+    alternative: str = "less",
 ) -> PairedTestResult:
-    """One-sided Diebold-Mariano test of the candidate against Production on `metric`'s losses."""
+    """One-sided Diebold-Mariano test of the candidate against Production on `metric`'s losses
+    ("less": is the candidate better? "greater": is it worse?)."""
     from stockcli.ml.metrics import loss_series, panel_of
     from stockcli.ml.stats import paired_loss_test
 
@@ -388,7 +413,7 @@ def paired_test(
     chosen_tickers = [tickers[i] for i in rows]
     candidate_panel, _ = panel_of(losses(candidate), chosen_dates, chosen_tickers)
     production_panel, _ = panel_of(losses(production), chosen_dates, chosen_tickers)
-    return paired_loss_test(candidate_panel, production_panel, alternative="less")
+    return paired_loss_test(candidate_panel, production_panel, alternative=alternative)  # type: ignore[arg-type]
 
 
 def select_sources(
@@ -399,27 +424,34 @@ def select_sources(
     dates: list[date],
     actual: np.ndarray,
     base: np.ndarray,
-    garch: np.ndarray | None,
+    candidates: Mapping[str, np.ndarray],
+    incumbent: str,
+    interval_metric: str,
     alpha: float,
     window: tuple[date | None, date | None],
+    p_ups: Mapping[str, np.ndarray | None] | None = None,
+    base_rate: np.ndarray | None = None,
 ) -> list[Selection]:
     """Per ticker (and "*" pooled): serve the model's point forecast only where its absolute errors
-    beat naive's significantly (one-sided DM, p < alpha), its intervals only where their pinball
-    loss beats GARCH(1,1)-t's significantly; the baseline elsewhere."""
+    beat naive's significantly (one-sided DM, p < alpha); serve the interval candidate chosen by
+    `selection.choose_interval_source` (each challenger against `incumbent`, Holm-corrected), and
+    a candidate's P(up) only where its Brier score beats the base rate's (the same test)."""
     from stockcli.db.serving import POOLED, Selection
-    from stockcli.ml.metrics import loss_series, panel_of
+    from stockcli.ml.metrics import brier_scores, loss_series, panel_of
+    from stockcli.ml.selection import BASE_RATE, choose_interval_source
     from stockcli.ml.stats import paired_loss_test
 
     model_abs = np.abs(fc.predicted - actual)
+    briers = {
+        name: brier_scores(p, actual=actual, base=base) for name, p in (p_ups or {}).items() if p is not None
+    }
+    if base_rate is not None:
+        briers[BASE_RATE] = brier_scores(base_rate, actual=actual, base=base)
     naive_abs = np.abs(base - actual)
-    model_pinball = loss_series(
-        "pinball", predicted=fc.predicted, actual=actual, base=base, quantiles=fc.quantiles
-    )
-    garch_pinball = (
-        loss_series("pinball", predicted=base, actual=actual, base=base, quantiles=garch)
-        if garch is not None
-        else np.full(len(actual), np.nan)
-    )
+    losses = {
+        name: loss_series(interval_metric, predicted=base, actual=actual, base=base, quantiles=quantiles)
+        for name, quantiles in candidates.items()
+    }
     ticker_array = np.asarray(tickers)
     groups = [(t, rows[ticker_array[rows] == t]) for t in dict.fromkeys(tickers[i] for i in rows)]
     groups.append((POOLED, rows))
@@ -430,23 +462,24 @@ def select_sources(
         point_a, _ = panel_of(model_abs[chosen], chosen_dates, chosen_tickers)
         point_b, _ = panel_of(naive_abs[chosen], chosen_dates, chosen_tickers)
         point = paired_loss_test(point_a, point_b, alternative="less")
-        interval_a, _ = panel_of(model_pinball[chosen], chosen_dates, chosen_tickers)
-        interval_b, _ = panel_of(garch_pinball[chosen], chosen_dates, chosen_tickers)
-        has_garch = bool(np.isfinite(garch_pinball[chosen]).any())
-        interval = paired_loss_test(interval_a, interval_b, alternative="less") if has_garch else None
+        panels = {
+            name: panel_of(loss[chosen], chosen_dates, chosen_tickers)[0] for name, loss in losses.items()
+        }
+        interval = choose_interval_source(panels, incumbent=incumbent, alpha=alpha)
+        brier_panels = {n: panel_of(b[chosen], chosen_dates, chosen_tickers)[0] for n, b in briers.items()}
+        p_up = choose_interval_source(brier_panels, incumbent=BASE_RATE, alpha=alpha)
         point_model = point.p_value < alpha and (point.relative_improvement or 0.0) > 0
-        interval_model = interval is None or (
-            interval.p_value < alpha and (interval.relative_improvement or 0.0) > 0
-        )
         out.append(
             Selection(
                 ticker=ticker,
                 point_source="model" if point_model else "naive",
                 point_p_value=float(point.p_value),
                 point_skill=point.relative_improvement,
-                interval_source="model" if interval_model else "garch",
-                interval_p_value=None if interval is None else float(interval.p_value),
-                interval_skill=None if interval is None else interval.relative_improvement,
+                interval_source=interval.source,
+                interval_p_value=interval.p_value,
+                interval_skill=interval.skill,
+                p_up_source=p_up.source if briers else None,
+                p_up_p_value=p_up.p_value if briers else None,
                 window_start=min(chosen_dates) if chosen_dates else window[0],
                 window_end=max(chosen_dates) if chosen_dates else window[1],
                 n_sessions=len(set(chosen_dates)),
@@ -455,17 +488,71 @@ def select_sources(
     return out
 
 
+def base_rates(baselines: Mapping[str, Any] | None, tickers: list[str]) -> np.ndarray:
+    """Per row, the up-share of its ticker's training dates (the pooled one for a ticker without)."""
+    rates = dict((baselines or {}).get("p_up_base") or {})
+    pooled = float(rates.get("*", np.nan))
+    return np.array([float(rates.get(t) or pooled) for t in tickers], dtype=np.float64)
+
+
+def judging_metrics(settings: Settings, judged_on: str) -> tuple[str, str]:
+    """(the metric a candidate must be significantly better on, the one it must not be worse on).
+
+    A retrain asked for by coverage is judged on the interval metric, any other on the point metric
+    of `[promotion] metric`; the guard is the other kind (MAE when `[promotion] metric` is itself an
+    interval score)."""
+    from stockcli.ml.metrics import INTERVAL_LOSSES
+
+    configured = settings.promotion.metric
+    interval = configured if configured in INTERVAL_LOSSES else settings.forecasters.metric
+    point = "mae" if configured in INTERVAL_LOSSES else configured
+    return (
+        (interval, point)
+        if judged_on == "interval"
+        else (configured, interval if configured == point else point)
+    )
+
+
 def decide(
     *,
     settings: Settings,
+    metric: str,
+    candidate_version: str,
+    production_version: str | None,
+    candidate_value: float | None,
+    production_value: float | None,
+    test: PairedTestResult | None,
+    guard: tuple[str, PairedTestResult | None] | None = None,
+) -> tuple[bool, str, float | None]:
+    """(promote?, why, relative improvement) from the paired test on the shared window; `guard` is
+    (metric, the one-sided test "is the candidate worse on it?"), which vetoes a promotion."""
+    promote_it, why, improvement = _decide(
+        settings, metric, candidate_version, production_version, candidate_value, production_value, test
+    )
+    if (
+        promote_it
+        and guard is not None
+        and guard[1] is not None
+        and guard[1].p_value < settings.promotion.alpha
+    ):
+        why = (
+            f"The candidate is not promoted: significantly worse on {guard[0].upper()} (one-sided "
+            f"Diebold-Mariano p = {guard[1].p_value:.3g}), though {why[0].lower()}{why[1:]}"
+        )
+        return False, why, improvement
+    return promote_it, why, improvement
+
+
+def _decide(
+    settings: Settings,
+    metric: str,
     candidate_version: str,
     production_version: str | None,
     candidate_value: float | None,
     production_value: float | None,
     test: PairedTestResult | None,
 ) -> tuple[bool, str, float | None]:
-    """(promote?, why, relative improvement) from the paired test on the shared window."""
-    metric = settings.promotion.metric.upper()
+    metric = metric.upper()
     alpha = settings.promotion.alpha
     margin = settings.promotion.min_improvement
     if candidate_value is None:

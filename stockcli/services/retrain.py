@@ -53,6 +53,12 @@ def should_retrain(
     return False, "Not needed. Use --force to retrain anyway."
 
 
+def judged_on(monitor_result: Any) -> str:
+    """What a retrain's candidate is judged on: "interval" when only the coverage tests asked for it."""
+    triggers = tuple(getattr(monitor_result, "triggers", ()) or ())
+    return "interval" if triggers and all(t.startswith("coverage") for t in triggers) else "point"
+
+
 def retrain(
     *,
     settings: Settings,
@@ -153,6 +159,7 @@ def retrain(
         engine=engine,
         version=trained.model_version,
         pipeline_run_id=run.run_id if run is not None else None,
+        judged_on=judged_on(monitor_result if needed and not force else None),
     )
     timings["promote"] = time.perf_counter() - started
     record("promoted", decision.promoted)

@@ -112,10 +112,11 @@ def train(
     baselines. Raises NoDataError when no built dataset exists, RegistryError when MLflow cannot be
     reached.
     """
-    from stockcli.db.datasets import latest_dataset_id, load_built, load_dataset
+    from stockcli.db.datasets import latest_dataset_id, load_built
     from stockcli.db.optimization import best_params_for
     from stockcli.ml import registry
     from stockcli.ml.forecast import calibrated_quantiles, fit_calibration, forecast_windows
+    from stockcli.ml.forecasters import build_table
     from stockcli.ml.metrics import flatten
     from stockcli.ml.networks import ensemble_config, model_from_config
     from stockcli.ml.training import TrainParams, train_model
@@ -208,12 +209,9 @@ def train(
         calibration = fit_calibration(
             validation_forecast, np.log(validation.target_closes / validation.base_closes)
         )
-        stored = load_dataset(engine, dataset_run_id)
-        history = return_history(stored.panel())
         train_end = date.fromisoformat(built.split["train"]["last_target_date"])
-        baselines = fit_baselines(
-            history, tickers, through=train_end, window=settings.intervals.baseline_window
-        )
+        history = bar_history(engine, built, tickers)
+        baselines = fit_baselines(settings, history, tickers, through=train_end)
         test = built.test
         if len(test) == 0:
             raise NoDataError(
@@ -227,7 +225,7 @@ def train(
             calibration=calibration,
             baselines=baselines,
             history=history,
-            rolling_window=settings.intervals.baseline_window,
+            table=build_table(settings),
         )
         run.log_metrics(
             {
@@ -336,36 +334,48 @@ def train(
     )
 
 
-def return_history(panel: Any) -> dict[str, pd.DataFrame]:
-    """Each watchlist ticker's closes on its own real bars (what the baselines filter), as frames."""
-    import pandas as pd
+def bar_history(engine: Engine, built: Any, tickers: Sequence[str]) -> dict[str, pd.DataFrame]:
+    """Each watchlist ticker's stored bars (open, high, low, close) over the dataset's dates: what the
+    statistical candidates fit on and filter (each row sees only its own past)."""
+    from stockcli.db.bars import load_bars
 
-    frames: dict[str, pd.DataFrame] = {}
-    index = pd.DatetimeIndex(np.asarray(panel.dates, dtype="datetime64[ns]"))
-    for s, ticker in enumerate(panel.series):
-        real = panel.real[:, s]
-        frames[ticker] = pd.DataFrame({"close": panel.closes[real, s]}, index=index[real])
-    return frames
+    start = built.spec.get("start_date")
+    last = max(built.test.base_dates) if len(built.test) else None
+    return load_bars(engine, list(tickers), start=date.fromisoformat(start) if start else None, end=last)
 
 
 def fit_baselines(
-    history: Mapping[str, pd.DataFrame], tickers: Sequence[str], *, through: date, window: int
+    settings: Settings, history: Mapping[str, pd.DataFrame], tickers: Sequence[str], *, through: date
 ) -> dict[str, Any]:
-    """GARCH(1,1)-t parameters per ticker, fit on its returns up to `through` (the training dates)."""
-    from stockcli.ml.baselines import fit_garch
-    from stockcli.ml.forecast import log_returns_of
+    """Every statistical candidate's parameters per ticker, fit on its bars up to `through` (the
+    training dates): `{"fits": {candidate: {ticker: params}}, "fit_through", "rolling_window"}`."""
+    from stockcli.ml.forecasters import TickerBars, build_table, fit_all
 
-    garch: dict[str, Any] = {}
+    table = build_table(settings)
+    fits: dict[str, dict[str, Any]] = {name: {} for name in table}
+    ups: dict[str, tuple[int, int]] = {}
     for ticker in tickers:
         frame = history.get(ticker)
         if frame is None or len(frame) < 3:
             continue
         frame = frame[frame.index <= np.datetime64(through)]
-        _days, returns = log_returns_of(frame)
-        params = fit_garch(returns[1:])
-        if params is not None:
-            garch[ticker] = params
-    return {"garch": garch, "garch_fit_through": through.isoformat(), "rolling_window": int(window)}
+        bars = TickerBars.from_frame(frame)
+        for name, params in fit_all(table, bars).items():
+            if params is not None:
+                fits[name][ticker] = params
+        returns = bars.returns[np.isfinite(bars.returns)]
+        ups[ticker] = (int((returns > 0).sum()), int(returns.size))
+    total = [sum(values) for values in zip(*ups.values(), strict=True)] if ups else [0, 0]
+    base_rate = {t: up / n for t, (up, n) in ups.items() if n} | (
+        {"*": total[0] / total[1]} if total[1] else {}
+    )
+    return {
+        "fits": fits,
+        # P(up)'s naive forecast: the up-share of each ticker's training dates ("*": all pooled).
+        "p_up_base": base_rate,
+        "fit_through": through.isoformat(),
+        "rolling_window": int(settings.intervals.baseline_window),
+    }
 
 
 def score_windows(
@@ -375,12 +385,13 @@ def score_windows(
     calibration: Mapping[str, Any],
     baselines: Mapping[str, Any],
     history: Mapping[str, pd.DataFrame],
-    rolling_window: int,
+    table: Mapping[str, Any],
     rows: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """`metrics.evaluate` of a model's forecast over windows: point next to naive, calibrated
     intervals next to GARCH and the rolling band, all on the same rows."""
-    from stockcli.ml.forecast import baseline_quantiles, calibrated_quantiles
+    from stockcli.ml.forecast import calibrated_quantiles
+    from stockcli.ml.forecasters import bundle_fits, candidate_quantiles
     from stockcli.ml.metrics import evaluate
 
     chosen = np.arange(len(windows)) if rows is None else rows
@@ -389,7 +400,9 @@ def score_windows(
     tickers = [names[i] for i in chosen]
     base_dates = [windows.base_dates[i] for i in chosen]
     quantiles = np.exp(calibrated_quantiles(result, calibration)[chosen]) * base[:, None]
-    found = baseline_quantiles(baselines, history, tickers, base_dates, rolling_window=rolling_window)
+    found, _p_up = candidate_quantiles(
+        table, bundle_fits(baselines), history, tickers, base_dates, fit_missing=True
+    )
     return evaluate(
         tickers=tickers,
         dates=[windows.target_dates[i] for i in chosen],

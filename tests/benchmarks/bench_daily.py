@@ -405,6 +405,30 @@ def profile_summary(stats_path: Path, wall_s: float, top: int = 15) -> list[str]
     return lines
 
 
+def bench_refit(config: Path, as_of: str) -> dict[str, Any]:
+    """The statistical candidates refitted for every ticker of the 500 at once (in this process), and
+    what that costs an average `daily` when the refits are spread over `[forecasters] refit_sessions`."""
+    from stockcli.config import load_settings
+    from stockcli.db.engine import open_database
+    from stockcli.services.refit import refit
+
+    settings = load_settings(config, environ={})
+    engine = open_database(settings)
+    tickers = list(settings.data.tickers)
+    started = time.perf_counter()
+    refit(settings=settings, engine=engine, tickers=tickers, through=date.fromisoformat(as_of))
+    total_s = time.perf_counter() - started
+    engine.dispose()
+    every = settings.forecasters.refit_sessions
+    figures = {"tickers": len(tickers), "total_s": total_s, "per_daily_s": total_s / every}
+    print(
+        f"refit of every statistical candidate for {len(tickers)} tickers: {total_s:.1f} s "
+        f"({1000 * total_s / len(tickers):.0f} ms a ticker); spread over {every} sessions: "
+        f"{figures['per_daily_s']:.2f} s an average daily"
+    )
+    return figures
+
+
 def bench_scale(
     workdir: Path, repeats: int, *, model_tickers: int = 500, profile: bool = True, with_daily: bool = True
 ) -> dict[str, Any]:
@@ -466,6 +490,7 @@ def bench_scale(
         print("  profile of predict for 500 tickers:")
         print("\n".join(figures["profile"]))
 
+    figures["refit"] = bench_refit(configs[500], as_of)
     if not with_daily:
         return figures
     # daily the next session: fetch one new bar per ticker from the csv folder, score yesterday's

@@ -1,0 +1,211 @@
+"""One interface for every statistical forecaster of the next session's log return.
+
+A forecaster is fitted on a ticker's own bars up to a date and then, with its parameters FIXED,
+filtered over the bars up to any later date to give quantiles of the next log return,
+log(close[t + 1] / close[t]), at any levels. Parameters are plain JSON (stored in the model version
+and in `forecaster_fits`): nothing is pickled. Every candidate is one class in `FORECASTERS`;
+callers (predict, promote, monitor, backtest) loop over the table and never branch on a name.
+
+Causality is part of the contract: `quantiles_at(params, bars, rows, levels)` row i depends on
+`bars` rows `0 .. rows[i]` only (tests perturb later bars and require bit-identical output).
+
+The network is the other kind of candidate: it is served through the forecasting primitive
+(`stockcli.ml.forecast`) and takes part in selection under the name `NETWORK`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+from stockcli.ml.intervals import QUANTILES
+
+NETWORK = "network"
+"""The name under which the network's own intervals compete with the statistical forecasters."""
+
+P_UP_GRID: tuple[float, ...] = tuple(float(x) for x in np.linspace(0.01, 0.99, 99))
+"""Levels at which a forecaster's distribution is read to find P(next return > 0)."""
+
+
+@dataclass(frozen=True)
+class TickerBars:
+    """One ticker's own sessions, oldest first: float64 arrays of equal length (no missing rows).
+
+    `open`, `high` and `low` may hold NaN where a source lacks them; range-based estimators fall
+    back to the close-to-close return on those sessions.
+    """
+
+    open: np.ndarray
+    high: np.ndarray
+    low: np.ndarray
+    close: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.close.size)
+
+    @property
+    def returns(self) -> np.ndarray:
+        """Log returns aligned with the closes: returns[t] = log(close[t] / close[t - 1]), NaN at 0."""
+        from stockcli.ml.forecast import close_log_returns
+
+        return close_log_returns(self.close)
+
+    def head(self, rows: int) -> TickerBars:
+        """The first `rows` sessions (what a fit up to session rows - 1 may see)."""
+        return TickerBars(self.open[:rows], self.high[:rows], self.low[:rows], self.close[:rows])
+
+    @classmethod
+    def from_frame(cls, frame: Any) -> TickerBars:
+        """From a bars frame with `open`, `high`, `low`, `close` columns (the store's layout)."""
+
+        def column(name: str) -> np.ndarray:
+            if name not in frame:
+                return np.full(len(frame), np.nan)
+            return np.asarray(frame[name].to_numpy(dtype=np.float64), dtype=np.float64)
+
+        return cls(column("open"), column("high"), column("low"), column("close"))
+
+
+class Forecaster(Protocol):
+    """What every statistical candidate implements (see the module docstring)."""
+
+    name: str
+
+    def fit(self, bars: TickerBars, previous: Mapping[str, Any] | None = None) -> dict[str, Any] | None:
+        """Parameters (plain JSON) fitted on all of `bars`; None when too short or ill-posed.
+
+        `previous` is the last fit of the same ticker, where an iterative fit may start from it."""
+        ...
+
+    def quantiles_at(
+        self, params: Mapping[str, Any], bars: TickerBars, rows: np.ndarray, levels: Sequence[float]
+    ) -> np.ndarray:
+        """(len(rows), len(levels)) quantiles of the log return after each row, from bars up to it.
+
+        NaN rows where the history up to the row is too short.
+        """
+        ...
+
+
+def p_up_from_grid(values: np.ndarray) -> np.ndarray:
+    """P(next log return > 0) per row of quantiles read at `P_UP_GRID` (n, 99): one minus the level
+    at which the (interpolated) quantile function crosses 0; NaN where a row is not finite."""
+    grid = np.asarray(P_UP_GRID)
+    rows = np.atleast_2d(np.asarray(values, dtype=np.float64))
+    out = np.full(rows.shape[0], np.nan)
+    for i, row in enumerate(rows):
+        if np.isfinite(row).all():
+            out[i] = 1.0 - float(np.interp(0.0, np.maximum.accumulate(row), grid, left=0.0, right=1.0))
+    return out
+
+
+# --- the table and what callers do with it --------------------------------------------------------------
+
+
+def build_table(settings: Any) -> dict[str, Forecaster]:
+    """The statistical candidates of `[forecasters] candidates`, by name, in the configured order."""
+    from stockcli.ml.forecasters.blend import Blend
+    from stockcli.ml.forecasters.garch import Garch, Gjr
+    from stockcli.ml.forecasters.har import HarRange
+    from stockcli.ml.forecasters.rolling import RollingBand
+
+    config = settings.forecasters
+    single: dict[str, Forecaster] = {
+        "rolling": RollingBand(settings.intervals.baseline_window),
+        "garch": Garch(),
+        "gjr": Gjr(),
+        "har_range": HarRange(config.har_estimator),
+    }
+    first, second = config.blend
+    single["blend"] = Blend(single[first], single[second])
+    return {name: single[name] for name in config.candidates}
+
+
+def fit_all(
+    table: Mapping[str, Forecaster],
+    bars: TickerBars,
+    previous: Mapping[str, Mapping[str, Any] | None] | None = None,
+) -> dict[str, dict[str, Any] | None]:
+    """Every candidate's parameters on `bars` (each starting from its `previous` fit where it can);
+    a blend is composed from its members' fits, not refitted."""
+    before = previous or {}
+    fitted: dict[str, dict[str, Any] | None] = {}
+    for name, forecaster in table.items():
+        compose = getattr(forecaster, "compose", None)
+        if compose is not None:
+            members = forecaster.members  # type: ignore[attr-defined]
+            fitted[name] = compose(
+                {m.name: fitted.get(m.name) or m.fit(bars, before.get(m.name)) for m in members}
+            )
+        else:
+            fitted[name] = forecaster.fit(bars, before.get(name))
+    return fitted
+
+
+def params_for(
+    forecaster: Forecaster, fits: Mapping[str, Mapping[str, Any]], ticker: str
+) -> Mapping[str, Any] | None:
+    """The parameters `forecaster` serves `ticker` with: its fit, or none needed (rolling band)."""
+    found = (fits.get(forecaster.name) or {}).get(ticker)
+    if found is None and not getattr(forecaster, "needs_fit", True):
+        return {}
+    return found
+
+
+def candidate_quantiles(
+    table: Mapping[str, Forecaster],
+    fits: Mapping[str, Mapping[str, Any]],
+    bars: Mapping[str, Any],
+    tickers: Sequence[str],
+    base_dates: Sequence[Any],
+    *,
+    fit_missing: bool = False,
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Every candidate's nominal quantiles (log returns, (n, 5)) and P(up) ((n,)) for rows
+    (tickers[i] as of base_dates[i]).
+
+    `fits` is {candidate: {ticker: params}}. A ticker without parameters gets NaN rows, or, with
+    `fit_missing` (an evaluation window: promote, train), a fit on its own bars before its first
+    requested date, so no row sees its future. The rolling band needs no fit.
+    """
+    from stockcli.features.dataset import _to_days, dates_to_days
+
+    n = len(tickers)
+    out = {name: np.full((n, len(QUANTILES)), np.nan) for name in table}
+    p_up = {name: np.full(n, np.nan) for name in table}
+    levels = (*QUANTILES, *P_UP_GRID)
+    wanted = dates_to_days(list(base_dates)) if n else np.zeros(0, dtype=np.int64)
+    ticker_array = np.asarray(list(tickers), dtype=object)
+    for ticker in dict.fromkeys(tickers):
+        frame = bars.get(ticker)
+        if frame is None or len(frame) == 0:
+            continue
+        rows = np.flatnonzero(ticker_array == ticker)
+        positions = np.searchsorted(_to_days(frame.index), wanted[rows], side="right") - 1
+        ok = positions >= 0
+        if not ok.any():
+            continue
+        history = TickerBars.from_frame(frame)
+        own = {name: params_for(forecaster, fits, ticker) for name, forecaster in table.items()}
+        if fit_missing and any(params is None for params in own.values()):
+            refitted = fit_all(table, history.head(int(positions[ok].min()) + 1))
+            own = {name: own[name] if own[name] is not None else refitted[name] for name in table}
+        for name, forecaster in table.items():
+            params = own[name]
+            if params is not None:
+                values = forecaster.quantiles_at(params, history, positions[ok], levels)
+                out[name][rows[ok]] = values[:, : len(QUANTILES)]
+                p_up[name][rows[ok]] = p_up_from_grid(values[:, len(QUANTILES) :])
+    return out, p_up
+
+
+def bundle_fits(baselines: Mapping[str, Any] | None) -> dict[str, dict[str, Any]]:
+    """{candidate: {ticker: params}} recorded in a model version (`baselines`); a version saved
+    before the forecaster table holds GARCH's alone."""
+    found = dict(baselines or {})
+    if "fits" in found:
+        return {name: dict(values or {}) for name, values in found["fits"].items()}
+    return {"garch": dict(found.get("garch") or {})}

@@ -1,0 +1,213 @@
+"""GARCH(1,1)-t and GJR-GARCH(1,1)-t behind the `Forecaster` interface.
+
+Both are fitted by `arch` (Student-t errors, constant mean, on 100 x log returns) and then, with
+their parameters FIXED, filtered over a ticker's returns without calling arch: the recursion is
+linear in the variance, so one `scipy.signal.lfilter` pass gives the one-step variance after every
+session (see `stockcli.ml.baselines`, whose GARCH filter `Garch` reuses). GJR adds gamma * e**2 on
+negative residuals; that term only changes the filter's input, so the same single pass serves it.
+
+arch starts the recursion from a backcast of the first 75 residuals and clips in-sample variances
+to loose bounds built from the whole sample it is given. A forecast as of session k must be what
+arch gives on the returns up to k, so the bounds are those of that prefix: rows where the
+one-pass values provably stay inside every prefix bound keep them (all rows on real prices); any
+other row is recomputed on its own prefix, exactly as arch would (`_sigma2_at`). Either way, row k
+depends on returns up to k only.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from stockcli.errors import InputDataError
+from stockcli.ml.baselines import (
+    GARCH_SCALE,
+    MIN_FILTER_RETURNS,
+    _backcast,
+    _garch_variance_path,
+    _parameters,
+    _rows_among_finite,
+    _variance_bounds,
+    fit_garch,
+)
+from stockcli.ml.forecasters import TickerBars
+
+VariancePath = Callable[[np.ndarray], np.ndarray]
+"""Percent residuals (n,) -> conditional variances (n + 1,), the last one the next-session forecast."""
+
+_GJR_PARAMETERS = ("mu", "omega", "alpha", "gamma", "beta", "nu")
+
+
+class Garch:
+    """GARCH(1,1) with Student-t errors: the yardstick every other candidate is compared with.
+
+    Params (plain JSON, from `stockcli.ml.baselines.fit_garch`): `mu`, `omega` (percent scale),
+    `alpha`, `beta`, `nu`, `scale` (100.0), `n_obs`, `converged`.
+    """
+
+    name = "garch"
+    needs_fit = True
+
+    def fit(self, bars: TickerBars, previous: Mapping[str, Any] | None = None) -> dict[str, Any] | None:
+        """arch's fit on all finite returns of `bars`; None below `MIN_GARCH_RETURNS`, flat or failed."""
+        return fit_garch(bars.returns, previous=previous)
+
+    def quantiles_at(
+        self, params: Mapping[str, Any], bars: TickerBars, rows: np.ndarray, levels: Sequence[float]
+    ) -> np.ndarray:
+        """Quantiles (len(rows), len(levels)) of the next log return; NaN below `MIN_FILTER_RETURNS`."""
+        mu, omega, alpha, beta, nu, scale = _parameters(dict(params))
+
+        def path(residuals: np.ndarray) -> np.ndarray:
+            return _garch_variance_path(residuals, omega, alpha, beta)
+
+        return _t_quantiles_at(path, (mu, nu, scale), bars.returns, rows, levels)
+
+
+class Gjr:
+    """GJR-GARCH(1,1) with Student-t errors: GARCH plus a leverage term for negative returns.
+
+    sigma2[t] = omega + (alpha + gamma * 1[e[t-1] < 0]) * e[t-1]**2 + beta * sigma2[t-1].
+    Params: those of `Garch` plus `gamma`.
+    """
+
+    name = "gjr"
+    needs_fit = True
+
+    def fit(self, bars: TickerBars, previous: Mapping[str, Any] | None = None) -> dict[str, Any] | None:
+        """arch's fit (o=1) on all finite returns of `bars`; None when too short, flat or failed."""
+        return fit_garch(bars.returns, asymmetric=True, previous=previous)
+
+    def quantiles_at(
+        self, params: Mapping[str, Any], bars: TickerBars, rows: np.ndarray, levels: Sequence[float]
+    ) -> np.ndarray:
+        """Quantiles (len(rows), len(levels)) of the next log return; NaN below `MIN_FILTER_RETURNS`."""
+        mu, omega, alpha, gamma, beta, nu, scale = _gjr_parameters(params)
+
+        def path(residuals: np.ndarray) -> np.ndarray:
+            return _gjr_variance_path(residuals, omega, alpha, gamma, beta)
+
+        return _t_quantiles_at(path, (mu, nu, scale), bars.returns, rows, levels)
+
+
+def _t_quantiles_at(
+    path: VariancePath,
+    location: tuple[float, float, float],
+    log_returns: np.ndarray,
+    rows: np.ndarray,
+    levels: Sequence[float],
+) -> np.ndarray:
+    """(mu + sigma_next * standardized-t ppf(level, nu)) / scale at `rows` (indices into the returns).
+
+    Rows whose own return is missing, or with fewer than `MIN_FILTER_RETURNS` finite returns up to
+    them, are NaN (the backcast needs 75 returns, which would otherwise come from after the row).
+    """
+    mu, nu, scale = location
+    values = np.asarray(log_returns, dtype=np.float64).ravel()
+    finite_index, place, enough = _rows_among_finite(values, rows, MIN_FILTER_RETURNS)
+    output = np.full((enough.size, len(levels)), np.nan)
+    if finite_index.size < MIN_FILTER_RETURNS or not enough.any():
+        return output
+    sigma2 = _sigma2_at(path, scale * values[finite_index] - mu, place[enough])
+    ppf = standardized_t_ppf(nu, levels)
+    output[enough] = (mu + np.sqrt(sigma2)[:, None] * ppf[None, :]) / scale
+    return output
+
+
+def _sigma2_at(path: VariancePath, residuals: np.ndarray, places: np.ndarray) -> np.ndarray:
+    """Next-session variance after residual `places[i]`, as arch gives it on residuals[: places[i] + 1].
+
+    One pass over the whole series, then a check per row that no bound arch would build from that
+    row's prefix could have bound: every in-sample value strictly inside the whole-sample bounds
+    (so the pass was the plain filter, and each value is above its EWMA / 1e6), the prefix's values
+    at least twice its sample variance / 1e8 and at most 1 + its largest squared residual (under
+    any upper bound arch builds from it). A row that fails is filtered again on its own prefix
+    (arch's exact loop when a bound binds there): rare, and O(n) each.
+    """
+    variance = path(residuals)
+    in_sample = variance[:-1]
+    squared = residuals**2
+    lower, upper = _variance_bounds(residuals, squared, _backcast(squared))
+    # Inside the whole-sample bounds means the pass was the filter, not arch's bounded loop.
+    clear = np.full(residuals.size, bool(np.all((in_sample > lower) & (in_sample <= upper))))
+    count = np.arange(1, residuals.size + 1)
+    prefix_variance = np.cumsum(squared) / count - (np.cumsum(residuals) / count) ** 2
+    clear &= np.minimum.accumulate(in_sample) >= 2.0 * np.maximum(prefix_variance, 0.0) / 1e8
+    clear &= np.maximum.accumulate(in_sample) <= 1.0 + np.maximum.accumulate(squared)
+    sigma2 = variance[places + 1]
+    for i in np.flatnonzero(~clear[places]):
+        sigma2[i] = path(residuals[: places[i] + 1])[-1]
+    return np.asarray(sigma2, dtype=np.float64)
+
+
+def _gjr_variance_path(
+    residuals: np.ndarray, omega: float, alpha: float, gamma: float, beta: float
+) -> np.ndarray:
+    """Conditional variances (n + 1,) of GJR-GARCH(1,1) on percent residuals, the last the forecast.
+
+    As `baselines._garch_variance_path`, with the leverage term in the filter's input: arch starts
+    the asymmetric term from 0.5 * backcast (half the residuals are negative on average) and the
+    symmetric one and the variance from the backcast itself.
+    """
+    from scipy.signal import lfilter
+
+    squared = residuals**2
+    backcast = _backcast(squared)
+    drive = np.empty(squared.size + 1)
+    drive[0] = omega + alpha * backcast + gamma * 0.5 * backcast
+    drive[1:] = omega + (alpha + gamma * (residuals < 0)) * squared
+    variance, _ = lfilter([1.0], [1.0, -beta], drive, zi=[beta * backcast])
+    lower, upper = _variance_bounds(residuals, squared, backcast)
+    in_sample = variance[:-1]
+    if np.any(in_sample < lower) or np.any(in_sample > upper):
+        return _gjr_variance_loop(drive, beta, backcast, lower, upper)
+    return np.asarray(variance, dtype=np.float64)
+
+
+def _gjr_variance_loop(
+    drive: np.ndarray, beta: float, backcast: float, lower: np.ndarray, upper: np.ndarray
+) -> np.ndarray:
+    """arch's `garch_recursion` with its bounds check, step by step (the rare fallback)."""
+    n = drive.size - 1
+    variance = np.empty(n + 1)
+    previous = backcast
+    for t in range(n + 1):
+        value = float(drive[t]) + beta * previous
+        if t < n:
+            if value < lower[t]:
+                value = float(lower[t])
+            elif value > upper[t]:
+                value = float(upper[t]) + float(np.log(value / upper[t]))
+        variance[t] = value
+        previous = value
+    return variance
+
+
+def _gjr_parameters(params: Mapping[str, Any]) -> tuple[float, float, float, float, float, float, float]:
+    """(mu, omega, alpha, gamma, beta, nu, scale), checked as arch constrains them."""
+    missing = [name for name in _GJR_PARAMETERS if name not in params]
+    if missing:
+        raise InputDataError(f"GARCH parameters lack {', '.join(missing)}; refit the forecaster.")
+    mu, omega, alpha, gamma, beta, nu = (float(params[name]) for name in _GJR_PARAMETERS)
+    scale = float(params.get("scale", GARCH_SCALE))
+    valid = omega > 0 and alpha >= 0 and alpha + gamma >= 0 and beta >= 0 and nu > 2 and scale > 0
+    if not (valid and np.isfinite([mu, omega, alpha, gamma, beta, nu, scale]).all()):
+        raise InputDataError(f"Invalid GARCH parameters: {dict(params)}.")
+    return mu, omega, alpha, gamma, beta, nu, scale
+
+
+def standardized_t_ppf(nu: float, levels: Sequence[float]) -> np.ndarray:
+    """Quantiles at `levels` of a Student t with `nu` degrees of freedom rescaled to unit variance."""
+    return np.asarray(_standardized_t_ppf_cached(float(nu), tuple(float(x) for x in levels)))
+
+
+@functools.lru_cache(maxsize=4096)
+def _standardized_t_ppf_cached(nu: float, levels: tuple[float, ...]) -> tuple[float, ...]:
+    # scipy's t.ppf costs ~0.3 ms, more than a ticker's whole recursion; nu is fixed per fit.
+    from scipy.stats import t as student_t
+
+    values = student_t.ppf(np.asarray(levels, dtype=np.float64), nu) * np.sqrt((nu - 2.0) / nu)
+    return tuple(float(value) for value in values)

@@ -1,0 +1,85 @@
+"""Which interval candidate to serve: each challenger against the incumbent, family-corrected.
+
+With many candidates, the luckiest of them beats the incumbent on any window by chance alone; the
+more candidates, the surer that is. So every challenger is compared with the incumbent (GARCH(1,1)-t
+by default) by the one-sided Diebold-Mariano test of `stats.paired_loss_test` on the same sessions,
+and the family of those tests is controlled by Holm's step-down correction (strong control of the
+family-wise error rate, no assumption on how the tests depend on each other): adding candidates can
+never raise the chance of serving a challenger that is not really better. Among the challengers
+whose corrected p-value is below alpha, the one with the lowest loss is served; otherwise the
+incumbent. Pure computation: loss panels in, a decision out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+
+BASE_RATE = "base_rate"
+"""The incumbent of P(up): the up-share of the training dates (its naive forecast)."""
+
+
+@dataclass(frozen=True)
+class IntervalChoice:
+    """The decision for one ticker (or the pooled "*"), with the evidence.
+
+    `p_value` is the Holm-adjusted p-value of the served challenger, or, when the incumbent is kept,
+    the smallest adjusted p-value among the challengers (the closest any came); `skill` is the served
+    source's relative improvement over the incumbent (0 for the incumbent itself).
+    """
+
+    source: str
+    p_value: float | None
+    skill: float | None
+    p_values: dict[str, float] = field(default_factory=dict)  # every challenger's adjusted p-value
+    n_sessions: int = 0
+
+
+def holm(p_values: Mapping[str, float]) -> dict[str, float]:
+    """Holm-adjusted p-values (statsmodels' `multipletests`), by the same names."""
+    if not p_values:
+        return {}
+    from statsmodels.stats.multitest import multipletests
+
+    names = list(p_values)
+    _reject, adjusted, _sidak, _bonferroni = multipletests([p_values[n] for n in names], method="holm")
+    return {name: float(value) for name, value in zip(names, adjusted, strict=True)}
+
+
+def choose_interval_source(
+    panels: Mapping[str, np.ndarray], *, incumbent: str, alpha: float
+) -> IntervalChoice:
+    """Serve the best challenger that beats `incumbent` after Holm's correction, else the incumbent.
+
+    `panels` is {candidate: (sessions, tickers) losses}, NaN where missing, all on the same rows.
+    A candidate without any loss does not take part. Without the incumbent's losses (it could not
+    forecast those rows), the decision falls to the lowest mean loss among those present, untested.
+    """
+    from stockcli.ml.stats import paired_loss_test
+
+    present = {name: panel for name, panel in panels.items() if np.isfinite(panel).any()}
+    if not present:
+        return IntervalChoice(source=incumbent, p_value=None, skill=None)
+    if incumbent not in present:
+        best = min(present, key=lambda name: float(np.nanmean(present[name])))
+        return IntervalChoice(source=best, p_value=None, skill=None)
+    base = present[incumbent]
+    tests = {
+        name: paired_loss_test(panel, base, alternative="less")
+        for name, panel in present.items()
+        if name != incumbent
+    }
+    adjusted = holm({name: float(test.p_value) for name, test in tests.items()})
+    winners = [
+        name
+        for name, test in tests.items()
+        if adjusted[name] < alpha and (test.relative_improvement or 0.0) > 0
+    ]
+    sessions = int(np.isfinite(base).any(axis=1).sum())
+    if not winners:
+        closest = min(adjusted.values()) if adjusted else None
+        return IntervalChoice(incumbent, closest, 0.0, adjusted, sessions)
+    best = max(winners, key=lambda name: tests[name].relative_improvement or 0.0)
+    return IntervalChoice(best, adjusted[best], tests[best].relative_improvement, adjusted, sessions)

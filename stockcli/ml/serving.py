@@ -1,0 +1,101 @@
+"""What one ticker is served: every candidate's forecast, the chosen one adapted, and the fallbacks.
+
+Serving is one pass per ticker: each statistical candidate is filtered once over the ticker's bars
+at every level needed (the nominal five for scoring, the five adaptive conformal inference has moved
+this candidate's intervals to, and the grid that gives P(up)); the network's come from the
+forecasting primitive. The served source is the selection's choice when it can forecast the ticker,
+else the rolling band (no fit needed), else the network. Pure computation: no database, no clock.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+from stockcli.ml.forecasters import NETWORK, P_UP_GRID, Forecaster, TickerBars, p_up_from_grid, params_for
+from stockcli.ml.intervals import QUANTILES, sort_quantiles
+
+FALLBACKS = ("rolling", NETWORK)
+"""Tried in this order when the chosen source cannot forecast a ticker (no fit, too short a history)."""
+
+Alphas = tuple[float, float]
+
+
+@dataclass(frozen=True)
+class CandidateForecast:
+    """One candidate's forecast of one ticker's next log return."""
+
+    nominal: np.ndarray  # (5,) quantiles at `QUANTILES`: what scoring and selection compare
+    adapted: np.ndarray  # (5,) quantiles at the levels adaptive conformal inference reached
+    p_up: float
+
+    @property
+    def usable(self) -> bool:
+        return bool(np.isfinite(self.adapted).all() and np.isfinite(self.p_up))
+
+
+def adapted_levels(alphas: Alphas) -> tuple[float, ...]:
+    """The five quantile levels of 80% and 95% intervals at miscoverage levels (alpha_80, alpha_95)."""
+    a80, a95 = (min(max(float(a), 1e-4), 0.9999) for a in alphas)
+    return (a95 / 2.0, a80 / 2.0, 0.5, 1.0 - a80 / 2.0, 1.0 - a95 / 2.0)
+
+
+def statistical_forecasts(
+    table: Mapping[str, Forecaster],
+    fits: Mapping[str, Mapping[str, object]],
+    ticker: str,
+    bars: TickerBars,
+    alphas_for: Callable[[str], Alphas],
+) -> dict[str, CandidateForecast]:
+    """Every statistical candidate's forecast after the last of `bars` (absent: no parameters).
+
+    Each candidate is filtered once, at every level any candidate needs; a composed candidate (the
+    blend) averages its members' values instead of filtering them again.
+    """
+    row = np.array([len(bars) - 1])
+    adapted = {name: adapted_levels(alphas_for(name)) for name in table}
+    levels = (*QUANTILES, *P_UP_GRID, *(level for name in table for level in adapted[name]))
+    where = {name: 5 + len(P_UP_GRID) + 5 * k for k, name in enumerate(table)}
+    values: dict[str, np.ndarray] = {}
+    for name, forecaster in table.items():
+        params = params_for(forecaster, fits, ticker)  # type: ignore[arg-type]
+        if params is None or len(bars) == 0:
+            continue
+        members = getattr(forecaster, "members", None)
+        if members is not None and all(m.name in values for m in members):
+            values[name] = (values[members[0].name] + values[members[1].name]) / 2.0
+        else:
+            values[name] = forecaster.quantiles_at(params, bars, row, levels)[0]
+    out: dict[str, CandidateForecast] = {}
+    for name, found in values.items():
+        own = found[where[name] : where[name] + 5]
+        p_up = float(p_up_from_grid(found[5 : 5 + len(P_UP_GRID)])[0])
+        out[name] = CandidateForecast(found[:5], sort_quantiles(own[None, :])[0], p_up)
+    return out
+
+
+def served_source(chosen: str, forecasts: Mapping[str, CandidateForecast]) -> str | None:
+    """The selection's choice when it can forecast, else the first usable fallback (None: nothing)."""
+    for name in (chosen, *FALLBACKS):
+        found = forecasts.get(name)
+        if found is not None and found.usable:
+            return name
+    return None
+
+
+def served_p_up(
+    chosen: str | None, forecasts: Mapping[str, CandidateForecast], base_rate: float, interval_source: str
+) -> tuple[str, float]:
+    """(whose, value) of the chance of an up session: the candidate chosen by the Brier test when it can
+    forecast, else the base rate (the naive P(up)); the interval source's for a version that recorded
+    neither."""
+    from stockcli.ml.selection import BASE_RATE
+
+    found = forecasts.get(chosen) if chosen else None
+    if found is not None and np.isfinite(found.p_up):
+        return str(chosen), float(found.p_up)
+    if np.isfinite(base_rate):
+        return BASE_RATE, float(base_rate)
+    return interval_source, float(forecasts[interval_source].p_up)

@@ -1,0 +1,129 @@
+"""Scheduled refits of the statistical candidates, and the interval choice re-decided on live scores.
+
+A model version carries its candidates' parameters fitted on its training dates; markets move on,
+so `daily` refits them from the stored bars every `[forecasters] refit_sessions` sessions (the
+tickers spread over that interval, a few each session, so no run pays for all of them), records every
+refit in `forecaster_fits` and serves the newest one until the next. At each refit the interval
+source of the refitted tickers (and the pooled choice for unseen tickers) is decided again on every
+candidate's own out-of-sample scores over the trailing `selection_sessions` scored sessions (each
+candidate is scored every session, served or not), by the same family-corrected test as at promotion.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import date
+from typing import Any
+
+from sqlalchemy.engine import Engine
+
+from stockcli.config import Settings
+
+
+def refit_if_due(
+    *, settings: Settings, engine: Engine, bundle: Any, through: date
+) -> dict[str, dict[str, Any]]:
+    """Refit the tickers that are due as of `through`, re-decide their interval choice, and return
+    the refits in force: {candidate: {ticker: params}} newer than the version's own fits."""
+    from stockcli.clock import calendar_for
+    from stockcli.db import serving
+
+    fitted_through = _version_fit_end(bundle)
+    calendar = calendar_for(settings)
+    every = int(settings.forecasters.refit_sessions)
+    watchlist = list(settings.data.tickers)
+    last = serving.last_fit_ends(engine, through)
+
+    def age(ticker: str) -> int:
+        newest = max(last.get(ticker, fitted_through), fitted_through)
+        return len(calendar.sessions(newest, through)) - 1 if newest < through else 0
+
+    ages = {ticker: age(ticker) for ticker in watchlist}
+    due = sorted((t for t in watchlist if ages[t] >= every), key=lambda t: (-ages[t], t))
+    due = due[: math.ceil(len(watchlist) / every)]
+    if due:
+        refit(settings=settings, engine=engine, tickers=due, through=through)
+        redecide(
+            settings=settings, engine=engine, model_version=str(bundle.version), tickers=due, through=through
+        )
+    return serving.load_fits(engine, since=fitted_through, through=through)
+
+
+def refit(*, settings: Settings, engine: Engine, tickers: list[str], through: date) -> None:
+    """Fit every statistical candidate on each ticker's stored bars through `through` and record it."""
+    from stockcli.db.bars import load_bars
+    from stockcli.db.serving import load_fits, save_fits
+    from stockcli.ml.forecasters import TickerBars, build_table, fit_all
+
+    table = build_table(settings)
+    bars = load_bars(engine, tickers, start=settings.data.start, end=through)
+    # Each fit starts from the ticker's last one (about half arch's iterations).
+    before = load_fits(engine, since=date.min, through=through)
+    rows = []
+    for ticker in tickers:
+        frame = bars.get(ticker)
+        if frame is None or frame.empty:
+            continue
+        previous = {name: (before.get(name) or {}).get(ticker) for name in table}
+        for name, params in fit_all(table, TickerBars.from_frame(frame), previous).items():
+            rows.append(
+                {
+                    "ticker": ticker,
+                    "forecaster": name,
+                    "fit_end": through,
+                    "fit_start": frame.index[0].date(),
+                    "n_sessions": len(frame),
+                    "params": params,
+                }
+            )
+    save_fits(engine, rows)
+
+
+def redecide(
+    *, settings: Settings, engine: Engine, model_version: str, tickers: list[str], through: date
+) -> None:
+    """Choose the interval source of `tickers` and of the pooled "*" again on the trailing window of
+    scored sessions (and whose P(up) is served, by the Brier test against the base rate); a window with
+    fewer than `min_selection_sessions` sessions keeps the decision."""
+    from stockcli.clock import calendar_for
+    from stockcli.db.predictions import scored_between
+    from stockcli.db.serving import POOLED, update_interval_choices
+    from stockcli.errors import UsageError
+    from stockcli.ml.metrics import brier_panels, candidate_loss_panels
+    from stockcli.ml.selection import BASE_RATE, choose_interval_source
+
+    config = settings.forecasters
+    try:
+        start = calendar_for(settings).sessions_back(through, config.selection_sessions)
+    except UsageError:
+        start = settings.data.start
+    rows = scored_between(engine, start=start, end=through)
+    choices: dict[str, dict[str, Any]] = {}
+    for ticker in [*tickers, POOLED]:
+        chosen = [row for row in rows if ticker in (POOLED, row["ticker"])]
+        panels, dates = candidate_loss_panels(chosen, config.metric)
+        if len(dates) < config.min_selection_sessions:
+            continue
+        decision = choose_interval_source(panels, incumbent=config.incumbent, alpha=settings.promotion.alpha)
+        p_up = choose_interval_source(
+            brier_panels(chosen), incumbent=BASE_RATE, alpha=settings.promotion.alpha
+        )
+        choices[ticker] = {
+            "p_up_source": p_up.source,
+            "p_up_p_value": p_up.p_value,
+            "interval_source": decision.source,
+            "interval_p_value": decision.p_value,
+            "interval_skill": decision.skill,
+            "window_start": min(dates),
+            "window_end": max(dates),
+            "n_sessions": len(dates),
+        }
+    if choices:
+        update_interval_choices(engine, model_version=model_version, choices=choices)
+
+
+def _version_fit_end(bundle: Any) -> date:
+    """The last session the model version's own candidate fits saw (its training dates)."""
+    baselines = bundle.baselines or {}
+    value = baselines.get("fit_through") or baselines.get("garch_fit_through")
+    return date.fromisoformat(value) if value else date.min

@@ -1,0 +1,380 @@
+"""The range-based and GARCH-family forecasters (stockcli.ml.forecasters), on the real sample bars.
+
+Each is held to an independent reference: GARCH and GJR to `arch` itself (fit and one-step
+forecast), HAR to a least-squares fit built here from pandas rolling means, and its variance proxy
+to a hand computation. Causality is tested by perturbing every bar after a date.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from stockcli.errors import InputDataError
+from stockcli.ml.forecasters import Forecaster, TickerBars
+from stockcli.ml.forecasters.blend import Blend
+from stockcli.ml.forecasters.garch import Garch, Gjr, standardized_t_ppf
+from stockcli.ml.forecasters.har import MIN_HAR_ROWS, VARIANCE_FLOOR, Z_LEVELS, HarRange, daily_variance
+from stockcli.ml.forecasters.rolling import RollingBand
+from stockcli.ml.intervals import QUANTILES
+from tests.bars_data import sample_frame
+
+FIT_SESSIONS = 1200
+CUT = 1500
+"""Session after which the causality tests perturb every bar."""
+
+LEVELS = (0.001, 0.01, 0.025, 0.1, 0.3, 0.5, 0.7, 0.9, 0.975, 0.99, 0.999)
+FORECASTERS: dict[str, Forecaster] = {
+    "garch": Garch(),
+    "gjr": Gjr(),
+    "har_gk": HarRange(),
+    "har_parkinson": HarRange("parkinson"),
+}
+
+
+# The table's other members: fit-free, or composed of members' fits. Causal and ordered too.
+COMPOSED: dict[str, Forecaster] = {
+    **FORECASTERS,
+    "rolling": RollingBand(20),
+    "blend": Blend(FORECASTERS["har_gk"], FORECASTERS["garch"]),
+}
+
+
+@pytest.fixture(scope="module")
+def goog() -> TickerBars:
+    return TickerBars.from_frame(sample_frame("GOOG"))
+
+
+@pytest.fixture(scope="module")
+def fitted(goog: TickerBars) -> dict[str, dict[str, Any]]:
+    params = {name: forecaster.fit(goog.head(FIT_SESSIONS)) for name, forecaster in FORECASTERS.items()}
+    assert all(value is not None for value in params.values())
+    return {name: value for name, value in params.items() if value is not None}
+
+
+@pytest.fixture(scope="module")
+def fitted_all(goog: TickerBars, fitted: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    blend = COMPOSED["blend"].fit(goog.head(FIT_SESSIONS))
+    assert blend is not None and blend["members"]["garch"] == fitted["garch"]
+    return {**fitted, "rolling": {"window": 20}, "blend": blend}
+
+
+def _perturbed_after(bars: TickerBars, cut: int) -> TickerBars:
+    """Every bar after `cut` moved: prices x 1.5, the high raised, the low lowered, the open shifted."""
+    later = np.arange(len(bars)) > cut
+    rng = np.random.default_rng(7)
+    wobble = np.where(later, rng.uniform(0.97, 1.03, len(bars)), 1.0)
+    scale = np.where(later, 1.5, 1.0)
+    close = bars.close * scale
+    open_ = bars.open * scale * wobble
+    high = np.maximum(bars.high * scale * np.where(later, 1.04, 1.0), np.maximum(open_, close))
+    low = np.minimum(bars.low * scale * np.where(later, 0.95, 1.0), np.minimum(open_, close))
+    return TickerBars(open_, high, low, close)
+
+
+def _arch_next_variance(params: dict[str, Any], log_returns: np.ndarray, asymmetric: bool) -> float:
+    """arch's own fix() + forecast(horizon=1) on the finite returns: the reference variance."""
+    from arch import arch_model
+
+    returns = log_returns[np.isfinite(log_returns)]
+    names = ["mu", "omega", "alpha", *(["gamma"] if asymmetric else []), "beta", "nu"]
+    model = arch_model(
+        params["scale"] * returns, mean="Constant", vol="GARCH", p=1, o=int(asymmetric), q=1, dist="t"
+    )
+    forecast = model.fix([params[name] for name in names]).forecast(horizon=1, reindex=False)
+    return float(forecast.variance.to_numpy()[-1, 0])
+
+
+def _implied_variance(params: dict[str, Any], quantiles: np.ndarray, level: float) -> np.ndarray:
+    """The percent-scale variance a GARCH-t quantile at `level` was built from."""
+    ppf = float(standardized_t_ppf(params["nu"], [level])[0])
+    return np.asarray(((params["scale"] * quantiles - params["mu"]) / ppf) ** 2)
+
+
+# --- causality, shape, monotonicity, serialisation ---------------------------------------------
+
+
+@pytest.mark.parametrize("name", COMPOSED)
+def test_quantiles_do_not_depend_on_later_bars(
+    name: str, goog: TickerBars, fitted_all: dict[str, dict[str, Any]]
+) -> None:
+    forecaster, params = COMPOSED[name], fitted_all[name]
+    rows = np.arange(len(goog))
+    original = forecaster.quantiles_at(params, goog, rows, LEVELS)
+    perturbed = forecaster.quantiles_at(params, _perturbed_after(goog, CUT), rows, LEVELS)
+    assert np.array_equal(original[: CUT + 1], perturbed[: CUT + 1], equal_nan=True)
+    assert np.isfinite(original[CUT]).all()
+    # The perturbation does reach the later rows, so the comparison above could fail.
+    assert not np.allclose(original[CUT + 2 :], perturbed[CUT + 2 :])
+
+
+@pytest.mark.parametrize("name", COMPOSED)
+def test_quantiles_rise_with_the_level(
+    name: str, goog: TickerBars, fitted_all: dict[str, dict[str, Any]]
+) -> None:
+    levels = np.sort(np.random.default_rng(1).uniform(0.0005, 0.9995, 40))
+    values = COMPOSED[name].quantiles_at(fitted_all[name], goog, np.arange(100, len(goog)), levels.tolist())
+    assert values.shape == (len(goog) - 100, 40)
+    assert np.isfinite(values).all()
+    assert (np.diff(values, axis=1) >= 0).all()
+    assert (values[:, 0] < 0).all() and (values[:, -1] > 0).all()
+
+
+@pytest.mark.parametrize(("name", "first_row"), [("garch", 75), ("gjr", 75), ("har_gk", 22)])
+def test_rows_with_too_short_a_history_are_nan(
+    name: str, first_row: int, goog: TickerBars, fitted: dict[str, dict[str, Any]]
+) -> None:
+    values = FORECASTERS[name].quantiles_at(fitted[name], goog, np.arange(first_row + 5), QUANTILES)
+    assert np.isnan(values[:first_row]).all()
+    assert np.isfinite(values[first_row:]).all()
+
+
+@pytest.mark.parametrize("name", FORECASTERS)
+def test_params_survive_a_json_round_trip(
+    name: str, goog: TickerBars, fitted: dict[str, dict[str, Any]]
+) -> None:
+    params = fitted[name]
+    reloaded = json.loads(json.dumps(params))
+    rows = np.array([300, 1199, len(goog) - 1])
+    forecaster = FORECASTERS[name]
+    assert np.array_equal(
+        forecaster.quantiles_at(params, goog, rows, LEVELS),
+        forecaster.quantiles_at(reloaded, goog, rows, LEVELS),
+    )
+
+
+@pytest.mark.parametrize("name", FORECASTERS)
+def test_fit_refuses_short_and_flat_series(name: str, goog: TickerBars) -> None:
+    forecaster = FORECASTERS[name]
+    short = 100 if name in {"garch", "gjr"} else MIN_HAR_ROWS + 22
+    assert forecaster.fit(goog.head(short)) is None
+    flat = np.full(600, 50.0)
+    assert forecaster.fit(TickerBars(flat, flat, flat, flat)) is None
+    assert forecaster.fit(goog.head(short + 2)) is not None
+
+
+# --- GARCH and GJR against arch -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("name", "asymmetric"), [("garch", False), ("gjr", True)])
+def test_garch_family_fit_is_arch_fitted_directly(
+    name: str, asymmetric: bool, goog: TickerBars, fitted: dict[str, dict[str, Any]]
+) -> None:
+    from arch import arch_model
+
+    returns = goog.head(FIT_SESSIONS).returns[1:]
+    model = arch_model(100.0 * returns, mean="Constant", vol="GARCH", p=1, o=int(asymmetric), q=1, dist="t")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        direct = model.fit(disp="off").params
+    params = fitted[name]
+    expected = {"mu": "mu", "omega": "omega", "alpha": "alpha[1]", "beta": "beta[1]", "nu": "nu"}
+    if asymmetric:
+        expected["gamma"] = "gamma[1]"
+    else:
+        assert "gamma" not in params
+    for key, column in expected.items():
+        assert params[key] == pytest.approx(float(direct[column]), rel=1e-9, abs=1e-12), key
+    assert params["scale"] == 100.0
+    assert params["n_obs"] == FIT_SESSIONS - 1
+    assert params["converged"] is True
+
+
+@pytest.mark.parametrize(("name", "asymmetric"), [("garch", False), ("gjr", True)])
+def test_garch_family_next_variance_is_arch_forecast(
+    name: str, asymmetric: bool, goog: TickerBars, fitted: dict[str, dict[str, Any]]
+) -> None:
+    params = fitted[name]
+    rows = np.array([75, 76, 400, FIT_SESSIONS - 1, len(goog) - 1])
+    values = FORECASTERS[name].quantiles_at(params, goog, rows, (0.975,))
+    for row, variance in zip(rows, _implied_variance(params, values[:, 0], 0.975), strict=True):
+        reference = _arch_next_variance(params, goog.returns[: row + 1], asymmetric)
+        assert variance == pytest.approx(reference, rel=1e-8), row
+
+
+def test_gjr_leverage_raises_the_variance_after_a_fall(
+    goog: TickerBars, fitted: dict[str, dict[str, Any]]
+) -> None:
+    params = fitted["gjr"]
+    assert params["gamma"] > 0
+    symmetric = {**params, "gamma": 0.0}
+    falls = np.flatnonzero(goog.returns < -0.02)
+    falls = falls[falls > 100]
+    with_leverage = Gjr().quantiles_at(params, goog, falls, (0.975,))
+    without = Gjr().quantiles_at(symmetric, goog, falls, (0.975,))
+    assert (with_leverage > without).mean() > 0.9
+
+
+def test_gjr_without_leverage_is_garch(goog: TickerBars, fitted: dict[str, dict[str, Any]]) -> None:
+    params = {**fitted["garch"], "gamma": 0.0}
+    rows = np.arange(len(goog))
+    assert np.array_equal(
+        Gjr().quantiles_at(params, goog, rows, LEVELS),
+        Garch().quantiles_at(fitted["garch"], goog, rows, LEVELS),
+        equal_nan=True,
+    )
+
+
+@pytest.mark.parametrize(("name", "asymmetric"), [("garch", False), ("gjr", True)])
+def test_garch_family_matches_arch_where_a_variance_bound_binds(name: str, asymmetric: bool) -> None:
+    # 60 residuals of exactly zero with beta 0.5 and a tiny omega: the variance falls below arch's
+    # lower bound (sample variance / 1e8), so arch clips it; the rows there, and the later rows
+    # whose prefixes contain the clipped stretch, must still be arch's.
+    rng = np.random.default_rng(3)
+    mu = 0.05
+    log_returns = rng.standard_t(5, 400) / 100.0
+    log_returns[200:260] = mu / 100.0
+    close = 100.0 * np.exp(np.cumsum(np.append(0.0, log_returns)))
+    bars = TickerBars(
+        np.full(close.size, np.nan), np.full(close.size, np.nan), np.full(close.size, np.nan), close
+    )
+    params = {"mu": mu, "omega": 1e-12, "alpha": 0.2, "beta": 0.5, "nu": 6.0, "scale": 100.0}
+    if asymmetric:
+        params["gamma"] = 0.1
+    rows = np.array([150, 230, 261, 300, 400])
+    values = FORECASTERS[name].quantiles_at(params, bars, rows, (0.975,))
+    for row, variance in zip(rows, _implied_variance(params, values[:, 0], 0.975), strict=True):
+        reference = _arch_next_variance(params, bars.returns[: row + 1], asymmetric)
+        assert variance == pytest.approx(reference, rel=1e-8), row
+
+
+def test_garch_rejects_invalid_params(goog: TickerBars) -> None:
+    with pytest.raises(InputDataError):
+        Gjr().quantiles_at(
+            {"mu": 0.0, "omega": 0.1, "alpha": 0.1, "beta": 0.8, "nu": 5.0}, goog, np.arange(3), LEVELS
+        )
+    with pytest.raises(InputDataError):
+        Garch().quantiles_at(
+            {"mu": 0.0, "omega": -1, "alpha": 0.1, "beta": 0.8, "nu": 5}, goog, np.arange(3), LEVELS
+        )
+
+
+# --- HAR against least squares and a hand computation ------------------------------------------
+
+
+def _oracle_design(frame: pd.DataFrame, estimator: str) -> pd.DataFrame:
+    """The HAR design built independently: pandas columns and rolling means."""
+    log = np.log(frame[["open", "high", "low", "close"]])
+    previous_close = log["close"].shift(1)
+    if estimator == "parkinson":
+        intraday = (log["high"] - log["low"]) ** 2 / (4 * np.log(2))
+    else:
+        intraday = (
+            0.5 * (log["high"] - log["low"]) ** 2 - (2 * np.log(2) - 1) * (log["close"] - log["open"]) ** 2
+        )
+    variance = ((log["open"] - previous_close) ** 2 + intraday).clip(lower=VARIANCE_FLOOR)
+    returns = log["close"] - previous_close
+    negative = returns.clip(upper=0.0)
+    return pd.DataFrame(
+        {
+            "const": 1.0,
+            "d": np.log(variance),
+            "w": np.log(variance.rolling(5).mean()),
+            "m": np.log(variance.rolling(22).mean()),
+            "neg": negative,
+            "neg5": negative.rolling(5).mean(),
+            "target": np.log(variance).shift(-1),
+            "next_return": returns.shift(-1),
+        }
+    )
+
+
+@pytest.mark.parametrize("estimator", ["garman_klass", "parkinson"])
+def test_har_is_least_squares_on_the_log_variance(estimator: str) -> None:
+    frame = sample_frame("MSFT").iloc[:1500]
+    params = HarRange(estimator).fit(TickerBars.from_frame(frame))
+    assert params is not None
+    table = _oracle_design(frame, estimator).dropna()
+    design = table[["const", "d", "w", "m", "neg", "neg5"]].to_numpy()
+    target = table["target"].to_numpy()
+    coefficients = np.linalg.solve(design.T @ design, design.T @ target)
+    assert params["n_obs"] == len(table)
+    assert np.allclose(params["coefficients"], coefficients, rtol=1e-7, atol=1e-10)
+    standardized = table["next_return"].to_numpy() / np.exp(0.5 * design @ coefficients)
+    z_quantiles = np.quantile(standardized, Z_LEVELS)
+    assert np.allclose(params["z_quantiles"], z_quantiles, rtol=1e-7)
+    # The quantile of the last row: its forecast scale x the standardized quantile, read off the grid.
+    bars = TickerBars.from_frame(frame)
+    value = HarRange(estimator).quantiles_at(params, bars, np.array([len(frame) - 1]), (0.975,))
+    last = _oracle_design(frame, estimator).iloc[-1][["const", "d", "w", "m", "neg", "neg5"]].to_numpy(float)
+    expected = np.exp(0.5 * last @ coefficients) * np.interp(0.975, Z_LEVELS, z_quantiles)
+    assert value[0, 0] == pytest.approx(expected, rel=1e-6)
+
+
+def test_variance_proxy_by_hand() -> None:
+    nan = float("nan")
+    bars = TickerBars(
+        open=np.array([100.0, 102.0, 101.0, nan, 105.0]),
+        high=np.array([101.0, 104.0, 103.0, 106.0, 104.0]),
+        low=np.array([99.0, 101.0, 100.0, 102.0, 106.0]),  # session 4: high < low
+        close=np.array([100.5, 103.0, 100.0, 104.0, 105.0]),
+    )
+    ln = np.log
+    gk1 = ln(102 / 100.5) ** 2 + 0.5 * ln(104 / 101) ** 2 - (2 * ln(2) - 1) * ln(103 / 102) ** 2
+    gk2 = ln(101 / 103) ** 2 + 0.5 * ln(103 / 100) ** 2 - (2 * ln(2) - 1) * ln(100 / 101) ** 2
+    pk1 = ln(102 / 100.5) ** 2 + ln(104 / 101) ** 2 / (4 * ln(2))
+    pk2 = ln(101 / 103) ** 2 + ln(103 / 100) ** 2 / (4 * ln(2))
+    fallback = [ln(104 / 100) ** 2, ln(105 / 104) ** 2]  # missing open, then an inconsistent bar
+    garman_klass = daily_variance(bars, "garman_klass")
+    parkinson = daily_variance(bars, "parkinson")
+    assert np.isnan(garman_klass[0]) and np.isnan(parkinson[0])
+    assert garman_klass[1:] == pytest.approx([gk1, gk2, *fallback], rel=1e-12)
+    assert parkinson[1:] == pytest.approx([pk1, pk2, *fallback], rel=1e-12)
+
+
+def test_variance_proxy_is_floored_on_a_still_session() -> None:
+    price = np.full(3, 20.0)
+    assert daily_variance(TickerBars(price, price, price, price))[1:] == pytest.approx([VARIANCE_FLOOR] * 2)
+
+
+def test_har_interpolates_levels_and_clamps_the_ends(
+    goog: TickerBars, fitted: dict[str, dict[str, Any]]
+) -> None:
+    params = fitted["har_gk"]
+    row = np.array([len(goog) - 1])
+    at_grid = HarRange().quantiles_at(params, goog, row, (0.02, 0.03))[0]
+    between = HarRange().quantiles_at(params, goog, row, (0.025,))[0, 0]
+    assert between == pytest.approx(at_grid.mean(), rel=1e-12)
+    ends = HarRange().quantiles_at(params, goog, row, (0.0001, 0.001, 0.999, 0.9999))[0]
+    assert ends[0] == ends[1] and ends[2] == ends[3]
+
+
+def test_har_rejects_an_unknown_estimator() -> None:
+    with pytest.raises(InputDataError, match="garman_klass"):
+        HarRange("rogers_satchell")
+
+
+def test_blend_is_the_average_of_its_members(goog: TickerBars, fitted_all: dict[str, dict[str, Any]]) -> None:
+    rows = np.arange(200, 260)
+    members = [FORECASTERS[n].quantiles_at(fitted_all[n], goog, rows, LEVELS) for n in ("har_gk", "garch")]
+    blended = COMPOSED["blend"].quantiles_at(fitted_all["blend"], goog, rows, LEVELS)
+    assert np.array_equal(blended, (members[0] + members[1]) / 2.0)
+
+
+def test_rolling_band_is_the_sample_sd_times_normal_quantiles(goog: TickerBars) -> None:
+    from scipy.stats import norm
+
+    row = 700
+    returns = goog.returns[row - 19 : row + 1]
+    expected = np.std(returns, ddof=1) * norm.ppf(LEVELS)
+    assert np.allclose(COMPOSED["rolling"].quantiles_at({}, goog, np.array([row]), LEVELS)[0], expected)
+
+
+@pytest.mark.parametrize("name", ["garch", "gjr"])
+def test_a_refit_started_from_the_last_fit_reaches_the_cold_fit(
+    name: str, goog: TickerBars, fitted: dict[str, dict[str, Any]]
+) -> None:
+    """A scheduled refit starts arch's optimiser at the previous parameters: same optimum, fewer steps."""
+    forecaster = FORECASTERS[name]
+    later = goog.head(FIT_SESSIONS + 21)
+    cold, warm = forecaster.fit(later), forecaster.fit(later, fitted[name])
+    assert cold is not None and warm is not None
+    rows = np.arange(FIT_SESSIONS + 21, FIT_SESSIONS + 60)
+    cold_q = forecaster.quantiles_at(cold, goog, rows, QUANTILES)
+    warm_q = forecaster.quantiles_at(warm, goog, rows, QUANTILES)
+    assert np.allclose(cold_q, warm_q, rtol=2e-3)

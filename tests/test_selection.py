@@ -1,0 +1,209 @@
+"""Choosing among many interval candidates: Holm's family correction, the scheduled refits and their
+record, and the choice re-decided on every candidate's own live scores."""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import json
+import math
+from datetime import date
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+import pytest
+from sqlalchemy import select
+
+from stockcli.clock import trading_calendar
+from stockcli.config import Settings
+from stockcli.db.engine import open_database
+from stockcli.db.models import ForecasterFit, ModelPerformance
+from stockcli.db.serving import Selection, load_selection, save_selection
+from stockcli.ml.selection import choose_interval_source, holm
+
+CALENDAR = trading_calendar("XNYS")
+
+
+def test_holm_is_the_step_down_correction() -> None:
+    p = {"a": 0.01, "b": 0.04, "c": 0.03, "d": 0.20}
+    # Sorted 0.01, 0.03, 0.04, 0.20 times 4, 3, 2, 1, made monotone: 0.04, 0.09, 0.09, 0.20.
+    assert holm(p) == pytest.approx({"a": 0.04, "c": 0.09, "b": 0.09, "d": 0.20})
+    assert holm({"only": 0.03}) == {"only": 0.03}
+
+
+def _panel(rng: np.random.Generator, scale: float, sessions: int = 250) -> np.ndarray:
+    return np.abs(rng.standard_t(5, size=(sessions, 1))) * scale
+
+
+def test_a_really_better_challenger_is_served_and_a_tie_is_not() -> None:
+    rng = np.random.default_rng(7)
+    common = _panel(rng, 1.0)
+    panels = {
+        "garch": common,
+        "har_range": common * 0.85 + _panel(rng, 0.02),  # 15% lower losses on the same sessions
+        "rolling": common + _panel(rng, 0.02) - 0.01,  # a tie up to noise
+    }
+    choice = choose_interval_source(panels, incumbent="garch", alpha=0.05)
+    assert choice.source == "har_range" and choice.p_value is not None and choice.p_value < 0.05
+    assert choice.skill is not None and choice.skill > 0.1
+    assert set(choice.p_values) == {"har_range", "rolling"} and choice.n_sessions == 250
+    kept = choose_interval_source(
+        {"garch": common, "rolling": panels["rolling"]}, incumbent="garch", alpha=0.05
+    )
+    assert kept.source == "garch" and kept.skill == 0.0 and kept.p_value is not None and kept.p_value > 0.05
+
+
+def test_more_candidates_do_not_raise_the_false_win_rate() -> None:
+    """Ten challengers no better than the incumbent: with Holm's correction the incumbent is kept about
+    as often as alpha promises; picking the smallest raw p-value would serve a lucky one far more often."""
+    rng = np.random.default_rng(11)
+    trials, alpha, raw_wins, corrected_wins = 120, 0.05, 0, 0
+    for _ in range(trials):
+        incumbent = _panel(rng, 1.0, 120)
+        panels = {"garch": incumbent, **{f"c{k}": _panel(rng, 1.0, 120) for k in range(10)}}
+        choice = choose_interval_source(panels, incumbent="garch", alpha=alpha)
+        corrected_wins += choice.source != "garch"
+        raw_wins += min(_raw_p(panels[name], incumbent) for name in panels if name != "garch") < alpha
+    assert corrected_wins / trials <= 0.10  # alpha plus sampling noise over 120 trials
+    assert raw_wins / trials > 2 * max(corrected_wins / trials, 0.05)
+
+
+def _raw_p(a: np.ndarray, b: np.ndarray) -> float:
+    from stockcli.ml.stats import paired_loss_test
+
+    return float(paired_loss_test(a, b, alternative="less").p_value)
+
+
+def test_without_the_incumbent_the_lowest_loss_is_served_untested() -> None:
+    rng = np.random.default_rng(3)
+    panels = {"garch": np.full((50, 1), np.nan), "rolling": _panel(rng, 1.0, 50), "gjr": _panel(rng, 0.5, 50)}
+    choice = choose_interval_source(panels, incumbent="garch", alpha=0.05)
+    assert choice.source == "gjr" and choice.p_value is None
+
+
+# --- scheduled refits ------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class FakeVersion:
+    """What `refit_if_due` reads of a model version: its number and its own fits' last session."""
+
+    version: str = "1"
+    baselines: dict[str, Any] = dataclasses.field(default_factory=lambda: {"fit_through": "2012-12-31"})
+
+
+@pytest.fixture
+def refit_db(make_settings: Any, database_url: str) -> Any:
+    from tests.served_model import fetch_sample
+
+    settings: Settings = make_settings(
+        database_url,
+        data={"tickers": ["GOOG", "MSFT"], "start": date(2008, 1, 2)},
+        forecasters={"refit_sessions": 5, "candidates": ["rolling", "garch", "har_range"]},
+    )
+    engine = open_database(settings)
+    fetch_sample(settings, engine)
+    yield settings, engine
+    engine.dispose()
+
+
+def test_refits_follow_the_schedule_spread_over_tickers_and_are_recorded(refit_db: Any) -> None:
+    from stockcli.db.bars import load_bars
+    from stockcli.ml.forecasters import TickerBars, build_table, fit_all
+    from stockcli.services.refit import refit_if_due
+
+    settings, engine = refit_db
+    sessions = CALENDAR.sessions(date(2013, 1, 2), date(2013, 2, 1))
+    served = [
+        refit_if_due(settings=settings, engine=engine, bundle=FakeVersion(), through=day).get("garch", {})
+        for day in sessions
+    ]
+    with engine.connect() as connection:
+        rows = [
+            SimpleNamespace(**row) for row in connection.execute(select(ForecasterFit.__table__)).mappings()
+        ]
+    ends = sorted({(r.ticker, r.fit_end) for r in rows})
+    # At most ceil(2 tickers / 5 sessions) = 1 ticker refitted a session, each every 5 sessions.
+    per_day: dict[date, list[str]] = {}
+    for ticker, end in ends:
+        per_day.setdefault(end, []).append(ticker)
+    assert all(len(tickers) == 1 for tickers in per_day.values())
+    for ticker in ("GOOG", "MSFT"):
+        own = [end for t, end in ends if t == ticker]
+        gaps = [len(CALENDAR.sessions(a, b)) - 1 for a, b in itertools.pairwise(own)]
+        assert own and all(gap == 5 for gap in gaps), (ticker, own)
+    # Every candidate is recorded with the dates it saw, and nothing after its last session.
+    first = min(ends, key=lambda item: item[1])
+    recorded = {r.forecaster: r for r in rows if (r.ticker, r.fit_end) == first}
+    assert set(recorded) == {"rolling", "garch", "har_range"}
+    bars = load_bars(engine, [first[0]], start=settings.data.start, end=first[1])[first[0]]
+    expected = fit_all(build_table(settings), TickerBars.from_frame(bars))
+    assert recorded["har_range"].params == json.loads(json.dumps(expected["har_range"]))
+    assert recorded["garch"].fit_start == bars.index[0].date() and recorded["garch"].n_sessions == len(bars)
+    # The version's own fits (through 2012-12-31) serve until the first refit is due five sessions
+    # later; afterwards the newest refit of each ticker.
+    assert served[0] == {} and min(end for _t, end in ends) == sessions[4]
+    assert sorted(served[-1]) == ["GOOG", "MSFT"]
+
+
+def _scored(
+    engine: Any, day: date, ticker: str, base: float, actual: float, widths: dict[str, float]
+) -> None:
+    from stockcli.db.store import upsert, utcnow
+
+    detail = {
+        "candidates": {
+            name: [base * math.exp(z * w) for z in (-1.96, -1.28, 0.0, 1.28, 1.96)]
+            for name, w in widths.items()
+        }
+    }
+    row = {
+        "target_date": day,
+        "ticker": ticker,
+        "model_version": "1",
+        "base_date": CALENDAR.previous_session(day),
+        "base_close": base,
+        "predicted_close": base,
+        "actual_close": actual,
+        "abs_error": abs(actual - base),
+        "abs_pct_error": abs(actual - base) / actual,
+        "naive_abs_error": abs(actual - base),
+        "interval_source": "garch",
+        "detail": detail,
+        "evaluated_at": utcnow(),
+    }
+    with engine.begin() as connection:
+        upsert(connection, ModelPerformance, [row], key=("target_date", "ticker", "model_version"))
+
+
+def test_the_interval_choice_is_redecided_on_live_scores(refit_db: Any) -> None:
+    from stockcli.services.refit import redecide
+
+    settings, engine = refit_db
+    settings = settings.replace(forecasters={"min_selection_sessions": 40, "selection_sessions": 60})
+    save_selection(
+        engine,
+        model_version="1",
+        selections=[
+            Selection(t, "naive", 0.5, 0.0, "garch", 0.5, 0.0, date(2011, 1, 3), date(2011, 12, 30), 250)
+            for t in ("GOOG", "MSFT", "*")
+        ],
+        promotion_id=None,
+    )
+    rng = np.random.default_rng(5)
+    days = CALENDAR.sessions(date(2012, 10, 1), date(2012, 12, 31))
+    for day in days[:30]:  # too few sessions: the decision stands
+        move = rng.standard_normal() * 0.01
+        _scored(engine, day, "GOOG", 100.0, 100.0 * math.exp(move), {"garch": 0.03, "har_range": 0.011})
+    redecide(settings=settings, engine=engine, model_version="1", tickers=["GOOG"], through=days[29])
+    assert load_selection(engine, "1")["GOOG"].interval_source == "garch"
+    for day in days[30:]:
+        move = rng.standard_normal() * 0.01
+        _scored(engine, day, "GOOG", 100.0, 100.0 * math.exp(move), {"garch": 0.03, "har_range": 0.011})
+    redecide(settings=settings, engine=engine, model_version="1", tickers=["GOOG"], through=days[-1])
+    chosen = load_selection(engine, "1")
+    assert chosen["GOOG"].interval_source == "har_range" and chosen["GOOG"].interval_p_value < 0.05
+    assert chosen["GOOG"].window_end == days[-1] and chosen["GOOG"].n_sessions >= 40
+    assert chosen["MSFT"].interval_source == "garch"  # not refitted that session: its choice stands
+    assert chosen["*"].interval_source == "har_range"  # the pooled choice follows all scored rows

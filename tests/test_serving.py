@@ -1,0 +1,71 @@
+"""Serving one ticker: every candidate filtered once, the adapted levels, P(up), and the fallbacks."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import pytest
+
+from stockcli.ml.forecasters import NETWORK, TickerBars, build_table, fit_all
+from stockcli.ml.intervals import QUANTILES
+from stockcli.ml.serving import (
+    CandidateForecast,
+    adapted_levels,
+    served_p_up,
+    served_source,
+    statistical_forecasts,
+)
+from tests.bars_data import sample_frame
+
+
+@pytest.fixture(scope="module")
+def setup() -> tuple[Any, dict[str, Any], TickerBars]:
+    from stockcli.config import load_settings
+
+    settings = load_settings(None, environ={})
+    table = build_table(settings)
+    bars = TickerBars.from_frame(sample_frame("GOOG")).head(1300)
+    fitted = fit_all(table, bars.head(1000))
+    return table, {name: {"GOOG": params} for name, params in fitted.items()}, bars
+
+
+def test_one_pass_gives_what_each_candidate_gives_alone(setup: Any) -> None:
+    table, fits, bars = setup
+    alphas = {"rolling": (0.2, 0.05), "garch": (0.3, 0.08), "gjr": (0.1, 0.02), "har_range": (0.25, 0.04)}
+    alphas["blend"] = (0.15, 0.06)
+    found = statistical_forecasts(table, fits, "GOOG", bars, lambda name: alphas[name])
+    assert set(found) == set(table)
+    row = np.array([len(bars) - 1])
+    for name, forecaster in table.items():
+        params = fits[name]["GOOG"]
+        alone = forecaster.quantiles_at(params, bars, row, QUANTILES)[0]
+        assert found[name].nominal == pytest.approx(alone, rel=1e-12, abs=1e-15)
+        at_levels = forecaster.quantiles_at(params, bars, row, adapted_levels(alphas[name]))[0]
+        assert found[name].adapted == pytest.approx(at_levels, rel=1e-12, abs=1e-15)
+        assert 0.3 < found[name].p_up < 0.7
+
+
+def test_garch_p_up_is_its_t_distribution_above_zero(setup: Any) -> None:
+    from scipy.stats import t as student_t
+
+    table, fits, bars = setup
+    params = fits["garch"]["GOOG"]
+    found = statistical_forecasts(table, fits, "GOOG", bars, lambda _name: (0.2, 0.05))["garch"]
+    nu, mu = params["nu"], params["mu"] / params["scale"]
+    unit = (found.nominal[4] - mu) / (student_t.ppf(0.975, nu) * math.sqrt((nu - 2) / nu))
+    expected = 1 - student_t.cdf(-mu / unit * math.sqrt(nu / (nu - 2)), nu)
+    assert found.p_up == pytest.approx(expected, abs=2e-3)  # read off a 99-level grid
+
+
+def test_fallbacks_when_the_choice_cannot_forecast() -> None:
+    usable = CandidateForecast(np.zeros(5), np.array([-2.0, -1.0, 0.0, 1.0, 2.0]), 0.55)
+    broken = CandidateForecast(np.zeros(5), np.full(5, np.nan), math.nan)
+    assert served_source("har_range", {"har_range": usable}) == "har_range"
+    assert served_source("har_range", {"har_range": broken, "rolling": usable}) == "rolling"
+    assert served_source("gjr", {NETWORK: usable}) == NETWORK
+    assert served_source("gjr", {}) is None
+    assert served_p_up("gjr", {"gjr": usable}, 0.52, "gjr") == ("gjr", 0.55)
+    assert served_p_up("gjr", {"gjr": broken}, 0.52, "gjr") == ("base_rate", 0.52)
+    assert served_p_up(None, {"garch": usable}, math.nan, "garch") == ("garch", 0.55)
