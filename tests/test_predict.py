@@ -440,7 +440,7 @@ def test_a_miss_lowers_alpha_and_widens_the_next_interval_a_hit_raises_it(
         settings=settings.replace(intervals={"aci": False}),
         engine=engine,
         as_of=second_day,
-        bundle=served.bundle,
+        bundle=bundle,
         tickers=["GOOG", "MSFT"],
         write_files=False,
     )
