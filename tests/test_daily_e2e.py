@@ -508,6 +508,16 @@ def test_backtest_continues_the_history_and_reports_intervals_sources_and_tests(
     assert metrics["share_model"] == pytest.approx(served_by_model)
     assert set(summary["per_ticker"]) == set(TICKERS)
     assert set(summary["candidates"]) == set(CANDIDATES)
+    for ticker, block in summary["per_ticker"].items():
+        # What was served, by source, adds up to every session; P(up) next to the training up-share.
+        assert sum(block["interval_share"].values()) == pytest.approx(1.0), ticker
+        assert set(block["interval_share"]) <= set(CANDIDATES)
+        assert set(block["p_up"]) == {"brier", "brier_base", "skill"}
+        assert block["p_up"]["skill"] == pytest.approx(
+            1 - block["p_up"]["brier"] / block["p_up"]["brier_base"]
+        )
+    for name, values in summary["candidates"].items():
+        assert name == "garch" or 0.0 <= values["p_value_vs_garch"] <= 1.0
     for name, values in summary["candidates"].items():
         assert {k: values[k] for k in INTERVAL_FIELDS} == {
             k: metrics["baselines"][name][k] for k in INTERVAL_FIELDS

@@ -452,13 +452,18 @@ def brier_panels(rows: Sequence[Mapping[str, Any]]) -> dict[str, np.ndarray]:
     return panels
 
 
+def _recorded_p_up(row: Mapping[str, Any], name: str | None) -> Any:
+    """The P(up) of candidate `name` a scored prediction recorded (None when it recorded none)."""
+    return ((row.get("detail") or {}).get("p_up") or {}).get(name) if name else None
+
+
 def p_up_figures(rows: Sequence[Mapping[str, Any]]) -> dict[str, float | None]:
     """The served P(up)'s mean Brier score next to the base rate's on the same rows, and its skill."""
     items = [_as_mapping(row) for row in rows]
     actual = np.array([float(r["actual_close"]) for r in items])
     base = np.array([float(r["base_close"]) for r in items])
-    served = np.array([_num(r.get("p_up")) for r in items])
-    rate = np.array([_num(((r.get("detail") or {}).get("p_up") or {}).get("base_rate")) for r in items])
+    served = np.array([_num(_recorded_p_up(r, (r.get("detail") or {}).get("p_up_source"))) for r in items])
+    rate = np.array([_num(_recorded_p_up(r, "base_rate")) for r in items])
     both = np.isfinite(served) & np.isfinite(rate)
     if not both.any():
         return {"brier": None, "brier_base": None, "skill": None}

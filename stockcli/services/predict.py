@@ -413,6 +413,7 @@ def _serve(
                         **{name: _finite_or_none(found.p_up) for name, found in forecasts.items()},
                         BASE_RATE: _finite_or_none(_base_rate(bundle, ticker)),
                     },
+                    "p_up_source": p_up_source,
                     "alphas": {"80": alphas[0], "95": alphas[1]},
                     "selection": choice["basis"],
                 },
