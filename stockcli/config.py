@@ -51,6 +51,8 @@ MAX_CONFIG_BYTES = 1 << 20
 CRON_HINT = (
     'Five fields in the exchange\'s time zone: minute hour day month day-of-week, e.g. "30 17 * * mon-fri".'
 )
+# Schemes of the database URLs SQLAlchemy opens (an MLflow tracking URI may also be http(s) or a folder).
+DATABASE_SCHEMES = ("sqlite", "postgresql", "postgres", "mysql", "mssql", "oracle")
 # Keys that existed once and were removed: (section, key) -> what replaced them. A config that still
 # sets one is refused (exit 2) with this explanation instead of a bare "unknown key".
 REMOVED_KEYS: dict[tuple[str, str], str] = {
@@ -404,6 +406,26 @@ class Settings(BaseModel):
             raise SettingProblem(problem, section="daemon", key="cron", hint=CRON_HINT)
         return self
 
+    @model_validator(mode="after")
+    def _store_urls_usable(self) -> Settings:
+        """Each configured store URL parses (the one parser, `stockcli.storage`) and is not in memory:
+        refused here, for every command, before any code could quote a piece of its password."""
+        from stockcli.storage import parse_database_url
+
+        tracking = self.mlflow.tracking_uri
+        for url, what, key in (
+            (self.storage.database_url, "database", "[storage] database_url (or STOCKCLI_DATABASE_URL)"),
+            (self.tuning.storage_url, "Optuna storage", "[tuning] storage_url (or STOCKCLI_OPTUNA_STORAGE)"),
+            (
+                tracking if tracking.split(":", 1)[0].split("+", 1)[0].lower() in DATABASE_SCHEMES else "",
+                "MLflow tracking store",
+                "[mlflow] tracking_uri (or STOCKCLI_MLFLOW_TRACKING_URI)",
+            ),
+        ):
+            if url:
+                parse_database_url(url, what=what, key=key)  # ConfigError (exit 2), the password hidden
+        return self
+
     @property
     def data_dir(self) -> Path:
         return self.storage.data_dir
@@ -592,10 +614,13 @@ def read_config_text(path: Path) -> str:
 
 
 def cron_trigger(expression: str, exchange: str) -> Any:
-    """The APScheduler 3 CronTrigger of a crontab expression in the exchange's time zone.
+    """The APScheduler 3 trigger of a crontab expression in the exchange's time zone.
 
-    The one rule for `[daemon] cron`, used by Settings and the daemon: raises ConfigError when the
-    text is not a crontab expression or the schedule never fires (e.g. "0 0 31 2 *").
+    The one rule for `[daemon] cron`, used by Settings, the daemon and `daemon --show-schedule`, with
+    crontab's meaning (APScheduler's `from_crontab` differs): day-of-week 0 and 7 are Sunday, and
+    when both day-of-month and day-of-week are restricted (neither starts with `*`) a day matching
+    either runs (an OrTrigger of the two). Raises ConfigError when the text is not a crontab
+    expression or the schedule never fires (e.g. "0 0 31 2 *").
     """
     trigger, problem = _cron_problem(expression, exchange)
     if problem is not None:
@@ -603,14 +628,78 @@ def cron_trigger(expression: str, exchange: str) -> Any:
     return trigger
 
 
+# Crontab counts the days of the week from Sunday (0, and 7 again); APScheduler 3 from Monday (0).
+CRONTAB_WEEKDAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
+APSCHEDULER_WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+def crontab_weekdays(field: str) -> str:
+    """A crontab day-of-week field as APScheduler 3 names (`1-5` -> `mon-fri`, `0,6` -> `sat,sun`).
+
+    Takes `*`, numbers 0-7 (0 and 7: Sunday), names (`mon`), ranges (`1-5`, `mon-fri`), steps (`*/2`,
+    `1-5/2`) and lists of them. Raises ValueError for anything else.
+    """
+    if field.strip() == "*":
+        return "*"
+    days: set[int] = set()  # crontab numbers, Sunday 0
+    for item in field.lower().split(","):
+        span, _, step_text = item.partition("/")
+        if step_text and (not step_text.isdigit() or int(step_text) == 0):
+            raise ValueError(f"day-of-week step {step_text!r} is not a positive number")
+        step = int(step_text) if step_text else 1
+        if span == "*":
+            first, last = 0, 6
+        else:
+            low, _, high = span.partition("-")
+            first = _weekday_number(low)
+            last = _weekday_number(high) if high else (6 if step_text else first)
+            if last == 0 and high:  # `5-0`, `fri-sun`: Sunday closes a range as 7
+                last = 7
+            if first > last:
+                raise ValueError(f"day-of-week range {span!r} runs backwards")
+        days.update(day % 7 for day in range(first, last + 1, step))
+    indices = sorted((day - 1) % 7 for day in days)  # APScheduler numbers, Monday 0
+    runs: list[list[int]] = []
+    for index in indices:
+        if runs and index == runs[-1][-1] + 1:
+            runs[-1].append(index)
+        else:
+            runs.append([index])
+    names = APSCHEDULER_WEEKDAYS
+    return ",".join(names[run[0]] if len(run) == 1 else f"{names[run[0]]}-{names[run[-1]]}" for run in runs)
+
+
+def _weekday_number(text: str) -> int:
+    if text.isdigit() and int(text) <= 7:
+        return int(text)
+    if text in CRONTAB_WEEKDAYS:
+        return CRONTAB_WEEKDAYS.index(text)
+    raise ValueError(f"day of week {text!r} is not 0-7 (0 and 7: Sunday) or a name such as mon")
+
+
 def _cron_problem(expression: str, exchange: str) -> tuple[Any, str | None]:
+    from apscheduler.triggers.combining import OrTrigger
     from apscheduler.triggers.cron import CronTrigger
 
     from stockcli import clock
 
     zone = clock.exchange_timezone(exchange)
+    fields = expression.split()
     try:
-        trigger = CronTrigger.from_crontab(expression, timezone=zone)
+        if len(fields) != 5:
+            raise ValueError(f"wrong number of fields; got {len(fields)}, expected 5")
+        minute, hour, day, month, weekday = fields
+        day_of_week = crontab_weekdays(weekday)
+
+        def cron(day: str, day_of_week: str) -> CronTrigger:
+            return CronTrigger(
+                minute=minute, hour=hour, day=day, month=month, day_of_week=day_of_week, timezone=zone
+            )
+
+        if day.startswith("*") or weekday.startswith("*"):
+            trigger: Any = cron(day, day_of_week)
+        else:  # crontab: either field matching runs the job
+            trigger = OrTrigger([cron(day, "*"), cron("*", day_of_week)])
     except ValueError as exc:
         return None, f"{expression!r} is not a valid crontab expression: {exc}"
     if trigger.get_next_fire_time(None, datetime.now(zone)) is None:

@@ -35,21 +35,51 @@ URL_HINT = (
 
 
 def _parse(url: str) -> URL | None:
+    """SQLAlchemy's parse of `url`, or None when it fails or is ambiguous. The one URL parser of
+    stockcli: every path that needs a database URL's parts (engine, report, dashboard, MLflow and
+    Optuna stores) calls it, so none quotes a piece of a password in an error of its own."""
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import ArgumentError
 
     try:
-        return make_url(url)
+        parsed = make_url(url)
     except (ArgumentError, ValueError):  # ValueError: a port that is not a number (`p@ss:w0rd@host`)
         return None
+    if parsed.get_backend_name() != "sqlite" and url.split("?", 1)[0].count("@") > 1:
+        # `user:p@ss/w0rd@host/db` parses as host `ss` and database `w0rd@host/db`: a raw @ in the password.
+        return None
+    return parsed
+
+
+def is_memory_sqlite(parsed: URL) -> bool:
+    """Whether a parsed SQLite URL is an in-memory database (`sqlite://`, `sqlite:///:memory:`,
+    `sqlite:///file::memory:`, `...?mode=memory`): nothing written there outlives the process."""
+    if parsed.get_backend_name() != "sqlite":
+        return False
+    database = parsed.database or ""
+    mode = parsed.query.get("mode")
+    return (
+        database in ("", ":memory:")
+        or (database.startswith("file:") and ":memory:" in database)
+        or "mode=memory" in database
+        or mode == "memory"
+        or (isinstance(mode, tuple) and "memory" in mode)
+    )
 
 
 def parse_database_url(url: str, *, what: str, key: str) -> URL:
     """The parsed URL; ConfigError (exit 2) naming `what` and `key`, never quoting the password,
-    when it cannot be parsed."""
+    when it cannot be parsed or names an in-memory SQLite database (nothing would be saved)."""
     parsed = _parse(url)
     if parsed is None:
         raise ConfigError(f"Invalid {what} URL {redact_url(url)!r} in {key}.", hint=URL_HINT)
+    if is_memory_sqlite(parsed):
+        raise ConfigError(
+            f"The {what} URL {redact_url(url)!r} in {key} is an in-memory SQLite database: "
+            "nothing would be saved.",
+            hint=f"Point {key} at a file (e.g. sqlite:///path/to/file.db), or unset it for the default "
+            "file in the data dir.",
+        )
     return parsed
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -217,14 +218,23 @@ def open_database(settings: Settings, *, upgrade: bool = True) -> Engine:
     )
     if upgrade:
         try:
-            if current_revision(engine) != head_revision():
-                upgrade_schema(engine)
-        except DatabaseError as exc:  # OperationalError included: unreachable, damaged, read-only
+            with database_errors(settings):
+                if current_revision(engine) != head_revision():
+                    upgrade_schema(engine)
+        except StockCliError:
             engine.dispose()
-            raise describe_database_error(
-                "database",
-                settings.database_url,
-                exc,
-                key="[storage] database_url (or STOCKCLI_DATABASE_URL)",
-            ) from None
+            raise
     return engine
+
+
+@contextlib.contextmanager
+def database_errors(settings: Settings) -> Iterator[None]:
+    """Turn the driver's error on the app's database (unreachable, damaged, read-only, a missing
+    role or database) into the one StockCliError that names it: the same exit code for every
+    command that opens it, `db upgrade` and `db current` included."""
+    try:
+        yield
+    except DatabaseError as exc:  # OperationalError included
+        raise describe_database_error(
+            "database", settings.database_url, exc, key="[storage] database_url (or STOCKCLI_DATABASE_URL)"
+        ) from None

@@ -415,7 +415,9 @@ def model_versions(settings: Settings) -> ModelsInfo:
     """
     tracking = settings.mlflow_tracking_uri
     if tracking.startswith("sqlite:///"):
-        path = queries.sqlite_path(tracking)
+        from stockcli.storage import sqlite_file
+
+        path = sqlite_file(tracking)
         if path is not None and not path.is_file():
             return ModelsInfo(
                 (), None, "No model registry yet. Run `stockcli daily` (or `stockcli retrain`)."
