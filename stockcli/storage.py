@@ -12,6 +12,9 @@ database, the MLflow store and the Optuna storage.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -138,6 +141,31 @@ def prepare_folder(path: Path, *, data_dir: Path | None, what: str, key: str) ->
             f"Cannot create the folder {folder} for the {what}: {exc.strerror or exc}.",
             hint=f"Check the permissions, or set {key} (or [storage] data_dir) to a writable place.",
         ) from None
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """Write `text` to `path` through a temporary file in the same folder, renamed over it: a reader
+    (or a crash) sees the old file or the new one, never half of one, and a symlink at `path` is
+    replaced, never written through. Raises OSError."""
+    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(temporary, 0o666 & ~umask)  # as a plain open() would have made it, not mkstemp's 0600
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise
+
+
+def is_within(path: Path, folder: Path) -> bool:
+    """Whether `path` (symlinks resolved) is `folder` or lies under it."""
+    return _is_within(path, folder)
 
 
 def _is_within(path: Path, folder: Path) -> bool:
