@@ -46,6 +46,7 @@ from stockcli.redact import redact_url
 
 TICKER_PATTERN = re.compile(r"^\^?[A-Z0-9][A-Z0-9.\-=]{0,19}$")
 DEFAULT_TICKERS = ("GOOG", "MSFT", "^GSPC", "^IXIC")
+MAX_JUMP_FACTOR = 1000.0
 # A config file is a few KiB of TOML; anything larger (or /dev/zero) is refused before reading it all.
 MAX_CONFIG_BYTES = 1 << 20
 CRON_HINT = (
@@ -168,14 +169,16 @@ class DataSettings(_Section):
     csv_dir: Path | None = Field(default=None, strict=False)
     start: date = date(2004, 8, 19)
     exchange: str = Field(default="XNYS", min_length=1)
-    overlap_sessions: int = Field(default=5, ge=0)
+    overlap_sessions: int = Field(default=5, ge=0, le=250)
     restatement_tolerance: float = Field(default=1e-4, gt=0, lt=1)
     # A bar whose prices move by more than this factor from the previous valid close is rejected
     # ("implausible jump"); 0 disables the check.
-    max_jump_factor: float = Field(default=5.0, description="a number above 1, or 0 to disable the check")
-    max_retries: int = Field(default=3, ge=0)
-    retry_backoff_s: float = Field(default=1.0, ge=0)
-    request_timeout_s: float = Field(default=30.0, gt=0)
+    max_jump_factor: float = Field(
+        default=5.0, description="a number above 1 (at most 1000), or 0 to disable the check"
+    )
+    max_retries: int = Field(default=3, ge=0, le=20)
+    retry_backoff_s: float = Field(default=1.0, ge=0, le=600)
+    request_timeout_s: float = Field(default=30.0, gt=0, le=3600)
 
     @field_validator("tickers", "context_tickers")
     @classmethod
@@ -190,8 +193,10 @@ class DataSettings(_Section):
     @field_validator("max_jump_factor")
     @classmethod
     def _jump_factor(cls, value: float) -> float:
-        if value != 0 and not value > 1:
-            raise SettingProblem(f"must be above 1, or 0 to disable the check, got {value}")
+        if value != 0 and not 1 < value <= MAX_JUMP_FACTOR:
+            raise SettingProblem(
+                f"must be above 1 (at most {MAX_JUMP_FACTOR:g}), or 0 to disable the check, got {value}"
+            )
         return value
 
     @model_validator(mode="after")
@@ -216,7 +221,7 @@ class StorageSettings(_Section):
     data_dir: Path = Field(default=Path("data"), strict=False)
     # URLs may hold a password: kept out of repr() (tracebacks, debug logs, test failures).
     database_url: str = Field(default="", repr=False)
-    sqlite_busy_timeout_s: float = Field(default=30.0, gt=0)
+    sqlite_busy_timeout_s: float = Field(default=30.0, gt=0, le=3600)
 
     @field_validator("data_dir", mode="before")
     @classmethod
@@ -228,8 +233,15 @@ class StorageSettings(_Section):
 
 class MlflowSettings(_Section):
     tracking_uri: str = Field(default="", repr=False)
-    experiment: str = Field(default="stockcli", min_length=1)
-    model_name: str = Field(default="stockcli-lstm", min_length=1)
+    experiment: str = Field(default="stockcli", min_length=1, max_length=200)
+    model_name: str = Field(default="stockcli-lstm", min_length=1, max_length=200)
+
+    @field_validator("experiment", "model_name")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        if not value.strip() or value != value.strip():
+            raise SettingProblem(f"must be a name without leading or trailing blanks, got {value!r}")
+        return value
 
 
 class FeatureSettings(_Section):
@@ -244,6 +256,14 @@ class FeatureSettings(_Section):
         for indicator in value:
             if not isinstance(indicator.get("name"), str):
                 raise SettingProblem(f'must name every entry (name = "rsi", ...), got {indicator!r}')
+        # Every parameter checked now, for every command (not only by `process`): the one rule of
+        # stockcli.features.indicators, imported here only (numpy, no pandas).
+        from stockcli.features.indicators import resolve_indicators
+
+        try:
+            resolve_indicators(value)
+        except ConfigError as exc:
+            raise SettingProblem(exc.message, hint=exc.hint) from None
         return value
 
 
@@ -266,20 +286,20 @@ class DatasetSettings(_Section):
 
 class TrainingSettings(_Section):
     model_type: ModelType = "lstm"
-    hidden_size: int = Field(default=64, ge=1)
+    hidden_size: int = Field(default=64, ge=1, le=4096)
     num_layers: int = Field(default=1, ge=1, le=8)
     dropout: float = Field(default=0.2, ge=0, lt=1)
     learning_rate: float = Field(default=1e-3, gt=0, le=1)
-    batch_size: int = Field(default=128, ge=1)
-    num_heads: int = Field(default=4, ge=1)
-    epochs: int = Field(default=30, ge=1)
-    patience: int = Field(default=5, ge=1)
-    grad_clip: float = Field(default=1.0, ge=0)
+    batch_size: int = Field(default=128, ge=1, le=65536)
+    num_heads: int = Field(default=4, ge=1, le=64)
+    epochs: int = Field(default=30, ge=1, le=10000)
+    patience: int = Field(default=5, ge=1, le=1000)
+    grad_clip: float = Field(default=1.0, ge=0, le=1e6)
     seed: int = Field(default=42, ge=0, le=2**32 - 1)  # numpy and torch seeds are 32-bit
     device: Device = "cpu"
     # torch intra-op threads for training and tuning; 0: half the cores this process may use (at
     # least 1). Same value, same seed: same losses.
-    num_threads: int = Field(default=0, ge=0)
+    num_threads: int = Field(default=0, ge=0, le=256)
     # The predictive distribution of the next session's return.
     distribution: Distribution = "student_t"
 
@@ -289,17 +309,17 @@ TUNING_RANGES = ("batch_size", "hidden_size", "num_layers", "dropout", "learning
 
 
 class TuningSettings(_Section):
-    n_trials: int = Field(default=20, ge=1)
-    timeout_s: float = Field(default=90.0, ge=0)
-    epochs: int = Field(default=8, ge=1)
+    n_trials: int = Field(default=20, ge=1, le=100000)
+    timeout_s: float = Field(default=90.0, ge=0, le=604800)
+    epochs: int = Field(default=8, ge=1, le=10000)
     storage_url: str = Field(default="", repr=False)
     pruning: bool = True
-    pruner_startup_trials: int = Field(default=3, ge=0)
-    pruner_warmup_epochs: int = Field(default=2, ge=0)
-    batch_size_min: int = Field(default=32, ge=1)
-    batch_size_max: int = Field(default=256, ge=1)
-    hidden_size_min: int = Field(default=32, ge=1)
-    hidden_size_max: int = Field(default=256, ge=1)
+    pruner_startup_trials: int = Field(default=3, ge=0, le=10000)
+    pruner_warmup_epochs: int = Field(default=2, ge=0, le=10000)
+    batch_size_min: int = Field(default=32, ge=1, le=65536)
+    batch_size_max: int = Field(default=256, ge=1, le=65536)
+    hidden_size_min: int = Field(default=32, ge=1, le=4096)
+    hidden_size_max: int = Field(default=256, ge=1, le=4096)
     num_layers_min: int = Field(default=1, ge=1, le=8)
     num_layers_max: int = Field(default=3, ge=1, le=8)
     dropout_min: float = Field(default=0.1, ge=0, lt=1)
@@ -308,7 +328,7 @@ class TuningSettings(_Section):
     learning_rate_max: float = Field(default=1e-2, gt=0, le=1)
     model_types: tuple[ModelType, ...] = Field(default=MODEL_TYPES, strict=False, min_length=1)
     # Tune budget of a retrain that starts from production's parameters (0: no limit).
-    retrain_timeout_s: float = Field(default=30.0, ge=0)
+    retrain_timeout_s: float = Field(default=30.0, ge=0, le=604800)
     warm_start: bool = True
 
     @field_validator("model_types")
@@ -348,9 +368,9 @@ class PromotionSettings(_Section):
 
 
 class MonitorSettings(_Section):
-    window_sessions: int = Field(default=20, ge=2)
-    min_samples: int = Field(default=10, ge=2)
-    cooldown_sessions: int = Field(default=10, ge=0)
+    window_sessions: int = Field(default=20, ge=2, le=1000)
+    min_samples: int = Field(default=10, ge=2, le=1000)
+    cooldown_sessions: int = Field(default=10, ge=0, le=1000)
     # Significance level of the retrain trigger's test against naive.
     alpha: float = Field(default=0.05, gt=0, le=0.5)
     # Significance level of the interval-coverage test.
@@ -369,13 +389,13 @@ class MonitorSettings(_Section):
 
 class PredictSettings(_Section):
     # A predicted move larger than this many times the ticker's recent daily volatility is refused.
-    max_move_vol: float = Field(default=10.0, gt=0)
+    max_move_vol: float = Field(default=10.0, gt=0, le=1000)
 
 
 class DaemonSettings(_Section):
     # Checked against the exchange's time zone by Settings (cron_trigger): valid, and fires.
     cron: str = Field(default="30 17 * * mon-fri", min_length=1)
-    misfire_grace_s: int = Field(default=6 * 3600, gt=0)
+    misfire_grace_s: int = Field(default=6 * 3600, gt=0, le=604800)
 
 
 class Settings(BaseModel):
