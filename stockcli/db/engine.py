@@ -116,6 +116,18 @@ def damaged_database_error(settings: Settings, exc: BaseException) -> StockCliEr
     )
 
 
+def run_failure_error(settings: Settings, exc: BaseException) -> StockCliError | None:
+    """The error to show (and record in the ledger) for `exc`, raised while a run worked, when it
+    comes from a full disk (naming the file or database it could not write) or a damaged SQLite
+    file of the app; None otherwise (`exc` stands as it is)."""
+    from stockcli.storage import disk_full_error
+
+    full = disk_full_error("database", settings.database_url, exc, folder=settings.data_dir)
+    if full is not None:
+        return full
+    return damaged_database_error(settings, exc) if isinstance(exc, DatabaseError) else None
+
+
 def _read_only_sqlite(path: Path, busy_timeout_s: float) -> Any:
     """A DB-API connection factory opening `path` read-only.
 

@@ -57,6 +57,7 @@ from stockcli.errors import (
 from stockcli.services.runtime import checkpoint
 from stockcli.sources import BarSource, fetch_with_retries, get_source
 from stockcli.sources.base import IMPLAUSIBLE_JUMP, PRICE_COLUMNS, clip_range, drop_implausible_jumps
+from stockcli.storage import disk_full_error
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -219,6 +220,9 @@ def fetch(
                 ticker=ticker, status="failed", error=exc.message, hint=exc.hint, exit_code=exc.exit_code
             )
         except Exception as exc:
+            full = disk_full_error("database", settings.database_url, exc, folder=settings.data_dir)
+            if full is not None:  # every later ticker would fail alike: stop, naming the file
+                raise full from exc
             logger.debug("fetch of %s failed", ticker, exc_info=True)  # the traceback with --verbose
             outcome = TickerFetch(
                 ticker=ticker,

@@ -373,7 +373,11 @@ def unreadable_database(settings: Settings, exc: BaseException) -> StockCliError
     from stockcli.storage import describe_database_error
 
     described = describe_database_error(
-        "database", settings.database_url, exc, key="[storage] database_url (or STOCKCLI_DATABASE_URL)"
+        "database",
+        settings.database_url,
+        exc,
+        key="[storage] database_url (or STOCKCLI_DATABASE_URL)",
+        reading=True,
     )
     if "no such table" in described.message or "no such column" in described.message:
         described.hint = "The schema is behind this stockcli: run `stockcli db upgrade`."
