@@ -292,8 +292,9 @@ class TrainingSettings(_Section):
     learning_rate: float = Field(default=1e-3, gt=0, le=1)
     batch_size: int = Field(default=128, ge=1, le=65536)
     num_heads: int = Field(default=4, ge=1, le=64)
-    epochs: int = Field(default=30, ge=1, le=10000)
-    patience: int = Field(default=5, ge=1, le=1000)
+    # Generous bounds: a run trained "until interrupted" (Ctrl-C keeps the best epoch) is legitimate.
+    epochs: int = Field(default=30, ge=1, le=1_000_000)
+    patience: int = Field(default=5, ge=1, le=1_000_000)
     grad_clip: float = Field(default=1.0, ge=0, le=1e6)
     seed: int = Field(default=42, ge=0, le=2**32 - 1)  # numpy and torch seeds are 32-bit
     device: Device = "cpu"

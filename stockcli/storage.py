@@ -250,7 +250,7 @@ def describe_database_error(
 
 # Errors of a full disk: SQLite's SQLITE_FULL, PostgreSQL's "could not extend file" (SQLSTATE 53100),
 # and the operating system's ENOSPC / EDQUOT.
-_DISK_FULL = ("database or disk is full", "no space left on device", "disk full", "disk quota exceeded")
+_DISK_FULL = ("database or disk is full", "no space left on device", "disk quota exceeded")
 
 
 def disk_full_error(
@@ -267,8 +267,10 @@ def disk_full_error(
             f"No space left on the disk to write {where}; the step that wrote it was not saved.",
             hint="Free space on that disk (or raise the quota), then run the command again.",
         )
-    line = first_line(exc)
     orig = getattr(exc, "orig", None)
+    if orig is None and not type(exc).__module__.startswith(("sqlite3", "psycopg")):
+        return None  # only a database driver's error (or the system's, above) says the disk is full
+    line = first_line(exc)
     if not (
         any(marker in line.lower() for marker in _DISK_FULL) or getattr(orig, "sqlstate", None) == "53100"
     ):
