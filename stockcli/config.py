@@ -52,11 +52,14 @@ from stockcli.redact import redact_url
 
 TICKER_PATTERN = re.compile(r"^\^?[A-Z0-9][A-Z0-9.\-=]{0,19}$")
 DEFAULT_TICKERS = ("GOOG", "MSFT", "^GSPC", "^IXIC")
+MAX_JUMP_FACTOR = 1000.0
 # A config file is a few KiB of TOML; anything larger (or /dev/zero) is refused before reading it all.
 MAX_CONFIG_BYTES = 1 << 20
 CRON_HINT = (
     'Five fields in the exchange\'s time zone: minute hour day month day-of-week, e.g. "30 17 * * mon-fri".'
 )
+# Schemes of the database URLs SQLAlchemy opens (an MLflow tracking URI may also be http(s) or a folder).
+DATABASE_SCHEMES = ("sqlite", "postgresql", "postgres", "mysql", "mssql", "oracle")
 # Keys that existed once and were removed: (section, key) -> what replaced them. A config that still
 # sets one is refused (exit 2) with this explanation instead of a bare "unknown key".
 REMOVED_KEYS: dict[tuple[str, str], str] = {
@@ -173,14 +176,16 @@ class DataSettings(_Section):
     csv_dir: Path | None = Field(default=None, strict=False)
     start: date = date(2004, 8, 19)
     exchange: str = Field(default="XNYS", min_length=1)
-    overlap_sessions: int = Field(default=5, ge=0)
+    overlap_sessions: int = Field(default=5, ge=0, le=250)
     restatement_tolerance: float = Field(default=1e-4, gt=0, lt=1)
     # A bar whose prices move by more than this factor from the previous valid close is rejected
     # ("implausible jump"); 0 disables the check.
-    max_jump_factor: float = Field(default=5.0, description="a number above 1, or 0 to disable the check")
-    max_retries: int = Field(default=3, ge=0)
-    retry_backoff_s: float = Field(default=1.0, ge=0)
-    request_timeout_s: float = Field(default=30.0, gt=0)
+    max_jump_factor: float = Field(
+        default=5.0, description="a number above 1 (at most 1000), or 0 to disable the check"
+    )
+    max_retries: int = Field(default=3, ge=0, le=20)
+    retry_backoff_s: float = Field(default=1.0, ge=0, le=600)
+    request_timeout_s: float = Field(default=30.0, gt=0, le=3600)
 
     @field_validator("tickers", "context_tickers")
     @classmethod
@@ -195,8 +200,10 @@ class DataSettings(_Section):
     @field_validator("max_jump_factor")
     @classmethod
     def _jump_factor(cls, value: float) -> float:
-        if value != 0 and not value > 1:
-            raise SettingProblem(f"must be above 1, or 0 to disable the check, got {value}")
+        if value != 0 and not 1 < value <= MAX_JUMP_FACTOR:
+            raise SettingProblem(
+                f"must be above 1 (at most {MAX_JUMP_FACTOR:g}), or 0 to disable the check, got {value}"
+            )
         return value
 
     @model_validator(mode="after")
@@ -221,7 +228,7 @@ class StorageSettings(_Section):
     data_dir: Path = Field(default=Path("data"), strict=False)
     # URLs may hold a password: kept out of repr() (tracebacks, debug logs, test failures).
     database_url: str = Field(default="", repr=False)
-    sqlite_busy_timeout_s: float = Field(default=30.0, gt=0)
+    sqlite_busy_timeout_s: float = Field(default=30.0, gt=0, le=3600)
 
     @field_validator("data_dir", mode="before")
     @classmethod
@@ -233,8 +240,15 @@ class StorageSettings(_Section):
 
 class MlflowSettings(_Section):
     tracking_uri: str = Field(default="", repr=False)
-    experiment: str = Field(default="stockcli", min_length=1)
-    model_name: str = Field(default="stockcli-lstm", min_length=1)
+    experiment: str = Field(default="stockcli", min_length=1, max_length=200)
+    model_name: str = Field(default="stockcli-lstm", min_length=1, max_length=200)
+
+    @field_validator("experiment", "model_name")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        if not value.strip() or value != value.strip():
+            raise SettingProblem(f"must be a name without leading or trailing blanks, got {value!r}")
+        return value
 
 
 class FeatureSettings(_Section):
@@ -249,6 +263,14 @@ class FeatureSettings(_Section):
         for indicator in value:
             if not isinstance(indicator.get("name"), str):
                 raise SettingProblem(f'must name every entry (name = "rsi", ...), got {indicator!r}')
+        # Every parameter checked now, for every command (not only by `process`): the one rule of
+        # stockcli.features.indicators, imported here only (numpy, no pandas).
+        from stockcli.features.indicators import resolve_indicators
+
+        try:
+            resolve_indicators(value)
+        except ConfigError as exc:
+            raise SettingProblem(exc.message, hint=exc.hint) from None
         return value
 
 
@@ -271,20 +293,21 @@ class DatasetSettings(_Section):
 
 class TrainingSettings(_Section):
     model_type: ModelType = "lstm"
-    hidden_size: int = Field(default=64, ge=1)
+    hidden_size: int = Field(default=64, ge=1, le=4096)
     num_layers: int = Field(default=1, ge=1, le=8)
     dropout: float = Field(default=0.2, ge=0, lt=1)
     learning_rate: float = Field(default=1e-3, gt=0, le=1)
-    batch_size: int = Field(default=128, ge=1)
-    num_heads: int = Field(default=4, ge=1)
-    epochs: int = Field(default=30, ge=1)
-    patience: int = Field(default=5, ge=1)
-    grad_clip: float = Field(default=1.0, ge=0)
+    batch_size: int = Field(default=128, ge=1, le=65536)
+    num_heads: int = Field(default=4, ge=1, le=64)
+    # Generous bounds: a run trained "until interrupted" (Ctrl-C keeps the best epoch) is legitimate.
+    epochs: int = Field(default=30, ge=1, le=1_000_000)
+    patience: int = Field(default=5, ge=1, le=1_000_000)
+    grad_clip: float = Field(default=1.0, ge=0, le=1e6)
     seed: int = Field(default=42, ge=0, le=2**32 - 1)  # numpy and torch seeds are 32-bit
     device: Device = "cpu"
     # torch intra-op threads for training and tuning; 0: half the cores this process may use (at
     # least 1). Same value, same seed: same losses.
-    num_threads: int = Field(default=0, ge=0)
+    num_threads: int = Field(default=0, ge=0, le=256)
     # The predictive distribution of the next session's return.
     distribution: Distribution = "student_t"
 
@@ -294,17 +317,17 @@ TUNING_RANGES = ("batch_size", "hidden_size", "num_layers", "dropout", "learning
 
 
 class TuningSettings(_Section):
-    n_trials: int = Field(default=20, ge=1)
-    timeout_s: float = Field(default=90.0, ge=0)
-    epochs: int = Field(default=8, ge=1)
+    n_trials: int = Field(default=20, ge=1, le=100000)
+    timeout_s: float = Field(default=90.0, ge=0, le=604800)
+    epochs: int = Field(default=8, ge=1, le=10000)
     storage_url: str = Field(default="", repr=False)
     pruning: bool = True
-    pruner_startup_trials: int = Field(default=3, ge=0)
-    pruner_warmup_epochs: int = Field(default=2, ge=0)
-    batch_size_min: int = Field(default=32, ge=1)
-    batch_size_max: int = Field(default=256, ge=1)
-    hidden_size_min: int = Field(default=32, ge=1)
-    hidden_size_max: int = Field(default=256, ge=1)
+    pruner_startup_trials: int = Field(default=3, ge=0, le=10000)
+    pruner_warmup_epochs: int = Field(default=2, ge=0, le=10000)
+    batch_size_min: int = Field(default=32, ge=1, le=65536)
+    batch_size_max: int = Field(default=256, ge=1, le=65536)
+    hidden_size_min: int = Field(default=32, ge=1, le=4096)
+    hidden_size_max: int = Field(default=256, ge=1, le=4096)
     num_layers_min: int = Field(default=1, ge=1, le=8)
     num_layers_max: int = Field(default=3, ge=1, le=8)
     dropout_min: float = Field(default=0.1, ge=0, lt=1)
@@ -313,7 +336,7 @@ class TuningSettings(_Section):
     learning_rate_max: float = Field(default=1e-2, gt=0, le=1)
     model_types: tuple[ModelType, ...] = Field(default=MODEL_TYPES, strict=False, min_length=1)
     # Tune budget of a retrain that starts from production's parameters (0: no limit).
-    retrain_timeout_s: float = Field(default=30.0, ge=0)
+    retrain_timeout_s: float = Field(default=30.0, ge=0, le=604800)
     warm_start: bool = True
 
     @field_validator("model_types")
@@ -394,9 +417,9 @@ class PromotionSettings(_Section):
 
 
 class MonitorSettings(_Section):
-    window_sessions: int = Field(default=20, ge=2)
-    min_samples: int = Field(default=10, ge=2)
-    cooldown_sessions: int = Field(default=10, ge=0)
+    window_sessions: int = Field(default=20, ge=2, le=1000)
+    min_samples: int = Field(default=10, ge=2, le=1000)
+    cooldown_sessions: int = Field(default=10, ge=0, le=1000)
     # Significance level of the retrain trigger's test against naive.
     alpha: float = Field(default=0.05, gt=0, le=0.5)
     # Significance level of the interval-coverage test.
@@ -415,13 +438,13 @@ class MonitorSettings(_Section):
 
 class PredictSettings(_Section):
     # A predicted move larger than this many times the ticker's recent daily volatility is refused.
-    max_move_vol: float = Field(default=10.0, gt=0)
+    max_move_vol: float = Field(default=10.0, gt=0, le=1000)
 
 
 class DaemonSettings(_Section):
     # Checked against the exchange's time zone by Settings (cron_trigger): valid, and fires.
     cron: str = Field(default="30 17 * * mon-fri", min_length=1)
-    misfire_grace_s: int = Field(default=6 * 3600, gt=0)
+    misfire_grace_s: int = Field(default=6 * 3600, gt=0, le=604800)
 
 
 NOTIFY_URL_HINT = (
@@ -514,6 +537,26 @@ class Settings(BaseModel):
         problem = _cron_problem(self.daemon.cron, self.data.exchange)[1]
         if problem is not None:
             raise SettingProblem(problem, section="daemon", key="cron", hint=CRON_HINT)
+        return self
+
+    @model_validator(mode="after")
+    def _store_urls_usable(self) -> Settings:
+        """Each configured store URL parses (the one parser, `stockcli.storage`) and is not in memory:
+        refused here, for every command, before any code could quote a piece of its password."""
+        from stockcli.storage import parse_database_url
+
+        tracking = self.mlflow.tracking_uri
+        for url, what, key in (
+            (self.storage.database_url, "database", "[storage] database_url (or STOCKCLI_DATABASE_URL)"),
+            (self.tuning.storage_url, "Optuna storage", "[tuning] storage_url (or STOCKCLI_OPTUNA_STORAGE)"),
+            (
+                tracking if tracking.split(":", 1)[0].split("+", 1)[0].lower() in DATABASE_SCHEMES else "",
+                "MLflow tracking store",
+                "[mlflow] tracking_uri (or STOCKCLI_MLFLOW_TRACKING_URI)",
+            ),
+        ):
+            if url:
+                parse_database_url(url, what=what, key=key)  # ConfigError (exit 2), the password hidden
         return self
 
     @property
@@ -704,10 +747,13 @@ def read_config_text(path: Path) -> str:
 
 
 def cron_trigger(expression: str, exchange: str) -> Any:
-    """The APScheduler 3 CronTrigger of a crontab expression in the exchange's time zone.
+    """The APScheduler 3 trigger of a crontab expression in the exchange's time zone.
 
-    The one rule for `[daemon] cron`, used by Settings and the daemon: raises ConfigError when the
-    text is not a crontab expression or the schedule never fires (e.g. "0 0 31 2 *").
+    The one rule for `[daemon] cron`, used by Settings, the daemon and `daemon --show-schedule`, with
+    crontab's meaning (APScheduler's `from_crontab` differs): day-of-week 0 and 7 are Sunday, and
+    when both day-of-month and day-of-week are restricted (neither starts with `*`) a day matching
+    either runs (an OrTrigger of the two). Raises ConfigError when the text is not a crontab
+    expression or the schedule never fires (e.g. "0 0 31 2 *").
     """
     trigger, problem = _cron_problem(expression, exchange)
     if problem is not None:
@@ -715,14 +761,78 @@ def cron_trigger(expression: str, exchange: str) -> Any:
     return trigger
 
 
+# Crontab counts the days of the week from Sunday (0, and 7 again); APScheduler 3 from Monday (0).
+CRONTAB_WEEKDAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
+APSCHEDULER_WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+def crontab_weekdays(field: str) -> str:
+    """A crontab day-of-week field as APScheduler 3 names (`1-5` -> `mon-fri`, `0,6` -> `sat,sun`).
+
+    Takes `*`, numbers 0-7 (0 and 7: Sunday), names (`mon`), ranges (`1-5`, `mon-fri`), steps (`*/2`,
+    `1-5/2`) and lists of them. Raises ValueError for anything else.
+    """
+    if field.strip() == "*":
+        return "*"
+    days: set[int] = set()  # crontab numbers, Sunday 0
+    for item in field.lower().split(","):
+        span, _, step_text = item.partition("/")
+        if step_text and (not step_text.isdigit() or int(step_text) == 0):
+            raise ValueError(f"day-of-week step {step_text!r} is not a positive number")
+        step = int(step_text) if step_text else 1
+        if span == "*":
+            first, last = 0, 6
+        else:
+            low, _, high = span.partition("-")
+            first = _weekday_number(low)
+            last = _weekday_number(high) if high else (6 if step_text else first)
+            if last == 0 and high:  # `5-0`, `fri-sun`: Sunday closes a range as 7
+                last = 7
+            if first > last:
+                raise ValueError(f"day-of-week range {span!r} runs backwards")
+        days.update(day % 7 for day in range(first, last + 1, step))
+    indices = sorted((day - 1) % 7 for day in days)  # APScheduler numbers, Monday 0
+    runs: list[list[int]] = []
+    for index in indices:
+        if runs and index == runs[-1][-1] + 1:
+            runs[-1].append(index)
+        else:
+            runs.append([index])
+    names = APSCHEDULER_WEEKDAYS
+    return ",".join(names[run[0]] if len(run) == 1 else f"{names[run[0]]}-{names[run[-1]]}" for run in runs)
+
+
+def _weekday_number(text: str) -> int:
+    if text.isdigit() and int(text) <= 7:
+        return int(text)
+    if text in CRONTAB_WEEKDAYS:
+        return CRONTAB_WEEKDAYS.index(text)
+    raise ValueError(f"day of week {text!r} is not 0-7 (0 and 7: Sunday) or a name such as mon")
+
+
 def _cron_problem(expression: str, exchange: str) -> tuple[Any, str | None]:
+    from apscheduler.triggers.combining import OrTrigger
     from apscheduler.triggers.cron import CronTrigger
 
     from stockcli import clock
 
     zone = clock.exchange_timezone(exchange)
+    fields = expression.split()
     try:
-        trigger = CronTrigger.from_crontab(expression, timezone=zone)
+        if len(fields) != 5:
+            raise ValueError(f"wrong number of fields; got {len(fields)}, expected 5")
+        minute, hour, day, month, weekday = fields
+        day_of_week = crontab_weekdays(weekday)
+
+        def cron(day: str, day_of_week: str) -> CronTrigger:
+            return CronTrigger(
+                minute=minute, hour=hour, day=day, month=month, day_of_week=day_of_week, timezone=zone
+            )
+
+        if day.startswith("*") or weekday.startswith("*"):
+            trigger: Any = cron(day, day_of_week)
+        else:  # crontab: either field matching runs the job
+            trigger = OrTrigger([cron(day, "*"), cron("*", day_of_week)])
     except ValueError as exc:
         return None, f"{expression!r} is not a valid crontab expression: {exc}"
     if trigger.get_next_fire_time(None, datetime.now(zone)) is None:

@@ -13,7 +13,7 @@ import signal
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -144,7 +144,7 @@ def build_scheduler(settings: Settings, job: Callable[[], Any], *, blocking: boo
     trigger = cron_trigger(settings)
     scheduler_cls = BlockingScheduler if blocking else BackgroundScheduler
     scheduler = scheduler_cls(
-        timezone=trigger.timezone,
+        timezone=clock.exchange_timezone(settings.data.exchange),
         jobstores={"default": MemoryJobStore()},
         executors={"default": ThreadPoolExecutor(1)},
         job_defaults={
@@ -155,6 +155,24 @@ def build_scheduler(settings: Settings, job: Callable[[], Any], *, blocking: boo
     )
     scheduler.add_job(job, trigger, id="daily", name="stockcli daily", replace_existing=True)
     return scheduler
+
+
+def next_runs(settings: Settings, *, count: int = 5, now: datetime | None = None) -> list[datetime]:
+    """The next `count` times `[daemon] cron` fires, in the exchange's time zone (`daemon
+    --show-schedule`). Reads nothing but the settings: no database, no lock, no scheduler."""
+    trigger = cron_trigger(settings)
+    zone = clock.exchange_timezone(settings.data.exchange)
+    moment = (now or datetime.now(tz=zone)).astimezone(zone)
+    runs: list[datetime] = []
+    previous: datetime | None = None
+    while len(runs) < count:
+        fire = trigger.get_next_fire_time(previous, moment)
+        if fire is None:
+            break
+        runs.append(fire.astimezone(zone))
+        previous = fire
+        moment = fire + timedelta(microseconds=1)
+    return runs
 
 
 def next_run_time(scheduler: Any, *, now: datetime | None = None) -> datetime | None:

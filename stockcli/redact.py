@@ -20,8 +20,9 @@ from urllib.parse import unquote
 MASK = "***"
 
 # `scheme://user:password@host`: the password is everything between `://user:` and the LAST `@`
-# before the first `/` (or blank) after it, so a raw `@` or `:` inside it (`p@ss:w0rd`) is hidden too.
-_USERINFO = re.compile(r"(?P<head>\b[A-Za-z][A-Za-z0-9+.\-]*://[^:/@\s]*:)(?P<secret>[^/\s]*)(?P<tail>@)")
+# before the next blank, so a raw `@`, `:` or `/` inside it (`p@ss:w0rd`, `pa/ss`, `p@ss/w0rd`) is
+# hidden too. A URL with an `@` further on (rare) loses its host as well: hiding too much, never too little.
+_USERINFO = re.compile(r"(?P<head>\b[A-Za-z][A-Za-z0-9+.\-]*://[^:/@\s]*:)(?P<secret>\S*)(?P<tail>@)")
 # `password=...`, `pwd=...` in query strings and libpq connection strings (quoted values too).
 _PARAMETER = re.compile(
     r"(?P<key>\b(?:password|passwd|pwd)=)(?:'[^']*'|\"[^\"]*\"|[^&\s'\",;)]*)", re.IGNORECASE
@@ -115,7 +116,7 @@ def redact_url(text: str) -> str:
     """`text` (a URL, or any message holding URLs) with every password replaced by `***`.
 
     Hides the password of `scheme://user:password@host` (also with an empty user name, and with `@`,
-    `:` or other characters that defeat URL parsing inside it), and the values of `password=`,
+    `:`, `/` or other characters that defeat URL parsing inside it), and the values of `password=`,
     `passwd=` and `pwd=` parameters, and every secret registered with `hide`. Everything else, host
     and database included, is kept, so the text still says where.
     """

@@ -12,6 +12,10 @@ database, the MLflow store and the Optuna storage.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import re
+import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -35,21 +39,51 @@ URL_HINT = (
 
 
 def _parse(url: str) -> URL | None:
+    """SQLAlchemy's parse of `url`, or None when it fails or is ambiguous. The one URL parser of
+    stockcli: every path that needs a database URL's parts (engine, report, dashboard, MLflow and
+    Optuna stores) calls it, so none quotes a piece of a password in an error of its own."""
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import ArgumentError
 
     try:
-        return make_url(url)
+        parsed = make_url(url)
     except (ArgumentError, ValueError):  # ValueError: a port that is not a number (`p@ss:w0rd@host`)
         return None
+    if parsed.get_backend_name() != "sqlite" and url.split("?", 1)[0].count("@") > 1:
+        # `user:p@ss/w0rd@host/db` parses as host `ss` and database `w0rd@host/db`: a raw @ in the password.
+        return None
+    return parsed
+
+
+def is_memory_sqlite(parsed: URL) -> bool:
+    """Whether a parsed SQLite URL is an in-memory database (`sqlite://`, `sqlite:///:memory:`,
+    `sqlite:///file::memory:`, `...?mode=memory`): nothing written there outlives the process."""
+    if parsed.get_backend_name() != "sqlite":
+        return False
+    database = parsed.database or ""
+    mode = parsed.query.get("mode")
+    return (
+        database in ("", ":memory:")
+        or (database.startswith("file:") and ":memory:" in database)
+        or "mode=memory" in database
+        or mode == "memory"
+        or (isinstance(mode, tuple) and "memory" in mode)
+    )
 
 
 def parse_database_url(url: str, *, what: str, key: str) -> URL:
     """The parsed URL; ConfigError (exit 2) naming `what` and `key`, never quoting the password,
-    when it cannot be parsed."""
+    when it cannot be parsed or names an in-memory SQLite database (nothing would be saved)."""
     parsed = _parse(url)
     if parsed is None:
         raise ConfigError(f"Invalid {what} URL {redact_url(url)!r} in {key}.", hint=URL_HINT)
+    if is_memory_sqlite(parsed):
+        raise ConfigError(
+            f"The {what} URL {redact_url(url)!r} in {key} is an in-memory SQLite database: "
+            "nothing would be saved.",
+            hint=f"Point {key} at a file (e.g. sqlite:///path/to/file.db), or unset it for the default "
+            "file in the data dir.",
+        )
     return parsed
 
 
@@ -110,6 +144,33 @@ def prepare_folder(path: Path, *, data_dir: Path | None, what: str, key: str) ->
         ) from None
 
 
+def write_atomically(path: Path, text: str) -> None:
+    """Write `text` to `path` through a temporary file in the same folder, renamed over it: a reader
+    (or a crash) sees the old file or the new one, never half of one, and a symlink at `path` is
+    replaced, never written through. Raises OSError."""
+    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(temporary, 0o666 & ~umask)  # as a plain open() would have made it, not mkstemp's 0600
+        os.replace(temporary, path)
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        if isinstance(exc, OSError) and exc.filename is None:  # a write or fsync: say which file
+            raise OSError(exc.errno, exc.strerror, str(path)) from exc
+        raise
+
+
+def is_within(path: Path, folder: Path) -> bool:
+    """Whether `path` (symlinks resolved) is `folder` or lies under it."""
+    return _is_within(path, folder)
+
+
 def _is_within(path: Path, folder: Path) -> bool:
     resolved, root = path.expanduser().resolve(), folder.expanduser().resolve()
     return resolved == root or root in resolved.parents
@@ -122,24 +183,33 @@ def first_line(exc: BaseException) -> str:
 
 
 def describe_database_error(
-    what: str, url: str, exc: BaseException, *, key: str, damaged: bool = False
+    what: str, url: str, exc: BaseException, *, key: str, damaged: bool = False, reading: bool = False
 ) -> StockCliError:
-    """One StockCliError for a failure to open or read the database at `url`.
+    """One StockCliError for a failure to open, read or write the database at `url`.
 
     `what` names the store ("database", "Optuna storage", "MLflow tracking store"), `key` the setting
-    that points at it. A damaged SQLite file (exit 1; `damaged` when a check already found it so)
-    and a PostgreSQL database that does not exist (exit 2) are named as such; a server that does not
-    answer says so.
+    that points at it, `reading` a caller that only reads (report, the dashboard). A damaged SQLite
+    file (exit 1; `damaged` when a check already found it so), a full disk (exit 1), and a
+    PostgreSQL role or database that does not exist (exit 2) are named as such; a server that does
+    not answer says so.
     """
     line = first_line(exc)
     lowered = line.lower()
     path = sqlite_file(url)
+    full = disk_full_error(what, url, exc)
+    if full is not None:
+        return full
     if path is not None:
         if damaged or any(marker in lowered for marker in _DAMAGED):
             return StockCliError(
                 f"The {what} file {path} is damaged ({line}); nothing was changed.",
                 hint="Restore it from a backup, or move it away to start a new one "
                 f"(stockcli creates it again), or point {key} at a healthy file.",
+            )
+        if reading and "unable to open" in lowered:
+            return StockCliError(
+                f"Cannot read the {what} file {path} ({line}).",
+                hint=f"Check that it and its folder are readable by this user, or set {key} to another place.",
             )
         if "unable to open" in lowered or "readonly" in lowered or "read-only" in lowered:
             return StockCliError(
@@ -152,6 +222,13 @@ def describe_database_error(
         )
     parsed = _parse(url)
     where = redact_url(url)
+    role = re.search(r'role "([^"]*)" does not exist', line)
+    if role is not None:
+        return StockCliError(
+            f"The {what} server at {where} has no role (user) {role.group(1)!r}: the role does not exist.",
+            hint=f"Create it (e.g. `createuser {role.group(1)}`), or fix the user name in {key}.",
+            exit_code=EXIT_USAGE,
+        )
     if "does not exist" in lowered and parsed is not None and parsed.database:
         host = parsed.host or "localhost"
         return StockCliError(
@@ -168,6 +245,42 @@ def describe_database_error(
     return StockCliError(
         f"Cannot reach the {what} at {where}: {line}",
         hint=f"Check {key} and that the database server is up and reachable.",
+    )
+
+
+# Errors of a full disk: SQLite's SQLITE_FULL, PostgreSQL's "could not extend file" (SQLSTATE 53100),
+# and the operating system's ENOSPC / EDQUOT.
+_DISK_FULL = ("database or disk is full", "no space left on device", "disk quota exceeded")
+
+
+def disk_full_error(
+    what: str, url: str, exc: BaseException, *, folder: Path | None = None
+) -> StockCliError | None:
+    """The error naming the file (or database) that a full disk stopped, or None for other errors.
+
+    An operating-system error that names no file is said to be about a file in `folder`."""
+    import errno
+
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        where = exc.filename or (f"a file in {folder}" if folder is not None else f"a file of the {what}")
+        return StockCliError(
+            f"No space left on the disk to write {where}; the step that wrote it was not saved.",
+            hint="Free space on that disk (or raise the quota), then run the command again.",
+        )
+    orig = getattr(exc, "orig", None)
+    if orig is None and not type(exc).__module__.startswith(("sqlite3", "psycopg")):
+        return None  # only a database driver's error (or the system's, above) says the disk is full
+    line = first_line(exc)
+    if not (
+        any(marker in line.lower() for marker in _DISK_FULL) or getattr(orig, "sqlstate", None) == "53100"
+    ):
+        return None
+    path = sqlite_file(url)
+    where = f"the {what} file {path}" if path is not None else f"the {what} at {redact_url(url)}"
+    disk = f"the disk holding {path.parent}" if path is not None else "the database server's disk"
+    return StockCliError(
+        f"No space left to write {where} ({line}); the step that wrote it was not saved.",
+        hint=f"Free space on {disk} (or raise its quota), then run the command again.",
     )
 
 

@@ -378,7 +378,11 @@ BAD_CSVS = {
         "line 3",
         "duplicate date",
     ),
-    "text in a price column": (HEADER + "2013-02-01,10,11,9,n/a?,1\n", "line 2", "column Close holds"),
+    "text in a price column": (
+        HEADER + "2013-02-01,10,11,9,n/a?,1\n",
+        "line 2",
+        "column 5 (Close) holds text",
+    ),
 }
 
 

@@ -170,7 +170,7 @@ BAD_FILES = {
     "unparsable date": (
         HEADER + "2013-01-02,10,11,9,10.5,1\n02/01/2013,10,11,9,10.5,1\n",
         3,
-        "unparsable date '02/01/2013'",
+        "column 1 (Date): unparsable date (expected YYYY-MM-DD)",
     ),
     "duplicate dates": (
         HEADER + "2013-01-02,10,11,9,10.5,1\n2013-01-03,10,11,9,10.5,1\n2013-01-02,10,11,9,10.5,1\n",
@@ -180,7 +180,7 @@ BAD_FILES = {
     "text in a price column": (
         HEADER + "2013-01-02,10,11,9,10.5,1\n\n2013-01-03,10,11,nine,10.5,1\n",
         4,
-        "column Low holds 'nine'",
+        "column 4 (Low) holds text, not a number",
     ),
     "ragged row": (HEADER + "2013-01-02,10,11,9\n", 2, "4 fields where the header has 6"),
 }

@@ -14,13 +14,23 @@ db_app = typer.Typer(help="The database schema (Alembic migrations).", no_args_i
 def upgrade(ctx: typer.Context) -> None:
     """Bring the database schema up to the newest revision."""
     from stockcli.config import redact_url
-    from stockcli.db.engine import current_revision, head_revision, make_engine, upgrade_schema
+    from stockcli.db.engine import (
+        current_revision,
+        database_errors,
+        head_revision,
+        open_database,
+        upgrade_schema,
+    )
 
     settings = state(ctx).settings()
-    engine = make_engine(settings.database_url, busy_timeout_s=settings.storage.sqlite_busy_timeout_s)
-    before = current_revision(engine)
-    upgrade_schema(engine)
-    after = current_revision(engine)
+    engine = open_database(settings, upgrade=False)
+    try:
+        with database_errors(settings):
+            before = current_revision(engine)
+            upgrade_schema(engine)
+            after = current_revision(engine)
+    finally:
+        engine.dispose()
     result = {
         "database": redact_url(settings.database_url),
         "from": before,
@@ -39,11 +49,15 @@ def upgrade(ctx: typer.Context) -> None:
 def current(ctx: typer.Context) -> None:
     """Show the schema revision of the database and the newest one this version knows."""
     from stockcli.config import redact_url
-    from stockcli.db.engine import current_revision, head_revision, make_engine
+    from stockcli.db.engine import current_revision, database_errors, head_revision, open_database
 
     settings = state(ctx).settings()
-    engine = make_engine(settings.database_url, busy_timeout_s=settings.storage.sqlite_busy_timeout_s)
-    revision = current_revision(engine)
+    engine = open_database(settings, upgrade=False)
+    try:
+        with database_errors(settings):
+            revision = current_revision(engine)
+    finally:
+        engine.dispose()
     head = head_revision()
     result = {
         "database": redact_url(settings.database_url),

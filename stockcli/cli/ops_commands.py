@@ -311,14 +311,34 @@ def retrain(
     output.info("Step times: " + ", ".join(f"{k} {v:.1f}s" for k, v in result.steps_s.items()))
 
 
-def daemon(ctx: typer.Context) -> None:
+def daemon(
+    ctx: typer.Context,
+    show_schedule: Annotated[
+        bool,
+        typer.Option(
+            "--show-schedule",
+            help="Print the next five run times of [daemon] cron in the exchange's time zone and exit "
+            "(starts nothing, takes no lock).",
+        ),
+    ] = False,
+) -> None:
     """Run `daily` on the [daemon] cron schedule (exchange time zone) until SIGTERM/SIGINT."""
     import logging
 
-    from stockcli.daemon import next_run_time, run_daemon
+    from stockcli.daemon import next_run_time, next_runs, run_daemon
 
     cli = state(ctx)
     settings = cli.settings()
+    if show_schedule:
+        runs = next_runs(settings, count=5)
+        if cli.json:
+            output.emit_json({"next_runs": [run.isoformat() for run in runs]})
+            return
+        zone = runs[0].tzinfo if runs else None
+        output.info(f"Next runs of '{settings.daemon.cron}' ({settings.data.exchange}, {zone}):")
+        for run in runs:
+            output.info(f"  {run:%a %Y-%m-%d %H:%M %Z}")
+        return
     if not cli.verbose:
         logging.getLogger("stockcli").setLevel(logging.INFO)
         logging.getLogger("apscheduler").setLevel(logging.INFO)

@@ -269,26 +269,21 @@ def report(
 ) -> None:
     """Latest predictions, live performance, model versions, runs and promotions (read-only)."""
     from stockcli.config import redact_url
-    from stockcli.errors import UsageError
+    from stockcli.services.report import html_report_target, write_html_report
     from stockcli.services.report import report as report_service
 
     cli_state = state(ctx)
     settings = cli_state.settings()
+    if html is not None:
+        html_report_target(settings, html)  # a refused path fails before any work
     as_of = cli_state.as_of(settings) if cli_state.as_of_text else None
     result = report_service(settings, as_of=as_of)
     if html is not None:
         from stockcli.web.pages import render_report_html
 
-        try:
-            html.parent.mkdir(parents=True, exist_ok=True)
-            html.write_text(
-                render_report_html(result, database=redact_url(settings.database_url)), encoding="utf-8"
-            )
-        except OSError as exc:
-            raise UsageError(
-                f"Cannot write the HTML report to {html}: {exc.strerror or exc}.",
-                hint="Pass a writable path with --html.",
-            ) from None
+        write_html_report(
+            settings, html, render_report_html(result, database=redact_url(settings.database_url))
+        )
     if cli_state.json:
         payload = report_payload(result)
         if html is not None:

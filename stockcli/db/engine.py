@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -113,6 +114,18 @@ def damaged_database_error(settings: Settings, exc: BaseException) -> StockCliEr
         key="[storage] database_url (or STOCKCLI_DATABASE_URL)",
         damaged=True,
     )
+
+
+def run_failure_error(settings: Settings, exc: BaseException) -> StockCliError | None:
+    """The error to show (and record in the ledger) for `exc`, raised while a run worked, when it
+    comes from a full disk (naming the file or database it could not write) or a damaged SQLite
+    file of the app; None otherwise (`exc` stands as it is)."""
+    from stockcli.storage import disk_full_error
+
+    full = disk_full_error("database", settings.database_url, exc, folder=settings.data_dir)
+    if full is not None:
+        return full
+    return damaged_database_error(settings, exc) if isinstance(exc, DatabaseError) else None
 
 
 def _read_only_sqlite(path: Path, busy_timeout_s: float) -> Any:
@@ -235,14 +248,23 @@ def open_database(settings: Settings, *, upgrade: bool = True) -> Engine:
     )
     if upgrade:
         try:
-            if current_revision(engine) != head_revision():
-                _upgrade_under_run_lock(settings, engine)
-        except DatabaseError as exc:  # OperationalError included: unreachable, damaged, read-only
+            with database_errors(settings):
+                if current_revision(engine) != head_revision():
+                    _upgrade_under_run_lock(settings, engine)
+        except StockCliError:
             engine.dispose()
-            raise describe_database_error(
-                "database",
-                settings.database_url,
-                exc,
-                key="[storage] database_url (or STOCKCLI_DATABASE_URL)",
-            ) from None
+            raise
     return engine
+
+
+@contextlib.contextmanager
+def database_errors(settings: Settings) -> Iterator[None]:
+    """Turn the driver's error on the app's database (unreachable, damaged, read-only, a missing
+    role or database) into the one StockCliError that names it: the same exit code for every
+    command that opens it, `db upgrade` and `db current` included."""
+    try:
+        yield
+    except DatabaseError as exc:  # OperationalError included
+        raise describe_database_error(
+            "database", settings.database_url, exc, key="[storage] database_url (or STOCKCLI_DATABASE_URL)"
+        ) from None

@@ -9,11 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from datetime import date
-from pathlib import Path
 from typing import Any, Literal
 
 from sqlalchemy import func, inspect, select, union
-from sqlalchemy.engine import Connection, Engine, make_url
+from sqlalchemy.engine import Connection, Engine
 
 from stockcli.config import Settings
 from stockcli.db.engine import make_engine
@@ -31,23 +30,15 @@ REPORT_TABLES = (
 )
 
 
-def sqlite_path(url: str) -> Path | None:
-    """The file behind a SQLite URL, or None for other databases and in-memory SQLite."""
-    parsed = make_url(url)
-    if parsed.get_backend_name() != "sqlite" or not parsed.database or parsed.database == ":memory:":
-        return None
-    return Path(parsed.database)
-
-
 def connect_readonly(settings: Settings) -> Engine | None:
     """An engine that only reads, or None when the SQLite file does not exist (it is not created).
 
     Works in a read-only data dir. Raises ConfigError when the data dir is a file.
     """
-    from stockcli.storage import check_data_dir
+    from stockcli.storage import check_data_dir, sqlite_file
 
     check_data_dir(settings.data_dir)
-    path = sqlite_path(settings.database_url)
+    path = sqlite_file(settings.database_url)
     if path is not None and not path.is_file():
         return None
     return make_engine(

@@ -740,6 +740,12 @@ class ResolvedIndicator:
         return {"name": self.name, **self.params}
 
 
+# Bounds of every indicator parameter: a window longer than four years of sessions, or a factor
+# above this, is a typo (and would make every ticker wait years for its first row).
+MAX_WINDOW_SESSIONS = 1000
+MAX_FACTOR = 1000.0
+
+
 def _check_param(indicator: str, key: str, kind: type, value: Any) -> Any:
     where = f"Indicator `{indicator}` parameter `{key}`"
     if kind is bool:
@@ -747,12 +753,19 @@ def _check_param(indicator: str, key: str, kind: type, value: Any) -> Any:
             return value
         raise ConfigError(f"{where} must be true or false, got {value!r}.")
     if kind is int:
-        if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+        if isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= MAX_WINDOW_SESSIONS:
             return int(value)
-        raise ConfigError(f"{where} must be a whole number of sessions (1 or more), got {value!r}.")
-    if isinstance(value, int | float) and not isinstance(value, bool) and np.isfinite(value) and value > 0:
+        raise ConfigError(
+            f"{where} must be a whole number of sessions from 1 to {MAX_WINDOW_SESSIONS}, got {value!r}."
+        )
+    if key == "decay":  # a weight kept per session: a fraction
+        if isinstance(value, int | float) and not isinstance(value, bool) and 0 < value < 1:
+            return float(value)
+        raise ConfigError(f"{where} must be between 0 and 1, got {value!r}.")
+    number_ok = isinstance(value, int | float) and not isinstance(value, bool) and np.isfinite(value)
+    if number_ok and 0 < value <= MAX_FACTOR:
         return float(value)
-    raise ConfigError(f"{where} must be a positive number, got {value!r}.")
+    raise ConfigError(f"{where} must be a positive number up to {MAX_FACTOR:g}, got {value!r}.")
 
 
 def resolve_indicators(indicators: Sequence[Mapping[str, Any]]) -> list[ResolvedIndicator]:

@@ -67,6 +67,7 @@ from stockcli.sources.base import (
     drop_implausible_jumps,
     suspected_split,
 )
+from stockcli.storage import disk_full_error
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -236,6 +237,9 @@ def fetch(
                 ticker=ticker, status="failed", error=exc.message, hint=exc.hint, exit_code=exc.exit_code
             )
         except Exception as exc:
+            full = disk_full_error("database", settings.database_url, exc, folder=settings.data_dir)
+            if full is not None:  # every later ticker would fail alike: stop, naming the file
+                raise full from exc
             logger.debug("fetch of %s failed", ticker, exc_info=True)  # the traceback with --verbose
             outcome = TickerFetch(
                 ticker=ticker,

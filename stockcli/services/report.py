@@ -8,9 +8,11 @@ skill is 1 - MAE_model / MAE_naive over the same sessions (below zero: worse tha
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy.engine import Engine
@@ -18,7 +20,7 @@ from sqlalchemy.exc import DBAPIError
 
 from stockcli.config import Settings, redact_url
 from stockcli.db import queries_report as queries
-from stockcli.errors import NoDataError, StockCliError
+from stockcli.errors import NoDataError, StockCliError, UsageError
 
 PRODUCTION_ALIAS = "Production"
 FILL_HINT = "Run `stockcli daily` to fetch bars, train a first model and predict."
@@ -290,12 +292,93 @@ def _gather(
     )
 
 
+# An earlier `report --html` file: what may be overwritten where other files are protected.
+REPORT_SIGNATURE = ("<!doctype html>", "<title>stockcli report")
+
+
+def write_html_report(settings: Settings, path: Path, html: str) -> Path:
+    """Write the HTML report to `path` (atomically: a temporary file in its folder, renamed over it)
+    once `html_report_target` allows it; returns the file written (symlinks resolved)."""
+    from stockcli.storage import write_atomically
+
+    target = html_report_target(settings, path)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        write_atomically(target, html)
+    except OSError as exc:
+        raise UsageError(
+            f"Cannot write the HTML report to {path}: {exc.strerror or exc}.",
+            hint="Pass a writable path with --html.",
+        ) from None
+    return target
+
+
+def html_report_target(settings: Settings, path: Path) -> Path:
+    """The file `report --html PATH` may write (symlinks resolved), checked before any work.
+
+    Refused with UsageError (exit 2) when `path` resolves to one of stockcli's own files (the
+    database, the MLflow and Optuna stores, the config file), to a file of the data dir that is not
+    an earlier report nor a new `.html` file, or through a symlink to an existing file that is not
+    an earlier report.
+    """
+    from stockcli.storage import is_within, sqlite_file
+
+    given = Path(os.path.abspath(path.expanduser()))
+    target = Path(os.path.realpath(given))
+    protected: dict[Path, str] = {}
+    for url, what in (
+        (settings.database_url, "the database"),
+        (settings.mlflow_tracking_uri, "the MLflow tracking store"),
+        (settings.optuna_storage_url, "the Optuna storage"),
+    ):
+        store = sqlite_file(url)
+        if store is not None:
+            for suffix in ("", "-wal", "-shm", "-journal"):
+                protected[Path(os.path.realpath(f"{store}{suffix}"))] = what
+    if settings.config_path is not None:
+        protected[Path(os.path.realpath(settings.config_path))] = "the config file"
+    hint = "Pass --html a new file outside the data dir (or an earlier report to replace)."
+    if target in protected:
+        raise UsageError(
+            f"Refusing to write the HTML report to {path}: it is {protected[target]} ({target}).", hint=hint
+        )
+    exists = target.exists()
+    if is_within(target, settings.data_dir) and (
+        (exists and not _is_report_file(target)) or target.suffix.lower() not in (".html", ".htm")
+    ):
+        raise UsageError(
+            f"Refusing to write the HTML report to {path}: {target} is in the data dir "
+            f"({settings.data_dir}), where only an .html report may be written.",
+            hint=hint,
+        )
+    if exists and not _is_report_file(target) and target != given:
+        raise UsageError(
+            f"Refusing to write the HTML report to {path}: a symlink leads to {target}, an existing "
+            "file that is not an earlier report.",
+            hint=hint,
+        )
+    return target
+
+
+def _is_report_file(path: Path) -> bool:
+    try:
+        with path.open("r", encoding="utf-8", errors="replace") as handle:
+            head = handle.read(2048).lower()
+    except OSError:
+        return False
+    return head.startswith(REPORT_SIGNATURE[0]) and REPORT_SIGNATURE[1] in head
+
+
 def unreadable_database(settings: Settings, exc: BaseException) -> StockCliError:
     """The error for a database that cannot be reached or read (down, wrong URL, damaged, schema behind)."""
     from stockcli.storage import describe_database_error
 
     described = describe_database_error(
-        "database", settings.database_url, exc, key="[storage] database_url (or STOCKCLI_DATABASE_URL)"
+        "database",
+        settings.database_url,
+        exc,
+        key="[storage] database_url (or STOCKCLI_DATABASE_URL)",
+        reading=True,
     )
     if "no such table" in described.message or "no such column" in described.message:
         described.hint = "The schema is behind this stockcli: run `stockcli db upgrade`."
@@ -416,7 +499,9 @@ def model_versions(settings: Settings) -> ModelsInfo:
     """
     tracking = settings.mlflow_tracking_uri
     if tracking.startswith("sqlite:///"):
-        path = queries.sqlite_path(tracking)
+        from stockcli.storage import sqlite_file
+
+        path = sqlite_file(tracking)
         if path is not None and not path.is_file():
             return ModelsInfo(
                 (), None, "No model registry yet. Run `stockcli daily` (or `stockcli retrain`)."

@@ -20,7 +20,7 @@ from sqlalchemy.exc import DatabaseError
 from stockcli import interrupts
 from stockcli.config import Settings
 from stockcli.db import lock, store
-from stockcli.db.engine import damaged_database_error, open_database
+from stockcli.db.engine import open_database, run_failure_error
 from stockcli.errors import PartialFailure, StockCliError
 
 
@@ -84,8 +84,8 @@ def pipeline_run(
     try:
         with _locked_run(settings, engine, command=command, as_of=as_of, shared_lock=shared_lock) as handle:
             yield handle
-    except DatabaseError as exc:  # a damaged SQLite file says so, naming it, instead of the driver's text
-        described = damaged_database_error(settings, exc)
+    except (DatabaseError, OSError) as exc:  # a damaged file or a full disk says so, naming the file
+        described = run_failure_error(settings, exc)
         if described is None:
             raise
         raise described from exc
@@ -111,46 +111,21 @@ def _locked_run(
                 lock.ensure_held()
             interrupts.raise_if_requested()  # a Ctrl-C swallowed on the way is still not a success
         except PartialFailure as exc:
-            store.finish_run(
-                engine,
-                run_id,
-                status="partial",
-                error=exc.message,
-                details=handle.details,
-                warnings=handle.warnings,
-            )
+            _finish(engine, run_id, status="partial", error=exc.message, handle=handle)
             raise
         except StockCliError as exc:
-            store.finish_run(
-                engine,
-                run_id,
-                status="failed",
-                error=exc.message,
-                details=handle.details,
-                warnings=handle.warnings,
-            )
+            _finish(engine, run_id, status="failed", error=exc.message, handle=handle)
             raise
         except KeyboardInterrupt:  # SIGINT / SIGTERM: stopped on purpose, not a failure (exit 130 / 143)
-            with contextlib.suppress(Exception):
-                store.finish_run(
-                    engine,
-                    run_id,
-                    status="interrupted",
-                    error=f"Interrupted ({interrupts.describe()}) before the run finished.",
-                    details=handle.details,
-                    warnings=handle.warnings,
-                )
+            error = f"Interrupted ({interrupts.describe()}) before the run finished."
+            _finish(engine, run_id, status="interrupted", error=error, handle=handle)
             raise
         except BaseException as exc:
-            with contextlib.suppress(Exception):
-                store.finish_run(
-                    engine,
-                    run_id,
-                    status="failed",
-                    error=f"{type(exc).__name__}: {exc}",
-                    details=handle.details,
-                    warnings=handle.warnings,
-                )
+            described = run_failure_error(settings, exc)
+            error = described.message if described is not None else f"{type(exc).__name__}: {exc}"
+            _finish(engine, run_id, status="failed", error=error, handle=handle)
+            if described is not None:
+                raise described from exc
             raise
         else:
             store.finish_run(
@@ -161,3 +136,22 @@ def _locked_run(
                 details=handle.details,
                 warnings=handle.warnings,
             )
+
+
+def _finish(engine: Engine, run_id: int, *, status: str, error: str | None, handle: RunHandle) -> None:
+    """Close the ledger row of a run that did not succeed; never raises.
+
+    When that fails (a full disk: the row and its details may need pages the disk cannot give), it
+    is tried once more with the status and the first line of the error alone, which fits where the
+    row already is, so the row does not stay `running`.
+    """
+    try:
+        store.finish_run(
+            engine, run_id, status=status, error=error, details=handle.details, warnings=handle.warnings
+        )
+        return
+    except Exception:
+        pass
+    short = (error or "").splitlines()[0][:300] if error else None
+    with contextlib.suppress(Exception):
+        store.finish_run(engine, run_id, status=status, error=short, details=None)

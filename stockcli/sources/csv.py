@@ -2,7 +2,8 @@
 
 A file may drop the leading `^` of an index ticker (`GSPC.csv` holds `^GSPC`). Column names are matched
 case-insensitively; an optional `Adj Close` column rescales the prices onto its adjusted basis.
-Structural problems raise `InputDataError` naming the file and line, and nothing of that file is used:
+Structural problems raise `InputDataError` naming the file, line and column (never quoting the text:
+the file may be anything), and nothing of that file is used:
 a missing column, a row with the wrong number of fields, an unparsable date, a date given twice, or
 text in a number column. Empty cells (or `null`, `NaN`) are missing values: such rows are rejected and
 counted by validation, like a High below its Low.
@@ -136,10 +137,11 @@ def _read_bars_csv_checked(path: Path) -> pd.DataFrame:
             names = [_ALIASES.get(cell.strip().lower(), cell.strip().lower()) for cell in header]
             missing = [name for name in REQUIRED_COLUMNS if name not in names]
             if missing:
+                # The header as found is not quoted: the file may be anything (a symlink's target, a secret).
                 raise fail(
                     1,
-                    f"missing column{'s' if len(missing) > 1 else ''} "
-                    f"{', '.join(m.capitalize() for m in missing)} (found {', '.join(c.strip() for c in header)})",
+                    f"missing column{'s' if len(missing) > 1 else ''} {', '.join(m.capitalize() for m in missing)} "
+                    f"({len(header)} column{'s' if len(header) != 1 else ''} found)",
                 )
             position = {name: names.index(name) for name in (*REQUIRED_COLUMNS, "adj_close") if name in names}
             columns_present = [name for name in NUMBER_COLUMNS if name in position]
@@ -156,7 +158,8 @@ def _read_bars_csv_checked(path: Path) -> pd.DataFrame:
                 try:
                     day = _parse_date(date_text)
                 except ValueError:
-                    raise fail(line, f"unparsable date {date_text!r} (expected YYYY-MM-DD)") from None
+                    where = f"column {position['date'] + 1} (Date)"
+                    raise fail(line, f"{where}: unparsable date (expected YYYY-MM-DD)") from None
                 if day in first_line:
                     raise fail(line, f"duplicate date {day} (first on line {first_line[day]})")
                 first_line[day] = line
@@ -167,7 +170,8 @@ def _read_bars_csv_checked(path: Path) -> pd.DataFrame:
                         values[name].append(_parse_number(cell))
                     except ValueError:
                         label = "Adj Close" if name == "adj_close" else name.capitalize()
-                        raise fail(line, f"column {label} holds {cell.strip()!r}, not a number") from None
+                        where = f"column {position[name] + 1} ({label})"
+                        raise fail(line, f"{where} holds text, not a number") from None
         except csv.Error as exc:
             raise fail(reader.line_num, f"not valid CSV ({exc})") from None
         except UnicodeDecodeError:
@@ -209,9 +213,18 @@ class CsvSource:
         self._cache = _PARSED
 
     def path_for(self, ticker: str) -> Path | None:
+        """The file of `ticker` in the folder, or None. Raises InputDataError for a symlink that
+        leads out of the folder: it is never followed (`GOOG.csv -> /etc/shadow`)."""
+        folder = self.directory.resolve()
         for file_name in file_names(ticker):
             candidate = self.directory / file_name
             if candidate.is_file():
+                if folder not in candidate.resolve().parents:
+                    raise InputDataError(
+                        f"{candidate} is a symlink to a file outside the CSV folder {self.directory}; "
+                        "stockcli does not follow it.",
+                        hint="Copy the file into the folder (or link to a file inside it).",
+                    )
                 return candidate
         return None
 

@@ -9,7 +9,7 @@ its keys and value types and ours beside them: `GET /predictions/latest_for_tabl
 rows with `ticker`, `predicted_price`, `date`, `model_mlflow_run_id`), `GET /tickers` (`status`,
 `tickers`), `GET /historical_context_chart/{ticker}` (`status`, `ticker`, `historical_dates`,
 `historical_actuals`, `prediction_reference_date`, `predicted_price_for_ref_date`). Added:
-`GET /performance`, `GET /models`, `GET /health`. Every prediction (a table row, the chart's `predicted`)
+`GET /performance`, `GET /models`, `GET` and `HEAD /health`. Every prediction (a table row, the chart's `predicted`)
 also carries its intervals and what is served: `lower_80`, `upper_80`, `lower_95`, `upper_95`, `median`,
 `p_up`, `source` with `p_value`, `interval_source` with `interval_p_value`, and `unseen`.
 
@@ -157,6 +157,19 @@ class Reader:
             return self._version.token()
         except (DBAPIError, OSError, engine.dialect.loaded_dbapi.Error) as exc:
             raise _unreadable(self.settings, exc) from None
+
+    def probe(self) -> None:
+        """Read the database now, cheaply (its table names and one row of two tables, on a fresh
+        connection for SQLite): the data version alone is read from shared memory and still answers
+        for a file spoiled under a running server. Raises ApiError 503 as `engine` does."""
+        engine = self.engine()
+        try:
+            state = queries.database_state(engine)
+            self.data_version()
+        except DBAPIError as exc:
+            raise _unreadable(self.settings, exc) from None
+        if state != "ready":
+            raise ApiError(503, self.empty_message(state), report_service.FILL_HINT, command=FILL_COMMAND)
 
     def ledger_epoch(self, data_version: str) -> Hashable:
         """The newest ledger row's id, status and finish (a run started or finished), read once per data version."""
@@ -408,24 +421,24 @@ def create_app(settings: Settings, *, warm_registry: bool = True) -> FastAPI:
         body = {"production_version": info.production_version, "versions": info.versions, "note": info.note}
         return reader.respond(request, ("models",), f"r{generation}", lambda: _json_body(body))
 
-    @app.get("/health")
+    @app.api_route("/health", methods=["GET", "HEAD"])
     async def health() -> Response:
         """200 `ok` when the database answers; 200 `empty` for a fresh install; 503 `unavailable`.
 
         An empty database (no file, no tables, or no rows yet) is a fresh install, not a broken one:
         the server works and says which command fills it, and restarting it would change nothing,
         so a supervisor must not restart it (the data endpoints answer 503 with that command
-        meanwhile). A database that cannot be read (down, wrong URL, schema behind) answers 503.
-        Every call asks the database (the data-version query), so `ok` means it answered just now.
+        meanwhile). A database that cannot be read (down, wrong URL, schema behind, corrupted or made
+        unreadable while the server runs) answers 503. Every call reads the database (`Reader.probe`),
+        so `ok` means it answered just now. HEAD answers the same status without a body.
         """
-        if await reader.version_now() is None:
-            try:
-                await run_in_threadpool(reader.data_version)
-            except ApiError as exc:
-                body = {"detail": exc.detail, "hint": exc.hint, "command": exc.command}
-                if exc.command:
-                    return SafeJSONResponse({"status": "empty", **body})
-                return SafeJSONResponse({"status": "unavailable", **body}, status_code=503)
+        try:
+            await run_in_threadpool(reader.probe)
+        except ApiError as exc:
+            body = {"detail": exc.detail, "hint": exc.hint, "command": exc.command}
+            if exc.command:
+                return SafeJSONResponse({"status": "empty", **body})
+            return SafeJSONResponse({"status": "unavailable", **body}, status_code=503)
         return SafeJSONResponse({"status": "ok", "database": reader.database_label})
 
     @app.get("/metrics")
