@@ -75,11 +75,13 @@ def _raw_p(a: np.ndarray, b: np.ndarray) -> float:
     return float(paired_loss_test(a, b, alternative="less").p_value)
 
 
-def test_without_the_incumbent_the_lowest_loss_is_served_untested() -> None:
+def test_without_the_incumbents_losses_nothing_is_tested_and_the_incumbent_is_kept() -> None:
+    """No evidence, no challenger: a far lower loss that was never tested against the incumbent (a
+    version that recorded no base rate for P(up), a ticker GARCH could not forecast) is not served."""
     rng = np.random.default_rng(3)
     panels = {"garch": np.full((50, 1), np.nan), "rolling": _panel(rng, 1.0, 50), "gjr": _panel(rng, 0.5, 50)}
     choice = choose_interval_source(panels, incumbent="garch", alpha=0.05)
-    assert choice.source == "gjr" and choice.p_value is None
+    assert choice.source == "garch" and choice.p_value is None and choice.p_values == {}
 
 
 # --- scheduled refits ------------------------------------------------------------------------------------
@@ -99,7 +101,7 @@ def refit_db(make_settings: Any, database_url: str) -> Any:
 
     settings: Settings = make_settings(
         database_url,
-        data={"tickers": ["GOOG", "MSFT"], "start": date(2008, 1, 2)},
+        data={"tickers": ["GOOG", "MSFT", "NOBARS"], "start": date(2008, 1, 2)},
         forecasters={"refit_sessions": 5, "candidates": ["rolling", "garch", "har_range"]},
     )
     engine = open_database(settings)
@@ -124,12 +126,14 @@ def test_refits_follow_the_schedule_spread_over_tickers_and_are_recorded(refit_d
             SimpleNamespace(**row) for row in connection.execute(select(ForecasterFit.__table__)).mappings()
         ]
     ends = sorted({(r.ticker, r.fit_end) for r in rows})
-    # At most ceil(2 tickers / 5 sessions) = 1 ticker refitted a session, each every 5 sessions.
+    # At most ceil(3 tickers / 5 sessions) = 1 ticker refitted a session, each every 5 sessions; a
+    # ticker without bars is recorded too (nothing fitted), so it never holds the slot every session.
     per_day: dict[date, list[str]] = {}
     for ticker, end in ends:
         per_day.setdefault(end, []).append(ticker)
     assert all(len(tickers) == 1 for tickers in per_day.values())
-    for ticker in ("GOOG", "MSFT"):
+    assert all(r.params is None and r.n_sessions == 0 for r in rows if r.ticker == "NOBARS")
+    for ticker in ("GOOG", "MSFT", "NOBARS"):
         own = [end for t, end in ends if t == ticker]
         gaps = [len(CALENDAR.sessions(a, b)) - 1 for a, b in itertools.pairwise(own)]
         assert own and all(gap == 5 for gap in gaps), (ticker, own)
@@ -196,13 +200,18 @@ def test_the_interval_choice_is_redecided_on_live_scores(refit_db: Any) -> None:
     for day in days[:30]:  # too few sessions: the decision stands
         move = rng.standard_normal() * 0.01
         _scored(engine, day, "GOOG", 100.0, 100.0 * math.exp(move), {"garch": 0.03, "har_range": 0.011})
+        _scored(engine, day, "AAPL", 50.0, 50.0 * math.exp(move), {"garch": 0.03, "har_range": 0.011})
     redecide(settings=settings, engine=engine, model_version="1", tickers=["GOOG"], through=days[29])
     assert load_selection(engine, "1")["GOOG"].interval_source == "garch"
     for day in days[30:]:
         move = rng.standard_normal() * 0.01
         _scored(engine, day, "GOOG", 100.0, 100.0 * math.exp(move), {"garch": 0.03, "har_range": 0.011})
-    redecide(settings=settings, engine=engine, model_version="1", tickers=["GOOG"], through=days[-1])
+        _scored(engine, day, "AAPL", 50.0, 50.0 * math.exp(move), {"garch": 0.03, "har_range": 0.011})
+    redecide(settings=settings, engine=engine, model_version="1", tickers=["GOOG", "AAPL"], through=days[-1])
     chosen = load_selection(engine, "1")
+    # A ticker added after the promotion gets its own row: its interval re-decided, its point decision
+    # the pooled one it was served by.
+    assert chosen["AAPL"].interval_source == "har_range" and chosen["AAPL"].point_source == "naive"
     assert chosen["GOOG"].interval_source == "har_range" and chosen["GOOG"].interval_p_value < 0.05
     assert chosen["GOOG"].window_end == days[-1] and chosen["GOOG"].n_sessions >= 40
     assert chosen["MSFT"].interval_source == "garch"  # not refitted that session: its choice stands

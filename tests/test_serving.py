@@ -62,10 +62,15 @@ def test_garch_p_up_is_its_t_distribution_above_zero(setup: Any) -> None:
 def test_fallbacks_when_the_choice_cannot_forecast() -> None:
     usable = CandidateForecast(np.zeros(5), np.array([-2.0, -1.0, 0.0, 1.0, 2.0]), 0.55)
     broken = CandidateForecast(np.zeros(5), np.full(5, np.nan), math.nan)
-    assert served_source("har_range", {"har_range": usable}) == "har_range"
-    assert served_source("har_range", {"har_range": broken, "rolling": usable}) == "rolling"
-    assert served_source("gjr", {NETWORK: usable}) == NETWORK
-    assert served_source("gjr", {}) is None
+    assert served_source("har_range", {"har_range": usable}, "garch") == "har_range"
+    # The incumbent first, then the rolling band, then the network.
+    assert (
+        served_source("har_range", {"har_range": broken, "garch": usable, "rolling": usable}, "garch")
+        == "garch"
+    )
+    assert served_source("har_range", {"har_range": broken, "rolling": usable}, "garch") == "rolling"
+    assert served_source("gjr", {NETWORK: usable}, "garch") == NETWORK
+    assert served_source("gjr", {}, "garch") is None
     assert served_p_up("gjr", {"gjr": usable}, 0.52, "gjr") == ("gjr", 0.55)
     assert served_p_up("gjr", {"gjr": broken}, 0.52, "gjr") == ("base_rate", 0.52)
     assert served_p_up(None, {"garch": usable}, math.nan, "garch") == ("garch", 0.55)

@@ -5,7 +5,9 @@ Revises: 0004
 Create Date: 2026-12-07
 
 Two new nullable columns on `serving_selection` (`p_up_source`, `p_up_p_value`: whose chance of an
-up session is served, decided by a Brier-score test against the base rate). One new table, `forecaster_fits` [ticker, forecaster, fit_end]: the parameters (JSON) of each
+up session is served, decided by a Brier-score test against the base rate); the network's intervals,
+served so far under the source name "model", are renamed "network" in `serving_selection` and
+`interval_state`. One new table, `forecaster_fits` [ticker, forecaster, fit_end]: the parameters (JSON) of each
 statistical candidate (GARCH, GJR, range-based HAR, ...) refitted from the stored bars every
 `[forecasters] refit_sessions` sessions. No existing row changes.
 """
@@ -25,6 +27,9 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
+    # The network's intervals were served under the name "model"; every candidate now has its own.
+    op.execute("UPDATE serving_selection SET interval_source = 'network' WHERE interval_source = 'model'")
+    op.execute("UPDATE interval_state SET source = 'network' WHERE source = 'model'")
     with op.batch_alter_table('serving_selection', schema=None) as batch_op:
         batch_op.add_column(sa.Column('p_up_source', sa.String(length=16), nullable=True))
         batch_op.add_column(sa.Column('p_up_p_value', sa.Double(), nullable=True))
@@ -42,6 +47,8 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.execute("UPDATE serving_selection SET interval_source = 'model' WHERE interval_source = 'network'")
+    op.execute("UPDATE interval_state SET source = 'model' WHERE source = 'network'")
     op.drop_table('forecaster_fits')
     with op.batch_alter_table('serving_selection', schema=None) as batch_op:
         batch_op.drop_column('p_up_p_value')

@@ -22,6 +22,7 @@ from stockcli.db.models import ForecasterFit, IntervalState, ServingSelection
 from stockcli.db.store import upsert, utcnow
 
 POOLED = "*"
+SELECTION_KEY = ("model_version", "ticker")
 
 
 @dataclass(frozen=True)
@@ -206,14 +207,34 @@ def update_interval_choices(
     engine: Engine, *, model_version: str, choices: Mapping[str, Mapping[str, Any]]
 ) -> None:
     """Replace the interval decision of `model_version`'s selection rows (re-decided at a refit):
-    {ticker: {interval_source, interval_p_value, interval_skill, window_start, window_end, n_sessions}}."""
+    {ticker: {interval_source, interval_p_value, interval_skill, window_start, window_end, n_sessions}}.
+
+    A ticker without a row yet (added to the watchlist after the promotion) gets one, its point
+    decision taken from the pooled row "*" (the one it was served by), or naive without one."""
     now = utcnow()
+    existing = load_selection(engine, model_version)
+    pooled = existing.get(POOLED)
     with engine.begin() as connection:
         for ticker, values in choices.items():
-            connection.execute(
-                update(ServingSelection)
-                .where(
-                    ServingSelection.model_version == str(model_version), ServingSelection.ticker == ticker
+            if ticker in existing:
+                connection.execute(
+                    update(ServingSelection)
+                    .where(
+                        ServingSelection.model_version == str(model_version),
+                        ServingSelection.ticker == ticker,
+                    )
+                    .values(**values, decided_at=now)
                 )
-                .values(**values, decided_at=now)
+                continue
+            point = {
+                "point_source": pooled.point_source if pooled else "naive",
+                "point_p_value": pooled.point_p_value if pooled else None,
+                "point_skill": pooled.point_skill if pooled else None,
+            }
+            row = {"model_version": str(model_version), "ticker": ticker, **point, **values}
+            upsert(
+                connection,
+                ServingSelection,
+                [{**row, "promotion_id": None, "decided_at": now}],
+                key=SELECTION_KEY,
             )

@@ -411,8 +411,9 @@ def _candidate_closes(items: Sequence[Mapping[str, Any]]) -> dict[str, np.ndarra
     for i, row in enumerate(items):
         for name, found in stored_candidates(row.get("detail")).items():
             if found is not None and len(found) == 5:
-                values = out.setdefault(name, np.full((len(items), 5), np.nan))
-                values[i] = [_num(v) for v in found]
+                if name not in out:
+                    out[name] = np.full((len(items), 5), np.nan)
+                out[name][i] = [_num(v) for v in found]
     return {name: values for name, values in out.items() if np.isfinite(values).any()}
 
 

@@ -55,16 +55,14 @@ def choose_interval_source(
 
     `panels` is {candidate: (sessions, tickers) losses}, NaN where missing, all on the same rows.
     A candidate without any loss does not take part. Without the incumbent's losses (it could not
-    forecast those rows), the decision falls to the lowest mean loss among those present, untested.
+    forecast those rows, or a version recorded none) nothing is tested and the incumbent is kept:
+    a challenger is served only on evidence.
     """
     from stockcli.ml.stats import paired_loss_test
 
     present = {name: panel for name, panel in panels.items() if np.isfinite(panel).any()}
-    if not present:
-        return IntervalChoice(source=incumbent, p_value=None, skill=None)
     if incumbent not in present:
-        best = min(present, key=lambda name: float(np.nanmean(present[name])))
-        return IntervalChoice(source=best, p_value=None, skill=None)
+        return IntervalChoice(source=incumbent, p_value=None, skill=None)
     base = present[incumbent]
     tests = {
         name: paired_loss_test(panel, base, alternative="less")

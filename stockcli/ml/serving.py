@@ -18,7 +18,8 @@ from stockcli.ml.forecasters import NETWORK, P_UP_GRID, Forecaster, TickerBars, 
 from stockcli.ml.intervals import QUANTILES, sort_quantiles
 
 FALLBACKS = ("rolling", NETWORK)
-"""Tried in this order when the chosen source cannot forecast a ticker (no fit, too short a history)."""
+"""Tried in this order, after the incumbent, when the chosen source cannot forecast a ticker (no fit,
+too short a history)."""
 
 Alphas = tuple[float, float]
 
@@ -76,9 +77,10 @@ def statistical_forecasts(
     return out
 
 
-def served_source(chosen: str, forecasts: Mapping[str, CandidateForecast]) -> str | None:
-    """The selection's choice when it can forecast, else the first usable fallback (None: nothing)."""
-    for name in (chosen, *FALLBACKS):
+def served_source(chosen: str, forecasts: Mapping[str, CandidateForecast], incumbent: str) -> str | None:
+    """The selection's choice when it can forecast, else the incumbent, else the first usable
+    fallback (None: nothing)."""
+    for name in (chosen, incumbent, *FALLBACKS):
         found = forecasts.get(name)
         if found is not None and found.usable:
             return name

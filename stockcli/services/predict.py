@@ -308,8 +308,9 @@ def current_fits(
 
     fits = bundle_fits(bundle.baselines)
     refitted = refit_if_due(settings=settings, engine=engine, bundle=bundle, through=base_date)
+    wanted = set(tickers)
     for name, per_ticker in refitted.items():
-        fits.setdefault(name, {}).update({t: p for t, p in per_ticker.items() if t in set(tickers)})
+        fits.setdefault(name, {}).update({t: p for t, p in per_ticker.items() if t in wanted})
     return fits
 
 
@@ -353,7 +354,9 @@ def _serve(
             lambda name, t=ticker: _alphas(states, t, version, name),  # type: ignore[misc]
         )
         forecasts[NETWORK] = CandidateForecast(network_nominal[i], network_adapted[i], float(result.p_up[i]))
-        source = served_source(choice["interval_source"], forecasts) or NETWORK
+        source = (
+            served_source(choice["interval_source"], forecasts, settings.forecasters.incumbent) or NETWORK
+        )
         served = forecasts[source]
         closes = base[i] * np.exp(served.adapted)
         model_close = float(result.predicted_closes[i])

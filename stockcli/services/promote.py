@@ -286,7 +286,7 @@ def _promote(
             base=base,
             candidates={**baselines, NETWORK: kept_fc.quantiles},
             p_ups={**found_p_up, NETWORK: kept_fc.p_up},
-            base_rate=base_rates(candidate.baselines, tickers),
+            base_rate=base_rates((production if not would_promote and production else candidate).baselines, tickers),
             incumbent=settings.forecasters.incumbent,
             interval_metric=settings.forecasters.metric,
             alpha=alpha,
@@ -492,7 +492,7 @@ def base_rates(baselines: Mapping[str, Any] | None, tickers: list[str]) -> np.nd
     """Per row, the up-share of its ticker's training dates (the pooled one for a ticker without)."""
     rates = dict((baselines or {}).get("p_up_base") or {})
     pooled = float(rates.get("*", np.nan))
-    return np.array([float(rates.get(t) or pooled) for t in tickers], dtype=np.float64)
+    return np.array([pooled if rates.get(t) is None else float(rates[t]) for t in tickers], dtype=np.float64)
 
 
 def judging_metrics(settings: Settings, judged_on: str) -> tuple[str, str]:

@@ -11,6 +11,7 @@ candidate is scored every session, served or not), by the same family-corrected 
 
 from __future__ import annotations
 
+import logging
 import math
 from datetime import date
 from typing import Any
@@ -18,6 +19,8 @@ from typing import Any
 from sqlalchemy.engine import Engine
 
 from stockcli.config import Settings
+
+_log = logging.getLogger(__name__)
 
 
 def refit_if_due(
@@ -62,17 +65,25 @@ def refit(*, settings: Settings, engine: Engine, tickers: list[str], through: da
     rows = []
     for ticker in tickers:
         frame = bars.get(ticker)
-        if frame is None or frame.empty:
-            continue
-        previous = {name: (before.get(name) or {}).get(ticker) for name in table}
-        for name, params in fit_all(table, TickerBars.from_frame(frame), previous).items():
+        fitted: dict[str, Any] = dict.fromkeys(table)
+        if frame is not None and not frame.empty:
+            previous = {name: (before.get(name) or {}).get(ticker) for name in table}
+            try:
+                fitted = fit_all(table, TickerBars.from_frame(frame), previous)
+            except Exception as exc:  # one ticker's numerical failure must not stop the day's run
+                _log.warning(
+                    "Refit of %s failed (%s); its candidates fall back until the next refit.", ticker, exc
+                )
+        # Recorded even when nothing could be fitted (no bars yet): the ticker waits for its next turn
+        # instead of holding a refit slot every session.
+        for name, params in fitted.items():
             rows.append(
                 {
                     "ticker": ticker,
                     "forecaster": name,
                     "fit_end": through,
-                    "fit_start": frame.index[0].date(),
-                    "n_sessions": len(frame),
+                    "fit_start": None if frame is None or frame.empty else frame.index[0].date(),
+                    "n_sessions": 0 if frame is None else len(frame),
                     "params": params,
                 }
             )
@@ -97,7 +108,7 @@ def redecide(
         start = calendar_for(settings).sessions_back(through, config.selection_sessions)
     except UsageError:
         start = settings.data.start
-    rows = scored_between(engine, start=start, end=through)
+    rows = own_rows(scored_between(engine, start=start, end=through), model_version)
     choices: dict[str, dict[str, Any]] = {}
     for ticker in [*tickers, POOLED]:
         chosen = [row for row in rows if ticker in (POOLED, row["ticker"])]
@@ -120,6 +131,29 @@ def redecide(
         }
     if choices:
         update_interval_choices(engine, model_version=model_version, choices=choices)
+
+
+def own_rows(rows: list[dict[str, Any]], model_version: str) -> list[dict[str, Any]]:
+    """One scored row per (session, ticker), the serving version's where it has one; from rows of
+    other versions the network's forecasts are left out (they were another network's), while the
+    statistical candidates' stand (they do not depend on the version)."""
+    from stockcli.ml.forecasters import NETWORK
+
+    chosen: dict[tuple[Any, str], dict[str, Any]] = {}
+    for row in rows:
+        key = (row["target_date"], row["ticker"])
+        if key not in chosen or str(row["model_version"]) == str(model_version):
+            chosen[key] = row
+    out = []
+    for row in chosen.values():
+        if str(row["model_version"]) != str(model_version):
+            detail = {k: v for k, v in (row.get("detail") or {}).items() if k != "model"}
+            for part in ("candidates", "p_up"):
+                if part in detail:
+                    detail[part] = {k: v for k, v in (detail[part] or {}).items() if k != NETWORK}
+            row = {**row, "detail": detail}
+        out.append(row)
+    return out
 
 
 def _version_fit_end(bundle: Any) -> date:

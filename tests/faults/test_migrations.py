@@ -306,3 +306,32 @@ def test_revision_0002_scores_existing_directions_as_the_metrics_module_does(
     )
     assert stored == [1.0, 0.0, 0.5, None]
     assert [None if np.isnan(v) else float(v) for v in expected] == stored
+
+
+def test_revision_0005_renames_the_networks_interval_source(settings: Settings, engine: Engine) -> None:
+    """The network's intervals were served under the name "model"; 0005 renames them "network" where
+    a decision or an adaptive interval state names them, so a version promoted before still serves
+    them (and keeps its state) rather than falling back to the rolling band."""
+    upgrade_schema(engine, "0004")
+    now = datetime(2013, 2, 1, tzinfo=UTC)
+    with engine.begin() as connection:
+        for ticker, source in (("GOOG", "model"), ("MSFT", "garch")):
+            connection.execute(
+                text(
+                    "INSERT INTO serving_selection (model_version, ticker, point_source, interval_source, "
+                    "n_sessions, decided_at) VALUES ('1', :t, 'naive', :s, 60, :now)"
+                ),
+                {"t": ticker, "s": source, "now": now},
+            )
+            connection.execute(
+                text(
+                    "INSERT INTO interval_state (ticker, level, model_version, source, alpha, n_updates, "
+                    "misses, updated_at) VALUES (:t, 80, '1', :s, 0.2, 3, 1, :now)"
+                ),
+                {"t": ticker, "s": source, "now": now},
+            )
+    upgrade_schema(engine)
+    with engine.connect() as connection:
+        chosen = dict(connection.execute(text("SELECT ticker, interval_source FROM serving_selection")).all())
+        states = dict(connection.execute(text("SELECT ticker, source FROM interval_state")).all())
+    assert chosen == {"GOOG": "network", "MSFT": "garch"} and states == chosen

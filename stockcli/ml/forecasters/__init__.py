@@ -138,7 +138,10 @@ def fit_all(
         if compose is not None:
             members = forecaster.members  # type: ignore[attr-defined]
             fitted[name] = compose(
-                {m.name: fitted.get(m.name) or m.fit(bars, before.get(m.name)) for m in members}
+                {
+                    m.name: fitted[m.name] if m.name in fitted else m.fit(bars, before.get(m.name))
+                    for m in members
+                }
             )
         else:
             fitted[name] = forecaster.fit(bars, before.get(name))

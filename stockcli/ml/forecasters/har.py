@@ -95,11 +95,17 @@ class HarRange:
         finite_returns = returns[np.isfinite(returns)]
         if usable.sum() < MIN_HAR_ROWS or float(np.std(finite_returns)) < 1e-10:
             return None
-        coefficients, *_ = np.linalg.lstsq(design[usable], log_target[usable], rcond=None)
+        try:
+            coefficients, *_ = np.linalg.lstsq(design[usable], log_target[usable], rcond=None)
+        except np.linalg.LinAlgError:
+            return None
         if not np.isfinite(coefficients).all():
             return None
-        standardized = next_return[usable] / np.exp(0.5 * design[usable] @ coefficients)
+        with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+            standardized = next_return[usable] / np.exp(0.5 * design[usable] @ coefficients)
         z_quantiles = np.quantile(standardized, Z_LEVELS)
+        if not np.isfinite(z_quantiles).all():
+            return None
         return {
             "estimator": self.estimator,
             "terms": list(TERMS),
