@@ -363,7 +363,8 @@ class IntervalsSettings(_Section):
     # Step of adaptive conformal inference: how fast interval widths follow misses and hits.
     aci_gamma: float = Field(default=0.005, gt=0, le=0.1)
     # Serve the adapted levels (true) or always the nominal ones (false); the state is kept either way.
-    aci: bool = True
+    # Off by default: on the validation year it cost sharpness (see the README).
+    aci: bool = False
     # Sessions of the rolling volatility band (the interval baseline).
     baseline_window: int = Field(default=20, ge=5, le=250)
 

@@ -347,7 +347,7 @@ def test_a_miss_lowers_alpha_and_widens_the_next_interval_a_hit_raises_it(
     than the one made from the nominal level, MSFT's narrower; the state outlives the engine."""
     settings, engine = db
     gamma = 0.1
-    settings = settings.replace(intervals={"aci_gamma": gamma})
+    settings = settings.replace(intervals={"aci_gamma": gamma, "aci": True})
     save_selection(
         engine,
         model_version=served.version,
