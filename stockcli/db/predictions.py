@@ -101,14 +101,19 @@ def performance_window(
     return list(kept.values())
 
 
-def scored_between(engine: Engine, *, start: date, end: date) -> list[dict[str, Any]]:
-    """Every scored prediction with a target date in [start, end] (a backtest's whole range)."""
+def scored_between(
+    engine: Engine, *, start: date, end: date, tickers: Sequence[str] | None = None
+) -> list[dict[str, Any]]:
+    """Every scored prediction with a target date in [start, end] (a backtest's whole range), of
+    `tickers` only when given."""
     perf = ModelPerformance.__table__
     query = (
         select(perf)
         .where(perf.c.target_date >= start, perf.c.target_date <= end, perf.c.void_reason.is_(None))
         .order_by(perf.c.target_date, perf.c.ticker)
     )
+    if tickers is not None:
+        query = query.where(perf.c.ticker.in_(list(tickers)))
     with engine.connect() as connection:
         return [dict(row._mapping) for row in connection.execute(query)]
 

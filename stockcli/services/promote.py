@@ -286,7 +286,9 @@ def _promote(
             base=base,
             candidates={**baselines, NETWORK: kept_fc.quantiles},
             p_ups={**found_p_up, NETWORK: kept_fc.p_up},
-            base_rate=base_rates((production if not would_promote and production else candidate).baselines, tickers),
+            base_rate=base_rates(
+                (production if not would_promote and production else candidate).baselines, tickers
+            ),
             incumbent=settings.forecasters.incumbent,
             interval_metric=settings.forecasters.metric,
             alpha=alpha,

@@ -93,44 +93,65 @@ def refit(*, settings: Settings, engine: Engine, tickers: list[str], through: da
 def redecide(
     *, settings: Settings, engine: Engine, model_version: str, tickers: list[str], through: date
 ) -> None:
-    """Choose the interval source of `tickers` and of the pooled "*" again on the trailing window of
-    scored sessions (and whose P(up) is served, by the Brier test against the base rate); a window with
-    fewer than `min_selection_sessions` sessions keeps the decision."""
+    """Choose the interval source of `tickers` again on the trailing window of their scored sessions
+    (and whose P(up) is served, by the Brier test against the base rate); a window with fewer than
+    `min_selection_sessions` sessions keeps the decision. The pooled choice "*" (for unseen tickers)
+    reads every ticker's rows, so it is re-decided once per refit interval, not every session."""
     from stockcli.clock import calendar_for
     from stockcli.db.predictions import scored_between
-    from stockcli.db.serving import POOLED, update_interval_choices
+    from stockcli.db.serving import POOLED, load_selection, update_interval_choices
     from stockcli.errors import UsageError
+
+    config = settings.forecasters
+    calendar = calendar_for(settings)
+    try:
+        start = calendar.sessions_back(through, config.selection_sessions)
+    except UsageError:
+        start = settings.data.start
+    choices = {
+        ticker: choice
+        for ticker in tickers
+        if (
+            choice := _decision(
+                settings,
+                own_rows(scored_between(engine, start=start, end=through, tickers=[ticker]), model_version),
+            )
+        )
+    }
+    pooled = load_selection(engine, model_version).get(POOLED)
+    last = pooled.window_end if pooled is not None else None
+    if last is None or (
+        last < through and len(calendar.sessions(last, through)) - 1 >= config.refit_sessions
+    ):
+        rows = own_rows(scored_between(engine, start=start, end=through), model_version)
+        if choice := _decision(settings, rows):
+            choices[POOLED] = choice
+    if choices:
+        update_interval_choices(engine, model_version=model_version, choices=choices)
+
+
+def _decision(settings: Settings, rows: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The interval and P(up) decision on scored `rows`, None when they hold too few sessions."""
     from stockcli.ml.metrics import brier_panels, candidate_loss_panels
     from stockcli.ml.selection import BASE_RATE, choose_interval_source
 
     config = settings.forecasters
-    try:
-        start = calendar_for(settings).sessions_back(through, config.selection_sessions)
-    except UsageError:
-        start = settings.data.start
-    rows = own_rows(scored_between(engine, start=start, end=through), model_version)
-    choices: dict[str, dict[str, Any]] = {}
-    for ticker in [*tickers, POOLED]:
-        chosen = [row for row in rows if ticker in (POOLED, row["ticker"])]
-        panels, dates = candidate_loss_panels(chosen, config.metric)
-        if len(dates) < config.min_selection_sessions:
-            continue
-        decision = choose_interval_source(panels, incumbent=config.incumbent, alpha=settings.promotion.alpha)
-        p_up = choose_interval_source(
-            brier_panels(chosen), incumbent=BASE_RATE, alpha=settings.promotion.alpha
-        )
-        choices[ticker] = {
-            "p_up_source": p_up.source,
-            "p_up_p_value": p_up.p_value,
-            "interval_source": decision.source,
-            "interval_p_value": decision.p_value,
-            "interval_skill": decision.skill,
-            "window_start": min(dates),
-            "window_end": max(dates),
-            "n_sessions": len(dates),
-        }
-    if choices:
-        update_interval_choices(engine, model_version=model_version, choices=choices)
+    panels, dates = candidate_loss_panels(rows, config.metric)
+    if len(dates) < config.min_selection_sessions:
+        return None
+    alpha = settings.promotion.alpha
+    interval = choose_interval_source(panels, incumbent=config.incumbent, alpha=alpha)
+    p_up = choose_interval_source(brier_panels(rows), incumbent=BASE_RATE, alpha=alpha)
+    return {
+        "p_up_source": p_up.source,
+        "p_up_p_value": p_up.p_value,
+        "interval_source": interval.source,
+        "interval_p_value": interval.p_value,
+        "interval_skill": interval.skill,
+        "window_start": min(dates),
+        "window_end": max(dates),
+        "n_sessions": len(dates),
+    }
 
 
 def own_rows(rows: list[dict[str, Any]], model_version: str) -> list[dict[str, Any]]:
