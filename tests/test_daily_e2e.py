@@ -66,6 +66,7 @@ PREDICTION_KEYS = {
     "upper_95",
     "median",
     "p_up",
+    "p_up_source",
     "source",
     "p_value",
     "interval_source",

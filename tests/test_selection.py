@@ -26,10 +26,17 @@ CALENDAR = trading_calendar("XNYS")
 
 
 def test_holm_is_the_step_down_correction() -> None:
+    from statsmodels.stats.multitest import multipletests
+
     p = {"a": 0.01, "b": 0.04, "c": 0.03, "d": 0.20}
     # Sorted 0.01, 0.03, 0.04, 0.20 times 4, 3, 2, 1, made monotone: 0.04, 0.09, 0.09, 0.20.
     assert holm(p) == pytest.approx({"a": 0.04, "c": 0.09, "b": 0.09, "d": 0.20})
-    assert holm({"only": 0.03}) == {"only": 0.03}
+    assert holm({"only": 0.03}) == {"only": 0.03} and holm({}) == {}
+    rng = np.random.default_rng(2)
+    for size in (2, 5, 11):  # statsmodels' implementation as the oracle
+        values = {f"c{k}": float(v) for k, v in enumerate(rng.uniform(0, 0.3, size))}
+        expected = multipletests(list(values.values()), method="holm")[1]
+        assert list(holm(values).values()) == pytest.approx(expected.tolist(), rel=1e-12)
 
 
 def _panel(rng: np.random.Generator, scale: float, sessions: int = 250) -> np.ndarray:

@@ -38,14 +38,21 @@ class IntervalChoice:
 
 
 def holm(p_values: Mapping[str, float]) -> dict[str, float]:
-    """Holm-adjusted p-values (statsmodels' `multipletests`), by the same names."""
-    if not p_values:
-        return {}
-    from statsmodels.stats.multitest import multipletests
+    """Holm-adjusted p-values, by the same names: the k-th smallest times (m - k + 1), made
+    non-decreasing in that order and capped at 1.
 
-    names = list(p_values)
-    _reject, adjusted, _sidak, _bonferroni = multipletests([p_values[n] for n in names], method="holm")
-    return {name: float(value) for name, value in zip(names, adjusted, strict=True)}
+    Written here rather than called from statsmodels' `multipletests(method="holm")`, which gives
+    the same numbers (a test holds them equal) but costs ~50 ms a call on these machines: a promotion
+    over 500 tickers decides twice per ticker, so ~50 s against well under a millisecond.
+    """
+    names = sorted(p_values, key=lambda name: p_values[name])
+    m = len(names)
+    adjusted: dict[str, float] = {}
+    running = 0.0
+    for k, name in enumerate(names):
+        running = max(running, min(1.0, (m - k) * float(p_values[name])))
+        adjusted[name] = running
+    return {name: adjusted[name] for name in p_values}
 
 
 def choose_interval_source(

@@ -132,6 +132,10 @@ def daily(
     for failure in failed:
         say(f"no prediction for {failure.ticker}: {failure.reason}")
     checkpoint(settings, "daily:after_predict")
+    if predictions:  # the statistical candidates refitted for the next sessions, a few tickers a run
+        from stockcli.services.refit import refit_if_due
+
+        refit_if_due(settings=settings, engine=engine, bundle=bundle, through=predictions[0].base_date)
 
     retrained = bootstrap
     if bootstrap is None and monitored.retrain_needed and predictions:

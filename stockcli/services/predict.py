@@ -302,12 +302,12 @@ def current_fits(
     *, settings: Settings, engine: Engine, bundle: Any, tickers: Sequence[str], base_date: date
 ) -> dict[str, dict[str, Any]]:
     """The statistical candidates' parameters to serve with: the newest scheduled refit on or before
-    `base_date` (refitting first when one is due), else those recorded in the model version."""
+    `base_date` (`daily` refits them), else those recorded in the model version. Never fits."""
     from stockcli.ml.forecasters import bundle_fits
-    from stockcli.services.refit import refit_if_due
+    from stockcli.services.refit import refits_in_force
 
     fits = bundle_fits(bundle.baselines)
-    refitted = refit_if_due(settings=settings, engine=engine, bundle=bundle, through=base_date)
+    refitted = refits_in_force(engine=engine, bundle=bundle, through=base_date)
     wanted = set(tickers)
     for name, per_ticker in refitted.items():
         fits.setdefault(name, {}).update({t: p for t, p in per_ticker.items() if t in wanted})

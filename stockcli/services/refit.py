@@ -45,23 +45,33 @@ def refit_if_due(
     due = sorted((t for t in watchlist if ages[t] >= every), key=lambda t: (-ages[t], t))
     due = due[: math.ceil(len(watchlist) / every)]
     if due:
-        refit(settings=settings, engine=engine, tickers=due, through=through)
+        refit(settings=settings, engine=engine, bundle=bundle, tickers=due, through=through)
         redecide(
             settings=settings, engine=engine, model_version=str(bundle.version), tickers=due, through=through
         )
-    return serving.load_fits(engine, since=fitted_through, through=through)
+    return refits_in_force(engine=engine, bundle=bundle, through=through)
 
 
-def refit(*, settings: Settings, engine: Engine, tickers: list[str], through: date) -> None:
+def refits_in_force(*, engine: Engine, bundle: Any, through: date) -> dict[str, dict[str, Any]]:
+    """{candidate: {ticker: params}} of the newest refits on or before `through` that are newer than
+    the model version's own fits (which serve until then)."""
+    from stockcli.db.serving import load_fits
+
+    return load_fits(engine, since=_version_fit_end(bundle), through=through)
+
+
+def refit(*, settings: Settings, engine: Engine, bundle: Any, tickers: list[str], through: date) -> None:
     """Fit every statistical candidate on each ticker's stored bars through `through` and record it."""
     from stockcli.db.bars import load_bars
     from stockcli.db.serving import load_fits, save_fits
-    from stockcli.ml.forecasters import TickerBars, build_table, fit_all
+    from stockcli.ml.forecasters import TickerBars, build_table, bundle_fits, fit_all
 
     table = build_table(settings)
     bars = load_bars(engine, tickers, start=settings.data.start, end=through)
-    # Each fit starts from the ticker's last one (about half arch's iterations).
-    before = load_fits(engine, since=date.min, through=through)
+    # Each fit starts from the ticker's last one, or the model version's (about half arch's iterations).
+    before = bundle_fits(bundle.baselines if bundle is not None else None)
+    for name, per_ticker in load_fits(engine, since=date.min, through=through).items():
+        before.setdefault(name, {}).update(per_ticker)
     rows = []
     for ticker in tickers:
         frame = bars.get(ticker)

@@ -416,7 +416,7 @@ def bench_refit(config: Path, as_of: str) -> dict[str, Any]:
     engine = open_database(settings)
     tickers = list(settings.data.tickers)
     started = time.perf_counter()
-    refit(settings=settings, engine=engine, tickers=tickers, through=date.fromisoformat(as_of))
+    refit(settings=settings, engine=engine, bundle=None, tickers=tickers, through=date.fromisoformat(as_of))
     total_s = time.perf_counter() - started
     engine.dispose()
     every = settings.forecasters.refit_sessions
