@@ -167,23 +167,23 @@ def restate_predictions(connection: Connection, ticker: str, decide: Restatement
 
 
 def rescale_detail(detail: Mapping[str, Any] | None, factor: float) -> dict[str, Any] | None:
-    """A prediction's `detail` (`services.predict`: the model's own close and quantiles, each
-    baseline's quantiles, in prices) with its prices times `factor`; returns, scales and levels kept."""
+    """A prediction's `detail` (`services.predict`: the model's own close, every candidate's quantiles
+    in prices; rows stored before the forecaster table keep the model's quantiles and the baselines'
+    apart) with its prices times `factor`; returns, scales, chances and levels kept."""
     if detail is None:
         return None
     out = dict(detail)
     model = detail.get("model")
     if isinstance(model, Mapping):
-        out["model"] = {
-            **model,
-            "predicted_close": _times(model.get("predicted_close"), factor),
-            "quantiles": [_times(q, factor) for q in model.get("quantiles") or []],
-        }
-    baselines = detail.get("baselines")
-    if isinstance(baselines, Mapping):
-        out["baselines"] = {
-            name: [_times(q, factor) for q in values or []] for name, values in baselines.items()
-        }
+        out["model"] = {**model, "predicted_close": _times(model.get("predicted_close"), factor)}
+        if "quantiles" in model:
+            out["model"]["quantiles"] = [_times(q, factor) for q in model.get("quantiles") or []]
+    for part in ("candidates", "baselines"):
+        quantiles = detail.get(part)
+        if isinstance(quantiles, Mapping):
+            out[part] = {
+                name: [_times(q, factor) for q in values or []] for name, values in quantiles.items()
+            }
     return out
 
 

@@ -170,6 +170,12 @@ def save_fits(engine: Engine, rows: Sequence[Mapping[str, Any]]) -> None:
 FIT_KEY = ("ticker", "forecaster", "fit_end")
 
 
+def forget_fits(connection: Connection, ticker: str) -> None:
+    """Drop `ticker`'s refits (its history was restated), in the caller's transaction: until its next
+    refit, which comes first since it is then the most overdue, the model version's own fits serve."""
+    connection.execute(delete(ForecasterFit).where(ForecasterFit.ticker == ticker))
+
+
 def last_fit_ends(engine: Engine, through: date) -> dict[str, date]:
     """ticker -> the newest refit's last session on or before `through`."""
     query = (

@@ -44,6 +44,7 @@ from stockcli.db.bars import (
     upsert_bars,
 )
 from stockcli.db.predictions import Restatement, restate_predictions
+from stockcli.db.serving import forget_fits
 from stockcli.db.store import utcnow
 from stockcli.errors import (
     EXIT_NOTHING,
@@ -399,6 +400,7 @@ def _fetch_ticker(
             # a close on another basis (a 2:1 split would read as a 100% error).
             rule = _restatement_rule(old, frame, data.restatement_tolerance, fetched_at.date())
             rescaled, voided = restate_predictions(connection, ticker, rule)
+            forget_fits(connection, ticker)  # fitted on the old bars: refitted at the next `daily`
             if rescaled or voided:
                 replace_reason += f"; predictions restated with it: {rescaled} rescaled, {voided} voided"
         else:

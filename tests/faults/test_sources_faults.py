@@ -313,7 +313,7 @@ def test_a_split_restates_pending_predictions_and_scores_with_the_bars(
     (a miscoverage level, no price) is untouched."""
     from stockcli.db.models import LatestPrediction, ModelPerformance
     from stockcli.db.predictions import performance_window
-    from stockcli.db.serving import load_interval_state
+    from stockcli.db.serving import load_fits, load_interval_state, save_fits
     from stockcli.services.monitor import evaluate_matured
 
     fake = FakeYahoo(histories={"GOOG": history_frame("GOOG", START, "2013-03-01")}).install(monkeypatch)
@@ -325,9 +325,14 @@ def test_a_split_restates_pending_predictions_and_scores_with_the_bars(
     predict_goog(engine, "2013-02-15", "2013-02-19")  # pending: its target bar is not stored yet
     before = rows_of(engine, LatestPrediction), rows_of(engine, ModelPerformance)
     state = load_interval_state(engine)
+    fit = {"ticker": "GOOG", "forecaster": "garch", "fit_end": date(2013, 2, 13), "fit_start": None}
+    save_fits(engine, [{**fit, "n_sessions": 10, "params": {"mu": 0.1}}])
     fake.histories["GOOG"] = history_frame("GOOG", START, "2013-03-01", scale=0.5)
 
     (goog,) = fetch(settings=settings, engine=engine, as_of=AS_OF).tickers
+
+    # The candidates refitted on the old bars are dropped with them: the next `daily` refits first.
+    assert load_fits(engine, since=date.min, through=date(2013, 3, 1)) == {}
 
     assert goog.status == "replaced" and "predictions restated with it: 3 rescaled, 0 voided" in (
         goog.note or ""
@@ -844,3 +849,24 @@ def test_a_csv_of_binary_garbage_is_refused_naming_the_file(tmp_path: Path, data
         assert bar_state(engine) == before
     finally:
         engine.dispose()
+
+
+def test_a_restated_detail_rescales_every_candidates_prices_and_keeps_chances() -> None:
+    """The forecaster table's layout: every candidate's five close quantiles rescaled; P(up), the
+    network's location and scale (returns) and the adaptive levels kept."""
+    from stockcli.db.predictions import rescale_detail
+
+    detail = {
+        "model": {"predicted_close": 10.0, "loc": 0.001, "scale": 0.02, "df": 5.0},
+        "candidates": {"garch": [9.0, 9.5, 10.0, 10.5, 11.0], "network": [8.0, 9.0, 10.0, 11.0, 12.0]},
+        "p_up": {"garch": 0.52, "base_rate": 0.51},
+        "p_up_source": "base_rate",
+        "alphas": {"80": 0.2, "95": 0.05},
+    }
+    out = rescale_detail(detail, 0.5)
+    assert out is not None
+    assert out["candidates"] == {"garch": [4.5, 4.75, 5.0, 5.25, 5.5], "network": [4.0, 4.5, 5.0, 5.5, 6.0]}
+    assert out["model"] == {"predicted_close": 5.0, "loc": 0.001, "scale": 0.02, "df": 5.0}
+    assert {k: out[k] for k in ("p_up", "p_up_source", "alphas")} == {
+        k: detail[k] for k in ("p_up", "p_up_source", "alphas")
+    }
