@@ -154,6 +154,15 @@ class TradingCalendar:
         last = bisect.bisect_right(self._days, end.toordinal())
         return [date.fromordinal(ordinal) for ordinal in self._days[first:last]]
 
+    def sessions_since(self, start: date, end: date) -> int:
+        """How many sessions lie after `start`, up to and including `end` (0 when end <= start),
+        counted without building the list."""
+        if end <= start:
+            return 0
+        return bisect.bisect_right(self._days, end.toordinal()) - bisect.bisect_right(
+            self._days, start.toordinal()
+        )
+
     def next_session(self, day: date) -> date:
         """The first session strictly after `day` (skips weekends and exchange holidays)."""
         return self._session_at(bisect.bisect_right(self._days, day.toordinal()), day)

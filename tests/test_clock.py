@@ -89,6 +89,16 @@ def test_dates_outside_the_calendar_are_usage_errors() -> None:
         calendar.session_close(date(2013, 3, 2))
 
 
+def test_sessions_since_counts_what_the_list_holds() -> None:
+    calendar = trading_calendar("XNYS")
+    for start, end in [(date(2012, 10, 26), date(2012, 11, 2)), (date(2013, 1, 1), date(2013, 3, 1))]:
+        expected = len([d for d in calendar.sessions(start, end) if d > start])
+        assert calendar.sessions_since(start, end) == expected
+    assert calendar.sessions_since(date(2012, 10, 26), date(2012, 11, 2)) == 3  # Sandy closed 10-29/30
+    assert calendar.sessions_since(date(2013, 3, 1), date(2013, 3, 1)) == 0
+    assert calendar.sessions_since(date(2013, 3, 4), date(2013, 3, 1)) == 0
+
+
 def test_a_date_past_the_calendars_end_says_where_it_ends_instead_of_answering_wrong() -> None:
     from datetime import timedelta
 

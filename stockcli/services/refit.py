@@ -39,7 +39,7 @@ def refit_if_due(
 
     def age(ticker: str) -> int:
         newest = max(last.get(ticker, fitted_through), fitted_through)
-        return len(calendar.sessions(newest, through)) - 1 if newest < through else 0
+        return calendar.sessions_since(newest, through)
 
     ages = {ticker: age(ticker) for ticker in watchlist}
     due = sorted((t for t in watchlist if ages[t] >= every), key=lambda t: (-ages[t], t))
@@ -130,9 +130,7 @@ def redecide(
     }
     pooled = load_selection(engine, model_version).get(POOLED)
     last = pooled.window_end if pooled is not None else None
-    if last is None or (
-        last < through and len(calendar.sessions(last, through)) - 1 >= config.refit_sessions
-    ):
+    if last is None or calendar.sessions_since(last, through) >= config.refit_sessions:
         rows = own_rows(scored_between(engine, start=start, end=through), model_version)
         if choice := _decision(settings, rows):
             choices[POOLED] = choice
