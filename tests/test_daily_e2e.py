@@ -503,7 +503,7 @@ def test_backtest_continues_the_history_and_reports_intervals_sources_and_tests(
             "pinball": pytest.approx(1 - block["pinball"] / garch["pinball"]),
         }
         for values in block["baselines"].values():
-            assert set(values) == {*INTERVAL_FIELDS, "skill_vs_garch"} and all(
+            assert set(values) == {*INTERVAL_FIELDS, "skill_vs_garch", "p_value_vs_garch"} and all(
                 isinstance(values[k], float) for k in INTERVAL_FIELDS
             )
     assert metrics["share_model"] == pytest.approx(served_by_model)
@@ -524,6 +524,14 @@ def test_backtest_continues_the_history_and_reports_intervals_sources_and_tests(
             k: metrics["baselines"][name][k] for k in INTERVAL_FIELDS
         }
         assert set(values["per_ticker"]) == set(TICKERS)
+    # The network against the statistical candidate with the lowest pinball loss of the range.
+    versus = summary["network_vs_best_statistical"]
+    statistical = {n: v["pinball"] for n, v in summary["candidates"].items() if n != "network"}
+    assert versus["candidate"] == min(statistical, key=lambda n: statistical[n])
+    assert 0.0 <= versus["p_value"] <= 1.0
+    assert versus["skill"]["pinball"] == pytest.approx(
+        1 - summary["candidates"]["network"]["pinball"] / statistical[versus["candidate"]]
+    )
     user.close()
 
 

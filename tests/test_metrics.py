@@ -319,6 +319,32 @@ def test_summarize_scored_rows_equals_evaluate_on_the_same_arrays() -> None:
     assert summarize_scored([]) == {"n_days": 0, "tickers": {}, "average": None}
 
 
+def test_skill_against_a_reference_counts_only_the_rows_where_both_have_a_forecast() -> None:
+    from stockcli.ml.metrics import SERVED, skills_against
+
+    # Two rows, both actual = base: the pinball loss of a row is set by its quantiles alone.
+    def row(day: int, served: float, garch: list[float] | None) -> dict[str, Any]:
+        detail = {"candidates": {"garch": garch, "gjr": [100 - served, 100, 100, 100, 100 + served]}}
+        return {
+            "ticker": "A",
+            "target_date": date(2024, 1, day),
+            "predicted_close": 100.0,
+            "actual_close": 100.0,
+            "base_close": 100.0,
+            "detail": detail,
+            **dict(zip(QUANTILE_COLUMNS, [100 - served, 100, 100, 100, 100 + served], strict=True)),
+        }
+
+    wide = [90.0, 99.0, 100.0, 101.0, 110.0]
+    rows = [row(2, 1.0, wide), row(3, 50.0, None)]  # GARCH has no forecast for the second row
+    skills = skills_against(rows, "garch")
+    # Only the first row is shared: the served and gjr 95% intervals (99-101) against GARCH's (90-110).
+    for name in (SERVED, "gjr"):
+        assert skills[name]["winkler_95"] == pytest.approx(1 - math.log(101 / 99) / math.log(110 / 90))
+        assert skills[name]["pinball"] is not None and skills[name]["pinball"] > 0.5
+    assert skills["garch"] == {"winkler_95": 0.0, "pinball": 0.0}
+
+
 def test_result_is_plain_json() -> None:
     case = _interval_case()
     case["predicted_close"] = case["predicted_close"].astype(np.float32)

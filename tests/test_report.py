@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html
 import json
+import math
 import re
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -214,6 +215,29 @@ def test_performance_row_by_hand() -> None:
 
     flat = row([scored(2, 1.0, 0.0)])  # no skill against a perfect naive forecast
     assert flat.skill is None and not flat.worse_than_naive
+
+    # The interval source of the newest session, with the served intervals' Winkler skill against
+    # GARCH's on the sessions GARCH forecast (a GARCH band twice as wide: its Winkler score doubles).
+    def with_garch(item: dict[str, object], source: str, garch: bool) -> dict[str, object]:
+        served = float(item["predicted_close"])  # type: ignore[arg-type]
+        band = [served - 7.0, served - 3.0, served, served + 3.0, served + 7.0]
+        return {
+            **item,
+            "interval_source": source,
+            "detail": {"candidates": {"garch": band if garch else None}},
+        }
+
+    named = row(
+        [with_garch(scored(2, 0.5, 1.0), "garch", True), with_garch(scored(3, 0.5, 1.0), "har_range", False)]
+    )
+    assert named.interval_source == "har_range"
+    first = scored(2, 0.5, 1.0)
+    served_width = math.log((101.5 + 3.5) / 100) - math.log((101.5 - 3.5) / 100)
+    garch_width = math.log((101.5 + 7.0) / 100) - math.log((101.5 - 7.0) / 100)
+    assert first["actual_close"] == 101.0 and named.interval_skill_vs_garch == pytest.approx(
+        1 - served_width / garch_width
+    )
+    assert better.interval_source is None and better.interval_skill_vs_garch is None
 
 
 def test_sparkline_scales_the_prediction_with_the_closes() -> None:

@@ -208,18 +208,28 @@ def test_the_interval_choice_is_redecided_on_live_scores(refit_db: Any) -> None:
         move = rng.standard_normal() * 0.01
         _scored(engine, day, "GOOG", 100.0, 100.0 * math.exp(move), {"garch": 0.03, "har_range": 0.011})
         _scored(engine, day, "AAPL", 50.0, 50.0 * math.exp(move), {"garch": 0.03, "har_range": 0.011})
+        # IBM: GARCH's band is the right one on its own sessions, HAR's far too wide.
+        _scored(engine, day, "IBM", 80.0, 80.0 * math.exp(move), {"garch": 0.011, "har_range": 0.03})
     redecide(settings=settings, engine=engine, model_version="1", tickers=["GOOG"], through=days[29])
     assert load_selection(engine, "1")["GOOG"].interval_source == "garch"
     for day in days[30:]:
         move = rng.standard_normal() * 0.01
         _scored(engine, day, "GOOG", 100.0, 100.0 * math.exp(move), {"garch": 0.03, "har_range": 0.011})
         _scored(engine, day, "AAPL", 50.0, 50.0 * math.exp(move), {"garch": 0.03, "har_range": 0.011})
-    redecide(settings=settings, engine=engine, model_version="1", tickers=["GOOG", "AAPL"], through=days[-1])
+        _scored(engine, day, "IBM", 80.0, 80.0 * math.exp(move), {"garch": 0.011, "har_range": 0.03})
+    redecide(
+        settings=settings, engine=engine, model_version="1", tickers=["GOOG", "AAPL", "IBM"], through=days[-1]
+    )
     chosen = load_selection(engine, "1")
     # A ticker added after the promotion gets its own row: its interval re-decided, its point decision
     # the pooled one it was served by.
     assert chosen["AAPL"].interval_source == "har_range" and chosen["AAPL"].point_source == "naive"
-    assert chosen["GOOG"].interval_source == "har_range" and chosen["GOOG"].interval_p_value < 0.05
+    # Two stages: the pooled choice (every ticker's sessions, against GARCH) is HAR; each ticker then
+    # keeps it unless its own sessions show a challenger significantly better: GOOG keeps HAR (GARCH,
+    # the closest challenger, is far from beating it), IBM's own evidence puts it back on GARCH.
+    assert chosen["GOOG"].interval_source == "har_range" and chosen["GOOG"].interval_p_value > 0.5
+    assert chosen["IBM"].interval_source == "garch" and chosen["IBM"].interval_p_value < 0.05
+    assert chosen["IBM"].interval_skill is not None and chosen["IBM"].interval_skill > 0
     assert chosen["GOOG"].window_end == days[-1] and chosen["GOOG"].n_sessions >= 40
     assert chosen["MSFT"].interval_source == "garch"  # not refitted that session: its choice stands
     assert chosen["*"].interval_source == "har_range"  # the pooled choice follows all scored rows

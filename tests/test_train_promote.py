@@ -272,7 +272,9 @@ def test_each_ticker_serves_the_model_only_where_it_beats_naive(
     # P(up): AAA's model knows the direction, BBB's is a coin: only AAA's beats the base rate.
     assert (by_ticker["AAA"].p_up_source, by_ticker["BBB"].p_up_source) == ("network", "base_rate")
     assert by_ticker["AAA"].p_up_p_value < 0.05 < by_ticker["BBB"].p_up_p_value
-    assert list(by_ticker) == ["AAA", "BBB", "*"]
+    # The pooled choice comes first: each ticker's challengers face it (here GARCH: the network's
+    # intervals are far worse on BBB than better on AAA).
+    assert list(by_ticker) == ["*", "AAA", "BBB"] and by_ticker["*"].interval_source == "garch"
     aaa, bbb = by_ticker["AAA"], by_ticker["BBB"]
     assert (aaa.point_source, aaa.interval_source) == ("model", "network")
     assert aaa.point_p_value < 0.05 and aaa.point_skill > 0.5 and aaa.interval_p_value < 0.05

@@ -480,6 +480,14 @@ def _show_backtest(result: Any) -> None:
                 for name, values in [("served", m), *result.candidates.items()]
             ],
         )
+    versus = result.network_vs_best_statistical
+    if versus:
+        p_value = versus.get("p_value")
+        output.info(
+            f"The network's own intervals against {versus['candidate']} (the best statistical candidate): "
+            f"Winkler 95 skill {output.fmt_pct((versus['skill'] or {}).get('winkler_95'), 2)}, "
+            f"one-sided DM p {'-' if p_value is None else format(p_value, '.3g')}."
+        )
     output.table(
         f"Retrains ({len(result.retrains)}), promotions ({result.promotions})",
         ["as of", "why", "version", "promoted", "p-value"],

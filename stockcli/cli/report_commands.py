@@ -73,6 +73,14 @@ def _signed(value: float) -> str:
     return "0.0%" if float(text[:-1]) == 0 else text
 
 
+def _interval_source(row: Any) -> str:
+    """The served interval source with its Winkler 95% skill against GARCH, e.g. "har_range +1.2%"."""
+    if row.interval_source is None:
+        return "-"
+    skill = row.interval_skill_vs_garch
+    return _text(row.interval_source) + ("" if skill is None else f" {_signed(skill)}")
+
+
 def _band(low: float | None, high: float | None) -> str:
     if low is None or high is None:
         return "-"
@@ -161,6 +169,7 @@ def render_tables(report: Report) -> None:
             "Skill vs naive %",
             "80% cover",
             "95% cover",
+            "Intervals (W95 vs GARCH)",
             "Status",
         ],
         (
@@ -174,6 +183,7 @@ def render_tables(report: Report) -> None:
                 "-" if r.skill is None else _signed(r.skill),
                 pct(r.coverage_80, 0),
                 pct(r.coverage_95, 0),
+                _interval_source(r),
                 "WORSE THAN NAIVE"
                 if r.worse_than_naive
                 else ("few sessions" if not r.enough_samples else "ok"),
@@ -182,6 +192,7 @@ def render_tables(report: Report) -> None:
         ),
         caption=None if report.performance else "No matured predictions scored yet.",
         secondary=["MAE", "Naive MAE", "Sessions", "MAPE %", "Direction %"],
+        text=["Intervals (W95 vs GARCH)"],
     )
     output.table(
         "Registered model versions",

@@ -437,6 +437,42 @@ def candidate_loss_panels(
     return panels, sorted(set(dates))
 
 
+SERVED = "served"
+"""The name of what was served among the loss panels of `interval_loss_panels`."""
+
+
+def interval_loss_panels(rows: Sequence[Mapping[str, Any]], metric: str) -> dict[str, np.ndarray]:
+    """(sessions, tickers) panels of an interval `metric`'s losses of every candidate recorded in
+    scored rows and of the served quantiles (`SERVED`), on one session and ticker order."""
+    items = [_as_mapping(row) for row in rows]
+    panels, _dates = candidate_loss_panels(items, metric)
+    if not items:
+        return panels
+    actual = np.array([float(r["actual_close"]) for r in items])
+    base = np.array([float(r["base_close"]) for r in items])
+    served = np.array([[_num(r.get(c)) for c in QUANTILE_COLUMNS] for r in items])
+    losses = loss_series(metric, predicted=base, actual=actual, base=base, quantiles=served)
+    panels[SERVED] = panel_of(losses, [r["target_date"] for r in items], [str(r["ticker"]) for r in items])[0]
+    return panels
+
+
+def skills_against(rows: Sequence[Mapping[str, Any]], reference: str) -> dict[str, dict[str, float | None]]:
+    """{name: {interval loss: skill}} of every candidate and of the served forecast against
+    `reference`, each on the rows where both have a forecast (1 - mean loss / reference's mean loss)."""
+    out: dict[str, dict[str, float | None]] = {}
+    for metric in INTERVAL_LOSSES:
+        panels = interval_loss_panels(rows, metric)
+        against = panels.get(reference)
+        for name, panel in panels.items():
+            shared = np.isfinite(panel) & (np.isfinite(against) if against is not None else False)
+            out.setdefault(name, {})[metric] = (
+                skill(float(panel[shared].mean()), float(against[shared].mean()))
+                if against is not None and shared.any()
+                else None
+            )
+    return out
+
+
 def brier_panels(rows: Sequence[Mapping[str, Any]]) -> dict[str, np.ndarray]:
     """Each P(up) candidate's (sessions, tickers) panel of Brier scores over scored rows, the base
     rate ("base_rate") among them, from what each prediction recorded (`detail["p_up"]`)."""

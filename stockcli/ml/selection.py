@@ -8,6 +8,13 @@ family-wise error rate, no assumption on how the tests depend on each other): ad
 never raise the chance of serving a challenger that is not really better. Among the challengers
 whose corrected p-value is below alpha, the one with the lowest loss is served; otherwise the
 incumbent. Pure computation: loss panels in, a decision out.
+
+Tickers are decided in two stages. The pooled choice ("*") is made first, on every ticker's
+sessions together, against the configured incumbent; each ticker is then decided against the pooled
+choice, so a ticker serves something else than what the pooled evidence favours only on its own
+significant evidence. A single ticker's window (a year at most) rarely separates candidates a few
+percent apart, while the panel of all tickers does: chosen on the validation years 2008-2011 of the
+sample, this served what the panel supports instead of leaving most tickers on the incumbent.
 """
 
 from __future__ import annotations
@@ -35,6 +42,13 @@ class IntervalChoice:
     skill: float | None
     p_values: dict[str, float] = field(default_factory=dict)  # every challenger's adjusted p-value
     n_sessions: int = 0
+
+
+def ticker_incumbent(pooled: IntervalChoice | str | None, incumbent: str) -> str:
+    """What a ticker's challengers are tested against: the pooled choice where there is one, else
+    the configured incumbent."""
+    source = pooled.source if isinstance(pooled, IntervalChoice) else pooled
+    return source or incumbent
 
 
 def holm(p_values: Mapping[str, float]) -> dict[str, float]:

@@ -106,6 +106,8 @@ class BacktestResult:
     # Every interval candidate (served or not) on the same rows, with its skill and test against GARCH.
     candidates: dict[str, dict[str, Any]] = field(default_factory=dict)
     promotion_decisions: tuple[dict[str, Any], ...] = ()  # every promotion test, promoted or not
+    # The network's own intervals against the best statistical candidate of the range.
+    network_vs_best_statistical: dict[str, Any] | None = None
 
 
 def scratch_settings(settings: Settings, workspace: Path) -> Settings:
@@ -281,12 +283,13 @@ def backtest(
         },
         candidates=summary["candidates"],
         promotion_decisions=decisions,
+        network_vs_best_statistical=summary.get("network_vs_best_statistical"),
     )
 
 
 def _flat(block: dict[str, Any]) -> dict[str, Any]:
     """One block of `metrics.summarize_scored` as the backtest's flat figures."""
-    from stockcli.ml.metrics import INTERVAL_FIGURES, INTERVAL_LOSSES, block_figures, skill
+    from stockcli.ml.metrics import INTERVAL_FIGURES, block_figures
 
     figures = block_figures(block)
     share = figures.pop("served_model_share")
@@ -294,19 +297,27 @@ def _flat(block: dict[str, Any]) -> dict[str, Any]:
         name: {field_name: (values or {}).get(field_name) for field_name in INTERVAL_FIGURES}
         for name, values in (block.get("baselines") or {}).items()
     }
-    garch = baselines.get("garch", {})
-    for values in baselines.values():
-        values["skill_vs_garch"] = {
-            name: skill(values.get(name), garch.get(name)) for name in INTERVAL_LOSSES
-        }
     return {
         **figures,
         "share_model": share,
         "share_naive": None if share is None else 1.0 - share,
-        # Skill against GARCH = 1 - score / score of GARCH on the same sessions (above 0: better).
-        "skill_vs_garch": {name: skill(figures.get(name), garch.get(name)) for name in INTERVAL_LOSSES},
         "baselines": baselines,
     }
+
+
+def _against_garch(block: dict[str, Any], rows: list[dict[str, Any]]) -> None:
+    """Adds to a `_flat` block, for the served intervals and every candidate, the skill against GARCH
+    (1 - score / GARCH's score, on the rows where both have a forecast: above 0, better) and the
+    one-sided Diebold-Mariano p-value of a lower pinball loss than GARCH's."""
+    from stockcli.ml.metrics import SERVED, skills_against
+
+    skills = skills_against(rows, "garch")
+    p_values = _p_values_vs("garch", rows)
+    block["skill_vs_garch"] = skills.get(SERVED)
+    block["p_value_vs_garch"] = p_values.get(SERVED)
+    for name, values in block["baselines"].items():
+        values["skill_vs_garch"] = skills.get(name)
+        values["p_value_vs_garch"] = p_values.get(name)
 
 
 def summarize_range(rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -318,43 +329,56 @@ def summarize_range(rows: list[dict[str, Any]]) -> dict[str, Any]:
     if summary["average"] is None:
         return {"overall": {"samples": 0, "sessions": 0}, "per_ticker": {}, "candidates": {}}
     overall = _flat(summary["average"])
-    per_ticker = {ticker: _flat(block) for ticker, block in summary["tickers"].items()}
-    overall_p = _p_values_vs_garch(rows)
-    ticker_p = {t: _p_values_vs_garch([r for r in rows if r["ticker"] == t]) for t in per_ticker}
+    _against_garch(overall, rows)
     overall["p_up"] = p_up_figures(rows)
+    per_ticker = {ticker: _flat(block) for ticker, block in summary["tickers"].items()}
     for ticker, block in per_ticker.items():
         own = [r for r in rows if r["ticker"] == ticker]
+        _against_garch(block, own)
         sources = [str(r.get("interval_source")) for r in own]
         block["interval_share"] = {s: sources.count(s) / len(sources) for s in sorted(set(sources))}
         block["p_up"] = p_up_figures(own)
     candidates = {
-        name: {
-            **_candidate(values, overall_p.get(name)),
-            "per_ticker": {
-                t: _candidate(v["baselines"].get(name) or {}, ticker_p[t].get(name))
-                for t, v in per_ticker.items()
-            },
-        }
+        name: {**values, "per_ticker": {t: v["baselines"].get(name) or {} for t, v in per_ticker.items()}}
         for name, values in overall["baselines"].items()
     }
-    return {"overall": overall, "per_ticker": per_ticker, "candidates": candidates}
+    return {
+        "overall": overall,
+        "per_ticker": per_ticker,
+        "candidates": candidates,
+        "network_vs_best_statistical": _network_vs_best(rows, candidates),
+    }
 
 
-def _candidate(figures: dict[str, Any], p_value: float | None) -> dict[str, Any]:
-    return {**figures, "p_value_vs_garch": p_value}
-
-
-def _p_values_vs_garch(rows: list[dict[str, Any]]) -> dict[str, float]:
-    """Each candidate's one-sided Diebold-Mariano p-value (pinball loss lower than GARCH's)."""
-    from stockcli.ml.metrics import candidate_loss_panels
+def _p_values_vs(reference: str, rows: list[dict[str, Any]]) -> dict[str, float]:
+    """The one-sided Diebold-Mariano p-value of each candidate's and the served forecast's pinball
+    loss being lower than `reference`'s, on the rows where both have a forecast."""
+    from stockcli.ml.metrics import interval_loss_panels
     from stockcli.ml.stats import paired_loss_test
 
-    panels, _dates = candidate_loss_panels(rows, "pinball")
-    garch = panels.get("garch")
-    if garch is None:
+    panels = interval_loss_panels(rows, "pinball")
+    against = panels.get(reference)
+    if against is None:
         return {}
     return {
-        name: float(paired_loss_test(panel, garch, alternative="less").p_value)
+        name: float(paired_loss_test(panel, against, alternative="less").p_value)
         for name, panel in panels.items()
-        if name != "garch"
+        if name != reference
+    }
+
+
+def _network_vs_best(rows: list[dict[str, Any]], candidates: dict[str, Any]) -> dict[str, Any] | None:
+    """The network's standalone skill against the statistical candidate with the lowest pinball loss
+    over the range (what it has to beat to be served), with the one-sided DM p-value."""
+    from stockcli.ml.forecasters import NETWORK
+    from stockcli.ml.metrics import skills_against
+
+    others = {n: v["pinball"] for n, v in candidates.items() if n != NETWORK and v.get("pinball") is not None}
+    if NETWORK not in candidates or not others:
+        return None
+    best = min(others, key=lambda name: others[name])
+    return {
+        "candidate": best,
+        "skill": skills_against(rows, best).get(NETWORK),
+        "p_value": _p_values_vs(best, rows).get(NETWORK),
     }

@@ -436,11 +436,12 @@ def select_sources(
 ) -> list[Selection]:
     """Per ticker (and "*" pooled): serve the model's point forecast only where its absolute errors
     beat naive's significantly (one-sided DM, p < alpha); serve the interval candidate chosen by
-    `selection.choose_interval_source` (each challenger against `incumbent`, Holm-corrected), and
-    a candidate's P(up) only where its Brier score beats the base rate's (the same test)."""
+    `selection.choose_interval_source` (the pooled choice against `incumbent`, then each ticker's
+    challengers against the pooled choice, Holm-corrected), and a candidate's P(up) only where its
+    Brier score beats the base rate's (the same test). The pooled "*" comes first in the list."""
     from stockcli.db.serving import POOLED, Selection
     from stockcli.ml.metrics import brier_scores, loss_series, panel_of
-    from stockcli.ml.selection import BASE_RATE, choose_interval_source
+    from stockcli.ml.selection import BASE_RATE, choose_interval_source, ticker_incumbent
     from stockcli.ml.stats import paired_loss_test
 
     model_abs = np.abs(fc.predicted - actual)
@@ -455,9 +456,11 @@ def select_sources(
         for name, quantiles in candidates.items()
     }
     ticker_array = np.asarray(tickers)
-    groups = [(t, rows[ticker_array[rows] == t]) for t in dict.fromkeys(tickers[i] for i in rows)]
-    groups.append((POOLED, rows))
+    # The pooled choice first: each ticker's challengers then face it (`selection.ticker_incumbent`).
+    groups = [(POOLED, rows)]
+    groups += [(t, rows[ticker_array[rows] == t]) for t in dict.fromkeys(tickers[i] for i in rows)]
     out: list[Selection] = []
+    facing = incumbent
     for ticker, chosen in groups:
         chosen_dates = [dates[i] for i in chosen]
         chosen_tickers = [tickers[i] for i in chosen]
@@ -467,7 +470,9 @@ def select_sources(
         panels = {
             name: panel_of(loss[chosen], chosen_dates, chosen_tickers)[0] for name, loss in losses.items()
         }
-        interval = choose_interval_source(panels, incumbent=incumbent, alpha=alpha)
+        interval = choose_interval_source(panels, incumbent=facing, alpha=alpha)
+        if ticker == POOLED:
+            facing = ticker_incumbent(interval, incumbent)
         brier_panels = {n: panel_of(b[chosen], chosen_dates, chosen_tickers)[0] for n, b in briers.items()}
         p_up = choose_interval_source(brier_panels, incumbent=BASE_RATE, alpha=alpha)
         point_model = point.p_value < alpha and (point.relative_improvement or 0.0) > 0

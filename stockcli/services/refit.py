@@ -111,6 +111,7 @@ def redecide(
     from stockcli.db.predictions import scored_between
     from stockcli.db.serving import POOLED, load_selection, update_interval_choices
     from stockcli.errors import UsageError
+    from stockcli.ml.selection import ticker_incumbent
 
     config = settings.forecasters
     calendar = calendar_for(settings)
@@ -118,28 +119,28 @@ def redecide(
         start = calendar.sessions_back(through, config.selection_sessions)
     except UsageError:
         start = settings.data.start
-    choices = {
-        ticker: choice
-        for ticker in tickers
-        if (
-            choice := _decision(
-                settings,
-                own_rows(scored_between(engine, start=start, end=through, tickers=[ticker]), model_version),
-            )
-        )
-    }
+    choices: dict[str, dict[str, Any]] = {}
     pooled = load_selection(engine, model_version).get(POOLED)
     last = pooled.window_end if pooled is not None else None
+    pooled_source = pooled.interval_source if pooled is not None else None
     if last is None or calendar.sessions_since(last, through) >= config.refit_sessions:
         rows = own_rows(scored_between(engine, start=start, end=through), model_version)
-        if choice := _decision(settings, rows):
+        if choice := _decision(settings, rows, config.incumbent):
             choices[POOLED] = choice
+            pooled_source = choice["interval_source"]
+    # Each ticker against the pooled choice (`selection.ticker_incumbent`): decided after it.
+    incumbent = ticker_incumbent(pooled_source, config.incumbent)
+    for ticker in tickers:
+        rows = own_rows(scored_between(engine, start=start, end=through, tickers=[ticker]), model_version)
+        if choice := _decision(settings, rows, incumbent):
+            choices[ticker] = choice
     if choices:
         update_interval_choices(engine, model_version=model_version, choices=choices)
 
 
-def _decision(settings: Settings, rows: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """The interval and P(up) decision on scored `rows`, None when they hold too few sessions."""
+def _decision(settings: Settings, rows: list[dict[str, Any]], incumbent: str) -> dict[str, Any] | None:
+    """The interval decision on scored `rows` against `incumbent`, and the P(up) decision against the
+    base rate; None when the rows hold too few sessions."""
     from stockcli.ml.metrics import brier_panels, candidate_loss_panels
     from stockcli.ml.selection import BASE_RATE, choose_interval_source
 
@@ -148,7 +149,7 @@ def _decision(settings: Settings, rows: list[dict[str, Any]]) -> dict[str, Any] 
     if len(dates) < config.min_selection_sessions:
         return None
     alpha = settings.promotion.alpha
-    interval = choose_interval_source(panels, incumbent=config.incumbent, alpha=alpha)
+    interval = choose_interval_source(panels, incumbent=incumbent, alpha=alpha)
     p_up = choose_interval_source(brier_panels(rows), incumbent=BASE_RATE, alpha=alpha)
     return {
         "p_up_source": p_up.source,

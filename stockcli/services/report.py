@@ -76,6 +76,9 @@ class PerformanceRow:
     coverage_95: float | None = None
     winkler_95: float | None = None
     served_model_share: float | None = None
+    interval_source: str | None = None  # the newest session's served interval source
+    # The served intervals' Winkler 95% skill against GARCH(1,1)-t on the window (same sessions).
+    interval_skill_vs_garch: float | None = None
 
 
 @dataclass(frozen=True)
@@ -434,9 +437,10 @@ def performance_row(
     ticker: str, block: Mapping[str, Any], rows: Sequence[Mapping[str, Any]], min_samples: int
 ) -> PerformanceRow:
     """One ticker's `metrics.summarize_scored` block as a report row."""
-    from stockcli.ml.metrics import block_figures
+    from stockcli.ml.metrics import SERVED, block_figures, skills_against
 
     figures = block_figures(block)
+    newest = max(rows, key=lambda r: r["target_date"]) if rows else None
     versions = sorted({str(r["model_version"]) for r in rows}, key=_version_key)
     dates = [r["target_date"] for r in rows]
     skill = figures["skill"]
@@ -460,6 +464,8 @@ def performance_row(
         coverage_95=figures["coverage_95"],
         winkler_95=figures["winkler_95"],
         served_model_share=figures["served_model_share"],
+        interval_source=None if newest is None else newest.get("interval_source"),
+        interval_skill_vs_garch=(skills_against(rows, "garch").get(SERVED) or {}).get("winkler_95"),
     )
 
 
