@@ -20,11 +20,14 @@ from stockcli.errors import ConfigError
 from stockcli.ml.networks import (
     CONFIG_VERSION,
     DISTRIBUTIONS,
+    NETWORKS,
     build_model,
     distribution_nll,
     effective_hidden_size,
+    ensemble_config,
     model_config,
     model_from_config,
+    predictive_distribution,
 )
 from stockcli.ml.training import TrainParams, train_model
 from tests.model_helpers import random_windows
@@ -194,6 +197,53 @@ def test_config_json_and_weights_rebuild_the_same_model(model_type: str, distrib
         assert torch.equal(model(x, groups), rebuilt(x, groups))
 
 
+# The weights of every stored model version: (name, shape) for 5 features (3 own), hidden 8, 2 layers,
+# 2 heads. A stored version loads with `load_state_dict(strict=True)`, so these must never change.
+_LSTM_WEIGHTS = {
+    "lstm.weight_ih_l0": (32, 5),
+    "lstm.weight_hh_l0": (32, 8),
+    "lstm.bias_ih_l0": (32,),
+    "lstm.bias_hh_l0": (32,),
+    "lstm.weight_ih_l1": (32, 8),
+    "lstm.weight_hh_l1": (32, 8),
+    "lstm.bias_ih_l1": (32,),
+    "lstm.bias_hh_l1": (32,),
+    "head.df_raw": (),
+    "head.out.weight": (2, 11),
+    "head.out.bias": (2,),
+}
+_ATTENTION_WEIGHTS = {
+    "attention.in_proj_weight": (24, 8),
+    "attention.in_proj_bias": (24,),
+    "attention.out_proj.weight": (8, 8),
+    "attention.out_proj.bias": (8,),
+    "norm.weight": (8,),
+    "norm.bias": (8,),
+}
+STORED_WEIGHTS = {
+    "lstm": _LSTM_WEIGHTS,
+    "lstm_attention": _LSTM_WEIGHTS | _ATTENTION_WEIGHTS,
+    "lstm_cross_attention": _LSTM_WEIGHTS | _ATTENTION_WEIGHTS,
+}
+
+
+@pytest.mark.parametrize("model_type", MODEL_TYPES)
+def test_the_weights_keep_the_names_and_shapes_of_stored_versions(model_type: str) -> None:
+    config = model_config(
+        model_type, n_features=5, n_own_features=3, hidden_size=8, num_layers=2, dropout=0.1, num_heads=2
+    )
+    model = model_from_config(config)
+    assert type(model) is NETWORKS[model_type]
+    assert {name: tuple(value.shape) for name, value in model.state_dict().items()} == STORED_WEIGHTS[
+        model_type
+    ]
+    ensemble = model_from_config(ensemble_config([config, config]))
+    expected = {
+        f"members.{i}.{name}": shape for i in (0, 1) for name, shape in STORED_WEIGHTS[model_type].items()
+    }
+    assert {name: tuple(value.shape) for name, value in ensemble.state_dict().items()} == expected
+
+
 def test_a_config_of_the_previous_kind_is_refused_with_a_hint_to_retrain() -> None:
     old = {  # version 1: one input per watchlist, tickers side by side
         "model_type": "lstm",
@@ -266,6 +316,56 @@ def test_distribution_nll_is_the_negated_mean_logpdf(distribution: str) -> None:
         assert float(one) == pytest.approx(-float(logpdf), rel=1e-10)
 
 
+def _hand_written_nll(output: torch.Tensor, target: torch.Tensor, distribution: str) -> torch.Tensor:
+    """The likelihood as stockcli computed it before torch.distributions: the oracle of the next test."""
+    loc, scale = output[:, 0], output[:, 1]
+    z = (target - loc) / scale
+    if distribution == "normal":
+        return (0.5 * z**2 + torch.log(scale) + 0.5 * math.log(2 * math.pi)).mean()
+    df = output[:, 2]
+    log_norm = (
+        torch.lgamma((df + 1) / 2) - torch.lgamma(df / 2) - 0.5 * torch.log(df * math.pi) - torch.log(scale)
+    )
+    return (-(log_norm - (df + 1) / 2 * torch.log1p(z**2 / df))).mean()
+
+
+@pytest.mark.parametrize("distribution", DISTRIBUTIONS)
+def test_the_likelihood_and_its_gradient_are_those_of_the_hand_written_one(distribution: str) -> None:
+    """In float32, as training runs: same loss and same gradients, so training learns what it did."""
+    generator = torch.Generator().manual_seed(8)
+    n = 256
+    loc = torch.randn(n, generator=generator) * 2
+    scale = torch.rand(n, generator=generator) * 3 + 0.01
+    df = (
+        torch.rand(n, generator=generator) * 28 + 2.1
+        if distribution == "student_t"
+        else torch.full((n,), math.inf)
+    )
+    target = torch.randn(n, generator=generator) * 3
+    gradients = []
+    for nll_of in (distribution_nll, _hand_written_nll):
+        output = torch.stack([loc, scale, df], dim=1).requires_grad_(True)
+        nll = nll_of(output, target, distribution)
+        nll.backward()
+        gradients.append((nll.detach(), output.grad[:, :2] if distribution == "normal" else output.grad))
+    (new, new_grad), (old, old_grad) = gradients
+    assert new.dtype == torch.float32
+    torch.testing.assert_close(new, old, rtol=1e-6, atol=0)
+    torch.testing.assert_close(new_grad, old_grad, rtol=1e-5, atol=1e-9)
+    kind = torch.distributions.Normal if distribution == "normal" else torch.distributions.StudentT
+    assert isinstance(predictive_distribution(output, distribution), kind)
+
+
+def test_a_nan_output_gives_a_nan_loss_not_an_error() -> None:
+    # Training detects divergence by a non-finite loss; argument validation would raise instead.
+    # (torch's StudentT checks its df even when told not to: that is the NaN of the first row.)
+    checks = torch.distributions.Distribution._validate_args
+    output = torch.tensor([[math.nan, 1.0, math.nan], [0.0, -1.0, 5.0]])
+    for distribution in DISTRIBUTIONS:
+        assert math.isnan(float(distribution_nll(output, torch.zeros(2), distribution)))
+    assert torch.distributions.Distribution._validate_args == checks  # the default is restored
+
+
 def test_a_very_large_df_approaches_the_normal_likelihood() -> None:
     output = torch.tensor([[0.3, 1.7, 1e7]], dtype=torch.float64)
     target = torch.tensor([1.2], dtype=torch.float64)
@@ -295,8 +395,9 @@ def test_each_architecture_fits_a_small_batch(model_type: str) -> None:
 
 
 def test_importing_the_ml_modules_does_not_import_torch_or_optuna() -> None:
+    # stockcli.ml.networks imports torch (its classes live at module level): the others import it lazily.
     code = (
-        "import sys; import stockcli.ml.networks, stockcli.ml.training, stockcli.ml.tuning, stockcli.ml.metrics, "
+        "import sys; import stockcli.ml.training, stockcli.ml.tuning, stockcli.ml.metrics, "
         "stockcli.ml.forecast; print(sorted(m for m in ('torch', 'optuna', 'scipy') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

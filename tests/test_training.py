@@ -14,7 +14,7 @@ import torch
 
 from stockcli.config import MODEL_TYPES, TrainingSettings
 from stockcli.errors import ConfigError, InputDataError, NoDataError
-from stockcli.ml import training
+from stockcli.ml import networks
 from stockcli.ml.networks import distribution_nll
 from stockcli.ml.training import (
     TrainParams,
@@ -62,13 +62,13 @@ def _same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
 
 def _capture_models(monkeypatch: pytest.MonkeyPatch) -> list[torch.nn.Module]:
     built: list[torch.nn.Module] = []
-    real_from_config = training.model_from_config
+    real_from_config = networks.model_from_config
 
     def capture(config: dict[str, Any]) -> torch.nn.Module:
         built.append(real_from_config(config))
         return built[-1]
 
-    monkeypatch.setattr(training, "model_from_config", capture)
+    monkeypatch.setattr(networks, "model_from_config", capture)
     return built
 
 
@@ -91,7 +91,7 @@ def test_the_predicted_scale_follows_the_true_scale(model_type: str) -> None:
     assert _log_slope(predicted[:, 1], true_scale) > 0.5
     assert np.all(predicted[:, 2] > 2)
     torch.manual_seed(0)
-    untrained = training.model_from_config(result.config).eval()
+    untrained = networks.model_from_config(result.config).eval()
     assert abs(_log_slope(predict_distribution(untrained, held_out)[:, 1], true_scale)) < 0.1
 
 
@@ -261,7 +261,7 @@ def test_cross_attention_training_batches_hold_whole_dates(monkeypatch: pytest.M
     # A young series: only its windows from row 26 on, so dates hold 2 or 3 windows.
     train = train.subset(np.flatnonzero((train.series != 2) | (train.rows >= 26)))
     seen: list[tuple[bool, np.ndarray]] = []
-    real_from_config = training.model_from_config
+    real_from_config = networks.model_from_config
 
     def record(module: torch.nn.Module, args: tuple[Any, ...]) -> None:
         groups = args[1] if len(args) > 1 else None
@@ -273,7 +273,7 @@ def test_cross_attention_training_batches_hold_whole_dates(monkeypatch: pytest.M
         model.register_forward_pre_hook(record)
         return model
 
-    monkeypatch.setattr(training, "model_from_config", hooked)
+    monkeypatch.setattr(networks, "model_from_config", hooked)
     params = TrainParams(**{**TINY.to_dict(), "model_type": "lstm_cross_attention", "batch_size": 7})
     train_model(train=train, validation=validation, params=params, epochs=2, patience=5, seed=0)
 

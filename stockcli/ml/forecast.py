@@ -176,6 +176,8 @@ def _single_thread_for(n_windows: int) -> Iterator[None]:
 
 
 # --- the distribution ----------------------------------------------------------------------------------
+# Quantiles and P(up) come from scipy, not torch.distributions: torch's StudentT has no cdf or icdf
+# (the likelihood the network is trained by is torch's: `networks.predictive_distribution`).
 
 
 def _standard_ppf(levels: Sequence[float], df: np.ndarray) -> np.ndarray:

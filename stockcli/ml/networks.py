@@ -19,24 +19,32 @@ Why a distribution head: daily returns have heavy tails and clustered volatility
 intervals and the chance of an up day as much as a point. A Student-t head trained by likelihood
 gives every quantile from one model, quantiles that can never cross, and P(up) in closed form; its
 location (the median) is the point forecast. `distribution = "normal"` is the lighter-tailed option.
+The network outputs the parameters; the likelihood is that of the `torch.distributions` built from
+them (`predictive_distribution`).
 
 Hidden sizes: `nn.MultiheadAttention` needs `embed_dim % num_heads == 0`, so the attention models
 round `hidden_size` UP to the next multiple of `num_heads`; `model_config` records the size used.
 A registry rebuilds a model from `model_config(...)` (plain JSON) plus its weights as plain arrays:
 nothing is pickled.
+
+This module imports torch: import it inside the functions that need a network, never on the path of
+`stockcli --help` or of a light module (`stockcli.ml.training` imports it lazily).
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any, TypedDict, Unpack
+
+import torch
+from torch import nn
+from torch.distributions import Distribution, Normal, StudentT
+from torch.nn import functional
 
 from stockcli.choices import DISTRIBUTIONS, MODEL_TYPES
 from stockcli.errors import ConfigError
-
-if TYPE_CHECKING:
-    import torch
-    from torch import nn
 
 CONFIG_VERSION = 2
 # The scale head's bias starts at softplus^-1(1): an untrained model predicts a unit scale, the spread
@@ -115,13 +123,11 @@ def ensemble_config(members: list[dict[str, Any]]) -> dict[str, Any]:
 
 def model_from_config(config: dict[str, Any]) -> nn.Module:
     """Rebuild the network described by `model_config` or `ensemble_config` (weights not included)."""
-    classes = _classes()
     if config.get("model_type") == "ensemble":
         members = [model_from_config(dict(member)) for member in config.get("members") or []]
         if not members:
             raise ConfigError(f"Invalid model config {config!r}: an ensemble without members.")
-        ensemble: nn.Module = classes["ensemble"](members)
-        return ensemble
+        return SeedEnsemble(members)
     try:
         model_type = str(config["model_type"])
         _check_model_type(model_type)
@@ -136,7 +142,7 @@ def model_from_config(config: dict[str, Any]) -> nn.Module:
                 f"Model config version {version} comes from an older stockcli (one input per watchlist).",
                 hint="Run `stockcli retrain --force` to train a model of the current kind.",
             )
-        kwargs: dict[str, Any] = {
+        kwargs: Architecture = {
             "n_features": int(config["n_features"]),
             "n_own_features": int(config["n_own_features"]),
             "hidden_size": int(config["hidden_size"]),
@@ -154,8 +160,7 @@ def model_from_config(config: dict[str, Any]) -> nn.Module:
             f"Model config hidden_size {kwargs['hidden_size']} is not a multiple of num_heads {kwargs['num_heads']}.",
             hint="Build configs with model_config(), which rounds the hidden size up.",
         )
-    model: nn.Module = classes[model_type](**kwargs)
-    return model
+    return NETWORKS[model_type](**kwargs)
 
 
 def _check_model_type(model_type: str) -> None:
@@ -163,149 +168,168 @@ def _check_model_type(model_type: str) -> None:
         raise ConfigError(f"Unknown model type {model_type!r}.", hint=f"Use one of {', '.join(MODEL_TYPES)}.")
 
 
-def _classes() -> dict[str, Any]:
-    """The network classes, defined on first use so that importing this module does not import torch."""
-    global _CLASSES
-    if _CLASSES is None:
-        _CLASSES = _define_classes()
-    return _CLASSES
+# --- the likelihood --------------------------------------------------------------------------------
 
 
-_CLASSES: dict[str, Any] | None = None
+def predictive_distribution(output: torch.Tensor, distribution: str) -> Normal | StudentT:
+    """The next-return distributions of a batch from the network's output (batch, 3): loc, scale, df."""
+    loc, scale = output[:, 0], output[:, 1]
+    with _unchecked_arguments():
+        if distribution == "normal":
+            return Normal(loc, scale)
+        return StudentT(output[:, 2], loc, scale)
+
+
+@contextlib.contextmanager
+def _unchecked_arguments() -> Iterator[None]:
+    """Build distributions without torch's argument checks.
+
+    A diverging run must give a NaN loss (training stops on it), not an error; and each check is a
+    device sync per training step. `validate_args=False` is not enough: StudentT builds its Chi2
+    sampler with the default checks whatever it is told, so the default is switched off meanwhile.
+    """
+    previous = Distribution._validate_args
+    Distribution.set_default_validate_args(False)
+    try:
+        yield
+    finally:
+        Distribution.set_default_validate_args(previous)
 
 
 def distribution_nll(output: torch.Tensor, target: torch.Tensor, distribution: str) -> torch.Tensor:
     """Mean negative log-likelihood of `target` (batch,) under the predicted distributions (batch, 3)."""
-    import torch
-
-    loc, scale = output[:, 0], output[:, 1]
-    z = (target - loc) / scale
-    if distribution == "normal":
-        return (0.5 * z**2 + torch.log(scale) + 0.5 * math.log(2 * math.pi)).mean()
-    df = output[:, 2]
-    log_norm = (
-        torch.lgamma((df + 1) / 2) - torch.lgamma(df / 2) - 0.5 * torch.log(df * math.pi) - torch.log(scale)
-    )
-    return (-(log_norm - (df + 1) / 2 * torch.log1p(z**2 / df))).mean()
+    return -predictive_distribution(output, distribution).log_prob(target).mean()
 
 
-def _define_classes() -> dict[str, Any]:
-    import torch
-    from torch import nn
-    from torch.nn import functional
+# --- the networks ----------------------------------------------------------------------------------
 
-    def lstm_dropout(num_layers: int, dropout: float) -> float:
-        # nn.LSTM applies dropout between layers only; with one layer it would just warn.
-        return dropout if num_layers > 1 else 0.0
 
-    class DistributionHead(nn.Module):
-        """[summary, last step's own features] -> (location, scale, degrees of freedom)."""
+def _lstm_dropout(num_layers: int, dropout: float) -> float:
+    # nn.LSTM applies dropout between layers only; with one layer it would just warn.
+    return dropout if num_layers > 1 else 0.0
 
-        def __init__(self, hidden_size: int, n_own_features: int, dropout: float, distribution: str) -> None:
-            super().__init__()
-            self.distribution = distribution
-            self.dropout = nn.Dropout(dropout)
-            self.out = nn.Linear(hidden_size + n_own_features, 2)
-            with torch.no_grad():
-                self.out.weight.mul_(0.1)
-                self.out.bias.copy_(torch.tensor([0.0, _UNIT_SCALE_BIAS]))
-            # One tail parameter for the whole model: df = 2 + softplus(raw) (finite variance), ~5 at start.
-            self.df_raw = nn.Parameter(torch.tensor(2.8))
 
-        def forward(self, summary: torch.Tensor, last_own: torch.Tensor) -> torch.Tensor:
-            raw = self.out(torch.cat([self.dropout(summary), last_own], dim=1))
-            loc = raw[:, 0]
-            scale = functional.softplus(raw[:, 1]) + MIN_SCALE
-            if self.distribution == "normal":
-                df = torch.full_like(loc, float("inf"))
-            else:
-                df = (2.0 + functional.softplus(self.df_raw)).expand_as(loc)
-            return torch.stack([loc, scale, df], dim=1)
+class DistributionHead(nn.Module):
+    """[summary, last step's own features] -> (location, scale, degrees of freedom)."""
 
-    class _Base(nn.Module):
-        def __init__(
-            self,
-            *,
-            n_features: int,
-            n_own_features: int,
-            hidden_size: int,
-            num_layers: int,
-            dropout: float,
-            num_heads: int,
-            distribution: str,
-        ) -> None:
-            super().__init__()
-            self.n_own_features = n_own_features
-            self.distribution = distribution
-            self.lstm = nn.LSTM(
-                n_features,
-                hidden_size,
-                num_layers=num_layers,
-                batch_first=True,
-                dropout=lstm_dropout(num_layers, dropout),
-            )
-            self.head = DistributionHead(hidden_size, n_own_features, dropout, distribution)
+    def __init__(self, hidden_size: int, n_own_features: int, dropout: float, distribution: str) -> None:
+        super().__init__()
+        self.distribution = distribution
+        self.dropout = nn.Dropout(dropout)
+        self.out = nn.Linear(hidden_size + n_own_features, 2)
+        with torch.no_grad():
+            self.out.weight.mul_(0.1)
+            self.out.bias.copy_(torch.tensor([0.0, _UNIT_SCALE_BIAS]))
+        # One tail parameter for the whole model: df = 2 + softplus(raw) (finite variance), ~5 at start.
+        self.df_raw = nn.Parameter(torch.tensor(2.8))
 
-        def last_own(self, x: torch.Tensor) -> torch.Tensor:
-            return x[:, -1, : self.n_own_features]
+    def forward(self, summary: torch.Tensor, last_own: torch.Tensor) -> torch.Tensor:
+        raw = self.out(torch.cat([self.dropout(summary), last_own], dim=1))
+        loc = raw[:, 0]
+        scale = functional.softplus(raw[:, 1]) + MIN_SCALE
+        if self.distribution == "normal":
+            df = torch.full_like(loc, float("inf"))
+        else:
+            df = (2.0 + functional.softplus(self.df_raw)).expand_as(loc)
+        return torch.stack([loc, scale, df], dim=1)
 
-    class LstmForecaster(_Base):
-        """LSTM over the window -> last hidden state (+ last step's features) -> distribution."""
 
-        def forward(self, x: torch.Tensor, groups: torch.Tensor | None = None) -> torch.Tensor:
-            encoded, _ = self.lstm(x)
-            return self.head(encoded[:, -1], self.last_own(x))
+class Architecture(TypedDict):
+    """The keyword arguments of every network class (what `model_from_config` reads from a config)."""
 
-    class _Attending(_Base):
-        """The LSTM plus one multi-head attention block with a residual connection and layer norm."""
+    n_features: int
+    n_own_features: int
+    hidden_size: int
+    num_layers: int
+    dropout: float
+    num_heads: int
+    distribution: str
 
-        def __init__(self, **kwargs: Any) -> None:
-            super().__init__(**kwargs)
-            hidden = kwargs["hidden_size"]
-            self.attention = nn.MultiheadAttention(
-                hidden, kwargs["num_heads"], dropout=kwargs["dropout"], batch_first=True
-            )
-            self.norm = nn.LayerNorm(hidden)
-            self.dropout = nn.Dropout(kwargs["dropout"])
 
-    class LstmAttentionForecaster(_Attending):
-        """LSTM, then multi-head attention of the last step over every step of the window."""
+class BaseNetwork(nn.Module):
+    """An LSTM over the window and a distribution head; subclasses say how a window is summarised."""
 
-        def forward(self, x: torch.Tensor, groups: torch.Tensor | None = None) -> torch.Tensor:
-            encoded, _ = self.lstm(x)
-            last = encoded[:, -1:]
-            attended, _ = self.attention(last, encoded, encoded, need_weights=False)
-            summary = self.norm(last + self.dropout(attended))[:, 0]
-            return self.head(summary, self.last_own(x))
+    def __init__(self, **architecture: Unpack[Architecture]) -> None:
+        super().__init__()
+        hidden_size, num_layers = architecture["hidden_size"], architecture["num_layers"]
+        dropout = architecture["dropout"]
+        self.n_own_features = architecture["n_own_features"]
+        self.distribution = architecture["distribution"]
+        self.lstm = nn.LSTM(
+            architecture["n_features"],
+            hidden_size,
+            num_layers=num_layers,
+            batch_first=True,
+            dropout=_lstm_dropout(num_layers, dropout),
+        )
+        self.head = DistributionHead(hidden_size, self.n_own_features, dropout, self.distribution)
 
-    class LstmCrossAttentionForecaster(_Attending):
-        """LSTM per window, then attention across the windows of the same date (other series)."""
+    def last_own(self, x: torch.Tensor) -> torch.Tensor:
+        return x[:, -1, : self.n_own_features]
 
-        def forward(self, x: torch.Tensor, groups: torch.Tensor | None = None) -> torch.Tensor:
-            encoded, _ = self.lstm(x)
-            summary = encoded[:, -1]
-            tokens = summary.unsqueeze(0)  # one "sequence" whose tokens are the batch's windows
-            mask = None
-            if groups is not None:
-                mask = groups[:, None] != groups[None, :]  # True: another date, not attended
-            mixed, _ = self.attention(tokens, tokens, tokens, attn_mask=mask, need_weights=False)
-            summary = self.norm(summary + self.dropout(mixed[0]))
-            return self.head(summary, self.last_own(x))
 
-    class SeedEnsemble(nn.Module):
-        """`[promotion] seeds` networks trained with different seeds; their distribution parameters
-        are averaged, so one lucky seed cannot win a promotion on its own."""
+class LstmForecaster(BaseNetwork):
+    """LSTM over the window -> last hidden state (+ last step's features) -> distribution."""
 
-        def __init__(self, members: list[nn.Module]) -> None:
-            super().__init__()
-            self.members = nn.ModuleList(members)
+    def forward(self, x: torch.Tensor, groups: torch.Tensor | None = None) -> torch.Tensor:
+        encoded, _ = self.lstm(x)
+        return self.head(encoded[:, -1], self.last_own(x))
 
-        def forward(self, x: torch.Tensor, groups: torch.Tensor | None = None) -> torch.Tensor:
-            return torch.stack([member(x, groups) for member in self.members]).mean(dim=0)
 
-    return {
-        "lstm": LstmForecaster,
-        "lstm_attention": LstmAttentionForecaster,
-        "lstm_cross_attention": LstmCrossAttentionForecaster,
-        "ensemble": SeedEnsemble,
-    }
+class AttendingNetwork(BaseNetwork):
+    """The LSTM plus one multi-head attention block with a residual connection and layer norm."""
+
+    def __init__(self, **architecture: Unpack[Architecture]) -> None:
+        super().__init__(**architecture)
+        hidden_size, dropout = architecture["hidden_size"], architecture["dropout"]
+        self.attention = nn.MultiheadAttention(
+            hidden_size, architecture["num_heads"], dropout=dropout, batch_first=True
+        )
+        self.norm = nn.LayerNorm(hidden_size)
+        self.dropout = nn.Dropout(dropout)
+
+
+class LstmAttentionForecaster(AttendingNetwork):
+    """LSTM, then multi-head attention of the last step over every step of the window."""
+
+    def forward(self, x: torch.Tensor, groups: torch.Tensor | None = None) -> torch.Tensor:
+        encoded, _ = self.lstm(x)
+        last = encoded[:, -1:]
+        attended, _ = self.attention(last, encoded, encoded, need_weights=False)
+        summary = self.norm(last + self.dropout(attended))[:, 0]
+        return self.head(summary, self.last_own(x))
+
+
+class LstmCrossAttentionForecaster(AttendingNetwork):
+    """LSTM per window, then attention across the windows of the same date (other series)."""
+
+    def forward(self, x: torch.Tensor, groups: torch.Tensor | None = None) -> torch.Tensor:
+        encoded, _ = self.lstm(x)
+        summary = encoded[:, -1]
+        tokens = summary.unsqueeze(0)  # one "sequence" whose tokens are the batch's windows
+        mask = None
+        if groups is not None:
+            mask = groups[:, None] != groups[None, :]  # True: another date, not attended
+        mixed, _ = self.attention(tokens, tokens, tokens, attn_mask=mask, need_weights=False)
+        summary = self.norm(summary + self.dropout(mixed[0]))
+        return self.head(summary, self.last_own(x))
+
+
+class SeedEnsemble(nn.Module):
+    """`[promotion] seeds` networks trained with different seeds; their distribution parameters
+    are averaged, so one lucky seed cannot win a promotion on its own."""
+
+    def __init__(self, members: Sequence[nn.Module]) -> None:
+        super().__init__()
+        self.members = nn.ModuleList(members)
+
+    def forward(self, x: torch.Tensor, groups: torch.Tensor | None = None) -> torch.Tensor:
+        return torch.stack([member(x, groups) for member in self.members]).mean(dim=0)
+
+
+# One class per `MODEL_TYPES` entry; a seed ensemble of any of them is a `SeedEnsemble`.
+NETWORKS: Mapping[str, type[BaseNetwork]] = {
+    "lstm": LstmForecaster,
+    "lstm_attention": LstmAttentionForecaster,
+    "lstm_cross_attention": LstmCrossAttentionForecaster,
+}

@@ -24,9 +24,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from stockcli.choices import DISTRIBUTIONS
 from stockcli.config import MODEL_TYPES, TrainingSettings
 from stockcli.errors import ConfigError, InputDataError, NoDataError
-from stockcli.ml.networks import DISTRIBUTIONS, distribution_nll, model_config, model_from_config
 
 if TYPE_CHECKING:
     import torch
@@ -251,6 +251,8 @@ def train_model(
     """
     import torch
 
+    from stockcli.ml.networks import distribution_nll, model_config, model_from_config
+
     started = time.perf_counter()
     _check_split("training", train)
     _check_split("validation", validation)
@@ -400,6 +402,8 @@ def _mean_loss(
     cross: bool,
 ) -> float:
     import torch
+
+    from stockcli.ml.networks import distribution_nll
 
     model.eval()
     total = torch.zeros((), device=data.y.device)
