@@ -298,13 +298,6 @@ def min_windows(train_fraction: float, validation_fraction: float) -> int:
     return n
 
 
-def required_sessions(
-    *, warmup: int, sequence_length: int, train_fraction: float, validation_fraction: float
-) -> int:
-    """Bars a lone series needs for a dataset: warm-up, one window, and a target date per part."""
-    return warmup + sequence_length + min_windows(train_fraction, validation_fraction)
-
-
 def split_parts(
     target_days: np.ndarray, train_fraction: float, validation_fraction: float
 ) -> tuple[np.ndarray, tuple[int, int]]:
