@@ -10,6 +10,7 @@ import numpy as np
 
 from stockcli.errors import InputDataError
 from stockcli.ml import baselines
+from stockcli.ml.forecasters.garch import standardized_t_ppf
 from stockcli.ml.intervals import QUANTILES
 from stockcli.ml.stats import Alternative, PairedTestResult, binomial_coverage_test, paired_loss_test
 
@@ -81,7 +82,7 @@ def garch_next_quantiles(params: dict[str, Any], log_returns: np.ndarray) -> np.
     if returns.size < baselines.MIN_FILTER_RETURNS:
         return np.full(len(QUANTILES), np.nan)
     variance = baselines._garch_variance_path(scale * returns - mu, omega, alpha, beta)
-    return (mu + np.sqrt(variance[-1]) * baselines._standardized_t_ppf(nu)) / scale
+    return (mu + np.sqrt(variance[-1]) * standardized_t_ppf(nu, QUANTILES)) / scale
 
 
 def arch_next_variance(params: dict[str, Any], log_returns: np.ndarray) -> float:

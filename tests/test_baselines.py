@@ -17,7 +17,6 @@ from stockcli.ml.baselines import (
     MIN_FILTER_RETURNS,
     MIN_GARCH_RETURNS,
     fit_garch,
-    garch_quantiles_at,
     rolling_band_quantiles_at,
 )
 from stockcli.ml.intervals import QUANTILES
@@ -173,25 +172,6 @@ def test_recursion_fallback_when_arch_bounds_bind(case: str) -> None:
     assert garch_next_quantiles(params, returns) == pytest.approx(reference, rel=1e-8)
 
 
-def test_garch_path_equals_single_steps(goog_returns: np.ndarray, goog_params: dict[str, Any]) -> None:
-    returns = goog_returns[:900].copy()
-    returns[300] = np.nan
-    path = garch_quantiles_at(goog_params, returns, np.arange(returns.size))
-    assert path.shape == (900, 5)
-    assert np.isnan(path[: MIN_FILTER_RETURNS - 1]).all()
-    assert np.isnan(path[300]).all()
-    for t in (MIN_FILTER_RETURNS - 1, 200, 299, 301, 650, 899):
-        np.testing.assert_allclose(path[t], garch_next_quantiles(goog_params, returns[: t + 1]), rtol=1e-12)
-    finite_rows = path[np.isfinite(path).all(axis=1)]
-    assert np.all(np.diff(finite_rows, axis=1) > 0)
-    # A caller passes only the last 600 returns: the start is forgotten by then.
-    np.testing.assert_allclose(
-        garch_next_quantiles(goog_params, goog_returns[1300:1900]),
-        garch_quantiles_at(goog_params, goog_returns[:1900], np.array([1899]))[0],
-        rtol=1e-6,
-    )
-
-
 def test_garch_quantiles_are_t_scaled_and_need_history(
     goog_returns: np.ndarray, goog_params: dict[str, Any]
 ) -> None:
@@ -228,15 +208,3 @@ def test_rolling_band_at_rows_equals_the_path(goog_returns: np.ndarray) -> None:
         assert at.shape == (len(rows), 5)
         np.testing.assert_array_equal(at, path[rows])  # bit for bit, NaN where the path has NaN
     assert np.isnan(rolling_band_quantiles_at(returns[:10], np.array([9]), window=20)).all()
-
-
-def test_garch_at_rows_equals_the_path(goog_returns: np.ndarray, goog_params: dict[str, Any]) -> None:
-    returns = goog_returns[:700].copy()
-    returns[[50, 300]] = np.nan
-    path = garch_quantiles_at(goog_params, returns, np.arange(returns.size))
-    for rows in _rows_to_check(len(returns)):
-        at = garch_quantiles_at(goog_params, returns, rows)
-        assert at.shape == (len(rows), 5)
-        np.testing.assert_array_equal(at, path[rows])
-    short = returns[: MIN_FILTER_RETURNS - 1]
-    assert np.isnan(garch_quantiles_at(goog_params, short, np.array([len(short) - 1]))).all()

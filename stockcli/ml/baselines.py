@@ -7,8 +7,8 @@ persistence forecast; GARCH on its fitted constant mean.
 - `rolling_band_quantiles_at`: normal quantiles from the standard deviation of the last `window` returns.
 - `fit_garch`: GARCH(1,1) with Student-t errors, fitted by the `arch` library on a training history;
   returns plain JSON parameters.
-- `garch_quantiles_at`: filter the fitted model, with its parameters FIXED, over the history up to
-  each as-of date and give the next return's quantiles.
+- `_garch_variance_path`: filter the fitted model, with its parameters FIXED, over the history up to
+  each as-of date (the GARCH forecasters in `stockcli.ml.forecasters.garch` turn it into quantiles).
 
 Filtering does not call arch. Measured on these 2-core machines (500 tickers x 600 real returns,
 while other work shared the cores): arch's `arch_model(...).fix(params)` + `forecast(horizon=1)`
@@ -46,10 +46,7 @@ BACKCAST_RETURNS = 75
 """arch initialises the variance recursion with an EWMA (lambda 0.94) of the first 75 squared residuals."""
 
 MIN_FILTER_RETURNS = BACKCAST_RETURNS
-"""Shortest history `garch_quantiles_at` filters over: shorter ones give NaN (as the rolling band does)."""
-
-GARCH_FILTER_RETURNS = 600
-"""History a caller should pass to `garch_quantiles_at`: with beta ~0.9, beta**600 forgets the start."""
+"""Shortest history the GARCH filter gives quantiles over: shorter ones give NaN (as the rolling band does)."""
 
 _EWMA_LAMBDA = 0.94
 _GARCH_PARAMETERS = ("mu", "omega", "alpha", "beta", "nu")
@@ -147,28 +144,6 @@ def fit_garch(
     return {**values, "scale": GARCH_SCALE, "n_obs": int(returns.size), "converged": bool(converged)}
 
 
-def garch_quantiles_at(params: dict[str, Any], log_returns: np.ndarray, rows: np.ndarray) -> np.ndarray:
-    """One-step-ahead GARCH quantiles (len(rows), 5) of the return after each of `rows`.
-
-    Quantile = (mu + sigma_next * standardized-t ppf(level, nu)) / scale, the fitted model filtered
-    with FIXED parameters over the finite returns (arch's `fix(params).forecast(horizon=1)`, see the
-    module docstring). The recursion runs over the whole series (one linear filter: its bounds depend
-    on the whole series) from arch's backcast of the first 75 returns, so rows with fewer than
-    `MIN_FILTER_RETURNS` finite returns up to them, or whose own return is missing, are NaN.
-    """
-    mu, omega, alpha, beta, nu, scale = _parameters(params)
-    values = np.asarray(log_returns, dtype=np.float64).ravel()
-    finite_index, place, enough = _rows_among_finite(values, rows, MIN_FILTER_RETURNS)
-    output = np.full((enough.size, len(QUANTILES)), np.nan)
-    if finite_index.size < MIN_FILTER_RETURNS or not enough.any():
-        return output
-    variance = _garch_variance_path(scale * values[finite_index] - mu, omega, alpha, beta)
-    # variance[j + 1] is the forecast made after the j-th finite return.
-    next_sigma = np.sqrt(variance[place[enough] + 1])
-    output[enough] = (mu + next_sigma[:, None] * _standardized_t_ppf(nu)[None, :]) / scale
-    return output
-
-
 def _garch_variance_path(residuals: np.ndarray, omega: float, alpha: float, beta: float) -> np.ndarray:
     """Conditional variances (n + 1,) of GARCH(1,1) on percent residuals, the last one the forecast.
 
@@ -252,21 +227,6 @@ def _parameters(params: dict[str, Any]) -> tuple[float, float, float, float, flo
     if not (omega > 0 and alpha >= 0 and beta >= 0 and nu > 2 and scale > 0):
         raise InputDataError(f"Invalid GARCH parameters: {dict(params)}.")
     return mu, omega, alpha, beta, nu, scale
-
-
-def _standardized_t_ppf(nu: float) -> np.ndarray:
-    """Quantiles of a Student t with `nu` degrees of freedom rescaled to unit variance (arch's StudentsT)."""
-    return np.asarray(_standardized_t_ppf_cached(float(nu)), dtype=np.float64)
-
-
-@functools.lru_cache(maxsize=4096)
-def _standardized_t_ppf_cached(nu: float) -> tuple[float, ...]:
-    # scipy's t.ppf costs ~0.3 ms, more than the whole recursion; a ticker's nu is fixed per fit.
-    from scipy.stats import t as student_t
-
-    levels = np.asarray(QUANTILES, dtype=np.float64)
-    values = np.asarray(student_t.ppf(levels, nu), dtype=np.float64) * np.sqrt((nu - 2.0) / nu)
-    return tuple(float(value) for value in values)
 
 
 def _normal_ppf() -> np.ndarray:
