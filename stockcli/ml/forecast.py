@@ -285,21 +285,7 @@ def calibrated_quantiles(
     return sort_quantiles(out)
 
 
-def half_width_for(scores: np.ndarray, alpha: float) -> float:
-    """The conformal half-width (in units of scale) at miscoverage `alpha` (for ACI updates)."""
-    from stockcli.ml.intervals import conformal_quantile
-
-    return conformal_quantile(scores, alpha)
-
-
 # --- baselines on the same rows ------------------------------------------------------------------------
-
-
-def log_returns_of(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-    """(days, log returns) of a ticker's own bars: return t is log(close_t / close_(t-1))."""
-    from stockcli.features.dataset import _to_days
-
-    return _to_days(frame.index), close_log_returns(frame["close"].to_numpy(dtype=np.float64))
 
 
 def close_log_returns(closes: np.ndarray, sessions: int = 1) -> np.ndarray:

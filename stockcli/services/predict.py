@@ -149,7 +149,7 @@ def predict(
     failed, 4 when none could be predicted, 1 when a forecast was refused as implausible). Raises
     NoProductionModelError without a model.
     """
-    from stockcli.features.dataset import serving_lookback
+    from stockcli.features.indicators import serving_sessions
     from stockcli.ml import registry
     from stockcli.ml.forecast import forecast
     from stockcli.services.monitor import evaluate_matured
@@ -168,8 +168,7 @@ def predict(
     watchlist = list(settings.data.tickers if tickers is None else tickers)
     series = list(dict.fromkeys([*watchlist, *bundle.context_tickers]))
     spec_start = _spec_start(bundle.spec)
-    lookback = int(bundle.spec.get("serving_lookback") or serving_lookback(bundle.spec["indicators"]))
-    needed = lookback + int(bundle.sequence_length) + int(bundle.spec.get("warmup_sessions", 0)) + 5
+    needed = serving_sessions(bundle.spec["indicators"], int(bundle.sequence_length))
     start = _lookback_start(calendar, base_date, needed)
     if spec_start is not None and spec_start > start:
         start = spec_start

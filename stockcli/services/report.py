@@ -576,11 +576,6 @@ def _finite(value: Any) -> float | None:
     return number if math.isfinite(number) else None
 
 
-def _finite_mean(values: Iterable[Any]) -> float | None:
-    numbers = [n for n in (_finite(v) for v in values) if n is not None]
-    return sum(numbers) / len(numbers) if numbers else None
-
-
 def _optional_str(value: Any) -> str | None:
     return None if value is None else str(value)
 

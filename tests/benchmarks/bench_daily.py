@@ -265,7 +265,7 @@ PREDICT_PARTS = (
     ("  forecast: inputs + network", "ml/forecast.py", "forecast"),
     ("    build_inputs (features of every series)", "features/dataset.py", "build_inputs"),
     ("      make_panel", "features/dataset.py", "make_panel"),
-    ("        compute_model_features", "features/indicators.py", "compute_model_features"),
+    ("        iter_model_features", "features/indicators.py", "iter_model_features"),
     ("    the network (predict_distribution)", "ml/training.py", "predict_distribution"),
     ("  baseline quantiles (GARCH, rolling)", "ml/forecast.py", "baseline_quantiles"),
     ("    fit_garch (tickers without fitted parameters)", "ml/baselines.py", "fit_garch"),
