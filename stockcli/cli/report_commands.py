@@ -316,7 +316,10 @@ def serve(
     """A read-only dashboard in the browser: predictions, chart, performance, production model."""
     import socket
 
+    from stockcli import extras
     from stockcli.errors import UsageError
+
+    extras.require("web", "`stockcli serve`")
 
     cli_state = state(ctx)
     settings = cli_state.settings()
