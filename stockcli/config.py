@@ -391,7 +391,7 @@ class ForecasterSettings(_Section):
     # each plus the overnight gap.
     har_estimator: RangeEstimator = "garman_klass"
     # The two candidates whose quantiles `blend` averages.
-    blend: tuple[Candidate, Candidate] = Field(default=("har_range", "garch"), strict=False)
+    blend: tuple[Candidate, Candidate] = Field(default=("har_range", "gjr"), strict=False)
     # Sessions between refits of the statistical candidates from the stored bars (during `daily`).
     refit_sessions: int = Field(default=21, ge=1, le=250)
     # Trailing scored sessions on which the interval source is re-decided at each refit.
