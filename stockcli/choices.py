@@ -32,11 +32,14 @@ DISTRIBUTIONS: tuple[Distribution, ...] = get_args(Distribution)
 PROMOTION_METRICS: tuple[PromotionMetric, ...] = get_args(PromotionMetric)
 NOTIFY_EVENTS: tuple[NotifyEvent, ...] = get_args(NotifyEvent)
 CANDIDATES: tuple[Candidate, ...] = get_args(Candidate)
+# Sessions ahead the statistical candidates forecast by default (`[forecasters] horizons`).
+HORIZONS: tuple[int, ...] = (1, 5, 20)
 
 __all__ = [
     "CANDIDATES",
     "DEVICES",
     "DISTRIBUTIONS",
+    "HORIZONS",
     "MODEL_TYPES",
     "NOTIFY_EVENTS",
     "PROMOTION_METRICS",

@@ -31,6 +31,7 @@ from stockcli.choices import (
     CANDIDATES,
     DEVICES,
     DISTRIBUTIONS,
+    HORIZONS,
     MODEL_TYPES,
     NOTIFY_EVENTS,
     PROMOTION_METRICS,
@@ -387,6 +388,19 @@ class ForecasterSettings(_Section):
     min_selection_sessions: int = Field(default=60, ge=10, le=2000)
     # The loss the selection tests compare.
     metric: IntervalMetric = "pinball"
+    # Sessions ahead the statistical candidates forecast (the network: 1 only).
+    horizons: tuple[int, ...] = Field(default=HORIZONS, strict=False, min_length=1)
+
+    @field_validator("horizons")
+    @classmethod
+    def _horizons(cls, value: tuple[int, ...]) -> tuple[int, ...]:
+        if any(h < 1 or h > 250 for h in value):
+            raise SettingProblem(f"must be sessions from 1 to 250, got {list(value)}")
+        if list(value) != sorted(set(value)):
+            raise SettingProblem(f"must be increasing, each once, got {list(value)}")
+        if 1 not in value:
+            raise SettingProblem(f"must contain 1 (the next session), got {list(value)}")
+        return value
 
     @model_validator(mode="after")
     def _consistent(self) -> ForecasterSettings:

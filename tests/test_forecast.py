@@ -393,7 +393,9 @@ def test_candidate_quantiles_are_each_forecasters_rows_on_each_tickers_own_bars(
     days = {t: [d.date() for d in frame.index] for t, frame in bars.items()}
     # GOOG's and MSFT's last session, GOOG on two earlier ones, MSFT before its rolling band exists.
     rows = [("GOOG", -1), ("MSFT", -1), ("GOOG", 800), ("GOOG", 500), ("MSFT", 10)]
-    found, p_up = candidate_quantiles(table, fits, bars, [t for t, _ in rows], [days[t][i] for t, i in rows])
+    candidates = candidate_quantiles(table, fits, bars, [t for t, _ in rows], [days[t][i] for t, i in rows])
+    found = {name: got.quantiles for name, got in candidates.items()}
+    p_up = {name: got.p_up for name, got in candidates.items()}
     for i, (ticker, position) in enumerate(rows):
         row = np.array([position % len(own[ticker])])
         for name, forecaster in table.items():
@@ -421,7 +423,12 @@ def test_a_ticker_without_parameters_is_fitted_only_when_asked_and_only_on_its_p
     first, last = bars["MSFT"].index[600].date(), bars["MSFT"].index[-1].date()
     tickers, base_dates = ["GOOG", "MSFT", "MSFT"], [last, first, last]
 
-    fitted, _ = candidate_quantiles(table, stored, bars, tickers, base_dates, fit_missing=True)
+    fitted = {
+        name: got.quantiles
+        for name, got in candidate_quantiles(
+            table, stored, bars, tickers, base_dates, fit_missing=True
+        ).items()
+    }
     assert all(np.isfinite(values).all() for values in fitted.values())
     # MSFT's fit saw its bars up to its first requested date only.
     expected = fit_all(table, TickerBars.from_frame(bars["MSFT"]).head(601))
@@ -433,7 +440,12 @@ def test_a_ticker_without_parameters_is_fitted_only_when_asked_and_only_on_its_p
         rtol=1e-12,
         atol=0,
     )
-    served, _ = candidate_quantiles(table, stored, bars, tickers, base_dates, fit_missing=False)
+    served = {
+        name: got.quantiles
+        for name, got in candidate_quantiles(
+            table, stored, bars, tickers, base_dates, fit_missing=False
+        ).items()
+    }
     np.testing.assert_allclose(served["garch"][0], fitted["garch"][0], rtol=1e-12, atol=0)
     assert np.isnan(served["garch"][1:]).all() and np.isnan(served["har_range"][1:]).all()
     np.testing.assert_allclose(served["rolling"], fitted["rolling"], rtol=1e-12, atol=0)

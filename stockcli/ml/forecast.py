@@ -300,11 +300,12 @@ def log_returns_of(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     return _to_days(frame.index), close_log_returns(frame["close"].to_numpy(dtype=np.float64))
 
 
-def close_log_returns(closes: np.ndarray) -> np.ndarray:
-    """Log returns of a series of closes, aligned with them: return t is log(close_t / close_(t-1)),
-    NaN for the first close and wherever a close is missing."""
+def close_log_returns(closes: np.ndarray, sessions: int = 1) -> np.ndarray:
+    """Log returns of a series of closes, aligned with them: return t is
+    log(close_t / close_(t-sessions)), NaN for the first `sessions` closes and wherever a close is
+    missing."""
     returns = np.full(len(closes), np.nan)
-    if len(closes) > 1:
+    if len(closes) > sessions:
         with np.errstate(divide="ignore", invalid="ignore"):
-            returns[1:] = np.log(closes[1:] / closes[:-1])
+            returns[sessions:] = np.log(closes[sessions:] / closes[:-sessions])
     return returns

@@ -182,10 +182,10 @@ def _promote(
         starts.append(production.spec.get("start_date"))
     start = min(date.fromisoformat(s) for s in starts if s) if any(starts) else None
     bars = load_bars(engine, sorted(series), start=start, end=max(base_dates))
-    found, found_p_up = candidate_quantiles(
+    found = candidate_quantiles(
         build_table(settings), bundle_fits(candidate.baselines), bars, tickers, base_dates, fit_missing=True
     )
-    baselines = {name: np.exp(values) * base[:, None] for name, values in found.items()}
+    baselines = {name: np.exp(got.quantiles) * base[:, None] for name, got in found.items()}
 
     rows = np.arange(len(tickers))
     production_fc: WindowForecasts | None = None
@@ -285,7 +285,7 @@ def _promote(
             actual=actual,
             base=base,
             candidates={**baselines, NETWORK: kept_fc.quantiles},
-            p_ups={**found_p_up, NETWORK: kept_fc.p_up},
+            p_ups={**{name: got.p_up for name, got in found.items()}, NETWORK: kept_fc.p_up},
             base_rate=base_rates(
                 (production if not would_promote and production else candidate).baselines, tickers
             ),

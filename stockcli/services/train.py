@@ -400,9 +400,7 @@ def score_windows(
     tickers = [names[i] for i in chosen]
     base_dates = [windows.base_dates[i] for i in chosen]
     quantiles = np.exp(calibrated_quantiles(result, calibration)[chosen]) * base[:, None]
-    found, _p_up = candidate_quantiles(
-        table, bundle_fits(baselines), history, tickers, base_dates, fit_missing=True
-    )
+    found = candidate_quantiles(table, bundle_fits(baselines), history, tickers, base_dates, fit_missing=True)
     return evaluate(
         tickers=tickers,
         dates=[windows.target_dates[i] for i in chosen],
@@ -410,7 +408,7 @@ def score_windows(
         actual_close=np.asarray(windows.target_closes, dtype=np.float64)[chosen],
         base_close=base,
         quantiles=quantiles,
-        baselines={name: np.exp(values) * base[:, None] for name, values in found.items()},
+        baselines={name: np.exp(got.quantiles) * base[:, None] for name, got in found.items()},
     )
 
 

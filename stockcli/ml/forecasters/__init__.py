@@ -1,13 +1,15 @@
-"""One interface for every statistical forecaster of the next session's log return.
+"""One interface for every statistical forecaster of the log return over the next sessions.
 
 A forecaster is fitted on a ticker's own bars up to a date and then, with its parameters FIXED,
-filtered over the bars up to any later date to give quantiles of the next log return,
-log(close[t + 1] / close[t]), at any levels. Parameters are plain JSON (stored in the model version
+filtered over the bars up to any later date to give quantiles of the log return `horizon` of the
+ticker's own sessions ahead, log(close[t + horizon] / close[t]), at any levels (horizon 1 by
+default: the next session). Parameters are plain JSON (stored in the model version
 and in `forecaster_fits`): nothing is pickled. Every candidate is one class in `FORECASTERS`;
 callers (predict, promote, monitor, backtest) loop over the table and never branch on a name.
 
-Causality is part of the contract: `quantiles_at(params, bars, rows, levels)` row i depends on
-`bars` rows `0 .. rows[i]` only (tests perturb later bars and require bit-identical output).
+Causality is part of the contract: `quantiles_at(params, bars, rows, levels, horizon)` row i
+depends on `bars` rows `0 .. rows[i]` only, at every horizon (tests perturb later bars and require
+bit-identical output).
 
 The network is the other kind of candidate: it is served through the forecasting primitive
 (`stockcli.ml.forecast`) and takes part in selection under the name `NETWORK`.
@@ -21,10 +23,14 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from stockcli.errors import InputDataError
 from stockcli.ml.intervals import QUANTILES
 
 NETWORK = "network"
 """The name under which the network's own intervals compete with the statistical forecasters."""
+
+Params = Mapping[str, Any]
+"""A forecaster's fitted parameters: plain JSON (`fit`'s result, as stored)."""
 
 P_UP_GRID: tuple[float, ...] = tuple(float(x) for x in np.linspace(0.01, 0.99, 99))
 """Levels at which a forecaster's distribution is read to find P(next return > 0)."""
@@ -81,17 +87,26 @@ class Forecaster(Protocol):
         ...
 
     def quantiles_at(
-        self, params: Mapping[str, Any], bars: TickerBars, rows: np.ndarray, levels: Sequence[float]
+        self, params: Params, bars: TickerBars, rows: np.ndarray, levels: Sequence[float], horizon: int = 1
     ) -> np.ndarray:
-        """(len(rows), len(levels)) quantiles of the log return after each row, from bars up to it.
+        """(len(rows), len(levels)) quantiles of log(close[row + horizon] / close[row]) after each
+        row, from bars up to it.
 
-        NaN rows where the history up to the row is too short.
+        NaN rows where the history up to the row is too short, or where `params` hold nothing for
+        `horizon` (a fit made before that horizon was configured).
         """
         ...
 
 
+def check_horizon(horizon: int) -> int:
+    """`horizon` as a number of sessions ahead (>= 1), or a clear error."""
+    if isinstance(horizon, bool) or int(horizon) != horizon or horizon < 1:
+        raise InputDataError(f"A forecast horizon is a number of sessions from 1 up, got {horizon!r}.")
+    return int(horizon)
+
+
 def p_up_from_grid(values: np.ndarray) -> np.ndarray:
-    """P(next log return > 0) per row of quantiles read at `P_UP_GRID` (n, 99): one minus the level
+    """P(log return > 0) per row of quantiles read at `P_UP_GRID` (n, 99): one minus the level
     at which the (interpolated) quantile function crosses 0; NaN where a row is not finite."""
     grid = np.asarray(P_UP_GRID)
     rows = np.atleast_2d(np.asarray(values, dtype=np.float64))
@@ -117,7 +132,7 @@ def build_table(settings: Any) -> dict[str, Forecaster]:
         "rolling": RollingBand(settings.intervals.baseline_window),
         "garch": Garch(),
         "gjr": Gjr(),
-        "har_range": HarRange(config.har_estimator),
+        "har_range": HarRange(config.har_estimator, config.horizons),
     }
     first, second = config.blend
     single["blend"] = Blend(single[first], single[second])
@@ -129,8 +144,9 @@ def fit_all(
     bars: TickerBars,
     previous: Mapping[str, Mapping[str, Any] | None] | None = None,
 ) -> dict[str, dict[str, Any] | None]:
-    """Every candidate's parameters on `bars` (each starting from its `previous` fit where it can);
-    a blend is composed from its members' fits, not refitted."""
+    """Every candidate's parameters on `bars` (each starting from its `previous` fit where it can),
+    for every horizon the table was built with; a blend is composed from its members' fits, not
+    refitted."""
     before = previous or {}
     fitted: dict[str, dict[str, Any] | None] = {}
     for name, forecaster in table.items():
@@ -158,6 +174,19 @@ def params_for(
     return found
 
 
+@dataclass(frozen=True)
+class CandidateRows:
+    """One candidate's forecasts for the rows of `candidate_quantiles`, in log returns: NaN rows
+    where it has no forecast."""
+
+    quantiles: np.ndarray
+    """(n, 5) at `QUANTILES`."""
+    p_up: np.ndarray
+    """(n,) P(log return > 0), read at `P_UP_GRID`."""
+    extra: np.ndarray
+    """(n, len(extra_levels)) at the caller's `extra_levels` (e.g. VaR / ES tail levels)."""
+
+
 def candidate_quantiles(
     table: Mapping[str, Forecaster],
     fits: Mapping[str, Mapping[str, Any]],
@@ -166,9 +195,11 @@ def candidate_quantiles(
     base_dates: Sequence[Any],
     *,
     fit_missing: bool = False,
-) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """Every candidate's nominal quantiles (log returns, (n, 5)) and P(up) ((n,)) for rows
-    (tickers[i] as of base_dates[i]).
+    horizon: int = 1,
+    extra_levels: Sequence[float] = (),
+) -> dict[str, CandidateRows]:
+    """Every candidate's forecast of the `horizon`-session log return (the ticker's own sessions)
+    for rows (tickers[i] as of base_dates[i]): nominal quantiles, P(up) and `extra_levels`.
 
     `fits` is {candidate: {ticker: params}}. A ticker without parameters gets NaN rows, or, with
     `fit_missing` (an evaluation window: promote, train), a fit on its own bars before its first
@@ -176,10 +207,11 @@ def candidate_quantiles(
     """
     from stockcli.features.dataset import _to_days, dates_to_days
 
+    horizon = check_horizon(horizon)
     n = len(tickers)
-    out = {name: np.full((n, len(QUANTILES)), np.nan) for name in table}
-    p_up = {name: np.full(n, np.nan) for name in table}
-    levels = (*QUANTILES, *P_UP_GRID)
+    extra = tuple(float(level) for level in extra_levels)
+    levels = (*QUANTILES, *P_UP_GRID, *extra)
+    values = {name: np.full((n, len(levels)), np.nan) for name in table}
     wanted = dates_to_days(list(base_dates)) if n else np.zeros(0, dtype=np.int64)
     ticker_array = np.asarray(list(tickers), dtype=object)
     for ticker in dict.fromkeys(tickers):
@@ -199,10 +231,14 @@ def candidate_quantiles(
         for name, forecaster in table.items():
             params = own[name]
             if params is not None:
-                values = forecaster.quantiles_at(params, history, positions[ok], levels)
-                out[name][rows[ok]] = values[:, : len(QUANTILES)]
-                p_up[name][rows[ok]] = p_up_from_grid(values[:, len(QUANTILES) :])
-    return out, p_up
+                values[name][rows[ok]] = forecaster.quantiles_at(
+                    params, history, positions[ok], levels, horizon
+                )
+    grid = slice(len(QUANTILES), len(QUANTILES) + len(P_UP_GRID))
+    return {
+        name: CandidateRows(found[:, : len(QUANTILES)], p_up_from_grid(found[:, grid]), found[:, grid.stop :])
+        for name, found in values.items()
+    }
 
 
 def bundle_fits(baselines: Mapping[str, Any] | None) -> dict[str, dict[str, Any]]:

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from stockcli.ml.forecasters import Forecaster, TickerBars
+from stockcli.ml.forecasters import Forecaster, Params, TickerBars
 
 
 class Blend:
@@ -37,9 +37,11 @@ class Blend:
         return {"members": members}
 
     def quantiles_at(
-        self, params: Mapping[str, Any], bars: TickerBars, rows: np.ndarray, levels: Sequence[float]
+        self, params: Params, bars: TickerBars, rows: np.ndarray, levels: Sequence[float], horizon: int = 1
     ) -> np.ndarray:
+        """The members' quantiles at the same levels and horizon, averaged (NaN where either is)."""
         parts = [
-            member.quantiles_at(params["members"][member.name], bars, rows, levels) for member in self.members
+            member.quantiles_at(params["members"][member.name], bars, rows, levels, horizon)
+            for member in self.members
         ]
         return np.asarray((parts[0] + parts[1]) / 2.0, dtype=np.float64)

@@ -12,12 +12,23 @@ arch gives on the returns up to k, so the bounds are those of that prefix: rows 
 one-pass values provably stay inside every prefix bound keep them (all rows on real prices); any
 other row is recomputed on its own prefix, exactly as arch would (`_sigma2_at`). Either way, row k
 depends on returns up to k only.
+
+Over h sessions the log return is the sum of h one-session returns: mean h * mu and, the residuals
+being uncorrelated, variance the sum of the expected one-step variances sigma2[t+1] + ... +
+sigma2[t+h], each after the first from the analytic recursion sigma2[t+k] = omega + p *
+sigma2[t+k-1] with persistence p = alpha + beta (GJR: alpha + gamma / 2 + beta, since a symmetric t
+residual is negative half the time), exactly arch's `forecast(method="analytic")` summed over its
+columns. The sum of h t-distributed residuals is not t; the quantiles are those of the fitted
+standardized t scaled to the summed variance (a moment match). Aggregation thins the tails while the
+unknown future variance fattens them; on the sample's validation year (2011-03..2012-03) this kept
+the 80% and 95% bands of 5 and 20 sessions near nominal (see the README).
 """
 
 from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -33,7 +44,7 @@ from stockcli.ml.baselines import (
     _variance_bounds,
     fit_garch,
 )
-from stockcli.ml.forecasters import TickerBars
+from stockcli.ml.forecasters import Params, TickerBars, check_horizon
 
 VariancePath = Callable[[np.ndarray], np.ndarray]
 """Percent residuals (n,) -> conditional variances (n + 1,), the last one the next-session forecast."""
@@ -56,15 +67,17 @@ class Garch:
         return fit_garch(bars.returns, previous=previous)
 
     def quantiles_at(
-        self, params: Mapping[str, Any], bars: TickerBars, rows: np.ndarray, levels: Sequence[float]
+        self, params: Params, bars: TickerBars, rows: np.ndarray, levels: Sequence[float], horizon: int = 1
     ) -> np.ndarray:
-        """Quantiles (len(rows), len(levels)) of the next log return; NaN below `MIN_FILTER_RETURNS`."""
+        """Quantiles (len(rows), len(levels)) of the `horizon`-session log return (module docstring);
+        NaN below `MIN_FILTER_RETURNS`."""
         mu, omega, alpha, beta, nu, scale = _parameters(dict(params))
 
         def path(residuals: np.ndarray) -> np.ndarray:
             return _garch_variance_path(residuals, omega, alpha, beta)
 
-        return _t_quantiles_at(path, (mu, nu, scale), bars.returns, rows, levels)
+        ahead = _Ahead(horizon, omega, alpha + beta)
+        return _t_quantiles_at(path, (mu, nu, scale), bars.returns, rows, levels, ahead)
 
 
 class Gjr:
@@ -82,15 +95,38 @@ class Gjr:
         return fit_garch(bars.returns, asymmetric=True, previous=previous)
 
     def quantiles_at(
-        self, params: Mapping[str, Any], bars: TickerBars, rows: np.ndarray, levels: Sequence[float]
+        self, params: Params, bars: TickerBars, rows: np.ndarray, levels: Sequence[float], horizon: int = 1
     ) -> np.ndarray:
-        """Quantiles (len(rows), len(levels)) of the next log return; NaN below `MIN_FILTER_RETURNS`."""
+        """Quantiles (len(rows), len(levels)) of the `horizon`-session log return (module docstring);
+        NaN below `MIN_FILTER_RETURNS`."""
         mu, omega, alpha, gamma, beta, nu, scale = _gjr_parameters(params)
 
         def path(residuals: np.ndarray) -> np.ndarray:
             return _gjr_variance_path(residuals, omega, alpha, gamma, beta)
 
-        return _t_quantiles_at(path, (mu, nu, scale), bars.returns, rows, levels)
+        ahead = _Ahead(horizon, omega, alpha + 0.5 * gamma + beta)
+        return _t_quantiles_at(path, (mu, nu, scale), bars.returns, rows, levels, ahead)
+
+
+@dataclass(frozen=True)
+class _Ahead:
+    """What the multi-step variance needs: sessions ahead, omega and the persistence."""
+
+    horizon: int
+    omega: float
+    persistence: float
+
+    def __post_init__(self) -> None:
+        check_horizon(self.horizon)
+
+    def summed_variance(self, one_step: np.ndarray) -> np.ndarray:
+        """sigma2[t+1] + ... + sigma2[t+horizon] from the one-step variances sigma2[t+1] (arch's
+        analytic recursion); the one-step array itself at horizon 1."""
+        total, step = one_step, one_step
+        for _ in range(self.horizon - 1):
+            step = self.omega + self.persistence * step
+            total = total + step
+        return total
 
 
 def _t_quantiles_at(
@@ -99,8 +135,10 @@ def _t_quantiles_at(
     log_returns: np.ndarray,
     rows: np.ndarray,
     levels: Sequence[float],
+    ahead: _Ahead,
 ) -> np.ndarray:
-    """(mu + sigma_next * standardized-t ppf(level, nu)) / scale at `rows` (indices into the returns).
+    """(h * mu + sqrt(summed sigma2) * standardized-t ppf(level, nu)) / scale at `rows` (indices
+    into the returns), h = `ahead.horizon`.
 
     Rows whose own return is missing, or with fewer than `MIN_FILTER_RETURNS` finite returns up to
     them, are NaN (the backcast needs 75 returns, which would otherwise come from after the row).
@@ -111,9 +149,9 @@ def _t_quantiles_at(
     output = np.full((enough.size, len(levels)), np.nan)
     if finite_index.size < MIN_FILTER_RETURNS or not enough.any():
         return output
-    sigma2 = _sigma2_at(path, scale * values[finite_index] - mu, place[enough])
+    sigma2 = ahead.summed_variance(_sigma2_at(path, scale * values[finite_index] - mu, place[enough]))
     ppf = standardized_t_ppf(nu, levels)
-    output[enough] = (mu + np.sqrt(sigma2)[:, None] * ppf[None, :]) / scale
+    output[enough] = (ahead.horizon * mu + np.sqrt(sigma2)[:, None] * ppf[None, :]) / scale
     return output
 
 

@@ -9,8 +9,15 @@ forecast is a scale only: the quantiles come from the empirical distribution of 
 returns divided by their forecast scale (filtered historical simulation), so fat tails and skew
 are the data's, not an assumed t's.
 
+HAR is natively multi-horizon (Corsi 2009): for h sessions ahead a direct regression of the log of
+the MEAN proxy over sessions t+1 .. t+h on the same design row t gives the h-session scale
+sigma_h = sqrt(h * exp(fitted log mean)), and the quantiles are the empirical ones of the fit
+period's h-session returns log(close[t+h] / close[t]) divided by their sigma_h. Those returns
+overlap (consecutive rows share h - 1 sessions): harmless for least squares and for the empirical
+quantiles' consistency, at the cost of fewer independent points in the tails (about n / h).
+
 Everything is causal: the proxy of session t uses bars t - 1 and t; the design row t uses sessions
-up to t.
+up to t; the fit's targets use sessions up to the last fitted one only.
 """
 
 from __future__ import annotations
@@ -20,8 +27,9 @@ from typing import Any
 
 import numpy as np
 
+from stockcli.choices import HORIZONS
 from stockcli.errors import InputDataError
-from stockcli.ml.forecasters import TickerBars
+from stockcli.ml.forecasters import Params, TickerBars, check_horizon
 
 ESTIMATORS = ("garman_klass", "parkinson")
 """Intraday range estimators `HarRange` accepts; the first is the default."""
@@ -66,72 +74,115 @@ _LN2 = float(np.log(2.0))
 class HarRange:
     """Log-HAR(1, 5, 22) with leverage on a range-based daily variance; quantiles by FHS.
 
-    Params (plain JSON): `estimator`, `terms` (= `TERMS`), `coefficients` (one per term),
-    `z_levels` (= `Z_LEVELS`), `z_quantiles` (of the fit period's standardized returns), `n_obs`
-    (regression rows used).
+    Params (plain JSON): `estimator`, `terms` (= `TERMS`), `z_levels` (= `Z_LEVELS`), and for the
+    next session `coefficients` (one per term), `z_quantiles` (of the fit period's standardized
+    returns) and `n_obs` (regression rows used); `horizons` maps each further horizon ("5", "20")
+    to its own `coefficients`, `z_quantiles` and `n_obs`. Params without `horizons` (fitted before
+    horizons existed) serve horizon 1 and give NaN at the others.
     """
 
     name = "har_range"
     needs_fit = True
 
-    def __init__(self, estimator: str = DEFAULT_ESTIMATOR) -> None:
+    def __init__(self, estimator: str = DEFAULT_ESTIMATOR, horizons: Sequence[int] = HORIZONS) -> None:
         if estimator not in ESTIMATORS:
             raise InputDataError(
                 f"Unknown range estimator {estimator!r}; choose one of {', '.join(ESTIMATORS)}."
             )
         self.estimator = estimator
+        self.horizons = tuple(sorted({1, *(check_horizon(h) for h in horizons)}))
 
     def fit(self, bars: TickerBars, previous: Mapping[str, Any] | None = None) -> dict[str, Any] | None:
-        """OLS of log RV[t + 1] on the design row t, then the quantiles of the standardized returns.
+        """Per horizon h, OLS of log mean RV[t+1 .. t+h] on the design row t, then the quantiles of
+        the standardized h-session returns.
 
         None when fewer than `MIN_HAR_ROWS` rows have a full design and a next session, when the
-        closes do not move, or when the regression gives non-finite coefficients.
+        closes do not move, or when the regression gives non-finite coefficients; a longer horizon
+        that fails so is left out (NaN quantiles there).
         """
         returns = bars.returns
-        design = har_design(bars, self.estimator)
-        log_target = np.append(design[1:, 1], np.nan)
-        next_return = np.append(returns[1:], np.nan)
-        usable = np.isfinite(design).all(axis=1) & np.isfinite(log_target) & np.isfinite(next_return)
         finite_returns = returns[np.isfinite(returns)]
-        if usable.sum() < MIN_HAR_ROWS or float(np.std(finite_returns)) < 1e-10:
+        if finite_returns.size == 0 or float(np.std(finite_returns)) < 1e-10:
             return None
-        try:
-            coefficients, *_ = np.linalg.lstsq(design[usable], log_target[usable], rcond=None)
-        except np.linalg.LinAlgError:
-            return None
-        if not np.isfinite(coefficients).all():
-            return None
-        with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
-            standardized = next_return[usable] / np.exp(0.5 * design[usable] @ coefficients)
-        z_quantiles = np.quantile(standardized, Z_LEVELS)
-        if not np.isfinite(z_quantiles).all():
+        design = har_design(bars, self.estimator)
+        variance = daily_variance(bars, self.estimator)
+        fitted = {h: _fit_horizon(design, variance, bars.close, h) for h in self.horizons}
+        first = fitted.pop(1)
+        if first is None:
             return None
         return {
             "estimator": self.estimator,
             "terms": list(TERMS),
-            "coefficients": [float(value) for value in coefficients],
+            "coefficients": first["coefficients"],
             "z_levels": list(Z_LEVELS),
-            "z_quantiles": [float(value) for value in z_quantiles],
-            "n_obs": int(usable.sum()),
+            "z_quantiles": first["z_quantiles"],
+            "n_obs": first["n_obs"],
+            "horizons": {str(h): found for h, found in fitted.items() if found is not None},
         }
 
     def quantiles_at(
-        self, params: Mapping[str, Any], bars: TickerBars, rows: np.ndarray, levels: Sequence[float]
+        self, params: Params, bars: TickerBars, rows: np.ndarray, levels: Sequence[float], horizon: int = 1
     ) -> np.ndarray:
-        """sigma_row * (standardized-return quantile at each level); NaN rows before a full design.
+        """sigma_row * (standardized-return quantile at each level); NaN rows before a full design,
+        and everywhere when `params` hold no fit for `horizon`.
 
-        sigma_row = exp(0.5 * design_row . coefficients), the forecast scale of the next return.
+        sigma_row = sqrt(h * exp(design_row . coefficients_h)), the forecast scale of the h-session
+        return (at h = 1: exp(0.5 * design_row . coefficients)).
         """
-        coefficients, z_levels, z_quantiles = _har_parameters(params)
+        horizon = check_horizon(horizon)
         estimator = str(params.get("estimator", self.estimator))
         if estimator not in ESTIMATORS:
             raise InputDataError(f"Invalid HAR parameters: unknown estimator {estimator!r}.")
         rows = np.asarray(rows, dtype=np.int64).ravel()
+        own = params if horizon == 1 else (params.get("horizons") or {}).get(str(horizon))
+        if own is None:
+            return np.full((rows.size, len(levels)), np.nan)
+        coefficients, z_levels, z_quantiles = _har_parameters({**own, "z_levels": params.get("z_levels")})
         # Row k needs bars up to k only: cut there, so nothing later is even read.
         design = har_design(bars.head(int(rows.max()) + 1), estimator) if rows.size else np.empty((0, 6))
         sigma = np.exp(0.5 * design[rows] @ coefficients)
+        if horizon > 1:
+            sigma = np.sqrt(float(horizon)) * sigma
         standardized = np.interp(np.asarray(levels, dtype=np.float64), z_levels, z_quantiles)
         return np.asarray(sigma[:, None] * standardized[None, :], dtype=np.float64)
+
+
+def _fit_horizon(
+    design: np.ndarray, variance: np.ndarray, close: np.ndarray, horizon: int
+) -> dict[str, Any] | None:
+    """{coefficients, z_quantiles, n_obs} of the direct regression for `horizon`, or None."""
+    from stockcli.ml.forecast import close_log_returns
+
+    ahead = np.full(variance.size, np.nan)
+    ahead_return = np.full(variance.size, np.nan)
+    if variance.size > horizon:
+        # Row t: the mean proxy over sessions t+1 .. t+h, and log(close[t+h] / close[t]).
+        ahead[:-horizon] = _trailing_mean(variance, horizon)[horizon:]
+        ahead_return[:-horizon] = close_log_returns(close, horizon)[horizon:]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        log_target = np.log(ahead)
+    usable = np.isfinite(design).all(axis=1) & np.isfinite(log_target) & np.isfinite(ahead_return)
+    if usable.sum() < MIN_HAR_ROWS:
+        return None
+    try:
+        coefficients, *_ = np.linalg.lstsq(design[usable], log_target[usable], rcond=None)
+    except np.linalg.LinAlgError:
+        return None
+    if not np.isfinite(coefficients).all():
+        return None
+    with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+        sigma = np.exp(0.5 * design[usable] @ coefficients)
+        if horizon > 1:
+            sigma = np.sqrt(float(horizon)) * sigma
+        standardized = ahead_return[usable] / sigma
+    z_quantiles = np.quantile(standardized, Z_LEVELS)
+    if not np.isfinite(z_quantiles).all():
+        return None
+    return {
+        "coefficients": [float(value) for value in coefficients],
+        "z_quantiles": [float(value) for value in z_quantiles],
+        "n_obs": int(usable.sum()),
+    }
 
 
 def daily_variance(bars: TickerBars, estimator: str = DEFAULT_ESTIMATOR) -> np.ndarray:
