@@ -136,3 +136,38 @@ def save_horizon_serving(connection: Connection, rows: Sequence[Mapping[str, Any
     """Upsert whole serving rows [ticker, horizon] in the caller's transaction."""
     now = utcnow()
     return upsert(connection, HorizonServing, [{**row, "updated_at": now} for row in rows], key=SERVING_KEY)
+
+
+def newest_horizons(engine: Engine, *, as_of: date | None, horizons: Sequence[int]) -> list[dict[str, Any]]:
+    """The newest forecast of each (ticker, horizon) among `horizons` made on or before `as_of` (all
+    when None); of several model versions on that base the one created last. Empty on a database
+    from before the horizons (read-only, not upgraded)."""
+    from sqlalchemy import func, inspect
+
+    if not inspect(engine).has_table(HorizonPrediction.__tablename__):
+        return []
+    table = HorizonPrediction.__table__
+    newest = select(table.c.ticker, table.c.horizon, func.max(table.c.base_date).label("base")).where(
+        table.c.void_reason.is_(None), table.c.horizon.in_(list(horizons))
+    )
+    if as_of is not None:
+        newest = newest.where(table.c.base_date <= as_of)
+    latest = newest.group_by(table.c.ticker, table.c.horizon).subquery()
+    query = (
+        select(table)
+        .join(
+            latest,
+            and_(
+                table.c.ticker == latest.c.ticker,
+                table.c.horizon == latest.c.horizon,
+                table.c.base_date == latest.c.base,
+            ),
+        )
+        .where(table.c.void_reason.is_(None))
+        .order_by(table.c.ticker, table.c.horizon, table.c.created_at.desc())
+    )
+    kept: dict[tuple[str, int], dict[str, Any]] = {}
+    with engine.connect() as connection:
+        for row in connection.execute(query):
+            kept.setdefault((row.ticker, int(row.horizon)), dict(row._mapping))
+    return list(kept.values())

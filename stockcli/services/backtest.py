@@ -106,6 +106,10 @@ class BacktestResult:
     # Every interval candidate (served or not) on the same rows, with its skill and test against GARCH.
     candidates: dict[str, dict[str, Any]] = field(default_factory=dict)
     promotion_decisions: tuple[dict[str, Any], ...] = ()  # every promotion test, promoted or not
+    # Per horizon ("1", "5", "20"): the served intervals' coverage, Winkler and pinball, GARCH's beside.
+    horizons: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # {horizon: {ticker: risk backtest}} (`ml.risk.RISK_BACKTEST_KEYS`) over the range.
+    risk: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
 
 
 def scratch_settings(settings: Settings, workspace: Path) -> Settings:
@@ -238,6 +242,7 @@ def backtest(
     data_end = newest_bar_date(engine)
     rows = scored_between(engine, start=sessions[0], end=sessions[-1])
     summary = summarize_range(rows)
+    horizons, risk = horizon_summary(engine, sessions[0], sessions[-1], calendar)
     decisions = tuple(
         {
             "decided_at": row.decided_at,
@@ -281,7 +286,21 @@ def backtest(
         },
         candidates=summary["candidates"],
         promotion_decisions=decisions,
+        horizons=horizons,
+        risk=risk,
     )
+
+
+def horizon_summary(
+    engine: Any, start: date, end: date, calendar: Any
+) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, dict[str, Any]]]]:
+    """Every horizon's interval figures and every (horizon, ticker)'s risk backtest over the range."""
+    from stockcli.db.horizons import scored_horizons
+    from stockcli.services.horizons import horizon_figures, risk_backtests
+
+    rows = scored_horizons(engine, start=start, end=end)
+    risk = {str(horizon): per_ticker for horizon, per_ticker in risk_backtests(rows, calendar).items()}
+    return horizon_figures(rows), risk
 
 
 def _flat(block: dict[str, Any]) -> dict[str, Any]:

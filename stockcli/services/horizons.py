@@ -264,3 +264,37 @@ def _number(value: Any) -> float:
 
 def _finite(value: Any) -> bool:
     return value is not None and bool(np.isfinite(value))
+
+
+# --- figures over a range (backtest) -------------------------------------------------------------------
+
+
+def horizon_figures(rows: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+    """{horizon: the served intervals' figures (`intervals.interval_block` on log returns: coverage,
+    width and Winkler score of 80% and 95%, pinball), GARCH's on the same rows beside them
+    ("garch"), and the share of each served source}, over scored horizon rows."""
+    from stockcli.ml.intervals import interval_block
+    from stockcli.ml.metrics import QUANTILE_COLUMNS, log_quantiles
+
+    by_horizon: dict[int, list[Mapping[str, Any]]] = {}
+    for row in rows:
+        by_horizon.setdefault(int(row["horizon"]), []).append(row)
+    out: dict[str, dict[str, Any]] = {}
+    for horizon, group in sorted(by_horizon.items()):
+        base = np.array([_number(r.get("base_close")) for r in group])
+        realized = np.array([_log_return(r) for r in group])
+        served = np.array([[_number(r.get(c)) for c in QUANTILE_COLUMNS] for r in group])
+        garch = np.array([_closes((r.get("candidates") or {}).get("garch")) for r in group])
+        sources = [str(r.get("source")) for r in group]
+        out[str(horizon)] = {
+            **interval_block(log_quantiles(served, base), realized),
+            "garch": interval_block(log_quantiles(garch, base), realized),
+            "source_share": {s: sources.count(s) / len(sources) for s in sorted(set(sources))},
+        }
+    return out
+
+
+def _closes(values: Any) -> list[float]:
+    if not isinstance(values, list) or len(values) != 5:
+        return [float("nan")] * 5
+    return [_number(v) for v in values]
