@@ -80,12 +80,15 @@ def scored_horizons(
     end: date,
     horizons: Sequence[int] | None = None,
     tickers: Sequence[str] | None = None,
+    with_candidates: bool = True,
 ) -> list[dict[str, Any]]:
     """Scored horizon rows with a target date in [start, end], one per (ticker, horizon, base date):
-    of several model versions (a re-run after a promotion) the one created last. Oldest first."""
+    of several model versions (a re-run after a promotion) the one created last. Oldest first.
+    Without `with_candidates` the candidates' quantiles (the largest column) are not read."""
     table = HorizonPrediction.__table__
+    columns = [c for c in table.c if with_candidates or c.name != "candidates"]
     query = (
-        select(table)
+        select(*columns)
         .where(
             table.c.scored_at.is_not(None),
             table.c.target_date >= start,

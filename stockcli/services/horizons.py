@@ -163,7 +163,7 @@ def risk_window(settings: Settings, engine: Engine, *, through: date) -> list[di
         start = calendar_for(settings).sessions_back(through, settings.monitor.risk_sessions - 1)
     except UsageError:
         start = date.min
-    return scored_horizons(engine, start=start, end=through)
+    return scored_horizons(engine, start=start, end=through, with_candidates=False)
 
 
 def risk_backtests(rows: Sequence[Mapping[str, Any]], calendar: Any) -> RiskTable:
