@@ -389,7 +389,12 @@ class ForecasterSettings(_Section):
     # The loss the selection tests compare.
     metric: IntervalMetric = "pinball"
     # Sessions ahead the statistical candidates forecast (the network: 1 only).
-    horizons: tuple[int, ...] = Field(default=HORIZONS, strict=False, min_length=1)
+    horizons: tuple[int, ...] = Field(
+        default=HORIZONS,
+        strict=False,
+        min_length=1,
+        description="an increasing list of sessions from 1 to 250 that contains 1, e.g. [1, 5, 20]",
+    )
 
     @field_validator("horizons")
     @classmethod

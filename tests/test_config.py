@@ -410,6 +410,26 @@ def test_overrides_are_validated_like_the_file(tmp_path: Path) -> None:
         load_settings(_write(tmp_path, ""), environ={}, overrides={"tunning": {"n_trials": 3}})
 
 
+@pytest.mark.parametrize(
+    ("horizons", "fragment"),
+    [
+        ("[5, 20]", "must contain 1"),
+        ("[1, 20, 5]", "must be increasing, each once"),
+        ("[1, 5, 5]", "must be increasing, each once"),
+        ("[0, 1]", "from 1 to 250"),
+        ("[]", "an increasing list of sessions"),
+        ('["5"]', "an increasing list of sessions"),
+    ],
+)
+def test_forecast_horizons_are_validated(tmp_path: Path, horizons: str, fragment: str) -> None:
+    path = _write(tmp_path, f"[forecasters]\nhorizons = {horizons}\n")
+    with pytest.raises(ConfigError, match=rf"\[forecasters\] horizons in .*{fragment}"):
+        load_settings(path, environ={})
+    assert load_settings(
+        _write(tmp_path, "[forecasters]\nhorizons = [1, 10]\n"), environ={}
+    ).forecasters.horizons == (1, 10)
+
+
 def test_replace_validates_and_keeps_the_rest(tmp_path: Path) -> None:
     settings = load_settings(_write(tmp_path, "[training]\nseed = 7\n"), environ={})
     changed = settings.replace(data={"tickers": ("aaa", "^idx")}, training={"epochs": 3})

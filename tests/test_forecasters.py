@@ -28,6 +28,7 @@ FIT_SESSIONS = 1200
 CUT = 1500
 """Session after which the causality tests perturb every bar."""
 
+HORIZONS = (1, 5, 20)
 LEVELS = (0.001, 0.01, 0.025, 0.1, 0.3, 0.5, 0.7, 0.9, 0.975, 0.99, 0.999)
 FORECASTERS: dict[str, Forecaster] = {
     "garch": Garch(),
@@ -77,8 +78,11 @@ def _perturbed_after(bars: TickerBars, cut: int) -> TickerBars:
     return TickerBars(open_, high, low, close)
 
 
-def _arch_next_variance(params: dict[str, Any], log_returns: np.ndarray, asymmetric: bool) -> float:
-    """arch's own fix() + forecast(horizon=1) on the finite returns: the reference variance."""
+def _arch_next_variance(
+    params: dict[str, Any], log_returns: np.ndarray, asymmetric: bool, horizon: int = 1
+) -> float:
+    """arch's own fix() + analytic forecast(horizon) on the finite returns, its per-step variances
+    summed: the reference variance of the `horizon`-session return."""
     from arch import arch_model
 
     returns = log_returns[np.isfinite(log_returns)]
@@ -86,27 +90,33 @@ def _arch_next_variance(params: dict[str, Any], log_returns: np.ndarray, asymmet
     model = arch_model(
         params["scale"] * returns, mean="Constant", vol="GARCH", p=1, o=int(asymmetric), q=1, dist="t"
     )
-    forecast = model.fix([params[name] for name in names]).forecast(horizon=1, reindex=False)
-    return float(forecast.variance.to_numpy()[-1, 0])
+    fixed = model.fix([params[name] for name in names])
+    forecast = fixed.forecast(horizon=horizon, method="analytic", reindex=False)
+    assert forecast.mean.to_numpy()[-1] == pytest.approx([params["mu"]] * horizon)
+    return float(forecast.variance.to_numpy()[-1].sum())
 
 
-def _implied_variance(params: dict[str, Any], quantiles: np.ndarray, level: float) -> np.ndarray:
-    """The percent-scale variance a GARCH-t quantile at `level` was built from."""
+def _implied_variance(
+    params: dict[str, Any], quantiles: np.ndarray, level: float, horizon: int = 1
+) -> np.ndarray:
+    """The percent-scale variance a GARCH-t quantile at `level` of the `horizon`-session return was
+    built from (its mean: horizon x mu)."""
     ppf = float(standardized_t_ppf(params["nu"], [level])[0])
-    return np.asarray(((params["scale"] * quantiles - params["mu"]) / ppf) ** 2)
+    return np.asarray(((params["scale"] * quantiles - horizon * params["mu"]) / ppf) ** 2)
 
 
 # --- causality, shape, monotonicity, serialisation ---------------------------------------------
 
 
+@pytest.mark.parametrize("horizon", HORIZONS)
 @pytest.mark.parametrize("name", COMPOSED)
 def test_quantiles_do_not_depend_on_later_bars(
-    name: str, goog: TickerBars, fitted_all: dict[str, dict[str, Any]]
+    name: str, horizon: int, goog: TickerBars, fitted_all: dict[str, dict[str, Any]]
 ) -> None:
     forecaster, params = COMPOSED[name], fitted_all[name]
     rows = np.arange(len(goog))
-    original = forecaster.quantiles_at(params, goog, rows, LEVELS)
-    perturbed = forecaster.quantiles_at(params, _perturbed_after(goog, CUT), rows, LEVELS)
+    original = forecaster.quantiles_at(params, goog, rows, LEVELS, horizon)
+    perturbed = forecaster.quantiles_at(params, _perturbed_after(goog, CUT), rows, LEVELS, horizon)
     assert np.array_equal(original[: CUT + 1], perturbed[: CUT + 1], equal_nan=True)
     assert np.isfinite(original[CUT]).all()
     # The perturbation does reach the later rows, so the comparison above could fail.
@@ -195,6 +205,25 @@ def test_garch_family_next_variance_is_arch_forecast(
     for row, variance in zip(rows, _implied_variance(params, values[:, 0], 0.975), strict=True):
         reference = _arch_next_variance(params, goog.returns[: row + 1], asymmetric)
         assert variance == pytest.approx(reference, rel=1e-8), row
+
+
+@pytest.mark.parametrize("horizon", [2, 5, 20])
+@pytest.mark.parametrize(("name", "asymmetric"), [("garch", False), ("gjr", True)])
+def test_garch_family_multi_session_variance_is_arch_analytic_forecast(
+    name: str, asymmetric: bool, horizon: int, goog: TickerBars, fitted: dict[str, dict[str, Any]]
+) -> None:
+    params = fitted[name]
+    rows = np.array([75, 400, FIT_SESSIONS - 1, len(goog) - 1])
+    values = FORECASTERS[name].quantiles_at(params, goog, rows, (0.025, 0.975), horizon)
+    for row, upper, lower in zip(
+        rows,
+        _implied_variance(params, values[:, 1], 0.975, horizon),
+        _implied_variance(params, values[:, 0], 0.025, horizon),
+        strict=True,
+    ):
+        reference = _arch_next_variance(params, goog.returns[: row + 1], asymmetric, horizon)
+        assert upper == pytest.approx(reference, rel=1e-8), row
+        assert lower == pytest.approx(reference, rel=1e-8), row
 
 
 def test_gjr_leverage_raises_the_variance_after_a_fall(
@@ -306,6 +335,77 @@ def test_har_is_least_squares_on_the_log_variance(estimator: str) -> None:
     assert value[0, 0] == pytest.approx(expected, rel=1e-6)
 
 
+def test_har_per_horizon_is_least_squares_on_the_log_mean_variance() -> None:
+    horizon = 5
+    frame = sample_frame("MSFT").iloc[:1500]
+    bars = TickerBars.from_frame(frame)
+    params = HarRange(horizons=(1, horizon)).fit(bars)
+    assert params is not None and set(params["horizons"]) == {"5"}
+    table = _oracle_design(frame, "garman_klass")
+    variance = np.exp(table["d"])
+    # Row t: log of the mean proxy over t+1 .. t+5, and log(close[t+5] / close[t]).
+    table["target"] = np.log(variance.rolling(horizon).mean().shift(-horizon))
+    table["next_return"] = np.log(frame["close"]).diff(horizon).shift(-horizon)
+    table = table.dropna()
+    design = table[["const", "d", "w", "m", "neg", "neg5"]].to_numpy()
+    coefficients, *_ = np.linalg.lstsq(design, table["target"].to_numpy(), rcond=None)
+    own = params["horizons"]["5"]
+    assert own["n_obs"] == len(table) == params["n_obs"] - (horizon - 1)
+    assert np.allclose(own["coefficients"], coefficients, rtol=1e-7, atol=1e-10)
+    scale = np.sqrt(horizon * np.exp(design @ coefficients))
+    z_quantiles = np.quantile(table["next_return"].to_numpy() / scale, Z_LEVELS)
+    assert np.allclose(own["z_quantiles"], z_quantiles, rtol=1e-7)
+    row = np.array([len(frame) - 1])
+    value = HarRange().quantiles_at(params, bars, row, (0.1, 0.9), horizon)[0]
+    last = _oracle_design(frame, "garman_klass").iloc[-1][["const", "d", "w", "m", "neg", "neg5"]]
+    expected = np.sqrt(horizon * np.exp(last.to_numpy(float) @ coefficients)) * np.interp(
+        [0.1, 0.9], Z_LEVELS, z_quantiles
+    )
+    assert value == pytest.approx(expected, rel=1e-6)
+    # A horizon it was not fitted for: NaN, not a guess.
+    assert np.isnan(HarRange().quantiles_at(params, bars, row, (0.1, 0.9), 20)).all()
+
+
+def test_har_params_fitted_before_horizons_still_serve_the_next_session(
+    goog: TickerBars, fitted: dict[str, dict[str, Any]]
+) -> None:
+    params = fitted["har_gk"]
+    assert set(params["horizons"]) == {"5", "20"}
+    old = json.loads(json.dumps({key: value for key, value in params.items() if key != "horizons"}))
+    rows = np.arange(30, len(goog))
+    forecaster = FORECASTERS["har_gk"]
+    assert np.array_equal(
+        forecaster.quantiles_at(old, goog, rows, LEVELS), forecaster.quantiles_at(params, goog, rows, LEVELS)
+    )
+    assert np.isnan(forecaster.quantiles_at(old, goog, rows, LEVELS, 5)).all()
+    assert np.isfinite(forecaster.quantiles_at(params, goog, rows, LEVELS, 5)).all()
+    blend = {"members": {"har_range": old, "garch": fitted["garch"]}}
+    assert np.isnan(Blend(HarRange(), Garch()).quantiles_at(blend, goog, rows, LEVELS, 20)).all()
+
+
+@pytest.mark.parametrize("name", COMPOSED)
+def test_twenty_sessions_band_is_wider_than_one(
+    name: str, goog: TickerBars, fitted_all: dict[str, dict[str, Any]]
+) -> None:
+    forecaster, params = COMPOSED[name], fitted_all[name]
+    rows = np.arange(500, len(goog))
+    widths = {
+        horizon: np.diff(forecaster.quantiles_at(params, goog, rows, (0.025, 0.975), horizon), axis=1)[:, 0]
+        for horizon in (1, 5, 20)
+    }
+    assert all(np.isfinite(width).all() for width in widths.values())
+    assert (widths[20] > widths[1]).all()
+    assert np.median(widths[1]) < np.median(widths[5]) < np.median(widths[20])
+    # Roughly sqrt(h) wider (volatility mean-reverts and the tails thin): a median ratio in 3..6 for 20.
+    assert 3.0 < float(np.median(widths[20] / widths[1])) < 6.0
+
+
+@pytest.mark.parametrize("horizon", [0, -1, 2.5, True])
+def test_a_horizon_must_be_sessions_ahead(horizon: Any, goog: TickerBars) -> None:
+    with pytest.raises(InputDataError, match="horizon"):
+        RollingBand().quantiles_at({}, goog, np.arange(3), LEVELS, horizon)
+
+
 def test_variance_proxy_by_hand() -> None:
     nan = float("nan")
     bars = TickerBars(
@@ -349,20 +449,31 @@ def test_har_rejects_an_unknown_estimator() -> None:
         HarRange("rogers_satchell")
 
 
-def test_blend_is_the_average_of_its_members(goog: TickerBars, fitted_all: dict[str, dict[str, Any]]) -> None:
+@pytest.mark.parametrize("horizon", HORIZONS)
+def test_blend_is_the_average_of_its_members(
+    horizon: int, goog: TickerBars, fitted_all: dict[str, dict[str, Any]]
+) -> None:
     rows = np.arange(200, 260)
-    members = [FORECASTERS[n].quantiles_at(fitted_all[n], goog, rows, LEVELS) for n in ("har_gk", "garch")]
-    blended = COMPOSED["blend"].quantiles_at(fitted_all["blend"], goog, rows, LEVELS)
+    members = [
+        FORECASTERS[n].quantiles_at(fitted_all[n], goog, rows, LEVELS, horizon) for n in ("har_gk", "garch")
+    ]
+    blended = COMPOSED["blend"].quantiles_at(fitted_all["blend"], goog, rows, LEVELS, horizon)
     assert np.array_equal(blended, (members[0] + members[1]) / 2.0)
 
 
-def test_rolling_band_is_the_sample_sd_times_normal_quantiles(goog: TickerBars) -> None:
+@pytest.mark.parametrize("horizon", HORIZONS)
+def test_rolling_band_is_the_sample_sd_times_normal_quantiles(horizon: int, goog: TickerBars) -> None:
+    """Over h sessions: the sd of the last 20 * h overlapping h-session returns."""
     from scipy.stats import norm
 
     row = 700
-    returns = goog.returns[row - 19 : row + 1]
+    log_close = np.log(goog.close)
+    returns = (
+        log_close[row - 20 * horizon + 1 : row + 1] - log_close[row - 21 * horizon + 1 : row - horizon + 1]
+    )
     expected = np.std(returns, ddof=1) * norm.ppf(LEVELS)
-    assert np.allclose(COMPOSED["rolling"].quantiles_at({}, goog, np.array([row]), LEVELS)[0], expected)
+    found = COMPOSED["rolling"].quantiles_at({}, goog, np.array([row]), LEVELS, horizon)[0]
+    assert np.allclose(found, expected)
 
 
 @pytest.mark.parametrize("name", ["garch", "gjr"])
@@ -378,3 +489,41 @@ def test_a_refit_started_from_the_last_fit_reaches_the_cold_fit(
     cold_q = forecaster.quantiles_at(cold, goog, rows, QUANTILES)
     warm_q = forecaster.quantiles_at(warm, goog, rows, QUANTILES)
     assert np.allclose(cold_q, warm_q, rtol=2e-3)
+
+
+def test_candidate_quantiles_at_a_horizon_with_extra_tail_levels() -> None:
+    """The table's rows at horizon 5: each candidate's quantiles, P(up) read off the same grid, and
+    the extra (VaR) levels as their own columns, each equal to `quantiles_at` at that horizon."""
+    from datetime import date
+
+    from stockcli.config import load_settings
+    from stockcli.ml.forecasters import P_UP_GRID, build_table, candidate_quantiles, fit_all, p_up_from_grid
+    from tests.bars_data import sample_frames
+
+    bars = sample_frames(("GOOG", "^GSPC"), start=date(2008, 1, 1), end=date(2013, 3, 1))
+    table = build_table(load_settings(None, environ={}))
+    own = {ticker: TickerBars.from_frame(frame) for ticker, frame in bars.items()}
+    fits: dict[str, dict[str, Any]] = {name: {} for name in table}
+    for ticker, history in own.items():
+        for name, params in fit_all(table, history.head(800)).items():
+            fits[name][ticker] = params
+    rows = [("GOOG", 900), ("^GSPC", 1000), ("GOOG", -1)]
+    tickers = [ticker for ticker, _ in rows]
+    base_dates = [bars[ticker].index[i].date() for ticker, i in rows]
+    extra = (0.01, 0.025)
+    found = candidate_quantiles(table, fits, bars, tickers, base_dates, horizon=5, extra_levels=extra)
+    assert set(found) == set(table)
+    for name, forecaster in table.items():
+        got = found[name]
+        assert got.quantiles.shape == (3, len(QUANTILES)) and got.extra.shape == (3, 2)
+        for i, (ticker, position) in enumerate(rows):
+            row = np.array([position % len(own[ticker])])
+            params = fits[name][ticker]
+            expected = forecaster.quantiles_at(params, own[ticker], row, (*QUANTILES, *extra), 5)[0]
+            np.testing.assert_allclose(got.quantiles[i], expected[: len(QUANTILES)], rtol=1e-12, atol=0)
+            np.testing.assert_allclose(got.extra[i], expected[len(QUANTILES) :], rtol=1e-12, atol=0)
+            grid = forecaster.quantiles_at(params, own[ticker], row, P_UP_GRID, 5)
+            np.testing.assert_allclose(got.p_up[i], p_up_from_grid(grid)[0], rtol=1e-12, atol=0)
+        assert (got.extra[:, 0] < got.extra[:, 1]).all() and (got.extra[:, 1] == got.quantiles[:, 0]).all()
+    # Horizon 1 is what callers had before: no extra columns unless asked.
+    assert candidate_quantiles(table, fits, bars, tickers, base_dates)["garch"].extra.shape == (3, 0)
