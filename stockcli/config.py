@@ -456,6 +456,8 @@ class MonitorSettings(_Section):
     alpha: float = Field(default=0.05, gt=0, le=0.5)
     # Significance level of the interval-coverage test.
     coverage_alpha: float = Field(default=0.01, gt=0, le=0.5)
+    # Scored sessions the risk backtests (VaR exceptions, Kupiec, Christoffersen, Basel zone, ES) read.
+    risk_sessions: int = Field(default=250, ge=20, le=2000)
 
     @model_validator(mode="after")
     def _window_holds_the_samples(self) -> MonitorSettings:

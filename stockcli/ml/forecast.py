@@ -285,6 +285,23 @@ def calibrated_quantiles(
     return sort_quantiles(out)
 
 
+def calibrated_tail_quantiles(
+    result: ForecastResult, calibration: Mapping[str, Any], levels: Sequence[float]
+) -> np.ndarray:
+    """(n, len(levels)) lower-tail log-return quantiles (levels below 0.5), calibrated as
+    `calibrated_quantiles` is: the level-tau quantile is the lower end of the conformal interval at
+    miscoverage 2 tau, loc - scale x half-width; the model's own distribution's without scores."""
+    from stockcli.ml.intervals import conformal_quantile
+
+    out = result.loc[:, None] + result.scale[:, None] * _standard_ppf(levels, result.df)
+    for i, ticker in enumerate(result.tickers):
+        scores = calibration_scores(calibration, ticker)
+        if scores.size:
+            widths = [conformal_quantile(scores, 2.0 * level) for level in levels]
+            out[i] = result.loc[i] - result.scale[i] * np.asarray(widths)
+    return np.asarray(out, dtype=np.float64)
+
+
 # --- baselines on the same rows ------------------------------------------------------------------------
 
 
