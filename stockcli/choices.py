@@ -21,6 +21,8 @@ PromotionMetric = Literal["mae", "rmse", "mape", "winkler_95", "pinball"]
 NotifyEvent = Literal["failure", "retrain", "promotion", "band_break", "summary"]
 # Statistical interval candidates (the network competes beside them as "network").
 Candidate = Literal["rolling", "garch", "gjr", "har_range", "blend"]
+# Any interval source a selection may serve: a statistical candidate or the network.
+IntervalSource = Literal["rolling", "garch", "gjr", "har_range", "blend", "network"]
 RangeEstimator = Literal["garman_klass", "parkinson"]
 IntervalMetric = Literal["pinball", "winkler_95"]
 
@@ -32,6 +34,9 @@ DISTRIBUTIONS: tuple[Distribution, ...] = get_args(Distribution)
 PROMOTION_METRICS: tuple[PromotionMetric, ...] = get_args(PromotionMetric)
 NOTIFY_EVENTS: tuple[NotifyEvent, ...] = get_args(NotifyEvent)
 CANDIDATES: tuple[Candidate, ...] = get_args(Candidate)
+# The order in which challengers of the incumbent are tested (`[forecasters] test_order`): chosen on
+# the validation years 2008-2011 of the sample, best skill against GARCH first.
+TEST_ORDER: tuple[IntervalSource, ...] = ("blend", "har_range", "gjr", "network", "rolling")
 # Sessions ahead the statistical candidates forecast by default (`[forecasters] horizons`).
 HORIZONS: tuple[int, ...] = (1, 5, 20)
 
@@ -45,10 +50,12 @@ __all__ = [
     "PROMOTION_METRICS",
     "SOURCES",
     "TARGET_KINDS",
+    "TEST_ORDER",
     "Candidate",
     "Device",
     "Distribution",
     "IntervalMetric",
+    "IntervalSource",
     "ModelType",
     "NotifyEvent",
     "PromotionMetric",

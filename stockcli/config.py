@@ -48,10 +48,12 @@ from stockcli.choices import (
     PROMOTION_METRICS,
     SOURCES,
     TARGET_KINDS,
+    TEST_ORDER,
     Candidate,
     Device,
     Distribution,
     IntervalMetric,
+    IntervalSource,
     ModelType,
     NotifyEvent,
     PromotionMetric,
@@ -385,8 +387,11 @@ class IntervalsSettings(_Section):
 class ForecasterSettings(_Section):
     # Statistical interval candidates, besides the network (every one is scored every session).
     candidates: tuple[Candidate, ...] = Field(default=CANDIDATES, strict=False, min_length=1)
-    # The candidate every challenger must beat by a one-sided test (Holm-corrected) to be served.
+    # The candidate every challenger must beat by a one-sided test to be served.
     incumbent: Candidate = "garch"
+    # The family correction of those tests: a fixed sequence in this order (each test at alpha while
+    # every earlier one rejected; names not listed follow, in candidates order), or Holm's when empty.
+    test_order: tuple[IntervalSource, ...] = Field(default=TEST_ORDER, strict=False)
     # Daily variance of the range-based HAR: Garman-Klass (open/high/low/close) or Parkinson (high/low),
     # each plus the overnight gap.
     har_estimator: RangeEstimator = "garman_klass"
@@ -431,6 +436,8 @@ class ForecasterSettings(_Section):
             raise SettingProblem("must name two different candidates other than blend", key="blend")
         if "blend" in self.candidates and not set(self.blend) <= set(self.candidates):
             raise SettingProblem("names a candidate that is not among [forecasters] candidates", key="blend")
+        if len(set(self.test_order)) != len(self.test_order):
+            raise SettingProblem("names a candidate twice", key="test_order")
         if self.min_selection_sessions > self.selection_sessions:
             raise SettingProblem(
                 f"is {self.min_selection_sessions}, above selection_sessions = {self.selection_sessions}",

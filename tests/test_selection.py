@@ -20,7 +20,7 @@ from stockcli.config import Settings
 from stockcli.db.engine import open_database
 from stockcli.db.models import ForecasterFit, ModelPerformance
 from stockcli.db.serving import Selection, load_selection, save_selection
-from stockcli.ml.selection import choose_interval_source, holm
+from stockcli.ml.selection import choose_interval_source, fixed_sequence, holm
 
 CALENDAR = trading_calendar("XNYS")
 
@@ -74,6 +74,44 @@ def test_more_candidates_do_not_raise_the_false_win_rate() -> None:
         raw_wins += min(_raw_p(panels[name], incumbent) for name in panels if name != "garch") < alpha
     assert corrected_wins / trials <= 0.10  # alpha plus sampling noise over 120 trials
     assert raw_wins / trials > 2 * max(corrected_wins / trials, 0.05)
+
+
+def test_the_fixed_sequence_tests_in_order_each_at_alpha_until_one_fails() -> None:
+    p = {"rolling": 0.001, "blend": 0.03, "gjr": 0.2, "har_range": 0.01}
+    # blend, then har_range, then gjr (fails), then rolling: the running maximum along the order.
+    adjusted = fixed_sequence(p, ["blend", "har_range", "gjr"])
+    assert adjusted == {"blend": 0.03, "har_range": 0.03, "gjr": 0.2, "rolling": 0.2}
+    assert fixed_sequence({}, ["blend"]) == {} and fixed_sequence({"gjr": 0.04}, []) == {"gjr": 0.04}
+
+    rng = np.random.default_rng(8)
+    common = _panel(rng, 1.0)
+    panels = {
+        "garch": common,
+        "blend": common * 0.9 + _panel(rng, 0.02),  # about 10% better
+        "har_range": common * 0.8 + _panel(rng, 0.02),  # about 20% better
+        "rolling": common + _panel(rng, 0.02),  # no better
+    }
+    # Each passing challenger at the full alpha; the best of those that pass is served.
+    chosen = choose_interval_source(
+        panels, incumbent="garch", alpha=0.05, order=["blend", "har_range", "rolling"]
+    )
+    assert chosen.source == "har_range" and chosen.p_values["rolling"] > 0.05
+    # A challenger first in the order that fails stops the sequence: nothing after it is served.
+    stopped = choose_interval_source(panels, incumbent="garch", alpha=0.05, order=["rolling", "har_range"])
+    assert stopped.source == "garch" and stopped.p_values["har_range"] == stopped.p_values["rolling"] > 0.05
+
+
+def test_the_fixed_sequence_keeps_the_false_win_rate_at_alpha() -> None:
+    """Ten challengers no better than the incumbent, tested in a fixed order at the full alpha each:
+    a false win needs the first one to pass, so the rate stays near alpha."""
+    rng = np.random.default_rng(12)
+    trials, alpha, wins = 120, 0.05, 0
+    order = [f"c{k}" for k in range(10)]
+    for _ in range(trials):
+        incumbent = _panel(rng, 1.0, 120)
+        panels = {"garch": incumbent, **{name: _panel(rng, 1.0, 120) for name in order}}
+        wins += choose_interval_source(panels, incumbent="garch", alpha=alpha, order=order).source != "garch"
+    assert wins / trials <= 0.10
 
 
 def _raw_p(a: np.ndarray, b: np.ndarray) -> float:

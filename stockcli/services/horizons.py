@@ -124,7 +124,9 @@ def redecide_horizons(*, settings: Settings, engine: Engine, tickers: Sequence[s
         panels, dates = candidate_loss_panels(scored, config.metric)
         if len(dates) < config.min_selection_sessions:
             continue
-        choice = choose_interval_source(panels, incumbent=config.incumbent, alpha=settings.promotion.alpha)
+        choice = choose_interval_source(
+            panels, incumbent=config.incumbent, alpha=settings.promotion.alpha, order=config.test_order
+        )
         state = existing.get((ticker, horizon)) or _new_serving((ticker, horizon), config.incumbent)
         decided.append(
             {

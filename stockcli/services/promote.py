@@ -28,7 +28,7 @@ the alias points.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import date
 from typing import Any
@@ -291,6 +291,7 @@ def _promote(
             ),
             incumbent=settings.forecasters.incumbent,
             interval_metric=settings.forecasters.metric,
+            test_order=settings.forecasters.test_order,
             alpha=alpha,
             window=(window_start, window_end),
         )
@@ -433,11 +434,12 @@ def select_sources(
     window: tuple[date | None, date | None],
     p_ups: Mapping[str, np.ndarray | None] | None = None,
     base_rate: np.ndarray | None = None,
+    test_order: Sequence[str] = (),
 ) -> list[Selection]:
     """Per ticker (and "*" pooled): serve the model's point forecast only where its absolute errors
     beat naive's significantly (one-sided DM, p < alpha); serve the interval candidate chosen by
     `selection.choose_interval_source` (the pooled choice against `incumbent`, then each ticker's
-    challengers against the pooled choice, Holm-corrected), and a candidate's P(up) only where its
+    challengers against the pooled choice, family-corrected by `test_order`'s fixed sequence, or Holm's), and a candidate's P(up) only where its
     Brier score beats the base rate's (the same test). The pooled "*" comes first in the list."""
     from stockcli.db.serving import POOLED, Selection
     from stockcli.ml.metrics import brier_scores, loss_series, panel_of
@@ -470,7 +472,7 @@ def select_sources(
         panels = {
             name: panel_of(loss[chosen], chosen_dates, chosen_tickers)[0] for name, loss in losses.items()
         }
-        interval = choose_interval_source(panels, incumbent=facing, alpha=alpha)
+        interval = choose_interval_source(panels, incumbent=facing, alpha=alpha, order=test_order)
         if ticker == POOLED:
             facing = ticker_incumbent(interval, incumbent)
         brier_panels = {n: panel_of(b[chosen], chosen_dates, chosen_tickers)[0] for n, b in briers.items()}

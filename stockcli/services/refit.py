@@ -151,7 +151,7 @@ def _decision(settings: Settings, rows: list[dict[str, Any]], incumbent: str) ->
     if len(dates) < config.min_selection_sessions:
         return None
     alpha = settings.promotion.alpha
-    interval = choose_interval_source(panels, incumbent=incumbent, alpha=alpha)
+    interval = choose_interval_source(panels, incumbent=incumbent, alpha=alpha, order=config.test_order)
     p_up = choose_interval_source(brier_panels(rows), incumbent=BASE_RATE, alpha=alpha)
     return {
         "p_up_source": p_up.source,
