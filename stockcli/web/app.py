@@ -20,13 +20,8 @@ one cheap query, and a client holding the bytes gets `304 Not Modified`.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
-import json
-import math
 import threading
 from collections.abc import AsyncIterator, Callable, Hashable
-from datetime import date, datetime
-from decimal import Decimal
 from typing import Annotated, Any
 
 from fastapi import FastAPI, Query, Request
@@ -40,6 +35,7 @@ from starlette.types import Scope
 from stockcli.config import TICKER_PATTERN, Settings, redact_url
 from stockcli.db import queries_report as queries
 from stockcli.errors import NoDataError, StockCliError
+from stockcli.jsonable import dumps, to_plain
 from stockcli.services import report as report_service
 from stockcli.web import pages
 from stockcli.web.cache import NO_CACHE, CachedBody, CachedFirst, DataVersion, RegistryCache, ResponseCache
@@ -50,30 +46,9 @@ MAX_CHART_SESSIONS = 1000
 MAX_HISTORY_ROWS = 5000
 
 
-def to_plain(value: Any) -> Any:
-    """JSON-ready values: dataclasses as dicts, dates as ISO text, NaN and infinities as null."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, Decimal):
-        return to_plain(float(value))
-    if isinstance(value, bool | int | str) or value is None:
-        return value
-    if isinstance(value, datetime | date):
-        return value.isoformat()
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: to_plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
-    if isinstance(value, dict):
-        return {str(k): to_plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple | set | frozenset):
-        return [to_plain(v) for v in value]
-    if hasattr(value, "item"):  # numpy scalars
-        return to_plain(value.item())
-    return str(value)
-
-
 def json_bytes(content: Any) -> bytes:
-    """Compact UTF-8 JSON of `to_plain(content)`: never NaN or Infinity (invalid JSON), they become null."""
-    return json.dumps(to_plain(content), allow_nan=False, ensure_ascii=False, separators=(",", ":")).encode()
+    """Compact UTF-8 JSON: never NaN or Infinity (invalid JSON), they become null."""
+    return dumps(content, compact=True).encode()
 
 
 class SafeJSONResponse(JSONResponse):
