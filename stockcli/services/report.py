@@ -22,7 +22,6 @@ from stockcli.config import Settings, redact_url
 from stockcli.db import queries_report as queries
 from stockcli.errors import NoDataError, StockCliError, UsageError
 
-PRODUCTION_ALIAS = "Production"
 FILL_HINT = "Run `stockcli daily` to fetch bars, train a first model and predict."
 
 
@@ -532,7 +531,11 @@ def model_versions(settings: Settings) -> ModelsInfo:
             (), None, redact_url(f"Model versions are not available: {type(exc).__name__}: {exc}")
         )
     production = next(
-        (row.version for row in versions if PRODUCTION_ALIAS.lower() in {a.lower() for a in row.aliases}),
+        (
+            row.version
+            for row in versions
+            if registry.PRODUCTION_ALIAS.lower() in {a.lower() for a in row.aliases}
+        ),
         None,
     )
     return ModelsInfo(tuple(versions), production)
