@@ -558,7 +558,7 @@ def test_fan_chart_escapes_its_text_and_draws_the_bands_in_order() -> None:
 
 
 def test_how_the_views_write_numbers() -> None:
-    from stockcli.web import formats
+    from stockcli import formats
 
     assert [formats.p_value(v) for v in (0.0123, 0.62, 0.0004, None, math.nan)] == [
         "0.012",
