@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from stockcli.config import Settings, redact_url
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
 
 
 @dataclass(frozen=True)
@@ -27,43 +33,36 @@ class SchemaStatus:
         return self.current == self.head
 
 
-def upgrade(settings: Settings) -> SchemaUpgrade:
-    """Bring the schema up to the newest revision. Raises StockCliError when the database cannot be
-    reached, or was migrated by a newer stockcli (exit 2)."""
-    from stockcli.db.engine import (
-        current_revision,
-        database_errors,
-        head_revision,
-        open_database,
-        upgrade_schema,
-    )
+@contextlib.contextmanager
+def _database(settings: Settings) -> Iterator[Engine]:
+    """The app's engine, never migrated on opening, its driver errors made clear; disposed after."""
+    from stockcli.db.engine import database_errors, open_database
 
     engine = open_database(settings, upgrade=False)
     try:
         with database_errors(settings):
-            before = current_revision(engine)
-            upgrade_schema(engine)
-            after = current_revision(engine)
+            yield engine
     finally:
         engine.dispose()
+
+
+def upgrade(settings: Settings) -> SchemaUpgrade:
+    """Bring the schema up to the newest revision. Raises StockCliError when the database cannot be
+    reached, or was migrated by a newer stockcli (exit 2)."""
+    from stockcli.db.engine import current_revision, head_revision, upgrade_schema
+
+    with _database(settings) as engine:
+        before = current_revision(engine)
+        upgrade_schema(engine)
+        after = current_revision(engine)
     return SchemaUpgrade(redact_url(settings.database_url), before, after, head_revision())
 
 
 def status(settings: Settings) -> SchemaStatus:
     """The database's revision next to the newest one this stockcli knows; changes nothing."""
-    from stockcli.db.engine import (
-        current_revision,
-        database_errors,
-        head_revision,
-        known_revision,
-        open_database,
-    )
+    from stockcli.db.engine import current_revision, head_revision, known_revision
 
-    engine = open_database(settings, upgrade=False)
-    try:
-        with database_errors(settings):
-            revision = current_revision(engine)
-    finally:
-        engine.dispose()
+    with _database(settings) as engine:
+        revision = current_revision(engine)
     known = revision is None or known_revision(revision)
     return SchemaStatus(redact_url(settings.database_url), revision, head_revision(), known)
