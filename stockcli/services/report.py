@@ -406,6 +406,32 @@ def ensure_data(engine: Engine | None, *, settings: Settings) -> None:
     raise NoDataError(what, hint=FILL_HINT)
 
 
+def connect(settings: Settings) -> Engine | None:
+    """The database opened read-only, never created: None for a SQLite file that does not exist yet."""
+    return queries.connect_readonly(settings)
+
+
+def database_state(engine: Engine | None) -> queries.DatabaseState:
+    """`ready` (bars or predictions stored), `empty`, `no_schema` or `missing`; the driver's error when
+    the database cannot be read."""
+    return queries.database_state(engine)
+
+
+def known_tickers(settings: Settings, engine: Engine) -> list[str]:
+    """Tickers with stored bars or predictions, the watchlist's first, in its order."""
+    return queries.known_tickers(engine, preferred=settings.data.tickers)
+
+
+def ticker_exists(engine: Engine, ticker: str) -> bool:
+    """Whether `ticker` has stored bars or predictions."""
+    return queries.ticker_exists(engine, ticker)
+
+
+def recent_runs(engine: Engine, *, limit: int) -> list[RunRow]:
+    """The newest ledger rows, newest first."""
+    return [_run_row(row) for row in queries.recent_runs(engine, limit=limit)]
+
+
 def latest_predictions(engine: Engine, *, as_of: date | None = None) -> list[PredictionRow]:
     """The newest prediction per ticker."""
     return [_prediction_row(row) for row in queries.latest_predictions(engine, as_of=as_of)]

@@ -33,7 +33,6 @@ from starlette.concurrency import run_in_threadpool
 from starlette.types import Scope
 
 from stockcli.config import TICKER_PATTERN, Settings, redact_url
-from stockcli.db import queries_report as queries
 from stockcli.errors import NoDataError, StockCliError
 from stockcli.jsonable import dumps, to_plain
 from stockcli.services import report as report_service
@@ -100,9 +99,9 @@ class Reader:
             return self._engine
         with self._lock:
             if self._engine is None:
-                self._engine = queries.connect_readonly(self.settings)
+                self._engine = report_service.connect(self.settings)
             try:
-                state = queries.database_state(self._engine)
+                state = report_service.database_state(self._engine)
             except DBAPIError as exc:
                 raise _unreadable(self.settings, exc) from None
             if state != "ready":
@@ -139,7 +138,7 @@ class Reader:
         for a file spoiled under a running server. Raises ApiError 503 as `engine` does."""
         engine = self.engine()
         try:
-            state = queries.database_state(engine)
+            state = report_service.database_state(engine)
             self.data_version()
         except DBAPIError as exc:
             raise _unreadable(self.settings, exc) from None
@@ -151,8 +150,8 @@ class Reader:
         known = self._ledger
         if known is not None and known[0] == data_version:
             return known[1]
-        newest = queries.recent_runs(self.engine(), limit=1)
-        epoch: Hashable = tuple(newest[0].get(k) for k in ("id", "status", "finished_at")) if newest else ()
+        newest = report_service.recent_runs(self.engine(), limit=1)
+        epoch: Hashable = (newest[0].id, newest[0].status, newest[0].finished_at) if newest else ()
         self._ledger = (data_version, epoch)
         return epoch
 
@@ -340,8 +339,9 @@ def create_app(settings: Settings, *, warm_registry: bool = True) -> FastAPI:
         """Tickers with stored bars or predictions: `{"status": "success", "tickers": [...]}`."""
 
         def build(engine: Engine) -> CachedBody:
-            known = queries.known_tickers(engine, preferred=settings.data.tickers)
-            return _json_body({"status": "success", "tickers": known})
+            return _json_body(
+                {"status": "success", "tickers": report_service.known_tickers(settings, engine)}
+            )
 
         return await reader.serve_async(request, ("tickers",), build)
 
@@ -357,8 +357,8 @@ def create_app(settings: Settings, *, warm_registry: bool = True) -> FastAPI:
         cleaned = parse_ticker(ticker)
 
         def build(engine: Engine) -> CachedBody:
-            if not queries.ticker_exists(engine, cleaned):
-                known = queries.known_tickers(engine, preferred=settings.data.tickers)
+            if not report_service.ticker_exists(engine, cleaned):
+                known = report_service.known_tickers(settings, engine)
                 raise ApiError(404, f"Unknown ticker {cleaned!r}.", f"Known tickers: {', '.join(known)}.")
             return _json_body(chart_json(report_service.close_series(engine, cleaned, sessions=sessions)))
 
@@ -374,7 +374,7 @@ def create_app(settings: Settings, *, warm_registry: bool = True) -> FastAPI:
         cleaned = parse_ticker(ticker) if ticker else None
 
         def build(engine: Engine) -> CachedBody:
-            if cleaned is not None and not queries.ticker_exists(engine, cleaned):
+            if cleaned is not None and not report_service.ticker_exists(engine, cleaned):
                 raise ApiError(404, f"Unknown ticker {cleaned!r}.")
             return _json_body(
                 {
@@ -509,7 +509,7 @@ def _dashboard_html(
     settings: Settings, engine: Engine, *, selected: str | None, models: report_service.ModelsInfo
 ) -> str:
     """The page for `selected` (None: the first ticker with a prediction); ApiError 404 for an unknown one."""
-    tickers = queries.known_tickers(engine, preferred=settings.data.tickers)
+    tickers = report_service.known_tickers(settings, engine)
     if selected is not None and selected not in tickers:
         raise ApiError(404, f"Unknown ticker {selected!r}.", f"Known tickers: {', '.join(tickers)}.")
     report = report_service.build_report(
