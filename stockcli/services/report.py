@@ -182,6 +182,7 @@ class ModelsInfo:
     versions: tuple[ModelVersionRow, ...]
     production_version: str | None
     note: str | None = None
+    run_ids: Mapping[str, str] = field(default_factory=dict)  # version -> the MLflow run that trained it
 
 
 @dataclass(frozen=True)
@@ -545,8 +546,9 @@ def model_versions(settings: Settings) -> ModelsInfo:
     if list_versions is None:
         return ModelsInfo((), None, "Model versions are not available: the registry cannot list versions.")
     try:
+        items = list(list_versions(settings))
         versions = sorted(
-            (_model_row(item) for item in list_versions(settings)),
+            (_model_row(item) for item in items),
             key=lambda row: _version_key(row.version),
             reverse=True,
         )
@@ -564,7 +566,10 @@ def model_versions(settings: Settings) -> ModelsInfo:
         ),
         None,
     )
-    return ModelsInfo(tuple(versions), production)
+    run_ids = {
+        str(_field(item, "version")): str(run) for item in items if (run := _field(item, "training_run_id"))
+    }
+    return ModelsInfo(tuple(versions), production, run_ids=run_ids)
 
 
 def _field(item: Any, *names: str) -> Any:

@@ -38,6 +38,7 @@ from stockcli.jsonable import dumps, to_plain
 from stockcli.services import report as report_service
 from stockcli.web import pages
 from stockcli.web.cache import NO_CACHE, CachedBody, CachedFirst, DataVersion, RegistryCache, ResponseCache
+from stockcli.web.responses import LatestTable
 
 MODELS_TTL_S = 60.0
 MAX_REMEMBERED_URLS = 4096
@@ -236,6 +237,31 @@ class Reader:
             return answer(request, cached)
         return await run_in_threadpool(self.serve, request, key, build)
 
+    async def serve_with_registry(
+        self,
+        request: Request,
+        key: Hashable,
+        build: Callable[[Engine, report_service.ModelsInfo], CachedBody],
+    ) -> Response:
+        """`serve_async` for a response that also shows the registry: keyed by the data version and the
+        registry's generation, answered in the event loop when both are known."""
+        versions = await self.versions_now()
+        cached = None if versions is None else self.responses.lookup(key, versions)
+        if cached is not None:
+            return answer(request, cached)
+        return await run_in_threadpool(self._serve_with_registry, request, key, build)
+
+    def _serve_with_registry(
+        self,
+        request: Request,
+        key: Hashable,
+        build: Callable[[Engine, report_service.ModelsInfo], CachedBody],
+    ) -> Response:
+        engine = self.engine()
+        version = self.data_version()
+        info, generation = self.models(version)
+        return self.respond(request, key, f"{version}|r{generation}", lambda: build(engine, info))
+
     def close(self) -> None:
         if self._version is not None:
             self._version.close()
@@ -327,11 +353,13 @@ def create_app(settings: Settings, *, warm_registry: bool = True) -> FastAPI:
         return reader.respond(request, ("page", selected), f"{version}|r{generation}", build)
 
     # The JSON routes are `async def`: a cache hit never leaves the event loop (Reader.serve_async).
-    @app.get("/predictions/latest_for_table")
+    @app.get("/predictions/latest_for_table", response_model=LatestTable)
     async def latest_for_table(request: Request) -> Response:
         """The newest prediction per ticker, as table rows: `{"status": "success", "data": [...]}`."""
-        return await reader.serve_async(
-            request, ("latest_for_table",), lambda engine: _json_body(latest_table_json(engine))
+        return await reader.serve_with_registry(
+            request,
+            ("latest_for_table",),
+            lambda engine, models: _json_body(latest_table_json(engine, models)),
         )
 
     @app.get("/tickers")
@@ -396,7 +424,8 @@ def create_app(settings: Settings, *, warm_registry: bool = True) -> FastAPI:
         body = {"production_version": info.production_version, "versions": info.versions, "note": info.note}
         return reader.respond(request, ("models",), f"r{generation}", lambda: _json_body(body))
 
-    @app.api_route("/health", methods=["GET", "HEAD"])
+    @app.get("/health")
+    @app.head("/health", include_in_schema=False)  # the same answer without a body; one entry in the schema
     async def health() -> Response:
         """200 `ok` when the database answers; 200 `empty` for a fresh install; 503 `unavailable`.
 
@@ -446,13 +475,14 @@ def create_app(settings: Settings, *, warm_registry: bool = True) -> FastAPI:
     return app
 
 
-def latest_table_json(engine: Engine) -> dict[str, Any]:
+def latest_table_json(engine: Engine, models: report_service.ModelsInfo) -> dict[str, Any]:
     """`/predictions/latest_for_table`: the replaced system's `status` and `data` rows, ours beside them.
 
     Each row keeps the replaced system's `ticker`, `predicted_price` (float), `date` (the target session,
-    ISO text) and `model_mlflow_run_id` (text or null: stockcli names a model by its registry
-    version, `model_version`), followed by every field of the stored prediction (`PredictionRow`: the
-    intervals, `p_up`, `source`, `interval_source`, `unseen` and the p-values among them).
+    ISO text) and `model_mlflow_run_id` (the MLflow run that trained the version that made the
+    prediction, from the registry; null when the registry does not know it), followed by every field
+    of the stored prediction (`PredictionRow`: `model_version`, the intervals, `p_up`, `source`,
+    `interval_source`, `unseen` and the p-values among them). `responses.LatestTable` documents each key.
     """
     rows = []
     for prediction in report_service.latest_predictions(engine):
@@ -460,7 +490,7 @@ def latest_table_json(engine: Engine) -> dict[str, Any]:
             "ticker": prediction.ticker,
             "predicted_price": prediction.predicted_close,
             "date": prediction.target_date,
-            "model_mlflow_run_id": None,
+            "model_mlflow_run_id": models.run_ids.get(prediction.model_version),
         }
         row.update(to_plain(prediction))  # new prediction fields flow through as they are
         row["change_pct"] = None if prediction.change is None else prediction.change * 100.0
