@@ -681,6 +681,7 @@ def test_api_on_a_database_filled_by_the_real_pipeline(tmp_path: Path) -> None:
     """`daily` bootstraps a tiny model and runs four sessions; the API shows exactly what it stored."""
     from sqlalchemy import select
 
+    from stockcli.ml import registry
     from stockcli.services.daily import daily
     from stockcli.services.runtime import pipeline_run
     from tests.model_helpers import tiny_settings
@@ -711,6 +712,10 @@ def test_api_on_a_database_filled_by_the_real_pipeline(tmp_path: Path) -> None:
         )
         assert {row["date"] for row in rows} == {"2013-03-04"}
         assert {row["model_version"] for row in rows} == {stored["GOOG"].model_version}
+        run_of = {info.version: info.training_run_id for info in registry.list_versions(settings)}
+        assert (
+            {row["model_mlflow_run_id"] for row in rows} == {run_of[stored["GOOG"].model_version]} != {None}
+        )
         assert client.get("/tickers").json()["tickers"] == ["GOOG", "MSFT"]
 
         chart = client.get("/historical_context_chart/GOOG").json()
