@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 	# torch first, pinned: on these machines a CPU build of 2.13.0 lies on disk, while a plain
 	# `torch` would pull a multi-GB CUDA build.
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q -e '.[dev,web,postgres]'
 	touch $(STAMP)
 
 venv: $(STAMP)

@@ -5,13 +5,16 @@ reads files or the environment at import time. Relative paths in a config file r
 folder of that file, never the working directory (cron starts in `$HOME`).
 
 Each section is a frozen pydantic model that refuses unknown keys; its field types, choices
-(`stockcli.choices`) and bounds are the one definition of what a key accepts. `load_settings` turns
-any failure into one ConfigError line (exit 2) naming `[section] key`, the file, what is expected
-and what was given; a pydantic dump never reaches the user.
+(`stockcli.choices`) and bounds are the one definition of what a key accepts. `load_settings` layers
+pydantic-settings' sources (the TOML file, then `STOCKCLI_<SECTION>__<KEY>` variables) under the
+command-line options, and turns any failure into one ConfigError line (exit 2) naming `[section] key`,
+where it was given (the file or the variable), what is expected and what was given; a pydantic dump
+never reaches the user, nor a secret.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -19,13 +22,21 @@ import stat
 import tomllib
 import typing
 from collections.abc import Mapping
-from datetime import date, datetime
+from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
 from typing import Any
 
-import annotated_types
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic.fields import FieldInfo
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+from pydantic_settings.sources.utils import parse_env_vars
 
 from stockcli.choices import (
     CANDIDATES,
@@ -48,6 +59,7 @@ from stockcli.choices import (
     Source,
     TargetKind,
 )
+from stockcli.cron import CRON_HINT, cron_problem
 from stockcli.errors import ConfigError
 from stockcli.redact import redact_url
 
@@ -56,9 +68,6 @@ DEFAULT_TICKERS = ("GOOG", "MSFT", "^GSPC", "^IXIC")
 MAX_JUMP_FACTOR = 1000.0
 # A config file is a few KiB of TOML; anything larger (or /dev/zero) is refused before reading it all.
 MAX_CONFIG_BYTES = 1 << 20
-CRON_HINT = (
-    'Five fields in the exchange\'s time zone: minute hour day month day-of-week, e.g. "30 17 * * mon-fri".'
-)
 # Schemes of the database URLs SQLAlchemy opens (an MLflow tracking URI may also be http(s) or a folder).
 DATABASE_SCHEMES = ("sqlite", "postgresql", "postgres", "mysql", "mssql", "oracle")
 # Keys that existed once and were removed: (section, key) -> what replaced them. A config that still
@@ -76,14 +85,17 @@ REMOVED_KEYS: dict[tuple[str, str], str] = {
     "see [monitor] alpha and coverage_alpha",
     ("monitor", "skill_min"): "the skill trigger is now a one-sided Diebold-Mariano test at [monitor] alpha",
 }
-# Variables of the environment that set one key each (above the file, below command-line options).
-ENVIRONMENT_KEYS: dict[str, tuple[str, str]] = {
+# Every key can be set by `STOCKCLI_<SECTION>__<KEY>` (above the file, below command-line options); these
+# flat names, documented before that form, stay as aliases of one key each.
+LEGACY_VARIABLES: dict[str, tuple[str, str]] = {
     "STOCKCLI_DATA_DIR": ("storage", "data_dir"),
     "STOCKCLI_DATABASE_URL": ("storage", "database_url"),
     "STOCKCLI_MLFLOW_TRACKING_URI": ("mlflow", "tracking_uri"),
     "STOCKCLI_OPTUNA_STORAGE": ("tuning", "storage_url"),
-    "STOCKCLI_NOTIFY__URLS": ("notify", "urls"),
 }
+# Keys holding a path: relative ones resolve against the folder of the file that gave them, or the
+# working directory for the environment and command-line options.
+PATH_KEYS = (("storage", "data_dir"), ("data", "csv_dir"))
 
 # Indicators whose values the model sees made scale-free (see stockcli.features.indicators). Every
 # recursive one forgets its start within the serving lookback; long warm-ups (EMA 200) are left out
@@ -379,7 +391,7 @@ class ForecasterSettings(_Section):
     # each plus the overnight gap.
     har_estimator: RangeEstimator = "garman_klass"
     # The two candidates whose quantiles `blend` averages.
-    blend: tuple[Candidate, Candidate] = Field(default=("har_range", "garch"), strict=False)
+    blend: tuple[Candidate, Candidate] = Field(default=("har_range", "gjr"), strict=False)
     # Sessions between refits of the statistical candidates from the stored bars (during `daily`).
     refit_sessions: int = Field(default=21, ge=1, le=250)
     # Trailing scored sessions on which the interval source is re-decided at each refit.
@@ -444,6 +456,8 @@ class MonitorSettings(_Section):
     alpha: float = Field(default=0.05, gt=0, le=0.5)
     # Significance level of the interval-coverage test.
     coverage_alpha: float = Field(default=0.01, gt=0, le=0.5)
+    # Scored sessions the risk backtests (VaR exceptions, Kupiec, Christoffersen, Basel zone, ES) read.
+    risk_sessions: int = Field(default=250, ge=20, le=2000)
 
     @model_validator(mode="after")
     def _window_holds_the_samples(self) -> MonitorSettings:
@@ -529,10 +543,17 @@ def _notify_url_problem(url: str) -> str | None:
     return None
 
 
-class Settings(BaseModel):
-    """Everything a run needs to know, resolved: absolute paths, concrete URLs."""
+class Settings(BaseSettings):
+    """Everything a run needs to know, resolved: absolute paths, concrete URLs.
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    Built by `load_settings` from its sources; constructed directly (tests, `replace`) it reads
+    nothing but its arguments.
+    """
+
+    # strict: pydantic-settings then converts a variable's text to the key's type ("5" -> 5) first.
+    model_config = SettingsConfigDict(
+        env_prefix="STOCKCLI_", env_nested_delimiter="__", extra="forbid", frozen=True, strict=True
+    )
 
     data: DataSettings = Field(default_factory=DataSettings)
     storage: StorageSettings = Field(default_factory=StorageSettings)
@@ -549,12 +570,21 @@ class Settings(BaseModel):
     daemon: DaemonSettings = Field(default_factory=DaemonSettings)
     notify: NotifySettings = Field(default_factory=NotifySettings)
     config_path: Path | None = None
-    # Test hook: the name of a checkpoint at which the process kills itself (STOCKCLI_KILL_AT).
-    kill_at: str | None = None
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings,)  # the file and the environment are layered by load_settings
 
     @model_validator(mode="after")
     def _cron_fires(self) -> Settings:
-        problem = _cron_problem(self.daemon.cron, self.data.exchange)[1]
+        problem = cron_problem(self.daemon.cron, self.data.exchange)[1]
         if problem is not None:
             raise SettingProblem(problem, section="daemon", key="cron", hint=CRON_HINT)
         return self
@@ -609,16 +639,13 @@ class Settings(BaseModel):
 
         Replaced fields are validated like a config file's (ConfigError on a bad value).
         """
-        where = "Settings.replace()"
-        values: dict[str, Any] = {name: getattr(self, name) for name in type(self).model_fields}
+        values: dict[str, Any] = dict(self)
         for name, value in sections.items():
             current = values[name]
             if isinstance(value, Mapping) and isinstance(current, BaseModel):
-                merged = {**current.model_dump(), **value}
-                values[name] = _build_section(name, type(current), merged, where)
-            else:
-                values[name] = value
-        return _build_settings(values, where)
+                value = {**current.model_dump(), **value}
+            values[name] = value
+        return _validated(values, [], "Settings.replace()")
 
 
 SECTIONS: dict[str, type[BaseModel]] = {
@@ -652,70 +679,110 @@ def load_settings(
 ) -> Settings:
     """Build Settings from the config file, then `STOCKCLI_*` variables, then `overrides`.
 
-    Raises ConfigError (exit 2) naming the key, the file, what is expected and what was given.
+    Raises ConfigError (exit 2) naming the key, where it was given, what is expected and what was given.
     """
     env = os.environ if environ is None else environ
     path = find_config_file(config_path, env)
-    raw: dict[str, Any] = {}
-    where = "defaults"
+    layers: list[_Layer] = []
     if path is not None:
         path = path.expanduser()
-        where = str(path)
-        try:
-            raw = tomllib.loads(read_config_text(path))
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"Config file {path} is not valid TOML: {exc}.") from None
-        base_dir = path.resolve().parent
-    else:
-        base_dir = Path.home() / ".local" / "share" / "stockcli"
-
-    sections: dict[str, dict[str, Any]] = {}
-    for section_name, table in raw.items():
-        _check_section(section_name, where)
-        if not isinstance(table, dict):
-            raise ConfigError(f"[{section_name}] in {where} must be a table, not a value.")
-        sections[section_name] = dict(table)
-
-    from_environment: set[tuple[str, str]] = set()
-    for variable, (section_name, key_name) in ENVIRONMENT_KEYS.items():
-        value = env.get(variable)
-        if value is None:
-            continue
-        if not value.strip():
-            if key_name == "data_dir":
-                raise ConfigError(
-                    f"{variable} is set but empty.",
-                    hint="Unset it to use [storage] data_dir, or give it a folder.",
-                )
-            continue  # an empty URL variable counts as unset
-        sections.setdefault(section_name, {})[key_name] = value
-        from_environment.add((section_name, key_name))
-    for section_name, values in (overrides or {}).items():
-        _check_section(section_name, "the overrides")
-        for key_name, value in values.items():
-            if value is not None:
-                sections.setdefault(section_name, {})[key_name] = value
-                from_environment.discard((section_name, key_name))
-
-    built: dict[str, Any] = {
-        name: _build_section(name, cls, sections.get(name, {}), where) for name, cls in SECTIONS.items()
+        layers.append(_Layer(_ConfigFile(Settings, toml_file=path)(), str(path), path.resolve().parent))
+    environment = _Environment(env)
+    layers.append(_Layer(environment(), "the environment", Path.cwd(), environment.variables))
+    given = {
+        name: {key: v for key, v in table.items() if v is not None}
+        for name, table in (overrides or {}).items()
     }
+    layers.append(_Layer(given, "the command-line options", Path.cwd()))
+    # No data dir given: `data` beside the config file, or the user's data folder without one.
+    default_dir = path.resolve().parent / "data" if path else Path.home() / ".local" / "share" / "stockcli"
+    values: dict[str, Any] = {"storage": {"data_dir": default_dir}}
+    for layer in layers:
+        for name, table in layer.values.items():
+            if name not in SECTIONS:
+                raise ConfigError(
+                    f"Unknown section [{name}] in {layer.where}.",
+                    hint=f"Known sections: {', '.join(SECTIONS)}.",
+                )
+            below = values.get(name)
+            values[name] = (
+                {**below, **table} if isinstance(below, dict) and isinstance(table, dict) else table
+            )
+    values["config_path"] = path.resolve() if path else None
+    return _validated(values, layers, str(path) if path else "defaults")
 
-    # Paths from the file resolve against its folder; those from the environment against the cwd.
-    storage: StorageSettings = built["storage"]
-    if path is None and "data_dir" not in sections.get("storage", {}):
-        data_dir = base_dir
-    else:
-        from_env = ("storage", "data_dir") in from_environment
-        data_dir = _resolve(storage.data_dir, Path.cwd() if from_env else base_dir)
-    built["storage"] = storage.model_copy(update={"data_dir": data_dir})
-    data: DataSettings = built["data"]
-    if data.csv_dir is not None:
-        built["data"] = data.model_copy(update={"csv_dir": _resolve(data.csv_dir, base_dir)})
 
-    built["config_path"] = path.resolve() if path else None
-    built["kill_at"] = env.get("STOCKCLI_KILL_AT")
-    return _build_settings(built, where)
+@dataclass(frozen=True)
+class _Layer:
+    """The values of one source; where they came from, for messages; the folder relative paths start from.
+
+    Its relative paths are made absolute against `base` on creation.
+    """
+
+    values: dict[str, Any]
+    where: str
+    base: Path
+    variables: Mapping[tuple[str, str], str] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for section, key in PATH_KEYS:
+            table = self.values.get(section)
+            if isinstance(table, dict) and isinstance(table.get(key), str | Path) and str(table[key]).strip():
+                self.values[section] = {**table, key: _resolve(Path(table[key]), self.base)}
+
+    def origin(self, section: str | None, key: str | None) -> str | None:
+        """Where this layer set `[section] key` (its variable for the environment), or None."""
+        table = self.values.get(section or "")
+        if isinstance(table, dict) and key in table:
+            return self.variables.get((str(section), str(key)), self.where)
+        return None
+
+
+class _ConfigFile(TomlConfigSettingsSource):
+    """pydantic-settings' TOML source, reading only a small regular UTF-8 text file (`read_config_text`)."""
+
+    def _read_files(self, files: Any, deep_merge: bool = False) -> dict[str, Any]:
+        try:
+            return tomllib.loads(read_config_text(Path(files)))
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"Config file {files} is not valid TOML: {exc}.") from None
+
+
+class _Environment(EnvSettingsSource):
+    """pydantic-settings' environment source over `environ`: `STOCKCLI_<SECTION>__<KEY>`, and the
+    `LEGACY_VARIABLES` as those names (the nested name wins when both are set)."""
+
+    def __init__(self, environ: Mapping[str, str]) -> None:
+        self.variables: dict[tuple[str, str], str] = {}  # (section, key) -> "$VARIABLE", for messages
+        self.environ: dict[str, str] = {}
+        prefixes = tuple(f"STOCKCLI_{name.upper()}__" for name in SECTIONS)
+        legacy = [(name, f"STOCKCLI_{section}__{key}") for name, (section, key) in LEGACY_VARIABLES.items()]
+        nested = [(name, name) for name in environ if name.upper().startswith(prefixes)]
+        for name, nested_name in legacy + nested:
+            if name not in environ:
+                continue
+            if not environ[name].strip():  # never a silent fallback to the file's value or the default
+                raise ConfigError(f"{name} is set but empty.", hint="Unset it, or give it a value.")
+            self.environ[nested_name.upper()] = environ[name]
+            section, _, key = nested_name[len("STOCKCLI_") :].lower().partition("__")
+            self.variables[(section, key)] = f"${name}"
+        super().__init__(Settings)
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        return parse_env_vars(self.environ, False, False, None)
+
+    def decode_complex_value(self, field_name: str, field: FieldInfo, value: Any) -> Any:
+        try:
+            return super().decode_complex_value(field_name, field, value)
+        except ValueError:  # not JSON: refused by the key's own rule, or split by it (notify urls)
+            return value
+
+
+def _validated(values: Mapping[str, Any], layers: list[_Layer], fallback: str) -> Settings:
+    try:
+        return Settings.model_validate(values)
+    except ValidationError as exc:
+        raise _config_error(exc, values, layers, fallback) from None
 
 
 def read_config_text(path: Path) -> str:
@@ -766,162 +833,52 @@ def read_config_text(path: Path) -> str:
         ) from None
 
 
-def cron_trigger(expression: str, exchange: str) -> Any:
-    """The APScheduler 3 trigger of a crontab expression in the exchange's time zone.
-
-    The one rule for `[daemon] cron`, used by Settings, the daemon and `daemon --show-schedule`, with
-    crontab's meaning (APScheduler's `from_crontab` differs): day-of-week 0 and 7 are Sunday, and
-    when both day-of-month and day-of-week are restricted (neither starts with `*`) a day matching
-    either runs (an OrTrigger of the two). Raises ConfigError when the text is not a crontab
-    expression or the schedule never fires (e.g. "0 0 31 2 *").
-    """
-    trigger, problem = _cron_problem(expression, exchange)
-    if problem is not None:
-        raise ConfigError(f"[daemon] cron {problem}.", hint=CRON_HINT)
-    return trigger
-
-
-# Crontab counts the days of the week from Sunday (0, and 7 again); APScheduler 3 from Monday (0).
-CRONTAB_WEEKDAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
-APSCHEDULER_WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
-
-
-def crontab_weekdays(field: str) -> str:
-    """A crontab day-of-week field as APScheduler 3 names (`1-5` -> `mon-fri`, `0,6` -> `sat,sun`).
-
-    Takes `*`, numbers 0-7 (0 and 7: Sunday), names (`mon`), ranges (`1-5`, `mon-fri`), steps (`*/2`,
-    `1-5/2`) and lists of them. Raises ValueError for anything else.
-    """
-    if field.strip() == "*":
-        return "*"
-    days: set[int] = set()  # crontab numbers, Sunday 0
-    for item in field.lower().split(","):
-        span, _, step_text = item.partition("/")
-        if step_text and (not step_text.isdigit() or int(step_text) == 0):
-            raise ValueError(f"day-of-week step {step_text!r} is not a positive number")
-        step = int(step_text) if step_text else 1
-        if span == "*":
-            first, last = 0, 6
-        else:
-            low, _, high = span.partition("-")
-            first = _weekday_number(low)
-            last = _weekday_number(high) if high else (6 if step_text else first)
-            if last == 0 and high:  # `5-0`, `fri-sun`: Sunday closes a range as 7
-                last = 7
-            if first > last:
-                raise ValueError(f"day-of-week range {span!r} runs backwards")
-        days.update(day % 7 for day in range(first, last + 1, step))
-    indices = sorted((day - 1) % 7 for day in days)  # APScheduler numbers, Monday 0
-    runs: list[list[int]] = []
-    for index in indices:
-        if runs and index == runs[-1][-1] + 1:
-            runs[-1].append(index)
-        else:
-            runs.append([index])
-    names = APSCHEDULER_WEEKDAYS
-    return ",".join(names[run[0]] if len(run) == 1 else f"{names[run[0]]}-{names[run[-1]]}" for run in runs)
-
-
-def _weekday_number(text: str) -> int:
-    if text.isdigit() and int(text) <= 7:
-        return int(text)
-    if text in CRONTAB_WEEKDAYS:
-        return CRONTAB_WEEKDAYS.index(text)
-    raise ValueError(f"day of week {text!r} is not 0-7 (0 and 7: Sunday) or a name such as mon")
-
-
-def _cron_problem(expression: str, exchange: str) -> tuple[Any, str | None]:
-    from apscheduler.triggers.combining import OrTrigger
-    from apscheduler.triggers.cron import CronTrigger
-
-    from stockcli import clock
-
-    zone = clock.exchange_timezone(exchange)
-    fields = expression.split()
-    try:
-        if len(fields) != 5:
-            raise ValueError(f"wrong number of fields; got {len(fields)}, expected 5")
-        minute, hour, day, month, weekday = fields
-        day_of_week = crontab_weekdays(weekday)
-
-        def cron(day: str, day_of_week: str) -> CronTrigger:
-            return CronTrigger(
-                minute=minute, hour=hour, day=day, month=month, day_of_week=day_of_week, timezone=zone
-            )
-
-        if day.startswith("*") or weekday.startswith("*"):
-            trigger: Any = cron(day, day_of_week)
-        else:  # crontab: either field matching runs the job
-            trigger = OrTrigger([cron(day, "*"), cron("*", day_of_week)])
-    except ValueError as exc:
-        return None, f"{expression!r} is not a valid crontab expression: {exc}"
-    if trigger.get_next_fire_time(None, datetime.now(zone)) is None:
-        return None, f"{expression!r} never fires: no date matches it (such as 31 February)"
-    return trigger, None
-
-
 def _resolve(value: Path, base: Path) -> Path:
     value = value.expanduser()
     return value if value.is_absolute() else (base / value).resolve()
 
 
-def _check_section(name: str, where: str) -> None:
-    if name not in SECTIONS:
-        raise ConfigError(
-            f"Unknown section [{name}] in {where}.", hint=f"Known sections: {', '.join(SECTIONS)}."
-        )
-
-
-def _build_section(name: str, cls: type[BaseModel], values: Mapping[str, Any], where: str) -> Any:
-    for key in values:
-        if (name, key) in REMOVED_KEYS:
-            raise ConfigError(
-                f"[{name}] {key} in {where} was removed: {REMOVED_KEYS[(name, key)]}",
-                hint=f"Delete `{key}` from [{name}].",
-            )
-        if key not in cls.model_fields:
-            raise ConfigError(
-                f"Unknown key `{key}` in [{name}] of {where}.",
-                hint=f"Known keys: {', '.join(sorted(cls.model_fields))}.",
-            )
-    try:
-        return cls.model_validate(dict(values))
-    except ValidationError as exc:
-        raise _config_error(exc, cls, name, values, where) from None
-
-
-def _build_settings(values: Mapping[str, Any], where: str) -> Settings:
-    try:
-        return Settings.model_validate(dict(values))
-    except ValidationError as exc:
-        raise _config_error(exc, Settings, None, {}, where) from None
-
-
 def _config_error(
-    exc: ValidationError, model: type[BaseModel], section: str | None, given: Mapping[str, Any], where: str
+    exc: ValidationError, values: Mapping[str, Any], layers: list[_Layer], fallback: str
 ) -> ConfigError:
-    """One ConfigError line for the first problem pydantic found: `[section] key in FILE must be ...`."""
+    """The one formatter: `[section] key in WHERE must be ...` for the first problem pydantic found."""
     error = exc.errors()[0]
-    location = error["loc"]
-    key = str(location[0]) if location else None
+    location = [str(part) for part in error["loc"]]
     problem = error.get("ctx", {}).get("error")
-    if isinstance(problem, SettingProblem):
-        label = f"[{problem.section or section}] {problem.key or key}"
+    problem = problem if isinstance(problem, SettingProblem) else None
+    section = (problem and problem.section) or (location[0] if location else None)
+    key = (problem and problem.key) or (location[1] if len(location) > 1 else None)
+    where = next(filter(None, (layer.origin(section, key) for layer in reversed(layers))), fallback)
+    label = f"[{section}] {key}"
+    if problem is not None:
         message = problem.message.rstrip(".")
         joiner = " " if message.startswith(("must ", "is ", "lists ")) else ": "
         return ConfigError(f"{label} in {where}{joiner}{message}.", hint=problem.hint)
-    if key is None or key not in model.model_fields:  # pragma: no cover - every field rule is above
+    if section not in SECTIONS:  # pragma: no cover - every Settings-level rule raises SettingProblem
         return ConfigError(f"Invalid settings in {where}: {error['msg']}.")
-    label = f"[{section}] {key}" if section else key
-    field = model.model_fields[key]
-    value = given.get(key, error.get("input"))
+    if key is None:
+        return ConfigError(f"[{section}] in {where} must be a table, not a value.")
+    if (section, key) in REMOVED_KEYS:
+        return ConfigError(
+            f"{label} in {where} was removed: {REMOVED_KEYS[(section, key)]}",
+            hint=f"Delete `{key}` from [{section}].",
+        )
+    fields = SECTIONS[section].model_fields
+    if key not in fields:
+        return ConfigError(
+            f"Unknown key `{key}` in [{section}] of {where}.",
+            hint=f"Known keys: {', '.join(sorted(fields))}.",
+        )
+    field = fields[key]
+    value = values[section][key]
     if isinstance(value, str) and typing.get_origin(_without_none(field.annotation)) is tuple:
-        parts = [part for part in re.split(r"[,;\s]+", value) if part] or ["..."]
-        example = f"{key} = [{', '.join(json.dumps(part) for part in parts)}]"
+        parts = json.dumps([part for part in re.split(r"[,;\s]+", value) if part] or ["..."])
+        example = f"{where[1:]}='{parts}'" if where.startswith("$") else f"{key} = {parts}"
         return ConfigError(
             f"{label} in {where} must be a list, not the string {value!r}.", hint=f"Write it as {example}."
         )
-    return ConfigError(f"{label} in {where} must be {_expected(field)}, got {value!r}.")
+    shown = repr(value) if field.repr else "a value not shown (it may hold a password)"
+    return ConfigError(f"{label} in {where} must be {_expected(field)}, got {shown}.")
 
 
 def _without_none(annotation: Any) -> Any:
@@ -937,6 +894,7 @@ _KINDS: dict[Any, str] = {
     date: "a date (YYYY-MM-DD)",
     Path: "a path",
 }
+_SIGNS = {"ge": ">=", "gt": ">", "le": "<=", "lt": "<"}
 
 
 def _expected(field: FieldInfo) -> str:
@@ -944,43 +902,28 @@ def _expected(field: FieldInfo) -> str:
     if field.description:
         return field.description
     annotation = _without_none(field.annotation)
-    non_empty = any(
-        isinstance(rule, annotated_types.MinLen) and rule.min_length > 0 for rule in field.metadata
-    )
-    if typing.get_origin(annotation) is typing.Literal:
-        return "one of " + ", ".join(f'"{choice}"' for choice in typing.get_args(annotation))
+    non_empty = any(getattr(rule, "min_length", 0) for rule in field.metadata)
     if typing.get_origin(annotation) is tuple:
         inner = typing.get_args(annotation)[0]
-        if typing.get_origin(inner) is typing.Literal:
-            items = ", ".join(f'"{choice}"' for choice in typing.get_args(inner))
-            text = f"a list of {items}"
-        else:
-            text = "a list of tables" if typing.get_origin(inner) is dict else "a list of strings"
-        return text.replace("a list", "a non-empty list", 1) if non_empty else text
-    text = _KINDS.get(annotation, str(annotation))
+        kind = "tables" if typing.get_origin(inner) is dict else "strings"
+        items = _choices(inner) or kind
+        return f"a {'non-empty ' if non_empty else ''}list of {items}"
+    if _choices(annotation):
+        return f"one of {_choices(annotation)}"
     if non_empty and annotation is str:
         return "a non-empty string"
-    bounds = _bounds(field.metadata)
-    return f"{text} {bounds}" if bounds else text
+    bounds = {name: getattr(rule, name) for rule in field.metadata for name in _SIGNS if hasattr(rule, name)}
+    if bounds.keys() == {"ge", "le"}:
+        return f"{_KINDS[annotation]} from {_number(bounds['ge'])} to {_number(bounds['le'])}"
+    words = [f"{_SIGNS[name]} {_number(value)}" for name, value in bounds.items()]  # pydantic: lower first
+    return " ".join([_KINDS.get(annotation, str(annotation)), " and ".join(words)]).strip()
 
 
-def _bounds(metadata: list[Any]) -> str:
-    low = next((rule for rule in metadata if isinstance(rule, annotated_types.Ge | annotated_types.Gt)), None)
-    high = next(
-        (rule for rule in metadata if isinstance(rule, annotated_types.Le | annotated_types.Lt)), None
-    )
-    if isinstance(low, annotated_types.Ge) and isinstance(high, annotated_types.Le):
-        return f"from {_number(low.ge)} to {_number(high.le)}"
-    words = []
-    if isinstance(low, annotated_types.Ge):
-        words.append(f">= {_number(low.ge)}")
-    elif isinstance(low, annotated_types.Gt):
-        words.append(f"> {_number(low.gt)}")
-    if isinstance(high, annotated_types.Le):
-        words.append(f"<= {_number(high.le)}")
-    elif isinstance(high, annotated_types.Lt):
-        words.append(f"< {_number(high.lt)}")
-    return " and ".join(words)
+def _choices(annotation: Any) -> str:
+    """The choices of a Literal as `"a", "b"`; empty for any other type."""
+    if typing.get_origin(annotation) is not typing.Literal:
+        return ""
+    return ", ".join(f'"{choice}"' for choice in typing.get_args(annotation))
 
 
 def _number(value: Any) -> str:
@@ -1025,7 +968,6 @@ __all__ = [
     "StorageSettings",
     "TrainingSettings",
     "TuningSettings",
-    "cron_trigger",
     "find_config_file",
     "load_settings",
     "normalize_ticker",

@@ -125,7 +125,7 @@ def catch_up(settings: Settings, *, now: Callable[[], datetime] | None = None) -
 def cron_trigger(settings: Settings) -> Any:
     """The APScheduler CronTrigger of `[daemon] cron` in the exchange's time zone (ConfigError if
     invalid or never firing); the same rule Settings checks when it is built."""
-    from stockcli.config import cron_trigger as build_cron_trigger
+    from stockcli.cron import cron_trigger as build_cron_trigger
 
     return build_cron_trigger(settings.daemon.cron, settings.data.exchange)
 

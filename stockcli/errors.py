@@ -47,6 +47,12 @@ class UsageError(StockCliError):
     exit_code = EXIT_USAGE
 
 
+class MissingExtraError(StockCliError):
+    """An optional part of stockcli is not installed (`stockcli.extras` names the extra to install)."""
+
+    exit_code = EXIT_USAGE
+
+
 class InputDataError(StockCliError):
     """Input data (a CSV file, a frame from a source) is malformed; nothing was stored."""
 

@@ -77,6 +77,10 @@ def parse_database_url(url: str, *, what: str, key: str) -> URL:
     parsed = _parse(url)
     if parsed is None:
         raise ConfigError(f"Invalid {what} URL {redact_url(url)!r} in {key}.", hint=URL_HINT)
+    if parsed.drivername in ("postgresql", "postgresql+psycopg"):
+        from stockcli import extras
+
+        extras.require("postgres", f"The PostgreSQL {what} in {key}")
     if is_memory_sqlite(parsed):
         raise ConfigError(
             f"The {what} URL {redact_url(url)!r} in {key} is an in-memory SQLite database: "

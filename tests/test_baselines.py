@@ -17,14 +17,10 @@ from stockcli.ml.baselines import (
     MIN_FILTER_RETURNS,
     MIN_GARCH_RETURNS,
     fit_garch,
-    garch_next_quantiles,
-    garch_quantiles_at,
-    garch_quantiles_path,
-    rolling_band_quantiles,
     rolling_band_quantiles_at,
-    rolling_band_quantiles_path,
 )
 from stockcli.ml.intervals import QUANTILES
+from tests.oracles import arch_next_variance, garch_next_quantiles, rolling_band_quantiles
 
 SAMPLE_DATA = Path(stockcli.__file__).parent / "sources" / "data"
 
@@ -68,7 +64,7 @@ def test_rolling_band_uses_the_last_window_only() -> None:
 def test_rolling_band_path_matches_single_steps(goog_returns: np.ndarray) -> None:
     returns = goog_returns[:200].copy()
     returns[50] = np.nan
-    path = rolling_band_quantiles_path(returns, window=20)
+    path = rolling_band_quantiles_at(returns, np.arange(returns.size), window=20)
     assert path.shape == (200, 5)
     assert np.isnan(path[:19]).all() and np.isnan(path[50]).all()
     for t in (19, 49, 51, 120, 199):
@@ -129,7 +125,7 @@ def _arch_quantiles(params: dict[str, Any], returns: np.ndarray) -> np.ndarray:
     """Quantiles from arch alone: its fixed-parameter forecast and its own standardized-t ppf."""
     from arch.univariate import StudentsT
 
-    variance = baselines._arch_next_variance(params, returns)
+    variance = arch_next_variance(params, returns)
     t_quantiles = StudentsT().ppf(np.asarray(QUANTILES), np.array([float(params["nu"])]))
     return (float(params["mu"]) + np.sqrt(variance) * t_quantiles) / 100
 
@@ -176,25 +172,6 @@ def test_recursion_fallback_when_arch_bounds_bind(case: str) -> None:
     assert garch_next_quantiles(params, returns) == pytest.approx(reference, rel=1e-8)
 
 
-def test_garch_path_equals_single_steps(goog_returns: np.ndarray, goog_params: dict[str, Any]) -> None:
-    returns = goog_returns[:900].copy()
-    returns[300] = np.nan
-    path = garch_quantiles_path(goog_params, returns)
-    assert path.shape == (900, 5)
-    assert np.isnan(path[: MIN_FILTER_RETURNS - 1]).all()
-    assert np.isnan(path[300]).all()
-    for t in (MIN_FILTER_RETURNS - 1, 200, 299, 301, 650, 899):
-        np.testing.assert_allclose(path[t], garch_next_quantiles(goog_params, returns[: t + 1]), rtol=1e-12)
-    finite_rows = path[np.isfinite(path).all(axis=1)]
-    assert np.all(np.diff(finite_rows, axis=1) > 0)
-    # A caller passes only the last 600 returns: the start is forgotten by then.
-    np.testing.assert_allclose(
-        garch_next_quantiles(goog_params, goog_returns[1300:1900]),
-        garch_quantiles_path(goog_params, goog_returns[:1900])[-1],
-        rtol=1e-6,
-    )
-
-
 def test_garch_quantiles_are_t_scaled_and_need_history(
     goog_returns: np.ndarray, goog_params: dict[str, Any]
 ) -> None:
@@ -225,21 +202,9 @@ def _rows_to_check(n: int) -> list[np.ndarray]:
 def test_rolling_band_at_rows_equals_the_path(goog_returns: np.ndarray) -> None:
     returns = goog_returns[:700].copy()
     returns[[50, 300]] = np.nan  # sessions without a return: NaN rows, skipped by the windows after
-    path = rolling_band_quantiles_path(returns, window=20)
+    path = rolling_band_quantiles_at(returns, np.arange(returns.size), window=20)
     for rows in _rows_to_check(len(returns)):
         at = rolling_band_quantiles_at(returns, rows, window=20)
         assert at.shape == (len(rows), 5)
         np.testing.assert_array_equal(at, path[rows])  # bit for bit, NaN where the path has NaN
     assert np.isnan(rolling_band_quantiles_at(returns[:10], np.array([9]), window=20)).all()
-
-
-def test_garch_at_rows_equals_the_path(goog_returns: np.ndarray, goog_params: dict[str, Any]) -> None:
-    returns = goog_returns[:700].copy()
-    returns[[50, 300]] = np.nan
-    path = garch_quantiles_path(goog_params, returns)
-    for rows in _rows_to_check(len(returns)):
-        at = garch_quantiles_at(goog_params, returns, rows)
-        assert at.shape == (len(rows), 5)
-        np.testing.assert_array_equal(at, path[rows])
-    short = returns[: MIN_FILTER_RETURNS - 1]
-    assert np.isnan(garch_quantiles_at(goog_params, short, np.array([len(short) - 1]))).all()

@@ -471,7 +471,7 @@ def test_removed_keys_are_refused_with_what_replaced_them(
 def test_the_daemon_uses_the_same_cron_rule(tmp_path: Path) -> None:
     from zoneinfo import ZoneInfo
 
-    from stockcli.config import cron_trigger
+    from stockcli.cron import cron_trigger
 
     trigger = cron_trigger("30 17 * * mon-fri", "XNYS")
     assert trigger.timezone == ZoneInfo("America/New_York")
@@ -479,3 +479,77 @@ def test_the_daemon_uses_the_same_cron_rule(tmp_path: Path) -> None:
         cron_trigger("0 0 31 2 *", "XNYS")
     with pytest.raises(ConfigError, match="not a valid crontab expression"):
         cron_trigger("30 17 * *", "XNYS")
+
+
+# --- every key from the environment: STOCKCLI_<SECTION>__<KEY> ----------------------------------------
+
+
+def test_every_key_has_a_nested_variable_converted_to_its_type(tmp_path: Path) -> None:
+    path = _write(tmp_path, "[training]\nepochs = 7\n[tuning]\npruning = true\n")
+    env = {
+        "STOCKCLI_TRAINING__EPOCHS": "5",
+        "STOCKCLI_TUNING__PRUNING": "false",
+        "STOCKCLI_INTERVALS__ACI_GAMMA": "0.01",
+        "STOCKCLI_DATA__START": "2010-01-04",
+        "STOCKCLI_DATA__TICKERS": '["goog", "msft"]',
+        "STOCKCLI_STORAGE__DATA_DIR": "state",
+    }
+    settings = load_settings(path, environ=env)
+    assert settings.training.epochs == 5 and settings.tuning.pruning is False
+    assert settings.intervals.aci_gamma == 0.01 and settings.data.start == date(2010, 1, 4)
+    assert settings.data.tickers == ("GOOG", "MSFT")
+    assert settings.data_dir == Path.cwd() / "state"  # from the environment: against the cwd
+    assert load_settings(path, environ={}).training.epochs == 7
+
+
+def test_a_legacy_variable_is_an_alias_of_its_nested_name(tmp_path: Path) -> None:
+    path = _write(tmp_path, "")
+    legacy = {"STOCKCLI_DATABASE_URL": "sqlite:////tmp/legacy.db"}
+    assert load_settings(path, environ=legacy).database_url == "sqlite:////tmp/legacy.db"
+    both = {**legacy, "STOCKCLI_STORAGE__DATABASE_URL": "sqlite:////tmp/nested.db"}
+    assert load_settings(path, environ=both).database_url == "sqlite:////tmp/nested.db"
+    with pytest.raises(ConfigError, match="STOCKCLI_DATABASE_URL is set but empty"):
+        load_settings(path, environ={"STOCKCLI_DATABASE_URL": " "})
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "expected"),
+    [
+        (
+            "STOCKCLI_TRAINING__EPOCHS",
+            "5.5",
+            "[training] epochs in $STOCKCLI_TRAINING__EPOCHS must be an integer from 1 to 1000000, got '5.5'.",
+        ),
+        ("STOCKCLI_TRAINING__EPOCH", "5", "Unknown key `epoch` in [training] of $STOCKCLI_TRAINING__EPOCH."),
+        ("STOCKCLI_TRAINING__LOSS", "mse", "[training] loss in $STOCKCLI_TRAINING__LOSS was removed"),
+        (
+            "STOCKCLI_DAEMON__CRON",
+            "0 0 31 2 *",
+            "[daemon] cron in $STOCKCLI_DAEMON__CRON: '0 0 31 2 *' never",
+        ),
+        ("STOCKCLI_DATA__TICKERS", "GOOG,MSFT", "[data] tickers in $STOCKCLI_DATA__TICKERS must be a list"),
+    ],
+)
+def test_a_bad_variable_is_named_in_one_line(
+    tmp_path: Path, variable: str, value: str, expected: str
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings(_write(tmp_path, ""), environ={variable: value})
+    assert str(caught.value).startswith(expected), str(caught.value)
+    assert caught.value.exit_code == 2 and "\n" not in str(caught.value)
+    if variable == "STOCKCLI_DATA__TICKERS":
+        assert caught.value.hint == """Write it as STOCKCLI_DATA__TICKERS='["GOOG", "MSFT"]'."""
+
+
+def test_a_secret_of_the_wrong_type_is_not_shown(tmp_path: Path) -> None:
+    message = _refused(tmp_path, "[storage]\ndatabase_url = ['postgresql://alice:hunter2@db/x']\n")
+    assert message.startswith("[storage] database_url") and "must be a string" in message
+    assert "hunter2" not in message and "alice" not in message
+
+
+def test_fault_hooks_are_not_settings() -> None:
+    from stockcli.config import Settings
+
+    assert "kill_at" not in Settings.model_fields
+    settings = load_settings(None, environ={"STOCKCLI_KILL_AT": "fetch:after_ticker"})
+    assert not hasattr(settings, "kill_at")

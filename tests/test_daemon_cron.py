@@ -12,7 +12,8 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from stockcli import daemon
-from stockcli.config import cron_trigger, crontab_weekdays, load_settings
+from stockcli.config import load_settings
+from stockcli.cron import cron_trigger, crontab_weekdays
 from stockcli.errors import ConfigError
 from tests.conftest import Cli, write_config
 

@@ -74,6 +74,7 @@ PREDICTION_KEYS = {
     "unseen",
     "model_version",
     "dataset_run_id",
+    "horizons",
 }
 CANDIDATES = ("network", "rolling", "garch", "gjr", "har_range", "blend")  # every interval candidate, scored
 
@@ -105,6 +106,8 @@ def d(text: str) -> date:
 def assert_prediction(prediction: dict[str, Any], as_of: date) -> None:
     """The documented keys; intervals ordered around the median; 0 < p_up < 1."""
     assert set(prediction) == PREDICTION_KEYS
+    assert set(prediction["horizons"]) == {"1", "5", "20"}
+    assert prediction["horizons"]["1"]["target_date"] == prediction["target_date"]
     assert d(prediction["target_date"]) > as_of >= d(prediction["base_date"])
     ordered = [prediction[k] for k in ("lower_95", "lower_80", "median", "upper_80", "upper_95")]
     assert all(isinstance(v, float) and math.isfinite(v) and v > 0 for v in ordered), prediction
@@ -532,6 +535,20 @@ def test_backtest_continues_the_history_and_reports_intervals_sources_and_tests(
     assert versus["skill"]["pinball"] == pytest.approx(
         1 - summary["candidates"]["network"]["pinball"] / statistical[versus["candidate"]]
     )
+    # Every horizon scored in the range (5-session forecasts of the month mature in it), with GARCH's
+    # figures beside, and its risk backtest per ticker in the one shape.
+    from stockcli.ml.risk import RISK_BACKTEST_KEYS
+
+    one = summary["horizons"]["1"]
+    assert one["n"] == len(scored) and {"1", "5"} <= set(summary["horizons"]) <= {"1", "5", "20"}
+    # The same served intervals on the same closes as the next-session figures above.
+    assert (one["coverage_80"], one["coverage_95"]) == pytest.approx(
+        (metrics["coverage_80"], metrics["coverage_95"])
+    )
+    assert set(one["garch"]) >= {"coverage_80", "coverage_95", "winkler_95", "pinball"}
+    assert set(summary["risk"]) == set(summary["horizons"]) and set(summary["risk"]["1"]) == set(TICKERS)
+    for figures in summary["risk"]["1"].values():
+        assert tuple(figures) == RISK_BACKTEST_KEYS and figures["n"] == 3 and figures["zone"] is None
     user.close()
 
 

@@ -17,7 +17,6 @@ from stockcli.clock import trading_calendar
 from stockcli.config import DEFAULT_INDICATORS, load_settings
 from stockcli.errors import NoDataError
 from stockcli.features.dataset import (
-    SERVING_LOOKBACK,
     BuildOutput,
     Panel,
     WindowSet,
@@ -32,9 +31,10 @@ from stockcli.features.dataset import (
     window_pairs,
     window_set,
 )
-from stockcli.features.indicators import OHLCV, compute_model_features, model_warmup
+from stockcli.features.indicators import OHLCV, model_warmup, serving_sessions
 from stockcli.services.process import feature_spec
 from tests.bars_data import sample_frame, synthetic_frame, weekdays
+from tests.ta_oracles import compute_model_features
 
 # Small, fast indicators with every kind of memory: a short EMA and ATR, RSI, OBV (a flow), and the
 # EWMA volatility (warm-up 20). Model warm-up: 20 bars.
@@ -757,7 +757,7 @@ def test_build_inputs_starts_history_at_the_spec_start_date() -> None:
 
 
 def test_serving_from_a_bounded_lookback_equals_the_stored_test_windows() -> None:
-    """`predict` loads SERVING_LOOKBACK + L + warm-up + 5 sessions of bars and calls the primitive with
+    """`predict` loads `serving_sessions` (look-back + L + warm-up + margin) of bars and calls the primitive with
     `use_spec_start=False`: the default features must then equal those the model was trained on."""
     start, as_of = date(2004, 8, 19), date(2013, 3, 1)
     frames = {t: sample_frame(t, start, as_of) for t in ("GOOG", "MSFT", "^GSPC")}
@@ -768,7 +768,7 @@ def test_serving_from_a_bounded_lookback_equals_the_stored_test_windows() -> Non
     built = _build(panel, _spec(("GOOG", "MSFT"), ("^GSPC",), DEFAULT_INDICATORS, start=start), 30)
     test = window_set(built.parts["test"], 30, panel.series)
     stored = dict(zip(zip(test.base_dates, test.tickers, strict=True), test.gather(), strict=True))
-    needed = SERVING_LOOKBACK + 30 + int(built.spec["warmup_sessions"]) + 5
+    needed = serving_sessions(built.spec["indicators"], 30)
     worst = 0.0
     for base in sorted(set(test.base_dates))[::60]:
         first = XNYS.sessions_back(base, needed)

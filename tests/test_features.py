@@ -1,5 +1,6 @@
-"""Indicators: equal to ta, causal, warm-up dropped (placeholders included), degenerate inputs finite;
-scale-free model features by column kind; the bounded lookback the forecasting primitive reads."""
+"""Indicators: equal to ta (tests/ta_oracles.py), causal, warm-up dropped (placeholders included),
+degenerate inputs finite; scale-free model features by column kind; the bounded lookback the
+forecasting primitive reads; many tickers at once equal to one at a time."""
 
 from __future__ import annotations
 
@@ -14,10 +15,11 @@ import ta
 from stockcli.config import DEFAULT_INDICATORS
 from stockcli.errors import ConfigError, InputDataError
 from stockcli.features import indicators as ind
-from stockcli.features import indicators_many as many_ind
-from stockcli.features.dataset import SERVING_LOOKBACK
-from stockcli.features.indicators import OHLCV, compute_features, feature_names, warmup_sessions
+from stockcli.features import kernels
+from stockcli.features.indicators import OHLCV, SERVING_LOOKBACK, feature_names
+from tests import ta_oracles as oracle
 from tests.bars_data import SAMPLE_TICKERS, sample_frame, synthetic_frame, weekdays
+from tests.ta_oracles import warmup_sessions
 
 # Every indicator of the registry, with the parameters the previous release used by default (EMA 200:
 # warm-up 199 bars). Tests of indicator arithmetic use this fixed list, so they do not move when the
@@ -47,11 +49,45 @@ EVERY_INDICATOR: list[dict[str, Any]] = [
     {"name": "force_index", "window": 13},
     {"name": "realized_vol", "window": 20},
     {"name": "ewm_vol", "decay": 0.94},
+    {"name": "parkinson", "window": 5},
+    {"name": "garman_klass", "window": 22},
+    {"name": "overnight_gap", "window": 1},
 ]
 
 
 def test_every_registered_indicator_is_tested() -> None:
-    assert {entry["name"] for entry in EVERY_INDICATOR} == set(ind.INDICATORS)
+    assert {entry["name"] for entry in EVERY_INDICATOR} == set(ind.INDICATORS) == set(oracle.TA_COMPUTE)
+
+
+def _bars(frame: pd.DataFrame) -> list[np.ndarray]:
+    return [frame[c].to_numpy(dtype=np.float64) for c in OHLCV]
+
+
+def compute_features(frame: pd.DataFrame, indicators: list[dict[str, Any]]) -> pd.DataFrame:
+    """Production's raw features (OHLCV, then the indicator columns, not yet scale-free) of one
+    ticker's bars, its indicator warm-up rows dropped."""
+    resolved = ind.resolve_indicators(indicators)
+    warmup = warmup_sessions(indicators)
+    bars = ind.Bars(*(values[None, :] for values in _bars(frame)))
+    raw = np.stack([column[0] for column in ind.feature_columns(bars, resolved)], axis=1)
+    return pd.DataFrame(raw[warmup:], index=frame.index[warmup:], columns=feature_names(resolved))
+
+
+def many_model_features(
+    series: list[list[np.ndarray]], indicators: list[dict[str, Any]], block_cells: int = ind.MANY_BLOCK_CELLS
+) -> list[np.ndarray]:
+    """Production's model features of many tickers at once, one (bars, features) array each."""
+    n_features = len(feature_names(indicators))
+    out = [np.full((len(bars[0]), n_features), np.nan) for bars in series]
+    for k, values in ind.iter_model_features(series, indicators, block_cells=block_cells):
+        out[k] = values
+    return out
+
+
+def model_features(*bars_then_indicators: Any) -> np.ndarray:
+    """Production's model features of one ticker's bars (open, high, low, close, volume, indicators)."""
+    *bars, indicators = bars_then_indicators
+    return many_model_features([bars], indicators)[0]
 
 
 def _series(frame: pd.DataFrame) -> tuple[pd.Series, ...]:
@@ -74,35 +110,35 @@ def _frames() -> list[pd.DataFrame]:
 
 FAST = {
     "psar": (
-        lambda h, lo, c, v: ind.psar(h.to_numpy(), lo.to_numpy(), c.to_numpy(), 0.02, 0.2),
+        lambda h, lo, c, v: kernels.psar(h.to_numpy(), lo.to_numpy(), c.to_numpy(), 0.02, 0.2),
         lambda h, lo, c, v: ta.trend.PSARIndicator(h, lo, c, step=0.02, max_step=0.2).psar(),
     ),
     "psar_fast_steps": (
-        lambda h, lo, c, v: ind.psar(h.to_numpy(), lo.to_numpy(), c.to_numpy(), 0.05, 0.3),
+        lambda h, lo, c, v: kernels.psar(h.to_numpy(), lo.to_numpy(), c.to_numpy(), 0.05, 0.3),
         lambda h, lo, c, v: ta.trend.PSARIndicator(h, lo, c, step=0.05, max_step=0.3).psar(),
     ),
     "atr": (
-        lambda h, lo, c, v: ind.atr(h.to_numpy(), lo.to_numpy(), c.to_numpy(), 14),
+        lambda h, lo, c, v: kernels.atr(h.to_numpy(), lo.to_numpy(), c.to_numpy(), 14),
         lambda h, lo, c, v: ta.volatility.AverageTrueRange(h, lo, c, 14).average_true_range(),
     ),
     "adx": (
-        lambda h, lo, c, v: ind.adx(h.to_numpy(), lo.to_numpy(), c.to_numpy(), 14)[0],
+        lambda h, lo, c, v: kernels.adx(h.to_numpy(), lo.to_numpy(), c.to_numpy(), 14)[0],
         lambda h, lo, c, v: ta.trend.ADXIndicator(h, lo, c, 14).adx(),
     ),
     "adx_pos": (
-        lambda h, lo, c, v: ind.adx(h.to_numpy(), lo.to_numpy(), c.to_numpy(), 14)[1],
+        lambda h, lo, c, v: kernels.adx(h.to_numpy(), lo.to_numpy(), c.to_numpy(), 14)[1],
         lambda h, lo, c, v: ta.trend.ADXIndicator(h, lo, c, 14).adx_pos(),
     ),
     "adx_neg": (
-        lambda h, lo, c, v: ind.adx(h.to_numpy(), lo.to_numpy(), c.to_numpy(), 14)[2],
+        lambda h, lo, c, v: kernels.adx(h.to_numpy(), lo.to_numpy(), c.to_numpy(), 14)[2],
         lambda h, lo, c, v: ta.trend.ADXIndicator(h, lo, c, 14).adx_neg(),
     ),
     "mfi": (
-        lambda h, lo, c, v: ind.mfi(h.to_numpy(), lo.to_numpy(), c.to_numpy(), v.to_numpy(), 14),
+        lambda h, lo, c, v: kernels.mfi(h.to_numpy(), lo.to_numpy(), c.to_numpy(), v.to_numpy(), 14),
         lambda h, lo, c, v: ta.volume.MFIIndicator(h, lo, c, v, 14).money_flow_index(),
     ),
     "cci": (
-        lambda h, lo, c, v: ind.cci(h.to_numpy(), lo.to_numpy(), c.to_numpy(), 20, 0.015),
+        lambda h, lo, c, v: kernels.cci(h.to_numpy(), lo.to_numpy(), c.to_numpy(), 20, 0.015),
         lambda h, lo, c, v: ta.trend.CCIIndicator(h, lo, c, 20, 0.015).cci(),
     ),
 }
@@ -134,7 +170,7 @@ def test_psar_matches_ta_through_many_reversals() -> None:
         reference = (
             ta.trend.PSARIndicator(pd.Series(high), pd.Series(low), pd.Series(close)).psar().to_numpy()
         )
-        np.testing.assert_array_equal(ind.psar(high, low, close), reference)
+        np.testing.assert_array_equal(kernels.psar(high, low, close), reference)
 
 
 def test_compute_features_values_equal_ta_and_drop_warmup() -> None:
@@ -211,7 +247,7 @@ def test_features_are_causal_prefix_stable() -> None:
 )
 def test_zero_and_partial_placeholders_count_as_warmup(spec: dict, placeholder_rows: int) -> None:
     frame = sample_frame("MSFT", end=date(2000, 12, 31))
-    raw = ind.compute_feature_array(*(frame[c].to_numpy() for c in OHLCV), [spec])
+    raw = oracle.compute_feature_array(*(frame[c].to_numpy() for c in OHLCV), [spec])
     warmup = warmup_sessions([spec])
     assert warmup >= placeholder_rows
     if spec["name"] in ("adx", "atr"):
@@ -271,13 +307,6 @@ def test_defaults_are_filled_in_and_listed() -> None:
     assert names <= set(ind.INDICATORS)
 
 
-def test_non_finite_bars_are_refused() -> None:
-    frame = sample_frame("MSFT", end=date(1999, 12, 31))
-    frame.iloc[10, frame.columns.get_loc("close")] = np.nan
-    with pytest.raises(InputDataError):
-        compute_features(frame, EVERY_INDICATOR)
-
-
 def test_too_short_history_gives_an_empty_frame() -> None:
     frame = sample_frame("MSFT", end=date(1999, 6, 1))
     assert len(frame) < warmup_sessions(EVERY_INDICATOR)
@@ -291,21 +320,21 @@ def test_too_short_history_gives_an_empty_frame() -> None:
 
 def test_realized_vol_is_the_log_std_of_the_last_window_returns() -> None:
     close = np.array([100.0, 101.0, 99.0, 102.0, 102.0, 98.0, 103.0])
-    values = ind.realized_vol(close, window=3)
+    values = kernels.realized_vol_many(close[None, :], window=3)[0]
     returns = np.log(close[1:] / close[:-1])
     assert np.isnan(values[:3]).all()  # the first value needs 3 returns, i.e. 4 closes
     for t in range(3, len(close)):
         expected = np.log(np.std(returns[t - 3 : t], ddof=1) + 1e-8)  # returns r_(t-2), r_(t-1), r_t
         assert values[t] == pytest.approx(expected, rel=1e-12)
     # A flat price: log of the 1e-8 floor, finite.
-    assert ind.realized_vol(np.full(10, 5.0), window=3)[5] == pytest.approx(np.log(1e-8))
+    assert kernels.realized_vol_many(np.full((1, 10), 5.0), window=3)[0, 5] == pytest.approx(np.log(1e-8))
 
 
 def test_ewm_vol_follows_the_riskmetrics_recursion() -> None:
     rng = np.random.default_rng(5)
     close = 50 * np.exp(np.cumsum(rng.normal(0, 0.02, 40)))
     returns = np.log(close[1:] / close[:-1])  # returns[k] is r_(k+1)
-    values = ind.ewm_vol(close, decay=0.9, seed_window=5)
+    values = kernels.ewm_vol(close, decay=0.9, seed_window=5)
     assert np.isnan(values[:5]).all()
     variance = float(np.mean(returns[:5] ** 2))  # r_1..r_5, dated t = 5
     assert values[5] == pytest.approx(np.log(np.sqrt(variance) + 1e-8), rel=1e-12)
@@ -313,7 +342,7 @@ def test_ewm_vol_follows_the_riskmetrics_recursion() -> None:
         variance = 0.9 * variance + 0.1 * returns[t - 1] ** 2
         assert values[t] == pytest.approx(np.log(np.sqrt(variance) + 1e-8), rel=1e-12)
     with pytest.raises(ConfigError, match="between 0 and 1"):
-        ind.ewm_vol(close, decay=1.5)
+        kernels.ewm_vol(close, decay=1.5)
 
 
 def test_volatility_indicators_through_the_registry() -> None:
@@ -323,8 +352,80 @@ def test_volatility_indicators_through_the_registry() -> None:
     assert warmup_sessions(spec) == 20
     features = compute_features(frame, spec)
     close = frame["close"].to_numpy()
-    np.testing.assert_array_equal(features["realized_vol_10"], ind.realized_vol(close, 10)[20:])
-    np.testing.assert_array_equal(features["ewm_vol_0.94"], ind.ewm_vol(close, 0.94)[20:])
+    np.testing.assert_array_equal(features["realized_vol_10"], oracle.realized_vol(close, 10)[20:])
+    np.testing.assert_array_equal(features["ewm_vol_0.94"], kernels.ewm_vol(close, 0.94)[20:])
+
+
+# --- the range-based variances and the overnight gap -------------------------------------------------
+
+RANGE_INDICATORS: list[dict[str, Any]] = [
+    {"name": name, "window": window}
+    for name in ("parkinson", "garman_klass", "overnight_gap")
+    for window in (1, 5, 22)
+]
+
+
+def test_range_features_by_hand_on_three_bars() -> None:
+    """Three bars whose variances and gaps are written out by hand."""
+    frame = pd.DataFrame(
+        {
+            "open": [10.0, 10.5, 9.8],
+            "high": [10.4, 11.0, 10.1],
+            "low": [9.9, 10.2, 9.5],
+            "close": [10.2, 10.9, 9.6],
+            "volume": [1e6, 1e6, 1e6],
+        },
+        index=pd.date_range("2010-01-04", periods=3, freq="B"),
+    )
+    spec = [
+        {"name": "parkinson"},
+        {"name": "garman_klass", "window": 2},
+        {"name": "overnight_gap", "window": 2},
+    ]
+    features = compute_features(frame, spec)  # warm-up 2: the row of bar 2 only
+    ln2 = np.log(2.0)
+    gap1, gap2 = np.log(10.5 / 10.2), np.log(9.8 / 10.9)
+    parkinson2 = gap2**2 + np.log(10.1 / 9.5) ** 2 / (4 * ln2)
+    gk1 = gap1**2 + 0.5 * np.log(11.0 / 10.2) ** 2 - (2 * ln2 - 1) * np.log(10.9 / 10.5) ** 2
+    gk2 = gap2**2 + 0.5 * np.log(10.1 / 9.5) ** 2 - (2 * ln2 - 1) * np.log(9.6 / 9.8) ** 2
+    assert features["parkinson_1"].iloc[0] == pytest.approx(np.log(parkinson2), rel=1e-12)
+    assert features["garman_klass_2"].iloc[0] == pytest.approx(np.log((gk1 + gk2) / 2), rel=1e-12)
+    assert features["overnight_gap_2"].iloc[0] == pytest.approx((gap1 + gap2) / 2, rel=1e-12)
+    assert warmup_sessions(spec) == 2
+
+
+@pytest.mark.parametrize("entry", RANGE_INDICATORS, ids=lambda e: f"{e['name']}_{e['window']}")
+def test_range_features_equal_their_formulas_bar_by_bar(entry: dict[str, Any]) -> None:
+    """Against the oracle's plain-Python loop over the textbook formulas, on real bars (an index, whose
+    old bars open at the previous close, and stocks through calm and wild markets)."""
+    spec = [entry]
+    warmup = warmup_sessions(spec)
+    assert warmup == entry["window"]  # the first variance needs the previous close
+    for frame in _frames()[:3]:
+        features = compute_features(frame, spec)
+        reference = oracle.compute_feature_array(*_bars(frame), spec)[warmup:, len(OHLCV)]
+        assert np.isfinite(features.to_numpy()).all()
+        np.testing.assert_allclose(features.iloc[:, len(OHLCV)], reference, rtol=1e-11, atol=1e-14)
+
+
+def test_range_features_are_causal() -> None:
+    """Changing every bar after t (its open, high and low too) leaves every range feature up to t as it was."""
+    frame = sample_frame("GOOG", end=date(2008, 12, 31))
+    full = model_features(*_bars(frame), RANGE_INDICATORS)
+    t = 600
+    changed = frame.copy()
+    changed.iloc[t + 1 :, 0] *= 1.05  # the overnight gaps after t
+    changed.iloc[t + 1 :, 1] *= 1.02  # wider ranges
+    changed.iloc[t + 1 :, 2] *= 0.97
+    after = model_features(*_bars(changed), RANGE_INDICATORS)
+    np.testing.assert_array_equal(after[: t + 1], full[: t + 1])
+    own = slice(len(OHLCV), None)
+    assert not np.isclose(after[t + 1 :, own], full[t + 1 :, own]).all(axis=0).any()  # every column moved
+
+
+def test_range_features_are_not_in_the_defaults() -> None:
+    # The network gets them once a validation run says they help (the lead's call, issue 17).
+    assert {"parkinson", "garman_klass", "overnight_gap"}.isdisjoint(e["name"] for e in DEFAULT_INDICATORS)
 
 
 # --- scale-free model features ----------------------------------------------------------------------------
@@ -333,7 +434,7 @@ def test_volatility_indicators_through_the_registry() -> None:
 def test_column_kinds_of_every_indicator() -> None:
     names = feature_names(EVERY_INDICATOR)
     kinds = dict(zip(names, ind.column_kinds(EVERY_INDICATOR), strict=True))
-    assert len(kinds) == len(names) == 35
+    assert len(kinds) == len(names) == 38
     assert set(kinds.values()) <= set(ind.SCALE_KINDS)
     expected = {
         "open": "price",
@@ -365,6 +466,8 @@ def test_column_kinds_of_every_indicator() -> None:
     }
     assert {name: kinds[name] for name in expected} == expected
     assert (kinds["realized_vol_20"], kinds["ewm_vol_0.94"]) == ("level", "level")
+    # The range-based variances (logs) and the overnight gap are already scale-free.
+    assert {kinds["parkinson_5"], kinds["garman_klass_22"], kinds["overnight_gap_1"]} == {"level"}
     assert set(ind.column_kinds(DEFAULT_INDICATORS)) <= set(ind.SCALE_KINDS)
 
 
@@ -416,7 +519,7 @@ def _hand_raw() -> tuple[np.ndarray, list[str]]:
 
 def test_scale_free_transform_of_each_kind_by_hand() -> None:
     raw, kinds = _hand_raw()
-    out = ind.scale_free(raw, kinds)
+    out = oracle.scale_free(raw, kinds)
     # price: log(value / close)
     np.testing.assert_allclose(out[:, 0], np.log(0.5), rtol=1e-15)
     np.testing.assert_allclose(out[:, 1], np.log(2.0), rtol=1e-15)
@@ -447,23 +550,19 @@ def test_scale_free_transform_of_each_kind_by_hand() -> None:
 
 def test_scale_free_rows_use_only_earlier_bars() -> None:
     raw, kinds = _hand_raw()
-    full = ind.scale_free(raw, kinds)
+    full = oracle.scale_free(raw, kinds)
     changed = raw.copy()
     changed[15:] *= 3.0
-    after = ind.scale_free(changed, kinds)
+    after = oracle.scale_free(changed, kinds)
     np.testing.assert_array_equal(after[:15], full[:15])
     assert not np.allclose(after[20:, 4], full[20:, 4])
 
 
-def _bars(frame: pd.DataFrame) -> list[np.ndarray]:
-    return [frame[c].to_numpy(dtype=np.float64) for c in OHLCV]
-
-
 def test_model_features_drop_warmup_and_are_finite_after_it() -> None:
     frame = sample_frame("GOOG", end=date(2007, 6, 30))
-    values = ind.compute_model_features(*_bars(frame), EVERY_INDICATOR)
+    values = model_features(*_bars(frame), EVERY_INDICATOR)
     warmup = ind.model_warmup(EVERY_INDICATOR)
-    assert values.shape == (len(frame), 35)
+    assert values.shape == (len(frame), 38)
     assert np.isnan(values[:warmup]).all()  # dropped rows stay NaN: never back-filled
     assert np.isfinite(values[warmup:]).all()
     # Same columns as compute_features, made scale-free: e.g. the EMA 200 as log(ema / close).
@@ -475,21 +574,21 @@ def test_model_features_drop_warmup_and_are_finite_after_it() -> None:
     )
     rsi = names.index("rsi_14")
     np.testing.assert_array_equal(values[warmup:, rsi], raw["rsi_14"].to_numpy())
-    short = ind.compute_model_features(*_bars(frame.iloc[:warmup]), EVERY_INDICATOR)
+    short = model_features(*_bars(frame.iloc[:warmup]), EVERY_INDICATOR)
     assert np.isnan(short).all()
 
 
 def test_model_features_are_causal() -> None:
     frame = sample_frame("MSFT", end=date(2003, 12, 31))
-    full = ind.compute_model_features(*_bars(frame), EVERY_INDICATOR)
+    full = model_features(*_bars(frame), EVERY_INDICATOR)
     for cut in (230, 411, len(frame) - 1):
-        prefix = ind.compute_model_features(*_bars(frame.iloc[:cut]), EVERY_INDICATOR)
+        prefix = model_features(*_bars(frame.iloc[:cut]), EVERY_INDICATOR)
         np.testing.assert_array_equal(prefix, full[:cut])
     t = 500
     changed = frame.copy()
     changed.iloc[t + 1 :, :4] *= 1.3
     changed.iloc[t + 1 :, 4] = changed.iloc[t + 1 :, 4] * 2 + 5
-    after = ind.compute_model_features(*_bars(changed), EVERY_INDICATOR)
+    after = model_features(*_bars(changed), EVERY_INDICATOR)
     np.testing.assert_array_equal(after[: t + 1], full[: t + 1])
     assert not np.allclose(after[t + 1 :], full[t + 1 :])
 
@@ -497,9 +596,7 @@ def test_model_features_are_causal() -> None:
 def test_every_default_model_feature_varies_on_real_bars() -> None:
     """A model feature that is constant on real bars carries nothing (and costs a column)."""
     frame = sample_frame("MSFT", end=date(2004, 12, 31))
-    values = ind.compute_model_features(*_bars(frame), DEFAULT_INDICATORS)[
-        ind.model_warmup(DEFAULT_INDICATORS) :
-    ]
+    values = model_features(*_bars(frame), DEFAULT_INDICATORS)[ind.model_warmup(DEFAULT_INDICATORS) :]
     spread = values.std(axis=0)
     constant = [name for name, s in zip(feature_names(DEFAULT_INDICATORS), spread, strict=True) if s < 1e-9]
     assert constant == []
@@ -507,7 +604,7 @@ def test_every_default_model_feature_varies_on_real_bars() -> None:
 
 def test_zero_volume_index_has_finite_model_features() -> None:
     frame = synthetic_frame(weekdays(date(2010, 1, 4), 300), seed=5, zero_volume=True)
-    values = ind.compute_model_features(*_bars(frame), EVERY_INDICATOR)
+    values = model_features(*_bars(frame), EVERY_INDICATOR)
     warmup = ind.model_warmup(EVERY_INDICATOR)
     assert np.isfinite(values[warmup:]).all()
     names = feature_names(EVERY_INDICATOR)
@@ -538,8 +635,8 @@ def test_model_features_do_not_depend_on_price_level_or_share_count(
     """A $20 stock and the same stock at $20,000 with 1/1000 the shares look alike to the network."""
     own = slice(len(OHLCV), None)
     for frame in real_histories:
-        base = ind.compute_model_features(*_bars(frame), [indicator])[:, own]
-        scaled = ind.compute_model_features(*_bars(_scaled(frame, 1024.0, 1 / 1024)), [indicator])[:, own]
+        base = model_features(*_bars(frame), [indicator])[:, own]
+        scaled = model_features(*_bars(_scaled(frame, 1024.0, 1 / 1024)), [indicator])[:, own]
         assert np.array_equal(np.isnan(base), np.isnan(scaled))
         np.testing.assert_allclose(scaled, base, rtol=1e-8, atol=1e-8, equal_nan=True)
 
@@ -548,8 +645,8 @@ def test_ohlcv_model_features_do_not_depend_on_price_level_or_share_count(
     real_histories: list[pd.DataFrame],
 ) -> None:
     for frame in real_histories:
-        base = ind.compute_model_features(*_bars(frame), [])[:, : len(OHLCV)]
-        scaled = ind.compute_model_features(*_bars(_scaled(frame, 1024.0, 1 / 1024)), [])[:, : len(OHLCV)]
+        base = model_features(*_bars(frame), [])[:, : len(OHLCV)]
+        scaled = model_features(*_bars(_scaled(frame, 1024.0, 1 / 1024)), [])[:, : len(OHLCV)]
         for j, name in enumerate(OHLCV):
             np.testing.assert_allclose(scaled[:, j], base[:, j], rtol=1e-8, atol=1e-8, err_msg=name)
 
@@ -564,7 +661,7 @@ def full_history_features() -> dict[str, tuple[pd.DataFrame, np.ndarray]]:
     out = {}
     for ticker in SAMPLE_TICKERS:
         frame = sample_frame(ticker)
-        out[ticker] = (frame, ind.compute_model_features(*_bars(frame), LOOKBACK_INDICATORS))
+        out[ticker] = (frame, model_features(*_bars(frame), LOOKBACK_INDICATORS))
     return out
 
 
@@ -578,7 +675,7 @@ def _lookback_error(
     for ticker, (frame, values) in full.items():
         for end in range(lookback, len(frame) + 1, step):
             window = frame.iloc[end - lookback : end]
-            last = ind.compute_model_features(*_bars(window), LOOKBACK_INDICATORS)[-1]
+            last = model_features(*_bars(window), LOOKBACK_INDICATORS)[-1]
             error = np.abs(last - values[end - 1])
             if np.nanmax(error) > worst:
                 j = int(np.nanargmax(error))
@@ -605,19 +702,17 @@ def test_a_shorter_lookback_would_not_do(
 def test_the_serving_lookback_also_covers_a_configured_long_ema() -> None:
     """An EMA 200 (the previous release's default, still in existing config files) is accepted by
     the config; served from SERVING_LOOKBACK bars it must still equal the trained-on features."""
-    from stockcli.features.dataset import serving_lookback
-
     spec = [{"name": "ema", "window": 200}]
-    lookback = serving_lookback(spec)
+    lookback = ind.serving_lookback(spec)
     assert lookback > SERVING_LOOKBACK  # the lookback grows with the indicator's memory
     frame = sample_frame("GOOG")
-    full = ind.compute_model_features(*_bars(frame), spec)
+    full = model_features(*_bars(frame), spec)
     worst = 0.0
     for end in range(lookback, len(frame) + 1, 300):
-        last = ind.compute_model_features(*_bars(frame.iloc[end - lookback : end]), spec)[-1]
+        last = model_features(*_bars(frame.iloc[end - lookback : end]), spec)[-1]
         worst = max(worst, float(np.nanmax(np.abs(last - full[end - 1]))))
     assert worst < 1e-8, f"ema_200 from {lookback} bars differs by {worst:.3g}"
-    short = ind.compute_model_features(*_bars(frame.iloc[-SERVING_LOOKBACK:]), spec)[-1]
+    short = model_features(*_bars(frame.iloc[-SERVING_LOOKBACK:]), spec)[-1]
     assert np.nanmax(np.abs(short - full[-1])) > 1e-6  # 600 bars would not have done
 
 
@@ -629,6 +724,7 @@ MANY_INDICATORS: list[dict[str, Any]] = [
     {"name": "keltner", "window": 15, "window_atr": 12, "original_version": False, "multiplier": 1.5},
     {"name": "psar", "step": 0.05, "max_step": 0.3},
     {"name": "realized_vol", "window": 5},
+    *(entry for entry in RANGE_INDICATORS if entry not in EVERY_INDICATOR),
 ]
 
 
@@ -664,10 +760,10 @@ def _assert_same_features(many: np.ndarray, one: np.ndarray) -> None:
 def test_many_tickers_at_once_equal_one_at_a_time(spec: list[dict[str, Any]]) -> None:
     """Rows of different lengths in one block: each ticker's own bars, nothing from its neighbours."""
     series = _many_series()
-    many = many_ind.compute_model_features_many(series, spec)
+    many = many_model_features(series, spec)
     assert len(many) == len(series)
     for bars, values in zip(series, many, strict=True):
-        _assert_same_features(values, ind.compute_model_features(*bars, spec))
+        _assert_same_features(values, oracle.compute_model_features(*bars, spec))
     assert np.isnan(many[-1]).all() and np.isfinite(many[0][ind.model_warmup(spec) :]).all()
 
 
@@ -678,12 +774,12 @@ def test_each_indicator_many_at_once_equals_one_at_a_time(
     """Each indicator alone, its loops stepping through time with a vector of tickers or row by row,
     in one block or in blocks split by size: equal to the per-ticker computation (ta's numbers)."""
     series = _many_series()
-    one = [ind.compute_model_features(*bars, [entry]) for bars in series]
+    one = [oracle.compute_model_features(*bars, [entry]) for bars in series]
     for vector_from in (1, 10**9):
-        monkeypatch.setattr(many_ind, "_MANY_MIN_VECTOR_ROWS", vector_from)
-        monkeypatch.setattr(many_ind, "_PSAR_MIN_VECTOR_ROWS", vector_from)
-        for block_cells in (many_ind.MANY_BLOCK_CELLS, 2_000):  # everything in one block; blocks of 1-3 rows
-            many = many_ind.compute_model_features_many(series, [entry], block_cells=block_cells)
+        monkeypatch.setattr(kernels, "MIN_VECTOR_ROWS", vector_from)
+        monkeypatch.setattr(kernels, "PSAR_MIN_VECTOR_ROWS", vector_from)
+        for block_cells in (ind.MANY_BLOCK_CELLS, 2_000):  # everything in one block; blocks of 1-3 rows
+            many = many_model_features(series, [entry], block_cells=block_cells)
             for values, expected in zip(many, one, strict=True):
                 _assert_same_features(values, expected)
 
@@ -698,11 +794,11 @@ def test_many_tickers_at_once_as_a_daily_forecast_sees_them(monkeypatch: pytest.
     frames += [synthetic_frame(days, seed=100 + i, price=float(rng.uniform(5, 500))) for i in range(50)]
     frames += [synthetic_frame(days[: int(rng.integers(60, 690))], seed=200 + i) for i in range(16)]
     series = [_bars(frame) for frame in frames]
-    monkeypatch.setattr(many_ind, "_PSAR_MIN_VECTOR_ROWS", 16)
+    monkeypatch.setattr(kernels, "PSAR_MIN_VECTOR_ROWS", 16)
     for spec in (MANY_INDICATORS, list(DEFAULT_INDICATORS)):
-        many = many_ind.compute_model_features_many(series, spec)
+        many = many_model_features(series, spec)
         for bars, values in zip(series, many, strict=True):
-            _assert_same_features(values, ind.compute_model_features(*bars, spec))
+            _assert_same_features(values, oracle.compute_model_features(*bars, spec))
 
 
 def test_many_at_once_refuses_non_finite_bars() -> None:
@@ -710,8 +806,4 @@ def test_many_at_once_refuses_non_finite_bars() -> None:
     series[1][3] = series[1][3].copy()
     series[1][3][40] = np.nan
     with pytest.raises(InputDataError, match="missing or infinite"):
-        many_ind.compute_model_features_many(series, DEFAULT_INDICATORS)
-
-
-def test_every_registered_indicator_has_a_many_at_once_kernel() -> None:
-    assert set(many_ind.MANY_COMPUTE) == set(ind.INDICATORS)
+        many_model_features(series, DEFAULT_INDICATORS)

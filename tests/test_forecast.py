@@ -32,9 +32,9 @@ from stockcli.ml.forecast import (
 )
 from stockcli.ml.intervals import MISCOVERAGE, QUANTILES, conformal_quantile
 from stockcli.ml.networks import build_model, model_config
-from stockcli.ml.stats import binomial_bounds
 from stockcli.ml.training import TrainParams, train_model
 from tests.model_helpers import AS_OF, build_dataset, rows_between, tiny_settings, volatility_process
+from tests.oracles import binomial_bounds
 
 CONTEXT = "^GSPC"
 

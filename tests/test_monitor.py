@@ -437,3 +437,141 @@ def test_monitor_report_dashboard_and_backtest_agree_on_the_same_sessions(config
             watched.overall.coverage_80,
         )
     )
+
+
+# --- horizons -------------------------------------------------------------------------------------------
+
+
+def store_horizon(
+    engine: Engine,
+    world: Market,
+    horizon: int,
+    *,
+    ticker: str = "AAA",
+    bases: list[int] | None = None,
+    tail: Callable[[int], np.ndarray] | None = None,
+) -> None:
+    """Horizon rows of `ticker` made on sessions `bases` (default: every one whose target is stored),
+    targeting the horizon-th exchange session after: quantiles of N(0, 1% x sqrt(h)), and the tail
+    `tail(base index)` (default: that normal's) at the risk levels."""
+    from scipy.stats import norm
+
+    from stockcli.db.horizons import save_horizon_predictions
+    from stockcli.ml.risk import TAIL_LEVELS
+    from stockcli.services.predict import target_sessions
+
+    calendar = trading_calendar("XNYS")
+    spread = 0.01 * np.sqrt(horizon)
+    chosen = bases if bases is not None else list(range(len(world.sessions) - horizon))
+    rows = []
+    for index in chosen:
+        base_date, base = world.sessions[index], float(world.closes[ticker][index])
+        levels = np.asarray(TAIL_LEVELS)
+        rows.append(
+            {
+                "ticker": ticker,
+                "base_date": base_date,
+                "horizon": horizon,
+                "model_version": "1",
+                "target_date": target_sessions(calendar, base_date, [horizon])[horizon],
+                "as_of": base_date,
+                "base_close": base,
+                **dict(zip(("q025", "q10", "q50", "q90", "q975"), base * np.exp(spread * Z), strict=True)),
+                "p_up": 0.5,
+                "source": "garch",
+                "tail": list(tail(index) if tail else spread * norm.ppf(levels)),
+                "candidates": {"garch": list(base * np.exp(spread * Z))},
+                "created_at": utcnow(),
+            }
+        )
+    save_horizon_predictions(engine, rows)
+
+
+def scored_targets(engine: Engine) -> dict[int, list[tuple[date, float | None]]]:
+    """horizon -> (target date, actual close) of the scored horizon rows."""
+    with engine.connect() as connection:
+        rows = connection.execute(
+            text(
+                "SELECT horizon, target_date, actual_close FROM horizon_predictions WHERE scored_at IS NOT NULL"
+            )
+        ).all()
+    out: dict[int, list[tuple[date, float | None]]] = {}
+    for horizon, target, actual in rows:
+        target = target if isinstance(target, date) else date.fromisoformat(str(target))
+        out.setdefault(int(horizon), []).append((target, actual))
+    return out
+
+
+def test_5_and_20_session_forecasts_mature_on_their_exchange_session_across_closures(configured: Any) -> None:
+    """Made on 2012-10-24: the 5th session after is 11-02 (the NYSE closed 10-29 and 10-30 for
+    Hurricane Sandy), the 20th 11-26 (Thanksgiving skipped). Each is scored on its target session's
+    close, not before; the rows wait until then."""
+    from stockcli.services.monitor import evaluate_matured
+
+    settings, engine = configured()
+    world = market(60)
+    store(engine, world, naive)
+    base = world.sessions.index(date(2012, 10, 24))
+    for horizon in (5, 20):
+        store_horizon(engine, world, horizon, bases=[base])
+
+    evaluate_matured(engine, through=date(2012, 11, 1), settings=settings)
+    assert 5 not in scored_targets(engine) and 20 not in scored_targets(engine)
+    evaluate_matured(engine, through=date(2012, 11, 2), settings=settings)
+    actual = float(world.closes["AAA"][world.sessions.index(date(2012, 11, 2))])
+    assert scored_targets(engine)[5] == [(date(2012, 11, 2), pytest.approx(actual))]
+    evaluate_matured(engine, through=date(2012, 11, 23), settings=settings)
+    assert 20 not in scored_targets(engine)
+    evaluate_matured(engine, through=date(2012, 11, 26), settings=settings)
+    actual = float(world.closes["AAA"][world.sessions.index(date(2012, 11, 26))])
+    assert scored_targets(engine)[20] == [(date(2012, 11, 26), pytest.approx(actual))]
+
+
+def test_overlapping_5_session_forecasts_are_backtested_on_the_non_overlapping_subsample(
+    configured: Any,
+) -> None:
+    """5-session forecasts made every session share 4 returns with their neighbours. Every forecast
+    breaks its VaR except every 5th counted back from the newest: the backtest counts those alone, so
+    it sees no exception in n = ceil(count / 5)."""
+    settings, engine = configured()
+    world = market(60)
+    store(engine, world, naive)
+    count = len(world.sessions) - 5
+    newest = count - 1
+    subsample = {i for i in range(count) if (newest - i) % 5 == 0}
+    safe, broken = np.full(31, -5.0), np.full(31, 1.0)  # quantiles far below / above any 5-day return
+    store_horizon(engine, world, 5, tail=lambda i: safe if i in subsample else broken)
+
+    result = monitor(settings=settings, engine=engine, as_of=world.sessions[-1], model_version="1")
+
+    figures = result.risk[5]["AAA"]
+    assert figures["n"] == len(subsample) == -(-count // 5)
+    assert figures["exceptions_99"] == 0 and figures["zone"] == "green"
+
+
+def test_a_red_zone_at_a_horizon_is_a_retrain_finding_with_the_cooldown(configured: Any) -> None:
+    """AAA's next-session 99% VaR is five times too small for its 1% moves: far more than the Basel
+    red zone's exceptions in 59 sessions; BBB's is right. That is a finding with its words, and it
+    waits for the cooldown after a retrain like every trigger."""
+    from scipy.stats import norm
+
+    from stockcli.ml.risk import TAIL_LEVELS
+
+    settings, engine = configured(min_samples=10, window_sessions=20, cooldown_sessions=10)
+    world = market(60)
+    store(engine, world, naive, width=0.01)  # honest next-session intervals: no other trigger
+    narrow = 0.002 * norm.ppf(np.asarray(TAIL_LEVELS))
+    store_horizon(engine, world, 1, tail=lambda i: narrow)
+    store_horizon(engine, world, 1, ticker="BBB")
+
+    result = monitor(settings=settings, engine=engine, as_of=world.sessions[-1], model_version="1")
+
+    assert result.risk[1]["AAA"]["zone"] == "red" and result.risk[1]["BBB"]["zone"] != "red"
+    assert result.retrain_needed and "risk_zone_h1" in result.triggers, result.reason
+    assert (
+        "1-session 99% VaR is in the Basel red zone for AAA" in result.reason and "BBB" not in result.reason
+    )
+    run_id = start_run(engine, command="retrain", as_of=world.sessions[-4])
+    finish_run(engine, run_id, status="ok", details={"retrained": True})
+    blocked = monitor(settings=settings, engine=engine, as_of=world.sessions[-1], model_version="1")
+    assert not blocked.retrain_needed and blocked.cooldown_active and "risk_zone_h1" in blocked.triggers

@@ -476,3 +476,95 @@ def test_an_as_of_inside_the_models_training_data_is_refused_with_exit_2_and_not
     allowed = cli("--as-of", "2013-03-01", "--json", "predict")
     assert allowed.exit_code == 0, allowed.output
     assert {(t, d) for t, d in stored(engine)} == {("GOOG", date(2013, 3, 4)), ("MSFT", date(2013, 3, 4))}
+
+
+# --- horizons -------------------------------------------------------------------------------------------
+
+HORIZON_TARGETS = {"1": "2013-03-04", "5": "2013-03-08", "20": "2013-04-01"}  # Good Friday 03-29 skipped
+
+
+def test_every_horizon_is_served_with_its_risk_and_stored(
+    served: Served, db: tuple[Settings, Engine], tmp_path: Path
+) -> None:
+    """`predict --json` on the sample: horizons 1, 5 and 20 for every ticker, with ordered quantiles,
+    VaR and ES (returns and prices); the 20-session 95% band is wider than the next session's; horizon
+    1 is the top level's forecast; every horizon is stored with its tail."""
+    from stockcli.db.models import HorizonPrediction
+    from stockcli.ml.risk import TAIL_LEVELS
+
+    settings, engine = db
+    copy_bars(engine, source="GOOG", name="NEWCO", factor=0.05)
+    cli = Cli(config_for(tmp_path, settings, ["GOOG", "MSFT", "NEWCO"]))
+
+    result = cli("--as-of", AS_OF.isoformat(), "--json", "predict")
+
+    assert result.exit_code == 0, result.output
+    predictions = json.loads(result.stdout)["predictions"]
+    assert [p["ticker"] for p in predictions] == ["GOOG", "MSFT", "NEWCO"]
+    for p in predictions:
+        horizons = p["horizons"]
+        assert {h: v["target_date"] for h, v in horizons.items()} == HORIZON_TARGETS
+        for h in horizons.values():
+            assert_ordered(h)
+            assert 0 < h["var_95"] < h["var_99"] < h["es_99"] and h["var_95"] < h["es_95"] < h["es_99"]
+            assert h["var_99_price"] == pytest.approx(p["base_close"] * (1 - h["var_99"]))
+            assert h["es_99_price"] < h["var_99_price"] < h["var_95_price"] < p["base_close"]
+            assert h["source"] in settings.forecasters.candidates or h["source"] == "network"
+        one, twenty = horizons["1"], horizons["20"]
+        assert twenty["upper_95"] - twenty["lower_95"] > one["upper_95"] - one["lower_95"]
+        assert twenty["var_99"] > one["var_99"]
+        assert {k: one[k] for k in ("lower_80", "upper_80", "lower_95", "upper_95", "median", "p_up")} == {
+            k: p[k] for k in ("lower_80", "upper_80", "lower_95", "upper_95", "median", "p_up")
+        }
+        assert one["source"] == p["interval_source"]
+    with engine.connect() as connection:
+        rows = connection.execute(select(HorizonPrediction)).mappings().all()
+    assert len(rows) == 9
+    by_key = {(r["ticker"], str(r["horizon"])): r for r in rows}
+    for p in predictions:
+        for h, values in p["horizons"].items():
+            row = by_key[(p["ticker"], h)]
+            assert row["target_date"].isoformat() == HORIZON_TARGETS[h] and row["base_date"] == AS_OF
+            assert [row[c] for c in ("q025", "q10", "q50", "q90", "q975", "var_99", "es_99")] == [
+                values[k]
+                for k in ("lower_95", "lower_80", "median", "upper_80", "upper_95", "var_99", "es_99")
+            ]
+            assert len(row["tail"]) == len(TAIL_LEVELS) and row["actual_close"] is None
+            assert "rolling" in row["candidates"]  # NEWCO has no fitted GARCH: the band serves it
+
+
+def test_every_horizon_is_causal(served: Served, db: tuple[Settings, Engine]) -> None:
+    """Bars after the as-of changed: every horizon's stored row is the same."""
+    from stockcli.db.models import HorizonPrediction
+
+    settings, engine = db
+    day = date(2013, 2, 26)
+    bundle = trained_through(served.bundle, day)
+
+    def stored_horizons() -> list[dict[str, Any]]:
+        predict(
+            settings=settings,
+            engine=engine,
+            as_of=day,
+            bundle=bundle,
+            tickers=["GOOG", "MSFT"],
+            write_files=False,
+        )
+        with engine.begin() as connection:
+            rows = (
+                connection.execute(select(HorizonPrediction).order_by("ticker", "horizon")).mappings().all()
+            )
+            connection.execute(delete(HorizonPrediction))
+            connection.execute(delete(LatestPrediction))
+        return [{k: v for k, v in row.items() if k != "created_at"} for row in rows]
+
+    before = stored_horizons()
+    with engine.begin() as connection:
+        connection.execute(
+            update(RawStockData)
+            .where(RawStockData.date > day)
+            .values(close=RawStockData.close * 1.5, high=RawStockData.high * 1.5)
+        )
+    after = stored_horizons()
+    assert len(before) == 6 and {r["horizon"] for r in before} == {1, 5, 20}
+    assert after == before

@@ -384,3 +384,52 @@ def test_cli_report_unreachable_database(tmp_path: Path) -> None:
     assert result.exit_code == 1
     assert "Cannot reach the database at postgresql+psycopg://nobody:***@127.0.0.1:1/none" in result.output
     assert "secret" not in result.output
+
+
+def test_cli_report_shows_the_compact_risk_table(cli: Cli, make_settings, database_url: str) -> None:  # type: ignore[no-untyped-def]
+    """The newest VaR and ES of each ticker 1 and 5 sessions ahead (the 20-session one is left to
+    `--json` of predict), with the zone ("-" with too few scored forecasts)."""
+    from stockcli.db.engine import open_database
+    from stockcli.db.horizons import save_horizon_predictions
+
+    settings = make_settings(database_url)
+    report_data.fill(settings)
+    engine = open_database(settings)
+    base = date(2013, 3, 1)
+    save_horizon_predictions(
+        engine,
+        [
+            {
+                "ticker": "GOOG",
+                "base_date": base,
+                "horizon": horizon,
+                "model_version": "1",
+                "target_date": target,
+                "as_of": base,
+                "base_close": 800.0,
+                "var_95": 0.0123 * horizon,
+                "var_99": 0.0234 * horizon,
+                "es_95": 0.0345 * horizon,
+                "es_99": 0.0456 * horizon,
+                "source": "garch",
+                "created_at": datetime(2013, 3, 1, 22, tzinfo=UTC),
+            }
+            for horizon, target in ((1, date(2013, 3, 4)), (5, date(2013, 3, 8)), (20, date(2013, 4, 1)))
+        ],
+    )
+    engine.dispose()
+
+    result = cli("report")
+
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    start = next(i for i, line in enumerate(lines) if "Risk (long position)" in line)
+    rows = [line for line in lines[start:] if line.startswith("│") and "GOOG" in line]
+    assert len(rows) == 2  # 1 and 5 sessions
+    assert all(f"{v:.2%}" in rows[0] for v in (0.0123, 0.0234, 0.0345, 0.0456))
+    assert all(f"{5 * v:.2%}" in rows[1] for v in (0.0123, 0.0234, 0.0345, 0.0456))
+    payload = json.loads(cli("--json", "report").stdout)
+    assert [(r["ticker"], r["horizon"], r["zone"]) for r in payload["risk"]] == [
+        ("GOOG", 1, None),
+        ("GOOG", 5, None),
+    ]

@@ -30,15 +30,14 @@ from stockcli.ml.intervals import (
     winkler_scores,
 )
 from stockcli.ml.stats import (
-    binomial_bounds,
     binomial_coverage_test,
     clustered_coverage_test,
     default_lag,
-    diebold_mariano,
     newey_west_variance,
     paired_loss_test,
     skill_interval,
 )
+from tests.oracles import binomial_bounds, diebold_mariano
 
 # --- Newey–West ----------------------------------------------------------------------------------
 

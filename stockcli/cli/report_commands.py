@@ -59,6 +59,7 @@ def report_payload(report: Report) -> dict[str, Any]:
             for s in report.recent_closes
         ],
         "notes": list(report.notes),
+        "risk": [asdict(row) for row in report.risk],
     }
 
 
@@ -265,8 +266,30 @@ def render_tables(report: Report) -> None:
         ],
         text=["Reason"],
     )
+    render_risk(report)
     for note in report.notes:
         output.warn(note)
+
+
+def render_risk(report: Report) -> None:
+    """The compact risk table: VaR and ES (as losses of a long position) 1 and 5 sessions ahead, and
+    the Basel zone of each horizon's 99% VaR over the risk window."""
+    if not report.risk:
+        return
+    output.table(
+        "Risk (long position)",
+        ["Ticker", "Sessions", "VaR 95%", "VaR 99%", "ES 95%", "ES 99%", "Zone"],
+        (
+            [
+                _text(r.ticker),
+                str(r.horizon),
+                *("-" if v is None else f"{v:.2%}" for v in (r.var_95, r.var_99, r.es_95, r.es_99)),
+                r.zone or "-",
+            ]
+            for r in report.risk
+        ),
+        caption="Zone: Basel traffic light of the 99% VaR's exceptions (- : too few scored forecasts yet).",
+    )
 
 
 def report(
@@ -310,7 +333,10 @@ def serve(
     port: Annotated[int, typer.Option("--port", min=1, max=65535, help="Port to listen on.")] = 8000,
 ) -> None:
     """A read-only dashboard in the browser: predictions, chart, performance, production model."""
+    from stockcli import extras
     from stockcli.services import dashboard
+
+    extras.require("web", "`stockcli serve`")
 
     cli_state = state(ctx)
     settings = cli_state.settings()

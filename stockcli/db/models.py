@@ -317,3 +317,69 @@ class ForecasterFit(Base):
     n_sessions: Mapped[int] = mapped_column(Integer)
     params: Mapped[Any | None] = mapped_column(JSON, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class HorizonPrediction(Base):
+    """One served forecast of the close `horizon` sessions ahead [ticker, base_date, horizon, model_version].
+
+    Every configured horizon, 1 included. `target_date` is the `horizon`-th exchange session after
+    `base_date`. The quantiles are prices (as in `latest_predictions`); the risk figures are losses of
+    a long position as positive simple returns (VaR and Expected Shortfall at 95% and 99%); `tail` holds the served
+    distribution's log-return quantiles at `ml.risk.TAIL_LEVELS` (what the ES backtest reads) and
+    `candidates` every candidate's five close quantiles, served or not (what the horizon's selection
+    compares). `actual_close` and `scored_at` are set when the target session's close is stored; a
+    void row is never scored, shown or counted.
+    """
+
+    __tablename__ = "horizon_predictions"
+
+    ticker: Mapped[str] = mapped_column(String(24), primary_key=True)
+    base_date: Mapped[date] = mapped_column(Date, primary_key=True)
+    horizon: Mapped[int] = mapped_column(Integer, primary_key=True)
+    model_version: Mapped[str] = mapped_column(String(32), primary_key=True)
+    target_date: Mapped[date] = mapped_column(Date, index=True)
+    as_of: Mapped[date] = mapped_column(Date)
+    base_close: Mapped[float] = mapped_column(Double)
+    q025: Mapped[float | None] = mapped_column(Double, nullable=True)
+    q10: Mapped[float | None] = mapped_column(Double, nullable=True)
+    q50: Mapped[float | None] = mapped_column(Double, nullable=True)
+    q90: Mapped[float | None] = mapped_column(Double, nullable=True)
+    q975: Mapped[float | None] = mapped_column(Double, nullable=True)
+    p_up: Mapped[float | None] = mapped_column(Double, nullable=True)
+    var_95: Mapped[float | None] = mapped_column(Double, nullable=True)
+    var_99: Mapped[float | None] = mapped_column(Double, nullable=True)
+    es_95: Mapped[float | None] = mapped_column(Double, nullable=True)
+    es_99: Mapped[float | None] = mapped_column(Double, nullable=True)
+    source: Mapped[str | None] = mapped_column(String(16), nullable=True)  # the served candidate
+    p_value: Mapped[float | None] = mapped_column(Double, nullable=True)  # the test that chose it
+    tail: Mapped[list[float | None] | None] = mapped_column(JSON, nullable=True)
+    candidates: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    pipeline_run_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    actual_close: Mapped[float | None] = mapped_column(Double, nullable=True)
+    scored_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    void_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+class HorizonServing(Base):
+    """What one ticker is served at one horizon above 1 [ticker, horizon], and at which levels.
+
+    `source` is decided by the family-corrected test of `ml.selection` on the horizon's own scored
+    rows (the network forecasts the next session only, so it is no candidate here); `alpha_80` and
+    `alpha_95` are the miscoverage levels adaptive conformal inference has reached for `aci_source`.
+    """
+
+    __tablename__ = "horizon_serving"
+
+    ticker: Mapped[str] = mapped_column(String(24), primary_key=True)
+    horizon: Mapped[int] = mapped_column(Integer, primary_key=True)
+    source: Mapped[str] = mapped_column(String(16))
+    p_value: Mapped[float | None] = mapped_column(Double, nullable=True)
+    skill: Mapped[float | None] = mapped_column(Double, nullable=True)
+    n_sessions: Mapped[int] = mapped_column(Integer)
+    window_end: Mapped[date | None] = mapped_column(Date, nullable=True)
+    alpha_80: Mapped[float | None] = mapped_column(Double, nullable=True)
+    alpha_95: Mapped[float | None] = mapped_column(Double, nullable=True)
+    aci_source: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    last_target_date: Mapped[date | None] = mapped_column(Date, nullable=True)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

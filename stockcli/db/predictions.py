@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import and_, select, update
 from sqlalchemy.engine import Connection, Engine
 
-from stockcli.db.models import LatestPrediction, ModelPerformance, RawStockData
+from stockcli.db.models import HorizonPrediction, LatestPrediction, ModelPerformance, RawStockData
 from stockcli.db.store import upsert
 
 
@@ -122,6 +122,7 @@ def scored_between(
 QUANTILE_PRICES = ("q025", "q10", "q50", "q90", "q975")
 PREDICTION_PRICES = ("base_close", "predicted_close", *QUANTILE_PRICES)
 SCORE_PRICES = (*PREDICTION_PRICES, "actual_close", "abs_error", "naive_abs_error")
+PREDICTION_KEY = ("ticker", "target_date", "model_version")
 
 # How a restatement treats one prediction, from its (base date, target date): (factor, None) rescales
 # its prices by the factor, (None, reason) voids it, (None, None) leaves it as it is.
@@ -136,12 +137,22 @@ def restate_predictions(connection: Connection, ticker: str, decide: Restatement
     inference moves a miscoverage level, not a price) do not change with a factor; void rows are
     left as they are.
     """
+    from stockcli.db.horizons import HORIZON_KEY, HORIZON_PRICES  # it reads this module
+
     rescaled = voided = 0
-    for model, prices in ((LatestPrediction, PREDICTION_PRICES), (ModelPerformance, SCORE_PRICES)):
+    tables: tuple[tuple[Any, tuple[str, ...], tuple[str, ...], str], ...] = (
+        (LatestPrediction, PREDICTION_PRICES, PREDICTION_KEY, "detail"),
+        (ModelPerformance, SCORE_PRICES, PREDICTION_KEY, "detail"),
+        # A horizon row's candidates are closes too; its tail quantiles are log returns.
+        (HorizonPrediction, HORIZON_PRICES, HORIZON_KEY, "candidates"),
+    )
+    for model, prices, key, json_column in tables:
         table = model.__table__
-        columns = [table.c[name] for name in ("target_date", "model_version", "base_date", *prices, "detail")]
+        names = dict.fromkeys((*key, "base_date", "target_date", *prices, json_column))
         rows = connection.execute(
-            select(*columns).where(table.c.ticker == ticker, table.c.void_reason.is_(None))
+            select(*(table.c[name] for name in names)).where(
+                table.c.ticker == ticker, table.c.void_reason.is_(None)
+            )
         ).all()
         for row in rows:
             factor, reason = decide(row.base_date, row.target_date)
@@ -150,20 +161,21 @@ def restate_predictions(connection: Connection, ticker: str, decide: Restatement
                 voided += 1
             elif factor is not None:
                 values = {name: _times(row._mapping[name], factor) for name in prices}
-                values["detail"] = rescale_detail(row.detail, factor)
+                values[json_column] = _rescale_json(json_column, row._mapping[json_column], factor)
                 rescaled += 1
             else:
                 continue
             connection.execute(
-                update(model)
-                .where(
-                    model.ticker == ticker,
-                    model.target_date == row.target_date,
-                    model.model_version == row.model_version,
-                )
-                .values(**values)
+                update(table).where(*(table.c[name] == row._mapping[name] for name in key)).values(**values)
             )
     return rescaled, voided
+
+
+def _rescale_json(column: str, value: Any, factor: float) -> Any:
+    """A prediction's `detail`, or a horizon row's `candidates` ({name: five closes}), times `factor`."""
+    if column == "detail":
+        return rescale_detail(value, factor)
+    return None if value is None else (rescale_detail({"candidates": value}, factor) or {})["candidates"]
 
 
 def rescale_detail(detail: Mapping[str, Any] | None, factor: float) -> dict[str, Any] | None:

@@ -5,7 +5,7 @@ A watchlist is a set of independent series sharing one model (DESIGN, core idea 
 the order they are applied:
 
 1. **Features per series** on that series' own bars from the dataset's `start_date`, made scale-free
-   (`indicators.compute_model_features`): one network serves a $20 stock and a 3,000-point index.
+   (`indicators.iter_model_features`): one network serves a $20 stock and a 3,000-point index.
    Each series' warm-up rows are dropped on its own; nothing is back-filled.
 2. **The panel** is indexed by the union of every series' bar dates and the exchange's sessions (the
    row axis). A series without a bar on a row takes its previous row for at most `ffill_limit` rows
@@ -47,29 +47,16 @@ from stockcli.features.indicators import (
     OHLCV,
     column_kinds,
     feature_names,
+    iter_model_features,
     model_warmup,
     resolve_indicators,
 )
-from stockcli.features.indicators_many import iter_model_features_many
 
 if TYPE_CHECKING:
     import pandas as pd
 
 SPEC_VERSION = 2
 PARTS = ("train", "validation", "test")
-# Sessions of history the forecasting primitive reads before a window, at least. Recursive indicators
-# (EMA, Wilder smoothing, EWMA volatility, PSAR) forget where history started: with the default
-# indicators, features from 600 sessions differ from a full-history computation by less than 1e-10
-# (tests/test_features.py). A configured indicator with a longer memory (an EMA 200) raises it:
-# `serving_lookback`.
-SERVING_LOOKBACK = 600
-
-
-def serving_lookback(indicators: Sequence[Mapping[str, Any]]) -> int:
-    """Sessions the forecasting primitive reads before a window for these indicators."""
-    from stockcli.features.indicators import memory_sessions
-
-    return max(SERVING_LOOKBACK, memory_sessions(indicators))
 
 
 Progress = Callable[[str, int, int], None]
@@ -200,10 +187,10 @@ def make_panel(
             done += 1
             if progress is not None:
                 progress(f"features {name}", done, n_series)
-    # The other series' features, many at once (the numbers of `compute_model_features` per series,
-    # ~6x faster over hundreds of series), each stored as its block arrives.
+    # The other series' features, many at once (~6x faster over hundreds of series than one series
+    # at a time), each stored as its block arrives.
     own_bars = [per_series[s][1] for s in long_enough]
-    for i, values in iter_model_features_many(own_bars, resolved):
+    for i, values in iter_model_features(own_bars, resolved):
         s = long_enough[i]
         days, columns = per_series[s]
         close = columns[OHLCV.index("close")]
@@ -296,13 +283,6 @@ def min_windows(train_fraction: float, validation_fraction: float) -> int:
     while min(split_counts(n, train_fraction, validation_fraction)) < 1:
         n += 1
     return n
-
-
-def required_sessions(
-    *, warmup: int, sequence_length: int, train_fraction: float, validation_fraction: float
-) -> int:
-    """Bars a lone series needs for a dataset: warm-up, one window, and a target date per part."""
-    return warmup + sequence_length + min_windows(train_fraction, validation_fraction)
 
 
 def split_parts(

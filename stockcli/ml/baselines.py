@@ -4,19 +4,18 @@ Both give the five `QUANTILES` of the NEXT log return, log(close_next / close_to
 them into prices with base_close * exp(q). The rolling band is centred on 0, i.e. on the naive
 persistence forecast; GARCH on its fitted constant mean.
 
-- `rolling_band_quantiles`: normal quantiles from the standard deviation of the last `window` returns.
+- `rolling_band_quantiles_at`: normal quantiles from the standard deviation of the last `window` returns.
 - `fit_garch`: GARCH(1,1) with Student-t errors, fitted by the `arch` library on a training history;
   returns plain JSON parameters.
-- `garch_next_quantiles` / `garch_quantiles_path`: filter the fitted model, with its parameters
-  FIXED, over the history up to the as-of date and give the next return's quantiles.
+- `_garch_variance_path`: filter the fitted model, with its parameters FIXED, over the history up to
+  each as-of date (the GARCH forecasters in `stockcli.ml.forecasters.garch` turn it into quantiles).
 
 Filtering does not call arch. Measured on these 2-core machines (500 tickers x 600 real returns,
 while other work shared the cores): arch's `arch_model(...).fix(params)` + `forecast(horizon=1)`
 costs 2-7 ms per ticker (2.4-3.4 s for the 500; up to 27 ms on a cold first run), the same
 GARCH(1,1) recursion run as one linear filter (`scipy.signal.lfilter`, with arch's backcast and
 variance bounds reproduced) 0.2-0.3 ms (0.13-0.28 s for the 500, quantiles included), and the
-variances agree to the last bit (tests hold them to 1e-8 against `_arch_next_variance`, the arch
-reference kept for that purpose). arch remains the fitting engine.
+variances agree to the last bit (tests hold them to 1e-8 against arch's own forecast). arch remains the fitting engine.
 
 Returns with NaN (sessions the ticker did not trade) are dropped before use: each ticker's history
 is the sequence of its own sessions.
@@ -47,10 +46,7 @@ BACKCAST_RETURNS = 75
 """arch initialises the variance recursion with an EWMA (lambda 0.94) of the first 75 squared residuals."""
 
 MIN_FILTER_RETURNS = BACKCAST_RETURNS
-"""Shortest history `garch_next_quantiles` filters over: shorter ones give NaN (as the rolling band does)."""
-
-GARCH_FILTER_RETURNS = 600
-"""History a caller should pass to `garch_next_quantiles`: with beta ~0.9, beta**600 forgets the start."""
+"""Shortest history the GARCH filter gives quantiles over: shorter ones give NaN (as the rolling band does)."""
 
 _EWMA_LAMBDA = 0.94
 _GARCH_PARAMETERS = ("mu", "omega", "alpha", "beta", "nu")
@@ -59,36 +55,12 @@ _GARCH_PARAMETERS = ("mu", "omega", "alpha", "beta", "nu")
 # --- rolling band --------------------------------------------------------------------------------
 
 
-def rolling_band_quantiles(log_returns: np.ndarray, window: int = ROLLING_WINDOW) -> np.ndarray:
-    """Quantiles (5,) of the next log return: 0 + std(last `window` returns) * normal quantiles.
-
-    The centre 0 is the naive persistence forecast. The standard deviation is the sample one
-    (ddof 1). All NaN when fewer than `window` finite returns are available.
-    """
-    returns = _finite(log_returns)
-    if window < 2:
-        raise InputDataError(f"The rolling band needs a window of at least 2 returns, got {window}.")
-    if returns.size < window:
-        return np.full(len(QUANTILES), np.nan)
-    return float(np.std(returns[-window:], ddof=1)) * _normal_ppf()
-
-
-def rolling_band_quantiles_path(log_returns: np.ndarray, window: int = ROLLING_WINDOW) -> np.ndarray:
-    """`rolling_band_quantiles` as of every date at once: row t is the band for the return after t.
-
-    Row t equals `rolling_band_quantiles(log_returns[: t + 1], window)` for every t whose return is
-    finite; rows of missing returns, and those with fewer than `window` returns behind them, are NaN.
-    """
-    values = np.asarray(log_returns, dtype=np.float64).ravel()
-    return rolling_band_quantiles_at(values, np.arange(values.size), window)
-
-
 def rolling_band_quantiles_at(
     log_returns: np.ndarray, rows: np.ndarray, window: int = ROLLING_WINDOW
 ) -> np.ndarray:
-    """`rolling_band_quantiles_path(log_returns, window)[rows]`, computing those rows only.
-
-    What a daily forecast needs (the last row of a few hundred) without the whole path: (len(rows), 5).
+    """Quantiles (len(rows), 5) of the return after each of `rows`: 0 + std(last `window` finite
+    returns up to the row, ddof 1) x normal quantiles; NaN for a row whose own return is missing or
+    with fewer than `window` finite returns up to it. The centre 0 is the naive persistence forecast.
     """
     values = np.asarray(log_returns, dtype=np.float64).ravel()
     if window < 2:
@@ -172,54 +144,6 @@ def fit_garch(
     return {**values, "scale": GARCH_SCALE, "n_obs": int(returns.size), "converged": bool(converged)}
 
 
-def garch_next_quantiles(params: dict[str, Any], log_returns: np.ndarray) -> np.ndarray:
-    """Quantiles (5,) of the next log return, filtering the fitted GARCH over `log_returns` with fixed params.
-
-    `log_returns` is the history up to the as-of date (e.g. its last `GARCH_FILTER_RETURNS`
-    returns). Quantile = (mu + sigma_next * standardized-t ppf(level, nu)) / scale. NaN when fewer
-    than `MIN_FILTER_RETURNS` finite returns are given. Same values as arch's
-    `arch_model(...).fix(params).forecast(horizon=1)` (see the module docstring).
-    """
-    mu, omega, alpha, beta, nu, scale = _parameters(params)
-    returns = _finite(log_returns)
-    if returns.size < MIN_FILTER_RETURNS:
-        return np.full(len(QUANTILES), np.nan)
-    variance = _garch_variance_path(scale * returns - mu, omega, alpha, beta)
-    return (mu + np.sqrt(variance[-1]) * _standardized_t_ppf(nu)) / scale
-
-
-def garch_quantiles_path(params: dict[str, Any], log_returns: np.ndarray) -> np.ndarray:
-    """One-step-ahead GARCH quantiles as of every date: (n, 5), row t for the return after t.
-
-    One recursion over the whole series, so a test window is evaluated in one call: row t equals
-    `garch_next_quantiles(params, log_returns[: t + 1])` for every t whose return is finite and
-    has at least `MIN_FILTER_RETURNS` finite returns up to it (the other rows are NaN). The
-    recursion starts from arch's backcast of the first 75 returns, which is why earlier rows are
-    left empty: they would depend on returns after their date.
-    """
-    values = np.asarray(log_returns, dtype=np.float64).ravel()
-    return garch_quantiles_at(params, values, np.arange(values.size))
-
-
-def garch_quantiles_at(params: dict[str, Any], log_returns: np.ndarray, rows: np.ndarray) -> np.ndarray:
-    """`garch_quantiles_path(params, log_returns)[rows]`, computing the quantiles of those rows only.
-
-    The variance recursion still runs over the whole series (one linear filter: its bounds depend
-    on the whole series, so the numbers are the path's); only the quantiles are limited to `rows`.
-    """
-    mu, omega, alpha, beta, nu, scale = _parameters(params)
-    values = np.asarray(log_returns, dtype=np.float64).ravel()
-    finite_index, place, enough = _rows_among_finite(values, rows, MIN_FILTER_RETURNS)
-    output = np.full((enough.size, len(QUANTILES)), np.nan)
-    if finite_index.size < MIN_FILTER_RETURNS or not enough.any():
-        return output
-    variance = _garch_variance_path(scale * values[finite_index] - mu, omega, alpha, beta)
-    # variance[j + 1] is the forecast made after the j-th finite return.
-    next_sigma = np.sqrt(variance[place[enough] + 1])
-    output[enough] = (mu + next_sigma[:, None] * _standardized_t_ppf(nu)[None, :]) / scale
-    return output
-
-
 def _garch_variance_path(residuals: np.ndarray, omega: float, alpha: float, beta: float) -> np.ndarray:
     """Conditional variances (n + 1,) of GARCH(1,1) on percent residuals, the last one the forecast.
 
@@ -294,17 +218,6 @@ def _garch_variance_loop(
     return variance
 
 
-def _arch_next_variance(params: dict[str, Any], log_returns: np.ndarray) -> float:
-    """The reference: next-period variance (percent scale) from arch's own fix() + forecast(horizon=1)."""
-    from arch import arch_model
-
-    mu, omega, alpha, beta, nu, scale = _parameters(params)
-    model = arch_model(scale * _finite(log_returns), mean="Constant", vol="GARCH", p=1, q=1, dist="t")
-    fixed = model.fix([mu, omega, alpha, beta, nu])
-    forecast = fixed.forecast(horizon=1, reindex=False)
-    return float(forecast.variance.to_numpy()[-1, 0])
-
-
 def _parameters(params: dict[str, Any]) -> tuple[float, float, float, float, float, float]:
     missing = [name for name in _GARCH_PARAMETERS if name not in params]
     if missing:
@@ -314,21 +227,6 @@ def _parameters(params: dict[str, Any]) -> tuple[float, float, float, float, flo
     if not (omega > 0 and alpha >= 0 and beta >= 0 and nu > 2 and scale > 0):
         raise InputDataError(f"Invalid GARCH parameters: {dict(params)}.")
     return mu, omega, alpha, beta, nu, scale
-
-
-def _standardized_t_ppf(nu: float) -> np.ndarray:
-    """Quantiles of a Student t with `nu` degrees of freedom rescaled to unit variance (arch's StudentsT)."""
-    return np.asarray(_standardized_t_ppf_cached(float(nu)), dtype=np.float64)
-
-
-@functools.lru_cache(maxsize=4096)
-def _standardized_t_ppf_cached(nu: float) -> tuple[float, ...]:
-    # scipy's t.ppf costs ~0.3 ms, more than the whole recursion; a ticker's nu is fixed per fit.
-    from scipy.stats import t as student_t
-
-    levels = np.asarray(QUANTILES, dtype=np.float64)
-    values = np.asarray(student_t.ppf(levels, nu), dtype=np.float64) * np.sqrt((nu - 2.0) / nu)
-    return tuple(float(value) for value in values)
 
 
 def _normal_ppf() -> np.ndarray:

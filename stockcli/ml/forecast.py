@@ -285,21 +285,24 @@ def calibrated_quantiles(
     return sort_quantiles(out)
 
 
-def half_width_for(scores: np.ndarray, alpha: float) -> float:
-    """The conformal half-width (in units of scale) at miscoverage `alpha` (for ACI updates)."""
+def calibrated_tail_quantiles(
+    result: ForecastResult, calibration: Mapping[str, Any], levels: Sequence[float]
+) -> np.ndarray:
+    """(n, len(levels)) lower-tail log-return quantiles (levels below 0.5), calibrated as
+    `calibrated_quantiles` is: the level-tau quantile is the lower end of the conformal interval at
+    miscoverage 2 tau, loc - scale x half-width; the model's own distribution's without scores."""
     from stockcli.ml.intervals import conformal_quantile
 
-    return conformal_quantile(scores, alpha)
+    out = result.loc[:, None] + result.scale[:, None] * _standard_ppf(levels, result.df)
+    for i, ticker in enumerate(result.tickers):
+        scores = calibration_scores(calibration, ticker)
+        if scores.size:
+            widths = [conformal_quantile(scores, 2.0 * level) for level in levels]
+            out[i] = result.loc[i] - result.scale[i] * np.asarray(widths)
+    return np.asarray(out, dtype=np.float64)
 
 
 # --- baselines on the same rows ------------------------------------------------------------------------
-
-
-def log_returns_of(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-    """(days, log returns) of a ticker's own bars: return t is log(close_t / close_(t-1))."""
-    from stockcli.features.dataset import _to_days
-
-    return _to_days(frame.index), close_log_returns(frame["close"].to_numpy(dtype=np.float64))
 
 
 def close_log_returns(closes: np.ndarray, sessions: int = 1) -> np.ndarray:

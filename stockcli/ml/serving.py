@@ -9,8 +9,8 @@ else the rolling band (no fit needed), else the network. Pure computation: no da
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -31,6 +31,7 @@ class CandidateForecast:
     nominal: np.ndarray  # (5,) quantiles at `QUANTILES`: what scoring and selection compare
     adapted: np.ndarray  # (5,) quantiles at the levels adaptive conformal inference reached
     p_up: float
+    extra: np.ndarray = field(default_factory=lambda: np.zeros(0))  # at the `extra_levels` asked for
 
     @property
     def usable(self) -> bool:
@@ -49,16 +50,26 @@ def statistical_forecasts(
     ticker: str,
     bars: TickerBars,
     alphas_for: Callable[[str], Alphas],
+    *,
+    horizon: int = 1,
+    extra_levels: Sequence[float] = (),
 ) -> dict[str, CandidateForecast]:
-    """Every statistical candidate's forecast after the last of `bars` (absent: no parameters).
+    """Every statistical candidate's forecast of the log return `horizon` sessions after the last of
+    `bars` (absent: no parameters), also read at `extra_levels` (the risk tails).
 
     Each candidate is filtered once, at every level any candidate needs; a composed candidate (the
     blend) averages its members' values instead of filtering them again.
     """
     row = np.array([len(bars) - 1])
     adapted = {name: adapted_levels(alphas_for(name)) for name in table}
-    levels = (*QUANTILES, *P_UP_GRID, *(level for name in table for level in adapted[name]))
-    where = {name: 5 + len(P_UP_GRID) + 5 * k for k, name in enumerate(table)}
+    levels = (
+        *QUANTILES,
+        *P_UP_GRID,
+        *extra_levels,
+        *(level for name in table for level in adapted[name]),
+    )
+    first_extra = 5 + len(P_UP_GRID)
+    where = {name: first_extra + len(extra_levels) + 5 * k for k, name in enumerate(table)}
     values: dict[str, np.ndarray] = {}
     for name, forecaster in table.items():
         params = params_for(forecaster, fits, ticker)  # type: ignore[arg-type]
@@ -68,13 +79,55 @@ def statistical_forecasts(
         if members is not None and all(m.name in values for m in members):
             values[name] = (values[members[0].name] + values[members[1].name]) / 2.0
         else:
-            values[name] = forecaster.quantiles_at(params, bars, row, levels)[0]
+            values[name] = forecaster.quantiles_at(params, bars, row, levels, horizon=horizon)[0]
     out: dict[str, CandidateForecast] = {}
     for name, found in values.items():
         own = found[where[name] : where[name] + 5]
-        p_up = float(p_up_from_grid(found[5 : 5 + len(P_UP_GRID)])[0])
-        out[name] = CandidateForecast(found[:5], sort_quantiles(own[None, :])[0], p_up)
+        p_up = float(p_up_from_grid(found[5:first_extra])[0])
+        extra = found[first_extra : first_extra + len(extra_levels)]
+        out[name] = CandidateForecast(found[:5], sort_quantiles(own[None, :])[0], p_up, extra)
     return out
+
+
+@dataclass(frozen=True)
+class HorizonForecast:
+    """What one ticker is served `horizon` sessions ahead: log-return quantiles of the served source."""
+
+    horizon: int
+    source: str
+    p_value: float | None  # the test that chose the source (None: the incumbent or a fallback)
+    quantiles: np.ndarray  # (5,) at `QUANTILES`, at the levels adaptive conformal inference reached
+    p_up: float
+    tail: np.ndarray  # (len(TAIL_LEVELS),) the served distribution's lower tail (`ml.risk`)
+    candidates: dict[str, np.ndarray]  # every candidate's nominal (5,) quantiles, served or not
+
+
+def serve_horizon(
+    forecasts: Mapping[str, CandidateForecast],
+    *,
+    horizon: int,
+    chosen: str,
+    p_value: float | None,
+    incumbent: str,
+    p_up: float | None = None,
+) -> HorizonForecast | None:
+    """The served forecast at `horizon` from every candidate's (`statistical_forecasts` with the
+    risk tails as `extra_levels`): the chosen source when it can forecast, else the incumbent, else a
+    fallback (None: nothing can). `p_up` overrides the source's own chance of a rise (horizon 1:
+    the Brier test's choice)."""
+    source = served_source(chosen, forecasts, incumbent)
+    if source is None:
+        return None
+    served = forecasts[source]
+    return HorizonForecast(
+        horizon=horizon,
+        source=source,
+        p_value=p_value if source == chosen else None,
+        quantiles=served.adapted,
+        p_up=served.p_up if p_up is None else p_up,
+        tail=served.extra,
+        candidates={name: found.nominal for name, found in forecasts.items()},
+    )
 
 
 def served_source(chosen: str, forecasts: Mapping[str, CandidateForecast], incumbent: str) -> str | None:

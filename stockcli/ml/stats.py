@@ -4,11 +4,10 @@ One definition of each test, used by promotion, retrain triggers, the per-ticker
 model and a baseline, and the reports (design notes, core ideas 10 and 11).
 
 - `newey_west_variance`: long-run (HAC) variance of a series, Bartlett kernel (Newey & West 1987).
-- `diebold_mariano`: paired test of equal predictive accuracy on one loss-differential series
-  (Diebold & Mariano 1995) with the small-sample correction of Harvey, Leybourne & Newbold (1997).
-- `paired_loss_test` / `skill_interval`: the same test on a (sessions, tickers) panel, each ticker
-  scaled so that a 3,000-point index does not drown a $20 stock.
-- `binomial_coverage_test` / `binomial_bounds`: is an observed interval coverage consistent with its
+- `paired_loss_test` / `skill_interval`: the Diebold–Mariano test of equal predictive accuracy
+  (Diebold & Mariano 1995, with the small-sample correction of Harvey, Leybourne & Newbold 1997) on a
+  (sessions, tickers) panel, each ticker scaled so that a 3,000-point index does not drown a $20 stock.
+- `binomial_coverage_test`: is an observed interval coverage consistent with its
   nominal level (exact binomial test)?
 - `clustered_coverage_test`: the same question for a (sessions, tickers) panel of misses, where
   misses on the same session move together (one market shock): the binomial test on the effective
@@ -102,41 +101,6 @@ def newey_west_variance(d: np.ndarray, lag: int | None = None) -> float:
     return max(variance, 0.0)
 
 
-def diebold_mariano(
-    loss_a: np.ndarray,
-    loss_b: np.ndarray,
-    *,
-    alternative: Alternative = "less",
-    lag: int | None = None,
-) -> DMResult:
-    """Diebold–Mariano test of equal predictive accuracy of forecasts a and b (paired losses).
-
-    d_t = loss_a_t - loss_b_t. The statistic is mean(d) / sqrt(LRV / n) with LRV the Newey–West
-    long-run variance (`newey_west_variance`, Bartlett kernel, `lag` as there), multiplied by the
-    Harvey–Leybourne–Newbold factor sqrt((n + 1 - 2h + h(h - 1)/n) / n) for a one-step horizon
-    (h = 1: sqrt((n - 1) / n)) and compared with a Student t with n - 1 degrees of freedom
-    (Diebold & Mariano 1995, JBES 13(3); Harvey, Leybourne & Newbold 1997, IJF 13(2)). The 95%
-    interval of the mean difference uses the same standard error and t quantile, so it excludes 0
-    exactly when the two-sided test rejects at 5%.
-
-    `alternative`: "less" tests H1 mean(d) < 0 (a is better: lower losses), "greater" H1 mean(d) > 0,
-    "two-sided" H1 mean(d) != 0. Pairs with a NaN on either side are dropped.
-
-    Degenerate inputs (fewer than 3 pairs, or a differential with zero variance) give no evidence:
-    statistic 0.0, p-value 1.0 whatever the alternative, and an interval collapsed on the mean.
-    Nothing returned is NaN.
-    """
-    if alternative not in ALTERNATIVES:
-        raise InputDataError(f"Unknown alternative {alternative!r}; use one of {', '.join(ALTERNATIVES)}.")
-    a = np.asarray(loss_a, dtype=np.float64).ravel()
-    b = np.asarray(loss_b, dtype=np.float64).ravel()
-    if a.shape != b.shape:
-        raise InputDataError(f"Paired losses differ in length: {a.size} and {b.size}.")
-    both = np.isfinite(a) & np.isfinite(b)
-    differential = a[both] - b[both]
-    return _dm_on_differential(differential, alternative=alternative, lag=lag)
-
-
 def paired_loss_test(
     losses_a: np.ndarray,
     losses_b: np.ndarray,
@@ -150,7 +114,7 @@ def paired_loss_test(
     Each ticker's column is divided by `scale[ticker]` (default: that ticker's mean loss of b over
     the sessions where both exist, e.g. the naive MAE), so each ticker weighs the same whatever its
     price level. The per-session mean of the scaled losses over the tickers present that session
-    forms one series for a and one for b; their difference is tested with `diebold_mariano`.
+    forms one series for a and one for b; their difference d = a - b is tested (`_dm_on_differential`).
     A 1-D input is one ticker. Tickers whose scale is not finite and positive are left out.
 
     `relative_improvement` = 1 - mean(scaled a) / mean(scaled b), with a 95% interval from the
@@ -311,48 +275,17 @@ def _design_effect(panel: np.ndarray, known: np.ndarray) -> float:
     return 1.0 + (n0 - 1.0) * rho
 
 
-def binomial_bounds(n: int, nominal: float, alpha: float) -> tuple[float, float]:
-    """The band of observed coverages (hits / n) that the exact binomial test accepts at level `alpha`.
-
-    An observed coverage c lies within `(low, high)` exactly when
-    `binomial_coverage_test(round(n * (1 - c)), n, nominal) >= alpha`, i.e. the test does not
-    reject. The accepted miss counts form one interval around the mode (the binomial is
-    unimodal), found by bisection on each side. `n == 0` gives (0.0, 1.0).
-    """
-    _check_coverage_arguments(0, n, nominal)
-    if not 0.0 < alpha < 1.0:
-        raise InputDataError(f"alpha must lie strictly between 0 and 1, got {alpha}.")
-    if n == 0:
-        return 0.0, 1.0
-
-    def accepted(misses: int) -> bool:
-        return binomial_coverage_test(misses, n, nominal) >= alpha
-
-    miss_rate = 1.0 - nominal
-    # The most likely miss count: its p-value is 1, so the accepted set is never empty.
-    mode = min(n, max(0, math.floor((n + 1) * miss_rate)))
-    # Smallest accepted miss count in [0, mode]: acceptance is monotone on each side of the mode.
-    low_index, high_index = 0, mode
-    while low_index < high_index:
-        middle = (low_index + high_index) // 2
-        if accepted(middle):
-            high_index = middle
-        else:
-            low_index = middle + 1
-    fewest_misses = low_index
-    # Largest accepted miss count in [mode, n].
-    low_index, high_index = mode, n
-    while low_index < high_index:
-        middle = (low_index + high_index + 1) // 2
-        if accepted(middle):
-            low_index = middle
-        else:
-            high_index = middle - 1
-    most_misses = low_index
-    return 1.0 - most_misses / n, 1.0 - fewest_misses / n
-
-
 def _dm_on_differential(differential: np.ndarray, *, alternative: Alternative, lag: int | None) -> DMResult:
+    """Diebold–Mariano test of mean(d) = 0 on the loss differential d (NaN dropped).
+
+    The statistic is mean(d) / sqrt(LRV / n), LRV the Newey–West long-run variance, times the
+    Harvey–Leybourne–Newbold factor sqrt((n - 1) / n) for a one-step horizon, against a Student t
+    with n - 1 degrees of freedom; the 95% interval of mean(d) uses the same standard error, so it
+    excludes 0 exactly when the two-sided test rejects at 5%. "less" tests H1 mean(d) < 0 (a better).
+    Fewer than 3 values, or a differential with zero variance, give no evidence: statistic 0, p 1.
+    """
+    if alternative not in ALTERNATIVES:
+        raise InputDataError(f"Unknown alternative {alternative!r}; use one of {', '.join(ALTERNATIVES)}.")
     differential = differential[np.isfinite(differential)]
     n = int(differential.size)
     mean_diff = float(differential.mean()) if n else 0.0

@@ -108,6 +108,10 @@ class BacktestResult:
     promotion_decisions: tuple[dict[str, Any], ...] = ()  # every promotion test, promoted or not
     # The network's own intervals against the best statistical candidate of the range.
     network_vs_best_statistical: dict[str, Any] | None = None
+    # Per horizon ("1", "5", "20"): the served intervals' coverage, Winkler and pinball, GARCH's beside.
+    horizons: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # {horizon: {ticker: risk backtest}} (`ml.risk.RISK_BACKTEST_KEYS`) over the range.
+    risk: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
 
 
 def scratch_settings(settings: Settings, workspace: Path) -> Settings:
@@ -240,6 +244,7 @@ def backtest(
     data_end = newest_bar_date(engine)
     rows = scored_between(engine, start=sessions[0], end=sessions[-1])
     summary = summarize_range(rows)
+    horizons, risk = horizon_summary(engine, sessions[0], sessions[-1], calendar)
     decisions = tuple(
         {
             "decided_at": row.decided_at,
@@ -284,7 +289,21 @@ def backtest(
         candidates=summary["candidates"],
         promotion_decisions=decisions,
         network_vs_best_statistical=summary.get("network_vs_best_statistical"),
+        horizons=horizons,
+        risk=risk,
     )
+
+
+def horizon_summary(
+    engine: Any, start: date, end: date, calendar: Any
+) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, dict[str, Any]]]]:
+    """Every horizon's interval figures and every (horizon, ticker)'s risk backtest over the range."""
+    from stockcli.db.horizons import scored_horizons
+    from stockcli.services.horizons import horizon_figures, risk_backtests
+
+    rows = scored_horizons(engine, start=start, end=end)
+    risk = {str(horizon): per_ticker for horizon, per_ticker in risk_backtests(rows, calendar).items()}
+    return horizon_figures(rows), risk
 
 
 def _flat(block: dict[str, Any]) -> dict[str, Any]:

@@ -35,6 +35,7 @@ from stockcli.clock import trading_calendar
 from stockcli.config import Settings
 from stockcli.db import predictions as predictions_db
 from stockcli.db.store import utcnow
+from stockcli.services.horizons import score_horizons
 from stockcli.services.runtime import checkpoint
 
 
@@ -75,8 +76,12 @@ class MonitorResult:
     reason: str = ""
     cooldown_active: bool = False
     last_retrain_as_of: date | None = None
-    triggers: tuple[str, ...] = ()  # "skill", "coverage_80", "coverage_95"
+    triggers: tuple[
+        str, ...
+    ] = ()  # "skill", "coverage_80", "coverage_95", "risk_zone_h5", "coverage_95_h20"...
     band_breaks: tuple[BandBreak, ...] = ()  # closes scored by this run outside their 95% interval
+    # {horizon: {ticker: risk backtest JSON}} over the last `[monitor] risk_sessions` scored sessions.
+    risk: dict[int, dict[str, dict[str, Any]]] = field(default_factory=dict)
 
 
 EMPTY = WindowMetrics(0, 0, None, None, None, None, None)
@@ -253,6 +258,7 @@ def score_matured(
         save_interval_state(connection, changed.values())
 
     predictions_db.save_performance(engine, rows, on_commit=save_state)
+    score_horizons(engine, through=through, settings=settings)
     return rows, pending
 
 
@@ -276,12 +282,14 @@ def monitor(
     overall, per_ticker = window_metrics(rows)
 
     last_retrain = last_retrain_as_of(engine, before_or_on=as_of)
-    cooldown = False
-    if last_retrain is not None:
-        sessions_since = len(calendar.sessions(last_retrain, through)) - 1
-        cooldown = sessions_since < config.cooldown_sessions
+    cooldown = (
+        last_retrain is not None
+        and len(calendar.sessions(last_retrain, through)) - 1 < config.cooldown_sessions
+    )
 
+    risk, horizon_findings = horizon_checks(settings, engine, calendar, through)
     findings = retrain_findings(overall, alpha=config.alpha, coverage_alpha=config.coverage_alpha)
+    findings += horizon_findings
     triggers = tuple(name for name, _ in findings)
     described = "; ".join(text for _, text in findings)
     retrain_needed = False
@@ -312,7 +320,21 @@ def monitor(
         last_retrain_as_of=last_retrain,
         triggers=triggers,
         band_breaks=band_breaks(scored),
+        risk=risk,
     )
+
+
+def horizon_checks(
+    settings: Settings, engine: Engine, calendar: Any, through: date
+) -> tuple[dict[int, dict[str, dict[str, Any]]], list[tuple[str, str]]]:
+    """The risk backtests of every ticker and horizon over the risk window, and what they call for
+    (a Basel red zone, a horizon's coverage significantly short): findings like the coverage trigger."""
+    from stockcli.services.horizons import horizon_coverage, horizon_findings, risk_backtests, risk_window
+
+    rows = risk_window(settings, engine, through=through)
+    risk = risk_backtests(rows, calendar)
+    coverage = horizon_coverage([r for r in rows if int(r["horizon"]) > 1], calendar)
+    return risk, horizon_findings(risk, coverage, coverage_alpha=settings.monitor.coverage_alpha)
 
 
 def retrain_findings(metrics: WindowMetrics, *, alpha: float, coverage_alpha: float) -> list[tuple[str, str]]:

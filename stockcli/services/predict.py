@@ -31,11 +31,31 @@ from stockcli.clock import calendar_for
 from stockcli.config import Settings
 from stockcli.db import bars as bars_db
 from stockcli.db import predictions as predictions_db
+from stockcli.db.horizons import save_horizon_predictions
 from stockcli.db.store import utcnow
 from stockcli.ml.intervals import INTERVALS, MISCOVERAGE
 
 # A prediction made from this many of the most recent returns' volatility (see `[predict] max_move_vol`).
 RECENT_VOLATILITY_SESSIONS = 20
+
+
+@dataclass(frozen=True)
+class Horizon:
+    """One ticker's forecast of the close `horizon` sessions ahead, in prices, with its risk figures
+    (losses of a long position as positive simple returns, from the served distribution)."""
+
+    horizon: int
+    target_date: date
+    quantiles: tuple[float, ...]  # five closes at `QUANTILES`: lower 95, lower 80, median, upper 80, upper 95
+    p_up: float | None
+    var_95: float | None
+    var_99: float | None
+    es_95: float | None
+    es_99: float | None
+    source: str
+    p_value: float | None
+    tail: tuple[float | None, ...]  # log-return quantiles at `ml.risk.TAIL_LEVELS`
+    candidates: dict[str, list[float | None]]  # every candidate's five closes, served or not
 
 
 @dataclass(frozen=True)
@@ -62,6 +82,7 @@ class Prediction:
     p_up_source: str | None = None  # whose chance of an up session: a candidate's, or "base_rate"
     unseen: bool = False  # the model was not trained on this ticker
     detail: dict[str, Any] = field(default_factory=dict)
+    horizons: tuple[Horizon, ...] = ()  # every `[forecasters] horizons`, 1 included
 
     @property
     def change_pct(self) -> float:
@@ -136,7 +157,7 @@ def predict(
     failed, 4 when none could be predicted, 1 when a forecast was refused as implausible). Raises
     NoProductionModelError without a model.
     """
-    from stockcli.features.dataset import serving_lookback
+    from stockcli.features.indicators import serving_sessions
     from stockcli.ml import registry
     from stockcli.ml.forecast import forecast
     from stockcli.services.models import require_production_version
@@ -149,15 +170,15 @@ def predict(
     _refuse_inside_training_data(bundle, as_of)
     calendar = calendar_for(settings)
     base_date = required_base_date(settings, as_of, now=now)
-    target_date = calendar.next_session(base_date)
+    targets = target_sessions(calendar, base_date, settings.forecasters.horizons)
+    target_date = targets[1]
     # Score what has matured first: adaptive conformal inference learns from yesterday's close.
     evaluate_matured(engine, through=base_date, settings=settings)
 
     watchlist = list(settings.data.tickers if tickers is None else tickers)
     series = list(dict.fromkeys([*watchlist, *bundle.context_tickers]))
     spec_start = _spec_start(bundle.spec)
-    lookback = int(bundle.spec.get("serving_lookback") or serving_lookback(bundle.spec["indicators"]))
-    needed = lookback + int(bundle.sequence_length) + int(bundle.spec.get("warmup_sessions", 0)) + 5
+    needed = serving_sessions(bundle.spec["indicators"], int(bundle.sequence_length))
     start = _lookback_start(calendar, base_date, needed)
     if spec_start is not None and spec_start > start:
         start = spec_start
@@ -220,7 +241,7 @@ def predict(
             result=result,
             bars=bars,
             fits=fits,
-            target_date=target_date,
+            targets=targets,
             failed=failed,
         )
     created = utcnow()
@@ -254,6 +275,7 @@ def predict(
             for p in predictions
         ],
     )
+    save_horizon_predictions(engine, horizon_rows(predictions, as_of, pipeline_run_id, created))
     order = {t: i for i, t in enumerate(watchlist)}
     predictions.sort(key=lambda p: order.get(p.ticker, len(order)))
     failed.sort(key=lambda f: order.get(f.ticker, len(order)))
@@ -310,15 +332,24 @@ def _serve(
     result: Any,
     bars: Mapping[str, Any],
     fits: Mapping[str, Mapping[str, Any]],
-    target_date: date,
+    targets: Mapping[int, date],
     failed: list[FailedTicker],
 ) -> list[Prediction]:
-    """One pass per ticker: every candidate's forecast, the selected one adapted and served."""
+    """One pass per ticker: every candidate's forecast, the selected one adapted and served, at
+    every horizon."""
+    from stockcli.db.horizons import load_horizon_serving
     from stockcli.db.serving import load_interval_state, load_selection
-    from stockcli.ml.forecast import calibrated_quantiles
+    from stockcli.ml.forecast import calibrated_quantiles, calibrated_tail_quantiles
     from stockcli.ml.forecasters import NETWORK, TickerBars, build_table
+    from stockcli.ml.risk import TAIL_LEVELS
     from stockcli.ml.selection import BASE_RATE
-    from stockcli.ml.serving import CandidateForecast, served_p_up, served_source, statistical_forecasts
+    from stockcli.ml.serving import (
+        CandidateForecast,
+        serve_horizon,
+        served_p_up,
+        served_source,
+        statistical_forecasts,
+    )
 
     version = str(bundle.version)
     table = build_table(settings)
@@ -330,18 +361,24 @@ def _serve(
     network_alphas = {t: _alphas(states, t, version, NETWORK) for t in result.tickers}
     network_adapted = calibrated_quantiles(result, bundle.calibration, network_alphas)
     network_nominal = calibrated_quantiles(result, bundle.calibration)
+    network_tails = calibrated_tail_quantiles(result, bundle.calibration, TAIL_LEVELS)
+    horizon_serving = load_horizon_serving(engine, result.tickers)
     base = result.base_closes
     out: list[Prediction] = []
     for i, ticker in enumerate(result.tickers):
         choice = _choice(selection, ticker, settings.forecasters.incumbent)
+        history = TickerBars.from_frame(bars[ticker])
         forecasts = statistical_forecasts(
             table,
             fits,
             ticker,
-            TickerBars.from_frame(bars[ticker]),
+            history,
             lambda name, t=ticker: _alphas(states, t, version, name),  # type: ignore[misc]
+            extra_levels=TAIL_LEVELS,
         )
-        forecasts[NETWORK] = CandidateForecast(network_nominal[i], network_adapted[i], float(result.p_up[i]))
+        forecasts[NETWORK] = CandidateForecast(
+            network_nominal[i], network_adapted[i], float(result.p_up[i]), network_tails[i]
+        )
         source = (
             served_source(choice["interval_source"], forecasts, settings.forecasters.incumbent) or NETWORK
         )
@@ -367,13 +404,18 @@ def _serve(
             continue
         alphas = _alphas(states, ticker, version, source)
         p_up_source, p_up = served_p_up(choice["p_up_source"], forecasts, _base_rate(bundle, ticker), source)
+        interval_p_value = choice["interval_p_value"] if source == choice["interval_source"] else None
+        first = serve_horizon(
+            forecasts, horizon=1, chosen=source, p_value=interval_p_value, incumbent=source, p_up=p_up
+        )
+        horizons = further_horizons(settings, table, fits, ticker, history, horizon_serving)
         out.append(
             Prediction(
                 ticker=ticker,
                 base_date=result.base_dates[i],
                 base_close=float(base[i]),
                 predicted_close=model_close if point_source == "model" else float(base[i]),
-                target_date=target_date,
+                target_date=targets[1],
                 model_version=version,
                 dataset_run_id=str(bundle.dataset_run_id),
                 lower_95=float(closes[0]),
@@ -386,7 +428,7 @@ def _serve(
                 source=point_source,
                 p_value=choice["point_p_value"],
                 interval_source=source,
-                interval_p_value=choice["interval_p_value"] if source == choice["interval_source"] else None,
+                interval_p_value=interval_p_value,
                 unseen=ticker not in known,
                 detail={
                     "model": {
@@ -406,9 +448,156 @@ def _serve(
                     "alphas": {"80": alphas[0], "95": alphas[1]},
                     "selection": choice["basis"],
                 },
+                horizons=priced_horizons((first, *horizons), float(base[i]), targets),
             )
         )
     return out
+
+
+# --- horizons ------------------------------------------------------------------------------------------
+
+
+def target_sessions(calendar: Any, base_date: date, horizons: Sequence[int]) -> dict[int, date]:
+    """{horizon: the horizon-th exchange session after `base_date`} (holidays skipped)."""
+    out: dict[int, date] = {}
+    day = base_date
+    for step in range(1, max(horizons) + 1):
+        day = calendar.next_session(day)
+        if step in horizons:
+            out[step] = day
+    return out
+
+
+def further_horizons(
+    settings: Settings,
+    table: Mapping[str, Any],
+    fits: Mapping[str, Mapping[str, Any]],
+    ticker: str,
+    history: Any,
+    serving: Mapping[tuple[str, int], Mapping[str, Any]],
+) -> list[Any]:
+    """The served forecasts of `ticker` at every horizon above 1 (`ml.serving.HorizonForecast`): the
+    source its horizon's tested choice names (`horizon_serving`, else the incumbent), at the levels
+    adaptive conformal inference reached for it when `[intervals] aci` is on."""
+    from stockcli.ml.risk import TAIL_LEVELS
+    from stockcli.ml.serving import serve_horizon, statistical_forecasts
+
+    incumbent = settings.forecasters.incumbent
+    out = []
+    for horizon in settings.forecasters.horizons:
+        if horizon == 1:
+            continue
+        decided = serving.get((ticker, horizon)) or {}
+
+        def alphas(name: str, decided: Mapping[str, Any] = decided) -> tuple[float, float]:
+            if settings.intervals.aci and decided.get("aci_source") == name:
+                return float(decided["alpha_80"]), float(decided["alpha_95"])
+            return MISCOVERAGE[80], MISCOVERAGE[95]
+
+        forecasts = statistical_forecasts(
+            table, fits, ticker, history, alphas, horizon=horizon, extra_levels=TAIL_LEVELS
+        )
+        found = serve_horizon(
+            forecasts,
+            horizon=horizon,
+            chosen=decided.get("source") or incumbent,
+            p_value=decided.get("p_value"),
+            incumbent=incumbent,
+        )
+        if found is not None:
+            out.append(found)
+    return out
+
+
+def priced_horizons(
+    found: Sequence[Any], base_close: float, targets: Mapping[int, date]
+) -> tuple[Horizon, ...]:
+    """Served horizon forecasts (log returns) as closes from `base_close`, with VaR and ES."""
+    from stockcli.ml.risk import risk_figures
+
+    out = []
+    for item in found:
+        if item is None:
+            continue
+        tail = np.asarray(item.tail, dtype=np.float64)
+        figures = risk_figures(tail).row(0) if tail.size and np.isfinite(tail).all() else {}
+        out.append(
+            Horizon(
+                horizon=item.horizon,
+                target_date=targets[item.horizon],
+                quantiles=tuple(float(v) for v in base_close * np.exp(item.quantiles)),
+                p_up=_finite_or_none(float(item.p_up)),
+                var_95=figures.get("var_95"),
+                var_99=figures.get("var_99"),
+                es_95=figures.get("es_95"),
+                es_99=figures.get("es_99"),
+                source=item.source,
+                p_value=item.p_value,
+                tail=tuple(_finite_or_none(float(v)) for v in tail),
+                candidates={name: _floats(base_close * np.exp(q)) for name, q in item.candidates.items()},
+            )
+        )
+    return tuple(out)
+
+
+def horizon_rows(
+    predictions: Sequence[Prediction], as_of: date, pipeline_run_id: int | None, created: datetime
+) -> list[dict[str, Any]]:
+    """The `horizon_predictions` rows of `predictions` (every horizon of every ticker)."""
+    from stockcli.db.predictions import QUANTILE_PRICES
+
+    return [
+        {
+            "ticker": p.ticker,
+            "base_date": p.base_date,
+            "horizon": h.horizon,
+            "model_version": p.model_version,
+            "target_date": h.target_date,
+            "as_of": as_of,
+            "base_close": p.base_close,
+            **dict(zip(QUANTILE_PRICES, h.quantiles, strict=True)),
+            "p_up": h.p_up,
+            "var_95": h.var_95,
+            "var_99": h.var_99,
+            "es_95": h.es_95,
+            "es_99": h.es_99,
+            "source": h.source,
+            "p_value": h.p_value,
+            "tail": list(h.tail),
+            "candidates": h.candidates,
+            "pipeline_run_id": pipeline_run_id,
+            "created_at": created,
+        }
+        for p in predictions
+        for h in p.horizons
+    ]
+
+
+def horizon_json(base_close: float, h: Horizon) -> dict[str, Any]:
+    """The JSON shape of one horizon of one prediction (`"horizons"` of predict/daily --json): the
+    closes as at the top level, the risk figures as positive returns and as the closes they reach."""
+    from stockcli.ml.risk import loss_price
+
+    lower_95, lower_80, median, upper_80, upper_95 = h.quantiles
+    risk = {"var_95": h.var_95, "var_99": h.var_99, "es_95": h.es_95, "es_99": h.es_99}
+    prices = {
+        f"{name}_price": None if value is None else float(loss_price(base_close, value))
+        for name, value in risk.items()
+    }
+    return {
+        "horizon": h.horizon,
+        "target_date": h.target_date.isoformat(),
+        "lower_80": lower_80,
+        "upper_80": upper_80,
+        "lower_95": lower_95,
+        "upper_95": upper_95,
+        "median": median,
+        "p_up": h.p_up,
+        **risk,
+        **prices,
+        "source": h.source,
+        "p_value": h.p_value,
+    }
 
 
 # --- serving decisions ----------------------------------------------------------------------------------
@@ -549,6 +738,7 @@ def prediction_json(p: Prediction) -> dict[str, Any]:
         "unseen": p.unseen,
         "model_version": p.model_version,
         "dataset_run_id": p.dataset_run_id,
+        "horizons": {str(h.horizon): horizon_json(p.base_close, h) for h in p.horizons},
     }
 
 

@@ -63,8 +63,14 @@ def feature_spec(
     settings: Settings, tickers: Sequence[str], context_tickers: Sequence[str] | None = None
 ) -> dict[str, Any]:
     """The dataset's feature spec (JSON-able): everything needed to recompute its features."""
-    from stockcli.features.dataset import SPEC_VERSION, series_order, serving_lookback
-    from stockcli.features.indicators import canonical_indicators, column_kinds, feature_names, model_warmup
+    from stockcli.features.dataset import SPEC_VERSION, series_order
+    from stockcli.features.indicators import (
+        canonical_indicators,
+        column_kinds,
+        feature_names,
+        model_warmup,
+        serving_lookback,
+    )
 
     indicators = canonical_indicators(settings.features.indicators)
     context = (

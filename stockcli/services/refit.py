@@ -30,6 +30,7 @@ def refit_if_due(
     the refits in force: {candidate: {ticker: params}} newer than the version's own fits."""
     from stockcli.clock import calendar_for
     from stockcli.db import serving
+    from stockcli.services.horizons import redecide_horizons
 
     fitted_through = _version_fit_end(bundle)
     calendar = calendar_for(settings)
@@ -49,6 +50,7 @@ def refit_if_due(
         redecide(
             settings=settings, engine=engine, model_version=str(bundle.version), tickers=due, through=through
         )
+        redecide_horizons(settings=settings, engine=engine, tickers=due, through=through)
     return refits_in_force(engine=engine, bundle=bundle, through=through)
 
 

@@ -186,6 +186,25 @@ class ModelsInfo:
 
 
 @dataclass(frozen=True)
+class RiskRow:
+    """One ticker's newest risk figures at one horizon (losses as positive returns) and the Basel zone
+    of its 99% VaR over the risk window (None: too few scored forecasts yet)."""
+
+    ticker: str
+    horizon: int
+    base_date: date
+    var_95: float | None
+    var_99: float | None
+    es_95: float | None
+    es_99: float | None
+    zone: str | None
+
+
+REPORT_HORIZONS = (1, 5)
+"""The horizons of the report's compact risk table."""
+
+
+@dataclass(frozen=True)
 class Report:
     """Everything `stockcli report` shows."""
 
@@ -200,6 +219,7 @@ class Report:
     promotions: tuple[PromotionRow, ...]
     recent_closes: tuple[CloseSeries, ...]
     notes: tuple[str, ...] = field(default_factory=tuple)
+    risk: tuple[RiskRow, ...] = ()
 
 
 # --- the service ----------------------------------------------------------------------------------
@@ -292,7 +312,36 @@ def _gather(
         ),
         recent_closes=series,
         notes=tuple(notes),
+        risk=risk_rows(settings, engine, as_of, order),
     )
+
+
+def risk_rows(
+    settings: Settings, engine: Engine, as_of: date | None, order: Mapping[str, int]
+) -> tuple[RiskRow, ...]:
+    """The newest VaR and ES of every ticker at `REPORT_HORIZONS`, with the zone of the risk window's
+    backtest (`services.horizons`), in watchlist order."""
+    from stockcli.clock import calendar_for
+    from stockcli.db.horizons import newest_horizons
+    from stockcli.services.horizons import risk_backtests, risk_window
+
+    newest = newest_horizons(engine, as_of=as_of, horizons=REPORT_HORIZONS)
+    if not newest:
+        return ()
+    calendar = calendar_for(settings)
+    through = max(row["base_date"] for row in newest)
+    zones = risk_backtests(risk_window(settings, engine, through=through), calendar)
+    rows = [
+        RiskRow(
+            ticker=row["ticker"],
+            horizon=int(row["horizon"]),
+            base_date=row["base_date"],
+            **{name: _finite(row[name]) for name in ("var_95", "var_99", "es_95", "es_99")},
+            zone=(zones.get(int(row["horizon"])) or {}).get(row["ticker"], {}).get("zone"),
+        )
+        for row in newest
+    ]
+    return tuple(sorted(rows, key=lambda r: (order.get(r.ticker, len(order)), r.ticker, r.horizon)))
 
 
 # An earlier `report --html` file: what may be overwritten where other files are protected.
@@ -608,11 +657,6 @@ def _finite(value: Any) -> float | None:
     except (TypeError, ValueError):
         return None
     return number if math.isfinite(number) else None
-
-
-def _finite_mean(values: Iterable[Any]) -> float | None:
-    numbers = [n for n in (_finite(v) for v in values) if n is not None]
-    return sum(numbers) / len(numbers) if numbers else None
 
 
 def _optional_str(value: Any) -> str | None:

@@ -7,8 +7,6 @@ one ledger.
 from __future__ import annotations
 
 import contextlib
-import os
-import signal
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import date
@@ -17,7 +15,7 @@ from typing import Any
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DatabaseError
 
-from stockcli import interrupts
+from stockcli import interrupts, testhooks
 from stockcli.config import Settings
 from stockcli.db import lock, store
 from stockcli.db.engine import open_database, run_failure_error
@@ -62,12 +60,11 @@ def _close_dead_mlflow_runs(settings: Settings) -> None:
 def checkpoint(settings: Settings, name: str) -> None:
     """A point between steps: a Ctrl-C that some library swallowed is raised again here
     (`stockcli.interrupts`), and a run that lost its run lock stops here (LockLostError, exit 5) even
-    when a step caught the error of its last commit. Test hook: kill this process with SIGKILL at the
-    named point when `settings.kill_at` says so."""
+    when a step caught the error of its last commit. The crash tests kill the process here
+    (`stockcli.testhooks`)."""
     interrupts.raise_if_requested()
     lock.ensure_held()
-    if settings.kill_at and settings.kill_at == name:
-        os.kill(os.getpid(), signal.SIGKILL)
+    testhooks.kill_if_requested(name)
 
 
 @contextlib.contextmanager

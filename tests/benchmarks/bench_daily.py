@@ -265,7 +265,7 @@ PREDICT_PARTS = (
     ("  forecast: inputs + network", "ml/forecast.py", "forecast"),
     ("    build_inputs (features of every series)", "features/dataset.py", "build_inputs"),
     ("      make_panel", "features/dataset.py", "make_panel"),
-    ("        compute_model_features", "features/indicators.py", "compute_model_features"),
+    ("        iter_model_features", "features/indicators.py", "iter_model_features"),
     ("    the network (predict_distribution)", "ml/training.py", "predict_distribution"),
     ("  baseline quantiles (GARCH, rolling)", "ml/forecast.py", "baseline_quantiles"),
     ("    fit_garch (tickers without fitted parameters)", "ml/baselines.py", "fit_garch"),
@@ -520,7 +520,41 @@ def bench_scale(
             f"{len(payload['predictions'])}, failed: {_failures(payload)}, retrained: {payload['retrained']}"
         )
     print(f"  peak RSS 500 / 4 = {daily[500].peak_rss_bytes / daily[4].peak_rss_bytes:.2f}x")
+    figures["horizons"] = bench_horizons(workdir, Path(configs[500]), next_as_of, repeats)
     return figures
+
+
+def bench_horizons(workdir: Path, config: Path, as_of: str, repeats: int) -> dict[str, Any]:
+    """`daily` for the 500 tickers with `[forecasters] horizons = [1]` against the default [1, 5, 20]
+    (issue 18: goal <= 1.5x), each in a fresh process on a fresh copy of the data dir, interleaved."""
+    from tests.benchmarks.synthetic import run_measured
+
+    data_dir, pristine = workdir / "data", workdir / "pristine"
+    single = config.with_name("watchlist-500-h1.toml")
+    single.write_text(
+        config.read_text(encoding="utf-8") + "[forecasters]\nhorizons = [1]\n", encoding="utf-8"
+    )
+    walls: dict[str, list[float]] = {"[1]": [], "[1, 5, 20]": []}
+    complete: dict[str, int] = {}
+    for _ in range(repeats):
+        for name, path in (("[1]", single), ("[1, 5, 20]", config)):
+            shutil.rmtree(data_dir)
+            shutil.copytree(pristine, data_dir)
+            command, env = _stockcli(path, "--as-of", as_of, "--json", "daily")
+            begin = time.perf_counter()
+            payload = _checked(
+                run_measured(command, env=env, cwd=ROOT), f"daily for 500 tickers, horizons {name}"
+            )
+            walls[name].append(time.perf_counter() - begin)
+            complete[name] = sum(len(p["horizons"]) == len(json.loads(name)) for p in payload["predictions"])
+    medians = {name: statistics.median(values) for name, values in walls.items()}
+    ratio = medians["[1, 5, 20]"] / medians["[1]"]
+    print(
+        f"daily for 500 tickers, horizons [1]: {', '.join(f'{s:.1f}' for s in walls['[1]'])} s; [1, 5, 20]: "
+        f"{', '.join(f'{s:.1f}' for s in walls['[1, 5, 20]'])} s; ratio of medians {ratio:.2f}x (goal <= 1.5x); "
+        f"predictions with every horizon: {complete}"
+    )
+    return {"daily_s": walls, "ratio": ratio, "complete": complete}
 
 
 @pytest.mark.benchmark

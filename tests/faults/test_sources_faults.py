@@ -12,7 +12,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -292,6 +292,31 @@ def predict_goog(engine: Engine, base: str, target: str) -> None:
     )
 
 
+def horizon_goog(engine: Engine, base: str, target: str) -> dict[str, Any]:
+    """A 5-session forecast of GOOG made on `base` (stored closes: the quantiles, the candidates')."""
+    from stockcli.db.horizons import save_horizon_predictions
+    from stockcli.db.models import HorizonPrediction
+
+    close = float(sample("GOOG").loc[base, "close"])
+    quantiles = [close * f for f in (0.9, 0.95, 1.0, 1.05, 1.1)]
+    row = {
+        "ticker": "GOOG",
+        "base_date": date.fromisoformat(base),
+        "horizon": 5,
+        "model_version": "1",
+        "target_date": date.fromisoformat(target),
+        "as_of": date.fromisoformat(base),
+        "base_close": close,
+        **dict(zip(("q025", "q10", "q50", "q90", "q975"), quantiles, strict=True)),
+        "var_99": 0.08,
+        "tail": [-0.1] * 31,
+        "candidates": {"garch": quantiles},
+        "created_at": datetime(2013, 2, 15, tzinfo=UTC),
+    }
+    save_horizon_predictions(engine, [row])
+    return rows_of(engine, HorizonPrediction)[target]
+
+
 def rows_of(engine: Engine, model: Any) -> dict[str, dict[str, Any]]:
     """target date (ISO) -> the row of GOOG in `model`'s table."""
     from sqlalchemy import select
@@ -311,7 +336,8 @@ def test_a_split_restates_pending_predictions_and_scores_with_the_bars(
     is scored: both are rescaled by the same factor as the bars, in the fetch's transaction, so the
     pending one is scored against the new close with its real error (not 100%); the interval state
     (a miscoverage level, no price) is untouched."""
-    from stockcli.db.models import LatestPrediction, ModelPerformance
+    from stockcli.db.horizons import HORIZON_PRICES
+    from stockcli.db.models import HorizonPrediction, LatestPrediction, ModelPerformance
     from stockcli.db.predictions import performance_window
     from stockcli.db.serving import load_fits, load_interval_state, save_fits
     from stockcli.services.monitor import evaluate_matured
@@ -323,6 +349,7 @@ def test_a_split_restates_pending_predictions_and_scores_with_the_bars(
     predict_goog(engine, "2013-02-13", "2013-02-14")
     assert evaluate_matured(engine, through=FIRST_AS_OF, settings=settings) == (1, 0)
     predict_goog(engine, "2013-02-15", "2013-02-19")  # pending: its target bar is not stored yet
+    horizon = horizon_goog(engine, "2013-02-15", "2013-02-22")
     before = rows_of(engine, LatestPrediction), rows_of(engine, ModelPerformance)
     state = load_interval_state(engine)
     fit = {"ticker": "GOOG", "forecaster": "garch", "fit_end": date(2013, 2, 13), "fit_start": None}
@@ -334,9 +361,15 @@ def test_a_split_restates_pending_predictions_and_scores_with_the_bars(
     # The candidates refitted on the old bars are dropped with them: the next `daily` refits first.
     assert load_fits(engine, since=date.min, through=date(2013, 3, 1)) == {}
 
-    assert goog.status == "replaced" and "predictions restated with it: 3 rescaled, 0 voided" in (
+    assert goog.status == "replaced" and "predictions restated with it: 4 rescaled, 0 voided" in (
         goog.note or ""
     )
+    restated = rows_of(engine, HorizonPrediction)["2013-02-22"]  # its prices halved, its returns kept
+    assert [restated[c] for c in HORIZON_PRICES[:-1]] == pytest.approx(
+        [horizon[c] * 0.5 for c in HORIZON_PRICES[:-1]]
+    )
+    assert restated["candidates"]["garch"] == pytest.approx([q * 0.5 for q in horizon["candidates"]["garch"]])
+    assert restated["tail"] == horizon["tail"] and restated["var_99"] == horizon["var_99"]
     after = rows_of(engine, LatestPrediction), rows_of(engine, ModelPerformance)
     for old_rows, new_rows, fields in (
         (before[0], after[0], PRICE_FIELDS),

@@ -1,0 +1,176 @@
+"""Forecasts of the close 1, 5 and 20 sessions ahead (`horizon_predictions`), their scores, and what
+each horizon above 1 serves (`horizon_serving`).
+
+A horizon row is scored in place: `actual_close` and `scored_at` are set once the close of its
+target session is stored, so one table answers "what was forecast" and "what happened".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import date
+from typing import Any
+
+from sqlalchemy import and_, bindparam, select, update
+from sqlalchemy.engine import Connection, Engine
+
+from stockcli.db.models import HorizonPrediction, HorizonServing, RawStockData
+from stockcli.db.predictions import QUANTILE_PRICES
+from stockcli.db.store import upsert, utcnow
+
+HORIZON_KEY = ("ticker", "base_date", "horizon", "model_version")
+SERVING_KEY = ("ticker", "horizon")
+HORIZON_PRICES = ("base_close", *QUANTILE_PRICES, "actual_close")
+"""The prices a horizon row holds (what a restated history rescales); the rest are returns or levels."""
+
+
+def save_horizon_predictions(engine: Engine, rows: Sequence[Mapping[str, Any]]) -> int:
+    """Upsert horizon forecasts on [ticker, base_date, horizon, model_version]: a re-run rewrites them."""
+    with engine.begin() as connection:
+        return upsert(connection, HorizonPrediction, rows, key=HORIZON_KEY)
+
+
+def unscored_horizons(engine: Engine, *, through: date) -> list[dict[str, Any]]:
+    """Horizon rows whose target session is on or before `through` and not scored yet, with the
+    real close of that session when stored (`close`, None while missing)."""
+    rows = HorizonPrediction.__table__
+    bars = RawStockData.__table__
+    query = (
+        select(rows, bars.c.close)
+        .select_from(
+            rows.outerjoin(bars, and_(bars.c.ticker == rows.c.ticker, bars.c.date == rows.c.target_date))
+        )
+        .where(rows.c.scored_at.is_(None), rows.c.target_date <= through, rows.c.void_reason.is_(None))
+        .order_by(rows.c.target_date, rows.c.ticker, rows.c.horizon)
+    )
+    with engine.connect() as connection:
+        return [dict(row._mapping) for row in connection.execute(query)]
+
+
+def mark_scored(connection: Connection, rows: Sequence[Mapping[str, Any]]) -> int:
+    """Set `actual_close` of scored horizon rows (each a key and its `actual_close`), in the caller's
+    transaction: one batched UPDATE."""
+    if not rows:
+        return 0
+    table: Any = HorizonPrediction.__table__
+    statement = (
+        update(table)
+        .where(*(table.c[name] == bindparam(f"k_{name}") for name in HORIZON_KEY))
+        .values(actual_close=bindparam("v_actual_close"), scored_at=bindparam("v_scored_at"))
+    )
+    now = utcnow()
+    connection.execute(
+        statement,
+        [
+            {
+                **{f"k_{name}": row[name] for name in HORIZON_KEY},
+                "v_actual_close": row["actual_close"],
+                "v_scored_at": now,
+            }
+            for row in rows
+        ],
+    )
+    return len(rows)
+
+
+def scored_horizons(
+    engine: Engine,
+    *,
+    start: date,
+    end: date,
+    horizons: Sequence[int] | None = None,
+    tickers: Sequence[str] | None = None,
+    with_candidates: bool = True,
+) -> list[dict[str, Any]]:
+    """Scored horizon rows with a target date in [start, end], one per (ticker, horizon, base date):
+    of several model versions (a re-run after a promotion) the one created last. Oldest first.
+    Without `with_candidates` the candidates' quantiles (the largest column) are not read."""
+    table = HorizonPrediction.__table__
+    columns = [c for c in table.c if with_candidates or c.name != "candidates"]
+    query = (
+        select(*columns)
+        .where(
+            table.c.scored_at.is_not(None),
+            table.c.target_date >= start,
+            table.c.target_date <= end,
+            table.c.void_reason.is_(None),
+        )
+        .order_by(table.c.base_date, table.c.ticker, table.c.horizon, table.c.created_at.desc())
+    )
+    if horizons is not None:
+        query = query.where(table.c.horizon.in_(list(horizons)))
+    if tickers is not None:
+        query = query.where(table.c.ticker.in_(list(tickers)))
+    kept: dict[tuple[str, int, date], dict[str, Any]] = {}
+    with engine.connect() as connection:
+        for row in connection.execute(query):
+            kept.setdefault((row.ticker, int(row.horizon), row.base_date), dict(row._mapping))
+    return list(kept.values())
+
+
+def latest_horizons(engine: Engine, *, base_date: date, model_version: str) -> list[dict[str, Any]]:
+    """The horizon rows made from `base_date` by `model_version` (what one `predict` stored)."""
+    table = HorizonPrediction.__table__
+    query = (
+        select(table)
+        .where(
+            table.c.base_date == base_date,
+            table.c.model_version == str(model_version),
+            table.c.void_reason.is_(None),
+        )
+        .order_by(table.c.ticker, table.c.horizon)
+    )
+    with engine.connect() as connection:
+        return [dict(row._mapping) for row in connection.execute(query)]
+
+
+# --- what each horizon above 1 serves ----------------------------------------------------------------
+
+
+def load_horizon_serving(engine: Engine, tickers: Sequence[str]) -> dict[tuple[str, int], dict[str, Any]]:
+    """(ticker, horizon) -> its serving row (source, p_value, alphas, ...), for `tickers`."""
+    query = select(HorizonServing).where(HorizonServing.ticker.in_(list(tickers)))
+    with engine.connect() as connection:
+        found = connection.execute(query).mappings().all()
+    return {(row["ticker"], int(row["horizon"])): dict(row) for row in found}
+
+
+def save_horizon_serving(connection: Connection, rows: Sequence[Mapping[str, Any]]) -> int:
+    """Upsert whole serving rows [ticker, horizon] in the caller's transaction."""
+    now = utcnow()
+    return upsert(connection, HorizonServing, [{**row, "updated_at": now} for row in rows], key=SERVING_KEY)
+
+
+def newest_horizons(engine: Engine, *, as_of: date | None, horizons: Sequence[int]) -> list[dict[str, Any]]:
+    """The newest forecast of each (ticker, horizon) among `horizons` made on or before `as_of` (all
+    when None); of several model versions on that base the one created last. Empty on a database
+    from before the horizons (read-only, not upgraded)."""
+    from sqlalchemy import func, inspect
+
+    if not inspect(engine).has_table(HorizonPrediction.__tablename__):
+        return []
+    table = HorizonPrediction.__table__
+    newest = select(table.c.ticker, table.c.horizon, func.max(table.c.base_date).label("base")).where(
+        table.c.void_reason.is_(None), table.c.horizon.in_(list(horizons))
+    )
+    if as_of is not None:
+        newest = newest.where(table.c.base_date <= as_of)
+    latest = newest.group_by(table.c.ticker, table.c.horizon).subquery()
+    query = (
+        select(table)
+        .join(
+            latest,
+            and_(
+                table.c.ticker == latest.c.ticker,
+                table.c.horizon == latest.c.horizon,
+                table.c.base_date == latest.c.base,
+            ),
+        )
+        .where(table.c.void_reason.is_(None))
+        .order_by(table.c.ticker, table.c.horizon, table.c.created_at.desc())
+    )
+    kept: dict[tuple[str, int], dict[str, Any]] = {}
+    with engine.connect() as connection:
+        for row in connection.execute(query):
+            kept.setdefault((row.ticker, int(row.horizon)), dict(row._mapping))
+    return list(kept.values())

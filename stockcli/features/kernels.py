@@ -1,0 +1,523 @@
+"""The numeric kernels of the indicators: (tickers, bars) float64 arrays in, the same shape out.
+
+Each ticker is one row, LEFT-aligned (row k holds its own bars in columns 0..len_k-1; the columns
+after it repeat its last bar and are thrown away), and every kernel runs once over the whole array:
+
+- ta's pandas arithmetic is replayed on numpy rows (elementwise operations are exact), and its
+  rolling and ewm calls run on the rows laid end to end or on a DataFrame whose columns are the
+  tickers: pandas applies the same kernel to each as to a Series, so each ticker gets ta's bits;
+- ta's Python loops (PSAR, ATR, ADX) and the EWMA volatility step through time with one vector of
+  tickers, each element doing the scalar loop's arithmetic; below a few dozen rows the scalar loop
+  (`psar`, `atr`, `adx`, `ewm_vol`) runs row by row instead, which is faster there;
+- every kernel is causal, so what follows a ticker's last bar in its row cannot change its values.
+
+Tests (tests/ta_oracles.py, tests/test_features.py) hold every kernel to ta's own output.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from stockcli.errors import ConfigError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+# Below this many rows, a loop kernel runs its scalar loop row by row: a step of the vector loop is
+# a few dozen numpy calls whatever the rows (PSAR ~60 us, 0.65 us a row for the scalar loop; ATR,
+# ADX and the EWMA volatility ~5 us against 0.3 us; measured over 691 bars).
+MIN_VECTOR_ROWS = 16
+PSAR_MIN_VECTOR_ROWS = 96
+
+
+# --- the scalar loops: one ticker's (bars,) arrays, ta's arithmetic ----------------------------------
+
+
+def psar(
+    high: np.ndarray, low: np.ndarray, close: np.ndarray, step: float = 0.02, max_step: float = 0.2
+) -> np.ndarray:
+    """Parabolic SAR with exactly ta's `PSARIndicator.psar()` arithmetic, as a loop over floats."""
+    n = len(close)
+    highs = high.tolist()
+    lows = low.tolist()
+    out = [float(v) for v in close.tolist()]
+    if n < 3:
+        return np.asarray(out, dtype=np.float64)
+    up_trend = True
+    acceleration = step
+    up_trend_high = highs[0]
+    down_trend_low = lows[0]
+    for i in range(2, n):
+        reversal = False
+        max_high = highs[i]
+        min_low = lows[i]
+        previous = out[i - 1]
+        if up_trend:
+            current = previous + acceleration * (up_trend_high - previous)
+            if min_low < current:
+                reversal = True
+                current = up_trend_high
+                down_trend_low = min_low
+                acceleration = step
+            else:
+                if max_high > up_trend_high:
+                    up_trend_high = max_high
+                    acceleration = min(acceleration + step, max_step)
+                low1 = lows[i - 1]
+                low2 = lows[i - 2]
+                if low2 < current:
+                    current = low2
+                elif low1 < current:
+                    current = low1
+        else:
+            current = previous - acceleration * (previous - down_trend_low)
+            if max_high > current:
+                reversal = True
+                current = down_trend_low
+                up_trend_high = max_high
+                acceleration = step
+            else:
+                if min_low < down_trend_low:
+                    down_trend_low = min_low
+                    acceleration = min(acceleration + step, max_step)
+                high1 = highs[i - 1]
+                high2 = highs[i - 2]
+                if high2 > current:
+                    current = high2
+                elif high1 > current:
+                    current = high1
+        out[i] = current
+        up_trend = up_trend != reversal
+    return np.asarray(out, dtype=np.float64)
+
+
+def _true_range(high: np.ndarray, low: np.ndarray, close: np.ndarray) -> np.ndarray:
+    previous = np.empty_like(close)
+    previous[0] = np.nan
+    previous[1:] = close[:-1]
+    with np.errstate(invalid="ignore"):
+        stacked = np.stack([high - low, np.abs(high - previous), np.abs(low - previous)])
+    return np.nanmax(stacked, axis=0)  # ta: DataFrame.max(axis=1), which skips the NaN of row 0
+
+
+def atr(high: np.ndarray, low: np.ndarray, close: np.ndarray, window: int = 14) -> np.ndarray:
+    """Average true range with ta's arithmetic (Wilder smoothing seeded by a plain mean; zeros before)."""
+    n = len(close)
+    out = np.zeros(n)
+    if n < window:
+        return np.full(n, np.nan)
+    true_range = _true_range(high, low, close)
+    value = float(true_range[0:window].mean())
+    out[window - 1] = value
+    tail = true_range[window:].tolist()
+    values = []
+    for tr in tail:
+        value = (value * (window - 1) + tr) / float(window)
+        values.append(value)
+    out[window:] = values
+    return out
+
+
+def directional_indices(
+    trs: np.ndarray, dip: np.ndarray, din: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """ta's +DI, -DI and DX from the Wilder sums of true range, +DM and -DM (0 where a sum is 0).
+
+    Elementwise, so the same for one ticker's (bars,) arrays as for many tickers' (tickers, bars).
+    """
+    nonzero = trs != 0
+    safe = np.where(nonzero, trs, 1.0)
+    di_pos = np.where(nonzero, 100 * (dip / safe), 0.0)
+    di_neg = np.where(nonzero, 100 * (din / safe), 0.0)
+    total = di_pos + di_neg
+    with np.errstate(invalid="ignore", divide="ignore"):
+        directional = np.where(
+            total != 0, 100 * np.abs((di_pos - di_neg) / np.where(total != 0, total, 1.0)), 0.0
+        )
+    return di_pos, di_neg, directional
+
+
+def adx(
+    high: np.ndarray, low: np.ndarray, close: np.ndarray, window: int = 14
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """ADX, +DI and −DI with ta's `ADXIndicator` arithmetic (zeros during warm-up, as ta emits)."""
+    n = len(close)
+    if n < 2 * window:
+        nan = np.full(n, np.nan)
+        return nan, nan.copy(), nan.copy()
+    previous = np.empty_like(close)
+    previous[0] = np.nan
+    previous[1:] = close[:-1]
+    pdm = np.amax([high, previous], axis=0)
+    pdn = np.amin([low, previous], axis=0)
+    movement = pdm - pdn
+    size = n - (window - 1)
+
+    def wilder_sum(values: np.ndarray) -> np.ndarray:
+        # ta: out[0] = sum of the first `window` non-NaN values (rows 1..window); out[i] for
+        # 1 <= i <= size-2 by recursion; the last slot stays 0 (ta never fills it).
+        out = np.zeros(size)
+        acc = float(values[1 : window + 1].sum())
+        out[0] = acc
+        recursion = []
+        for value in values[window + 1 : window + size - 1].tolist():
+            acc = acc - (acc / float(window)) + value
+            recursion.append(acc)
+        out[1 : size - 1] = recursion
+        return out
+
+    trs = wilder_sum(movement)
+    with np.errstate(invalid="ignore"):
+        diff_up = high - np.concatenate([[np.nan], high[:-1]])
+        diff_down = np.concatenate([[np.nan], low[:-1]]) - low
+        pos = np.abs(((diff_up > diff_down) & (diff_up > 0)) * diff_up)
+        neg = np.abs(((diff_down > diff_up) & (diff_down > 0)) * diff_down)
+    dip = wilder_sum(pos)
+    din = wilder_sum(neg)
+
+    di_pos, di_neg, directional = directional_indices(trs, dip, din)
+    adx_values = np.zeros(size)
+    value = float(directional[0:window].mean())
+    adx_values[window] = value
+    smoothed = []
+    for dx in directional[window : size - 1].tolist():
+        value = ((value * (window - 1)) + dx) / float(window)
+        smoothed.append(value)
+    adx_values[window + 1 :] = smoothed
+    adx_out = np.concatenate([np.zeros(window - 1), adx_values])
+
+    pos_out = np.zeros(n)
+    neg_out = np.zeros(n)
+    pos_out[window + 1 : window + size - 1] = di_pos[1 : size - 1]
+    neg_out[window + 1 : window + size - 1] = di_neg[1 : size - 1]
+    return adx_out, pos_out, neg_out
+
+
+def _window_view(values: np.ndarray, window: int) -> np.ndarray:
+    """Trailing windows along the last axis (bars): (..., bars - window + 1, window)."""
+    return np.lib.stride_tricks.sliding_window_view(values, window, axis=-1)
+
+
+# MFI and CCI take one ticker's (bars,) arrays or many tickers' (tickers, bars): bars on the last
+# axis, and each ticker's values are the same either way.
+
+
+def mfi(
+    high: np.ndarray, low: np.ndarray, close: np.ndarray, volume: np.ndarray, window: int = 14
+) -> np.ndarray:
+    """Money flow index with ta's definition (its `rolling().apply` sums, vectorised)."""
+    out = np.full(close.shape, np.nan)
+    if close.shape[-1] < window:
+        return out
+    typical = (high + low + close) / 3.0
+    previous = np.full(typical.shape, np.nan)
+    previous[..., 1:] = typical[..., :-1]
+    with np.errstate(invalid="ignore"):
+        up_down = np.where(typical > previous, 1, np.where(typical < previous, -1, 0))
+    flow = typical * volume * up_down
+    windows = _window_view(flow, window)
+    positive = np.where(windows >= 0.0, windows, 0.0).sum(axis=-1)
+    negative = np.abs(np.where(windows < 0.0, windows, 0.0).sum(axis=-1))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out[..., window - 1 :] = 100 - (100 / (1 + positive / negative))
+    return out
+
+
+def cci(
+    high: np.ndarray, low: np.ndarray, close: np.ndarray, window: int = 20, constant: float = 0.015
+) -> np.ndarray:
+    """Commodity channel index with ta's definition (mean absolute deviation, vectorised)."""
+    out = np.full(close.shape, np.nan)
+    if close.shape[-1] < window:
+        return out
+    typical = (high + low + close) / 3.0
+    windows = _window_view(typical, window)
+    means = windows.mean(axis=-1)
+    mad = np.abs(windows - means[..., None]).mean(axis=-1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out[..., window - 1 :] = (typical[..., window - 1 :] - means) / (constant * mad)
+    return out
+
+
+def _log_returns(close: np.ndarray) -> np.ndarray:
+    out = np.full(len(close), np.nan)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out[1:] = np.log(close[1:] / close[:-1])
+    return out
+
+
+def ewm_vol(close: np.ndarray, decay: float = 0.94, seed_window: int = 20) -> np.ndarray:
+    """log of the exponentially weighted volatility of daily log returns (RiskMetrics' recursion).
+
+    With r_t = log(close_t / close_(t-1)): v at t = seed_window is the mean of r_1..r_seed_window
+    squared, then v_t = decay * v_(t-1) + (1 - decay) * r_t^2; the value at t uses returns up to t
+    only. The seed's weight decays as decay^n, so a history cut 500 sessions earlier gives the same
+    values to ~1e-13 (the forecasting primitive relies on that).
+    """
+    if not 0.0 < decay < 1.0:
+        raise ConfigError(f"Indicator `ewm_vol` parameter `decay` must be between 0 and 1, got {decay}.")
+    returns = _log_returns(close)
+    n = len(close)
+    out = np.full(n, np.nan)
+    if n <= seed_window:
+        return out
+    squared = (returns**2).tolist()
+    variance = float(np.mean(squared[1 : seed_window + 1]))
+    values = [variance]
+    for t in range(seed_window + 1, n):
+        variance = decay * variance + (1.0 - decay) * squared[t]
+        values.append(variance)
+    out[seed_window:] = np.log(np.sqrt(np.asarray(values)) + 1e-8)
+    return out
+
+
+# --- many tickers at once ------------------------------------------------------------------------
+
+
+def _rows_frame(values: np.ndarray) -> pd.DataFrame:
+    import pandas as pd
+
+    # Columns are the rows (tickers): pandas' window kernels run column by column.
+    return pd.DataFrame(values.T, copy=False)
+
+
+@functools.cache
+def _row_windows_class() -> type:
+    from pandas.api.indexers import BaseIndexer
+
+    class RowWindows(BaseIndexer):  # type: ignore[misc]
+        """Trailing windows of a flattened (rows, bars) array that never reach into the previous row."""
+
+        def get_window_bounds(
+            self,
+            num_values: int = 0,
+            min_periods: int | None = None,
+            center: bool | None = None,
+            closed: str | None = None,
+            step: int | None = None,
+        ) -> tuple[np.ndarray, np.ndarray]:
+            return self.start, self.end
+
+    return RowWindows
+
+
+def rolling(
+    values: np.ndarray, window: int, how: str, *, min_periods: int | None = None, **kwargs: Any
+) -> np.ndarray:
+    """pandas' `rolling(window, min_periods).<how>(**kwargs)` of each row (ta's `min_periods` default: window).
+
+    One pandas call over the rows laid end to end, with windows cut at each row's start: pandas'
+    kernels restart from scratch where a window does not overlap the previous one, so each row gets
+    the bits a Series of its own would (and 463 rows cost ~5x less than a DataFrame's columns).
+    """
+    import pandas as pd
+
+    rows, n = values.shape
+    end = np.arange(1, rows * n + 1, dtype=np.int64)
+    start = end - np.minimum(np.tile(np.arange(1, n + 1, dtype=np.int64), rows), window)
+    windows = _row_windows_class()(start=start, end=end)
+    series = pd.Series(np.ascontiguousarray(values, dtype=np.float64).ravel(), copy=False)
+    rolling = series.rolling(windows, min_periods=window if min_periods is None else min_periods)
+    return np.asarray(getattr(rolling, how)(**kwargs).to_numpy(dtype=np.float64)).reshape(rows, n)
+
+
+def ewm_mean(values: np.ndarray, **kwargs: Any) -> np.ndarray:
+    """pandas' `ewm(**kwargs).mean()` of each row."""
+    return np.asarray(_rows_frame(values).ewm(**kwargs).mean().to_numpy(dtype=np.float64).T)
+
+
+def ema_rows(values: np.ndarray, window: int) -> np.ndarray:
+    # ta.utils._ema without fillna
+    return ewm_mean(values, span=window, min_periods=window, adjust=False)
+
+
+def shift_rows(values: np.ndarray, periods: int) -> np.ndarray:
+    out = np.full(values.shape, np.nan)
+    if periods < values.shape[1]:
+        out[:, periods:] = values[:, : values.shape[1] - periods]
+    return out
+
+
+def _scalar_rows(function: Callable[..., Any], arrays: Sequence[np.ndarray], *args: Any) -> list[np.ndarray]:
+    """A per-ticker function applied to each row: a list of (rows, bars) arrays, one per output."""
+    results = [function(*(a[k] for a in arrays), *args) for k in range(arrays[0].shape[0])]
+    results = [r if isinstance(r, tuple) else (r,) for r in results]
+    return [np.stack([r[j] for r in results]) for j in range(len(results[0]))]
+
+
+def psar_many(
+    high: np.ndarray, low: np.ndarray, close: np.ndarray, step: float = 0.02, max_step: float = 0.2
+) -> np.ndarray:
+    """`psar` of each row of (tickers, bars) arrays, stepping through time with a vector of tickers."""
+    rows, n = close.shape
+    if rows < PSAR_MIN_VECTOR_ROWS or n < 3:
+        return _scalar_rows(psar, (high, low, close), step, max_step)[0]
+    highs = np.ascontiguousarray(high.T)  # (bars, tickers): one contiguous vector per session
+    lows = np.ascontiguousarray(low.T)
+    out = np.array(close.T, dtype=np.float64, order="C")
+    up_trend = np.ones(rows, dtype=bool)
+    acceleration = np.full(rows, step)
+    up_trend_high = highs[0].copy()
+    down_trend_low = lows[0].copy()
+    for i in range(2, n):
+        previous = out[i - 1]
+        max_high, min_low = highs[i], lows[i]
+        rising = previous + acceleration * (up_trend_high - previous)
+        falling = previous - acceleration * (previous - down_trend_low)
+        down_trend = ~up_trend
+        reversal_up = up_trend & (min_low < rising)  # an up trend that reverses
+        reversal_down = down_trend & (max_high > falling)
+        new_high = up_trend & ~reversal_up & (max_high > up_trend_high)
+        new_low = down_trend & ~reversal_down & (min_low < down_trend_low)
+        low1, low2 = lows[i - 1], lows[i - 2]
+        kept_up = np.where(low2 < rising, low2, np.where(low1 < rising, low1, rising))
+        high1, high2 = highs[i - 1], highs[i - 2]
+        kept_down = np.where(high2 > falling, high2, np.where(high1 > falling, high1, falling))
+        out[i] = np.where(
+            up_trend,
+            np.where(reversal_up, up_trend_high, kept_up),
+            np.where(reversal_down, down_trend_low, kept_down),
+        )
+        reversal = reversal_up | reversal_down
+        acceleration = np.where(
+            reversal,
+            step,
+            np.where(new_high | new_low, np.minimum(acceleration + step, max_step), acceleration),
+        )
+        up_trend_high = np.where(reversal_down | new_high, max_high, up_trend_high)
+        down_trend_low = np.where(reversal_up | new_low, min_low, down_trend_low)
+        up_trend = up_trend != reversal
+    return np.ascontiguousarray(out.T)
+
+
+def _true_range_many(high: np.ndarray, low: np.ndarray, close: np.ndarray) -> np.ndarray:
+    previous = shift_rows(close, 1)
+    with np.errstate(invalid="ignore"):
+        stacked = np.stack([high - low, np.abs(high - previous), np.abs(low - previous)])
+    return np.nanmax(stacked, axis=0)
+
+
+def atr_many(high: np.ndarray, low: np.ndarray, close: np.ndarray, window: int = 14) -> np.ndarray:
+    """`atr` of each row of (tickers, bars) arrays."""
+    rows, n = close.shape
+    if n < window:
+        return np.full((rows, n), np.nan)
+    if rows < MIN_VECTOR_ROWS:
+        return _scalar_rows(atr, (high, low, close), window)[0]
+    true_range = _true_range_many(high, low, close)
+    out = np.zeros((n, rows))
+    value = true_range[:, 0:window].mean(axis=1)
+    out[window - 1] = value
+    by_session = np.ascontiguousarray(true_range.T)
+    for t in range(window, n):
+        value = (value * (window - 1) + by_session[t]) / float(window)
+        out[t] = value
+    return np.ascontiguousarray(out.T)
+
+
+def adx_many(
+    high: np.ndarray, low: np.ndarray, close: np.ndarray, window: int = 14
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`adx` (ADX, +DI, −DI) of each row of (tickers, bars) arrays."""
+    rows, n = close.shape
+    if n < 2 * window:
+        nan = np.full((rows, n), np.nan)
+        return nan, nan.copy(), nan.copy()
+    if rows < MIN_VECTOR_ROWS:
+        adx_rows, pos_rows, neg_rows = _scalar_rows(adx, (high, low, close), window)
+        return adx_rows, pos_rows, neg_rows
+    previous = shift_rows(close, 1)
+    movement = np.maximum(high, previous) - np.minimum(low, previous)
+    size = n - (window - 1)
+
+    with np.errstate(invalid="ignore"):
+        diff_up = high - shift_rows(high, 1)
+        diff_down = shift_rows(low, 1) - low
+        pos = np.abs(((diff_up > diff_down) & (diff_up > 0)) * diff_up)
+        neg = np.abs(((diff_down > diff_up) & (diff_down > 0)) * diff_down)
+    # `adx`'s three Wilder sums (true range, +DM, -DM) in one loop over (3, tickers) vectors.
+    stacked = np.stack([movement, pos, neg])
+    sums = np.zeros((size, 3, rows))
+    acc = stacked[:, :, 1 : window + 1].sum(axis=-1)
+    sums[0] = acc
+    by_session = np.ascontiguousarray(np.moveaxis(stacked[:, :, window + 1 : window + size - 1], -1, 0))
+    for j in range(by_session.shape[0]):
+        acc = acc - (acc / float(window)) + by_session[j]
+        sums[1 + j] = acc
+    trs, dip, din = np.ascontiguousarray(np.moveaxis(sums, 0, -1))  # row-major: reductions as `adx`'s
+
+    di_pos, di_neg, directional = directional_indices(trs, dip, din)
+    adx_values = np.zeros((size, rows))
+    value = directional[:, 0:window].mean(axis=1)
+    adx_values[window] = value
+    by_session = np.ascontiguousarray(directional[:, window : size - 1].T)
+    for j in range(by_session.shape[0]):
+        value = ((value * (window - 1)) + by_session[j]) / float(window)
+        adx_values[window + 1 + j] = value
+    adx_out = np.concatenate([np.zeros((rows, window - 1)), adx_values.T], axis=1)
+    pos_out = np.zeros((rows, n))
+    neg_out = np.zeros((rows, n))
+    pos_out[:, window + 1 : window + size - 1] = di_pos[:, 1 : size - 1]
+    neg_out[:, window + 1 : window + size - 1] = di_neg[:, 1 : size - 1]
+    return adx_out, pos_out, neg_out
+
+
+# Rows per call of a sliding-window indicator: its (rows, bars, window) temporaries stay ~2 MB (all
+# 500 tickers at once: ~50 MB each, slower for leaving the cache, and the run's peak memory).
+_WINDOW_CHUNK_ROWS = 16
+
+
+def in_row_chunks(
+    function: Callable[..., np.ndarray], arrays: Sequence[np.ndarray], *args: Any
+) -> np.ndarray:
+    rows = arrays[0].shape[0]
+    if rows <= _WINDOW_CHUNK_ROWS:
+        return function(*arrays, *args)
+    chunks = range(0, rows, _WINDOW_CHUNK_ROWS)
+    return np.concatenate([function(*(a[i : i + _WINDOW_CHUNK_ROWS] for a in arrays), *args) for i in chunks])
+
+
+def log_returns_many(close: np.ndarray) -> np.ndarray:
+    out = np.full(close.shape, np.nan)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out[:, 1:] = np.log(close[:, 1:] / close[:, :-1])
+    return out
+
+
+def realized_vol_many(close: np.ndarray, window: int = 20) -> np.ndarray:
+    """log of the standard deviation (ddof 1) of the last `window` daily log returns of each row
+    (NaN before: the first value needs `window` returns, i.e. `window` + 1 closes)."""
+    returns = log_returns_many(close)
+    rows, n = close.shape
+    out = np.full((rows, n), np.nan)
+    if n > window:
+        std = _window_view(returns[:, 1:], window).std(axis=2, ddof=1)
+        with np.errstate(divide="ignore"):
+            out[:, window:] = np.log(std + 1e-8)
+    return out
+
+
+def ewm_vol_many(close: np.ndarray, decay: float = 0.94, seed_window: int = 20) -> np.ndarray:
+    """`ewm_vol` of each row of (tickers, bars) arrays."""
+    if not 0.0 < decay < 1.0:
+        raise ConfigError(f"Indicator `ewm_vol` parameter `decay` must be between 0 and 1, got {decay}.")
+    rows, n = close.shape
+    out = np.full((rows, n), np.nan)
+    if n <= seed_window:
+        return out
+    if rows < MIN_VECTOR_ROWS:
+        return _scalar_rows(ewm_vol, (close,), decay, seed_window)[0]
+    squared = log_returns_many(close) ** 2
+    variance = squared[:, 1 : seed_window + 1].mean(axis=1)
+    values = np.empty((n - seed_window, rows))
+    values[0] = variance
+    by_session = np.ascontiguousarray(squared.T)
+    for t in range(seed_window + 1, n):
+        variance = decay * variance + (1.0 - decay) * by_session[t]
+        values[t - seed_window] = variance
+    out[:, seed_window:] = np.log(np.sqrt(values.T) + 1e-8)
+    return out

@@ -1,0 +1,300 @@
+"""Horizons after they are served: scored at maturity, re-decided, and backtested as risk desks do.
+
+A forecast `h` sessions ahead matures on its target session (the h-th exchange session after its
+base, holidays skipped) and is scored once that session's close is stored. Scoring also moves the
+horizon's adaptive conformal levels (`horizon_serving`, in the same transaction). At each scheduled
+refit the interval source of every horizon above 1 is re-decided on the horizon's own scored rows by
+the family-corrected test of `ml.selection` (the network forecasts the next session only, so the
+statistical candidates compete there).
+
+Risk backtests (`ml.risk.risk_backtest`: exceptions, Kupiec, Christoffersen, the Basel zone, the
+Acerbi-Szekely ES test) run per ticker and horizon over the last `[monitor] risk_sessions` scored
+sessions. Forecasts h sessions ahead made on consecutive sessions overlap (they share h - 1 daily
+returns), so their exceptions are dependent by construction: every test of a horizon above 1, the
+coverage test too, runs on the non-overlapping subsample (`ml.risk.non_overlapping`: every h-th
+base session, counted back from the newest).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import date
+from typing import Any
+
+import numpy as np
+from sqlalchemy.engine import Engine
+
+from stockcli.config import Settings
+
+RiskTable = dict[int, dict[str, dict[str, Any]]]
+"""{horizon: {ticker: the risk backtest's JSON (`RiskBacktest.to_json`)}}."""
+
+
+def score_horizons(engine: Engine, *, through: date, settings: Settings | None = None) -> tuple[int, int]:
+    """Score every horizon row whose target session's close is stored (on or before `through`), and
+    move the adaptive levels of the horizons above 1, in one transaction. Returns (scored, pending)."""
+    from stockcli.db import horizons as horizons_db
+
+    found = horizons_db.unscored_horizons(engine, through=through)
+    matured = [{**row, "actual_close": row["close"]} for row in found if _finite(row["close"])]
+    if not matured:
+        return 0, len(found)
+    gamma = settings.intervals.aci_gamma if settings is not None else 0.005
+    incumbent = settings.forecasters.incumbent if settings is not None else "garch"
+    tickers = sorted({row["ticker"] for row in matured})
+    states = aci_states(horizons_db.load_horizon_serving(engine, tickers), matured, gamma, incumbent)
+    with engine.begin() as connection:
+        horizons_db.mark_scored(connection, matured)
+        horizons_db.save_horizon_serving(connection, states)
+    return len(matured), len(found) - len(matured)
+
+
+def aci_states(
+    serving: Mapping[tuple[str, int], Mapping[str, Any]],
+    matured: Sequence[Mapping[str, Any]],
+    gamma: float,
+    incumbent: str,
+) -> list[dict[str, Any]]:
+    """The `horizon_serving` rows after adaptive conformal inference has learned from `matured`
+    (horizons above 1; horizon 1 learns in `interval_state`), oldest target first. A change of the
+    served source starts its levels again from the nominal ones."""
+    from stockcli.ml.intervals import INTERVAL_COLUMNS, MISCOVERAGE, aci_update
+    from stockcli.ml.metrics import QUANTILE_COLUMNS
+
+    changed: dict[tuple[str, int], dict[str, Any]] = {}
+    for row in sorted(matured, key=lambda r: (r["target_date"], r["ticker"], r["horizon"])):
+        key = (row["ticker"], int(row["horizon"]))
+        quantiles = [row.get(name) for name in QUANTILE_COLUMNS]
+        if key[1] == 1 or row.get("source") is None or any(q is None for q in quantiles):
+            continue
+        state = dict(changed.get(key) or serving.get(key) or _new_serving(key, incumbent))
+        if state.get("last_target_date") and state["last_target_date"] > row["target_date"]:
+            continue
+        fresh = state.get("aci_source") != row["source"]
+        for level in (80, 95):
+            low, high = INTERVAL_COLUMNS[level]
+            miss = not quantiles[low] <= row["actual_close"] <= quantiles[high]
+            alpha = MISCOVERAGE[level] if fresh else float(state[f"alpha_{level}"])
+            state[f"alpha_{level}"] = aci_update(alpha, MISCOVERAGE[level], miss, gamma)
+        state.update(aci_source=row["source"], last_target_date=row["target_date"])
+        changed[key] = state
+    return [{k: v for k, v in state.items() if k != "updated_at"} for state in changed.values()]
+
+
+def _new_serving(key: tuple[str, int], incumbent: str) -> dict[str, Any]:
+    """A ticker's first serving row at a horizon: the incumbent, nothing decided yet."""
+    return {
+        "ticker": key[0],
+        "horizon": key[1],
+        "source": incumbent,
+        "p_value": None,
+        "skill": None,
+        "n_sessions": 0,
+        "window_end": None,
+        "alpha_80": None,
+        "alpha_95": None,
+        "aci_source": None,
+        "last_target_date": None,
+    }
+
+
+def redecide_horizons(*, settings: Settings, engine: Engine, tickers: Sequence[str], through: date) -> int:
+    """Choose again the interval source of `tickers` at every horizon above 1, on the horizon's scored
+    rows of the trailing `selection_sessions` (fewer than `min_selection_sessions`: the decision
+    stands). Returns how many decisions were written."""
+    from stockcli.clock import calendar_for
+    from stockcli.db import horizons as horizons_db
+    from stockcli.errors import UsageError
+    from stockcli.ml.metrics import candidate_loss_panels
+    from stockcli.ml.selection import choose_interval_source
+
+    config = settings.forecasters
+    further = [h for h in config.horizons if h > 1]
+    if not further or not tickers:
+        return 0
+    try:
+        start = calendar_for(settings).sessions_back(through, config.selection_sessions)
+    except UsageError:
+        start = settings.data.start
+    rows = horizons_db.scored_horizons(engine, start=start, end=through, horizons=further, tickers=tickers)
+    existing = horizons_db.load_horizon_serving(engine, tickers)
+    decided = []
+    for (ticker, horizon), group in _grouped(rows).items():
+        scored = [{**row, "detail": {"candidates": row["candidates"]}} for row in group]
+        panels, dates = candidate_loss_panels(scored, config.metric)
+        if len(dates) < config.min_selection_sessions:
+            continue
+        choice = choose_interval_source(panels, incumbent=config.incumbent, alpha=settings.promotion.alpha)
+        state = existing.get((ticker, horizon)) or _new_serving((ticker, horizon), config.incumbent)
+        decided.append(
+            {
+                **{k: v for k, v in state.items() if k != "updated_at"},
+                "source": choice.source,
+                "p_value": choice.p_value,
+                "skill": choice.skill,
+                "n_sessions": len(dates),
+                "window_end": max(dates),
+            }
+        )
+    with engine.begin() as connection:
+        horizons_db.save_horizon_serving(connection, decided)
+    return len(decided)
+
+
+def _grouped(rows: Sequence[Mapping[str, Any]]) -> dict[tuple[str, int], list[Mapping[str, Any]]]:
+    """Rows by (ticker, horizon), each group in base-session order."""
+    groups: dict[tuple[str, int], list[Mapping[str, Any]]] = {}
+    for row in sorted(rows, key=lambda r: (r["ticker"], r["horizon"], r["base_date"])):
+        groups.setdefault((str(row["ticker"]), int(row["horizon"])), []).append(row)
+    return groups
+
+
+# --- risk backtests ------------------------------------------------------------------------------------
+
+
+def risk_window(settings: Settings, engine: Engine, *, through: date) -> list[dict[str, Any]]:
+    """THE risk window: scored horizon rows with a target session among the last
+    `[monitor] risk_sessions` sessions up to `through`."""
+    from stockcli.clock import calendar_for
+    from stockcli.db.horizons import scored_horizons
+    from stockcli.errors import UsageError
+
+    try:
+        start = calendar_for(settings).sessions_back(through, settings.monitor.risk_sessions - 1)
+    except UsageError:
+        start = date.min
+    return scored_horizons(engine, start=start, end=through, with_candidates=False)
+
+
+def risk_backtests(rows: Sequence[Mapping[str, Any]], calendar: Any) -> RiskTable:
+    """Every (horizon, ticker)'s risk backtest over `rows` (scored horizon rows), on the
+    non-overlapping subsample of its base sessions (session numbers from the exchange calendar)."""
+    from stockcli.ml.risk import TAIL_LEVELS, risk_backtest
+
+    table: RiskTable = {}
+    for (ticker, horizon), group in _grouped(rows).items():
+        first = group[0]["base_date"]
+        sessions = np.array([calendar.sessions_since(first, row["base_date"]) for row in group])
+        realized = np.array([_log_return(row) for row in group])
+        tails = np.array([_tail(row.get("tail"), len(TAIL_LEVELS)) for row in group])
+        tested = risk_backtest(realized, tails, horizon, base_sessions=sessions)
+        table.setdefault(horizon, {})[ticker] = tested.to_json()
+    return {horizon: table[horizon] for horizon in sorted(table)}
+
+
+def horizon_coverage(rows: Sequence[Mapping[str, Any]], calendar: Any) -> dict[int, dict[int, Any]]:
+    """{horizon: {80: CoverageTest, 95: CoverageTest}} of the served intervals, all tickers together,
+    on each ticker's non-overlapping subsample (`stats.clustered_coverage_test`: the closes of one
+    session move together)."""
+    from stockcli.ml.intervals import misses
+    from stockcli.ml.metrics import QUANTILE_COLUMNS, panel_of
+    from stockcli.ml.risk import non_overlapping
+    from stockcli.ml.stats import clustered_coverage_test
+
+    kept: dict[int, list[Mapping[str, Any]]] = {}
+    for (_ticker, horizon), group in _grouped(rows).items():
+        first = group[0]["base_date"]
+        sessions = [calendar.sessions_since(first, row["base_date"]) for row in group]
+        kept.setdefault(horizon, []).extend(group[i] for i in non_overlapping(sessions, horizon))
+    out: dict[int, dict[int, Any]] = {}
+    for horizon, group in sorted(kept.items()):
+        quantiles = np.array([[_number(row.get(c)) for c in QUANTILE_COLUMNS] for row in group])
+        actual = np.array([_number(row.get("actual_close")) for row in group])
+        dates = [row["target_date"] for row in group]
+        tickers = [str(row["ticker"]) for row in group]
+        out[horizon] = {
+            level: clustered_coverage_test(
+                panel_of(misses(quantiles, actual, level), dates, tickers)[0], level / 100
+            )
+            for level in (80, 95)
+        }
+    return out
+
+
+def horizon_findings(
+    risk: RiskTable, coverage: Mapping[int, Mapping[int, Any]], *, coverage_alpha: float
+) -> list[tuple[str, str]]:
+    """What the horizons' backtests call for, by test, as the monitor's findings: (trigger, words).
+
+    A ticker in the Basel red zone at a horizon (`risk_zone_h{h}`), or a horizon's interval covering
+    significantly less than it promises (`coverage_{level}_h{h}`, the test of the monitor's coverage
+    trigger on the non-overlapping subsample)."""
+    findings: list[tuple[str, str]] = []
+    for horizon, per_ticker in risk.items():
+        red = sorted(t for t, figures in per_ticker.items() if figures.get("zone") == "red")
+        if red:
+            words = ", ".join(f"{t} ({per_ticker[t]['exceptions_99']} of {per_ticker[t]['n']})" for t in red)
+            findings.append(
+                (
+                    f"risk_zone_h{horizon}",
+                    f"the {horizon}-session 99% VaR is in the Basel red zone for {words} exceptions",
+                )
+            )
+    for horizon, tests in coverage.items():
+        for level, test in tests.items():
+            covered = 1.0 - test.misses / test.n if test.n else None
+            if covered is not None and test.p_value < coverage_alpha and covered < level / 100:
+                findings.append(
+                    (
+                        f"coverage_{level}_h{horizon}",
+                        f"the {horizon}-session {level}% interval covered {covered:.1%} of {test.n} "
+                        f"non-overlapping closes (binomial p = {test.p_value:.3g} < {coverage_alpha:g})",
+                    )
+                )
+    return findings
+
+
+def _log_return(row: Mapping[str, Any]) -> float:
+    actual, base = _number(row.get("actual_close")), _number(row.get("base_close"))
+    if not (actual > 0 and base > 0):
+        return float("nan")
+    return float(np.log(actual / base))
+
+
+def _tail(values: Any, size: int) -> np.ndarray:
+    """A stored tail as floats, NaN when missing or read at other levels (another release's)."""
+    if not isinstance(values, list) or len(values) != size:
+        return np.full(size, np.nan)
+    return np.array([_number(v) for v in values])
+
+
+def _number(value: Any) -> float:
+    return float("nan") if value is None else float(value)
+
+
+def _finite(value: Any) -> bool:
+    return value is not None and bool(np.isfinite(value))
+
+
+# --- figures over a range (backtest) -------------------------------------------------------------------
+
+
+def horizon_figures(rows: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+    """{horizon: the served intervals' figures (`intervals.interval_block` on log returns: coverage,
+    width and Winkler score of 80% and 95%, pinball), GARCH's on the same rows beside them
+    ("garch"), and the share of each served source}, over scored horizon rows."""
+    from stockcli.ml.intervals import interval_block
+    from stockcli.ml.metrics import QUANTILE_COLUMNS, log_quantiles
+
+    by_horizon: dict[int, list[Mapping[str, Any]]] = {}
+    for row in rows:
+        by_horizon.setdefault(int(row["horizon"]), []).append(row)
+    out: dict[str, dict[str, Any]] = {}
+    for horizon, group in sorted(by_horizon.items()):
+        base = np.array([_number(r.get("base_close")) for r in group])
+        realized = np.array([_log_return(r) for r in group])
+        served = np.array([[_number(r.get(c)) for c in QUANTILE_COLUMNS] for r in group])
+        garch = np.array([_closes((r.get("candidates") or {}).get("garch")) for r in group])
+        sources = [str(r.get("source")) for r in group]
+        out[str(horizon)] = {
+            **interval_block(log_quantiles(served, base), realized),
+            "garch": interval_block(log_quantiles(garch, base), realized),
+            "source_share": {s: sources.count(s) / len(sources) for s in sorted(set(sources))},
+        }
+    return out
+
+
+def _closes(values: Any) -> list[float]:
+    if not isinstance(values, list) or len(values) != 5:
+        return [float("nan")] * 5
+    return [_number(v) for v in values]

@@ -1,0 +1,19 @@
+"""Test hooks: fault injection for the crash tests (`tests/faults/`), inert unless its variable is set.
+
+`STOCKCLI_KILL_AT=<checkpoint>` makes the process kill itself with SIGKILL when it reaches the named
+checkpoint (`stockcli.services.runtime.checkpoint`), to show that a run killed at any point re-runs to
+the same final state. Read when a checkpoint is reached, never at import; not a setting.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+
+KILL_AT = "STOCKCLI_KILL_AT"
+
+
+def kill_if_requested(checkpoint: str) -> None:
+    """SIGKILL this process when `STOCKCLI_KILL_AT` names `checkpoint`."""
+    if os.environ.get(KILL_AT) == checkpoint:
+        os.kill(os.getpid(), signal.SIGKILL)
