@@ -293,6 +293,57 @@ def test_kept_endpoints_error_shapes(client: TestClient, make_settings) -> None:
             assert "ETag" not in response.headers  # errors are never cached
 
 
+def test_latest_for_table_documents_every_key(client: TestClient) -> None:
+    """The typed response model (in /openapi.json) names every key a real answer holds, each described."""
+    from stockcli.web.responses import LatestTable, LatestTableRow
+
+    body = strict_json(client.get("/predictions/latest_for_table").text)
+    LatestTable.model_validate(body)  # extra keys are refused: a new key must be documented
+    assert isinstance(body, dict) and body["data"]
+    assert all(list(row) == list(LatestTableRow.model_fields) for row in body["data"])
+
+    openapi = client.get("/openapi.json").json()
+    answered = openapi["paths"]["/predictions/latest_for_table"]["get"]["responses"]["200"]
+    assert answered["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/LatestTable"}
+    for name in ("LatestTable", "LatestTableRow"):
+        properties = openapi["components"]["schemas"][name]["properties"]
+        undescribed = [key for key, schema in properties.items() if not schema.get("description")]
+        assert undescribed == [], name
+    assert set(openapi["components"]["schemas"]["LatestTableRow"]["properties"]) == set(body["data"][0])
+
+
+def test_latest_for_table_names_the_mlflow_run_of_the_version_that_predicted(
+    make_settings,  # type: ignore[no-untyped-def]
+) -> None:
+    """`model_mlflow_run_id` is the training run of each prediction's own version, in a real MLflow store."""
+    from stockcli.db import store
+    from stockcli.ml import registry
+    from tests.test_registry import register, tiny_model
+
+    settings = make_settings()
+    filled = report_data.fill(settings)  # the newest predictions come from version "2"
+    registry.clear_caches()
+    model, config = tiny_model()
+    for _ in range(3):
+        with registry.training_run(settings, run_name="web") as run:
+            register(settings, model, config, run)
+    run_of = {info.version: info.training_run_id for info in registry.list_versions(settings)}
+    assert sorted(run_of) == ["1", "2", "3"] and len(set(run_of.values())) == 3
+    newer = newer_prediction(filled.engine, "GOOG", 900.0)  # version "3"
+    unknown = newer_prediction(filled.engine, "^GSPC", 1500.0) | {"model_version": "9"}
+    with filled.engine.begin() as connection:
+        store.upsert(
+            connection, LatestPrediction, [newer, unknown], key=("target_date", "ticker", "model_version")
+        )
+
+    with TestClient(create_app(settings, warm_registry=False)) as client:
+        rows = strict_json(client.get("/predictions/latest_for_table").text)["data"]  # type: ignore[index]
+    by_ticker = {row["ticker"]: (row["model_version"], row["model_mlflow_run_id"]) for row in rows}
+    assert by_ticker == {"GOOG": ("3", run_of["3"]), "MSFT": ("2", run_of["2"]), "^GSPC": ("9", None)}
+    assert registry.client(settings).get_run(run_of["3"]).info.run_name == "web"  # a real MLflow run
+    registry.clear_caches()
+
+
 def test_performance_and_history(client: TestClient) -> None:
     body = client.get("/performance").json()
     assert body["window_sessions"] == 20
@@ -558,7 +609,7 @@ def test_fan_chart_escapes_its_text_and_draws_the_bands_in_order() -> None:
 
 
 def test_how_the_views_write_numbers() -> None:
-    from stockcli.web import formats
+    from stockcli import formats
 
     assert [formats.p_value(v) for v in (0.0123, 0.62, 0.0004, None, math.nan)] == [
         "0.012",
@@ -630,6 +681,7 @@ def test_api_on_a_database_filled_by_the_real_pipeline(tmp_path: Path) -> None:
     """`daily` bootstraps a tiny model and runs four sessions; the API shows exactly what it stored."""
     from sqlalchemy import select
 
+    from stockcli.ml import registry
     from stockcli.services.daily import daily
     from stockcli.services.runtime import pipeline_run
     from tests.model_helpers import tiny_settings
@@ -660,6 +712,10 @@ def test_api_on_a_database_filled_by_the_real_pipeline(tmp_path: Path) -> None:
         )
         assert {row["date"] for row in rows} == {"2013-03-04"}
         assert {row["model_version"] for row in rows} == {stored["GOOG"].model_version}
+        run_of = {info.version: info.training_run_id for info in registry.list_versions(settings)}
+        assert (
+            {row["model_mlflow_run_id"] for row in rows} == {run_of[stored["GOOG"].model_version]} != {None}
+        )
         assert client.get("/tickers").json()["tickers"] == ["GOOG", "MSFT"]
 
         chart = client.get("/historical_context_chart/GOOG").json()

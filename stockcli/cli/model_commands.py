@@ -398,11 +398,11 @@ def _block_cells(block: dict[str, Any]) -> list[str]:
 
 def models(ctx: typer.Context) -> None:
     """List registered model versions: aliases, test metrics next to naive, dataset, creation time."""
-    from stockcli.ml import registry
+    from stockcli.services.models import list_versions
 
     cli = state(ctx)
     settings = cli.settings()
-    versions = registry.list_versions(settings)
+    versions = list_versions(settings)
     if cli.json:
         output.emit_json({"model": settings.mlflow.model_name, "versions": versions})
         return

@@ -182,8 +182,8 @@ def predict(
 
 def monitor(ctx: typer.Context) -> None:
     """Score matured predictions, adapt the intervals; a tested decision on retraining."""
-    from stockcli.ml import registry
     from stockcli.notify import band_break_message, notify_run
+    from stockcli.services.models import production_version
     from stockcli.services.monitor import monitor as monitor_service
     from stockcli.services.runtime import pipeline_run
 
@@ -191,9 +191,8 @@ def monitor(ctx: typer.Context) -> None:
     settings = cli.settings()
     as_of = cli.as_of(settings)
     with pipeline_run(settings, command="monitor", as_of=as_of) as run:
-        version = registry.resolve_alias(settings, "Production")
         result = monitor_service(
-            settings=settings, engine=run.engine, as_of=as_of, model_version=str(version) if version else None
+            settings=settings, engine=run.engine, as_of=as_of, model_version=production_version(settings)
         )
         run.details.update({"retrain_needed": result.retrain_needed, "reason": result.reason})
         notify_run(run, [m for m in [band_break_message(result.band_breaks)] if m is not None])

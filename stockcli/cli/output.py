@@ -3,20 +3,18 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import os
 import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import asdict, is_dataclass
-from datetime import date, datetime
-from pathlib import Path
 from typing import Any
 
 from rich import box
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+
+from stockcli.jsonable import dumps
 
 console = Console(highlight=False)
 error_console = Console(stderr=True, highlight=False)
@@ -32,41 +30,8 @@ TEXT_COLUMN_MIN = 16
 TEXT_COLUMN_MAX_WORD = 30
 
 
-def _default(value: Any) -> Any:
-    if isinstance(value, datetime | date):
-        return value.isoformat()
-    if isinstance(value, Path):
-        return str(value)
-    if is_dataclass(value) and not isinstance(value, type):
-        return asdict(value)
-    if hasattr(value, "item"):  # numpy scalars
-        return value.item()
-    if isinstance(value, set | frozenset | tuple):
-        return list(value)
-    return str(value)
-
-
-def _clean(value: Any) -> Any:
-    """Replace NaN and infinities by null: JSON has no such numbers."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {str(k): _clean(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_clean(v) for v in value]
-    return value
-
-
-def to_json_text(payload: Any) -> str:
-    if is_dataclass(payload) and not isinstance(payload, type):
-        payload = asdict(payload)
-    # Round-trip once so nested dataclasses, dates and numpy values become plain JSON types.
-    plain = json.loads(json.dumps(payload, default=_default))
-    return json.dumps(_clean(plain), indent=2, allow_nan=False)
-
-
 def emit_json(payload: Any) -> None:
-    sys.stdout.write(to_json_text(payload) + "\n")
+    sys.stdout.write(dumps(payload, indent=2) + "\n")
     sys.stdout.flush()
 
 

@@ -97,7 +97,7 @@ def _improvement(value: float | None, low: float | None, high: float | None) -> 
 
 
 def render_tables(report: Report) -> None:
-    from stockcli.web.pages import format_metrics  # the same metric formatting as the HTML views
+    from stockcli.formats import format_metrics  # the same metric formatting as the HTML views
 
     fmt, pct = output.fmt_float, output.fmt_pct
     production = f"v{report.production_version}" if report.production_version else "none known"
@@ -302,8 +302,8 @@ def report(
     ] = None,
 ) -> None:
     """Latest predictions, live performance, model versions, runs and promotions (read-only)."""
-    from stockcli.config import redact_url
-    from stockcli.services.report import html_report_target, write_html_report
+    from stockcli.services.dashboard import write_report_html
+    from stockcli.services.report import html_report_target
     from stockcli.services.report import report as report_service
 
     cli_state = state(ctx)
@@ -313,11 +313,7 @@ def report(
     as_of = cli_state.as_of(settings) if cli_state.as_of_text else None
     result = report_service(settings, as_of=as_of)
     if html is not None:
-        from stockcli.web.pages import render_report_html
-
-        write_html_report(
-            settings, html, render_report_html(result, database=redact_url(settings.database_url))
-        )
+        write_report_html(settings, result, html)
     if cli_state.json:
         payload = report_payload(result)
         if html is not None:
@@ -337,39 +333,18 @@ def serve(
     port: Annotated[int, typer.Option("--port", min=1, max=65535, help="Port to listen on.")] = 8000,
 ) -> None:
     """A read-only dashboard in the browser: predictions, chart, performance, production model."""
-    import socket
-
     from stockcli import extras
-    from stockcli.errors import UsageError
+    from stockcli.services import dashboard
 
     extras.require("web", "`stockcli serve`")
 
     cli_state = state(ctx)
     settings = cli_state.settings()
-    try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-        with socket.socket(infos[0][0], socket.SOCK_STREAM) as probe:
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            probe.bind(infos[0][4])
-    except OSError as exc:
-        raise UsageError(
-            f"Cannot listen on {host}:{port}: {exc.strerror or exc}.",
-            hint="Pick another port with --port, or stop what uses it.",
-        ) from None
-    import uvicorn
-
-    from stockcli.web.app import create_app
-
+    dashboard.check_address(host, port)
     if host not in LOOPBACK_HOSTS:
         output.warn(
             f"Listening on {host}: the dashboard has no login; anyone who can reach this port can read it."
         )
     shown = f"[{host}]" if ":" in host else host
     output.info(f"Serving the dashboard on http://{shown}:{port}/ (read-only; Ctrl+C stops it).")
-    uvicorn.run(
-        create_app(settings),
-        host=host,
-        port=port,
-        log_level="info" if cli_state.verbose else "warning",
-        access_log=cli_state.verbose,
-    )
+    dashboard.serve(settings, host=host, port=port, verbose=cli_state.verbose)

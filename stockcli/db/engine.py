@@ -180,23 +180,25 @@ def current_revision(engine: Engine) -> str | None:
         return context.get_current_revision()
 
 
+def known_revision(revision: str) -> bool:
+    """Whether `revision` is one of this stockcli's migrations (else a newer stockcli wrote it)."""
+    from alembic.script import ScriptDirectory
+    from alembic.util import CommandError
+
+    try:
+        return ScriptDirectory.from_config(alembic_config()).get_revision(revision) is not None
+    except CommandError:  # alembic's ResolutionError and friends
+        return False
+
+
 def check_known_revision(engine: Engine) -> None:
     """Raise StockCliError (exit 2) when the database's revision is one this stockcli does not know.
 
     That is a database migrated by a newer stockcli: Alembic would fail with "Can't locate revision",
     and nothing here can migrate it, so say so before touching anything.
     """
-    from alembic.script import ScriptDirectory
-    from alembic.util import CommandError
-
     current = current_revision(engine)
-    if current is None:
-        return
-    try:
-        known = ScriptDirectory.from_config(alembic_config()).get_revision(current) is not None
-    except CommandError:  # alembic's ResolutionError and friends
-        known = False
-    if not known:
+    if current is not None and not known_revision(current):
         raise StockCliError(
             f"The database {redact_url(engine.url.render_as_string(hide_password=True))} is at schema "
             f"revision {current}, which this stockcli does not know (its newest is {head_revision()}); "

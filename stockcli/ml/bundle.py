@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from stockcli.errors import RegistryError
+from stockcli.jsonable import to_plain
 from stockcli.ml.imports import heavy_import
 
 if TYPE_CHECKING:
@@ -131,7 +132,7 @@ def write_bundle(
         "weights_sha256": _file_sha256(weights_path),
         "requirements": requirements,
     }
-    text = json.dumps(bundle, indent=2, sort_keys=True, allow_nan=False, default=_json_default)
+    text = json.dumps(to_plain(bundle, strict=True), indent=2, sort_keys=True, allow_nan=False)
     (folder / BUNDLE_FILE).write_text(text, encoding="utf-8")
     return folder
 
@@ -162,14 +163,6 @@ def _requirements() -> list[str]:
             continue
         pins.append(f"{package}=={version.split('+')[0]}")
     return pins
-
-
-def _json_default(value: Any) -> Any:
-    if hasattr(value, "tolist"):  # numpy arrays and scalars
-        return value.tolist()
-    if hasattr(value, "isoformat"):
-        return value.isoformat()
-    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
 def _file_sha256(path: Path) -> str:

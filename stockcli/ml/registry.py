@@ -24,7 +24,6 @@ sqlite tracking store costs seconds.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import tempfile
@@ -37,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 from stockcli.config import Settings, redact_url
 from stockcli.errors import NoProductionModelError, RegistryError, StockCliError, UsageError
+from stockcli.jsonable import dumps
 from stockcli.ml.bundle import ModelBundle, bundle_sha256, read_bundle, write_bundle
 from stockcli.ml.imports import heavy_import
 from stockcli.storage import check_server_database, parse_database_url, prepare_folder, sqlite_file
@@ -346,7 +346,7 @@ class TrainingRun:
         """Store `payload` as a JSON artifact file `name`."""
         with tempfile.TemporaryDirectory(prefix="stockcli-") as folder:
             path = Path(folder) / name
-            path.write_text(json.dumps(payload, indent=2, sort_keys=True, default=str), encoding="utf-8")
+            path.write_text(dumps(payload, indent=2, sort_keys=True), encoding="utf-8")
             self.log_artifacts(Path(folder))
 
     def finish(self, status: str = "FINISHED") -> None:
@@ -355,7 +355,7 @@ class TrainingRun:
 
 
 def _param_text(value: Any) -> str:
-    text = value if isinstance(value, str) else json.dumps(value, sort_keys=True, default=str)
+    text = value if isinstance(value, str) else dumps(value, sort_keys=True)
     return text[:6000]
 
 

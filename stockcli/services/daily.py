@@ -57,6 +57,7 @@ def daily(
     from stockcli.clock import calendar_for
     from stockcli.ml import registry
     from stockcli.services.fetch import fetch
+    from stockcli.services.models import production_version
 
     messages: list[str] = []
     calendar_for(settings)  # first, so that every step shares the calendar read from the cache
@@ -72,7 +73,7 @@ def daily(
     if run is not None:
         run.details["fetch"] = {"status": fetched.status}
 
-    version = registry.resolve_alias(settings, "Production")
+    version = production_version(settings)
     bootstrap: RetrainResult | None = None
     if version is None:
         check_registry_knows_database(settings, engine)  # a lost MLflow store is not "no model yet"
@@ -88,7 +89,7 @@ def daily(
         bootstrap = retrain(
             settings=settings, engine=engine, as_of=as_of, production_version=None, run=run, n_trials=n_trials
         )
-        version = registry.resolve_alias(settings, "Production")
+        version = production_version(settings)
         if version is None:  # the first model is always promoted; only a failed alias move gets here
             from stockcli.errors import NoProductionModelError
 

@@ -33,7 +33,6 @@ from stockcli.db import bars as bars_db
 from stockcli.db import predictions as predictions_db
 from stockcli.db.horizons import save_horizon_predictions
 from stockcli.db.store import utcnow
-from stockcli.errors import NoProductionModelError
 from stockcli.ml.intervals import INTERVALS, MISCOVERAGE
 
 # A prediction made from this many of the most recent returns' volatility (see `[predict] max_move_vol`).
@@ -133,18 +132,6 @@ def exit_code_for(result: PredictResult) -> int:
     return EXIT_PARTIAL if result.failed else EXIT_OK
 
 
-def production_version(settings: Settings) -> str:
-    """The version holding the Production alias, resolved once; NoProductionModelError if none."""
-    from stockcli.ml import registry
-
-    version = registry.resolve_alias(settings, "Production")
-    if version is None:
-        raise NoProductionModelError(
-            "No production model yet.", hint="Run `stockcli retrain --force` first (or `stockcli daily`)."
-        )
-    return str(version)
-
-
 def required_base_date(settings: Settings, as_of: date, *, now: datetime | None = None) -> date:
     """The newest session whose bar must be stored for an honest prediction as of `as_of`."""
     return calendar_for(settings).last_closed_session(as_of, now=now)
@@ -173,10 +160,11 @@ def predict(
     from stockcli.features.indicators import serving_sessions
     from stockcli.ml import registry
     from stockcli.ml.forecast import forecast
+    from stockcli.services.models import require_production_version
     from stockcli.services.monitor import evaluate_matured
 
     if bundle is None:
-        version = model_version or production_version(settings)
+        version = model_version or require_production_version(settings)
         bundle = bundle_loader(version) if bundle_loader else registry.load_bundle(settings, version=version)
     version = str(bundle.version)
     _refuse_inside_training_data(bundle, as_of)

@@ -139,6 +139,7 @@ def _promote(
     from stockcli.ml.forecast import calibrated_quantiles, forecast, forecast_windows
     from stockcli.ml.forecasters import NETWORK, build_table, bundle_fits, candidate_quantiles
     from stockcli.ml.metrics import evaluate, metric_value
+    from stockcli.services.models import production_version as resolve_production
 
     metric, guard_metric = judging_metrics(settings, judged_on)
     alpha = settings.promotion.alpha
@@ -148,7 +149,7 @@ def _promote(
             raise NoDataError("No registered model version to promote.", hint="Run `stockcli train` first.")
     candidate_version = str(version)
     registry.check_version(settings, candidate_version)
-    production_version = registry.resolve_alias(settings)  # resolved once for the whole run
+    production_version = resolve_production(settings)  # resolved once for the whole run
     promotions.settle_pending(engine, production_version=production_version)
 
     candidate = registry.load_bundle(settings, candidate_version)
@@ -329,7 +330,7 @@ def _promote(
     promoted = False
     if moving:
         try:
-            current = registry.resolve_alias(settings)
+            current = resolve_production(settings)
             if current != production_version:
                 raise RegistryError(
                     f"Production moved from version {production_version} to {current} while version "

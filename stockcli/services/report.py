@@ -22,7 +22,6 @@ from stockcli.config import Settings, redact_url
 from stockcli.db import queries_report as queries
 from stockcli.errors import NoDataError, StockCliError, UsageError
 
-PRODUCTION_ALIAS = "Production"
 FILL_HINT = "Run `stockcli daily` to fetch bars, train a first model and predict."
 
 
@@ -183,6 +182,7 @@ class ModelsInfo:
     versions: tuple[ModelVersionRow, ...]
     production_version: str | None
     note: str | None = None
+    run_ids: Mapping[str, str] = field(default_factory=dict)  # version -> the MLflow run that trained it
 
 
 @dataclass(frozen=True)
@@ -456,6 +456,32 @@ def ensure_data(engine: Engine | None, *, settings: Settings) -> None:
     raise NoDataError(what, hint=FILL_HINT)
 
 
+def connect(settings: Settings) -> Engine | None:
+    """The database opened read-only, never created: None for a SQLite file that does not exist yet."""
+    return queries.connect_readonly(settings)
+
+
+def database_state(engine: Engine | None) -> queries.DatabaseState:
+    """`ready` (bars or predictions stored), `empty`, `no_schema` or `missing`; the driver's error when
+    the database cannot be read."""
+    return queries.database_state(engine)
+
+
+def known_tickers(settings: Settings, engine: Engine) -> list[str]:
+    """Tickers with stored bars or predictions, the watchlist's first, in its order."""
+    return queries.known_tickers(engine, preferred=settings.data.tickers)
+
+
+def ticker_exists(engine: Engine, ticker: str) -> bool:
+    """Whether `ticker` has stored bars or predictions."""
+    return queries.ticker_exists(engine, ticker)
+
+
+def recent_runs(engine: Engine, *, limit: int) -> list[RunRow]:
+    """The newest ledger rows, newest first."""
+    return [_run_row(row) for row in queries.recent_runs(engine, limit=limit)]
+
+
 def latest_predictions(engine: Engine, *, as_of: date | None = None) -> list[PredictionRow]:
     """The newest prediction per ticker."""
     return [_prediction_row(row) for row in queries.latest_predictions(engine, as_of=as_of)]
@@ -569,8 +595,9 @@ def model_versions(settings: Settings) -> ModelsInfo:
     if list_versions is None:
         return ModelsInfo((), None, "Model versions are not available: the registry cannot list versions.")
     try:
+        items = list(list_versions(settings))
         versions = sorted(
-            (_model_row(item) for item in list_versions(settings)),
+            (_model_row(item) for item in items),
             key=lambda row: _version_key(row.version),
             reverse=True,
         )
@@ -581,10 +608,17 @@ def model_versions(settings: Settings) -> ModelsInfo:
             (), None, redact_url(f"Model versions are not available: {type(exc).__name__}: {exc}")
         )
     production = next(
-        (row.version for row in versions if PRODUCTION_ALIAS.lower() in {a.lower() for a in row.aliases}),
+        (
+            row.version
+            for row in versions
+            if registry.PRODUCTION_ALIAS.lower() in {a.lower() for a in row.aliases}
+        ),
         None,
     )
-    return ModelsInfo(tuple(versions), production)
+    run_ids = {
+        str(_field(item, "version")): str(run) for item in items if (run := _field(item, "training_run_id"))
+    }
+    return ModelsInfo(tuple(versions), production, run_ids=run_ids)
 
 
 def _field(item: Any, *names: str) -> Any:

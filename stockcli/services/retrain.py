@@ -251,10 +251,10 @@ def retrain_if_needed(
     progress: Progress | None = None,
 ) -> RetrainResult:
     """`stockcli retrain`: resolve Production once, ask the monitor unless forced, retrain when needed."""
-    from stockcli.ml import registry
+    from stockcli.services.models import production_version
     from stockcli.services.monitor import monitor
 
-    version = registry.resolve_alias(settings, "Production")
+    version = production_version(settings)
     monitored = None
     if not force and version is not None:
         monitored = monitor(settings=settings, engine=engine, as_of=as_of, model_version=str(version))

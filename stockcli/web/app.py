@@ -20,13 +20,8 @@ one cheap query, and a client holding the bytes gets `304 Not Modified`.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
-import json
-import math
 import threading
 from collections.abc import AsyncIterator, Callable, Hashable
-from datetime import date, datetime
-from decimal import Decimal
 from typing import Annotated, Any
 
 from fastapi import FastAPI, Query, Request
@@ -38,11 +33,12 @@ from starlette.concurrency import run_in_threadpool
 from starlette.types import Scope
 
 from stockcli.config import TICKER_PATTERN, Settings, redact_url
-from stockcli.db import queries_report as queries
 from stockcli.errors import NoDataError, StockCliError
+from stockcli.jsonable import dumps, to_plain
 from stockcli.services import report as report_service
 from stockcli.web import pages
 from stockcli.web.cache import NO_CACHE, CachedBody, CachedFirst, DataVersion, RegistryCache, ResponseCache
+from stockcli.web.responses import LatestTable
 
 MODELS_TTL_S = 60.0
 MAX_REMEMBERED_URLS = 4096
@@ -50,30 +46,9 @@ MAX_CHART_SESSIONS = 1000
 MAX_HISTORY_ROWS = 5000
 
 
-def to_plain(value: Any) -> Any:
-    """JSON-ready values: dataclasses as dicts, dates as ISO text, NaN and infinities as null."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, Decimal):
-        return to_plain(float(value))
-    if isinstance(value, bool | int | str) or value is None:
-        return value
-    if isinstance(value, datetime | date):
-        return value.isoformat()
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: to_plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
-    if isinstance(value, dict):
-        return {str(k): to_plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple | set | frozenset):
-        return [to_plain(v) for v in value]
-    if hasattr(value, "item"):  # numpy scalars
-        return to_plain(value.item())
-    return str(value)
-
-
 def json_bytes(content: Any) -> bytes:
-    """Compact UTF-8 JSON of `to_plain(content)`: never NaN or Infinity (invalid JSON), they become null."""
-    return json.dumps(to_plain(content), allow_nan=False, ensure_ascii=False, separators=(",", ":")).encode()
+    """Compact UTF-8 JSON: never NaN or Infinity (invalid JSON), they become null."""
+    return dumps(content, compact=True).encode()
 
 
 class SafeJSONResponse(JSONResponse):
@@ -125,9 +100,9 @@ class Reader:
             return self._engine
         with self._lock:
             if self._engine is None:
-                self._engine = queries.connect_readonly(self.settings)
+                self._engine = report_service.connect(self.settings)
             try:
-                state = queries.database_state(self._engine)
+                state = report_service.database_state(self._engine)
             except DBAPIError as exc:
                 raise _unreadable(self.settings, exc) from None
             if state != "ready":
@@ -164,7 +139,7 @@ class Reader:
         for a file spoiled under a running server. Raises ApiError 503 as `engine` does."""
         engine = self.engine()
         try:
-            state = queries.database_state(engine)
+            state = report_service.database_state(engine)
             self.data_version()
         except DBAPIError as exc:
             raise _unreadable(self.settings, exc) from None
@@ -176,8 +151,8 @@ class Reader:
         known = self._ledger
         if known is not None and known[0] == data_version:
             return known[1]
-        newest = queries.recent_runs(self.engine(), limit=1)
-        epoch: Hashable = tuple(newest[0].get(k) for k in ("id", "status", "finished_at")) if newest else ()
+        newest = report_service.recent_runs(self.engine(), limit=1)
+        epoch: Hashable = (newest[0].id, newest[0].status, newest[0].finished_at) if newest else ()
         self._ledger = (data_version, epoch)
         return epoch
 
@@ -261,6 +236,31 @@ class Reader:
             self.remember_url(request, key)
             return answer(request, cached)
         return await run_in_threadpool(self.serve, request, key, build)
+
+    async def serve_with_registry(
+        self,
+        request: Request,
+        key: Hashable,
+        build: Callable[[Engine, report_service.ModelsInfo], CachedBody],
+    ) -> Response:
+        """`serve_async` for a response that also shows the registry: keyed by the data version and the
+        registry's generation, answered in the event loop when both are known."""
+        versions = await self.versions_now()
+        cached = None if versions is None else self.responses.lookup(key, versions)
+        if cached is not None:
+            return answer(request, cached)
+        return await run_in_threadpool(self._serve_with_registry, request, key, build)
+
+    def _serve_with_registry(
+        self,
+        request: Request,
+        key: Hashable,
+        build: Callable[[Engine, report_service.ModelsInfo], CachedBody],
+    ) -> Response:
+        engine = self.engine()
+        version = self.data_version()
+        info, generation = self.models(version)
+        return self.respond(request, key, f"{version}|r{generation}", lambda: build(engine, info))
 
     def close(self) -> None:
         if self._version is not None:
@@ -353,11 +353,13 @@ def create_app(settings: Settings, *, warm_registry: bool = True) -> FastAPI:
         return reader.respond(request, ("page", selected), f"{version}|r{generation}", build)
 
     # The JSON routes are `async def`: a cache hit never leaves the event loop (Reader.serve_async).
-    @app.get("/predictions/latest_for_table")
+    @app.get("/predictions/latest_for_table", response_model=LatestTable)
     async def latest_for_table(request: Request) -> Response:
         """The newest prediction per ticker, as table rows: `{"status": "success", "data": [...]}`."""
-        return await reader.serve_async(
-            request, ("latest_for_table",), lambda engine: _json_body(latest_table_json(engine))
+        return await reader.serve_with_registry(
+            request,
+            ("latest_for_table",),
+            lambda engine, models: _json_body(latest_table_json(engine, models)),
         )
 
     @app.get("/tickers")
@@ -365,8 +367,9 @@ def create_app(settings: Settings, *, warm_registry: bool = True) -> FastAPI:
         """Tickers with stored bars or predictions: `{"status": "success", "tickers": [...]}`."""
 
         def build(engine: Engine) -> CachedBody:
-            known = queries.known_tickers(engine, preferred=settings.data.tickers)
-            return _json_body({"status": "success", "tickers": known})
+            return _json_body(
+                {"status": "success", "tickers": report_service.known_tickers(settings, engine)}
+            )
 
         return await reader.serve_async(request, ("tickers",), build)
 
@@ -382,8 +385,8 @@ def create_app(settings: Settings, *, warm_registry: bool = True) -> FastAPI:
         cleaned = parse_ticker(ticker)
 
         def build(engine: Engine) -> CachedBody:
-            if not queries.ticker_exists(engine, cleaned):
-                known = queries.known_tickers(engine, preferred=settings.data.tickers)
+            if not report_service.ticker_exists(engine, cleaned):
+                known = report_service.known_tickers(settings, engine)
                 raise ApiError(404, f"Unknown ticker {cleaned!r}.", f"Known tickers: {', '.join(known)}.")
             return _json_body(chart_json(report_service.close_series(engine, cleaned, sessions=sessions)))
 
@@ -399,7 +402,7 @@ def create_app(settings: Settings, *, warm_registry: bool = True) -> FastAPI:
         cleaned = parse_ticker(ticker) if ticker else None
 
         def build(engine: Engine) -> CachedBody:
-            if cleaned is not None and not queries.ticker_exists(engine, cleaned):
+            if cleaned is not None and not report_service.ticker_exists(engine, cleaned):
                 raise ApiError(404, f"Unknown ticker {cleaned!r}.")
             return _json_body(
                 {
@@ -421,7 +424,8 @@ def create_app(settings: Settings, *, warm_registry: bool = True) -> FastAPI:
         body = {"production_version": info.production_version, "versions": info.versions, "note": info.note}
         return reader.respond(request, ("models",), f"r{generation}", lambda: _json_body(body))
 
-    @app.api_route("/health", methods=["GET", "HEAD"])
+    @app.get("/health")
+    @app.head("/health", include_in_schema=False)  # the same answer without a body; one entry in the schema
     async def health() -> Response:
         """200 `ok` when the database answers; 200 `empty` for a fresh install; 503 `unavailable`.
 
@@ -471,13 +475,14 @@ def create_app(settings: Settings, *, warm_registry: bool = True) -> FastAPI:
     return app
 
 
-def latest_table_json(engine: Engine) -> dict[str, Any]:
+def latest_table_json(engine: Engine, models: report_service.ModelsInfo) -> dict[str, Any]:
     """`/predictions/latest_for_table`: the replaced system's `status` and `data` rows, ours beside them.
 
     Each row keeps the replaced system's `ticker`, `predicted_price` (float), `date` (the target session,
-    ISO text) and `model_mlflow_run_id` (text or null: stockcli names a model by its registry
-    version, `model_version`), followed by every field of the stored prediction (`PredictionRow`: the
-    intervals, `p_up`, `source`, `interval_source`, `unseen` and the p-values among them).
+    ISO text) and `model_mlflow_run_id` (the MLflow run that trained the version that made the
+    prediction, from the registry; null when the registry does not know it), followed by every field
+    of the stored prediction (`PredictionRow`: `model_version`, the intervals, `p_up`, `source`,
+    `interval_source`, `unseen` and the p-values among them). `responses.LatestTable` documents each key.
     """
     rows = []
     for prediction in report_service.latest_predictions(engine):
@@ -485,7 +490,7 @@ def latest_table_json(engine: Engine) -> dict[str, Any]:
             "ticker": prediction.ticker,
             "predicted_price": prediction.predicted_close,
             "date": prediction.target_date,
-            "model_mlflow_run_id": None,
+            "model_mlflow_run_id": models.run_ids.get(prediction.model_version),
         }
         row.update(to_plain(prediction))  # new prediction fields flow through as they are
         row["change_pct"] = None if prediction.change is None else prediction.change * 100.0
@@ -534,7 +539,7 @@ def _dashboard_html(
     settings: Settings, engine: Engine, *, selected: str | None, models: report_service.ModelsInfo
 ) -> str:
     """The page for `selected` (None: the first ticker with a prediction); ApiError 404 for an unknown one."""
-    tickers = queries.known_tickers(engine, preferred=settings.data.tickers)
+    tickers = report_service.known_tickers(settings, engine)
     if selected is not None and selected not in tickers:
         raise ApiError(404, f"Unknown ticker {selected!r}.", f"Known tickers: {', '.join(tickers)}.")
     report = report_service.build_report(

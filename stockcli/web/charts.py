@@ -12,8 +12,8 @@ from datetime import date
 
 from markupsafe import Markup, escape
 
+from stockcli.formats import finite, interval, number, p_value
 from stockcli.services.report import CloseSeries, PredictionRow
-from stockcli.web.formats import finite, interval, number, p_value
 
 # The predicted session gets this share of the plot's width, so its band reads as a fan, not a sliver.
 FORECAST_SHARE = 0.12

@@ -13,8 +13,9 @@ from typing import Any
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
+from stockcli import formats
 from stockcli.services.report import Report
-from stockcli.web import charts, formats
+from stockcli.web import charts
 
 WEB_DIR = Path(__file__).resolve().parent
 TEMPLATES_DIR = WEB_DIR / "templates"
@@ -31,23 +32,10 @@ def _moment(value: datetime | None) -> str:
     return value.strftime("%Y-%m-%d %H:%M %Z").strip()
 
 
-def format_metrics(values: dict[str, Any] | None) -> str:
-    if not values:
-        return "-"
-    parts = []
-    for name, value in values.items():
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            digits = 4 if abs(value) < 1 else 2
-            parts.append(f"{name} {formats.number(float(value), digits)}")
-        else:
-            parts.append(f"{name} {value}")
-    return ", ".join(parts)
-
-
 def metrics_brief(values: dict[str, Any] | None) -> str:
     """`MAE 5.16 (naive 3.35), skill -29.7%` when those are there; otherwise every metric."""
     if not values or "mae" not in values:
-        return format_metrics(values)
+        return formats.format_metrics(values)
     text = f"MAE {formats.number(values['mae'])}"
     if values.get("naive_mae") is not None:
         text += f" (naive {formats.number(values['naive_mae'])})"
@@ -72,7 +60,7 @@ def environment() -> Environment:
         percent_interval=formats.percent_interval,
         day=_day,
         moment=_moment,
-        metrics=format_metrics,
+        metrics=formats.format_metrics,
         metrics_brief=metrics_brief,
     )
     env.globals.update(fan_chart=charts.fan_chart_svg, sparkline=charts.sparkline_svg)

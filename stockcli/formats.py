@@ -1,4 +1,5 @@
-"""How the HTML views write numbers: one definition for the templates (as filters) and the SVG charts.
+"""How numbers are written for people: one definition for the CLI's tables, the HTML views' templates
+(as filters) and the SVG charts.
 
 Every function takes what the services return (floats or None, possibly not finite) and returns plain
 text; "-" stands for a value that is missing or undefined.
@@ -64,3 +65,17 @@ def percent_interval(low: Any, high: Any, digits: int = 1) -> str:
     if finite(low) is None or finite(high) is None:
         return MISSING
     return f"{percent(low, digits, True)} to {percent(high, digits, True)}"
+
+
+def format_metrics(values: dict[str, Any] | None) -> str:
+    """`mae 4.10, skill -0.0123, test dm`: every metric; a number below 1 with four decimals, else two."""
+    if not values:
+        return "-"
+    parts = []
+    for name, value in values.items():
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            digits = 4 if abs(value) < 1 else 2
+            parts.append(f"{name} {number(float(value), digits)}")
+        else:
+            parts.append(f"{name} {value}")
+    return ", ".join(parts)

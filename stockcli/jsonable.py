@@ -1,0 +1,63 @@
+"""The one JSON encoder: every layer turns its values into JSON through `to_plain` (or `dumps`).
+
+Dates and datetimes become ISO text, dataclasses objects, tuples and sets lists, numpy scalars and
+arrays Python numbers and lists, decimals floats, paths text. NaN and infinities become null (JSON has
+no such numbers) unless `strict`, where they stay and `json.dumps(..., allow_nan=False)` refuses them,
+as an unknown type is refused instead of written as its text.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any
+
+
+def to_plain(value: Any, *, strict: bool = False) -> Any:
+    """`value` as JSON-ready Python values (dict, list, str, int, float, bool, None).
+
+    Raises TypeError, when `strict`, for a value of a type JSON cannot hold.
+    """
+    if isinstance(value, float):
+        return value if strict or math.isfinite(value) else None
+    if isinstance(value, bool | int | str) or value is None:
+        return value
+    if isinstance(value, Decimal):
+        return to_plain(float(value), strict=strict)
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: to_plain(getattr(value, f.name), strict=strict) for f in dataclasses.fields(value)}
+    if isinstance(value, dict):
+        return {_key(k): to_plain(v, strict=strict) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [to_plain(v, strict=strict) for v in value]
+    if hasattr(value, "tolist"):  # numpy scalars and arrays
+        return to_plain(value.tolist(), strict=strict)
+    if strict:
+        raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+    return str(value)
+
+
+def _key(key: Any) -> str:
+    """An object key as `json.dumps` writes it (`true`, `null`, `1.5`), other keys as their text."""
+    if isinstance(key, str):
+        return str.__str__(key)  # a str Enum's value, as json writes it
+    if key is None or isinstance(key, bool | int | float):
+        return json.dumps(key)
+    return str(key)
+
+
+def dumps(value: Any, *, indent: int | None = None, compact: bool = False, sort_keys: bool = False) -> str:
+    """JSON text of `to_plain(value)`: never NaN or Infinity. `compact`: no spaces, UTF-8 kept as is."""
+    return json.dumps(
+        to_plain(value),
+        indent=indent,
+        sort_keys=sort_keys,
+        allow_nan=False,
+        ensure_ascii=not compact,
+        separators=(",", ":") if compact else None,
+    )
