@@ -294,3 +294,73 @@ def fill(
     return Filled(
         engine=engine, tickers=tickers, closes=closes, predicted=predicted, newest=newest, scored=scored
     )
+
+
+@dataclass(frozen=True)
+class HorizonsFilled:
+    ticker: str
+    base_date: date  # the newest base session (AS_OF)
+    targets: dict[int, date]  # horizon -> target session of the newest forecasts
+    newest: dict[int, dict[str, object]]  # horizon -> the stored row from the newest base
+    exception_date: date  # the one session whose loss exceeds its 99% VaR
+    scored: int  # scored 1-session forecasts in the risk window
+
+
+def add_horizons(
+    settings: Settings, filled: Filled, *, ticker: str = "GOOG", sessions: int = 40
+) -> HorizonsFilled:
+    """Store `horizon_predictions` rows the way `predict` and `monitor` do for `ticker`: a scored
+    1-session forecast for each of its last `sessions` closes (log-normal around the last close,
+    three times the real volatility, so no loss reaches the 99% VaR), except on the day of the
+    largest fall, whose band is so narrow that the fall exceeds its 99% VaR; and the newest
+    forecasts 1, 5 and 20 sessions ahead from AS_OF (unscored)."""
+    from statistics import NormalDist
+
+    import numpy as np
+
+    from stockcli.clock import calendar_for
+    from stockcli.db.horizons import save_horizon_predictions
+    from stockcli.ml.risk import TAIL_LEVELS, risk_figures
+
+    history = filled.closes[ticker]
+    volatility = statistics.pstdev(math.log(b / a) for (_, a), (_, b) in itertools.pairwise(history))
+    pairs = list(itertools.pairwise(history))[-sessions:]
+    worst = min(pairs, key=lambda pair: pair[1][1] / pair[0][1])
+    created = datetime(2013, 3, 1, 22, 0, tzinfo=UTC)
+
+    def row(base: tuple[date, float], target: date, horizon: int, sigma: float) -> dict[str, object]:
+        tail = [sigma * NormalDist().inv_cdf(level) for level in TAIL_LEVELS]
+        figures = risk_figures(np.array(tail)).row(0)
+        return {
+            "ticker": ticker,
+            "base_date": base[0],
+            "horizon": horizon,
+            "model_version": "2",
+            "target_date": target,
+            "as_of": base[0],
+            "base_close": base[1],
+            **quantiles(base[1], sigma),
+            "p_up": 0.5,
+            **figures,
+            "source": "har_range",
+            "p_value": 0.03,
+            "tail": tail,
+            "created_at": created,
+        }
+
+    rows = []
+    for base, (target_day, actual) in pairs:
+        fall = abs(math.log(actual / base[1]))
+        sigma = fall / 4 if (base, (target_day, actual)) == worst else 3 * volatility
+        rows.append({**row(base, target_day, 1, sigma), "actual_close": actual, "scored_at": created})
+    calendar = calendar_for(settings)
+    targets: dict[int, date] = {}
+    day = AS_OF
+    for step in range(1, 21):
+        day = calendar.next_session(day)
+        if step in (1, 5, 20):
+            targets[step] = day
+    newest = {h: row(history[-1], targets[h], h, volatility * math.sqrt(h)) for h in targets}
+    save_horizon_predictions(filled.engine, rows)
+    save_horizon_predictions(filled.engine, list(newest.values()))
+    return HorizonsFilled(ticker, AS_OF, targets, newest, worst[1][0], len(rows))

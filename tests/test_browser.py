@@ -83,6 +83,7 @@ def server(tmp_path: Path) -> Iterator[tuple[str, report_data.Filled]]:
     config = write_config(tmp_path)
     settings = load_settings(config, environ={})
     filled = report_data.fill(settings)
+    report_data.add_horizons(settings, filled)  # GOOG: the 20-session fan and the VaR exceptions
     port = _free_port()
     base = f"http://127.0.0.1:{port}"
     log = (tmp_path / "serve.log").open("w")
@@ -183,9 +184,30 @@ def test_dashboard_in_headless_chromium(
             )
             assert page.locator("#production-model").is_visible()
 
+            chart.screenshot(path=str(tmp_path / "fan-chart.png"))
+            # GOOG has stored horizons: the fan reaches 20 sessions ahead, its 95% band wider at the
+            # farthest horizon than at the next session, and the VaR chart rings the one exception.
+            with page.expect_navigation():
+                page.select_option("#ticker-select", "GOOG")
+            fan = page.locator('svg#price-chart[data-ticker="GOOG"]')
+            fan.wait_for(state="visible", timeout=10_000)
+            light, dark = fan.locator("polygon.fan.fan-95"), fan.locator("polygon.fan.fan-80")
+            outer, inner = light.bounding_box(), dark.bounding_box()
+            assert outer is not None and inner is not None and outer["height"] > inner["height"] > 20
+            whiskers = [
+                fan.locator(f'g.horizon-mark[data-horizon="{h}"] line').bounding_box() for h in (1, 20)
+            ]
+            assert whiskers[0] is not None and whiskers[1] is not None
+            assert whiskers[1]["height"] > 2 * whiskers[0]["height"]
+            assert fan.locator("path.past-band").count() == 2
+            var = page.locator('svg#var-chart[data-ticker="GOOG"]')
+            ring = var.locator("circle.exception.exception-99[data-date]")
+            assert ring.count() == 1 and (ring.bounding_box() or {}).get("width", 0) > 4
+            assert "Basel zone green" in page.locator("#var-exceptions").inner_text()
+
             screenshot = tmp_path / "dashboard.png"
             page.screenshot(path=str(screenshot), full_page=True)
-            chart.screenshot(path=str(tmp_path / "fan-chart.png"))
+            fan.screenshot(path=str(tmp_path / "horizon-fan.png"))
         finally:
             browser.close()
     assert screenshot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and screenshot.stat().st_size > 20_000

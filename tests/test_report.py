@@ -433,3 +433,49 @@ def test_cli_report_shows_the_compact_risk_table(cli: Cli, make_settings, databa
         ("GOOG", 1, None),
         ("GOOG", 5, None),
     ]
+
+
+def test_report_gathers_the_horizon_fan_and_the_var_exceptions(
+    cli: Cli,
+    make_settings,
+    database_url: str,
+    tmp_path: Path,  # type: ignore[no-untyped-def]
+) -> None:
+    """The report's series carry the newest forecasts at 1, 5 and 20 sessions on the session axis,
+    the 1-session bands served over the risk window and its VaR exceptions; `--html` draws them for
+    GOOG (which has horizons) and the next-session fan and an empty VaR chart for the others."""
+    settings = make_settings(database_url)
+    filled = report_data.fill(settings)
+    horizons = report_data.add_horizons(settings, filled)
+    report = build_report(settings, engine=connect_readonly(settings))
+    goog = next(s for s in report.recent_closes if s.ticker == "GOOG")
+    assert goog.fan is not None and goog.exceptions is not None
+    assert [(p.horizon, p.target_date) for p in goog.fan.horizons] == sorted(horizons.targets.items())
+    assert len(goog.fan.sessions) == 20 and goog.fan.sessions[-1] == date(2013, 4, 1)
+    assert date(2013, 3, 29) not in goog.fan.sessions  # Good Friday: the exchange is closed
+    assert goog.fan.base_date == report_data.AS_OF
+    assert len(goog.fan.past) == horizons.scored and all(p.actual_close for p in goog.fan.past)
+    assert [d.target_date for d in goog.exceptions.beyond_99] == [horizons.exception_date]
+    assert (goog.exceptions.n, goog.exceptions.exceptions_99, goog.exceptions.zone) == (
+        horizons.scored,
+        1,
+        "green",
+    )
+    assert [r.zone for r in report.risk if r.ticker == "GOOG"] == ["green", None]  # 1 and 5 sessions
+    msft = next(s for s in report.recent_closes if s.ticker == "MSFT")
+    assert msft.fan is None and msft.exceptions is None
+
+    html_path = tmp_path / "report.html"
+    assert cli("report", "--html", str(html_path)).exit_code == 0
+    page = html_path.read_text(encoding="utf-8")
+    charts = dict(zip(filled.tickers, re.findall(r'<svg id="chart-\d+".*?</svg>', page, re.S), strict=True))
+    assert charts["GOOG"].count('class="fan fan-95"') == 1 and 'class="band band-95"' not in charts["GOOG"]
+    assert charts["GOOG"].count('class="past-band past-band-80"') == 1
+    assert all('class="band band-95"' in charts[t] and "fan" not in charts[t] for t in ("MSFT", "^GSPC"))
+    var_charts = dict(
+        zip(filled.tickers, re.findall(r'<svg id="var-chart-\d+".*?</svg>', page, re.S), strict=True)
+    )
+    assert f'data-date="{horizons.exception_date.isoformat()}"' in var_charts["GOOG"]
+    assert "Basel zone green" in var_charts["GOOG"]
+    assert "No scored 1-session VaR forecasts for MSFT yet." in var_charts["MSFT"]
+    assert page.count('<table class="data horizon-table"') == 1

@@ -608,6 +608,86 @@ def test_fan_chart_escapes_its_text_and_draws_the_bands_in_order() -> None:
     assert "(<i>g</i> interval, p 0.2)" in titles and "never trained on <script>x</script>" in titles
 
 
+def _polygon_spans(points: str) -> dict[float, float]:
+    """x -> the vertical extent of a band polygon (its upper edge, then its lower edge reversed)."""
+    ys: dict[float, list[float]] = {}
+    for point in points.split():
+        x, y = (float(v) for v in point.split(","))
+        ys.setdefault(x, []).append(y)
+    return {x: max(values) - min(values) for x, values in ys.items()}
+
+
+def test_dashboard_draws_the_horizon_fan_and_the_var_exceptions(settings: Settings) -> None:
+    """With stored horizons: the fan reaches 20 sessions ahead on the session axis (wider at 20 than at
+    1), the closes over the 1-session bands served for them, and the VaR exceptions chart marks the one
+    loss beyond its 99% VaR at its date. Without (MSFT): the next-session fan, and an empty VaR chart."""
+    filled = report_data.fill(settings)
+    horizons = report_data.add_horizons(settings, filled)
+    with TestClient(create_app(settings, warm_registry=False)) as client:
+        page = client.get("/", params={"ticker": "GOOG"}).text
+        other = client.get("/", params={"ticker": "MSFT"}).text
+    chart = re.search(r'<svg id="price-chart".*?</svg>', page, re.S)
+    assert chart is not None
+    svg = chart.group(0)
+    assert 'class="band band-95"' not in svg  # the next-session triangle gives way to the long fan
+    light = re.search(r'<polygon class="fan fan-95"[^>]*points="([^"]+)"', svg)
+    dark = re.search(r'<polygon class="fan fan-80"[^>]*points="([^"]+)"', svg)
+    assert light is not None and dark is not None and light.start() < dark.start()
+    spans = _polygon_spans(light.group(1))
+    xs = sorted(spans)
+    assert len(xs) == 21  # the last close and every session up to 20 ahead
+    assert spans[xs[0]] == 0 and 0 < spans[xs[1]] < spans[xs[5]] < spans[xs[20]]
+    whiskers = {
+        int(h): float(y2) - float(y1)
+        for h, y1, y2 in re.findall(
+            r'data-horizon="(\d+)"><title>[^<]*</title><line class="horizon-whisker" x1="[^"]+" x2="[^"]+" '
+            r'y1="([^"]+)" y2="([^"]+)"',
+            svg,
+        )
+    }
+    assert set(whiskers) == {1, 5, 20} and whiskers[20] > whiskers[5] > whiskers[1] > 0
+    # The session axis: 60 stored closes and 20 sessions ahead, evenly spaced (Good Friday skipped).
+    closes = re.search(r'<polyline class="actual" fill="none" points="([^"]+)"', svg)
+    assert closes is not None
+    close_xs = [float(point.split(",")[0]) for point in closes.group(1).split()]
+    step = close_xs[1] - close_xs[0]
+    assert len(close_xs) == 60 and xs[0] == pytest.approx(close_xs[-1], abs=0.1)
+    assert xs[20] - xs[0] == pytest.approx(20 * step, abs=0.2)
+    assert ">2013-04-01</text>" in svg and ">+20</text>" in svg
+    past = re.findall(r'<path class="past-band past-band-(\d+)"[^>]*d="([^"]+)"', svg)
+    assert [(level, d.count("M")) for level, d in past] == [("95", horizons.scored), ("80", horizons.scored)]
+    assert "interpolated in the square root of time" in svg and "drawn over the 1-session" in svg
+    newest = horizons.newest[20]
+    table = re.search(r'<table class="data horizon-table".*?</table>', page, re.S)
+    assert table is not None and table.group(0).count('<tr data-horizon="') == 3
+    assert f"{newest['q025']:,.2f} – {newest['q975']:,.2f}" in table.group(0)
+
+    var = re.search(r'<svg id="var-chart".*?</svg>', page, re.S)
+    assert var is not None
+    marked = re.findall(r'<circle class="exception exception-(\d+)" data-date="([^"]+)"', var.group(0))
+    assert marked == [("99", horizons.exception_date.isoformat())]
+    assert var.group(0).count('<circle cx="') == horizons.scored
+    assert 'class="var-line var-99"' in var.group(0) and 'class="var-line var-95"' in var.group(0)
+    caption = f"1 exception of the 1-session 99% VaR (1 of the 95% VaR) in {horizons.scored} scored sessions"
+    assert caption in var.group(0) and "Basel zone green" in var.group(0)
+
+    empty = re.search(r'<svg id="price-chart".*?</svg>', other, re.S)
+    assert empty is not None and 'class="band band-95"' in empty.group(0) and "fan" not in empty.group(0)
+    assert "horizon-table" not in other
+    assert "No scored 1-session VaR forecasts for MSFT yet." in other
+
+
+def test_sqrt_time_path_goes_through_the_stored_horizons() -> None:
+    from stockcli.web.charts import sqrt_time_path
+
+    path = sqrt_time_path(100.0, [(1, 101.0), (5, None), (5, 104.0), (20, 110.0)], 22)
+    assert path[0] == 100.0 and path[1] == pytest.approx(101.0) and path[5] == pytest.approx(104.0)
+    assert path[20] == pytest.approx(110.0) and path[21] is None and path[22] is None
+    share = (math.sqrt(3) - 1) / (math.sqrt(5) - 1)
+    expected = math.log(1.01) + (math.log(1.04) - math.log(1.01)) * share
+    assert path[3] == pytest.approx(100.0 * math.exp(expected))
+
+
 def test_how_the_views_write_numbers() -> None:
     from stockcli import formats
 
@@ -753,7 +833,10 @@ def test_api_on_a_database_filled_by_the_real_pipeline(tmp_path: Path) -> None:
         page = client.get("/").text
         assert f"Production model: <strong>v{models['production_version']}</strong>" in page
         assert 'id="price-chart"' in page
-        assert page.count('<polygon class="band band-95"') == page.count('<polygon class="band band-80"') == 1
+        # The real `predict` stored horizons 1, 5 and 20: the fan reaches 20 sessions ahead.
+        assert page.count('<polygon class="fan fan-95"') == page.count('<polygon class="fan fan-80"') == 1
+        assert re.findall(r'class="horizon-mark" data-horizon="(\d+)"', page) == ["1", "5", "20"]
+        assert 'id="var-chart"' in page
 
     from stockcli.db.queries_report import connect_readonly
     from stockcli.services.report import build_report

@@ -159,13 +159,78 @@ class PromotionRow:
 
 
 @dataclass(frozen=True)
+class FanPoint:
+    """The served quantiles (prices) of the close `horizon` sessions after a base session."""
+
+    horizon: int
+    target_date: date
+    lower_95: float | None
+    lower_80: float | None
+    median: float | None
+    upper_80: float | None
+    upper_95: float | None
+    actual_close: float | None = None  # once the target session's close is scored
+    source: str | None = None
+
+
+@dataclass(frozen=True)
+class HorizonFan:
+    """One ticker's newest forecasts at every stored horizon (one base session), the exchange sessions
+    they span, and the 1-session bands served for the past sessions of the risk window (scored)."""
+
+    ticker: str
+    base_date: date
+    base_close: float
+    sessions: tuple[date, ...]  # every session after base_date through the farthest target date
+    horizons: tuple[FanPoint, ...]  # ascending horizon
+    past: tuple[FanPoint, ...]  # horizon 1, oldest target first, each with its actual close
+
+
+@dataclass(frozen=True)
+class ExceptionDay:
+    """One scored 1-session forecast: the simple return that followed its base close, and its VaR."""
+
+    target_date: date
+    realized: float  # actual_close / base_close - 1
+    var_95: float | None  # losses as positive returns
+    var_99: float | None
+
+    def beyond(self, var: float | None) -> bool:
+        """An exception: the loss exceeds the VaR (the return falls below -VaR)."""
+        return var is not None and self.realized < -var
+
+
+@dataclass(frozen=True)
+class VarExceptions:
+    """One ticker's 1-session returns over the risk window against its VaR, and the window's backtest
+    (`services.horizons.risk_backtests`: exceptions counted, Basel zone of the 99% VaR)."""
+
+    ticker: str
+    risk_sessions: int
+    days: tuple[ExceptionDay, ...]  # oldest first
+    n: int
+    exceptions_95: int
+    exceptions_99: int
+    zone: str | None
+    min_sessions: int  # fewer scored sessions than this: no zone (`ml.risk.MIN_SESSIONS`)
+
+    @property
+    def beyond_99(self) -> tuple[ExceptionDay, ...]:
+        """The sessions whose loss exceeded the 99% VaR."""
+        return tuple(day for day in self.days if day.beyond(day.var_99))
+
+
+@dataclass(frozen=True)
 class CloseSeries:
-    """Recent closes of one ticker, oldest first, with its newest prediction if any."""
+    """Recent closes of one ticker, oldest first, with its newest prediction if any, its newest
+    forecasts at every horizon (`fan`) and its VaR exceptions (`exceptions`) once stored."""
 
     ticker: str
     dates: tuple[date, ...]
     closes: tuple[float, ...]
     prediction: PredictionRow | None
+    fan: HorizonFan | None = None
+    exceptions: VarExceptions | None = None
 
     @property
     def naive(self) -> tuple[date, float] | None:
@@ -277,12 +342,15 @@ def _gather(
     performance = live_performance(settings, engine=engine, as_of=as_of)
     by_ticker = {row.ticker: row for row in predictions}
     closes = queries.recent_closes(engine, tickers, sessions=close_sessions, as_of=as_of)
+    views = horizon_views(settings, engine, as_of, order)
     series = tuple(
         CloseSeries(
             ticker=ticker,
             dates=tuple(day for day, _ in closes.get(ticker, [])),
             closes=tuple(value for _, value in closes.get(ticker, [])),
             prediction=by_ticker.get(ticker),
+            fan=views.fans.get(ticker),
+            exceptions=views.exceptions.get(ticker),
         )
         for ticker in tickers
     )
@@ -312,36 +380,143 @@ def _gather(
         ),
         recent_closes=series,
         notes=tuple(notes),
-        risk=risk_rows(settings, engine, as_of, order),
+        risk=views.risk,
     )
 
 
-def risk_rows(
+@dataclass(frozen=True)
+class HorizonViews:
+    """What the stored horizons show: the compact risk table, and per ticker the fan of its newest
+    forecasts and its VaR exceptions over the risk window."""
+
+    risk: tuple[RiskRow, ...] = ()
+    fans: Mapping[str, HorizonFan] = field(default_factory=dict)
+    exceptions: Mapping[str, VarExceptions] = field(default_factory=dict)
+
+
+def horizon_views(
     settings: Settings, engine: Engine, as_of: date | None, order: Mapping[str, int]
-) -> tuple[RiskRow, ...]:
-    """The newest VaR and ES of every ticker at `REPORT_HORIZONS`, with the zone of the risk window's
-    backtest (`services.horizons`), in watchlist order."""
+) -> HorizonViews:
+    """The newest forecasts of every ticker at every horizon made on or before `as_of`, and the risk
+    window up to their base session (`services.horizons.risk_window`) with its backtests, read once."""
     from stockcli.clock import calendar_for
     from stockcli.db.horizons import newest_horizons
     from stockcli.services.horizons import risk_backtests, risk_window
 
-    newest = newest_horizons(engine, as_of=as_of, horizons=REPORT_HORIZONS)
+    wanted = sorted({*settings.forecasters.horizons, *REPORT_HORIZONS})
+    newest = newest_horizons(engine, as_of=as_of, horizons=wanted)
     if not newest:
-        return ()
+        return HorizonViews()
     calendar = calendar_for(settings)
     through = max(row["base_date"] for row in newest)
-    zones = risk_backtests(risk_window(settings, engine, through=through), calendar)
+    window = risk_window(settings, engine, through=through)
+    backtests = risk_backtests(window, calendar)
+    return HorizonViews(
+        risk=risk_rows(newest, backtests, order),
+        fans=_fans(newest, window, calendar),
+        exceptions=_exceptions(window, backtests.get(1, {}), settings.monitor.risk_sessions),
+    )
+
+
+def risk_rows(
+    newest: Sequence[Mapping[str, Any]], backtests: Mapping[int, Mapping[str, Any]], order: Mapping[str, int]
+) -> tuple[RiskRow, ...]:
+    """The newest VaR and ES of every ticker at `REPORT_HORIZONS`, with the zone of the risk window's
+    backtest, in watchlist order."""
     rows = [
         RiskRow(
             ticker=row["ticker"],
             horizon=int(row["horizon"]),
             base_date=row["base_date"],
             **{name: _finite(row[name]) for name in ("var_95", "var_99", "es_95", "es_99")},
-            zone=(zones.get(int(row["horizon"])) or {}).get(row["ticker"], {}).get("zone"),
+            zone=(backtests.get(int(row["horizon"])) or {}).get(row["ticker"], {}).get("zone"),
         )
         for row in newest
+        if int(row["horizon"]) in REPORT_HORIZONS
     ]
     return tuple(sorted(rows, key=lambda r: (order.get(r.ticker, len(order)), r.ticker, r.horizon)))
+
+
+def _fans(
+    newest: Sequence[Mapping[str, Any]], window: Sequence[Mapping[str, Any]], calendar: Any
+) -> dict[str, HorizonFan]:
+    """Per ticker: its forecasts from its newest base session, the sessions up to the farthest one,
+    and the scored 1-session forecasts of the risk window."""
+    from datetime import timedelta
+
+    past: dict[str, list[FanPoint]] = {}
+    for row in window:
+        if int(row["horizon"]) == 1:
+            past.setdefault(row["ticker"], []).append(_fan_point(row))
+    by_ticker: dict[str, list[Mapping[str, Any]]] = {}
+    for row in newest:
+        by_ticker.setdefault(row["ticker"], []).append(row)
+    fans = {}
+    for ticker, rows in by_ticker.items():
+        base = max(row["base_date"] for row in rows)
+        latest = sorted(
+            (row for row in rows if row["base_date"] == base), key=lambda row: int(row["horizon"])
+        )
+        farthest = max(row["target_date"] for row in latest)
+        fans[ticker] = HorizonFan(
+            ticker=ticker,
+            base_date=base,
+            base_close=float(latest[0]["base_close"]),
+            sessions=tuple(calendar.sessions(base + timedelta(days=1), farthest)),
+            horizons=tuple(_fan_point(row) for row in latest),
+            past=tuple(sorted(past.get(ticker, ()), key=lambda point: point.target_date)),
+        )
+    return fans
+
+
+def _fan_point(row: Mapping[str, Any]) -> FanPoint:
+    from stockcli.db.predictions import QUANTILE_PRICES
+
+    lower_95, lower_80, median, upper_80, upper_95 = (_finite(row.get(name)) for name in QUANTILE_PRICES)
+    return FanPoint(
+        horizon=int(row["horizon"]),
+        target_date=row["target_date"],
+        lower_95=lower_95,
+        lower_80=lower_80,
+        median=median,
+        upper_80=upper_80,
+        upper_95=upper_95,
+        actual_close=_finite(row.get("actual_close")),
+        source=row.get("source"),
+    )
+
+
+def _exceptions(
+    window: Sequence[Mapping[str, Any]], backtests: Mapping[str, Mapping[str, Any]], risk_sessions: int
+) -> dict[str, VarExceptions]:
+    """Per ticker: the scored 1-session forecasts of the risk window as returns against their VaR,
+    with the window's backtest of the 1-session horizon."""
+    from stockcli.ml.risk import MIN_SESSIONS
+
+    days: dict[str, list[ExceptionDay]] = {}
+    for row in window:
+        base, actual = _finite(row.get("base_close")), _finite(row.get("actual_close"))
+        if int(row["horizon"]) != 1 or not base or actual is None:
+            continue
+        days.setdefault(row["ticker"], []).append(
+            ExceptionDay(
+                row["target_date"], actual / base - 1.0, _finite(row["var_95"]), _finite(row["var_99"])
+            )
+        )
+    out = {}
+    for ticker, found in days.items():
+        tested = backtests.get(ticker) or {}
+        out[ticker] = VarExceptions(
+            ticker=ticker,
+            risk_sessions=risk_sessions,
+            days=tuple(sorted(found, key=lambda day: day.target_date)),
+            n=int(tested.get("n") or 0),
+            exceptions_95=int(tested.get("exceptions_95") or 0),
+            exceptions_99=int(tested.get("exceptions_99") or 0),
+            zone=tested.get("zone"),
+            min_sessions=MIN_SESSIONS,
+        )
+    return out
 
 
 # An earlier `report --html` file: what may be overwritten where other files are protected.

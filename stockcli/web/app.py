@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections.abc import AsyncIterator, Callable, Hashable
+from dataclasses import replace
 from typing import Annotated, Any
 
 from fastapi import FastAPI, Query, Request
@@ -554,6 +555,10 @@ def _dashboard_html(
         predicted = {p.ticker for p in report.predictions}
         selected = next((t for t in tickers if t in predicted), tickers[0] if tickers else None)
     series = report_service.close_series(engine, selected, sessions=60) if selected else None
+    if series is not None:  # its horizons and VaR exceptions, read once with the report's risk table
+        gathered = next((s for s in report.recent_closes if s.ticker == series.ticker), None)
+        if gathered is not None:
+            series = replace(series, fan=gathered.fan, exceptions=gathered.exceptions)
     production = next((m for m in report.models if m.version == report.production_version), None)
     return pages.render(
         "index.html",

@@ -6,14 +6,23 @@ markup can be placed into a template as-is.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import itertools
+import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date
 
 from markupsafe import Markup, escape
 
-from stockcli.formats import finite, interval, number, p_value
-from stockcli.services.report import CloseSeries, PredictionRow
+from stockcli.formats import finite, interval, number, p_value, percent
+from stockcli.services.report import (
+    CloseSeries,
+    ExceptionDay,
+    FanPoint,
+    HorizonFan,
+    PredictionRow,
+    VarExceptions,
+)
 
 # The predicted session gets this share of the plot's width, so its band reads as a fan, not a sliver.
 FORECAST_SHARE = 0.12
@@ -70,89 +79,164 @@ class _Frame:
         return self.top + (self.bottom - self.top) * (self.high - value) / (self.high - self.low)
 
 
-def fan_chart_svg(
-    series: CloseSeries, *, width: int = 760, height: int = 320, element_id: str = "price-chart"
-) -> Markup:
-    """Recent closes, then at the predicted session a fan: the 95% band (light) and the 80% band (dark)
-    opening from the last close, the median, the served forecast (dot) and the naive forecast (square)."""
-    closes = list(series.closes)
-    prediction = series.prediction
-    drawn_bands = bands(prediction) if prediction is not None else []
-    extra: list[float | None] = []
-    if prediction is not None:
-        extra += [prediction.predicted_close, prediction.median, prediction.base_close]
-        extra += [value for _, low, high in drawn_bands for value in (low, high)]
-    values = [v for v in (finite(value) for value in [*closes, *extra]) if v is not None]
-    ticker = escape(series.ticker)
-    label = f"{series.ticker}: last {len(closes)} closes" + (
-        " and the next-session forecast with its 80% and 95% intervals"
-        if drawn_bands
-        else (" and the next-session prediction" if prediction else "")
-    )
-    head = (
-        f'<svg id="{escape(element_id)}" class="chart" data-ticker="{ticker}" viewBox="0 0 {width} {height}" '
+def _svg_open(element_id: str, ticker: str, width: int, height: int, label: str, kind: str = "chart") -> str:
+    """The opening tag of a chart with its text alternative (`aria-label` and `<title>`)."""
+    return (
+        f'<svg id="{escape(element_id)}" class="{kind}" data-ticker="{escape(ticker)}" viewBox="0 0 {width} {height}" '
         f'width="100%" preserveAspectRatio="xMidYMid meet" role="img" aria-label="{escape(label)}" '
         'xmlns="http://www.w3.org/2000/svg">'
         f"<title>{escape(label)}</title>"
     )
-    if not values:
-        return Markup(
-            head + f'<text x="{width / 2}" y="{height / 2}" text-anchor="middle" class="empty">'
-            f"No closes stored for {ticker}.</text></svg>"
+
+
+def _empty(head: str, width: int, height: int, text: str) -> Markup:
+    return Markup(
+        head
+        + f'<text x="{width / 2}" y="{height / 2}" text-anchor="middle" class="empty">{escape(text)}</text></svg>'
+    )
+
+
+def _grid(frame: _Frame, right: float, label: Callable[[float], str]) -> str:
+    """Five horizontal grid lines with their values on the left axis."""
+    parts = []
+    for step in range(5):
+        level = frame.low + (frame.high - frame.low) * step / 4
+        level_y = _num(frame.y(level))
+        parts.append(
+            f'<line class="grid" x1="{frame.left}" x2="{right}" y1="{level_y}" y2="{level_y}"/>'
+            f'<text class="axis" x="{frame.left - 6}" y="{_num(frame.y(level) + 4)}" text-anchor="end">{escape(label(level))}</text>'
         )
+    return "".join(parts)
+
+
+def _date_labels(frame: _Frame, dates: Sequence[date], positions: Sequence[int], axis_y: float) -> str:
+    """The first and the last of `dates` under the axis, at their session positions."""
+    if not dates:
+        return ""
+    parts = [
+        f'<text class="axis" x="{_num(frame.x(positions[0]))}" y="{axis_y}" text-anchor="start">{escape(dates[0].isoformat())}</text>'
+    ]
+    if len(dates) > 1:
+        parts.append(
+            f'<text class="axis" x="{_num(frame.x(positions[-1]))}" y="{axis_y}" '
+            f'text-anchor="end">{escape(dates[-1].isoformat())}</text>'
+        )
+    return "".join(parts)
+
+
+def _session_axis(series: CloseSeries, fan: HorizonFan | None) -> list[date]:
+    """The sessions the chart spans, evenly spaced: the stored ones, then (with a fan) every exchange
+    session up to the farthest horizon's target."""
+    if fan is None:
+        return list(series.dates)
+    ahead = set(fan.sessions)
+    if series.prediction is not None:
+        ahead.add(series.prediction.target_date)
+    return sorted(set(series.dates) | ahead)
+
+
+def fan_chart_svg(
+    series: CloseSeries, *, width: int = 760, height: int = 320, element_id: str = "price-chart"
+) -> Markup:
+    """Recent closes, then a fan from the last close: the 95% band (light), the 80% band (dark), the
+    median, the served forecast (dot) and the naive forecast (square) at the next session.
+
+    With stored horizons (`series.fan`) the fan reaches the farthest horizon (20 sessions by
+    default) on the exchange's session axis, its bands interpolated in the square root of time
+    between the stored horizons, and the closes are drawn over the 1-session bands served for them."""
+    closes = list(series.closes)
+    prediction = series.prediction
+    fan = series.fan if series.fan is not None and series.fan.horizons and series.fan.base_close > 0 else None
+    drawn_bands = bands(prediction) if prediction is not None else []
+    axis = _session_axis(series, fan)
+    position = {day: index for index, day in enumerate(axis)}
+    last_stored = series.dates[-1] if series.dates else None
+    past = [
+        p
+        for p in (fan.past if fan else ())
+        if p.target_date in position and last_stored and p.target_date <= last_stored
+    ]
+    extra: list[float | None] = []
+    if prediction is not None:
+        extra += [prediction.predicted_close, prediction.median, prediction.base_close]
+        extra += [value for _, low, high in drawn_bands for value in (low, high)]
+    for point in [*(fan.horizons if fan else ()), *past]:
+        extra += [point.lower_95, point.lower_80, point.median, point.upper_80, point.upper_95]
+    values = [v for v in (finite(value) for value in [*closes, *extra]) if v is not None]
+    label = _fan_label(series, fan, len(past), bool(drawn_bands))
+    head = _svg_open(element_id, series.ticker, width, height, label)
+    if not values:
+        return _empty(head, width, height, f"No closes stored for {series.ticker}.")
     left, right, top, bottom = 64, 24, 16, 56
     plot_right, plot_bottom = width - right, height - bottom
     low, high = min(values), max(values)
     pad = (high - low) * 0.08 or max(abs(high) * 0.01, 1.0)
-    dates = list(series.dates)
     target_index = None
     if prediction is not None:
-        target_index = dates.index(prediction.target_date) if prediction.target_date in dates else len(dates)
+        target_index = position.get(prediction.target_date, len(axis))
     # Stored sessions are evenly spaced; a predicted session beyond them gets a wider slot of its own.
-    beyond = target_index is not None and target_index >= len(dates)
+    beyond = target_index is not None and target_index >= len(axis)
     frame = _Frame(
         left=left,
         history_right=plot_right - (plot_right - left) * FORECAST_SHARE if beyond else plot_right,
         target_x=plot_right - 8.0,
-        sessions=len(dates),
+        sessions=len(axis),
         top=top,
         bottom=plot_bottom,
         low=low - pad,
         high=high + pad,
     )
     x, y = frame.x, frame.y
-    parts = [head]
-    for step in range(5):
-        level = frame.low + (frame.high - frame.low) * step / 4
-        parts.append(
-            f'<line class="grid" x1="{left}" x2="{plot_right}" y1="{_num(y(level))}" y2="{_num(y(level))}"/>'
-            f'<text class="axis" x="{left - 6}" y="{_num(y(level) + 4)}" text-anchor="end">{number(level)}</text>'
-        )
     axis_y = plot_bottom + 16
-    if dates:
-        parts.append(
-            f'<text class="axis" x="{_num(x(0))}" y="{axis_y}" text-anchor="start">{escape(dates[0].isoformat())}</text>'
-        )
-        if len(dates) > 1:
-            parts.append(
-                f'<text class="axis" x="{_num(x(len(dates) - 1))}" y="{axis_y}" '
-                f'text-anchor="end">{escape(dates[-1].isoformat())}</text>'
-            )
-    if prediction is not None and target_index is not None:
-        parts.append(_fan(prediction, drawn_bands, frame, dates, target_index, axis_y))
-    points = " ".join(f"{_num(x(i))},{_num(y(v))}" for i, v in enumerate(closes) if finite(v) is not None)
+    dates = list(series.dates)
+    parts = [
+        head,
+        _grid(frame, plot_right, number),
+        _date_labels(frame, dates, [position[d] for d in dates], axis_y),
+    ]
+    if fan is not None:
+        parts.append(_horizon_fan(fan, frame, position, axis_y))
+        parts.append(_past_bands(past, frame, position))
+    elif prediction is not None and target_index is not None:
+        parts.append(_fan(prediction, drawn_bands, frame, axis, target_index, axis_y))
+    drawn = [(day, value) for day, value in zip(dates, closes, strict=False) if finite(value) is not None]
+    points = " ".join(f"{_num(x(position[day]))},{_num(y(value))}" for day, value in drawn)
     parts.append(f'<polyline class="actual" fill="none" points="{points}"/>')
-    for index, (day, value) in enumerate(zip(dates, closes, strict=False)):
-        if finite(value) is not None:
-            parts.append(
-                f'<circle class="actual-point" cx="{_num(x(index))}" cy="{_num(y(value))}" r="2">'
-                f"<title>{escape(day.isoformat())}: close {number(value)}</title></circle>"
-            )
+    for day, value in drawn:
+        parts.append(
+            f'<circle class="actual-point" cx="{_num(x(position[day]))}" cy="{_num(y(value))}" r="2">'
+            f"<title>{escape(day.isoformat())}: close {number(value)}</title></circle>"
+        )
     if prediction is not None and target_index is not None:
-        parts.append(_points(prediction, series.naive, frame, dates, target_index))
-    parts.append(_legend(left, plot_right, height - 12, with_bands=bool(drawn_bands)))
+        parts.append(_points(prediction, series.naive, frame, axis, target_index))
+    parts.append(
+        _legend(left, plot_right, height - 12, _fan_legend(with_bands=bool(drawn_bands) or fan is not None))
+    )
     parts.append("</svg>")
     return Markup("".join(parts))
+
+
+SQRT_TIME = "interpolated in the square root of time between the stored horizons"
+"""How the fan's bands are drawn between its stored horizons (the charts' text alternative says it)."""
+
+
+def _fan_label(series: CloseSeries, fan: HorizonFan | None, past: int, with_bands: bool) -> str:
+    """The chart's text alternative: what is drawn, and the figures of the farthest horizon."""
+    label = f"{series.ticker}: last {len(series.closes)} closes"
+    if fan is None:
+        if with_bands:
+            return label + " and the next-session forecast with its 80% and 95% intervals"
+        return label + (" and the next-session prediction" if series.prediction else "")
+    if past:
+        label += f", drawn over the 1-session 80% and 95% bands served for {past} of them"
+    horizons = ", ".join(str(point.horizon) for point in fan.horizons)
+    farthest = fan.horizons[-1]
+    return (
+        label + f"; the forecast from the close of {fan.base_date.isoformat()} ({number(fan.base_close)}) "
+        f"{farthest.horizon} sessions ahead: median and 80% and 95% bands at horizons {horizons}, "
+        f"{SQRT_TIME}; {farthest.horizon} sessions ahead ({farthest.target_date.isoformat()}) the 80% band is "
+        f"{interval(farthest.lower_80, farthest.upper_80)} and the 95% band {interval(farthest.lower_95, farthest.upper_95)}"
+    )
 
 
 def _base_point(prediction: PredictionRow, frame: _Frame, dates: list[date]) -> tuple[float, float]:
@@ -198,6 +282,125 @@ def _fan(
     return "".join(parts)
 
 
+def sqrt_time_path(base: float, known: Sequence[tuple[int, float | None]], steps: int) -> list[float | None]:
+    """Prices 0..`steps` sessions ahead through the `known` (sessions ahead, price) points of a fan:
+    log(price / base) linear in the square root of the sessions ahead between neighbouring known
+    points (0 sessions ahead: `base`); None beyond the farthest known point."""
+    stored = sorted(
+        (math.sqrt(ahead), math.log(price / base))
+        for ahead, price in known
+        if price is not None and math.isfinite(price) and price > 0 and ahead > 0
+    )
+    anchors = [(0.0, 0.0), *stored]
+    path: list[float | None] = []
+    for ahead in range(steps + 1):
+        t = math.sqrt(ahead)
+        value = None
+        for (t0, v0), (t1, v1) in itertools.pairwise(anchors):
+            if t0 <= t <= t1:
+                value = v0 + (v1 - v0) * (t - t0) / (t1 - t0)
+                break
+        path.append(base if ahead == 0 else (None if value is None else base * math.exp(value)))
+    return path
+
+
+def _horizon_fan(fan: HorizonFan, frame: _Frame, position: dict[date, int], axis_y: float) -> str:
+    """The fan of the stored horizons: 95% and 80% bands and the median from the last close to the
+    farthest horizon, a mark with the figures at each stored horizon, the farthest target date."""
+    sessions = list(fan.sessions)
+    ahead = {
+        point.target_date: sessions.index(point.target_date) + 1
+        for point in fan.horizons
+        if point.target_date in sessions
+    }
+    base_at = position.get(fan.base_date, position[sessions[0]] - 1 if sessions else 0)
+    xs = [frame.x(base_at)] + [frame.x(position[day]) for day in sessions]
+
+    def path(name: str) -> list[float | None]:
+        known = [(ahead[p.target_date], getattr(p, name)) for p in fan.horizons if p.target_date in ahead]
+        return sqrt_time_path(fan.base_close, known, len(sessions))
+
+    base_x = xs[0]
+    parts = [
+        f'<rect class="forecast-zone" x="{_num(base_x)}" y="{frame.top}" width="{_num(max(xs[-1] - base_x, 0) + 8)}" '
+        f'height="{_num(frame.bottom - frame.top)}"/>'
+    ]
+    for level in ("95", "80"):
+        lows, highs = path(f"lower_{level}"), path(f"upper_{level}")
+        upper = [
+            (px, h) for px, h, lo in zip(xs, highs, lows, strict=True) if h is not None and lo is not None
+        ]
+        lower = [
+            (px, lo) for px, h, lo in zip(xs, highs, lows, strict=True) if h is not None and lo is not None
+        ]
+        if len(upper) < 2:
+            continue
+        fill, opacity = BAND_FILL[level]
+        points = " ".join(f"{_num(px)},{_num(frame.y(v))}" for px, v in [*upper, *reversed(lower)])
+        parts.append(
+            f'<polygon class="fan fan-{level}" fill="{fill}" fill-opacity="{opacity}" points="{points}">'
+            f"<title>{level}% band up to {len(upper) - 1} sessions ahead, {SQRT_TIME}</title></polygon>"
+        )
+    medians = [(px, m) for px, m in zip(xs, path("median"), strict=True) if m is not None]
+    if len(medians) > 1:
+        points = " ".join(f"{_num(px)},{_num(frame.y(v))}" for px, v in medians)
+        parts.append(f'<polyline class="fan-median" fill="none" points="{points}"/>')
+    for point in fan.horizons:
+        if point.target_date in position:
+            parts.append(_horizon_mark(point, frame, frame.x(position[point.target_date])))
+    farthest = fan.horizons[-1].target_date
+    if farthest in position:
+        parts.append(
+            f'<text class="axis target" x="{_num(frame.x(position[farthest]) + 8)}" y="{axis_y}" '
+            f'text-anchor="end">{escape(farthest.isoformat())}</text>'
+        )
+    return "".join(parts)
+
+
+def _horizon_mark(point: FanPoint, frame: _Frame, at: float) -> str:
+    """A stored horizon: a whisker over its 95% band, "+h" above the plot, its figures as a tooltip."""
+    low, high = finite(point.lower_95), finite(point.upper_95)
+    figures = (
+        f"{point.horizon} sessions ahead ({point.target_date.isoformat()}): median {number(point.median)}, "
+        f"80% {interval(point.lower_80, point.upper_80)}, 95% {interval(point.lower_95, point.upper_95)}"
+        + (f" ({point.source})" if point.source else "")
+    )
+    parts = [f'<g class="horizon-mark" data-horizon="{point.horizon}"><title>{escape(figures)}</title>']
+    if low is not None and high is not None:
+        parts.append(
+            f'<line class="horizon-whisker" x1="{_num(at)}" x2="{_num(at)}" y1="{_num(frame.y(high))}" y2="{_num(frame.y(low))}"/>'
+        )
+    parts.append(
+        f'<text class="axis horizon-label" x="{_num(at)}" y="{_num(frame.top + 10)}" text-anchor="middle">+{point.horizon}</text></g>'
+    )
+    return "".join(parts)
+
+
+def _past_bands(past: Sequence[FanPoint], frame: _Frame, position: dict[date, int]) -> str:
+    """The 1-session 95% and 80% bands served for past sessions: one slot-wide bar per session."""
+    if not past:
+        return ""
+    half = (frame.history_right - frame.left) / max(frame.sessions - 1, 1) * 0.4
+    parts = []
+    for level in ("95", "80"):
+        shapes = []
+        for point in past:
+            low, high = finite(getattr(point, f"lower_{level}")), finite(getattr(point, f"upper_{level}"))
+            if low is None or high is None or low > high:
+                continue
+            at = frame.x(position[point.target_date])
+            shapes.append(
+                f"M{_num(at - half)},{_num(frame.y(high))}H{_num(at + half)}V{_num(frame.y(low))}H{_num(at - half)}Z"
+            )
+        if shapes:
+            fill, opacity = BAND_FILL[level]
+            parts.append(
+                f'<path class="past-band past-band-{level}" fill="{fill}" fill-opacity="{opacity}" d="{"".join(shapes)}">'
+                f"<title>The 1-session {level}% bands served for {len(shapes)} past sessions</title></path>"
+            )
+    return "".join(parts)
+
+
 def _points(
     prediction: PredictionRow,
     naive: tuple[date, float] | None,
@@ -233,7 +436,7 @@ def _points(
     return "".join(parts)
 
 
-def _legend(left: float, plot_right: float, baseline: float, *, with_bands: bool) -> str:
+def _fan_legend(*, with_bands: bool) -> list[tuple[int, str, str]]:
     items = [
         (56, '<line class="actual" x1="0" x2="16" y1="-4" y2="-4"/>', "close"),
         (118, '<circle class="predicted" cx="6" cy="-4" r="4"/>', "served forecast"),
@@ -242,6 +445,11 @@ def _legend(left: float, plot_right: float, baseline: float, *, with_bands: bool
     if with_bands:
         light = _swatch("95")
         items += [(80, light + _swatch("80"), "80% band"), (80, light, "95% band")]  # 80 lies on 95
+    return items
+
+
+def _legend(left: float, plot_right: float, baseline: float, items: Sequence[tuple[int, str, str]]) -> str:
+    """Legend entries (width, mark, text) centred under the plot."""
     total = sum(step for step, _, _ in items)
     offset = left + (plot_right - left - total) / 2
     parts = [f'<g class="legend" transform="translate({_num(offset)},{_num(baseline)})">']
@@ -261,6 +469,106 @@ def _swatch(level: str) -> str:
         f'<rect class="legend-band legend-band-{level}" fill="{fill}" fill-opacity="{opacity}" '
         'x="0" y="-10" width="14" height="10"/>'
     )
+
+
+EMPTY_HEIGHT = 48
+"""The height of a chart with nothing to draw yet: one line of text."""
+
+
+def exceptions_caption(exceptions: VarExceptions | None, ticker: str) -> str:
+    """The VaR exceptions chart's title in words: the counts and the Basel zone of its window."""
+    if exceptions is None or not exceptions.days:
+        return f"{ticker}: no scored 1-session VaR forecasts yet"
+    zone = (
+        f"Basel zone {exceptions.zone}"
+        if exceptions.zone
+        else f"no Basel zone yet (fewer than {exceptions.min_sessions} scored sessions)"
+    )
+    plural = "" if exceptions.exceptions_99 == 1 else "s"
+    return (
+        f"{ticker}: {exceptions.exceptions_99} exception{plural} of the 1-session 99% VaR "
+        f"({exceptions.exceptions_95} of the 95% VaR) in {exceptions.n} scored sessions "
+        f"(the risk window: the last {exceptions.risk_sessions}), {zone}"
+    )
+
+
+def var_exceptions_svg(
+    exceptions: VarExceptions | None,
+    ticker: str,
+    *,
+    width: int = 760,
+    height: int = 240,
+    element_id: str = "var-chart",
+) -> Markup:
+    """The 1-session returns of the risk window (dots) against -VaR 95% and -VaR 99% (steps), each
+    exception marked: a loss beyond the 99% VaR (red ring) or beyond the 95% VaR only (orange ring)."""
+    days = list(exceptions.days) if exceptions is not None else []
+    head = _svg_open(
+        element_id, ticker, width, height, exceptions_caption(exceptions, ticker), "chart var-chart"
+    )
+    if not days:
+        head = head.replace(f'viewBox="0 0 {width} {height}"', f'viewBox="0 0 {width} {EMPTY_HEIGHT}"')
+        return _empty(head, width, EMPTY_HEIGHT, f"No scored 1-session VaR forecasts for {ticker} yet.")
+    values = [0.0] + [d.realized for d in days]
+    values += [-v for d in days for v in (d.var_95, d.var_99) if v is not None]
+    left, right, top, bottom = 64, 24, 16, 56
+    plot_right, plot_bottom = width - right, height - bottom
+    low, high = min(values), max(values)
+    pad = (high - low) * 0.08 or 0.01
+    frame = _Frame(left, plot_right, plot_right, len(days), top, plot_bottom, low - pad, high + pad)
+    x, y = frame.x, frame.y
+    parts = [
+        head,
+        _grid(frame, plot_right, lambda level: percent(level, 1)),
+        f'<line class="zero" x1="{left}" x2="{plot_right}" y1="{_num(y(0.0))}" y2="{_num(y(0.0))}"/>',
+        _date_labels(frame, [d.target_date for d in days], [0, len(days) - 1], plot_bottom + 16),
+    ]
+    half = (plot_right - left) / max(len(days) - 1, 1) / 2
+    for level in ("95", "99"):
+        steps = [
+            f"M{_num(x(i) - half)},{_num(y(-v))}H{_num(x(i) + half)}"
+            for i, d in enumerate(days)
+            if (v := getattr(d, f"var_{level}")) is not None
+        ]
+        if steps:
+            parts.append(
+                f'<path class="var-line var-{level}" fill="none" d="{"".join(steps)}">'
+                f"<title>-VaR {level}% of each session</title></path>"
+            )
+    parts.append(
+        '<g class="returns">'
+        + "".join(
+            f'<circle cx="{_num(x(i))}" cy="{_num(y(d.realized))}" r="1.8"/>' for i, d in enumerate(days)
+        )
+        + "</g>"
+    )
+    parts.append(_exception_marks(days, frame))
+    items = [
+        (78, '<circle class="returns" cx="6" cy="-4" r="2.5"/>', "return"),
+        (98, '<line class="var-line var-95" x1="0" x2="16" y1="-4" y2="-4"/>', "-VaR 95%"),
+        (98, '<line class="var-line var-99" x1="0" x2="16" y1="-4" y2="-4"/>', "-VaR 99%"),
+        (110, '<circle class="exception exception-99" cx="6" cy="-4" r="4"/>', "99% exception"),
+        (110, '<circle class="exception exception-95" cx="6" cy="-4" r="3"/>', "95% exception"),
+    ]
+    parts.append(_legend(left, plot_right, height - 12, items))
+    parts.append("</svg>")
+    return Markup("".join(parts))
+
+
+def _exception_marks(days: Sequence[ExceptionDay], frame: _Frame) -> str:
+    """A ring on each session whose loss exceeded its 99% VaR (large) or only its 95% VaR (small)."""
+    parts = []
+    for index, day in enumerate(days):
+        for level, var, radius in (("99", day.var_99, 5.0), ("95", day.var_95, 3.5)):
+            if var is not None and day.beyond(var):
+                parts.append(
+                    f'<circle class="exception exception-{level}" data-date="{day.target_date.isoformat()}" '
+                    f'cx="{_num(frame.x(index))}" cy="{_num(frame.y(day.realized))}" r="{radius}">'
+                    f"<title>{day.target_date.isoformat()}: return {percent(day.realized, 2, True)} below "
+                    f"-VaR {level}% ({percent(-var, 2, True)})</title></circle>"
+                )
+                break
+    return "".join(parts)
 
 
 def sparkline_svg(

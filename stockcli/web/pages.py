@@ -63,7 +63,13 @@ def environment() -> Environment:
         metrics=formats.format_metrics,
         metrics_brief=metrics_brief,
     )
-    env.globals.update(fan_chart=charts.fan_chart_svg, sparkline=charts.sparkline_svg)
+    env.globals.update(
+        fan_chart=charts.fan_chart_svg,
+        var_chart=charts.var_exceptions_svg,
+        exceptions_caption=charts.exceptions_caption,
+        sqrt_time=charts.SQRT_TIME,
+        sparkline=charts.sparkline_svg,
+    )
     return env
 
 
