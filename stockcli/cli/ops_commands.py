@@ -62,7 +62,8 @@ def _show_predictions(title: str, predictions: Any, failed: Any) -> None:
             _prediction_rows(predictions),
             secondary=PREDICTION_SECONDARY,
             caption="Point: the model where it beat the naive forecast significantly on the promotion "
-            "window, else the last close (p: that test's p-value). Intervals: calibrated, adapted daily.",
+            "window, else the last close (p: that test's p-value). Intervals: the candidate chosen by its test "
+            "against GARCH, calibrated. `--json` adds the 5- and 20-session horizons with VaR/ES.",
         )
     for failure in failed:
         output.warn(f"no prediction for {failure.ticker}: {failure.reason}")
