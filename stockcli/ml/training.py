@@ -251,57 +251,22 @@ def train_model(
     """
     import torch
 
-    from stockcli.ml.networks import distribution_nll, model_config, model_from_config
-
     started = time.perf_counter()
-    _check_split("training", train)
-    _check_split("validation", validation)
-    if train.n_features != validation.n_features or train.n_own_features != validation.n_own_features:
-        raise InputDataError(
-            f"Training windows ({train.n_features} features) and validation windows "
-            f"({validation.n_features}) differ in shape.",
-            hint="Both splits must come from the same built dataset.",
-        )
-    if epochs < 1:
-        raise ConfigError(f"epochs must be at least 1, got {epochs}.")
-    if patience < 1:
-        raise ConfigError(f"patience must be at least 1, got {patience}.")
-
+    _check_inputs(train=train, validation=validation, epochs=epochs, patience=patience)
     configure_threads(num_threads)
     target = torch.device(resolve_device(device))
     seed_everything(seed)
-    config = model_config(
-        params.model_type,
-        n_features=train.n_features,
-        n_own_features=train.n_own_features,
-        hidden_size=params.hidden_size,
-        num_layers=params.num_layers,
-        dropout=params.dropout,
-        num_heads=params.num_heads,
-        distribution=params.distribution,
-    )
-    model = model_from_config(config)
-    if init_state is not None:
-        try:
-            model.load_state_dict({k: torch.as_tensor(v) for k, v in init_state.items()}, strict=True)
-        except (RuntimeError, KeyError) as exc:
-            raise ConfigError(
-                f"The weights to start from do not fit this architecture: {str(exc).splitlines()[0]}"
-            ) from None
+    model, config = _initial_model(params=params, windows=train, init_state=init_state)
     model = model.to(target)
     optimizer = torch.optim.Adam(model.parameters(), lr=params.learning_rate)
-    weights = [p for p in model.parameters() if p.requires_grad]
     cross = params.model_type == "lstm_cross_attention"
-
     data = _DeviceWindows(train, target)
     held_out = _DeviceWindows(validation, target)
     validation_batches = [
         torch.as_tensor(b, dtype=torch.long, device=target) for b in _batches_by_row(validation.rows, 1024)
     ]
-    n_train = len(train)
-    batch_size = min(params.batch_size, n_train)
+    batch_size = min(params.batch_size, len(train))
     shuffle = np.random.default_rng(seed)
-    n_dates = len(np.unique(train.rows))
 
     history: list[tuple[int, float, float]] = []
     best_val_loss = math.inf
@@ -310,27 +275,11 @@ def train_model(
     epochs_since_best = 0
     stopped_early = diverged = False
     train_time_s = 0.0
-
     for epoch in range(1, epochs + 1):
         model.train()
         step_started = time.perf_counter()
-        if cross:
-            batches = _batches_by_row(train.rows, batch_size, order=shuffle.permutation(n_dates))
-        else:
-            order = shuffle.permutation(n_train)
-            batches = [order[start : start + batch_size] for start in range(0, n_train, batch_size)]
-        loss_sum = torch.zeros((), device=target)
-        for chosen in batches:
-            index = torch.as_tensor(chosen, dtype=torch.long, device=target)
-            x, rows, y = data.batch(index)
-            optimizer.zero_grad(set_to_none=True)
-            loss = distribution_nll(model(x, rows if cross else None), y, params.distribution)
-            loss.backward()
-            if params.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(weights, params.grad_clip)
-            optimizer.step()
-            loss_sum += loss.detach() * index.shape[0]
-        train_loss = float(loss_sum) / n_train  # one device sync per epoch, not per step
+        batches = _epoch_batches(train, cross=cross, batch_size=batch_size, shuffle=shuffle)
+        train_loss = _train_epoch(model, data=data, batches=batches, optimizer=optimizer, params=params)
         train_time_s += time.perf_counter() - step_started
         val_loss = _mean_loss(model, held_out, validation_batches, params.distribution, cross)
         history.append((epoch, train_loss, val_loss))
@@ -360,7 +309,7 @@ def train_model(
         history=history,
         epochs_run=epochs_run,
         stopped_early=stopped_early,
-        samples_per_s=(n_train * epochs_run / train_time_s) if train_time_s > 0 else 0.0,
+        samples_per_s=(len(train) * epochs_run / train_time_s) if train_time_s > 0 else 0.0,
         config=config,
         params=params,
         seed=seed,
@@ -368,6 +317,94 @@ def train_model(
         wall_s=time.perf_counter() - started,
         diverged=diverged,
     )
+
+
+def _check_inputs(*, train: WindowSet, validation: WindowSet, epochs: int, patience: int) -> None:
+    """Raise for an empty, malformed or mismatched split, or a loop that cannot run."""
+    _check_split("training", train)
+    _check_split("validation", validation)
+    if train.n_features != validation.n_features or train.n_own_features != validation.n_own_features:
+        raise InputDataError(
+            f"Training windows ({train.n_features} features) and validation windows "
+            f"({validation.n_features}) differ in shape.",
+            hint="Both splits must come from the same built dataset.",
+        )
+    if epochs < 1:
+        raise ConfigError(f"epochs must be at least 1, got {epochs}.")
+    if patience < 1:
+        raise ConfigError(f"patience must be at least 1, got {patience}.")
+
+
+def _initial_model(
+    *, params: TrainParams, windows: WindowSet, init_state: Mapping[str, Any] | None
+) -> tuple[nn.Module, dict[str, Any]]:
+    """The network `params` describe for `windows`' inputs, freshly initialised (seeded by the
+    caller) or holding `init_state`; and its config."""
+    import torch
+
+    from stockcli.ml.networks import model_config, model_from_config
+
+    config = model_config(
+        params.model_type,
+        n_features=windows.n_features,
+        n_own_features=windows.n_own_features,
+        hidden_size=params.hidden_size,
+        num_layers=params.num_layers,
+        dropout=params.dropout,
+        num_heads=params.num_heads,
+        distribution=params.distribution,
+    )
+    model = model_from_config(config)
+    if init_state is not None:
+        try:
+            model.load_state_dict({k: torch.as_tensor(v) for k, v in init_state.items()}, strict=True)
+        except (RuntimeError, KeyError) as exc:
+            raise ConfigError(
+                f"The weights to start from do not fit this architecture: {str(exc).splitlines()[0]}"
+            ) from None
+    return model, config
+
+
+def _epoch_batches(
+    windows: WindowSet, *, cross: bool, batch_size: int, shuffle: np.random.Generator
+) -> list[np.ndarray]:
+    """One epoch's batches of window indices, shuffled: whole dates for the cross-attention model."""
+    if cross:
+        n_dates = len(np.unique(windows.rows))
+        return _batches_by_row(windows.rows, batch_size, order=shuffle.permutation(n_dates))
+    n_windows = len(windows)
+    order = shuffle.permutation(n_windows)
+    return [order[start : start + batch_size] for start in range(0, n_windows, batch_size)]
+
+
+def _train_epoch(
+    model: nn.Module,
+    *,
+    data: _DeviceWindows,
+    batches: list[np.ndarray],
+    optimizer: torch.optim.Optimizer,
+    params: TrainParams,
+) -> float:
+    """One pass of optimisation steps over `batches`; the mean training loss."""
+    import torch
+
+    from stockcli.ml.networks import distribution_nll
+
+    cross = params.model_type == "lstm_cross_attention"
+    weights = [p for p in model.parameters() if p.requires_grad]
+    device = data.y.device
+    loss_sum = torch.zeros((), device=device)
+    for chosen in batches:
+        index = torch.as_tensor(chosen, dtype=torch.long, device=device)
+        x, rows, y = data.batch(index)
+        optimizer.zero_grad(set_to_none=True)
+        loss = distribution_nll(model(x, rows if cross else None), y, params.distribution)
+        loss.backward()
+        if params.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(weights, params.grad_clip)
+        optimizer.step()
+        loss_sum += loss.detach() * index.shape[0]
+    return float(loss_sum) / len(data.windows)  # one device sync per epoch, not per step
 
 
 def predict_distribution(

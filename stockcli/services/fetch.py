@@ -22,10 +22,11 @@ Transient source errors are retried with exponential backoff (`[data] max_retrie
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -274,6 +275,33 @@ def _stored_state(
         return None
 
 
+@dataclass(frozen=True)
+class PulledBars:
+    """What the source gave for one ticker from `start` up to the cutoff, and what passed the jump check."""
+
+    start: date
+    raw: pd.DataFrame  # the source's valid bars
+    source_rejected: int  # rows the source's own validation rejected
+    source_reasons: dict[str, int]
+    note: str | None  # the source's word when it had nothing
+    frame: pd.DataFrame  # `raw` less its implausible jumps
+    jumps: int
+    reference: float | None = None  # the close the frame's first bar was judged against
+
+    @property
+    def rejected(self) -> int:
+        return self.source_rejected + self.jumps
+
+    @property
+    def reasons(self) -> dict[str, int]:
+        if not self.jumps:
+            return self.source_reasons
+        return {
+            **self.source_reasons,
+            IMPLAUSIBLE_JUMP: self.source_reasons.get(IMPLAUSIBLE_JUMP, 0) + self.jumps,
+        }
+
+
 def _fetch_ticker(
     *,
     settings: Settings,
@@ -289,24 +317,6 @@ def _fetch_ticker(
     """Fetch and store one ticker. `stored`: its stored sources and newest bar up to `cutoff`
     when the caller read them already (`_stored_state`), else read here."""
     data = settings.data
-
-    def pull(start: date) -> tuple[pd.DataFrame, int, dict[str, int], str | None]:
-        bars = fetch_with_retries(
-            source,
-            ticker,
-            start=start,
-            end=cutoff,
-            max_retries=data.max_retries,
-            backoff_s=data.retry_backoff_s,
-            sleep=sleep,
-        )
-        return clip_range(bars.bars, start, cutoff), bars.rejected, dict(bars.rejected_reasons), bars.note
-
-    def screen(frame: pd.DataFrame, previous_close: float | None) -> tuple[pd.DataFrame, int]:
-        return drop_implausible_jumps(
-            frame, max_jump_factor=data.max_jump_factor, previous_close=previous_close
-        )
-
     if stored is not None:
         sources, last = stored
     else:
@@ -328,54 +338,129 @@ def _fetch_ticker(
             error=f"[data] start {data.start} is after the last closed session {cutoff}",
             exit_code=EXIT_NOTHING,
         )
-
-    raw, rejected, reasons, note = pull(start)
-    if raw.empty:
+    pull = functools.partial(
+        _pull, settings=settings, source=source, ticker=ticker, cutoff=cutoff, sleep=sleep
+    )
+    pulled = pull(start=start)
+    if pulled.raw.empty:
         return TickerFetch(
             ticker=ticker,
             status="no_data",
-            rejected=rejected,
-            rejected_reasons=reasons,
+            rejected=pulled.rejected,
+            rejected_reasons=pulled.reasons,
             last_date=last,
             fetched_from=start,
-            error=note or f"no bars from {start} to {cutoff}",
+            error=pulled.note or f"no bars from {start} to {cutoff}",
             exit_code=EXIT_NOTHING,
         )
-
-    # Implausible jumps are judged against the past only. With nothing stored before the frame (a
-    # first fetch, a replacement) its first bar is the reference; otherwise the last stored close.
-    frame, jumps = screen(raw, None)
-    reference: float | None = None  # the close the frame's first bar was judged against
     if replace_reason is None and last is not None:
-        with engine.connect() as connection:
-            overlap = stored_bars(connection, ticker, start=start, end=cutoff)
-            anchor = close_before(connection, ticker, raw.index[0].date())
-        anchored, anchored_jumps = screen(raw, anchor)
-        if not anchored.empty and _agrees(overlap, anchored, data.restatement_tolerance):
-            frame, jumps, reference = anchored, anchored_jumps, anchor  # the usual case; absurd bars dropped
-        elif _shares_dates(overlap, frame) and _agrees(overlap, frame, data.restatement_tolerance):
-            pass  # what is stored jumps just before the frame (stored while the check was off)
-        elif not _shares_dates(overlap, frame):
-            frame, jumps, reference = anchored, anchored_jumps, anchor  # nothing to compare: the past decides
-        else:
-            # The overlap moved as a whole (a split or dividend re-adjusted the history; a bigger
-            # split than max_jump_factor makes every bar "jump" from the stored close, which is why
-            # the overlap is compared without that anchor): fetch everything again, replace it whole.
-            drift = _max_relative_drift(overlap, frame)
-            replace_reason = f"overlapping bars differ by up to {drift:.4%}: history restated, replaced whole"
-            start = data.start
-            raw, rejected, reasons, note = pull(start)
-            frame, jumps = screen(raw, None)
-            if frame.empty:
-                raise SourceError(
-                    f"The history of {ticker} looks restated, but re-fetching it from {start} returned no "
-                    "valid bars; the stored bars were kept.",
-                    hint="Run fetch again later.",
-                )
-    split = suspected_split(raw, frame, previous_close=reference) if jumps else None
-    if jumps:
-        reasons[IMPLAUSIBLE_JUMP] = reasons.get(IMPLAUSIBLE_JUMP, 0) + jumps
-        rejected += jumps
+        pulled, replace_reason = _against_stored(
+            settings=settings, engine=engine, ticker=ticker, cutoff=cutoff, pulled=pulled, pull=pull
+        )
+    return _save_pulled(
+        settings=settings,
+        engine=engine,
+        ticker=ticker,
+        pulled=pulled,
+        last=last,
+        replace_reason=replace_reason,
+        source_name=source.name,
+        fetched_at=fetched_at,
+        cutoff=cutoff,
+    )
+
+
+def _pull(
+    *,
+    settings: Settings,
+    source: BarSource,
+    ticker: str,
+    start: date,
+    cutoff: date,
+    sleep: Callable[[float], None],
+) -> PulledBars:
+    """The source's bars from `start` to `cutoff` (retried), screened for implausible jumps with
+    nothing before them: the frame's first bar is the reference."""
+    data = settings.data
+    bars = fetch_with_retries(
+        source,
+        ticker,
+        start=start,
+        end=cutoff,
+        max_retries=data.max_retries,
+        backoff_s=data.retry_backoff_s,
+        sleep=sleep,
+    )
+    raw = clip_range(bars.bars, start, cutoff)
+    frame, jumps = drop_implausible_jumps(raw, max_jump_factor=data.max_jump_factor, previous_close=None)
+    return PulledBars(
+        start=start,
+        raw=raw,
+        source_rejected=bars.rejected,
+        source_reasons=dict(bars.rejected_reasons),
+        note=bars.note,
+        frame=frame,
+        jumps=jumps,
+    )
+
+
+def _against_stored(
+    *,
+    settings: Settings,
+    engine: Engine,
+    ticker: str,
+    cutoff: date,
+    pulled: PulledBars,
+    pull: Callable[..., PulledBars],
+) -> tuple[PulledBars, str | None]:
+    """`pulled` judged against the stored bars it overlaps: its jumps against the last stored close
+    (the usual case), or, when the overlap moved as a whole, the whole history pulled again with the
+    reason to replace what is stored."""
+    data = settings.data
+    raw = pulled.raw
+    with engine.connect() as connection:
+        overlap = stored_bars(connection, ticker, start=pulled.start, end=cutoff)
+        anchor = close_before(connection, ticker, raw.index[0].date())
+    anchored_frame, anchored_jumps = drop_implausible_jumps(
+        raw, max_jump_factor=data.max_jump_factor, previous_close=anchor
+    )
+    anchored = replace(pulled, frame=anchored_frame, jumps=anchored_jumps, reference=anchor)
+    if not anchored_frame.empty and _agrees(overlap, anchored_frame, data.restatement_tolerance):
+        return anchored, None  # the usual case; absurd bars dropped
+    if _shares_dates(overlap, pulled.frame) and _agrees(overlap, pulled.frame, data.restatement_tolerance):
+        return pulled, None  # what is stored jumps just before the frame (stored while the check was off)
+    if not _shares_dates(overlap, pulled.frame):
+        return anchored, None  # nothing to compare: the past decides
+    # The overlap moved as a whole (a split or dividend re-adjusted the history; a bigger split than
+    # max_jump_factor makes every bar "jump" from the stored close, which is why the overlap is
+    # compared without that anchor): fetch everything again, replace it whole.
+    drift = _max_relative_drift(overlap, pulled.frame)
+    again = pull(start=data.start)
+    if again.frame.empty:
+        raise SourceError(
+            f"The history of {ticker} looks restated, but re-fetching it from {data.start} returned no "
+            "valid bars; the stored bars were kept.",
+            hint="Run fetch again later.",
+        )
+    return again, f"overlapping bars differ by up to {drift:.4%}: history restated, replaced whole"
+
+
+def _save_pulled(
+    *,
+    settings: Settings,
+    engine: Engine,
+    ticker: str,
+    pulled: PulledBars,
+    last: date | None,
+    replace_reason: str | None,
+    source_name: str,
+    fetched_at: datetime,
+    cutoff: date,
+) -> TickerFetch:
+    """Store the screened bars: the whole history replaced (`replace_reason`), else the new and
+    changed rows; the ticker's outcome, `partial` when rows were rejected."""
+    frame, rejected, reasons = pulled.frame, pulled.rejected, pulled.reasons
+    split = suspected_split(pulled.raw, frame, previous_close=pulled.reference) if pulled.jumps else None
     if frame.empty:
         return TickerFetch(
             ticker=ticker,
@@ -383,32 +468,22 @@ def _fetch_ticker(
             rejected=rejected,
             rejected_reasons=reasons,
             last_date=last,
-            fetched_from=start,
-            error=f"all {rejected} bar(s) from {start} to {cutoff} were rejected ({_counted(reasons)})"
+            fetched_from=pulled.start,
+            error=f"all {rejected} bar(s) from {pulled.start} to {cutoff} were rejected ({_counted(reasons)})"
             + _split_words(split),
             hint=_rejection_hint(ticker, split),
             exit_code=EXIT_NOTHING,
         )
-
-    with engine.begin() as connection:
-        if replace_reason is not None:
-            old = stored_bars(connection, ticker)
-            added, updated, deleted = _diff(old, frame)
-            delete_bars(connection, ticker)
-            upsert_bars(connection, _rows(ticker, frame, source.name, fetched_at))
-            # Predictions made on the old basis go with it, in this transaction: never scored against
-            # a close on another basis (a 2:1 split would read as a 100% error).
-            rule = _restatement_rule(old, frame, data.restatement_tolerance, fetched_at.date())
-            rescaled, voided = restate_predictions(connection, ticker, rule)
-            forget_fits(connection, ticker)  # fitted on the old bars: refitted at the next `daily`
-            if rescaled or voided:
-                replace_reason += f"; predictions restated with it: {rescaled} rescaled, {voided} voided"
-        else:
-            old = stored_bars(connection, ticker, start=start, end=cutoff)
-            added_mask, updated_mask = _changed(old, frame)
-            changed = frame[added_mask | updated_mask]
-            upsert_bars(connection, _rows(ticker, changed, source.name, fetched_at))
-            added, updated, deleted = int(added_mask.sum()), int(updated_mask.sum()), 0
+    added, updated, deleted, replace_reason = _write(
+        settings=settings,
+        engine=engine,
+        ticker=ticker,
+        pulled=pulled,
+        replace_reason=replace_reason,
+        source_name=source_name,
+        fetched_at=fetched_at,
+        cutoff=cutoff,
+    )
     # The newest stored bar up to the cutoff, without asking: every row of `frame` (all dated up to
     # the cutoff) is stored now, next to what was stored before (nothing of it, when replaced).
     newest = frame.index.max().date()
@@ -431,12 +506,48 @@ def _fetch_ticker(
         rejected=rejected,
         rejected_reasons=reasons,
         last_date=newest,
-        fetched_from=start,
+        fetched_from=pulled.start,
         note=replace_reason,
         error=error,
         hint=hint,
         exit_code=code,
     )
+
+
+def _write(
+    *,
+    settings: Settings,
+    engine: Engine,
+    ticker: str,
+    pulled: PulledBars,
+    replace_reason: str | None,
+    source_name: str,
+    fetched_at: datetime,
+    cutoff: date,
+) -> tuple[int, int, int, str | None]:
+    """Write the screened bars in one transaction: the whole history replaced (and the ticker's
+    predictions restated with it) when there is a `replace_reason`, else the new and changed rows.
+    (added, updated, deleted, the reason with what happened to the predictions)."""
+    frame = pulled.frame
+    with engine.begin() as connection:
+        if replace_reason is None:
+            old = stored_bars(connection, ticker, start=pulled.start, end=cutoff)
+            added_mask, updated_mask = _changed(old, frame)
+            changed = frame[added_mask | updated_mask]
+            upsert_bars(connection, _rows(ticker, changed, source_name, fetched_at))
+            return int(added_mask.sum()), int(updated_mask.sum()), 0, None
+        old = stored_bars(connection, ticker)
+        added, updated, deleted = _diff(old, frame)
+        delete_bars(connection, ticker)
+        upsert_bars(connection, _rows(ticker, frame, source_name, fetched_at))
+        # Predictions made on the old basis go with it, in this transaction: never scored against
+        # a close on another basis (a 2:1 split would read as a 100% error).
+        rule = _restatement_rule(old, frame, settings.data.restatement_tolerance, fetched_at.date())
+        rescaled, voided = restate_predictions(connection, ticker, rule)
+        forget_fits(connection, ticker)  # fitted on the old bars: refitted at the next `daily`
+        if rescaled or voided:
+            replace_reason += f"; predictions restated with it: {rescaled} rescaled, {voided} voided"
+    return added, updated, deleted, replace_reason
 
 
 def _counted(reasons: dict[str, int]) -> str:

@@ -59,6 +59,15 @@ class ProcessResult:
     warnings: tuple[str, ...] = ()
 
 
+@dataclass(frozen=True)
+class PanelWindows:
+    """The windows a panel gives: each one's last row, its series and its split part (2: test)."""
+
+    rows: np.ndarray
+    series_index: np.ndarray
+    parts_of: np.ndarray
+
+
 def feature_spec(
     settings: Settings, tickers: Sequence[str], context_tickers: Sequence[str] | None = None
 ) -> dict[str, Any]:
@@ -130,31 +139,72 @@ def process(
     """
     from stockcli.clock import calendar_for
     from stockcli.db import bars as bars_db
-    from stockcli.db import datasets as datasets_db
-    from stockcli.features.dataset import (
-        dates_to_days,
-        make_panel,
-        min_windows,
-        run_lengths,
-        sessions_short,
-        split_parts,
-        window_pairs,
-    )
+    from stockcli.features.dataset import make_panel
 
     chosen = tuple(normalize_ticker(t) for t in (tickers or settings.data.tickers))
     spec = feature_spec(settings, chosen)  # validates the indicator config first (ConfigError)
-    series = tuple(spec["series"])
     context = tuple(spec["context_tickers"])
-    warmup = int(spec["warmup_sessions"])
-    ds = settings.dataset
     start = settings.data.start
-    L = ds.sequence_length
 
     _report(progress, "loading bars", 0, 1)
-    bars = bars_db.load_bars(engine, list(series), start=start, end=as_of)
+    bars = bars_db.load_bars(engine, list(spec["series"]), start=start, end=as_of)
     _report(progress, "loading bars", 1, 1)
-    missing = [t for t in chosen if bars[t].empty]
-    if len(missing) == len(chosen):
+    missing, warnings = _missing_bars(bars, tickers=chosen, context=context, start=start, as_of=as_of)
+    panel = make_panel(
+        bars,
+        tickers=chosen,
+        context_tickers=context,
+        indicators=spec["indicators"],
+        ffill_limit=int(spec["ffill_limit"]),
+        start_date=start,
+        end_date=as_of,
+        sessions=calendar_for(settings).sessions(start, as_of),
+        progress=progress,
+    )
+    windows = _split_windows(panel, settings=settings, spec=spec, as_of=as_of)
+    per_ticker, too_young = _ticker_sessions(
+        panel, windows=windows, tickers=chosen, missing=missing, settings=settings, spec=spec
+    )
+
+    _report(progress, "hashing", 0, 1)
+    digest = content_hash(spec, bars, panel)
+    run_id = dataset_run_id(panel.dates[-1], digest)
+    _report(progress, "saving dataset", 0, 1)
+    checkpoint(settings, "process:before_save")
+    written = _save(
+        settings=settings, engine=engine, run_id=run_id, as_of=as_of, spec=spec, panel=panel, digest=digest
+    )
+    _report(progress, "saving dataset", 1, 1)
+    return ProcessResult(
+        run_id=run_id,
+        tickers=chosen,
+        sessions=panel.n_sessions,
+        n_features=len(panel.feature_names),
+        feature_names=panel.feature_names,
+        start_date=panel.dates[0],
+        end_date=panel.dates[-1],
+        content_hash=digest,
+        reused=not written,
+        as_of=as_of,
+        windows_possible=len(windows.rows),
+        context_tickers=context,
+        per_ticker=per_ticker,
+        warnings=tuple(warnings + too_young),
+    )
+
+
+def _missing_bars(
+    bars: Mapping[str, pd.DataFrame],
+    *,
+    tickers: Sequence[str],
+    context: Sequence[str],
+    start: date,
+    as_of: date,
+) -> tuple[list[str], list[str]]:
+    """(the watchlist tickers without stored bars, a warning for each and each such context series).
+    Raises NoDataError when no ticker has bars."""
+    missing = [t for t in tickers if bars[t].empty]
+    if len(missing) == len(tickers):
         raise NoDataError(
             f"No stored bars for {', '.join(missing)} between {start.isoformat()} and {as_of.isoformat()}.",
             hint="Run `stockcli fetch` first (or check [data] start and --as-of).",
@@ -166,41 +216,59 @@ def process(
     warnings += [
         f"Context series {c} has no stored bars up to {as_of.isoformat()}: it is masked everywhere."
         for c in context
-        if bars[c].empty and c not in chosen
+        if bars[c].empty and c not in tickers
     ]
-    sessions = calendar_for(settings).sessions(start, as_of)
-    panel = make_panel(
-        bars,
-        tickers=chosen,
-        context_tickers=context,
-        indicators=spec["indicators"],
-        ffill_limit=int(spec["ffill_limit"]),
-        start_date=start,
-        end_date=as_of,
-        sessions=sessions,
-        progress=progress,
-    )
+    return missing, warnings
+
+
+def _split_windows(panel: Panel, *, settings: Settings, spec: Mapping[str, Any], as_of: date) -> PanelWindows:
+    """The panel's windows and their chronological split. Raises NoDataError when they fall on too
+    few dates for the split."""
+    from stockcli.features.dataset import dates_to_days, min_windows, split_parts, window_pairs
+
+    ds = settings.dataset
+    L = ds.sequence_length
     rows, series_index = window_pairs(panel, L)
     wanted = min_windows(ds.train_fraction, ds.validation_fraction)
     day_of_row = dates_to_days(panel.dates)
     target_days = day_of_row[rows + 1] if len(rows) else rows
     if len(np.unique(target_days)) < wanted:
-        have = {t: int(panel.valid[:, i].sum()) for i, t in enumerate(chosen)}
+        have = {t: int(panel.valid[:, i].sum()) for i, t in enumerate(spec["tickers"])}
         details = "; ".join(f"{t} has {n} usable sessions" for t, n in have.items())
         raise NoDataError(
             f"Too little history up to {as_of.isoformat()}: the tickers give {len(rows)} windows of {L} sessions "
             f"on {len(np.unique(target_days))} dates; the split needs windows on {wanted} dates ({details}; "
-            f"each ticker needs {warmup} sessions of indicator warm-up before its first window).",
+            f"each ticker needs {int(spec['warmup_sessions'])} sessions of indicator warm-up before its first window).",
             hint="Fetch an earlier [data] start, use a later --as-of, or shorten the indicator windows / "
             "[dataset] sequence_length.",
         )
     parts_of, _cuts = split_parts(target_days, ds.train_fraction, ds.validation_fraction)
-    test_rows = rows[parts_of == 2]
+    return PanelWindows(rows=rows, series_index=series_index, parts_of=parts_of)
+
+
+def _ticker_sessions(
+    panel: Panel,
+    *,
+    windows: PanelWindows,
+    tickers: Sequence[str],
+    missing: Sequence[str],
+    settings: Settings,
+    spec: Mapping[str, Any],
+) -> tuple[dict[str, TickerSessions], list[str]]:
+    """Each watchlist ticker's own usable sessions and windows, and a warning for each ticker with
+    bars but no test windows (stopped trading before the test period, or too young)."""
+    from stockcli.features.dataset import run_lengths, sessions_short
+
+    L = settings.dataset.sequence_length
+    warmup = int(spec["warmup_sessions"])
+    series_index, parts_of = windows.series_index, windows.parts_of
+    test_rows = windows.rows[parts_of == 2]
     test_start = panel.dates[int(test_rows.min()) + 1] if len(test_rows) else None
     runs = run_lengths(panel.valid)
     bars_so_far = np.cumsum(panel.real, axis=0)
     per_ticker: dict[str, TickerSessions] = {}
-    for i, ticker in enumerate(chosen):
+    warnings: list[str] = []
+    for i, ticker in enumerate(tickers):
         own_rows = np.flatnonzero(panel.valid[:, i] & panel.real[:, i])  # its own usable sessions
         per_ticker[ticker] = TickerSessions(
             sessions=len(own_rows),
@@ -225,15 +293,28 @@ def process(
             "but promotion cannot judge it yet."
             + (f" It needs {short} more sessions for a first window." if short else "")
         )
+    return per_ticker, warnings
 
-    _report(progress, "hashing", 0, 1)
-    digest = content_hash(spec, bars, panel)
-    run_id = dataset_run_id(panel.dates[-1], digest)
+
+def _save(
+    *,
+    settings: Settings,
+    engine: Engine,
+    run_id: str,
+    as_of: date,
+    spec: Mapping[str, Any],
+    panel: Panel,
+    digest: str,
+) -> bool:
+    """Upsert the dataset with the config it was made from; False when that content was stored already."""
+    from stockcli.db import datasets as datasets_db
+
+    tickers = tuple(spec["tickers"])
     config = {
         "data": {
-            "tickers": list(chosen),
-            "context_tickers": list(context),
-            "start": start.isoformat(),
+            "tickers": list(tickers),
+            "context_tickers": list(spec["context_tickers"]),
+            "start": settings.data.start.isoformat(),
             "exchange": settings.data.exchange,
         },
         "features": {
@@ -241,13 +322,11 @@ def process(
             "ffill_limit": int(settings.features.ffill_limit),
         },
     }
-    _report(progress, "saving dataset", 0, 1)
-    checkpoint(settings, "process:before_save")
-    written = datasets_db.save_dataset(
+    return datasets_db.save_dataset(
         engine,
         run_id=run_id,
         as_of=as_of,
-        tickers=chosen,
+        tickers=tickers,
         feature_names=panel.feature_names,
         feature_spec=spec,
         config=config,
@@ -258,23 +337,6 @@ def process(
         target_price=panel.target_price,
         target_return=panel.target_return,
         mask=panel.mask(),
-    )
-    _report(progress, "saving dataset", 1, 1)
-    return ProcessResult(
-        run_id=run_id,
-        tickers=chosen,
-        sessions=panel.n_sessions,
-        n_features=len(panel.feature_names),
-        feature_names=panel.feature_names,
-        start_date=panel.dates[0],
-        end_date=panel.dates[-1],
-        content_hash=digest,
-        reused=not written,
-        as_of=as_of,
-        windows_possible=len(rows),
-        context_tickers=context,
-        per_ticker=per_ticker,
-        warnings=tuple(warnings),
     )
 
 

@@ -29,9 +29,9 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import date
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from sqlalchemy.engine import Engine
@@ -41,6 +41,9 @@ from stockcli.db.serving import Selection
 from stockcli.errors import NoDataError, RegistryError, StockCliError
 from stockcli.ml.stats import PairedTestResult
 from stockcli.services.runtime import checkpoint
+
+if TYPE_CHECKING:
+    from stockcli.ml.bundle import ModelBundle
 
 
 @dataclass(frozen=True)
@@ -121,6 +124,56 @@ class WindowForecasts:
     p_up: np.ndarray | None = None  # (n,) the chance of an up session
 
 
+@dataclass(frozen=True)
+class EvaluationWindow:
+    """The candidate's test window, both models' forecasts on it and the baselines' quantiles.
+
+    `rows` index the (date, ticker) rows that both models forecast: the ones compared."""
+
+    candidate: ModelBundle
+    tickers: list[str]
+    base_dates: list[date]
+    target_dates: list[date]
+    actual: np.ndarray  # (n,) target closes
+    base: np.ndarray  # (n,) base closes
+    candidate_fc: WindowForecasts
+    baselines: dict[str, np.ndarray]  # interval candidate -> (n, 5) quantiles (closes)
+    baseline_p_ups: dict[str, np.ndarray | None]
+    rows: np.ndarray
+    production: ModelBundle | None = None  # when Production is another version than the candidate
+    production_fc: WindowForecasts | None = None
+    note: str = ""  # says so when fewer rows than the window's are compared
+
+    def compared(self) -> dict[str, Any]:
+        """The rows compared, as `paired_test` and `select_sources` take them."""
+        return {
+            "rows": self.rows,
+            "tickers": self.tickers,
+            "dates": self.target_dates,
+            "actual": self.actual,
+            "base": self.base,
+        }
+
+    @property
+    def compared_dates(self) -> list[date]:
+        return [self.target_dates[i] for i in self.rows]
+
+    def score(self, fc: WindowForecasts) -> dict[str, Any]:
+        """`metrics.evaluate` of `fc` on the rows compared, next to naive and the baselines."""
+        from stockcli.ml.metrics import evaluate
+
+        rows = self.rows
+        return evaluate(
+            tickers=[self.tickers[i] for i in rows],
+            dates=self.compared_dates,
+            predicted_close=fc.predicted[rows],
+            actual_close=self.actual[rows],
+            base_close=self.base[rows],
+            quantiles=fc.quantiles[rows],
+            baselines={name: values[rows] for name, values in self.baselines.items()},
+        )
+
+
 def _promote(
     *,
     settings: Settings,
@@ -130,19 +183,10 @@ def _promote(
     pipeline_run_id: int | None,
     judged_on: str = "point",
 ) -> PromotionResult:
-    from stockcli.clock import calendar_for
     from stockcli.db import promotions
-    from stockcli.db.bars import load_bars
-    from stockcli.db.datasets import load_built
-    from stockcli.db.serving import save_selection
     from stockcli.ml import registry
-    from stockcli.ml.forecast import calibrated_quantiles, forecast, forecast_windows
-    from stockcli.ml.forecasters import NETWORK, build_table, bundle_fits, candidate_quantiles
-    from stockcli.ml.metrics import evaluate, metric_value
     from stockcli.services.models import production_version as resolve_production
 
-    metric, guard_metric = judging_metrics(settings, judged_on)
-    alpha = settings.promotion.alpha
     if version is None:
         version = registry.latest_version(settings)
         if version is None:
@@ -152,9 +196,48 @@ def _promote(
     production_version = resolve_production(settings)  # resolved once for the whole run
     promotions.settle_pending(engine, production_version=production_version)
 
+    window = _evaluation_window(
+        settings=settings,
+        engine=engine,
+        candidate_version=candidate_version,
+        production_version=production_version,
+    )
+    decision = _judge(
+        settings=settings,
+        window=window,
+        metrics=judging_metrics(settings, judged_on),
+        candidate_version=candidate_version,
+        production_version=production_version,
+        dry_run=dry_run,
+    )
+    kept_version = candidate_version if decision.would_promote else production_version
+    selections = _serving_selection(
+        settings=settings, window=window, would_promote=decision.would_promote, kept_version=kept_version
+    )
+    selection = {item.ticker: _selection_json(item) for item in selections}
+    decision = replace(decision, selection=selection, selection_version=kept_version if selection else None)
+    return _record_and_move(
+        settings=settings,
+        engine=engine,
+        decision=decision,
+        selections=selections,
+        pipeline_run_id=pipeline_run_id,
+    )
+
+
+def _evaluation_window(
+    *, settings: Settings, engine: Engine, candidate_version: str, production_version: str | None
+) -> EvaluationWindow:
+    """The candidate's test window with its forecasts, Production's (re-made from raw bars) and the
+    interval baselines' on the same rows."""
+    from stockcli.db.bars import load_bars
+    from stockcli.db.datasets import load_built
+    from stockcli.ml import registry
+    from stockcli.ml.forecast import calibrated_quantiles, forecast_windows
+    from stockcli.ml.forecasters import build_table, bundle_fits, candidate_quantiles
+
     candidate = registry.load_bundle(settings, candidate_version)
-    built = load_built(engine, candidate.dataset_run_id)
-    test = built.test
+    test = load_built(engine, candidate.dataset_run_id).test
     if len(test) == 0:
         raise NoDataError(
             f"The test split of dataset {candidate.dataset_run_id} (model version {candidate_version}) is empty.",
@@ -162,15 +245,8 @@ def _promote(
         )
     tickers = test.tickers
     base_dates = list(test.base_dates)
-    target_dates = list(test.target_dates)
-    actual = np.asarray(test.target_closes, dtype=np.float64)
     base = np.asarray(test.base_closes, dtype=np.float64)
     candidate_result = forecast_windows(candidate.model, candidate.scalers, test)
-    candidate_fc = WindowForecasts(
-        predicted=candidate_result.predicted_closes,
-        quantiles=np.exp(calibrated_quantiles(candidate_result, candidate.calibration)) * base[:, None],
-        p_up=candidate_result.p_up,
-    )
 
     # Raw bars of every series involved, for Production's inputs and the baselines' histories.
     production = None
@@ -186,75 +262,109 @@ def _promote(
     found = candidate_quantiles(
         build_table(settings), bundle_fits(candidate.baselines), bars, tickers, base_dates, fit_missing=True
     )
-    baselines = {name: np.exp(got.quantiles) * base[:, None] for name, got in found.items()}
-
-    rows = np.arange(len(tickers))
-    production_fc: WindowForecasts | None = None
-    note = ""
-    if production is not None:
-        sessions = calendar_for(settings).sessions(start, max(base_dates)) if start else None
-        result = forecast(
-            production, bars, sorted(set(base_dates)), tickers=sorted(set(tickers)), sessions=sessions
-        )
-        position = {(d, t): i for i, (d, t) in enumerate(zip(result.base_dates, result.tickers, strict=True))}
-        rows = np.array(
-            [i for i, key in enumerate(zip(base_dates, tickers, strict=True)) if key in position], dtype=int
-        )
-        if rows.size == 0:
-            raise NoDataError(
-                f"Production (version {production_version}) could not forecast any day of the "
-                f"candidate's test window {target_dates[0]}..{target_dates[-1]}.",
-                hint="Check that the stored bars cover that window (`stockcli fetch`).",
-            )
-        picked = [position[(base_dates[i], tickers[i])] for i in rows]
-        predicted = np.full(len(tickers), np.nan)
-        quantiles = np.full((len(tickers), 5), np.nan)
-        predicted[rows] = result.predicted_closes[picked]
-        quantiles[rows] = (
-            np.exp(calibrated_quantiles(result, production.calibration)[picked]) * base[rows][:, None]
-        )
-        production_p_up = np.full(len(tickers), np.nan)
-        production_p_up[rows] = result.p_up[picked]
-        production_fc = WindowForecasts(predicted=predicted, quantiles=quantiles, p_up=production_p_up)
-        if rows.size < len(tickers):
-            note = (
-                f" Compared on {rows.size} of {len(tickers)} (date, ticker) rows that both models forecast."
-            )
-
-    def score(fc: WindowForecasts) -> dict[str, Any]:
-        return evaluate(
-            tickers=[tickers[i] for i in rows],
-            dates=[target_dates[i] for i in rows],
-            predicted_close=fc.predicted[rows],
-            actual_close=actual[rows],
-            base_close=base[rows],
-            quantiles=fc.quantiles[rows],
-            baselines={name: values[rows] for name, values in baselines.items()},
-        )
-
-    candidate_metrics = score(candidate_fc)
-    production_metrics = score(production_fc) if production_fc is not None else None
-    naive_metrics = {
-        "tickers": {t: block["naive"] for t, block in candidate_metrics["tickers"].items()},
-        "average": candidate_metrics["average"]["naive"],
-    }
-    candidate_value = metric_value(candidate_metrics["average"], metric)
-    production_value = metric_value(production_metrics["average"], metric) if production_metrics else None
-    naive_value = (
-        candidate_metrics["average"]["naive"].get(metric) if metric in ("mae", "rmse", "mape") else None
+    window = EvaluationWindow(
+        candidate=candidate,
+        tickers=tickers,
+        base_dates=base_dates,
+        target_dates=list(test.target_dates),
+        actual=np.asarray(test.target_closes, dtype=np.float64),
+        base=base,
+        candidate_fc=WindowForecasts(
+            predicted=candidate_result.predicted_closes,
+            quantiles=np.exp(calibrated_quantiles(candidate_result, candidate.calibration)) * base[:, None],
+            p_up=candidate_result.p_up,
+        ),
+        baselines={name: np.exp(got.quantiles) * base[:, None] for name, got in found.items()},
+        baseline_p_ups={name: got.p_up for name, got in found.items()},
+        rows=np.arange(len(tickers)),
+    )
+    if production is None:
+        return window
+    return _with_production(
+        settings=settings,
+        window=window,
+        production=production,
+        production_version=str(production_version),
+        bars=bars,
+        start=start,
     )
 
-    test_result = guard = None
-    if production_fc is not None:
-        compared: dict[str, Any] = {
-            "rows": rows,
-            "tickers": tickers,
-            "dates": target_dates,
-            "actual": actual,
-            "base": base,
-        }
-        test_result = paired_test(metric, candidate_fc, production_fc, **compared)
-        guard = paired_test(guard_metric, candidate_fc, production_fc, alternative="greater", **compared)
+
+def _with_production(
+    *,
+    settings: Settings,
+    window: EvaluationWindow,
+    production: ModelBundle,
+    production_version: str,
+    bars: Any,
+    start: date | None,
+) -> EvaluationWindow:
+    """`window` with Production's forecasts, re-made from raw `bars` through the forecasting primitive,
+    compared on the rows it forecast (NaN elsewhere)."""
+    from stockcli.clock import calendar_for
+    from stockcli.ml.forecast import calibrated_quantiles, forecast
+
+    tickers, base_dates, base = window.tickers, window.base_dates, window.base
+    sessions = calendar_for(settings).sessions(start, max(base_dates)) if start else None
+    result = forecast(
+        production, bars, sorted(set(base_dates)), tickers=sorted(set(tickers)), sessions=sessions
+    )
+    position = {(d, t): i for i, (d, t) in enumerate(zip(result.base_dates, result.tickers, strict=True))}
+    rows = np.array(
+        [i for i, key in enumerate(zip(base_dates, tickers, strict=True)) if key in position], dtype=int
+    )
+    if rows.size == 0:
+        target_dates = window.target_dates
+        raise NoDataError(
+            f"Production (version {production_version}) could not forecast any day of the "
+            f"candidate's test window {target_dates[0]}..{target_dates[-1]}.",
+            hint="Check that the stored bars cover that window (`stockcli fetch`).",
+        )
+    picked = [position[(base_dates[i], tickers[i])] for i in rows]
+    predicted = np.full(len(tickers), np.nan)
+    quantiles = np.full((len(tickers), 5), np.nan)
+    p_up = np.full(len(tickers), np.nan)
+    predicted[rows] = result.predicted_closes[picked]
+    quantiles[rows] = (
+        np.exp(calibrated_quantiles(result, production.calibration)[picked]) * base[rows][:, None]
+    )
+    p_up[rows] = result.p_up[picked]
+    note = ""
+    if rows.size < len(tickers):
+        note = f" Compared on {rows.size} of {len(tickers)} (date, ticker) rows that both models forecast."
+    production_fc = WindowForecasts(predicted=predicted, quantiles=quantiles, p_up=p_up)
+    return replace(window, rows=rows, production=production, production_fc=production_fc, note=note)
+
+
+def _judge(
+    *,
+    settings: Settings,
+    window: EvaluationWindow,
+    metrics: tuple[str, str],
+    candidate_version: str,
+    production_version: str | None,
+    dry_run: bool,
+) -> PromotionResult:
+    """Score both models on the window and decide by the paired test on `metrics` (the one to be
+    better on, the one not to be worse on: `judging_metrics`); the decision, not recorded yet."""
+    from stockcli.ml.metrics import metric_value
+
+    metric, guard_metric = metrics
+    candidate_metrics = window.score(window.candidate_fc)
+    production_metrics = window.score(window.production_fc) if window.production_fc is not None else None
+    average = candidate_metrics["average"]
+    candidate_value = metric_value(average, metric)
+    production_value = metric_value(production_metrics["average"], metric) if production_metrics else None
+    test = guard = None
+    if window.production_fc is not None:
+        test = paired_test(metric, window.candidate_fc, window.production_fc, **window.compared())
+        guard = paired_test(
+            guard_metric,
+            window.candidate_fc,
+            window.production_fc,
+            alternative="greater",
+            **window.compared(),
+        )
     would_promote, reason, improvement = decide(
         settings=settings,
         metric=metric,
@@ -262,121 +372,149 @@ def _promote(
         production_version=production_version,
         candidate_value=candidate_value,
         production_value=production_value,
-        test=test_result,
+        test=test,
         guard=(guard_metric, guard),
     )
-    reason += note
+    reason += window.note
     if dry_run:
         reason = f"Dry run, nothing moved: {'would promote' if would_promote else 'would keep Production'}. {reason}"
-    window_dates = [target_dates[i] for i in rows]
-    window_start = min(window_dates) if window_dates else None
-    window_end = max(window_dates) if window_dates else None
-
-    # What the model that serves after this decision serves per ticker, tested on this window.
-    kept_version: str | None = candidate_version if would_promote else production_version
-    kept_fc = candidate_fc if would_promote else production_fc
-    selection: dict[str, Any] = {}
-    selections = []
-    if kept_version is not None and kept_fc is not None:
-        selections = select_sources(
-            kept_fc,
-            rows=rows,
-            tickers=tickers,
-            dates=target_dates,
-            actual=actual,
-            base=base,
-            candidates={**baselines, NETWORK: kept_fc.quantiles},
-            p_ups={**{name: got.p_up for name, got in found.items()}, NETWORK: kept_fc.p_up},
-            base_rate=base_rates(
-                (production if not would_promote and production else candidate).baselines, tickers
-            ),
-            incumbent=settings.forecasters.incumbent,
-            interval_metric=settings.forecasters.metric,
-            test_order=settings.forecasters.test_order,
-            alpha=alpha,
-            window=(window_start, window_end),
-        )
-        selection = {item.ticker: _selection_json(item) for item in selections}
-
-    moving = would_promote and not dry_run
-    promotion_id = promotions.record_decision(
-        engine,
-        candidate_version=candidate_version,
-        production_version=production_version,
-        metric=metric,
-        candidate_metrics=candidate_metrics,
-        production_metrics=production_metrics,
-        naive_metrics=naive_metrics,
-        window_start=window_start,
-        window_end=window_end,
-        dataset_run_id=candidate.dataset_run_id,
-        promoted=False,  # until the alias really moved
-        dry_run=dry_run,
-        reason=reason + (promotions.PENDING_NOTE if moving else ""),
-        pipeline_run_id=pipeline_run_id,
-        test="diebold-mariano (HAC), one-sided" if test_result is not None else None,
-        p_value=None if test_result is None else test_result.p_value,
-        improvement=improvement,
-        improvement_low=None if test_result is None else test_result.improvement_low,
-        improvement_high=None if test_result is None else test_result.improvement_high,
-        selection={"version": kept_version, "tickers": selection} if selection else None,
-    )
-    if not dry_run:  # decided now: no longer a version that no decision looked at
-        with contextlib.suppress(StockCliError):
-            registry.clear_unevaluated(settings, candidate_version)
-    if selections and not dry_run and kept_version is not None:
-        # Before the alias moves: the moment Production points at a version, its selection exists.
-        save_selection(engine, model_version=kept_version, selections=selections, promotion_id=promotion_id)
-    promoted = False
-    if moving:
-        try:
-            current = resolve_production(settings)
-            if current != production_version:
-                raise RegistryError(
-                    f"Production moved from version {production_version} to {current} while version "
-                    f"{candidate_version} was being evaluated.",
-                    hint="Run `stockcli promote` again to compare against the new Production.",
-                )
-            checkpoint(settings, "promote:before_alias")
-            registry.set_production(settings, candidate_version)
-        except BaseException as exc:
-            message = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
-            with contextlib.suppress(Exception):
-                promotions.mark_not_promoted(
-                    engine, promotion_id, reason=f"{reason} The alias was NOT moved: {message}"
-                )
-            raise
-        checkpoint(settings, "promote:after_alias")
-        promotions.mark_promoted(engine, promotion_id, reason=reason)
-        promoted = True
-
+    window_dates = window.compared_dates
     return PromotionResult(
         candidate_version=candidate_version,
         production_version=production_version,
         metric=metric,
         candidate_value=candidate_value,
         production_value=production_value,
-        naive_value=naive_value,
+        naive_value=average["naive"].get(metric) if metric in ("mae", "rmse", "mape") else None,
         improvement=improvement,
-        improvement_low=None if test_result is None else test_result.improvement_low,
-        improvement_high=None if test_result is None else test_result.improvement_high,
-        p_value=None if test_result is None else test_result.p_value,
+        improvement_low=None if test is None else test.improvement_low,
+        improvement_high=None if test is None else test.improvement_high,
+        p_value=None if test is None else test.p_value,
         candidate_metrics=candidate_metrics,
         production_metrics=production_metrics,
-        naive_metrics=naive_metrics,
-        window_start=window_start,
-        window_end=window_end,
+        naive_metrics={
+            "tickers": {t: block["naive"] for t, block in candidate_metrics["tickers"].items()},
+            "average": average["naive"],
+        },
+        window_start=min(window_dates) if window_dates else None,
+        window_end=max(window_dates) if window_dates else None,
         n_days=len(set(window_dates)),
-        tickers=tuple(dict.fromkeys(tickers[i] for i in rows)),
-        dataset_run_id=candidate.dataset_run_id,
+        tickers=tuple(dict.fromkeys(window.tickers[i] for i in window.rows)),
+        dataset_run_id=window.candidate.dataset_run_id,
         would_promote=would_promote,
-        promoted=promoted,
+        promoted=False,  # until the alias really moved
         dry_run=dry_run,
         reason=reason,
-        promotion_id=promotion_id,
-        selection=selection,
-        selection_version=kept_version if selection else None,
+        promotion_id=0,  # until the decision is recorded
     )
+
+
+def _serving_selection(
+    *, settings: Settings, window: EvaluationWindow, would_promote: bool, kept_version: str | None
+) -> list[Selection]:
+    """What the model that serves after this decision (`kept_version`) serves per ticker, tested on
+    the window; nothing when no model is kept."""
+    from stockcli.ml.forecasters import NETWORK
+
+    kept_fc = window.candidate_fc if would_promote else window.production_fc
+    if kept_version is None or kept_fc is None:
+        return []
+    kept = window.production if not would_promote and window.production else window.candidate
+    dates = window.compared_dates
+    return select_sources(
+        kept_fc,
+        **window.compared(),
+        candidates={**window.baselines, NETWORK: kept_fc.quantiles},
+        p_ups={**window.baseline_p_ups, NETWORK: kept_fc.p_up},
+        base_rate=base_rates(kept.baselines, window.tickers),
+        incumbent=settings.forecasters.incumbent,
+        interval_metric=settings.forecasters.metric,
+        test_order=settings.forecasters.test_order,
+        alpha=settings.promotion.alpha,
+        window=(min(dates), max(dates)) if dates else (None, None),
+    )
+
+
+def _record_and_move(
+    *,
+    settings: Settings,
+    engine: Engine,
+    decision: PromotionResult,
+    selections: list[Selection],
+    pipeline_run_id: int | None,
+) -> PromotionResult:
+    """Record `decision` (pending while the alias is to move), save the kept model's selection, then
+    move the alias when promoting for real; `decision` as recorded, with its id."""
+    from stockcli.db import promotions
+    from stockcli.db.serving import save_selection
+    from stockcli.ml import registry
+
+    moving = decision.would_promote and not decision.dry_run
+    promotion_id = promotions.record_decision(
+        engine,
+        candidate_version=decision.candidate_version,
+        production_version=decision.production_version,
+        metric=decision.metric,
+        candidate_metrics=decision.candidate_metrics,
+        production_metrics=decision.production_metrics,
+        naive_metrics=decision.naive_metrics,
+        window_start=decision.window_start,
+        window_end=decision.window_end,
+        dataset_run_id=decision.dataset_run_id,
+        promoted=False,  # until the alias really moved
+        dry_run=decision.dry_run,
+        reason=decision.reason + (promotions.PENDING_NOTE if moving else ""),
+        pipeline_run_id=pipeline_run_id,
+        test="diebold-mariano (HAC), one-sided" if decision.p_value is not None else None,
+        p_value=decision.p_value,
+        improvement=decision.improvement,
+        improvement_low=decision.improvement_low,
+        improvement_high=decision.improvement_high,
+        selection=(
+            {"version": decision.selection_version, "tickers": decision.selection}
+            if decision.selection
+            else None
+        ),
+    )
+    if not decision.dry_run:  # decided now: no longer a version that no decision looked at
+        with contextlib.suppress(StockCliError):
+            registry.clear_unevaluated(settings, decision.candidate_version)
+    if selections and not decision.dry_run and decision.selection_version is not None:
+        # Before the alias moves: the moment Production points at a version, its selection exists.
+        save_selection(
+            engine, model_version=decision.selection_version, selections=selections, promotion_id=promotion_id
+        )
+    if moving:
+        _move_alias(settings=settings, engine=engine, decision=decision, promotion_id=promotion_id)
+    return replace(decision, promotion_id=promotion_id, promoted=moving)
+
+
+def _move_alias(*, settings: Settings, engine: Engine, decision: PromotionResult, promotion_id: int) -> None:
+    """Point Production at the candidate unless it moved meanwhile; the decision's row says "promoted"
+    only once it did, and why not when the move failed."""
+    from stockcli.db import promotions
+    from stockcli.ml import registry
+    from stockcli.services.models import production_version as resolve_production
+
+    try:
+        current = resolve_production(settings)
+        if current != decision.production_version:
+            raise RegistryError(
+                f"Production moved from version {decision.production_version} to {current} while version "
+                f"{decision.candidate_version} was being evaluated.",
+                hint="Run `stockcli promote` again to compare against the new Production.",
+            )
+        checkpoint(settings, "promote:before_alias")
+        registry.set_production(settings, decision.candidate_version)
+    except BaseException as exc:
+        message = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
+        with contextlib.suppress(Exception):
+            promotions.mark_not_promoted(
+                engine, promotion_id, reason=f"{decision.reason} The alias was NOT moved: {message}"
+            )
+        raise
+    checkpoint(settings, "promote:after_alias")
+    promotions.mark_promoted(engine, promotion_id, reason=decision.reason)
 
 
 def _selection_json(item: Any) -> dict[str, Any]:

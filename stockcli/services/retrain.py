@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy.engine import Engine
 
@@ -20,7 +20,11 @@ from stockcli.config import Settings
 from stockcli.db.runs import mark_retrained
 from stockcli.services.runtime import RunHandle, checkpoint
 
+if TYPE_CHECKING:
+    from stockcli.services.train import TrainSummary
+
 Progress = Callable[[str], None]
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -59,6 +63,43 @@ def judged_on(monitor_result: Any) -> str:
     return "interval" if triggers and all(t.startswith("coverage") for t in triggers) else "point"
 
 
+class _Ledger:
+    """A retrain's steps as they run: what each produced, kept in the run's details at once (a killed
+    retrain leaves what it had done), and how long each took."""
+
+    def __init__(self, run: RunHandle | None, progress: Progress | None, reason: str) -> None:
+        self.run = run
+        self.progress = progress
+        self.steps: dict[str, Any] = {"reason": reason}
+        self.timings: dict[str, float] = {}
+
+    def record(self, name: str, value: Any) -> None:
+        self.steps[name] = value
+        if self.run is not None:
+            self.run.details["retrain"] = dict(self.steps)
+
+    def start(self, name: str) -> float:
+        if self.progress:
+            self.progress(name)
+        return time.perf_counter()
+
+    def timed(self, name: str, work: Callable[[], T]) -> T:
+        """`work()`, announced to `progress` and timed as step `name`."""
+        started = self.start(name)
+        result = work()
+        self.timings[name] = time.perf_counter() - started
+        return result
+
+
+@dataclass(frozen=True)
+class TrainedCandidate:
+    """A retrain's new model version and the search (or fine-tune) that led to it."""
+
+    trained: TrainSummary
+    n_trials: int
+    best_params: dict[str, Any]
+
+
 def retrain(
     *,
     settings: Settings,
@@ -81,103 +122,48 @@ def retrain(
     from stockcli.services.build import build
     from stockcli.services.process import process
     from stockcli.services.promote import promote
-    from stockcli.services.train import train
-    from stockcli.services.tune import tune
 
-    steps: dict[str, Any] = {"reason": reason}
-    timings: dict[str, float] = {}
-
-    def record(name: str, value: Any) -> None:
-        steps[name] = value
-        if run is not None:
-            run.details["retrain"] = dict(steps)
-
-    def step(name: str) -> float:
-        if progress:
-            progress(name)
-        return time.perf_counter()
-
-    started = step("process")
-    processed = process(settings=settings, engine=engine, as_of=as_of)
-    timings["process"] = time.perf_counter() - started
-    record("dataset_run_id", processed.run_id)
+    ledger = _Ledger(run, progress, reason)
+    processed = ledger.timed("process", lambda: process(settings=settings, engine=engine, as_of=as_of))
+    ledger.record("dataset_run_id", processed.run_id)
     checkpoint(settings, "retrain:after_process")
-
-    started = step("build")
-    build(settings=settings, engine=engine, run_id=processed.run_id)
-    timings["build"] = time.perf_counter() - started
+    ledger.timed("build", lambda: build(settings=settings, engine=engine, run_id=processed.run_id))
     checkpoint(settings, "retrain:after_build")
-
-    started = step("tune")
-    # A retrain starts from what Production knows. When Production's network fits the new dataset
-    # (same architecture, same inputs), it is fine-tuned from Production's weights with Production's
-    # parameters: no search, a few epochs. Otherwise the search runs, with Production's parameters as
-    # its first trial and the smaller retrain budget. A bootstrap (no Production) searches in full.
-    start_from = _fine_tune_start(settings, engine, production_version, processed.run_id)
-    if start_from is not None:
-        params, init_state = start_from
-        record("fine_tuned_from", production_version)
-        timings["tune"] = 0.0
-        record("n_trials", 0)
-        checkpoint(settings, "retrain:after_tune")
-        started = step("train")
-        trained = train(
-            settings=settings,
-            engine=engine,
-            run_id=processed.run_id,
-            params=params,
-            epochs=settings.tuning.epochs,
-            init_state=init_state,
-        )
-        tuned_trials, best = 0, params
-    else:
-        warm = _production_params(settings, production_version) if settings.tuning.warm_start else None
-        budget = settings.tuning.retrain_timeout_s if production_version is not None else None
-        tuned = tune(
-            settings=settings,
-            engine=engine,
-            run_id=processed.run_id,
-            n_trials=n_trials,
-            timeout_s=budget,
-            enqueue=[warm] if warm else None,
-        )
-        timings["tune"] = time.perf_counter() - started
-        record("study", tuned.study_name)
-        record("n_trials", tuned.n_trials)
-        checkpoint(settings, "retrain:after_tune")
-        started = step("train")
-        trained = train(settings=settings, engine=engine, run_id=processed.run_id, params=tuned.best_params)
-        tuned_trials, best = tuned.n_trials, tuned.best_params
-    timings["train"] = time.perf_counter() - started
-    record("model_version", trained.model_version)
-    record("mlflow_run_id", trained.mlflow_run_id)
-    checkpoint(settings, "retrain:after_train")
-
-    started = step("promote")
-    decision = promote(
+    candidate = _tune_and_train(
         settings=settings,
         engine=engine,
-        version=trained.model_version,
-        pipeline_run_id=run.run_id if run is not None else None,
-        judged_on=judged_on(monitor_result if needed and not force else None),
+        ledger=ledger,
+        dataset_run_id=processed.run_id,
+        production_version=production_version,
+        n_trials=n_trials,
     )
-    timings["promote"] = time.perf_counter() - started
-    record("promoted", decision.promoted)
-    record("promotion_reason", decision.reason)
-    record("steps_s", {k: round(v, 3) for k, v in timings.items()})
+    trained = candidate.trained
+    decision = ledger.timed(
+        "promote",
+        lambda: promote(
+            settings=settings,
+            engine=engine,
+            version=trained.model_version,
+            pipeline_run_id=run.run_id if run is not None else None,
+            judged_on=judged_on(monitor_result if needed and not force else None),
+        ),
+    )
+    ledger.record("promoted", decision.promoted)
+    ledger.record("promotion_reason", decision.reason)
+    ledger.record("steps_s", {k: round(v, 3) for k, v in ledger.timings.items()})
     if run is not None:
         mark_retrained(run.details, True)
     return RetrainResult(
         ran=True,
         reason=reason,
         dataset_run_id=processed.run_id,
-        n_trials=tuned_trials,
-        best_params=best,
+        n_trials=candidate.n_trials,
+        best_params=candidate.best_params,
         model_version=trained.model_version,
         test_metrics=getattr(trained, "test_metrics", None),
         promoted=decision.promoted,
         promotion_reason=decision.reason,
-        steps_s=timings,
+        steps_s=ledger.timings,
         promotion={
             "p_value": decision.p_value,
             "improvement": decision.improvement,
@@ -186,6 +172,65 @@ def retrain(
             "selection": decision.selection,
         },
     )
+
+
+def _tune_and_train(
+    *,
+    settings: Settings,
+    engine: Engine,
+    ledger: _Ledger,
+    dataset_run_id: str,
+    production_version: str | None,
+    n_trials: int | None,
+) -> TrainedCandidate:
+    """Tune (or fine-tune Production) and train a new version on the dataset, as steps of `ledger`.
+
+    A retrain starts from what Production knows. When Production's network fits the new dataset
+    (same architecture, same inputs), it is fine-tuned from Production's weights with Production's
+    parameters: no search, a few epochs. Otherwise the search runs, with Production's parameters as
+    its first trial and the smaller retrain budget. A bootstrap (no Production) searches in full.
+    """
+    from stockcli.services.train import train
+    from stockcli.services.tune import tune
+
+    started = ledger.start("tune")
+    start_from = _fine_tune_start(settings, engine, production_version, dataset_run_id)
+    init_state: dict[str, Any] | None = None
+    if start_from is not None:
+        params, init_state = start_from
+        ledger.record("fine_tuned_from", production_version)
+        ledger.timings["tune"] = 0.0
+        searched = 0
+    else:
+        warm = _production_params(settings, production_version) if settings.tuning.warm_start else None
+        tuned = tune(
+            settings=settings,
+            engine=engine,
+            run_id=dataset_run_id,
+            n_trials=n_trials,
+            timeout_s=settings.tuning.retrain_timeout_s if production_version is not None else None,
+            enqueue=[warm] if warm else None,
+        )
+        ledger.timings["tune"] = time.perf_counter() - started
+        ledger.record("study", tuned.study_name)
+        params, searched = tuned.best_params, tuned.n_trials
+    ledger.record("n_trials", searched)
+    checkpoint(settings, "retrain:after_tune")
+    trained = ledger.timed(
+        "train",
+        lambda: train(
+            settings=settings,
+            engine=engine,
+            run_id=dataset_run_id,
+            params=params,
+            epochs=settings.tuning.epochs if start_from is not None else None,
+            init_state=init_state,
+        ),
+    )
+    ledger.record("model_version", trained.model_version)
+    ledger.record("mlflow_run_id", trained.mlflow_run_id)
+    checkpoint(settings, "retrain:after_train")
+    return TrainedCandidate(trained=trained, n_trials=searched, best_params=params)
 
 
 def _production_params(settings: Settings, production_version: str | None) -> dict[str, Any] | None:

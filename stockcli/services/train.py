@@ -16,7 +16,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -31,6 +31,9 @@ from stockcli.services.runtime import checkpoint
 
 if TYPE_CHECKING:
     import pandas as pd
+
+    from stockcli.features.dataset import BuiltDataset
+    from stockcli.ml.training import TrainParams, TrainResult
 
 # One PNG per ticker costs ~0.7 s; a 500-ticker watchlist plots its first tickers only.
 MAX_PLOTS = 12
@@ -91,6 +94,39 @@ def check_registry_knows_database(settings: Settings, engine: Engine) -> None:
     )
 
 
+@dataclass(frozen=True)
+class TrainingPlan:
+    """How one `train` trains: the parameters (and where they came from) and the loop's settings."""
+
+    params: TrainParams
+    params_source: str  # "config", "tuned" or "given" (given ones on top of tuned/config)
+    max_epochs: int
+    patience: int
+    seed: int
+    seeds: int  # networks averaged (`[promotion] seeds`)
+    device: str
+
+    def logged(self) -> dict[str, Any]:
+        """The parameters the registered version keeps."""
+        return {
+            **self.params.to_dict(),
+            "seed": self.seed,
+            "seeds": self.seeds,
+            "epochs": self.max_epochs,
+            "patience": self.patience,
+        }
+
+
+@dataclass(frozen=True)
+class TestEvaluation:
+    """The trained model calibrated on validation and scored on test, next to the baselines."""
+
+    calibration: dict[str, Any]
+    baselines: dict[str, Any]  # fit_baselines()
+    test_forecast: Any  # forecast_windows() on the test split
+    metrics: dict[str, Any]  # metrics.evaluate(): per ticker and averaged, model and naive
+
+
 def train(
     *,
     settings: Settings,
@@ -113,13 +149,7 @@ def train(
     reached.
     """
     from stockcli.db.datasets import latest_dataset_id, load_built
-    from stockcli.db.optimization import best_params_for
     from stockcli.ml import registry
-    from stockcli.ml.forecast import calibrated_quantiles, fit_calibration, forecast_windows
-    from stockcli.ml.forecasters import build_table
-    from stockcli.ml.metrics import flatten
-    from stockcli.ml.networks import ensemble_config, model_from_config
-    from stockcli.ml.training import TrainParams, train_model
 
     check_registry_knows_database(settings, engine)  # before a new version number is minted
     started = time.perf_counter()
@@ -127,211 +157,285 @@ def train(
     if dataset_run_id is None:
         raise NoDataError("No built dataset yet.", hint="Run `stockcli process` and `stockcli build` first.")
     built = load_built(engine, dataset_run_id)
-
-    tuned = best_params_for(engine, dataset_run_id)
-    overrides: dict[str, Any] = dict(tuned or {})
-    overrides.update(params or {})
-    params_source = "given" if params else ("tuned" if tuned else "config")
-    train_params = TrainParams.from_settings(settings.training, overrides)
-    max_epochs = int(epochs or overrides.get("epochs") or settings.training.epochs)
-    patience = int(settings.training.patience)
-    seed = int(settings.training.seed)
-    device = settings.training.device
-    tickers = list(built.tickers)
-    context_tickers = list(built.spec.get("context_tickers") or [])
+    plan = _training_plan(
+        settings=settings, engine=engine, dataset_run_id=dataset_run_id, params=params, epochs=epochs
+    )
 
     run_tags = {"stockcli.dataset_run_id": dataset_run_id, "stockcli.command": "train"}
     with registry.training_run(settings, run_name=f"train-{dataset_run_id[:12]}", tags=run_tags) as run:
-        run.log_params(
-            {
-                "dataset_run_id": dataset_run_id,
-                "seed": seed,
-                "code_version": code_version(),
-                "params_source": params_source,
-                "initialised_from": "production weights (fine-tune)" if init_state is not None else "seed",
-                "epochs": max_epochs,
-                "patience": patience,
-                "device": device,
-                "tickers": ",".join(tickers),
-                "context_tickers": ",".join(context_tickers),
-                "sequence_length": built.sequence_length,
-                "target_kind": built.target_kind,
-                "n_train": len(built.train),
-                "n_validation": len(built.validation),
-                "n_test": len(built.test),
-                "n_features": built.train.n_features,
-                **train_params.to_dict(),
-            }
-        )
+        run.log_params(_run_params(built=built, plan=plan, fine_tuned=init_state is not None))
 
         def on_epoch(epoch: int, train_loss: float, val_loss: float) -> None:
             run.log_metrics({"train_loss": train_loss, "val_loss": val_loss}, step=epoch)
             if progress is not None:
-                progress(epoch, max_epochs, train_loss, val_loss)
+                progress(epoch, plan.max_epochs, train_loss, val_loss)
 
-        result = train_model(
-            train=built.train,
-            validation=built.validation,
-            params=train_params,
-            epochs=max_epochs,
-            patience=patience,
-            seed=seed,
-            device=device,
-            on_epoch=on_epoch,
-            num_threads=settings.training.num_threads or None,
-            init_state=init_state,
+        result = _fit_network(
+            settings=settings, built=built, plan=plan, run=run, on_epoch=on_epoch, init_state=init_state
         )
-        model, config = result.model, result.config
-        n_seeds = int(settings.promotion.seeds)
-        if n_seeds > 1:
-            # k seeds, averaged: a candidate wins by its mean, not by one lucky initialisation.
-            members = [result] + [
-                train_model(
-                    train=built.train,
-                    validation=built.validation,
-                    params=train_params,
-                    epochs=max_epochs,
-                    patience=patience,
-                    seed=seed + k,
-                    device=device,
-                    num_threads=settings.training.num_threads or None,
-                )
-                for k in range(1, n_seeds)
-            ]
-            config = ensemble_config([m.config for m in members])
-            model = model_from_config(config)
-            for member, trained in zip(model.members, members, strict=True):  # type: ignore[arg-type]
-                member.load_state_dict(trained.model.state_dict())
-            model.eval()
-            run.log_metrics({f"seed_{k}.best_val_loss": m.best_val_loss for k, m in enumerate(members)})
-        validation = built.validation
-        validation_forecast = forecast_windows(model, built.scalers, validation)
-        calibration = fit_calibration(
-            validation_forecast, np.log(validation.target_closes / validation.base_closes)
+        evaluation = _evaluate(settings=settings, engine=engine, built=built, model=result.model)
+        _log_results(run=run, built=built, result=result, evaluation=evaluation)
+        version = _register(
+            settings=settings, run=run, built=built, plan=plan, result=result, evaluation=evaluation
         )
-        train_end = date.fromisoformat(built.split["train"]["last_target_date"])
-        history = bar_history(engine, built, tickers)
-        baselines = fit_baselines(settings, history, tickers, through=train_end)
-        test = built.test
-        if len(test) == 0:
-            raise NoDataError(
-                f"Dataset {dataset_run_id} has an empty test split.",
-                hint="Process a longer date range or lower [dataset] train/validation fractions.",
-            )
-        test_forecast = forecast_windows(model, built.scalers, test)
-        metrics = score_windows(
-            test_forecast,
-            test,
-            calibration=calibration,
-            baselines=baselines,
-            history=history,
-            table=build_table(settings),
-        )
-        run.log_metrics(
-            {
-                "best_epoch": result.best_epoch,
-                "best_val_loss": result.best_val_loss,
-                "epochs_run": result.epochs_run,
-                "samples_per_s": result.samples_per_s,
-                "train_time_s": result.train_time_s,
-                **{f"test.{key}": value for key, value in flatten(metrics).items()},
-            }
-        )
-        with tempfile.TemporaryDirectory(prefix="stockcli-plots-") as folder:
-            quantiles = np.exp(calibrated_quantiles(test_forecast, calibration)) * test.base_closes[:, None]
-            plot_test_predictions(
-                Path(folder),
-                tickers=tickers[:MAX_PLOTS],
-                window_tickers=test.tickers,
-                target_dates=list(test.target_dates),
-                actual=test.target_closes,
-                predicted=test_forecast.predicted_closes,
-                naive=test.base_closes,
-                lower=quantiles[:, 0],
-                upper=quantiles[:, -1],
-                title=f"dataset {dataset_run_id[:12]}",
-            )
-            run.log_artifacts(Path(folder), "plots")
-        run.log_json(
-            {
-                "dataset_run_id": dataset_run_id,
-                "spec": built.spec,
-                "tickers": tickers,
-                "context_tickers": context_tickers,
-                "sequence_length": built.sequence_length,
-                "target_kind": built.target_kind,
-                "test_window": [_iso(test.target_dates, 0), _iso(test.target_dates, -1)],
-            },
-            "dataset_spec.json",
-        )
-        average = metrics["average"]
-        intervals = average.get("intervals") or {}
-        summary_tags = {
-            "mae": average["model"]["mae"],
-            "naive_mae": average["naive"]["mae"],
-            "mape": average["model"]["mape"],
-            "naive_mape": average["naive"]["mape"],
-            "directional_accuracy": average["model"]["directional_accuracy"],
-            "skill": average["skill"],
-            "coverage_80": intervals.get("coverage_80"),
-            "coverage_95": intervals.get("coverage_95"),
-            "winkler_95": intervals.get("winkler_95"),
-        }
-        checkpoint(settings, "train:before_register")
-        version = registry.register_version(
-            settings,
-            run,
-            model=model,
-            model_config=config,
-            spec=built.spec,
-            scalers=built.scalers,
-            tickers=tickers,
-            sequence_length=built.sequence_length,
-            target_kind=built.target_kind,
-            dataset_run_id=dataset_run_id,
-            training_params={
-                **train_params.to_dict(),
-                "seed": seed,
-                "seeds": n_seeds,
-                "epochs": max_epochs,
-                "patience": patience,
-            },
-            metrics={"test": metrics, "best_epoch": result.best_epoch, "best_val_loss": result.best_val_loss},
-            test_summary={k: v for k, v in summary_tags.items() if v is not None and math.isfinite(v)},
-            context_tickers=context_tickers,
-            calibration=calibration,
-            baselines=baselines,
-        )
-        checkpoint(settings, "train:after_register")
-        run.set_tags({"stockcli.model_version": version})
 
-    worse = tuple(
-        ticker
-        for ticker, block in metrics["tickers"].items()
-        if block["model"]["mae"] is not None
-        and block["naive"]["mae"] is not None
-        and block["model"]["mae"] > block["naive"]["mae"]
-    )
+    metrics, test = evaluation.metrics, built.test
     return TrainSummary(
         dataset_run_id=dataset_run_id,
         model_version=version,
         mlflow_run_id=run.run_id,
-        params=train_params.to_dict(),
-        params_source=params_source,
-        seed=seed,
+        params=plan.params.to_dict(),
+        params_source=plan.params_source,
+        seed=plan.seed,
         best_epoch=result.best_epoch,
         epochs_run=result.epochs_run,
-        max_epochs=max_epochs,
+        max_epochs=plan.max_epochs,
         stopped_early=result.stopped_early,
         best_val_loss=result.best_val_loss,
         test_metrics=metrics,
         test_start=test.target_dates[0] if len(test.target_dates) else None,
         test_end=test.target_dates[-1] if len(test.target_dates) else None,
         n_test=len(test),
-        worse_than_naive=worse,
+        worse_than_naive=_worse_than_naive(metrics),
         samples_per_s=result.samples_per_s,
         wall_s=time.perf_counter() - started,
     )
+
+
+def _training_plan(
+    *,
+    settings: Settings,
+    engine: Engine,
+    dataset_run_id: str,
+    params: Mapping[str, Any] | None,
+    epochs: int | None,
+) -> TrainingPlan:
+    """Parameters in rising precedence: `[training]`, the dataset's tuned best ones, `params`."""
+    from stockcli.db.optimization import best_params_for
+    from stockcli.ml.training import TrainParams
+
+    tuned = best_params_for(engine, dataset_run_id)
+    overrides: dict[str, Any] = dict(tuned or {})
+    overrides.update(params or {})
+    return TrainingPlan(
+        params=TrainParams.from_settings(settings.training, overrides),
+        params_source="given" if params else ("tuned" if tuned else "config"),
+        max_epochs=int(epochs or overrides.get("epochs") or settings.training.epochs),
+        patience=int(settings.training.patience),
+        seed=int(settings.training.seed),
+        seeds=int(settings.promotion.seeds),
+        device=settings.training.device,
+    )
+
+
+def _run_params(*, built: BuiltDataset, plan: TrainingPlan, fine_tuned: bool) -> dict[str, Any]:
+    """What the MLflow run records as its parameters."""
+    return {
+        "dataset_run_id": built.run_id,
+        "seed": plan.seed,
+        "code_version": code_version(),
+        "params_source": plan.params_source,
+        "initialised_from": "production weights (fine-tune)" if fine_tuned else "seed",
+        "epochs": plan.max_epochs,
+        "patience": plan.patience,
+        "device": plan.device,
+        "tickers": ",".join(built.tickers),
+        "context_tickers": ",".join(built.spec.get("context_tickers") or []),
+        "sequence_length": built.sequence_length,
+        "target_kind": built.target_kind,
+        "n_train": len(built.train),
+        "n_validation": len(built.validation),
+        "n_test": len(built.test),
+        "n_features": built.train.n_features,
+        **plan.params.to_dict(),
+    }
+
+
+def _fit_network(
+    *,
+    settings: Settings,
+    built: BuiltDataset,
+    plan: TrainingPlan,
+    run: Any,
+    on_epoch: Callable[[int, float, float], None],
+    init_state: Mapping[str, Any] | None,
+) -> TrainResult:
+    """Train the network; with `[promotion] seeds` k > 1, k seeds averaged (a candidate wins by its
+    mean, not by one lucky initialisation): the first seed's result carrying the ensemble."""
+    from stockcli.ml.networks import ensemble_config, model_from_config
+    from stockcli.ml.training import train_model
+
+    fit = functools.partial(
+        train_model,
+        train=built.train,
+        validation=built.validation,
+        params=plan.params,
+        epochs=plan.max_epochs,
+        patience=plan.patience,
+        device=plan.device,
+        num_threads=settings.training.num_threads or None,
+    )
+    result = fit(seed=plan.seed, on_epoch=on_epoch, init_state=init_state)
+    if plan.seeds <= 1:
+        return result
+    members = [result] + [fit(seed=plan.seed + k) for k in range(1, plan.seeds)]
+    config = ensemble_config([m.config for m in members])
+    model = model_from_config(config)
+    for member, trained in zip(model.members, members, strict=True):  # type: ignore[arg-type]
+        member.load_state_dict(trained.model.state_dict())
+    model.eval()
+    run.log_metrics({f"seed_{k}.best_val_loss": m.best_val_loss for k, m in enumerate(members)})
+    return replace(result, model=model, config=config)
+
+
+def _evaluate(*, settings: Settings, engine: Engine, built: BuiltDataset, model: Any) -> TestEvaluation:
+    """Calibrate the intervals on validation, fit the baselines on the training dates, score the test
+    split. Raises NoDataError for an empty test split."""
+    from stockcli.ml.forecast import fit_calibration, forecast_windows
+    from stockcli.ml.forecasters import build_table
+
+    validation = built.validation
+    validation_forecast = forecast_windows(model, built.scalers, validation)
+    calibration = fit_calibration(
+        validation_forecast, np.log(validation.target_closes / validation.base_closes)
+    )
+    train_end = date.fromisoformat(built.split["train"]["last_target_date"])
+    tickers = list(built.tickers)
+    history = bar_history(engine, built, tickers)
+    baselines = fit_baselines(settings, history, tickers, through=train_end)
+    test = built.test
+    if len(test) == 0:
+        raise NoDataError(
+            f"Dataset {built.run_id} has an empty test split.",
+            hint="Process a longer date range or lower [dataset] train/validation fractions.",
+        )
+    test_forecast = forecast_windows(model, built.scalers, test)
+    metrics = score_windows(
+        test_forecast,
+        test,
+        calibration=calibration,
+        baselines=baselines,
+        history=history,
+        table=build_table(settings),
+    )
+    return TestEvaluation(
+        calibration=calibration, baselines=baselines, test_forecast=test_forecast, metrics=metrics
+    )
+
+
+def _log_results(*, run: Any, built: BuiltDataset, result: TrainResult, evaluation: TestEvaluation) -> None:
+    """How training went and the test metrics, one PNG per ticker (the first MAX_PLOTS) of the test
+    split, and the dataset's spec."""
+    from stockcli.ml.forecast import calibrated_quantiles
+    from stockcli.ml.metrics import flatten
+
+    run.log_metrics(
+        {
+            "best_epoch": result.best_epoch,
+            "best_val_loss": result.best_val_loss,
+            "epochs_run": result.epochs_run,
+            "samples_per_s": result.samples_per_s,
+            "train_time_s": result.train_time_s,
+            **{f"test.{key}": value for key, value in flatten(evaluation.metrics).items()},
+        }
+    )
+    test, forecast = built.test, evaluation.test_forecast
+    with tempfile.TemporaryDirectory(prefix="stockcli-plots-") as folder:
+        quantiles = np.exp(calibrated_quantiles(forecast, evaluation.calibration)) * test.base_closes[:, None]
+        plot_test_predictions(
+            Path(folder),
+            tickers=list(built.tickers)[:MAX_PLOTS],
+            window_tickers=test.tickers,
+            target_dates=list(test.target_dates),
+            actual=test.target_closes,
+            predicted=forecast.predicted_closes,
+            naive=test.base_closes,
+            lower=quantiles[:, 0],
+            upper=quantiles[:, -1],
+            title=f"dataset {built.run_id[:12]}",
+        )
+        run.log_artifacts(Path(folder), "plots")
+    run.log_json(
+        {
+            "dataset_run_id": built.run_id,
+            "spec": built.spec,
+            "tickers": list(built.tickers),
+            "context_tickers": list(built.spec.get("context_tickers") or []),
+            "sequence_length": built.sequence_length,
+            "target_kind": built.target_kind,
+            "test_window": [_iso(test.target_dates, 0), _iso(test.target_dates, -1)],
+        },
+        "dataset_spec.json",
+    )
+
+
+def _register(
+    *,
+    settings: Settings,
+    run: Any,
+    built: BuiltDataset,
+    plan: TrainingPlan,
+    result: TrainResult,
+    evaluation: TestEvaluation,
+) -> str:
+    """Register the trained model as a new version carrying what it needs to predict; its number."""
+    from stockcli.ml import registry
+
+    checkpoint(settings, "train:before_register")
+    version = registry.register_version(
+        settings,
+        run,
+        model=result.model,
+        model_config=result.config,
+        spec=built.spec,
+        scalers=built.scalers,
+        tickers=list(built.tickers),
+        sequence_length=built.sequence_length,
+        target_kind=built.target_kind,
+        dataset_run_id=built.run_id,
+        training_params=plan.logged(),
+        metrics={
+            "test": evaluation.metrics,
+            "best_epoch": result.best_epoch,
+            "best_val_loss": result.best_val_loss,
+        },
+        test_summary=_summary_tags(evaluation.metrics),
+        context_tickers=list(built.spec.get("context_tickers") or []),
+        calibration=evaluation.calibration,
+        baselines=evaluation.baselines,
+    )
+    checkpoint(settings, "train:after_register")
+    run.set_tags({"stockcli.model_version": version})
+    return version
+
+
+def _worse_than_naive(metrics: Mapping[str, Any]) -> tuple[str, ...]:
+    """The tickers whose test MAE is above naive's."""
+    return tuple(
+        ticker
+        for ticker, block in metrics["tickers"].items()
+        if block["model"]["mae"] is not None
+        and block["naive"]["mae"] is not None
+        and block["model"]["mae"] > block["naive"]["mae"]
+    )
+
+
+def _summary_tags(metrics: Mapping[str, Any]) -> dict[str, float]:
+    """The headline test figures a model version is tagged with (the defined ones)."""
+    average = metrics["average"]
+    intervals = average.get("intervals") or {}
+    tags = {
+        "mae": average["model"]["mae"],
+        "naive_mae": average["naive"]["mae"],
+        "mape": average["model"]["mape"],
+        "naive_mape": average["naive"]["mape"],
+        "directional_accuracy": average["model"]["directional_accuracy"],
+        "skill": average["skill"],
+        "coverage_80": intervals.get("coverage_80"),
+        "coverage_95": intervals.get("coverage_95"),
+        "winkler_95": intervals.get("winkler_95"),
+    }
+    return {k: v for k, v in tags.items() if v is not None and math.isfinite(v)}
 
 
 def bar_history(engine: Engine, built: Any, tickers: Sequence[str]) -> dict[str, pd.DataFrame]:

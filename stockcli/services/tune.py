@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.engine import Engine
 
@@ -18,6 +18,11 @@ from stockcli.config import Settings, redact_url
 from stockcli.db.optimization import save_best
 from stockcli.errors import ConfigError, NoDataError
 from stockcli.services.runtime import checkpoint
+
+if TYPE_CHECKING:
+    import optuna
+
+    from stockcli.ml.tuning import StudyOutcome
 
 
 @dataclass(frozen=True)
@@ -59,14 +64,7 @@ def tune(
     """
     from stockcli.db import datasets
     from stockcli.ml.training import resolve_device
-    from stockcli.ml.tuning import (
-        TUNED_PARAMS,
-        in_search_space,
-        make_objective,
-        open_study,
-        run_study,
-        study_name_for,
-    )
+    from stockcli.ml.tuning import make_objective, run_study, study_name_for
 
     if run_id is None:
         run_id = datasets.latest_dataset_id(engine)
@@ -98,6 +96,24 @@ def tune(
         deadline=time.monotonic() + limit_s if limit_s and limit_s > 0 else None,
     )
     study_name = study_name_for(run_id)
+    study = _open_study(settings=settings, study_name=study_name, enqueue=enqueue)
+    outcome = run_study(
+        study,
+        objective,
+        n_trials=target_trials,
+        timeout_s=limit_s,
+        progress=progress,
+        after_trial=lambda number: checkpoint(settings, f"tune:after-trial-{number}"),
+    )
+    return _record_outcome(
+        settings=settings, engine=engine, run_id=run_id, study_name=study_name, outcome=outcome
+    )
+
+
+def _open_study(*, settings: Settings, study_name: str, enqueue: list[dict[str, Any]] | None) -> optuna.Study:
+    """The dataset's persistent study (created or resumed); a fresh one queues `enqueue` first."""
+    from stockcli.ml.tuning import in_search_space, open_study
+
     study = open_study(
         storage_url=settings.optuna_storage_url,
         study_name=study_name,
@@ -114,14 +130,15 @@ def tune(
         for params in enqueue:
             if in_search_space(params, settings.tuning):
                 study.enqueue_trial(dict(params), skip_if_exists=True)
-    outcome = run_study(
-        study,
-        objective,
-        n_trials=target_trials,
-        timeout_s=limit_s,
-        progress=progress,
-        after_trial=lambda number: checkpoint(settings, f"tune:after-trial-{number}"),
-    )
+    return study
+
+
+def _record_outcome(
+    *, settings: Settings, engine: Engine, run_id: str, study_name: str, outcome: StudyOutcome
+) -> TuneResult:
+    """Upsert the study's best parameters for the dataset (when a trial finished) and describe the study."""
+    from stockcli.ml.tuning import TUNED_PARAMS
+
     best_params = {name: outcome.best_params[name] for name in TUNED_PARAMS if name in outcome.best_params}
     if outcome.best_value is not None:
         save_best(
