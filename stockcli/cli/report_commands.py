@@ -97,13 +97,23 @@ def _improvement(value: float | None, low: float | None, high: float | None) -> 
 
 
 def render_tables(report: Report) -> None:
-    from stockcli.formats import format_metrics  # the same metric formatting as the HTML views
-
-    fmt, pct = output.fmt_float, output.fmt_pct
+    """Every table of `stockcli report`, in order, then the report's notes as warnings."""
     production = f"v{report.production_version}" if report.production_version else "none known"
     output.info(
         f"stockcli report{' as of ' + report.as_of.isoformat() if report.as_of else ''} · production model {production}"
     )
+    _predictions_table(report)
+    _closes_table(report)
+    _performance_table(report)
+    _models_table(report)
+    _runs_table(report)
+    _promotions_table(report)
+    render_risk(report)
+    for note in report.notes:
+        output.warn(note)
+
+
+def _predictions_table(report: Report) -> None:
     output.table(
         "Latest predictions (next trading session)",
         [
@@ -123,12 +133,12 @@ def render_tables(report: Report) -> None:
             [
                 _text(p.ticker) + (" (unseen)" if p.unseen else ""),
                 p.base_date.isoformat(),
-                fmt(p.base_close),
-                fmt(p.predicted_close),
+                output.fmt_float(p.base_close),
+                output.fmt_float(p.predicted_close),
                 "-" if p.change is None else f"{p.change * 100:+.2f}%",
                 _band(p.lower_80, p.upper_80),
                 _band(p.lower_95, p.upper_95),
-                pct(p.p_up, 0),
+                output.fmt_pct(p.p_up, 0),
                 output.fmt_served(p.source, p.p_value, p.interval_source),
                 p.target_date.isoformat(),
                 f"v{_text(p.model_version)}",
@@ -144,6 +154,9 @@ def render_tables(report: Report) -> None:
         ),
         secondary=["Base close", "Base date", "Model", "80% interval", "Change %", "P(up)"],
     )
+
+
+def _closes_table(report: Report) -> None:
     output.table(
         f"Recent closes (last {max((len(s.closes) for s in report.recent_closes), default=0)} sessions) → prediction",
         ["Ticker", "Closes → predicted", "Last close", "Predicted"],
@@ -151,13 +164,16 @@ def render_tables(report: Report) -> None:
             [
                 _text(s.ticker),
                 sparkline(s.closes, s.prediction.predicted_close if s.prediction else None),
-                fmt(s.closes[-1]) if s.closes else "-",
-                fmt(s.prediction.predicted_close) if s.prediction else "-",
+                output.fmt_float(s.closes[-1]) if s.closes else "-",
+                output.fmt_float(s.prediction.predicted_close) if s.prediction else "-",
             ]
             for s in report.recent_closes
         ),
         secondary=["Last close", "Predicted"],
     )
+
+
+def _performance_table(report: Report) -> None:
     output.table(
         f"Live performance over the last {report.window_sessions} scored sessions",
         [
@@ -177,13 +193,13 @@ def render_tables(report: Report) -> None:
             [
                 _text(r.ticker),
                 str(r.sessions),
-                pct(r.mape),
-                fmt(r.mae),
-                fmt(r.naive_mae),
-                pct(r.directional_accuracy, 1),
+                output.fmt_pct(r.mape),
+                output.fmt_float(r.mae),
+                output.fmt_float(r.naive_mae),
+                output.fmt_pct(r.directional_accuracy, 1),
                 "-" if r.skill is None else _signed(r.skill),
-                pct(r.coverage_80, 0),
-                pct(r.coverage_95, 0),
+                output.fmt_pct(r.coverage_80, 0),
+                output.fmt_pct(r.coverage_95, 0),
                 _interval_source(r),
                 "WORSE THAN NAIVE"
                 if r.worse_than_naive
@@ -195,6 +211,11 @@ def render_tables(report: Report) -> None:
         secondary=["MAE", "Naive MAE", "Sessions", "MAPE %", "Direction %"],
         text=["Intervals (W95 vs GARCH)"],
     )
+
+
+def _models_table(report: Report) -> None:
+    from stockcli.formats import format_metrics  # the same metric formatting as the HTML views
+
     output.table(
         "Registered model versions",
         ["Version", "Aliases", "Test metrics", "Dataset", "Created"],
@@ -212,6 +233,9 @@ def render_tables(report: Report) -> None:
         secondary=["Dataset", "Created"],
         text=["Test metrics"],
     )
+
+
+def _runs_table(report: Report) -> None:
     output.table(
         "Recent runs",
         ["#", "Command", "As of", "Status", "Started", "Duration s", "Error"],
@@ -222,7 +246,7 @@ def render_tables(report: Report) -> None:
                 r.as_of.isoformat() if r.as_of else "-",
                 _text(r.status),
                 r.started_at.strftime("%Y-%m-%d %H:%M:%S") if r.started_at else "-",
-                fmt(r.duration_s, 1),
+                output.fmt_float(r.duration_s, 1),
                 _text("; ".join(text for text in (r.error, *r.warnings) if text)),
             ]
             for r in report.runs
@@ -230,6 +254,9 @@ def render_tables(report: Report) -> None:
         secondary=["Started", "#", "Duration s"],
         text=["Error"],
     )
+
+
+def _promotions_table(report: Report) -> None:
     output.table(
         "Recent promotion decisions",
         [
@@ -249,7 +276,9 @@ def render_tables(report: Report) -> None:
                 f"v{_text(p.candidate_version)}",
                 f"v{_text(p.production_version)}" if p.production_version else "-",
                 _text(p.metric),
-                " / ".join(fmt(v, 4) for v in (p.candidate_value, p.production_value, p.naive_value)),
+                " / ".join(
+                    output.fmt_float(v, 4) for v in (p.candidate_value, p.production_value, p.naive_value)
+                ),
                 "-" if p.p_value is None else f"{p.p_value:.3g}",
                 _improvement(p.improvement, p.improvement_low, p.improvement_high),
                 ("promoted" if p.promoted else "kept") + (" (dry run)" if p.dry_run else ""),
@@ -266,9 +295,6 @@ def render_tables(report: Report) -> None:
         ],
         text=["Reason"],
     )
-    render_risk(report)
-    for note in report.notes:
-        output.warn(note)
 
 
 def render_risk(report: Report) -> None:
