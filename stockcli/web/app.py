@@ -314,6 +314,16 @@ def create_app(settings: Settings, *, warm_registry: bool = True) -> FastAPI:
     app.add_middleware(CachedFirst, lookup=reader.cached_for_url)
     app.mount("/static", StaticFiles(directory=str(pages.STATIC_DIR)), name="static")
 
+    _add_error_handlers(app, reader)
+    _add_page(app, reader)
+    _add_json_api(app, reader)
+    _add_health_and_metrics(app, reader)
+    return app
+
+
+def _add_error_handlers(app: FastAPI, reader: Reader) -> None:
+    """ApiError, database errors and stockcli errors as JSON, or as a page for the HTML route."""
+
     @app.exception_handler(ApiError)
     async def api_error(request: Request, exc: ApiError) -> Response:
         if _wants_html(request):
@@ -328,12 +338,16 @@ def create_app(settings: Settings, *, warm_registry: bool = True) -> FastAPI:
     @app.exception_handler(DBAPIError)
     async def database_error(request: Request, exc: DBAPIError) -> Response:
         # Down, wrong URL, or a schema older than this version (serve never upgrades it).
-        return await api_error(request, _unreadable(settings, exc))
+        return await api_error(request, _unreadable(reader.settings, exc))
 
     @app.exception_handler(StockCliError)
     async def stockcli_error(request: Request, exc: StockCliError) -> Response:
         command = FILL_COMMAND if isinstance(exc, NoDataError) else None
         return await api_error(request, ApiError(503, exc.message, exc.hint, command=command))
+
+
+def _add_page(app: FastAPI, reader: Reader) -> None:
+    """`/`: the dashboard page, cached per data version and registry generation."""
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def dashboard(request: Request, ticker: str | None = None) -> Response:
@@ -348,10 +362,15 @@ def create_app(settings: Settings, *, warm_registry: bool = True) -> FastAPI:
         info, generation = reader.models(version)
 
         def build() -> CachedBody:
-            html = _dashboard_html(settings, engine, selected=selected, models=info)
+            html = _dashboard_html(reader.settings, engine, selected=selected, models=info)
             return CachedBody.of(html.encode(), "text/html")
 
         return reader.respond(request, ("page", selected), f"{version}|r{generation}", build)
+
+
+def _add_json_api(app: FastAPI, reader: Reader) -> None:
+    """The replaced system's JSON endpoints (latest predictions, tickers, chart), then performance and models."""
+    settings = reader.settings
 
     # The JSON routes are `async def`: a cache hit never leaves the event loop (Reader.serve_async).
     @app.get("/predictions/latest_for_table", response_model=LatestTable)
@@ -425,6 +444,11 @@ def create_app(settings: Settings, *, warm_registry: bool = True) -> FastAPI:
         body = {"production_version": info.production_version, "versions": info.versions, "note": info.note}
         return reader.respond(request, ("models",), f"r{generation}", lambda: _json_body(body))
 
+
+def _add_health_and_metrics(app: FastAPI, reader: Reader) -> None:
+    """`/health` (GET and HEAD) for a supervisor and `/metrics` for Prometheus."""
+    settings = reader.settings
+
     @app.get("/health")
     @app.head("/health", include_in_schema=False)  # the same answer without a body; one entry in the schema
     async def health() -> Response:
@@ -472,8 +496,6 @@ def create_app(settings: Settings, *, warm_registry: bool = True) -> FastAPI:
             return CachedBody.of(metrics_text(settings, engine, info), CONTENT_TYPE)
 
         return reader.respond(request, ("metrics",), f"{version}|r{generation}", build)
-
-    return app
 
 
 def latest_table_json(engine: Engine, models: report_service.ModelsInfo) -> dict[str, Any]:
