@@ -243,23 +243,31 @@ class Reader:
         request: Request,
         key: Hashable,
         build: Callable[[Engine, report_service.ModelsInfo], CachedBody],
+        empty: Callable[[], Response] | None = None,
     ) -> Response:
         """`serve_async` for a response that also shows the registry: keyed by the data version and the
-        registry's generation, answered in the event loop when both are known."""
+        registry's generation, answered in the event loop when both are known. `empty` answers for an
+        empty database instead of 503 (one that cannot be read still answers 503)."""
         versions = await self.versions_now()
         cached = None if versions is None else self.responses.lookup(key, versions)
         if cached is not None:
             return answer(request, cached)
-        return await run_in_threadpool(self._serve_with_registry, request, key, build)
+        return await run_in_threadpool(self._serve_with_registry, request, key, build, empty)
 
     def _serve_with_registry(
         self,
         request: Request,
         key: Hashable,
         build: Callable[[Engine, report_service.ModelsInfo], CachedBody],
+        empty: Callable[[], Response] | None,
     ) -> Response:
-        engine = self.engine()
-        version = self.data_version()
+        try:
+            engine = self.engine()
+            version = self.data_version()
+        except ApiError as exc:
+            if empty is None or exc.command is None:
+                raise
+            return empty()
         info, generation = self.models(version)
         return self.respond(request, key, f"{version}|r{generation}", lambda: build(engine, info))
 
@@ -474,28 +482,14 @@ def _add_health_and_metrics(app: FastAPI, reader: Reader) -> None:
     async def metrics(request: Request) -> Response:
         """Prometheus text format (`web/metrics.py`): last runs, predictions, live skill and coverage per
         ticker, what serves each ticker, the Production version. Cached per data version."""
-        versions = await reader.versions_now()
-        cached = None if versions is None else reader.responses.lookup(("metrics",), versions)
-        if cached is not None:
-            return answer(request, cached)
-        return await run_in_threadpool(metrics_now, request)
-
-    def metrics_now(request: Request) -> Response:
         from stockcli.web.metrics import CONTENT_TYPE, metrics_text
 
-        try:
-            engine = reader.engine()
-            version = reader.data_version()
-        except ApiError as exc:
-            if exc.command is None:  # unreadable: 503, as every data endpoint answers
-                raise
-            return Response(metrics_text(settings, None, None), media_type=CONTENT_TYPE)
-        info, generation = reader.models(version)
-
-        def build() -> CachedBody:
-            return CachedBody.of(metrics_text(settings, engine, info), CONTENT_TYPE)
-
-        return reader.respond(request, ("metrics",), f"{version}|r{generation}", build)
+        return await reader.serve_with_registry(
+            request,
+            ("metrics",),
+            lambda engine, info: CachedBody.of(metrics_text(settings, engine, info), CONTENT_TYPE),
+            empty=lambda: Response(metrics_text(settings, None, None), media_type=CONTENT_TYPE),
+        )
 
 
 def latest_table_json(engine: Engine, models: report_service.ModelsInfo) -> dict[str, Any]:
