@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+import contextlib
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from stockcli.choices import ModelType
 from stockcli.cli import output
 from stockcli.cli.state import state
+
+if TYPE_CHECKING:
+    from stockcli.services.train import TrainProgress
 
 
 def metrics_rows(metrics: dict[str, Any]) -> list[list[str]]:
@@ -136,36 +141,15 @@ def train(
     as_of = cli.as_of(settings)
     params = {"model_type": model_type} if model_type is not None else None
     with pipeline_run(settings, command="train", as_of=as_of) as run:
-        if cli.json:
+        with _epoch_bar(quiet=cli.json) as progress:
             result = train_service(
-                settings=settings, engine=run.engine, run_id=run_id, params=params, epochs=epochs
+                settings=settings,
+                engine=run.engine,
+                run_id=run_id,
+                params=params,
+                epochs=epochs,
+                progress=progress,
             )
-        else:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-            with Progress(
-                TextColumn("[bold]train[/]"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TextColumn("epochs  {task.description}"),
-                TimeElapsedColumn(),
-                console=output.error_console,
-                transient=True,
-                disable=not output.error_console.is_terminal,
-            ) as bar:
-                task = bar.add_task("", total=None)
-
-                def progress(epoch: int, total: int, train_loss: float, val_loss: float) -> None:
-                    bar.update(task, completed=epoch, total=total, description=f"val loss {val_loss:.5f}")
-
-                result = train_service(
-                    settings=settings,
-                    engine=run.engine,
-                    run_id=run_id,
-                    params=params,
-                    epochs=epochs,
-                    progress=progress,
-                )
         run.details.update(
             {
                 "dataset_run_id": result.dataset_run_id,
@@ -176,6 +160,38 @@ def train(
     if cli.json:
         output.emit_json(result)
         return
+    _show_trained(result)
+
+
+@contextlib.contextmanager
+def _epoch_bar(*, quiet: bool) -> Iterator[TrainProgress | None]:
+    """A transient bar of epochs and the validation loss on stderr (drawn only on a terminal),
+    yielding the training's progress callback; nothing when `quiet` (JSON output)."""
+    if quiet:
+        yield None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(
+        TextColumn("[bold]train[/]"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("epochs  {task.description}"),
+        TimeElapsedColumn(),
+        console=output.error_console,
+        transient=True,
+        disable=not output.error_console.is_terminal,
+    ) as bar:
+        task = bar.add_task("", total=None)
+
+        def progress(epoch: int, total: int, train_loss: float, val_loss: float) -> None:
+            bar.update(task, completed=epoch, total=total, description=f"val loss {val_loss:.5f}")
+
+        yield progress
+
+
+def _show_trained(result: Any) -> None:
+    """The registered version, its test split next to naive, and what to run next."""
     stop = "early stop" if result.stopped_early else "no early stop"
     output.info(
         f"Registered model version {result.model_version} (MLflow run {result.mlflow_run_id}) from dataset "
