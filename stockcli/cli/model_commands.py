@@ -269,7 +269,7 @@ def promote(
     settings = cli.settings()
     as_of = cli.as_of(settings)
     with pipeline_run(settings, command="promote", as_of=as_of) as run:
-        if cli.json:
+        with _status("promote: evaluating the candidate and Production on one window", quiet=cli.json):
             result = promote_service(
                 settings=settings,
                 engine=run.engine,
@@ -277,15 +277,6 @@ def promote(
                 dry_run=dry_run,
                 pipeline_run_id=run.run_id,
             )
-        else:
-            with _status("promote: evaluating the candidate and Production on one window"):
-                result = promote_service(
-                    settings=settings,
-                    engine=run.engine,
-                    version=version,
-                    dry_run=dry_run,
-                    pipeline_run_id=run.run_id,
-                )
         run.details.update(
             {
                 "candidate_version": result.candidate_version,
@@ -312,43 +303,14 @@ def promote(
         payload["decision"]["alpha"] = settings.promotion.alpha
         output.emit_json(payload)
         return
-    metric = result.metric
-    rows = [
-        [
-            "candidate",
-            result.candidate_version,
-            *_block_cells(result.candidate_metrics["average"]["model"]),
-            output.fmt_pct(result.candidate_metrics["average"]["skill"], 1),
-            *interval_cells(result.candidate_metrics["average"])[:3],
-        ]
-    ]
-    if result.production_metrics is not None:
-        rows.append(
-            [
-                "production",
-                result.production_version or "-",
-                *_block_cells(result.production_metrics["average"]["model"]),
-                output.fmt_pct(result.production_metrics["average"]["skill"], 1),
-                *interval_cells(result.production_metrics["average"])[:3],
-            ]
-        )
-    rows.append(["naive", "-", *_block_cells(result.naive_metrics["average"]), "0.0%", "-", "-", "-"])
-    garch = (result.candidate_metrics["average"].get("baselines") or {}).get("garch") or {}
-    if garch:
-        rows.append(
-            [
-                "GARCH(1,1)-t",
-                "-",
-                "-",
-                "-",
-                "-",
-                "-",
-                "-",
-                output.fmt_pct(garch.get("coverage_80"), 1),
-                output.fmt_pct(garch.get("coverage_95"), 1),
-                output.fmt_float(garch.get("winkler_95"), 4),
-            ]
-        )
+    _show_promotion(
+        result, alpha=settings.promotion.alpha, min_improvement=settings.promotion.min_improvement
+    )
+
+
+def _show_promotion(result: Any, *, alpha: float, min_improvement: float) -> None:
+    """The candidate, Production, naive and GARCH on the one window, what the candidate serves per
+    ticker, and the decision."""
     output.table(
         f"Same window: {result.window_start} .. {result.window_end} ({result.n_days} sessions, "
         f"{', '.join(result.tickers)}), averaged over tickers",
@@ -364,10 +326,10 @@ def promote(
             "95% cover",
             "Winkler 95",
         ],
-        rows,
+        _promotion_rows(result),
         secondary=["RMSE", "MAPE", "direction"],
-        caption=f"Decided on {metric.upper()} by a one-sided Diebold-Mariano test at alpha "
-        f"{settings.promotion.alpha:g}; min improvement {settings.promotion.min_improvement:.2%}.",
+        caption=f"Decided on {result.metric.upper()} by a one-sided Diebold-Mariano test at alpha "
+        f"{alpha:g}; min improvement {min_improvement:.2%}.",
     )
     if result.selection:
         output.table(
@@ -390,15 +352,46 @@ def promote(
         output.info(f"Not promoted. {result.reason}")
 
 
+def _promotion_rows(result: Any) -> list[list[str]]:
+    """The candidate, Production (when there is one), naive and GARCH (when fitted), averaged."""
+    rows = [_version_cells("candidate", result.candidate_version, result.candidate_metrics["average"])]
+    if result.production_metrics is not None:
+        production = result.production_metrics["average"]
+        rows.append(_version_cells("production", result.production_version or "-", production))
+    rows.append(["naive", "-", *_block_cells(result.naive_metrics["average"]), "0.0%", "-", "-", "-"])
+    garch = (result.candidate_metrics["average"].get("baselines") or {}).get("garch") or {}
+    if garch:
+        rows.append(
+            [
+                "GARCH(1,1)-t",
+                *["-"] * 6,
+                output.fmt_pct(garch.get("coverage_80"), 1),
+                output.fmt_pct(garch.get("coverage_95"), 1),
+                output.fmt_float(garch.get("winkler_95"), 4),
+            ]
+        )
+    return rows
+
+
+def _version_cells(label: str, version: str, average: dict[str, Any]) -> list[str]:
+    """A model version's row: point figures, skill against naive, then its intervals."""
+    return [
+        label,
+        version,
+        *_block_cells(average["model"]),
+        output.fmt_pct(average["skill"], 1),
+        *interval_cells(average)[:3],
+    ]
+
+
 def _p(value: float | None) -> str:
     return "-" if value is None else f"{value:.3g}"
 
 
-def _status(message: str) -> Any:
-    """A spinner on stderr when it is a terminal; nothing under cron or in a pipe."""
-    import contextlib
-
-    if not output.error_console.is_terminal:
+def _status(message: str, *, quiet: bool) -> Any:
+    """A spinner on stderr when it is a terminal; nothing when `quiet` (JSON output), under cron or
+    in a pipe."""
+    if quiet or not output.error_console.is_terminal:
         return contextlib.nullcontext()
     return output.error_console.status(message)
 
