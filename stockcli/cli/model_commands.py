@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+import contextlib
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from stockcli.choices import ModelType
 from stockcli.cli import output
 from stockcli.cli.state import state
+
+if TYPE_CHECKING:
+    from stockcli.services.train import TrainProgress
 
 
 def metrics_rows(metrics: dict[str, Any]) -> list[list[str]]:
@@ -136,36 +141,15 @@ def train(
     as_of = cli.as_of(settings)
     params = {"model_type": model_type} if model_type is not None else None
     with pipeline_run(settings, command="train", as_of=as_of) as run:
-        if cli.json:
+        with _epoch_bar(quiet=cli.json) as progress:
             result = train_service(
-                settings=settings, engine=run.engine, run_id=run_id, params=params, epochs=epochs
+                settings=settings,
+                engine=run.engine,
+                run_id=run_id,
+                params=params,
+                epochs=epochs,
+                progress=progress,
             )
-        else:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-            with Progress(
-                TextColumn("[bold]train[/]"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TextColumn("epochs  {task.description}"),
-                TimeElapsedColumn(),
-                console=output.error_console,
-                transient=True,
-                disable=not output.error_console.is_terminal,
-            ) as bar:
-                task = bar.add_task("", total=None)
-
-                def progress(epoch: int, total: int, train_loss: float, val_loss: float) -> None:
-                    bar.update(task, completed=epoch, total=total, description=f"val loss {val_loss:.5f}")
-
-                result = train_service(
-                    settings=settings,
-                    engine=run.engine,
-                    run_id=run_id,
-                    params=params,
-                    epochs=epochs,
-                    progress=progress,
-                )
         run.details.update(
             {
                 "dataset_run_id": result.dataset_run_id,
@@ -176,6 +160,38 @@ def train(
     if cli.json:
         output.emit_json(result)
         return
+    _show_trained(result)
+
+
+@contextlib.contextmanager
+def _epoch_bar(*, quiet: bool) -> Iterator[TrainProgress | None]:
+    """A transient bar of epochs and the validation loss on stderr (drawn only on a terminal),
+    yielding the training's progress callback; nothing when `quiet` (JSON output)."""
+    if quiet:
+        yield None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(
+        TextColumn("[bold]train[/]"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("epochs  {task.description}"),
+        TimeElapsedColumn(),
+        console=output.error_console,
+        transient=True,
+        disable=not output.error_console.is_terminal,
+    ) as bar:
+        task = bar.add_task("", total=None)
+
+        def progress(epoch: int, total: int, train_loss: float, val_loss: float) -> None:
+            bar.update(task, completed=epoch, total=total, description=f"val loss {val_loss:.5f}")
+
+        yield progress
+
+
+def _show_trained(result: Any) -> None:
+    """The registered version, its test split next to naive, and what to run next."""
     stop = "early stop" if result.stopped_early else "no early stop"
     output.info(
         f"Registered model version {result.model_version} (MLflow run {result.mlflow_run_id}) from dataset "
@@ -253,7 +269,7 @@ def promote(
     settings = cli.settings()
     as_of = cli.as_of(settings)
     with pipeline_run(settings, command="promote", as_of=as_of) as run:
-        if cli.json:
+        with _status("promote: evaluating the candidate and Production on one window", quiet=cli.json):
             result = promote_service(
                 settings=settings,
                 engine=run.engine,
@@ -261,15 +277,6 @@ def promote(
                 dry_run=dry_run,
                 pipeline_run_id=run.run_id,
             )
-        else:
-            with _status("promote: evaluating the candidate and Production on one window"):
-                result = promote_service(
-                    settings=settings,
-                    engine=run.engine,
-                    version=version,
-                    dry_run=dry_run,
-                    pipeline_run_id=run.run_id,
-                )
         run.details.update(
             {
                 "candidate_version": result.candidate_version,
@@ -296,43 +303,14 @@ def promote(
         payload["decision"]["alpha"] = settings.promotion.alpha
         output.emit_json(payload)
         return
-    metric = result.metric
-    rows = [
-        [
-            "candidate",
-            result.candidate_version,
-            *_block_cells(result.candidate_metrics["average"]["model"]),
-            output.fmt_pct(result.candidate_metrics["average"]["skill"], 1),
-            *interval_cells(result.candidate_metrics["average"])[:3],
-        ]
-    ]
-    if result.production_metrics is not None:
-        rows.append(
-            [
-                "production",
-                result.production_version or "-",
-                *_block_cells(result.production_metrics["average"]["model"]),
-                output.fmt_pct(result.production_metrics["average"]["skill"], 1),
-                *interval_cells(result.production_metrics["average"])[:3],
-            ]
-        )
-    rows.append(["naive", "-", *_block_cells(result.naive_metrics["average"]), "0.0%", "-", "-", "-"])
-    garch = (result.candidate_metrics["average"].get("baselines") or {}).get("garch") or {}
-    if garch:
-        rows.append(
-            [
-                "GARCH(1,1)-t",
-                "-",
-                "-",
-                "-",
-                "-",
-                "-",
-                "-",
-                output.fmt_pct(garch.get("coverage_80"), 1),
-                output.fmt_pct(garch.get("coverage_95"), 1),
-                output.fmt_float(garch.get("winkler_95"), 4),
-            ]
-        )
+    _show_promotion(
+        result, alpha=settings.promotion.alpha, min_improvement=settings.promotion.min_improvement
+    )
+
+
+def _show_promotion(result: Any, *, alpha: float, min_improvement: float) -> None:
+    """The candidate, Production, naive and GARCH on the one window, what the candidate serves per
+    ticker, and the decision."""
     output.table(
         f"Same window: {result.window_start} .. {result.window_end} ({result.n_days} sessions, "
         f"{', '.join(result.tickers)}), averaged over tickers",
@@ -348,10 +326,10 @@ def promote(
             "95% cover",
             "Winkler 95",
         ],
-        rows,
+        _promotion_rows(result),
         secondary=["RMSE", "MAPE", "direction"],
-        caption=f"Decided on {metric.upper()} by a one-sided Diebold-Mariano test at alpha "
-        f"{settings.promotion.alpha:g}; min improvement {settings.promotion.min_improvement:.2%}.",
+        caption=f"Decided on {result.metric.upper()} by a one-sided Diebold-Mariano test at alpha "
+        f"{alpha:g}; min improvement {min_improvement:.2%}.",
     )
     if result.selection:
         output.table(
@@ -374,15 +352,46 @@ def promote(
         output.info(f"Not promoted. {result.reason}")
 
 
+def _promotion_rows(result: Any) -> list[list[str]]:
+    """The candidate, Production (when there is one), naive and GARCH (when fitted), averaged."""
+    rows = [_version_cells("candidate", result.candidate_version, result.candidate_metrics["average"])]
+    if result.production_metrics is not None:
+        production = result.production_metrics["average"]
+        rows.append(_version_cells("production", result.production_version or "-", production))
+    rows.append(["naive", "-", *_block_cells(result.naive_metrics["average"]), "0.0%", "-", "-", "-"])
+    garch = (result.candidate_metrics["average"].get("baselines") or {}).get("garch") or {}
+    if garch:
+        rows.append(
+            [
+                "GARCH(1,1)-t",
+                *["-"] * 6,
+                output.fmt_pct(garch.get("coverage_80"), 1),
+                output.fmt_pct(garch.get("coverage_95"), 1),
+                output.fmt_float(garch.get("winkler_95"), 4),
+            ]
+        )
+    return rows
+
+
+def _version_cells(label: str, version: str, average: dict[str, Any]) -> list[str]:
+    """A model version's row: point figures, skill against naive, then its intervals."""
+    return [
+        label,
+        version,
+        *_block_cells(average["model"]),
+        output.fmt_pct(average["skill"], 1),
+        *interval_cells(average)[:3],
+    ]
+
+
 def _p(value: float | None) -> str:
     return "-" if value is None else f"{value:.3g}"
 
 
-def _status(message: str) -> Any:
-    """A spinner on stderr when it is a terminal; nothing under cron or in a pipe."""
-    import contextlib
-
-    if not output.error_console.is_terminal:
+def _status(message: str, *, quiet: bool) -> Any:
+    """A spinner on stderr when it is a terminal; nothing when `quiet` (JSON output), under cron or
+    in a pipe."""
+    if quiet or not output.error_console.is_terminal:
         return contextlib.nullcontext()
     return output.error_console.status(message)
 

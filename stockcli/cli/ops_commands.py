@@ -420,46 +420,30 @@ def backtest(
 
 
 def _show_backtest(result: Any) -> None:
+    """The served forecasts next to naive, the interval candidates against GARCH, the retrains."""
     m = result.metrics
     output.info(
         f"Replayed {result.sessions} sessions {result.start}..{result.end} in {result.wall_s:.0f} s "
         f"({result.sessions_per_s:.2f} sessions/s); workspace {result.workspace}."
     )
-
-    def row(name: str, v: dict[str, Any]) -> list[Any]:
-        return [
-            name,
-            v.get("samples"),
-            output.fmt_float(v.get("mae")),
-            output.fmt_float(v.get("naive_mae")),
-            output.fmt_pct(v.get("skill"), 2),
-            f"{output.fmt_pct(v.get('skill_low'), 2)} to {output.fmt_pct(v.get('skill_high'), 2)}",
-            output.fmt_pct(v.get("share_model"), 0),
-            output.fmt_pct(v.get("direction_accuracy"), 1),
-            output.fmt_pct(v.get("coverage_80"), 1),
-            output.fmt_pct(v.get("coverage_95"), 1),
-            output.fmt_float(v.get("winkler_95"), 4),
-        ]
-
-    columns = [
-        "ticker",
-        "predictions",
-        "MAE",
-        "naive MAE",
-        "skill",
-        "skill 95% CI",
-        "served by model",
-        "direction",
-        "80% cover",
-        "95% cover",
-        "Winkler 95",
-    ]
-    rows = [row(t, v) for t, v in result.per_ticker.items()]
+    rows = [_backtest_row(t, v) for t, v in result.per_ticker.items()]
     if m.get("samples"):
-        rows.append(row("all", m))
+        rows.append(_backtest_row("all", m))
     output.table(
         "Served forecasts over the range, next to naive",
-        columns,
+        [
+            "ticker",
+            "predictions",
+            "MAE",
+            "naive MAE",
+            "skill",
+            "skill 95% CI",
+            "served by model",
+            "direction",
+            "80% cover",
+            "95% cover",
+            "Winkler 95",
+        ],
         rows,
         secondary=["direction", "MAE", "naive MAE", "skill 95% CI"],
     )
@@ -467,18 +451,7 @@ def _show_backtest(result: Any) -> None:
         output.table(
             "Interval candidates on the same sessions (skill and one-sided DM p against GARCH, pinball)",
             ["candidate", "80% cover", "95% cover", "Winkler 95", "pinball", "skill W95", "p"],
-            [
-                [
-                    name,
-                    output.fmt_pct(values.get("coverage_80"), 1),
-                    output.fmt_pct(values.get("coverage_95"), 1),
-                    output.fmt_float(values.get("winkler_95"), 4),
-                    output.fmt_float(values.get("pinball"), 5),
-                    output.fmt_pct((values.get("skill_vs_garch") or {}).get("winkler_95"), 2),
-                    "-" if values.get("p_value_vs_garch") is None else f"{values['p_value_vs_garch']:.3g}",
-                ]
-                for name, values in [("served", m), *result.candidates.items()]
-            ],
+            [_candidate_row(name, v) for name, v in [("served", m), *result.candidates.items()]],
         )
     versus = result.network_vs_best_statistical
     if versus:
@@ -503,6 +476,36 @@ def _show_backtest(result: Any) -> None:
         ],
         text=["why"],
     )
+
+
+def _backtest_row(name: str, v: dict[str, Any]) -> list[Any]:
+    """A ticker's (or all tickers') served forecasts over the range."""
+    return [
+        name,
+        v.get("samples"),
+        output.fmt_float(v.get("mae")),
+        output.fmt_float(v.get("naive_mae")),
+        output.fmt_pct(v.get("skill"), 2),
+        f"{output.fmt_pct(v.get('skill_low'), 2)} to {output.fmt_pct(v.get('skill_high'), 2)}",
+        output.fmt_pct(v.get("share_model"), 0),
+        output.fmt_pct(v.get("direction_accuracy"), 1),
+        output.fmt_pct(v.get("coverage_80"), 1),
+        output.fmt_pct(v.get("coverage_95"), 1),
+        output.fmt_float(v.get("winkler_95"), 4),
+    ]
+
+
+def _candidate_row(name: str, values: dict[str, Any]) -> list[str]:
+    """An interval candidate's figures, its Winkler skill and one-sided DM p against GARCH."""
+    return [
+        name,
+        output.fmt_pct(values.get("coverage_80"), 1),
+        output.fmt_pct(values.get("coverage_95"), 1),
+        output.fmt_float(values.get("winkler_95"), 4),
+        output.fmt_float(values.get("pinball"), 5),
+        output.fmt_pct((values.get("skill_vs_garch") or {}).get("winkler_95"), 2),
+        "-" if values.get("p_value_vs_garch") is None else f"{values['p_value_vs_garch']:.3g}",
+    ]
 
 
 def _finish_backtest(result: Any) -> None:

@@ -13,11 +13,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from stockcli.clock import trading_calendar
 from stockcli.config import Settings
 from stockcli.errors import EXIT_NOTHING, EXIT_OK, EXIT_PARTIAL, NoDataError, StockCliError, UsageError
+
+if TYPE_CHECKING:
+    from stockcli.services.retrain import RetrainResult
 
 # Written first thing into a workspace: only a folder holding it may be reused by a later backtest.
 WORKSPACE_MARKER = ".stockcli-backtest"
@@ -146,6 +149,46 @@ def _export_stored_bars(settings: Settings, folder: Path, end: date) -> None:
         out.to_csv(folder / f"{ticker}.csv", float_format="%.10g")
 
 
+# A recorded promotion test, as `BacktestResult.promotion_decisions` lists it.
+_DECISION_KEYS = (
+    "decided_at",
+    "candidate_version",
+    "production_version",
+    "metric",
+    "promoted",
+    "p_value",
+    "improvement",
+    "improvement_low",
+    "improvement_high",
+    "window_start",
+    "window_end",
+    "reason",
+)
+
+
+@dataclass(frozen=True)
+class _Replay:
+    """Where a backtest replays its sessions: the scratch settings (csv source for yahoo) and folder."""
+
+    settings: Settings
+    workspace: Path
+    sessions: list[date]
+    calendar: Any
+
+
+@dataclass(frozen=True)
+class _Replayed:
+    """What replaying the sessions gave, before the scored rows are summarized."""
+
+    sessions_failed: int
+    predictions: int
+    retrains: tuple[RetrainEvent, ...]
+    promotions: int
+    failures: tuple[str, ...]  # tickers never predicted first, then failed sessions
+    tickers_failed: tuple[str, ...]
+    wall_s: float
+
+
 def backtest(
     *,
     settings: Settings,
@@ -156,10 +199,58 @@ def backtest(
     progress: Callable[[int, int, str], None] | None = None,
 ) -> BacktestResult:
     """Run `daily` for every session from `start` to `end` in `workspace`, then summarize."""
+    from stockcli.db.bars import newest_bar_date
     from stockcli.db.engine import open_database
-    from stockcli.services.daily import daily
-    from stockcli.services.runtime import pipeline_run
+    from stockcli.db.predictions import scored_between
+    from stockcli.db.promotions import list_promotions
 
+    replay = _prepare_replay(settings, start=start, end=end, workspace=workspace)
+    sessions = replay.sessions
+    engine = open_database(replay.settings)
+    replayed = _replay_sessions(replay, engine=engine, n_trials=n_trials, progress=progress)
+    data_end = newest_bar_date(engine)
+    rows = scored_between(engine, start=sessions[0], end=sessions[-1])
+    summary = summarize_range(rows)
+    horizons, risk = horizon_summary(engine, sessions[0], sessions[-1], replay.calendar)
+    decisions = tuple(
+        {key: getattr(row, key) for key in _DECISION_KEYS}
+        for row in reversed(list_promotions(engine, limit=1000, include_dry_runs=False))
+    )
+    engine.dispose()
+    return BacktestResult(
+        start=sessions[0],
+        end=sessions[-1],
+        workspace=str(replay.workspace),
+        sessions=len(sessions),
+        sessions_failed=replayed.sessions_failed,
+        predictions=replayed.predictions,
+        evaluated=len(rows),
+        retrains=replayed.retrains,
+        promotions=replayed.promotions,
+        metrics=summary["overall"],
+        per_ticker=summary["per_ticker"],
+        wall_s=replayed.wall_s,
+        sessions_per_s=len(sessions) / replayed.wall_s if replayed.wall_s > 0 else float("inf"),
+        failures=replayed.failures,
+        tickers_failed=replayed.tickers_failed,
+        data_end=data_end,
+        sessions_past_data_end=sum(1 for s in sessions if data_end is None or s > data_end),
+        baselines={
+            name: summary["candidates"][name]
+            for name in ("garch", "rolling")
+            if name in summary["candidates"]
+        },
+        candidates=summary["candidates"],
+        promotion_decisions=decisions,
+        network_vs_best_statistical=summary.get("network_vs_best_statistical"),
+        horizons=horizons,
+        risk=risk,
+    )
+
+
+def _prepare_replay(settings: Settings, *, start: date, end: date, workspace: Path) -> _Replay:
+    """Check the range and the workspace, claim the workspace and (yahoo source) export the stored
+    bars into it. Raises UsageError for an empty range or a workspace that may not hold a backtest."""
     if end < start:
         raise UsageError(f"--end {end} is before --start {start}.", hint="Give a range with start <= end.")
     calendar = trading_calendar(settings.data.exchange)
@@ -175,8 +266,21 @@ def backtest(
         bars_dir = workspace / "bars"
         _export_stored_bars(settings, bars_dir, end)
         scratch = scratch.replace(data={"source": "csv", "csv_dir": bars_dir})
+    return _Replay(settings=scratch, workspace=workspace, sessions=sessions, calendar=calendar)
 
-    engine = open_database(scratch)
+
+def _replay_sessions(
+    replay: _Replay,
+    *,
+    engine: Any,
+    n_trials: int | None,
+    progress: Callable[[int, int, str], None] | None,
+) -> _Replayed:
+    """Run `daily` for each session with the clock set after its close, counting what each gave."""
+    from stockcli.services.daily import daily
+    from stockcli.services.runtime import pipeline_run
+
+    sessions = replay.sessions
     bundle_cache: dict[str, Any] = {}
     retrains: list[RetrainEvent] = []
     failures: list[str] = []
@@ -184,15 +288,14 @@ def backtest(
     predicted: set[str] = set()
     replayed = 0
     predictions = 0
-    promotions = 0
     started = time.perf_counter()
     for index, session in enumerate(sessions):
         # The session's bar is final: the replayed clock stands after that day's close.
         now = datetime.combine(session, datetime.max.time(), tzinfo=UTC)
         try:
-            with pipeline_run(scratch, command="daily", as_of=session, engine=engine) as run:
+            with pipeline_run(replay.settings, command="daily", as_of=session, engine=engine) as run:
                 result = daily(
-                    settings=scratch,
+                    settings=replay.settings,
                     engine=engine,
                     as_of=session,
                     run=run,
@@ -214,83 +317,37 @@ def backtest(
         predicted.update(p.ticker for p in result.predictions)
         why_not.update((f.ticker, f.reason) for f in result.failed)
         if result.retrain is not None and result.retrain.ran:
-            decision = result.retrain.promotion or {}
-            retrains.append(
-                RetrainEvent(
-                    as_of=session,
-                    reason=result.retrain.reason,
-                    model_version=result.retrain.model_version,
-                    promoted=result.retrain.promoted,
-                    promotion_reason=result.retrain.promotion_reason,
-                    p_value=decision.get("p_value"),
-                    improvement=decision.get("improvement"),
-                    improvement_low=decision.get("improvement_low"),
-                    improvement_high=decision.get("improvement_high"),
-                )
-            )
-            promotions += int(result.retrain.promoted)
+            retrains.append(_retrain_event(session, result.retrain))
         if progress:
             progress(index + 1, len(sessions), f"{session}: {result.status}")
     wall_s = time.perf_counter() - started
-    sessions_failed = len(failures)
     # A ticker never predicted while others were: named, not simply missing from the summary.
     never = tuple(t for t in why_not if t not in predicted) if predicted else ()
-    failures[:0] = [f"{t}: no prediction in any of the {replayed} sessions: {why_not[t]}" for t in never]
-
-    from stockcli.db.bars import newest_bar_date
-    from stockcli.db.predictions import scored_between
-    from stockcli.db.promotions import list_promotions
-
-    data_end = newest_bar_date(engine)
-    rows = scored_between(engine, start=sessions[0], end=sessions[-1])
-    summary = summarize_range(rows)
-    horizons, risk = horizon_summary(engine, sessions[0], sessions[-1], calendar)
-    decisions = tuple(
-        {
-            "decided_at": row.decided_at,
-            "candidate_version": row.candidate_version,
-            "production_version": row.production_version,
-            "metric": row.metric,
-            "promoted": row.promoted,
-            "p_value": row.p_value,
-            "improvement": row.improvement,
-            "improvement_low": row.improvement_low,
-            "improvement_high": row.improvement_high,
-            "window_start": row.window_start,
-            "window_end": row.window_end,
-            "reason": row.reason,
-        }
-        for row in reversed(list_promotions(engine, limit=1000, include_dry_runs=False))
-    )
-    engine.dispose()
-    return BacktestResult(
-        start=sessions[0],
-        end=sessions[-1],
-        workspace=str(workspace),
-        sessions=len(sessions),
-        sessions_failed=sessions_failed,
+    named = [f"{t}: no prediction in any of the {replayed} sessions: {why_not[t]}" for t in never]
+    return _Replayed(
+        sessions_failed=len(failures),
         predictions=predictions,
-        evaluated=len(rows),
         retrains=tuple(retrains),
-        promotions=promotions,
-        metrics=summary["overall"],
-        per_ticker=summary["per_ticker"],
-        wall_s=wall_s,
-        sessions_per_s=len(sessions) / wall_s if wall_s > 0 else float("inf"),
-        failures=tuple(failures),
+        promotions=sum(int(event.promoted) for event in retrains),
+        failures=(*named, *failures),
         tickers_failed=never,
-        data_end=data_end,
-        sessions_past_data_end=sum(1 for s in sessions if data_end is None or s > data_end),
-        baselines={
-            name: summary["candidates"][name]
-            for name in ("garch", "rolling")
-            if name in summary["candidates"]
-        },
-        candidates=summary["candidates"],
-        promotion_decisions=decisions,
-        network_vs_best_statistical=summary.get("network_vs_best_statistical"),
-        horizons=horizons,
-        risk=risk,
+        wall_s=wall_s,
+    )
+
+
+def _retrain_event(session: date, retrained: RetrainResult) -> RetrainEvent:
+    """A retrain that ran in a replayed session, with its promotion test's figures."""
+    decision = retrained.promotion or {}
+    return RetrainEvent(
+        as_of=session,
+        reason=retrained.reason,
+        model_version=retrained.model_version,
+        promoted=retrained.promoted,
+        promotion_reason=retrained.promotion_reason,
+        p_value=decision.get("p_value"),
+        improvement=decision.get("improvement"),
+        improvement_low=decision.get("improvement_low"),
+        improvement_high=decision.get("improvement_high"),
     )
 
 

@@ -8,7 +8,7 @@ The CLI (`stockcli daily`, cron), the daemon and `backtest` run exactly this fun
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
 
@@ -16,8 +16,16 @@ from sqlalchemy.engine import Engine
 
 from stockcli.config import Settings
 from stockcli.db.runs import mark_base_date, mark_retrained
+from stockcli.errors import NoProductionModelError
 from stockcli.services.monitor import MonitorResult, monitor
-from stockcli.services.predict import FailedTicker, Prediction, failed_json, predict, prediction_json
+from stockcli.services.predict import (
+    FailedTicker,
+    Prediction,
+    PredictResult,
+    failed_json,
+    predict,
+    prediction_json,
+)
 from stockcli.services.retrain import RetrainResult, retrain
 from stockcli.services.runtime import RunHandle, checkpoint
 from stockcli.services.train import check_registry_knows_database
@@ -39,6 +47,35 @@ class DailyResult:
     failed: tuple[FailedTicker, ...] = ()
 
 
+@dataclass(frozen=True)
+class _Day:
+    """What the steps of one daily run share: where they run, and the messages they say."""
+
+    settings: Settings
+    engine: Engine
+    as_of: date
+    run: RunHandle | None
+    n_trials: int | None
+    progress: Callable[[str], None] | None
+    messages: list[str] = field(default_factory=list)
+
+    def say(self, message: str) -> None:
+        self.messages.append(message)
+        if self.progress:
+            self.progress(message)
+
+    def retrain(self, *, production_version: str | None, monitored: MonitorResult | None) -> RetrainResult:
+        return retrain(
+            settings=self.settings,
+            engine=self.engine,
+            as_of=self.as_of,
+            production_version=production_version,
+            monitor_result=monitored,
+            run=self.run,
+            n_trials=self.n_trials,
+        )
+
+
 def daily(
     *,
     settings: Settings,
@@ -55,83 +92,30 @@ def daily(
     result to the documented exit code. Raises NoProductionModelError without a model and with
     `allow_retrain=False`."""
     from stockcli.clock import calendar_for
-    from stockcli.ml import registry
     from stockcli.services.fetch import fetch
-    from stockcli.services.models import production_version
 
-    messages: list[str] = []
+    day = _Day(settings=settings, engine=engine, as_of=as_of, run=run, n_trials=n_trials, progress=progress)
+    details: dict[str, Any] = run.details if run is not None else {}
     calendar_for(settings)  # first, so that every step shares the calendar read from the cache
 
-    def say(message: str) -> None:
-        messages.append(message)
-        if progress:
-            progress(message)
-
-    say("fetch")
+    day.say("fetch")
     fetched = fetch(settings=settings, engine=engine, as_of=as_of, now=now)
     checkpoint(settings, "daily:after_fetch")
-    if run is not None:
-        run.details["fetch"] = {"status": fetched.status}
+    details["fetch"] = {"status": fetched.status}
 
-    version = production_version(settings)
-    bootstrap: RetrainResult | None = None
-    if version is None:
-        check_registry_knows_database(settings, engine)  # a lost MLflow store is not "no model yet"
-        if not allow_retrain:
-            from stockcli.errors import NoProductionModelError
+    version, bootstrap = _production_or_bootstrap(day, allow_retrain=allow_retrain)
+    details["model_version"] = version
 
-            raise NoProductionModelError(
-                "No production model yet, and --no-retrain forbids bootstrapping one.",
-                hint="Run `stockcli retrain --force` first.",
-            )
-        say("no production model: bootstrapping one (process, build, tune, train, promote)")
-        # No production version: `retrain` runs unforced and records why ("no production model yet").
-        bootstrap = retrain(
-            settings=settings, engine=engine, as_of=as_of, production_version=None, run=run, n_trials=n_trials
-        )
-        version = production_version(settings)
-        if version is None:  # the first model is always promoted; only a failed alias move gets here
-            from stockcli.errors import NoProductionModelError
-
-            raise NoProductionModelError(
-                f"Trained model version {bootstrap.model_version}, but it was not promoted: "
-                f"{bootstrap.promotion_reason}",
-                hint="Run `stockcli promote` to retry the promotion.",
-            )
-    version = str(version)
-    if run is not None:
-        run.details["model_version"] = version
-
-    say("monitor")
+    day.say("monitor")
     monitored = monitor(settings=settings, engine=engine, as_of=as_of, model_version=version)
-    if run is not None:
-        run.details["monitor"] = {"retrain_needed": monitored.retrain_needed, "reason": monitored.reason}
+    details["monitor"] = {"retrain_needed": monitored.retrain_needed, "reason": monitored.reason}
 
-    say(f"predict with model version {version}")
-    bundle = None
-    if bundle_cache is not None:
-        bundle = bundle_cache.get(version)
-    if bundle is None:
-        bundle = registry.load_bundle(settings, version=version)
-        if bundle_cache is not None:
-            bundle_cache[version] = bundle
-    # A ticker whose fetch rejected rows has a history with holes or cut short (an unadjusted split):
-    # it fails here with the fetch's words, instead of being predicted from what is left.
-    rejected = _rejected_by_fetch(fetched, settings.data.tickers)
-    predicted = predict(
-        settings=settings,
-        engine=engine,
-        as_of=as_of,
-        bundle=bundle,
-        pipeline_run_id=run.run_id if run else None,
-        now=now,
-        tickers=[t for t in settings.data.tickers if t not in {f.ticker for f in rejected}],
-    )
+    day.say(f"predict with model version {version}")
+    bundle = _load_bundle(settings, version=version, cache=bundle_cache)
+    predicted, failed = _predict_watchlist(day, bundle=bundle, fetched=fetched, now=now)
     predictions = predicted.predictions
-    order = {t: i for i, t in enumerate(settings.data.tickers)}
-    failed = tuple(sorted((*rejected, *predicted.failed), key=lambda f: order.get(f.ticker, len(order))))
     for failure in failed:
-        say(f"no prediction for {failure.ticker}: {failure.reason}")
+        day.say(f"no prediction for {failure.ticker}: {failure.reason}")
     checkpoint(settings, "daily:after_predict")
     if predictions:  # the statistical candidates refitted for the next sessions, a few tickers a run
         from stockcli.services.refit import refit_if_due
@@ -141,28 +125,12 @@ def daily(
     retrained = bootstrap
     if bootstrap is None and monitored.retrain_needed and predictions:
         if allow_retrain:
-            say(f"retrain: {monitored.reason}")
-            retrained = retrain(
-                settings=settings,
-                engine=engine,
-                as_of=as_of,
-                production_version=version,
-                monitor_result=monitored,
-                run=run,
-                n_trials=n_trials,
-            )
+            day.say(f"retrain: {monitored.reason}")
+            retrained = day.retrain(production_version=version, monitored=monitored)
         else:
-            say(f"retrain needed but skipped (--no-retrain): {monitored.reason}")
-
-    status = "ok"
-    if predicted.refused:
-        status = "refused"
-    elif not predictions:
-        status = "stale"
-    elif failed or fetched.status != "ok":
-        status = "partial"
+            day.say(f"retrain needed but skipped (--no-retrain): {monitored.reason}")
     result = DailyResult(
-        status=status,
+        status=_status(predicted, failed=failed, fetch_status=fetched.status),
         as_of=as_of,
         model_version=version,
         predictions=predictions,
@@ -172,20 +140,96 @@ def daily(
         fetch=fetched,
         retrain=retrained,
         bootstrapped=bootstrap is not None,
-        messages=tuple(messages),
+        messages=tuple(day.messages),
         failed=failed,
     )
     if run is not None:
-        run.status = {"ok": "ok", "partial": "partial", "stale": "failed", "refused": "failed"}[status]
-        if status in ("stale", "refused"):
-            run.error = "; ".join(f"{f.ticker}: {f.reason}" for f in failed) or "no prediction"
-        mark_retrained(run.details, result.retrained)
-        run.details["promoted"] = result.promoted
-        run.details["predictions"] = len(predictions)
-        run.details["failed"] = [f.ticker for f in failed]
-        # The session predicted from: what the daemon's catch-up counts as covered.
-        mark_base_date(run.details, predictions[0].base_date if predictions else None)
+        _record_run(run, result)
     return result
+
+
+def _status(predicted: PredictResult, *, failed: Sequence[FailedTicker], fetch_status: str) -> str:
+    """ok, refused (a forecast implausible), stale (no prediction at all) or partial."""
+    if predicted.refused:
+        return "refused"
+    if not predicted.predictions:
+        return "stale"
+    return "partial" if failed or fetch_status != "ok" else "ok"
+
+
+def _production_or_bootstrap(day: _Day, *, allow_retrain: bool) -> tuple[str, RetrainResult | None]:
+    """The Production version, bootstrapping the first model when there is none; with the
+    bootstrap's result (None when Production already existed)."""
+    from stockcli.services.models import production_version
+
+    version = production_version(day.settings)
+    if version is not None:
+        return str(version), None
+    check_registry_knows_database(day.settings, day.engine)  # a lost MLflow store is not "no model yet"
+    if not allow_retrain:
+        raise NoProductionModelError(
+            "No production model yet, and --no-retrain forbids bootstrapping one.",
+            hint="Run `stockcli retrain --force` first.",
+        )
+    day.say("no production model: bootstrapping one (process, build, tune, train, promote)")
+    # No production version: `retrain` runs unforced and records why ("no production model yet").
+    bootstrap = day.retrain(production_version=None, monitored=None)
+    version = production_version(day.settings)
+    if version is None:  # the first model is always promoted; only a failed alias move gets here
+        raise NoProductionModelError(
+            f"Trained model version {bootstrap.model_version}, but it was not promoted: "
+            f"{bootstrap.promotion_reason}",
+            hint="Run `stockcli promote` to retry the promotion.",
+        )
+    return str(version), bootstrap
+
+
+def _load_bundle(settings: Settings, *, version: str, cache: dict[str, Any] | None) -> Any:
+    """The model bundle of `version`, loaded once per `cache` (a backtest replays many sessions)."""
+    from stockcli.ml import registry
+
+    bundle = cache.get(version) if cache is not None else None
+    if bundle is None:
+        bundle = registry.load_bundle(settings, version=version)
+        if cache is not None:
+            cache[version] = bundle
+    return bundle
+
+
+def _predict_watchlist(
+    day: _Day, *, bundle: Any, fetched: Any, now: datetime | None
+) -> tuple[PredictResult, tuple[FailedTicker, ...]]:
+    """Predict the watchlist, but for the tickers whose fetch rejected rows; returns the prediction
+    and every failed ticker (rejected or not predicted), in watchlist order."""
+    # A ticker whose fetch rejected rows has a history with holes or cut short (an unadjusted split):
+    # it fails here with the fetch's words, instead of being predicted from what is left.
+    watchlist = day.settings.data.tickers
+    rejected = _rejected_by_fetch(fetched, watchlist)
+    predicted = predict(
+        settings=day.settings,
+        engine=day.engine,
+        as_of=day.as_of,
+        bundle=bundle,
+        pipeline_run_id=day.run.run_id if day.run else None,
+        now=now,
+        tickers=[t for t in watchlist if t not in {f.ticker for f in rejected}],
+    )
+    order = {t: i for i, t in enumerate(watchlist)}
+    failed = tuple(sorted((*rejected, *predicted.failed), key=lambda f: order.get(f.ticker, len(order))))
+    return predicted, failed
+
+
+def _record_run(run: RunHandle, result: DailyResult) -> None:
+    """The run's ledger status, error and details from a finished daily run."""
+    run.status = {"ok": "ok", "partial": "partial", "stale": "failed", "refused": "failed"}[result.status]
+    if result.status in ("stale", "refused"):
+        run.error = "; ".join(f"{f.ticker}: {f.reason}" for f in result.failed) or "no prediction"
+    mark_retrained(run.details, result.retrained)
+    run.details["promoted"] = result.promoted
+    run.details["predictions"] = len(result.predictions)
+    run.details["failed"] = [f.ticker for f in result.failed]
+    # The session predicted from: what the daemon's catch-up counts as covered.
+    mark_base_date(run.details, result.predictions[0].base_date if result.predictions else None)
 
 
 def _rejected_by_fetch(fetched: Any, watchlist: Sequence[str]) -> tuple[FailedTicker, ...]:
