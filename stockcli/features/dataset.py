@@ -51,6 +51,7 @@ from stockcli.features.indicators import (
     model_warmup,
     resolve_indicators,
 )
+from stockcli.jsonable import to_plain
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -84,24 +85,16 @@ class DatasetSpec:
     serving_lookback: int
 
     def to_json(self) -> dict[str, Any]:
-        """The spec as stored: dates as ISO text, sequences as lists, an absent (None) field left out."""
-        plain: dict[str, Any] = {}
-        for item in fields(self):
-            value = getattr(self, item.name)
-            if value is not None:
-                plain[item.name] = value.isoformat() if isinstance(value, date) else _listed(value)
-        return plain
+        """The spec as stored: dates as ISO text, tuples as lists, an absent (None) field left out."""
+        values = {item.name: getattr(self, item.name) for item in fields(self)}
+        return {name: to_plain(value) for name, value in values.items() if value is not None}
 
     @classmethod
     def from_json(cls, plain: Mapping[str, Any]) -> Self:
         """A spec from its stored JSON; raises TypeError when a required key is missing."""
-        values: dict[str, Any] = {}
-        for item in fields(cls):
-            value = plain.get(item.name)
-            if value is not None:
-                values[item.name] = (
-                    date.fromisoformat(value) if item.name.endswith("_date") else _tupled(value)
-                )
+        values = {item.name: plain[item.name] for item in fields(cls) if plain.get(item.name) is not None}
+        for name, value in values.items():
+            values[name] = date.fromisoformat(value) if name.endswith("_date") else _tupled(value)
         return cls(**values)
 
     def built(
@@ -138,14 +131,6 @@ class BuiltSpec(DatasetSpec):
     target_kind: str
     dataset_run_id: str | None = None
     end_date: date | None = None
-
-
-def _listed(value: Any) -> Any:
-    return (
-        [dict(item) if isinstance(item, dict) else item for item in value]
-        if isinstance(value, tuple)
-        else value
-    )
 
 
 def _tupled(value: Any) -> Any:
