@@ -3,6 +3,7 @@ WindowSets (hand-made slabs, a process with a known next-return distribution).""
 
 from __future__ import annotations
 
+import json
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any, TypedDict
@@ -11,10 +12,18 @@ import numpy as np
 from sqlalchemy.engine import Engine
 
 from stockcli.config import Settings, load_settings
-from stockcli.features.dataset import WindowSet
+from stockcli.features.dataset import BuiltSpec, WindowSet
 
 AS_OF = date(2013, 3, 1)
 TINY_INDICATORS = [{"name": "rsi", "window": 14}, {"name": "log_return"}, {"name": "sma", "window": 10}]
+# A model bundle written (by `write_bundle`) before the spec was a typed model, and its recorded checksum.
+FIXTURE_BUNDLE = Path(__file__).parent / "fixtures" / "bundle_format2"
+FIXTURE_BUNDLE_SHA256 = "f80a5800bca83659f69928903e002fd299e57e222d3342a28025ba145dd7a171"
+
+
+def fixture_spec() -> BuiltSpec:
+    """The fixture bundle's spec: two features (close, realized_vol_10), tickers AAA and BBB, context ^IDX."""
+    return BuiltSpec.from_json(json.loads((FIXTURE_BUNDLE / "bundle.json").read_text())["spec"])
 
 
 def tiny_settings(data_dir: Path, **overrides: dict[str, Any]) -> Settings:

@@ -5,6 +5,7 @@ scalers fit on training dates, stored windows, and the forecasting input primiti
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Mapping, Sequence
 from datetime import date
 from typing import Any
@@ -18,6 +19,8 @@ from stockcli.config import DEFAULT_INDICATORS, load_settings
 from stockcli.errors import NoDataError
 from stockcli.features.dataset import (
     BuildOutput,
+    BuiltSpec,
+    DatasetSpec,
     Panel,
     WindowSet,
     build_inputs,
@@ -85,7 +88,7 @@ def _spec(
     indicators: Sequence[Mapping[str, Any]] = SMALL,
     start: date = DAYS[0],
     ffill_limit: int = 1,
-) -> dict[str, Any]:
+) -> DatasetSpec:
     """The dataset spec exactly as `process` writes it."""
     settings = load_settings(
         None,
@@ -118,7 +121,7 @@ def _panel(
     )
 
 
-def _build(panel: Panel, spec: Mapping[str, Any], sequence_length: int = L, **kwargs: Any) -> BuildOutput:
+def _build(panel: Panel, spec: DatasetSpec, sequence_length: int = L, **kwargs: Any) -> BuildOutput:
     options: dict[str, Any] = {"train_fraction": 0.7, "validation_fraction": 0.15}
     options.update(kwargs)
     return build_sets(panel, spec=spec, sequence_length=sequence_length, **options)
@@ -358,8 +361,8 @@ def test_context_block_by_hand() -> None:
 def test_context_gaps_are_masked_and_never_drop_a_row(world_panel: Panel, world_built: BuildOutput) -> None:
     panel, built = world_panel, world_built
     idx, a = panel.index_of("^IDX"), panel.index_of("A")
-    names = built.spec["feature_names"]
-    context_features = built.spec["context_features"]
+    names = built.spec.feature_names
+    context_features = built.spec.context_features
     assert context_features and set(context_features) <= set(names)
     columns = [names.index(n) for n in context_features]
     width = len(context_features) + 1
@@ -400,8 +403,8 @@ def test_a_context_series_without_bars_is_masked_everywhere(world: dict[str, pd.
     built = _build(panel, _spec(WATCHLIST))
     for part in _parts(built, panel).values():
         x = part.gather()
-        width = len(built.spec["context_features"]) + 1
-        assert x.shape[2] == len(built.spec["feature_names"]) + width
+        width = len(built.spec.context_features) + 1
+        assert x.shape[2] == len(built.spec.feature_names) + width
         assert (x[:, :, -width:] == 0).all()
 
 
@@ -490,7 +493,7 @@ def test_correlation_filter_is_decided_on_the_training_rows_only(world_panel: Pa
     built = _build(world_panel, spec, correlation_threshold=0.9)
     kept = built.scalers["feature_names"]
     assert "close" in kept and built.dropped_features
-    assert built.spec["feature_names"] == kept
+    assert list(built.spec.feature_names) == kept
     assert built.parts["train"].slab.shape[-1] == len(kept)
     last = world_panel.dates.index(date.fromisoformat(built.scalers["fit"]["last_date"]))
     noisy = world_panel.features.copy()
@@ -511,9 +514,9 @@ def test_windows_gather_the_scaled_rows_of_their_own_series(
     scale = np.asarray(built.scalers["features"]["scale"])
     part = _parts(built, panel)["validation"]
     x = part.gather()
-    n_own = len(built.spec["feature_names"])
+    n_own = len(built.spec.feature_names)
     assert x.dtype == np.float32
-    assert x.shape == (len(part), L, n_own + len(built.spec["context_features"]) + 1)
+    assert x.shape == (len(part), L, n_own + len(built.spec.context_features) + 1)
     for k in range(0, len(part), 17):
         row = panel.dates.index(part.base_dates[k])
         s = int(part.series[k])
@@ -613,7 +616,7 @@ def test_build_inputs_serves_an_unseen_ticker_by_the_same_computation(
     as_of = sorted(set(test.base_dates))[::5]
     other = synthetic_frame(DAYS, seed=9, price=55.0)
     bars = {**world, "TWIN": world["A"].copy(), "NEW": other}
-    assert "TWIN" not in built.spec["tickers"] and "NEW" not in built.spec["tickers"]
+    assert "TWIN" not in built.spec.tickers and "NEW" not in built.spec.tickers
     inputs = build_inputs(
         spec=built.spec,
         scalers=built.scalers,
@@ -627,7 +630,7 @@ def test_build_inputs_serves_an_unseen_ticker_by_the_same_computation(
     mean = np.asarray(built.scalers["features"]["mean"])
     scale = np.asarray(built.scalers["features"]["scale"])
     own = compute_model_features(*(other[c].to_numpy(dtype=float) for c in OHLCV), SMALL)
-    n_own = len(built.spec["feature_names"])
+    n_own = len(built.spec.feature_names)
     for day in as_of:
         # A copy of A's bars under another name: exactly A's stored window.
         np.testing.assert_allclose(rebuilt[(day, "TWIN")], stored[(day, "A")], rtol=0, atol=1e-6)
@@ -768,7 +771,7 @@ def test_serving_from_a_bounded_lookback_equals_the_stored_test_windows() -> Non
     built = _build(panel, _spec(("GOOG", "MSFT"), ("^GSPC",), DEFAULT_INDICATORS, start=start), 30)
     test = window_set(built.parts["test"], 30, panel.series)
     stored = dict(zip(zip(test.base_dates, test.tickers, strict=True), test.gather(), strict=True))
-    needed = serving_sessions(built.spec["indicators"], 30)
+    needed = serving_sessions(built.spec.indicators, 30)
     worst = 0.0
     for base in sorted(set(test.base_dates))[::60]:
         first = XNYS.sessions_back(base, needed)
@@ -784,3 +787,46 @@ def test_serving_from_a_bounded_lookback_equals_the_stored_test_windows() -> Non
         for key, window in _input_windows(inputs).items():
             worst = max(worst, float(np.abs(window - stored[key]).max()))
     assert worst < 1e-5, f"served inputs differ from the trained-on windows by {worst:.3g} (scaled units)"
+
+
+# What the untyped spec (a dict) wrote for these inputs: the dataset row stores the keys in this
+# order; a model version's bundle.json and the training run's dataset_spec.json sort them.
+DATASET_SPEC_JSON = (
+    '{"version": 2, "tickers": ["AAA", "BBB"], "context_tickers": ["^IDX"], "series": ["AAA", "BBB", "^ID'
+    'X"], "indicators": [{"name": "rsi", "window": 14}, {"name": "realized_vol", "window": 10}], "feature'
+    '_names": ["open", "high", "low", "close", "volume", "rsi_14", "realized_vol_10"], "feature_kinds": ['
+    '"price", "price", "price", "return", "volume", "level", "level"], "ffill_limit": 2, "start_date": "2'
+    '010-01-04", "warmup_sessions": 19, "serving_lookback": 600}'
+)
+BUILT_SPEC_JSON = (
+    '{"version": 2, "tickers": ["AAA", "BBB"], "context_tickers": ["^IDX"], "series": ["AAA", "BBB", "^ID'
+    'X"], "indicators": [{"name": "rsi", "window": 14}, {"name": "realized_vol", "window": 10}], "feature'
+    '_names": ["close", "realized_vol_10"], "feature_kinds": ["price", "price", "price", "return", "volum'
+    'e", "level", "level"], "ffill_limit": 2, "start_date": "2010-01-04", "warmup_sessions": 19, "serving'
+    '_lookback": 600, "all_feature_names": ["open", "high", "low", "close", "volume", "rsi_14", "realized'
+    '_vol_10"], "context_features": ["realized_vol_10"], "sequence_length": 5, "target_kind": "return", "'
+    'dataset_run_id": "ds-20130301-0123456789ab", "end_date": "2013-03-01"}'
+)
+
+
+def test_the_typed_spec_writes_and_reads_the_json_the_untyped_one_did() -> None:
+    """Stored specs keep their bytes, so old datasets and model versions load and checksums hold."""
+    indicators = [{"name": "rsi", "window": 14}, {"name": "realized_vol", "window": 10}]
+    spec = _spec(("AAA", "BBB"), ("^IDX",), indicators, start=date(2010, 1, 4), ffill_limit=2)
+    assert json.dumps(spec.to_json()) == DATASET_SPEC_JSON
+    assert DatasetSpec.from_json(json.loads(DATASET_SPEC_JSON)) == spec
+    built = spec.built(
+        ["close", "realized_vol_10"],
+        ["realized_vol_10"],
+        5,
+        dataset_run_id="ds-20130301-0123456789ab",
+        end_date=date(2013, 3, 1),
+    )
+    assert json.dumps(built.to_json()) == BUILT_SPEC_JSON
+    assert BuiltSpec.from_json(json.loads(BUILT_SPEC_JSON)) == built
+    assert built.all_feature_names == spec.feature_names and built.context_features == ("realized_vol_10",)
+    # A spec registered before the dataset's end was recorded: the key stays absent, the field None.
+    older = {k: v for k, v in json.loads(BUILT_SPEC_JSON).items() if k != "end_date"}
+    assert BuiltSpec.from_json(older).end_date is None and BuiltSpec.from_json(older).to_json() == older
+    with pytest.raises(TypeError):  # a required key missing is refused, not defaulted
+        BuiltSpec.from_json({k: v for k, v in older.items() if k != "indicators"})

@@ -163,7 +163,7 @@ def test_tickers_that_cannot_be_forecast_are_reported_beside_the_others(
     assert result.loc[0] == pytest.approx(full.loc[google], abs=1e-9)
     reasons = {m.ticker: m for m in result.missing}
     assert set(reasons) == {"MSFT", "NEWCO"}
-    warmup, window = int(dataset.spec["warmup_sessions"]), dataset.sequence_length
+    warmup, window = dataset.spec.warmup_sessions, dataset.sequence_length
     assert reasons["MSFT"].kind == "too_little_history"
     assert reasons["MSFT"].sessions_missing == window + warmup - 25
     assert "too little history" in reasons["MSFT"].reason
@@ -189,7 +189,7 @@ def test_a_ticker_still_in_its_indicator_warm_up_is_reported_as_too_young(
     assert bars["MSFT"].index[-1].date() == as_of
     result = forecast(bundle, bars, [as_of])
     [missing] = result.missing
-    warmup, window = int(dataset.spec["warmup_sessions"]), dataset.sequence_length
+    warmup, window = dataset.spec.warmup_sessions, dataset.sequence_length
     assert (missing.ticker, missing.kind) == ("MSFT", "too_little_history"), missing.reason
     assert missing.sessions_missing == window + warmup - 5
 

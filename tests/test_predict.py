@@ -79,7 +79,7 @@ def db(served: Served, database_url: str, tmp_path: Path) -> Iterator[tuple[Sett
 def trained_through(bundle: ModelBundle, day: date) -> ModelBundle:
     """The served model as if its dataset ended on `day` (it ends on 2013-03-01): predictions from
     `day` on are live, not inside its training data."""
-    return dataclasses.replace(bundle, spec={**bundle.spec, "end_date": day.isoformat()})
+    return dataclasses.replace(bundle, spec=dataclasses.replace(bundle.spec, end_date=day))
 
 
 def selection(ticker: str, point: str, point_p: float, interval: str, interval_p: float = 0.5) -> Selection:
@@ -170,7 +170,7 @@ def test_each_ticker_is_predicted_or_reported_on_its_own(
     assert predictable_from > AS_OF and CALENDAR.is_session(predictable_from)
     assert predictable_from.isoformat() in failed["YOUNG"]["reason"] and len(young) == 23
     # Its first window needs the indicators' warm-up plus a full window of its own bars.
-    first_window = int(served.bundle.spec["warmup_sessions"]) + served.bundle.sequence_length
+    first_window = served.bundle.spec.warmup_sessions + served.bundle.sequence_length
     assert predictable_from == CALENDAR.sessions(young[0], date(2013, 6, 28))[first_window - 1]
     assert all(f["predictable_from"] is None for t, f in failed.items() if t != "YOUNG")
 
@@ -226,7 +226,7 @@ def test_a_young_ticker_is_reported_with_the_first_session_it_becomes_predictabl
     which skips Presidents' Day (2013-02-18); on that date it is predicted."""
     settings, engine = db
     listed = copy_bars(engine, source="MSFT", name="YOUNG", start=date(2013, 1, 16))
-    warmup = int(served.bundle.spec["warmup_sessions"])
+    warmup = served.bundle.spec.warmup_sessions
     first = listed[warmup + served.bundle.sequence_length - 1]  # the bar that completes the first window
     assert listed[: warmup + served.bundle.sequence_length] == CALENDAR.sessions(listed[0], first)
     assert date(2013, 2, 15) < first and not CALENDAR.is_session(date(2013, 2, 18))
@@ -462,7 +462,7 @@ def test_an_as_of_inside_the_models_training_data_is_refused_with_exit_2_and_not
     right after a bootstrap) it predicts."""
     settings, engine = db
     assert served.bundle.data_end == AS_OF
-    spec = {k: v for k, v in served.bundle.spec.items() if k != "end_date"}  # a bundle registered before
+    spec = dataclasses.replace(served.bundle.spec, end_date=None)  # a bundle registered before
     assert dataclasses.replace(served.bundle, spec=spec).data_end == AS_OF  # its dataset id says it
     cli = Cli(config_for(tmp_path, settings, ["GOOG", "MSFT"]))
 

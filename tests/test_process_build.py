@@ -84,8 +84,7 @@ def test_stored_windows_equal_the_primitive_rebuilt_from_raw_bars_with_next_sess
     test = dataset.test
     assert len(test) == built.test.windows > 250  # four tickers' windows on the same dates
 
-    series = list(dataset.spec["series"])
-    bars = load_bars(engine, series, start=date.fromisoformat(dataset.spec["start_date"]), end=AS_OF)
+    bars = load_bars(engine, list(dataset.spec.series), start=dataset.spec.start_date, end=AS_OF)
     as_of_dates = sorted(set(test.base_dates))
     inputs = build_inputs(
         spec=dataset.spec,
@@ -104,7 +103,7 @@ def test_stored_windows_equal_the_primitive_rebuilt_from_raw_bars_with_next_sess
         np.testing.assert_allclose(served[index[key]], stored[k], rtol=0, atol=1e-6, err_msg=str(key))
         assert inputs.windows.base_closes[index[key]] == test.base_closes[k]
     # The spec and scalers a model version will carry are plain JSON.
-    assert json.loads(json.dumps(dataset.spec)) == dataset.spec
+    assert type(dataset.spec).from_json(json.loads(json.dumps(dataset.spec.to_json()))) == dataset.spec
     assert json.loads(json.dumps(dataset.scalers)) == dataset.scalers
     returns = unscale_return(dataset.scalers["target"], test.y)
     np.testing.assert_allclose(test.base_closes * np.exp(returns), test.target_closes, rtol=1e-5)
@@ -228,7 +227,7 @@ def test_a_dataset_of_the_previous_layout_asks_to_process_again(sample_db: tuple
     build(settings=settings, engine=engine)
     stored = datasets_db.load_dataset(engine, run_id)
     old_spec = {
-        key: stored.feature_spec[key]
+        key: stored.feature_spec.to_json()[key]
         for key in ("tickers", "indicators", "feature_names", "ffill_limit", "start_date")
     }
     old_spec.update(version=1, warmup_sessions=199)

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Callable, Iterator
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -19,12 +20,9 @@ from stockcli.errors import ConfigError, NoProductionModelError, RegistryError, 
 from stockcli.ml import registry
 from stockcli.ml.bundle import BUNDLE_FILE, BUNDLE_FORMAT, bundle_sha256, read_bundle, write_bundle
 from stockcli.ml.networks import build_model, model_config
+from tests.model_helpers import FIXTURE_BUNDLE, FIXTURE_BUNDLE_SHA256, fixture_spec
 
-SPEC = {
-    "indicators": [{"name": "rsi", "window": 14}],
-    "tickers": ["AAA", "^BBB"],
-    "feature_names": ["close", "rsi"],
-}
+SPEC = fixture_spec()
 SCALERS = {"features": {"min": [1.0, 0.0], "max": [2.0, 100.0]}, "target": {"kind": "return", "scale": 0.01}}
 
 
@@ -338,3 +336,27 @@ def test_the_bundle_module_never_imports_mlflow() -> None:
     code = "import sys, stockcli.ml.bundle; assert 'mlflow' not in sys.modules, 'mlflow imported'"
     subprocess.run([sys.executable, "-c", code], check=True)
     assert not hasattr(registry, "require_production")
+
+
+def test_a_bundle_written_before_the_spec_was_typed_verifies_loads_and_rewrites_the_same(
+    tmp_path: Path,
+) -> None:
+    """A bundle of the untyped spec's days still matches its recorded checksum and loads; writing its
+    contents again gives the same bundle.json but for the two fields that are not content: the
+    weights' checksum (`np.savez` stamps the time into the archive) and the pinned versions."""
+    bundle = read_bundle(FIXTURE_BUNDLE, expected_sha256=FIXTURE_BUNDLE_SHA256, require_sha256=True)
+    old_text = (FIXTURE_BUNDLE / BUNDLE_FILE).read_text()
+    old = json.loads(old_text)
+    assert bundle.spec == SPEC and bundle.spec.to_json() == old["spec"]
+    assert bundle.spec.start_date == date(2010, 1, 4) and bundle.data_end == date(2013, 3, 1)
+    assert bundle.spec.context_features == ("realized_vol_10",) and bundle.context_tickers == ("^IDX",)
+    contents = ("model", "model_config", "spec", "scalers", "tickers", "sequence_length", "target_kind")
+    write_bundle(
+        tmp_path,
+        **{name: getattr(bundle, name) for name in (*contents, "dataset_run_id", "context_tickers")},
+    )
+    text = (tmp_path / BUNDLE_FILE).read_text()
+    new = json.loads(text)
+    assert text == json.dumps(new, indent=2, sort_keys=True)
+    unchanged = {**new, "weights_sha256": old["weights_sha256"], "requirements": old["requirements"]}
+    assert json.dumps(unchanged, indent=2, sort_keys=True) == old_text

@@ -344,7 +344,7 @@ def test_train_logs_params_epoch_losses_metrics_plots_and_spec_to_mlflow(world: 
     assert plots == {"plots/test_GOOG.png", "plots/test_MSFT.png"}
     local = Path(run.info.artifact_uri.removeprefix("file://"))
     assert (local / "plots" / "test_GOOG.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert json.loads((local / "dataset_spec.json").read_text())["spec"] == world.dataset.spec
+    assert json.loads((local / "dataset_spec.json").read_text())["spec"] == world.dataset.spec.to_json()
     assert run.info.status == "FINISHED"
 
 
@@ -482,7 +482,7 @@ def test_production_from_another_dataset_is_reevaluated_with_its_own_spec(
         dataset={"sequence_length": 6},
     )
     other = load_built(world.engine, build_dataset(other_settings, world.engine))
-    assert other.spec["feature_names"] != world.dataset.spec["feature_names"]
+    assert other.spec.feature_names != world.dataset.spec.feature_names
     torch.manual_seed(1)
     n_features = int(other.train.n_features)
     kwargs = {

@@ -24,9 +24,9 @@ from stockcli.errors import NoDataError, UsageError
 from stockcli.features.dataset import (
     PARTS,
     BuiltDataset,
+    DatasetSpec,
     Panel,
     PartSlab,
-    built_spec_from,
     window_set,
 )
 
@@ -48,7 +48,7 @@ class StoredDataset:
     end_date: date
     n_sessions: int
     feature_names: tuple[str, ...]
-    feature_spec: dict[str, Any]
+    feature_spec: DatasetSpec
     config: dict[str, Any]
     content_hash: str
     dates: list[date]
@@ -63,9 +63,9 @@ class StoredDataset:
         """The stored arrays as the Panel `process` made."""
         spec = self.feature_spec
         return Panel(
-            series=tuple(spec["series"]),
-            tickers=tuple(spec["tickers"]),
-            context_tickers=tuple(spec.get("context_tickers") or ()),
+            series=spec.series,
+            tickers=spec.tickers,
+            context_tickers=spec.context_tickers,
             feature_names=self.feature_names,
             dates=self.dates,
             features=self.features,
@@ -92,7 +92,7 @@ def save_dataset(
     as_of: date,
     tickers: Sequence[str],
     feature_names: Sequence[str],
-    feature_spec: Mapping[str, Any],
+    feature_spec: DatasetSpec,
     config: Mapping[str, Any],
     content_hash: str,
     dates: Sequence[date],
@@ -123,7 +123,7 @@ def save_dataset(
         "end_date": dates[-1],
         "n_sessions": len(dates),
         "feature_names": list(feature_names),
-        "feature_spec": dict(feature_spec),
+        "feature_spec": feature_spec.to_json(),
         "config": dict(config),
         "content_hash": content_hash,
         "dates_npy": array_to_bytes(dates_to_array(list(dates))),
@@ -178,7 +178,7 @@ def load_dataset(engine: Engine, run_id: str) -> StoredDataset:
         end_date=row["end_date"],
         n_sessions=row["n_sessions"],
         feature_names=tuple(row["feature_names"]),
-        feature_spec=dict(row["feature_spec"]),
+        feature_spec=DatasetSpec.from_json(row["feature_spec"]),
         config=dict(row["config"]),
         content_hash=row["content_hash"],
         dates=array_to_dates(bytes_to_array(row["dates_npy"])),
@@ -269,12 +269,13 @@ def load_built(engine: Engine, run_id: str) -> BuiltDataset:
         raise NoDataError(f"Dataset {run_id} cannot be used by this stockcli.", hint=OLD_LAYOUT_HINT)
     L = int(scaler["sequence_length"])
     target_kind = str(scaler["target_kind"])
-    spec = built_spec_from(
-        feature_spec, scalers["feature_names"], scalers.get("context", {}).get("features", []), L
+    spec = DatasetSpec.from_json(feature_spec).built(
+        scalers["feature_names"],
+        scalers.get("context", {}).get("features", []),
+        L,
+        dataset_run_id=run_id,
+        end_date=end_date,  # the last session a model trained on it has seen
     )
-    spec["dataset_run_id"] = run_id
-    spec["end_date"] = end_date.isoformat()  # the last session a model trained on it has seen
-    series_names = tuple(feature_spec["series"])
     window_sets = {}
     for name in PARTS:
         stored = sets[name]
@@ -289,7 +290,7 @@ def load_built(engine: Engine, run_id: str) -> BuiltDataset:
             base_closes=bytes_to_array(stored["base_closes_npy"]),
             target_closes=bytes_to_array(stored["target_closes_npy"]),
         )
-        window_sets[name] = window_set(part, L, series_names)
+        window_sets[name] = window_set(part, L, spec.series)
     return BuiltDataset(
         run_id=run_id,
         spec=spec,

@@ -36,9 +36,9 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import date
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Self
 
 import numpy as np
 
@@ -51,6 +51,7 @@ from stockcli.features.indicators import (
     model_warmup,
     resolve_indicators,
 )
+from stockcli.jsonable import to_plain
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -62,6 +63,78 @@ PARTS = ("train", "validation", "test")
 Progress = Callable[[str, int, int], None]
 
 _EPOCH = date(1970, 1, 1).toordinal()
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """A dataset's feature spec: everything needed to recompute its features (what `process` stores).
+
+    Its JSON (`to_json`) has one key per field, in field order; `from_json` reads it back.
+    """
+
+    version: int
+    tickers: tuple[str, ...]
+    context_tickers: tuple[str, ...]
+    series: tuple[str, ...]  # tickers, then context series that are not tickers
+    indicators: tuple[dict[str, Any], ...]  # every parameter spelled out
+    feature_names: tuple[str, ...]
+    feature_kinds: tuple[str, ...]
+    ffill_limit: int
+    start_date: date
+    warmup_sessions: int
+    serving_lookback: int
+
+    def to_json(self) -> dict[str, Any]:
+        """The spec as stored: dates as ISO text, tuples as lists, an absent (None) field left out."""
+        values = {item.name: getattr(self, item.name) for item in fields(self)}
+        return {name: to_plain(value) for name, value in values.items() if value is not None}
+
+    @classmethod
+    def from_json(cls, plain: Mapping[str, Any]) -> Self:
+        """A spec from its stored JSON; raises TypeError when a required key is missing."""
+        values = {item.name: plain[item.name] for item in fields(cls) if plain.get(item.name) is not None}
+        for name, value in values.items():
+            values[name] = date.fromisoformat(value) if name.endswith("_date") else _tupled(value)
+        return cls(**values)
+
+    def built(
+        self,
+        kept_names: Sequence[str],
+        context_names: Sequence[str],
+        sequence_length: int,
+        *,
+        dataset_run_id: str | None = None,
+        end_date: date | None = None,
+    ) -> BuiltSpec:
+        """This spec plus what building it decided: the model's exact input contract."""
+        own = {item.name: getattr(self, item.name) for item in fields(DatasetSpec)}
+        return BuiltSpec(
+            **{**own, "feature_names": tuple(kept_names)},
+            all_feature_names=self.feature_names,
+            context_features=tuple(context_names),
+            sequence_length=int(sequence_length),
+            target_kind="return",
+            dataset_run_id=dataset_run_id,
+            end_date=end_date,
+        )
+
+
+@dataclass(frozen=True)
+class BuiltSpec(DatasetSpec):
+    """A built dataset's spec, what a model version carries: `feature_names` are the kept features in
+    input order; `dataset_run_id` and `end_date` (the last session the model has seen) are None in a
+    spec that does not record them (a bundle registered before `end_date` was recorded)."""
+
+    all_feature_names: tuple[str, ...]  # every feature before the correlation filter
+    context_features: tuple[str, ...]
+    sequence_length: int
+    target_kind: str
+    dataset_run_id: str | None = None
+    end_date: date | None = None
+
+
+def _tupled(value: Any) -> Any:
+    return tuple(value) if isinstance(value, list) else value
 
 
 def _to_days(index: Any) -> np.ndarray:
@@ -486,7 +559,7 @@ class BuiltDataset:
     """A built dataset: its spec and scalers (what a model version carries) and the three parts."""
 
     run_id: str
-    spec: dict[str, Any]
+    spec: BuiltSpec
     scalers: dict[str, Any]
     tickers: tuple[str, ...]
     sequence_length: int
@@ -498,7 +571,7 @@ class BuiltDataset:
 
     @property
     def feature_names(self) -> tuple[str, ...]:
-        return tuple(self.spec["feature_names"])
+        return self.spec.feature_names
 
     def part(self, name: str) -> WindowSet:
         if name not in PARTS:
@@ -539,7 +612,7 @@ def window_set(part: PartSlab, sequence_length: int, series_names: Sequence[str]
 
 @dataclass(frozen=True)
 class BuildOutput:
-    spec: dict[str, Any]
+    spec: BuiltSpec
     scalers: dict[str, Any]
     split: dict[str, Any]
     parts: dict[str, PartSlab]
@@ -550,7 +623,7 @@ class BuildOutput:
 def build_sets(
     panel: Panel,
     *,
-    spec: Mapping[str, Any],
+    spec: DatasetSpec,
     sequence_length: int,
     train_fraction: float,
     validation_fraction: float,
@@ -589,7 +662,7 @@ def build_sets(
     dropped = tuple(n for n in panel.feature_names if n not in kept_names)
     target = fit_target_scaler(panel.target_return[train_rows, series[parts_of == 0]])
     context_names = [
-        n for n in context_feature_names(panel.feature_names, spec["indicators"]) if n in kept_names
+        n for n in context_feature_names(panel.feature_names, spec.indicators) if n in kept_names
     ]
     context_columns = [kept_names.index(n) for n in context_names]
     context_series = [panel.index_of(name) for name in panel.context_tickers]
@@ -647,31 +720,14 @@ def build_sets(
             "last_target_date": panel.dates[int(part_rows.max()) + 1].isoformat(),
         }
     split["train_last_target_date"] = days_to_dates(np.array([train_last_day]))[0].isoformat()
-    built_spec = built_spec_from(spec, kept_names, context_names, L)
     return BuildOutput(
-        spec=built_spec,
+        spec=spec.built(kept_names, context_names, L),
         scalers=scalers,
         split=split,
         parts=parts,
         dropped_features=dropped,
         windows_per_ticker=windows_per_ticker,
     )
-
-
-def built_spec_from(
-    dataset_spec: Mapping[str, Any],
-    kept_names: Sequence[str],
-    context_names: Sequence[str],
-    sequence_length: int,
-) -> dict[str, Any]:
-    """A dataset's spec plus what building it decided: the model's exact input contract."""
-    spec = dict(dataset_spec)
-    spec["all_feature_names"] = list(dataset_spec["feature_names"])
-    spec["feature_names"] = list(kept_names)
-    spec["context_features"] = list(context_names)
-    spec["sequence_length"] = int(sequence_length)
-    spec["target_kind"] = "return"
-    return spec
 
 
 def _floats(values: np.ndarray) -> list[Any]:
@@ -703,7 +759,7 @@ class ForecastInputs:
 
 def build_inputs(
     *,
-    spec: Mapping[str, Any],
+    spec: BuiltSpec,
     scalers: Mapping[str, Any],
     bars: Mapping[str, pd.DataFrame],
     as_of_dates: Sequence[date],
@@ -722,23 +778,23 @@ def build_inputs(
     """
     if not as_of_dates:
         raise UsageError("No as-of dates given to build model inputs for.")
-    chosen = tuple(tickers) if tickers is not None else tuple(spec["tickers"])
-    context_names = tuple(spec.get("context_tickers") or ())
-    L = int(spec["sequence_length"])
-    start = date.fromisoformat(spec["start_date"]) if (use_spec_start and spec.get("start_date")) else None
+    chosen = tuple(tickers) if tickers is not None else spec.tickers
+    context_names = spec.context_tickers
+    L = spec.sequence_length
+    start = spec.start_date if use_spec_start else None
     latest = max(as_of_dates)
     panel = make_panel(
         bars,
         tickers=chosen,
         context_tickers=context_names,
-        indicators=spec["indicators"],
-        ffill_limit=int(spec["ffill_limit"]),
+        indicators=spec.indicators,
+        ffill_limit=spec.ffill_limit,
         start_date=start,
         end_date=latest,
         sessions=sessions,
     )
     names = list(panel.feature_names)
-    wanted = list(spec["feature_names"])
+    wanted = list(spec.feature_names)
     unknown = [n for n in wanted if n not in names]
     if unknown or list(scalers.get("feature_names", wanted)) != wanted:
         raise InputDataError(
@@ -748,13 +804,13 @@ def build_inputs(
     kept = [names.index(n) for n in wanted]
     mean = np.asarray(scalers["features"]["mean"], dtype=np.float64)
     scale = np.asarray(scalers["features"]["scale"], dtype=np.float64)
-    context_features = [wanted.index(n) for n in spec.get("context_features", []) if n in wanted]
+    context_features = [wanted.index(n) for n in spec.context_features if n in wanted]
     context_series = [panel.index_of(n) for n in context_names]
 
     days = dates_to_days(panel.dates)
     runs = run_lengths(panel.valid)
     bars_so_far = np.cumsum(panel.real, axis=0)
-    warmup = model_warmup(resolve_indicators(spec["indicators"]))
+    warmup = model_warmup(resolve_indicators(spec.indicators))
     window_rows: list[int] = []
     window_series: list[int] = []
     window_as_of: list[date] = []

@@ -32,6 +32,8 @@ from stockcli.ml.imports import heavy_import
 if TYPE_CHECKING:
     from torch import nn
 
+    from stockcli.features.dataset import BuiltSpec
+
 BUNDLE_FILE = "bundle.json"
 WEIGHTS_FILE = "weights.npz"
 REQUIREMENTS_FILE = "requirements.txt"
@@ -51,7 +53,7 @@ class ModelBundle:
 
     model: nn.Module
     model_config: dict[str, Any]
-    spec: dict[str, Any]
+    spec: BuiltSpec
     scalers: dict[str, Any]
     tickers: tuple[str, ...]
     sequence_length: int
@@ -73,9 +75,8 @@ class ModelBundle:
         Recorded in the spec as `end_date`; a bundle registered before that records it only in its
         dataset id (`services.process.dataset_run_id`: `ds-YYYYMMDD-...`). None when neither says.
         """
-        value = self.spec.get("end_date")
-        if isinstance(value, str):
-            return date.fromisoformat(value)
+        if self.spec.end_date is not None:
+            return self.spec.end_date
         match = re.fullmatch(r"ds-(\d{4})(\d{2})(\d{2})-[0-9a-f]+", self.dataset_run_id)
         return date(*(int(part) for part in match.groups())) if match else None
 
@@ -89,7 +90,7 @@ def write_bundle(
     *,
     model: nn.Module,
     model_config: Mapping[str, Any],
-    spec: Mapping[str, Any],
+    spec: BuiltSpec,
     scalers: Mapping[str, Any],
     tickers: Sequence[str],
     sequence_length: int,
@@ -116,7 +117,7 @@ def write_bundle(
     bundle = {
         "format": BUNDLE_FORMAT,
         "model_config": dict(model_config),
-        "spec": dict(spec),
+        "spec": spec.to_json(),
         "scalers": dict(scalers),
         "tickers": list(tickers),
         "context_tickers": list(context_tickers),
@@ -191,6 +192,7 @@ def read_bundle(
     with heavy_import("torch"):
         import torch
 
+    from stockcli.features.dataset import BuiltSpec
     from stockcli.ml.networks import model_from_config
 
     where = f"model version {version}" if version else f"model bundle in {folder}"
@@ -257,7 +259,7 @@ def read_bundle(
         return ModelBundle(
             model=model,
             model_config=dict(bundle["model_config"]),
-            spec=dict(bundle["spec"]),
+            spec=BuiltSpec.from_json(bundle["spec"]),
             scalers=dict(bundle["scalers"]),
             tickers=tuple(bundle["tickers"]),
             sequence_length=int(bundle["sequence_length"]),
@@ -272,7 +274,7 @@ def read_bundle(
             baselines=dict(bundle.get("baselines") or {}),
             bundle_sha256=actual_sha256,
         )
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise RegistryError(
             f"The {BUNDLE_FILE} of {where} lacks or mangles a field: {type(exc).__name__}: {exc}.",
             hint=RETRAIN_HINT,

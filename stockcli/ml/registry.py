@@ -45,6 +45,8 @@ if TYPE_CHECKING:
     from mlflow import MlflowClient
     from torch import nn
 
+    from stockcli.features.dataset import BuiltSpec
+
 PRODUCTION_ALIAS = "Production"
 MODEL_ARTIFACT_PATH = "model"
 # The folder of a local store's artifacts under the data dir (`Settings.mlflow_artifact_location`).
@@ -501,7 +503,7 @@ def register_version(
     *,
     model: nn.Module,
     model_config: Mapping[str, Any],
-    spec: Mapping[str, Any],
+    spec: BuiltSpec,
     scalers: Mapping[str, Any],
     tickers: Sequence[str],
     sequence_length: int,

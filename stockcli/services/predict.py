@@ -177,11 +177,8 @@ def predict(
 
     watchlist = list(settings.data.tickers if tickers is None else tickers)
     series = list(dict.fromkeys([*watchlist, *bundle.context_tickers]))
-    spec_start = _spec_start(bundle.spec)
-    needed = serving_sessions(bundle.spec["indicators"], int(bundle.sequence_length))
-    start = _lookback_start(calendar, base_date, needed)
-    if spec_start is not None and spec_start > start:
-        start = spec_start
+    needed = serving_sessions(bundle.spec.indicators, int(bundle.sequence_length))
+    start = max(_lookback_start(calendar, base_date, needed), bundle.spec.start_date)
     bars = bars_db.load_bars(engine, series, start=start, end=base_date)
 
     failed: list[FailedTicker] = []
@@ -680,13 +677,6 @@ def _recent_returns(frame: Any) -> np.ndarray:
 def _newest_bars(engine: Engine, tickers: Sequence[str], through: date) -> dict[str, date]:
     """The newest stored bar of each ticker on or before `through` (tickers without any left out)."""
     return bars_db.last_dates(engine, tickers, end=through)
-
-
-def _spec_start(spec: dict[str, Any]) -> date | None:
-    value = spec.get("start_date") or spec.get("start")
-    if isinstance(value, str):
-        return date.fromisoformat(value)
-    return value if isinstance(value, date) else None
 
 
 def _lookback_start(calendar: Any, base_date: date, sessions: int) -> date:

@@ -12,7 +12,7 @@ import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 from sqlalchemy.engine import Engine
@@ -24,7 +24,7 @@ from stockcli.services.runtime import checkpoint
 if TYPE_CHECKING:
     import pandas as pd
 
-    from stockcli.features.dataset import Panel
+    from stockcli.features.dataset import DatasetSpec, Panel
 
 Progress = Callable[[str, int, int], None]
 
@@ -70,9 +70,9 @@ class PanelWindows:
 
 def feature_spec(
     settings: Settings, tickers: Sequence[str], context_tickers: Sequence[str] | None = None
-) -> dict[str, Any]:
-    """The dataset's feature spec (JSON-able): everything needed to recompute its features."""
-    from stockcli.features.dataset import SPEC_VERSION, series_order
+) -> DatasetSpec:
+    """The dataset's feature spec: everything needed to recompute its features."""
+    from stockcli.features.dataset import SPEC_VERSION, DatasetSpec, series_order
     from stockcli.features.indicators import (
         canonical_indicators,
         column_kinds,
@@ -85,28 +85,28 @@ def feature_spec(
     context = (
         tuple(context_tickers) if context_tickers is not None else settings.data.context_tickers_resolved
     )
-    return {
-        "version": SPEC_VERSION,
-        "tickers": list(tickers),
-        "context_tickers": list(context),
-        "series": list(series_order(tickers, context)),
-        "indicators": indicators,
-        "feature_names": feature_names(indicators),
-        "feature_kinds": column_kinds(indicators),
-        "ffill_limit": int(settings.features.ffill_limit),
-        "start_date": settings.data.start.isoformat(),
-        "warmup_sessions": model_warmup(indicators),
-        "serving_lookback": serving_lookback(indicators),
-    }
+    return DatasetSpec(
+        version=SPEC_VERSION,
+        tickers=tuple(tickers),
+        context_tickers=tuple(context),
+        series=series_order(tickers, context),
+        indicators=tuple(indicators),
+        feature_names=tuple(feature_names(indicators)),
+        feature_kinds=tuple(column_kinds(indicators)),
+        ffill_limit=int(settings.features.ffill_limit),
+        start_date=settings.data.start,
+        warmup_sessions=model_warmup(indicators),
+        serving_lookback=serving_lookback(indicators),
+    )
 
 
-def content_hash(spec: Mapping[str, Any], bars: Mapping[str, pd.DataFrame], panel: Panel) -> str:
+def content_hash(spec: DatasetSpec, bars: Mapping[str, pd.DataFrame], panel: Panel) -> str:
     """SHA-256 of the spec, the bars read (dates and OHLCV) and every output array."""
     from stockcli.features.dataset import dates_to_days
 
     digest = hashlib.sha256()
-    digest.update(json.dumps(spec, sort_keys=True, separators=(",", ":")).encode())
-    for name in spec["series"]:
+    digest.update(json.dumps(spec.to_json(), sort_keys=True, separators=(",", ":")).encode())
+    for name in spec.series:
         frame = bars[name]
         digest.update(name.encode() + b"\0")
         digest.update(np.asarray(frame.index, dtype="datetime64[D]").astype(np.int64).tobytes())
@@ -143,19 +143,19 @@ def process(
 
     chosen = tuple(normalize_ticker(t) for t in (tickers or settings.data.tickers))
     spec = feature_spec(settings, chosen)  # validates the indicator config first (ConfigError)
-    context = tuple(spec["context_tickers"])
+    context = spec.context_tickers
     start = settings.data.start
 
     _report(progress, "loading bars", 0, 1)
-    bars = bars_db.load_bars(engine, list(spec["series"]), start=start, end=as_of)
+    bars = bars_db.load_bars(engine, list(spec.series), start=start, end=as_of)
     _report(progress, "loading bars", 1, 1)
     missing, warnings = _missing_bars(bars, tickers=chosen, context=context, start=start, as_of=as_of)
     panel = make_panel(
         bars,
         tickers=chosen,
-        context_tickers=context,
-        indicators=spec["indicators"],
-        ffill_limit=int(spec["ffill_limit"]),
+        context_tickers=tuple(context),
+        indicators=spec.indicators,
+        ffill_limit=spec.ffill_limit,
         start_date=start,
         end_date=as_of,
         sessions=calendar_for(settings).sessions(start, as_of),
@@ -187,7 +187,7 @@ def process(
         reused=not written,
         as_of=as_of,
         windows_possible=len(windows.rows),
-        context_tickers=context,
+        context_tickers=tuple(context),
         per_ticker=per_ticker,
         warnings=tuple(warnings + too_young),
     )
@@ -221,7 +221,7 @@ def _missing_bars(
     return missing, warnings
 
 
-def _split_windows(panel: Panel, *, settings: Settings, spec: Mapping[str, Any], as_of: date) -> PanelWindows:
+def _split_windows(panel: Panel, *, settings: Settings, spec: DatasetSpec, as_of: date) -> PanelWindows:
     """The panel's windows and their chronological split. Raises NoDataError when they fall on too
     few dates for the split."""
     from stockcli.features.dataset import dates_to_days, min_windows, split_parts, window_pairs
@@ -233,12 +233,12 @@ def _split_windows(panel: Panel, *, settings: Settings, spec: Mapping[str, Any],
     day_of_row = dates_to_days(panel.dates)
     target_days = day_of_row[rows + 1] if len(rows) else rows
     if len(np.unique(target_days)) < wanted:
-        have = {t: int(panel.valid[:, i].sum()) for i, t in enumerate(spec["tickers"])}
+        have = {t: int(panel.valid[:, i].sum()) for i, t in enumerate(spec.tickers)}
         details = "; ".join(f"{t} has {n} usable sessions" for t, n in have.items())
         raise NoDataError(
             f"Too little history up to {as_of.isoformat()}: the tickers give {len(rows)} windows of {L} sessions "
             f"on {len(np.unique(target_days))} dates; the split needs windows on {wanted} dates ({details}; "
-            f"each ticker needs {int(spec['warmup_sessions'])} sessions of indicator warm-up before its first window).",
+            f"each ticker needs {spec.warmup_sessions} sessions of indicator warm-up before its first window).",
             hint="Fetch an earlier [data] start, use a later --as-of, or shorten the indicator windows / "
             "[dataset] sequence_length.",
         )
@@ -253,14 +253,14 @@ def _ticker_sessions(
     tickers: Sequence[str],
     missing: Sequence[str],
     settings: Settings,
-    spec: Mapping[str, Any],
+    spec: DatasetSpec,
 ) -> tuple[dict[str, TickerSessions], list[str]]:
     """Each watchlist ticker's own usable sessions and windows, and a warning for each ticker with
     bars but no test windows (stopped trading before the test period, or too young)."""
     from stockcli.features.dataset import run_lengths, sessions_short
 
     L = settings.dataset.sequence_length
-    warmup = int(spec["warmup_sessions"])
+    warmup = spec.warmup_sessions
     series_index, parts_of = windows.series_index, windows.parts_of
     test_rows = windows.rows[parts_of == 2]
     test_start = panel.dates[int(test_rows.min()) + 1] if len(test_rows) else None
@@ -302,23 +302,23 @@ def _save(
     engine: Engine,
     run_id: str,
     as_of: date,
-    spec: Mapping[str, Any],
+    spec: DatasetSpec,
     panel: Panel,
     digest: str,
 ) -> bool:
     """Upsert the dataset with the config it was made from; False when that content was stored already."""
     from stockcli.db import datasets as datasets_db
 
-    tickers = tuple(spec["tickers"])
+    tickers = spec.tickers
     config = {
         "data": {
             "tickers": list(tickers),
-            "context_tickers": list(spec["context_tickers"]),
+            "context_tickers": list(spec.context_tickers),
             "start": settings.data.start.isoformat(),
             "exchange": settings.data.exchange,
         },
         "features": {
-            "indicators": spec["indicators"],
+            "indicators": list(spec.indicators),
             "ffill_limit": int(settings.features.ffill_limit),
         },
     }

@@ -253,11 +253,10 @@ def _evaluation_window(
     if production_version is not None and production_version != candidate_version:
         production = registry.load_bundle(settings, production_version)
     series = set(tickers) | set(candidate.context_tickers)
-    starts = [candidate.spec.get("start_date")]
+    start = candidate.spec.start_date
     if production is not None:
         series |= set(production.context_tickers)
-        starts.append(production.spec.get("start_date"))
-    start = min(date.fromisoformat(s) for s in starts if s) if any(starts) else None
+        start = min(start, production.spec.start_date)
     bars = load_bars(engine, sorted(series), start=start, end=max(base_dates))
     found = candidate_quantiles(
         build_table(settings), bundle_fits(candidate.baselines), bars, tickers, base_dates, fit_missing=True

@@ -271,9 +271,9 @@ def _fine_tune_start(
         config.get("model_type") != "ensemble"
         and int(config.get("n_features", -1)) == built.train.n_features
         and int(config.get("n_own_features", -1)) == built.train.n_own_features
-        and list(bundle.spec.get("feature_names", [])) == list(built.spec["feature_names"])
-        and list(bundle.spec.get("context_features", [])) == list(built.spec.get("context_features", []))
-        and list(bundle.context_tickers) == list(built.spec.get("context_tickers") or [])
+        and bundle.spec.feature_names == built.spec.feature_names
+        and bundle.spec.context_features == built.spec.context_features
+        and bundle.context_tickers == built.spec.context_tickers
         and int(bundle.sequence_length) == int(built.sequence_length)
     )
     if not same_inputs:

@@ -240,7 +240,7 @@ def _run_params(*, built: BuiltDataset, plan: TrainingPlan, fine_tuned: bool) ->
         "patience": plan.patience,
         "device": plan.device,
         "tickers": ",".join(built.tickers),
-        "context_tickers": ",".join(built.spec.get("context_tickers") or []),
+        "context_tickers": ",".join(built.spec.context_tickers),
         "sequence_length": built.sequence_length,
         "target_kind": built.target_kind,
         "n_train": len(built.train),
@@ -358,9 +358,9 @@ def _log_results(*, run: Any, built: BuiltDataset, result: TrainResult, evaluati
     run.log_json(
         {
             "dataset_run_id": built.run_id,
-            "spec": built.spec,
+            "spec": built.spec.to_json(),
             "tickers": list(built.tickers),
-            "context_tickers": list(built.spec.get("context_tickers") or []),
+            "context_tickers": list(built.spec.context_tickers),
             "sequence_length": built.sequence_length,
             "target_kind": built.target_kind,
             "test_window": [_iso(test.target_dates, 0), _iso(test.target_dates, -1)],
@@ -400,7 +400,7 @@ def _register(
             "best_val_loss": result.best_val_loss,
         },
         test_summary=_summary_tags(evaluation.metrics),
-        context_tickers=list(built.spec.get("context_tickers") or []),
+        context_tickers=list(built.spec.context_tickers),
         calibration=evaluation.calibration,
         baselines=evaluation.baselines,
     )
@@ -443,9 +443,8 @@ def bar_history(engine: Engine, built: Any, tickers: Sequence[str]) -> dict[str,
     statistical candidates fit on and filter (each row sees only its own past)."""
     from stockcli.db.bars import load_bars
 
-    start = built.spec.get("start_date")
     last = max(built.test.base_dates) if len(built.test) else None
-    return load_bars(engine, list(tickers), start=date.fromisoformat(start) if start else None, end=last)
+    return load_bars(engine, list(tickers), start=built.spec.start_date, end=last)
 
 
 def fit_baselines(

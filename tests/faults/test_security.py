@@ -33,7 +33,7 @@ from stockcli.errors import ConfigError, RegistryError, StockCliError
 from stockcli.ml.bundle import BUNDLE_FILE, WEIGHTS_FILE
 from tests.conftest import Cli, write_config
 from tests.faults.checks import crafted_payloads, table_state
-from tests.model_helpers import build_dataset, tiny_settings
+from tests.model_helpers import build_dataset, fixture_spec, tiny_settings
 
 PACKAGE = Path(__file__).resolve().parents[2] / "stockcli"
 REPO = PACKAGE.parent
@@ -173,7 +173,7 @@ def registered(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Setti
             run,
             model=model,
             model_config=model_config("lstm", **sizes),
-            spec={"feature_names": ["close", "rsi"]},
+            spec=fixture_spec(),
             scalers={},
             tickers=["AAA", "BBB"],
             sequence_length=5,
