@@ -33,6 +33,12 @@ source, 4 tickers, 22 indicators) except a small training budget, bootstrapped b
    - `daily` as of the last session (fetch one new bar per ticker from the csv folder, score the
      predictions made the session before, predict; no retrain) for 4 and for 500 tickers, each in a
      fresh process on a fresh copy of the data dir: wall time and peak RSS.
+4. Horizons (issue 18, item 6; the end of `--only scale`, or `--only horizons` alone): `daily
+   --no-retrain` for the 500 tickers as of the last session with `[forecasters] horizons = [1]`
+   against the default [1, 5, 20], fresh processes, interleaved, `--repeats` pairs, the ratio of the
+   medians (goal <= 1.5x), in two states: the first day (only the forecasts of the session before)
+   and the steady state (a year and a month of forecasts at every horizon replayed from that
+   `predict`'s rows and scored by the real monitor, `steady_state.py`: the risk window full).
 """
 
 from __future__ import annotations
@@ -541,6 +547,10 @@ def horizon_states(workdir: Path, space: dict[str, Any]) -> dict[tuple[str, str]
 
     data_dir, base = workdir / "data", Path(space["configs"][500])
     as_of = date.fromisoformat(space["as_of"])
+    saved = workdir / "horizon-states.json"
+    if saved.is_file():  # set up by an earlier run with the same --workdir
+        print(f"horizon states reused from {workdir}")
+        return {(state, name): Path(path) for state, name, path in json.loads(saved.read_text())}
     states: dict[tuple[str, str], Path] = {}
     for name, extra in HORIZON_VARIANTS.items():
         config = base.with_name(f"watchlist-500-h{len(json.loads(name))}.toml")
@@ -567,6 +577,7 @@ def horizon_states(workdir: Path, space: dict[str, Any]) -> dict[tuple[str, str]
             data_dir, workdir / f"pristine-steady-h{len(json.loads(name))}"
         )
         states[("config", name)] = config
+    saved.write_text(json.dumps([[state, name, str(path)] for (state, name), path in states.items()]))
     return states
 
 
