@@ -135,11 +135,12 @@ def store(
 def configured(
     make_settings: Callable[..., Settings], database_url: str
 ) -> Callable[..., tuple[Settings, Engine]]:
-    """`configured(**monitor)`: settings on this test's database with those [monitor] values, and its engine."""
+    """`configured(forecasters={...}, **monitor)`: settings on this test's database with those
+    [forecasters] and [monitor] values, and its engine."""
     engines: list[Engine] = []
 
-    def factory(**monitor_values: Any) -> tuple[Settings, Engine]:
-        settings = make_settings(database_url, monitor=monitor_values)
+    def factory(forecasters: dict[str, Any] | None = None, **monitor_values: Any) -> tuple[Settings, Engine]:
+        settings = make_settings(database_url, monitor=monitor_values, forecasters=forecasters or {})
         engine = open_database(settings)
         engines.append(engine)
         return settings, engine
@@ -450,41 +451,52 @@ def store_horizon(
     ticker: str = "AAA",
     bases: list[int] | None = None,
     tail: Callable[[int], np.ndarray] | None = None,
+    source: str = "garch",
+    width: float = 0.01,
 ) -> None:
     """Horizon rows of `ticker` made on sessions `bases` (default: every one whose target is stored),
-    targeting the horizon-th exchange session after: quantiles of N(0, 1% x sqrt(h)), and the tail
-    `tail(base index)` (default: that normal's) at the risk levels."""
+    targeting the horizon-th exchange session after: quantiles of N(0, `width` x sqrt(h)) served by
+    `source`, and the tail `tail(base index)` (default: that normal's) at the risk levels."""
     from scipy.stats import norm
 
     from stockcli.db.horizons import save_horizon_predictions
     from stockcli.ml.risk import TAIL_LEVELS
-    from stockcli.services.predict import target_sessions
 
-    calendar = trading_calendar("XNYS")
-    spread = 0.01 * np.sqrt(horizon)
+    spread = width * np.sqrt(horizon)
     chosen = bases if bases is not None else list(range(len(world.sessions) - horizon))
     rows = []
     for index in chosen:
-        base_date, base = world.sessions[index], float(world.closes[ticker][index])
+        base = float(world.closes[ticker][index])
         levels = np.asarray(TAIL_LEVELS)
         rows.append(
             {
-                "ticker": ticker,
-                "base_date": base_date,
-                "horizon": horizon,
-                "model_version": "1",
-                "target_date": target_sessions(calendar, base_date, [horizon])[horizon],
-                "as_of": base_date,
-                "base_close": base,
-                **dict(zip(("q025", "q10", "q50", "q90", "q975"), base * np.exp(spread * Z), strict=True)),
+                **horizon_row(world, ticker, index, horizon, base * np.exp(spread * Z)),
                 "p_up": 0.5,
-                "source": "garch",
+                "source": source,
                 "tail": list(tail(index) if tail else spread * norm.ppf(levels)),
                 "candidates": {"garch": list(base * np.exp(spread * Z))},
                 "created_at": utcnow(),
             }
         )
     save_horizon_predictions(engine, rows)
+
+
+def horizon_row(world: Market, ticker: str, index: int, horizon: int, quantiles: Any) -> dict[str, Any]:
+    """The key, target session, base close and served quantiles (closes) of a horizon row made on
+    session `index`."""
+    from stockcli.services.predict import target_sessions
+
+    base_date = world.sessions[index]
+    return {
+        "ticker": ticker,
+        "base_date": base_date,
+        "horizon": horizon,
+        "model_version": "1",
+        "target_date": target_sessions(trading_calendar("XNYS"), base_date, [horizon])[horizon],
+        "as_of": base_date,
+        "base_close": float(world.closes[ticker][index]),
+        **dict(zip(("q025", "q10", "q50", "q90", "q975"), [float(q) for q in quantiles], strict=True)),
+    }
 
 
 def scored_targets(engine: Engine) -> dict[int, list[tuple[date, float | None]]]:
@@ -575,3 +587,249 @@ def test_a_red_zone_at_a_horizon_is_a_retrain_finding_with_the_cooldown(configur
     finish_run(engine, run_id, status="ok", details={"retrained": True})
     blocked = monitor(settings=settings, engine=engine, as_of=world.sessions[-1], model_version="1")
     assert not blocked.retrain_needed and blocked.cooldown_active and "risk_zone_h1" in blocked.triggers
+
+
+def horizon_misses(engine: Engine, horizon: int, level: int) -> list[tuple[str, bool]]:
+    """(served source, missed) of AAA's scored rows at `horizon`, oldest target first: the stored
+    quantiles against the stored close."""
+    low, high = ("q10", "q90") if level == 80 else ("q025", "q975")
+    with engine.connect() as connection:
+        rows = connection.execute(
+            text(
+                f"SELECT source, {low}, {high}, actual_close FROM horizon_predictions "
+                "WHERE ticker = 'AAA' AND horizon = :h AND scored_at IS NOT NULL ORDER BY target_date"
+            ),
+            {"h": horizon},
+        ).all()
+    return [(source, not lower <= actual <= upper) for source, lower, upper, actual in rows]
+
+
+def test_each_horizon_learns_its_own_adaptive_levels_once_per_scored_forecast(configured: Any) -> None:
+    """Adaptive conformal inference per horizon (`horizon_serving`): alpha <- alpha + gamma *
+    (target - miss) once per scored 5- or 20-session forecast, from the nominal level, each horizon
+    from its own misses however many runs score them; a change of served source starts again."""
+    from stockcli.db.horizons import load_horizon_serving
+    from stockcli.services.monitor import evaluate_matured
+
+    settings, engine = configured()
+    gamma = settings.intervals.aci_gamma
+    world = market(60)
+    store(engine, world, naive)
+    store_horizon(engine, world, 5, width=0.004, bases=list(range(30)))  # too narrow: misses happen
+    store_horizon(engine, world, 20, width=0.012, bases=list(range(30)))
+    store_horizon(engine, world, 1, width=0.004)  # horizon 1 learns in interval_state, not here
+    evaluate_matured(engine, through=world.sessions[25], settings=settings)
+    evaluate_matured(engine, through=world.sessions[-1], settings=settings)
+    evaluate_matured(engine, through=world.sessions[-1], settings=settings)
+
+    def expected(misses: list[bool], level: int) -> float:
+        target = 0.2 if level == 80 else 0.05
+        return target + gamma * sum(target - miss for miss in misses)
+
+    serving = load_horizon_serving(engine, ["AAA"])
+    assert set(serving) == {("AAA", 5), ("AAA", 20)}
+    for horizon, count in ((5, 30), (20, 30)):
+        state = serving[("AAA", horizon)]
+        for level in (80, 95):
+            misses = [miss for _source, miss in horizon_misses(engine, horizon, level)]
+            assert len(misses) == count
+            assert state[f"alpha_{level}"] == pytest.approx(expected(misses, level))
+        assert state["aci_source"] == "garch" and state["source"] == "garch"
+    assert 0 < sum(m for _s, m in horizon_misses(engine, 5, 80)) < 30  # both kinds of step were taken
+    assert serving[("AAA", 5)]["alpha_80"] != pytest.approx(serving[("AAA", 20)]["alpha_80"])
+
+    # Later 5-session forecasts served by the rolling band: its levels start from the nominal ones.
+    store_horizon(engine, world, 5, width=0.004, bases=list(range(30, 55)), source="rolling")
+    evaluate_matured(engine, through=world.sessions[-1], settings=settings)
+    state = load_horizon_serving(engine, ["AAA"])[("AAA", 5)]
+    for level in (80, 95):
+        rolling = [miss for source, miss in horizon_misses(engine, 5, level) if source == "rolling"]
+        assert len(rolling) == 25
+        assert state[f"alpha_{level}"] == pytest.approx(expected(rolling, level))
+    assert state["aci_source"] == "rolling" and state["last_target_date"] == world.sessions[-1]
+
+
+def test_a_20_session_forecast_waits_for_the_close_of_its_own_target_session(configured: Any) -> None:
+    """The bar of the target session is missing while later ones are stored: the forecast stays
+    pending (not scored against another session's close), then is scored on that close once it arrives."""
+    from stockcli.services.horizons import score_horizons
+
+    settings, engine = configured()
+    world = market(40)
+    store(engine, world, naive)
+    store_horizon(engine, world, 20, bases=[5])
+    target = world.sessions[25]
+    with engine.begin() as connection:
+        connection.execute(
+            text("DELETE FROM raw_stock_data WHERE ticker = 'AAA' AND date = :d"), {"d": target}
+        )
+
+    assert score_horizons(engine, through=world.sessions[-1], settings=settings) == (0, 1)
+    assert 20 not in scored_targets(engine)
+    close = float(world.closes["AAA"][25])
+    with engine.begin() as connection:
+        upsert_bars(
+            connection,
+            [
+                {
+                    "ticker": "AAA",
+                    "date": target,
+                    "open": close,
+                    "high": close,
+                    "low": close,
+                    "close": close,
+                    "volume": 1000,
+                    "source": "test",
+                    "fetched_at": utcnow(),
+                }
+            ],
+        )
+    assert score_horizons(engine, through=world.sessions[-1], settings=settings) == (1, 0)
+    assert scored_targets(engine)[20] == [(target, pytest.approx(close))]
+
+
+def scored_horizon_rows(
+    engine: Engine,
+    world: Market,
+    horizon: int,
+    widths: dict[str, float],
+    *,
+    bases: range,
+    ticker: str = "AAA",
+) -> None:
+    """Scored horizon rows of `ticker` (close known) whose candidates' quantiles are N(0, width x 1%
+    x sqrt(h)) of the h-session return, one width per candidate: 1 is right for these closes."""
+    from stockcli.db.horizons import save_horizon_predictions
+
+    spread = 0.01 * np.sqrt(horizon)
+    rows = []
+    for index in bases:
+        base = float(world.closes[ticker][index])
+        candidates = {name: list(base * np.exp(width * spread * Z)) for name, width in widths.items()}
+        rows.append(
+            {
+                **horizon_row(world, ticker, index, horizon, candidates["garch"]),
+                "source": "garch",
+                "candidates": candidates,
+                "created_at": utcnow(),
+                "actual_close": float(world.closes[ticker][index + horizon]),
+                "scored_at": utcnow(),
+            }
+        )
+    save_horizon_predictions(engine, rows)
+
+
+def test_each_horizon_above_1_is_re_decided_on_its_own_scored_rows_family_corrected(configured: Any) -> None:
+    """At 5 sessions HAR's band is right and GARCH's three times too wide; at 20 the rolling band is
+    right and HAR's too wide; at 1 HAR is right too but horizon 1 is decided elsewhere. Each horizon
+    serves its own winner, with the corrected p-value; a fixed test order whose first challenger
+    (no better than GARCH) fails stops the later ones; a ticker with too few scored sessions keeps
+    its decision."""
+    from stockcli.db.horizons import load_horizon_serving, save_horizon_serving
+    from stockcli.ml.metrics import candidate_loss_panels
+    from stockcli.ml.selection import choose_interval_source
+    from stockcli.ml.stats import paired_loss_test
+    from stockcli.services.horizons import redecide_horizons
+
+    forecasters = {"min_selection_sessions": 40, "selection_sessions": 120, "test_order": []}
+    settings, engine = configured(forecasters=forecasters)
+    world = market(120)
+    last = len(world.sessions) - 21
+    scored_horizon_rows(engine, world, 1, {"garch": 3.0, "har_range": 1.0, "rolling": 3.0}, bases=range(last))
+    scored_horizon_rows(engine, world, 5, {"garch": 3.0, "har_range": 1.0, "rolling": 3.0}, bases=range(last))
+    scored_horizon_rows(
+        engine, world, 20, {"garch": 3.0, "har_range": 3.0, "rolling": 1.0}, bases=range(last)
+    )
+    # BBB: 30 scored sessions, fewer than min_selection_sessions; its earlier decision stands.
+    scored_horizon_rows(
+        engine, world, 5, {"garch": 3.0, "har_range": 1.0, "rolling": 3.0}, bases=range(30), ticker="BBB"
+    )
+    kept = {"ticker": "BBB", "horizon": 5, "source": "gjr", "p_value": 0.01, "skill": 0.1, "n_sessions": 99}
+    with engine.begin() as connection:
+        save_horizon_serving(connection, [kept])
+    through = world.sessions[-1]
+
+    written = redecide_horizons(settings=settings, engine=engine, tickers=["AAA", "BBB"], through=through)
+
+    serving = load_horizon_serving(engine, ["AAA", "BBB"])
+    assert written == 2 and ("AAA", 1) not in serving
+    assert serving[("AAA", 5)]["source"] == "har_range" and serving[("AAA", 20)]["source"] == "rolling"
+    assert serving[("AAA", 5)]["n_sessions"] == last
+    assert {k: serving[("BBB", 5)][k] for k in kept} == kept
+    # The p-value is Holm's over the two challengers: twice the smaller raw one, never the raw one.
+    rows = [r for r in _scored_rows(engine, 5) if r["ticker"] == "AAA"]
+    panels, _dates = candidate_loss_panels(rows, settings.forecasters.metric)
+    raw = paired_loss_test(panels["har_range"], panels["garch"], alternative="less").p_value
+    assert 0 < raw < 0.5 and serving[("AAA", 5)]["p_value"] == pytest.approx(min(1.0, 2 * raw))
+    assert serving[("AAA", 5)]["p_value"] == pytest.approx(
+        choose_interval_source(panels, incumbent="garch", alpha=0.05).p_value
+    )
+
+    # A fixed sequence testing the rolling band first (no better than GARCH at 5): HAR is not tested.
+    order = settings.forecasters.model_copy(update={"test_order": ("rolling", "har_range")})
+    ordered = settings.model_copy(update={"forecasters": order})
+    redecide_horizons(settings=ordered, engine=engine, tickers=["AAA"], through=through)
+    serving = load_horizon_serving(engine, ["AAA"])
+    assert serving[("AAA", 5)]["source"] == "garch" and serving[("AAA", 20)]["source"] == "rolling"
+
+
+def _scored_rows(engine: Engine, horizon: int) -> list[dict[str, Any]]:
+    """Scored horizon rows as the selection reads them (candidates under `detail`)."""
+    from stockcli.db.horizons import scored_horizons
+
+    rows = scored_horizons(engine, start=date.min, end=date.max, horizons=[horizon])
+    return [{**row, "detail": {"candidates": row["candidates"]}} for row in rows]
+
+
+def test_stored_tails_read_as_json_text_are_the_doubles_json_loads_gives() -> None:
+    """`tail_matrix` parses the risk window's JSON texts in one pass: every double as `json.loads`
+    reads it (shortest repr, subnormal, huge), null / NaN / Infinity as NaN, a tail of another size
+    (another release's levels) or a missing one as a NaN row, a list as it is."""
+    import json
+
+    from stockcli.services.horizons import tail_matrix
+
+    rng = np.random.default_rng(3)
+    values = np.concatenate([rng.normal(0, 0.05, 29), [5e-324, -1.7976931348623157e308]])
+    plain = json.dumps(values.tolist())
+    gaps = json.dumps([None, float("nan"), float("-inf"), *values[3:].tolist()])
+    short = json.dumps(values[:30].tolist())
+    stored = [plain, gaps, None, short, values.tolist(), plain]
+
+    matrix = tail_matrix(stored, 31)
+
+    assert matrix.shape == (6, 31)
+    assert np.array_equal(matrix[0], np.array(json.loads(plain))) and np.array_equal(matrix[0], values)
+    assert np.isnan(matrix[1, :2]).all() and matrix[1, 2] == -np.inf
+    assert np.array_equal(matrix[1, 3:], values[3:])
+    assert np.isnan(matrix[2]).all() and np.isnan(matrix[3]).all()
+    assert np.array_equal(matrix[4], values) and np.array_equal(matrix[5], values)
+
+
+def test_the_monitor_backtests_risk_as_report_does_without_the_simulated_es_test(configured: Any) -> None:
+    """The monitor reads the risk window column-wise (the tails as text) and leaves out the simulated
+    ES test: every other figure is the one `risk_backtests` gives on whole rows, ES test included."""
+    from scipy.stats import norm
+
+    from stockcli.db.horizons import scored_horizons
+    from stockcli.ml.risk import TAIL_LEVELS
+    from stockcli.services.horizons import risk_backtests
+
+    settings, engine = configured()
+    world = market(60)
+    store(engine, world, naive)
+    store_horizon(engine, world, 1, tail=lambda i: 0.006 * norm.ppf(np.asarray(TAIL_LEVELS)))
+    store_horizon(engine, world, 5, ticker="BBB")
+    store_horizon(engine, world, 5, bases=list(range(0, 40, 3)), width=0.004)
+
+    result = monitor(settings=settings, engine=engine, as_of=world.sessions[-1], model_version="1")
+
+    rows = scored_horizons(engine, start=date.min, end=world.sessions[-1])
+    full = risk_backtests(rows, trading_calendar("XNYS"))
+    assert set(full) == {1, 5} and full[1]["AAA"]["es_p"] is not None
+    assert full[1]["AAA"]["exceptions_99"] > 0 and full[5]["AAA"]["n"] > 0
+    without_es = {
+        h: {t: {**figures, "es_z2": None, "es_p": None} for t, figures in per.items()}
+        for h, per in full.items()
+    }
+    assert result.risk == without_es

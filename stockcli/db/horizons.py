@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from datetime import date
 from typing import Any
 
-from sqlalchemy import and_, bindparam, select, update
+from sqlalchemy import Text, and_, bindparam, cast, select, update
 from sqlalchemy.engine import Connection, Engine
 
 from stockcli.db.models import HorizonPrediction, HorizonServing, RawStockData
@@ -22,6 +22,17 @@ HORIZON_KEY = ("ticker", "base_date", "horizon", "model_version")
 SERVING_KEY = ("ticker", "horizon")
 HORIZON_PRICES = ("base_close", *QUANTILE_PRICES, "actual_close")
 """The prices a horizon row holds (what a restated history rescales); the rest are returns or levels."""
+RISK_COLUMNS = (
+    "ticker",
+    "horizon",
+    "base_date",
+    "target_date",
+    "base_close",
+    "actual_close",
+    *QUANTILE_PRICES,
+    "tail",
+)
+"""What the risk backtests and the horizons' coverage tests read of a scored row."""
 
 
 def save_horizon_predictions(engine: Engine, rows: Sequence[Mapping[str, Any]]) -> int:
@@ -81,14 +92,20 @@ def scored_horizons(
     horizons: Sequence[int] | None = None,
     tickers: Sequence[str] | None = None,
     with_candidates: bool = True,
+    columns: Sequence[str] | None = None,
 ) -> list[dict[str, Any]]:
     """Scored horizon rows with a target date in [start, end], one per (ticker, horizon, base date):
     of several model versions (a re-run after a promotion) the one created last. Oldest first.
-    Without `with_candidates` the candidates' quantiles (the largest column) are not read."""
+    Without `with_candidates` the candidates' quantiles (the largest column) are not read; with
+    `columns` (e.g. `RISK_COLUMNS`, which must hold ticker, horizon and base_date) only those are,
+    and `tail` comes as its stored JSON text, for the caller to parse in one pass."""
     table = HorizonPrediction.__table__
-    columns = [c for c in table.c if with_candidates or c.name != "candidates"]
+    if columns is None:
+        selected: list[Any] = [c for c in table.c if with_candidates or c.name != "candidates"]
+    else:
+        selected = [cast(table.c[n], Text).label(n) if n == "tail" else table.c[n] for n in columns]
     query = (
-        select(*columns)
+        select(*selected)
         .where(
             table.c.scored_at.is_not(None),
             table.c.target_date >= start,
@@ -103,8 +120,13 @@ def scored_horizons(
         query = query.where(table.c.ticker.in_(list(tickers)))
     kept: dict[tuple[str, int, date], dict[str, Any]] = {}
     with engine.connect() as connection:
-        for row in connection.execute(query):
-            kept.setdefault((row.ticker, int(row.horizon), row.base_date), dict(row._mapping))
+        result = connection.execute(query)
+        names = list(result.keys())
+        where = [names.index(name) for name in ("ticker", "horizon", "base_date")]
+        for values in result:  # plain tuples: a RowMapping per row costs more than the row itself
+            key = (values[where[0]], int(values[where[1]]), values[where[2]])
+            if key not in kept:
+                kept[key] = dict(zip(names, values, strict=True))
     return list(kept.values())
 
 

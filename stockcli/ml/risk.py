@@ -437,8 +437,10 @@ def risk_backtest(
     min_sessions: int = MIN_SESSIONS,
     simulations: int = ES_SIMULATIONS,
     seed: int = 0,
+    es_test: bool = True,
 ) -> RiskBacktest:
-    """Every risk test of one ticker and horizon: counts, Kupiec, Christoffersen, Basel zone, Z2.
+    """Every risk test of one ticker and horizon: counts, Kupiec, Christoffersen, Basel zone, Z2
+    (without `es_test`, the simulated Z2 is left out: `es_z2` and `es_p` None).
 
     `realized_log_returns[i]` is the h-session log return that followed base session i and
     `tail_quantiles[i]` its forecast at `TAIL_LEVELS`, in base-session order (the caller picks the
@@ -463,7 +465,7 @@ def risk_backtest(
         return RiskBacktest(n, exceptions[95], exceptions[99], None, None, None, None, None, None, None)
     markov = christoffersen(hits[99], VAR_TAILS[99])
     z2: Z2Test | None = None
-    if (_expected_shortfall(-np.expm1(quantiles), ES_TEST_TAIL) > 0).all():
+    if es_test and (_expected_shortfall(-np.expm1(quantiles), ES_TEST_TAIL) > 0).all():
         z2 = acerbi_szekely_z2(realized, quantiles, simulations=simulations, seed=seed)
     return RiskBacktest(
         n=n,

@@ -17,6 +17,7 @@ base session, counted back from the newest).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from datetime import date
 from typing import Any
@@ -156,30 +157,32 @@ def _grouped(rows: Sequence[Mapping[str, Any]]) -> dict[tuple[str, int], list[Ma
 
 def risk_window(settings: Settings, engine: Engine, *, through: date) -> list[dict[str, Any]]:
     """THE risk window: scored horizon rows with a target session among the last
-    `[monitor] risk_sessions` sessions up to `through`."""
+    `[monitor] risk_sessions` sessions up to `through`, only what the risk and coverage tests read
+    (`db.horizons.RISK_COLUMNS`; the tail as its JSON text)."""
     from stockcli.clock import calendar_for
-    from stockcli.db.horizons import scored_horizons
+    from stockcli.db.horizons import RISK_COLUMNS, scored_horizons
     from stockcli.errors import UsageError
 
     try:
         start = calendar_for(settings).sessions_back(through, settings.monitor.risk_sessions - 1)
     except UsageError:
         start = date.min
-    return scored_horizons(engine, start=start, end=through, with_candidates=False)
+    return scored_horizons(engine, start=start, end=through, columns=RISK_COLUMNS)
 
 
-def risk_backtests(rows: Sequence[Mapping[str, Any]], calendar: Any) -> RiskTable:
+def risk_backtests(rows: Sequence[Mapping[str, Any]], calendar: Any, *, es_test: bool = True) -> RiskTable:
     """Every (horizon, ticker)'s risk backtest over `rows` (scored horizon rows), on the
-    non-overlapping subsample of its base sessions (session numbers from the exchange calendar)."""
+    non-overlapping subsample of its base sessions (session numbers from the exchange calendar).
+    Without `es_test` the simulated Expected Shortfall test is left out (`es_z2`, `es_p` None)."""
     from stockcli.ml.risk import TAIL_LEVELS, risk_backtest
 
     table: RiskTable = {}
+    numbers = _session_numbers(rows, calendar)
     for (ticker, horizon), group in _grouped(rows).items():
-        first = group[0]["base_date"]
-        sessions = np.array([calendar.sessions_since(first, row["base_date"]) for row in group])
+        sessions = np.array([numbers[row["base_date"]] for row in group])
         realized = np.array([_log_return(row) for row in group])
-        tails = np.array([_tail(row.get("tail"), len(TAIL_LEVELS)) for row in group])
-        tested = risk_backtest(realized, tails, horizon, base_sessions=sessions)
+        tails = tail_matrix([row.get("tail") for row in group], len(TAIL_LEVELS))
+        tested = risk_backtest(realized, tails, horizon, base_sessions=sessions, es_test=es_test)
         table.setdefault(horizon, {})[ticker] = tested.to_json()
     return {horizon: table[horizon] for horizon in sorted(table)}
 
@@ -193,15 +196,15 @@ def horizon_coverage(rows: Sequence[Mapping[str, Any]], calendar: Any) -> dict[i
     from stockcli.ml.risk import non_overlapping
     from stockcli.ml.stats import clustered_coverage_test
 
+    numbers = _session_numbers(rows, calendar)
     kept: dict[int, list[Mapping[str, Any]]] = {}
     for (_ticker, horizon), group in _grouped(rows).items():
-        first = group[0]["base_date"]
-        sessions = [calendar.sessions_since(first, row["base_date"]) for row in group]
+        sessions = [numbers[row["base_date"]] for row in group]
         kept.setdefault(horizon, []).extend(group[i] for i in non_overlapping(sessions, horizon))
     out: dict[int, dict[int, Any]] = {}
     for horizon, group in sorted(kept.items()):
-        quantiles = np.array([[_number(row.get(c)) for c in QUANTILE_COLUMNS] for row in group])
-        actual = np.array([_number(row.get("actual_close")) for row in group])
+        quantiles = np.array([[row.get(c) for c in QUANTILE_COLUMNS] for row in group], dtype=np.float64)
+        actual = np.array([row.get("actual_close") for row in group], dtype=np.float64)
         dates = [row["target_date"] for row in group]
         tickers = [str(row["ticker"]) for row in group]
         out[horizon] = {
@@ -210,6 +213,40 @@ def horizon_coverage(rows: Sequence[Mapping[str, Any]], calendar: Any) -> dict[i
             )
             for level in (80, 95)
         }
+    return out
+
+
+def _session_numbers(rows: Sequence[Mapping[str, Any]], calendar: Any) -> dict[date, int]:
+    """Each base date's session number, counted from the earliest base date of `rows`: what the
+    non-overlapping subsample reads (differences only), one calendar look-up per date."""
+    days = sorted({row["base_date"] for row in rows})
+    return {day: calendar.sessions_since(days[0], day) for day in days}
+
+
+def tail_matrix(values: Sequence[Any], size: int) -> np.ndarray:
+    """Stored tails (lists, or JSON text as `risk_window` reads them) as an (n, size) matrix; a row is
+    NaN where its tail is missing or has another size (another release's levels).
+
+    JSON texts of `size` elements are parsed in one pass by numpy's float parser (correctly rounded,
+    as Python's: the same doubles as `json.loads`), several times faster than a `json.loads` a row;
+    anything else is parsed one at a time."""
+    import warnings
+
+    out = np.full((len(values), size), np.nan)
+    texts = [i for i, v in enumerate(values) if isinstance(v, str) and v.count(",") == size - 1]
+    if texts:
+        joined = ",".join(values[i].strip().removeprefix("[").removesuffix("]") for i in texts)
+        with warnings.catch_warnings():  # text that is not numbers: a short result, handled below
+            warnings.simplefilter("ignore", DeprecationWarning)
+            flat = np.fromstring(joined.replace("null", "nan"), sep=",")  # type: ignore[call-overload]
+        if flat.size == len(texts) * size:
+            out[texts] = flat.reshape(len(texts), size)
+            parsed_already = set(texts)
+            values = [None if i in parsed_already else v for i, v in enumerate(values)]
+    for i, value in enumerate(values):
+        parsed = json.loads(value) if isinstance(value, str) else value
+        if isinstance(parsed, list) and len(parsed) == size:
+            out[i] = np.array(parsed, dtype=np.float64)
     return out
 
 
@@ -251,13 +288,6 @@ def _log_return(row: Mapping[str, Any]) -> float:
     if not (actual > 0 and base > 0):
         return float("nan")
     return float(np.log(actual / base))
-
-
-def _tail(values: Any, size: int) -> np.ndarray:
-    """A stored tail as floats, NaN when missing or read at other levels (another release's)."""
-    if not isinstance(values, list) or len(values) != size:
-        return np.full(size, np.nan)
-    return np.array([_number(v) for v in values])
 
 
 def _number(value: Any) -> float:

@@ -80,7 +80,8 @@ class MonitorResult:
         str, ...
     ] = ()  # "skill", "coverage_80", "coverage_95", "risk_zone_h5", "coverage_95_h20"...
     band_breaks: tuple[BandBreak, ...] = ()  # closes scored by this run outside their 95% interval
-    # {horizon: {ticker: risk backtest JSON}} over the last `[monitor] risk_sessions` scored sessions.
+    # {horizon: {ticker: risk backtest JSON}} over the last `[monitor] risk_sessions` scored sessions,
+    # without the simulated ES test (`es_p` None: `report` and `backtest` run it; no finding reads it).
     risk: dict[int, dict[str, dict[str, Any]]] = field(default_factory=dict)
 
 
@@ -328,11 +329,14 @@ def horizon_checks(
     settings: Settings, engine: Engine, calendar: Any, through: date
 ) -> tuple[dict[int, dict[str, dict[str, Any]]], list[tuple[str, str]]]:
     """The risk backtests of every ticker and horizon over the risk window, and what they call for
-    (a Basel red zone, a horizon's coverage significantly short): findings like the coverage trigger."""
+    (a Basel red zone, a horizon's coverage significantly short): findings like the coverage trigger.
+
+    Without the simulated Expected Shortfall test (`es_z2`, `es_p` None): no finding reads it, and
+    over 500 tickers x 3 horizons it is a second of every `daily`; `report` and `backtest` run it."""
     from stockcli.services.horizons import horizon_coverage, horizon_findings, risk_backtests, risk_window
 
     rows = risk_window(settings, engine, through=through)
-    risk = risk_backtests(rows, calendar)
+    risk = risk_backtests(rows, calendar, es_test=False)
     coverage = horizon_coverage([r for r in rows if int(r["horizon"]) > 1], calendar)
     return risk, horizon_findings(risk, coverage, coverage_alpha=settings.monitor.coverage_alpha)
 

@@ -33,6 +33,12 @@ source, 4 tickers, 22 indicators) except a small training budget, bootstrapped b
    - `daily` as of the last session (fetch one new bar per ticker from the csv folder, score the
      predictions made the session before, predict; no retrain) for 4 and for 500 tickers, each in a
      fresh process on a fresh copy of the data dir: wall time and peak RSS.
+4. Horizons (issue 18, item 6; the end of `--only scale`, or `--only horizons` alone): `daily
+   --no-retrain` for the 500 tickers as of the last session with `[forecasters] horizons = [1]`
+   against the default [1, 5, 20], fresh processes, interleaved, `--repeats` pairs, the ratio of the
+   medians (goal <= 1.5x), in two states: the first day (only the forecasts of the session before)
+   and the steady state (a year and a month of forecasts at every horizon replayed from that
+   `predict`'s rows and scored by the real monitor, `steady_state.py`: the risk window full).
 """
 
 from __future__ import annotations
@@ -520,41 +526,128 @@ def bench_scale(
             f"{len(payload['predictions'])}, failed: {_failures(payload)}, retrained: {payload['retrained']}"
         )
     print(f"  peak RSS 500 / 4 = {daily[500].peak_rss_bytes / daily[4].peak_rss_bytes:.2f}x")
-    figures["horizons"] = bench_horizons(workdir, Path(configs[500]), next_as_of, repeats)
+    figures["horizons"] = bench_horizons(workdir, space, repeats)
     return figures
 
 
-def bench_horizons(workdir: Path, config: Path, as_of: str, repeats: int) -> dict[str, Any]:
-    """`daily` for the 500 tickers with `[forecasters] horizons = [1]` against the default [1, 5, 20]
-    (issue 18: goal <= 1.5x), each in a fresh process on a fresh copy of the data dir, interleaved."""
-    from tests.benchmarks.synthetic import run_measured
+HORIZON_VARIANTS = {"[1]": "[forecasters]\nhorizons = [1]\n", "[1, 5, 20]": ""}
+"""The two configurations of the horizon benchmark: the watchlist-500 config, plus these lines."""
 
-    data_dir, pristine = workdir / "data", workdir / "pristine"
-    single = config.with_name("watchlist-500-h1.toml")
-    single.write_text(
-        config.read_text(encoding="utf-8") + "[forecasters]\nhorizons = [1]\n", encoding="utf-8"
-    )
-    walls: dict[str, list[float]] = {"[1]": [], "[1, 5, 20]": []}
-    complete: dict[str, int] = {}
-    for _ in range(repeats):
-        for name, path in (("[1]", single), ("[1, 5, 20]", config)):
-            shutil.rmtree(data_dir)
-            shutil.copytree(pristine, data_dir)
-            command, env = _stockcli(path, "--as-of", as_of, "--json", "daily")
-            begin = time.perf_counter()
-            payload = _checked(
-                run_measured(command, env=env, cwd=ROOT), f"daily for 500 tickers, horizons {name}"
+
+def horizon_states(workdir: Path, space: dict[str, Any]) -> dict[tuple[str, str], Path]:
+    """For each configuration of `HORIZON_VARIANTS`, two data dirs (set-up, not measured):
+    - "first day": the scale set-up's bars and model, then `predict` as of the next-to-last session
+      with that configuration (a fresh process), as on the first day of the horizons;
+    - "steady state": that, plus `[monitor] risk_sessions` + 20 sessions of earlier forecasts replayed
+      from that `predict`'s rows and scored (`steady_state.seed_history`), as after a year of `daily`.
+    Returns {(state, configuration): the pristine data dir}."""
+    from stockcli.config import load_settings
+    from stockcli.db.engine import open_database
+    from tests.benchmarks.steady_state import seed_history
+
+    data_dir, base = workdir / "data", Path(space["configs"][500])
+    as_of = date.fromisoformat(space["as_of"])
+    saved = workdir / "horizon-states.json"
+    if saved.is_file():  # set up by an earlier run with the same --workdir
+        print(f"horizon states reused from {workdir}")
+        return {(state, name): Path(path) for state, name, path in json.loads(saved.read_text())}
+    states: dict[tuple[str, str], Path] = {}
+    for name, extra in HORIZON_VARIANTS.items():
+        config = base.with_name(f"watchlist-500-h{len(json.loads(name))}.toml")
+        config.write_text(base.read_text(encoding="utf-8") + extra, encoding="utf-8")
+        shutil.rmtree(data_dir, ignore_errors=True)
+        shutil.copytree(workdir / "setup-data", data_dir)
+        command, env = _stockcli(config, "--as-of", as_of.isoformat(), "--json", "predict")
+        _checked(subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True), "predict")
+        states[("first day", name)] = _snapshot(
+            data_dir, workdir / f"pristine-first-h{len(json.loads(name))}"
+        )
+        settings = load_settings(config, environ={})
+        engine = open_database(settings)
+        sessions = settings.monitor.risk_sessions + 20
+        seeded = seed_history(settings, engine, base_date=as_of, sessions=sessions)
+        engine.dispose()
+        print(
+            f"steady state for horizons {name} (set-up): {seeded['bases']} earlier sessions replayed, "
+            f"{seeded['point_rows']:,} next-session and {seeded['horizon_rows']:,} horizon rows inserted in "
+            f"{seeded['insert_s']:.0f} s, {seeded['scored']:,} next-session forecasts scored (and the horizon "
+            f"rows matured by then) in {seeded['score_s']:.0f} s"
+        )
+        states[("steady state", name)] = _snapshot(
+            data_dir, workdir / f"pristine-steady-h{len(json.loads(name))}"
+        )
+        states[("config", name)] = config
+    saved.write_text(json.dumps([[state, name, str(path)] for (state, name), path in states.items()]))
+    return states
+
+
+def _snapshot(data_dir: Path, to: Path) -> Path:
+    shutil.rmtree(to, ignore_errors=True)
+    shutil.copytree(data_dir, to, ignore=shutil.ignore_patterns("stockcli.lock"))
+    return to
+
+
+def bench_horizons(workdir: Path, space: dict[str, Any], repeats: int) -> dict[str, Any]:
+    """`daily --no-retrain` for the 500 tickers with `[forecasters] horizons = [1]` against the default
+    [1, 5, 20] (issue 18: goal <= 1.5x), on the first day of the horizons and in the steady state, each
+    run in a fresh process on a fresh copy of its pristine data dir, the configurations interleaved.
+    `--no-retrain`: the replayed history may call for a retrain, which is not what is measured (the
+    decision is still computed)."""
+    from tests.benchmarks.synthetic import machine_load, run_measured
+
+    states = horizon_states(workdir, space)
+    data_dir = workdir / "data"
+    figures: dict[str, Any] = {}
+    for state in ("first day", "steady state"):
+        walls: dict[str, list[float]] = {name: [] for name in HORIZON_VARIANTS}
+        inside: dict[str, list[float]] = {name: [] for name in HORIZON_VARIANTS}
+        rss: dict[str, float] = {}
+        complete: dict[str, int] = {}
+        loads = [machine_load()]
+        for _ in range(repeats):
+            for name in HORIZON_VARIANTS:
+                shutil.rmtree(data_dir)
+                shutil.copytree(states[(state, name)], data_dir)
+                command, env = _stockcli(
+                    states[("config", name)],
+                    "--as-of",
+                    space["next_as_of"],
+                    "--json",
+                    "daily",
+                    "--no-retrain",
+                )
+                measured = run_measured(command, env=env, cwd=ROOT)
+                payload = _checked(measured, f"daily for 500 tickers, horizons {name}, {state}")
+                walls[name].append(measured.wall_s)
+                inside[name].append(ledger_run_s(data_dir))
+                rss[name] = max(rss.get(name, 0.0), measured.peak_rss_gib)
+                complete[name] = sum(
+                    len(p["horizons"]) == len(json.loads(name)) for p in payload["predictions"]
+                )
+        loads.append(machine_load())
+        medians = {name: statistics.median(values) for name, values in walls.items()}
+        ratio = medians["[1, 5, 20]"] / medians["[1]"]
+        pairs = [a / b for a, b in zip(walls["[1, 5, 20]"], walls["[1]"], strict=True)]
+        print(
+            f"daily --no-retrain for 500 tickers as of {space['next_as_of']}, {state} [{loads[0]}; after: {loads[1]}]:"
+        )
+        for name in HORIZON_VARIANTS:
+            print(
+                f"  horizons {name:<10}: {', '.join(f'{s:.1f}' for s in walls[name])} s (median {medians[name]:.1f} s; "
+                f"inside the run {', '.join(f'{s:.1f}' for s in inside[name])} s), peak RSS {rss[name]:.2f} GiB, "
+                f"{complete[name]} predictions with every horizon"
             )
-            walls[name].append(time.perf_counter() - begin)
-            complete[name] = sum(len(p["horizons"]) == len(json.loads(name)) for p in payload["predictions"])
-    medians = {name: statistics.median(values) for name, values in walls.items()}
-    ratio = medians["[1, 5, 20]"] / medians["[1]"]
-    print(
-        f"daily for 500 tickers, horizons [1]: {', '.join(f'{s:.1f}' for s in walls['[1]'])} s; [1, 5, 20]: "
-        f"{', '.join(f'{s:.1f}' for s in walls['[1, 5, 20]'])} s; ratio of medians {ratio:.2f}x (goal <= 1.5x); "
-        f"predictions with every horizon: {complete}"
-    )
-    return {"daily_s": walls, "ratio": ratio, "complete": complete}
+        print(
+            f"  ratio of medians {ratio:.2f}x (goal <= 1.5x; per pair: {', '.join(f'{r:.2f}' for r in pairs)})"
+        )
+        figures[state] = {
+            "daily_s": walls,
+            "inside_s": inside,
+            "ratio": ratio,
+            "pairs": pairs,
+            "complete": complete,
+        }
+    return figures
 
 
 @pytest.mark.benchmark
@@ -578,7 +671,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--sessions", type=int, default=20)
     parser.add_argument("--workdir", type=Path, default=None)
-    parser.add_argument("--only", choices=("daily", "backtest", "scale"), default=None)
+    parser.add_argument("--only", choices=("daily", "backtest", "scale", "horizons"), default=None)
     parser.add_argument(
         "--model-tickers",
         type=int,
@@ -602,6 +695,9 @@ def main() -> None:
                 profile=not args.no_profile,
                 with_daily=not args.no_daily,
             )
+        if args.only == "horizons":
+            space = scale_workspace(workdir / "scale", model_tickers=args.model_tickers)
+            bench_horizons(workdir / "scale", space, args.repeats)
 
 
 if __name__ == "__main__":
