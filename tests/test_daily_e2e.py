@@ -547,6 +547,9 @@ def test_backtest_continues_the_history_and_reports_intervals_sources_and_tests(
     )
     assert set(one["garch"]) >= {"coverage_80", "coverage_95", "winkler_95", "pinball"}
     assert set(summary["risk"]) == set(summary["horizons"]) and set(summary["risk"]["1"]) == set(TICKERS)
+    # The served 97.5% VaR next to GARCH's on the same forecasts, per horizon and ticker.
+    assert set(summary["risk_vs_garch"]) == set(summary["horizons"])
+    assert all(set(f) == {"served", "garch"} for f in summary["risk_vs_garch"]["1"].values())
     for figures in summary["risk"]["1"].values():
         assert tuple(figures) == RISK_BACKTEST_KEYS and figures["n"] == 3 and figures["zone"] is None
     user.close()

@@ -833,3 +833,44 @@ def test_the_monitor_backtests_risk_as_report_does_without_the_simulated_es_test
         for h, per in full.items()
     }
     assert result.risk == without_es
+
+
+def test_the_served_97_5_var_is_backtested_next_to_garchs_on_the_same_forecasts() -> None:
+    """The yardstick of the risk backtests: the served 2.5% quantile and GARCH's stored one, counted on
+    the same non-overlapping forecasts (every 5th at 5 sessions), each with Kupiec's and
+    Christoffersen's p-values."""
+    from stockcli.ml.risk import christoffersen, kupiec_pof
+    from stockcli.services.horizons import risk_against_garch
+
+    calendar = trading_calendar("XNYS")
+    bases = calendar.sessions(date(2012, 6, 1), date(2012, 12, 31))[:60]
+
+    # A served 2.5% quantile at 97 and GARCH's at 90: closes of 95 (on every 4th base) fall below the
+    # served one only.
+    def row(i: int, day: date, horizon: int) -> dict[str, Any]:
+        return {
+            "ticker": "AAA",
+            "horizon": horizon,
+            "base_date": day,
+            "base_close": 100.0,
+            "actual_close": 95.0 if i % 4 == 0 else 101.0,
+            "q025": 97.0,
+            "candidates": {"garch": [90.0, 95.5, 100.0, 104.5, 110.0]},
+        }
+
+    rows = [row(i, day, h) for h in (1, 5) for i, day in enumerate(bases)]
+    table = risk_against_garch(rows, calendar)
+
+    one = table[1]["AAA"]
+    served_hits = np.array([i % 4 == 0 for i in range(60)])
+    assert one["served"]["n"] == one["garch"]["n"] == 60
+    assert (one["served"]["exceptions"], one["garch"]["exceptions"]) == (15, 0)
+    assert one["served"]["kupiec_p"] == pytest.approx(kupiec_pof(15, 60, 0.025).p_value)
+    assert one["served"]["christoffersen_p"] == pytest.approx(
+        christoffersen(served_hits, 0.025).independence.p_value
+    )
+    assert one["served"]["kupiec_p"] < 0.001 < one["garch"]["kupiec_p"]
+    # Five sessions ahead: the 12 non-overlapping forecasts (every 5th base, back from the newest).
+    five = table[5]["AAA"]
+    assert five["served"]["n"] == five["garch"]["n"] == 12
+    assert five["served"]["exceptions"] == sum(1 for i in range(59, -1, -5) if i % 4 == 0)

@@ -115,6 +115,8 @@ class BacktestResult:
     horizons: dict[str, dict[str, Any]] = field(default_factory=dict)
     # {horizon: {ticker: risk backtest}} (`ml.risk.RISK_BACKTEST_KEYS`) over the range.
     risk: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
+    # {horizon: {ticker: {"served", "garch"}}}: the 97.5% VaR's exceptions and tests next to GARCH's.
+    risk_vs_garch: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
 
 
 def scratch_settings(settings: Settings, workspace: Path) -> Settings:
@@ -211,7 +213,7 @@ def backtest(
     data_end = newest_bar_date(engine)
     rows = scored_between(engine, start=sessions[0], end=sessions[-1])
     summary = summarize_range(rows)
-    horizons, risk = horizon_summary(engine, sessions[0], sessions[-1], replay.calendar)
+    horizons, risk, risk_vs_garch = horizon_summary(engine, sessions[0], sessions[-1], replay.calendar)
     decisions = tuple(
         {key: getattr(row, key) for key in _DECISION_KEYS}
         for row in reversed(list_promotions(engine, limit=1000, include_dry_runs=False))
@@ -245,6 +247,7 @@ def backtest(
         network_vs_best_statistical=summary.get("network_vs_best_statistical"),
         horizons=horizons,
         risk=risk,
+        risk_vs_garch=risk_vs_garch,
     )
 
 
@@ -351,16 +354,18 @@ def _retrain_event(session: date, retrained: RetrainResult) -> RetrainEvent:
     )
 
 
-def horizon_summary(
-    engine: Any, start: date, end: date, calendar: Any
-) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, dict[str, Any]]]]:
-    """Every horizon's interval figures and every (horizon, ticker)'s risk backtest over the range."""
+def horizon_summary(engine: Any, start: date, end: date, calendar: Any) -> tuple[dict[str, Any], ...]:
+    """Every horizon's interval figures, every (horizon, ticker)'s risk backtest, and its 97.5% VaR
+    next to GARCH's (the yardstick) over the range."""
     from stockcli.db.horizons import scored_horizons
-    from stockcli.services.horizons import horizon_figures, risk_backtests
+    from stockcli.services.horizons import horizon_figures, risk_against_garch, risk_backtests
 
     rows = scored_horizons(engine, start=start, end=end)
     risk = {str(horizon): per_ticker for horizon, per_ticker in risk_backtests(rows, calendar).items()}
-    return horizon_figures(rows), risk
+    yardstick = {
+        str(horizon): per_ticker for horizon, per_ticker in risk_against_garch(rows, calendar).items()
+    }
+    return horizon_figures(rows), risk, yardstick
 
 
 def _flat(block: dict[str, Any]) -> dict[str, Any]:

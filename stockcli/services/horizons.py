@@ -187,6 +187,51 @@ def risk_backtests(rows: Sequence[Mapping[str, Any]], calendar: Any, *, es_test:
     return {horizon: table[horizon] for horizon in sorted(table)}
 
 
+YARDSTICK_TAIL = 0.025
+"""The VaR level both the served distribution and GARCH's stored quantiles give: their 2.5% quantile."""
+
+
+def risk_against_garch(rows: Sequence[Mapping[str, Any]], calendar: Any) -> RiskTable:
+    """{horizon: {ticker: {"served": figures, "garch": figures}}}: the 97.5% VaR (the 2.5% quantile)
+    of the served distribution next to GARCH(1,1)-t's on the same non-overlapping forecasts, the
+    yardstick of the risk backtests. Figures: `n`, `exceptions`, Kupiec's POF p-value and
+    Christoffersen's independence p-value (None below `ml.risk.MIN_SESSIONS` forecasts). Only the
+    served tail is stored at every level; every candidate's five quantiles are, so this level is the
+    one the two can be compared at."""
+    from stockcli.ml.risk import MIN_SESSIONS, christoffersen, kupiec_pof, non_overlapping
+
+    table: RiskTable = {}
+    numbers = _session_numbers(rows, calendar)
+    for (ticker, horizon), group in _grouped(rows).items():
+        base = np.array([_number(row.get("base_close")) for row in group])
+        realized = np.array([_log_return(row) for row in group])
+        with np.errstate(divide="ignore", invalid="ignore"):
+            var = {
+                "served": np.log(np.array([_number(row.get("q025")) for row in group]) / base),
+                "garch": np.log(
+                    np.array([_closes((row.get("candidates") or {}).get("garch"))[0] for row in group]) / base
+                ),
+            }
+        complete = np.isfinite(realized) & np.isfinite(var["served"]) & np.isfinite(var["garch"])
+        sessions = np.array([numbers[row["base_date"]] for row in group])[complete]
+        used = np.flatnonzero(complete)[non_overlapping(sessions, horizon)]
+        figures: dict[str, dict[str, Any]] = {}
+        for name, quantile in var.items():
+            hits = realized[used] < quantile[used]
+            n, exceptions = int(used.size), int(hits.sum())
+            tested = n >= MIN_SESSIONS
+            figures[name] = {
+                "n": n,
+                "exceptions": exceptions,
+                "kupiec_p": kupiec_pof(exceptions, n, YARDSTICK_TAIL).p_value if tested else None,
+                "christoffersen_p": christoffersen(hits, YARDSTICK_TAIL).independence.p_value
+                if tested
+                else None,
+            }
+        table.setdefault(horizon, {})[ticker] = figures
+    return {horizon: table[horizon] for horizon in sorted(table)}
+
+
 def horizon_coverage(rows: Sequence[Mapping[str, Any]], calendar: Any) -> dict[int, dict[int, Any]]:
     """{horizon: {80: CoverageTest, 95: CoverageTest}} of the served intervals, all tickers together,
     on each ticker's non-overlapping subsample (`stats.clustered_coverage_test`: the closes of one
