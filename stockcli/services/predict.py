@@ -157,7 +157,6 @@ def predict(
     failed, 4 when none could be predicted, 1 when a forecast was refused as implausible). Raises
     NoProductionModelError without a model.
     """
-    from stockcli.features.indicators import serving_sessions
     from stockcli.ml import registry
     from stockcli.ml.forecast import forecast
     from stockcli.services.models import require_production_version
@@ -171,122 +170,95 @@ def predict(
     calendar = calendar_for(settings)
     base_date = required_base_date(settings, as_of, now=now)
     targets = target_sessions(calendar, base_date, settings.forecasters.horizons)
-    target_date = targets[1]
     # Score what has matured first: adaptive conformal inference learns from yesterday's close.
     evaluate_matured(engine, through=base_date, settings=settings)
 
     watchlist = list(settings.data.tickers if tickers is None else tickers)
-    series = list(dict.fromkeys([*watchlist, *bundle.context_tickers]))
-    needed = serving_sessions(bundle.spec.indicators, int(bundle.sequence_length))
-    start = max(_lookback_start(calendar, base_date, needed), bundle.spec.start_date)
-    bars = bars_db.load_bars(engine, series, start=start, end=base_date)
-
-    failed: list[FailedTicker] = []
-    ready: list[str] = []
-    absent = [t for t in watchlist if bars.get(t) is None or bars[t].empty]
-    # Bars that all end before the lookback (a ticker delisted years ago) are stale, not missing.
-    older = _newest_bars(engine, absent, base_date) if absent else {}
-    for ticker in watchlist:
-        frame = bars.get(ticker)
-        if frame is None or frame.empty:
-            if ticker not in older:
-                failed.append(
-                    FailedTicker(
-                        ticker,
-                        f"no stored bars up to {base_date.isoformat()}; run `stockcli fetch`",
-                        "no_bars",
-                    )
-                )
-                continue
-            newest = older[ticker]
-        else:
-            newest = frame.index[-1].date()
-        if newest < base_date:
-            failed.append(
-                FailedTicker(
-                    ticker,
-                    f"stale: its newest bar is {newest.isoformat()}, the newest closed session is "
-                    f"{base_date.isoformat()} (a failed fetch, or a halted or delisted stock)",
-                    "stale",
-                )
-            )
-            continue
-        ready.append(ticker)
-
-    result = None
-    if ready:
-        sessions = calendar.sessions(start, base_date)
-        result = forecast(bundle, bars, [base_date], tickers=ready, sessions=sessions, use_spec_start=False)
-        for missing in result.missing:
-            predictable_from = None
-            if missing.kind == "too_little_history" and missing.sessions_missing > 0:
-                predictable_from = _sessions_after(calendar, base_date, missing.sessions_missing)
-            reason = missing.reason + (
-                f"; predictable from {predictable_from.isoformat()}" if predictable_from else ""
-            )
-            failed.append(FailedTicker(missing.ticker, reason, missing.kind, predictable_from))
-
-    predictions: list[Prediction] = []
-    if result is not None and len(result):
-        fits = current_fits(
-            settings=settings, engine=engine, bundle=bundle, tickers=result.tickers, base_date=base_date
-        )
-        predictions = _serve(
-            settings=settings,
-            engine=engine,
-            bundle=bundle,
-            result=result,
-            bars=bars,
-            fits=fits,
-            targets=targets,
-            failed=failed,
-        )
-    created = utcnow()
-    predictions_db.save_predictions(
-        engine,
-        [
-            {
-                "target_date": p.target_date,
-                "ticker": p.ticker,
-                "model_version": p.model_version,
-                "as_of": as_of,
-                "base_date": p.base_date,
-                "base_close": p.base_close,
-                "predicted_close": p.predicted_close,
-                "dataset_run_id": p.dataset_run_id,
-                "pipeline_run_id": pipeline_run_id,
-                "created_at": created,
-                "q025": p.lower_95,
-                "q10": p.lower_80,
-                "q50": p.median,
-                "q90": p.upper_80,
-                "q975": p.upper_95,
-                "p_up": p.p_up,
-                "source": p.source,
-                "p_value": p.p_value,
-                "interval_source": p.interval_source,
-                "interval_p_value": p.interval_p_value,
-                "unseen": p.unseen,
-                "detail": p.detail,
-            }
-            for p in predictions
-        ],
+    bars, sessions = _serving_bars(
+        engine=engine, calendar=calendar, bundle=bundle, watchlist=watchlist, base_date=base_date
     )
-    save_horizon_predictions(engine, horizon_rows(predictions, as_of, pipeline_run_id, created))
+    failed = _without_current_bars(engine=engine, watchlist=watchlist, bars=bars, base_date=base_date)
+    unready = {f.ticker for f in failed}
+    ready = [t for t in watchlist if t not in unready]
+    predictions: list[Prediction] = []
+    if ready:
+        result = forecast(bundle, bars, [base_date], tickers=ready, sessions=sessions, use_spec_start=False)
+        failed += [_unforecastable(calendar, base_date, missing) for missing in result.missing]
+        if len(result):
+            predictions = _serve(
+                settings=settings,
+                engine=engine,
+                bundle=bundle,
+                result=result,
+                bars=bars,
+                base_date=base_date,
+                targets=targets,
+                failed=failed,
+            )
+    _store(engine, predictions, as_of=as_of, pipeline_run_id=pipeline_run_id)
     order = {t: i for i, t in enumerate(watchlist)}
     predictions.sort(key=lambda p: order.get(p.ticker, len(order)))
     failed.sort(key=lambda f: order.get(f.ticker, len(order)))
-    files = _write_files(settings, as_of, target_date, version, predictions, failed) if write_files else ()
+    files = _write_files(settings, as_of, targets[1], version, predictions, failed) if write_files else ()
     return PredictResult(
         as_of=as_of,
         model_version=version,
         dataset_run_id=str(bundle.dataset_run_id),
         base_date=base_date,
-        target_date=target_date,
+        target_date=targets[1],
         predictions=tuple(predictions),
         files=files,
         failed=tuple(failed),
     )
+
+
+def _serving_bars(
+    *, engine: Engine, calendar: Any, bundle: Any, watchlist: Sequence[str], base_date: date
+) -> tuple[dict[str, Any], list[date]]:
+    """The stored bars the network reads to forecast the session after `base_date` (the watchlist's
+    and the model's context series, back as far as its indicators and window need), and the sessions
+    they span."""
+    from stockcli.features.indicators import serving_sessions
+
+    series = list(dict.fromkeys([*watchlist, *bundle.context_tickers]))
+    needed = serving_sessions(bundle.spec.indicators, int(bundle.sequence_length))
+    start = max(_lookback_start(calendar, base_date, needed), bundle.spec.start_date)
+    bars = bars_db.load_bars(engine, series, start=start, end=base_date)
+    return bars, calendar.sessions(start, base_date)
+
+
+def _without_current_bars(
+    *, engine: Engine, watchlist: Sequence[str], bars: Mapping[str, Any], base_date: date
+) -> list[FailedTicker]:
+    """The watchlist tickers without a bar of `base_date`: none stored at all, or only older ones."""
+    absent = [t for t in watchlist if bars.get(t) is None or bars[t].empty]
+    # Bars that all end before the lookback (a ticker delisted years ago) are stale, not missing.
+    newest = bars_db.last_dates(engine, absent, end=base_date) if absent else {}
+    newest.update({t: bars[t].index[-1].date() for t in watchlist if t not in absent})
+    failed = []
+    for ticker in watchlist:
+        if ticker not in newest:
+            reason = f"no stored bars up to {base_date.isoformat()}; run `stockcli fetch`"
+            failed.append(FailedTicker(ticker, reason, "no_bars"))
+        elif newest[ticker] < base_date:
+            reason = (
+                f"stale: its newest bar is {newest[ticker].isoformat()}, the newest closed session is "
+                f"{base_date.isoformat()} (a failed fetch, or a halted or delisted stock)"
+            )
+            failed.append(FailedTicker(ticker, reason, "stale"))
+    return failed
+
+
+def _unforecastable(calendar: Any, base_date: date, missing: Any) -> FailedTicker:
+    """A ticker the network could not forecast (`ml.forecast.Unforecastable`), with the first session
+    it becomes predictable when it only lacks history."""
+    predictable_from = None
+    if missing.kind == "too_little_history" and missing.sessions_missing > 0:
+        predictable_from = _sessions_after(calendar, base_date, missing.sessions_missing)
+    reason = missing.reason + (
+        f"; predictable from {predictable_from.isoformat()}" if predictable_from else ""
+    )
+    return FailedTicker(missing.ticker, reason, missing.kind, predictable_from)
 
 
 def _refuse_inside_training_data(bundle: Any, as_of: date) -> None:
@@ -328,7 +300,7 @@ def _serve(
     bundle: Any,
     result: Any,
     bars: Mapping[str, Any],
-    fits: Mapping[str, Mapping[str, Any]],
+    base_date: date,
     targets: Mapping[int, date],
     failed: list[FailedTicker],
 ) -> list[Prediction]:
@@ -349,6 +321,9 @@ def _serve(
     )
 
     version = str(bundle.version)
+    fits = current_fits(
+        settings=settings, engine=engine, bundle=bundle, tickers=result.tickers, base_date=base_date
+    )
     table = build_table(settings)
     selection = load_selection(engine, version)
     states = load_interval_state(engine, result.tickers)
@@ -537,37 +512,62 @@ def priced_horizons(
     return tuple(out)
 
 
-def horizon_rows(
-    predictions: Sequence[Prediction], as_of: date, pipeline_run_id: int | None, created: datetime
-) -> list[dict[str, Any]]:
-    """The `horizon_predictions` rows of `predictions` (every horizon of every ticker)."""
+def _store(
+    engine: Engine, predictions: Sequence[Prediction], *, as_of: date, pipeline_run_id: int | None
+) -> None:
+    """Upsert `predictions` into `latest_predictions` and every horizon of each into
+    `horizon_predictions`, all created at one time."""
     from stockcli.db.predictions import QUANTILE_PRICES
 
-    return [
-        {
+    created = utcnow()
+    points: list[dict[str, Any]] = []
+    horizons: list[dict[str, Any]] = []
+    for p in predictions:
+        common = {
             "ticker": p.ticker,
             "base_date": p.base_date,
-            "horizon": h.horizon,
             "model_version": p.model_version,
-            "target_date": h.target_date,
             "as_of": as_of,
             "base_close": p.base_close,
-            **dict(zip(QUANTILE_PRICES, h.quantiles, strict=True)),
-            "p_up": h.p_up,
-            "var_95": h.var_95,
-            "var_99": h.var_99,
-            "es_95": h.es_95,
-            "es_99": h.es_99,
-            "source": h.source,
-            "p_value": h.p_value,
-            "tail": list(h.tail),
-            "candidates": h.candidates,
             "pipeline_run_id": pipeline_run_id,
             "created_at": created,
         }
-        for p in predictions
-        for h in p.horizons
-    ]
+        points.append(
+            {
+                **common,
+                "target_date": p.target_date,
+                "predicted_close": p.predicted_close,
+                "dataset_run_id": p.dataset_run_id,
+                **dict(zip(QUANTILE_PRICES, p.quantiles, strict=True)),
+                "p_up": p.p_up,
+                "source": p.source,
+                "p_value": p.p_value,
+                "interval_source": p.interval_source,
+                "interval_p_value": p.interval_p_value,
+                "unseen": p.unseen,
+                "detail": p.detail,
+            }
+        )
+        horizons += [
+            {
+                **common,
+                "horizon": h.horizon,
+                "target_date": h.target_date,
+                **dict(zip(QUANTILE_PRICES, h.quantiles, strict=True)),
+                "p_up": h.p_up,
+                "var_95": h.var_95,
+                "var_99": h.var_99,
+                "es_95": h.es_95,
+                "es_99": h.es_99,
+                "source": h.source,
+                "p_value": h.p_value,
+                "tail": list(h.tail),
+                "candidates": h.candidates,
+            }
+            for h in p.horizons
+        ]
+    predictions_db.save_predictions(engine, points)
+    save_horizon_predictions(engine, horizons)
 
 
 def horizon_json(base_close: float, h: Horizon) -> dict[str, Any]:
@@ -672,11 +672,6 @@ def _recent_returns(frame: Any) -> np.ndarray:
 
     returns = close_log_returns(frame["close"].to_numpy(dtype=np.float64))
     return returns[np.isfinite(returns)][-RECENT_VOLATILITY_SESSIONS:]
-
-
-def _newest_bars(engine: Engine, tickers: Sequence[str], through: date) -> dict[str, date]:
-    """The newest stored bar of each ticker on or before `through` (tickers without any left out)."""
-    return bars_db.last_dates(engine, tickers, end=through)
 
 
 def _lookback_start(calendar: Any, base_date: date, sessions: int) -> date:
