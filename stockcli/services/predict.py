@@ -293,6 +293,24 @@ def current_fits(
     return fits
 
 
+@dataclass(frozen=True)
+class _Serving:
+    """What serving each ticker of one network forecast reads, loaded once for all of them."""
+
+    settings: Settings
+    bundle: Any
+    result: Any  # the network's `ml.forecast.ForecastResult`
+    bars: Mapping[str, Any]
+    targets: Mapping[int, date]
+    fits: Mapping[str, Mapping[str, Any]]  # the statistical candidates' parameters (`current_fits`)
+    table: Mapping[str, Any]  # the statistical candidates (`ml.forecasters.build_table`)
+    selection: Mapping[str, Any]  # the tested choice of each ticker (`serving_selection`)
+    states: Mapping[tuple[str, int], Any]  # adaptive conformal inference's levels; empty: nominal
+    horizon_serving: Mapping[tuple[str, int], Mapping[str, Any]]
+    network: tuple[np.ndarray, np.ndarray, np.ndarray]  # quantiles: nominal, adapted, tail
+    known: frozenset[str]  # the tickers the network was trained on
+
+
 def _serve(
     *,
     settings: Settings,
@@ -305,13 +323,52 @@ def _serve(
     failed: list[FailedTicker],
 ) -> list[Prediction]:
     """One pass per ticker: every candidate's forecast, the selected one adapted and served, at
-    every horizon."""
+    every horizon. A forecast refused as implausible goes to `failed`."""
     from stockcli.db.horizons import load_horizon_serving
     from stockcli.db.serving import load_interval_state, load_selection
     from stockcli.ml.forecast import calibrated_quantiles, calibrated_tail_quantiles
-    from stockcli.ml.forecasters import NETWORK, TickerBars, build_table
+    from stockcli.ml.forecasters import NETWORK, build_table
     from stockcli.ml.risk import TAIL_LEVELS
-    from stockcli.ml.selection import BASE_RATE
+
+    version = str(bundle.version)
+    # Without `[intervals] aci`, the nominal levels: every `_alphas` falls back to them.
+    states = load_interval_state(engine, result.tickers) if settings.intervals.aci else {}
+    network_alphas = {t: _alphas(states, t, version, NETWORK) for t in result.tickers}
+    serving = _Serving(
+        settings=settings,
+        bundle=bundle,
+        result=result,
+        bars=bars,
+        targets=targets,
+        fits=current_fits(
+            settings=settings, engine=engine, bundle=bundle, tickers=result.tickers, base_date=base_date
+        ),
+        table=build_table(settings),
+        selection=load_selection(engine, version),
+        states=states,
+        horizon_serving=load_horizon_serving(engine, result.tickers),
+        network=(
+            calibrated_quantiles(result, bundle.calibration),
+            calibrated_quantiles(result, bundle.calibration, network_alphas),
+            calibrated_tail_quantiles(result, bundle.calibration, TAIL_LEVELS),
+        ),
+        known=frozenset(bundle.tickers),
+    )
+    predictions: list[Prediction] = []
+    for i in range(len(result.tickers)):
+        served = _serve_ticker(serving, i)
+        if isinstance(served, FailedTicker):
+            failed.append(served)
+        else:
+            predictions.append(served)
+    return predictions
+
+
+def _serve_ticker(serving: _Serving, i: int) -> Prediction | FailedTicker:
+    """The `i`-th ticker of the network's forecast served: the selected candidate at its adapted
+    levels, at every horizon; or refused, when the network's move is implausible."""
+    from stockcli.ml.forecasters import NETWORK, TickerBars
+    from stockcli.ml.risk import TAIL_LEVELS
     from stockcli.ml.serving import (
         CandidateForecast,
         serve_horizon,
@@ -320,110 +377,102 @@ def _serve(
         statistical_forecasts,
     )
 
-    version = str(bundle.version)
-    fits = current_fits(
-        settings=settings, engine=engine, bundle=bundle, tickers=result.tickers, base_date=base_date
+    settings, bundle, result = serving.settings, serving.bundle, serving.result
+    version, ticker, base = str(bundle.version), result.tickers[i], result.base_closes[i]
+    incumbent = settings.forecasters.incumbent
+    choice = _choice(serving.selection, ticker, incumbent)
+    history = TickerBars.from_frame(serving.bars[ticker])
+    forecasts = statistical_forecasts(
+        serving.table,
+        serving.fits,
+        ticker,
+        history,
+        lambda name: _alphas(serving.states, ticker, version, name),
+        extra_levels=TAIL_LEVELS,
     )
-    table = build_table(settings)
-    selection = load_selection(engine, version)
-    states = load_interval_state(engine, result.tickers)
-    known = set(bundle.tickers)
-    if not settings.intervals.aci:
-        states = {}  # nominal levels: every `_alphas` falls back to them
-    network_alphas = {t: _alphas(states, t, version, NETWORK) for t in result.tickers}
-    network_adapted = calibrated_quantiles(result, bundle.calibration, network_alphas)
-    network_nominal = calibrated_quantiles(result, bundle.calibration)
-    network_tails = calibrated_tail_quantiles(result, bundle.calibration, TAIL_LEVELS)
-    horizon_serving = load_horizon_serving(engine, result.tickers)
-    base = result.base_closes
-    out: list[Prediction] = []
-    for i, ticker in enumerate(result.tickers):
-        choice = _choice(selection, ticker, settings.forecasters.incumbent)
-        history = TickerBars.from_frame(bars[ticker])
-        forecasts = statistical_forecasts(
-            table,
-            fits,
-            ticker,
-            history,
-            lambda name, t=ticker: _alphas(states, t, version, name),  # type: ignore[misc]
-            extra_levels=TAIL_LEVELS,
-        )
-        forecasts[NETWORK] = CandidateForecast(
-            network_nominal[i], network_adapted[i], float(result.p_up[i]), network_tails[i]
-        )
-        source = (
-            served_source(choice["interval_source"], forecasts, settings.forecasters.incumbent) or NETWORK
-        )
-        served = forecasts[source]
-        closes = base[i] * np.exp(served.adapted)
-        model_close = float(result.predicted_closes[i])
-        point_source = choice["point_source"]
-        refused = implausible_move(
-            predicted=float(base[i] * np.exp(result.loc[i])),
-            base=float(base[i]),
-            recent_returns=_recent_returns(bars[ticker]),
-            limit=settings.predict.max_move_vol,
-        )
-        if refused is not None:
-            failed.append(
-                FailedTicker(
-                    ticker,
-                    f"the forecast was refused as implausible: {refused} Model version {version} may be "
-                    "damaged; retrain (`stockcli retrain --force`).",
-                    "implausible",
-                )
-            )
-            continue
-        alphas = _alphas(states, ticker, version, source)
-        p_up_source, p_up = served_p_up(choice["p_up_source"], forecasts, _base_rate(bundle, ticker), source)
-        interval_p_value = choice["interval_p_value"] if source == choice["interval_source"] else None
-        first = serve_horizon(
-            forecasts, horizon=1, chosen=source, p_value=interval_p_value, incumbent=source, p_up=p_up
-        )
-        horizons = further_horizons(settings, table, fits, ticker, history, horizon_serving)
-        out.append(
-            Prediction(
-                ticker=ticker,
-                base_date=result.base_dates[i],
-                base_close=float(base[i]),
-                predicted_close=model_close if point_source == "model" else float(base[i]),
-                target_date=targets[1],
-                model_version=version,
-                dataset_run_id=str(bundle.dataset_run_id),
-                lower_95=float(closes[0]),
-                lower_80=float(closes[1]),
-                median=float(closes[2]),
-                upper_80=float(closes[3]),
-                upper_95=float(closes[4]),
-                p_up=p_up,
-                p_up_source=p_up_source,
-                source=point_source,
-                p_value=choice["point_p_value"],
-                interval_source=source,
-                interval_p_value=interval_p_value,
-                unseen=ticker not in known,
-                detail={
-                    "model": {
-                        "predicted_close": model_close,
-                        "loc": float(result.loc[i]),
-                        "scale": float(result.scale[i]),
-                        "df": _finite_or_none(float(result.df[i])),
-                    },
-                    "candidates": {
-                        name: _floats(base[i] * np.exp(found.nominal)) for name, found in forecasts.items()
-                    },
-                    "p_up": {
-                        **{name: _finite_or_none(found.p_up) for name, found in forecasts.items()},
-                        BASE_RATE: _finite_or_none(_base_rate(bundle, ticker)),
-                    },
-                    "p_up_source": p_up_source,
-                    "alphas": {"80": alphas[0], "95": alphas[1]},
-                    "selection": choice["basis"],
-                },
-                horizons=priced_horizons((first, *horizons), float(base[i]), targets),
-            )
-        )
-    return out
+    nominal, adapted, tails = serving.network
+    forecasts[NETWORK] = CandidateForecast(nominal[i], adapted[i], float(result.p_up[i]), tails[i])
+    source = served_source(choice["interval_source"], forecasts, incumbent) or NETWORK
+    refused = _refused(serving, i)
+    if refused is not None:
+        return refused
+    alphas = _alphas(serving.states, ticker, version, source)
+    p_up_source, p_up = served_p_up(choice["p_up_source"], forecasts, _base_rate(bundle, ticker), source)
+    interval_p_value = choice["interval_p_value"] if source == choice["interval_source"] else None
+    first = serve_horizon(
+        forecasts, horizon=1, chosen=source, p_value=interval_p_value, incumbent=source, p_up=p_up
+    )
+    horizons = further_horizons(serving, ticker, history)
+    closes = base * np.exp(forecasts[source].adapted)
+    model_close = float(result.predicted_closes[i])
+    return Prediction(
+        ticker=ticker,
+        base_date=result.base_dates[i],
+        base_close=float(base),
+        predicted_close=model_close if choice["point_source"] == "model" else float(base),
+        target_date=serving.targets[1],
+        model_version=version,
+        dataset_run_id=str(bundle.dataset_run_id),
+        lower_95=float(closes[0]),
+        lower_80=float(closes[1]),
+        median=float(closes[2]),
+        upper_80=float(closes[3]),
+        upper_95=float(closes[4]),
+        p_up=p_up,
+        p_up_source=p_up_source,
+        source=choice["point_source"],
+        p_value=choice["point_p_value"],
+        interval_source=source,
+        interval_p_value=interval_p_value,
+        unseen=ticker not in serving.known,
+        detail={
+            **_candidates_detail(serving, i, forecasts),
+            "p_up_source": p_up_source,
+            "alphas": {"80": alphas[0], "95": alphas[1]},
+            "selection": choice["basis"],
+        },
+        horizons=priced_horizons((first, *horizons), float(base), serving.targets),
+    )
+
+
+def _refused(serving: _Serving, i: int) -> FailedTicker | None:
+    """The `i`-th ticker refused, when the network's move is implausible (`implausible_move`)."""
+    result, base = serving.result, serving.result.base_closes[i]
+    refused = implausible_move(
+        predicted=float(base * np.exp(result.loc[i])),
+        base=float(base),
+        recent_returns=_recent_returns(serving.bars[result.tickers[i]]),
+        limit=serving.settings.predict.max_move_vol,
+    )
+    if refused is None:
+        return None
+    return FailedTicker(
+        result.tickers[i],
+        f"the forecast was refused as implausible: {refused} Model version {serving.bundle.version} "
+        "may be damaged; retrain (`stockcli retrain --force`).",
+        "implausible",
+    )
+
+
+def _candidates_detail(serving: _Serving, i: int, forecasts: Mapping[str, Any]) -> dict[str, Any]:
+    """The `i`-th ticker's network distribution, every candidate's nominal closes and every chance of
+    an up session, served or not (the start of a prediction's `detail`)."""
+    from stockcli.ml.selection import BASE_RATE
+
+    result, base = serving.result, serving.result.base_closes[i]
+    return {
+        "model": {
+            "predicted_close": float(result.predicted_closes[i]),
+            "loc": float(result.loc[i]),
+            "scale": float(result.scale[i]),
+            "df": _finite_or_none(float(result.df[i])),
+        },
+        "candidates": {name: _floats(base * np.exp(found.nominal)) for name, found in forecasts.items()},
+        "p_up": {
+            **{name: _finite_or_none(found.p_up) for name, found in forecasts.items()},
+            BASE_RATE: _finite_or_none(_base_rate(serving.bundle, serving.result.tickers[i])),
+        },
+    }
 
 
 # --- horizons ------------------------------------------------------------------------------------------
@@ -440,26 +489,20 @@ def target_sessions(calendar: Any, base_date: date, horizons: Sequence[int]) -> 
     return out
 
 
-def further_horizons(
-    settings: Settings,
-    table: Mapping[str, Any],
-    fits: Mapping[str, Mapping[str, Any]],
-    ticker: str,
-    history: Any,
-    serving: Mapping[tuple[str, int], Mapping[str, Any]],
-) -> list[Any]:
+def further_horizons(serving: _Serving, ticker: str, history: Any) -> list[Any]:
     """The served forecasts of `ticker` at every horizon above 1 (`ml.serving.HorizonForecast`): the
     source its horizon's tested choice names (`horizon_serving`, else the incumbent), at the levels
     adaptive conformal inference reached for it when `[intervals] aci` is on."""
     from stockcli.ml.risk import TAIL_LEVELS
     from stockcli.ml.serving import serve_horizon, statistical_forecasts
 
+    settings = serving.settings
     incumbent = settings.forecasters.incumbent
     out = []
     for horizon in settings.forecasters.horizons:
         if horizon == 1:
             continue
-        decided = serving.get((ticker, horizon)) or {}
+        decided = serving.horizon_serving.get((ticker, horizon)) or {}
 
         def alphas(name: str, decided: Mapping[str, Any] = decided) -> tuple[float, float]:
             if settings.intervals.aci and decided.get("aci_source") == name:
@@ -467,7 +510,7 @@ def further_horizons(
             return MISCOVERAGE[80], MISCOVERAGE[95]
 
         forecasts = statistical_forecasts(
-            table, fits, ticker, history, alphas, horizon=horizon, extra_levels=TAIL_LEVELS
+            serving.table, serving.fits, ticker, history, alphas, horizon=horizon, extra_levels=TAIL_LEVELS
         )
         found = serve_horizon(
             forecasts,
