@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, datetime
 from typing import Any
 
 import numpy as np
@@ -202,7 +202,7 @@ def score_matured(
     return rows, pending
 
 
-def _scored_row(item: dict[str, Any], *, evaluated_at: Any) -> dict[str, Any]:
+def _scored_row(item: dict[str, Any], *, evaluated_at: datetime) -> dict[str, Any]:
     """The `model_performance_log` row of a stored prediction whose real close (`actual_close`) is known."""
     from stockcli.ml.metrics import QUANTILE_COLUMNS, direction_scores
 

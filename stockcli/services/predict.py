@@ -308,7 +308,6 @@ class _Serving:
     states: Mapping[tuple[str, int], Any]  # adaptive conformal inference's levels; empty: nominal
     horizon_serving: Mapping[tuple[str, int], Mapping[str, Any]]
     network: tuple[np.ndarray, np.ndarray, np.ndarray]  # quantiles: nominal, adapted, tail
-    known: frozenset[str]  # the tickers the network was trained on
 
 
 def _serve(
@@ -352,16 +351,10 @@ def _serve(
             calibrated_quantiles(result, bundle.calibration, network_alphas),
             calibrated_tail_quantiles(result, bundle.calibration, TAIL_LEVELS),
         ),
-        known=frozenset(bundle.tickers),
     )
-    predictions: list[Prediction] = []
-    for i in range(len(result.tickers)):
-        served = _serve_ticker(serving, i)
-        if isinstance(served, FailedTicker):
-            failed.append(served)
-        else:
-            predictions.append(served)
-    return predictions
+    served = [_serve_ticker(serving, i) for i in range(len(result.tickers))]
+    failed += [item for item in served if isinstance(item, FailedTicker)]
+    return [item for item in served if isinstance(item, Prediction)]
 
 
 def _serve_ticker(serving: _Serving, i: int) -> Prediction | FailedTicker:
@@ -424,7 +417,7 @@ def _serve_ticker(serving: _Serving, i: int) -> Prediction | FailedTicker:
         p_value=choice["point_p_value"],
         interval_source=source,
         interval_p_value=interval_p_value,
-        unseen=ticker not in serving.known,
+        unseen=ticker not in bundle.tickers,
         detail={
             **_candidates_detail(serving, i, forecasts),
             "p_up_source": p_up_source,
