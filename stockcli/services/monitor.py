@@ -23,9 +23,9 @@ Directional accuracy is reported, never a trigger on its own.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, datetime
 from typing import Any
 
 import numpy as np
@@ -34,6 +34,7 @@ from sqlalchemy.engine import Engine
 from stockcli.clock import trading_calendar
 from stockcli.config import Settings
 from stockcli.db import predictions as predictions_db
+from stockcli.db.serving import AciState, load_interval_state, save_interval_state
 from stockcli.db.store import utcnow
 from stockcli.services.horizons import score_horizons
 from stockcli.services.runtime import checkpoint
@@ -178,45 +179,66 @@ def score_matured(
     Returns (the scored rows, pending). The scored rows and the interval state are written in one
     transaction; each prediction is scored once, so each teaches the state once.
     """
-    from stockcli.db.serving import AciState, load_interval_state, save_interval_state
-    from stockcli.ml.intervals import INTERVAL_COLUMNS, MISCOVERAGE, aci_update
-    from stockcli.ml.metrics import QUANTILE_COLUMNS, direction_scores
-
-    candidates = predictions_db.unevaluated_predictions(engine, through=through)
     evaluated_at = utcnow()
     rows: list[dict[str, Any]] = []
     pending = 0
-    for item in candidates:
+    for item in predictions_db.unevaluated_predictions(engine, through=through):
         actual = item["actual_close"]
         if actual is None or not np.isfinite(actual):
             pending += 1
-            continue
-        predicted, base = item["predicted_close"], item["base_close"]
-        score = direction_scores(
-            predicted=np.array([predicted]), actual=np.array([actual]), base=np.array([base])
-        )[0]
-        rows.append(
-            {
-                "target_date": item["target_date"],
-                "ticker": item["ticker"],
-                "model_version": item["model_version"],
-                "base_date": item["base_date"],
-                "base_close": base,
-                "predicted_close": predicted,
-                "actual_close": actual,
-                "abs_error": abs(predicted - actual),
-                "abs_pct_error": abs(predicted - actual) / abs(actual),
-                "direction_score": None if np.isnan(score) else float(score),
-                "naive_abs_error": abs(base - actual),
-                "evaluated_at": evaluated_at,
-                **{name: item.get(name) for name in QUANTILE_COLUMNS},
-                "source": item.get("source"),
-                "interval_source": item.get("interval_source"),
-                "detail": item.get("detail"),
-            }
-        )
+        else:
+            rows.append(_scored_row(item, evaluated_at=evaluated_at))
     gamma = settings.intervals.aci_gamma if settings is not None else 0.005
     states = load_interval_state(engine, sorted({r["ticker"] for r in rows})) if rows else {}
+    changed = _adapted_states(rows, states, gamma=gamma)
+
+    def save_state(connection: Any) -> None:
+        if settings is not None:  # test hook: a kill here must lose the scored rows and the state together
+            checkpoint(settings, "monitor:scoring")
+        save_interval_state(connection, changed.values())
+
+    predictions_db.save_performance(engine, rows, on_commit=save_state)
+    score_horizons(engine, through=through, settings=settings)
+    return rows, pending
+
+
+def _scored_row(item: dict[str, Any], *, evaluated_at: datetime) -> dict[str, Any]:
+    """The `model_performance_log` row of a stored prediction whose real close (`actual_close`) is known."""
+    from stockcli.ml.metrics import QUANTILE_COLUMNS, direction_scores
+
+    predicted, base, actual = item["predicted_close"], item["base_close"], item["actual_close"]
+    score = direction_scores(
+        predicted=np.array([predicted]), actual=np.array([actual]), base=np.array([base])
+    )[0]
+    return {
+        "target_date": item["target_date"],
+        "ticker": item["ticker"],
+        "model_version": item["model_version"],
+        "base_date": item["base_date"],
+        "base_close": base,
+        "predicted_close": predicted,
+        "actual_close": actual,
+        "abs_error": abs(predicted - actual),
+        "abs_pct_error": abs(predicted - actual) / abs(actual),
+        "direction_score": None if np.isnan(score) else float(score),
+        "naive_abs_error": abs(base - actual),
+        "evaluated_at": evaluated_at,
+        **{name: item.get(name) for name in QUANTILE_COLUMNS},
+        "source": item.get("source"),
+        "interval_source": item.get("interval_source"),
+        "detail": item.get("detail"),
+    }
+
+
+def _adapted_states(
+    rows: Sequence[dict[str, Any]], states: Mapping[tuple[str, int], AciState], *, gamma: float
+) -> dict[tuple[str, int], AciState]:
+    """The interval states (by ticker and level) that the scored `rows` move, in
+    target order. A state restarts at the nominal level for another model version or interval source,
+    unless it has already learned from a later session than the row's."""
+    from stockcli.ml.intervals import INTERVAL_COLUMNS, MISCOVERAGE, aci_update
+    from stockcli.ml.metrics import QUANTILE_COLUMNS
+
     changed: dict[tuple[str, int], AciState] = {}
     for row in sorted(rows, key=lambda r: (r["target_date"], r["ticker"])):
         quantiles = [row.get(name) for name in QUANTILE_COLUMNS]
@@ -227,21 +249,13 @@ def score_matured(
             miss = not (quantiles[low] <= row["actual_close"] <= quantiles[high])
             key = (row["ticker"], level)
             state = changed.get(key) or states.get(key)
-            fresh = (
-                state is None
-                or state.model_version != row["model_version"]
-                or state.source != row["interval_source"]
-            )
-            if (
-                fresh
-                and state is not None
-                and state.last_target_date
-                and state.last_target_date > row["target_date"]
-            ):
+            served_by = (row["model_version"], row["interval_source"])
+            if state is not None and (state.model_version, state.source) == served_by:
+                alpha, n_updates, misses = state.alpha, state.n_updates, state.misses
+            elif state is not None and state.last_target_date and state.last_target_date > row["target_date"]:
                 continue  # an older prediction of another version: the current state is newer
-            alpha = MISCOVERAGE[level] if fresh else state.alpha  # type: ignore[union-attr]
-            n_updates = 0 if fresh else state.n_updates  # type: ignore[union-attr]
-            misses = 0 if fresh else state.misses  # type: ignore[union-attr]
+            else:
+                alpha, n_updates, misses = MISCOVERAGE[level], 0, 0
             changed[key] = AciState(
                 ticker=row["ticker"],
                 level=level,
@@ -252,15 +266,7 @@ def score_matured(
                 misses=misses + int(miss),
                 last_target_date=row["target_date"],
             )
-
-    def save_state(connection: Any) -> None:
-        if settings is not None:  # test hook: a kill here must lose the scored rows and the state together
-            checkpoint(settings, "monitor:scoring")
-        save_interval_state(connection, changed.values())
-
-    predictions_db.save_performance(engine, rows, on_commit=save_state)
-    score_horizons(engine, through=through, settings=settings)
-    return rows, pending
+    return changed
 
 
 def monitor(

@@ -157,7 +157,6 @@ def predict(
     failed, 4 when none could be predicted, 1 when a forecast was refused as implausible). Raises
     NoProductionModelError without a model.
     """
-    from stockcli.features.indicators import serving_sessions
     from stockcli.ml import registry
     from stockcli.ml.forecast import forecast
     from stockcli.services.models import require_production_version
@@ -171,122 +170,95 @@ def predict(
     calendar = calendar_for(settings)
     base_date = required_base_date(settings, as_of, now=now)
     targets = target_sessions(calendar, base_date, settings.forecasters.horizons)
-    target_date = targets[1]
     # Score what has matured first: adaptive conformal inference learns from yesterday's close.
     evaluate_matured(engine, through=base_date, settings=settings)
 
     watchlist = list(settings.data.tickers if tickers is None else tickers)
-    series = list(dict.fromkeys([*watchlist, *bundle.context_tickers]))
-    needed = serving_sessions(bundle.spec.indicators, int(bundle.sequence_length))
-    start = max(_lookback_start(calendar, base_date, needed), bundle.spec.start_date)
-    bars = bars_db.load_bars(engine, series, start=start, end=base_date)
-
-    failed: list[FailedTicker] = []
-    ready: list[str] = []
-    absent = [t for t in watchlist if bars.get(t) is None or bars[t].empty]
-    # Bars that all end before the lookback (a ticker delisted years ago) are stale, not missing.
-    older = _newest_bars(engine, absent, base_date) if absent else {}
-    for ticker in watchlist:
-        frame = bars.get(ticker)
-        if frame is None or frame.empty:
-            if ticker not in older:
-                failed.append(
-                    FailedTicker(
-                        ticker,
-                        f"no stored bars up to {base_date.isoformat()}; run `stockcli fetch`",
-                        "no_bars",
-                    )
-                )
-                continue
-            newest = older[ticker]
-        else:
-            newest = frame.index[-1].date()
-        if newest < base_date:
-            failed.append(
-                FailedTicker(
-                    ticker,
-                    f"stale: its newest bar is {newest.isoformat()}, the newest closed session is "
-                    f"{base_date.isoformat()} (a failed fetch, or a halted or delisted stock)",
-                    "stale",
-                )
-            )
-            continue
-        ready.append(ticker)
-
-    result = None
-    if ready:
-        sessions = calendar.sessions(start, base_date)
-        result = forecast(bundle, bars, [base_date], tickers=ready, sessions=sessions, use_spec_start=False)
-        for missing in result.missing:
-            predictable_from = None
-            if missing.kind == "too_little_history" and missing.sessions_missing > 0:
-                predictable_from = _sessions_after(calendar, base_date, missing.sessions_missing)
-            reason = missing.reason + (
-                f"; predictable from {predictable_from.isoformat()}" if predictable_from else ""
-            )
-            failed.append(FailedTicker(missing.ticker, reason, missing.kind, predictable_from))
-
-    predictions: list[Prediction] = []
-    if result is not None and len(result):
-        fits = current_fits(
-            settings=settings, engine=engine, bundle=bundle, tickers=result.tickers, base_date=base_date
-        )
-        predictions = _serve(
-            settings=settings,
-            engine=engine,
-            bundle=bundle,
-            result=result,
-            bars=bars,
-            fits=fits,
-            targets=targets,
-            failed=failed,
-        )
-    created = utcnow()
-    predictions_db.save_predictions(
-        engine,
-        [
-            {
-                "target_date": p.target_date,
-                "ticker": p.ticker,
-                "model_version": p.model_version,
-                "as_of": as_of,
-                "base_date": p.base_date,
-                "base_close": p.base_close,
-                "predicted_close": p.predicted_close,
-                "dataset_run_id": p.dataset_run_id,
-                "pipeline_run_id": pipeline_run_id,
-                "created_at": created,
-                "q025": p.lower_95,
-                "q10": p.lower_80,
-                "q50": p.median,
-                "q90": p.upper_80,
-                "q975": p.upper_95,
-                "p_up": p.p_up,
-                "source": p.source,
-                "p_value": p.p_value,
-                "interval_source": p.interval_source,
-                "interval_p_value": p.interval_p_value,
-                "unseen": p.unseen,
-                "detail": p.detail,
-            }
-            for p in predictions
-        ],
+    bars, sessions = _serving_bars(
+        engine=engine, calendar=calendar, bundle=bundle, watchlist=watchlist, base_date=base_date
     )
-    save_horizon_predictions(engine, horizon_rows(predictions, as_of, pipeline_run_id, created))
+    failed = _without_current_bars(engine=engine, watchlist=watchlist, bars=bars, base_date=base_date)
+    unready = {f.ticker for f in failed}
+    ready = [t for t in watchlist if t not in unready]
+    predictions: list[Prediction] = []
+    if ready:
+        result = forecast(bundle, bars, [base_date], tickers=ready, sessions=sessions, use_spec_start=False)
+        failed += [_unforecastable(calendar, base_date, missing) for missing in result.missing]
+        if len(result):
+            predictions = _serve(
+                settings=settings,
+                engine=engine,
+                bundle=bundle,
+                result=result,
+                bars=bars,
+                base_date=base_date,
+                targets=targets,
+                failed=failed,
+            )
+    _store(engine, predictions, as_of=as_of, pipeline_run_id=pipeline_run_id)
     order = {t: i for i, t in enumerate(watchlist)}
     predictions.sort(key=lambda p: order.get(p.ticker, len(order)))
     failed.sort(key=lambda f: order.get(f.ticker, len(order)))
-    files = _write_files(settings, as_of, target_date, version, predictions, failed) if write_files else ()
+    files = _write_files(settings, as_of, targets[1], version, predictions, failed) if write_files else ()
     return PredictResult(
         as_of=as_of,
         model_version=version,
         dataset_run_id=str(bundle.dataset_run_id),
         base_date=base_date,
-        target_date=target_date,
+        target_date=targets[1],
         predictions=tuple(predictions),
         files=files,
         failed=tuple(failed),
     )
+
+
+def _serving_bars(
+    *, engine: Engine, calendar: Any, bundle: Any, watchlist: Sequence[str], base_date: date
+) -> tuple[dict[str, Any], list[date]]:
+    """The stored bars the network reads to forecast the session after `base_date` (the watchlist's
+    and the model's context series, back as far as its indicators and window need), and the sessions
+    they span."""
+    from stockcli.features.indicators import serving_sessions
+
+    series = list(dict.fromkeys([*watchlist, *bundle.context_tickers]))
+    needed = serving_sessions(bundle.spec.indicators, int(bundle.sequence_length))
+    start = max(_lookback_start(calendar, base_date, needed), bundle.spec.start_date)
+    bars = bars_db.load_bars(engine, series, start=start, end=base_date)
+    return bars, calendar.sessions(start, base_date)
+
+
+def _without_current_bars(
+    *, engine: Engine, watchlist: Sequence[str], bars: Mapping[str, Any], base_date: date
+) -> list[FailedTicker]:
+    """The watchlist tickers without a bar of `base_date`: none stored at all, or only older ones."""
+    absent = [t for t in watchlist if bars.get(t) is None or bars[t].empty]
+    # Bars that all end before the lookback (a ticker delisted years ago) are stale, not missing.
+    newest = bars_db.last_dates(engine, absent, end=base_date) if absent else {}
+    newest.update({t: bars[t].index[-1].date() for t in watchlist if t not in absent})
+    failed = []
+    for ticker in watchlist:
+        if ticker not in newest:
+            reason = f"no stored bars up to {base_date.isoformat()}; run `stockcli fetch`"
+            failed.append(FailedTicker(ticker, reason, "no_bars"))
+        elif newest[ticker] < base_date:
+            reason = (
+                f"stale: its newest bar is {newest[ticker].isoformat()}, the newest closed session is "
+                f"{base_date.isoformat()} (a failed fetch, or a halted or delisted stock)"
+            )
+            failed.append(FailedTicker(ticker, reason, "stale"))
+    return failed
+
+
+def _unforecastable(calendar: Any, base_date: date, missing: Any) -> FailedTicker:
+    """A ticker the network could not forecast (`ml.forecast.Unforecastable`), with the first session
+    it becomes predictable when it only lacks history."""
+    predictable_from = None
+    if missing.kind == "too_little_history" and missing.sessions_missing > 0:
+        predictable_from = _sessions_after(calendar, base_date, missing.sessions_missing)
+    reason = missing.reason + (
+        f"; predictable from {predictable_from.isoformat()}" if predictable_from else ""
+    )
+    return FailedTicker(missing.ticker, reason, missing.kind, predictable_from)
 
 
 def _refuse_inside_training_data(bundle: Any, as_of: date) -> None:
@@ -321,6 +293,23 @@ def current_fits(
     return fits
 
 
+@dataclass(frozen=True)
+class _Serving:
+    """What serving each ticker of one network forecast reads, loaded once for all of them."""
+
+    settings: Settings
+    bundle: Any
+    result: Any  # the network's `ml.forecast.ForecastResult`
+    bars: Mapping[str, Any]
+    targets: Mapping[int, date]
+    fits: Mapping[str, Mapping[str, Any]]  # the statistical candidates' parameters (`current_fits`)
+    table: Mapping[str, Any]  # the statistical candidates (`ml.forecasters.build_table`)
+    selection: Mapping[str, Any]  # the tested choice of each ticker (`serving_selection`)
+    states: Mapping[tuple[str, int], Any]  # adaptive conformal inference's levels; empty: nominal
+    horizon_serving: Mapping[tuple[str, int], Mapping[str, Any]]
+    network: tuple[np.ndarray, np.ndarray, np.ndarray]  # quantiles: nominal, adapted, tail
+
+
 def _serve(
     *,
     settings: Settings,
@@ -328,18 +317,51 @@ def _serve(
     bundle: Any,
     result: Any,
     bars: Mapping[str, Any],
-    fits: Mapping[str, Mapping[str, Any]],
+    base_date: date,
     targets: Mapping[int, date],
     failed: list[FailedTicker],
 ) -> list[Prediction]:
     """One pass per ticker: every candidate's forecast, the selected one adapted and served, at
-    every horizon."""
+    every horizon. A forecast refused as implausible goes to `failed`."""
     from stockcli.db.horizons import load_horizon_serving
     from stockcli.db.serving import load_interval_state, load_selection
     from stockcli.ml.forecast import calibrated_quantiles, calibrated_tail_quantiles
-    from stockcli.ml.forecasters import NETWORK, TickerBars, build_table
+    from stockcli.ml.forecasters import NETWORK, build_table
     from stockcli.ml.risk import TAIL_LEVELS
-    from stockcli.ml.selection import BASE_RATE
+
+    version = str(bundle.version)
+    # Without `[intervals] aci`, the nominal levels: every `_alphas` falls back to them.
+    states = load_interval_state(engine, result.tickers) if settings.intervals.aci else {}
+    network_alphas = {t: _alphas(states, t, version, NETWORK) for t in result.tickers}
+    serving = _Serving(
+        settings=settings,
+        bundle=bundle,
+        result=result,
+        bars=bars,
+        targets=targets,
+        fits=current_fits(
+            settings=settings, engine=engine, bundle=bundle, tickers=result.tickers, base_date=base_date
+        ),
+        table=build_table(settings),
+        selection=load_selection(engine, version),
+        states=states,
+        horizon_serving=load_horizon_serving(engine, result.tickers),
+        network=(
+            calibrated_quantiles(result, bundle.calibration),
+            calibrated_quantiles(result, bundle.calibration, network_alphas),
+            calibrated_tail_quantiles(result, bundle.calibration, TAIL_LEVELS),
+        ),
+    )
+    served = [_serve_ticker(serving, i) for i in range(len(result.tickers))]
+    failed += [item for item in served if isinstance(item, FailedTicker)]
+    return [item for item in served if isinstance(item, Prediction)]
+
+
+def _serve_ticker(serving: _Serving, i: int) -> Prediction | FailedTicker:
+    """The `i`-th ticker of the network's forecast served: the selected candidate at its adapted
+    levels, at every horizon; or refused, when the network's move is implausible."""
+    from stockcli.ml.forecasters import NETWORK, TickerBars
+    from stockcli.ml.risk import TAIL_LEVELS
     from stockcli.ml.serving import (
         CandidateForecast,
         serve_horizon,
@@ -348,107 +370,102 @@ def _serve(
         statistical_forecasts,
     )
 
-    version = str(bundle.version)
-    table = build_table(settings)
-    selection = load_selection(engine, version)
-    states = load_interval_state(engine, result.tickers)
-    known = set(bundle.tickers)
-    if not settings.intervals.aci:
-        states = {}  # nominal levels: every `_alphas` falls back to them
-    network_alphas = {t: _alphas(states, t, version, NETWORK) for t in result.tickers}
-    network_adapted = calibrated_quantiles(result, bundle.calibration, network_alphas)
-    network_nominal = calibrated_quantiles(result, bundle.calibration)
-    network_tails = calibrated_tail_quantiles(result, bundle.calibration, TAIL_LEVELS)
-    horizon_serving = load_horizon_serving(engine, result.tickers)
-    base = result.base_closes
-    out: list[Prediction] = []
-    for i, ticker in enumerate(result.tickers):
-        choice = _choice(selection, ticker, settings.forecasters.incumbent)
-        history = TickerBars.from_frame(bars[ticker])
-        forecasts = statistical_forecasts(
-            table,
-            fits,
-            ticker,
-            history,
-            lambda name, t=ticker: _alphas(states, t, version, name),  # type: ignore[misc]
-            extra_levels=TAIL_LEVELS,
-        )
-        forecasts[NETWORK] = CandidateForecast(
-            network_nominal[i], network_adapted[i], float(result.p_up[i]), network_tails[i]
-        )
-        source = (
-            served_source(choice["interval_source"], forecasts, settings.forecasters.incumbent) or NETWORK
-        )
-        served = forecasts[source]
-        closes = base[i] * np.exp(served.adapted)
-        model_close = float(result.predicted_closes[i])
-        point_source = choice["point_source"]
-        refused = implausible_move(
-            predicted=float(base[i] * np.exp(result.loc[i])),
-            base=float(base[i]),
-            recent_returns=_recent_returns(bars[ticker]),
-            limit=settings.predict.max_move_vol,
-        )
-        if refused is not None:
-            failed.append(
-                FailedTicker(
-                    ticker,
-                    f"the forecast was refused as implausible: {refused} Model version {version} may be "
-                    "damaged; retrain (`stockcli retrain --force`).",
-                    "implausible",
-                )
-            )
-            continue
-        alphas = _alphas(states, ticker, version, source)
-        p_up_source, p_up = served_p_up(choice["p_up_source"], forecasts, _base_rate(bundle, ticker), source)
-        interval_p_value = choice["interval_p_value"] if source == choice["interval_source"] else None
-        first = serve_horizon(
-            forecasts, horizon=1, chosen=source, p_value=interval_p_value, incumbent=source, p_up=p_up
-        )
-        horizons = further_horizons(settings, table, fits, ticker, history, horizon_serving)
-        out.append(
-            Prediction(
-                ticker=ticker,
-                base_date=result.base_dates[i],
-                base_close=float(base[i]),
-                predicted_close=model_close if point_source == "model" else float(base[i]),
-                target_date=targets[1],
-                model_version=version,
-                dataset_run_id=str(bundle.dataset_run_id),
-                lower_95=float(closes[0]),
-                lower_80=float(closes[1]),
-                median=float(closes[2]),
-                upper_80=float(closes[3]),
-                upper_95=float(closes[4]),
-                p_up=p_up,
-                p_up_source=p_up_source,
-                source=point_source,
-                p_value=choice["point_p_value"],
-                interval_source=source,
-                interval_p_value=interval_p_value,
-                unseen=ticker not in known,
-                detail={
-                    "model": {
-                        "predicted_close": model_close,
-                        "loc": float(result.loc[i]),
-                        "scale": float(result.scale[i]),
-                        "df": _finite_or_none(float(result.df[i])),
-                    },
-                    "candidates": {
-                        name: _floats(base[i] * np.exp(found.nominal)) for name, found in forecasts.items()
-                    },
-                    "p_up": {
-                        **{name: _finite_or_none(found.p_up) for name, found in forecasts.items()},
-                        BASE_RATE: _finite_or_none(_base_rate(bundle, ticker)),
-                    },
-                    "p_up_source": p_up_source,
-                    "alphas": {"80": alphas[0], "95": alphas[1]},
-                    "selection": choice["basis"],
-                },
-                horizons=priced_horizons((first, *horizons), float(base[i]), targets),
-            )
-        )
-    return out
+    settings, bundle, result = serving.settings, serving.bundle, serving.result
+    version, ticker, base = str(bundle.version), result.tickers[i], result.base_closes[i]
+    incumbent = settings.forecasters.incumbent
+    choice = _choice(serving.selection, ticker, incumbent)
+    history = TickerBars.from_frame(serving.bars[ticker])
+    forecasts = statistical_forecasts(
+        serving.table,
+        serving.fits,
+        ticker,
+        history,
+        lambda name: _alphas(serving.states, ticker, version, name),
+        extra_levels=TAIL_LEVELS,
+    )
+    nominal, adapted, tails = serving.network
+    forecasts[NETWORK] = CandidateForecast(nominal[i], adapted[i], float(result.p_up[i]), tails[i])
+    source = served_source(choice["interval_source"], forecasts, incumbent) or NETWORK
+    refused = _refused(serving, i)
+    if refused is not None:
+        return refused
+    alphas = _alphas(serving.states, ticker, version, source)
+    p_up_source, p_up = served_p_up(choice["p_up_source"], forecasts, _base_rate(bundle, ticker), source)
+    interval_p_value = choice["interval_p_value"] if source == choice["interval_source"] else None
+    first = serve_horizon(
+        forecasts, horizon=1, chosen=source, p_value=interval_p_value, incumbent=source, p_up=p_up
+    )
+    horizons = further_horizons(serving, ticker, history)
+    closes = base * np.exp(forecasts[source].adapted)
+    model_close = float(result.predicted_closes[i])
+    return Prediction(
+        ticker=ticker,
+        base_date=result.base_dates[i],
+        base_close=float(base),
+        predicted_close=model_close if choice["point_source"] == "model" else float(base),
+        target_date=serving.targets[1],
+        model_version=version,
+        dataset_run_id=str(bundle.dataset_run_id),
+        lower_95=float(closes[0]),
+        lower_80=float(closes[1]),
+        median=float(closes[2]),
+        upper_80=float(closes[3]),
+        upper_95=float(closes[4]),
+        p_up=p_up,
+        p_up_source=p_up_source,
+        source=choice["point_source"],
+        p_value=choice["point_p_value"],
+        interval_source=source,
+        interval_p_value=interval_p_value,
+        unseen=ticker not in bundle.tickers,
+        detail={
+            **_candidates_detail(serving, i, forecasts),
+            "p_up_source": p_up_source,
+            "alphas": {"80": alphas[0], "95": alphas[1]},
+            "selection": choice["basis"],
+        },
+        horizons=priced_horizons((first, *horizons), float(base), serving.targets),
+    )
+
+
+def _refused(serving: _Serving, i: int) -> FailedTicker | None:
+    """The `i`-th ticker refused, when the network's move is implausible (`implausible_move`)."""
+    result, base = serving.result, serving.result.base_closes[i]
+    refused = implausible_move(
+        predicted=float(base * np.exp(result.loc[i])),
+        base=float(base),
+        recent_returns=_recent_returns(serving.bars[result.tickers[i]]),
+        limit=serving.settings.predict.max_move_vol,
+    )
+    if refused is None:
+        return None
+    return FailedTicker(
+        result.tickers[i],
+        f"the forecast was refused as implausible: {refused} Model version {serving.bundle.version} "
+        "may be damaged; retrain (`stockcli retrain --force`).",
+        "implausible",
+    )
+
+
+def _candidates_detail(serving: _Serving, i: int, forecasts: Mapping[str, Any]) -> dict[str, Any]:
+    """The `i`-th ticker's network distribution, every candidate's nominal closes and every chance of
+    an up session, served or not (the start of a prediction's `detail`)."""
+    from stockcli.ml.selection import BASE_RATE
+
+    result, base = serving.result, serving.result.base_closes[i]
+    return {
+        "model": {
+            "predicted_close": float(result.predicted_closes[i]),
+            "loc": float(result.loc[i]),
+            "scale": float(result.scale[i]),
+            "df": _finite_or_none(float(result.df[i])),
+        },
+        "candidates": {name: _floats(base * np.exp(found.nominal)) for name, found in forecasts.items()},
+        "p_up": {
+            **{name: _finite_or_none(found.p_up) for name, found in forecasts.items()},
+            BASE_RATE: _finite_or_none(_base_rate(serving.bundle, serving.result.tickers[i])),
+        },
+    }
 
 
 # --- horizons ------------------------------------------------------------------------------------------
@@ -465,26 +482,20 @@ def target_sessions(calendar: Any, base_date: date, horizons: Sequence[int]) -> 
     return out
 
 
-def further_horizons(
-    settings: Settings,
-    table: Mapping[str, Any],
-    fits: Mapping[str, Mapping[str, Any]],
-    ticker: str,
-    history: Any,
-    serving: Mapping[tuple[str, int], Mapping[str, Any]],
-) -> list[Any]:
+def further_horizons(serving: _Serving, ticker: str, history: Any) -> list[Any]:
     """The served forecasts of `ticker` at every horizon above 1 (`ml.serving.HorizonForecast`): the
     source its horizon's tested choice names (`horizon_serving`, else the incumbent), at the levels
     adaptive conformal inference reached for it when `[intervals] aci` is on."""
     from stockcli.ml.risk import TAIL_LEVELS
     from stockcli.ml.serving import serve_horizon, statistical_forecasts
 
+    settings = serving.settings
     incumbent = settings.forecasters.incumbent
     out = []
     for horizon in settings.forecasters.horizons:
         if horizon == 1:
             continue
-        decided = serving.get((ticker, horizon)) or {}
+        decided = serving.horizon_serving.get((ticker, horizon)) or {}
 
         def alphas(name: str, decided: Mapping[str, Any] = decided) -> tuple[float, float]:
             if settings.intervals.aci and decided.get("aci_source") == name:
@@ -492,7 +503,7 @@ def further_horizons(
             return MISCOVERAGE[80], MISCOVERAGE[95]
 
         forecasts = statistical_forecasts(
-            table, fits, ticker, history, alphas, horizon=horizon, extra_levels=TAIL_LEVELS
+            serving.table, serving.fits, ticker, history, alphas, horizon=horizon, extra_levels=TAIL_LEVELS
         )
         found = serve_horizon(
             forecasts,
@@ -537,37 +548,62 @@ def priced_horizons(
     return tuple(out)
 
 
-def horizon_rows(
-    predictions: Sequence[Prediction], as_of: date, pipeline_run_id: int | None, created: datetime
-) -> list[dict[str, Any]]:
-    """The `horizon_predictions` rows of `predictions` (every horizon of every ticker)."""
+def _store(
+    engine: Engine, predictions: Sequence[Prediction], *, as_of: date, pipeline_run_id: int | None
+) -> None:
+    """Upsert `predictions` into `latest_predictions` and every horizon of each into
+    `horizon_predictions`, all created at one time."""
     from stockcli.db.predictions import QUANTILE_PRICES
 
-    return [
-        {
+    created = utcnow()
+    points: list[dict[str, Any]] = []
+    horizons: list[dict[str, Any]] = []
+    for p in predictions:
+        common = {
             "ticker": p.ticker,
             "base_date": p.base_date,
-            "horizon": h.horizon,
             "model_version": p.model_version,
-            "target_date": h.target_date,
             "as_of": as_of,
             "base_close": p.base_close,
-            **dict(zip(QUANTILE_PRICES, h.quantiles, strict=True)),
-            "p_up": h.p_up,
-            "var_95": h.var_95,
-            "var_99": h.var_99,
-            "es_95": h.es_95,
-            "es_99": h.es_99,
-            "source": h.source,
-            "p_value": h.p_value,
-            "tail": list(h.tail),
-            "candidates": h.candidates,
             "pipeline_run_id": pipeline_run_id,
             "created_at": created,
         }
-        for p in predictions
-        for h in p.horizons
-    ]
+        points.append(
+            {
+                **common,
+                "target_date": p.target_date,
+                "predicted_close": p.predicted_close,
+                "dataset_run_id": p.dataset_run_id,
+                **dict(zip(QUANTILE_PRICES, p.quantiles, strict=True)),
+                "p_up": p.p_up,
+                "source": p.source,
+                "p_value": p.p_value,
+                "interval_source": p.interval_source,
+                "interval_p_value": p.interval_p_value,
+                "unseen": p.unseen,
+                "detail": p.detail,
+            }
+        )
+        horizons += [
+            {
+                **common,
+                "horizon": h.horizon,
+                "target_date": h.target_date,
+                **dict(zip(QUANTILE_PRICES, h.quantiles, strict=True)),
+                "p_up": h.p_up,
+                "var_95": h.var_95,
+                "var_99": h.var_99,
+                "es_95": h.es_95,
+                "es_99": h.es_99,
+                "source": h.source,
+                "p_value": h.p_value,
+                "tail": list(h.tail),
+                "candidates": h.candidates,
+            }
+            for h in p.horizons
+        ]
+    predictions_db.save_predictions(engine, points)
+    save_horizon_predictions(engine, horizons)
 
 
 def horizon_json(base_close: float, h: Horizon) -> dict[str, Any]:
@@ -672,11 +708,6 @@ def _recent_returns(frame: Any) -> np.ndarray:
 
     returns = close_log_returns(frame["close"].to_numpy(dtype=np.float64))
     return returns[np.isfinite(returns)][-RECENT_VOLATILITY_SESSIONS:]
-
-
-def _newest_bars(engine: Engine, tickers: Sequence[str], through: date) -> dict[str, date]:
-    """The newest stored bar of each ticker on or before `through` (tickers without any left out)."""
-    return bars_db.last_dates(engine, tickers, end=through)
 
 
 def _lookback_start(calendar: Any, base_date: date, sessions: int) -> date:
