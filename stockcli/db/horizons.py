@@ -30,9 +30,12 @@ RISK_COLUMNS = (
     "base_close",
     "actual_close",
     *QUANTILE_PRICES,
+    "var_95",
+    "var_99",
     "tail",
 )
-"""What the risk backtests and the horizons' coverage tests read of a scored row."""
+"""What the risk backtests, the horizons' coverage tests and the VaR exceptions chart read of a
+scored row."""
 
 
 def save_horizon_predictions(engine: Engine, rows: Sequence[Mapping[str, Any]]) -> int:
