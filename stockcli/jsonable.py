@@ -1,6 +1,7 @@
 """The one JSON encoder: every layer turns its values into JSON through `to_plain` (or `dumps`).
 
-Dates and datetimes become ISO text, dataclasses objects, tuples and sets lists, numpy scalars and
+Dates and datetimes become ISO text, an object with a `to_json()` method what that returns, other
+dataclasses objects, tuples and sets lists, numpy scalars and
 arrays Python numbers and lists, decimals floats, paths text. NaN and infinities become null (JSON has
 no such numbers) unless `strict`, where they stay and `json.dumps(..., allow_nan=False)` refuses them,
 as an unknown type is refused instead of written as its text.
@@ -29,6 +30,8 @@ def to_plain(value: Any, *, strict: bool = False) -> Any:
         return to_plain(float(value), strict=strict)
     if isinstance(value, datetime | date):
         return value.isoformat()
+    if callable(getattr(value, "to_json", None)) and not isinstance(value, type):
+        return to_plain(value.to_json(), strict=strict)  # a typed result's own JSON shape
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return {f.name: to_plain(getattr(value, f.name), strict=strict) for f in dataclasses.fields(value)}
     if isinstance(value, dict):

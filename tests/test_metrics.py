@@ -78,44 +78,44 @@ def test_direction_scores_hit_miss_flat_forecast_and_flat_day() -> None:
 def test_a_flat_forecast_scores_exactly_one_half_and_zero_skill() -> None:
     naive = evaluate(**_rows(predicted_close=_long(BASE)))
     for ticker in ("A", "B"):
-        block = naive["tickers"][ticker]
-        assert block["model"]["directional_accuracy"] == 0.5
-        assert block["naive"]["directional_accuracy"] == 0.5
-        assert block["model"] == block["naive"]
-        assert block["skill"] == 0.0
-    assert naive["average"]["skill"] == 0.0
-    assert naive["average"]["model"]["directional_accuracy"] == 0.5
+        block = naive.tickers[ticker]
+        assert block.model.direction_accuracy == 0.5
+        assert block.naive.direction_accuracy == 0.5
+        assert block.model == block.naive
+        assert block.skill == 0.0
+    assert naive.average.skill == 0.0
+    assert naive.average.model.direction_accuracy == 0.5
 
 
 def test_hand_checked_figures() -> None:
     result = evaluate(**_rows())
-    a = result["tickers"]["A"]
+    a = result.tickers["A"]
     # errors 1, 2, 1, 0.5
-    assert a["model"]["mae"] == pytest.approx(4.5 / 4)
-    assert a["model"]["rmse"] == pytest.approx(math.sqrt((1 + 4 + 1 + 0.25) / 4))
-    assert a["model"]["mape"] == pytest.approx(np.mean([1 / 102, 2 / 101, 1 / 103, 0.5 / 104]))
+    assert a.model.mae == pytest.approx(4.5 / 4)
+    assert a.model.rmse == pytest.approx(math.sqrt((1 + 4 + 1 + 0.25) / 4))
+    assert a.model.mape == pytest.approx(np.mean([1 / 102, 2 / 101, 1 / 103, 0.5 / 104]))
     # predicted moves: up, up, up, up; actual: up, down, up, up -> 3 of 4
-    assert a["model"]["directional_accuracy"] == pytest.approx(0.75)
+    assert a.model.direction_accuracy == pytest.approx(0.75)
     # naive: errors 2, 1, 2, 1
-    assert a["naive"]["mae"] == pytest.approx(1.5)
-    assert a["naive"]["rmse"] == pytest.approx(math.sqrt((4 + 1 + 4 + 1) / 4))
-    assert a["skill"] == pytest.approx(1 - (4.5 / 4) / 1.5)
-    assert a["skill_low"] <= a["skill"] <= a["skill_high"]
-    assert a["up_fraction"] == pytest.approx(0.75)
-    assert a["n_days"] == 4 and result["n_days"] == 4
+    assert a.naive.mae == pytest.approx(1.5)
+    assert a.naive.rmse == pytest.approx(math.sqrt((4 + 1 + 4 + 1) / 4))
+    assert a.skill == pytest.approx(1 - (4.5 / 4) / 1.5)
+    assert a.skill_low <= a.skill <= a.skill_high
+    assert a.up_fraction == pytest.approx(0.75)
+    assert a.n_days == 4 and result.n_days == 4
 
-    b = result["tickers"]["B"]
+    b = result.tickers["B"]
     # Only days 2 (up) and 4 (down) moved: both called right (up, down); flat days do not count.
-    assert b["model"]["directional_accuracy"] == pytest.approx(1.0)
-    assert b["model"]["mae"] == pytest.approx((0.5 + 0.5 + 0 + 0.5) / 4)
-    assert b["naive"]["mae"] == pytest.approx((0 + 1 + 0 + 1) / 4)
-    assert b["skill"] == pytest.approx(1 - 0.375 / 0.5)
-    assert b["up_fraction"] == pytest.approx(0.5)
+    assert b.model.direction_accuracy == pytest.approx(1.0)
+    assert b.model.mae == pytest.approx((0.5 + 0.5 + 0 + 0.5) / 4)
+    assert b.naive.mae == pytest.approx((0 + 1 + 0 + 1) / 4)
+    assert b.skill == pytest.approx(1 - 0.375 / 0.5)
+    assert b.up_fraction == pytest.approx(0.5)
 
-    avg = result["average"]
-    assert avg["model"]["mae"] == pytest.approx((4.5 / 4 + 0.375) / 2)
-    assert avg["naive"]["mape"] == pytest.approx((a["naive"]["mape"] + b["naive"]["mape"]) / 2)
-    assert avg["model"]["directional_accuracy"] == pytest.approx((0.75 + 1.0) / 2)
+    avg = result.average
+    assert avg.model.mae == pytest.approx((4.5 / 4 + 0.375) / 2)
+    assert avg.naive.mape == pytest.approx((a.naive.mape + b.naive.mape) / 2)
+    assert avg.model.direction_accuracy == pytest.approx((0.75 + 1.0) / 2)
 
 
 def test_the_average_skill_is_the_panel_skill_with_an_interval_around_it() -> None:
@@ -150,18 +150,18 @@ def test_the_average_skill_is_the_panel_skill_with_an_interval_around_it() -> No
     naive_panel, _ = panel_of(np.abs(b_all - a_all)[keep], kept_dates, kept_tickers)
     assert names == sorted(tickers) and model_panel.shape == (60, 3) and np.isnan(model_panel).sum() == 2
     expected = skill_interval(model_panel, naive_panel)
-    average = result["average"]
-    assert (average["skill"], average["skill_low"], average["skill_high"]) == pytest.approx(expected)
-    assert average["skill_low"] < average["skill"] < average["skill_high"]
-    assert average["skill"] > 0.1
+    average = result.average
+    assert (average.skill, average.skill_low, average.skill_high) == pytest.approx(expected)
+    assert average.skill_low < average.skill < average.skill_high
+    assert average.skill > 0.1
     # Each ticker weighs the same: the panel skill is close to the mean of the tickers' skills,
     # not to the skill of the pooled MAEs (which the 3,000-point index would dominate).
-    per_ticker = np.mean([result["tickers"][t]["skill"] for t in tickers])
-    assert average["skill"] == pytest.approx(per_ticker, abs=0.02)
+    per_ticker = np.mean([result.tickers[t].skill for t in tickers])
+    assert average.skill == pytest.approx(per_ticker, abs=0.02)
     for ticker in tickers:
-        block = result["tickers"][ticker]
-        assert block["skill"] == pytest.approx(1 - block["model"]["mae"] / block["naive"]["mae"])
-        assert block["skill_low"] < block["skill"] < block["skill_high"]
+        block = result.tickers[ticker]
+        assert block.skill == pytest.approx(1 - block.model.mae / block.naive.mae)
+        assert block.skill_low < block.skill < block.skill_high
 
 
 def test_zero_changes_everywhere_are_handled() -> None:
@@ -170,26 +170,26 @@ def test_zero_changes_everywhere_are_handled() -> None:
     result = evaluate(
         tickers=["Z"] * 3, dates=days, predicted_close=flat + 1.0, actual_close=flat, base_close=flat
     )
-    z = result["tickers"]["Z"]
-    assert z["model"]["directional_accuracy"] is None  # nothing moved: no direction to judge
-    assert z["naive"]["mae"] == 0.0 and z["skill"] is None  # a model cannot beat a perfect naive
-    assert z["up_fraction"] is None
-    json.dumps(result, allow_nan=False)
+    z = result.tickers["Z"]
+    assert z.model.direction_accuracy is None  # nothing moved: no direction to judge
+    assert z.naive.mae == 0.0 and z.skill is None  # a model cannot beat a perfect naive
+    assert z.up_fraction is None
+    json.dumps(result.to_json(), allow_nan=False)
     tie = evaluate(tickers=["Z"] * 3, dates=days, predicted_close=flat, actual_close=flat, base_close=flat)
-    assert tie["tickers"]["Z"]["skill"] == 0.0
+    assert tie.tickers["Z"].skill == 0.0
 
 
 def test_missing_values_skip_that_day_for_that_ticker_only() -> None:
     predicted = _long(PREDICTED)
     predicted[1] = np.nan  # A, day 2
     result = evaluate(**_rows(predicted_close=predicted))
-    assert result["tickers"]["A"]["n_days"] == 3 and result["tickers"]["B"]["n_days"] == 4
-    assert result["tickers"]["A"]["model"]["mae"] == pytest.approx((1 + 1 + 0.5) / 3)
+    assert result.tickers["A"].n_days == 3 and result.tickers["B"].n_days == 4
+    assert result.tickers["A"].model.mae == pytest.approx((1 + 1 + 0.5) / 3)
     # DESIGN, core idea 6: naive is scored on the same days as the model, so skill = 1 - MAE / naive MAE.
-    a = result["tickers"]["A"]
-    assert a["naive"]["mae"] == pytest.approx((2 + 2 + 1) / 3)
-    assert a["naive"]["directional_accuracy"] == 0.5
-    assert a["skill"] == pytest.approx(1 - a["model"]["mae"] / a["naive"]["mae"])
+    a = result.tickers["A"]
+    assert a.naive.mae == pytest.approx((2 + 2 + 1) / 3)
+    assert a.naive.direction_accuracy == 0.5
+    assert a.skill == pytest.approx(1 - a.model.mae / a.naive.mae)
 
 
 def test_point_block_and_loss_series_are_one_definition() -> None:
@@ -202,9 +202,9 @@ def test_point_block_and_loss_series_are_one_definition() -> None:
     series = {
         m: loss_series(m, predicted=predicted, actual=actual, base=base) for m in ("mae", "rmse", "mape")
     }
-    assert block["mae"] == pytest.approx(series["mae"].mean())
-    assert block["rmse"] == pytest.approx(math.sqrt(series["rmse"].mean()))
-    assert block["mape"] == pytest.approx(series["mape"].mean())
+    assert block.mae == pytest.approx(series["mae"].mean())
+    assert block.rmse == pytest.approx(math.sqrt(series["rmse"].mean()))
+    assert block.mape == pytest.approx(series["mape"].mean())
     result = evaluate(
         tickers=["A"] * 50,
         dates=[D0 + timedelta(days=k) for k in range(50)],
@@ -213,12 +213,12 @@ def test_point_block_and_loss_series_are_one_definition() -> None:
         base_close=base,
         quantiles=quantiles,
     )
-    intervals = result["tickers"]["A"]["intervals"]
+    intervals = result.tickers["A"].intervals
     for metric in ("winkler_95", "pinball"):
         losses = loss_series(metric, predicted=predicted, actual=actual, base=base, quantiles=quantiles)
-        assert intervals[metric] == pytest.approx(losses.mean())
-        assert metric_value(result["tickers"]["A"], metric) == pytest.approx(losses.mean())
-    assert metric_value(result["tickers"]["A"], "mae") == pytest.approx(block["mae"])
+        assert getattr(intervals, metric) == pytest.approx(losses.mean())
+        assert metric_value(result.tickers["A"], metric) == pytest.approx(losses.mean())
+    assert metric_value(result.tickers["A"], "mae") == pytest.approx(block.mae)
     assert np.isnan(loss_series("pinball", predicted=predicted, actual=actual, base=base)).all()
     with pytest.raises(UsageError, match="Unknown metric"):
         loss_series("accuracy", predicted=predicted, actual=actual, base=base)
@@ -253,7 +253,7 @@ def test_interval_metrics_do_not_depend_on_the_price_level() -> None:
     plain = evaluate(**_interval_case())
     hundredfold = evaluate(**_interval_case(100.0))
     for block in ("A", "B"):
-        one, other = plain["tickers"][block], hundredfold["tickers"][block]
+        one, other = plain.tickers[block], hundredfold.tickers[block]
         for name in (
             "coverage_80",
             "coverage_95",
@@ -263,23 +263,25 @@ def test_interval_metrics_do_not_depend_on_the_price_level() -> None:
             "winkler_95",
             "pinball",
         ):
-            assert other["intervals"][name] == pytest.approx(one["intervals"][name], rel=1e-9), name
+            assert getattr(other.intervals, name) == pytest.approx(getattr(one.intervals, name), rel=1e-9), (
+                name
+            )
             for baseline in ("garch", "rolling"):
-                assert other["baselines"][baseline][name] == pytest.approx(
-                    one["baselines"][baseline][name], rel=1e-9
+                assert getattr(other.baselines[baseline], name) == pytest.approx(
+                    getattr(one.baselines[baseline], name), rel=1e-9
                 )
-        assert other["skill"] == pytest.approx(one["skill"], rel=1e-9)
-        assert other["model"]["mape"] == pytest.approx(one["model"]["mape"], rel=1e-9)
+        assert other.skill == pytest.approx(one.skill, rel=1e-9)
+        assert other.model.mape == pytest.approx(one.model.mape, rel=1e-9)
     for name in ("coverage_95", "winkler_95", "pinball"):
-        assert hundredfold["average"]["intervals"][name] == pytest.approx(plain["average"]["intervals"][name])
-    assert hundredfold["average"]["skill"] == pytest.approx(plain["average"]["skill"], rel=1e-9)
+        assert getattr(hundredfold.average.intervals, name) == pytest.approx(
+            getattr(plain.average.intervals, name)
+        )
+    assert hundredfold.average.skill == pytest.approx(plain.average.skill, rel=1e-9)
     # The MAE is in price units (100x), which is why the average is the mean of per-ticker figures.
-    assert hundredfold["tickers"]["A"]["model"]["mae"] == pytest.approx(
-        100 * plain["tickers"]["A"]["model"]["mae"]
-    )
+    assert hundredfold.tickers["A"].model.mae == pytest.approx(100 * plain.tickers["A"].model.mae)
     # A width is a log return: about 2 x 1.28 x 0.012 for the 80% interval.
-    assert plain["tickers"]["A"]["intervals"]["width_80"] == pytest.approx(2 * 1.2816 * 0.012, rel=1e-3)
-    assert plain["tickers"]["A"]["intervals"]["n"] == 40
+    assert plain.tickers["A"].intervals.width_80 == pytest.approx(2 * 1.2816 * 0.012, rel=1e-3)
+    assert plain.tickers["A"].intervals.n == 40
 
 
 # --- stored rows ---------------------------------------------------------------------------------
@@ -312,11 +314,11 @@ def test_summarize_scored_rows_equals_evaluate_on_the_same_arrays() -> None:
         else:
             assert actual == expected, path
 
-    same(direct, summary, "summary")
-    assert summary["tickers"]["A"]["sessions"] == 40 and summary["average"]["samples"] == 80
-    assert summary["average"]["served_model_share"] == pytest.approx(0.75)
-    assert 0.0 <= summary["average"]["p_worse"] <= 1.0
-    assert summarize_scored([]) == {"n_days": 0, "tickers": {}, "average": None}
+    same(direct.to_json(), summary.to_json(), "summary")
+    assert summary.tickers["A"].scored.sessions == 40 and summary.average.scored.samples == 80
+    assert summary.average.scored.served_model_share == pytest.approx(0.75)
+    assert 0.0 <= summary.average.scored.p_worse <= 1.0
+    assert summarize_scored([]) is None
 
 
 def test_skill_against_a_reference_counts_only_the_rows_where_both_have_a_forecast() -> None:
@@ -350,9 +352,9 @@ def test_result_is_plain_json() -> None:
     case["predicted_close"] = case["predicted_close"].astype(np.float32)
     case["tickers"] = ["A"] * 40 + ["^GSPC"] * 40
     result = evaluate(**case)
-    text = json.dumps(result, allow_nan=False)
-    assert json.loads(text) == json.loads(json.dumps(result))
-    assert all(type(v) is float for v in result["tickers"]["^GSPC"]["model"].values())
+    text = json.dumps(result.to_json(), allow_nan=False)
+    assert json.loads(text) == json.loads(json.dumps(result.to_json()))
+    assert all(type(v) is float for v in result.tickers["^GSPC"].model.to_json().values())
 
 
 def test_flatten_gives_logger_friendly_names() -> None:
@@ -360,20 +362,14 @@ def test_flatten_gives_logger_friendly_names() -> None:
     case["tickers"] = ["A"] * 40 + ["^GSPC"] * 40
     result = evaluate(**case)
     flat = flatten(result)
-    assert flat["avg.mae"] == pytest.approx(result["average"]["model"]["mae"])
-    assert flat["avg.naive_mae"] == pytest.approx(result["average"]["naive"]["mae"])
-    assert flat["avg.skill"] == pytest.approx(result["average"]["skill"])
-    assert flat["avg.coverage_95"] == pytest.approx(result["average"]["intervals"]["coverage_95"])
-    assert flat["avg.garch_winkler_95"] == pytest.approx(
-        result["average"]["baselines"]["garch"]["winkler_95"]
-    )
-    assert flat["GSPC.naive_mae"] == pytest.approx(result["tickers"]["^GSPC"]["naive"]["mae"])
-    assert flat["A.directional_accuracy"] == pytest.approx(
-        result["tickers"]["A"]["model"]["directional_accuracy"]
-    )
-    assert flat["A.rolling_pinball"] == pytest.approx(
-        result["tickers"]["A"]["baselines"]["rolling"]["pinball"]
-    )
+    assert flat["avg.mae"] == pytest.approx(result.average.model.mae)
+    assert flat["avg.naive_mae"] == pytest.approx(result.average.naive.mae)
+    assert flat["avg.skill"] == pytest.approx(result.average.skill)
+    assert flat["avg.coverage_95"] == pytest.approx(result.average.intervals.coverage_95)
+    assert flat["avg.garch_winkler_95"] == pytest.approx(result.average.baselines["garch"].winkler_95)
+    assert flat["GSPC.naive_mae"] == pytest.approx(result.tickers["^GSPC"].naive.mae)
+    assert flat["A.directional_accuracy"] == pytest.approx(result.tickers["A"].model.direction_accuracy)
+    assert flat["A.rolling_pinball"] == pytest.approx(result.tickers["A"].baselines["rolling"].pinball)
     assert all("^" not in name and not name.endswith(".n") for name in flat)
     assert all(isinstance(v, float) and math.isfinite(v) for v in flat.values())
 

@@ -200,7 +200,9 @@ def test_performance_row_by_hand() -> None:
         }
 
     def row(rows: list[dict[str, object]], min_samples: int = 20):  # type: ignore[no-untyped-def]
-        return performance_row("X", summarize_scored(rows)["tickers"]["X"], rows, min_samples)
+        summary = summarize_scored(rows)
+        assert summary is not None
+        return performance_row("X", summary.tickers["X"], rows, min_samples)
 
     better = row([scored(2, -1.0, 2.0, "10"), scored(3, 1.0, 2.0, "9"), scored(4, 0.0, -2.0, "9")], 3)
     assert (better.mae, better.naive_mae, better.sessions) == (pytest.approx(2 / 3), 2.0, 3)

@@ -62,7 +62,7 @@ def stored_window_mae(world: World, model: Any) -> float:
         actual_close=test.target_closes,
         base_close=test.base_closes,
     )
-    return float(metrics["average"]["model"]["mae"])
+    return float(metrics.average.model.mae)
 
 
 # --- the decision on synthetic forecasts ---------------------------------------------------------------
@@ -303,17 +303,21 @@ def test_train_registers_a_version_and_never_moves_production(world: World) -> N
     test = world.dataset.test
     assert trained.n_test == len(test)
     assert (trained.test_start, trained.test_end) == (test.target_dates[0], test.target_dates[-1])
-    for block in [*trained.test_metrics["tickers"].values(), trained.test_metrics["average"]]:
-        assert set(block["model"]) == set(block["naive"]) == {"mae", "rmse", "mape", "directional_accuracy"}
-        intervals = block["intervals"]
-        assert 0.0 <= intervals["coverage_80"] <= intervals["coverage_95"] <= 1.0
-        assert set(block["baselines"]) == {"rolling", "garch", "gjr", "har_range", "blend"}
-    for ticker, block in trained.test_metrics["tickers"].items():
-        assert block["skill"] == pytest.approx(1 - block["model"]["mae"] / block["naive"]["mae"])
-        assert (ticker in trained.worse_than_naive) == (block["model"]["mae"] > block["naive"]["mae"])
+    for block in [*trained.test_metrics.tickers.values(), trained.test_metrics.average]:
+        assert (
+            set(block.model.to_json())
+            == set(block.naive.to_json())
+            == {"mae", "rmse", "mape", "directional_accuracy"}
+        )
+        intervals = block.intervals
+        assert intervals is not None and 0.0 <= intervals.coverage_80 <= intervals.coverage_95 <= 1.0
+        assert set(block.baselines) == {"rolling", "garch", "gjr", "har_range", "blend"}
+    for ticker, block in trained.test_metrics.tickers.items():
+        assert block.skill == pytest.approx(1 - block.model.mae / block.naive.mae)
+        assert (ticker in trained.worse_than_naive) == (block.model.mae > block.naive.mae)
     # The registered version predicts exactly what training evaluated.
     assert stored_window_mae(world, world.good.model) == pytest.approx(
-        trained.test_metrics["average"]["model"]["mae"], rel=1e-9
+        trained.test_metrics.average.model.mae, rel=1e-9
     )
     # Its intervals were calibrated on the validation split and its GARCH fit on the training dates.
     assert world.good.calibration["fit_on"] == "validation" and world.good.calibration["scores"]["*"]
@@ -335,8 +339,8 @@ def test_train_logs_params_epoch_losses_metrics_plots_and_spec_to_mlflow(world: 
     history = client.get_metric_history(trained.mlflow_run_id, "val_loss")
     assert [m.step for m in history] == list(range(1, trained.epochs_run + 1))
     metrics = run.data.metrics
-    assert metrics["test.avg.mae"] == pytest.approx(trained.test_metrics["average"]["model"]["mae"])
-    assert metrics["test.avg.naive_mae"] == pytest.approx(trained.test_metrics["average"]["naive"]["mae"])
+    assert metrics["test.avg.mae"] == pytest.approx(trained.test_metrics.average.model.mae)
+    assert metrics["test.avg.naive_mae"] == pytest.approx(trained.test_metrics.average.naive.mae)
     assert "test.GOOG.skill" in metrics
     artifacts = {a.path for a in client.list_artifacts(trained.mlflow_run_id)}
     assert {"plots", "dataset_spec.json", "model"} <= artifacts
@@ -372,7 +376,7 @@ def test_a_candidate_that_wins_on_the_same_window_is_promoted(world: World, fres
     # Production was re-evaluated from raw bars on exactly the candidate's window: its MAE equals the
     # broken model's on the candidate's stored test windows.
     assert result.production_value == pytest.approx(stored_window_mae(world, broken), rel=1e-6)
-    assert result.candidate_value == pytest.approx(world.trained.test_metrics["average"]["model"]["mae"])
+    assert result.candidate_value == pytest.approx(world.trained.test_metrics.average.model.mae)
     assert result.candidate_value < result.production_value
     # The decision is the paired test's, with its p-value and the improvement's interval.
     assert result.p_value is not None and result.p_value < fresh.promotion.alpha
@@ -389,9 +393,7 @@ def test_a_candidate_that_wins_on_the_same_window_is_promoted(world: World, fres
     )
     assert row.production_metrics is not None
     assert row.production_metrics["average"]["model"]["mae"] == pytest.approx(result.production_value)
-    assert row.naive_metrics["average"]["mae"] == pytest.approx(
-        world.trained.test_metrics["average"]["naive"]["mae"]
-    )
+    assert row.naive_metrics["average"]["mae"] == pytest.approx(world.trained.test_metrics.average.naive.mae)
     assert (row.window_start, row.window_end) == (test.target_dates[0], test.target_dates[-1])
     assert row.reason == result.reason
     # What the promoted version serves per ticker, decided on the same window, stored for `predict`.
@@ -526,7 +528,7 @@ def test_production_from_another_dataset_is_reevaluated_with_its_own_spec(
         actual_close=test.target_closes,
         base_close=test.base_closes,
     )
-    assert result.production_value == pytest.approx(expected["average"]["model"]["mae"], rel=1e-5)
+    assert result.production_value == pytest.approx(expected.average.model.mae, rel=1e-5)
 
 
 def test_failed_alias_move_leaves_production_and_says_so(

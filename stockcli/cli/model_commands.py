@@ -13,30 +13,31 @@ from stockcli.cli import output
 from stockcli.cli.state import state
 
 if TYPE_CHECKING:
+    from stockcli.ml.metrics import Evaluation, MetricBlock, PointFigures
     from stockcli.services.train import TrainProgress
 
 
-def metrics_rows(metrics: dict[str, Any]) -> list[list[str]]:
+def metrics_rows(metrics: Evaluation) -> list[list[str]]:
     """One row per ticker and one for the average: model next to naive, then skill."""
 
-    def row(label: str, block: dict[str, Any]) -> list[str]:
-        model, naive = block["model"], block["naive"]
+    def row(label: str, block: MetricBlock) -> list[str]:
+        model, naive = block.model, block.naive
         return [
             label,
-            output.fmt_float(model["mae"], 3),
-            output.fmt_float(naive["mae"], 3),
-            output.fmt_float(model["rmse"], 3),
-            output.fmt_float(naive["rmse"], 3),
-            output.fmt_pct(model["mape"]),
-            output.fmt_pct(naive["mape"]),
-            output.fmt_pct(model["directional_accuracy"], 1),
-            output.fmt_pct(block.get("up_fraction"), 1),
-            output.fmt_pct(block["skill"], 1),
+            output.fmt_float(model.mae, 3),
+            output.fmt_float(naive.mae, 3),
+            output.fmt_float(model.rmse, 3),
+            output.fmt_float(naive.rmse, 3),
+            output.fmt_pct(model.mape),
+            output.fmt_pct(naive.mape),
+            output.fmt_pct(model.direction_accuracy, 1),
+            output.fmt_pct(block.up_fraction, 1),
+            output.fmt_pct(block.skill, 1),
             *interval_cells(block),
         ]
 
-    rows = [row(ticker, block) for ticker, block in metrics["tickers"].items()]
-    rows.append(row("average", metrics["average"]))
+    rows = [row(ticker, block) for ticker, block in metrics.tickers.items()]
+    rows.append(row("average", metrics.average))
     return rows
 
 
@@ -59,15 +60,14 @@ METRIC_COLUMNS = [
 METRIC_SECONDARY = ["RMSE", "naive RMSE", "MAPE", "naive MAPE", "up days", "80% cover"]
 
 
-def interval_cells(block: dict[str, Any]) -> list[str]:
+def interval_cells(block: MetricBlock) -> list[str]:
     """Coverage of both intervals and the Winkler score next to GARCH's on the same rows."""
-    intervals = block.get("intervals") or {}
-    garch = (block.get("baselines") or {}).get("garch") or {}
+    intervals, garch = block.intervals, block.baselines.get("garch")
     return [
-        output.fmt_pct(intervals.get("coverage_80"), 1),
-        output.fmt_pct(intervals.get("coverage_95"), 1),
-        output.fmt_float(intervals.get("winkler_95"), 4),
-        output.fmt_float(garch.get("winkler_95"), 4),
+        output.fmt_pct(None if intervals is None else intervals.coverage_80, 1),
+        output.fmt_pct(None if intervals is None else intervals.coverage_95, 1),
+        output.fmt_float(None if intervals is None else intervals.winkler_95, 4),
+        output.fmt_float(None if garch is None else garch.winkler_95, 4),
     ]
 
 
@@ -84,13 +84,13 @@ def skill_verdict(skill: float | None) -> str:
     return "tie" if shown == 0 else ("better" if shown > 0 else "worse")
 
 
-def worse_than_naive_line(metrics: dict[str, Any]) -> str:
+def worse_than_naive_line(metrics: Evaluation) -> str:
     """A plain sentence comparing the model with the naive forecast on MAE, ticker by ticker, in the
     words the numbers allow: better, a tie within rounding, or WORSE."""
     verdicts: dict[str, list[str]] = {}
-    for ticker, block in metrics["tickers"].items():
-        verdicts.setdefault(skill_verdict(block.get("skill")), []).append(ticker)
-    average = skill_verdict(metrics["average"].get("skill"))
+    for ticker, block in metrics.tickers.items():
+        verdicts.setdefault(skill_verdict(block.skill), []).append(ticker)
+    average = skill_verdict(metrics.average.skill)
     naive = "the naive forecast (next close = last close)"
     if set(verdicts) == {"better"} and average == "better":
         return f"The model beats {naive} on MAE for every ticker."
@@ -222,7 +222,7 @@ def promotion_json(result: Any) -> dict[str, Any]:
             if result.production_version is not None
             else None
         ),
-        "naive": result.naive_metrics,
+        "naive": result.candidate_metrics.naive_json(),
         "window": {
             "start": result.window_start,
             "end": result.window_end,
@@ -354,32 +354,33 @@ def _show_promotion(result: Any, *, alpha: float, min_improvement: float) -> Non
 
 def _promotion_rows(result: Any) -> list[list[str]]:
     """The candidate, Production (when there is one), naive and GARCH (when fitted), averaged."""
-    rows = [_version_cells("candidate", result.candidate_version, result.candidate_metrics["average"])]
+    average = result.candidate_metrics.average
+    rows = [_version_cells("candidate", result.candidate_version, average)]
     if result.production_metrics is not None:
-        production = result.production_metrics["average"]
+        production = result.production_metrics.average
         rows.append(_version_cells("production", result.production_version or "-", production))
-    rows.append(["naive", "-", *_block_cells(result.naive_metrics["average"]), "0.0%", "-", "-", "-"])
-    garch = (result.candidate_metrics["average"].get("baselines") or {}).get("garch") or {}
-    if garch:
+    rows.append(["naive", "-", *_block_cells(average.naive), "0.0%", "-", "-", "-"])
+    garch = average.baselines.get("garch")
+    if garch is not None:
         rows.append(
             [
                 "GARCH(1,1)-t",
                 *["-"] * 6,
-                output.fmt_pct(garch.get("coverage_80"), 1),
-                output.fmt_pct(garch.get("coverage_95"), 1),
-                output.fmt_float(garch.get("winkler_95"), 4),
+                output.fmt_pct(garch.coverage_80, 1),
+                output.fmt_pct(garch.coverage_95, 1),
+                output.fmt_float(garch.winkler_95, 4),
             ]
         )
     return rows
 
 
-def _version_cells(label: str, version: str, average: dict[str, Any]) -> list[str]:
+def _version_cells(label: str, version: str, average: MetricBlock) -> list[str]:
     """A model version's row: point figures, skill against naive, then its intervals."""
     return [
         label,
         version,
-        *_block_cells(average["model"]),
-        output.fmt_pct(average["skill"], 1),
+        *_block_cells(average.model),
+        output.fmt_pct(average.skill, 1),
         *interval_cells(average)[:3],
     ]
 
@@ -396,12 +397,12 @@ def _status(message: str, *, quiet: bool) -> Any:
     return output.error_console.status(message)
 
 
-def _block_cells(block: dict[str, Any]) -> list[str]:
+def _block_cells(figures: PointFigures) -> list[str]:
     return [
-        output.fmt_float(block["mae"], 3),
-        output.fmt_float(block["rmse"], 3),
-        output.fmt_pct(block["mape"]),
-        output.fmt_pct(block["directional_accuracy"], 1),
+        output.fmt_float(figures.mae, 3),
+        output.fmt_float(figures.rmse, 3),
+        output.fmt_pct(figures.mape),
+        output.fmt_pct(figures.direction_accuracy, 1),
     ]
 
 

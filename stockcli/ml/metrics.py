@@ -22,12 +22,15 @@ tickers (a width of 0.02 is about 2% of the price).
 The average block is the mean over tickers of each per-ticker point figure, so a high-priced index
 does not drown out a cheap stock; its skill and interval are those of the panel, each ticker scaled
 by its own naive MAE (`stats.skill_interval`). Every number is a plain float, or None when it is
-undefined (no usable day), so the result goes straight into JSON.
+undefined (no usable day). Results are frozen dataclasses (`Evaluation` of `MetricBlock`s of
+`PointFigures` and `IntervalFigures`), one name per figure; `to_json()` gives the JSON shape that is
+stored and shown (where directional accuracy keeps its stored key `directional_accuracy`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, fields, replace
 from datetime import date
 from typing import Any
 
@@ -36,10 +39,159 @@ import numpy as np
 from stockcli.errors import InputDataError, UsageError
 from stockcli.ml.intervals import INTERVAL_METRIC_KEYS
 
-METRIC_NAMES = ("mae", "rmse", "mape", "directional_accuracy")
 # What `[promotion] metric` may name: a point loss or an interval score, all "lower is better".
 LOSS_METRICS = ("mae", "rmse", "mape", "winkler_95", "pinball")
 INTERVAL_LOSSES = ("winkler_95", "pinball")
+
+
+# --- typed results ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PointFigures:
+    """MAE, RMSE, MAPE (a fraction) and directional accuracy of one forecast; None where undefined."""
+
+    mae: float | None = None
+    rmse: float | None = None
+    mape: float | None = None
+    direction_accuracy: float | None = None
+
+    def to_json(self) -> dict[str, float | None]:
+        return {
+            "mae": self.mae,
+            "rmse": self.rmse,
+            "mape": self.mape,
+            "directional_accuracy": self.direction_accuracy,
+        }
+
+    @classmethod
+    def from_json(cls, plain: Mapping[str, Any]) -> PointFigures:
+        return cls(plain.get("mae"), plain.get("rmse"), plain.get("mape"), plain.get("directional_accuracy"))
+
+
+@dataclass(frozen=True)
+class IntervalFigures:
+    """`intervals.interval_block` on log returns: coverage, width and Winkler score of the 80% and
+    95% intervals, pinball loss, over `n` complete observations."""
+
+    coverage_80: float | None
+    coverage_95: float | None
+    width_80: float | None
+    width_95: float | None
+    winkler_80: float | None
+    winkler_95: float | None
+    pinball: float | None
+    n: int
+
+    def to_json(self) -> dict[str, float | int | None]:
+        return {item.name: getattr(self, item.name) for item in fields(self)}
+
+
+NO_INTERVALS = IntervalFigures(None, None, None, None, None, None, None, 0)
+"""The interval figures of a block without intervals, for readers that want every name defined."""
+
+
+@dataclass(frozen=True)
+class ScoredFigures:
+    """What `summarize_scored` adds to a block of served predictions: rows, distinct target dates, the
+    share served by the model (not naive) and a one-sided Diebold-Mariano p-value of worse than naive."""
+
+    samples: int
+    sessions: int
+    served_model_share: float | None
+    p_worse: float | None
+
+
+@dataclass(frozen=True)
+class MetricBlock:
+    """One ticker's (or the average's) figures: the forecast's and naive's point figures on the same
+    days, skill against naive with its 95% interval, the intervals and each baseline's."""
+
+    model: PointFigures
+    naive: PointFigures
+    skill: float | None
+    skill_low: float | None
+    skill_high: float | None
+    n_days: int
+    up_fraction: float | None
+    intervals: IntervalFigures | None = None
+    baselines: dict[str, IntervalFigures | None] = field(default_factory=dict)
+    scored: ScoredFigures | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        plain: dict[str, Any] = {
+            "model": self.model.to_json(),
+            "naive": self.naive.to_json(),
+            "skill": self.skill,
+            "skill_low": self.skill_low,
+            "skill_high": self.skill_high,
+            "n_days": self.n_days,
+            "up_fraction": self.up_fraction,
+            "intervals": _json_or_none(self.intervals),
+            "baselines": {name: _json_or_none(values) for name, values in self.baselines.items()},
+        }
+        if self.scored is not None:
+            plain.update({item.name: getattr(self.scored, item.name) for item in fields(self.scored)})
+        return plain
+
+    @classmethod
+    def from_json(cls, plain: Mapping[str, Any]) -> MetricBlock:
+        """A block from its stored JSON (a bundle's or a promotion's); keys an older version did not
+        write are left undefined."""
+
+        def intervals(values: Mapping[str, Any] | None) -> IntervalFigures | None:
+            return None if values is None else IntervalFigures(**{**NO_INTERVALS.to_json(), **values})
+
+        return cls(
+            model=PointFigures.from_json(plain.get("model") or {}),
+            naive=PointFigures.from_json(plain.get("naive") or {}),
+            skill=plain.get("skill"),
+            skill_low=plain.get("skill_low"),
+            skill_high=plain.get("skill_high"),
+            n_days=int(plain.get("n_days") or 0),
+            up_fraction=plain.get("up_fraction"),
+            intervals=intervals(plain.get("intervals")),
+            baselines={name: intervals(values) for name, values in (plain.get("baselines") or {}).items()},
+        )
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """`evaluate`'s result: per-ticker blocks (in first-seen order) and their average."""
+
+    n_days: int
+    tickers: dict[str, MetricBlock]
+    average: MetricBlock
+
+    def to_json(self) -> dict[str, Any]:
+        """`{"n_days", "tickers": {ticker: block}, "average": block}`: the shape stored and shown."""
+        return {
+            "n_days": self.n_days,
+            "tickers": {ticker: block.to_json() for ticker, block in self.tickers.items()},
+            "average": self.average.to_json(),
+        }
+
+    @classmethod
+    def from_json(cls, plain: Mapping[str, Any]) -> Evaluation:
+        """An evaluation from its stored JSON (`to_json`'s shape)."""
+        return cls(
+            n_days=int(plain.get("n_days") or 0),
+            tickers={
+                ticker: MetricBlock.from_json(block) for ticker, block in (plain.get("tickers") or {}).items()
+            },
+            average=MetricBlock.from_json(plain.get("average") or {}),
+        )
+
+    def naive_json(self) -> dict[str, Any]:
+        """Naive's point figures alone: `{"tickers": {ticker: figures}, "average": figures}`."""
+        return {
+            "tickers": {ticker: block.naive.to_json() for ticker, block in self.tickers.items()},
+            "average": self.average.naive.to_json(),
+        }
+
+
+def _json_or_none(figures: IntervalFigures | None) -> dict[str, float | int | None] | None:
+    return None if figures is None else figures.to_json()
 
 
 # --- per-row definitions ----------------------------------------------------------------------------
@@ -113,23 +265,23 @@ def loss_series(
 # --- blocks -----------------------------------------------------------------------------------------
 
 
-def point_block(predicted: np.ndarray, actual: np.ndarray, base: np.ndarray) -> dict[str, float | None]:
+def point_block(predicted: np.ndarray, actual: np.ndarray, base: np.ndarray) -> PointFigures:
     """MAE, RMSE, MAPE and directional accuracy of one forecast (rows with any NaN skipped)."""
     usable = np.isfinite(predicted) & np.isfinite(actual) & np.isfinite(base)
     predicted, actual, base = predicted[usable], actual[usable], base[usable]
     if predicted.size == 0:
-        return dict.fromkeys(METRIC_NAMES)
+        return PointFigures()
     error = predicted - actual
     nonzero = actual != 0
     mape = float(np.mean(np.abs(error[nonzero]) / np.abs(actual[nonzero]))) if nonzero.any() else None
     directions = direction_scores(predicted=predicted, actual=actual, base=base)
     direction = float(np.nanmean(directions)) if np.isfinite(directions).any() else None
-    return {
-        "mae": float(np.mean(np.abs(error))),
-        "rmse": float(np.sqrt(np.mean(error**2))),
-        "mape": mape,
-        "directional_accuracy": direction,
-    }
+    return PointFigures(
+        mae=float(np.mean(np.abs(error))),
+        rmse=float(np.sqrt(np.mean(error**2))),
+        mape=mape,
+        direction_accuracy=direction,
+    )
 
 
 def skill(model_mae: float | None, naive_mae: float | None) -> float | None:
@@ -145,7 +297,7 @@ def skill(model_mae: float | None, naive_mae: float | None) -> float | None:
 
 def interval_metrics(
     quantile_closes: np.ndarray | None, actual: np.ndarray, base: np.ndarray
-) -> dict[str, Any] | None:
+) -> IntervalFigures | None:
     """`intervals.interval_block` of close quantiles, on log returns from the base close."""
     from stockcli.ml import intervals
 
@@ -157,7 +309,7 @@ def interval_metrics(
         return None
     with np.errstate(divide="ignore", invalid="ignore"):
         y = np.log(np.asarray(actual, dtype=np.float64) / np.asarray(base, dtype=np.float64))
-    return intervals.interval_block(q[complete], y[complete])
+    return IntervalFigures(**intervals.interval_block(q[complete], y[complete]))  # type: ignore[arg-type]
 
 
 def panel_of(
@@ -211,14 +363,12 @@ def evaluate(
     base_close: np.ndarray,
     quantiles: np.ndarray | None = None,
     baselines: Mapping[str, np.ndarray] | None = None,
-) -> dict[str, Any]:
+) -> Evaluation:
     """Per-ticker and averaged metrics of a forecast next to naive, on long-format rows.
 
     Row i is `tickers[i]` on target date `dates[i]`. `quantiles` (n, 5) are close quantiles of the
     same forecast, `baselines` {name: (n, 5) close quantiles} the baselines' on the same rows.
-    Returns `{"n_days", "tickers": {ticker: block}, "average": block}` where a block is
-    `{"model", "naive", "skill", "skill_low", "skill_high", "n_days", "up_fraction", "intervals",
-    "baselines"}`; `intervals` and each baseline are `intervals.interval_block` dicts (or None).
+    The average block's skill and interval are the panel's (see the module's docstring).
     """
     predicted = np.asarray(predicted_close, dtype=np.float64)
     actual = np.asarray(actual_close, dtype=np.float64)
@@ -231,7 +381,7 @@ def evaluate(
         )
     ticker_array = np.asarray(list(tickers), dtype=object)
     date_list = list(dates)
-    per_ticker: dict[str, Any] = {}
+    per_ticker: dict[str, MetricBlock] = {}
     for ticker in _ordered(tickers):
         rows = np.flatnonzero(ticker_array == ticker)
         per_ticker[str(ticker)] = _block(
@@ -246,22 +396,25 @@ def evaluate(
         )
     usable = np.isfinite(predicted) & np.isfinite(actual) & np.isfinite(base)
     rows = np.flatnonzero(usable)
-    average = _average(list(per_ticker.values()))
-    average["skill"], average["skill_low"], average["skill_high"] = skill_with_interval(
+    skill_value, low, high = skill_with_interval(
         predicted[rows],
         actual[rows],
         base[rows],
         [date_list[i] for i in rows],
         [str(ticker_array[i]) for i in rows],
     )
-    average["intervals"] = interval_metrics(
-        None if quantiles is None else quantiles[rows], actual[rows], base[rows]
+    average = replace(
+        _average(list(per_ticker.values())),
+        skill=skill_value,
+        skill_low=low,
+        skill_high=high,
+        intervals=interval_metrics(None if quantiles is None else quantiles[rows], actual[rows], base[rows]),
+        baselines={
+            name: interval_metrics(values[rows], actual[rows], base[rows])
+            for name, values in (baselines or {}).items()
+        },
     )
-    average["baselines"] = {
-        name: interval_metrics(values[rows], actual[rows], base[rows])
-        for name, values in (baselines or {}).items()
-    }
-    return {"n_days": len(set(date_list)), "tickers": per_ticker, "average": average}
+    return Evaluation(n_days=len(set(date_list)), tickers=per_ticker, average=average)
 
 
 def _ordered(tickers: Iterable[str]) -> list[str]:
@@ -280,7 +433,7 @@ def _block(
     tickers: list[str],
     quantiles: np.ndarray | None,
     baselines: Mapping[str, np.ndarray] | None,
-) -> dict[str, Any]:
+) -> MetricBlock:
     p, a, b = predicted[rows], actual[rows], base[rows]
     usable = np.isfinite(p) & np.isfinite(a) & np.isfinite(b)
     model = point_block(p, a, b)
@@ -290,22 +443,22 @@ def _block(
         p[kept], a[kept], b[kept], [dates[i] for i in kept], [tickers[i] for i in kept]
     )
     if skill_value is None:
-        skill_value = skill(model["mae"], naive["mae"])
+        skill_value = skill(model.mae, naive.mae)
     moves = np.sign(a[kept] - b[kept])
-    return {
-        "model": model,
-        "naive": naive,
-        "skill": skill_value,
-        "skill_low": low,
-        "skill_high": high,
-        "n_days": int(usable.sum()),
-        "up_fraction": float(np.mean(moves[moves != 0] > 0)) if (moves != 0).any() else None,
-        "intervals": interval_metrics(None if quantiles is None else quantiles[rows][kept], a[kept], b[kept]),
-        "baselines": {
+    return MetricBlock(
+        model=model,
+        naive=naive,
+        skill=skill_value,
+        skill_low=low,
+        skill_high=high,
+        n_days=int(usable.sum()),
+        up_fraction=float(np.mean(moves[moves != 0] > 0)) if (moves != 0).any() else None,
+        intervals=interval_metrics(None if quantiles is None else quantiles[rows][kept], a[kept], b[kept]),
+        baselines={
             name: interval_metrics(values[rows][kept], a[kept], b[kept])
             for name, values in (baselines or {}).items()
         },
-    }
+    )
 
 
 def _mean(values: list[float | None]) -> float | None:
@@ -313,44 +466,50 @@ def _mean(values: list[float | None]) -> float | None:
     return float(np.mean(present)) if present else None
 
 
-def _average(blocks: list[dict[str, Any]]) -> dict[str, Any]:
-    return {
-        "model": {name: _mean([b["model"][name] for b in blocks]) for name in METRIC_NAMES},
-        "naive": {name: _mean([b["naive"][name] for b in blocks]) for name in METRIC_NAMES},
-        "skill": _mean([b["skill"] for b in blocks]),
-        "skill_low": None,
-        "skill_high": None,
-        "n_days": int(min((b["n_days"] for b in blocks), default=0)),
-        "up_fraction": _mean([b["up_fraction"] for b in blocks]),
-    }
+def _mean_figures(figures: list[PointFigures]) -> PointFigures:
+    return PointFigures(
+        **{item.name: _mean([getattr(f, item.name) for f in figures]) for item in fields(PointFigures)}
+    )
 
 
-def metric_value(block: Mapping[str, Any], metric: str) -> float | None:
+def _average(blocks: list[MetricBlock]) -> MetricBlock:
+    return MetricBlock(
+        model=_mean_figures([b.model for b in blocks]),
+        naive=_mean_figures([b.naive for b in blocks]),
+        skill=_mean([b.skill for b in blocks]),
+        skill_low=None,
+        skill_high=None,
+        n_days=int(min((b.n_days for b in blocks), default=0)),
+        up_fraction=_mean([b.up_fraction for b in blocks]),
+    )
+
+
+def metric_value(block: MetricBlock, metric: str) -> float | None:
     """The value of a `LOSS_METRICS` name in an `evaluate` block."""
-    if metric in INTERVAL_LOSSES:
-        intervals = block.get("intervals") or {}
-        value = intervals.get(metric)
-        return None if value is None else float(value)
-    value = (block.get("model") or {}).get(metric)
+    figures: PointFigures | IntervalFigures | None = (
+        block.intervals if metric in INTERVAL_LOSSES else block.model
+    )
+    value = getattr(figures, metric, None)
     return None if value is None else float(value)
 
 
 # --- scored predictions (monitor, report, dashboard, backtest) ------------------------------------------
 
 
-def summarize_scored(rows: Sequence[Mapping[str, Any]] | Sequence[Any]) -> dict[str, Any]:
-    """`evaluate` of scored predictions (rows of `model_performance_log`, as mappings or objects).
+def summarize_scored(rows: Sequence[Mapping[str, Any]] | Sequence[Any]) -> Evaluation | None:
+    """`evaluate` of scored predictions (rows of `model_performance_log`, as mappings or objects),
+    None when there are none.
 
     The forecast is what was served; its quantiles are the served ones; the baselines come from each
-    row's `detail`. Adds to every block `sessions` (distinct target dates), `served_model_share`
-    (the share of rows served by the model rather than naive) and a one-sided Diebold-Mariano
-    `p_worse` (is the served forecast worse than naive?).
+    row's `detail`. Every block gets its `ScoredFigures`: rows, sessions (distinct target dates), the
+    share of rows served by the model rather than naive, and a one-sided Diebold-Mariano `p_worse`
+    (is the served forecast worse than naive?).
     """
     from stockcli.ml.stats import paired_loss_test
 
     items = [_as_mapping(row) for row in rows]
     if not items:
-        return {"n_days": 0, "tickers": {}, "average": None}
+        return None
     tickers = [str(r["ticker"]) for r in items]
     dates = [r["target_date"] for r in items]
     predicted = np.array([float(r["predicted_close"]) for r in items])
@@ -369,13 +528,9 @@ def summarize_scored(rows: Sequence[Mapping[str, Any]] | Sequence[Any]) -> dict[
     )
     sources = np.array([str(r.get("source") or "model") for r in items])
     ticker_array = np.array(tickers)
-    blocks = [(t, result["tickers"][t], ticker_array == t) for t in result["tickers"]]
-    blocks.append(("*", result["average"], np.ones(len(items), dtype=bool)))
-    for _name, block, mask in blocks:
+
+    def scored(block: MetricBlock, mask: np.ndarray) -> MetricBlock:
         chosen = np.flatnonzero(mask)
-        block["samples"] = len(chosen)
-        block["sessions"] = len({dates[i] for i in chosen})
-        block["served_model_share"] = float(np.mean(sources[chosen] == "model")) if len(chosen) else None
         model_panel, _ = panel_of(
             np.abs(predicted[chosen] - actual[chosen]),
             [dates[i] for i in chosen],
@@ -385,8 +540,19 @@ def summarize_scored(rows: Sequence[Mapping[str, Any]] | Sequence[Any]) -> dict[
             np.abs(base[chosen] - actual[chosen]), [dates[i] for i in chosen], [tickers[i] for i in chosen]
         )
         test = paired_loss_test(model_panel, naive_panel, alternative="greater")
-        block["p_worse"] = float(test.p_value)
-    return result
+        figures = ScoredFigures(
+            samples=len(chosen),
+            sessions=len({dates[i] for i in chosen}),
+            served_model_share=float(np.mean(sources[chosen] == "model")) if len(chosen) else None,
+            p_worse=float(test.p_value),
+        )
+        return replace(block, scored=figures)
+
+    return replace(
+        result,
+        tickers={t: scored(block, ticker_array == t) for t, block in result.tickers.items()},
+        average=scored(result.average, np.ones(len(items), dtype=bool)),
+    )
 
 
 QUANTILE_COLUMNS = ("q025", "q10", "q50", "q90", "q975")
@@ -513,24 +679,25 @@ def p_up_figures(rows: Sequence[Mapping[str, Any]]) -> dict[str, float | None]:
 INTERVAL_FIGURES = tuple(key for key in INTERVAL_METRIC_KEYS if key != "n")
 
 
-def block_figures(block: Mapping[str, Any]) -> dict[str, Any]:
-    """One `summarize_scored` block as flat figures: what monitor, report, the dashboard and backtest show."""
-    intervals = block.get("intervals") or {}
+def block_figures(block: MetricBlock) -> dict[str, Any]:
+    """One `summarize_scored` block as flat figures: what backtest shows."""
+    intervals = block.intervals.to_json() if block.intervals is not None else {}
+    scored = block.scored
     return {
-        "samples": int(block.get("samples") or 0),
-        "sessions": int(block.get("sessions") or 0),
-        "mae": block["model"]["mae"],
-        "naive_mae": block["naive"]["mae"],
-        "mape": block["model"]["mape"],
-        "naive_mape": block["naive"]["mape"],
-        "direction_accuracy": block["model"]["directional_accuracy"],
-        "skill": block.get("skill"),
-        "skill_low": block.get("skill_low"),
-        "skill_high": block.get("skill_high"),
-        "p_worse": block.get("p_worse"),
+        "samples": 0 if scored is None else scored.samples,
+        "sessions": 0 if scored is None else scored.sessions,
+        "mae": block.model.mae,
+        "naive_mae": block.naive.mae,
+        "mape": block.model.mape,
+        "naive_mape": block.naive.mape,
+        "direction_accuracy": block.model.direction_accuracy,
+        "skill": block.skill,
+        "skill_low": block.skill_low,
+        "skill_high": block.skill_high,
+        "p_worse": None if scored is None else scored.p_worse,
         **{name: intervals.get(name) for name in INTERVAL_FIGURES},
         "intervals_n": int(intervals.get("n") or 0),
-        "served_model_share": block.get("served_model_share"),
+        "served_model_share": None if scored is None else scored.served_model_share,
     }
 
 
@@ -550,7 +717,7 @@ def _as_mapping(row: Any) -> Mapping[str, Any]:
     return {name: getattr(row, name) for name in dir(row) if not name.startswith("_")}
 
 
-def flatten(metrics: dict[str, Any]) -> dict[str, float]:
+def flatten(metrics: Evaluation) -> dict[str, float]:
     """`evaluate`'s result as flat `name: value` pairs for a metrics logger (undefined values dropped).
 
     Names look like `avg.mae`, `avg.naive_mae`, `avg.skill`, `avg.coverage_95`, `GOOG.mae`; characters
@@ -558,10 +725,11 @@ def flatten(metrics: dict[str, Any]) -> dict[str, float]:
     """
     flat: dict[str, float] = {}
 
-    def add(prefix: str, block: dict[str, Any]) -> None:
-        for name in METRIC_NAMES:
-            for source, label in (("model", name), ("naive", f"naive_{name}")):
-                value = block[source].get(name)
+    def add(prefix: str, evaluated: MetricBlock) -> None:
+        block = evaluated.to_json()
+        model, naive = block["model"], block["naive"]
+        for name in model:
+            for value, label in ((model[name], name), (naive[name], f"naive_{name}")):
                 if value is not None:
                     flat[f"{prefix}.{label}"] = float(value)
         for extra in ("skill", "skill_low", "skill_high", "up_fraction"):
@@ -575,7 +743,7 @@ def flatten(metrics: dict[str, Any]) -> dict[str, float]:
                 if value is not None and name != "n":
                     flat[f"{prefix}.{baseline}_{name}"] = float(value)
 
-    add("avg", metrics["average"])
-    for ticker, block in metrics["tickers"].items():
+    add("avg", metrics.average)
+    for ticker, block in metrics.tickers.items():
         add("".join(c for c in ticker if c.isalnum() or c in "_-.") or "ticker", block)
     return flat

@@ -20,6 +20,7 @@ from stockcli.config import Settings
 from stockcli.errors import EXIT_NOTHING, EXIT_OK, EXIT_PARTIAL, NoDataError, StockCliError, UsageError
 
 if TYPE_CHECKING:
+    from stockcli.ml.metrics import MetricBlock
     from stockcli.services.retrain import RetrainResult
 
 # Written first thing into a workspace: only a folder holding it may be reused by a later backtest.
@@ -368,15 +369,18 @@ def horizon_summary(engine: Any, start: date, end: date, calendar: Any) -> tuple
     return horizon_figures(rows), risk, yardstick
 
 
-def _flat(block: dict[str, Any]) -> dict[str, Any]:
+def _flat(block: MetricBlock) -> dict[str, Any]:
     """One block of `metrics.summarize_scored` as the backtest's flat figures."""
     from stockcli.ml.metrics import INTERVAL_FIGURES, block_figures
 
     figures = block_figures(block)
     share = figures.pop("served_model_share")
     baselines = {
-        name: {field_name: (values or {}).get(field_name) for field_name in INTERVAL_FIGURES}
-        for name, values in (block.get("baselines") or {}).items()
+        name: {
+            field_name: None if values is None else getattr(values, field_name)
+            for field_name in INTERVAL_FIGURES
+        }
+        for name, values in block.baselines.items()
     }
     return {
         **figures,
@@ -407,12 +411,12 @@ def summarize_range(rows: list[dict[str, Any]]) -> dict[str, Any]:
     from stockcli.ml.metrics import p_up_figures, summarize_scored
 
     summary = summarize_scored(rows)
-    if summary["average"] is None:
+    if summary is None:
         return {"overall": {"samples": 0, "sessions": 0}, "per_ticker": {}, "candidates": {}}
-    overall = _flat(summary["average"])
+    overall = _flat(summary.average)
     _against_garch(overall, rows)
     overall["p_up"] = p_up_figures(rows)
-    per_ticker = {ticker: _flat(block) for ticker, block in summary["tickers"].items()}
+    per_ticker = {ticker: _flat(block) for ticker, block in summary.tickers.items()}
     for ticker, block in per_ticker.items():
         own = [r for r in rows if r["ticker"] == ticker]
         _against_garch(block, own)

@@ -26,7 +26,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from sqlalchemy.engine import Engine
@@ -38,6 +38,9 @@ from stockcli.db.serving import AciState, load_interval_state, save_interval_sta
 from stockcli.db.store import utcnow
 from stockcli.services.horizons import score_horizons
 from stockcli.services.runtime import checkpoint
+
+if TYPE_CHECKING:
+    from stockcli.ml.metrics import MetricBlock
 
 
 @dataclass(frozen=True)
@@ -94,47 +97,48 @@ def window_metrics(rows: Sequence[Any]) -> tuple[WindowMetrics, dict[str, Window
     from stockcli.ml.metrics import miss_panel, summarize_scored
 
     summary = summarize_scored(rows)
-    if summary["average"] is None:
+    if summary is None:
         return EMPTY, {}
     panels = {level: miss_panel(rows, level) for level in (80, 95)}  # once: columns serve each ticker
-    per_ticker = {ticker: _window(block, panels, ticker) for ticker, block in summary["tickers"].items()}
-    return _window(summary["average"], panels, None), per_ticker
+    per_ticker = {ticker: _window(block, panels, ticker) for ticker, block in summary.tickers.items()}
+    return _window(summary.average, panels, None), per_ticker
 
 
 def _window(
-    block: dict[str, Any], panels: dict[int, tuple[np.ndarray, list[str]]], ticker: str | None
+    block: MetricBlock, panels: dict[int, tuple[np.ndarray, list[str]]], ticker: str | None
 ) -> WindowMetrics:
-    from stockcli.ml.metrics import block_figures
+    from stockcli.ml.metrics import NO_INTERVALS, ScoredFigures
     from stockcli.ml.stats import CoverageTest, clustered_coverage_test
 
-    figures = block_figures(block)
+    intervals = block.intervals or NO_INTERVALS
+    scored = block.scored or ScoredFigures(samples=0, sessions=0, served_model_share=None, p_worse=None)
     tests: dict[int, CoverageTest | None] = {}
-    for level in (80, 95):
+    for level, covered in ((80, intervals.coverage_80), (95, intervals.coverage_95)):
         tests[level] = None
-        if figures[f"coverage_{level}"] is not None and figures["intervals_n"]:
+        if covered is not None and intervals.n:
             panel, names = panels[level]
             mine = panel if ticker is None else panel[:, [names.index(ticker)]]
             tests[level] = clustered_coverage_test(mine, level / 100.0)
     return WindowMetrics(
-        samples=figures["samples"],
-        sessions=figures["sessions"],
-        mae=figures["mae"],
-        mape=figures["mape"],
-        direction_accuracy=figures["direction_accuracy"],
-        naive_mae=figures["naive_mae"],
-        skill=figures["skill"],
-        skill_low=figures["skill_low"],
-        skill_high=figures["skill_high"],
-        p_worse=figures["p_worse"],
-        coverage_80=figures["coverage_80"],
-        coverage_95=figures["coverage_95"],
+        samples=scored.samples,
+        sessions=scored.sessions,
+        mae=block.model.mae,
+        mape=block.model.mape,
+        direction_accuracy=block.model.direction_accuracy,
+        naive_mae=block.naive.mae,
+        skill=block.skill,
+        skill_low=block.skill_low,
+        skill_high=block.skill_high,
+        p_worse=scored.p_worse,
+        coverage_80=intervals.coverage_80,
+        coverage_95=intervals.coverage_95,
         p_coverage_80=None if tests[80] is None else tests[80].p_value,
         p_coverage_95=None if tests[95] is None else tests[95].p_value,
         effective_n_80=None if tests[80] is None else tests[80].effective_n,
         effective_n_95=None if tests[95] is None else tests[95].effective_n,
-        winkler_95=figures["winkler_95"],
-        pinball=figures["pinball"],
-        served_model_share=figures["served_model_share"],
+        winkler_95=intervals.winkler_95,
+        pinball=intervals.pinball,
+        served_model_share=scored.served_model_share,
     )
 
 

@@ -44,6 +44,7 @@ from stockcli.services.runtime import checkpoint
 
 if TYPE_CHECKING:
     from stockcli.ml.bundle import ModelBundle
+    from stockcli.ml.metrics import Evaluation
 
 
 @dataclass(frozen=True)
@@ -60,9 +61,8 @@ class PromotionResult:
     improvement_low: float | None  # its 95% interval (HAC)
     improvement_high: float | None
     p_value: float | None  # one-sided Diebold-Mariano: is the candidate better than Production?
-    candidate_metrics: dict[str, Any]  # metrics.evaluate() on the window
-    production_metrics: dict[str, Any] | None
-    naive_metrics: dict[str, Any]  # {"tickers": {ticker: naive block}, "average": naive block}
+    candidate_metrics: Evaluation  # on the window, next to naive and the baselines
+    production_metrics: Evaluation | None
     window_start: date | None  # first and last target date compared
     window_end: date | None
     n_days: int
@@ -158,7 +158,7 @@ class EvaluationWindow:
     def compared_dates(self) -> list[date]:
         return [self.target_dates[i] for i in self.rows]
 
-    def score(self, fc: WindowForecasts) -> dict[str, Any]:
+    def score(self, fc: WindowForecasts) -> Evaluation:
         """`metrics.evaluate` of `fc` on the rows compared, next to naive and the baselines."""
         from stockcli.ml.metrics import evaluate
 
@@ -351,9 +351,9 @@ def _judge(
     metric, guard_metric = metrics
     candidate_metrics = window.score(window.candidate_fc)
     production_metrics = window.score(window.production_fc) if window.production_fc is not None else None
-    average = candidate_metrics["average"]
+    average = candidate_metrics.average
     candidate_value = metric_value(average, metric)
-    production_value = metric_value(production_metrics["average"], metric) if production_metrics else None
+    production_value = metric_value(production_metrics.average, metric) if production_metrics else None
     test = guard = None
     if window.production_fc is not None:
         test = paired_test(metric, window.candidate_fc, window.production_fc, **window.compared())
@@ -384,17 +384,13 @@ def _judge(
         metric=metric,
         candidate_value=candidate_value,
         production_value=production_value,
-        naive_value=average["naive"].get(metric) if metric in ("mae", "rmse", "mape") else None,
+        naive_value=getattr(average.naive, metric) if metric in ("mae", "rmse", "mape") else None,
         improvement=improvement,
         improvement_low=None if test is None else test.improvement_low,
         improvement_high=None if test is None else test.improvement_high,
         p_value=None if test is None else test.p_value,
         candidate_metrics=candidate_metrics,
         production_metrics=production_metrics,
-        naive_metrics={
-            "tickers": {t: block["naive"] for t, block in candidate_metrics["tickers"].items()},
-            "average": average["naive"],
-        },
         window_start=min(window_dates) if window_dates else None,
         window_end=max(window_dates) if window_dates else None,
         n_days=len(set(window_dates)),
@@ -454,9 +450,11 @@ def _record_and_move(
         candidate_version=decision.candidate_version,
         production_version=decision.production_version,
         metric=decision.metric,
-        candidate_metrics=decision.candidate_metrics,
-        production_metrics=decision.production_metrics,
-        naive_metrics=decision.naive_metrics,
+        candidate_metrics=decision.candidate_metrics.to_json(),
+        production_metrics=None
+        if decision.production_metrics is None
+        else decision.production_metrics.to_json(),
+        naive_metrics=decision.candidate_metrics.naive_json(),
         window_start=decision.window_start,
         window_end=decision.window_end,
         dataset_run_id=decision.dataset_run_id,

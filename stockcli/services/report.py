@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError
@@ -21,6 +21,9 @@ from sqlalchemy.exc import DBAPIError
 from stockcli.config import Settings, redact_url
 from stockcli.db import queries_report as queries
 from stockcli.errors import NoDataError, StockCliError, UsageError
+
+if TYPE_CHECKING:
+    from stockcli.ml.metrics import MetricBlock
 
 FILL_HINT = "Run `stockcli daily` to fetch bars, train a first model and predict."
 
@@ -672,48 +675,48 @@ def live_performance(
 
     rows = performance_window(engine, through=as_of, sessions=settings.monitor.window_sessions, ticker=ticker)
     summary = summarize_scored(rows)
+    blocks = {} if summary is None else summary.tickers
     order = queries.known_tickers(engine, preferred=settings.data.tickers)
-    tickers = list(summary["tickers"])
+    tickers = list(blocks)
     ordered = [t for t in order if t in tickers] + sorted(set(tickers) - set(order))
     return [
-        performance_row(
-            t, summary["tickers"][t], [r for r in rows if r["ticker"] == t], settings.monitor.min_samples
-        )
+        performance_row(t, blocks[t], [r for r in rows if r["ticker"] == t], settings.monitor.min_samples)
         for t in ordered
     ]
 
 
 def performance_row(
-    ticker: str, block: Mapping[str, Any], rows: Sequence[Mapping[str, Any]], min_samples: int
+    ticker: str, block: MetricBlock, rows: Sequence[Mapping[str, Any]], min_samples: int
 ) -> PerformanceRow:
     """One ticker's `metrics.summarize_scored` block as a report row."""
-    from stockcli.ml.metrics import SERVED, block_figures, skills_against
+    from stockcli.ml.metrics import NO_INTERVALS, SERVED, skills_against
 
-    figures = block_figures(block)
+    intervals = block.intervals or NO_INTERVALS
+    sessions = 0 if block.scored is None else block.scored.sessions
     newest = max(rows, key=lambda r: r["target_date"]) if rows else None
     versions = sorted({str(r["model_version"]) for r in rows}, key=_version_key)
     dates = [r["target_date"] for r in rows]
-    skill = figures["skill"]
+    skill = block.skill
     return PerformanceRow(
         ticker=ticker,
-        sessions=figures["sessions"],
-        mape=figures["mape"],
-        mae=figures["mae"],
-        naive_mae=figures["naive_mae"],
-        directional_accuracy=figures["direction_accuracy"],
+        sessions=sessions,
+        mape=block.model.mape,
+        mae=block.model.mae,
+        naive_mae=block.naive.mae,
+        directional_accuracy=block.model.direction_accuracy,
         skill=skill,
         worse_than_naive=skill is not None and skill < 0,
-        enough_samples=figures["sessions"] >= min_samples,
+        enough_samples=sessions >= min_samples,
         first_target_date=min(dates) if dates else None,
         last_target_date=max(dates) if dates else None,
         model_versions=tuple(versions),
-        skill_low=figures["skill_low"],
-        skill_high=figures["skill_high"],
-        p_worse=figures["p_worse"],
-        coverage_80=figures["coverage_80"],
-        coverage_95=figures["coverage_95"],
-        winkler_95=figures["winkler_95"],
-        served_model_share=figures["served_model_share"],
+        skill_low=block.skill_low,
+        skill_high=block.skill_high,
+        p_worse=None if block.scored is None else block.scored.p_worse,
+        coverage_80=intervals.coverage_80,
+        coverage_95=intervals.coverage_95,
+        winkler_95=intervals.winkler_95,
+        served_model_share=None if block.scored is None else block.scored.served_model_share,
         interval_source=None if newest is None else newest.get("interval_source"),
         interval_skill_vs_garch=(skills_against(rows, "garch").get(SERVED) or {}).get("winkler_95"),
     )

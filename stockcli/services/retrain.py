@@ -21,6 +21,7 @@ from stockcli.db.runs import mark_retrained
 from stockcli.services.runtime import RunHandle, checkpoint
 
 if TYPE_CHECKING:
+    from stockcli.ml.metrics import Evaluation
     from stockcli.services.train import TrainSummary
 
 Progress = Callable[[str], None]
@@ -35,7 +36,7 @@ class RetrainResult:
     n_trials: int | None = None
     best_params: dict[str, Any] | None = None
     model_version: str | None = None
-    test_metrics: dict[str, Any] | None = None
+    test_metrics: Evaluation | None = None
     promoted: bool = False
     promotion_reason: str | None = None
     steps_s: dict[str, float] = field(default_factory=dict)

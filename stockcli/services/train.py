@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from stockcli.features.dataset import BuiltDataset
+    from stockcli.ml.metrics import Evaluation
     from stockcli.ml.training import TrainParams, TrainResult
 
 # One PNG per ticker costs ~0.7 s; a 500-ticker watchlist plots its first tickers only.
@@ -56,7 +57,7 @@ class TrainSummary:
     max_epochs: int
     stopped_early: bool
     best_val_loss: float
-    test_metrics: dict[str, Any]  # metrics.evaluate(): per ticker and averaged, model and naive
+    test_metrics: Evaluation  # per ticker and averaged, model and naive
     test_start: date | None
     test_end: date | None
     n_test: int
@@ -124,7 +125,7 @@ class TestEvaluation:
     calibration: dict[str, Any]
     baselines: dict[str, Any]  # fit_baselines()
     test_forecast: Any  # forecast_windows() on the test split
-    metrics: dict[str, Any]  # metrics.evaluate(): per ticker and averaged, model and naive
+    metrics: Evaluation  # per ticker and averaged, model and naive
 
 
 def train(
@@ -395,7 +396,7 @@ def _register(
         dataset_run_id=built.run_id,
         training_params=plan.logged(),
         metrics={
-            "test": evaluation.metrics,
+            "test": evaluation.metrics.to_json(),
             "best_epoch": result.best_epoch,
             "best_val_loss": result.best_val_loss,
         },
@@ -409,31 +410,28 @@ def _register(
     return version
 
 
-def _worse_than_naive(metrics: Mapping[str, Any]) -> tuple[str, ...]:
+def _worse_than_naive(metrics: Evaluation) -> tuple[str, ...]:
     """The tickers whose test MAE is above naive's."""
     return tuple(
         ticker
-        for ticker, block in metrics["tickers"].items()
-        if block["model"]["mae"] is not None
-        and block["naive"]["mae"] is not None
-        and block["model"]["mae"] > block["naive"]["mae"]
+        for ticker, block in metrics.tickers.items()
+        if block.model.mae is not None and block.naive.mae is not None and block.model.mae > block.naive.mae
     )
 
 
-def _summary_tags(metrics: Mapping[str, Any]) -> dict[str, float]:
+def _summary_tags(metrics: Evaluation) -> dict[str, float]:
     """The headline test figures a model version is tagged with (the defined ones)."""
-    average = metrics["average"]
-    intervals = average.get("intervals") or {}
+    average, intervals = metrics.average, metrics.average.intervals
     tags = {
-        "mae": average["model"]["mae"],
-        "naive_mae": average["naive"]["mae"],
-        "mape": average["model"]["mape"],
-        "naive_mape": average["naive"]["mape"],
-        "directional_accuracy": average["model"]["directional_accuracy"],
-        "skill": average["skill"],
-        "coverage_80": intervals.get("coverage_80"),
-        "coverage_95": intervals.get("coverage_95"),
-        "winkler_95": intervals.get("winkler_95"),
+        "mae": average.model.mae,
+        "naive_mae": average.naive.mae,
+        "mape": average.model.mape,
+        "naive_mape": average.naive.mape,
+        "directional_accuracy": average.model.direction_accuracy,  # the tag's stored name
+        "skill": average.skill,
+        "coverage_80": None if intervals is None else intervals.coverage_80,
+        "coverage_95": None if intervals is None else intervals.coverage_95,
+        "winkler_95": None if intervals is None else intervals.winkler_95,
     }
     return {k: v for k, v in tags.items() if v is not None and math.isfinite(v)}
 
@@ -490,7 +488,7 @@ def score_windows(
     history: Mapping[str, pd.DataFrame],
     table: Mapping[str, Any],
     rows: np.ndarray | None = None,
-) -> dict[str, Any]:
+) -> Evaluation:
     """`metrics.evaluate` of a model's forecast over windows: point next to naive, calibrated
     intervals next to GARCH and the rolling band, all on the same rows."""
     from stockcli.ml.forecast import calibrated_quantiles

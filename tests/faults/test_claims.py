@@ -63,15 +63,17 @@ def test_the_sentence_about_naive_follows_the_numbers(numbers: dict[str, Any], s
 
 def test_train_says_what_its_own_test_metrics_allow(bootstrapped: Workspace) -> None:
     from stockcli.ml import registry
+    from stockcli.ml.metrics import Evaluation
 
     result = bootstrapped.cli("--as-of", BOOTSTRAP_AS_OF, "train")
     assert result.exit_code == 0, result.output
     version = re.search(r"version (\d+)", result.stdout)
     assert version is not None
     bundle = registry.load_bundle(bootstrapped.settings(), version.group(1))
-    test_metrics = bundle.metrics["test"]
+    test_metrics = Evaluation.from_json(bundle.metrics["test"])
+    assert test_metrics.to_json() == bundle.metrics["test"]  # the stored JSON reads back whole
     assert worse_than_naive_line(test_metrics) in " ".join(result.stdout.split())
-    verdicts = {skill_verdict(block.get("skill")) for block in test_metrics["tickers"].values()}
+    verdicts = {skill_verdict(block.skill) for block in test_metrics.tickers.values()}
     if verdicts != {"better"}:
         assert "beats the naive forecast" not in result.stdout
     assert production(bootstrapped) == "1"  # train never moves Production
