@@ -13,8 +13,7 @@ from stockcli.cli import output
 from stockcli.cli.state import state
 
 if TYPE_CHECKING:
-    from stockcli.ml.metrics import Evaluation, MetricBlock, PointFigures
-    from stockcli.services.train import TrainProgress
+    from stockcli.services.train import Evaluation, MetricBlock, PointFigures, TrainProgress
 
 
 def metrics_rows(metrics: Evaluation) -> list[list[str]]:

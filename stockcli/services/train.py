@@ -33,7 +33,11 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from stockcli.features.dataset import BuiltDataset
-    from stockcli.ml.metrics import Evaluation
+
+    # The metric blocks a training result carries, named here for the CLI (which imports services only).
+    from stockcli.ml.metrics import Evaluation as Evaluation
+    from stockcli.ml.metrics import MetricBlock as MetricBlock
+    from stockcli.ml.metrics import PointFigures as PointFigures
     from stockcli.ml.training import TrainParams, TrainResult
 
 # One PNG per ticker costs ~0.7 s; a 500-ticker watchlist plots its first tickers only.

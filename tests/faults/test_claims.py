@@ -56,7 +56,9 @@ def test_a_skill_that_rounds_to_zero_is_a_tie(skill: float | None, verdict: str)
     ],
 )
 def test_the_sentence_about_naive_follows_the_numbers(numbers: dict[str, Any], says: str, never: str) -> None:
-    line = worse_than_naive_line(numbers)
+    from stockcli.ml.metrics import Evaluation
+
+    line = worse_than_naive_line(Evaluation.from_json(numbers))
     assert says in line
     assert never not in line
 
