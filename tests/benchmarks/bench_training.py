@@ -90,25 +90,15 @@ def bare_loop(train: Any, params: Any, *, epochs: int, seed: int) -> dict[str, f
     """The reference: the minimal PyTorch loop over windows materialised once. Step seconds (wall, CPU)."""
     import torch
 
-    from stockcli.ml.networks import distribution_nll, model_config, model_from_config
-    from stockcli.ml.training import _batches_by_row, configure_threads
+    from stockcli.ml.networks import distribution_nll
+    from stockcli.ml.training import _batches_by_row, _initial_model, configure_threads
 
     configure_threads(None)
     torch.manual_seed(seed)
     x = torch.from_numpy(train.gather())
     y = torch.from_numpy(np.nan_to_num(train.y.astype(np.float32)))
     rows = torch.from_numpy(train.rows)
-    config = model_config(
-        params.model_type,
-        n_features=train.n_features,
-        n_own_features=train.n_own_features,
-        hidden_size=params.hidden_size,
-        num_layers=params.num_layers,
-        dropout=params.dropout,
-        num_heads=params.num_heads,
-        distribution=params.distribution,
-    )
-    model = model_from_config(config)
+    model, _config = _initial_model(params=params, windows=train, init_state=None)  # the product's own
     optimizer = torch.optim.Adam(model.parameters(), lr=params.learning_rate)
     cross = params.model_type == "lstm_cross_attention"
     generator = torch.Generator().manual_seed(seed)
