@@ -12,7 +12,7 @@ from datetime import date
 from typing import Any, Literal
 
 from sqlalchemy import func, inspect, select, union
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Engine
 
 from stockcli.config import Settings
 from stockcli.db.engine import make_engine
@@ -87,35 +87,12 @@ def latest_predictions(
     One indexed `LIMIT 1` query per ticker: the table grows every day, and a window over all of it
     would make every page view slower.
     """
-    columns = [
-        LatestPrediction.ticker,
-        LatestPrediction.target_date,
-        LatestPrediction.model_version,
-        LatestPrediction.as_of,
-        LatestPrediction.base_date,
-        LatestPrediction.base_close,
-        LatestPrediction.predicted_close,
-        LatestPrediction.dataset_run_id,
-        LatestPrediction.pipeline_run_id,
-        LatestPrediction.created_at,
-        LatestPrediction.q025,
-        LatestPrediction.q10,
-        LatestPrediction.q50,
-        LatestPrediction.q90,
-        LatestPrediction.q975,
-        LatestPrediction.p_up,
-        LatestPrediction.source,
-        LatestPrediction.p_value,
-        LatestPrediction.interval_source,
-        LatestPrediction.interval_p_value,
-        LatestPrediction.unseen,
-    ]
     rows: list[dict[str, Any]] = []
     with engine.connect() as connection:
         if tickers is None:
             tickers = [row[0] for row in connection.execute(select(LatestPrediction.ticker).distinct())]
         for ticker in sorted(set(tickers)):
-            query = select(*columns).where(
+            query = select(LatestPrediction.__table__).where(
                 LatestPrediction.ticker == ticker, LatestPrediction.void_reason.is_(None)
             )
             if as_of is not None:
@@ -131,70 +108,36 @@ def latest_predictions(
     return rows
 
 
-_PERFORMANCE_COLUMNS = (
-    ModelPerformance.ticker,
-    ModelPerformance.target_date,
-    ModelPerformance.model_version,
-    ModelPerformance.base_date,
-    ModelPerformance.base_close,
-    ModelPerformance.predicted_close,
-    ModelPerformance.actual_close,
-    ModelPerformance.abs_error,
-    ModelPerformance.abs_pct_error,
-    ModelPerformance.direction_score,
-    ModelPerformance.naive_abs_error,
-    ModelPerformance.evaluated_at,
-    ModelPerformance.q025,
-    ModelPerformance.q10,
-    ModelPerformance.q50,
-    ModelPerformance.q90,
-    ModelPerformance.q975,
-    ModelPerformance.source,
-    ModelPerformance.interval_source,
-)
-
-
-def _newest_sessions(
-    connection: Connection, *, count: int, ticker: str | None, as_of: date | None
+def performance_history(
+    engine: Engine, *, limit: int, as_of: date | None = None, ticker: str | None = None
 ) -> list[dict[str, Any]]:
-    """The newest `count` scored sessions (one row per ticker and target date), newest first.
+    """The newest `limit` scored sessions (one row per ticker and target date), newest first.
 
     When two model versions were scored for the same session (a re-run after a promotion), the one
     evaluated last counts. Reads a little more than needed through the primary key's order and
     widens the read only when duplicates ate into it.
     """
-    limit = count + 8
-    while True:
-        query = select(*_PERFORMANCE_COLUMNS).where(ModelPerformance.void_reason.is_(None))
-        if ticker is not None:
-            query = query.where(ModelPerformance.ticker == ticker)
-        if as_of is not None:
-            query = query.where(ModelPerformance.target_date <= as_of)
-        query = query.order_by(
-            ModelPerformance.target_date.desc(),
-            ModelPerformance.ticker,
-            ModelPerformance.evaluated_at.desc(),
-            ModelPerformance.model_version.desc(),
-        ).limit(limit)
-        fetched = connection.execute(query).all()
-        kept: list[dict[str, Any]] = []
-        seen: set[tuple[str, date]] = set()
-        for row in fetched:
-            key = (row.ticker, row.target_date)
-            if key not in seen:
-                seen.add(key)
-                kept.append(dict(row._mapping))
-        if len(kept) >= count or len(fetched) < limit:
-            return kept[:count]
-        limit *= 4
-
-
-def performance_history(
-    engine: Engine, *, limit: int, as_of: date | None = None, ticker: str | None = None
-) -> list[dict[str, Any]]:
-    """Every scored session (one per ticker and target date), newest first, at most `limit` rows in all."""
+    fetch = limit + 8
     with engine.connect() as connection:
-        return _newest_sessions(connection, count=limit, ticker=ticker, as_of=as_of)
+        while True:
+            query = select(ModelPerformance.__table__).where(ModelPerformance.void_reason.is_(None))
+            if ticker is not None:
+                query = query.where(ModelPerformance.ticker == ticker)
+            if as_of is not None:
+                query = query.where(ModelPerformance.target_date <= as_of)
+            query = query.order_by(
+                ModelPerformance.target_date.desc(),
+                ModelPerformance.ticker,
+                ModelPerformance.evaluated_at.desc(),
+                ModelPerformance.model_version.desc(),
+            ).limit(fetch)
+            fetched = connection.execute(query).all()
+            kept: dict[tuple[str, date], dict[str, Any]] = {}
+            for row in fetched:
+                kept.setdefault((row.ticker, row.target_date), dict(row._mapping))
+            if len(kept) >= limit or len(fetched) < fetch:
+                return list(kept.values())[:limit]
+            fetch *= 4
 
 
 def recent_closes(
@@ -216,52 +159,14 @@ def recent_closes(
 
 def recent_runs(engine: Engine, *, limit: int) -> list[dict[str, Any]]:
     """The newest ledger rows, newest first."""
-    query = (
-        select(
-            PipelineRun.id,
-            PipelineRun.command,
-            PipelineRun.as_of,
-            PipelineRun.status,
-            PipelineRun.started_at,
-            PipelineRun.finished_at,
-            PipelineRun.duration_s,
-            PipelineRun.error,
-            PipelineRun.warnings,
-        )
-        .order_by(PipelineRun.id.desc())
-        .limit(limit)
-    )
+    query = select(PipelineRun.__table__).order_by(PipelineRun.id.desc()).limit(limit)
     with engine.connect() as connection:
         return [dict(row._mapping) for row in connection.execute(query)]
 
 
 def recent_promotions(engine: Engine, *, limit: int) -> list[dict[str, Any]]:
     """The newest promotion decisions, promoted or not, newest first."""
-    query = (
-        select(
-            Promotion.id,
-            Promotion.decided_at,
-            Promotion.candidate_version,
-            Promotion.production_version,
-            Promotion.metric,
-            Promotion.candidate_metrics,
-            Promotion.production_metrics,
-            Promotion.naive_metrics,
-            Promotion.window_start,
-            Promotion.window_end,
-            Promotion.dataset_run_id,
-            Promotion.promoted,
-            Promotion.dry_run,
-            Promotion.reason,
-            Promotion.test,
-            Promotion.p_value,
-            Promotion.improvement,
-            Promotion.improvement_low,
-            Promotion.improvement_high,
-        )
-        .order_by(Promotion.id.desc())
-        .limit(limit)
-    )
+    query = select(Promotion.__table__).order_by(Promotion.id.desc()).limit(limit)
     with engine.connect() as connection:
         return [dict(row._mapping) for row in connection.execute(query)]
 
@@ -271,9 +176,7 @@ def newest_runs_per_command(engine: Engine, *, status: str | None = None) -> lis
     newest = select(func.max(PipelineRun.id)).where(PipelineRun.finished_at.is_not(None))
     if status is not None:
         newest = newest.where(PipelineRun.status == status)
-    query = select(
-        PipelineRun.command, PipelineRun.status, PipelineRun.finished_at, PipelineRun.duration_s
-    ).where(PipelineRun.id.in_(newest.group_by(PipelineRun.command)))
+    query = select(PipelineRun.__table__).where(PipelineRun.id.in_(newest.group_by(PipelineRun.command)))
     with engine.connect() as connection:
         return [dict(row._mapping) for row in connection.execute(query)]
 

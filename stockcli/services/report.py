@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, fields
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError
@@ -23,6 +23,8 @@ from stockcli.db import queries_report as queries
 from stockcli.errors import NoDataError, StockCliError, UsageError
 
 if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
     from stockcli.ml.metrics import MetricBlock
 
 FILL_HINT = "Run `stockcli daily` to fetch bars, train a first model and predict."
@@ -377,7 +379,7 @@ def _gather(
         performance=tuple(performance),
         models=info.versions,
         production_version=info.production_version,
-        runs=tuple(_run_row(row) for row in queries.recent_runs(engine, limit=runs_limit)),
+        runs=tuple(_from_row(RunRow, row) for row in queries.recent_runs(engine, limit=runs_limit)),
         promotions=tuple(
             _promotion_row(row) for row in queries.recent_promotions(engine, limit=promotions_limit)
         ),
@@ -427,12 +429,8 @@ def risk_rows(
     """The newest VaR and ES of every ticker at `REPORT_HORIZONS`, with the zone of the risk window's
     backtest, in watchlist order."""
     rows = [
-        RiskRow(
-            ticker=row["ticker"],
-            horizon=int(row["horizon"]),
-            base_date=row["base_date"],
-            **{name: _finite(row[name]) for name in ("var_95", "var_99", "es_95", "es_99")},
-            zone=(backtests.get(int(row["horizon"])) or {}).get(row["ticker"], {}).get("zone"),
+        _from_row(
+            RiskRow, row, zone=(backtests.get(int(row["horizon"])) or {}).get(row["ticker"], {}).get("zone")
         )
         for row in newest
         if int(row["horizon"]) in REPORT_HORIZONS
@@ -450,7 +448,7 @@ def _fans(
     past: dict[str, list[FanPoint]] = {}
     for row in window:
         if int(row["horizon"]) == 1:
-            past.setdefault(row["ticker"], []).append(_fan_point(row))
+            past.setdefault(row["ticker"], []).append(_from_row(FanPoint, row))
     by_ticker: dict[str, list[Mapping[str, Any]]] = {}
     for row in newest:
         by_ticker.setdefault(row["ticker"], []).append(row)
@@ -466,27 +464,10 @@ def _fans(
             base_date=base,
             base_close=float(latest[0]["base_close"]),
             sessions=tuple(calendar.sessions(base + timedelta(days=1), farthest)),
-            horizons=tuple(_fan_point(row) for row in latest),
+            horizons=tuple(_from_row(FanPoint, row) for row in latest),
             past=tuple(sorted(past.get(ticker, ()), key=lambda point: point.target_date)),
         )
     return fans
-
-
-def _fan_point(row: Mapping[str, Any]) -> FanPoint:
-    from stockcli.db.predictions import QUANTILE_PRICES
-
-    lower_95, lower_80, median, upper_80, upper_95 = (_finite(row.get(name)) for name in QUANTILE_PRICES)
-    return FanPoint(
-        horizon=int(row["horizon"]),
-        target_date=row["target_date"],
-        lower_95=lower_95,
-        lower_80=lower_80,
-        median=median,
-        upper_80=upper_80,
-        upper_95=upper_95,
-        actual_close=_finite(row.get("actual_close")),
-        source=row.get("source"),
-    )
 
 
 def _exceptions(
@@ -624,14 +605,18 @@ def ensure_data(engine: Engine | None, *, settings: Settings) -> None:
         state = queries.database_state(engine)
     except DBAPIError as exc:
         raise unreadable_database(settings, exc) from None
-    if state == "ready":
-        return
-    what = {
-        "missing": "The database does not exist yet.",
-        "no_schema": "The database has no stockcli tables yet.",
-        "empty": "The database holds no bars and no predictions yet.",
+    if state != "ready":
+        raise NoDataError(empty_database_message(state), hint=FILL_HINT)
+
+
+def empty_database_message(state: str, database: str | None = None) -> str:
+    """Why a database in `state` (not `ready`) shows nothing; `database` names it."""
+    the = "The database" if database is None else f"The database {database}"
+    return {
+        "missing": f"{the} does not exist yet.",
+        "no_schema": f"{the} has no stockcli tables yet.",
+        "empty": f"{the} holds no bars and no predictions yet.",
     }[state]
-    raise NoDataError(what, hint=FILL_HINT)
 
 
 def connect(settings: Settings) -> Engine | None:
@@ -643,6 +628,16 @@ def database_state(engine: Engine | None) -> queries.DatabaseState:
     """`ready` (bars or predictions stored), `empty`, `no_schema` or `missing`; the driver's error when
     the database cannot be read."""
     return queries.database_state(engine)
+
+
+def prediction_count(engine: Engine) -> int:
+    """How many predictions are stored (one per target session, ticker and model version)."""
+    return queries.prediction_count(engine)
+
+
+def newest_runs(engine: Engine, *, status: str | None = None) -> list[RunRow]:
+    """The newest finished ledger row of each command (only rows with `status` when given)."""
+    return [_from_row(RunRow, row) for row in queries.newest_runs_per_command(engine, status=status)]
 
 
 def known_tickers(settings: Settings, engine: Engine) -> list[str]:
@@ -657,7 +652,7 @@ def ticker_exists(engine: Engine, ticker: str) -> bool:
 
 def recent_runs(engine: Engine, *, limit: int) -> list[RunRow]:
     """The newest ledger rows, newest first."""
-    return [_run_row(row) for row in queries.recent_runs(engine, limit=limit)]
+    return [_from_row(RunRow, row) for row in queries.recent_runs(engine, limit=limit)]
 
 
 def latest_predictions(engine: Engine, *, as_of: date | None = None) -> list[PredictionRow]:
@@ -727,7 +722,8 @@ def scored_sessions(
 ) -> list[ScoredSession]:
     """Scored sessions, newest first (one per ticker and target date)."""
     return [
-        _scored(row) for row in queries.performance_history(engine, limit=limit, as_of=as_of, ticker=ticker)
+        _from_row(ScoredSession, row)
+        for row in queries.performance_history(engine, limit=limit, as_of=as_of, ticker=ticker)
     ]
 
 
@@ -756,35 +752,32 @@ def model_versions(settings: Settings) -> ModelsInfo:
     A local sqlite MLflow store that does not exist yet is not created: it means no model was trained.
     Failures become a note, so a registry problem never hides the rest of the report.
     """
-    tracking = settings.mlflow_tracking_uri
-    if tracking.startswith("sqlite:///"):
-        from stockcli.storage import sqlite_file
+    from stockcli.storage import sqlite_file
 
-        path = sqlite_file(tracking)
-        if path is not None and not path.is_file():
-            return ModelsInfo(
-                (), None, "No model registry yet. Run `stockcli daily` (or `stockcli retrain`)."
-            )
+    path = sqlite_file(settings.mlflow_tracking_uri)
+    if path is not None and not path.is_file():
+        return ModelsInfo((), None, "No model registry yet. Run `stockcli daily` (or `stockcli retrain`).")
     try:
         from stockcli.ml import registry
-    except ImportError:
-        return ModelsInfo((), None, "Model versions are not available: stockcli.ml.registry is missing.")
-    list_versions: Callable[[Settings], Iterable[Any]] | None = getattr(registry, "list_versions", None)
-    if list_versions is None:
-        return ModelsInfo((), None, "Model versions are not available: the registry cannot list versions.")
-    try:
-        items = list(list_versions(settings))
-        versions = sorted(
-            (_model_row(item) for item in items),
-            key=lambda row: _version_key(row.version),
-            reverse=True,
-        )
+
+        items = registry.list_versions(settings)
     except StockCliError as exc:
         return ModelsInfo((), None, f"Model versions are not available: {exc}")
     except Exception as exc:  # the registry is optional here: report the rest anyway
         return ModelsInfo(
             (), None, redact_url(f"Model versions are not available: {type(exc).__name__}: {exc}")
         )
+    versions = tuple(  # newest first, as the registry lists them
+        ModelVersionRow(
+            version=item.version,
+            aliases=item.aliases,
+            test_metrics={str(k): _finite(v) for k, v in item.test_metrics.items()},
+            dataset_run_id=item.dataset_run_id,
+            created_at=item.created_at,
+            model_type=item.model_type,
+        )
+        for item in items
+    )
     production = next(
         (
             row.version
@@ -793,37 +786,8 @@ def model_versions(settings: Settings) -> ModelsInfo:
         ),
         None,
     )
-    run_ids = {
-        str(_field(item, "version")): str(run) for item in items if (run := _field(item, "training_run_id"))
-    }
-    return ModelsInfo(tuple(versions), production, run_ids=run_ids)
-
-
-def _field(item: Any, *names: str) -> Any:
-    for name in names:
-        if isinstance(item, Mapping):
-            if name in item:
-                return item[name]
-        elif hasattr(item, name):
-            return getattr(item, name)
-    return None
-
-
-def _model_row(item: Any) -> ModelVersionRow:
-    created = _field(item, "created_at", "created", "creation_timestamp")
-    if isinstance(created, int | float) and not isinstance(created, bool):
-        created = datetime.fromtimestamp(created / 1000.0, tz=UTC)  # MLflow keeps milliseconds
-    elif not isinstance(created, datetime):
-        created = None
-    metrics = _field(item, "test_metrics", "metrics") or {}
-    return ModelVersionRow(
-        version=str(_field(item, "version")),
-        aliases=tuple(str(a) for a in (_field(item, "aliases") or ())),
-        test_metrics={str(k): _finite(v) for k, v in dict(metrics).items()},
-        dataset_run_id=_optional_str(_field(item, "dataset_run_id")),
-        created_at=created,
-        model_type=_optional_str(_field(item, "model_type")),
-    )
+    run_ids = {item.version: item.training_run_id for item in items if item.training_run_id}
+    return ModelsInfo(versions, production, run_ids=run_ids)
 
 
 # --- helpers --------------------------------------------------------------------------------------
@@ -852,67 +816,49 @@ def _aware(moment: datetime | None) -> datetime | None:
     return moment
 
 
+# How `_from_row` converts a stored value, by the annotation of the field it fills.
+_CONVERTERS: dict[str, Callable[[Any], Any]] = {
+    "float": float,
+    "float | None": _finite,
+    "int": int,
+    "bool": bool,
+    "str": str,
+    "str | None": _optional_str,
+    "datetime | None": _aware,
+    "dict[str, Any]": lambda raw: dict(raw or {}),
+    "dict[str, Any] | None": lambda raw: None if raw is None else dict(raw),
+    "tuple[str, ...]": lambda raw: tuple(raw or ()),
+}
+_Row = TypeVar("_Row", bound="DataclassInstance")
+
+
+# The interval bounds and median of a stored row, by the quantile columns that hold them.
+_QUANTILE_COLUMNS = {
+    "lower_95": "q025",
+    "lower_80": "q10",
+    "median": "q50",
+    "upper_80": "q90",
+    "upper_95": "q975",
+}
+
+
+def _from_row(kind: type[_Row], row: Mapping[str, Any], **computed: Any) -> _Row:
+    """A result dataclass from a stored row, each field read under its name (a bound under its quantile
+    column) and converted by its annotation: optional floats made finite or None, times made aware."""
+    values = dict(computed)
+    for item in fields(kind):
+        if item.name in values:
+            continue
+        raw = row.get(_QUANTILE_COLUMNS.get(item.name, item.name))
+        convert = _CONVERTERS.get(str(item.type))
+        values[item.name] = raw if convert is None else convert(raw)
+    return kind(**values)
+
+
 def _prediction_row(row: Mapping[str, Any]) -> PredictionRow:
     base, predicted = _finite(row["base_close"]), _finite(row["predicted_close"])
-    change = predicted / base - 1.0 if base and predicted is not None else None
-    return PredictionRow(
-        ticker=row["ticker"],
-        target_date=row["target_date"],
-        base_date=row["base_date"],
-        base_close=float(row["base_close"]),
-        predicted_close=float(row["predicted_close"]),
-        change=change,
-        model_version=str(row["model_version"]),
-        as_of=row["as_of"],
-        dataset_run_id=row["dataset_run_id"],
-        created_at=_aware(row["created_at"]),
-        lower_80=_finite(row.get("q10")),
-        upper_80=_finite(row.get("q90")),
-        lower_95=_finite(row.get("q025")),
-        upper_95=_finite(row.get("q975")),
-        median=_finite(row.get("q50")),
-        p_up=_finite(row.get("p_up")),
-        source=row.get("source"),
-        p_value=_finite(row.get("p_value")),
-        interval_source=row.get("interval_source"),
-        interval_p_value=_finite(row.get("interval_p_value")),
-        unseen=bool(row.get("unseen")),
-    )
-
-
-def _scored(row: Mapping[str, Any]) -> ScoredSession:
-    return ScoredSession(
-        ticker=row["ticker"],
-        target_date=row["target_date"],
-        model_version=str(row["model_version"]),
-        base_date=row["base_date"],
-        base_close=float(row["base_close"]),
-        predicted_close=float(row["predicted_close"]),
-        actual_close=float(row["actual_close"]),
-        abs_error=float(row["abs_error"]),
-        abs_pct_error=float(row["abs_pct_error"]),
-        direction_score=_finite(row.get("direction_score")),
-        naive_abs_error=float(row["naive_abs_error"]),
-        lower_80=_finite(row.get("q10")),
-        upper_80=_finite(row.get("q90")),
-        lower_95=_finite(row.get("q025")),
-        upper_95=_finite(row.get("q975")),
-        source=row.get("source"),
-        interval_source=row.get("interval_source"),
-    )
-
-
-def _run_row(row: Mapping[str, Any]) -> RunRow:
-    return RunRow(
-        id=int(row["id"]),
-        command=row["command"],
-        as_of=row["as_of"],
-        status=row["status"],
-        started_at=_aware(row["started_at"]),
-        finished_at=_aware(row["finished_at"]),
-        duration_s=row["duration_s"],
-        error=row["error"],
-        warnings=tuple(row.get("warnings") or ()),
+    return _from_row(
+        PredictionRow, row, change=predicted / base - 1.0 if base and predicted is not None else None
     )
 
 
@@ -936,27 +882,10 @@ def decision_value(metrics: Mapping[str, Any] | None, metric: str) -> float | No
 
 def _promotion_row(row: Mapping[str, Any]) -> PromotionRow:
     metric = row["metric"]
-    return PromotionRow(
-        id=int(row["id"]),
-        decided_at=_aware(row["decided_at"]),
-        candidate_version=str(row["candidate_version"]),
-        production_version=_optional_str(row["production_version"]),
-        metric=row["metric"],
-        candidate_metrics=dict(row["candidate_metrics"] or {}),
-        production_metrics=dict(row["production_metrics"]) if row["production_metrics"] is not None else None,
-        naive_metrics=dict(row["naive_metrics"] or {}),
-        window_start=row["window_start"],
-        window_end=row["window_end"],
-        dataset_run_id=row["dataset_run_id"],
-        promoted=bool(row["promoted"]),
-        dry_run=bool(row["dry_run"]),
-        reason=row["reason"],
+    return _from_row(
+        PromotionRow,
+        row,
         candidate_value=decision_value(row["candidate_metrics"], metric),
         production_value=decision_value(row["production_metrics"], metric),
         naive_value=decision_value(row["naive_metrics"], metric),
-        test=row.get("test"),
-        p_value=_finite(row.get("p_value")),
-        improvement=_finite(row.get("improvement")),
-        improvement_low=_finite(row.get("improvement_low")),
-        improvement_high=_finite(row.get("improvement_high")),
     )
