@@ -46,6 +46,17 @@ def test_the_cli_imports_only_services() -> None:
     assert not shortcuts, "call a service instead (stockcli/services/):\n" + "\n".join(shortcuts)
 
 
+def test_the_web_app_reads_through_services() -> None:
+    """The dashboard reads the database through `stockcli.services`, never `stockcli.db` itself."""
+    shortcuts = [
+        f"{path.relative_to(PACKAGE.parent)}:{line} imports {module}"
+        for path in sorted((PACKAGE / "web").rglob("*.py"))
+        for line, module in imported_modules(path.read_text(encoding="utf-8"), _package_of(path))
+        if _reaches(module, ("stockcli.db",))
+    ]
+    assert not shortcuts, "call a service instead (stockcli/services/):\n" + "\n".join(shortcuts)
+
+
 def test_the_check_sees_imports_inside_functions() -> None:
     source = (
         "from stockcli.services import report\n"

@@ -20,6 +20,7 @@ one cheap query, and a client holding the bytes gets `304 Not Modified`.
 from __future__ import annotations
 
 import contextlib
+import functools
 import threading
 from collections.abc import AsyncIterator, Callable, Hashable
 from dataclasses import replace
@@ -102,24 +103,22 @@ class Reader:
         with self._lock:
             if self._engine is None:
                 self._engine = report_service.connect(self.settings)
-            try:
-                state = report_service.database_state(self._engine)
-            except DBAPIError as exc:
-                raise _unreadable(self.settings, exc) from None
-            if state != "ready":
-                raise ApiError(503, self.empty_message(state), report_service.FILL_HINT, command=FILL_COMMAND)
+            self._check_ready(self._engine)
             assert self._engine is not None
             if self._version is None:
                 self._version = DataVersion(self._engine)
             self._ready = True
             return self._engine
 
-    def empty_message(self, state: str) -> str:
-        return {
-            "missing": f"The database {self.database_label} does not exist yet.",
-            "no_schema": f"The database {self.database_label} has no stockcli tables yet.",
-            "empty": f"The database {self.database_label} holds no bars and no predictions yet.",
-        }.get(state, "The database is not ready.")
+    def _check_ready(self, engine: Engine | None) -> None:
+        """Raise ApiError 503: saying why the database cannot be read, or naming the command that fills it."""
+        try:
+            state = report_service.database_state(engine)
+        except DBAPIError as exc:
+            raise _unreadable(self.settings, exc) from None
+        if state != "ready":
+            message = report_service.empty_database_message(state, self.database_label)
+            raise ApiError(503, message, report_service.FILL_HINT, command=FILL_COMMAND)
 
     def data_version(self) -> str:
         """A token that changes whenever anything is committed to the database (see `cache.py`).
@@ -138,14 +137,8 @@ class Reader:
         """Read the database now, cheaply (its table names and one row of two tables, on a fresh
         connection for SQLite): the data version alone is read from shared memory and still answers
         for a file spoiled under a running server. Raises ApiError 503 as `engine` does."""
-        engine = self.engine()
-        try:
-            state = report_service.database_state(engine)
-            self.data_version()
-        except DBAPIError as exc:
-            raise _unreadable(self.settings, exc) from None
-        if state != "ready":
-            raise ApiError(503, self.empty_message(state), report_service.FILL_HINT, command=FILL_COMMAND)
+        self._check_ready(self.engine())
+        self.data_version()
 
     def ledger_epoch(self, data_version: str) -> Hashable:
         """The newest ledger row's id, status and finish (a run started or finished), read once per data version."""
@@ -162,22 +155,15 @@ class Reader:
         epoch = self.ledger_epoch(data_version) if data_version is not None else None
         return self.registry.current(epoch)
 
-    async def models_now(self) -> tuple[report_service.ModelsInfo, int] | None:
-        """`models` from the event loop when nothing needs a thread (ledger epoch known), else None."""
-        version = await self.version_now()
-        known = self._ledger
-        if version is None or known is None or known[0] != version:
-            return None
-        return self.registry.current_now(known[1])
-
-    async def versions_now(self) -> str | None:
-        """`data version|r<registry generation>` from the event loop when no thread is needed, else None."""
+    async def models_now(self) -> tuple[str, report_service.ModelsInfo, int] | None:
+        """The data version and `models` at it, from the event loop when nothing needs a thread (ledger
+        epoch known), else None."""
         version = await self.version_now()
         known = self._ledger
         if version is None or known is None or known[0] != version:
             return None
         now = self.registry.current_now(known[1])
-        return None if now is None else f"{version}|r{now[1]}"
+        return None if now is None else (version, *now)
 
     def readable_version(self) -> str | None:
         """The data version, or None when the database is empty or cannot be read."""
@@ -243,13 +229,13 @@ class Reader:
         request: Request,
         key: Hashable,
         build: Callable[[Engine, report_service.ModelsInfo], CachedBody],
-        empty: Callable[[], Response] | None = None,
+        empty: Callable[[ApiError], Response] | None = None,
     ) -> Response:
         """`serve_async` for a response that also shows the registry: keyed by the data version and the
         registry's generation, answered in the event loop when both are known. `empty` answers for an
         empty database instead of 503 (one that cannot be read still answers 503)."""
-        versions = await self.versions_now()
-        cached = None if versions is None else self.responses.lookup(key, versions)
+        now = await self.models_now()
+        cached = None if now is None else self.responses.lookup(key, f"{now[0]}|r{now[2]}")
         if cached is not None:
             return answer(request, cached)
         return await run_in_threadpool(self._serve_with_registry, request, key, build, empty)
@@ -259,7 +245,7 @@ class Reader:
         request: Request,
         key: Hashable,
         build: Callable[[Engine, report_service.ModelsInfo], CachedBody],
-        empty: Callable[[], Response] | None,
+        empty: Callable[[ApiError], Response] | None,
     ) -> Response:
         try:
             engine = self.engine()
@@ -267,7 +253,7 @@ class Reader:
         except ApiError as exc:
             if empty is None or exc.command is None:
                 raise
-            return empty()
+            return empty(exc)
         info, generation = self.models(version)
         return self.respond(request, key, f"{version}|r{generation}", lambda: build(engine, info))
 
@@ -358,22 +344,14 @@ def _add_page(app: FastAPI, reader: Reader) -> None:
     """`/`: the dashboard page, cached per data version and registry generation."""
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
-    def dashboard(request: Request, ticker: str | None = None) -> Response:
-        try:
-            engine = reader.engine()
-            version = reader.data_version()
-        except ApiError as exc:
-            if exc.status_code != 503:
-                raise
-            return _empty_page(reader, exc)
-        selected = parse_ticker(ticker) if ticker else None
-        info, generation = reader.models(version)
-
-        def build() -> CachedBody:
+    async def dashboard(request: Request, ticker: str | None = None) -> Response:
+        def build(engine: Engine, info: report_service.ModelsInfo) -> CachedBody:
+            selected = parse_ticker(ticker) if ticker else None
             html = _dashboard_html(reader.settings, engine, selected=selected, models=info)
             return CachedBody.of(html.encode(), "text/html")
 
-        return reader.respond(request, ("page", selected), f"{version}|r{generation}", build)
+        empty = functools.partial(_empty_page, reader)
+        return await reader.serve_with_registry(request, ("page", ticker), build, empty=empty)
 
 
 def _add_json_api(app: FastAPI, reader: Reader) -> None:
@@ -447,8 +425,9 @@ def _add_json_api(app: FastAPI, reader: Reader) -> None:
         """Registered model versions and the one holding the Production alias."""
         now = await reader.models_now()
         if now is None:
-            now = await run_in_threadpool(lambda: reader.models(reader.readable_version()))
-        info, generation = now
+            info, generation = await run_in_threadpool(lambda: reader.models(reader.readable_version()))
+        else:
+            _, info, generation = now
         body = {"production_version": info.production_version, "versions": info.versions, "note": info.note}
         return reader.respond(request, ("models",), f"r{generation}", lambda: _json_body(body))
 
@@ -488,7 +467,7 @@ def _add_health_and_metrics(app: FastAPI, reader: Reader) -> None:
             request,
             ("metrics",),
             lambda engine, info: CachedBody.of(metrics_text(settings, engine, info), CONTENT_TYPE),
-            empty=lambda: Response(metrics_text(settings, None, None), media_type=CONTENT_TYPE),
+            empty=lambda _exc: Response(metrics_text(settings, None, None), media_type=CONTENT_TYPE),
         )
 
 

@@ -15,7 +15,6 @@ from typing import Any
 from sqlalchemy.engine import Engine
 
 from stockcli.config import Settings
-from stockcli.db import queries_report as queries
 from stockcli.services import report as report_service
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -53,7 +52,7 @@ def _families(
         "stockcli_predictions_stored",
         "Predictions stored (one per target session, ticker and model version).",
     )
-    predictions.add_metric([], queries.prediction_count(engine))
+    predictions.add_metric([], report_service.prediction_count(engine))
     yield predictions
     yield from _serving_families(engine)
     yield from _live_families(settings, engine)
@@ -91,13 +90,13 @@ def _run_families(engine: Engine) -> Iterator[Any]:
         "When the newest successful (status ok) run of each command finished.",
         labels=["command"],
     )
-    for row in queries.newest_runs_per_command(engine):
-        finished.add_metric([row["command"]], _seconds(row["finished_at"]))
-        status.add_metric([row["command"], row["status"]], 1)
-        if row["duration_s"] is not None:
-            duration.add_metric([row["command"]], row["duration_s"])
-    for row in queries.newest_runs_per_command(engine, status="ok"):
-        success.add_metric([row["command"]], _seconds(row["finished_at"]))
+    for run in report_service.newest_runs(engine):
+        finished.add_metric([run.command], _seconds(run.finished_at))
+        status.add_metric([run.command, run.status], 1)
+        if run.duration_s is not None:
+            duration.add_metric([run.command], run.duration_s)
+    for run in report_service.newest_runs(engine, status="ok"):
+        success.add_metric([run.command], _seconds(run.finished_at))
     yield from (finished, status, duration, success)
 
 
