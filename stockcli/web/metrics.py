@@ -9,7 +9,7 @@ other response, so a scrape costs what `/health` costs. Nothing here writes.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy.engine import Engine
@@ -37,18 +37,22 @@ def metrics_text(
     return generate_latest(registry)
 
 
+def _gauge(name: str, documentation: str, *labels: str) -> Any:
+    from prometheus_client.core import GaugeMetricFamily
+
+    return GaugeMetricFamily(name, documentation, labels=labels)
+
+
 def _families(
     settings: Settings, engine: Engine | None, models: report_service.ModelsInfo | None
 ) -> Iterator[Any]:
-    from prometheus_client.core import GaugeMetricFamily
-
-    ready = GaugeMetricFamily("stockcli_database_ready", "1 when the database holds bars or predictions.")
+    ready = _gauge("stockcli_database_ready", "1 when the database holds bars or predictions.")
     ready.add_metric([], 0 if engine is None else 1)
     yield ready
     if engine is None:
         return
     yield from _run_families(engine)
-    predictions = GaugeMetricFamily(
+    predictions = _gauge(
         "stockcli_predictions_stored",
         "Predictions stored (one per target session, ticker and model version).",
     )
@@ -57,10 +61,8 @@ def _families(
     yield from _serving_families(engine)
     yield from _live_families(settings, engine)
     if models is not None:
-        production = GaugeMetricFamily(
-            "stockcli_production_model_info",
-            "The model version holding the Production alias.",
-            labels=["version"],
+        production = _gauge(
+            "stockcli_production_model_info", "The model version holding the Production alias.", "version"
         )
         if models.production_version is not None:
             production.add_metric([models.production_version], 1)
@@ -68,27 +70,19 @@ def _families(
 
 
 def _run_families(engine: Engine) -> Iterator[Any]:
-    from prometheus_client.core import GaugeMetricFamily
-
-    finished = GaugeMetricFamily(
-        "stockcli_last_run_timestamp_seconds",
-        "When the newest run of each command finished.",
-        labels=["command"],
+    finished = _gauge(
+        "stockcli_last_run_timestamp_seconds", "When the newest run of each command finished.", "command"
     )
-    status = GaugeMetricFamily(
-        "stockcli_last_run_status",
-        "1 for the status of the newest run of each command.",
-        labels=["command", "status"],
+    status = _gauge(
+        "stockcli_last_run_status", "1 for the status of the newest run of each command.", "command", "status"
     )
-    duration = GaugeMetricFamily(
-        "stockcli_last_run_duration_seconds",
-        "How long the newest run of each command took.",
-        labels=["command"],
+    duration = _gauge(
+        "stockcli_last_run_duration_seconds", "How long the newest run of each command took.", "command"
     )
-    success = GaugeMetricFamily(
+    success = _gauge(
         "stockcli_last_success_timestamp_seconds",
         "When the newest successful (status ok) run of each command finished.",
-        labels=["command"],
+        "command",
     )
     for run in report_service.newest_runs(engine):
         finished.add_metric([run.command], _seconds(run.finished_at))
@@ -101,22 +95,19 @@ def _run_families(engine: Engine) -> Iterator[Any]:
 
 
 def _serving_families(engine: Engine) -> Iterator[Any]:
-    from prometheus_client.core import GaugeMetricFamily
-
-    interval = GaugeMetricFamily(
+    interval = _gauge(
         "stockcli_interval_source",
         "1 for what serves each ticker's newest intervals (model, garch or rolling).",
-        labels=["ticker", "source"],
+        "ticker",
+        "source",
     )
-    point = GaugeMetricFamily(
-        "stockcli_point_source",
-        "1 for what serves each ticker's newest point forecast.",
-        labels=["ticker", "source"],
+    point = _gauge(
+        "stockcli_point_source", "1 for what serves each ticker's newest point forecast.", "ticker", "source"
     )
-    target = GaugeMetricFamily(
+    target = _gauge(
         "stockcli_latest_prediction_target_timestamp_seconds",
         "The target session of each ticker's newest prediction (midnight UTC).",
-        labels=["ticker"],
+        "ticker",
     )
     for row in report_service.latest_predictions(engine):
         if row.interval_source:
@@ -128,19 +119,16 @@ def _serving_families(engine: Engine) -> Iterator[Any]:
 
 
 def _live_families(settings: Settings, engine: Engine) -> Iterator[Any]:
-    from prometheus_client.core import GaugeMetricFamily
-
     window = f" over the last {settings.monitor.window_sessions} scored sessions"
-    sessions = GaugeMetricFamily(
-        "stockcli_live_sessions", "Scored sessions" + window + ".", labels=["ticker"]
+    sessions = _gauge("stockcli_live_sessions", "Scored sessions" + window + ".", "ticker")
+    skill = _gauge(
+        "stockcli_live_skill", "Skill against naive (1 - MAE / naive MAE)" + window + ".", "ticker"
     )
-    skill = GaugeMetricFamily(
-        "stockcli_live_skill", "Skill against naive (1 - MAE / naive MAE)" + window + ".", labels=["ticker"]
-    )
-    coverage = GaugeMetricFamily(
+    coverage = _gauge(
         "stockcli_live_coverage_ratio",
         "Share of closes inside the interval" + window + ".",
-        labels=["ticker", "level"],
+        "ticker",
+        "level",
     )
     for row in report_service.live_performance(settings, engine=engine):
         sessions.add_metric([row.ticker], row.sessions)
@@ -153,9 +141,7 @@ def _live_families(settings: Settings, engine: Engine) -> Iterator[Any]:
 
 
 def _seconds(moment: datetime | None) -> float:
-    """Seconds since the epoch; a naive datetime (SQLite) is UTC."""
+    """Seconds since the epoch; a naive datetime (a target session) is UTC."""
     if moment is None:
         return float("nan")
-    from datetime import UTC
-
     return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
