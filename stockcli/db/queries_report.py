@@ -108,9 +108,7 @@ def latest_predictions(
     return rows
 
 
-def performance_history(
-    engine: Engine, *, limit: int, as_of: date | None = None, ticker: str | None = None
-) -> list[dict[str, Any]]:
+def performance_history(engine: Engine, *, limit: int, ticker: str | None = None) -> list[dict[str, Any]]:
     """The newest `limit` scored sessions (one row per ticker and target date), newest first.
 
     When two model versions were scored for the same session (a re-run after a promotion), the one
@@ -123,8 +121,6 @@ def performance_history(
             query = select(ModelPerformance.__table__).where(ModelPerformance.void_reason.is_(None))
             if ticker is not None:
                 query = query.where(ModelPerformance.ticker == ticker)
-            if as_of is not None:
-                query = query.where(ModelPerformance.target_date <= as_of)
             query = query.order_by(
                 ModelPerformance.target_date.desc(),
                 ModelPerformance.ticker,

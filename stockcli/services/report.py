@@ -310,7 +310,6 @@ def build_report(
     *,
     engine: Engine | None,
     as_of: date | None = None,
-    close_sessions: int = 30,
     runs_limit: int = 10,
     promotions_limit: int = 10,
     models: ModelsInfo | None = None,
@@ -325,7 +324,7 @@ def build_report(
     ensure_data(engine, settings=settings)
     assert engine is not None
     try:
-        return _gather(settings, engine, as_of, close_sessions, runs_limit, promotions_limit, models)
+        return _gather(settings, engine, as_of, runs_limit, promotions_limit, models)
     except DBAPIError as exc:
         raise unreadable_database(settings, exc) from None
 
@@ -334,7 +333,6 @@ def _gather(
     settings: Settings,
     engine: Engine,
     as_of: date | None,
-    close_sessions: int,
     runs_limit: int,
     promotions_limit: int,
     models: ModelsInfo | None,
@@ -346,13 +344,13 @@ def _gather(
     )
     performance = live_performance(settings, engine=engine, as_of=as_of)
     by_ticker = {row.ticker: row for row in predictions}
-    closes = queries.recent_closes(engine, tickers, sessions=close_sessions, as_of=as_of)
+    closes = queries.recent_closes(engine, tickers, sessions=30, as_of=as_of)
     views = horizon_views(settings, engine, as_of, order)
     series = tuple(
         CloseSeries(
             ticker=ticker,
-            dates=tuple(day for day, _ in closes.get(ticker, [])),
-            closes=tuple(value for _, value in closes.get(ticker, [])),
+            dates=tuple(day for day, _ in closes[ticker]),
+            closes=tuple(value for _, value in closes[ticker]),
             prediction=by_ticker.get(ticker),
             fan=views.fans.get(ticker),
             exceptions=views.exceptions.get(ticker),
@@ -717,24 +715,18 @@ def performance_row(
     )
 
 
-def scored_sessions(
-    engine: Engine, *, limit: int = 500, as_of: date | None = None, ticker: str | None = None
-) -> list[ScoredSession]:
+def scored_sessions(engine: Engine, *, limit: int, ticker: str | None = None) -> list[ScoredSession]:
     """Scored sessions, newest first (one per ticker and target date)."""
     return [
         _from_row(ScoredSession, row)
-        for row in queries.performance_history(engine, limit=limit, as_of=as_of, ticker=ticker)
+        for row in queries.performance_history(engine, limit=limit, ticker=ticker)
     ]
 
 
-def close_series(
-    engine: Engine, ticker: str, *, sessions: int = 60, as_of: date | None = None
-) -> CloseSeries:
+def close_series(engine: Engine, ticker: str, *, sessions: int) -> CloseSeries:
     """Recent closes of one ticker with its newest prediction (for the dashboard's chart)."""
-    closes = queries.recent_closes(engine, [ticker], sessions=sessions, as_of=as_of)[ticker]
-    predictions = [
-        _prediction_row(row) for row in queries.latest_predictions(engine, as_of=as_of, tickers=[ticker])
-    ]
+    closes = queries.recent_closes(engine, [ticker], sessions=sessions)[ticker]
+    predictions = [_prediction_row(row) for row in queries.latest_predictions(engine, tickers=[ticker])]
     return CloseSeries(
         ticker=ticker,
         dates=tuple(day for day, _ in closes),

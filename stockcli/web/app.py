@@ -542,7 +542,6 @@ def _dashboard_html(
         settings,
         engine=engine,
         models=models,
-        close_sessions=30,
         runs_limit=8,
         promotions_limit=8,
     )
