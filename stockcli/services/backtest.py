@@ -152,6 +152,8 @@ def _export_stored_bars(settings: Settings, folder: Path, end: date) -> None:
         out.to_csv(folder / f"{ticker}.csv", float_format="%.10g")
 
 
+# The promotion test's figures, as a retrain event and a recorded decision carry them.
+_TEST_FIGURES = ("p_value", "improvement", "improvement_low", "improvement_high")
 # A recorded promotion test, as `BacktestResult.promotion_decisions` lists it.
 _DECISION_KEYS = (
     "decided_at",
@@ -159,10 +161,7 @@ _DECISION_KEYS = (
     "production_version",
     "metric",
     "promoted",
-    "p_value",
-    "improvement",
-    "improvement_low",
-    "improvement_high",
+    *_TEST_FIGURES,
     "window_start",
     "window_end",
     "reason",
@@ -348,10 +347,7 @@ def _retrain_event(session: date, retrained: RetrainResult) -> RetrainEvent:
         model_version=retrained.model_version,
         promoted=retrained.promoted,
         promotion_reason=retrained.promotion_reason,
-        p_value=decision.get("p_value"),
-        improvement=decision.get("improvement"),
-        improvement_low=decision.get("improvement_low"),
-        improvement_high=decision.get("improvement_high"),
+        **{key: decision.get(key) for key in _TEST_FIGURES},
     )
 
 

@@ -474,11 +474,8 @@ def _add_health_and_metrics(app: FastAPI, reader: Reader) -> None:
 def latest_table_json(engine: Engine, models: report_service.ModelsInfo) -> dict[str, Any]:
     """`/predictions/latest_for_table`: the replaced system's `status` and `data` rows, ours beside them.
 
-    Each row keeps the replaced system's `ticker`, `predicted_price` (float), `date` (the target session,
-    ISO text) and `model_mlflow_run_id` (the MLflow run that trained the version that made the
-    prediction, from the registry; null when the registry does not know it), followed by every field
-    of the stored prediction (`PredictionRow`: `model_version`, the intervals, `p_up`, `source`,
-    `interval_source`, `unseen` and the p-values among them). `responses.LatestTable` documents each key.
+    Each row: the replaced system's four keys, then every `PredictionRow` field (new ones flow through
+    as they are), then `change_pct`. `responses.LatestTable` documents each key.
     """
     rows = []
     for prediction in report_service.latest_predictions(engine):
@@ -488,7 +485,7 @@ def latest_table_json(engine: Engine, models: report_service.ModelsInfo) -> dict
             "date": prediction.target_date,
             "model_mlflow_run_id": models.run_ids.get(prediction.model_version),
         }
-        row.update(to_plain(prediction))  # new prediction fields flow through as they are
+        row.update(to_plain(prediction))
         row["change_pct"] = None if prediction.change is None else prediction.change * 100.0
         rows.append(row)
     return {"status": "success", "data": rows}
@@ -503,8 +500,7 @@ def chart_json(series: report_service.CloseSeries) -> dict[str, Any]:
     prediction as `date` and `value` plus every `PredictionRow` field (its 80% and 95% bounds, median,
     `p_up`, sources and p-values, `unseen`): what the dashboard's fan chart draws.
     """
-    prediction = series.prediction
-    naive = series.naive
+    prediction, naive = series.prediction, series.naive
     dates, closes = list(series.dates), list(series.closes)
     predicted = None
     if prediction is not None:

@@ -46,15 +46,13 @@ def served_text(prediction: PredictionRow) -> str:
 
 def bands(prediction: PredictionRow) -> list[tuple[str, float, float]]:
     """The prediction's intervals that can be drawn, widest first: [("95", low, high), ("80", low, high)]."""
-    drawn = []
-    for level, low, high in (
-        ("95", prediction.lower_95, prediction.upper_95),
-        ("80", prediction.lower_80, prediction.upper_80),
-    ):
-        low_value, high_value = finite(low), finite(high)
-        if low_value is not None and high_value is not None and low_value <= high_value:
-            drawn.append((level, low_value, high_value))
-    return drawn
+    return [(level, *band) for level in ("95", "80") if (band := _band(prediction, level)) is not None]
+
+
+def _band(forecast: PredictionRow | FanPoint, level: str) -> tuple[float, float] | None:
+    """The forecast's `level` ("95" or "80") interval when it can be drawn (finite, low <= high)."""
+    low, high = finite(getattr(forecast, f"lower_{level}")), finite(getattr(forecast, f"upper_{level}"))
+    return (low, high) if low is not None and high is not None and low <= high else None
 
 
 @dataclass(frozen=True)
@@ -326,20 +324,19 @@ def _horizon_fan(fan: HorizonFan, frame: _Frame, position: dict[date, int], axis
         f'height="{_num(frame.bottom - frame.top)}"/>'
     ]
     for level in ("95", "80"):
-        lows, highs = path(f"lower_{level}"), path(f"upper_{level}")
-        upper = [
-            (px, h) for px, h, lo in zip(xs, highs, lows, strict=True) if h is not None and lo is not None
+        drawn = [
+            (px, high, low)
+            for px, high, low in zip(xs, path(f"upper_{level}"), path(f"lower_{level}"), strict=True)
+            if high is not None and low is not None
         ]
-        lower = [
-            (px, lo) for px, h, lo in zip(xs, highs, lows, strict=True) if h is not None and lo is not None
-        ]
-        if len(upper) < 2:
+        if len(drawn) < 2:
             continue
         fill, opacity = BAND_FILL[level]
-        points = " ".join(f"{_num(px)},{_num(frame.y(v))}" for px, v in [*upper, *reversed(lower)])
+        outline = [(px, high) for px, high, _ in drawn] + [(px, low) for px, _, low in reversed(drawn)]
+        points = " ".join(f"{_num(px)},{_num(frame.y(v))}" for px, v in outline)
         parts.append(
             f'<polygon class="fan fan-{level}" fill="{fill}" fill-opacity="{opacity}" points="{points}">'
-            f"<title>{level}% band up to {len(upper) - 1} sessions ahead, {SQRT_TIME}</title></polygon>"
+            f"<title>{level}% band up to {len(drawn) - 1} sessions ahead, {SQRT_TIME}</title></polygon>"
         )
     medians = [(px, m) for px, m in zip(xs, path("median"), strict=True) if m is not None]
     if len(medians) > 1:
@@ -385,9 +382,10 @@ def _past_bands(past: Sequence[FanPoint], frame: _Frame, position: dict[date, in
     for level in ("95", "80"):
         shapes = []
         for point in past:
-            low, high = finite(getattr(point, f"lower_{level}")), finite(getattr(point, f"upper_{level}"))
-            if low is None or high is None or low > high:
+            band = _band(point, level)
+            if band is None:
                 continue
+            low, high = band
             at = frame.x(position[point.target_date])
             shapes.append(
                 f"M{_num(at - half)},{_num(frame.y(high))}H{_num(at + half)}V{_num(frame.y(low))}H{_num(at - half)}Z"
