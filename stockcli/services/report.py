@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError
@@ -23,8 +23,6 @@ from stockcli.db import queries_report as queries
 from stockcli.errors import NoDataError, StockCliError, UsageError
 
 if TYPE_CHECKING:
-    from _typeshed import DataclassInstance
-
     from stockcli.ml.metrics import MetricBlock
 
 FILL_HINT = "Run `stockcli daily` to fetch bars, train a first model and predict."
@@ -324,67 +322,56 @@ def build_report(
     ensure_data(engine, settings=settings)
     assert engine is not None
     try:
-        return _gather(settings, engine, as_of, runs_limit, promotions_limit, models)
+        tickers = queries.known_tickers(engine, preferred=settings.data.tickers)
+        order = {ticker: index for index, ticker in enumerate(tickers)}
+        predictions = sorted(
+            latest_predictions(engine, as_of=as_of), key=lambda p: order.get(p.ticker, len(order))
+        )
+        performance = live_performance(settings, engine=engine, as_of=as_of)
+        by_ticker = {row.ticker: row for row in predictions}
+        closes = queries.recent_closes(engine, tickers, sessions=30, as_of=as_of)
+        views = horizon_views(settings, engine, as_of, order)
+        series = tuple(
+            CloseSeries(
+                ticker=ticker,
+                dates=tuple(day for day, _ in closes[ticker]),
+                closes=tuple(value for _, value in closes[ticker]),
+                prediction=by_ticker.get(ticker),
+                fan=views.fans.get(ticker),
+                exceptions=views.exceptions.get(ticker),
+            )
+            for ticker in tickers
+        )
+        info = models if models is not None else model_versions(settings)
+        notes: list[str] = []
+        if info.note:
+            notes.append(info.note)
+        if not predictions:
+            notes.append("No predictions stored yet. " + FILL_HINT)
+        worse = [row.ticker for row in performance if row.worse_than_naive]
+        if worse:
+            notes.append(
+                f"The model does worse than the naive forecast (next close = last close) for {', '.join(worse)} "
+                f"over the last {settings.monitor.window_sessions} sessions."
+            )
+        return Report(
+            generated_at=datetime.now(tz=UTC),
+            as_of=as_of,
+            window_sessions=settings.monitor.window_sessions,
+            predictions=tuple(predictions),
+            performance=tuple(performance),
+            models=info.versions,
+            production_version=info.production_version,
+            runs=tuple(recent_runs(engine, limit=runs_limit)),
+            promotions=tuple(
+                _promotion_row(row) for row in queries.recent_promotions(engine, limit=promotions_limit)
+            ),
+            recent_closes=series,
+            notes=tuple(notes),
+            risk=views.risk,
+        )
     except DBAPIError as exc:
         raise unreadable_database(settings, exc) from None
-
-
-def _gather(
-    settings: Settings,
-    engine: Engine,
-    as_of: date | None,
-    runs_limit: int,
-    promotions_limit: int,
-    models: ModelsInfo | None,
-) -> Report:
-    tickers = queries.known_tickers(engine, preferred=settings.data.tickers)
-    order = {ticker: index for index, ticker in enumerate(tickers)}
-    predictions = sorted(
-        latest_predictions(engine, as_of=as_of), key=lambda p: order.get(p.ticker, len(order))
-    )
-    performance = live_performance(settings, engine=engine, as_of=as_of)
-    by_ticker = {row.ticker: row for row in predictions}
-    closes = queries.recent_closes(engine, tickers, sessions=30, as_of=as_of)
-    views = horizon_views(settings, engine, as_of, order)
-    series = tuple(
-        CloseSeries(
-            ticker=ticker,
-            dates=tuple(day for day, _ in closes[ticker]),
-            closes=tuple(value for _, value in closes[ticker]),
-            prediction=by_ticker.get(ticker),
-            fan=views.fans.get(ticker),
-            exceptions=views.exceptions.get(ticker),
-        )
-        for ticker in tickers
-    )
-    info = models if models is not None else model_versions(settings)
-    notes: list[str] = []
-    if info.note:
-        notes.append(info.note)
-    if not predictions:
-        notes.append("No predictions stored yet. " + FILL_HINT)
-    worse = [row.ticker for row in performance if row.worse_than_naive]
-    if worse:
-        notes.append(
-            f"The model does worse than the naive forecast (next close = last close) for {', '.join(worse)} "
-            f"over the last {settings.monitor.window_sessions} sessions."
-        )
-    return Report(
-        generated_at=datetime.now(tz=UTC),
-        as_of=as_of,
-        window_sessions=settings.monitor.window_sessions,
-        predictions=tuple(predictions),
-        performance=tuple(performance),
-        models=info.versions,
-        production_version=info.production_version,
-        runs=tuple(_from_row(RunRow, row) for row in queries.recent_runs(engine, limit=runs_limit)),
-        promotions=tuple(
-            _promotion_row(row) for row in queries.recent_promotions(engine, limit=promotions_limit)
-        ),
-        recent_closes=series,
-        notes=tuple(notes),
-        risk=views.risk,
-    )
 
 
 @dataclass(frozen=True)
@@ -821,7 +808,7 @@ _CONVERTERS: dict[str, Callable[[Any], Any]] = {
     "dict[str, Any] | None": lambda raw: None if raw is None else dict(raw),
     "tuple[str, ...]": lambda raw: tuple(raw or ()),
 }
-_Row = TypeVar("_Row", bound="DataclassInstance")
+_Row = TypeVar("_Row")
 
 
 # The interval bounds and median of a stored row, by the quantile columns that hold them.
@@ -838,7 +825,7 @@ def _from_row(kind: type[_Row], row: Mapping[str, Any], **computed: Any) -> _Row
     """A result dataclass from a stored row, each field read under its name (a bound under its quantile
     column) and converted by its annotation: optional floats made finite or None, times made aware."""
     values = dict(computed)
-    for item in fields(kind):
+    for item in fields(cast(Any, kind)):
         if item.name in values:
             continue
         raw = row.get(_QUANTILE_COLUMNS.get(item.name, item.name))

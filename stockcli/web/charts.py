@@ -206,7 +206,7 @@ def fan_chart_svg(
             f"<title>{escape(day.isoformat())}: close {number(value)}</title></circle>"
         )
     if prediction is not None and target_index is not None:
-        parts.append(_points(prediction, series.naive, frame, axis, target_index))
+        parts.append(_points(prediction, frame, axis, target_index))
     parts.append(
         _legend(left, plot_right, height - 12, _fan_legend(with_bands=bool(drawn_bands) or fan is not None))
     )
@@ -399,19 +399,13 @@ def _past_bands(past: Sequence[FanPoint], frame: _Frame, position: dict[date, in
     return "".join(parts)
 
 
-def _points(
-    prediction: PredictionRow,
-    naive: tuple[date, float] | None,
-    frame: _Frame,
-    dates: list[date],
-    target_index: int,
-) -> str:
-    """The naive forecast (square) and the served forecast (dot) at the predicted session."""
+def _points(prediction: PredictionRow, frame: _Frame, dates: list[date], target_index: int) -> str:
+    """The naive forecast (square: the last close) and the served forecast (dot) at the predicted session."""
     base_x, base_y = _base_point(prediction, frame, dates)
     tx = frame.x(target_index)
     target = escape(prediction.target_date.isoformat())
     parts = []
-    naive_value = finite(naive[1]) if naive is not None else None
+    naive_value = finite(prediction.base_close)
     if naive_value is not None:
         ny = frame.y(naive_value)
         parts.append(
