@@ -42,7 +42,6 @@ from stockcli.web import pages
 from stockcli.web.cache import NO_CACHE, CachedBody, CachedFirst, DataVersion, RegistryCache, ResponseCache
 from stockcli.web.responses import LatestTable
 
-MODELS_TTL_S = 60.0
 MAX_REMEMBERED_URLS = 4096
 MAX_CHART_SESSIONS = 1000
 MAX_HISTORY_ROWS = 5000
@@ -92,7 +91,7 @@ class Reader:
         self._lock = threading.Lock()
         self._version: DataVersion | None = None
         self._ledger: tuple[str, Hashable] | None = None  # (data version, ledger epoch read at it)
-        self.registry = RegistryCache(lambda: report_service.model_versions(settings), ttl_s=MODELS_TTL_S)
+        self.registry = RegistryCache(lambda: report_service.model_versions(settings))
         self.responses = ResponseCache()
         self._urls: dict[tuple[str, bytes], Hashable] = {}  # URL -> key, for the URLs answered with 200
 

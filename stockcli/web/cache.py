@@ -162,14 +162,9 @@ class DataVersion:
         self._identity: tuple[int, int] | None = None
         self._snapshots = _AsyncSnapshots(engine) if self._dialect == "postgresql" else None
 
-    @property
-    def exact(self) -> bool:
-        """False for a database we cannot ask: every token is then new and nothing is served twice."""
-        return self._dialect in ("sqlite", "postgresql")
-
     def token(self) -> str:
         """The current token. Raises the driver's error (or SQLAlchemy's) when the database cannot be read."""
-        if not self.exact:
+        if self._dialect not in ("sqlite", "postgresql"):  # cannot ask: nothing is ever served twice
             return uuid.uuid4().hex
         with self._lock:
             identity = self._file_identity()
