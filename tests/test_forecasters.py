@@ -19,7 +19,19 @@ from stockcli.errors import InputDataError
 from stockcli.ml.forecasters import Forecaster, TickerBars
 from stockcli.ml.forecasters.blend import Blend
 from stockcli.ml.forecasters.garch import Garch, Gjr, standardized_t_ppf
-from stockcli.ml.forecasters.har import MIN_HAR_ROWS, VARIANCE_FLOOR, Z_LEVELS, HarRange, daily_variance
+from stockcli.ml.forecasters.har import (
+    EARLIER_DESIGN,
+    MIN_HAR_ROWS,
+    OVERNIGHT_MODES,
+    TARGETS,
+    VARIANCE_FLOOR,
+    Z_LEVELS,
+    HarDesign,
+    HarRange,
+    daily_variance,
+    intraday_variance,
+    overnight_variance,
+)
 from stockcli.ml.forecasters.rolling import RollingBand
 from stockcli.ml.intervals import QUANTILES
 from tests.bars_data import sample_frame
@@ -35,6 +47,7 @@ FORECASTERS: dict[str, Forecaster] = {
     "gjr": Gjr(),
     "har_gk": HarRange(),
     "har_parkinson": HarRange("parkinson"),
+    "har_earlier": HarRange(design=EARLIER_DESIGN),
 }
 
 
@@ -286,8 +299,8 @@ def test_garch_rejects_invalid_params(goog: TickerBars) -> None:
 # --- HAR against least squares and a hand computation ------------------------------------------
 
 
-def _oracle_design(frame: pd.DataFrame, estimator: str) -> pd.DataFrame:
-    """The HAR design built independently: pandas columns and rolling means."""
+def _oracle_parts(frame: pd.DataFrame, estimator: str) -> tuple[pd.DataFrame, pd.Series, pd.Series]:
+    """Log prices, the previous log close and the intraday estimator, by the papers' formulas."""
     log = np.log(frame[["open", "high", "low", "close"]])
     previous_close = log["close"].shift(1)
     if estimator == "parkinson":
@@ -296,6 +309,12 @@ def _oracle_design(frame: pd.DataFrame, estimator: str) -> pd.DataFrame:
         intraday = (
             0.5 * (log["high"] - log["low"]) ** 2 - (2 * np.log(2) - 1) * (log["close"] - log["open"]) ** 2
         )
+    return log, previous_close, intraday
+
+
+def _oracle_design(frame: pd.DataFrame, estimator: str) -> pd.DataFrame:
+    """The HAR design built independently: pandas columns and rolling means."""
+    log, previous_close, intraday = _oracle_parts(frame, estimator)
     variance = ((log["open"] - previous_close) ** 2 + intraday).clip(lower=VARIANCE_FLOOR)
     returns = log["close"] - previous_close
     negative = returns.clip(upper=0.0)
@@ -314,9 +333,9 @@ def _oracle_design(frame: pd.DataFrame, estimator: str) -> pd.DataFrame:
 
 
 @pytest.mark.parametrize("estimator", ["garman_klass", "parkinson"])
-def test_har_is_least_squares_on_the_log_variance(estimator: str) -> None:
+def test_earlier_har_is_least_squares_on_the_log_variance(estimator: str) -> None:
     frame = sample_frame("MSFT").iloc[:1500]
-    params = HarRange(estimator).fit(TickerBars.from_frame(frame))
+    params = HarRange(estimator, design=EARLIER_DESIGN).fit(TickerBars.from_frame(frame))
     assert params is not None
     table = _oracle_design(frame, estimator).dropna()
     design = table[["const", "d", "w", "m", "neg", "neg5"]].to_numpy()
@@ -329,7 +348,9 @@ def test_har_is_least_squares_on_the_log_variance(estimator: str) -> None:
     assert np.allclose(params["z_quantiles"], z_quantiles, rtol=1e-7)
     # The quantile of the last row: its forecast scale x the standardized quantile, read off the grid.
     bars = TickerBars.from_frame(frame)
-    value = HarRange(estimator).quantiles_at(params, bars, np.array([len(frame) - 1]), (0.975,))
+    value = HarRange(estimator, design=EARLIER_DESIGN).quantiles_at(
+        params, bars, np.array([len(frame) - 1]), (0.975,)
+    )
     last = _oracle_design(frame, estimator).iloc[-1][["const", "d", "w", "m", "neg", "neg5"]].to_numpy(float)
     expected = np.exp(0.5 * last @ coefficients) * np.interp(0.975, Z_LEVELS, z_quantiles)
     assert value[0, 0] == pytest.approx(expected, rel=1e-6)
@@ -383,6 +404,117 @@ def test_har_params_fitted_before_horizons_still_serve_the_next_session(
     assert np.isnan(Blend(HarRange(), Garch()).quantiles_at(blend, goog, rows, LEVELS, 20)).all()
 
 
+def _oracle_har_x(frame: pd.DataFrame, estimator: str) -> pd.DataFrame:
+    """The next session's HAR-X design and regressand built independently: the intraday estimator
+    alone, the overnight gap squared as its own 5-session regressor, the squared return as target."""
+    log, previous_close, intraday = _oracle_parts(frame, estimator)
+    # The first session has no previous close, so no proxy at all.
+    intraday = intraday.where(previous_close.notna()).clip(lower=VARIANCE_FLOOR)
+    gap = ((log["open"] - previous_close) ** 2).clip(lower=VARIANCE_FLOOR)
+    returns = log["close"] - previous_close
+    return pd.DataFrame(
+        {
+            "const": 1.0,
+            "d": np.log(intraday),
+            "w": np.log(intraday.rolling(5).mean()),
+            "m": np.log(intraday.rolling(22).mean()),
+            "gap5": np.log(gap.rolling(5).mean()),
+            "target": np.log((returns**2).clip(lower=VARIANCE_FLOOR)).shift(-1),
+            "next_return": returns.shift(-1),
+        }
+    )
+
+
+@pytest.mark.parametrize("estimator", ["garman_klass", "parkinson"])
+def test_har_x_is_least_squares_on_the_log_squared_return(estimator: str) -> None:
+    frame = sample_frame("MSFT").iloc[:1500]
+    bars = TickerBars.from_frame(frame)
+    params = HarRange(estimator).fit(bars)
+    assert params is not None
+    assert params["terms"] == ["const", "log_rv_1", "log_rv_5", "log_rv_22", "log_overnight_5"]
+    assert (params["overnight"], params["leverage"], params["target"]) == (
+        "regressor",
+        False,
+        "squared_return",
+    )
+    columns = ["const", "d", "w", "m", "gap5"]
+    table = _oracle_har_x(frame, estimator).dropna()
+    design = table[columns].to_numpy()
+    coefficients = np.linalg.solve(design.T @ design, design.T @ table["target"].to_numpy())
+    assert params["n_obs"] == len(table)
+    assert np.allclose(params["coefficients"], coefficients, rtol=1e-7, atol=1e-10)
+    standardized = table["next_return"].to_numpy() / np.exp(0.5 * design @ coefficients)
+    z_quantiles = np.quantile(standardized, Z_LEVELS)
+    assert np.allclose(params["z_quantiles"], z_quantiles, rtol=1e-7)
+    value = HarRange(estimator).quantiles_at(params, bars, np.array([len(frame) - 1]), (0.025, 0.975))
+    last = _oracle_har_x(frame, estimator).iloc[-1][columns].to_numpy(float)
+    expected = np.exp(0.5 * last @ coefficients) * np.interp([0.025, 0.975], Z_LEVELS, z_quantiles)
+    assert value[0] == pytest.approx(expected, rel=1e-6)
+
+
+def test_intraday_and_overnight_proxies_by_hand() -> None:
+    bars = _hand_bars()
+    ln = np.log
+    gk1 = 0.5 * ln(104 / 101) ** 2 - (2 * ln(2) - 1) * ln(103 / 102) ** 2
+    gk2 = 0.5 * ln(103 / 100) ** 2 - (2 * ln(2) - 1) * ln(100 / 101) ** 2
+    close_to_close = [ln(104 / 100) ** 2, ln(105 / 104) ** 2]  # missing open, then an inconsistent bar
+    intraday = intraday_variance(bars, "garman_klass")
+    overnight = overnight_variance(bars)
+    assert np.isnan(intraday[0]) and np.isnan(overnight[0])
+    assert intraday[1:] == pytest.approx([gk1, gk2, *close_to_close], rel=1e-12)
+    # The gap of session 4 is read although its bar is inconsistent: its open and the close before are fine.
+    gaps = [ln(102 / 100.5) ** 2, ln(101 / 103) ** 2, close_to_close[0], ln(105 / 104) ** 2]
+    assert overnight[1:] == pytest.approx(gaps, rel=1e-12)
+    # Together, where the bar is consistent, they are the daily variance.
+    assert (intraday + overnight)[1:3] == pytest.approx(daily_variance(bars, "garman_klass")[1:3], rel=1e-12)
+
+
+def test_longer_horizons_keep_the_earlier_design(goog: TickerBars) -> None:
+    new = HarRange().fit(goog.head(FIT_SESSIONS))
+    earlier = HarRange(design=EARLIER_DESIGN).fit(goog.head(FIT_SESSIONS))
+    assert new is not None and earlier is not None
+    assert new["horizons"] == earlier["horizons"]
+    assert new["horizons"]["5"]["target"] == "range" and new["target"] == "squared_return"
+    assert len(new["coefficients"]) == 5 and len(earlier["coefficients"]) == 6
+
+
+def test_params_naming_no_design_serve_the_earlier_one(goog: TickerBars) -> None:
+    """Fits recorded before the design was a choice hold none of its keys: the earlier design."""
+    params = HarRange(design=EARLIER_DESIGN).fit(goog.head(FIT_SESSIONS))
+    assert params is not None
+    keys = set(EARLIER_DESIGN.to_json())
+    old = {key: value for key, value in params.items() if key not in keys}
+    old["horizons"] = {
+        h: {k: v for k, v in own.items() if k not in keys} for h, own in params["horizons"].items()
+    }
+    rows = np.arange(30, len(goog))
+    for horizon in HORIZONS:
+        # The params decide the design, not the instance serving them.
+        served = HarRange().quantiles_at(old, goog, rows, LEVELS, horizon)
+        assert np.array_equal(
+            served, HarRange(design=EARLIER_DESIGN).quantiles_at(params, goog, rows, LEVELS, horizon)
+        )
+        assert np.isfinite(served[-1]).all()
+
+
+def test_har_design_choices_are_the_settings() -> None:
+    from typing import get_args
+
+    from stockcli.config import ForecasterSettings, Settings
+    from stockcli.ml.forecasters import build_table
+
+    fields = ForecasterSettings.model_fields
+    assert get_args(fields["har_overnight"].annotation) == OVERNIGHT_MODES
+    assert get_args(fields["har_target"].annotation) == TARGETS
+    table = build_table(Settings())
+    assert table["har_range"].design == HarDesign()  # type: ignore[attr-defined]
+    assert table["blend"].weight == Settings().forecasters.blend_weight == 0.75  # type: ignore[attr-defined]
+    with pytest.raises(InputDataError, match="regressor, added"):
+        HarDesign(overnight="multiplied")
+    with pytest.raises(InputDataError, match="squared_return, range"):
+        HarDesign(target="log_range")
+
+
 @pytest.mark.parametrize("name", COMPOSED)
 def test_twenty_sessions_band_is_wider_than_one(
     name: str, goog: TickerBars, fitted_all: dict[str, dict[str, Any]]
@@ -406,14 +538,19 @@ def test_a_horizon_must_be_sessions_ahead(horizon: Any, goog: TickerBars) -> Non
         RollingBand().quantiles_at({}, goog, np.arange(3), LEVELS, horizon)
 
 
-def test_variance_proxy_by_hand() -> None:
+def _hand_bars() -> TickerBars:
+    """Five sessions for hand computations: the fourth lacks its open, the fifth has high < low."""
     nan = float("nan")
-    bars = TickerBars(
+    return TickerBars(
         open=np.array([100.0, 102.0, 101.0, nan, 105.0]),
         high=np.array([101.0, 104.0, 103.0, 106.0, 104.0]),
-        low=np.array([99.0, 101.0, 100.0, 102.0, 106.0]),  # session 4: high < low
+        low=np.array([99.0, 101.0, 100.0, 102.0, 106.0]),
         close=np.array([100.5, 103.0, 100.0, 104.0, 105.0]),
     )
+
+
+def test_variance_proxy_by_hand() -> None:
+    bars = _hand_bars()
     ln = np.log
     gk1 = ln(102 / 100.5) ** 2 + 0.5 * ln(104 / 101) ** 2 - (2 * ln(2) - 1) * ln(103 / 102) ** 2
     gk2 = ln(101 / 103) ** 2 + 0.5 * ln(103 / 100) ** 2 - (2 * ln(2) - 1) * ln(100 / 101) ** 2
@@ -459,6 +596,25 @@ def test_blend_is_the_average_of_its_members(
     ]
     blended = COMPOSED["blend"].quantiles_at(fitted_all["blend"], goog, rows, LEVELS, horizon)
     assert np.array_equal(blended, (members[0] + members[1]) / 2.0)
+
+
+def test_a_weighted_blend_and_one_fitted_before_weights(
+    goog: TickerBars, fitted_all: dict[str, dict[str, Any]]
+) -> None:
+    rows = np.arange(200, 260)
+    first, second = (
+        FORECASTERS[n].quantiles_at(fitted_all[n], goog, rows, LEVELS) for n in ("har_gk", "garch")
+    )
+    weighted = Blend(FORECASTERS["har_gk"], FORECASTERS["garch"], 0.75)
+    params = weighted.compose({"har_range": fitted_all["har_gk"], "garch": fitted_all["garch"]})
+    assert params is not None and params["weight"] == 0.75
+    assert weighted.quantiles_at(params, goog, rows, LEVELS) == pytest.approx(0.75 * first + 0.25 * second)
+    # Parameters without a weight (recorded before it was a setting) stay an equal-weight blend.
+    old = {"members": params["members"]}
+    assert np.array_equal(weighted.quantiles_at(old, goog, rows, LEVELS), (first + second) / 2.0)
+    for weight in (0.0, 1.0, 1.5):
+        with pytest.raises(InputDataError, match="weight"):
+            Blend(FORECASTERS["har_gk"], FORECASTERS["garch"], weight)
 
 
 @pytest.mark.parametrize("horizon", HORIZONS)

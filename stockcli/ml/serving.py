@@ -58,7 +58,7 @@ def statistical_forecasts(
     `bars` (absent: no parameters), also read at `extra_levels` (the risk tails).
 
     Each candidate is filtered once, at every level any candidate needs; a composed candidate (the
-    blend) averages its members' values instead of filtering them again.
+    blend) combines its members' values instead of filtering them again.
     """
     row = np.array([len(bars) - 1])
     adapted = {name: adapted_levels(alphas_for(name)) for name in table}
@@ -77,7 +77,7 @@ def statistical_forecasts(
             continue
         members = getattr(forecaster, "members", None)
         if members is not None and all(m.name in values for m in members):
-            values[name] = (values[members[0].name] + values[members[1].name]) / 2.0
+            values[name] = forecaster.combine(params, [values[m.name] for m in members])  # type: ignore[attr-defined]
         else:
             values[name] = forecaster.quantiles_at(params, bars, row, levels, horizon=horizon)[0]
     out: dict[str, CandidateForecast] = {}

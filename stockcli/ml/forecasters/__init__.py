@@ -124,7 +124,7 @@ def build_table(settings: Any) -> dict[str, Forecaster]:
     """The statistical candidates of `[forecasters] candidates`, by name, in the configured order."""
     from stockcli.ml.forecasters.blend import Blend
     from stockcli.ml.forecasters.garch import Garch, Gjr
-    from stockcli.ml.forecasters.har import HarRange
+    from stockcli.ml.forecasters.har import HarDesign, HarRange
     from stockcli.ml.forecasters.rolling import RollingBand
 
     config = settings.forecasters
@@ -132,10 +132,14 @@ def build_table(settings: Any) -> dict[str, Forecaster]:
         "rolling": RollingBand(settings.intervals.baseline_window),
         "garch": Garch(),
         "gjr": Gjr(),
-        "har_range": HarRange(config.har_estimator, config.horizons),
+        "har_range": HarRange(
+            config.har_estimator,
+            config.horizons,
+            design=HarDesign(config.har_overnight, config.har_leverage, config.har_target),
+        ),
     }
     first, second = config.blend
-    single["blend"] = Blend(single[first], single[second])
+    single["blend"] = Blend(single[first], single[second], config.blend_weight)
     return {name: single[name] for name in config.candidates}
 
 
