@@ -10,10 +10,10 @@ exchange_calendars version) and read back in milliseconds by later runs.
 from __future__ import annotations
 
 import bisect
+import contextlib
 import functools
 import itertools
 import json
-import os
 import threading
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -110,10 +110,9 @@ class TradingCalendar:
     def __init__(self, exchange: str = "XNYS", *, cache_dir: Path | None = None) -> None:
         self.exchange = exchange
         self.cache_dir = cache_dir
-        days, closes = _session_table(exchange, cache_dir)
         self.tz = exchange_timezone(exchange)
-        self._days = days  # proleptic ordinals (date.toordinal), ascending
-        self._closes = closes  # each session's close, seconds since the epoch (UTC)
+        # Sessions as proleptic ordinals (date.toordinal), ascending; their closes in epoch seconds (UTC).
+        self._days, self._closes = _session_table(exchange, cache_dir)
 
     def _index(self, day: date) -> int:
         """The position of session `day`; UsageError when `day` is not a session."""
@@ -143,10 +142,6 @@ class TradingCalendar:
                 hint="Use a date inside that range.",
             )
         return date.fromordinal(self._days[position])
-
-    def is_session(self, day: date) -> bool:
-        position = bisect.bisect_left(self._days, day.toordinal())
-        return position < len(self._days) and self._days[position] == day.toordinal()
 
     def sessions(self, start: date, end: date) -> list[date]:
         """Every session from start to end, both included."""
@@ -244,20 +239,13 @@ def _read_table(path: Path, exchange: str, version: str) -> tuple[list[int], lis
 
 
 def _write_table(path: Path, exchange: str, version: str, days: list[int], closes: list[int]) -> None:
-    payload = {
-        "exchange": exchange,
-        "exchange_calendars": version,
-        "start": CALENDAR_START,
-        "sessions": days,
-        "closes": closes,
-    }
-    try:
+    from stockcli.storage import write_atomically
+
+    header = {"exchange": exchange, "exchange_calendars": version, "start": CALENDAR_START}
+    text = json.dumps({**header, "sessions": days, "closes": closes}, separators=(",", ":"))
+    with contextlib.suppress(OSError):  # a cache only: a read-only data dir just means rebuilding next time
         path.parent.mkdir(parents=True, exist_ok=True)
-        temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        temp.write_text(json.dumps(payload, separators=(",", ":")), encoding="utf-8")
-        os.replace(temp, path)
-    except OSError:
-        pass  # a cache only: a read-only data dir just means rebuilding next time
+        write_atomically(path, text)
 
 
 _calendars: dict[str, TradingCalendar] = {}

@@ -40,14 +40,8 @@ from pydantic_settings.sources.utils import parse_env_vars
 
 from stockcli.choices import (
     CANDIDATES,
-    DEVICES,
-    DISTRIBUTIONS,
     HORIZONS,
     MODEL_TYPES,
-    NOTIFY_EVENTS,
-    PROMOTION_METRICS,
-    SOURCES,
-    TARGET_KINDS,
     TEST_ORDER,
     Candidate,
     Device,
@@ -61,9 +55,10 @@ from stockcli.choices import (
     Source,
     TargetKind,
 )
+from stockcli.choices import SOURCES as SOURCES  # re-exported: callers take it with Settings
 from stockcli.cron import CRON_HINT, cron_problem
 from stockcli.errors import ConfigError
-from stockcli.redact import redact_url
+from stockcli.redact import redact_url as redact_url  # re-exported
 
 TICKER_PATTERN = re.compile(r"^\^?[A-Z0-9][A-Z0-9.\-=]{0,19}$")
 DEFAULT_TICKERS = ("GOOG", "MSFT", "^GSPC", "^IXIC")
@@ -159,13 +154,11 @@ def _ticker_list(value: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(tickers)
 
 
-def _iso_date(value: Any) -> Any:
-    """TOML has dates; a string from an override or the environment may spell one as YYYY-MM-DD."""
-    if isinstance(value, str):
-        try:
-            return date.fromisoformat(value.strip())
-        except ValueError:
-            return value  # refused below, as "a date (YYYY-MM-DD)"
+def _each_once(value: tuple[str, ...]) -> tuple[str, ...]:
+    """A list of choices in which each appears at most once."""
+    twice = sorted({name for name in value if value.count(name) > 1})
+    if twice:
+        raise SettingProblem(f"lists {', '.join(twice)} twice: {', '.join(value)}")
     return value
 
 
@@ -210,7 +203,13 @@ class DataSettings(_Section):
     @field_validator("start", mode="before")
     @classmethod
     def _date_text(cls, value: Any) -> Any:
-        return _iso_date(value)
+        """TOML has dates; a string from an override or the environment may spell one as YYYY-MM-DD."""
+        if isinstance(value, str):
+            try:
+                return date.fromisoformat(value.strip())
+            except ValueError:
+                return value  # refused below, as "a date (YYYY-MM-DD)"
+        return value
 
     @field_validator("max_jump_factor")
     @classmethod
@@ -354,13 +353,7 @@ class TuningSettings(_Section):
     retrain_timeout_s: float = Field(default=30.0, ge=0, le=604800)
     warm_start: bool = True
 
-    @field_validator("model_types")
-    @classmethod
-    def _once_each(cls, value: tuple[ModelType, ...]) -> tuple[ModelType, ...]:
-        twice = sorted({name for name in value if value.count(name) > 1})
-        if twice:
-            raise SettingProblem(f"lists {', '.join(twice)} twice: {', '.join(value)}")
-        return value
+    _once_each = field_validator("model_types")(_each_once)
 
     @model_validator(mode="after")
     def _ranges_not_empty(self) -> TuningSettings:
@@ -521,13 +514,7 @@ class NotifySettings(_Section):
                 raise SettingProblem(f"lists {redact_notify_url(url)}, which {problem}", hint=NOTIFY_URL_HINT)
         return tuple(value)
 
-    @field_validator("events")
-    @classmethod
-    def _once_each(cls, value: tuple[NotifyEvent, ...]) -> tuple[NotifyEvent, ...]:
-        twice = sorted({name for name in value if value.count(name) > 1})
-        if twice:
-            raise SettingProblem(f"lists {', '.join(twice)} twice: {', '.join(value)}")
-        return value
+    _once_each = field_validator("events")(_each_once)
 
 
 def _notify_url_problem(url: str) -> str | None:
@@ -635,11 +622,6 @@ class Settings(BaseSettings):
     @property
     def optuna_storage_url(self) -> str:
         return self.tuning.storage_url or f"sqlite:///{self.data_dir / 'optuna.db'}"
-
-    @property
-    def context_tickers_resolved(self) -> tuple[str, ...]:
-        """`[data] context_tickers`, or the index tickers (^...) of `[data] tickers` when not set."""
-        return self.data.context_tickers_resolved
 
     def replace(self, **sections: Any) -> Settings:
         """A copy with whole sections or section fields replaced: `replace(data={"source": "csv"})`.
@@ -946,38 +928,3 @@ def normalize_ticker(ticker: str) -> str:
             hint="A ticker is letters, digits, '.', '-' or '=', optionally starting with '^' (e.g. MSFT, BRK-B, ^GSPC).",
         )
     return cleaned
-
-
-__all__ = [
-    "DEFAULT_INDICATORS",
-    "DEFAULT_TICKERS",
-    "DEVICES",
-    "DISTRIBUTIONS",
-    "MODEL_TYPES",
-    "NOTIFY_EVENTS",
-    "PROMOTION_METRICS",
-    "REMOVED_KEYS",
-    "SECTIONS",
-    "SOURCES",
-    "TARGET_KINDS",
-    "TICKER_PATTERN",
-    "DaemonSettings",
-    "DataSettings",
-    "DatasetSettings",
-    "FeatureSettings",
-    "IntervalsSettings",
-    "MlflowSettings",
-    "MonitorSettings",
-    "NotifySettings",
-    "PredictSettings",
-    "PromotionSettings",
-    "Settings",
-    "StorageSettings",
-    "TrainingSettings",
-    "TuningSettings",
-    "find_config_file",
-    "load_settings",
-    "normalize_ticker",
-    "read_config_text",
-    "redact_url",
-]

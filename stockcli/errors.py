@@ -90,13 +90,9 @@ class LockLostError(LockHeldError):
 class RegistryError(StockCliError):
     """The MLflow tracking store or model registry failed or cannot be reached."""
 
-    exit_code = EXIT_UNEXPECTED
-
 
 class SourceError(StockCliError):
     """A market-data source failed for a ticker (network, rate limit, bad response)."""
-
-    exit_code = EXIT_UNEXPECTED
 
 
 class TransientSourceError(SourceError):
