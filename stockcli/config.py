@@ -140,20 +140,6 @@ class SettingProblem(ValueError):
         self.hint = hint
 
 
-def _ticker_list(value: tuple[str, ...]) -> tuple[str, ...]:
-    """Tickers upper-cased and checked, each at most once."""
-    tickers: list[str] = []
-    for raw in value:
-        try:
-            ticker = normalize_ticker(raw)
-        except ConfigError as exc:
-            raise SettingProblem(exc.message, hint=exc.hint) from None
-        if ticker in tickers:
-            raise SettingProblem(f"lists {ticker} twice: {', '.join(value)}")
-        tickers.append(ticker)
-    return tuple(tickers)
-
-
 def _each_once(value: tuple[str, ...]) -> tuple[str, ...]:
     """A list of choices in which each appears at most once."""
     twice = sorted({name for name in value if value.count(name) > 1})
@@ -198,7 +184,19 @@ class DataSettings(_Section):
     @field_validator("tickers", "context_tickers")
     @classmethod
     def _normalized(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
-        return None if value is None else _ticker_list(value)
+        """Tickers upper-cased and checked, each at most once."""
+        if value is None:
+            return None
+        tickers: list[str] = []
+        for raw in value:
+            try:
+                ticker = normalize_ticker(raw)
+            except ConfigError as exc:
+                raise SettingProblem(exc.message, hint=exc.hint) from None
+            if ticker in tickers:
+                raise SettingProblem(f"lists {ticker} twice: {', '.join(value)}")
+            tickers.append(ticker)
+        return tuple(tickers)
 
     @field_validator("start", mode="before")
     @classmethod
@@ -644,9 +642,8 @@ SECTIONS: dict[str, type[BaseModel]] = {
 }
 
 
-def find_config_file(explicit: Path | None = None, environ: Mapping[str, str] | None = None) -> Path | None:
+def find_config_file(explicit: Path | None, env: Mapping[str, str]) -> Path | None:
     """The config file to read: `--config`, else `STOCKCLI_CONFIG`, else `./config.toml` if present."""
-    env = os.environ if environ is None else environ
     if explicit is not None:
         return explicit
     if "STOCKCLI_CONFIG" in env:
@@ -717,7 +714,9 @@ class _Layer:
         for section, key in PATH_KEYS:
             table = self.values.get(section)
             if isinstance(table, dict) and isinstance(table.get(key), str | Path) and str(table[key]).strip():
-                self.values[section] = {**table, key: _resolve(Path(table[key]), self.base)}
+                path = Path(table[key]).expanduser()
+                resolved = path if path.is_absolute() else (self.base / path).resolve()
+                self.values[section] = {**table, key: resolved}
 
     def origin(self, section: str | None, key: str | None) -> str | None:
         """Where this layer set `[section] key` (its variable for the environment), or None."""
@@ -778,6 +777,15 @@ def read_config_text(path: Path) -> str:
     """The text of a config file; ConfigError for a folder, a device, a huge or binary file, a BOM."""
     try:
         info = path.stat()
+        if stat.S_ISDIR(info.st_mode):
+            raise ConfigError(f"Config file {path} is a folder.", hint="Pass the path of a TOML file.")
+        if not stat.S_ISREG(info.st_mode):  # a FIFO would block the read below
+            raise ConfigError(
+                f"Config file {path} is not a regular file (a device, pipe or socket).",
+                hint="Pass the path of a TOML file.",
+            )
+        with path.open("rb") as handle:
+            content = handle.read(MAX_CONFIG_BYTES + 1)
     except FileNotFoundError:
         raise ConfigError(
             f"Config file {path} does not exist.",
@@ -785,23 +793,11 @@ def read_config_text(path: Path) -> str:
         ) from None
     except OSError as exc:
         raise ConfigError(f"Config file {path} cannot be read: {exc.strerror or exc}.") from None
-    if stat.S_ISDIR(info.st_mode):
-        raise ConfigError(f"Config file {path} is a folder.", hint="Pass the path of a TOML file.")
-    if not stat.S_ISREG(info.st_mode):
+    if len(content) > MAX_CONFIG_BYTES:
         raise ConfigError(
-            f"Config file {path} is not a regular file (a device, pipe or socket).",
+            f"Config file {path} is larger than {MAX_CONFIG_BYTES >> 20} MiB: not a stockcli config.",
             hint="Pass the path of a TOML file.",
         )
-    too_big = f"Config file {path} is larger than {MAX_CONFIG_BYTES >> 20} MiB: not a stockcli config."
-    if info.st_size > MAX_CONFIG_BYTES:
-        raise ConfigError(too_big, hint="Pass the path of a TOML file.")
-    try:
-        with path.open("rb") as handle:
-            content = handle.read(MAX_CONFIG_BYTES + 1)
-    except OSError as exc:
-        raise ConfigError(f"Config file {path} cannot be read: {exc.strerror or exc}.") from None
-    if len(content) > MAX_CONFIG_BYTES:
-        raise ConfigError(too_big, hint="Pass the path of a TOML file.")
     # TOML is UTF-8 without a byte-order mark; tomllib rejects one with a puzzling "invalid statement".
     for mark, name in ((b"\xef\xbb\xbf", "UTF-8"), (b"\xff\xfe", "UTF-16"), (b"\xfe\xff", "UTF-16")):
         if content.startswith(mark):
@@ -820,11 +816,6 @@ def read_config_text(path: Path) -> str:
             f"Config file {path} is not UTF-8 text (invalid byte at offset {exc.start}).",
             hint="Save it as UTF-8.",
         ) from None
-
-
-def _resolve(value: Path, base: Path) -> Path:
-    value = value.expanduser()
-    return value if value.is_absolute() else (base / value).resolve()
 
 
 def _config_error(

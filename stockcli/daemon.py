@@ -123,17 +123,14 @@ def cron_trigger(settings: Settings) -> Any:
 def build_scheduler(settings: Settings, job: Callable[[], Any]) -> Any:
     """A scheduler running `job` on `[daemon] cron` in the exchange's time zone (ConfigError if invalid).
 
-    In-memory job store, one worker, coalesced misfires, one instance at a time, and a misfire grace
-    of `[daemon] misfire_grace_s`.
+    Its job store is APScheduler's default, in memory: one worker, one instance at a time.
     """
     from apscheduler.executors.pool import ThreadPoolExecutor
-    from apscheduler.jobstores.memory import MemoryJobStore
     from apscheduler.schedulers.background import BackgroundScheduler
 
     trigger = cron_trigger(settings)
     scheduler = BackgroundScheduler(
         timezone=clock.exchange_timezone(settings.data.exchange),
-        jobstores={"default": MemoryJobStore()},
         executors={"default": ThreadPoolExecutor(1)},
         job_defaults={
             "coalesce": True,
