@@ -6,7 +6,7 @@ folder of that file, never the working directory (cron starts in `$HOME`).
 
 Each section is a frozen pydantic model that refuses unknown keys; its field types, choices
 (`stockcli.choices`) and bounds are the one definition of what a key accepts. `load_settings` layers
-pydantic-settings' sources (the TOML file, then `STOCKCLI_<SECTION>__<KEY>` variables) under the
+the TOML file, then `STOCKCLI_<SECTION>__<KEY>` variables (pydantic-settings' source) under the
 command-line options, and turns any failure into one ConfigError line (exit 2) naming `[section] key`,
 where it was given (the file or the variable), what is expected and what was given; a pydantic dump
 never reaches the user, nor a secret.
@@ -29,13 +29,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic.fields import FieldInfo
-from pydantic_settings import (
-    BaseSettings,
-    EnvSettingsSource,
-    PydanticBaseSettingsSource,
-    SettingsConfigDict,
-    TomlConfigSettingsSource,
-)
+from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
 from pydantic_settings.sources.utils import parse_env_vars
 
 from stockcli.choices import (
@@ -672,7 +666,7 @@ def load_settings(
     layers: list[_Layer] = []
     if path is not None:
         path = path.expanduser()
-        layers.append(_Layer(_ConfigFile(Settings, toml_file=path)(), str(path), path.resolve().parent))
+        layers.append(_Layer(_read_toml(path), str(path), path.resolve().parent))
     environment = _Environment(env)
     layers.append(_Layer(environment(), "the environment", Path.cwd(), environment.variables))
     given = {
@@ -726,14 +720,12 @@ class _Layer:
         return None
 
 
-class _ConfigFile(TomlConfigSettingsSource):
-    """pydantic-settings' TOML source, reading only a small regular UTF-8 text file (`read_config_text`)."""
-
-    def _read_files(self, files: Any, deep_merge: bool = False) -> dict[str, Any]:
-        try:
-            return tomllib.loads(read_config_text(Path(files)))
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"Config file {files} is not valid TOML: {exc}.") from None
+def _read_toml(path: Path) -> dict[str, Any]:
+    """The tables of a config file, read only as a small regular UTF-8 text file (`read_config_text`)."""
+    try:
+        return tomllib.loads(read_config_text(path))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"Config file {path} is not valid TOML: {exc}.") from None
 
 
 class _Environment(EnvSettingsSource):

@@ -166,11 +166,9 @@ def next_run_time(scheduler: Any, *, now: datetime | None = None) -> datetime | 
     job = scheduler.get_job("daily")
     if job is None:
         return None
-    planned = getattr(job, "next_run_time", None)
-    if planned is not None:
-        return planned  # type: ignore[no-any-return]
     moment = now or datetime.now(tz=scheduler.timezone)
-    return job.trigger.get_next_fire_time(None, moment)  # type: ignore[no-any-return]
+    planned = getattr(job, "next_run_time", None)
+    return planned or job.trigger.get_next_fire_time(None, moment)  # type: ignore[no-any-return]
 
 
 def run_daemon(

@@ -281,16 +281,20 @@ def notify_failure(
     config = settings.notify
     if not config.urls or "failure" not in config.events:
         return
+    from stockcli.db.engine import make_engine
     from stockcli.db.runs import add_warnings, newest_run_since
+    from stockcli.storage import sqlite_file
 
     engine = None
     run_id = None
     try:
-        engine = _ledger_engine(settings)
-        found = None if engine is None else newest_run_since(engine, pid=os.getpid(), since=since)
-        if found is not None:
-            run_id, ledger_error = found
-            error = error or ledger_error
+        path = sqlite_file(settings.database_url)
+        if path is None or path.is_file():  # no SQLite file yet: no ledger row to record in
+            engine = make_engine(settings.database_url, busy_timeout_s=settings.storage.sqlite_busy_timeout_s)
+            found = newest_run_since(engine, pid=os.getpid(), since=since)
+            if found is not None:
+                run_id, ledger_error = found
+                error = error or ledger_error
     except Exception as exc:  # the database itself may be why the run failed: tell it all the same
         log.debug("No ledger row for the failure notification: %s", redact_url(str(exc)))
     try:
@@ -302,14 +306,3 @@ def notify_failure(
     finally:
         if engine is not None:
             engine.dispose()
-
-
-def _ledger_engine(settings: Settings) -> Any:
-    """An engine on the app's database, or None when its SQLite file does not exist (nothing to record)."""
-    from stockcli.db.engine import make_engine
-    from stockcli.storage import sqlite_file
-
-    path = sqlite_file(settings.database_url)
-    if path is not None and not path.is_file():
-        return None
-    return make_engine(settings.database_url, busy_timeout_s=settings.storage.sqlite_busy_timeout_s)

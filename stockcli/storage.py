@@ -205,15 +205,13 @@ def describe_database_error(
                 hint="Restore it from a backup, or move it away to start a new one "
                 f"(stockcli creates it again), or point {key} at a healthy file.",
             )
-        if reading and "unable to open" in lowered:
-            return StockCliError(
-                f"Cannot read the {what} file {path} ({line}).",
-                hint=f"Check that it and its folder are readable by this user, or set {key} to another place.",
-            )
         if "unable to open" in lowered or "readonly" in lowered or "read-only" in lowered:
+            verb, able = (
+                ("read", "readable") if reading and "unable to open" in lowered else ("write", "writable")
+            )
             return StockCliError(
-                f"Cannot write the {what} file {path} ({line}).",
-                hint=f"Check that it and its folder are writable by this user, or set {key} to another place.",
+                f"Cannot {verb} the {what} file {path} ({line}).",
+                hint=f"Check that it and its folder are {able} by this user, or set {key} to another place.",
             )
         return StockCliError(
             f"Cannot use the {what} file {path}: {line}",
