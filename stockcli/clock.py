@@ -114,13 +114,6 @@ class TradingCalendar:
         # Sessions as proleptic ordinals (date.toordinal), ascending; their closes in epoch seconds (UTC).
         self._days, self._closes = _session_table(exchange, cache_dir)
 
-    def _index(self, day: date) -> int:
-        """The position of session `day`; UsageError when `day` is not a session."""
-        position = bisect.bisect_left(self._days, day.toordinal())
-        if position == len(self._days) or self._days[position] != day.toordinal():
-            raise UsageError(f"{day.isoformat()} is not a trading session of {self.exchange}.")
-        return position
-
     def _session_at(self, position: int, day: date) -> date:
         last = date.fromordinal(self._days[-1])
         if position >= len(self._days) or day > last:
@@ -176,8 +169,12 @@ class TradingCalendar:
         return self._session_at(anchor - max(count, 0), day)
 
     def session_close(self, day: date) -> datetime:
-        """When the session of `day` closes, as an aware datetime in the exchange's zone."""
-        return datetime.fromtimestamp(self._closes[self._index(day)], tz=UTC).astimezone(self.tz)
+        """When the session of `day` closes, as an aware datetime in the exchange's zone (UsageError when
+        `day` is not a session)."""
+        position = bisect.bisect_left(self._days, day.toordinal())
+        if position == len(self._days) or self._days[position] != day.toordinal():
+            raise UsageError(f"{day.isoformat()} is not a trading session of {self.exchange}.")
+        return datetime.fromtimestamp(self._closes[position], tz=UTC).astimezone(self.tz)
 
     def last_closed_session(self, as_of: date, *, now: datetime | None = None) -> date:
         """The newest session whose bar is final as of `as_of`.
