@@ -99,13 +99,9 @@ def _calendar_until(exchange: str, end: str) -> exchange_calendars.ExchangeCalen
 
 
 class TradingCalendar:
-    """Sessions of one exchange, as plain `datetime.date` values.
-
-    Every question is answered from a sorted table of sessions and their closing times, built from
-    `exchange_calendars` (about half a second: pandas evaluates every holiday rule since 1990) or read
-    from a cache file in `cache_dir` written by an earlier build with the same exchange_calendars
-    version (milliseconds, and neither pandas nor exchange_calendars is imported).
-    """
+    """Sessions of one exchange, as plain `datetime.date` values, answered from a sorted table of
+    sessions and closes: built by `exchange_calendars` (pandas evaluates every holiday rule since 1990),
+    or read from the cache in `cache_dir` (neither pandas nor exchange_calendars is imported)."""
 
     def __init__(self, exchange: str = "XNYS", *, cache_dir: Path | None = None) -> None:
         self.exchange = exchange

@@ -877,8 +877,7 @@ def _expected(field: FieldInfo) -> str:
     non_empty = any(getattr(rule, "min_length", 0) for rule in field.metadata)
     if typing.get_origin(annotation) is tuple:
         inner = typing.get_args(annotation)[0]
-        kind = "tables" if typing.get_origin(inner) is dict else "strings"
-        items = _choices(inner) or kind
+        items = _choices(inner) or ("tables" if typing.get_origin(inner) is dict else "strings")
         return f"a {'non-empty ' if non_empty else ''}list of {items}"
     if _choices(annotation):
         return f"one of {_choices(annotation)}"
