@@ -1,4 +1,4 @@
-"""Every list of allowed values, defined once as a `Literal` with its tuple beside it.
+"""Every list of allowed values, defined once as a `Literal`, with its tuple where code iterates it.
 
 The configuration (`stockcli.config`, pydantic) validates against these types and the CLI's options
 (Typer) offer them as choices. This module imports nothing heavy, so `stockcli --help` can read the
@@ -27,9 +27,7 @@ RangeEstimator = Literal["garman_klass", "parkinson"]
 IntervalMetric = Literal["pinball", "winkler_95"]
 
 SOURCES: tuple[Source, ...] = get_args(Source)
-TARGET_KINDS: tuple[TargetKind, ...] = get_args(TargetKind)
 MODEL_TYPES: tuple[ModelType, ...] = get_args(ModelType)
-DEVICES: tuple[Device, ...] = get_args(Device)
 DISTRIBUTIONS: tuple[Distribution, ...] = get_args(Distribution)
 PROMOTION_METRICS: tuple[PromotionMetric, ...] = get_args(PromotionMetric)
 NOTIFY_EVENTS: tuple[NotifyEvent, ...] = get_args(NotifyEvent)
@@ -39,27 +37,3 @@ CANDIDATES: tuple[Candidate, ...] = get_args(Candidate)
 TEST_ORDER: tuple[IntervalSource, ...] = ("blend", "har_range", "gjr", "network", "rolling")
 # Sessions ahead the statistical candidates forecast by default (`[forecasters] horizons`).
 HORIZONS: tuple[int, ...] = (1, 5, 20)
-
-__all__ = [
-    "CANDIDATES",
-    "DEVICES",
-    "DISTRIBUTIONS",
-    "HORIZONS",
-    "MODEL_TYPES",
-    "NOTIFY_EVENTS",
-    "PROMOTION_METRICS",
-    "SOURCES",
-    "TARGET_KINDS",
-    "TEST_ORDER",
-    "Candidate",
-    "Device",
-    "Distribution",
-    "IntervalMetric",
-    "IntervalSource",
-    "ModelType",
-    "NotifyEvent",
-    "PromotionMetric",
-    "RangeEstimator",
-    "Source",
-    "TargetKind",
-]

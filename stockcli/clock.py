@@ -10,10 +10,10 @@ exchange_calendars version) and read back in milliseconds by later runs.
 from __future__ import annotations
 
 import bisect
+import contextlib
 import functools
 import itertools
 import json
-import os
 import threading
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -99,28 +99,16 @@ def _calendar_until(exchange: str, end: str) -> exchange_calendars.ExchangeCalen
 
 
 class TradingCalendar:
-    """Sessions of one exchange, as plain `datetime.date` values.
-
-    Every question is answered from a sorted table of sessions and their closing times, built from
-    `exchange_calendars` (about half a second: pandas evaluates every holiday rule since 1990) or read
-    from a cache file in `cache_dir` written by an earlier build with the same exchange_calendars
-    version (milliseconds, and neither pandas nor exchange_calendars is imported).
-    """
+    """Sessions of one exchange, as plain `datetime.date` values, answered from a sorted table of
+    sessions and closes: built by `exchange_calendars` (pandas evaluates every holiday rule since 1990),
+    or read from the cache in `cache_dir` (neither pandas nor exchange_calendars is imported)."""
 
     def __init__(self, exchange: str = "XNYS", *, cache_dir: Path | None = None) -> None:
         self.exchange = exchange
         self.cache_dir = cache_dir
-        days, closes = _session_table(exchange, cache_dir)
         self.tz = exchange_timezone(exchange)
-        self._days = days  # proleptic ordinals (date.toordinal), ascending
-        self._closes = closes  # each session's close, seconds since the epoch (UTC)
-
-    def _index(self, day: date) -> int:
-        """The position of session `day`; UsageError when `day` is not a session."""
-        position = bisect.bisect_left(self._days, day.toordinal())
-        if position == len(self._days) or self._days[position] != day.toordinal():
-            raise UsageError(f"{day.isoformat()} is not a trading session of {self.exchange}.")
-        return position
+        # Sessions as proleptic ordinals (date.toordinal), ascending; their closes in epoch seconds (UTC).
+        self._days, self._closes = _session_table(exchange, cache_dir)
 
     def _session_at(self, position: int, day: date) -> date:
         last = date.fromordinal(self._days[-1])
@@ -143,10 +131,6 @@ class TradingCalendar:
                 hint="Use a date inside that range.",
             )
         return date.fromordinal(self._days[position])
-
-    def is_session(self, day: date) -> bool:
-        position = bisect.bisect_left(self._days, day.toordinal())
-        return position < len(self._days) and self._days[position] == day.toordinal()
 
     def sessions(self, start: date, end: date) -> list[date]:
         """Every session from start to end, both included."""
@@ -181,8 +165,12 @@ class TradingCalendar:
         return self._session_at(anchor - max(count, 0), day)
 
     def session_close(self, day: date) -> datetime:
-        """When the session of `day` closes, as an aware datetime in the exchange's zone."""
-        return datetime.fromtimestamp(self._closes[self._index(day)], tz=UTC).astimezone(self.tz)
+        """When the session of `day` closes, as an aware datetime in the exchange's zone (UsageError when
+        `day` is not a session)."""
+        position = bisect.bisect_left(self._days, day.toordinal())
+        if position == len(self._days) or self._days[position] != day.toordinal():
+            raise UsageError(f"{day.isoformat()} is not a trading session of {self.exchange}.")
+        return datetime.fromtimestamp(self._closes[position], tz=UTC).astimezone(self.tz)
 
     def last_closed_session(self, as_of: date, *, now: datetime | None = None) -> date:
         """The newest session whose bar is final as of `as_of`.
@@ -244,20 +232,13 @@ def _read_table(path: Path, exchange: str, version: str) -> tuple[list[int], lis
 
 
 def _write_table(path: Path, exchange: str, version: str, days: list[int], closes: list[int]) -> None:
-    payload = {
-        "exchange": exchange,
-        "exchange_calendars": version,
-        "start": CALENDAR_START,
-        "sessions": days,
-        "closes": closes,
-    }
-    try:
+    from stockcli.storage import write_atomically
+
+    header = {"exchange": exchange, "exchange_calendars": version, "start": CALENDAR_START}
+    text = json.dumps({**header, "sessions": days, "closes": closes}, separators=(",", ":"))
+    with contextlib.suppress(OSError):  # a cache only: a read-only data dir just means rebuilding next time
         path.parent.mkdir(parents=True, exist_ok=True)
-        temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        temp.write_text(json.dumps(payload, separators=(",", ":")), encoding="utf-8")
-        os.replace(temp, path)
-    except OSError:
-        pass  # a cache only: a read-only data dir just means rebuilding next time
+        write_atomically(path, text)
 
 
 _calendars: dict[str, TradingCalendar] = {}
@@ -274,7 +255,6 @@ def trading_calendar(exchange: str = "XNYS", *, cache_dir: Path | None = None) -
     with _calendars_lock:
         calendar = _calendars.get(exchange)
         if calendar is None or calendar._days[-1] < (date.today() + _CACHE_MIN_AHEAD).toordinal():
-            # Built long ago (a daemon running for months): rebuilt before its sessions run out.
             cache_dir = cache_dir or (calendar.cache_dir if calendar else None)
             calendar = _calendars[exchange] = TradingCalendar(exchange, cache_dir=cache_dir)
         return calendar

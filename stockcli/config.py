@@ -6,7 +6,7 @@ folder of that file, never the working directory (cron starts in `$HOME`).
 
 Each section is a frozen pydantic model that refuses unknown keys; its field types, choices
 (`stockcli.choices`) and bounds are the one definition of what a key accepts. `load_settings` layers
-pydantic-settings' sources (the TOML file, then `STOCKCLI_<SECTION>__<KEY>` variables) under the
+the TOML file, then `STOCKCLI_<SECTION>__<KEY>` variables (pydantic-settings' source) under the
 command-line options, and turns any failure into one ConfigError line (exit 2) naming `[section] key`,
 where it was given (the file or the variable), what is expected and what was given; a pydantic dump
 never reaches the user, nor a secret.
@@ -29,25 +29,13 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic.fields import FieldInfo
-from pydantic_settings import (
-    BaseSettings,
-    EnvSettingsSource,
-    PydanticBaseSettingsSource,
-    SettingsConfigDict,
-    TomlConfigSettingsSource,
-)
+from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
 from pydantic_settings.sources.utils import parse_env_vars
 
 from stockcli.choices import (
     CANDIDATES,
-    DEVICES,
-    DISTRIBUTIONS,
     HORIZONS,
     MODEL_TYPES,
-    NOTIFY_EVENTS,
-    PROMOTION_METRICS,
-    SOURCES,
-    TARGET_KINDS,
     TEST_ORDER,
     Candidate,
     Device,
@@ -61,9 +49,10 @@ from stockcli.choices import (
     Source,
     TargetKind,
 )
+from stockcli.choices import SOURCES as SOURCES  # re-exported: callers take it with Settings
 from stockcli.cron import CRON_HINT, cron_problem
 from stockcli.errors import ConfigError
-from stockcli.redact import redact_url
+from stockcli.redact import redact_url as redact_url  # re-exported
 
 TICKER_PATTERN = re.compile(r"^\^?[A-Z0-9][A-Z0-9.\-=]{0,19}$")
 DEFAULT_TICKERS = ("GOOG", "MSFT", "^GSPC", "^IXIC")
@@ -145,27 +134,11 @@ class SettingProblem(ValueError):
         self.hint = hint
 
 
-def _ticker_list(value: tuple[str, ...]) -> tuple[str, ...]:
-    """Tickers upper-cased and checked, each at most once."""
-    tickers: list[str] = []
-    for raw in value:
-        try:
-            ticker = normalize_ticker(raw)
-        except ConfigError as exc:
-            raise SettingProblem(exc.message, hint=exc.hint) from None
-        if ticker in tickers:
-            raise SettingProblem(f"lists {ticker} twice: {', '.join(value)}")
-        tickers.append(ticker)
-    return tuple(tickers)
-
-
-def _iso_date(value: Any) -> Any:
-    """TOML has dates; a string from an override or the environment may spell one as YYYY-MM-DD."""
-    if isinstance(value, str):
-        try:
-            return date.fromisoformat(value.strip())
-        except ValueError:
-            return value  # refused below, as "a date (YYYY-MM-DD)"
+def _each_once(value: tuple[str, ...]) -> tuple[str, ...]:
+    """A list of choices in which each appears at most once."""
+    twice = sorted({name for name in value if value.count(name) > 1})
+    if twice:
+        raise SettingProblem(f"lists {', '.join(twice)} twice: {', '.join(value)}")
     return value
 
 
@@ -205,12 +178,30 @@ class DataSettings(_Section):
     @field_validator("tickers", "context_tickers")
     @classmethod
     def _normalized(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
-        return None if value is None else _ticker_list(value)
+        """Tickers upper-cased and checked, each at most once."""
+        if value is None:
+            return None
+        tickers: list[str] = []
+        for raw in value:
+            try:
+                ticker = normalize_ticker(raw)
+            except ConfigError as exc:
+                raise SettingProblem(exc.message, hint=exc.hint) from None
+            if ticker in tickers:
+                raise SettingProblem(f"lists {ticker} twice: {', '.join(value)}")
+            tickers.append(ticker)
+        return tuple(tickers)
 
     @field_validator("start", mode="before")
     @classmethod
     def _date_text(cls, value: Any) -> Any:
-        return _iso_date(value)
+        """TOML has dates; a string from an override or the environment may spell one as YYYY-MM-DD."""
+        if isinstance(value, str):
+            try:
+                return date.fromisoformat(value.strip())
+            except ValueError:
+                return value  # refused below, as "a date (YYYY-MM-DD)"
+        return value
 
     @field_validator("max_jump_factor")
     @classmethod
@@ -354,13 +345,7 @@ class TuningSettings(_Section):
     retrain_timeout_s: float = Field(default=30.0, ge=0, le=604800)
     warm_start: bool = True
 
-    @field_validator("model_types")
-    @classmethod
-    def _once_each(cls, value: tuple[ModelType, ...]) -> tuple[ModelType, ...]:
-        twice = sorted({name for name in value if value.count(name) > 1})
-        if twice:
-            raise SettingProblem(f"lists {', '.join(twice)} twice: {', '.join(value)}")
-        return value
+    _once_each = field_validator("model_types")(_each_once)
 
     @model_validator(mode="after")
     def _ranges_not_empty(self) -> TuningSettings:
@@ -529,13 +514,7 @@ class NotifySettings(_Section):
                 raise SettingProblem(f"lists {redact_notify_url(url)}, which {problem}", hint=NOTIFY_URL_HINT)
         return tuple(value)
 
-    @field_validator("events")
-    @classmethod
-    def _once_each(cls, value: tuple[NotifyEvent, ...]) -> tuple[NotifyEvent, ...]:
-        twice = sorted({name for name in value if value.count(name) > 1})
-        if twice:
-            raise SettingProblem(f"lists {', '.join(twice)} twice: {', '.join(value)}")
-        return value
+    _once_each = field_validator("events")(_each_once)
 
 
 def _notify_url_problem(url: str) -> str | None:
@@ -644,11 +623,6 @@ class Settings(BaseSettings):
     def optuna_storage_url(self) -> str:
         return self.tuning.storage_url or f"sqlite:///{self.data_dir / 'optuna.db'}"
 
-    @property
-    def context_tickers_resolved(self) -> tuple[str, ...]:
-        """`[data] context_tickers`, or the index tickers (^...) of `[data] tickers` when not set."""
-        return self.data.context_tickers_resolved
-
     def replace(self, **sections: Any) -> Settings:
         """A copy with whole sections or section fields replaced: `replace(data={"source": "csv"})`.
 
@@ -670,9 +644,8 @@ SECTIONS: dict[str, type[BaseModel]] = {
 }
 
 
-def find_config_file(explicit: Path | None = None, environ: Mapping[str, str] | None = None) -> Path | None:
+def find_config_file(explicit: Path | None, env: Mapping[str, str]) -> Path | None:
     """The config file to read: `--config`, else `STOCKCLI_CONFIG`, else `./config.toml` if present."""
-    env = os.environ if environ is None else environ
     if explicit is not None:
         return explicit
     if "STOCKCLI_CONFIG" in env:
@@ -701,7 +674,7 @@ def load_settings(
     layers: list[_Layer] = []
     if path is not None:
         path = path.expanduser()
-        layers.append(_Layer(_ConfigFile(Settings, toml_file=path)(), str(path), path.resolve().parent))
+        layers.append(_Layer(_read_toml(path), str(path), path.resolve().parent))
     environment = _Environment(env)
     layers.append(_Layer(environment(), "the environment", Path.cwd(), environment.variables))
     given = {
@@ -743,7 +716,9 @@ class _Layer:
         for section, key in PATH_KEYS:
             table = self.values.get(section)
             if isinstance(table, dict) and isinstance(table.get(key), str | Path) and str(table[key]).strip():
-                self.values[section] = {**table, key: _resolve(Path(table[key]), self.base)}
+                path = Path(table[key]).expanduser()
+                resolved = path if path.is_absolute() else (self.base / path).resolve()
+                self.values[section] = {**table, key: resolved}
 
     def origin(self, section: str | None, key: str | None) -> str | None:
         """Where this layer set `[section] key` (its variable for the environment), or None."""
@@ -753,14 +728,12 @@ class _Layer:
         return None
 
 
-class _ConfigFile(TomlConfigSettingsSource):
-    """pydantic-settings' TOML source, reading only a small regular UTF-8 text file (`read_config_text`)."""
-
-    def _read_files(self, files: Any, deep_merge: bool = False) -> dict[str, Any]:
-        try:
-            return tomllib.loads(read_config_text(Path(files)))
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"Config file {files} is not valid TOML: {exc}.") from None
+def _read_toml(path: Path) -> dict[str, Any]:
+    """The tables of a config file, read only as a small regular UTF-8 text file (`read_config_text`)."""
+    try:
+        return tomllib.loads(read_config_text(path))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"Config file {path} is not valid TOML: {exc}.") from None
 
 
 class _Environment(EnvSettingsSource):
@@ -804,6 +777,15 @@ def read_config_text(path: Path) -> str:
     """The text of a config file; ConfigError for a folder, a device, a huge or binary file, a BOM."""
     try:
         info = path.stat()
+        if stat.S_ISDIR(info.st_mode):
+            raise ConfigError(f"Config file {path} is a folder.", hint="Pass the path of a TOML file.")
+        if not stat.S_ISREG(info.st_mode):  # a FIFO would block the read below
+            raise ConfigError(
+                f"Config file {path} is not a regular file (a device, pipe or socket).",
+                hint="Pass the path of a TOML file.",
+            )
+        with path.open("rb") as handle:
+            content = handle.read(MAX_CONFIG_BYTES + 1)
     except FileNotFoundError:
         raise ConfigError(
             f"Config file {path} does not exist.",
@@ -811,23 +793,11 @@ def read_config_text(path: Path) -> str:
         ) from None
     except OSError as exc:
         raise ConfigError(f"Config file {path} cannot be read: {exc.strerror or exc}.") from None
-    if stat.S_ISDIR(info.st_mode):
-        raise ConfigError(f"Config file {path} is a folder.", hint="Pass the path of a TOML file.")
-    if not stat.S_ISREG(info.st_mode):
+    if len(content) > MAX_CONFIG_BYTES:
         raise ConfigError(
-            f"Config file {path} is not a regular file (a device, pipe or socket).",
+            f"Config file {path} is larger than {MAX_CONFIG_BYTES >> 20} MiB: not a stockcli config.",
             hint="Pass the path of a TOML file.",
         )
-    too_big = f"Config file {path} is larger than {MAX_CONFIG_BYTES >> 20} MiB: not a stockcli config."
-    if info.st_size > MAX_CONFIG_BYTES:
-        raise ConfigError(too_big, hint="Pass the path of a TOML file.")
-    try:
-        with path.open("rb") as handle:
-            content = handle.read(MAX_CONFIG_BYTES + 1)
-    except OSError as exc:
-        raise ConfigError(f"Config file {path} cannot be read: {exc.strerror or exc}.") from None
-    if len(content) > MAX_CONFIG_BYTES:
-        raise ConfigError(too_big, hint="Pass the path of a TOML file.")
     # TOML is UTF-8 without a byte-order mark; tomllib rejects one with a puzzling "invalid statement".
     for mark, name in ((b"\xef\xbb\xbf", "UTF-8"), (b"\xff\xfe", "UTF-16"), (b"\xfe\xff", "UTF-16")):
         if content.startswith(mark):
@@ -846,11 +816,6 @@ def read_config_text(path: Path) -> str:
             f"Config file {path} is not UTF-8 text (invalid byte at offset {exc.start}).",
             hint="Save it as UTF-8.",
         ) from None
-
-
-def _resolve(value: Path, base: Path) -> Path:
-    value = value.expanduser()
-    return value if value.is_absolute() else (base / value).resolve()
 
 
 def _config_error(
@@ -920,8 +885,7 @@ def _expected(field: FieldInfo) -> str:
     non_empty = any(getattr(rule, "min_length", 0) for rule in field.metadata)
     if typing.get_origin(annotation) is tuple:
         inner = typing.get_args(annotation)[0]
-        kind = "tables" if typing.get_origin(inner) is dict else "strings"
-        items = _choices(inner) or kind
+        items = _choices(inner) or ("tables" if typing.get_origin(inner) is dict else "strings")
         return f"a {'non-empty ' if non_empty else ''}list of {items}"
     if _choices(annotation):
         return f"one of {_choices(annotation)}"
@@ -954,38 +918,3 @@ def normalize_ticker(ticker: str) -> str:
             hint="A ticker is letters, digits, '.', '-' or '=', optionally starting with '^' (e.g. MSFT, BRK-B, ^GSPC).",
         )
     return cleaned
-
-
-__all__ = [
-    "DEFAULT_INDICATORS",
-    "DEFAULT_TICKERS",
-    "DEVICES",
-    "DISTRIBUTIONS",
-    "MODEL_TYPES",
-    "NOTIFY_EVENTS",
-    "PROMOTION_METRICS",
-    "REMOVED_KEYS",
-    "SECTIONS",
-    "SOURCES",
-    "TARGET_KINDS",
-    "TICKER_PATTERN",
-    "DaemonSettings",
-    "DataSettings",
-    "DatasetSettings",
-    "FeatureSettings",
-    "IntervalsSettings",
-    "MlflowSettings",
-    "MonitorSettings",
-    "NotifySettings",
-    "PredictSettings",
-    "PromotionSettings",
-    "Settings",
-    "StorageSettings",
-    "TrainingSettings",
-    "TuningSettings",
-    "find_config_file",
-    "load_settings",
-    "normalize_ticker",
-    "read_config_text",
-    "redact_url",
-]

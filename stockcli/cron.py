@@ -19,11 +19,9 @@ CRON_HINT = (
 def cron_trigger(expression: str, exchange: str) -> Any:
     """The APScheduler 3 trigger of a crontab expression in the exchange's time zone.
 
-    The one rule for `[daemon] cron`, used by Settings, the daemon and `daemon --show-schedule`, with
-    crontab's meaning (APScheduler's `from_crontab` differs): day-of-week 0 and 7 are Sunday, and
-    when both day-of-month and day-of-week are restricted (neither starts with `*`) a day matching
-    either runs (an OrTrigger of the two). Raises ConfigError when the text is not a crontab
-    expression or the schedule never fires (e.g. "0 0 31 2 *").
+    Crontab's meaning (APScheduler's `from_crontab` differs): day-of-week 0 and 7 are Sunday, and when
+    both day-of-month and day-of-week are restricted (neither starts with `*`) a day matching either
+    runs. Raises ConfigError when the text is not a crontab expression or never fires ("0 0 31 2 *").
     """
     trigger, problem = cron_problem(expression, exchange)
     if problem is not None:

@@ -34,32 +34,22 @@ class JobOutcome:
     message: str
 
 
-def last_covered_session(settings: Settings, engine: Engine) -> date | None:
-    """The newest closed session a daily run that got its work done predicted from.
+def missed_session(settings: Settings, engine: Engine, *, now: datetime) -> date | None:
+    """The newest closed session not yet covered by a daily run, or None when nothing was missed.
 
-    A run records that session as `base_date` in its ledger details: a run started before the close
-    of its as-of session covers the session before, not that one. Older rows without it count as
-    covering the session on or before their as-of date.
+    A run that got its work done records the session it predicted from as `base_date` in its ledger
+    details: a run started before the close of its as-of session covers the session before, not that
+    one. Older rows without it count as covering the session on or before their as-of date.
     """
     from stockcli.db.runs import recent_daily_runs
 
     calendar = clock.trading_calendar(settings.data.exchange)
-    covered: date | None = None
-    for as_of, details in recent_daily_runs(engine, limit=20):
-        session = details.base_date or calendar.session_on_or_before(as_of)
-        covered = session if covered is None else max(covered, session)
-    return covered
-
-
-def missed_session(settings: Settings, engine: Engine, *, now: datetime) -> date | None:
-    """The newest closed session not yet covered by a daily run, or None when nothing was missed."""
-    calendar = clock.trading_calendar(settings.data.exchange)
-    today = clock.today(settings.data.exchange, now=now)
-    newest_closed = calendar.last_closed_session(today, now=now)
-    covered = last_covered_session(settings, engine)
-    if covered is None or covered < newest_closed:
-        return newest_closed
-    return None
+    newest_closed = calendar.last_closed_session(clock.today(settings.data.exchange, now=now), now=now)
+    covered = [
+        details.base_date or calendar.session_on_or_before(as_of)
+        for as_of, details in recent_daily_runs(engine, limit=20)
+    ]
+    return None if covered and max(covered) >= newest_closed else newest_closed
 
 
 def run_daily_job(
@@ -130,22 +120,17 @@ def cron_trigger(settings: Settings) -> Any:
     return build_cron_trigger(settings.daemon.cron, settings.data.exchange)
 
 
-def build_scheduler(settings: Settings, job: Callable[[], Any], *, blocking: bool = True) -> Any:
+def build_scheduler(settings: Settings, job: Callable[[], Any]) -> Any:
     """A scheduler running `job` on `[daemon] cron` in the exchange's time zone (ConfigError if invalid).
 
-    In-memory job store, one worker, coalesced misfires, one instance at a time, and a misfire grace
-    of `[daemon] misfire_grace_s`.
+    Its job store is APScheduler's default, in memory: one worker, one instance at a time.
     """
     from apscheduler.executors.pool import ThreadPoolExecutor
-    from apscheduler.jobstores.memory import MemoryJobStore
     from apscheduler.schedulers.background import BackgroundScheduler
-    from apscheduler.schedulers.blocking import BlockingScheduler
 
     trigger = cron_trigger(settings)
-    scheduler_cls = BlockingScheduler if blocking else BackgroundScheduler
-    scheduler = scheduler_cls(
+    scheduler = BackgroundScheduler(
         timezone=clock.exchange_timezone(settings.data.exchange),
-        jobstores={"default": MemoryJobStore()},
         executors={"default": ThreadPoolExecutor(1)},
         job_defaults={
             "coalesce": True,
@@ -181,11 +166,9 @@ def next_run_time(scheduler: Any, *, now: datetime | None = None) -> datetime | 
     job = scheduler.get_job("daily")
     if job is None:
         return None
-    planned = getattr(job, "next_run_time", None)
-    if planned is not None:
-        return planned  # type: ignore[no-any-return]
     moment = now or datetime.now(tz=scheduler.timezone)
-    return job.trigger.get_next_fire_time(None, moment)  # type: ignore[no-any-return]
+    planned = getattr(job, "next_run_time", None)
+    return planned or job.trigger.get_next_fire_time(None, moment)  # type: ignore[no-any-return]
 
 
 def run_daemon(
@@ -214,7 +197,7 @@ def run_daemon(
         log.info("catch-up: %s", outcome.message)
     if stopping.is_set():
         return
-    scheduler = build_scheduler(settings, lambda: run_daily_job(settings), blocking=False)
+    scheduler = build_scheduler(settings, lambda: run_daily_job(settings))
     scheduler.start()
     try:
         if on_start is not None:

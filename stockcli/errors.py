@@ -1,9 +1,4 @@
-"""One error hierarchy; `cli/app.py` is the only place that turns these into exit codes.
-
-Exit codes (cron reads them): 0 success, 1 unexpected error, 2 usage or configuration error,
-3 partial (some tickers failed, the rest was saved), 4 nothing to do with (no data or no production
-model), 5 another run holds the lock.
-"""
+"""One error hierarchy; `cli/app.py` is the only place that turns these into exit codes (cron reads them)."""
 
 from __future__ import annotations
 
@@ -15,6 +10,14 @@ EXIT_USAGE = 2
 EXIT_PARTIAL = 3
 EXIT_NOTHING = 4
 EXIT_LOCKED = 5
+# What each non-zero exit code means, as a failure notification says it.
+EXIT_MEANINGS = {
+    EXIT_UNEXPECTED: "unexpected error",
+    EXIT_USAGE: "usage or configuration error",
+    EXIT_PARTIAL: "partial: some tickers failed, the rest was saved",
+    EXIT_NOTHING: "nothing to do: no data or no production model",
+    EXIT_LOCKED: "another run holds the lock",
+}
 
 
 class StockCliError(Exception):
@@ -90,13 +93,9 @@ class LockLostError(LockHeldError):
 class RegistryError(StockCliError):
     """The MLflow tracking store or model registry failed or cannot be reached."""
 
-    exit_code = EXIT_UNEXPECTED
-
 
 class SourceError(StockCliError):
     """A market-data source failed for a ticker (network, rate limit, bad response)."""
-
-    exit_code = EXIT_UNEXPECTED
 
 
 class TransientSourceError(SourceError):

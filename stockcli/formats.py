@@ -29,11 +29,10 @@ def number(value: Any, digits: int = 2) -> str:
     if value is None or isinstance(value, bool):
         return MISSING
     try:
-        float(value)
+        checked = float(value)
     except (TypeError, ValueError):
         return str(value)
-    checked = finite(value)
-    return MISSING if checked is None else f"{checked:,.{digits}f}"
+    return f"{checked:,.{digits}f}" if math.isfinite(checked) else MISSING
 
 
 def percent(value: Any, digits: int = 2, signed: bool = False) -> str:
@@ -70,7 +69,7 @@ def percent_interval(low: Any, high: Any, digits: int = 1) -> str:
 def format_metrics(values: dict[str, Any] | None) -> str:
     """`mae 4.10, skill -0.0123, test dm`: every metric; a number below 1 with four decimals, else two."""
     if not values:
-        return "-"
+        return MISSING
     parts = []
     for name, value in values.items():
         if isinstance(value, int | float) and not isinstance(value, bool):

@@ -1,10 +1,10 @@
 """The one JSON encoder: every layer turns its values into JSON through `to_plain` (or `dumps`).
 
 Dates and datetimes become ISO text, an object with a `to_json()` method what that returns, other
-dataclasses objects, tuples and sets lists, numpy scalars and
-arrays Python numbers and lists, decimals floats, paths text. NaN and infinities become null (JSON has
-no such numbers) unless `strict`, where they stay and `json.dumps(..., allow_nan=False)` refuses them,
-as an unknown type is refused instead of written as its text.
+dataclasses objects, tuples and sets lists, numpy scalars and arrays Python numbers and lists, decimals
+floats, paths text. NaN and infinities become null (JSON has no such numbers) unless `strict`, where
+they stay and `json.dumps(..., allow_nan=False)` refuses them, as an unknown type is refused instead
+of written as its text.
 """
 
 from __future__ import annotations

@@ -22,6 +22,7 @@ from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, Any
 
 from stockcli.choices import NotifyEvent
+from stockcli.errors import EXIT_MEANINGS
 from stockcli.redact import redact_notify_url, redact_url
 
 if TYPE_CHECKING:
@@ -37,14 +38,6 @@ ATTEMPTS = 2
 RETRY_PAUSE_S = 0.5
 # A message lists at most this many tickers (a phone screen or two), then says how many more.
 MAX_LINES = 25
-# The meaning of each non-zero exit code (stockcli.errors), as a failure message says it.
-EXIT_MEANINGS = {
-    1: "unexpected error",
-    2: "usage or configuration error",
-    3: "partial: some tickers failed, the rest was saved",
-    4: "nothing to do: no data or no production model",
-    5: "another run holds the lock",
-}
 
 
 @dataclass(frozen=True)
@@ -153,10 +146,8 @@ def summary_message(result: DailyResult) -> Message:
     lines += [f"{f.ticker}: no prediction ({f.reason})" for f in result.failed]
     target = result.predictions[0].target_date.isoformat() if result.predictions else "-"
     title = f"stockcli daily {result.as_of.isoformat()}: {result.status}, for {target}"
-    lines_text = _capped(lines)
-    return Message(
-        "summary", title, (lines_text + "\n" if lines_text else "") + f"Model version {result.model_version}."
-    )
+    body = "\n".join(filter(None, [_capped(lines), f"Model version {result.model_version}."]))
+    return Message("summary", title, body)
 
 
 def daily_messages(result: DailyResult) -> list[Message]:
@@ -200,12 +191,9 @@ def send(settings: NotifySettings, messages: Sequence[Message]) -> list[str]:
     Never raises: a notification that cannot be sent must not change the run's outcome, nor delay it
     by more than one URL's tries: a URL that failed is not tried again for the other messages.
     """
-    chosen = [message for message in messages if message.event in settings.events]
-    if not settings.urls or not chosen:
-        return []
     warnings = []
-    dead: set[str] = set()  # a URL that failed is not tried again for the run's other messages
-    for message in chosen:
+    dead: set[str] = set()
+    for message in [message for message in messages if message.event in settings.events]:
         for url in settings.urls:
             if url in dead:
                 delivery = Delivery(
@@ -293,16 +281,20 @@ def notify_failure(
     config = settings.notify
     if not config.urls or "failure" not in config.events:
         return
+    from stockcli.db.engine import make_engine
     from stockcli.db.runs import add_warnings, newest_run_since
+    from stockcli.storage import sqlite_file
 
     engine = None
     run_id = None
     try:
-        engine = _ledger_engine(settings)
-        found = None if engine is None else newest_run_since(engine, pid=os.getpid(), since=since)
-        if found is not None:
-            run_id, ledger_error = found
-            error = error or ledger_error
+        path = sqlite_file(settings.database_url)
+        if path is None or path.is_file():  # no SQLite file yet: no ledger row to record in
+            engine = make_engine(settings.database_url, busy_timeout_s=settings.storage.sqlite_busy_timeout_s)
+            found = newest_run_since(engine, pid=os.getpid(), since=since)
+            if found is not None:
+                run_id, ledger_error = found
+                error = error or ledger_error
     except Exception as exc:  # the database itself may be why the run failed: tell it all the same
         log.debug("No ledger row for the failure notification: %s", redact_url(str(exc)))
     try:
@@ -314,14 +306,3 @@ def notify_failure(
     finally:
         if engine is not None:
             engine.dispose()
-
-
-def _ledger_engine(settings: Settings) -> Any:
-    """An engine on the app's database, or None when its SQLite file does not exist (nothing to record)."""
-    from stockcli.db.engine import make_engine
-    from stockcli.storage import sqlite_file
-
-    path = sqlite_file(settings.database_url)
-    if path is not None and not path.is_file():
-        return None
-    return make_engine(settings.database_url, busy_timeout_s=settings.storage.sqlite_busy_timeout_s)

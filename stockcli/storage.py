@@ -132,8 +132,7 @@ def prepare_folder(path: Path, *, data_dir: Path | None, what: str, key: str) ->
             f"Cannot create the {what} {path}: {blocker} is a file, not a folder.",
             hint=f"Move that file, or set {key} to a file in a folder.",
         )
-    inside = data_dir is None or _is_within(folder, data_dir)
-    if not inside:
+    if data_dir is not None and not is_within(folder, data_dir):
         raise ConfigError(
             f"The folder of the {what} {path} does not exist: {folder}. stockcli creates folders only "
             f"under the data dir ({data_dir}).",
@@ -172,10 +171,6 @@ def write_atomically(path: Path, text: str) -> None:
 
 def is_within(path: Path, folder: Path) -> bool:
     """Whether `path` (symlinks resolved) is `folder` or lies under it."""
-    return _is_within(path, folder)
-
-
-def _is_within(path: Path, folder: Path) -> bool:
     resolved, root = path.expanduser().resolve(), folder.expanduser().resolve()
     return resolved == root or root in resolved.parents
 
@@ -210,15 +205,13 @@ def describe_database_error(
                 hint="Restore it from a backup, or move it away to start a new one "
                 f"(stockcli creates it again), or point {key} at a healthy file.",
             )
-        if reading and "unable to open" in lowered:
-            return StockCliError(
-                f"Cannot read the {what} file {path} ({line}).",
-                hint=f"Check that it and its folder are readable by this user, or set {key} to another place.",
-            )
         if "unable to open" in lowered or "readonly" in lowered or "read-only" in lowered:
+            verb, able = (
+                ("read", "readable") if reading and "unable to open" in lowered else ("write", "writable")
+            )
             return StockCliError(
-                f"Cannot write the {what} file {path} ({line}).",
-                hint=f"Check that it and its folder are writable by this user, or set {key} to another place.",
+                f"Cannot {verb} the {what} file {path} ({line}).",
+                hint=f"Check that it and its folder are {able} by this user, or set {key} to another place.",
             )
         return StockCliError(
             f"Cannot use the {what} file {path}: {line}",
@@ -288,22 +281,23 @@ def disk_full_error(
     )
 
 
-def check_server_database(what: str, url: str, *, key: str, timeout_s: float = CONNECT_TIMEOUT_S) -> None:
+def check_server_database(what: str, url: str, *, key: str) -> None:
     """Connect once to a PostgreSQL (or other server) database with a short timeout; raise the
     described error when that fails. SQLite and unparsable URLs are left to their users."""
     from sqlalchemy import create_engine, text
     from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+    from sqlalchemy.pool import NullPool
 
     parsed = _parse(url)
     if parsed is None or parsed.get_backend_name() == "sqlite":
         return
     connect_args: dict[str, object] = {}
     if parsed.get_backend_name() == "postgresql":
-        connect_args["connect_timeout"] = max(1, int(timeout_s))
+        connect_args["connect_timeout"] = CONNECT_TIMEOUT_S
         if parsed.drivername == "postgresql":
             parsed = parsed.set(drivername="postgresql+psycopg")
     try:
-        engine = create_engine(parsed, connect_args=connect_args, poolclass=_null_pool())
+        engine = create_engine(parsed, connect_args=connect_args, poolclass=NullPool)
     except (SQLAlchemyError, ImportError):
         return  # the store's own code reports an unusable URL or driver
     try:
@@ -313,9 +307,3 @@ def check_server_database(what: str, url: str, *, key: str, timeout_s: float = C
         raise describe_database_error(what, url, exc, key=key) from None
     finally:
         engine.dispose()
-
-
-def _null_pool() -> type:
-    from sqlalchemy.pool import NullPool
-
-    return NullPool

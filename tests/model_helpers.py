@@ -71,7 +71,7 @@ def build_dataset(settings: Settings, engine: Engine, as_of: date = AS_OF) -> st
 
     # The context series are fetched by name: `fetch` alone fetches `[data] tickers` only (see
     # tests/test_forecast.py::test_fetch_stores_the_configured_context_series).
-    context = [t for t in settings.context_tickers_resolved if t not in settings.data.tickers]
+    context = [t for t in settings.data.context_tickers_resolved if t not in settings.data.tickers]
     fetch(settings=settings, engine=engine, as_of=as_of, tickers=[*settings.data.tickers, *context])
     processed = process(settings=settings, engine=engine, as_of=as_of)
     build(settings=settings, engine=engine, run_id=processed.run_id)

@@ -260,11 +260,11 @@ def test_context_tickers_default_to_the_index_tickers(tmp_path: Path) -> None:
         _write(tmp_path, "[data]\ntickers = ['goog', '^gspc', 'MSFT', '^IXIC']\n"), environ={}
     )
     assert default.data.context_tickers is None
-    assert default.context_tickers_resolved == ("^GSPC", "^IXIC")
+    assert default.data.context_tickers_resolved == ("^GSPC", "^IXIC")
     none = load_settings(_write(tmp_path, "[data]\ncontext_tickers = []\n"), environ={})
-    assert none.context_tickers_resolved == ()
+    assert none.data.context_tickers_resolved == ()
     explicit = load_settings(_write(tmp_path, "[data]\ncontext_tickers = ['^vix']\n"), environ={})
-    assert explicit.context_tickers_resolved == ("^VIX",)
+    assert explicit.data.context_tickers_resolved == ("^VIX",)
 
 
 def test_new_keys_have_their_defaults() -> None:
@@ -301,8 +301,8 @@ def test_choices_are_defined_once_and_shared() -> None:
     from stockcli import choices, config
 
     assert config.SOURCES is choices.SOURCES == ("sample", "csv", "yahoo")
-    assert config.PROMOTION_METRICS == ("mae", "rmse", "mape", "winkler_95", "pinball")
-    assert config.DISTRIBUTIONS == ("student_t", "normal")
+    assert choices.PROMOTION_METRICS == ("mae", "rmse", "mape", "winkler_95", "pinball")
+    assert choices.DISTRIBUTIONS == ("student_t", "normal")
     assert get_args(config.TrainingSettings.model_fields["model_type"].annotation) == config.MODEL_TYPES
     assert get_args(config.DataSettings.model_fields["source"].annotation) == config.SOURCES
 
@@ -433,7 +433,7 @@ def test_forecast_horizons_are_validated(tmp_path: Path, horizons: str, fragment
 def test_replace_validates_and_keeps_the_rest(tmp_path: Path) -> None:
     settings = load_settings(_write(tmp_path, "[training]\nseed = 7\n"), environ={})
     changed = settings.replace(data={"tickers": ("aaa", "^idx")}, training={"epochs": 3})
-    assert changed.data.tickers == ("AAA", "^IDX") and changed.context_tickers_resolved == ("^IDX",)
+    assert changed.data.tickers == ("AAA", "^IDX") and changed.data.context_tickers_resolved == ("^IDX",)
     assert changed.training.epochs == 3 and changed.training.seed == 7
     assert changed.data_dir == settings.data_dir and changed.config_path == settings.config_path
     with pytest.raises(ConfigError, match=r"\[training\] epochs in Settings.replace\(\) must be"):

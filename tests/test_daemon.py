@@ -98,7 +98,7 @@ def test_scheduler_uses_the_configured_cron_in_the_exchange_time_zone(tmp_path: 
         tmp_path, extra='[daemon]\ncron = "15 18 * * tue-sat"\nmisfire_grace_s = 1234\n'
     )
     settings = workspace.settings()
-    scheduler = daemon.build_scheduler(settings, lambda: None, blocking=False)
+    scheduler = daemon.build_scheduler(settings, lambda: None)
     # Before start() a job has no next run time yet: it is computed from the trigger.
     friday_evening = at("2013-02-01", 19)
     assert daemon.next_run_time(scheduler, now=friday_evening) == at("2013-02-02", 18, 15)
@@ -113,7 +113,7 @@ def test_scheduler_uses_the_configured_cron_in_the_exchange_time_zone(tmp_path: 
         assert job.next_run_time.astimezone(NEW_YORK).strftime("%H:%M") == "18:15"
     finally:
         scheduler.shutdown(wait=False)
-    london = daemon.build_scheduler(settings.replace(data={"exchange": "XLON"}), lambda: None, blocking=False)
+    london = daemon.build_scheduler(settings.replace(data={"exchange": "XLON"}), lambda: None)
     assert str(london.get_job("daily").trigger.timezone) == "Europe/London"
 
 

@@ -80,7 +80,7 @@ def test_a_day_of_week_crontab_does_not_know_is_refused(cron: str) -> None:
 
 def test_the_scheduler_fires_on_monday_after_a_friday(tmp_path: Path) -> None:
     settings = load_settings(write_config(tmp_path, extra='[daemon]\ncron = "30 17 * * 1-5"\n'), environ={})
-    scheduler = daemon.build_scheduler(settings, lambda: None, blocking=False)
+    scheduler = daemon.build_scheduler(settings, lambda: None)
     friday_evening = datetime(2013, 3, 1, 19, tzinfo=NEW_YORK)
     assert daemon.next_run_time(scheduler, now=friday_evening) == datetime(
         2013, 3, 4, 17, 30, tzinfo=NEW_YORK

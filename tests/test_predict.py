@@ -167,7 +167,9 @@ def test_each_ticker_is_predicted_or_reported_on_its_own(
     assert failed["GONE"]["kind"] == "stale" and "2012-10-31" in failed["GONE"]["reason"]
     assert failed["YOUNG"]["kind"] == "too_little_history"
     predictable_from = date.fromisoformat(failed["YOUNG"]["predictable_from"])
-    assert predictable_from > AS_OF and CALENDAR.is_session(predictable_from)
+    assert predictable_from > AS_OF and CALENDAR.sessions(predictable_from, predictable_from) == [
+        predictable_from
+    ]
     assert predictable_from.isoformat() in failed["YOUNG"]["reason"] and len(young) == 23
     # Its first window needs the indicators' warm-up plus a full window of its own bars.
     first_window = served.bundle.spec.warmup_sessions + served.bundle.sequence_length
@@ -229,7 +231,7 @@ def test_a_young_ticker_is_reported_with_the_first_session_it_becomes_predictabl
     warmup = served.bundle.spec.warmup_sessions
     first = listed[warmup + served.bundle.sequence_length - 1]  # the bar that completes the first window
     assert listed[: warmup + served.bundle.sequence_length] == CALENDAR.sessions(listed[0], first)
-    assert date(2013, 2, 15) < first and not CALENDAR.is_session(date(2013, 2, 18))
+    assert date(2013, 2, 15) < first and CALENDAR.sessions(date(2013, 2, 18), date(2013, 2, 18)) == []
 
     bundle = trained_through(served.bundle, listed[0])
 
