@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date
 from typing import Any
 
 import numpy as np
@@ -38,43 +38,11 @@ OLD_LAYOUT_HINT = (
 
 @dataclass(frozen=True)
 class StoredDataset:
-    """A dataset made by `process`, with its aligned arrays."""
+    """A dataset made by `process`: its feature spec and the panel it stored."""
 
     run_id: str
-    created_at: datetime
-    as_of: date
-    tickers: tuple[str, ...]
-    start_date: date
-    end_date: date
-    n_sessions: int
-    feature_names: tuple[str, ...]
     feature_spec: DatasetSpec
-    config: dict[str, Any]
-    content_hash: str
-    dates: list[date]
-    features: np.ndarray  # (sessions, series, features) float64, scale-free, NaN where not valid
-    closes: np.ndarray  # (sessions, series)
-    target_price: np.ndarray  # (sessions, series), NaN where no honest next-session target
-    target_return: np.ndarray
-    valid: np.ndarray  # (sessions, series) bool
-    real: np.ndarray  # (sessions, series) bool
-
-    def panel(self) -> Panel:
-        """The stored arrays as the Panel `process` made."""
-        spec = self.feature_spec
-        return Panel(
-            series=spec.series,
-            tickers=spec.tickers,
-            context_tickers=spec.context_tickers,
-            feature_names=self.feature_names,
-            dates=self.dates,
-            features=self.features,
-            closes=self.closes,
-            valid=self.valid,
-            real=self.real,
-            target_price=self.target_price,
-            target_return=self.target_return,
-        )
+    panel: Panel
 
 
 def dataset_hash(engine: Engine, run_id: str) -> str | None:
@@ -168,27 +136,22 @@ def load_dataset(engine: Engine, run_id: str) -> StoredDataset:
         raise _unknown_dataset(engine, run_id)
     if row["mask_npy"] is None or "series" not in (row["feature_spec"] or {}):
         raise NoDataError(f"Dataset {run_id} cannot be used by this stockcli.", hint=OLD_LAYOUT_HINT)
+    spec = DatasetSpec.from_json(row["feature_spec"])
     valid, real = Panel.unpack_mask(bytes_to_array(row["mask_npy"]))
-    return StoredDataset(
-        run_id=row["run_id"],
-        created_at=row["created_at"],
-        as_of=row["as_of"],
-        tickers=tuple(row["tickers"]),
-        start_date=row["start_date"],
-        end_date=row["end_date"],
-        n_sessions=row["n_sessions"],
+    panel = Panel(
+        series=spec.series,
+        tickers=spec.tickers,
+        context_tickers=spec.context_tickers,
         feature_names=tuple(row["feature_names"]),
-        feature_spec=DatasetSpec.from_json(row["feature_spec"]),
-        config=dict(row["config"]),
-        content_hash=row["content_hash"],
         dates=array_to_dates(bytes_to_array(row["dates_npy"])),
         features=bytes_to_array(row["features_npy"]),
         closes=bytes_to_array(row["closes_npy"]),
-        target_price=bytes_to_array(row["target_price_npy"]),
-        target_return=bytes_to_array(row["target_return_npy"]),
         valid=valid,
         real=real,
+        target_price=bytes_to_array(row["target_price_npy"]),
+        target_return=bytes_to_array(row["target_return_npy"]),
     )
+    return StoredDataset(run_id=row["run_id"], feature_spec=spec, panel=panel)
 
 
 def save_built(
