@@ -37,6 +37,7 @@ from stockcli.features.dataset import (
 from stockcli.features.indicators import OHLCV, model_warmup, serving_sessions
 from stockcli.services.process import feature_spec
 from tests.bars_data import sample_frame, synthetic_frame, weekdays
+from tests.model_helpers import gather
 from tests.ta_oracles import compute_model_features
 
 # Small, fast indicators with every kind of memory: a short EMA and ATR, RSI, OBV (a flow), and the
@@ -375,7 +376,7 @@ def test_context_gaps_are_masked_and_never_drop_a_row(world_panel: Panel, world_
     # features with flag 1 elsewhere.
     seen_absent = seen_present = 0
     for part in _parts(built, panel).values():
-        x = part.gather()
+        x = gather(part)
         slab_start = None
         for k in range(len(part)):
             if part.series[k] != a:
@@ -402,7 +403,7 @@ def test_a_context_series_without_bars_is_masked_everywhere(world: dict[str, pd.
     assert _pairs(panel) == _pairs(_panel(world))  # the same windows as with the context
     built = _build(panel, _spec(WATCHLIST))
     for part in _parts(built, panel).values():
-        x = part.gather()
+        x = gather(part)
         width = len(built.spec.context_features) + 1
         assert x.shape[2] == len(built.spec.feature_names) + width
         assert (x[:, :, -width:] == 0).all()
@@ -513,7 +514,7 @@ def test_windows_gather_the_scaled_rows_of_their_own_series(
     mean = np.asarray(built.scalers["features"]["mean"])
     scale = np.asarray(built.scalers["features"]["scale"])
     part = _parts(built, panel)["validation"]
-    x = part.gather()
+    x = gather(part)
     n_own = len(built.spec.feature_names)
     assert x.dtype == np.float32
     assert x.shape == (len(part), L, n_own + len(built.spec.context_features) + 1)
@@ -524,7 +525,7 @@ def test_windows_gather_the_scaled_rows_of_their_own_series(
         np.testing.assert_allclose(x[k, :, :n_own], expected, rtol=1e-6, atol=1e-6)
         assert part.base_closes[k] == panel.closes[row, s]
         assert part.target_closes[k] == panel.target_price[row, s]
-        np.testing.assert_array_equal(part.gather(np.array([k]))[0], x[k])
+        np.testing.assert_array_equal(gather(part, np.array([k]))[0], x[k])
 
 
 def test_zero_volume_and_constant_columns_stay_finite_downstream() -> None:
@@ -568,7 +569,7 @@ def test_run_lengths_by_hand() -> None:
 
 
 def _input_windows(inputs: Any) -> dict[tuple[date, str], np.ndarray]:
-    x = inputs.windows.gather()
+    x = gather(inputs.windows)
     return {
         (d, t): x[i] for i, (d, t) in enumerate(zip(inputs.as_of_dates, inputs.windows.tickers, strict=True))
     }
@@ -579,7 +580,7 @@ def test_build_inputs_equals_the_stored_windows_for_every_date_and_ticker(
 ) -> None:
     built = world_built
     for name, part in _parts(built, world_panel).items():
-        stored = dict(zip(zip(part.base_dates, part.tickers, strict=True), part.gather(), strict=True))
+        stored = dict(zip(zip(part.base_dates, part.tickers, strict=True), gather(part), strict=True))
         as_of = sorted(set(part.base_dates))[::4]
         inputs = build_inputs(
             spec=built.spec,
@@ -612,7 +613,7 @@ def test_build_inputs_serves_an_unseen_ticker_by_the_same_computation(
 ) -> None:
     built = world_built
     test = _parts(built, world_panel)["test"]
-    stored = dict(zip(zip(test.base_dates, test.tickers, strict=True), test.gather(), strict=True))
+    stored = dict(zip(zip(test.base_dates, test.tickers, strict=True), gather(test), strict=True))
     as_of = sorted(set(test.base_dates))[::5]
     other = synthetic_frame(DAYS, seed=9, price=55.0)
     bars = {**world, "TWIN": world["A"].copy(), "NEW": other}
@@ -708,7 +709,7 @@ def test_build_inputs_uses_the_last_row_on_or_before_as_of_and_never_later_bars(
         tickers=["A", "B"],
         sessions=DAYS,
     )
-    x = inputs.windows.gather()
+    x = gather(inputs.windows)
     assert inputs.windows.base_dates == [friday] * 6
     assert inputs.as_of_dates == [friday, friday, saturday, saturday, sunday, sunday]
     np.testing.assert_array_equal(x[0], x[2])
@@ -727,7 +728,7 @@ def test_build_inputs_uses_the_last_row_on_or_before_as_of_and_never_later_bars(
         tickers=["A", "B"],
         sessions=DAYS,
     )
-    np.testing.assert_array_equal(again.windows.gather(), x[2:4])
+    np.testing.assert_array_equal(gather(again.windows), x[2:4])
 
 
 def test_build_inputs_starts_history_at_the_spec_start_date() -> None:
@@ -742,7 +743,7 @@ def test_build_inputs_starts_history_at_the_spec_start_date() -> None:
     built = _build(panel, spec)
     test = window_set(built.parts["test"], L, panel.series)
     as_of = sorted(set(test.base_dates))[::10]
-    stored = dict(zip(zip(test.base_dates, test.tickers, strict=True), test.gather(), strict=True))
+    stored = dict(zip(zip(test.base_dates, test.tickers, strict=True), gather(test), strict=True))
     inputs = build_inputs(
         spec=built.spec, scalers=built.scalers, bars=frames, as_of_dates=as_of, sessions=days
     )
@@ -756,7 +757,7 @@ def test_build_inputs_starts_history_at_the_spec_start_date() -> None:
         sessions=days,
         use_spec_start=False,
     )
-    assert not np.allclose(unanchored.windows.gather(), inputs.windows.gather(), atol=1e-3)
+    assert not np.allclose(gather(unanchored.windows), gather(inputs.windows), atol=1e-3)
 
 
 def test_serving_from_a_bounded_lookback_equals_the_stored_test_windows() -> None:
@@ -770,7 +771,7 @@ def test_serving_from_a_bounded_lookback_equals_the_stored_test_windows() -> Non
     )
     built = _build(panel, _spec(("GOOG", "MSFT"), ("^GSPC",), DEFAULT_INDICATORS, start=start), 30)
     test = window_set(built.parts["test"], 30, panel.series)
-    stored = dict(zip(zip(test.base_dates, test.tickers, strict=True), test.gather(), strict=True))
+    stored = dict(zip(zip(test.base_dates, test.tickers, strict=True), gather(test), strict=True))
     needed = serving_sessions(built.spec.indicators, 30)
     worst = 0.0
     for base in sorted(set(test.base_dates))[::60]:

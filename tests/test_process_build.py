@@ -31,6 +31,7 @@ from stockcli.services.fetch import fetch
 from stockcli.services.process import process
 from tests.bars_data import sample_frame, sample_frames, store_frames, synthetic_frame, weekdays
 from tests.conftest import Cli, write_config
+from tests.model_helpers import gather
 
 START = date(2010, 6, 1)
 AS_OF = date(2013, 3, 1)
@@ -94,9 +95,9 @@ def test_stored_windows_equal_the_primitive_rebuilt_from_raw_bars_with_next_sess
         tickers=dataset.tickers,
         sessions=XNYS.sessions(START, AS_OF),
     )
-    served = inputs.windows.gather()
+    served = gather(inputs.windows)
     index = {key: i for i, key in enumerate(zip(inputs.as_of_dates, inputs.windows.tickers, strict=True))}
-    stored = test.gather()
+    stored = gather(test)
     L = settings.dataset.sequence_length
     assert stored.shape == (len(test), L, served.shape[2]) and stored.dtype == np.float32
     for k, key in enumerate(zip(test.base_dates, test.tickers, strict=True)):
@@ -204,7 +205,7 @@ def test_zero_volume_index_stays_finite_through_process_and_build(db: tuple[Sett
     assert np.isfinite(stored.features[stored.valid]).all()
     built = datasets_db.load_built(engine, run_id)
     for part in (built.train, built.validation, built.test):
-        assert np.isfinite(part.gather()).all() and np.isfinite(part.y).all()
+        assert np.isfinite(gather(part)).all() and np.isfinite(part.y).all()
     assert np.isfinite(np.asarray(built.scalers["features"]["scale"])).all()
 
 

@@ -496,8 +496,7 @@ class WindowSet:
 
     `slab` (rows, series, features) float32 and `context` (rows, context columns) float32 hold the
     scaled panel rows; window i is series `series[i]` over rows `rows[i] - L + 1 .. rows[i]`.
-    `gather(indexes)` builds those windows as (batch, L, features + context columns). Windows on
-    the same row share a date (the cross-attention model lets them attend to each other).
+    Windows on the same row share a date (the cross-attention model lets them attend to each other).
     """
 
     slab: np.ndarray
@@ -527,31 +526,6 @@ class WindowSet:
     def tickers(self) -> list[str]:
         """The ticker of each window (built once: a test split of 500 tickers has 10^5 windows)."""
         return [self.series_names[int(s)] for s in self.series]
-
-    def gather(self, indexes: np.ndarray | None = None) -> np.ndarray:
-        """Windows `indexes` (default: all) as (n, L, features + context) float32."""
-        chosen = np.arange(len(self)) if indexes is None else np.asarray(indexes, dtype=np.int64)
-        steps = self.rows[chosen][:, None] + np.arange(-self.sequence_length + 1, 1)[None, :]
-        own = self.slab[steps, self.series[chosen][:, None]]
-        ctx = self.context[steps]
-        return np.concatenate([own, ctx], axis=2).astype(np.float32, copy=False)
-
-    def subset(self, indexes: np.ndarray) -> WindowSet:
-        """The same slab with only `indexes` windows."""
-        chosen = np.asarray(indexes, dtype=np.int64)
-        return WindowSet(
-            slab=self.slab,
-            context=self.context,
-            rows=self.rows[chosen],
-            series=self.series[chosen],
-            y=self.y[chosen],
-            base_dates=[self.base_dates[i] for i in chosen],
-            target_dates=[self.target_dates[i] for i in chosen],
-            base_closes=self.base_closes[chosen],
-            target_closes=self.target_closes[chosen],
-            series_names=self.series_names,
-            sequence_length=self.sequence_length,
-        )
 
 
 @dataclass(frozen=True)
