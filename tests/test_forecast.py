@@ -104,7 +104,7 @@ def test_forecast_from_raw_bars_equals_the_stored_windows(
     presence = dataset.train.context[:, -1]  # the context covariate really is part of the input
     assert dataset.train.context.shape[1] > 1 and presence.mean() > 0.9
     bundle = bundle_for(dataset, model_type)
-    windows = dataset.part(part)
+    windows = getattr(dataset, part)
     dates = sorted(set(windows.base_dates))
     if part == "train":
         dates = [dates[0], dates[1], dates[len(dates) // 2], dates[-1]]

@@ -137,18 +137,13 @@ def _tupled(value: Any) -> Any:
     return tuple(value) if isinstance(value, list) else value
 
 
-def _to_days(index: Any) -> np.ndarray:
-    """A DatetimeIndex (or dates) as int64 days since 1970-01-01."""
-    values = np.asarray(index, dtype="datetime64[D]")
-    return values.astype(np.int64)
+def dates_to_days(dates: Any) -> np.ndarray:
+    """Dates (a DatetimeIndex or a sequence of dates) as int64 days since 1970-01-01."""
+    return np.asarray(dates, dtype="datetime64[D]").astype(np.int64)
 
 
 def days_to_dates(days: np.ndarray) -> list[date]:
     return [date.fromordinal(int(d) + _EPOCH) for d in days]
-
-
-def dates_to_days(dates: Sequence[date]) -> np.ndarray:
-    return np.array([d.toordinal() - _EPOCH for d in dates], dtype=np.int64)
 
 
 # --- process: the panel -------------------------------------------------------------------------------
@@ -193,7 +188,7 @@ class Panel:
 def _series_arrays(
     frame: pd.DataFrame, start: date | None, end: date | None
 ) -> tuple[np.ndarray, list[np.ndarray]]:
-    days = _to_days(frame.index)
+    days = dates_to_days(frame.index)
     keep = np.ones(len(days), dtype=bool)
     if start is not None:
         keep &= days >= start.toordinal() - _EPOCH
@@ -252,14 +247,14 @@ def make_panel(
     closes = np.full((n_rows, n_series), np.nan)
     valid = np.zeros((n_rows, n_series), dtype=bool)
     real = np.zeros((n_rows, n_series), dtype=bool)
+    for s, (days, _) in enumerate(per_series):
+        real[np.searchsorted(axis, days), s] = True  # a bar of its own, usable or still in its warm-up
+    report = progress or (lambda stage, done, total: None)
     long_enough = [s for s, (days, _) in enumerate(per_series) if len(days) > warmup]
-    done = 0
-    for s, (name, (days, _)) in enumerate(zip(series, per_series, strict=True)):
-        if len(days) <= warmup:  # still in its warm-up: real bars, no usable row
-            real[np.searchsorted(axis, days), s] = True
-            done += 1
-            if progress is not None:
-                progress(f"features {name}", done, n_series)
+    short = [s for s in range(n_series) if s not in long_enough]  # still in its warm-up: no usable row
+    for done, s in enumerate(short, 1):
+        report(f"features {series[s]}", done, n_series)
+    done = len(short)
     # The other series' features, many at once (~6x faster over hundreds of series than one series
     # at a time), each stored as its block arrives.
     own_bars = [per_series[s][1] for s in long_enough]
@@ -268,10 +263,8 @@ def make_panel(
         days, columns = per_series[s]
         close = columns[OHLCV.index("close")]
         usable = np.isfinite(values).all(axis=1)
-        rows = np.searchsorted(axis, days)
         direct = np.full(n_rows, -1, dtype=np.int64)
-        direct[rows[usable]] = np.flatnonzero(usable)
-        real[rows, s] = True  # a bar of its own, usable or still in its warm-up
+        direct[np.searchsorted(axis, days)[usable]] = np.flatnonzero(usable)
         last = np.maximum.accumulate(np.where(direct >= 0, positions, -1))
         ok = (last >= 0) & (positions - last <= ffill_limit)
         source = np.where(ok, direct[np.maximum(last, 0)], -1)
@@ -280,12 +273,10 @@ def make_panel(
         features[valid[:, s], s, :] = values[chosen]
         closes[valid[:, s], s] = close[chosen]
         done += 1
-        if progress is not None:
-            progress(f"features {series[s]}", done, n_series)
+        report(f"features {series[s]}", done, n_series)
     target_price = np.full((n_rows, n_series), np.nan)
-    if n_rows > 1:
-        has_next = real[:-1] & real[1:]
-        target_price[:-1][has_next] = closes[1:][has_next]
+    has_next = real[:-1] & real[1:]
+    target_price[:-1][has_next] = closes[1:][has_next]
     with np.errstate(divide="ignore", invalid="ignore"):
         target_return = np.log(target_price / closes)
     bad = ~np.isfinite(target_return)
@@ -317,13 +308,9 @@ def sessions_short(run: int, bars: int, sequence_length: int, warmup: int) -> in
 def run_lengths(valid: np.ndarray) -> np.ndarray:
     """For each row (and column), how many consecutive valid rows end there (0 where not valid)."""
     valid = np.asarray(valid, dtype=bool)
-    out = np.zeros(valid.shape, dtype=np.int64)
-    if valid.shape[0] == 0:
-        return out
     index = np.arange(valid.shape[0]).reshape((-1,) + (1,) * (valid.ndim - 1))
     last_invalid = np.maximum.accumulate(np.where(~valid, index, -1), axis=0)
-    out = np.where(valid, index - last_invalid, 0)
-    return out
+    return np.where(valid, index - last_invalid, 0)
 
 
 def window_pairs(panel: Panel, sequence_length: int) -> tuple[np.ndarray, np.ndarray]:
@@ -441,19 +428,15 @@ def scale_features(
     return out
 
 
-def context_feature_names(feature_names: Sequence[str], indicators: Sequence[Mapping[str, Any]]) -> list[str]:
+def context_feature_names(names: Sequence[str], indicators: Sequence[Mapping[str, Any]]) -> list[str]:
     """The features a context series contributes: its return, volume and volatility columns."""
-    kinds = dict(zip(feature_names_of(indicators), column_kinds(indicators), strict=True))
+    kinds = dict(zip(feature_names(indicators), column_kinds(indicators), strict=True))
     chosen = [
         name
-        for name in feature_names
+        for name in names
         if kinds.get(name) in ("return", "volume") or name.startswith(("realized_vol", "ewm_vol"))
     ]
-    return chosen or [feature_names[0]]
-
-
-def feature_names_of(indicators: Sequence[Mapping[str, Any]]) -> list[str]:
-    return list(feature_names(indicators))
+    return chosen or [names[0]]
 
 
 def context_block(
@@ -546,11 +529,6 @@ class BuiltDataset:
     @property
     def feature_names(self) -> tuple[str, ...]:
         return self.spec.feature_names
-
-    def part(self, name: str) -> WindowSet:
-        if name not in PARTS:
-            raise UsageError(f"Unknown split part {name!r}.", hint=f"Use one of {', '.join(PARTS)}.")
-        return getattr(self, name)  # type: ignore[no-any-return]
 
 
 @dataclass(frozen=True)
