@@ -21,14 +21,7 @@ from sqlalchemy.engine import Engine
 from stockcli.db.models import Dataset, ScaledFeatureSet, Scaler
 from stockcli.db.store import array_to_bytes, array_to_dates, bytes_to_array, dates_to_array, upsert, utcnow
 from stockcli.errors import NoDataError, UsageError
-from stockcli.features.dataset import (
-    PARTS,
-    BuiltDataset,
-    DatasetSpec,
-    Panel,
-    PartSlab,
-    window_set,
-)
+from stockcli.features.dataset import PARTS, BuiltDataset, DatasetSpec, Panel, WindowSet
 
 OLD_LAYOUT_HINT = (
     "It was made by an older stockcli (tickers aligned side by side). Run `stockcli process` and "
@@ -162,7 +155,7 @@ def save_built(
     sequence_length: int,
     scalers: Mapping[str, Any],
     split: Mapping[str, Any],
-    parts: Mapping[str, PartSlab],
+    parts: Mapping[str, WindowSet],
 ) -> None:
     """Upsert the scalers row and one scaled set per split part, in one transaction."""
     now = utcnow()
@@ -178,7 +171,7 @@ def save_built(
                 "last_target_date": part.target_dates[-1] if part.target_dates else None,
                 "x_npy": array_to_bytes(np.asarray(part.slab, dtype=np.float32)),
                 "context_npy": array_to_bytes(np.asarray(part.context, dtype=np.float32)),
-                "windows_npy": array_to_bytes(np.asarray(part.windows, dtype=np.int64)),
+                "windows_npy": array_to_bytes(np.stack([part.rows, part.series], axis=1).astype(np.int64)),
                 "y_npy": array_to_bytes(np.asarray(part.y, dtype=np.float32)),
                 "base_dates_npy": array_to_bytes(dates_to_array(part.base_dates)),
                 "target_dates_npy": array_to_bytes(dates_to_array(part.target_dates)),
@@ -242,18 +235,20 @@ def load_built(engine: Engine, run_id: str) -> BuiltDataset:
     window_sets = {}
     for name in PARTS:
         stored = sets[name]
-        part = PartSlab(
-            name=name,
+        windows = bytes_to_array(stored["windows_npy"])  # (n, 2): row in the slab, series index
+        window_sets[name] = WindowSet(
             slab=bytes_to_array(stored["x_npy"]),
             context=bytes_to_array(stored["context_npy"]),
-            windows=bytes_to_array(stored["windows_npy"]),
+            rows=windows[:, 0],
+            series=windows[:, 1],
             y=bytes_to_array(stored["y_npy"]),
             base_dates=array_to_dates(bytes_to_array(stored["base_dates_npy"])),
             target_dates=array_to_dates(bytes_to_array(stored["target_dates_npy"])),
             base_closes=bytes_to_array(stored["base_closes_npy"]),
             target_closes=bytes_to_array(stored["target_closes_npy"]),
+            series_names=spec.series,
+            sequence_length=L,
         )
-        window_sets[name] = window_set(part, L, spec.series)
     return BuiltDataset(
         run_id=run_id,
         spec=spec,

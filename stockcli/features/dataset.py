@@ -532,42 +532,11 @@ class BuiltDataset:
 
 
 @dataclass(frozen=True)
-class PartSlab:
-    """What is stored for one split part: its slab and context rows, and its windows in them."""
-
-    name: str
-    slab: np.ndarray  # (rows, series, features) float32
-    context: np.ndarray  # (rows, context columns) float32
-    windows: np.ndarray  # (n, 2) int64: row in the slab, series index
-    y: np.ndarray
-    base_dates: list[date]
-    target_dates: list[date]
-    base_closes: np.ndarray
-    target_closes: np.ndarray
-
-
-def window_set(part: PartSlab, sequence_length: int, series_names: Sequence[str]) -> WindowSet:
-    return WindowSet(
-        slab=part.slab,
-        context=part.context,
-        rows=np.asarray(part.windows[:, 0], dtype=np.int64),
-        series=np.asarray(part.windows[:, 1], dtype=np.int64),
-        y=np.asarray(part.y, dtype=np.float32),
-        base_dates=part.base_dates,
-        target_dates=part.target_dates,
-        base_closes=np.asarray(part.base_closes, dtype=np.float64),
-        target_closes=np.asarray(part.target_closes, dtype=np.float64),
-        series_names=tuple(series_names),
-        sequence_length=sequence_length,
-    )
-
-
-@dataclass(frozen=True)
 class BuildOutput:
     spec: BuiltSpec
     scalers: dict[str, Any]
     split: dict[str, Any]
-    parts: dict[str, PartSlab]
+    parts: dict[str, WindowSet]  # what `build` stores, by part name
     dropped_features: tuple[str, ...]
     windows_per_ticker: dict[str, dict[str, int]]
 
@@ -634,7 +603,7 @@ def build_sets(
     scaled = scale_features(panel.features, mean, scale, kept)
     context = context_block(scaled, panel.valid, context_series, context_columns)
 
-    parts: dict[str, PartSlab] = {}
+    parts: dict[str, WindowSet] = {}
     split: dict[str, Any] = {
         "train_fraction": train_fraction,
         "validation_fraction": validation_fraction,
@@ -651,16 +620,18 @@ def build_sets(
         slab_start = int(part_rows.min()) - L + 1
         slab_end = int(part_rows.max()) + 1
         part_returns = panel.target_return[part_rows, part_series]
-        parts[name] = PartSlab(
-            name=name,
+        parts[name] = WindowSet(
             slab=scaled[slab_start:slab_end],
             context=context[slab_start:slab_end],
-            windows=np.stack([part_rows - slab_start, part_series], axis=1).astype(np.int64),
+            rows=part_rows - slab_start,
+            series=part_series,
             y=scale_target(target, part_returns),
             base_dates=[panel.dates[i] for i in part_rows],
             target_dates=[panel.dates[i + 1] for i in part_rows],
             base_closes=panel.closes[part_rows, part_series].copy(),
             target_closes=panel.target_price[part_rows, part_series].copy(),
+            series_names=panel.series,
+            sequence_length=L,
         )
         for s in np.unique(part_series):
             windows_per_ticker[panel.series[int(s)]][name] = int((part_series == s).sum())
