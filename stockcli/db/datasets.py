@@ -38,14 +38,6 @@ class StoredDataset:
     panel: Panel
 
 
-def dataset_hash(engine: Engine, run_id: str) -> str | None:
-    """The content hash of a stored dataset, or None when there is no such dataset."""
-    with engine.connect() as connection:
-        return connection.execute(
-            select(Dataset.content_hash).where(Dataset.run_id == run_id)
-        ).scalar_one_or_none()
-
-
 def save_dataset(
     engine: Engine,
     *,
@@ -69,12 +61,13 @@ def save_dataset(
     dataset again) instead of rewriting the arrays.
     """
     now = utcnow()
-    if dataset_hash(engine, run_id) == content_hash:
-        with engine.begin() as connection:
+    with engine.begin() as connection:
+        stored_hash = connection.execute(select(Dataset.content_hash).where(Dataset.run_id == run_id))
+        if stored_hash.scalar_one_or_none() == content_hash:
             connection.execute(
                 update(Dataset).where(Dataset.run_id == run_id).values(as_of=as_of, created_at=now)
             )
-        return False
+            return False
     row = {
         "run_id": run_id,
         "created_at": now,

@@ -576,7 +576,7 @@ def resolve_indicators(indicators: Sequence[Mapping[str, Any]]) -> list[Resolved
     output columns are listed twice.
     """
     resolved: list[ResolvedIndicator] = []
-    seen: dict[str, str] = {}
+    seen: set[str] = set()
     known = ", ".join(sorted(INDICATORS))
     for entry in indicators:
         if not isinstance(entry, Mapping):
@@ -608,7 +608,7 @@ def resolve_indicators(indicators: Sequence[Mapping[str, Any]]) -> list[Resolved
                     f"that another entry already produces.",
                     hint="Remove the duplicate entry from [features] indicators.",
                 )
-            seen[column] = name
+            seen.add(column)
         resolved.append(ResolvedIndicator(name, params, columns, int(definition.warmup(params)), definition))
     return resolved
 
@@ -620,10 +620,7 @@ def canonical_indicators(indicators: Sequence[Mapping[str, Any]]) -> list[dict[s
 
 def feature_names(indicators: Sequence[Mapping[str, Any]] | Sequence[ResolvedIndicator]) -> list[str]:
     """OHLCV followed by every indicator column, in config order."""
-    names = list(OHLCV)
-    for item in _resolved(indicators):
-        names.extend(item.columns)
-    return names
+    return [*OHLCV, *(column for item in _resolved(indicators) for column in item.columns)]
 
 
 def _resolved(
@@ -770,14 +767,12 @@ def with_fallback(
     bad = ~np.isfinite(tail)
     if not bad.any():
         return values
-    tail = tail.copy()
-    if fallback == "close":
-        tail[bad] = close[..., warmup:][bad]
-    elif fallback == "typical":
-        tail[bad] = typical[..., warmup:][bad]
-    else:
-        tail[bad] = float(fallback)
-    return np.concatenate([values[..., :warmup], tail], axis=-1)
+    fill = (
+        {"close": close, "typical": typical}[fallback][..., warmup:]
+        if isinstance(fallback, str)
+        else fallback
+    )
+    return np.concatenate([values[..., :warmup], np.where(bad, fill, tail)], axis=-1)
 
 
 def feature_columns(bars: Bars, resolved: Sequence[ResolvedIndicator]) -> Iterator[np.ndarray]:

@@ -18,12 +18,9 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
-
-if TYPE_CHECKING:
-    import pandas as pd
 
 # Below this many rows PSAR runs its scalar loop row by row: a step of the vector loop is a few dozen
 # numpy calls whatever the rows (~60 us against 0.65 us a row; measured over 691 bars). For ATR, ADX
@@ -157,13 +154,6 @@ def cci(
 # --- many tickers at once ------------------------------------------------------------------------
 
 
-def _rows_frame(values: np.ndarray) -> pd.DataFrame:
-    import pandas as pd
-
-    # Columns are the rows (tickers): pandas' window kernels run column by column.
-    return pd.DataFrame(values.T, copy=False)
-
-
 @functools.cache
 def _row_windows_class() -> type:
     from pandas.api.indexers import BaseIndexer
@@ -205,8 +195,12 @@ def rolling(
 
 
 def ewm_mean(values: np.ndarray, **kwargs: Any) -> np.ndarray:
-    """pandas' `ewm(**kwargs).mean()` of each row."""
-    return np.asarray(_rows_frame(values).ewm(**kwargs).mean().to_numpy(dtype=np.float64).T)
+    """pandas' `ewm(**kwargs).mean()` of each row (a DataFrame's column: pandas runs its kernel column by
+    column)."""
+    import pandas as pd
+
+    frame = pd.DataFrame(values.T, copy=False)
+    return np.asarray(frame.ewm(**kwargs).mean().to_numpy(dtype=np.float64).T)
 
 
 def ema_rows(values: np.ndarray, window: int) -> np.ndarray:
