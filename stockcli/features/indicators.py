@@ -824,14 +824,11 @@ def iter_model_features(
         end = begin + max(1, block_cells // longest)
         block = order[begin:end]
         begin = end
-        padded = []
-        for j in range(len(OHLCV)):
-            values = np.empty((len(block), longest))
-            for row, k in enumerate(block):
-                own = arrays[k][j]
-                values[row, : len(own)] = own
-                values[row, len(own) :] = own[-1]  # after its last bar: ignored (every value is causal)
-            padded.append(values)
+        # After its last bar a row repeats it: ignored, since every value is causal.
+        padded = [
+            np.stack([np.pad(arrays[k][j], (0, longest - lengths[k]), mode="edge") for k in block])
+            for j in range(len(OHLCV))
+        ]
         block_bars = Bars(*padded)
         transform = ScaleFree(block_bars.close, block_bars.volume)
         # Stored a feature at a time; each ticker gets a (bars, features) view of its own rows, whose
