@@ -704,16 +704,14 @@ def build_inputs(
     chosen = tuple(tickers) if tickers is not None else spec.tickers
     context_names = spec.context_tickers
     L = spec.sequence_length
-    start = spec.start_date if use_spec_start else None
-    latest = max(as_of_dates)
     panel = make_panel(
         bars,
         tickers=chosen,
         context_tickers=context_names,
         indicators=spec.indicators,
         ffill_limit=spec.ffill_limit,
-        start_date=start,
-        end_date=latest,
+        start_date=spec.start_date if use_spec_start else None,
+        end_date=max(as_of_dates),
         sessions=sessions,
     )
     names = list(panel.feature_names)
@@ -772,16 +770,11 @@ def build_inputs(
                 window_as_of.append(as_of)
     rows = np.asarray(window_rows, dtype=np.int64)
     series = np.asarray(window_series, dtype=np.int64)
-    if len(rows):
-        needed = np.unique((rows[:, None] + np.arange(-L + 1, 1)[None, :]).ravel())
-        first = int(needed.min())
-    else:
-        needed = np.zeros(0, dtype=np.int64)
-        first = 0
+    needed = np.unique((rows[:, None] + np.arange(-L + 1, 1)[None, :]).ravel())
+    first = int(needed.min()) if len(needed) else 0
     # Only the rows the windows cover are scaled (a daily forecast needs L rows, not the history).
     slab = np.zeros((panel.n_sessions - first, len(panel.series), len(kept)), dtype=np.float32)
-    if len(needed):
-        slab[needed - first] = scale_features(panel.features[needed], mean, scale, kept)
+    slab[needed - first] = scale_features(panel.features[needed], mean, scale, kept)
     context = context_block(slab, panel.valid[first:], context_series, context_features)
     windows = WindowSet(
         slab=slab,
@@ -791,7 +784,7 @@ def build_inputs(
         y=np.full(len(rows), np.nan, dtype=np.float32),
         base_dates=[panel.dates[r] for r in rows],
         target_dates=[],
-        base_closes=panel.closes[rows, series].copy() if len(rows) else np.zeros(0),
+        base_closes=panel.closes[rows, series],
         target_closes=np.full(len(rows), np.nan),
         series_names=panel.series,
         sequence_length=L,
