@@ -591,7 +591,7 @@ def build_sets(
     scalers: dict[str, Any] = {
         "version": SPEC_VERSION,
         "feature_names": kept_names,
-        "features": {"method": "standard", "pooled": True, "mean": _floats(mean), "scale": _floats(scale)},
+        "features": {"method": "standard", "pooled": True, "mean": mean.tolist(), "scale": scale.tolist()},
         "target": target,
         "context": {"tickers": list(panel.context_tickers), "features": context_names},
         "fit": {
@@ -651,10 +651,6 @@ def build_sets(
         dropped_features=dropped,
         windows_per_ticker=windows_per_ticker,
     )
-
-
-def _floats(values: np.ndarray) -> list[Any]:
-    return np.asarray(values, dtype=np.float64).tolist()
 
 
 # --- the forecasting input primitive --------------------------------------------------------------------

@@ -80,7 +80,6 @@ class IndicatorDef:
 
     name: str
     params: Mapping[str, tuple[type, Any]]
-    columns: Callable[[Mapping[str, Any]], list[str]]
     warmup: Callable[[Mapping[str, Any]], int]
     compute: Callable[[Bars, Mapping[str, Any]], list[np.ndarray]]
     fallbacks: Callable[[Mapping[str, Any]], list[Fallback]]
@@ -89,6 +88,13 @@ class IndicatorDef:
     # None: every column is already scale-free ("level").
     kinds: Callable[[Mapping[str, Any]], list[str]] | None = None
     memory: Callable[[Mapping[str, Any]], int] = lambda p: 0
+    # Output columns; None: one column named by the indicator and every parameter (`psar_0.02_0.2`).
+    columns: Callable[[Mapping[str, Any]], list[str]] | None = None
+
+    def column_names(self, params: Mapping[str, Any]) -> list[str]:
+        if self.columns is not None:
+            return self.columns(params)
+        return ["_".join([self.name, *(_fmt(params[key]) for key in self.params)])]
 
 
 def _fmt(value: Any) -> str:
@@ -240,7 +246,6 @@ def _range_variance_def(estimator: str, intraday: str) -> IndicatorDef:
     return IndicatorDef(
         estimator,
         {"window": (int, 1)},
-        lambda p: [f"{estimator}_{p['window']}"],
         lambda p: p["window"],  # the first variance needs the previous close
         compute,
         _log_variance_floor,
@@ -270,7 +275,6 @@ INDICATORS: dict[str, IndicatorDef] = {
         IndicatorDef(
             "ema",
             {"window": (int, 14)},
-            lambda p: [f"ema_{p['window']}"],
             lambda p: p["window"] - 1,
             lambda m, p: [ema_rows(m.close, p["window"])],
             _one("close"),
@@ -281,7 +285,6 @@ INDICATORS: dict[str, IndicatorDef] = {
         IndicatorDef(
             "sma",
             {"window": (int, 20)},
-            lambda p: [f"sma_{p['window']}"],
             lambda p: p["window"] - 1,
             lambda m, p: [rolling(m.close, p["window"], "mean")],
             _one("close"),
@@ -291,7 +294,6 @@ INDICATORS: dict[str, IndicatorDef] = {
         IndicatorDef(
             "rsi",
             {"window": (int, 14)},
-            lambda p: [f"rsi_{p['window']}"],
             lambda p: p["window"],
             _compute_rsi,
             _one(50.0),
@@ -301,31 +303,30 @@ INDICATORS: dict[str, IndicatorDef] = {
         IndicatorDef(
             "macd",
             {"window_slow": (int, 26), "window_fast": (int, 12), "window_sign": (int, 9)},
-            lambda p: [f"macd_{p['window_fast']}_{p['window_slow']}"],
             lambda p: max(p["window_slow"], p["window_fast"]) - 1,
             lambda m, p: [ema_rows(m.close, p["window_fast"]) - ema_rows(m.close, p["window_slow"])],
             _one(0.0),
             "MACD line (fast EMA minus slow EMA)",
             kinds=lambda p: ["price_delta"],
             memory=lambda p: _ema_memory(max(p["window_slow"], p["window_fast"])),
+            columns=lambda p: [f"macd_{p['window_fast']}_{p['window_slow']}"],
         ),
         IndicatorDef(
             "bollinger",
             {"window": (int, 20), "window_dev": (float, 2.0)},
-            lambda p: [
-                f"bb_high_{p['window']}_{_fmt(p['window_dev'])}",
-                f"bb_low_{p['window']}_{_fmt(p['window_dev'])}",
-            ],
             lambda p: p["window"] - 1,
             _compute_bollinger,
             _two("close"),
             "Bollinger high and low bands",
             kinds=lambda p: ["price", "price"],
+            columns=lambda p: [
+                f"bb_high_{p['window']}_{_fmt(p['window_dev'])}",
+                f"bb_low_{p['window']}_{_fmt(p['window_dev'])}",
+            ],
         ),
         IndicatorDef(
             "atr",
             {"window": (int, 14)},
-            lambda p: [f"atr_{p['window']}"],
             lambda p: p["window"] - 1,
             lambda m, p: [atr_many(m.high, m.low, m.close, p["window"])],
             _one(0.0),
@@ -336,7 +337,6 @@ INDICATORS: dict[str, IndicatorDef] = {
         IndicatorDef(
             "obv",
             {},
-            lambda p: ["obv"],
             lambda p: 1,
             _compute_obv,
             _one(0.0),
@@ -346,7 +346,6 @@ INDICATORS: dict[str, IndicatorDef] = {
         IndicatorDef(
             "mfi",
             {"window": (int, 14)},
-            lambda p: [f"mfi_{p['window']}"],
             lambda p: p["window"],
             lambda m, p: [in_row_chunks(mfi, (m.high, m.low, m.close, m.volume), p["window"])],
             _one(50.0),
@@ -355,17 +354,16 @@ INDICATORS: dict[str, IndicatorDef] = {
         IndicatorDef(
             "adx",
             {"window": (int, 14)},
-            lambda p: [f"adx_{p['window']}", f"adx_pos_{p['window']}", f"adx_neg_{p['window']}"],
             lambda p: max(2 * p["window"] - 1, p["window"] + 1),
             lambda m, p: list(adx_many(m.high, m.low, m.close, p["window"])),
             lambda p: [0.0, 0.0, 0.0],
             "average directional index with +DI and -DI",
             memory=lambda p: _wilder_memory(2 * p["window"]),
+            columns=lambda p: [f"adx_{p['window']}", f"adx_pos_{p['window']}", f"adx_neg_{p['window']}"],
         ),
         IndicatorDef(
             "vwap",
             {"window": (int, 14)},
-            lambda p: [f"vwap_{p['window']}"],
             lambda p: p["window"] - 1,
             _compute_vwap,
             _one("typical"),
@@ -375,7 +373,6 @@ INDICATORS: dict[str, IndicatorDef] = {
         IndicatorDef(
             "psar",
             {"step": (float, 0.02), "max_step": (float, 0.2)},
-            lambda p: [f"psar_{_fmt(p['step'])}_{_fmt(p['max_step'])}"],
             lambda p: 2,
             lambda m, p: [psar_many(m.high, m.low, m.close, p["step"], p["max_step"])],
             _one("close"),
@@ -385,25 +382,24 @@ INDICATORS: dict[str, IndicatorDef] = {
         IndicatorDef(
             "stoch",
             {"window": (int, 14), "smooth_window": (int, 3)},
-            lambda p: [f"stoch_k_{p['window']}", f"stoch_d_{p['window']}_{p['smooth_window']}"],
             lambda p: p["window"] + p["smooth_window"] - 2,
             _compute_stoch,
             _two(50.0),
             "stochastic %K and %D",
+            columns=lambda p: [f"stoch_k_{p['window']}", f"stoch_d_{p['window']}_{p['smooth_window']}"],
         ),
         IndicatorDef(
             "cci",
             {"window": (int, 20), "constant": (float, 0.015)},
-            lambda p: [f"cci_{p['window']}"],
             lambda p: p["window"] - 1,
             lambda m, p: [in_row_chunks(cci, (m.high, m.low, m.close), p["window"], p["constant"])],
             _one(0.0),
             "commodity channel index",
+            columns=lambda p: [f"cci_{p['window']}"],
         ),
         IndicatorDef(
             "williams_r",
             {"lbp": (int, 14)},
-            lambda p: [f"williams_r_{p['lbp']}"],
             lambda p: p["lbp"] - 1,
             _compute_williams_r,
             _one(-50.0),
@@ -412,12 +408,12 @@ INDICATORS: dict[str, IndicatorDef] = {
         IndicatorDef(
             "donchian",
             {"window": (int, 20)},
-            lambda p: [f"donchian_high_{p['window']}", f"donchian_low_{p['window']}"],
             lambda p: p["window"] - 1,
             lambda m, p: [rolling(m.high, p["window"], "max"), rolling(m.low, p["window"], "min")],
             _two("close"),
             "Donchian channel high and low",
             kinds=lambda p: ["price", "price"],
+            columns=lambda p: [f"donchian_high_{p['window']}", f"donchian_low_{p['window']}"],
         ),
         IndicatorDef(
             "keltner",
@@ -427,14 +423,6 @@ INDICATORS: dict[str, IndicatorDef] = {
                 "original_version": (bool, True),
                 "multiplier": (float, 2.0),
             },
-            lambda p: (
-                [f"keltner_high_{p['window']}", f"keltner_low_{p['window']}"]
-                if p["original_version"]
-                else [
-                    f"keltner_high_{p['window']}_{p['window_atr']}",
-                    f"keltner_low_{p['window']}_{p['window_atr']}",
-                ]
-            ),
             lambda p: p["window"] - 1 if p["original_version"] else max(p["window"], p["window_atr"]) - 1,
             _compute_keltner,
             _two("close"),
@@ -443,11 +431,18 @@ INDICATORS: dict[str, IndicatorDef] = {
             memory=lambda p: (
                 0 if p["original_version"] else max(_ema_memory(p["window"]), _wilder_memory(p["window_atr"]))
             ),
+            columns=lambda p: (
+                [f"keltner_high_{p['window']}", f"keltner_low_{p['window']}"]
+                if p["original_version"]
+                else [
+                    f"keltner_high_{p['window']}_{p['window_atr']}",
+                    f"keltner_low_{p['window']}_{p['window_atr']}",
+                ]
+            ),
         ),
         IndicatorDef(
             "log_return",
             {},
-            lambda p: ["log_return"],
             lambda p: 1,
             _compute_log_return,
             _one(0.0),
@@ -456,7 +451,6 @@ INDICATORS: dict[str, IndicatorDef] = {
         IndicatorDef(
             "roc",
             {"window": (int, 12)},
-            lambda p: [f"roc_{p['window']}"],
             lambda p: p["window"],
             _compute_roc,
             _one(0.0),
@@ -465,7 +459,6 @@ INDICATORS: dict[str, IndicatorDef] = {
         IndicatorDef(
             "volume_sma",
             {"window": (int, 20)},
-            lambda p: [f"volume_sma_{p['window']}"],
             lambda p: p["window"] - 1,
             lambda m, p: [rolling(m.volume, p["window"], "mean")],
             _one(0.0),
@@ -475,7 +468,6 @@ INDICATORS: dict[str, IndicatorDef] = {
         IndicatorDef(
             "cmf",
             {"window": (int, 20)},
-            lambda p: [f"cmf_{p['window']}"],
             lambda p: p["window"] - 1,
             _compute_cmf,
             _one(0.0),
@@ -484,7 +476,6 @@ INDICATORS: dict[str, IndicatorDef] = {
         IndicatorDef(
             "force_index",
             {"window": (int, 13)},
-            lambda p: [f"force_index_{p['window']}"],
             lambda p: p["window"],
             lambda m, p: [ema_rows((m.close - shift_rows(m.close, 1)) * m.volume, p["window"])],
             _one(0.0),
@@ -495,7 +486,6 @@ INDICATORS: dict[str, IndicatorDef] = {
         IndicatorDef(
             "realized_vol",
             {"window": (int, 20)},
-            lambda p: [f"realized_vol_{p['window']}"],
             lambda p: p["window"],
             lambda m, p: [in_row_chunks(realized_vol_many, (m.close,), p["window"])],
             _one(np.log(1e-8)),
@@ -504,7 +494,6 @@ INDICATORS: dict[str, IndicatorDef] = {
         IndicatorDef(
             "ewm_vol",
             {"decay": (float, 0.94)},
-            lambda p: [f"ewm_vol_{_fmt(p['decay'])}"],
             lambda p: 20,
             lambda m, p: [ewm_vol_many(m.close, p["decay"])],
             _one(np.log(1e-8)),
@@ -516,7 +505,6 @@ INDICATORS: dict[str, IndicatorDef] = {
         IndicatorDef(
             "overnight_gap",
             {"window": (int, 1)},
-            lambda p: [f"overnight_gap_{p['window']}"],
             lambda p: p["window"],
             _compute_overnight_gap,
             _one(0.0),
@@ -600,7 +588,7 @@ def resolve_indicators(indicators: Sequence[Mapping[str, Any]]) -> list[Resolved
             params[key] = _check_param(name, key, definition.params[key][0], value)
         for key, (_, default) in definition.params.items():
             params.setdefault(key, default)
-        columns = tuple(definition.columns(params))
+        columns = tuple(definition.column_names(params))
         for column in columns:
             if column in seen or column in OHLCV:
                 raise ConfigError(
