@@ -537,22 +537,22 @@ MAX_FACTOR = 1000.0
 
 def _check_param(indicator: str, key: str, kind: type, value: Any) -> Any:
     where = f"Indicator `{indicator}` parameter `{key}`"
+    number = isinstance(value, int | float) and not isinstance(value, bool)
     if kind is bool:
         if isinstance(value, bool):
             return value
         raise ConfigError(f"{where} must be true or false, got {value!r}.")
     if kind is int:
-        if isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= MAX_WINDOW_SESSIONS:
+        if number and isinstance(value, int) and 1 <= value <= MAX_WINDOW_SESSIONS:
             return int(value)
         raise ConfigError(
             f"{where} must be a whole number of sessions from 1 to {MAX_WINDOW_SESSIONS}, got {value!r}."
         )
     if key == "decay":  # a weight kept per session: a fraction
-        if isinstance(value, int | float) and not isinstance(value, bool) and 0 < value < 1:
+        if number and 0 < value < 1:
             return float(value)
         raise ConfigError(f"{where} must be between 0 and 1, got {value!r}.")
-    number_ok = isinstance(value, int | float) and not isinstance(value, bool) and np.isfinite(value)
-    if number_ok and 0 < value <= MAX_FACTOR:
+    if number and np.isfinite(value) and 0 < value <= MAX_FACTOR:
         return float(value)
     raise ConfigError(f"{where} must be a positive number up to {MAX_FACTOR:g}, got {value!r}.")
 
