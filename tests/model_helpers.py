@@ -3,6 +3,7 @@ WindowSets (hand-made slabs, a process with a known next-return distribution).""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from datetime import date, timedelta
 from pathlib import Path
@@ -19,6 +20,29 @@ TINY_INDICATORS = [{"name": "rsi", "window": 14}, {"name": "log_return"}, {"name
 # A model bundle written (by `write_bundle`) before the spec was a typed model, and its recorded checksum.
 FIXTURE_BUNDLE = Path(__file__).parent / "fixtures" / "bundle_format2"
 FIXTURE_BUNDLE_SHA256 = "f80a5800bca83659f69928903e002fd299e57e222d3342a28025ba145dd7a171"
+
+
+def gather(windows: WindowSet, indexes: np.ndarray | None = None) -> np.ndarray:
+    """Windows `indexes` (default: all) as (n, L, features + context) float32, straight from the slab."""
+    chosen = np.arange(len(windows)) if indexes is None else np.asarray(indexes, dtype=np.int64)
+    steps = windows.rows[chosen][:, None] + np.arange(-windows.sequence_length + 1, 1)[None, :]
+    own = windows.slab[steps, windows.series[chosen][:, None]]
+    return np.concatenate([own, windows.context[steps]], axis=2).astype(np.float32, copy=False)
+
+
+def subset(windows: WindowSet, indexes: np.ndarray) -> WindowSet:
+    """The same slab with only `indexes` windows."""
+    chosen = np.asarray(indexes, dtype=np.int64)
+    return dataclasses.replace(
+        windows,
+        rows=windows.rows[chosen],
+        series=windows.series[chosen],
+        y=windows.y[chosen],
+        base_dates=[windows.base_dates[i] for i in chosen],
+        target_dates=[windows.target_dates[i] for i in chosen],
+        base_closes=windows.base_closes[chosen],
+        target_closes=windows.target_closes[chosen],
+    )
 
 
 def fixture_spec() -> BuiltSpec:
@@ -150,7 +174,7 @@ class Splits(TypedDict):
 
 def rows_between(windows: WindowSet, first: int, last: int) -> WindowSet:
     """The windows whose (slab) row lies in [first, last): a chronological part of a WindowSet."""
-    return windows.subset(np.flatnonzero((windows.rows >= first) & (windows.rows < last)))
+    return subset(windows, np.flatnonzero((windows.rows >= first) & (windows.rows < last)))
 
 
 def true_scale(driver: np.ndarray) -> np.ndarray:

@@ -4,7 +4,8 @@ Production computes every indicator for many tickers at once (`stockcli.features
 `stockcli.features.kernels`); this module gives the same columns per ticker the slow, obvious way:
 ta itself where ta has the indicator, with the fast per-ticker loops of the kernels module only for
 PSAR, ATR, ADX, MFI and CCI (ta's own are Python loops or `rolling().apply`, too slow to run over
-every test series; `test_fast_indicators_equal_ta` holds those loops to ta bit for bit), and plain
+every test series; `test_fast_indicators_equal_ta` holds those loops to ta bit for bit; the scalar
+loops of ATR, ADX and the EWMA volatility live here), and plain
 independent references for the indicators ta lacks (the volatilities, the range-based variances,
 the overnight gap). ta is always fed RangeIndex series: under pandas 3, ta 0.11's PSAR writes
 `series[i] = ...`, which on a DatetimeIndex appends a new row instead of assigning position i.
@@ -29,7 +30,7 @@ from stockcli.features.indicators import (
     resolve_indicators,
     with_fallback,
 )
-from stockcli.features.kernels import adx, atr, cci, ewm_vol, mfi, psar
+from stockcli.features.kernels import cci, directional_indices, mfi, psar
 
 
 class _Inputs:
@@ -52,6 +53,115 @@ class _Inputs:
     @property
     def typical(self) -> np.ndarray:
         return (self.high + self.low + self.close) / 3.0
+
+
+# --- the scalar loops: one ticker's (bars,) arrays, ta's arithmetic ------------------------------
+
+
+def _true_range(high: np.ndarray, low: np.ndarray, close: np.ndarray) -> np.ndarray:
+    previous = np.empty_like(close)
+    previous[0] = np.nan
+    previous[1:] = close[:-1]
+    with np.errstate(invalid="ignore"):
+        stacked = np.stack([high - low, np.abs(high - previous), np.abs(low - previous)])
+    return np.nanmax(stacked, axis=0)  # ta: DataFrame.max(axis=1), which skips the NaN of row 0
+
+
+def atr(high: np.ndarray, low: np.ndarray, close: np.ndarray, window: int = 14) -> np.ndarray:
+    """Average true range with ta's arithmetic (Wilder smoothing seeded by a plain mean; zeros before)."""
+    n = len(close)
+    out = np.zeros(n)
+    if n < window:
+        return np.full(n, np.nan)
+    true_range = _true_range(high, low, close)
+    value = float(true_range[0:window].mean())
+    out[window - 1] = value
+    tail = true_range[window:].tolist()
+    values = []
+    for tr in tail:
+        value = (value * (window - 1) + tr) / float(window)
+        values.append(value)
+    out[window:] = values
+    return out
+
+
+def adx(
+    high: np.ndarray, low: np.ndarray, close: np.ndarray, window: int = 14
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """ADX, +DI and −DI with ta's `ADXIndicator` arithmetic (zeros during warm-up, as ta emits)."""
+    n = len(close)
+    if n < 2 * window:
+        nan = np.full(n, np.nan)
+        return nan, nan.copy(), nan.copy()
+    previous = np.empty_like(close)
+    previous[0] = np.nan
+    previous[1:] = close[:-1]
+    pdm = np.amax([high, previous], axis=0)
+    pdn = np.amin([low, previous], axis=0)
+    movement = pdm - pdn
+    size = n - (window - 1)
+
+    def wilder_sum(values: np.ndarray) -> np.ndarray:
+        # ta: out[0] = sum of the first `window` non-NaN values (rows 1..window); out[i] for
+        # 1 <= i <= size-2 by recursion; the last slot stays 0 (ta never fills it).
+        out = np.zeros(size)
+        acc = float(values[1 : window + 1].sum())
+        out[0] = acc
+        recursion = []
+        for value in values[window + 1 : window + size - 1].tolist():
+            acc = acc - (acc / float(window)) + value
+            recursion.append(acc)
+        out[1 : size - 1] = recursion
+        return out
+
+    trs = wilder_sum(movement)
+    with np.errstate(invalid="ignore"):
+        diff_up = high - np.concatenate([[np.nan], high[:-1]])
+        diff_down = np.concatenate([[np.nan], low[:-1]]) - low
+        pos = np.abs(((diff_up > diff_down) & (diff_up > 0)) * diff_up)
+        neg = np.abs(((diff_down > diff_up) & (diff_down > 0)) * diff_down)
+    dip = wilder_sum(pos)
+    din = wilder_sum(neg)
+
+    di_pos, di_neg, directional = directional_indices(trs, dip, din)
+    adx_values = np.zeros(size)
+    value = float(directional[0:window].mean())
+    adx_values[window] = value
+    smoothed = []
+    for dx in directional[window : size - 1].tolist():
+        value = ((value * (window - 1)) + dx) / float(window)
+        smoothed.append(value)
+    adx_values[window + 1 :] = smoothed
+    adx_out = np.concatenate([np.zeros(window - 1), adx_values])
+
+    pos_out = np.zeros(n)
+    neg_out = np.zeros(n)
+    pos_out[window + 1 : window + size - 1] = di_pos[1 : size - 1]
+    neg_out[window + 1 : window + size - 1] = di_neg[1 : size - 1]
+    return adx_out, pos_out, neg_out
+
+
+def ewm_vol(close: np.ndarray, decay: float = 0.94, seed_window: int = 20) -> np.ndarray:
+    """log of the exponentially weighted volatility of daily log returns (RiskMetrics' recursion).
+
+    With r_t = log(close_t / close_(t-1)): v at t = seed_window is the mean of r_1..r_seed_window
+    squared, then v_t = decay * v_(t-1) + (1 - decay) * r_t^2; the value at t uses returns up to t
+    only. The seed's weight decays as decay^n, so a history cut 500 sessions earlier gives the same
+    values to ~1e-13 (the forecasting primitive relies on that).
+    """
+    returns = _log_returns(close)
+    n = len(close)
+    out = np.full(n, np.nan)
+    if n <= seed_window:
+        return out
+    squared = (returns**2).tolist()
+    variance = float(np.mean(squared[1 : seed_window + 1]))
+    values = [variance]
+    for t in range(seed_window + 1, n):
+        variance = decay * variance + (1.0 - decay) * squared[t]
+        values.append(variance)
+    out[seed_window:] = np.log(np.sqrt(np.asarray(values)) + 1e-8)
+    return out
 
 
 def _np(series: Any) -> np.ndarray:

@@ -22,7 +22,6 @@ from stockcli.features.dataset import (
     BuiltSpec,
     DatasetSpec,
     Panel,
-    WindowSet,
     build_inputs,
     build_sets,
     context_block,
@@ -32,11 +31,11 @@ from stockcli.features.dataset import (
     split_counts,
     split_parts,
     window_pairs,
-    window_set,
 )
 from stockcli.features.indicators import OHLCV, model_warmup, serving_sessions
 from stockcli.services.process import feature_spec
 from tests.bars_data import sample_frame, synthetic_frame, weekdays
+from tests.model_helpers import gather
 from tests.ta_oracles import compute_model_features
 
 # Small, fast indicators with every kind of memory: a short EMA and ATR, RSI, OBV (a flow), and the
@@ -127,10 +126,6 @@ def _build(panel: Panel, spec: DatasetSpec, sequence_length: int = L, **kwargs: 
     return build_sets(panel, spec=spec, sequence_length=sequence_length, **options)
 
 
-def _parts(built: BuildOutput, panel: Panel, sequence_length: int = L) -> dict[str, WindowSet]:
-    return {name: window_set(part, sequence_length, panel.series) for name, part in built.parts.items()}
-
-
 def _pairs(panel: Panel, sequence_length: int = L) -> set[tuple[date, str]]:
     """Every window as (base date, ticker)."""
     rows, series = window_pairs(panel, sequence_length)
@@ -198,7 +193,7 @@ def test_target_is_the_close_of_the_next_session_t_plus_1(sample_2010: dict[str,
     test = built.parts["test"]
     k = test.base_dates.index(date(2012, 10, 26))
     assert test.target_dates[k] == date(2012, 10, 31)
-    ticker = panel.series[int(test.windows[k, 1])]
+    ticker = panel.series[int(test.series[k])]
     assert test.target_closes[k] == sample_2010[ticker].loc["2012-10-31", "close"]
 
 
@@ -374,8 +369,8 @@ def test_context_gaps_are_masked_and_never_drop_a_row(world_panel: Panel, world_
     # ... and their context columns are zeros with flag 0 where the index has no row, its scaled
     # features with flag 1 elsewhere.
     seen_absent = seen_present = 0
-    for part in _parts(built, panel).values():
-        x = part.gather()
+    for part in built.parts.values():
+        x = gather(part)
         slab_start = None
         for k in range(len(part)):
             if part.series[k] != a:
@@ -401,8 +396,8 @@ def test_a_context_series_without_bars_is_masked_everywhere(world: dict[str, pd.
     assert not panel.valid[:, panel.index_of("^IDX")].any()
     assert _pairs(panel) == _pairs(_panel(world))  # the same windows as with the context
     built = _build(panel, _spec(WATCHLIST))
-    for part in _parts(built, panel).values():
-        x = part.gather()
+    for part in built.parts.values():
+        x = gather(part)
         width = len(built.spec.context_features) + 1
         assert x.shape[2] == len(built.spec.feature_names) + width
         assert (x[:, :, -width:] == 0).all()
@@ -420,7 +415,7 @@ def test_split_parts_by_hand() -> None:
 
 def test_split_is_by_target_date_shared_by_every_ticker(world_panel: Panel, world_built: BuildOutput) -> None:
     panel, built = world_panel, world_built
-    parts = _parts(built, panel)
+    parts = built.parts
     train, validation, test = parts["train"], parts["validation"], parts["test"]
     assert max(train.target_dates) < min(validation.target_dates)
     assert max(validation.target_dates) < min(test.target_dates)
@@ -456,7 +451,7 @@ def test_scalers_are_pooled_and_fit_on_training_dates_only(
     panel, built = world_panel, world_built
     spec = _spec(WATCHLIST)
     last = panel.dates.index(date.fromisoformat(built.scalers["fit"]["last_date"]))
-    train = _parts(built, panel)["train"]
+    train = built.parts["train"]
     assert panel.dates[last] == max(train.base_dates)
     rows = panel.features[: last + 1][panel.valid[: last + 1]]  # every series, every valid row
     np.testing.assert_allclose(built.scalers["features"]["mean"], rows.mean(axis=0), rtol=1e-12)
@@ -512,8 +507,8 @@ def test_windows_gather_the_scaled_rows_of_their_own_series(
     panel, built = world_panel, world_built
     mean = np.asarray(built.scalers["features"]["mean"])
     scale = np.asarray(built.scalers["features"]["scale"])
-    part = _parts(built, panel)["validation"]
-    x = part.gather()
+    part = built.parts["validation"]
+    x = gather(part)
     n_own = len(built.spec.feature_names)
     assert x.dtype == np.float32
     assert x.shape == (len(part), L, n_own + len(built.spec.context_features) + 1)
@@ -524,7 +519,7 @@ def test_windows_gather_the_scaled_rows_of_their_own_series(
         np.testing.assert_allclose(x[k, :, :n_own], expected, rtol=1e-6, atol=1e-6)
         assert part.base_closes[k] == panel.closes[row, s]
         assert part.target_closes[k] == panel.target_price[row, s]
-        np.testing.assert_array_equal(part.gather(np.array([k]))[0], x[k])
+        np.testing.assert_array_equal(gather(part, np.array([k]))[0], x[k])
 
 
 def test_zero_volume_and_constant_columns_stay_finite_downstream() -> None:
@@ -568,7 +563,7 @@ def test_run_lengths_by_hand() -> None:
 
 
 def _input_windows(inputs: Any) -> dict[tuple[date, str], np.ndarray]:
-    x = inputs.windows.gather()
+    x = gather(inputs.windows)
     return {
         (d, t): x[i] for i, (d, t) in enumerate(zip(inputs.as_of_dates, inputs.windows.tickers, strict=True))
     }
@@ -578,8 +573,8 @@ def test_build_inputs_equals_the_stored_windows_for_every_date_and_ticker(
     world: dict[str, pd.DataFrame], world_panel: Panel, world_built: BuildOutput
 ) -> None:
     built = world_built
-    for name, part in _parts(built, world_panel).items():
-        stored = dict(zip(zip(part.base_dates, part.tickers, strict=True), part.gather(), strict=True))
+    for name, part in built.parts.items():
+        stored = dict(zip(zip(part.base_dates, part.tickers, strict=True), gather(part), strict=True))
         as_of = sorted(set(part.base_dates))[::4]
         inputs = build_inputs(
             spec=built.spec,
@@ -611,8 +606,8 @@ def test_build_inputs_serves_an_unseen_ticker_by_the_same_computation(
     world: dict[str, pd.DataFrame], world_panel: Panel, world_built: BuildOutput
 ) -> None:
     built = world_built
-    test = _parts(built, world_panel)["test"]
-    stored = dict(zip(zip(test.base_dates, test.tickers, strict=True), test.gather(), strict=True))
+    test = built.parts["test"]
+    stored = dict(zip(zip(test.base_dates, test.tickers, strict=True), gather(test), strict=True))
     as_of = sorted(set(test.base_dates))[::5]
     other = synthetic_frame(DAYS, seed=9, price=55.0)
     bars = {**world, "TWIN": world["A"].copy(), "NEW": other}
@@ -708,7 +703,7 @@ def test_build_inputs_uses_the_last_row_on_or_before_as_of_and_never_later_bars(
         tickers=["A", "B"],
         sessions=DAYS,
     )
-    x = inputs.windows.gather()
+    x = gather(inputs.windows)
     assert inputs.windows.base_dates == [friday] * 6
     assert inputs.as_of_dates == [friday, friday, saturday, saturday, sunday, sunday]
     np.testing.assert_array_equal(x[0], x[2])
@@ -727,7 +722,7 @@ def test_build_inputs_uses_the_last_row_on_or_before_as_of_and_never_later_bars(
         tickers=["A", "B"],
         sessions=DAYS,
     )
-    np.testing.assert_array_equal(again.windows.gather(), x[2:4])
+    np.testing.assert_array_equal(gather(again.windows), x[2:4])
 
 
 def test_build_inputs_starts_history_at_the_spec_start_date() -> None:
@@ -740,9 +735,9 @@ def test_build_inputs_starts_history_at_the_spec_start_date() -> None:
     panel = _panel(frames, ("A", "B"), (), indicators, sessions=days, start_date=start)
     spec = _spec(("A", "B"), (), indicators, start=start)
     built = _build(panel, spec)
-    test = window_set(built.parts["test"], L, panel.series)
+    test = built.parts["test"]
     as_of = sorted(set(test.base_dates))[::10]
-    stored = dict(zip(zip(test.base_dates, test.tickers, strict=True), test.gather(), strict=True))
+    stored = dict(zip(zip(test.base_dates, test.tickers, strict=True), gather(test), strict=True))
     inputs = build_inputs(
         spec=built.spec, scalers=built.scalers, bars=frames, as_of_dates=as_of, sessions=days
     )
@@ -756,7 +751,7 @@ def test_build_inputs_starts_history_at_the_spec_start_date() -> None:
         sessions=days,
         use_spec_start=False,
     )
-    assert not np.allclose(unanchored.windows.gather(), inputs.windows.gather(), atol=1e-3)
+    assert not np.allclose(gather(unanchored.windows), gather(inputs.windows), atol=1e-3)
 
 
 def test_serving_from_a_bounded_lookback_equals_the_stored_test_windows() -> None:
@@ -769,8 +764,8 @@ def test_serving_from_a_bounded_lookback_equals_the_stored_test_windows() -> Non
         frames, ("GOOG", "MSFT"), ("^GSPC",), DEFAULT_INDICATORS, sessions=sessions, start_date=start
     )
     built = _build(panel, _spec(("GOOG", "MSFT"), ("^GSPC",), DEFAULT_INDICATORS, start=start), 30)
-    test = window_set(built.parts["test"], 30, panel.series)
-    stored = dict(zip(zip(test.base_dates, test.tickers, strict=True), test.gather(), strict=True))
+    test = built.parts["test"]
+    stored = dict(zip(zip(test.base_dates, test.tickers, strict=True), gather(test), strict=True))
     needed = serving_sessions(built.spec.indicators, 30)
     worst = 0.0
     for base in sorted(set(test.base_dates))[::60]:

@@ -118,19 +118,19 @@ FAST = {
         lambda h, lo, c, v: ta.trend.PSARIndicator(h, lo, c, step=0.05, max_step=0.3).psar(),
     ),
     "atr": (
-        lambda h, lo, c, v: kernels.atr(h.to_numpy(), lo.to_numpy(), c.to_numpy(), 14),
+        lambda h, lo, c, v: oracle.atr(h.to_numpy(), lo.to_numpy(), c.to_numpy(), 14),
         lambda h, lo, c, v: ta.volatility.AverageTrueRange(h, lo, c, 14).average_true_range(),
     ),
     "adx": (
-        lambda h, lo, c, v: kernels.adx(h.to_numpy(), lo.to_numpy(), c.to_numpy(), 14)[0],
+        lambda h, lo, c, v: oracle.adx(h.to_numpy(), lo.to_numpy(), c.to_numpy(), 14)[0],
         lambda h, lo, c, v: ta.trend.ADXIndicator(h, lo, c, 14).adx(),
     ),
     "adx_pos": (
-        lambda h, lo, c, v: kernels.adx(h.to_numpy(), lo.to_numpy(), c.to_numpy(), 14)[1],
+        lambda h, lo, c, v: oracle.adx(h.to_numpy(), lo.to_numpy(), c.to_numpy(), 14)[1],
         lambda h, lo, c, v: ta.trend.ADXIndicator(h, lo, c, 14).adx_pos(),
     ),
     "adx_neg": (
-        lambda h, lo, c, v: kernels.adx(h.to_numpy(), lo.to_numpy(), c.to_numpy(), 14)[2],
+        lambda h, lo, c, v: oracle.adx(h.to_numpy(), lo.to_numpy(), c.to_numpy(), 14)[2],
         lambda h, lo, c, v: ta.trend.ADXIndicator(h, lo, c, 14).adx_neg(),
     ),
     "mfi": (
@@ -334,7 +334,7 @@ def test_ewm_vol_follows_the_riskmetrics_recursion() -> None:
     rng = np.random.default_rng(5)
     close = 50 * np.exp(np.cumsum(rng.normal(0, 0.02, 40)))
     returns = np.log(close[1:] / close[:-1])  # returns[k] is r_(k+1)
-    values = kernels.ewm_vol(close, decay=0.9, seed_window=5)
+    values = kernels.ewm_vol_many(close[None, :], decay=0.9, seed_window=5)[0]
     assert np.isnan(values[:5]).all()
     variance = float(np.mean(returns[:5] ** 2))  # r_1..r_5, dated t = 5
     assert values[5] == pytest.approx(np.log(np.sqrt(variance) + 1e-8), rel=1e-12)
@@ -342,7 +342,7 @@ def test_ewm_vol_follows_the_riskmetrics_recursion() -> None:
         variance = 0.9 * variance + 0.1 * returns[t - 1] ** 2
         assert values[t] == pytest.approx(np.log(np.sqrt(variance) + 1e-8), rel=1e-12)
     with pytest.raises(ConfigError, match="between 0 and 1"):
-        kernels.ewm_vol(close, decay=1.5)
+        ind.resolve_indicators([{"name": "ewm_vol", "decay": 1.5}])
 
 
 def test_volatility_indicators_through_the_registry() -> None:
@@ -353,7 +353,7 @@ def test_volatility_indicators_through_the_registry() -> None:
     features = compute_features(frame, spec)
     close = frame["close"].to_numpy()
     np.testing.assert_array_equal(features["realized_vol_10"], oracle.realized_vol(close, 10)[20:])
-    np.testing.assert_array_equal(features["ewm_vol_0.94"], kernels.ewm_vol(close, 0.94)[20:])
+    np.testing.assert_array_equal(features["ewm_vol_0.94"], oracle.ewm_vol(close, 0.94)[20:])
 
 
 # --- the range-based variances and the overnight gap -------------------------------------------------
@@ -771,12 +771,11 @@ def test_many_tickers_at_once_equal_one_at_a_time(spec: list[dict[str, Any]]) ->
 def test_each_indicator_many_at_once_equals_one_at_a_time(
     entry: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Each indicator alone, its loops stepping through time with a vector of tickers or row by row,
-    in one block or in blocks split by size: equal to the per-ticker computation (ta's numbers)."""
+    """Each indicator alone, its loops stepping through time with a vector of tickers (PSAR: or row
+    by row), in one block or in blocks split by size: equal to the per-ticker computation (ta's numbers)."""
     series = _many_series()
     one = [oracle.compute_model_features(*bars, [entry]) for bars in series]
     for vector_from in (1, 10**9):
-        monkeypatch.setattr(kernels, "MIN_VECTOR_ROWS", vector_from)
         monkeypatch.setattr(kernels, "PSAR_MIN_VECTOR_ROWS", vector_from)
         for block_cells in (ind.MANY_BLOCK_CELLS, 2_000):  # everything in one block; blocks of 1-3 rows
             many = many_model_features(series, [entry], block_cells=block_cells)

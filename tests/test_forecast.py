@@ -33,7 +33,14 @@ from stockcli.ml.forecast import (
 from stockcli.ml.intervals import MISCOVERAGE, QUANTILES, conformal_quantile
 from stockcli.ml.networks import build_model, model_config
 from stockcli.ml.training import TrainParams, train_model
-from tests.model_helpers import AS_OF, build_dataset, rows_between, tiny_settings, volatility_process
+from tests.model_helpers import (
+    AS_OF,
+    build_dataset,
+    rows_between,
+    subset,
+    tiny_settings,
+    volatility_process,
+)
 from tests.oracles import binomial_bounds
 
 CONTEXT = "^GSPC"
@@ -97,7 +104,7 @@ def test_forecast_from_raw_bars_equals_the_stored_windows(
     presence = dataset.train.context[:, -1]  # the context covariate really is part of the input
     assert dataset.train.context.shape[1] > 1 and presence.mean() > 0.9
     bundle = bundle_for(dataset, model_type)
-    windows = dataset.part(part)
+    windows = getattr(dataset, part)
     dates = sorted(set(windows.base_dates))
     if part == "train":
         dates = [dates[0], dates[1], dates[len(dates) // 2], dates[-1]]
@@ -105,7 +112,7 @@ def test_forecast_from_raw_bars_equals_the_stored_windows(
     bars = _all_bars(engine, dataset, max(dates))
 
     served = forecast(bundle, bars, dates)
-    stored = forecast_windows(bundle, dataset.scalers, windows.subset(chosen))
+    stored = forecast_windows(bundle, dataset.scalers, subset(windows, chosen))
 
     assert served.missing == [] and served.model_version == "7"
     assert len(served) == len(stored) == len(chosen)

@@ -31,6 +31,7 @@ from stockcli.services.fetch import fetch
 from stockcli.services.process import process
 from tests.bars_data import sample_frame, sample_frames, store_frames, synthetic_frame, weekdays
 from tests.conftest import Cli, write_config
+from tests.model_helpers import gather
 
 START = date(2010, 6, 1)
 AS_OF = date(2013, 3, 1)
@@ -94,9 +95,9 @@ def test_stored_windows_equal_the_primitive_rebuilt_from_raw_bars_with_next_sess
         tickers=dataset.tickers,
         sessions=XNYS.sessions(START, AS_OF),
     )
-    served = inputs.windows.gather()
+    served = gather(inputs.windows)
     index = {key: i for i, key in enumerate(zip(inputs.as_of_dates, inputs.windows.tickers, strict=True))}
-    stored = test.gather()
+    stored = gather(test)
     L = settings.dataset.sequence_length
     assert stored.shape == (len(test), L, served.shape[2]) and stored.dtype == np.float32
     for k, key in enumerate(zip(test.base_dates, test.tickers, strict=True)):
@@ -176,10 +177,12 @@ def test_same_bars_and_config_give_the_same_dataset_idempotently_stored_without_
 def test_a_dataset_as_of_t_is_a_prefix_of_a_later_one(sample_db: tuple[Settings, Engine]) -> None:
     settings, engine = sample_db
     t = date(2012, 1, 13)
-    early = datasets_db.load_dataset(engine, process(settings=settings, engine=engine, as_of=t).run_id)
-    late = datasets_db.load_dataset(engine, process(settings=settings, engine=engine, as_of=AS_OF).run_id)
+    early = datasets_db.load_dataset(engine, process(settings=settings, engine=engine, as_of=t).run_id).panel
+    late = datasets_db.load_dataset(
+        engine, process(settings=settings, engine=engine, as_of=AS_OF).run_id
+    ).panel
     n = early.n_sessions
-    assert early.end_date == t and late.dates[:n] == early.dates
+    assert early.dates[-1] == t and late.dates[:n] == early.dates
     np.testing.assert_array_equal(late.features[:n], early.features)
     np.testing.assert_array_equal(late.valid[:n], early.valid)
     np.testing.assert_array_equal(late.real[:n], early.real)
@@ -198,11 +201,11 @@ def test_zero_volume_index_stays_finite_through_process_and_build(db: tuple[Sett
     settings = settings.replace(data={"tickers": ("AAA", "^IDX")})
     run_id = process(settings=settings, engine=engine, as_of=days[-1]).run_id
     build(settings=settings, engine=engine)
-    stored = datasets_db.load_dataset(engine, run_id)
+    stored = datasets_db.load_dataset(engine, run_id).panel
     assert np.isfinite(stored.features[stored.valid]).all()
     built = datasets_db.load_built(engine, run_id)
     for part in (built.train, built.validation, built.test):
-        assert np.isfinite(part.gather()).all() and np.isfinite(part.y).all()
+        assert np.isfinite(gather(part)).all() and np.isfinite(part.y).all()
     assert np.isfinite(np.asarray(built.scalers["features"]["scale"])).all()
 
 
@@ -255,7 +258,7 @@ def test_a_dataset_of_the_previous_layout_asks_to_process_again(sample_db: tuple
     assert built_raised.value.hint == datasets_db.OLD_LAYOUT_HINT
     # Doing what the hint says makes it usable again.
     again = process(settings=settings, engine=engine, as_of=AS_OF)
-    assert not again.reused and datasets_db.load_dataset(engine, again.run_id).valid.any()
+    assert not again.reused and datasets_db.load_dataset(engine, again.run_id).panel.valid.any()
     build(settings=settings, engine=engine, run_id=again.run_id)
     assert len(datasets_db.load_built(engine, again.run_id).test) > 0
 

@@ -23,7 +23,14 @@ from stockcli.ml.training import (
     resolve_device,
     train_model,
 )
-from tests.model_helpers import Splits, hand_windows, random_windows, rows_between, volatility_process
+from tests.model_helpers import (
+    Splits,
+    hand_windows,
+    random_windows,
+    rows_between,
+    subset,
+    volatility_process,
+)
 
 TINY = TrainParams(
     model_type="lstm",
@@ -259,7 +266,7 @@ def test_cross_attention_training_batches_hold_whole_dates(monkeypatch: pytest.M
     windows = random_windows(2, n_rows=40, n_series=3)
     train, validation = rows_between(windows, 0, 30), rows_between(windows, 30, 40)
     # A young series: only its windows from row 26 on, so dates hold 2 or 3 windows.
-    train = train.subset(np.flatnonzero((train.series != 2) | (train.rows >= 26)))
+    train = subset(train, np.flatnonzero((train.series != 2) | (train.rows >= 26)))
     seen: list[tuple[bool, np.ndarray]] = []
     real_from_config = networks.model_from_config
 
@@ -302,7 +309,7 @@ def test_predict_distribution_equals_predicting_each_date_on_its_own(model_type:
     per_date = np.zeros_like(whole)
     for row in np.unique(windows.rows):
         chosen = np.flatnonzero(windows.rows == row)
-        per_date[chosen] = predict_distribution(model, windows.subset(chosen))
+        per_date[chosen] = predict_distribution(model, subset(windows, chosen))
     np.testing.assert_allclose(whole, per_date, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(
         predict_distribution(model, windows, batch_size=4), whole, rtol=1e-5, atol=1e-6
@@ -312,12 +319,12 @@ def test_predict_distribution_equals_predicting_each_date_on_its_own(model_type:
     # Reversing the windows' order changes nothing but the order.
     reverse = np.arange(len(windows))[::-1]
     np.testing.assert_allclose(
-        predict_distribution(model, windows.subset(reverse)), whole[reverse], rtol=1e-5, atol=1e-6
+        predict_distribution(model, subset(windows, reverse)), whole[reverse], rtol=1e-5, atol=1e-6
     )
-    assert predict_distribution(model, windows.subset(np.zeros(0, dtype=np.int64))).shape == (0, 3)
+    assert predict_distribution(model, subset(windows, np.zeros(0, dtype=np.int64))).shape == (0, 3)
     if model_type == "lstm_cross_attention":
         # Predicted one by one, a window loses its date's peers: the numbers differ.
-        alone = predict_distribution(model, windows.subset(np.array([0])))
+        alone = predict_distribution(model, subset(windows, np.array([0])))
         assert np.abs(alone[0] - whole[0]).max() > 1e-5
 
 
@@ -356,7 +363,7 @@ def test_bad_inputs_are_refused_with_a_clear_error() -> None:
     with pytest.raises(InputDataError, match="NaN"):
         train_model(train=broken, validation=validation, params=TINY, epochs=1, patience=1, seed=0)
     with pytest.raises(NoDataError, match="validation split is empty"):
-        empty = validation.subset(np.zeros(0, dtype=np.int64))
+        empty = subset(validation, np.zeros(0, dtype=np.int64))
         train_model(train=train, validation=empty, params=TINY, epochs=1, patience=1, seed=0)
     short = replace(train, y=train.y[:5])
     with pytest.raises(InputDataError, match="5 targets"):

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date
 from typing import Any
 
 import numpy as np
@@ -21,14 +21,7 @@ from sqlalchemy.engine import Engine
 from stockcli.db.models import Dataset, ScaledFeatureSet, Scaler
 from stockcli.db.store import array_to_bytes, array_to_dates, bytes_to_array, dates_to_array, upsert, utcnow
 from stockcli.errors import NoDataError, UsageError
-from stockcli.features.dataset import (
-    PARTS,
-    BuiltDataset,
-    DatasetSpec,
-    Panel,
-    PartSlab,
-    window_set,
-)
+from stockcli.features.dataset import PARTS, BuiltDataset, DatasetSpec, Panel, WindowSet
 
 OLD_LAYOUT_HINT = (
     "It was made by an older stockcli (tickers aligned side by side). Run `stockcli process` and "
@@ -38,51 +31,11 @@ OLD_LAYOUT_HINT = (
 
 @dataclass(frozen=True)
 class StoredDataset:
-    """A dataset made by `process`, with its aligned arrays."""
+    """A dataset made by `process`: its feature spec and the panel it stored."""
 
     run_id: str
-    created_at: datetime
-    as_of: date
-    tickers: tuple[str, ...]
-    start_date: date
-    end_date: date
-    n_sessions: int
-    feature_names: tuple[str, ...]
     feature_spec: DatasetSpec
-    config: dict[str, Any]
-    content_hash: str
-    dates: list[date]
-    features: np.ndarray  # (sessions, series, features) float64, scale-free, NaN where not valid
-    closes: np.ndarray  # (sessions, series)
-    target_price: np.ndarray  # (sessions, series), NaN where no honest next-session target
-    target_return: np.ndarray
-    valid: np.ndarray  # (sessions, series) bool
-    real: np.ndarray  # (sessions, series) bool
-
-    def panel(self) -> Panel:
-        """The stored arrays as the Panel `process` made."""
-        spec = self.feature_spec
-        return Panel(
-            series=spec.series,
-            tickers=spec.tickers,
-            context_tickers=spec.context_tickers,
-            feature_names=self.feature_names,
-            dates=self.dates,
-            features=self.features,
-            closes=self.closes,
-            valid=self.valid,
-            real=self.real,
-            target_price=self.target_price,
-            target_return=self.target_return,
-        )
-
-
-def dataset_hash(engine: Engine, run_id: str) -> str | None:
-    """The content hash of a stored dataset, or None when there is no such dataset."""
-    with engine.connect() as connection:
-        return connection.execute(
-            select(Dataset.content_hash).where(Dataset.run_id == run_id)
-        ).scalar_one_or_none()
+    panel: Panel
 
 
 def save_dataset(
@@ -108,12 +61,13 @@ def save_dataset(
     dataset again) instead of rewriting the arrays.
     """
     now = utcnow()
-    if dataset_hash(engine, run_id) == content_hash:
-        with engine.begin() as connection:
+    with engine.begin() as connection:
+        stored_hash = connection.execute(select(Dataset.content_hash).where(Dataset.run_id == run_id))
+        if stored_hash.scalar_one_or_none() == content_hash:
             connection.execute(
                 update(Dataset).where(Dataset.run_id == run_id).values(as_of=as_of, created_at=now)
             )
-        return False
+            return False
     row = {
         "run_id": run_id,
         "created_at": now,
@@ -168,27 +122,22 @@ def load_dataset(engine: Engine, run_id: str) -> StoredDataset:
         raise _unknown_dataset(engine, run_id)
     if row["mask_npy"] is None or "series" not in (row["feature_spec"] or {}):
         raise NoDataError(f"Dataset {run_id} cannot be used by this stockcli.", hint=OLD_LAYOUT_HINT)
+    spec = DatasetSpec.from_json(row["feature_spec"])
     valid, real = Panel.unpack_mask(bytes_to_array(row["mask_npy"]))
-    return StoredDataset(
-        run_id=row["run_id"],
-        created_at=row["created_at"],
-        as_of=row["as_of"],
-        tickers=tuple(row["tickers"]),
-        start_date=row["start_date"],
-        end_date=row["end_date"],
-        n_sessions=row["n_sessions"],
+    panel = Panel(
+        series=spec.series,
+        tickers=spec.tickers,
+        context_tickers=spec.context_tickers,
         feature_names=tuple(row["feature_names"]),
-        feature_spec=DatasetSpec.from_json(row["feature_spec"]),
-        config=dict(row["config"]),
-        content_hash=row["content_hash"],
         dates=array_to_dates(bytes_to_array(row["dates_npy"])),
         features=bytes_to_array(row["features_npy"]),
         closes=bytes_to_array(row["closes_npy"]),
-        target_price=bytes_to_array(row["target_price_npy"]),
-        target_return=bytes_to_array(row["target_return_npy"]),
         valid=valid,
         real=real,
+        target_price=bytes_to_array(row["target_price_npy"]),
+        target_return=bytes_to_array(row["target_return_npy"]),
     )
+    return StoredDataset(run_id=row["run_id"], feature_spec=spec, panel=panel)
 
 
 def save_built(
@@ -199,7 +148,7 @@ def save_built(
     sequence_length: int,
     scalers: Mapping[str, Any],
     split: Mapping[str, Any],
-    parts: Mapping[str, PartSlab],
+    parts: Mapping[str, WindowSet],
 ) -> None:
     """Upsert the scalers row and one scaled set per split part, in one transaction."""
     now = utcnow()
@@ -215,7 +164,7 @@ def save_built(
                 "last_target_date": part.target_dates[-1] if part.target_dates else None,
                 "x_npy": array_to_bytes(np.asarray(part.slab, dtype=np.float32)),
                 "context_npy": array_to_bytes(np.asarray(part.context, dtype=np.float32)),
-                "windows_npy": array_to_bytes(np.asarray(part.windows, dtype=np.int64)),
+                "windows_npy": array_to_bytes(np.stack([part.rows, part.series], axis=1).astype(np.int64)),
                 "y_npy": array_to_bytes(np.asarray(part.y, dtype=np.float32)),
                 "base_dates_npy": array_to_bytes(dates_to_array(part.base_dates)),
                 "target_dates_npy": array_to_bytes(dates_to_array(part.target_dates)),
@@ -279,18 +228,20 @@ def load_built(engine: Engine, run_id: str) -> BuiltDataset:
     window_sets = {}
     for name in PARTS:
         stored = sets[name]
-        part = PartSlab(
-            name=name,
+        windows = bytes_to_array(stored["windows_npy"])  # (n, 2): row in the slab, series index
+        window_sets[name] = WindowSet(
             slab=bytes_to_array(stored["x_npy"]),
             context=bytes_to_array(stored["context_npy"]),
-            windows=bytes_to_array(stored["windows_npy"]),
+            rows=windows[:, 0],
+            series=windows[:, 1],
             y=bytes_to_array(stored["y_npy"]),
             base_dates=array_to_dates(bytes_to_array(stored["base_dates_npy"])),
             target_dates=array_to_dates(bytes_to_array(stored["target_dates_npy"])),
             base_closes=bytes_to_array(stored["base_closes_npy"]),
             target_closes=bytes_to_array(stored["target_closes_npy"]),
+            series_names=spec.series,
+            sequence_length=L,
         )
-        window_sets[name] = window_set(part, L, spec.series)
     return BuiltDataset(
         run_id=run_id,
         spec=spec,

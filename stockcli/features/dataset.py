@@ -137,18 +137,13 @@ def _tupled(value: Any) -> Any:
     return tuple(value) if isinstance(value, list) else value
 
 
-def _to_days(index: Any) -> np.ndarray:
-    """A DatetimeIndex (or dates) as int64 days since 1970-01-01."""
-    values = np.asarray(index, dtype="datetime64[D]")
-    return values.astype(np.int64)
+def dates_to_days(dates: Any) -> np.ndarray:
+    """Dates (a DatetimeIndex or a sequence of dates) as int64 days since 1970-01-01."""
+    return np.asarray(dates, dtype="datetime64[D]").astype(np.int64)
 
 
 def days_to_dates(days: np.ndarray) -> list[date]:
     return [date.fromordinal(int(d) + _EPOCH) for d in days]
-
-
-def dates_to_days(dates: Sequence[date]) -> np.ndarray:
-    return np.array([d.toordinal() - _EPOCH for d in dates], dtype=np.int64)
 
 
 # --- process: the panel -------------------------------------------------------------------------------
@@ -193,7 +188,7 @@ class Panel:
 def _series_arrays(
     frame: pd.DataFrame, start: date | None, end: date | None
 ) -> tuple[np.ndarray, list[np.ndarray]]:
-    days = _to_days(frame.index)
+    days = dates_to_days(frame.index)
     keep = np.ones(len(days), dtype=bool)
     if start is not None:
         keep &= days >= start.toordinal() - _EPOCH
@@ -252,14 +247,14 @@ def make_panel(
     closes = np.full((n_rows, n_series), np.nan)
     valid = np.zeros((n_rows, n_series), dtype=bool)
     real = np.zeros((n_rows, n_series), dtype=bool)
+    for s, (days, _) in enumerate(per_series):
+        real[np.searchsorted(axis, days), s] = True  # a bar of its own, usable or still in its warm-up
+    report = progress or (lambda stage, done, total: None)
     long_enough = [s for s, (days, _) in enumerate(per_series) if len(days) > warmup]
-    done = 0
-    for s, (name, (days, _)) in enumerate(zip(series, per_series, strict=True)):
-        if len(days) <= warmup:  # still in its warm-up: real bars, no usable row
-            real[np.searchsorted(axis, days), s] = True
-            done += 1
-            if progress is not None:
-                progress(f"features {name}", done, n_series)
+    short = [s for s in range(n_series) if s not in long_enough]  # still in its warm-up: no usable row
+    for done, s in enumerate(short, 1):
+        report(f"features {series[s]}", done, n_series)
+    done = len(short)
     # The other series' features, many at once (~6x faster over hundreds of series than one series
     # at a time), each stored as its block arrives.
     own_bars = [per_series[s][1] for s in long_enough]
@@ -268,10 +263,8 @@ def make_panel(
         days, columns = per_series[s]
         close = columns[OHLCV.index("close")]
         usable = np.isfinite(values).all(axis=1)
-        rows = np.searchsorted(axis, days)
         direct = np.full(n_rows, -1, dtype=np.int64)
-        direct[rows[usable]] = np.flatnonzero(usable)
-        real[rows, s] = True  # a bar of its own, usable or still in its warm-up
+        direct[np.searchsorted(axis, days)[usable]] = np.flatnonzero(usable)
         last = np.maximum.accumulate(np.where(direct >= 0, positions, -1))
         ok = (last >= 0) & (positions - last <= ffill_limit)
         source = np.where(ok, direct[np.maximum(last, 0)], -1)
@@ -280,12 +273,10 @@ def make_panel(
         features[valid[:, s], s, :] = values[chosen]
         closes[valid[:, s], s] = close[chosen]
         done += 1
-        if progress is not None:
-            progress(f"features {series[s]}", done, n_series)
+        report(f"features {series[s]}", done, n_series)
     target_price = np.full((n_rows, n_series), np.nan)
-    if n_rows > 1:
-        has_next = real[:-1] & real[1:]
-        target_price[:-1][has_next] = closes[1:][has_next]
+    has_next = real[:-1] & real[1:]
+    target_price[:-1][has_next] = closes[1:][has_next]
     with np.errstate(divide="ignore", invalid="ignore"):
         target_return = np.log(target_price / closes)
     bad = ~np.isfinite(target_return)
@@ -317,13 +308,9 @@ def sessions_short(run: int, bars: int, sequence_length: int, warmup: int) -> in
 def run_lengths(valid: np.ndarray) -> np.ndarray:
     """For each row (and column), how many consecutive valid rows end there (0 where not valid)."""
     valid = np.asarray(valid, dtype=bool)
-    out = np.zeros(valid.shape, dtype=np.int64)
-    if valid.shape[0] == 0:
-        return out
     index = np.arange(valid.shape[0]).reshape((-1,) + (1,) * (valid.ndim - 1))
     last_invalid = np.maximum.accumulate(np.where(~valid, index, -1), axis=0)
-    out = np.where(valid, index - last_invalid, 0)
-    return out
+    return np.where(valid, index - last_invalid, 0)
 
 
 def window_pairs(panel: Panel, sequence_length: int) -> tuple[np.ndarray, np.ndarray]:
@@ -441,19 +428,15 @@ def scale_features(
     return out
 
 
-def context_feature_names(feature_names: Sequence[str], indicators: Sequence[Mapping[str, Any]]) -> list[str]:
+def context_feature_names(names: Sequence[str], indicators: Sequence[Mapping[str, Any]]) -> list[str]:
     """The features a context series contributes: its return, volume and volatility columns."""
-    kinds = dict(zip(feature_names_of(indicators), column_kinds(indicators), strict=True))
+    kinds = dict(zip(feature_names(indicators), column_kinds(indicators), strict=True))
     chosen = [
         name
-        for name in feature_names
+        for name in names
         if kinds.get(name) in ("return", "volume") or name.startswith(("realized_vol", "ewm_vol"))
     ]
-    return chosen or [feature_names[0]]
-
-
-def feature_names_of(indicators: Sequence[Mapping[str, Any]]) -> list[str]:
-    return list(feature_names(indicators))
+    return chosen or [names[0]]
 
 
 def context_block(
@@ -496,8 +479,7 @@ class WindowSet:
 
     `slab` (rows, series, features) float32 and `context` (rows, context columns) float32 hold the
     scaled panel rows; window i is series `series[i]` over rows `rows[i] - L + 1 .. rows[i]`.
-    `gather(indexes)` builds those windows as (batch, L, features + context columns). Windows on
-    the same row share a date (the cross-attention model lets them attend to each other).
+    Windows on the same row share a date (the cross-attention model lets them attend to each other).
     """
 
     slab: np.ndarray
@@ -528,31 +510,6 @@ class WindowSet:
         """The ticker of each window (built once: a test split of 500 tickers has 10^5 windows)."""
         return [self.series_names[int(s)] for s in self.series]
 
-    def gather(self, indexes: np.ndarray | None = None) -> np.ndarray:
-        """Windows `indexes` (default: all) as (n, L, features + context) float32."""
-        chosen = np.arange(len(self)) if indexes is None else np.asarray(indexes, dtype=np.int64)
-        steps = self.rows[chosen][:, None] + np.arange(-self.sequence_length + 1, 1)[None, :]
-        own = self.slab[steps, self.series[chosen][:, None]]
-        ctx = self.context[steps]
-        return np.concatenate([own, ctx], axis=2).astype(np.float32, copy=False)
-
-    def subset(self, indexes: np.ndarray) -> WindowSet:
-        """The same slab with only `indexes` windows."""
-        chosen = np.asarray(indexes, dtype=np.int64)
-        return WindowSet(
-            slab=self.slab,
-            context=self.context,
-            rows=self.rows[chosen],
-            series=self.series[chosen],
-            y=self.y[chosen],
-            base_dates=[self.base_dates[i] for i in chosen],
-            target_dates=[self.target_dates[i] for i in chosen],
-            base_closes=self.base_closes[chosen],
-            target_closes=self.target_closes[chosen],
-            series_names=self.series_names,
-            sequence_length=self.sequence_length,
-        )
-
 
 @dataclass(frozen=True)
 class BuiltDataset:
@@ -573,49 +530,13 @@ class BuiltDataset:
     def feature_names(self) -> tuple[str, ...]:
         return self.spec.feature_names
 
-    def part(self, name: str) -> WindowSet:
-        if name not in PARTS:
-            raise UsageError(f"Unknown split part {name!r}.", hint=f"Use one of {', '.join(PARTS)}.")
-        return getattr(self, name)  # type: ignore[no-any-return]
-
-
-@dataclass(frozen=True)
-class PartSlab:
-    """What is stored for one split part: its slab and context rows, and its windows in them."""
-
-    name: str
-    slab: np.ndarray  # (rows, series, features) float32
-    context: np.ndarray  # (rows, context columns) float32
-    windows: np.ndarray  # (n, 2) int64: row in the slab, series index
-    y: np.ndarray
-    base_dates: list[date]
-    target_dates: list[date]
-    base_closes: np.ndarray
-    target_closes: np.ndarray
-
-
-def window_set(part: PartSlab, sequence_length: int, series_names: Sequence[str]) -> WindowSet:
-    return WindowSet(
-        slab=part.slab,
-        context=part.context,
-        rows=np.asarray(part.windows[:, 0], dtype=np.int64),
-        series=np.asarray(part.windows[:, 1], dtype=np.int64),
-        y=np.asarray(part.y, dtype=np.float32),
-        base_dates=part.base_dates,
-        target_dates=part.target_dates,
-        base_closes=np.asarray(part.base_closes, dtype=np.float64),
-        target_closes=np.asarray(part.target_closes, dtype=np.float64),
-        series_names=tuple(series_names),
-        sequence_length=sequence_length,
-    )
-
 
 @dataclass(frozen=True)
 class BuildOutput:
     spec: BuiltSpec
     scalers: dict[str, Any]
     split: dict[str, Any]
-    parts: dict[str, PartSlab]
+    parts: dict[str, WindowSet]  # what `build` stores, by part name
     dropped_features: tuple[str, ...]
     windows_per_ticker: dict[str, dict[str, int]]
 
@@ -670,7 +591,7 @@ def build_sets(
     scalers: dict[str, Any] = {
         "version": SPEC_VERSION,
         "feature_names": kept_names,
-        "features": {"method": "standard", "pooled": True, "mean": _floats(mean), "scale": _floats(scale)},
+        "features": {"method": "standard", "pooled": True, "mean": mean.tolist(), "scale": scale.tolist()},
         "target": target,
         "context": {"tickers": list(panel.context_tickers), "features": context_names},
         "fit": {
@@ -682,7 +603,7 @@ def build_sets(
     scaled = scale_features(panel.features, mean, scale, kept)
     context = context_block(scaled, panel.valid, context_series, context_columns)
 
-    parts: dict[str, PartSlab] = {}
+    parts: dict[str, WindowSet] = {}
     split: dict[str, Any] = {
         "train_fraction": train_fraction,
         "validation_fraction": validation_fraction,
@@ -699,16 +620,18 @@ def build_sets(
         slab_start = int(part_rows.min()) - L + 1
         slab_end = int(part_rows.max()) + 1
         part_returns = panel.target_return[part_rows, part_series]
-        parts[name] = PartSlab(
-            name=name,
+        parts[name] = WindowSet(
             slab=scaled[slab_start:slab_end],
             context=context[slab_start:slab_end],
-            windows=np.stack([part_rows - slab_start, part_series], axis=1).astype(np.int64),
+            rows=part_rows - slab_start,
+            series=part_series,
             y=scale_target(target, part_returns),
             base_dates=[panel.dates[i] for i in part_rows],
             target_dates=[panel.dates[i + 1] for i in part_rows],
             base_closes=panel.closes[part_rows, part_series].copy(),
             target_closes=panel.target_price[part_rows, part_series].copy(),
+            series_names=panel.series,
+            sequence_length=L,
         )
         for s in np.unique(part_series):
             windows_per_ticker[panel.series[int(s)]][name] = int((part_series == s).sum())
@@ -728,10 +651,6 @@ def build_sets(
         dropped_features=dropped,
         windows_per_ticker=windows_per_ticker,
     )
-
-
-def _floats(values: np.ndarray) -> list[Any]:
-    return np.asarray(values, dtype=np.float64).tolist()
 
 
 # --- the forecasting input primitive --------------------------------------------------------------------
@@ -781,16 +700,14 @@ def build_inputs(
     chosen = tuple(tickers) if tickers is not None else spec.tickers
     context_names = spec.context_tickers
     L = spec.sequence_length
-    start = spec.start_date if use_spec_start else None
-    latest = max(as_of_dates)
     panel = make_panel(
         bars,
         tickers=chosen,
         context_tickers=context_names,
         indicators=spec.indicators,
         ffill_limit=spec.ffill_limit,
-        start_date=start,
-        end_date=latest,
+        start_date=spec.start_date if use_spec_start else None,
+        end_date=max(as_of_dates),
         sessions=sessions,
     )
     names = list(panel.feature_names)
@@ -849,16 +766,11 @@ def build_inputs(
                 window_as_of.append(as_of)
     rows = np.asarray(window_rows, dtype=np.int64)
     series = np.asarray(window_series, dtype=np.int64)
-    if len(rows):
-        needed = np.unique((rows[:, None] + np.arange(-L + 1, 1)[None, :]).ravel())
-        first = int(needed.min())
-    else:
-        needed = np.zeros(0, dtype=np.int64)
-        first = 0
+    needed = np.unique((rows[:, None] + np.arange(-L + 1, 1)[None, :]).ravel())
+    first = int(needed.min()) if len(needed) else 0
     # Only the rows the windows cover are scaled (a daily forecast needs L rows, not the history).
     slab = np.zeros((panel.n_sessions - first, len(panel.series), len(kept)), dtype=np.float32)
-    if len(needed):
-        slab[needed - first] = scale_features(panel.features[needed], mean, scale, kept)
+    slab[needed - first] = scale_features(panel.features[needed], mean, scale, kept)
     context = context_block(slab, panel.valid[first:], context_series, context_features)
     windows = WindowSet(
         slab=slab,
@@ -868,7 +780,7 @@ def build_inputs(
         y=np.full(len(rows), np.nan, dtype=np.float32),
         base_dates=[panel.dates[r] for r in rows],
         target_dates=[],
-        base_closes=panel.closes[rows, series].copy() if len(rows) else np.zeros(0),
+        base_closes=panel.closes[rows, series],
         target_closes=np.full(len(rows), np.nan),
         series_names=panel.series,
         sequence_length=L,

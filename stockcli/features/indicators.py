@@ -52,13 +52,15 @@ OHLCV: tuple[str, ...] = ("open", "high", "low", "close", "volume")
 Fallback = float | str
 
 
+@dataclass(frozen=True)
 class Bars:
     """Many tickers' bars as (tickers, bars) float64 arrays, one left-aligned ticker per row."""
 
-    def __init__(
-        self, open_: np.ndarray, high: np.ndarray, low: np.ndarray, close: np.ndarray, volume: np.ndarray
-    ):
-        self.open, self.high, self.low, self.close, self.volume = open_, high, low, close, volume
+    open: np.ndarray
+    high: np.ndarray
+    low: np.ndarray
+    close: np.ndarray
+    volume: np.ndarray
 
     @property
     def typical(self) -> np.ndarray:
@@ -78,7 +80,6 @@ class IndicatorDef:
 
     name: str
     params: Mapping[str, tuple[type, Any]]
-    columns: Callable[[Mapping[str, Any]], list[str]]
     warmup: Callable[[Mapping[str, Any]], int]
     compute: Callable[[Bars, Mapping[str, Any]], list[np.ndarray]]
     fallbacks: Callable[[Mapping[str, Any]], list[Fallback]]
@@ -87,12 +88,17 @@ class IndicatorDef:
     # None: every column is already scale-free ("level").
     kinds: Callable[[Mapping[str, Any]], list[str]] | None = None
     memory: Callable[[Mapping[str, Any]], int] = lambda p: 0
+    # Output columns; None: one column named by the indicator and every parameter (`psar_0.02_0.2`).
+    columns: Callable[[Mapping[str, Any]], list[str]] | None = None
+
+    def column_names(self, params: Mapping[str, Any]) -> list[str]:
+        if self.columns is not None:
+            return self.columns(params)
+        return ["_".join([self.name, *(_fmt(params[key]) for key in self.params)])]
 
 
 def _fmt(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:g}"
-    return str(value)
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 # Sessions after which a recursive indicator has forgotten where its history started, to ~1e-9:
@@ -109,14 +115,6 @@ def _wilder_memory(window: int) -> int:
     return math.ceil(_FORGET * window)
 
 
-def _compute_ema(m: Bars, p: Mapping[str, Any]) -> list[np.ndarray]:
-    return [ema_rows(m.close, p["window"])]
-
-
-def _compute_sma(m: Bars, p: Mapping[str, Any]) -> list[np.ndarray]:
-    return [rolling(m.close, p["window"], "mean")]
-
-
 def _compute_rsi(m: Bars, p: Mapping[str, Any]) -> list[np.ndarray]:
     # ta.momentum.RSIIndicator
     window = p["window"]
@@ -130,32 +128,16 @@ def _compute_rsi(m: Bars, p: Mapping[str, Any]) -> list[np.ndarray]:
         return [np.where(emadn == 0, 100, 100 - (100 / (1 + relative_strength))).astype(np.float64)]
 
 
-def _compute_macd(m: Bars, p: Mapping[str, Any]) -> list[np.ndarray]:
-    return [ema_rows(m.close, p["window_fast"]) - ema_rows(m.close, p["window_slow"])]
-
-
 def _compute_bollinger(m: Bars, p: Mapping[str, Any]) -> list[np.ndarray]:
     average = rolling(m.close, p["window"], "mean")
     deviation = rolling(m.close, p["window"], "std", ddof=0)
     return [average + p["window_dev"] * deviation, average - p["window_dev"] * deviation]
 
 
-def _compute_atr(m: Bars, p: Mapping[str, Any]) -> list[np.ndarray]:
-    return [atr_many(m.high, m.low, m.close, p["window"])]
-
-
 def _compute_obv(m: Bars, p: Mapping[str, Any]) -> list[np.ndarray]:
     with np.errstate(invalid="ignore"):
         signed = np.where(m.close < shift_rows(m.close, 1), -m.volume, m.volume)
     return [np.cumsum(signed, axis=1)]
-
-
-def _compute_mfi(m: Bars, p: Mapping[str, Any]) -> list[np.ndarray]:
-    return [in_row_chunks(mfi, (m.high, m.low, m.close, m.volume), p["window"])]
-
-
-def _compute_adx(m: Bars, p: Mapping[str, Any]) -> list[np.ndarray]:
-    return list(adx_many(m.high, m.low, m.close, p["window"]))
 
 
 def _compute_vwap(m: Bars, p: Mapping[str, Any]) -> list[np.ndarray]:
@@ -167,10 +149,6 @@ def _compute_vwap(m: Bars, p: Mapping[str, Any]) -> list[np.ndarray]:
         return [total_pv / total_volume]
 
 
-def _compute_psar(m: Bars, p: Mapping[str, Any]) -> list[np.ndarray]:
-    return [psar_many(m.high, m.low, m.close, p["step"], p["max_step"])]
-
-
 def _compute_stoch(m: Bars, p: Mapping[str, Any]) -> list[np.ndarray]:
     # ta.momentum.StochasticOscillator
     smin = rolling(m.low, p["window"], "min")
@@ -180,20 +158,12 @@ def _compute_stoch(m: Bars, p: Mapping[str, Any]) -> list[np.ndarray]:
     return [stoch_k, rolling(stoch_k, p["smooth_window"], "mean")]
 
 
-def _compute_cci(m: Bars, p: Mapping[str, Any]) -> list[np.ndarray]:
-    return [in_row_chunks(cci, (m.high, m.low, m.close), p["window"], p["constant"])]
-
-
 def _compute_williams_r(m: Bars, p: Mapping[str, Any]) -> list[np.ndarray]:
     # ta.momentum.WilliamsRIndicator
     highest_high = rolling(m.high, p["lbp"], "max")
     lowest_low = rolling(m.low, p["lbp"], "min")
     with np.errstate(invalid="ignore", divide="ignore"):
         return [-100 * (highest_high - m.close) / (highest_high - lowest_low)]
-
-
-def _compute_donchian(m: Bars, p: Mapping[str, Any]) -> list[np.ndarray]:
-    return [rolling(m.high, p["window"], "max"), rolling(m.low, p["window"], "min")]
 
 
 def _compute_keltner(m: Bars, p: Mapping[str, Any]) -> list[np.ndarray]:
@@ -222,28 +192,12 @@ def _compute_roc(m: Bars, p: Mapping[str, Any]) -> list[np.ndarray]:
         return [((m.close - earlier) / earlier) * 100]
 
 
-def _compute_volume_sma(m: Bars, p: Mapping[str, Any]) -> list[np.ndarray]:
-    return [rolling(m.volume, p["window"], "mean")]
-
-
 def _compute_cmf(m: Bars, p: Mapping[str, Any]) -> list[np.ndarray]:
     # ta.volume.ChaikinMoneyFlowIndicator
     with np.errstate(invalid="ignore", divide="ignore"):
         flow = ((m.close - m.low) - (m.high - m.close)) / (m.high - m.low)
         flow = np.where(np.isnan(flow), 0.0, flow) * m.volume
         return [rolling(flow, p["window"], "sum") / rolling(m.volume, p["window"], "sum")]
-
-
-def _compute_force_index(m: Bars, p: Mapping[str, Any]) -> list[np.ndarray]:
-    return [ema_rows((m.close - shift_rows(m.close, 1)) * m.volume, p["window"])]
-
-
-def _compute_realized_vol(m: Bars, p: Mapping[str, Any]) -> list[np.ndarray]:
-    return [in_row_chunks(realized_vol_many, (m.close,), p["window"])]
-
-
-def _compute_ewm_vol(m: Bars, p: Mapping[str, Any]) -> list[np.ndarray]:
-    return [ewm_vol_many(m.close, p["decay"])]
 
 
 # The range-based variances and the overnight gap (issue 17): what statistical forecasters read from a
@@ -282,22 +236,18 @@ def _log_variance_floor(p: Mapping[str, Any]) -> list[Fallback]:
     return [math.log(VARIANCE_FLOOR)]
 
 
-def _log_mean_variance(estimator: str) -> Callable[[Bars, Mapping[str, Any]], list[np.ndarray]]:
+def _range_variance_def(estimator: str, intraday: str) -> IndicatorDef:
+    """The log of the mean over `window` sessions of a daily variance: overnight gap squared + `intraday`."""
+
     def compute(m: Bars, p: Mapping[str, Any]) -> list[np.ndarray]:
         with np.errstate(divide="ignore", invalid="ignore"):
             return [np.log(_trailing_mean(_range_variance(m, estimator), p["window"]))]
 
-    return compute
-
-
-def _range_variance_def(estimator: str, intraday: str) -> IndicatorDef:
-    """The log of the mean over `window` sessions of a daily variance: overnight gap squared + `intraday`."""
     return IndicatorDef(
         estimator,
         {"window": (int, 1)},
-        lambda p: [f"{estimator}_{p['window']}"],
         lambda p: p["window"],  # the first variance needs the previous close
-        _log_mean_variance(estimator),
+        compute,
         _log_variance_floor,
         f"log of the mean over `window` sessions of the {estimator.replace('_', '-').title()} daily variance "
         f"(overnight gap squared + {intraday})",
@@ -319,18 +269,14 @@ def _two(value: Fallback) -> Callable[[Mapping[str, Any]], list[Fallback]]:
     return lambda p: [value, value]
 
 
-_INT = int
-_FLOAT = float
-
 INDICATORS: dict[str, IndicatorDef] = {
     d.name: d
     for d in (
         IndicatorDef(
             "ema",
-            {"window": (_INT, 14)},
-            lambda p: [f"ema_{p['window']}"],
+            {"window": (int, 14)},
             lambda p: p["window"] - 1,
-            _compute_ema,
+            lambda m, p: [ema_rows(m.close, p["window"])],
             _one("close"),
             "exponential moving average of the close",
             kinds=lambda p: ["price"],
@@ -338,18 +284,16 @@ INDICATORS: dict[str, IndicatorDef] = {
         ),
         IndicatorDef(
             "sma",
-            {"window": (_INT, 20)},
-            lambda p: [f"sma_{p['window']}"],
+            {"window": (int, 20)},
             lambda p: p["window"] - 1,
-            _compute_sma,
+            lambda m, p: [rolling(m.close, p["window"], "mean")],
             _one("close"),
             "simple moving average of the close",
             kinds=lambda p: ["price"],
         ),
         IndicatorDef(
             "rsi",
-            {"window": (_INT, 14)},
-            lambda p: [f"rsi_{p['window']}"],
+            {"window": (int, 14)},
             lambda p: p["window"],
             _compute_rsi,
             _one(50.0),
@@ -358,34 +302,33 @@ INDICATORS: dict[str, IndicatorDef] = {
         ),
         IndicatorDef(
             "macd",
-            {"window_slow": (_INT, 26), "window_fast": (_INT, 12), "window_sign": (_INT, 9)},
-            lambda p: [f"macd_{p['window_fast']}_{p['window_slow']}"],
+            {"window_slow": (int, 26), "window_fast": (int, 12), "window_sign": (int, 9)},
             lambda p: max(p["window_slow"], p["window_fast"]) - 1,
-            _compute_macd,
+            lambda m, p: [ema_rows(m.close, p["window_fast"]) - ema_rows(m.close, p["window_slow"])],
             _one(0.0),
             "MACD line (fast EMA minus slow EMA)",
             kinds=lambda p: ["price_delta"],
             memory=lambda p: _ema_memory(max(p["window_slow"], p["window_fast"])),
+            columns=lambda p: [f"macd_{p['window_fast']}_{p['window_slow']}"],
         ),
         IndicatorDef(
             "bollinger",
-            {"window": (_INT, 20), "window_dev": (_FLOAT, 2.0)},
-            lambda p: [
-                f"bb_high_{p['window']}_{_fmt(p['window_dev'])}",
-                f"bb_low_{p['window']}_{_fmt(p['window_dev'])}",
-            ],
+            {"window": (int, 20), "window_dev": (float, 2.0)},
             lambda p: p["window"] - 1,
             _compute_bollinger,
             _two("close"),
             "Bollinger high and low bands",
             kinds=lambda p: ["price", "price"],
+            columns=lambda p: [
+                f"bb_high_{p['window']}_{_fmt(p['window_dev'])}",
+                f"bb_low_{p['window']}_{_fmt(p['window_dev'])}",
+            ],
         ),
         IndicatorDef(
             "atr",
-            {"window": (_INT, 14)},
-            lambda p: [f"atr_{p['window']}"],
+            {"window": (int, 14)},
             lambda p: p["window"] - 1,
-            _compute_atr,
+            lambda m, p: [atr_many(m.high, m.low, m.close, p["window"])],
             _one(0.0),
             "average true range",
             kinds=lambda p: ["price_delta"],
@@ -394,7 +337,6 @@ INDICATORS: dict[str, IndicatorDef] = {
         IndicatorDef(
             "obv",
             {},
-            lambda p: ["obv"],
             lambda p: 1,
             _compute_obv,
             _one(0.0),
@@ -403,27 +345,25 @@ INDICATORS: dict[str, IndicatorDef] = {
         ),
         IndicatorDef(
             "mfi",
-            {"window": (_INT, 14)},
-            lambda p: [f"mfi_{p['window']}"],
+            {"window": (int, 14)},
             lambda p: p["window"],
-            _compute_mfi,
+            lambda m, p: [in_row_chunks(mfi, (m.high, m.low, m.close, m.volume), p["window"])],
             _one(50.0),
             "money flow index",
         ),
         IndicatorDef(
             "adx",
-            {"window": (_INT, 14)},
-            lambda p: [f"adx_{p['window']}", f"adx_pos_{p['window']}", f"adx_neg_{p['window']}"],
+            {"window": (int, 14)},
             lambda p: max(2 * p["window"] - 1, p["window"] + 1),
-            _compute_adx,
+            lambda m, p: list(adx_many(m.high, m.low, m.close, p["window"])),
             lambda p: [0.0, 0.0, 0.0],
             "average directional index with +DI and -DI",
             memory=lambda p: _wilder_memory(2 * p["window"]),
+            columns=lambda p: [f"adx_{p['window']}", f"adx_pos_{p['window']}", f"adx_neg_{p['window']}"],
         ),
         IndicatorDef(
             "vwap",
-            {"window": (_INT, 14)},
-            lambda p: [f"vwap_{p['window']}"],
+            {"window": (int, 14)},
             lambda p: p["window"] - 1,
             _compute_vwap,
             _one("typical"),
@@ -432,36 +372,34 @@ INDICATORS: dict[str, IndicatorDef] = {
         ),
         IndicatorDef(
             "psar",
-            {"step": (_FLOAT, 0.02), "max_step": (_FLOAT, 0.2)},
-            lambda p: [f"psar_{_fmt(p['step'])}_{_fmt(p['max_step'])}"],
+            {"step": (float, 0.02), "max_step": (float, 0.2)},
             lambda p: 2,
-            _compute_psar,
+            lambda m, p: [psar_many(m.high, m.low, m.close, p["step"], p["max_step"])],
             _one("close"),
             "parabolic stop and reverse",
             kinds=lambda p: ["price"],
         ),
         IndicatorDef(
             "stoch",
-            {"window": (_INT, 14), "smooth_window": (_INT, 3)},
-            lambda p: [f"stoch_k_{p['window']}", f"stoch_d_{p['window']}_{p['smooth_window']}"],
+            {"window": (int, 14), "smooth_window": (int, 3)},
             lambda p: p["window"] + p["smooth_window"] - 2,
             _compute_stoch,
             _two(50.0),
             "stochastic %K and %D",
+            columns=lambda p: [f"stoch_k_{p['window']}", f"stoch_d_{p['window']}_{p['smooth_window']}"],
         ),
         IndicatorDef(
             "cci",
-            {"window": (_INT, 20), "constant": (_FLOAT, 0.015)},
-            lambda p: [f"cci_{p['window']}"],
+            {"window": (int, 20), "constant": (float, 0.015)},
             lambda p: p["window"] - 1,
-            _compute_cci,
+            lambda m, p: [in_row_chunks(cci, (m.high, m.low, m.close), p["window"], p["constant"])],
             _one(0.0),
             "commodity channel index",
+            columns=lambda p: [f"cci_{p['window']}"],
         ),
         IndicatorDef(
             "williams_r",
-            {"lbp": (_INT, 14)},
-            lambda p: [f"williams_r_{p['lbp']}"],
+            {"lbp": (int, 14)},
             lambda p: p["lbp"] - 1,
             _compute_williams_r,
             _one(-50.0),
@@ -469,30 +407,22 @@ INDICATORS: dict[str, IndicatorDef] = {
         ),
         IndicatorDef(
             "donchian",
-            {"window": (_INT, 20)},
-            lambda p: [f"donchian_high_{p['window']}", f"donchian_low_{p['window']}"],
+            {"window": (int, 20)},
             lambda p: p["window"] - 1,
-            _compute_donchian,
+            lambda m, p: [rolling(m.high, p["window"], "max"), rolling(m.low, p["window"], "min")],
             _two("close"),
             "Donchian channel high and low",
             kinds=lambda p: ["price", "price"],
+            columns=lambda p: [f"donchian_high_{p['window']}", f"donchian_low_{p['window']}"],
         ),
         IndicatorDef(
             "keltner",
             {
-                "window": (_INT, 20),
-                "window_atr": (_INT, 10),
+                "window": (int, 20),
+                "window_atr": (int, 10),
                 "original_version": (bool, True),
-                "multiplier": (_FLOAT, 2.0),
+                "multiplier": (float, 2.0),
             },
-            lambda p: (
-                [f"keltner_high_{p['window']}", f"keltner_low_{p['window']}"]
-                if p["original_version"]
-                else [
-                    f"keltner_high_{p['window']}_{p['window_atr']}",
-                    f"keltner_low_{p['window']}_{p['window_atr']}",
-                ]
-            ),
             lambda p: p["window"] - 1 if p["original_version"] else max(p["window"], p["window_atr"]) - 1,
             _compute_keltner,
             _two("close"),
@@ -501,11 +431,18 @@ INDICATORS: dict[str, IndicatorDef] = {
             memory=lambda p: (
                 0 if p["original_version"] else max(_ema_memory(p["window"]), _wilder_memory(p["window_atr"]))
             ),
+            columns=lambda p: (
+                [f"keltner_high_{p['window']}", f"keltner_low_{p['window']}"]
+                if p["original_version"]
+                else [
+                    f"keltner_high_{p['window']}_{p['window_atr']}",
+                    f"keltner_low_{p['window']}_{p['window_atr']}",
+                ]
+            ),
         ),
         IndicatorDef(
             "log_return",
             {},
-            lambda p: ["log_return"],
             lambda p: 1,
             _compute_log_return,
             _one(0.0),
@@ -513,8 +450,7 @@ INDICATORS: dict[str, IndicatorDef] = {
         ),
         IndicatorDef(
             "roc",
-            {"window": (_INT, 12)},
-            lambda p: [f"roc_{p['window']}"],
+            {"window": (int, 12)},
             lambda p: p["window"],
             _compute_roc,
             _one(0.0),
@@ -522,18 +458,16 @@ INDICATORS: dict[str, IndicatorDef] = {
         ),
         IndicatorDef(
             "volume_sma",
-            {"window": (_INT, 20)},
-            lambda p: [f"volume_sma_{p['window']}"],
+            {"window": (int, 20)},
             lambda p: p["window"] - 1,
-            _compute_volume_sma,
+            lambda m, p: [rolling(m.volume, p["window"], "mean")],
             _one(0.0),
             "simple moving average of the volume",
             kinds=lambda p: ["volume"],
         ),
         IndicatorDef(
             "cmf",
-            {"window": (_INT, 20)},
-            lambda p: [f"cmf_{p['window']}"],
+            {"window": (int, 20)},
             lambda p: p["window"] - 1,
             _compute_cmf,
             _one(0.0),
@@ -541,10 +475,9 @@ INDICATORS: dict[str, IndicatorDef] = {
         ),
         IndicatorDef(
             "force_index",
-            {"window": (_INT, 13)},
-            lambda p: [f"force_index_{p['window']}"],
+            {"window": (int, 13)},
             lambda p: p["window"],
-            _compute_force_index,
+            lambda m, p: [ema_rows((m.close - shift_rows(m.close, 1)) * m.volume, p["window"])],
             _one(0.0),
             "force index (EMA of close change x volume)",
             kinds=lambda p: ["price_volume"],
@@ -552,19 +485,17 @@ INDICATORS: dict[str, IndicatorDef] = {
         ),
         IndicatorDef(
             "realized_vol",
-            {"window": (_INT, 20)},
-            lambda p: [f"realized_vol_{p['window']}"],
+            {"window": (int, 20)},
             lambda p: p["window"],
-            _compute_realized_vol,
+            lambda m, p: [in_row_chunks(realized_vol_many, (m.close,), p["window"])],
             _one(np.log(1e-8)),
             "log of the standard deviation of the last `window` daily log returns",
         ),
         IndicatorDef(
             "ewm_vol",
-            {"decay": (_FLOAT, 0.94)},
-            lambda p: [f"ewm_vol_{_fmt(p['decay'])}"],
+            {"decay": (float, 0.94)},
             lambda p: 20,
-            _compute_ewm_vol,
+            lambda m, p: [ewm_vol_many(m.close, p["decay"])],
             _one(np.log(1e-8)),
             "log of the exponentially weighted volatility of daily log returns (RiskMetrics, decay 0.94)",
             memory=lambda p: math.ceil(_FORGET / -math.log(p["decay"])),
@@ -573,8 +504,7 @@ INDICATORS: dict[str, IndicatorDef] = {
         _range_variance_def("garman_klass", "0.5 (ln H/L)^2 - (2 ln 2 - 1) (ln C/O)^2"),
         IndicatorDef(
             "overnight_gap",
-            {"window": (_INT, 1)},
-            lambda p: [f"overnight_gap_{p['window']}"],
+            {"window": (int, 1)},
             lambda p: p["window"],
             _compute_overnight_gap,
             _one(0.0),
@@ -607,22 +537,22 @@ MAX_FACTOR = 1000.0
 
 def _check_param(indicator: str, key: str, kind: type, value: Any) -> Any:
     where = f"Indicator `{indicator}` parameter `{key}`"
+    number = isinstance(value, int | float) and not isinstance(value, bool)
     if kind is bool:
         if isinstance(value, bool):
             return value
         raise ConfigError(f"{where} must be true or false, got {value!r}.")
     if kind is int:
-        if isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= MAX_WINDOW_SESSIONS:
+        if number and isinstance(value, int) and 1 <= value <= MAX_WINDOW_SESSIONS:
             return int(value)
         raise ConfigError(
             f"{where} must be a whole number of sessions from 1 to {MAX_WINDOW_SESSIONS}, got {value!r}."
         )
     if key == "decay":  # a weight kept per session: a fraction
-        if isinstance(value, int | float) and not isinstance(value, bool) and 0 < value < 1:
+        if number and 0 < value < 1:
             return float(value)
         raise ConfigError(f"{where} must be between 0 and 1, got {value!r}.")
-    number_ok = isinstance(value, int | float) and not isinstance(value, bool) and np.isfinite(value)
-    if number_ok and 0 < value <= MAX_FACTOR:
+    if number and np.isfinite(value) and 0 < value <= MAX_FACTOR:
         return float(value)
     raise ConfigError(f"{where} must be a positive number up to {MAX_FACTOR:g}, got {value!r}.")
 
@@ -634,7 +564,7 @@ def resolve_indicators(indicators: Sequence[Mapping[str, Any]]) -> list[Resolved
     output columns are listed twice.
     """
     resolved: list[ResolvedIndicator] = []
-    seen: dict[str, str] = {}
+    seen: set[str] = set()
     known = ", ".join(sorted(INDICATORS))
     for entry in indicators:
         if not isinstance(entry, Mapping):
@@ -658,7 +588,7 @@ def resolve_indicators(indicators: Sequence[Mapping[str, Any]]) -> list[Resolved
             params[key] = _check_param(name, key, definition.params[key][0], value)
         for key, (_, default) in definition.params.items():
             params.setdefault(key, default)
-        columns = tuple(definition.columns(params))
+        columns = tuple(definition.column_names(params))
         for column in columns:
             if column in seen or column in OHLCV:
                 raise ConfigError(
@@ -666,7 +596,7 @@ def resolve_indicators(indicators: Sequence[Mapping[str, Any]]) -> list[Resolved
                     f"that another entry already produces.",
                     hint="Remove the duplicate entry from [features] indicators.",
                 )
-            seen[column] = name
+            seen.add(column)
         resolved.append(ResolvedIndicator(name, params, columns, int(definition.warmup(params)), definition))
     return resolved
 
@@ -678,10 +608,7 @@ def canonical_indicators(indicators: Sequence[Mapping[str, Any]]) -> list[dict[s
 
 def feature_names(indicators: Sequence[Mapping[str, Any]] | Sequence[ResolvedIndicator]) -> list[str]:
     """OHLCV followed by every indicator column, in config order."""
-    names = list(OHLCV)
-    for item in _resolved(indicators):
-        names.extend(item.columns)
-    return names
+    return [*OHLCV, *(column for item in _resolved(indicators) for column in item.columns)]
 
 
 def _resolved(
@@ -708,13 +635,7 @@ def _resolved(
 #
 # Every transform is causal (row t uses bars up to t only).
 
-OHLCV_KINDS: dict[str, str] = {
-    "open": "price",
-    "high": "price",
-    "low": "price",
-    "close": "return",
-    "volume": "volume",
-}
+OHLCV_KINDS = {"open": "price", "high": "price", "low": "price", "close": "return", "volume": "volume"}
 SCALE_KINDS = ("price", "price_delta", "level", "return", "volume", "flow", "price_volume")
 VOLUME_BASE_WINDOW = 20
 
@@ -724,12 +645,7 @@ def column_kinds(indicators: Sequence[Mapping[str, Any]] | Sequence[ResolvedIndi
     kinds = [OHLCV_KINDS[name] for name in OHLCV]
     for item in _resolved(indicators):
         kinds_of = item.definition.kinds
-        item_kinds = list(kinds_of(item.params)) if kinds_of else ["level"] * len(item.columns)
-        if len(item_kinds) != len(item.columns):  # pragma: no cover - a registry mistake
-            raise ConfigError(
-                f"Indicator `{item.name}` declares {len(item_kinds)} kinds for {len(item.columns)} columns."
-            )
-        kinds.extend(item_kinds)
+        kinds.extend(kinds_of(item.params) if kinds_of else ["level"] * len(item.columns))
     return kinds
 
 
@@ -738,9 +654,7 @@ def model_warmup(indicators: Sequence[Mapping[str, Any]] | Sequence[ResolvedIndi
     resolved = _resolved(indicators)
     warmup = max((item.warmup for item in resolved), default=0)
     # The volume base needs VOLUME_BASE_WINDOW bars; `flow` differences over as many more.
-    transform = (
-        VOLUME_BASE_WINDOW if any(k in ("flow",) for k in column_kinds(resolved)) else VOLUME_BASE_WINDOW - 1
-    )
+    transform = VOLUME_BASE_WINDOW if "flow" in column_kinds(resolved) else VOLUME_BASE_WINDOW - 1
     return max(warmup, transform, 1)
 
 
@@ -841,14 +755,12 @@ def with_fallback(
     bad = ~np.isfinite(tail)
     if not bad.any():
         return values
-    tail = tail.copy()
-    if fallback == "close":
-        tail[bad] = close[..., warmup:][bad]
-    elif fallback == "typical":
-        tail[bad] = typical[..., warmup:][bad]
-    else:
-        tail[bad] = float(fallback)
-    return np.concatenate([values[..., :warmup], tail], axis=-1)
+    fill = (
+        {"close": close, "typical": typical}[fallback][..., warmup:]
+        if isinstance(fallback, str)
+        else fallback
+    )
+    return np.concatenate([values[..., :warmup], np.where(bad, fill, tail)], axis=-1)
 
 
 def feature_columns(bars: Bars, resolved: Sequence[ResolvedIndicator]) -> Iterator[np.ndarray]:
@@ -900,14 +812,11 @@ def iter_model_features(
         end = begin + max(1, block_cells // longest)
         block = order[begin:end]
         begin = end
-        padded = []
-        for j in range(len(OHLCV)):
-            values = np.empty((len(block), longest))
-            for row, k in enumerate(block):
-                own = arrays[k][j]
-                values[row, : len(own)] = own
-                values[row, len(own) :] = own[-1]  # after its last bar: ignored (every value is causal)
-            padded.append(values)
+        # After its last bar a row repeats it: ignored, since every value is causal.
+        padded = [
+            np.stack([np.pad(arrays[k][j], (0, longest - lengths[k]), mode="edge") for k in block])
+            for j in range(len(OHLCV))
+        ]
         block_bars = Bars(*padded)
         transform = ScaleFree(block_bars.close, block_bars.volume)
         # Stored a feature at a time; each ticker gets a (bars, features) view of its own rows, whose

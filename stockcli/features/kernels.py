@@ -7,8 +7,8 @@ after it repeat its last bar and are thrown away), and every kernel runs once ov
   rolling and ewm calls run on the rows laid end to end or on a DataFrame whose columns are the
   tickers: pandas applies the same kernel to each as to a Series, so each ticker gets ta's bits;
 - ta's Python loops (PSAR, ATR, ADX) and the EWMA volatility step through time with one vector of
-  tickers, each element doing the scalar loop's arithmetic; below a few dozen rows the scalar loop
-  (`psar`, `atr`, `adx`, `ewm_vol`) runs row by row instead, which is faster there;
+  tickers, each element doing ta's scalar arithmetic (tests/ta_oracles.py keeps the scalar loops);
+  below `PSAR_MIN_VECTOR_ROWS` rows PSAR's scalar loop (`psar`) runs row by row, faster there;
 - every kernel is causal, so what follows a ticker's last bar in its row cannot change its values.
 
 Tests (tests/ta_oracles.py, tests/test_features.py) hold every kernel to ta's own output.
@@ -18,23 +18,14 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
-from stockcli.errors import ConfigError
-
-if TYPE_CHECKING:
-    import pandas as pd
-
-# Below this many rows, a loop kernel runs its scalar loop row by row: a step of the vector loop is
-# a few dozen numpy calls whatever the rows (PSAR ~60 us, 0.65 us a row for the scalar loop; ATR,
-# ADX and the EWMA volatility ~5 us against 0.3 us; measured over 691 bars).
-MIN_VECTOR_ROWS = 16
+# Below this many rows PSAR runs its scalar loop row by row: a step of the vector loop is a few dozen
+# numpy calls whatever the rows (~60 us against 0.65 us a row; measured over 691 bars). For ATR, ADX
+# and the EWMA volatility the vector loop costs at most ~2 ms more for one row, and is faster from ten.
 PSAR_MIN_VECTOR_ROWS = 96
-
-
-# --- the scalar loops: one ticker's (bars,) arrays, ta's arithmetic ----------------------------------
 
 
 def psar(
@@ -95,33 +86,6 @@ def psar(
     return np.asarray(out, dtype=np.float64)
 
 
-def _true_range(high: np.ndarray, low: np.ndarray, close: np.ndarray) -> np.ndarray:
-    previous = np.empty_like(close)
-    previous[0] = np.nan
-    previous[1:] = close[:-1]
-    with np.errstate(invalid="ignore"):
-        stacked = np.stack([high - low, np.abs(high - previous), np.abs(low - previous)])
-    return np.nanmax(stacked, axis=0)  # ta: DataFrame.max(axis=1), which skips the NaN of row 0
-
-
-def atr(high: np.ndarray, low: np.ndarray, close: np.ndarray, window: int = 14) -> np.ndarray:
-    """Average true range with ta's arithmetic (Wilder smoothing seeded by a plain mean; zeros before)."""
-    n = len(close)
-    out = np.zeros(n)
-    if n < window:
-        return np.full(n, np.nan)
-    true_range = _true_range(high, low, close)
-    value = float(true_range[0:window].mean())
-    out[window - 1] = value
-    tail = true_range[window:].tolist()
-    values = []
-    for tr in tail:
-        value = (value * (window - 1) + tr) / float(window)
-        values.append(value)
-    out[window:] = values
-    return out
-
-
 def directional_indices(
     trs: np.ndarray, dip: np.ndarray, din: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -139,62 +103,6 @@ def directional_indices(
             total != 0, 100 * np.abs((di_pos - di_neg) / np.where(total != 0, total, 1.0)), 0.0
         )
     return di_pos, di_neg, directional
-
-
-def adx(
-    high: np.ndarray, low: np.ndarray, close: np.ndarray, window: int = 14
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """ADX, +DI and −DI with ta's `ADXIndicator` arithmetic (zeros during warm-up, as ta emits)."""
-    n = len(close)
-    if n < 2 * window:
-        nan = np.full(n, np.nan)
-        return nan, nan.copy(), nan.copy()
-    previous = np.empty_like(close)
-    previous[0] = np.nan
-    previous[1:] = close[:-1]
-    pdm = np.amax([high, previous], axis=0)
-    pdn = np.amin([low, previous], axis=0)
-    movement = pdm - pdn
-    size = n - (window - 1)
-
-    def wilder_sum(values: np.ndarray) -> np.ndarray:
-        # ta: out[0] = sum of the first `window` non-NaN values (rows 1..window); out[i] for
-        # 1 <= i <= size-2 by recursion; the last slot stays 0 (ta never fills it).
-        out = np.zeros(size)
-        acc = float(values[1 : window + 1].sum())
-        out[0] = acc
-        recursion = []
-        for value in values[window + 1 : window + size - 1].tolist():
-            acc = acc - (acc / float(window)) + value
-            recursion.append(acc)
-        out[1 : size - 1] = recursion
-        return out
-
-    trs = wilder_sum(movement)
-    with np.errstate(invalid="ignore"):
-        diff_up = high - np.concatenate([[np.nan], high[:-1]])
-        diff_down = np.concatenate([[np.nan], low[:-1]]) - low
-        pos = np.abs(((diff_up > diff_down) & (diff_up > 0)) * diff_up)
-        neg = np.abs(((diff_down > diff_up) & (diff_down > 0)) * diff_down)
-    dip = wilder_sum(pos)
-    din = wilder_sum(neg)
-
-    di_pos, di_neg, directional = directional_indices(trs, dip, din)
-    adx_values = np.zeros(size)
-    value = float(directional[0:window].mean())
-    adx_values[window] = value
-    smoothed = []
-    for dx in directional[window : size - 1].tolist():
-        value = ((value * (window - 1)) + dx) / float(window)
-        smoothed.append(value)
-    adx_values[window + 1 :] = smoothed
-    adx_out = np.concatenate([np.zeros(window - 1), adx_values])
-
-    pos_out = np.zeros(n)
-    neg_out = np.zeros(n)
-    pos_out[window + 1 : window + size - 1] = di_pos[1 : size - 1]
-    neg_out[window + 1 : window + size - 1] = di_neg[1 : size - 1]
-    return adx_out, pos_out, neg_out
 
 
 def _window_view(values: np.ndarray, window: int) -> np.ndarray:
@@ -243,46 +151,7 @@ def cci(
     return out
 
 
-def _log_returns(close: np.ndarray) -> np.ndarray:
-    out = np.full(len(close), np.nan)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        out[1:] = np.log(close[1:] / close[:-1])
-    return out
-
-
-def ewm_vol(close: np.ndarray, decay: float = 0.94, seed_window: int = 20) -> np.ndarray:
-    """log of the exponentially weighted volatility of daily log returns (RiskMetrics' recursion).
-
-    With r_t = log(close_t / close_(t-1)): v at t = seed_window is the mean of r_1..r_seed_window
-    squared, then v_t = decay * v_(t-1) + (1 - decay) * r_t^2; the value at t uses returns up to t
-    only. The seed's weight decays as decay^n, so a history cut 500 sessions earlier gives the same
-    values to ~1e-13 (the forecasting primitive relies on that).
-    """
-    if not 0.0 < decay < 1.0:
-        raise ConfigError(f"Indicator `ewm_vol` parameter `decay` must be between 0 and 1, got {decay}.")
-    returns = _log_returns(close)
-    n = len(close)
-    out = np.full(n, np.nan)
-    if n <= seed_window:
-        return out
-    squared = (returns**2).tolist()
-    variance = float(np.mean(squared[1 : seed_window + 1]))
-    values = [variance]
-    for t in range(seed_window + 1, n):
-        variance = decay * variance + (1.0 - decay) * squared[t]
-        values.append(variance)
-    out[seed_window:] = np.log(np.sqrt(np.asarray(values)) + 1e-8)
-    return out
-
-
 # --- many tickers at once ------------------------------------------------------------------------
-
-
-def _rows_frame(values: np.ndarray) -> pd.DataFrame:
-    import pandas as pd
-
-    # Columns are the rows (tickers): pandas' window kernels run column by column.
-    return pd.DataFrame(values.T, copy=False)
 
 
 @functools.cache
@@ -326,8 +195,12 @@ def rolling(
 
 
 def ewm_mean(values: np.ndarray, **kwargs: Any) -> np.ndarray:
-    """pandas' `ewm(**kwargs).mean()` of each row."""
-    return np.asarray(_rows_frame(values).ewm(**kwargs).mean().to_numpy(dtype=np.float64).T)
+    """pandas' `ewm(**kwargs).mean()` of each row (a DataFrame's column: pandas runs its kernel column by
+    column)."""
+    import pandas as pd
+
+    frame = pd.DataFrame(values.T, copy=False)
+    return np.asarray(frame.ewm(**kwargs).mean().to_numpy(dtype=np.float64).T)
 
 
 def ema_rows(values: np.ndarray, window: int) -> np.ndarray:
@@ -342,20 +215,13 @@ def shift_rows(values: np.ndarray, periods: int) -> np.ndarray:
     return out
 
 
-def _scalar_rows(function: Callable[..., Any], arrays: Sequence[np.ndarray], *args: Any) -> list[np.ndarray]:
-    """A per-ticker function applied to each row: a list of (rows, bars) arrays, one per output."""
-    results = [function(*(a[k] for a in arrays), *args) for k in range(arrays[0].shape[0])]
-    results = [r if isinstance(r, tuple) else (r,) for r in results]
-    return [np.stack([r[j] for r in results]) for j in range(len(results[0]))]
-
-
 def psar_many(
     high: np.ndarray, low: np.ndarray, close: np.ndarray, step: float = 0.02, max_step: float = 0.2
 ) -> np.ndarray:
     """`psar` of each row of (tickers, bars) arrays, stepping through time with a vector of tickers."""
     rows, n = close.shape
     if rows < PSAR_MIN_VECTOR_ROWS or n < 3:
-        return _scalar_rows(psar, (high, low, close), step, max_step)[0]
+        return np.stack([psar(*row, step, max_step) for row in zip(high, low, close, strict=True)])
     highs = np.ascontiguousarray(high.T)  # (bars, tickers): one contiguous vector per session
     lows = np.ascontiguousarray(low.T)
     out = np.array(close.T, dtype=np.float64, order="C")
@@ -394,21 +260,15 @@ def psar_many(
     return np.ascontiguousarray(out.T)
 
 
-def _true_range_many(high: np.ndarray, low: np.ndarray, close: np.ndarray) -> np.ndarray:
-    previous = shift_rows(close, 1)
-    with np.errstate(invalid="ignore"):
-        stacked = np.stack([high - low, np.abs(high - previous), np.abs(low - previous)])
-    return np.nanmax(stacked, axis=0)
-
-
 def atr_many(high: np.ndarray, low: np.ndarray, close: np.ndarray, window: int = 14) -> np.ndarray:
-    """`atr` of each row of (tickers, bars) arrays."""
+    """Average true range of each row with ta's arithmetic (Wilder smoothing seeded by a plain mean)."""
     rows, n = close.shape
     if n < window:
         return np.full((rows, n), np.nan)
-    if rows < MIN_VECTOR_ROWS:
-        return _scalar_rows(atr, (high, low, close), window)[0]
-    true_range = _true_range_many(high, low, close)
+    previous = shift_rows(close, 1)
+    with np.errstate(invalid="ignore"):
+        stacked = np.stack([high - low, np.abs(high - previous), np.abs(low - previous)])
+    true_range = np.nanmax(stacked, axis=0)  # ta: DataFrame.max(axis=1), which skips the NaN of row 0
     out = np.zeros((n, rows))
     value = true_range[:, 0:window].mean(axis=1)
     out[window - 1] = value
@@ -422,14 +282,11 @@ def atr_many(high: np.ndarray, low: np.ndarray, close: np.ndarray, window: int =
 def adx_many(
     high: np.ndarray, low: np.ndarray, close: np.ndarray, window: int = 14
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """`adx` (ADX, +DI, −DI) of each row of (tickers, bars) arrays."""
+    """ADX, +DI and −DI of each row with ta's `ADXIndicator` arithmetic (zeros during warm-up, as ta emits)."""
     rows, n = close.shape
     if n < 2 * window:
         nan = np.full((rows, n), np.nan)
         return nan, nan.copy(), nan.copy()
-    if rows < MIN_VECTOR_ROWS:
-        adx_rows, pos_rows, neg_rows = _scalar_rows(adx, (high, low, close), window)
-        return adx_rows, pos_rows, neg_rows
     previous = shift_rows(close, 1)
     movement = np.maximum(high, previous) - np.minimum(low, previous)
     size = n - (window - 1)
@@ -502,15 +359,17 @@ def realized_vol_many(close: np.ndarray, window: int = 20) -> np.ndarray:
 
 
 def ewm_vol_many(close: np.ndarray, decay: float = 0.94, seed_window: int = 20) -> np.ndarray:
-    """`ewm_vol` of each row of (tickers, bars) arrays."""
-    if not 0.0 < decay < 1.0:
-        raise ConfigError(f"Indicator `ewm_vol` parameter `decay` must be between 0 and 1, got {decay}.")
+    """log of the exponentially weighted volatility of each row's daily log returns (RiskMetrics).
+
+    With r_t = log(close_t / close_(t-1)): v at t = seed_window is the mean of r_1..r_seed_window
+    squared, then v_t = decay * v_(t-1) + (1 - decay) * r_t^2; the value at t uses returns up to t
+    only. The seed's weight decays as decay^n, so a history cut 500 sessions earlier gives the same
+    values to ~1e-13 (the forecasting primitive relies on that).
+    """
     rows, n = close.shape
     out = np.full((rows, n), np.nan)
     if n <= seed_window:
         return out
-    if rows < MIN_VECTOR_ROWS:
-        return _scalar_rows(ewm_vol, (close,), decay, seed_window)[0]
     squared = log_returns_many(close) ** 2
     variance = squared[:, 1 : seed_window + 1].mean(axis=1)
     values = np.empty((n - seed_window, rows))

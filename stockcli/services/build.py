@@ -64,16 +64,17 @@ def build(
     from stockcli.db import datasets as datasets_db
     from stockcli.features.dataset import build_sets
 
+    report: Progress = progress or (lambda stage, done, total: None)
     if run_id is None:
         run_id = datasets_db.latest_dataset_id(engine)
         if run_id is None:
             raise NoDataError("No dataset yet.", hint="Run `stockcli process` first.")
-    _report(progress, "loading dataset", 0, 1)
+    report("loading dataset", 0, 1)
     stored = datasets_db.load_dataset(engine, run_id)
-    _report(progress, "loading dataset", 1, 1)
-    panel = stored.panel()
+    report("loading dataset", 1, 1)
+    panel = stored.panel
     ds = settings.dataset
-    _report(progress, "scaling and windowing", 0, 1)
+    report("scaling and windowing", 0, 1)
     output = build_sets(
         panel,
         spec=stored.feature_spec,
@@ -82,8 +83,8 @@ def build(
         validation_fraction=ds.validation_fraction,
         correlation_threshold=settings.features.correlation_threshold,
     )
-    _report(progress, "scaling and windowing", 1, 1)
-    _report(progress, "saving built sets", 0, 1)
+    report("scaling and windowing", 1, 1)
+    report("saving built sets", 0, 1)
     datasets_db.save_built(
         engine,
         run_id=run_id,
@@ -93,35 +94,29 @@ def build(
         split=output.split,
         parts=output.parts,
     )
-    _report(progress, "saving built sets", 1, 1)
-    summaries = {}
-    for name in ("train", "validation", "test"):
-        info = output.split[name]
-        summaries[name] = PartSummary(
-            name=name,
-            windows=int(info["windows"]),
-            first_base_date=date.fromisoformat(info["first_base_date"]),
-            last_base_date=date.fromisoformat(info["last_base_date"]),
-            first_target_date=date.fromisoformat(info["first_target_date"]),
-            last_target_date=date.fromisoformat(info["last_target_date"]),
+    report("saving built sets", 1, 1)
+    # A part's windows are ordered by base row: its first and last dates are its span.
+    summaries = {
+        name: PartSummary(
+            name,
+            windows=len(part.base_dates),
+            first_base_date=part.base_dates[0],
+            last_base_date=part.base_dates[-1],
+            first_target_date=part.target_dates[0],
+            last_target_date=part.target_dates[-1],
         )
+        for name, part in output.parts.items()
+    }
     return BuildResult(
         run_id=run_id,
-        tickers=stored.tickers,
-        sessions=stored.n_sessions,
+        tickers=panel.tickers,
+        sessions=panel.n_sessions,
         n_features=len(output.spec.feature_names),
         feature_names=output.spec.feature_names,
         dropped_features=output.dropped_features,
         sequence_length=ds.sequence_length,
         target_kind="return",
-        train=summaries["train"],
-        validation=summaries["validation"],
-        test=summaries["test"],
         context_tickers=panel.context_tickers,
         windows_per_ticker=output.windows_per_ticker,
+        **summaries,
     )
-
-
-def _report(progress: Progress | None, stage: str, done: int, total: int) -> None:
-    if progress is not None:
-        progress(stage, done, total)

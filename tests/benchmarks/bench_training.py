@@ -8,7 +8,7 @@ Data: the synthetic market of `synthetic.py` (500 tickers over ten years of sess
 spread over the ten years, some gaps and delistings), stored with the store's upsert, then processed
 and built by the real services with the default settings (all indicators, 30-session windows). Set-up
 is not measured. A dataset of n tickers is the built 500-ticker dataset restricted to the windows of
-its first n tickers (`WindowSet.subset`: the same slab and dates, so the only difference with a
+its first n tickers (`model_helpers.subset`: the same slab and dates, so the only difference with a
 dataset processed for those n tickers is where the scalers were fit, which does not change the cost).
 
 For each model (default: `lstm` and `lstm_cross_attention`, hidden 64, batch 64, the other
@@ -83,7 +83,9 @@ def built_dataset(workdir: Path, n_tickers: int) -> tuple[Any, str]:
 
 def first_tickers(windows: Any, n_tickers: int) -> Any:
     """The windows of the first `n_tickers` watchlist series (^MKT and the oldest stock numbers)."""
-    return windows.subset(np.flatnonzero(windows.series < n_tickers))
+    from tests.model_helpers import subset
+
+    return subset(windows, np.flatnonzero(windows.series < n_tickers))
 
 
 def bare_loop(train: Any, params: Any, *, epochs: int, seed: int) -> dict[str, float]:
@@ -92,10 +94,11 @@ def bare_loop(train: Any, params: Any, *, epochs: int, seed: int) -> dict[str, f
 
     from stockcli.ml.networks import distribution_nll
     from stockcli.ml.training import _batches_by_row, _initial_model, configure_threads
+    from tests.model_helpers import gather
 
     configure_threads(None)
     torch.manual_seed(seed)
-    x = torch.from_numpy(train.gather())
+    x = torch.from_numpy(gather(train))
     y = torch.from_numpy(np.nan_to_num(train.y.astype(np.float32)))
     rows = torch.from_numpy(train.rows)
     model, _config = _initial_model(params=params, windows=train, init_state=None)  # the product's own
@@ -133,13 +136,14 @@ def measure(
 ) -> list[dict[str, Any]]:
     from stockcli.config import TrainingSettings
     from stockcli.ml.training import TrainParams, configure_threads, train_model
+    from tests.model_helpers import subset
 
     threads = configure_threads(None)
     rows: list[dict[str, Any]] = []
     for model_type in models:
         params = TrainParams.from_settings(TrainingSettings(), {"model_type": model_type, "hidden_size": 64})
         # Warm-up (kernels, allocator) on a small slice, not measured.
-        small = first_tickers(built.train, min(sizes)).subset(np.arange(2048))
+        small = subset(first_tickers(built.train, min(sizes)), np.arange(2048))
         train_model(
             train=small, validation=small, params=params, epochs=1, patience=2, seed=1, num_threads=threads
         )

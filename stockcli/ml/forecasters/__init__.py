@@ -209,7 +209,7 @@ def candidate_quantiles(
     `fit_missing` (an evaluation window: promote, train), a fit on its own bars before its first
     requested date, so no row sees its future. The rolling band needs no fit.
     """
-    from stockcli.features.dataset import _to_days, dates_to_days
+    from stockcli.features.dataset import dates_to_days
 
     horizon = check_horizon(horizon)
     n = len(tickers)
@@ -223,7 +223,7 @@ def candidate_quantiles(
         if frame is None or len(frame) == 0:
             continue
         rows = np.flatnonzero(ticker_array == ticker)
-        positions = np.searchsorted(_to_days(frame.index), wanted[rows], side="right") - 1
+        positions = np.searchsorted(dates_to_days(frame.index), wanted[rows], side="right") - 1
         ok = positions >= 0
         if not ok.any():
             continue
