@@ -18,13 +18,13 @@ from zoneinfo import ZoneInfo
 
 import pandas as pd
 import pytest
-from sqlalchemy import select, text
+from sqlalchemy import func, select, text
 from sqlalchemy.engine import Engine
 
 from stockcli.clock import trading_calendar
 from stockcli.config import Settings, load_settings
 from stockcli.db import store
-from stockcli.db.bars import bar_counts, load_bars
+from stockcli.db.bars import load_bars
 from stockcli.db.engine import make_engine, open_database
 from stockcli.db.models import RawStockData
 from stockcli.services import fetch as fetch_module
@@ -51,6 +51,13 @@ def open_db() -> Iterator[Callable[[Settings], Engine]]:
     yield opener
     for engine in engines:
         engine.dispose()
+
+
+def bar_counts(engine: Engine) -> dict[str, int]:
+    """How many bars are stored per ticker."""
+    query = select(RawStockData.ticker, func.count()).group_by(RawStockData.ticker)
+    with engine.connect() as connection:
+        return {ticker: int(count) for ticker, count in connection.execute(query)}
 
 
 def checksum(engine: Engine) -> str:

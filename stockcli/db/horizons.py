@@ -133,22 +133,6 @@ def scored_horizons(
     return list(kept.values())
 
 
-def latest_horizons(engine: Engine, *, base_date: date, model_version: str) -> list[dict[str, Any]]:
-    """The horizon rows made from `base_date` by `model_version` (what one `predict` stored)."""
-    table = HorizonPrediction.__table__
-    query = (
-        select(table)
-        .where(
-            table.c.base_date == base_date,
-            table.c.model_version == str(model_version),
-            table.c.void_reason.is_(None),
-        )
-        .order_by(table.c.ticker, table.c.horizon)
-    )
-    with engine.connect() as connection:
-        return [dict(row._mapping) for row in connection.execute(query)]
-
-
 # --- what each horizon above 1 serves ----------------------------------------------------------------
 
 
