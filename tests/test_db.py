@@ -12,14 +12,15 @@ from datetime import date
 from pathlib import Path
 
 import pytest
+from alembic import command
 from sqlalchemy import inspect, text
 
 from stockcli.config import Settings
 from stockcli.db import store
 from stockcli.db.engine import (
     VERSION_TABLE,
+    alembic_config,
     current_revision,
-    downgrade_schema,
     head_revision,
     make_engine,
     open_database,
@@ -51,7 +52,7 @@ def test_open_database_creates_every_table_with_our_own_version_table(settings: 
 
 def test_downgrade_then_upgrade_round_trip(settings: Settings) -> None:
     engine = open_database(settings)
-    downgrade_schema(engine, "base")
+    command.downgrade(alembic_config(engine), "base")
     assert not (set(inspect(engine).get_table_names()) & TABLES)
     open_database(settings)
     assert set(inspect(engine).get_table_names()) >= TABLES

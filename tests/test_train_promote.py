@@ -624,8 +624,11 @@ def test_promotions_table_round_trip(database_url: str) -> None:
     promotions.record_decision(engine, **common, promoted=False, dry_run=True, reason="dry")
     assert [p.reason for p in promotions.list_promotions(engine)] == ["dry", "better"]
     assert [p.reason for p in promotions.list_promotions(engine, include_dry_runs=False)] == ["better"]
+
     def last_promotion() -> Any:  # the newest decision that really moved the alias
-        return next((p for p in promotions.list_promotions(engine, include_dry_runs=False) if p.promoted), None)
+        return next(
+            (p for p in promotions.list_promotions(engine, include_dry_runs=False) if p.promoted), None
+        )
 
     last = last_promotion()
     assert last is not None and last.id == first and last.candidate_metrics["average"]["model"]["mae"] == 1.0
