@@ -83,15 +83,6 @@ def ensure_held() -> None:
         held.ensure_held()
 
 
-def _holder_info(command: str) -> dict[str, object]:
-    return {
-        "command": command,
-        "pid": os.getpid(),
-        "host": socket.gethostname(),
-        "since": datetime.now(tz=UTC).isoformat(timespec="seconds"),
-    }
-
-
 def _refused(holder: dict[str, object] | None) -> LockHeldError:
     """The error for a run refused the lock, naming its holder when known."""
     who = "another stockcli run"
@@ -137,7 +128,9 @@ def file_lock(path: Path, command: str, *, shared: bool = False) -> Iterator[Hel
         except BlockingIOError:
             raise _refused(_file_holder(path)) from None
         os.ftruncate(fd, 0)
-        os.write(fd, json.dumps(_holder_info(command)).encode())
+        since = datetime.now(tz=UTC).isoformat(timespec="seconds")
+        holder = {"command": command, "pid": os.getpid(), "host": socket.gethostname(), "since": since}
+        os.write(fd, json.dumps(holder).encode())
         os.fsync(fd)
         held = HeldLock(
             how_lost=f"its lock file {path} was deleted or replaced while it worked, so a second run could start",
