@@ -31,15 +31,13 @@ def delete_bars(connection: Connection, ticker: str) -> int:
     return int(result.rowcount or 0)
 
 
-def last_dates(
-    engine: Engine, tickers: Iterable[str] | None = None, *, end: date | None = None
-) -> dict[str, date]:
-    """The newest stored date per ticker (on or before `end` when given)."""
-    query = select(RawStockData.ticker, func.max(RawStockData.date)).group_by(RawStockData.ticker)
-    if tickers is not None:
-        query = query.where(RawStockData.ticker.in_(list(tickers)))
-    if end is not None:
-        query = query.where(RawStockData.date <= end)
+def last_dates(engine: Engine, tickers: Iterable[str], *, end: date) -> dict[str, date]:
+    """The newest stored date per ticker on or before `end`."""
+    query = (
+        select(RawStockData.ticker, func.max(RawStockData.date))
+        .where(RawStockData.ticker.in_(list(tickers)), RawStockData.date <= end)
+        .group_by(RawStockData.ticker)
+    )
     with engine.connect() as connection:
         return {ticker: last for ticker, last in connection.execute(query)}
 

@@ -94,18 +94,15 @@ def scored_horizons(
     end: date,
     horizons: Sequence[int] | None = None,
     tickers: Sequence[str] | None = None,
-    with_candidates: bool = True,
     columns: Sequence[str] | None = None,
 ) -> list[dict[str, Any]]:
     """Scored horizon rows with a target date in [start, end], one per (ticker, horizon, base date):
     of several model versions (a re-run after a promotion) the one created last. Oldest first.
-    Without `with_candidates` the candidates' quantiles (the largest column) are not read; with
-    `columns` (e.g. `RISK_COLUMNS`, which must hold ticker, horizon and base_date) only those are,
-    and `tail` comes as its stored JSON text, for the caller to parse in one pass."""
+    With `columns` (e.g. `RISK_COLUMNS`, which must hold ticker, horizon and base_date) only those
+    are read, and `tail` comes as its stored JSON text, for the caller to parse in one pass."""
     table = HorizonPrediction.__table__
-    if columns is None:
-        selected: list[Any] = [c for c in table.c if with_candidates or c.name != "candidates"]
-    else:
+    selected: list[Any] = list(table.c)
+    if columns is not None:
         selected = [cast(table.c[n], Text).label(n) if n == "tail" else table.c[n] for n in columns]
     query = (
         select(*selected)
