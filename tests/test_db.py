@@ -16,7 +16,6 @@ from alembic import command
 from sqlalchemy import inspect, text
 
 from stockcli.config import Settings
-from stockcli.db import store
 from stockcli.db.engine import (
     VERSION_TABLE,
     alembic_config,
@@ -28,6 +27,7 @@ from stockcli.db.engine import (
 from stockcli.db.lock import run_lock
 from stockcli.errors import LockHeldError, UsageError
 from stockcli.services.runtime import pipeline_run
+from tests.ledger import recent_runs
 
 TABLES = {
     "raw_stock_data",
@@ -85,7 +85,7 @@ def test_ledger_records_ok_and_failed_runs(settings: Settings) -> None:
         run.details["tickers"] = 4
     with pytest.raises(UsageError), pipeline_run(settings, command="build", as_of=date(2013, 3, 1)):
         raise UsageError("No dataset with id nope.")
-    runs = store.recent_runs(open_database(settings))
+    runs = recent_runs(open_database(settings))
     assert [(r.command, r.status) for r in runs] == [("build", "failed"), ("fetch", "ok")]
     assert runs[0].error == "No dataset with id nope."
     assert runs[1].details == {"tickers": 4}

@@ -166,18 +166,6 @@ def _redacted(value: Any) -> Any:
     return value
 
 
-def recent_runs(engine: Engine, *, limit: int = 20, command: str | None = None) -> list[PipelineRun]:
-    from sqlalchemy.orm import Session
-
-    with Session(engine) as session:
-        query = select(PipelineRun).order_by(PipelineRun.id.desc()).limit(limit)
-        if command is not None:
-            query = query.where(PipelineRun.command == command)
-        runs = list(session.scalars(query))
-        session.expunge_all()
-        return runs
-
-
 def model_versions_in_use(engine: Engine) -> set[str]:
     """Every model version the app's tables refer to: predictions, scores, promotions, serving
     decisions and interval state (the numbers the MLflow registry must know)."""
