@@ -27,6 +27,7 @@ from tests.faults.pipeline import (
     running_row_of,
     wait_for,
 )
+from tests.ledger import recent_runs
 
 NEW_YORK = ZoneInfo("America/New_York")
 
@@ -184,7 +185,7 @@ def test_sigterm_during_the_catch_up_lets_that_run_finish_then_exits_0(bootstrap
     assert "stockcli daemon stopped." in stdout
     assert "next run" not in stdout  # stopped before the schedule started
     # The catch-up run was finished and recorded, not cut off (`running`) or left for `interrupted`.
-    last = store.recent_runs(bootstrapped.engine, limit=1)[0]
+    last = recent_runs(bootstrapped.engine, limit=1)[0]
     assert last.command == "daily" and last.pid == process.pid
     assert last.status == "failed" and last.finished_at is not None
     # It says why, ticker by ticker: no ticker has a bar of the newest closed session.

@@ -12,14 +12,14 @@ from datetime import date
 from pathlib import Path
 
 import pytest
+from alembic import command
 from sqlalchemy import inspect, text
 
 from stockcli.config import Settings
-from stockcli.db import store
 from stockcli.db.engine import (
     VERSION_TABLE,
+    alembic_config,
     current_revision,
-    downgrade_schema,
     head_revision,
     make_engine,
     open_database,
@@ -27,6 +27,7 @@ from stockcli.db.engine import (
 from stockcli.db.lock import run_lock
 from stockcli.errors import LockHeldError, UsageError
 from stockcli.services.runtime import pipeline_run
+from tests.ledger import recent_runs
 
 TABLES = {
     "raw_stock_data",
@@ -51,7 +52,7 @@ def test_open_database_creates_every_table_with_our_own_version_table(settings: 
 
 def test_downgrade_then_upgrade_round_trip(settings: Settings) -> None:
     engine = open_database(settings)
-    downgrade_schema(engine, "base")
+    command.downgrade(alembic_config(engine), "base")
     assert not (set(inspect(engine).get_table_names()) & TABLES)
     open_database(settings)
     assert set(inspect(engine).get_table_names()) >= TABLES
@@ -84,7 +85,7 @@ def test_ledger_records_ok_and_failed_runs(settings: Settings) -> None:
         run.details["tickers"] = 4
     with pytest.raises(UsageError), pipeline_run(settings, command="build", as_of=date(2013, 3, 1)):
         raise UsageError("No dataset with id nope.")
-    runs = store.recent_runs(open_database(settings))
+    runs = recent_runs(open_database(settings))
     assert [(r.command, r.status) for r in runs] == [("build", "failed"), ("fetch", "ok")]
     assert runs[0].error == "No dataset with id nope."
     assert runs[1].details == {"tickers": 4}

@@ -18,13 +18,12 @@ from zoneinfo import ZoneInfo
 
 import pandas as pd
 import pytest
-from sqlalchemy import select, text
+from sqlalchemy import func, select, text
 from sqlalchemy.engine import Engine
 
 from stockcli.clock import trading_calendar
 from stockcli.config import Settings, load_settings
-from stockcli.db import store
-from stockcli.db.bars import bar_counts, load_bars
+from stockcli.db.bars import load_bars
 from stockcli.db.engine import make_engine, open_database
 from stockcli.db.models import RawStockData
 from stockcli.services import fetch as fetch_module
@@ -33,6 +32,7 @@ from stockcli.services.runtime import pipeline_run
 from stockcli.sources.sample import SAMPLE_DIR, SAMPLE_TICKERS, SampleSource
 from tests.conftest import Cli, write_config
 from tests.fakes_yfinance import FakeYahoo, history_frame, rate_limit, timeout
+from tests.ledger import recent_runs
 
 AS_OF = date(2013, 3, 1)
 NEW_YORK = ZoneInfo("America/New_York")
@@ -51,6 +51,13 @@ def open_db() -> Iterator[Callable[[Settings], Engine]]:
     yield opener
     for engine in engines:
         engine.dispose()
+
+
+def bar_counts(engine: Engine) -> dict[str, int]:
+    """How many bars are stored per ticker."""
+    query = select(RawStockData.ticker, func.count()).group_by(RawStockData.ticker)
+    with engine.connect() as connection:
+        return {ticker: int(count) for ticker, count in connection.execute(query)}
 
 
 def checksum(engine: Engine) -> str:
@@ -311,7 +318,7 @@ def test_yahoo_rate_limit_for_one_of_three_exits_3_with_json(
     engine = make_engine(settings.database_url)
     try:
         assert bar_counts(engine) == {"GOOG": rows, "MSFT": rows}
-        (run,) = store.recent_runs(engine, command="fetch")
+        (run,) = recent_runs(engine, command="fetch")
         assert run.status == "partial" and "^GSPC" in (run.error or "")
         assert run.details is not None and run.details["tickers"]["^GSPC"]["status"] == "failed"
     finally:
@@ -506,7 +513,7 @@ def test_sigkill_mid_fetch_leaves_consistent_data_and_the_next_run_completes(
         assert payload["tickers"]["GOOG"]["rows"] == 0
         assert all(payload["tickers"][t]["rows"] == expected for t in ("MSFT", "^GSPC", "^IXIC"))
         assert bar_counts(engine) == dict.fromkeys(SAMPLE_TICKERS, expected)
-        statuses = [run.status for run in store.recent_runs(engine, command="fetch")]
+        statuses = [run.status for run in recent_runs(engine, command="fetch")]
         assert statuses[0] == "ok" and "running" not in statuses
     finally:
         engine.dispose()

@@ -19,6 +19,7 @@ from stockcli.config import Settings, TrainingSettings, TuningSettings
 from stockcli.ml import tuning
 from stockcli.ml.training import TrainParams
 from stockcli.ml.tuning import make_objective, open_study, pruning_callback, run_study, suggest_params
+from tests.ledger import recent_runs
 from tests.model_helpers import Splits, rows_between, volatility_process
 
 # One batch size and one hidden size keep the number of distinct tensor shapes (each costs a one-off
@@ -259,14 +260,13 @@ def test_bad_storage_urls_give_clear_errors(tmp_path: Path) -> None:
 def test_tune_workers_share_the_run_lock_but_other_commands_wait(settings: Settings) -> None:
     from datetime import date
 
-    from stockcli.db import store
     from stockcli.errors import LockHeldError
     from stockcli.services.runtime import pipeline_run
 
     as_of = date(2013, 3, 1)
     with pipeline_run(settings, command="tune", as_of=as_of, shared_lock=True) as first:
         with pipeline_run(settings, command="tune", as_of=as_of, shared_lock=True, engine=first.engine):
-            statuses = {r.id: r.status for r in store.recent_runs(first.engine, command="tune")}
+            statuses = {r.id: r.status for r in recent_runs(first.engine, command="tune")}
             assert statuses[first.run_id] == "running"  # the second worker did not mark it interrupted
         refused = pipeline_run(settings, command="daily", as_of=as_of, engine=first.engine)
         with pytest.raises(LockHeldError, match="Another run holds the lock"), refused:
@@ -275,7 +275,7 @@ def test_tune_workers_share_the_run_lock_but_other_commands_wait(settings: Setti
         refused = pipeline_run(settings, command="tune", as_of=as_of, shared_lock=True, engine=daily.engine)
         with pytest.raises(LockHeldError), refused:
             pass
-    runs = store.recent_runs(first.engine, limit=3)
+    runs = recent_runs(first.engine, limit=3)
     assert [(r.command, r.status) for r in runs] == [("daily", "ok"), ("tune", "ok"), ("tune", "ok")]
     first.engine.dispose()
 
@@ -520,9 +520,7 @@ def test_cli_tune_table_and_json(world: World, tmp_path: Path) -> None:
     assert set(payload["best_params"]) == set(tuning.TUNED_PARAMS)
     assert "cli-optuna.db" in payload["storage"]
 
-    from stockcli.db import store
-
-    runs = store.recent_runs(world.engine, command="tune", limit=2)
+    runs = recent_runs(world.engine, command="tune", limit=2)
     assert [r.status for r in runs] == ["ok", "ok"] and (runs[0].details or {})[
         "study"
     ] == f"stockcli-{world.run_id}"
@@ -592,7 +590,6 @@ N_SHARED = 6
 def test_two_tune_processes_share_one_study_on_postgres(postgres_url: str, tmp_path: Path) -> None:
     import json
 
-    from stockcli.db import store
     from stockcli.db.engine import open_database
     from tests.model_helpers import build_dataset, tiny_settings
 
@@ -622,6 +619,6 @@ def test_two_tune_processes_share_one_study_on_postgres(postgres_url: str, tmp_p
     assert all(r["n_run"] >= 1 for r in results)  # both really worked on it
     assert sum(r["n_run"] for r in results) == len(finished)
     assert {r["study_name"] for r in results} == {f"stockcli-{run_id}"}
-    runs = store.recent_runs(engine, command="tune", limit=5)
+    runs = recent_runs(engine, command="tune", limit=5)
     assert [r.status for r in runs] == ["ok", "ok"]  # both held the (shared) run lock at once
     engine.dispose()

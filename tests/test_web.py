@@ -735,9 +735,11 @@ def test_empty_schema_gives_the_same_answer(settings: Settings) -> None:
 
 def test_no_schema_at_all(settings: Settings) -> None:
     engine = open_database(settings)
-    from stockcli.db.engine import downgrade_schema
+    from alembic import command
 
-    downgrade_schema(engine, "base")
+    from stockcli.db.engine import alembic_config
+
+    command.downgrade(alembic_config(engine), "base")
     with TestClient(create_app(settings, warm_registry=False)) as client:
         response = client.get("/tickers")
         assert response.status_code == 503 and "no stockcli tables" in response.json()["detail"]

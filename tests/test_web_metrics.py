@@ -19,6 +19,7 @@ from stockcli.db.models import LatestPrediction
 from stockcli.services import report as report_service
 from stockcli.web.app import create_app
 from tests import report_data
+from tests.ledger import recent_runs
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
@@ -49,7 +50,7 @@ def test_metrics_carry_the_dashboard_figures(make_settings: Any, database_url: s
             again = client.get("/metrics")
             health = client.get("/health")
         performance = report_service.live_performance(settings, engine=filled.engine)
-        runs = store.recent_runs(filled.engine, limit=50)
+        runs = recent_runs(filled.engine, limit=50)
         with filled.engine.connect() as connection:
             stored = connection.execute(select(func.count()).select_from(LatestPrediction)).scalar_one()
     finally:

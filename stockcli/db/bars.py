@@ -9,10 +9,10 @@ from datetime import date
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import String, delete, func, select, type_coerce
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
 from stockcli.db.models import RawStockData
+from stockcli.db.store import upsert
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -21,21 +21,8 @@ BAR_COLUMNS = ("open", "high", "low", "close", "volume")
 
 
 def upsert_bars(connection: Connection, rows: Sequence[Mapping[str, Any]]) -> int:
-    """Upsert bar rows (ticker, date, open, high, low, close, volume, source, fetched_at).
-
-    One executemany of a single-row `insert ... on conflict do update`: compiling one multi-row
-    VALUES statement per batch (as `store.upsert` does) costs about a second per thousand bars.
-    """
-    if not rows:
-        return 0
-    insert_fn = postgresql.insert if connection.dialect.name == "postgresql" else sqlite.insert
-    statement = insert_fn(RawStockData)
-    columns = [name for name in rows[0] if name not in ("ticker", "date")]
-    statement = statement.on_conflict_do_update(
-        index_elements=["ticker", "date"], set_={name: statement.excluded[name] for name in columns}
-    )
-    connection.execute(statement, [dict(row) for row in rows])
-    return len(rows)
+    """Upsert bar rows (ticker, date, open, high, low, close, volume, source, fetched_at)."""
+    return upsert(connection, RawStockData, rows, key=("ticker", "date"))
 
 
 def delete_bars(connection: Connection, ticker: str) -> int:
@@ -44,36 +31,20 @@ def delete_bars(connection: Connection, ticker: str) -> int:
     return int(result.rowcount or 0)
 
 
-def last_dates(
-    engine: Engine, tickers: Iterable[str] | None = None, *, end: date | None = None
-) -> dict[str, date]:
-    """The newest stored date per ticker (on or before `end` when given)."""
-    query = select(RawStockData.ticker, func.max(RawStockData.date)).group_by(RawStockData.ticker)
-    if tickers is not None:
-        query = query.where(RawStockData.ticker.in_(list(tickers)))
-    if end is not None:
-        query = query.where(RawStockData.date <= end)
+def last_dates(engine: Engine, tickers: Iterable[str], *, end: date) -> dict[str, date]:
+    """The newest stored date per ticker on or before `end`."""
+    query = (
+        select(RawStockData.ticker, func.max(RawStockData.date))
+        .where(RawStockData.ticker.in_(list(tickers)), RawStockData.date <= end)
+        .group_by(RawStockData.ticker)
+    )
     with engine.connect() as connection:
         return {ticker: last for ticker, last in connection.execute(query)}
 
 
-def bar_counts(engine: Engine, tickers: Iterable[str] | None = None) -> dict[str, int]:
-    """How many bars are stored per ticker."""
-    query = select(RawStockData.ticker, func.count()).group_by(RawStockData.ticker)
-    if tickers is not None:
-        query = query.where(RawStockData.ticker.in_(list(tickers)))
-    with engine.connect() as connection:
-        return {ticker: int(count) for ticker, count in connection.execute(query)}
-
-
-def ticker_sources(connection: Connection, ticker: str) -> set[str]:
-    """The sources the stored bars of `ticker` came from (more than one would mean mixed bases)."""
-    query = select(RawStockData.source).where(RawStockData.ticker == ticker).distinct()
-    return {source for (source,) in connection.execute(query)}
-
-
 def sources_by_ticker(engine: Engine, tickers: Iterable[str]) -> dict[str, set[str]]:
-    """`ticker_sources` of many tickers in one query (tickers without stored bars left out)."""
+    """The sources the stored bars of each ticker came from (more than one would mean mixed bases);
+    tickers without stored bars left out."""
     query = (
         select(RawStockData.ticker, RawStockData.source)
         .where(RawStockData.ticker.in_(list(tickers)))

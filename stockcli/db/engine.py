@@ -92,14 +92,18 @@ def make_engine(
     return engine
 
 
-def damaged_database_error(settings: Settings, exc: BaseException) -> StockCliError | None:
-    """The error to show when `exc`, raised while a run worked, comes from a damaged SQLite database
+def run_failure_error(settings: Settings, exc: BaseException) -> StockCliError | None:
+    """The error to show (and record in the ledger) for `exc`, raised while a run worked, when it
+    comes from a full disk (naming the file or database it could not write) or a damaged SQLite
     file of the app; None otherwise (other databases, or a healthy file: `exc` stands as it is)."""
     import sqlite3
 
+    from stockcli.storage import disk_full_error
+
+    full = disk_full_error("database", settings.database_url, exc, folder=settings.data_dir)
     path = sqlite_file(settings.database_url)
-    if path is None or not path.is_file():
-        return None
+    if full is not None or not isinstance(exc, DatabaseError) or path is None or not path.is_file():
+        return full
     try:
         with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as connection:
             healthy = connection.execute("PRAGMA quick_check").fetchone()[0] == "ok"
@@ -114,18 +118,6 @@ def damaged_database_error(settings: Settings, exc: BaseException) -> StockCliEr
         key="[storage] database_url (or STOCKCLI_DATABASE_URL)",
         damaged=True,
     )
-
-
-def run_failure_error(settings: Settings, exc: BaseException) -> StockCliError | None:
-    """The error to show (and record in the ledger) for `exc`, raised while a run worked, when it
-    comes from a full disk (naming the file or database it could not write) or a damaged SQLite
-    file of the app; None otherwise (`exc` stands as it is)."""
-    from stockcli.storage import disk_full_error
-
-    full = disk_full_error("database", settings.database_url, exc, folder=settings.data_dir)
-    if full is not None:
-        return full
-    return damaged_database_error(settings, exc) if isinstance(exc, DatabaseError) else None
 
 
 def _read_only_sqlite(path: Path, busy_timeout_s: float) -> Any:
@@ -191,12 +183,15 @@ def known_revision(revision: str) -> bool:
         return False
 
 
-def check_known_revision(engine: Engine) -> None:
-    """Raise StockCliError (exit 2) when the database's revision is one this stockcli does not know.
+def upgrade_schema(engine: Engine, revision: str = "head") -> None:
+    """Migrate the schema up to `revision`.
 
-    That is a database migrated by a newer stockcli: Alembic would fail with "Can't locate revision",
-    and nothing here can migrate it, so say so before touching anything.
+    Raises StockCliError (exit 2) when the database's revision is one this stockcli does not know:
+    a database migrated by a newer stockcli. Alembic would fail with "Can't locate revision", and
+    nothing here can migrate it, so say so before touching anything.
     """
+    from alembic import command
+
     current = current_revision(engine)
     if current is not None and not known_revision(current):
         raise StockCliError(
@@ -206,20 +201,7 @@ def check_known_revision(engine: Engine) -> None:
             hint="A newer stockcli migrated it: upgrade stockcli rather than running an older one on it.",
             exit_code=EXIT_USAGE,
         )
-
-
-def upgrade_schema(engine: Engine, revision: str = "head") -> None:
-    """Migrate the schema up to `revision`; StockCliError for a database from a newer stockcli."""
-    from alembic import command
-
-    check_known_revision(engine)
     command.upgrade(alembic_config(engine), revision)
-
-
-def downgrade_schema(engine: Engine, revision: str) -> None:
-    from alembic import command
-
-    command.downgrade(alembic_config(engine), revision)
 
 
 def _upgrade_under_run_lock(settings: Settings, engine: Engine) -> None:

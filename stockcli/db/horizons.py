@@ -94,18 +94,15 @@ def scored_horizons(
     end: date,
     horizons: Sequence[int] | None = None,
     tickers: Sequence[str] | None = None,
-    with_candidates: bool = True,
     columns: Sequence[str] | None = None,
 ) -> list[dict[str, Any]]:
     """Scored horizon rows with a target date in [start, end], one per (ticker, horizon, base date):
     of several model versions (a re-run after a promotion) the one created last. Oldest first.
-    Without `with_candidates` the candidates' quantiles (the largest column) are not read; with
-    `columns` (e.g. `RISK_COLUMNS`, which must hold ticker, horizon and base_date) only those are,
-    and `tail` comes as its stored JSON text, for the caller to parse in one pass."""
+    With `columns` (e.g. `RISK_COLUMNS`, which must hold ticker, horizon and base_date) only those
+    are read, and `tail` comes as its stored JSON text, for the caller to parse in one pass."""
     table = HorizonPrediction.__table__
-    if columns is None:
-        selected: list[Any] = [c for c in table.c if with_candidates or c.name != "candidates"]
-    else:
+    selected: list[Any] = list(table.c)
+    if columns is not None:
         selected = [cast(table.c[n], Text).label(n) if n == "tail" else table.c[n] for n in columns]
     query = (
         select(*selected)
@@ -131,22 +128,6 @@ def scored_horizons(
             if key not in kept:
                 kept[key] = dict(zip(names, values, strict=True))
     return list(kept.values())
-
-
-def latest_horizons(engine: Engine, *, base_date: date, model_version: str) -> list[dict[str, Any]]:
-    """The horizon rows made from `base_date` by `model_version` (what one `predict` stored)."""
-    table = HorizonPrediction.__table__
-    query = (
-        select(table)
-        .where(
-            table.c.base_date == base_date,
-            table.c.model_version == str(model_version),
-            table.c.void_reason.is_(None),
-        )
-        .order_by(table.c.ticker, table.c.horizon)
-    )
-    with engine.connect() as connection:
-        return [dict(row._mapping) for row in connection.execute(query)]
 
 
 # --- what each horizon above 1 serves ----------------------------------------------------------------

@@ -83,21 +83,17 @@ def ensure_held() -> None:
         held.ensure_held()
 
 
-def _holder_info(command: str) -> dict[str, object]:
-    return {
-        "command": command,
-        "pid": os.getpid(),
-        "host": socket.gethostname(),
-        "since": datetime.now(tz=UTC).isoformat(timespec="seconds"),
-    }
-
-
-def _describe(holder: dict[str, object] | None) -> str:
-    if not holder:
-        return "another stockcli run"
-    return (
-        f"`stockcli {holder.get('command', '?')}` (pid {holder.get('pid', '?')} on {holder.get('host', '?')}, "
-        f"since {holder.get('since', '?')})"
+def _refused(holder: dict[str, object] | None) -> LockHeldError:
+    """The error for a run refused the lock, naming its holder when known."""
+    who = "another stockcli run"
+    if holder:
+        who = (
+            f"`stockcli {holder.get('command', '?')}` (pid {holder.get('pid', '?')} on {holder.get('host', '?')}, "
+            f"since {holder.get('since', '?')})"
+        )
+    return LockHeldError(
+        f"Another run holds the lock: {who}.",
+        hint="Wait for it to finish (runs never overlap), then try again.",
     )
 
 
@@ -130,12 +126,11 @@ def file_lock(path: Path, command: str, *, shared: bool = False) -> Iterator[Hel
         try:
             fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise LockHeldError(
-                f"Another run holds the lock: {_describe(_file_holder(path))}.",
-                hint="Wait for it to finish (runs never overlap), then try again.",
-            ) from None
+            raise _refused(_file_holder(path)) from None
         os.ftruncate(fd, 0)
-        os.write(fd, json.dumps(_holder_info(command)).encode())
+        since = datetime.now(tz=UTC).isoformat(timespec="seconds")
+        holder = {"command": command, "pid": os.getpid(), "host": socket.gethostname(), "since": since}
+        os.write(fd, json.dumps(holder).encode())
         os.fsync(fd)
         held = HeldLock(
             how_lost=f"its lock file {path} was deleted or replaced while it worked, so a second run could start",
@@ -201,11 +196,7 @@ def advisory_lock(engine: Engine, command: str, *, shared: bool = False) -> Iter
         ).one()
         connection.commit()
         if not acquired:
-            holder = _running_holder(engine)
-            raise LockHeldError(
-                f"Another run holds the lock: {_describe(holder)}.",
-                hint="Wait for it to finish (runs never overlap), then try again.",
-            )
+            raise _refused(_running_holder(engine))
         held = HeldLock(
             how_lost="the database session holding its advisory lock ended (terminated, or the server "
             "restarted), so a second run could start",
@@ -238,16 +229,14 @@ def _running_holder(engine: Engine) -> dict[str, object] | None:
     return None
 
 
-@contextlib.contextmanager
-def run_lock(engine: Engine, lock_path: Path, command: str, *, shared: bool = False) -> Iterator[HeldLock]:
+def run_lock(
+    engine: Engine, lock_path: Path, command: str, *, shared: bool = False
+) -> contextlib.AbstractContextManager[HeldLock]:
     """The run lock for this database: advisory on PostgreSQL, a file lock otherwise.
 
     `shared` holders coexist with each other (the workers of one `tune` study) but not with an
     exclusive holder (every other command).
     """
     if engine.dialect.name == "postgresql":
-        with advisory_lock(engine, command, shared=shared) as held:
-            yield held
-    else:
-        with file_lock(lock_path, command, shared=shared) as held:
-            yield held
+        return advisory_lock(engine, command, shared=shared)
+    return file_lock(lock_path, command, shared=shared)

@@ -285,9 +285,8 @@ class ServingSelection(Base):
     point_source: Mapped[str] = mapped_column(String(16))  # model | naive
     point_p_value: Mapped[float | None] = mapped_column(Double, nullable=True)
     point_skill: Mapped[float | None] = mapped_column(Double, nullable=True)
-    interval_source: Mapped[str] = mapped_column(
-        String(16)
-    )  # a candidate: network, rolling, garch, gjr, har_range, blend
+    # A candidate: network, rolling, garch, gjr, har_range, blend.
+    interval_source: Mapped[str] = mapped_column(String(16))
     interval_p_value: Mapped[float | None] = mapped_column(Double, nullable=True)
     interval_skill: Mapped[float | None] = mapped_column(Double, nullable=True)
     # Revision 0005: whose P(up) is served ("base_rate": the up-share of the training dates).

@@ -74,25 +74,25 @@ def performance_window(
     Monitor, report, the dashboard and backtest all read their windows here. Rows oldest first.
     """
     perf = ModelPerformance.__table__
-    dates_query = select(perf.c.target_date).distinct().where(perf.c.void_reason.is_(None))
+    filters: list[Any] = [perf.c.void_reason.is_(None)]
+    if model_version is not None:
+        filters.append(perf.c.model_version == model_version)
+    if ticker is not None:
+        filters.append(perf.c.ticker == ticker)
+    dates_query = select(perf.c.target_date).distinct().where(*filters)
     if through is not None:
         dates_query = dates_query.where(perf.c.target_date <= through)
-    if model_version is not None:
-        dates_query = dates_query.where(perf.c.model_version == model_version)
-    if ticker is not None:
-        dates_query = dates_query.where(perf.c.ticker == ticker)
     dates_query = dates_query.order_by(perf.c.target_date.desc()).limit(sessions)
     with engine.connect() as connection:
         window_dates = [row[0] for row in connection.execute(dates_query)]
         if not window_dates:
             return []
-        query = select(perf).where(perf.c.target_date.in_(window_dates), perf.c.void_reason.is_(None))
-        if model_version is not None:
-            query = query.where(perf.c.model_version == model_version)
-        if ticker is not None:
-            query = query.where(perf.c.ticker == ticker)
-        query = query.order_by(
-            perf.c.target_date, perf.c.ticker, perf.c.evaluated_at.desc(), perf.c.model_version.desc()
+        query = (
+            select(perf)
+            .where(perf.c.target_date.in_(window_dates), *filters)
+            .order_by(
+                perf.c.target_date, perf.c.ticker, perf.c.evaluated_at.desc(), perf.c.model_version.desc()
+            )
         )
         rows = [dict(row._mapping) for row in connection.execute(query)]
     kept: dict[tuple[str, date], dict[str, Any]] = {}

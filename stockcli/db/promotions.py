@@ -135,17 +135,3 @@ def list_promotions(engine: Engine, *, limit: int = 20, include_dry_runs: bool =
         rows = list(session.scalars(query))
         session.expunge_all()
         return rows
-
-
-def last_promotion(engine: Engine) -> Promotion | None:
-    """The newest decision that really moved the Production alias, if any."""
-    query = (
-        select(Promotion)
-        .where(Promotion.promoted.is_(True), Promotion.dry_run.is_(False))
-        .order_by(Promotion.id.desc())
-        .limit(1)
-    )
-    with Session(engine) as session:
-        row = session.scalars(query).first()
-        session.expunge_all()
-        return row

@@ -11,9 +11,9 @@ lose an update nor apply one twice.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields
 from datetime import date
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.engine import Connection, Engine
@@ -23,6 +23,7 @@ from stockcli.db.store import upsert, utcnow
 
 POOLED = "*"
 SELECTION_KEY = ("model_version", "ticker")
+_Row = TypeVar("_Row")
 
 
 @dataclass(frozen=True)
@@ -50,18 +51,8 @@ def save_selection(
     now = utcnow()
     rows = [
         {
+            **asdict(item),
             "model_version": str(model_version),
-            "ticker": item.ticker,
-            "point_source": item.point_source,
-            "point_p_value": item.point_p_value,
-            "point_skill": item.point_skill,
-            "interval_source": item.interval_source,
-            "interval_p_value": item.interval_p_value,
-            "interval_skill": item.interval_skill,
-            "p_up_source": item.p_up_source,
-            "p_up_p_value": item.p_up_p_value,
-            "window_start": item.window_start,
-            "window_end": item.window_end,
             "n_sessions": int(item.n_sessions),
             "promotion_id": promotion_id,
             "decided_at": now,
@@ -72,7 +63,7 @@ def save_selection(
         connection.execute(
             delete(ServingSelection).where(ServingSelection.model_version == str(model_version))
         )
-        upsert(connection, ServingSelection, rows, key=("model_version", "ticker"))
+        upsert(connection, ServingSelection, rows, key=SELECTION_KEY)
 
 
 def load_selection(engine: Engine, model_version: str) -> dict[str, Selection]:
@@ -80,23 +71,12 @@ def load_selection(engine: Engine, model_version: str) -> dict[str, Selection]:
     query = select(ServingSelection).where(ServingSelection.model_version == str(model_version))
     with engine.connect() as connection:
         found = connection.execute(query).mappings().all()
-    return {
-        row["ticker"]: Selection(
-            ticker=row["ticker"],
-            point_source=row["point_source"],
-            point_p_value=row["point_p_value"],
-            point_skill=row["point_skill"],
-            interval_source=row["interval_source"],
-            interval_p_value=row["interval_p_value"],
-            interval_skill=row["interval_skill"],
-            p_up_source=row["p_up_source"],
-            p_up_p_value=row["p_up_p_value"],
-            window_start=row["window_start"],
-            window_end=row["window_end"],
-            n_sessions=int(row["n_sessions"]),
-        )
-        for row in found
-    }
+    return {row["ticker"]: _from_row(Selection, row) for row in found}
+
+
+def _from_row(cls: type[_Row], row: Any) -> _Row:
+    """The dataclass `cls` of a stored row (the row's columns named like its fields)."""
+    return cls(**{field.name: row[field.name] for field in fields(cls)})  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True)
@@ -122,38 +102,13 @@ def load_interval_state(
         query = query.where(IntervalState.ticker.in_(list(tickers)))
     with engine.connect() as connection:
         rows = connection.execute(query).mappings().all()
-    return {
-        (row["ticker"], int(row["level"])): AciState(
-            ticker=row["ticker"],
-            level=int(row["level"]),
-            model_version=row["model_version"],
-            source=row["source"],
-            alpha=float(row["alpha"]),
-            n_updates=int(row["n_updates"]),
-            misses=int(row["misses"]),
-            last_target_date=row["last_target_date"],
-        )
-        for row in rows
-    }
+    return {(row["ticker"], int(row["level"])): _from_row(AciState, row) for row in rows}
 
 
 def save_interval_state(connection: Connection, states: Iterable[AciState]) -> None:
     """Upsert states inside the caller's transaction (the one storing the scored predictions)."""
     now = utcnow()
-    rows: list[Mapping[str, Any]] = [
-        {
-            "ticker": s.ticker,
-            "level": s.level,
-            "model_version": s.model_version,
-            "source": s.source,
-            "alpha": s.alpha,
-            "n_updates": s.n_updates,
-            "misses": s.misses,
-            "last_target_date": s.last_target_date,
-            "updated_at": now,
-        }
-        for s in states
-    ]
+    rows = [{**asdict(state), "updated_at": now} for state in states]
     upsert(connection, IntervalState, rows, key=("ticker", "level"))
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import io
 import os
 import socket
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, date, datetime
 from typing import Any
 
@@ -33,7 +33,6 @@ def upsert(
     rows: Sequence[Mapping[str, Any]],
     *,
     key: Sequence[str],
-    update_columns: Iterable[str] | None = None,
 ) -> int:
     """Insert `rows`, updating the other columns where the natural `key` already exists."""
     if not rows:
@@ -42,7 +41,7 @@ def upsert(
     dialect = connection.dialect.name
     insert_fn = postgresql.insert if dialect == "postgresql" else sqlite.insert
     columns = list(rows[0].keys())
-    to_update = list(update_columns) if update_columns is not None else [c for c in columns if c not in key]
+    to_update = [c for c in columns if c not in key]
     statement = insert_fn(table)
     if to_update:
         statement = statement.on_conflict_do_update(
@@ -165,18 +164,6 @@ def _redacted(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [_redacted(item) for item in value]
     return value
-
-
-def recent_runs(engine: Engine, *, limit: int = 20, command: str | None = None) -> list[PipelineRun]:
-    from sqlalchemy.orm import Session
-
-    with Session(engine) as session:
-        query = select(PipelineRun).order_by(PipelineRun.id.desc()).limit(limit)
-        if command is not None:
-            query = query.where(PipelineRun.command == command)
-        runs = list(session.scalars(query))
-        session.expunge_all()
-        return runs
 
 
 def model_versions_in_use(engine: Engine) -> set[str]:

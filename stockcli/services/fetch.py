@@ -22,7 +22,6 @@ Transient source errors are retried with exponential backoff (`[data] max_retrie
 
 from __future__ import annotations
 
-import functools
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -41,7 +40,6 @@ from stockcli.db.bars import (
     last_dates,
     sources_by_ticker,
     stored_bars,
-    ticker_sources,
     upsert_bars,
 )
 from stockcli.db.predictions import Restatement, restate_predictions
@@ -62,6 +60,7 @@ from stockcli.errors import (
 from stockcli.services.runtime import checkpoint
 from stockcli.sources import BarSource, fetch_with_retries, get_source
 from stockcli.sources.base import (
+    BAR_COLUMNS,
     IMPLAUSIBLE_JUMP,
     PRICE_COLUMNS,
     ROUNDING_ABS,
@@ -211,28 +210,26 @@ def fetch(
     is recorded in that ticker's result. Raises ConfigError for a malformed ticker or source.
     """
     wanted = tickers or (*settings.data.tickers, *settings.data.context_tickers_resolved)
-    names = tuple(normalize_ticker(t) for t in wanted)
-    names = tuple(dict.fromkeys(names))
+    names = tuple(dict.fromkeys(normalize_ticker(t) for t in wanted))
     bar_source = get_source(settings, source, csv_dir)
     calendar = clock.trading_calendar(settings.data.exchange)
     moment = now or utcnow()
     effective = min(as_of, clock.today(settings.data.exchange, now=moment))
     cutoff = calendar.last_closed_session(effective, now=moment)
-    stored = _stored_state(engine, names, cutoff)
+    # What every ticker has stored before the run, read in two queries instead of two per ticker (a
+    # ticker's writes touch its own rows only). When that fails, each ticker reads its own, and a
+    # failure is that ticker's.
+    try:
+        stored: _Stored | None = _stored_state(engine, names, cutoff)
+    except Exception:
+        logger.debug("reading the stored state of %d tickers at once failed", len(names), exc_info=True)
+        stored = None
     results: list[TickerFetch] = []
     for index, ticker in enumerate(names):
+        job = _Job(settings, engine, bar_source, ticker, cutoff, moment, sleep or time.sleep)
         try:
-            outcome = _fetch_ticker(
-                settings=settings,
-                engine=engine,
-                source=bar_source,
-                ticker=ticker,
-                cutoff=cutoff,
-                calendar=calendar,
-                fetched_at=moment,
-                sleep=sleep or time.sleep,
-                stored=(stored[0].get(ticker, set()), stored[1].get(ticker)) if stored else None,
-            )
+            sources, newest = stored or _stored_state(engine, [ticker], cutoff)
+            outcome = _fetch_ticker(job, calendar, sources.get(ticker, set()), newest.get(ticker))
         except StockCliError as exc:
             logger.info("%s: %s", ticker, exc)
             outcome = TickerFetch(
@@ -261,18 +258,12 @@ def fetch(
     )
 
 
-def _stored_state(
-    engine: Engine, tickers: Sequence[str], cutoff: date
-) -> tuple[dict[str, set[str]], dict[str, date]] | None:
-    """What every ticker has stored before the run (the sources of its bars, its newest bar up to
-    `cutoff`), read in two queries instead of two per ticker; a ticker's writes touch its own rows
-    only, so what is read up front is what each ticker would read. None when the reads fail: each
-    ticker then reads its own, and a failure is that ticker's."""
-    try:
-        return sources_by_ticker(engine, tickers), last_dates(engine, tickers, end=cutoff)
-    except Exception:
-        logger.debug("reading the stored state of %d tickers at once failed", len(tickers), exc_info=True)
-        return None
+# The sources of each ticker's stored bars, and its newest bar up to the cutoff.
+_Stored = tuple[dict[str, set[str]], dict[str, date]]
+
+
+def _stored_state(engine: Engine, tickers: Sequence[str], cutoff: date) -> _Stored:
+    return sources_by_ticker(engine, tickers), last_dates(engine, tickers, end=cutoff)
 
 
 @dataclass(frozen=True)
@@ -302,30 +293,54 @@ class PulledBars:
         }
 
 
+@dataclass(frozen=True)
+class _Job:
+    """One ticker's fetch: what each of its steps reads."""
+
+    settings: Settings
+    engine: Engine
+    source: BarSource
+    ticker: str
+    cutoff: date
+    fetched_at: datetime
+    sleep: Callable[[float], None]
+
+    def pull(self, start: date) -> PulledBars:
+        """The source's bars from `start` to the cutoff (retried), screened for implausible jumps with
+        nothing before them: the frame's first bar is the reference."""
+        data = self.settings.data
+        bars = fetch_with_retries(
+            self.source,
+            self.ticker,
+            start=start,
+            end=self.cutoff,
+            max_retries=data.max_retries,
+            backoff_s=data.retry_backoff_s,
+            sleep=self.sleep,
+        )
+        raw = clip_range(bars.bars, start, self.cutoff)
+        frame, jumps = drop_implausible_jumps(raw, max_jump_factor=data.max_jump_factor, previous_close=None)
+        return PulledBars(
+            start=start,
+            raw=raw,
+            source_rejected=bars.rejected,
+            source_reasons=dict(bars.rejected_reasons),
+            note=bars.note,
+            frame=frame,
+            jumps=jumps,
+        )
+
+
 def _fetch_ticker(
-    *,
-    settings: Settings,
-    engine: Engine,
-    source: BarSource,
-    ticker: str,
-    cutoff: date,
-    calendar: clock.TradingCalendar,
-    fetched_at: datetime,
-    sleep: Callable[[float], None],
-    stored: tuple[set[str], date | None] | None = None,
+    job: _Job, calendar: clock.TradingCalendar, sources: set[str], last: date | None
 ) -> TickerFetch:
-    """Fetch and store one ticker. `stored`: its stored sources and newest bar up to `cutoff`
-    when the caller read them already (`_stored_state`), else read here."""
-    data = settings.data
-    if stored is not None:
-        sources, last = stored
-    else:
-        with engine.connect() as connection:
-            sources = ticker_sources(connection, ticker)
-        last = last_dates(engine, [ticker], end=cutoff).get(ticker)
+    """Fetch and store one ticker, given its stored sources and newest bar up to the cutoff."""
+    data, ticker, cutoff = job.settings.data, job.ticker, job.cutoff
     replace_reason: str | None = None
-    if sources and sources != {source.name}:
-        replace_reason = f"stored bars came from {', '.join(sorted(sources))}; replaced with {source.name}"
+    if sources and sources != {job.source.name}:
+        replace_reason = (
+            f"stored bars came from {', '.join(sorted(sources))}; replaced with {job.source.name}"
+        )
     if last is None or replace_reason:
         start = data.start
     else:
@@ -338,10 +353,7 @@ def _fetch_ticker(
             error=f"[data] start {data.start} is after the last closed session {cutoff}",
             exit_code=EXIT_NOTHING,
         )
-    pull = functools.partial(
-        _pull, settings=settings, source=source, ticker=ticker, cutoff=cutoff, sleep=sleep
-    )
-    pulled = pull(start=start)
+    pulled = job.pull(start)
     if pulled.raw.empty:
         return TickerFetch(
             ticker=ticker,
@@ -354,112 +366,50 @@ def _fetch_ticker(
             exit_code=EXIT_NOTHING,
         )
     if replace_reason is None and last is not None:
-        pulled, replace_reason = _against_stored(
-            settings=settings, engine=engine, ticker=ticker, cutoff=cutoff, pulled=pulled, pull=pull
-        )
-    return _save_pulled(
-        settings=settings,
-        engine=engine,
-        ticker=ticker,
-        pulled=pulled,
-        last=last,
-        replace_reason=replace_reason,
-        source_name=source.name,
-        fetched_at=fetched_at,
-        cutoff=cutoff,
-    )
+        pulled, replace_reason = _against_stored(job, pulled)
+    return _save(job, pulled, last, replace_reason)
 
 
-def _pull(
-    *,
-    settings: Settings,
-    source: BarSource,
-    ticker: str,
-    start: date,
-    cutoff: date,
-    sleep: Callable[[float], None],
-) -> PulledBars:
-    """The source's bars from `start` to `cutoff` (retried), screened for implausible jumps with
-    nothing before them: the frame's first bar is the reference."""
-    data = settings.data
-    bars = fetch_with_retries(
-        source,
-        ticker,
-        start=start,
-        end=cutoff,
-        max_retries=data.max_retries,
-        backoff_s=data.retry_backoff_s,
-        sleep=sleep,
-    )
-    raw = clip_range(bars.bars, start, cutoff)
-    frame, jumps = drop_implausible_jumps(raw, max_jump_factor=data.max_jump_factor, previous_close=None)
-    return PulledBars(
-        start=start,
-        raw=raw,
-        source_rejected=bars.rejected,
-        source_reasons=dict(bars.rejected_reasons),
-        note=bars.note,
-        frame=frame,
-        jumps=jumps,
-    )
-
-
-def _against_stored(
-    *,
-    settings: Settings,
-    engine: Engine,
-    ticker: str,
-    cutoff: date,
-    pulled: PulledBars,
-    pull: Callable[..., PulledBars],
-) -> tuple[PulledBars, str | None]:
+def _against_stored(job: _Job, pulled: PulledBars) -> tuple[PulledBars, str | None]:
     """`pulled` judged against the stored bars it overlaps: its jumps against the last stored close
     (the usual case), or, when the overlap moved as a whole, the whole history pulled again with the
     reason to replace what is stored."""
-    data = settings.data
+    data = job.settings.data
     raw = pulled.raw
-    with engine.connect() as connection:
-        overlap = stored_bars(connection, ticker, start=pulled.start, end=cutoff)
-        anchor = close_before(connection, ticker, raw.index[0].date())
+    with job.engine.connect() as connection:
+        overlap = stored_bars(connection, job.ticker, start=pulled.start, end=job.cutoff)
+        anchor = close_before(connection, job.ticker, raw.index[0].date())
     anchored_frame, anchored_jumps = drop_implausible_jumps(
         raw, max_jump_factor=data.max_jump_factor, previous_close=anchor
     )
     anchored = replace(pulled, frame=anchored_frame, jumps=anchored_jumps, reference=anchor)
-    if not anchored_frame.empty and _agrees(overlap, anchored_frame, data.restatement_tolerance):
+    if (
+        not anchored_frame.empty
+        and _max_relative_drift(overlap, anchored_frame) <= data.restatement_tolerance
+    ):
         return anchored, None  # the usual case; absurd bars dropped
-    if _shares_dates(overlap, pulled.frame) and _agrees(overlap, pulled.frame, data.restatement_tolerance):
-        return pulled, None  # what is stored jumps just before the frame (stored while the check was off)
-    if not _shares_dates(overlap, pulled.frame):
+    if not overlap.index.isin(pulled.frame.index).any():
         return anchored, None  # nothing to compare: the past decides
+    drift = _max_relative_drift(overlap, pulled.frame)
+    if drift <= data.restatement_tolerance:
+        return pulled, None  # what is stored jumps just before the frame (stored while the check was off)
     # The overlap moved as a whole (a split or dividend re-adjusted the history; a bigger split than
     # max_jump_factor makes every bar "jump" from the stored close, which is why the overlap is
     # compared without that anchor): fetch everything again, replace it whole.
-    drift = _max_relative_drift(overlap, pulled.frame)
-    again = pull(start=data.start)
+    again = job.pull(data.start)
     if again.frame.empty:
         raise SourceError(
-            f"The history of {ticker} looks restated, but re-fetching it from {data.start} returned no "
+            f"The history of {job.ticker} looks restated, but re-fetching it from {data.start} returned no "
             "valid bars; the stored bars were kept.",
             hint="Run fetch again later.",
         )
     return again, f"overlapping bars differ by up to {drift:.4%}: history restated, replaced whole"
 
 
-def _save_pulled(
-    *,
-    settings: Settings,
-    engine: Engine,
-    ticker: str,
-    pulled: PulledBars,
-    last: date | None,
-    replace_reason: str | None,
-    source_name: str,
-    fetched_at: datetime,
-    cutoff: date,
-) -> TickerFetch:
+def _save(job: _Job, pulled: PulledBars, last: date | None, replace_reason: str | None) -> TickerFetch:
     """Store the screened bars: the whole history replaced (`replace_reason`), else the new and
     changed rows; the ticker's outcome, `partial` when rows were rejected."""
-    frame, rejected, reasons = pulled.frame, pulled.rejected, pulled.reasons
+    ticker, frame, rejected, reasons = job.ticker, pulled.frame, pulled.rejected, pulled.reasons
     split = suspected_split(pulled.raw, frame, previous_close=pulled.reference) if pulled.jumps else None
     if frame.empty:
         return TickerFetch(
@@ -469,21 +419,12 @@ def _save_pulled(
             rejected_reasons=reasons,
             last_date=last,
             fetched_from=pulled.start,
-            error=f"all {rejected} bar(s) from {pulled.start} to {cutoff} were rejected ({_counted(reasons)})"
-            + _split_words(split),
+            error=f"all {rejected} bar(s) from {pulled.start} to {job.cutoff} were rejected "
+            f"({_counted(reasons)})" + _split_words(split),
             hint=_rejection_hint(ticker, split),
             exit_code=EXIT_NOTHING,
         )
-    added, updated, deleted, replace_reason = _write(
-        settings=settings,
-        engine=engine,
-        ticker=ticker,
-        pulled=pulled,
-        replace_reason=replace_reason,
-        source_name=source_name,
-        fetched_at=fetched_at,
-        cutoff=cutoff,
-    )
+    added, updated, deleted, replace_reason = _write(job, pulled, replace_reason)
     # The newest stored bar up to the cutoff, without asking: every row of `frame` (all dated up to
     # the cutoff) is stored now, next to what was stored before (nothing of it, when replaced).
     newest = frame.index.max().date()
@@ -514,40 +455,30 @@ def _save_pulled(
     )
 
 
-def _write(
-    *,
-    settings: Settings,
-    engine: Engine,
-    ticker: str,
-    pulled: PulledBars,
-    replace_reason: str | None,
-    source_name: str,
-    fetched_at: datetime,
-    cutoff: date,
-) -> tuple[int, int, int, str | None]:
+def _write(job: _Job, pulled: PulledBars, replace_reason: str | None) -> tuple[int, int, int, str | None]:
     """Write the screened bars in one transaction: the whole history replaced (and the ticker's
     predictions restated with it) when there is a `replace_reason`, else the new and changed rows.
     (added, updated, deleted, the reason with what happened to the predictions)."""
-    frame = pulled.frame
-    with engine.begin() as connection:
+    ticker, frame = job.ticker, pulled.frame
+    with job.engine.begin() as connection:
         if replace_reason is None:
-            old = stored_bars(connection, ticker, start=pulled.start, end=cutoff)
-            added_mask, updated_mask = _changed(old, frame)
-            changed = frame[added_mask | updated_mask]
-            upsert_bars(connection, _rows(ticker, changed, source_name, fetched_at))
-            return int(added_mask.sum()), int(updated_mask.sum()), 0, None
+            old = stored_bars(connection, ticker, start=pulled.start, end=job.cutoff)
+            added, updated = _changed(old, frame)
+            upsert_bars(connection, _rows(job, frame[added | updated]))
+            return int(added.sum()), int(updated.sum()), 0, None
         old = stored_bars(connection, ticker)
-        added, updated, deleted = _diff(old, frame)
+        added, updated = _changed(old, frame)
         delete_bars(connection, ticker)
-        upsert_bars(connection, _rows(ticker, frame, source_name, fetched_at))
+        upsert_bars(connection, _rows(job, frame))
         # Predictions made on the old basis go with it, in this transaction: never scored against
         # a close on another basis (a 2:1 split would read as a 100% error).
-        rule = _restatement_rule(old, frame, settings.data.restatement_tolerance, fetched_at.date())
+        rule = _restatement_rule(old, frame, job.settings.data.restatement_tolerance, job.fetched_at.date())
         rescaled, voided = restate_predictions(connection, ticker, rule)
         forget_fits(connection, ticker)  # fitted on the old bars: refitted at the next `daily`
         if rescaled or voided:
             replace_reason += f"; predictions restated with it: {rescaled} rescaled, {voided} voided"
-    return added, updated, deleted, replace_reason
+    deleted = int((~old.index.isin(frame.index)).sum())
+    return int(added.sum()), int(updated.sum()), deleted, replace_reason
 
 
 def _counted(reasons: dict[str, int]) -> str:
@@ -608,9 +539,9 @@ def _changed(old: pd.DataFrame, new: pd.DataFrame) -> tuple[Any, Any]:
 
     positions = old.index.get_indexer(new.index)  # dates are unique in both
     present = positions >= 0
-    aligned = np.full((len(new), len(PRICE_COLUMNS) + 1), np.nan)
-    aligned[present] = _values(old, (*PRICE_COLUMNS, "volume"))[positions[present]]
-    values = _values(new, (*PRICE_COLUMNS, "volume"))
+    aligned = np.full((len(new), len(BAR_COLUMNS)), np.nan)
+    aligned[present] = _values(old, BAR_COLUMNS)[positions[present]]
+    values = _values(new, BAR_COLUMNS)
     # Equal up to float noise (a source that recomputes adjusted prices each call) counts as unchanged.
     same_prices = np.isclose(values[:, :-1], aligned[:, :-1], rtol=1e-12, atol=0.0).all(axis=1)
     same_volume = values[:, -1] == aligned[:, -1]
@@ -622,24 +553,9 @@ def _values(frame: pd.DataFrame, columns: Sequence[str]) -> Any:
     return frame.to_numpy(dtype="float64")[:, frame.columns.get_indexer(list(columns))]
 
 
-def _diff(old: pd.DataFrame, new: pd.DataFrame) -> tuple[int, int, int]:
-    """(added, updated, deleted) when `new` replaces `old` whole."""
-    added, updated = _changed(old, new)
-    deleted = int((~old.index.isin(new.index)).sum())
-    return int(added.sum()), int(updated.sum()), deleted
-
-
-def _shares_dates(old: pd.DataFrame, new: pd.DataFrame) -> bool:
-    return bool(old.index.isin(new.index).any())
-
-
-def _agrees(old: pd.DataFrame, new: pd.DataFrame, tolerance: float) -> bool:
-    """True when the bars on the dates both hold differ by at most `tolerance` (vacuously when none)."""
-    return _max_relative_drift(old, new) <= tolerance
-
-
 def _max_relative_drift(old: pd.DataFrame, new: pd.DataFrame) -> float:
-    """The largest relative price difference between stored and fetched bars on the same dates."""
+    """The largest relative price difference between stored and fetched bars on the same dates (0
+    when they share none)."""
     positions = old.index.get_indexer(new.index)  # dates are unique in both
     common = positions >= 0
     if not common.any():
@@ -649,21 +565,19 @@ def _max_relative_drift(old: pd.DataFrame, new: pd.DataFrame) -> float:
     return float((abs(after - before) / abs(before)).max())
 
 
-def _rows(ticker: str, frame: pd.DataFrame, source: str, fetched_at: datetime) -> list[dict[str, Any]]:
-    days = frame.index.date
-    columns = [frame[name].to_numpy() for name in PRICE_COLUMNS]
-    volumes = frame["volume"].to_numpy()
+def _rows(job: _Job, frame: pd.DataFrame) -> list[dict[str, Any]]:
+    columns = (frame[name].tolist() for name in BAR_COLUMNS)
     return [
         {
-            "ticker": ticker,
-            "date": days[i],
-            "open": float(columns[0][i]),
-            "high": float(columns[1][i]),
-            "low": float(columns[2][i]),
-            "close": float(columns[3][i]),
-            "volume": int(volumes[i]),
-            "source": source,
-            "fetched_at": fetched_at,
+            "ticker": job.ticker,
+            "date": day,
+            "open": float(open_),
+            "high": float(high),
+            "low": float(low),
+            "close": float(close),
+            "volume": int(volume),
+            "source": job.source.name,
+            "fetched_at": job.fetched_at,
         }
-        for i in range(len(frame))
+        for day, open_, high, low, close, volume in zip(frame.index.date, *columns, strict=True)
     ]

@@ -107,11 +107,9 @@ def _locked_run(
                 yield handle
                 lock.ensure_held()
             interrupts.raise_if_requested()  # a Ctrl-C swallowed on the way is still not a success
-        except PartialFailure as exc:
-            _finish(engine, run_id, status="partial", error=exc.message, handle=handle)
-            raise
         except StockCliError as exc:
-            _finish(engine, run_id, status="failed", error=exc.message, handle=handle)
+            status = "partial" if isinstance(exc, PartialFailure) else "failed"
+            _finish(engine, run_id, status=status, error=exc.message, handle=handle)
             raise
         except KeyboardInterrupt:  # SIGINT / SIGTERM: stopped on purpose, not a failure (exit 130 / 143)
             error = f"Interrupted ({interrupts.describe()}) before the run finished."
@@ -146,9 +144,7 @@ def _finish(engine: Engine, run_id: int, *, status: str, error: str | None, hand
         store.finish_run(
             engine, run_id, status=status, error=error, details=handle.details, warnings=handle.warnings
         )
-        return
     except Exception:
-        pass
-    short = (error or "").splitlines()[0][:300] if error else None
-    with contextlib.suppress(Exception):
-        store.finish_run(engine, run_id, status=status, error=short, details=None)
+        short = error.splitlines()[0][:300] if error else None
+        with contextlib.suppress(Exception):
+            store.finish_run(engine, run_id, status=status, error=short, details=None)

@@ -6,9 +6,9 @@ from pathlib import Path
 
 from stockcli.config import SOURCES, Settings
 from stockcli.errors import ConfigError
-from stockcli.sources.base import BarSource, SourceBars, fetch_with_retries, validate_bars
+from stockcli.sources.base import BarSource, fetch_with_retries
 
-__all__ = ["BarSource", "SourceBars", "fetch_with_retries", "get_source", "validate_bars"]
+__all__ = ["BarSource", "fetch_with_retries", "get_source"]
 
 
 def get_source(settings: Settings, name: str | None = None, csv_dir: Path | None = None) -> BarSource:

@@ -78,11 +78,21 @@ def empty_bars() -> pd.DataFrame:
     """A normalized frame with no rows."""
     import pandas as pd
 
-    frame = pd.DataFrame(
+    return pd.DataFrame(
         {name: pd.Series([], dtype="float64") for name in PRICE_COLUMNS}
         | {"volume": pd.Series([], dtype="int64")},
         index=pd.DatetimeIndex([], name="date").as_unit("s"),
     )
+
+
+def adjusted_to_close(frame: pd.DataFrame) -> pd.DataFrame:
+    """A raw frame with its `adj_close` column, if any, applied: unadjusted OHLC next to an adjusted
+    close are all moved onto the adjusted basis."""
+    if "adj_close" in frame.columns:
+        ratio = frame["adj_close"] / frame["close"]
+        for name in PRICE_COLUMNS:
+            frame[name] = frame[name] * ratio
+        frame = frame.drop(columns="adj_close")
     return frame
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from stockcli.errors import InputDataError
-from stockcli.sources.base import SourceBars, empty_bars, finish
+from stockcli.sources.base import SourceBars, adjusted_to_close, empty_bars, finish
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -41,6 +41,14 @@ def file_names(ticker: str) -> list[str]:
     if ticker.startswith("^"):
         names.append(f"{ticker[1:]}.csv")
     return names
+
+
+def _columns(header: list[str]) -> tuple[list[str], dict[str, int], list[str]]:
+    """A header's column names (lower case, aliases resolved), the position of each known column,
+    and the number columns present."""
+    names = [_ALIASES.get(cell.strip().lower(), cell.strip().lower()) for cell in header]
+    position = {name: names.index(name) for name in (*REQUIRED_COLUMNS, "adj_close") if name in names}
+    return names, position, [name for name in NUMBER_COLUMNS if name in position]
 
 
 def _parse_date(text: str) -> date:
@@ -90,11 +98,9 @@ def _read_plain_bars_csv(path: Path) -> pd.DataFrame | None:
     if not rows:
         return None
     header = rows[0]
-    names = [_ALIASES.get(cell.strip().lower(), cell.strip().lower()) for cell in header]
+    names, position, columns_present = _columns(header)
     if any(name not in names for name in REQUIRED_COLUMNS):
         return None
-    position = {name: names.index(name) for name in (*REQUIRED_COLUMNS, "adj_close") if name in names}
-    columns_present = [name for name in NUMBER_COLUMNS if name in position]
     # A row is blank when every cell is: its first cell (the date, as a rule) usually settles it.
     body = [row for row in rows[1:] if row and (row[0].strip() or any(cell.strip() for cell in row))]
     if any(length != len(header) for length in set(map(len, body))):
@@ -113,7 +119,7 @@ def _read_plain_bars_csv(path: Path) -> pd.DataFrame | None:
     for values in numbers.values():
         values[~np.isfinite(values)] = np.nan  # as `_parse_number`: nan and inf are missing values
     frame = pd.DataFrame(numbers, index=pd.DatetimeIndex(pd.to_datetime(dates), name="date"))
-    return _adjusted(frame).sort_index()
+    return adjusted_to_close(frame).sort_index()
 
 
 def _read_bars_csv_checked(path: Path) -> pd.DataFrame:
@@ -134,7 +140,7 @@ def _read_bars_csv_checked(path: Path) -> pd.DataFrame:
             header = next(reader, None)
             if header is None:
                 raise fail(1, "the file is empty")
-            names = [_ALIASES.get(cell.strip().lower(), cell.strip().lower()) for cell in header]
+            names, position, columns_present = _columns(header)
             missing = [name for name in REQUIRED_COLUMNS if name not in names]
             if missing:
                 # The header as found is not quoted: the file may be anything (a symlink's target, a secret).
@@ -143,8 +149,6 @@ def _read_bars_csv_checked(path: Path) -> pd.DataFrame:
                     f"missing column{'s' if len(missing) > 1 else ''} {', '.join(m.capitalize() for m in missing)} "
                     f"({len(header)} column{'s' if len(header) != 1 else ''} found)",
                 )
-            position = {name: names.index(name) for name in (*REQUIRED_COLUMNS, "adj_close") if name in names}
-            columns_present = [name for name in NUMBER_COLUMNS if name in position]
             dates: list[date] = []
             values: dict[str, list[float]] = {name: [] for name in columns_present}
             first_line: dict[date, int] = {}
@@ -184,17 +188,7 @@ def _read_bars_csv_checked(path: Path) -> pd.DataFrame:
         {name: np.asarray(values[name], dtype="float64") for name in columns_present},
         index=pd.DatetimeIndex(pd.to_datetime(dates), name="date"),
     )
-    return _adjusted(frame).sort_index()
-
-
-def _adjusted(frame: pd.DataFrame) -> pd.DataFrame:
-    if "adj_close" in frame.columns:
-        # Unadjusted OHLC next to an adjusted close: move all prices onto the adjusted basis.
-        ratio = frame["adj_close"] / frame["close"]
-        for name in ("open", "high", "low", "close"):
-            frame[name] = frame[name] * ratio
-        frame = frame.drop(columns="adj_close")
-    return frame
+    return adjusted_to_close(frame).sort_index()
 
 
 # Parsed files, shared by every CsvSource of the process and keyed by (path, mtime, size), so a changed

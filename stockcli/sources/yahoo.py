@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from stockcli.errors import SourceError, TransientSourceError
-from stockcli.sources.base import BAR_COLUMNS, SourceBars, empty_bars, finish
+from stockcli.sources.base import BAR_COLUMNS, SourceBars, adjusted_to_close, empty_bars, finish
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -121,21 +121,14 @@ def normalize_yahoo_frame(frame: pd.DataFrame, ticker: str, *, exchange_tz: str)
             index = index.tz_convert(exchange_tz)
         # The wall-clock date on the exchange is the session date (daily bars are stamped at midnight).
         index = index.tz_localize(None)
+    columns = (*BAR_COLUMNS, "adj_close") if "adj_close" in data.columns else BAR_COLUMNS
     raw = pd.DataFrame(
-        {
-            name: pd.to_numeric(data[name], errors="coerce").astype("float64").to_numpy()
-            for name in BAR_COLUMNS
-        },
+        {name: pd.to_numeric(data[name], errors="coerce").astype("float64").to_numpy() for name in columns},
         index=pd.DatetimeIndex(index.normalize(), name="date"),
     )
-    if "adj_close" in data.columns:
-        adjusted = pd.to_numeric(data["adj_close"], errors="coerce").astype("float64").to_numpy()
-        ratio = adjusted / raw["close"].to_numpy()
-        for name in ("open", "high", "low", "close"):
-            raw[name] = raw[name].to_numpy() * ratio
     # A date can arrive twice (yfinance dedups the live bar itself, but two timestamps of one day end
     # up on the same session date): validation keeps one of identical rows and none of conflicting ones.
-    return raw.sort_index(kind="stable")
+    return adjusted_to_close(raw).sort_index(kind="stable")
 
 
 class YahooSource:

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from alembic import command
 from alembic.script import ScriptDirectory
 from sqlalchemy import (
     JSON,
@@ -36,7 +37,6 @@ from stockcli.db.engine import (
     VERSION_TABLE,
     alembic_config,
     current_revision,
-    downgrade_schema,
     head_revision,
     make_engine,
     open_database,
@@ -163,7 +163,7 @@ def test_every_revision_after_the_first_goes_down_and_up_keeping_every_row(
     fill_every_table(engine)
     older_tables: dict[str, set[str]] = {}
     for older, newer in itertools.pairwise(chain):
-        downgrade_schema(engine, older)
+        command.downgrade(alembic_config(engine), older)
         assert current_revision(engine) == older
         inspector = inspect(engine)
         older_tables[older] = set(inspector.get_table_names()) & OUR_TABLES
@@ -176,7 +176,7 @@ def test_every_revision_after_the_first_goes_down_and_up_keeping_every_row(
         newer_columns = {name: {c["name"] for c in inspect(engine).get_columns(name)} for name in kept}
         # A column a revision replaces (0002: direction_hit -> direction_score) is checked on its own.
         common = {name: [c for c in columns if c in newer_columns[name]] for name, columns in kept.items()}
-        downgrade_schema(engine, older)
+        command.downgrade(alembic_config(engine), older)
         at_older = table_state(engine, common)
         upgrade_schema(engine, newer)
         assert table_state(engine, common) == at_older, f"rows changed going {older} -> {newer}"
@@ -215,7 +215,7 @@ def test_first_upgrade_beside_other_tools_tables_keeps_their_rows_and_their_vers
     assert foreign_state(engine) == theirs
 
     fill_every_table(engine)
-    downgrade_schema(engine, "base")
+    command.downgrade(alembic_config(engine), "base")
     assert set(inspect(engine).get_table_names()) & OUR_TABLES == set()
     assert foreign_state(engine) == theirs
     open_database(settings).dispose()

@@ -28,6 +28,7 @@ from tests.faults.pipeline import (
     register_broken,
     versions,
 )
+from tests.ledger import recent_runs
 
 
 def without_ledger(state: dict[str, tuple[int, str]]) -> dict[str, tuple[int, str]]:
@@ -168,9 +169,8 @@ def test_production_alias_moved_mid_daily_run_does_not_mix_versions(
     assert len(stored) == 2 and {p[5] for p in stored} == {"1"}
     latest = json.loads((bootstrapped.data_dir / "predictions" / "latest_predictions.json").read_text())
     assert latest["model_version"] == "1" and {p["model_version"] for p in latest["predictions"]} == {"1"}
-    from stockcli.db import store
 
-    newest = store.recent_runs(bootstrapped.engine, limit=1)[0]
+    newest = recent_runs(bootstrapped.engine, limit=1)[0]
     assert newest.details is not None and newest.details["model_version"] == "1"
     assert production(bootstrapped) == other  # the other party's move stands
 

@@ -15,7 +15,6 @@ from typing import Any
 
 import pytest
 
-from stockcli.db import store
 from tests.faults.checks import table_state
 from tests.faults.pipeline import (
     BOOTSTRAP_AS_OF,
@@ -33,6 +32,7 @@ from tests.faults.pipeline import (
     wait_for,
     weights_sha,
 )
+from tests.ledger import recent_runs
 
 INTERRUPTED = 130
 TERMINATED = 143  # 128 + SIGTERM, as shells report a process stopped by it
@@ -81,7 +81,7 @@ def test_sigint_or_sigterm_marks_the_ledger_interrupted_and_exits_130_or_143(
     assert process.returncode == exit_code, stderr
     assert f"Interrupted ({said})." in stderr and "Traceback" not in stderr
     assert ledger(workspace.engine) == [(1, "daily", "interrupted")]
-    assert said in store.recent_runs(workspace.engine)[0].error
+    assert said in recent_runs(workspace.engine)[0].error
 
     rerun = workspace.cli("--as-of", BOOTSTRAP_AS_OF, "fetch")  # the next run keeps the row as it is
     assert rerun.exit_code == 0, rerun.output
