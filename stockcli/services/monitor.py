@@ -167,7 +167,7 @@ def band_breaks(rows: Sequence[dict[str, Any]]) -> tuple[BandBreak, ...]:
     )
 
 
-def evaluate_matured(engine: Engine, *, through: date, settings: Settings | None = None) -> tuple[int, int]:
+def evaluate_matured(engine: Engine, *, through: date, settings: Settings) -> tuple[int, int]:
     """Score every prediction whose target bar is stored, and move the interval levels (ACI).
 
     Returns (evaluated, pending); see `score_matured`."""
@@ -175,9 +175,7 @@ def evaluate_matured(engine: Engine, *, through: date, settings: Settings | None
     return len(scored), pending
 
 
-def score_matured(
-    engine: Engine, *, through: date, settings: Settings | None = None
-) -> tuple[list[dict[str, Any]], int]:
+def score_matured(engine: Engine, *, through: date, settings: Settings) -> tuple[list[dict[str, Any]], int]:
     """Score every prediction whose target bar is stored, and move the interval levels (ACI).
 
     Returns (the scored rows, pending). The scored rows and the interval state are written in one
@@ -192,13 +190,12 @@ def score_matured(
             pending += 1
         else:
             rows.append(_scored_row(item, evaluated_at=evaluated_at))
-    gamma = settings.intervals.aci_gamma if settings is not None else 0.005
     states = load_interval_state(engine, sorted({r["ticker"] for r in rows})) if rows else {}
-    changed = _adapted_states(rows, states, gamma=gamma)
+    changed = _adapted_states(rows, states, gamma=settings.intervals.aci_gamma)
 
     def save_state(connection: Any) -> None:
-        if settings is not None:  # test hook: a kill here must lose the scored rows and the state together
-            checkpoint(settings, "monitor:scoring")
+        # Test hook: a kill here must lose the scored rows and the state together.
+        checkpoint(settings, "monitor:scoring")
         save_interval_state(connection, changed.values())
 
     predictions_db.save_performance(engine, rows, on_commit=save_state)
