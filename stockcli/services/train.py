@@ -296,6 +296,7 @@ def _fit_network(
 def _evaluate(*, settings: Settings, engine: Engine, built: BuiltDataset, model: Any) -> TestEvaluation:
     """Calibrate the intervals on validation, fit the baselines on the training dates, score the test
     split. Raises NoDataError for an empty test split."""
+    from stockcli.db.bars import load_bars
     from stockcli.ml.forecast import fit_calibration, forecast_windows
     from stockcli.ml.forecasters import build_table
 
@@ -305,15 +306,16 @@ def _evaluate(*, settings: Settings, engine: Engine, built: BuiltDataset, model:
         validation_forecast, np.log(validation.target_closes / validation.base_closes)
     )
     train_end = date.fromisoformat(built.split["train"]["last_target_date"])
-    tickers = list(built.tickers)
-    history = bar_history(engine, built, tickers)
-    baselines = fit_baselines(settings, history, tickers, through=train_end)
     test = built.test
     if len(test) == 0:
         raise NoDataError(
             f"Dataset {built.run_id} has an empty test split.",
             hint="Process a longer date range or lower [dataset] train/validation fractions.",
         )
+    # The statistical candidates fit on and filter each ticker's bars (each row sees only its own past).
+    tickers = list(built.tickers)
+    history = load_bars(engine, tickers, start=built.spec.start_date, end=max(test.base_dates))
+    baselines = fit_baselines(settings, history, tickers, through=train_end)
     test_forecast = forecast_windows(model, built.scalers, test)
     metrics = score_windows(
         test_forecast,
@@ -368,7 +370,7 @@ def _log_results(*, run: Any, built: BuiltDataset, result: TrainResult, evaluati
             "context_tickers": list(built.spec.context_tickers),
             "sequence_length": built.sequence_length,
             "target_kind": built.target_kind,
-            "test_window": [_iso(test.target_dates, 0), _iso(test.target_dates, -1)],
+            "test_window": [d.isoformat() for d in (test.target_dates[0], test.target_dates[-1])],
         },
         "dataset_spec.json",
     )
@@ -440,15 +442,6 @@ def _summary_tags(metrics: Evaluation) -> dict[str, float]:
     return {k: v for k, v in tags.items() if v is not None and math.isfinite(v)}
 
 
-def bar_history(engine: Engine, built: Any, tickers: Sequence[str]) -> dict[str, pd.DataFrame]:
-    """Each watchlist ticker's stored bars (open, high, low, close) over the dataset's dates: what the
-    statistical candidates fit on and filter (each row sees only its own past)."""
-    from stockcli.db.bars import load_bars
-
-    last = max(built.test.base_dates) if len(built.test) else None
-    return load_bars(engine, list(tickers), start=built.spec.start_date, end=last)
-
-
 def fit_baselines(
     settings: Settings, history: Mapping[str, pd.DataFrame], tickers: Sequence[str], *, through: date
 ) -> dict[str, Any]:
@@ -491,7 +484,6 @@ def score_windows(
     baselines: Mapping[str, Any],
     history: Mapping[str, pd.DataFrame],
     table: Mapping[str, Any],
-    rows: np.ndarray | None = None,
 ) -> Evaluation:
     """`metrics.evaluate` of a model's forecast over windows: point next to naive, calibrated
     intervals next to GARCH and the rolling band, all on the same rows."""
@@ -499,26 +491,21 @@ def score_windows(
     from stockcli.ml.forecasters import bundle_fits, candidate_quantiles
     from stockcli.ml.metrics import evaluate
 
-    chosen = np.arange(len(windows)) if rows is None else rows
-    base = np.asarray(windows.base_closes, dtype=np.float64)[chosen]
-    names = windows.tickers  # a list built per access: once, not once per row
-    tickers = [names[i] for i in chosen]
-    base_dates = [windows.base_dates[i] for i in chosen]
-    quantiles = np.exp(calibrated_quantiles(result, calibration)[chosen]) * base[:, None]
-    found = candidate_quantiles(table, bundle_fits(baselines), history, tickers, base_dates, fit_missing=True)
+    base = np.asarray(windows.base_closes, dtype=np.float64)
+    tickers = list(windows.tickers)
+    quantiles = np.exp(calibrated_quantiles(result, calibration)) * base[:, None]
+    found = candidate_quantiles(
+        table, bundle_fits(baselines), history, tickers, list(windows.base_dates), fit_missing=True
+    )
     return evaluate(
         tickers=tickers,
-        dates=[windows.target_dates[i] for i in chosen],
-        predicted_close=result.predicted_closes[chosen],
-        actual_close=np.asarray(windows.target_closes, dtype=np.float64)[chosen],
+        dates=list(windows.target_dates),
+        predicted_close=result.predicted_closes,
+        actual_close=np.asarray(windows.target_closes, dtype=np.float64),
         base_close=base,
         quantiles=quantiles,
         baselines={name: np.exp(got.quantiles) * base[:, None] for name, got in found.items()},
     )
-
-
-def _iso(days: Any, index: int) -> str | None:
-    return days[index].isoformat() if len(days) else None
 
 
 @functools.lru_cache(maxsize=1)
@@ -554,7 +541,6 @@ def plot_test_predictions(
     title: str = "",
 ) -> list[Path]:
     """One PNG per ticker: actual close, model forecast with its 95% band, naive forecast, test window."""
-    import numpy as np
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
