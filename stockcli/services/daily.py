@@ -7,7 +7,7 @@ The CLI (`stockcli daily`, cron), the daemon and `backtest` run exactly this fun
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import date, datetime
 from typing import Any
@@ -197,7 +197,13 @@ def _predict_watchlist(
     # A ticker whose fetch rejected rows has a history with holes or cut short (an unadjusted split):
     # it fails here with the fetch's words, instead of being predicted from what is left.
     watchlist = day.settings.data.tickers
-    rejected = _rejected_by_fetch(fetched, watchlist)
+    rejected = [
+        FailedTicker(
+            t.ticker, f"fetch: {t.error}. {t.hint}" if t.hint else f"fetch: {t.error}", "rejected_rows"
+        )
+        for t in fetched.tickers
+        if t.status == "partial" and t.ticker in watchlist
+    ]
     predicted = predict(
         settings=day.settings,
         engine=day.engine,
@@ -223,17 +229,6 @@ def _record_run(run: RunHandle, result: DailyResult) -> None:
     run.details["failed"] = [f.ticker for f in result.failed]
     # The session predicted from: what the daemon's catch-up counts as covered.
     mark_base_date(run.details, result.predictions[0].base_date if result.predictions else None)
-
-
-def _rejected_by_fetch(fetched: Any, watchlist: Sequence[str]) -> tuple[FailedTicker, ...]:
-    """The watchlist tickers whose fetch stored their valid rows but rejected others, as failures."""
-    return tuple(
-        FailedTicker(
-            t.ticker, f"fetch: {t.error}. {t.hint}" if t.hint else f"fetch: {t.error}", "rejected_rows"
-        )
-        for t in fetched.tickers
-        if t.status == "partial" and t.ticker in watchlist
-    )
 
 
 def daily_json(result: DailyResult) -> dict[str, Any]:

@@ -92,11 +92,13 @@ class Prediction:
 
     @property
     def quantiles(self) -> tuple[float | None, ...]:
-        return (self.lower_95, self.lower_80, self.median, self.upper_80, self.upper_95)
+        return tuple(getattr(self, name) for name in QUANTILE_FIELDS)
 
 
+# The fields of a prediction's five closes, in quantile order (`ml.metrics.QUANTILE_COLUMNS`).
+QUANTILE_FIELDS = ("lower_95", "lower_80", "median", "upper_80", "upper_95")
 # Stored otherwise (the quantiles, the horizons) or not at all (`p_up_source` is in `detail`).
-_NOT_COLUMNS = ("lower_80", "upper_80", "lower_95", "upper_95", "median", "p_up_source", "horizons")
+_NOT_COLUMNS = (*QUANTILE_FIELDS, "p_up_source", "horizons")
 
 
 @dataclass(frozen=True)
@@ -412,11 +414,7 @@ def _serve_ticker(serving: _Serving, i: int) -> Prediction | FailedTicker:
         target_date=serving.targets[1],
         model_version=version,
         dataset_run_id=str(bundle.dataset_run_id),
-        lower_95=float(closes[0]),
-        lower_80=float(closes[1]),
-        median=float(closes[2]),
-        upper_80=float(closes[3]),
-        upper_95=float(closes[4]),
+        **dict(zip(QUANTILE_FIELDS, closes.tolist(), strict=True)),
         p_up=p_up,
         p_up_source=p_up_source,
         source=choice["point_source"],

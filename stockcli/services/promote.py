@@ -668,7 +668,7 @@ def decide(
     summary = (
         f"{name} {candidate_value:.4g} (candidate v{candidate_version}) vs {_fmt(production_value)} "
         f"(production v{production_version}): improvement {improvement:+.2%} "
-        f"(95% CI {_pct(test.improvement_low)} to {_pct(test.improvement_high)}), "
+        f"(95% CI {_fmt(test.improvement_low, '+.2%')} to {_fmt(test.improvement_high, '+.2%')}), "
         f"one-sided Diebold-Mariano p = {test.p_value:.3g} over {test.n_sessions} sessions"
     )
     if not (test.p_value < alpha and improvement >= margin and improvement > 0):
@@ -688,9 +688,5 @@ def decide(
     return True, f"The candidate is significantly better: {summary}.", improvement
 
 
-def _pct(value: float | None) -> str:
-    return "undefined" if value is None else f"{value:+.2%}"
-
-
-def _fmt(value: float | None) -> str:
-    return "undefined" if value is None else f"{value:.4g}"
+def _fmt(value: float | None, spec: str = ".4g") -> str:
+    return "undefined" if value is None else format(value, spec)

@@ -351,14 +351,10 @@ def _log_results(*, run: Any, built: BuiltDataset, result: TrainResult, evaluati
         quantiles = np.exp(calibrated_quantiles(forecast, evaluation.calibration)) * test.base_closes[:, None]
         plot_test_predictions(
             Path(folder),
+            test,
             tickers=list(built.tickers)[:MAX_PLOTS],
-            window_tickers=test.tickers,
-            target_dates=list(test.target_dates),
-            actual=test.target_closes,
             predicted=forecast.predicted_closes,
-            naive=test.base_closes,
-            lower=quantiles[:, 0],
-            upper=quantiles[:, -1],
+            quantiles=quantiles,
             title=f"dataset {built.run_id[:12]}",
         )
         run.log_artifacts(Path(folder), "plots")
@@ -529,42 +525,39 @@ def code_version() -> str:
 
 def plot_test_predictions(
     folder: Path,
+    windows: Any,
     *,
     tickers: list[str],
-    window_tickers: list[str],
-    target_dates: list[date],
-    actual: np.ndarray,
     predicted: np.ndarray,
-    naive: np.ndarray,
-    lower: np.ndarray,
-    upper: np.ndarray,
-    title: str = "",
-) -> list[Path]:
-    """One PNG per ticker: actual close, model forecast with its 95% band, naive forecast, test window."""
+    quantiles: np.ndarray,
+    title: str,
+) -> None:
+    """One PNG per ticker of `tickers` in `folder`: over the test `windows`, the actual close, the model's
+    forecast with its 95% band (`quantiles`, closes) and the naive forecast."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    owners = np.asarray(window_tickers)
-    paths = []
+    owners = np.asarray(windows.tickers)
     for ticker in tickers:
         rows = np.flatnonzero(owners == ticker)
         if len(rows) == 0:
             continue
-        days = np.array([target_dates[i] for i in rows], dtype="datetime64[D]")
+        days = np.array([windows.target_dates[i] for i in rows], dtype="datetime64[D]")
         figure = Figure(figsize=(10, 4), dpi=100)
         FigureCanvasAgg(figure)
         axes = figure.add_subplot()
-        axes.fill_between(days, lower[rows], upper[rows], color="tab:blue", alpha=0.15, label="95% interval")
-        axes.plot(days, actual[rows], label="actual", color="black", linewidth=1.2)
+        lower, upper = quantiles[rows, 0], quantiles[rows, -1]
+        axes.fill_between(days, lower, upper, color="tab:blue", alpha=0.15, label="95% interval")
+        axes.plot(days, windows.target_closes[rows], label="actual", color="black", linewidth=1.2)
         axes.plot(days, predicted[rows], label="model", color="tab:blue", linewidth=1.0)
-        axes.plot(days, naive[rows], label="naive (last close)", color="tab:orange", linewidth=0.8, alpha=0.8)
+        naive = windows.base_closes[rows]
+        axes.plot(days, naive, label="naive (last close)", color="tab:orange", linewidth=0.8, alpha=0.8)
         axes.set_title(f"{ticker}: test-split next-session close ({title})")
         axes.set_ylabel("close")
         axes.legend(loc="best")
         axes.grid(alpha=0.3)
         figure.autofmt_xdate()
         figure.tight_layout()
-        path = folder / f"test_{re.sub(r'[^A-Za-z0-9_.-]', '', ticker) or 'ticker'}.png"
-        figure.savefig(path, format="png")
-        paths.append(path)
-    return paths
+        figure.savefig(
+            folder / f"test_{re.sub(r'[^A-Za-z0-9_.-]', '', ticker) or 'ticker'}.png", format="png"
+        )
