@@ -168,9 +168,7 @@ def band_breaks(rows: Sequence[dict[str, Any]]) -> tuple[BandBreak, ...]:
 
 
 def evaluate_matured(engine: Engine, *, through: date, settings: Settings) -> tuple[int, int]:
-    """Score every prediction whose target bar is stored, and move the interval levels (ACI).
-
-    Returns (evaluated, pending); see `score_matured`."""
+    """`score_matured`, the scored rows counted: (evaluated, pending)."""
     scored, pending = score_matured(engine, through=through, settings=settings)
     return len(scored), pending
 

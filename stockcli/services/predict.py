@@ -163,9 +163,8 @@ def predict(
     """Predict every watchlist ticker's close for the session after the newest closed session.
 
     The model version is resolved once (Production unless given) and used throughout. Tickers that
-    cannot be predicted are returned in `failed`; the caller decides the exit code (3 when some
-    failed, 4 when none could be predicted, 1 when a forecast was refused as implausible). Raises
-    NoProductionModelError without a model.
+    cannot be predicted are returned in `failed`; the caller decides the exit code (`exit_code_for`).
+    Raises NoProductionModelError without a model.
     """
     from stockcli.ml import registry
     from stockcli.ml.forecast import forecast

@@ -267,7 +267,6 @@ def _evaluation_window(
         settings=settings,
         window=window,
         production=production,
-        production_version=str(production_version),
         bars=bars,
         start=start,
     )
@@ -278,7 +277,6 @@ def _with_production(
     settings: Settings,
     window: EvaluationWindow,
     production: ModelBundle,
-    production_version: str,
     bars: Any,
     start: date | None,
 ) -> EvaluationWindow:
@@ -299,7 +297,7 @@ def _with_production(
     if rows.size == 0:
         target_dates = window.target_dates
         raise NoDataError(
-            f"Production (version {production_version}) could not forecast any day of the "
+            f"Production (version {production.version}) could not forecast any day of the "
             f"candidate's test window {target_dates[0]}..{target_dates[-1]}.",
             hint="Check that the stored bars cover that window (`stockcli fetch`).",
         )
