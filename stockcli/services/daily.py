@@ -7,8 +7,8 @@ The CLI (`stockcli daily`, cron), the daemon and `backtest` run exactly this fun
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
 from datetime import date, datetime
 from typing import Any
 
@@ -19,12 +19,14 @@ from stockcli.db.runs import mark_base_date, mark_retrained
 from stockcli.errors import NoProductionModelError
 from stockcli.services.monitor import MonitorResult, monitor
 from stockcli.services.predict import (
+    EXIT_CODES,
     FailedTicker,
     Prediction,
     PredictResult,
     failed_json,
     predict,
     prediction_json,
+    status_of,
 )
 from stockcli.services.retrain import RetrainResult, retrain
 from stockcli.services.runtime import RunHandle, checkpoint
@@ -130,7 +132,7 @@ def daily(
         else:
             day.say(f"retrain needed but skipped (--no-retrain): {monitored.reason}")
     result = DailyResult(
-        status=_status(predicted, failed=failed, fetch_status=fetched.status),
+        status=status_of(predicted, degraded=bool(failed) or fetched.status != "ok"),
         as_of=as_of,
         model_version=version,
         predictions=predictions,
@@ -146,15 +148,6 @@ def daily(
     if run is not None:
         _record_run(run, result)
     return result
-
-
-def _status(predicted: PredictResult, *, failed: Sequence[FailedTicker], fetch_status: str) -> str:
-    """ok, refused (a forecast implausible), stale (no prediction at all) or partial."""
-    if predicted.refused:
-        return "refused"
-    if not predicted.predictions:
-        return "stale"
-    return "partial" if failed or fetch_status != "ok" else "ok"
 
 
 def _production_or_bootstrap(day: _Day, *, allow_retrain: bool) -> tuple[str, RetrainResult | None]:
@@ -204,7 +197,13 @@ def _predict_watchlist(
     # A ticker whose fetch rejected rows has a history with holes or cut short (an unadjusted split):
     # it fails here with the fetch's words, instead of being predicted from what is left.
     watchlist = day.settings.data.tickers
-    rejected = _rejected_by_fetch(fetched, watchlist)
+    rejected = [
+        FailedTicker(
+            t.ticker, f"fetch: {t.error}. {t.hint}" if t.hint else f"fetch: {t.error}", "rejected_rows"
+        )
+        for t in fetched.tickers
+        if t.status == "partial" and t.ticker in watchlist
+    ]
     predicted = predict(
         settings=day.settings,
         engine=day.engine,
@@ -232,22 +231,19 @@ def _record_run(run: RunHandle, result: DailyResult) -> None:
     mark_base_date(run.details, result.predictions[0].base_date if result.predictions else None)
 
 
-def _rejected_by_fetch(fetched: Any, watchlist: Sequence[str]) -> tuple[FailedTicker, ...]:
-    """The watchlist tickers whose fetch stored their valid rows but rejected others, as failures."""
-    return tuple(
-        FailedTicker(
-            t.ticker, f"fetch: {t.error}. {t.hint}" if t.hint else f"fetch: {t.error}", "rejected_rows"
-        )
-        for t in fetched.tickers
-        if t.status == "partial" and t.ticker in watchlist
-    )
-
-
 def daily_json(result: DailyResult) -> dict[str, Any]:
-    """The `--json` shape of a daily run."""
+    """The `--json` shape of a daily run: the monitor's decision with its window figures."""
+    monitored = result.monitor
     monitor_part: dict[str, Any] = {"retrain_needed": False, "reason": None}
-    if result.monitor is not None:
-        monitor_part = monitor_json_part(result.monitor)
+    if monitored is not None:
+        monitor_part = {
+            "retrain_needed": monitored.retrain_needed,
+            "reason": monitored.reason,
+            "triggers": list(monitored.triggers),
+            "evaluated": monitored.evaluated,
+            "cooldown_active": monitored.cooldown_active,
+            **asdict(monitored.overall),
+        }
     return {
         "status": result.status,
         "as_of": result.as_of.isoformat(),
@@ -270,26 +266,6 @@ def daily_json(result: DailyResult) -> dict[str, Any]:
     }
 
 
-def monitor_json_part(monitored: MonitorResult) -> dict[str, Any]:
-    """The monitor's decision and window figures, as `daily --json` shows them."""
-    from dataclasses import asdict
-
-    overall = asdict(monitored.overall)
-    return {
-        "retrain_needed": monitored.retrain_needed,
-        "reason": monitored.reason,
-        "triggers": list(monitored.triggers),
-        "evaluated": monitored.evaluated,
-        "cooldown_active": monitored.cooldown_active,
-        **overall,
-    }
-
-
 def exit_code_for(result: DailyResult) -> int:
-    """The documented exit code of a finished daily run: 0 ok, 3 partial (some tickers failed, the
-    rest saved), 4 no prediction at all, 1 a forecast refused as implausible."""
-    from stockcli.errors import EXIT_NOTHING, EXIT_OK, EXIT_PARTIAL, EXIT_UNEXPECTED
-
-    return {"ok": EXIT_OK, "partial": EXIT_PARTIAL, "stale": EXIT_NOTHING, "refused": EXIT_UNEXPECTED}[
-        result.status
-    ]
+    """The documented exit code of a finished daily run (`predict.EXIT_CODES`)."""
+    return EXIT_CODES[result.status]

@@ -31,7 +31,7 @@ RiskTable = dict[int, dict[str, dict[str, Any]]]
 """{horizon: {ticker: the risk backtest's JSON (`RiskBacktest.to_json`)}}."""
 
 
-def score_horizons(engine: Engine, *, through: date, settings: Settings | None = None) -> tuple[int, int]:
+def score_horizons(engine: Engine, *, through: date, settings: Settings) -> tuple[int, int]:
     """Score every horizon row whose target session's close is stored (on or before `through`), and
     move the adaptive levels of the horizons above 1, in one transaction. Returns (scored, pending)."""
     from stockcli.db import horizons as horizons_db
@@ -40,10 +40,9 @@ def score_horizons(engine: Engine, *, through: date, settings: Settings | None =
     matured = [{**row, "actual_close": row["close"]} for row in found if _finite(row["close"])]
     if not matured:
         return 0, len(found)
-    gamma = settings.intervals.aci_gamma if settings is not None else 0.005
-    incumbent = settings.forecasters.incumbent if settings is not None else "garch"
     tickers = sorted({row["ticker"] for row in matured})
-    states = aci_states(horizons_db.load_horizon_serving(engine, tickers), matured, gamma, incumbent)
+    serving = horizons_db.load_horizon_serving(engine, tickers)
+    states = aci_states(serving, matured, settings.intervals.aci_gamma, settings.forecasters.incumbent)
     with engine.begin() as connection:
         horizons_db.mark_scored(connection, matured)
         horizons_db.save_horizon_serving(connection, states)

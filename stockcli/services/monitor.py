@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from sqlalchemy.engine import Engine
 
-from stockcli.clock import trading_calendar
+from stockcli.clock import calendar_for
 from stockcli.config import Settings
 from stockcli.db import predictions as predictions_db
 from stockcli.db.serving import AciState, load_interval_state, save_interval_state
@@ -167,17 +167,13 @@ def band_breaks(rows: Sequence[dict[str, Any]]) -> tuple[BandBreak, ...]:
     )
 
 
-def evaluate_matured(engine: Engine, *, through: date, settings: Settings | None = None) -> tuple[int, int]:
-    """Score every prediction whose target bar is stored, and move the interval levels (ACI).
-
-    Returns (evaluated, pending); see `score_matured`."""
+def evaluate_matured(engine: Engine, *, through: date, settings: Settings) -> tuple[int, int]:
+    """`score_matured`, the scored rows counted: (evaluated, pending)."""
     scored, pending = score_matured(engine, through=through, settings=settings)
     return len(scored), pending
 
 
-def score_matured(
-    engine: Engine, *, through: date, settings: Settings | None = None
-) -> tuple[list[dict[str, Any]], int]:
+def score_matured(engine: Engine, *, through: date, settings: Settings) -> tuple[list[dict[str, Any]], int]:
     """Score every prediction whose target bar is stored, and move the interval levels (ACI).
 
     Returns (the scored rows, pending). The scored rows and the interval state are written in one
@@ -192,13 +188,12 @@ def score_matured(
             pending += 1
         else:
             rows.append(_scored_row(item, evaluated_at=evaluated_at))
-    gamma = settings.intervals.aci_gamma if settings is not None else 0.005
     states = load_interval_state(engine, sorted({r["ticker"] for r in rows})) if rows else {}
-    changed = _adapted_states(rows, states, gamma=gamma)
+    changed = _adapted_states(rows, states, gamma=settings.intervals.aci_gamma)
 
     def save_state(connection: Any) -> None:
-        if settings is not None:  # test hook: a kill here must lose the scored rows and the state together
-            checkpoint(settings, "monitor:scoring")
+        # Test hook: a kill here must lose the scored rows and the state together.
+        checkpoint(settings, "monitor:scoring")
         save_interval_state(connection, changed.values())
 
     predictions_db.save_performance(engine, rows, on_commit=save_state)
@@ -282,9 +277,10 @@ def monitor(
 ) -> MonitorResult:
     """Score matured predictions, adapt intervals, then compute the rolling window and the decision."""
     from stockcli.db.runs import last_retrain_as_of
+    from stockcli.services.horizons import horizon_coverage, horizon_findings, risk_backtests, risk_window
 
     config = settings.monitor
-    calendar = trading_calendar(settings.data.exchange, cache_dir=settings.data_dir / "cache")
+    calendar = calendar_for(settings)
     through = calendar.session_on_or_before(as_of)
     scored, pending = score_matured(engine, through=through, settings=settings)
     rows = predictions_db.performance_window(
@@ -298,9 +294,14 @@ def monitor(
         and len(calendar.sessions(last_retrain, through)) - 1 < config.cooldown_sessions
     )
 
-    risk, horizon_findings = horizon_checks(settings, engine, calendar, through)
+    # The horizons' risk backtests and coverage call for a retrain too (a Basel red zone, a coverage
+    # significantly short). Without the simulated Expected Shortfall test (`es_p` None): no finding
+    # reads it, and over 500 tickers x 3 horizons it is a second of every `daily`.
+    risk_rows = risk_window(settings, engine, through=through)
+    risk = risk_backtests(risk_rows, calendar, es_test=False)
+    coverage = horizon_coverage([r for r in risk_rows if int(r["horizon"]) > 1], calendar)
     findings = retrain_findings(overall, alpha=config.alpha, coverage_alpha=config.coverage_alpha)
-    findings += horizon_findings
+    findings += horizon_findings(risk, coverage, coverage_alpha=config.coverage_alpha)
     triggers = tuple(name for name, _ in findings)
     described = "; ".join(text for _, text in findings)
     retrain_needed = False
@@ -333,22 +334,6 @@ def monitor(
         band_breaks=band_breaks(scored),
         risk=risk,
     )
-
-
-def horizon_checks(
-    settings: Settings, engine: Engine, calendar: Any, through: date
-) -> tuple[dict[int, dict[str, dict[str, Any]]], list[tuple[str, str]]]:
-    """The risk backtests of every ticker and horizon over the risk window, and what they call for
-    (a Basel red zone, a horizon's coverage significantly short): findings like the coverage trigger.
-
-    Without the simulated Expected Shortfall test (`es_z2`, `es_p` None): no finding reads it, and
-    over 500 tickers x 3 horizons it is a second of every `daily`; `report` and `backtest` run it."""
-    from stockcli.services.horizons import horizon_coverage, horizon_findings, risk_backtests, risk_window
-
-    rows = risk_window(settings, engine, through=through)
-    risk = risk_backtests(rows, calendar, es_test=False)
-    coverage = horizon_coverage([r for r in rows if int(r["horizon"]) > 1], calendar)
-    return risk, horizon_findings(risk, coverage, coverage_alpha=settings.monitor.coverage_alpha)
 
 
 def retrain_findings(metrics: WindowMetrics, *, alpha: float, coverage_alpha: float) -> list[tuple[str, str]]:

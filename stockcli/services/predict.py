@@ -18,10 +18,9 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
 from datetime import date, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -33,6 +32,7 @@ from stockcli.db import bars as bars_db
 from stockcli.db import predictions as predictions_db
 from stockcli.db.horizons import save_horizon_predictions
 from stockcli.db.store import utcnow
+from stockcli.errors import EXIT_NOTHING, EXIT_OK, EXIT_PARTIAL, EXIT_UNEXPECTED
 from stockcli.ml.intervals import INTERVALS, MISCOVERAGE
 
 # A prediction made from this many of the most recent returns' volatility (see `[predict] max_move_vol`).
@@ -60,7 +60,9 @@ class Horizon:
 
 @dataclass(frozen=True)
 class Prediction:
-    """One ticker's next-session forecast: the served point, the served intervals and their origin."""
+    """One ticker's next-session forecast: the served point, the served intervals and their origin.
+
+    Its fields are the columns of `latest_predictions` but those in `_NOT_COLUMNS`."""
 
     ticker: str
     base_date: date
@@ -90,7 +92,13 @@ class Prediction:
 
     @property
     def quantiles(self) -> tuple[float | None, ...]:
-        return (self.lower_95, self.lower_80, self.median, self.upper_80, self.upper_95)
+        return tuple(getattr(self, name) for name in QUANTILE_FIELDS)
+
+
+# The fields of a prediction's five closes, in quantile order (`ml.metrics.QUANTILE_COLUMNS`).
+QUANTILE_FIELDS = ("lower_95", "lower_80", "median", "upper_80", "upper_95")
+# Stored otherwise (the quantiles, the horizons) or not at all (`p_up_source` is in `detail`).
+_NOT_COLUMNS = (*QUANTILE_FIELDS, "p_up_source", "horizons")
 
 
 @dataclass(frozen=True)
@@ -120,21 +128,24 @@ class PredictResult:
         return tuple(f for f in self.failed if f.kind == "implausible")
 
 
-def exit_code_for(result: PredictResult) -> int:
-    """0 every ticker predicted; 3 some failed (the rest saved); 4 none could be predicted; 1 a
-    forecast was refused as implausible (a damaged model)."""
-    from stockcli.errors import EXIT_NOTHING, EXIT_OK, EXIT_PARTIAL, EXIT_UNEXPECTED
+# The exit code of each status: 3 some tickers failed (the rest saved), 4 none could be predicted,
+# 1 a forecast was refused as implausible (a damaged model).
+EXIT_CODES = {"ok": EXIT_OK, "partial": EXIT_PARTIAL, "stale": EXIT_NOTHING, "refused": EXIT_UNEXPECTED}
 
+
+def status_of(result: PredictResult, *, degraded: bool = False) -> str:
+    """ok, partial (some tickers failed, or the caller says `degraded`), stale (no prediction at all)
+    or refused (a forecast implausible)."""
     if result.refused:
-        return EXIT_UNEXPECTED
+        return "refused"
     if not result.predictions:
-        return EXIT_NOTHING
-    return EXIT_PARTIAL if result.failed else EXIT_OK
+        return "stale"
+    return "partial" if result.failed or degraded else "ok"
 
 
-def required_base_date(settings: Settings, as_of: date, *, now: datetime | None = None) -> date:
-    """The newest session whose bar must be stored for an honest prediction as of `as_of`."""
-    return calendar_for(settings).last_closed_session(as_of, now=now)
+def exit_code_for(result: PredictResult) -> int:
+    """The documented exit code of a prediction (`EXIT_CODES`)."""
+    return EXIT_CODES[status_of(result)]
 
 
 def predict(
@@ -147,15 +158,13 @@ def predict(
     pipeline_run_id: int | None = None,
     now: datetime | None = None,
     write_files: bool = True,
-    bundle_loader: Callable[[str], Any] | None = None,
     tickers: Sequence[str] | None = None,
 ) -> PredictResult:
     """Predict every watchlist ticker's close for the session after the newest closed session.
 
     The model version is resolved once (Production unless given) and used throughout. Tickers that
-    cannot be predicted are returned in `failed`; the caller decides the exit code (3 when some
-    failed, 4 when none could be predicted, 1 when a forecast was refused as implausible). Raises
-    NoProductionModelError without a model.
+    cannot be predicted are returned in `failed`; the caller decides the exit code (`exit_code_for`).
+    Raises NoProductionModelError without a model.
     """
     from stockcli.ml import registry
     from stockcli.ml.forecast import forecast
@@ -164,11 +173,11 @@ def predict(
 
     if bundle is None:
         version = model_version or require_production_version(settings)
-        bundle = bundle_loader(version) if bundle_loader else registry.load_bundle(settings, version=version)
+        bundle = registry.load_bundle(settings, version=version)
     version = str(bundle.version)
     _refuse_inside_training_data(bundle, as_of)
     calendar = calendar_for(settings)
-    base_date = required_base_date(settings, as_of, now=now)
+    base_date = calendar.last_closed_session(as_of, now=now)
     targets = target_sessions(calendar, base_date, settings.forecasters.horizons)
     # Score what has matured first: adaptive conformal inference learns from yesterday's close.
     evaluate_matured(engine, through=base_date, settings=settings)
@@ -278,7 +287,7 @@ def _refuse_inside_training_data(bundle: Any, as_of: date) -> None:
 
 
 def current_fits(
-    *, settings: Settings, engine: Engine, bundle: Any, tickers: Sequence[str], base_date: date
+    *, engine: Engine, bundle: Any, tickers: Sequence[str], base_date: date
 ) -> dict[str, dict[str, Any]]:
     """The statistical candidates' parameters to serve with: the newest scheduled refit on or before
     `base_date` (`daily` refits them), else those recorded in the model version. Never fits."""
@@ -339,9 +348,7 @@ def _serve(
         result=result,
         bars=bars,
         targets=targets,
-        fits=current_fits(
-            settings=settings, engine=engine, bundle=bundle, tickers=result.tickers, base_date=base_date
-        ),
+        fits=current_fits(engine=engine, bundle=bundle, tickers=result.tickers, base_date=base_date),
         table=build_table(settings),
         selection=load_selection(engine, version),
         states=states,
@@ -406,11 +413,7 @@ def _serve_ticker(serving: _Serving, i: int) -> Prediction | FailedTicker:
         target_date=serving.targets[1],
         model_version=version,
         dataset_run_id=str(bundle.dataset_run_id),
-        lower_95=float(closes[0]),
-        lower_80=float(closes[1]),
-        median=float(closes[2]),
-        upper_80=float(closes[3]),
-        upper_95=float(closes[4]),
+        **dict(zip(QUANTILE_FIELDS, closes.tolist(), strict=True)),
         p_up=p_up,
         p_up_source=p_up_source,
         source=choice["point_source"],
@@ -552,56 +555,21 @@ def _store(
     engine: Engine, predictions: Sequence[Prediction], *, as_of: date, pipeline_run_id: int | None
 ) -> None:
     """Upsert `predictions` into `latest_predictions` and every horizon of each into
-    `horizon_predictions`, all created at one time."""
+    `horizon_predictions`, all created at one time. A field is stored under its own name, the five
+    quantiles as the quantile columns."""
     from stockcli.db.predictions import QUANTILE_PRICES
 
-    created = utcnow()
+    stamp = {"as_of": as_of, "pipeline_run_id": pipeline_run_id, "created_at": utcnow()}
     points: list[dict[str, Any]] = []
     horizons: list[dict[str, Any]] = []
     for p in predictions:
-        common = {
-            "ticker": p.ticker,
-            "base_date": p.base_date,
-            "model_version": p.model_version,
-            "as_of": as_of,
-            "base_close": p.base_close,
-            "pipeline_run_id": pipeline_run_id,
-            "created_at": created,
-        }
-        points.append(
-            {
-                **common,
-                "target_date": p.target_date,
-                "predicted_close": p.predicted_close,
-                "dataset_run_id": p.dataset_run_id,
-                **dict(zip(QUANTILE_PRICES, p.quantiles, strict=True)),
-                "p_up": p.p_up,
-                "source": p.source,
-                "p_value": p.p_value,
-                "interval_source": p.interval_source,
-                "interval_p_value": p.interval_p_value,
-                "unseen": p.unseen,
-                "detail": p.detail,
-            }
-        )
-        horizons += [
-            {
-                **common,
-                "horizon": h.horizon,
-                "target_date": h.target_date,
-                **dict(zip(QUANTILE_PRICES, h.quantiles, strict=True)),
-                "p_up": h.p_up,
-                "var_95": h.var_95,
-                "var_99": h.var_99,
-                "es_95": h.es_95,
-                "es_99": h.es_99,
-                "source": h.source,
-                "p_value": h.p_value,
-                "tail": list(h.tail),
-                "candidates": h.candidates,
-            }
-            for h in p.horizons
-        ]
+        point = {k: v for k, v in vars(p).items() if k not in _NOT_COLUMNS}
+        points.append({**point, **stamp, **dict(zip(QUANTILE_PRICES, p.quantiles, strict=True))})
+        common = {k: point[k] for k in ("ticker", "base_date", "model_version", "base_close")}
+        for h in p.horizons:
+            row = {**vars(h), **common, **stamp, **dict(zip(QUANTILE_PRICES, h.quantiles, strict=True))}
+            del row["quantiles"]
+            horizons.append({**row, "tail": list(h.tail)})
     predictions_db.save_predictions(engine, points)
     save_horizon_predictions(engine, horizons)
 
@@ -649,21 +617,16 @@ def _choice(selection: Mapping[str, Any], ticker: str, incumbent: str) -> dict[s
             "p_up_source": None,
             "basis": "no selection recorded for this version: baselines served",
         }
-    return {
-        "point_source": item.point_source,
-        "point_p_value": item.point_p_value,
-        "interval_source": item.interval_source,
-        "interval_p_value": item.interval_p_value,
-        "p_up_source": item.p_up_source,
-        "basis": "own" if item.ticker == ticker else "pooled (unseen ticker)",
-    }
+    served = ("point_source", "point_p_value", "interval_source", "interval_p_value", "p_up_source")
+    basis = "own" if item.ticker == ticker else "pooled (unseen ticker)"
+    return {**{name: getattr(item, name) for name in served}, "basis": basis}
 
 
 def _base_rate(bundle: Any, ticker: str) -> float:
     """The up-share of the ticker's training dates (pooled for an unseen one); NaN when not recorded."""
-    rates = (bundle.baselines or {}).get("p_up_base") or {}
-    value = rates.get(ticker, rates.get("*"))
-    return float(value) if value is not None else math.nan
+    from stockcli.services.promote import base_rates
+
+    return float(base_rates(bundle.baselines, [ticker])[0])
 
 
 def _alphas(
@@ -765,19 +728,7 @@ def prediction_json(p: Prediction) -> dict[str, Any]:
 
 def failed_json(f: FailedTicker) -> dict[str, Any]:
     """The JSON shape of a ticker without a prediction."""
-    return {
-        "ticker": f.ticker,
-        "reason": f.reason,
-        "kind": f.kind,
-        "predictable_from": f.predictable_from.isoformat() if f.predictable_from else None,
-    }
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    from stockcli.storage import write_atomically  # names the file when the disk is full
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_atomically(path, text)
+    return {**asdict(f), "predictable_from": f.predictable_from.isoformat() if f.predictable_from else None}
 
 
 def _write_files(
@@ -789,6 +740,8 @@ def _write_files(
     failed: Sequence[FailedTicker],
 ) -> tuple[str, ...]:
     """`latest_predictions.json` and a dated history file in the data dir (what the old API served)."""
+    from stockcli.storage import write_atomically  # names the file when the disk is full
+
     payload = {
         "as_of": as_of.isoformat(),
         "target_date": target_date.isoformat(),
@@ -801,6 +754,7 @@ def _write_files(
     folder = settings.data_dir / "predictions"
     latest = folder / "latest_predictions.json"
     history = folder / "history" / f"predictions_{target_date.isoformat()}.json"
-    _atomic_write(history, text)
-    _atomic_write(latest, text)
+    for path in (history, latest):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomically(path, text)
     return (str(latest), str(history))

@@ -97,7 +97,10 @@ def promote(
     False the run lock is taken here. Raises NoDataError when nothing is registered, UsageError for an
     unknown version, RegistryError when the registry fails (the alias is then unchanged).
     """
+    from stockcli.db import promotions
     from stockcli.db.lock import run_lock
+    from stockcli.ml import registry
+    from stockcli.services.models import production_version as resolve_production
 
     lock = (
         contextlib.nullcontext()
@@ -105,13 +108,45 @@ def promote(
         else run_lock(engine, settings.data_dir / "stockcli.lock", "promote")
     )
     with lock:
-        return _promote(
+        if version is None:
+            version = registry.latest_version(settings)
+            if version is None:
+                raise NoDataError(
+                    "No registered model version to promote.", hint="Run `stockcli train` first."
+                )
+        candidate_version = str(version)
+        registry.check_version(settings, candidate_version)
+        production_version = resolve_production(settings)  # resolved once for the whole run
+        promotions.settle_pending(engine, production_version=production_version)
+
+        window = _evaluation_window(
             settings=settings,
             engine=engine,
-            version=version,
+            candidate_version=candidate_version,
+            production_version=production_version,
+        )
+        decision = _judge(
+            settings=settings,
+            window=window,
+            metrics=judging_metrics(settings, judged_on),
+            candidate_version=candidate_version,
+            production_version=production_version,
             dry_run=dry_run,
+        )
+        kept_version = candidate_version if decision.would_promote else production_version
+        selections = _serving_selection(
+            settings=settings, window=window, would_promote=decision.would_promote, kept_version=kept_version
+        )
+        selection = {item.ticker: _selection_json(item) for item in selections}
+        decision = replace(
+            decision, selection=selection, selection_version=kept_version if selection else None
+        )
+        return _record_and_move(
+            settings=settings,
+            engine=engine,
+            decision=decision,
+            selections=selections,
             pipeline_run_id=pipeline_run_id,
-            judged_on=judged_on,
         )
 
 
@@ -174,57 +209,6 @@ class EvaluationWindow:
         )
 
 
-def _promote(
-    *,
-    settings: Settings,
-    engine: Engine,
-    version: str | None,
-    dry_run: bool,
-    pipeline_run_id: int | None,
-    judged_on: str = "point",
-) -> PromotionResult:
-    from stockcli.db import promotions
-    from stockcli.ml import registry
-    from stockcli.services.models import production_version as resolve_production
-
-    if version is None:
-        version = registry.latest_version(settings)
-        if version is None:
-            raise NoDataError("No registered model version to promote.", hint="Run `stockcli train` first.")
-    candidate_version = str(version)
-    registry.check_version(settings, candidate_version)
-    production_version = resolve_production(settings)  # resolved once for the whole run
-    promotions.settle_pending(engine, production_version=production_version)
-
-    window = _evaluation_window(
-        settings=settings,
-        engine=engine,
-        candidate_version=candidate_version,
-        production_version=production_version,
-    )
-    decision = _judge(
-        settings=settings,
-        window=window,
-        metrics=judging_metrics(settings, judged_on),
-        candidate_version=candidate_version,
-        production_version=production_version,
-        dry_run=dry_run,
-    )
-    kept_version = candidate_version if decision.would_promote else production_version
-    selections = _serving_selection(
-        settings=settings, window=window, would_promote=decision.would_promote, kept_version=kept_version
-    )
-    selection = {item.ticker: _selection_json(item) for item in selections}
-    decision = replace(decision, selection=selection, selection_version=kept_version if selection else None)
-    return _record_and_move(
-        settings=settings,
-        engine=engine,
-        decision=decision,
-        selections=selections,
-        pipeline_run_id=pipeline_run_id,
-    )
-
-
 def _evaluation_window(
     *, settings: Settings, engine: Engine, candidate_version: str, production_version: str | None
 ) -> EvaluationWindow:
@@ -283,7 +267,6 @@ def _evaluation_window(
         settings=settings,
         window=window,
         production=production,
-        production_version=str(production_version),
         bars=bars,
         start=start,
     )
@@ -294,7 +277,6 @@ def _with_production(
     settings: Settings,
     window: EvaluationWindow,
     production: ModelBundle,
-    production_version: str,
     bars: Any,
     start: date | None,
 ) -> EvaluationWindow:
@@ -315,7 +297,7 @@ def _with_production(
     if rows.size == 0:
         target_dates = window.target_dates
         raise NoDataError(
-            f"Production (version {production_version}) could not forecast any day of the "
+            f"Production (version {production.version}) could not forecast any day of the "
             f"candidate's test window {target_dates[0]}..{target_dates[-1]}.",
             hint="Check that the stored bars cover that window (`stockcli fetch`).",
         )
@@ -356,13 +338,11 @@ def _judge(
     production_value = metric_value(production_metrics.average, metric) if production_metrics else None
     test = guard = None
     if window.production_fc is not None:
-        test = paired_test(metric, window.candidate_fc, window.production_fc, **window.compared())
-        guard = paired_test(
-            guard_metric,
-            window.candidate_fc,
-            window.production_fc,
-            alternative="greater",
-            **window.compared(),
+        test, guard = (
+            paired_test(
+                name, window.candidate_fc, window.production_fc, alternative=side, **window.compared()
+            )
+            for name, side in ((metric, "less"), (guard_metric, "greater"))
         )
     would_promote, reason, improvement = decide(
         settings=settings,
@@ -671,62 +651,40 @@ def decide(
 ) -> tuple[bool, str, float | None]:
     """(promote?, why, relative improvement) from the paired test on the shared window; `guard` is
     (metric, the one-sided test "is the candidate worse on it?"), which vetoes a promotion."""
-    promote_it, why, improvement = _decide(
-        settings, metric, candidate_version, production_version, candidate_value, production_value, test
-    )
-    if (
-        promote_it
-        and guard is not None
-        and guard[1] is not None
-        and guard[1].p_value < settings.promotion.alpha
-    ):
-        why = (
-            f"The candidate is not promoted: significantly worse on {guard[0].upper()} (one-sided "
-            f"Diebold-Mariano p = {guard[1].p_value:.3g}), though {why[0].lower()}{why[1:]}"
-        )
-        return False, why, improvement
-    return promote_it, why, improvement
-
-
-def _decide(
-    settings: Settings,
-    metric: str,
-    candidate_version: str,
-    production_version: str | None,
-    candidate_value: float | None,
-    production_value: float | None,
-    test: PairedTestResult | None,
-) -> tuple[bool, str, float | None]:
-    metric = metric.upper()
+    name = metric.upper()
     alpha = settings.promotion.alpha
     margin = settings.promotion.min_improvement
     if candidate_value is None:
-        return False, f"The candidate's {metric} is undefined on its test window.", None
+        return False, f"The candidate's {name} is undefined on its test window.", None
     if production_version is None:
         return True, "No production model yet: promoting the candidate.", None
     if production_version == candidate_version:
         return False, f"Version {candidate_version} already is Production.", 0.0
     if test is None or test.relative_improvement is None:
-        return False, f"Production's {metric} is undefined on the window; keeping Production.", None
+        return False, f"Production's {name} is undefined on the window; keeping Production.", None
     improvement = test.relative_improvement
     summary = (
-        f"{metric} {candidate_value:.4g} (candidate v{candidate_version}) vs {_fmt(production_value)} "
+        f"{name} {candidate_value:.4g} (candidate v{candidate_version}) vs {_fmt(production_value)} "
         f"(production v{production_version}): improvement {improvement:+.2%} "
-        f"(95% CI {_pct(test.improvement_low)} to {_pct(test.improvement_high)}), "
+        f"(95% CI {_fmt(test.improvement_low, '+.2%')} to {_fmt(test.improvement_high, '+.2%')}), "
         f"one-sided Diebold-Mariano p = {test.p_value:.3g} over {test.n_sessions} sessions"
     )
-    if test.p_value < alpha and improvement >= margin and improvement > 0:
-        return True, f"The candidate is significantly better: {summary}.", improvement
-    if test.p_value >= alpha:
-        why = f"not significant at alpha {alpha:g}"
-    else:
-        why = f"below the minimum improvement of {margin:.2%}"
-    return False, f"The candidate is not promoted ({why}): {summary}.", improvement
+    if not (test.p_value < alpha and improvement >= margin and improvement > 0):
+        if test.p_value >= alpha:
+            why = f"not significant at alpha {alpha:g}"
+        else:
+            why = f"below the minimum improvement of {margin:.2%}"
+        return False, f"The candidate is not promoted ({why}): {summary}.", improvement
+    if guard is not None and guard[1] is not None and guard[1].p_value < alpha:
+        return (
+            False,
+            f"The candidate is not promoted: significantly worse on {guard[0].upper()} (one-sided "
+            f"Diebold-Mariano p = {guard[1].p_value:.3g}), though the candidate is significantly better: "
+            f"{summary}.",
+            improvement,
+        )
+    return True, f"The candidate is significantly better: {summary}.", improvement
 
 
-def _pct(value: float | None) -> str:
-    return "undefined" if value is None else f"{value:+.2%}"
-
-
-def _fmt(value: float | None) -> str:
-    return "undefined" if value is None else f"{value:.4g}"
+def _fmt(value: float | None, spec: str = ".4g") -> str:
+    return "undefined" if value is None else format(value, spec)

@@ -44,18 +44,18 @@ class RetrainResult:
 
 
 def should_retrain(
-    *, settings: Settings, force: bool, production_version: str | None, monitor_result: Any = None
+    *, force: bool, production_version: str | None, monitor_result: Any = None
 ) -> tuple[bool, str]:
     """Whether to retrain, and why (or why not)."""
     if force:
         return True, "Forced with --force."
     if production_version is None:
         return True, "No production model yet: bootstrapping one."
-    if monitor_result is not None and monitor_result.retrain_needed:
+    if monitor_result is None:
+        return False, "Not needed. Use --force to retrain anyway."
+    if monitor_result.retrain_needed:
         return True, f"Monitor: {monitor_result.reason}"
-    if monitor_result is not None:
-        return False, f"Not needed: {monitor_result.reason} Use --force to retrain anyway."
-    return False, "Not needed. Use --force to retrain anyway."
+    return False, f"Not needed: {monitor_result.reason} Use --force to retrain anyway."
 
 
 def judged_on(monitor_result: Any) -> str:
@@ -92,15 +92,6 @@ class _Ledger:
         return result
 
 
-@dataclass(frozen=True)
-class TrainedCandidate:
-    """A retrain's new model version and the search (or fine-tune) that led to it."""
-
-    trained: TrainSummary
-    n_trials: int
-    best_params: dict[str, Any]
-
-
 def retrain(
     *,
     settings: Settings,
@@ -115,7 +106,7 @@ def retrain(
 ) -> RetrainResult:
     """Run the whole retraining chain when needed (or forced); record each step's ids in the ledger."""
     needed, reason = should_retrain(
-        settings=settings, force=force, production_version=production_version, monitor_result=monitor_result
+        force=force, production_version=production_version, monitor_result=monitor_result
     )
     if not needed:
         return RetrainResult(ran=False, reason=reason)
@@ -130,7 +121,7 @@ def retrain(
     checkpoint(settings, "retrain:after_process")
     ledger.timed("build", lambda: build(settings=settings, engine=engine, run_id=processed.run_id))
     checkpoint(settings, "retrain:after_build")
-    candidate = _tune_and_train(
+    trained, searched, params = _tune_and_train(
         settings=settings,
         engine=engine,
         ledger=ledger,
@@ -138,7 +129,6 @@ def retrain(
         production_version=production_version,
         n_trials=n_trials,
     )
-    trained = candidate.trained
     decision = ledger.timed(
         "promote",
         lambda: promote(
@@ -146,7 +136,7 @@ def retrain(
             engine=engine,
             version=trained.model_version,
             pipeline_run_id=run.run_id if run is not None else None,
-            judged_on=judged_on(monitor_result if needed and not force else None),
+            judged_on=judged_on(None if force else monitor_result),
         ),
     )
     ledger.record("promoted", decision.promoted)
@@ -158,10 +148,10 @@ def retrain(
         ran=True,
         reason=reason,
         dataset_run_id=processed.run_id,
-        n_trials=candidate.n_trials,
-        best_params=candidate.best_params,
+        n_trials=searched,
+        best_params=params,
         model_version=trained.model_version,
-        test_metrics=getattr(trained, "test_metrics", None),
+        test_metrics=trained.test_metrics,
         promoted=decision.promoted,
         promotion_reason=decision.reason,
         steps_s=ledger.timings,
@@ -183,8 +173,9 @@ def _tune_and_train(
     dataset_run_id: str,
     production_version: str | None,
     n_trials: int | None,
-) -> TrainedCandidate:
-    """Tune (or fine-tune Production) and train a new version on the dataset, as steps of `ledger`.
+) -> tuple[TrainSummary, int, dict[str, Any]]:
+    """Tune (or fine-tune Production) and train a new version on the dataset, as steps of `ledger`:
+    the new version, the trials searched and the parameters it was trained with.
 
     A retrain starts from what Production knows. When Production's network fits the new dataset
     (same architecture, same inputs), it is fine-tuned from Production's weights with Production's
@@ -231,7 +222,7 @@ def _tune_and_train(
     ledger.record("model_version", trained.model_version)
     ledger.record("mlflow_run_id", trained.mlflow_run_id)
     checkpoint(settings, "retrain:after_train")
-    return TrainedCandidate(trained=trained, n_trials=searched, best_params=params)
+    return trained, searched, params
 
 
 def _production_params(settings: Settings, production_version: str | None) -> dict[str, Any] | None:

@@ -296,6 +296,7 @@ def _fit_network(
 def _evaluate(*, settings: Settings, engine: Engine, built: BuiltDataset, model: Any) -> TestEvaluation:
     """Calibrate the intervals on validation, fit the baselines on the training dates, score the test
     split. Raises NoDataError for an empty test split."""
+    from stockcli.db.bars import load_bars
     from stockcli.ml.forecast import fit_calibration, forecast_windows
     from stockcli.ml.forecasters import build_table
 
@@ -305,15 +306,16 @@ def _evaluate(*, settings: Settings, engine: Engine, built: BuiltDataset, model:
         validation_forecast, np.log(validation.target_closes / validation.base_closes)
     )
     train_end = date.fromisoformat(built.split["train"]["last_target_date"])
-    tickers = list(built.tickers)
-    history = bar_history(engine, built, tickers)
-    baselines = fit_baselines(settings, history, tickers, through=train_end)
     test = built.test
     if len(test) == 0:
         raise NoDataError(
             f"Dataset {built.run_id} has an empty test split.",
             hint="Process a longer date range or lower [dataset] train/validation fractions.",
         )
+    # The statistical candidates fit on and filter each ticker's bars (each row sees only its own past).
+    tickers = list(built.tickers)
+    history = load_bars(engine, tickers, start=built.spec.start_date, end=max(test.base_dates))
+    baselines = fit_baselines(settings, history, tickers, through=train_end)
     test_forecast = forecast_windows(model, built.scalers, test)
     metrics = score_windows(
         test_forecast,
@@ -349,14 +351,10 @@ def _log_results(*, run: Any, built: BuiltDataset, result: TrainResult, evaluati
         quantiles = np.exp(calibrated_quantiles(forecast, evaluation.calibration)) * test.base_closes[:, None]
         plot_test_predictions(
             Path(folder),
+            test,
             tickers=list(built.tickers)[:MAX_PLOTS],
-            window_tickers=test.tickers,
-            target_dates=list(test.target_dates),
-            actual=test.target_closes,
             predicted=forecast.predicted_closes,
-            naive=test.base_closes,
-            lower=quantiles[:, 0],
-            upper=quantiles[:, -1],
+            quantiles=quantiles,
             title=f"dataset {built.run_id[:12]}",
         )
         run.log_artifacts(Path(folder), "plots")
@@ -368,7 +366,7 @@ def _log_results(*, run: Any, built: BuiltDataset, result: TrainResult, evaluati
             "context_tickers": list(built.spec.context_tickers),
             "sequence_length": built.sequence_length,
             "target_kind": built.target_kind,
-            "test_window": [_iso(test.target_dates, 0), _iso(test.target_dates, -1)],
+            "test_window": [d.isoformat() for d in (test.target_dates[0], test.target_dates[-1])],
         },
         "dataset_spec.json",
     )
@@ -440,15 +438,6 @@ def _summary_tags(metrics: Evaluation) -> dict[str, float]:
     return {k: v for k, v in tags.items() if v is not None and math.isfinite(v)}
 
 
-def bar_history(engine: Engine, built: Any, tickers: Sequence[str]) -> dict[str, pd.DataFrame]:
-    """Each watchlist ticker's stored bars (open, high, low, close) over the dataset's dates: what the
-    statistical candidates fit on and filter (each row sees only its own past)."""
-    from stockcli.db.bars import load_bars
-
-    last = max(built.test.base_dates) if len(built.test) else None
-    return load_bars(engine, list(tickers), start=built.spec.start_date, end=last)
-
-
 def fit_baselines(
     settings: Settings, history: Mapping[str, pd.DataFrame], tickers: Sequence[str], *, through: date
 ) -> dict[str, Any]:
@@ -491,7 +480,6 @@ def score_windows(
     baselines: Mapping[str, Any],
     history: Mapping[str, pd.DataFrame],
     table: Mapping[str, Any],
-    rows: np.ndarray | None = None,
 ) -> Evaluation:
     """`metrics.evaluate` of a model's forecast over windows: point next to naive, calibrated
     intervals next to GARCH and the rolling band, all on the same rows."""
@@ -499,26 +487,21 @@ def score_windows(
     from stockcli.ml.forecasters import bundle_fits, candidate_quantiles
     from stockcli.ml.metrics import evaluate
 
-    chosen = np.arange(len(windows)) if rows is None else rows
-    base = np.asarray(windows.base_closes, dtype=np.float64)[chosen]
-    names = windows.tickers  # a list built per access: once, not once per row
-    tickers = [names[i] for i in chosen]
-    base_dates = [windows.base_dates[i] for i in chosen]
-    quantiles = np.exp(calibrated_quantiles(result, calibration)[chosen]) * base[:, None]
-    found = candidate_quantiles(table, bundle_fits(baselines), history, tickers, base_dates, fit_missing=True)
+    base = np.asarray(windows.base_closes, dtype=np.float64)
+    tickers = list(windows.tickers)
+    quantiles = np.exp(calibrated_quantiles(result, calibration)) * base[:, None]
+    found = candidate_quantiles(
+        table, bundle_fits(baselines), history, tickers, list(windows.base_dates), fit_missing=True
+    )
     return evaluate(
         tickers=tickers,
-        dates=[windows.target_dates[i] for i in chosen],
-        predicted_close=result.predicted_closes[chosen],
-        actual_close=np.asarray(windows.target_closes, dtype=np.float64)[chosen],
+        dates=list(windows.target_dates),
+        predicted_close=result.predicted_closes,
+        actual_close=np.asarray(windows.target_closes, dtype=np.float64),
         base_close=base,
         quantiles=quantiles,
         baselines={name: np.exp(got.quantiles) * base[:, None] for name, got in found.items()},
     )
-
-
-def _iso(days: Any, index: int) -> str | None:
-    return days[index].isoformat() if len(days) else None
 
 
 @functools.lru_cache(maxsize=1)
@@ -542,43 +525,39 @@ def code_version() -> str:
 
 def plot_test_predictions(
     folder: Path,
+    windows: Any,
     *,
     tickers: list[str],
-    window_tickers: list[str],
-    target_dates: list[date],
-    actual: np.ndarray,
     predicted: np.ndarray,
-    naive: np.ndarray,
-    lower: np.ndarray,
-    upper: np.ndarray,
-    title: str = "",
-) -> list[Path]:
-    """One PNG per ticker: actual close, model forecast with its 95% band, naive forecast, test window."""
-    import numpy as np
+    quantiles: np.ndarray,
+    title: str,
+) -> None:
+    """One PNG per ticker of `tickers` in `folder`: over the test `windows`, the actual close, the model's
+    forecast with its 95% band (`quantiles`, closes) and the naive forecast."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    owners = np.asarray(window_tickers)
-    paths = []
+    owners = np.asarray(windows.tickers)
     for ticker in tickers:
         rows = np.flatnonzero(owners == ticker)
         if len(rows) == 0:
             continue
-        days = np.array([target_dates[i] for i in rows], dtype="datetime64[D]")
+        days = np.array([windows.target_dates[i] for i in rows], dtype="datetime64[D]")
         figure = Figure(figsize=(10, 4), dpi=100)
         FigureCanvasAgg(figure)
         axes = figure.add_subplot()
-        axes.fill_between(days, lower[rows], upper[rows], color="tab:blue", alpha=0.15, label="95% interval")
-        axes.plot(days, actual[rows], label="actual", color="black", linewidth=1.2)
+        lower, upper = quantiles[rows, 0], quantiles[rows, -1]
+        axes.fill_between(days, lower, upper, color="tab:blue", alpha=0.15, label="95% interval")
+        axes.plot(days, windows.target_closes[rows], label="actual", color="black", linewidth=1.2)
         axes.plot(days, predicted[rows], label="model", color="tab:blue", linewidth=1.0)
-        axes.plot(days, naive[rows], label="naive (last close)", color="tab:orange", linewidth=0.8, alpha=0.8)
+        naive = windows.base_closes[rows]
+        axes.plot(days, naive, label="naive (last close)", color="tab:orange", linewidth=0.8, alpha=0.8)
         axes.set_title(f"{ticker}: test-split next-session close ({title})")
         axes.set_ylabel("close")
         axes.legend(loc="best")
         axes.grid(alpha=0.3)
         figure.autofmt_xdate()
         figure.tight_layout()
-        path = folder / f"test_{re.sub(r'[^A-Za-z0-9_.-]', '', ticker) or 'ticker'}.png"
-        figure.savefig(path, format="png")
-        paths.append(path)
-    return paths
+        figure.savefig(
+            folder / f"test_{re.sub(r'[^A-Za-z0-9_.-]', '', ticker) or 'ticker'}.png", format="png"
+        )
