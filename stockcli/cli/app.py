@@ -65,7 +65,9 @@ def report_error(cli_state: CliState | None, exc: BaseException, exit_code: int)
         sys.stderr.write(redact_traceback(exc))
     output.error(message)
     if cli_state and cli_state.json:
-        output.emit_json({"status": "error", "error": message, "exit_code": exit_code})
+        from stockcli.cli.results import ErrorJson
+
+        output.emit(ErrorJson, status="error", error=message, exit_code=exit_code)
 
 
 def tell_failure(ctx: Any, exit_code: int, exc: BaseException | None) -> None:

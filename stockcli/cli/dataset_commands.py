@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
@@ -50,7 +50,9 @@ def process_command(
             }
         )
     if cli_state.json:
-        output.emit_json({"status": "ok", **_plain(result)})
+        from stockcli.cli.results import ProcessJson
+
+        output.emit(ProcessJson, result, status="ok")
         return
     output.table(
         f"Dataset {result.run_id}" + (" (unchanged, reused)" if result.reused else ""),
@@ -111,7 +113,9 @@ def build_command(
         result = build(settings=settings, engine=run.engine, run_id=run_id, progress=progress)
         run.details.update({"dataset_run_id": result.run_id, **{p.name: p.windows for p in result.parts}})
     if cli_state.json:
-        output.emit_json({"status": "ok", **_plain(result)})
+        from stockcli.cli.results import BuildJson
+
+        output.emit(BuildJson, result, status="ok")
         return
     output.table(
         f"Built {result.run_id}: {len(result.tickers)} tickers ({', '.join(result.tickers)}), "
@@ -128,9 +132,3 @@ def build_command(
             else None
         ),
     )
-
-
-def _plain(result: Any) -> dict[str, Any]:
-    from dataclasses import asdict
-
-    return asdict(result)

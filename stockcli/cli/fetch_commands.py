@@ -88,7 +88,9 @@ def fetch_command(
 
 def _render(result: FetchResult, *, as_json: bool) -> None:
     if as_json:
-        output.emit_json(result.to_json())
+        from stockcli.cli.results import FetchJson
+
+        output.emit(FetchJson, **result.to_json())
         return
     output.table(
         f"fetch ({result.source})",

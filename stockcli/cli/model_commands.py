@@ -157,7 +157,9 @@ def train(
             }
         )
     if cli.json:
-        output.emit_json(result)
+        from stockcli.cli.results import TrainJson
+
+        output.emit(TrainJson, result)
         return
     _show_trained(result)
 
@@ -213,7 +215,7 @@ def _show_trained(result: Any) -> None:
     )
 
 
-def promotion_json(result: Any) -> dict[str, Any]:
+def promotion_json(result: Any, *, alpha: float) -> dict[str, Any]:
     return {
         "candidate": {"version": result.candidate_version, "metrics": result.candidate_metrics},
         "production": (
@@ -238,7 +240,7 @@ def promotion_json(result: Any) -> dict[str, Any]:
             "improvement_ci": [result.improvement_low, result.improvement_high],
             "p_value": result.p_value,
             "test": "one-sided Diebold-Mariano (HAC variance), candidate better than Production",
-            "alpha": None,
+            "alpha": alpha,
             "would_promote": result.would_promote,
             "promoted": result.promoted,
             "dry_run": result.dry_run,
@@ -298,9 +300,9 @@ def promote(
                 ],
             )
     if cli.json:
-        payload = promotion_json(result)
-        payload["decision"]["alpha"] = settings.promotion.alpha
-        output.emit_json(payload)
+        from stockcli.cli.results import PromoteJson
+
+        output.emit(PromoteJson, **promotion_json(result, alpha=settings.promotion.alpha))
         return
     _show_promotion(
         result, alpha=settings.promotion.alpha, min_improvement=settings.promotion.min_improvement
@@ -413,7 +415,9 @@ def models(ctx: typer.Context) -> None:
     settings = cli.settings()
     versions = list_versions(settings)
     if cli.json:
-        output.emit_json({"model": settings.mlflow.model_name, "versions": versions})
+        from stockcli.cli.results import ModelsJson
+
+        output.emit(ModelsJson, model=settings.mlflow.model_name, versions=versions)
         return
     if not versions:
         output.info(f"No versions of model {settings.mlflow.model_name!r} yet. Run `stockcli train` first.")

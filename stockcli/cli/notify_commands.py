@@ -34,7 +34,9 @@ def notify(
     if not test:
         shown = [redact_notify_url(url) for url in config.urls]
         if cli.json:
-            output.emit_json({"urls": shown, "events": list(config.events), "timeout_s": config.timeout_s})
+            from stockcli.cli.results import NotifyJson
+
+            output.emit(NotifyJson, config, urls=shown)
             return
         output.table("Notification URLs", ["url"], [[url] for url in shown])
         output.info(
@@ -43,7 +45,9 @@ def notify(
         return
     deliveries = deliver(config, probe_message())
     if cli.json:
-        output.emit_json({"deliveries": deliveries})
+        from stockcli.cli.results import NotifyTestJson
+
+        output.emit(NotifyTestJson, deliveries=deliveries)
     else:
         output.table(
             "Test notification",

@@ -110,24 +110,6 @@ def _show_monitor(result: Any) -> None:
     output.info(result.reason)
 
 
-def monitor_json(result: Any) -> dict[str, Any]:
-    from dataclasses import asdict
-
-    return {
-        "as_of": result.as_of.isoformat(),
-        "model_version": result.model_version,
-        "evaluated": result.evaluated,
-        "pending": result.pending,
-        "overall": asdict(result.overall),
-        "per_ticker": {t: asdict(m) for t, m in result.per_ticker.items()},
-        "retrain_needed": result.retrain_needed,
-        "triggers": list(result.triggers),
-        "reason": result.reason,
-        "cooldown_active": result.cooldown_active,
-        "last_retrain_as_of": result.last_retrain_as_of,
-    }
-
-
 def predict(
     ctx: typer.Context,
     version: Annotated[
@@ -163,15 +145,13 @@ def predict(
             run.status = "partial" if result.predictions else "failed"
             run.error = "; ".join(f"{f.ticker}: {f.reason}" for f in result.failed)
     if cli.json:
-        output.emit_json(
-            {
-                "as_of": result.as_of,
-                "model_version": result.model_version,
-                "target_date": result.target_date,
-                "predictions": [prediction_json(p) for p in result.predictions],
-                "failed": [failed_json(f) for f in result.failed],
-                "files": list(result.files),
-            }
+        from stockcli.cli.results import PredictJson
+
+        output.emit(
+            PredictJson,
+            result,
+            predictions=[prediction_json(p) for p in result.predictions],
+            failed=[failed_json(f) for f in result.failed],
         )
     else:
         _show_predictions(
@@ -198,7 +178,9 @@ def monitor(ctx: typer.Context) -> None:
         run.details.update({"retrain_needed": result.retrain_needed, "reason": result.reason})
         notify_run(run, [m for m in [band_break_message(result.band_breaks)] if m is not None])
     if cli.json:
-        output.emit_json(monitor_json(result))
+        from stockcli.cli.results import MonitorJson
+
+        output.emit(MonitorJson, result)
     else:
         _show_monitor(result)
 
@@ -237,7 +219,9 @@ def daily(
         notify_run(run, daily_messages(result))
     code = exit_code_for(result)
     if cli.json:
-        output.emit_json(daily_json(result))
+        from stockcli.cli.results import DailyJson
+
+        output.emit(DailyJson, **daily_json(result))
     else:
         _show_daily(result)
     if code:
@@ -298,7 +282,9 @@ def retrain(
         )
         notify_run(run, retrain_messages(result, as_of=as_of))
     if cli.json:
-        output.emit_json(result)
+        from stockcli.cli.results import RetrainJson
+
+        output.emit(RetrainJson, result)
         return
     if not result.ran:
         output.info(f"No retrain. {result.reason}")
@@ -332,7 +318,9 @@ def daemon(
     if show_schedule:
         runs = next_runs(settings, count=5)
         if cli.json:
-            output.emit_json({"next_runs": [run.isoformat() for run in runs]})
+            from stockcli.cli.results import ScheduleJson
+
+            output.emit(ScheduleJson, next_runs=runs)
             return
         zone = runs[0].tzinfo if runs else None
         output.info(f"Next runs of '{settings.daemon.cron}' ({settings.data.exchange}, {zone}):")
@@ -390,7 +378,9 @@ def backtest(
         result = backtest_service(
             settings=settings, start=first, end=last, workspace=folder, n_trials=n_trials
         )
-        output.emit_json(result)
+        from stockcli.cli.results import BacktestJson
+
+        output.emit(BacktestJson, result)
         _finish_backtest(result)
         return
     with Progress(

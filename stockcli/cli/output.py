@@ -7,14 +7,17 @@ import math
 import os
 import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich import box
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from stockcli.jsonable import dumps
+from stockcli.jsonable import dumps, to_plain
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
 
 console = Console(highlight=False)
 error_console = Console(stderr=True, highlight=False)
@@ -30,8 +33,20 @@ TEXT_COLUMN_MIN = 16
 TEXT_COLUMN_MAX_WORD = 30
 
 
-def emit_json(payload: Any) -> None:
-    sys.stdout.write(dumps(payload, indent=2) + "\n")
+def emit(shape: type[BaseModel], result: Any = None, /, **values: Any) -> None:
+    """Print the `--json` object of `shape` (a model of `cli/results.py`): each key from `values`, else
+    `result`'s attribute of the field's name (a key with a default only when given), checked against
+    the model so that the shape cannot drift silently."""
+    payload = {}
+    for name, field in shape.model_fields.items():
+        key = field.alias or name
+        if key in values:
+            payload[key] = values[key]
+        elif field.is_required():
+            payload[key] = getattr(result, name)
+    plain = to_plain(payload)
+    shape.model_validate(plain)
+    sys.stdout.write(dumps(plain, indent=2) + "\n")
     sys.stdout.flush()
 
 

@@ -40,29 +40,6 @@ def sparkline(values: Sequence[float], predicted: float | None = None) -> str:
     return line
 
 
-def report_payload(report: Report) -> dict[str, Any]:
-    """The `--json` object: predictions, performance, models, runs, promotions (and a few extras)."""
-    from dataclasses import asdict
-
-    return {
-        "predictions": [asdict(row) for row in report.predictions],
-        "performance": [asdict(row) for row in report.performance],
-        "models": [asdict(row) for row in report.models],
-        "runs": [asdict(row) for row in report.runs],
-        "promotions": [asdict(row) for row in report.promotions],
-        "production_version": report.production_version,
-        "window_sessions": report.window_sessions,
-        "as_of": report.as_of,
-        "generated_at": report.generated_at,
-        "recent_closes": [
-            {"ticker": s.ticker, "dates": list(s.dates), "closes": list(s.closes)}
-            for s in report.recent_closes
-        ],
-        "notes": list(report.notes),
-        "risk": [asdict(row) for row in report.risk],
-    }
-
-
 def _text(value: Any) -> str:
     """Stored text for a Rich cell: markup in it is shown, never interpreted."""
     return "" if value is None else escape(str(value))
@@ -341,10 +318,10 @@ def report(
     if html is not None:
         write_report_html(settings, result, html)
     if cli_state.json:
-        payload = report_payload(result)
-        if html is not None:
-            payload["html"] = str(html)
-        output.emit_json(payload)
+        from stockcli.cli.results import ReportJson
+
+        closes = [{"ticker": s.ticker, "dates": s.dates, "closes": s.closes} for s in result.recent_closes]
+        output.emit(ReportJson, result, recent_closes=closes, **({} if html is None else {"html": str(html)}))
         return
     render_tables(result)
     if html is not None:

@@ -70,7 +70,9 @@ def tune_command(
             }
         )
     if cli.json:
-        output.emit_json({"status": "ok", **_as_dict(result)})
+        from stockcli.cli.results import TuneJson
+
+        output.emit(TuneJson, result, status="ok")
         return
     _show(result)
 
@@ -112,12 +114,6 @@ def _tune_with_bar(
             timeout_s=timeout,
             progress=progress,
         )
-
-
-def _as_dict(result: Any) -> dict[str, Any]:
-    from dataclasses import asdict
-
-    return asdict(result)
 
 
 def _show(result: Any) -> None:
