@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from stockcli import formats
 from stockcli.choices import ModelType
 from stockcli.cli import output
 from stockcli.cli.state import state
 
 if TYPE_CHECKING:
-    from stockcli.services.train import Evaluation, MetricBlock, PointFigures, TrainProgress
+    from stockcli.services.train import Evaluation, MetricBlock, PointFigures
 
 
 def metrics_rows(metrics: Evaluation) -> list[list[str]]:
@@ -23,15 +22,15 @@ def metrics_rows(metrics: Evaluation) -> list[list[str]]:
         model, naive = block.model, block.naive
         return [
             label,
-            output.fmt_float(model.mae, 3),
-            output.fmt_float(naive.mae, 3),
-            output.fmt_float(model.rmse, 3),
-            output.fmt_float(naive.rmse, 3),
-            output.fmt_pct(model.mape),
-            output.fmt_pct(naive.mape),
-            output.fmt_pct(model.direction_accuracy, 1),
-            output.fmt_pct(block.up_fraction, 1),
-            output.fmt_pct(block.skill, 1),
+            formats.number(model.mae, 3),
+            formats.number(naive.mae, 3),
+            formats.number(model.rmse, 3),
+            formats.number(naive.rmse, 3),
+            formats.percent(model.mape),
+            formats.percent(naive.mape),
+            formats.percent(model.direction_accuracy, 1),
+            formats.percent(block.up_fraction, 1),
+            formats.percent(block.skill, 1),
             *interval_cells(block),
         ]
 
@@ -63,10 +62,10 @@ def interval_cells(block: MetricBlock) -> list[str]:
     """Coverage of both intervals and the Winkler score next to GARCH's on the same rows."""
     intervals, garch = block.intervals, block.baselines.get("garch")
     return [
-        output.fmt_pct(None if intervals is None else intervals.coverage_80, 1),
-        output.fmt_pct(None if intervals is None else intervals.coverage_95, 1),
-        output.fmt_float(None if intervals is None else intervals.winkler_95, 4),
-        output.fmt_float(None if garch is None else garch.winkler_95, 4),
+        formats.percent(None if intervals is None else intervals.coverage_80, 1),
+        formats.percent(None if intervals is None else intervals.coverage_95, 1),
+        formats.number(None if intervals is None else intervals.winkler_95, 4),
+        formats.number(None if garch is None else garch.winkler_95, 4),
     ]
 
 
@@ -140,14 +139,19 @@ def train(
     as_of = cli.as_of(settings)
     params = {"model_type": model_type} if model_type is not None else None
     with pipeline_run(settings, command="train", as_of=as_of) as run:
-        with _epoch_bar(quiet=cli.json) as progress:
+        with output.progress_bar("[bold]train[/] epochs", quiet=cli.json) as report:
+
+            def progress(epoch: int, total: int, train_loss: float, val_loss: float) -> None:
+                if report is not None:
+                    report(f"val loss {val_loss:.5f}", epoch, total)
+
             result = train_service(
                 settings=settings,
                 engine=run.engine,
                 run_id=run_id,
                 params=params,
                 epochs=epochs,
-                progress=progress,
+                progress=None if report is None else progress,
             )
         run.details.update(
             {
@@ -162,33 +166,6 @@ def train(
         output.emit(TrainJson, result)
         return
     _show_trained(result)
-
-
-@contextlib.contextmanager
-def _epoch_bar(*, quiet: bool) -> Iterator[TrainProgress | None]:
-    """A transient bar of epochs and the validation loss on stderr (drawn only on a terminal),
-    yielding the training's progress callback; nothing when `quiet` (JSON output)."""
-    if quiet:
-        yield None
-        return
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    with Progress(
-        TextColumn("[bold]train[/]"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("epochs  {task.description}"),
-        TimeElapsedColumn(),
-        console=output.error_console,
-        transient=True,
-        disable=not output.error_console.is_terminal,
-    ) as bar:
-        task = bar.add_task("", total=None)
-
-        def progress(epoch: int, total: int, train_loss: float, val_loss: float) -> None:
-            bar.update(task, completed=epoch, total=total, description=f"val loss {val_loss:.5f}")
-
-        yield progress
 
 
 def _show_trained(result: Any) -> None:
@@ -270,7 +247,7 @@ def promote(
     settings = cli.settings()
     as_of = cli.as_of(settings)
     with pipeline_run(settings, command="promote", as_of=as_of) as run:
-        with _status("promote: evaluating the candidate and Production on one window", quiet=cli.json):
+        with output.status("promote: evaluating the candidate and Production on one window", quiet=cli.json):
             result = promote_service(
                 settings=settings,
                 engine=run.engine,
@@ -367,9 +344,9 @@ def _promotion_rows(result: Any) -> list[list[str]]:
             [
                 "GARCH(1,1)-t",
                 *["-"] * 6,
-                output.fmt_pct(garch.coverage_80, 1),
-                output.fmt_pct(garch.coverage_95, 1),
-                output.fmt_float(garch.winkler_95, 4),
+                formats.percent(garch.coverage_80, 1),
+                formats.percent(garch.coverage_95, 1),
+                formats.number(garch.winkler_95, 4),
             ]
         )
     return rows
@@ -381,7 +358,7 @@ def _version_cells(label: str, version: str, average: MetricBlock) -> list[str]:
         label,
         version,
         *_block_cells(average.model),
-        output.fmt_pct(average.skill, 1),
+        formats.percent(average.skill, 1),
         *interval_cells(average)[:3],
     ]
 
@@ -390,20 +367,12 @@ def _p(value: float | None) -> str:
     return "-" if value is None else f"{value:.3g}"
 
 
-def _status(message: str, *, quiet: bool) -> Any:
-    """A spinner on stderr when it is a terminal; nothing when `quiet` (JSON output), under cron or
-    in a pipe."""
-    if quiet or not output.error_console.is_terminal:
-        return contextlib.nullcontext()
-    return output.error_console.status(message)
-
-
 def _block_cells(figures: PointFigures) -> list[str]:
     return [
-        output.fmt_float(figures.mae, 3),
-        output.fmt_float(figures.rmse, 3),
-        output.fmt_pct(figures.mape),
-        output.fmt_pct(figures.direction_accuracy, 1),
+        formats.number(figures.mae, 3),
+        formats.number(figures.rmse, 3),
+        formats.percent(figures.mape),
+        formats.percent(figures.direction_accuracy, 1),
     ]
 
 
@@ -429,10 +398,10 @@ def models(ctx: typer.Context) -> None:
             info.created_at.strftime("%Y-%m-%d %H:%M"),
             info.model_type or "",
             info.dataset_run_id or "",
-            output.fmt_float(info.test_metrics.get("mae"), 3),
-            output.fmt_float(info.test_metrics.get("naive_mae"), 3),
-            output.fmt_pct(info.test_metrics.get("mape")),
-            output.fmt_pct(info.test_metrics.get("skill"), 1),
+            formats.number(info.test_metrics.get("mae"), 3),
+            formats.number(info.test_metrics.get("naive_mae"), 3),
+            formats.percent(info.test_metrics.get("mape")),
+            formats.percent(info.test_metrics.get("skill"), 1),
         ]
         for info in versions
     ]

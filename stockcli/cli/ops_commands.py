@@ -6,14 +6,9 @@ from typing import Annotated, Any
 
 import typer
 
+from stockcli import formats
 from stockcli.cli import output
 from stockcli.cli.state import state
-
-
-def _interval(low: float | None, high: float | None) -> str:
-    if low is None or high is None:
-        return "-"
-    return f"{output.fmt_float(low)}–{output.fmt_float(high)}"
 
 
 def _served(p: Any) -> str:
@@ -24,12 +19,12 @@ def _prediction_rows(predictions: Any) -> list[list[str]]:
     return [
         [
             p.ticker,
-            output.fmt_float(p.base_close),
-            output.fmt_float(p.predicted_close),
+            formats.number(p.base_close),
+            formats.number(p.predicted_close),
             f"{p.change_pct:+.2f}%",
-            _interval(p.lower_80, p.upper_80),
-            _interval(p.lower_95, p.upper_95),
-            output.fmt_pct(p.p_up, 0),
+            output.band(p.lower_80, p.upper_80),
+            output.band(p.lower_95, p.upper_95),
+            formats.percent(p.p_up, 0),
             _served(p),
             p.target_date.isoformat(),
             p.model_version,
@@ -74,12 +69,12 @@ def _show_monitor(result: Any) -> None:
         return [
             name,
             str(m.sessions),
-            output.fmt_float(m.mae),
-            output.fmt_float(m.naive_mae),
-            output.fmt_pct(m.skill, 1),
-            output.fmt_pct(m.direction_accuracy, 1),
-            output.fmt_pct(m.coverage_80, 1),
-            output.fmt_pct(m.coverage_95, 1),
+            formats.number(m.mae),
+            formats.number(m.naive_mae),
+            formats.percent(m.skill, 1),
+            formats.percent(m.direction_accuracy, 1),
+            formats.percent(m.coverage_80, 1),
+            formats.percent(m.coverage_95, 1),
         ]
 
     waiting = f"{result.evaluated} predictions newly scored, {result.pending} waiting for their bar."
@@ -360,8 +355,6 @@ def backtest(
     from datetime import datetime
     from pathlib import Path
 
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
     from stockcli import clock
     from stockcli.services.backtest import backtest as backtest_service
 
@@ -374,31 +367,21 @@ def backtest(
         if workspace
         else settings.data_dir / "backtests" / f"{first}_{last}_{datetime.now():%Y%m%dT%H%M%S}"
     )
-    if cli.json:
+    with output.progress_bar("backtest", quiet=cli.json, lasting=True) as report:
         result = backtest_service(
-            settings=settings, start=first, end=last, workspace=folder, n_trials=n_trials
+            settings=settings,
+            start=first,
+            end=last,
+            workspace=folder,
+            n_trials=n_trials,
+            progress=None if report is None else lambda done, total, message: report(message, done, total),
         )
+    if cli.json:
         from stockcli.cli.results import BacktestJson
 
         output.emit(BacktestJson, result)
         _finish_backtest(result)
         return
-    with Progress(
-        TextColumn("backtest"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TextColumn("{task.description}"),
-        console=output.console,
-    ) as bar:
-        task = bar.add_task("", total=None)
-
-        def progress(done: int, total: int, message: str) -> None:
-            bar.update(task, completed=done, total=total, description=message)
-
-        result = backtest_service(
-            settings=settings, start=first, end=last, workspace=folder, n_trials=n_trials, progress=progress
-        )
     _show_backtest(result)
     if result.failures:
         counts = [f"{result.sessions_failed} sessions failed"] if result.sessions_failed else []
@@ -448,7 +431,7 @@ def _show_backtest(result: Any) -> None:
         p_value = versus.get("p_value")
         output.info(
             f"The network's own intervals against {versus['candidate']} (the best statistical candidate): "
-            f"Winkler 95 skill {output.fmt_pct((versus['skill'] or {}).get('winkler_95'), 2)}, "
+            f"Winkler 95 skill {formats.percent((versus['skill'] or {}).get('winkler_95'), 2)}, "
             f"one-sided DM p {'-' if p_value is None else format(p_value, '.3g')}."
         )
     output.table(
@@ -473,15 +456,15 @@ def _backtest_row(name: str, v: dict[str, Any]) -> list[Any]:
     return [
         name,
         v.get("samples"),
-        output.fmt_float(v.get("mae")),
-        output.fmt_float(v.get("naive_mae")),
-        output.fmt_pct(v.get("skill"), 2),
-        f"{output.fmt_pct(v.get('skill_low'), 2)} to {output.fmt_pct(v.get('skill_high'), 2)}",
-        output.fmt_pct(v.get("share_model"), 0),
-        output.fmt_pct(v.get("direction_accuracy"), 1),
-        output.fmt_pct(v.get("coverage_80"), 1),
-        output.fmt_pct(v.get("coverage_95"), 1),
-        output.fmt_float(v.get("winkler_95"), 4),
+        formats.number(v.get("mae")),
+        formats.number(v.get("naive_mae")),
+        formats.percent(v.get("skill"), 2),
+        f"{formats.percent(v.get('skill_low'), 2)} to {formats.percent(v.get('skill_high'), 2)}",
+        formats.percent(v.get("share_model"), 0),
+        formats.percent(v.get("direction_accuracy"), 1),
+        formats.percent(v.get("coverage_80"), 1),
+        formats.percent(v.get("coverage_95"), 1),
+        formats.number(v.get("winkler_95"), 4),
     ]
 
 
@@ -489,11 +472,11 @@ def _candidate_row(name: str, values: dict[str, Any]) -> list[str]:
     """An interval candidate's figures, its Winkler skill and one-sided DM p against GARCH."""
     return [
         name,
-        output.fmt_pct(values.get("coverage_80"), 1),
-        output.fmt_pct(values.get("coverage_95"), 1),
-        output.fmt_float(values.get("winkler_95"), 4),
-        output.fmt_float(values.get("pinball"), 5),
-        output.fmt_pct((values.get("skill_vs_garch") or {}).get("winkler_95"), 2),
+        formats.percent(values.get("coverage_80"), 1),
+        formats.percent(values.get("coverage_95"), 1),
+        formats.number(values.get("winkler_95"), 4),
+        formats.number(values.get("pinball"), 5),
+        formats.percent((values.get("skill_vs_garch") or {}).get("winkler_95"), 2),
         "-" if values.get("p_value_vs_garch") is None else f"{values['p_value_vs_garch']:.3g}",
     ]
 

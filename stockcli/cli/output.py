@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import math
 import os
 import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -14,6 +13,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from stockcli import formats
 from stockcli.jsonable import dumps, to_plain
 
 if TYPE_CHECKING:
@@ -168,18 +168,11 @@ def error(message: str) -> None:
     error_console.print(f"[bold red]Error:[/bold red] {escape(message)}", soft_wrap=True)
 
 
-def fmt_float(value: float | None, digits: int = 2) -> str:
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+def band(low: float | None, high: float | None) -> str:
+    """An interval in a table cell: `796.89–822.14` (the HTML views space it: `formats.interval`)."""
+    if low is None or high is None:
         return "-"
-    return f"{value:,.{digits}f}"
-
-
-def fmt_pct(value: float | None, digits: int = 2) -> str:
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
-        return "-"
-    text = f"{value * 100:.{digits}f}%"
-    # A value that rounds to zero is zero: "-0.0%" would read as "slightly worse".
-    return text[1:] if text.startswith("-") and float(text[:-1]) == 0 else text
+    return f"{formats.number(low)}–{formats.number(high)}"
 
 
 def fmt_served(source: str | None, p_value: float | None, interval_source: str | None) -> str:
@@ -204,24 +197,31 @@ def status(label: str, *, quiet: bool = False) -> Iterator[Callable[[str], None]
 
 @contextlib.contextmanager
 def progress_bar(
-    *, quiet: bool = False, describe: Callable[[str], str] = str
+    label: str = "",
+    *,
+    quiet: bool = False,
+    lasting: bool = False,
+    total: int | None = None,
+    describe: Callable[[str], str] = str,
 ) -> Iterator[Callable[[str, int, int], None] | None]:
-    """A transient progress bar on stderr, yielding a `(stage, done, total)` callback; nothing when
-    `quiet` (JSON output) or when stderr is not a terminal (cron logs stay clean)."""
-    if quiet or not error_console.is_terminal:
+    """A progress bar (label, bar, done/total, time, what it does), yielding a `(stage, done, total)`
+    callback; nothing when `quiet` (JSON output). A transient bar goes to stderr, only on a terminal
+    (cron logs stay clean); a `lasting` one (backtest) to stdout, where a log keeps its final state."""
+    if quiet or not (lasting or error_console.is_terminal):
         yield None
         return
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     with Progress(
-        TextColumn("{task.description}"),
+        TextColumn(label),
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
-        console=error_console,
-        transient=True,
+        TextColumn("{task.description}"),
+        console=console if lasting else error_console,
+        transient=not lasting,
     ) as bar:
-        task = bar.add_task("starting", total=None)
+        task = bar.add_task("", total=total)
 
         def report(stage: str, done: int, total: int) -> None:
             bar.update(task, description=describe(stage), completed=done, total=max(total, 1))

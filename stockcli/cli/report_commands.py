@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.markup import escape
 
+from stockcli import formats
 from stockcli.cli import output
 from stockcli.cli.state import state
 
@@ -59,12 +60,6 @@ def _interval_source(row: Any) -> str:
     return _text(row.interval_source) + ("" if skill is None else f" {_signed(skill)}")
 
 
-def _band(low: float | None, high: float | None) -> str:
-    if low is None or high is None:
-        return "-"
-    return f"{output.fmt_float(low)}–{output.fmt_float(high)}"
-
-
 def _improvement(value: float | None, low: float | None, high: float | None) -> str:
     if value is None:
         return "-"
@@ -110,12 +105,12 @@ def _predictions_table(report: Report) -> None:
             [
                 _text(p.ticker) + (" (unseen)" if p.unseen else ""),
                 p.base_date.isoformat(),
-                output.fmt_float(p.base_close),
-                output.fmt_float(p.predicted_close),
+                formats.number(p.base_close),
+                formats.number(p.predicted_close),
                 "-" if p.change is None else f"{p.change * 100:+.2f}%",
-                _band(p.lower_80, p.upper_80),
-                _band(p.lower_95, p.upper_95),
-                output.fmt_pct(p.p_up, 0),
+                output.band(p.lower_80, p.upper_80),
+                output.band(p.lower_95, p.upper_95),
+                formats.percent(p.p_up, 0),
                 output.fmt_served(p.source, p.p_value, p.interval_source),
                 p.target_date.isoformat(),
                 f"v{_text(p.model_version)}",
@@ -141,8 +136,8 @@ def _closes_table(report: Report) -> None:
             [
                 _text(s.ticker),
                 sparkline(s.closes, s.prediction.predicted_close if s.prediction else None),
-                output.fmt_float(s.closes[-1]) if s.closes else "-",
-                output.fmt_float(s.prediction.predicted_close) if s.prediction else "-",
+                formats.number(s.closes[-1]) if s.closes else "-",
+                formats.number(s.prediction.predicted_close) if s.prediction else "-",
             ]
             for s in report.recent_closes
         ),
@@ -170,13 +165,13 @@ def _performance_table(report: Report) -> None:
             [
                 _text(r.ticker),
                 str(r.sessions),
-                output.fmt_pct(r.mape),
-                output.fmt_float(r.mae),
-                output.fmt_float(r.naive_mae),
-                output.fmt_pct(r.directional_accuracy, 1),
+                formats.percent(r.mape),
+                formats.number(r.mae),
+                formats.number(r.naive_mae),
+                formats.percent(r.directional_accuracy, 1),
                 "-" if r.skill is None else _signed(r.skill),
-                output.fmt_pct(r.coverage_80, 0),
-                output.fmt_pct(r.coverage_95, 0),
+                formats.percent(r.coverage_80, 0),
+                formats.percent(r.coverage_95, 0),
                 _interval_source(r),
                 "WORSE THAN NAIVE"
                 if r.worse_than_naive
@@ -191,8 +186,6 @@ def _performance_table(report: Report) -> None:
 
 
 def _models_table(report: Report) -> None:
-    from stockcli.formats import format_metrics  # the same metric formatting as the HTML views
-
     output.table(
         "Registered model versions",
         ["Version", "Aliases", "Test metrics", "Dataset", "Created"],
@@ -200,7 +193,7 @@ def _models_table(report: Report) -> None:
             [
                 f"v{_text(m.version)}",
                 _text(", ".join(m.aliases) or "-"),
-                _text(format_metrics(m.test_metrics)),
+                _text(formats.format_metrics(m.test_metrics)),
                 _text(m.dataset_run_id or "-"),
                 m.created_at.strftime("%Y-%m-%d %H:%M") if m.created_at else "-",
             ]
@@ -223,7 +216,7 @@ def _runs_table(report: Report) -> None:
                 r.as_of.isoformat() if r.as_of else "-",
                 _text(r.status),
                 r.started_at.strftime("%Y-%m-%d %H:%M:%S") if r.started_at else "-",
-                output.fmt_float(r.duration_s, 1),
+                formats.number(r.duration_s, 1),
                 _text("; ".join(text for text in (r.error, *r.warnings) if text)),
             ]
             for r in report.runs
@@ -254,7 +247,7 @@ def _promotions_table(report: Report) -> None:
                 f"v{_text(p.production_version)}" if p.production_version else "-",
                 _text(p.metric),
                 " / ".join(
-                    output.fmt_float(v, 4) for v in (p.candidate_value, p.production_value, p.naive_value)
+                    formats.number(v, 4) for v in (p.candidate_value, p.production_value, p.naive_value)
                 ),
                 "-" if p.p_value is None else f"{p.p_value:.3g}",
                 _improvement(p.improvement, p.improvement_low, p.improvement_high),

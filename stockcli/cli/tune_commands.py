@@ -53,13 +53,25 @@ def tune_command(
     target = n_trials if n_trials is not None else settings.tuning.n_trials
     # Tune workers share the run lock with each other (one study, many workers) but not with
     # other commands.
-    with pipeline_run(settings, command="tune", as_of=as_of, shared_lock=True) as run:
-        if cli.json:
-            result = tune(
-                settings=settings, engine=run.engine, run_id=run_id, n_trials=n_trials, timeout_s=timeout
-            )
-        else:
-            result = _tune_with_bar(tune, settings, run.engine, run_id, n_trials, timeout, target)
+    with (
+        pipeline_run(settings, command="tune", as_of=as_of, shared_lock=True) as run,
+        output.progress_bar("tune", quiet=cli.json, total=target) as report,
+    ):
+
+        def progress(trial_number: int, best_value: float | None) -> None:
+            # Trial numbers count every trial of the study (all workers), so they track its progress.
+            if report is not None:
+                best = "none yet" if best_value is None else f"{best_value:.6g}"
+                report(f"best validation loss {best}", min(trial_number + 1, target), target)
+
+        result = tune(
+            settings=settings,
+            engine=run.engine,
+            run_id=run_id,
+            n_trials=n_trials,
+            timeout_s=timeout,
+            progress=None if report is None else progress,
+        )
         run.details.update(
             {
                 "dataset_run_id": result.run_id,
@@ -75,45 +87,6 @@ def tune_command(
         output.emit(TuneJson, result, status="ok")
         return
     _show(result)
-
-
-def _tune_with_bar(
-    tune: Any,
-    settings: Any,
-    engine: Any,
-    run_id: str | None,
-    n_trials: int | None,
-    timeout: float | None,
-    target: int,
-) -> Any:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    with Progress(
-        TextColumn("tune"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TextColumn("{task.description}"),
-        console=output.error_console,
-        transient=True,
-    ) as bar:
-        task = bar.add_task("starting", total=target)
-
-        def progress(trial_number: int, best_value: float | None) -> None:
-            best = "none yet" if best_value is None else f"{best_value:.6g}"
-            # Trial numbers count every trial of the study (all workers), so they track its progress.
-            bar.update(
-                task, completed=min(trial_number + 1, target), description=f"best validation loss {best}"
-            )
-
-        return tune(
-            settings=settings,
-            engine=engine,
-            run_id=run_id,
-            n_trials=n_trials,
-            timeout_s=timeout,
-            progress=progress,
-        )
 
 
 def _show(result: Any) -> None:
