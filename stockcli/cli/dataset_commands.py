@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import astuple
 from typing import Annotated
 
 import typer
@@ -73,13 +74,7 @@ def process_command(
         "Each ticker's own history (a young ticker adds windows, it never removes anyone's)",
         ["ticker", "usable sessions", "first session", "last session", "windows"],
         [
-            [
-                ticker,
-                item.sessions,
-                item.first_session.isoformat() if item.first_session else "-",
-                item.last_session.isoformat() if item.last_session else "-",
-                item.windows,
-            ]
+            [ticker, *("-" if v is None else v for v in astuple(item))]
             for ticker, item in result.per_ticker.items()
         ],
         caption=f"context covariates: {', '.join(result.context_tickers) or 'none'}",
@@ -122,10 +117,7 @@ def build_command(
         f"{result.sessions} sessions, {result.n_features} features, windows of {result.sequence_length}, "
         f"target {result.target_kind}",
         ["part", "windows", "first base", "last base", "first target", "last target"],
-        [
-            [p.name, p.windows, p.first_base_date, p.last_base_date, p.first_target_date, p.last_target_date]
-            for p in result.parts
-        ],
+        [astuple(part) for part in result.parts],
         caption=(
             f"dropped by the correlation filter: {', '.join(result.dropped_features)}"
             if result.dropped_features

@@ -92,21 +92,18 @@ def _render(result: FetchResult, *, as_json: bool) -> None:
 
         output.emit(FetchJson, **result.to_json())
         return
-    output.table(
+    output.records(
         f"fetch ({result.source})",
-        ["ticker", "added rows", "updated rows", "rejected rows", "last date", "status", "note"],
-        [
-            [
-                t.ticker,
-                t.added,
-                t.updated,
-                t.rejected,
-                t.last_date.isoformat() if t.last_date else "-",
-                t.status,
-                _shorten(t.error or t.note or ""),
-            ]
-            for t in result.tickers
-        ],
+        (
+            ("ticker", lambda t: t.ticker),
+            ("added rows", lambda t: t.added),
+            ("updated rows", lambda t: t.updated),
+            ("rejected rows", lambda t: t.rejected),
+            ("last date", lambda t: t.last_date.isoformat() if t.last_date else "-"),
+            ("status", lambda t: t.status),
+            ("note", lambda t: _shorten(t.error or t.note or "")),
+        ),
+        result.tickers,
         caption=f"bars up to {result.cutoff} (the last closed session as of {result.as_of})",
     )
 

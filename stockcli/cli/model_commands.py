@@ -310,19 +310,16 @@ def _show_promotion(result: Any, *, alpha: float, min_improvement: float) -> Non
         f"{alpha:g}; min improvement {min_improvement:.2%}.",
     )
     if result.selection:
-        output.table(
+        output.records(
             f"What version {result.selection_version} serves per ticker (tested on this window)",
-            ["ticker", "point", "p (model < naive)", "interval", "p (model < GARCH)"],
-            [
-                [
-                    "unseen tickers" if ticker == "*" else ticker,
-                    item["point_source"],
-                    _p(item.get("point_p_value")),
-                    item["interval_source"],
-                    _p(item.get("interval_p_value")),
-                ]
-                for ticker, item in result.selection.items()
-            ],
+            (
+                ("ticker", lambda item: "unseen tickers" if item["ticker"] == "*" else item["ticker"]),
+                ("point", lambda item: item["point_source"]),
+                ("p (model < naive)", lambda item: output.p_value(item.get("point_p_value"))),
+                ("interval", lambda item: item["interval_source"]),
+                ("p (model < GARCH)", lambda item: output.p_value(item.get("interval_p_value"))),
+            ),
+            [{**item, "ticker": ticker} for ticker, item in result.selection.items()],
         )
     if result.promoted:
         output.info(f"Promoted version {result.candidate_version} to Production. {result.reason}")
@@ -363,10 +360,6 @@ def _version_cells(label: str, version: str, average: MetricBlock) -> list[str]:
     ]
 
 
-def _p(value: float | None) -> str:
-    return "-" if value is None else f"{value:.3g}"
-
-
 def _block_cells(figures: PointFigures) -> list[str]:
     return [
         formats.number(figures.mae, 3),
@@ -391,34 +384,20 @@ def models(ctx: typer.Context) -> None:
     if not versions:
         output.info(f"No versions of model {settings.mlflow.model_name!r} yet. Run `stockcli train` first.")
         return
-    rows = [
-        [
-            info.version,
-            ", ".join(info.aliases),
-            info.created_at.strftime("%Y-%m-%d %H:%M"),
-            info.model_type or "",
-            info.dataset_run_id or "",
-            formats.number(info.test_metrics.get("mae"), 3),
-            formats.number(info.test_metrics.get("naive_mae"), 3),
-            formats.percent(info.test_metrics.get("mape")),
-            formats.percent(info.test_metrics.get("skill"), 1),
-        ]
-        for info in versions
-    ]
-    output.table(
+    output.records(
         f"Model {settings.mlflow.model_name}",
-        [
-            "version",
-            "aliases",
-            "created (UTC)",
-            "type",
-            "dataset",
-            "test MAE",
-            "naive MAE",
-            "test MAPE",
-            "skill",
-        ],
-        rows,
+        (
+            ("version", lambda info: info.version),
+            ("aliases", lambda info: ", ".join(info.aliases)),
+            ("created (UTC)", lambda info: info.created_at.strftime("%Y-%m-%d %H:%M")),
+            ("type", lambda info: info.model_type or ""),
+            ("dataset", lambda info: info.dataset_run_id or ""),
+            ("test MAE", lambda info: formats.number(info.test_metrics.get("mae"), 3)),
+            ("naive MAE", lambda info: formats.number(info.test_metrics.get("naive_mae"), 3)),
+            ("test MAPE", lambda info: formats.percent(info.test_metrics.get("mape"))),
+            ("skill", lambda info: formats.percent(info.test_metrics.get("skill"), 1)),
+        ),
+        versions,
         caption="Test metrics on each version's own test split (not comparable across datasets; `promote` compares on one window).",
     )
     for info in versions:

@@ -15,46 +15,28 @@ def _served(p: Any) -> str:
     return output.fmt_served(p.source, p.p_value, p.interval_source) + (" (unseen)" if p.unseen else "")
 
 
-def _prediction_rows(predictions: Any) -> list[list[str]]:
-    return [
-        [
-            p.ticker,
-            formats.number(p.base_close),
-            formats.number(p.predicted_close),
-            f"{p.change_pct:+.2f}%",
-            output.band(p.lower_80, p.upper_80),
-            output.band(p.lower_95, p.upper_95),
-            formats.percent(p.p_up, 0),
-            _served(p),
-            p.target_date.isoformat(),
-            p.model_version,
-        ]
-        for p in predictions
-    ]
-
-
-PREDICTION_COLUMNS = [
-    "ticker",
-    "base close",
-    "predicted close",
-    "change",
-    "80% interval",
-    "95% interval",
-    "P(up)",
-    "served (point / interval)",
-    "target date",
-    "model",
-]
+PREDICTION_COLUMNS: tuple[output.Column, ...] = (
+    ("ticker", lambda p: p.ticker),
+    ("base close", lambda p: formats.number(p.base_close)),
+    ("predicted close", lambda p: formats.number(p.predicted_close)),
+    ("change", lambda p: f"{p.change_pct:+.2f}%"),
+    ("80% interval", lambda p: output.band(p.lower_80, p.upper_80)),
+    ("95% interval", lambda p: output.band(p.lower_95, p.upper_95)),
+    ("P(up)", lambda p: formats.percent(p.p_up, 0)),
+    ("served (point / interval)", _served),
+    ("target date", lambda p: p.target_date.isoformat()),
+    ("model", lambda p: p.model_version),
+)
 # Dropped first on a narrow output.
 PREDICTION_SECONDARY = ["model", "target date", "base close", "80% interval"]
 
 
 def _show_predictions(title: str, predictions: Any, failed: Any) -> None:
     if predictions:
-        output.table(
+        output.records(
             title,
             PREDICTION_COLUMNS,
-            _prediction_rows(predictions),
+            predictions,
             secondary=PREDICTION_SECONDARY,
             caption="Point: the model where it beat the naive forecast significantly on the promotion "
             "window, else the last close (p: that test's p-value). Intervals: the candidate chosen by its test "
@@ -399,86 +381,69 @@ def _show_backtest(result: Any) -> None:
         f"Replayed {result.sessions} sessions {result.start}..{result.end} in {result.wall_s:.0f} s "
         f"({result.sessions_per_s:.2f} sessions/s); workspace {result.workspace}."
     )
-    rows = [_backtest_row(t, v) for t, v in result.per_ticker.items()]
+    rows = [{**v, "name": ticker} for ticker, v in result.per_ticker.items()]
     if m.get("samples"):
-        rows.append(_backtest_row("all", m))
-    output.table(
+        rows.append({**m, "name": "all"})
+    output.records(
         "Served forecasts over the range, next to naive",
-        [
-            "ticker",
-            "predictions",
-            "MAE",
-            "naive MAE",
-            "skill",
-            "skill 95% CI",
-            "served by model",
-            "direction",
-            "80% cover",
-            "95% cover",
-            "Winkler 95",
-        ],
+        BACKTEST_COLUMNS,
         rows,
         secondary=["direction", "MAE", "naive MAE", "skill 95% CI"],
     )
     if result.candidates:
-        output.table(
+        output.records(
             "Interval candidates on the same sessions (skill and one-sided DM p against GARCH, pinball)",
-            ["candidate", "80% cover", "95% cover", "Winkler 95", "pinball", "skill W95", "p"],
-            [_candidate_row(name, v) for name, v in [("served", m), *result.candidates.items()]],
+            CANDIDATE_COLUMNS,
+            [{**v, "name": name} for name, v in [("served", m), *result.candidates.items()]],
         )
     versus = result.network_vs_best_statistical
     if versus:
-        p_value = versus.get("p_value")
         output.info(
             f"The network's own intervals against {versus['candidate']} (the best statistical candidate): "
             f"Winkler 95 skill {formats.percent((versus['skill'] or {}).get('winkler_95'), 2)}, "
-            f"one-sided DM p {'-' if p_value is None else format(p_value, '.3g')}."
+            f"one-sided DM p {output.p_value(versus.get('p_value'))}."
         )
-    output.table(
+    output.records(
         f"Retrains ({len(result.retrains)}), promotions ({result.promotions})",
-        ["as of", "why", "version", "promoted", "p-value"],
-        [
-            [
-                r.as_of.isoformat(),
-                r.reason,
-                r.model_version,
-                "yes" if r.promoted else "no",
-                "-" if r.p_value is None else f"{r.p_value:.3g}",
-            ]
-            for r in result.retrains
-        ],
+        (
+            ("as of", lambda r: r.as_of.isoformat()),
+            ("why", lambda r: r.reason),
+            ("version", lambda r: r.model_version),
+            ("promoted", lambda r: "yes" if r.promoted else "no"),
+            ("p-value", lambda r: output.p_value(r.p_value)),
+        ),
+        result.retrains,
         text=["why"],
     )
 
 
-def _backtest_row(name: str, v: dict[str, Any]) -> list[Any]:
-    """A ticker's (or all tickers') served forecasts over the range."""
-    return [
-        name,
-        v.get("samples"),
-        formats.number(v.get("mae")),
-        formats.number(v.get("naive_mae")),
-        formats.percent(v.get("skill"), 2),
-        f"{formats.percent(v.get('skill_low'), 2)} to {formats.percent(v.get('skill_high'), 2)}",
-        formats.percent(v.get("share_model"), 0),
-        formats.percent(v.get("direction_accuracy"), 1),
-        formats.percent(v.get("coverage_80"), 1),
-        formats.percent(v.get("coverage_95"), 1),
-        formats.number(v.get("winkler_95"), 4),
-    ]
-
-
-def _candidate_row(name: str, values: dict[str, Any]) -> list[str]:
-    """An interval candidate's figures, its Winkler skill and one-sided DM p against GARCH."""
-    return [
-        name,
-        formats.percent(values.get("coverage_80"), 1),
-        formats.percent(values.get("coverage_95"), 1),
-        formats.number(values.get("winkler_95"), 4),
-        formats.number(values.get("pinball"), 5),
-        formats.percent((values.get("skill_vs_garch") or {}).get("winkler_95"), 2),
-        "-" if values.get("p_value_vs_garch") is None else f"{values['p_value_vs_garch']:.3g}",
-    ]
+# A ticker's (or all tickers') served forecasts over the range.
+BACKTEST_COLUMNS: tuple[output.Column, ...] = (
+    ("ticker", lambda v: v["name"]),
+    ("predictions", lambda v: v.get("samples")),
+    ("MAE", lambda v: formats.number(v.get("mae"))),
+    ("naive MAE", lambda v: formats.number(v.get("naive_mae"))),
+    ("skill", lambda v: formats.percent(v.get("skill"), 2)),
+    (
+        "skill 95% CI",
+        lambda v: f"{formats.percent(v.get('skill_low'), 2)} to {formats.percent(v.get('skill_high'), 2)}",
+    ),
+    ("served by model", lambda v: formats.percent(v.get("share_model"), 0)),
+    ("direction", lambda v: formats.percent(v.get("direction_accuracy"), 1)),
+    ("80% cover", lambda v: formats.percent(v.get("coverage_80"), 1)),
+    ("95% cover", lambda v: formats.percent(v.get("coverage_95"), 1)),
+    ("Winkler 95", lambda v: formats.number(v.get("winkler_95"), 4)),
+)
+# An interval candidate's figures, its Winkler skill and one-sided DM p against GARCH.
+CANDIDATE_COLUMNS: tuple[output.Column, ...] = (
+    ("candidate", lambda v: v["name"]),
+    ("80% cover", lambda v: formats.percent(v.get("coverage_80"), 1)),
+    ("95% cover", lambda v: formats.percent(v.get("coverage_95"), 1)),
+    ("Winkler 95", lambda v: formats.number(v.get("winkler_95"), 4)),
+    ("pinball", lambda v: formats.number(v.get("pinball"), 5)),
+    ("skill W95", lambda v: formats.percent((v.get("skill_vs_garch") or {}).get("winkler_95"), 2)),
+    ("p", lambda v: output.p_value(v.get("p_value_vs_garch"))),
+)
 
 
 def _finish_backtest(result: Any) -> None:

@@ -19,6 +19,8 @@ from stockcli.jsonable import dumps, to_plain
 if TYPE_CHECKING:
     from pydantic import BaseModel
 
+Column = tuple[str, Callable[[Any], Any]]  # a header, and the cell it shows of an item
+
 console = Console(highlight=False)
 error_console = Console(stderr=True, highlight=False)
 
@@ -116,6 +118,12 @@ def table(
     wide.print(view)
 
 
+def records(title: str | None, columns: Sequence[Column], items: Iterable[Any], **options: Any) -> None:
+    """A `table` with one row per item: `columns` pair each header with the cell it shows of an item."""
+    rows = ([cell(item) for _, cell in columns] for item in items)
+    table(title, [name for name, _ in columns], rows, **options)
+
+
 def _layouts(columns: Sequence[str], secondary: Sequence[str]) -> Iterator[tuple[bool, set[str]]]:
     """Layouts from the fullest to the most compact: (borderless?, dropped columns)."""
     yield False, set()
@@ -173,6 +181,11 @@ def band(low: float | None, high: float | None) -> str:
     if low is None or high is None:
         return "-"
     return f"{formats.number(low)}–{formats.number(high)}"
+
+
+def p_value(value: float | None) -> str:
+    """A test's p-value in a table cell, three significant digits: `0.0123`."""
+    return "-" if value is None else f"{value:.3g}"
 
 
 def fmt_served(source: str | None, p_value: float | None, interval_source: str | None) -> str:
