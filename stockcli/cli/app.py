@@ -17,8 +17,8 @@ from typer.core import TyperGroup
 
 from stockcli import interrupts
 from stockcli.cli.commands import register
-from stockcli.cli.state import CliState, state
-from stockcli.errors import EXIT_UNEXPECTED, EXIT_USAGE, StockCliError
+from stockcli.cli.state import CliState
+from stockcli.errors import EXIT_UNEXPECTED, StockCliError
 
 GLOBAL_VALUE_OPTIONS = ("--config", "--as-of")
 GLOBAL_FLAGS = ("--json", "--verbose", "-v")
@@ -65,9 +65,7 @@ def report_error(cli_state: CliState | None, exc: BaseException, exit_code: int)
         sys.stderr.write(redact_traceback(exc))
     output.error(message)
     if cli_state and cli_state.json:
-        from stockcli.cli.results import ErrorJson
-
-        output.emit(ErrorJson, status="error", error=message, exit_code=exit_code)
+        output.emit("error", status="error", error=message, exit_code=exit_code)
 
 
 def tell_failure(ctx: Any, exit_code: int, exc: BaseException | None) -> None:
@@ -117,8 +115,6 @@ class StockCliGroup(TyperGroup):
         except typer.Exit as exc:  # a command's own non-zero exit (3 partial, 4 nothing to do...)
             if exc.exit_code not in (0, 130, 143):
                 tell_failure(ctx, exc.exit_code, None)
-            raise
-        except typer.Abort:
             raise
         except Exception as exc:
             if type(exc).__module__.startswith("click") or type(exc).__name__ in (
@@ -221,6 +217,3 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         sys.exit(interrupts.exit_code())
-
-
-__all__ = ["EXIT_USAGE", "CliState", "app", "main", "state"]

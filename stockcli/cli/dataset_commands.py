@@ -51,9 +51,7 @@ def process_command(
             }
         )
     if cli_state.json:
-        from stockcli.cli.results import ProcessJson
-
-        output.emit(ProcessJson, result, status="ok")
+        output.emit("process", result, status="ok")
         return
     output.table(
         f"Dataset {result.run_id}" + (" (unchanged, reused)" if result.reused else ""),
@@ -108,9 +106,7 @@ def build_command(
         result = build(settings=settings, engine=run.engine, run_id=run_id, progress=progress)
         run.details.update({"dataset_run_id": result.run_id, **{p.name: p.windows for p in result.parts}})
     if cli_state.json:
-        from stockcli.cli.results import BuildJson
-
-        output.emit(BuildJson, result, status="ok")
+        output.emit("build", result, status="ok")
         return
     output.table(
         f"Built {result.run_id}: {len(result.tickers)} tickers ({', '.join(result.tickers)}), "

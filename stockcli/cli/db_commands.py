@@ -17,9 +17,7 @@ def upgrade(ctx: typer.Context) -> None:
 
     result = schema.upgrade(state(ctx).settings())
     if state(ctx).json:
-        from stockcli.cli.results import DbUpgradeJson
-
-        output.emit(DbUpgradeJson, result)
+        output.emit("db upgrade", result)
     elif result.before == result.after:
         output.info(f"Schema already at {result.after} (head) in {result.database}.")
     else:
@@ -35,9 +33,7 @@ def current(ctx: typer.Context) -> None:
 
     result = schema.status(state(ctx).settings())
     if state(ctx).json:
-        from stockcli.cli.results import DbCurrentJson
-
-        output.emit(DbCurrentJson, result)
+        output.emit("db current", result)
         return
     if result.up_to_date:
         status = "up to date"

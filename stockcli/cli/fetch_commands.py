@@ -88,9 +88,7 @@ def fetch_command(
 
 def _render(result: FetchResult, *, as_json: bool) -> None:
     if as_json:
-        from stockcli.cli.results import FetchJson
-
-        output.emit(FetchJson, **result.to_json())
+        output.emit("fetch", **result.to_json())
         return
     output.records(
         f"fetch ({result.source})",

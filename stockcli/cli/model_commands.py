@@ -161,9 +161,7 @@ def train(
             }
         )
     if cli.json:
-        from stockcli.cli.results import TrainJson
-
-        output.emit(TrainJson, result)
+        output.emit("train", result)
         return
     _show_trained(result)
 
@@ -277,9 +275,7 @@ def promote(
                 ],
             )
     if cli.json:
-        from stockcli.cli.results import PromoteJson
-
-        output.emit(PromoteJson, **promotion_json(result, alpha=settings.promotion.alpha))
+        output.emit("promote", **promotion_json(result, alpha=settings.promotion.alpha))
         return
     _show_promotion(
         result, alpha=settings.promotion.alpha, min_improvement=settings.promotion.min_improvement
@@ -377,9 +373,7 @@ def models(ctx: typer.Context) -> None:
     settings = cli.settings()
     versions = list_versions(settings)
     if cli.json:
-        from stockcli.cli.results import ModelsJson
-
-        output.emit(ModelsJson, model=settings.mlflow.model_name, versions=versions)
+        output.emit("models", model=settings.mlflow.model_name, versions=versions)
         return
     if not versions:
         output.info(f"No versions of model {settings.mlflow.model_name!r} yet. Run `stockcli train` first.")

@@ -34,9 +34,7 @@ def notify(
     if not test:
         shown = [redact_notify_url(url) for url in config.urls]
         if cli.json:
-            from stockcli.cli.results import NotifyJson
-
-            output.emit(NotifyJson, config, urls=shown)
+            output.emit("notify", config, urls=shown)
             return
         output.table("Notification URLs", ["url"], [[url] for url in shown])
         output.info(
@@ -45,9 +43,7 @@ def notify(
         return
     deliveries = deliver(config, probe_message())
     if cli.json:
-        from stockcli.cli.results import NotifyTestJson
-
-        output.emit(NotifyTestJson, deliveries=deliveries)
+        output.emit("notify --test", deliveries=deliveries)
     else:
         output.table(
             "Test notification",

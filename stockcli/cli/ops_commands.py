@@ -122,10 +122,8 @@ def predict(
             run.status = "partial" if result.predictions else "failed"
             run.error = "; ".join(f"{f.ticker}: {f.reason}" for f in result.failed)
     if cli.json:
-        from stockcli.cli.results import PredictJson
-
         output.emit(
-            PredictJson,
+            "predict",
             result,
             predictions=[prediction_json(p) for p in result.predictions],
             failed=[failed_json(f) for f in result.failed],
@@ -155,9 +153,7 @@ def monitor(ctx: typer.Context) -> None:
         run.details.update({"retrain_needed": result.retrain_needed, "reason": result.reason})
         notify_run(run, [m for m in [band_break_message(result.band_breaks)] if m is not None])
     if cli.json:
-        from stockcli.cli.results import MonitorJson
-
-        output.emit(MonitorJson, result)
+        output.emit("monitor", result)
     else:
         _show_monitor(result)
 
@@ -196,9 +192,7 @@ def daily(
         notify_run(run, daily_messages(result))
     code = exit_code_for(result)
     if cli.json:
-        from stockcli.cli.results import DailyJson
-
-        output.emit(DailyJson, **daily_json(result))
+        output.emit("daily", **daily_json(result))
     else:
         _show_daily(result)
     if code:
@@ -259,9 +253,7 @@ def retrain(
         )
         notify_run(run, retrain_messages(result, as_of=as_of))
     if cli.json:
-        from stockcli.cli.results import RetrainJson
-
-        output.emit(RetrainJson, result)
+        output.emit("retrain", result)
         return
     if not result.ran:
         output.info(f"No retrain. {result.reason}")
@@ -295,9 +287,7 @@ def daemon(
     if show_schedule:
         runs = next_runs(settings, count=5)
         if cli.json:
-            from stockcli.cli.results import ScheduleJson
-
-            output.emit(ScheduleJson, next_runs=runs)
+            output.emit("daemon --show-schedule", next_runs=runs)
             return
         zone = runs[0].tzinfo if runs else None
         output.info(f"Next runs of '{settings.daemon.cron}' ({settings.data.exchange}, {zone}):")
@@ -359,9 +349,7 @@ def backtest(
             progress=None if report is None else lambda done, total, message: report(message, done, total),
         )
     if cli.json:
-        from stockcli.cli.results import BacktestJson
-
-        output.emit(BacktestJson, result)
+        output.emit("backtest", result)
         _finish_backtest(result)
         return
     _show_backtest(result)

@@ -6,7 +6,7 @@ import contextlib
 import os
 import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from rich import box
 from rich.console import Console
@@ -15,9 +15,6 @@ from rich.table import Table
 
 from stockcli import formats
 from stockcli.jsonable import dumps, to_plain
-
-if TYPE_CHECKING:
-    from pydantic import BaseModel
 
 Column = tuple[str, Callable[[Any], Any]]  # a header, and the cell it shows of an item
 
@@ -35,10 +32,13 @@ TEXT_COLUMN_MIN = 16
 TEXT_COLUMN_MAX_WORD = 30
 
 
-def emit(shape: type[BaseModel], result: Any = None, /, **values: Any) -> None:
-    """Print the `--json` object of `shape` (a model of `cli/results.py`): each key from `values`, else
-    `result`'s attribute of the field's name (a key with a default only when given), checked against
-    the model so that the shape cannot drift silently."""
+def emit(command: str, result: Any = None, /, **values: Any) -> None:
+    """Print the `--json` object of `command` (its model in `cli/results.py`): each key from `values`,
+    else `result`'s attribute of the field's name (a key with a default only when given), checked
+    against the model so that the shape cannot drift silently."""
+    from stockcli.cli.results import SHAPES
+
+    shape = SHAPES[command]
     payload = {}
     for name, field in shape.model_fields.items():
         key = field.alias or name

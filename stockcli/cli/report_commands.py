@@ -281,10 +281,8 @@ def report(
     if html is not None:
         write_report_html(settings, result, html)
     if cli_state.json:
-        from stockcli.cli.results import ReportJson
-
         closes = [{"ticker": s.ticker, "dates": s.dates, "closes": s.closes} for s in result.recent_closes]
-        output.emit(ReportJson, result, recent_closes=closes, **({} if html is None else {"html": str(html)}))
+        output.emit("report", result, recent_closes=closes, **({} if html is None else {"html": str(html)}))
         return
     render_tables(result)
     if html is not None:

@@ -1,4 +1,4 @@
-"""The `--json` shape of every command: one pydantic model per command, one name per figure.
+"""The `--json` shape of every command: one pydantic model per command (`SHAPES`), one name per figure.
 
 `output.emit` builds each object from a service's result, checks it against its model (no key missing,
 none extra, every value of its type) and prints it through the one encoder (`stockcli.jsonable`). The
@@ -345,3 +345,27 @@ class DbCurrentJson(Shape):
     current: str | None
     head: str | None
     up_to_date: bool
+
+
+# Each command's `--json` shape, under the name `output.emit` and the README's table give it.
+SHAPES: dict[str, type[Shape]] = {
+    "fetch": FetchJson,
+    "process": ProcessJson,
+    "build": BuildJson,
+    "tune": TuneJson,
+    "train": TrainJson,
+    "promote": PromoteJson,
+    "models": ModelsJson,
+    "predict": PredictJson,
+    "monitor": MonitorJson,
+    "daily": DailyJson,
+    "retrain": RetrainJson,
+    "daemon --show-schedule": ScheduleJson,
+    "backtest": BacktestJson,
+    "report": ReportJson,
+    "notify": NotifyJson,
+    "notify --test": NotifyTestJson,
+    "db upgrade": DbUpgradeJson,
+    "db current": DbCurrentJson,
+    "error": ErrorJson,
+}

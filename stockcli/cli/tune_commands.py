@@ -82,9 +82,7 @@ def tune_command(
             }
         )
     if cli.json:
-        from stockcli.cli.results import TuneJson
-
-        output.emit(TuneJson, result, status="ok")
+        output.emit("tune", result, status="ok")
         return
     _show(result)
 
@@ -115,11 +113,8 @@ def _show(result: Any) -> None:
     output.table(
         "Best parameters (saved for `stockcli train`)",
         ["parameter", "value"],
-        [[name, _fmt(value)] for name, value in result.best_params.items()],
+        [
+            [name, f"{value:.4g}" if isinstance(value, float) else value]
+            for name, value in result.best_params.items()
+        ],
     )
-
-
-def _fmt(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return str(value)
