@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from stockcli.cli import output
-from stockcli.cli.state import state
+from stockcli.cli.state import invocation
 
 
 def _describe(stage: str) -> str:
@@ -32,9 +32,7 @@ def process_command(
     from stockcli.services.process import process
     from stockcli.services.runtime import pipeline_run
 
-    cli_state = state(ctx)
-    settings = cli_state.settings()
-    as_of = cli_state.as_of(settings)
+    cli_state, settings, as_of = invocation(ctx)
     with (
         pipeline_run(settings, command="process", as_of=as_of) as run,
         output.progress_bar(quiet=cli_state.json, describe=_describe) as progress,
@@ -96,9 +94,7 @@ def build_command(
     from stockcli.services.build import build
     from stockcli.services.runtime import pipeline_run
 
-    cli_state = state(ctx)
-    settings = cli_state.settings()
-    as_of = cli_state.as_of(settings)
+    cli_state, settings, as_of = invocation(ctx)
     with (
         pipeline_run(settings, command="build", as_of=as_of) as run,
         output.progress_bar(quiet=cli_state.json, describe=_describe) as progress,

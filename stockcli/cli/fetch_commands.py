@@ -9,7 +9,7 @@ import typer
 
 from stockcli.choices import Source
 from stockcli.cli import output
-from stockcli.cli.state import state
+from stockcli.cli.state import invocation
 
 if TYPE_CHECKING:
     from stockcli.services.fetch import FetchResult
@@ -55,9 +55,7 @@ def fetch_command(
     from stockcli.services.fetch import fetch
     from stockcli.services.runtime import pipeline_run
 
-    cli = state(ctx)
-    settings = cli.settings()
-    as_of = cli.as_of(settings)
+    cli, settings, as_of = invocation(ctx)
     tickers = [normalize_ticker(t) for t in ticker] if ticker else None
     directory = csv_dir.expanduser().resolve() if csv_dir is not None else None
     result: FetchResult | None = None

@@ -9,7 +9,7 @@ import typer
 from stockcli import formats
 from stockcli.choices import ModelType
 from stockcli.cli import output
-from stockcli.cli.state import state
+from stockcli.cli.state import invocation, state
 
 if TYPE_CHECKING:
     from stockcli.services.train import Evaluation, MetricBlock, PointFigures
@@ -70,15 +70,20 @@ def interval_cells(block: MetricBlock) -> list[str]:
 
 
 SKILL_DIGITS = 1  # the skill column's precision: a skill that rounds to 0.0% there is a tie
+VERDICT_WORDS = {
+    "better": "better",
+    "tie": "a tie within rounding",
+    "worse": "WORSE",
+    "unknown": "not measured",
+}
 
 
 def skill_verdict(skill: float | None) -> str:
     """`better`, `tie` (within the rounding of the skill shown) or `worse` than naive; `unknown` for no number."""
-    import math
-
-    if skill is None or not math.isfinite(skill):
+    finite = formats.finite(skill)
+    if finite is None:
         return "unknown"
-    shown = round(skill * 100, SKILL_DIGITS)
+    shown = round(finite * 100, SKILL_DIGITS)
     return "tie" if shown == 0 else ("better" if shown > 0 else "worse")
 
 
@@ -94,21 +99,8 @@ def worse_than_naive_line(metrics: Evaluation) -> str:
         return f"The model beats {naive} on MAE for every ticker."
     if set(verdicts) == {"tie"} and average == "tie":
         return f"The model ties {naive} on MAE for every ticker (skill 0.0% within rounding): no better, no worse."
-    parts = []
-    for verdict, words in (
-        ("better", "better"),
-        ("tie", "a tie within rounding"),
-        ("worse", "WORSE"),
-        ("unknown", "not measured"),
-    ):
-        if verdicts.get(verdict):
-            parts.append(f"{words} for {', '.join(verdicts[verdict])}")
-    on_average = {
-        "better": "better",
-        "tie": "a tie",
-        "worse": "WORSE",
-        "unknown": "not measured",
-    }[average]
+    parts = [f"{words} for {', '.join(verdicts[v])}" for v, words in VERDICT_WORDS.items() if v in verdicts]
+    on_average = "a tie" if average == "tie" else VERDICT_WORDS[average]
     return f"Against {naive} on MAE the model is {'; '.join(parts)}; on average {on_average}."
 
 
@@ -134,9 +126,7 @@ def train(
     from stockcli.services.runtime import pipeline_run
     from stockcli.services.train import train as train_service
 
-    cli = state(ctx)
-    settings = cli.settings()
-    as_of = cli.as_of(settings)
+    cli, settings, as_of = invocation(ctx)
     params = {"model_type": model_type} if model_type is not None else None
     with pipeline_run(settings, command="train", as_of=as_of) as run:
         with output.progress_bar("[bold]train[/] epochs", quiet=cli.json) as report:
@@ -241,9 +231,7 @@ def promote(
     from stockcli.services.promote import promote as promote_service
     from stockcli.services.runtime import pipeline_run
 
-    cli = state(ctx)
-    settings = cli.settings()
-    as_of = cli.as_of(settings)
+    cli, settings, as_of = invocation(ctx)
     with pipeline_run(settings, command="promote", as_of=as_of) as run:
         with output.status("promote: evaluating the candidate and Production on one window", quiet=cli.json):
             result = promote_service(

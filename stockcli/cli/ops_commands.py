@@ -8,7 +8,7 @@ import typer
 
 from stockcli import formats
 from stockcli.cli import output
-from stockcli.cli.state import state
+from stockcli.cli.state import invocation, state
 
 
 def _served(p: Any) -> str:
@@ -98,9 +98,7 @@ def predict(
     from stockcli.services.predict import predict as predict_service
     from stockcli.services.runtime import pipeline_run
 
-    cli = state(ctx)
-    settings = cli.settings()
-    as_of = cli.as_of(settings)
+    cli, settings, as_of = invocation(ctx)
     with pipeline_run(settings, command="predict", as_of=as_of) as run:
         result = predict_service(
             settings=settings,
@@ -143,9 +141,7 @@ def monitor(ctx: typer.Context) -> None:
     from stockcli.services.monitor import monitor as monitor_service
     from stockcli.services.runtime import pipeline_run
 
-    cli = state(ctx)
-    settings = cli.settings()
-    as_of = cli.as_of(settings)
+    cli, settings, as_of = invocation(ctx)
     with pipeline_run(settings, command="monitor", as_of=as_of) as run:
         result = monitor_service(
             settings=settings, engine=run.engine, as_of=as_of, model_version=production_version(settings)
@@ -173,9 +169,7 @@ def daily(
     from stockcli.services.daily import daily_json, exit_code_for
     from stockcli.services.runtime import pipeline_run
 
-    cli = state(ctx)
-    settings = cli.settings()
-    as_of = cli.as_of(settings)
+    cli, settings, as_of = invocation(ctx)
     with (
         pipeline_run(settings, command="daily", as_of=as_of) as run,
         output.status("daily run", quiet=cli.json) as progress,
@@ -235,9 +229,7 @@ def retrain(
     from stockcli.services.retrain import retrain_if_needed
     from stockcli.services.runtime import pipeline_run
 
-    cli = state(ctx)
-    settings = cli.settings()
-    as_of = cli.as_of(settings)
+    cli, settings, as_of = invocation(ctx)
     with (
         pipeline_run(settings, command="retrain", as_of=as_of) as run,
         output.status("retrain", quiet=cli.json) as progress,

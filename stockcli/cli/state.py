@@ -46,3 +46,10 @@ def state(ctx: typer.Context) -> CliState:
     if not isinstance(root.obj, CliState):
         root.obj = CliState()
     return root.obj
+
+
+def invocation(ctx: typer.Context) -> tuple[CliState, Any, date]:
+    """This invocation's global options, its Settings and its as-of date."""
+    cli = state(ctx)
+    settings = cli.settings()
+    return cli, settings, cli.as_of(settings)

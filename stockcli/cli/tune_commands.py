@@ -7,7 +7,7 @@ from typing import Annotated, Any
 import typer
 
 from stockcli.cli import output
-from stockcli.cli.state import state
+from stockcli.cli.state import invocation
 
 
 def tune_command(
@@ -47,9 +47,7 @@ def tune_command(
     from stockcli.services.runtime import pipeline_run
     from stockcli.services.tune import tune
 
-    cli = state(ctx)
-    settings = cli.settings()
-    as_of = cli.as_of(settings)
+    cli, settings, as_of = invocation(ctx)
     target = n_trials if n_trials is not None else settings.tuning.n_trials
     # Tune workers share the run lock with each other (one study, many workers) but not with
     # other commands.
