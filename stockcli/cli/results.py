@@ -40,13 +40,18 @@ class TickerSessionsJson(Shape):
     windows: int
 
 
-class ProcessJson(Shape):
+class DatasetJson(Shape):
+    """What `process` and `build` both report first."""
+
     status: str
     run_id: str
     tickers: list[str]
     sessions: int
     n_features: int
     feature_names: list[str]
+
+
+class ProcessJson(DatasetJson):
     start_date: date
     end_date: date
     content_hash: str
@@ -67,13 +72,7 @@ class PartJson(Shape):
     last_target_date: date
 
 
-class BuildJson(Shape):
-    status: str
-    run_id: str
-    tickers: list[str]
-    sessions: int
-    n_features: int
-    feature_names: list[str]
+class BuildJson(DatasetJson):
     dropped_features: list[str]
     sequence_length: int
     target_kind: str
