@@ -92,6 +92,13 @@ def tell_failure(ctx: Any, exit_code: int, exc: BaseException | None) -> None:
     )
 
 
+def fail(ctx: Any, exc: BaseException, exit_code: int) -> typer.Exit:
+    """Report a subcommand's error (one red line, JSON too with --json), notify, and exit with `exit_code`."""
+    report_error(ctx.obj if isinstance(ctx.obj, CliState) else None, exc, exit_code)
+    tell_failure(ctx, exit_code, exc)
+    return typer.Exit(exit_code)
+
+
 class StockCliGroup(TyperGroup):
     """Hoists global options and maps errors to exit codes for every subcommand."""
 
@@ -102,12 +109,8 @@ class StockCliGroup(TyperGroup):
         try:
             return super().invoke(ctx)
         except StockCliError as exc:
-            report_error(ctx.obj if isinstance(ctx.obj, CliState) else None, exc, exc.exit_code)
-            tell_failure(ctx, exc.exit_code, exc)
-            raise typer.Exit(exc.exit_code) from None
-        except (
-            KeyboardInterrupt
-        ):  # SIGINT / SIGTERM: the ledger says `interrupted`; 130 / 143 as shells expect
+            raise fail(ctx, exc, exc.exit_code) from None
+        except KeyboardInterrupt:  # SIGINT / SIGTERM: the ledger says `interrupted`; 130 / 143
             code = interrupts.exit_code()
             sys.stderr.write(f"Interrupted ({interrupts.describe()}).\n")
             interrupts.handled()
@@ -116,15 +119,15 @@ class StockCliGroup(TyperGroup):
             if exc.exit_code not in (0, 130, 143):
                 tell_failure(ctx, exc.exit_code, None)
             raise
+        except typer.Abort:
+            raise
         except Exception as exc:
             if type(exc).__module__.startswith("click") or type(exc).__name__ in (
                 "UsageError",
                 "BadParameter",
             ):
                 raise
-            report_error(ctx.obj if isinstance(ctx.obj, CliState) else None, exc, EXIT_UNEXPECTED)
-            tell_failure(ctx, EXIT_UNEXPECTED, exc)
-            raise typer.Exit(EXIT_UNEXPECTED) from None
+            raise fail(ctx, exc, EXIT_UNEXPECTED) from None
 
 
 app = typer.Typer(
