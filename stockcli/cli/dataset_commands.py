@@ -41,12 +41,10 @@ def process_command(
             settings=settings, engine=run.engine, as_of=as_of, tickers=ticker or None, progress=progress
         )
         run.details.update(
-            {
-                "dataset_run_id": result.run_id,
-                "sessions": result.sessions,
-                "reused": result.reused,
-                "content_hash": result.content_hash,
-            }
+            dataset_run_id=result.run_id,
+            sessions=result.sessions,
+            reused=result.reused,
+            content_hash=result.content_hash,
         )
     if cli_state.json:
         output.emit("process", result, status="ok")

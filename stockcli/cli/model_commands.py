@@ -144,11 +144,9 @@ def train(
                 progress=None if report is None else progress,
             )
         run.details.update(
-            {
-                "dataset_run_id": result.dataset_run_id,
-                "model_version": result.model_version,
-                "mlflow_run_id": result.mlflow_run_id,
-            }
+            dataset_run_id=result.dataset_run_id,
+            model_version=result.model_version,
+            mlflow_run_id=result.mlflow_run_id,
         )
     if cli.json:
         output.emit("train", result)
@@ -242,12 +240,10 @@ def promote(
                 pipeline_run_id=run.run_id,
             )
         run.details.update(
-            {
-                "candidate_version": result.candidate_version,
-                "production_version": result.production_version,
-                "promoted": result.promoted,
-                "dry_run": result.dry_run,
-            }
+            candidate_version=result.candidate_version,
+            production_version=result.production_version,
+            promoted=result.promoted,
+            dry_run=result.dry_run,
         )
         if result.promoted:
             notify_run(
@@ -265,12 +261,10 @@ def promote(
     if cli.json:
         output.emit("promote", **promotion_json(result, alpha=settings.promotion.alpha))
         return
-    _show_promotion(
-        result, alpha=settings.promotion.alpha, min_improvement=settings.promotion.min_improvement
-    )
+    _show_promotion(result, settings.promotion)
 
 
-def _show_promotion(result: Any, *, alpha: float, min_improvement: float) -> None:
+def _show_promotion(result: Any, promotion: Any) -> None:
     """The candidate, Production, naive and GARCH on the one window, what the candidate serves per
     ticker, and the decision."""
     output.table(
@@ -291,7 +285,7 @@ def _show_promotion(result: Any, *, alpha: float, min_improvement: float) -> Non
         _promotion_rows(result),
         secondary=["RMSE", "MAPE", "direction"],
         caption=f"Decided on {result.metric.upper()} by a one-sided Diebold-Mariano test at alpha "
-        f"{alpha:g}; min improvement {min_improvement:.2%}.",
+        f"{promotion.alpha:g}; min improvement {promotion.min_improvement:.2%}.",
     )
     if result.selection:
         output.records(

@@ -108,12 +108,10 @@ def predict(
             pipeline_run_id=run.run_id,
         )
         run.details.update(
-            {
-                "model_version": result.model_version,
-                "target_date": result.target_date.isoformat(),
-                "predictions": len(result.predictions),
-                "failed": [f.ticker for f in result.failed],
-            }
+            model_version=result.model_version,
+            target_date=result.target_date.isoformat(),
+            predictions=len(result.predictions),
+            failed=[f.ticker for f in result.failed],
         )
         code = exit_code_for(result)
         if code:

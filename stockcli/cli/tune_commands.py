@@ -71,13 +71,11 @@ def tune_command(
             progress=None if report is None else progress,
         )
         run.details.update(
-            {
-                "dataset_run_id": result.run_id,
-                "study": result.study_name,
-                "n_trials": result.n_trials,
-                "n_run": result.n_run,
-                "best_value": result.best_value,
-            }
+            dataset_run_id=result.run_id,
+            study=result.study_name,
+            n_trials=result.n_trials,
+            n_run=result.n_run,
+            best_value=result.best_value,
         )
     if cli.json:
         output.emit("tune", result, status="ok")
