@@ -17,8 +17,8 @@ from typer.core import TyperGroup
 
 from stockcli import interrupts
 from stockcli.cli.commands import register
-from stockcli.cli.state import CliState, state
-from stockcli.errors import EXIT_UNEXPECTED, EXIT_USAGE, StockCliError
+from stockcli.cli.state import CliState
+from stockcli.errors import EXIT_UNEXPECTED, StockCliError
 
 GLOBAL_VALUE_OPTIONS = ("--config", "--as-of")
 GLOBAL_FLAGS = ("--json", "--verbose", "-v")
@@ -65,7 +65,7 @@ def report_error(cli_state: CliState | None, exc: BaseException, exit_code: int)
         sys.stderr.write(redact_traceback(exc))
     output.error(message)
     if cli_state and cli_state.json:
-        output.emit_json({"status": "error", "error": message, "exit_code": exit_code})
+        output.emit("error", status="error", error=message, exit_code=exit_code)
 
 
 def tell_failure(ctx: Any, exit_code: int, exc: BaseException | None) -> None:
@@ -92,6 +92,13 @@ def tell_failure(ctx: Any, exit_code: int, exc: BaseException | None) -> None:
     )
 
 
+def fail(ctx: Any, exc: BaseException, exit_code: int) -> typer.Exit:
+    """Report a subcommand's error (one red line, JSON too with --json), notify, and exit with `exit_code`."""
+    report_error(ctx.obj if isinstance(ctx.obj, CliState) else None, exc, exit_code)
+    tell_failure(ctx, exit_code, exc)
+    return typer.Exit(exit_code)
+
+
 class StockCliGroup(TyperGroup):
     """Hoists global options and maps errors to exit codes for every subcommand."""
 
@@ -102,12 +109,8 @@ class StockCliGroup(TyperGroup):
         try:
             return super().invoke(ctx)
         except StockCliError as exc:
-            report_error(ctx.obj if isinstance(ctx.obj, CliState) else None, exc, exc.exit_code)
-            tell_failure(ctx, exc.exit_code, exc)
-            raise typer.Exit(exc.exit_code) from None
-        except (
-            KeyboardInterrupt
-        ):  # SIGINT / SIGTERM: the ledger says `interrupted`; 130 / 143 as shells expect
+            raise fail(ctx, exc, exc.exit_code) from None
+        except KeyboardInterrupt:  # SIGINT / SIGTERM: the ledger says `interrupted`; 130 / 143
             code = interrupts.exit_code()
             sys.stderr.write(f"Interrupted ({interrupts.describe()}).\n")
             interrupts.handled()
@@ -124,9 +127,7 @@ class StockCliGroup(TyperGroup):
                 "BadParameter",
             ):
                 raise
-            report_error(ctx.obj if isinstance(ctx.obj, CliState) else None, exc, EXIT_UNEXPECTED)
-            tell_failure(ctx, EXIT_UNEXPECTED, exc)
-            raise typer.Exit(EXIT_UNEXPECTED) from None
+            raise fail(ctx, exc, EXIT_UNEXPECTED) from None
 
 
 app = typer.Typer(
@@ -219,6 +220,3 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         sys.exit(interrupts.exit_code())
-
-
-__all__ = ["EXIT_USAGE", "CliState", "app", "main", "state"]

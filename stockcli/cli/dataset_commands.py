@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from dataclasses import astuple
+from typing import Annotated
 
 import typer
 
 from stockcli.cli import output
-from stockcli.cli.state import state
+from stockcli.cli.state import invocation
 
 
 def _describe(stage: str) -> str:
@@ -31,9 +32,7 @@ def process_command(
     from stockcli.services.process import process
     from stockcli.services.runtime import pipeline_run
 
-    cli_state = state(ctx)
-    settings = cli_state.settings()
-    as_of = cli_state.as_of(settings)
+    cli_state, settings, as_of = invocation(ctx)
     with (
         pipeline_run(settings, command="process", as_of=as_of) as run,
         output.progress_bar(quiet=cli_state.json, describe=_describe) as progress,
@@ -42,15 +41,13 @@ def process_command(
             settings=settings, engine=run.engine, as_of=as_of, tickers=ticker or None, progress=progress
         )
         run.details.update(
-            {
-                "dataset_run_id": result.run_id,
-                "sessions": result.sessions,
-                "reused": result.reused,
-                "content_hash": result.content_hash,
-            }
+            dataset_run_id=result.run_id,
+            sessions=result.sessions,
+            reused=result.reused,
+            content_hash=result.content_hash,
         )
     if cli_state.json:
-        output.emit_json({"status": "ok", **_plain(result)})
+        output.emit("process", result, status="ok")
         return
     output.table(
         f"Dataset {result.run_id}" + (" (unchanged, reused)" if result.reused else ""),
@@ -71,13 +68,7 @@ def process_command(
         "Each ticker's own history (a young ticker adds windows, it never removes anyone's)",
         ["ticker", "usable sessions", "first session", "last session", "windows"],
         [
-            [
-                ticker,
-                item.sessions,
-                item.first_session.isoformat() if item.first_session else "-",
-                item.last_session.isoformat() if item.last_session else "-",
-                item.windows,
-            ]
+            [ticker, *("-" if v is None else v for v in astuple(item))]
             for ticker, item in result.per_ticker.items()
         ],
         caption=f"context covariates: {', '.join(result.context_tickers) or 'none'}",
@@ -101,9 +92,7 @@ def build_command(
     from stockcli.services.build import build
     from stockcli.services.runtime import pipeline_run
 
-    cli_state = state(ctx)
-    settings = cli_state.settings()
-    as_of = cli_state.as_of(settings)
+    cli_state, settings, as_of = invocation(ctx)
     with (
         pipeline_run(settings, command="build", as_of=as_of) as run,
         output.progress_bar(quiet=cli_state.json, describe=_describe) as progress,
@@ -111,26 +100,17 @@ def build_command(
         result = build(settings=settings, engine=run.engine, run_id=run_id, progress=progress)
         run.details.update({"dataset_run_id": result.run_id, **{p.name: p.windows for p in result.parts}})
     if cli_state.json:
-        output.emit_json({"status": "ok", **_plain(result)})
+        output.emit("build", result, status="ok")
         return
     output.table(
         f"Built {result.run_id}: {len(result.tickers)} tickers ({', '.join(result.tickers)}), "
         f"{result.sessions} sessions, {result.n_features} features, windows of {result.sequence_length}, "
         f"target {result.target_kind}",
         ["part", "windows", "first base", "last base", "first target", "last target"],
-        [
-            [p.name, p.windows, p.first_base_date, p.last_base_date, p.first_target_date, p.last_target_date]
-            for p in result.parts
-        ],
+        [astuple(part) for part in result.parts],
         caption=(
             f"dropped by the correlation filter: {', '.join(result.dropped_features)}"
             if result.dropped_features
             else None
         ),
     )
-
-
-def _plain(result: Any) -> dict[str, Any]:
-    from dataclasses import asdict
-
-    return asdict(result)

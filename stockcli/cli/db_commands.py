@@ -17,9 +17,7 @@ def upgrade(ctx: typer.Context) -> None:
 
     result = schema.upgrade(state(ctx).settings())
     if state(ctx).json:
-        output.emit_json(
-            {"database": result.database, "from": result.before, "to": result.after, "head": result.head}
-        )
+        output.emit("db upgrade", result)
     elif result.before == result.after:
         output.info(f"Schema already at {result.after} (head) in {result.database}.")
     else:
@@ -35,14 +33,7 @@ def current(ctx: typer.Context) -> None:
 
     result = schema.status(state(ctx).settings())
     if state(ctx).json:
-        output.emit_json(
-            {
-                "database": result.database,
-                "current": result.current,
-                "head": result.head,
-                "up_to_date": result.up_to_date,
-            }
-        )
+        output.emit("db current", result)
         return
     if result.up_to_date:
         status = "up to date"

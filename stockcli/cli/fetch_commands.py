@@ -9,7 +9,7 @@ import typer
 
 from stockcli.choices import Source
 from stockcli.cli import output
-from stockcli.cli.state import state
+from stockcli.cli.state import invocation
 
 if TYPE_CHECKING:
     from stockcli.services.fetch import FetchResult
@@ -55,9 +55,7 @@ def fetch_command(
     from stockcli.services.fetch import fetch
     from stockcli.services.runtime import pipeline_run
 
-    cli = state(ctx)
-    settings = cli.settings()
-    as_of = cli.as_of(settings)
+    cli, settings, as_of = invocation(ctx)
     tickers = [normalize_ticker(t) for t in ticker] if ticker else None
     directory = csv_dir.expanduser().resolve() if csv_dir is not None else None
     result: FetchResult | None = None
@@ -88,23 +86,20 @@ def fetch_command(
 
 def _render(result: FetchResult, *, as_json: bool) -> None:
     if as_json:
-        output.emit_json(result.to_json())
+        output.emit("fetch", **result.to_json())
         return
-    output.table(
+    output.records(
         f"fetch ({result.source})",
-        ["ticker", "added rows", "updated rows", "rejected rows", "last date", "status", "note"],
-        [
-            [
-                t.ticker,
-                t.added,
-                t.updated,
-                t.rejected,
-                t.last_date.isoformat() if t.last_date else "-",
-                t.status,
-                _shorten(t.error or t.note or ""),
-            ]
-            for t in result.tickers
-        ],
+        (
+            ("ticker", lambda t: t.ticker),
+            ("added rows", lambda t: t.added),
+            ("updated rows", lambda t: t.updated),
+            ("rejected rows", lambda t: t.rejected),
+            ("last date", lambda t: t.last_date.isoformat() if t.last_date else "-"),
+            ("status", lambda t: t.status),
+            ("note", lambda t: _shorten(t.error or t.note or "")),
+        ),
+        result.tickers,
         caption=f"bars up to {result.cutoff} (the last closed session as of {result.as_of})",
     )
 

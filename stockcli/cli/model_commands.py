@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from stockcli import formats
 from stockcli.choices import ModelType
 from stockcli.cli import output
-from stockcli.cli.state import state
+from stockcli.cli.state import invocation, state
 
 if TYPE_CHECKING:
-    from stockcli.services.train import Evaluation, MetricBlock, PointFigures, TrainProgress
+    from stockcli.services.train import Evaluation, MetricBlock, PointFigures
 
 
 def metrics_rows(metrics: Evaluation) -> list[list[str]]:
@@ -23,15 +22,15 @@ def metrics_rows(metrics: Evaluation) -> list[list[str]]:
         model, naive = block.model, block.naive
         return [
             label,
-            output.fmt_float(model.mae, 3),
-            output.fmt_float(naive.mae, 3),
-            output.fmt_float(model.rmse, 3),
-            output.fmt_float(naive.rmse, 3),
-            output.fmt_pct(model.mape),
-            output.fmt_pct(naive.mape),
-            output.fmt_pct(model.direction_accuracy, 1),
-            output.fmt_pct(block.up_fraction, 1),
-            output.fmt_pct(block.skill, 1),
+            formats.number(model.mae, 3),
+            formats.number(naive.mae, 3),
+            formats.number(model.rmse, 3),
+            formats.number(naive.rmse, 3),
+            formats.percent(model.mape),
+            formats.percent(naive.mape),
+            formats.percent(model.direction_accuracy, 1),
+            formats.percent(block.up_fraction, 1),
+            formats.percent(block.skill, 1),
             *interval_cells(block),
         ]
 
@@ -63,23 +62,28 @@ def interval_cells(block: MetricBlock) -> list[str]:
     """Coverage of both intervals and the Winkler score next to GARCH's on the same rows."""
     intervals, garch = block.intervals, block.baselines.get("garch")
     return [
-        output.fmt_pct(None if intervals is None else intervals.coverage_80, 1),
-        output.fmt_pct(None if intervals is None else intervals.coverage_95, 1),
-        output.fmt_float(None if intervals is None else intervals.winkler_95, 4),
-        output.fmt_float(None if garch is None else garch.winkler_95, 4),
+        formats.percent(None if intervals is None else intervals.coverage_80, 1),
+        formats.percent(None if intervals is None else intervals.coverage_95, 1),
+        formats.number(None if intervals is None else intervals.winkler_95, 4),
+        formats.number(None if garch is None else garch.winkler_95, 4),
     ]
 
 
 SKILL_DIGITS = 1  # the skill column's precision: a skill that rounds to 0.0% there is a tie
+VERDICT_WORDS = {
+    "better": "better",
+    "tie": "a tie within rounding",
+    "worse": "WORSE",
+    "unknown": "not measured",
+}
 
 
 def skill_verdict(skill: float | None) -> str:
     """`better`, `tie` (within the rounding of the skill shown) or `worse` than naive; `unknown` for no number."""
-    import math
-
-    if skill is None or not math.isfinite(skill):
+    finite = formats.finite(skill)
+    if finite is None:
         return "unknown"
-    shown = round(skill * 100, SKILL_DIGITS)
+    shown = round(finite * 100, SKILL_DIGITS)
     return "tie" if shown == 0 else ("better" if shown > 0 else "worse")
 
 
@@ -95,21 +99,8 @@ def worse_than_naive_line(metrics: Evaluation) -> str:
         return f"The model beats {naive} on MAE for every ticker."
     if set(verdicts) == {"tie"} and average == "tie":
         return f"The model ties {naive} on MAE for every ticker (skill 0.0% within rounding): no better, no worse."
-    parts = []
-    for verdict, words in (
-        ("better", "better"),
-        ("tie", "a tie within rounding"),
-        ("worse", "WORSE"),
-        ("unknown", "not measured"),
-    ):
-        if verdicts.get(verdict):
-            parts.append(f"{words} for {', '.join(verdicts[verdict])}")
-    on_average = {
-        "better": "better",
-        "tie": "a tie",
-        "worse": "WORSE",
-        "unknown": "not measured",
-    }[average]
+    parts = [f"{words} for {', '.join(verdicts[v])}" for v, words in VERDICT_WORDS.items() if v in verdicts]
+    on_average = "a tie" if average == "tie" else VERDICT_WORDS[average]
     return f"Against {naive} on MAE the model is {'; '.join(parts)}; on average {on_average}."
 
 
@@ -135,58 +126,32 @@ def train(
     from stockcli.services.runtime import pipeline_run
     from stockcli.services.train import train as train_service
 
-    cli = state(ctx)
-    settings = cli.settings()
-    as_of = cli.as_of(settings)
+    cli, settings, as_of = invocation(ctx)
     params = {"model_type": model_type} if model_type is not None else None
     with pipeline_run(settings, command="train", as_of=as_of) as run:
-        with _epoch_bar(quiet=cli.json) as progress:
+        with output.progress_bar("[bold]train[/] epochs", quiet=cli.json) as report:
+
+            def progress(epoch: int, total: int, train_loss: float, val_loss: float) -> None:
+                if report is not None:
+                    report(f"val loss {val_loss:.5f}", epoch, total)
+
             result = train_service(
                 settings=settings,
                 engine=run.engine,
                 run_id=run_id,
                 params=params,
                 epochs=epochs,
-                progress=progress,
+                progress=None if report is None else progress,
             )
         run.details.update(
-            {
-                "dataset_run_id": result.dataset_run_id,
-                "model_version": result.model_version,
-                "mlflow_run_id": result.mlflow_run_id,
-            }
+            dataset_run_id=result.dataset_run_id,
+            model_version=result.model_version,
+            mlflow_run_id=result.mlflow_run_id,
         )
     if cli.json:
-        output.emit_json(result)
+        output.emit("train", result)
         return
     _show_trained(result)
-
-
-@contextlib.contextmanager
-def _epoch_bar(*, quiet: bool) -> Iterator[TrainProgress | None]:
-    """A transient bar of epochs and the validation loss on stderr (drawn only on a terminal),
-    yielding the training's progress callback; nothing when `quiet` (JSON output)."""
-    if quiet:
-        yield None
-        return
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    with Progress(
-        TextColumn("[bold]train[/]"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("epochs  {task.description}"),
-        TimeElapsedColumn(),
-        console=output.error_console,
-        transient=True,
-        disable=not output.error_console.is_terminal,
-    ) as bar:
-        task = bar.add_task("", total=None)
-
-        def progress(epoch: int, total: int, train_loss: float, val_loss: float) -> None:
-            bar.update(task, completed=epoch, total=total, description=f"val loss {val_loss:.5f}")
-
-        yield progress
 
 
 def _show_trained(result: Any) -> None:
@@ -213,7 +178,7 @@ def _show_trained(result: Any) -> None:
     )
 
 
-def promotion_json(result: Any) -> dict[str, Any]:
+def promotion_json(result: Any, *, alpha: float) -> dict[str, Any]:
     return {
         "candidate": {"version": result.candidate_version, "metrics": result.candidate_metrics},
         "production": (
@@ -238,7 +203,7 @@ def promotion_json(result: Any) -> dict[str, Any]:
             "improvement_ci": [result.improvement_low, result.improvement_high],
             "p_value": result.p_value,
             "test": "one-sided Diebold-Mariano (HAC variance), candidate better than Production",
-            "alpha": None,
+            "alpha": alpha,
             "would_promote": result.would_promote,
             "promoted": result.promoted,
             "dry_run": result.dry_run,
@@ -264,11 +229,9 @@ def promote(
     from stockcli.services.promote import promote as promote_service
     from stockcli.services.runtime import pipeline_run
 
-    cli = state(ctx)
-    settings = cli.settings()
-    as_of = cli.as_of(settings)
+    cli, settings, as_of = invocation(ctx)
     with pipeline_run(settings, command="promote", as_of=as_of) as run:
-        with _status("promote: evaluating the candidate and Production on one window", quiet=cli.json):
+        with output.status("promote: evaluating the candidate and Production on one window", quiet=cli.json):
             result = promote_service(
                 settings=settings,
                 engine=run.engine,
@@ -277,12 +240,10 @@ def promote(
                 pipeline_run_id=run.run_id,
             )
         run.details.update(
-            {
-                "candidate_version": result.candidate_version,
-                "production_version": result.production_version,
-                "promoted": result.promoted,
-                "dry_run": result.dry_run,
-            }
+            candidate_version=result.candidate_version,
+            production_version=result.production_version,
+            promoted=result.promoted,
+            dry_run=result.dry_run,
         )
         if result.promoted:
             notify_run(
@@ -298,16 +259,12 @@ def promote(
                 ],
             )
     if cli.json:
-        payload = promotion_json(result)
-        payload["decision"]["alpha"] = settings.promotion.alpha
-        output.emit_json(payload)
+        output.emit("promote", **promotion_json(result, alpha=settings.promotion.alpha))
         return
-    _show_promotion(
-        result, alpha=settings.promotion.alpha, min_improvement=settings.promotion.min_improvement
-    )
+    _show_promotion(result, settings.promotion)
 
 
-def _show_promotion(result: Any, *, alpha: float, min_improvement: float) -> None:
+def _show_promotion(result: Any, promotion: Any) -> None:
     """The candidate, Production, naive and GARCH on the one window, what the candidate serves per
     ticker, and the decision."""
     output.table(
@@ -328,22 +285,19 @@ def _show_promotion(result: Any, *, alpha: float, min_improvement: float) -> Non
         _promotion_rows(result),
         secondary=["RMSE", "MAPE", "direction"],
         caption=f"Decided on {result.metric.upper()} by a one-sided Diebold-Mariano test at alpha "
-        f"{alpha:g}; min improvement {min_improvement:.2%}.",
+        f"{promotion.alpha:g}; min improvement {promotion.min_improvement:.2%}.",
     )
     if result.selection:
-        output.table(
+        output.records(
             f"What version {result.selection_version} serves per ticker (tested on this window)",
-            ["ticker", "point", "p (model < naive)", "interval", "p (model < GARCH)"],
-            [
-                [
-                    "unseen tickers" if ticker == "*" else ticker,
-                    item["point_source"],
-                    _p(item.get("point_p_value")),
-                    item["interval_source"],
-                    _p(item.get("interval_p_value")),
-                ]
-                for ticker, item in result.selection.items()
-            ],
+            (
+                ("ticker", lambda item: "unseen tickers" if item["ticker"] == "*" else item["ticker"]),
+                ("point", lambda item: item["point_source"]),
+                ("p (model < naive)", lambda item: output.p_value(item.get("point_p_value"))),
+                ("interval", lambda item: item["interval_source"]),
+                ("p (model < GARCH)", lambda item: output.p_value(item.get("interval_p_value"))),
+            ),
+            [{**item, "ticker": ticker} for ticker, item in result.selection.items()],
         )
     if result.promoted:
         output.info(f"Promoted version {result.candidate_version} to Production. {result.reason}")
@@ -365,9 +319,9 @@ def _promotion_rows(result: Any) -> list[list[str]]:
             [
                 "GARCH(1,1)-t",
                 *["-"] * 6,
-                output.fmt_pct(garch.coverage_80, 1),
-                output.fmt_pct(garch.coverage_95, 1),
-                output.fmt_float(garch.winkler_95, 4),
+                formats.percent(garch.coverage_80, 1),
+                formats.percent(garch.coverage_95, 1),
+                formats.number(garch.winkler_95, 4),
             ]
         )
     return rows
@@ -379,29 +333,17 @@ def _version_cells(label: str, version: str, average: MetricBlock) -> list[str]:
         label,
         version,
         *_block_cells(average.model),
-        output.fmt_pct(average.skill, 1),
+        formats.percent(average.skill, 1),
         *interval_cells(average)[:3],
     ]
 
 
-def _p(value: float | None) -> str:
-    return "-" if value is None else f"{value:.3g}"
-
-
-def _status(message: str, *, quiet: bool) -> Any:
-    """A spinner on stderr when it is a terminal; nothing when `quiet` (JSON output), under cron or
-    in a pipe."""
-    if quiet or not output.error_console.is_terminal:
-        return contextlib.nullcontext()
-    return output.error_console.status(message)
-
-
 def _block_cells(figures: PointFigures) -> list[str]:
     return [
-        output.fmt_float(figures.mae, 3),
-        output.fmt_float(figures.rmse, 3),
-        output.fmt_pct(figures.mape),
-        output.fmt_pct(figures.direction_accuracy, 1),
+        formats.number(figures.mae, 3),
+        formats.number(figures.rmse, 3),
+        formats.percent(figures.mape),
+        formats.percent(figures.direction_accuracy, 1),
     ]
 
 
@@ -413,39 +355,25 @@ def models(ctx: typer.Context) -> None:
     settings = cli.settings()
     versions = list_versions(settings)
     if cli.json:
-        output.emit_json({"model": settings.mlflow.model_name, "versions": versions})
+        output.emit("models", model=settings.mlflow.model_name, versions=versions)
         return
     if not versions:
         output.info(f"No versions of model {settings.mlflow.model_name!r} yet. Run `stockcli train` first.")
         return
-    rows = [
-        [
-            info.version,
-            ", ".join(info.aliases),
-            info.created_at.strftime("%Y-%m-%d %H:%M"),
-            info.model_type or "",
-            info.dataset_run_id or "",
-            output.fmt_float(info.test_metrics.get("mae"), 3),
-            output.fmt_float(info.test_metrics.get("naive_mae"), 3),
-            output.fmt_pct(info.test_metrics.get("mape")),
-            output.fmt_pct(info.test_metrics.get("skill"), 1),
-        ]
-        for info in versions
-    ]
-    output.table(
+    output.records(
         f"Model {settings.mlflow.model_name}",
-        [
-            "version",
-            "aliases",
-            "created (UTC)",
-            "type",
-            "dataset",
-            "test MAE",
-            "naive MAE",
-            "test MAPE",
-            "skill",
-        ],
-        rows,
+        (
+            ("version", lambda info: info.version),
+            ("aliases", lambda info: ", ".join(info.aliases)),
+            ("created (UTC)", lambda info: info.created_at.strftime("%Y-%m-%d %H:%M")),
+            ("type", lambda info: info.model_type or ""),
+            ("dataset", lambda info: info.dataset_run_id or ""),
+            ("test MAE", lambda info: formats.number(info.test_metrics.get("mae"), 3)),
+            ("naive MAE", lambda info: formats.number(info.test_metrics.get("naive_mae"), 3)),
+            ("test MAPE", lambda info: formats.percent(info.test_metrics.get("mape"))),
+            ("skill", lambda info: formats.percent(info.test_metrics.get("skill"), 1)),
+        ),
+        versions,
         caption="Test metrics on each version's own test split (not comparable across datasets; `promote` compares on one window).",
     )
     for info in versions:

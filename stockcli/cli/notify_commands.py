@@ -34,7 +34,7 @@ def notify(
     if not test:
         shown = [redact_notify_url(url) for url in config.urls]
         if cli.json:
-            output.emit_json({"urls": shown, "events": list(config.events), "timeout_s": config.timeout_s})
+            output.emit("notify", config, urls=shown)
             return
         output.table("Notification URLs", ["url"], [[url] for url in shown])
         output.info(
@@ -43,7 +43,7 @@ def notify(
         return
     deliveries = deliver(config, probe_message())
     if cli.json:
-        output.emit_json({"deliveries": deliveries})
+        output.emit("notify --test", deliveries=deliveries)
     else:
         output.table(
             "Test notification",

@@ -6,60 +6,37 @@ from typing import Annotated, Any
 
 import typer
 
+from stockcli import formats
 from stockcli.cli import output
-from stockcli.cli.state import state
-
-
-def _interval(low: float | None, high: float | None) -> str:
-    if low is None or high is None:
-        return "-"
-    return f"{output.fmt_float(low)}–{output.fmt_float(high)}"
+from stockcli.cli.state import invocation, state
 
 
 def _served(p: Any) -> str:
     return output.fmt_served(p.source, p.p_value, p.interval_source) + (" (unseen)" if p.unseen else "")
 
 
-def _prediction_rows(predictions: Any) -> list[list[str]]:
-    return [
-        [
-            p.ticker,
-            output.fmt_float(p.base_close),
-            output.fmt_float(p.predicted_close),
-            f"{p.change_pct:+.2f}%",
-            _interval(p.lower_80, p.upper_80),
-            _interval(p.lower_95, p.upper_95),
-            output.fmt_pct(p.p_up, 0),
-            _served(p),
-            p.target_date.isoformat(),
-            p.model_version,
-        ]
-        for p in predictions
-    ]
-
-
-PREDICTION_COLUMNS = [
-    "ticker",
-    "base close",
-    "predicted close",
-    "change",
-    "80% interval",
-    "95% interval",
-    "P(up)",
-    "served (point / interval)",
-    "target date",
-    "model",
-]
+PREDICTION_COLUMNS: tuple[output.Column, ...] = (
+    ("ticker", lambda p: p.ticker),
+    ("base close", lambda p: formats.number(p.base_close)),
+    ("predicted close", lambda p: formats.number(p.predicted_close)),
+    ("change", lambda p: f"{p.change_pct:+.2f}%"),
+    ("80% interval", lambda p: output.band(p.lower_80, p.upper_80)),
+    ("95% interval", lambda p: output.band(p.lower_95, p.upper_95)),
+    ("P(up)", lambda p: formats.percent(p.p_up, 0)),
+    ("served (point / interval)", _served),
+    ("target date", lambda p: p.target_date.isoformat()),
+    ("model", lambda p: p.model_version),
+)
 # Dropped first on a narrow output.
 PREDICTION_SECONDARY = ["model", "target date", "base close", "80% interval"]
 
 
 def _show_predictions(title: str, predictions: Any, failed: Any) -> None:
     if predictions:
-        output.table(
+        output.records(
             title,
             PREDICTION_COLUMNS,
-            _prediction_rows(predictions),
+            predictions,
             secondary=PREDICTION_SECONDARY,
             caption="Point: the model where it beat the naive forecast significantly on the promotion "
             "window, else the last close (p: that test's p-value). Intervals: the candidate chosen by its test "
@@ -74,12 +51,12 @@ def _show_monitor(result: Any) -> None:
         return [
             name,
             str(m.sessions),
-            output.fmt_float(m.mae),
-            output.fmt_float(m.naive_mae),
-            output.fmt_pct(m.skill, 1),
-            output.fmt_pct(m.direction_accuracy, 1),
-            output.fmt_pct(m.coverage_80, 1),
-            output.fmt_pct(m.coverage_95, 1),
+            formats.number(m.mae),
+            formats.number(m.naive_mae),
+            formats.percent(m.skill, 1),
+            formats.percent(m.direction_accuracy, 1),
+            formats.percent(m.coverage_80, 1),
+            formats.percent(m.coverage_95, 1),
         ]
 
     waiting = f"{result.evaluated} predictions newly scored, {result.pending} waiting for their bar."
@@ -110,24 +87,6 @@ def _show_monitor(result: Any) -> None:
     output.info(result.reason)
 
 
-def monitor_json(result: Any) -> dict[str, Any]:
-    from dataclasses import asdict
-
-    return {
-        "as_of": result.as_of.isoformat(),
-        "model_version": result.model_version,
-        "evaluated": result.evaluated,
-        "pending": result.pending,
-        "overall": asdict(result.overall),
-        "per_ticker": {t: asdict(m) for t, m in result.per_ticker.items()},
-        "retrain_needed": result.retrain_needed,
-        "triggers": list(result.triggers),
-        "reason": result.reason,
-        "cooldown_active": result.cooldown_active,
-        "last_retrain_as_of": result.last_retrain_as_of,
-    }
-
-
 def predict(
     ctx: typer.Context,
     version: Annotated[
@@ -139,9 +98,7 @@ def predict(
     from stockcli.services.predict import predict as predict_service
     from stockcli.services.runtime import pipeline_run
 
-    cli = state(ctx)
-    settings = cli.settings()
-    as_of = cli.as_of(settings)
+    cli, settings, as_of = invocation(ctx)
     with pipeline_run(settings, command="predict", as_of=as_of) as run:
         result = predict_service(
             settings=settings,
@@ -151,27 +108,21 @@ def predict(
             pipeline_run_id=run.run_id,
         )
         run.details.update(
-            {
-                "model_version": result.model_version,
-                "target_date": result.target_date.isoformat(),
-                "predictions": len(result.predictions),
-                "failed": [f.ticker for f in result.failed],
-            }
+            model_version=result.model_version,
+            target_date=result.target_date.isoformat(),
+            predictions=len(result.predictions),
+            failed=[f.ticker for f in result.failed],
         )
         code = exit_code_for(result)
         if code:
             run.status = "partial" if result.predictions else "failed"
             run.error = "; ".join(f"{f.ticker}: {f.reason}" for f in result.failed)
     if cli.json:
-        output.emit_json(
-            {
-                "as_of": result.as_of,
-                "model_version": result.model_version,
-                "target_date": result.target_date,
-                "predictions": [prediction_json(p) for p in result.predictions],
-                "failed": [failed_json(f) for f in result.failed],
-                "files": list(result.files),
-            }
+        output.emit(
+            "predict",
+            result,
+            predictions=[prediction_json(p) for p in result.predictions],
+            failed=[failed_json(f) for f in result.failed],
         )
     else:
         _show_predictions(
@@ -188,9 +139,7 @@ def monitor(ctx: typer.Context) -> None:
     from stockcli.services.monitor import monitor as monitor_service
     from stockcli.services.runtime import pipeline_run
 
-    cli = state(ctx)
-    settings = cli.settings()
-    as_of = cli.as_of(settings)
+    cli, settings, as_of = invocation(ctx)
     with pipeline_run(settings, command="monitor", as_of=as_of) as run:
         result = monitor_service(
             settings=settings, engine=run.engine, as_of=as_of, model_version=production_version(settings)
@@ -198,7 +147,7 @@ def monitor(ctx: typer.Context) -> None:
         run.details.update({"retrain_needed": result.retrain_needed, "reason": result.reason})
         notify_run(run, [m for m in [band_break_message(result.band_breaks)] if m is not None])
     if cli.json:
-        output.emit_json(monitor_json(result))
+        output.emit("monitor", result)
     else:
         _show_monitor(result)
 
@@ -218,9 +167,7 @@ def daily(
     from stockcli.services.daily import daily_json, exit_code_for
     from stockcli.services.runtime import pipeline_run
 
-    cli = state(ctx)
-    settings = cli.settings()
-    as_of = cli.as_of(settings)
+    cli, settings, as_of = invocation(ctx)
     with (
         pipeline_run(settings, command="daily", as_of=as_of) as run,
         output.status("daily run", quiet=cli.json) as progress,
@@ -237,7 +184,7 @@ def daily(
         notify_run(run, daily_messages(result))
     code = exit_code_for(result)
     if cli.json:
-        output.emit_json(daily_json(result))
+        output.emit("daily", **daily_json(result))
     else:
         _show_daily(result)
     if code:
@@ -280,9 +227,7 @@ def retrain(
     from stockcli.services.retrain import retrain_if_needed
     from stockcli.services.runtime import pipeline_run
 
-    cli = state(ctx)
-    settings = cli.settings()
-    as_of = cli.as_of(settings)
+    cli, settings, as_of = invocation(ctx)
     with (
         pipeline_run(settings, command="retrain", as_of=as_of) as run,
         output.status("retrain", quiet=cli.json) as progress,
@@ -298,7 +243,7 @@ def retrain(
         )
         notify_run(run, retrain_messages(result, as_of=as_of))
     if cli.json:
-        output.emit_json(result)
+        output.emit("retrain", result)
         return
     if not result.ran:
         output.info(f"No retrain. {result.reason}")
@@ -332,7 +277,7 @@ def daemon(
     if show_schedule:
         runs = next_runs(settings, count=5)
         if cli.json:
-            output.emit_json({"next_runs": [run.isoformat() for run in runs]})
+            output.emit("daemon --show-schedule", next_runs=runs)
             return
         zone = runs[0].tzinfo if runs else None
         output.info(f"Next runs of '{settings.daemon.cron}' ({settings.data.exchange}, {zone}):")
@@ -372,8 +317,6 @@ def backtest(
     from datetime import datetime
     from pathlib import Path
 
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
     from stockcli import clock
     from stockcli.services.backtest import backtest as backtest_service
 
@@ -386,29 +329,19 @@ def backtest(
         if workspace
         else settings.data_dir / "backtests" / f"{first}_{last}_{datetime.now():%Y%m%dT%H%M%S}"
     )
-    if cli.json:
+    with output.progress_bar("backtest", quiet=cli.json, lasting=True) as report:
         result = backtest_service(
-            settings=settings, start=first, end=last, workspace=folder, n_trials=n_trials
+            settings=settings,
+            start=first,
+            end=last,
+            workspace=folder,
+            n_trials=n_trials,
+            progress=None if report is None else lambda done, total, message: report(message, done, total),
         )
-        output.emit_json(result)
+    if cli.json:
+        output.emit("backtest", result)
         _finish_backtest(result)
         return
-    with Progress(
-        TextColumn("backtest"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TextColumn("{task.description}"),
-        console=output.console,
-    ) as bar:
-        task = bar.add_task("", total=None)
-
-        def progress(done: int, total: int, message: str) -> None:
-            bar.update(task, completed=done, total=total, description=message)
-
-        result = backtest_service(
-            settings=settings, start=first, end=last, workspace=folder, n_trials=n_trials, progress=progress
-        )
     _show_backtest(result)
     if result.failures:
         counts = [f"{result.sessions_failed} sessions failed"] if result.sessions_failed else []
@@ -426,86 +359,69 @@ def _show_backtest(result: Any) -> None:
         f"Replayed {result.sessions} sessions {result.start}..{result.end} in {result.wall_s:.0f} s "
         f"({result.sessions_per_s:.2f} sessions/s); workspace {result.workspace}."
     )
-    rows = [_backtest_row(t, v) for t, v in result.per_ticker.items()]
+    rows = [{**v, "name": ticker} for ticker, v in result.per_ticker.items()]
     if m.get("samples"):
-        rows.append(_backtest_row("all", m))
-    output.table(
+        rows.append({**m, "name": "all"})
+    output.records(
         "Served forecasts over the range, next to naive",
-        [
-            "ticker",
-            "predictions",
-            "MAE",
-            "naive MAE",
-            "skill",
-            "skill 95% CI",
-            "served by model",
-            "direction",
-            "80% cover",
-            "95% cover",
-            "Winkler 95",
-        ],
+        BACKTEST_COLUMNS,
         rows,
         secondary=["direction", "MAE", "naive MAE", "skill 95% CI"],
     )
     if result.candidates:
-        output.table(
+        output.records(
             "Interval candidates on the same sessions (skill and one-sided DM p against GARCH, pinball)",
-            ["candidate", "80% cover", "95% cover", "Winkler 95", "pinball", "skill W95", "p"],
-            [_candidate_row(name, v) for name, v in [("served", m), *result.candidates.items()]],
+            CANDIDATE_COLUMNS,
+            [{**v, "name": name} for name, v in [("served", m), *result.candidates.items()]],
         )
     versus = result.network_vs_best_statistical
     if versus:
-        p_value = versus.get("p_value")
         output.info(
             f"The network's own intervals against {versus['candidate']} (the best statistical candidate): "
-            f"Winkler 95 skill {output.fmt_pct((versus['skill'] or {}).get('winkler_95'), 2)}, "
-            f"one-sided DM p {'-' if p_value is None else format(p_value, '.3g')}."
+            f"Winkler 95 skill {formats.percent((versus['skill'] or {}).get('winkler_95'), 2)}, "
+            f"one-sided DM p {output.p_value(versus.get('p_value'))}."
         )
-    output.table(
+    output.records(
         f"Retrains ({len(result.retrains)}), promotions ({result.promotions})",
-        ["as of", "why", "version", "promoted", "p-value"],
-        [
-            [
-                r.as_of.isoformat(),
-                r.reason,
-                r.model_version,
-                "yes" if r.promoted else "no",
-                "-" if r.p_value is None else f"{r.p_value:.3g}",
-            ]
-            for r in result.retrains
-        ],
+        (
+            ("as of", lambda r: r.as_of.isoformat()),
+            ("why", lambda r: r.reason),
+            ("version", lambda r: r.model_version),
+            ("promoted", lambda r: "yes" if r.promoted else "no"),
+            ("p-value", lambda r: output.p_value(r.p_value)),
+        ),
+        result.retrains,
         text=["why"],
     )
 
 
-def _backtest_row(name: str, v: dict[str, Any]) -> list[Any]:
-    """A ticker's (or all tickers') served forecasts over the range."""
-    return [
-        name,
-        v.get("samples"),
-        output.fmt_float(v.get("mae")),
-        output.fmt_float(v.get("naive_mae")),
-        output.fmt_pct(v.get("skill"), 2),
-        f"{output.fmt_pct(v.get('skill_low'), 2)} to {output.fmt_pct(v.get('skill_high'), 2)}",
-        output.fmt_pct(v.get("share_model"), 0),
-        output.fmt_pct(v.get("direction_accuracy"), 1),
-        output.fmt_pct(v.get("coverage_80"), 1),
-        output.fmt_pct(v.get("coverage_95"), 1),
-        output.fmt_float(v.get("winkler_95"), 4),
-    ]
-
-
-def _candidate_row(name: str, values: dict[str, Any]) -> list[str]:
-    """An interval candidate's figures, its Winkler skill and one-sided DM p against GARCH."""
-    return [
-        name,
-        output.fmt_pct(values.get("coverage_80"), 1),
-        output.fmt_pct(values.get("coverage_95"), 1),
-        output.fmt_float(values.get("winkler_95"), 4),
-        output.fmt_float(values.get("pinball"), 5),
-        output.fmt_pct((values.get("skill_vs_garch") or {}).get("winkler_95"), 2),
-        "-" if values.get("p_value_vs_garch") is None else f"{values['p_value_vs_garch']:.3g}",
-    ]
+# A ticker's (or all tickers') served forecasts over the range.
+BACKTEST_COLUMNS: tuple[output.Column, ...] = (
+    ("ticker", lambda v: v["name"]),
+    ("predictions", lambda v: v.get("samples")),
+    ("MAE", lambda v: formats.number(v.get("mae"))),
+    ("naive MAE", lambda v: formats.number(v.get("naive_mae"))),
+    ("skill", lambda v: formats.percent(v.get("skill"), 2)),
+    (
+        "skill 95% CI",
+        lambda v: f"{formats.percent(v.get('skill_low'), 2)} to {formats.percent(v.get('skill_high'), 2)}",
+    ),
+    ("served by model", lambda v: formats.percent(v.get("share_model"), 0)),
+    ("direction", lambda v: formats.percent(v.get("direction_accuracy"), 1)),
+    ("80% cover", lambda v: formats.percent(v.get("coverage_80"), 1)),
+    ("95% cover", lambda v: formats.percent(v.get("coverage_95"), 1)),
+    ("Winkler 95", lambda v: formats.number(v.get("winkler_95"), 4)),
+)
+# An interval candidate's figures, its Winkler skill and one-sided DM p against GARCH.
+CANDIDATE_COLUMNS: tuple[output.Column, ...] = (
+    ("candidate", lambda v: v["name"]),
+    ("80% cover", lambda v: formats.percent(v.get("coverage_80"), 1)),
+    ("95% cover", lambda v: formats.percent(v.get("coverage_95"), 1)),
+    ("Winkler 95", lambda v: formats.number(v.get("winkler_95"), 4)),
+    ("pinball", lambda v: formats.number(v.get("pinball"), 5)),
+    ("skill W95", lambda v: formats.percent((v.get("skill_vs_garch") or {}).get("winkler_95"), 2)),
+    ("p", lambda v: output.p_value(v.get("p_value_vs_garch"))),
+)
 
 
 def _finish_backtest(result: Any) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import math
 import os
 import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -14,7 +13,10 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from stockcli.jsonable import dumps
+from stockcli import formats
+from stockcli.jsonable import dumps, to_plain
+
+Column = tuple[str, Callable[[Any], Any]]  # a header, and the cell it shows of an item
 
 console = Console(highlight=False)
 error_console = Console(stderr=True, highlight=False)
@@ -30,8 +32,23 @@ TEXT_COLUMN_MIN = 16
 TEXT_COLUMN_MAX_WORD = 30
 
 
-def emit_json(payload: Any) -> None:
-    sys.stdout.write(dumps(payload, indent=2) + "\n")
+def emit(command: str, result: Any = None, /, **values: Any) -> None:
+    """Print the `--json` object of `command` (its model in `cli/results.py`): each key from `values`,
+    else `result`'s attribute of the field's name (a key with a default only when given), checked
+    against the model so that the shape cannot drift silently."""
+    from stockcli.cli.results import SHAPES
+
+    shape = SHAPES[command]
+    payload = {}
+    for name, field in shape.model_fields.items():
+        key = field.alias or name
+        if key in values:
+            payload[key] = values[key]
+        elif field.is_required():
+            payload[key] = getattr(result, name)
+    plain = to_plain(payload)
+    shape.model_validate(plain)
+    sys.stdout.write(dumps(plain, indent=2) + "\n")
     sys.stdout.flush()
 
 
@@ -101,6 +118,12 @@ def table(
     wide.print(view)
 
 
+def records(title: str | None, columns: Sequence[Column], items: Iterable[Any], **options: Any) -> None:
+    """A `table` with one row per item: `columns` pair each header with the cell it shows of an item."""
+    rows = ([cell(item) for _, cell in columns] for item in items)
+    table(title, [name for name, _ in columns], rows, **options)
+
+
 def _layouts(columns: Sequence[str], secondary: Sequence[str]) -> Iterator[tuple[bool, set[str]]]:
     """Layouts from the fullest to the most compact: (borderless?, dropped columns)."""
     yield False, set()
@@ -153,18 +176,16 @@ def error(message: str) -> None:
     error_console.print(f"[bold red]Error:[/bold red] {escape(message)}", soft_wrap=True)
 
 
-def fmt_float(value: float | None, digits: int = 2) -> str:
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+def band(low: float | None, high: float | None) -> str:
+    """An interval in a table cell: `796.89–822.14` (the HTML views space it: `formats.interval`)."""
+    if low is None or high is None:
         return "-"
-    return f"{value:,.{digits}f}"
+    return f"{formats.number(low)}–{formats.number(high)}"
 
 
-def fmt_pct(value: float | None, digits: int = 2) -> str:
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
-        return "-"
-    text = f"{value * 100:.{digits}f}%"
-    # A value that rounds to zero is zero: "-0.0%" would read as "slightly worse".
-    return text[1:] if text.startswith("-") and float(text[:-1]) == 0 else text
+def p_value(value: float | None) -> str:
+    """A test's p-value in a table cell, three significant digits: `0.0123`."""
+    return "-" if value is None else f"{value:.3g}"
 
 
 def fmt_served(source: str | None, p_value: float | None, interval_source: str | None) -> str:
@@ -189,24 +210,31 @@ def status(label: str, *, quiet: bool = False) -> Iterator[Callable[[str], None]
 
 @contextlib.contextmanager
 def progress_bar(
-    *, quiet: bool = False, describe: Callable[[str], str] = str
+    label: str = "",
+    *,
+    quiet: bool = False,
+    lasting: bool = False,
+    total: int | None = None,
+    describe: Callable[[str], str] = str,
 ) -> Iterator[Callable[[str, int, int], None] | None]:
-    """A transient progress bar on stderr, yielding a `(stage, done, total)` callback; nothing when
-    `quiet` (JSON output) or when stderr is not a terminal (cron logs stay clean)."""
-    if quiet or not error_console.is_terminal:
+    """A progress bar (label, bar, done/total, time, what it does), yielding a `(stage, done, total)`
+    callback; nothing when `quiet` (JSON output). A transient bar goes to stderr, only on a terminal
+    (cron logs stay clean); a `lasting` one (backtest) to stdout, where a log keeps its final state."""
+    if quiet or not (lasting or error_console.is_terminal):
         yield None
         return
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     with Progress(
-        TextColumn("{task.description}"),
+        TextColumn(label),
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
-        console=error_console,
-        transient=True,
+        TextColumn("{task.description}"),
+        console=console if lasting else error_console,
+        transient=not lasting,
     ) as bar:
-        task = bar.add_task("starting", total=None)
+        task = bar.add_task("", total=total)
 
         def report(stage: str, done: int, total: int) -> None:
             bar.update(task, description=describe(stage), completed=done, total=max(total, 1))

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.markup import escape
 
+from stockcli import formats
 from stockcli.cli import output
 from stockcli.cli.state import state
 
@@ -40,29 +41,6 @@ def sparkline(values: Sequence[float], predicted: float | None = None) -> str:
     return line
 
 
-def report_payload(report: Report) -> dict[str, Any]:
-    """The `--json` object: predictions, performance, models, runs, promotions (and a few extras)."""
-    from dataclasses import asdict
-
-    return {
-        "predictions": [asdict(row) for row in report.predictions],
-        "performance": [asdict(row) for row in report.performance],
-        "models": [asdict(row) for row in report.models],
-        "runs": [asdict(row) for row in report.runs],
-        "promotions": [asdict(row) for row in report.promotions],
-        "production_version": report.production_version,
-        "window_sessions": report.window_sessions,
-        "as_of": report.as_of,
-        "generated_at": report.generated_at,
-        "recent_closes": [
-            {"ticker": s.ticker, "dates": list(s.dates), "closes": list(s.closes)}
-            for s in report.recent_closes
-        ],
-        "notes": list(report.notes),
-        "risk": [asdict(row) for row in report.risk],
-    }
-
-
 def _text(value: Any) -> str:
     """Stored text for a Rich cell: markup in it is shown, never interpreted."""
     return "" if value is None else escape(str(value))
@@ -80,12 +58,6 @@ def _interval_source(row: Any) -> str:
         return "-"
     skill = row.interval_skill_vs_garch
     return _text(row.interval_source) + ("" if skill is None else f" {_signed(skill)}")
-
-
-def _band(low: float | None, high: float | None) -> str:
-    if low is None or high is None:
-        return "-"
-    return f"{output.fmt_float(low)}–{output.fmt_float(high)}"
 
 
 def _improvement(value: float | None, low: float | None, high: float | None) -> str:
@@ -113,38 +85,30 @@ def render_tables(report: Report) -> None:
         output.warn(note)
 
 
+def _when(value: Any, pattern: str = "%Y-%m-%d %H:%M") -> str:
+    return value.strftime(pattern) if value else "-"
+
+
+PREDICTION_COLUMNS: tuple[output.Column, ...] = (
+    ("Ticker", lambda p: _text(p.ticker) + (" (unseen)" if p.unseen else "")),
+    ("Base date", lambda p: p.base_date.isoformat()),
+    ("Base close", lambda p: formats.number(p.base_close)),
+    ("Predicted close", lambda p: formats.number(p.predicted_close)),
+    ("Change %", lambda p: "-" if p.change is None else f"{p.change * 100:+.2f}%"),
+    ("80% interval", lambda p: output.band(p.lower_80, p.upper_80)),
+    ("95% interval", lambda p: output.band(p.lower_95, p.upper_95)),
+    ("P(up)", lambda p: formats.percent(p.p_up, 0)),
+    ("Served", lambda p: output.fmt_served(p.source, p.p_value, p.interval_source)),
+    ("Target date", lambda p: p.target_date.isoformat()),
+    ("Model", lambda p: f"v{_text(p.model_version)}"),
+)
+
+
 def _predictions_table(report: Report) -> None:
-    output.table(
+    output.records(
         "Latest predictions (next trading session)",
-        [
-            "Ticker",
-            "Base date",
-            "Base close",
-            "Predicted close",
-            "Change %",
-            "80% interval",
-            "95% interval",
-            "P(up)",
-            "Served",
-            "Target date",
-            "Model",
-        ],
-        (
-            [
-                _text(p.ticker) + (" (unseen)" if p.unseen else ""),
-                p.base_date.isoformat(),
-                output.fmt_float(p.base_close),
-                output.fmt_float(p.predicted_close),
-                "-" if p.change is None else f"{p.change * 100:+.2f}%",
-                _band(p.lower_80, p.upper_80),
-                _band(p.lower_95, p.upper_95),
-                output.fmt_pct(p.p_up, 0),
-                output.fmt_served(p.source, p.p_value, p.interval_source),
-                p.target_date.isoformat(),
-                f"v{_text(p.model_version)}",
-            ]
-            for p in report.predictions
-        ),
+        PREDICTION_COLUMNS,
+        report.predictions,
         caption=(
             "Served: the point forecast (the model where it beat the naive forecast significantly, else the "
             "last close; p: that test's p-value) / the interval source (GARCH unless a candidate, gjr, "
@@ -157,56 +121,48 @@ def _predictions_table(report: Report) -> None:
 
 
 def _closes_table(report: Report) -> None:
-    output.table(
+    def predicted(s: Any) -> float | None:
+        return s.prediction.predicted_close if s.prediction else None
+
+    output.records(
         f"Recent closes (last {max((len(s.closes) for s in report.recent_closes), default=0)} sessions) → prediction",
-        ["Ticker", "Closes → predicted", "Last close", "Predicted"],
         (
-            [
-                _text(s.ticker),
-                sparkline(s.closes, s.prediction.predicted_close if s.prediction else None),
-                output.fmt_float(s.closes[-1]) if s.closes else "-",
-                output.fmt_float(s.prediction.predicted_close) if s.prediction else "-",
-            ]
-            for s in report.recent_closes
+            ("Ticker", lambda s: _text(s.ticker)),
+            ("Closes → predicted", lambda s: sparkline(s.closes, predicted(s))),
+            ("Last close", lambda s: formats.number(s.closes[-1]) if s.closes else "-"),
+            ("Predicted", lambda s: formats.number(predicted(s))),
         ),
+        report.recent_closes,
         secondary=["Last close", "Predicted"],
     )
 
 
+def _status(r: Any) -> str:
+    if r.worse_than_naive:
+        return "WORSE THAN NAIVE"
+    return "few sessions" if not r.enough_samples else "ok"
+
+
+PERFORMANCE_COLUMNS: tuple[output.Column, ...] = (
+    ("Ticker", lambda r: _text(r.ticker)),
+    ("Sessions", lambda r: str(r.sessions)),
+    ("MAPE %", lambda r: formats.percent(r.mape)),
+    ("MAE", lambda r: formats.number(r.mae)),
+    ("Naive MAE", lambda r: formats.number(r.naive_mae)),
+    ("Direction %", lambda r: formats.percent(r.directional_accuracy, 1)),
+    ("Skill vs naive %", lambda r: "-" if r.skill is None else _signed(r.skill)),
+    ("80% cover", lambda r: formats.percent(r.coverage_80, 0)),
+    ("95% cover", lambda r: formats.percent(r.coverage_95, 0)),
+    ("Intervals (W95 vs GARCH)", _interval_source),
+    ("Status", _status),
+)
+
+
 def _performance_table(report: Report) -> None:
-    output.table(
+    output.records(
         f"Live performance over the last {report.window_sessions} scored sessions",
-        [
-            "Ticker",
-            "Sessions",
-            "MAPE %",
-            "MAE",
-            "Naive MAE",
-            "Direction %",
-            "Skill vs naive %",
-            "80% cover",
-            "95% cover",
-            "Intervals (W95 vs GARCH)",
-            "Status",
-        ],
-        (
-            [
-                _text(r.ticker),
-                str(r.sessions),
-                output.fmt_pct(r.mape),
-                output.fmt_float(r.mae),
-                output.fmt_float(r.naive_mae),
-                output.fmt_pct(r.directional_accuracy, 1),
-                "-" if r.skill is None else _signed(r.skill),
-                output.fmt_pct(r.coverage_80, 0),
-                output.fmt_pct(r.coverage_95, 0),
-                _interval_source(r),
-                "WORSE THAN NAIVE"
-                if r.worse_than_naive
-                else ("few sessions" if not r.enough_samples else "ok"),
-            ]
-            for r in report.performance
-        ),
+        PERFORMANCE_COLUMNS,
+        report.performance,
         caption=None if report.performance else "No matured predictions scored yet.",
         secondary=["MAE", "Naive MAE", "Sessions", "MAPE %", "Direction %"],
         text=["Intervals (W95 vs GARCH)"],
@@ -214,21 +170,16 @@ def _performance_table(report: Report) -> None:
 
 
 def _models_table(report: Report) -> None:
-    from stockcli.formats import format_metrics  # the same metric formatting as the HTML views
-
-    output.table(
+    output.records(
         "Registered model versions",
-        ["Version", "Aliases", "Test metrics", "Dataset", "Created"],
         (
-            [
-                f"v{_text(m.version)}",
-                _text(", ".join(m.aliases) or "-"),
-                _text(format_metrics(m.test_metrics)),
-                _text(m.dataset_run_id or "-"),
-                m.created_at.strftime("%Y-%m-%d %H:%M") if m.created_at else "-",
-            ]
-            for m in report.models
+            ("Version", lambda m: f"v{_text(m.version)}"),
+            ("Aliases", lambda m: _text(", ".join(m.aliases) or "-")),
+            ("Test metrics", lambda m: _text(formats.format_metrics(m.test_metrics))),
+            ("Dataset", lambda m: _text(m.dataset_run_id or "-")),
+            ("Created", lambda m: _when(m.created_at)),
         ),
+        report.models,
         caption=None if report.models else "No model versions to show.",
         secondary=["Dataset", "Created"],
         text=["Test metrics"],
@@ -236,56 +187,45 @@ def _models_table(report: Report) -> None:
 
 
 def _runs_table(report: Report) -> None:
-    output.table(
+    output.records(
         "Recent runs",
-        ["#", "Command", "As of", "Status", "Started", "Duration s", "Error"],
         (
-            [
-                str(r.id),
-                _text(r.command),
-                r.as_of.isoformat() if r.as_of else "-",
-                _text(r.status),
-                r.started_at.strftime("%Y-%m-%d %H:%M:%S") if r.started_at else "-",
-                output.fmt_float(r.duration_s, 1),
-                _text("; ".join(text for text in (r.error, *r.warnings) if text)),
-            ]
-            for r in report.runs
+            ("#", lambda r: str(r.id)),
+            ("Command", lambda r: _text(r.command)),
+            ("As of", lambda r: r.as_of.isoformat() if r.as_of else "-"),
+            ("Status", lambda r: _text(r.status)),
+            ("Started", lambda r: _when(r.started_at, "%Y-%m-%d %H:%M:%S")),
+            ("Duration s", lambda r: formats.number(r.duration_s, 1)),
+            ("Error", lambda r: _text("; ".join(text for text in (r.error, *r.warnings) if text))),
         ),
+        report.runs,
         secondary=["Started", "#", "Duration s"],
         text=["Error"],
     )
 
 
+def _values(p: Any) -> str:
+    return " / ".join(formats.number(v, 4) for v in (p.candidate_value, p.production_value, p.naive_value))
+
+
+PROMOTION_COLUMNS: tuple[output.Column, ...] = (
+    ("Decided", lambda p: _when(p.decided_at)),
+    ("Candidate", lambda p: f"v{_text(p.candidate_version)}"),
+    ("Production", lambda p: f"v{_text(p.production_version)}" if p.production_version else "-"),
+    ("Metric", lambda p: _text(p.metric)),
+    ("Candidate / production / naive", _values),
+    ("p-value", lambda p: output.p_value(p.p_value)),
+    ("Improvement (95% CI)", lambda p: _improvement(p.improvement, p.improvement_low, p.improvement_high)),
+    ("Decision", lambda p: ("promoted" if p.promoted else "kept") + (" (dry run)" if p.dry_run else "")),
+    ("Reason", lambda p: _text(p.reason)),
+)
+
+
 def _promotions_table(report: Report) -> None:
-    output.table(
+    output.records(
         "Recent promotion decisions",
-        [
-            "Decided",
-            "Candidate",
-            "Production",
-            "Metric",
-            "Candidate / production / naive",
-            "p-value",
-            "Improvement (95% CI)",
-            "Decision",
-            "Reason",
-        ],
-        (
-            [
-                p.decided_at.strftime("%Y-%m-%d %H:%M") if p.decided_at else "-",
-                f"v{_text(p.candidate_version)}",
-                f"v{_text(p.production_version)}" if p.production_version else "-",
-                _text(p.metric),
-                " / ".join(
-                    output.fmt_float(v, 4) for v in (p.candidate_value, p.production_value, p.naive_value)
-                ),
-                "-" if p.p_value is None else f"{p.p_value:.3g}",
-                _improvement(p.improvement, p.improvement_low, p.improvement_high),
-                ("promoted" if p.promoted else "kept") + (" (dry run)" if p.dry_run else ""),
-                _text(p.reason),
-            ]
-            for p in report.promotions
-        ),
+        PROMOTION_COLUMNS,
+        report.promotions,
         secondary=[
             "Candidate / production / naive",
             "Decided",
@@ -341,10 +281,8 @@ def report(
     if html is not None:
         write_report_html(settings, result, html)
     if cli_state.json:
-        payload = report_payload(result)
-        if html is not None:
-            payload["html"] = str(html)
-        output.emit_json(payload)
+        closes = [{"ticker": s.ticker, "dates": s.dates, "closes": s.closes} for s in result.recent_closes]
+        output.emit("report", result, recent_closes=closes, **({} if html is None else {"html": str(html)}))
         return
     render_tables(result)
     if html is not None:

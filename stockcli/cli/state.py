@@ -26,11 +26,9 @@ class CliState:
     started_at: datetime = field(default_factory=lambda: datetime.now(tz=UTC))
     _settings: Any = field(default=None, repr=False)
 
-    def settings(self, **overrides: dict[str, Any]) -> Any:
+    def settings(self) -> Any:
         from stockcli.config import load_settings
 
-        if overrides:
-            return load_settings(self.config_path, overrides=overrides)
         if self._settings is None:
             self._settings = load_settings(self.config_path)
         return self._settings
@@ -48,3 +46,10 @@ def state(ctx: typer.Context) -> CliState:
     if not isinstance(root.obj, CliState):
         root.obj = CliState()
     return root.obj
+
+
+def invocation(ctx: typer.Context) -> tuple[CliState, Any, date]:
+    """This invocation's global options, its Settings and its as-of date."""
+    cli = state(ctx)
+    settings = cli.settings()
+    return cli, settings, cli.as_of(settings)

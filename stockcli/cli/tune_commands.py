@@ -7,7 +7,7 @@ from typing import Annotated, Any
 import typer
 
 from stockcli.cli import output
-from stockcli.cli.state import state
+from stockcli.cli.state import invocation
 
 
 def tune_command(
@@ -47,77 +47,40 @@ def tune_command(
     from stockcli.services.runtime import pipeline_run
     from stockcli.services.tune import tune
 
-    cli = state(ctx)
-    settings = cli.settings()
-    as_of = cli.as_of(settings)
+    cli, settings, as_of = invocation(ctx)
     target = n_trials if n_trials is not None else settings.tuning.n_trials
     # Tune workers share the run lock with each other (one study, many workers) but not with
     # other commands.
-    with pipeline_run(settings, command="tune", as_of=as_of, shared_lock=True) as run:
-        if cli.json:
-            result = tune(
-                settings=settings, engine=run.engine, run_id=run_id, n_trials=n_trials, timeout_s=timeout
-            )
-        else:
-            result = _tune_with_bar(tune, settings, run.engine, run_id, n_trials, timeout, target)
-        run.details.update(
-            {
-                "dataset_run_id": result.run_id,
-                "study": result.study_name,
-                "n_trials": result.n_trials,
-                "n_run": result.n_run,
-                "best_value": result.best_value,
-            }
-        )
-    if cli.json:
-        output.emit_json({"status": "ok", **_as_dict(result)})
-        return
-    _show(result)
-
-
-def _tune_with_bar(
-    tune: Any,
-    settings: Any,
-    engine: Any,
-    run_id: str | None,
-    n_trials: int | None,
-    timeout: float | None,
-    target: int,
-) -> Any:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    with Progress(
-        TextColumn("tune"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TextColumn("{task.description}"),
-        console=output.error_console,
-        transient=True,
-    ) as bar:
-        task = bar.add_task("starting", total=target)
+    with (
+        pipeline_run(settings, command="tune", as_of=as_of, shared_lock=True) as run,
+        output.progress_bar("tune", quiet=cli.json, total=target) as report,
+    ):
 
         def progress(trial_number: int, best_value: float | None) -> None:
-            best = "none yet" if best_value is None else f"{best_value:.6g}"
             # Trial numbers count every trial of the study (all workers), so they track its progress.
-            bar.update(
-                task, completed=min(trial_number + 1, target), description=f"best validation loss {best}"
-            )
+            if report is not None:
+                best = "none yet" if best_value is None else f"{best_value:.6g}"
+                report(f"best validation loss {best}", min(trial_number + 1, target), target)
 
-        return tune(
+        result = tune(
             settings=settings,
-            engine=engine,
+            engine=run.engine,
             run_id=run_id,
             n_trials=n_trials,
             timeout_s=timeout,
-            progress=progress,
+            progress=None if report is None else progress,
         )
-
-
-def _as_dict(result: Any) -> dict[str, Any]:
-    from dataclasses import asdict
-
-    return asdict(result)
+        run.details.update(
+            dataset_run_id=result.run_id,
+            study=result.study_name,
+            n_trials=result.n_trials,
+            n_run=result.n_run,
+            best_value=result.best_value,
+        )
+    if cli.json:
+        output.emit("tune", result, status="ok")
+        return
+    _show(result)
 
 
 def _show(result: Any) -> None:
@@ -146,11 +109,8 @@ def _show(result: Any) -> None:
     output.table(
         "Best parameters (saved for `stockcli train`)",
         ["parameter", "value"],
-        [[name, _fmt(value)] for name, value in result.best_params.items()],
+        [
+            [name, f"{value:.4g}" if isinstance(value, float) else value]
+            for name, value in result.best_params.items()
+        ],
     )
-
-
-def _fmt(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return str(value)

@@ -1,0 +1,370 @@
+"""The `--json` shape of every command: one pydantic model per command (`SHAPES`), one name per figure.
+
+`output.emit` builds each object from a service's result, checks it against its model (no key missing,
+none extra, every value of its type) and prints it through the one encoder (`stockcli.jsonable`). The
+README's "JSON output" table lists the same keys; tests/test_json_shapes.py holds the three equal.
+Nested blocks that other modules define (metric blocks, risk backtests) stay `dict[str, Any]` here.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Block = dict[str, Any]
+
+
+class Shape(BaseModel):
+    """A JSON object with exactly these keys."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class ErrorJson(Shape):
+    status: str
+    error: str
+    exit_code: int
+
+
+class FetchJson(Shape):
+    status: str
+    tickers: dict[str, Block]
+
+
+class TickerSessionsJson(Shape):
+    sessions: int
+    first_session: date | None
+    last_session: date | None
+    windows: int
+
+
+class DatasetJson(Shape):
+    """What `process` and `build` both report first."""
+
+    status: str
+    run_id: str
+    tickers: list[str]
+    sessions: int
+    n_features: int
+    feature_names: list[str]
+
+
+class ProcessJson(DatasetJson):
+    start_date: date
+    end_date: date
+    content_hash: str
+    reused: bool
+    as_of: date
+    windows_possible: int
+    context_tickers: list[str]
+    per_ticker: dict[str, TickerSessionsJson]
+    warnings: list[str]
+
+
+class PartJson(Shape):
+    name: str
+    windows: int
+    first_base_date: date
+    last_base_date: date
+    first_target_date: date
+    last_target_date: date
+
+
+class BuildJson(DatasetJson):
+    dropped_features: list[str]
+    sequence_length: int
+    target_kind: str
+    train: PartJson
+    validation: PartJson
+    test: PartJson
+    context_tickers: list[str]
+    windows_per_ticker: dict[str, dict[str, int]]
+
+
+class TuneJson(Shape):
+    status: str
+    run_id: str
+    study_name: str
+    best_params: Block
+    best_value: float | None
+    n_trials: int
+    n_complete: int
+    n_pruned: int
+    wall_s: float
+    n_failed: int
+    n_run: int
+    best_trial_number: int | None
+    storage: str
+
+
+class TrainJson(Shape):
+    dataset_run_id: str
+    model_version: str
+    mlflow_run_id: str
+    params: Block
+    params_source: str
+    seed: int
+    best_epoch: int
+    epochs_run: int
+    max_epochs: int
+    stopped_early: bool
+    best_val_loss: float | None
+    test_metrics: Block
+    test_start: date | None
+    test_end: date | None
+    n_test: int
+    worse_than_naive: list[str]
+    samples_per_s: float
+    wall_s: float
+
+
+class PromotionWindowJson(Shape):
+    start: date | None
+    end: date | None
+    n_days: int
+    tickers: list[str]
+    dataset_run_id: str
+
+
+class PromotionDecisionJson(Shape):
+    metric: str
+    candidate_value: float | None
+    production_value: float | None
+    naive_value: float | None
+    improvement: float | None
+    improvement_ci: list[float | None]
+    p_value: float | None
+    test: str
+    alpha: float
+    would_promote: bool
+    promoted: bool
+    dry_run: bool
+    reason: str
+    promotion_id: int
+
+
+class PromoteJson(Shape):
+    candidate: Block
+    production: Block | None
+    naive: Block
+    window: PromotionWindowJson
+    decision: PromotionDecisionJson
+    selection: Block
+
+
+class ModelVersionJson(Shape):
+    version: str
+    aliases: list[str]
+    created_at: datetime
+    training_run_id: str | None
+    dataset_run_id: str | None
+    model_type: str | None
+    tickers: list[str]
+    test_metrics: dict[str, float | None]
+    source: str
+    status: str
+    note: str | None
+
+
+class ModelsJson(Shape):
+    model: str
+    versions: list[ModelVersionJson]
+
+
+class PredictionJson(Shape):
+    ticker: str
+    base_date: date
+    base_close: float
+    predicted_close: float
+    change_pct: float
+    target_date: date
+    lower_80: float | None
+    upper_80: float | None
+    lower_95: float | None
+    upper_95: float | None
+    median: float | None
+    p_up: float | None
+    p_up_source: str | None
+    source: str
+    p_value: float | None
+    interval_source: str
+    interval_p_value: float | None
+    unseen: bool
+    model_version: str
+    dataset_run_id: str
+    horizons: dict[str, Block]
+
+
+class FailedJson(Shape):
+    ticker: str
+    reason: str
+    kind: str
+    predictable_from: date | None
+
+
+class PredictJson(Shape):
+    as_of: date
+    model_version: str
+    target_date: date
+    predictions: list[PredictionJson]
+    failed: list[FailedJson]
+    files: list[str]
+
+
+class MonitorJson(Shape):
+    as_of: date
+    model_version: str | None
+    evaluated: int
+    pending: int
+    overall: Block
+    per_ticker: dict[str, Block]
+    retrain_needed: bool
+    triggers: list[str]
+    reason: str
+    cooldown_active: bool
+    last_retrain_as_of: date | None
+
+
+class DailyRetrainJson(Shape):
+    ran: bool
+    reason: str
+    model_version: str | None
+    promotion_reason: str | None
+
+
+class DailyJson(Shape):
+    status: str
+    as_of: date
+    model_version: str | None
+    predictions: list[PredictionJson]
+    failed: list[FailedJson]
+    monitor: Block
+    retrained: bool
+    promoted: bool
+    bootstrapped: bool
+    retrain: DailyRetrainJson | None
+    fetch_status: str | None
+
+
+class RetrainJson(Shape):
+    ran: bool
+    reason: str
+    dataset_run_id: str | None
+    n_trials: int | None
+    best_params: Block | None
+    model_version: str | None
+    test_metrics: Block | None
+    promoted: bool
+    promotion_reason: str | None
+    steps_s: dict[str, float]
+    promotion: Block | None
+
+
+class ScheduleJson(Shape):
+    next_runs: list[datetime]
+
+
+class BacktestJson(Shape):
+    start: date
+    end: date
+    workspace: str
+    sessions: int
+    sessions_failed: int
+    predictions: int
+    evaluated: int
+    retrains: list[Block]
+    promotions: int
+    metrics: Block
+    per_ticker: dict[str, Block]
+    wall_s: float
+    sessions_per_s: float
+    failures: list[str]
+    tickers_failed: list[str]
+    data_end: date | None
+    sessions_past_data_end: int
+    baselines: dict[str, Block]
+    candidates: dict[str, Block]
+    promotion_decisions: list[Block]
+    network_vs_best_statistical: Block | None
+    horizons: dict[str, Block]
+    risk: dict[str, dict[str, Block]]
+    risk_vs_garch: dict[str, dict[str, Block]]
+
+
+class CloseSeriesJson(Shape):
+    ticker: str
+    dates: list[date]
+    closes: list[float | None]
+
+
+class ReportJson(Shape):
+    predictions: list[Block]
+    performance: list[Block]
+    models: list[Block]
+    runs: list[Block]
+    promotions: list[Block]
+    production_version: str | None
+    window_sessions: int
+    as_of: date | None
+    generated_at: datetime
+    recent_closes: list[CloseSeriesJson]
+    notes: list[str]
+    risk: list[Block]
+    html: str | None = None  # only with --html
+
+
+class NotifyJson(Shape):
+    urls: list[str]
+    events: list[str]
+    timeout_s: float
+
+
+class DeliveryJson(Shape):
+    url: str
+    delivered: bool
+    attempts: int
+    problem: str | None
+
+
+class NotifyTestJson(Shape):
+    deliveries: list[DeliveryJson]
+
+
+class DbUpgradeJson(Shape):
+    database: str
+    before: str | None = Field(alias="from")
+    after: str | None = Field(alias="to")
+    head: str | None
+
+
+class DbCurrentJson(Shape):
+    database: str
+    current: str | None
+    head: str | None
+    up_to_date: bool
+
+
+# Each command's `--json` shape, under the name `output.emit` and the README's table give it.
+SHAPES: dict[str, type[Shape]] = {
+    "fetch": FetchJson,
+    "process": ProcessJson,
+    "build": BuildJson,
+    "tune": TuneJson,
+    "train": TrainJson,
+    "promote": PromoteJson,
+    "models": ModelsJson,
+    "predict": PredictJson,
+    "monitor": MonitorJson,
+    "daily": DailyJson,
+    "retrain": RetrainJson,
+    "daemon --show-schedule": ScheduleJson,
+    "backtest": BacktestJson,
+    "report": ReportJson,
+    "notify": NotifyJson,
+    "notify --test": NotifyTestJson,
+    "db upgrade": DbUpgradeJson,
+    "db current": DbCurrentJson,
+    "error": ErrorJson,
+}
