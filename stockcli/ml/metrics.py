@@ -29,7 +29,7 @@ stored and shown (where directional accuracy keeps its stored key `directional_a
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from datetime import date
 from typing import Any
@@ -207,15 +207,12 @@ def direction_scores(*, predicted: np.ndarray, actual: np.ndarray, base: np.ndar
     )
 
 
-def up_outcomes(*, actual: np.ndarray, base: np.ndarray) -> np.ndarray:
-    """Per row: 1.0 when the close ended above the base close, 0.0 otherwise, NaN where unknown."""
-    actual, base = np.asarray(actual, dtype=np.float64), np.asarray(base, dtype=np.float64)
-    return np.where(np.isfinite(actual) & np.isfinite(base), (actual > base).astype(np.float64), np.nan)
-
-
 def brier_scores(p_up: np.ndarray, *, actual: np.ndarray, base: np.ndarray) -> np.ndarray:
-    """Per row: the Brier score (p_up - outcome)^2 of a chance of an up session (lower is better)."""
-    return (np.asarray(p_up, dtype=np.float64) - up_outcomes(actual=actual, base=base)) ** 2
+    """Per row: the Brier score (p_up - outcome)^2 of a chance of an up session (lower is better),
+    the outcome 1.0 when the close ended above the base close, 0.0 otherwise, NaN where unknown."""
+    actual, base = np.asarray(actual, dtype=np.float64), np.asarray(base, dtype=np.float64)
+    up = np.where(np.isfinite(actual) & np.isfinite(base), (actual > base).astype(np.float64), np.nan)
+    return (np.asarray(p_up, dtype=np.float64) - up) ** 2
 
 
 def log_quantiles(quantile_closes: np.ndarray, base: np.ndarray) -> np.ndarray:
@@ -334,11 +331,19 @@ def miss_panel(rows: Sequence[Mapping[str, Any]] | Sequence[Any], level: int) ->
     items = [_as_mapping(row) for row in rows]
     if not items:
         return np.empty((0, 0)), []
-    quantiles = np.array([[_num(r.get(c)) for c in QUANTILE_COLUMNS] for r in items])
     actual = np.array([_num(r.get("actual_close")) for r in items])
     return panel_of(
-        misses(quantiles, actual, level), [r["target_date"] for r in items], [str(r["ticker"]) for r in items]
+        misses(_served_quantiles(items), actual, level),
+        [r["target_date"] for r in items],
+        [str(r["ticker"]) for r in items],
     )
+
+
+def _error_panels(
+    predicted: np.ndarray, actual: np.ndarray, base: np.ndarray, dates: Sequence[date], tickers: Sequence[str]
+) -> tuple[np.ndarray, ...]:
+    """(sessions, tickers) panels of the absolute errors of the forecast and of naive."""
+    return tuple(panel_of(np.abs(forecast - actual), dates, tickers)[0] for forecast in (predicted, base))
 
 
 def skill_with_interval(
@@ -349,9 +354,7 @@ def skill_with_interval(
 
     if len(predicted) == 0:
         return None, None, None
-    model_panel, _ = panel_of(np.abs(predicted - actual), dates, tickers)
-    naive_panel, _ = panel_of(np.abs(base - actual), dates, tickers)
-    return skill_interval(model_panel, naive_panel)
+    return skill_interval(*_error_panels(predicted, actual, base, dates, tickers))
 
 
 def evaluate(
@@ -382,7 +385,7 @@ def evaluate(
     ticker_array = np.asarray(list(tickers), dtype=object)
     date_list = list(dates)
     per_ticker: dict[str, MetricBlock] = {}
-    for ticker in _ordered(tickers):
+    for ticker in dict.fromkeys(str(ticker) for ticker in tickers):
         rows = np.flatnonzero(ticker_array == ticker)
         per_ticker[str(ticker)] = _block(
             rows,
@@ -415,13 +418,6 @@ def evaluate(
         },
     )
     return Evaluation(n_days=len(set(date_list)), tickers=per_ticker, average=average)
-
-
-def _ordered(tickers: Iterable[str]) -> list[str]:
-    seen: dict[str, None] = {}
-    for ticker in tickers:
-        seen.setdefault(str(ticker), None)
-    return list(seen)
 
 
 def _block(
@@ -510,13 +506,9 @@ def summarize_scored(rows: Sequence[Mapping[str, Any]] | Sequence[Any]) -> Evalu
     items = [_as_mapping(row) for row in rows]
     if not items:
         return None
-    tickers = [str(r["ticker"]) for r in items]
-    dates = [r["target_date"] for r in items]
+    tickers, dates, actual, base = _columns(items)
     predicted = np.array([float(r["predicted_close"]) for r in items])
-    actual = np.array([float(r["actual_close"]) for r in items])
-    base = np.array([float(r["base_close"]) for r in items])
-    quantiles = np.array([[_num(r.get(c)) for c in QUANTILE_COLUMNS] for r in items])
-    baselines = _candidate_closes(items)
+    quantiles = _served_quantiles(items)
     result = evaluate(
         tickers=tickers,
         dates=dates,
@@ -524,22 +516,21 @@ def summarize_scored(rows: Sequence[Mapping[str, Any]] | Sequence[Any]) -> Evalu
         actual_close=actual,
         base_close=base,
         quantiles=quantiles if np.isfinite(quantiles).any() else None,
-        baselines=baselines,
+        baselines=_candidate_closes(items),
     )
     sources = np.array([str(r.get("source") or "model") for r in items])
     ticker_array = np.array(tickers)
 
     def scored(block: MetricBlock, mask: np.ndarray) -> MetricBlock:
         chosen = np.flatnonzero(mask)
-        model_panel, _ = panel_of(
-            np.abs(predicted[chosen] - actual[chosen]),
+        panels = _error_panels(
+            predicted[chosen],
+            actual[chosen],
+            base[chosen],
             [dates[i] for i in chosen],
             [tickers[i] for i in chosen],
         )
-        naive_panel, _ = panel_of(
-            np.abs(base[chosen] - actual[chosen]), [dates[i] for i in chosen], [tickers[i] for i in chosen]
-        )
-        test = paired_loss_test(model_panel, naive_panel, alternative="greater")
+        test = paired_loss_test(*panels, alternative="greater")
         figures = ScoredFigures(
             samples=len(chosen),
             sessions=len({dates[i] for i in chosen}),
@@ -556,6 +547,21 @@ def summarize_scored(rows: Sequence[Mapping[str, Any]] | Sequence[Any]) -> Evalu
 
 
 QUANTILE_COLUMNS = ("q025", "q10", "q50", "q90", "q975")
+
+
+def _columns(items: Sequence[Mapping[str, Any]]) -> tuple[list[str], list[date], np.ndarray, np.ndarray]:
+    """Tickers, target dates, actual closes and base closes of scored rows."""
+    return (
+        [str(r["ticker"]) for r in items],
+        [r["target_date"] for r in items],
+        np.array([float(r["actual_close"]) for r in items]),
+        np.array([float(r["base_close"]) for r in items]),
+    )
+
+
+def _served_quantiles(items: Sequence[Mapping[str, Any]]) -> np.ndarray:
+    """(n, 5) served close quantiles of scored rows, NaN where a row has none."""
+    return np.array([[_num(r.get(c)) for c in QUANTILE_COLUMNS] for r in items])
 
 
 def stored_candidates(detail: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -590,10 +596,7 @@ def candidate_loss_panels(
     items = [_as_mapping(row) for row in rows]
     if not items:
         return {}, []
-    tickers = [str(r["ticker"]) for r in items]
-    dates = [r["target_date"] for r in items]
-    actual = np.array([float(r["actual_close"]) for r in items])
-    base = np.array([float(r["base_close"]) for r in items])
+    tickers, dates, actual, base = _columns(items)
     panels = {
         name: panel_of(
             loss_series(metric, predicted=base, actual=actual, base=base, quantiles=values), dates, tickers
@@ -614,11 +617,10 @@ def interval_loss_panels(rows: Sequence[Mapping[str, Any]], metric: str) -> dict
     panels, _dates = candidate_loss_panels(items, metric)
     if not items:
         return panels
-    actual = np.array([float(r["actual_close"]) for r in items])
-    base = np.array([float(r["base_close"]) for r in items])
-    served = np.array([[_num(r.get(c)) for c in QUANTILE_COLUMNS] for r in items])
+    tickers, dates, actual, base = _columns(items)
+    served = _served_quantiles(items)
     losses = loss_series(metric, predicted=base, actual=actual, base=base, quantiles=served)
-    panels[SERVED] = panel_of(losses, [r["target_date"] for r in items], [str(r["ticker"]) for r in items])[0]
+    panels[SERVED] = panel_of(losses, dates, tickers)[0]
     return panels
 
 
@@ -644,13 +646,10 @@ def brier_panels(rows: Sequence[Mapping[str, Any]]) -> dict[str, np.ndarray]:
     rate ("base_rate") among them, from what each prediction recorded (`detail["p_up"]`)."""
     items = [_as_mapping(row) for row in rows]
     names = sorted({name for r in items for name in ((r.get("detail") or {}).get("p_up") or {})})
-    tickers = [str(r["ticker"]) for r in items]
-    dates = [r["target_date"] for r in items]
-    actual = np.array([float(r["actual_close"]) for r in items])
-    base = np.array([float(r["base_close"]) for r in items])
+    tickers, dates, actual, base = _columns(items)
     panels = {}
     for name in names:
-        p_up = np.array([_num(((r.get("detail") or {}).get("p_up") or {}).get(name)) for r in items])
+        p_up = np.array([_num(_recorded_p_up(r, name)) for r in items])
         panels[name] = panel_of(brier_scores(p_up, actual=actual, base=base), dates, tickers)[0]
     return panels
 
@@ -663,8 +662,7 @@ def _recorded_p_up(row: Mapping[str, Any], name: str | None) -> Any:
 def p_up_figures(rows: Sequence[Mapping[str, Any]]) -> dict[str, float | None]:
     """The served P(up)'s mean Brier score next to the base rate's on the same rows, and its skill."""
     items = [_as_mapping(row) for row in rows]
-    actual = np.array([float(r["actual_close"]) for r in items])
-    base = np.array([float(r["base_close"]) for r in items])
+    _tickers, _dates, actual, base = _columns(items)
     served = np.array([_num(_recorded_p_up(r, (r.get("detail") or {}).get("p_up_source"))) for r in items])
     rate = np.array([_num(_recorded_p_up(r, "base_rate")) for r in items])
     both = np.isfinite(served) & np.isfinite(rate)
@@ -735,13 +733,13 @@ def flatten(metrics: Evaluation) -> dict[str, float]:
         for extra in ("skill", "skill_low", "skill_high", "up_fraction"):
             if block.get(extra) is not None:
                 flat[f"{prefix}.{extra}"] = float(block[extra])
-        for name, value in (block.get("intervals") or {}).items():
-            if value is not None and name != "n":
-                flat[f"{prefix}.{name}"] = float(value)
-        for baseline, values in (block.get("baselines") or {}).items():
+        labelled = {"": block["intervals"]} | {
+            f"{name}_": values for name, values in block["baselines"].items()
+        }
+        for label, values in labelled.items():
             for name, value in (values or {}).items():
                 if value is not None and name != "n":
-                    flat[f"{prefix}.{baseline}_{name}"] = float(value)
+                    flat[f"{prefix}.{label}{name}"] = float(value)
 
     add("avg", metrics.average)
     for ticker, block in metrics.tickers.items():

@@ -28,7 +28,7 @@ import logging
 import os
 import tempfile
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -43,9 +43,7 @@ from stockcli.storage import check_server_database, parse_database_url, prepare_
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
-    from torch import nn
 
-    from stockcli.features.dataset import BuiltSpec
 
 PRODUCTION_ALIAS = "Production"
 MODEL_ARTIFACT_PATH = "model"
@@ -498,25 +496,10 @@ def _quote(text: str) -> str:
 
 
 def register_version(
-    settings: Settings,
-    run: TrainingRun,
-    *,
-    model: nn.Module,
-    model_config: Mapping[str, Any],
-    spec: BuiltSpec,
-    scalers: Mapping[str, Any],
-    tickers: Sequence[str],
-    sequence_length: int,
-    target_kind: str,
-    dataset_run_id: str,
-    training_params: Mapping[str, Any] | None = None,
-    metrics: Mapping[str, Any] | None = None,
-    test_summary: Mapping[str, float] | None = None,
-    context_tickers: Sequence[str] = (),
-    calibration: Mapping[str, Any] | None = None,
-    baselines: Mapping[str, Any] | None = None,
+    settings: Settings, run: TrainingRun, *, test_summary: Mapping[str, float] | None = None, **contents: Any
 ) -> str:
-    """Log the model bundle to `run` and register it as a new version; returns the version number.
+    """Log a model bundle of `contents` (`write_bundle`'s keyword arguments) to `run` and register it
+    as a new version; returns the version number.
 
     The whole bundle's SHA-256 becomes the version's `stockcli.bundle_sha256` tag, which
     `load_bundle` verifies. Idempotent per training run: when a version tagged with `run.run_id`
@@ -526,33 +509,19 @@ def register_version(
     if existing is not None:
         return existing
     with tempfile.TemporaryDirectory(prefix="stockcli-model-") as folder:
-        write_bundle(
-            Path(folder),
-            model=model,
-            model_config=model_config,
-            spec=spec,
-            scalers=scalers,
-            tickers=tickers,
-            sequence_length=sequence_length,
-            target_kind=target_kind,
-            dataset_run_id=dataset_run_id,
-            training_run_id=run.run_id,
-            training_params=training_params,
-            metrics=metrics,
-            context_tickers=context_tickers,
-            calibration=calibration,
-            baselines=baselines,
-        )
+        write_bundle(Path(folder), training_run_id=run.run_id, **contents)
         checksum = bundle_sha256(Path(folder))
         run.log_artifacts(Path(folder), MODEL_ARTIFACT_PATH)
     name = settings.mlflow.model_name
+    dataset_run_id = contents["dataset_run_id"]
     tags = {
         TAG_BUNDLE_SHA256: checksum,
         TAG_TRAINING_RUN: run.run_id,
         TAG_DATASET_RUN: dataset_run_id,
-        TAG_MODEL_TYPE: str(model_config.get("model_type", "")),
-        TAG_TICKERS: ",".join(tickers),
+        TAG_MODEL_TYPE: str(contents["model_config"].get("model_type", "")),
+        TAG_TICKERS: ",".join(contents["tickers"]),
     }
+
     for key, value in (test_summary or {}).items():
         tags[f"{METRIC_TAG_PREFIX}{key}"] = repr(float(value))
     mlflow_client = client(settings)

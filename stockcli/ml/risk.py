@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import Literal
 
 import numpy as np
@@ -112,11 +112,8 @@ class RiskFigures:
 
     def row(self, index: int) -> dict[str, float | None]:
         """The figures of one forecast under `RISK_KEYS`; None where missing."""
-        values = (self.var_95, self.var_99, self.es_95, self.es_99)
-        return {
-            key: (float(value[index]) if math.isfinite(value[index]) else None)
-            for key, value in zip(RISK_KEYS, values, strict=True)
-        }
+        values = {key: float(getattr(self, key)[index]) for key in RISK_KEYS}
+        return {key: value if math.isfinite(value) else None for key, value in values.items()}
 
 
 def risk_figures(tail_quantiles: np.ndarray) -> RiskFigures:
@@ -279,7 +276,6 @@ def acerbi_szekely_z2(
     realized_log_returns: np.ndarray,
     tail_quantiles: np.ndarray,
     *,
-    simulations: int = ES_SIMULATIONS,
     seed: int = 0,
 ) -> Z2Test:
     """Acerbi & Székely's (2014) test 2 of the 97.5% Expected Shortfall (`ES_TEST_TAIL`).
@@ -315,11 +311,12 @@ def acerbi_szekely_z2(
     cells = np.flatnonzero(_CELL_EDGES[1:] <= alpha + 1e-12)
     cell_losses = losses[:, _NODE_COLUMNS[cells]]
     cell_upper_edges = _CELL_EDGES[1 : cells.size + 1]
-    draw, session, tail_uniforms = _tail_draws(np.random.default_rng(seed), simulations, sessions, alpha)
+    draw, session, tail_uniforms = _tail_draws(np.random.default_rng(seed), ES_SIMULATIONS, sessions, alpha)
+
     cell = np.minimum(np.searchsorted(cell_upper_edges, tail_uniforms, side="right"), cells.size - 1)
     scaled = -cell_losses[session, cell] / shortfall[session]
-    simulated = np.bincount(draw, weights=scaled, minlength=simulations) / (sessions * alpha) + 1.0
-    p_value = (1.0 + np.count_nonzero(simulated <= statistic + 1e-12)) / (1.0 + simulations)
+    simulated = np.bincount(draw, weights=scaled, minlength=ES_SIMULATIONS) / (sessions * alpha) + 1.0
+    p_value = (1.0 + np.count_nonzero(simulated <= statistic + 1e-12)) / (1.0 + ES_SIMULATIONS)
     return Z2Test(statistic, float(p_value), int(hits.sum()))
 
 
@@ -373,22 +370,6 @@ def non_overlapping(base_sessions: Sequence[int] | np.ndarray, horizon: int) -> 
     return np.asarray(chosen[::-1], dtype=np.int64)
 
 
-RISK_BACKTEST_KEYS: tuple[str, ...] = (
-    "n",
-    "exceptions_95",
-    "exceptions_99",
-    "kupiec_p_95",
-    "kupiec_p",
-    "christoffersen_p",
-    "conditional_coverage_p",
-    "zone",
-    "es_z2",
-    "es_p",
-    "es_level",
-)
-"""The keys of `RiskBacktest.to_json`, the one shape of a risk backtest everywhere."""
-
-
 @dataclass(frozen=True)
 class RiskBacktest:
     """The risk backtest of one ticker and horizon over its non-overlapping forecasts.
@@ -413,19 +394,11 @@ class RiskBacktest:
 
     def to_json(self) -> dict[str, float | int | str | None]:
         """The figures under `RISK_BACKTEST_KEYS` (`es_level` = 0.975, the ES level tested)."""
-        return {
-            "n": self.n,
-            "exceptions_95": self.exceptions_95,
-            "exceptions_99": self.exceptions_99,
-            "kupiec_p_95": self.kupiec_p_95,
-            "kupiec_p": self.kupiec_p,
-            "christoffersen_p": self.christoffersen_p,
-            "conditional_coverage_p": self.conditional_coverage_p,
-            "zone": self.zone,
-            "es_z2": self.es_z2,
-            "es_p": self.es_p,
-            "es_level": 1.0 - ES_TEST_TAIL,
-        }
+        return {**asdict(self), "es_level": 1.0 - ES_TEST_TAIL}
+
+
+RISK_BACKTEST_KEYS: tuple[str, ...] = (*(item.name for item in fields(RiskBacktest)), "es_level")
+"""The keys of `RiskBacktest.to_json`, the one shape of a risk backtest everywhere."""
 
 
 def risk_backtest(
@@ -434,9 +407,6 @@ def risk_backtest(
     horizon: int,
     *,
     base_sessions: Sequence[int] | np.ndarray | None = None,
-    min_sessions: int = MIN_SESSIONS,
-    simulations: int = ES_SIMULATIONS,
-    seed: int = 0,
     es_test: bool = True,
 ) -> RiskBacktest:
     """Every risk test of one ticker and horizon: counts, Kupiec, Christoffersen, Basel zone, Z2
@@ -461,12 +431,12 @@ def risk_backtest(
     hits = {level: realized < quantiles[:, _LEVEL_COLUMN[tail]] for level, tail in VAR_TAILS.items()}
     exceptions = {level: int(hit.sum()) for level, hit in hits.items()}
     n = int(realized.size)
-    if n < max(min_sessions, 2):
+    if n < MIN_SESSIONS:
         return RiskBacktest(n, exceptions[95], exceptions[99], None, None, None, None, None, None, None)
     markov = christoffersen(hits[99], VAR_TAILS[99])
     z2: Z2Test | None = None
     if es_test and (_expected_shortfall(-np.expm1(quantiles), ES_TEST_TAIL) > 0).all():
-        z2 = acerbi_szekely_z2(realized, quantiles, simulations=simulations, seed=seed)
+        z2 = acerbi_szekely_z2(realized, quantiles)
     return RiskBacktest(
         n=n,
         exceptions_95=exceptions[95],

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import functools
 import math
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Literal
 
 import numpy as np
@@ -158,13 +158,7 @@ def paired_loss_test(
         improvement_low = -dm.ci_high / mean_b + 0.0
         improvement_high = -dm.ci_low / mean_b + 0.0
     return PairedTestResult(
-        n=dm.n,
-        mean_diff=dm.mean_diff,
-        statistic=dm.statistic,
-        p_value=dm.p_value,
-        ci_low=dm.ci_low,
-        ci_high=dm.ci_high,
-        lag=dm.lag,
+        **asdict(dm),
         relative_improvement=improvement,
         improvement_low=improvement_low,
         improvement_high=improvement_high,
@@ -293,38 +287,23 @@ def _dm_on_differential(differential: np.ndarray, *, alternative: Alternative, l
     long_run_variance = newey_west_variance(differential, lag_used) if n >= 2 else 0.0
     # Zero variance relative to the data's size (not only an exact 0.0, which rounding rarely gives).
     spread = float(np.max(np.abs(differential))) if n else 0.0
-    if n < MIN_OBSERVATIONS or long_run_variance <= (1e-14 * spread) ** 2:
-        return DMResult(
-            n=n,
-            mean_diff=mean_diff,
-            statistic=0.0,
-            p_value=1.0,
-            ci_low=mean_diff,
-            ci_high=mean_diff,
-            lag=lag_used,
-        )
-    from scipy.stats import t as student_t
+    statistic, p_value, ci_low, ci_high = 0.0, 1.0, mean_diff, mean_diff
+    if not (n < MIN_OBSERVATIONS or long_run_variance <= (1e-14 * spread) ** 2):
+        from scipy.stats import t as student_t
 
-    # HLN (h = 1): statistic * sqrt((n - 1) / n), i.e. a standard error of sqrt(LRV / (n - 1)).
-    standard_error = math.sqrt(long_run_variance / (n - 1))
-    statistic = mean_diff / standard_error
-    degrees_of_freedom = n - 1
-    if alternative == "less":
-        p_value = float(student_t.cdf(statistic, degrees_of_freedom))
-    elif alternative == "greater":
-        p_value = float(student_t.sf(statistic, degrees_of_freedom))
-    else:
-        p_value = float(min(1.0, 2.0 * student_t.sf(abs(statistic), degrees_of_freedom)))
-    half_width = float(student_t.ppf(0.5 + CONFIDENCE / 2.0, degrees_of_freedom)) * standard_error
-    return DMResult(
-        n=n,
-        mean_diff=mean_diff,
-        statistic=float(statistic),
-        p_value=p_value,
-        ci_low=mean_diff - half_width,
-        ci_high=mean_diff + half_width,
-        lag=lag_used,
-    )
+        # HLN (h = 1): statistic * sqrt((n - 1) / n), i.e. a standard error of sqrt(LRV / (n - 1)).
+        standard_error = math.sqrt(long_run_variance / (n - 1))
+        statistic = mean_diff / standard_error
+        degrees_of_freedom = n - 1
+        if alternative == "less":
+            p_value = float(student_t.cdf(statistic, degrees_of_freedom))
+        elif alternative == "greater":
+            p_value = float(student_t.sf(statistic, degrees_of_freedom))
+        else:
+            p_value = float(min(1.0, 2.0 * student_t.sf(abs(statistic), degrees_of_freedom)))
+        half_width = float(student_t.ppf(0.5 + CONFIDENCE / 2.0, degrees_of_freedom)) * standard_error
+        ci_low, ci_high = mean_diff - half_width, mean_diff + half_width
+    return DMResult(n, mean_diff, float(statistic), p_value, ci_low, ci_high, lag_used)
 
 
 def _resolve_lag(n: int, lag: int | None) -> int:
