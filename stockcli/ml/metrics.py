@@ -38,6 +38,7 @@ import numpy as np
 
 from stockcli.errors import InputDataError, UsageError
 from stockcli.ml.intervals import INTERVAL_METRIC_KEYS
+from stockcli.ml.stats import paired_loss_test, skill_interval
 
 # What `[promotion] metric` may name: a point loss or an interval score, all "lower is better".
 LOSS_METRICS = ("mae", "rmse", "mape", "winkler_95", "pinball")
@@ -346,17 +347,6 @@ def _error_panels(
     return tuple(panel_of(np.abs(forecast - actual), dates, tickers)[0] for forecast in (predicted, base))
 
 
-def skill_with_interval(
-    predicted: np.ndarray, actual: np.ndarray, base: np.ndarray, dates: Sequence[date], tickers: Sequence[str]
-) -> tuple[float | None, float | None, float | None]:
-    """Panel skill against naive with its 95% interval (HAC; each ticker scaled by its naive MAE)."""
-    from stockcli.ml.stats import skill_interval
-
-    if len(predicted) == 0:
-        return None, None, None
-    return skill_interval(*_error_panels(predicted, actual, base, dates, tickers))
-
-
 def evaluate(
     *,
     tickers: Sequence[str],
@@ -382,40 +372,31 @@ def evaluate(
             f"Metric inputs differ in length: predicted {n}, actual {len(actual)}, base {len(base)}, "
             f"tickers {len(tickers)}, dates {len(dates)}."
         )
-    ticker_array = np.asarray(list(tickers), dtype=object)
-    date_list = list(dates)
-    per_ticker: dict[str, MetricBlock] = {}
-    for ticker in dict.fromkeys(str(ticker) for ticker in tickers):
-        rows = np.flatnonzero(ticker_array == ticker)
-        per_ticker[str(ticker)] = _block(
-            rows,
+    names = [str(ticker) for ticker in tickers]
+    name_array, date_list = np.asarray(names, dtype=object), list(dates)
+    per_ticker = {
+        name: _block(
+            np.flatnonzero(name_array == name),
             predicted,
             actual,
             base,
-            [date_list[i] for i in rows],
-            [ticker] * len(rows),
+            date_list,
+            names,
             quantiles,
             baselines,
         )
-    usable = np.isfinite(predicted) & np.isfinite(actual) & np.isfinite(base)
-    rows = np.flatnonzero(usable)
-    skill_value, low, high = skill_with_interval(
-        predicted[rows],
-        actual[rows],
-        base[rows],
-        [date_list[i] for i in rows],
-        [str(ticker_array[i]) for i in rows],
-    )
+        for name in dict.fromkeys(names)
+    }
+    pooled = _block(np.arange(n), predicted, actual, base, date_list, names, quantiles, baselines)
     average = replace(
         _average(list(per_ticker.values())),
-        skill=skill_value,
-        skill_low=low,
-        skill_high=high,
-        intervals=interval_metrics(None if quantiles is None else quantiles[rows], actual[rows], base[rows]),
-        baselines={
-            name: interval_metrics(values[rows], actual[rows], base[rows])
-            for name, values in (baselines or {}).items()
-        },
+        # The panel's skill, not `_block`'s fallback to the MAEs' ratio (used exactly when the panel
+        # skill, and so its interval, is undefined).
+        skill=pooled.skill if pooled.skill_low is not None else None,
+        skill_low=pooled.skill_low,
+        skill_high=pooled.skill_high,
+        intervals=pooled.intervals,
+        baselines=pooled.baselines,
     )
     return Evaluation(n_days=len(set(date_list)), tickers=per_ticker, average=average)
 
@@ -430,30 +411,30 @@ def _block(
     quantiles: np.ndarray | None,
     baselines: Mapping[str, np.ndarray] | None,
 ) -> MetricBlock:
-    p, a, b = predicted[rows], actual[rows], base[rows]
-    usable = np.isfinite(p) & np.isfinite(a) & np.isfinite(b)
+    """The figures of `rows`, on those where the forecast, the actual and the base close are known."""
+    kept = rows[np.isfinite(predicted[rows]) & np.isfinite(actual[rows]) & np.isfinite(base[rows])]
+    p, a, b = predicted[kept], actual[kept], base[kept]
     model = point_block(p, a, b)
-    naive = point_block(b[usable], a[usable], b[usable])  # on the same days as the forecast
-    kept = np.flatnonzero(usable)
-    skill_value, low, high = skill_with_interval(
-        p[kept], a[kept], b[kept], [dates[i] for i in kept], [tickers[i] for i in kept]
-    )
+    naive = point_block(b, a, b)  # on the same days as the forecast
+    skill_value, low, high = (None, None, None)
+    if kept.size:
+        # Panel skill with its 95% interval (HAC; each ticker scaled by its naive MAE).
+        skill_value, low, high = skill_interval(
+            *_error_panels(p, a, b, [dates[i] for i in kept], [tickers[i] for i in kept])
+        )
     if skill_value is None:
         skill_value = skill(model.mae, naive.mae)
-    moves = np.sign(a[kept] - b[kept])
+    moves = np.sign(a - b)
     return MetricBlock(
         model=model,
         naive=naive,
         skill=skill_value,
         skill_low=low,
         skill_high=high,
-        n_days=int(usable.sum()),
+        n_days=int(kept.size),
         up_fraction=float(np.mean(moves[moves != 0] > 0)) if (moves != 0).any() else None,
-        intervals=interval_metrics(None if quantiles is None else quantiles[rows][kept], a[kept], b[kept]),
-        baselines={
-            name: interval_metrics(values[rows][kept], a[kept], b[kept])
-            for name, values in (baselines or {}).items()
-        },
+        intervals=interval_metrics(None if quantiles is None else quantiles[kept], a, b),
+        baselines={name: interval_metrics(values[kept], a, b) for name, values in (baselines or {}).items()},
     )
 
 
@@ -501,8 +482,6 @@ def summarize_scored(rows: Sequence[Mapping[str, Any]] | Sequence[Any]) -> Evalu
     share of rows served by the model rather than naive, and a one-sided Diebold-Mariano `p_worse`
     (is the served forecast worse than naive?).
     """
-    from stockcli.ml.stats import paired_loss_test
-
     items = [_as_mapping(row) for row in rows]
     if not items:
         return None
