@@ -204,11 +204,6 @@ def distribution_nll(output: torch.Tensor, target: torch.Tensor, distribution: s
 # --- the networks ----------------------------------------------------------------------------------
 
 
-def _lstm_dropout(num_layers: int, dropout: float) -> float:
-    # nn.LSTM applies dropout between layers only; with one layer it would just warn.
-    return dropout if num_layers > 1 else 0.0
-
-
 class DistributionHead(nn.Module):
     """[summary, last step's own features] -> (location, scale, degrees of freedom)."""
 
@@ -260,7 +255,8 @@ class BaseNetwork(nn.Module):
             hidden_size,
             num_layers=num_layers,
             batch_first=True,
-            dropout=_lstm_dropout(num_layers, dropout),
+            # nn.LSTM applies dropout between layers only; with one layer it would just warn.
+            dropout=dropout if num_layers > 1 else 0.0,
         )
         self.head = DistributionHead(hidden_size, self.n_own_features, dropout, self.distribution)
 

@@ -630,24 +630,19 @@ def list_versions(settings: Settings) -> list[ModelVersionInfo]:
     return infos
 
 
-def load_bundle(
-    settings: Settings, version: str | int | None = None, *, alias: str = PRODUCTION_ALIAS
-) -> ModelBundle:
-    """Load a registered version (default: the one `alias` points at) as a ModelBundle.
+def load_bundle(settings: Settings, version: str | int | None = None) -> ModelBundle:
+    """Load a registered version (default: Production's) as a ModelBundle.
 
-    Raises NoProductionModelError when the alias points nowhere, UsageError for an unknown version,
+    Raises NoProductionModelError when no version is Production, UsageError for an unknown version,
     RegistryError when the store cannot be read or the bundle does not match the checksum recorded at
     registration (or has none). Loaded bundles are cached per process (versions are immutable).
     """
     if version is None:
-        resolved = resolve_alias(settings, alias)
-        if resolved is None:
-            if alias == PRODUCTION_ALIAS:
-                raise NoProductionModelError(
-                    "No production model yet.", hint="Run `stockcli retrain --force` first."
-                )
-            raise UsageError(f"No model version carries the alias {alias!r}.", hint="See `stockcli models`.")
-        version = resolved
+        version = resolve_alias(settings)
+        if version is None:
+            raise NoProductionModelError(
+                "No production model yet.", hint="Run `stockcli retrain --force` first."
+            )
     version = str(version)
     key = (settings.mlflow_tracking_uri, settings.mlflow.model_name, version)
     with _lock:
