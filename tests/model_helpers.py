@@ -21,6 +21,13 @@ FIXTURE_BUNDLE = Path(__file__).parent / "fixtures" / "bundle_format2"
 FIXTURE_BUNDLE_SHA256 = "f80a5800bca83659f69928903e002fd299e57e222d3342a28025ba145dd7a171"
 
 
+def build_model(model_type: str, **kwargs: Any) -> Any:
+    """A fresh network (see `networks.model_config` for the arguments)."""
+    from stockcli.ml.networks import model_config, model_from_config
+
+    return model_from_config(model_config(model_type, **kwargs))
+
+
 def fixture_spec() -> BuiltSpec:
     """The fixture bundle's spec: two features (close, realized_vol_10), tickers AAA and BBB, context ^IDX."""
     return BuiltSpec.from_json(json.loads((FIXTURE_BUNDLE / "bundle.json").read_text())["spec"])

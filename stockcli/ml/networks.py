@@ -109,11 +109,6 @@ def model_config(
     }
 
 
-def build_model(model_type: str, **kwargs: Any) -> nn.Module:
-    """A fresh network (see `model_config` for the arguments)."""
-    return model_from_config(model_config(model_type, **kwargs))
-
-
 def ensemble_config(members: list[dict[str, Any]]) -> dict[str, Any]:
     """The config of a seed ensemble: members of one architecture whose distributions are averaged."""
     if not members:

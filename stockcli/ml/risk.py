@@ -1,21 +1,11 @@
 """Risk figures (Value at Risk, Expected Shortfall) from forecast quantiles, and their backtests.
 
 One definition of each risk rule (design notes, core idea 13), for a LONG position over a horizon
-of h sessions; losses are positive simple returns, loss = 1 - exp(log return):
-
-- `TAIL_LEVELS`: the levels at which every forecaster's quantile function is read for risk. VaR is a
-  quantile (levels 0.05, 0.01 and 0.025); ES_a = (1 / (1 - a)) * integral of the loss quantile over
-  the tail (0, 1 - a), a quadrature over a graded grid of tail cells (see `_tail_grid`).
-- `risk_figures`: VaR and ES at 95% and 99% from a matrix of tail quantiles; `loss_price`: the
-  close at which a loss is reached.
-- Backtests of a run of forecasts against what happened: Kupiec's proportion-of-failures test
-  (`kupiec_pof`), Christoffersen's independence and conditional-coverage tests (`christoffersen`),
-  the Basel traffic light (`basel_zone`), Acerbi–Székely's Z2 test of ES (`acerbi_szekely_z2`),
-  the non-overlapping subsample that multi-session horizons are tested on (`non_overlapping`), and
-  the one entry point that computes them all with the one JSON shape (`risk_backtest`).
-
-Pure functions: arrays in, numbers and frozen dataclasses out; no database, no clock. scipy is
-imported inside the functions that need it.
+of h sessions; losses are positive simple returns, loss = 1 - exp(log return). VaR is a quantile at
+one of `TAIL_LEVELS`; ES_a = (1 / (1 - a)) * integral of the loss quantile over the tail (0, 1 - a),
+a quadrature over a graded grid of tail cells (`_tail_grid`). The backtests (Kupiec, Christoffersen,
+the Basel traffic light, Acerbi–Székely's Z2) run on the `non_overlapping` subsample, all through
+`risk_backtest` and its one JSON shape. Pure functions; scipy is imported where it is needed.
 """
 
 from __future__ import annotations
@@ -121,7 +111,6 @@ def risk_figures(tail_quantiles: np.ndarray) -> RiskFigures:
 
     Crossing quantiles are rearranged first (`sort_quantiles`). ES averages the loss 1 - exp(q),
     not the log return, so it is the expected simple loss beyond VaR.
-    Raises InputDataError when the columns do not match `TAIL_LEVELS`.
     """
     losses = -np.expm1(_tail_quantiles(tail_quantiles))
     return RiskFigures(
@@ -169,10 +158,8 @@ class LikelihoodRatio:
 
 def kupiec_pof(exceptions: int, n: int, p: float) -> LikelihoodRatio:
     """Kupiec's (1995) proportion-of-failures test: are `exceptions` in `n` forecasts consistent
-    with an exception probability `p`? (two-sided; LR ~ chi-square(1) under H0).
-
-    0 and n exceptions use the limits of the log-likelihood (0 log 0 = 0), so they give finite
-    statistics. Raises InputDataError unless 0 <= exceptions <= n, n >= 1 and 0 < p < 1.
+    with an exception probability `p`? (two-sided; LR ~ chi-square(1) under H0; 0 log 0 = 0, so 0
+    and n exceptions give finite statistics).
     """
     from scipy.special import xlogy
     from scipy.stats import chi2
@@ -206,7 +193,6 @@ def christoffersen(hits: Sequence[bool] | np.ndarray, p: float) -> Christofferse
     pi11 = P(hit | hit before)) with a constant hit rate on the n - 1 transitions; 0 log 0 = 0, so
     no exception, or no two in a row, give finite statistics (LR_ind = 0 without any exception).
     LR_pof is Kupiec's on all n forecasts, as in Christoffersen (1998) and Jorion.
-    Raises InputDataError with fewer than 2 forecasts.
     """
     from scipy.special import xlogy
     from scipy.stats import chi2
@@ -291,7 +277,6 @@ def acerbi_szekely_z2(
     whose mean is exactly ES_t). Assumes: the forecasts are independent across sessions (use a
     non-overlapping subsample for multi-session horizons) and each session's tail is the quantile
     function it was read from (a step function on the tail cells). p = (1 + #{Z2* <= Z2}) / (1 + M).
-    Raises InputDataError on mismatched shapes, missing values or a non-positive ES.
     """
     realized = np.asarray(realized_log_returns, dtype=np.float64).reshape(-1)
     quantiles = _tail_quantiles(tail_quantiles)

@@ -1,17 +1,10 @@
 """The statistics behind every decision: is a difference real, is a coverage plausible.
 
 One definition of each test, used by promotion, retrain triggers, the per-ticker choice between the
-model and a baseline, and the reports (design notes, core ideas 10 and 11).
-
-- `newey_west_variance`: long-run (HAC) variance of a series, Bartlett kernel (Newey & West 1987).
-- `paired_loss_test` / `skill_interval`: the Diebold–Mariano test of equal predictive accuracy
-  (Diebold & Mariano 1995, with the small-sample correction of Harvey, Leybourne & Newbold 1997) on a
-  (sessions, tickers) panel, each ticker scaled so that a 3,000-point index does not drown a $20 stock.
-- `binomial_coverage_test`: is an observed interval coverage consistent with its
-  nominal level (exact binomial test)?
-- `clustered_coverage_test`: the same question for a (sessions, tickers) panel of misses, where
-  misses on the same session move together (one market shock): the binomial test on the effective
-  sample size (Kish's design effect, from the intra-session correlation of the misses).
+model and a baseline, and the reports (design notes, core ideas 10 and 11): the Diebold–Mariano test
+of equal predictive accuracy on a (sessions, tickers) panel, each ticker scaled so that a 3,000-point
+index does not drown a $20 stock (`paired_loss_test`, `skill_interval`), and exact binomial tests of
+interval coverage, alone or on a panel whose misses cluster by session (`clustered_coverage_test`).
 
 Pure functions: numbers in, numbers out. Results are frozen dataclasses of plain floats that are
 never NaN, so they go straight into JSON. scipy is imported inside the functions that need it.
@@ -40,11 +33,8 @@ MIN_OBSERVATIONS = 3
 
 @dataclass(frozen=True)
 class DMResult:
-    """Outcome of a Diebold–Mariano test on the loss differential d = loss_a - loss_b.
-
-    `mean_diff` < 0 means a had lower losses. `ci_low`/`ci_high` bound the mean difference (95%,
-    HAC standard error, Student t with n-1 degrees of freedom); `lag` is the HAC lag used.
-    """
+    """A Diebold–Mariano test on the loss differential d = loss_a - loss_b: `mean_diff` < 0 means a
+    had lower losses; `ci_low`/`ci_high` bound it (95%); `lag` is the HAC lag used."""
 
     n: int
     mean_diff: float
@@ -82,10 +72,8 @@ def newey_west_variance(d: np.ndarray, lag: int | None = None) -> float:
     """Long-run variance of a series (Bartlett-kernel HAC estimate, Newey & West 1987).
 
     gamma_0 + 2 * sum_{k=1..L} (1 - k / (L + 1)) * gamma_k, with autocovariances gamma_k of the
-    demeaned series divided by n. Non-finite values are dropped. `lag` defaults to
-    `default_lag(n)` and is capped at n - 1. The Bartlett weights keep the estimate non-negative;
-    the result is clipped at 0 against rounding. Returns 0.0 for fewer than 2 values.
-    The variance of the series' mean is this value divided by n.
+    demeaned series divided by n, non-finite values dropped, L = `lag` (default `default_lag(n)`,
+    at most n - 1). The Bartlett weights keep it non-negative (clipped at 0 against rounding).
     """
     values = np.asarray(d, dtype=np.float64).ravel()
     values = values[np.isfinite(values)]
@@ -184,11 +172,8 @@ def skill_interval(
 
 
 def binomial_coverage_test(misses: int, n: int, nominal_coverage: float) -> float:
-    """Two-sided exact binomial p-value of `misses` misses in `n` trials at miss rate 1 - nominal.
-
-    scipy's `binomtest` (its "two-sided" p-value sums the probabilities of all outcomes no more
-    likely than the one observed). `n == 0` gives 1.0: no evidence either way.
-    """
+    """Two-sided exact binomial p-value (scipy's `binomtest`) of `misses` misses in `n` trials at
+    miss rate 1 - nominal; `n == 0` gives 1.0: no evidence either way."""
     _check_coverage_arguments(misses, n, nominal_coverage)
     if n == 0:
         return 1.0
