@@ -474,13 +474,10 @@ def metric_value(block: MetricBlock, metric: str) -> float | None:
 
 
 def summarize_scored(rows: Sequence[Mapping[str, Any]] | Sequence[Any]) -> Evaluation | None:
-    """`evaluate` of scored predictions (rows of `model_performance_log`, as mappings or objects),
-    None when there are none.
+    """`evaluate` of scored predictions (rows of `model_performance_log`, as mappings or objects)
+    with each block's `ScoredFigures`; None when there are none.
 
-    The forecast is what was served; its quantiles are the served ones; the baselines come from each
-    row's `detail`. Every block gets its `ScoredFigures`: rows, sessions (distinct target dates), the
-    share of rows served by the model rather than naive, and a one-sided Diebold-Mariano `p_worse`
-    (is the served forecast worse than naive?).
+    The forecast and its quantiles are what was served; the baselines come from each row's `detail`.
     """
     items = [_as_mapping(row) for row in rows]
     if not items:

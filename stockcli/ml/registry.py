@@ -8,9 +8,8 @@ before reading it, and refuses a version without the tag. Nothing is unpickled. 
 with their training run id, so a retried registration returns the existing version instead of
 creating a second one.
 
-The local store is relocatable: artifact URIs are recorded as absolute `file://` paths, and when the
-data dir has moved (or was restored from a backup elsewhere), a recorded path under a `mlartifacts`
-folder that no longer exists is read from the same place under the current artifact root.
+The local store is relocatable: a recorded `file://` artifact path is read under the current data
+dir's `mlartifacts` (`artifact_uri`), so a moved or restored data dir keeps its models.
 
 The alias `Production` marks the version that serves predictions. Resolve it once per run
 (`resolve_alias`) and use the version number afterwards. Only `set_production` moves it, and only
@@ -597,29 +596,25 @@ def list_versions(settings: Settings) -> list[ModelVersionInfo]:
     """Every registered version of the model, newest first, with aliases and test metrics."""
     name = settings.mlflow.model_name
     aliases = _registered_aliases(settings)
-    by_version: dict[str, list[str]] = {}
-    for alias, version in aliases.items():
-        by_version.setdefault(version, []).append(alias)
     with _registry_errors(settings, f"list the versions of model {name!r}"):
         versions = list(client(settings).search_model_versions(f"name = '{_quote(name)}'", max_results=10000))
     infos = []
     for item in versions:
-        tags = dict(item.tags or {})
+        version, tags = str(item.version), dict(item.tags or {})
         metrics = {}
         for key, value in tags.items():
             if key.startswith(METRIC_TAG_PREFIX):
                 with contextlib.suppress(ValueError):
                     metrics[key.removeprefix(METRIC_TAG_PREFIX)] = float(value)
-        tickers = tags.get(TAG_TICKERS, "")
         infos.append(
             ModelVersionInfo(
-                version=str(item.version),
-                aliases=tuple(sorted(by_version.get(str(item.version), []))),
+                version=version,
+                aliases=tuple(sorted(alias for alias, pointed in aliases.items() if pointed == version)),
                 created_at=datetime.fromtimestamp(int(item.creation_timestamp) / 1000, tz=UTC),
                 training_run_id=item.run_id or tags.get(TAG_TRAINING_RUN),
                 dataset_run_id=tags.get(TAG_DATASET_RUN),
                 model_type=tags.get(TAG_MODEL_TYPE),
-                tickers=tuple(t for t in tickers.split(",") if t),
+                tickers=tuple(t for t in tags.get(TAG_TICKERS, "").split(",") if t),
                 test_metrics=metrics,
                 source=artifact_uri(settings, str(item.source)),
                 status=str(item.status),
