@@ -30,14 +30,22 @@ stored and shown (where directional accuracy keeps its stored key `directional_a
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import date
 from typing import Any
 
 import numpy as np
 
 from stockcli.errors import InputDataError, UsageError
-from stockcli.ml.intervals import INTERVAL_METRIC_KEYS
+from stockcli.ml.intervals import (
+    INTERVAL_COLUMNS,
+    INTERVAL_METRIC_KEYS,
+    MISCOVERAGE,
+    interval_block,
+    misses,
+    pinball_losses,
+    winkler_scores,
+)
 from stockcli.ml.stats import paired_loss_test, skill_interval
 
 # What `[promotion] metric` may name: a point loss or an interval score, all "lower is better".
@@ -58,12 +66,9 @@ class PointFigures:
     direction_accuracy: float | None = None
 
     def to_json(self) -> dict[str, float | None]:
-        return {
-            "mae": self.mae,
-            "rmse": self.rmse,
-            "mape": self.mape,
-            "directional_accuracy": self.direction_accuracy,
-        }
+        plain = asdict(self)
+        plain["directional_accuracy"] = plain.pop("direction_accuracy")  # the stored key
+        return plain
 
     @classmethod
     def from_json(cls, plain: Mapping[str, Any]) -> PointFigures:
@@ -235,8 +240,6 @@ def loss_series(
     """The per-row loss behind `metric` (what a paired test compares): absolute error (mae), squared
     error (rmse), absolute percentage error (mape), Winkler score of the 95% interval or pinball loss
     over the five quantiles (both on log returns). NaN where a row has no value."""
-    from stockcli.ml import intervals
-
     predicted = np.asarray(predicted, dtype=np.float64)
     actual = np.asarray(actual, dtype=np.float64)
     base = np.asarray(base, dtype=np.float64)
@@ -254,9 +257,9 @@ def loss_series(
         with np.errstate(divide="ignore", invalid="ignore"):
             y = np.log(actual / base)
         if metric == "winkler_95":
-            low, high = intervals.INTERVAL_COLUMNS[95]
-            return intervals.winkler_scores(q[:, low], q[:, high], y, intervals.MISCOVERAGE[95])
-        return intervals.pinball_losses(q, y)
+            low, high = INTERVAL_COLUMNS[95]
+            return winkler_scores(q[:, low], q[:, high], y, MISCOVERAGE[95])
+        return pinball_losses(q, y)
     raise UsageError(f"Unknown metric {metric!r}.", hint=f"Use one of {', '.join(LOSS_METRICS)}.")
 
 
@@ -297,8 +300,6 @@ def interval_metrics(
     quantile_closes: np.ndarray | None, actual: np.ndarray, base: np.ndarray
 ) -> IntervalFigures | None:
     """`intervals.interval_block` of close quantiles, on log returns from the base close."""
-    from stockcli.ml import intervals
-
     if quantile_closes is None:
         return None
     q = log_quantiles(quantile_closes, base)
@@ -307,7 +308,7 @@ def interval_metrics(
         return None
     with np.errstate(divide="ignore", invalid="ignore"):
         y = np.log(np.asarray(actual, dtype=np.float64) / np.asarray(base, dtype=np.float64))
-    return IntervalFigures(**intervals.interval_block(q[complete], y[complete]))  # type: ignore[arg-type]
+    return IntervalFigures(**interval_block(q[complete], y[complete]))  # type: ignore[arg-type]
 
 
 def panel_of(
@@ -327,8 +328,6 @@ def panel_of(
 def miss_panel(rows: Sequence[Mapping[str, Any]] | Sequence[Any], level: int) -> tuple[np.ndarray, list[str]]:
     """The misses of the served `level`% interval of scored predictions as a (sessions, tickers)
     panel (1.0 outside, 0.0 inside, NaN where no interval or no forecast), with the ticker order."""
-    from stockcli.ml.intervals import misses
-
     items = [_as_mapping(row) for row in rows]
     if not items:
         return np.empty((0, 0)), []
