@@ -137,19 +137,15 @@ def paired_loss_test(
 
     dm = _dm_on_differential(session_a - session_b, alternative=alternative, lag=lag)
     mean_b = float(session_b.mean()) if session_b.size else 0.0
-    improvement: float | None = None
-    improvement_low: float | None = None
-    improvement_high: float | None = None
+    improvement: tuple[float | None, ...] = (None, None, None)
     if dm.n > 0 and mean_b > 0:
         # (+ 0.0 turns a -0.0 of identical losses into 0.0: no sign where there is no difference)
-        improvement = -dm.mean_diff / mean_b + 0.0
-        improvement_low = -dm.ci_high / mean_b + 0.0
-        improvement_high = -dm.ci_low / mean_b + 0.0
+        improvement = tuple(-value / mean_b + 0.0 for value in (dm.mean_diff, dm.ci_high, dm.ci_low))
     return PairedTestResult(
         **asdict(dm),
-        relative_improvement=improvement,
-        improvement_low=improvement_low,
-        improvement_high=improvement_high,
+        relative_improvement=improvement[0],
+        improvement_low=improvement[1],
+        improvement_high=improvement[2],
         n_sessions=dm.n,
         n_tickers=int(usable_tickers.sum()),
     )
