@@ -23,9 +23,8 @@ The network outputs the parameters; the likelihood is that of the `torch.distrib
 them (`predictive_distribution`).
 
 Hidden sizes: `nn.MultiheadAttention` needs `embed_dim % num_heads == 0`, so the attention models
-round `hidden_size` UP to the next multiple of `num_heads`; `model_config` records the size used.
-A registry rebuilds a model from `model_config(...)` (plain JSON) plus its weights as plain arrays:
-nothing is pickled.
+round `hidden_size` UP to the next multiple of `num_heads`; `model_config` (plain JSON, from which
+`model_from_config` rebuilds the network) records the size used.
 
 This module imports torch: import it inside the functions that need a network, never on the path of
 `stockcli --help` or of a light module (`stockcli.ml.training` imports it lazily).
