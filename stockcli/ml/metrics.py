@@ -700,21 +700,16 @@ def flatten(metrics: Evaluation) -> dict[str, float]:
 
     def add(prefix: str, evaluated: MetricBlock) -> None:
         block = evaluated.to_json()
-        model, naive = block["model"], block["naive"]
-        for name in model:
-            for value, label in ((model[name], name), (naive[name], f"naive_{name}")):
-                if value is not None:
-                    flat[f"{prefix}.{label}"] = float(value)
-        for extra in ("skill", "skill_low", "skill_high", "up_fraction"):
-            if block.get(extra) is not None:
-                flat[f"{prefix}.{extra}"] = float(block[extra])
-        labelled = {"": block["intervals"]} | {
-            f"{name}_": values for name, values in block["baselines"].items()
+        values: dict[str, Any] = {}
+        for name in block["model"]:
+            values |= {name: block["model"][name], f"naive_{name}": block["naive"][name]}
+        values |= {extra: block[extra] for extra in ("skill", "skill_low", "skill_high", "up_fraction")}
+        groups = {"": block["intervals"]} | {
+            f"{name}_": figures for name, figures in block["baselines"].items()
         }
-        for label, values in labelled.items():
-            for name, value in (values or {}).items():
-                if value is not None and name != "n":
-                    flat[f"{prefix}.{label}{name}"] = float(value)
+        for label, figures in groups.items():
+            values |= {f"{label}{name}": value for name, value in (figures or {}).items() if name != "n"}
+        flat.update({f"{prefix}.{name}": float(value) for name, value in values.items() if value is not None})
 
     add("avg", metrics.average)
     for ticker, block in metrics.tickers.items():
