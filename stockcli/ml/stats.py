@@ -154,14 +154,10 @@ def paired_loss_test(
 def skill_interval(
     model_abs_errors: np.ndarray, naive_abs_errors: np.ndarray
 ) -> tuple[float | None, float | None, float | None]:
-    """Skill = 1 - MAE_model / MAE_naive with its 95% interval: `(skill, low, high)`.
-
-    The interval comes from the HAC standard error of the per-session loss differential
-    (model - naive), treating MAE_naive as fixed (the delta method with the denominator held
-    constant); it ignores the sampling noise of MAE_naive itself, which is second order when the
-    two forecasts are close. A (sessions, tickers) panel is handled as in `paired_loss_test`: each
-    ticker scaled by its own naive MAE, so the panel skill is the mean of the tickers' skills on a
-    balanced panel. All three are None when undefined (no usable day, or a naive MAE of 0).
+    """Skill = 1 - MAE_model / MAE_naive with its 95% interval, `(skill, low, high)`: the relative
+    improvement of `paired_loss_test` on absolute errors, None when undefined (no usable day, or a
+    naive MAE of 0). Holding MAE_naive fixed ignores its own sampling noise, which is second order
+    when the two forecasts are close.
     """
     result = paired_loss_test(model_abs_errors, naive_abs_errors, alternative="two-sided")
     return result.relative_improvement, result.improvement_low, result.improvement_high
