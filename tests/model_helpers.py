@@ -45,6 +45,13 @@ def subset(windows: WindowSet, indexes: np.ndarray) -> WindowSet:
     )
 
 
+def build_model(model_type: str, **kwargs: Any) -> Any:
+    """A fresh network (see `networks.model_config` for the arguments)."""
+    from stockcli.ml.networks import model_config, model_from_config
+
+    return model_from_config(model_config(model_type, **kwargs))
+
+
 def fixture_spec() -> BuiltSpec:
     """The fixture bundle's spec: two features (close, realized_vol_10), tickers AAA and BBB, context ^IDX."""
     return BuiltSpec.from_json(json.loads((FIXTURE_BUNDLE / "bundle.json").read_text())["spec"])

@@ -67,7 +67,8 @@ def trained_world(tmp_path_factory: pytest.TempPathFactory) -> World:
     # same architecture (`train` must leave it alone).
     import torch
 
-    from stockcli.ml.networks import build_model, model_config
+    from stockcli.ml.networks import model_config
+    from tests.model_helpers import build_model
 
     torch.manual_seed(0)
     n_features = int(dataset.train.n_features)

@@ -31,11 +31,12 @@ from stockcli.ml.forecast import (
     prob_up,
 )
 from stockcli.ml.intervals import MISCOVERAGE, QUANTILES, conformal_quantile
-from stockcli.ml.networks import build_model, model_config
+from stockcli.ml.networks import model_config
 from stockcli.ml.training import TrainParams, train_model
 from tests.model_helpers import (
     AS_OF,
     build_dataset,
+    build_model,
     rows_between,
     subset,
     tiny_settings,

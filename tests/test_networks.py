@@ -21,7 +21,6 @@ from stockcli.ml.networks import (
     CONFIG_VERSION,
     DISTRIBUTIONS,
     NETWORKS,
-    build_model,
     distribution_nll,
     effective_hidden_size,
     ensemble_config,
@@ -30,7 +29,7 @@ from stockcli.ml.networks import (
     predictive_distribution,
 )
 from stockcli.ml.training import TrainParams, train_model
-from tests.model_helpers import random_windows
+from tests.model_helpers import build_model, random_windows
 
 STEPS, OWN, CONTEXT = 6, 3, 2
 FEATURES = OWN + CONTEXT

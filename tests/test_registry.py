@@ -19,8 +19,8 @@ from stockcli.config import Settings, load_settings
 from stockcli.errors import ConfigError, NoProductionModelError, RegistryError, UsageError
 from stockcli.ml import registry
 from stockcli.ml.bundle import BUNDLE_FILE, BUNDLE_FORMAT, bundle_sha256, read_bundle, write_bundle
-from stockcli.ml.networks import build_model, model_config
-from tests.model_helpers import FIXTURE_BUNDLE, FIXTURE_BUNDLE_SHA256, fixture_spec
+from stockcli.ml.networks import model_config
+from tests.model_helpers import FIXTURE_BUNDLE, FIXTURE_BUNDLE_SHA256, build_model, fixture_spec
 
 SPEC = fixture_spec()
 SCALERS = {"features": {"min": [1.0, 0.0], "max": [2.0, 100.0]}, "target": {"kind": "return", "scale": 0.01}}

@@ -476,7 +476,8 @@ def test_production_from_another_dataset_is_reevaluated_with_its_own_spec(
     still happens on the candidate's test window, with production's own features and scalers."""
     import torch
 
-    from stockcli.ml.networks import build_model, model_config
+    from stockcli.ml.networks import model_config
+    from tests.model_helpers import build_model
 
     other_settings = tiny_settings(
         world.data_dir,

@@ -2,13 +2,9 @@
 
 Both give the five `QUANTILES` of the NEXT log return, log(close_next / close_today); a caller turns
 them into prices with base_close * exp(q). The rolling band is centred on 0, i.e. on the naive
-persistence forecast; GARCH on its fitted constant mean.
-
-- `rolling_band_quantiles_at`: normal quantiles from the standard deviation of the last `window` returns.
-- `fit_garch`: GARCH(1,1) with Student-t errors, fitted by the `arch` library on a training history;
-  returns plain JSON parameters.
-- `_garch_variance_path`: filter the fitted model, with its parameters FIXED, over the history up to
-  each as-of date (the GARCH forecasters in `stockcli.ml.forecasters.garch` turn it into quantiles).
+persistence forecast; GARCH on its fitted constant mean. `fit_garch` fits GARCH(1,1)-t with the
+`arch` library on a training history; `_garch_variance_path` filters the fitted model, its parameters
+FIXED, over the history up to each as-of date (`stockcli.ml.forecasters.garch` makes the quantiles).
 
 Filtering does not call arch. Measured on these 2-core machines (500 tickers x 600 real returns,
 while other work shared the cores): arch's `arch_model(...).fix(params)` + `forecast(horizon=1)`
@@ -96,16 +92,14 @@ def fit_garch(
     log_returns: np.ndarray, *, asymmetric: bool = False, previous: Mapping[str, Any] | None = None
 ) -> dict[str, Any] | None:
     """Fit GARCH(1,1) (or GJR-GARCH(1,1) with `asymmetric`) with Student-t errors and a constant mean
-    on a (training) history of log returns.
+    on a (training) history of log returns, by arch on 100 x log returns.
 
-    Fitted by arch on 100 x log returns, starting from `previous` parameters when given (a scheduled
-    refit: about half the optimiser's iterations). Returns plain JSON parameters
-    `{"mu", "omega", "alpha", ["gamma",] "beta", "nu", "scale": 100.0, "n_obs", "converged"}` (mu and
-    omega in that percent scale), or None when there is too little history (fewer than
-    `MIN_GARCH_RETURNS` finite returns, or no variation) or the fit yields non-finite or invalid
-    parameters: the caller falls back to another candidate. Quiet: arch's warnings (convergence, data
-    scale) are caught and summarised in `converged` (False when the optimiser did not report success
-    or warned).
+    Starts from `previous` parameters when given (a scheduled refit: about half the optimiser's
+    iterations). Returns plain JSON parameters `{"mu", "omega", "alpha", ["gamma",] "beta", "nu",
+    "scale": 100.0, "n_obs", "converged"}` (mu and omega in that percent scale), or None when there
+    is too little history (fewer than `MIN_GARCH_RETURNS` finite returns, or no variation) or the
+    fit yields non-finite or invalid parameters: the caller falls back to another candidate. arch's
+    warnings are caught: `converged` is False when the optimiser did not report success or warned.
     """
     returns = _finite(log_returns)
     # A standard deviation below 1e-10 (log-return units) is a flat series up to rounding.
@@ -229,16 +223,14 @@ def _parameters(params: dict[str, Any]) -> tuple[float, float, float, float, flo
     return mu, omega, alpha, beta, nu, scale
 
 
+@functools.cache
 def _normal_ppf() -> np.ndarray:
-    return np.asarray(_normal_ppf_cached(), dtype=np.float64)
-
-
-@functools.lru_cache(maxsize=1)
-def _normal_ppf_cached() -> tuple[float, ...]:
-    # scipy's ppf costs ~0.1 ms a call, more than a ticker's rolling band.
+    # Cached: scipy's ppf costs ~0.1 ms a call, more than a ticker's rolling band.
     from scipy.stats import norm
 
-    return tuple(float(v) for v in norm.ppf(np.asarray(QUANTILES, dtype=np.float64)))
+    values = np.asarray(norm.ppf(np.asarray(QUANTILES, dtype=np.float64)), dtype=np.float64)
+    values.setflags(write=False)
+    return values
 
 
 def _finite(values: np.ndarray) -> np.ndarray:

@@ -29,15 +29,24 @@ stored and shown (where directional accuracy keeps its stored key `directional_a
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, fields, replace
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import date
 from typing import Any
 
 import numpy as np
 
 from stockcli.errors import InputDataError, UsageError
-from stockcli.ml.intervals import INTERVAL_METRIC_KEYS
+from stockcli.ml.intervals import (
+    INTERVAL_COLUMNS,
+    INTERVAL_METRIC_KEYS,
+    MISCOVERAGE,
+    interval_block,
+    misses,
+    pinball_losses,
+    winkler_scores,
+)
+from stockcli.ml.stats import paired_loss_test, skill_interval
 
 # What `[promotion] metric` may name: a point loss or an interval score, all "lower is better".
 LOSS_METRICS = ("mae", "rmse", "mape", "winkler_95", "pinball")
@@ -57,12 +66,9 @@ class PointFigures:
     direction_accuracy: float | None = None
 
     def to_json(self) -> dict[str, float | None]:
-        return {
-            "mae": self.mae,
-            "rmse": self.rmse,
-            "mape": self.mape,
-            "directional_accuracy": self.direction_accuracy,
-        }
+        plain = asdict(self)
+        plain["directional_accuracy"] = plain.pop("direction_accuracy")  # the stored key
+        return plain
 
     @classmethod
     def from_json(cls, plain: Mapping[str, Any]) -> PointFigures:
@@ -207,15 +213,12 @@ def direction_scores(*, predicted: np.ndarray, actual: np.ndarray, base: np.ndar
     )
 
 
-def up_outcomes(*, actual: np.ndarray, base: np.ndarray) -> np.ndarray:
-    """Per row: 1.0 when the close ended above the base close, 0.0 otherwise, NaN where unknown."""
-    actual, base = np.asarray(actual, dtype=np.float64), np.asarray(base, dtype=np.float64)
-    return np.where(np.isfinite(actual) & np.isfinite(base), (actual > base).astype(np.float64), np.nan)
-
-
 def brier_scores(p_up: np.ndarray, *, actual: np.ndarray, base: np.ndarray) -> np.ndarray:
-    """Per row: the Brier score (p_up - outcome)^2 of a chance of an up session (lower is better)."""
-    return (np.asarray(p_up, dtype=np.float64) - up_outcomes(actual=actual, base=base)) ** 2
+    """Per row: the Brier score (p_up - outcome)^2 of a chance of an up session (lower is better),
+    the outcome 1.0 when the close ended above the base close, 0.0 otherwise, NaN where unknown."""
+    actual, base = np.asarray(actual, dtype=np.float64), np.asarray(base, dtype=np.float64)
+    up = np.where(np.isfinite(actual) & np.isfinite(base), (actual > base).astype(np.float64), np.nan)
+    return (np.asarray(p_up, dtype=np.float64) - up) ** 2
 
 
 def log_quantiles(quantile_closes: np.ndarray, base: np.ndarray) -> np.ndarray:
@@ -237,8 +240,6 @@ def loss_series(
     """The per-row loss behind `metric` (what a paired test compares): absolute error (mae), squared
     error (rmse), absolute percentage error (mape), Winkler score of the 95% interval or pinball loss
     over the five quantiles (both on log returns). NaN where a row has no value."""
-    from stockcli.ml import intervals
-
     predicted = np.asarray(predicted, dtype=np.float64)
     actual = np.asarray(actual, dtype=np.float64)
     base = np.asarray(base, dtype=np.float64)
@@ -256,9 +257,9 @@ def loss_series(
         with np.errstate(divide="ignore", invalid="ignore"):
             y = np.log(actual / base)
         if metric == "winkler_95":
-            low, high = intervals.INTERVAL_COLUMNS[95]
-            return intervals.winkler_scores(q[:, low], q[:, high], y, intervals.MISCOVERAGE[95])
-        return intervals.pinball_losses(q, y)
+            low, high = INTERVAL_COLUMNS[95]
+            return winkler_scores(q[:, low], q[:, high], y, MISCOVERAGE[95])
+        return pinball_losses(q, y)
     raise UsageError(f"Unknown metric {metric!r}.", hint=f"Use one of {', '.join(LOSS_METRICS)}.")
 
 
@@ -299,8 +300,6 @@ def interval_metrics(
     quantile_closes: np.ndarray | None, actual: np.ndarray, base: np.ndarray
 ) -> IntervalFigures | None:
     """`intervals.interval_block` of close quantiles, on log returns from the base close."""
-    from stockcli.ml import intervals
-
     if quantile_closes is None:
         return None
     q = log_quantiles(quantile_closes, base)
@@ -309,7 +308,7 @@ def interval_metrics(
         return None
     with np.errstate(divide="ignore", invalid="ignore"):
         y = np.log(np.asarray(actual, dtype=np.float64) / np.asarray(base, dtype=np.float64))
-    return IntervalFigures(**intervals.interval_block(q[complete], y[complete]))  # type: ignore[arg-type]
+    return IntervalFigures(**interval_block(q[complete], y[complete]))  # type: ignore[arg-type]
 
 
 def panel_of(
@@ -329,29 +328,22 @@ def panel_of(
 def miss_panel(rows: Sequence[Mapping[str, Any]] | Sequence[Any], level: int) -> tuple[np.ndarray, list[str]]:
     """The misses of the served `level`% interval of scored predictions as a (sessions, tickers)
     panel (1.0 outside, 0.0 inside, NaN where no interval or no forecast), with the ticker order."""
-    from stockcli.ml.intervals import misses
-
     items = [_as_mapping(row) for row in rows]
     if not items:
         return np.empty((0, 0)), []
-    quantiles = np.array([[_num(r.get(c)) for c in QUANTILE_COLUMNS] for r in items])
     actual = np.array([_num(r.get("actual_close")) for r in items])
     return panel_of(
-        misses(quantiles, actual, level), [r["target_date"] for r in items], [str(r["ticker"]) for r in items]
+        misses(_served_quantiles(items), actual, level),
+        [r["target_date"] for r in items],
+        [str(r["ticker"]) for r in items],
     )
 
 
-def skill_with_interval(
+def _error_panels(
     predicted: np.ndarray, actual: np.ndarray, base: np.ndarray, dates: Sequence[date], tickers: Sequence[str]
-) -> tuple[float | None, float | None, float | None]:
-    """Panel skill against naive with its 95% interval (HAC; each ticker scaled by its naive MAE)."""
-    from stockcli.ml.stats import skill_interval
-
-    if len(predicted) == 0:
-        return None, None, None
-    model_panel, _ = panel_of(np.abs(predicted - actual), dates, tickers)
-    naive_panel, _ = panel_of(np.abs(base - actual), dates, tickers)
-    return skill_interval(model_panel, naive_panel)
+) -> tuple[np.ndarray, ...]:
+    """(sessions, tickers) panels of the absolute errors of the forecast and of naive."""
+    return tuple(panel_of(np.abs(forecast - actual), dates, tickers)[0] for forecast in (predicted, base))
 
 
 def evaluate(
@@ -379,49 +371,33 @@ def evaluate(
             f"Metric inputs differ in length: predicted {n}, actual {len(actual)}, base {len(base)}, "
             f"tickers {len(tickers)}, dates {len(dates)}."
         )
-    ticker_array = np.asarray(list(tickers), dtype=object)
-    date_list = list(dates)
-    per_ticker: dict[str, MetricBlock] = {}
-    for ticker in _ordered(tickers):
-        rows = np.flatnonzero(ticker_array == ticker)
-        per_ticker[str(ticker)] = _block(
-            rows,
+    names = [str(ticker) for ticker in tickers]
+    name_array, date_list = np.asarray(names, dtype=object), list(dates)
+    per_ticker = {
+        name: _block(
+            np.flatnonzero(name_array == name),
             predicted,
             actual,
             base,
-            [date_list[i] for i in rows],
-            [ticker] * len(rows),
+            date_list,
+            names,
             quantiles,
             baselines,
         )
-    usable = np.isfinite(predicted) & np.isfinite(actual) & np.isfinite(base)
-    rows = np.flatnonzero(usable)
-    skill_value, low, high = skill_with_interval(
-        predicted[rows],
-        actual[rows],
-        base[rows],
-        [date_list[i] for i in rows],
-        [str(ticker_array[i]) for i in rows],
-    )
+        for name in dict.fromkeys(names)
+    }
+    pooled = _block(np.arange(n), predicted, actual, base, date_list, names, quantiles, baselines)
     average = replace(
         _average(list(per_ticker.values())),
-        skill=skill_value,
-        skill_low=low,
-        skill_high=high,
-        intervals=interval_metrics(None if quantiles is None else quantiles[rows], actual[rows], base[rows]),
-        baselines={
-            name: interval_metrics(values[rows], actual[rows], base[rows])
-            for name, values in (baselines or {}).items()
-        },
+        # The panel's skill, not `_block`'s fallback to the MAEs' ratio (used exactly when the panel
+        # skill, and so its interval, is undefined).
+        skill=pooled.skill if pooled.skill_low is not None else None,
+        skill_low=pooled.skill_low,
+        skill_high=pooled.skill_high,
+        intervals=pooled.intervals,
+        baselines=pooled.baselines,
     )
     return Evaluation(n_days=len(set(date_list)), tickers=per_ticker, average=average)
-
-
-def _ordered(tickers: Iterable[str]) -> list[str]:
-    seen: dict[str, None] = {}
-    for ticker in tickers:
-        seen.setdefault(str(ticker), None)
-    return list(seen)
 
 
 def _block(
@@ -434,30 +410,30 @@ def _block(
     quantiles: np.ndarray | None,
     baselines: Mapping[str, np.ndarray] | None,
 ) -> MetricBlock:
-    p, a, b = predicted[rows], actual[rows], base[rows]
-    usable = np.isfinite(p) & np.isfinite(a) & np.isfinite(b)
+    """The figures of `rows`, on those where the forecast, the actual and the base close are known."""
+    kept = rows[np.isfinite(predicted[rows]) & np.isfinite(actual[rows]) & np.isfinite(base[rows])]
+    p, a, b = predicted[kept], actual[kept], base[kept]
     model = point_block(p, a, b)
-    naive = point_block(b[usable], a[usable], b[usable])  # on the same days as the forecast
-    kept = np.flatnonzero(usable)
-    skill_value, low, high = skill_with_interval(
-        p[kept], a[kept], b[kept], [dates[i] for i in kept], [tickers[i] for i in kept]
-    )
+    naive = point_block(b, a, b)  # on the same days as the forecast
+    skill_value, low, high = (None, None, None)
+    if kept.size:
+        # Panel skill with its 95% interval (HAC; each ticker scaled by its naive MAE).
+        skill_value, low, high = skill_interval(
+            *_error_panels(p, a, b, [dates[i] for i in kept], [tickers[i] for i in kept])
+        )
     if skill_value is None:
         skill_value = skill(model.mae, naive.mae)
-    moves = np.sign(a[kept] - b[kept])
+    moves = np.sign(a - b)
     return MetricBlock(
         model=model,
         naive=naive,
         skill=skill_value,
         skill_low=low,
         skill_high=high,
-        n_days=int(usable.sum()),
+        n_days=int(kept.size),
         up_fraction=float(np.mean(moves[moves != 0] > 0)) if (moves != 0).any() else None,
-        intervals=interval_metrics(None if quantiles is None else quantiles[rows][kept], a[kept], b[kept]),
-        baselines={
-            name: interval_metrics(values[rows][kept], a[kept], b[kept])
-            for name, values in (baselines or {}).items()
-        },
+        intervals=interval_metrics(None if quantiles is None else quantiles[kept], a, b),
+        baselines={name: interval_metrics(values[kept], a, b) for name, values in (baselines or {}).items()},
     )
 
 
@@ -497,26 +473,17 @@ def metric_value(block: MetricBlock, metric: str) -> float | None:
 
 
 def summarize_scored(rows: Sequence[Mapping[str, Any]] | Sequence[Any]) -> Evaluation | None:
-    """`evaluate` of scored predictions (rows of `model_performance_log`, as mappings or objects),
-    None when there are none.
+    """`evaluate` of scored predictions (rows of `model_performance_log`, as mappings or objects)
+    with each block's `ScoredFigures`; None when there are none.
 
-    The forecast is what was served; its quantiles are the served ones; the baselines come from each
-    row's `detail`. Every block gets its `ScoredFigures`: rows, sessions (distinct target dates), the
-    share of rows served by the model rather than naive, and a one-sided Diebold-Mariano `p_worse`
-    (is the served forecast worse than naive?).
+    The forecast and its quantiles are what was served; the baselines come from each row's `detail`.
     """
-    from stockcli.ml.stats import paired_loss_test
-
     items = [_as_mapping(row) for row in rows]
     if not items:
         return None
-    tickers = [str(r["ticker"]) for r in items]
-    dates = [r["target_date"] for r in items]
+    tickers, dates, actual, base = _columns(items)
     predicted = np.array([float(r["predicted_close"]) for r in items])
-    actual = np.array([float(r["actual_close"]) for r in items])
-    base = np.array([float(r["base_close"]) for r in items])
-    quantiles = np.array([[_num(r.get(c)) for c in QUANTILE_COLUMNS] for r in items])
-    baselines = _candidate_closes(items)
+    quantiles = _served_quantiles(items)
     result = evaluate(
         tickers=tickers,
         dates=dates,
@@ -524,22 +491,21 @@ def summarize_scored(rows: Sequence[Mapping[str, Any]] | Sequence[Any]) -> Evalu
         actual_close=actual,
         base_close=base,
         quantiles=quantiles if np.isfinite(quantiles).any() else None,
-        baselines=baselines,
+        baselines=_candidate_closes(items),
     )
     sources = np.array([str(r.get("source") or "model") for r in items])
     ticker_array = np.array(tickers)
 
     def scored(block: MetricBlock, mask: np.ndarray) -> MetricBlock:
         chosen = np.flatnonzero(mask)
-        model_panel, _ = panel_of(
-            np.abs(predicted[chosen] - actual[chosen]),
+        panels = _error_panels(
+            predicted[chosen],
+            actual[chosen],
+            base[chosen],
             [dates[i] for i in chosen],
             [tickers[i] for i in chosen],
         )
-        naive_panel, _ = panel_of(
-            np.abs(base[chosen] - actual[chosen]), [dates[i] for i in chosen], [tickers[i] for i in chosen]
-        )
-        test = paired_loss_test(model_panel, naive_panel, alternative="greater")
+        test = paired_loss_test(*panels, alternative="greater")
         figures = ScoredFigures(
             samples=len(chosen),
             sessions=len({dates[i] for i in chosen}),
@@ -556,6 +522,21 @@ def summarize_scored(rows: Sequence[Mapping[str, Any]] | Sequence[Any]) -> Evalu
 
 
 QUANTILE_COLUMNS = ("q025", "q10", "q50", "q90", "q975")
+
+
+def _columns(items: Sequence[Mapping[str, Any]]) -> tuple[list[str], list[date], np.ndarray, np.ndarray]:
+    """Tickers, target dates, actual closes and base closes of scored rows."""
+    return (
+        [str(r["ticker"]) for r in items],
+        [r["target_date"] for r in items],
+        np.array([float(r["actual_close"]) for r in items]),
+        np.array([float(r["base_close"]) for r in items]),
+    )
+
+
+def _served_quantiles(items: Sequence[Mapping[str, Any]]) -> np.ndarray:
+    """(n, 5) served close quantiles of scored rows, NaN where a row has none."""
+    return np.array([[_num(r.get(c)) for c in QUANTILE_COLUMNS] for r in items])
 
 
 def stored_candidates(detail: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -590,10 +571,7 @@ def candidate_loss_panels(
     items = [_as_mapping(row) for row in rows]
     if not items:
         return {}, []
-    tickers = [str(r["ticker"]) for r in items]
-    dates = [r["target_date"] for r in items]
-    actual = np.array([float(r["actual_close"]) for r in items])
-    base = np.array([float(r["base_close"]) for r in items])
+    tickers, dates, actual, base = _columns(items)
     panels = {
         name: panel_of(
             loss_series(metric, predicted=base, actual=actual, base=base, quantiles=values), dates, tickers
@@ -614,11 +592,10 @@ def interval_loss_panels(rows: Sequence[Mapping[str, Any]], metric: str) -> dict
     panels, _dates = candidate_loss_panels(items, metric)
     if not items:
         return panels
-    actual = np.array([float(r["actual_close"]) for r in items])
-    base = np.array([float(r["base_close"]) for r in items])
-    served = np.array([[_num(r.get(c)) for c in QUANTILE_COLUMNS] for r in items])
+    tickers, dates, actual, base = _columns(items)
+    served = _served_quantiles(items)
     losses = loss_series(metric, predicted=base, actual=actual, base=base, quantiles=served)
-    panels[SERVED] = panel_of(losses, [r["target_date"] for r in items], [str(r["ticker"]) for r in items])[0]
+    panels[SERVED] = panel_of(losses, dates, tickers)[0]
     return panels
 
 
@@ -644,13 +621,10 @@ def brier_panels(rows: Sequence[Mapping[str, Any]]) -> dict[str, np.ndarray]:
     rate ("base_rate") among them, from what each prediction recorded (`detail["p_up"]`)."""
     items = [_as_mapping(row) for row in rows]
     names = sorted({name for r in items for name in ((r.get("detail") or {}).get("p_up") or {})})
-    tickers = [str(r["ticker"]) for r in items]
-    dates = [r["target_date"] for r in items]
-    actual = np.array([float(r["actual_close"]) for r in items])
-    base = np.array([float(r["base_close"]) for r in items])
+    tickers, dates, actual, base = _columns(items)
     panels = {}
     for name in names:
-        p_up = np.array([_num(((r.get("detail") or {}).get("p_up") or {}).get(name)) for r in items])
+        p_up = np.array([_num(_recorded_p_up(r, name)) for r in items])
         panels[name] = panel_of(brier_scores(p_up, actual=actual, base=base), dates, tickers)[0]
     return panels
 
@@ -663,8 +637,7 @@ def _recorded_p_up(row: Mapping[str, Any], name: str | None) -> Any:
 def p_up_figures(rows: Sequence[Mapping[str, Any]]) -> dict[str, float | None]:
     """The served P(up)'s mean Brier score next to the base rate's on the same rows, and its skill."""
     items = [_as_mapping(row) for row in rows]
-    actual = np.array([float(r["actual_close"]) for r in items])
-    base = np.array([float(r["base_close"]) for r in items])
+    _tickers, _dates, actual, base = _columns(items)
     served = np.array([_num(_recorded_p_up(r, (r.get("detail") or {}).get("p_up_source"))) for r in items])
     rate = np.array([_num(_recorded_p_up(r, "base_rate")) for r in items])
     both = np.isfinite(served) & np.isfinite(rate)
@@ -727,21 +700,16 @@ def flatten(metrics: Evaluation) -> dict[str, float]:
 
     def add(prefix: str, evaluated: MetricBlock) -> None:
         block = evaluated.to_json()
-        model, naive = block["model"], block["naive"]
-        for name in model:
-            for value, label in ((model[name], name), (naive[name], f"naive_{name}")):
-                if value is not None:
-                    flat[f"{prefix}.{label}"] = float(value)
-        for extra in ("skill", "skill_low", "skill_high", "up_fraction"):
-            if block.get(extra) is not None:
-                flat[f"{prefix}.{extra}"] = float(block[extra])
-        for name, value in (block.get("intervals") or {}).items():
-            if value is not None and name != "n":
-                flat[f"{prefix}.{name}"] = float(value)
-        for baseline, values in (block.get("baselines") or {}).items():
-            for name, value in (values or {}).items():
-                if value is not None and name != "n":
-                    flat[f"{prefix}.{baseline}_{name}"] = float(value)
+        values: dict[str, Any] = {}
+        for name in block["model"]:
+            values |= {name: block["model"][name], f"naive_{name}": block["naive"][name]}
+        values |= {extra: block[extra] for extra in ("skill", "skill_low", "skill_high", "up_fraction")}
+        groups = {"": block["intervals"]} | {
+            f"{name}_": figures for name, figures in block["baselines"].items()
+        }
+        for label, figures in groups.items():
+            values |= {f"{label}{name}": value for name, value in (figures or {}).items() if name != "n"}
+        flat.update({f"{prefix}.{name}": float(value) for name, value in values.items() if value is not None})
 
     add("avg", metrics.average)
     for ticker, block in metrics.tickers.items():

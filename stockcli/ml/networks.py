@@ -23,9 +23,8 @@ The network outputs the parameters; the likelihood is that of the `torch.distrib
 them (`predictive_distribution`).
 
 Hidden sizes: `nn.MultiheadAttention` needs `embed_dim % num_heads == 0`, so the attention models
-round `hidden_size` UP to the next multiple of `num_heads`; `model_config` records the size used.
-A registry rebuilds a model from `model_config(...)` (plain JSON) plus its weights as plain arrays:
-nothing is pickled.
+round `hidden_size` UP to the next multiple of `num_heads`; `model_config` (plain JSON, from which
+`model_from_config` rebuilds the network) records the size used.
 
 This module imports torch: import it inside the functions that need a network, never on the path of
 `stockcli --help` or of a light module (`stockcli.ml.training` imports it lazily).
@@ -107,11 +106,6 @@ def model_config(
         "num_heads": int(num_heads),
         "distribution": distribution,
     }
-
-
-def build_model(model_type: str, **kwargs: Any) -> nn.Module:
-    """A fresh network (see `model_config` for the arguments)."""
-    return model_from_config(model_config(model_type, **kwargs))
 
 
 def ensemble_config(members: list[dict[str, Any]]) -> dict[str, Any]:
@@ -204,11 +198,6 @@ def distribution_nll(output: torch.Tensor, target: torch.Tensor, distribution: s
 # --- the networks ----------------------------------------------------------------------------------
 
 
-def _lstm_dropout(num_layers: int, dropout: float) -> float:
-    # nn.LSTM applies dropout between layers only; with one layer it would just warn.
-    return dropout if num_layers > 1 else 0.0
-
-
 class DistributionHead(nn.Module):
     """[summary, last step's own features] -> (location, scale, degrees of freedom)."""
 
@@ -260,7 +249,8 @@ class BaseNetwork(nn.Module):
             hidden_size,
             num_layers=num_layers,
             batch_first=True,
-            dropout=_lstm_dropout(num_layers, dropout),
+            # nn.LSTM applies dropout between layers only; with one layer it would just warn.
+            dropout=dropout if num_layers > 1 else 0.0,
         )
         self.head = DistributionHead(hidden_size, self.n_own_features, dropout, self.distribution)
 

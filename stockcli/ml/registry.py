@@ -8,9 +8,8 @@ before reading it, and refuses a version without the tag. Nothing is unpickled. 
 with their training run id, so a retried registration returns the existing version instead of
 creating a second one.
 
-The local store is relocatable: artifact URIs are recorded as absolute `file://` paths, and when the
-data dir has moved (or was restored from a backup elsewhere), a recorded path under a `mlartifacts`
-folder that no longer exists is read from the same place under the current artifact root.
+The local store is relocatable: a recorded `file://` artifact path is read under the current data
+dir's `mlartifacts` (`artifact_uri`), so a moved or restored data dir keeps its models.
 
 The alias `Production` marks the version that serves predictions. Resolve it once per run
 (`resolve_alias`) and use the version number afterwards. Only `set_production` moves it, and only
@@ -28,7 +27,7 @@ import logging
 import os
 import tempfile
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -43,9 +42,7 @@ from stockcli.storage import check_server_database, parse_database_url, prepare_
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
-    from torch import nn
 
-    from stockcli.features.dataset import BuiltSpec
 
 PRODUCTION_ALIAS = "Production"
 MODEL_ARTIFACT_PATH = "model"
@@ -498,25 +495,10 @@ def _quote(text: str) -> str:
 
 
 def register_version(
-    settings: Settings,
-    run: TrainingRun,
-    *,
-    model: nn.Module,
-    model_config: Mapping[str, Any],
-    spec: BuiltSpec,
-    scalers: Mapping[str, Any],
-    tickers: Sequence[str],
-    sequence_length: int,
-    target_kind: str,
-    dataset_run_id: str,
-    training_params: Mapping[str, Any] | None = None,
-    metrics: Mapping[str, Any] | None = None,
-    test_summary: Mapping[str, float] | None = None,
-    context_tickers: Sequence[str] = (),
-    calibration: Mapping[str, Any] | None = None,
-    baselines: Mapping[str, Any] | None = None,
+    settings: Settings, run: TrainingRun, *, test_summary: Mapping[str, float] | None = None, **contents: Any
 ) -> str:
-    """Log the model bundle to `run` and register it as a new version; returns the version number.
+    """Log a model bundle of `contents` (`write_bundle`'s keyword arguments) to `run` and register it
+    as a new version; returns the version number.
 
     The whole bundle's SHA-256 becomes the version's `stockcli.bundle_sha256` tag, which
     `load_bundle` verifies. Idempotent per training run: when a version tagged with `run.run_id`
@@ -526,33 +508,19 @@ def register_version(
     if existing is not None:
         return existing
     with tempfile.TemporaryDirectory(prefix="stockcli-model-") as folder:
-        write_bundle(
-            Path(folder),
-            model=model,
-            model_config=model_config,
-            spec=spec,
-            scalers=scalers,
-            tickers=tickers,
-            sequence_length=sequence_length,
-            target_kind=target_kind,
-            dataset_run_id=dataset_run_id,
-            training_run_id=run.run_id,
-            training_params=training_params,
-            metrics=metrics,
-            context_tickers=context_tickers,
-            calibration=calibration,
-            baselines=baselines,
-        )
+        write_bundle(Path(folder), training_run_id=run.run_id, **contents)
         checksum = bundle_sha256(Path(folder))
         run.log_artifacts(Path(folder), MODEL_ARTIFACT_PATH)
     name = settings.mlflow.model_name
+    dataset_run_id = contents["dataset_run_id"]
     tags = {
         TAG_BUNDLE_SHA256: checksum,
         TAG_TRAINING_RUN: run.run_id,
         TAG_DATASET_RUN: dataset_run_id,
-        TAG_MODEL_TYPE: str(model_config.get("model_type", "")),
-        TAG_TICKERS: ",".join(tickers),
+        TAG_MODEL_TYPE: str(contents["model_config"].get("model_type", "")),
+        TAG_TICKERS: ",".join(contents["tickers"]),
     }
+
     for key, value in (test_summary or {}).items():
         tags[f"{METRIC_TAG_PREFIX}{key}"] = repr(float(value))
     mlflow_client = client(settings)
@@ -628,29 +596,25 @@ def list_versions(settings: Settings) -> list[ModelVersionInfo]:
     """Every registered version of the model, newest first, with aliases and test metrics."""
     name = settings.mlflow.model_name
     aliases = _registered_aliases(settings)
-    by_version: dict[str, list[str]] = {}
-    for alias, version in aliases.items():
-        by_version.setdefault(version, []).append(alias)
     with _registry_errors(settings, f"list the versions of model {name!r}"):
         versions = list(client(settings).search_model_versions(f"name = '{_quote(name)}'", max_results=10000))
     infos = []
     for item in versions:
-        tags = dict(item.tags or {})
+        version, tags = str(item.version), dict(item.tags or {})
         metrics = {}
         for key, value in tags.items():
             if key.startswith(METRIC_TAG_PREFIX):
                 with contextlib.suppress(ValueError):
                     metrics[key.removeprefix(METRIC_TAG_PREFIX)] = float(value)
-        tickers = tags.get(TAG_TICKERS, "")
         infos.append(
             ModelVersionInfo(
-                version=str(item.version),
-                aliases=tuple(sorted(by_version.get(str(item.version), []))),
+                version=version,
+                aliases=tuple(sorted(alias for alias, pointed in aliases.items() if pointed == version)),
                 created_at=datetime.fromtimestamp(int(item.creation_timestamp) / 1000, tz=UTC),
                 training_run_id=item.run_id or tags.get(TAG_TRAINING_RUN),
                 dataset_run_id=tags.get(TAG_DATASET_RUN),
                 model_type=tags.get(TAG_MODEL_TYPE),
-                tickers=tuple(t for t in tickers.split(",") if t),
+                tickers=tuple(t for t in tags.get(TAG_TICKERS, "").split(",") if t),
                 test_metrics=metrics,
                 source=artifact_uri(settings, str(item.source)),
                 status=str(item.status),
@@ -661,24 +625,19 @@ def list_versions(settings: Settings) -> list[ModelVersionInfo]:
     return infos
 
 
-def load_bundle(
-    settings: Settings, version: str | int | None = None, *, alias: str = PRODUCTION_ALIAS
-) -> ModelBundle:
-    """Load a registered version (default: the one `alias` points at) as a ModelBundle.
+def load_bundle(settings: Settings, version: str | int | None = None) -> ModelBundle:
+    """Load a registered version (default: Production's) as a ModelBundle.
 
-    Raises NoProductionModelError when the alias points nowhere, UsageError for an unknown version,
+    Raises NoProductionModelError when no version is Production, UsageError for an unknown version,
     RegistryError when the store cannot be read or the bundle does not match the checksum recorded at
     registration (or has none). Loaded bundles are cached per process (versions are immutable).
     """
     if version is None:
-        resolved = resolve_alias(settings, alias)
-        if resolved is None:
-            if alias == PRODUCTION_ALIAS:
-                raise NoProductionModelError(
-                    "No production model yet.", hint="Run `stockcli retrain --force` first."
-                )
-            raise UsageError(f"No model version carries the alias {alias!r}.", hint="See `stockcli models`.")
-        version = resolved
+        version = resolve_alias(settings)
+        if version is None:
+            raise NoProductionModelError(
+                "No production model yet.", hint="Run `stockcli retrain --force` first."
+            )
     version = str(version)
     key = (settings.mlflow_tracking_uri, settings.mlflow.model_name, version)
     with _lock:

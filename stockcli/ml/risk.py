@@ -1,28 +1,18 @@
 """Risk figures (Value at Risk, Expected Shortfall) from forecast quantiles, and their backtests.
 
 One definition of each risk rule (design notes, core idea 13), for a LONG position over a horizon
-of h sessions; losses are positive simple returns, loss = 1 - exp(log return):
-
-- `TAIL_LEVELS`: the levels at which every forecaster's quantile function is read for risk. VaR is a
-  quantile (levels 0.05, 0.01 and 0.025); ES_a = (1 / (1 - a)) * integral of the loss quantile over
-  the tail (0, 1 - a), a quadrature over a graded grid of tail cells (see `_tail_grid`).
-- `risk_figures`: VaR and ES at 95% and 99% from a matrix of tail quantiles; `loss_price`: the
-  close at which a loss is reached.
-- Backtests of a run of forecasts against what happened: Kupiec's proportion-of-failures test
-  (`kupiec_pof`), Christoffersen's independence and conditional-coverage tests (`christoffersen`),
-  the Basel traffic light (`basel_zone`), Acerbi–Székely's Z2 test of ES (`acerbi_szekely_z2`),
-  the non-overlapping subsample that multi-session horizons are tested on (`non_overlapping`), and
-  the one entry point that computes them all with the one JSON shape (`risk_backtest`).
-
-Pure functions: arrays in, numbers and frozen dataclasses out; no database, no clock. scipy is
-imported inside the functions that need it.
+of h sessions; losses are positive simple returns, loss = 1 - exp(log return). VaR is a quantile at
+one of `TAIL_LEVELS`; ES_a = (1 / (1 - a)) * integral of the loss quantile over the tail (0, 1 - a),
+a quadrature over a graded grid of tail cells (`_tail_grid`). The backtests (Kupiec, Christoffersen,
+the Basel traffic light, Acerbi–Székely's Z2) run on the `non_overlapping` subsample, all through
+`risk_backtest` and its one JSON shape. Pure functions; scipy is imported where it is needed.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import Literal
 
 import numpy as np
@@ -112,11 +102,8 @@ class RiskFigures:
 
     def row(self, index: int) -> dict[str, float | None]:
         """The figures of one forecast under `RISK_KEYS`; None where missing."""
-        values = (self.var_95, self.var_99, self.es_95, self.es_99)
-        return {
-            key: (float(value[index]) if math.isfinite(value[index]) else None)
-            for key, value in zip(RISK_KEYS, values, strict=True)
-        }
+        values = {key: float(getattr(self, key)[index]) for key in RISK_KEYS}
+        return {key: value if math.isfinite(value) else None for key, value in values.items()}
 
 
 def risk_figures(tail_quantiles: np.ndarray) -> RiskFigures:
@@ -124,7 +111,6 @@ def risk_figures(tail_quantiles: np.ndarray) -> RiskFigures:
 
     Crossing quantiles are rearranged first (`sort_quantiles`). ES averages the loss 1 - exp(q),
     not the log return, so it is the expected simple loss beyond VaR.
-    Raises InputDataError when the columns do not match `TAIL_LEVELS`.
     """
     losses = -np.expm1(_tail_quantiles(tail_quantiles))
     return RiskFigures(
@@ -172,10 +158,8 @@ class LikelihoodRatio:
 
 def kupiec_pof(exceptions: int, n: int, p: float) -> LikelihoodRatio:
     """Kupiec's (1995) proportion-of-failures test: are `exceptions` in `n` forecasts consistent
-    with an exception probability `p`? (two-sided; LR ~ chi-square(1) under H0).
-
-    0 and n exceptions use the limits of the log-likelihood (0 log 0 = 0), so they give finite
-    statistics. Raises InputDataError unless 0 <= exceptions <= n, n >= 1 and 0 < p < 1.
+    with an exception probability `p`? (two-sided; LR ~ chi-square(1) under H0; 0 log 0 = 0, so 0
+    and n exceptions give finite statistics).
     """
     from scipy.special import xlogy
     from scipy.stats import chi2
@@ -209,7 +193,6 @@ def christoffersen(hits: Sequence[bool] | np.ndarray, p: float) -> Christofferse
     pi11 = P(hit | hit before)) with a constant hit rate on the n - 1 transitions; 0 log 0 = 0, so
     no exception, or no two in a row, give finite statistics (LR_ind = 0 without any exception).
     LR_pof is Kupiec's on all n forecasts, as in Christoffersen (1998) and Jorion.
-    Raises InputDataError with fewer than 2 forecasts.
     """
     from scipy.special import xlogy
     from scipy.stats import chi2
@@ -279,7 +262,6 @@ def acerbi_szekely_z2(
     realized_log_returns: np.ndarray,
     tail_quantiles: np.ndarray,
     *,
-    simulations: int = ES_SIMULATIONS,
     seed: int = 0,
 ) -> Z2Test:
     """Acerbi & Székely's (2014) test 2 of the 97.5% Expected Shortfall (`ES_TEST_TAIL`).
@@ -295,7 +277,6 @@ def acerbi_szekely_z2(
     whose mean is exactly ES_t). Assumes: the forecasts are independent across sessions (use a
     non-overlapping subsample for multi-session horizons) and each session's tail is the quantile
     function it was read from (a step function on the tail cells). p = (1 + #{Z2* <= Z2}) / (1 + M).
-    Raises InputDataError on mismatched shapes, missing values or a non-positive ES.
     """
     realized = np.asarray(realized_log_returns, dtype=np.float64).reshape(-1)
     quantiles = _tail_quantiles(tail_quantiles)
@@ -315,11 +296,12 @@ def acerbi_szekely_z2(
     cells = np.flatnonzero(_CELL_EDGES[1:] <= alpha + 1e-12)
     cell_losses = losses[:, _NODE_COLUMNS[cells]]
     cell_upper_edges = _CELL_EDGES[1 : cells.size + 1]
-    draw, session, tail_uniforms = _tail_draws(np.random.default_rng(seed), simulations, sessions, alpha)
+    draw, session, tail_uniforms = _tail_draws(np.random.default_rng(seed), ES_SIMULATIONS, sessions, alpha)
+
     cell = np.minimum(np.searchsorted(cell_upper_edges, tail_uniforms, side="right"), cells.size - 1)
     scaled = -cell_losses[session, cell] / shortfall[session]
-    simulated = np.bincount(draw, weights=scaled, minlength=simulations) / (sessions * alpha) + 1.0
-    p_value = (1.0 + np.count_nonzero(simulated <= statistic + 1e-12)) / (1.0 + simulations)
+    simulated = np.bincount(draw, weights=scaled, minlength=ES_SIMULATIONS) / (sessions * alpha) + 1.0
+    p_value = (1.0 + np.count_nonzero(simulated <= statistic + 1e-12)) / (1.0 + ES_SIMULATIONS)
     return Z2Test(statistic, float(p_value), int(hits.sum()))
 
 
@@ -373,22 +355,6 @@ def non_overlapping(base_sessions: Sequence[int] | np.ndarray, horizon: int) -> 
     return np.asarray(chosen[::-1], dtype=np.int64)
 
 
-RISK_BACKTEST_KEYS: tuple[str, ...] = (
-    "n",
-    "exceptions_95",
-    "exceptions_99",
-    "kupiec_p_95",
-    "kupiec_p",
-    "christoffersen_p",
-    "conditional_coverage_p",
-    "zone",
-    "es_z2",
-    "es_p",
-    "es_level",
-)
-"""The keys of `RiskBacktest.to_json`, the one shape of a risk backtest everywhere."""
-
-
 @dataclass(frozen=True)
 class RiskBacktest:
     """The risk backtest of one ticker and horizon over its non-overlapping forecasts.
@@ -413,19 +379,11 @@ class RiskBacktest:
 
     def to_json(self) -> dict[str, float | int | str | None]:
         """The figures under `RISK_BACKTEST_KEYS` (`es_level` = 0.975, the ES level tested)."""
-        return {
-            "n": self.n,
-            "exceptions_95": self.exceptions_95,
-            "exceptions_99": self.exceptions_99,
-            "kupiec_p_95": self.kupiec_p_95,
-            "kupiec_p": self.kupiec_p,
-            "christoffersen_p": self.christoffersen_p,
-            "conditional_coverage_p": self.conditional_coverage_p,
-            "zone": self.zone,
-            "es_z2": self.es_z2,
-            "es_p": self.es_p,
-            "es_level": 1.0 - ES_TEST_TAIL,
-        }
+        return {**asdict(self), "es_level": 1.0 - ES_TEST_TAIL}
+
+
+RISK_BACKTEST_KEYS: tuple[str, ...] = (*(item.name for item in fields(RiskBacktest)), "es_level")
+"""The keys of `RiskBacktest.to_json`, the one shape of a risk backtest everywhere."""
 
 
 def risk_backtest(
@@ -434,9 +392,6 @@ def risk_backtest(
     horizon: int,
     *,
     base_sessions: Sequence[int] | np.ndarray | None = None,
-    min_sessions: int = MIN_SESSIONS,
-    simulations: int = ES_SIMULATIONS,
-    seed: int = 0,
     es_test: bool = True,
 ) -> RiskBacktest:
     """Every risk test of one ticker and horizon: counts, Kupiec, Christoffersen, Basel zone, Z2
@@ -461,12 +416,12 @@ def risk_backtest(
     hits = {level: realized < quantiles[:, _LEVEL_COLUMN[tail]] for level, tail in VAR_TAILS.items()}
     exceptions = {level: int(hit.sum()) for level, hit in hits.items()}
     n = int(realized.size)
-    if n < max(min_sessions, 2):
+    if n < MIN_SESSIONS:
         return RiskBacktest(n, exceptions[95], exceptions[99], None, None, None, None, None, None, None)
     markov = christoffersen(hits[99], VAR_TAILS[99])
     z2: Z2Test | None = None
     if es_test and (_expected_shortfall(-np.expm1(quantiles), ES_TEST_TAIL) > 0).all():
-        z2 = acerbi_szekely_z2(realized, quantiles, simulations=simulations, seed=seed)
+        z2 = acerbi_szekely_z2(realized, quantiles)
     return RiskBacktest(
         n=n,
         exceptions_95=exceptions[95],

@@ -1,17 +1,10 @@
 """The statistics behind every decision: is a difference real, is a coverage plausible.
 
 One definition of each test, used by promotion, retrain triggers, the per-ticker choice between the
-model and a baseline, and the reports (design notes, core ideas 10 and 11).
-
-- `newey_west_variance`: long-run (HAC) variance of a series, Bartlett kernel (Newey & West 1987).
-- `paired_loss_test` / `skill_interval`: the Diebold–Mariano test of equal predictive accuracy
-  (Diebold & Mariano 1995, with the small-sample correction of Harvey, Leybourne & Newbold 1997) on a
-  (sessions, tickers) panel, each ticker scaled so that a 3,000-point index does not drown a $20 stock.
-- `binomial_coverage_test`: is an observed interval coverage consistent with its
-  nominal level (exact binomial test)?
-- `clustered_coverage_test`: the same question for a (sessions, tickers) panel of misses, where
-  misses on the same session move together (one market shock): the binomial test on the effective
-  sample size (Kish's design effect, from the intra-session correlation of the misses).
+model and a baseline, and the reports (design notes, core ideas 10 and 11): the Diebold–Mariano test
+of equal predictive accuracy on a (sessions, tickers) panel, each ticker scaled so that a 3,000-point
+index does not drown a $20 stock (`paired_loss_test`, `skill_interval`), and exact binomial tests of
+interval coverage, alone or on a panel whose misses cluster by session (`clustered_coverage_test`).
 
 Pure functions: numbers in, numbers out. Results are frozen dataclasses of plain floats that are
 never NaN, so they go straight into JSON. scipy is imported inside the functions that need it.
@@ -21,7 +14,7 @@ from __future__ import annotations
 
 import functools
 import math
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Literal
 
 import numpy as np
@@ -40,11 +33,8 @@ MIN_OBSERVATIONS = 3
 
 @dataclass(frozen=True)
 class DMResult:
-    """Outcome of a Diebold–Mariano test on the loss differential d = loss_a - loss_b.
-
-    `mean_diff` < 0 means a had lower losses. `ci_low`/`ci_high` bound the mean difference (95%,
-    HAC standard error, Student t with n-1 degrees of freedom); `lag` is the HAC lag used.
-    """
+    """A Diebold–Mariano test on the loss differential d = loss_a - loss_b: `mean_diff` < 0 means a
+    had lower losses; `ci_low`/`ci_high` bound it (95%); `lag` is the HAC lag used."""
 
     n: int
     mean_diff: float
@@ -82,10 +72,8 @@ def newey_west_variance(d: np.ndarray, lag: int | None = None) -> float:
     """Long-run variance of a series (Bartlett-kernel HAC estimate, Newey & West 1987).
 
     gamma_0 + 2 * sum_{k=1..L} (1 - k / (L + 1)) * gamma_k, with autocovariances gamma_k of the
-    demeaned series divided by n. Non-finite values are dropped. `lag` defaults to
-    `default_lag(n)` and is capped at n - 1. The Bartlett weights keep the estimate non-negative;
-    the result is clipped at 0 against rounding. Returns 0.0 for fewer than 2 values.
-    The variance of the series' mean is this value divided by n.
+    demeaned series divided by n, non-finite values dropped, L = `lag` (default `default_lag(n)`,
+    at most n - 1). The Bartlett weights keep it non-negative (clipped at 0 against rounding).
     """
     values = np.asarray(d, dtype=np.float64).ravel()
     values = values[np.isfinite(values)]
@@ -149,25 +137,15 @@ def paired_loss_test(
 
     dm = _dm_on_differential(session_a - session_b, alternative=alternative, lag=lag)
     mean_b = float(session_b.mean()) if session_b.size else 0.0
-    improvement: float | None = None
-    improvement_low: float | None = None
-    improvement_high: float | None = None
+    improvement: tuple[float | None, ...] = (None, None, None)
     if dm.n > 0 and mean_b > 0:
         # (+ 0.0 turns a -0.0 of identical losses into 0.0: no sign where there is no difference)
-        improvement = -dm.mean_diff / mean_b + 0.0
-        improvement_low = -dm.ci_high / mean_b + 0.0
-        improvement_high = -dm.ci_low / mean_b + 0.0
+        improvement = tuple(-value / mean_b + 0.0 for value in (dm.mean_diff, dm.ci_high, dm.ci_low))
     return PairedTestResult(
-        n=dm.n,
-        mean_diff=dm.mean_diff,
-        statistic=dm.statistic,
-        p_value=dm.p_value,
-        ci_low=dm.ci_low,
-        ci_high=dm.ci_high,
-        lag=dm.lag,
-        relative_improvement=improvement,
-        improvement_low=improvement_low,
-        improvement_high=improvement_high,
+        **asdict(dm),
+        relative_improvement=improvement[0],
+        improvement_low=improvement[1],
+        improvement_high=improvement[2],
         n_sessions=dm.n,
         n_tickers=int(usable_tickers.sum()),
     )
@@ -176,25 +154,18 @@ def paired_loss_test(
 def skill_interval(
     model_abs_errors: np.ndarray, naive_abs_errors: np.ndarray
 ) -> tuple[float | None, float | None, float | None]:
-    """Skill = 1 - MAE_model / MAE_naive with its 95% interval: `(skill, low, high)`.
-
-    The interval comes from the HAC standard error of the per-session loss differential
-    (model - naive), treating MAE_naive as fixed (the delta method with the denominator held
-    constant); it ignores the sampling noise of MAE_naive itself, which is second order when the
-    two forecasts are close. A (sessions, tickers) panel is handled as in `paired_loss_test`: each
-    ticker scaled by its own naive MAE, so the panel skill is the mean of the tickers' skills on a
-    balanced panel. All three are None when undefined (no usable day, or a naive MAE of 0).
+    """Skill = 1 - MAE_model / MAE_naive with its 95% interval, `(skill, low, high)`: the relative
+    improvement of `paired_loss_test` on absolute errors, None when undefined (no usable day, or a
+    naive MAE of 0). Holding MAE_naive fixed ignores its own sampling noise, which is second order
+    when the two forecasts are close.
     """
     result = paired_loss_test(model_abs_errors, naive_abs_errors, alternative="two-sided")
     return result.relative_improvement, result.improvement_low, result.improvement_high
 
 
 def binomial_coverage_test(misses: int, n: int, nominal_coverage: float) -> float:
-    """Two-sided exact binomial p-value of `misses` misses in `n` trials at miss rate 1 - nominal.
-
-    scipy's `binomtest` (its "two-sided" p-value sums the probabilities of all outcomes no more
-    likely than the one observed). `n == 0` gives 1.0: no evidence either way.
-    """
+    """Two-sided exact binomial p-value (scipy's `binomtest`) of `misses` misses in `n` trials at
+    miss rate 1 - nominal; `n == 0` gives 1.0: no evidence either way."""
     _check_coverage_arguments(misses, n, nominal_coverage)
     if n == 0:
         return 1.0
@@ -293,38 +264,23 @@ def _dm_on_differential(differential: np.ndarray, *, alternative: Alternative, l
     long_run_variance = newey_west_variance(differential, lag_used) if n >= 2 else 0.0
     # Zero variance relative to the data's size (not only an exact 0.0, which rounding rarely gives).
     spread = float(np.max(np.abs(differential))) if n else 0.0
-    if n < MIN_OBSERVATIONS or long_run_variance <= (1e-14 * spread) ** 2:
-        return DMResult(
-            n=n,
-            mean_diff=mean_diff,
-            statistic=0.0,
-            p_value=1.0,
-            ci_low=mean_diff,
-            ci_high=mean_diff,
-            lag=lag_used,
-        )
-    from scipy.stats import t as student_t
+    statistic, p_value, ci_low, ci_high = 0.0, 1.0, mean_diff, mean_diff
+    if not (n < MIN_OBSERVATIONS or long_run_variance <= (1e-14 * spread) ** 2):
+        from scipy.stats import t as student_t
 
-    # HLN (h = 1): statistic * sqrt((n - 1) / n), i.e. a standard error of sqrt(LRV / (n - 1)).
-    standard_error = math.sqrt(long_run_variance / (n - 1))
-    statistic = mean_diff / standard_error
-    degrees_of_freedom = n - 1
-    if alternative == "less":
-        p_value = float(student_t.cdf(statistic, degrees_of_freedom))
-    elif alternative == "greater":
-        p_value = float(student_t.sf(statistic, degrees_of_freedom))
-    else:
-        p_value = float(min(1.0, 2.0 * student_t.sf(abs(statistic), degrees_of_freedom)))
-    half_width = float(student_t.ppf(0.5 + CONFIDENCE / 2.0, degrees_of_freedom)) * standard_error
-    return DMResult(
-        n=n,
-        mean_diff=mean_diff,
-        statistic=float(statistic),
-        p_value=p_value,
-        ci_low=mean_diff - half_width,
-        ci_high=mean_diff + half_width,
-        lag=lag_used,
-    )
+        # HLN (h = 1): statistic * sqrt((n - 1) / n), i.e. a standard error of sqrt(LRV / (n - 1)).
+        standard_error = math.sqrt(long_run_variance / (n - 1))
+        statistic = mean_diff / standard_error
+        degrees_of_freedom = n - 1
+        if alternative == "less":
+            p_value = float(student_t.cdf(statistic, degrees_of_freedom))
+        elif alternative == "greater":
+            p_value = float(student_t.sf(statistic, degrees_of_freedom))
+        else:
+            p_value = float(min(1.0, 2.0 * student_t.sf(abs(statistic), degrees_of_freedom)))
+        half_width = float(student_t.ppf(0.5 + CONFIDENCE / 2.0, degrees_of_freedom)) * standard_error
+        ci_low, ci_high = mean_diff - half_width, mean_diff + half_width
+    return DMResult(n, mean_diff, float(statistic), p_value, ci_low, ci_high, lag_used)
 
 
 def _resolve_lag(n: int, lag: int | None) -> int:

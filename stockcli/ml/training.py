@@ -79,22 +79,16 @@ class TrainParams:
         Keys of `overrides` that are not TrainParams fields are ignored, so a stored best-params dict
         with extra information can be passed as it is.
         """
-        names = {f.name for f in fields(cls)}
-        values: dict[str, Any] = {name: getattr(training, name) for name in names if hasattr(training, name)}
-        for key, value in (overrides or {}).items():
-            if key in names and value is not None:
-                values[key] = value
-        # JSON and Optuna may hand back 64 as 64.0 and vice versa: give each field its own type.
         types = {f.name: f.type for f in fields(cls)}
-        coerced: dict[str, Any] = {}
-        for name, value in values.items():
-            if types[name] in ("int", int):
-                coerced[name] = int(value)
-            elif types[name] in ("float", float):
-                coerced[name] = float(value)
-            else:
-                coerced[name] = value
-        return cls(**coerced)
+        values = {name: getattr(training, name) for name in types if hasattr(training, name)}
+        values |= {
+            key: value for key, value in (overrides or {}).items() if key in types and value is not None
+        }
+        # JSON and Optuna may hand back 64 as 64.0 and vice versa: give each field its own type.
+        casts: dict[Any, Callable[[Any], Any]] = {"int": int, "float": float}
+        return cls(
+            **{name: casts.get(types[name], lambda same: same)(value) for name, value in values.items()}
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

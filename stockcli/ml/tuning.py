@@ -287,12 +287,8 @@ def open_study(
     busy_timeout_s: float = 30.0,
     data_dir: Path | None = None,
 ) -> optuna.Study:
-    """Create the study, or load it when it exists (a resumed or parallel tune).
-
-    The sampler draws trial n from a random state seeded by (`seed`, n): a fresh study is
-    reproducible, a resumed one continues exactly as an uninterrupted one would, and workers sharing
-    a study never draw from the same state (each trial number is taken once).
-    """
+    """Create the study, or load it when it exists (a resumed or parallel tune), with a
+    `trial_seeded_sampler`."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)

@@ -146,7 +146,8 @@ def test_crafted_pickle_in_every_array_column_is_never_unpickled(tmp_path: Path,
 def registered(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Settings, str, Path]]:
     """One real tiny version in a real MLflow store: (settings, version, its local artifact folder)."""
     from stockcli.ml import registry
-    from stockcli.ml.networks import build_model, model_config
+    from stockcli.ml.networks import model_config
+    from tests.model_helpers import build_model
 
     data_dir = tmp_path_factory.mktemp("security-registry") / "data"
     settings = load_settings(
