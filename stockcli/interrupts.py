@@ -14,11 +14,14 @@ the MLflow run RUNNING.
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import threading
+from collections.abc import Iterator
 from types import FrameType
 
 _requested = threading.Event()
+_deferred = threading.Event()
 _signal_received = [int(signal.SIGINT)]  # the last stopping signal: SIGINT or SIGTERM
 
 
@@ -26,7 +29,22 @@ def _on_sigint(signum: int, frame: FrameType | None) -> None:
     """The handler of SIGINT and SIGTERM: remember the request, then raise KeyboardInterrupt."""
     _signal_received[0] = signum
     _requested.set()
-    raise KeyboardInterrupt
+    if not _deferred.is_set():
+        raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def deferred() -> Iterator[None]:
+    """Only remember a stop request inside this block; the next `raise_if_requested` raises it.
+
+    For steps that must not be cut in two: the ledger row of a run is written and the code that
+    closes it is entered as one step, or a signal in between (e.g. while PostgreSQL confirms the
+    commit) would leave the row `running`."""
+    _deferred.set()
+    try:
+        yield
+    finally:
+        _deferred.clear()
 
 
 def install() -> None:

@@ -100,32 +100,39 @@ def _locked_run(
             # A shared holder cannot tell dead `running` rows from live workers. A killed run may
             # have left its MLflow run RUNNING too: close it now rather than at the next training.
             _close_dead_mlflow_runs(settings)
-        run_id = store.start_run(engine, command=command, as_of=as_of)
-        handle = RunHandle(settings=settings, engine=engine, command=command, as_of=as_of, run_id=run_id)
+        handle: RunHandle | None = None
         try:
+            # A stop request while the row is written is raised just after, here, where it is closed:
+            # raised in between (e.g. while PostgreSQL confirms the commit), it left the row `running`.
+            with interrupts.deferred():
+                run_id = store.start_run(engine, command=command, as_of=as_of)
+                handle = RunHandle(
+                    settings=settings, engine=engine, command=command, as_of=as_of, run_id=run_id
+                )
+            interrupts.raise_if_requested()
             with lock.guard_commits(engine, held):  # every commit of a step checks the lock is still ours
                 yield handle
                 lock.ensure_held()
             interrupts.raise_if_requested()  # a Ctrl-C swallowed on the way is still not a success
         except StockCliError as exc:
             status = "partial" if isinstance(exc, PartialFailure) else "failed"
-            _finish(engine, run_id, status=status, error=exc.message, handle=handle)
+            _finish(handle, status=status, error=exc.message)
             raise
         except KeyboardInterrupt:  # SIGINT / SIGTERM: stopped on purpose, not a failure (exit 130 / 143)
             error = f"Interrupted ({interrupts.describe()}) before the run finished."
-            _finish(engine, run_id, status="interrupted", error=error, handle=handle)
+            _finish(handle, status="interrupted", error=error)
             raise
         except BaseException as exc:
             described = run_failure_error(settings, exc)
             error = described.message if described is not None else f"{type(exc).__name__}: {exc}"
-            _finish(engine, run_id, status="failed", error=error, handle=handle)
+            _finish(handle, status="failed", error=error)
             if described is not None:
                 raise described from exc
             raise
         else:
             store.finish_run(
                 engine,
-                run_id,
+                handle.run_id,
                 status=handle.status,
                 error=handle.error,
                 details=handle.details,
@@ -133,13 +140,16 @@ def _locked_run(
             )
 
 
-def _finish(engine: Engine, run_id: int, *, status: str, error: str | None, handle: RunHandle) -> None:
+def _finish(handle: RunHandle | None, *, status: str, error: str | None) -> None:
     """Close the ledger row of a run that did not succeed; never raises.
 
     When that fails (a full disk: the row and its details may need pages the disk cannot give), it
     is tried once more with the status and the first line of the error alone, which fits where the
     row already is, so the row does not stay `running`.
     """
+    if handle is None:  # the row was never written
+        return
+    engine, run_id = handle.engine, handle.run_id
     try:
         store.finish_run(
             engine, run_id, status=status, error=error, details=handle.details, warnings=handle.warnings

@@ -141,6 +141,39 @@ def test_a_ctrl_c_swallowed_on_the_way_is_raised_again_and_the_run_is_interrupte
     ]
 
 
+def test_a_signal_while_the_ledger_row_is_written_still_closes_it(
+    tmp_path: Path, database: str | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SIGTERM right after the `running` row is committed (while PostgreSQL confirms the commit, say)
+    is raised where the row is closed, not before: the row says `interrupted`, never `running`."""
+    from datetime import date
+
+    from stockcli import interrupts
+    from stockcli.db import store
+    from stockcli.services.runtime import pipeline_run
+
+    workspace = new_workspace(tmp_path / "ws", database_url=database)
+    real_start_run = store.start_run
+
+    def start_run_then_signal(*args: Any, **kwargs: Any) -> int:
+        run_id = real_start_run(*args, **kwargs)
+        interrupts._on_sigint(signal.SIGTERM, None)  # what the handler does when the signal lands here
+        return run_id
+
+    monkeypatch.setattr(store, "start_run", start_run_then_signal)
+    body_ran = []
+    try:
+        with (
+            pytest.raises(KeyboardInterrupt),
+            pipeline_run(workspace.settings(), command="fetch", as_of=date(2013, 2, 1)),
+        ):
+            body_ran.append(True)
+    finally:
+        interrupts.handled()
+    assert body_ran == []  # stopped before the run's work began
+    assert ledger(workspace.engine) == [(1, "fetch", "interrupted")]
+
+
 @pytest.mark.parametrize(
     ("stop_signal", "exit_code"), [(signal.SIGINT, INTERRUPTED), (signal.SIGTERM, TERMINATED)]
 )
