@@ -28,9 +28,11 @@ _signal_received = [int(signal.SIGINT)]  # the last stopping signal: SIGINT or S
 def _on_sigint(signum: int, frame: FrameType | None) -> None:
     """The handler of SIGINT and SIGTERM: remember the request, then raise KeyboardInterrupt."""
     _signal_received[0] = signum
+    if _deferred.is_set() and not _requested.is_set():
+        _requested.set()  # the first one waits for the block's end; a second one stops it on the spot
+        return
     _requested.set()
-    if not _deferred.is_set():
-        raise KeyboardInterrupt
+    raise KeyboardInterrupt
 
 
 @contextlib.contextmanager
@@ -39,10 +41,15 @@ def deferred() -> Iterator[None]:
 
     For steps that must not be cut in two: the ledger row of a run is written and the code that
     closes it is entered as one step, or a signal in between (e.g. while PostgreSQL confirms the
-    commit) would leave the row `running`."""
+    commit) would leave the row `running`. A second signal still stops the block at once (a hung
+    connection stays stoppable), and a block that fails after a request ends as the interrupt."""
     _deferred.set()
     try:
         yield
+    except Exception as exc:
+        if _requested.is_set():
+            raise KeyboardInterrupt from exc
+        raise
     finally:
         _deferred.clear()
 

@@ -481,3 +481,22 @@ def test_report_gathers_the_horizon_fan_and_the_var_exceptions(
     assert "Basel zone green" in var_charts["GOOG"]
     assert "No scored 1-session VaR forecasts for MSFT yet." in var_charts["MSFT"]
     assert page.count('<table class="data horizon-table"') == 1
+
+
+def test_page_reads_leave_the_large_json_columns_out(settings: Settings) -> None:
+    """Every page view and `/metrics` scrape runs these reads: they skip the JSON no page shows (a
+    prediction's candidates, a run's details), which grow with every candidate and step."""
+    from stockcli.db import queries_report as queries
+
+    report_data.fill(settings)
+    engine = connect_readonly(settings)
+    reads = {
+        "latest_predictions": queries.latest_predictions(engine, tickers=None),
+        "performance_history": queries.performance_history(engine, limit=5),
+        "recent_runs": queries.recent_runs(engine, limit=5),
+        "recent_promotions": queries.recent_promotions(engine, limit=5),
+    }
+    for name, rows in reads.items():
+        assert rows, name  # the fill stored some
+        assert not {"detail", "details", "selection"} & set(rows[0]), name
+    assert "predicted_close" in reads["latest_predictions"][0] and "status" in reads["recent_runs"][0]

@@ -271,3 +271,14 @@ def test_the_interval_choice_is_redecided_on_live_scores(refit_db: Any) -> None:
     assert chosen["GOOG"].window_end == days[-1] and chosen["GOOG"].n_sessions >= 40
     assert chosen["MSFT"].interval_source == "garch"  # not refitted that session: its choice stands
     assert chosen["*"].interval_source == "har_range"  # the pooled choice follows all scored rows
+
+
+def test_base_rates_fall_back_to_the_pooled_rate_then_to_nan() -> None:
+    """A ticker without its own stored up-share gets the pooled one; nothing stored (or a null pooled
+    rate, as an older bundle may hold) gives NaN rather than an error."""
+    from stockcli.services.promote import base_rates
+
+    rates = base_rates({"p_up_base": {"*": 0.5, "A": 0.6, "B": None}}, ["A", "B", "C"])
+    assert rates.tolist() == [0.6, 0.5, 0.5]
+    assert np.isnan(base_rates({"p_up_base": {"*": None}}, ["A"])).all()
+    assert np.isnan(base_rates(None, ["A"])).all()

@@ -79,6 +79,16 @@ def ticker_exists(engine: Engine, ticker: str) -> bool:
     return False
 
 
+# Large JSON columns (a prediction's candidates, a run's details, a decision's selection) that no page
+# shows: left out of the reads below, since every page view and `/metrics` scrape runs them.
+_UNSHOWN = frozenset({"detail", "details", "selection"})
+
+
+def _shown(model: Any) -> Any:
+    """A select of `model`'s columns without the large JSON ones no page shows."""
+    return select(*(column for column in model.__table__.columns if column.name not in _UNSHOWN))
+
+
 def latest_predictions(
     engine: Engine, *, as_of: date | None = None, tickers: Iterable[str] | None = None
 ) -> list[dict[str, Any]]:
@@ -92,7 +102,7 @@ def latest_predictions(
         if tickers is None:
             tickers = [row[0] for row in connection.execute(select(LatestPrediction.ticker).distinct())]
         for ticker in sorted(set(tickers)):
-            query = select(LatestPrediction.__table__).where(
+            query = _shown(LatestPrediction).where(
                 LatestPrediction.ticker == ticker, LatestPrediction.void_reason.is_(None)
             )
             if as_of is not None:
@@ -118,7 +128,7 @@ def performance_history(engine: Engine, *, limit: int, ticker: str | None = None
     fetch = limit + 8
     with engine.connect() as connection:
         while True:
-            query = select(ModelPerformance.__table__).where(ModelPerformance.void_reason.is_(None))
+            query = _shown(ModelPerformance).where(ModelPerformance.void_reason.is_(None))
             if ticker is not None:
                 query = query.where(ModelPerformance.ticker == ticker)
             query = query.order_by(
@@ -155,14 +165,14 @@ def recent_closes(
 
 def recent_runs(engine: Engine, *, limit: int) -> list[dict[str, Any]]:
     """The newest ledger rows, newest first."""
-    query = select(PipelineRun.__table__).order_by(PipelineRun.id.desc()).limit(limit)
+    query = _shown(PipelineRun).order_by(PipelineRun.id.desc()).limit(limit)
     with engine.connect() as connection:
         return [dict(row._mapping) for row in connection.execute(query)]
 
 
 def recent_promotions(engine: Engine, *, limit: int) -> list[dict[str, Any]]:
     """The newest promotion decisions, promoted or not, newest first."""
-    query = select(Promotion.__table__).order_by(Promotion.id.desc()).limit(limit)
+    query = _shown(Promotion).order_by(Promotion.id.desc()).limit(limit)
     with engine.connect() as connection:
         return [dict(row._mapping) for row in connection.execute(query)]
 
@@ -172,7 +182,7 @@ def newest_runs_per_command(engine: Engine, *, status: str | None = None) -> lis
     newest = select(func.max(PipelineRun.id)).where(PipelineRun.finished_at.is_not(None))
     if status is not None:
         newest = newest.where(PipelineRun.status == status)
-    query = select(PipelineRun.__table__).where(PipelineRun.id.in_(newest.group_by(PipelineRun.command)))
+    query = _shown(PipelineRun).where(PipelineRun.id.in_(newest.group_by(PipelineRun.command)))
     with engine.connect() as connection:
         return [dict(row._mapping) for row in connection.execute(query)]
 

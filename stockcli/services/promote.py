@@ -616,7 +616,7 @@ def select_sources(
 def base_rates(baselines: Mapping[str, Any] | None, tickers: list[str]) -> np.ndarray:
     """Per row, the up-share of its ticker's training dates (the pooled one for a ticker without)."""
     rates = dict((baselines or {}).get("p_up_base") or {})
-    pooled = float(rates.get("*", np.nan))
+    pooled = np.nan if rates.get("*") is None else float(rates["*"])
     return np.array([pooled if rates.get(t) is None else float(rates[t]) for t in tickers], dtype=np.float64)
 
 

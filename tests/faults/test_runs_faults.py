@@ -174,6 +174,26 @@ def test_a_signal_while_the_ledger_row_is_written_still_closes_it(
     assert ledger(workspace.engine) == [(1, "fetch", "interrupted")]
 
 
+def test_a_deferred_stop_stays_a_stop() -> None:
+    """Inside `interrupts.deferred()` the first signal waits for the block's end, a second one stops
+    the block at once (a hung connection stays stoppable), and a block failing after a request ends
+    as the interrupt, not as its own error."""
+    from stockcli import interrupts
+
+    try:
+        with interrupts.deferred():
+            interrupts._on_sigint(signal.SIGTERM, None)  # remembered only
+            with pytest.raises(KeyboardInterrupt):
+                interrupts._on_sigint(signal.SIGTERM, None)  # the second one raises
+        with pytest.raises(KeyboardInterrupt), interrupts.deferred():
+            raise OSError("the commit failed")  # a stop was asked: that wins
+        interrupts.handled()
+        with pytest.raises(OSError), interrupts.deferred():
+            raise OSError("the commit failed")  # nothing asked: the error is the error
+    finally:
+        interrupts.handled()
+
+
 @pytest.mark.parametrize(
     ("stop_signal", "exit_code"), [(signal.SIGINT, INTERRUPTED), (signal.SIGTERM, TERMINATED)]
 )
