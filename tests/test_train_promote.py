@@ -637,7 +637,7 @@ def test_promotions_table_round_trip(database_url: str) -> None:
     assert (last.window_start, last.window_end) == (date(2012, 11, 29), date(2013, 3, 1))
     dry = promotions.list_promotions(engine)[0]
     assert (dry.test, dry.p_value, dry.improvement, dry.selection) == (None, None, None, None)
-    promotions.mark_not_promoted(engine, first, reason="alias failed")
+    promotions.mark_outcome(engine, first, promoted=False, reason="alias failed")
     assert last_promotion() is None
     engine.dispose()
 

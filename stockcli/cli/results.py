@@ -3,15 +3,22 @@
 `output.emit` builds each object from a service's result, checks it against its model (no key missing,
 none extra, every value of its type) and prints it through the one encoder (`stockcli.jsonable`). The
 README's "JSON output" table lists the same keys; tests/test_json_shapes.py holds the three equal.
+A command that prints its service's result dataclass takes the fields from it (`result_shape`).
 Nested blocks that other modules define (metric blocks, risk backtests) stay `dict[str, Any]` here.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import date, datetime
-from typing import Any
+from typing import Any, get_type_hints
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, create_model
+
+from stockcli.services.backtest import BacktestResult
+from stockcli.services.build import BuildResult
+from stockcli.services.process import ProcessResult
+from stockcli.services.tune import TuneResult
 
 Block = dict[str, Any]
 
@@ -20,6 +27,21 @@ class Shape(BaseModel):
     """A JSON object with exactly these keys."""
 
     model_config = ConfigDict(extra="forbid")
+
+
+def result_shape(result: type, /, **first: Any) -> type[Shape]:
+    """The shape of a service's result dataclass: the `first` fields, then each of `result`'s fields
+    with its own type, all required (`emit` writes every one). Nested dataclasses are checked as well:
+    no key missing (but those with a default), none extra."""
+    hints = get_type_hints(result)
+    fields = first | {field.name: (hints[field.name], ...) for field in dataclasses.fields(result)}
+    return create_model(f"{result.__name__}Json", __base__=Shape, **fields)
+
+
+ProcessJson = result_shape(ProcessResult, status=(str, ...))
+BuildJson = result_shape(BuildResult, status=(str, ...))
+TuneJson = result_shape(TuneResult, status=(str, ...))
+BacktestJson = result_shape(BacktestResult)
 
 
 class ErrorJson(Shape):
@@ -31,72 +53,6 @@ class ErrorJson(Shape):
 class FetchJson(Shape):
     status: str
     tickers: dict[str, Block]
-
-
-class TickerSessionsJson(Shape):
-    sessions: int
-    first_session: date | None
-    last_session: date | None
-    windows: int
-
-
-class DatasetJson(Shape):
-    """What `process` and `build` both report first."""
-
-    status: str
-    run_id: str
-    tickers: list[str]
-    sessions: int
-    n_features: int
-    feature_names: list[str]
-
-
-class ProcessJson(DatasetJson):
-    start_date: date
-    end_date: date
-    content_hash: str
-    reused: bool
-    as_of: date
-    windows_possible: int
-    context_tickers: list[str]
-    per_ticker: dict[str, TickerSessionsJson]
-    warnings: list[str]
-
-
-class PartJson(Shape):
-    name: str
-    windows: int
-    first_base_date: date
-    last_base_date: date
-    first_target_date: date
-    last_target_date: date
-
-
-class BuildJson(DatasetJson):
-    dropped_features: list[str]
-    sequence_length: int
-    target_kind: str
-    train: PartJson
-    validation: PartJson
-    test: PartJson
-    context_tickers: list[str]
-    windows_per_ticker: dict[str, dict[str, int]]
-
-
-class TuneJson(Shape):
-    status: str
-    run_id: str
-    study_name: str
-    best_params: Block
-    best_value: float | None
-    n_trials: int
-    n_complete: int
-    n_pruned: int
-    wall_s: float
-    n_failed: int
-    n_run: int
-    best_trial_number: int | None
-    storage: str
 
 
 class TrainJson(Shape):
@@ -264,33 +220,6 @@ class RetrainJson(Shape):
 
 class ScheduleJson(Shape):
     next_runs: list[datetime]
-
-
-class BacktestJson(Shape):
-    start: date
-    end: date
-    workspace: str
-    sessions: int
-    sessions_failed: int
-    predictions: int
-    evaluated: int
-    retrains: list[Block]
-    promotions: int
-    metrics: Block
-    per_ticker: dict[str, Block]
-    wall_s: float
-    sessions_per_s: float
-    failures: list[str]
-    tickers_failed: list[str]
-    data_end: date | None
-    sessions_past_data_end: int
-    baselines: dict[str, Block]
-    candidates: dict[str, Block]
-    promotion_decisions: list[Block]
-    network_vs_best_statistical: Block | None
-    horizons: dict[str, Block]
-    risk: dict[str, dict[str, Block]]
-    risk_vs_garch: dict[str, dict[str, Block]]
 
 
 class CloseSeriesJson(Shape):

@@ -75,11 +75,11 @@ def record_decision(
 PENDING_NOTE = " [Production alias move pending]"
 
 
-def mark_promoted(engine: Engine, promotion_id: int, *, reason: str) -> None:
-    """Confirm a decision row once the Production alias really points at its candidate."""
+def mark_outcome(engine: Engine, promotion_id: int, *, promoted: bool, reason: str) -> None:
+    """Settle a decision row once its alias move is done (`promoted`) or failed, replacing its reason."""
     with engine.begin() as connection:
         connection.execute(
-            update(Promotion).where(Promotion.id == promotion_id).values(promoted=True, reason=reason)
+            update(Promotion).where(Promotion.id == promotion_id).values(promoted=promoted, reason=reason)
         )
 
 
@@ -116,14 +116,6 @@ def settle_pending(engine: Engine, *, production_version: str | None) -> int:
                 }
             connection.execute(update(Promotion).where(Promotion.id == row.id).values(**values))
     return len(pending)
-
-
-def mark_not_promoted(engine: Engine, promotion_id: int, *, reason: str) -> None:
-    """Flip a decision row to not promoted (the alias move failed), replacing its reason."""
-    with engine.begin() as connection:
-        connection.execute(
-            update(Promotion).where(Promotion.id == promotion_id).values(promoted=False, reason=reason)
-        )
 
 
 def list_promotions(engine: Engine, *, limit: int = 20, include_dry_runs: bool = True) -> list[Promotion]:

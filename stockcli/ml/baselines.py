@@ -138,13 +138,17 @@ def fit_garch(
     return {**values, "scale": GARCH_SCALE, "n_obs": int(returns.size), "converged": bool(converged)}
 
 
-def _garch_variance_path(residuals: np.ndarray, omega: float, alpha: float, beta: float) -> np.ndarray:
-    """Conditional variances (n + 1,) of GARCH(1,1) on percent residuals, the last one the forecast.
+def _garch_variance_path(
+    residuals: np.ndarray, omega: float, alpha: float, beta: float, gamma: float = 0.0
+) -> np.ndarray:
+    """Conditional variances (n + 1,) of GJR-GARCH(1,1) on percent residuals (GARCH(1,1) when `gamma`
+    is 0), the last one the forecast.
 
-    sigma2[t] = omega + alpha * e[t-1]**2 + beta * sigma2[t-1], with e[-1]**2 and sigma2[-1] both
-    replaced by arch's backcast, and arch's loose variance bounds on the in-sample values. The
-    recursion is linear in sigma2, so it runs as one IIR filter; only when a bound binds (a
-    variance a million times off the recent EWMA, which real prices do not produce) does it fall
+    sigma2[t] = omega + (alpha + gamma * 1[e[t-1] < 0]) * e[t-1]**2 + beta * sigma2[t-1], with e[-1]**2
+    and sigma2[-1] both replaced by arch's backcast (the leverage term started from 0.5 * backcast:
+    half the residuals are negative on average), and arch's loose variance bounds on the in-sample
+    values. The recursion is linear in sigma2, so it runs as one IIR filter; only when a bound binds
+    (a variance a million times off the recent EWMA, which real prices do not produce) does it fall
     back to arch's exact loop.
     """
     from scipy.signal import lfilter
@@ -152,13 +156,13 @@ def _garch_variance_path(residuals: np.ndarray, omega: float, alpha: float, beta
     squared = residuals**2
     backcast = _backcast(squared)
     drive = np.empty(squared.size + 1)
-    drive[0] = omega + alpha * backcast
-    drive[1:] = omega + alpha * squared
+    drive[0] = omega + alpha * backcast + gamma * 0.5 * backcast
+    drive[1:] = omega + (alpha + gamma * (residuals < 0)) * squared
     variance, _ = lfilter([1.0], [1.0, -beta], drive, zi=[beta * backcast])
     lower, upper = _variance_bounds(residuals, squared, backcast)
     in_sample = variance[:-1]
     if np.any(in_sample < lower) or np.any(in_sample > upper):
-        return _garch_variance_loop(squared, omega, alpha, beta, backcast, lower, upper)
+        return _garch_variance_loop(drive, beta, backcast, lower, upper)
     return np.asarray(variance, dtype=np.float64)
 
 
@@ -187,28 +191,21 @@ def _variance_bounds(
 
 
 def _garch_variance_loop(
-    squared: np.ndarray,
-    omega: float,
-    alpha: float,
-    beta: float,
-    backcast: float,
-    lower: np.ndarray,
-    upper: np.ndarray,
+    drive: np.ndarray, beta: float, backcast: float, lower: np.ndarray, upper: np.ndarray
 ) -> np.ndarray:
     """arch's `garch_recursion` with its bounds check, step by step (the rare fallback)."""
-    n = squared.size
+    n = drive.size - 1
     variance = np.empty(n + 1)
-    previous_squared, previous_variance = backcast, backcast
+    previous = backcast
     for t in range(n + 1):
-        value = omega + alpha * previous_squared + beta * previous_variance
+        value = float(drive[t]) + beta * previous
         if t < n:
             if value < lower[t]:
-                value = lower[t]
+                value = float(lower[t])
             elif value > upper[t]:
-                value = upper[t] + float(np.log(value / upper[t]))
-            previous_squared = squared[t]
+                value = float(upper[t]) + float(np.log(value / upper[t]))
         variance[t] = value
-        previous_variance = value
+        previous = value
     return variance
 
 

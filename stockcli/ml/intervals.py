@@ -104,14 +104,7 @@ def pinball_losses(
     `actual` (n,). An observation missing any quantile or its actual value is NaN, so paired tests
     on these per-observation losses drop it on both sides.
     """
-    predicted = np.asarray(quantiles, dtype=np.float64)
-    if predicted.ndim == 1:
-        predicted = predicted[None, :]
-    if predicted.ndim != 2 or predicted.shape[1] != len(levels):
-        raise InputDataError(f"quantiles must be (n, {len(levels)}), got shape {predicted.shape}.")
-    value = np.asarray(actual, dtype=np.float64).reshape(-1)
-    if value.size != predicted.shape[0]:
-        raise InputDataError(f"{predicted.shape[0]} quantile rows for {value.size} actual values.")
+    predicted, value = _quantile_rows(quantiles, actual, len(levels))
     tau = np.asarray(levels, dtype=np.float64)[None, :]
     error = value[:, None] - predicted
     losses = np.maximum(tau * error, (tau - 1.0) * error)
@@ -145,14 +138,7 @@ def interval_block(quantiles: np.ndarray, actual: np.ndarray) -> dict[str, float
     Returns exactly the keys of `INTERVAL_METRIC_KEYS`; values are plain floats, None when no
     observation is complete, and `n` an int.
     """
-    predicted = np.asarray(quantiles, dtype=np.float64)
-    if predicted.ndim == 1:
-        predicted = predicted[None, :]
-    if predicted.ndim != 2 or predicted.shape[1] != len(QUANTILES):
-        raise InputDataError(f"quantiles must be (n, {len(QUANTILES)}), got shape {predicted.shape}.")
-    value = np.asarray(actual, dtype=np.float64).reshape(-1)
-    if value.size != predicted.shape[0]:
-        raise InputDataError(f"{predicted.shape[0]} quantile rows for {value.size} actual values.")
+    predicted, value = _quantile_rows(quantiles, actual, len(QUANTILES))
     complete = np.isfinite(predicted).all(axis=1) & np.isfinite(value)
     predicted = predicted[complete]
     value = value[complete]
@@ -267,6 +253,19 @@ def aci_update(alpha_t: float, target_alpha: float, miss: bool, gamma: float) ->
 
 
 # --- helpers -------------------------------------------------------------------------------------
+
+
+def _quantile_rows(quantiles: np.ndarray, actual: np.ndarray, n_levels: int) -> tuple[np.ndarray, np.ndarray]:
+    """`quantiles` as float rows of `n_levels` (one row if 1-d) and `actual` as one value per row."""
+    predicted = np.asarray(quantiles, dtype=np.float64)
+    if predicted.ndim == 1:
+        predicted = predicted[None, :]
+    if predicted.ndim != 2 or predicted.shape[1] != n_levels:
+        raise InputDataError(f"quantiles must be (n, {n_levels}), got shape {predicted.shape}.")
+    value = np.asarray(actual, dtype=np.float64).reshape(-1)
+    if value.size != predicted.shape[0]:
+        raise InputDataError(f"{predicted.shape[0]} quantile rows for {value.size} actual values.")
+    return predicted, value
 
 
 def _broadcast_float(*arrays: np.ndarray) -> list[np.ndarray]:

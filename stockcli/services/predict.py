@@ -33,6 +33,7 @@ from stockcli.db import predictions as predictions_db
 from stockcli.db.horizons import save_horizon_predictions
 from stockcli.db.store import utcnow
 from stockcli.errors import EXIT_NOTHING, EXIT_OK, EXIT_PARTIAL, EXIT_UNEXPECTED
+from stockcli.formats import finite
 from stockcli.ml.intervals import INTERVALS, MISCOVERAGE
 
 # A prediction made from this many of the most recent returns' volatility (see `[predict] max_move_vol`).
@@ -461,12 +462,12 @@ def _candidates_detail(serving: _Serving, i: int, forecasts: Mapping[str, Any]) 
             "predicted_close": float(result.predicted_closes[i]),
             "loc": float(result.loc[i]),
             "scale": float(result.scale[i]),
-            "df": _finite_or_none(float(result.df[i])),
+            "df": finite(float(result.df[i])),
         },
         "candidates": {name: _floats(base * np.exp(found.nominal)) for name, found in forecasts.items()},
         "p_up": {
-            **{name: _finite_or_none(found.p_up) for name, found in forecasts.items()},
-            BASE_RATE: _finite_or_none(_base_rate(serving.bundle, serving.result.tickers[i])),
+            **{name: finite(found.p_up) for name, found in forecasts.items()},
+            BASE_RATE: finite(_base_rate(serving.bundle, serving.result.tickers[i])),
         },
     }
 
@@ -537,14 +538,14 @@ def priced_horizons(
                 horizon=item.horizon,
                 target_date=targets[item.horizon],
                 quantiles=tuple(float(v) for v in base_close * np.exp(item.quantiles)),
-                p_up=_finite_or_none(float(item.p_up)),
+                p_up=finite(float(item.p_up)),
                 var_95=figures.get("var_95"),
                 var_99=figures.get("var_99"),
                 es_95=figures.get("es_95"),
                 es_99=figures.get("es_99"),
                 source=item.source,
                 p_value=item.p_value,
-                tail=tuple(_finite_or_none(float(v)) for v in tail),
+                tail=tuple(finite(float(v)) for v in tail),
                 candidates={name: _floats(base_close * np.exp(q)) for name, q in item.candidates.items()},
             )
         )
@@ -692,11 +693,7 @@ def _sessions_after(calendar: Any, day: date, count: int) -> date | None:
 
 
 def _floats(values: np.ndarray) -> list[float | None]:
-    return [_finite_or_none(float(v)) for v in values]
-
-
-def _finite_or_none(value: float) -> float | None:
-    return value if math.isfinite(value) else None
+    return [finite(float(v)) for v in values]
 
 
 def prediction_json(p: Prediction) -> dict[str, Any]:

@@ -486,12 +486,15 @@ def _move_alias(*, settings: Settings, engine: Engine, decision: PromotionResult
     except BaseException as exc:
         message = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
         with contextlib.suppress(Exception):
-            promotions.mark_not_promoted(
-                engine, promotion_id, reason=f"{decision.reason} The alias was NOT moved: {message}"
+            promotions.mark_outcome(
+                engine,
+                promotion_id,
+                promoted=False,
+                reason=f"{decision.reason} The alias was NOT moved: {message}",
             )
         raise
     checkpoint(settings, "promote:after_alias")
-    promotions.mark_promoted(engine, promotion_id, reason=decision.reason)
+    promotions.mark_outcome(engine, promotion_id, promoted=True, reason=decision.reason)
 
 
 def _selection_json(item: Any) -> dict[str, Any]:

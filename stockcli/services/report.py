@@ -7,7 +7,6 @@ skill is 1 - MAE_model / MAE_naive over the same sessions (below zero: worse tha
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
@@ -21,6 +20,7 @@ from sqlalchemy.exc import DBAPIError
 from stockcli.config import Settings, redact_url
 from stockcli.db import queries_report as queries
 from stockcli.errors import NoDataError, StockCliError, UsageError
+from stockcli.formats import finite
 
 if TYPE_CHECKING:
     from stockcli.ml.metrics import MetricBlock
@@ -464,12 +464,12 @@ def _exceptions(
 
     days: dict[str, list[ExceptionDay]] = {}
     for row in window:
-        base, actual = _finite(row.get("base_close")), _finite(row.get("actual_close"))
+        base, actual = finite(row.get("base_close")), finite(row.get("actual_close"))
         if int(row["horizon"]) != 1 or not base or actual is None:
             continue
         days.setdefault(row["ticker"], []).append(
             ExceptionDay(
-                row["target_date"], actual / base - 1.0, _finite(row["var_95"]), _finite(row["var_99"])
+                row["target_date"], actual / base - 1.0, finite(row["var_95"]), finite(row["var_99"])
             )
         )
     out = {}
@@ -750,7 +750,7 @@ def model_versions(settings: Settings) -> ModelsInfo:
         ModelVersionRow(
             version=item.version,
             aliases=item.aliases,
-            test_metrics={str(k): _finite(v) for k, v in item.test_metrics.items()},
+            test_metrics={str(k): finite(v) for k, v in item.test_metrics.items()},
             dataset_run_id=item.dataset_run_id,
             created_at=item.created_at,
             model_type=item.model_type,
@@ -772,14 +772,6 @@ def model_versions(settings: Settings) -> ModelsInfo:
 # --- helpers --------------------------------------------------------------------------------------
 
 
-def _finite(value: Any) -> float | None:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return number if math.isfinite(number) else None
-
-
 def _optional_str(value: Any) -> str | None:
     return None if value is None else str(value)
 
@@ -798,7 +790,7 @@ def _aware(moment: datetime | None) -> datetime | None:
 # How `_from_row` converts a stored value, by the annotation of the field it fills.
 _CONVERTERS: dict[str, Callable[[Any], Any]] = {
     "float": float,
-    "float | None": _finite,
+    "float | None": finite,
     "int": int,
     "bool": bool,
     "str": str,
@@ -835,7 +827,7 @@ def _from_row(kind: type[_Row], row: Mapping[str, Any], **computed: Any) -> _Row
 
 
 def _prediction_row(row: Mapping[str, Any]) -> PredictionRow:
-    base, predicted = _finite(row["base_close"]), _finite(row["predicted_close"])
+    base, predicted = finite(row["base_close"]), finite(row["predicted_close"])
     return _from_row(
         PredictionRow, row, change=predicted / base - 1.0 if base and predicted is not None else None
     )
@@ -853,10 +845,10 @@ def decision_value(metrics: Mapping[str, Any] | None, metric: str) -> float | No
     if isinstance(average, Mapping):
         model = average.get("model")
         if isinstance(model, Mapping) and metric in model:
-            return _finite(model[metric])
+            return finite(model[metric])
         if metric in average:
-            return _finite(average[metric])
-    return _finite(metrics.get(metric))
+            return finite(average[metric])
+    return finite(metrics.get(metric))
 
 
 def _promotion_row(row: Mapping[str, Any]) -> PromotionRow:

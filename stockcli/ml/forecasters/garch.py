@@ -102,7 +102,7 @@ class Gjr:
         mu, omega, alpha, gamma, beta, nu, scale = _gjr_parameters(params)
 
         def path(residuals: np.ndarray) -> np.ndarray:
-            return _gjr_variance_path(residuals, omega, alpha, gamma, beta)
+            return _garch_variance_path(residuals, omega, alpha, beta, gamma)
 
         ahead = _Ahead(horizon, omega, alpha + 0.5 * gamma + beta)
         return _t_quantiles_at(path, (mu, nu, scale), bars.returns, rows, levels, ahead)
@@ -179,49 +179,6 @@ def _sigma2_at(path: VariancePath, residuals: np.ndarray, places: np.ndarray) ->
     for i in np.flatnonzero(~clear[places]):
         sigma2[i] = path(residuals[: places[i] + 1])[-1]
     return np.asarray(sigma2, dtype=np.float64)
-
-
-def _gjr_variance_path(
-    residuals: np.ndarray, omega: float, alpha: float, gamma: float, beta: float
-) -> np.ndarray:
-    """Conditional variances (n + 1,) of GJR-GARCH(1,1) on percent residuals, the last the forecast.
-
-    As `baselines._garch_variance_path`, with the leverage term in the filter's input: arch starts
-    the asymmetric term from 0.5 * backcast (half the residuals are negative on average) and the
-    symmetric one and the variance from the backcast itself.
-    """
-    from scipy.signal import lfilter
-
-    squared = residuals**2
-    backcast = _backcast(squared)
-    drive = np.empty(squared.size + 1)
-    drive[0] = omega + alpha * backcast + gamma * 0.5 * backcast
-    drive[1:] = omega + (alpha + gamma * (residuals < 0)) * squared
-    variance, _ = lfilter([1.0], [1.0, -beta], drive, zi=[beta * backcast])
-    lower, upper = _variance_bounds(residuals, squared, backcast)
-    in_sample = variance[:-1]
-    if np.any(in_sample < lower) or np.any(in_sample > upper):
-        return _gjr_variance_loop(drive, beta, backcast, lower, upper)
-    return np.asarray(variance, dtype=np.float64)
-
-
-def _gjr_variance_loop(
-    drive: np.ndarray, beta: float, backcast: float, lower: np.ndarray, upper: np.ndarray
-) -> np.ndarray:
-    """arch's `garch_recursion` with its bounds check, step by step (the rare fallback)."""
-    n = drive.size - 1
-    variance = np.empty(n + 1)
-    previous = backcast
-    for t in range(n + 1):
-        value = float(drive[t]) + beta * previous
-        if t < n:
-            if value < lower[t]:
-                value = float(lower[t])
-            elif value > upper[t]:
-                value = float(upper[t]) + float(np.log(value / upper[t]))
-        variance[t] = value
-        previous = value
-    return variance
 
 
 def _gjr_parameters(params: Mapping[str, Any]) -> tuple[float, float, float, float, float, float, float]:
