@@ -4,7 +4,8 @@ Dates and datetimes become ISO text, an object with a `to_json()` method what th
 dataclasses objects, tuples and sets lists, numpy scalars and arrays Python numbers and lists, decimals
 floats, paths text. NaN and infinities become null (JSON has no such numbers) unless `strict`, where
 they stay and `json.dumps(..., allow_nan=False)` refuses them, as an unknown type is refused instead
-of written as its text.
+of written as its text, or unless `keep_non_finite` (a shape check before printing: a float field may
+hold NaN, which `dumps` then writes as null).
 """
 
 from __future__ import annotations
@@ -17,29 +18,30 @@ from decimal import Decimal
 from typing import Any
 
 
-def to_plain(value: Any, *, strict: bool = False) -> Any:
+def to_plain(value: Any, *, strict: bool = False, keep_non_finite: bool = False) -> Any:
     """`value` as JSON-ready Python values (dict, list, str, int, float, bool, None).
 
     Raises TypeError, when `strict`, for a value of a type JSON cannot hold.
     """
+    options = {"strict": strict, "keep_non_finite": keep_non_finite}
     if isinstance(value, float):
-        return value if strict or math.isfinite(value) else None
+        return value if strict or keep_non_finite or math.isfinite(value) else None
     if isinstance(value, bool | int | str) or value is None:
         return value
     if isinstance(value, Decimal):
-        return to_plain(float(value), strict=strict)
+        return to_plain(float(value), **options)
     if isinstance(value, datetime | date):
         return value.isoformat()
     if callable(getattr(value, "to_json", None)) and not isinstance(value, type):
-        return to_plain(value.to_json(), strict=strict)  # a typed result's own JSON shape
+        return to_plain(value.to_json(), **options)  # a typed result's own JSON shape
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: to_plain(getattr(value, f.name), strict=strict) for f in dataclasses.fields(value)}
+        return {f.name: to_plain(getattr(value, f.name), **options) for f in dataclasses.fields(value)}
     if isinstance(value, dict):
-        return {_key(k): to_plain(v, strict=strict) for k, v in value.items()}
+        return {_key(k): to_plain(v, **options) for k, v in value.items()}
     if isinstance(value, list | tuple | set | frozenset):
-        return [to_plain(v, strict=strict) for v in value]
+        return [to_plain(v, **options) for v in value]
     if hasattr(value, "tolist"):  # numpy scalars and arrays
-        return to_plain(value.tolist(), strict=strict)
+        return to_plain(value.tolist(), **options)
     if strict:
         raise TypeError(f"{type(value).__name__} is not JSON serialisable")
     return str(value)

@@ -116,3 +116,18 @@ def test_what_is_served_is_shown_with_the_p_value_of_the_test_that_chose_it(
     source: str, p_value: float | None, interval_source: str | None, expected: str
 ) -> None:
     assert output.fmt_served(source, p_value, interval_source) == expected
+
+
+def test_emit_checks_a_non_finite_number_as_a_float_and_prints_it_as_null(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A NaN wall time or an infinite rate is a float to the shape check (no crash after the work is
+    done) and null in the JSON; a value of the wrong type is still refused."""
+    import json
+
+    output.emit("notify", urls=[], events=["failure"], timeout_s=float("nan"))
+    assert json.loads(capsys.readouterr().out) == {"urls": [], "events": ["failure"], "timeout_s": None}
+    output.emit("notify", urls=[], events=[], timeout_s=float("inf"))
+    assert json.loads(capsys.readouterr().out)["timeout_s"] is None
+    with pytest.raises(ValueError, match="timeout_s"):
+        output.emit("notify", urls=[], events=[], timeout_s="soon")

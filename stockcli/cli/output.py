@@ -46,7 +46,7 @@ def emit(command: str, result: Any = None, /, **values: Any) -> None:
             payload[key] = values[key]
         elif field.is_required():
             payload[key] = getattr(result, name)
-    plain = to_plain(payload)
+    plain = to_plain(payload, keep_non_finite=True)  # a NaN wall time is a float, printed as null
     shape.model_validate(plain)
     sys.stdout.write(dumps(plain, indent=2) + "\n")
     sys.stdout.flush()
