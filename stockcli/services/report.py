@@ -817,25 +817,28 @@ _QUANTILE_COLUMNS = {
 
 
 def _converter(annotation: Any) -> Callable[[Any], Any] | None:
-    """The `_CONVERTERS` entry for a resolved field type, however it is spelled."""
+    """The `_CONVERTERS` entry for a resolved field type, however it is spelled (`float | None`,
+    `Optional[float]`, `Union[float, None]`); None for a type not listed."""
     members = get_args(annotation) if get_origin(annotation) in (Union, UnionType) else (annotation,)
     present = [member for member in members if member is not type(None)]
-    if len(present) != 1:
+    if len(present) != 1:  # a union of two types: stored as read
         return None
-    return _CONVERTERS.get((get_origin(present[0]) or present[0], len(present) < len(members)))
+    optional = len(present) < len(members)
+    return _CONVERTERS.get((get_origin(present[0]) or present[0], optional))
 
 
 @cache
-def _field_converters(kind: type) -> dict[str, Callable[[Any], Any] | None]:
+def _field_converters(kind: Any) -> dict[str, Callable[[Any], Any] | None]:
+    """Each field of the dataclass `kind` and its converter (resolved once per class)."""
     hints = get_type_hints(kind)
-    return {item.name: _converter(hints[item.name]) for item in fields(cast(Any, kind))}
+    return {item.name: _converter(hints[item.name]) for item in fields(kind)}
 
 
 def _from_row(kind: type[_Row], row: Mapping[str, Any], **computed: Any) -> _Row:
     """A result dataclass from a stored row, each field read under its name (a bound under its quantile
     column) and converted by its type: optional floats made finite or None, times made aware."""
     values = dict(computed)
-    for name, convert in _field_converters(kind).items():
+    for name, convert in _field_converters(cast(Any, kind)).items():
         if name in values:
             continue
         raw = row.get(_QUANTILE_COLUMNS.get(name, name))
