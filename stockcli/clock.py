@@ -255,6 +255,7 @@ def trading_calendar(exchange: str = "XNYS", *, cache_dir: Path | None = None) -
     with _calendars_lock:
         calendar = _calendars.get(exchange)
         if calendar is None or calendar._days[-1] < (date.today() + _CACHE_MIN_AHEAD).toordinal():
+            # Built long ago (a daemon running for months): rebuilt before its sessions run out.
             cache_dir = cache_dir or (calendar.cache_dir if calendar else None)
             calendar = _calendars[exchange] = TradingCalendar(exchange, cache_dir=cache_dir)
         return calendar

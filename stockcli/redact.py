@@ -113,8 +113,13 @@ def notify_url_secrets(url: str) -> list[str]:
 
 
 def redact_url(text: str) -> str:
-    """`text` (a URL, or any message holding URLs) with every password (`_USERINFO`, `_PARAMETER`)
-    and every secret registered with `hide` replaced by `***`; host and database are kept."""
+    """`text` (a URL, or any message holding URLs) with every password replaced by `***`.
+
+    Hides the password of `scheme://user:password@host` (also with an empty user name, and with `@`,
+    `:`, `/` or other characters that defeat URL parsing inside it), and the values of `password=`,
+    `passwd=` and `pwd=` parameters, and every secret registered with `hide`. Everything else, host
+    and database included, is kept, so the text still says where.
+    """
     if not text:
         return text
     for secret in _hidden:

@@ -25,10 +25,11 @@ from sqlalchemy.engine import Engine
 from stockcli.clock import trading_calendar
 from stockcli.config import Settings
 from stockcli.db.engine import make_engine, open_database
-from stockcli.db.models import IntervalState, LatestPrediction, RawStockData
+from stockcli.db.models import HorizonPrediction, IntervalState, LatestPrediction, RawStockData
+from stockcli.db.predictions import QUANTILE_PRICES
 from stockcli.db.serving import Selection, load_interval_state, save_selection
 from stockcli.ml.bundle import ModelBundle
-from stockcli.services.predict import PredictResult, exit_code_for, predict
+from stockcli.services.predict import Horizon, Prediction, PredictResult, exit_code_for, predict
 from tests.conftest import Cli
 from tests.served_model import World, copy_bars, fetch_sample, own_name, register, trained_world
 
@@ -570,3 +571,25 @@ def test_every_horizon_is_causal(served: Served, db: tuple[Settings, Engine]) ->
     after = stored_horizons()
     assert len(before) == 6 and {r["horizon"] for r in before} == {1, 5, 20}
     assert after == before
+
+
+@pytest.mark.parametrize(
+    ("table", "kind", "filled_otherwise"),
+    [
+        (LatestPrediction, Prediction, {"void_reason"}),  # set when a restatement voids it
+        (
+            HorizonPrediction,
+            Horizon,
+            {"ticker", "base_date", "model_version", "base_close"}  # from the horizon's prediction
+            | {"actual_close", "scored_at", "void_reason"},  # set when it is scored or voided
+        ),
+    ],
+)
+def test_every_prediction_column_is_stored_from_a_field_of_its_name(
+    table: Any, kind: Any, filled_otherwise: set[str]
+) -> None:
+    # A column with no field of its name would silently stay empty: `_store` writes a field to the
+    # column of its name, the quantiles to the quantile columns, and stamps each row.
+    stamped = {"as_of", "pipeline_run_id", "created_at", *QUANTILE_PRICES}
+    fields = {item.name for item in dataclasses.fields(kind)}
+    assert {column.name for column in table.__table__.columns} - fields - stamped == filled_otherwise

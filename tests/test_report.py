@@ -6,8 +6,10 @@ import html
 import json
 import math
 import re
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
+from typing import Optional, Union
 
 import pytest
 from sqlalchemy import insert
@@ -18,11 +20,28 @@ from stockcli.db.models import ModelPerformance
 from stockcli.db.queries_report import connect_readonly
 from stockcli.errors import NoDataError
 from stockcli.ml.metrics import summarize_scored
-from stockcli.services.report import build_report, live_performance, performance_row
+from stockcli.services.report import _from_row, build_report, live_performance, performance_row
 from tests import report_data
 from tests.conftest import Cli
 
 WINDOW = 20  # [monitor] window_sessions by default
+
+
+@dataclass(frozen=True)
+class _Spellings:
+    """One optional float in each spelling a result field may use."""
+
+    piped: float | None
+    optional: Optional[float]  # noqa: UP045 (the spelling under test)
+    union: Union[float, None]  # noqa: UP007 (the spelling under test)
+    count: int
+
+
+def test_stored_values_are_converted_by_type_whatever_the_spelling() -> None:
+    read = _from_row(_Spellings, {"piped": math.nan, "optional": math.nan, "union": math.inf, "count": 3.0})
+    assert read == _Spellings(piped=None, optional=None, union=None, count=3)
+    assert isinstance(read.count, int)
+    assert _from_row(_Spellings, {"piped": 1, "optional": 2, "union": 3, "count": 4}).union == 3.0
 
 
 def _expected_window(filled: report_data.Filled, ticker: str) -> dict[str, float]:

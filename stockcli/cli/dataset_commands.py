@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import astuple
 from typing import Annotated
 
 import typer
@@ -68,7 +67,7 @@ def process_command(
         "Each ticker's own history (a young ticker adds windows, it never removes anyone's)",
         ["ticker", "usable sessions", "first session", "last session", "windows"],
         [
-            [ticker, *("-" if v is None else v for v in astuple(item))]
+            [ticker, item.sessions, item.first_session or "-", item.last_session or "-", item.windows]
             for ticker, item in result.per_ticker.items()
         ],
         caption=f"context covariates: {', '.join(result.context_tickers) or 'none'}",
@@ -107,7 +106,17 @@ def build_command(
         f"{result.sessions} sessions, {result.n_features} features, windows of {result.sequence_length}, "
         f"target {result.target_kind}",
         ["part", "windows", "first base", "last base", "first target", "last target"],
-        [astuple(part) for part in result.parts],
+        [
+            [
+                part.name,
+                part.windows,
+                part.first_base_date,
+                part.last_base_date,
+                part.first_target_date,
+                part.last_target_date,
+            ]
+            for part in result.parts
+        ],
         caption=(
             f"dropped by the correlation filter: {', '.join(result.dropped_features)}"
             if result.dropped_features

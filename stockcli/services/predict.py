@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from datetime import date, datetime, timedelta
 from typing import Any
 
@@ -31,6 +31,7 @@ from stockcli.config import Settings
 from stockcli.db import bars as bars_db
 from stockcli.db import predictions as predictions_db
 from stockcli.db.horizons import save_horizon_predictions
+from stockcli.db.models import Base, HorizonPrediction, LatestPrediction
 from stockcli.db.store import utcnow
 from stockcli.errors import EXIT_NOTHING, EXIT_OK, EXIT_PARTIAL, EXIT_UNEXPECTED
 from stockcli.formats import finite
@@ -63,7 +64,8 @@ class Horizon:
 class Prediction:
     """One ticker's next-session forecast: the served point, the served intervals and their origin.
 
-    Its fields are the columns of `latest_predictions` but those in `_NOT_COLUMNS`."""
+    A field named as a column of `latest_predictions` is stored in it; the quantiles go to the quantile
+    columns, the horizons to `horizon_predictions`, and `p_up_source` is kept in `detail`."""
 
     ticker: str
     base_date: date
@@ -98,8 +100,6 @@ class Prediction:
 
 # The fields of a prediction's five closes, in quantile order (`ml.metrics.QUANTILE_COLUMNS`).
 QUANTILE_FIELDS = ("lower_95", "lower_80", "median", "upper_80", "upper_95")
-# Stored otherwise (the quantiles, the horizons) or not at all (`p_up_source` is in `detail`).
-_NOT_COLUMNS = (*QUANTILE_FIELDS, "p_up_source", "horizons")
 
 
 @dataclass(frozen=True)
@@ -556,23 +556,24 @@ def _store(
     engine: Engine, predictions: Sequence[Prediction], *, as_of: date, pipeline_run_id: int | None
 ) -> None:
     """Upsert `predictions` into `latest_predictions` and every horizon of each into
-    `horizon_predictions`, all created at one time. A field is stored under its own name, the five
-    quantiles as the quantile columns."""
-    from stockcli.db.predictions import QUANTILE_PRICES
-
+    `horizon_predictions`, all created at one time."""
     stamp = {"as_of": as_of, "pipeline_run_id": pipeline_run_id, "created_at": utcnow()}
     points: list[dict[str, Any]] = []
     horizons: list[dict[str, Any]] = []
     for p in predictions:
-        point = {k: v for k, v in vars(p).items() if k not in _NOT_COLUMNS}
-        points.append({**point, **stamp, **dict(zip(QUANTILE_PRICES, p.quantiles, strict=True))})
-        common = {k: point[k] for k in ("ticker", "base_date", "model_version", "base_close")}
-        for h in p.horizons:
-            row = {**vars(h), **common, **stamp, **dict(zip(QUANTILE_PRICES, h.quantiles, strict=True))}
-            del row["quantiles"]
-            horizons.append({**row, "tail": list(h.tail)})
+        points.append(_row(LatestPrediction, p, **stamp))
+        common = {k: getattr(p, k) for k in ("ticker", "base_date", "model_version", "base_close")}
+        horizons.extend(_row(HorizonPrediction, h, **common, **stamp, tail=list(h.tail)) for h in p.horizons)
     predictions_db.save_predictions(engine, points)
     save_horizon_predictions(engine, horizons)
+
+
+def _row(table: type[Base], item: Prediction | Horizon, **others: Any) -> dict[str, Any]:
+    """A row of the model `table` for `item`: each field of it that is a column, under its name, then
+    `others`, then its five quantiles in the quantile columns. A field with no column is not stored."""
+    names = {f.name for f in fields(item)}
+    row = {c.name: getattr(item, c.name) for c in table.__table__.columns if c.name in names}
+    return {**row, **others, **dict(zip(predictions_db.QUANTILE_PRICES, item.quantiles, strict=True))}
 
 
 def horizon_json(base_close: float, h: Horizon) -> dict[str, Any]:

@@ -338,12 +338,10 @@ def _judge(
     production_value = metric_value(production_metrics.average, metric) if production_metrics else None
     test = guard = None
     if window.production_fc is not None:
-        test, guard = (
-            paired_test(
-                name, window.candidate_fc, window.production_fc, alternative=side, **window.compared()
-            )
-            for name, side in ((metric, "less"), (guard_metric, "greater"))
-        )
+        # `test`: is the candidate better on `metric`? `guard`: is it worse on `guard_metric`?
+        candidate_fc, production_fc, compared = window.candidate_fc, window.production_fc, window.compared()
+        test = paired_test(metric, candidate_fc, production_fc, alternative="less", **compared)
+        guard = paired_test(guard_metric, candidate_fc, production_fc, alternative="greater", **compared)
     would_promote, reason, improvement = decide(
         settings=settings,
         metric=metric,

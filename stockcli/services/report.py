@@ -11,8 +11,10 @@ import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import UTC, date, datetime
+from functools import cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from types import UnionType
+from typing import TYPE_CHECKING, Any, TypeVar, Union, cast, get_args, get_origin, get_type_hints
 
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError
@@ -787,18 +789,19 @@ def _aware(moment: datetime | None) -> datetime | None:
     return moment
 
 
-# How `_from_row` converts a stored value, by the annotation of the field it fills.
-_CONVERTERS: dict[str, Callable[[Any], Any]] = {
-    "float": float,
-    "float | None": finite,
-    "int": int,
-    "bool": bool,
-    "str": str,
-    "str | None": _optional_str,
-    "datetime | None": _aware,
-    "dict[str, Any]": lambda raw: dict(raw or {}),
-    "dict[str, Any] | None": lambda raw: None if raw is None else dict(raw),
-    "tuple[str, ...]": lambda raw: tuple(raw or ()),
+# How `_from_row` converts a stored value, by the type of the field it fills and whether that field
+# is optional (`float | None`, `Optional[float]`): a type not listed is stored as read.
+_CONVERTERS: dict[tuple[Any, bool], Callable[[Any], Any]] = {
+    (float, False): float,
+    (float, True): finite,
+    (int, False): int,
+    (bool, False): bool,
+    (str, False): str,
+    (str, True): _optional_str,
+    (datetime, True): _aware,
+    (dict, False): lambda raw: dict(raw or {}),
+    (dict, True): lambda raw: None if raw is None else dict(raw),
+    (tuple, False): lambda raw: tuple(raw or ()),
 }
 _Row = TypeVar("_Row")
 
@@ -813,16 +816,33 @@ _QUANTILE_COLUMNS = {
 }
 
 
+def _converter(annotation: Any) -> Callable[[Any], Any] | None:
+    """The `_CONVERTERS` entry for a resolved field type, however it is spelled (`float | None`,
+    `Optional[float]`, `Union[float, None]`); None for a type not listed."""
+    members = get_args(annotation) if get_origin(annotation) in (Union, UnionType) else (annotation,)
+    present = [member for member in members if member is not type(None)]
+    if len(present) != 1:  # a union of two types: stored as read
+        return None
+    optional = len(present) < len(members)
+    return _CONVERTERS.get((get_origin(present[0]) or present[0], optional))
+
+
+@cache
+def _field_converters(kind: Any) -> dict[str, Callable[[Any], Any] | None]:
+    """Each field of the dataclass `kind` and its converter (resolved once per class)."""
+    hints = get_type_hints(kind)
+    return {item.name: _converter(hints[item.name]) for item in fields(kind)}
+
+
 def _from_row(kind: type[_Row], row: Mapping[str, Any], **computed: Any) -> _Row:
     """A result dataclass from a stored row, each field read under its name (a bound under its quantile
-    column) and converted by its annotation: optional floats made finite or None, times made aware."""
+    column) and converted by its type: optional floats made finite or None, times made aware."""
     values = dict(computed)
-    for item in fields(cast(Any, kind)):
-        if item.name in values:
+    for name, convert in _field_converters(cast(Any, kind)).items():
+        if name in values:
             continue
-        raw = row.get(_QUANTILE_COLUMNS.get(item.name, item.name))
-        convert = _CONVERTERS.get(str(item.type))
-        values[item.name] = raw if convert is None else convert(raw)
+        raw = row.get(_QUANTILE_COLUMNS.get(name, name))
+        values[name] = raw if convert is None else convert(raw)
     return kind(**values)
 
 

@@ -92,6 +92,15 @@ class _Ledger:
         return result
 
 
+@dataclass(frozen=True)
+class TrainedCandidate:
+    """A retrain's new model version and the search (or fine-tune) that led to it."""
+
+    trained: TrainSummary
+    n_trials: int
+    best_params: dict[str, Any]
+
+
 def retrain(
     *,
     settings: Settings,
@@ -121,7 +130,7 @@ def retrain(
     checkpoint(settings, "retrain:after_process")
     ledger.timed("build", lambda: build(settings=settings, engine=engine, run_id=processed.run_id))
     checkpoint(settings, "retrain:after_build")
-    trained, searched, params = _tune_and_train(
+    candidate = _tune_and_train(
         settings=settings,
         engine=engine,
         ledger=ledger,
@@ -129,6 +138,7 @@ def retrain(
         production_version=production_version,
         n_trials=n_trials,
     )
+    trained = candidate.trained
     decision = ledger.timed(
         "promote",
         lambda: promote(
@@ -148,8 +158,8 @@ def retrain(
         ran=True,
         reason=reason,
         dataset_run_id=processed.run_id,
-        n_trials=searched,
-        best_params=params,
+        n_trials=candidate.n_trials,
+        best_params=candidate.best_params,
         model_version=trained.model_version,
         test_metrics=trained.test_metrics,
         promoted=decision.promoted,
@@ -173,9 +183,8 @@ def _tune_and_train(
     dataset_run_id: str,
     production_version: str | None,
     n_trials: int | None,
-) -> tuple[TrainSummary, int, dict[str, Any]]:
-    """Tune (or fine-tune Production) and train a new version on the dataset, as steps of `ledger`:
-    the new version, the trials searched and the parameters it was trained with.
+) -> TrainedCandidate:
+    """Tune (or fine-tune Production) and train a new version on the dataset, as steps of `ledger`.
 
     A retrain starts from what Production knows. When Production's network fits the new dataset
     (same architecture, same inputs), it is fine-tuned from Production's weights with Production's
@@ -222,7 +231,7 @@ def _tune_and_train(
     ledger.record("model_version", trained.model_version)
     ledger.record("mlflow_run_id", trained.mlflow_run_id)
     checkpoint(settings, "retrain:after_train")
-    return trained, searched, params
+    return TrainedCandidate(trained=trained, n_trials=searched, best_params=params)
 
 
 def _production_params(settings: Settings, production_version: str | None) -> dict[str, Any] | None:
