@@ -1041,6 +1041,28 @@ def test_a_cached_response_reads_no_data(make_settings, monkeypatch: pytest.Monk
         assert app.state.reader.responses.builds == builds
 
 
+def test_a_second_hit_on_a_registry_keyed_url_skips_the_routes(
+    make_settings, monkeypatch: pytest.MonkeyPatch
+) -> None:  # type: ignore[no-untyped-def]
+    # The page, the table and /metrics are keyed by the registry too; their hits are answered before routing.
+    from stockcli.web.app import Reader
+
+    settings = make_settings()
+    report_data.fill(settings).engine.dispose()
+    paths = ("/", "/predictions/latest_for_table", "/metrics")
+    with TestClient(create_app(settings, warm_registry=False)) as client:
+        first = {path: client.get(path) for path in paths}
+
+        async def refuse(*_args: object, **_kwargs: object) -> None:
+            raise AssertionError("a cached hit went through the routes")
+
+        monkeypatch.setattr(Reader, "serve_with_registry", refuse)
+        for path, old in first.items():
+            again = client.get(path)
+            assert again.status_code == 200 and again.content == old.content, path
+            assert again.headers["content-type"] == old.headers["content-type"], path
+
+
 def test_models_are_looked_up_again_when_a_run_finishes(
     make_settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:  # type: ignore[no-untyped-def]

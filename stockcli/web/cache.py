@@ -93,10 +93,17 @@ async def send_cached(scope: Scope, send: Send, body: CachedBody) -> None:
         return
     headers += [
         (b"content-length", str(len(body.body)).encode()),
-        (b"content-type", body.media_type.encode()),
+        (b"content-type", content_type(body.media_type).encode()),
     ]
     await send({"type": "http.response.start", "status": 200, "headers": headers})
     await send({"type": "http.response.body", "body": body.body})
+
+
+def content_type(media_type: str) -> str:
+    """The Content-Type header Starlette's Response sends for `media_type` (text gets its charset)."""
+    if media_type.startswith("text/") and "charset=" not in media_type.lower():
+        return media_type + "; charset=utf-8"
+    return media_type
 
 
 class ResponseCache:
