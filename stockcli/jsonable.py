@@ -23,25 +23,29 @@ def to_plain(value: Any, *, strict: bool = False, keep_non_finite: bool = False)
 
     Raises TypeError, when `strict`, for a value of a type JSON cannot hold.
     """
-    options = {"strict": strict, "keep_non_finite": keep_non_finite}
     if isinstance(value, float):
         return value if strict or keep_non_finite or math.isfinite(value) else None
     if isinstance(value, bool | int | str) or value is None:
         return value
     if isinstance(value, Decimal):
-        return to_plain(float(value), **options)
+        return to_plain(float(value), strict=strict, keep_non_finite=keep_non_finite)
     if isinstance(value, datetime | date):
         return value.isoformat()
-    if callable(getattr(value, "to_json", None)) and not isinstance(value, type):
-        return to_plain(value.to_json(), **options)  # a typed result's own JSON shape
+    if callable(getattr(value, "to_json", None)) and not isinstance(value, type):  # a typed result's shape
+        return to_plain(value.to_json(), strict=strict, keep_non_finite=keep_non_finite)
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: to_plain(getattr(value, f.name), **options) for f in dataclasses.fields(value)}
+        return {
+            f.name: to_plain(getattr(value, f.name), strict=strict, keep_non_finite=keep_non_finite)
+            for f in dataclasses.fields(value)
+        }
     if isinstance(value, dict):
-        return {_key(k): to_plain(v, **options) for k, v in value.items()}
+        return {
+            _key(k): to_plain(v, strict=strict, keep_non_finite=keep_non_finite) for k, v in value.items()
+        }
     if isinstance(value, list | tuple | set | frozenset):
-        return [to_plain(v, **options) for v in value]
+        return [to_plain(v, strict=strict, keep_non_finite=keep_non_finite) for v in value]
     if hasattr(value, "tolist"):  # numpy scalars and arrays
-        return to_plain(value.tolist(), **options)
+        return to_plain(value.tolist(), strict=strict, keep_non_finite=keep_non_finite)
     if strict:
         raise TypeError(f"{type(value).__name__} is not JSON serialisable")
     return str(value)
