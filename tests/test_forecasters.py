@@ -683,3 +683,11 @@ def test_candidate_quantiles_at_a_horizon_with_extra_tail_levels() -> None:
         assert (got.extra[:, 0] < got.extra[:, 1]).all() and (got.extra[:, 1] == got.quantiles[:, 0]).all()
     # Horizon 1 is what callers had before: no extra columns unless asked.
     assert candidate_quantiles(table, fits, bars, tickers, base_dates)["garch"].extra.shape == (3, 0)
+
+
+def test_the_validation_script_never_reads_the_reported_year() -> None:
+    from tests.benchmarks.validate_intervals import REPORTED_FROM, SAMPLE, load
+
+    index, bars = load(SAMPLE / "GOOG.csv", "2004-08-19")
+    assert index.max() < REPORTED_FROM <= index.max() + pd.Timedelta(days=5)
+    assert len(bars) == len(index) > 1500
