@@ -707,7 +707,11 @@ def _read_toml(path: Path) -> dict[str, Any]:
     try:
         return tomllib.loads(read_config_text(path))
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"Config file {path} is not valid TOML: {exc}.") from None
+        raise _bad_file(path, f"is not valid TOML: {exc}.", hint=None) from None
+
+
+def _bad_file(path: Path, problem: str, hint: str | None = "Pass the path of a TOML file.") -> ConfigError:
+    return ConfigError(f"Config file {path} {problem}", hint=hint)
 
 
 class _Environment(EnvSettingsSource):
@@ -751,43 +755,34 @@ def read_config_text(path: Path) -> str:
     try:
         info = path.stat()
         if stat.S_ISDIR(info.st_mode):
-            raise ConfigError(f"Config file {path} is a folder.", hint="Pass the path of a TOML file.")
+            raise _bad_file(path, "is a folder.")
         if not stat.S_ISREG(info.st_mode):  # a FIFO would block the read below
-            raise ConfigError(
-                f"Config file {path} is not a regular file (a device, pipe or socket).",
-                hint="Pass the path of a TOML file.",
-            )
+            raise _bad_file(path, "is not a regular file (a device, pipe or socket).")
         with path.open("rb") as handle:
             content = handle.read(MAX_CONFIG_BYTES + 1)
     except FileNotFoundError:
-        raise ConfigError(
-            f"Config file {path} does not exist.",
-            hint="Pass an existing file with --config or STOCKCLI_CONFIG.",
+        raise _bad_file(
+            path, "does not exist.", "Pass an existing file with --config or STOCKCLI_CONFIG."
         ) from None
     except OSError as exc:
-        raise ConfigError(f"Config file {path} cannot be read: {exc.strerror or exc}.") from None
+        raise _bad_file(path, f"cannot be read: {exc.strerror or exc}.", hint=None) from None
     if len(content) > MAX_CONFIG_BYTES:
-        raise ConfigError(
-            f"Config file {path} is larger than {MAX_CONFIG_BYTES >> 20} MiB: not a stockcli config.",
-            hint="Pass the path of a TOML file.",
-        )
+        raise _bad_file(path, f"is larger than {MAX_CONFIG_BYTES >> 20} MiB: not a stockcli config.")
     # tomllib would reject a byte-order mark with a puzzling "invalid statement".
     for mark, name in ((b"\xef\xbb\xbf", "UTF-8"), (b"\xff\xfe", "UTF-16"), (b"\xfe\xff", "UTF-16")):
         if content.startswith(mark):
-            raise ConfigError(
-                f"Config file {path} starts with a {name} byte-order mark, which TOML does not allow.",
-                hint="Save it as UTF-8 without BOM (e.g. `sed -i '1s/^\\xEF\\xBB\\xBF//' FILE`).",
+            raise _bad_file(
+                path,
+                f"starts with a {name} byte-order mark, which TOML does not allow.",
+                "Save it as UTF-8 without BOM (e.g. `sed -i '1s/^\\xEF\\xBB\\xBF//' FILE`).",
             )
     if b"\x00" in content:
-        raise ConfigError(
-            f"Config file {path} is a binary file, not TOML text.", hint="Pass the path of a TOML file."
-        )
+        raise _bad_file(path, "is a binary file, not TOML text.")
     try:
         return content.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise ConfigError(
-            f"Config file {path} is not UTF-8 text (invalid byte at offset {exc.start}).",
-            hint="Save it as UTF-8.",
+        raise _bad_file(
+            path, f"is not UTF-8 text (invalid byte at offset {exc.start}).", "Save it as UTF-8."
         ) from None
 
 

@@ -128,18 +128,15 @@ def train(
     params = {"model_type": model_type} if model_type is not None else None
     with pipeline_run(settings, command="train", as_of=as_of) as run:
         with output.progress_bar("[bold]train[/] epochs", quiet=cli.json) as report:
-
-            def progress(epoch: int, total: int, train_loss: float, val_loss: float) -> None:
-                if report is not None:
-                    report(f"val loss {val_loss:.5f}", epoch, total)
-
             result = train_service(
                 settings=settings,
                 engine=run.engine,
                 run_id=run_id,
                 params=params,
                 epochs=epochs,
-                progress=None if report is None else progress,
+                progress=None
+                if report is None
+                else lambda epoch, total, _, val_loss: report(f"val loss {val_loss:.5f}", epoch, total),
             )
         run.details.update(
             dataset_run_id=result.dataset_run_id,
