@@ -1,15 +1,10 @@
 """Settings: `config.toml` < `STOCKCLI_*` environment < command-line options.
 
-One `Settings` object is built at the entry point (CLI, daemon, web) and passed down. Nothing here
-reads files or the environment at import time. Relative paths in a config file resolve against the
-folder of that file, never the working directory (cron starts in `$HOME`).
-
-Each section is a frozen pydantic model that refuses unknown keys; its field types, choices
-(`stockcli.choices`) and bounds are the one definition of what a key accepts. `load_settings` layers
-the TOML file, then `STOCKCLI_<SECTION>__<KEY>` variables (pydantic-settings' source) under the
-command-line options, and turns any failure into one ConfigError line (exit 2) naming `[section] key`,
-where it was given (the file or the variable), what is expected and what was given; a pydantic dump
-never reaches the user, nor a secret.
+Relative paths in a config file resolve against its folder, never the working directory (cron starts
+in `$HOME`). Each section is a frozen pydantic model whose field types, choices and bounds are the one
+definition of what a key accepts; any failure becomes one ConfigError line (exit 2) naming
+`[section] key`, where it was given, what is expected and what was given (never a pydantic dump, nor
+a secret).
 """
 
 from __future__ import annotations
@@ -57,12 +52,10 @@ from stockcli.redact import redact_url as redact_url  # re-exported
 TICKER_PATTERN = re.compile(r"^\^?[A-Z0-9][A-Z0-9.\-=]{0,19}$")
 DEFAULT_TICKERS = ("GOOG", "MSFT", "^GSPC", "^IXIC")
 MAX_JUMP_FACTOR = 1000.0
-# A config file is a few KiB of TOML; anything larger (or /dev/zero) is refused before reading it all.
 MAX_CONFIG_BYTES = 1 << 20
-# Schemes of the database URLs SQLAlchemy opens (an MLflow tracking URI may also be http(s) or a folder).
+# An MLflow tracking URI may also be http(s) or a folder.
 DATABASE_SCHEMES = ("sqlite", "postgresql", "postgres", "mysql", "mssql", "oracle")
-# Keys that existed once and were removed: (section, key) -> what replaced them. A config that still
-# sets one is refused (exit 2) with this explanation instead of a bare "unknown key".
+# Keys that were removed -> what replaced them: refused with this explanation, not "unknown key".
 REMOVED_KEYS: dict[tuple[str, str], str] = {
     ("training", "loss"): "the model now learns the distribution of the next return by likelihood; "
     "choose it with [training] distribution (student_t or normal)",
@@ -76,21 +69,18 @@ REMOVED_KEYS: dict[tuple[str, str], str] = {
     "see [monitor] alpha and coverage_alpha",
     ("monitor", "skill_min"): "the skill trigger is now a one-sided Diebold-Mariano test at [monitor] alpha",
 }
-# Every key can be set by `STOCKCLI_<SECTION>__<KEY>` (above the file, below command-line options); these
-# flat names, documented before that form, stay as aliases of one key each.
+# Flat names documented before `STOCKCLI_<SECTION>__<KEY>`: aliases of one key each.
 LEGACY_VARIABLES: dict[str, tuple[str, str]] = {
     "STOCKCLI_DATA_DIR": ("storage", "data_dir"),
     "STOCKCLI_DATABASE_URL": ("storage", "database_url"),
     "STOCKCLI_MLFLOW_TRACKING_URI": ("mlflow", "tracking_uri"),
     "STOCKCLI_OPTUNA_STORAGE": ("tuning", "storage_url"),
 }
-# Keys holding a path: relative ones resolve against the folder of the file that gave them, or the
-# working directory for the environment and command-line options.
+# Relative paths resolve against the folder of the file that gave them, else the working directory.
 PATH_KEYS = (("storage", "data_dir"), ("data", "csv_dir"))
 
-# Indicators whose values the model sees made scale-free (see stockcli.features.indicators). Every
-# recursive one forgets its start within the serving lookback; long warm-ups (EMA 200) are left out
-# because each ticker loses its warm-up sessions, and a young ticker would wait ten months.
+# Scale-free indicators (stockcli.features.indicators). Long warm-ups (EMA 200) are left out: each
+# ticker loses its warm-up sessions, and a young ticker would wait ten months.
 DEFAULT_INDICATORS: tuple[dict[str, Any], ...] = (
     {"name": "ema", "window": 20},
     {"name": "ema", "window": 50},
@@ -120,8 +110,7 @@ DEFAULT_INDICATORS: tuple[dict[str, Any], ...] = (
 class SettingProblem(ValueError):
     """A rule of one key broken, raised inside a validator; `load_settings` turns it into ConfigError.
 
-    `message` follows "[section] key in FILE": it starts with "must"/"is" ("must be above 1, got 0.5"),
-    or is a sentence of its own ("Malformed ticker 'A B'"), shown after a colon.
+    `message` follows "[section] key in FILE": "must be above 1, got 0.5", or a sentence of its own.
     """
 
     def __init__(
@@ -135,7 +124,6 @@ class SettingProblem(ValueError):
 
 
 def _each_once(value: tuple[str, ...]) -> tuple[str, ...]:
-    """A list of choices in which each appears at most once."""
     twice = sorted({name for name in value if value.count(name) > 1})
     if twice:
         raise SettingProblem(f"lists {', '.join(twice)} twice: {', '.join(value)}")
@@ -143,8 +131,7 @@ def _each_once(value: tuple[str, ...]) -> tuple[str, ...]:
 
 
 class _Section(BaseModel):
-    # Strict: no "yes" for true, no "30" or 30.5 for an integer (a float key takes an integer). List and
-    # path fields relax it (TOML lists arrive as lists, paths as strings); dates also take YYYY-MM-DD.
+    # Strict: no "yes" for true, no "30" or 30.5 for an integer. List and path fields relax it.
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
 
@@ -156,8 +143,7 @@ class DataSettings(_Section):
         min_length=1,
         description='a non-empty list of tickers, e.g. ["GOOG", "MSFT", "^GSPC"]',
     )
-    # Covariate series (indices) fed to the model beside each ticker. None: the index tickers (^...)
-    # of `tickers`; an empty list: none.
+    # Covariate series fed to the model beside each ticker. None: the index tickers (^...) of `tickers`.
     context_tickers: tuple[str, ...] | None = Field(
         default=None, strict=False, description='a list of tickers, e.g. ["^GSPC"], or [] for none'
     )
@@ -166,8 +152,7 @@ class DataSettings(_Section):
     exchange: str = Field(default="XNYS", min_length=1)
     overlap_sessions: int = Field(default=5, ge=0, le=250)
     restatement_tolerance: float = Field(default=1e-4, gt=0, lt=1)
-    # A bar whose prices move by more than this factor from the previous valid close is rejected
-    # ("implausible jump"); 0 disables the check.
+    # A bar moving by more than this factor from the previous valid close is rejected; 0: no check.
     max_jump_factor: float = Field(
         default=5.0, description="a number above 1 (at most 1000), or 0 to disable the check"
     )
@@ -178,7 +163,6 @@ class DataSettings(_Section):
     @field_validator("tickers", "context_tickers")
     @classmethod
     def _normalized(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
-        """Tickers upper-cased and checked, each at most once."""
         if value is None:
             return None
         tickers: list[str] = []
@@ -195,7 +179,7 @@ class DataSettings(_Section):
     @field_validator("start", mode="before")
     @classmethod
     def _date_text(cls, value: Any) -> Any:
-        """TOML has dates; a string from an override or the environment may spell one as YYYY-MM-DD."""
+        """A string from an override or the environment may spell a date as YYYY-MM-DD."""
         if isinstance(value, str):
             try:
                 return date.fromisoformat(value.strip())
@@ -258,7 +242,6 @@ class MlflowSettings(_Section):
 
 
 class FeatureSettings(_Section):
-    # Each entry needs a string `name`; its parameters are checked by stockcli.features.indicators.
     indicators: tuple[dict[str, Any], ...] = Field(default=DEFAULT_INDICATORS, strict=False)
     ffill_limit: int = Field(default=1, ge=0, le=20)
     correlation_threshold: float = Field(default=0.0, ge=0, le=1)
@@ -269,8 +252,7 @@ class FeatureSettings(_Section):
         for indicator in value:
             if not isinstance(indicator.get("name"), str):
                 raise SettingProblem(f'must name every entry (name = "rsi", ...), got {indicator!r}')
-        # Every parameter checked now, for every command (not only by `process`): the one rule of
-        # stockcli.features.indicators, imported here only (numpy, no pandas).
+        # Checked for every command, not only by `process` (numpy, no pandas).
         from stockcli.features.indicators import resolve_indicators
 
         try:
@@ -311,14 +293,12 @@ class TrainingSettings(_Section):
     grad_clip: float = Field(default=1.0, ge=0, le=1e6)
     seed: int = Field(default=42, ge=0, le=2**32 - 1)  # numpy and torch seeds are 32-bit
     device: Device = "cpu"
-    # torch intra-op threads for training and tuning; 0: half the cores this process may use (at
-    # least 1). Same value, same seed: same losses.
+    # torch intra-op threads; 0: half the cores this process may use. Same value, same seed: same losses.
     num_threads: int = Field(default=0, ge=0, le=256)
-    # The predictive distribution of the next session's return.
     distribution: Distribution = "student_t"
 
 
-# The searched ranges of [tuning]: each `<name>_min` must be at most its `<name>_max`.
+# Each `[tuning] <name>_min` must be at most its `<name>_max`.
 TUNING_RANGES = ("batch_size", "hidden_size", "num_layers", "dropout", "learning_rate")
 
 
@@ -362,8 +342,8 @@ class TuningSettings(_Section):
 class IntervalsSettings(_Section):
     # Step of adaptive conformal inference: how fast interval widths follow misses and hits.
     aci_gamma: float = Field(default=0.005, gt=0, le=0.1)
-    # Serve the adapted levels (true) or always the nominal ones (false); the state is kept either way.
-    # Off by default: on the validation year it cost sharpness (see the README).
+    # Serve the adapted levels, or the nominal ones (the state is kept either way). Off: on the
+    # validation year it cost sharpness (see the README).
     aci: bool = False
     # Sessions of the rolling volatility band (the interval baseline).
     baseline_window: int = Field(default=20, ge=5, le=250)
@@ -476,7 +456,7 @@ class PredictSettings(_Section):
 
 
 class DaemonSettings(_Section):
-    # Checked against the exchange's time zone by Settings (cron_trigger): valid, and fires.
+    # Checked by Settings in the exchange's time zone: valid, and fires.
     cron: str = Field(default="30 17 * * mon-fri", min_length=1)
     misfire_grace_s: int = Field(default=6 * 3600, gt=0, le=604800)
 
@@ -499,8 +479,8 @@ class NotifySettings(_Section):
     @field_validator("urls", mode="before")
     @classmethod
     def _url_list(cls, value: Any) -> Any:
-        """One string (STOCKCLI_NOTIFY__URLS) holds URLs separated by spaces; every URL is checked
-        here, so that pydantic never quotes one (with its token) in an error."""
+        """A string (STOCKCLI_NOTIFY__URLS) holds URLs separated by spaces; each is checked here, so that
+        pydantic never quotes one (with its token) in an error."""
         from stockcli.redact import hide, notify_url_secrets, redact_notify_url
 
         if isinstance(value, str):
@@ -540,8 +520,7 @@ def _notify_url_problem(url: str) -> str | None:
 class Settings(BaseSettings):
     """Everything a run needs to know, resolved: absolute paths, concrete URLs.
 
-    Built by `load_settings` from its sources; constructed directly (tests, `replace`) it reads
-    nothing but its arguments.
+    Constructed directly (tests, `replace`) it reads nothing but its arguments.
     """
 
     # strict: pydantic-settings then converts a variable's text to the key's type ("5" -> 5) first.
@@ -585,8 +564,8 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _store_urls_usable(self) -> Settings:
-        """Each configured store URL parses (the one parser, `stockcli.storage`) and is not in memory:
-        refused here, for every command, before any code could quote a piece of its password."""
+        """Each store URL parses and is not in memory: refused here, for every command, before any code
+        could quote a piece of its password."""
         from stockcli.storage import parse_database_url
 
         tracking = self.mlflow.tracking_uri
@@ -624,10 +603,8 @@ class Settings(BaseSettings):
         return self.tuning.storage_url or f"sqlite:///{self.data_dir / 'optuna.db'}"
 
     def replace(self, **sections: Any) -> Settings:
-        """A copy with whole sections or section fields replaced: `replace(data={"source": "csv"})`.
-
-        Replaced fields are validated like a config file's (ConfigError on a bad value).
-        """
+        """A copy with whole sections or section fields replaced (`replace(data={"source": "csv"})`),
+        validated like a config file's (ConfigError on a bad value)."""
         values: dict[str, Any] = dict(self)
         for name, value in sections.items():
             current = values[name]
@@ -702,10 +679,8 @@ def load_settings(
 
 @dataclass(frozen=True)
 class _Layer:
-    """The values of one source; where they came from, for messages; the folder relative paths start from.
-
-    Its relative paths are made absolute against `base` on creation.
-    """
+    """The values of one source, where they came from (for messages), and the folder (`base`) its
+    relative paths are made absolute against on creation."""
 
     values: dict[str, Any]
     where: str
@@ -729,16 +704,18 @@ class _Layer:
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
-    """The tables of a config file, read only as a small regular UTF-8 text file (`read_config_text`)."""
     try:
         return tomllib.loads(read_config_text(path))
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"Config file {path} is not valid TOML: {exc}.") from None
+        raise _bad_file(path, f"is not valid TOML: {exc}.", hint=None) from None
+
+
+def _bad_file(path: Path, problem: str, hint: str | None = "Pass the path of a TOML file.") -> ConfigError:
+    return ConfigError(f"Config file {path} {problem}", hint=hint)
 
 
 class _Environment(EnvSettingsSource):
-    """pydantic-settings' environment source over `environ`: `STOCKCLI_<SECTION>__<KEY>`, and the
-    `LEGACY_VARIABLES` as those names (the nested name wins when both are set)."""
+    """pydantic-settings' source over `environ`, `LEGACY_VARIABLES` renamed (the nested name wins)."""
 
     def __init__(self, environ: Mapping[str, str]) -> None:
         self.variables: dict[tuple[str, str], str] = {}  # (section, key) -> "$VARIABLE", for messages
@@ -778,43 +755,34 @@ def read_config_text(path: Path) -> str:
     try:
         info = path.stat()
         if stat.S_ISDIR(info.st_mode):
-            raise ConfigError(f"Config file {path} is a folder.", hint="Pass the path of a TOML file.")
+            raise _bad_file(path, "is a folder.")
         if not stat.S_ISREG(info.st_mode):  # a FIFO would block the read below
-            raise ConfigError(
-                f"Config file {path} is not a regular file (a device, pipe or socket).",
-                hint="Pass the path of a TOML file.",
-            )
+            raise _bad_file(path, "is not a regular file (a device, pipe or socket).")
         with path.open("rb") as handle:
             content = handle.read(MAX_CONFIG_BYTES + 1)
     except FileNotFoundError:
-        raise ConfigError(
-            f"Config file {path} does not exist.",
-            hint="Pass an existing file with --config or STOCKCLI_CONFIG.",
+        raise _bad_file(
+            path, "does not exist.", "Pass an existing file with --config or STOCKCLI_CONFIG."
         ) from None
     except OSError as exc:
-        raise ConfigError(f"Config file {path} cannot be read: {exc.strerror or exc}.") from None
+        raise _bad_file(path, f"cannot be read: {exc.strerror or exc}.", hint=None) from None
     if len(content) > MAX_CONFIG_BYTES:
-        raise ConfigError(
-            f"Config file {path} is larger than {MAX_CONFIG_BYTES >> 20} MiB: not a stockcli config.",
-            hint="Pass the path of a TOML file.",
-        )
-    # TOML is UTF-8 without a byte-order mark; tomllib rejects one with a puzzling "invalid statement".
+        raise _bad_file(path, f"is larger than {MAX_CONFIG_BYTES >> 20} MiB: not a stockcli config.")
+    # tomllib would reject a byte-order mark with a puzzling "invalid statement".
     for mark, name in ((b"\xef\xbb\xbf", "UTF-8"), (b"\xff\xfe", "UTF-16"), (b"\xfe\xff", "UTF-16")):
         if content.startswith(mark):
-            raise ConfigError(
-                f"Config file {path} starts with a {name} byte-order mark, which TOML does not allow.",
-                hint="Save it as UTF-8 without BOM (e.g. `sed -i '1s/^\\xEF\\xBB\\xBF//' FILE`).",
+            raise _bad_file(
+                path,
+                f"starts with a {name} byte-order mark, which TOML does not allow.",
+                "Save it as UTF-8 without BOM (e.g. `sed -i '1s/^\\xEF\\xBB\\xBF//' FILE`).",
             )
     if b"\x00" in content:
-        raise ConfigError(
-            f"Config file {path} is a binary file, not TOML text.", hint="Pass the path of a TOML file."
-        )
+        raise _bad_file(path, "is a binary file, not TOML text.")
     try:
         return content.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise ConfigError(
-            f"Config file {path} is not UTF-8 text (invalid byte at offset {exc.start}).",
-            hint="Save it as UTF-8.",
+        raise _bad_file(
+            path, f"is not UTF-8 text (invalid byte at offset {exc.start}).", "Save it as UTF-8."
         ) from None
 
 

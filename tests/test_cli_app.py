@@ -186,7 +186,7 @@ def test_commands_come_from_one_table_in_pipeline_order() -> None:
     from stockcli.cli.app import app
     from stockcli.cli.commands import COMMANDS
 
-    assert [command.name for command in COMMANDS] == PIPELINE_ORDER
+    assert list(COMMANDS) == PIPELINE_ORDER
     assert list(typer.main.get_command(app).commands) == PIPELINE_ORDER  # type: ignore[attr-defined]
     listed = [line.split()[0] for line in _help_of().split("Commands:")[1].splitlines() if line.strip()]
     assert listed == PIPELINE_ORDER

@@ -1,13 +1,12 @@
 """The root Typer app: global options, the commands of `cli/commands.py`, errors turned into exit codes.
 
-Global options (`--config`, `--as-of`, `--json`, `--verbose`) work before or after the command name:
-`stockcli --as-of 2012-11-16 daily --json` and `stockcli daily --as-of 2012-11-16 --json` mean the same.
-Only this module turns errors into exit codes; a user error prints one red line, `--verbose` adds the
-traceback. Help is plain text: Rich markup would eat the `[section] key` names it quotes.
+Global options work before or after the command name. Only this module turns errors into exit codes:
+one red line for a user error, `--verbose` adds the traceback.
 """
 
 from __future__ import annotations
 
+import itertools
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -28,24 +27,16 @@ def hoist_global_options(args: list[str]) -> list[str]:
     """Move global options given after a command name to the front, where the root app parses them."""
     front: list[str] = []
     rest: list[str] = []
-    index = 0
-    while index < len(args):
-        arg = args[index]
+    remaining = iter(args)
+    for arg in remaining:
         if arg == "--":
-            rest.extend(args[index:])
-            break
-        name = arg.split("=", 1)[0]
-        if name in GLOBAL_VALUE_OPTIONS:
-            if "=" in arg:
-                front.append(arg)
-            else:
-                front.extend(args[index : index + 2])
-                index += 1
+            rest += [arg, *remaining]
+        elif arg.split("=", 1)[0] in GLOBAL_VALUE_OPTIONS:
+            front += [arg] if "=" in arg else [arg, *itertools.islice(remaining, 1)]
         elif arg in GLOBAL_FLAGS:
             front.append(arg)
         else:
             rest.append(arg)
-        index += 1
     return front + rest
 
 

@@ -7,7 +7,6 @@ Command modules define plain functions (and sub-apps such as `db`) and never imp
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import typer
@@ -23,41 +22,32 @@ from stockcli.cli import (
     tune_commands,
 )
 
-
-@dataclass(frozen=True)
-class Command:
-    """One command: a function (its docstring is the help), or a Typer app of sub-commands."""
-
-    name: str
-    function: Callable[..., Any] | None = None
-    group: typer.Typer | None = None
-
-
-COMMANDS: tuple[Command, ...] = (
-    Command("fetch", fetch_commands.fetch_command),
-    Command("process", dataset_commands.process_command),
-    Command("build", dataset_commands.build_command),
-    Command("tune", tune_commands.tune_command),
-    Command("train", model_commands.train),
-    Command("promote", model_commands.promote),
-    Command("models", model_commands.models),
-    Command("predict", ops_commands.predict),
-    Command("monitor", ops_commands.monitor),
-    Command("daily", ops_commands.daily),
-    Command("retrain", ops_commands.retrain),
-    Command("daemon", ops_commands.daemon),
-    Command("backtest", ops_commands.backtest),
-    Command("report", report_commands.report),
-    Command("serve", report_commands.serve),
-    Command("notify", notify_commands.notify),
-    Command("db", group=db_commands.db_app),
-)
+# Each command: a function (its docstring is the help), or a Typer app of sub-commands.
+COMMANDS: dict[str, Callable[..., Any] | typer.Typer] = {
+    "fetch": fetch_commands.fetch_command,
+    "process": dataset_commands.process_command,
+    "build": dataset_commands.build_command,
+    "tune": tune_commands.tune_command,
+    "train": model_commands.train,
+    "promote": model_commands.promote,
+    "models": model_commands.models,
+    "predict": ops_commands.predict,
+    "monitor": ops_commands.monitor,
+    "daily": ops_commands.daily,
+    "retrain": ops_commands.retrain,
+    "daemon": ops_commands.daemon,
+    "backtest": ops_commands.backtest,
+    "report": report_commands.report,
+    "serve": report_commands.serve,
+    "notify": notify_commands.notify,
+    "db": db_commands.db_app,
+}
 
 
 def register(app: typer.Typer) -> None:
     """Add every command of the table to `app`, in the table's order."""
-    for command in COMMANDS:
-        if command.group is not None:
-            app.add_typer(command.group, name=command.name)
-        elif command.function is not None:
-            app.command(command.name)(command.function)
+    for name, command in COMMANDS.items():
+        if isinstance(command, typer.Typer):
+            app.add_typer(command, name=name)
+        else:
+            app.command(name)(command)

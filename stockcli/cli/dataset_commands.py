@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
 import typer
 
 from stockcli.cli import output
-from stockcli.cli.state import invocation
+from stockcli.cli.state import RunIdOption, TickersOption, invocation
 
 
 def _describe(stage: str) -> str:
@@ -16,16 +14,7 @@ def _describe(stage: str) -> str:
 
 def process_command(
     ctx: typer.Context,
-    ticker: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--ticker",
-            "-t",
-            metavar="TICKER",
-            help="Process only this ticker (repeatable; default: [data] tickers).",
-            show_default=False,
-        ),
-    ] = None,
+    ticker: TickersOption = None,
 ) -> None:
     """Freeze the stored bars up to --as-of into a versioned dataset (features and next-session targets)."""
     from stockcli.services.process import process
@@ -78,14 +67,7 @@ def process_command(
 
 def build_command(
     ctx: typer.Context,
-    run_id: Annotated[
-        str | None,
-        typer.Option(
-            "--run-id",
-            help="Dataset id to build (default: the latest processed dataset).",
-            show_default=False,
-        ),
-    ] = None,
+    run_id: RunIdOption = None,
 ) -> None:
     """Split a dataset chronologically into windows and fit scalers on the training part only."""
     from stockcli.services.build import build

@@ -9,7 +9,7 @@ import typer
 
 from stockcli.choices import Source
 from stockcli.cli import output
-from stockcli.cli.state import invocation
+from stockcli.cli.state import TickersOption, invocation
 
 if TYPE_CHECKING:
     from stockcli.services.fetch import FetchResult
@@ -17,16 +17,7 @@ if TYPE_CHECKING:
 
 def fetch_command(
     ctx: typer.Context,
-    ticker: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--ticker",
-            "-t",
-            metavar="TICKER",
-            help="Ticker to fetch; repeat for several (default: [data] tickers).",
-            show_default=False,
-        ),
-    ] = None,
+    ticker: TickersOption = None,
     source: Annotated[
         Source | None,
         typer.Option(

@@ -9,7 +9,7 @@ import typer
 from stockcli import formats
 from stockcli.choices import ModelType
 from stockcli.cli import output
-from stockcli.cli.state import invocation, state
+from stockcli.cli.state import RunIdOption, invocation, state
 
 if TYPE_CHECKING:
     from stockcli.services.train import Evaluation, MetricBlock, PointFigures
@@ -106,9 +106,7 @@ def worse_than_naive_line(metrics: Evaluation) -> str:
 
 def train(
     ctx: typer.Context,
-    run_id: Annotated[
-        str | None, typer.Option("--run-id", help="Dataset to train on (default: the newest processed one).")
-    ] = None,
+    run_id: RunIdOption = None,
     model_type: Annotated[
         ModelType | None,
         typer.Option(
@@ -130,18 +128,15 @@ def train(
     params = {"model_type": model_type} if model_type is not None else None
     with pipeline_run(settings, command="train", as_of=as_of) as run:
         with output.progress_bar("[bold]train[/] epochs", quiet=cli.json) as report:
-
-            def progress(epoch: int, total: int, train_loss: float, val_loss: float) -> None:
-                if report is not None:
-                    report(f"val loss {val_loss:.5f}", epoch, total)
-
             result = train_service(
                 settings=settings,
                 engine=run.engine,
                 run_id=run_id,
                 params=params,
                 epochs=epochs,
-                progress=None if report is None else progress,
+                progress=None
+                if report is None
+                else lambda epoch, total, _, val_loss: report(f"val loss {val_loss:.5f}", epoch, total),
             )
         run.details.update(
             dataset_run_id=result.dataset_run_id,
@@ -179,6 +174,8 @@ def _show_trained(result: Any) -> None:
 
 
 def promotion_json(result: Any, *, alpha: float) -> dict[str, Any]:
+    from stockcli.cli.results import PromotionDecisionJson
+
     return {
         "candidate": {"version": result.candidate_version, "metrics": result.candidate_metrics},
         "production": (
@@ -194,22 +191,15 @@ def promotion_json(result: Any, *, alpha: float) -> dict[str, Any]:
             "tickers": list(result.tickers),
             "dataset_run_id": result.dataset_run_id,
         },
-        "decision": {
-            "metric": result.metric,
-            "candidate_value": result.candidate_value,
-            "production_value": result.production_value,
-            "naive_value": result.naive_value,
-            "improvement": result.improvement,
-            "improvement_ci": [result.improvement_low, result.improvement_high],
-            "p_value": result.p_value,
-            "test": "one-sided Diebold-Mariano (HAC variance), candidate better than Production",
-            "alpha": alpha,
-            "would_promote": result.would_promote,
-            "promoted": result.promoted,
-            "dry_run": result.dry_run,
-            "reason": result.reason,
-            "promotion_id": result.promotion_id,
-        },
+        "decision": output.shaped(
+            PromotionDecisionJson,
+            result,
+            {
+                "improvement_ci": [result.improvement_low, result.improvement_high],
+                "test": "one-sided Diebold-Mariano (HAC variance), candidate better than Production",
+                "alpha": alpha,
+            },
+        ),
         "selection": {"version": result.selection_version, "tickers": result.selection},
     }
 

@@ -8,7 +8,7 @@ import typer
 
 from stockcli import formats
 from stockcli.cli import output
-from stockcli.cli.state import invocation, state
+from stockcli.cli.state import RetrainTrialsOption, invocation, state
 
 
 def _served(p: Any) -> str:
@@ -157,9 +157,7 @@ def daily(
     no_retrain: Annotated[
         bool, typer.Option("--no-retrain", help="Never retrain, even when the monitor says so.")
     ] = False,
-    n_trials: Annotated[
-        int | None, typer.Option("--n-trials", min=1, help="Tuning trials if a retrain runs.")
-    ] = None,
+    n_trials: RetrainTrialsOption = None,
 ) -> None:
     """The day's work: fetch, monitor, predict the next session, retrain when needed. For cron."""
     from stockcli.notify import daily_messages, notify_run
@@ -218,9 +216,7 @@ def retrain(
     force: Annotated[
         bool, typer.Option("--force", help="Retrain even if the monitor does not ask for it.")
     ] = False,
-    n_trials: Annotated[
-        int | None, typer.Option("--n-trials", min=1, help="Tuning trials (default: config).")
-    ] = None,
+    n_trials: RetrainTrialsOption = None,
 ) -> None:
     """process -> build -> tune -> train -> promote; only when needed unless --force."""
     from stockcli.notify import notify_run, retrain_messages
@@ -309,9 +305,7 @@ def backtest(
             "--workspace", help="Scratch folder (default: <data_dir>/backtests/<start>_<end>_<time>)."
         ),
     ] = None,
-    n_trials: Annotated[
-        int | None, typer.Option("--n-trials", min=1, help="Tuning trials per retrain.")
-    ] = None,
+    n_trials: RetrainTrialsOption = None,
 ) -> None:
     """Replay `daily` for every session in a range, in a scratch workspace; summarize against naive."""
     from datetime import datetime

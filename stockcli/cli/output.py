@@ -33,12 +33,20 @@ TEXT_COLUMN_MAX_WORD = 30
 
 
 def emit(command: str, result: Any = None, /, **values: Any) -> None:
-    """Print the `--json` object of `command` (its model in `cli/results.py`): each key from `values`,
-    else `result`'s attribute of the field's name (a key with a default only when given), checked
-    against the model so that the shape cannot drift silently."""
+    """Print the `--json` object of `command` (its model in `cli/results.py`), checked against the model
+    so that the shape cannot drift silently."""
     from stockcli.cli.results import SHAPES
 
     shape = SHAPES[command]
+    plain = to_plain(shaped(shape, result, values), keep_non_finite=True)  # a NaN wall time is a float
+    shape.model_validate(plain)
+    sys.stdout.write(dumps(plain, indent=2) + "\n")
+    sys.stdout.flush()
+
+
+def shaped(shape: Any, result: Any, values: dict[str, Any]) -> dict[str, Any]:
+    """`shape`'s keys: each from `values`, else `result`'s attribute of the field's name (a key with a
+    default only when given)."""
     payload = {}
     for name, field in shape.model_fields.items():
         key = field.alias or name
@@ -46,10 +54,7 @@ def emit(command: str, result: Any = None, /, **values: Any) -> None:
             payload[key] = values[key]
         elif field.is_required():
             payload[key] = getattr(result, name)
-    plain = to_plain(payload, keep_non_finite=True)  # a NaN wall time is a float, printed as null
-    shape.model_validate(plain)
-    sys.stdout.write(dumps(plain, indent=2) + "\n")
-    sys.stdout.flush()
+    return payload
 
 
 def output_width() -> int:

@@ -1,23 +1,23 @@
 """The `--json` shape of every command: one pydantic model per command (`SHAPES`), one name per figure.
 
-`output.emit` builds each object from a service's result, checks it against its model (no key missing,
-none extra, every value of its type) and prints it through the one encoder (`stockcli.jsonable`). The
-README's "JSON output" table lists the same keys; tests/test_json_shapes.py holds the three equal.
-A command that prints its service's result dataclass takes the fields from it (`result_shape`).
-Nested blocks that other modules define (metric blocks, risk backtests) stay `dict[str, Any]` here.
+`output.emit` checks each object against its model before printing it; the README's "JSON output"
+table lists the same keys (tests/test_json_shapes.py holds the three equal). A command that prints
+its service's result dataclass takes the fields from it (`result_shape`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 from datetime import date, datetime
-from typing import Any, get_type_hints
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from stockcli.services.backtest import BacktestResult
 from stockcli.services.build import BuildResult
 from stockcli.services.process import ProcessResult
+from stockcli.services.retrain import RetrainResult
+from stockcli.services.train import TrainSummary
 from stockcli.services.tune import TuneResult
 
 Block = dict[str, Any]
@@ -29,13 +29,14 @@ class Shape(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-def result_shape(result: type, /, **first: Any) -> type[Shape]:
-    """The shape of a service's result dataclass: the `first` fields, then each of `result`'s fields
-    with its own type, all required (`emit` writes every one). Nested dataclasses are checked as well:
-    no key missing (but those with a default), none extra."""
-    hints = get_type_hints(result)
-    fields = first | {field.name: (hints[field.name], ...) for field in dataclasses.fields(result)}
-    return create_model(f"{result.__name__}Json", __base__=Shape, **fields)
+def result_shape(result: type, /, **fields: Any) -> type[Shape]:
+    """The shape of a service's result dataclass: `fields` that it lacks first, then each of its
+    fields, all required, with its own type unless `fields` gives another (a block with `to_json`)."""
+    own = {field.name: fields.pop(field.name, (field.type, ...)) for field in dataclasses.fields(result)}
+    # String annotations resolve in the dataclass's own module.
+    return create_model(
+        f"{result.__name__}Json", __base__=Shape, __module__=result.__module__, **fields, **own
+    )
 
 
 ProcessJson = result_shape(ProcessResult, status=(str, ...))
@@ -55,25 +56,7 @@ class FetchJson(Shape):
     tickers: dict[str, Block]
 
 
-class TrainJson(Shape):
-    dataset_run_id: str
-    model_version: str
-    mlflow_run_id: str
-    params: Block
-    params_source: str
-    seed: int
-    best_epoch: int
-    epochs_run: int
-    max_epochs: int
-    stopped_early: bool
-    best_val_loss: float | None
-    test_metrics: Block
-    test_start: date | None
-    test_end: date | None
-    n_test: int
-    worse_than_naive: list[str]
-    samples_per_s: float
-    wall_s: float
+TrainJson = result_shape(TrainSummary, test_metrics=(Block, ...))
 
 
 class PromotionWindowJson(Shape):
@@ -204,18 +187,7 @@ class DailyJson(Shape):
     fetch_status: str | None
 
 
-class RetrainJson(Shape):
-    ran: bool
-    reason: str
-    dataset_run_id: str | None
-    n_trials: int | None
-    best_params: Block | None
-    model_version: str | None
-    test_metrics: Block | None
-    promoted: bool
-    promotion_reason: str | None
-    steps_s: dict[str, float]
-    promotion: Block | None
+RetrainJson = result_shape(RetrainResult, test_metrics=(Block | None, ...))
 
 
 class ScheduleJson(Shape):

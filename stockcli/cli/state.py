@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import typer
 
@@ -53,3 +53,24 @@ def invocation(ctx: typer.Context) -> tuple[CliState, Any, date]:
     cli = state(ctx)
     settings = cli.settings()
     return cli, settings, cli.as_of(settings)
+
+
+# Options that several commands take, declared once.
+RunIdOption = Annotated[
+    str | None,
+    typer.Option("--run-id", help="Dataset id (default: the newest processed dataset).", show_default=False),
+]
+TickersOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--ticker",
+        "-t",
+        metavar="TICKER",
+        help="Only this ticker; repeat for several (default: [data] tickers).",
+        show_default=False,
+    ),
+]
+RetrainTrialsOption = Annotated[
+    int | None,
+    typer.Option("--n-trials", min=1, help="Tuning trials per retrain (default: [tuning] n_trials)."),
+]

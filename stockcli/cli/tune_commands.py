@@ -7,7 +7,7 @@ from typing import Annotated, Any
 import typer
 
 from stockcli.cli import output
-from stockcli.cli.state import invocation
+from stockcli.cli.state import RunIdOption, invocation
 
 
 def tune_command(
@@ -30,14 +30,7 @@ def tune_command(
             show_default=False,
         ),
     ] = None,
-    run_id: Annotated[
-        str | None,
-        typer.Option(
-            "--run-id",
-            help="Dataset to tune on (default: the newest one; it must be built).",
-            show_default=False,
-        ),
-    ] = None,
+    run_id: RunIdOption = None,
 ) -> None:
     """Search hyper-parameters (Optuna, pruned, resumable); save the best ones for `train`.
 
