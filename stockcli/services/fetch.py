@@ -1,23 +1,11 @@
-"""`fetch`: bring the stored daily bars of each ticker up to the run's as-of date.
+"""`fetch`: bring the stored daily bars of each ticker up to the last closed session on or before as-of.
 
-Per ticker, in its own transaction, so one ticker's failure never loses another's rows:
-1. From the newest stored bar, step back `[data] overlap_sessions` sessions and fetch from there (the
-   first fetch starts at `[data] start`). Nothing after the last *closed* session on or before as-of is
-   fetched or stored: the as-of session's bar counts only once the exchange has closed.
-2. Bars whose prices jump by more than `[data] max_jump_factor` from the previous valid close are
-   dropped and counted as "implausible jump" (`sources.base.drop_implausible_jumps`). The check looks
-   only at the past: the previous kept bar of the frame, or the last stored close before it.
-3. Overlapping bars that differ by more than `[data] restatement_tolerance` (relative) mean the source
-   restated the history (a split or dividend re-adjusted it): the whole history is fetched again from
-   `[data] start` and replaces the stored one in one transaction (delete + insert), so adjustment bases
-   never mix. The ticker's predictions and their scores are restated in the same transaction: their
-   prices times the factor that moved their closes, or void (kept, never counted) when no single
-   factor does (`_restatement_rule`). Bars stored from another source are replaced the same way. A split bigger than the jump
-   factor is still a restatement, not a jump: the overlap is compared as a whole, and one absurd bar in
-   it (dropped by the jump check against the stored close) is not.
-4. Otherwise only new rows and rows whose values changed are written (upserts on [ticker, date]), so a
-   second identical fetch writes nothing and reports 0 added / 0 updated.
-Transient source errors are retried with exponential backoff (`[data] max_retries`, `retry_backoff_s`).
+Per ticker, in its own transaction (source errors retried with backoff): fetch from `[data] overlap_sessions` before the newest stored bar
+(the first time from `[data] start`), drop bars that jump by more than `[data] max_jump_factor` from
+the previous close, and upsert only new and changed rows. When the overlap moved as a whole by more
+than `[data] restatement_tolerance` (a split or dividend re-adjusted the history), or the stored bars
+came from another source, the whole history is fetched again and replaces the stored one, and the
+ticker's predictions are restated with it (`_restatement_rule`), so adjustment bases never mix.
 """
 
 from __future__ import annotations
@@ -84,13 +72,8 @@ ProgressCallback = Callable[[str, int, int], None]
 
 @dataclass(frozen=True)
 class TickerFetch:
-    """The outcome for one ticker.
-
-    status: `ok` (new or changed rows written, or already up to date), `replaced` (history restated
-    and replaced whole), `partial` (valid rows stored, but rows were rejected: a history with holes
-    or cut short, e.g. by an unadjusted split; `error` says which and `hint` what to do), `no_data`
-    (the source had nothing; nothing deleted) or `failed`.
-    """
+    """The outcome for one ticker: `ok`, `replaced` (history restated and replaced whole), `partial`
+    (valid rows stored, some rejected: `error` says which, `hint` what to do), `no_data` or `failed`."""
 
     ticker: str
     status: str
@@ -205,9 +188,8 @@ def fetch(
 ) -> FetchResult:
     """Fetch and store the bars of `tickers` (default: `[data] tickers` and the context series) up to `as_of`.
 
-    `now` is the wall clock (default: now) that decides whether the as-of session has closed;
-    `sleep` waits between retries (tests pass a recorder). Never raises for a ticker's failure: it
-    is recorded in that ticker's result. Raises ConfigError for a malformed ticker or source.
+    `now` decides whether the as-of session has closed; `sleep` waits between retries. A ticker's
+    failure is recorded in its result; raises ConfigError for a malformed ticker or source.
     """
     wanted = tickers or (*settings.data.tickers, *settings.data.context_tickers_resolved)
     names = tuple(dict.fromkeys(normalize_ticker(t) for t in wanted))
@@ -216,9 +198,8 @@ def fetch(
     moment = now or utcnow()
     effective = min(as_of, clock.today(settings.data.exchange, now=moment))
     cutoff = calendar.last_closed_session(effective, now=moment)
-    # What every ticker has stored before the run, read in two queries instead of two per ticker (a
-    # ticker's writes touch its own rows only). When that fails, each ticker reads its own, and a
-    # failure is that ticker's.
+    # What every ticker has stored, in two queries instead of two per ticker; when that fails, each
+    # ticker reads its own, and a failure is that ticker's.
     try:
         stored: _Stored | None = _stored_state(engine, names, cutoff)
     except Exception:
@@ -371,9 +352,8 @@ def _fetch_ticker(
 
 
 def _against_stored(job: _Job, pulled: PulledBars) -> tuple[PulledBars, str | None]:
-    """`pulled` judged against the stored bars it overlaps: its jumps against the last stored close
-    (the usual case), or, when the overlap moved as a whole, the whole history pulled again with the
-    reason to replace what is stored."""
+    """`pulled` judged against the stored bars it overlaps: its jumps against the last stored close, or,
+    when the overlap moved as a whole, the whole history pulled again with the reason to replace it."""
     data = job.settings.data
     raw = pulled.raw
     with job.engine.connect() as connection:
@@ -407,8 +387,7 @@ def _against_stored(job: _Job, pulled: PulledBars) -> tuple[PulledBars, str | No
 
 
 def _save(job: _Job, pulled: PulledBars, last: date | None, replace_reason: str | None) -> TickerFetch:
-    """Store the screened bars: the whole history replaced (`replace_reason`), else the new and
-    changed rows; the ticker's outcome, `partial` when rows were rejected."""
+    """Store the screened bars; the ticker's outcome, `partial` when rows were rejected."""
     ticker, frame, rejected, reasons = job.ticker, pulled.frame, pulled.rejected, pulled.reasons
     split = suspected_split(pulled.raw, frame, previous_close=pulled.reference) if pulled.jumps else None
     if frame.empty:
@@ -456,9 +435,9 @@ def _save(job: _Job, pulled: PulledBars, last: date | None, replace_reason: str 
 
 
 def _write(job: _Job, pulled: PulledBars, replace_reason: str | None) -> tuple[int, int, int, str | None]:
-    """Write the screened bars in one transaction: the whole history replaced (and the ticker's
-    predictions restated with it) when there is a `replace_reason`, else the new and changed rows.
-    (added, updated, deleted, the reason with what happened to the predictions)."""
+    """Write the screened bars in one transaction: the whole history replaced (predictions restated
+    with it) when there is a `replace_reason`, else the new and changed rows. (added, updated,
+    deleted, the reason with what happened to the predictions)."""
     ticker, frame = job.ticker, pulled.frame
     with job.engine.begin() as connection:
         if replace_reason is None:

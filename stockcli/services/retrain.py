@@ -1,9 +1,7 @@
 """Retrain: process -> build -> tune -> train -> promote, only when needed unless forced.
 
-Every step is idempotent or only adds (a dataset with the same content gets the same id, the Optuna
-study resumes, a new model version never moves the alias by itself) and the alias moves last, in
-`promote`. So a retrain killed at any point leaves `Production` and the stored data as they were,
-and a re-run completes it.
+Every step is idempotent or only adds, and the alias moves last (in `promote`): a retrain killed at
+any point leaves Production as it was, and a re-run completes it.
 """
 
 from __future__ import annotations
@@ -65,8 +63,7 @@ def judged_on(monitor_result: Any) -> str:
 
 
 class _Ledger:
-    """A retrain's steps as they run: what each produced, kept in the run's details at once (a killed
-    retrain leaves what it had done), and how long each took."""
+    """A retrain's steps: what each produced, kept in the run's details at once, and how long each took."""
 
     def __init__(self, run: RunHandle | None, progress: Progress | None, reason: str) -> None:
         self.run = run
@@ -186,10 +183,8 @@ def _tune_and_train(
 ) -> TrainedCandidate:
     """Tune (or fine-tune Production) and train a new version on the dataset, as steps of `ledger`.
 
-    A retrain starts from what Production knows. When Production's network fits the new dataset
-    (same architecture, same inputs), it is fine-tuned from Production's weights with Production's
-    parameters: no search, a few epochs. Otherwise the search runs, with Production's parameters as
-    its first trial and the smaller retrain budget. A bootstrap (no Production) searches in full.
+    Production's network is fine-tuned when it fits the new dataset (no search, a few epochs); else
+    the search runs with Production's parameters as its first trial and the retrain budget.
     """
     from stockcli.services.train import train
     from stockcli.services.tune import tune
@@ -254,9 +249,8 @@ def _production_params(settings: Settings, production_version: str | None) -> di
 def _fine_tune_start(
     settings: Settings, engine: Engine, production_version: str | None, dataset_run_id: str
 ) -> tuple[dict[str, Any], dict[str, Any]] | None:
-    """(Production's parameters, its weights) when a retrain can fine-tune Production's network on the
-    new dataset: `[tuning] warm_start`, a single network (not a seed ensemble) whose inputs are the new
-    dataset's (same features, same context columns); else None (the retrain searches)."""
+    """(Production's parameters, its weights) when `[tuning] warm_start` is on and Production is a
+    single network whose inputs are the new dataset's; else None (the retrain searches)."""
     if production_version is None or not settings.tuning.warm_start or settings.promotion.seeds > 1:
         return None
     from stockcli.db.datasets import load_built
