@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from datetime import date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -68,6 +68,11 @@ SUCCESS_STATUSES = ("ok", "replaced")
 SAVED_STATUSES = (*SUCCESS_STATUSES, "partial")
 
 ProgressCallback = Callable[[str, int, int], None]
+# A ticker's keys in fetch --json after "rows", in order (README, "JSON output").
+TICKER_JSON_KEYS = (
+    *("last_date", "status", "error", "added", "updated", "deleted", "rejected", "rejected_reasons"),
+    *("fetched_from", "note", "hint"),
+)
 
 
 @dataclass(frozen=True)
@@ -99,20 +104,8 @@ class TickerFetch:
         return self.status in SUCCESS_STATUSES
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "rows": self.rows,
-            "last_date": self.last_date.isoformat() if self.last_date else None,
-            "status": self.status,
-            "error": self.error,
-            "added": self.added,
-            "updated": self.updated,
-            "deleted": self.deleted,
-            "rejected": self.rejected,
-            "rejected_reasons": dict(self.rejected_reasons),
-            "fetched_from": self.fetched_from.isoformat() if self.fetched_from else None,
-            "note": self.note,
-            "hint": self.hint,
-        }
+        plain = {key: v.isoformat() if isinstance(v, date) else v for key, v in asdict(self).items()}
+        return {"rows": self.rows, **{key: plain[key] for key in TICKER_JSON_KEYS}}
 
 
 @dataclass(frozen=True)

@@ -193,16 +193,9 @@ def predict(
         result = forecast(bundle, bars, [base_date], tickers=ready, sessions=sessions, use_spec_start=False)
         failed += [_unforecastable(calendar, base_date, missing) for missing in result.missing]
         if len(result):
-            predictions = _serve(
-                settings=settings,
-                engine=engine,
-                bundle=bundle,
-                result=result,
-                bars=bars,
-                base_date=base_date,
-                targets=targets,
-                failed=failed,
-            )
+            served = _serve(settings, engine, bundle, result, bars, base_date, targets)
+            failed += [item for item in served if isinstance(item, FailedTicker)]
+            predictions = [item for item in served if isinstance(item, Prediction)]
     _store(engine, predictions, as_of=as_of, pipeline_run_id=pipeline_run_id)
     order = {t: i for i, t in enumerate(watchlist)}
     predictions.sort(key=lambda p: order.get(p.ticker, len(order)))
@@ -314,7 +307,6 @@ class _Serving:
 
 
 def _serve(
-    *,
     settings: Settings,
     engine: Engine,
     bundle: Any,
@@ -322,9 +314,8 @@ def _serve(
     bars: Mapping[str, Any],
     base_date: date,
     targets: Mapping[int, date],
-    failed: list[FailedTicker],
-) -> list[Prediction]:
-    """Serve each ticker of the network's forecast; one refused as implausible goes to `failed`."""
+) -> list[Prediction | FailedTicker]:
+    """Each ticker of the network's forecast served, or refused as implausible."""
     from stockcli.db.horizons import load_horizon_serving
     from stockcli.db.serving import load_interval_state, load_selection
     from stockcli.ml.forecast import calibrated_quantiles, calibrated_tail_quantiles
@@ -352,9 +343,7 @@ def _serve(
             calibrated_tail_quantiles(result, bundle.calibration, TAIL_LEVELS),
         ),
     )
-    served = [_serve_ticker(serving, i) for i in range(len(result.tickers))]
-    failed += [item for item in served if isinstance(item, FailedTicker)]
-    return [item for item in served if isinstance(item, Prediction)]
+    return [_serve_ticker(serving, i) for i in range(len(result.tickers))]
 
 
 def _serve_ticker(serving: _Serving, i: int) -> Prediction | FailedTicker:

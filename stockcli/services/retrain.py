@@ -89,15 +89,6 @@ class _Ledger:
         return result
 
 
-@dataclass(frozen=True)
-class TrainedCandidate:
-    """A retrain's new model version and the search (or fine-tune) that led to it."""
-
-    trained: TrainSummary
-    n_trials: int
-    best_params: dict[str, Any]
-
-
 def retrain(
     *,
     settings: Settings,
@@ -127,7 +118,7 @@ def retrain(
     checkpoint(settings, "retrain:after_process")
     ledger.timed("build", lambda: build(settings=settings, engine=engine, run_id=processed.run_id))
     checkpoint(settings, "retrain:after_build")
-    candidate = _tune_and_train(
+    trained, searched, best_params = _tune_and_train(
         settings=settings,
         engine=engine,
         ledger=ledger,
@@ -135,7 +126,6 @@ def retrain(
         production_version=production_version,
         n_trials=n_trials,
     )
-    trained = candidate.trained
     decision = ledger.timed(
         "promote",
         lambda: promote(
@@ -155,8 +145,8 @@ def retrain(
         ran=True,
         reason=reason,
         dataset_run_id=processed.run_id,
-        n_trials=candidate.n_trials,
-        best_params=candidate.best_params,
+        n_trials=searched,
+        best_params=best_params,
         model_version=trained.model_version,
         test_metrics=trained.test_metrics,
         promoted=decision.promoted,
@@ -180,8 +170,9 @@ def _tune_and_train(
     dataset_run_id: str,
     production_version: str | None,
     n_trials: int | None,
-) -> TrainedCandidate:
-    """Tune (or fine-tune Production) and train a new version on the dataset, as steps of `ledger`.
+) -> tuple[TrainSummary, int, dict[str, Any]]:
+    """Tune (or fine-tune Production) and train a new version on the dataset, as steps of `ledger`:
+    the new version, the trials searched and the parameters it was trained with.
 
     Production's network is fine-tuned when it fits the new dataset (no search, a few epochs); else
     the search runs with Production's parameters as its first trial and the retrain budget.
@@ -226,7 +217,7 @@ def _tune_and_train(
     ledger.record("model_version", trained.model_version)
     ledger.record("mlflow_run_id", trained.mlflow_run_id)
     checkpoint(settings, "retrain:after_train")
-    return TrainedCandidate(trained=trained, n_trials=searched, best_params=params)
+    return trained, searched, params
 
 
 def _production_params(settings: Settings, production_version: str | None) -> dict[str, Any] | None:
