@@ -128,10 +128,7 @@ class FetchResult:
         if self.status == "partial":
             return EXIT_PARTIAL
         codes = {t.exit_code for t in self.tickers if not t.succeeded}
-        for code in (EXIT_UNEXPECTED, EXIT_USAGE):
-            if code in codes:
-                return code
-        return EXIT_NOTHING
+        return next((code for code in (EXIT_UNEXPECTED, EXIT_USAGE) if code in codes), EXIT_NOTHING)
 
     def to_json(self) -> dict[str, Any]:
         """`{"status": ..., "tickers": {"T": {"rows", "last_date", "status", "error", ...}}}`."""
@@ -315,10 +312,9 @@ def _fetch_ticker(
         replace_reason = (
             f"stored bars came from {', '.join(sorted(sources))}; replaced with {job.source.name}"
         )
-    if last is None or replace_reason:
-        start = data.start
-    else:
-        start = calendar.sessions_back(last, data.overlap_sessions)
+    start = (
+        data.start if last is None or replace_reason else calendar.sessions_back(last, data.overlap_sessions)
+    )
     if start > cutoff:
         return TickerFetch(
             ticker=ticker,
@@ -397,8 +393,7 @@ def _save(job: _Job, pulled: PulledBars, last: date | None, replace_reason: str 
             exit_code=EXIT_NOTHING,
         )
     added, updated, deleted, replace_reason = _write(job, pulled, replace_reason)
-    # The newest stored bar up to the cutoff, without asking: every row of `frame` (all dated up to
-    # the cutoff) is stored now, next to what was stored before (nothing of it, when replaced).
+    # The newest stored bar up to the cutoff, without asking: every row of `frame` is stored now.
     newest = frame.index.max().date()
     if replace_reason is None and last is not None:
         newest = max(newest, last)

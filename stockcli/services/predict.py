@@ -26,7 +26,7 @@ from stockcli.db import predictions as predictions_db
 from stockcli.db.horizons import save_horizon_predictions
 from stockcli.db.models import Base, HorizonPrediction, LatestPrediction
 from stockcli.db.store import utcnow
-from stockcli.errors import EXIT_NOTHING, EXIT_OK, EXIT_PARTIAL, EXIT_UNEXPECTED
+from stockcli.errors import EXIT_NOTHING, EXIT_OK, EXIT_PARTIAL, EXIT_UNEXPECTED, UsageError
 from stockcli.formats import finite
 from stockcli.ml.intervals import INTERVALS, MISCOVERAGE
 
@@ -261,8 +261,6 @@ def _unforecastable(calendar: Any, base_date: date, missing: Any) -> FailedTicke
 
 def _refuse_inside_training_data(bundle: Any, as_of: date) -> None:
     """UsageError when `as_of` is inside the model's dataset: it would be scored as live accuracy."""
-    from stockcli.errors import UsageError
-
     data_end = bundle.data_end
     if data_end is not None and as_of < data_end:
         raise UsageError(
@@ -638,8 +636,6 @@ def _recent_returns(frame: Any) -> np.ndarray:
 
 
 def _lookback_start(calendar: Any, base_date: date, sessions: int) -> date:
-    from stockcli.errors import UsageError
-
     try:
         return calendar.sessions_back(base_date, sessions)  # type: ignore[no-any-return]
     except UsageError:  # before the calendar's first session: take everything

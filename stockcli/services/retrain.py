@@ -23,6 +23,8 @@ if TYPE_CHECKING:
     from stockcli.services.train import TrainSummary
 
 Progress = Callable[[str], None]
+# What a retrain's result keeps of its promotion test.
+PROMOTION_KEYS = ("p_value", "improvement", "improvement_low", "improvement_high", "selection")
 T = TypeVar("T")
 
 
@@ -152,13 +154,7 @@ def retrain(
         promoted=decision.promoted,
         promotion_reason=decision.reason,
         steps_s=ledger.timings,
-        promotion={
-            "p_value": decision.p_value,
-            "improvement": decision.improvement,
-            "improvement_low": decision.improvement_low,
-            "improvement_high": decision.improvement_high,
-            "selection": decision.selection,
-        },
+        promotion={key: getattr(decision, key) for key in PROMOTION_KEYS},
     )
 
 

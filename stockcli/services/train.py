@@ -23,7 +23,7 @@ from sqlalchemy.engine import Engine
 
 import stockcli
 from stockcli.config import Settings
-from stockcli.errors import NoDataError
+from stockcli.errors import ConfigError, NoDataError
 from stockcli.services.runtime import checkpoint
 
 if TYPE_CHECKING:
@@ -72,7 +72,6 @@ def check_registry_knows_database(settings: Settings, engine: Engine) -> None:
     store was lost or replaced, and the next registration would reuse a number."""
     from stockcli.config import redact_url
     from stockcli.db.store import model_versions_in_use
-    from stockcli.errors import ConfigError
     from stockcli.ml import registry
 
     newest = int(registry.latest_version(settings) or 0)
