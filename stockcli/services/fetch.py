@@ -1,23 +1,11 @@
-"""`fetch`: bring the stored daily bars of each ticker up to the run's as-of date.
+"""`fetch`: bring the stored daily bars of each ticker up to the last closed session on or before as-of.
 
-Per ticker, in its own transaction, so one ticker's failure never loses another's rows:
-1. From the newest stored bar, step back `[data] overlap_sessions` sessions and fetch from there (the
-   first fetch starts at `[data] start`). Nothing after the last *closed* session on or before as-of is
-   fetched or stored: the as-of session's bar counts only once the exchange has closed.
-2. Bars whose prices jump by more than `[data] max_jump_factor` from the previous valid close are
-   dropped and counted as "implausible jump" (`sources.base.drop_implausible_jumps`). The check looks
-   only at the past: the previous kept bar of the frame, or the last stored close before it.
-3. Overlapping bars that differ by more than `[data] restatement_tolerance` (relative) mean the source
-   restated the history (a split or dividend re-adjusted it): the whole history is fetched again from
-   `[data] start` and replaces the stored one in one transaction (delete + insert), so adjustment bases
-   never mix. The ticker's predictions and their scores are restated in the same transaction: their
-   prices times the factor that moved their closes, or void (kept, never counted) when no single
-   factor does (`_restatement_rule`). Bars stored from another source are replaced the same way. A split bigger than the jump
-   factor is still a restatement, not a jump: the overlap is compared as a whole, and one absurd bar in
-   it (dropped by the jump check against the stored close) is not.
-4. Otherwise only new rows and rows whose values changed are written (upserts on [ticker, date]), so a
-   second identical fetch writes nothing and reports 0 added / 0 updated.
-Transient source errors are retried with exponential backoff (`[data] max_retries`, `retry_backoff_s`).
+Per ticker, in its own transaction (source errors retried with backoff): fetch from `[data] overlap_sessions` before the newest stored bar
+(the first time from `[data] start`), drop bars that jump by more than `[data] max_jump_factor` from
+the previous close, and upsert only new and changed rows. When the overlap moved as a whole by more
+than `[data] restatement_tolerance` (a split or dividend re-adjusted the history), or the stored bars
+came from another source, the whole history is fetched again and replaces the stored one, and the
+ticker's predictions are restated with it (`_restatement_rule`), so adjustment bases never mix.
 """
 
 from __future__ import annotations
@@ -25,7 +13,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from datetime import date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -80,17 +68,17 @@ SUCCESS_STATUSES = ("ok", "replaced")
 SAVED_STATUSES = (*SUCCESS_STATUSES, "partial")
 
 ProgressCallback = Callable[[str, int, int], None]
+# A ticker's keys in fetch --json after "rows", in order (README, "JSON output").
+TICKER_JSON_KEYS = (
+    *("last_date", "status", "error", "added", "updated", "deleted", "rejected", "rejected_reasons"),
+    *("fetched_from", "note", "hint"),
+)
 
 
 @dataclass(frozen=True)
 class TickerFetch:
-    """The outcome for one ticker.
-
-    status: `ok` (new or changed rows written, or already up to date), `replaced` (history restated
-    and replaced whole), `partial` (valid rows stored, but rows were rejected: a history with holes
-    or cut short, e.g. by an unadjusted split; `error` says which and `hint` what to do), `no_data`
-    (the source had nothing; nothing deleted) or `failed`.
-    """
+    """The outcome for one ticker: `ok`, `replaced` (history restated and replaced whole), `partial`
+    (valid rows stored, some rejected: `error` says which, `hint` what to do), `no_data` or `failed`."""
 
     ticker: str
     status: str
@@ -116,20 +104,8 @@ class TickerFetch:
         return self.status in SUCCESS_STATUSES
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "rows": self.rows,
-            "last_date": self.last_date.isoformat() if self.last_date else None,
-            "status": self.status,
-            "error": self.error,
-            "added": self.added,
-            "updated": self.updated,
-            "deleted": self.deleted,
-            "rejected": self.rejected,
-            "rejected_reasons": dict(self.rejected_reasons),
-            "fetched_from": self.fetched_from.isoformat() if self.fetched_from else None,
-            "note": self.note,
-            "hint": self.hint,
-        }
+        plain = {key: v.isoformat() if isinstance(v, date) else v for key, v in asdict(self).items()}
+        return {"rows": self.rows, **{key: plain[key] for key in TICKER_JSON_KEYS}}
 
 
 @dataclass(frozen=True)
@@ -152,10 +128,7 @@ class FetchResult:
         if self.status == "partial":
             return EXIT_PARTIAL
         codes = {t.exit_code for t in self.tickers if not t.succeeded}
-        for code in (EXIT_UNEXPECTED, EXIT_USAGE):
-            if code in codes:
-                return code
-        return EXIT_NOTHING
+        return next((code for code in (EXIT_UNEXPECTED, EXIT_USAGE) if code in codes), EXIT_NOTHING)
 
     def to_json(self) -> dict[str, Any]:
         """`{"status": ..., "tickers": {"T": {"rows", "last_date", "status", "error", ...}}}`."""
@@ -205,9 +178,8 @@ def fetch(
 ) -> FetchResult:
     """Fetch and store the bars of `tickers` (default: `[data] tickers` and the context series) up to `as_of`.
 
-    `now` is the wall clock (default: now) that decides whether the as-of session has closed;
-    `sleep` waits between retries (tests pass a recorder). Never raises for a ticker's failure: it
-    is recorded in that ticker's result. Raises ConfigError for a malformed ticker or source.
+    `now` decides whether the as-of session has closed; `sleep` waits between retries. A ticker's
+    failure is recorded in its result; raises ConfigError for a malformed ticker or source.
     """
     wanted = tickers or (*settings.data.tickers, *settings.data.context_tickers_resolved)
     names = tuple(dict.fromkeys(normalize_ticker(t) for t in wanted))
@@ -216,9 +188,8 @@ def fetch(
     moment = now or utcnow()
     effective = min(as_of, clock.today(settings.data.exchange, now=moment))
     cutoff = calendar.last_closed_session(effective, now=moment)
-    # What every ticker has stored before the run, read in two queries instead of two per ticker (a
-    # ticker's writes touch its own rows only). When that fails, each ticker reads its own, and a
-    # failure is that ticker's.
+    # What every ticker has stored, in two queries instead of two per ticker; when that fails, each
+    # ticker reads its own, and a failure is that ticker's.
     try:
         stored: _Stored | None = _stored_state(engine, names, cutoff)
     except Exception:
@@ -341,10 +312,9 @@ def _fetch_ticker(
         replace_reason = (
             f"stored bars came from {', '.join(sorted(sources))}; replaced with {job.source.name}"
         )
-    if last is None or replace_reason:
-        start = data.start
-    else:
-        start = calendar.sessions_back(last, data.overlap_sessions)
+    start = (
+        data.start if last is None or replace_reason else calendar.sessions_back(last, data.overlap_sessions)
+    )
     if start > cutoff:
         return TickerFetch(
             ticker=ticker,
@@ -371,9 +341,8 @@ def _fetch_ticker(
 
 
 def _against_stored(job: _Job, pulled: PulledBars) -> tuple[PulledBars, str | None]:
-    """`pulled` judged against the stored bars it overlaps: its jumps against the last stored close
-    (the usual case), or, when the overlap moved as a whole, the whole history pulled again with the
-    reason to replace what is stored."""
+    """`pulled` judged against the stored bars it overlaps: its jumps against the last stored close, or,
+    when the overlap moved as a whole, the whole history pulled again with the reason to replace it."""
     data = job.settings.data
     raw = pulled.raw
     with job.engine.connect() as connection:
@@ -407,8 +376,7 @@ def _against_stored(job: _Job, pulled: PulledBars) -> tuple[PulledBars, str | No
 
 
 def _save(job: _Job, pulled: PulledBars, last: date | None, replace_reason: str | None) -> TickerFetch:
-    """Store the screened bars: the whole history replaced (`replace_reason`), else the new and
-    changed rows; the ticker's outcome, `partial` when rows were rejected."""
+    """Store the screened bars; the ticker's outcome, `partial` when rows were rejected."""
     ticker, frame, rejected, reasons = job.ticker, pulled.frame, pulled.rejected, pulled.reasons
     split = suspected_split(pulled.raw, frame, previous_close=pulled.reference) if pulled.jumps else None
     if frame.empty:
@@ -425,8 +393,7 @@ def _save(job: _Job, pulled: PulledBars, last: date | None, replace_reason: str 
             exit_code=EXIT_NOTHING,
         )
     added, updated, deleted, replace_reason = _write(job, pulled, replace_reason)
-    # The newest stored bar up to the cutoff, without asking: every row of `frame` (all dated up to
-    # the cutoff) is stored now, next to what was stored before (nothing of it, when replaced).
+    # The newest stored bar up to the cutoff, without asking: every row of `frame` is stored now.
     newest = frame.index.max().date()
     if replace_reason is None and last is not None:
         newest = max(newest, last)
@@ -456,9 +423,9 @@ def _save(job: _Job, pulled: PulledBars, last: date | None, replace_reason: str 
 
 
 def _write(job: _Job, pulled: PulledBars, replace_reason: str | None) -> tuple[int, int, int, str | None]:
-    """Write the screened bars in one transaction: the whole history replaced (and the ticker's
-    predictions restated with it) when there is a `replace_reason`, else the new and changed rows.
-    (added, updated, deleted, the reason with what happened to the predictions)."""
+    """Write the screened bars in one transaction: the whole history replaced (predictions restated
+    with it) when there is a `replace_reason`, else the new and changed rows. (added, updated,
+    deleted, the reason with what happened to the predictions)."""
     ticker, frame = job.ticker, pulled.frame
     with job.engine.begin() as connection:
         if replace_reason is None:

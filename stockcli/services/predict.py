@@ -1,17 +1,10 @@
 """Predict the next trading session's close, with calibrated intervals, for every ticker of the watchlist.
 
-Prediction is per ticker. The Production model (resolved once) is one global network, so it serves
-every ticker of `[data] tickers`, including one it was never trained on (`unseen`) as soon as that
-ticker has a full window of history. A ticker whose bars are missing or stale (a failed fetch, a
-halted or delisted stock), or that is too young, is reported in `failed` with its reason (and, when
-too young, the first session it becomes predictable) while the others are predicted and stored.
-
-What is served for each ticker was decided by `promote` on the promotion window (`serving_selection`):
-the model's point forecast where it beat the naive forecast significantly, the naive forecast (the
-last close) elsewhere; the model's calibrated intervals where they beat GARCH(1,1)-t significantly,
-GARCH's elsewhere. The intervals' miscoverage levels come from adaptive conformal inference, whose
-state `monitor` keeps in the database. Before predicting, matured predictions are scored (so the
-state has learned from yesterday's close).
+The Production model (resolved once) is one global network: it serves every watchlist ticker, even one
+it was not trained on (`unseen`), once that ticker has a full window. A ticker with missing, stale or
+too little history goes to `failed` with its reason while the others are stored. What is served per
+ticker (model or naive point, model or baseline intervals) was decided by `promote`; the intervals'
+levels come from adaptive conformal inference, whose state `monitor` keeps.
 """
 
 from __future__ import annotations
@@ -33,7 +26,7 @@ from stockcli.db import predictions as predictions_db
 from stockcli.db.horizons import save_horizon_predictions
 from stockcli.db.models import Base, HorizonPrediction, LatestPrediction
 from stockcli.db.store import utcnow
-from stockcli.errors import EXIT_NOTHING, EXIT_OK, EXIT_PARTIAL, EXIT_UNEXPECTED
+from stockcli.errors import EXIT_NOTHING, EXIT_OK, EXIT_PARTIAL, EXIT_UNEXPECTED, UsageError
 from stockcli.formats import finite
 from stockcli.ml.intervals import INTERVALS, MISCOVERAGE
 
@@ -63,9 +56,7 @@ class Horizon:
 @dataclass(frozen=True)
 class Prediction:
     """One ticker's next-session forecast: the served point, the served intervals and their origin.
-
-    A field named as a column of `latest_predictions` is stored in it; the quantiles go to the quantile
-    columns, the horizons to `horizon_predictions`, and `p_up_source` is kept in `detail`."""
+    Fields named as columns of `latest_predictions` are stored there (`_row`)."""
 
     ticker: str
     base_date: date
@@ -98,8 +89,16 @@ class Prediction:
         return tuple(getattr(self, name) for name in QUANTILE_FIELDS)
 
 
-# The fields of a prediction's five closes, in quantile order (`ml.metrics.QUANTILE_COLUMNS`).
+# The fields of a prediction's five closes, in quantile order (`ml.metrics.QUANTILE_COLUMNS`), and in
+# the order of its JSON; then the JSON's keys before "horizons" (README, "JSON output").
 QUANTILE_FIELDS = ("lower_95", "lower_80", "median", "upper_80", "upper_95")
+JSON_QUANTILES = ("lower_80", "upper_80", "lower_95", "upper_95", "median")
+PREDICTION_KEYS = (
+    *("ticker", "base_date", "base_close", "predicted_close", "change_pct", "target_date"),
+    *JSON_QUANTILES,
+    *("p_up", "p_up_source", "source", "p_value", "interval_source", "interval_p_value", "unseen"),
+    *("model_version", "dataset_run_id"),
+)
 
 
 @dataclass(frozen=True)
@@ -163,9 +162,8 @@ def predict(
 ) -> PredictResult:
     """Predict every watchlist ticker's close for the session after the newest closed session.
 
-    The model version is resolved once (Production unless given) and used throughout. Tickers that
-    cannot be predicted are returned in `failed`; the caller decides the exit code (`exit_code_for`).
-    Raises NoProductionModelError without a model.
+    Unpredictable tickers go to `failed` (exit code: `exit_code_for`). Raises NoProductionModelError
+    without a model, UsageError for an as-of inside the model's training data.
     """
     from stockcli.ml import registry
     from stockcli.ml.forecast import forecast
@@ -195,16 +193,9 @@ def predict(
         result = forecast(bundle, bars, [base_date], tickers=ready, sessions=sessions, use_spec_start=False)
         failed += [_unforecastable(calendar, base_date, missing) for missing in result.missing]
         if len(result):
-            predictions = _serve(
-                settings=settings,
-                engine=engine,
-                bundle=bundle,
-                result=result,
-                bars=bars,
-                base_date=base_date,
-                targets=targets,
-                failed=failed,
-            )
+            served = _serve(settings, engine, bundle, result, bars, base_date, targets)
+            failed += [item for item in served if isinstance(item, FailedTicker)]
+            predictions = [item for item in served if isinstance(item, Prediction)]
     _store(engine, predictions, as_of=as_of, pipeline_run_id=pipeline_run_id)
     order = {t: i for i, t in enumerate(watchlist)}
     predictions.sort(key=lambda p: order.get(p.ticker, len(order)))
@@ -225,9 +216,7 @@ def predict(
 def _serving_bars(
     *, engine: Engine, calendar: Any, bundle: Any, watchlist: Sequence[str], base_date: date
 ) -> tuple[dict[str, Any], list[date]]:
-    """The stored bars the network reads to forecast the session after `base_date` (the watchlist's
-    and the model's context series, back as far as its indicators and window need), and the sessions
-    they span."""
+    """The stored bars (watchlist and context series, as far back as the model needs) and their sessions."""
     from stockcli.features.indicators import serving_sessions
 
     series = list(dict.fromkeys([*watchlist, *bundle.context_tickers]))
@@ -260,8 +249,7 @@ def _without_current_bars(
 
 
 def _unforecastable(calendar: Any, base_date: date, missing: Any) -> FailedTicker:
-    """A ticker the network could not forecast (`ml.forecast.Unforecastable`), with the first session
-    it becomes predictable when it only lacks history."""
+    """A ticker the network could not forecast, with the first session it becomes predictable."""
     predictable_from = None
     if missing.kind == "too_little_history" and missing.sessions_missing > 0:
         predictable_from = _sessions_after(calendar, base_date, missing.sessions_missing)
@@ -272,10 +260,7 @@ def _unforecastable(calendar: Any, base_date: date, missing: Any) -> FailedTicke
 
 
 def _refuse_inside_training_data(bundle: Any, as_of: date) -> None:
-    """UsageError (exit 2) when `as_of` lies before the last session of the model's own dataset: a
-    forecast of a session it was trained or tested on would be stored and scored as live accuracy."""
-    from stockcli.errors import UsageError
-
+    """UsageError when `as_of` is inside the model's dataset: it would be scored as live accuracy."""
     data_end = bundle.data_end
     if data_end is not None and as_of < data_end:
         raise UsageError(
@@ -290,8 +275,7 @@ def _refuse_inside_training_data(bundle: Any, as_of: date) -> None:
 def current_fits(
     *, engine: Engine, bundle: Any, tickers: Sequence[str], base_date: date
 ) -> dict[str, dict[str, Any]]:
-    """The statistical candidates' parameters to serve with: the newest scheduled refit on or before
-    `base_date` (`daily` refits them), else those recorded in the model version. Never fits."""
+    """The statistical candidates' parameters: the newest refit up to `base_date`, else the version's."""
     from stockcli.ml.forecasters import bundle_fits
     from stockcli.services.refit import refits_in_force
 
@@ -321,7 +305,6 @@ class _Serving:
 
 
 def _serve(
-    *,
     settings: Settings,
     engine: Engine,
     bundle: Any,
@@ -329,10 +312,8 @@ def _serve(
     bars: Mapping[str, Any],
     base_date: date,
     targets: Mapping[int, date],
-    failed: list[FailedTicker],
-) -> list[Prediction]:
-    """One pass per ticker: every candidate's forecast, the selected one adapted and served, at
-    every horizon. A forecast refused as implausible goes to `failed`."""
+) -> list[Prediction | FailedTicker]:
+    """Each ticker of the network's forecast served, or refused as implausible."""
     from stockcli.db.horizons import load_horizon_serving
     from stockcli.db.serving import load_interval_state, load_selection
     from stockcli.ml.forecast import calibrated_quantiles, calibrated_tail_quantiles
@@ -340,7 +321,7 @@ def _serve(
     from stockcli.ml.risk import TAIL_LEVELS
 
     version = str(bundle.version)
-    # Without `[intervals] aci`, the nominal levels: every `_alphas` falls back to them.
+    # Without `[intervals] aci`, every `_alphas` falls back to the nominal levels.
     states = load_interval_state(engine, result.tickers) if settings.intervals.aci else {}
     network_alphas = {t: _alphas(states, t, version, NETWORK) for t in result.tickers}
     serving = _Serving(
@@ -360,14 +341,11 @@ def _serve(
             calibrated_tail_quantiles(result, bundle.calibration, TAIL_LEVELS),
         ),
     )
-    served = [_serve_ticker(serving, i) for i in range(len(result.tickers))]
-    failed += [item for item in served if isinstance(item, FailedTicker)]
-    return [item for item in served if isinstance(item, Prediction)]
+    return [_serve_ticker(serving, i) for i in range(len(result.tickers))]
 
 
 def _serve_ticker(serving: _Serving, i: int) -> Prediction | FailedTicker:
-    """The `i`-th ticker of the network's forecast served: the selected candidate at its adapted
-    levels, at every horizon; or refused, when the network's move is implausible."""
+    """The `i`-th ticker served (the selected candidate at its adapted levels, every horizon) or refused."""
     from stockcli.ml.forecasters import NETWORK, TickerBars
     from stockcli.ml.risk import TAIL_LEVELS
     from stockcli.ml.serving import (
@@ -452,8 +430,7 @@ def _refused(serving: _Serving, i: int) -> FailedTicker | None:
 
 
 def _candidates_detail(serving: _Serving, i: int, forecasts: Mapping[str, Any]) -> dict[str, Any]:
-    """The `i`-th ticker's network distribution, every candidate's nominal closes and every chance of
-    an up session, served or not (the start of a prediction's `detail`)."""
+    """The start of a prediction's `detail`: the network's distribution, every candidate's closes and P(up)."""
     from stockcli.ml.selection import BASE_RATE
 
     result, base = serving.result, serving.result.base_closes[i]
@@ -472,9 +449,6 @@ def _candidates_detail(serving: _Serving, i: int, forecasts: Mapping[str, Any]) 
     }
 
 
-# --- horizons ------------------------------------------------------------------------------------------
-
-
 def target_sessions(calendar: Any, base_date: date, horizons: Sequence[int]) -> dict[int, date]:
     """{horizon: the horizon-th exchange session after `base_date`} (holidays skipped)."""
     out: dict[int, date] = {}
@@ -487,9 +461,8 @@ def target_sessions(calendar: Any, base_date: date, horizons: Sequence[int]) -> 
 
 
 def further_horizons(serving: _Serving, ticker: str, history: Any) -> list[Any]:
-    """The served forecasts of `ticker` at every horizon above 1 (`ml.serving.HorizonForecast`): the
-    source its horizon's tested choice names (`horizon_serving`, else the incumbent), at the levels
-    adaptive conformal inference reached for it when `[intervals] aci` is on."""
+    """The served forecasts of `ticker` at every horizon above 1: the tested choice (`horizon_serving`,
+    else the incumbent), at its adapted levels when `[intervals] aci` is on."""
     from stockcli.ml.risk import TAIL_LEVELS
     from stockcli.ml.serving import serve_horizon, statistical_forecasts
 
@@ -555,8 +528,7 @@ def priced_horizons(
 def _store(
     engine: Engine, predictions: Sequence[Prediction], *, as_of: date, pipeline_run_id: int | None
 ) -> None:
-    """Upsert `predictions` into `latest_predictions` and every horizon of each into
-    `horizon_predictions`, all created at one time."""
+    """Upsert `predictions` and their horizons, all created at one time."""
     stamp = {"as_of": as_of, "pipeline_run_id": pipeline_run_id, "created_at": utcnow()}
     points: list[dict[str, Any]] = []
     horizons: list[dict[str, Any]] = []
@@ -569,8 +541,7 @@ def _store(
 
 
 def _row(table: type[Base], item: Prediction | Horizon, **others: Any) -> dict[str, Any]:
-    """A row of the model `table` for `item`: each field of it that is a column, under its name, then
-    `others`, then its five quantiles in the quantile columns. A field with no column is not stored."""
+    """A row of `table`: `item`'s fields that are columns, then `others`, then its five quantiles."""
     names = {f.name for f in fields(item)}
     row = {c.name: getattr(item, c.name) for c in table.__table__.columns if c.name in names}
     return {**row, **others, **dict(zip(predictions_db.QUANTILE_PRICES, item.quantiles, strict=True))}
@@ -581,7 +552,7 @@ def horizon_json(base_close: float, h: Horizon) -> dict[str, Any]:
     closes as at the top level, the risk figures as positive returns and as the closes they reach."""
     from stockcli.ml.risk import loss_price
 
-    lower_95, lower_80, median, upper_80, upper_95 = h.quantiles
+    quantiles = dict(zip(QUANTILE_FIELDS, h.quantiles, strict=True))
     risk = {"var_95": h.var_95, "var_99": h.var_99, "es_95": h.es_95, "es_99": h.es_99}
     prices = {
         f"{name}_price": None if value is None else float(loss_price(base_close, value))
@@ -590,11 +561,7 @@ def horizon_json(base_close: float, h: Horizon) -> dict[str, Any]:
     return {
         "horizon": h.horizon,
         "target_date": h.target_date.isoformat(),
-        "lower_80": lower_80,
-        "upper_80": upper_80,
-        "lower_95": lower_95,
-        "upper_95": upper_95,
-        "median": median,
+        **{key: quantiles[key] for key in JSON_QUANTILES},
         "p_up": h.p_up,
         **risk,
         **prices,
@@ -603,12 +570,8 @@ def horizon_json(base_close: float, h: Horizon) -> dict[str, Any]:
     }
 
 
-# --- serving decisions ----------------------------------------------------------------------------------
-
-
 def _choice(selection: Mapping[str, Any], ticker: str, incumbent: str) -> dict[str, Any]:
-    """What to serve for `ticker`: its own tested decision, the pooled one ("*") for an unseen ticker,
-    or, for a version without a recorded selection, the baselines (nothing was shown to beat them)."""
+    """What to serve for `ticker`: its own decision, the pooled one ("*"), else the baselines."""
     item = selection.get(ticker) or selection.get("*")
     if item is None:
         return {
@@ -635,14 +598,14 @@ def _alphas(
     states: Mapping[tuple[str, int], Any], ticker: str, version: str, source: str
 ) -> tuple[float, float]:
     """The miscoverage levels adaptive conformal inference has reached for (ticker, version, source)."""
-    out = []
-    for level in (80, 95):
+
+    def alpha(level: int) -> float:
         state = states.get((ticker, level))
         if state is not None and state.model_version == version and state.source == source:
-            out.append(float(state.alpha))
-        else:
-            out.append(MISCOVERAGE[level])
-    return out[0], out[1]
+            return float(state.alpha)
+        return MISCOVERAGE[level]
+
+    return alpha(80), alpha(95)
 
 
 def implausible_move(
@@ -664,9 +627,6 @@ def implausible_move(
     return None
 
 
-# --- helpers --------------------------------------------------------------------------------------------
-
-
 def _recent_returns(frame: Any) -> np.ndarray:
     """The last RECENT_VOLATILITY_SESSIONS finite log returns of a ticker's bars (the newest last)."""
     from stockcli.ml.forecast import close_log_returns
@@ -676,8 +636,6 @@ def _recent_returns(frame: Any) -> np.ndarray:
 
 
 def _lookback_start(calendar: Any, base_date: date, sessions: int) -> date:
-    from stockcli.errors import UsageError
-
     try:
         return calendar.sessions_back(base_date, sessions)  # type: ignore[no-any-return]
     except UsageError:  # before the calendar's first session: take everything
@@ -699,29 +657,8 @@ def _floats(values: np.ndarray) -> list[float | None]:
 
 def prediction_json(p: Prediction) -> dict[str, Any]:
     """The JSON shape of one prediction (predict --json, daily --json, the prediction files)."""
-    return {
-        "ticker": p.ticker,
-        "base_date": p.base_date.isoformat(),
-        "base_close": p.base_close,
-        "predicted_close": p.predicted_close,
-        "change_pct": p.change_pct,
-        "target_date": p.target_date.isoformat(),
-        "lower_80": p.lower_80,
-        "upper_80": p.upper_80,
-        "lower_95": p.lower_95,
-        "upper_95": p.upper_95,
-        "median": p.median,
-        "p_up": p.p_up,
-        "p_up_source": p.p_up_source,
-        "source": p.source,
-        "p_value": p.p_value,
-        "interval_source": p.interval_source,
-        "interval_p_value": p.interval_p_value,
-        "unseen": p.unseen,
-        "model_version": p.model_version,
-        "dataset_run_id": p.dataset_run_id,
-        "horizons": {str(h.horizon): horizon_json(p.base_close, h) for h in p.horizons},
-    }
+    plain = {key: v.isoformat() if isinstance(v := getattr(p, key), date) else v for key in PREDICTION_KEYS}
+    return {**plain, "horizons": {str(h.horizon): horizon_json(p.base_close, h) for h in p.horizons}}
 
 
 def failed_json(f: FailedTicker) -> dict[str, Any]:

@@ -1,8 +1,6 @@
 """`process`: stored bars up to as-of -> a frozen, versioned dataset (features, alignment, targets).
 
-The dataset id is derived from its content hash (inputs: the bars read and the feature spec;
-outputs: every array), so the same bars and config give the same hash and the same id, and
-re-processing identical input is an idempotent upsert (`reused=True`).
+The dataset id derives from a hash of its inputs and outputs: re-processing identical input reuses it.
 """
 
 from __future__ import annotations
@@ -132,10 +130,9 @@ def process(
 ) -> ProcessResult:
     """Turn the stored bars up to `as_of` into a dataset (a panel of independent series) and save it.
 
-    Each ticker keeps its own history: a young or delisted ticker gives fewer windows and never
-    removes another's. Tickers without bars, or too young to reach the test period, are named in
-    `warnings`. Raises ConfigError for a bad indicator config, NoDataError when no ticker has bars or
-    the tickers together give too few windows for the split.
+    Tickers without bars, or too young to reach the test period, are named in `warnings`. Raises
+    ConfigError for a bad indicator config, NoDataError when no ticker has bars or the tickers
+    together give too few windows for the split.
     """
     from stockcli.clock import calendar_for
     from stockcli.db import bars as bars_db
@@ -201,7 +198,7 @@ def _missing_bars(
     start: date,
     as_of: date,
 ) -> tuple[list[str], list[str]]:
-    """(the watchlist tickers without stored bars, a warning for each and each such context series).
+    """(the tickers without stored bars, a warning for each and each such context series).
     Raises NoDataError when no ticker has bars."""
     missing = [t for t in tickers if bars[t].empty]
     if len(missing) == len(tickers):
@@ -222,8 +219,7 @@ def _missing_bars(
 
 
 def _split_windows(panel: Panel, *, settings: Settings, spec: DatasetSpec, as_of: date) -> PanelWindows:
-    """The panel's windows and their chronological split. Raises NoDataError when they fall on too
-    few dates for the split."""
+    """The panel's windows and their chronological split. Raises NoDataError when too few."""
     from stockcli.features.dataset import dates_to_days, min_windows, split_parts, window_pairs
 
     ds = settings.dataset
@@ -255,8 +251,8 @@ def _ticker_sessions(
     settings: Settings,
     spec: DatasetSpec,
 ) -> tuple[dict[str, TickerSessions], list[str]]:
-    """Each watchlist ticker's own usable sessions and windows, and a warning for each ticker with
-    bars but no test windows (stopped trading before the test period, or too young)."""
+    """Each ticker's own usable sessions and windows, and a warning for each with bars but no test
+    windows (stopped trading before the test period, or too young)."""
     from stockcli.features.dataset import run_lengths, sessions_short
 
     L = settings.dataset.sequence_length

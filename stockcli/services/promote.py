@@ -1,28 +1,12 @@
 """Promote a model version to Production only when it is better on the same data, by a paired test.
 
-The candidate (default: the newest version) and the current Production version are evaluated on
-the same window: the candidate's test window, i.e. the test target dates of the dataset it was
-trained on (every ticker shares it). The candidate forecasts its own stored test windows; Production
-is re-evaluated through the forecasting primitive from raw bars with its own feature spec, scalers
-and calibration. Both are scored against the same actual closes, next to the naive forecast and the
-interval baselines, on the (date, ticker) rows both cover.
-
-The decision is a one-sided Diebold-Mariano test on the per-session loss differential of
-`[promotion] metric` (each ticker scaled by Production's mean loss, so a high-priced index does not
-decide alone; HAC variance for autocorrelated days): the candidate is promoted only when it is
-better with p < `[promotion] alpha` AND its relative improvement reaches `min_improvement`. A
-candidate better only by noise is refused. With no Production yet, the candidate is promoted.
-
-The same test decides what the kept model serves per ticker (`serving_selection`): its point
-forecast only where it beats the naive forecast significantly, naive elsewhere; its intervals only
-where their pinball loss beats GARCH(1,1)-t significantly, GARCH's elsewhere. Ticker "*" (all
-tickers pooled) decides for tickers the model has not seen.
-
-Every decision, promoted or not and dry runs included, is written to `promotions` before the alias
-moves, as "not promoted" with a pending note; it says "promoted" only once the alias really moved. The
-alias moves only under the run lock; a failed move leaves it where it was and says so in the row. A
-run killed between the two writes leaves a pending row, which the next `promote` settles from where
-the alias points.
+Candidate and Production are scored on the candidate's test window (Production re-made from raw bars
+through the forecasting primitive), on the (date, ticker) rows both cover. The candidate is promoted
+when a one-sided Diebold-Mariano test (HAC; each ticker's losses scaled by Production's mean, so a
+high-priced index does not decide alone) gives p < `[promotion] alpha` and the improvement reaches
+`min_improvement`. The same test decides what the kept model serves per ticker ("*": pooled, for
+unseen tickers). Every decision is recorded before the alias moves, as pending; only a move that
+happened says "promoted", and the next `promote` settles a pending row left by a killed run.
 """
 
 from __future__ import annotations
@@ -89,12 +73,8 @@ def promote(
 ) -> PromotionResult:
     """Decide whether `version` (default: the newest) replaces Production, record it, move the alias.
 
-    `judged_on` is what the retrain was asked for: "point" (skill, a forced retrain, a bootstrap)
-    judges on `[promotion] metric`, "interval" (coverage) on `[forecasters] metric`; either way the
-    candidate must not be significantly worse on the other kind (`judging_metrics`).
-
-    `run_lock_held` says the caller holds the run lock (the CLI's `pipeline_run`, `retrain`); when
-    False the run lock is taken here. Raises NoDataError when nothing is registered, UsageError for an
+    `judged_on` ("point" or "interval") picks the metrics (`judging_metrics`); without `run_lock_held`
+    the run lock is taken here. Raises NoDataError when nothing is registered, UsageError for an
     unknown version, RegistryError when the registry fails (the alias is then unchanged).
     """
     from stockcli.db import promotions
@@ -161,9 +141,8 @@ class WindowForecasts:
 
 @dataclass(frozen=True)
 class EvaluationWindow:
-    """The candidate's test window, both models' forecasts on it and the baselines' quantiles.
-
-    `rows` index the (date, ticker) rows that both models forecast: the ones compared."""
+    """The candidate's test window, both models' forecasts on it and the baselines' quantiles;
+    `rows` index the (date, ticker) rows that both models forecast."""
 
     candidate: ModelBundle
     tickers: list[str]
@@ -212,8 +191,7 @@ class EvaluationWindow:
 def _evaluation_window(
     *, settings: Settings, engine: Engine, candidate_version: str, production_version: str | None
 ) -> EvaluationWindow:
-    """The candidate's test window with its forecasts, Production's (re-made from raw bars) and the
-    interval baselines' on the same rows."""
+    """The candidate's test window with its, Production's and the interval baselines' forecasts."""
     from stockcli.db.bars import load_bars
     from stockcli.db.datasets import load_built
     from stockcli.ml import registry
@@ -280,8 +258,7 @@ def _with_production(
     bars: Any,
     start: date | None,
 ) -> EvaluationWindow:
-    """`window` with Production's forecasts, re-made from raw `bars` through the forecasting primitive,
-    compared on the rows it forecast (NaN elsewhere)."""
+    """`window` with Production's forecasts from raw `bars`, compared on the rows it forecast."""
     from stockcli.clock import calendar_for
     from stockcli.ml.forecast import calibrated_quantiles, forecast
 
@@ -326,8 +303,7 @@ def _judge(
     production_version: str | None,
     dry_run: bool,
 ) -> PromotionResult:
-    """Score both models on the window and decide by the paired test on `metrics` (the one to be
-    better on, the one not to be worse on: `judging_metrics`); the decision, not recorded yet."""
+    """Score both models on the window and decide by the paired tests on `metrics` (not recorded yet)."""
     from stockcli.ml.metrics import metric_value
 
     metric, guard_metric = metrics
@@ -385,8 +361,7 @@ def _judge(
 def _serving_selection(
     *, settings: Settings, window: EvaluationWindow, would_promote: bool, kept_version: str | None
 ) -> list[Selection]:
-    """What the model that serves after this decision (`kept_version`) serves per ticker, tested on
-    the window; nothing when no model is kept."""
+    """What the model kept after this decision serves per ticker, tested on the window."""
     from stockcli.ml.forecasters import NETWORK
 
     kept_fc = window.candidate_fc if would_promote else window.production_fc
@@ -417,7 +392,7 @@ def _record_and_move(
     pipeline_run_id: int | None,
 ) -> PromotionResult:
     """Record `decision` (pending while the alias is to move), save the kept model's selection, then
-    move the alias when promoting for real; `decision` as recorded, with its id."""
+    move the alias when promoting for real."""
     from stockcli.db import promotions
     from stockcli.db.serving import save_selection
     from stockcli.ml import registry
@@ -465,8 +440,7 @@ def _record_and_move(
 
 
 def _move_alias(*, settings: Settings, engine: Engine, decision: PromotionResult, promotion_id: int) -> None:
-    """Point Production at the candidate unless it moved meanwhile; the decision's row says "promoted"
-    only once it did, and why not when the move failed."""
+    """Point Production at the candidate unless it moved meanwhile; the row says whether it did."""
     from stockcli.db import promotions
     from stockcli.ml import registry
     from stockcli.services.models import production_version as resolve_production
@@ -553,11 +527,10 @@ def select_sources(
     base_rate: np.ndarray | None = None,
     test_order: Sequence[str] = (),
 ) -> list[Selection]:
-    """Per ticker (and "*" pooled): serve the model's point forecast only where its absolute errors
-    beat naive's significantly (one-sided DM, p < alpha); serve the interval candidate chosen by
-    `selection.choose_interval_source` (the pooled choice against `incumbent`, then each ticker's
-    challengers against the pooled choice, family-corrected by `test_order`'s fixed sequence, or Holm's), and a candidate's P(up) only where its
-    Brier score beats the base rate's (the same test). The pooled "*" comes first in the list."""
+    """Per ticker, pooled "*" first: the model's point forecast only where it beats naive
+    significantly (one-sided DM, p < alpha), the interval candidate `choose_interval_source` picks
+    (the pooled choice against `incumbent`, each ticker's against the pooled one) and a P(up) only
+    where its Brier score beats the base rate's."""
     from stockcli.db.serving import POOLED, Selection
     from stockcli.ml.metrics import brier_scores, loss_series, panel_of
     from stockcli.ml.selection import BASE_RATE, choose_interval_source, ticker_incumbent
@@ -622,11 +595,9 @@ def base_rates(baselines: Mapping[str, Any] | None, tickers: list[str]) -> np.nd
 
 
 def judging_metrics(settings: Settings, judged_on: str) -> tuple[str, str]:
-    """(the metric a candidate must be significantly better on, the one it must not be worse on).
-
-    A retrain asked for by coverage is judged on the interval metric, any other on the point metric
-    of `[promotion] metric`; the guard is the other kind (MAE when `[promotion] metric` is itself an
-    interval score)."""
+    """(the metric a candidate must be significantly better on, the one it must not be worse on): the
+    interval metric for a retrain asked for by coverage, else `[promotion] metric`; the guard is the
+    other kind (MAE when `[promotion] metric` is itself an interval score)."""
     from stockcli.ml.metrics import INTERVAL_LOSSES
 
     configured = settings.promotion.metric

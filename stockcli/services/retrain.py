@@ -1,9 +1,7 @@
 """Retrain: process -> build -> tune -> train -> promote, only when needed unless forced.
 
-Every step is idempotent or only adds (a dataset with the same content gets the same id, the Optuna
-study resumes, a new model version never moves the alias by itself) and the alias moves last, in
-`promote`. So a retrain killed at any point leaves `Production` and the stored data as they were,
-and a re-run completes it.
+Every step is idempotent or only adds, and the alias moves last (in `promote`): a retrain killed at
+any point leaves Production as it was, and a re-run completes it.
 """
 
 from __future__ import annotations
@@ -25,6 +23,8 @@ if TYPE_CHECKING:
     from stockcli.services.train import TrainSummary
 
 Progress = Callable[[str], None]
+# What a retrain's result keeps of its promotion test.
+PROMOTION_KEYS = ("p_value", "improvement", "improvement_low", "improvement_high", "selection")
 T = TypeVar("T")
 
 
@@ -65,8 +65,7 @@ def judged_on(monitor_result: Any) -> str:
 
 
 class _Ledger:
-    """A retrain's steps as they run: what each produced, kept in the run's details at once (a killed
-    retrain leaves what it had done), and how long each took."""
+    """A retrain's steps: what each produced, kept in the run's details at once, and how long each took."""
 
     def __init__(self, run: RunHandle | None, progress: Progress | None, reason: str) -> None:
         self.run = run
@@ -90,15 +89,6 @@ class _Ledger:
         result = work()
         self.timings[name] = time.perf_counter() - started
         return result
-
-
-@dataclass(frozen=True)
-class TrainedCandidate:
-    """A retrain's new model version and the search (or fine-tune) that led to it."""
-
-    trained: TrainSummary
-    n_trials: int
-    best_params: dict[str, Any]
 
 
 def retrain(
@@ -130,7 +120,7 @@ def retrain(
     checkpoint(settings, "retrain:after_process")
     ledger.timed("build", lambda: build(settings=settings, engine=engine, run_id=processed.run_id))
     checkpoint(settings, "retrain:after_build")
-    candidate = _tune_and_train(
+    trained, searched, best_params = _tune_and_train(
         settings=settings,
         engine=engine,
         ledger=ledger,
@@ -138,7 +128,6 @@ def retrain(
         production_version=production_version,
         n_trials=n_trials,
     )
-    trained = candidate.trained
     decision = ledger.timed(
         "promote",
         lambda: promote(
@@ -158,20 +147,14 @@ def retrain(
         ran=True,
         reason=reason,
         dataset_run_id=processed.run_id,
-        n_trials=candidate.n_trials,
-        best_params=candidate.best_params,
+        n_trials=searched,
+        best_params=best_params,
         model_version=trained.model_version,
         test_metrics=trained.test_metrics,
         promoted=decision.promoted,
         promotion_reason=decision.reason,
         steps_s=ledger.timings,
-        promotion={
-            "p_value": decision.p_value,
-            "improvement": decision.improvement,
-            "improvement_low": decision.improvement_low,
-            "improvement_high": decision.improvement_high,
-            "selection": decision.selection,
-        },
+        promotion={key: getattr(decision, key) for key in PROMOTION_KEYS},
     )
 
 
@@ -183,13 +166,12 @@ def _tune_and_train(
     dataset_run_id: str,
     production_version: str | None,
     n_trials: int | None,
-) -> TrainedCandidate:
-    """Tune (or fine-tune Production) and train a new version on the dataset, as steps of `ledger`.
+) -> tuple[TrainSummary, int, dict[str, Any]]:
+    """Tune (or fine-tune Production) and train a new version on the dataset, as steps of `ledger`:
+    the new version, the trials searched and the parameters it was trained with.
 
-    A retrain starts from what Production knows. When Production's network fits the new dataset
-    (same architecture, same inputs), it is fine-tuned from Production's weights with Production's
-    parameters: no search, a few epochs. Otherwise the search runs, with Production's parameters as
-    its first trial and the smaller retrain budget. A bootstrap (no Production) searches in full.
+    Production's network is fine-tuned when it fits the new dataset (no search, a few epochs); else
+    the search runs with Production's parameters as its first trial and the retrain budget.
     """
     from stockcli.services.train import train
     from stockcli.services.tune import tune
@@ -231,7 +213,7 @@ def _tune_and_train(
     ledger.record("model_version", trained.model_version)
     ledger.record("mlflow_run_id", trained.mlflow_run_id)
     checkpoint(settings, "retrain:after_train")
-    return TrainedCandidate(trained=trained, n_trials=searched, best_params=params)
+    return trained, searched, params
 
 
 def _production_params(settings: Settings, production_version: str | None) -> dict[str, Any] | None:
@@ -254,9 +236,8 @@ def _production_params(settings: Settings, production_version: str | None) -> di
 def _fine_tune_start(
     settings: Settings, engine: Engine, production_version: str | None, dataset_run_id: str
 ) -> tuple[dict[str, Any], dict[str, Any]] | None:
-    """(Production's parameters, its weights) when a retrain can fine-tune Production's network on the
-    new dataset: `[tuning] warm_start`, a single network (not a seed ensemble) whose inputs are the new
-    dataset's (same features, same context columns); else None (the retrain searches)."""
+    """(Production's parameters, its weights) when `[tuning] warm_start` is on and Production is a
+    single network whose inputs are the new dataset's; else None (the retrain searches)."""
     if production_version is None or not settings.tuning.warm_start or settings.promotion.seeds > 1:
         return None
     from stockcli.db.datasets import load_built

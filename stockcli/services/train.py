@@ -1,10 +1,7 @@
 """Train a model on a built dataset, evaluate it on the test split next to naive, register it.
 
-Parameters, in rising precedence: `[training]` in the config, the tuned best parameters of the
-dataset (`stockcli tune`), then the ones given (`params`). Seeded. Everything goes to MLflow:
-parameters (dataset run id, seed, code version, every hyper-parameter), per-epoch losses, the test
-metrics of the model and of the naive forecast, one PNG per ticker and the dataset spec. The model
-becomes a new registered version; `train` never moves the Production alias (only `promote` does).
+Parameters, losses, test metrics, plots and the dataset spec go to MLflow. The model becomes a new
+registered version; `train` never moves the Production alias (only `promote` does).
 """
 
 from __future__ import annotations
@@ -26,7 +23,7 @@ from sqlalchemy.engine import Engine
 
 import stockcli
 from stockcli.config import Settings
-from stockcli.errors import NoDataError
+from stockcli.errors import ConfigError, NoDataError
 from stockcli.services.runtime import checkpoint
 
 if TYPE_CHECKING:
@@ -71,12 +68,10 @@ class TrainSummary:
 
 
 def check_registry_knows_database(settings: Settings, engine: Engine) -> None:
-    """Raise ConfigError (exit 2) when the app's tables refer to model versions newer than the newest
-    the registry holds: its store was lost or replaced, and the next registration would reuse a number
-    (version 1 again), overwriting that version's predictions and mixing two models' accuracy."""
+    """ConfigError when the database refers to model versions newer than the registry's newest: its
+    store was lost or replaced, and the next registration would reuse a number."""
     from stockcli.config import redact_url
     from stockcli.db.store import model_versions_in_use
-    from stockcli.errors import ConfigError
     from stockcli.ml import registry
 
     newest = int(registry.latest_version(settings) or 0)
@@ -129,6 +124,7 @@ class TestEvaluation:
     calibration: dict[str, Any]
     baselines: dict[str, Any]  # fit_baselines()
     test_forecast: Any  # forecast_windows() on the test split
+    quantiles: np.ndarray  # its calibrated quantiles, as closes
     metrics: Evaluation  # per ticker and averaged, model and naive
 
 
@@ -144,14 +140,8 @@ def train(
 ) -> TrainSummary:
     """Train on dataset `run_id` (default: the newest built one), calibrate, evaluate, log and register.
 
-    `init_state` fine-tunes from given weights (a retrain starting from Production's network) instead
-    of a fresh initialisation; `[promotion] seeds` then trains the other seeds fresh.
-
-    One global network learns from the windows of every ticker. Its intervals are calibrated on the
-    validation split (split conformal, per ticker), the GARCH(1,1)-t baseline is fit per ticker on
-    the training dates, and the test split is scored next to the naive forecast and both interval
-    baselines. Raises NoDataError when no built dataset exists, RegistryError when MLflow cannot be
-    reached.
+    `init_state` fine-tunes from given weights (Production's network) instead of a fresh start.
+    Raises NoDataError when no built dataset exists, RegistryError when MLflow cannot be reached.
     """
     from stockcli.db.datasets import latest_dataset_id, load_built
     from stockcli.ml import registry
@@ -265,8 +255,8 @@ def _fit_network(
     on_epoch: Callable[[int, float, float], None],
     init_state: Mapping[str, Any] | None,
 ) -> TrainResult:
-    """Train the network; with `[promotion] seeds` k > 1, k seeds averaged (a candidate wins by its
-    mean, not by one lucky initialisation): the first seed's result carrying the ensemble."""
+    """Train the network; with `[promotion] seeds` k > 1, an ensemble of k seeds (a candidate wins by
+    its mean, not by one lucky initialisation) in the first seed's result."""
     from stockcli.ml.networks import ensemble_config, model_from_config
     from stockcli.ml.training import train_model
 
@@ -295,18 +285,17 @@ def _fit_network(
 
 def _evaluate(*, settings: Settings, engine: Engine, built: BuiltDataset, model: Any) -> TestEvaluation:
     """Calibrate the intervals on validation, fit the baselines on the training dates, score the test
-    split. Raises NoDataError for an empty test split."""
+    split next to naive and the baselines. Raises NoDataError for an empty test split."""
     from stockcli.db.bars import load_bars
-    from stockcli.ml.forecast import fit_calibration, forecast_windows
-    from stockcli.ml.forecasters import build_table
+    from stockcli.ml.forecast import calibrated_quantiles, fit_calibration, forecast_windows
+    from stockcli.ml.forecasters import build_table, bundle_fits, candidate_quantiles
+    from stockcli.ml.metrics import evaluate
 
-    validation = built.validation
+    validation, test = built.validation, built.test
     validation_forecast = forecast_windows(model, built.scalers, validation)
     calibration = fit_calibration(
         validation_forecast, np.log(validation.target_closes / validation.base_closes)
     )
-    train_end = date.fromisoformat(built.split["train"]["last_target_date"])
-    test = built.test
     if len(test) == 0:
         raise NoDataError(
             f"Dataset {built.run_id} has an empty test split.",
@@ -315,25 +304,40 @@ def _evaluate(*, settings: Settings, engine: Engine, built: BuiltDataset, model:
     # The statistical candidates fit on and filter each ticker's bars (each row sees only its own past).
     tickers = list(built.tickers)
     history = load_bars(engine, tickers, start=built.spec.start_date, end=max(test.base_dates))
+    train_end = date.fromisoformat(built.split["train"]["last_target_date"])
     baselines = fit_baselines(settings, history, tickers, through=train_end)
     test_forecast = forecast_windows(model, built.scalers, test)
-    metrics = score_windows(
-        test_forecast,
-        test,
-        calibration=calibration,
-        baselines=baselines,
-        history=history,
-        table=build_table(settings),
+    base = np.asarray(test.base_closes, dtype=np.float64)
+    quantiles = np.exp(calibrated_quantiles(test_forecast, calibration)) * base[:, None]
+    row_tickers = list(test.tickers)
+    found = candidate_quantiles(
+        build_table(settings),
+        bundle_fits(baselines),
+        history,
+        row_tickers,
+        list(test.base_dates),
+        fit_missing=True,
+    )
+    metrics = evaluate(
+        tickers=row_tickers,
+        dates=list(test.target_dates),
+        predicted_close=test_forecast.predicted_closes,
+        actual_close=np.asarray(test.target_closes, dtype=np.float64),
+        base_close=base,
+        quantiles=quantiles,
+        baselines={name: np.exp(got.quantiles) * base[:, None] for name, got in found.items()},
     )
     return TestEvaluation(
-        calibration=calibration, baselines=baselines, test_forecast=test_forecast, metrics=metrics
+        calibration=calibration,
+        baselines=baselines,
+        test_forecast=test_forecast,
+        quantiles=quantiles,
+        metrics=metrics,
     )
 
 
 def _log_results(*, run: Any, built: BuiltDataset, result: TrainResult, evaluation: TestEvaluation) -> None:
-    """How training went and the test metrics, one PNG per ticker (the first MAX_PLOTS) of the test
-    split, and the dataset's spec."""
-    from stockcli.ml.forecast import calibrated_quantiles
+    """Log the training and test metrics, the test-split plots and the dataset's spec."""
     from stockcli.ml.metrics import flatten
 
     run.log_metrics(
@@ -346,15 +350,14 @@ def _log_results(*, run: Any, built: BuiltDataset, result: TrainResult, evaluati
             **{f"test.{key}": value for key, value in flatten(evaluation.metrics).items()},
         }
     )
-    test, forecast = built.test, evaluation.test_forecast
+    test = built.test
     with tempfile.TemporaryDirectory(prefix="stockcli-plots-") as folder:
-        quantiles = np.exp(calibrated_quantiles(forecast, evaluation.calibration)) * test.base_closes[:, None]
         plot_test_predictions(
             Path(folder),
             test,
             tickers=list(built.tickers)[:MAX_PLOTS],
-            predicted=forecast.predicted_closes,
-            quantiles=quantiles,
+            predicted=evaluation.test_forecast.predicted_closes,
+            quantiles=evaluation.quantiles,
             title=f"dataset {built.run_id[:12]}",
         )
         run.log_artifacts(Path(folder), "plots")
@@ -441,8 +444,8 @@ def _summary_tags(metrics: Evaluation) -> dict[str, float]:
 def fit_baselines(
     settings: Settings, history: Mapping[str, pd.DataFrame], tickers: Sequence[str], *, through: date
 ) -> dict[str, Any]:
-    """Every statistical candidate's parameters per ticker, fit on its bars up to `through` (the
-    training dates): `{"fits": {candidate: {ticker: params}}, "fit_through", "rolling_window"}`."""
+    """Every statistical candidate's parameters per ticker, fit on its bars up to `through`:
+    `{"fits": {candidate: {ticker: params}}, "p_up_base", "fit_through", "rolling_window"}`."""
     from stockcli.ml.forecasters import TickerBars, build_table, fit_all
 
     table = build_table(settings)
@@ -470,38 +473,6 @@ def fit_baselines(
         "fit_through": through.isoformat(),
         "rolling_window": int(settings.intervals.baseline_window),
     }
-
-
-def score_windows(
-    result: Any,
-    windows: Any,
-    *,
-    calibration: Mapping[str, Any],
-    baselines: Mapping[str, Any],
-    history: Mapping[str, pd.DataFrame],
-    table: Mapping[str, Any],
-) -> Evaluation:
-    """`metrics.evaluate` of a model's forecast over windows: point next to naive, calibrated
-    intervals next to GARCH and the rolling band, all on the same rows."""
-    from stockcli.ml.forecast import calibrated_quantiles
-    from stockcli.ml.forecasters import bundle_fits, candidate_quantiles
-    from stockcli.ml.metrics import evaluate
-
-    base = np.asarray(windows.base_closes, dtype=np.float64)
-    tickers = list(windows.tickers)
-    quantiles = np.exp(calibrated_quantiles(result, calibration)) * base[:, None]
-    found = candidate_quantiles(
-        table, bundle_fits(baselines), history, tickers, list(windows.base_dates), fit_missing=True
-    )
-    return evaluate(
-        tickers=tickers,
-        dates=list(windows.target_dates),
-        predicted_close=result.predicted_closes,
-        actual_close=np.asarray(windows.target_closes, dtype=np.float64),
-        base_close=base,
-        quantiles=quantiles,
-        baselines={name: np.exp(got.quantiles) * base[:, None] for name, got in found.items()},
-    )
 
 
 @functools.lru_cache(maxsize=1)
@@ -532,8 +503,7 @@ def plot_test_predictions(
     quantiles: np.ndarray,
     title: str,
 ) -> None:
-    """One PNG per ticker of `tickers` in `folder`: over the test `windows`, the actual close, the model's
-    forecast with its 95% band (`quantiles`, closes) and the naive forecast."""
+    """One PNG per ticker in `folder`: actual close, the model's forecast with its 95% band, and naive."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
