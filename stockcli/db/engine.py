@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from alembic.config import Config
 
 VERSION_TABLE = "stockcli_alembic_version"
+DATABASE_KEY = "[storage] database_url (or STOCKCLI_DATABASE_URL)"  # where errors say it is set
 
 
 def migrations_dir() -> Path:
@@ -48,7 +49,7 @@ def make_engine(
     `data_dir`: a SQLite file's folder is created only under it; elsewhere it must exist (ConfigError).
     `read_only`: nothing is created or changed, even in a read-only folder.
     """
-    parsed = parse_database_url(url, what="database", key="[storage] database_url (or STOCKCLI_DATABASE_URL)")
+    parsed = parse_database_url(url, what="database", key=DATABASE_KEY)
     kwargs: dict[str, Any] = {"future": True}
     if parsed.get_backend_name() == "sqlite":
         path = sqlite_file(url)
@@ -105,13 +106,7 @@ def run_failure_error(settings: Settings, exc: BaseException) -> StockCliError |
         healthy = False
     if healthy:
         return None
-    return describe_database_error(
-        "database",
-        settings.database_url,
-        exc,
-        key="[storage] database_url (or STOCKCLI_DATABASE_URL)",
-        damaged=True,
-    )
+    return describe_database_error("database", settings.database_url, exc, key=DATABASE_KEY, damaged=True)
 
 
 def _read_only_sqlite(path: Path, busy_timeout_s: float) -> Any:
@@ -235,6 +230,4 @@ def database_errors(settings: Settings) -> Iterator[None]:
     try:
         yield
     except DatabaseError as exc:  # OperationalError included
-        raise describe_database_error(
-            "database", settings.database_url, exc, key="[storage] database_url (or STOCKCLI_DATABASE_URL)"
-        ) from None
+        raise describe_database_error("database", settings.database_url, exc, key=DATABASE_KEY) from None

@@ -177,15 +177,14 @@ def update_interval_choices(
                     .values(**values, decided_at=now)
                 )
                 continue
-            point = {
+            row = {
+                "model_version": str(model_version),
+                "ticker": ticker,
                 "point_source": pooled.point_source if pooled else "naive",
                 "point_p_value": pooled.point_p_value if pooled else None,
                 "point_skill": pooled.point_skill if pooled else None,
+                **values,
+                "promotion_id": None,
+                "decided_at": now,
             }
-            row = {"model_version": str(model_version), "ticker": ticker, **point, **values}
-            upsert(
-                connection,
-                ServingSelection,
-                [{**row, "promotion_id": None, "decided_at": now}],
-                key=SELECTION_KEY,
-            )
+            upsert(connection, ServingSelection, [row], key=SELECTION_KEY)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeAlias
 
 import numpy as np
 
@@ -497,6 +497,9 @@ class ResolvedIndicator:
         return {"name": self.name, **self.params}
 
 
+Indicators: TypeAlias = Sequence[Mapping[str, Any]] | Sequence[ResolvedIndicator]
+
+
 # Beyond these bounds a parameter is a typo (a window of four years would delay every first row).
 MAX_WINDOW_SESSIONS = 1000
 MAX_FACTOR = 1000.0
@@ -570,14 +573,12 @@ def canonical_indicators(indicators: Sequence[Mapping[str, Any]]) -> list[dict[s
     return [item.as_config() for item in resolve_indicators(indicators)]
 
 
-def feature_names(indicators: Sequence[Mapping[str, Any]] | Sequence[ResolvedIndicator]) -> list[str]:
+def feature_names(indicators: Indicators) -> list[str]:
     """OHLCV followed by every indicator column, in config order."""
     return [*OHLCV, *(column for item in _resolved(indicators) for column in item.columns)]
 
 
-def _resolved(
-    indicators: Sequence[Mapping[str, Any]] | Sequence[ResolvedIndicator],
-) -> list[ResolvedIndicator]:
+def _resolved(indicators: Indicators) -> list[ResolvedIndicator]:
     if indicators and all(isinstance(item, ResolvedIndicator) for item in indicators):
         return list(indicators)  # type: ignore[arg-type]
     return resolve_indicators(indicators)  # type: ignore[arg-type]
@@ -593,7 +594,7 @@ SCALE_KINDS = ("price", "price_delta", "level", "return", "volume", "flow", "pri
 VOLUME_BASE_WINDOW = 20
 
 
-def column_kinds(indicators: Sequence[Mapping[str, Any]] | Sequence[ResolvedIndicator]) -> list[str]:
+def column_kinds(indicators: Indicators) -> list[str]:
     """The scale-free kind of every feature column, in `feature_names` order."""
     kinds = [OHLCV_KINDS[name] for name in OHLCV]
     for item in _resolved(indicators):
@@ -602,7 +603,7 @@ def column_kinds(indicators: Sequence[Mapping[str, Any]] | Sequence[ResolvedIndi
     return kinds
 
 
-def model_warmup(indicators: Sequence[Mapping[str, Any]] | Sequence[ResolvedIndicator]) -> int:
+def model_warmup(indicators: Indicators) -> int:
     """Leading bars of a ticker without a valid model feature row (indicator and transform warm-up)."""
     resolved = _resolved(indicators)
     warmup = max((item.warmup for item in resolved), default=0)
@@ -666,16 +667,14 @@ SERVING_LOOKBACK = 600
 SERVING_MARGIN = 5  # sessions for the calendar's edges
 
 
-def serving_lookback(indicators: Sequence[Mapping[str, Any]] | Sequence[ResolvedIndicator]) -> int:
+def serving_lookback(indicators: Indicators) -> int:
     """Sessions read before a window's first usable row: the longest indicator memory, at least
     `SERVING_LOOKBACK`."""
     memories = (int(item.definition.memory(item.params)) for item in _resolved(indicators))
     return max([SERVING_LOOKBACK, *memories])
 
 
-def serving_sessions(
-    indicators: Sequence[Mapping[str, Any]] | Sequence[ResolvedIndicator], sequence_length: int
-) -> int:
+def serving_sessions(indicators: Indicators, sequence_length: int) -> int:
     """Sessions of bars to load to serve one window: look-back, warm-up, window and a margin."""
     resolved = _resolved(indicators)
     return serving_lookback(resolved) + int(sequence_length) + model_warmup(resolved) + SERVING_MARGIN
@@ -722,7 +721,7 @@ def feature_columns(bars: Bars, resolved: Sequence[ResolvedIndicator]) -> Iterat
 
 def iter_model_features(
     series: Sequence[Sequence[np.ndarray]],
-    indicators: Sequence[Mapping[str, Any]] | Sequence[ResolvedIndicator],
+    indicators: Indicators,
     *,
     block_cells: int = MANY_BLOCK_CELLS,
 ) -> Iterator[tuple[int, np.ndarray]]:
