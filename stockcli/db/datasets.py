@@ -1,15 +1,11 @@
 """Stored datasets (`processed_feature_data` [run_id]) and built sets (`scalers` [run_id],
-`scaled_feature_sets` [run_id, set_name]).
-
-Arrays travel as `.npy` bytes written and read without pickle; specs and scalers as JSON. Every write
-is an upsert on the natural key, so re-running `process` or `build` converges to the same rows. A
-built part stores its scaled feature slab; `load_built` hands out its windows as strided views (see
-`stockcli.features.dataset`).
+`scaled_feature_sets` [run_id, set_name]): arrays as `.npy` bytes, specs and scalers as JSON, every
+write an upsert on the natural key.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date
 from typing import Any
@@ -38,28 +34,29 @@ class StoredDataset:
     panel: Panel
 
 
+# Panel arrays stored as float64 `<name>_npy` columns, and a part's arrays as `<column>: (field, dtype)`.
+_PANEL_ARRAYS = ("features", "closes", "target_price", "target_return")
+_PART_ARRAYS = {
+    "x_npy": ("slab", np.float32),
+    "context_npy": ("context", np.float32),
+    "y_npy": ("y", np.float32),
+    "base_closes_npy": ("base_closes", np.float64),
+    "target_closes_npy": ("target_closes", np.float64),
+}
+
+
 def save_dataset(
     engine: Engine,
     *,
     run_id: str,
     as_of: date,
-    tickers: Sequence[str],
-    feature_names: Sequence[str],
     feature_spec: DatasetSpec,
     config: Mapping[str, Any],
     content_hash: str,
-    dates: Sequence[date],
-    features: np.ndarray,
-    closes: np.ndarray,
-    target_price: np.ndarray,
-    target_return: np.ndarray,
-    mask: np.ndarray,
+    panel: Panel,
 ) -> bool:
-    """Upsert a dataset; returns False when the same content was already stored under `run_id`.
-
-    Re-saving identical content only refreshes `as_of` and `created_at` (so it counts as the latest
-    dataset again) instead of rewriting the arrays.
-    """
+    """Upsert a dataset; returns False when the same content was already stored under `run_id`
+    (then only `as_of` and `created_at` are refreshed, so it counts as the latest again)."""
     now = utcnow()
     with engine.begin() as connection:
         stored_hash = connection.execute(select(Dataset.content_hash).where(Dataset.run_id == run_id))
@@ -72,20 +69,20 @@ def save_dataset(
         "run_id": run_id,
         "created_at": now,
         "as_of": as_of,
-        "tickers": list(tickers),
-        "start_date": dates[0],
-        "end_date": dates[-1],
-        "n_sessions": len(dates),
-        "feature_names": list(feature_names),
+        "tickers": list(feature_spec.tickers),
+        "start_date": panel.dates[0],
+        "end_date": panel.dates[-1],
+        "n_sessions": len(panel.dates),
+        "feature_names": list(panel.feature_names),
         "feature_spec": feature_spec.to_json(),
         "config": dict(config),
         "content_hash": content_hash,
-        "dates_npy": array_to_bytes(dates_to_array(list(dates))),
-        "features_npy": array_to_bytes(np.asarray(features, dtype=np.float64)),
-        "closes_npy": array_to_bytes(np.asarray(closes, dtype=np.float64)),
-        "target_price_npy": array_to_bytes(np.asarray(target_price, dtype=np.float64)),
-        "target_return_npy": array_to_bytes(np.asarray(target_return, dtype=np.float64)),
-        "mask_npy": array_to_bytes(np.asarray(mask, dtype=np.int8)),
+        "dates_npy": array_to_bytes(dates_to_array(list(panel.dates))),
+        **{
+            f"{name}_npy": array_to_bytes(np.asarray(getattr(panel, name), dtype=np.float64))
+            for name in _PANEL_ARRAYS
+        },
+        "mask_npy": array_to_bytes(panel.mask()),
     }
     with engine.begin() as connection:
         upsert(connection, Dataset, [row], key=("run_id",))
@@ -130,12 +127,9 @@ def load_dataset(engine: Engine, run_id: str) -> StoredDataset:
         context_tickers=spec.context_tickers,
         feature_names=tuple(row["feature_names"]),
         dates=array_to_dates(bytes_to_array(row["dates_npy"])),
-        features=bytes_to_array(row["features_npy"]),
-        closes=bytes_to_array(row["closes_npy"]),
         valid=valid,
         real=real,
-        target_price=bytes_to_array(row["target_price_npy"]),
-        target_return=bytes_to_array(row["target_return_npy"]),
+        **{name: bytes_to_array(row[f"{name}_npy"]) for name in _PANEL_ARRAYS},
     )
     return StoredDataset(run_id=row["run_id"], feature_spec=spec, panel=panel)
 
@@ -162,14 +156,13 @@ def save_built(
                 "n_windows": len(part.base_dates),
                 "first_target_date": part.target_dates[0] if part.target_dates else None,
                 "last_target_date": part.target_dates[-1] if part.target_dates else None,
-                "x_npy": array_to_bytes(np.asarray(part.slab, dtype=np.float32)),
-                "context_npy": array_to_bytes(np.asarray(part.context, dtype=np.float32)),
                 "windows_npy": array_to_bytes(np.stack([part.rows, part.series], axis=1).astype(np.int64)),
-                "y_npy": array_to_bytes(np.asarray(part.y, dtype=np.float32)),
                 "base_dates_npy": array_to_bytes(dates_to_array(part.base_dates)),
                 "target_dates_npy": array_to_bytes(dates_to_array(part.target_dates)),
-                "base_closes_npy": array_to_bytes(np.asarray(part.base_closes, dtype=np.float64)),
-                "target_closes_npy": array_to_bytes(np.asarray(part.target_closes, dtype=np.float64)),
+                **{
+                    column: array_to_bytes(np.asarray(getattr(part, name), dtype=dtype))
+                    for column, (name, dtype) in _PART_ARRAYS.items()
+                },
                 "created_at": now,
             }
         )
@@ -190,8 +183,7 @@ def save_built(
 def load_built(engine: Engine, run_id: str) -> BuiltDataset:
     """A built dataset: spec, scalers and the train/validation/test windows.
 
-    Raises UsageError (exit 2) for an unknown dataset id, NoDataError (exit 4) for a dataset that
-    exists but has not been built yet.
+    Raises UsageError (exit 2) for an unknown dataset id, NoDataError (exit 4) when not built yet.
     """
     with engine.connect() as connection:
         dataset_row = connection.execute(
@@ -230,17 +222,13 @@ def load_built(engine: Engine, run_id: str) -> BuiltDataset:
         stored = sets[name]
         windows = bytes_to_array(stored["windows_npy"])  # (n, 2): row in the slab, series index
         window_sets[name] = WindowSet(
-            slab=bytes_to_array(stored["x_npy"]),
-            context=bytes_to_array(stored["context_npy"]),
             rows=windows[:, 0],
             series=windows[:, 1],
-            y=bytes_to_array(stored["y_npy"]),
             base_dates=array_to_dates(bytes_to_array(stored["base_dates_npy"])),
             target_dates=array_to_dates(bytes_to_array(stored["target_dates_npy"])),
-            base_closes=bytes_to_array(stored["base_closes_npy"]),
-            target_closes=bytes_to_array(stored["target_closes_npy"]),
             series_names=spec.series,
             sequence_length=L,
+            **{field: bytes_to_array(stored[column]) for column, (field, _) in _PART_ARRAYS.items()},
         )
     return BuiltDataset(
         run_id=run_id,

@@ -1,9 +1,5 @@
-"""Engines for SQLite (WAL, busy timeout) and PostgreSQL, and schema upgrades through Alembic.
-
-Every command brings the schema up to date before it works (`open_database`). Our Alembic version
-table is `stockcli_alembic_version`, so Optuna's and MLflow's own migrations never collide with ours
-when they share a database.
-"""
+"""Engines for SQLite (WAL, busy timeout) and PostgreSQL, and schema upgrades through Alembic (our own
+version table, so that Optuna's and MLflow's migrations never collide with ours in one database)."""
 
 from __future__ import annotations
 
@@ -31,6 +27,7 @@ if TYPE_CHECKING:
     from alembic.config import Config
 
 VERSION_TABLE = "stockcli_alembic_version"
+DATABASE_KEY = "[storage] database_url (or STOCKCLI_DATABASE_URL)"  # where errors say it is set
 
 
 def migrations_dir() -> Path:
@@ -50,10 +47,9 @@ def make_engine(
     """An engine for `url`; SQLite gets WAL, a busy timeout and foreign keys.
 
     `data_dir`: a SQLite file's folder is created only under it; elsewhere it must exist (ConfigError).
-    `read_only`: SQLite is opened read-only and nothing is created or changed, not even in a
-    read-only folder (where the database is opened as immutable: nobody can be writing it there).
+    `read_only`: nothing is created or changed, even in a read-only folder.
     """
-    parsed = parse_database_url(url, what="database", key="[storage] database_url (or STOCKCLI_DATABASE_URL)")
+    parsed = parse_database_url(url, what="database", key=DATABASE_KEY)
     kwargs: dict[str, Any] = {"future": True}
     if parsed.get_backend_name() == "sqlite":
         path = sqlite_file(url)
@@ -93,9 +89,8 @@ def make_engine(
 
 
 def run_failure_error(settings: Settings, exc: BaseException) -> StockCliError | None:
-    """The error to show (and record in the ledger) for `exc`, raised while a run worked, when it
-    comes from a full disk (naming the file or database it could not write) or a damaged SQLite
-    file of the app; None otherwise (other databases, or a healthy file: `exc` stands as it is)."""
+    """The error to show (and record) for `exc` when it comes from a full disk or a damaged SQLite
+    file of the app; None otherwise (`exc` stands as it is)."""
     import sqlite3
 
     from stockcli.storage import disk_full_error
@@ -111,22 +106,14 @@ def run_failure_error(settings: Settings, exc: BaseException) -> StockCliError |
         healthy = False
     if healthy:
         return None
-    return describe_database_error(
-        "database",
-        settings.database_url,
-        exc,
-        key="[storage] database_url (or STOCKCLI_DATABASE_URL)",
-        damaged=True,
-    )
+    return describe_database_error("database", settings.database_url, exc, key=DATABASE_KEY, damaged=True)
 
 
 def _read_only_sqlite(path: Path, busy_timeout_s: float) -> Any:
     """A DB-API connection factory opening `path` read-only.
 
-    In a folder this user cannot write, a WAL database whose `-shm` file is gone (no writer has it
-    open) cannot be opened read-only: then it is opened as immutable. The engine gets a fresh
-    connection per use (NullPool), so that choice is made again each time and never outlives the
-    moment a writer may start.
+    A WAL database without its `-shm` file in a folder this user cannot write opens only as immutable
+    (no writer has it open); NullPool makes that choice again for every connection.
     """
     import sqlite3
     from urllib.parse import quote
@@ -184,12 +171,8 @@ def known_revision(revision: str) -> bool:
 
 
 def upgrade_schema(engine: Engine, revision: str = "head") -> None:
-    """Migrate the schema up to `revision`.
-
-    Raises StockCliError (exit 2) when the database's revision is one this stockcli does not know:
-    a database migrated by a newer stockcli. Alembic would fail with "Can't locate revision", and
-    nothing here can migrate it, so say so before touching anything.
-    """
+    """Migrate the schema up to `revision`; StockCliError (exit 2) for a revision this stockcli does
+    not know (a newer stockcli migrated it), before touching anything."""
     from alembic import command
 
     current = current_revision(engine)
@@ -205,8 +188,7 @@ def upgrade_schema(engine: Engine, revision: str = "head") -> None:
 
 
 def _upgrade_under_run_lock(settings: Settings, engine: Engine) -> None:
-    """Migrate holding the run lock, so that two first runs never run the migrations at once (one
-    would fail on "table already exists"): the second is refused (LockHeldError, exit 5)."""
+    """Migrate holding the run lock, so that two first runs never migrate at once (LockHeldError)."""
     from stockcli.db.lock import LOCK_FILE, run_lock
 
     try:
@@ -244,11 +226,8 @@ def open_database(settings: Settings, *, upgrade: bool = True) -> Engine:
 @contextlib.contextmanager
 def database_errors(settings: Settings) -> Iterator[None]:
     """Turn the driver's error on the app's database (unreachable, damaged, read-only, a missing
-    role or database) into the one StockCliError that names it: the same exit code for every
-    command that opens it, `db upgrade` and `db current` included."""
+    role or database) into the one StockCliError that names it, for every command."""
     try:
         yield
     except DatabaseError as exc:  # OperationalError included
-        raise describe_database_error(
-            "database", settings.database_url, exc, key="[storage] database_url (or STOCKCLI_DATABASE_URL)"
-        ) from None
+        raise describe_database_error("database", settings.database_url, exc, key=DATABASE_KEY) from None

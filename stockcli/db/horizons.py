@@ -1,9 +1,5 @@
-"""Forecasts of the close 1, 5 and 20 sessions ahead (`horizon_predictions`), their scores, and what
-each horizon above 1 serves (`horizon_serving`).
-
-A horizon row is scored in place: `actual_close` and `scored_at` are set once the close of its
-target session is stored, so one table answers "what was forecast" and "what happened".
-"""
+"""Forecasts of the close 1, 5 and 20 sessions ahead (`horizon_predictions`, scored in place once the
+target close is stored) and what each horizon above 1 serves (`horizon_serving`)."""
 
 from __future__ import annotations
 
@@ -20,8 +16,8 @@ from stockcli.db.store import upsert, utcnow
 
 HORIZON_KEY = ("ticker", "base_date", "horizon", "model_version")
 SERVING_KEY = ("ticker", "horizon")
-HORIZON_PRICES = ("base_close", *QUANTILE_PRICES, "actual_close")
-"""The prices a horizon row holds (what a restated history rescales); the rest are returns or levels."""
+HORIZON_PRICES = ("base_close", *QUANTILE_PRICES, "actual_close")  # what a restatement rescales
+# What the risk backtests, coverage tests and the VaR exceptions chart read of a scored row.
 RISK_COLUMNS = (
     "ticker",
     "horizon",
@@ -34,8 +30,6 @@ RISK_COLUMNS = (
     "var_99",
     "tail",
 )
-"""What the risk backtests, the horizons' coverage tests and the VaR exceptions chart read of a
-scored row."""
 
 
 def save_horizon_predictions(engine: Engine, rows: Sequence[Mapping[str, Any]]) -> int:
@@ -45,8 +39,7 @@ def save_horizon_predictions(engine: Engine, rows: Sequence[Mapping[str, Any]]) 
 
 
 def unscored_horizons(engine: Engine, *, through: date) -> list[dict[str, Any]]:
-    """Horizon rows whose target session is on or before `through` and not scored yet, with the
-    real close of that session when stored (`close`, None while missing)."""
+    """Unscored horizon rows with a target session on or before `through`, with its `close` (or None)."""
     rows = HorizonPrediction.__table__
     bars = RawStockData.__table__
     query = (
@@ -62,8 +55,7 @@ def unscored_horizons(engine: Engine, *, through: date) -> list[dict[str, Any]]:
 
 
 def mark_scored(connection: Connection, rows: Sequence[Mapping[str, Any]]) -> int:
-    """Set `actual_close` of scored horizon rows (each a key and its `actual_close`), in the caller's
-    transaction: one batched UPDATE."""
+    """Set `actual_close` of scored horizon rows in the caller's transaction (one batched UPDATE)."""
     if not rows:
         return 0
     table: Any = HorizonPrediction.__table__
@@ -96,10 +88,9 @@ def scored_horizons(
     tickers: Sequence[str] | None = None,
     columns: Sequence[str] | None = None,
 ) -> list[dict[str, Any]]:
-    """Scored horizon rows with a target date in [start, end], one per (ticker, horizon, base date):
-    of several model versions (a re-run after a promotion) the one created last. Oldest first.
-    With `columns` (e.g. `RISK_COLUMNS`, which must hold ticker, horizon and base_date) only those
-    are read, and `tail` comes as its stored JSON text, for the caller to parse in one pass."""
+    """Scored horizon rows with a target date in [start, end], oldest first, one per (ticker, horizon,
+    base date): of several model versions the one created last. With `columns` (holding ticker,
+    horizon and base_date) only those are read, and `tail` comes as its JSON text."""
     table = HorizonPrediction.__table__
     selected: list[Any] = list(table.c)
     if columns is not None:
@@ -148,9 +139,8 @@ def save_horizon_serving(connection: Connection, rows: Sequence[Mapping[str, Any
 
 
 def newest_horizons(engine: Engine, *, as_of: date | None, horizons: Sequence[int]) -> list[dict[str, Any]]:
-    """The newest forecast of each (ticker, horizon) among `horizons` made on or before `as_of` (all
-    when None); of several model versions on that base the one created last. Empty on a database
-    from before the horizons (read-only, not upgraded)."""
+    """The newest forecast of each (ticker, horizon) made on or before `as_of` (of several model
+    versions the one created last); empty on a database from before the horizons."""
     from sqlalchemy import func, inspect
 
     if not inspect(engine).has_table(HorizonPrediction.__tablename__):

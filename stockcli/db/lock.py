@@ -1,12 +1,8 @@
 """One run at a time: a file lock next to a SQLite database, an advisory lock on PostgreSQL.
 
-Both are released by the operating system or the server when the holder dies (even by SIGKILL), so
-a crashed run never leaves a stale lock behind. A refused run names the holder.
-
-A lock can also be taken from a live run: its file deleted (a second run then locks a new file of the
-same name) or the PostgreSQL session holding it terminated (the run's other connections reconnect
-without it). So a run checks that it still holds its lock before every commit (`guard_commits`) and at
-every checkpoint (`ensure_held`), and stops with LockLostError (exit 5) rather than go on unprotected.
+Both die with their holder (even by SIGKILL), and a refused run names the holder. A lock can be taken
+from a live run (its file deleted, its PostgreSQL session terminated), so a run checks it still holds
+it before every commit (`guard_commits`) and at checkpoints (`ensure_held`): LockLostError (exit 5).
 """
 
 from __future__ import annotations
@@ -110,8 +106,7 @@ def _same_file(fd: int, path: Path) -> bool:
 def file_lock(path: Path, command: str, *, shared: bool = False) -> Iterator[HeldLock]:
     """Hold an exclusive (or `shared`) flock on `path`; raise LockHeldError naming the holder if taken.
 
-    Shared holders (parallel `tune` workers) coexist with each other, never with an exclusive one.
-    The lock is on the file (its inode): the HeldLock says it is lost once `path` names another file.
+    The lock is on the inode: the HeldLock says it is lost once `path` names another file.
     """
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -150,11 +145,8 @@ def file_lock(path: Path, command: str, *, shared: bool = False) -> Iterator[Hel
 
 
 def _file_holder(path: Path) -> dict[str, object] | None:
-    """The description the holder of a file lock wrote, or None.
-
-    A holder writes it right after taking the lock, so a refused run that looks in between sees an
-    empty file: it looks again for up to half a second before settling for no description.
-    """
+    """The description the holder of a file lock wrote, or None (retried for half a second: the
+    holder writes it right after taking the lock)."""
     for attempt in range(10):
         with contextlib.suppress(OSError, ValueError):
             holder = json.loads(Path(path).read_text() or "null")
@@ -232,11 +224,8 @@ def _running_holder(engine: Engine) -> dict[str, object] | None:
 def run_lock(
     engine: Engine, lock_path: Path, command: str, *, shared: bool = False
 ) -> contextlib.AbstractContextManager[HeldLock]:
-    """The run lock for this database: advisory on PostgreSQL, a file lock otherwise.
-
-    `shared` holders coexist with each other (the workers of one `tune` study) but not with an
-    exclusive holder (every other command).
-    """
+    """The run lock for this database: advisory on PostgreSQL, a file lock otherwise; `shared` holders
+    (the workers of one `tune` study) coexist with each other, never with an exclusive one."""
     if engine.dialect.name == "postgresql":
         return advisory_lock(engine, command, shared=shared)
     return file_lock(lock_path, command, shared=shared)

@@ -1,8 +1,6 @@
-"""SQLAlchemy 2 typed models for stockcli's own tables.
+"""SQLAlchemy 2 typed models for stockcli's own tables (schema changes only through `migrations/`).
 
-Prices are double precision and volumes big integers, never 4-byte floats. Arrays are stored as
-`.npy` bytes written and read with `allow_pickle=False`; scalers and specs as JSON. Schema changes go
-through Alembic revisions in `migrations/`, never `create_all` outside tests.
+Prices are doubles and volumes big integers; arrays are `.npy` bytes (no pickle), specs JSON.
 """
 
 from __future__ import annotations
@@ -71,15 +69,13 @@ class Dataset(Base):
     feature_spec: Mapped[dict[str, Any]] = mapped_column(JSON)
     config: Mapped[dict[str, Any]] = mapped_column(JSON)
     content_hash: Mapped[str] = mapped_column(String(64), index=True)
-    # .npy bytes (allow_pickle=False): session dates as int64 days, features (sessions, tickers,
-    # features), closes (sessions, tickers), next-session targets as price and log return.
+    # Arrays of the panel (`features.dataset.Panel`), rows by session; dates as int64 ordinals.
     dates_npy: Mapped[bytes] = mapped_column(LargeBinary)
     features_npy: Mapped[bytes] = mapped_column(LargeBinary)
     closes_npy: Mapped[bytes] = mapped_column(LargeBinary)
     target_price_npy: Mapped[bytes] = mapped_column(LargeBinary)
     target_return_npy: Mapped[bytes] = mapped_column(LargeBinary)
-    # (sessions, series) int8: bit 1 a usable feature row, bit 2 a real bar (revision 0002; NULL in
-    # datasets made before, which cannot be built any more and are processed again).
+    # Revision 0002: bit 1 a usable row, bit 2 a real bar (NULL: an old dataset, to process again).
     mask_npy: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
 
 
@@ -93,9 +89,7 @@ class ScaledFeatureSet(Base):
     n_windows: Mapped[int] = mapped_column(Integer)
     first_target_date: Mapped[date | None] = mapped_column(Date, nullable=True)
     last_target_date: Mapped[date | None] = mapped_column(Date, nullable=True)
-    # .npy bytes: x_npy is the part's scaled feature slab (sessions, tickers, features) float32, the
-    # contiguous sessions its windows cover (`load_built` hands out the windows as strided views);
-    # y (windows, tickers) scaled, base and target dates (int64 ordinals), base and target closes.
+    # x_npy: the part's scaled slab (sessions, series, features); dates as int64 ordinals.
     x_npy: Mapped[bytes] = mapped_column(LargeBinary)
     y_npy: Mapped[bytes] = mapped_column(LargeBinary)
     base_dates_npy: Mapped[bytes] = mapped_column(LargeBinary)
@@ -151,8 +145,7 @@ class LatestPrediction(Base):
     dataset_run_id: Mapped[str] = mapped_column(String(64))
     pipeline_run_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    # Revision 0002: the served quantiles of the next close (2.5, 10, 50, 90, 97.5 percent), the
-    # chance of an up day, which forecast was served and why, and whether the model had seen the ticker.
+    # Revision 0002: quantiles of the next close (2.5 .. 97.5%), P(up), what was served and why.
     q025: Mapped[float | None] = mapped_column(Double, nullable=True)
     q10: Mapped[float | None] = mapped_column(Double, nullable=True)
     q50: Mapped[float | None] = mapped_column(Double, nullable=True)
@@ -164,10 +157,8 @@ class LatestPrediction(Base):
     interval_source: Mapped[str | None] = mapped_column(String(16), nullable=True)  # model | garch | rolling
     interval_p_value: Mapped[float | None] = mapped_column(Double, nullable=True)
     unseen: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
-    # The model's own forecast and both baselines' quantiles, whichever was served (JSON numbers).
-    detail: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
-    # Revision 0003: why a restated history voided it (no single factor restates its closes); a void
-    # prediction is never scored, shown or counted.
+    detail: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)  # every candidate's
+    # Revision 0003: why a restated history voided it; a void row is never scored, shown or counted.
     void_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
 
 
@@ -187,8 +178,7 @@ class ModelPerformance(Base):
     abs_pct_error: Mapped[float] = mapped_column(Double)
     naive_abs_error: Mapped[float] = mapped_column(Double)
     evaluated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    # Revision 0002 (replaces the boolean direction_hit): 1 hit, 0 miss, 0.5 for a forecast of no
-    # change (a coin flip), NULL when the close did not move; `stockcli.ml.metrics.direction_scores`.
+    # Revision 0002: `ml.metrics.direction_scores` (1 hit, 0 miss, 0.5 no change forecast, NULL flat).
     direction_score: Mapped[float | None] = mapped_column(Double, nullable=True)
     q025: Mapped[float | None] = mapped_column(Double, nullable=True)
     q10: Mapped[float | None] = mapped_column(Double, nullable=True)
@@ -198,8 +188,7 @@ class ModelPerformance(Base):
     source: Mapped[str | None] = mapped_column(String(16), nullable=True)
     interval_source: Mapped[str | None] = mapped_column(String(16), nullable=True)
     detail: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
-    # Revision 0003: why a restated history voided this score; a void score counts in no metric.
-    void_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    void_reason: Mapped[str | None] = mapped_column(Text, nullable=True)  # revision 0003
 
 
 class PipelineRun(Base):
@@ -219,7 +208,7 @@ class PipelineRun(Base):
     host: Mapped[str | None] = mapped_column(String(255), nullable=True)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     details: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
-    # Revision 0004: what went wrong without changing the run's outcome (a notification not delivered).
+    # Revision 0004: what went wrong without changing the outcome (a notification not delivered).
     warnings: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
 
 
@@ -243,8 +232,7 @@ class Promotion(Base):
     dry_run: Mapped[bool] = mapped_column(Boolean, default=False)
     reason: Mapped[str] = mapped_column(Text)
     pipeline_run_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
-    # Revision 0002: the paired test behind the decision (one-sided Diebold-Mariano p-value, the
-    # relative improvement and its 95% interval) and the per-ticker serving decisions.
+    # Revision 0002: the paired test (p-value, improvement and its 95% interval), per-ticker decisions.
     test: Mapped[str | None] = mapped_column(String(32), nullable=True)
     p_value: Mapped[float | None] = mapped_column(Double, nullable=True)
     improvement: Mapped[float | None] = mapped_column(Double, nullable=True)
@@ -254,12 +242,8 @@ class Promotion(Base):
 
 
 class IntervalState(Base):
-    """Adaptive conformal inference state of one ticker and interval level [ticker, level].
-
-    `alpha` is the miscoverage level used for the next interval; each scored session nudges it
-    (Gibbs & Candes 2021). The state belongs to one model version and interval source: when either
-    changes, it starts again from the nominal level.
-    """
+    """Adaptive conformal inference state (Gibbs & Candes 2021) of one ticker and level [ticker, level]:
+    `alpha`, the next interval's miscoverage, restarts when the model version or source changes."""
 
     __tablename__ = "interval_state"
 
@@ -300,12 +284,8 @@ class ServingSelection(Base):
 
 
 class ForecasterFit(Base):
-    """One scheduled refit of one statistical candidate for one ticker [ticker, forecaster, fit_end].
-
-    `params` are the candidate's plain-JSON parameters fitted on the ticker's bars from `fit_start`
-    through `fit_end` (NULL when that history was too short or the fit failed). `predict` serves a
-    ticker with the newest fit whose `fit_end` is on or before its base session, until the next.
-    """
+    """One scheduled refit of one statistical candidate for one ticker [ticker, forecaster, fit_end];
+    `params` NULL when the history was too short or the fit failed."""
 
     __tablename__ = "forecaster_fits"
 
@@ -321,13 +301,8 @@ class ForecasterFit(Base):
 class HorizonPrediction(Base):
     """One served forecast of the close `horizon` sessions ahead [ticker, base_date, horizon, model_version].
 
-    Every configured horizon, 1 included. `target_date` is the `horizon`-th exchange session after
-    `base_date`. The quantiles are prices (as in `latest_predictions`); the risk figures are losses of
-    a long position as positive simple returns (VaR and Expected Shortfall at 95% and 99%); `tail` holds the served
-    distribution's log-return quantiles at `ml.risk.TAIL_LEVELS` (what the ES backtest reads) and
-    `candidates` every candidate's five close quantiles, served or not (what the horizon's selection
-    compares). `actual_close` and `scored_at` are set when the target session's close is stored; a
-    void row is never scored, shown or counted.
+    Quantiles are prices; VaR and ES are a long position's losses as positive simple returns; `tail`
+    holds log-return quantiles at `ml.risk.TAIL_LEVELS`; `candidates` every candidate's five quantiles.
     """
 
     __tablename__ = "horizon_predictions"
@@ -361,12 +336,8 @@ class HorizonPrediction(Base):
 
 
 class HorizonServing(Base):
-    """What one ticker is served at one horizon above 1 [ticker, horizon], and at which levels.
-
-    `source` is decided by the family-corrected test of `ml.selection` on the horizon's own scored
-    rows (the network forecasts the next session only, so it is no candidate here); `alpha_80` and
-    `alpha_95` are the miscoverage levels adaptive conformal inference has reached for `aci_source`.
-    """
+    """What one ticker is served at one horizon above 1 [ticker, horizon] (`ml.selection`), with the
+    miscoverage levels adaptive conformal inference has reached for `aci_source`."""
 
     __tablename__ = "horizon_serving"
 

@@ -20,8 +20,7 @@ def save_predictions(engine: Engine, rows: Sequence[Mapping[str, Any]]) -> int:
 
 
 def unevaluated_predictions(engine: Engine, *, through: date) -> list[dict[str, Any]]:
-    """Predictions whose target session is on or before `through`, with the real close when stored,
-    and no performance row yet."""
+    """Unscored predictions with a target session on or before `through`, with its close when stored."""
     perf = ModelPerformance.__table__
     pred = LatestPrediction.__table__
     bars = RawStockData.__table__
@@ -66,12 +65,10 @@ def performance_window(
     model_version: str | None = None,
     ticker: str | None = None,
 ) -> list[dict[str, Any]]:
-    """THE rolling window: scored predictions of the newest `sessions` scored target dates up to
-    `through` (all tickers together), optionally of one model version and one ticker.
+    """THE rolling window (monitor, report, dashboard, backtest): scored predictions of the newest
+    `sessions` scored target dates up to `through`, oldest first.
 
-    One row per (ticker, target date): when several model versions were scored for the same
-    session (a re-run after a promotion) and no version is asked for, the one scored last counts.
-    Monitor, report, the dashboard and backtest all read their windows here. Rows oldest first.
+    One row per (ticker, target date): of several model versions, the one scored last.
     """
     perf = ModelPerformance.__table__
     filters: list[Any] = [perf.c.void_reason.is_(None)]
@@ -104,8 +101,7 @@ def performance_window(
 def scored_between(
     engine: Engine, *, start: date, end: date, tickers: Sequence[str] | None = None
 ) -> list[dict[str, Any]]:
-    """Every scored prediction with a target date in [start, end] (a backtest's whole range), of
-    `tickers` only when given."""
+    """Every scored prediction with a target date in [start, end] (of `tickers` when given)."""
     perf = ModelPerformance.__table__
     query = (
         select(perf)
@@ -118,7 +114,7 @@ def scored_between(
         return [dict(row._mapping) for row in connection.execute(query)]
 
 
-# The prices a prediction and a score hold (the quantiles are closes too); `detail`'s are restated apart.
+# The prices a prediction and a score hold; `detail`'s are restated apart.
 QUANTILE_PRICES = ("q025", "q10", "q50", "q90", "q975")
 PREDICTION_PRICES = ("base_close", "predicted_close", *QUANTILE_PRICES)
 SCORE_PRICES = (*PREDICTION_PRICES, "actual_close", "abs_error", "naive_abs_error")
@@ -131,12 +127,7 @@ Restatement = Callable[[date, date], tuple[float | None, str | None]]
 
 def restate_predictions(connection: Connection, ticker: str, decide: Restatement) -> tuple[int, int]:
     """Restate the predictions and scores of `ticker` with its restated bars, in the caller's
-    transaction (the one replacing the bars). Returns how many rows were (rescaled, voided).
-
-    Ratios (the percentage error, the direction score) and the interval levels (adaptive conformal
-    inference moves a miscoverage level, not a price) do not change with a factor; void rows are
-    left as they are.
-    """
+    transaction; returns how many rows were (rescaled, voided). Ratios and levels do not change."""
     from stockcli.db.horizons import HORIZON_KEY, HORIZON_PRICES  # it reads this module
 
     rescaled = voided = 0
@@ -179,9 +170,8 @@ def _rescale_json(column: str, value: Any, factor: float) -> Any:
 
 
 def rescale_detail(detail: Mapping[str, Any] | None, factor: float) -> dict[str, Any] | None:
-    """A prediction's `detail` (`services.predict`: the model's own close, every candidate's quantiles
-    in prices; rows stored before the forecaster table keep the model's quantiles and the baselines'
-    apart) with its prices times `factor`; returns, scales, chances and levels kept."""
+    """A prediction's `detail` (`services.predict`; older rows keep the baselines apart) with its
+    prices times `factor`; returns, scales, chances and levels kept."""
     if detail is None:
         return None
     out = dict(detail)

@@ -1,9 +1,7 @@
-"""The `promotions` audit table: one row per promotion decision, promoted or not, dry runs flagged.
+"""The `promotions` audit table: one row per decision, promoted or not, dry runs flagged.
 
-A row is written before the alias moves, not promoted and with `PENDING_NOTE` in its reason when the
-alias is about to move; `promoted` becomes true only once the Production alias really points at the
-candidate (a failed alias move says why in `reason`). A run killed between the two writes leaves the
-row pending; `settle_pending` decides it from where the alias points.
+A row is written before the alias moves (with `PENDING_NOTE`), and `promoted` only once the alias
+really points at the candidate; `settle_pending` decides a row a killed run left pending.
 """
 
 from __future__ import annotations
@@ -84,11 +82,8 @@ def mark_outcome(engine: Engine, promotion_id: int, *, promoted: bool, reason: s
 
 
 def settle_pending(engine: Engine, *, production_version: str | None) -> int:
-    """Settle rows left pending by a run killed during its alias move; returns how many were settled.
-
-    Call under the run lock (no live run can have a pending row then). A pending row whose candidate
-    now holds the alias was promoted, unless a later row already says so; any other was not.
-    """
+    """Settle rows left pending by a run killed during its alias move (call under the run lock);
+    returns how many. One whose candidate holds the alias was promoted, unless a later row says so."""
     query = (
         select(Promotion.id, Promotion.candidate_version, Promotion.reason)
         .where(Promotion.promoted.is_(False), Promotion.reason.endswith(PENDING_NOTE))

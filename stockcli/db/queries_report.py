@@ -1,9 +1,5 @@
-"""Read-only queries behind `stockcli report` and `stockcli serve`.
-
-Nothing here writes: no upserts, no schema upgrades, no run lock, so the dashboard can read while the
-daily job writes (SQLite in WAL mode lets readers and one writer work side by side). A SQLite file that
-does not exist yet is reported as missing instead of being created by the first connection.
-"""
+"""Read-only queries behind `stockcli report` and `stockcli serve`: no writes, no upgrade, no lock, so
+the dashboard reads while the daily job writes (and a missing SQLite file is not created)."""
 
 from __future__ import annotations
 
@@ -31,10 +27,8 @@ REPORT_TABLES = (
 
 
 def connect_readonly(settings: Settings) -> Engine | None:
-    """An engine that only reads, or None when the SQLite file does not exist (it is not created).
-
-    Works in a read-only data dir. Raises ConfigError when the data dir is a file.
-    """
+    """An engine that only reads, or None when the SQLite file does not exist; ConfigError when the
+    data dir is a file."""
     from stockcli.storage import check_data_dir, sqlite_file
 
     check_data_dir(settings.data_dir)
@@ -47,10 +41,8 @@ def connect_readonly(settings: Settings) -> Engine | None:
 
 
 def database_state(engine: Engine | None) -> DatabaseState:
-    """`missing` (no file), `no_schema` (no stockcli tables), `empty` (no bars, no predictions), `ready`.
-
-    A database that cannot be reached raises SQLAlchemy's error: that is not the same as empty.
-    """
+    """`missing` (no file), `no_schema` (no stockcli tables), `empty` (no bars, no predictions), `ready`;
+    an unreachable database raises SQLAlchemy's error."""
     if engine is None:
         return "missing"
     names = set(inspect(engine).get_table_names())
@@ -79,24 +71,18 @@ def ticker_exists(engine: Engine, ticker: str) -> bool:
     return False
 
 
-# Large JSON columns (a prediction's candidates, a run's details, a decision's selection) that no page
-# shows: left out of the reads below, since every page view and `/metrics` scrape runs them.
+# Large JSON columns no page shows, left out of the reads every page view and `/metrics` scrape runs.
 _UNSHOWN = frozenset({"detail", "details", "selection"})
 
 
 def _shown(model: Any) -> Any:
-    """A select of `model`'s columns without the large JSON ones no page shows."""
     return select(*(column for column in model.__table__.columns if column.name not in _UNSHOWN))
 
 
 def latest_predictions(
     engine: Engine, *, as_of: date | None = None, tickers: Iterable[str] | None = None
 ) -> list[dict[str, Any]]:
-    """The newest prediction per ticker (latest target date, then latest created), made on or before as_of.
-
-    One indexed `LIMIT 1` query per ticker: the table grows every day, and a window over all of it
-    would make every page view slower.
-    """
+    """The newest prediction per ticker made on or before as_of (one indexed `LIMIT 1` query each)."""
     rows: list[dict[str, Any]] = []
     with engine.connect() as connection:
         if tickers is None:
@@ -119,12 +105,8 @@ def latest_predictions(
 
 
 def performance_history(engine: Engine, *, limit: int, ticker: str | None = None) -> list[dict[str, Any]]:
-    """The newest `limit` scored sessions (one row per ticker and target date), newest first.
-
-    When two model versions were scored for the same session (a re-run after a promotion), the one
-    evaluated last counts. Reads a little more than needed through the primary key's order and
-    widens the read only when duplicates ate into it.
-    """
+    """The newest `limit` scored sessions (one row per ticker and target date: of several model
+    versions, the one evaluated last), newest first."""
     fetch = limit + 8
     with engine.connect() as connection:
         while True:

@@ -1,9 +1,5 @@
-"""What other commands read back from the run ledger (`pipeline_runs`), through typed accessors.
-
-A run's `details` is a JSON object; the keys other commands depend on are named here once:
-`retrained` (the monitor's cooldown counts from the newest retrain) and `base_date` (the session a
-daily run predicted from, which the daemon's catch-up counts as covered).
-"""
+"""What other commands read back from the run ledger (`pipeline_runs`): the `details` keys they
+depend on, named here once."""
 
 from __future__ import annotations
 

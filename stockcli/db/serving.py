@@ -1,12 +1,6 @@
-"""What Production serves per ticker (`serving_selection`) and the adaptive interval state
-(`interval_state`): the two tables that carry the product's decisions from one run to the next.
-
-`serving_selection` [model_version, ticker] is written by `promote` from paired tests on the
-promotion window; ticker "*" holds the decision for tickers the model never saw. `interval_state`
-[ticker, level] holds the miscoverage level adaptive conformal inference has reached; it is updated
-in the same transaction that stores the scored predictions it learned from, so a crash can neither
-lose an update nor apply one twice.
-"""
+"""What Production serves per ticker (`serving_selection`, ticker "*" for unseen tickers), the
+adaptive interval state (`interval_state`, updated in the transaction that stores the scores it
+learned from) and the scheduled refits (`forecaster_fits`)."""
 
 from __future__ import annotations
 
@@ -126,8 +120,7 @@ FIT_KEY = ("ticker", "forecaster", "fit_end")
 
 
 def forget_fits(connection: Connection, ticker: str) -> None:
-    """Drop `ticker`'s refits (its history was restated), in the caller's transaction: until its next
-    refit, which comes first since it is then the most overdue, the model version's own fits serve."""
+    """Drop `ticker`'s refits (its history was restated), in the caller's transaction."""
     connection.execute(delete(ForecasterFit).where(ForecasterFit.ticker == ticker))
 
 
@@ -167,11 +160,8 @@ def load_fits(engine: Engine, *, since: date, through: date) -> dict[str, dict[s
 def update_interval_choices(
     engine: Engine, *, model_version: str, choices: Mapping[str, Mapping[str, Any]]
 ) -> None:
-    """Replace the interval decision of `model_version`'s selection rows (re-decided at a refit):
-    {ticker: {interval_source, interval_p_value, interval_skill, window_start, window_end, n_sessions}}.
-
-    A ticker without a row yet (added to the watchlist after the promotion) gets one, its point
-    decision taken from the pooled row "*" (the one it was served by), or naive without one."""
+    """Replace the interval decision of `model_version`'s selection rows ({ticker: column values});
+    a ticker without a row gets one with the point decision of the pooled row "*" (else naive)."""
     now = utcnow()
     existing = load_selection(engine, model_version)
     pooled = existing.get(POOLED)
@@ -187,15 +177,14 @@ def update_interval_choices(
                     .values(**values, decided_at=now)
                 )
                 continue
-            point = {
+            row = {
+                "model_version": str(model_version),
+                "ticker": ticker,
                 "point_source": pooled.point_source if pooled else "naive",
                 "point_p_value": pooled.point_p_value if pooled else None,
                 "point_skill": pooled.point_skill if pooled else None,
+                **values,
+                "promotion_id": None,
+                "decided_at": now,
             }
-            row = {"model_version": str(model_version), "ticker": ticker, **point, **values}
-            upsert(
-                connection,
-                ServingSelection,
-                [{**row, "promotion_id": None, "decided_at": now}],
-                key=SELECTION_KEY,
-            )
+            upsert(connection, ServingSelection, [row], key=SELECTION_KEY)

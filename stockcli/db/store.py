@@ -1,8 +1,4 @@
-"""Queries and idempotent writes shared by the services.
-
-Every write is an upsert on the table's natural key through the dialect's
-`insert(...).on_conflict_do_update`, so SQLite and PostgreSQL share one code path.
-"""
+"""Upserts on natural keys (one code path for SQLite and PostgreSQL), `.npy` bytes and the run ledger."""
 
 from __future__ import annotations
 
@@ -63,14 +59,11 @@ def array_to_bytes(array: np.ndarray) -> bytes:
 
 
 def bytes_to_array(blob: bytes, *, what: str = "A stored array") -> np.ndarray:
-    """Read `.npy` bytes and nothing else: never a pickle, an object array or an `.npz` archive.
+    """Read `.npy` bytes and nothing else (`np.load` would open an `.npz` or detect a pickle).
 
-    `what` names the value in the error (e.g. "Column features_npy of dataset 1a2b"). Raises
-    StockCliError when the bytes are not a plain `.npy` array: damaged, or planted by someone.
+    Raises StockCliError, naming `what`, when the bytes are not a plain `.npy` array.
     """
     try:
-        # `np.load` would also open a zip (`.npz`) or fall through to pickle detection; `read_array`
-        # accepts the `.npy` format only.
         return np.lib.format.read_array(io.BytesIO(blob), allow_pickle=False)
     except (ValueError, EOFError, OSError, TypeError) as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -109,8 +102,7 @@ def start_run(engine: Engine, *, command: str, as_of: date | None) -> int:
 
 
 def mark_interrupted(engine: Engine) -> int:
-    """Close ledger rows left `running` by a killed process. Call only while holding the run lock:
-    then no other run can be alive, so every `running` row is a dead one."""
+    """Close ledger rows left `running` by a killed process (call only under the run lock)."""
     with engine.begin() as connection:
         result = connection.execute(
             update(PipelineRun)
@@ -167,8 +159,7 @@ def _redacted(value: Any) -> Any:
 
 
 def model_versions_in_use(engine: Engine) -> set[str]:
-    """Every model version the app's tables refer to: predictions, scores, promotions, serving
-    decisions and interval state (the numbers the MLflow registry must know)."""
+    """Every model version the app's tables refer to (the numbers the MLflow registry must know)."""
     from sqlalchemy import union
 
     from stockcli.db.models import (

@@ -1,34 +1,20 @@
-"""Datasets as arrays: a panel of independent series, next-session targets, the calendar split,
-pooled windows, scalers, and the forecasting input primitive. Pure: frames and arrays in, arrays out.
+"""Datasets as arrays: the panel, next-session targets, the calendar split, pooled windows, scalers
+and the forecasting input primitive (DESIGN, core idea 9). Pure: frames and arrays in, arrays out.
 
-A watchlist is a set of independent series sharing one model (DESIGN, core idea 9). The rules, in
-the order they are applied:
-
-1. **Features per series** on that series' own bars from the dataset's `start_date`, made scale-free
-   (`indicators.iter_model_features`): one network serves a $20 stock and a 3,000-point index.
-   Each series' warm-up rows are dropped on its own; nothing is back-filled.
-2. **The panel** is indexed by the union of every series' bar dates and the exchange's sessions (the
-   row axis). A series without a bar on a row takes its previous row for at most `ffill_limit` rows
-   (`valid` but not `real`); before its first usable row, after its last bar (a delisted ticker) and
-   inside a longer gap its rows are not valid. One series' gap never removes another's rows: a young
-   ticker adds rows and windows, it never truncates anyone.
-3. **Targets**: for a real row t of a series, the close of its bar on the next row t+1 as a price and
-   as the log return log(close[t+1] / close[t]); none (NaN) when that next bar is missing.
-4. **Windows** are (row, series) pairs: `sequence_length` consecutive valid rows of one watchlist
-   series ending at a real row b with a target. Windows of every series are pooled.
-5. **The split is by calendar date, shared by every series**: the distinct target dates are cut
-   chronologically into `train_fraction` / `validation_fraction` / the rest, and each window goes
-   to the part of its target date. A test window is the same period for everyone, so promotion
-   compares candidate and production on one window.
-6. **Scalers** are pooled over every series (features are scale-free): one mean and scale per
-   feature, fit on the rows dated up to the last training base date only; one standard scaler of
-   the next-session log return fit on the training windows' targets. All JSON numbers.
-7. **Context** (covariates): a few features of each context series (an index such as ^GSPC) are
-   appended to every window's rows with a presence flag; a context series without a valid row on a
-   date is masked (zeros, flag 0), never a reason to drop the row.
-8. **Storage layout**: a split part is stored as its scaled slab (the contiguous rows its windows
-   cover, every series, float32) and its windows as (row, series) index pairs; a batch gathers its
-   windows from the slab, so 500 tickers x 2,500 sessions cost one slab, not a copy per window.
+1. Features per series on its own bars, scale-free; warm-up rows dropped, nothing back-filled.
+2. The panel's rows are the union of every series' dates and the exchange's sessions. A series
+   without a bar takes its previous row for at most `ffill_limit` rows (`valid`, not `real`); one
+   series' gap never removes another's rows.
+3. Target of a real row t: the close of the series' bar on row t+1 (price and log return); NaN
+   when that bar is missing.
+4. Windows are (row, series) pairs: L valid rows of a watchlist series ending at a real row with a
+   target, pooled over series, split by target date (shared by every series, so promotion compares
+   on one window).
+5. Scalers are pooled (one mean and scale per feature) and fit on training dates only.
+6. Context series (an index) add a few features and a presence flag to every row; missing is
+   masked, never a reason to drop the row.
+7. A part is stored as its scaled slab (rows x series x features, float32) plus (row, series) index
+   pairs: one slab, not a copy per window.
 """
 
 from __future__ import annotations
@@ -67,10 +53,7 @@ _EPOCH = date(1970, 1, 1).toordinal()
 
 @dataclass(frozen=True)
 class DatasetSpec:
-    """A dataset's feature spec: everything needed to recompute its features (what `process` stores).
-
-    Its JSON (`to_json`) has one key per field, in field order; `from_json` reads it back.
-    """
+    """A dataset's feature spec: everything needed to recompute its features (what `process` stores)."""
 
     version: int
     tickers: tuple[str, ...]
@@ -122,8 +105,7 @@ class DatasetSpec:
 @dataclass(frozen=True)
 class BuiltSpec(DatasetSpec):
     """A built dataset's spec, what a model version carries: `feature_names` are the kept features in
-    input order; `dataset_run_id` and `end_date` (the last session the model has seen) are None in a
-    spec that does not record them (a bundle registered before `end_date` was recorded)."""
+    input order; `dataset_run_id` and `end_date` (the last session seen) may be None in older bundles."""
 
     all_feature_names: tuple[str, ...]  # every feature before the correlation filter
     context_features: tuple[str, ...]
@@ -153,8 +135,7 @@ def days_to_dates(days: np.ndarray) -> list[date]:
 class Panel:
     """Every series on one row axis: features, closes, validity and next-session targets.
 
-    `series` lists the watchlist `tickers` first, then context series that are not in the
-    watchlist. Arrays are (rows, series[, features]); NaN wherever a value does not exist.
+    `series`: the watchlist `tickers`, then context series outside it. NaN where no value exists.
     """
 
     series: tuple[str, ...]
@@ -221,10 +202,8 @@ def make_panel(
 ) -> Panel:
     """The panel of `tickers` and `context_tickers` (see the module docstring).
 
-    `bars[name]` has a DatetimeIndex and OHLCV columns; rows before `start_date` or after
-    `end_date` are ignored; a series missing from `bars` has no valid row. `sessions` (the
-    exchange's sessions) join the row axis, so a session on which a series has no bar is a visible
-    gap (no target across it) even when no other series is loaded.
+    `bars[name]`: a DatetimeIndex and OHLCV columns, clipped to [`start_date`, `end_date`].
+    `sessions` join the row axis, so a session without a bar is a gap (no target across it).
     """
     resolved = resolve_indicators(indicators)
     warmup = model_warmup(resolved)
@@ -255,8 +234,6 @@ def make_panel(
     for done, s in enumerate(short, 1):
         report(f"features {series[s]}", done, n_series)
     done = len(short)
-    # The other series' features, many at once (~6x faster over hundreds of series than one series
-    # at a time), each stored as its block arrives.
     own_bars = [per_series[s][1] for s in long_enough]
     for i, values in iter_model_features(own_bars, resolved):
         s = long_enough[i]
@@ -298,8 +275,8 @@ def make_panel(
 
 
 def sessions_short(run: int, bars: int, sequence_length: int, warmup: int) -> int:
-    """Sessions a series still needs before its first window: the rest of its indicator warm-up
-    (while it has no more bars than that) plus a full window, else what its current run lacks."""
+    """Sessions a series still needs before its first window (the rest of its warm-up plus L, or
+    what its current run lacks)."""
     if bars <= warmup:
         return warmup - bars + sequence_length
     return max(sequence_length - run, 0)
@@ -314,8 +291,7 @@ def run_lengths(valid: np.ndarray) -> np.ndarray:
 
 
 def window_pairs(panel: Panel, sequence_length: int) -> tuple[np.ndarray, np.ndarray]:
-    """(rows, series) of every window: L valid rows of a watchlist series ending at a real row with
-    a target. Ordered by row, then series."""
+    """(rows, series) of every window, ordered by row, then series."""
     n_tickers = len(panel.tickers)
     runs = run_lengths(panel.valid[:, :n_tickers])
     ok = (
@@ -348,8 +324,8 @@ def min_windows(train_fraction: float, validation_fraction: float) -> int:
 def split_parts(
     target_days: np.ndarray, train_fraction: float, validation_fraction: float
 ) -> tuple[np.ndarray, tuple[int, int]]:
-    """Each window's part (0 train, 1 validation, 2 test) from its target date, and the last
-    training and validation target days: the distinct target dates are cut chronologically."""
+    """Each window's part (0 train, 1 validation, 2 test) by target date, and the last training and
+    validation target days."""
     unique = np.unique(target_days)
     n_train, n_validation, _ = split_counts(len(unique), train_fraction, validation_fraction)
     train_last = int(unique[n_train - 1])
@@ -361,12 +337,10 @@ def split_parts(
 def correlation_filter(
     block: np.ndarray, valid: np.ndarray, feature_names: Sequence[str], threshold: float
 ) -> list[int]:
-    """Feature indexes kept after dropping near-duplicates, decided on training rows only.
+    """Feature indexes kept after dropping near-duplicates (training rows only).
 
-    `block` (rows, series, features) with `valid` (rows, series). For each pair, |correlation| is
-    averaged over series (on each series' valid rows); walking the features with `close` first and
-    then in their order, a feature is dropped when it exceeds `threshold` with one already kept.
-    Constant features correlate with nothing. `threshold <= 0` keeps everything.
+    |correlation| is averaged over series; walking features with `close` first, one is dropped when
+    it exceeds `threshold` with one already kept. `threshold <= 0` keeps everything.
     """
     n_features = block.shape[2]
     if threshold <= 0 or n_features < 2:
@@ -477,9 +451,8 @@ def unscale_return(target: Mapping[str, Any], scaled: np.ndarray) -> np.ndarray:
 class WindowSet:
     """Windows of one split part, or the model inputs of a forecast.
 
-    `slab` (rows, series, features) float32 and `context` (rows, context columns) float32 hold the
-    scaled panel rows; window i is series `series[i]` over rows `rows[i] - L + 1 .. rows[i]`.
-    Windows on the same row share a date (the cross-attention model lets them attend to each other).
+    `slab` (rows, series, features) and `context` (rows, context columns) hold the scaled rows;
+    window i is series `series[i]` over rows `rows[i] - L + 1 .. rows[i]`.
     """
 
     slab: np.ndarray
@@ -552,9 +525,7 @@ def build_sets(
 ) -> BuildOutput:
     """Split, correlation filter, scalers, context and windows of a panel; everything fit on training.
 
-    `spec` is the dataset's feature spec; the returned spec adds what the forecasting primitive
-    needs (kept feature order, context features, sequence length). Raises NoDataError when the
-    windows' target dates cannot give every part of the split one date.
+    Raises NoDataError when the target dates cannot give every part of the split one date.
     """
     L = sequence_length
     rows, series = window_pairs(panel, L)
@@ -686,14 +657,12 @@ def build_inputs(
     sessions: Sequence[date] | None = None,
     use_spec_start: bool = True,
 ) -> ForecastInputs:
-    """The exact model input window for each as-of date and ticker, rebuilt from raw bars.
+    """The exact model input window for each as-of date and ticker, from raw bars, the model's spec
+    and its scalers.
 
-    Uses the model's own spec (indicators, feature order, forward-fill limit, context series and
-    their features, sequence length) and its stored scalers. `tickers` default to the model's
-    own; any other ticker is served by the same global model. For each as-of date the base row is
-    the last row on or before it; a ticker without its own bar there, or with fewer than L valid
-    rows behind it, is listed in `missing` with the reason. `use_spec_start=False` keeps bars from
-    before the spec's start date (a caller that loads a bounded lookback passes them as they are).
+    The base row is the last row on or before each as-of date; a ticker without its own bar there or
+    with fewer than L valid rows is listed in `missing`. `use_spec_start=False` keeps bars from
+    before the spec's start date (a caller that loads a bounded lookback).
     """
     if not as_of_dates:
         raise UsageError("No as-of dates given to build model inputs for.")
@@ -739,27 +708,16 @@ def build_inputs(
             if ticker not in bars or len(bars[ticker]) == 0:
                 missing.append(Unforecastable(as_of, ticker, "no bars stored", "no_bars"))
             elif row < 0 or not panel.real[row, s]:
-                missing.append(
-                    Unforecastable(
-                        as_of,
-                        ticker,
-                        f"no bar on {panel.dates[row].isoformat() if row >= 0 else as_of}",
-                        "no_bar_on_date",
-                    )
-                )
+                on = panel.dates[row].isoformat() if row >= 0 else as_of
+                missing.append(Unforecastable(as_of, ticker, f"no bar on {on}", "no_bar_on_date"))
             elif runs[row, s] < L:
-                have = int(runs[row, s])
-                short = sessions_short(have, int(bars_so_far[row, s]), L, warmup)
-                missing.append(
-                    Unforecastable(
-                        as_of,
-                        ticker,
-                        f"too little history: {int(bars_so_far[row, s])} bars, {have} usable after the "
-                        f"{warmup}-session indicator warm-up, {L} needed for a window",
-                        "too_little_history",
-                        sessions_missing=short,
-                    )
+                have, stored = int(runs[row, s]), int(bars_so_far[row, s])
+                reason = (
+                    f"too little history: {stored} bars, {have} usable after the "
+                    f"{warmup}-session indicator warm-up, {L} needed for a window"
                 )
+                short = sessions_short(have, stored, L, warmup)
+                missing.append(Unforecastable(as_of, ticker, reason, "too_little_history", short))
             else:
                 window_rows.append(row)
                 window_series.append(s)

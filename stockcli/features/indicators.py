@@ -1,24 +1,11 @@
-"""Technical indicators, each ONE definition: parameters, output columns, warm-up, memory, column
-kinds, and its computation over many tickers at once. Strictly causal: a value dated t uses bars up
-to t only.
+"""Technical indicators, each ONE definition (parameters, columns, warm-up, memory, column kinds,
+computation over many tickers at once), strictly causal, and held to the `ta` library's numbers by
+tests/ta_oracles.py (ta is a test dependency only).
 
-The computations run on (tickers, bars) arrays (`Bars`: one left-aligned ticker per row, see
-`stockcli.features.kernels`) and give, for each ticker, the numbers the `ta` library gives for its
-own bars; tests hold every indicator to ta (tests/ta_oracles.py), which is therefore only a test
-dependency. Each indicator knows:
-
-- its warm-up: the leading rows where ta gives NaN *or a placeholder* (ta's ADX and ATR emit 0, its
-  PSAR repeats the close, its Keltner bands average fewer bars than the window), dropped, never
-  back-filled;
-- its memory: the sessions after which a recursive value (EMA, Wilder smoothing, EWMA) no longer
-  depends on where its history started, from which `serving_sessions` derives the bars the
-  forecasting primitive reads;
-- the kind of each column, which says how `ScaleFree` makes it scale-free for the model.
-
-Degenerate inputs (an index with zero volume, a price that does not move) make some ratios 0/0. Such
-values become the neutral value ta itself uses for `fillna` (RSI/MFI/stochastic 50, Williams %R −50,
-CMF/CCI 0) or, for price-level lines, the close (VWAP: the typical price); never a value from a later
-row, so nothing leaks and no NaN or inf goes downstream.
+The warm-up covers the rows where ta gives NaN or a placeholder (ADX and ATR emit 0, PSAR repeats the
+close); the memory is how long a recursive value (EMA, Wilder, EWMA) depends on where history started
+(`serving_sessions`). A 0/0 after warm-up becomes ta's own `fillna` value or, for price lines, the
+close (VWAP: the typical price), never a later row's value.
 """
 
 from __future__ import annotations
@@ -26,7 +13,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeAlias
 
 import numpy as np
 
@@ -72,11 +59,7 @@ class Bars:
 
 @dataclass(frozen=True)
 class IndicatorDef:
-    """One indicator: parameters (type and default), output columns, warm-up, memory, computation.
-
-    `compute` maps `Bars` to one (tickers, bars) array per column; `memory` gives the sessions after
-    which its values forget where the history started (0: a finite window, nothing to forget).
-    """
+    """One indicator: parameters (type and default), output columns, warm-up, memory, computation."""
 
     name: str
     params: Mapping[str, tuple[type, Any]]
@@ -84,11 +67,9 @@ class IndicatorDef:
     compute: Callable[[Bars, Mapping[str, Any]], list[np.ndarray]]
     fallbacks: Callable[[Mapping[str, Any]], list[Fallback]]
     description: str = ""
-    # How each output column becomes scale-free for the model (see `SCALE_KINDS`).
-    # None: every column is already scale-free ("level").
-    kinds: Callable[[Mapping[str, Any]], list[str]] | None = None
-    memory: Callable[[Mapping[str, Any]], int] = lambda p: 0
-    # Output columns; None: one column named by the indicator and every parameter (`psar_0.02_0.2`).
+    kinds: Callable[[Mapping[str, Any]], list[str]] | None = None  # None: all "level" (`SCALE_KINDS`)
+    memory: Callable[[Mapping[str, Any]], int] = lambda p: 0  # 0: a finite window
+    # None: one column named by the indicator and every parameter (`psar_0.02_0.2`).
     columns: Callable[[Mapping[str, Any]], list[str]] | None = None
 
     def column_names(self, params: Mapping[str, Any]) -> list[str]:
@@ -101,9 +82,7 @@ def _fmt(value: Any) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
-# Sessions after which a recursive indicator has forgotten where its history started, to ~1e-9:
-# an EMA of span w weighs the start by (1 - 2/(w+1))^n, Wilder smoothing (RSI, ATR, ADX) by
-# (1 - 1/w)^n, an EWMA volatility by decay^n.
+# Sessions after which the start weighs < 1e-9: EMA (1 - 2/(w+1))^n, Wilder (1 - 1/w)^n, EWMA decay^n.
 _FORGET = 20.7  # ln(1e9)
 
 
@@ -116,7 +95,6 @@ def _wilder_memory(window: int) -> int:
 
 
 def _compute_rsi(m: Bars, p: Mapping[str, Any]) -> list[np.ndarray]:
-    # ta.momentum.RSIIndicator
     window = p["window"]
     with np.errstate(invalid="ignore", divide="ignore"):
         diff = m.close - shift_rows(m.close, 1)
@@ -141,7 +119,6 @@ def _compute_obv(m: Bars, p: Mapping[str, Any]) -> list[np.ndarray]:
 
 
 def _compute_vwap(m: Bars, p: Mapping[str, Any]) -> list[np.ndarray]:
-    # ta.volume.VolumeWeightedAveragePrice
     typical_price_volume = ((m.high + m.low + m.close) / 3.0) * m.volume
     total_pv = rolling(typical_price_volume, p["window"], "sum")
     total_volume = rolling(m.volume, p["window"], "sum")
@@ -150,7 +127,6 @@ def _compute_vwap(m: Bars, p: Mapping[str, Any]) -> list[np.ndarray]:
 
 
 def _compute_stoch(m: Bars, p: Mapping[str, Any]) -> list[np.ndarray]:
-    # ta.momentum.StochasticOscillator
     smin = rolling(m.low, p["window"], "min")
     smax = rolling(m.high, p["window"], "max")
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -159,7 +135,6 @@ def _compute_stoch(m: Bars, p: Mapping[str, Any]) -> list[np.ndarray]:
 
 
 def _compute_williams_r(m: Bars, p: Mapping[str, Any]) -> list[np.ndarray]:
-    # ta.momentum.WilliamsRIndicator
     highest_high = rolling(m.high, p["lbp"], "max")
     lowest_low = rolling(m.low, p["lbp"], "min")
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -193,20 +168,17 @@ def _compute_roc(m: Bars, p: Mapping[str, Any]) -> list[np.ndarray]:
 
 
 def _compute_cmf(m: Bars, p: Mapping[str, Any]) -> list[np.ndarray]:
-    # ta.volume.ChaikinMoneyFlowIndicator
     with np.errstate(invalid="ignore", divide="ignore"):
         flow = ((m.close - m.low) - (m.high - m.close)) / (m.high - m.low)
         flow = np.where(np.isnan(flow), 0.0, flow) * m.volume
         return [rolling(flow, p["window"], "sum") / rolling(m.volume, p["window"], "sum")]
 
 
-# The range-based variances and the overnight gap (issue 17): what statistical forecasters read from a
-# bar's open, high and low, offered to the network as trailing means over `window` sessions.
+# Range-based variances and the overnight gap (issue 17), as trailing means over `window` sessions.
 
 
 def _range_variance(m: Bars, estimator: str) -> np.ndarray:
-    """Each row's daily variance proxy (overnight gap squared + intraday range estimator), as the HAR
-    forecaster defines it (`stockcli.ml.forecasters.har.daily_variance`: one definition of the rule)."""
+    """Each row's daily variance proxy, as the HAR forecaster defines it (`har.daily_variance`)."""
     from stockcli.ml.forecasters import TickerBars
     from stockcli.ml.forecasters.har import daily_variance
 
@@ -230,15 +202,12 @@ def _trailing_mean_rows(values: np.ndarray, window: int) -> np.ndarray:
 
 
 def _log_variance_floor(p: Mapping[str, Any]) -> list[Fallback]:
-    # The HAR forecaster's floor of a daily variance (a flat session): the value of a zero range.
     from stockcli.ml.forecasters.har import VARIANCE_FLOOR
 
     return [math.log(VARIANCE_FLOOR)]
 
 
 def _range_variance_def(estimator: str, intraday: str) -> IndicatorDef:
-    """The log of the mean over `window` sessions of a daily variance: overnight gap squared + `intraday`."""
-
     def compute(m: Bars, p: Mapping[str, Any]) -> list[np.ndarray]:
         with np.errstate(divide="ignore", invalid="ignore"):
             return [np.log(_trailing_mean(_range_variance(m, estimator), p["window"]))]
@@ -255,7 +224,6 @@ def _range_variance_def(estimator: str, intraday: str) -> IndicatorDef:
 
 
 def _compute_overnight_gap(m: Bars, p: Mapping[str, Any]) -> list[np.ndarray]:
-    # log(open_t / close_(t-1)): the move while the exchange was closed.
     with np.errstate(divide="ignore", invalid="ignore"):
         gap = np.log(m.open / shift_rows(m.close, 1))
     return [_trailing_mean(gap, p["window"])]
@@ -529,8 +497,10 @@ class ResolvedIndicator:
         return {"name": self.name, **self.params}
 
 
-# Bounds of every indicator parameter: a window longer than four years of sessions, or a factor
-# above this, is a typo (and would make every ticker wait years for its first row).
+Indicators: TypeAlias = Sequence[Mapping[str, Any]] | Sequence[ResolvedIndicator]
+
+
+# Beyond these bounds a parameter is a typo (a window of four years would delay every first row).
 MAX_WINDOW_SESSIONS = 1000
 MAX_FACTOR = 1000.0
 
@@ -558,11 +528,8 @@ def _check_param(indicator: str, key: str, kind: type, value: Any) -> Any:
 
 
 def resolve_indicators(indicators: Sequence[Mapping[str, Any]]) -> list[ResolvedIndicator]:
-    """Validate indicator entries (name and parameters) and fill in defaults.
-
-    Raises ConfigError naming an unknown indicator or parameter, a bad value, or an indicator whose
-    output columns are listed twice.
-    """
+    """Validate indicator entries and fill in defaults; ConfigError for an unknown indicator or
+    parameter, a bad value, or a column produced twice."""
     resolved: list[ResolvedIndicator] = []
     seen: set[str] = set()
     known = ", ".join(sorted(INDICATORS))
@@ -606,41 +573,28 @@ def canonical_indicators(indicators: Sequence[Mapping[str, Any]]) -> list[dict[s
     return [item.as_config() for item in resolve_indicators(indicators)]
 
 
-def feature_names(indicators: Sequence[Mapping[str, Any]] | Sequence[ResolvedIndicator]) -> list[str]:
+def feature_names(indicators: Indicators) -> list[str]:
     """OHLCV followed by every indicator column, in config order."""
     return [*OHLCV, *(column for item in _resolved(indicators) for column in item.columns)]
 
 
-def _resolved(
-    indicators: Sequence[Mapping[str, Any]] | Sequence[ResolvedIndicator],
-) -> list[ResolvedIndicator]:
+def _resolved(indicators: Indicators) -> list[ResolvedIndicator]:
     if indicators and all(isinstance(item, ResolvedIndicator) for item in indicators):
         return list(indicators)  # type: ignore[arg-type]
     return resolve_indicators(indicators)  # type: ignore[arg-type]
 
 
-# --- scale-free model features ------------------------------------------------------------------------
-#
-# One global network serves a $20 stock and a 3,000-point index, so what it sees must not depend on
-# the price level or the share count. Each column keeps its name and becomes scale-free by its kind:
-#
-# - `price`: a price line (EMA, bands, PSAR, open/high/low) -> log(value / close)
-# - `price_delta`: a price difference (ATR, MACD) -> value / close
-# - `level`: already scale-free (RSI, stochastics, ADX, returns in percent, log volatilities) -> as is
-# - `return`: the close itself -> log(close_t / close_(t-1))
-# - `volume`: a share count -> log(1 + value / mean volume of the last 20 bars)
-# - `flow`: a cumulative share count (OBV) -> its change over 20 bars / the volume of those bars
-# - `price_volume`: price x shares (force index) -> value / (close x mean volume of 20 bars)
-# (0 where a series trades no volume at all, an index in some feeds.)
-#
-# Every transform is causal (row t uses bars up to t only).
+# --- scale-free model features (one network serves a $20 stock and a 3,000-point index) -----------
+# price: log(value / close) · price_delta: value / close · level: as is · return: log(c_t / c_t-1)
+# volume: log(1 + value / mean volume of 20 bars) · flow (OBV): change over 20 bars / their volume
+# price_volume: value / (close x mean volume); 0 where a series trades no volume at all.
 
 OHLCV_KINDS = {"open": "price", "high": "price", "low": "price", "close": "return", "volume": "volume"}
 SCALE_KINDS = ("price", "price_delta", "level", "return", "volume", "flow", "price_volume")
 VOLUME_BASE_WINDOW = 20
 
 
-def column_kinds(indicators: Sequence[Mapping[str, Any]] | Sequence[ResolvedIndicator]) -> list[str]:
+def column_kinds(indicators: Indicators) -> list[str]:
     """The scale-free kind of every feature column, in `feature_names` order."""
     kinds = [OHLCV_KINDS[name] for name in OHLCV]
     for item in _resolved(indicators):
@@ -649,17 +603,15 @@ def column_kinds(indicators: Sequence[Mapping[str, Any]] | Sequence[ResolvedIndi
     return kinds
 
 
-def model_warmup(indicators: Sequence[Mapping[str, Any]] | Sequence[ResolvedIndicator]) -> int:
+def model_warmup(indicators: Indicators) -> int:
     """Leading bars of a ticker without a valid model feature row (indicator and transform warm-up)."""
     resolved = _resolved(indicators)
     warmup = max((item.warmup for item in resolved), default=0)
-    # The volume base needs VOLUME_BASE_WINDOW bars; `flow` differences over as many more.
     transform = VOLUME_BASE_WINDOW if "flow" in column_kinds(resolved) else VOLUME_BASE_WINDOW - 1
     return max(warmup, transform, 1)
 
 
 def _rolling_mean(values: np.ndarray, window: int) -> np.ndarray:
-    """Mean of the last `window` values along the last axis (NaN before)."""
     out = np.full(values.shape, np.nan)
     if values.shape[-1] >= window:
         sums = np.cumsum(np.concatenate([np.zeros((*values.shape[:-1], 1)), values], axis=-1), axis=-1)
@@ -668,17 +620,12 @@ def _rolling_mean(values: np.ndarray, window: int) -> np.ndarray:
 
 
 class ScaleFree:
-    """The scale-free transform of one raw feature column at a time, by kind (see above).
-
-    Columns are (bars,) for one ticker or (tickers, bars) for many: bars on the last axis, and each
-    ticker's values are the same either way.
-    """
+    """The scale-free transform of one raw column (bars on the last axis) by kind (see above)."""
 
     def __init__(self, close: np.ndarray, volume: np.ndarray):
         self.close = close
         self.volume_base = _rolling_mean(volume, VOLUME_BASE_WINDOW)
-        # Divide by the volume base only where it is positive (an index may trade "zero shares"): the
-        # ratios are then exactly scale-free, and a ticker without volume gets neutral values.
+        # An index may trade "zero shares": it gets neutral values instead of a 0/0.
         self.traded = np.isfinite(self.volume_base) & (self.volume_base > 0)
         self.safe_base = np.where(self.traded, self.volume_base, 1.0)
 
@@ -714,43 +661,35 @@ class ScaleFree:
 
 # --- the bars serving reads ------------------------------------------------------------------------
 
-# Sessions of history the forecasting primitive reads before a window, at least. Recursive indicators
-# (EMA, Wilder smoothing, EWMA volatility, PSAR) forget where history started: with the default
-# indicators, features from 600 sessions differ from a full-history computation by less than 1e-10
-# (tests/test_features.py). A configured indicator with a longer memory (an EMA 200) raises it.
+# Sessions read before a window, at least: with the default indicators, 600 sessions give features
+# within 1e-10 of a full history (tests/test_features.py); a longer memory (an EMA 200) raises it.
 SERVING_LOOKBACK = 600
-# Sessions read beyond the look-back, the warm-up and the window: a margin for the calendar's edges.
-SERVING_MARGIN = 5
+SERVING_MARGIN = 5  # sessions for the calendar's edges
 
 
-def serving_lookback(indicators: Sequence[Mapping[str, Any]] | Sequence[ResolvedIndicator]) -> int:
-    """Sessions of history the forecasting primitive reads before a window's first usable row: the
-    longest memory of the indicators, at least `SERVING_LOOKBACK` (a dataset's spec records it)."""
+def serving_lookback(indicators: Indicators) -> int:
+    """Sessions read before a window's first usable row: the longest indicator memory, at least
+    `SERVING_LOOKBACK`."""
     memories = (int(item.definition.memory(item.params)) for item in _resolved(indicators))
     return max([SERVING_LOOKBACK, *memories])
 
 
-def serving_sessions(
-    indicators: Sequence[Mapping[str, Any]] | Sequence[ResolvedIndicator], sequence_length: int
-) -> int:
-    """Sessions of bars to load to serve one window of `sequence_length` rows with these indicators:
-    the look-back, the model warm-up, the window and a margin."""
+def serving_sessions(indicators: Indicators, sequence_length: int) -> int:
+    """Sessions of bars to load to serve one window: look-back, warm-up, window and a margin."""
     resolved = _resolved(indicators)
     return serving_lookback(resolved) + int(sequence_length) + model_warmup(resolved) + SERVING_MARGIN
 
 
 # --- model features of many tickers at once -------------------------------------------------------
 
-# Cells (tickers x bars) per block: ~35 MB of features with the default 33 (190 tickers x 690 bars).
-# Measured over 472 tickers x 690 bars: as fast as one block of all of them, 80 MB less peak memory.
+# Cells (tickers x bars) per block: as fast as one block of 472 tickers, 80 MB less peak memory.
 MANY_BLOCK_CELLS = 1 << 17
 
 
 def with_fallback(
     values: np.ndarray, fallback: Fallback, close: np.ndarray, typical: np.ndarray, warmup: int
 ) -> np.ndarray:
-    """`values` (bars on the last axis) with each non-finite value after `warmup` replaced by the
-    indicator's fallback: a number, the close or the typical price of the same bar."""
+    """`values` with each non-finite value after `warmup` replaced by the indicator's fallback."""
     tail = values[..., warmup:]
     bad = ~np.isfinite(tail)
     if not bad.any():
@@ -764,8 +703,7 @@ def with_fallback(
 
 
 def feature_columns(bars: Bars, resolved: Sequence[ResolvedIndicator]) -> Iterator[np.ndarray]:
-    """Every raw feature column of each row (OHLCV, then the indicators'), one (tickers, bars) array
-    after the other; non-finite values after the indicator warm-up replaced by their fallbacks."""
+    """Every raw feature column (OHLCV, then the indicators'), one (tickers, bars) array at a time."""
     rows, n = bars.close.shape
     warmup = max((item.warmup for item in resolved), default=0)
     yield from (bars.open, bars.high, bars.low, bars.close, bars.volume)
@@ -783,16 +721,12 @@ def feature_columns(bars: Bars, resolved: Sequence[ResolvedIndicator]) -> Iterat
 
 def iter_model_features(
     series: Sequence[Sequence[np.ndarray]],
-    indicators: Sequence[Mapping[str, Any]] | Sequence[ResolvedIndicator],
+    indicators: Indicators,
     *,
     block_cells: int = MANY_BLOCK_CELLS,
 ) -> Iterator[tuple[int, np.ndarray]]:
-    """(k, features of `series[k]`) for every non-empty series, a block of tickers at a time.
-
-    Tickers of similar lengths are computed together in blocks of at most `block_cells` tickers x
-    bars; a caller that stores each result before taking the next holds one block at a time.
-    Raises InputDataError for bars with missing or infinite values.
-    """
+    """(k, features of `series[k]`) for every non-empty series, computed in blocks of tickers of
+    similar lengths. Raises InputDataError for bars with missing or infinite values."""
     resolved = _resolved(indicators)
     kinds = column_kinds(resolved)
     warmup = model_warmup(resolved)
@@ -819,9 +753,7 @@ def iter_model_features(
         ]
         block_bars = Bars(*padded)
         transform = ScaleFree(block_bars.close, block_bars.volume)
-        # Stored a feature at a time; each ticker gets a (bars, features) view of its own rows, whose
-        # few hundred KB a caller reads in cache (one transposing copy of the block would cost as much
-        # time again, and its memory).
+        # A feature at a time; each ticker gets a (bars, features) view (a transposed copy costs as much).
         by_feature = np.empty((len(kinds), len(block), longest))
         for j, raw in enumerate(feature_columns(block_bars, resolved)):
             values = transform(raw, kinds[j])

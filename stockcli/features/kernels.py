@@ -1,17 +1,8 @@
 """The numeric kernels of the indicators: (tickers, bars) float64 arrays in, the same shape out.
 
-Each ticker is one row, LEFT-aligned (row k holds its own bars in columns 0..len_k-1; the columns
-after it repeat its last bar and are thrown away), and every kernel runs once over the whole array:
-
-- ta's pandas arithmetic is replayed on numpy rows (elementwise operations are exact), and its
-  rolling and ewm calls run on the rows laid end to end or on a DataFrame whose columns are the
-  tickers: pandas applies the same kernel to each as to a Series, so each ticker gets ta's bits;
-- ta's Python loops (PSAR, ATR, ADX) and the EWMA volatility step through time with one vector of
-  tickers, each element doing ta's scalar arithmetic (tests/ta_oracles.py keeps the scalar loops);
-  below `PSAR_MIN_VECTOR_ROWS` rows PSAR's scalar loop (`psar`) runs row by row, faster there;
-- every kernel is causal, so what follows a ticker's last bar in its row cannot change its values.
-
-Tests (tests/ta_oracles.py, tests/test_features.py) hold every kernel to ta's own output.
+Each ticker is one LEFT-aligned row (the columns after its last bar repeat it; every kernel is causal,
+so they cannot change its values). ta's rolling and ewm calls run through pandas so that each ticker
+gets ta's bits; ta's Python loops step through time with one vector of tickers (tests/ta_oracles.py).
 """
 
 from __future__ import annotations
@@ -22,9 +13,7 @@ from typing import Any
 
 import numpy as np
 
-# Below this many rows PSAR runs its scalar loop row by row: a step of the vector loop is a few dozen
-# numpy calls whatever the rows (~60 us against 0.65 us a row; measured over 691 bars). For ATR, ADX
-# and the EWMA volatility the vector loop costs at most ~2 ms more for one row, and is faster from ten.
+# Below this many rows PSAR's scalar loop, row by row, is faster (a vector step costs ~60 us, a row 0.65 us).
 PSAR_MIN_VECTOR_ROWS = 96
 
 
@@ -89,10 +78,7 @@ def psar(
 def directional_indices(
     trs: np.ndarray, dip: np.ndarray, din: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """ta's +DI, -DI and DX from the Wilder sums of true range, +DM and -DM (0 where a sum is 0).
-
-    Elementwise, so the same for one ticker's (bars,) arrays as for many tickers' (tickers, bars).
-    """
+    """ta's +DI, -DI and DX from the Wilder sums of true range, +DM and -DM (0 where a sum is 0)."""
     nonzero = trs != 0
     safe = np.where(nonzero, trs, 1.0)
     di_pos = np.where(nonzero, 100 * (dip / safe), 0.0)
@@ -106,12 +92,7 @@ def directional_indices(
 
 
 def _window_view(values: np.ndarray, window: int) -> np.ndarray:
-    """Trailing windows along the last axis (bars): (..., bars - window + 1, window)."""
     return np.lib.stride_tricks.sliding_window_view(values, window, axis=-1)
-
-
-# MFI and CCI take one ticker's (bars,) arrays or many tickers' (tickers, bars): bars on the last
-# axis, and each ticker's values are the same either way.
 
 
 def mfi(
@@ -179,9 +160,8 @@ def rolling(
 ) -> np.ndarray:
     """pandas' `rolling(window, min_periods).<how>(**kwargs)` of each row (ta's `min_periods` default: window).
 
-    One pandas call over the rows laid end to end, with windows cut at each row's start: pandas'
-    kernels restart from scratch where a window does not overlap the previous one, so each row gets
-    the bits a Series of its own would (and 463 rows cost ~5x less than a DataFrame's columns).
+    One call over the rows laid end to end, windows cut at each row's start (pandas restarts there,
+    so each row gets a Series' bits; ~5x faster than a DataFrame's columns).
     """
     import pandas as pd
 
@@ -195,8 +175,7 @@ def rolling(
 
 
 def ewm_mean(values: np.ndarray, **kwargs: Any) -> np.ndarray:
-    """pandas' `ewm(**kwargs).mean()` of each row (a DataFrame's column: pandas runs its kernel column by
-    column)."""
+    """pandas' `ewm(**kwargs).mean()` of each row."""
     import pandas as pd
 
     frame = pd.DataFrame(values.T, copy=False)
@@ -323,8 +302,7 @@ def adx_many(
     return adx_out, pos_out, neg_out
 
 
-# Rows per call of a sliding-window indicator: its (rows, bars, window) temporaries stay ~2 MB (all
-# 500 tickers at once: ~50 MB each, slower for leaving the cache, and the run's peak memory).
+# Rows per call of a sliding-window indicator: its temporaries stay in cache (~2 MB, not ~50 MB).
 _WINDOW_CHUNK_ROWS = 16
 
 
@@ -346,8 +324,7 @@ def log_returns_many(close: np.ndarray) -> np.ndarray:
 
 
 def realized_vol_many(close: np.ndarray, window: int = 20) -> np.ndarray:
-    """log of the standard deviation (ddof 1) of the last `window` daily log returns of each row
-    (NaN before: the first value needs `window` returns, i.e. `window` + 1 closes)."""
+    """log of the standard deviation (ddof 1) of the last `window` daily log returns of each row."""
     returns = log_returns_many(close)
     rows, n = close.shape
     out = np.full((rows, n), np.nan)
@@ -359,13 +336,8 @@ def realized_vol_many(close: np.ndarray, window: int = 20) -> np.ndarray:
 
 
 def ewm_vol_many(close: np.ndarray, decay: float = 0.94, seed_window: int = 20) -> np.ndarray:
-    """log of the exponentially weighted volatility of each row's daily log returns (RiskMetrics).
-
-    With r_t = log(close_t / close_(t-1)): v at t = seed_window is the mean of r_1..r_seed_window
-    squared, then v_t = decay * v_(t-1) + (1 - decay) * r_t^2; the value at t uses returns up to t
-    only. The seed's weight decays as decay^n, so a history cut 500 sessions earlier gives the same
-    values to ~1e-13 (the forecasting primitive relies on that).
-    """
+    """log of the exponentially weighted volatility of each row's daily log returns (RiskMetrics):
+    seeded by the first `seed_window` squared returns, then v_t = decay v_(t-1) + (1 - decay) r_t^2."""
     rows, n = close.shape
     out = np.full((rows, n), np.nan)
     if n <= seed_window:

@@ -322,17 +322,10 @@ def _save(
         engine,
         run_id=run_id,
         as_of=as_of,
-        tickers=tickers,
-        feature_names=panel.feature_names,
         feature_spec=spec,
         config=config,
         content_hash=digest,
-        dates=panel.dates,
-        features=panel.features,
-        closes=panel.closes,
-        target_price=panel.target_price,
-        target_return=panel.target_return,
-        mask=panel.mask(),
+        panel=panel,
     )
 
 

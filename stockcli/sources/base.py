@@ -1,13 +1,8 @@
 """The one small interface every market-data source implements, plus what they share.
 
-A source turns a ticker and a date range into a *normalized* frame: a naive DatetimeIndex of session
-dates named `date`, oldest first, each date once, columns open/high/low/close (float64) and volume
-(int64). Rows that fail validation are dropped and counted, never stored. Structural problems (a CSV
-without a column, an unparsable date...) raise `InputDataError`; transient network trouble raises
-`TransientSourceError`, which the caller retries with backoff (`fetch_with_retries`).
-
-`drop_implausible_jumps` is the one check that needs the past beyond the frame (the last stored close),
-so the fetch service applies it, not the sources.
+A source returns a normalized frame (naive DatetimeIndex `date`, oldest first, each date once; float64
+prices, int64 volume); invalid rows are dropped and counted. The fetch service applies
+`drop_implausible_jumps`, which needs the last stored close.
 """
 
 from __future__ import annotations
@@ -29,12 +24,10 @@ logger = logging.getLogger(__name__)
 PRICE_COLUMNS = ("open", "high", "low", "close")
 BAR_COLUMNS = (*PRICE_COLUMNS, "volume")
 
-# Prices are published rounded (cents, or 4 decimals for indices), so High can sit a rounding step
-# below Close: only a gap beyond this counts as an inconsistent bar.
+# Prices are published rounded, so High can sit a rounding step below Close.
 ROUNDING_ABS = 0.01
 ROUNDING_REL = 1e-6
 
-# Rejection reasons that callers and tests refer to.
 CONFLICTING_DUPLICATE = "conflicting duplicate date"
 IMPLAUSIBLE_JUMP = "implausible jump"
 PRICE_OUT_OF_RANGE = "price out of range"
@@ -43,9 +36,8 @@ VOLUME_OUT_OF_RANGE = "volume out of range"
 # A day's own move around a split: a close within this (relative) of a whole ratio reads as one.
 SPLIT_RATIO_TOLERANCE = 0.1
 
-# What the columns can hold (`db.models`): prices are finite doubles, volumes 64-bit integers. A
-# value beyond is a corrupt row, rejected like the others, never cast into a wrapped-around number.
-VOLUME_LIMIT = 2.0**63  # the first float64 above BigInteger's maximum, 2**63 - 1
+# A volume beyond BigInteger (the first float64 above 2**63 - 1) is a corrupt row, never wrapped around.
+VOLUME_LIMIT = 2.0**63
 
 
 @dataclass(frozen=True, eq=False)
@@ -56,8 +48,7 @@ class SourceBars:
     bars: pd.DataFrame
     rejected: int = 0
     rejected_reasons: Mapping[str, int] = field(default_factory=dict)
-    # Why `bars` is empty, when the source knows (e.g. "possibly delisted").
-    note: str | None = None
+    note: str | None = None  # why `bars` is empty, when the source knows
 
 
 class BarSource(Protocol):
@@ -86,8 +77,7 @@ def empty_bars() -> pd.DataFrame:
 
 
 def adjusted_to_close(frame: pd.DataFrame) -> pd.DataFrame:
-    """A raw frame with its `adj_close` column, if any, applied: unadjusted OHLC next to an adjusted
-    close are all moved onto the adjusted basis."""
+    """A raw frame with its `adj_close` column, if any, applied to every price."""
     if "adj_close" in frame.columns:
         ratio = frame["adj_close"] / frame["close"]
         for name in PRICE_COLUMNS:
@@ -97,13 +87,11 @@ def adjusted_to_close(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def validate_bars(raw: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, int]]:
-    """Drop the rows that cannot be real bars; return the clean frame and rejection counts by reason.
+    """Drop the rows that cannot be real bars; return the clean frame and rejection counts by reason
+    (each row under the first that applies).
 
-    `raw` has a naive DatetimeIndex and float columns open, high, low, close, volume (NaN = missing).
-    Each rejected row is counted once, under the first reason that applies. A date given more than
-    once keeps one row when its rows are identical; when they differ nobody can tell which is right,
-    so none of them is kept (`conflicting duplicate date`): a later fetch re-reads that date in its
-    overlap once the source agrees with itself again.
+    A date given twice keeps one row when its rows are identical and none when they differ (a later
+    fetch re-reads it in its overlap).
     """
     import numpy as np
     import pandas as pd
@@ -138,16 +126,12 @@ def validate_bars(raw: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, int]]:
     keep = ~rejected
     clean = prices[keep].copy()
     clean["volume"] = np.round(volume[keep].to_numpy()).astype("int64")
-    # Second resolution, like the frames `db.bars.load_bars` returns.
     clean.index = pd.DatetimeIndex(raw.index[keep], name="date").as_unit("s")
     return clean.sort_index(), reasons
 
 
 def _resolve_duplicate_dates(raw: pd.DataFrame) -> tuple[pd.DataFrame, int]:
-    """One row per date: identical repeats collapse; every row of a date whose rows differ is dropped.
-
-    Returns the frame and how many rows were dropped for conflicting.
-    """
+    """One row per date (identical repeats collapse, conflicting dates drop); the frame and the count."""
     import numpy as np
 
     values = raw[list(BAR_COLUMNS)].astype("float64")
@@ -163,15 +147,10 @@ def _resolve_duplicate_dates(raw: pd.DataFrame) -> tuple[pd.DataFrame, int]:
 def drop_implausible_jumps(
     bars: pd.DataFrame, *, max_jump_factor: float, previous_close: float | None = None
 ) -> tuple[pd.DataFrame, int]:
-    """Drop the bars whose prices jump by more than `max_jump_factor` from the previous valid close.
+    """Drop the bars with a price beyond `max_jump_factor` (or its inverse) times the previous kept
+    close (for the first bar, `previous_close`); a dropped bar is never a reference. 0 disables it.
 
-    Causal: a bar is compared only with the past, namely the close of the previous bar kept in this
-    frame or, for the first bar, `previous_close` (the last stored close before the frame, when there
-    is one). A dropped bar is never a reference for the next one, so one absurd bar (a 100x close, a
-    High 100x the close) cannot drag its neighbours out with it. A bar is implausible when any of
-    its open, high, low or close is above `max_jump_factor` times, or below 1/`max_jump_factor` of,
-    that reference. `bars` must be validated (positive prices, oldest first); 0 disables the check.
-    Returns the kept bars and how many were dropped.
+    `bars` must be validated. Returns the kept bars and how many were dropped.
     """
     if max_jump_factor <= 0 or bars.empty:
         return bars, 0
@@ -197,10 +176,9 @@ def drop_implausible_jumps(
 def suspected_split(
     bars: pd.DataFrame, kept: pd.DataFrame, *, previous_close: float | None = None
 ) -> tuple[date, float] | None:
-    """(first day, price factor) when the bars `drop_implausible_jumps` dropped from `bars` (leaving
-    `kept`) look like an unadjusted split: from one day on every bar is dropped, at least two, and
-    that day's close moved by a near-integer ratio or its inverse (x0.1 for a 10:1 split, x5 for a 1:5
-    reverse split) from the close before it (or `previous_close`). None otherwise.
+    """(first day, price factor) when the bars dropped from `bars` (leaving `kept`) look like an
+    unadjusted split: every bar from one day on (at least two), moved by a near-integer ratio or its
+    inverse from the close before. None otherwise.
     """
     import numpy as np
 
@@ -247,11 +225,8 @@ def fetch_with_retries(
     backoff_s: float,
     sleep: Callable[[float], None] = time.sleep,
 ) -> SourceBars:
-    """`source.fetch`, retried on TransientSourceError up to `max_retries` times with exponential backoff.
-
-    The n-th retry waits `backoff_s * 2**(n-1)` seconds. After the last retry the error is raised
-    with the number of attempts in its message.
-    """
+    """`source.fetch`, retried on TransientSourceError up to `max_retries` times, the n-th after
+    `backoff_s * 2**(n-1)` seconds."""
     attempt = 0
     while True:
         try:

@@ -1,12 +1,8 @@
-"""The `csv` source: a folder of `<TICKER>.csv` files with `Date,Open,High,Low,Close,Volume`.
+"""The `csv` source: a folder of `<TICKER>.csv` files with `Date,Open,High,Low,Close,Volume`
+(`GSPC.csv` may hold `^GSPC`; names case-insensitive; an optional `Adj Close` is applied).
 
-A file may drop the leading `^` of an index ticker (`GSPC.csv` holds `^GSPC`). Column names are matched
-case-insensitively; an optional `Adj Close` column rescales the prices onto its adjusted basis.
-Structural problems raise `InputDataError` naming the file, line and column (never quoting the text:
-the file may be anything), and nothing of that file is used:
-a missing column, a row with the wrong number of fields, an unparsable date, a date given twice, or
-text in a number column. Empty cells (or `null`, `NaN`) are missing values: such rows are rejected and
-counted by validation, like a High below its Low.
+A structural problem raises `InputDataError` naming the file, line and column, never quoting the text
+(the file may be anything). Empty cells (or `null`, `NaN`) are missing values, rejected by validation.
 """
 
 from __future__ import annotations
@@ -15,7 +11,7 @@ import csv
 import math
 from datetime import date, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from stockcli.errors import InputDataError
 from stockcli.sources.base import SourceBars, adjusted_to_close, empty_bars, finish
@@ -44,8 +40,7 @@ def file_names(ticker: str) -> list[str]:
 
 
 def _columns(header: list[str]) -> tuple[list[str], dict[str, int], list[str]]:
-    """A header's column names (lower case, aliases resolved), the position of each known column,
-    and the number columns present."""
+    """A header's names (lower case, aliases resolved), each known column's position, the numbers present."""
     names = [_ALIASES.get(cell.strip().lower(), cell.strip().lower()) for cell in header]
     position = {name: names.index(name) for name in (*REQUIRED_COLUMNS, "adj_close") if name in names}
     return names, position, [name for name in NUMBER_COLUMNS if name in position]
@@ -69,26 +64,15 @@ def _parse_number(text: str) -> float:
 
 
 def read_bars_csv(path: Path) -> pd.DataFrame:
-    """Parse a bar file into a raw frame (naive DatetimeIndex; float open, high, low, close, volume).
-
-    Raises InputDataError naming the file and line for structural problems.
-    """
+    """Parse a bar file into a raw frame; InputDataError naming the file and line for a structural problem."""
     parsed = _read_plain_bars_csv(path)
     return parsed if parsed is not None else _read_bars_csv_checked(path)
 
 
 def _read_plain_bars_csv(path: Path) -> pd.DataFrame | None:
-    """The frame of a well-formed file, parsed a column at a time; None for anything unusual.
-
-    The same tokenizer as `_read_bars_csv_checked` and the same conversions (`float` of each
-    number, which strips blanks exactly as `_parse_number` does; `date.fromisoformat` of each
-    stripped date), but a whole column per call: ~10x faster on a 10-year file. Whatever that
-    parse would treat specially (a missing-value marker, a timestamp, a wrong field count, a date
-    given twice, bad bytes) makes this return None, and the checked parser reads the file again
-    and decides, with its line-numbered errors.
-    """
+    """The frame of a well-formed file, parsed a column at a time (~10x faster); None for anything
+    the checked parser would treat specially (a marker, a timestamp, a field count, a repeated date)."""
     import numpy as np
-    import pandas as pd
 
     try:
         with path.open(newline="", encoding="utf-8-sig") as handle:
@@ -118,6 +102,12 @@ def _read_plain_bars_csv(path: Path) -> pd.DataFrame | None:
         return None
     for values in numbers.values():
         values[~np.isfinite(values)] = np.nan  # as `_parse_number`: nan and inf are missing values
+    return _frame(numbers, dates)
+
+
+def _frame(numbers: dict[str, Any], dates: list[date]) -> pd.DataFrame:
+    import pandas as pd
+
     frame = pd.DataFrame(numbers, index=pd.DatetimeIndex(pd.to_datetime(dates), name="date"))
     return adjusted_to_close(frame).sort_index()
 
@@ -125,7 +115,6 @@ def _read_plain_bars_csv(path: Path) -> pd.DataFrame | None:
 def _read_bars_csv_checked(path: Path) -> pd.DataFrame:
     """`read_bars_csv` a row and a cell at a time, with an error naming the line of any problem."""
     import numpy as np
-    import pandas as pd
 
     def fail(line: int, what: str) -> InputDataError:
         return InputDataError(f"{path} line {line}: {what}.", hint=_HINT)
@@ -184,16 +173,10 @@ def _read_bars_csv_checked(path: Path) -> pd.DataFrame:
                 hint=_HINT,
             ) from None
 
-    frame = pd.DataFrame(
-        {name: np.asarray(values[name], dtype="float64") for name in columns_present},
-        index=pd.DatetimeIndex(pd.to_datetime(dates), name="date"),
-    )
-    return adjusted_to_close(frame).sort_index()
+    return _frame({name: np.asarray(values[name], dtype="float64") for name in columns_present}, dates)
 
 
-# Parsed files, shared by every CsvSource of the process and keyed by (path, mtime, size), so a changed
-# file is read again. A backtest fetches every session with a new source object, and parsing the
-# sample's four files again each time was half of the time of a replayed session.
+# Parsed files of the process by (path, mtime, size): a backtest's new source each session reuses them.
 _PARSED: dict[tuple[Path, int, int], pd.DataFrame] = {}
 _PARSED_MAX = 64
 
@@ -207,8 +190,7 @@ class CsvSource:
         self._cache = _PARSED
 
     def path_for(self, ticker: str) -> Path | None:
-        """The file of `ticker` in the folder, or None. Raises InputDataError for a symlink that
-        leads out of the folder: it is never followed (`GOOG.csv -> /etc/shadow`)."""
+        """The file of `ticker` in the folder, or None; InputDataError for a symlink out of the folder."""
         folder = self.directory.resolve()
         for file_name in file_names(ticker):
             candidate = self.directory / file_name

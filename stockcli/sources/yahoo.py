@@ -1,17 +1,9 @@
 """The `yahoo` source: daily bars through yfinance 1.x (`yf.download`, one ticker per call).
 
-yfinance's quirks, handled here so nothing above sees them:
-- `download` returns MultiIndex columns (Price, Ticker); `Adj Close` may be there or not (with
-  `auto_adjust=True` the prices are already adjusted; if it is there, prices are moved onto its basis).
-- With `ignore_tz=False` the index is tz-aware in the ticker's exchange time zone; the session date is
-  the date on that exchange's wall clock (a UTC index is first converted to the configured exchange).
-- A session date given twice with different values keeps neither (see `base.validate_bars`): which
-  one is right cannot be told, and the next fetch's overlap re-reads that date.
-- `download` never raises for a ticker: it logs the error and returns an empty frame. The errors are
-  read from its logger: a rate limit (`YFRateLimitError`) or a timeout becomes `TransientSourceError`
-  (retried by the caller), a missing ticker ("possibly delisted") an empty result (no data), anything
-  else `SourceError`.
-- Its time-zone cache lives in `<data_dir>/yfinance`, not in the user's home.
+yfinance's quirks stop here: MultiIndex columns, an optional `Adj Close`, a tz-aware index (the
+session date is the exchange's wall-clock date), and errors logged instead of raised (read from its
+logger: a rate limit or timeout is transient, "possibly delisted" no data, anything else a failure).
+Its time-zone cache lives in `<data_dir>/yfinance`.
 """
 
 from __future__ import annotations
@@ -81,11 +73,8 @@ class _ErrorCapture(logging.Handler):
 
 
 def normalize_yahoo_frame(frame: pd.DataFrame, ticker: str, *, exchange_tz: str) -> pd.DataFrame:
-    """A yfinance frame as a raw bar frame: naive session-date index, float open..volume columns.
-
-    Accepts `download`'s MultiIndex columns (Price, Ticker) and `Ticker.history`'s flat ones, a
-    tz-aware or naive index, with or without `Adj Close`. Raises SourceError when columns are missing.
-    """
+    """A yfinance frame (`download`'s or `Ticker.history`'s) as a raw bar frame; SourceError when
+    columns are missing."""
     import pandas as pd
 
     data = frame
@@ -119,15 +108,13 @@ def normalize_yahoo_frame(frame: pd.DataFrame, ticker: str, *, exchange_tz: str)
     if index.tz is not None:
         if str(index.tz) in _UTC_NAMES:
             index = index.tz_convert(exchange_tz)
-        # The wall-clock date on the exchange is the session date (daily bars are stamped at midnight).
-        index = index.tz_localize(None)
+        index = index.tz_localize(None)  # daily bars are stamped at the exchange's midnight
     columns = (*BAR_COLUMNS, "adj_close") if "adj_close" in data.columns else BAR_COLUMNS
     raw = pd.DataFrame(
         {name: pd.to_numeric(data[name], errors="coerce").astype("float64").to_numpy() for name in columns},
         index=pd.DatetimeIndex(index.normalize(), name="date"),
     )
-    # A date can arrive twice (yfinance dedups the live bar itself, but two timestamps of one day end
-    # up on the same session date): validation keeps one of identical rows and none of conflicting ones.
+    # A date arriving twice (two timestamps of one day) is settled by validation.
     return adjusted_to_close(raw).sort_index(kind="stable")
 
 
@@ -177,8 +164,7 @@ class YahooSource:
                     multi_level_index=True,
                     timeout=self.timeout_s,
                 )
-        except Exception as exc:
-            # download() swallows per-ticker errors, but be safe against anything it lets through.
+        except Exception as exc:  # download() swallows per-ticker errors, but not necessarily all
             kind, text = type(exc).__name__, str(exc)
             if classify(kind, text) != "no_data":
                 raise self._error(ticker, kind, text) from exc
