@@ -12,7 +12,7 @@ import math
 import os
 import random
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
@@ -31,6 +31,21 @@ if TYPE_CHECKING:
 EpochCallback = Callable[[int, float, float], None]
 
 
+def check_choice(what: str, value: str, allowed: Sequence[str]) -> None:
+    """Raise ConfigError unless `value` (a `what`) is one of `allowed`."""
+    if value not in allowed:
+        raise ConfigError(f"Unknown {what} {value!r}.", hint=f"Use one of {', '.join(allowed)}.")
+
+
+def check_architecture(*, dropout: float | None = None, **sizes: int) -> None:
+    """Raise ConfigError for a size below 1 (in the order given), then for a dropout outside [0, 1)."""
+    for name, size in sizes.items():
+        if size < 1:
+            raise ConfigError(f"{name} must be at least 1, got {size}.")
+    if dropout is not None and not 0.0 <= dropout < 1.0:
+        raise ConfigError(f"dropout must be in [0, 1), got {dropout}.")
+
+
 @dataclass(frozen=True)
 class TrainParams:
     """The hyper-parameters of one training run (architecture and optimisation)."""
@@ -46,19 +61,10 @@ class TrainParams:
     grad_clip: float = 1.0  # max gradient norm; 0 turns clipping off
 
     def __post_init__(self) -> None:
-        if self.model_type not in MODEL_TYPES:
-            raise ConfigError(
-                f"Unknown model type {self.model_type!r}.", hint=f"Use one of {', '.join(MODEL_TYPES)}."
-            )
-        if self.distribution not in DISTRIBUTIONS:
-            raise ConfigError(
-                f"Unknown distribution {self.distribution!r}.", hint=f"Use one of {', '.join(DISTRIBUTIONS)}."
-            )
-        for name in ("hidden_size", "num_layers", "batch_size", "num_heads"):
-            if int(getattr(self, name)) < 1:
-                raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}.")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}.")
+        check_choice("model type", self.model_type, MODEL_TYPES)
+        check_choice("distribution", self.distribution, DISTRIBUTIONS)
+        names = ("hidden_size", "num_layers", "batch_size", "num_heads")
+        check_architecture(dropout=self.dropout, **{name: getattr(self, name) for name in names})
         if not self.learning_rate > 0.0:
             raise ConfigError(f"learning_rate must be positive, got {self.learning_rate}.")
         if self.grad_clip < 0.0:
