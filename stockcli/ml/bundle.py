@@ -71,10 +71,6 @@ class ModelBundle:
         return date(*(int(part) for part in match.groups())) if match else None
 
 
-def _state_dict_arrays(model: nn.Module) -> dict[str, Any]:
-    return {name: tensor.detach().cpu().numpy() for name, tensor in model.state_dict().items()}
-
-
 def write_bundle(
     folder: Path,
     *,
@@ -100,7 +96,8 @@ def write_bundle(
     requirements = _requirements()
     (folder / REQUIREMENTS_FILE).write_text("\n".join(requirements) + "\n", encoding="utf-8")
     weights_path = folder / WEIGHTS_FILE
-    np.savez(weights_path, allow_pickle=False, **_state_dict_arrays(model))
+    arrays = {name: tensor.detach().cpu().numpy() for name, tensor in model.state_dict().items()}
+    np.savez(weights_path, allow_pickle=False, **arrays)
     bundle = {
         "format": BUNDLE_FORMAT,
         "model_config": dict(model_config),
@@ -248,11 +245,11 @@ def read_bundle(
             dataset_run_id=str(bundle["dataset_run_id"]),
             version=version,
             training_run_id=bundle.get("training_run_id"),
-            training_params=dict(bundle.get("training_params") or {}),
-            metrics=dict(bundle.get("metrics") or {}),
+            **{
+                key: dict(bundle.get(key) or {})
+                for key in ("training_params", "metrics", "calibration", "baselines")
+            },
             context_tickers=tuple(bundle.get("context_tickers") or ()),
-            calibration=dict(bundle.get("calibration") or {}),
-            baselines=dict(bundle.get("baselines") or {}),
             bundle_sha256=actual_sha256,
         )
     except (KeyError, TypeError, ValueError, AttributeError) as exc:

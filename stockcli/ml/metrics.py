@@ -108,16 +108,15 @@ class MetricBlock:
         plain: dict[str, Any] = {
             "model": self.model.to_json(),
             "naive": self.naive.to_json(),
-            "skill": self.skill,
-            "skill_low": self.skill_low,
-            "skill_high": self.skill_high,
-            "n_days": self.n_days,
-            "up_fraction": self.up_fraction,
+            **{
+                name: getattr(self, name)
+                for name in ("skill", "skill_low", "skill_high", "n_days", "up_fraction")
+            },
             "intervals": _json_or_none(self.intervals),
             "baselines": {name: _json_or_none(values) for name, values in self.baselines.items()},
         }
         if self.scored is not None:
-            plain.update({item.name: getattr(self.scored, item.name) for item in fields(self.scored)})
+            plain.update(asdict(self.scored))
         return plain
 
     @classmethod
@@ -130,11 +129,8 @@ class MetricBlock:
         return cls(
             model=PointFigures.from_json(plain.get("model") or {}),
             naive=PointFigures.from_json(plain.get("naive") or {}),
-            skill=plain.get("skill"),
-            skill_low=plain.get("skill_low"),
-            skill_high=plain.get("skill_high"),
+            **{name: plain.get(name) for name in ("skill", "skill_low", "skill_high", "up_fraction")},
             n_days=int(plain.get("n_days") or 0),
-            up_fraction=plain.get("up_fraction"),
             intervals=intervals(plain.get("intervals")),
             baselines={name: intervals(values) for name, values in (plain.get("baselines") or {}).items()},
         )
@@ -201,10 +197,12 @@ def brier_scores(p_up: np.ndarray, *, actual: np.ndarray, base: np.ndarray) -> n
 
 def log_quantiles(quantile_closes: np.ndarray, base: np.ndarray) -> np.ndarray:
     """(n, 5) close quantiles as log returns from the base close."""
+    return _log_returns(quantile_closes, np.asarray(base, dtype=np.float64)[:, None])
+
+
+def _log_returns(closes: np.ndarray, base: np.ndarray) -> np.ndarray:
     with np.errstate(divide="ignore", invalid="ignore"):
-        return np.log(
-            np.asarray(quantile_closes, dtype=np.float64) / np.asarray(base, dtype=np.float64)[:, None]
-        )
+        return np.log(np.asarray(closes, dtype=np.float64) / np.asarray(base, dtype=np.float64))
 
 
 def loss_series(
@@ -230,9 +228,7 @@ def loss_series(
     if metric in INTERVAL_LOSSES:
         if quantiles is None:
             return np.full(len(actual), np.nan)
-        q = log_quantiles(quantiles, base)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            y = np.log(actual / base)
+        q, y = log_quantiles(quantiles, base), _log_returns(actual, base)
         if metric == "winkler_95":
             low, high = INTERVAL_COLUMNS[95]
             return winkler_scores(q[:, low], q[:, high], y, MISCOVERAGE[95])
@@ -282,8 +278,7 @@ def interval_metrics(
     complete = np.isfinite(q).all(axis=1)
     if not complete.any():
         return None
-    with np.errstate(divide="ignore", invalid="ignore"):
-        y = np.log(np.asarray(actual, dtype=np.float64) / np.asarray(base, dtype=np.float64))
+    y = _log_returns(actual, base)
     return IntervalFigures(**interval_block(q[complete], y[complete]))  # type: ignore[arg-type]
 
 
