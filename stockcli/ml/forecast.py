@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date
 from typing import TYPE_CHECKING, Any
 
@@ -86,7 +86,6 @@ def forecast(
     `missing` instead of failing the others.
     """
     from stockcli.features.dataset import build_inputs
-    from stockcli.ml.training import predict_distribution
 
     inputs = build_inputs(
         spec=bundle.spec,
@@ -97,49 +96,33 @@ def forecast(
         sessions=sessions,
         use_spec_start=use_spec_start,
     )
-    windows = inputs.windows
-    with _single_thread_for(len(windows)):
-        raw = predict_distribution(bundle.model, windows, device=device)
-    return _result(
-        windows,
-        raw,
-        bundle.scalers["target"],
+    with _single_thread_for(len(inputs.windows)):
+        result = forecast_windows(bundle, bundle.scalers, inputs.windows, device=device)
+    return replace(
+        result,
         as_of_dates=list(inputs.as_of_dates),
         missing=list(inputs.missing),
         model_version=bundle.version,
     )
 
 
-def forecast_windows(bundle_or_model: Any, scalers: Mapping[str, Any], windows: WindowSet) -> ForecastResult:
+def forecast_windows(
+    bundle_or_model: Any, scalers: Mapping[str, Any], windows: WindowSet, *, device: str = "cpu"
+) -> ForecastResult:
     """The same result for prepared windows (a built dataset's split), in return units."""
+    from stockcli.features.dataset import unscale_return
     from stockcli.ml.training import predict_distribution
 
-    model = getattr(bundle_or_model, "model", bundle_or_model)
-    raw = predict_distribution(model, windows)
-    return _result(windows, raw, scalers["target"], as_of_dates=list(windows.base_dates))
-
-
-def _result(
-    windows: WindowSet,
-    raw: np.ndarray,
-    target: Mapping[str, Any],
-    *,
-    as_of_dates: list[date],
-    missing: list[Unforecastable] | None = None,
-    model_version: str | None = None,
-) -> ForecastResult:
-    from stockcli.features.dataset import unscale_return
-
+    raw = predict_distribution(getattr(bundle_or_model, "model", bundle_or_model), windows, device=device)
+    target = scalers["target"]
     return ForecastResult(
         tickers=windows.tickers,
-        as_of_dates=as_of_dates,
+        as_of_dates=list(windows.base_dates),
         base_dates=list(windows.base_dates),
         base_closes=np.asarray(windows.base_closes, dtype=np.float64),
         loc=unscale_return(target, raw[:, 0]),
         scale=raw[:, 1] * float(target["scale"]),
         df=raw[:, 2].copy(),
-        missing=list(missing or []),
-        model_version=model_version,
     )
 
 
