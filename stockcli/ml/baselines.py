@@ -38,9 +38,6 @@ _EWMA_LAMBDA = 0.94
 _GARCH_PARAMETERS = ("mu", "omega", "alpha", "beta", "nu")
 
 
-# --- rolling band --------------------------------------------------------------------------------
-
-
 def rolling_band_quantiles_at(
     log_returns: np.ndarray, rows: np.ndarray, window: int = ROLLING_WINDOW
 ) -> np.ndarray:
@@ -71,9 +68,6 @@ def _rows_among_finite(
         return finite_index, place, np.zeros(rows.size, dtype=bool)
     own = (place < finite_index.size) & (finite_index[np.minimum(place, finite_index.size - 1)] == rows)
     return finite_index, place, own & (place >= needed - 1)
-
-
-# --- GARCH(1,1)-t --------------------------------------------------------------------------------
 
 
 def fit_garch(

@@ -150,11 +150,8 @@ def _single_thread_for(n_windows: int) -> Iterator[None]:
         torch.set_num_threads(threads)
 
 
-# --- the distribution ----------------------------------------------------------------------------------
 # Quantiles and P(up) come from scipy, not torch.distributions: torch's StudentT has no cdf or icdf
 # (the likelihood the network is trained by is torch's: `networks.predictive_distribution`).
-
-
 def _standard_ppf(levels: Sequence[float], df: np.ndarray) -> np.ndarray:
     from scipy import stats
 
@@ -186,9 +183,6 @@ def prob_up(loc: np.ndarray, scale: np.ndarray, df: np.ndarray) -> np.ndarray:
     if finite.any():
         out[finite] = stats.t.cdf(ratio[finite], df[finite])
     return np.asarray(out, dtype=np.float64)
-
-
-# --- split conformal calibration -----------------------------------------------------------------------
 
 
 def fit_calibration(result: ForecastResult, actual_returns: np.ndarray) -> dict[str, Any]:
@@ -272,9 +266,6 @@ def calibrated_tail_quantiles(
             widths = [conformal_quantile(scores, 2.0 * level) for level in levels]
             out[i] = result.loc[i] - result.scale[i] * np.asarray(widths)
     return np.asarray(out, dtype=np.float64)
-
-
-# --- baselines on the same rows ------------------------------------------------------------------------
 
 
 def close_log_returns(closes: np.ndarray, sessions: int = 1) -> np.ndarray:

@@ -41,9 +41,6 @@ INTERVAL_METRIC_KEYS = (
 BEYOND_MAX_SCORE_FACTOR = 1.5
 
 
-# --- metrics -------------------------------------------------------------------------------------
-
-
 def coverage(lower: np.ndarray, upper: np.ndarray, actual: np.ndarray) -> float | None:
     """Share of observations with lower <= actual <= upper; None when no observation is complete."""
     low, high, value = _broadcast_float(lower, upper, actual)
@@ -138,9 +135,6 @@ def sort_quantiles(quantiles: np.ndarray) -> np.ndarray:
     return np.where(incomplete, predicted, rearranged)
 
 
-# --- split conformal -----------------------------------------------------------------------------
-
-
 def conformal_scores(actual_z: np.ndarray) -> np.ndarray:
     """Conformity scores |z| of normalized residuals, sorted ascending, NaN dropped."""
     z = np.asarray(actual_z, dtype=np.float64).ravel()
@@ -192,9 +186,6 @@ def quantiles_from_halfwidths(
     return mu.reshape(-1)[:, None] + sigma.reshape(-1)[:, None] * offsets[None, :]
 
 
-# --- adaptive conformal inference ----------------------------------------------------------------
-
-
 def aci_update(alpha_t: float, target_alpha: float, miss: bool, gamma: float) -> float:
     """One step of adaptive conformal inference (Gibbs & Candès, NeurIPS 2021).
 
@@ -203,9 +194,6 @@ def aci_update(alpha_t: float, target_alpha: float, miss: bool, gamma: float) ->
     Larger gamma adapts faster but jumps more.
     """
     return float(alpha_t + gamma * (target_alpha - float(bool(miss))))
-
-
-# --- helpers -------------------------------------------------------------------------------------
 
 
 def _quantile_rows(quantiles: np.ndarray, actual: np.ndarray, n_levels: int) -> tuple[np.ndarray, np.ndarray]:

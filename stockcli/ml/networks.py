@@ -128,9 +128,6 @@ def model_from_config(config: dict[str, Any]) -> nn.Module:
     return NETWORKS[model_type](**kwargs)
 
 
-# --- the likelihood --------------------------------------------------------------------------------
-
-
 def predictive_distribution(output: torch.Tensor, distribution: str) -> Normal | StudentT:
     """The next-return distributions of a batch from the network's output (batch, 3): loc, scale, df."""
     loc, scale = output[:, 0], output[:, 1]
@@ -156,9 +153,6 @@ def _unchecked_arguments() -> Iterator[None]:
 def distribution_nll(output: torch.Tensor, target: torch.Tensor, distribution: str) -> torch.Tensor:
     """Mean negative log-likelihood of `target` (batch,) under the predicted distributions (batch, 3)."""
     return -predictive_distribution(output, distribution).log_prob(target).mean()
-
-
-# --- the networks ----------------------------------------------------------------------------------
 
 
 class DistributionHead(nn.Module):

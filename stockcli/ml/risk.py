@@ -72,9 +72,6 @@ BASEL_RED = 0.9999
 """Basel (1996) traffic light: yellow from P(X <= exceptions) >= 95%, red from 99.99%."""
 
 
-# --- figures ---------------------------------------------------------------------------------------
-
-
 @dataclass(frozen=True)
 class RiskFigures:
     """VaR and ES at 95% and 99% per forecast row, losses as positive simple returns (NaN where a row is
@@ -123,9 +120,6 @@ def _expected_shortfall(losses: np.ndarray, tail: float) -> np.ndarray:
     """Mean loss over the tail (0, tail): mass-weighted losses of the cells below `tail`."""
     cells = _CELL_EDGES[1:] <= tail + 1e-12
     return losses[:, _NODE_COLUMNS[cells]] @ _CELL_MASS[cells] / tail
-
-
-# --- coverage tests --------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -212,9 +206,6 @@ def _check_counts(exceptions: int, n: int, p: float) -> None:
         raise InputDataError(f"The exception probability must be in (0, 1), got {p}.")
 
 
-# --- Expected Shortfall --------------------------------------------------------------------------------
-
-
 @dataclass(frozen=True)
 class Z2Test:
     """Acerbi–Székely's Z2 (0 under H0, negative when ES is underestimated), its one-sided simulated p-value
@@ -279,9 +270,6 @@ def _tail_draws(
         positions = np.concatenate([positions, more])
     positions = positions[positions < trials]
     return positions // sessions, positions % sessions, alpha * rng.random(positions.size)
-
-
-# --- horizons and the one backtest ------------------------------------------------------------------------
 
 
 def non_overlapping(base_sessions: Sequence[int] | np.ndarray, horizon: int) -> np.ndarray:
