@@ -513,14 +513,17 @@ def candidate_loss_panels(
     items = [_as_mapping(row) for row in rows]
     if not items:
         return {}, []
-    tickers, dates, actual, base = _columns(items)
-    panels = {
-        name: panel_of(
-            loss_series(metric, predicted=base, actual=actual, base=base, quantiles=values), dates, tickers
-        )[0]
-        for name, values in _candidate_closes(items).items()
-    }
-    return panels, sorted(set(dates))
+    columns = _columns(items)
+    panels = {name: _loss_panel(columns, metric, values) for name, values in _candidate_closes(items).items()}
+    return panels, sorted(set(columns[1]))
+
+
+def _loss_panel(
+    columns: tuple[list[str], list[date], np.ndarray, np.ndarray], metric: str, quantiles: np.ndarray
+) -> np.ndarray:
+    tickers, dates, actual, base = columns
+    losses = loss_series(metric, predicted=base, actual=actual, base=base, quantiles=quantiles)
+    return panel_of(losses, dates, tickers)[0]
 
 
 SERVED = "served"
@@ -534,10 +537,7 @@ def interval_loss_panels(rows: Sequence[Mapping[str, Any]], metric: str) -> dict
     panels, _dates = candidate_loss_panels(items, metric)
     if not items:
         return panels
-    tickers, dates, actual, base = _columns(items)
-    served = _served_quantiles(items)
-    losses = loss_series(metric, predicted=base, actual=actual, base=base, quantiles=served)
-    panels[SERVED] = panel_of(losses, dates, tickers)[0]
+    panels[SERVED] = _loss_panel(_columns(items), metric, _served_quantiles(items))
     return panels
 
 
