@@ -1,20 +1,11 @@
 """The two volatility baselines every interval is compared with: a rolling band and GARCH(1,1)-t.
 
-Both give the five `QUANTILES` of the NEXT log return, log(close_next / close_today); a caller turns
-them into prices with base_close * exp(q). The rolling band is centred on 0, i.e. on the naive
-persistence forecast; GARCH on its fitted constant mean. `fit_garch` fits GARCH(1,1)-t with the
-`arch` library on a training history; `_garch_variance_path` filters the fitted model, its parameters
-FIXED, over the history up to each as-of date (`stockcli.ml.forecasters.garch` makes the quantiles).
-
-Filtering does not call arch. Measured on these 2-core machines (500 tickers x 600 real returns,
-while other work shared the cores): arch's `arch_model(...).fix(params)` + `forecast(horizon=1)`
-costs 2-7 ms per ticker (2.4-3.4 s for the 500; up to 27 ms on a cold first run), the same
-GARCH(1,1) recursion run as one linear filter (`scipy.signal.lfilter`, with arch's backcast and
-variance bounds reproduced) 0.2-0.3 ms (0.13-0.28 s for the 500, quantiles included), and the
-variances agree to the last bit (tests hold them to 1e-8 against arch's own forecast). arch remains the fitting engine.
-
-Returns with NaN (sessions the ticker did not trade) are dropped before use: each ticker's history
-is the sequence of its own sessions.
+Both give the five `QUANTILES` of the next log return; the rolling band is centred on 0 (the naive persistence
+forecast), GARCH on its fitted constant mean. `fit_garch` fits with the `arch` library; `_garch_variance_path`
+filters the fitted model, parameters fixed, without arch: the recursion run as one linear filter
+(`scipy.signal.lfilter`, arch's backcast and variance bounds reproduced) took 0.2-0.3 ms a ticker against
+arch's 2-7 ms on 2 busy cores, with variances equal to the last bit (tests hold them to 1e-8). NaN returns
+(sessions not traded) are dropped: each ticker's history is the sequence of its own sessions.
 """
 
 from __future__ import annotations
@@ -30,34 +21,29 @@ from stockcli.errors import InputDataError
 from stockcli.ml.intervals import QUANTILES
 
 ROLLING_WINDOW = 20
-"""Sessions in the rolling band's standard deviation."""
 
 GARCH_SCALE = 100.0
 """GARCH is fitted on percent returns (100 x log return): arch's optimiser is tuned for that scale."""
 
 MIN_GARCH_RETURNS = 100
-"""Shortest history `fit_garch` accepts: below this, four parameters of a GARCH-t are not identified."""
+"""Shortest history `fit_garch` accepts: below it a GARCH-t's four parameters are not identified."""
 
 BACKCAST_RETURNS = 75
-"""arch initialises the variance recursion with an EWMA (lambda 0.94) of the first 75 squared residuals."""
+"""arch starts the variance recursion with an EWMA (lambda 0.94) of the first 75 squared residuals."""
 
 MIN_FILTER_RETURNS = BACKCAST_RETURNS
-"""Shortest history the GARCH filter gives quantiles over: shorter ones give NaN (as the rolling band does)."""
+"""Shortest history the GARCH filter gives quantiles over (NaN below, as the rolling band)."""
 
 _EWMA_LAMBDA = 0.94
 _GARCH_PARAMETERS = ("mu", "omega", "alpha", "beta", "nu")
 
 
-# --- rolling band --------------------------------------------------------------------------------
-
-
 def rolling_band_quantiles_at(
     log_returns: np.ndarray, rows: np.ndarray, window: int = ROLLING_WINDOW
 ) -> np.ndarray:
-    """Quantiles (len(rows), 5) of the return after each of `rows`: 0 + std(last `window` finite
-    returns up to the row, ddof 1) x normal quantiles; NaN for a row whose own return is missing or
-    with fewer than `window` finite returns up to it. The centre 0 is the naive persistence forecast.
-    """
+    """Quantiles (len(rows), 5) of the return after each of `rows`: std of the last `window` finite returns up
+    to the row (ddof 1) x normal quantiles; NaN where the row's own return is missing or with fewer than
+    `window` finite returns."""
     values = np.asarray(log_returns, dtype=np.float64).ravel()
     if window < 2:
         raise InputDataError(f"The rolling band needs a window of at least 2 returns, got {window}.")
@@ -73,9 +59,8 @@ def rolling_band_quantiles_at(
 def _rows_among_finite(
     values: np.ndarray, rows: np.ndarray, needed: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Where each of `rows` stands among the finite `values`: (indices of the finite values, each
-    row's place among them, whether the row's own value is finite with `needed` finite values up to
-    and including it)."""
+    """(indices of the finite `values`, each row's place among them, whether the row's own value is finite
+    with `needed` finite values up to it)."""
     rows = np.asarray(rows, dtype=np.int64).ravel()
     finite_index = np.flatnonzero(np.isfinite(values))
     place = np.searchsorted(finite_index, rows)
@@ -85,21 +70,15 @@ def _rows_among_finite(
     return finite_index, place, own & (place >= needed - 1)
 
 
-# --- GARCH(1,1)-t --------------------------------------------------------------------------------
-
-
 def fit_garch(
     log_returns: np.ndarray, *, asymmetric: bool = False, previous: Mapping[str, Any] | None = None
 ) -> dict[str, Any] | None:
-    """Fit GARCH(1,1) (or GJR-GARCH(1,1) with `asymmetric`) with Student-t errors and a constant mean
-    on a (training) history of log returns, by arch on 100 x log returns.
+    """Fit GARCH(1,1) (GJR with `asymmetric`) with Student-t errors and a constant mean on a history of log
+    returns, starting from `previous` parameters when given (about half the iterations).
 
-    Starts from `previous` parameters when given (a scheduled refit: about half the optimiser's
-    iterations). Returns plain JSON parameters `{"mu", "omega", "alpha", ["gamma",] "beta", "nu",
-    "scale": 100.0, "n_obs", "converged"}` (mu and omega in that percent scale), or None when there
-    is too little history (fewer than `MIN_GARCH_RETURNS` finite returns, or no variation) or the
-    fit yields non-finite or invalid parameters: the caller falls back to another candidate. arch's
-    warnings are caught: `converged` is False when the optimiser did not report success or warned.
+    Returns plain JSON parameters (mu and omega in percent scale) with `n_obs` and `converged` (False when the
+    optimiser failed or warned), or None for too short or flat a history or invalid parameters: the caller
+    falls back to another candidate.
     """
     returns = _finite(log_returns)
     # A standard deviation below 1e-10 (log-return units) is a flat series up to rounding.
@@ -141,15 +120,11 @@ def fit_garch(
 def _garch_variance_path(
     residuals: np.ndarray, omega: float, alpha: float, beta: float, gamma: float = 0.0
 ) -> np.ndarray:
-    """Conditional variances (n + 1,) of GJR-GARCH(1,1) on percent residuals (GARCH(1,1) when `gamma`
-    is 0), the last one the forecast.
+    """Conditional variances (n + 1,) of GJR-GARCH(1,1) on percent residuals, the last one the forecast.
 
-    sigma2[t] = omega + (alpha + gamma * 1[e[t-1] < 0]) * e[t-1]**2 + beta * sigma2[t-1], with e[-1]**2
-    and sigma2[-1] both replaced by arch's backcast (the leverage term started from 0.5 * backcast:
-    half the residuals are negative on average), and arch's loose variance bounds on the in-sample
-    values. The recursion is linear in sigma2, so it runs as one IIR filter; only when a bound binds
-    (a variance a million times off the recent EWMA, which real prices do not produce) does it fall
-    back to arch's exact loop.
+    e[-1]**2 and sigma2[-1] are arch's backcast (the leverage term starts from half of it) and in-sample
+    values obey arch's variance bounds. Linear in sigma2, so one IIR filter; only where a bound binds (never
+    with real prices) does it fall back to arch's exact loop.
     """
     from scipy.signal import lfilter
 
@@ -193,7 +168,6 @@ def _variance_bounds(
 def _garch_variance_loop(
     drive: np.ndarray, beta: float, backcast: float, lower: np.ndarray, upper: np.ndarray
 ) -> np.ndarray:
-    """arch's `garch_recursion` with its bounds check, step by step (the rare fallback)."""
     n = drive.size - 1
     variance = np.empty(n + 1)
     previous = backcast

@@ -1,17 +1,10 @@
 """The pickle-free model bundle: what one model version needs to predict, as files in one folder.
 
-- `weights.npz`: the network's state_dict as plain arrays (`np.savez`, read back with
-  `allow_pickle=False`: no code, no pickle, not even torch's restricted unpickler);
-- `bundle.json`: the format version, architecture config, feature spec, scalers, tickers (and the
-  context tickers fed as covariates), sequence length, target kind, dataset run id, training
-  parameters, test metrics, calibration, baselines and the weights' SHA-256;
-- `requirements.txt`: the exact stockcli, torch and numpy versions, written explicitly.
-
-`bundle_sha256` is one SHA-256 over the whole bundle (bundle.json, then weights.npz). The registry
-records it when it registers a version and passes it back to `read_bundle`, which refuses a bundle
-whose bytes changed since: a reordered ticker list or an edited shrink factor in bundle.json is as
-fatal as changed weights. This module never imports mlflow; `registry.py` moves bundles in and out
-of the tracking store.
+`weights.npz` holds the state_dict as plain arrays (read back with `allow_pickle=False`: no code, no pickle),
+`bundle.json` the architecture, feature spec, scalers, tickers, calibration, baselines and the weights'
+SHA-256, `requirements.txt` the exact stockcli, torch and numpy versions. `bundle_sha256` covers the whole
+bundle, so the registry refuses a bundle whose bytes changed since registration, an edited bundle.json as much
+as changed weights. This module never imports mlflow.
 """
 
 from __future__ import annotations
@@ -70,19 +63,12 @@ class ModelBundle:
 
     @property
     def data_end(self) -> date | None:
-        """The last session of the dataset the model was trained (and validated and tested) on.
-
-        Recorded in the spec as `end_date`; a bundle registered before that records it only in its
-        dataset id (`services.process.dataset_run_id`: `ds-YYYYMMDD-...`). None when neither says.
-        """
+        """The last session of the dataset the model was trained on: the spec's `end_date`, else the date in
+        an older bundle's dataset id (`ds-YYYYMMDD-...`); None when neither says."""
         if self.spec.end_date is not None:
             return self.spec.end_date
         match = re.fullmatch(r"ds-(\d{4})(\d{2})(\d{2})-[0-9a-f]+", self.dataset_run_id)
         return date(*(int(part) for part in match.groups())) if match else None
-
-
-def _state_dict_arrays(model: nn.Module) -> dict[str, Any]:
-    return {name: tensor.detach().cpu().numpy() for name, tensor in model.state_dict().items()}
 
 
 def write_bundle(
@@ -103,17 +89,15 @@ def write_bundle(
     calibration: Mapping[str, Any] | None = None,
     baselines: Mapping[str, Any] | None = None,
 ) -> Path:
-    """Write `weights.npz`, `bundle.json` and `requirements.txt` into `folder`; returns the folder.
-
-    `bundle_sha256(folder)` then gives the checksum to record with the version.
-    """
+    """Write `weights.npz`, `bundle.json` and `requirements.txt` into `folder`; returns the folder."""
     import numpy as np
 
     folder.mkdir(parents=True, exist_ok=True)
     requirements = _requirements()
     (folder / REQUIREMENTS_FILE).write_text("\n".join(requirements) + "\n", encoding="utf-8")
     weights_path = folder / WEIGHTS_FILE
-    np.savez(weights_path, allow_pickle=False, **_state_dict_arrays(model))
+    arrays = {name: tensor.detach().cpu().numpy() for name, tensor in model.state_dict().items()}
+    np.savez(weights_path, allow_pickle=False, **arrays)
     bundle = {
         "format": BUNDLE_FORMAT,
         "model_config": dict(model_config),
@@ -139,10 +123,8 @@ def write_bundle(
 
 
 def bundle_sha256(folder: Path) -> str:
-    """One SHA-256 over the whole bundle: each checksummed file's name, size and bytes, in a fixed order.
-
-    Raises OSError when a file is missing or unreadable.
-    """
+    """One SHA-256 over each checksummed file's name, size and bytes, in a fixed order; OSError when a file is
+    missing or unreadable."""
     digest = hashlib.sha256(b"stockcli-bundle\0")
     for name in CHECKSUMMED_FILES:
         path = folder / name
@@ -180,9 +162,8 @@ def read_bundle(
 ) -> ModelBundle:
     """Rebuild a ModelBundle from a folder written by `write_bundle`; unpickles nothing.
 
-    `expected_sha256`: the whole-bundle checksum recorded at registration; a bundle whose bytes differ
-    is refused. `require_sha256`: refuse a bundle when no checksum was recorded (a registered version
-    must have one). Raises RegistryError naming the version (or folder) and what to do.
+    Refuses a bundle whose bytes differ from `expected_sha256` (recorded at registration), or, with
+    `require_sha256`, one without a recorded checksum: RegistryError naming the version and what to do.
     """
     import numpy as np
 
@@ -264,11 +245,11 @@ def read_bundle(
             dataset_run_id=str(bundle["dataset_run_id"]),
             version=version,
             training_run_id=bundle.get("training_run_id"),
-            training_params=dict(bundle.get("training_params") or {}),
-            metrics=dict(bundle.get("metrics") or {}),
+            **{
+                key: dict(bundle.get(key) or {})
+                for key in ("training_params", "metrics", "calibration", "baselines")
+            },
             context_tickers=tuple(bundle.get("context_tickers") or ()),
-            calibration=dict(bundle.get("calibration") or {}),
-            baselines=dict(bundle.get("baselines") or {}),
             bundle_sha256=actual_sha256,
         )
     except (KeyError, TypeError, ValueError, AttributeError) as exc:

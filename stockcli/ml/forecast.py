@@ -1,20 +1,16 @@
 """The one forecasting primitive: raw bars -> the model's own inputs -> the next close's distribution.
 
-Daily prediction, promotion and backtests all call `forecast`, and it rebuilds the inputs with the
-model bundle's own feature spec and scalers (frozen when its dataset was built), so training and
-serving cannot drift apart. The result is, for every (as-of date, ticker), the distribution of the
-next session's log return: a location (the median, which gives the point forecast), a scale and
-the Student-t degrees of freedom, in return units. From it come the calibrated quantiles (split
-conformal on the validation split, adapted online by the caller) and the chance of an up day.
-
-Pure computation: no database, no registry, no clock.
+Prediction, promotion and backtests all call `forecast`, which rebuilds the inputs with the bundle's own
+feature spec and scalers, so training and serving cannot drift apart. The result is, per (as-of date, ticker),
+the next log return's location (the median), scale and Student-t degrees of freedom; calibrated quantiles come
+from split conformal scores on the validation split.
 """
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date
 from typing import TYPE_CHECKING, Any
 
@@ -85,13 +81,11 @@ def forecast(
 ) -> ForecastResult:
     """The next-session distribution of each ticker for each date in `as_of_dates`.
 
-    `bars` maps ticker -> raw daily bars (as `db.bars.load_bars` returns them), including the
-    model's context series. `tickers` defaults to the model's own; any other ticker is served by the
-    same global model (unseen). Pairs that cannot be forecast (no bars, no bar on the date, too
-    little history) are listed in `missing` instead of failing the others.
+    `bars` maps ticker -> raw daily bars, the model's context series included. `tickers` defaults to the
+    model's own; any other is served by the same global model. Pairs that cannot be forecast are listed in
+    `missing` instead of failing the others.
     """
     from stockcli.features.dataset import build_inputs
-    from stockcli.ml.training import predict_distribution
 
     inputs = build_inputs(
         spec=bundle.spec,
@@ -102,50 +96,33 @@ def forecast(
         sessions=sessions,
         use_spec_start=use_spec_start,
     )
-    windows = inputs.windows
-    with _single_thread_for(len(windows)):
-        raw = predict_distribution(bundle.model, windows, device=device)
-    return _result(
-        windows,
-        raw,
-        bundle.scalers["target"],
+    with _single_thread_for(len(inputs.windows)):
+        result = forecast_windows(bundle, bundle.scalers, inputs.windows, device=device)
+    return replace(
+        result,
         as_of_dates=list(inputs.as_of_dates),
         missing=list(inputs.missing),
         model_version=bundle.version,
     )
 
 
-def forecast_windows(bundle_or_model: Any, scalers: Mapping[str, Any], windows: WindowSet) -> ForecastResult:
+def forecast_windows(
+    bundle_or_model: Any, scalers: Mapping[str, Any], windows: WindowSet, *, device: str = "cpu"
+) -> ForecastResult:
     """The same result for prepared windows (a built dataset's split), in return units."""
+    from stockcli.features.dataset import unscale_return
     from stockcli.ml.training import predict_distribution
 
-    model = getattr(bundle_or_model, "model", bundle_or_model)
-    raw = predict_distribution(model, windows)
-    return _result(windows, raw, scalers["target"], as_of_dates=list(windows.base_dates))
-
-
-def _result(
-    windows: WindowSet,
-    raw: np.ndarray,
-    target: Mapping[str, Any],
-    *,
-    as_of_dates: list[date],
-    missing: list[Unforecastable] | None = None,
-    model_version: str | None = None,
-) -> ForecastResult:
-    """Scaled distribution parameters (n, 3) of `windows` as next-log-return distributions."""
-    from stockcli.features.dataset import unscale_return
-
+    raw = predict_distribution(getattr(bundle_or_model, "model", bundle_or_model), windows, device=device)
+    target = scalers["target"]
     return ForecastResult(
         tickers=windows.tickers,
-        as_of_dates=as_of_dates,
+        as_of_dates=list(windows.base_dates),
         base_dates=list(windows.base_dates),
         base_closes=np.asarray(windows.base_closes, dtype=np.float64),
         loc=unscale_return(target, raw[:, 0]),
         scale=raw[:, 1] * float(target["scale"]),
         df=raw[:, 2].copy(),
-        missing=list(missing or []),
-        model_version=model_version,
     )
 
 
@@ -157,10 +134,8 @@ SINGLE_THREAD_WINDOWS = 64
 def _single_thread_for(n_windows: int) -> Iterator[None]:
     """Run a small inference on one torch thread, then restore the thread count.
 
-    A forward pass over a few windows is dozens of tiny parallel regions (one per LSTM step and
-    layer). With two threads, each region ends in a barrier that waits for the other thread; when
-    another process holds the other core, every barrier waits for a scheduler slice, and the daily
-    forecast of one window took 0.8 s instead of 1 ms on a busy 2-core machine.
+    Each LSTM step is a parallel region ending in a barrier; with the other core busy every barrier waits for
+    a scheduler slice (one window's forecast took 0.8 s instead of 1 ms on 2 busy cores).
     """
     import torch
 
@@ -175,11 +150,8 @@ def _single_thread_for(n_windows: int) -> Iterator[None]:
         torch.set_num_threads(threads)
 
 
-# --- the distribution ----------------------------------------------------------------------------------
 # Quantiles and P(up) come from scipy, not torch.distributions: torch's StudentT has no cdf or icdf
 # (the likelihood the network is trained by is torch's: `networks.predictive_distribution`).
-
-
 def _standard_ppf(levels: Sequence[float], df: np.ndarray) -> np.ndarray:
     from scipy import stats
 
@@ -213,16 +185,11 @@ def prob_up(loc: np.ndarray, scale: np.ndarray, df: np.ndarray) -> np.ndarray:
     return np.asarray(out, dtype=np.float64)
 
 
-# --- split conformal calibration -----------------------------------------------------------------------
-
-
 def fit_calibration(result: ForecastResult, actual_returns: np.ndarray) -> dict[str, Any]:
     """Conformal scores |z| = |y - loc| / scale per ticker on held-out windows (the validation split).
 
-    The half-width of an interval, in units of the predicted scale, is an empirical quantile of
-    these scores (split conformal on normalized residuals; `stockcli.ml.intervals`). A ticker with
-    fewer than MIN_TICKER_CALIBRATION windows is calibrated with the pooled scores (key "*"), as
-    is a ticker the model has never seen.
+    A ticker with fewer than MIN_TICKER_CALIBRATION windows, or one the model has never seen, uses the pooled
+    scores (key "*").
     """
     from stockcli.ml.intervals import conformal_scores
 
@@ -265,11 +232,10 @@ def calibrated_quantiles(
     calibration: Mapping[str, Any],
     alphas: Mapping[str, tuple[float, float]] | None = None,
 ) -> np.ndarray:
-    """(n, 5) log-return quantiles: loc -/+ scale x conformal half-width, per ticker.
+    """(n, 5) log-return quantiles, never crossing: loc -/+ scale x conformal half-width, per ticker.
 
-    `alphas[ticker]` = (miscoverage of the 80% interval, of the 95% one) as adaptive conformal
-    inference has moved them; nominal (0.2, 0.05) by default. Without calibration scores the model's
-    own distribution quantiles are returned. Quantiles never cross.
+    `alphas[ticker]` = the (80%, 95%) miscoverage levels adaptive conformal inference has moved to (nominal by
+    default). Without calibration scores, the model's own quantiles.
     """
     out = np.empty((len(result), len(QUANTILES)))
     raw = None
@@ -289,8 +255,8 @@ def calibrated_tail_quantiles(
     result: ForecastResult, calibration: Mapping[str, Any], levels: Sequence[float]
 ) -> np.ndarray:
     """(n, len(levels)) lower-tail log-return quantiles (levels below 0.5), calibrated as
-    `calibrated_quantiles` is: the level-tau quantile is the lower end of the conformal interval at
-    miscoverage 2 tau, loc - scale x half-width; the model's own distribution's without scores."""
+    `calibrated_quantiles`: the level-tau quantile is the lower end of the conformal interval at
+    miscoverage 2 tau; the model's own without scores."""
     from stockcli.ml.intervals import conformal_quantile
 
     out = result.loc[:, None] + result.scale[:, None] * _standard_ppf(levels, result.df)
@@ -302,13 +268,9 @@ def calibrated_tail_quantiles(
     return np.asarray(out, dtype=np.float64)
 
 
-# --- baselines on the same rows ------------------------------------------------------------------------
-
-
 def close_log_returns(closes: np.ndarray, sessions: int = 1) -> np.ndarray:
-    """Log returns of a series of closes, aligned with them: return t is
-    log(close_t / close_(t-sessions)), NaN for the first `sessions` closes and wherever a close is
-    missing."""
+    """Log returns of a series of closes, aligned with them: log(close_t / close_(t-sessions)), NaN for the
+    first `sessions` closes and wherever a close is missing."""
     returns = np.full(len(closes), np.nan)
     if len(closes) > sessions:
         with np.errstate(divide="ignore", invalid="ignore"):

@@ -12,13 +12,10 @@ _heavy_imports_done: set[str] = set()
 def heavy_import(what: str) -> Iterator[None]:
     """The first time in this process: import with the cyclic garbage collector paused, then freeze.
 
-    `import mlflow` (and opening its first tracking store) and `import torch` create some 10^5
-    objects that live as long as the process. The collector's full passes over them, during the
-    imports and after, cost more than a second of a short `stockcli daily` on 2 cores. So the
-    collector pauses while they import, and `gc.freeze()` then moves everything alive into the
-    permanent generation, which later collections skip. Garbage made afterwards is collected as
-    usual. `what` names the import; later calls with the same name change nothing, so a long-lived
-    process (daemon, backtest, tests) freezes once per library, never what its later runs leave.
+    `import mlflow` (and its first store) and `import torch` create ~10^5 objects that live as long as the
+    process; the collector's passes over them cost more than a second of a short `stockcli daily` on 2 cores.
+    `gc.freeze()` moves them into the permanent generation, once per `what`, so a long-lived process never
+    freezes what its later runs leave.
     """
     if what in _heavy_imports_done:
         yield

@@ -1,17 +1,10 @@
-"""Prediction intervals: the quantile levels, their metrics, conformal calibration and its online update.
+"""Prediction intervals: quantile levels, interval metrics, conformal calibration and its online update.
 
-Every forecast carries five quantiles of the next log return (`QUANTILES`), which give an 80% and a
-95% central interval (`INTERVALS`). This module is the one definition of:
-
-- the interval metrics (coverage, width, Winkler score, pinball loss) and the one dict shape they
-  are reported in (`interval_block`);
-- split conformal calibration on normalized residuals z = (y - mu) / sigma: the half-width of an
-  interval, in units of sigma, is an empirical quantile of |z| on held-out data;
-- adaptive conformal inference (Gibbs & Candès 2021), which moves the miscoverage level used to
-  pick that quantile after every observed close, so coverage holds over time even when the
-  volatility regime shifts.
-
-Pure functions on arrays; NaN marks a missing value and is skipped by every metric.
+Every forecast carries five quantiles of the next log return (`QUANTILES`), giving an 80% and a 95% central
+interval. One definition of the interval metrics and their shape (`interval_block`), of split conformal
+calibration on normalized residuals z = (y - mu) / sigma, and of adaptive conformal inference (Gibbs & Candès
+2021), which keeps coverage when the volatility regime shifts. NaN marks a missing value and is skipped by
+every metric.
 """
 
 from __future__ import annotations
@@ -29,14 +22,10 @@ INTERVALS: dict[int, tuple[float, float]] = {80: (0.1, 0.9), 95: (0.025, 0.975)}
 """Central intervals by nominal coverage in percent: (lower level, upper level) from `QUANTILES`."""
 
 MISCOVERAGE: dict[int, float] = {level: (100 - level) / 100.0 for level in INTERVALS}
-"""Target miss rate of each interval: 0.2 for the 80% interval, 0.05 for the 95% one."""
 
 INTERVAL_COLUMNS: dict[int, tuple[int, int]] = {
     level: (QUANTILES.index(low), QUANTILES.index(high)) for level, (low, high) in INTERVALS.items()
 }
-"""Column indices of each interval's bounds in an (n, 5) quantile array."""
-
-MEDIAN_COLUMN = QUANTILES.index(0.5)
 
 INTERVAL_METRIC_KEYS = (
     "coverage_80",
@@ -48,13 +37,8 @@ INTERVAL_METRIC_KEYS = (
     "pinball",
     "n",
 )
-"""The keys of `interval_block`, the one shape of interval metrics everywhere."""
 
 BEYOND_MAX_SCORE_FACTOR = 1.5
-"""Half-width, as a multiple of the largest calibration score, when the level asked for is beyond the data."""
-
-
-# --- metrics -------------------------------------------------------------------------------------
 
 
 def coverage(lower: np.ndarray, upper: np.ndarray, actual: np.ndarray) -> float | None:
@@ -77,12 +61,8 @@ def mean_width(lower: np.ndarray, upper: np.ndarray) -> float | None:
 
 
 def winkler_scores(lower: np.ndarray, upper: np.ndarray, actual: np.ndarray, alpha: float) -> np.ndarray:
-    """Winkler (1972) interval score of each observation for a (1 - alpha) interval; NaN where missing.
-
-    width + (2 / alpha) * (lower - actual) when actual is below the interval,
-    width + (2 / alpha) * (actual - upper) when above, the width alone when inside. Lower is better;
-    it is the interval score of Gneiting & Raftery (2007), a proper scoring rule for the two quantiles.
-    """
+    """Winkler (1972) score of each observation for a (1 - alpha) interval, NaN where missing: the width plus
+    (2 / alpha) times the distance outside it (Gneiting & Raftery's interval score; lower is better)."""
     if not 0.0 < alpha < 1.0:
         raise InputDataError(f"Winkler alpha must lie strictly between 0 and 1, got {alpha}.")
     low, high, value = _broadcast_float(lower, upper, actual)
@@ -91,19 +71,15 @@ def winkler_scores(lower: np.ndarray, upper: np.ndarray, actual: np.ndarray, alp
 
 
 def winkler_score(lower: np.ndarray, upper: np.ndarray, actual: np.ndarray, alpha: float) -> float | None:
-    """Mean Winkler score (see `winkler_scores`) over complete observations; None when there is none."""
+    """Mean Winkler score over complete observations; None when there is none."""
     return _nan_mean(winkler_scores(lower, upper, actual, alpha))
 
 
 def pinball_losses(
     quantiles: np.ndarray, actual: np.ndarray, levels: tuple[float, ...] = QUANTILES
 ) -> np.ndarray:
-    """Pinball (quantile) loss of each observation, averaged over the levels; NaN where incomplete.
-
-    For level tau and quantile q: (tau - 1{actual < q}) * (actual - q). `quantiles` is (n, levels),
-    `actual` (n,). An observation missing any quantile or its actual value is NaN, so paired tests
-    on these per-observation losses drop it on both sides.
-    """
+    """Pinball loss (tau - 1{actual < q}) * (actual - q) of each observation, averaged over the levels; NaN
+    where any quantile or the actual is missing, so paired tests drop the row on both sides."""
     predicted, value = _quantile_rows(quantiles, actual, len(levels))
     tau = np.asarray(levels, dtype=np.float64)[None, :]
     error = value[:, None] - predicted
@@ -114,14 +90,13 @@ def pinball_losses(
 def pinball_loss(
     quantiles: np.ndarray, actual: np.ndarray, levels: tuple[float, ...] = QUANTILES
 ) -> float | None:
-    """Mean pinball loss over levels and complete observations (see `pinball_losses`); None when none."""
+    """Mean pinball loss over levels and complete observations; None when there is none."""
     return _nan_mean(pinball_losses(quantiles, actual, levels))
 
 
 def misses(quantiles: np.ndarray, actual: np.ndarray, level: int) -> np.ndarray:
-    """Per observation: 1.0 when `actual` fell outside the `level`% interval, 0.0 inside, NaN when
-    the observation is incomplete (the same observations, and the same inside rule, as
-    `interval_block`)."""
+    """Per observation: 1.0 when `actual` fell outside the `level`% interval, 0.0 inside, NaN when incomplete
+    (the observations and inside rule of `interval_block`)."""
     predicted = np.asarray(quantiles, dtype=np.float64).reshape(-1, len(QUANTILES))
     value = np.asarray(actual, dtype=np.float64).reshape(-1)
     low_column, high_column = INTERVAL_COLUMNS[level]
@@ -131,13 +106,8 @@ def misses(quantiles: np.ndarray, actual: np.ndarray, level: int) -> np.ndarray:
 
 
 def interval_block(quantiles: np.ndarray, actual: np.ndarray) -> dict[str, float | int | None]:
-    """THE interval metrics shape: coverage, width and Winkler score of both intervals, and pinball loss.
-
-    `quantiles` is (n, 5) in `QUANTILES` order, `actual` (n,). All metrics use the same
-    observations: those with all five quantiles and the actual value present (`n` of them).
-    Returns exactly the keys of `INTERVAL_METRIC_KEYS`; values are plain floats, None when no
-    observation is complete, and `n` an int.
-    """
+    """THE interval metrics shape: exactly the keys of `INTERVAL_METRIC_KEYS` over the `n` observations with
+    all five quantiles and the actual value (None where there is none)."""
     predicted, value = _quantile_rows(quantiles, actual, len(QUANTILES))
     complete = np.isfinite(predicted).all(axis=1) & np.isfinite(value)
     predicted = predicted[complete]
@@ -154,13 +124,10 @@ def interval_block(quantiles: np.ndarray, actual: np.ndarray) -> dict[str, float
 
 
 def sort_quantiles(quantiles: np.ndarray) -> np.ndarray:
-    """Quantiles made non-decreasing along the last axis by sorting each row (rearrangement).
+    """Quantiles made non-decreasing along the last axis by sorting each row; rows with a NaN unchanged.
 
-    Rearranging (sorting) estimated quantiles that cross never moves them further from the true
-    quantile function, in any Lp norm, and leaves ones that do not cross untouched
-    (Chernozhukov, Fernández-Val & Galichon 2010, Econometrica 78(3)). Sorting is that
-    rearrangement; a running maximum would also be monotone but lacks the guarantee. Rows with
-    a NaN are returned unchanged (they count as missing downstream).
+    Rearrangement never moves crossing quantiles further from the true quantile function, in any Lp norm
+    (Chernozhukov, Fernández-Val & Galichon 2010); a running maximum lacks that guarantee.
     """
     predicted = np.asarray(quantiles, dtype=np.float64)
     rearranged = np.sort(predicted, axis=-1)
@@ -168,29 +135,19 @@ def sort_quantiles(quantiles: np.ndarray) -> np.ndarray:
     return np.where(incomplete, predicted, rearranged)
 
 
-# --- split conformal -----------------------------------------------------------------------------
-
-
 def conformal_scores(actual_z: np.ndarray) -> np.ndarray:
-    """Conformity scores |z| of normalized residuals z = (y - mu) / sigma, sorted ascending, NaN dropped."""
+    """Conformity scores |z| of normalized residuals, sorted ascending, NaN dropped."""
     z = np.asarray(actual_z, dtype=np.float64).ravel()
     return np.sort(np.abs(z[np.isfinite(z)]))
 
 
 def conformal_quantile(sorted_scores: np.ndarray, miscoverage: float) -> float:
-    """Split-conformal half-width for miscoverage `miscoverage`: the ceil((n + 1)(1 - alpha))-th smallest score.
+    """Split-conformal half-width at miscoverage alpha: the ceil((n + 1)(1 - alpha))-th smallest of the
+    ascending `sorted_scores` (covers a fresh score with probability >= 1 - alpha; Vovk et al. 2005).
 
-    With n exchangeable calibration scores this half-width covers a fresh one with probability at
-    least 1 - alpha (Vovk et al. 2005; Lei et al. 2018). `sorted_scores` must be ascending (as from
-    `conformal_scores`).
-
-    - alpha >= 1: 0.0 (an empty interval meets any miss rate).
-    - ceil((n + 1)(1 - alpha)) > n (alpha < 1 / (n + 1), or alpha <= 0 as adaptive conformal
-      inference may ask): the exact answer is an infinite interval, which no price can show. We
-      return the largest score times `BEYOND_MAX_SCORE_FACTOR` (1.5): wider than anything seen in
-      calibration, so a miss there is rare, yet a finite price band. The cost: ACI's guarantee
-      assumes no miss can happen in that state; a miss beyond 1.5x the largest score pushes alpha
-      down once more, and the online update still pulls it back up after the next covered days.
+    alpha >= 1 gives 0.0. Where that rank exceeds n (alpha < 1 / (n + 1), or alpha <= 0 as adaptive conformal
+    inference may ask) the exact answer is an infinite interval, which no price can show: the largest score
+    times `BEYOND_MAX_SCORE_FACTOR` stands in, and a miss beyond it only pushes alpha down once more.
     """
     scores = np.asarray(sorted_scores, dtype=np.float64).ravel()
     if miscoverage >= 1.0:
@@ -208,12 +165,8 @@ def conformal_quantile(sorted_scores: np.ndarray, miscoverage: float) -> float:
 
 
 def half_widths(scores: np.ndarray, alpha_80: float, alpha_95: float) -> tuple[float, float]:
-    """Conformal half-widths (in units of sigma) of the 80% and 95% intervals at the current levels.
-
-    `alpha_80` and `alpha_95` are the miscoverage levels in use (MISCOVERAGE at first, then as moved
-    by `aci_update`). The 95% half-width is raised to the 80% one when ACI has driven the levels
-    across each other, so the quantiles never cross.
-    """
+    """Conformal half-widths (in units of sigma) of the 80% and 95% intervals at the current levels, the 95%
+    one raised to the 80% one when adaptive conformal inference has crossed the levels."""
     hw80 = conformal_quantile(scores, alpha_80)
     hw95 = max(conformal_quantile(scores, alpha_95), hw80)
     return hw80, hw95
@@ -222,11 +175,8 @@ def half_widths(scores: np.ndarray, alpha_80: float, alpha_95: float) -> tuple[f
 def quantiles_from_halfwidths(
     center: np.ndarray | float, scale: np.ndarray | float, hw80: float, hw95: float
 ) -> np.ndarray:
-    """(n, 5) quantiles in `QUANTILES` order: center -/+ scale * hw95, center -/+ scale * hw80, center.
-
-    `center` (mu) and `scale` (sigma) are per-observation arrays or scalars in log-return space;
-    the half-widths come from `half_widths` in units of sigma.
-    """
+    """(n, 5) quantiles in `QUANTILES` order: center -/+ scale * hw95, center -/+ scale * hw80, center
+    (per-observation arrays or scalars, in log-return space)."""
     mu = np.atleast_1d(np.asarray(center, dtype=np.float64))
     sigma = np.atleast_1d(np.asarray(scale, dtype=np.float64))
     mu, sigma = np.broadcast_arrays(mu, sigma)
@@ -236,27 +186,17 @@ def quantiles_from_halfwidths(
     return mu.reshape(-1)[:, None] + sigma.reshape(-1)[:, None] * offsets[None, :]
 
 
-# --- adaptive conformal inference ----------------------------------------------------------------
-
-
 def aci_update(alpha_t: float, target_alpha: float, miss: bool, gamma: float) -> float:
-    """One step of adaptive conformal inference: alpha_{t+1} = alpha_t + gamma * (target - miss).
+    """One step of adaptive conformal inference (Gibbs & Candès, NeurIPS 2021).
 
-    Gibbs & Candès, "Adaptive Conformal Inference Under Distribution Shift", NeurIPS 2021. After a
-    miss the level drops (the next interval widens), after a hit it rises slowly. Whatever the
-    data, alpha_t stays in [-gamma, 1 + gamma] and over T steps the realised miss rate obeys
-    |mean(miss) - target| <= (max(alpha_1, 1 - alpha_1) + gamma) / (gamma * T): larger gamma
-    adapts faster but makes the interval jumpier. (The bound assumes an infinite interval once
-    alpha_t <= 0; see `conformal_quantile` for the finite stand-in used here.)
+    alpha_{t+1} = alpha_t + gamma * (target - miss): a miss widens the next interval, a hit narrows it
+    slowly; over T steps |mean(miss) - target| <= (max(alpha_1, 1 - alpha_1) + gamma) / (gamma * T).
+    Larger gamma adapts faster but jumps more.
     """
     return float(alpha_t + gamma * (target_alpha - float(bool(miss))))
 
 
-# --- helpers -------------------------------------------------------------------------------------
-
-
 def _quantile_rows(quantiles: np.ndarray, actual: np.ndarray, n_levels: int) -> tuple[np.ndarray, np.ndarray]:
-    """`quantiles` as float rows of `n_levels` (one row if 1-d) and `actual` as one value per row."""
     predicted = np.asarray(quantiles, dtype=np.float64)
     if predicted.ndim == 1:
         predicted = predicted[None, :]

@@ -1,30 +1,12 @@
-"""Forecast metrics: the one definition of every number the product shows about accuracy.
+"""Forecast metrics: the one definition of every accuracy figure that train, promote, monitor, report,
+backtest and the dashboard show.
 
-`train`, `promote`, `monitor`, `report`, the dashboard and `backtest` all call this module (the
-statistics in `stockcli.ml.stats`, the interval scores in `stockcli.ml.intervals`), so one question
-never gets two answers.
-
-Point metrics, per ticker, for the forecast and for the naive persistence forecast (next close =
-last close) on the same days: MAE, RMSE, MAPE (a fraction: 0.0123 is 1.23%) and directional
-accuracy, plus skill = 1 - MAE / MAE_naive (above 0: better than naive) with its 95% interval.
-
-Directional accuracy (`direction_scores`): a day scores 1 when the predicted change (predicted -
-base close) has the sign of the actual change, 0 when it has the other sign, and 0.5 when the
-forecast calls no change (a coin flip); days on which the close did not move carry no direction and
-are left out. The naive forecast never calls a direction, so its accuracy is 0.5 by construction:
-the level a model has to beat. `up_fraction` (the share of days the close rose) is the accuracy of
-"always up", the other baseline worth knowing.
-
-Interval metrics (coverage of the 80% and 95% intervals, mean width, Winkler score, pinball loss)
-are computed on log returns relative to the base close, so they are scale-free and comparable across
-tickers (a width of 0.02 is about 2% of the price).
-
-The average block is the mean over tickers of each per-ticker point figure, so a high-priced index
-does not drown out a cheap stock; its skill and interval are those of the panel, each ticker scaled
-by its own naive MAE (`stats.skill_interval`). Every number is a plain float, or None when it is
-undefined (no usable day). Results are frozen dataclasses (`Evaluation` of `MetricBlock`s of
-`PointFigures` and `IntervalFigures`), one name per figure; `to_json()` gives the JSON shape that is
-stored and shown (where directional accuracy keeps its stored key `directional_accuracy`).
+Per ticker, for the forecast and for naive persistence (next close = last close) on the same days: MAE, RMSE,
+MAPE (a fraction: 0.0123 is 1.23%), directional accuracy (`direction_scores`; naive's is 0.5 by construction)
+and skill = 1 - MAE / MAE_naive with its 95% interval. Interval metrics are on log returns from the base
+close, so they compare across tickers. The average block is the mean over tickers of each point figure, so a
+high-priced index does not drown a cheap stock; its skill and interval are the panel's
+(`stats.skill_interval`). Undefined figures are None.
 """
 
 from __future__ import annotations
@@ -77,8 +59,7 @@ class PointFigures:
 
 @dataclass(frozen=True)
 class IntervalFigures:
-    """`intervals.interval_block` on log returns: coverage, width and Winkler score of the 80% and
-    95% intervals, pinball loss, over `n` complete observations."""
+    """`intervals.interval_block` on log returns, over `n` complete observations."""
 
     coverage_80: float | None
     coverage_95: float | None
@@ -94,13 +75,12 @@ class IntervalFigures:
 
 
 NO_INTERVALS = IntervalFigures(None, None, None, None, None, None, None, 0)
-"""The interval figures of a block without intervals, for readers that want every name defined."""
 
 
 @dataclass(frozen=True)
 class ScoredFigures:
-    """What `summarize_scored` adds to a block of served predictions: rows, distinct target dates, the
-    share served by the model (not naive) and a one-sided Diebold-Mariano p-value of worse than naive."""
+    """What `summarize_scored` adds to a block: rows, distinct target dates, the share served by the model and
+    a one-sided Diebold-Mariano p-value of worse than naive."""
 
     samples: int
     sessions: int
@@ -110,8 +90,8 @@ class ScoredFigures:
 
 @dataclass(frozen=True)
 class MetricBlock:
-    """One ticker's (or the average's) figures: the forecast's and naive's point figures on the same
-    days, skill against naive with its 95% interval, the intervals and each baseline's."""
+    """One ticker's (or the average's) figures: forecast and naive on the same days, skill with its 95%
+    interval, the intervals and each baseline's."""
 
     model: PointFigures
     naive: PointFigures
@@ -128,22 +108,20 @@ class MetricBlock:
         plain: dict[str, Any] = {
             "model": self.model.to_json(),
             "naive": self.naive.to_json(),
-            "skill": self.skill,
-            "skill_low": self.skill_low,
-            "skill_high": self.skill_high,
-            "n_days": self.n_days,
-            "up_fraction": self.up_fraction,
+            **{
+                name: getattr(self, name)
+                for name in ("skill", "skill_low", "skill_high", "n_days", "up_fraction")
+            },
             "intervals": _json_or_none(self.intervals),
             "baselines": {name: _json_or_none(values) for name, values in self.baselines.items()},
         }
         if self.scored is not None:
-            plain.update({item.name: getattr(self.scored, item.name) for item in fields(self.scored)})
+            plain.update(asdict(self.scored))
         return plain
 
     @classmethod
     def from_json(cls, plain: Mapping[str, Any]) -> MetricBlock:
-        """A block from its stored JSON (a bundle's or a promotion's); keys an older version did not
-        write are left undefined."""
+        """A block from its stored JSON; keys an older version did not write stay undefined."""
 
         def intervals(values: Mapping[str, Any] | None) -> IntervalFigures | None:
             return None if values is None else IntervalFigures(**{**NO_INTERVALS.to_json(), **values})
@@ -151,11 +129,8 @@ class MetricBlock:
         return cls(
             model=PointFigures.from_json(plain.get("model") or {}),
             naive=PointFigures.from_json(plain.get("naive") or {}),
-            skill=plain.get("skill"),
-            skill_low=plain.get("skill_low"),
-            skill_high=plain.get("skill_high"),
+            **{name: plain.get(name) for name in ("skill", "skill_low", "skill_high", "up_fraction")},
             n_days=int(plain.get("n_days") or 0),
-            up_fraction=plain.get("up_fraction"),
             intervals=intervals(plain.get("intervals")),
             baselines={name: intervals(values) for name, values in (plain.get("baselines") or {}).items()},
         )
@@ -179,7 +154,6 @@ class Evaluation:
 
     @classmethod
     def from_json(cls, plain: Mapping[str, Any]) -> Evaluation:
-        """An evaluation from its stored JSON (`to_json`'s shape)."""
         return cls(
             n_days=int(plain.get("n_days") or 0),
             tickers={
@@ -214,8 +188,8 @@ def direction_scores(*, predicted: np.ndarray, actual: np.ndarray, base: np.ndar
 
 
 def brier_scores(p_up: np.ndarray, *, actual: np.ndarray, base: np.ndarray) -> np.ndarray:
-    """Per row: the Brier score (p_up - outcome)^2 of a chance of an up session (lower is better),
-    the outcome 1.0 when the close ended above the base close, 0.0 otherwise, NaN where unknown."""
+    """Per row: the Brier score (p_up - outcome)^2, the outcome 1.0 when the close ended above the base close;
+    NaN where unknown."""
     actual, base = np.asarray(actual, dtype=np.float64), np.asarray(base, dtype=np.float64)
     up = np.where(np.isfinite(actual) & np.isfinite(base), (actual > base).astype(np.float64), np.nan)
     return (np.asarray(p_up, dtype=np.float64) - up) ** 2
@@ -223,10 +197,12 @@ def brier_scores(p_up: np.ndarray, *, actual: np.ndarray, base: np.ndarray) -> n
 
 def log_quantiles(quantile_closes: np.ndarray, base: np.ndarray) -> np.ndarray:
     """(n, 5) close quantiles as log returns from the base close."""
+    return _log_returns(quantile_closes, np.asarray(base, dtype=np.float64)[:, None])
+
+
+def _log_returns(closes: np.ndarray, base: np.ndarray) -> np.ndarray:
     with np.errstate(divide="ignore", invalid="ignore"):
-        return np.log(
-            np.asarray(quantile_closes, dtype=np.float64) / np.asarray(base, dtype=np.float64)[:, None]
-        )
+        return np.log(np.asarray(closes, dtype=np.float64) / np.asarray(base, dtype=np.float64))
 
 
 def loss_series(
@@ -237,9 +213,8 @@ def loss_series(
     base: np.ndarray,
     quantiles: np.ndarray | None = None,
 ) -> np.ndarray:
-    """The per-row loss behind `metric` (what a paired test compares): absolute error (mae), squared
-    error (rmse), absolute percentage error (mape), Winkler score of the 95% interval or pinball loss
-    over the five quantiles (both on log returns). NaN where a row has no value."""
+    """The per-row loss behind `metric` (what a paired test compares): absolute, squared or absolute
+    percentage error, or the 95% Winkler score or pinball loss on log returns. NaN where a row has none."""
     predicted = np.asarray(predicted, dtype=np.float64)
     actual = np.asarray(actual, dtype=np.float64)
     base = np.asarray(base, dtype=np.float64)
@@ -253,9 +228,7 @@ def loss_series(
     if metric in INTERVAL_LOSSES:
         if quantiles is None:
             return np.full(len(actual), np.nan)
-        q = log_quantiles(quantiles, base)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            y = np.log(actual / base)
+        q, y = log_quantiles(quantiles, base), _log_returns(actual, base)
         if metric == "winkler_95":
             low, high = INTERVAL_COLUMNS[95]
             return winkler_scores(q[:, low], q[:, high], y, MISCOVERAGE[95])
@@ -286,8 +259,7 @@ def point_block(predicted: np.ndarray, actual: np.ndarray, base: np.ndarray) -> 
 
 
 def skill(model_mae: float | None, naive_mae: float | None) -> float | None:
-    """1 - MAE_model / MAE_naive (or any loss against a reference's, e.g. a Winkler score against
-    GARCH's on the same sessions); above 0: better. None when undefined."""
+    """1 - loss / reference loss (e.g. MAE against naive's); above 0: better. None when undefined."""
     if model_mae is None or naive_mae is None:
         return None
     if naive_mae == 0:
@@ -306,8 +278,7 @@ def interval_metrics(
     complete = np.isfinite(q).all(axis=1)
     if not complete.any():
         return None
-    with np.errstate(divide="ignore", invalid="ignore"):
-        y = np.log(np.asarray(actual, dtype=np.float64) / np.asarray(base, dtype=np.float64))
+    y = _log_returns(actual, base)
     return IntervalFigures(**interval_block(q[complete], y[complete]))  # type: ignore[arg-type]
 
 
@@ -326,8 +297,8 @@ def panel_of(
 
 
 def miss_panel(rows: Sequence[Mapping[str, Any]] | Sequence[Any], level: int) -> tuple[np.ndarray, list[str]]:
-    """The misses of the served `level`% interval of scored predictions as a (sessions, tickers)
-    panel (1.0 outside, 0.0 inside, NaN where no interval or no forecast), with the ticker order."""
+    """Misses of the served `level`% interval of scored rows as a (sessions, tickers) panel (NaN: no
+    interval), with the ticker order."""
     items = [_as_mapping(row) for row in rows]
     if not items:
         return np.empty((0, 0)), []
@@ -340,10 +311,16 @@ def miss_panel(rows: Sequence[Mapping[str, Any]] | Sequence[Any], level: int) ->
 
 
 def _error_panels(
-    predicted: np.ndarray, actual: np.ndarray, base: np.ndarray, dates: Sequence[date], tickers: Sequence[str]
+    rows: np.ndarray,
+    predicted: np.ndarray,
+    actual: np.ndarray,
+    base: np.ndarray,
+    dates: Sequence[date],
+    tickers: Sequence[str],
 ) -> tuple[np.ndarray, ...]:
-    """(sessions, tickers) panels of the absolute errors of the forecast and of naive."""
-    return tuple(panel_of(np.abs(forecast - actual), dates, tickers)[0] for forecast in (predicted, base))
+    """(sessions, tickers) panels of the absolute errors of the forecast and of naive on `rows`."""
+    days, names = [dates[i] for i in rows], [tickers[i] for i in rows]
+    return tuple(panel_of(np.abs(f[rows] - actual[rows]), days, names)[0] for f in (predicted, base))
 
 
 def evaluate(
@@ -358,9 +335,8 @@ def evaluate(
 ) -> Evaluation:
     """Per-ticker and averaged metrics of a forecast next to naive, on long-format rows.
 
-    Row i is `tickers[i]` on target date `dates[i]`. `quantiles` (n, 5) are close quantiles of the
-    same forecast, `baselines` {name: (n, 5) close quantiles} the baselines' on the same rows.
-    The average block's skill and interval are the panel's (see the module's docstring).
+    Row i is `tickers[i]` on target date `dates[i]`; `quantiles` (n, 5) are close quantiles of the forecast,
+    `baselines` {name: (n, 5) close quantiles} on the same rows. Raises InputDataError on length mismatch.
     """
     predicted = np.asarray(predicted_close, dtype=np.float64)
     actual = np.asarray(actual_close, dtype=np.float64)
@@ -373,27 +349,20 @@ def evaluate(
         )
     names = [str(ticker) for ticker in tickers]
     name_array, date_list = np.asarray(names, dtype=object), list(dates)
-    per_ticker = {
-        name: _block(
-            np.flatnonzero(name_array == name),
-            predicted,
-            actual,
-            base,
-            date_list,
-            names,
-            quantiles,
-            baselines,
-        )
-        for name in dict.fromkeys(names)
-    }
-    pooled = _block(np.arange(n), predicted, actual, base, date_list, names, quantiles, baselines)
-    average = replace(
-        _average(list(per_ticker.values())),
+    columns = (predicted, actual, base, date_list, names, quantiles, baselines)
+    per_ticker = {name: _block(np.flatnonzero(name_array == name), *columns) for name in dict.fromkeys(names)}
+    pooled = _block(np.arange(n), *columns)
+    blocks = list(per_ticker.values())
+    average = MetricBlock(
+        model=_mean_figures([b.model for b in blocks]),
+        naive=_mean_figures([b.naive for b in blocks]),
         # The panel's skill, not `_block`'s fallback to the MAEs' ratio (used exactly when the panel
         # skill, and so its interval, is undefined).
         skill=pooled.skill if pooled.skill_low is not None else None,
         skill_low=pooled.skill_low,
         skill_high=pooled.skill_high,
+        n_days=int(min((b.n_days for b in blocks), default=0)),
+        up_fraction=_mean([b.up_fraction for b in blocks]),
         intervals=pooled.intervals,
         baselines=pooled.baselines,
     )
@@ -410,7 +379,6 @@ def _block(
     quantiles: np.ndarray | None,
     baselines: Mapping[str, np.ndarray] | None,
 ) -> MetricBlock:
-    """The figures of `rows`, on those where the forecast, the actual and the base close are known."""
     kept = rows[np.isfinite(predicted[rows]) & np.isfinite(actual[rows]) & np.isfinite(base[rows])]
     p, a, b = predicted[kept], actual[kept], base[kept]
     model = point_block(p, a, b)
@@ -418,9 +386,7 @@ def _block(
     skill_value, low, high = (None, None, None)
     if kept.size:
         # Panel skill with its 95% interval (HAC; each ticker scaled by its naive MAE).
-        skill_value, low, high = skill_interval(
-            *_error_panels(p, a, b, [dates[i] for i in kept], [tickers[i] for i in kept])
-        )
+        skill_value, low, high = skill_interval(*_error_panels(kept, predicted, actual, base, dates, tickers))
     if skill_value is None:
         skill_value = skill(model.mae, naive.mae)
     moves = np.sign(a - b)
@@ -448,18 +414,6 @@ def _mean_figures(figures: list[PointFigures]) -> PointFigures:
     )
 
 
-def _average(blocks: list[MetricBlock]) -> MetricBlock:
-    return MetricBlock(
-        model=_mean_figures([b.model for b in blocks]),
-        naive=_mean_figures([b.naive for b in blocks]),
-        skill=_mean([b.skill for b in blocks]),
-        skill_low=None,
-        skill_high=None,
-        n_days=int(min((b.n_days for b in blocks), default=0)),
-        up_fraction=_mean([b.up_fraction for b in blocks]),
-    )
-
-
 def metric_value(block: MetricBlock, metric: str) -> float | None:
     """The value of a `LOSS_METRICS` name in an `evaluate` block."""
     figures: PointFigures | IntervalFigures | None = (
@@ -473,11 +427,8 @@ def metric_value(block: MetricBlock, metric: str) -> float | None:
 
 
 def summarize_scored(rows: Sequence[Mapping[str, Any]] | Sequence[Any]) -> Evaluation | None:
-    """`evaluate` of scored predictions (rows of `model_performance_log`, as mappings or objects)
-    with each block's `ScoredFigures`; None when there are none.
-
-    The forecast and its quantiles are what was served; the baselines come from each row's `detail`.
-    """
+    """`evaluate` of scored predictions (`model_performance_log` rows, mappings or objects) with each block's
+    `ScoredFigures`, baselines from each row's `detail`; None when there are none."""
     items = [_as_mapping(row) for row in rows]
     if not items:
         return None
@@ -498,13 +449,7 @@ def summarize_scored(rows: Sequence[Mapping[str, Any]] | Sequence[Any]) -> Evalu
 
     def scored(block: MetricBlock, mask: np.ndarray) -> MetricBlock:
         chosen = np.flatnonzero(mask)
-        panels = _error_panels(
-            predicted[chosen],
-            actual[chosen],
-            base[chosen],
-            [dates[i] for i in chosen],
-            [tickers[i] for i in chosen],
-        )
+        panels = _error_panels(chosen, predicted, actual, base, dates, tickers)
         test = paired_loss_test(*panels, alternative="greater")
         figures = ScoredFigures(
             samples=len(chosen),
@@ -525,7 +470,6 @@ QUANTILE_COLUMNS = ("q025", "q10", "q50", "q90", "q975")
 
 
 def _columns(items: Sequence[Mapping[str, Any]]) -> tuple[list[str], list[date], np.ndarray, np.ndarray]:
-    """Tickers, target dates, actual closes and base closes of scored rows."""
     return (
         [str(r["ticker"]) for r in items],
         [r["target_date"] for r in items],
@@ -535,13 +479,12 @@ def _columns(items: Sequence[Mapping[str, Any]]) -> tuple[list[str], list[date],
 
 
 def _served_quantiles(items: Sequence[Mapping[str, Any]]) -> np.ndarray:
-    """(n, 5) served close quantiles of scored rows, NaN where a row has none."""
     return np.array([[_num(r.get(c)) for c in QUANTILE_COLUMNS] for r in items])
 
 
 def stored_candidates(detail: Mapping[str, Any] | None) -> dict[str, Any]:
-    """{candidate: five close quantiles} a scored prediction recorded, served or not. Rows stored
-    before the forecaster table hold the baselines and the network's ("model") quantiles apart."""
+    """{candidate: five close quantiles} a scored prediction recorded. Rows stored before the forecaster table
+    hold the baselines and the network's ("model") quantiles apart."""
     detail = detail or {}
     if "candidates" in detail:
         return dict(detail["candidates"] or {})
@@ -553,7 +496,6 @@ def stored_candidates(detail: Mapping[str, Any] | None) -> dict[str, Any]:
 
 
 def _candidate_closes(items: Sequence[Mapping[str, Any]]) -> dict[str, np.ndarray]:
-    """{candidate: (n, 5) close quantiles} of scored rows, NaN where a row lacks that candidate."""
     out: dict[str, np.ndarray] = {}
     for i, row in enumerate(items):
         for name, found in stored_candidates(row.get("detail")).items():
@@ -571,14 +513,17 @@ def candidate_loss_panels(
     items = [_as_mapping(row) for row in rows]
     if not items:
         return {}, []
-    tickers, dates, actual, base = _columns(items)
-    panels = {
-        name: panel_of(
-            loss_series(metric, predicted=base, actual=actual, base=base, quantiles=values), dates, tickers
-        )[0]
-        for name, values in _candidate_closes(items).items()
-    }
-    return panels, sorted(set(dates))
+    columns = _columns(items)
+    panels = {name: _loss_panel(columns, metric, values) for name, values in _candidate_closes(items).items()}
+    return panels, sorted(set(columns[1]))
+
+
+def _loss_panel(
+    columns: tuple[list[str], list[date], np.ndarray, np.ndarray], metric: str, quantiles: np.ndarray
+) -> np.ndarray:
+    tickers, dates, actual, base = columns
+    losses = loss_series(metric, predicted=base, actual=actual, base=base, quantiles=quantiles)
+    return panel_of(losses, dates, tickers)[0]
 
 
 SERVED = "served"
@@ -586,22 +531,19 @@ SERVED = "served"
 
 
 def interval_loss_panels(rows: Sequence[Mapping[str, Any]], metric: str) -> dict[str, np.ndarray]:
-    """(sessions, tickers) panels of an interval `metric`'s losses of every candidate recorded in
-    scored rows and of the served quantiles (`SERVED`), on one session and ticker order."""
+    """(sessions, tickers) panels of an interval `metric`'s losses of every recorded candidate and of the
+    served quantiles (`SERVED`), on one session and ticker order."""
     items = [_as_mapping(row) for row in rows]
     panels, _dates = candidate_loss_panels(items, metric)
     if not items:
         return panels
-    tickers, dates, actual, base = _columns(items)
-    served = _served_quantiles(items)
-    losses = loss_series(metric, predicted=base, actual=actual, base=base, quantiles=served)
-    panels[SERVED] = panel_of(losses, dates, tickers)[0]
+    panels[SERVED] = _loss_panel(_columns(items), metric, _served_quantiles(items))
     return panels
 
 
 def skills_against(rows: Sequence[Mapping[str, Any]], reference: str) -> dict[str, dict[str, float | None]]:
-    """{name: {interval loss: skill}} of every candidate and of the served forecast against
-    `reference`, each on the rows where both have a forecast (1 - mean loss / reference's mean loss)."""
+    """{name: {interval loss: skill}} of every candidate and the served forecast against `reference`, each on
+    the rows where both have a forecast."""
     out: dict[str, dict[str, float | None]] = {}
     for metric in INTERVAL_LOSSES:
         panels = interval_loss_panels(rows, metric)
@@ -617,8 +559,8 @@ def skills_against(rows: Sequence[Mapping[str, Any]], reference: str) -> dict[st
 
 
 def brier_panels(rows: Sequence[Mapping[str, Any]]) -> dict[str, np.ndarray]:
-    """Each P(up) candidate's (sessions, tickers) panel of Brier scores over scored rows, the base
-    rate ("base_rate") among them, from what each prediction recorded (`detail["p_up"]`)."""
+    """Each P(up) candidate's (sessions, tickers) panel of Brier scores over scored rows (the base rate among
+    them), from each row's `detail["p_up"]`."""
     items = [_as_mapping(row) for row in rows]
     names = sorted({name for r in items for name in ((r.get("detail") or {}).get("p_up") or {})})
     tickers, dates, actual, base = _columns(items)
@@ -630,7 +572,6 @@ def brier_panels(rows: Sequence[Mapping[str, Any]]) -> dict[str, np.ndarray]:
 
 
 def _recorded_p_up(row: Mapping[str, Any], name: str | None) -> Any:
-    """The P(up) of candidate `name` a scored prediction recorded (None when it recorded none)."""
     return ((row.get("detail") or {}).get("p_up") or {}).get(name) if name else None
 
 
@@ -653,7 +594,7 @@ INTERVAL_FIGURES = tuple(key for key in INTERVAL_METRIC_KEYS if key != "n")
 
 
 def block_figures(block: MetricBlock) -> dict[str, Any]:
-    """One `summarize_scored` block as flat figures: what backtest shows."""
+    """One `summarize_scored` block as the flat figures backtest shows."""
     intervals = block.intervals.to_json() if block.intervals is not None else {}
     scored = block.scored
     return {
@@ -691,11 +632,9 @@ def _as_mapping(row: Any) -> Mapping[str, Any]:
 
 
 def flatten(metrics: Evaluation) -> dict[str, float]:
-    """`evaluate`'s result as flat `name: value` pairs for a metrics logger (undefined values dropped).
-
-    Names look like `avg.mae`, `avg.naive_mae`, `avg.skill`, `avg.coverage_95`, `GOOG.mae`; characters
-    other than letters, digits, `_`, `-` and `.` are removed from tickers (MLflow refuses `^`).
-    """
+    """`evaluate`'s result as flat `name: value` pairs for a metrics logger, undefined values dropped:
+    `avg.mae`, `avg.naive_mae`, `GOOG.coverage_95`; tickers keep only letters, digits, `_-.` (MLflow
+    refuses `^`)."""
     flat: dict[str, float] = {}
 
     def add(prefix: str, evaluated: MetricBlock) -> None:

@@ -1,33 +1,14 @@
-"""The three forecasting networks of the global model: windows in, a distribution of the next return out.
+"""The three forecasting networks: windows in, the next log return's distribution out.
 
-Every network reads one window per sample, (batch, sequence, features), where the features are one
-series' own scale-free features followed by the context covariates of the same dates; it shares its
-weights across every series of a watchlist (a global model, as DeepAR or the global models of
-NeuralForecast and darts). It outputs, per window, the parameters of the next-session log return's
-distribution in scaled units: a location, a scale and (for Student-t) the degrees of freedom.
+Each network reads (batch, sequence, features) windows, one series' own features followed by the context
+covariates, and shares its weights across every series (a global model, as DeepAR). It outputs per window the
+location, scale and (Student-t) degrees of freedom of the next return in scaled units: one likelihood-trained
+model gives every quantile, never crossing, and P(up) in closed form. `lstm` feeds the last hidden state plus
+the last step's own features (a skip connection: recent volatility maps almost linearly to the next) to the
+head; `lstm_attention` adds attention of the last step over the window; `lstm_cross_attention` lets each
+window attend to the other series' windows of the same date (its `groups` id), so ragged histories work.
 
-- `lstm`: an LSTM reads the window; its last hidden state, together with the last step's own
-  features (a skip connection: recent volatility maps almost linearly to the next one), feeds the head.
-- `lstm_attention`: the same LSTM, then multi-head attention over the window (the last step as the
-  query against every step), with a residual connection and layer norm.
-- `lstm_cross_attention`: the LSTM encodes each window; then each window's encoding attends to the
-  encodings of the other series on the same date (the windows of a batch sharing its `groups` id).
-  A series missing on a date simply has no window there, so ragged histories work; a lone window
-  attends to itself.
-
-Why a distribution head: daily returns have heavy tails and clustered volatility, and users want
-intervals and the chance of an up day as much as a point. A Student-t head trained by likelihood
-gives every quantile from one model, quantiles that can never cross, and P(up) in closed form; its
-location (the median) is the point forecast. `distribution = "normal"` is the lighter-tailed option.
-The network outputs the parameters; the likelihood is that of the `torch.distributions` built from
-them (`predictive_distribution`).
-
-Hidden sizes: `nn.MultiheadAttention` needs `embed_dim % num_heads == 0`, so the attention models
-round `hidden_size` UP to the next multiple of `num_heads`; `model_config` (plain JSON, from which
-`model_from_config` rebuilds the network) records the size used.
-
-This module imports torch: import it inside the functions that need a network, never on the path of
-`stockcli --help` or of a light module (`stockcli.ml.training` imports it lazily).
+This module imports torch: import it inside functions, never on the path of `stockcli --help`.
 """
 
 from __future__ import annotations
@@ -44,6 +25,7 @@ from torch.nn import functional
 
 from stockcli.choices import DISTRIBUTIONS, MODEL_TYPES
 from stockcli.errors import ConfigError
+from stockcli.ml.training import check_architecture, check_choice
 
 CONFIG_VERSION = 2
 # The scale head's bias starts at softplus^-1(1): an untrained model predicts a unit scale, the spread
@@ -54,12 +36,10 @@ MIN_SCALE = 1e-3
 
 def effective_hidden_size(model_type: str, hidden_size: int, num_heads: int) -> int:
     """The hidden size a model really uses: attention models round up to a multiple of `num_heads`."""
-    if hidden_size < 1:
-        raise ConfigError(f"hidden_size must be at least 1, got {hidden_size}.")
+    check_architecture(hidden_size=hidden_size)
     if model_type == "lstm":
         return hidden_size
-    if num_heads < 1:
-        raise ConfigError(f"num_heads must be at least 1, got {num_heads}.")
+    check_architecture(num_heads=num_heads)
     return -(-hidden_size // num_heads) * num_heads
 
 
@@ -76,25 +56,16 @@ def model_config(
 ) -> dict[str, Any]:
     """The JSON-able architecture of a model; `model_from_config` rebuilds the same network.
 
-    `n_features` is the width of a window row (own features + context columns); the first
-    `n_own_features` of them are the series' own features (the skip connection reads those).
+    `n_features` is a window row's width, the first `n_own_features` of them the series' own features.
+    Attention models round `hidden_size` up to a multiple of `num_heads` (`nn.MultiheadAttention` needs it);
+    the config records the size used.
     """
-    _check_model_type(model_type)
-    for label, number in (
-        ("n_features", n_features),
-        ("n_own_features", n_own_features),
-        ("num_layers", num_layers),
-    ):
-        if number < 1:
-            raise ConfigError(f"{label} must be at least 1, got {number}.")
+    check_choice("model type", model_type, MODEL_TYPES)
+    check_architecture(n_features=n_features, n_own_features=n_own_features, num_layers=num_layers)
     if n_own_features > n_features:
         raise ConfigError(f"n_own_features ({n_own_features}) cannot exceed n_features ({n_features}).")
-    if not 0.0 <= dropout < 1.0:
-        raise ConfigError(f"dropout must be in [0, 1), got {dropout}.")
-    if distribution not in DISTRIBUTIONS:
-        raise ConfigError(
-            f"Unknown distribution {distribution!r}.", hint=f"Use one of {', '.join(DISTRIBUTIONS)}."
-        )
+    check_architecture(dropout=dropout)
+    check_choice("distribution", distribution, DISTRIBUTIONS)
     return {
         "config_version": CONFIG_VERSION,
         "model_type": model_type,
@@ -124,7 +95,7 @@ def model_from_config(config: dict[str, Any]) -> nn.Module:
         return SeedEnsemble(members)
     try:
         model_type = str(config["model_type"])
-        _check_model_type(model_type)
+        check_choice("model type", model_type, MODEL_TYPES)
         version = int(config.get("config_version", 1))
         if version > CONFIG_VERSION:
             raise ConfigError(
@@ -157,14 +128,6 @@ def model_from_config(config: dict[str, Any]) -> nn.Module:
     return NETWORKS[model_type](**kwargs)
 
 
-def _check_model_type(model_type: str) -> None:
-    if model_type not in MODEL_TYPES:
-        raise ConfigError(f"Unknown model type {model_type!r}.", hint=f"Use one of {', '.join(MODEL_TYPES)}.")
-
-
-# --- the likelihood --------------------------------------------------------------------------------
-
-
 def predictive_distribution(output: torch.Tensor, distribution: str) -> Normal | StudentT:
     """The next-return distributions of a batch from the network's output (batch, 3): loc, scale, df."""
     loc, scale = output[:, 0], output[:, 1]
@@ -176,12 +139,9 @@ def predictive_distribution(output: torch.Tensor, distribution: str) -> Normal |
 
 @contextlib.contextmanager
 def _unchecked_arguments() -> Iterator[None]:
-    """Build distributions without torch's argument checks.
-
-    A diverging run must give a NaN loss (training stops on it), not an error; and each check is a
-    device sync per training step. `validate_args=False` is not enough: StudentT builds its Chi2
-    sampler with the default checks whatever it is told, so the default is switched off meanwhile.
-    """
+    """Build distributions without torch's argument checks: a diverging run must give a NaN loss, not an
+    error, and each check is a device sync per step. StudentT ignores `validate_args=False` for its Chi2
+    sampler, so the default is switched off meanwhile."""
     previous = Distribution._validate_args
     Distribution.set_default_validate_args(False)
     try:
@@ -193,9 +153,6 @@ def _unchecked_arguments() -> Iterator[None]:
 def distribution_nll(output: torch.Tensor, target: torch.Tensor, distribution: str) -> torch.Tensor:
     """Mean negative log-likelihood of `target` (batch,) under the predicted distributions (batch, 3)."""
     return -predictive_distribution(output, distribution).log_prob(target).mean()
-
-
-# --- the networks ----------------------------------------------------------------------------------
 
 
 class DistributionHead(nn.Module):
@@ -224,7 +181,7 @@ class DistributionHead(nn.Module):
 
 
 class Architecture(TypedDict):
-    """The keyword arguments of every network class (what `model_from_config` reads from a config)."""
+    """The keyword arguments of every network class (what `model_from_config` reads)."""
 
     n_features: int
     n_own_features: int
@@ -306,8 +263,8 @@ class LstmCrossAttentionForecaster(AttendingNetwork):
 
 
 class SeedEnsemble(nn.Module):
-    """`[promotion] seeds` networks trained with different seeds; their distribution parameters
-    are averaged, so one lucky seed cannot win a promotion on its own."""
+    """`[promotion] seeds` networks trained with different seeds, their distribution parameters averaged, so
+    one lucky seed cannot win a promotion on its own."""
 
     def __init__(self, members: Sequence[nn.Module]) -> None:
         super().__init__()

@@ -1,23 +1,11 @@
 """The MLflow tracking store and model registry: the only module that imports mlflow.
 
-A registered model version is self-contained and pickle-free: its source is an artifact folder of
-the training run holding a model bundle (`stockcli.ml.bundle`: `weights.npz`, `bundle.json`,
-`requirements.txt`). Registration records the whole bundle's SHA-256 as the version tag
-`stockcli.bundle_sha256`; loading a version downloads the folder and verifies it against that tag
-before reading it, and refuses a version without the tag. Nothing is unpickled. Versions are tagged
-with their training run id, so a retried registration returns the existing version instead of
-creating a second one.
-
-The local store is relocatable: a recorded `file://` artifact path is read under the current data
-dir's `mlartifacts` (`artifact_uri`), so a moved or restored data dir keeps its models.
-
-The alias `Production` marks the version that serves predictions. Resolve it once per run
-(`resolve_alias`) and use the version number afterwards. Only `set_production` moves it, and only
-`promote` calls that.
-
-MLflow is imported lazily (it takes seconds) and kept quiet: no telemetry, no URL banners, no
-progress bars, warnings only. Clients are cached per process and tracking URI, because opening a
-sqlite tracking store costs seconds.
+A registered version's source is an artifact folder holding a pickle-free model bundle (`stockcli.ml.bundle`);
+its SHA-256 is recorded as the version tag `stockcli.bundle_sha256` and verified on every load (a version
+without it is refused). Versions are tagged with their training run id, so a retried registration returns the
+existing version. The alias `Production` marks the serving version; only `promote` moves it
+(`set_production`). MLflow is imported lazily and kept quiet; clients are cached per process and URI, because
+opening a sqlite store costs seconds.
 """
 
 from __future__ import annotations
@@ -104,7 +92,7 @@ class ModelVersionInfo:
 
 
 def _mlflow() -> Any:
-    """Import mlflow quietly (once); every function here goes through this."""
+    """Import mlflow quietly (once): no telemetry, URL banners or progress bars; warnings only."""
     for name, value in _QUIET_ENV.items():
         os.environ.setdefault(name, value)
     with heavy_import("mlflow"):
@@ -122,14 +110,11 @@ def _is_remote(uri: str) -> bool:
 
 
 def artifact_uri(settings: Settings, uri: str) -> str:
-    """`uri` as the current data dir sees it: what makes the local MLflow store relocatable.
+    """`uri` as the current data dir sees it: what makes the local store relocatable.
 
-    A local store records absolute `file://` artifact URIs (the experiment's artifact location, each
-    run's artifact URI, each model version's source). When the data dir was moved, copied, or restored
-    from a backup in another place, a URI under the old `mlartifacts` folder is resolved against the
-    current one (`<data_dir>/mlartifacts`), always: a copy made without its `mlartifacts` then fails
-    clearly (`load_bundle`) instead of reading, or writing, the original's files. Tracking servers,
-    other schemes and URIs outside a `mlartifacts` folder are returned unchanged.
+    A local store records absolute `file://` URIs; one under an old `mlartifacts` folder is always resolved
+    against `<data_dir>/mlartifacts`, so a copy made without its `mlartifacts` fails clearly instead of
+    reading (or writing) the original's files. Other URIs are returned unchanged.
     """
     if _is_remote(settings.mlflow_tracking_uri) or not uri.startswith("file:"):
         return uri
@@ -143,7 +128,6 @@ def artifact_uri(settings: Settings, uri: str) -> str:
 
 
 def _check_artifacts_present(settings: Settings, uri: str, version: str) -> None:
-    """RegistryError when a local version's artifact folder is missing from the current data dir."""
     if _is_remote(settings.mlflow_tracking_uri) or not uri.startswith("file:") or _local_path(uri).exists():
         return
     raise RegistryError(
@@ -240,7 +224,6 @@ def _registry_exceptions() -> tuple[type[BaseException], ...]:
 
 @contextlib.contextmanager
 def _registry_errors(settings: Settings, action: str) -> Iterator[None]:
-    """Turn MLflow, database and file errors into one RegistryError saying what to do."""
     try:
         yield
     except StockCliError:
@@ -294,11 +277,7 @@ class TrainingRun:
         from mlflow.entities import Param
 
         items = [Param(str(key), _param_text(value)) for key, value in params.items()]
-        with _registry_errors(self.settings, "log training parameters"):
-            for start in range(0, len(items), 100):
-                client(self.settings).log_batch(
-                    self.run_id, params=items[start : start + 100], synchronous=True
-                )
+        self._log_batches("log training parameters", 100, params=items)
 
     def log_metrics(self, metrics: Mapping[str, float], *, step: int | None = None) -> None:
         """Log finite metric values, at `step` (an epoch) when given."""
@@ -312,26 +291,24 @@ class TrainingRun:
             for key, value in metrics.items()
             if value is not None and math.isfinite(float(value))
         ]
-        with _registry_errors(self.settings, "log training metrics"):
-            for start in range(0, len(items), 1000):
-                client(self.settings).log_batch(
-                    self.run_id, metrics=items[start : start + 1000], synchronous=True
-                )
+        self._log_batches("log training metrics", 1000, metrics=items)
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
         from mlflow.entities import RunTag
 
-        with _registry_errors(self.settings, "tag the training run"):
-            client(self.settings).log_batch(
-                self.run_id, tags=[RunTag(str(k), str(v)) for k, v in tags.items()], synchronous=True
-            )
+        self._log_batches("tag the training run", 100, tags=[RunTag(str(k), str(v)) for k, v in tags.items()])
+
+    def _log_batches(self, action: str, size: int, **entities: list[Any]) -> None:
+        """`log_batch` of one kind of entity, `size` at a time (MLflow caps a batch's length)."""
+        ((kind, items),) = entities.items()
+        with _registry_errors(self.settings, action):
+            for start in range(0, len(items), size):
+                batch = {kind: items[start : start + size]}
+                client(self.settings).log_batch(self.run_id, synchronous=True, **batch)
 
     def log_artifacts(self, local_dir: Path, artifact_path: str | None = None) -> None:
-        """Copy every file of `local_dir` into the run's artifacts (under `artifact_path`).
-
-        In a local store they go to `artifact_uri` (under the current data dir, see `artifact_uri()`)
-        rather than where the store recorded the experiment's folder before a move.
-        """
+        """Copy every file of `local_dir` into the run's artifacts (under `artifact_path`); in a local store
+        under the current data dir, not where the store recorded the experiment before a move."""
         with _registry_errors(self.settings, "store training artifacts"):
             if self.artifact_uri.startswith("file:"):
                 from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
@@ -342,7 +319,6 @@ class TrainingRun:
                 client(self.settings).log_artifacts(self.run_id, str(local_dir), artifact_path)
 
     def log_json(self, payload: Any, name: str) -> None:
-        """Store `payload` as a JSON artifact file `name`."""
         with tempfile.TemporaryDirectory(prefix="stockcli-") as folder:
             path = Path(folder) / name
             path.write_text(dumps(payload, indent=2, sort_keys=True), encoding="utf-8")
@@ -387,7 +363,7 @@ def training_run(
 
 
 def _process_start(pid: int) -> str | None:
-    """The start time of process `pid` in clock ticks since boot (Linux), telling a reused pid apart."""
+    """Process `pid`'s start time in clock ticks since boot (Linux), telling a reused pid apart."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except (OSError, IndexError):
@@ -396,7 +372,6 @@ def _process_start(pid: int) -> str | None:
 
 
 def _process_tags() -> dict[str, str]:
-    """Tags saying which process runs an MLflow run, so that a later run can tell a dead one."""
     import socket
 
     tags = {TAG_HOST: socket.gethostname(), TAG_PID: str(os.getpid())}
@@ -417,10 +392,9 @@ def _process_alive(pid: int, started: str | None) -> bool:
 
 
 def close_dead_runs(settings: Settings) -> list[str]:
-    """Mark KILLED the experiment's RUNNING runs whose process, on this host, is gone (SIGKILL, a crash).
+    """Mark KILLED the experiment's RUNNING runs whose process on this host is gone; returns their ids.
 
-    Runs of live processes (a concurrent worker, this process) and of other hosts (a shared tracking
-    server: their processes cannot be checked from here) are left alone. Returns the closed run ids.
+    Runs of live processes and of other hosts (whose processes cannot be checked from here) are left alone.
     """
     import socket
 
@@ -460,11 +434,8 @@ def find_version_for_run(settings: Settings, training_run_id: str) -> str | None
 
 
 def mark_unevaluated(settings: Settings, training_run_ids: list[str]) -> list[str]:
-    """Tag the versions registered by these (killed) training runs as never evaluated; returns them.
-
-    A run killed between registration and promotion leaves a version no decision ever looked at:
-    `stockcli models` shows the mark and says how to evaluate it, and `promote` clears it.
-    """
+    """Tag the versions registered by these (killed) training runs as never compared with Production; returns
+    them. `stockcli models` shows the mark and `promote` clears it."""
     name = settings.mlflow.model_name
     marked = []
     for run_id in training_run_ids:
@@ -497,12 +468,11 @@ def _quote(text: str) -> str:
 def register_version(
     settings: Settings, run: TrainingRun, *, test_summary: Mapping[str, float] | None = None, **contents: Any
 ) -> str:
-    """Log a model bundle of `contents` (`write_bundle`'s keyword arguments) to `run` and register it
-    as a new version; returns the version number.
+    """Log a bundle of `contents` (`write_bundle`'s keyword arguments) to `run` and register it; returns the
+    version number.
 
-    The whole bundle's SHA-256 becomes the version's `stockcli.bundle_sha256` tag, which
-    `load_bundle` verifies. Idempotent per training run: when a version tagged with `run.run_id`
-    exists, it is returned and nothing new is created. Never touches the Production alias.
+    Records the bundle's SHA-256 as a tag for `load_bundle` to verify. Idempotent per training run (an
+    existing version of `run.run_id` is returned). Never touches the Production alias.
     """
     existing = find_version_for_run(settings, run.run_id)
     if existing is not None:
@@ -519,10 +489,8 @@ def register_version(
         TAG_DATASET_RUN: dataset_run_id,
         TAG_MODEL_TYPE: str(contents["model_config"].get("model_type", "")),
         TAG_TICKERS: ",".join(contents["tickers"]),
+        **{f"{METRIC_TAG_PREFIX}{key}": repr(float(value)) for key, value in (test_summary or {}).items()},
     }
-
-    for key, value in (test_summary or {}).items():
-        tags[f"{METRIC_TAG_PREFIX}{key}"] = repr(float(value))
     mlflow_client = client(settings)
     with _registry_errors(settings, f"register a version of model {name!r}"):
         try:
@@ -626,11 +594,10 @@ def list_versions(settings: Settings) -> list[ModelVersionInfo]:
 
 
 def load_bundle(settings: Settings, version: str | int | None = None) -> ModelBundle:
-    """Load a registered version (default: Production's) as a ModelBundle.
+    """Load a registered version (default: Production's) as a ModelBundle, cached per process.
 
-    Raises NoProductionModelError when no version is Production, UsageError for an unknown version,
-    RegistryError when the store cannot be read or the bundle does not match the checksum recorded at
-    registration (or has none). Loaded bundles are cached per process (versions are immutable).
+    Raises NoProductionModelError without a Production version, UsageError for an unknown version, and
+    RegistryError when the store cannot be read or the bundle does not match its recorded checksum.
     """
     if version is None:
         version = resolve_alias(settings)

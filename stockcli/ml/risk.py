@@ -1,11 +1,9 @@
-"""Risk figures (Value at Risk, Expected Shortfall) from forecast quantiles, and their backtests.
+"""Risk figures (Value at Risk, Expected Shortfall) of a long position from forecast quantiles, and their
+backtests (Kupiec, Christoffersen, the Basel traffic light, Acerbi–Székely's Z2), all through
+`risk_backtest` and its one JSON shape.
 
-One definition of each risk rule (design notes, core idea 13), for a LONG position over a horizon
-of h sessions; losses are positive simple returns, loss = 1 - exp(log return). VaR is a quantile at
-one of `TAIL_LEVELS`; ES_a = (1 / (1 - a)) * integral of the loss quantile over the tail (0, 1 - a),
-a quadrature over a graded grid of tail cells (`_tail_grid`). The backtests (Kupiec, Christoffersen,
-the Basel traffic light, Acerbi–Székely's Z2) run on the `non_overlapping` subsample, all through
-`risk_backtest` and its one JSON shape. Pure functions; scipy is imported where it is needed.
+Losses are positive simple returns, loss = 1 - exp(log return). ES_a is the mean loss over the tail
+(0, 1 - a), a quadrature over graded tail cells (`_tail_grid`).
 """
 
 from __future__ import annotations
@@ -21,29 +19,23 @@ from stockcli.errors import InputDataError
 from stockcli.ml.intervals import sort_quantiles
 
 VAR_TAILS: dict[int, float] = {95: 0.05, 99: 0.01}
-"""Tail probability of each VaR / ES confidence level in percent: VaR_95 is the loss of the 5% quantile."""
+"""Tail probability of each VaR / ES level in percent: VaR_95 is the loss of the 5% quantile."""
 
 ES_TEST_TAIL = 0.025
-"""Tail of the Expected Shortfall that `acerbi_szekely_z2` tests: ES at 97.5%, the Basel FRTB level.
-At 99% a 250-session window holds 2.5 exceptions on average, too few for a test of their size; at
-97.5% it holds 6.25, and this tail lies between the two served ES levels."""
+"""The ES tail `acerbi_szekely_z2` tests: 97.5%, the Basel FRTB level (at 99% a 250-session window holds 2.5
+exceptions on average, too few to test their size)."""
 
 _GRADED_CELLS = 20
-"""Cells of (0, 0.01), graded as 0.01 * (i / 20)^2: the quantile function is singular at 0."""
-
 _GRADING_POWER = 2
 _EVEN_CELLS = ((0.01, 0.025, 4), (0.025, 0.05, 4))
-"""Equal cells (from, to, count) of the smooth part of the tail."""
 
 
 def _tail_grid() -> tuple[np.ndarray, np.ndarray]:
     """Cell edges (0 .. 0.05) and nodes of the tail quadrature.
 
-    A midpoint rule on equal slices of (0, a) converges slowly where the quantile function goes to
-    -infinity (q(u) ~ -u^(-1/nu) for a Student t): 240 equal slices of (0, 0.01) are needed for a
-    1e-3 relative ES error on a t(5). Cells graded as u = 0.01 s^2 (midpoint in s) reach it with
-    20; beyond 0.01 the quantile function is smooth and 4 equal cells per segment suffice. Every
-    ES level is a cell edge, so ES_a sums whole cells (mass-weighted node values).
+    The quantile function is singular at 0 (q(u) ~ -u^(-1/nu) for a t): 240 equal midpoint slices of (0, 0.01)
+    give a 1e-3 relative ES error on a t(5), 20 cells graded as u = 0.01 s^2 do too. Beyond 0.01, 4 equal
+    cells per segment suffice. Every ES level is a cell edge.
     """
     steps = np.arange(_GRADED_CELLS + 1) / _GRADED_CELLS
     edges = [0.01 * steps**_GRADING_POWER]
@@ -61,39 +53,29 @@ _CELL_MASS = np.diff(_CELL_EDGES)
 TAIL_LEVELS: tuple[float, ...] = tuple(
     float(level) for level in np.sort(np.concatenate([_CELL_NODES, [0.01, ES_TEST_TAIL, 0.05]]))
 )
-"""Levels (ascending, 31 of them) at which a forecaster's quantiles of the log return are read for
-risk: the quadrature nodes of the tail (0, 0.05) plus the VaR levels 0.01, 0.025 and 0.05. Every
-(n, len(TAIL_LEVELS)) "tail quantile" matrix in this module has its columns in this order."""
+"""The 31 ascending levels at which log-return quantiles are read for risk: the quadrature nodes plus 0.01,
+0.025 and 0.05; the column order of every "tail quantile" matrix here."""
 
 _NODE_COLUMNS = np.searchsorted(TAIL_LEVELS, _CELL_NODES)
 _LEVEL_COLUMN = {tail: TAIL_LEVELS.index(tail) for tail in (0.01, ES_TEST_TAIL, 0.05)}
 
 RISK_KEYS: tuple[str, ...] = ("var_95", "var_99", "es_95", "es_99")
-"""The risk figures of one forecast (`RiskFigures.row`), losses as positive simple returns."""
 
 MIN_SESSIONS = 10
-"""With fewer (non-overlapping) forecasts than this a backtest reports counts but no p-value or
-zone (the monitor's `min_samples` rule)."""
+"""Below this many (non-overlapping) forecasts a backtest gives counts but no p-value or zone."""
 
 ES_SIMULATIONS = 2000
-"""Draws of the Z2 statistic under H0 (the p-value's resolution is 1 / 2001)."""
 
 Zone = Literal["green", "yellow", "red"]
 BASEL_YELLOW = 0.95
 BASEL_RED = 0.9999
-"""Basel Committee (1996) traffic light: with x exceptions, yellow from P(X <= x) >= 95%, red from 99.99%."""
-
-
-# --- figures ---------------------------------------------------------------------------------------
+"""Basel (1996) traffic light: yellow from P(X <= exceptions) >= 95%, red from 99.99%."""
 
 
 @dataclass(frozen=True)
 class RiskFigures:
-    """VaR and ES at 95% and 99% of a long position, one value per forecast row (shape (n,)).
-
-    Losses as positive simple returns (0.03 = 3% of the position); NaN where a row is incomplete.
-    A negative VaR (the 5% quantile is a gain, e.g. a strong drift) is kept as it is.
-    """
+    """VaR and ES at 95% and 99% per forecast row, losses as positive simple returns (NaN where a row is
+    incomplete; a negative VaR, a gain at the 5% quantile, is kept)."""
 
     var_95: np.ndarray
     var_99: np.ndarray
@@ -107,11 +89,8 @@ class RiskFigures:
 
 
 def risk_figures(tail_quantiles: np.ndarray) -> RiskFigures:
-    """VaR and ES at 95% and 99% from log-return quantiles at `TAIL_LEVELS` ((n, 31) or (31,)).
-
-    Crossing quantiles are rearranged first (`sort_quantiles`). ES averages the loss 1 - exp(q),
-    not the log return, so it is the expected simple loss beyond VaR.
-    """
+    """VaR and ES at 95% and 99% from log-return quantiles at `TAIL_LEVELS` ((n, 31) or (31,)), crossing
+    quantiles rearranged first. ES averages the simple loss, not the log return."""
     losses = -np.expm1(_tail_quantiles(tail_quantiles))
     return RiskFigures(
         var_95=losses[:, _LEVEL_COLUMN[VAR_TAILS[95]]],
@@ -127,7 +106,6 @@ def loss_price(base_close: float | np.ndarray, loss: float | np.ndarray) -> np.n
 
 
 def _tail_quantiles(tail_quantiles: np.ndarray) -> np.ndarray:
-    """The (n, len(TAIL_LEVELS)) quantile matrix, rows rearranged; InputDataError on a wrong shape."""
     quantiles = np.asarray(tail_quantiles, dtype=np.float64)
     if quantiles.ndim == 1:
         quantiles = quantiles[None, :]
@@ -144,12 +122,9 @@ def _expected_shortfall(losses: np.ndarray, tail: float) -> np.ndarray:
     return losses[:, _NODE_COLUMNS[cells]] @ _CELL_MASS[cells] / tail
 
 
-# --- coverage tests --------------------------------------------------------------------------------
-
-
 @dataclass(frozen=True)
 class LikelihoodRatio:
-    """A likelihood-ratio statistic and its asymptotic chi-square p-value with `df` degrees of freedom."""
+    """A likelihood-ratio statistic and its chi-square p-value with `df` degrees of freedom."""
 
     statistic: float
     p_value: float
@@ -157,10 +132,8 @@ class LikelihoodRatio:
 
 
 def kupiec_pof(exceptions: int, n: int, p: float) -> LikelihoodRatio:
-    """Kupiec's (1995) proportion-of-failures test: are `exceptions` in `n` forecasts consistent
-    with an exception probability `p`? (two-sided; LR ~ chi-square(1) under H0; 0 log 0 = 0, so 0
-    and n exceptions give finite statistics).
-    """
+    """Kupiec's (1995) two-sided proportion-of-failures test of `exceptions` in `n` forecasts at exception
+    probability `p` (0 log 0 = 0, so 0 and n exceptions give finite statistics)."""
     from scipy.special import xlogy
     from scipy.stats import chi2
 
@@ -174,10 +147,8 @@ def kupiec_pof(exceptions: int, n: int, p: float) -> LikelihoodRatio:
 
 @dataclass(frozen=True)
 class ChristoffersenTest:
-    """Christoffersen (1998): independence of exceptions (1 df) and conditional coverage (2 df).
-
-    `transitions` are the counts (n00, n01, n10, n11) of consecutive pairs, n_ij = i then j.
-    """
+    """Christoffersen (1998): independence of exceptions (1 df) and conditional coverage (2 df); `transitions`
+    are the counts (n00, n01, n10, n11) of consecutive pairs."""
 
     independence: LikelihoodRatio
     conditional_coverage: LikelihoodRatio
@@ -185,14 +156,11 @@ class ChristoffersenTest:
 
 
 def christoffersen(hits: Sequence[bool] | np.ndarray, p: float) -> ChristoffersenTest:
-    """Christoffersen's (1998) Markov test that an exception today does not make one tomorrow more
-    likely, and his conditional-coverage test LR_cc = LR_pof + LR_ind (2 df).
+    """Christoffersen's (1998) Markov test that an exception today does not make one tomorrow more likely, and
+    the conditional-coverage test LR_cc = LR_pof + LR_ind (2 df).
 
-    `hits` is the exception sequence in time order (one element per independent forecast). The
-    independence test compares a first-order Markov chain (pi01 = P(hit | no hit before),
-    pi11 = P(hit | hit before)) with a constant hit rate on the n - 1 transitions; 0 log 0 = 0, so
-    no exception, or no two in a row, give finite statistics (LR_ind = 0 without any exception).
-    LR_pof is Kupiec's on all n forecasts, as in Christoffersen (1998) and Jorion.
+    `hits`: the exceptions in time order, one per independent forecast. LR_ind = 0 without exceptions; LR_pof
+    is Kupiec's on all n forecasts, as in Christoffersen (1998) and Jorion.
     """
     from scipy.special import xlogy
     from scipy.stats import chi2
@@ -220,12 +188,8 @@ def christoffersen(hits: Sequence[bool] | np.ndarray, p: float) -> Christofferse
 
 
 def basel_zone(exceptions: int, n: int, p: float = 0.01) -> Zone:
-    """The Basel traffic light of `exceptions` in `n` forecasts of a VaR with tail `p`.
-
-    The Basel Committee's (1996) rule on the cumulative binomial probability P(X <= exceptions),
-    X ~ Binomial(n, p): green below 95%, yellow below 99.99%, red from there. For n = 250 and
-    p = 0.01: green up to 4, yellow 5 to 9, red from 10. Other n scale by the same rule.
-    """
+    """The Basel (1996) traffic light of `exceptions` in `n` forecasts of a VaR with tail `p`, from P(X <=
+    exceptions), X ~ Binomial(n, p): for n = 250, p = 0.01 green up to 4, red from 10."""
     from scipy.stats import binom
 
     _check_counts(exceptions, n, p)
@@ -242,16 +206,10 @@ def _check_counts(exceptions: int, n: int, p: float) -> None:
         raise InputDataError(f"The exception probability must be in (0, 1), got {p}.")
 
 
-# --- Expected Shortfall --------------------------------------------------------------------------------
-
-
 @dataclass(frozen=True)
 class Z2Test:
-    """Acerbi–Székely's Z2: 0 in expectation under H0, negative when ES is underestimated.
-
-    `p_value` is the one-sided simulated P(Z2 <= statistic | H0); `exceptions` the sessions
-    beyond the VaR of the tested tail.
-    """
+    """Acerbi–Székely's Z2 (0 under H0, negative when ES is underestimated), its one-sided simulated p-value
+    and the exceptions beyond the tested VaR."""
 
     statistic: float
     p_value: float
@@ -266,17 +224,10 @@ def acerbi_szekely_z2(
 ) -> Z2Test:
     """Acerbi & Székely's (2014) test 2 of the 97.5% Expected Shortfall (`ES_TEST_TAIL`).
 
-    Z2 = sum_t X_t I_t / (T alpha ES_t) + 1, with X_t = exp(r_t) - 1 the realized simple return,
-    I_t = 1 when r_t fell below the forecast alpha-quantile (the VaR), ES_t the forecast ES > 0
-    and T the number of forecasts. E[Z2] = 0 when every forecast distribution is right in its tail;
-    ES underestimated gives Z2 < 0, so the test is one-sided: p = P(Z2 <= observed | H0).
-
-    The null distribution is simulated (seeded, so deterministic): each draw takes, for every
-    session, U ~ Uniform(0, 1) and, where U < alpha (only those draws matter), the forecast loss of
-    the tail cell holding U (inverse-transform sampling through the quadrature of `TAIL_LEVELS`,
-    whose mean is exactly ES_t). Assumes: the forecasts are independent across sessions (use a
-    non-overlapping subsample for multi-session horizons) and each session's tail is the quantile
-    function it was read from (a step function on the tail cells). p = (1 + #{Z2* <= Z2}) / (1 + M).
+    Z2 = sum_t X_t I_t / (T alpha ES_t) + 1, X_t = exp(r_t) - 1, I_t = 1 when r_t fell below the VaR;
+    one-sided p = (1 + #{Z2* <= Z2}) / (1 + M). The null is simulated (seeded) by inverse-transform draws
+    through each session's tail cells, so the forecasts must be independent (use a non-overlapping subsample
+    for multi-session horizons).
     """
     realized = np.asarray(realized_log_returns, dtype=np.float64).reshape(-1)
     quantiles = _tail_quantiles(tail_quantiles)
@@ -308,11 +259,8 @@ def acerbi_szekely_z2(
 def _tail_draws(
     rng: np.random.Generator, simulations: int, sessions: int, alpha: float
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The (draw, session, U) of every U < alpha among simulations x sessions iid uniforms.
-
-    Drawn directly, not by filtering a full matrix (5x faster for 2000 x 250): successes of iid
-    Bernoulli(alpha) trials are at geometric gaps, and U given U < alpha is Uniform(0, alpha).
-    """
+    """The (draw, session, U) of every U < alpha among simulations x sessions iid uniforms, drawn at geometric
+    gaps rather than by filtering a full matrix (5x faster for 2000 x 250)."""
     trials = simulations * sessions
     expected = trials * alpha
     gaps = rng.geometric(alpha, size=int(expected + 8 * math.sqrt(expected) + 16))
@@ -324,20 +272,12 @@ def _tail_draws(
     return positions // sessions, positions % sessions, alpha * rng.random(positions.size)
 
 
-# --- horizons and the one backtest ------------------------------------------------------------------------
-
-
 def non_overlapping(base_sessions: Sequence[int] | np.ndarray, horizon: int) -> np.ndarray:
-    """Indices (ascending) of the forecasts a horizon-h backtest uses: the newest, then going back,
-    each next one whose base session is at least `horizon` sessions before the last one chosen.
+    """Indices (ascending) of the forecasts a horizon-h backtest uses: the newest, then back, each one at
+    least `horizon` base sessions before the last chosen.
 
-    `base_sessions` are the forecasts' base sessions as increasing session numbers (positions in
-    the exchange calendar, so a missing day counts as a session). Why: two h-session windows less
-    than h sessions apart share returns, so their exceptions are dependent by construction; a
-    correct VaR would show clustered exceptions and too-wide count dispersion, and the binomial
-    and chi-square laws of these tests would not hold. Windows h or more sessions apart share none.
-    With consecutive sessions this is every h-th base session, counted back from the newest (so
-    the newest matured forecast always counts; the subsample's phase moves with it).
+    `base_sessions` are positions in the exchange calendar. Windows less than h sessions apart share returns,
+    so their exceptions would be dependent and the binomial and chi-square laws would not hold.
     """
     if horizon < 1:
         raise InputDataError(f"The horizon must be at least 1 session, got {horizon}.")
@@ -357,14 +297,9 @@ def non_overlapping(base_sessions: Sequence[int] | np.ndarray, horizon: int) -> 
 
 @dataclass(frozen=True)
 class RiskBacktest:
-    """The risk backtest of one ticker and horizon over its non-overlapping forecasts.
-
-    `n` forecasts used; exceptions of the 95% and 99% VaR; `kupiec_p` (99%) and `kupiec_p_95`:
-    Kupiec's POF p-values; `christoffersen_p`: independence of the 99% exceptions;
-    `conditional_coverage_p`: Christoffersen's joint test (99%); `zone`: the Basel traffic light of
-    the 99% VaR scaled to n; `es_z2` / `es_p`: Acerbi–Székely's Z2 of the 97.5% ES and its
-    one-sided p-value. p-values and zone are None below `MIN_SESSIONS` forecasts.
-    """
+    """The risk backtest of one ticker and horizon over its non-overlapping forecasts: exceptions of the 95%
+    and 99% VaR, Kupiec's p-values, Christoffersen's (99%), the Basel zone of the 99% VaR and Z2 of the
+    97.5% ES. p-values and zone are None below `MIN_SESSIONS` forecasts."""
 
     n: int
     exceptions_95: int
@@ -383,7 +318,6 @@ class RiskBacktest:
 
 
 RISK_BACKTEST_KEYS: tuple[str, ...] = (*(item.name for item in fields(RiskBacktest)), "es_level")
-"""The keys of `RiskBacktest.to_json`, the one shape of a risk backtest everywhere."""
 
 
 def risk_backtest(
@@ -394,14 +328,11 @@ def risk_backtest(
     base_sessions: Sequence[int] | np.ndarray | None = None,
     es_test: bool = True,
 ) -> RiskBacktest:
-    """Every risk test of one ticker and horizon: counts, Kupiec, Christoffersen, Basel zone, Z2
-    (without `es_test`, the simulated Z2 is left out: `es_z2` and `es_p` None).
+    """Every risk test of one ticker and horizon (without `es_test`, Z2 is left out).
 
-    `realized_log_returns[i]` is the h-session log return that followed base session i and
-    `tail_quantiles[i]` its forecast at `TAIL_LEVELS`, in base-session order (the caller picks the
-    window, e.g. the last 250 scored sessions). Rows with a missing value are dropped, then the
-    tests run on the `non_overlapping` subsample (`base_sessions`: session numbers, consecutive by
-    default). An exception is a realized log return below the forecast quantile (the VaR).
+    Row i: the h-session log return after base session i and its forecast at `TAIL_LEVELS`, in base-session
+    order. Rows with a missing value are dropped, then the tests run on the `non_overlapping` subsample
+    (`base_sessions` consecutive by default).
     """
     realized = np.asarray(realized_log_returns, dtype=np.float64).reshape(-1)
     quantiles = _tail_quantiles(tail_quantiles)

@@ -1,24 +1,12 @@
 """Which interval candidate to serve: each challenger against the incumbent, family-corrected.
 
-With many candidates, the luckiest of them beats the incumbent on any window by chance alone; the
-more candidates, the surer that is. So every challenger is compared with the incumbent (GARCH(1,1)-t
-by default) by the one-sided Diebold-Mariano test of `stats.paired_loss_test` on the same sessions,
-and the family of those tests is controlled, so that adding candidates can never raise the chance of
-serving a challenger that is not really better (strong control of the family-wise error rate, no
-assumption on how the tests depend on each other). The default correction is a fixed sequence:
-challengers are tested in `[forecasters] test_order`, each at the full alpha while every earlier one
-was rejected. The order was chosen on the validation years 2008-2011 of the sample (best skill
-against GARCH first), so the power goes where the evidence was; Holm's step-down correction (every
-challenger at alpha / m first) is the alternative with an empty order, and on one year of four
-tickers it rarely lets anything beat GARCH (five challengers: the best must reach p < 0.01). Among
-the challengers that pass, the one with the lowest loss is served; otherwise the incumbent.
-Pure computation: loss panels in, a decision out.
-
-Tickers are decided in two stages. The pooled choice ("*") is made first, on every ticker's
-sessions together, against the configured incumbent; each ticker is then decided against the pooled
-choice, so a ticker serves something else than what the pooled evidence favours only on its own
-significant evidence. A single ticker's window (a year at most) rarely separates candidates a few
-percent apart, while the panel of all tickers does.
+With many candidates the luckiest beats the incumbent by chance alone, so each challenger is tested against
+the incumbent (GARCH(1,1)-t by default) by the one-sided Diebold-Mariano test of `stats.paired_loss_test`, and
+the family-wise error rate is controlled: by default a fixed sequence in `[forecasters] test_order` (chosen on
+the sample's validation years 2008-2011, best skill first), or Holm's step-down with an empty order. The
+lowest-loss challenger that passes is served, otherwise the incumbent. The pooled choice ("*") is made first
+on every ticker's sessions; each ticker is then tested against it, since one ticker's year rarely separates
+candidates a few percent apart.
 """
 
 from __future__ import annotations
@@ -34,12 +22,9 @@ BASE_RATE = "base_rate"
 
 @dataclass(frozen=True)
 class IntervalChoice:
-    """The decision for one ticker (or the pooled "*"), with the evidence.
-
-    `p_value` is the Holm-adjusted p-value of the served challenger, or, when the incumbent is kept,
-    the smallest adjusted p-value among the challengers (the closest any came); `skill` is the served
-    source's relative improvement over the incumbent (0 for the incumbent itself).
-    """
+    """The decision for one ticker (or the pooled "*"): `p_value` is the served challenger's adjusted p-value,
+    or with the incumbent kept the smallest among the challengers; `skill` the served source's relative
+    improvement over the incumbent (0 for the incumbent itself)."""
 
     source: str
     p_value: float | None
@@ -49,42 +34,34 @@ class IntervalChoice:
 
 
 def ticker_incumbent(pooled: IntervalChoice | str | None, incumbent: str) -> str:
-    """What a ticker's challengers are tested against: the pooled choice where there is one, else
-    the configured incumbent."""
+    """What a ticker's challengers are tested against: the pooled choice, else the configured incumbent."""
     source = pooled.source if isinstance(pooled, IntervalChoice) else pooled
     return source or incumbent
 
 
 def holm(p_values: Mapping[str, float]) -> dict[str, float]:
-    """Holm-adjusted p-values, by the same names: the k-th smallest times (m - k + 1), made
-    non-decreasing in that order and capped at 1.
-
-    Written here rather than called from statsmodels' `multipletests(method="holm")`, which gives
-    the same numbers (a test holds them equal) but costs ~50 ms a call on these machines: a promotion
-    over 500 tickers decides twice per ticker, so ~50 s against well under a millisecond.
-    """
+    """Holm-adjusted p-values by the same names: the k-th smallest times (m - k + 1), made non-decreasing and
+    capped at 1. statsmodels' `multipletests` gives the same numbers (a test holds them equal) at ~50 ms a
+    call, ~50 s for a promotion over 500 tickers."""
     names = sorted(p_values, key=lambda name: p_values[name])
-    m = len(names)
-    adjusted: dict[str, float] = {}
-    running = 0.0
-    for k, name in enumerate(names):
-        running = max(running, min(1.0, (m - k) * float(p_values[name])))
-        adjusted[name] = running
-    return {name: adjusted[name] for name in p_values}
+    return _running_max(p_values, names, [len(names) - k for k in range(len(names))])
 
 
 def fixed_sequence(p_values: Mapping[str, float], order: Sequence[str]) -> dict[str, float]:
-    """Adjusted p-values of a fixed-sequence procedure (Maurer, Hothorn & Lehmacher 1995): the tests
-    are made in `order` (names not in it follow, in the order given), each at the full alpha while
-    every earlier one rejected, so the adjusted p-value is the running maximum along the order. The
-    family-wise error rate is controlled at alpha whatever the dependence, and a name added at the
-    end cannot change the decisions on the names before it."""
+    """Adjusted p-values of a fixed-sequence procedure (Maurer, Hothorn & Lehmacher 1995): the running maximum
+    along `order` (names not in it follow as given). It controls the family-wise error rate whatever the
+    dependence, and a name added at the end cannot change the decisions before it."""
     sequence = [name for name in order if name in p_values]
     sequence += [name for name in p_values if name not in sequence]
+    return _running_max(p_values, sequence, [1] * len(sequence))
+
+
+def _running_max(p_values: Mapping[str, float], sequence: list[str], factors: list[int]) -> dict[str, float]:
+    """Each p-value times its factor, capped at 1, made non-decreasing along `sequence`."""
     adjusted: dict[str, float] = {}
     running = 0.0
-    for name in sequence:
-        running = max(running, min(1.0, float(p_values[name])))
+    for name, factor in zip(sequence, factors, strict=True):
+        running = max(running, min(1.0, factor * float(p_values[name])))
         adjusted[name] = running
     return {name: adjusted[name] for name in p_values}
 
@@ -92,13 +69,11 @@ def fixed_sequence(p_values: Mapping[str, float], order: Sequence[str]) -> dict[
 def choose_interval_source(
     panels: Mapping[str, np.ndarray], *, incumbent: str, alpha: float, order: Sequence[str] = ()
 ) -> IntervalChoice:
-    """Serve the best challenger that beats `incumbent` after the family correction, else the
-    incumbent: the fixed sequence of `order` (`fixed_sequence`), or Holm's without one.
+    """Serve the best challenger that beats `incumbent` after the family correction (`fixed_sequence` of
+    `order`, or Holm's without one), else the incumbent.
 
-    `panels` is {candidate: (sessions, tickers) losses}, NaN where missing, all on the same rows.
-    A candidate without any loss does not take part. Without the incumbent's losses (it could not
-    forecast those rows, or a version recorded none) nothing is tested and the incumbent is kept:
-    a challenger is served only on evidence.
+    `panels` is {candidate: (sessions, tickers) losses} on the same rows, NaN where missing. Without the
+    incumbent's losses nothing is tested and the incumbent is kept: a challenger is served only on evidence.
     """
     from stockcli.ml.stats import paired_loss_test
 

@@ -1,10 +1,8 @@
 """What one ticker is served: every candidate's forecast, the chosen one adapted, and the fallbacks.
 
-Serving is one pass per ticker: each statistical candidate is filtered once over the ticker's bars
-at every level needed (the nominal five for scoring, the five adaptive conformal inference has moved
-this candidate's intervals to, and the grid that gives P(up)); the network's come from the
-forecasting primitive. The served source is the selection's choice when it can forecast the ticker,
-else the rolling band (no fit needed), else the network. Pure computation: no database, no clock.
+Each statistical candidate is filtered once over the ticker's bars at every level needed (the nominal five for
+scoring, the five adaptive conformal inference moved it to, the P(up) grid); the network's come from the
+forecasting primitive.
 """
 
 from __future__ import annotations
@@ -18,8 +16,7 @@ from stockcli.ml.forecasters import NETWORK, P_UP_GRID, Forecaster, TickerBars, 
 from stockcli.ml.intervals import QUANTILES, sort_quantiles
 
 FALLBACKS = ("rolling", NETWORK)
-"""Tried in this order, after the incumbent, when the chosen source cannot forecast a ticker (no fit,
-too short a history)."""
+"""Tried in this order, after the incumbent, when the chosen source cannot forecast a ticker."""
 
 Alphas = tuple[float, float]
 
@@ -54,12 +51,9 @@ def statistical_forecasts(
     horizon: int = 1,
     extra_levels: Sequence[float] = (),
 ) -> dict[str, CandidateForecast]:
-    """Every statistical candidate's forecast of the log return `horizon` sessions after the last of
-    `bars` (absent: no parameters), also read at `extra_levels` (the risk tails).
-
-    Each candidate is filtered once, at every level any candidate needs; a composed candidate (the
-    blend) combines its members' values instead of filtering them again.
-    """
+    """Every statistical candidate's forecast of the log return `horizon` sessions after the last of `bars`
+    (absent: no parameters), also read at `extra_levels` (the risk tails). A composed candidate (the blend)
+    combines its members' values instead of filtering again."""
     row = np.array([len(bars) - 1])
     adapted = {name: adapted_levels(alphas_for(name)) for name in table}
     levels = (
@@ -111,10 +105,8 @@ def serve_horizon(
     incumbent: str,
     p_up: float | None = None,
 ) -> HorizonForecast | None:
-    """The served forecast at `horizon` from every candidate's (`statistical_forecasts` with the
-    risk tails as `extra_levels`): the chosen source when it can forecast, else the incumbent, else a
-    fallback (None: nothing can). `p_up` overrides the source's own chance of a rise (horizon 1:
-    the Brier test's choice)."""
+    """The served forecast at `horizon`: the chosen source when it can forecast, else the incumbent, else a
+    fallback (None: nothing can). `p_up` overrides the source's own chance of a rise."""
     source = served_source(chosen, forecasts, incumbent)
     if source is None:
         return None
@@ -131,8 +123,7 @@ def serve_horizon(
 
 
 def served_source(chosen: str, forecasts: Mapping[str, CandidateForecast], incumbent: str) -> str | None:
-    """The selection's choice when it can forecast, else the incumbent, else the first usable
-    fallback (None: nothing)."""
+    """The first of the choice, the incumbent and `FALLBACKS` that can forecast (None: none can)."""
     for name in (chosen, incumbent, *FALLBACKS):
         found = forecasts.get(name)
         if found is not None and found.usable:
@@ -143,9 +134,8 @@ def served_source(chosen: str, forecasts: Mapping[str, CandidateForecast], incum
 def served_p_up(
     chosen: str | None, forecasts: Mapping[str, CandidateForecast], base_rate: float, interval_source: str
 ) -> tuple[str, float]:
-    """(whose, value) of the chance of an up session: the candidate chosen by the Brier test when it can
-    forecast, else the base rate (the naive P(up)); the interval source's for a version that recorded
-    neither."""
+    """(whose, value) of the chance of an up session: the Brier test's choice when it can forecast, else the
+    base rate; the interval source's for a version that recorded neither."""
     from stockcli.ml.selection import BASE_RATE
 
     found = forecasts.get(chosen) if chosen else None

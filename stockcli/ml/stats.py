@@ -1,13 +1,10 @@
 """The statistics behind every decision: is a difference real, is a coverage plausible.
 
-One definition of each test, used by promotion, retrain triggers, the per-ticker choice between the
-model and a baseline, and the reports (design notes, core ideas 10 and 11): the Diebold–Mariano test
-of equal predictive accuracy on a (sessions, tickers) panel, each ticker scaled so that a 3,000-point
-index does not drown a $20 stock (`paired_loss_test`, `skill_interval`), and exact binomial tests of
-interval coverage, alone or on a panel whose misses cluster by session (`clustered_coverage_test`).
-
-Pure functions: numbers in, numbers out. Results are frozen dataclasses of plain floats that are
-never NaN, so they go straight into JSON. scipy is imported inside the functions that need it.
+One definition of each test, for promotion, retrain triggers, the choice between the model and a baseline, and
+the reports: Diebold–Mariano on a (sessions, tickers) loss panel, each ticker scaled so that an index does not
+drown a $20 stock (`paired_loss_test`, `skill_interval`), and exact binomial coverage tests, alone or on a
+panel whose misses cluster by session (`clustered_coverage_test`). Results are frozen dataclasses of plain
+floats, never NaN, so they go straight into JSON.
 """
 
 from __future__ import annotations
@@ -25,7 +22,6 @@ Alternative = Literal["less", "greater", "two-sided"]
 ALTERNATIVES: tuple[Alternative, ...] = ("less", "greater", "two-sided")
 
 CONFIDENCE = 0.95
-"""Level of every confidence interval in this module."""
 
 MIN_OBSERVATIONS = 3
 """Fewer paired observations than this carry no evidence: p-value 1.0."""
@@ -47,12 +43,8 @@ class DMResult:
 
 @dataclass(frozen=True)
 class PairedTestResult(DMResult):
-    """A Diebold–Mariano test on a scaled panel, plus the relative improvement of a over b.
-
-    `relative_improvement` = 1 - mean(scaled a) / mean(scaled b) (0.05: a's losses are 5% lower),
-    with its 95% interval; None when undefined (no usable session, or b has zero loss).
-    `n_sessions` = `n` (sessions with at least one ticker), `n_tickers` the tickers that took part.
-    """
+    """A Diebold–Mariano test on a scaled panel, plus a's relative improvement over b (0.05: a's losses are 5%
+    lower) with its 95% interval, None when undefined; `n_sessions` = `n`."""
 
     relative_improvement: float | None
     improvement_low: float | None
@@ -69,12 +61,8 @@ def default_lag(n: int) -> int:
 
 
 def newey_west_variance(d: np.ndarray, lag: int | None = None) -> float:
-    """Long-run variance of a series (Bartlett-kernel HAC estimate, Newey & West 1987).
-
-    gamma_0 + 2 * sum_{k=1..L} (1 - k / (L + 1)) * gamma_k, with autocovariances gamma_k of the
-    demeaned series divided by n, non-finite values dropped, L = `lag` (default `default_lag(n)`,
-    at most n - 1). The Bartlett weights keep it non-negative (clipped at 0 against rounding).
-    """
+    """Long-run variance of a series, non-finite values dropped (Bartlett-kernel HAC, Newey & West 1987):
+    gamma_0 + 2 sum_k (1 - k / (L + 1)) gamma_k, L = `lag` (default `default_lag(n)`, at most n - 1)."""
     values = np.asarray(d, dtype=np.float64).ravel()
     values = values[np.isfinite(values)]
     n = values.size
@@ -99,17 +87,11 @@ def paired_loss_test(
 ) -> PairedTestResult:
     """Diebold–Mariano test of a against b on a (sessions, tickers) panel of losses, NaN where missing.
 
-    Each ticker's column is divided by `scale[ticker]` (default: that ticker's mean loss of b over
-    the sessions where both exist, e.g. the naive MAE), so each ticker weighs the same whatever its
-    price level. The per-session mean of the scaled losses over the tickers present that session
-    forms one series for a and one for b; their difference d = a - b is tested (`_dm_on_differential`).
-    A 1-D input is one ticker. Tickers whose scale is not finite and positive are left out.
-
-    `relative_improvement` = 1 - mean(scaled a) / mean(scaled b), with a 95% interval from the
-    same HAC standard error by the delta method with the denominator held fixed:
-    improvement = -mean_diff / mean(scaled b), so the interval excludes 0 exactly when the DM
-    interval of the mean difference does. On a balanced panel with the default scale this equals
-    the mean over tickers of each ticker's own 1 - mean(a) / mean(b).
+    Each ticker's column is divided by `scale[ticker]` (default: its mean loss of b where both exist), so each
+    ticker weighs the same whatever its price; tickers without a finite positive scale are left out. The
+    per-session means of a and b are differenced and tested (`_dm_on_differential`). A 1-D input is one
+    ticker. `relative_improvement` = 1 - mean(a) / mean(b) of the scaled losses, its interval by the delta
+    method with the denominator fixed, so it excludes 0 exactly when the DM interval does.
     """
     a = _as_panel("losses_a", losses_a)
     b = _as_panel("losses_b", losses_b)
@@ -154,19 +136,19 @@ def paired_loss_test(
 def skill_interval(
     model_abs_errors: np.ndarray, naive_abs_errors: np.ndarray
 ) -> tuple[float | None, float | None, float | None]:
-    """Skill = 1 - MAE_model / MAE_naive with its 95% interval, `(skill, low, high)`: the relative
-    improvement of `paired_loss_test` on absolute errors, None when undefined (no usable day, or a
-    naive MAE of 0). Holding MAE_naive fixed ignores its own sampling noise, which is second order
-    when the two forecasts are close.
-    """
+    """Skill = 1 - MAE_model / MAE_naive with its 95% interval, `(skill, low, high)`, from `paired_loss_test`
+    on absolute errors; None when undefined (no usable day, or a naive MAE of 0)."""
     result = paired_loss_test(model_abs_errors, naive_abs_errors, alternative="two-sided")
     return result.relative_improvement, result.improvement_low, result.improvement_high
 
 
 def binomial_coverage_test(misses: int, n: int, nominal_coverage: float) -> float:
-    """Two-sided exact binomial p-value (scipy's `binomtest`) of `misses` misses in `n` trials at
-    miss rate 1 - nominal; `n == 0` gives 1.0: no evidence either way."""
-    _check_coverage_arguments(misses, n, nominal_coverage)
+    """Two-sided exact binomial p-value of `misses` misses in `n` trials at miss rate 1 - nominal; 1.0 for `n
+    == 0`."""
+    if n < 0 or not 0 <= misses <= n:
+        raise InputDataError(f"Need 0 <= misses <= n, got misses={misses}, n={n}.")
+    if not 0.0 < nominal_coverage < 1.0:
+        raise InputDataError(f"Nominal coverage must lie strictly between 0 and 1, got {nominal_coverage}.")
     if n == 0:
         return 1.0
     return _binomial_p_value(int(misses), int(n), float(nominal_coverage))
@@ -193,18 +175,13 @@ class CoverageTest:
 
 
 def clustered_coverage_test(misses: np.ndarray, nominal_coverage: float) -> CoverageTest:
-    """Is the coverage of a (sessions, tickers) panel of misses (1.0 miss, 0.0 hit, NaN none)
-    consistent with `nominal_coverage`? Two-sided, as `binomial_coverage_test`.
+    """Is the coverage of a (sessions, tickers) panel of misses (1.0 miss, 0.0 hit, NaN none) consistent with
+    `nominal_coverage`? Two-sided.
 
-    The misses of different tickers on the same session are not independent: a market shock sends
-    every close of the watchlist outside its interval at once, and counting those as separate
-    trials makes a handful of bad days look like a failing interval. So the sessions are treated
-    as clusters: the intra-session correlation rho of the misses is estimated by one-way ANOVA
-    (unbalanced sizes through n0, clipped to [0, 1]), the design effect is 1 + (n0 - 1) rho (Kish
-    1965), and the exact binomial test runs on n / design effect trials with the misses scaled
-    alike (rounded). One ticker (clusters of one) gives exactly `binomial_coverage_test`.
-    Serial correlation within a ticker is not corrected (adaptive conformal inference keeps it
-    small).
+    A market shock sends every close outside its interval at once, so sessions are clusters: the exact
+    binomial test runs on n / design effect trials, the design effect 1 + (n0 - 1) rho (Kish 1965) with rho
+    the intra-session correlation by one-way ANOVA. One ticker gives `binomial_coverage_test`. Serial
+    correlation within a ticker is not corrected (adaptive conformal inference keeps it small).
     """
     panel = np.asarray(misses, dtype=np.float64)
     if panel.ndim != 2:
@@ -249,11 +226,9 @@ def _design_effect(panel: np.ndarray, known: np.ndarray) -> float:
 def _dm_on_differential(differential: np.ndarray, *, alternative: Alternative, lag: int | None) -> DMResult:
     """Diebold–Mariano test of mean(d) = 0 on the loss differential d (NaN dropped).
 
-    The statistic is mean(d) / sqrt(LRV / n), LRV the Newey–West long-run variance, times the
-    Harvey–Leybourne–Newbold factor sqrt((n - 1) / n) for a one-step horizon, against a Student t
-    with n - 1 degrees of freedom; the 95% interval of mean(d) uses the same standard error, so it
-    excludes 0 exactly when the two-sided test rejects at 5%. "less" tests H1 mean(d) < 0 (a better).
-    Fewer than 3 values, or a differential with zero variance, give no evidence: statistic 0, p 1.
+    mean(d) / sqrt(LRV / n) (Newey–West LRV) with the Harvey–Leybourne–Newbold factor, against a t with n - 1
+    df; the 95% interval of mean(d) uses the same standard error. "less": H1 mean(d) < 0 (a is better). Fewer
+    than 3 values or zero variance give statistic 0, p 1.
     """
     if alternative not in ALTERNATIVES:
         raise InputDataError(f"Unknown alternative {alternative!r}; use one of {', '.join(ALTERNATIVES)}.")
@@ -298,10 +273,3 @@ def _as_panel(name: str, values: np.ndarray) -> np.ndarray:
     if array.ndim != 2:
         raise InputDataError(f"{name} must be (sessions, tickers), got shape {array.shape}.")
     return array
-
-
-def _check_coverage_arguments(misses: int, n: int, nominal: float) -> None:
-    if n < 0 or not 0 <= misses <= n:
-        raise InputDataError(f"Need 0 <= misses <= n, got misses={misses}, n={n}.")
-    if not 0.0 < nominal < 1.0:
-        raise InputDataError(f"Nominal coverage must lie strictly between 0 and 1, got {nominal}.")

@@ -1,14 +1,8 @@
-"""Training one network on scaled windows: Adam, early stopping, the truly best weights restored.
+"""Training one network on scaled windows: Adam, early stopping, the best epoch's weights restored.
 
-Pure computation: arrays in, a trained model and its history out. No database, no MLflow, no clock.
-
-- Seeds for Python, NumPy and torch, and a seeded generator for the shuffles: on CPU the same seed
-  gives the same losses run after run (with the same thread count).
-- The arrays become tensors once, on the target device. An epoch shuffles by an index permutation
-  and slices batches out of those tensors, so a step costs the model and nothing else.
-- Early stopping watches the validation loss; the weights of the best epoch are kept as a deep copy
-  of the state_dict (a plain `state_dict()` holds references that later steps would overwrite) and
-  restored at the end.
+On CPU the same seed gives the same losses run after run (with the same thread count). The arrays become
+tensors once, on the target device, and batches are sliced out of them, so a step costs the model and nothing
+else.
 """
 
 from __future__ import annotations
@@ -18,7 +12,7 @@ import math
 import os
 import random
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
@@ -37,6 +31,21 @@ if TYPE_CHECKING:
 EpochCallback = Callable[[int, float, float], None]
 
 
+def check_choice(what: str, value: str, allowed: Sequence[str]) -> None:
+    """Raise ConfigError unless `value` (a `what`) is one of `allowed`."""
+    if value not in allowed:
+        raise ConfigError(f"Unknown {what} {value!r}.", hint=f"Use one of {', '.join(allowed)}.")
+
+
+def check_architecture(*, dropout: float | None = None, **sizes: int) -> None:
+    """Raise ConfigError for a size below 1 (in the order given), then for a dropout outside [0, 1)."""
+    for name, size in sizes.items():
+        if size < 1:
+            raise ConfigError(f"{name} must be at least 1, got {size}.")
+    if dropout is not None and not 0.0 <= dropout < 1.0:
+        raise ConfigError(f"dropout must be in [0, 1), got {dropout}.")
+
+
 @dataclass(frozen=True)
 class TrainParams:
     """The hyper-parameters of one training run (architecture and optimisation)."""
@@ -52,19 +61,10 @@ class TrainParams:
     grad_clip: float = 1.0  # max gradient norm; 0 turns clipping off
 
     def __post_init__(self) -> None:
-        if self.model_type not in MODEL_TYPES:
-            raise ConfigError(
-                f"Unknown model type {self.model_type!r}.", hint=f"Use one of {', '.join(MODEL_TYPES)}."
-            )
-        if self.distribution not in DISTRIBUTIONS:
-            raise ConfigError(
-                f"Unknown distribution {self.distribution!r}.", hint=f"Use one of {', '.join(DISTRIBUTIONS)}."
-            )
-        for name in ("hidden_size", "num_layers", "batch_size", "num_heads"):
-            if int(getattr(self, name)) < 1:
-                raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}.")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}.")
+        check_choice("model type", self.model_type, MODEL_TYPES)
+        check_choice("distribution", self.distribution, DISTRIBUTIONS)
+        names = ("hidden_size", "num_layers", "batch_size", "num_heads")
+        check_architecture(dropout=self.dropout, **{name: getattr(self, name) for name in names})
         if not self.learning_rate > 0.0:
             raise ConfigError(f"learning_rate must be positive, got {self.learning_rate}.")
         if self.grad_clip < 0.0:
@@ -74,11 +74,8 @@ class TrainParams:
     def from_settings(
         cls, training: TrainingSettings, overrides: Mapping[str, Any] | None = None
     ) -> TrainParams:
-        """Parameters from `[training]`, with `overrides` (e.g. tuned best params) on top.
-
-        Keys of `overrides` that are not TrainParams fields are ignored, so a stored best-params dict
-        with extra information can be passed as it is.
-        """
+        """Parameters from `[training]` with `overrides` (e.g. tuned best params) on top; keys that are not
+        fields are ignored, so a stored best-params dict can be passed as it is."""
         types = {f.name: f.type for f in fields(cls)}
         values = {name: getattr(training, name) for name in types if hasattr(training, name)}
         values |= {
@@ -133,12 +130,10 @@ def resolve_device(name: str) -> str:
 
 
 def default_threads() -> int:
-    """Half the cores this process may run on, at least one: 1 on the 2-core target machines.
+    """Half the cores this process may run on, at least one.
 
-    Measured on 2 cores: with both cores busy elsewhere (a database, another tune worker, a test
-    run), two intra-op threads made LSTM steps 2-5x slower than one, because each parallel region
-    waits for a descheduled thread; on an idle machine two threads gained far less than that. One
-    thread per two cores is the safe default; `[training] num_threads` overrides it.
+    Measured on 2 cores busy elsewhere: two intra-op threads made LSTM steps 2-5x slower than one (each
+    parallel region waits for a descheduled thread). `[training] num_threads` overrides it.
     """
     try:
         available = len(os.sched_getaffinity(0))
@@ -167,9 +162,8 @@ def seed_everything(seed: int) -> None:
 
 
 def _batches_by_row(rows: np.ndarray, max_windows: int, order: np.ndarray | None = None) -> list[np.ndarray]:
-    """Window indexes grouped so that all windows of one row (date) share a batch: whole dates are
-    added to a batch until it holds at least `max_windows` windows (a date is never split, so a batch
-    may hold more)."""
+    """Window indexes grouped so that all windows of one row (date) share a batch of at least `max_windows`
+    windows (a date is never split)."""
     if len(rows) == 0:
         return []
     by_row = np.argsort(rows, kind="stable")
@@ -230,18 +224,11 @@ def train_model(
 ) -> TrainResult:
     """Train a network by likelihood; stop when validation has not improved for `patience` epochs.
 
-    The network starts fresh (seeded), or from `init_state` (a state_dict of the same architecture:
-    a retrain fine-tuning Production's weights).
-
-    Windows of every series are pooled. The plain and attention models draw random batches of
-    `batch_size` windows; the cross-attention model draws whole dates (all series of a date in one
-    batch, about `batch_size` windows), since each window attends to the others of its date.
-    `on_epoch(epoch, train_loss, val_loss)` runs after every epoch; whatever it raises (for instance
-    `optuna.TrialPruned`) propagates. Training also stops when a loss becomes NaN or infinite
-    (`diverged`); the best finite epoch is kept. Losses are mean negative log-likelihoods of the
-    scaled next-session return.
-
-    Raises InputDataError for mismatched or non-finite arrays, NoDataError for an empty split.
+    The network starts fresh (seeded) or from `init_state` (a state_dict of the same architecture). The
+    cross-attention model is batched by whole dates, since each window attends to the others of its date.
+    `on_epoch(epoch, train_loss, val_loss)` runs after every epoch and what it raises (e.g.
+    `optuna.TrialPruned`) propagates. A NaN or infinite loss stops training (`diverged`), keeping the best
+    finite epoch. Raises InputDataError for mismatched or non-finite arrays, NoDataError for an empty split.
     """
     import torch
 
@@ -280,7 +267,7 @@ def train_model(
 
         if math.isfinite(val_loss) and val_loss < best_val_loss:
             best_val_loss, best_epoch, epochs_since_best = val_loss, epoch, 0
-            best_state = copy.deepcopy(model.state_dict())
+            best_state = copy.deepcopy(model.state_dict())  # state_dict() holds live references
         else:
             epochs_since_best += 1
         if on_epoch is not None:
@@ -314,7 +301,6 @@ def train_model(
 
 
 def _check_inputs(*, train: WindowSet, validation: WindowSet, epochs: int, patience: int) -> None:
-    """Raise for an empty, malformed or mismatched split, or a loop that cannot run."""
     _check_split("training", train)
     _check_split("validation", validation)
     if train.n_features != validation.n_features or train.n_own_features != validation.n_own_features:
@@ -332,8 +318,6 @@ def _check_inputs(*, train: WindowSet, validation: WindowSet, epochs: int, patie
 def _initial_model(
     *, params: TrainParams, windows: WindowSet, init_state: Mapping[str, Any] | None
 ) -> tuple[nn.Module, dict[str, Any]]:
-    """The network `params` describe for `windows`' inputs, freshly initialised (seeded by the
-    caller) or holding `init_state`; and its config."""
     import torch
 
     from stockcli.ml.networks import model_config, model_from_config
@@ -362,7 +346,6 @@ def _initial_model(
 def _epoch_batches(
     windows: WindowSet, *, cross: bool, batch_size: int, shuffle: np.random.Generator
 ) -> list[np.ndarray]:
-    """One epoch's batches of window indices, shuffled: whole dates for the cross-attention model."""
     if cross:
         n_dates = len(np.unique(windows.rows))
         return _batches_by_row(windows.rows, batch_size, order=shuffle.permutation(n_dates))
@@ -379,7 +362,6 @@ def _train_epoch(
     optimizer: torch.optim.Optimizer,
     params: TrainParams,
 ) -> float:
-    """One pass of optimisation steps over `batches`; the mean training loss."""
     import torch
 
     from stockcli.ml.networks import distribution_nll
@@ -404,11 +386,8 @@ def _train_epoch(
 def predict_distribution(
     model: nn.Module, windows: WindowSet, *, batch_size: int = 1024, device: str = "cpu"
 ) -> np.ndarray:
-    """(n, 3) float64: location, scale and degrees of freedom of each window's next scaled return.
-
-    Windows are batched by date, so the cross-attention model sees every series of a date together
-    (the other models give the same numbers however they are batched).
-    """
+    """(n, 3) float64 location, scale and degrees of freedom of each window's next scaled return, batched by
+    date so the cross-attention model sees every series of a date together."""
     import torch
 
     if len(windows) == 0:

@@ -1,27 +1,10 @@
-"""Hyper-parameter search with Optuna: seeded TPE, a median pruner that really prunes, a resumable study.
+"""Hyper-parameter search with Optuna: seeded TPE, a median pruner, a resumable study.
 
-- Search space from `[tuning]` (defaults as the replaced system: batch 16-128, hidden 32-256,
-  layers 1-3, dropout 0.1-0.5, learning rate 1e-4-1e-2 on a log scale, model type among the three).
-  Integer ranges are sampled on a log scale too: batch 16 vs 32 matters as much as 64 vs 128.
-- The objective is the best validation loss of a trial. It receives the training and validation
-  splits only: the test split is not an argument, so tuning cannot see it.
-- Every epoch's validation loss goes to `trial.report`, and `trial.should_prune()` is asked right
-  after, so the median pruner stops trials that are worse than the median of earlier trials at the
-  same epoch (once `pruner_startup_trials` trials have finished and the trial has trained
-  `pruner_warmup_epochs` epochs).
-- The study lives in persistent storage (`settings.optuna_storage_url`: a SQLite file in the data
-  dir by default, or PostgreSQL) under a name derived from the dataset, opened with
-  `load_if_exists=True`: an interrupted tune resumes, and several processes pointed at the same
-  PostgreSQL storage work on one study.
-
-`n_trials` is a target for the whole study, not a count per invocation: a tune runs until the study
-holds `n_trials` finished (complete or pruned) trials, so a rerun after an interruption only runs
-what is missing, and a rerun of a finished tune runs nothing. With several workers the study can end
-a few trials above the target (each worker finishes the trial it is running when the target is
-reached). Failed trials (for instance those of a killed worker) do not count.
-
-Optuna's own tables and its Alembic version table (`alembic_version`) never collide with ours
-(`stockcli_alembic_version`), so the study can share the app's PostgreSQL database.
+The objective gets the training and validation splits only, so tuning cannot see the test split. The study
+lives in persistent storage (a SQLite file in the data dir, or PostgreSQL, where several workers share one
+study), one per built dataset, opened with `load_if_exists=True`. `n_trials` is a target for the whole study:
+a rerun only runs what is missing (with several workers the study can end a few trials above it); failed
+trials do not count. Optuna's `alembic_version` table never collides with ours (`stockcli_alembic_version`).
 """
 
 from __future__ import annotations
@@ -79,7 +62,8 @@ def study_name_for(run_id: str) -> str:
 
 
 def suggest_params(trial: optuna.Trial, *, tuning: TuningSettings, training: TrainingSettings) -> TrainParams:
-    """Sample one point of the search space; the other parameters come from `[training]`."""
+    """Sample one point of the search space (integer ranges on a log scale too: batch 16 vs 32 matters as much
+    as 64 vs 128); the other parameters come from `[training]`."""
     if not tuning.model_types:
         raise ConfigError("[tuning] model_types is empty.", hint="List at least one model type to search.")
     sampled: dict[str, Any] = {
@@ -138,10 +122,9 @@ def make_objective(
 ) -> Callable[[optuna.Trial], float]:
     """The objective: train with sampled parameters, return the best validation loss.
 
-    Only the training and validation splits go in. `epoch_hook(trial_number, epoch)` runs after each
-    epoch (a test hook for interruptions). Past `deadline` (`time.monotonic()`), a running trial is
-    pruned at its next epoch once the study holds a complete trial: Optuna's own timeout only stops
-    *starting* trials, so without this the last one could overrun the budget by a whole trial.
+    `epoch_hook(trial_number, epoch)` runs after each epoch (a test hook). Past `deadline`
+    (`time.monotonic()`) a running trial is pruned at its next epoch once the study holds a complete trial:
+    Optuna's own timeout only stops *starting* trials.
     """
 
     def objective(trial: optuna.Trial) -> float:
@@ -190,10 +173,9 @@ def make_storage(
 ) -> optuna.storages.RDBStorage:
     """Optuna's RDB storage for a SQLite file or a PostgreSQL database, with a trial heartbeat.
 
-    SQLite gets WAL and a busy timeout so that a second local process waits instead of failing;
-    PostgreSQL gets pre-ping (a long trial can outlive an idle connection) and a connect timeout.
-    A SQLite file's folder is created only under `data_dir` (when given). A damaged file, a missing
-    database or an unreachable server raise StockCliError naming it.
+    SQLite gets WAL and a busy timeout so a second local process waits; PostgreSQL gets pre-ping (a long trial
+    can outlive an idle connection) and a connect timeout. A SQLite file's folder is created only under
+    `data_dir`. Raises StockCliError naming a damaged, missing or unreachable database.
     """
     import optuna
     from sqlalchemy.exc import DatabaseError
@@ -287,8 +269,7 @@ def open_study(
     busy_timeout_s: float = 30.0,
     data_dir: Path | None = None,
 ) -> optuna.Study:
-    """Create the study, or load it when it exists (a resumed or parallel tune), with a
-    `trial_seeded_sampler`."""
+    """Create the study, or load it (a resumed or parallel tune), with a `trial_seeded_sampler`."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -307,12 +288,8 @@ def open_study(
 
 
 def trial_seeded_sampler(seed: int) -> optuna.samplers.BaseSampler:
-    """A TPE sampler whose randomness for trial n depends only on (seed, n).
-
-    TPE's other input is the study's finished trials, so a study interrupted and resumed proposes
-    exactly what an uninterrupted one would have, and parallel workers (each trial number is taken
-    once in a study) never propose from the same random state.
-    """
+    """A TPE sampler whose randomness for trial n depends only on (seed, n), so a resumed study proposes what
+    an uninterrupted one would have, and parallel workers never share a random state."""
     import optuna
 
     class TrialSeededTPESampler(optuna.samplers.TPESampler):
@@ -338,8 +315,8 @@ def run_study(
 ) -> StudyOutcome:
     """Run trials until the study holds `n_trials` finished ones (or `timeout_s` passes).
 
-    `progress(trial_number, best_value_so_far)` runs after every trial of this process;
-    `after_trial(trial_number)` too (a test hook). Exceptions other than pruning propagate.
+    `progress(trial_number, best_value_so_far)` and `after_trial(trial_number)` (a test hook) run after every
+    trial of this process. Exceptions other than pruning propagate.
     """
     from optuna.study import MaxTrialsCallback
     from optuna.trial import TrialState
