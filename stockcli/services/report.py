@@ -79,8 +79,7 @@ class PerformanceRow:
     winkler_95: float | None = None
     served_model_share: float | None = None
     interval_source: str | None = None  # the newest session's served interval source
-    # The served intervals' Winkler 95% skill against GARCH(1,1)-t on the window (same sessions).
-    interval_skill_vs_garch: float | None = None
+    interval_skill_vs_garch: float | None = None  # the served Winkler 95% skill against GARCH(1,1)-t
 
 
 _PERFORMANCE_FIELDS = {item.name for item in fields(PerformanceRow)}
@@ -734,8 +733,7 @@ def _aware(moment: datetime | None) -> datetime | None:
     return moment
 
 
-# How `_from_row` converts a stored value, by the type of the field it fills and whether that field
-# is optional (`float | None`, `Optional[float]`): a type not listed is stored as read.
+# How `_from_row` converts a stored value, by its field's type and whether it is optional.
 _CONVERTERS: dict[tuple[Any, bool], Callable[[Any], Any]] = {
     (float, False): float,
     (float, True): finite,

@@ -93,8 +93,7 @@ def _locked_run(
 ) -> Iterator[RunHandle]:
     with lock.run_lock(engine, settings.data_dir / lock.LOCK_FILE, command, shared=shared_lock) as held:
         if not shared_lock and store.mark_interrupted(engine):
-            # A shared holder cannot tell dead `running` rows from live workers. A killed run may
-            # have left its MLflow run RUNNING too: close it now rather than at the next training.
+            # Only an exclusive holder knows `running` rows are dead; close their MLflow runs now too.
             _close_dead_mlflow_runs(settings)
         handle: RunHandle | None = None
         try:

@@ -120,8 +120,7 @@ def _open_study(*, settings: Settings, study_name: str, enqueue: list[dict[str, 
         data_dir=settings.data_dir,
     )
     if enqueue and not study.get_trials(deepcopy=False):
-        # A fresh study of a retrain tries Production's parameters first: a good start for the search
-        # (unless [tuning] has moved its search space away from them since).
+        # A fresh study of a retrain tries Production's parameters first (if still in the search space).
         for params in enqueue:
             if in_search_space(params, settings.tuning):
                 study.enqueue_trial(dict(params), skip_if_exists=True)
