@@ -1,9 +1,7 @@
-"""Replay `daily` over history: every trading session of a range, with the clock set to it.
+"""Replay `daily` over every trading session of a range, with the clock set to each.
 
-The replay runs in a scratch workspace (its own SQLite database, MLflow store and Optuna storage);
-the user's database and registry are only read, never written. With the `yahoo` source the replay
-reads the bars already stored by the user (exported to a CSV folder in the scratch workspace), so
-it needs no network. This is how a user picks monitoring thresholds before going live.
+The replay runs in a scratch workspace (its own database, MLflow and Optuna stores); the user's are only
+read. With the `yahoo` source it replays the user's stored bars (exported as CSV), so needs no network.
 """
 
 from __future__ import annotations
@@ -23,16 +21,13 @@ if TYPE_CHECKING:
     from stockcli.ml.metrics import MetricBlock
     from stockcli.services.retrain import RetrainResult
 
-# Written first thing into a workspace: only a folder holding it may be reused by a later backtest.
 WORKSPACE_MARKER = ".stockcli-backtest"
 
 
 def claim_workspace(workspace: Path) -> Path:
-    """Check that `workspace` may hold a backtest, then mark it; returns the resolved folder.
+    """Check that `workspace` may hold a backtest, then mark it (WORKSPACE_MARKER); returns the folder.
 
-    A workspace is a new or empty folder, or one an earlier backtest created (it holds
-    WORKSPACE_MARKER). Anything else (`/etc`, a home folder, a file) raises UsageError (exit 2) and
-    is left untouched: nothing is created or written in it.
+    Raises UsageError (exit 2), writing nothing, unless it is new, empty or an earlier backtest's.
     """
     folder = workspace.expanduser().resolve()
     if folder.exists() and not folder.is_dir():
@@ -88,6 +83,8 @@ class RetrainEvent:
 
 @dataclass(frozen=True)
 class BacktestResult:
+    """What a backtest gave; `horizons`, `risk` and `risk_vs_garch` are `horizon_summary`'s."""
+
     start: date
     end: date
     workspace: str
@@ -97,26 +94,20 @@ class BacktestResult:
     evaluated: int
     retrains: tuple[RetrainEvent, ...]
     promotions: int
-    metrics: dict[str, Any]  # served forecasts over the range: point next to naive, intervals
+    metrics: dict[str, Any]  # served forecasts over the range
     per_ticker: dict[str, dict[str, Any]]
     wall_s: float
     sessions_per_s: float
-    # Tickers that got no prediction in any replayed session ("TICKER: why"), then failed sessions.
-    failures: tuple[str, ...] = field(default_factory=tuple)
+    failures: tuple[str, ...] = ()  # tickers never predicted ("TICKER: why"), then failed sessions
     tickers_failed: tuple[str, ...] = ()
     data_end: date | None = None  # the newest bar the replay had, of any ticker
-    sessions_past_data_end: int = 0  # sessions after data_end: nothing new to predict from
+    sessions_past_data_end: int = 0
     baselines: dict[str, dict[str, Any]] = field(default_factory=dict)  # garch / rolling on the same rows
-    # Every interval candidate (served or not) on the same rows, with its skill and test against GARCH.
-    candidates: dict[str, dict[str, Any]] = field(default_factory=dict)
+    candidates: dict[str, dict[str, Any]] = field(default_factory=dict)  # each, served or not
     promotion_decisions: tuple[dict[str, Any], ...] = ()  # every promotion test, promoted or not
-    # The network's own intervals against the best statistical candidate of the range.
     network_vs_best_statistical: dict[str, Any] | None = None
-    # Per horizon ("1", "5", "20"): the served intervals' coverage, Winkler and pinball, GARCH's beside.
     horizons: dict[str, dict[str, Any]] = field(default_factory=dict)
-    # {horizon: {ticker: risk backtest}} (`ml.risk.RISK_BACKTEST_KEYS`) over the range.
     risk: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
-    # {horizon: {ticker: {"served", "garch"}}}: the 97.5% VaR's exceptions and tests next to GARCH's.
     risk_vs_garch: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
 
 
@@ -130,7 +121,7 @@ def scratch_settings(settings: Settings, workspace: Path) -> Settings:
 
 
 def _export_stored_bars(settings: Settings, folder: Path, end: date) -> None:
-    """Write the user's stored bars (read-only) as <TICKER>.csv files for the replay's csv source."""
+    """Write the user's stored bars as <TICKER>.csv files for the replay's csv source."""
     from stockcli.db.bars import load_bars
     from stockcli.db.engine import open_database
 
@@ -152,9 +143,7 @@ def _export_stored_bars(settings: Settings, folder: Path, end: date) -> None:
         out.to_csv(folder / f"{ticker}.csv", float_format="%.10g")
 
 
-# The promotion test's figures, as a retrain event and a recorded decision carry them.
 _TEST_FIGURES = ("p_value", "improvement", "improvement_low", "improvement_high")
-# A recorded promotion test, as `BacktestResult.promotion_decisions` lists it.
 _DECISION_KEYS = (
     "decided_at",
     "candidate_version",
@@ -170,8 +159,6 @@ _DECISION_KEYS = (
 
 @dataclass(frozen=True)
 class _Replay:
-    """Where a backtest replays its sessions: the scratch settings (csv source for yahoo) and folder."""
-
     settings: Settings
     workspace: Path
     sessions: list[date]
@@ -180,8 +167,6 @@ class _Replay:
 
 @dataclass(frozen=True)
 class _Replayed:
-    """What replaying the sessions gave, before the scored rows are summarized."""
-
     sessions_failed: int
     predictions: int
     retrains: tuple[RetrainEvent, ...]
@@ -214,6 +199,7 @@ def backtest(
     rows = scored_between(engine, start=sessions[0], end=sessions[-1])
     summary = summarize_range(rows)
     horizons, risk, risk_vs_garch = horizon_summary(engine, sessions[0], sessions[-1], replay.calendar)
+    candidates = summary["candidates"]
     decisions = tuple(
         {key: getattr(row, key) for key in _DECISION_KEYS}
         for row in reversed(list_promotions(engine, limit=1000, include_dry_runs=False))
@@ -237,12 +223,8 @@ def backtest(
         tickers_failed=replayed.tickers_failed,
         data_end=data_end,
         sessions_past_data_end=sum(1 for s in sessions if data_end is None or s > data_end),
-        baselines={
-            name: summary["candidates"][name]
-            for name in ("garch", "rolling")
-            if name in summary["candidates"]
-        },
-        candidates=summary["candidates"],
+        baselines={name: candidates[name] for name in ("garch", "rolling") if name in candidates},
+        candidates=candidates,
         promotion_decisions=decisions,
         network_vs_best_statistical=summary.get("network_vs_best_statistical"),
         horizons=horizons,
@@ -252,8 +234,7 @@ def backtest(
 
 
 def _prepare_replay(settings: Settings, *, start: date, end: date, workspace: Path) -> _Replay:
-    """Check the range and the workspace, claim the workspace and (yahoo source) export the stored
-    bars into it. Raises UsageError for an empty range or a workspace that may not hold a backtest."""
+    """Check the range, claim the workspace and (yahoo source) export the stored bars into it."""
     if end < start:
         raise UsageError(f"--end {end} is before --start {start}.", hint="Give a range with start <= end.")
     calendar = trading_calendar(settings.data.exchange)
@@ -339,7 +320,6 @@ def _replay_sessions(
 
 
 def _retrain_event(session: date, retrained: RetrainResult) -> RetrainEvent:
-    """A retrain that ran in a replayed session, with its promotion test's figures."""
     decision = retrained.promotion or {}
     return RetrainEvent(
         as_of=session,
@@ -353,15 +333,15 @@ def _retrain_event(session: date, retrained: RetrainResult) -> RetrainEvent:
 
 def horizon_summary(engine: Any, start: date, end: date, calendar: Any) -> tuple[dict[str, Any], ...]:
     """Every horizon's interval figures, every (horizon, ticker)'s risk backtest, and its 97.5% VaR
-    next to GARCH's (the yardstick) over the range."""
+    next to GARCH's over the range."""
     from stockcli.db.horizons import scored_horizons
     from stockcli.services.horizons import horizon_figures, risk_against_garch, risk_backtests
 
     rows = scored_horizons(engine, start=start, end=end)
-    risk = {str(horizon): per_ticker for horizon, per_ticker in risk_backtests(rows, calendar).items()}
-    yardstick = {
-        str(horizon): per_ticker for horizon, per_ticker in risk_against_garch(rows, calendar).items()
-    }
+    risk, yardstick = (
+        {str(horizon): table for horizon, table in tested(rows, calendar).items()}
+        for tested in (risk_backtests, risk_against_garch)
+    )
     return horizon_figures(rows), risk, yardstick
 
 
@@ -372,10 +352,7 @@ def _flat(block: MetricBlock) -> dict[str, Any]:
     figures = block_figures(block)
     share = figures.pop("served_model_share")
     baselines = {
-        name: {
-            field_name: None if values is None else getattr(values, field_name)
-            for field_name in INTERVAL_FIGURES
-        }
+        name: {key: getattr(values, key, None) for key in INTERVAL_FIGURES}  # values None: all None
         for name, values in block.baselines.items()
     }
     return {
@@ -388,8 +365,7 @@ def _flat(block: MetricBlock) -> dict[str, Any]:
 
 def _against_garch(block: dict[str, Any], rows: list[dict[str, Any]]) -> None:
     """Adds to a `_flat` block, for the served intervals and every candidate, the skill against GARCH
-    (1 - score / GARCH's score, on the rows where both have a forecast: above 0, better) and the
-    one-sided Diebold-Mariano p-value of a lower pinball loss than GARCH's."""
+    (above 0: better) and the one-sided DM p-value of a lower pinball loss than GARCH's."""
     from stockcli.ml.metrics import SERVED, skills_against
 
     skills = skills_against(rows, "garch")
@@ -402,8 +378,8 @@ def _against_garch(block: dict[str, Any], rows: list[dict[str, Any]]) -> None:
 
 
 def summarize_range(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """Overall and per-ticker figures of every served forecast in the range, and every candidate's
-    (served or not) on the same rows, with its skill and one-sided DM p-value against GARCH."""
+    """Overall and per-ticker figures of the served forecasts in the range, and every candidate's on the
+    same rows."""
     from stockcli.ml.metrics import p_up_figures, summarize_scored
 
     summary = summarize_scored(rows)
@@ -432,8 +408,8 @@ def summarize_range(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def _p_values_vs(reference: str, rows: list[dict[str, Any]]) -> dict[str, float]:
-    """The one-sided Diebold-Mariano p-value of each candidate's and the served forecast's pinball
-    loss being lower than `reference`'s, on the rows where both have a forecast."""
+    """The one-sided DM p-value of each candidate's (and the served) pinball loss being lower than
+    `reference`'s."""
     from stockcli.ml.metrics import interval_loss_panels
     from stockcli.ml.stats import paired_loss_test
 
@@ -449,8 +425,8 @@ def _p_values_vs(reference: str, rows: list[dict[str, Any]]) -> dict[str, float]
 
 
 def _network_vs_best(rows: list[dict[str, Any]], candidates: dict[str, Any]) -> dict[str, Any] | None:
-    """The network's standalone skill against the statistical candidate with the lowest pinball loss
-    over the range (what it has to beat to be served), with the one-sided DM p-value."""
+    """The network's skill against the statistical candidate with the lowest pinball loss over the range
+    (what it has to beat to be served), with the one-sided DM p-value."""
     from stockcli.ml.forecasters import NETWORK
     from stockcli.ml.metrics import skills_against
 

@@ -58,8 +58,7 @@ def build(
 ) -> BuildResult:
     """Split the dataset `run_id` (default: the latest) into windows and fit its scalers.
 
-    Raises UsageError (exit 2) listing the latest ids when `run_id` does not exist, NoDataError when
-    there is no dataset at all or too few windows for the split.
+    Raises UsageError (exit 2) for an unknown `run_id`, NoDataError without a dataset or enough windows.
     """
     from stockcli.db import datasets as datasets_db
     from stockcli.features.dataset import build_sets

@@ -1,7 +1,6 @@
 """The day's work: fetch -> resolve Production once -> monitor -> predict -> retrain when needed.
 
-The monitor runs before the prediction: it scores yesterday's prediction against today's close and
-moves the interval levels (adaptive conformal inference), so today's intervals have learned from it.
+The monitor runs first so that today's intervals have learned from yesterday's scored prediction.
 The CLI (`stockcli daily`, cron), the daemon and `backtest` run exactly this function.
 """
 
@@ -181,21 +180,17 @@ def _load_bundle(settings: Settings, *, version: str, cache: dict[str, Any] | No
     """The model bundle of `version`, loaded once per `cache` (a backtest replays many sessions)."""
     from stockcli.ml import registry
 
-    bundle = cache.get(version) if cache is not None else None
-    if bundle is None:
-        bundle = registry.load_bundle(settings, version=version)
-        if cache is not None:
-            cache[version] = bundle
-    return bundle
+    cache = {} if cache is None else cache
+    if cache.get(version) is None:
+        cache[version] = registry.load_bundle(settings, version=version)
+    return cache[version]
 
 
 def _predict_watchlist(
     day: _Day, *, bundle: Any, fetched: Any, now: datetime | None
 ) -> tuple[PredictResult, tuple[FailedTicker, ...]]:
-    """Predict the watchlist, but for the tickers whose fetch rejected rows; returns the prediction
-    and every failed ticker (rejected or not predicted), in watchlist order."""
-    # A ticker whose fetch rejected rows has a history with holes or cut short (an unadjusted split):
-    # it fails here with the fetch's words, instead of being predicted from what is left.
+    """Predict the watchlist, but for the tickers whose fetch rejected rows (a history with holes);
+    returns the prediction and every failed ticker, in watchlist order."""
     watchlist = day.settings.data.tickers
     rejected = [
         FailedTicker(
@@ -257,10 +252,8 @@ def daily_json(result: DailyResult) -> dict[str, Any]:
         "retrain": None
         if result.retrain is None
         else {
-            "ran": result.retrain.ran,
-            "reason": result.retrain.reason,
-            "model_version": result.retrain.model_version,
-            "promotion_reason": result.retrain.promotion_reason,
+            key: getattr(result.retrain, key)
+            for key in ("ran", "reason", "model_version", "promotion_reason")
         },
         "fetch_status": getattr(result.fetch, "status", None),
     }

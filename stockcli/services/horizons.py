@@ -1,18 +1,9 @@
-"""Horizons after they are served: scored at maturity, re-decided, and backtested as risk desks do.
+"""Horizons after they are served: scored at maturity, re-decided at each refit, and risk-backtested.
 
-A forecast `h` sessions ahead matures on its target session (the h-th exchange session after its
-base, holidays skipped) and is scored once that session's close is stored. Scoring also moves the
-horizon's adaptive conformal levels (`horizon_serving`, in the same transaction). At each scheduled
-refit the interval source of every horizon above 1 is re-decided on the horizon's own scored rows by
-the family-corrected test of `ml.selection` (the network forecasts the next session only, so the
-statistical candidates compete there).
-
-Risk backtests (`ml.risk.risk_backtest`: exceptions, Kupiec, Christoffersen, the Basel zone, the
-Acerbi-Szekely ES test) run per ticker and horizon over the last `[monitor] risk_sessions` scored
-sessions. Forecasts h sessions ahead made on consecutive sessions overlap (they share h - 1 daily
-returns), so their exceptions are dependent by construction: every test of a horizon above 1, the
-coverage test too, runs on the non-overlapping subsample (`ml.risk.non_overlapping`: every h-th
-base session, counted back from the newest).
+Scoring also moves each horizon's adaptive conformal levels (`horizon_serving`, same transaction).
+Forecasts h sessions ahead made on consecutive sessions share h - 1 daily returns, so their exceptions
+are dependent: every test of a horizon above 1 runs on the non-overlapping subsample (every h-th base
+session, counted back from the newest; `ml.risk.non_overlapping`).
 """
 
 from __future__ import annotations
@@ -55,9 +46,8 @@ def aci_states(
     gamma: float,
     incumbent: str,
 ) -> list[dict[str, Any]]:
-    """The `horizon_serving` rows after adaptive conformal inference has learned from `matured`
-    (horizons above 1; horizon 1 learns in `interval_state`), oldest target first. A change of the
-    served source starts its levels again from the nominal ones."""
+    """The `horizon_serving` rows (horizons above 1) after ACI has learned from `matured`, oldest target
+    first; a change of the served source restarts its levels from the nominal ones."""
     from stockcli.ml.intervals import INTERVAL_COLUMNS, MISCOVERAGE, aci_update
     from stockcli.ml.metrics import QUANTILE_COLUMNS
 
@@ -83,50 +73,36 @@ def aci_states(
 
 def _new_serving(key: tuple[str, int], incumbent: str) -> dict[str, Any]:
     """A ticker's first serving row at a horizon: the incumbent, nothing decided yet."""
+    undecided = ("p_value", "skill", "window_end", "alpha_80", "alpha_95", "aci_source", "last_target_date")
     return {
         "ticker": key[0],
         "horizon": key[1],
         "source": incumbent,
-        "p_value": None,
-        "skill": None,
         "n_sessions": 0,
-        "window_end": None,
-        "alpha_80": None,
-        "alpha_95": None,
-        "aci_source": None,
-        "last_target_date": None,
+        **dict.fromkeys(undecided),
     }
 
 
 def redecide_horizons(*, settings: Settings, engine: Engine, tickers: Sequence[str], through: date) -> int:
-    """Choose again the interval source of `tickers` at every horizon above 1, on the horizon's scored
-    rows of the trailing `selection_sessions` (fewer than `min_selection_sessions`: the decision
-    stands). Returns how many decisions were written."""
-    from stockcli.clock import calendar_for
+    """Choose again the interval source of `tickers` at every horizon above 1 (as `refit.redecide`), on
+    the horizon's own scored rows. Returns how many decisions were written."""
     from stockcli.db import horizons as horizons_db
-    from stockcli.errors import UsageError
-    from stockcli.ml.metrics import candidate_loss_panels
-    from stockcli.ml.selection import choose_interval_source
+    from stockcli.services.refit import decide_interval, selection_start
 
     config = settings.forecasters
     further = [h for h in config.horizons if h > 1]
     if not further or not tickers:
         return 0
-    try:
-        start = calendar_for(settings).sessions_back(through, config.selection_sessions)
-    except UsageError:
-        start = settings.data.start
+    start = selection_start(settings, through)
     rows = horizons_db.scored_horizons(engine, start=start, end=through, horizons=further, tickers=tickers)
     existing = horizons_db.load_horizon_serving(engine, tickers)
     decided = []
     for (ticker, horizon), group in _grouped(rows).items():
         scored = [{**row, "detail": {"candidates": row["candidates"]}} for row in group]
-        panels, dates = candidate_loss_panels(scored, config.metric)
-        if len(dates) < config.min_selection_sessions:
+        decision = decide_interval(settings, scored, config.incumbent)
+        if decision is None:
             continue
-        choice = choose_interval_source(
-            panels, incumbent=config.incumbent, alpha=settings.promotion.alpha, order=config.test_order
-        )
+        choice, dates = decision
         state = existing.get((ticker, horizon)) or _new_serving((ticker, horizon), config.incumbent)
         decided.append(
             {
@@ -151,13 +127,9 @@ def _grouped(rows: Sequence[Mapping[str, Any]]) -> dict[tuple[str, int], list[Ma
     return groups
 
 
-# --- risk backtests ------------------------------------------------------------------------------------
-
-
 def risk_window(settings: Settings, engine: Engine, *, through: date) -> list[dict[str, Any]]:
-    """THE risk window: scored horizon rows with a target session among the last
-    `[monitor] risk_sessions` sessions up to `through`, only what the risk and coverage tests read
-    (`db.horizons.RISK_COLUMNS`; the tail as its JSON text)."""
+    """THE risk window: scored horizon rows with a target among the last `[monitor] risk_sessions`
+    sessions up to `through`, only the columns the risk and coverage tests read (tail as JSON text)."""
     from stockcli.clock import calendar_for
     from stockcli.db.horizons import RISK_COLUMNS, scored_horizons
     from stockcli.errors import UsageError
@@ -170,8 +142,7 @@ def risk_window(settings: Settings, engine: Engine, *, through: date) -> list[di
 
 
 def risk_backtests(rows: Sequence[Mapping[str, Any]], calendar: Any, *, es_test: bool = True) -> RiskTable:
-    """Every (horizon, ticker)'s risk backtest over `rows` (scored horizon rows), on the
-    non-overlapping subsample of its base sessions (session numbers from the exchange calendar).
+    """Every (horizon, ticker)'s risk backtest (`ml.risk.risk_backtest`) over scored horizon rows.
     Without `es_test` the simulated Expected Shortfall test is left out (`es_z2`, `es_p` None)."""
     from stockcli.ml.risk import TAIL_LEVELS, risk_backtest
 
@@ -186,17 +157,13 @@ def risk_backtests(rows: Sequence[Mapping[str, Any]], calendar: Any, *, es_test:
     return {horizon: table[horizon] for horizon in sorted(table)}
 
 
-YARDSTICK_TAIL = 0.025
-"""The VaR level both the served distribution and GARCH's stored quantiles give: their 2.5% quantile."""
+YARDSTICK_TAIL = 0.025  # the VaR level both the served tail and GARCH's stored quantiles give
 
 
 def risk_against_garch(rows: Sequence[Mapping[str, Any]], calendar: Any) -> RiskTable:
-    """{horizon: {ticker: {"served": figures, "garch": figures}}}: the 97.5% VaR (the 2.5% quantile)
-    of the served distribution next to GARCH(1,1)-t's on the same non-overlapping forecasts, the
-    yardstick of the risk backtests. Figures: `n`, `exceptions`, Kupiec's POF p-value and
-    Christoffersen's independence p-value (None below `ml.risk.MIN_SESSIONS` forecasts). Only the
-    served tail is stored at every level; every candidate's five quantiles are, so this level is the
-    one the two can be compared at."""
+    """{horizon: {ticker: {"served": figures, "garch": figures}}}: the served 97.5% VaR next to
+    GARCH(1,1)-t's on the same non-overlapping forecasts: `n`, `exceptions`, Kupiec's and
+    Christoffersen's p-values (None below `ml.risk.MIN_SESSIONS` forecasts)."""
     from stockcli.ml.risk import MIN_SESSIONS, christoffersen, kupiec_pof, non_overlapping
 
     table: RiskTable = {}
@@ -232,9 +199,8 @@ def risk_against_garch(rows: Sequence[Mapping[str, Any]], calendar: Any) -> Risk
 
 
 def horizon_coverage(rows: Sequence[Mapping[str, Any]], calendar: Any) -> dict[int, dict[int, Any]]:
-    """{horizon: {80: CoverageTest, 95: CoverageTest}} of the served intervals, all tickers together,
-    on each ticker's non-overlapping subsample (`stats.clustered_coverage_test`: the closes of one
-    session move together)."""
+    """{horizon: {80: CoverageTest, 95: CoverageTest}} of the served intervals, all tickers together, on
+    each ticker's non-overlapping subsample, clustered by session."""
     from stockcli.ml.intervals import misses
     from stockcli.ml.metrics import QUANTILE_COLUMNS, panel_of
     from stockcli.ml.risk import non_overlapping
@@ -261,19 +227,16 @@ def horizon_coverage(rows: Sequence[Mapping[str, Any]], calendar: Any) -> dict[i
 
 
 def _session_numbers(rows: Sequence[Mapping[str, Any]], calendar: Any) -> dict[date, int]:
-    """Each base date's session number, counted from the earliest base date of `rows`: what the
-    non-overlapping subsample reads (differences only), one calendar look-up per date."""
+    """Each base date's session number, counted from the earliest base date of `rows`."""
     days = sorted({row["base_date"] for row in rows})
     return {day: calendar.sessions_since(days[0], day) for day in days}
 
 
 def tail_matrix(values: Sequence[Any], size: int) -> np.ndarray:
-    """Stored tails (lists, or JSON text as `risk_window` reads them) as an (n, size) matrix; a row is
-    NaN where its tail is missing or has another size (another release's levels).
+    """Stored tails (lists or JSON text) as an (n, size) matrix, NaN rows where missing or of another size.
 
-    JSON texts of `size` elements are parsed in one pass by numpy's float parser (correctly rounded,
-    as Python's: the same doubles as `json.loads`), several times faster than a `json.loads` a row;
-    anything else is parsed one at a time."""
+    JSON texts are parsed in one pass by numpy's float parser (the same doubles as `json.loads`,
+    several times faster); anything else one at a time."""
     import warnings
 
     out = np.full((len(values), size), np.nan)
@@ -297,11 +260,8 @@ def tail_matrix(values: Sequence[Any], size: int) -> np.ndarray:
 def horizon_findings(
     risk: RiskTable, coverage: Mapping[int, Mapping[int, Any]], *, coverage_alpha: float
 ) -> list[tuple[str, str]]:
-    """What the horizons' backtests call for, by test, as the monitor's findings: (trigger, words).
-
-    A ticker in the Basel red zone at a horizon (`risk_zone_h{h}`), or a horizon's interval covering
-    significantly less than it promises (`coverage_{level}_h{h}`, the test of the monitor's coverage
-    trigger on the non-overlapping subsample)."""
+    """The monitor's findings (trigger, words) of the horizons' backtests: a Basel red zone
+    (`risk_zone_h{h}`) or an interval covering significantly less than promised (`coverage_{level}_h{h}`)."""
     findings: list[tuple[str, str]] = []
     for horizon, per_ticker in risk.items():
         red = sorted(t for t, figures in per_ticker.items() if figures.get("zone") == "red")
@@ -342,13 +302,9 @@ def _finite(value: Any) -> bool:
     return value is not None and bool(np.isfinite(value))
 
 
-# --- figures over a range (backtest) -------------------------------------------------------------------
-
-
 def horizon_figures(rows: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
-    """{horizon: the served intervals' figures (`intervals.interval_block` on log returns: coverage,
-    width and Winkler score of 80% and 95%, pinball), GARCH's on the same rows beside them
-    ("garch"), and the share of each served source}, over scored horizon rows."""
+    """{horizon: the served intervals' `interval_block` on log returns, GARCH's beside them ("garch"),
+    and the share of each served source}, over scored horizon rows."""
     from stockcli.ml.intervals import interval_block
     from stockcli.ml.metrics import QUANTILE_COLUMNS, log_quantiles
 

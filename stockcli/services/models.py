@@ -1,8 +1,7 @@
 """Registered model versions: which one is Production (resolved here and nowhere else), and the list.
 
-Design note 8: a run resolves the Production alias once and uses the version number afterwards, so a
-promotion made meanwhile never mixes two models in one run. Every service and command asks
-`production_version` (or `require_production_version`); only it reads the alias from the registry.
+Design note 8: a run resolves the Production alias once, so a promotion made meanwhile never mixes two
+models in one run.
 """
 
 from __future__ import annotations
@@ -17,10 +16,7 @@ if TYPE_CHECKING:
 
 
 def production_version(settings: Settings) -> str | None:
-    """The version the Production alias points at now, or None when no model was promoted yet.
-
-    Raises RegistryError when the registry cannot be read.
-    """
+    """The version the Production alias points at now, or None; RegistryError when it cannot be read."""
     from stockcli.ml import registry
 
     return registry.resolve_alias(settings, registry.PRODUCTION_ALIAS)

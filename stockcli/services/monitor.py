@@ -1,30 +1,18 @@
-"""Score matured predictions against what really happened, adapt the intervals, decide whether to retrain.
+"""Score matured predictions against the real close, adapt the intervals, decide whether to retrain.
 
-A prediction is matched to the bar of exactly its target session. Scoring also moves each ticker's
-interval levels by adaptive conformal inference (Gibbs & Candes 2021): after a miss the next
-interval widens, after a hit it narrows slowly; the state lives in `interval_state` and is written in
-the same transaction as the scored rows, so cron runs and the daemon continue it and a crash loses
-none of it (nor applies it twice).
+Scoring moves each ticker's interval levels by adaptive conformal inference (Gibbs & Candes 2021); the
+state is written in the same transaction as the scored rows, so a crash neither loses nor repeats it.
 
-The retrain decision looks at the last `[monitor] window_sessions` scored sessions of the production
-model (the one rolling window, `db.predictions.performance_window`) and asks two tested questions,
-never a raw threshold on a noisy 20-session metric:
-
-- is the served forecast significantly worse than naive? (one-sided Diebold-Mariano on the absolute
-  errors, HAC variance, p < `[monitor] alpha`)
-- do the intervals cover significantly less than they promise? (exact binomial test of the 80% and
-  95% intervals' misses, p < `[monitor] coverage_alpha`, acting on under-coverage only: intervals
-  that are too wide waste information but mislead nobody; the closes of one session count as fewer
-  independent trials when their misses move together, `stats.clustered_coverage_test`)
-
-It needs at least `min_samples` scored sessions and respects `cooldown_sessions` after a retrain.
-Directional accuracy is reported, never a trigger on its own.
+The retrain decision asks two tested questions of the rolling window, never a raw threshold on a noisy
+metric: is the served forecast significantly worse than naive (one-sided Diebold-Mariano, p <
+`[monitor] alpha`)? Do the intervals cover significantly less than promised (binomial test of the
+misses, under-coverage only, closes of one session clustered; p < `[monitor] coverage_alpha`)?
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import date, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -80,16 +68,14 @@ class MonitorResult:
     reason: str = ""
     cooldown_active: bool = False
     last_retrain_as_of: date | None = None
-    triggers: tuple[
-        str, ...
-    ] = ()  # "skill", "coverage_80", "coverage_95", "risk_zone_h5", "coverage_95_h20"...
+    triggers: tuple[str, ...] = ()  # "skill", "coverage_80", "risk_zone_h5", "coverage_95_h20"...
     band_breaks: tuple[BandBreak, ...] = ()  # closes scored by this run outside their 95% interval
-    # {horizon: {ticker: risk backtest JSON}} over the last `[monitor] risk_sessions` scored sessions,
-    # without the simulated ES test (`es_p` None: `report` and `backtest` run it; no finding reads it).
+    # {horizon: {ticker: risk backtest JSON}} over the risk window, without the simulated ES test.
     risk: dict[int, dict[str, dict[str, Any]]] = field(default_factory=dict)
 
 
 EMPTY = WindowMetrics(0, 0, None, None, None, None, None)
+_WINDOW_FIELDS = {item.name for item in fields(WindowMetrics)}
 
 
 def window_metrics(rows: Sequence[Any]) -> tuple[WindowMetrics, dict[str, WindowMetrics]]:
@@ -107,39 +93,19 @@ def window_metrics(rows: Sequence[Any]) -> tuple[WindowMetrics, dict[str, Window
 def _window(
     block: MetricBlock, panels: dict[int, tuple[np.ndarray, list[str]]], ticker: str | None
 ) -> WindowMetrics:
-    from stockcli.ml.metrics import NO_INTERVALS, ScoredFigures
-    from stockcli.ml.stats import CoverageTest, clustered_coverage_test
+    from stockcli.ml.metrics import block_figures
+    from stockcli.ml.stats import clustered_coverage_test
 
-    intervals = block.intervals or NO_INTERVALS
-    scored = block.scored or ScoredFigures(samples=0, sessions=0, served_model_share=None, p_worse=None)
-    tests: dict[int, CoverageTest | None] = {}
-    for level, covered in ((80, intervals.coverage_80), (95, intervals.coverage_95)):
-        tests[level] = None
-        if covered is not None and intervals.n:
+    figures = block_figures(block)
+    tested: dict[str, Any] = {}
+    for level in (80, 95):
+        if figures[f"coverage_{level}"] is not None and figures["intervals_n"]:
             panel, names = panels[level]
-            mine = panel if ticker is None else panel[:, [names.index(ticker)]]
-            tests[level] = clustered_coverage_test(mine, level / 100.0)
-    return WindowMetrics(
-        samples=scored.samples,
-        sessions=scored.sessions,
-        mae=block.model.mae,
-        mape=block.model.mape,
-        direction_accuracy=block.model.direction_accuracy,
-        naive_mae=block.naive.mae,
-        skill=block.skill,
-        skill_low=block.skill_low,
-        skill_high=block.skill_high,
-        p_worse=scored.p_worse,
-        coverage_80=intervals.coverage_80,
-        coverage_95=intervals.coverage_95,
-        p_coverage_80=None if tests[80] is None else tests[80].p_value,
-        p_coverage_95=None if tests[95] is None else tests[95].p_value,
-        effective_n_80=None if tests[80] is None else tests[80].effective_n,
-        effective_n_95=None if tests[95] is None else tests[95].effective_n,
-        winkler_95=intervals.winkler_95,
-        pinball=intervals.pinball,
-        served_model_share=scored.served_model_share,
-    )
+            test = clustered_coverage_test(
+                panel if ticker is None else panel[:, [names.index(ticker)]], level / 100.0
+            )
+            tested |= {f"p_coverage_{level}": test.p_value, f"effective_n_{level}": test.effective_n}
+    return WindowMetrics(**{k: v for k, v in figures.items() if k in _WINDOW_FIELDS}, **tested)
 
 
 @dataclass(frozen=True)
@@ -174,11 +140,8 @@ def evaluate_matured(engine: Engine, *, through: date, settings: Settings) -> tu
 
 
 def score_matured(engine: Engine, *, through: date, settings: Settings) -> tuple[list[dict[str, Any]], int]:
-    """Score every prediction whose target bar is stored, and move the interval levels (ACI).
-
-    Returns (the scored rows, pending). The scored rows and the interval state are written in one
-    transaction; each prediction is scored once, so each teaches the state once.
-    """
+    """Score every prediction whose target bar is stored and move the interval levels (ACI), in one
+    transaction; returns (the scored rows, pending)."""
     evaluated_at = utcnow()
     rows: list[dict[str, Any]] = []
     pending = 0
@@ -202,7 +165,6 @@ def score_matured(engine: Engine, *, through: date, settings: Settings) -> tuple
 
 
 def _scored_row(item: dict[str, Any], *, evaluated_at: datetime) -> dict[str, Any]:
-    """The `model_performance_log` row of a stored prediction whose real close (`actual_close`) is known."""
     from stockcli.ml.metrics import QUANTILE_COLUMNS, direction_scores
 
     predicted, base, actual = item["predicted_close"], item["base_close"], item["actual_close"]
@@ -232,9 +194,8 @@ def _scored_row(item: dict[str, Any], *, evaluated_at: datetime) -> dict[str, An
 def _adapted_states(
     rows: Sequence[dict[str, Any]], states: Mapping[tuple[str, int], AciState], *, gamma: float
 ) -> dict[tuple[str, int], AciState]:
-    """The interval states (by ticker and level) that the scored `rows` move, in
-    target order. A state restarts at the nominal level for another model version or interval source,
-    unless it has already learned from a later session than the row's."""
+    """The interval states (by ticker and level) that the scored `rows` move, in target order; a state
+    restarts at the nominal level for another version or source, unless it has learned from later."""
     from stockcli.ml.intervals import INTERVAL_COLUMNS, MISCOVERAGE, aci_update
     from stockcli.ml.metrics import QUANTILE_COLUMNS
 
@@ -294,9 +255,7 @@ def monitor(
         and len(calendar.sessions(last_retrain, through)) - 1 < config.cooldown_sessions
     )
 
-    # The horizons' risk backtests and coverage call for a retrain too (a Basel red zone, a coverage
-    # significantly short). Without the simulated Expected Shortfall test (`es_p` None): no finding
-    # reads it, and over 500 tickers x 3 horizons it is a second of every `daily`.
+    # Without the simulated ES test: no finding reads it, and over 500 tickers it costs a second a day.
     risk_rows = risk_window(settings, engine, through=through)
     risk = risk_backtests(risk_rows, calendar, es_test=False)
     coverage = horizon_coverage([r for r in risk_rows if int(r["horizon"]) > 1], calendar)
@@ -350,12 +309,7 @@ def retrain_findings(metrics: WindowMetrics, *, alpha: float, coverage_alpha: fl
     for level in (80, 95):
         coverage = getattr(metrics, f"coverage_{level}")
         p_value = getattr(metrics, f"p_coverage_{level}")
-        if (
-            coverage is not None
-            and p_value is not None
-            and p_value < coverage_alpha
-            and coverage < level / 100
-        ):
+        if None not in (coverage, p_value) and p_value < coverage_alpha and coverage < level / 100:
             findings.append(
                 (
                     f"coverage_{level}",
@@ -367,7 +321,6 @@ def retrain_findings(metrics: WindowMetrics, *, alpha: float, coverage_alpha: fl
 
 
 def _effective(metrics: WindowMetrics, level: int) -> str:
-    """How many independent closes the test counted, when misses on the same day moved together."""
     effective = getattr(metrics, f"effective_n_{level}")
     if effective is None or round(effective) >= metrics.samples:
         return ""

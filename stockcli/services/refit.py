@@ -1,24 +1,25 @@
 """Scheduled refits of the statistical candidates, and the interval choice re-decided on live scores.
 
-A model version carries its candidates' parameters fitted on its training dates; markets move on,
-so `daily` refits them from the stored bars every `[forecasters] refit_sessions` sessions (the
-tickers spread over that interval, a few each session, so no run pays for all of them), records every
-refit in `forecaster_fits` and serves the newest one until the next. At each refit the interval
-source of the refitted tickers (and the pooled choice for unseen tickers) is decided again on every
-candidate's own out-of-sample scores over the trailing `selection_sessions` scored sessions (each
-candidate is scored every session, served or not), by the same family-corrected test as at promotion.
+Markets move on from a version's training dates: `daily` refits each ticker's candidates every
+`[forecasters] refit_sessions` sessions (a few tickers each session, so no run pays for all), and
+re-decides their interval source on every candidate's out-of-sample scores over the trailing
+`selection_sessions`, by the same family-corrected test as at promotion.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Mapping, Sequence
 from datetime import date
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.engine import Engine
 
 from stockcli.config import Settings
+
+if TYPE_CHECKING:
+    from stockcli.ml.selection import IntervalChoice
 
 _log = logging.getLogger(__name__)
 
@@ -26,8 +27,8 @@ _log = logging.getLogger(__name__)
 def refit_if_due(
     *, settings: Settings, engine: Engine, bundle: Any, through: date
 ) -> dict[str, dict[str, Any]]:
-    """Refit the tickers that are due as of `through`, re-decide their interval choice, and return
-    the refits in force: {candidate: {ticker: params}} newer than the version's own fits."""
+    """Refit the tickers due as of `through`, re-decide their interval choice, and return the refits in
+    force (`refits_in_force`)."""
     from stockcli.clock import calendar_for
     from stockcli.db import serving
     from stockcli.services.horizons import redecide_horizons
@@ -55,8 +56,8 @@ def refit_if_due(
 
 
 def refits_in_force(*, engine: Engine, bundle: Any, through: date) -> dict[str, dict[str, Any]]:
-    """{candidate: {ticker: params}} of the newest refits on or before `through` that are newer than
-    the model version's own fits (which serve until then)."""
+    """{candidate: {ticker: params}} of the newest refits on or before `through`, newer than the
+    version's own fits."""
     from stockcli.db.serving import load_fits
 
     return load_fits(engine, since=_version_fit_end(bundle), through=through)
@@ -86,8 +87,7 @@ def refit(*, settings: Settings, engine: Engine, bundle: Any, tickers: list[str]
                 _log.warning(
                     "Refit of %s failed (%s); its candidates fall back until the next refit.", ticker, exc
                 )
-        # Recorded even when nothing could be fitted (no bars yet): the ticker waits for its next turn
-        # instead of holding a refit slot every session.
+        # Recorded even when nothing was fitted: the ticker waits its next turn, not every session.
         for name, params in fitted.items():
             rows.append(
                 {
@@ -105,22 +105,17 @@ def refit(*, settings: Settings, engine: Engine, bundle: Any, tickers: list[str]
 def redecide(
     *, settings: Settings, engine: Engine, model_version: str, tickers: list[str], through: date
 ) -> None:
-    """Choose the interval source of `tickers` again on the trailing window of their scored sessions
-    (and whose P(up) is served, by the Brier test against the base rate); a window with fewer than
-    `min_selection_sessions` sessions keeps the decision. The pooled choice "*" (for unseen tickers)
+    """Choose the interval source (and the P(up) source) of `tickers` again on the trailing window of
+    their scored sessions; too few sessions keep the decision. The pooled choice "*" (unseen tickers)
     reads every ticker's rows, so it is re-decided once per refit interval, not every session."""
     from stockcli.clock import calendar_for
     from stockcli.db.predictions import scored_between
     from stockcli.db.serving import POOLED, load_selection, update_interval_choices
-    from stockcli.errors import UsageError
     from stockcli.ml.selection import ticker_incumbent
 
     config = settings.forecasters
     calendar = calendar_for(settings)
-    try:
-        start = calendar.sessions_back(through, config.selection_sessions)
-    except UsageError:
-        start = settings.data.start
+    start = selection_start(settings, through)
     choices: dict[str, dict[str, Any]] = {}
     pooled = load_selection(engine, model_version).get(POOLED)
     last = pooled.window_end if pooled is not None else None
@@ -140,19 +135,45 @@ def redecide(
         update_interval_choices(engine, model_version=model_version, choices=choices)
 
 
-def _decision(settings: Settings, rows: list[dict[str, Any]], incumbent: str) -> dict[str, Any] | None:
-    """The interval decision on scored `rows` against `incumbent`, and the P(up) decision against the
-    base rate; None when the rows hold too few sessions."""
-    from stockcli.ml.metrics import brier_panels, candidate_loss_panels
-    from stockcli.ml.selection import BASE_RATE, choose_interval_source
+def selection_start(settings: Settings, through: date) -> date:
+    """The first session of the trailing `selection_sessions` window up to `through`."""
+    from stockcli.clock import calendar_for
+    from stockcli.errors import UsageError
+
+    try:
+        return calendar_for(settings).sessions_back(through, settings.forecasters.selection_sessions)
+    except UsageError:
+        return settings.data.start
+
+
+def decide_interval(
+    settings: Settings, rows: Sequence[Mapping[str, Any]], incumbent: str
+) -> tuple[IntervalChoice, list[date]] | None:
+    """The interval choice on scored `rows` against `incumbent`, with the sessions it read; None when
+    they are fewer than `min_selection_sessions`."""
+    from stockcli.ml.metrics import candidate_loss_panels
+    from stockcli.ml.selection import choose_interval_source
 
     config = settings.forecasters
     panels, dates = candidate_loss_panels(rows, config.metric)
     if len(dates) < config.min_selection_sessions:
         return None
-    alpha = settings.promotion.alpha
-    interval = choose_interval_source(panels, incumbent=incumbent, alpha=alpha, order=config.test_order)
-    p_up = choose_interval_source(brier_panels(rows), incumbent=BASE_RATE, alpha=alpha)
+    choice = choose_interval_source(
+        panels, incumbent=incumbent, alpha=settings.promotion.alpha, order=config.test_order
+    )
+    return choice, dates
+
+
+def _decision(settings: Settings, rows: list[dict[str, Any]], incumbent: str) -> dict[str, Any] | None:
+    """The interval decision against `incumbent` and the P(up) decision against the base rate."""
+    from stockcli.ml.metrics import brier_panels
+    from stockcli.ml.selection import BASE_RATE, choose_interval_source
+
+    decided = decide_interval(settings, rows, incumbent)
+    if decided is None:
+        return None
+    interval, dates = decided
+    p_up = choose_interval_source(brier_panels(rows), incumbent=BASE_RATE, alpha=settings.promotion.alpha)
     return {
         "p_up_source": p_up.source,
         "p_up_p_value": p_up.p_value,
@@ -166,9 +187,8 @@ def _decision(settings: Settings, rows: list[dict[str, Any]], incumbent: str) ->
 
 
 def own_rows(rows: list[dict[str, Any]], model_version: str) -> list[dict[str, Any]]:
-    """One scored row per (session, ticker), the serving version's where it has one; from rows of
-    other versions the network's forecasts are left out (they were another network's), while the
-    statistical candidates' stand (they do not depend on the version)."""
+    """One scored row per (session, ticker), the serving version's where it has one; rows of other
+    versions lose the network's forecasts (another network's) but keep the statistical candidates'."""
     from stockcli.ml.forecasters import NETWORK
 
     chosen: dict[tuple[Any, str], dict[str, Any]] = {}
@@ -189,7 +209,6 @@ def own_rows(rows: list[dict[str, Any]], model_version: str) -> list[dict[str, A
 
 
 def _version_fit_end(bundle: Any) -> date:
-    """The last session the model version's own candidate fits saw (its training dates)."""
     baselines = bundle.baselines or {}
     value = baselines.get("fit_through") or baselines.get("garch_fit_through")
     return date.fromisoformat(value) if value else date.min

@@ -1,8 +1,6 @@
-"""What `stockcli report` and the dashboard show, gathered from the stored tables and the registry.
+"""What `stockcli report` and the dashboard show, read (never written) from the tables and the registry.
 
-Read-only: nothing here writes to the database or the registry. Rates are fractions (0.012 is 1.2%),
-skill is 1 - MAE_model / MAE_naive over the same sessions (below zero: worse than the naive forecast
-"next close = last close").
+Rates are fractions (0.012 is 1.2%); skill is 1 - MAE_model / MAE_naive over the same sessions.
 """
 
 from __future__ import annotations
@@ -81,8 +79,10 @@ class PerformanceRow:
     winkler_95: float | None = None
     served_model_share: float | None = None
     interval_source: str | None = None  # the newest session's served interval source
-    # The served intervals' Winkler 95% skill against GARCH(1,1)-t on the window (same sessions).
-    interval_skill_vs_garch: float | None = None
+    interval_skill_vs_garch: float | None = None  # the served Winkler 95% skill against GARCH(1,1)-t
+
+
+_PERFORMANCE_FIELDS = {item.name for item in fields(PerformanceRow)}
 
 
 @dataclass(frozen=True)
@@ -98,9 +98,7 @@ class ScoredSession:
     actual_close: float
     abs_error: float
     abs_pct_error: float
-    direction_score: (
-        float | None
-    )  # 1 hit, 0 miss, 0.5 flat forecast, None flat day (metrics.direction_scores)
+    direction_score: float | None  # 1 hit, 0 miss, 0.5 flat forecast, None flat day
     naive_abs_error: float
     lower_80: float | None = None
     upper_80: float | None = None
@@ -151,12 +149,10 @@ class PromotionRow:
     promoted: bool
     dry_run: bool
     reason: str
-    # The decision metric's value for each side, averaged over the tickers of the window.
     candidate_value: float | None = None
     production_value: float | None = None
     naive_value: float | None = None
-    # The paired test behind the decision (one-sided Diebold-Mariano) and the improvement's 95% CI.
-    test: str | None = None
+    test: str | None = None  # one-sided Diebold-Mariano; improvement_low/high: its 95% CI
     p_value: float | None = None
     improvement: float | None = None
     improvement_low: float | None = None
@@ -180,8 +176,7 @@ class FanPoint:
 
 @dataclass(frozen=True)
 class HorizonFan:
-    """One ticker's newest forecasts at every stored horizon (one base session), the exchange sessions
-    they span, and the 1-session bands served for the past sessions of the risk window (scored)."""
+    """One ticker's newest forecasts at every horizon, and the scored 1-session bands of the risk window."""
 
     ticker: str
     base_date: date
@@ -207,8 +202,7 @@ class ExceptionDay:
 
 @dataclass(frozen=True)
 class VarExceptions:
-    """One ticker's 1-session returns over the risk window against its VaR, and the window's backtest
-    (`services.horizons.risk_backtests`: exceptions counted, Basel zone of the 99% VaR)."""
+    """One ticker's 1-session returns over the risk window against its VaR, with the window's backtest."""
 
     ticker: str
     risk_sessions: int
@@ -227,8 +221,7 @@ class VarExceptions:
 
 @dataclass(frozen=True)
 class CloseSeries:
-    """Recent closes of one ticker, oldest first, with its newest prediction if any, its newest
-    forecasts at every horizon (`fan`) and its VaR exceptions (`exceptions`) once stored."""
+    """Recent closes of one ticker, oldest first, with its newest prediction, fan and VaR exceptions."""
 
     ticker: str
     dates: tuple[date, ...]
@@ -257,8 +250,7 @@ class ModelsInfo:
 
 @dataclass(frozen=True)
 class RiskRow:
-    """One ticker's newest risk figures at one horizon (losses as positive returns) and the Basel zone
-    of its 99% VaR over the risk window (None: too few scored forecasts yet)."""
+    """One ticker's newest VaR and ES at one horizon (losses as positive returns), and its Basel zone."""
 
     ticker: str
     horizon: int
@@ -270,8 +262,7 @@ class RiskRow:
     zone: str | None
 
 
-REPORT_HORIZONS = (1, 5)
-"""The horizons of the report's compact risk table."""
+REPORT_HORIZONS = (1, 5)  # the horizons of the report's compact risk table
 
 
 @dataclass(frozen=True)
@@ -290,9 +281,6 @@ class Report:
     recent_closes: tuple[CloseSeries, ...]
     notes: tuple[str, ...] = field(default_factory=tuple)
     risk: tuple[RiskRow, ...] = ()
-
-
-# --- the service ----------------------------------------------------------------------------------
 
 
 def report(settings: Settings, *, as_of: date | None = None) -> Report:
@@ -316,9 +304,7 @@ def build_report(
 ) -> Report:
     """Gather predictions, live performance, registry versions, runs, promotions and recent closes.
 
-    `engine` comes from `queries_report.connect_readonly` (None: the database file does not exist).
-    Nothing made after `as_of` is shown (None: everything). `models` skips the registry look-up.
-
+    `engine`: None when the database file does not exist. Nothing made after `as_of` is shown.
     Raises NoDataError (exit 4) when the database holds no bars and no predictions yet.
     """
     ensure_data(engine, settings=settings)
@@ -333,16 +319,9 @@ def build_report(
         by_ticker = {row.ticker: row for row in predictions}
         closes = queries.recent_closes(engine, tickers, sessions=30, as_of=as_of)
         views = horizon_views(settings, engine, as_of, order)
+        fans, exceptions = views.fans, views.exceptions
         series = tuple(
-            CloseSeries(
-                ticker=ticker,
-                dates=tuple(day for day, _ in closes[ticker]),
-                closes=tuple(value for _, value in closes[ticker]),
-                prediction=by_ticker.get(ticker),
-                fan=views.fans.get(ticker),
-                exceptions=views.exceptions.get(ticker),
-            )
-            for ticker in tickers
+            _close_series(t, closes[t], by_ticker.get(t), fans.get(t), exceptions.get(t)) for t in tickers
         )
         info = models if models is not None else model_versions(settings)
         notes: list[str] = []
@@ -378,8 +357,7 @@ def build_report(
 
 @dataclass(frozen=True)
 class HorizonViews:
-    """What the stored horizons show: the compact risk table, and per ticker the fan of its newest
-    forecasts and its VaR exceptions over the risk window."""
+    """The compact risk table, and per ticker its fan and VaR exceptions over the risk window."""
 
     risk: tuple[RiskRow, ...] = ()
     fans: Mapping[str, HorizonFan] = field(default_factory=dict)
@@ -389,8 +367,7 @@ class HorizonViews:
 def horizon_views(
     settings: Settings, engine: Engine, as_of: date | None, order: Mapping[str, int]
 ) -> HorizonViews:
-    """The newest forecasts of every ticker at every horizon made on or before `as_of`, and the risk
-    window up to their base session (`services.horizons.risk_window`) with its backtests, read once."""
+    """The horizons' views of the newest forecasts made on or before `as_of`, the risk window read once."""
     from stockcli.clock import calendar_for
     from stockcli.db.horizons import newest_horizons
     from stockcli.services.horizons import risk_backtests, risk_window
@@ -413,8 +390,7 @@ def horizon_views(
 def risk_rows(
     newest: Sequence[Mapping[str, Any]], backtests: Mapping[int, Mapping[str, Any]], order: Mapping[str, int]
 ) -> tuple[RiskRow, ...]:
-    """The newest VaR and ES of every ticker at `REPORT_HORIZONS`, with the zone of the risk window's
-    backtest, in watchlist order."""
+    """The newest VaR and ES of every ticker at `REPORT_HORIZONS`, with its zone, in watchlist order."""
     rows = [
         _from_row(
             RiskRow, row, zone=(backtests.get(int(row["horizon"])) or {}).get(row["ticker"], {}).get("zone")
@@ -428,8 +404,6 @@ def risk_rows(
 def _fans(
     newest: Sequence[Mapping[str, Any]], window: Sequence[Mapping[str, Any]], calendar: Any
 ) -> dict[str, HorizonFan]:
-    """Per ticker: its forecasts from its newest base session, the sessions up to the farthest one,
-    and the scored 1-session forecasts of the risk window."""
     from datetime import timedelta
 
     past: dict[str, list[FanPoint]] = {}
@@ -460,8 +434,6 @@ def _fans(
 def _exceptions(
     window: Sequence[Mapping[str, Any]], backtests: Mapping[str, Mapping[str, Any]], risk_sessions: int
 ) -> dict[str, VarExceptions]:
-    """Per ticker: the scored 1-session forecasts of the risk window as returns against their VaR,
-    with the window's backtest of the 1-session horizon."""
     from stockcli.ml.risk import MIN_SESSIONS
 
     days: dict[str, list[ExceptionDay]] = {}
@@ -490,13 +462,11 @@ def _exceptions(
     return out
 
 
-# An earlier `report --html` file: what may be overwritten where other files are protected.
 REPORT_SIGNATURE = ("<!doctype html>", "<title>stockcli report")
 
 
 def write_html_report(settings: Settings, path: Path, html: str) -> Path:
-    """Write the HTML report to `path` (atomically: a temporary file in its folder, renamed over it)
-    once `html_report_target` allows it; returns the file written (symlinks resolved)."""
+    """Write the HTML report atomically once `html_report_target` allows it; returns the file written."""
     from stockcli.storage import write_atomically
 
     target = html_report_target(settings, path)
@@ -514,10 +484,8 @@ def write_html_report(settings: Settings, path: Path, html: str) -> Path:
 def html_report_target(settings: Settings, path: Path) -> Path:
     """The file `report --html PATH` may write (symlinks resolved), checked before any work.
 
-    Refused with UsageError (exit 2) when `path` resolves to one of stockcli's own files (the
-    database, the MLflow and Optuna stores, the config file), to a file of the data dir that is not
-    an earlier report nor a new `.html` file, or through a symlink to an existing file that is not
-    an earlier report.
+    Raises UsageError (exit 2) for stockcli's own files (stores, config), a data-dir file that is not
+    an earlier report nor a new `.html` file, or a symlink to a file that is not an earlier report.
     """
     from stockcli.storage import is_within, sqlite_file
 
@@ -584,10 +552,8 @@ def unreadable_database(settings: Settings, exc: BaseException) -> StockCliError
 
 
 def ensure_data(engine: Engine | None, *, settings: Settings) -> None:
-    """Raise NoDataError saying which command fills the database, unless it holds bars or predictions.
-
-    Raises StockCliError when the database cannot be reached or read.
-    """
+    """Raise NoDataError (which command fills it) unless the database holds bars or predictions,
+    StockCliError when it cannot be read."""
     try:
         state = queries.database_state(engine)
     except DBAPIError as exc:
@@ -612,8 +578,7 @@ def connect(settings: Settings) -> Engine | None:
 
 
 def database_state(engine: Engine | None) -> queries.DatabaseState:
-    """`ready` (bars or predictions stored), `empty`, `no_schema` or `missing`; the driver's error when
-    the database cannot be read."""
+    """`ready` (bars or predictions stored), `empty`, `no_schema` or `missing`."""
     return queries.database_state(engine)
 
 
@@ -650,8 +615,7 @@ def latest_predictions(engine: Engine, *, as_of: date | None = None) -> list[Pre
 def live_performance(
     settings: Settings, *, engine: Engine, as_of: date | None = None, ticker: str | None = None
 ) -> list[PerformanceRow]:
-    """Live accuracy per ticker over the rolling window (`[monitor] window_sessions` scored sessions),
-    the same window and the same metrics (`metrics.summarize_scored`) as `monitor` and `backtest`."""
+    """Live accuracy per ticker over the rolling window: the same window and metrics as `monitor`."""
     from stockcli.db.predictions import performance_window
     from stockcli.ml.metrics import summarize_scored
 
@@ -671,34 +635,21 @@ def performance_row(
     ticker: str, block: MetricBlock, rows: Sequence[Mapping[str, Any]], min_samples: int
 ) -> PerformanceRow:
     """One ticker's `metrics.summarize_scored` block as a report row."""
-    from stockcli.ml.metrics import NO_INTERVALS, SERVED, skills_against
+    from stockcli.ml.metrics import SERVED, block_figures, skills_against
 
-    intervals = block.intervals or NO_INTERVALS
-    sessions = 0 if block.scored is None else block.scored.sessions
+    figures = block_figures(block)
     newest = max(rows, key=lambda r: r["target_date"]) if rows else None
-    versions = sorted({str(r["model_version"]) for r in rows}, key=_version_key)
     dates = [r["target_date"] for r in rows]
     skill = block.skill
     return PerformanceRow(
         ticker=ticker,
-        sessions=sessions,
-        mape=block.model.mape,
-        mae=block.model.mae,
-        naive_mae=block.naive.mae,
-        directional_accuracy=block.model.direction_accuracy,
-        skill=skill,
+        **{name: value for name, value in figures.items() if name in _PERFORMANCE_FIELDS},
+        directional_accuracy=figures["direction_accuracy"],
         worse_than_naive=skill is not None and skill < 0,
-        enough_samples=sessions >= min_samples,
+        enough_samples=figures["sessions"] >= min_samples,
         first_target_date=min(dates) if dates else None,
         last_target_date=max(dates) if dates else None,
-        model_versions=tuple(versions),
-        skill_low=block.skill_low,
-        skill_high=block.skill_high,
-        p_worse=None if block.scored is None else block.scored.p_worse,
-        coverage_80=intervals.coverage_80,
-        coverage_95=intervals.coverage_95,
-        winkler_95=intervals.winkler_95,
-        served_model_share=None if block.scored is None else block.scored.served_model_share,
+        model_versions=tuple(sorted({str(r["model_version"]) for r in rows}, key=_version_key)),
         interval_source=None if newest is None else newest.get("interval_source"),
         interval_skill_vs_garch=(skills_against(rows, "garch").get(SERVED) or {}).get("winkler_95"),
     )
@@ -716,22 +667,24 @@ def close_series(engine: Engine, ticker: str, *, sessions: int) -> CloseSeries:
     """Recent closes of one ticker with its newest prediction (for the dashboard's chart)."""
     closes = queries.recent_closes(engine, [ticker], sessions=sessions)[ticker]
     predictions = [_prediction_row(row) for row in queries.latest_predictions(engine, tickers=[ticker])]
-    return CloseSeries(
-        ticker=ticker,
-        dates=tuple(day for day, _ in closes),
-        closes=tuple(value for _, value in closes),
-        prediction=predictions[0] if predictions else None,
-    )
+    return _close_series(ticker, closes, predictions[0] if predictions else None)
 
 
-# --- the registry, read only through stockcli.ml.registry ----------------------------------------
+def _close_series(
+    ticker: str,
+    closes: Sequence[tuple[date, float]],
+    prediction: PredictionRow | None,
+    fan: HorizonFan | None = None,
+    exceptions: VarExceptions | None = None,
+) -> CloseSeries:
+    dates, values = tuple(d for d, _ in closes), tuple(c for _, c in closes)
+    return CloseSeries(ticker, dates, values, prediction, fan, exceptions)
 
 
 def model_versions(settings: Settings) -> ModelsInfo:
-    """Registered versions through `stockcli.ml.registry.list_versions(settings)`; never raises.
+    """Registered versions; never raises: a failure becomes a note, never hiding the rest of the report.
 
-    A local sqlite MLflow store that does not exist yet is not created: it means no model was trained.
-    Failures become a note, so a registry problem never hides the rest of the report.
+    A local sqlite MLflow store that does not exist yet is not created: no model was trained.
     """
     from stockcli.storage import sqlite_file
 
@@ -759,19 +712,10 @@ def model_versions(settings: Settings) -> ModelsInfo:
         )
         for item in items
     )
-    production = next(
-        (
-            row.version
-            for row in versions
-            if registry.PRODUCTION_ALIAS.lower() in {a.lower() for a in row.aliases}
-        ),
-        None,
-    )
+    alias = registry.PRODUCTION_ALIAS.lower()
+    production = next((row.version for row in versions if alias in {a.lower() for a in row.aliases}), None)
     run_ids = {item.version: item.training_run_id for item in items if item.training_run_id}
     return ModelsInfo(versions, production, run_ids=run_ids)
-
-
-# --- helpers --------------------------------------------------------------------------------------
 
 
 def _optional_str(value: Any) -> str | None:
@@ -789,8 +733,7 @@ def _aware(moment: datetime | None) -> datetime | None:
     return moment
 
 
-# How `_from_row` converts a stored value, by the type of the field it fills and whether that field
-# is optional (`float | None`, `Optional[float]`): a type not listed is stored as read.
+# How `_from_row` converts a stored value, by its field's type and whether it is optional.
 _CONVERTERS: dict[tuple[Any, bool], Callable[[Any], Any]] = {
     (float, False): float,
     (float, True): finite,
@@ -817,8 +760,7 @@ _QUANTILE_COLUMNS = {
 
 
 def _converter(annotation: Any) -> Callable[[Any], Any] | None:
-    """The `_CONVERTERS` entry for a resolved field type, however it is spelled (`float | None`,
-    `Optional[float]`, `Union[float, None]`); None for a type not listed."""
+    """The `_CONVERTERS` entry for a field type, however its optional is spelled; None if not listed."""
     members = get_args(annotation) if get_origin(annotation) in (Union, UnionType) else (annotation,)
     present = [member for member in members if member is not type(None)]
     if len(present) != 1:  # a union of two types: stored as read
@@ -829,14 +771,13 @@ def _converter(annotation: Any) -> Callable[[Any], Any] | None:
 
 @cache
 def _field_converters(kind: Any) -> dict[str, Callable[[Any], Any] | None]:
-    """Each field of the dataclass `kind` and its converter (resolved once per class)."""
     hints = get_type_hints(kind)
     return {item.name: _converter(hints[item.name]) for item in fields(kind)}
 
 
 def _from_row(kind: type[_Row], row: Mapping[str, Any], **computed: Any) -> _Row:
-    """A result dataclass from a stored row, each field read under its name (a bound under its quantile
-    column) and converted by its type: optional floats made finite or None, times made aware."""
+    """A result dataclass from a stored row, each field read under its name (or quantile column) and
+    converted by its type."""
     values = dict(computed)
     for name, convert in _field_converters(cast(Any, kind)).items():
         if name in values:
@@ -854,11 +795,8 @@ def _prediction_row(row: Mapping[str, Any]) -> PredictionRow:
 
 
 def decision_value(metrics: Mapping[str, Any] | None, metric: str) -> float | None:
-    """The value of `metric` in a stored promotion metrics block.
-
-    `promote` stores `{"average": {"model": {...}, "naive": {...}}, "tickers": ...}` for a model and
-    `{"average": {...}}` for naive; a flat `{metric: value}` is read too.
-    """
+    """The value of `metric` in a stored promotion metrics block: `{"average": {"model": {...}}}` (a
+    model), `{"average": {...}}` (naive) or flat."""
     if not metrics:
         return None
     average = metrics.get("average")

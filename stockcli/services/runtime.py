@@ -38,8 +38,7 @@ class RunHandle:
 
 
 def _close_dead_mlflow_runs(settings: Settings) -> None:
-    """Mark MLflow runs of killed stockcli processes KILLED, and the versions they registered as never
-    evaluated; never fails the run that calls it."""
+    """Mark MLflow runs of killed processes KILLED and their versions never evaluated; never raises."""
     import logging
 
     from stockcli.ml import registry
@@ -58,10 +57,8 @@ def _close_dead_mlflow_runs(settings: Settings) -> None:
 
 
 def checkpoint(settings: Settings, name: str) -> None:
-    """A point between steps: a Ctrl-C that some library swallowed is raised again here
-    (`stockcli.interrupts`), and a run that lost its run lock stops here (LockLostError, exit 5) even
-    when a step caught the error of its last commit. The crash tests kill the process here
-    (`stockcli.testhooks`)."""
+    """A point between steps: a swallowed Ctrl-C is raised again, a run that lost its lock stops
+    (LockLostError, exit 5), and the crash tests kill the process here."""
     interrupts.raise_if_requested()
     lock.ensure_held()
     testhooks.kill_if_requested(name)
@@ -73,8 +70,7 @@ def pipeline_run(
 ) -> Iterator[RunHandle]:
     """Open the database (upgrading the schema), take the run lock and record the run in the ledger.
 
-    `shared_lock`: take the lock in shared mode, so that several runs of this kind (the workers of
-    one `tune` study) may overlap each other, though never an exclusive run.
+    `shared_lock`: runs of this kind (the workers of one `tune` study) may overlap each other.
     """
     owned = engine is None
     engine = engine or open_database(settings)
@@ -97,8 +93,7 @@ def _locked_run(
 ) -> Iterator[RunHandle]:
     with lock.run_lock(engine, settings.data_dir / lock.LOCK_FILE, command, shared=shared_lock) as held:
         if not shared_lock and store.mark_interrupted(engine):
-            # A shared holder cannot tell dead `running` rows from live workers. A killed run may
-            # have left its MLflow run RUNNING too: close it now rather than at the next training.
+            # Only an exclusive holder knows `running` rows are dead; close their MLflow runs now too.
             _close_dead_mlflow_runs(settings)
         handle: RunHandle | None = None
         try:
@@ -141,12 +136,8 @@ def _locked_run(
 
 
 def _finish(handle: RunHandle | None, *, status: str, error: str | None) -> None:
-    """Close the ledger row of a run that did not succeed; never raises.
-
-    When that fails (a full disk: the row and its details may need pages the disk cannot give), it
-    is tried once more with the status and the first line of the error alone, which fits where the
-    row already is, so the row does not stay `running`.
-    """
+    """Close the ledger row of a run that did not succeed; never raises. On failure (a full disk) it
+    tries again with the status and the error's first line alone, which fit where the row already is."""
     if handle is None:  # the row was never written
         return
     engine, run_id = handle.engine, handle.run_id

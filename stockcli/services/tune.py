@@ -1,15 +1,14 @@
 """Tune: search hyper-parameters for a built dataset on its validation split, save the best ones.
 
 The study is persistent and named after the dataset, so `tune` resumes after an interruption and
-several `tune` processes pointed at one PostgreSQL storage (`[tuning] storage_url`) share the work.
-`n_trials` is the number of finished trials the study should hold (see `stockcli.ml.tuning`).
+several processes on one PostgreSQL storage (`[tuning] storage_url`) share the work.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.engine import Engine
@@ -53,13 +52,9 @@ def tune(
     progress: Callable[[int, float | None], None] | None = None,
     enqueue: list[dict[str, Any]] | None = None,
 ) -> TuneResult:
-    """Tune on the training/validation splits of a built dataset (default: the newest).
+    """Tune on the training/validation splits of a built dataset (default: the newest); upsert the best.
 
-    `n_trials` (default `[tuning] n_trials`) is the target number of finished trials in the study;
-    `timeout_s` (default `[tuning] timeout_s`, 0 = none) stops starting new trials after that long.
-    `progress(trial_number, best_value_so_far)` runs after each trial. The best parameters are
-    upserted into `optimization_results` for the dataset.
-
+    `n_trials`: the finished trials the study should hold; `timeout_s` (0: none) stops starting trials.
     Raises NoDataError when there is no built dataset.
     """
     from stockcli.db import datasets
@@ -125,8 +120,7 @@ def _open_study(*, settings: Settings, study_name: str, enqueue: list[dict[str, 
         data_dir=settings.data_dir,
     )
     if enqueue and not study.get_trials(deepcopy=False):
-        # A fresh study of a retrain tries Production's parameters first: a good start for the search
-        # (unless [tuning] has moved its search space away from them since).
+        # A fresh study of a retrain tries Production's parameters first (if still in the search space).
         for params in enqueue:
             if in_search_space(params, settings.tuning):
                 study.enqueue_trial(dict(params), skip_if_exists=True)
@@ -151,17 +145,5 @@ def _record_outcome(
             n_complete=outcome.n_complete,
             n_pruned=outcome.n_pruned,
         )
-    return TuneResult(
-        run_id=run_id,
-        study_name=study_name,
-        best_params=best_params,
-        best_value=outcome.best_value,
-        n_trials=outcome.n_trials,
-        n_complete=outcome.n_complete,
-        n_pruned=outcome.n_pruned,
-        wall_s=outcome.wall_s,
-        n_failed=outcome.n_failed,
-        n_run=outcome.n_run,
-        best_trial_number=outcome.best_trial_number,
-        storage=redact_url(settings.optuna_storage_url),
-    )
+    counts = {**asdict(outcome), "study_name": study_name, "best_params": best_params}
+    return TuneResult(run_id=run_id, storage=redact_url(settings.optuna_storage_url), **counts)
