@@ -77,22 +77,18 @@ def run_daily_job(
     except LockHeldError as exc:
         log.warning("daily as of %s skipped: %s", as_of, exc.message)
         return JobOutcome(as_of, "skipped", exc.message)
-    except StockCliError as exc:
-        log.error("daily as of %s failed: %s", as_of, exc)
-        notify.notify_failure(
-            settings,
-            command="daily (daemon)",
-            exit_code=exc.exit_code,
-            error=exc.message,
-            hint=exc.hint,
-            since=started,
-        )
-        return JobOutcome(as_of, "failed", str(exc))
     except Exception as exc:
-        log.exception("daily as of %s crashed", as_of)
-        error = f"{type(exc).__name__}: {exc}"
-        notify.notify_failure(settings, command="daily (daemon)", exit_code=1, error=error, since=started)
-        return JobOutcome(as_of, "failed", error)
+        if isinstance(exc, StockCliError):
+            log.error("daily as of %s failed: %s", as_of, exc)
+            code, error, hint, outcome = exc.exit_code, exc.message, exc.hint, str(exc)
+        else:
+            log.exception("daily as of %s crashed", as_of)
+            code, error, hint = 1, f"{type(exc).__name__}: {exc}", None
+            outcome = error
+        notify.notify_failure(
+            settings, command="daily (daemon)", exit_code=code, error=error, hint=hint, since=started
+        )
+        return JobOutcome(as_of, "failed", outcome)
 
 
 def catch_up(settings: Settings, *, now: Callable[[], datetime] | None = None) -> JobOutcome | None:

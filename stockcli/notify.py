@@ -54,9 +54,6 @@ class Delivery:
     problem: str | None = None
 
 
-# --- messages -------------------------------------------------------------------------------------
-
-
 def failure_message(command: str, exit_code: int, error: str | None, hint: str | None = None) -> Message:
     """A run that ended with a non-zero exit code: the command, the code, the error's first line, its hint."""
     meaning = EXIT_MEANINGS.get(exit_code, "error")
@@ -177,9 +174,6 @@ def _p(value: float | None) -> str:
     return "-" if value is None else f"{value:.3g}"
 
 
-# --- delivery -------------------------------------------------------------------------------------
-
-
 def send(settings: NotifySettings, messages: Sequence[Message]) -> list[str]:
     """Deliver the messages of the chosen events to every URL; returns a warning line per failed delivery.
     Never raises; a URL that failed is not tried again for the other messages of the run."""
@@ -246,9 +240,6 @@ def _last_problem(result: Any) -> str | None:
     except TypeError:  # an Apprise without per-attempt logs: only the boolean
         return None
     return found
-
-
-# --- what the entry points call --------------------------------------------------------------------
 
 
 def notify_run(run: RunHandle, messages: Sequence[Message]) -> None:

@@ -523,21 +523,15 @@ def _dashboard_html(
         if gathered is not None:
             series = replace(series, fan=gathered.fan, exceptions=gathered.exceptions)
     production = next((m for m in report.models if m.version == report.production_version), None)
+    series_by_ticker = {s.ticker: s for s in report.recent_closes}
     return pages.render(
         "index.html",
+        report=report,
         tickers=tickers,
         selected=selected,
         series=series,
-        predictions=report.predictions,
-        series_by_ticker={s.ticker: s for s in report.recent_closes},
-        performance=report.performance,
-        window_sessions=report.window_sessions,
-        models=report.models,
         production=production,
-        production_version=report.production_version,
-        runs=report.runs,
-        promotions=report.promotions,
-        notes=report.notes,
+        series_by_ticker=series_by_ticker,
     )
 
 
