@@ -184,20 +184,14 @@ def fan_chart_svg(
     head = _svg_open(element_id, series.ticker, width, height, label)
     if not values:
         return _empty(head, width, height, f"No closes stored for {series.ticker}.")
-    target_index = None
-    if prediction is not None:
-        target_index = position.get(prediction.target_date, len(axis))
+    target_index = None if prediction is None else position.get(prediction.target_date, len(axis))
     beyond = target_index is not None and target_index >= len(axis)
     flat_pad = max(abs(max(values)) * 0.01, 1.0)
     frame = _Frame.fit(width, height, values, flat_pad, len(axis), slot=beyond)
     x, y = frame.x, frame.y
     axis_y = frame.bottom + 16
     dates = list(series.dates)
-    parts = [
-        head,
-        _grid(frame, number),
-        _date_labels(frame, dates, [position[d] for d in dates], axis_y),
-    ]
+    parts = [head, _grid(frame, number), _date_labels(frame, dates, [position[d] for d in dates], axis_y)]
     if fan is not None:
         parts.append(_horizon_fan(fan, frame, position, axis_y))
         parts.append(_past_bands(past, frame, position))
@@ -518,13 +512,10 @@ def var_exceptions_svg(
                 f'<path class="var-line var-{level}" fill="none" d="{"".join(steps)}">'
                 f"<title>-VaR {level}% of each session</title></path>"
             )
-    parts.append(
-        '<g class="returns">'
-        + "".join(
-            f'<circle cx="{_num(x(i))}" cy="{_num(y(d.realized))}" r="1.8"/>' for i, d in enumerate(days)
-        )
-        + "</g>"
+    dots = "".join(
+        f'<circle cx="{_num(x(i))}" cy="{_num(y(d.realized))}" r="1.8"/>' for i, d in enumerate(days)
     )
+    parts.append(f'<g class="returns">{dots}</g>')
     parts.append(_exception_marks(days, frame))
     items = [
         (78, '<circle class="returns" cx="6" cy="-4" r="2.5"/>', "return"),
