@@ -7,6 +7,8 @@ with `hide` when the settings are built, and `redact_notify_url` is how such a U
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import re
 from collections.abc import Iterable
 from urllib.parse import unquote
@@ -120,33 +122,25 @@ def redact_traceback(exc: BaseException) -> str:
     return redact_url("".join(traceback.format_exception(exc)))
 
 
-_installed = False
-
-
+@functools.cache
 def install_log_redaction() -> None:
     """Hide passwords in every log record this process creates (idempotent).
 
     The record factory redacts, not a handler's filter: libraries add handlers of their own later.
     """
-    global _installed
     import logging
 
-    if _installed:
-        return
     previous = logging.getLogRecordFactory()
 
     def factory(*args: object, **kwargs: object) -> logging.LogRecord:
         record = previous(*args, **kwargs)  # type: ignore[arg-type]
-        try:
+        with contextlib.suppress(Exception):  # a malformed record is the logging module's to report
             record.msg = redact_url(record.getMessage())
             record.args = None
             if record.exc_info and record.exc_info[1] is not None:
                 record.exc_text = redact_traceback(record.exc_info[1]).rstrip("\n")
             if record.stack_info:
                 record.stack_info = redact_url(record.stack_info)
-        except Exception:  # a malformed record is the logging module's to report, as usual
-            pass
         return record
 
     logging.setLogRecordFactory(factory)
-    _installed = True
