@@ -1,9 +1,5 @@
 """Every list of allowed values, defined once as a `Literal`, with its tuple where code iterates it.
-
-The configuration (`stockcli.config`, pydantic) validates against these types and the CLI's options
-(Typer) offer them as choices. This module imports nothing heavy, so `stockcli --help` can read the
-choices without importing pydantic.
-"""
+Settings validate against them and the CLI offers them; nothing heavy is imported here."""
 
 from __future__ import annotations
 

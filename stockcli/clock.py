@@ -1,10 +1,7 @@
-"""The explicit clock and the exchange's trading calendar.
+"""The explicit clock (nothing dated after a run's `as_of` is visible) and the exchange's trading calendar.
 
-Every run has an `as_of` date; nothing dated after it is visible to any step. Predictions made on
-as-of D are for the next trading session of the configured exchange, not for "tomorrow".
-`exchange_calendars` (and so pandas) is imported lazily: `stockcli --help` must stay fast. Building
-a calendar takes about half a second, so its session table is cached in the data dir (per
-exchange_calendars version) and read back in milliseconds by later runs.
+`exchange_calendars` (and so pandas) is imported lazily; building a calendar takes about half a
+second, so its session table is cached in the data dir and read back in milliseconds by later runs.
 """
 
 from __future__ import annotations
@@ -51,11 +48,7 @@ def parse_date(text: str, *, label: str = "date") -> date:
 
 
 def parse_as_of(text: str, exchange: str, *, now: datetime | None = None) -> date:
-    """Parse `--as-of`; raises UsageError (exit 2) naming the date when it is after today.
-
-    Nothing dated after today exists yet, so a run as of a future date could only work on other
-    dates than the one given (the newest bars, the next session after today) and say so misleadingly.
-    """
+    """Parse `--as-of`; raises UsageError (exit 2) when it is after today (nothing dated then exists yet)."""
     day = parse_date(text, label="--as-of")
     current = today(exchange, now=now)
     if day > current:
@@ -99,9 +92,8 @@ def _calendar_until(exchange: str, end: str) -> exchange_calendars.ExchangeCalen
 
 
 class TradingCalendar:
-    """Sessions of one exchange, as plain `datetime.date` values, answered from a sorted table of
-    sessions and closes: built by `exchange_calendars` (pandas evaluates every holiday rule since 1990),
-    or read from the cache in `cache_dir` (neither pandas nor exchange_calendars is imported)."""
+    """Sessions of one exchange as `datetime.date` values, from a sorted table of sessions and closes
+    built by `exchange_calendars` or read from the cache in `cache_dir` (no pandas import)."""
 
     def __init__(self, exchange: str = "XNYS", *, cache_dir: Path | None = None) -> None:
         self.exchange = exchange
@@ -139,8 +131,7 @@ class TradingCalendar:
         return [date.fromordinal(ordinal) for ordinal in self._days[first:last]]
 
     def sessions_since(self, start: date, end: date) -> int:
-        """How many sessions lie after `start`, up to and including `end` (0 when end <= start),
-        counted without building the list."""
+        """How many sessions lie after `start`, up to and including `end` (0 when end <= start)."""
         if end <= start:
             return 0
         return bisect.bisect_right(self._days, end.toordinal()) - bisect.bisect_right(
@@ -165,19 +156,14 @@ class TradingCalendar:
         return self._session_at(anchor - max(count, 0), day)
 
     def session_close(self, day: date) -> datetime:
-        """When the session of `day` closes, as an aware datetime in the exchange's zone (UsageError when
-        `day` is not a session)."""
+        """When the session of `day` closes, in the exchange's zone (UsageError when it is not a session)."""
         position = bisect.bisect_left(self._days, day.toordinal())
         if position == len(self._days) or self._days[position] != day.toordinal():
             raise UsageError(f"{day.isoformat()} is not a trading session of {self.exchange}.")
         return datetime.fromtimestamp(self._closes[position], tz=UTC).astimezone(self.tz)
 
     def last_closed_session(self, as_of: date, *, now: datetime | None = None) -> date:
-        """The newest session whose bar is final as of `as_of`.
-
-        The as-of session itself counts only once it has closed: for a past as-of that is always
-        true; for today it depends on the wall clock `now` (default: now).
-        """
+        """The newest session whose bar is final as of `as_of` (today's counts once `now` is past its close)."""
         session = self.session_on_or_before(as_of)
         if session < as_of:
             return session
@@ -246,16 +232,11 @@ _calendars_lock = threading.Lock()
 
 
 def trading_calendar(exchange: str = "XNYS", *, cache_dir: Path | None = None) -> TradingCalendar:
-    """The process's calendar of `exchange`, built once (from `cache_dir` when a fresh table is there).
-
-    Entry points that know the data dir pass `cache_dir` on their first call, so that later calls
-    without it (any layer) get the same, already built calendar. A calendar whose sessions end less
-    than 180 days from today is rebuilt, so that a process running for a year never runs out.
-    """
+    """The process's calendar of `exchange`, built once (from `cache_dir` when a fresh table is there);
+    later calls without `cache_dir` get the same one. Rebuilt when its sessions end within 180 days."""
     with _calendars_lock:
         calendar = _calendars.get(exchange)
         if calendar is None or calendar._days[-1] < (date.today() + _CACHE_MIN_AHEAD).toordinal():
-            # Built long ago (a daemon running for months): rebuilt before its sessions run out.
             cache_dir = cache_dir or (calendar.cache_dir if calendar else None)
             calendar = _calendars[exchange] = TradingCalendar(exchange, cache_dir=cache_dir)
         return calendar

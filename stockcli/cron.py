@@ -1,8 +1,4 @@
-"""The `[daemon] cron` rule: a crontab expression, with crontab's meaning, as an APScheduler 3 trigger.
-
-One rule for Settings (a cron that is invalid or never fires is refused at load), the daemon and
-`daemon --show-schedule`.
-"""
+"""The `[daemon] cron` rule: a crontab expression, with crontab's meaning, as an APScheduler 3 trigger."""
 
 from __future__ import annotations
 
@@ -19,9 +15,8 @@ CRON_HINT = (
 def cron_trigger(expression: str, exchange: str) -> Any:
     """The APScheduler 3 trigger of a crontab expression in the exchange's time zone.
 
-    Crontab's meaning (APScheduler's `from_crontab` differs): day-of-week 0 and 7 are Sunday, and when
-    both day-of-month and day-of-week are restricted (neither starts with `*`) a day matching either
-    runs. Raises ConfigError when the text is not a crontab expression or never fires ("0 0 31 2 *").
+    Crontab's meaning, unlike APScheduler's `from_crontab`: day-of-week 0 and 7 are Sunday, and when
+    both day fields are restricted a day matching either runs. ConfigError when invalid or never firing.
     """
     trigger, problem = cron_problem(expression, exchange)
     if problem is not None:
@@ -35,11 +30,8 @@ APSCHEDULER_WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
 
 def crontab_weekdays(field: str) -> str:
-    """A crontab day-of-week field as APScheduler 3 names (`1-5` -> `mon-fri`, `0,6` -> `sat,sun`).
-
-    Takes `*`, numbers 0-7 (0 and 7: Sunday), names (`mon`), ranges (`1-5`, `mon-fri`), steps (`*/2`,
-    `1-5/2`) and lists of them. Raises ValueError for anything else.
-    """
+    """A crontab day-of-week field (numbers 0-7, names, ranges, steps, lists) as APScheduler 3 names
+    (`1-5` -> `mon-fri`, `0,6` -> `sat,sun`). Raises ValueError for anything else."""
     if field.strip() == "*":
         return "*"
     days: set[int] = set()  # crontab numbers, Sunday 0

@@ -1,9 +1,7 @@
 """`stockcli daemon`: APScheduler 3 runs the daily job on a cron schedule in the exchange's time zone.
 
-In-memory job store, coalescing, one instance at a time and a generous misfire grace. On start it
-catches up a missed session once, judged from the ledger. It shares the run lock with cron-started
-runs: a job that finds the lock taken is skipped (the other run does the work). SIGTERM and SIGINT
-stop it cleanly after the job in progress.
+On start it catches up a missed session once, judged from the ledger. A job that finds the run lock
+taken is skipped (the other run does the work). SIGTERM and SIGINT stop it after the job in progress.
 """
 
 from __future__ import annotations
@@ -37,9 +35,8 @@ class JobOutcome:
 def missed_session(settings: Settings, engine: Engine, *, now: datetime) -> date | None:
     """The newest closed session not yet covered by a daily run, or None when nothing was missed.
 
-    A run that got its work done records the session it predicted from as `base_date` in its ledger
-    details: a run started before the close of its as-of session covers the session before, not that
-    one. Older rows without it count as covering the session on or before their as-of date.
+    A run covers the `base_date` in its ledger details (a run before the close covers the session
+    before its as-of); older rows without it cover the session on or before their as-of date.
     """
     from stockcli.db.runs import recent_daily_runs
 
@@ -80,22 +77,18 @@ def run_daily_job(
     except LockHeldError as exc:
         log.warning("daily as of %s skipped: %s", as_of, exc.message)
         return JobOutcome(as_of, "skipped", exc.message)
-    except StockCliError as exc:
-        log.error("daily as of %s failed: %s", as_of, exc)
-        notify.notify_failure(
-            settings,
-            command="daily (daemon)",
-            exit_code=exc.exit_code,
-            error=exc.message,
-            hint=exc.hint,
-            since=started,
-        )
-        return JobOutcome(as_of, "failed", str(exc))
     except Exception as exc:
-        log.exception("daily as of %s crashed", as_of)
-        error = f"{type(exc).__name__}: {exc}"
-        notify.notify_failure(settings, command="daily (daemon)", exit_code=1, error=error, since=started)
-        return JobOutcome(as_of, "failed", error)
+        if isinstance(exc, StockCliError):
+            log.error("daily as of %s failed: %s", as_of, exc)
+            code, error, hint, outcome = exc.exit_code, exc.message, exc.hint, str(exc)
+        else:
+            log.exception("daily as of %s crashed", as_of)
+            code, error, hint = 1, f"{type(exc).__name__}: {exc}", None
+            outcome = error
+        notify.notify_failure(
+            settings, command="daily (daemon)", exit_code=code, error=error, hint=hint, since=started
+        )
+        return JobOutcome(as_of, "failed", outcome)
 
 
 def catch_up(settings: Settings, *, now: Callable[[], datetime] | None = None) -> JobOutcome | None:
@@ -113,18 +106,14 @@ def catch_up(settings: Settings, *, now: Callable[[], datetime] | None = None) -
 
 
 def cron_trigger(settings: Settings) -> Any:
-    """The APScheduler CronTrigger of `[daemon] cron` in the exchange's time zone (ConfigError if
-    invalid or never firing); the same rule Settings checks when it is built."""
+    """The trigger of `[daemon] cron` in the exchange's time zone (ConfigError if invalid or never firing)."""
     from stockcli.cron import cron_trigger as build_cron_trigger
 
     return build_cron_trigger(settings.daemon.cron, settings.data.exchange)
 
 
 def build_scheduler(settings: Settings, job: Callable[[], Any]) -> Any:
-    """A scheduler running `job` on `[daemon] cron` in the exchange's time zone (ConfigError if invalid).
-
-    Its job store is APScheduler's default, in memory: one worker, one instance at a time.
-    """
+    """A scheduler running `job` on `[daemon] cron`: in-memory store, one worker, one instance at a time."""
     from apscheduler.executors.pool import ThreadPoolExecutor
     from apscheduler.schedulers.background import BackgroundScheduler
 
@@ -143,8 +132,7 @@ def build_scheduler(settings: Settings, job: Callable[[], Any]) -> Any:
 
 
 def next_runs(settings: Settings, *, count: int = 5, now: datetime | None = None) -> list[datetime]:
-    """The next `count` times `[daemon] cron` fires, in the exchange's time zone (`daemon
-    --show-schedule`). Reads nothing but the settings: no database, no lock, no scheduler."""
+    """The next `count` times `[daemon] cron` fires, in the exchange's time zone (`--show-schedule`)."""
     trigger = cron_trigger(settings)
     zone = clock.exchange_timezone(settings.data.exchange)
     moment = (now or datetime.now(tz=zone)).astimezone(zone)
@@ -161,8 +149,7 @@ def next_runs(settings: Settings, *, count: int = 5, now: datetime | None = None
 
 
 def next_run_time(scheduler: Any, *, now: datetime | None = None) -> datetime | None:
-    """When the daily job fires next, in the exchange's time zone; computed from its trigger when the
-    scheduler has not filled it in yet (a job added before `start()` has no `next_run_time`)."""
+    """When the daily job fires next; from its trigger before `start()` fills in `next_run_time`."""
     job = scheduler.get_job("daily")
     if job is None:
         return None
@@ -177,11 +164,8 @@ def run_daemon(
     on_start: Callable[[Any], None] | None = None,
     stop_event: threading.Event | None = None,
 ) -> None:
-    """Catch up once, then run the daily job on schedule until SIGTERM or SIGINT (or `stop_event`).
-
-    The cron expression is checked before anything runs. A signal during the catch-up or a scheduled
-    job stops the daemon once that job has finished; the run is never cut in half.
-    """
+    """Catch up once, then run the daily job on schedule until SIGTERM or SIGINT (or `stop_event`);
+    a signal during a job stops the daemon once that job has finished."""
     stopping = stop_event or threading.Event()
     cron_trigger(settings)  # a bad cron fails now, not after a catch-up run
 

@@ -1,8 +1,5 @@
 """Optional parts of stockcli, each installed by its extra: `pip install 'stockcli[web]'`.
-
-The one table of which modules each extra brings; the code that needs one calls `require` at its
-boundary, before importing them, so a missing part is one clear line (exit 2), never a traceback.
-"""
+Code that needs one calls `require` before importing it: a missing part is one line (exit 2)."""
 
 from __future__ import annotations
 

@@ -1,8 +1,6 @@
-"""How numbers are written for people: one definition for the CLI's tables, the HTML views' templates
-(as filters) and the SVG charts.
+"""How numbers are written for people, for the CLI's tables, the HTML templates and the SVG charts.
 
-Every function takes what the services return (floats or None, possibly not finite) and returns plain
-text; "-" stands for a value that is missing or undefined.
+"-" stands for a value that is missing or not finite.
 """
 
 from __future__ import annotations

@@ -1,15 +1,9 @@
 """Ctrl-C that is never lost.
 
-Python turns SIGINT into a KeyboardInterrupt raised wherever the main thread happens to be. When that
-is inside C code that clears pending errors (extension modules being imported, callbacks whose errors
-are ignored) or inside a library's catch-all, the interrupt vanishes and the run carries on as if
-nothing had been asked: a rare, timing-dependent "Ctrl-C did nothing". So the CLI's handler also
-remembers the request, and every run checks it at its checkpoints and before it records success:
-an interrupt that was swallowed is raised again there, the ledger says `interrupted`, exit 130.
-
-SIGTERM (what `kill`, systemd and container runtimes send) is handled the same way, with exit 143:
-left to its default, it would end the process on the spot with the ledger row still `running` and
-the MLflow run RUNNING.
+A KeyboardInterrupt raised inside C code that clears pending errors, or inside a library's
+catch-all, vanishes. So the handler also remembers the request, and every run checks it at its
+checkpoints and before it records success (ledger `interrupted`, exit 130). SIGTERM is handled the
+same way (exit 143), not left to end the process with the ledger row still `running`.
 """
 
 from __future__ import annotations
@@ -37,12 +31,10 @@ def _on_sigint(signum: int, frame: FrameType | None) -> None:
 
 @contextlib.contextmanager
 def deferred() -> Iterator[None]:
-    """Only remember a stop request inside this block; the next `raise_if_requested` raises it.
-
-    For steps that must not be cut in two: the ledger row of a run is written and the code that
-    closes it is entered as one step, or a signal in between (e.g. while PostgreSQL confirms the
-    commit) would leave the row `running`. A second signal still stops the block at once (a hung
-    connection stays stoppable), and a block that fails after a request ends as the interrupt."""
+    """Only remember a stop request inside this block (a step that must not be cut in two, such as
+    writing a ledger row and entering the code that closes it); `raise_if_requested` raises it later.
+    A second signal still stops the block at once, and a block that fails after a request ends as the
+    interrupt."""
     _deferred.set()
     try:
         yield
@@ -55,9 +47,8 @@ def deferred() -> Iterator[None]:
 
 
 def install() -> None:
-    """Use the remembering handler for SIGINT and SIGTERM, where Python's default one is in place
-    (never over a handler someone else installed, e.g. the daemon's graceful stop) and in the main
-    thread."""
+    """Use the remembering handler for SIGINT and SIGTERM in the main thread, where Python's default
+    one is in place (never over another, e.g. the daemon's graceful stop)."""
     if threading.current_thread() is not threading.main_thread():
         return
     if signal.getsignal(signal.SIGINT) is signal.default_int_handler:

@@ -1,11 +1,7 @@
 """The one JSON encoder: every layer turns its values into JSON through `to_plain` (or `dumps`).
 
-Dates and datetimes become ISO text, an object with a `to_json()` method what that returns, other
-dataclasses objects, tuples and sets lists, numpy scalars and arrays Python numbers and lists, decimals
-floats, paths text. NaN and infinities become null (JSON has no such numbers) unless `strict`, where
-they stay and `json.dumps(..., allow_nan=False)` refuses them, as an unknown type is refused instead
-of written as its text, or unless `keep_non_finite` (a shape check before printing: a float field may
-hold NaN, which `dumps` then writes as null).
+NaN and infinities become null unless `strict` (they stay, for `allow_nan=False` to refuse, and an
+unknown type raises instead of becoming its text) or `keep_non_finite` (a shape check before printing).
 """
 
 from __future__ import annotations
@@ -19,10 +15,7 @@ from typing import Any
 
 
 def to_plain(value: Any, *, strict: bool = False, keep_non_finite: bool = False) -> Any:
-    """`value` as JSON-ready Python values (dict, list, str, int, float, bool, None).
-
-    Raises TypeError, when `strict`, for a value of a type JSON cannot hold.
-    """
+    """`value` as JSON-ready Python values; raises TypeError, when `strict`, for a type JSON cannot hold."""
     if isinstance(value, float):
         return value if strict or keep_non_finite or math.isfinite(value) else None
     if isinstance(value, bool | int | str) or value is None:

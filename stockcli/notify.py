@@ -1,13 +1,8 @@
 """Being told: failures, retrains, promotions, closes outside their band and daily summaries, through Apprise.
 
-Messages are built from the typed results the services return (a daily run, a retrain, a promotion
-decision, the monitor's newly scored closes) and sent to every `[notify] urls` entry for the events
-chosen in `[notify] events`. A message is short enough for a phone and links nothing.
-
-Delivery never breaks a run: each URL is tried `ATTEMPTS` times with `[notify] timeout_s`, and what
-could not be delivered becomes a warning line, logged and kept in the run's ledger row. A URL is only
-ever shown through `redact_notify_url`; its secret pieces are hidden in every text by `redact_url`.
-Apprise is imported only when a message is really sent.
+Messages are built from the services' typed results and sent to every `[notify] urls` entry for the
+chosen `[notify] events`. Delivery never breaks a run: what could not be delivered after `ATTEMPTS`
+tries becomes a warning, logged and kept in the run's ledger row.
 """
 
 from __future__ import annotations
@@ -57,9 +52,6 @@ class Delivery:
     delivered: bool
     attempts: int
     problem: str | None = None
-
-
-# --- messages -------------------------------------------------------------------------------------
 
 
 def failure_message(command: str, exit_code: int, error: str | None, hint: str | None = None) -> Message:
@@ -182,15 +174,9 @@ def _p(value: float | None) -> str:
     return "-" if value is None else f"{value:.3g}"
 
 
-# --- delivery -------------------------------------------------------------------------------------
-
-
 def send(settings: NotifySettings, messages: Sequence[Message]) -> list[str]:
     """Deliver the messages of the chosen events to every URL; returns a warning line per failed delivery.
-
-    Never raises: a notification that cannot be sent must not change the run's outcome, nor delay it
-    by more than one URL's tries: a URL that failed is not tried again for the other messages.
-    """
+    Never raises; a URL that failed is not tried again for the other messages of the run."""
     warnings = []
     dead: set[str] = set()
     for message in [message for message in messages if message.event in settings.events]:
@@ -256,9 +242,6 @@ def _last_problem(result: Any) -> str | None:
     return found
 
 
-# --- what the entry points call --------------------------------------------------------------------
-
-
 def notify_run(run: RunHandle, messages: Sequence[Message]) -> None:
     """Send `messages` for a run in progress; failed deliveries go to its ledger row as warnings."""
     run.warnings.extend(send(run.settings.notify, messages))
@@ -273,11 +256,8 @@ def notify_failure(
     hint: str | None = None,
     since: datetime,
 ) -> None:
-    """Tell of a run that ended with `exit_code`, after its ledger row was closed; never raises.
-
-    The row of this process started at or after `since` (if any) gets the delivery warnings, and
-    lends its error when the run ended without an exception (e.g. exit 3 of a partial daily).
-    """
+    """Tell of a run that ended with `exit_code`, after its ledger row was closed; never raises. This
+    process's row started since `since` gets the delivery warnings and lends its error if none is given."""
     config = settings.notify
     if not config.urls or "failure" not in config.events:
         return

@@ -1,18 +1,14 @@
 """Hiding secrets in URLs: the one rule every printed, logged, stored or raised text goes through.
 
-A password reaches stockcli inside URLs (the database URL, the MLflow tracking URI, the Optuna
-storage URL) and from there inside the messages of SQLAlchemy, MLflow, requests and Optuna. Every
-place that shows a text to a person or stores it (the CLI's error line, `--verbose` tracebacks and
-log records, the run ledger, the dashboard) passes it through `redact_url`.
-
-Notification URLs (`[notify] urls`, Apprise) carry tokens no pattern can recognize: a Telegram bot
-token in the host, a Discord webhook token in the path, a key in the query. Their secret pieces are
-registered with `hide` when the settings are built, and `redact_url` then hides them in every text;
-`redact_notify_url` is how such a URL is shown (scheme, host and port kept, everything else masked).
+Passwords arrive inside URLs (database, MLflow, Optuna) and the messages quoting them. Notification
+URLs carry tokens no pattern recognizes (in the host, path or query): their pieces are registered
+with `hide` when the settings are built, and `redact_notify_url` is how such a URL is shown.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import re
 from collections.abc import Iterable
 from urllib.parse import unquote
@@ -72,11 +68,8 @@ def _notify_parts(url: str) -> tuple[str, str | None, str, str, list[tuple[str, 
 
 
 def redact_notify_url(url: str) -> str:
-    """A notification URL as it may be shown: `json://***@127.0.0.1:8080/***?format=json`.
-
-    Scheme, host and port (when the host is a host name or an address, not a token) and the values of
-    harmless query keys are kept; the user and password, the path and every other value are masked.
-    """
+    """A notification URL as it may be shown: `json://***@127.0.0.1:8080/***?format=json` (a host that
+    is a token, user, password, path and the values of other than PLAIN_QUERY_KEYS masked)."""
     parts = _notify_parts(url)
     if parts is None:
         return MASK
@@ -93,10 +86,8 @@ def redact_notify_url(url: str) -> str:
 
 
 def notify_url_secrets(url: str) -> list[str]:
-    """The pieces of a notification URL that `redact_notify_url` masks, the whole URL first.
-
-    A password is marked with a leading `:` so that `hide` keeps it from MIN_PASSWORD_LENGTH on.
-    """
+    """The pieces of a notification URL that `redact_notify_url` masks, the whole URL first (a password
+    marked with a leading `:` so that `hide` keeps it from MIN_PASSWORD_LENGTH on)."""
     parts = _notify_parts(url)
     if parts is None:
         return [url]
@@ -113,13 +104,8 @@ def notify_url_secrets(url: str) -> list[str]:
 
 
 def redact_url(text: str) -> str:
-    """`text` (a URL, or any message holding URLs) with every password replaced by `***`.
-
-    Hides the password of `scheme://user:password@host` (also with an empty user name, and with `@`,
-    `:`, `/` or other characters that defeat URL parsing inside it), and the values of `password=`,
-    `passwd=` and `pwd=` parameters, and every secret registered with `hide`. Everything else, host
-    and database included, is kept, so the text still says where.
-    """
+    """`text` (a URL, or any message holding URLs) with every password, `password=`-like parameter
+    and secret registered with `hide` replaced by `***`; host and database are kept."""
     if not text:
         return text
     for secret in _hidden:
@@ -136,35 +122,25 @@ def redact_traceback(exc: BaseException) -> str:
     return redact_url("".join(traceback.format_exception(exc)))
 
 
-_installed = False
-
-
+@functools.cache
 def install_log_redaction() -> None:
-    """Hide passwords in every log record this process creates, whoever logs it and wherever it goes.
+    """Hide passwords in every log record this process creates (idempotent).
 
-    A filter on one handler would miss handlers that libraries add later (MLflow gives its logger its
-    own handler when imported), so the record factory itself redacts: the message with its arguments
-    merged, the formatted exception and the stack. Installing twice changes nothing.
+    The record factory redacts, not a handler's filter: libraries add handlers of their own later.
     """
-    global _installed
     import logging
 
-    if _installed:
-        return
     previous = logging.getLogRecordFactory()
 
     def factory(*args: object, **kwargs: object) -> logging.LogRecord:
         record = previous(*args, **kwargs)  # type: ignore[arg-type]
-        try:
+        with contextlib.suppress(Exception):  # a malformed record is the logging module's to report
             record.msg = redact_url(record.getMessage())
             record.args = None
             if record.exc_info and record.exc_info[1] is not None:
                 record.exc_text = redact_traceback(record.exc_info[1]).rstrip("\n")
             if record.stack_info:
                 record.stack_info = redact_url(record.stack_info)
-        except Exception:  # a malformed record is the logging module's to report, as usual
-            pass
         return record
 
     logging.setLogRecordFactory(factory)
-    _installed = True

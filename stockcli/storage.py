@@ -1,13 +1,7 @@
-"""Where stockcli keeps its state, and what to say when that fails: one set of rules for the app's
-database, the MLflow store and the Optuna storage.
+"""Where stockcli keeps its state (database, MLflow store, Optuna storage), and what to say when that fails.
 
-- **Folders are created only under the data dir.** A SQLite file configured somewhere else must lie in
-  a folder that exists: a typo in `sqlite:////nonexistent/dir/x.db` must not create `/nonexistent`.
-  A data dir that is a file is refused before anything is written.
-- **Errors name the file or database.** A damaged SQLite file, one that cannot be opened or written,
-  a PostgreSQL database that does not exist or a server that does not answer each become one
-  StockCliError saying which file or database, and what to do; never the driver's text alone, nor
-  "check that the server is up" for a local file.
+Folders are created only under the data dir (a typo in `sqlite:////nonexistent/dir/x.db` must not
+create `/nonexistent`). Errors name the file or database and what to do, never the driver's text alone.
 """
 
 from __future__ import annotations
@@ -39,9 +33,8 @@ URL_HINT = (
 
 
 def _parse(url: str) -> URL | None:
-    """SQLAlchemy's parse of `url`, or None when it fails or is ambiguous. The one URL parser of
-    stockcli: every path that needs a database URL's parts (engine, report, dashboard, MLflow and
-    Optuna stores) calls it, so none quotes a piece of a password in an error of its own."""
+    """SQLAlchemy's parse of `url`, or None when it fails or is ambiguous. The one URL parser, so no
+    caller quotes a piece of a password in an error of its own."""
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import ArgumentError
 
@@ -56,8 +49,7 @@ def _parse(url: str) -> URL | None:
 
 
 def is_memory_sqlite(parsed: URL) -> bool:
-    """Whether a parsed SQLite URL is an in-memory database (`sqlite://`, `sqlite:///:memory:`,
-    `sqlite:///file::memory:`, `...?mode=memory`): nothing written there outlives the process."""
+    """Whether a parsed SQLite URL is an in-memory database (`sqlite://`, `:memory:`, `mode=memory`...)."""
     if parsed.get_backend_name() != "sqlite":
         return False
     database = parsed.database or ""
@@ -116,11 +108,8 @@ def check_data_dir(data_dir: Path) -> None:
 
 
 def prepare_folder(path: Path, *, data_dir: Path | None, what: str, key: str) -> None:
-    """Make sure the folder of the file `path` exists.
-
-    It is created when it lies under `data_dir` (or when no data dir is given: a library call).
-    Elsewhere it must exist already: raises ConfigError (exit 2) naming `what` and the setting `key`.
-    """
+    """Make sure the folder of the file `path` exists: created under `data_dir` (or when there is none),
+    elsewhere it must exist already: raises ConfigError (exit 2) naming `what` and the setting `key`."""
     folder = path.expanduser().parent
     if data_dir is not None:
         check_data_dir(data_dir)
@@ -148,9 +137,8 @@ def prepare_folder(path: Path, *, data_dir: Path | None, what: str, key: str) ->
 
 
 def write_atomically(path: Path, text: str) -> None:
-    """Write `text` to `path` through a temporary file in the same folder, renamed over it: a reader
-    (or a crash) sees the old file or the new one, never half of one, and a symlink at `path` is
-    replaced, never written through. Raises OSError."""
+    """Write `text` to `path` through a temporary file renamed over it: a reader (or a crash) sees the
+    old file or the new one, and a symlink at `path` is replaced, never written through. Raises OSError."""
     fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
@@ -186,11 +174,8 @@ def describe_database_error(
 ) -> StockCliError:
     """One StockCliError for a failure to open, read or write the database at `url`.
 
-    `what` names the store ("database", "Optuna storage", "MLflow tracking store"), `key` the setting
-    that points at it, `reading` a caller that only reads (report, the dashboard). A damaged SQLite
-    file (exit 1; `damaged` when a check already found it so), a full disk (exit 1), and a
-    PostgreSQL role or database that does not exist (exit 2) are named as such; a server that does
-    not answer says so.
+    `what` names the store ("database", "Optuna storage"...), `key` its setting, `reading` a caller that
+    only reads; `damaged`: a check already found the SQLite file damaged.
     """
     line = first_line(exc)
     lowered = line.lower()
@@ -253,9 +238,8 @@ _DISK_FULL = ("database or disk is full", "no space left on device", "disk quota
 def disk_full_error(
     what: str, url: str, exc: BaseException, *, folder: Path | None = None
 ) -> StockCliError | None:
-    """The error naming the file (or database) that a full disk stopped, or None for other errors.
-
-    An operating-system error that names no file is said to be about a file in `folder`."""
+    """The error naming the file (or database) that a full disk stopped (`folder`: where an OS error
+    naming no file was), or None for other errors."""
     import errno
 
     if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
@@ -282,8 +266,8 @@ def disk_full_error(
 
 
 def check_server_database(what: str, url: str, *, key: str) -> None:
-    """Connect once to a PostgreSQL (or other server) database with a short timeout; raise the
-    described error when that fails. SQLite and unparsable URLs are left to their users."""
+    """Connect once to a server database with a short timeout; raise the described error when that
+    fails. SQLite and unparsable URLs are left to their users."""
     from sqlalchemy import create_engine, text
     from sqlalchemy.exc import DBAPIError, SQLAlchemyError
     from sqlalchemy.pool import NullPool

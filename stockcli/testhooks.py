@@ -1,9 +1,5 @@
-"""Test hooks: fault injection for the crash tests (`tests/faults/`), inert unless its variable is set.
-
-`STOCKCLI_KILL_AT=<checkpoint>` makes the process kill itself with SIGKILL when it reaches the named
-checkpoint (`stockcli.services.runtime.checkpoint`), to show that a run killed at any point re-runs to
-the same final state. Read when a checkpoint is reached, never at import; not a setting.
-"""
+"""Fault injection for the crash tests (`tests/faults/`), inert unless `STOCKCLI_KILL_AT` is set.
+Read when a checkpoint is reached, never at import; not a setting."""
 
 from __future__ import annotations
 

@@ -1056,7 +1056,7 @@ def test_a_second_hit_on_a_registry_keyed_url_skips_the_routes(
         async def refuse(*_args: object, **_kwargs: object) -> None:
             raise AssertionError("a cached hit went through the routes")
 
-        monkeypatch.setattr(Reader, "serve_with_registry", refuse)
+        monkeypatch.setattr(Reader, "serve", refuse)
         for path, old in first.items():
             again = client.get(path)
             assert again.status_code == 200 and again.content == old.content, path

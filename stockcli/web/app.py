@@ -1,20 +1,12 @@
 """The read-only dashboard behind `stockcli serve`: FastAPI, Jinja2 templates, inline SVG charts.
 
-It never writes: no schema upgrade, no upsert, no run lock, so it can stay up while cron or the daemon
-runs the daily job. A SQLite file that does not exist yet is not created; the page (and every JSON
-endpoint) then says which command fills it. Every script and style is served by the app itself.
+It never writes (no upgrade, upsert or lock), so it can stay up while the daily job runs; an empty or
+missing database answers with the command that fills it. Every script and style is served locally.
 
-Endpoints kept from the replaced system (chienlax/MLOps_StockPricePrediction, `src/api/main.py`), with
-its keys and value types and ours beside them: `GET /predictions/latest_for_table` (`status`, `data`:
-rows with `ticker`, `predicted_price`, `date`, `model_mlflow_run_id`), `GET /tickers` (`status`,
-`tickers`), `GET /historical_context_chart/{ticker}` (`status`, `ticker`, `historical_dates`,
-`historical_actuals`, `prediction_reference_date`, `predicted_price_for_ref_date`). Added:
-`GET /performance`, `GET /models`, `GET` and `HEAD /health`. Every prediction (a table row, the chart's `predicted`)
-also carries its intervals and what is served: `lower_80`, `upper_80`, `lower_95`, `upper_95`, `median`,
-`p_up`, `source` with `p_value`, `interval_source` with `interval_p_value`, and `unseen`.
-
-Responses are cached per data version and carry an ETag (see `cache.py`): a repeated request costs
-one cheap query, and a client holding the bytes gets `304 Not Modified`.
+Kept from the replaced system (chienlax/MLOps_StockPricePrediction, `src/api/main.py`), its keys
+first: `GET /predictions/latest_for_table`, `GET /tickers`, `GET /historical_context_chart/{ticker}`.
+Added: `/performance`, `/models`, `/health` (GET and HEAD), `/metrics`. Responses are cached per data
+version with an ETag (`cache.py`): a repeat costs one cheap query, or `304 Not Modified`.
 """
 
 from __future__ import annotations
@@ -22,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import threading
-from collections.abc import AsyncIterator, Callable, Hashable
+from collections.abc import AsyncIterator, Callable, Hashable, Sequence
 from dataclasses import replace
 from typing import Annotated, Any
 
@@ -121,11 +113,7 @@ class Reader:
             raise ApiError(503, message, report_service.FILL_HINT, command=FILL_COMMAND)
 
     def data_version(self) -> str:
-        """A token that changes whenever anything is committed to the database (see `cache.py`).
-
-        Raises ApiError 503: with the command that fills an empty database, or saying why it
-        cannot be read.
-        """
+        """A token that changes whenever anything is committed to the database (ApiError 503 as `engine`)."""
         engine = self.engine()
         assert self._version is not None
         try:
@@ -134,8 +122,7 @@ class Reader:
             raise _unreadable(self.settings, exc) from None
 
     def probe(self) -> None:
-        """Read the database now, cheaply (its table names and one row of two tables, on a fresh
-        connection for SQLite): the data version alone is read from shared memory and still answers
+        """Read the database now, cheaply: the data version alone (SQLite: shared memory) still answers
         for a file spoiled under a running server. Raises ApiError 503 as `engine` does."""
         self._check_ready(self.engine())
         self.data_version()
@@ -156,8 +143,7 @@ class Reader:
         return self.registry.current(epoch)
 
     async def models_now(self) -> tuple[str, report_service.ModelsInfo, int] | None:
-        """The data version and `models` at it, from the event loop when nothing needs a thread (ledger
-        epoch known), else None."""
+        """The data version and `models` at it when the event loop can tell (ledger epoch known), else None."""
         version = await self.version_now()
         known = self._ledger
         if version is None or known is None or known[0] != version:
@@ -178,87 +164,61 @@ class Reader:
         """The body cached for `key` at `version` (built when missing), or 304 when the client holds it."""
         return answer(request, self.responses.get(key, version, build))
 
-    def serve(self, request: Request, key: Hashable, build: Callable[[Engine], CachedBody]) -> Response:
-        """A response that depends on the database only, keyed by `key` at the current data version."""
-        engine = self.engine()
-        response = self.respond(request, key, self.data_version(), lambda: build(engine))
-        self.remember_url(request, key)
-        return response
-
     def remember_url(self, request: Request, key: Hashable, *, registry: bool = False) -> None:
-        """Let `cached_for_url` answer this URL from now on (it was validated and answered with 200).
-        `registry`: the body is keyed by the registry's generation too (`serve_with_registry`)."""
+        """Let `cached_for_url` answer this URL from now on (it was validated and answered with 200)."""
         if len(self._urls) >= MAX_REMEMBERED_URLS:
             self._urls.clear()  # hostile or odd query strings: forget them all, the routes still answer
         self._urls[(request.scope["path"], request.scope["query_string"])] = (key, registry)
 
     async def cached_for_url(self, scope: Scope) -> CachedBody | None:
-        """For the CachedFirst middleware: the bytes cached for this URL at the current data version
-        (and registry generation, for the page, `/predictions/latest_for_table` and `/metrics`).
+        """For the CachedFirst middleware: the bytes cached for this URL at the current version.
 
-        Those registry-keyed URLs are answered here too: measured, a `latest_for_table` hit took 71 us
-        in-process through routing, FastAPI's dependency solving and a Response object, 18 us here
-        (the gap to a bare FastAPI endpoint in bench_web.py). Same data-version and registry checks."""
+        Registry-keyed URLs too: measured, a `latest_for_table` hit took 71 us through routing and
+        FastAPI, 18 us here (bench_web.py)."""
         found = self._urls.get((scope["path"], scope["query_string"]))
-        if found is None:
-            return None
-        key, registry = found
-        return await (self.cached_with_registry_now(key) if registry else self.cached_now(key))
+        return None if found is None else await self.cached_now(*found)
 
     async def version_now(self) -> str | None:
-        """The data version read from the event loop (SQLite: at once; PostgreSQL: on an async connection).
-
-        The fast path, once the database is ready; None sends the request to the thread pool
-        (`data_version`), which opens, waits or answers 503.
-        """
+        """The data version read from the event loop (SQLite: at once; PostgreSQL: on an async connection);
+        None sends the request to the thread pool (`data_version`), which opens, waits or answers 503."""
         if not self._ready or self._version is None:
             return None
         return await self._version.token_async()
 
-    async def cached_now(self, key: Hashable) -> CachedBody | None:
-        """The body cached for `key` at the current data version, when the event loop can tell.
-
-        None sends the request to the thread pool (`serve`), which may query, build or answer 503.
-        """
+    async def cached_now(self, key: Hashable, registry: bool = False) -> CachedBody | None:
+        """The body cached for `key` at the current version (and registry generation), when the event
+        loop can tell; None sends the request to the thread pool."""
+        if registry:
+            now = await self.models_now()
+            return None if now is None else self.responses.lookup(key, f"{now[0]}|r{now[2]}")
         version = await self.version_now()
         return None if version is None else self.responses.lookup(key, version)
 
-    async def cached_with_registry_now(self, key: Hashable) -> CachedBody | None:
-        """`cached_now` for a body keyed by the data version and the registry's generation."""
-        now = await self.models_now()
-        return None if now is None else self.responses.lookup(key, f"{now[0]}|r{now[2]}")
-
-    async def serve_async(
-        self, request: Request, key: Hashable, build: Callable[[Engine], CachedBody]
-    ) -> Response:
-        """`serve` for an `async def` route: a cache hit is answered in the event loop, with no thread hop."""
-        cached = await self.cached_now(key)
-        if cached is not None:
-            self.remember_url(request, key)
-            return answer(request, cached)
-        return await run_in_threadpool(self.serve, request, key, build)
-
-    async def serve_with_registry(
+    async def serve(
         self,
         request: Request,
         key: Hashable,
-        build: Callable[[Engine, report_service.ModelsInfo], CachedBody],
+        build: Callable[..., CachedBody],
+        *,
+        registry: bool = False,
         empty: Callable[[ApiError], Response] | None = None,
     ) -> Response:
-        """`serve_async` for a response that also shows the registry: keyed by the data version and the
-        registry's generation, answered in the event loop when both are known. `empty` answers for an
-        empty database instead of 503 (one that cannot be read still answers 503)."""
-        cached = await self.cached_with_registry_now(key)
-        if cached is not None:
-            self.remember_url(request, key, registry=True)
-            return answer(request, cached)
-        return await run_in_threadpool(self._serve_with_registry, request, key, build, empty)
+        """The response for `key` at the current data version; a cache hit is answered in the event loop.
 
-    def _serve_with_registry(
+        `registry`: the body shows the registry too: keyed by its generation as well, `build(engine,
+        models)` instead of `build(engine)`. `empty` answers for an empty database instead of 503."""
+        cached = await self.cached_now(key, registry)
+        if cached is not None:
+            self.remember_url(request, key, registry=registry)
+            return answer(request, cached)
+        return await run_in_threadpool(self._serve, request, key, build, registry, empty)
+
+    def _serve(
         self,
         request: Request,
         key: Hashable,
-        build: Callable[[Engine, report_service.ModelsInfo], CachedBody],
+        build: Callable[..., CachedBody],
+        registry: bool,
         empty: Callable[[ApiError], Response] | None,
     ) -> Response:
         try:
@@ -268,9 +228,12 @@ class Reader:
             if empty is None or exc.command is None:
                 raise
             return empty(exc)
-        info, generation = self.models(version)
-        response = self.respond(request, key, f"{version}|r{generation}", lambda: build(engine, info))
-        self.remember_url(request, key, registry=True)
+        if registry:
+            info, generation = self.models(version)
+            response = self.respond(request, key, f"{version}|r{generation}", lambda: build(engine, info))
+        else:
+            response = self.respond(request, key, version, lambda: build(engine))
+        self.remember_url(request, key, registry=registry)
         return response
 
     def close(self) -> None:
@@ -367,21 +330,22 @@ def _add_page(app: FastAPI, reader: Reader) -> None:
             return CachedBody.of(html.encode(), "text/html")
 
         empty = functools.partial(_empty_page, reader)
-        return await reader.serve_with_registry(request, ("page", ticker), build, empty=empty)
+        return await reader.serve(request, ("page", ticker), build, registry=True, empty=empty)
 
 
 def _add_json_api(app: FastAPI, reader: Reader) -> None:
     """The replaced system's JSON endpoints (latest predictions, tickers, chart), then performance and models."""
     settings = reader.settings
 
-    # The JSON routes are `async def`: a cache hit never leaves the event loop (Reader.serve_async).
+    # The JSON routes are `async def`: a cache hit never leaves the event loop (Reader.serve).
     @app.get("/predictions/latest_for_table", response_model=LatestTable)
     async def latest_for_table(request: Request) -> Response:
         """The newest prediction per ticker, as table rows: `{"status": "success", "data": [...]}`."""
-        return await reader.serve_with_registry(
+        return await reader.serve(
             request,
             ("latest_for_table",),
             lambda engine, models: _json_body(latest_table_json(engine, models)),
+            registry=True,
         )
 
     @app.get("/tickers")
@@ -393,7 +357,7 @@ def _add_json_api(app: FastAPI, reader: Reader) -> None:
                 {"status": "success", "tickers": report_service.known_tickers(settings, engine)}
             )
 
-        return await reader.serve_async(request, ("tickers",), build)
+        return await reader.serve(request, ("tickers",), build)
 
     @app.get("/historical_context_chart/{ticker}")
     async def historical_context_chart(
@@ -408,11 +372,10 @@ def _add_json_api(app: FastAPI, reader: Reader) -> None:
 
         def build(engine: Engine) -> CachedBody:
             if not report_service.ticker_exists(engine, cleaned):
-                known = report_service.known_tickers(settings, engine)
-                raise ApiError(404, f"Unknown ticker {cleaned!r}.", f"Known tickers: {', '.join(known)}.")
+                raise _unknown_ticker(cleaned, report_service.known_tickers(settings, engine))
             return _json_body(chart_json(report_service.close_series(engine, cleaned, sessions=sessions)))
 
-        return await reader.serve_async(request, ("chart", cleaned, sessions), build)
+        return await reader.serve(request, ("chart", cleaned, sessions), build)
 
     @app.get("/performance")
     async def performance(
@@ -425,7 +388,7 @@ def _add_json_api(app: FastAPI, reader: Reader) -> None:
 
         def build(engine: Engine) -> CachedBody:
             if cleaned is not None and not report_service.ticker_exists(engine, cleaned):
-                raise ApiError(404, f"Unknown ticker {cleaned!r}.")
+                raise _unknown_ticker(cleaned)
             return _json_body(
                 {
                     "window_sessions": settings.monitor.window_sessions,
@@ -434,7 +397,7 @@ def _add_json_api(app: FastAPI, reader: Reader) -> None:
                 }
             )
 
-        return await reader.serve_async(request, ("performance", cleaned, limit), build)
+        return await reader.serve(request, ("performance", cleaned, limit), build)
 
     @app.get("/models")
     async def models(request: Request) -> Response:
@@ -479,20 +442,18 @@ def _add_health_and_metrics(app: FastAPI, reader: Reader) -> None:
         ticker, what serves each ticker, the Production version. Cached per data version."""
         from stockcli.web.metrics import CONTENT_TYPE, metrics_text
 
-        return await reader.serve_with_registry(
+        return await reader.serve(
             request,
             ("metrics",),
             lambda engine, info: CachedBody.of(metrics_text(settings, engine, info), CONTENT_TYPE),
+            registry=True,
             empty=lambda _exc: Response(metrics_text(settings, None, None), media_type=CONTENT_TYPE),
         )
 
 
 def latest_table_json(engine: Engine, models: report_service.ModelsInfo) -> dict[str, Any]:
-    """`/predictions/latest_for_table`: the replaced system's `status` and `data` rows, ours beside them.
-
-    Each row: the replaced system's four keys, then every `PredictionRow` field (new ones flow through
-    as they are), then `change_pct`. `responses.LatestTable` documents each key.
-    """
+    """`/predictions/latest_for_table`: the replaced system's four keys per row, then every
+    `PredictionRow` field, then `change_pct` (`responses.LatestTable` documents each key)."""
     rows = []
     for prediction in report_service.latest_predictions(engine):
         row: dict[str, Any] = {
@@ -508,14 +469,8 @@ def latest_table_json(engine: Engine, models: report_service.ModelsInfo) -> dict
 
 
 def chart_json(series: report_service.CloseSeries) -> dict[str, Any]:
-    """`/historical_context_chart/{ticker}`: the replaced system's keys, then ours.
-
-    `historical_dates`/`historical_actuals` are the recent sessions and closes (the same as `dates`/
-    `actual`); `prediction_reference_date` and `predicted_price_for_ref_date` are the newest
-    prediction's target session and price (null when the ticker has none yet). `predicted` holds that
-    prediction as `date` and `value` plus every `PredictionRow` field (its 80% and 95% bounds, median,
-    `p_up`, sources and p-values, `unseen`): what the dashboard's fan chart draws.
-    """
+    """`/historical_context_chart/{ticker}`: the replaced system's keys (`historical_*` are `dates` and
+    `actual` again), then ours; `predicted` is the newest prediction: `date`, `value` and its fields."""
     prediction, naive = series.prediction, series.naive
     dates, closes = list(series.dates), list(series.closes)
     predicted = None
@@ -543,19 +498,21 @@ def _json_body(content: Any) -> CachedBody:
     return CachedBody.of(json_bytes(content), "application/json")
 
 
+def _unknown_ticker(ticker: str, known: Sequence[str] | None = None) -> ApiError:
+    return ApiError(
+        404, f"Unknown ticker {ticker!r}.", None if known is None else f"Known tickers: {', '.join(known)}."
+    )
+
+
 def _dashboard_html(
     settings: Settings, engine: Engine, *, selected: str | None, models: report_service.ModelsInfo
 ) -> str:
     """The page for `selected` (None: the first ticker with a prediction); ApiError 404 for an unknown one."""
     tickers = report_service.known_tickers(settings, engine)
     if selected is not None and selected not in tickers:
-        raise ApiError(404, f"Unknown ticker {selected!r}.", f"Known tickers: {', '.join(tickers)}.")
+        raise _unknown_ticker(selected, tickers)
     report = report_service.build_report(
-        settings,
-        engine=engine,
-        models=models,
-        runs_limit=8,
-        promotions_limit=8,
+        settings, engine=engine, models=models, runs_limit=8, promotions_limit=8
     )
     if selected is None:
         predicted = {p.ticker for p in report.predictions}
@@ -566,21 +523,15 @@ def _dashboard_html(
         if gathered is not None:
             series = replace(series, fan=gathered.fan, exceptions=gathered.exceptions)
     production = next((m for m in report.models if m.version == report.production_version), None)
+    series_by_ticker = {s.ticker: s for s in report.recent_closes}
     return pages.render(
         "index.html",
+        report=report,
         tickers=tickers,
         selected=selected,
         series=series,
-        predictions=report.predictions,
-        series_by_ticker={s.ticker: s for s in report.recent_closes},
-        performance=report.performance,
-        window_sessions=report.window_sessions,
-        models=report.models,
         production=production,
-        production_version=report.production_version,
-        runs=report.runs,
-        promotions=report.promotions,
-        notes=report.notes,
+        series_by_ticker=series_by_ticker,
     )
 
 

@@ -1,22 +1,16 @@
 """What keeps the dashboard fast: responses cached per data version, with ETag and 304.
 
-Every response the dashboard builds from the database is a pure function of the committed data (and,
-for the page and `/models`, of the registry). So each request asks the database one cheap question,
-"has anything been committed since?", and answers with the bytes built for that data version when
-nothing was; a client that already holds those bytes gets `304 Not Modified`.
+Every response is a pure function of the committed data (and, for some, of the registry), so each
+request asks one cheap question, "has anything been committed since?", and answers with the bytes
+built for that data version. The version cannot miss a write, whoever made it:
 
-The data version cannot miss a write, whoever wrote it (a run, a killed run, a hand-made fix):
+- SQLite: `PRAGMA data_version` on a never-writing connection of our own (changed by every other
+  connection's commit), plus the file's identity and how often we reopened it, so a replaced file or
+  a reopened connection never repeats an older token.
+- PostgreSQL: `pg_current_snapshot()`, which any ending transaction changes (cluster-wide: other
+  databases' writes cause more rebuilds, never stale bytes).
 
-- SQLite: `PRAGMA data_version` on one connection of our own that never writes. SQLite changes it
-  whenever another connection, in this process or any other, commits to the file. The token also
-  carries the file's identity (device, inode) and how many times our connection was opened, so a
-  replaced file or a reopened connection (whose counter restarts) never repeats an older token.
-- PostgreSQL: the current snapshot (`pg_current_snapshot()`): two equal snapshots see exactly the same
-  committed transactions, and any transaction that ends changes it. It is cluster-wide, so another
-  database's writes (an Optuna study, an MLflow store) also change it: more rebuilds, never stale bytes.
-
-The token is read before the data, so the bytes cached under a token hold at least every commit the
-token had seen. Nothing here writes, locks or migrates anything.
+The token is read before the data, so cached bytes hold at least every commit the token had seen.
 """
 
 from __future__ import annotations
@@ -63,11 +57,9 @@ class CachedBody:
 
 
 class CachedFirst:
-    """ASGI middleware: a GET whose bytes are cached for the current data version is answered here.
+    """ASGI middleware: a GET whose bytes `lookup(scope)` finds cached is answered before routing.
 
-    `lookup(scope)` returns those bytes (or None: the request goes on to the routes, which validate,
-    build, cache and answer it). It only knows URLs a route answered with 200 before, so a hit skips
-    nothing but work already done: routing, parameter parsing and the response objects.
+    It only knows URLs a route answered with 200 before, so a hit skips nothing but work already done.
     """
 
     def __init__(self, app: ASGIApp, lookup: Callable[[Scope], Awaitable[CachedBody | None]]) -> None:
@@ -108,9 +100,7 @@ def content_type(media_type: str) -> str:
 
 class ResponseCache:
     """Bodies by key, each valid for one version; bounded in bytes, least recently used out first.
-
-    Builds of one key run one at a time (a burst of requests after a run builds the body once).
-    """
+    Builds of one key run one at a time (a burst of requests after a run builds the body once)."""
 
     def __init__(self, *, max_bytes: int = 32 * 1024 * 1024, stripes: int = 16) -> None:
         self.max_bytes = max_bytes
@@ -188,11 +178,7 @@ class DataVersion:
             return self._format(identity, value)
 
     def token_now(self) -> str | None:
-        """The token when it can be read at once, else None (then call `token`).
-
-        For the event loop: only SQLite qualifies (a read of the WAL index in shared memory, a few
-        microseconds); a PostgreSQL round trip, a busy lock, a replaced file or an error returns None.
-        """
+        """The token when it can be read at once (SQLite, from shared memory), else None (call `token`)."""
         if self._dialect != "sqlite" or self._connection is None:
             return None
         if not self._lock.acquire(blocking=False):
@@ -209,9 +195,8 @@ class DataVersion:
         return self._format(identity, value)
 
     async def token_async(self) -> str | None:
-        """PostgreSQL: the token read on an asyncio connection of our own, shared by every request
-        waiting at the time (one query for all of them); None where that is not possible (then call
-        `token` in a thread, which reports the error). SQLite: `token_now`."""
+        """PostgreSQL: the token read on an asyncio connection, one query for every waiting request;
+        None where that fails (then call `token` in a thread). SQLite: `token_now`."""
         if self._snapshots is None:
             return self.token_now()
         try:
@@ -243,13 +228,9 @@ class DataVersion:
         if self._dialect == "sqlite":
             # sqlite3's own shortcut: no SQLAlchemy wrapper on the hot path (a few microseconds).
             return str(self._connection.dbapi_connection.execute("PRAGMA data_version").fetchone()[0])
-        if (self._engine.dialect.server_version_info or (0,)) >= (13,):
-            statement = "SELECT pg_current_snapshot()::text"
-        else:
-            statement = "SELECT txid_current_snapshot()::text"
         cursor = self._connection.cursor()
         try:
-            cursor.execute(statement)
+            cursor.execute(_snapshot_query((self._engine.dialect.server_version_info or (0,)) >= (13,)))
             row = cursor.fetchone()
         finally:
             cursor.close()
@@ -268,12 +249,15 @@ class DataVersion:
             self._snapshots.close()
 
 
+def _snapshot_query(modern: bool) -> str:
+    return f"SELECT {'pg_current_snapshot' if modern else 'txid_current_snapshot'}()::text"
+
+
 class _AsyncSnapshots:
     """PostgreSQL's current snapshot read from the event loop, one query per batch of waiting requests.
 
-    A request joins the next query to be sent, never one already sent: the snapshot it gets was taken
-    after it arrived, so it sees every commit made before. A new event loop (each test client has its
-    own) starts over with a new connection.
+    A request joins the next query to be sent, never one already sent, so it sees every commit made
+    before it arrived. A new event loop starts over with a new connection.
     """
 
     def __init__(self, engine: Engine) -> None:
@@ -324,9 +308,9 @@ class _AsyncSnapshots:
 
         if self._connection is None or self._connection.closed:
             self._connection = await psycopg.AsyncConnection.connect(**self._params)
-        modern = self._connection.info.server_version >= 130000
-        function = "pg_current_snapshot" if modern else "txid_current_snapshot"  # as `DataVersion._ask`
-        cursor = await self._connection.execute(f"SELECT {function}()::text")
+        cursor = await self._connection.execute(
+            _snapshot_query(self._connection.info.server_version >= 130000)
+        )
         row = await cursor.fetchone()
         return str(row[0])
 
@@ -347,11 +331,9 @@ class _AsyncSnapshots:
 class RegistryCache:
     """The registry's versions, looked up again when a run started or finished, or after `ttl_s`.
 
-    Only runs change the registry through stockcli (`train` registers, `promote` moves the alias, and
-    both finish a ledger row afterwards), so a new ledger epoch triggers a look-up that requests wait
-    for (at most `wait_s`, so a slow tracking server never stalls the page for long). The TTL catches
-    changes made outside stockcli (the MLflow UI); those refresh in the background. `generation` goes up
-    each time the versions differ from the previous look-up, and keys the responses built from them.
+    Runs change the registry and then finish a ledger row, so a new ledger epoch starts a look-up that
+    requests wait for (at most `wait_s`); the TTL catches changes made elsewhere (the MLflow UI), in the
+    background. `generation` goes up whenever the versions change, and keys the responses built on them.
     """
 
     def __init__(
@@ -375,9 +357,7 @@ class RegistryCache:
 
     def current(self, epoch: Hashable | None = None) -> tuple[report_service.ModelsInfo, int]:
         """The versions and their generation. `epoch`: the ledger's (None: unknown, only the TTL counts).
-
-        The very first look-up makes a request wait until it is done (it imports MLflow: seconds).
-        """
+        The very first look-up is waited for in full (it imports MLflow: seconds)."""
         with self._lock:
             first = self._info is None
             new_epoch = epoch is not None and epoch != self._epoch

@@ -1,14 +1,13 @@
 """Charts drawn as inline SVG on the server: no script, no network, the same in the page and the report.
 
-Every piece of text that reaches the SVG (tickers, dates, versions, sources) is escaped here, so the
-markup can be placed into a template as-is.
+Every text that reaches the SVG is escaped here, so templates insert the markup as-is.
 """
 
 from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date
 
@@ -28,10 +27,20 @@ from stockcli.services.report import (
 FORECAST_SHARE = 0.12
 # Fallback fills, for an SVG shown without the stylesheet (the stylesheet's rules take precedence).
 BAND_FILL = {"95": ("#e8590c", "0.16"), "80": ("#e8590c", "0.38")}
+LEFT, RIGHT, TOP, BOTTOM = 64, 24, 16, 56  # plot margins
 
 
 def _num(value: float) -> str:
     return f"{value:.1f}"
+
+
+def _fill(level: str) -> str:
+    fill, opacity = BAND_FILL[level]
+    return f'fill="{fill}" fill-opacity="{opacity}"'
+
+
+def _coords(points: Iterable[tuple[float, float]]) -> str:
+    return " ".join(f"{_num(x)},{_num(y)}" for x, y in points)
 
 
 def served_text(prediction: PredictionRow) -> str:
@@ -45,12 +54,11 @@ def served_text(prediction: PredictionRow) -> str:
 
 
 def bands(prediction: PredictionRow) -> list[tuple[str, float, float]]:
-    """The prediction's intervals that can be drawn, widest first: [("95", low, high), ("80", low, high)]."""
+    """The drawable intervals, widest first: [("95", low, high), ("80", low, high)]."""
     return [(level, *band) for level in ("95", "80") if (band := _band(prediction, level)) is not None]
 
 
 def _band(forecast: PredictionRow | FanPoint, level: str) -> tuple[float, float] | None:
-    """The forecast's `level` ("95" or "80") interval when it can be drawn (finite, low <= high)."""
     low, high = finite(getattr(forecast, f"lower_{level}")), finite(getattr(forecast, f"upper_{level}"))
     return (low, high) if low is not None and high is not None and low <= high else None
 
@@ -60,13 +68,29 @@ class _Frame:
     """Where a session index and a price land in the plot."""
 
     left: float
+    right: float
     history_right: float  # the last stored session
-    target_x: float  # a predicted session beyond the stored ones
     sessions: int  # stored sessions
     top: float
     bottom: float
     low: float
     high: float
+
+    @classmethod
+    def fit(
+        cls, width: int, height: int, values: list[float], flat_pad: float, sessions: int, *, slot: bool
+    ) -> _Frame:
+        """The plot of `values` with 8% headroom (`flat_pad` when they are all equal); `slot`: the
+        predicted session gets FORECAST_SHARE of the width beyond the stored ones."""
+        right = width - RIGHT
+        low, high = min(values), max(values)
+        pad = (high - low) * 0.08 or flat_pad
+        history_right = right - (right - LEFT) * FORECAST_SHARE if slot else right
+        return cls(LEFT, right, history_right, sessions, TOP, height - BOTTOM, low - pad, high + pad)
+
+    @property
+    def target_x(self) -> float:  # a predicted session beyond the stored ones
+        return self.right - 8.0
 
     def x(self, index: int) -> float:
         if index >= self.sessions and self.history_right < self.target_x:
@@ -78,7 +102,6 @@ class _Frame:
 
 
 def _svg_open(element_id: str, ticker: str, width: int, height: int, label: str, kind: str = "chart") -> str:
-    """The opening tag of a chart with its text alternative (`aria-label` and `<title>`)."""
     return (
         f'<svg id="{escape(element_id)}" class="{kind}" data-ticker="{escape(ticker)}" viewBox="0 0 {width} {height}" '
         f'width="100%" preserveAspectRatio="xMidYMid meet" role="img" aria-label="{escape(label)}" '
@@ -94,14 +117,14 @@ def _empty(head: str, width: int, height: int, text: str) -> Markup:
     )
 
 
-def _grid(frame: _Frame, right: float, label: Callable[[float], str]) -> str:
+def _grid(frame: _Frame, label: Callable[[float], str]) -> str:
     """Five horizontal grid lines with their values on the left axis."""
     parts = []
     for step in range(5):
         level = frame.low + (frame.high - frame.low) * step / 4
         level_y = _num(frame.y(level))
         parts.append(
-            f'<line class="grid" x1="{frame.left}" x2="{right}" y1="{level_y}" y2="{level_y}"/>'
+            f'<line class="grid" x1="{frame.left}" x2="{frame.right}" y1="{level_y}" y2="{level_y}"/>'
             f'<text class="axis" x="{frame.left - 6}" y="{_num(frame.y(level) + 4)}" text-anchor="end">{escape(label(level))}</text>'
         )
     return "".join(parts)
@@ -123,8 +146,7 @@ def _date_labels(frame: _Frame, dates: Sequence[date], positions: Sequence[int],
 
 
 def _session_axis(series: CloseSeries, fan: HorizonFan | None) -> list[date]:
-    """The sessions the chart spans, evenly spaced: the stored ones, then (with a fan) every exchange
-    session up to the farthest horizon's target."""
+    """The sessions the chart spans: the stored ones, then (with a fan) those up to the farthest target."""
     if fan is None:
         return list(series.dates)
     ahead = set(fan.sessions)
@@ -136,12 +158,9 @@ def _session_axis(series: CloseSeries, fan: HorizonFan | None) -> list[date]:
 def fan_chart_svg(
     series: CloseSeries, *, width: int = 760, height: int = 320, element_id: str = "price-chart"
 ) -> Markup:
-    """Recent closes, then a fan from the last close: the 95% band (light), the 80% band (dark), the
-    median, the served forecast (dot) and the naive forecast (square) at the next session.
-
-    With stored horizons (`series.fan`) the fan reaches the farthest horizon (20 sessions by
-    default) on the exchange's session axis, its bands interpolated in the square root of time
-    between the stored horizons, and the closes are drawn over the 1-session bands served for them."""
+    """Recent closes, then a fan from the last close: 95% and 80% bands, the median, the served
+    forecast (dot) and the naive one (square); with `series.fan`, up to the farthest stored horizon
+    (bands interpolated in the square root of time) over the 1-session bands served in the past."""
     closes = list(series.closes)
     prediction = series.prediction
     fan = series.fan if series.fan is not None and series.fan.horizons and series.fan.base_close > 0 else None
@@ -165,40 +184,21 @@ def fan_chart_svg(
     head = _svg_open(element_id, series.ticker, width, height, label)
     if not values:
         return _empty(head, width, height, f"No closes stored for {series.ticker}.")
-    left, right, top, bottom = 64, 24, 16, 56
-    plot_right, plot_bottom = width - right, height - bottom
-    low, high = min(values), max(values)
-    pad = (high - low) * 0.08 or max(abs(high) * 0.01, 1.0)
-    target_index = None
-    if prediction is not None:
-        target_index = position.get(prediction.target_date, len(axis))
-    # Stored sessions are evenly spaced; a predicted session beyond them gets a wider slot of its own.
+    target_index = None if prediction is None else position.get(prediction.target_date, len(axis))
     beyond = target_index is not None and target_index >= len(axis)
-    frame = _Frame(
-        left=left,
-        history_right=plot_right - (plot_right - left) * FORECAST_SHARE if beyond else plot_right,
-        target_x=plot_right - 8.0,
-        sessions=len(axis),
-        top=top,
-        bottom=plot_bottom,
-        low=low - pad,
-        high=high + pad,
-    )
+    flat_pad = max(abs(max(values)) * 0.01, 1.0)
+    frame = _Frame.fit(width, height, values, flat_pad, len(axis), slot=beyond)
     x, y = frame.x, frame.y
-    axis_y = plot_bottom + 16
+    axis_y = frame.bottom + 16
     dates = list(series.dates)
-    parts = [
-        head,
-        _grid(frame, plot_right, number),
-        _date_labels(frame, dates, [position[d] for d in dates], axis_y),
-    ]
+    parts = [head, _grid(frame, number), _date_labels(frame, dates, [position[d] for d in dates], axis_y)]
     if fan is not None:
         parts.append(_horizon_fan(fan, frame, position, axis_y))
         parts.append(_past_bands(past, frame, position))
     elif prediction is not None and target_index is not None:
         parts.append(_fan(prediction, drawn_bands, frame, axis, target_index, axis_y))
     drawn = [(day, value) for day, value in zip(dates, closes, strict=False) if finite(value) is not None]
-    points = " ".join(f"{_num(x(position[day]))},{_num(y(value))}" for day, value in drawn)
+    points = _coords((x(position[day]), y(value)) for day, value in drawn)
     parts.append(f'<polyline class="actual" fill="none" points="{points}"/>')
     for day, value in drawn:
         parts.append(
@@ -207,19 +207,16 @@ def fan_chart_svg(
         )
     if prediction is not None and target_index is not None:
         parts.append(_points(prediction, frame, axis, target_index))
-    parts.append(
-        _legend(left, plot_right, height - 12, _fan_legend(with_bands=bool(drawn_bands) or fan is not None))
-    )
+    parts.append(_legend(frame, height - 12, _fan_legend(with_bands=bool(drawn_bands) or fan is not None)))
     parts.append("</svg>")
     return Markup("".join(parts))
 
 
+# How the fan's bands are drawn between its stored horizons (the charts' text alternative says it).
 SQRT_TIME = "interpolated in the square root of time between the stored horizons"
-"""How the fan's bands are drawn between its stored horizons (the charts' text alternative says it)."""
 
 
 def _fan_label(series: CloseSeries, fan: HorizonFan | None, past: int, with_bands: bool) -> str:
-    """The chart's text alternative: what is drawn, and the figures of the farthest horizon."""
     label = f"{series.ticker}: last {len(series.closes)} closes"
     if fan is None:
         if with_bands:
@@ -235,6 +232,18 @@ def _fan_label(series: CloseSeries, fan: HorizonFan | None, past: int, with_band
         f"{SQRT_TIME}; {farthest.horizon} sessions ahead ({farthest.target_date.isoformat()}) the 80% band is "
         f"{interval(farthest.lower_80, farthest.upper_80)} and the 95% band {interval(farthest.lower_95, farthest.upper_95)}"
     )
+
+
+def _zone(frame: _Frame, start_x: float, end_x: float) -> str:
+    """The shaded forecast zone from `start_x` to a slot beyond `end_x`."""
+    return (
+        f'<rect class="forecast-zone" x="{_num(start_x)}" y="{frame.top}" width="{_num(max(end_x - start_x, 0) + 8)}" '
+        f'height="{_num(frame.bottom - frame.top)}"/>'
+    )
+
+
+def _target_label(at: float, axis_y: float, day: date) -> str:
+    return f'<text class="axis target" x="{_num(at + 8)}" y="{axis_y}" text-anchor="end">{escape(day.isoformat())}</text>'
 
 
 def _base_point(prediction: PredictionRow, frame: _Frame, dates: list[date]) -> tuple[float, float]:
@@ -255,19 +264,14 @@ def _fan(
     tx = frame.x(target_index)
     target = escape(prediction.target_date.isoformat())
     source = escape(prediction.interval_source or "model")
-    parts = [
-        f'<rect class="forecast-zone" x="{_num(base_x)}" y="{frame.top}" width="{_num(max(tx - base_x, 0) + 8)}" '
-        f'height="{_num(frame.bottom - frame.top)}"/>',
-        f'<text class="axis target" x="{_num(tx + 8)}" y="{axis_y}" text-anchor="end">{target}</text>',
-    ]
+    parts = [_zone(frame, base_x, tx), _target_label(tx, axis_y, prediction.target_date)]
     for level, low, high in drawn_bands:
-        fill, opacity = BAND_FILL[level]
         where = f"{interval(low, high)} ({source} interval"
         if prediction.interval_p_value is not None:
             where += f", p {p_value(prediction.interval_p_value)}"
         parts.append(
-            f'<polygon class="band band-{level}" fill="{fill}" fill-opacity="{opacity}" '
-            f'points="{_num(base_x)},{_num(base_y)} {_num(tx)},{_num(frame.y(high))} {_num(tx)},{_num(frame.y(low))}">'
+            f'<polygon class="band band-{level}" {_fill(level)} '
+            f'points="{_coords([(base_x, base_y), (tx, frame.y(high)), (tx, frame.y(low))])}">'
             f"<title>{level}% interval for {target}: {where})</title></polygon>"
         )
     median = finite(prediction.median)
@@ -281,9 +285,8 @@ def _fan(
 
 
 def sqrt_time_path(base: float, known: Sequence[tuple[int, float | None]], steps: int) -> list[float | None]:
-    """Prices 0..`steps` sessions ahead through the `known` (sessions ahead, price) points of a fan:
-    log(price / base) linear in the square root of the sessions ahead between neighbouring known
-    points (0 sessions ahead: `base`); None beyond the farthest known point."""
+    """Prices 0..`steps` sessions ahead through the `known` (sessions ahead, price) points: log(price /
+    base) linear in the square root of the sessions ahead between them; None beyond the farthest."""
     stored = sorted(
         (math.sqrt(ahead), math.log(price / base))
         for ahead, price in known
@@ -303,8 +306,7 @@ def sqrt_time_path(base: float, known: Sequence[tuple[int, float | None]], steps
 
 
 def _horizon_fan(fan: HorizonFan, frame: _Frame, position: dict[date, int], axis_y: float) -> str:
-    """The fan of the stored horizons: 95% and 80% bands and the median from the last close to the
-    farthest horizon, a mark with the figures at each stored horizon, the farthest target date."""
+    """The stored horizons' fan: 95% and 80% bands and the median, a mark at each stored horizon."""
     sessions = list(fan.sessions)
     ahead = {
         point.target_date: sessions.index(point.target_date) + 1
@@ -318,11 +320,7 @@ def _horizon_fan(fan: HorizonFan, frame: _Frame, position: dict[date, int], axis
         known = [(ahead[p.target_date], getattr(p, name)) for p in fan.horizons if p.target_date in ahead]
         return sqrt_time_path(fan.base_close, known, len(sessions))
 
-    base_x = xs[0]
-    parts = [
-        f'<rect class="forecast-zone" x="{_num(base_x)}" y="{frame.top}" width="{_num(max(xs[-1] - base_x, 0) + 8)}" '
-        f'height="{_num(frame.bottom - frame.top)}"/>'
-    ]
+    parts = [_zone(frame, xs[0], xs[-1])]
     for level in ("95", "80"):
         drawn = [
             (px, high, low)
@@ -331,26 +329,22 @@ def _horizon_fan(fan: HorizonFan, frame: _Frame, position: dict[date, int], axis
         ]
         if len(drawn) < 2:
             continue
-        fill, opacity = BAND_FILL[level]
         outline = [(px, high) for px, high, _ in drawn] + [(px, low) for px, _, low in reversed(drawn)]
-        points = " ".join(f"{_num(px)},{_num(frame.y(v))}" for px, v in outline)
+        points = _coords((px, frame.y(v)) for px, v in outline)
         parts.append(
-            f'<polygon class="fan fan-{level}" fill="{fill}" fill-opacity="{opacity}" points="{points}">'
+            f'<polygon class="fan fan-{level}" {_fill(level)} points="{points}">'
             f"<title>{level}% band up to {len(drawn) - 1} sessions ahead, {SQRT_TIME}</title></polygon>"
         )
     medians = [(px, m) for px, m in zip(xs, path("median"), strict=True) if m is not None]
     if len(medians) > 1:
-        points = " ".join(f"{_num(px)},{_num(frame.y(v))}" for px, v in medians)
+        points = _coords((px, frame.y(v)) for px, v in medians)
         parts.append(f'<polyline class="fan-median" fill="none" points="{points}"/>')
     for point in fan.horizons:
         if point.target_date in position:
             parts.append(_horizon_mark(point, frame, frame.x(position[point.target_date])))
     farthest = fan.horizons[-1].target_date
     if farthest in position:
-        parts.append(
-            f'<text class="axis target" x="{_num(frame.x(position[farthest]) + 8)}" y="{axis_y}" '
-            f'text-anchor="end">{escape(farthest.isoformat())}</text>'
-        )
+        parts.append(_target_label(frame.x(position[farthest]), axis_y, farthest))
     return "".join(parts)
 
 
@@ -374,7 +368,7 @@ def _horizon_mark(point: FanPoint, frame: _Frame, at: float) -> str:
 
 
 def _past_bands(past: Sequence[FanPoint], frame: _Frame, position: dict[date, int]) -> str:
-    """The 1-session 95% and 80% bands served for past sessions: one slot-wide bar per session."""
+    """The 1-session 95% and 80% bands served for past sessions: one bar per session."""
     if not past:
         return ""
     half = (frame.history_right - frame.left) / max(frame.sessions - 1, 1) * 0.4
@@ -391,9 +385,8 @@ def _past_bands(past: Sequence[FanPoint], frame: _Frame, position: dict[date, in
                 f"M{_num(at - half)},{_num(frame.y(high))}H{_num(at + half)}V{_num(frame.y(low))}H{_num(at - half)}Z"
             )
         if shapes:
-            fill, opacity = BAND_FILL[level]
             parts.append(
-                f'<path class="past-band past-band-{level}" fill="{fill}" fill-opacity="{opacity}" d="{"".join(shapes)}">'
+                f'<path class="past-band past-band-{level}" {_fill(level)} d="{"".join(shapes)}">'
                 f"<title>The 1-session {level}% bands served for {len(shapes)} past sessions</title></path>"
             )
     return "".join(parts)
@@ -440,10 +433,10 @@ def _fan_legend(*, with_bands: bool) -> list[tuple[int, str, str]]:
     return items
 
 
-def _legend(left: float, plot_right: float, baseline: float, items: Sequence[tuple[int, str, str]]) -> str:
+def _legend(frame: _Frame, baseline: float, items: Sequence[tuple[int, str, str]]) -> str:
     """Legend entries (width, mark, text) centred under the plot."""
     total = sum(step for step, _, _ in items)
-    offset = left + (plot_right - left - total) / 2
+    offset = frame.left + (frame.right - frame.left - total) / 2
     parts = [f'<g class="legend" transform="translate({_num(offset)},{_num(baseline)})">']
     position = 0
     for step, mark, text in items:
@@ -456,15 +449,12 @@ def _legend(left: float, plot_right: float, baseline: float, items: Sequence[tup
 
 
 def _swatch(level: str) -> str:
-    fill, opacity = BAND_FILL[level]
     return (
-        f'<rect class="legend-band legend-band-{level}" fill="{fill}" fill-opacity="{opacity}" '
-        'x="0" y="-10" width="14" height="10"/>'
+        f'<rect class="legend-band legend-band-{level}" {_fill(level)} x="0" y="-10" width="14" height="10"/>'
     )
 
 
-EMPTY_HEIGHT = 48
-"""The height of a chart with nothing to draw yet: one line of text."""
+EMPTY_HEIGHT = 48  # a chart with nothing to draw yet: one line of text
 
 
 def exceptions_caption(exceptions: VarExceptions | None, ticker: str) -> str:
@@ -492,8 +482,7 @@ def var_exceptions_svg(
     height: int = 240,
     element_id: str = "var-chart",
 ) -> Markup:
-    """The 1-session returns of the risk window (dots) against -VaR 95% and -VaR 99% (steps), each
-    exception marked: a loss beyond the 99% VaR (red ring) or beyond the 95% VaR only (orange ring)."""
+    """The risk window's 1-session returns (dots) against -VaR 95% and 99% (steps), exceptions ringed."""
     days = list(exceptions.days) if exceptions is not None else []
     head = _svg_open(
         element_id, ticker, width, height, exceptions_caption(exceptions, ticker), "chart var-chart"
@@ -503,19 +492,15 @@ def var_exceptions_svg(
         return _empty(head, width, EMPTY_HEIGHT, f"No scored 1-session VaR forecasts for {ticker} yet.")
     values = [0.0] + [d.realized for d in days]
     values += [-v for d in days for v in (d.var_95, d.var_99) if v is not None]
-    left, right, top, bottom = 64, 24, 16, 56
-    plot_right, plot_bottom = width - right, height - bottom
-    low, high = min(values), max(values)
-    pad = (high - low) * 0.08 or 0.01
-    frame = _Frame(left, plot_right, plot_right, len(days), top, plot_bottom, low - pad, high + pad)
+    frame = _Frame.fit(width, height, values, 0.01, len(days), slot=False)
     x, y = frame.x, frame.y
     parts = [
         head,
-        _grid(frame, plot_right, lambda level: percent(level, 1)),
-        f'<line class="zero" x1="{left}" x2="{plot_right}" y1="{_num(y(0.0))}" y2="{_num(y(0.0))}"/>',
-        _date_labels(frame, [d.target_date for d in days], [0, len(days) - 1], plot_bottom + 16),
+        _grid(frame, lambda level: percent(level, 1)),
+        f'<line class="zero" x1="{frame.left}" x2="{frame.right}" y1="{_num(y(0.0))}" y2="{_num(y(0.0))}"/>',
+        _date_labels(frame, [d.target_date for d in days], [0, len(days) - 1], frame.bottom + 16),
     ]
-    half = (plot_right - left) / max(len(days) - 1, 1) / 2
+    half = (frame.right - frame.left) / max(len(days) - 1, 1) / 2
     for level in ("95", "99"):
         steps = [
             f"M{_num(x(i) - half)},{_num(y(-v))}H{_num(x(i) + half)}"
@@ -527,13 +512,10 @@ def var_exceptions_svg(
                 f'<path class="var-line var-{level}" fill="none" d="{"".join(steps)}">'
                 f"<title>-VaR {level}% of each session</title></path>"
             )
-    parts.append(
-        '<g class="returns">'
-        + "".join(
-            f'<circle cx="{_num(x(i))}" cy="{_num(y(d.realized))}" r="1.8"/>' for i, d in enumerate(days)
-        )
-        + "</g>"
+    dots = "".join(
+        f'<circle cx="{_num(x(i))}" cy="{_num(y(d.realized))}" r="1.8"/>' for i, d in enumerate(days)
     )
+    parts.append(f'<g class="returns">{dots}</g>')
     parts.append(_exception_marks(days, frame))
     items = [
         (78, '<circle class="returns" cx="6" cy="-4" r="2.5"/>', "return"),
@@ -542,7 +524,7 @@ def var_exceptions_svg(
         (110, '<circle class="exception exception-99" cx="6" cy="-4" r="4"/>', "99% exception"),
         (110, '<circle class="exception exception-95" cx="6" cy="-4" r="3"/>', "95% exception"),
     ]
-    parts.append(_legend(left, plot_right, height - 12, items))
+    parts.append(_legend(frame, height - 12, items))
     parts.append("</svg>")
     return Markup("".join(parts))
 
@@ -584,7 +566,7 @@ def sparkline_svg(
     def y(value: float) -> float:
         return 2 + (height - 4) * (high - value) / span
 
-    points = " ".join(f"{_num(x(i))},{_num(y(v))}" for i, v in enumerate(closes))
+    points = _coords((x(i), y(v)) for i, v in enumerate(closes))
     parts = [
         f'<svg class="spark" width="{width}" height="{height}" viewBox="0 0 {width} {height}" '
         'xmlns="http://www.w3.org/2000/svg" aria-hidden="true">',

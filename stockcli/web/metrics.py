@@ -1,10 +1,5 @@
-"""`GET /metrics` of `stockcli serve`: the dashboard's figures in Prometheus' text format.
-
-A fresh CollectorRegistry per build, filled from the same read-only queries as the dashboard (the last
-run of each command, the live window of `[monitor] window_sessions`, the newest prediction per
-ticker, the registry's Production version); the app caches the bytes per data version like every
-other response, so a scrape costs what `/health` costs. Nothing here writes.
-"""
+"""`GET /metrics` of `stockcli serve`: the dashboard's figures in Prometheus' text format, from the same
+read-only queries, cached per data version by the app like every other response."""
 
 from __future__ import annotations
 

@@ -1,8 +1,5 @@
 """Jinja2 rendering shared by the dashboard and the self-contained HTML report.
-
-Autoescape is on for every template: stored text (tickers, reasons, errors) is escaped. Only markup
-built by `charts.py` (which escapes its own text) and our own stylesheet are inserted as-is.
-"""
+Autoescape is on; only `charts.py` markup (which escapes its own text) and our stylesheet go in as-is."""
 
 from __future__ import annotations
 

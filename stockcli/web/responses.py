@@ -1,8 +1,5 @@
 """Typed response models of the JSON endpoints: what `/openapi.json` documents, key by key.
-
-The routes answer cached bytes (see `cache.py`), so these models document and test the shapes; they
-do not build them. `tests/test_web.py` holds every key of a real answer equal to these fields.
-"""
+The routes answer cached bytes, so these document the shapes (tests hold them equal), not build them."""
 
 from __future__ import annotations
 
