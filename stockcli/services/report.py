@@ -285,7 +285,7 @@ class Report:
 
 def report(settings: Settings, *, as_of: date | None = None) -> Report:
     """`stockcli report`: open the database read-only (never creating it), gather, close."""
-    engine = queries.connect_readonly(settings)
+    engine = connect(settings)
     try:
         return build_report(settings, engine=engine, as_of=as_of)
     finally:
@@ -318,8 +318,7 @@ def build_report(
         performance = live_performance(settings, engine=engine, as_of=as_of)
         by_ticker = {row.ticker: row for row in predictions}
         closes = queries.recent_closes(engine, tickers, sessions=30, as_of=as_of)
-        views = horizon_views(settings, engine, as_of, order)
-        fans, exceptions = views.fans, views.exceptions
+        risk, fans, exceptions = horizon_views(settings, engine, as_of, order)
         series = tuple(
             _close_series(t, closes[t], by_ticker.get(t), fans.get(t), exceptions.get(t)) for t in tickers
         )
@@ -349,25 +348,17 @@ def build_report(
             ),
             recent_closes=series,
             notes=tuple(notes),
-            risk=views.risk,
+            risk=risk,
         )
     except DBAPIError as exc:
         raise unreadable_database(settings, exc) from None
 
 
-@dataclass(frozen=True)
-class HorizonViews:
-    """The compact risk table, and per ticker its fan and VaR exceptions over the risk window."""
-
-    risk: tuple[RiskRow, ...] = ()
-    fans: Mapping[str, HorizonFan] = field(default_factory=dict)
-    exceptions: Mapping[str, VarExceptions] = field(default_factory=dict)
-
-
 def horizon_views(
     settings: Settings, engine: Engine, as_of: date | None, order: Mapping[str, int]
-) -> HorizonViews:
-    """The horizons' views of the newest forecasts made on or before `as_of`, the risk window read once."""
+) -> tuple[tuple[RiskRow, ...], dict[str, HorizonFan], dict[str, VarExceptions]]:
+    """The compact risk table, and per ticker its fan and VaR exceptions over the risk window, of the
+    newest forecasts made on or before `as_of` (the risk window read once)."""
     from stockcli.clock import calendar_for
     from stockcli.db.horizons import newest_horizons
     from stockcli.services.horizons import risk_backtests, risk_window
@@ -375,15 +366,14 @@ def horizon_views(
     wanted = sorted({*settings.forecasters.horizons, *REPORT_HORIZONS})
     newest = newest_horizons(engine, as_of=as_of, horizons=wanted)
     if not newest:
-        return HorizonViews()
+        return (), {}, {}
     calendar = calendar_for(settings)
-    through = max(row["base_date"] for row in newest)
-    window = risk_window(settings, engine, through=through)
+    window = risk_window(settings, engine, through=max(row["base_date"] for row in newest))
     backtests = risk_backtests(window, calendar)
-    return HorizonViews(
-        risk=risk_rows(newest, backtests, order),
-        fans=_fans(newest, window, calendar),
-        exceptions=_exceptions(window, backtests.get(1, {}), settings.monitor.risk_sessions),
+    return (
+        risk_rows(newest, backtests, order),
+        _fans(newest, window, calendar),
+        _exceptions(window, backtests.get(1, {}), settings.monitor.risk_sessions),
     )
 
 
@@ -572,19 +562,11 @@ def empty_database_message(state: str, database: str | None = None) -> str:
     }[state]
 
 
-def connect(settings: Settings) -> Engine | None:
-    """The database opened read-only, never created: None for a SQLite file that does not exist yet."""
-    return queries.connect_readonly(settings)
-
-
-def database_state(engine: Engine | None) -> queries.DatabaseState:
-    """`ready` (bars or predictions stored), `empty`, `no_schema` or `missing`."""
-    return queries.database_state(engine)
-
-
-def prediction_count(engine: Engine) -> int:
-    """How many predictions are stored (one per target session, ticker and model version)."""
-    return queries.prediction_count(engine)
+# The web app reads these through this module (it never imports `db`).
+connect = queries.connect_readonly  # read-only, never created: None for a SQLite file not there yet
+database_state = queries.database_state
+prediction_count = queries.prediction_count
+ticker_exists = queries.ticker_exists
 
 
 def newest_runs(engine: Engine, *, status: str | None = None) -> list[RunRow]:
@@ -595,11 +577,6 @@ def newest_runs(engine: Engine, *, status: str | None = None) -> list[RunRow]:
 def known_tickers(settings: Settings, engine: Engine) -> list[str]:
     """Tickers with stored bars or predictions, the watchlist's first, in its order."""
     return queries.known_tickers(engine, preferred=settings.data.tickers)
-
-
-def ticker_exists(engine: Engine, ticker: str) -> bool:
-    """Whether `ticker` has stored bars or predictions."""
-    return queries.ticker_exists(engine, ticker)
 
 
 def recent_runs(engine: Engine, *, limit: int) -> list[RunRow]:
@@ -718,10 +695,6 @@ def model_versions(settings: Settings) -> ModelsInfo:
     return ModelsInfo(versions, production, run_ids=run_ids)
 
 
-def _optional_str(value: Any) -> str | None:
-    return None if value is None else str(value)
-
-
 def _version_key(version: str) -> tuple[int, str]:
     return (int(version), "") if version.isdigit() else (-1, version)
 
@@ -740,7 +713,7 @@ _CONVERTERS: dict[tuple[Any, bool], Callable[[Any], Any]] = {
     (int, False): int,
     (bool, False): bool,
     (str, False): str,
-    (str, True): _optional_str,
+    (str, True): lambda raw: None if raw is None else str(raw),
     (datetime, True): _aware,
     (dict, False): lambda raw: dict(raw or {}),
     (dict, True): lambda raw: None if raw is None else dict(raw),
@@ -797,16 +770,13 @@ def _prediction_row(row: Mapping[str, Any]) -> PredictionRow:
 def decision_value(metrics: Mapping[str, Any] | None, metric: str) -> float | None:
     """The value of `metric` in a stored promotion metrics block: `{"average": {"model": {...}}}` (a
     model), `{"average": {...}}` (naive) or flat."""
-    if not metrics:
-        return None
-    average = metrics.get("average")
-    if isinstance(average, Mapping):
-        model = average.get("model")
-        if isinstance(model, Mapping) and metric in model:
-            return finite(model[metric])
-        if metric in average:
-            return finite(average[metric])
-    return finite(metrics.get(metric))
+    average = (metrics or {}).get("average")
+    average = average if isinstance(average, Mapping) else {}
+    model = average.get("model")
+    for block in (model if isinstance(model, Mapping) else {}, average, metrics or {}):
+        if metric in block:
+            return finite(block[metric])
+    return None
 
 
 def _promotion_row(row: Mapping[str, Any]) -> PromotionRow:
