@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from datetime import date
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +23,7 @@ from sqlalchemy.engine import Engine
 from stockcli.config import Settings
 from stockcli.db.serving import Selection
 from stockcli.errors import NoDataError, RegistryError, StockCliError
+from stockcli.jsonable import to_plain
 from stockcli.ml.stats import PairedTestResult
 from stockcli.services.runtime import checkpoint
 
@@ -117,7 +118,7 @@ def promote(
         selections = _serving_selection(
             settings=settings, window=window, would_promote=decision.would_promote, kept_version=kept_version
         )
-        selection = {item.ticker: _selection_json(item) for item in selections}
+        selection = {item.ticker: to_plain(item, keep_non_finite=True) for item in selections}
         decision = replace(
             decision, selection=selection, selection_version=kept_version if selection else None
         )
@@ -239,24 +240,11 @@ def _evaluation_window(
         baseline_p_ups={name: got.p_up for name, got in found.items()},
         rows=np.arange(len(tickers)),
     )
-    if production is None:
-        return window
-    return _with_production(
-        settings=settings,
-        window=window,
-        production=production,
-        bars=bars,
-        start=start,
-    )
+    return window if production is None else _with_production(settings, window, production, bars, start)
 
 
 def _with_production(
-    *,
-    settings: Settings,
-    window: EvaluationWindow,
-    production: ModelBundle,
-    bars: Any,
-    start: date | None,
+    settings: Settings, window: EvaluationWindow, production: ModelBundle, bars: Any, start: date | None
 ) -> EvaluationWindow:
     """`window` with Production's forecasts from raw `bars`, compared on the rows it forecast."""
     from stockcli.clock import calendar_for
@@ -279,18 +267,22 @@ def _with_production(
             hint="Check that the stored bars cover that window (`stockcli fetch`).",
         )
     picked = [position[(base_dates[i], tickers[i])] for i in rows]
-    predicted = np.full(len(tickers), np.nan)
-    quantiles = np.full((len(tickers), 5), np.nan)
-    p_up = np.full(len(tickers), np.nan)
-    predicted[rows] = result.predicted_closes[picked]
-    quantiles[rows] = (
-        np.exp(calibrated_quantiles(result, production.calibration)[picked]) * base[rows][:, None]
+
+    def on_window_rows(values: np.ndarray) -> np.ndarray:  # NaN where Production made no forecast
+        spread = np.full((len(tickers), *values.shape[1:]), np.nan)
+        spread[rows] = values
+        return spread
+
+    production_fc = WindowForecasts(
+        predicted=on_window_rows(result.predicted_closes[picked]),
+        quantiles=on_window_rows(
+            np.exp(calibrated_quantiles(result, production.calibration)[picked]) * base[rows][:, None]
+        ),
+        p_up=on_window_rows(result.p_up[picked]),
     )
-    p_up[rows] = result.p_up[picked]
     note = ""
     if rows.size < len(tickers):
         note = f" Compared on {rows.size} of {len(tickers)} (date, ticker) rows that both models forecast."
-    production_fc = WindowForecasts(predicted=predicted, quantiles=quantiles, p_up=p_up)
     return replace(window, rows=rows, production=production, production_fc=production_fc, note=note)
 
 
@@ -469,14 +461,6 @@ def _move_alias(*, settings: Settings, engine: Engine, decision: PromotionResult
     promotions.mark_outcome(engine, promotion_id, promoted=True, reason=decision.reason)
 
 
-def _selection_json(item: Any) -> dict[str, Any]:
-    data = asdict(item)
-    for key in ("window_start", "window_end"):
-        if data[key] is not None:
-            data[key] = data[key].isoformat()
-    return data
-
-
 def paired_test(
     metric: str,
     candidate: WindowForecasts,
@@ -494,20 +478,17 @@ def paired_test(
     from stockcli.ml.metrics import loss_series, panel_of
     from stockcli.ml.stats import paired_loss_test
 
-    def losses(fc: WindowForecasts) -> np.ndarray:
-        return loss_series(
+    def panel(fc: WindowForecasts) -> np.ndarray:
+        losses = loss_series(
             metric,
             predicted=fc.predicted[rows],
             actual=actual[rows],
             base=base[rows],
             quantiles=fc.quantiles[rows],
         )
+        return panel_of(losses, [dates[i] for i in rows], [tickers[i] for i in rows])[0]
 
-    chosen_dates = [dates[i] for i in rows]
-    chosen_tickers = [tickers[i] for i in rows]
-    candidate_panel, _ = panel_of(losses(candidate), chosen_dates, chosen_tickers)
-    production_panel, _ = panel_of(losses(production), chosen_dates, chosen_tickers)
-    return paired_loss_test(candidate_panel, production_panel, alternative=alternative)  # type: ignore[arg-type]
+    return paired_loss_test(panel(candidate), panel(production), alternative=alternative)  # type: ignore[arg-type]
 
 
 def select_sources(
