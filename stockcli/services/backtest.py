@@ -167,6 +167,8 @@ class _Replay:
 
 @dataclass(frozen=True)
 class _Replayed:
+    """`BacktestResult`'s fields that the replay itself counts."""
+
     sessions_failed: int
     predictions: int
     retrains: tuple[RetrainEvent, ...]
@@ -210,17 +212,11 @@ def backtest(
         end=sessions[-1],
         workspace=str(replay.workspace),
         sessions=len(sessions),
-        sessions_failed=replayed.sessions_failed,
-        predictions=replayed.predictions,
+        **vars(replayed),
         evaluated=len(rows),
-        retrains=replayed.retrains,
-        promotions=replayed.promotions,
         metrics=summary["overall"],
         per_ticker=summary["per_ticker"],
-        wall_s=replayed.wall_s,
         sessions_per_s=len(sessions) / replayed.wall_s if replayed.wall_s > 0 else float("inf"),
-        failures=replayed.failures,
-        tickers_failed=replayed.tickers_failed,
         data_end=data_end,
         sessions_past_data_end=sum(1 for s in sessions if data_end is None or s > data_end),
         baselines={name: candidates[name] for name in ("garch", "rolling") if name in candidates},
@@ -345,56 +341,51 @@ def horizon_summary(engine: Any, start: date, end: date, calendar: Any) -> tuple
     return horizon_figures(rows), risk, yardstick
 
 
-def _flat(block: MetricBlock) -> dict[str, Any]:
-    """One block of `metrics.summarize_scored` as the backtest's flat figures."""
-    from stockcli.ml.metrics import INTERVAL_FIGURES, block_figures
+def _flat(block: MetricBlock, rows: list[dict[str, Any]], *, ticker: bool = False) -> dict[str, Any]:
+    """One block of `metrics.summarize_scored` as the backtest's flat figures: for the served intervals
+    and every candidate, the skill against GARCH (above 0: better) and the one-sided DM p-value of a
+    lower pinball loss than GARCH's; a ticker's block adds the share of each interval source."""
+    from stockcli.ml.metrics import INTERVAL_FIGURES, SERVED, block_figures, p_up_figures, skills_against
 
     figures = block_figures(block)
     share = figures.pop("served_model_share")
+    skills = skills_against(rows, "garch")
+    p_values = _p_values_vs("garch", rows)
     baselines = {
-        name: {key: getattr(values, key, None) for key in INTERVAL_FIGURES}  # values None: all None
+        name: {
+            **{key: getattr(values, key, None) for key in INTERVAL_FIGURES},  # values None: all None
+            "skill_vs_garch": skills.get(name),
+            "p_value_vs_garch": p_values.get(name),
+        }
         for name, values in block.baselines.items()
     }
-    return {
+    flat = {
         **figures,
         "share_model": share,
         "share_naive": None if share is None else 1.0 - share,
         "baselines": baselines,
+        "skill_vs_garch": skills.get(SERVED),
+        "p_value_vs_garch": p_values.get(SERVED),
     }
-
-
-def _against_garch(block: dict[str, Any], rows: list[dict[str, Any]]) -> None:
-    """Adds to a `_flat` block, for the served intervals and every candidate, the skill against GARCH
-    (above 0: better) and the one-sided DM p-value of a lower pinball loss than GARCH's."""
-    from stockcli.ml.metrics import SERVED, skills_against
-
-    skills = skills_against(rows, "garch")
-    p_values = _p_values_vs("garch", rows)
-    block["skill_vs_garch"] = skills.get(SERVED)
-    block["p_value_vs_garch"] = p_values.get(SERVED)
-    for name, values in block["baselines"].items():
-        values["skill_vs_garch"] = skills.get(name)
-        values["p_value_vs_garch"] = p_values.get(name)
+    if ticker:
+        sources = [str(r.get("interval_source")) for r in rows]
+        flat["interval_share"] = {s: sources.count(s) / len(sources) for s in sorted(set(sources))}
+    return {**flat, "p_up": p_up_figures(rows)}
 
 
 def summarize_range(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """Overall and per-ticker figures of the served forecasts in the range, and every candidate's on the
     same rows."""
-    from stockcli.ml.metrics import p_up_figures, summarize_scored
+    from stockcli.ml.metrics import summarize_scored
 
     summary = summarize_scored(rows)
     if summary is None:
         return {"overall": {"samples": 0, "sessions": 0}, "per_ticker": {}, "candidates": {}}
-    overall = _flat(summary.average)
-    _against_garch(overall, rows)
-    overall["p_up"] = p_up_figures(rows)
-    per_ticker = {ticker: _flat(block) for ticker, block in summary.tickers.items()}
-    for ticker, block in per_ticker.items():
-        own = [r for r in rows if r["ticker"] == ticker]
-        _against_garch(block, own)
-        sources = [str(r.get("interval_source")) for r in own]
-        block["interval_share"] = {s: sources.count(s) / len(sources) for s in sorted(set(sources))}
-        block["p_up"] = p_up_figures(own)
+    overall = _flat(summary.average, rows)
+    per_ticker = {
+        name: _flat(block, [r for r in rows if r["ticker"] == name], ticker=True)
+        for name, block in summary.tickers.items()
+    }
     candidates = {
         name: {**values, "per_ticker": {t: v["baselines"].get(name) or {} for t, v in per_ticker.items()}}
         for name, values in overall["baselines"].items()
