@@ -172,10 +172,7 @@ def _scored_row(item: dict[str, Any], *, evaluated_at: datetime) -> dict[str, An
         predicted=np.array([predicted]), actual=np.array([actual]), base=np.array([base])
     )[0]
     return {
-        "target_date": item["target_date"],
-        "ticker": item["ticker"],
-        "model_version": item["model_version"],
-        "base_date": item["base_date"],
+        **{key: item[key] for key in ("target_date", "ticker", "model_version", "base_date")},
         "base_close": base,
         "predicted_close": predicted,
         "actual_close": actual,
@@ -184,10 +181,7 @@ def _scored_row(item: dict[str, Any], *, evaluated_at: datetime) -> dict[str, An
         "direction_score": None if np.isnan(score) else float(score),
         "naive_abs_error": abs(base - actual),
         "evaluated_at": evaluated_at,
-        **{name: item.get(name) for name in QUANTILE_COLUMNS},
-        "source": item.get("source"),
-        "interval_source": item.get("interval_source"),
-        "detail": item.get("detail"),
+        **{name: item.get(name) for name in (*QUANTILE_COLUMNS, "source", "interval_source", "detail")},
     }
 
 
