@@ -19,6 +19,7 @@ from sqlalchemy.exc import DBAPIError
 
 from stockcli.config import Settings, redact_url
 from stockcli.db import queries_report as queries
+from stockcli.db.predictions import QUANTILE_PRICES
 from stockcli.errors import NoDataError, StockCliError, UsageError
 from stockcli.formats import finite
 
@@ -443,9 +444,7 @@ def _exceptions(
             ticker=ticker,
             risk_sessions=risk_sessions,
             days=tuple(sorted(found, key=lambda day: day.target_date)),
-            n=int(tested.get("n") or 0),
-            exceptions_95=int(tested.get("exceptions_95") or 0),
-            exceptions_99=int(tested.get("exceptions_99") or 0),
+            **{key: int(tested.get(key) or 0) for key in ("n", "exceptions_95", "exceptions_99")},
             zone=tested.get("zone"),
             min_sessions=MIN_SESSIONS,
         )
@@ -723,13 +722,9 @@ _Row = TypeVar("_Row")
 
 
 # The interval bounds and median of a stored row, by the quantile columns that hold them.
-_QUANTILE_COLUMNS = {
-    "lower_95": "q025",
-    "lower_80": "q10",
-    "median": "q50",
-    "upper_80": "q90",
-    "upper_95": "q975",
-}
+_QUANTILE_COLUMNS = dict(
+    zip(("lower_95", "lower_80", "median", "upper_80", "upper_95"), QUANTILE_PRICES, strict=True)
+)
 
 
 def _converter(annotation: Any) -> Callable[[Any], Any] | None:
