@@ -263,21 +263,18 @@ def _show_promotion(result: Any, promotion: Any) -> None:
 
 def _promotion_rows(result: Any) -> list[list[str]]:
     """The candidate, Production (when there is one), naive and GARCH (when fitted), averaged."""
-    from stockcli.ml.metrics import PointFigures
-
     average = result.candidate_metrics.average
     rows = [_block_row(["candidate", result.candidate_version], average, PROMOTION_CELLS)]
     if result.production_metrics is not None:
         production = result.production_metrics.average
         rows.append(_block_row(["production", result.production_version or "-"], production, PROMOTION_CELLS))
-    # Naive and GARCH as blocks of their own: naive's figures in the model's place (skill 0 by definition),
-    # GARCH's intervals without point figures.
+    # Naive's figures in the model's place, its skill 0 by definition; GARCH has intervals only.
     naive = dataclasses.replace(average, model=average.naive, skill=0.0, intervals=None)
     rows.append(_block_row(["naive", "-"], naive, PROMOTION_CELLS))
     garch = average.baselines.get("garch")
     if garch is not None:
-        garch_block = dataclasses.replace(average, model=PointFigures(), skill=None, intervals=garch)
-        rows.append(_block_row(["GARCH(1,1)-t", "-"], garch_block, PROMOTION_CELLS))
+        garch_block = dataclasses.replace(average, intervals=garch)
+        rows.append(_block_row(["GARCH(1,1)-t", *["-"] * 6], garch_block, PROMOTION_CELLS[-3:]))
     return rows
 
 
