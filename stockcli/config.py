@@ -236,7 +236,7 @@ class MlflowSettings(_Section):
     @field_validator("experiment", "model_name")
     @classmethod
     def _not_blank(cls, value: str) -> str:
-        if not value.strip() or value != value.strip():
+        if value != value.strip():  # an empty name is refused by min_length first
             raise SettingProblem(f"must be a name without leading or trailing blanks, got {value!r}")
         return value
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -12,61 +14,32 @@ from stockcli.cli import output
 from stockcli.cli.state import RunIdOption, invocation, state
 
 if TYPE_CHECKING:
-    from stockcli.services.train import Evaluation, MetricBlock, PointFigures
+    from stockcli.services.train import Evaluation, MetricBlock
 
 
-def metrics_rows(metrics: Evaluation) -> list[list[str]]:
-    """One row per ticker and one for the average: model next to naive, then skill."""
-
-    def row(label: str, block: MetricBlock) -> list[str]:
-        model, naive = block.model, block.naive
-        return [
-            label,
-            formats.number(model.mae, 3),
-            formats.number(naive.mae, 3),
-            formats.number(model.rmse, 3),
-            formats.number(naive.rmse, 3),
-            formats.percent(model.mape),
-            formats.percent(naive.mape),
-            formats.percent(model.direction_accuracy, 1),
-            formats.percent(block.up_fraction, 1),
-            formats.percent(block.skill, 1),
-            *interval_cells(block),
-        ]
-
-    rows = [row(ticker, block) for ticker, block in metrics.tickers.items()]
-    rows.append(row("average", metrics.average))
-    return rows
+# A MetricBlock's cells, one definition for `train`'s table (all of them) and `promote`'s.
+BLOCK_CELLS: dict[str, Callable[[MetricBlock], str]] = {
+    "MAE": lambda block: formats.number(block.model.mae, 3),
+    "naive MAE": lambda block: formats.number(block.naive.mae, 3),
+    "RMSE": lambda block: formats.number(block.model.rmse, 3),
+    "naive RMSE": lambda block: formats.number(block.naive.rmse, 3),
+    "MAPE": lambda block: formats.percent(block.model.mape),
+    "naive MAPE": lambda block: formats.percent(block.naive.mape),
+    "direction": lambda block: formats.percent(block.model.direction_accuracy, 1),
+    "up days": lambda block: formats.percent(block.up_fraction, 1),
+    "skill": lambda block: formats.percent(block.skill, 1),
+    "80% cover": lambda block: formats.percent(block.intervals and block.intervals.coverage_80, 1),
+    "95% cover": lambda block: formats.percent(block.intervals and block.intervals.coverage_95, 1),
+    "Winkler 95": lambda block: formats.number(block.intervals and block.intervals.winkler_95, 4),
+    "GARCH Winkler 95": lambda block: formats.number(
+        getattr(block.baselines.get("garch"), "winkler_95", None), 4
+    ),
+}
+PROMOTION_CELLS = ["MAE", "RMSE", "MAPE", "direction", "skill", "80% cover", "95% cover", "Winkler 95"]
 
 
-METRIC_COLUMNS = [
-    "ticker",
-    "MAE",
-    "naive MAE",
-    "RMSE",
-    "naive RMSE",
-    "MAPE",
-    "naive MAPE",
-    "direction",
-    "up days",
-    "skill",
-    "80% cover",
-    "95% cover",
-    "Winkler 95",
-    "GARCH Winkler 95",
-]
-METRIC_SECONDARY = ["RMSE", "naive RMSE", "MAPE", "naive MAPE", "up days", "80% cover"]
-
-
-def interval_cells(block: MetricBlock) -> list[str]:
-    """Coverage of both intervals and the Winkler score next to GARCH's on the same rows."""
-    intervals, garch = block.intervals, block.baselines.get("garch")
-    return [
-        formats.percent(None if intervals is None else intervals.coverage_80, 1),
-        formats.percent(None if intervals is None else intervals.coverage_95, 1),
-        formats.number(None if intervals is None else intervals.winkler_95, 4),
-        formats.number(None if garch is None else garch.winkler_95, 4),
-    ]
+def _block_row(labels: list[str], block: MetricBlock, cells: Iterable[str] = BLOCK_CELLS) -> list[str]:
+    return [*labels, *(BLOCK_CELLS[name](block) for name in cells)]
 
 
 SKILL_DIGITS = 1  # the skill column's precision: a skill that rounds to 0.0% there is a tie
@@ -159,15 +132,19 @@ def _show_trained(result: Any) -> None:
         f"{result.wall_s:.1f}s."
     )
     window = f"{result.test_start} .. {result.test_end}, {result.n_test} sessions"
+    metrics = result.test_metrics
     output.table(
         f"Test split ({window}): model vs naive",
-        METRIC_COLUMNS,
-        metrics_rows(result.test_metrics),
-        secondary=METRIC_SECONDARY,
+        ["ticker", *BLOCK_CELLS],
+        [
+            _block_row([label], block)
+            for label, block in [*metrics.tickers.items(), ("average", metrics.average)]
+        ],
+        secondary=["RMSE", "naive RMSE", "MAPE", "naive MAPE", "up days", "80% cover"],
         caption="skill = 1 - MAE / naive MAE (above 0: better than naive). Direction of the naive forecast is "
         "50% by construction. Intervals calibrated on the validation split; Winkler in log-return units.",
     )
-    output.info(worse_than_naive_line(result.test_metrics))
+    output.info(worse_than_naive_line(metrics))
     output.info(
         f"Production is unchanged. Run `stockcli promote --version {result.model_version}` to compare and promote."
     )
@@ -260,18 +237,7 @@ def _show_promotion(result: Any, promotion: Any) -> None:
     output.table(
         f"Same window: {result.window_start} .. {result.window_end} ({result.n_days} sessions, "
         f"{', '.join(result.tickers)}), averaged over tickers",
-        [
-            "forecast",
-            "version",
-            "MAE",
-            "RMSE",
-            "MAPE",
-            "direction",
-            "skill",
-            "80% cover",
-            "95% cover",
-            "Winkler 95",
-        ],
+        ["forecast", "version", *PROMOTION_CELLS],
         _promotion_rows(result),
         secondary=["RMSE", "MAPE", "direction"],
         caption=f"Decided on {result.metric.upper()} by a one-sided Diebold-Mariano test at alpha "
@@ -298,43 +264,18 @@ def _show_promotion(result: Any, promotion: Any) -> None:
 def _promotion_rows(result: Any) -> list[list[str]]:
     """The candidate, Production (when there is one), naive and GARCH (when fitted), averaged."""
     average = result.candidate_metrics.average
-    rows = [_version_cells("candidate", result.candidate_version, average)]
+    rows = [_block_row(["candidate", result.candidate_version], average, PROMOTION_CELLS)]
     if result.production_metrics is not None:
         production = result.production_metrics.average
-        rows.append(_version_cells("production", result.production_version or "-", production))
-    rows.append(["naive", "-", *_block_cells(average.naive), "0.0%", "-", "-", "-"])
+        rows.append(_block_row(["production", result.production_version or "-"], production, PROMOTION_CELLS))
+    # Naive's figures in the model's place, its skill 0 by definition; GARCH has intervals only.
+    naive = dataclasses.replace(average, model=average.naive, skill=0.0, intervals=None)
+    rows.append(_block_row(["naive", "-"], naive, PROMOTION_CELLS))
     garch = average.baselines.get("garch")
     if garch is not None:
-        rows.append(
-            [
-                "GARCH(1,1)-t",
-                *["-"] * 6,
-                formats.percent(garch.coverage_80, 1),
-                formats.percent(garch.coverage_95, 1),
-                formats.number(garch.winkler_95, 4),
-            ]
-        )
+        garch_block = dataclasses.replace(average, intervals=garch)
+        rows.append(_block_row(["GARCH(1,1)-t", *["-"] * 6], garch_block, PROMOTION_CELLS[-3:]))
     return rows
-
-
-def _version_cells(label: str, version: str, average: MetricBlock) -> list[str]:
-    """A model version's row: point figures, skill against naive, then its intervals."""
-    return [
-        label,
-        version,
-        *_block_cells(average.model),
-        formats.percent(average.skill, 1),
-        *interval_cells(average)[:3],
-    ]
-
-
-def _block_cells(figures: PointFigures) -> list[str]:
-    return [
-        formats.number(figures.mae, 3),
-        formats.number(figures.rmse, 3),
-        formats.percent(figures.mape),
-        formats.percent(figures.direction_accuracy, 1),
-    ]
 
 
 def models(ctx: typer.Context) -> None:

@@ -46,37 +46,28 @@ def _show_predictions(title: str, predictions: Any, failed: Any) -> None:
         output.warn(f"no prediction for {failure.ticker}: {failure.reason}")
 
 
-def _show_monitor(result: Any) -> None:
-    def row(name: str, m: Any) -> list[str]:
-        return [
-            name,
-            str(m.sessions),
-            formats.number(m.mae),
-            formats.number(m.naive_mae),
-            formats.percent(m.skill, 1),
-            formats.percent(m.direction_accuracy, 1),
-            formats.percent(m.coverage_80, 1),
-            formats.percent(m.coverage_95, 1),
-        ]
+# One row per (ticker, its WindowMetrics) and one for ("all", the overall ones).
+MONITOR_COLUMNS: tuple[output.Column, ...] = (
+    ("ticker", lambda row: row[0]),
+    ("sessions", lambda row: str(row[1].sessions)),
+    ("MAE", lambda row: formats.number(row[1].mae)),
+    ("naive MAE", lambda row: formats.number(row[1].naive_mae)),
+    ("skill vs naive", lambda row: formats.percent(row[1].skill, 1)),
+    ("direction", lambda row: formats.percent(row[1].direction_accuracy, 1)),
+    ("80% cover", lambda row: formats.percent(row[1].coverage_80, 1)),
+    ("95% cover", lambda row: formats.percent(row[1].coverage_95, 1)),
+)
 
+
+def _show_monitor(result: Any) -> None:
     waiting = f"{result.evaluated} predictions newly scored, {result.pending} waiting for their bar."
-    if result.overall.sessions:
-        rows = [row(ticker, m) for ticker, m in result.per_ticker.items()]
-        rows.append(row("all", result.overall))
-        output.table(
-            f"Live accuracy, last {result.overall.sessions} scored session{'' if result.overall.sessions == 1 else 's'} "
+    sessions = result.overall.sessions
+    if sessions:
+        output.records(
+            f"Live accuracy, last {sessions} scored session{'' if sessions == 1 else 's'} "
             f"(model {result.model_version or 'all'})",
-            [
-                "ticker",
-                "sessions",
-                "MAE",
-                "naive MAE",
-                "skill vs naive",
-                "direction",
-                "80% cover",
-                "95% cover",
-            ],
-            rows,
+            MONITOR_COLUMNS,
+            [*result.per_ticker.items(), ("all", result.overall)],
             secondary=["direction", "naive MAE", "MAE"],
             caption=waiting,
         )
@@ -313,6 +304,7 @@ def backtest(
 
     from stockcli import clock
     from stockcli.services.backtest import backtest as backtest_service
+    from stockcli.services.backtest import exit_code_for
 
     cli = state(ctx)
     settings = cli.settings()
@@ -334,20 +326,23 @@ def backtest(
         )
     if cli.json:
         output.emit("backtest", result)
-        _finish_backtest(result)
-        return
-    _show_backtest(result)
-    if result.failures:
-        counts = [f"{result.sessions_failed} sessions failed"] if result.sessions_failed else []
-        if result.tickers_failed:
-            n = len(result.tickers_failed)
-            counts.insert(0, f"{n} ticker{'s' if n > 1 else ''} failed every session")
-        output.warn(", ".join(counts) + ": " + "; ".join(result.failures[:5]))
-    _finish_backtest(result)
+    else:
+        _show_backtest(result)
+    if result.data_end is None:
+        output.warn(f"No bars were available for any of the {result.sessions} sessions: nothing to replay.")
+    elif result.sessions_past_data_end:
+        output.warn(
+            f"{result.sessions_past_data_end} of the {result.sessions} sessions lie after the newest bar "
+            f"({result.data_end}): there is nothing new to predict from there. End the range at the last "
+            "day of the data."
+        )
+    code = exit_code_for(result)
+    if code:
+        raise typer.Exit(code)
 
 
 def _show_backtest(result: Any) -> None:
-    """The served forecasts next to naive, the interval candidates against GARCH, the retrains."""
+    """The served forecasts next to naive, the interval candidates against GARCH, the retrains, the failures."""
     m = result.metrics
     output.info(
         f"Replayed {result.sessions} sessions {result.start}..{result.end} in {result.wall_s:.0f} s "
@@ -387,6 +382,12 @@ def _show_backtest(result: Any) -> None:
         result.retrains,
         text=["why"],
     )
+    if result.failures:
+        counts = [f"{result.sessions_failed} sessions failed"] if result.sessions_failed else []
+        if result.tickers_failed:
+            n = len(result.tickers_failed)
+            counts.insert(0, f"{n} ticker{'s' if n > 1 else ''} failed every session")
+        output.warn(", ".join(counts) + ": " + "; ".join(result.failures[:5]))
 
 
 # A ticker's (or all tickers') served forecasts over the range.
@@ -416,20 +417,3 @@ CANDIDATE_COLUMNS: tuple[output.Column, ...] = (
     ("skill W95", lambda v: formats.percent((v.get("skill_vs_garch") or {}).get("winkler_95"), 2)),
     ("p", lambda v: output.p_value(v.get("p_value_vs_garch"))),
 )
-
-
-def _finish_backtest(result: Any) -> None:
-    """Warn about sessions past the end of the data; exit 3 when some sessions failed, 4 when all did."""
-    from stockcli.services.backtest import exit_code_for
-
-    if result.data_end is None:
-        output.warn(f"No bars were available for any of the {result.sessions} sessions: nothing to replay.")
-    elif result.sessions_past_data_end:
-        output.warn(
-            f"{result.sessions_past_data_end} of the {result.sessions} sessions lie after the newest bar "
-            f"({result.data_end}): there is nothing new to predict from there. End the range at the last "
-            "day of the data."
-        )
-    code = exit_code_for(result)
-    if code:
-        raise typer.Exit(code)

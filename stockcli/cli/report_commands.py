@@ -24,7 +24,8 @@ LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 def sparkline(values: Sequence[float], predicted: float | None = None) -> str:
     """Unicode blocks for `values`, then an arrow and the predicted value's block on the same scale."""
     closes = [v for v in values if math.isfinite(v)]
-    scale = closes + ([predicted] if predicted is not None and math.isfinite(predicted) else [])
+    ahead = [predicted] if predicted is not None and math.isfinite(predicted) else []
+    scale = closes + ahead
     if not scale:
         return ""
     low, high = min(scale), max(scale)
@@ -35,10 +36,7 @@ def sparkline(values: Sequence[float], predicted: float | None = None) -> str:
             return SPARK_BLOCKS[len(SPARK_BLOCKS) // 2]
         return SPARK_BLOCKS[min(len(SPARK_BLOCKS) - 1, int((value - low) / span * len(SPARK_BLOCKS)))]
 
-    line = "".join(block(v) for v in closes)
-    if predicted is not None and math.isfinite(predicted):
-        line += " → " + block(predicted)
-    return line
+    return "".join(map(block, closes)) + "".join(" → " + block(v) for v in ahead)
 
 
 def _text(value: Any) -> str:
@@ -68,23 +66,6 @@ def _improvement(value: float | None, low: float | None, high: float | None) -> 
     return f"{value * 100:+.2f}% ({low * 100:+.2f}% to {high * 100:+.2f}%)"
 
 
-def render_tables(report: Report) -> None:
-    """Every table of `stockcli report`, in order, then the report's notes as warnings."""
-    production = f"v{report.production_version}" if report.production_version else "none known"
-    output.info(
-        f"stockcli report{' as of ' + report.as_of.isoformat() if report.as_of else ''} · production model {production}"
-    )
-    _predictions_table(report)
-    _closes_table(report)
-    _performance_table(report)
-    _models_table(report)
-    _runs_table(report)
-    _promotions_table(report)
-    render_risk(report)
-    for note in report.notes:
-        output.warn(note)
-
-
 def _when(value: Any, pattern: str = "%Y-%m-%d %H:%M") -> str:
     return value.strftime(pattern) if value else "-"
 
@@ -104,45 +85,16 @@ PREDICTION_COLUMNS: tuple[output.Column, ...] = (
 )
 
 
-def _predictions_table(report: Report) -> None:
-    output.records(
-        "Latest predictions (next trading session)",
-        PREDICTION_COLUMNS,
-        report.predictions,
-        caption=(
-            "Served: the point forecast (the model where it beat the naive forecast significantly, else the "
-            "last close; p: that test's p-value) / the interval source (GARCH unless a candidate, gjr, "
-            "har_range, blend, rolling or the network, beat it in a Holm-corrected test)."
-            if report.predictions
-            else "No predictions yet: run `stockcli daily`."
-        ),
-        secondary=["Base close", "Base date", "Model", "80% interval", "Change %", "P(up)"],
-    )
+def _predicted(closes: Any) -> float | None:
+    return closes.prediction.predicted_close if closes.prediction else None
 
 
-def _closes_table(report: Report) -> None:
-    def predicted(s: Any) -> float | None:
-        return s.prediction.predicted_close if s.prediction else None
-
-    output.records(
-        f"Recent closes (last {max((len(s.closes) for s in report.recent_closes), default=0)} sessions) → prediction",
-        (
-            ("Ticker", lambda s: _text(s.ticker)),
-            ("Closes → predicted", lambda s: sparkline(s.closes, predicted(s))),
-            ("Last close", lambda s: formats.number(s.closes[-1]) if s.closes else "-"),
-            ("Predicted", lambda s: formats.number(predicted(s))),
-        ),
-        report.recent_closes,
-        secondary=["Last close", "Predicted"],
-    )
-
-
-def _status(r: Any) -> str:
-    if r.worse_than_naive:
-        return "WORSE THAN NAIVE"
-    return "few sessions" if not r.enough_samples else "ok"
-
-
+CLOSES_COLUMNS: tuple[output.Column, ...] = (
+    ("Ticker", lambda s: _text(s.ticker)),
+    ("Closes → predicted", lambda s: sparkline(s.closes, _predicted(s))),
+    ("Last close", lambda s: formats.number(s.closes[-1]) if s.closes else "-"),
+    ("Predicted", lambda s: formats.number(_predicted(s))),
+)
 PERFORMANCE_COLUMNS: tuple[output.Column, ...] = (
     ("Ticker", lambda r: _text(r.ticker)),
     ("Sessions", lambda r: str(r.sessions)),
@@ -154,54 +106,29 @@ PERFORMANCE_COLUMNS: tuple[output.Column, ...] = (
     ("80% cover", lambda r: formats.percent(r.coverage_80, 0)),
     ("95% cover", lambda r: formats.percent(r.coverage_95, 0)),
     ("Intervals (W95 vs GARCH)", _interval_source),
-    ("Status", _status),
+    (
+        "Status",
+        lambda r: (
+            "WORSE THAN NAIVE" if r.worse_than_naive else ("ok" if r.enough_samples else "few sessions")
+        ),
+    ),
 )
-
-
-def _performance_table(report: Report) -> None:
-    output.records(
-        f"Live performance over the last {report.window_sessions} scored sessions",
-        PERFORMANCE_COLUMNS,
-        report.performance,
-        caption=None if report.performance else "No matured predictions scored yet.",
-        secondary=["MAE", "Naive MAE", "Sessions", "MAPE %", "Direction %"],
-        text=["Intervals (W95 vs GARCH)"],
-    )
-
-
-def _models_table(report: Report) -> None:
-    output.records(
-        "Registered model versions",
-        (
-            ("Version", lambda m: f"v{_text(m.version)}"),
-            ("Aliases", lambda m: _text(", ".join(m.aliases) or "-")),
-            ("Test metrics", lambda m: _text(formats.format_metrics(m.test_metrics))),
-            ("Dataset", lambda m: _text(m.dataset_run_id or "-")),
-            ("Created", lambda m: _when(m.created_at)),
-        ),
-        report.models,
-        caption=None if report.models else "No model versions to show.",
-        secondary=["Dataset", "Created"],
-        text=["Test metrics"],
-    )
-
-
-def _runs_table(report: Report) -> None:
-    output.records(
-        "Recent runs",
-        (
-            ("#", lambda r: str(r.id)),
-            ("Command", lambda r: _text(r.command)),
-            ("As of", lambda r: r.as_of.isoformat() if r.as_of else "-"),
-            ("Status", lambda r: _text(r.status)),
-            ("Started", lambda r: _when(r.started_at, "%Y-%m-%d %H:%M:%S")),
-            ("Duration s", lambda r: formats.number(r.duration_s, 1)),
-            ("Error", lambda r: _text("; ".join(text for text in (r.error, *r.warnings) if text))),
-        ),
-        report.runs,
-        secondary=["Started", "#", "Duration s"],
-        text=["Error"],
-    )
+MODEL_COLUMNS: tuple[output.Column, ...] = (
+    ("Version", lambda m: f"v{_text(m.version)}"),
+    ("Aliases", lambda m: _text(", ".join(m.aliases) or "-")),
+    ("Test metrics", lambda m: _text(formats.format_metrics(m.test_metrics))),
+    ("Dataset", lambda m: _text(m.dataset_run_id or "-")),
+    ("Created", lambda m: _when(m.created_at)),
+)
+RUN_COLUMNS: tuple[output.Column, ...] = (
+    ("#", lambda r: str(r.id)),
+    ("Command", lambda r: _text(r.command)),
+    ("As of", lambda r: r.as_of.isoformat() if r.as_of else "-"),
+    ("Status", lambda r: _text(r.status)),
+    ("Started", lambda r: _when(r.started_at, "%Y-%m-%d %H:%M:%S")),
+    ("Duration s", lambda r: formats.number(r.duration_s, 1)),
+    ("Error", lambda r: _text("; ".join(text for text in (r.error, *r.warnings) if text))),
+)
 
 
 def _values(p: Any) -> str:
@@ -221,7 +148,50 @@ PROMOTION_COLUMNS: tuple[output.Column, ...] = (
 )
 
 
-def _promotions_table(report: Report) -> None:
+def render_tables(report: Report) -> None:
+    """Every table of `stockcli report`, in order, then the report's notes as warnings."""
+    production = f"v{report.production_version}" if report.production_version else "none known"
+    output.info(
+        f"stockcli report{' as of ' + report.as_of.isoformat() if report.as_of else ''} · production model {production}"
+    )
+    output.records(
+        "Latest predictions (next trading session)",
+        PREDICTION_COLUMNS,
+        report.predictions,
+        caption=(
+            "Served: the point forecast (the model where it beat the naive forecast significantly, else the "
+            "last close; p: that test's p-value) / the interval source (GARCH unless a candidate, gjr, "
+            "har_range, blend, rolling or the network, beat it in a Holm-corrected test)."
+            if report.predictions
+            else "No predictions yet: run `stockcli daily`."
+        ),
+        secondary=["Base close", "Base date", "Model", "80% interval", "Change %", "P(up)"],
+    )
+    output.records(
+        f"Recent closes (last {max((len(s.closes) for s in report.recent_closes), default=0)} sessions) → prediction",
+        CLOSES_COLUMNS,
+        report.recent_closes,
+        secondary=["Last close", "Predicted"],
+    )
+    output.records(
+        f"Live performance over the last {report.window_sessions} scored sessions",
+        PERFORMANCE_COLUMNS,
+        report.performance,
+        caption=None if report.performance else "No matured predictions scored yet.",
+        secondary=["MAE", "Naive MAE", "Sessions", "MAPE %", "Direction %"],
+        text=["Intervals (W95 vs GARCH)"],
+    )
+    output.records(
+        "Registered model versions",
+        MODEL_COLUMNS,
+        report.models,
+        caption=None if report.models else "No model versions to show.",
+        secondary=["Dataset", "Created"],
+        text=["Test metrics"],
+    )
+    output.records(
+        "Recent runs", RUN_COLUMNS, report.runs, secondary=["Started", "#", "Duration s"], text=["Error"]
+    )
     output.records(
         "Recent promotion decisions",
         PROMOTION_COLUMNS,
@@ -235,6 +205,9 @@ def _promotions_table(report: Report) -> None:
         ],
         text=["Reason"],
     )
+    render_risk(report)
+    for note in report.notes:
+        output.warn(note)
 
 
 def render_risk(report: Report) -> None:
