@@ -52,10 +52,6 @@ class PointFigures:
         plain["directional_accuracy"] = plain.pop("direction_accuracy")  # the stored key
         return plain
 
-    @classmethod
-    def from_json(cls, plain: Mapping[str, Any]) -> PointFigures:
-        return cls(plain.get("mae"), plain.get("rmse"), plain.get("mape"), plain.get("directional_accuracy"))
-
 
 @dataclass(frozen=True)
 class IntervalFigures:
@@ -71,10 +67,7 @@ class IntervalFigures:
     n: int
 
     def to_json(self) -> dict[str, float | int | None]:
-        return {item.name: getattr(self, item.name) for item in fields(self)}
-
-
-NO_INTERVALS = IntervalFigures(None, None, None, None, None, None, None, 0)
+        return asdict(self)
 
 
 @dataclass(frozen=True)
@@ -119,22 +112,6 @@ class MetricBlock:
             plain.update(asdict(self.scored))
         return plain
 
-    @classmethod
-    def from_json(cls, plain: Mapping[str, Any]) -> MetricBlock:
-        """A block from its stored JSON; keys an older version did not write stay undefined."""
-
-        def intervals(values: Mapping[str, Any] | None) -> IntervalFigures | None:
-            return None if values is None else IntervalFigures(**{**NO_INTERVALS.to_json(), **values})
-
-        return cls(
-            model=PointFigures.from_json(plain.get("model") or {}),
-            naive=PointFigures.from_json(plain.get("naive") or {}),
-            **{name: plain.get(name) for name in ("skill", "skill_low", "skill_high", "up_fraction")},
-            n_days=int(plain.get("n_days") or 0),
-            intervals=intervals(plain.get("intervals")),
-            baselines={name: intervals(values) for name, values in (plain.get("baselines") or {}).items()},
-        )
-
 
 @dataclass(frozen=True)
 class Evaluation:
@@ -151,16 +128,6 @@ class Evaluation:
             "tickers": {ticker: block.to_json() for ticker, block in self.tickers.items()},
             "average": self.average.to_json(),
         }
-
-    @classmethod
-    def from_json(cls, plain: Mapping[str, Any]) -> Evaluation:
-        return cls(
-            n_days=int(plain.get("n_days") or 0),
-            tickers={
-                ticker: MetricBlock.from_json(block) for ticker, block in (plain.get("tickers") or {}).items()
-            },
-            average=MetricBlock.from_json(plain.get("average") or {}),
-        )
 
     def naive_json(self) -> dict[str, Any]:
         """Naive's point figures alone: `{"tickers": {ticker: figures}, "average": figures}`."""
@@ -584,8 +551,10 @@ def p_up_figures(rows: Sequence[Mapping[str, Any]]) -> dict[str, float | None]:
     both = np.isfinite(served) & np.isfinite(rate)
     if not both.any():
         return {"brier": None, "brier_base": None, "skill": None}
-    brier = float(np.mean(brier_scores(served[both], actual=actual[both], base=base[both])))
-    brier_base = float(np.mean(brier_scores(rate[both], actual=actual[both], base=base[both])))
+    brier, brier_base = (
+        float(np.mean(brier_scores(p_up[both], actual=actual[both], base=base[both])))
+        for p_up in (served, rate)
+    )
     return {"brier": brier, "brier_base": brier_base, "skill": skill(brier, brier_base)}
 
 
