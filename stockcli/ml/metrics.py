@@ -600,26 +600,27 @@ def _as_mapping(row: Any) -> Mapping[str, Any]:
     return {name: getattr(row, name) for name in dir(row) if not name.startswith("_")}
 
 
+def flat_figures(block: MetricBlock) -> dict[str, float]:
+    """One block's defined figures as flat `name: value` pairs: `mae`, `naive_mae`, `coverage_95`,
+    `garch_winkler_95` (a baseline's)."""
+    plain = block.to_json()
+    values: dict[str, Any] = {}
+    for name in plain["model"]:
+        values |= {name: plain["model"][name], f"naive_{name}": plain["naive"][name]}
+    values |= {extra: plain[extra] for extra in ("skill", "skill_low", "skill_high", "up_fraction")}
+    groups = {"": plain["intervals"]} | {f"{name}_": figures for name, figures in plain["baselines"].items()}
+    for label, figures in groups.items():
+        values |= {f"{label}{name}": value for name, value in (figures or {}).items() if name != "n"}
+    return {name: float(value) for name, value in values.items() if value is not None}
+
+
 def flatten(metrics: Evaluation) -> dict[str, float]:
-    """`evaluate`'s result as flat `name: value` pairs for a metrics logger, undefined values dropped:
-    `avg.mae`, `avg.naive_mae`, `GOOG.coverage_95`; tickers keep only letters, digits, `_-.` (MLflow
-    refuses `^`)."""
-    flat: dict[str, float] = {}
-
-    def add(prefix: str, evaluated: MetricBlock) -> None:
-        block = evaluated.to_json()
-        values: dict[str, Any] = {}
-        for name in block["model"]:
-            values |= {name: block["model"][name], f"naive_{name}": block["naive"][name]}
-        values |= {extra: block[extra] for extra in ("skill", "skill_low", "skill_high", "up_fraction")}
-        groups = {"": block["intervals"]} | {
-            f"{name}_": figures for name, figures in block["baselines"].items()
-        }
-        for label, figures in groups.items():
-            values |= {f"{label}{name}": value for name, value in (figures or {}).items() if name != "n"}
-        flat.update({f"{prefix}.{name}": float(value) for name, value in values.items() if value is not None})
-
-    add("avg", metrics.average)
-    for ticker, block in metrics.tickers.items():
-        add("".join(c for c in ticker if c.isalnum() or c in "_-.") or "ticker", block)
-    return flat
+    """`flat_figures` of the average and of each ticker for a metrics logger: `avg.mae`, `GOOG.coverage_95`;
+    tickers keep only letters, digits, `_-.` (MLflow refuses `^`)."""
+    blocks = [("avg", metrics.average)] + [
+        ("".join(c for c in ticker if c.isalnum() or c in "_-.") or "ticker", block)
+        for ticker, block in metrics.tickers.items()
+    ]
+    return {
+        f"{prefix}.{name}": value for prefix, block in blocks for name, value in flat_figures(block).items()
+    }
