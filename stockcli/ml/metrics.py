@@ -502,9 +502,8 @@ def interval_loss_panels(rows: Sequence[Mapping[str, Any]], metric: str) -> dict
     served quantiles (`SERVED`), on one session and ticker order."""
     items = [_as_mapping(row) for row in rows]
     panels, _dates = candidate_loss_panels(items, metric)
-    if not items:
-        return panels
-    panels[SERVED] = _loss_panel(_columns(items), metric, _served_quantiles(items))
+    if items:
+        panels[SERVED] = _loss_panel(_columns(items), metric, _served_quantiles(items))
     return panels
 
 

@@ -216,8 +216,7 @@ def _training_plan(
     from stockcli.ml.training import TrainParams
 
     tuned = best_params_for(engine, dataset_run_id)
-    overrides: dict[str, Any] = dict(tuned or {})
-    overrides.update(params or {})
+    overrides = {**(tuned or {}), **(params or {})}
     return TrainingPlan(
         params=TrainParams.from_settings(settings.training, overrides),
         params_source="given" if params else ("tuned" if tuned else "config"),
