@@ -324,8 +324,7 @@ class TrainingRun:
 
     def log_json(self, payload: Any, name: str) -> None:
         with tempfile.TemporaryDirectory(prefix="stockcli-") as folder:
-            path = Path(folder) / name
-            path.write_text(dumps(payload, indent=2, sort_keys=True), encoding="utf-8")
+            (Path(folder) / name).write_text(dumps(payload, indent=2, sort_keys=True), encoding="utf-8")
             self.log_artifacts(Path(folder))
 
     def finish(self, status: str = "FINISHED") -> None:
@@ -404,12 +403,10 @@ def close_dead_runs(settings: Settings) -> list[str]:
         )
         for run in running:
             tags = run.data.tags or {}
-            if tags.get(TAG_HOST) != host or not str(tags.get(TAG_PID, "")).isdigit():
-                continue
-            if _process_alive(int(tags[TAG_PID]), tags.get(TAG_PID_START)):
-                continue
-            client(settings).set_terminated(run.info.run_id, status="KILLED")
-            closed.append(run.info.run_id)
+            ours = tags.get(TAG_HOST) == host and str(tags.get(TAG_PID, "")).isdigit()
+            if ours and not _process_alive(int(tags[TAG_PID]), tags.get(TAG_PID_START)):
+                client(settings).set_terminated(run.info.run_id, status="KILLED")
+                closed.append(run.info.run_id)
     return closed
 
 
