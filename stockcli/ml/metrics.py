@@ -52,10 +52,6 @@ class PointFigures:
         plain["directional_accuracy"] = plain.pop("direction_accuracy")  # the stored key
         return plain
 
-    @classmethod
-    def from_json(cls, plain: Mapping[str, Any]) -> PointFigures:
-        return cls(plain.get("mae"), plain.get("rmse"), plain.get("mape"), plain.get("directional_accuracy"))
-
 
 @dataclass(frozen=True)
 class IntervalFigures:
@@ -71,10 +67,7 @@ class IntervalFigures:
     n: int
 
     def to_json(self) -> dict[str, float | int | None]:
-        return {item.name: getattr(self, item.name) for item in fields(self)}
-
-
-NO_INTERVALS = IntervalFigures(None, None, None, None, None, None, None, 0)
+        return asdict(self)
 
 
 @dataclass(frozen=True)
@@ -119,22 +112,6 @@ class MetricBlock:
             plain.update(asdict(self.scored))
         return plain
 
-    @classmethod
-    def from_json(cls, plain: Mapping[str, Any]) -> MetricBlock:
-        """A block from its stored JSON; keys an older version did not write stay undefined."""
-
-        def intervals(values: Mapping[str, Any] | None) -> IntervalFigures | None:
-            return None if values is None else IntervalFigures(**{**NO_INTERVALS.to_json(), **values})
-
-        return cls(
-            model=PointFigures.from_json(plain.get("model") or {}),
-            naive=PointFigures.from_json(plain.get("naive") or {}),
-            **{name: plain.get(name) for name in ("skill", "skill_low", "skill_high", "up_fraction")},
-            n_days=int(plain.get("n_days") or 0),
-            intervals=intervals(plain.get("intervals")),
-            baselines={name: intervals(values) for name, values in (plain.get("baselines") or {}).items()},
-        )
-
 
 @dataclass(frozen=True)
 class Evaluation:
@@ -151,16 +128,6 @@ class Evaluation:
             "tickers": {ticker: block.to_json() for ticker, block in self.tickers.items()},
             "average": self.average.to_json(),
         }
-
-    @classmethod
-    def from_json(cls, plain: Mapping[str, Any]) -> Evaluation:
-        return cls(
-            n_days=int(plain.get("n_days") or 0),
-            tickers={
-                ticker: MetricBlock.from_json(block) for ticker, block in (plain.get("tickers") or {}).items()
-            },
-            average=MetricBlock.from_json(plain.get("average") or {}),
-        )
 
     def naive_json(self) -> dict[str, Any]:
         """Naive's point figures alone: `{"tickers": {ticker: figures}, "average": figures}`."""
@@ -535,9 +502,8 @@ def interval_loss_panels(rows: Sequence[Mapping[str, Any]], metric: str) -> dict
     served quantiles (`SERVED`), on one session and ticker order."""
     items = [_as_mapping(row) for row in rows]
     panels, _dates = candidate_loss_panels(items, metric)
-    if not items:
-        return panels
-    panels[SERVED] = _loss_panel(_columns(items), metric, _served_quantiles(items))
+    if items:
+        panels[SERVED] = _loss_panel(_columns(items), metric, _served_quantiles(items))
     return panels
 
 
@@ -584,8 +550,10 @@ def p_up_figures(rows: Sequence[Mapping[str, Any]]) -> dict[str, float | None]:
     both = np.isfinite(served) & np.isfinite(rate)
     if not both.any():
         return {"brier": None, "brier_base": None, "skill": None}
-    brier = float(np.mean(brier_scores(served[both], actual=actual[both], base=base[both])))
-    brier_base = float(np.mean(brier_scores(rate[both], actual=actual[both], base=base[both])))
+    brier, brier_base = (
+        float(np.mean(brier_scores(p_up[both], actual=actual[both], base=base[both])))
+        for p_up in (served, rate)
+    )
     return {"brier": brier, "brier_base": brier_base, "skill": skill(brier, brier_base)}
 
 
@@ -631,26 +599,27 @@ def _as_mapping(row: Any) -> Mapping[str, Any]:
     return {name: getattr(row, name) for name in dir(row) if not name.startswith("_")}
 
 
+def flat_figures(block: MetricBlock) -> dict[str, float]:
+    """One block's defined figures as flat `name: value` pairs: `mae`, `naive_mae`, `coverage_95`,
+    `garch_winkler_95` (a baseline's)."""
+    plain = block.to_json()
+    values: dict[str, Any] = {}
+    for name in plain["model"]:
+        values |= {name: plain["model"][name], f"naive_{name}": plain["naive"][name]}
+    values |= {extra: plain[extra] for extra in ("skill", "skill_low", "skill_high", "up_fraction")}
+    groups = {"": plain["intervals"]} | {f"{name}_": figures for name, figures in plain["baselines"].items()}
+    for label, figures in groups.items():
+        values |= {f"{label}{name}": value for name, value in (figures or {}).items() if name != "n"}
+    return {name: float(value) for name, value in values.items() if value is not None}
+
+
 def flatten(metrics: Evaluation) -> dict[str, float]:
-    """`evaluate`'s result as flat `name: value` pairs for a metrics logger, undefined values dropped:
-    `avg.mae`, `avg.naive_mae`, `GOOG.coverage_95`; tickers keep only letters, digits, `_-.` (MLflow
-    refuses `^`)."""
-    flat: dict[str, float] = {}
-
-    def add(prefix: str, evaluated: MetricBlock) -> None:
-        block = evaluated.to_json()
-        values: dict[str, Any] = {}
-        for name in block["model"]:
-            values |= {name: block["model"][name], f"naive_{name}": block["naive"][name]}
-        values |= {extra: block[extra] for extra in ("skill", "skill_low", "skill_high", "up_fraction")}
-        groups = {"": block["intervals"]} | {
-            f"{name}_": figures for name, figures in block["baselines"].items()
-        }
-        for label, figures in groups.items():
-            values |= {f"{label}{name}": value for name, value in (figures or {}).items() if name != "n"}
-        flat.update({f"{prefix}.{name}": float(value) for name, value in values.items() if value is not None})
-
-    add("avg", metrics.average)
-    for ticker, block in metrics.tickers.items():
-        add("".join(c for c in ticker if c.isalnum() or c in "_-.") or "ticker", block)
-    return flat
+    """`flat_figures` of the average and of each ticker for a metrics logger: `avg.mae`, `GOOG.coverage_95`;
+    tickers keep only letters, digits, `_-.` (MLflow refuses `^`)."""
+    blocks = [("avg", metrics.average)] + [
+        ("".join(c for c in ticker if c.isalnum() or c in "_-.") or "ticker", block)
+        for ticker, block in metrics.tickers.items()
+    ]
+    return {
+        f"{prefix}.{name}": value for prefix, block in blocks for name, value in flat_figures(block).items()
+    }

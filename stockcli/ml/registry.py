@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
+import socket
 import tempfile
 import threading
 from collections.abc import Iterator, Mapping
@@ -20,6 +22,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote, urlparse
 
 from stockcli.config import Settings, redact_url
 from stockcli.errors import NoProductionModelError, RegistryError, StockCliError, UsageError
@@ -139,8 +142,6 @@ def _check_artifacts_present(settings: Settings, uri: str, version: str) -> None
 
 
 def _local_path(uri: str) -> Path:
-    from urllib.parse import unquote, urlparse
-
     return Path(unquote(urlparse(uri).path))
 
 
@@ -223,13 +224,15 @@ def _registry_exceptions() -> tuple[type[BaseException], ...]:
 
 
 @contextlib.contextmanager
-def _registry_errors(settings: Settings, action: str) -> Iterator[None]:
+def _registry_errors(settings: Settings, action: str, *, ignore: str | None = None) -> Iterator[None]:
+    """Turn a store failure into a RegistryError; one with MLflow error code `ignore` is suppressed."""
     try:
         yield
     except StockCliError:
         raise
     except _registry_exceptions() as exc:
-        raise describe_registry_error(settings, action, exc) from exc
+        if ignore is None or _error_code(exc) != ignore:
+            raise describe_registry_error(settings, action, exc) from exc
 
 
 def describe_registry_error(settings: Settings, action: str, exc: BaseException) -> RegistryError:
@@ -264,25 +267,26 @@ def describe_registry_error(settings: Settings, action: str, exc: BaseException)
 # --- training runs ----------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
 class TrainingRun:
     """An MLflow run that a training service logs into, without importing mlflow itself."""
 
-    def __init__(self, settings: Settings, run_id: str, artifact_uri: str) -> None:
-        self.settings = settings
-        self.run_id = run_id
-        self.artifact_uri = artifact_uri
+    settings: Settings
+    run_id: str
+    artifact_uri: str
 
     def log_params(self, params: Mapping[str, Any]) -> None:
         """Log parameters (values become strings; MLflow keeps at most 6000 characters each)."""
         from mlflow.entities import Param
 
-        items = [Param(str(key), _param_text(value)) for key, value in params.items()]
+        items = [
+            Param(str(key), (value if isinstance(value, str) else dumps(value, sort_keys=True))[:6000])
+            for key, value in params.items()
+        ]
         self._log_batches("log training parameters", 100, params=items)
 
     def log_metrics(self, metrics: Mapping[str, float], *, step: int | None = None) -> None:
         """Log finite metric values, at `step` (an epoch) when given."""
-        import math
-
         from mlflow.entities import Metric
 
         now_ms = int(datetime.now(tz=UTC).timestamp() * 1000)
@@ -320,18 +324,12 @@ class TrainingRun:
 
     def log_json(self, payload: Any, name: str) -> None:
         with tempfile.TemporaryDirectory(prefix="stockcli-") as folder:
-            path = Path(folder) / name
-            path.write_text(dumps(payload, indent=2, sort_keys=True), encoding="utf-8")
+            (Path(folder) / name).write_text(dumps(payload, indent=2, sort_keys=True), encoding="utf-8")
             self.log_artifacts(Path(folder))
 
     def finish(self, status: str = "FINISHED") -> None:
         with _registry_errors(self.settings, "close the training run"):
             client(self.settings).set_terminated(self.run_id, status=status)
-
-
-def _param_text(value: Any) -> str:
-    text = value if isinstance(value, str) else dumps(value, sort_keys=True)
-    return text[:6000]
 
 
 def _metric_key(key: str) -> str:
@@ -347,8 +345,7 @@ def training_run(
     on Ctrl-C. Runs of this host's killed processes still marked RUNNING are closed first."""
     experiment_id = _experiment_id(settings)
     close_dead_runs(settings)
-    run_tags = {str(k): str(v) for k, v in (tags or {}).items()}
-    run_tags.update(_process_tags())
+    run_tags = {str(k): str(v) for k, v in (tags or {}).items()} | _process_tags()
     with _registry_errors(settings, "start an MLflow training run"):
         run = client(settings).create_run(experiment_id, run_name=run_name, tags=run_tags)
     handle = TrainingRun(settings, run.info.run_id, artifact_uri(settings, run.info.artifact_uri))
@@ -372,8 +369,6 @@ def _process_start(pid: int) -> str | None:
 
 
 def _process_tags() -> dict[str, str]:
-    import socket
-
     tags = {TAG_HOST: socket.gethostname(), TAG_PID: str(os.getpid())}
     started = _process_start(os.getpid())
     if started is not None:
@@ -396,8 +391,6 @@ def close_dead_runs(settings: Settings) -> list[str]:
 
     Runs of live processes and of other hosts (whose processes cannot be checked from here) are left alone.
     """
-    import socket
-
     store_file = sqlite_file(settings.mlflow_tracking_uri)
     if store_file is not None and not store_file.is_file():
         return []  # no store yet, so no run to close (and none is created just to look)
@@ -410,12 +403,10 @@ def close_dead_runs(settings: Settings) -> list[str]:
         )
         for run in running:
             tags = run.data.tags or {}
-            if tags.get(TAG_HOST) != host or not str(tags.get(TAG_PID, "")).isdigit():
-                continue
-            if _process_alive(int(tags[TAG_PID]), tags.get(TAG_PID_START)):
-                continue
-            client(settings).set_terminated(run.info.run_id, status="KILLED")
-            closed.append(run.info.run_id)
+            ours = tags.get(TAG_HOST) == host and str(tags.get(TAG_PID, "")).isdigit()
+            if ours and not _process_alive(int(tags[TAG_PID]), tags.get(TAG_PID_START)):
+                client(settings).set_terminated(run.info.run_id, status="KILLED")
+                closed.append(run.info.run_id)
     return closed
 
 
@@ -492,12 +483,10 @@ def register_version(
         **{f"{METRIC_TAG_PREFIX}{key}": repr(float(value)) for key, value in (test_summary or {}).items()},
     }
     mlflow_client = client(settings)
-    with _registry_errors(settings, f"register a version of model {name!r}"):
-        try:
-            mlflow_client.create_registered_model(name, description="stockcli next-session close forecaster")
-        except Exception as exc:
-            if _error_code(exc) != "RESOURCE_ALREADY_EXISTS":
-                raise
+    action = f"register a version of model {name!r}"
+    with _registry_errors(settings, action, ignore="RESOURCE_ALREADY_EXISTS"):
+        mlflow_client.create_registered_model(name, description="stockcli next-session close forecaster")
+    with _registry_errors(settings, action):
         version = mlflow_client.create_model_version(
             name,
             source=f"{run.artifact_uri.rstrip('/')}/{MODEL_ARTIFACT_PATH}",
@@ -512,14 +501,10 @@ def register_version(
 def _registered_aliases(settings: Settings) -> dict[str, str]:
     """alias -> version of the registered model ({} when it does not exist yet)."""
     name = settings.mlflow.model_name
-    with _registry_errors(settings, f"read the aliases of model {name!r}"):
-        try:
-            registered = client(settings).get_registered_model(name)
-        except Exception as exc:
-            if _error_code(exc) == "RESOURCE_DOES_NOT_EXIST":
-                return {}
-            raise
-    return {alias: str(version) for alias, version in (registered.aliases or {}).items()}
+    aliases: dict[str, Any] = {}
+    with _registry_errors(settings, f"read the aliases of model {name!r}", ignore="RESOURCE_DOES_NOT_EXIST"):
+        aliases = client(settings).get_registered_model(name).aliases or {}
+    return {alias: str(version) for alias, version in aliases.items()}
 
 
 def resolve_alias(settings: Settings, alias: str = PRODUCTION_ALIAS) -> str | None:
@@ -542,16 +527,15 @@ def check_version(settings: Settings, version: str) -> None:
         raise UsageError(
             f"Invalid model version {version!r}.", hint="A version is a number; see `stockcli models`."
         )
-    with _registry_errors(settings, f"read version {version} of model {name!r}"):
-        try:
-            client(settings).get_model_version(name, str(version))
-        except Exception as exc:
-            if _error_code(exc) == "RESOURCE_DOES_NOT_EXIST":
-                raise UsageError(
-                    f"Model {name!r} has no version {version}.",
-                    hint="See `stockcli models` for the versions.",
-                ) from None
-            raise
+    found = None
+    with _registry_errors(
+        settings, f"read version {version} of model {name!r}", ignore="RESOURCE_DOES_NOT_EXIST"
+    ):
+        found = client(settings).get_model_version(name, str(version))
+    if found is None:
+        raise UsageError(
+            f"Model {name!r} has no version {version}.", hint="See `stockcli models` for the versions."
+        )
 
 
 def latest_version(settings: Settings) -> str | None:

@@ -257,12 +257,11 @@ def train_model(
     stopped_early = diverged = False
     train_time_s = 0.0
     for epoch in range(1, epochs + 1):
-        model.train()
         step_started = time.perf_counter()
         batches = _epoch_batches(train, cross=cross, batch_size=batch_size, shuffle=shuffle)
-        train_loss = _train_epoch(model, data=data, batches=batches, optimizer=optimizer, params=params)
+        train_loss = _epoch_loss(model, data, batches, params, optimizer)
         train_time_s += time.perf_counter() - step_started
-        val_loss = _mean_loss(model, held_out, validation_batches, params.distribution, cross)
+        val_loss = _epoch_loss(model, held_out, validation_batches, params)
         history.append((epoch, train_loss, val_loss))
 
         if math.isfinite(val_loss) and val_loss < best_val_loss:
@@ -301,8 +300,28 @@ def train_model(
 
 
 def _check_inputs(*, train: WindowSet, validation: WindowSet, epochs: int, patience: int) -> None:
-    _check_split("training", train)
-    _check_split("validation", validation)
+    for name, windows in (("training", train), ("validation", validation)):
+        if windows.slab.ndim != 3 or windows.context.ndim != 2:
+            raise InputDataError(
+                f"The {name} split has a slab of shape {windows.slab.shape} and context {windows.context.shape}; "
+                "expected (rows, series, features) and (rows, columns)."
+            )
+        if len(windows) == 0:
+            raise NoDataError(
+                f"The {name} split is empty.",
+                hint="Build the dataset over a longer date range or change [dataset] fractions.",
+            )
+        if len(windows.y) != len(windows):
+            raise InputDataError(f"The {name} split has {len(windows.y)} targets for {len(windows)} windows.")
+        if not (
+            np.isfinite(windows.slab).all()
+            and np.isfinite(windows.context).all()
+            and np.isfinite(windows.y).all()
+        ):
+            raise InputDataError(
+                f"The {name} split holds NaN or infinite values.",
+                hint="Rebuild the dataset (`stockcli build`); its scalers must produce finite inputs.",
+            )
     if train.n_features != validation.n_features or train.n_own_features != validation.n_own_features:
         raise InputDataError(
             f"Training windows ({train.n_features} features) and validation windows "
@@ -354,14 +373,14 @@ def _epoch_batches(
     return [order[start : start + batch_size] for start in range(0, n_windows, batch_size)]
 
 
-def _train_epoch(
+def _epoch_loss(
     model: nn.Module,
-    *,
     data: _DeviceWindows,
-    batches: list[np.ndarray],
-    optimizer: torch.optim.Optimizer,
+    batches: Sequence[np.ndarray | torch.Tensor],
     params: TrainParams,
+    optimizer: torch.optim.Optimizer | None = None,
 ) -> float:
+    """The mean loss per window of `data` over `batches`; with an optimizer, a training step per batch."""
     import torch
 
     from stockcli.ml.networks import distribution_nll
@@ -369,17 +388,20 @@ def _train_epoch(
     cross = params.model_type == "lstm_cross_attention"
     weights = [p for p in model.parameters() if p.requires_grad]
     device = data.y.device
+    model.train(optimizer is not None)
     loss_sum = torch.zeros((), device=device)
-    for chosen in batches:
-        index = torch.as_tensor(chosen, dtype=torch.long, device=device)
-        x, rows, y = data.batch(index)
-        optimizer.zero_grad(set_to_none=True)
-        loss = distribution_nll(model(x, rows if cross else None), y, params.distribution)
-        loss.backward()
-        if params.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(weights, params.grad_clip)
-        optimizer.step()
-        loss_sum += loss.detach() * index.shape[0]
+    with torch.inference_mode(optimizer is None):
+        for chosen in batches:
+            index = torch.as_tensor(chosen, dtype=torch.long, device=device)
+            x, rows, y = data.batch(index)
+            loss = distribution_nll(model(x, rows if cross else None), y, params.distribution)
+            if optimizer is not None:
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                if params.grad_clip > 0:
+                    torch.nn.utils.clip_grad_norm_(weights, params.grad_clip)
+                optimizer.step()
+            loss_sum += loss.detach() * index.shape[0]
     return float(loss_sum) / len(data.windows)  # one device sync per epoch, not per step
 
 
@@ -402,49 +424,3 @@ def predict_distribution(
             x, rows, _ = data.batch(index)
             out[chosen] = model(x, rows).double().cpu().numpy()
     return out
-
-
-def _mean_loss(
-    model: nn.Module,
-    data: _DeviceWindows,
-    batches: list[torch.Tensor],
-    distribution: str,
-    cross: bool,
-) -> float:
-    import torch
-
-    from stockcli.ml.networks import distribution_nll
-
-    model.eval()
-    total = torch.zeros((), device=data.y.device)
-    count = 0
-    with torch.inference_mode():
-        for index in batches:
-            x, rows, y = data.batch(index)
-            total += distribution_nll(model(x, rows if cross else None), y, distribution) * index.shape[0]
-            count += int(index.shape[0])
-    return float(total) / max(count, 1)
-
-
-def _check_split(name: str, windows: WindowSet) -> None:
-    if windows.slab.ndim != 3 or windows.context.ndim != 2:
-        raise InputDataError(
-            f"The {name} split has a slab of shape {windows.slab.shape} and context {windows.context.shape}; "
-            "expected (rows, series, features) and (rows, columns)."
-        )
-    if len(windows) == 0:
-        raise NoDataError(
-            f"The {name} split is empty.",
-            hint="Build the dataset over a longer date range or change [dataset] fractions.",
-        )
-    if len(windows.y) != len(windows):
-        raise InputDataError(f"The {name} split has {len(windows.y)} targets for {len(windows)} windows.")
-    if not (
-        np.isfinite(windows.slab).all()
-        and np.isfinite(windows.context).all()
-        and np.isfinite(windows.y).all()
-    ):
-        raise InputDataError(
-            f"The {name} split holds NaN or infinite values.",
-            hint="Rebuild the dataset (`stockcli build`); its scalers must produce finite inputs.",
-        )

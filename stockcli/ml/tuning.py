@@ -246,9 +246,7 @@ def _initialisation_lock(url: str, backend: str, engine_kwargs: dict[str, Any]) 
     elif backend == "sqlite" and ":memory:" not in url and url.startswith("sqlite:///"):
         from sqlalchemy.engine import make_url
 
-        database = make_url(url).database
-        lock_path = Path(f"{database}.init-lock")
-        with open(lock_path, "a+b") as handle:
+        with open(f"{make_url(url).database}.init-lock", "a+b") as handle:
             fcntl.flock(handle, fcntl.LOCK_EX)
             try:
                 yield

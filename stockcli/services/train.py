@@ -39,6 +39,12 @@ if TYPE_CHECKING:
 
 # One PNG per ticker costs ~0.7 s; a 500-ticker watchlist plots its first tickers only.
 MAX_PLOTS = 12
+# The headline test figures (`metrics.flat_figures` of the average) a model version is tagged with.
+SUMMARY_TAGS = {"mae", "naive_mae", "mape", "naive_mape", "directional_accuracy", "skill"} | {
+    "coverage_80",
+    "coverage_95",
+    "winkler_95",
+}
 # progress(epoch, epochs, train_loss, val_loss), after every epoch.
 TrainProgress = Callable[[int, int, float, float], None]
 
@@ -210,8 +216,7 @@ def _training_plan(
     from stockcli.ml.training import TrainParams
 
     tuned = best_params_for(engine, dataset_run_id)
-    overrides: dict[str, Any] = dict(tuned or {})
-    overrides.update(params or {})
+    overrides = {**(tuned or {}), **(params or {})}
     return TrainingPlan(
         params=TrainParams.from_settings(settings.training, overrides),
         params_source="given" if params else ("tuned" if tuned else "config"),
@@ -386,6 +391,7 @@ def _register(
 ) -> str:
     """Register the trained model as a new version carrying what it needs to predict; its number."""
     from stockcli.ml import registry
+    from stockcli.ml.metrics import flat_figures
 
     checkpoint(settings, "train:before_register")
     version = registry.register_version(
@@ -405,7 +411,11 @@ def _register(
             "best_epoch": result.best_epoch,
             "best_val_loss": result.best_val_loss,
         },
-        test_summary=_summary_tags(evaluation.metrics),
+        test_summary={
+            name: value
+            for name, value in flat_figures(evaluation.metrics.average).items()
+            if name in SUMMARY_TAGS and math.isfinite(value)
+        },
         context_tickers=list(built.spec.context_tickers),
         calibration=evaluation.calibration,
         baselines=evaluation.baselines,
@@ -422,23 +432,6 @@ def _worse_than_naive(metrics: Evaluation) -> tuple[str, ...]:
         for ticker, block in metrics.tickers.items()
         if block.model.mae is not None and block.naive.mae is not None and block.model.mae > block.naive.mae
     )
-
-
-def _summary_tags(metrics: Evaluation) -> dict[str, float]:
-    """The headline test figures a model version is tagged with (the defined ones)."""
-    average, intervals = metrics.average, metrics.average.intervals
-    tags = {
-        "mae": average.model.mae,
-        "naive_mae": average.naive.mae,
-        "mape": average.model.mape,
-        "naive_mape": average.naive.mape,
-        "directional_accuracy": average.model.direction_accuracy,  # the tag's stored name
-        "skill": average.skill,
-        "coverage_80": None if intervals is None else intervals.coverage_80,
-        "coverage_95": None if intervals is None else intervals.coverage_95,
-        "winkler_95": None if intervals is None else intervals.winkler_95,
-    }
-    return {k: v for k, v in tags.items() if v is not None and math.isfinite(v)}
 
 
 def fit_baselines(
