@@ -188,9 +188,10 @@ def ema_rows(values: np.ndarray, window: int) -> np.ndarray:
 
 
 def shift_rows(values: np.ndarray, periods: int) -> np.ndarray:
+    """`values` `periods` bars later along the last axis, NaN before."""
     out = np.full(values.shape, np.nan)
-    if periods < values.shape[1]:
-        out[:, periods:] = values[:, : values.shape[1] - periods]
+    if periods < values.shape[-1]:
+        out[..., periods:] = values[..., : values.shape[-1] - periods]
     return out
 
 
@@ -317,10 +318,8 @@ def in_row_chunks(
 
 
 def log_returns_many(close: np.ndarray) -> np.ndarray:
-    out = np.full(close.shape, np.nan)
     with np.errstate(divide="ignore", invalid="ignore"):
-        out[:, 1:] = np.log(close[:, 1:] / close[:, :-1])
-    return out
+        return np.log(close / shift_rows(close, 1))
 
 
 def realized_vol_many(close: np.ndarray, window: int = 20) -> np.ndarray:
