@@ -249,10 +249,16 @@ def atr_many(high: np.ndarray, low: np.ndarray, close: np.ndarray, window: int =
     with np.errstate(invalid="ignore"):
         stacked = np.stack([high - low, np.abs(high - previous), np.abs(low - previous)])
     true_range = np.nanmax(stacked, axis=0)  # ta: DataFrame.max(axis=1), which skips the NaN of row 0
+    return _wilder_mean(true_range, window)
+
+
+def _wilder_mean(values: np.ndarray, window: int) -> np.ndarray:
+    """Each row's Wilder mean with ta's arithmetic: 0 before its first full window, that window's
+    plain mean, then (previous x (window - 1) + value) / window."""
+    rows, n = values.shape
     out = np.zeros((n, rows))
-    value = true_range[:, 0:window].mean(axis=1)
-    out[window - 1] = value
-    by_session = np.ascontiguousarray(true_range.T)
+    out[window - 1] = value = values[:, 0:window].mean(axis=1)
+    by_session = np.ascontiguousarray(values.T)
     for t in range(window, n):
         value = (value * (window - 1) + by_session[t]) / float(window)
         out[t] = value
@@ -288,14 +294,9 @@ def adx_many(
     trs, dip, din = np.ascontiguousarray(np.moveaxis(sums, 0, -1))  # row-major: reductions as `adx`'s
 
     di_pos, di_neg, directional = directional_indices(trs, dip, din)
-    adx_values = np.zeros((size, rows))
-    value = directional[:, 0:window].mean(axis=1)
-    adx_values[window] = value
-    by_session = np.ascontiguousarray(directional[:, window : size - 1].T)
-    for j in range(by_session.shape[0]):
-        value = ((value * (window - 1)) + by_session[j]) / float(window)
-        adx_values[window + 1 + j] = value
-    adx_out = np.concatenate([np.zeros((rows, window - 1)), adx_values.T], axis=1)
+    adx_out = np.concatenate(
+        [np.zeros((rows, window)), _wilder_mean(directional[:, : size - 1], window)], axis=1
+    )
     pos_out = np.zeros((rows, n))
     neg_out = np.zeros((rows, n))
     pos_out[:, window + 1 : window + size - 1] = di_pos[:, 1 : size - 1]
