@@ -380,14 +380,10 @@ INDICATORS: dict[str, IndicatorDef] = {
             memory=lambda p: (
                 0 if p["original_version"] else max(_ema_memory(p["window"]), _wilder_memory(p["window_atr"]))
             ),
-            columns=lambda p: (
-                [f"keltner_high_{p['window']}", f"keltner_low_{p['window']}"]
-                if p["original_version"]
-                else [
-                    f"keltner_high_{p['window']}_{p['window_atr']}",
-                    f"keltner_low_{p['window']}_{p['window_atr']}",
-                ]
-            ),
+            columns=lambda p: [
+                f"keltner_{side}_{p['window']}" + ("" if p["original_version"] else f"_{p['window_atr']}")
+                for side in ("high", "low")
+            ],
         ),
         IndicatorDef(
             "log_return",
