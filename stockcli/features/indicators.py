@@ -35,7 +35,7 @@ from stockcli.features.kernels import (
 
 OHLCV: tuple[str, ...] = ("open", "high", "low", "close", "volume")
 
-# Fallback for a non-finite value after warm-up: a number, "close" or "typical" ((h + l + c) / 3).
+# Fallback for a non-finite value after warm-up: a number, or the `Bars` line "close" or "typical".
 Fallback = float | str
 
 
@@ -649,20 +649,15 @@ def serving_sessions(indicators: Indicators, sequence_length: int) -> int:
 MANY_BLOCK_CELLS = 1 << 17
 
 
-def with_fallback(
-    values: np.ndarray, fallback: Fallback, close: np.ndarray, typical: np.ndarray, warmup: int
-) -> np.ndarray:
-    """`values` as float64, each non-finite one after `warmup` replaced by the indicator's fallback."""
+def with_fallback(values: np.ndarray, fallback: Fallback, bars: Bars, warmup: int) -> np.ndarray:
+    """`values` as float64, each non-finite one after `warmup` replaced by the indicator's fallback
+    (a number, or the `bars` line it names)."""
     values = np.asarray(values, dtype=np.float64)
     tail = values[..., warmup:]
     bad = ~np.isfinite(tail)
     if not bad.any():
         return values
-    fill = (
-        {"close": close, "typical": typical}[fallback][..., warmup:]
-        if isinstance(fallback, str)
-        else fallback
-    )
+    fill = getattr(bars, fallback)[..., warmup:] if isinstance(fallback, str) else fallback
     return np.concatenate([values[..., :warmup], np.where(bad, fill, tail)], axis=-1)
 
 
@@ -673,7 +668,7 @@ def feature_columns(bars: Bars, resolved: Sequence[ResolvedIndicator]) -> Iterat
     for item in resolved:
         fallback = item.definition.fill()
         for values in item.definition.compute(bars, item.params):
-            yield with_fallback(values, fallback, bars.close, bars.typical, warmup)
+            yield with_fallback(values, fallback, bars, warmup)
 
 
 def iter_model_features(
