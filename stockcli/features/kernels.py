@@ -33,9 +33,7 @@ def psar(
     down_trend_low = lows[0]
     for i in range(2, n):
         reversal = False
-        max_high = highs[i]
-        min_low = lows[i]
-        previous = out[i - 1]
+        max_high, min_low, previous = highs[i], lows[i], out[i - 1]
         if up_trend:
             current = previous + acceleration * (up_trend_high - previous)
             if min_low < current:
@@ -47,8 +45,7 @@ def psar(
                 if max_high > up_trend_high:
                     up_trend_high = max_high
                     acceleration = min(acceleration + step, max_step)
-                low1 = lows[i - 1]
-                low2 = lows[i - 2]
+                low1, low2 = lows[i - 1], lows[i - 2]
                 if low2 < current:
                     current = low2
                 elif low1 < current:
@@ -64,8 +61,7 @@ def psar(
                 if min_low < down_trend_low:
                     down_trend_low = min_low
                     acceleration = min(acceleration + step, max_step)
-                high1 = highs[i - 1]
-                high2 = highs[i - 2]
+                high1, high2 = highs[i - 1], highs[i - 2]
                 if high2 > current:
                     current = high2
                 elif high1 > current:
