@@ -463,10 +463,6 @@ class ResolvedIndicator:
     warmup: int
     definition: IndicatorDef = field(repr=False, compare=False)
 
-    def as_config(self) -> dict[str, Any]:
-        """The canonical config entry (JSON-able): name plus every parameter."""
-        return {"name": self.name, **self.params}
-
 
 Indicators: TypeAlias = Sequence[Mapping[str, Any]] | Sequence[ResolvedIndicator]
 
@@ -541,7 +537,7 @@ def resolve_indicators(indicators: Sequence[Mapping[str, Any]]) -> list[Resolved
 
 def canonical_indicators(indicators: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """The indicator entries with every parameter spelled out (what a dataset's spec records)."""
-    return [item.as_config() for item in resolve_indicators(indicators)]
+    return [{"name": item.name, **item.params} for item in resolve_indicators(indicators)]
 
 
 def feature_names(indicators: Indicators) -> list[str]:
