@@ -383,11 +383,11 @@ def compute_feature_array(
     warmup = max((item.warmup for item in resolved), default=0)
     columns = list(arrays)
     for item in resolved:
-        outputs = TA_COMPUTE[item.name](inputs, item.params)
-        for values, fallback in zip(outputs, item.definition.fallbacks(item.params), strict=True):
+        fallback = item.definition.fill()
+        for values in TA_COMPUTE[item.name](inputs, item.params):
             values = np.asarray(values, dtype=np.float64)
             assert values.shape == (len(inputs),), item.name
-            columns.append(with_fallback(values, fallback, inputs.close, inputs.typical, warmup))
+            columns.append(with_fallback(values, fallback, inputs, warmup))  # type: ignore[arg-type]  # an _Inputs has close and typical
     return np.column_stack(columns) if len(inputs) else np.empty((0, len(columns)))
 
 

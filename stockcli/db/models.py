@@ -6,22 +6,9 @@ Prices are doubles and volumes big integers; arrays are `.npy` bytes (no pickle)
 from __future__ import annotations
 
 from datetime import date, datetime
-from typing import Any
+from typing import Any, ClassVar
 
-from sqlalchemy import (
-    JSON,
-    BigInteger,
-    Boolean,
-    Date,
-    DateTime,
-    Double,
-    Index,
-    Integer,
-    LargeBinary,
-    MetaData,
-    String,
-    Text,
-)
+from sqlalchemy import JSON, BigInteger, Date, DateTime, Double, Index, MetaData, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 NAMING_CONVENTION = {
@@ -35,6 +22,13 @@ NAMING_CONVENTION = {
 
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    # A column's type follows its annotation (`| None`: nullable) unless `mapped_column` names one.
+    type_annotation_map: ClassVar[dict[Any, Any]] = {
+        float: Double,
+        datetime: DateTime(timezone=True),
+        dict[str, Any]: JSON,
+        list[str]: JSON,
+    }
 
 
 class RawStockData(Base):
@@ -44,13 +38,13 @@ class RawStockData(Base):
 
     ticker: Mapped[str] = mapped_column(String(24), primary_key=True)
     date: Mapped[date] = mapped_column(Date, primary_key=True)
-    open: Mapped[float] = mapped_column(Double)
-    high: Mapped[float] = mapped_column(Double)
-    low: Mapped[float] = mapped_column(Double)
-    close: Mapped[float] = mapped_column(Double)
+    open: Mapped[float]
+    high: Mapped[float]
+    low: Mapped[float]
+    close: Mapped[float]
     volume: Mapped[int] = mapped_column(BigInteger)
     source: Mapped[str] = mapped_column(String(16))
-    fetched_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    fetched_at: Mapped[datetime]
 
 
 class Dataset(Base):
@@ -59,24 +53,24 @@ class Dataset(Base):
     __tablename__ = "processed_feature_data"
 
     run_id: Mapped[str] = mapped_column(String(64), primary_key=True)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    as_of: Mapped[date] = mapped_column(Date)
-    tickers: Mapped[list[str]] = mapped_column(JSON)
-    start_date: Mapped[date] = mapped_column(Date)
-    end_date: Mapped[date] = mapped_column(Date)
-    n_sessions: Mapped[int] = mapped_column(Integer)
-    feature_names: Mapped[list[str]] = mapped_column(JSON)
-    feature_spec: Mapped[dict[str, Any]] = mapped_column(JSON)
-    config: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime]
+    as_of: Mapped[date]
+    tickers: Mapped[list[str]]
+    start_date: Mapped[date]
+    end_date: Mapped[date]
+    n_sessions: Mapped[int]
+    feature_names: Mapped[list[str]]
+    feature_spec: Mapped[dict[str, Any]]
+    config: Mapped[dict[str, Any]]
     content_hash: Mapped[str] = mapped_column(String(64), index=True)
     # Arrays of the panel (`features.dataset.Panel`), rows by session; dates as int64 ordinals.
-    dates_npy: Mapped[bytes] = mapped_column(LargeBinary)
-    features_npy: Mapped[bytes] = mapped_column(LargeBinary)
-    closes_npy: Mapped[bytes] = mapped_column(LargeBinary)
-    target_price_npy: Mapped[bytes] = mapped_column(LargeBinary)
-    target_return_npy: Mapped[bytes] = mapped_column(LargeBinary)
+    dates_npy: Mapped[bytes]
+    features_npy: Mapped[bytes]
+    closes_npy: Mapped[bytes]
+    target_price_npy: Mapped[bytes]
+    target_return_npy: Mapped[bytes]
     # Revision 0002: bit 1 a usable row, bit 2 a real bar (NULL: an old dataset, to process again).
-    mask_npy: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    mask_npy: Mapped[bytes | None]
 
 
 class ScaledFeatureSet(Base):
@@ -86,20 +80,20 @@ class ScaledFeatureSet(Base):
 
     run_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     set_name: Mapped[str] = mapped_column(String(16), primary_key=True)
-    n_windows: Mapped[int] = mapped_column(Integer)
-    first_target_date: Mapped[date | None] = mapped_column(Date, nullable=True)
-    last_target_date: Mapped[date | None] = mapped_column(Date, nullable=True)
+    n_windows: Mapped[int]
+    first_target_date: Mapped[date | None]
+    last_target_date: Mapped[date | None]
     # x_npy: the part's scaled slab (sessions, series, features); dates as int64 ordinals.
-    x_npy: Mapped[bytes] = mapped_column(LargeBinary)
-    y_npy: Mapped[bytes] = mapped_column(LargeBinary)
-    base_dates_npy: Mapped[bytes] = mapped_column(LargeBinary)
-    target_dates_npy: Mapped[bytes] = mapped_column(LargeBinary)
-    base_closes_npy: Mapped[bytes] = mapped_column(LargeBinary)
-    target_closes_npy: Mapped[bytes] = mapped_column(LargeBinary)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    x_npy: Mapped[bytes]
+    y_npy: Mapped[bytes]
+    base_dates_npy: Mapped[bytes]
+    target_dates_npy: Mapped[bytes]
+    base_closes_npy: Mapped[bytes]
+    target_closes_npy: Mapped[bytes]
+    created_at: Mapped[datetime]
     # Revision 0002: windows as (row in the slab, series) pairs and the context covariate rows.
-    windows_npy: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
-    context_npy: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    windows_npy: Mapped[bytes | None]
+    context_npy: Mapped[bytes | None]
 
 
 class Scaler(Base):
@@ -109,10 +103,10 @@ class Scaler(Base):
 
     run_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     target_kind: Mapped[str] = mapped_column(String(16))
-    sequence_length: Mapped[int] = mapped_column(Integer)
-    params: Mapped[dict[str, Any]] = mapped_column(JSON)
-    split: Mapped[dict[str, Any]] = mapped_column(JSON)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    sequence_length: Mapped[int]
+    params: Mapped[dict[str, Any]]
+    split: Mapped[dict[str, Any]]
+    created_at: Mapped[datetime]
 
 
 class OptimizationResult(Base):
@@ -122,12 +116,12 @@ class OptimizationResult(Base):
 
     run_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     study_name: Mapped[str] = mapped_column(String(128))
-    best_params: Mapped[dict[str, Any]] = mapped_column(JSON)
-    best_value: Mapped[float | None] = mapped_column(Double, nullable=True)
-    n_trials: Mapped[int] = mapped_column(Integer)
-    n_complete: Mapped[int] = mapped_column(Integer)
-    n_pruned: Mapped[int] = mapped_column(Integer)
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    best_params: Mapped[dict[str, Any]]
+    best_value: Mapped[float | None]
+    n_trials: Mapped[int]
+    n_complete: Mapped[int]
+    n_pruned: Mapped[int]
+    updated_at: Mapped[datetime]
 
 
 class LatestPrediction(Base):
@@ -135,31 +129,31 @@ class LatestPrediction(Base):
 
     __tablename__ = "latest_predictions"
 
-    target_date: Mapped[date] = mapped_column(Date, primary_key=True)
+    target_date: Mapped[date] = mapped_column(primary_key=True)
     ticker: Mapped[str] = mapped_column(String(24), primary_key=True)
     model_version: Mapped[str] = mapped_column(String(32), primary_key=True)
-    as_of: Mapped[date] = mapped_column(Date)
-    base_date: Mapped[date] = mapped_column(Date)
-    base_close: Mapped[float] = mapped_column(Double)
-    predicted_close: Mapped[float] = mapped_column(Double)
+    as_of: Mapped[date]
+    base_date: Mapped[date]
+    base_close: Mapped[float]
+    predicted_close: Mapped[float]
     dataset_run_id: Mapped[str] = mapped_column(String(64))
-    pipeline_run_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    pipeline_run_id: Mapped[int | None]
+    created_at: Mapped[datetime]
     # Revision 0002: quantiles of the next close (2.5 .. 97.5%), P(up), what was served and why.
-    q025: Mapped[float | None] = mapped_column(Double, nullable=True)
-    q10: Mapped[float | None] = mapped_column(Double, nullable=True)
-    q50: Mapped[float | None] = mapped_column(Double, nullable=True)
-    q90: Mapped[float | None] = mapped_column(Double, nullable=True)
-    q975: Mapped[float | None] = mapped_column(Double, nullable=True)
-    p_up: Mapped[float | None] = mapped_column(Double, nullable=True)
-    source: Mapped[str | None] = mapped_column(String(16), nullable=True)  # model | naive
-    p_value: Mapped[float | None] = mapped_column(Double, nullable=True)
-    interval_source: Mapped[str | None] = mapped_column(String(16), nullable=True)  # model | garch | rolling
-    interval_p_value: Mapped[float | None] = mapped_column(Double, nullable=True)
-    unseen: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
-    detail: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)  # every candidate's
+    q025: Mapped[float | None]
+    q10: Mapped[float | None]
+    q50: Mapped[float | None]
+    q90: Mapped[float | None]
+    q975: Mapped[float | None]
+    p_up: Mapped[float | None]
+    source: Mapped[str | None] = mapped_column(String(16))  # model | naive
+    p_value: Mapped[float | None]
+    interval_source: Mapped[str | None] = mapped_column(String(16))  # model | garch | rolling
+    interval_p_value: Mapped[float | None]
+    unseen: Mapped[bool | None]
+    detail: Mapped[dict[str, Any] | None]  # every candidate's
     # Revision 0003: why a restated history voided it; a void row is never scored, shown or counted.
-    void_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    void_reason: Mapped[str | None] = mapped_column(Text)
 
 
 class ModelPerformance(Base):
@@ -167,28 +161,28 @@ class ModelPerformance(Base):
 
     __tablename__ = "model_performance_log"
 
-    target_date: Mapped[date] = mapped_column(Date, primary_key=True)
+    target_date: Mapped[date] = mapped_column(primary_key=True)
     ticker: Mapped[str] = mapped_column(String(24), primary_key=True)
     model_version: Mapped[str] = mapped_column(String(32), primary_key=True)
-    base_date: Mapped[date] = mapped_column(Date)
-    base_close: Mapped[float] = mapped_column(Double)
-    predicted_close: Mapped[float] = mapped_column(Double)
-    actual_close: Mapped[float] = mapped_column(Double)
-    abs_error: Mapped[float] = mapped_column(Double)
-    abs_pct_error: Mapped[float] = mapped_column(Double)
-    naive_abs_error: Mapped[float] = mapped_column(Double)
-    evaluated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    base_date: Mapped[date]
+    base_close: Mapped[float]
+    predicted_close: Mapped[float]
+    actual_close: Mapped[float]
+    abs_error: Mapped[float]
+    abs_pct_error: Mapped[float]
+    naive_abs_error: Mapped[float]
+    evaluated_at: Mapped[datetime]
     # Revision 0002: `ml.metrics.direction_scores` (1 hit, 0 miss, 0.5 no change forecast, NULL flat).
-    direction_score: Mapped[float | None] = mapped_column(Double, nullable=True)
-    q025: Mapped[float | None] = mapped_column(Double, nullable=True)
-    q10: Mapped[float | None] = mapped_column(Double, nullable=True)
-    q50: Mapped[float | None] = mapped_column(Double, nullable=True)
-    q90: Mapped[float | None] = mapped_column(Double, nullable=True)
-    q975: Mapped[float | None] = mapped_column(Double, nullable=True)
-    source: Mapped[str | None] = mapped_column(String(16), nullable=True)
-    interval_source: Mapped[str | None] = mapped_column(String(16), nullable=True)
-    detail: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
-    void_reason: Mapped[str | None] = mapped_column(Text, nullable=True)  # revision 0003
+    direction_score: Mapped[float | None]
+    q025: Mapped[float | None]
+    q10: Mapped[float | None]
+    q50: Mapped[float | None]
+    q90: Mapped[float | None]
+    q975: Mapped[float | None]
+    source: Mapped[str | None] = mapped_column(String(16))
+    interval_source: Mapped[str | None] = mapped_column(String(16))
+    detail: Mapped[dict[str, Any] | None]
+    void_reason: Mapped[str | None] = mapped_column(Text)  # revision 0003
 
 
 class PipelineRun(Base):
@@ -197,19 +191,19 @@ class PipelineRun(Base):
     __tablename__ = "pipeline_runs"
     __table_args__ = (Index("ix_pipeline_runs_command_started", "command", "started_at"),)
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
     command: Mapped[str] = mapped_column(String(32))
-    as_of: Mapped[date | None] = mapped_column(Date, nullable=True)
+    as_of: Mapped[date | None]
     status: Mapped[str] = mapped_column(String(16))  # running, ok, partial, failed, skipped
-    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
-    duration_s: Mapped[float | None] = mapped_column(Double, nullable=True)
-    pid: Mapped[int | None] = mapped_column(Integer, nullable=True)
-    host: Mapped[str | None] = mapped_column(String(255), nullable=True)
-    error: Mapped[str | None] = mapped_column(Text, nullable=True)
-    details: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    started_at: Mapped[datetime]
+    finished_at: Mapped[datetime | None]
+    duration_s: Mapped[float | None]
+    pid: Mapped[int | None]
+    host: Mapped[str | None] = mapped_column(String(255))
+    error: Mapped[str | None] = mapped_column(Text)
+    details: Mapped[dict[str, Any] | None]
     # Revision 0004: what went wrong without changing the outcome (a notification not delivered).
-    warnings: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
+    warnings: Mapped[list[str] | None]
 
 
 class Promotion(Base):
@@ -217,28 +211,28 @@ class Promotion(Base):
 
     __tablename__ = "promotions"
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    decided_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    decided_at: Mapped[datetime]
     candidate_version: Mapped[str] = mapped_column(String(32))
-    production_version: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    production_version: Mapped[str | None] = mapped_column(String(32))
     metric: Mapped[str] = mapped_column(String(16))
-    candidate_metrics: Mapped[dict[str, Any]] = mapped_column(JSON)
-    production_metrics: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
-    naive_metrics: Mapped[dict[str, Any]] = mapped_column(JSON)
-    window_start: Mapped[date | None] = mapped_column(Date, nullable=True)
-    window_end: Mapped[date | None] = mapped_column(Date, nullable=True)
-    dataset_run_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
-    promoted: Mapped[bool] = mapped_column(Boolean)
-    dry_run: Mapped[bool] = mapped_column(Boolean, default=False)
+    candidate_metrics: Mapped[dict[str, Any]]
+    production_metrics: Mapped[dict[str, Any] | None]
+    naive_metrics: Mapped[dict[str, Any]]
+    window_start: Mapped[date | None]
+    window_end: Mapped[date | None]
+    dataset_run_id: Mapped[str | None] = mapped_column(String(64))
+    promoted: Mapped[bool]
+    dry_run: Mapped[bool] = mapped_column(default=False)
     reason: Mapped[str] = mapped_column(Text)
-    pipeline_run_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    pipeline_run_id: Mapped[int | None]
     # Revision 0002: the paired test (p-value, improvement and its 95% interval), per-ticker decisions.
-    test: Mapped[str | None] = mapped_column(String(32), nullable=True)
-    p_value: Mapped[float | None] = mapped_column(Double, nullable=True)
-    improvement: Mapped[float | None] = mapped_column(Double, nullable=True)
-    improvement_low: Mapped[float | None] = mapped_column(Double, nullable=True)
-    improvement_high: Mapped[float | None] = mapped_column(Double, nullable=True)
-    selection: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    test: Mapped[str | None] = mapped_column(String(32))
+    p_value: Mapped[float | None]
+    improvement: Mapped[float | None]
+    improvement_low: Mapped[float | None]
+    improvement_high: Mapped[float | None]
+    selection: Mapped[dict[str, Any] | None]
 
 
 class IntervalState(Base):
@@ -248,14 +242,14 @@ class IntervalState(Base):
     __tablename__ = "interval_state"
 
     ticker: Mapped[str] = mapped_column(String(24), primary_key=True)
-    level: Mapped[int] = mapped_column(Integer, primary_key=True)  # 80 or 95
+    level: Mapped[int] = mapped_column(primary_key=True)  # 80 or 95
     model_version: Mapped[str] = mapped_column(String(32))
     source: Mapped[str] = mapped_column(String(16))
-    alpha: Mapped[float] = mapped_column(Double)
-    n_updates: Mapped[int] = mapped_column(Integer)
-    misses: Mapped[int] = mapped_column(Integer)
-    last_target_date: Mapped[date | None] = mapped_column(Date, nullable=True)
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    alpha: Mapped[float]
+    n_updates: Mapped[int]
+    misses: Mapped[int]
+    last_target_date: Mapped[date | None]
+    updated_at: Mapped[datetime]
 
 
 class ServingSelection(Base):
@@ -267,20 +261,20 @@ class ServingSelection(Base):
     model_version: Mapped[str] = mapped_column(String(32), primary_key=True)
     ticker: Mapped[str] = mapped_column(String(24), primary_key=True)
     point_source: Mapped[str] = mapped_column(String(16))  # model | naive
-    point_p_value: Mapped[float | None] = mapped_column(Double, nullable=True)
-    point_skill: Mapped[float | None] = mapped_column(Double, nullable=True)
+    point_p_value: Mapped[float | None]
+    point_skill: Mapped[float | None]
     # A candidate: network, rolling, garch, gjr, har_range, blend.
     interval_source: Mapped[str] = mapped_column(String(16))
-    interval_p_value: Mapped[float | None] = mapped_column(Double, nullable=True)
-    interval_skill: Mapped[float | None] = mapped_column(Double, nullable=True)
+    interval_p_value: Mapped[float | None]
+    interval_skill: Mapped[float | None]
     # Revision 0005: whose P(up) is served ("base_rate": the up-share of the training dates).
-    p_up_source: Mapped[str | None] = mapped_column(String(16), nullable=True)
-    p_up_p_value: Mapped[float | None] = mapped_column(Double, nullable=True)
-    window_start: Mapped[date | None] = mapped_column(Date, nullable=True)
-    window_end: Mapped[date | None] = mapped_column(Date, nullable=True)
-    n_sessions: Mapped[int] = mapped_column(Integer)
-    promotion_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
-    decided_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    p_up_source: Mapped[str | None] = mapped_column(String(16))
+    p_up_p_value: Mapped[float | None]
+    window_start: Mapped[date | None]
+    window_end: Mapped[date | None]
+    n_sessions: Mapped[int]
+    promotion_id: Mapped[int | None]
+    decided_at: Mapped[datetime]
 
 
 class ForecasterFit(Base):
@@ -291,11 +285,11 @@ class ForecasterFit(Base):
 
     ticker: Mapped[str] = mapped_column(String(24), primary_key=True)
     forecaster: Mapped[str] = mapped_column(String(16), primary_key=True)
-    fit_end: Mapped[date] = mapped_column(Date, primary_key=True)
-    fit_start: Mapped[date | None] = mapped_column(Date, nullable=True)
-    n_sessions: Mapped[int] = mapped_column(Integer)
-    params: Mapped[Any | None] = mapped_column(JSON, nullable=True)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    fit_end: Mapped[date] = mapped_column(primary_key=True)
+    fit_start: Mapped[date | None]
+    n_sessions: Mapped[int]
+    params: Mapped[Any | None] = mapped_column(JSON)
+    created_at: Mapped[datetime]
 
 
 class HorizonPrediction(Base):
@@ -308,31 +302,31 @@ class HorizonPrediction(Base):
     __tablename__ = "horizon_predictions"
 
     ticker: Mapped[str] = mapped_column(String(24), primary_key=True)
-    base_date: Mapped[date] = mapped_column(Date, primary_key=True)
-    horizon: Mapped[int] = mapped_column(Integer, primary_key=True)
+    base_date: Mapped[date] = mapped_column(primary_key=True)
+    horizon: Mapped[int] = mapped_column(primary_key=True)
     model_version: Mapped[str] = mapped_column(String(32), primary_key=True)
-    target_date: Mapped[date] = mapped_column(Date, index=True)
-    as_of: Mapped[date] = mapped_column(Date)
-    base_close: Mapped[float] = mapped_column(Double)
-    q025: Mapped[float | None] = mapped_column(Double, nullable=True)
-    q10: Mapped[float | None] = mapped_column(Double, nullable=True)
-    q50: Mapped[float | None] = mapped_column(Double, nullable=True)
-    q90: Mapped[float | None] = mapped_column(Double, nullable=True)
-    q975: Mapped[float | None] = mapped_column(Double, nullable=True)
-    p_up: Mapped[float | None] = mapped_column(Double, nullable=True)
-    var_95: Mapped[float | None] = mapped_column(Double, nullable=True)
-    var_99: Mapped[float | None] = mapped_column(Double, nullable=True)
-    es_95: Mapped[float | None] = mapped_column(Double, nullable=True)
-    es_99: Mapped[float | None] = mapped_column(Double, nullable=True)
-    source: Mapped[str | None] = mapped_column(String(16), nullable=True)  # the served candidate
-    p_value: Mapped[float | None] = mapped_column(Double, nullable=True)  # the test that chose it
-    tail: Mapped[list[float | None] | None] = mapped_column(JSON, nullable=True)
-    candidates: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
-    pipeline_run_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    actual_close: Mapped[float | None] = mapped_column(Double, nullable=True)
-    scored_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
-    void_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    target_date: Mapped[date] = mapped_column(index=True)
+    as_of: Mapped[date]
+    base_close: Mapped[float]
+    q025: Mapped[float | None]
+    q10: Mapped[float | None]
+    q50: Mapped[float | None]
+    q90: Mapped[float | None]
+    q975: Mapped[float | None]
+    p_up: Mapped[float | None]
+    var_95: Mapped[float | None]
+    var_99: Mapped[float | None]
+    es_95: Mapped[float | None]
+    es_99: Mapped[float | None]
+    source: Mapped[str | None] = mapped_column(String(16))  # the served candidate
+    p_value: Mapped[float | None]  # the test that chose it
+    tail: Mapped[list[float | None] | None] = mapped_column(JSON)
+    candidates: Mapped[dict[str, Any] | None]
+    pipeline_run_id: Mapped[int | None]
+    created_at: Mapped[datetime]
+    actual_close: Mapped[float | None]
+    scored_at: Mapped[datetime | None]
+    void_reason: Mapped[str | None] = mapped_column(Text)
 
 
 class HorizonServing(Base):
@@ -342,14 +336,14 @@ class HorizonServing(Base):
     __tablename__ = "horizon_serving"
 
     ticker: Mapped[str] = mapped_column(String(24), primary_key=True)
-    horizon: Mapped[int] = mapped_column(Integer, primary_key=True)
+    horizon: Mapped[int] = mapped_column(primary_key=True)
     source: Mapped[str] = mapped_column(String(16))
-    p_value: Mapped[float | None] = mapped_column(Double, nullable=True)
-    skill: Mapped[float | None] = mapped_column(Double, nullable=True)
-    n_sessions: Mapped[int] = mapped_column(Integer)
-    window_end: Mapped[date | None] = mapped_column(Date, nullable=True)
-    alpha_80: Mapped[float | None] = mapped_column(Double, nullable=True)
-    alpha_95: Mapped[float | None] = mapped_column(Double, nullable=True)
-    aci_source: Mapped[str | None] = mapped_column(String(16), nullable=True)
-    last_target_date: Mapped[date | None] = mapped_column(Date, nullable=True)
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    p_value: Mapped[float | None]
+    skill: Mapped[float | None]
+    n_sessions: Mapped[int]
+    window_end: Mapped[date | None]
+    alpha_80: Mapped[float | None]
+    alpha_95: Mapped[float | None]
+    aci_source: Mapped[str | None] = mapped_column(String(16))
+    last_target_date: Mapped[date | None]
+    updated_at: Mapped[datetime]

@@ -22,7 +22,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields
 from datetime import date
 from typing import TYPE_CHECKING, Any, Self
 
@@ -69,16 +69,13 @@ class DatasetSpec:
 
     def to_json(self) -> dict[str, Any]:
         """The spec as stored: dates as ISO text, tuples as lists, an absent (None) field left out."""
-        values = {item.name: getattr(self, item.name) for item in fields(self)}
-        return {name: to_plain(value) for name, value in values.items() if value is not None}
+        return {name: to_plain(value) for name, value in asdict(self).items() if value is not None}
 
     @classmethod
     def from_json(cls, plain: Mapping[str, Any]) -> Self:
         """A spec from its stored JSON; raises TypeError when a required key is missing."""
-        values = {item.name: plain[item.name] for item in fields(cls) if plain.get(item.name) is not None}
-        for name, value in values.items():
-            values[name] = date.fromisoformat(value) if name.endswith("_date") else _tupled(value)
-        return cls(**values)
+        names = [item.name for item in fields(cls) if plain.get(item.name) is not None]
+        return cls(**{name: _from_plain(name, plain[name]) for name in names})
 
     def built(
         self,
@@ -115,7 +112,9 @@ class BuiltSpec(DatasetSpec):
     end_date: date | None = None
 
 
-def _tupled(value: Any) -> Any:
+def _from_plain(name: str, value: Any) -> Any:
+    if name.endswith("_date"):
+        return date.fromisoformat(value)
     return tuple(value) if isinstance(value, list) else value
 
 
@@ -170,11 +169,9 @@ def _series_arrays(
     frame: pd.DataFrame, start: date | None, end: date | None
 ) -> tuple[np.ndarray, list[np.ndarray]]:
     days = dates_to_days(frame.index)
-    keep = np.ones(len(days), dtype=bool)
-    if start is not None:
-        keep &= days >= start.toordinal() - _EPOCH
-    if end is not None:
-        keep &= days <= end.toordinal() - _EPOCH
+    low = -np.inf if start is None else start.toordinal() - _EPOCH
+    high = np.inf if end is None else end.toordinal() - _EPOCH
+    keep = (days >= low) & (days <= high)
     columns = [frame[c].to_numpy(dtype=np.float64)[keep] for c in OHLCV]
     days = days[keep]
     if len(days) > 1 and not (np.diff(days) > 0).all():
@@ -234,11 +231,9 @@ def make_panel(
     for done, s in enumerate(short, 1):
         report(f"features {series[s]}", done, n_series)
     done = len(short)
-    own_bars = [per_series[s][1] for s in long_enough]
-    for i, values in iter_model_features(own_bars, resolved):
+    for i, values in iter_model_features([per_series[s][1] for s in long_enough], resolved):
         s = long_enough[i]
         days, columns = per_series[s]
-        close = columns[OHLCV.index("close")]
         usable = np.isfinite(values).all(axis=1)
         direct = np.full(n_rows, -1, dtype=np.int64)
         direct[np.searchsorted(axis, days)[usable]] = np.flatnonzero(usable)
@@ -248,7 +243,7 @@ def make_panel(
         valid[:, s] = source >= 0
         chosen = source[valid[:, s]]
         features[valid[:, s], s, :] = values[chosen]
-        closes[valid[:, s], s] = close[chosen]
+        closes[valid[:, s], s] = columns[OHLCV.index("close")][chosen]
         done += 1
         report(f"features {series[s]}", done, n_series)
     target_price = np.full((n_rows, n_series), np.nan)
@@ -379,11 +374,9 @@ def fit_feature_scaler(
     features: np.ndarray, valid: np.ndarray, last_row: int, kept: Sequence[int]
 ) -> tuple[np.ndarray, np.ndarray]:
     """Pooled mean and scale per kept feature over every series' valid rows up to `last_row`."""
-    block = features[: last_row + 1][valid[: last_row + 1]]  # (n, features)
-    block = block[:, list(kept)]
+    block = features[: last_row + 1][valid[: last_row + 1]][:, list(kept)]  # (n, kept features)
     mean = block.mean(axis=0)
-    std = block.std(axis=0)
-    return mean, _safe_scale(std, mean)
+    return mean, _safe_scale(block.std(axis=0), mean)
 
 
 def scale_features(
@@ -530,8 +523,7 @@ def build_sets(
     L = sequence_length
     rows, series = window_pairs(panel, L)
     needed = min_windows(train_fraction, validation_fraction)
-    day_of_row = dates_to_days(panel.dates)
-    target_days = day_of_row[rows + 1]
+    target_days = dates_to_days(panel.dates)[rows + 1]
     if len(np.unique(target_days)) < needed:
         raise NoDataError(
             f"The dataset has {len(rows)} windows of {L} sessions on {len(np.unique(target_days))} target "
@@ -586,17 +578,15 @@ def build_sets(
     }
     windows_per_ticker: dict[str, dict[str, int]] = {t: dict.fromkeys(PARTS, 0) for t in panel.tickers}
     for code, name in enumerate(PARTS):
-        chosen = np.flatnonzero(parts_of == code)
-        part_rows, part_series = rows[chosen], series[chosen]
-        slab_start = int(part_rows.min()) - L + 1
-        slab_end = int(part_rows.max()) + 1
-        part_returns = panel.target_return[part_rows, part_series]
+        part_rows, part_series = rows[parts_of == code], series[parts_of == code]
+        first_row, last_row = int(part_rows.min()), int(part_rows.max())
+        slab_start = first_row - L + 1
         parts[name] = WindowSet(
-            slab=scaled[slab_start:slab_end],
-            context=context[slab_start:slab_end],
+            slab=scaled[slab_start : last_row + 1],
+            context=context[slab_start : last_row + 1],
             rows=part_rows - slab_start,
             series=part_series,
-            y=scale_target(target, part_returns),
+            y=scale_target(target, panel.target_return[part_rows, part_series]),
             base_dates=[panel.dates[i] for i in part_rows],
             target_dates=[panel.dates[i + 1] for i in part_rows],
             base_closes=panel.closes[part_rows, part_series].copy(),
@@ -607,11 +597,11 @@ def build_sets(
         for s in np.unique(part_series):
             windows_per_ticker[panel.series[int(s)]][name] = int((part_series == s).sum())
         split[name] = {
-            "windows": len(chosen),
-            "first_base_date": panel.dates[int(part_rows.min())].isoformat(),
-            "last_base_date": panel.dates[int(part_rows.max())].isoformat(),
-            "first_target_date": panel.dates[int(part_rows.min()) + 1].isoformat(),
-            "last_target_date": panel.dates[int(part_rows.max()) + 1].isoformat(),
+            "windows": len(part_rows),
+            "first_base_date": panel.dates[first_row].isoformat(),
+            "last_base_date": panel.dates[last_row].isoformat(),
+            "first_target_date": panel.dates[first_row + 1].isoformat(),
+            "last_target_date": panel.dates[last_row + 1].isoformat(),
         }
     split["train_last_target_date"] = days_to_dates(np.array([train_last_day]))[0].isoformat()
     return BuildOutput(

@@ -35,7 +35,7 @@ from stockcli.features.kernels import (
 
 OHLCV: tuple[str, ...] = ("open", "high", "low", "close", "volume")
 
-# Fallback for a non-finite value after warm-up: a number, "close" or "typical" ((h + l + c) / 3).
+# Fallback for a non-finite value after warm-up: a number, or the `Bars` line "close" or "typical".
 Fallback = float | str
 
 
@@ -65,9 +65,10 @@ class IndicatorDef:
     params: Mapping[str, tuple[type, Any]]
     warmup: Callable[[Mapping[str, Any]], int]
     compute: Callable[[Bars, Mapping[str, Any]], list[np.ndarray]]
-    fallbacks: Callable[[Mapping[str, Any]], list[Fallback]]
-    description: str = ""
-    kinds: Callable[[Mapping[str, Any]], list[str]] | None = None  # None: all "level" (`SCALE_KINDS`)
+    description: str
+    kind: str = "level"  # every column's (`SCALE_KINDS`)
+    # None: the close for a "price" indicator, else 0 (ta's `fillna`); a callable is asked on use.
+    fallback: Fallback | Callable[[], float] | None = None
     memory: Callable[[Mapping[str, Any]], int] = lambda p: 0  # 0: a finite window
     # None: one column named by the indicator and every parameter (`psar_0.02_0.2`).
     columns: Callable[[Mapping[str, Any]], list[str]] | None = None
@@ -76,6 +77,11 @@ class IndicatorDef:
         if self.columns is not None:
             return self.columns(params)
         return ["_".join([self.name, *(_fmt(params[key]) for key in self.params)])]
+
+    def fill(self) -> Fallback:
+        if self.fallback is None:
+            return "close" if self.kind == "price" else 0.0
+        return self.fallback() if callable(self.fallback) else self.fallback
 
 
 def _fmt(value: Any) -> str:
@@ -119,11 +125,9 @@ def _compute_obv(m: Bars, p: Mapping[str, Any]) -> list[np.ndarray]:
 
 
 def _compute_vwap(m: Bars, p: Mapping[str, Any]) -> list[np.ndarray]:
-    typical_price_volume = ((m.high + m.low + m.close) / 3.0) * m.volume
-    total_pv = rolling(typical_price_volume, p["window"], "sum")
-    total_volume = rolling(m.volume, p["window"], "sum")
+    total_pv = rolling(m.typical * m.volume, p["window"], "sum")
     with np.errstate(invalid="ignore", divide="ignore"):
-        return [total_pv / total_volume]
+        return [total_pv / rolling(m.volume, p["window"], "sum")]
 
 
 def _compute_stoch(m: Bars, p: Mapping[str, Any]) -> list[np.ndarray]:
@@ -189,10 +193,6 @@ def _range_variance(m: Bars, estimator: str) -> np.ndarray:
 def _trailing_mean(values: np.ndarray, window: int) -> np.ndarray:
     """Mean of each row's last `window` values (NaN before a full window or over a NaN); summed
     window by window, so row t depends on nothing outside its window (bit for bit)."""
-    return in_row_chunks(_trailing_mean_rows, (values,), window)
-
-
-def _trailing_mean_rows(values: np.ndarray, window: int) -> np.ndarray:
     out = np.full(values.shape, np.nan)
     if values.shape[-1] >= window:
         out[..., window - 1 :] = np.lib.stride_tricks.sliding_window_view(values, window, axis=-1).mean(
@@ -201,40 +201,32 @@ def _trailing_mean_rows(values: np.ndarray, window: int) -> np.ndarray:
     return out
 
 
-def _log_variance_floor(p: Mapping[str, Any]) -> list[Fallback]:
+def _log_variance_floor() -> float:
     from stockcli.ml.forecasters.har import VARIANCE_FLOOR
 
-    return [math.log(VARIANCE_FLOOR)]
+    return math.log(VARIANCE_FLOOR)
 
 
 def _range_variance_def(estimator: str, intraday: str) -> IndicatorDef:
     def compute(m: Bars, p: Mapping[str, Any]) -> list[np.ndarray]:
         with np.errstate(divide="ignore", invalid="ignore"):
-            return [np.log(_trailing_mean(_range_variance(m, estimator), p["window"]))]
+            return [np.log(in_row_chunks(_trailing_mean, (_range_variance(m, estimator),), p["window"]))]
 
     return IndicatorDef(
         estimator,
         {"window": (int, 1)},
         lambda p: p["window"],  # the first variance needs the previous close
         compute,
-        _log_variance_floor,
         f"log of the mean over `window` sessions of the {estimator.replace('_', '-').title()} daily variance "
         f"(overnight gap squared + {intraday})",
+        fallback=_log_variance_floor,
     )
 
 
 def _compute_overnight_gap(m: Bars, p: Mapping[str, Any]) -> list[np.ndarray]:
     with np.errstate(divide="ignore", invalid="ignore"):
         gap = np.log(m.open / shift_rows(m.close, 1))
-    return [_trailing_mean(gap, p["window"])]
-
-
-def _one(value: Fallback) -> Callable[[Mapping[str, Any]], list[Fallback]]:
-    return lambda p: [value]
-
-
-def _two(value: Fallback) -> Callable[[Mapping[str, Any]], list[Fallback]]:
-    return lambda p: [value, value]
+    return [in_row_chunks(_trailing_mean, (gap,), p["window"])]
 
 
 INDICATORS: dict[str, IndicatorDef] = {
@@ -245,9 +237,8 @@ INDICATORS: dict[str, IndicatorDef] = {
             {"window": (int, 14)},
             lambda p: p["window"] - 1,
             lambda m, p: [ema_rows(m.close, p["window"])],
-            _one("close"),
             "exponential moving average of the close",
-            kinds=lambda p: ["price"],
+            kind="price",
             memory=lambda p: _ema_memory(p["window"]),
         ),
         IndicatorDef(
@@ -255,17 +246,16 @@ INDICATORS: dict[str, IndicatorDef] = {
             {"window": (int, 20)},
             lambda p: p["window"] - 1,
             lambda m, p: [rolling(m.close, p["window"], "mean")],
-            _one("close"),
             "simple moving average of the close",
-            kinds=lambda p: ["price"],
+            kind="price",
         ),
         IndicatorDef(
             "rsi",
             {"window": (int, 14)},
             lambda p: p["window"],
             _compute_rsi,
-            _one(50.0),
             "relative strength index",
+            fallback=50.0,
             memory=lambda p: _wilder_memory(p["window"]),
         ),
         IndicatorDef(
@@ -273,9 +263,8 @@ INDICATORS: dict[str, IndicatorDef] = {
             {"window_slow": (int, 26), "window_fast": (int, 12), "window_sign": (int, 9)},
             lambda p: max(p["window_slow"], p["window_fast"]) - 1,
             lambda m, p: [ema_rows(m.close, p["window_fast"]) - ema_rows(m.close, p["window_slow"])],
-            _one(0.0),
             "MACD line (fast EMA minus slow EMA)",
-            kinds=lambda p: ["price_delta"],
+            kind="price_delta",
             memory=lambda p: _ema_memory(max(p["window_slow"], p["window_fast"])),
             columns=lambda p: [f"macd_{p['window_fast']}_{p['window_slow']}"],
         ),
@@ -284,9 +273,8 @@ INDICATORS: dict[str, IndicatorDef] = {
             {"window": (int, 20), "window_dev": (float, 2.0)},
             lambda p: p["window"] - 1,
             _compute_bollinger,
-            _two("close"),
             "Bollinger high and low bands",
-            kinds=lambda p: ["price", "price"],
+            kind="price",
             columns=lambda p: [
                 f"bb_high_{p['window']}_{_fmt(p['window_dev'])}",
                 f"bb_low_{p['window']}_{_fmt(p['window_dev'])}",
@@ -297,9 +285,8 @@ INDICATORS: dict[str, IndicatorDef] = {
             {"window": (int, 14)},
             lambda p: p["window"] - 1,
             lambda m, p: [atr_many(m.high, m.low, m.close, p["window"])],
-            _one(0.0),
             "average true range",
-            kinds=lambda p: ["price_delta"],
+            kind="price_delta",
             memory=lambda p: _wilder_memory(p["window"]),
         ),
         IndicatorDef(
@@ -307,24 +294,22 @@ INDICATORS: dict[str, IndicatorDef] = {
             {},
             lambda p: 1,
             _compute_obv,
-            _one(0.0),
             "on-balance volume",
-            kinds=lambda p: ["flow"],
+            kind="flow",
         ),
         IndicatorDef(
             "mfi",
             {"window": (int, 14)},
             lambda p: p["window"],
             lambda m, p: [in_row_chunks(mfi, (m.high, m.low, m.close, m.volume), p["window"])],
-            _one(50.0),
             "money flow index",
+            fallback=50.0,
         ),
         IndicatorDef(
             "adx",
             {"window": (int, 14)},
             lambda p: max(2 * p["window"] - 1, p["window"] + 1),
             lambda m, p: list(adx_many(m.high, m.low, m.close, p["window"])),
-            lambda p: [0.0, 0.0, 0.0],
             "average directional index with +DI and -DI",
             memory=lambda p: _wilder_memory(2 * p["window"]),
             columns=lambda p: [f"adx_{p['window']}", f"adx_pos_{p['window']}", f"adx_neg_{p['window']}"],
@@ -334,26 +319,25 @@ INDICATORS: dict[str, IndicatorDef] = {
             {"window": (int, 14)},
             lambda p: p["window"] - 1,
             _compute_vwap,
-            _one("typical"),
             "rolling volume-weighted average price",
-            kinds=lambda p: ["price"],
+            kind="price",
+            fallback="typical",
         ),
         IndicatorDef(
             "psar",
             {"step": (float, 0.02), "max_step": (float, 0.2)},
             lambda p: 2,
             lambda m, p: [psar_many(m.high, m.low, m.close, p["step"], p["max_step"])],
-            _one("close"),
             "parabolic stop and reverse",
-            kinds=lambda p: ["price"],
+            kind="price",
         ),
         IndicatorDef(
             "stoch",
             {"window": (int, 14), "smooth_window": (int, 3)},
             lambda p: p["window"] + p["smooth_window"] - 2,
             _compute_stoch,
-            _two(50.0),
             "stochastic %K and %D",
+            fallback=50.0,
             columns=lambda p: [f"stoch_k_{p['window']}", f"stoch_d_{p['window']}_{p['smooth_window']}"],
         ),
         IndicatorDef(
@@ -361,7 +345,6 @@ INDICATORS: dict[str, IndicatorDef] = {
             {"window": (int, 20), "constant": (float, 0.015)},
             lambda p: p["window"] - 1,
             lambda m, p: [in_row_chunks(cci, (m.high, m.low, m.close), p["window"], p["constant"])],
-            _one(0.0),
             "commodity channel index",
             columns=lambda p: [f"cci_{p['window']}"],
         ),
@@ -370,17 +353,16 @@ INDICATORS: dict[str, IndicatorDef] = {
             {"lbp": (int, 14)},
             lambda p: p["lbp"] - 1,
             _compute_williams_r,
-            _one(-50.0),
             "Williams %R",
+            fallback=-50.0,
         ),
         IndicatorDef(
             "donchian",
             {"window": (int, 20)},
             lambda p: p["window"] - 1,
             lambda m, p: [rolling(m.high, p["window"], "max"), rolling(m.low, p["window"], "min")],
-            _two("close"),
             "Donchian channel high and low",
-            kinds=lambda p: ["price", "price"],
+            kind="price",
             columns=lambda p: [f"donchian_high_{p['window']}", f"donchian_low_{p['window']}"],
         ),
         IndicatorDef(
@@ -393,27 +375,21 @@ INDICATORS: dict[str, IndicatorDef] = {
             },
             lambda p: p["window"] - 1 if p["original_version"] else max(p["window"], p["window_atr"]) - 1,
             _compute_keltner,
-            _two("close"),
             "Keltner channel high and low (window_atr and multiplier apply when original_version = false)",
-            kinds=lambda p: ["price", "price"],
+            kind="price",
             memory=lambda p: (
                 0 if p["original_version"] else max(_ema_memory(p["window"]), _wilder_memory(p["window_atr"]))
             ),
-            columns=lambda p: (
-                [f"keltner_high_{p['window']}", f"keltner_low_{p['window']}"]
-                if p["original_version"]
-                else [
-                    f"keltner_high_{p['window']}_{p['window_atr']}",
-                    f"keltner_low_{p['window']}_{p['window_atr']}",
-                ]
-            ),
+            columns=lambda p: [
+                f"keltner_{side}_{p['window']}" + ("" if p["original_version"] else f"_{p['window_atr']}")
+                for side in ("high", "low")
+            ],
         ),
         IndicatorDef(
             "log_return",
             {},
             lambda p: 1,
             _compute_log_return,
-            _one(0.0),
             "daily log return of the close, in percent",
         ),
         IndicatorDef(
@@ -421,7 +397,6 @@ INDICATORS: dict[str, IndicatorDef] = {
             {"window": (int, 12)},
             lambda p: p["window"],
             _compute_roc,
-            _one(0.0),
             "rate of change of the close, in percent",
         ),
         IndicatorDef(
@@ -429,16 +404,14 @@ INDICATORS: dict[str, IndicatorDef] = {
             {"window": (int, 20)},
             lambda p: p["window"] - 1,
             lambda m, p: [rolling(m.volume, p["window"], "mean")],
-            _one(0.0),
             "simple moving average of the volume",
-            kinds=lambda p: ["volume"],
+            kind="volume",
         ),
         IndicatorDef(
             "cmf",
             {"window": (int, 20)},
             lambda p: p["window"] - 1,
             _compute_cmf,
-            _one(0.0),
             "Chaikin money flow",
         ),
         IndicatorDef(
@@ -446,9 +419,8 @@ INDICATORS: dict[str, IndicatorDef] = {
             {"window": (int, 13)},
             lambda p: p["window"],
             lambda m, p: [ema_rows((m.close - shift_rows(m.close, 1)) * m.volume, p["window"])],
-            _one(0.0),
             "force index (EMA of close change x volume)",
-            kinds=lambda p: ["price_volume"],
+            kind="price_volume",
             memory=lambda p: _ema_memory(p["window"]),
         ),
         IndicatorDef(
@@ -456,16 +428,16 @@ INDICATORS: dict[str, IndicatorDef] = {
             {"window": (int, 20)},
             lambda p: p["window"],
             lambda m, p: [in_row_chunks(realized_vol_many, (m.close,), p["window"])],
-            _one(np.log(1e-8)),
             "log of the standard deviation of the last `window` daily log returns",
+            fallback=np.log(1e-8),
         ),
         IndicatorDef(
             "ewm_vol",
             {"decay": (float, 0.94)},
             lambda p: 20,
             lambda m, p: [ewm_vol_many(m.close, p["decay"])],
-            _one(np.log(1e-8)),
             "log of the exponentially weighted volatility of daily log returns (RiskMetrics, decay 0.94)",
+            fallback=np.log(1e-8),
             memory=lambda p: math.ceil(_FORGET / -math.log(p["decay"])),
         ),
         _range_variance_def("parkinson", "(ln H/L)^2 / (4 ln 2)"),
@@ -475,7 +447,6 @@ INDICATORS: dict[str, IndicatorDef] = {
             {"window": (int, 1)},
             lambda p: p["window"],
             _compute_overnight_gap,
-            _one(0.0),
             "mean over `window` sessions of the overnight gap log(open_t / close_(t-1))",
         ),
     )
@@ -491,10 +462,6 @@ class ResolvedIndicator:
     columns: tuple[str, ...]
     warmup: int
     definition: IndicatorDef = field(repr=False, compare=False)
-
-    def as_config(self) -> dict[str, Any]:
-        """The canonical config entry (JSON-able): name plus every parameter."""
-        return {"name": self.name, **self.params}
 
 
 Indicators: TypeAlias = Sequence[Mapping[str, Any]] | Sequence[ResolvedIndicator]
@@ -570,7 +537,7 @@ def resolve_indicators(indicators: Sequence[Mapping[str, Any]]) -> list[Resolved
 
 def canonical_indicators(indicators: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """The indicator entries with every parameter spelled out (what a dataset's spec records)."""
-    return [item.as_config() for item in resolve_indicators(indicators)]
+    return [{"name": item.name, **item.params} for item in resolve_indicators(indicators)]
 
 
 def feature_names(indicators: Indicators) -> list[str]:
@@ -597,10 +564,7 @@ VOLUME_BASE_WINDOW = 20
 def column_kinds(indicators: Indicators) -> list[str]:
     """The scale-free kind of every feature column, in `feature_names` order."""
     kinds = [OHLCV_KINDS[name] for name in OHLCV]
-    for item in _resolved(indicators):
-        kinds_of = item.definition.kinds
-        kinds.extend(kinds_of(item.params) if kinds_of else ["level"] * len(item.columns))
-    return kinds
+    return kinds + [item.definition.kind for item in _resolved(indicators) for _ in item.columns]
 
 
 def model_warmup(indicators: Indicators) -> int:
@@ -628,34 +592,29 @@ class ScaleFree:
         # An index may trade "zero shares": it gets neutral values instead of a 0/0.
         self.traded = np.isfinite(self.volume_base) & (self.volume_base > 0)
         self.safe_base = np.where(self.traded, self.volume_base, 1.0)
+        self.untraded = np.where(np.isfinite(self.volume_base), 0.0, np.nan)  # what a volume kind gets
 
     def __call__(self, column: np.ndarray, kind: str) -> np.ndarray:
-        close, volume_base, traded, safe_base = self.close, self.volume_base, self.traded, self.safe_base
         with np.errstate(divide="ignore", invalid="ignore"):
             if kind == "price":
-                return np.log(column / close)
+                return np.log(column / self.close)
             if kind == "price_delta":
-                return column / close
+                return column / self.close
             if kind == "level":
                 return np.array(column, dtype=np.float64)
             if kind == "return":
-                values = np.empty(column.shape)
-                values[..., 0] = np.nan
-                values[..., 1:] = np.log(column[..., 1:] / column[..., :-1])
-                return values
+                return np.log(column / shift_rows(column, 1))
             if kind == "volume":
-                ratio = np.log1p(np.maximum(column, 0.0) / safe_base)
-                return np.where(traded, ratio, np.where(np.isfinite(volume_base), 0.0, np.nan))
-            if kind == "flow":
-                change = np.full(column.shape, np.nan)
-                change[..., VOLUME_BASE_WINDOW:] = (
-                    column[..., VOLUME_BASE_WINDOW:] - column[..., :-VOLUME_BASE_WINDOW]
+                return np.where(
+                    self.traded, np.log1p(np.maximum(column, 0.0) / self.safe_base), self.untraded
                 )
-                flow = change / (VOLUME_BASE_WINDOW * safe_base)
-                return np.where(traded, flow, np.where(np.isfinite(change + volume_base), 0.0, np.nan))
+            if kind == "flow":
+                change = column - shift_rows(column, VOLUME_BASE_WINDOW)
+                flow = change / (VOLUME_BASE_WINDOW * self.safe_base)
+                untraded = np.where(np.isfinite(change + self.volume_base), 0.0, np.nan)
+                return np.where(self.traded, flow, untraded)
             if kind == "price_volume":
-                scaled = column / (close * safe_base)
-                return np.where(traded, scaled, np.where(np.isfinite(volume_base), 0.0, np.nan))
+                return np.where(self.traded, column / (self.close * self.safe_base), self.untraded)
         raise ConfigError(f"Unknown scale-free kind {kind!r}.")  # pragma: no cover - guarded by SCALE_KINDS
 
 
@@ -686,37 +645,26 @@ def serving_sessions(indicators: Indicators, sequence_length: int) -> int:
 MANY_BLOCK_CELLS = 1 << 17
 
 
-def with_fallback(
-    values: np.ndarray, fallback: Fallback, close: np.ndarray, typical: np.ndarray, warmup: int
-) -> np.ndarray:
-    """`values` with each non-finite value after `warmup` replaced by the indicator's fallback."""
+def with_fallback(values: np.ndarray, fallback: Fallback, bars: Bars, warmup: int) -> np.ndarray:
+    """`values` as float64, each non-finite one after `warmup` replaced by the indicator's fallback
+    (a number, or the `bars` line it names)."""
+    values = np.asarray(values, dtype=np.float64)
     tail = values[..., warmup:]
     bad = ~np.isfinite(tail)
     if not bad.any():
         return values
-    fill = (
-        {"close": close, "typical": typical}[fallback][..., warmup:]
-        if isinstance(fallback, str)
-        else fallback
-    )
+    fill = getattr(bars, fallback)[..., warmup:] if isinstance(fallback, str) else fallback
     return np.concatenate([values[..., :warmup], np.where(bad, fill, tail)], axis=-1)
 
 
 def feature_columns(bars: Bars, resolved: Sequence[ResolvedIndicator]) -> Iterator[np.ndarray]:
     """Every raw feature column (OHLCV, then the indicators'), one (tickers, bars) array at a time."""
-    rows, n = bars.close.shape
     warmup = max((item.warmup for item in resolved), default=0)
     yield from (bars.open, bars.high, bars.low, bars.close, bars.volume)
     for item in resolved:
-        outputs = item.definition.compute(bars, item.params)
-        fallbacks = item.definition.fallbacks(item.params)
-        for values, fallback in zip(outputs, fallbacks, strict=True):
-            values = np.asarray(values, dtype=np.float64)
-            if values.shape != (rows, n):  # pragma: no cover - a kernel mistake would land here
-                raise InputDataError(
-                    f"Indicator `{item.name}` returned {values.shape} values for {(rows, n)} bars."
-                )
-            yield with_fallback(values, fallback, bars.close, bars.typical, warmup)
+        fallback = item.definition.fill()
+        for values in item.definition.compute(bars, item.params):
+            yield with_fallback(values, fallback, bars, warmup)
 
 
 def iter_model_features(

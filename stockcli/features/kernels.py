@@ -33,9 +33,7 @@ def psar(
     down_trend_low = lows[0]
     for i in range(2, n):
         reversal = False
-        max_high = highs[i]
-        min_low = lows[i]
-        previous = out[i - 1]
+        max_high, min_low, previous = highs[i], lows[i], out[i - 1]
         if up_trend:
             current = previous + acceleration * (up_trend_high - previous)
             if min_low < current:
@@ -47,8 +45,7 @@ def psar(
                 if max_high > up_trend_high:
                     up_trend_high = max_high
                     acceleration = min(acceleration + step, max_step)
-                low1 = lows[i - 1]
-                low2 = lows[i - 2]
+                low1, low2 = lows[i - 1], lows[i - 2]
                 if low2 < current:
                     current = low2
                 elif low1 < current:
@@ -64,8 +61,7 @@ def psar(
                 if min_low < down_trend_low:
                     down_trend_low = min_low
                     acceleration = min(acceleration + step, max_step)
-                high1 = highs[i - 1]
-                high2 = highs[i - 2]
+                high1, high2 = highs[i - 1], highs[i - 2]
                 if high2 > current:
                     current = high2
                 elif high1 > current:
@@ -188,9 +184,10 @@ def ema_rows(values: np.ndarray, window: int) -> np.ndarray:
 
 
 def shift_rows(values: np.ndarray, periods: int) -> np.ndarray:
+    """`values` `periods` bars later along the last axis, NaN before."""
     out = np.full(values.shape, np.nan)
-    if periods < values.shape[1]:
-        out[:, periods:] = values[:, : values.shape[1] - periods]
+    if periods < values.shape[-1]:
+        out[..., periods:] = values[..., : values.shape[-1] - periods]
     return out
 
 
@@ -248,10 +245,16 @@ def atr_many(high: np.ndarray, low: np.ndarray, close: np.ndarray, window: int =
     with np.errstate(invalid="ignore"):
         stacked = np.stack([high - low, np.abs(high - previous), np.abs(low - previous)])
     true_range = np.nanmax(stacked, axis=0)  # ta: DataFrame.max(axis=1), which skips the NaN of row 0
+    return _wilder_mean(true_range, window)
+
+
+def _wilder_mean(values: np.ndarray, window: int) -> np.ndarray:
+    """Each row's Wilder mean with ta's arithmetic: 0 before its first full window, that window's
+    plain mean, then (previous x (window - 1) + value) / window."""
+    rows, n = values.shape
     out = np.zeros((n, rows))
-    value = true_range[:, 0:window].mean(axis=1)
-    out[window - 1] = value
-    by_session = np.ascontiguousarray(true_range.T)
+    out[window - 1] = value = values[:, 0:window].mean(axis=1)
+    by_session = np.ascontiguousarray(values.T)
     for t in range(window, n):
         value = (value * (window - 1) + by_session[t]) / float(window)
         out[t] = value
@@ -287,14 +290,9 @@ def adx_many(
     trs, dip, din = np.ascontiguousarray(np.moveaxis(sums, 0, -1))  # row-major: reductions as `adx`'s
 
     di_pos, di_neg, directional = directional_indices(trs, dip, din)
-    adx_values = np.zeros((size, rows))
-    value = directional[:, 0:window].mean(axis=1)
-    adx_values[window] = value
-    by_session = np.ascontiguousarray(directional[:, window : size - 1].T)
-    for j in range(by_session.shape[0]):
-        value = ((value * (window - 1)) + by_session[j]) / float(window)
-        adx_values[window + 1 + j] = value
-    adx_out = np.concatenate([np.zeros((rows, window - 1)), adx_values.T], axis=1)
+    adx_out = np.concatenate(
+        [np.zeros((rows, window)), _wilder_mean(directional[:, : size - 1], window)], axis=1
+    )
     pos_out = np.zeros((rows, n))
     neg_out = np.zeros((rows, n))
     pos_out[:, window + 1 : window + size - 1] = di_pos[:, 1 : size - 1]
@@ -317,10 +315,8 @@ def in_row_chunks(
 
 
 def log_returns_many(close: np.ndarray) -> np.ndarray:
-    out = np.full(close.shape, np.nan)
     with np.errstate(divide="ignore", invalid="ignore"):
-        out[:, 1:] = np.log(close[:, 1:] / close[:, :-1])
-    return out
+        return np.log(close / shift_rows(close, 1))
 
 
 def realized_vol_many(close: np.ndarray, window: int = 20) -> np.ndarray:
