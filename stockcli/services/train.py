@@ -298,7 +298,7 @@ def _evaluate(*, settings: Settings, engine: Engine, built: BuiltDataset, model:
     split. Raises NoDataError for an empty test split."""
     from stockcli.db.bars import load_bars
     from stockcli.ml.forecast import fit_calibration, forecast_windows
-    from stockcli.ml.forecasters import build_table
+    from stockcli.ml.forecasters import build_table, with_market
 
     validation = built.validation
     validation_forecast = forecast_windows(model, built.scalers, validation)
@@ -314,7 +314,10 @@ def _evaluate(*, settings: Settings, engine: Engine, built: BuiltDataset, model:
         )
     # The statistical candidates fit on and filter each ticker's bars (each row sees only its own past).
     tickers = list(built.tickers)
-    history = load_bars(engine, tickers, start=built.spec.start_date, end=max(test.base_dates))
+    market = settings.forecasters.har_market
+    history = load_bars(
+        engine, with_market(tickers, market), start=built.spec.start_date, end=max(test.base_dates)
+    )
     baselines = fit_baselines(settings, history, tickers, through=train_end)
     test_forecast = forecast_windows(model, built.scalers, test)
     metrics = score_windows(
@@ -324,6 +327,7 @@ def _evaluate(*, settings: Settings, engine: Engine, built: BuiltDataset, model:
         baselines=baselines,
         history=history,
         table=build_table(settings),
+        market=market,
     )
     return TestEvaluation(
         calibration=calibration, baselines=baselines, test_forecast=test_forecast, metrics=metrics
@@ -443,7 +447,7 @@ def fit_baselines(
 ) -> dict[str, Any]:
     """Every statistical candidate's parameters per ticker, fit on its bars up to `through` (the
     training dates): `{"fits": {candidate: {ticker: params}}, "fit_through", "rolling_window"}`."""
-    from stockcli.ml.forecasters import TickerBars, build_table, fit_all
+    from stockcli.ml.forecasters import build_table, fit_all, ticker_bars
 
     table = build_table(settings)
     fits: dict[str, dict[str, Any]] = {name: {} for name in table}
@@ -452,8 +456,8 @@ def fit_baselines(
         frame = history.get(ticker)
         if frame is None or len(frame) < 3:
             continue
-        frame = frame[frame.index <= np.datetime64(through)]
-        bars = TickerBars.from_frame(frame)
+        through_rows = int((frame.index <= np.datetime64(through)).sum())
+        bars = ticker_bars(history, ticker, settings.forecasters.har_market).head(through_rows)
         for name, params in fit_all(table, bars).items():
             if params is not None:
                 fits[name][ticker] = params
@@ -480,6 +484,7 @@ def score_windows(
     baselines: Mapping[str, Any],
     history: Mapping[str, pd.DataFrame],
     table: Mapping[str, Any],
+    market: str = "",
 ) -> Evaluation:
     """`metrics.evaluate` of a model's forecast over windows: point next to naive, calibrated
     intervals next to GARCH and the rolling band, all on the same rows."""
@@ -491,7 +496,13 @@ def score_windows(
     tickers = list(windows.tickers)
     quantiles = np.exp(calibrated_quantiles(result, calibration)) * base[:, None]
     found = candidate_quantiles(
-        table, bundle_fits(baselines), history, tickers, list(windows.base_dates), fit_missing=True
+        table,
+        bundle_fits(baselines),
+        history,
+        tickers,
+        list(windows.base_dates),
+        fit_missing=True,
+        market=market,
     )
     return evaluate(
         tickers=tickers,
