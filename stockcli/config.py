@@ -366,6 +366,14 @@ class ForecasterSettings(_Section):
     har_overnight: typing.Literal["regressor", "added"] = "regressor"
     har_leverage: bool = False
     har_target: typing.Literal["squared_return", "range"] = "squared_return"
+    # Its fit (validation figures in config.toml): older sessions' weight in the least squares halves
+    # every har_half_life sessions (0: ordinary least squares); the quantiles come from the
+    # standardized returns of the last har_residual_window fitted sessions (0: all of them).
+    har_half_life: int = Field(default=500, ge=0, le=100_000)
+    har_residual_window: int = Field(default=1000, ge=0, le=100_000)
+    # The market whose range variance is one more HAR term for every other ticker (fetched and stored
+    # like a context series); "" for none.
+    har_market: str = "^GSPC"
     # The two candidates whose quantiles `blend` averages.
     blend: tuple[Candidate, Candidate] = Field(default=("har_range", "gjr"), strict=False)
     # The first of them's weight (validation years 2008-2011: 0.75 +5.4% mean Winkler skill, 0.5 +4.8%).
@@ -396,6 +404,28 @@ class ForecasterSettings(_Section):
         if 1 not in value:
             raise SettingProblem(f"must contain 1 (the next session), got {list(value)}")
         return value
+
+    @field_validator("har_residual_window")
+    @classmethod
+    def _residual_window(cls, value: int) -> int:
+        from stockcli.ml.forecasters.har import MIN_HAR_ROWS
+
+        if 0 < value < MIN_HAR_ROWS:
+            raise SettingProblem(
+                f"must be 0 (the whole fit period) or at least {MIN_HAR_ROWS} sessions (the tails' "
+                f"quantiles need them), got {value}"
+            )
+        return value
+
+    @field_validator("har_market")
+    @classmethod
+    def _market(cls, value: str) -> str:
+        if not value.strip():
+            return ""
+        try:
+            return normalize_ticker(value)
+        except ConfigError as exc:
+            raise SettingProblem(exc.message, hint=exc.hint) from None
 
     @model_validator(mode="after")
     def _consistent(self) -> ForecasterSettings:

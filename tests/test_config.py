@@ -430,6 +430,33 @@ def test_forecast_horizons_are_validated(tmp_path: Path, horizons: str, fragment
     ).forecasters.horizons == (1, 10)
 
 
+@pytest.mark.parametrize(
+    ("line", "fragment"),
+    [
+        ("har_residual_window = 100", "har_residual_window in .* must be 0 .* or at least 250 sessions"),
+        ("har_half_life = -1", "har_half_life in .* must be an integer from 0 to 100000, got -1"),
+        ('har_market = "S&P 500"', r"har_market in .*Malformed ticker 'S&P 500'"),
+        ("har_market = 5", "har_market in .* got 5"),
+    ],
+)
+def test_har_fit_options_are_validated(tmp_path: Path, line: str, fragment: str) -> None:
+    with pytest.raises(ConfigError, match=rf"^\[forecasters\] {fragment}"):
+        load_settings(_write(tmp_path, f"[forecasters]\n{line}\n"), environ={})
+
+
+def test_har_fit_options_reach_the_design(tmp_path: Path) -> None:
+    from stockcli.ml.forecasters import build_table
+    from stockcli.ml.forecasters.har import HarDesign
+
+    text = '[forecasters]\nhar_half_life = 0\nhar_residual_window = 250\nhar_market = " ^ixic "\n'
+    settings = load_settings(_write(tmp_path, text), environ={})
+    assert settings.forecasters.har_market == "^IXIC"
+    design = build_table(settings)["har_range"].design  # type: ignore[attr-defined]
+    assert design == HarDesign(market=True, half_life=0, residual_window=250)
+    none = load_settings(_write(tmp_path, '[forecasters]\nhar_market = ""\n'), environ={})
+    assert build_table(none)["har_range"].design.market is False  # type: ignore[attr-defined]
+
+
 def test_replace_validates_and_keeps_the_rest(tmp_path: Path) -> None:
     settings = load_settings(_write(tmp_path, "[training]\nseed = 7\n"), environ={})
     changed = settings.replace(data={"tickers": ("aaa", "^idx")}, training={"epochs": 3})

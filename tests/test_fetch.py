@@ -82,6 +82,10 @@ def csv_text(frame: pd.DataFrame, *, scale: float = 1.0) -> str:
     return HEADER + "\n".join(lines) + "\n"
 
 
+NO_MARKET = {"har_market": ""}
+"""For tests of one ticker's fetch: no market series fetched beside it (tested on its own below)."""
+
+
 def make_cli(tmp_path: Path, database_url: str, data: str = "") -> Cli:
     return Cli(write_config(tmp_path, database_url, extra="[data]\n" + data if data else ""))
 
@@ -113,10 +117,27 @@ def test_sample_fetch_stores_every_bar_and_a_second_fetch_changes_nothing(
     assert checksum(engine) == before
 
 
+def test_the_market_is_fetched_beside_the_watchlist(
+    make_settings: Callable[..., Settings], database_url: str, open_db: Callable[[Settings], Engine]
+) -> None:
+    """har_range's market term reads the market's stored bars: fetched like a context series."""
+    data = {"tickers": ["GOOG"], "start": "2013-01-02"}
+    settings = make_settings(database_url, data=data)
+    assert settings.forecasters.har_market == "^GSPC"
+    result = fetch(settings=settings, engine=open_db(settings), as_of=AS_OF)
+    assert result.status == "ok" and [t.ticker for t in result.tickers] == ["GOOG", "^GSPC"]
+    without = make_settings(database_url, data=data, forecasters=NO_MARKET)
+    assert [t.ticker for t in fetch(settings=without, engine=open_db(without), as_of=AS_OF).tickers] == [
+        "GOOG"
+    ]
+
+
 def test_incremental_fetch_refetches_only_an_overlap(
     make_settings: Callable[..., Settings], database_url: str, open_db: Callable[[Settings], Engine]
 ) -> None:
-    settings = make_settings(database_url, data={"start": "2012-10-01", "tickers": ["MSFT"]})
+    settings = make_settings(
+        database_url, data={"start": "2012-10-01", "tickers": ["MSFT"]}, forecasters=NO_MARKET
+    )
     engine = open_db(settings)
     fetch(settings=settings, engine=engine, as_of=date(2013, 1, 31))
     result = fetch(settings=settings, engine=engine, as_of=AS_OF)
@@ -140,7 +161,9 @@ def test_a_late_correction_inside_the_overlap_is_updated_not_restated(
     bars = sample_frame("GOOG", date(2013, 1, 2))
     (folder / "GOOG.csv").write_text(csv_text(bars.loc[:"2013-02-15"]))
     settings = make_settings(
-        database_url, data={"source": "csv", "csv_dir": str(folder), "tickers": ["GOOG"]}
+        database_url,
+        data={"source": "csv", "csv_dir": str(folder), "tickers": ["GOOG"]},
+        forecasters=NO_MARKET,
     )
     engine = open_db(settings)
     fetch(settings=settings, engine=engine, as_of=date(2013, 2, 15))
@@ -172,6 +195,7 @@ def _restatement_setup(
     settings = make_settings(
         database_url,
         data={"source": "csv", "csv_dir": str(folder), "tickers": ["GOOG", "MSFT"], "start": "2012-11-01"},
+        forecasters=NO_MARKET,
     )
     engine = open_db(settings)
     assert fetch(settings=settings, engine=engine, as_of=date(2013, 1, 31)).status == "ok"
@@ -231,7 +255,9 @@ def test_a_replacement_is_one_transaction(
 def test_nothing_after_as_of_and_the_as_of_bar_only_after_the_close(
     make_settings: Callable[..., Settings], database_url: str, open_db: Callable[[Settings], Engine]
 ) -> None:
-    settings = make_settings(database_url, data={"start": "2013-02-01", "tickers": ["GOOG"]})
+    settings = make_settings(
+        database_url, data={"start": "2013-02-01", "tickers": ["GOOG"]}, forecasters=NO_MARKET
+    )
     engine = open_db(settings)
     friday = date(2013, 2, 15)
     during = datetime(2013, 2, 15, 15, 0, tzinfo=NEW_YORK)
@@ -333,7 +359,9 @@ def test_yahoo_delisted_ticker_is_no_data_and_deletes_nothing(
 ) -> None:
     fake = FakeYahoo(histories=_yahoo_histories("GOOG")).install(monkeypatch)
     settings = make_settings(
-        database_url, data={"source": "yahoo", "tickers": ["GOOG"], "start": "2013-01-02"}
+        database_url,
+        data={"source": "yahoo", "tickers": ["GOOG"], "start": "2013-01-02"},
+        forecasters=NO_MARKET,
     )
     engine = open_db(settings)
     assert fetch(settings=settings, engine=engine, as_of=date(2013, 2, 15)).status == "ok"
@@ -353,7 +381,9 @@ def test_switching_source_replaces_the_history_instead_of_mixing_bases(
     open_db: Callable[[Settings], Engine],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    settings = make_settings(database_url, data={"tickers": ["GOOG"], "start": "2013-01-02"})
+    settings = make_settings(
+        database_url, data={"tickers": ["GOOG"], "start": "2013-01-02"}, forecasters=NO_MARKET
+    )
     engine = open_db(settings)
     fetch(settings=settings, engine=engine, as_of=date(2013, 2, 15))
     FakeYahoo(histories={"GOOG": history_frame("GOOG", "2013-01-02", "2013-03-01", scale=0.5)}).install(

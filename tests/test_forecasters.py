@@ -1,8 +1,9 @@
 """The range-based and GARCH-family forecasters (stockcli.ml.forecasters), on the real sample bars.
 
 Each is held to an independent reference: GARCH and GJR to `arch` itself (fit and one-step
-forecast), HAR to a least-squares fit built here from pandas rolling means, and its variance proxy
-to a hand computation. Causality is tested by perturbing every bar after a date.
+forecast), HAR to a (weighted) least-squares fit built here from pandas rolling means, and its
+variance proxy to a hand computation. Causality is tested by perturbing every bar after a date, the
+market's included.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import pandas as pd
 import pytest
 
 from stockcli.errors import InputDataError
-from stockcli.ml.forecasters import Forecaster, TickerBars
+from stockcli.ml.forecasters import Forecaster, TickerBars, ticker_bars
 from stockcli.ml.forecasters.blend import Blend
 from stockcli.ml.forecasters.garch import Garch, Gjr, standardized_t_ppf
 from stockcli.ml.forecasters.har import (
@@ -34,7 +35,7 @@ from stockcli.ml.forecasters.har import (
 )
 from stockcli.ml.forecasters.rolling import RollingBand
 from stockcli.ml.intervals import QUANTILES
-from tests.bars_data import sample_frame
+from tests.bars_data import sample_frame, sample_frames
 
 FIT_SESSIONS = 1200
 CUT = 1500
@@ -42,11 +43,15 @@ CUT = 1500
 
 HORIZONS = (1, 5, 20)
 LEVELS = (0.001, 0.01, 0.025, 0.1, 0.3, 0.5, 0.7, 0.9, 0.975, 0.99, 0.999)
+MARKET = "^GSPC"
+OLS_HAR_X = HarDesign(market=False, half_life=0, residual_window=0)
+"""The next session's design as it was before the market term and the recency weighting."""
 FORECASTERS: dict[str, Forecaster] = {
     "garch": Garch(),
     "gjr": Gjr(),
     "har_gk": HarRange(),
     "har_parkinson": HarRange("parkinson"),
+    "har_ols": HarRange(design=OLS_HAR_X),
     "har_earlier": HarRange(design=EARLIER_DESIGN),
 }
 
@@ -61,7 +66,10 @@ COMPOSED: dict[str, Forecaster] = {
 
 @pytest.fixture(scope="module")
 def goog() -> TickerBars:
-    return TickerBars.from_frame(sample_frame("GOOG"))
+    """GOOG's bars with the market's (^GSPC) variance, as the services give them."""
+    bars = ticker_bars(sample_frames(("GOOG", MARKET)), "GOOG", MARKET)
+    assert bars.market is not None and np.isfinite(bars.market).all()
+    return bars
 
 
 @pytest.fixture(scope="module")
@@ -88,7 +96,8 @@ def _perturbed_after(bars: TickerBars, cut: int) -> TickerBars:
     open_ = bars.open * scale * wobble
     high = np.maximum(bars.high * scale * np.where(later, 1.04, 1.0), np.maximum(open_, close))
     low = np.minimum(bars.low * scale * np.where(later, 0.95, 1.0), np.minimum(open_, close))
-    return TickerBars(open_, high, low, close)
+    market = None if bars.market is None else bars.market * np.where(later, 3.0, 1.0)
+    return TickerBars(open_, high, low, close, market)
 
 
 def _arch_next_variance(
@@ -429,7 +438,7 @@ def _oracle_har_x(frame: pd.DataFrame, estimator: str) -> pd.DataFrame:
 def test_har_x_is_least_squares_on_the_log_squared_return(estimator: str) -> None:
     frame = sample_frame("MSFT").iloc[:1500]
     bars = TickerBars.from_frame(frame)
-    params = HarRange(estimator).fit(bars)
+    params = HarRange(estimator, design=OLS_HAR_X).fit(bars)
     assert params is not None
     assert params["terms"] == ["const", "log_rv_1", "log_rv_5", "log_rv_22", "log_overnight_5"]
     assert (params["overnight"], params["leverage"], params["target"]) == (
@@ -437,6 +446,7 @@ def test_har_x_is_least_squares_on_the_log_squared_return(estimator: str) -> Non
         False,
         "squared_return",
     )
+    assert (params["market"], params["half_life"], params["residual_window"]) == (False, 0, 0)
     columns = ["const", "d", "w", "m", "gap5"]
     table = _oracle_har_x(frame, estimator).dropna()
     design = table[columns].to_numpy()
@@ -446,10 +456,123 @@ def test_har_x_is_least_squares_on_the_log_squared_return(estimator: str) -> Non
     standardized = table["next_return"].to_numpy() / np.exp(0.5 * design @ coefficients)
     z_quantiles = np.quantile(standardized, Z_LEVELS)
     assert np.allclose(params["z_quantiles"], z_quantiles, rtol=1e-7)
-    value = HarRange(estimator).quantiles_at(params, bars, np.array([len(frame) - 1]), (0.025, 0.975))
+    value = HarRange(estimator, design=OLS_HAR_X).quantiles_at(
+        params, bars, np.array([len(frame) - 1]), (0.025, 0.975)
+    )
     last = _oracle_har_x(frame, estimator).iloc[-1][columns].to_numpy(float)
     expected = np.exp(0.5 * last @ coefficients) * np.interp([0.025, 0.975], Z_LEVELS, z_quantiles)
     assert value[0] == pytest.approx(expected, rel=1e-6)
+
+
+def _oracle_market(frame: pd.DataFrame, market: pd.DataFrame) -> pd.Series:
+    """The market's intraday Garman-Klass variance on `frame`'s dates, built independently: each
+    date takes the market's newest bar on or before it."""
+    _log, previous_close, intraday = _oracle_parts(market, "garman_klass")
+    own = intraday.where(previous_close.notna()).clip(lower=VARIANCE_FLOOR)
+    return own.reindex(own.index.union(frame.index)).ffill().reindex(frame.index)
+
+
+def test_har_with_the_market_is_weighted_least_squares_by_hand() -> None:
+    """The default design: the HAR-X terms and the market's, fitted by least squares with weights
+    0.5 ** (age / half-life), the quantiles from the last `residual_window` standardized returns."""
+    design = HarDesign()
+    assert (design.market, design.half_life, design.residual_window) == (True, 500, 1000)
+    frame = sample_frame("MSFT").iloc[:1500]
+    # Every seventh market bar missing: the day before stands in.
+    market = sample_frame(MARKET)
+    market = market.drop(market.index[market.index.isin(frame.index[::7])])
+    bars = ticker_bars({"MSFT": frame, MARKET: market}, "MSFT", MARKET)
+    params = HarRange(design=design).fit(bars)
+    assert params is not None and "market_fallback" not in params
+    assert params["terms"] == [
+        "const",
+        "log_rv_1",
+        "log_rv_5",
+        "log_rv_22",
+        "log_overnight_5",
+        "log_market_5",
+    ]
+    assert (params["market"], params["half_life"], params["residual_window"]) == (True, 500, 1000)
+    oracle = _oracle_har_x(frame, "garman_klass")
+    oracle["mkt5"] = np.log(_oracle_market(frame, market).rolling(5).mean())
+    columns = ["const", "d", "w", "m", "gap5", "mkt5"]
+    table = oracle.dropna()
+    age = np.flatnonzero(oracle.index.isin(table.index))
+    weights = 0.5 ** ((age[-1] - age) / 500)
+    x, y = table[columns].to_numpy(), table["target"].to_numpy()
+    coefficients, *_ = np.linalg.lstsq(x * np.sqrt(weights)[:, None], y * np.sqrt(weights), rcond=None)
+    assert params["n_obs"] == len(table) > 1000
+    assert np.allclose(params["coefficients"], coefficients, rtol=1e-7, atol=1e-10)
+    # Not the unweighted fit: the weights matter.
+    unweighted, *_ = np.linalg.lstsq(x, y, rcond=None)
+    assert not np.allclose(params["coefficients"], unweighted, rtol=1e-3)
+    standardized = table["next_return"].to_numpy() / np.exp(0.5 * x @ coefficients)
+    z_quantiles = np.quantile(standardized[-1000:], Z_LEVELS)
+    assert np.allclose(params["z_quantiles"], z_quantiles, rtol=1e-7)
+    value = HarRange().quantiles_at(params, bars, np.array([len(frame) - 1]), (0.025, 0.975))
+    last = oracle.iloc[-1][columns].to_numpy(float)
+    expected = np.exp(0.5 * last @ coefficients) * np.interp([0.025, 0.975], Z_LEVELS, z_quantiles)
+    assert value[0] == pytest.approx(expected, rel=1e-6)
+
+
+def test_quantiles_do_not_depend_on_the_markets_later_bars(fitted_all: dict[str, dict[str, Any]]) -> None:
+    """The market's bars after a date, changed or missing, leave every earlier quantile bit-identical."""
+    frames = sample_frames(("GOOG", MARKET))
+    cut_date = frames["GOOG"].index[CUT]
+    market = frames[MARKET].copy()
+    later = market.index > cut_date
+    market.loc[later, ["open", "high", "low", "close"]] *= np.linspace(0.5, 2.0, int(later.sum()))[:, None]
+    market.loc[later, "high"] *= 1.05
+    market = market.drop(market.index[later][::3])
+    original = ticker_bars(frames, "GOOG", MARKET)
+    perturbed = ticker_bars({"GOOG": frames["GOOG"], MARKET: market}, "GOOG", MARKET)
+    assert original.market is not None and perturbed.market is not None
+    assert np.array_equal(original.market[: CUT + 1], perturbed.market[: CUT + 1])
+    rows = np.arange(len(original))
+    for name in ("har_gk", "blend"):
+        before = COMPOSED[name].quantiles_at(fitted_all[name], original, rows, LEVELS)
+        after = COMPOSED[name].quantiles_at(fitted_all[name], perturbed, rows, LEVELS)
+        assert np.array_equal(before[: CUT + 1], after[: CUT + 1], equal_nan=True)
+        assert not np.allclose(before[CUT + 2 :], after[CUT + 2 :])
+
+
+def test_the_market_is_carried_forward_and_nan_before_its_first_bar() -> None:
+    frame = sample_frame("MSFT").iloc[:60]
+    market = sample_frame(MARKET)
+    market = market[market.index >= frame.index[10]].drop(frame.index[[20, 21]])
+    bars = ticker_bars({"MSFT": frame, MARKET: market}, "MSFT", MARKET)
+    assert bars.market is not None
+    expected = _oracle_market(frame, market).to_numpy()
+    assert np.isnan(bars.market[:11]).all() and np.isnan(expected[:11]).all()  # no close before it
+    assert bars.market[11:] == pytest.approx(expected[11:], rel=1e-12)
+    assert bars.market[20] == bars.market[21] == bars.market[19]
+    # The market itself, an absent market and no market: no market variance.
+    assert ticker_bars({MARKET: market}, MARKET, MARKET).market is None
+    assert ticker_bars({"MSFT": frame}, "MSFT", MARKET).market is None
+    assert ticker_bars({"MSFT": frame, MARKET: market}, "MSFT", "").market is None
+
+
+def test_without_the_markets_bars_the_fit_leaves_the_term_out_and_says_so(goog: TickerBars) -> None:
+    own = TickerBars(goog.open, goog.high, goog.low, goog.close)
+    params = HarRange().fit(own.head(FIT_SESSIONS))
+    assert params is not None
+    assert params["market"] is False and params["market_fallback"] == "no market bars"
+    assert "log_market_5" not in params["terms"]
+    # Exactly the design without the term (weighted as configured).
+    plain = HarRange(design=HarDesign(market=False)).fit(own.head(FIT_SESSIONS))
+    assert plain is not None
+    assert {k: v for k, v in params.items() if k != "market_fallback"} == plain
+    # Market bars over too few sessions: the same fallback, with its reason.
+    assert goog.market is not None
+    short = np.where(np.arange(len(goog)) < FIT_SESSIONS - 100, np.nan, goog.market)
+    partial = TickerBars(goog.open, goog.high, goog.low, goog.close, short)
+    params = HarRange().fit(partial.head(FIT_SESSIONS))
+    assert params is not None and params["market_fallback"] == "too few sessions with market bars"
+    assert params["coefficients"] == plain["coefficients"]
+    # Params with the term, served where the market's bars are missing: NaN, not an error.
+    with_market = HarRange().fit(goog.head(FIT_SESSIONS))
+    assert with_market is not None and with_market["market"] is True
+    assert np.isnan(HarRange().quantiles_at(with_market, own, np.arange(100, 110), LEVELS)).all()
 
 
 def test_intraday_and_overnight_proxies_by_hand() -> None:
@@ -475,24 +598,36 @@ def test_longer_horizons_keep_the_earlier_design(goog: TickerBars) -> None:
     assert new is not None and earlier is not None
     assert new["horizons"] == earlier["horizons"]
     assert new["horizons"]["5"]["target"] == "range" and new["target"] == "squared_return"
-    assert len(new["coefficients"]) == 5 and len(earlier["coefficients"]) == 6
+    assert new["horizons"]["5"]["market"] is False and new["market"] is True
+    assert len(new["coefficients"]) == 6 and len(earlier["coefficients"]) == 6
+    assert new["terms"][-1] == "log_market_5" and "log_market_5" not in earlier["terms"]
 
 
-def test_params_naming_no_design_serve_the_earlier_one(goog: TickerBars) -> None:
-    """Fits recorded before the design was a choice hold none of its keys: the earlier design."""
-    params = HarRange(design=EARLIER_DESIGN).fit(goog.head(FIT_SESSIONS))
+@pytest.mark.parametrize(
+    ("design", "keys"),
+    [
+        (EARLIER_DESIGN, tuple(EARLIER_DESIGN.to_json())),  # before the design was a choice
+        (OLS_HAR_X, ("market", "half_life", "residual_window")),  # before the market and the weights
+    ],
+)
+def test_params_naming_no_design_serve_as_they_were_fitted(
+    design: HarDesign, keys: tuple[str, ...], goog: TickerBars
+) -> None:
+    """Fits recorded before a design field existed hold none of its keys: each missing field is the
+    earlier design's, so they serve as fitted, even from bars that hold the market's."""
+    own = TickerBars(goog.open, goog.high, goog.low, goog.close)
+    params = HarRange(design=design).fit(own.head(FIT_SESSIONS))
     assert params is not None
-    keys = set(EARLIER_DESIGN.to_json())
     old = {key: value for key, value in params.items() if key not in keys}
     old["horizons"] = {
-        h: {k: v for k, v in own.items() if k not in keys} for h, own in params["horizons"].items()
+        h: {k: v for k, v in found.items() if k not in keys} for h, found in params["horizons"].items()
     }
     rows = np.arange(30, len(goog))
     for horizon in HORIZONS:
         # The params decide the design, not the instance serving them.
         served = HarRange().quantiles_at(old, goog, rows, LEVELS, horizon)
         assert np.array_equal(
-            served, HarRange(design=EARLIER_DESIGN).quantiles_at(params, goog, rows, LEVELS, horizon)
+            served, HarRange(design=design).quantiles_at(params, own, rows, LEVELS, horizon)
         )
         assert np.isfinite(served[-1]).all()
 
@@ -688,6 +823,8 @@ def test_candidate_quantiles_at_a_horizon_with_extra_tail_levels() -> None:
 def test_the_validation_script_never_reads_the_reported_year() -> None:
     from tests.benchmarks.validate_intervals import REPORTED_FROM, SAMPLE, load
 
-    index, bars = load(SAMPLE / "GOOG.csv", "2004-08-19")
-    assert index.max() < REPORTED_FROM <= index.max() + pd.Timedelta(days=5)
-    assert len(bars) == len(index) > 1500
+    # Every ticker's bars and the market's (^GSPC, from 1999) are read through `load`.
+    for name in ("GOOG.csv", "GSPC.csv"):
+        index = load(SAMPLE / name, "2004-08-19").index
+        assert index.max() < REPORTED_FROM <= index.max() + pd.Timedelta(days=5)
+        assert index.min() == pd.Timestamp("2004-08-19") and len(index) > 1500

@@ -298,7 +298,8 @@ def test_a_young_ticker_from_csv_never_truncates_anyone_and_is_reported(
     for ticker, frame in frames.items():
         _write_csv(folder, ticker, frame)
     settings = settings.replace(
-        data={"source": "csv", "csv_dir": folder, "tickers": ("GOOG", "MSFT", "YOUNG")}
+        data={"source": "csv", "csv_dir": folder, "tickers": ("GOOG", "MSFT", "YOUNG")},
+        forecasters={"har_market": ""},  # no market file in the folder
     )
     fetched = fetch(settings=settings, engine=engine, as_of=AS_OF, now=datetime(2013, 3, 4, tzinfo=UTC))
     assert fetched.status == "ok", fetched

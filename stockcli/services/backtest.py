@@ -124,12 +124,16 @@ def _export_stored_bars(settings: Settings, folder: Path, end: date) -> None:
     """Write the user's stored bars as <TICKER>.csv files for the replay's csv source."""
     from stockcli.db.bars import load_bars
     from stockcli.db.engine import open_database
+    from stockcli.ml.forecasters import with_market
 
     engine = open_database(settings, upgrade=False)
     try:
-        bars = load_bars(engine, list(settings.data.tickers), end=end)
+        series = with_market(settings.data.tickers, settings.forecasters.har_market)
+        bars = load_bars(engine, series, end=end)
     finally:
         engine.dispose()  # leave no open handle (nor WAL files) on the user's database
+    # The market's bars are replayed where stored; without them har_range fits without its term.
+    bars = {t: frame for t, frame in bars.items() if t in settings.data.tickers or not frame.empty}
     missing = [t for t, frame in bars.items() if frame.empty]
     if missing:
         raise NoDataError(

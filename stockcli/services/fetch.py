@@ -176,12 +176,15 @@ def fetch(
     now: datetime | None = None,
     sleep: Callable[[float], None] | None = None,
 ) -> FetchResult:
-    """Fetch and store the bars of `tickers` (default: `[data] tickers` and the context series) up to `as_of`.
+    """Fetch and store the bars of `tickers` (default: `[data] tickers`, the context series and
+    `[forecasters] har_market`) up to `as_of`.
 
     `now` decides whether the as-of session has closed; `sleep` waits between retries. A ticker's
     failure is recorded in its result; raises ConfigError for a malformed ticker or source.
     """
-    wanted = tickers or (*settings.data.tickers, *settings.data.context_tickers_resolved)
+    # The market of har_range's market term is stored like a context series.
+    market = [settings.forecasters.har_market] if settings.forecasters.har_market else []
+    wanted = tickers or (*settings.data.tickers, *settings.data.context_tickers_resolved, *market)
     names = tuple(dict.fromkeys(normalize_ticker(t) for t in wanted))
     bar_source = get_source(settings, source, csv_dir)
     calendar = clock.trading_calendar(settings.data.exchange)

@@ -183,7 +183,12 @@ def predict(
 
     watchlist = list(settings.data.tickers if tickers is None else tickers)
     bars, sessions = _serving_bars(
-        engine=engine, calendar=calendar, bundle=bundle, watchlist=watchlist, base_date=base_date
+        engine=engine,
+        calendar=calendar,
+        bundle=bundle,
+        watchlist=watchlist,
+        base_date=base_date,
+        market=settings.forecasters.har_market,
     )
     failed = _without_current_bars(engine=engine, watchlist=watchlist, bars=bars, base_date=base_date)
     unready = {f.ticker for f in failed}
@@ -214,12 +219,14 @@ def predict(
 
 
 def _serving_bars(
-    *, engine: Engine, calendar: Any, bundle: Any, watchlist: Sequence[str], base_date: date
+    *, engine: Engine, calendar: Any, bundle: Any, watchlist: Sequence[str], base_date: date, market: str
 ) -> tuple[dict[str, Any], list[date]]:
-    """The stored bars (watchlist and context series, as far back as the model needs) and their sessions."""
+    """The stored bars (watchlist, context series and the `market`'s, as far back as the model needs)
+    and their sessions."""
     from stockcli.features.indicators import serving_sessions
+    from stockcli.ml.forecasters import with_market
 
-    series = list(dict.fromkeys([*watchlist, *bundle.context_tickers]))
+    series = with_market([*watchlist, *bundle.context_tickers], market)
     needed = serving_sessions(bundle.spec.indicators, int(bundle.sequence_length))
     start = max(_lookback_start(calendar, base_date, needed), bundle.spec.start_date)
     bars = bars_db.load_bars(engine, series, start=start, end=base_date)
@@ -346,7 +353,7 @@ def _serve(
 
 def _serve_ticker(serving: _Serving, i: int) -> Prediction | FailedTicker:
     """The `i`-th ticker served (the selected candidate at its adapted levels, every horizon) or refused."""
-    from stockcli.ml.forecasters import NETWORK, TickerBars
+    from stockcli.ml.forecasters import NETWORK, ticker_bars
     from stockcli.ml.risk import TAIL_LEVELS
     from stockcli.ml.serving import (
         CandidateForecast,
@@ -360,7 +367,7 @@ def _serve_ticker(serving: _Serving, i: int) -> Prediction | FailedTicker:
     version, ticker, base = str(bundle.version), result.tickers[i], result.base_closes[i]
     incumbent = settings.forecasters.incumbent
     choice = _choice(serving.selection, ticker, incumbent)
-    history = TickerBars.from_frame(serving.bars[ticker])
+    history = ticker_bars(serving.bars, ticker, settings.forecasters.har_market)
     forecasts = statistical_forecasts(
         serving.table,
         serving.fits,

@@ -197,7 +197,7 @@ def _evaluation_window(
     from stockcli.db.datasets import load_built
     from stockcli.ml import registry
     from stockcli.ml.forecast import calibrated_quantiles, forecast_windows
-    from stockcli.ml.forecasters import build_table, bundle_fits, candidate_quantiles
+    from stockcli.ml.forecasters import build_table, bundle_fits, candidate_quantiles, with_market
 
     candidate = registry.load_bundle(settings, candidate_version)
     test = load_built(engine, candidate.dataset_run_id).test
@@ -220,9 +220,16 @@ def _evaluation_window(
     if production is not None:
         series |= set(production.context_tickers)
         start = min(start, production.spec.start_date)
-    bars = load_bars(engine, sorted(series), start=start, end=max(base_dates))
+    market = settings.forecasters.har_market
+    bars = load_bars(engine, with_market(sorted(series), market), start=start, end=max(base_dates))
     found = candidate_quantiles(
-        build_table(settings), bundle_fits(candidate.baselines), bars, tickers, base_dates, fit_missing=True
+        build_table(settings),
+        bundle_fits(candidate.baselines),
+        bars,
+        tickers,
+        base_dates,
+        fit_missing=True,
+        market=market,
     )
     window = EvaluationWindow(
         candidate=candidate,

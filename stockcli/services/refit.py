@@ -67,10 +67,11 @@ def refit(*, settings: Settings, engine: Engine, bundle: Any, tickers: list[str]
     """Fit every statistical candidate on each ticker's stored bars through `through` and record it."""
     from stockcli.db.bars import load_bars
     from stockcli.db.serving import load_fits, save_fits
-    from stockcli.ml.forecasters import TickerBars, build_table, bundle_fits, fit_all
+    from stockcli.ml.forecasters import build_table, bundle_fits, fit_all, ticker_bars, with_market
 
     table = build_table(settings)
-    bars = load_bars(engine, tickers, start=settings.data.start, end=through)
+    market = settings.forecasters.har_market
+    bars = load_bars(engine, with_market(tickers, market), start=settings.data.start, end=through)
     # Each fit starts from the ticker's last one, or the model version's (about half arch's iterations).
     before = bundle_fits(bundle.baselines if bundle is not None else None)
     for name, per_ticker in load_fits(engine, since=date.min, through=through).items():
@@ -82,7 +83,7 @@ def refit(*, settings: Settings, engine: Engine, bundle: Any, tickers: list[str]
         if frame is not None and not frame.empty:
             previous = {name: (before.get(name) or {}).get(ticker) for name in table}
             try:
-                fitted = fit_all(table, TickerBars.from_frame(frame), previous)
+                fitted = fit_all(table, ticker_bars(bars, ticker, market), previous)
             except Exception as exc:  # one ticker's numerical failure must not stop the day's run
                 _log.warning(
                     "Refit of %s failed (%s); its candidates fall back until the next refit.", ticker, exc

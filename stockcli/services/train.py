@@ -293,7 +293,7 @@ def _evaluate(*, settings: Settings, engine: Engine, built: BuiltDataset, model:
     split next to naive and the baselines. Raises NoDataError for an empty test split."""
     from stockcli.db.bars import load_bars
     from stockcli.ml.forecast import calibrated_quantiles, fit_calibration, forecast_windows
-    from stockcli.ml.forecasters import build_table, bundle_fits, candidate_quantiles
+    from stockcli.ml.forecasters import build_table, bundle_fits, candidate_quantiles, with_market
     from stockcli.ml.metrics import evaluate
 
     validation, test = built.validation, built.test
@@ -308,7 +308,10 @@ def _evaluate(*, settings: Settings, engine: Engine, built: BuiltDataset, model:
         )
     # The statistical candidates fit on and filter each ticker's bars (each row sees only its own past).
     tickers = list(built.tickers)
-    history = load_bars(engine, tickers, start=built.spec.start_date, end=max(test.base_dates))
+    market = settings.forecasters.har_market
+    history = load_bars(
+        engine, with_market(tickers, market), start=built.spec.start_date, end=max(test.base_dates)
+    )
     train_end = date.fromisoformat(built.split["train"]["last_target_date"])
     baselines = fit_baselines(settings, history, tickers, through=train_end)
     test_forecast = forecast_windows(model, built.scalers, test)
@@ -322,6 +325,7 @@ def _evaluate(*, settings: Settings, engine: Engine, built: BuiltDataset, model:
         row_tickers,
         list(test.base_dates),
         fit_missing=True,
+        market=market,
     )
     metrics = evaluate(
         tickers=row_tickers,
@@ -439,7 +443,7 @@ def fit_baselines(
 ) -> dict[str, Any]:
     """Every statistical candidate's parameters per ticker, fit on its bars up to `through`:
     `{"fits": {candidate: {ticker: params}}, "p_up_base", "fit_through", "rolling_window"}`."""
-    from stockcli.ml.forecasters import TickerBars, build_table, fit_all
+    from stockcli.ml.forecasters import build_table, fit_all, ticker_bars
 
     table = build_table(settings)
     fits: dict[str, dict[str, Any]] = {name: {} for name in table}
@@ -448,8 +452,8 @@ def fit_baselines(
         frame = history.get(ticker)
         if frame is None or len(frame) < 3:
             continue
-        frame = frame[frame.index <= np.datetime64(through)]
-        bars = TickerBars.from_frame(frame)
+        through_rows = int((frame.index <= np.datetime64(through)).sum())
+        bars = ticker_bars(history, ticker, settings.forecasters.har_market).head(through_rows)
         for name, params in fit_all(table, bars).items():
             if params is not None:
                 fits[name][ticker] = params

@@ -41,13 +41,15 @@ class TickerBars:
     """One ticker's own sessions, oldest first: float64 arrays of equal length (no missing rows).
 
     `open`, `high` and `low` may hold NaN where a source lacks them; range-based estimators fall
-    back to the close-to-close return on those sessions.
+    back to the close-to-close return on those sessions. `market`, where given, is the market's
+    daily range variance on the ticker's sessions (`market_variance`).
     """
 
     open: np.ndarray
     high: np.ndarray
     low: np.ndarray
     close: np.ndarray
+    market: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(self.close.size)
@@ -61,18 +63,46 @@ class TickerBars:
 
     def head(self, rows: int) -> TickerBars:
         """The first `rows` sessions (what a fit up to session rows - 1 may see)."""
-        return TickerBars(self.open[:rows], self.high[:rows], self.low[:rows], self.close[:rows])
+        market = None if self.market is None else self.market[:rows]
+        return TickerBars(self.open[:rows], self.high[:rows], self.low[:rows], self.close[:rows], market)
 
     @classmethod
-    def from_frame(cls, frame: Any) -> TickerBars:
-        """From a bars frame with `open`, `high`, `low`, `close` columns (the store's layout)."""
+    def from_frame(cls, frame: Any, market: Any = None) -> TickerBars:
+        """From a bars frame with `open`, `high`, `low`, `close` columns (the store's layout), with
+        the market's variance from the market's bars frame `market` where given."""
 
         def column(name: str) -> np.ndarray:
             if name not in frame:
                 return np.full(len(frame), np.nan)
             return np.asarray(frame[name].to_numpy(dtype=np.float64), dtype=np.float64)
 
-        return cls(column("open"), column("high"), column("low"), column("close"))
+        aligned = None if market is None or len(market) == 0 else market_variance(frame.index, market)
+        return cls(column("open"), column("high"), column("low"), column("close"), aligned)
+
+
+def market_variance(index: Any, market: Any) -> np.ndarray:
+    """The market's daily intraday range variance (Garman–Klass, `har.intraday_variance`) on the
+    sessions of `index`: each session's value is that of the market's newest bar dated on or before
+    it (carried forward over the market's missing days), NaN before the market's first bar."""
+    from stockcli.features.dataset import dates_to_days
+    from stockcli.ml.forecasters.har import intraday_variance
+
+    variance = intraday_variance(TickerBars.from_frame(market))
+    position = np.searchsorted(dates_to_days(market.index), dates_to_days(index), side="right") - 1
+    return np.where(position >= 0, variance[np.maximum(position, 0)], np.nan)
+
+
+def ticker_bars(frames: Mapping[str, Any], ticker: str, market: str = "") -> TickerBars:
+    """`ticker`'s bars from `frames` (ticker -> bars frame), with the market's variance from
+    `frames[market]` for every ticker but the market itself (none where `market` is "" or its
+    frame is missing: `har_range` then fits without the market term)."""
+    found = frames.get(market) if market and market != ticker else None
+    return TickerBars.from_frame(frames[ticker], found)
+
+
+def with_market(tickers: Sequence[str], market: str) -> list[str]:
+    """The series whose bars `ticker_bars` reads for `tickers`: they and the market, each once."""
+    return list(dict.fromkeys([*tickers, *([market] if market else [])]))
 
 
 class Forecaster(Protocol):
@@ -135,7 +165,14 @@ def build_table(settings: Any) -> dict[str, Forecaster]:
         "har_range": HarRange(
             config.har_estimator,
             config.horizons,
-            design=HarDesign(config.har_overnight, config.har_leverage, config.har_target),
+            design=HarDesign(
+                config.har_overnight,
+                config.har_leverage,
+                config.har_target,
+                market=bool(config.har_market),
+                half_life=config.har_half_life,
+                residual_window=config.har_residual_window,
+            ),
         ),
     }
     first, second = config.blend
@@ -201,13 +238,15 @@ def candidate_quantiles(
     fit_missing: bool = False,
     horizon: int = 1,
     extra_levels: Sequence[float] = (),
+    market: str = "",
 ) -> dict[str, CandidateRows]:
     """Every candidate's forecast of the `horizon`-session log return (the ticker's own sessions)
     for rows (tickers[i] as of base_dates[i]): nominal quantiles, P(up) and `extra_levels`.
 
     `fits` is {candidate: {ticker: params}}. A ticker without parameters gets NaN rows, or, with
     `fit_missing` (an evaluation window: promote, train), a fit on its own bars before its first
-    requested date, so no row sees its future. The rolling band needs no fit.
+    requested date, so no row sees its future. The rolling band needs no fit. `market` names the
+    market series of `bars` (`[forecasters] har_market`; see `ticker_bars`).
     """
     from stockcli.features.dataset import dates_to_days
 
@@ -227,7 +266,7 @@ def candidate_quantiles(
         ok = positions >= 0
         if not ok.any():
             continue
-        history = TickerBars.from_frame(frame)
+        history = ticker_bars(bars, ticker, market)
         own = {name: params_for(forecaster, fits, ticker) for name, forecaster in table.items()}
         if fit_missing and any(params is None for params in own.values()):
             refitted = fit_all(table, history.head(int(positions[ok].min()) + 1))
