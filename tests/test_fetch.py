@@ -132,6 +132,27 @@ def test_the_market_is_fetched_beside_the_watchlist(
     ]
 
 
+def test_a_csv_folder_without_the_market_fetches_ok_and_says_what_follows(
+    make_settings: Callable[..., Settings],
+    database_url: str,
+    open_db: Callable[[Settings], Engine],
+    tmp_path: Path,
+) -> None:
+    """The market was not asked for by name: its absence is no partial fetch (no exit 3 every day)."""
+    folder = tmp_path / "bars"
+    folder.mkdir()
+    (folder / "GOOG.csv").write_text(csv_text(sample_frame("GOOG", date(2013, 1, 2))))
+    data = {"source": "csv", "csv_dir": str(folder), "tickers": ["GOOG"], "start": "2013-01-02"}
+    settings = make_settings(database_url, data=data)
+    result = fetch(settings=settings, engine=open_db(settings), as_of=AS_OF)
+    assert (result.status, result.exit_code, result.failure()) == ("ok", 0, None)
+    goog, market = result.tickers
+    assert (goog.ticker, goog.status, market.ticker, market.status) == ("GOOG", "ok", "^GSPC", "skipped")
+    assert market.error and "har_range" in (market.note or "") and 'har_market = ""' in (market.note or "")
+    named = fetch(settings=settings, engine=open_db(settings), as_of=AS_OF, tickers=["GOOG", "^GSPC"])
+    assert (named.status, named.exit_code) == ("partial", 3)  # named by the user: a real failure
+
+
 def test_incremental_fetch_refetches_only_an_overlap(
     make_settings: Callable[..., Settings], database_url: str, open_db: Callable[[Settings], Engine]
 ) -> None:

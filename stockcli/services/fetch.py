@@ -63,9 +63,14 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-SUCCESS_STATUSES = ("ok", "replaced")
 # Statuses whose valid rows were stored: `partial` also rejected some (exit 3 for that ticker).
-SAVED_STATUSES = (*SUCCESS_STATUSES, "partial")
+SAVED_STATUSES = ("ok", "replaced", "partial")
+# `skipped`: an optional series (har_range's market, when nobody named it) the source could not give.
+SUCCESS_STATUSES = ("ok", "replaced", "skipped")
+MARKET_MISSING = (
+    "optional: the market series of har_range, which fits without its market term until {market}'s "
+    'bars can be fetched (or [forecasters] har_market = "" stops asking for them)'
+)
 
 ProgressCallback = Callable[[str, int, int], None]
 # A ticker's keys in fetch --json after "rows", in order (README, "JSON output").
@@ -78,7 +83,8 @@ TICKER_JSON_KEYS = (
 @dataclass(frozen=True)
 class TickerFetch:
     """The outcome for one ticker: `ok`, `replaced` (history restated and replaced whole), `partial`
-    (valid rows stored, some rejected: `error` says which, `hint` what to do), `no_data` or `failed`."""
+    (valid rows stored, some rejected: `error` says which, `hint` what to do), `no_data`, `failed` or
+    `skipped` (an optional series that could not be fetched; `error` says why, `note` what follows)."""
 
     ticker: str
     status: str
@@ -182,10 +188,13 @@ def fetch(
     `now` decides whether the as-of session has closed; `sleep` waits between retries. A ticker's
     failure is recorded in its result; raises ConfigError for a malformed ticker or source.
     """
-    # The market of har_range's market term is stored like a context series.
-    market = [settings.forecasters.har_market] if settings.forecasters.har_market else []
-    wanted = tickers or (*settings.data.tickers, *settings.data.context_tickers_resolved, *market)
-    names = tuple(dict.fromkeys(normalize_ticker(t) for t in wanted))
+    asked = tickers or (*settings.data.tickers, *settings.data.context_tickers_resolved)
+    names = tuple(dict.fromkeys(normalize_ticker(t) for t in asked))
+    # har_range's market series comes along when nobody named it: a source without it (a csv folder
+    # without its file) leaves har_range fitting without the term, not a partial fetch every day.
+    market = settings.forecasters.har_market
+    optional = {normalize_ticker(market)} - set(names) if market and not tickers else set()
+    names = (*names, *optional)
     bar_source = get_source(settings, source, csv_dir)
     calendar = clock.trading_calendar(settings.data.exchange)
     moment = now or utcnow()
@@ -224,6 +233,12 @@ def fetch(
         checkpoint(settings, "fetch:after_ticker")
         if progress is not None:
             progress(ticker, index + 1, len(names))
+    results = [
+        replace(r, status="skipped", note=MARKET_MISSING.format(market=r.ticker), exit_code=EXIT_OK)
+        if r.ticker in optional and r.status not in SAVED_STATUSES
+        else r
+        for r in results
+    ]
     complete = sum(1 for r in results if r.succeeded)
     saved = sum(1 for r in results if r.status in SAVED_STATUSES)
     status = "ok" if complete == len(results) else ("partial" if saved else "failed")
