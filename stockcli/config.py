@@ -384,6 +384,9 @@ class ForecasterSettings(_Section):
     selection_sessions: int = Field(default=250, ge=20, le=2000)
     # Fewer scored sessions than this in that window: the previous decision stands.
     min_selection_sessions: int = Field(default=60, ge=10, le=2000)
+    # A challenger served on a test stands against a re-decision that only fails to reject on fewer
+    # sessions than that test read (until the window holds selection_sessions); false: it does not.
+    keep_tested_choice: bool = True
     # The loss the selection tests compare.
     metric: IntervalMetric = "pinball"
     # Sessions ahead the statistical candidates forecast (the network: 1 only).

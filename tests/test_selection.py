@@ -273,6 +273,56 @@ def test_the_interval_choice_is_redecided_on_live_scores(refit_db: Any) -> None:
     assert chosen["*"].interval_source == "har_range"  # the pooled choice follows all scored rows
 
 
+def test_a_tested_choice_stands_against_a_shorter_window_that_only_fails_to_reject(refit_db: Any) -> None:
+    """HAR was chosen on a 250-session test; 60 live sessions where HAR and GARCH are alike are no
+    evidence against it. Without `keep_tested_choice`, or once the window is as long as the test's
+    (capped at selection_sessions), the silence puts GARCH back."""
+    from stockcli.services.refit import redecide
+
+    settings, engine = refit_db
+    days = CALENDAR.sessions(date(2012, 10, 1), date(2012, 12, 31))[:60]
+    rng = np.random.default_rng(7)
+    for day in days:
+        move = rng.standard_normal() * 0.01
+        _scored(engine, day, "GOOG", 100.0, 100.0 * math.exp(move), {"garch": 0.01, "har_range": 0.01})
+
+    def served(standing_sessions: int, **forecasters: Any) -> str:
+        save_selection(
+            engine,
+            model_version="1",
+            selections=[
+                Selection(
+                    t,
+                    "naive",
+                    0.5,
+                    0.0,
+                    "har_range",
+                    0.01,
+                    0.02,
+                    date(2011, 1, 3),
+                    date(2012, 9, 28),
+                    standing_sessions,
+                )
+                for t in ("GOOG", "*")
+            ],
+            promotion_id=None,
+        )
+        config = {"min_selection_sessions": 40, "selection_sessions": 250, **forecasters}
+        redecide(
+            settings=settings.replace(forecasters=config),
+            engine=engine,
+            model_version="1",
+            tickers=["GOOG"],
+            through=days[-1],
+        )
+        return load_selection(engine, "1")["GOOG"].interval_source
+
+    assert served(250) == "har_range"
+    assert served(250, keep_tested_choice=False) == "garch"
+    assert served(60) == "garch"  # the live window is as long as the standing test's
+    assert served(250, selection_sessions=60) == "garch"  # a full window decides alone
+
+
 def test_base_rates_fall_back_to_the_pooled_rate_then_to_nan() -> None:
     """A ticker without its own stored up-share gets the pooled one; nothing stored (or a null pooled
     rate, as an older bundle may hold) gives NaN rather than an error."""

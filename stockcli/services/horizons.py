@@ -99,11 +99,11 @@ def redecide_horizons(*, settings: Settings, engine: Engine, tickers: Sequence[s
     decided = []
     for (ticker, horizon), group in _grouped(rows).items():
         scored = [{**row, "detail": {"candidates": row["candidates"]}} for row in group]
-        decision = decide_interval(settings, scored, config.incumbent)
+        state = existing.get((ticker, horizon)) or _new_serving((ticker, horizon), config.incumbent)
+        decision = decide_interval(settings, scored, config.incumbent, (state["source"], state["n_sessions"]))
         if decision is None:
             continue
         choice, dates = decision
-        state = existing.get((ticker, horizon)) or _new_serving((ticker, horizon), config.incumbent)
         decided.append(
             {
                 **{k: v for k, v in state.items() if k != "updated_at"},

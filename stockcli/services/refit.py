@@ -118,19 +118,20 @@ def redecide(
     calendar = calendar_for(settings)
     start = selection_start(settings, through)
     choices: dict[str, dict[str, Any]] = {}
-    pooled = load_selection(engine, model_version).get(POOLED)
+    standing = load_selection(engine, model_version)
+    pooled = standing.get(POOLED)
     last = pooled.window_end if pooled is not None else None
     pooled_source = pooled.interval_source if pooled is not None else None
     if last is None or calendar.sessions_since(last, through) >= config.refit_sessions:
         rows = own_rows(scored_between(engine, start=start, end=through), model_version)
-        if choice := _decision(settings, rows, config.incumbent):
+        if choice := _decision(settings, rows, config.incumbent, pooled):
             choices[POOLED] = choice
             pooled_source = choice["interval_source"]
     # Each ticker against the pooled choice (`selection.ticker_incumbent`): decided after it.
     incumbent = ticker_incumbent(pooled_source, config.incumbent)
     for ticker in tickers:
         rows = own_rows(scored_between(engine, start=start, end=through, tickers=[ticker]), model_version)
-        if choice := _decision(settings, rows, incumbent):
+        if choice := _decision(settings, rows, incumbent, standing.get(ticker)):
             choices[ticker] = choice
     if choices:
         update_interval_choices(engine, model_version=model_version, choices=choices)
@@ -148,10 +149,16 @@ def selection_start(settings: Settings, through: date) -> date:
 
 
 def decide_interval(
-    settings: Settings, rows: Sequence[Mapping[str, Any]], incumbent: str
+    settings: Settings,
+    rows: Sequence[Mapping[str, Any]],
+    incumbent: str,
+    standing: tuple[str, int | None] | None = None,
 ) -> tuple[IntervalChoice, list[date]] | None:
-    """The interval choice on scored `rows` against `incumbent`, with the sessions it read; None when
-    they are fewer than `min_selection_sessions`."""
+    """The interval choice on scored `rows` against `incumbent`, with the sessions it read; None (the
+    `standing` decision, source and sessions read, stays) when they are fewer than
+    `min_selection_sessions`, or, with `keep_tested_choice`, when they only fail to reject the
+    incumbent on fewer sessions than a standing challenger's test read (a shorter window's silence is
+    no evidence against it; a full `selection_sessions` window decides alone)."""
     from stockcli.ml.metrics import candidate_loss_panels
     from stockcli.ml.selection import choose_interval_source
 
@@ -162,15 +169,23 @@ def decide_interval(
     choice = choose_interval_source(
         panels, incumbent=incumbent, alpha=settings.promotion.alpha, order=config.test_order
     )
+    standing_read = min(standing[1] or 0, config.selection_sessions) if standing else 0
+    silent = standing is not None and choice.source == incumbent != standing[0]
+    if config.keep_tested_choice and silent and len(dates) < standing_read:
+        return None
     return choice, dates
 
 
-def _decision(settings: Settings, rows: list[dict[str, Any]], incumbent: str) -> dict[str, Any] | None:
-    """The interval decision against `incumbent` and the P(up) decision against the base rate."""
+def _decision(
+    settings: Settings, rows: list[dict[str, Any]], incumbent: str, standing: Any
+) -> dict[str, Any] | None:
+    """The interval decision against `incumbent` (`standing`: the stored Selection, if any) and the
+    P(up) decision against the base rate."""
     from stockcli.ml.metrics import brier_panels
     from stockcli.ml.selection import BASE_RATE, choose_interval_source
 
-    decided = decide_interval(settings, rows, incumbent)
+    kept = (standing.interval_source, standing.n_sessions) if standing is not None else None
+    decided = decide_interval(settings, rows, incumbent, kept)
     if decided is None:
         return None
     interval, dates = decided
