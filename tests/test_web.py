@@ -798,7 +798,8 @@ def test_api_on_a_database_filled_by_the_real_pipeline(tmp_path: Path) -> None:
         assert (
             {row["model_mlflow_run_id"] for row in rows} == {run_of[stored["GOOG"].model_version]} != {None}
         )
-        assert client.get("/tickers").json()["tickers"] == ["GOOG", "MSFT"]
+        # The watchlist first, then the market series har_range reads (stored bars, no predictions).
+        assert client.get("/tickers").json()["tickers"] == ["GOOG", "MSFT", "^GSPC"]
 
         chart = client.get("/historical_context_chart/GOOG").json()
         assert chart["dates"][-1] == "2013-03-01" and len(chart["dates"]) == 60
