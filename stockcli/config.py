@@ -383,7 +383,7 @@ class ForecasterSettings(_Section):
     # Trailing scored sessions on which the interval source is re-decided at each refit.
     selection_sessions: int = Field(default=250, ge=20, le=2000)
     # Fewer scored sessions than this in that window: the previous decision stands.
-    min_selection_sessions: int = Field(default=60, ge=10, le=2000)
+    min_selection_sessions: int = Field(default=125, ge=10, le=2000)
     # A challenger served on a test stands against a re-decision that only fails to reject on fewer
     # sessions than that test read (until the window holds selection_sessions); false: it does not.
     keep_tested_choice: bool = True
