@@ -4,6 +4,7 @@ PostgreSQL with a fresh schema per test. The same test bodies run against both."
 from __future__ import annotations
 
 import os
+import signal
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -19,6 +20,12 @@ REQUIRE_PG = os.environ.get("STOCKCLI_REQUIRE_POSTGRES") == "1" or os.environ.ge
 SAMPLE_AS_OF = "2013-03-01"
 
 _pg_state: dict[str, Any] = {}
+
+# A test runner started in the background by a shell without job control ignores SIGINT, and an
+# ignored signal is inherited: the CLI children of the Ctrl-C tests would ignore theirs too (the CLI
+# rightly keeps an inherited SIG_IGN). A handler, unlike SIG_IGN, is reset to the default on exec.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def postgres_available() -> bool:
