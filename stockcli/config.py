@@ -387,6 +387,8 @@ class ForecasterSettings(_Section):
     # A challenger served on a test stands against a re-decision that only fails to reject on fewer
     # sessions than that test read (until the window holds selection_sessions); false: it does not.
     keep_tested_choice: bool = True
+    # min_selection_sessions for the horizons above 1 (they start on the incumbent).
+    horizon_min_selection_sessions: int = Field(default=60, ge=10, le=2000)
     # The loss the selection tests compare.
     metric: IntervalMetric = "pinball"
     # Sessions ahead the statistical candidates forecast (the network: 1 only).
@@ -444,11 +446,11 @@ class ForecasterSettings(_Section):
             raise SettingProblem("names a candidate that is not among [forecasters] candidates", key="blend")
         if len(set(self.test_order)) != len(self.test_order):
             raise SettingProblem("names a candidate twice", key="test_order")
-        if self.min_selection_sessions > self.selection_sessions:
-            raise SettingProblem(
-                f"is {self.min_selection_sessions}, above selection_sessions = {self.selection_sessions}",
-                key="min_selection_sessions",
-            )
+        for key in ("min_selection_sessions", "horizon_min_selection_sessions"):
+            if getattr(self, key) > self.selection_sessions:
+                raise SettingProblem(
+                    f"is {getattr(self, key)}, above selection_sessions = {self.selection_sessions}", key=key
+                )
         return self
 
 

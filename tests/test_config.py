@@ -444,6 +444,16 @@ def test_har_fit_options_are_validated(tmp_path: Path, line: str, fragment: str)
         load_settings(_write(tmp_path, f"[forecasters]\n{line}\n"), environ={})
 
 
+@pytest.mark.parametrize("key", ["min_selection_sessions", "horizon_min_selection_sessions"])
+def test_a_selection_minimum_above_the_window_is_refused(tmp_path: Path, key: str) -> None:
+    values = {"selection_sessions": 100, "min_selection_sessions": 50, key: 101}
+    text = "[forecasters]\n" + "".join(f"{name} = {value}\n" for name, value in values.items())
+    with pytest.raises(
+        ConfigError, match=rf"^\[forecasters\] {key} .*is 101, above selection_sessions = 100"
+    ):
+        load_settings(_write(tmp_path, text), environ={})
+
+
 def test_har_fit_options_reach_the_design(tmp_path: Path) -> None:
     from stockcli.ml.forecasters import build_table
     from stockcli.ml.forecasters.har import HarDesign

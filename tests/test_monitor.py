@@ -731,7 +731,12 @@ def test_each_horizon_above_1_is_re_decided_on_its_own_scored_rows_family_correc
     from stockcli.ml.stats import paired_loss_test
     from stockcli.services.horizons import redecide_horizons
 
-    forecasters = {"min_selection_sessions": 40, "selection_sessions": 120, "test_order": []}
+    forecasters = {  # the horizons' own minimum decides (the next session's would let BBB decide)
+        "min_selection_sessions": 20,
+        "horizon_min_selection_sessions": 40,
+        "selection_sessions": 120,
+        "test_order": [],
+    }
     settings, engine = configured(forecasters=forecasters)
     world = market(120)
     last = len(world.sessions) - 21
@@ -740,7 +745,7 @@ def test_each_horizon_above_1_is_re_decided_on_its_own_scored_rows_family_correc
     scored_horizon_rows(
         engine, world, 20, {"garch": 3.0, "har_range": 3.0, "rolling": 1.0}, bases=range(last)
     )
-    # BBB: 30 scored sessions, fewer than min_selection_sessions; its earlier decision stands.
+    # BBB: 30 scored sessions, fewer than horizon_min_selection_sessions; its earlier decision stands.
     scored_horizon_rows(
         engine, world, 5, {"garch": 3.0, "har_range": 1.0, "rolling": 3.0}, bases=range(30), ticker="BBB"
     )

@@ -100,7 +100,13 @@ def redecide_horizons(*, settings: Settings, engine: Engine, tickers: Sequence[s
     for (ticker, horizon), group in _grouped(rows).items():
         scored = [{**row, "detail": {"candidates": row["candidates"]}} for row in group]
         state = existing.get((ticker, horizon)) or _new_serving((ticker, horizon), config.incumbent)
-        decision = decide_interval(settings, scored, config.incumbent, (state["source"], state["n_sessions"]))
+        decision = decide_interval(
+            settings,
+            scored,
+            config.incumbent,
+            (state["source"], state["n_sessions"]),
+            minimum=config.horizon_min_selection_sessions,
+        )
         if decision is None:
             continue
         choice, dates = decision

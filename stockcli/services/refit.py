@@ -153,10 +153,11 @@ def decide_interval(
     rows: Sequence[Mapping[str, Any]],
     incumbent: str,
     standing: tuple[str, int | None] | None = None,
+    minimum: int | None = None,
 ) -> tuple[IntervalChoice, list[date]] | None:
     """The interval choice on scored `rows` against `incumbent`, with the sessions it read; None (the
-    `standing` decision, source and sessions read, stays) when they are fewer than
-    `min_selection_sessions`, or, with `keep_tested_choice`, when they only fail to reject the
+    `standing` decision, source and sessions read, stays) when they are fewer than `minimum`
+    (default `min_selection_sessions`), or, with `keep_tested_choice`, when they only fail to reject the
     incumbent on fewer sessions than a standing challenger's test read (a shorter window's silence is
     no evidence against it; a full `selection_sessions` window decides alone)."""
     from stockcli.ml.metrics import candidate_loss_panels
@@ -164,7 +165,7 @@ def decide_interval(
 
     config = settings.forecasters
     panels, dates = candidate_loss_panels(rows, config.metric)
-    if len(dates) < config.min_selection_sessions:
+    if len(dates) < (config.min_selection_sessions if minimum is None else minimum):
         return None
     choice = choose_interval_source(
         panels, incumbent=incumbent, alpha=settings.promotion.alpha, order=config.test_order
