@@ -3,7 +3,10 @@ Settings validate against them and the CLI offers them; nothing heavy is importe
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Literal, get_args
+
+from stockcli.errors import ConfigError, StockCliError
 
 Source = Literal["sample", "csv", "yahoo"]
 # The global model learns the next-session log return, which is scale-free; a price target is not.
@@ -33,3 +36,11 @@ CANDIDATES: tuple[Candidate, ...] = get_args(Candidate)
 TEST_ORDER: tuple[IntervalSource, ...] = ("blend", "har_range", "gjr", "network", "rolling")
 # Sessions ahead the statistical candidates forecast by default (`[forecasters] horizons`).
 HORIZONS: tuple[int, ...] = (1, 5, 20)
+
+
+def check_choice(
+    what: str, value: str, allowed: Sequence[str], error: type[StockCliError] = ConfigError
+) -> None:
+    """Raise `error` unless `value` (a `what`) is one of `allowed`."""
+    if value not in allowed:
+        raise error(f"Unknown {what} {value!r}.", hint=f"Use one of {', '.join(allowed)}.")

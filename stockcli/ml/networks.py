@@ -23,9 +23,9 @@ from torch import nn
 from torch.distributions import Distribution, Normal, StudentT
 from torch.nn import functional
 
-from stockcli.choices import DISTRIBUTIONS, MODEL_TYPES
+from stockcli.choices import DISTRIBUTIONS, MODEL_TYPES, check_choice
 from stockcli.errors import ConfigError
-from stockcli.ml.training import check_architecture, check_choice
+from stockcli.ml.training import check_architecture
 
 CONFIG_VERSION = 2
 # The scale head's bias starts at softplus^-1(1): an untrained model predicts a unit scale, the spread

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from stockcli.choices import DISTRIBUTIONS
+from stockcli.choices import DISTRIBUTIONS, check_choice
 from stockcli.config import MODEL_TYPES, TrainingSettings
 from stockcli.errors import ConfigError, InputDataError, NoDataError
 
@@ -29,12 +29,6 @@ if TYPE_CHECKING:
     from stockcli.features.dataset import WindowSet
 
 EpochCallback = Callable[[int, float, float], None]
-
-
-def check_choice(what: str, value: str, allowed: Sequence[str]) -> None:
-    """Raise ConfigError unless `value` (a `what`) is one of `allowed`."""
-    if value not in allowed:
-        raise ConfigError(f"Unknown {what} {value!r}.", hint=f"Use one of {', '.join(allowed)}.")
 
 
 def check_architecture(*, dropout: float | None = None, **sizes: int) -> None:

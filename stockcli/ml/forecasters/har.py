@@ -51,7 +51,7 @@ from typing import Any
 
 import numpy as np
 
-from stockcli.choices import HORIZONS
+from stockcli.choices import HORIZONS, check_choice
 from stockcli.errors import InputDataError
 from stockcli.ml.forecasters import Params, TickerBars, check_horizon
 
@@ -90,11 +90,6 @@ MARKET_WINDOW = 5
 """Sessions averaged in the market regressor (with `market=True`)."""
 
 
-def _check_choice(what: str, value: str, allowed: Sequence[str]) -> None:
-    if value not in allowed:
-        raise InputDataError(f"Unknown {what} {value!r}; choose one of {', '.join(allowed)}.")
-
-
 @dataclass(frozen=True)
 class HarDesign:
     """What a HAR regression is made of (module docstring); the defaults: the next session's."""
@@ -111,8 +106,8 @@ class HarDesign:
     """The standardized returns of the last this many fitted sessions give the quantiles; 0: all."""
 
     def __post_init__(self) -> None:
-        _check_choice("overnight mode", self.overnight, OVERNIGHT_MODES)
-        _check_choice("HAR target", self.target, TARGETS)
+        check_choice("overnight mode", self.overnight, OVERNIGHT_MODES, InputDataError)
+        check_choice("HAR target", self.target, TARGETS, InputDataError)
         for name in ("half_life", "residual_window"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
@@ -201,7 +196,7 @@ class HarRange:
         design: HarDesign | None = None,
         longer_design: HarDesign = EARLIER_DESIGN,
     ) -> None:
-        _check_choice("range estimator", estimator, ESTIMATORS)
+        check_choice("range estimator", estimator, ESTIMATORS, InputDataError)
         self.estimator = estimator
         self.design = design or HarDesign()
         self.longer_design = longer_design
