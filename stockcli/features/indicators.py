@@ -100,16 +100,16 @@ def _wilder_memory(window: int) -> int:
     return math.ceil(_FORGET * window)
 
 
+# The computations run under `np.errstate(divide="ignore", invalid="ignore")` (`feature_columns`): a
+# 0/0 or a log(0) after warm-up gets the indicator's fallback.
+
+
 def _compute_rsi(m: Bars, p: Mapping[str, Any]) -> list[np.ndarray]:
     window = p["window"]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        diff = m.close - shift_rows(m.close, 1)
-        up_direction = np.where(diff > 0, diff, 0.0)
-        down_direction = -np.where(diff < 0, diff, 0.0)
-        emaup = ewm_mean(up_direction, alpha=1 / window, min_periods=window, adjust=False)
-        emadn = ewm_mean(down_direction, alpha=1 / window, min_periods=window, adjust=False)
-        relative_strength = emaup / emadn
-        return [np.where(emadn == 0, 100, 100 - (100 / (1 + relative_strength))).astype(np.float64)]
+    diff = m.close - shift_rows(m.close, 1)
+    emaup = ewm_mean(np.where(diff > 0, diff, 0.0), alpha=1 / window, min_periods=window, adjust=False)
+    emadn = ewm_mean(-np.where(diff < 0, diff, 0.0), alpha=1 / window, min_periods=window, adjust=False)
+    return [np.where(emadn == 0, 100, 100 - (100 / (1 + emaup / emadn))).astype(np.float64)]
 
 
 def _compute_bollinger(m: Bars, p: Mapping[str, Any]) -> list[np.ndarray]:
@@ -118,31 +118,15 @@ def _compute_bollinger(m: Bars, p: Mapping[str, Any]) -> list[np.ndarray]:
     return [average + p["window_dev"] * deviation, average - p["window_dev"] * deviation]
 
 
-def _compute_obv(m: Bars, p: Mapping[str, Any]) -> list[np.ndarray]:
-    with np.errstate(invalid="ignore"):
-        signed = np.where(m.close < shift_rows(m.close, 1), -m.volume, m.volume)
-    return [np.cumsum(signed, axis=1)]
-
-
-def _compute_vwap(m: Bars, p: Mapping[str, Any]) -> list[np.ndarray]:
-    total_pv = rolling(m.typical * m.volume, p["window"], "sum")
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return [total_pv / rolling(m.volume, p["window"], "sum")]
-
-
 def _compute_stoch(m: Bars, p: Mapping[str, Any]) -> list[np.ndarray]:
     smin = rolling(m.low, p["window"], "min")
-    smax = rolling(m.high, p["window"], "max")
-    with np.errstate(invalid="ignore", divide="ignore"):
-        stoch_k = 100 * (m.close - smin) / (smax - smin)
+    stoch_k = 100 * (m.close - smin) / (rolling(m.high, p["window"], "max") - smin)
     return [stoch_k, rolling(stoch_k, p["smooth_window"], "mean")]
 
 
 def _compute_williams_r(m: Bars, p: Mapping[str, Any]) -> list[np.ndarray]:
     highest_high = rolling(m.high, p["lbp"], "max")
-    lowest_low = rolling(m.low, p["lbp"], "min")
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return [-100 * (highest_high - m.close) / (highest_high - lowest_low)]
+    return [-100 * (highest_high - m.close) / (highest_high - rolling(m.low, p["lbp"], "min"))]
 
 
 def _compute_keltner(m: Bars, p: Mapping[str, Any]) -> list[np.ndarray]:
@@ -150,32 +134,21 @@ def _compute_keltner(m: Bars, p: Mapping[str, Any]) -> list[np.ndarray]:
         # ta.volatility.KeltnerChannel, original version: its bands average from the first bar on.
         high_band = ((4 * m.high) - (2 * m.low) + m.close) / 3.0
         low_band = ((-2 * m.high) + (4 * m.low) + m.close) / 3.0
-        return [
-            rolling(high_band, p["window"], "mean", min_periods=0),
-            rolling(low_band, p["window"], "mean", min_periods=0),
-        ]
+        return [rolling(band, p["window"], "mean", min_periods=0) for band in (high_band, low_band)]
     centre = ema_rows(m.close, p["window"])
     true_range = atr_many(m.high, m.low, m.close, p["window_atr"])
     return [centre + p["multiplier"] * true_range, centre - p["multiplier"] * true_range]
 
 
-def _compute_log_return(m: Bars, p: Mapping[str, Any]) -> list[np.ndarray]:
-    # ta.others.DailyLogReturnIndicator: diff of log(close), times 100
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return [(np.log(m.close) - shift_rows(np.log(m.close), 1)) * 100]
-
-
 def _compute_roc(m: Bars, p: Mapping[str, Any]) -> list[np.ndarray]:
     earlier = shift_rows(m.close, p["window"])
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return [((m.close - earlier) / earlier) * 100]
+    return [((m.close - earlier) / earlier) * 100]
 
 
 def _compute_cmf(m: Bars, p: Mapping[str, Any]) -> list[np.ndarray]:
-    with np.errstate(invalid="ignore", divide="ignore"):
-        flow = ((m.close - m.low) - (m.high - m.close)) / (m.high - m.low)
-        flow = np.where(np.isnan(flow), 0.0, flow) * m.volume
-        return [rolling(flow, p["window"], "sum") / rolling(m.volume, p["window"], "sum")]
+    flow = ((m.close - m.low) - (m.high - m.close)) / (m.high - m.low)
+    flow = np.where(np.isnan(flow), 0.0, flow) * m.volume
+    return [rolling(flow, p["window"], "sum") / rolling(m.volume, p["window"], "sum")]
 
 
 # Range-based variances and the overnight gap (issue 17), as trailing means over `window` sessions.
@@ -208,25 +181,15 @@ def _log_variance_floor() -> float:
 
 
 def _range_variance_def(estimator: str, intraday: str) -> IndicatorDef:
-    def compute(m: Bars, p: Mapping[str, Any]) -> list[np.ndarray]:
-        with np.errstate(divide="ignore", invalid="ignore"):
-            return [np.log(in_row_chunks(_trailing_mean, (_range_variance(m, estimator),), p["window"]))]
-
     return IndicatorDef(
         estimator,
         {"window": (int, 1)},
         lambda p: p["window"],  # the first variance needs the previous close
-        compute,
+        lambda m, p: [np.log(in_row_chunks(_trailing_mean, (_range_variance(m, estimator),), p["window"]))],
         f"log of the mean over `window` sessions of the {estimator.replace('_', '-').title()} daily variance "
         f"(overnight gap squared + {intraday})",
         fallback=_log_variance_floor,
     )
-
-
-def _compute_overnight_gap(m: Bars, p: Mapping[str, Any]) -> list[np.ndarray]:
-    with np.errstate(divide="ignore", invalid="ignore"):
-        gap = np.log(m.open / shift_rows(m.close, 1))
-    return [in_row_chunks(_trailing_mean, (gap,), p["window"])]
 
 
 INDICATORS: dict[str, IndicatorDef] = {
@@ -293,7 +256,7 @@ INDICATORS: dict[str, IndicatorDef] = {
             "obv",
             {},
             lambda p: 1,
-            _compute_obv,
+            lambda m, p: [np.cumsum(np.where(m.close < shift_rows(m.close, 1), -m.volume, m.volume), axis=1)],
             "on-balance volume",
             kind="flow",
         ),
@@ -318,7 +281,9 @@ INDICATORS: dict[str, IndicatorDef] = {
             "vwap",
             {"window": (int, 14)},
             lambda p: p["window"] - 1,
-            _compute_vwap,
+            lambda m, p: [
+                rolling(m.typical * m.volume, p["window"], "sum") / rolling(m.volume, p["window"], "sum")
+            ],
             "rolling volume-weighted average price",
             kind="price",
             fallback="typical",
@@ -389,7 +354,7 @@ INDICATORS: dict[str, IndicatorDef] = {
             "log_return",
             {},
             lambda p: 1,
-            _compute_log_return,
+            lambda m, p: [(np.log(m.close) - shift_rows(np.log(m.close), 1)) * 100],
             "daily log return of the close, in percent",
         ),
         IndicatorDef(
@@ -446,7 +411,9 @@ INDICATORS: dict[str, IndicatorDef] = {
             "overnight_gap",
             {"window": (int, 1)},
             lambda p: p["window"],
-            _compute_overnight_gap,
+            lambda m, p: [
+                in_row_chunks(_trailing_mean, (np.log(m.open / shift_rows(m.close, 1)),), p["window"])
+            ],
             "mean over `window` sessions of the overnight gap log(open_t / close_(t-1))",
         ),
     )
@@ -662,9 +629,9 @@ def feature_columns(bars: Bars, resolved: Sequence[ResolvedIndicator]) -> Iterat
     warmup = max((item.warmup for item in resolved), default=0)
     yield from (bars.open, bars.high, bars.low, bars.close, bars.volume)
     for item in resolved:
-        fallback = item.definition.fill()
-        for values in item.definition.compute(bars, item.params):
-            yield with_fallback(values, fallback, bars, warmup)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            columns = item.definition.compute(bars, item.params)
+        yield from (with_fallback(values, item.definition.fill(), bars, warmup) for values in columns)
 
 
 def iter_model_features(
