@@ -99,8 +99,7 @@ def mfi(
     if close.shape[-1] < window:
         return out
     typical = (high + low + close) / 3.0
-    previous = np.full(typical.shape, np.nan)
-    previous[..., 1:] = typical[..., :-1]
+    previous = shift_rows(typical, 1)
     with np.errstate(invalid="ignore"):
         up_down = np.where(typical > previous, 1, np.where(typical < previous, -1, 0))
     flow = typical * volume * up_down
