@@ -230,21 +230,19 @@ def make_panel(
     short = [s for s in range(n_series) if s not in long_enough]  # still in its warm-up: no usable row
     for done, s in enumerate(short, 1):
         report(f"features {series[s]}", done, n_series)
-    done = len(short)
-    for i, values in iter_model_features([per_series[s][1] for s in long_enough], resolved):
+    computed = iter_model_features([per_series[s][1] for s in long_enough], resolved)
+    for done, (i, values) in enumerate(computed, len(short) + 1):
         s = long_enough[i]
         days, columns = per_series[s]
         usable = np.isfinite(values).all(axis=1)
         direct = np.full(n_rows, -1, dtype=np.int64)
         direct[np.searchsorted(axis, days)[usable]] = np.flatnonzero(usable)
         last = np.maximum.accumulate(np.where(direct >= 0, positions, -1))
-        ok = (last >= 0) & (positions - last <= ffill_limit)
-        source = np.where(ok, direct[np.maximum(last, 0)], -1)
+        source = np.where((last >= 0) & (positions - last <= ffill_limit), direct[np.maximum(last, 0)], -1)
         valid[:, s] = source >= 0
         chosen = source[valid[:, s]]
         features[valid[:, s], s, :] = values[chosen]
         closes[valid[:, s], s] = columns[OHLCV.index("close")][chosen]
-        done += 1
         report(f"features {series[s]}", done, n_series)
     target_price = np.full((n_rows, n_series), np.nan)
     has_next = real[:-1] & real[1:]
@@ -252,8 +250,7 @@ def make_panel(
     with np.errstate(divide="ignore", invalid="ignore"):
         target_return = np.log(target_price / closes)
     bad = ~np.isfinite(target_return)
-    target_price[bad] = np.nan
-    target_return[bad] = np.nan
+    target_price[bad] = target_return[bad] = np.nan
     return Panel(
         series=series,
         tickers=tickers,
@@ -287,14 +284,9 @@ def run_lengths(valid: np.ndarray) -> np.ndarray:
 
 def window_pairs(panel: Panel, sequence_length: int) -> tuple[np.ndarray, np.ndarray]:
     """(rows, series) of every window, ordered by row, then series."""
-    n_tickers = len(panel.tickers)
-    runs = run_lengths(panel.valid[:, :n_tickers])
-    ok = (
-        (runs >= sequence_length)
-        & panel.real[:, :n_tickers]
-        & np.isfinite(panel.target_return[:, :n_tickers])
-    )
-    rows, series = np.nonzero(ok)
+    n = len(panel.tickers)
+    with_target = panel.real[:, :n] & np.isfinite(panel.target_return[:, :n])
+    rows, series = np.nonzero(with_target & (run_lengths(panel.valid[:, :n]) >= sequence_length))
     return rows.astype(np.int64), series.astype(np.int64)
 
 
@@ -524,16 +516,14 @@ def build_sets(
     rows, series = window_pairs(panel, L)
     needed = min_windows(train_fraction, validation_fraction)
     target_days = dates_to_days(panel.dates)[rows + 1]
-    if len(np.unique(target_days)) < needed:
+    if (n_dates := len(np.unique(target_days))) < needed:
         raise NoDataError(
-            f"The dataset has {len(rows)} windows of {L} sessions on {len(np.unique(target_days))} target "
+            f"The dataset has {len(rows)} windows of {L} sessions on {n_dates} target "
             f"dates; the split needs at least {needed} dates.",
             hint="Process a longer date range (earlier [data] start or later --as-of) or shorten "
             "[dataset] sequence_length.",
         )
-    parts_of, (train_last_day, _validation_last_day) = split_parts(
-        target_days, train_fraction, validation_fraction
-    )
+    parts_of, (train_last_day, _) = split_parts(target_days, train_fraction, validation_fraction)
     train_rows = rows[parts_of == 0]
     last_train_base = int(train_rows.max())
     # Features and the target scaler see the training dates only.
@@ -657,12 +647,11 @@ def build_inputs(
     if not as_of_dates:
         raise UsageError("No as-of dates given to build model inputs for.")
     chosen = tuple(tickers) if tickers is not None else spec.tickers
-    context_names = spec.context_tickers
     L = spec.sequence_length
     panel = make_panel(
         bars,
         tickers=chosen,
-        context_tickers=context_names,
+        context_tickers=spec.context_tickers,
         indicators=spec.indicators,
         ffill_limit=spec.ffill_limit,
         start_date=spec.start_date if use_spec_start else None,
@@ -681,12 +670,12 @@ def build_inputs(
     mean = np.asarray(scalers["features"]["mean"], dtype=np.float64)
     scale = np.asarray(scalers["features"]["scale"], dtype=np.float64)
     context_features = [wanted.index(n) for n in spec.context_features if n in wanted]
-    context_series = [panel.index_of(n) for n in context_names]
+    context_series = [panel.index_of(n) for n in spec.context_tickers]
 
     days = dates_to_days(panel.dates)
     runs = run_lengths(panel.valid)
     bars_so_far = np.cumsum(panel.real, axis=0)
-    warmup = model_warmup(resolve_indicators(spec.indicators))
+    warmup = model_warmup(spec.indicators)
     window_rows: list[int] = []
     window_series: list[int] = []
     window_as_of: list[date] = []
