@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date
+from typing import TYPE_CHECKING
 
 from sqlalchemy.engine import Engine
 
 from stockcli.config import Settings
 from stockcli.errors import NoDataError
 
-Progress = Callable[[str, int, int], None]
+if TYPE_CHECKING:
+    from stockcli.features.dataset import Progress
 
 
 @dataclass(frozen=True)
@@ -63,7 +64,7 @@ def build(
     from stockcli.db import datasets as datasets_db
     from stockcli.features.dataset import build_sets
 
-    report: Progress = progress or (lambda stage, done, total: None)
+    report = progress or (lambda stage, done, total: None)
     if run_id is None:
         run_id = datasets_db.latest_dataset_id(engine)
         if run_id is None:

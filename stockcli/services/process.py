@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from typing import TYPE_CHECKING
@@ -22,9 +22,7 @@ from stockcli.services.runtime import checkpoint
 if TYPE_CHECKING:
     import pandas as pd
 
-    from stockcli.features.dataset import DatasetSpec, Panel
-
-Progress = Callable[[str, int, int], None]
+    from stockcli.features.dataset import DatasetSpec, Panel, Progress
 
 
 @dataclass(frozen=True)
@@ -55,15 +53,6 @@ class ProcessResult:
     context_tickers: tuple[str, ...] = ()
     per_ticker: dict[str, TickerSessions] = field(default_factory=dict)
     warnings: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class PanelWindows:
-    """The windows a panel gives: each one's last row, its series and its split part (2: test)."""
-
-    rows: np.ndarray
-    series_index: np.ndarray
-    parts_of: np.ndarray
 
 
 def feature_spec(
@@ -101,14 +90,15 @@ def feature_spec(
 def content_hash(spec: DatasetSpec, bars: Mapping[str, pd.DataFrame], panel: Panel) -> str:
     """SHA-256 of the spec, the bars read (dates and OHLCV) and every output array."""
     from stockcli.features.dataset import dates_to_days
+    from stockcli.features.indicators import OHLCV
 
     digest = hashlib.sha256()
     digest.update(json.dumps(spec.to_json(), sort_keys=True, separators=(",", ":")).encode())
     for name in spec.series:
         frame = bars[name]
         digest.update(name.encode() + b"\0")
-        digest.update(np.asarray(frame.index, dtype="datetime64[D]").astype(np.int64).tobytes())
-        for column in ("open", "high", "low", "close", "volume"):
+        digest.update(dates_to_days(frame.index).tobytes())
+        for column in OHLCV:
             digest.update(np.ascontiguousarray(frame[column].to_numpy(dtype=np.float64)).tobytes())
     digest.update(dates_to_days(panel.dates).tobytes())
     for array in (panel.features, panel.closes, panel.target_price, panel.target_return, panel.mask()):
@@ -142,10 +132,11 @@ def process(
     spec = feature_spec(settings, chosen)  # validates the indicator config first (ConfigError)
     context = spec.context_tickers
     start = settings.data.start
+    report = progress or (lambda stage, done, total: None)
 
-    _report(progress, "loading bars", 0, 1)
+    report("loading bars", 0, 1)
     bars = bars_db.load_bars(engine, list(spec.series), start=start, end=as_of)
-    _report(progress, "loading bars", 1, 1)
+    report("loading bars", 1, 1)
     missing, warnings = _missing_bars(bars, tickers=chosen, context=context, start=start, as_of=as_of)
     panel = make_panel(
         bars,
@@ -158,20 +149,20 @@ def process(
         sessions=calendar_for(settings).sessions(start, as_of),
         progress=progress,
     )
-    windows = _split_windows(panel, settings=settings, spec=spec, as_of=as_of)
+    rows, series_index, parts_of = _split_windows(panel, settings=settings, spec=spec, as_of=as_of)
     per_ticker, too_young = _ticker_sessions(
-        panel, windows=windows, tickers=chosen, missing=missing, settings=settings, spec=spec
+        panel, rows[parts_of == 2], series_index, parts_of, missing=missing, settings=settings, spec=spec
     )
 
-    _report(progress, "hashing", 0, 1)
+    report("hashing", 0, 1)
     digest = content_hash(spec, bars, panel)
     run_id = dataset_run_id(panel.dates[-1], digest)
-    _report(progress, "saving dataset", 0, 1)
+    report("saving dataset", 0, 1)
     checkpoint(settings, "process:before_save")
     written = _save(
         settings=settings, engine=engine, run_id=run_id, as_of=as_of, spec=spec, panel=panel, digest=digest
     )
-    _report(progress, "saving dataset", 1, 1)
+    report("saving dataset", 1, 1)
     return ProcessResult(
         run_id=run_id,
         tickers=chosen,
@@ -183,7 +174,7 @@ def process(
         content_hash=digest,
         reused=not written,
         as_of=as_of,
-        windows_possible=len(windows.rows),
+        windows_possible=len(rows),
         context_tickers=tuple(context),
         per_ticker=per_ticker,
         warnings=tuple(warnings + too_young),
@@ -218,53 +209,54 @@ def _missing_bars(
     return missing, warnings
 
 
-def _split_windows(panel: Panel, *, settings: Settings, spec: DatasetSpec, as_of: date) -> PanelWindows:
-    """The panel's windows and their chronological split. Raises NoDataError when too few."""
+def _split_windows(
+    panel: Panel, *, settings: Settings, spec: DatasetSpec, as_of: date
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The panel's windows (their last rows and series) and each one's split part (2: test). Raises
+    NoDataError when too few."""
     from stockcli.features.dataset import dates_to_days, min_windows, split_parts, window_pairs
 
     ds = settings.dataset
     L = ds.sequence_length
     rows, series_index = window_pairs(panel, L)
     wanted = min_windows(ds.train_fraction, ds.validation_fraction)
-    day_of_row = dates_to_days(panel.dates)
-    target_days = day_of_row[rows + 1] if len(rows) else rows
-    if len(np.unique(target_days)) < wanted:
+    target_days = dates_to_days(panel.dates)[rows + 1]
+    if (n_dates := len(np.unique(target_days))) < wanted:
         have = {t: int(panel.valid[:, i].sum()) for i, t in enumerate(spec.tickers)}
         details = "; ".join(f"{t} has {n} usable sessions" for t, n in have.items())
         raise NoDataError(
             f"Too little history up to {as_of.isoformat()}: the tickers give {len(rows)} windows of {L} sessions "
-            f"on {len(np.unique(target_days))} dates; the split needs windows on {wanted} dates ({details}; "
+            f"on {n_dates} dates; the split needs windows on {wanted} dates ({details}; "
             f"each ticker needs {spec.warmup_sessions} sessions of indicator warm-up before its first window).",
             hint="Fetch an earlier [data] start, use a later --as-of, or shorten the indicator windows / "
             "[dataset] sequence_length.",
         )
     parts_of, _cuts = split_parts(target_days, ds.train_fraction, ds.validation_fraction)
-    return PanelWindows(rows=rows, series_index=series_index, parts_of=parts_of)
+    return rows, series_index, parts_of
 
 
 def _ticker_sessions(
     panel: Panel,
+    test_rows: np.ndarray,
+    series_index: np.ndarray,
+    parts_of: np.ndarray,
     *,
-    windows: PanelWindows,
-    tickers: Sequence[str],
     missing: Sequence[str],
     settings: Settings,
     spec: DatasetSpec,
 ) -> tuple[dict[str, TickerSessions], list[str]]:
-    """Each ticker's own usable sessions and windows, and a warning for each with bars but no test
-    windows (stopped trading before the test period, or too young)."""
+    """Each ticker's own usable sessions and windows (`_split_windows`'), and a warning for each with
+    bars but no test windows (stopped trading before the test period, or too young)."""
     from stockcli.features.dataset import run_lengths, sessions_short
 
     L = settings.dataset.sequence_length
     warmup = spec.warmup_sessions
-    series_index, parts_of = windows.series_index, windows.parts_of
-    test_rows = windows.rows[parts_of == 2]
     test_start = panel.dates[int(test_rows.min()) + 1] if len(test_rows) else None
     runs = run_lengths(panel.valid)
     bars_so_far = np.cumsum(panel.real, axis=0)
     per_ticker: dict[str, TickerSessions] = {}
     warnings: list[str] = []
-    for i, ticker in enumerate(tickers):
+    for i, ticker in enumerate(spec.tickers):
         own_rows = np.flatnonzero(panel.valid[:, i] & panel.real[:, i])  # its own usable sessions
         per_ticker[ticker] = TickerSessions(
             sessions=len(own_rows),
@@ -305,10 +297,9 @@ def _save(
     """Upsert the dataset with the config it was made from; False when that content was stored already."""
     from stockcli.db import datasets as datasets_db
 
-    tickers = spec.tickers
     config = {
         "data": {
-            "tickers": list(tickers),
+            "tickers": list(spec.tickers),
             "context_tickers": list(spec.context_tickers),
             "start": settings.data.start.isoformat(),
             "exchange": settings.data.exchange,
@@ -319,16 +310,5 @@ def _save(
         },
     }
     return datasets_db.save_dataset(
-        engine,
-        run_id=run_id,
-        as_of=as_of,
-        feature_spec=spec,
-        config=config,
-        content_hash=digest,
-        panel=panel,
+        engine, run_id=run_id, as_of=as_of, feature_spec=spec, config=config, content_hash=digest, panel=panel
     )
-
-
-def _report(progress: Progress | None, stage: str, done: int, total: int) -> None:
-    if progress is not None:
-        progress(stage, done, total)
