@@ -484,10 +484,6 @@ class BuiltDataset:
     test: WindowSet
     split: dict[str, Any] = field(default_factory=dict)
 
-    @property
-    def feature_names(self) -> tuple[str, ...]:
-        return self.spec.feature_names
-
 
 @dataclass(frozen=True)
 class BuildOutput:
@@ -593,7 +589,7 @@ def build_sets(
             "first_target_date": panel.dates[first_row + 1].isoformat(),
             "last_target_date": panel.dates[last_row + 1].isoformat(),
         }
-    split["train_last_target_date"] = days_to_dates(np.array([train_last_day]))[0].isoformat()
+    split["train_last_target_date"] = date.fromordinal(train_last_day + _EPOCH).isoformat()
     return BuildOutput(
         spec=spec.built(kept_names, context_names, L),
         scalers=scalers,

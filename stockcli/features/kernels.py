@@ -46,10 +46,7 @@ def psar(
                     up_trend_high = max_high
                     acceleration = min(acceleration + step, max_step)
                 low1, low2 = lows[i - 1], lows[i - 2]
-                if low2 < current:
-                    current = low2
-                elif low1 < current:
-                    current = low1
+                current = low2 if low2 < current else (low1 if low1 < current else current)
         else:
             current = previous - acceleration * (previous - down_trend_low)
             if max_high > current:
@@ -62,10 +59,7 @@ def psar(
                     down_trend_low = min_low
                     acceleration = min(acceleration + step, max_step)
                 high1, high2 = highs[i - 1], highs[i - 2]
-                if high2 > current:
-                    current = high2
-                elif high1 > current:
-                    current = high1
+                current = high2 if high2 > current else (high1 if high1 > current else current)
         out[i] = current
         up_trend = up_trend != reversal
     return np.asarray(out, dtype=np.float64)

@@ -59,16 +59,10 @@ def feature_spec(
     settings: Settings, tickers: Sequence[str], context_tickers: Sequence[str] | None = None
 ) -> DatasetSpec:
     """The dataset's feature spec: everything needed to recompute its features."""
+    from stockcli.features import indicators as ind
     from stockcli.features.dataset import SPEC_VERSION, DatasetSpec, series_order
-    from stockcli.features.indicators import (
-        canonical_indicators,
-        column_kinds,
-        feature_names,
-        model_warmup,
-        serving_lookback,
-    )
 
-    indicators = canonical_indicators(settings.features.indicators)
+    indicators = ind.canonical_indicators(settings.features.indicators)
     context = (
         tuple(context_tickers) if context_tickers is not None else settings.data.context_tickers_resolved
     )
@@ -78,12 +72,12 @@ def feature_spec(
         context_tickers=tuple(context),
         series=series_order(tickers, context),
         indicators=tuple(indicators),
-        feature_names=tuple(feature_names(indicators)),
-        feature_kinds=tuple(column_kinds(indicators)),
+        feature_names=tuple(ind.feature_names(indicators)),
+        feature_kinds=tuple(ind.column_kinds(indicators)),
         ffill_limit=int(settings.features.ffill_limit),
         start_date=settings.data.start,
-        warmup_sessions=model_warmup(indicators),
-        serving_lookback=serving_lookback(indicators),
+        warmup_sessions=ind.model_warmup(indicators),
+        serving_lookback=ind.serving_lookback(indicators),
     )
 
 
