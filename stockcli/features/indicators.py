@@ -537,9 +537,8 @@ def column_kinds(indicators: Indicators) -> list[str]:
 def model_warmup(indicators: Indicators) -> int:
     """Leading bars of a ticker without a valid model feature row (indicator and transform warm-up)."""
     resolved = _resolved(indicators)
-    warmup = max((item.warmup for item in resolved), default=0)
     transform = VOLUME_BASE_WINDOW if "flow" in column_kinds(resolved) else VOLUME_BASE_WINDOW - 1
-    return max(warmup, transform, 1)
+    return max([transform, *(item.warmup for item in resolved)])
 
 
 def _rolling_mean(values: np.ndarray, window: int) -> np.ndarray:
