@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from datetime import datetime
 from typing import Any
 
@@ -52,14 +53,12 @@ def crontab_weekdays(field: str) -> str:
                 raise ValueError(f"day-of-week range {span!r} runs backwards")
         days.update(day % 7 for day in range(first, last + 1, step))
     indices = sorted((day - 1) % 7 for day in days)  # APScheduler numbers, Monday 0
-    runs: list[list[int]] = []
-    for index in indices:
-        if runs and index == runs[-1][-1] + 1:
-            runs[-1].append(index)
-        else:
-            runs.append([index])
-    names = APSCHEDULER_WEEKDAYS
-    return ",".join(names[run[0]] if len(run) == 1 else f"{names[run[0]]}-{names[run[-1]]}" for run in runs)
+    # Consecutive days share `index - position`: each such group is one range.
+    runs = [
+        [APSCHEDULER_WEEKDAYS[index] for _, index in run]
+        for _, run in itertools.groupby(enumerate(indices), lambda pair: pair[1] - pair[0])
+    ]
+    return ",".join(run[0] if len(run) == 1 else f"{run[0]}-{run[-1]}" for run in runs)
 
 
 def _weekday_number(text: str) -> int:
