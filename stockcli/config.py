@@ -17,7 +17,7 @@ import re
 import stat
 import tomllib
 import typing
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -150,10 +150,7 @@ class DataSettings(_Section):
             return None
         tickers: list[str] = []
         for raw in value:
-            try:
-                ticker = normalize_ticker(raw)
-            except ConfigError as exc:
-                raise SettingProblem(exc.message, hint=exc.hint) from None
+            ticker = normalize_ticker(raw, SettingProblem)
             if ticker in tickers:
                 raise SettingProblem(f"lists {ticker} twice: {', '.join(value)}")
             tickers.append(ticker)
@@ -189,7 +186,6 @@ class DataSettings(_Section):
 
     @property
     def context_tickers_resolved(self) -> tuple[str, ...]:
-        """The context series: `context_tickers` when given, else the index tickers (^...) of `tickers`."""
         if self.context_tickers is not None:
             return self.context_tickers
         return tuple(ticker for ticker in self.tickers if ticker.startswith("^"))
@@ -394,12 +390,7 @@ class ForecasterSettings(_Section):
     @field_validator("har_market")
     @classmethod
     def _market(cls, value: str) -> str:
-        if not value.strip():
-            return ""
-        try:
-            return normalize_ticker(value)
-        except ConfigError as exc:
-            raise SettingProblem(exc.message, hint=exc.hint) from None
+        return normalize_ticker(value, SettingProblem) if value.strip() else ""
 
     @model_validator(mode="after")
     def _consistent(self) -> ForecasterSettings:
@@ -881,11 +872,12 @@ def _number(value: Any) -> str:
     return str(value) if isinstance(value, int) else f"{value:g}"
 
 
-def normalize_ticker(ticker: str) -> str:
-    """Upper-case a ticker and check its shape; raises ConfigError for a malformed one."""
+def normalize_ticker(ticker: str, error: Callable[..., Exception] = ConfigError) -> str:
+    """Upper-case a ticker and check its shape; raises `error` (a validator's: SettingProblem) for a
+    malformed one."""
     cleaned = ticker.strip().upper()
     if not TICKER_PATTERN.fullmatch(cleaned):
-        raise ConfigError(
+        raise error(
             f"Malformed ticker {ticker!r}.",
             hint="A ticker is letters, digits, '.', '-' or '=', optionally starting with '^' (e.g. MSFT, BRK-B, ^GSPC).",
         )
