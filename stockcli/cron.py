@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import itertools
 from datetime import datetime
 from typing import Any
@@ -83,16 +84,11 @@ def cron_problem(expression: str, exchange: str) -> tuple[Any, str | None]:
             raise ValueError(f"wrong number of fields; got {len(fields)}, expected 5")
         minute, hour, day, month, weekday = fields
         day_of_week = crontab_weekdays(weekday)
-
-        def cron(day: str, day_of_week: str) -> CronTrigger:
-            return CronTrigger(
-                minute=minute, hour=hour, day=day, month=month, day_of_week=day_of_week, timezone=zone
-            )
-
+        cron = functools.partial(CronTrigger, minute=minute, hour=hour, month=month, timezone=zone)
         if day.startswith("*") or weekday.startswith("*"):
-            trigger: Any = cron(day, day_of_week)
+            trigger: Any = cron(day=day, day_of_week=day_of_week)
         else:  # crontab: either field matching runs the job
-            trigger = OrTrigger([cron(day, "*"), cron("*", day_of_week)])
+            trigger = OrTrigger([cron(day=day, day_of_week="*"), cron(day="*", day_of_week=day_of_week)])
     except ValueError as exc:
         return None, f"{expression!r} is not a valid crontab expression: {exc}"
     if trigger.get_next_fire_time(None, datetime.now(zone)) is None:
