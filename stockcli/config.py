@@ -9,6 +9,7 @@ a secret).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -16,7 +17,7 @@ import re
 import stat
 import tomllib
 import typing
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -27,23 +28,8 @@ from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
 from pydantic_settings.sources.utils import parse_env_vars
 
-from stockcli.choices import (
-    CANDIDATES,
-    HORIZONS,
-    MODEL_TYPES,
-    TEST_ORDER,
-    Candidate,
-    Device,
-    Distribution,
-    IntervalMetric,
-    IntervalSource,
-    ModelType,
-    NotifyEvent,
-    PromotionMetric,
-    RangeEstimator,
-    Source,
-    TargetKind,
-)
+from stockcli import choices
+from stockcli.choices import MODEL_TYPES
 from stockcli.choices import SOURCES as SOURCES  # re-exported: callers take it with Settings
 from stockcli.cron import CRON_HINT, cron_problem
 from stockcli.errors import ConfigError
@@ -117,10 +103,7 @@ class SettingProblem(ValueError):
         self, message: str, *, key: str | None = None, section: str | None = None, hint: str | None = None
     ) -> None:
         super().__init__(message)
-        self.message = message
-        self.key = key
-        self.section = section
-        self.hint = hint
+        self.message, self.key, self.section, self.hint = message, key, section, hint
 
 
 def _each_once(value: tuple[str, ...]) -> tuple[str, ...]:
@@ -136,7 +119,7 @@ class _Section(BaseModel):
 
 
 class DataSettings(_Section):
-    source: Source = "sample"
+    source: choices.Source = "sample"
     tickers: tuple[str, ...] = Field(
         default=DEFAULT_TICKERS,
         strict=False,
@@ -167,10 +150,7 @@ class DataSettings(_Section):
             return None
         tickers: list[str] = []
         for raw in value:
-            try:
-                ticker = normalize_ticker(raw)
-            except ConfigError as exc:
-                raise SettingProblem(exc.message, hint=exc.hint) from None
+            ticker = normalize_ticker(raw, SettingProblem)
             if ticker in tickers:
                 raise SettingProblem(f"lists {ticker} twice: {', '.join(value)}")
             tickers.append(ticker)
@@ -181,10 +161,8 @@ class DataSettings(_Section):
     def _date_text(cls, value: Any) -> Any:
         """A string from an override or the environment may spell a date as YYYY-MM-DD."""
         if isinstance(value, str):
-            try:
+            with contextlib.suppress(ValueError):  # else refused below, as "a date (YYYY-MM-DD)"
                 return date.fromisoformat(value.strip())
-            except ValueError:
-                return value  # refused below, as "a date (YYYY-MM-DD)"
         return value
 
     @field_validator("max_jump_factor")
@@ -208,7 +186,6 @@ class DataSettings(_Section):
 
     @property
     def context_tickers_resolved(self) -> tuple[str, ...]:
-        """The context series: `context_tickers` when given, else the index tickers (^...) of `tickers`."""
         if self.context_tickers is not None:
             return self.context_tickers
         return tuple(ticker for ticker in self.tickers if ticker.startswith("^"))
@@ -266,7 +243,7 @@ class DatasetSettings(_Section):
     sequence_length: int = Field(default=30, ge=2, le=500)
     train_fraction: float = Field(default=0.70, gt=0, lt=1)
     validation_fraction: float = Field(default=0.15, gt=0, lt=1)
-    target_kind: TargetKind = "return"
+    target_kind: choices.TargetKind = "return"
 
     @model_validator(mode="after")
     def _test_part_remains(self) -> DatasetSettings:
@@ -280,7 +257,7 @@ class DatasetSettings(_Section):
 
 
 class TrainingSettings(_Section):
-    model_type: ModelType = "lstm"
+    model_type: choices.ModelType = "lstm"
     hidden_size: int = Field(default=64, ge=1, le=4096)
     num_layers: int = Field(default=1, ge=1, le=8)
     dropout: float = Field(default=0.2, ge=0, lt=1)
@@ -292,10 +269,10 @@ class TrainingSettings(_Section):
     patience: int = Field(default=5, ge=1, le=1_000_000)
     grad_clip: float = Field(default=1.0, ge=0, le=1e6)
     seed: int = Field(default=42, ge=0, le=2**32 - 1)  # numpy and torch seeds are 32-bit
-    device: Device = "cpu"
+    device: choices.Device = "cpu"
     # torch intra-op threads; 0: half the cores this process may use. Same value, same seed: same losses.
     num_threads: int = Field(default=0, ge=0, le=256)
-    distribution: Distribution = "student_t"
+    distribution: choices.Distribution = "student_t"
 
 
 # Each `[tuning] <name>_min` must be at most its `<name>_max`.
@@ -320,7 +297,7 @@ class TuningSettings(_Section):
     dropout_max: float = Field(default=0.5, ge=0, lt=1)
     learning_rate_min: float = Field(default=1e-4, gt=0, le=1)
     learning_rate_max: float = Field(default=1e-2, gt=0, le=1)
-    model_types: tuple[ModelType, ...] = Field(default=MODEL_TYPES, strict=False, min_length=1)
+    model_types: tuple[choices.ModelType, ...] = Field(default=MODEL_TYPES, strict=False, min_length=1)
     # Tune budget of a retrain that starts from production's parameters (0: no limit).
     retrain_timeout_s: float = Field(default=30.0, ge=0, le=604800)
     warm_start: bool = True
@@ -350,50 +327,38 @@ class IntervalsSettings(_Section):
 
 
 class ForecasterSettings(_Section):
+    # config.toml says what each key does and which validation figures chose its default.
     # Statistical interval candidates, besides the network (every one is scored every session).
-    candidates: tuple[Candidate, ...] = Field(default=CANDIDATES, strict=False, min_length=1)
+    candidates: tuple[choices.Candidate, ...] = Field(default=choices.CANDIDATES, strict=False, min_length=1)
     # The candidate every challenger must beat by a one-sided test to be served.
-    incumbent: Candidate = "garch"
-    # The family correction of those tests: a fixed sequence in this order (each test at alpha while
-    # every earlier one rejected; names not listed follow, in candidates order), or Holm's when empty.
-    test_order: tuple[IntervalSource, ...] = Field(default=TEST_ORDER, strict=False)
-    # Daily variance of the range-based HAR: Garman-Klass (open/high/low/close) or Parkinson (high/low),
-    # each plus the overnight gap.
-    har_estimator: RangeEstimator = "garman_klass"
-    # The next session's HAR design (`ml.forecasters.har.HarDesign`), chosen on the validation years
-    # 2008-2011: the overnight gap as its own regressor, no leverage terms, the squared return as
-    # regressand (95% Winkler skill vs GARCH +5.6/+4.7/+4.2/+6.1%; earlier design -3.1/+1.6/+4.0/+1.5%).
+    incumbent: choices.Candidate = "garch"
+    # The family correction of those tests: a fixed sequence in this order (names not listed follow, in
+    # candidates order), or Holm's when empty.
+    test_order: tuple[choices.IntervalSource, ...] = Field(default=choices.TEST_ORDER, strict=False)
+    har_estimator: choices.RangeEstimator = "garman_klass"
+    # The next session's HAR design (`ml.forecasters.har.HarDesign`) and its fit; "" for no market term.
     har_overnight: typing.Literal["regressor", "added"] = "regressor"
     har_leverage: bool = False
     har_target: typing.Literal["squared_return", "range"] = "squared_return"
-    # Its fit (validation figures in config.toml): older sessions' weight in the least squares halves
-    # every har_half_life sessions (0: ordinary least squares); the quantiles come from the
-    # standardized returns of the last har_residual_window fitted sessions (0: all of them).
     har_half_life: int = Field(default=500, ge=0, le=100_000)
     har_residual_window: int = Field(default=1000, ge=0, le=100_000)
-    # The market whose range variance is one more HAR term for every other ticker (fetched and stored
-    # like a context series); "" for none.
     har_market: str = "^GSPC"
-    # The two candidates whose quantiles `blend` averages.
-    blend: tuple[Candidate, Candidate] = Field(default=("har_range", "gjr"), strict=False)
-    # The first of them's weight (validation years 2008-2011: 0.75 +5.4% mean Winkler skill, 0.5 +4.8%).
+    # The two candidates whose quantiles `blend` averages, and the first one's weight.
+    blend: tuple[choices.Candidate, choices.Candidate] = Field(default=("har_range", "gjr"), strict=False)
     blend_weight: float = Field(default=0.75, gt=0, lt=1)
-    # Sessions between refits of the statistical candidates from the stored bars (during `daily`).
+    # Sessions between refits of the statistical candidates (during `daily`); at each refit the interval
+    # source is re-decided on the trailing scored sessions (fewer than the minimum: the decision stands).
     refit_sessions: int = Field(default=21, ge=1, le=250)
-    # Trailing scored sessions on which the interval source is re-decided at each refit.
     selection_sessions: int = Field(default=250, ge=20, le=2000)
-    # Fewer scored sessions than this in that window: the previous decision stands.
     min_selection_sessions: int = Field(default=125, ge=10, le=2000)
-    # A challenger served on a test stands against a re-decision that only fails to reject on fewer
-    # sessions than that test read (until the window holds selection_sessions); false: it does not.
     keep_tested_choice: bool = True
     # min_selection_sessions for the horizons above 1 (they start on the incumbent).
     horizon_min_selection_sessions: int = Field(default=60, ge=10, le=2000)
     # The loss the selection tests compare.
-    metric: IntervalMetric = "pinball"
+    metric: choices.IntervalMetric = "pinball"
     # Sessions ahead the statistical candidates forecast (the network: 1 only).
     horizons: tuple[int, ...] = Field(
-        default=HORIZONS,
+        default=choices.HORIZONS,
         strict=False,
         min_length=1,
         description="an increasing list of sessions from 1 to 250 that contains 1, e.g. [1, 5, 20]",
@@ -425,12 +390,7 @@ class ForecasterSettings(_Section):
     @field_validator("har_market")
     @classmethod
     def _market(cls, value: str) -> str:
-        if not value.strip():
-            return ""
-        try:
-            return normalize_ticker(value)
-        except ConfigError as exc:
-            raise SettingProblem(exc.message, hint=exc.hint) from None
+        return normalize_ticker(value, SettingProblem) if value.strip() else ""
 
     @model_validator(mode="after")
     def _consistent(self) -> ForecasterSettings:
@@ -455,7 +415,7 @@ class ForecasterSettings(_Section):
 
 
 class PromotionSettings(_Section):
-    metric: PromotionMetric = "mae"
+    metric: choices.PromotionMetric = "mae"
     min_improvement: float = Field(default=0.0, ge=0, lt=1)
     # Significance level of the paired test between candidate and production.
     alpha: float = Field(default=0.05, gt=0, le=0.5)
@@ -505,7 +465,7 @@ NOTIFY_URL_HINT = (
 class NotifySettings(_Section):
     # Apprise URLs hold tokens and passwords: kept out of repr(), shown only through redact_notify_url.
     urls: tuple[str, ...] = Field(default=(), strict=False, repr=False)
-    events: tuple[NotifyEvent, ...] = Field(
+    events: tuple[choices.NotifyEvent, ...] = Field(
         default=("failure", "retrain", "promotion", "band_break"), strict=False
     )
     # Per try; a notification is tried twice, and its failure never changes the run's outcome.
@@ -912,11 +872,12 @@ def _number(value: Any) -> str:
     return str(value) if isinstance(value, int) else f"{value:g}"
 
 
-def normalize_ticker(ticker: str) -> str:
-    """Upper-case a ticker and check its shape; raises ConfigError for a malformed one."""
+def normalize_ticker(ticker: str, error: Callable[..., Exception] = ConfigError) -> str:
+    """Upper-case a ticker and check its shape; raises `error` (a validator's: SettingProblem) for a
+    malformed one."""
     cleaned = ticker.strip().upper()
     if not TICKER_PATTERN.fullmatch(cleaned):
-        raise ConfigError(
+        raise error(
             f"Malformed ticker {ticker!r}.",
             hint="A ticker is letters, digits, '.', '-' or '=', optionally starting with '^' (e.g. MSFT, BRK-B, ^GSPC).",
         )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import itertools
 from datetime import datetime
 from typing import Any
 
@@ -52,14 +54,12 @@ def crontab_weekdays(field: str) -> str:
                 raise ValueError(f"day-of-week range {span!r} runs backwards")
         days.update(day % 7 for day in range(first, last + 1, step))
     indices = sorted((day - 1) % 7 for day in days)  # APScheduler numbers, Monday 0
-    runs: list[list[int]] = []
-    for index in indices:
-        if runs and index == runs[-1][-1] + 1:
-            runs[-1].append(index)
-        else:
-            runs.append([index])
-    names = APSCHEDULER_WEEKDAYS
-    return ",".join(names[run[0]] if len(run) == 1 else f"{names[run[0]]}-{names[run[-1]]}" for run in runs)
+    # Consecutive days share `index - position`: each such group is one range.
+    runs = [
+        [APSCHEDULER_WEEKDAYS[index] for _, index in run]
+        for _, run in itertools.groupby(enumerate(indices), lambda pair: pair[1] - pair[0])
+    ]
+    return ",".join(run[0] if len(run) == 1 else f"{run[0]}-{run[-1]}" for run in runs)
 
 
 def _weekday_number(text: str) -> int:
@@ -84,16 +84,11 @@ def cron_problem(expression: str, exchange: str) -> tuple[Any, str | None]:
             raise ValueError(f"wrong number of fields; got {len(fields)}, expected 5")
         minute, hour, day, month, weekday = fields
         day_of_week = crontab_weekdays(weekday)
-
-        def cron(day: str, day_of_week: str) -> CronTrigger:
-            return CronTrigger(
-                minute=minute, hour=hour, day=day, month=month, day_of_week=day_of_week, timezone=zone
-            )
-
+        cron = functools.partial(CronTrigger, minute=minute, hour=hour, month=month, timezone=zone)
         if day.startswith("*") or weekday.startswith("*"):
-            trigger: Any = cron(day, day_of_week)
+            trigger: Any = cron(day=day, day_of_week=day_of_week)
         else:  # crontab: either field matching runs the job
-            trigger = OrTrigger([cron(day, "*"), cron("*", day_of_week)])
+            trigger = OrTrigger([cron(day=day, day_of_week="*"), cron(day="*", day_of_week=day_of_week)])
     except ValueError as exc:
         return None, f"{expression!r} is not a valid crontab expression: {exc}"
     if trigger.get_next_fire_time(None, datetime.now(zone)) is None:

@@ -7,6 +7,7 @@ unknown type raises instead of becoming its text) or `keep_non_finite` (a shape 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 from datetime import date, datetime
@@ -20,25 +21,21 @@ def to_plain(value: Any, *, strict: bool = False, keep_non_finite: bool = False)
         return value if strict or keep_non_finite or math.isfinite(value) else None
     if isinstance(value, bool | int | str) or value is None:
         return value
+    plain = functools.partial(to_plain, strict=strict, keep_non_finite=keep_non_finite)
     if isinstance(value, Decimal):
-        return to_plain(float(value), strict=strict, keep_non_finite=keep_non_finite)
+        return plain(float(value))
     if isinstance(value, datetime | date):
         return value.isoformat()
     if callable(getattr(value, "to_json", None)) and not isinstance(value, type):  # a typed result's shape
-        return to_plain(value.to_json(), strict=strict, keep_non_finite=keep_non_finite)
+        return plain(value.to_json())
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {
-            f.name: to_plain(getattr(value, f.name), strict=strict, keep_non_finite=keep_non_finite)
-            for f in dataclasses.fields(value)
-        }
+        return {f.name: plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
     if isinstance(value, dict):
-        return {
-            _key(k): to_plain(v, strict=strict, keep_non_finite=keep_non_finite) for k, v in value.items()
-        }
+        return {_key(k): plain(v) for k, v in value.items()}
     if isinstance(value, list | tuple | set | frozenset):
-        return [to_plain(v, strict=strict, keep_non_finite=keep_non_finite) for v in value]
+        return [plain(v) for v in value]
     if hasattr(value, "tolist"):  # numpy scalars and arrays
-        return to_plain(value.tolist(), strict=strict, keep_non_finite=keep_non_finite)
+        return plain(value.tolist())
     if strict:
         raise TypeError(f"{type(value).__name__} is not JSON serialisable")
     return str(value)

@@ -52,7 +52,7 @@ def hide(secrets: Iterable[str]) -> None:
             form = form.removeprefix(":")
             if len(form) >= (MIN_PASSWORD_LENGTH if password else MIN_HIDDEN_LENGTH):
                 found.add(form)
-    _hidden = tuple(sorted((s for s in found if s), key=len, reverse=True))
+    _hidden = tuple(sorted(found, key=len, reverse=True))
 
 
 def _notify_parts(url: str) -> tuple[str, str | None, str, str, list[tuple[str, str]]] | None:
@@ -109,8 +109,7 @@ def redact_url(text: str) -> str:
     if not text:
         return text
     for secret in _hidden:
-        if secret in text:
-            text = text.replace(secret, MASK)
+        text = text.replace(secret, MASK)
     hidden = _USERINFO.sub(lambda m: f"{m['head']}{MASK}{m['tail']}", text)
     return _PARAMETER.sub(lambda m: f"{m['key']}{MASK}", hidden)
 
