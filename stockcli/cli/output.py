@@ -106,19 +106,18 @@ def table(
         )
     for row in cells:
         view.add_row(*(row[index] for index in keep))
-    if needed <= width and width <= console.width:
+    if needed <= width <= console.width:
         console.print(view, width=width)
         return
     # Rich never renders wider than its console (80 columns when stdout is not a terminal): a console
     # of the chosen width writes the same stream.
-    wide = Console(
+    Console(
         file=console.file,
-        width=max(needed, width) if needed > width else width,
+        width=max(needed, width),
         highlight=False,
         force_terminal=console.is_terminal,
         color_system=console.color_system,  # type: ignore[arg-type]
-    )
-    wide.print(view)
+    ).print(view)
 
 
 def records(title: str | None, columns: Sequence[Column], items: Iterable[Any], **options: Any) -> None:

@@ -761,11 +761,6 @@ def decision_value(metrics: Mapping[str, Any] | None, metric: str) -> float | No
 
 
 def _promotion_row(row: Mapping[str, Any]) -> PromotionRow:
-    metric = row["metric"]
-    return _from_row(
-        PromotionRow,
-        row,
-        candidate_value=decision_value(row["candidate_metrics"], metric),
-        production_value=decision_value(row["production_metrics"], metric),
-        naive_value=decision_value(row["naive_metrics"], metric),
-    )
+    roles = ("candidate", "production", "naive")
+    values = {f"{role}_value": decision_value(row[f"{role}_metrics"], row["metric"]) for role in roles}
+    return _from_row(PromotionRow, row, **values)
