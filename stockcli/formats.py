@@ -68,11 +68,10 @@ def format_metrics(values: dict[str, Any] | None) -> str:
     """`mae 4.10, skill -0.0123, test dm`: every metric; a number below 1 with four decimals, else two."""
     if not values:
         return MISSING
-    parts = []
-    for name, value in values.items():
+
+    def shown(value: Any) -> Any:
         if isinstance(value, int | float) and not isinstance(value, bool):
-            digits = 4 if abs(value) < 1 else 2
-            parts.append(f"{name} {number(float(value), digits)}")
-        else:
-            parts.append(f"{name} {value}")
-    return ", ".join(parts)
+            return number(value, 4 if abs(value) < 1 else 2)
+        return value
+
+    return ", ".join(f"{name} {shown(value)}" for name, value in values.items())

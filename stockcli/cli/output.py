@@ -81,10 +81,8 @@ def table(
     order given; as a last resort it runs wider than the output rather than cut a value (`2013-03-…`).
     """
     cells = [["" if cell is None else str(cell) for cell in row] for row in rows]
-    keep = list(range(len(columns)))
     width = output_width()
-    for compact, dropped in _layouts(columns, secondary):
-        keep = [index for index, name in enumerate(columns) if name not in dropped]
+    for compact, keep in _layouts(columns, secondary):
         needed = _minimum_width(
             [columns[i] for i in keep], [[row[i] for i in keep] for row in cells], text, compact
         )
@@ -108,19 +106,18 @@ def table(
         )
     for row in cells:
         view.add_row(*(row[index] for index in keep))
-    if needed <= width and width <= console.width:
+    if needed <= width <= console.width:
         console.print(view, width=width)
         return
     # Rich never renders wider than its console (80 columns when stdout is not a terminal): a console
     # of the chosen width writes the same stream.
-    wide = Console(
+    Console(
         file=console.file,
-        width=max(needed, width) if needed > width else width,
+        width=max(needed, width),
         highlight=False,
         force_terminal=console.is_terminal,
         color_system=console.color_system,  # type: ignore[arg-type]
-    )
-    wide.print(view)
+    ).print(view)
 
 
 def records(title: str | None, columns: Sequence[Column], items: Iterable[Any], **options: Any) -> None:
@@ -129,15 +126,12 @@ def records(title: str | None, columns: Sequence[Column], items: Iterable[Any], 
     table(title, [name for name, _ in columns], rows, **options)
 
 
-def _layouts(columns: Sequence[str], secondary: Sequence[str]) -> Iterator[tuple[bool, set[str]]]:
-    """Layouts from the fullest to the most compact: (borderless?, dropped columns)."""
-    yield False, set()
-    dropped: set[str] = set()
-    yield True, set(dropped)
-    for name in secondary:
-        if name in columns:
-            dropped.add(name)
-            yield True, set(dropped)
+def _layouts(columns: Sequence[str], secondary: Sequence[str]) -> Iterator[tuple[bool, list[int]]]:
+    """Layouts from the fullest to the most compact: (borderless?, the indexes of the columns kept)."""
+    yield False, list(range(len(columns)))
+    droppable = [name for name in secondary if name in columns]
+    for count in range(len(droppable) + 1):
+        yield True, [index for index, name in enumerate(columns) if name not in droppable[:count]]
 
 
 def _is_text(name: str, values: Sequence[str], text: Sequence[str]) -> bool:

@@ -311,7 +311,7 @@ def build_report(
     ensure_data(engine, settings=settings)
     assert engine is not None
     try:
-        tickers = queries.known_tickers(engine, preferred=settings.data.tickers)
+        tickers = known_tickers(settings, engine)
         order = {ticker: index for index, ticker in enumerate(tickers)}
         predictions = sorted(
             latest_predictions(engine, as_of=as_of), key=lambda p: order.get(p.ticker, len(order))
@@ -324,9 +324,7 @@ def build_report(
             _close_series(t, closes[t], by_ticker.get(t), fans.get(t), exceptions.get(t)) for t in tickers
         )
         info = models if models is not None else model_versions(settings)
-        notes: list[str] = []
-        if info.note:
-            notes.append(info.note)
+        notes = [info.note] if info.note else []
         if not predictions:
             notes.append("No predictions stored yet. " + FILL_HINT)
         worse = [row.ticker for row in performance if row.worse_than_naive]
@@ -401,14 +399,12 @@ def _fans(
     for row in window:
         if int(row["horizon"]) == 1:
             past.setdefault(row["ticker"], []).append(_from_row(FanPoint, row))
-    by_ticker: dict[str, list[Mapping[str, Any]]] = {}
-    for row in newest:
-        by_ticker.setdefault(row["ticker"], []).append(row)
     fans = {}
-    for ticker, rows in by_ticker.items():
-        base = max(row["base_date"] for row in rows)
+    for ticker in {row["ticker"] for row in newest}:
+        base = max(row["base_date"] for row in newest if row["ticker"] == ticker)
         latest = sorted(
-            (row for row in rows if row["base_date"] == base), key=lambda row: int(row["horizon"])
+            (row for row in newest if (row["ticker"], row["base_date"]) == (ticker, base)),
+            key=lambda row: int(row["horizon"]),
         )
         farthest = max(row["target_date"] for row in latest)
         fans[ticker] = HorizonFan(
@@ -449,9 +445,6 @@ def _exceptions(
             min_sessions=MIN_SESSIONS,
         )
     return out
-
-
-REPORT_SIGNATURE = ("<!doctype html>", "<title>stockcli report")
 
 
 def write_html_report(settings: Settings, path: Path, html: str) -> Path:
@@ -497,16 +490,14 @@ def html_report_target(settings: Settings, path: Path) -> Path:
         raise UsageError(
             f"Refusing to write the HTML report to {path}: it is {protected[target]} ({target}).", hint=hint
         )
-    exists = target.exists()
-    if is_within(target, settings.data_dir) and (
-        (exists and not _is_report_file(target)) or target.suffix.lower() not in (".html", ".htm")
-    ):
+    foreign = target.exists() and not _is_report_file(target)  # an existing file, not an earlier report
+    if is_within(target, settings.data_dir) and (foreign or target.suffix.lower() not in (".html", ".htm")):
         raise UsageError(
             f"Refusing to write the HTML report to {path}: {target} is in the data dir "
             f"({settings.data_dir}), where only an .html report may be written.",
             hint=hint,
         )
-    if exists and not _is_report_file(target) and target != given:
+    if foreign and target != given:
         raise UsageError(
             f"Refusing to write the HTML report to {path}: a symlink leads to {target}, an existing "
             "file that is not an earlier report.",
@@ -521,7 +512,7 @@ def _is_report_file(path: Path) -> bool:
             head = handle.read(2048).lower()
     except OSError:
         return False
-    return head.startswith(REPORT_SIGNATURE[0]) and REPORT_SIGNATURE[1] in head
+    return head.startswith("<!doctype html>") and "<title>stockcli report" in head
 
 
 def unreadable_database(settings: Settings, exc: BaseException) -> StockCliError:
@@ -598,9 +589,8 @@ def live_performance(
     rows = performance_window(engine, through=as_of, sessions=settings.monitor.window_sessions, ticker=ticker)
     summary = summarize_scored(rows)
     blocks = {} if summary is None else summary.tickers
-    order = queries.known_tickers(engine, preferred=settings.data.tickers)
-    tickers = list(blocks)
-    ordered = [t for t in order if t in tickers] + sorted(set(tickers) - set(order))
+    known = known_tickers(settings, engine)
+    ordered = [t for t in known if t in blocks] + sorted(set(blocks) - set(known))
     return [
         performance_row(t, blocks[t], [r for r in rows if r["ticker"] == t], settings.monitor.min_samples)
         for t in ordered
@@ -616,15 +606,14 @@ def performance_row(
     figures = block_figures(block)
     newest = max(rows, key=lambda r: r["target_date"]) if rows else None
     dates = [r["target_date"] for r in rows]
-    skill = block.skill
     return PerformanceRow(
         ticker=ticker,
         **{name: value for name, value in figures.items() if name in _PERFORMANCE_FIELDS},
         directional_accuracy=figures["direction_accuracy"],
-        worse_than_naive=skill is not None and skill < 0,
+        worse_than_naive=block.skill is not None and block.skill < 0,
         enough_samples=figures["sessions"] >= min_samples,
-        first_target_date=min(dates) if dates else None,
-        last_target_date=max(dates) if dates else None,
+        first_target_date=min(dates, default=None),
+        last_target_date=max(dates, default=None),
         model_versions=tuple(sorted({str(r["model_version"]) for r in rows}, key=_version_key)),
         interval_source=None if newest is None else newest.get("interval_source"),
         interval_skill_vs_garch=(skills_against(rows, "garch").get(SERVED) or {}).get("winkler_95"),
@@ -678,13 +667,10 @@ def model_versions(settings: Settings) -> ModelsInfo:
             (), None, redact_url(f"Model versions are not available: {type(exc).__name__}: {exc}")
         )
     versions = tuple(  # newest first, as the registry lists them
-        ModelVersionRow(
-            version=item.version,
-            aliases=item.aliases,
+        _from_row(
+            ModelVersionRow,
+            vars(item),
             test_metrics={str(k): finite(v) for k, v in item.test_metrics.items()},
-            dataset_run_id=item.dataset_run_id,
-            created_at=item.created_at,
-            model_type=item.model_type,
         )
         for item in items
     )
@@ -775,11 +761,6 @@ def decision_value(metrics: Mapping[str, Any] | None, metric: str) -> float | No
 
 
 def _promotion_row(row: Mapping[str, Any]) -> PromotionRow:
-    metric = row["metric"]
-    return _from_row(
-        PromotionRow,
-        row,
-        candidate_value=decision_value(row["candidate_metrics"], metric),
-        production_value=decision_value(row["production_metrics"], metric),
-        naive_value=decision_value(row["naive_metrics"], metric),
-    )
+    roles = ("candidate", "production", "naive")
+    values = {f"{role}_value": decision_value(row[f"{role}_metrics"], row["metric"]) for role in roles}
+    return _from_row(PromotionRow, row, **values)
