@@ -98,19 +98,11 @@ class MetricBlock:
     scored: ScoredFigures | None = None
 
     def to_json(self) -> dict[str, Any]:
-        plain: dict[str, Any] = {
-            "model": self.model.to_json(),
-            "naive": self.naive.to_json(),
-            **{
-                name: getattr(self, name)
-                for name in ("skill", "skill_low", "skill_high", "n_days", "up_fraction")
-            },
-            "intervals": _json_or_none(self.intervals),
-            "baselines": {name: _json_or_none(values) for name, values in self.baselines.items()},
-        }
-        if self.scored is not None:
-            plain.update(asdict(self.scored))
-        return plain
+        """The fields in order, point figures under their stored keys, `scored`'s figures flat at the end."""
+        plain = asdict(self)
+        scored = plain.pop("scored") or {}
+        plain["model"], plain["naive"] = self.model.to_json(), self.naive.to_json()
+        return plain | scored
 
 
 @dataclass(frozen=True)
@@ -135,10 +127,6 @@ class Evaluation:
             "tickers": {ticker: block.naive.to_json() for ticker, block in self.tickers.items()},
             "average": self.average.naive.to_json(),
         }
-
-
-def _json_or_none(figures: IntervalFigures | None) -> dict[str, float | int | None] | None:
-    return None if figures is None else figures.to_json()
 
 
 # --- per-row definitions ----------------------------------------------------------------------------
