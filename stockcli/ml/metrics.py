@@ -228,11 +228,9 @@ def interval_metrics(
     if quantile_closes is None:
         return None
     q = log_quantiles(quantile_closes, base)
-    complete = np.isfinite(q).all(axis=1)
-    if not complete.any():
+    if not np.isfinite(q).all(axis=1).any():
         return None
-    y = _log_returns(actual, base)
-    return IntervalFigures(**interval_block(q[complete], y[complete]))  # type: ignore[arg-type]
+    return IntervalFigures(**interval_block(q, _log_returns(actual, base)))  # type: ignore[arg-type]
 
 
 def panel_of(
