@@ -18,15 +18,11 @@ from stockcli.ml.intervals import (
     aci_update,
     conformal_quantile,
     conformal_scores,
-    coverage,
     half_widths,
     interval_block,
-    mean_width,
-    pinball_loss,
     pinball_losses,
     quantiles_from_halfwidths,
     sort_quantiles,
-    winkler_score,
     winkler_scores,
 )
 from stockcli.ml.stats import (
@@ -254,12 +250,11 @@ def test_binomial_bounds_are_the_acceptance_region_of_the_test(n: int, nominal: 
 
 
 def test_coverage_width_skip_missing() -> None:
-    lower = np.array([0.0, 0.0, 0.0, np.nan])
-    upper = np.array([1.0, 1.0, 1.0, 1.0])
-    actual = np.array([0.5, 1.0, 2.0, 0.5])
-    assert coverage(lower, upper, actual) == pytest.approx(2 / 3)  # the bounds count as inside
-    assert mean_width(lower, upper) == pytest.approx(1.0)
-    assert coverage(np.array([np.nan]), np.array([1.0]), np.array([0.0])) is None
+    quantiles = np.array([[-1.0, 0.0, 0.5, 1.0, 2.0]] * 3 + [[-1.0, np.nan, 0.5, 1.0, 2.0]])  # 80%: [0, 1]
+    block = interval_block(quantiles, np.array([0.5, 1.0, 2.0, 0.5]))
+    assert block["coverage_80"] == pytest.approx(2 / 3)  # the bounds count as inside
+    assert block["width_80"] == pytest.approx(1.0)
+    assert interval_block(np.array([[np.nan, 0, 0, 1, 1]]), np.array([0.0]))["coverage_80"] is None
 
 
 def test_winkler_hand_computed() -> None:
@@ -267,8 +262,9 @@ def test_winkler_hand_computed() -> None:
     actual = np.array([1.0, -0.5, 3.0])
     alpha = 0.2  # 2 / alpha = 10
     assert winkler_scores(lower, upper, actual, alpha) == pytest.approx([2.0, 2.0 + 5.0, 2.0 + 10.0])
-    assert winkler_score(lower, upper, actual, alpha) == pytest.approx((2 + 7 + 12) / 3)
-    assert winkler_score(lower, upper, np.array([1.0, np.nan, 3.0]), 0.05) == pytest.approx((2 + 42) / 2)
+    quantiles = np.array([[0.0, 0.5, 1.0, 1.5, 2.0]] * 3)  # 95%: [0, 2], alpha 0.05
+    block = interval_block(quantiles, np.array([1.0, np.nan, 3.0]))
+    assert block["winkler_95"] == pytest.approx((2 + 42) / 2)  # the mean over complete rows
 
 
 def test_pinball_hand_computed() -> None:
@@ -277,8 +273,10 @@ def test_pinball_hand_computed() -> None:
     # levels (0.025, 0.1, 0.5, 0.9, 0.975): actual above the first four, below the last.
     expected = (0.025 * 3.5 + 0.1 * 2.5 + 0.5 * 1.5 + 0.9 * 0.5 + (1 - 0.975) * 0.5) / 5
     assert pinball_losses(quantiles, actual) == pytest.approx([expected])
-    assert pinball_loss(np.vstack([quantiles, quantiles]), np.array([1.5, np.nan])) == pytest.approx(expected)
-    assert pinball_loss(quantiles[:, :1], actual, levels=(0.5,)) == pytest.approx(0.5 * 3.5)
+    assert interval_block(np.vstack([quantiles, quantiles]), np.array([1.5, np.nan]))[
+        "pinball"
+    ] == pytest.approx(expected)
+    assert pinball_losses(quantiles[:, :1], actual, levels=(0.5,)) == pytest.approx([0.5 * 3.5])
 
 
 def test_interval_block_shape_and_values() -> None:
@@ -293,7 +291,7 @@ def test_interval_block_shape_and_values() -> None:
     assert block["width_95"] == pytest.approx(4.0)
     assert block["winkler_80"] == pytest.approx((2.0 + 2.0 + 10 * 0.5) / 2)
     assert block["winkler_95"] == pytest.approx(4.0)
-    assert block["pinball"] == pytest.approx(pinball_loss(quantiles[:2], actual[:2]))
+    assert block["pinball"] == pytest.approx(np.mean(pinball_losses(quantiles[:2], actual[:2])))
     assert all(isinstance(value, float) for key, value in block.items() if key != "n")
     empty = interval_block(np.full((1, 5), np.nan), np.array([0.0]))
     assert empty["n"] == 0 and empty["coverage_80"] is None and empty["pinball"] is None

@@ -28,36 +28,12 @@ INTERVAL_COLUMNS: dict[int, tuple[int, int]] = {
 }
 
 INTERVAL_METRIC_KEYS = (
-    "coverage_80",
-    "coverage_95",
-    "width_80",
-    "width_95",
-    "winkler_80",
-    "winkler_95",
+    *(f"{figure}_{level}" for figure in ("coverage", "width", "winkler") for level in INTERVALS),
     "pinball",
     "n",
 )
 
 BEYOND_MAX_SCORE_FACTOR = 1.5
-
-
-def coverage(lower: np.ndarray, upper: np.ndarray, actual: np.ndarray) -> float | None:
-    """Share of observations with lower <= actual <= upper; None when no observation is complete."""
-    low, high, value = _broadcast_float(lower, upper, actual)
-    complete = np.isfinite(low) & np.isfinite(high) & np.isfinite(value)
-    if not complete.any():
-        return None
-    inside = (low[complete] <= value[complete]) & (value[complete] <= high[complete])
-    return float(inside.mean())
-
-
-def mean_width(lower: np.ndarray, upper: np.ndarray) -> float | None:
-    """Mean of upper - lower over complete observations; None when there is none."""
-    low, high = _broadcast_float(lower, upper)
-    complete = np.isfinite(low) & np.isfinite(high)
-    if not complete.any():
-        return None
-    return float(np.mean(high[complete] - low[complete]))
 
 
 def winkler_scores(lower: np.ndarray, upper: np.ndarray, actual: np.ndarray, alpha: float) -> np.ndarray:
@@ -70,11 +46,6 @@ def winkler_scores(lower: np.ndarray, upper: np.ndarray, actual: np.ndarray, alp
     return (high - low) + penalty
 
 
-def winkler_score(lower: np.ndarray, upper: np.ndarray, actual: np.ndarray, alpha: float) -> float | None:
-    """Mean Winkler score over complete observations; None when there is none."""
-    return _nan_mean(winkler_scores(lower, upper, actual, alpha))
-
-
 def pinball_losses(
     quantiles: np.ndarray, actual: np.ndarray, levels: tuple[float, ...] = QUANTILES
 ) -> np.ndarray:
@@ -83,15 +54,7 @@ def pinball_losses(
     predicted, value = _quantile_rows(quantiles, actual, len(levels))
     tau = np.asarray(levels, dtype=np.float64)[None, :]
     error = value[:, None] - predicted
-    losses = np.maximum(tau * error, (tau - 1.0) * error)
-    return losses.mean(axis=1)
-
-
-def pinball_loss(
-    quantiles: np.ndarray, actual: np.ndarray, levels: tuple[float, ...] = QUANTILES
-) -> float | None:
-    """Mean pinball loss over levels and complete observations; None when there is none."""
-    return _nan_mean(pinball_losses(quantiles, actual, levels))
+    return np.maximum(tau * error, (tau - 1.0) * error).mean(axis=1)
 
 
 def misses(quantiles: np.ndarray, actual: np.ndarray, level: int) -> np.ndarray:
@@ -110,15 +73,16 @@ def interval_block(quantiles: np.ndarray, actual: np.ndarray) -> dict[str, float
     all five quantiles and the actual value (None where there is none)."""
     predicted, value = _quantile_rows(quantiles, actual, len(QUANTILES))
     complete = np.isfinite(predicted).all(axis=1) & np.isfinite(value)
-    predicted = predicted[complete]
-    value = value[complete]
+    predicted, value = predicted[complete], value[complete]
     block: dict[str, float | int | None] = {}
     for level, (low_column, high_column) in INTERVAL_COLUMNS.items():
         lower, upper = predicted[:, low_column], predicted[:, high_column]
-        block[f"coverage_{level}"] = coverage(lower, upper, value)
-        block[f"width_{level}"] = mean_width(lower, upper)
-        block[f"winkler_{level}"] = winkler_score(lower, upper, value, MISCOVERAGE[level])
-    block["pinball"] = pinball_loss(predicted, value)
+        block[f"coverage_{level}"] = _nan_mean(
+            (lower <= value) & (value <= upper)
+        )  # the bounds count as inside
+        block[f"width_{level}"] = _nan_mean(upper - lower)
+        block[f"winkler_{level}"] = _nan_mean(winkler_scores(lower, upper, value, MISCOVERAGE[level]))
+    block["pinball"] = _nan_mean(pinball_losses(predicted, value))
     block["n"] = int(value.size)
     return {key: block[key] for key in INTERVAL_METRIC_KEYS}
 
@@ -177,13 +141,10 @@ def quantiles_from_halfwidths(
 ) -> np.ndarray:
     """(n, 5) quantiles in `QUANTILES` order: center -/+ scale * hw95, center -/+ scale * hw80, center
     (per-observation arrays or scalars, in log-return space)."""
-    mu = np.atleast_1d(np.asarray(center, dtype=np.float64))
-    sigma = np.atleast_1d(np.asarray(scale, dtype=np.float64))
-    mu, sigma = np.broadcast_arrays(mu, sigma)
+    mu, sigma = (np.asarray(a, dtype=np.float64).reshape(-1, 1) for a in np.broadcast_arrays(center, scale))
     if np.any(sigma < 0):
         raise InputDataError("Interval scale (sigma) must be non-negative.")
-    offsets = np.array([-hw95, -hw80, 0.0, hw80, hw95], dtype=np.float64)
-    return mu.reshape(-1)[:, None] + sigma.reshape(-1)[:, None] * offsets[None, :]
+    return mu + sigma * np.array([-hw95, -hw80, 0.0, hw80, hw95], dtype=np.float64)
 
 
 def aci_update(alpha_t: float, target_alpha: float, miss: bool, gamma: float) -> float:

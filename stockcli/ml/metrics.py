@@ -98,19 +98,11 @@ class MetricBlock:
     scored: ScoredFigures | None = None
 
     def to_json(self) -> dict[str, Any]:
-        plain: dict[str, Any] = {
-            "model": self.model.to_json(),
-            "naive": self.naive.to_json(),
-            **{
-                name: getattr(self, name)
-                for name in ("skill", "skill_low", "skill_high", "n_days", "up_fraction")
-            },
-            "intervals": _json_or_none(self.intervals),
-            "baselines": {name: _json_or_none(values) for name, values in self.baselines.items()},
-        }
-        if self.scored is not None:
-            plain.update(asdict(self.scored))
-        return plain
+        """The fields in order, point figures under their stored keys, `scored`'s figures flat at the end."""
+        plain = asdict(self)
+        scored = plain.pop("scored") or {}
+        plain["model"], plain["naive"] = self.model.to_json(), self.naive.to_json()
+        return plain | scored
 
 
 @dataclass(frozen=True)
@@ -135,10 +127,6 @@ class Evaluation:
             "tickers": {ticker: block.naive.to_json() for ticker, block in self.tickers.items()},
             "average": self.average.naive.to_json(),
         }
-
-
-def _json_or_none(figures: IntervalFigures | None) -> dict[str, float | int | None] | None:
-    return None if figures is None else figures.to_json()
 
 
 # --- per-row definitions ----------------------------------------------------------------------------
@@ -182,9 +170,7 @@ def loss_series(
 ) -> np.ndarray:
     """The per-row loss behind `metric` (what a paired test compares): absolute, squared or absolute
     percentage error, or the 95% Winkler score or pinball loss on log returns. NaN where a row has none."""
-    predicted = np.asarray(predicted, dtype=np.float64)
-    actual = np.asarray(actual, dtype=np.float64)
-    base = np.asarray(base, dtype=np.float64)
+    predicted, actual, base = (np.asarray(v, dtype=np.float64) for v in (predicted, actual, base))
     if metric == "mae":
         return np.abs(predicted - actual)
     if metric == "rmse":
@@ -242,25 +228,21 @@ def interval_metrics(
     if quantile_closes is None:
         return None
     q = log_quantiles(quantile_closes, base)
-    complete = np.isfinite(q).all(axis=1)
-    if not complete.any():
+    if not np.isfinite(q).all(axis=1).any():
         return None
-    y = _log_returns(actual, base)
-    return IntervalFigures(**interval_block(q[complete], y[complete]))  # type: ignore[arg-type]
+    return IntervalFigures(**interval_block(q, _log_returns(actual, base)))  # type: ignore[arg-type]
 
 
 def panel_of(
     values: np.ndarray, dates: Sequence[date], tickers: Sequence[str]
 ) -> tuple[np.ndarray, list[str]]:
     """Long-format values as a (sessions, tickers) panel (NaN where missing), with the ticker order."""
-    day_list = sorted(set(dates))
-    names = sorted(set(tickers))
-    day_index = {d: i for i, d in enumerate(day_list)}
-    name_index = {t: j for j, t in enumerate(names)}
-    panel = np.full((len(day_list), len(names)), np.nan)
+    day_index = {day: i for i, day in enumerate(sorted(set(dates)))}
+    name_index = {name: j for j, name in enumerate(sorted(set(tickers)))}
+    panel = np.full((len(day_index), len(name_index)), np.nan)
     for value, day, ticker in zip(np.asarray(values, dtype=np.float64), dates, tickers, strict=True):
         panel[day_index[day], name_index[ticker]] = value
-    return panel, names
+    return panel, list(name_index)
 
 
 def miss_panel(rows: Sequence[Mapping[str, Any]] | Sequence[Any], level: int) -> tuple[np.ndarray, list[str]]:
@@ -320,18 +302,15 @@ def evaluate(
     per_ticker = {name: _block(np.flatnonzero(name_array == name), *columns) for name in dict.fromkeys(names)}
     pooled = _block(np.arange(n), *columns)
     blocks = list(per_ticker.values())
-    average = MetricBlock(
+    average = replace(  # the pooled panel's block, each point figure averaged over tickers
+        pooled,
         model=_mean_figures([b.model for b in blocks]),
         naive=_mean_figures([b.naive for b in blocks]),
-        # The panel's skill, not `_block`'s fallback to the MAEs' ratio (used exactly when the panel
-        # skill, and so its interval, is undefined).
+        # Not `_block`'s fallback to the MAEs' ratio (used exactly when the panel skill, and so its interval,
+        # is undefined).
         skill=pooled.skill if pooled.skill_low is not None else None,
-        skill_low=pooled.skill_low,
-        skill_high=pooled.skill_high,
         n_days=int(min((b.n_days for b in blocks), default=0)),
         up_fraction=_mean([b.up_fraction for b in blocks]),
-        intervals=pooled.intervals,
-        baselines=pooled.baselines,
     )
     return Evaluation(n_days=len(set(date_list)), tickers=per_ticker, average=average)
 
@@ -383,10 +362,7 @@ def _mean_figures(figures: list[PointFigures]) -> PointFigures:
 
 def metric_value(block: MetricBlock, metric: str) -> float | None:
     """The value of a `LOSS_METRICS` name in an `evaluate` block."""
-    figures: PointFigures | IntervalFigures | None = (
-        block.intervals if metric in INTERVAL_LOSSES else block.model
-    )
-    value = getattr(figures, metric, None)
+    value = getattr(block.intervals if metric in INTERVAL_LOSSES else block.model, metric, None)
     return None if value is None else float(value)
 
 
@@ -478,19 +454,7 @@ def candidate_loss_panels(
 ) -> tuple[dict[str, np.ndarray], list[date]]:
     """Each candidate's (sessions, tickers) panel of `metric` losses over scored rows, and the sessions."""
     items = [_as_mapping(row) for row in rows]
-    if not items:
-        return {}, []
-    columns = _columns(items)
-    panels = {name: _loss_panel(columns, metric, values) for name, values in _candidate_closes(items).items()}
-    return panels, sorted(set(columns[1]))
-
-
-def _loss_panel(
-    columns: tuple[list[str], list[date], np.ndarray, np.ndarray], metric: str, quantiles: np.ndarray
-) -> np.ndarray:
-    tickers, dates, actual, base = columns
-    losses = loss_series(metric, predicted=base, actual=actual, base=base, quantiles=quantiles)
-    return panel_of(losses, dates, tickers)[0]
+    return _loss_panels(items, metric, served=False), sorted({r["target_date"] for r in items})
 
 
 SERVED = "served"
@@ -500,10 +464,18 @@ SERVED = "served"
 def interval_loss_panels(rows: Sequence[Mapping[str, Any]], metric: str) -> dict[str, np.ndarray]:
     """(sessions, tickers) panels of an interval `metric`'s losses of every recorded candidate and of the
     served quantiles (`SERVED`), on one session and ticker order."""
-    items = [_as_mapping(row) for row in rows]
-    panels, _dates = candidate_loss_panels(items, metric)
-    if items:
-        panels[SERVED] = _loss_panel(_columns(items), metric, _served_quantiles(items))
+    return _loss_panels([_as_mapping(row) for row in rows], metric, served=True)
+
+
+def _loss_panels(items: Sequence[Mapping[str, Any]], metric: str, *, served: bool) -> dict[str, np.ndarray]:
+    if not items:
+        return {}
+    tickers, dates, actual, base = _columns(items)
+    closes = _candidate_closes(items) | ({SERVED: _served_quantiles(items)} if served else {})
+    panels: dict[str, np.ndarray] = {}
+    for name, values in closes.items():
+        losses = loss_series(metric, predicted=base, actual=actual, base=base, quantiles=values)
+        panels[name] = panel_of(losses, dates, tickers)[0]
     return panels
 
 
@@ -564,10 +536,10 @@ INTERVAL_FIGURES = tuple(key for key in INTERVAL_METRIC_KEYS if key != "n")
 def block_figures(block: MetricBlock) -> dict[str, Any]:
     """One `summarize_scored` block as the flat figures backtest shows."""
     intervals = block.intervals.to_json() if block.intervals is not None else {}
-    scored = block.scored
+    scored = block.scored or ScoredFigures(samples=0, sessions=0, served_model_share=None, p_worse=None)
     return {
-        "samples": 0 if scored is None else scored.samples,
-        "sessions": 0 if scored is None else scored.sessions,
+        "samples": scored.samples,
+        "sessions": scored.sessions,
         "mae": block.model.mae,
         "naive_mae": block.naive.mae,
         "mape": block.model.mape,
@@ -576,10 +548,10 @@ def block_figures(block: MetricBlock) -> dict[str, Any]:
         "skill": block.skill,
         "skill_low": block.skill_low,
         "skill_high": block.skill_high,
-        "p_worse": None if scored is None else scored.p_worse,
+        "p_worse": scored.p_worse,
         **{name: intervals.get(name) for name in INTERVAL_FIGURES},
         "intervals_n": int(intervals.get("n") or 0),
-        "served_model_share": None if scored is None else scored.served_model_share,
+        "served_model_share": scored.served_model_share,
     }
 
 

@@ -168,11 +168,7 @@ def christoffersen(hits: Sequence[bool] | np.ndarray, p: float) -> Christofferse
     sequence = np.asarray(hits, dtype=bool).reshape(-1)
     if sequence.size < 2:
         raise InputDataError(f"Christoffersen's test needs at least 2 forecasts, got {sequence.size}.")
-    before, after = sequence[:-1], sequence[1:]
-    n00 = int(np.sum(~before & ~after))
-    n01 = int(np.sum(~before & after))
-    n10 = int(np.sum(before & ~after))
-    n11 = int(np.sum(before & after))
+    n00, n01, n10, n11 = (int(count) for count in np.bincount(2 * sequence[:-1] + sequence[1:], minlength=4))
     pi01 = n01 / (n00 + n01) if n00 + n01 else 0.0
     pi11 = n11 / (n10 + n11) if n10 + n11 else 0.0
     pi = (n01 + n11) / (n00 + n01 + n10 + n11)

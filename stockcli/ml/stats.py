@@ -54,10 +54,8 @@ class PairedTestResult(DMResult):
 
 
 def default_lag(n: int) -> int:
-    """Newey–West's rule-of-thumb truncation lag, floor(4 * (n / 100) ** (2 / 9)), at least 0."""
-    if n <= 1:
-        return 0
-    return max(0, math.floor(4.0 * (n / 100.0) ** (2.0 / 9.0)))
+    """Newey–West's rule-of-thumb truncation lag, floor(4 * (n / 100) ** (2 / 9)); 0 for n <= 1."""
+    return math.floor(4.0 * (n / 100.0) ** (2.0 / 9.0)) if n > 1 else 0
 
 
 def newey_west_variance(d: np.ndarray, lag: int | None = None) -> float:
@@ -93,13 +91,11 @@ def paired_loss_test(
     ticker. `relative_improvement` = 1 - mean(a) / mean(b) of the scaled losses, its interval by the delta
     method with the denominator fixed, so it excludes 0 exactly when the DM interval does.
     """
-    a = _as_panel("losses_a", losses_a)
-    b = _as_panel("losses_b", losses_b)
+    a, b = _as_panel("losses_a", losses_a), _as_panel("losses_b", losses_b)
     if a.shape != b.shape:
         raise InputDataError(f"Paired loss panels differ in shape: {a.shape} and {b.shape}.")
     both = np.isfinite(a) & np.isfinite(b)
-    a = np.where(both, a, np.nan)
-    b = np.where(both, b, np.nan)
+    a, b = np.where(both, a, np.nan), np.where(both, b, np.nan)
     if scale is None:
         with np.errstate(invalid="ignore"):
             counts = both.sum(axis=0)
@@ -109,13 +105,10 @@ def paired_loss_test(
         if column_scale.size != a.shape[1]:
             raise InputDataError(f"scale has {column_scale.size} values for {a.shape[1]} tickers.")
     usable_tickers = np.isfinite(column_scale) & (column_scale > 0) & both.any(axis=0)
-    a = a[:, usable_tickers] / column_scale[usable_tickers]
-    b = b[:, usable_tickers] / column_scale[usable_tickers]
-    present = np.isfinite(a)
-    per_session_count = present.sum(axis=1)
+    a, b = (x[:, usable_tickers] / column_scale[usable_tickers] for x in (a, b))
+    per_session_count = np.isfinite(a).sum(axis=1)
     sessions = per_session_count > 0
-    session_a = np.nansum(a[sessions], axis=1) / per_session_count[sessions]
-    session_b = np.nansum(b[sessions], axis=1) / per_session_count[sessions]
+    session_a, session_b = (np.nansum(x[sessions], axis=1) / per_session_count[sessions] for x in (a, b))
 
     dm = _dm_on_differential(session_a - session_b, alternative=alternative, lag=lag)
     mean_b = float(session_b.mean()) if session_b.size else 0.0
@@ -189,18 +182,14 @@ def clustered_coverage_test(misses: np.ndarray, nominal_coverage: float) -> Cove
     known = np.isfinite(panel)
     if not np.all((panel[known] == 0.0) | (panel[known] == 1.0)):
         raise InputDataError("misses must be 1.0 (miss), 0.0 (hit) or NaN (no interval).")
-    sizes = known.sum(axis=1)
-    sizes = sizes[sizes > 0]
-    total = int(sizes.sum())
+    total = int(known.sum())
     missed = int(np.nansum(panel))
     design = _design_effect(panel, known)
     p_value = 1.0
     if total:
         trials = max(1, round(total / design))
         p_value = binomial_coverage_test(min(trials, round(missed / design)), trials, nominal_coverage)
-    return CoverageTest(
-        p_value=p_value, n=total, misses=missed, effective_n=total / design, design_effect=design
-    )
+    return CoverageTest(p_value, n=total, misses=missed, effective_n=total / design, design_effect=design)
 
 
 def _design_effect(panel: np.ndarray, known: np.ndarray) -> float:
@@ -236,7 +225,7 @@ def _dm_on_differential(differential: np.ndarray, *, alternative: Alternative, l
     n = int(differential.size)
     mean_diff = float(differential.mean()) if n else 0.0
     lag_used = _resolve_lag(n, lag) if n else 0
-    long_run_variance = newey_west_variance(differential, lag_used) if n >= 2 else 0.0
+    long_run_variance = newey_west_variance(differential, lag_used)
     # Zero variance relative to the data's size (not only an exact 0.0, which rounding rarely gives).
     spread = float(np.max(np.abs(differential))) if n else 0.0
     statistic, p_value, ci_low, ci_high = 0.0, 1.0, mean_diff, mean_diff

@@ -162,14 +162,6 @@ _DECISION_KEYS = (
 
 
 @dataclass(frozen=True)
-class _Replay:
-    settings: Settings
-    workspace: Path
-    sessions: list[date]
-    calendar: Any
-
-
-@dataclass(frozen=True)
 class _Replayed:
     """`BacktestResult`'s fields that the replay itself counts."""
 
@@ -197,14 +189,15 @@ def backtest(
     from stockcli.db.predictions import scored_between
     from stockcli.db.promotions import list_promotions
 
-    replay = _prepare_replay(settings, start=start, end=end, workspace=workspace)
-    sessions = replay.sessions
-    engine = open_database(replay.settings)
-    replayed = _replay_sessions(replay, engine=engine, n_trials=n_trials, progress=progress)
+    scratch, workspace, sessions, calendar = _prepare_replay(
+        settings, start=start, end=end, workspace=workspace
+    )
+    engine = open_database(scratch)
+    replayed = _replay_sessions(scratch, sessions, engine=engine, n_trials=n_trials, progress=progress)
     data_end = newest_bar_date(engine)
     rows = scored_between(engine, start=sessions[0], end=sessions[-1])
     summary = summarize_range(rows)
-    horizons, risk, risk_vs_garch = horizon_summary(engine, sessions[0], sessions[-1], replay.calendar)
+    horizons, risk, risk_vs_garch = horizon_summary(engine, sessions[0], sessions[-1], calendar)
     candidates = summary["candidates"]
     decisions = tuple(
         {key: getattr(row, key) for key in _DECISION_KEYS}
@@ -214,7 +207,7 @@ def backtest(
     return BacktestResult(
         start=sessions[0],
         end=sessions[-1],
-        workspace=str(replay.workspace),
+        workspace=str(workspace),
         sessions=len(sessions),
         **vars(replayed),
         evaluated=len(rows),
@@ -233,8 +226,11 @@ def backtest(
     )
 
 
-def _prepare_replay(settings: Settings, *, start: date, end: date, workspace: Path) -> _Replay:
-    """Check the range, claim the workspace and (yahoo source) export the stored bars into it."""
+def _prepare_replay(
+    settings: Settings, *, start: date, end: date, workspace: Path
+) -> tuple[Settings, Path, list[date], Any]:
+    """Check the range, claim the workspace and (yahoo source) export the stored bars into it; returns the
+    scratch settings, the workspace, the sessions and the calendar."""
     if end < start:
         raise UsageError(f"--end {end} is before --start {start}.", hint="Give a range with start <= end.")
     calendar = trading_calendar(settings.data.exchange)
@@ -250,11 +246,12 @@ def _prepare_replay(settings: Settings, *, start: date, end: date, workspace: Pa
         bars_dir = workspace / "bars"
         _export_stored_bars(settings, bars_dir, end)
         scratch = scratch.replace(data={"source": "csv", "csv_dir": bars_dir})
-    return _Replay(settings=scratch, workspace=workspace, sessions=sessions, calendar=calendar)
+    return scratch, workspace, sessions, calendar
 
 
 def _replay_sessions(
-    replay: _Replay,
+    settings: Settings,
+    sessions: list[date],
     *,
     engine: Any,
     n_trials: int | None,
@@ -264,46 +261,43 @@ def _replay_sessions(
     from stockcli.services.daily import daily
     from stockcli.services.runtime import pipeline_run
 
-    sessions = replay.sessions
     bundle_cache: dict[str, Any] = {}
     retrains: list[RetrainEvent] = []
     failures: list[str] = []
     why_not: dict[str, str] = {}  # ticker -> why it got no prediction, in the latest session it had none
     predicted: set[str] = set()
-    replayed = 0
-    predictions = 0
+    replayed = predictions = 0
     started = time.perf_counter()
     for index, session in enumerate(sessions):
-        # The session's bar is final: the replayed clock stands after that day's close.
-        now = datetime.combine(session, datetime.max.time(), tzinfo=UTC)
         try:
-            with pipeline_run(replay.settings, command="daily", as_of=session, engine=engine) as run:
+            with pipeline_run(settings, command="daily", as_of=session, engine=engine) as run:
                 result = daily(
-                    settings=replay.settings,
+                    settings=settings,
                     engine=engine,
                     as_of=session,
                     run=run,
-                    now=now,
+                    # The session's bar is final: the replayed clock stands after that day's close.
+                    now=datetime.combine(session, datetime.max.time(), tzinfo=UTC),
                     bundle_cache=bundle_cache,
                     n_trials=n_trials,
                 )
         except StockCliError as exc:
             failures.append(f"{session}: {exc.message}")
-            if progress:
-                progress(index + 1, len(sessions), f"{session}: failed")
-            continue
-        if result.status == "stale":  # nothing predicted: the session was not replayed
-            failures.append(
-                f"{session}: " + next((m for m in result.messages if "no prediction" in m), "stale")
-            )
-        predictions += len(result.predictions)
-        replayed += 1
-        predicted.update(p.ticker for p in result.predictions)
-        why_not.update((f.ticker, f.reason) for f in result.failed)
-        if result.retrain is not None and result.retrain.ran:
-            retrains.append(_retrain_event(session, result.retrain))
+            status = "failed"
+        else:
+            status = result.status
+            if status == "stale":  # nothing predicted: the session was not replayed
+                failures.append(
+                    f"{session}: " + next((m for m in result.messages if "no prediction" in m), "stale")
+                )
+            predictions += len(result.predictions)
+            replayed += 1
+            predicted.update(p.ticker for p in result.predictions)
+            why_not.update((f.ticker, f.reason) for f in result.failed)
+            if result.retrain is not None and result.retrain.ran:
+                retrains.append(_retrain_event(session, result.retrain))
         if progress:
-            progress(index + 1, len(sessions), f"{session}: {result.status}")
+            progress(index + 1, len(sessions), f"{session}: {status}")
     wall_s = time.perf_counter() - started
     # A ticker never predicted while others were: named, not simply missing from the summary.
     never = tuple(t for t in why_not if t not in predicted) if predicted else ()
@@ -355,19 +349,18 @@ def _flat(block: MetricBlock, rows: list[dict[str, Any]], *, ticker: bool = Fals
     share = figures.pop("served_model_share")
     skills = skills_against(rows, "garch")
     p_values = _p_values_vs("garch", rows)
-    baselines = {
-        name: {
-            **{key: getattr(values, key, None) for key in INTERVAL_FIGURES},  # values None: all None
-            "skill_vs_garch": skills.get(name),
-            "p_value_vs_garch": p_values.get(name),
-        }
-        for name, values in block.baselines.items()
-    }
     flat = {
         **figures,
         "share_model": share,
         "share_naive": None if share is None else 1.0 - share,
-        "baselines": baselines,
+        "baselines": {
+            name: {
+                **{key: getattr(values, key, None) for key in INTERVAL_FIGURES},  # values None: all None
+                "skill_vs_garch": skills.get(name),
+                "p_value_vs_garch": p_values.get(name),
+            }
+            for name, values in block.baselines.items()
+        },
         "skill_vs_garch": skills.get(SERVED),
         "p_value_vs_garch": p_values.get(SERVED),
     }

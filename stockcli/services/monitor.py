@@ -257,12 +257,12 @@ def monitor(
     findings += horizon_findings(risk, coverage, coverage_alpha=config.coverage_alpha)
     triggers = tuple(name for name, _ in findings)
     described = "; ".join(text for _, text in findings)
-    retrain_needed = False
+    too_few = overall.sessions < config.min_samples
     if not findings:
         reason = _healthy(overall)
-        if overall.sessions < config.min_samples:
+        if too_few:
             reason = f"Only {overall.sessions} scored sessions (need {config.min_samples}); no decision yet."
-    elif overall.sessions < config.min_samples:
+    elif too_few:
         reason = (
             f"{described}, but only {overall.sessions} scored sessions (need {config.min_samples}): "
             "waiting for more evidence."
@@ -270,7 +270,6 @@ def monitor(
     elif cooldown:
         reason = f"{described}, but a retrain ran on {last_retrain}: cooldown of {config.cooldown_sessions} sessions."
     else:
-        retrain_needed = True
         reason = f"{described} over the last {overall.sessions} sessions."
     return MonitorResult(
         as_of=as_of,
@@ -279,7 +278,7 @@ def monitor(
         pending=pending,
         overall=overall,
         per_ticker=per_ticker,
-        retrain_needed=retrain_needed,
+        retrain_needed=bool(findings) and not too_few and not cooldown,
         reason=reason,
         cooldown_active=cooldown,
         last_retrain_as_of=last_retrain,
@@ -293,24 +292,20 @@ def retrain_findings(metrics: WindowMetrics, *, alpha: float, coverage_alpha: fl
     """What in `metrics` calls for a retrain, by test: (trigger, words). Empty: nothing."""
     findings: list[tuple[str, str]] = []
     if metrics.p_worse is not None and metrics.p_worse < alpha and (metrics.skill or 0.0) < 0:
-        findings.append(
-            (
-                "skill",
-                f"the served forecast is significantly worse than naive (skill {_pct(metrics.skill)}, "
-                f"95% CI {_pct(metrics.skill_low)} to {_pct(metrics.skill_high)}, p = {metrics.p_worse:.3g} < {alpha:g})",
-            )
+        words = (
+            f"the served forecast is significantly worse than naive (skill {_pct(metrics.skill)}, "
+            f"95% CI {_pct(metrics.skill_low)} to {_pct(metrics.skill_high)}, p = {metrics.p_worse:.3g} < {alpha:g})"
         )
+        findings.append(("skill", words))
     for level in (80, 95):
         coverage = getattr(metrics, f"coverage_{level}")
         p_value = getattr(metrics, f"p_coverage_{level}")
         if None not in (coverage, p_value) and p_value < coverage_alpha and coverage < level / 100:
-            findings.append(
-                (
-                    f"coverage_{level}",
-                    f"the {level}% interval covered {coverage:.1%} of {metrics.samples} closes "
-                    f"(binomial p = {p_value:.3g} < {coverage_alpha:g}{_effective(metrics, level)})",
-                )
+            words = (
+                f"the {level}% interval covered {coverage:.1%} of {metrics.samples} closes "
+                f"(binomial p = {p_value:.3g} < {coverage_alpha:g}{_effective(metrics, level)})"
             )
+            findings.append((f"coverage_{level}", words))
     return findings
 
 

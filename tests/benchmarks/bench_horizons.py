@@ -36,7 +36,7 @@ def bench_horizons(repeats: int = 20) -> dict[str, Any]:
     """{"coverage": {(candidate, h, overlapping): (n, cov80, cov95)}, "cost": {(candidate, rows, h): s}}."""
     from stockcli.config import load_settings
     from stockcli.ml.forecasters import TickerBars, build_table, fit_all
-    from stockcli.ml.intervals import QUANTILES, coverage
+    from stockcli.ml.intervals import QUANTILES, interval_block
     from tests.bars_data import SAMPLE_TICKERS, sample_frame
 
     table = build_table(load_settings(None, environ={}))
@@ -61,9 +61,7 @@ def bench_horizons(repeats: int = 20) -> dict[str, Any]:
                 for overlapping, chosen in ((False, slice(None, None, horizon)), (True, slice(None))):
                     band = values[chosen]
                     actual = actual_all[chosen]
-                    hits.setdefault((name, horizon, overlapping), []).append(
-                        np.column_stack([band[:, 1], band[:, 3], band[:, 0], band[:, 4], actual])
-                    )
+                    hits.setdefault((name, horizon, overlapping), []).append(np.column_stack([band, actual]))
                 for label, rows in (("last row", every[-1:]), ("year", every)):
                     started = time.perf_counter()
                     for _ in range(repeats):
@@ -78,8 +76,8 @@ def bench_horizons(repeats: int = 20) -> dict[str, Any]:
             cells = []
             for overlapping in (False, True):
                 stacked = np.vstack(hits[(name, horizon, overlapping)])
-                cov80 = coverage(stacked[:, 0], stacked[:, 1], stacked[:, 4])
-                cov95 = coverage(stacked[:, 2], stacked[:, 3], stacked[:, 4])
+                block = interval_block(stacked[:, :5], stacked[:, 5])
+                cov80, cov95 = block["coverage_80"], block["coverage_95"]
                 figures["coverage"][(name, horizon, overlapping)] = (len(stacked), cov80, cov95)
                 cells.append(f"{len(stacked):>5} {100 * (cov80 or 0):6.1f} {100 * (cov95 or 0):6.1f}")
             print(f"{name:<10} {horizon:>3}  {cells[0]:<32} {cells[1]}")
