@@ -114,14 +114,7 @@ def promote(
             production_version=production_version,
             dry_run=dry_run,
         )
-        kept_version = candidate_version if decision.would_promote else production_version
-        selections = _serving_selection(
-            settings=settings, window=window, would_promote=decision.would_promote, kept_version=kept_version
-        )
-        selection = {item.ticker: to_plain(item, keep_non_finite=True) for item in selections}
-        decision = replace(
-            decision, selection=selection, selection_version=kept_version if selection else None
-        )
+        decision, selections = _with_selection(settings=settings, window=window, decision=decision)
         return _record_and_move(
             settings=settings,
             engine=engine,
@@ -307,16 +300,16 @@ def _judge(
 
     metric, guard_metric = metrics
     candidate_metrics = window.score(window.candidate_fc)
-    production_metrics = window.score(window.production_fc) if window.production_fc is not None else None
     average = candidate_metrics.average
-    candidate_value = metric_value(average, metric)
-    production_value = metric_value(production_metrics.average, metric) if production_metrics else None
-    test = guard = None
+    production_metrics = production_value = test = guard = None
     if window.production_fc is not None:
+        production_metrics = window.score(window.production_fc)
+        production_value = metric_value(production_metrics.average, metric)
         # `test`: is the candidate better on `metric`? `guard`: is it worse on `guard_metric`?
         candidate_fc, production_fc, compared = window.candidate_fc, window.production_fc, window.compared()
         test = paired_test(metric, candidate_fc, production_fc, alternative="less", **compared)
         guard = paired_test(guard_metric, candidate_fc, production_fc, alternative="greater", **compared)
+    candidate_value = metric_value(average, metric)
     would_promote, reason, improvement = decide(
         settings=settings,
         metric=metric,
@@ -357,18 +350,20 @@ def _judge(
     )
 
 
-def _serving_selection(
-    *, settings: Settings, window: EvaluationWindow, would_promote: bool, kept_version: str | None
-) -> list[Selection]:
-    """What the model kept after this decision serves per ticker, tested on the window."""
+def _with_selection(
+    *, settings: Settings, window: EvaluationWindow, decision: PromotionResult
+) -> tuple[PromotionResult, list[Selection]]:
+    """`decision` with what the model it keeps serves per ticker, tested on the window."""
     from stockcli.ml.forecasters import NETWORK
 
-    kept_fc = window.candidate_fc if would_promote else window.production_fc
+    promoting = decision.would_promote
+    kept_version = decision.candidate_version if promoting else decision.production_version
+    kept_fc = window.candidate_fc if promoting else window.production_fc
     if kept_version is None or kept_fc is None:
-        return []
-    kept = window.production if not would_promote and window.production else window.candidate
+        return decision, []
+    kept = window.production if not promoting and window.production else window.candidate
     dates = window.compared_dates
-    return select_sources(
+    selections = select_sources(
         kept_fc,
         **window.compared(),
         candidates={**window.baselines, NETWORK: kept_fc.quantiles},
@@ -380,6 +375,9 @@ def _serving_selection(
         alpha=settings.promotion.alpha,
         window=(min(dates), max(dates)) if dates else (None, None),
     )
+    selection = {item.ticker: to_plain(item, keep_non_finite=True) for item in selections}
+    decision = replace(decision, selection=selection, selection_version=kept_version if selection else None)
+    return decision, selections
 
 
 def _record_and_move(
@@ -524,18 +522,21 @@ def select_sources(
     from stockcli.ml.selection import BASE_RATE, choose_interval_source, ticker_incumbent
     from stockcli.ml.stats import paired_loss_test
 
-    model_abs = np.abs(fc.predicted - actual)
     briers = {
         name: brier_scores(p, actual=actual, base=base) for name, p in (p_ups or {}).items() if p is not None
     }
     if base_rate is not None:
         briers[BASE_RATE] = brier_scores(base_rate, actual=actual, base=base)
-    naive_abs = np.abs(base - actual)
     losses = {
         name: loss_series(interval_metric, predicted=base, actual=actual, base=base, quantiles=quantiles)
         for name, quantiles in candidates.items()
     }
+    model_abs, naive_abs = np.abs(fc.predicted - actual), np.abs(base - actual)
     ticker_array = np.asarray(tickers)
+
+    def panel(values: np.ndarray, chosen: np.ndarray) -> np.ndarray:
+        return panel_of(values[chosen], [dates[i] for i in chosen], [tickers[i] for i in chosen])[0]
+
     # The pooled choice first: each ticker's challengers then face it (`selection.ticker_incumbent`).
     groups = [(POOLED, rows)]
     groups += [(t, rows[ticker_array[rows] == t]) for t in dict.fromkeys(tickers[i] for i in rows)]
@@ -543,17 +544,12 @@ def select_sources(
     facing = incumbent
     for ticker, chosen in groups:
         chosen_dates = [dates[i] for i in chosen]
-        chosen_tickers = [tickers[i] for i in chosen]
-        point_a, _ = panel_of(model_abs[chosen], chosen_dates, chosen_tickers)
-        point_b, _ = panel_of(naive_abs[chosen], chosen_dates, chosen_tickers)
-        point = paired_loss_test(point_a, point_b, alternative="less")
-        panels = {
-            name: panel_of(loss[chosen], chosen_dates, chosen_tickers)[0] for name, loss in losses.items()
-        }
+        point = paired_loss_test(panel(model_abs, chosen), panel(naive_abs, chosen), alternative="less")
+        panels = {name: panel(loss, chosen) for name, loss in losses.items()}
         interval = choose_interval_source(panels, incumbent=facing, alpha=alpha, order=test_order)
         if ticker == POOLED:
             facing = ticker_incumbent(interval, incumbent)
-        brier_panels = {n: panel_of(b[chosen], chosen_dates, chosen_tickers)[0] for n, b in briers.items()}
+        brier_panels = {name: panel(scores, chosen) for name, scores in briers.items()}
         p_up = choose_interval_source(brier_panels, incumbent=BASE_RATE, alpha=alpha)
         point_model = point.p_value < alpha and (point.relative_improvement or 0.0) > 0
         out.append(
