@@ -190,7 +190,8 @@ def _evaluation_window(
     from stockcli.db.datasets import load_built
     from stockcli.ml import registry
     from stockcli.ml.forecast import calibrated_quantiles, forecast_windows
-    from stockcli.ml.forecasters import build_table, bundle_fits, candidate_quantiles, with_market
+    from stockcli.ml.forecasters import with_market
+    from stockcli.services.train import baseline_forecasts
 
     candidate = registry.load_bundle(settings, candidate_version)
     test = load_built(engine, candidate.dataset_run_id).test
@@ -215,15 +216,7 @@ def _evaluation_window(
         start = min(start, production.spec.start_date)
     market = settings.forecasters.har_market
     bars = load_bars(engine, with_market(sorted(series), market), start=start, end=max(base_dates))
-    found = candidate_quantiles(
-        build_table(settings),
-        bundle_fits(candidate.baselines),
-        bars,
-        tickers,
-        base_dates,
-        fit_missing=True,
-        market=market,
-    )
+    baselines, baseline_p_ups = baseline_forecasts(settings, candidate.baselines, bars, test)
     window = EvaluationWindow(
         candidate=candidate,
         tickers=tickers,
@@ -236,8 +229,8 @@ def _evaluation_window(
             quantiles=np.exp(calibrated_quantiles(candidate_result, candidate.calibration)) * base[:, None],
             p_up=candidate_result.p_up,
         ),
-        baselines={name: np.exp(got.quantiles) * base[:, None] for name, got in found.items()},
-        baseline_p_ups={name: got.p_up for name, got in found.items()},
+        baselines=baselines,
+        baseline_p_ups=baseline_p_ups,
         rows=np.arange(len(tickers)),
     )
     return window if production is None else _with_production(settings, window, production, bars, start)
