@@ -14,6 +14,7 @@ import contextlib
 import logging
 import math
 import os
+import re
 import socket
 import tempfile
 import threading
@@ -276,7 +277,8 @@ class TrainingRun:
 
         now_ms = int(datetime.now(tz=UTC).timestamp() * 1000)
         items = [
-            Metric(_metric_key(key), float(value), now_ms, step or 0)
+            # MLflow keys allow alphanumerics, _ - . space / ; tickers like ^GSPC need cleaning.
+            Metric(re.sub(r"[^\w\-./ ]", "_", str(key)), float(value), now_ms, step or 0)
             for key, value in metrics.items()
             if value is not None and math.isfinite(float(value))
         ]
@@ -314,11 +316,6 @@ class TrainingRun:
     def finish(self, status: str = "FINISHED") -> None:
         with _registry_errors(self.settings, "close the training run"):
             client(self.settings).set_terminated(self.run_id, status=status)
-
-
-def _metric_key(key: str) -> str:
-    # MLflow keys allow alphanumerics, _ - . space / ; tickers like ^GSPC need cleaning.
-    return "".join(ch if ch.isalnum() or ch in "_-./ " else "_" for ch in str(key))
 
 
 @contextlib.contextmanager

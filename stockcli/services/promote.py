@@ -206,12 +206,11 @@ def _evaluation_window(
     candidate_result = forecast_windows(candidate.model, candidate.scalers, test)
 
     # Raw bars of every series involved, for Production's inputs and the baselines' histories.
+    series = set(tickers) | set(candidate.context_tickers)
+    start = candidate.spec.start_date
     production = None
     if production_version is not None and production_version != candidate_version:
         production = registry.load_bundle(settings, production_version)
-    series = set(tickers) | set(candidate.context_tickers)
-    start = candidate.spec.start_date
-    if production is not None:
         series |= set(production.context_tickers)
         start = min(start, production.spec.start_date)
     market = settings.forecasters.har_market
@@ -580,11 +579,9 @@ def judging_metrics(settings: Settings, judged_on: str) -> tuple[str, str]:
     configured = settings.promotion.metric
     interval = configured if configured in INTERVAL_LOSSES else settings.forecasters.metric
     point = "mae" if configured in INTERVAL_LOSSES else configured
-    return (
-        (interval, point)
-        if judged_on == "interval"
-        else (configured, interval if configured == point else point)
-    )
+    if judged_on == "interval":
+        return interval, point
+    return configured, interval if configured == point else point
 
 
 def decide(
@@ -601,8 +598,7 @@ def decide(
     """(promote?, why, relative improvement) from the paired test on the shared window; `guard` is
     (metric, the one-sided test "is the candidate worse on it?"), which vetoes a promotion."""
     name = metric.upper()
-    alpha = settings.promotion.alpha
-    margin = settings.promotion.min_improvement
+    alpha, margin = settings.promotion.alpha, settings.promotion.min_improvement
     if candidate_value is None:
         return False, f"The candidate's {name} is undefined on its test window.", None
     if production_version is None:
