@@ -100,16 +100,15 @@ def settle_pending(engine: Engine, *, production_version: str | None) -> int:
                     Promotion.promoted.is_(True),
                 )
             ).first()
-            if str(row.candidate_version) == str(production_version) and confirmed_later is None:
-                values = {
-                    "promoted": True,
-                    "reason": f"{base} (The run was interrupted after moving the alias.)",
-                }
-            else:
-                values = {
-                    "reason": f"{base} The alias was NOT moved: the run was interrupted before moving it."
-                }
-            connection.execute(update(Promotion).where(Promotion.id == row.id).values(**values))
+            moved = str(row.candidate_version) == str(production_version) and confirmed_later is None
+            reason = (
+                f"{base} (The run was interrupted after moving the alias.)"
+                if moved
+                else f"{base} The alias was NOT moved: the run was interrupted before moving it."
+            )
+            connection.execute(
+                update(Promotion).where(Promotion.id == row.id).values(promoted=moved, reason=reason)
+            )
     return len(pending)
 
 

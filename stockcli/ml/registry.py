@@ -14,6 +14,7 @@ import contextlib
 import logging
 import math
 import os
+import re
 import socket
 import tempfile
 import threading
@@ -130,17 +131,6 @@ def artifact_uri(settings: Settings, uri: str) -> str:
     return uri if relocated == recorded else relocated.as_uri()
 
 
-def _check_artifacts_present(settings: Settings, uri: str, version: str) -> None:
-    if _is_remote(settings.mlflow_tracking_uri) or not uri.startswith("file:") or _local_path(uri).exists():
-        return
-    raise RegistryError(
-        f"The files of model version {version} are missing: {_local_path(uri)} does not exist. The data "
-        f"dir {settings.data_dir} has no copy of them: was it copied without its mlartifacts folder?",
-        hint="Copy the whole data dir (mlflow.db together with mlartifacts/), or restore it from a backup; "
-        "stockcli never reads another data dir's model files.",
-    )
-
-
 def _local_path(uri: str) -> Path:
     return Path(unquote(urlparse(uri).path))
 
@@ -192,7 +182,7 @@ def _experiment_id(settings: Settings) -> str:
             try:
                 experiment_id = mlflow_client.create_experiment(name, artifact_location=artifact_location)
             except Exception as exc:
-                if _error_code(exc) != "RESOURCE_ALREADY_EXISTS":
+                if getattr(exc, "error_code", None) != "RESOURCE_ALREADY_EXISTS":
                     raise
                 existing = mlflow_client.get_experiment_by_name(name)
                 if existing is None:
@@ -205,10 +195,6 @@ def _experiment_id(settings: Settings) -> str:
     with _lock:
         _experiment_ids[(uri, name)] = experiment_id
     return experiment_id
-
-
-def _error_code(exc: BaseException) -> str | None:
-    return getattr(exc, "error_code", None)
 
 
 def _registry_exceptions() -> tuple[type[BaseException], ...]:
@@ -231,7 +217,7 @@ def _registry_errors(settings: Settings, action: str, *, ignore: str | None = No
     except StockCliError:
         raise
     except _registry_exceptions() as exc:
-        if ignore is None or _error_code(exc) != ignore:
+        if ignore is None or getattr(exc, "error_code", None) != ignore:
             raise describe_registry_error(settings, action, exc) from exc
 
 
@@ -291,7 +277,8 @@ class TrainingRun:
 
         now_ms = int(datetime.now(tz=UTC).timestamp() * 1000)
         items = [
-            Metric(_metric_key(key), float(value), now_ms, step or 0)
+            # MLflow keys allow alphanumerics, _ - . space / ; tickers like ^GSPC need cleaning.
+            Metric(re.sub(r"[^\w\-./ ]", "_", str(key)), float(value), now_ms, step or 0)
             for key, value in metrics.items()
             if value is not None and math.isfinite(float(value))
         ]
@@ -317,8 +304,7 @@ class TrainingRun:
             if self.artifact_uri.startswith("file:"):
                 from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 
-                repository = get_artifact_repository(self.artifact_uri)
-                repository.log_artifacts(str(local_dir), artifact_path)
+                get_artifact_repository(self.artifact_uri).log_artifacts(str(local_dir), artifact_path)
             else:
                 client(self.settings).log_artifacts(self.run_id, str(local_dir), artifact_path)
 
@@ -332,11 +318,6 @@ class TrainingRun:
             client(self.settings).set_terminated(self.run_id, status=status)
 
 
-def _metric_key(key: str) -> str:
-    # MLflow keys allow alphanumerics, _ - . space / ; tickers like ^GSPC need cleaning.
-    return "".join(ch if ch.isalnum() or ch in "_-./ " else "_" for ch in str(key))
-
-
 @contextlib.contextmanager
 def training_run(
     settings: Settings, *, run_name: str | None = None, tags: Mapping[str, Any] | None = None
@@ -345,7 +326,10 @@ def training_run(
     on Ctrl-C. Runs of this host's killed processes still marked RUNNING are closed first."""
     experiment_id = _experiment_id(settings)
     close_dead_runs(settings)
-    run_tags = {str(k): str(v) for k, v in (tags or {}).items()} | _process_tags()
+    run_tags = {str(k): str(v) for k, v in (tags or {}).items()}
+    run_tags |= {TAG_HOST: socket.gethostname(), TAG_PID: str(os.getpid())}
+    if (started := _process_start(os.getpid())) is not None:
+        run_tags[TAG_PID_START] = started
     with _registry_errors(settings, "start an MLflow training run"):
         run = client(settings).create_run(experiment_id, run_name=run_name, tags=run_tags)
     handle = TrainingRun(settings, run.info.run_id, artifact_uri(settings, run.info.artifact_uri))
@@ -366,14 +350,6 @@ def _process_start(pid: int) -> str | None:
     except (OSError, IndexError):
         return None
     return fields[19] if len(fields) > 19 else None
-
-
-def _process_tags() -> dict[str, str]:
-    tags = {TAG_HOST: socket.gethostname(), TAG_PID: str(os.getpid())}
-    started = _process_start(os.getpid())
-    if started is not None:
-        tags[TAG_PID_START] = started
-    return tags
 
 
 def _process_alive(pid: int, started: str | None) -> bool:
@@ -520,8 +496,8 @@ def set_production(settings: Settings, version: str) -> None:
         client(settings).set_registered_model_alias(name, PRODUCTION_ALIAS, str(version))
 
 
-def check_version(settings: Settings, version: str) -> None:
-    """Raise UsageError (exit 2) when `version` is not a registered version of the model."""
+def check_version(settings: Settings, version: str) -> Any:
+    """MLflow's record of `version`; UsageError (exit 2) when it is not a registered version of the model."""
     name = settings.mlflow.model_name
     if not str(version).isdigit():
         raise UsageError(
@@ -536,6 +512,7 @@ def check_version(settings: Settings, version: str) -> None:
         raise UsageError(
             f"Model {name!r} has no version {version}.", hint="See `stockcli models` for the versions."
         )
+    return found
 
 
 def latest_version(settings: Settings) -> str | None:
@@ -595,21 +572,22 @@ def load_bundle(settings: Settings, version: str | int | None = None) -> ModelBu
         cached = _bundles.get(key)
     if cached is not None:
         return cached
-    check_version(settings, version)
-    name = settings.mlflow.model_name
-    mlflow = _mlflow()
-    with _registry_errors(settings, f"read version {version} of model {name!r}"):
-        model_version = client(settings).get_model_version(name, version)
-    expected_sha256 = dict(model_version.tags or {}).get(TAG_BUNDLE_SHA256)
+    model_version = check_version(settings, version)
     source = artifact_uri(settings, str(model_version.source or ""))
-    _check_artifacts_present(settings, source, version)
+    files = _local_path(source)
+    if source.startswith("file:") and not _is_remote(settings.mlflow_tracking_uri) and not files.exists():
+        raise RegistryError(
+            f"The files of model version {version} are missing: {files} does not exist. The data "
+            f"dir {settings.data_dir} has no copy of them: was it copied without its mlartifacts folder?",
+            hint="Copy the whole data dir (mlflow.db together with mlartifacts/), or restore it from a backup; "
+            "stockcli never reads another data dir's model files.",
+        )
     with tempfile.TemporaryDirectory(prefix="stockcli-load-") as folder:
         with _registry_errors(settings, f"download the artifacts of model version {version}"):
-            local = mlflow.artifacts.download_artifacts(
-                artifact_uri=source,
-                dst_path=folder,
-                tracking_uri=settings.mlflow_tracking_uri,
+            local = _mlflow().artifacts.download_artifacts(
+                artifact_uri=source, dst_path=folder, tracking_uri=settings.mlflow_tracking_uri
             )
+        expected_sha256 = dict(model_version.tags or {}).get(TAG_BUNDLE_SHA256)
         bundle = read_bundle(
             Path(local), version=version, expected_sha256=expected_sha256, require_sha256=True
         )

@@ -114,14 +114,7 @@ def promote(
             production_version=production_version,
             dry_run=dry_run,
         )
-        kept_version = candidate_version if decision.would_promote else production_version
-        selections = _serving_selection(
-            settings=settings, window=window, would_promote=decision.would_promote, kept_version=kept_version
-        )
-        selection = {item.ticker: to_plain(item, keep_non_finite=True) for item in selections}
-        decision = replace(
-            decision, selection=selection, selection_version=kept_version if selection else None
-        )
+        decision, selections = _with_selection(settings=settings, window=window, decision=decision)
         return _record_and_move(
             settings=settings,
             engine=engine,
@@ -197,7 +190,8 @@ def _evaluation_window(
     from stockcli.db.datasets import load_built
     from stockcli.ml import registry
     from stockcli.ml.forecast import calibrated_quantiles, forecast_windows
-    from stockcli.ml.forecasters import build_table, bundle_fits, candidate_quantiles, with_market
+    from stockcli.ml.forecasters import with_market
+    from stockcli.services.train import baseline_forecasts
 
     candidate = registry.load_bundle(settings, candidate_version)
     test = load_built(engine, candidate.dataset_run_id).test
@@ -212,25 +206,16 @@ def _evaluation_window(
     candidate_result = forecast_windows(candidate.model, candidate.scalers, test)
 
     # Raw bars of every series involved, for Production's inputs and the baselines' histories.
+    series = set(tickers) | set(candidate.context_tickers)
+    start = candidate.spec.start_date
     production = None
     if production_version is not None and production_version != candidate_version:
         production = registry.load_bundle(settings, production_version)
-    series = set(tickers) | set(candidate.context_tickers)
-    start = candidate.spec.start_date
-    if production is not None:
         series |= set(production.context_tickers)
         start = min(start, production.spec.start_date)
     market = settings.forecasters.har_market
     bars = load_bars(engine, with_market(sorted(series), market), start=start, end=max(base_dates))
-    found = candidate_quantiles(
-        build_table(settings),
-        bundle_fits(candidate.baselines),
-        bars,
-        tickers,
-        base_dates,
-        fit_missing=True,
-        market=market,
-    )
+    baselines, baseline_p_ups = baseline_forecasts(settings, candidate.baselines, bars, test)
     window = EvaluationWindow(
         candidate=candidate,
         tickers=tickers,
@@ -243,8 +228,8 @@ def _evaluation_window(
             quantiles=np.exp(calibrated_quantiles(candidate_result, candidate.calibration)) * base[:, None],
             p_up=candidate_result.p_up,
         ),
-        baselines={name: np.exp(got.quantiles) * base[:, None] for name, got in found.items()},
-        baseline_p_ups={name: got.p_up for name, got in found.items()},
+        baselines=baselines,
+        baseline_p_ups=baseline_p_ups,
         rows=np.arange(len(tickers)),
     )
     return window if production is None else _with_production(settings, window, production, bars, start)
@@ -307,16 +292,16 @@ def _judge(
 
     metric, guard_metric = metrics
     candidate_metrics = window.score(window.candidate_fc)
-    production_metrics = window.score(window.production_fc) if window.production_fc is not None else None
     average = candidate_metrics.average
-    candidate_value = metric_value(average, metric)
-    production_value = metric_value(production_metrics.average, metric) if production_metrics else None
-    test = guard = None
+    production_metrics = production_value = test = guard = None
     if window.production_fc is not None:
+        production_metrics = window.score(window.production_fc)
+        production_value = metric_value(production_metrics.average, metric)
         # `test`: is the candidate better on `metric`? `guard`: is it worse on `guard_metric`?
         candidate_fc, production_fc, compared = window.candidate_fc, window.production_fc, window.compared()
         test = paired_test(metric, candidate_fc, production_fc, alternative="less", **compared)
         guard = paired_test(guard_metric, candidate_fc, production_fc, alternative="greater", **compared)
+    candidate_value = metric_value(average, metric)
     would_promote, reason, improvement = decide(
         settings=settings,
         metric=metric,
@@ -357,18 +342,20 @@ def _judge(
     )
 
 
-def _serving_selection(
-    *, settings: Settings, window: EvaluationWindow, would_promote: bool, kept_version: str | None
-) -> list[Selection]:
-    """What the model kept after this decision serves per ticker, tested on the window."""
+def _with_selection(
+    *, settings: Settings, window: EvaluationWindow, decision: PromotionResult
+) -> tuple[PromotionResult, list[Selection]]:
+    """`decision` with what the model it keeps serves per ticker, tested on the window."""
     from stockcli.ml.forecasters import NETWORK
 
-    kept_fc = window.candidate_fc if would_promote else window.production_fc
+    promoting = decision.would_promote
+    kept_version = decision.candidate_version if promoting else decision.production_version
+    kept_fc = window.candidate_fc if promoting else window.production_fc
     if kept_version is None or kept_fc is None:
-        return []
-    kept = window.production if not would_promote and window.production else window.candidate
+        return decision, []
+    kept = window.production if not promoting and window.production else window.candidate
     dates = window.compared_dates
-    return select_sources(
+    selections = select_sources(
         kept_fc,
         **window.compared(),
         candidates={**window.baselines, NETWORK: kept_fc.quantiles},
@@ -380,6 +367,9 @@ def _serving_selection(
         alpha=settings.promotion.alpha,
         window=(min(dates), max(dates)) if dates else (None, None),
     )
+    selection = {item.ticker: to_plain(item, keep_non_finite=True) for item in selections}
+    decision = replace(decision, selection=selection, selection_version=kept_version if selection else None)
+    return decision, selections
 
 
 def _record_and_move(
@@ -524,18 +514,21 @@ def select_sources(
     from stockcli.ml.selection import BASE_RATE, choose_interval_source, ticker_incumbent
     from stockcli.ml.stats import paired_loss_test
 
-    model_abs = np.abs(fc.predicted - actual)
     briers = {
         name: brier_scores(p, actual=actual, base=base) for name, p in (p_ups or {}).items() if p is not None
     }
     if base_rate is not None:
         briers[BASE_RATE] = brier_scores(base_rate, actual=actual, base=base)
-    naive_abs = np.abs(base - actual)
     losses = {
         name: loss_series(interval_metric, predicted=base, actual=actual, base=base, quantiles=quantiles)
         for name, quantiles in candidates.items()
     }
+    model_abs, naive_abs = np.abs(fc.predicted - actual), np.abs(base - actual)
     ticker_array = np.asarray(tickers)
+
+    def panel(values: np.ndarray, chosen: np.ndarray) -> np.ndarray:
+        return panel_of(values[chosen], [dates[i] for i in chosen], [tickers[i] for i in chosen])[0]
+
     # The pooled choice first: each ticker's challengers then face it (`selection.ticker_incumbent`).
     groups = [(POOLED, rows)]
     groups += [(t, rows[ticker_array[rows] == t]) for t in dict.fromkeys(tickers[i] for i in rows)]
@@ -543,17 +536,12 @@ def select_sources(
     facing = incumbent
     for ticker, chosen in groups:
         chosen_dates = [dates[i] for i in chosen]
-        chosen_tickers = [tickers[i] for i in chosen]
-        point_a, _ = panel_of(model_abs[chosen], chosen_dates, chosen_tickers)
-        point_b, _ = panel_of(naive_abs[chosen], chosen_dates, chosen_tickers)
-        point = paired_loss_test(point_a, point_b, alternative="less")
-        panels = {
-            name: panel_of(loss[chosen], chosen_dates, chosen_tickers)[0] for name, loss in losses.items()
-        }
+        point = paired_loss_test(panel(model_abs, chosen), panel(naive_abs, chosen), alternative="less")
+        panels = {name: panel(loss, chosen) for name, loss in losses.items()}
         interval = choose_interval_source(panels, incumbent=facing, alpha=alpha, order=test_order)
         if ticker == POOLED:
             facing = ticker_incumbent(interval, incumbent)
-        brier_panels = {n: panel_of(b[chosen], chosen_dates, chosen_tickers)[0] for n, b in briers.items()}
+        brier_panels = {name: panel(scores, chosen) for name, scores in briers.items()}
         p_up = choose_interval_source(brier_panels, incumbent=BASE_RATE, alpha=alpha)
         point_model = point.p_value < alpha and (point.relative_improvement or 0.0) > 0
         out.append(
@@ -591,11 +579,9 @@ def judging_metrics(settings: Settings, judged_on: str) -> tuple[str, str]:
     configured = settings.promotion.metric
     interval = configured if configured in INTERVAL_LOSSES else settings.forecasters.metric
     point = "mae" if configured in INTERVAL_LOSSES else configured
-    return (
-        (interval, point)
-        if judged_on == "interval"
-        else (configured, interval if configured == point else point)
-    )
+    if judged_on == "interval":
+        return interval, point
+    return configured, interval if configured == point else point
 
 
 def decide(
@@ -612,8 +598,7 @@ def decide(
     """(promote?, why, relative improvement) from the paired test on the shared window; `guard` is
     (metric, the one-sided test "is the candidate worse on it?"), which vetoes a promotion."""
     name = metric.upper()
-    alpha = settings.promotion.alpha
-    margin = settings.promotion.min_improvement
+    alpha, margin = settings.promotion.alpha, settings.promotion.min_improvement
     if candidate_value is None:
         return False, f"The candidate's {name} is undefined on its test window.", None
     if production_version is None:

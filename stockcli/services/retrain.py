@@ -64,17 +64,17 @@ def judged_on(monitor_result: Any) -> str:
     return "interval" if triggers and all(t.startswith("coverage") for t in triggers) else "point"
 
 
+@dataclass
 class _Ledger:
     """A retrain's steps: what each produced, kept in the run's details at once, and how long each took."""
 
-    def __init__(self, run: RunHandle | None, progress: Progress | None, reason: str) -> None:
-        self.run = run
-        self.progress = progress
-        self.steps: dict[str, Any] = {"reason": reason}
-        self.timings: dict[str, float] = {}
+    run: RunHandle | None
+    progress: Progress | None
+    steps: dict[str, Any]
+    timings: dict[str, float] = field(default_factory=dict)
 
-    def record(self, name: str, value: Any) -> None:
-        self.steps[name] = value
+    def record(self, **values: Any) -> None:
+        self.steps.update(values)
         if self.run is not None:
             self.run.details["retrain"] = dict(self.steps)
 
@@ -114,9 +114,9 @@ def retrain(
     from stockcli.services.process import process
     from stockcli.services.promote import promote
 
-    ledger = _Ledger(run, progress, reason)
+    ledger = _Ledger(run, progress, {"reason": reason})
     processed = ledger.timed("process", lambda: process(settings=settings, engine=engine, as_of=as_of))
-    ledger.record("dataset_run_id", processed.run_id)
+    ledger.record(dataset_run_id=processed.run_id)
     checkpoint(settings, "retrain:after_process")
     ledger.timed("build", lambda: build(settings=settings, engine=engine, run_id=processed.run_id))
     checkpoint(settings, "retrain:after_build")
@@ -138,9 +138,8 @@ def retrain(
             judged_on=judged_on(None if force else monitor_result),
         ),
     )
-    ledger.record("promoted", decision.promoted)
-    ledger.record("promotion_reason", decision.reason)
-    ledger.record("steps_s", {k: round(v, 3) for k, v in ledger.timings.items()})
+    steps_s = {k: round(v, 3) for k, v in ledger.timings.items()}
+    ledger.record(promoted=decision.promoted, promotion_reason=decision.reason, steps_s=steps_s)
     if run is not None:
         mark_retrained(run.details, True)
     return RetrainResult(
@@ -181,7 +180,7 @@ def _tune_and_train(
     init_state: dict[str, Any] | None = None
     if start_from is not None:
         params, init_state = start_from
-        ledger.record("fine_tuned_from", production_version)
+        ledger.record(fine_tuned_from=production_version)
         ledger.timings["tune"] = 0.0
         searched = 0
     else:
@@ -195,9 +194,9 @@ def _tune_and_train(
             enqueue=[warm] if warm else None,
         )
         ledger.timings["tune"] = time.perf_counter() - started
-        ledger.record("study", tuned.study_name)
+        ledger.record(study=tuned.study_name)
         params, searched = tuned.best_params, tuned.n_trials
-    ledger.record("n_trials", searched)
+    ledger.record(n_trials=searched)
     checkpoint(settings, "retrain:after_tune")
     trained = ledger.timed(
         "train",
@@ -210,8 +209,7 @@ def _tune_and_train(
             init_state=init_state,
         ),
     )
-    ledger.record("model_version", trained.model_version)
-    ledger.record("mlflow_run_id", trained.mlflow_run_id)
+    ledger.record(model_version=trained.model_version, mlflow_run_id=trained.mlflow_run_id)
     checkpoint(settings, "retrain:after_train")
     return trained, searched, params
 
@@ -284,13 +282,13 @@ def retrain_if_needed(
     version = production_version(settings)
     monitored = None
     if not force and version is not None:
-        monitored = monitor(settings=settings, engine=engine, as_of=as_of, model_version=str(version))
+        monitored = monitor(settings=settings, engine=engine, as_of=as_of, model_version=version)
     result = retrain(
         settings=settings,
         engine=engine,
         as_of=as_of,
         force=force,
-        production_version=str(version) if version else None,
+        production_version=version,
         monitor_result=monitored,
         run=run,
         n_trials=n_trials,

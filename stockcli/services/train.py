@@ -34,17 +34,13 @@ if TYPE_CHECKING:
     # The metric blocks a training result carries, named here for the CLI (which imports services only).
     from stockcli.ml.metrics import Evaluation as Evaluation
     from stockcli.ml.metrics import MetricBlock as MetricBlock
-    from stockcli.ml.metrics import PointFigures as PointFigures
     from stockcli.ml.training import TrainParams, TrainResult
 
 # One PNG per ticker costs ~0.7 s; a 500-ticker watchlist plots its first tickers only.
 MAX_PLOTS = 12
 # The headline test figures (`metrics.flat_figures` of the average) a model version is tagged with.
-SUMMARY_TAGS = {"mae", "naive_mae", "mape", "naive_mape", "directional_accuracy", "skill"} | {
-    "coverage_80",
-    "coverage_95",
-    "winkler_95",
-}
+SUMMARY_TAGS = {"mae", "naive_mae", "mape", "naive_mape", "directional_accuracy", "skill"}
+SUMMARY_TAGS |= {"coverage_80", "coverage_95", "winkler_95"}
 # progress(epoch, epochs, train_loss, val_loss), after every epoch.
 TrainProgress = Callable[[int, int, float, float], None]
 
@@ -112,16 +108,6 @@ class TrainingPlan:
     seeds: int  # networks averaged (`[promotion] seeds`)
     device: str
 
-    def logged(self) -> dict[str, Any]:
-        """The parameters the registered version keeps."""
-        return {
-            **self.params.to_dict(),
-            "seed": self.seed,
-            "seeds": self.seeds,
-            "epochs": self.max_epochs,
-            "patience": self.patience,
-        }
-
 
 @dataclass(frozen=True)
 class TestEvaluation:
@@ -180,7 +166,7 @@ def train(
             settings=settings, run=run, built=built, plan=plan, result=result, evaluation=evaluation
         )
 
-    metrics, test = evaluation.metrics, built.test
+    metrics, test = evaluation.metrics, built.test  # the test split is not empty (`_evaluate`)
     return TrainSummary(
         dataset_run_id=dataset_run_id,
         model_version=version,
@@ -194,10 +180,16 @@ def train(
         stopped_early=result.stopped_early,
         best_val_loss=result.best_val_loss,
         test_metrics=metrics,
-        test_start=test.target_dates[0] if len(test.target_dates) else None,
-        test_end=test.target_dates[-1] if len(test.target_dates) else None,
+        test_start=test.target_dates[0],
+        test_end=test.target_dates[-1],
         n_test=len(test),
-        worse_than_naive=_worse_than_naive(metrics),
+        worse_than_naive=tuple(
+            ticker
+            for ticker, block in metrics.tickers.items()
+            if block.model.mae is not None
+            and block.naive.mae is not None
+            and block.model.mae > block.naive.mae
+        ),
         samples_per_s=result.samples_per_s,
         wall_s=time.perf_counter() - started,
     )
@@ -293,7 +285,7 @@ def _evaluate(*, settings: Settings, engine: Engine, built: BuiltDataset, model:
     split next to naive and the baselines. Raises NoDataError for an empty test split."""
     from stockcli.db.bars import load_bars
     from stockcli.ml.forecast import calibrated_quantiles, fit_calibration, forecast_windows
-    from stockcli.ml.forecasters import build_table, bundle_fits, candidate_quantiles, with_market
+    from stockcli.ml.forecasters import with_market
     from stockcli.ml.metrics import evaluate
 
     validation, test = built.validation, built.test
@@ -317,24 +309,14 @@ def _evaluate(*, settings: Settings, engine: Engine, built: BuiltDataset, model:
     test_forecast = forecast_windows(model, built.scalers, test)
     base = np.asarray(test.base_closes, dtype=np.float64)
     quantiles = np.exp(calibrated_quantiles(test_forecast, calibration)) * base[:, None]
-    row_tickers = list(test.tickers)
-    found = candidate_quantiles(
-        build_table(settings),
-        bundle_fits(baselines),
-        history,
-        row_tickers,
-        list(test.base_dates),
-        fit_missing=True,
-        market=market,
-    )
     metrics = evaluate(
-        tickers=row_tickers,
+        tickers=list(test.tickers),
         dates=list(test.target_dates),
         predicted_close=test_forecast.predicted_closes,
         actual_close=np.asarray(test.target_closes, dtype=np.float64),
         base_close=base,
         quantiles=quantiles,
-        baselines={name: np.exp(got.quantiles) * base[:, None] for name, got in found.items()},
+        baselines=baseline_forecasts(settings, baselines, history, test)[0],
     )
     return TestEvaluation(
         calibration=calibration,
@@ -409,7 +391,10 @@ def _register(
         sequence_length=built.sequence_length,
         target_kind=built.target_kind,
         dataset_run_id=built.run_id,
-        training_params=plan.logged(),
+        training_params={
+            **plan.params.to_dict(),
+            **{"seed": plan.seed, "seeds": plan.seeds, "epochs": plan.max_epochs, "patience": plan.patience},
+        },
         metrics={
             "test": evaluation.metrics.to_json(),
             "best_epoch": result.best_epoch,
@@ -427,15 +412,6 @@ def _register(
     checkpoint(settings, "train:after_register")
     run.set_tags({"stockcli.model_version": version})
     return version
-
-
-def _worse_than_naive(metrics: Evaluation) -> tuple[str, ...]:
-    """The tickers whose test MAE is above naive's."""
-    return tuple(
-        ticker
-        for ticker, block in metrics.tickers.items()
-        if block.model.mae is not None and block.naive.mae is not None and block.model.mae > block.naive.mae
-    )
 
 
 def fit_baselines(
@@ -459,10 +435,8 @@ def fit_baselines(
                 fits[name][ticker] = params
         returns = bars.returns[np.isfinite(bars.returns)]
         ups[ticker] = (int((returns > 0).sum()), int(returns.size))
-    total = [sum(values) for values in zip(*ups.values(), strict=True)] if ups else [0, 0]
-    base_rate = {t: up / n for t, (up, n) in ups.items() if n} | (
-        {"*": total[0] / total[1]} if total[1] else {}
-    )
+    up_all, n_all = map(sum, zip((0, 0), *ups.values(), strict=True))
+    base_rate = {t: up / n for t, (up, n) in ups.items() if n} | ({"*": up_all / n_all} if n_all else {})
     return {
         "fits": fits,
         # P(up)'s naive forecast: the up-share of each ticker's training dates ("*": all pooled).
@@ -470,6 +444,27 @@ def fit_baselines(
         "fit_through": through.isoformat(),
         "rolling_window": int(settings.intervals.baseline_window),
     }
+
+
+def baseline_forecasts(
+    settings: Settings, baselines: Mapping[str, Any], history: Mapping[str, pd.DataFrame], windows: Any
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray | None]]:
+    """Every statistical candidate's quantiles as closes (n, 5) and P(up) on `windows`' rows, from the
+    `fit_baselines` fits (a ticker without one is fit on its bars up to each row)."""
+    from stockcli.ml.forecasters import build_table, bundle_fits, candidate_quantiles
+
+    found = candidate_quantiles(
+        build_table(settings),
+        bundle_fits(baselines),
+        history,
+        list(windows.tickers),
+        list(windows.base_dates),
+        fit_missing=True,
+        market=settings.forecasters.har_market,
+    )
+    base = np.asarray(windows.base_closes, dtype=np.float64)[:, None]
+    quantiles = {name: np.exp(got.quantiles) * base for name, got in found.items()}
+    return quantiles, {name: got.p_up for name, got in found.items()}
 
 
 @functools.lru_cache(maxsize=1)
@@ -519,8 +514,7 @@ def plot_test_predictions(
         axes.plot(days, predicted[rows], label="model", color="tab:blue", linewidth=1.0)
         naive = windows.base_closes[rows]
         axes.plot(days, naive, label="naive (last close)", color="tab:orange", linewidth=0.8, alpha=0.8)
-        axes.set_title(f"{ticker}: test-split next-session close ({title})")
-        axes.set_ylabel("close")
+        axes.set(title=f"{ticker}: test-split next-session close ({title})", ylabel="close")
         axes.legend(loc="best")
         axes.grid(alpha=0.3)
         figure.autofmt_xdate()
