@@ -61,20 +61,11 @@ def mark_scored(connection: Connection, rows: Sequence[Mapping[str, Any]]) -> in
     table: Any = HorizonPrediction.__table__
     statement = (
         update(table)
-        .where(*(table.c[name] == bindparam(f"k_{name}") for name in HORIZON_KEY))
-        .values(actual_close=bindparam("v_actual_close"), scored_at=bindparam("v_scored_at"))
+        .where(*(table.c[name] == bindparam(f"p_{name}") for name in HORIZON_KEY))
+        .values(actual_close=bindparam("p_actual_close"), scored_at=utcnow())
     )
-    now = utcnow()
     connection.execute(
-        statement,
-        [
-            {
-                **{f"k_{name}": row[name] for name in HORIZON_KEY},
-                "v_actual_close": row["actual_close"],
-                "v_scored_at": now,
-            }
-            for row in rows
-        ],
+        statement, [{f"p_{name}": row[name] for name in (*HORIZON_KEY, "actual_close")} for row in rows]
     )
     return len(rows)
 
