@@ -89,17 +89,13 @@ def refit(*, settings: Settings, engine: Engine, bundle: Any, tickers: list[str]
                     "Refit of %s failed (%s); its candidates fall back until the next refit.", ticker, exc
                 )
         # Recorded even when nothing was fitted: the ticker waits its next turn, not every session.
-        for name, params in fitted.items():
-            rows.append(
-                {
-                    "ticker": ticker,
-                    "forecaster": name,
-                    "fit_end": through,
-                    "fit_start": None if frame is None or frame.empty else frame.index[0].date(),
-                    "n_sessions": 0 if frame is None else len(frame),
-                    "params": params,
-                }
-            )
+        recorded = {
+            "ticker": ticker,
+            "fit_end": through,
+            "fit_start": None if frame is None or frame.empty else frame.index[0].date(),
+            "n_sessions": 0 if frame is None else len(frame),
+        }
+        rows += [{**recorded, "forecaster": name, "params": params} for name, params in fitted.items()]
     save_fits(engine, rows)
 
 
