@@ -56,12 +56,7 @@ def statistical_forecasts(
     combines its members' values instead of filtering again."""
     row = np.array([len(bars) - 1])
     adapted = {name: adapted_levels(alphas_for(name)) for name in table}
-    levels = (
-        *QUANTILES,
-        *P_UP_GRID,
-        *extra_levels,
-        *(level for name in table for level in adapted[name]),
-    )
+    levels = (*QUANTILES, *P_UP_GRID, *extra_levels, *(level for name in table for level in adapted[name]))
     first_extra = 5 + len(P_UP_GRID)
     where = {name: first_extra + len(extra_levels) + 5 * k for k, name in enumerate(table)}
     values: dict[str, np.ndarray] = {}
