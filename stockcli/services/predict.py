@@ -31,6 +31,7 @@ from stockcli.db.store import utcnow
 from stockcli.errors import EXIT_NOTHING, EXIT_OK, EXIT_PARTIAL, EXIT_UNEXPECTED, UsageError
 from stockcli.formats import finite
 from stockcli.ml.intervals import INTERVALS, MISCOVERAGE
+from stockcli.ml.selection import BASE_RATE
 
 # A prediction made from this many of the most recent returns' volatility (see `[predict] max_move_vol`).
 RECENT_VOLATILITY_SESSIONS = 20
@@ -423,8 +424,6 @@ def _refused(serving: _Serving, i: int) -> FailedTicker | None:
 
 def _candidates_detail(serving: _Serving, i: int, forecasts: Mapping[str, Any]) -> dict[str, Any]:
     """The start of a prediction's `detail`: the network's distribution, every candidate's closes and P(up)."""
-    from stockcli.ml.selection import BASE_RATE
-
     result, base = serving.result, serving.result.base_closes[i]
     return {
         "model": {
