@@ -137,7 +137,7 @@ def newest_horizons(engine: Engine, *, as_of: date | None, horizons: Sequence[in
     if not inspect(engine).has_table(HorizonPrediction.__tablename__):
         return []
     table = HorizonPrediction.__table__
-    newest = select(table.c.ticker, table.c.horizon, func.max(table.c.base_date).label("base")).where(
+    newest = select(table.c.ticker, table.c.horizon, func.max(table.c.base_date).label("base_date")).where(
         table.c.void_reason.is_(None), table.c.horizon.in_(list(horizons))
     )
     if as_of is not None:
@@ -145,14 +145,7 @@ def newest_horizons(engine: Engine, *, as_of: date | None, horizons: Sequence[in
     latest = newest.group_by(table.c.ticker, table.c.horizon).subquery()
     query = (
         select(table)
-        .join(
-            latest,
-            and_(
-                table.c.ticker == latest.c.ticker,
-                table.c.horizon == latest.c.horizon,
-                table.c.base_date == latest.c.base,
-            ),
-        )
+        .join(latest, and_(*(table.c[name] == latest.c[name] for name in ("ticker", "horizon", "base_date"))))
         .where(table.c.void_reason.is_(None))
         .order_by(table.c.ticker, table.c.horizon, table.c.created_at.desc())
     )
