@@ -61,20 +61,11 @@ def mark_scored(connection: Connection, rows: Sequence[Mapping[str, Any]]) -> in
     table: Any = HorizonPrediction.__table__
     statement = (
         update(table)
-        .where(*(table.c[name] == bindparam(f"k_{name}") for name in HORIZON_KEY))
-        .values(actual_close=bindparam("v_actual_close"), scored_at=bindparam("v_scored_at"))
+        .where(*(table.c[name] == bindparam(f"p_{name}") for name in HORIZON_KEY))
+        .values(actual_close=bindparam("p_actual_close"), scored_at=utcnow())
     )
-    now = utcnow()
     connection.execute(
-        statement,
-        [
-            {
-                **{f"k_{name}": row[name] for name in HORIZON_KEY},
-                "v_actual_close": row["actual_close"],
-                "v_scored_at": now,
-            }
-            for row in rows
-        ],
+        statement, [{f"p_{name}": row[name] for name in (*HORIZON_KEY, "actual_close")} for row in rows]
     )
     return len(rows)
 
@@ -146,7 +137,7 @@ def newest_horizons(engine: Engine, *, as_of: date | None, horizons: Sequence[in
     if not inspect(engine).has_table(HorizonPrediction.__tablename__):
         return []
     table = HorizonPrediction.__table__
-    newest = select(table.c.ticker, table.c.horizon, func.max(table.c.base_date).label("base")).where(
+    newest = select(table.c.ticker, table.c.horizon, func.max(table.c.base_date).label("base_date")).where(
         table.c.void_reason.is_(None), table.c.horizon.in_(list(horizons))
     )
     if as_of is not None:
@@ -154,14 +145,7 @@ def newest_horizons(engine: Engine, *, as_of: date | None, horizons: Sequence[in
     latest = newest.group_by(table.c.ticker, table.c.horizon).subquery()
     query = (
         select(table)
-        .join(
-            latest,
-            and_(
-                table.c.ticker == latest.c.ticker,
-                table.c.horizon == latest.c.horizon,
-                table.c.base_date == latest.c.base,
-            ),
-        )
+        .join(latest, and_(*(table.c[name] == latest.c[name] for name in ("ticker", "horizon", "base_date"))))
         .where(table.c.void_reason.is_(None))
         .order_by(table.c.ticker, table.c.horizon, table.c.created_at.desc())
     )

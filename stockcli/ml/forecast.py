@@ -152,17 +152,21 @@ def _single_thread_for(n_windows: int) -> Iterator[None]:
 
 # Quantiles and P(up) come from scipy, not torch.distributions: torch's StudentT has no cdf or icdf
 # (the likelihood the network is trained by is torch's: `networks.predictive_distribution`).
-def _standard_ppf(levels: Sequence[float], df: np.ndarray) -> np.ndarray:
+def _standard(function: str, x: np.ndarray, df: np.ndarray) -> np.ndarray:
+    """scipy's `function` ("ppf" or "cdf") at `x`: Student's t with `df` degrees of freedom, the normal
+    where `df` is infinite (the two broadcast together)."""
     from scipy import stats
 
-    df = np.asarray(df, dtype=np.float64)
-    levels_array = np.asarray(levels, dtype=np.float64)[None, :]
-    normal = stats.norm.ppf(levels_array)
+    x, df = np.broadcast_arrays(np.asarray(x, dtype=np.float64), np.asarray(df, dtype=np.float64))
+    out = np.array(getattr(stats.norm, function)(x), dtype=np.float64)
     finite = np.isfinite(df)
-    out = np.broadcast_to(normal, (len(df), levels_array.shape[1])).copy()
     if finite.any():
-        out[finite] = stats.t.ppf(levels_array, df[finite][:, None])
+        out[finite] = getattr(stats.t, function)(x[finite], df[finite])
     return out
+
+
+def _standard_ppf(levels: Sequence[float], df: np.ndarray) -> np.ndarray:
+    return _standard("ppf", np.array([levels]), np.asarray(df, dtype=np.float64)[:, None])
 
 
 def distribution_quantiles(loc: np.ndarray, scale: np.ndarray, df: np.ndarray) -> np.ndarray:
@@ -173,16 +177,7 @@ def distribution_quantiles(loc: np.ndarray, scale: np.ndarray, df: np.ndarray) -
 
 def prob_up(loc: np.ndarray, scale: np.ndarray, df: np.ndarray) -> np.ndarray:
     """P(next log return > 0) under the predicted distributions (a symmetric one: F(loc / scale))."""
-    from scipy import stats
-
-    loc = np.asarray(loc, dtype=np.float64)
-    ratio = loc / np.asarray(scale, dtype=np.float64)
-    df = np.asarray(df, dtype=np.float64)
-    out = stats.norm.cdf(ratio)
-    finite = np.isfinite(df)
-    if finite.any():
-        out[finite] = stats.t.cdf(ratio[finite], df[finite])
-    return np.asarray(out, dtype=np.float64)
+    return _standard("cdf", np.asarray(loc, dtype=np.float64) / np.asarray(scale, dtype=np.float64), df)
 
 
 def fit_calibration(result: ForecastResult, actual_returns: np.ndarray) -> dict[str, Any]:

@@ -14,6 +14,7 @@ import numpy as np
 
 from stockcli.ml.forecasters import NETWORK, P_UP_GRID, Forecaster, TickerBars, p_up_from_grid, params_for
 from stockcli.ml.intervals import QUANTILES, sort_quantiles
+from stockcli.ml.selection import BASE_RATE
 
 FALLBACKS = ("rolling", NETWORK)
 """Tried in this order, after the incumbent, when the chosen source cannot forecast a ticker."""
@@ -56,12 +57,7 @@ def statistical_forecasts(
     combines its members' values instead of filtering again."""
     row = np.array([len(bars) - 1])
     adapted = {name: adapted_levels(alphas_for(name)) for name in table}
-    levels = (
-        *QUANTILES,
-        *P_UP_GRID,
-        *extra_levels,
-        *(level for name in table for level in adapted[name]),
-    )
+    levels = (*QUANTILES, *P_UP_GRID, *extra_levels, *(level for name in table for level in adapted[name]))
     first_extra = 5 + len(P_UP_GRID)
     where = {name: first_extra + len(extra_levels) + 5 * k for k, name in enumerate(table)}
     values: dict[str, np.ndarray] = {}
@@ -136,8 +132,6 @@ def served_p_up(
 ) -> tuple[str, float]:
     """(whose, value) of the chance of an up session: the Brier test's choice when it can forecast, else the
     base rate; the interval source's for a version that recorded neither."""
-    from stockcli.ml.selection import BASE_RATE
-
     found = forecasts.get(chosen) if chosen else None
     if found is not None and np.isfinite(found.p_up):
         return str(chosen), float(found.p_up)

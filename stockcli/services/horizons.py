@@ -9,7 +9,7 @@ session, counted back from the newest; `ml.risk.non_overlapping`).
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import date
 from typing import Any
 
@@ -68,19 +68,13 @@ def aci_states(
             state[f"alpha_{level}"] = aci_update(alpha, MISCOVERAGE[level], miss, gamma)
         state.update(aci_source=row["source"], last_target_date=row["target_date"])
         changed[key] = state
-    return [{k: v for k, v in state.items() if k != "updated_at"} for state in changed.values()]
+    return list(changed.values())
 
 
 def _new_serving(key: tuple[str, int], incumbent: str) -> dict[str, Any]:
     """A ticker's first serving row at a horizon: the incumbent, nothing decided yet."""
     undecided = ("p_value", "skill", "window_end", "alpha_80", "alpha_95", "aci_source", "last_target_date")
-    return {
-        "ticker": key[0],
-        "horizon": key[1],
-        "source": incumbent,
-        "n_sessions": 0,
-        **dict.fromkeys(undecided),
-    }
+    return dict(ticker=key[0], horizon=key[1], source=incumbent, n_sessions=0, **dict.fromkeys(undecided))
 
 
 def redecide_horizons(*, settings: Settings, engine: Engine, tickers: Sequence[str], through: date) -> int:
@@ -97,22 +91,18 @@ def redecide_horizons(*, settings: Settings, engine: Engine, tickers: Sequence[s
     rows = horizons_db.scored_horizons(engine, start=start, end=through, horizons=further, tickers=tickers)
     existing = horizons_db.load_horizon_serving(engine, tickers)
     decided = []
-    for (ticker, horizon), group in _grouped(rows).items():
+    minimum = config.horizon_min_selection_sessions
+    for key, group in _grouped(rows).items():
         scored = [{**row, "detail": {"candidates": row["candidates"]}} for row in group]
-        state = existing.get((ticker, horizon)) or _new_serving((ticker, horizon), config.incumbent)
-        decision = decide_interval(
-            settings,
-            scored,
-            config.incumbent,
-            (state["source"], state["n_sessions"]),
-            minimum=config.horizon_min_selection_sessions,
-        )
+        state = existing.get(key) or _new_serving(key, config.incumbent)
+        standing = (state["source"], state["n_sessions"])
+        decision = decide_interval(settings, scored, config.incumbent, standing, minimum=minimum)
         if decision is None:
             continue
         choice, dates = decision
         decided.append(
             {
-                **{k: v for k, v in state.items() if k != "updated_at"},
+                **state,
                 "source": choice.source,
                 "p_value": choice.p_value,
                 "skill": choice.skill,
@@ -153,9 +143,7 @@ def risk_backtests(rows: Sequence[Mapping[str, Any]], calendar: Any, *, es_test:
     from stockcli.ml.risk import TAIL_LEVELS, risk_backtest
 
     table: RiskTable = {}
-    numbers = _session_numbers(rows, calendar)
-    for (ticker, horizon), group in _grouped(rows).items():
-        sessions = np.array([numbers[row["base_date"]] for row in group])
+    for ticker, horizon, group, sessions in _with_sessions(rows, calendar):
         realized = np.array([_log_return(row) for row in group])
         tails = tail_matrix([row.get("tail") for row in group], len(TAIL_LEVELS))
         tested = risk_backtest(realized, tails, horizon, base_sessions=sessions, es_test=es_test)
@@ -173,20 +161,16 @@ def risk_against_garch(rows: Sequence[Mapping[str, Any]], calendar: Any) -> Risk
     from stockcli.ml.risk import MIN_SESSIONS, christoffersen, kupiec_pof, non_overlapping
 
     table: RiskTable = {}
-    numbers = _session_numbers(rows, calendar)
-    for (ticker, horizon), group in _grouped(rows).items():
+    for ticker, horizon, group, all_sessions in _with_sessions(rows, calendar):
         base = np.array([_number(row.get("base_close")) for row in group])
         realized = np.array([_log_return(row) for row in group])
         with np.errstate(divide="ignore", invalid="ignore"):
             var = {
                 "served": np.log(np.array([_number(row.get("q025")) for row in group]) / base),
-                "garch": np.log(
-                    np.array([_closes((row.get("candidates") or {}).get("garch"))[0] for row in group]) / base
-                ),
+                "garch": np.log(np.array([_garch_closes(row)[0] for row in group]) / base),
             }
         complete = np.isfinite(realized) & np.isfinite(var["served"]) & np.isfinite(var["garch"])
-        sessions = np.array([numbers[row["base_date"]] for row in group])[complete]
-        used = np.flatnonzero(complete)[non_overlapping(sessions, horizon)]
+        used = np.flatnonzero(complete)[non_overlapping(all_sessions[complete], horizon)]
         figures: dict[str, dict[str, Any]] = {}
         for name, quantile in var.items():
             hits = realized[used] < quantile[used]
@@ -212,10 +196,8 @@ def horizon_coverage(rows: Sequence[Mapping[str, Any]], calendar: Any) -> dict[i
     from stockcli.ml.risk import non_overlapping
     from stockcli.ml.stats import clustered_coverage_test
 
-    numbers = _session_numbers(rows, calendar)
     kept: dict[int, list[Mapping[str, Any]]] = {}
-    for (_ticker, horizon), group in _grouped(rows).items():
-        sessions = [numbers[row["base_date"]] for row in group]
+    for _ticker, horizon, group, sessions in _with_sessions(rows, calendar):
         kept.setdefault(horizon, []).extend(group[i] for i in non_overlapping(sessions, horizon))
     out: dict[int, dict[int, Any]] = {}
     for horizon, group in sorted(kept.items()):
@@ -232,10 +214,15 @@ def horizon_coverage(rows: Sequence[Mapping[str, Any]], calendar: Any) -> dict[i
     return out
 
 
-def _session_numbers(rows: Sequence[Mapping[str, Any]], calendar: Any) -> dict[date, int]:
-    """Each base date's session number, counted from the earliest base date of `rows`."""
+def _with_sessions(
+    rows: Sequence[Mapping[str, Any]], calendar: Any
+) -> Iterator[tuple[str, int, list[Mapping[str, Any]], np.ndarray]]:
+    """(ticker, horizon, rows, their base dates' session numbers) of each `_grouped` group, the sessions
+    counted from the earliest base date of `rows`."""
     days = sorted({row["base_date"] for row in rows})
-    return {day: calendar.sessions_since(days[0], day) for day in days}
+    numbers = {day: calendar.sessions_since(days[0], day) for day in days}
+    for (ticker, horizon), group in _grouped(rows).items():
+        yield ticker, horizon, group, np.array([numbers[row["base_date"]] for row in group])
 
 
 def tail_matrix(values: Sequence[Any], size: int) -> np.ndarray:
@@ -272,24 +259,18 @@ def horizon_findings(
     for horizon, per_ticker in risk.items():
         red = sorted(t for t, figures in per_ticker.items() if figures.get("zone") == "red")
         if red:
-            words = ", ".join(f"{t} ({per_ticker[t]['exceptions_99']} of {per_ticker[t]['n']})" for t in red)
-            findings.append(
-                (
-                    f"risk_zone_h{horizon}",
-                    f"the {horizon}-session 99% VaR is in the Basel red zone for {words} exceptions",
-                )
-            )
+            counts = ", ".join(f"{t} ({per_ticker[t]['exceptions_99']} of {per_ticker[t]['n']})" for t in red)
+            words = f"the {horizon}-session 99% VaR is in the Basel red zone for {counts} exceptions"
+            findings.append((f"risk_zone_h{horizon}", words))
     for horizon, tests in coverage.items():
         for level, test in tests.items():
             covered = 1.0 - test.misses / test.n if test.n else None
             if covered is not None and test.p_value < coverage_alpha and covered < level / 100:
-                findings.append(
-                    (
-                        f"coverage_{level}_h{horizon}",
-                        f"the {horizon}-session {level}% interval covered {covered:.1%} of {test.n} "
-                        f"non-overlapping closes (binomial p = {test.p_value:.3g} < {coverage_alpha:g})",
-                    )
+                words = (
+                    f"the {horizon}-session {level}% interval covered {covered:.1%} of {test.n} "
+                    f"non-overlapping closes (binomial p = {test.p_value:.3g} < {coverage_alpha:g})"
                 )
+                findings.append((f"coverage_{level}_h{horizon}", words))
     return findings
 
 
@@ -322,7 +303,7 @@ def horizon_figures(rows: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, An
         base = np.array([_number(r.get("base_close")) for r in group])
         realized = np.array([_log_return(r) for r in group])
         served = np.array([[_number(r.get(c)) for c in QUANTILE_COLUMNS] for r in group])
-        garch = np.array([_closes((r.get("candidates") or {}).get("garch")) for r in group])
+        garch = np.array([_garch_closes(r) for r in group])
         sources = [str(r.get("source")) for r in group]
         out[str(horizon)] = {
             **interval_block(log_quantiles(served, base), realized),
@@ -332,7 +313,8 @@ def horizon_figures(rows: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, An
     return out
 
 
-def _closes(values: Any) -> list[float]:
+def _garch_closes(row: Mapping[str, Any]) -> list[float]:
+    values = (row.get("candidates") or {}).get("garch")
     if not isinstance(values, list) or len(values) != 5:
         return [float("nan")] * 5
     return [_number(v) for v in values]

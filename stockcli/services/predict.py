@@ -9,6 +9,8 @@ levels come from adaptive conformal inference, whose state `monitor` keeps.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
 import math
 from collections.abc import Mapping, Sequence
@@ -29,6 +31,7 @@ from stockcli.db.store import utcnow
 from stockcli.errors import EXIT_NOTHING, EXIT_OK, EXIT_PARTIAL, EXIT_UNEXPECTED, UsageError
 from stockcli.formats import finite
 from stockcli.ml.intervals import INTERVALS, MISCOVERAGE
+from stockcli.ml.selection import BASE_RATE
 
 # A prediction made from this many of the most recent returns' volatility (see `[predict] max_move_vol`).
 RECENT_VOLATILITY_SESSIONS = 20
@@ -93,6 +96,7 @@ class Prediction:
 # the order of its JSON; then the JSON's keys before "horizons" (README, "JSON output").
 QUANTILE_FIELDS = ("lower_95", "lower_80", "median", "upper_80", "upper_95")
 JSON_QUANTILES = ("lower_80", "upper_80", "lower_95", "upper_95", "median")
+RISK_FIELDS = ("var_95", "var_99", "es_95", "es_99")  # a horizon's, in the order of its JSON
 PREDICTION_KEYS = (
     *("ticker", "base_date", "base_close", "predicted_close", "change_pct", "target_date"),
     *JSON_QUANTILES,
@@ -165,8 +169,10 @@ def predict(
     Unpredictable tickers go to `failed` (exit code: `exit_code_for`). Raises NoProductionModelError
     without a model, UsageError for an as-of inside the model's training data.
     """
+    from stockcli.features.indicators import serving_sessions
     from stockcli.ml import registry
     from stockcli.ml.forecast import forecast
+    from stockcli.ml.forecasters import with_market
     from stockcli.services.models import require_production_version
     from stockcli.services.monitor import evaluate_matured
 
@@ -182,19 +188,17 @@ def predict(
     evaluate_matured(engine, through=base_date, settings=settings)
 
     watchlist = list(settings.data.tickers if tickers is None else tickers)
-    bars, sessions = _serving_bars(
-        engine=engine,
-        calendar=calendar,
-        bundle=bundle,
-        watchlist=watchlist,
-        base_date=base_date,
-        market=settings.forecasters.har_market,
-    )
+    # The watchlist's, the context series' and the market's bars, as far back as the model needs.
+    needed = serving_sessions(bundle.spec.indicators, int(bundle.sequence_length))
+    start = max(_lookback_start(calendar, base_date, needed), bundle.spec.start_date)
+    series = with_market([*watchlist, *bundle.context_tickers], settings.forecasters.har_market)
+    bars = bars_db.load_bars(engine, series, start=start, end=base_date)
     failed = _without_current_bars(engine=engine, watchlist=watchlist, bars=bars, base_date=base_date)
     unready = {f.ticker for f in failed}
     ready = [t for t in watchlist if t not in unready]
     predictions: list[Prediction] = []
     if ready:
+        sessions = calendar.sessions(start, base_date)
         result = forecast(bundle, bars, [base_date], tickers=ready, sessions=sessions, use_spec_start=False)
         failed += [_unforecastable(calendar, base_date, missing) for missing in result.missing]
         if len(result):
@@ -216,21 +220,6 @@ def predict(
         files=files,
         failed=tuple(failed),
     )
-
-
-def _serving_bars(
-    *, engine: Engine, calendar: Any, bundle: Any, watchlist: Sequence[str], base_date: date, market: str
-) -> tuple[dict[str, Any], list[date]]:
-    """The stored bars (watchlist, context series and the `market`'s, as far back as the model needs)
-    and their sessions."""
-    from stockcli.features.indicators import serving_sessions
-    from stockcli.ml.forecasters import with_market
-
-    series = with_market([*watchlist, *bundle.context_tickers], market)
-    needed = serving_sessions(bundle.spec.indicators, int(bundle.sequence_length))
-    start = max(_lookback_start(calendar, base_date, needed), bundle.spec.start_date)
-    bars = bars_db.load_bars(engine, series, start=start, end=base_date)
-    return bars, calendar.sessions(start, base_date)
 
 
 def _without_current_bars(
@@ -258,8 +247,9 @@ def _without_current_bars(
 def _unforecastable(calendar: Any, base_date: date, missing: Any) -> FailedTicker:
     """A ticker the network could not forecast, with the first session it becomes predictable."""
     predictable_from = None
-    if missing.kind == "too_little_history" and missing.sessions_missing > 0:
-        predictable_from = _sessions_after(calendar, base_date, missing.sessions_missing)
+    if missing.kind == "too_little_history" and (count := missing.sessions_missing) > 0:
+        with contextlib.suppress(Exception):  # beyond the calendar's range
+            predictable_from = target_sessions(calendar, base_date, [count])[count]
     reason = missing.reason + (
         f"; predictable from {predictable_from.isoformat()}" if predictable_from else ""
     )
@@ -368,13 +358,9 @@ def _serve_ticker(serving: _Serving, i: int) -> Prediction | FailedTicker:
     incumbent = settings.forecasters.incumbent
     choice = _choice(serving.selection, ticker, incumbent)
     history = ticker_bars(serving.bars, ticker, settings.forecasters.har_market)
+    alphas_for = functools.partial(_alphas, serving.states, ticker, version)
     forecasts = statistical_forecasts(
-        serving.table,
-        serving.fits,
-        ticker,
-        history,
-        lambda name: _alphas(serving.states, ticker, version, name),
-        extra_levels=TAIL_LEVELS,
+        serving.table, serving.fits, ticker, history, alphas_for, extra_levels=TAIL_LEVELS
     )
     nominal, adapted, tails = serving.network
     forecasts[NETWORK] = CandidateForecast(nominal[i], adapted[i], float(result.p_up[i]), tails[i])
@@ -382,7 +368,7 @@ def _serve_ticker(serving: _Serving, i: int) -> Prediction | FailedTicker:
     refused = _refused(serving, i)
     if refused is not None:
         return refused
-    alphas = _alphas(serving.states, ticker, version, source)
+    alphas = alphas_for(source)
     p_up_source, p_up = served_p_up(choice["p_up_source"], forecasts, _base_rate(bundle, ticker), source)
     interval_p_value = choice["interval_p_value"] if source == choice["interval_source"] else None
     first = serve_horizon(
@@ -438,8 +424,6 @@ def _refused(serving: _Serving, i: int) -> FailedTicker | None:
 
 def _candidates_detail(serving: _Serving, i: int, forecasts: Mapping[str, Any]) -> dict[str, Any]:
     """The start of a prediction's `detail`: the network's distribution, every candidate's closes and P(up)."""
-    from stockcli.ml.selection import BASE_RATE
-
     result, base = serving.result, serving.result.base_closes[i]
     return {
         "model": {
@@ -507,29 +491,22 @@ def priced_horizons(
     """Served horizon forecasts (log returns) as closes from `base_close`, with VaR and ES."""
     from stockcli.ml.risk import risk_figures
 
-    out = []
-    for item in found:
-        if item is None:
-            continue
+    def priced(item: Any) -> Horizon:
         tail = np.asarray(item.tail, dtype=np.float64)
         figures = risk_figures(tail).row(0) if tail.size and np.isfinite(tail).all() else {}
-        out.append(
-            Horizon(
-                horizon=item.horizon,
-                target_date=targets[item.horizon],
-                quantiles=tuple(float(v) for v in base_close * np.exp(item.quantiles)),
-                p_up=finite(float(item.p_up)),
-                var_95=figures.get("var_95"),
-                var_99=figures.get("var_99"),
-                es_95=figures.get("es_95"),
-                es_99=figures.get("es_99"),
-                source=item.source,
-                p_value=item.p_value,
-                tail=tuple(finite(float(v)) for v in tail),
-                candidates={name: _floats(base_close * np.exp(q)) for name, q in item.candidates.items()},
-            )
+        return Horizon(
+            horizon=item.horizon,
+            target_date=targets[item.horizon],
+            quantiles=tuple(float(v) for v in base_close * np.exp(item.quantiles)),
+            p_up=finite(float(item.p_up)),
+            **{name: figures.get(name) for name in RISK_FIELDS},
+            source=item.source,
+            p_value=item.p_value,
+            tail=tuple(finite(float(v)) for v in tail),
+            candidates={name: _floats(base_close * np.exp(q)) for name, q in item.candidates.items()},
         )
-    return tuple(out)
+
+    return tuple(priced(item) for item in found if item is not None)
 
 
 def _store(
@@ -537,13 +514,11 @@ def _store(
 ) -> None:
     """Upsert `predictions` and their horizons, all created at one time."""
     stamp = {"as_of": as_of, "pipeline_run_id": pipeline_run_id, "created_at": utcnow()}
-    points: list[dict[str, Any]] = []
+    predictions_db.save_predictions(engine, [_row(LatestPrediction, p, **stamp) for p in predictions])
     horizons: list[dict[str, Any]] = []
     for p in predictions:
-        points.append(_row(LatestPrediction, p, **stamp))
         common = {k: getattr(p, k) for k in ("ticker", "base_date", "model_version", "base_close")}
         horizons.extend(_row(HorizonPrediction, h, **common, **stamp, tail=list(h.tail)) for h in p.horizons)
-    predictions_db.save_predictions(engine, points)
     save_horizon_predictions(engine, horizons)
 
 
@@ -560,7 +535,7 @@ def horizon_json(base_close: float, h: Horizon) -> dict[str, Any]:
     from stockcli.ml.risk import loss_price
 
     quantiles = dict(zip(QUANTILE_FIELDS, h.quantiles, strict=True))
-    risk = {"var_95": h.var_95, "var_99": h.var_99, "es_95": h.es_95, "es_99": h.es_99}
+    risk = {name: getattr(h, name) for name in RISK_FIELDS}
     prices = {
         f"{name}_price": None if value is None else float(loss_price(base_close, value))
         for name, value in risk.items()
@@ -647,15 +622,6 @@ def _lookback_start(calendar: Any, base_date: date, sessions: int) -> date:
         return calendar.sessions_back(base_date, sessions)  # type: ignore[no-any-return]
     except UsageError:  # before the calendar's first session: take everything
         return base_date - timedelta(days=int(sessions * 1.6) + 30)
-
-
-def _sessions_after(calendar: Any, day: date, count: int) -> date | None:
-    try:
-        for _ in range(count):
-            day = calendar.next_session(day)
-    except Exception:  # beyond the calendar's range
-        return None
-    return day
 
 
 def _floats(values: np.ndarray) -> list[float | None]:

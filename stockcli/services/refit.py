@@ -38,12 +38,8 @@ def refit_if_due(
     every = int(settings.forecasters.refit_sessions)
     watchlist = list(settings.data.tickers)
     last = serving.last_fit_ends(engine, through)
-
-    def age(ticker: str) -> int:
-        newest = max(last.get(ticker, fitted_through), fitted_through)
-        return calendar.sessions_since(newest, through)
-
-    ages = {ticker: age(ticker) for ticker in watchlist}
+    newest = {t: max(last.get(t, fitted_through), fitted_through) for t in watchlist}
+    ages = {t: calendar.sessions_since(newest[t], through) for t in watchlist}
     due = sorted((t for t in watchlist if ages[t] >= every), key=lambda t: (-ages[t], t))
     due = due[: math.ceil(len(watchlist) / every)]
     if due:
@@ -89,17 +85,13 @@ def refit(*, settings: Settings, engine: Engine, bundle: Any, tickers: list[str]
                     "Refit of %s failed (%s); its candidates fall back until the next refit.", ticker, exc
                 )
         # Recorded even when nothing was fitted: the ticker waits its next turn, not every session.
-        for name, params in fitted.items():
-            rows.append(
-                {
-                    "ticker": ticker,
-                    "forecaster": name,
-                    "fit_end": through,
-                    "fit_start": None if frame is None or frame.empty else frame.index[0].date(),
-                    "n_sessions": 0 if frame is None else len(frame),
-                    "params": params,
-                }
-            )
+        recorded = {
+            "ticker": ticker,
+            "fit_end": through,
+            "fit_start": None if frame is None or frame.empty else frame.index[0].date(),
+            "n_sessions": 0 if frame is None else len(frame),
+        }
+        rows += [{**recorded, "forecaster": name, "params": params} for name, params in fitted.items()]
     save_fits(engine, rows)
 
 
@@ -115,14 +107,13 @@ def redecide(
     from stockcli.ml.selection import ticker_incumbent
 
     config = settings.forecasters
-    calendar = calendar_for(settings)
     start = selection_start(settings, through)
     choices: dict[str, dict[str, Any]] = {}
     standing = load_selection(engine, model_version)
     pooled = standing.get(POOLED)
     last = pooled.window_end if pooled is not None else None
     pooled_source = pooled.interval_source if pooled is not None else None
-    if last is None or calendar.sessions_since(last, through) >= config.refit_sessions:
+    if last is None or calendar_for(settings).sessions_since(last, through) >= config.refit_sessions:
         rows = own_rows(scored_between(engine, start=start, end=through), model_version)
         if choice := _decision(settings, rows, config.incumbent, pooled):
             choices[POOLED] = choice
