@@ -31,7 +31,7 @@ from stockcli.errors import NoDataError, StockCliError
 from stockcli.jsonable import dumps, to_plain
 from stockcli.services import report as report_service
 from stockcli.web import pages
-from stockcli.web.cache import NO_CACHE, CachedBody, CachedFirst, DataVersion, RegistryCache, ResponseCache
+from stockcli.web.cache import CachedBody, CachedFirst, DataVersion, RegistryCache, ResponseCache, answer
 from stockcli.web.responses import LatestTable
 
 MAX_REMEMBERED_URLS = 4096
@@ -162,7 +162,7 @@ class Reader:
         self, request: Request, key: Hashable, version: str, build: Callable[[], CachedBody]
     ) -> Response:
         """The body cached for `key` at `version` (built when missing), or 304 when the client holds it."""
-        return answer(request, self.responses.get(key, version, build))
+        return answer(self.responses.get(key, version, build), request.headers.get("if-none-match"))
 
     def remember_url(self, request: Request, key: Hashable, *, registry: bool = False) -> None:
         """Let `cached_for_url` answer this URL from now on (it was validated and answered with 200)."""
@@ -210,7 +210,7 @@ class Reader:
         cached = await self.cached_now(key, registry)
         if cached is not None:
             self.remember_url(request, key, registry=registry)
-            return answer(request, cached)
+            return answer(cached, request.headers.get("if-none-match"))
         return await run_in_threadpool(self._serve, request, key, build, registry, empty)
 
     def _serve(
@@ -241,14 +241,6 @@ class Reader:
             self._version.close()
         if self._engine is not None:
             self._engine.dispose()
-
-
-def answer(request: Request, body: CachedBody) -> Response:
-    """The cached bytes with their ETag, or `304 Not Modified` when the client's If-None-Match names them."""
-    headers = {"ETag": body.etag, "Cache-Control": NO_CACHE}
-    if body.matches(request.headers.get("if-none-match")):
-        return Response(status_code=304, headers=headers)
-    return Response(body.body, media_type=body.media_type, headers=headers)
 
 
 def parse_ticker(raw: str) -> str:

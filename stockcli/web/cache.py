@@ -28,6 +28,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy.engine import Engine
+from starlette.datastructures import Headers
+from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from stockcli.services import report as report_service
@@ -70,32 +72,18 @@ class CachedFirst:
         if scope["type"] == "http" and scope["method"] == "GET":
             body = await self.lookup(scope)
             if body is not None:
-                await send_cached(scope, send, body)
+                response = answer(body, Headers(scope=scope).get("if-none-match"))
+                await response(scope, receive, send)
                 return
         await self.app(scope, receive, send)
 
 
-async def send_cached(scope: Scope, send: Send, body: CachedBody) -> None:
-    """The bytes with their ETag, or `304 Not Modified` when the client's If-None-Match names them."""
-    if_none_match = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"if-none-match"), None)
-    headers = [(b"etag", body.etag.encode()), (b"cache-control", NO_CACHE.encode())]
+def answer(body: CachedBody, if_none_match: str | None) -> Response:
+    """The cached bytes with their ETag, or `304 Not Modified` when the client's If-None-Match names them."""
+    headers = {"ETag": body.etag, "Cache-Control": NO_CACHE}
     if body.matches(if_none_match):
-        await send({"type": "http.response.start", "status": 304, "headers": headers})
-        await send({"type": "http.response.body", "body": b""})
-        return
-    headers += [
-        (b"content-length", str(len(body.body)).encode()),
-        (b"content-type", content_type(body.media_type).encode()),
-    ]
-    await send({"type": "http.response.start", "status": 200, "headers": headers})
-    await send({"type": "http.response.body", "body": body.body})
-
-
-def content_type(media_type: str) -> str:
-    """The Content-Type header Starlette's Response sends for `media_type` (text gets its charset)."""
-    if media_type.startswith("text/") and "charset=" not in media_type.lower():
-        return media_type + "; charset=utf-8"
-    return media_type
+        return Response(status_code=304, headers=headers)
+    return Response(body.body, media_type=body.media_type, headers=headers)
 
 
 class ResponseCache:
