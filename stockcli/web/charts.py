@@ -114,15 +114,12 @@ def _empty(head: str, width: int, height: int, text: str) -> Markup:
 
 def _grid(frame: _Frame, label: Callable[[float], str]) -> str:
     """Five horizontal grid lines with their values on the left axis."""
-    parts = []
-    for step in range(5):
-        level = frame.low + (frame.high - frame.low) * step / 4
-        level_y = _num(frame.y(level))
-        parts.append(
-            f'<line class="grid" x1="{frame.left}" x2="{frame.right}" y1="{level_y}" y2="{level_y}"/>'
-            f'<text class="axis" x="{frame.left - 6}" y="{_num(frame.y(level) + 4)}" text-anchor="end">{escape(label(level))}</text>'
-        )
-    return "".join(parts)
+    levels = [frame.low + (frame.high - frame.low) * step / 4 for step in range(5)]
+    return "".join(
+        f'<line class="grid" x1="{frame.left}" x2="{frame.right}" y1="{_num(frame.y(level))}" y2="{_num(frame.y(level))}"/>'
+        f'<text class="axis" x="{frame.left - 6}" y="{_num(frame.y(level) + 4)}" text-anchor="end">{escape(label(level))}</text>'
+        for level in levels
+    )
 
 
 def _date_labels(frame: _Frame, dates: Sequence[date], positions: Sequence[int], axis_y: float) -> str:
