@@ -31,7 +31,7 @@ from stockcli.errors import NoDataError, StockCliError
 from stockcli.jsonable import dumps, to_plain
 from stockcli.services import report as report_service
 from stockcli.web import pages
-from stockcli.web.cache import NO_CACHE, CachedBody, CachedFirst, DataVersion, RegistryCache, ResponseCache
+from stockcli.web.cache import CachedBody, CachedFirst, DataVersion, RegistryCache, ResponseCache, answer
 from stockcli.web.responses import LatestTable
 
 MAX_REMEMBERED_URLS = 4096
@@ -45,8 +45,6 @@ def json_bytes(content: Any) -> bytes:
 
 
 class SafeJSONResponse(JSONResponse):
-    """JSON that never carries NaN or Infinity (invalid JSON): they become null."""
-
     def render(self, content: Any) -> bytes:
         return json_bytes(content)
 
@@ -94,11 +92,10 @@ class Reader:
             return self._engine
         with self._lock:
             if self._engine is None:
-                self._engine = report_service.connect(self.settings)
+                self._engine = report_service.connect(self.settings)  # None: no SQLite file yet
             self._check_ready(self._engine)
             assert self._engine is not None
-            if self._version is None:
-                self._version = DataVersion(self._engine)
+            self._version = self._version or DataVersion(self._engine)
             self._ready = True
             return self._engine
 
@@ -162,7 +159,7 @@ class Reader:
         self, request: Request, key: Hashable, version: str, build: Callable[[], CachedBody]
     ) -> Response:
         """The body cached for `key` at `version` (built when missing), or 304 when the client holds it."""
-        return answer(request, self.responses.get(key, version, build))
+        return answer(self.responses.get(key, version, build), request.headers.get("if-none-match"))
 
     def remember_url(self, request: Request, key: Hashable, *, registry: bool = False) -> None:
         """Let `cached_for_url` answer this URL from now on (it was validated and answered with 200)."""
@@ -210,45 +207,31 @@ class Reader:
         cached = await self.cached_now(key, registry)
         if cached is not None:
             self.remember_url(request, key, registry=registry)
-            return answer(request, cached)
-        return await run_in_threadpool(self._serve, request, key, build, registry, empty)
+            return answer(cached, request.headers.get("if-none-match"))
 
-    def _serve(
-        self,
-        request: Request,
-        key: Hashable,
-        build: Callable[..., CachedBody],
-        registry: bool,
-        empty: Callable[[ApiError], Response] | None,
-    ) -> Response:
-        try:
-            engine = self.engine()
-            version = self.data_version()
-        except ApiError as exc:
-            if empty is None or exc.command is None:
-                raise
-            return empty(exc)
-        if registry:
-            info, generation = self.models(version)
-            response = self.respond(request, key, f"{version}|r{generation}", lambda: build(engine, info))
-        else:
-            response = self.respond(request, key, version, lambda: build(engine))
-        self.remember_url(request, key, registry=registry)
-        return response
+        def read() -> Response:  # in the thread pool: it may open, wait for or query the database
+            try:
+                engine = self.engine()
+                version = self.data_version()
+            except ApiError as exc:
+                if empty is None or exc.command is None:
+                    raise
+                return empty(exc)
+            if registry:
+                info, generation = self.models(version)
+                response = self.respond(request, key, f"{version}|r{generation}", lambda: build(engine, info))
+            else:
+                response = self.respond(request, key, version, lambda: build(engine))
+            self.remember_url(request, key, registry=registry)
+            return response
+
+        return await run_in_threadpool(read)
 
     def close(self) -> None:
         if self._version is not None:
             self._version.close()
         if self._engine is not None:
             self._engine.dispose()
-
-
-def answer(request: Request, body: CachedBody) -> Response:
-    """The cached bytes with their ETag, or `304 Not Modified` when the client's If-None-Match names them."""
-    headers = {"ETag": body.etag, "Cache-Control": NO_CACHE}
-    if body.matches(request.headers.get("if-none-match")):
-        return Response(status_code=304, headers=headers)
-    return Response(body.body, media_type=body.media_type, headers=headers)
 
 
 def parse_ticker(raw: str) -> str:
@@ -299,13 +282,10 @@ def _add_error_handlers(app: FastAPI, reader: Reader) -> None:
 
     @app.exception_handler(ApiError)
     async def api_error(request: Request, exc: ApiError) -> Response:
-        if _wants_html(request):
+        if request.url.path == "/":  # only the page answers in HTML; every other route is a JSON API
             return _error_page(reader, exc)
-        body: dict[str, Any] = {"detail": exc.detail}
-        if exc.hint:
-            body["hint"] = exc.hint
-        if exc.command:
-            body["command"] = exc.command
+        extra = {"hint": exc.hint, "command": exc.command}
+        body = {"detail": exc.detail, **{name: value for name, value in extra.items() if value}}
         return SafeJSONResponse(body, status_code=exc.status_code)
 
     @app.exception_handler(DBAPIError)
@@ -430,10 +410,9 @@ def _add_health_and_metrics(app: FastAPI, reader: Reader) -> None:
         try:
             await run_in_threadpool(reader.probe)
         except ApiError as exc:
-            body = {"detail": exc.detail, "hint": exc.hint, "command": exc.command}
-            if exc.command:
-                return SafeJSONResponse({"status": "empty", **body})
-            return SafeJSONResponse({"status": "unavailable", **body}, status_code=503)
+            status, code = ("empty", 200) if exc.command else ("unavailable", 503)
+            body = {"status": status, "detail": exc.detail, "hint": exc.hint, "command": exc.command}
+            return SafeJSONResponse(body, status_code=code)
         return SafeJSONResponse({"status": "ok", "database": reader.database_label})
 
     @app.get("/metrics")
@@ -454,17 +433,17 @@ def _add_health_and_metrics(app: FastAPI, reader: Reader) -> None:
 def latest_table_json(engine: Engine, models: report_service.ModelsInfo) -> dict[str, Any]:
     """`/predictions/latest_for_table`: the replaced system's four keys per row, then every
     `PredictionRow` field, then `change_pct` (`responses.LatestTable` documents each key)."""
-    rows = []
-    for prediction in report_service.latest_predictions(engine):
-        row: dict[str, Any] = {
+    rows = [
+        {
             "ticker": prediction.ticker,
             "predicted_price": prediction.predicted_close,
             "date": prediction.target_date,
             "model_mlflow_run_id": models.run_ids.get(prediction.model_version),
+            **to_plain(prediction),
+            "change_pct": None if prediction.change is None else prediction.change * 100.0,
         }
-        row.update(to_plain(prediction))
-        row["change_pct"] = None if prediction.change is None else prediction.change * 100.0
-        rows.append(row)
+        for prediction in report_service.latest_predictions(engine)
+    ]
     return {"status": "success", "data": rows}
 
 
@@ -517,13 +496,13 @@ def _dashboard_html(
     if selected is None:
         predicted = {p.ticker for p in report.predictions}
         selected = next((t for t in tickers if t in predicted), tickers[0] if tickers else None)
-    series = report_service.close_series(engine, selected, sessions=60) if selected else None
-    if series is not None:  # its horizons and VaR exceptions, read once with the report's risk table
-        gathered = next((s for s in report.recent_closes if s.ticker == series.ticker), None)
-        if gathered is not None:
-            series = replace(series, fan=gathered.fan, exceptions=gathered.exceptions)
-    production = next((m for m in report.models if m.version == report.production_version), None)
     series_by_ticker = {s.ticker: s for s in report.recent_closes}
+    series = report_service.close_series(engine, selected, sessions=60) if selected else None
+    if series is not None and series.ticker in series_by_ticker:
+        # its horizons and VaR exceptions, read once with the report's risk table
+        gathered = series_by_ticker[series.ticker]
+        series = replace(series, fan=gathered.fan, exceptions=gathered.exceptions)
+    production = next((m for m in report.models if m.version == report.production_version), None)
     return pages.render(
         "index.html",
         report=report,
@@ -533,11 +512,6 @@ def _dashboard_html(
         production=production,
         series_by_ticker=series_by_ticker,
     )
-
-
-def _wants_html(request: Request) -> bool:
-    # Only the page answers in HTML; every other route is a JSON API.
-    return request.url.path == "/"
 
 
 def _empty_page(reader: Reader, exc: ApiError) -> HTMLResponse:

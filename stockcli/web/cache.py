@@ -28,6 +28,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy.engine import Engine
+from starlette.datastructures import Headers
+from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from stockcli.services import report as report_service
@@ -50,9 +52,7 @@ class CachedBody:
 
     def matches(self, if_none_match: str | None) -> bool:
         """Whether an `If-None-Match` header names these bytes (weak comparison, as RFC 9110 asks)."""
-        if not if_none_match:
-            return False
-        tags = (tag.strip() for tag in if_none_match.split(","))
+        tags = (tag.strip() for tag in (if_none_match or "").split(","))
         return any(tag == "*" or tag.removeprefix("W/") == self.etag for tag in tags)
 
 
@@ -70,32 +70,18 @@ class CachedFirst:
         if scope["type"] == "http" and scope["method"] == "GET":
             body = await self.lookup(scope)
             if body is not None:
-                await send_cached(scope, send, body)
+                response = answer(body, Headers(scope=scope).get("if-none-match"))
+                await response(scope, receive, send)
                 return
         await self.app(scope, receive, send)
 
 
-async def send_cached(scope: Scope, send: Send, body: CachedBody) -> None:
-    """The bytes with their ETag, or `304 Not Modified` when the client's If-None-Match names them."""
-    if_none_match = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"if-none-match"), None)
-    headers = [(b"etag", body.etag.encode()), (b"cache-control", NO_CACHE.encode())]
+def answer(body: CachedBody, if_none_match: str | None) -> Response:
+    """The cached bytes with their ETag, or `304 Not Modified` when the client's If-None-Match names them."""
+    headers = {"ETag": body.etag, "Cache-Control": NO_CACHE}
     if body.matches(if_none_match):
-        await send({"type": "http.response.start", "status": 304, "headers": headers})
-        await send({"type": "http.response.body", "body": b""})
-        return
-    headers += [
-        (b"content-length", str(len(body.body)).encode()),
-        (b"content-type", content_type(body.media_type).encode()),
-    ]
-    await send({"type": "http.response.start", "status": 200, "headers": headers})
-    await send({"type": "http.response.body", "body": body.body})
-
-
-def content_type(media_type: str) -> str:
-    """The Content-Type header Starlette's Response sends for `media_type` (text gets its charset)."""
-    if media_type.startswith("text/") and "charset=" not in media_type.lower():
-        return media_type + "; charset=utf-8"
-    return media_type
+        return Response(status_code=304, headers=headers)
+    return Response(body.body, media_type=body.media_type, headers=headers)
 
 
 class ResponseCache:
@@ -124,26 +110,23 @@ class ResponseCache:
         if cached is not None:
             return cached
         with self._build_locks[hash(key) % len(self._build_locks)]:
-            cached = self.lookup(key, version)  # built by the request we waited for
-            if cached is not None:
-                return cached
-            body = build()  # an exception (404, database down) caches nothing
-            self._store(key, version, body)
-            return body
+            # Built meanwhile by the request we waited for? A failed build (404, database down) stores nothing.
+            return self.lookup(key, version) or self._store(key, version, build())
 
-    def _store(self, key: Hashable, version: str, body: CachedBody) -> None:
+    def _store(self, key: Hashable, version: str, body: CachedBody) -> CachedBody:
         with self._lock:
             self.builds += 1
             previous = self._entries.pop(key, None)
             if previous is not None:
                 self._bytes -= len(previous[1].body)
             if len(body.body) > self.max_bytes:
-                return
+                return body
             self._entries[key] = (version, body)
             self._bytes += len(body.body)
             while self._bytes > self.max_bytes:
                 _, (_, evicted) = self._entries.popitem(last=False)
                 self._bytes -= len(evicted.body)
+        return body
 
 
 class DataVersion:
@@ -179,20 +162,15 @@ class DataVersion:
 
     def token_now(self) -> str | None:
         """The token when it can be read at once (SQLite, from shared memory), else None (call `token`)."""
-        if self._dialect != "sqlite" or self._connection is None:
-            return None
-        if not self._lock.acquire(blocking=False):
+        if self._dialect != "sqlite" or self._connection is None or not self._lock.acquire(blocking=False):
             return None
         try:
             identity = self._file_identity()
-            if identity != self._identity:
-                return None
-            value = self._ask()
+            return self._format(identity, self._ask()) if identity == self._identity else None
         except Exception:  # `token` reconnects or reports it
             return None
         finally:
             self._lock.release()
-        return self._format(identity, value)
 
     async def token_async(self) -> str | None:
         """PostgreSQL: the token read on an asyncio connection, one query for every waiting request;
@@ -228,13 +206,9 @@ class DataVersion:
         if self._dialect == "sqlite":
             # sqlite3's own shortcut: no SQLAlchemy wrapper on the hot path (a few microseconds).
             return str(self._connection.dbapi_connection.execute("PRAGMA data_version").fetchone()[0])
-        cursor = self._connection.cursor()
-        try:
+        with contextlib.closing(self._connection.cursor()) as cursor:
             cursor.execute(_snapshot_query((self._engine.dialect.server_version_info or (0,)) >= (13,)))
-            row = cursor.fetchone()
-        finally:
-            cursor.close()
-        return str(row[0])
+            return str(cursor.fetchone()[0])
 
     def _close(self) -> None:
         connection, self._connection = self._connection, None
@@ -337,11 +311,7 @@ class RegistryCache:
     """
 
     def __init__(
-        self,
-        lookup: Callable[[], report_service.ModelsInfo],
-        *,
-        ttl_s: float = 60.0,
-        wait_s: float = 10.0,
+        self, lookup: Callable[[], report_service.ModelsInfo], *, ttl_s: float = 60.0, wait_s: float = 10.0
     ) -> None:
         self._lookup = lookup
         self.ttl_s = ttl_s
@@ -367,10 +337,8 @@ class RegistryCache:
             if new_epoch or (refresh is None and (first or self._expired())):
                 # A new epoch always starts a fresh look-up: one in flight may predate the run.
                 refresh = self._start_refresh()
-        if refresh is not None and first:
-            refresh.wait()
-        elif refresh is not None and new_epoch:
-            refresh.wait(self.wait_s)
+        if refresh is not None and (first or new_epoch):
+            refresh.wait(None if first else self.wait_s)
         with self._lock:
             assert self._info is not None
             return self._info, self._generation
@@ -388,8 +356,7 @@ class RegistryCache:
         return time.monotonic() - self._checked_at > self.ttl_s
 
     def _start_refresh(self) -> threading.Event:
-        done = threading.Event()
-        self._refresh = done
+        self._refresh = done = threading.Event()
         self._started += 1
         self._checked_at = time.monotonic()
         threading.Thread(

@@ -53,11 +53,6 @@ def served_text(prediction: PredictionRow) -> str:
     return text
 
 
-def bands(prediction: PredictionRow) -> list[tuple[str, float, float]]:
-    """The drawable intervals, widest first: [("95", low, high), ("80", low, high)]."""
-    return [(level, *band) for level in ("95", "80") if (band := _band(prediction, level)) is not None]
-
-
 def _band(forecast: PredictionRow | FanPoint, level: str) -> tuple[float, float] | None:
     low, high = finite(getattr(forecast, f"lower_{level}")), finite(getattr(forecast, f"upper_{level}"))
     return (low, high) if low is not None and high is not None and low <= high else None
@@ -119,30 +114,23 @@ def _empty(head: str, width: int, height: int, text: str) -> Markup:
 
 def _grid(frame: _Frame, label: Callable[[float], str]) -> str:
     """Five horizontal grid lines with their values on the left axis."""
-    parts = []
-    for step in range(5):
-        level = frame.low + (frame.high - frame.low) * step / 4
-        level_y = _num(frame.y(level))
-        parts.append(
-            f'<line class="grid" x1="{frame.left}" x2="{frame.right}" y1="{level_y}" y2="{level_y}"/>'
-            f'<text class="axis" x="{frame.left - 6}" y="{_num(frame.y(level) + 4)}" text-anchor="end">{escape(label(level))}</text>'
-        )
-    return "".join(parts)
+    levels = [frame.low + (frame.high - frame.low) * step / 4 for step in range(5)]
+    return "".join(
+        f'<line class="grid" x1="{frame.left}" x2="{frame.right}" y1="{_num(frame.y(level))}" y2="{_num(frame.y(level))}"/>'
+        f'<text class="axis" x="{frame.left - 6}" y="{_num(frame.y(level) + 4)}" text-anchor="end">{escape(label(level))}</text>'
+        for level in levels
+    )
 
 
 def _date_labels(frame: _Frame, dates: Sequence[date], positions: Sequence[int], axis_y: float) -> str:
     """The first and the last of `dates` under the axis, at their session positions."""
     if not dates:
         return ""
-    parts = [
-        f'<text class="axis" x="{_num(frame.x(positions[0]))}" y="{axis_y}" text-anchor="start">{escape(dates[0].isoformat())}</text>'
-    ]
-    if len(dates) > 1:
-        parts.append(
-            f'<text class="axis" x="{_num(frame.x(positions[-1]))}" y="{axis_y}" '
-            f'text-anchor="end">{escape(dates[-1].isoformat())}</text>'
-        )
-    return "".join(parts)
+    ends = zip((positions[0], positions[-1]), (dates[0], dates[-1]), ("start", "end"), strict=True)
+    return "".join(
+        f'<text class="axis" x="{_num(frame.x(at))}" y="{axis_y}" text-anchor="{anchor}">{escape(day.isoformat())}</text>'
+        for at, day, anchor in list(ends)[: len(dates)]
+    )
 
 
 def _session_axis(series: CloseSeries, fan: HorizonFan | None) -> list[date]:
@@ -164,7 +152,11 @@ def fan_chart_svg(
     closes = list(series.closes)
     prediction = series.prediction
     fan = series.fan if series.fan is not None and series.fan.horizons and series.fan.base_close > 0 else None
-    drawn_bands = bands(prediction) if prediction is not None else []
+    drawn_bands: list[tuple[str, float, float]] = []  # the drawable intervals, widest first
+    if prediction is not None:
+        drawn_bands = [
+            (level, *band) for level in ("95", "80") if (band := _band(prediction, level)) is not None
+        ]
     axis = _session_axis(series, fan)
     position = {day: index for index, day in enumerate(axis)}
     last_stored = series.dates[-1] if series.dates else None
@@ -186,17 +178,19 @@ def fan_chart_svg(
         return _empty(head, width, height, f"No closes stored for {series.ticker}.")
     target_index = None if prediction is None else position.get(prediction.target_date, len(axis))
     beyond = target_index is not None and target_index >= len(axis)
-    flat_pad = max(abs(max(values)) * 0.01, 1.0)
-    frame = _Frame.fit(width, height, values, flat_pad, len(axis), slot=beyond)
+    frame = _Frame.fit(width, height, values, max(abs(max(values)) * 0.01, 1.0), len(axis), slot=beyond)
     x, y = frame.x, frame.y
     axis_y = frame.bottom + 16
     dates = list(series.dates)
     parts = [head, _grid(frame, number), _date_labels(frame, dates, [position[d] for d in dates], axis_y)]
+    under, over = "", ""
+    if prediction is not None and target_index is not None:
+        under, over = _next_session(prediction, drawn_bands, frame, axis, target_index, axis_y)
     if fan is not None:
         parts.append(_horizon_fan(fan, frame, position, axis_y))
         parts.append(_past_bands(past, frame, position))
-    elif prediction is not None and target_index is not None:
-        parts.append(_fan(prediction, drawn_bands, frame, axis, target_index, axis_y))
+    else:
+        parts.append(under)
     drawn = [(day, value) for day, value in zip(dates, closes, strict=False) if finite(value) is not None]
     points = _coords((x(position[day]), y(value)) for day, value in drawn)
     parts.append(f'<polyline class="actual" fill="none" points="{points}"/>')
@@ -205,10 +199,11 @@ def fan_chart_svg(
             f'<circle class="actual-point" cx="{_num(x(position[day]))}" cy="{_num(y(value))}" r="2">'
             f"<title>{escape(day.isoformat())}: close {number(value)}</title></circle>"
         )
-    if prediction is not None and target_index is not None:
-        parts.append(_points(prediction, frame, axis, target_index))
-    parts.append(_legend(frame, height - 12, _fan_legend(with_bands=bool(drawn_bands) or fan is not None)))
-    parts.append("</svg>")
+    legend = list(FAN_LEGEND)
+    if drawn_bands or fan is not None:
+        light = _swatch("95")
+        legend += [(80, light + _swatch("80"), "80% band"), (80, light, "95% band")]  # 80 lies on 95
+    parts += [over, _legend(frame, height - 12, legend), "</svg>"]
     return Markup("".join(parts))
 
 
@@ -246,30 +241,27 @@ def _target_label(at: float, axis_y: float, day: date) -> str:
     return f'<text class="axis target" x="{_num(at + 8)}" y="{axis_y}" text-anchor="end">{escape(day.isoformat())}</text>'
 
 
-def _base_point(prediction: PredictionRow, frame: _Frame, dates: list[date]) -> tuple[float, float]:
-    base_index = dates.index(prediction.base_date) if prediction.base_date in dates else len(dates) - 1
-    return frame.x(max(base_index, 0)), frame.y(prediction.base_close)
-
-
-def _fan(
+def _next_session(
     prediction: PredictionRow,
     drawn_bands: list[tuple[str, float, float]],
     frame: _Frame,
     dates: list[date],
     target_index: int,
     axis_y: float,
-) -> str:
-    """The shaded next-session zone and the fan of bands (drawn under the closes and the points)."""
-    base_x, base_y = _base_point(prediction, frame, dates)
+) -> tuple[str, str]:
+    """The predicted session's marks: under the closes, the shaded zone and the fan of bands; over them,
+    the naive forecast (square: the last close) and the served one (dot)."""
+    base_index = dates.index(prediction.base_date) if prediction.base_date in dates else len(dates) - 1
+    base_x, base_y = frame.x(max(base_index, 0)), frame.y(prediction.base_close)
     tx = frame.x(target_index)
     target = escape(prediction.target_date.isoformat())
     source = escape(prediction.interval_source or "model")
-    parts = [_zone(frame, base_x, tx), _target_label(tx, axis_y, prediction.target_date)]
+    under = [_zone(frame, base_x, tx), _target_label(tx, axis_y, prediction.target_date)]
     for level, low, high in drawn_bands:
         where = f"{interval(low, high)} ({source} interval"
         if prediction.interval_p_value is not None:
             where += f", p {p_value(prediction.interval_p_value)}"
-        parts.append(
+        under.append(
             f'<polygon class="band band-{level}" {_fill(level)} '
             f'points="{_coords([(base_x, base_y), (tx, frame.y(high)), (tx, frame.y(low))])}">'
             f"<title>{level}% interval for {target}: {where})</title></polygon>"
@@ -277,11 +269,32 @@ def _fan(
     median = finite(prediction.median)
     if drawn_bands and median is not None:
         my = _num(frame.y(median))
-        parts.append(
+        under.append(
             f'<line class="median" x1="{_num(tx - 14)}" x2="{_num(tx + 6)}" y1="{my}" y2="{my}">'
             f"<title>Median for {target}: {number(median)}</title></line>"
         )
-    return "".join(parts)
+    over = []
+    naive_value = finite(prediction.base_close)
+    if naive_value is not None:
+        ny = frame.y(naive_value)
+        over.append(
+            f'<line class="naive-link" x1="{_num(base_x)}" y1="{_num(base_y)}" x2="{_num(tx)}" y2="{_num(ny)}"/>'
+            f'<rect class="naive point" x="{_num(tx - 4)}" y="{_num(ny - 4)}" width="8" height="8">'
+            f"<title>Naive forecast for {target}: {number(naive_value)} (last close)</title></rect>"
+        )
+    served = finite(prediction.predicted_close)
+    if served is not None:
+        py = frame.y(served)
+        unseen = (
+            f"; v{prediction.model_version} never trained on {prediction.ticker}" if prediction.unseen else ""
+        )
+        over.append(
+            f'<line class="predicted-link" x1="{_num(base_x)}" y1="{_num(base_y)}" x2="{_num(tx)}" y2="{_num(py)}"/>'
+            f'<circle class="predicted point" cx="{_num(tx)}" cy="{_num(py)}" r="5">'
+            f"<title>Served forecast for {target}: {number(served)} "
+            f"({escape(served_text(prediction) + unseen)})</title></circle>"
+        )
+    return "".join(under), "".join(over)
 
 
 def sqrt_time_path(base: float, known: Sequence[tuple[int, float | None]], steps: int) -> list[float | None]:
@@ -369,21 +382,16 @@ def _horizon_mark(point: FanPoint, frame: _Frame, at: float) -> str:
 
 def _past_bands(past: Sequence[FanPoint], frame: _Frame, position: dict[date, int]) -> str:
     """The 1-session 95% and 80% bands served for past sessions: one bar per session."""
-    if not past:
-        return ""
     half = (frame.history_right - frame.left) / max(frame.sessions - 1, 1) * 0.4
     parts = []
     for level in ("95", "80"):
-        shapes = []
-        for point in past:
-            band = _band(point, level)
-            if band is None:
-                continue
-            low, high = band
-            at = frame.x(position[point.target_date])
-            shapes.append(
-                f"M{_num(at - half)},{_num(frame.y(high))}H{_num(at + half)}V{_num(frame.y(low))}H{_num(at - half)}Z"
-            )
+        bars = [
+            (frame.x(position[p.target_date]), band) for p in past if (band := _band(p, level)) is not None
+        ]
+        shapes = [
+            f"M{_num(at - half)},{_num(frame.y(high))}H{_num(at + half)}V{_num(frame.y(low))}H{_num(at - half)}Z"
+            for at, (low, high) in bars
+        ]
         if shapes:
             parts.append(
                 f'<path class="past-band past-band-{level}" {_fill(level)} d="{"".join(shapes)}">'
@@ -392,60 +400,30 @@ def _past_bands(past: Sequence[FanPoint], frame: _Frame, position: dict[date, in
     return "".join(parts)
 
 
-def _points(prediction: PredictionRow, frame: _Frame, dates: list[date], target_index: int) -> str:
-    """The naive forecast (square: the last close) and the served forecast (dot) at the predicted session."""
-    base_x, base_y = _base_point(prediction, frame, dates)
-    tx = frame.x(target_index)
-    target = escape(prediction.target_date.isoformat())
-    parts = []
-    naive_value = finite(prediction.base_close)
-    if naive_value is not None:
-        ny = frame.y(naive_value)
-        parts.append(
-            f'<line class="naive-link" x1="{_num(base_x)}" y1="{_num(base_y)}" x2="{_num(tx)}" y2="{_num(ny)}"/>'
-            f'<rect class="naive point" x="{_num(tx - 4)}" y="{_num(ny - 4)}" width="8" height="8">'
-            f"<title>Naive forecast for {target}: {number(naive_value)} (last close)</title></rect>"
-        )
-    served = finite(prediction.predicted_close)
-    if served is not None:
-        py = frame.y(served)
-        unseen = (
-            f"; v{prediction.model_version} never trained on {prediction.ticker}" if prediction.unseen else ""
-        )
-        parts.append(
-            f'<line class="predicted-link" x1="{_num(base_x)}" y1="{_num(base_y)}" x2="{_num(tx)}" y2="{_num(py)}"/>'
-            f'<circle class="predicted point" cx="{_num(tx)}" cy="{_num(py)}" r="5">'
-            f"<title>Served forecast for {target}: {number(served)} "
-            f"({escape(served_text(prediction) + unseen)})</title></circle>"
-        )
-    return "".join(parts)
-
-
-def _fan_legend(*, with_bands: bool) -> list[tuple[int, str, str]]:
-    items = [
-        (56, '<line class="actual" x1="0" x2="16" y1="-4" y2="-4"/>', "close"),
-        (118, '<circle class="predicted" cx="6" cy="-4" r="4"/>', "served forecast"),
-        (138, '<rect class="naive" x="2" y="-8" width="8" height="8"/>', "naive (last close)"),
-    ]
-    if with_bands:
-        light = _swatch("95")
-        items += [(80, light + _swatch("80"), "80% band"), (80, light, "95% band")]  # 80 lies on 95
-    return items
+FAN_LEGEND = (
+    (56, '<line class="actual" x1="0" x2="16" y1="-4" y2="-4"/>', "close"),
+    (118, '<circle class="predicted" cx="6" cy="-4" r="4"/>', "served forecast"),
+    (138, '<rect class="naive" x="2" y="-8" width="8" height="8"/>', "naive (last close)"),
+)
+VAR_LEGEND = (
+    (78, '<circle class="returns" cx="6" cy="-4" r="2.5"/>', "return"),
+    (98, '<line class="var-line var-95" x1="0" x2="16" y1="-4" y2="-4"/>', "-VaR 95%"),
+    (98, '<line class="var-line var-99" x1="0" x2="16" y1="-4" y2="-4"/>', "-VaR 99%"),
+    (110, '<circle class="exception exception-99" cx="6" cy="-4" r="4"/>', "99% exception"),
+    (110, '<circle class="exception exception-95" cx="6" cy="-4" r="3"/>', "95% exception"),
+)
 
 
 def _legend(frame: _Frame, baseline: float, items: Sequence[tuple[int, str, str]]) -> str:
     """Legend entries (width, mark, text) centred under the plot."""
     total = sum(step for step, _, _ in items)
     offset = frame.left + (frame.right - frame.left - total) / 2
-    parts = [f'<g class="legend" transform="translate({_num(offset)},{_num(baseline)})">']
-    position = 0
-    for step, mark, text in items:
-        parts.append(
-            f'<g transform="translate({position},0)">{mark}<text x="20" y="0">{escape(text)}</text></g>'
-        )
-        position += step
-    parts.append("</g>")
-    return "".join(parts)
+    starts = itertools.accumulate((step for step, _, _ in items), initial=0)
+    entries = "".join(
+        f'<g transform="translate({start},0)">{mark}<text x="20" y="0">{escape(text)}</text></g>'
+        for start, (_, mark, text) in zip(starts, items, strict=False)
+    )
+    return f'<g class="legend" transform="translate({_num(offset)},{_num(baseline)})">{entries}</g>'
 
 
 def _swatch(level: str) -> str:
@@ -484,11 +462,9 @@ def var_exceptions_svg(
 ) -> Markup:
     """The risk window's 1-session returns (dots) against -VaR 95% and 99% (steps), exceptions ringed."""
     days = list(exceptions.days) if exceptions is not None else []
-    head = _svg_open(
-        element_id, ticker, width, height, exceptions_caption(exceptions, ticker), "chart var-chart"
-    )
+    caption = exceptions_caption(exceptions, ticker)
+    head = _svg_open(element_id, ticker, width, height if days else EMPTY_HEIGHT, caption, "chart var-chart")
     if not days:
-        head = head.replace(f'viewBox="0 0 {width} {height}"', f'viewBox="0 0 {width} {EMPTY_HEIGHT}"')
         return _empty(head, width, EMPTY_HEIGHT, f"No scored 1-session VaR forecasts for {ticker} yet.")
     values = [0.0] + [d.realized for d in days]
     values += [-v for d in days for v in (d.var_95, d.var_99) if v is not None]
@@ -516,16 +492,7 @@ def var_exceptions_svg(
         f'<circle cx="{_num(x(i))}" cy="{_num(y(d.realized))}" r="1.8"/>' for i, d in enumerate(days)
     )
     parts.append(f'<g class="returns">{dots}</g>')
-    parts.append(_exception_marks(days, frame))
-    items = [
-        (78, '<circle class="returns" cx="6" cy="-4" r="2.5"/>', "return"),
-        (98, '<line class="var-line var-95" x1="0" x2="16" y1="-4" y2="-4"/>', "-VaR 95%"),
-        (98, '<line class="var-line var-99" x1="0" x2="16" y1="-4" y2="-4"/>', "-VaR 99%"),
-        (110, '<circle class="exception exception-99" cx="6" cy="-4" r="4"/>', "99% exception"),
-        (110, '<circle class="exception exception-95" cx="6" cy="-4" r="3"/>', "95% exception"),
-    ]
-    parts.append(_legend(frame, height - 12, items))
-    parts.append("</svg>")
+    parts += [_exception_marks(days, frame), _legend(frame, height - 12, VAR_LEGEND), "</svg>"]
     return Markup("".join(parts))
 
 
@@ -558,7 +525,7 @@ def sparkline_svg(
         )
     low, high = min(everything), max(everything)
     span = (high - low) or 1.0
-    slots = len(closes) + (1 if target is not None else 0)
+    slots = len(everything)
 
     def x(index: int) -> float:
         return 2 + (width - 6) * index / max(slots - 1, 1)

@@ -19,17 +19,15 @@ def metrics_text(
     settings: Settings, engine: Engine | None, models: report_service.ModelsInfo | None
 ) -> bytes:
     """The exposition text; `engine` None: the database holds nothing yet (`stockcli_database_ready 0`)."""
-    from prometheus_client import CollectorRegistry, generate_latest
+    from prometheus_client import generate_latest
 
     families = list(_families(settings, engine, models))
 
-    class Collector:
-        def collect(self) -> Iterator[Any]:
-            return iter(families)
+    class Collector:  # all that generate_latest asks of a registry
+        def collect(self) -> list[Any]:
+            return families
 
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(Collector())  # type: ignore[arg-type]
-    return generate_latest(registry)
+    return generate_latest(Collector())
 
 
 def _gauge(name: str, documentation: str, *labels: str) -> Any:

@@ -24,9 +24,7 @@ def _day(value: date | None) -> str:
 
 
 def _moment(value: datetime | None) -> str:
-    if value is None:
-        return "-"
-    return value.strftime("%Y-%m-%d %H:%M %Z").strip()
+    return value.strftime("%Y-%m-%d %H:%M %Z").strip() if value else "-"
 
 
 def metrics_brief(values: dict[str, Any] | None) -> str:
@@ -81,11 +79,10 @@ def render(template: str, **context: Any) -> str:
 
 def render_report_html(report: Report, *, database: str) -> str:
     """The whole report as one HTML file: inline CSS, inline SVG charts, nothing fetched."""
-    series_by_ticker = {series.ticker: series for series in report.recent_closes}
     return render(
         "report.html",
         report=report,
         database=database,
-        series_by_ticker=series_by_ticker,
+        series_by_ticker={series.ticker: series for series in report.recent_closes},
         inline_css=stylesheet(),
     )
