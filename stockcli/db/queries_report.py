@@ -43,7 +43,7 @@ def database_state(engine: Engine | None) -> DatabaseState:
     if engine is None:
         return "missing"
     names = set(inspect(engine).get_table_names())
-    if not REPORT_TABLES <= names:
+    if not REPORT_TABLES.issubset(names):
         return "no_schema"
     with engine.connect() as connection:
         has_bars = connection.execute(select(RawStockData.ticker).limit(1)).first() is not None

@@ -239,9 +239,8 @@ def fetch(
         else r
         for r in results
     ]
-    complete = sum(1 for r in results if r.succeeded)
-    saved = sum(1 for r in results if r.status in SAVED_STATUSES)
-    status = "ok" if complete == len(results) else ("partial" if saved else "failed")
+    saved = any(r.status in SAVED_STATUSES for r in results)
+    status = "ok" if all(r.succeeded for r in results) else ("partial" if saved else "failed")
     return FetchResult(
         status=status, source=bar_source.name, as_of=as_of, cutoff=cutoff, tickers=tuple(results)
     )

@@ -94,8 +94,7 @@ def normalize_yahoo_frame(frame: pd.DataFrame, ticker: str, *, exchange_tz: str)
                 f"Yahoo Finance answered for {', '.join(map(str, symbols))} but not {ticker}.",
                 hint=_HINT_FAILED,
             )
-    renamed = {column: str(column).strip().lower().replace(" ", "_") for column in data.columns}
-    data = data.rename(columns=renamed)
+    data = data.rename(columns=lambda column: str(column).strip().lower().replace(" ", "_"))
     missing = [name for name in BAR_COLUMNS if name not in data.columns]
     if missing:
         raise SourceError(
