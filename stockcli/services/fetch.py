@@ -52,6 +52,7 @@ from stockcli.sources.base import (
     IMPLAUSIBLE_JUMP,
     PRICE_COLUMNS,
     ROUNDING_ABS,
+    SourceBars,
     clip_range,
     drop_implausible_jumps,
     suspected_split,
@@ -259,26 +260,22 @@ class PulledBars:
     """What the source gave for one ticker from `start` up to the cutoff, and what passed the jump check."""
 
     start: date
-    raw: pd.DataFrame  # the source's valid bars
-    source_rejected: int  # rows the source's own validation rejected
-    source_reasons: dict[str, int]
-    note: str | None  # the source's word when it had nothing
+    answer: SourceBars  # what the source rejected itself, and its word when it had nothing
+    raw: pd.DataFrame  # the source's valid bars from `start` to the cutoff
     frame: pd.DataFrame  # `raw` less its implausible jumps
     jumps: int
     reference: float | None = None  # the close the frame's first bar was judged against
 
     @property
     def rejected(self) -> int:
-        return self.source_rejected + self.jumps
+        return self.answer.rejected + self.jumps
 
     @property
     def reasons(self) -> dict[str, int]:
-        if not self.jumps:
-            return self.source_reasons
-        return {
-            **self.source_reasons,
-            IMPLAUSIBLE_JUMP: self.source_reasons.get(IMPLAUSIBLE_JUMP, 0) + self.jumps,
-        }
+        reasons = dict(self.answer.rejected_reasons)
+        if self.jumps:
+            reasons[IMPLAUSIBLE_JUMP] = reasons.get(IMPLAUSIBLE_JUMP, 0) + self.jumps
+        return reasons
 
 
 @dataclass(frozen=True)
@@ -308,15 +305,7 @@ class _Job:
         )
         raw = clip_range(bars.bars, start, self.cutoff)
         frame, jumps = drop_implausible_jumps(raw, max_jump_factor=data.max_jump_factor, previous_close=None)
-        return PulledBars(
-            start=start,
-            raw=raw,
-            source_rejected=bars.rejected,
-            source_reasons=dict(bars.rejected_reasons),
-            note=bars.note,
-            frame=frame,
-            jumps=jumps,
-        )
+        return PulledBars(start=start, answer=bars, raw=raw, frame=frame, jumps=jumps)
 
 
 def _fetch_ticker(
@@ -340,7 +329,7 @@ def _fetch_ticker(
             rejected=pulled.rejected,
             rejected_reasons=pulled.reasons,
             fetched_from=start,
-            error=pulled.note or f"no bars from {start} to {cutoff}",
+            error=pulled.answer.note or f"no bars from {start} to {cutoff}",
         )
     if replace_reason is None and last is not None:
         pulled, replace_reason = _against_stored(job, pulled)
