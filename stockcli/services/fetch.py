@@ -344,14 +344,9 @@ def _against_stored(job: _Job, pulled: PulledBars) -> tuple[PulledBars, str | No
     with job.engine.connect() as connection:
         overlap = stored_bars(connection, job.ticker, start=pulled.start, end=job.cutoff)
         anchor = close_before(connection, job.ticker, raw.index[0].date())
-    anchored_frame, anchored_jumps = drop_implausible_jumps(
-        raw, max_jump_factor=data.max_jump_factor, previous_close=anchor
-    )
-    anchored = replace(pulled, frame=anchored_frame, jumps=anchored_jumps, reference=anchor)
-    if (
-        not anchored_frame.empty
-        and _max_relative_drift(overlap, anchored_frame) <= data.restatement_tolerance
-    ):
+    frame, jumps = drop_implausible_jumps(raw, max_jump_factor=data.max_jump_factor, previous_close=anchor)
+    anchored = replace(pulled, frame=frame, jumps=jumps, reference=anchor)
+    if not frame.empty and _max_relative_drift(overlap, frame) <= data.restatement_tolerance:
         return anchored, None  # the usual case; absurd bars dropped
     if not overlap.index.isin(pulled.frame.index).any():
         return anchored, None  # nothing to compare: the past decides
