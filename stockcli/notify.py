@@ -56,8 +56,7 @@ class Delivery:
 
 def failure_message(command: str, exit_code: int, error: str | None, hint: str | None = None) -> Message:
     """A run that ended with a non-zero exit code: the command, the code, the error's first line, its hint."""
-    meaning = EXIT_MEANINGS.get(exit_code, "error")
-    lines = [f"Exit code {exit_code}: {meaning}."]
+    lines = [f"Exit code {exit_code}: {EXIT_MEANINGS.get(exit_code, 'error')}."]
     first = (error or "").strip().splitlines()
     if first:
         lines.append(first[0])
@@ -99,9 +98,7 @@ def promotion_message(
     previous: str | None = None,
 ) -> Message:
     """Production moved to `version`: what triggered it, the decision's reason and its p-value."""
-    lines = []
-    if trigger:
-        lines.append(f"Trigger: {trigger}")
+    lines = [f"Trigger: {trigger}"] if trigger else []
     if previous:
         lines.append(f"Replaces version {previous}.")
     lines += [f"Decision: {reason or 'promoted'}", f"p-value: {_p(p_value)}"]
@@ -112,13 +109,11 @@ def band_break_message(breaks: Sequence[BandBreak]) -> Message | None:
     """One message listing every close outside its 95% interval (None when there is none)."""
     if not breaks:
         return None
-    lines = []
-    for item in breaks:
-        side = "above" if item.actual_close > item.upper_95 else "below"
-        lines.append(
-            f"{item.ticker} {item.target_date.isoformat()}: close {item.actual_close:.2f} {side} "
-            f"{item.lower_95:.2f}–{item.upper_95:.2f}"
-        )
+    lines = [
+        f"{item.ticker} {item.target_date.isoformat()}: close {item.actual_close:.2f} "
+        f"{'above' if item.actual_close > item.upper_95 else 'below'} {item.lower_95:.2f}–{item.upper_95:.2f}"
+        for item in breaks
+    ]
     names = sorted({item.ticker for item in breaks})
     tickers = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
     count = len(breaks)
@@ -144,11 +139,8 @@ def summary_message(result: DailyResult) -> Message:
 
 def daily_messages(result: DailyResult) -> list[Message]:
     """Everything a daily run may tell: band breaks, a retrain and promotion, the summary."""
-    messages: list[Message] = []
-    if result.monitor is not None:
-        broken = band_break_message(result.monitor.band_breaks)
-        if broken is not None:
-            messages.append(broken)
+    broken = band_break_message(result.monitor.band_breaks) if result.monitor is not None else None
+    messages = [broken] if broken is not None else []
     if result.retrain is not None:
         messages += retrain_messages(result.retrain, as_of=result.as_of)
     messages.append(summary_message(result))

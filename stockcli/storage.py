@@ -58,8 +58,7 @@ def is_memory_sqlite(parsed: URL) -> bool:
         database in ("", ":memory:")
         or (database.startswith("file:") and ":memory:" in database)
         or "mode=memory" in database
-        or mode == "memory"
-        or (isinstance(mode, tuple) and "memory" in mode)
+        or "memory" in (mode if isinstance(mode, tuple) else (mode,))
     )
 
 

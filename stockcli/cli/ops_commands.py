@@ -181,8 +181,7 @@ def daily(
 
 
 def _show_daily(result: Any) -> None:
-    fetched = result.fetch
-    failed = [r.ticker for r in fetched.tickers if r.status in ("failed", "no_data", "partial")]
+    failed = [r.ticker for r in result.fetch.tickers if r.status in ("failed", "no_data", "partial")]
     output.info(f"Daily run as of {result.as_of.isoformat()}: model version {result.model_version}.")
     if failed:
         output.warn(f"fetch failed for {', '.join(failed)}; the rest was saved.")

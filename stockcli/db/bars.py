@@ -13,11 +13,10 @@ from sqlalchemy.engine import Connection, Engine
 
 from stockcli.db.models import RawStockData
 from stockcli.db.store import upsert
+from stockcli.sources.base import BAR_COLUMNS
 
 if TYPE_CHECKING:
     import pandas as pd
-
-BAR_COLUMNS = ("open", "high", "low", "close", "volume")
 
 
 def upsert_bars(connection: Connection, rows: Sequence[Mapping[str, Any]]) -> int:
@@ -58,15 +57,12 @@ def sources_by_ticker(engine: Engine, tickers: Iterable[str]) -> dict[str, set[s
 
 def _bars_query(tickers: Sequence[str], start: date | None, end: date | None) -> Any:
     # The date as the driver returns it (not a Python date a row): `_frames` converts the column at once.
+    table = RawStockData.__table__
     query = select(
-        RawStockData.ticker,
-        type_coerce(RawStockData.date, String).label("date"),
-        RawStockData.open,
-        RawStockData.high,
-        RawStockData.low,
-        RawStockData.close,
-        RawStockData.volume,
-    ).where(RawStockData.ticker.in_(list(tickers)))
+        table.c.ticker,
+        type_coerce(table.c.date, String).label("date"),
+        *(table.c[name] for name in BAR_COLUMNS),
+    ).where(table.c.ticker.in_(list(tickers)))
     if start is not None:
         query = query.where(RawStockData.date >= start)
     if end is not None:

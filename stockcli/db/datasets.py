@@ -146,26 +146,24 @@ def save_built(
 ) -> None:
     """Upsert the scalers row and one scaled set per split part, in one transaction."""
     now = utcnow()
-    rows = []
-    for name in PARTS:
-        part = parts[name]
-        rows.append(
-            {
-                "run_id": run_id,
-                "set_name": name,
-                "n_windows": len(part.base_dates),
-                "first_target_date": part.target_dates[0] if part.target_dates else None,
-                "last_target_date": part.target_dates[-1] if part.target_dates else None,
-                "windows_npy": array_to_bytes(np.stack([part.rows, part.series], axis=1).astype(np.int64)),
-                "base_dates_npy": array_to_bytes(dates_to_array(part.base_dates)),
-                "target_dates_npy": array_to_bytes(dates_to_array(part.target_dates)),
-                **{
-                    column: array_to_bytes(np.asarray(getattr(part, name), dtype=dtype))
-                    for column, (name, dtype) in _PART_ARRAYS.items()
-                },
-                "created_at": now,
-            }
-        )
+    rows = [
+        {
+            "run_id": run_id,
+            "set_name": name,
+            "n_windows": len(part.base_dates),
+            "first_target_date": part.target_dates[0] if part.target_dates else None,
+            "last_target_date": part.target_dates[-1] if part.target_dates else None,
+            "windows_npy": array_to_bytes(np.stack([part.rows, part.series], axis=1).astype(np.int64)),
+            "base_dates_npy": array_to_bytes(dates_to_array(part.base_dates)),
+            "target_dates_npy": array_to_bytes(dates_to_array(part.target_dates)),
+            **{
+                column: array_to_bytes(np.asarray(getattr(part, field), dtype=dtype))
+                for column, (field, dtype) in _PART_ARRAYS.items()
+            },
+            "created_at": now,
+        }
+        for name, part in ((name, parts[name]) for name in PARTS)
+    ]
     scaler_row = {
         "run_id": run_id,
         "target_kind": target_kind,
@@ -176,8 +174,7 @@ def save_built(
     }
     with engine.begin() as connection:
         upsert(connection, Scaler, [scaler_row], key=("run_id",))
-        for row in rows:
-            upsert(connection, ScaledFeatureSet, [row], key=("run_id", "set_name"))
+        upsert(connection, ScaledFeatureSet, rows, key=("run_id", "set_name"))
 
 
 def load_built(engine: Engine, run_id: str) -> BuiltDataset:
@@ -209,7 +206,6 @@ def load_built(engine: Engine, run_id: str) -> BuiltDataset:
     if "series" not in feature_spec or any(sets[name]["windows_npy"] is None for name in PARTS):
         raise NoDataError(f"Dataset {run_id} cannot be used by this stockcli.", hint=OLD_LAYOUT_HINT)
     L = int(scaler["sequence_length"])
-    target_kind = str(scaler["target_kind"])
     spec = DatasetSpec.from_json(feature_spec).built(
         scalers["feature_names"],
         scalers.get("context", {}).get("features", []),
@@ -236,7 +232,7 @@ def load_built(engine: Engine, run_id: str) -> BuiltDataset:
         scalers=scalers,
         tickers=tuple(tickers),
         sequence_length=L,
-        target_kind=target_kind,
+        target_kind=str(scaler["target_kind"]),
         train=window_sets["train"],
         validation=window_sets["validation"],
         test=window_sets["test"],

@@ -17,13 +17,10 @@ from stockcli.db.models import LatestPrediction, ModelPerformance, PipelineRun, 
 DatabaseState = Literal["missing", "no_schema", "empty", "ready"]
 
 # The tables report and serve read; a database without them has never seen `stockcli daily`.
-REPORT_TABLES = (
-    "raw_stock_data",
-    "latest_predictions",
-    "model_performance_log",
-    "pipeline_runs",
-    "promotions",
-)
+REPORT_TABLES = {
+    model.__tablename__
+    for model in (RawStockData, LatestPrediction, ModelPerformance, PipelineRun, Promotion)
+}
 
 
 def connect_readonly(settings: Settings) -> Engine | None:
@@ -46,7 +43,7 @@ def database_state(engine: Engine | None) -> DatabaseState:
     if engine is None:
         return "missing"
     names = set(inspect(engine).get_table_names())
-    if not set(REPORT_TABLES) <= names:
+    if not REPORT_TABLES.issubset(names):
         return "no_schema"
     with engine.connect() as connection:
         has_bars = connection.execute(select(RawStockData.ticker).limit(1)).first() is not None

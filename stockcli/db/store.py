@@ -124,24 +124,20 @@ def finish_run(
     warnings: Sequence[str] = (),
 ) -> None:
     """Close a ledger row with its status, duration, error, details and warnings (passwords in URLs hidden)."""
-    error = redact_url(error) if error else error
-    details = _redacted(details) if details is not None else None
     with engine.begin() as connection:
         started = connection.execute(
             select(PipelineRun.started_at).where(PipelineRun.id == run_id)
         ).scalar_one()
         finished = utcnow()
-        if started.tzinfo is None:
-            started = started.replace(tzinfo=UTC)
         connection.execute(
             update(PipelineRun)
             .where(PipelineRun.id == run_id)
             .values(
                 status=status,
                 finished_at=finished,
-                duration_s=(finished - started).total_seconds(),
-                error=error,
-                details=dict(details) if details is not None else None,
+                duration_s=(finished - started.replace(tzinfo=started.tzinfo or UTC)).total_seconds(),
+                error=redact_url(error) if error else error,
+                details=_redacted(details),  # a dict, or None
                 warnings=[redact_url(w) for w in warnings] or None,
             )
         )

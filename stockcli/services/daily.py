@@ -193,9 +193,7 @@ def _predict_watchlist(
     returns the prediction and every failed ticker, in watchlist order."""
     watchlist = day.settings.data.tickers
     rejected = [
-        FailedTicker(
-            t.ticker, f"fetch: {t.error}. {t.hint}" if t.hint else f"fetch: {t.error}", "rejected_rows"
-        )
+        FailedTicker(t.ticker, f"fetch: {t.error}" + (f". {t.hint}" if t.hint else ""), "rejected_rows")
         for t in fetched.tickers
         if t.status == "partial" and t.ticker in watchlist
     ]

@@ -52,6 +52,7 @@ from stockcli.sources.base import (
     IMPLAUSIBLE_JUMP,
     PRICE_COLUMNS,
     ROUNDING_ABS,
+    SourceBars,
     clip_range,
     drop_implausible_jumps,
     suspected_split,
@@ -239,9 +240,8 @@ def fetch(
         else r
         for r in results
     ]
-    complete = sum(1 for r in results if r.succeeded)
-    saved = sum(1 for r in results if r.status in SAVED_STATUSES)
-    status = "ok" if complete == len(results) else ("partial" if saved else "failed")
+    saved = any(r.status in SAVED_STATUSES for r in results)
+    status = "ok" if all(r.succeeded for r in results) else ("partial" if saved else "failed")
     return FetchResult(
         status=status, source=bar_source.name, as_of=as_of, cutoff=cutoff, tickers=tuple(results)
     )
@@ -260,26 +260,22 @@ class PulledBars:
     """What the source gave for one ticker from `start` up to the cutoff, and what passed the jump check."""
 
     start: date
-    raw: pd.DataFrame  # the source's valid bars
-    source_rejected: int  # rows the source's own validation rejected
-    source_reasons: dict[str, int]
-    note: str | None  # the source's word when it had nothing
+    answer: SourceBars  # what the source rejected itself, and its word when it had nothing
+    raw: pd.DataFrame  # the source's valid bars from `start` to the cutoff
     frame: pd.DataFrame  # `raw` less its implausible jumps
     jumps: int
     reference: float | None = None  # the close the frame's first bar was judged against
 
     @property
     def rejected(self) -> int:
-        return self.source_rejected + self.jumps
+        return self.answer.rejected + self.jumps
 
     @property
     def reasons(self) -> dict[str, int]:
-        if not self.jumps:
-            return self.source_reasons
-        return {
-            **self.source_reasons,
-            IMPLAUSIBLE_JUMP: self.source_reasons.get(IMPLAUSIBLE_JUMP, 0) + self.jumps,
-        }
+        reasons = dict(self.answer.rejected_reasons)
+        if self.jumps:
+            reasons[IMPLAUSIBLE_JUMP] = reasons.get(IMPLAUSIBLE_JUMP, 0) + self.jumps
+        return reasons
 
 
 @dataclass(frozen=True)
@@ -309,53 +305,35 @@ class _Job:
         )
         raw = clip_range(bars.bars, start, self.cutoff)
         frame, jumps = drop_implausible_jumps(raw, max_jump_factor=data.max_jump_factor, previous_close=None)
-        return PulledBars(
-            start=start,
-            raw=raw,
-            source_rejected=bars.rejected,
-            source_reasons=dict(bars.rejected_reasons),
-            note=bars.note,
-            frame=frame,
-            jumps=jumps,
-        )
+        return PulledBars(start=start, answer=bars, raw=raw, frame=frame, jumps=jumps)
 
 
 def _fetch_ticker(
     job: _Job, calendar: clock.TradingCalendar, sources: set[str], last: date | None
 ) -> TickerFetch:
     """Fetch and store one ticker, given its stored sources and newest bar up to the cutoff."""
-    data, ticker, cutoff = job.settings.data, job.ticker, job.cutoff
-    replace_reason: str | None = None
-    if sources and sources != {job.source.name}:
-        replace_reason = (
-            f"stored bars came from {', '.join(sorted(sources))}; replaced with {job.source.name}"
-        )
+    data, cutoff, name = job.settings.data, job.cutoff, job.source.name
+    replace_reason = None
+    if sources and sources != {name}:
+        replace_reason = f"stored bars came from {', '.join(sorted(sources))}; replaced with {name}"
     start = (
         data.start if last is None or replace_reason else calendar.sessions_back(last, data.overlap_sessions)
     )
+    nothing = TickerFetch(ticker=job.ticker, status="no_data", last_date=last, exit_code=EXIT_NOTHING)
     if start > cutoff:
-        return TickerFetch(
-            ticker=ticker,
-            status="no_data",
-            last_date=last,
-            error=f"[data] start {data.start} is after the last closed session {cutoff}",
-            exit_code=EXIT_NOTHING,
-        )
+        return replace(nothing, error=f"[data] start {data.start} is after the last closed session {cutoff}")
     pulled = job.pull(start)
     if pulled.raw.empty:
-        return TickerFetch(
-            ticker=ticker,
-            status="no_data",
+        return replace(
+            nothing,
             rejected=pulled.rejected,
             rejected_reasons=pulled.reasons,
-            last_date=last,
             fetched_from=start,
-            error=pulled.note or f"no bars from {start} to {cutoff}",
-            exit_code=EXIT_NOTHING,
+            error=pulled.answer.note or f"no bars from {start} to {cutoff}",
         )
     if replace_reason is None and last is not None:
         pulled, replace_reason = _against_stored(job, pulled)
-    return _save(job, pulled, last, replace_reason)
+    return _save(job, pulled, replace(nothing, fetched_from=pulled.start), replace_reason)
 
 
 def _against_stored(job: _Job, pulled: PulledBars) -> tuple[PulledBars, str | None]:
@@ -366,14 +344,9 @@ def _against_stored(job: _Job, pulled: PulledBars) -> tuple[PulledBars, str | No
     with job.engine.connect() as connection:
         overlap = stored_bars(connection, job.ticker, start=pulled.start, end=job.cutoff)
         anchor = close_before(connection, job.ticker, raw.index[0].date())
-    anchored_frame, anchored_jumps = drop_implausible_jumps(
-        raw, max_jump_factor=data.max_jump_factor, previous_close=anchor
-    )
-    anchored = replace(pulled, frame=anchored_frame, jumps=anchored_jumps, reference=anchor)
-    if (
-        not anchored_frame.empty
-        and _max_relative_drift(overlap, anchored_frame) <= data.restatement_tolerance
-    ):
+    frame, jumps = drop_implausible_jumps(raw, max_jump_factor=data.max_jump_factor, previous_close=anchor)
+    anchored = replace(pulled, frame=frame, jumps=jumps, reference=anchor)
+    if not frame.empty and _max_relative_drift(overlap, frame) <= data.restatement_tolerance:
         return anchored, None  # the usual case; absurd bars dropped
     if not overlap.index.isin(pulled.frame.index).any():
         return anchored, None  # nothing to compare: the past decides
@@ -393,50 +366,47 @@ def _against_stored(job: _Job, pulled: PulledBars) -> tuple[PulledBars, str | No
     return again, f"overlapping bars differ by up to {drift:.4%}: history restated, replaced whole"
 
 
-def _save(job: _Job, pulled: PulledBars, last: date | None, replace_reason: str | None) -> TickerFetch:
-    """Store the screened bars; the ticker's outcome, `partial` when rows were rejected."""
-    ticker, frame, rejected, reasons = job.ticker, pulled.frame, pulled.rejected, pulled.reasons
+def _save(job: _Job, pulled: PulledBars, nothing: TickerFetch, replace_reason: str | None) -> TickerFetch:
+    """Store the screened bars; the ticker's outcome (`nothing`'s, when none passed), `partial` when
+    rows were rejected."""
+    frame, rejected, reasons, last = pulled.frame, pulled.rejected, pulled.reasons, nothing.last_date
     split = suspected_split(pulled.raw, frame, previous_close=pulled.reference) if pulled.jumps else None
+    screened = replace(
+        nothing,
+        rejected=rejected,
+        rejected_reasons=reasons,
+        hint=_rejection_hint(job.ticker, split) if rejected else None,
+    )
     if frame.empty:
-        return TickerFetch(
-            ticker=ticker,
-            status="no_data",
-            rejected=rejected,
-            rejected_reasons=reasons,
-            last_date=last,
-            fetched_from=pulled.start,
+        return replace(
+            screened,
             error=f"all {rejected} bar(s) from {pulled.start} to {job.cutoff} were rejected "
             f"({_counted(reasons)})" + _split_words(split),
-            hint=_rejection_hint(ticker, split),
-            exit_code=EXIT_NOTHING,
         )
     added, updated, deleted, replace_reason = _write(job, pulled, replace_reason)
     # The newest stored bar up to the cutoff, without asking: every row of `frame` is stored now.
     newest = frame.index.max().date()
     if replace_reason is None and last is not None:
         newest = max(newest, last)
-    status, error, hint, code = "replaced" if replace_reason else "ok", None, None, EXIT_OK
-    if rejected:  # a history with holes or cut short: that ticker failed, loudly (what was valid is kept)
-        status, code = "partial", EXIT_PARTIAL
-        error = (
-            f"{rejected} of {rejected + len(frame)} rows rejected ({_counted(reasons)}); "
-            f"the other {len(frame)} were saved" + _split_words(split)
-        )
-        hint = _rejection_hint(ticker, split)
-    return TickerFetch(
-        ticker=ticker,
-        status=status,
+    saved = replace(
+        screened,
+        status="replaced" if replace_reason else "ok",
         added=added,
         updated=updated,
         deleted=deleted,
-        rejected=rejected,
-        rejected_reasons=reasons,
         last_date=newest,
-        fetched_from=pulled.start,
         note=replace_reason,
-        error=error,
-        hint=hint,
-        exit_code=code,
+        exit_code=EXIT_OK,
+    )
+    if not rejected:
+        return saved
+    # A history with holes or cut short: that ticker failed, loudly (what was valid is kept).
+    return replace(
+        saved,
+        status="partial",
+        error=f"{rejected} of {rejected + len(frame)} rows rejected ({_counted(reasons)}); "
+        f"the other {len(frame)} were saved" + _split_words(split),
+        exit_code=EXIT_PARTIAL,
     )
 
 
@@ -518,51 +488,37 @@ def _restatement_rule(old: pd.DataFrame, new: pd.DataFrame, tolerance: float, da
     return decide
 
 
+def _aligned(old: pd.DataFrame, new: pd.DataFrame, columns: Sequence[str]) -> tuple[Any, Any, Any]:
+    """Over `new`'s dates: whether `old` has the date, and both frames' `columns` as float64 arrays
+    (`old`'s NaN where it has none)."""
+    names = list(columns)
+    before = old[names].reindex(new.index).to_numpy(dtype="float64")  # dates are unique in both
+    return new.index.isin(old.index), before, new[names].to_numpy(dtype="float64")
+
+
 def _changed(old: pd.DataFrame, new: pd.DataFrame) -> tuple[Any, Any]:
     """Boolean masks over `new`: rows not stored yet, and stored rows whose values differ."""
     import numpy as np
 
-    positions = old.index.get_indexer(new.index)  # dates are unique in both
-    present = positions >= 0
-    aligned = np.full((len(new), len(BAR_COLUMNS)), np.nan)
-    aligned[present] = _values(old, BAR_COLUMNS)[positions[present]]
-    values = _values(new, BAR_COLUMNS)
+    present, before, after = _aligned(old, new, BAR_COLUMNS)
     # Equal up to float noise (a source that recomputes adjusted prices each call) counts as unchanged.
-    same_prices = np.isclose(values[:, :-1], aligned[:, :-1], rtol=1e-12, atol=0.0).all(axis=1)
-    same_volume = values[:, -1] == aligned[:, -1]
-    return ~present, present & ~(same_prices & same_volume)
-
-
-def _values(frame: pd.DataFrame, columns: Sequence[str]) -> Any:
-    """The named columns as one float64 array (bars, columns)."""
-    return frame.to_numpy(dtype="float64")[:, frame.columns.get_indexer(list(columns))]
+    same_prices = np.isclose(after[:, :-1], before[:, :-1], rtol=1e-12, atol=0.0).all(axis=1)
+    return ~present, present & ~(same_prices & (after[:, -1] == before[:, -1]))
 
 
 def _max_relative_drift(old: pd.DataFrame, new: pd.DataFrame) -> float:
     """The largest relative price difference between stored and fetched bars on the same dates (0
     when they share none)."""
-    positions = old.index.get_indexer(new.index)  # dates are unique in both
-    common = positions >= 0
+    common, before, after = _aligned(old, new, PRICE_COLUMNS)
     if not common.any():
         return 0.0
-    before = _values(old, PRICE_COLUMNS)[positions[common]]
-    after = _values(new, PRICE_COLUMNS)[common]
-    return float((abs(after - before) / abs(before)).max())
+    return float((abs(after[common] - before[common]) / abs(before[common])).max())
 
 
 def _rows(job: _Job, frame: pd.DataFrame) -> list[dict[str, Any]]:
-    columns = (frame[name].tolist() for name in BAR_COLUMNS)
+    stamp = {"source": job.source.name, "fetched_at": job.fetched_at}
+    bars = frame[list(BAR_COLUMNS)].to_dict("records")  # Python floats, and ints for the volume
     return [
-        {
-            "ticker": job.ticker,
-            "date": day,
-            "open": float(open_),
-            "high": float(high),
-            "low": float(low),
-            "close": float(close),
-            "volume": int(volume),
-            "source": job.source.name,
-            "fetched_at": job.fetched_at,
-        }
-        for day, open_, high, low, close, volume in zip(frame.index.date, *columns, strict=True)
+        {"ticker": job.ticker, "date": day, **bar, **stamp}
+        for day, bar in zip(frame.index.date, bars, strict=True)
     ]

@@ -22,21 +22,13 @@ if TYPE_CHECKING:
 REQUIRED_COLUMNS = ("date", "open", "high", "low", "close", "volume")
 NUMBER_COLUMNS = ("open", "high", "low", "close", "volume", "adj_close")
 MISSING_MARKERS = frozenset({"", "null", "nan", "na", "n/a", "none"})
-_ALIASES = {
-    "adj close": "adj_close",
-    "adj_close": "adj_close",
-    "adjclose": "adj_close",
-    "adjusted close": "adj_close",
-}
+_ALIASES = dict.fromkeys(("adj close", "adjclose", "adjusted close"), "adj_close")
 _HINT = "A bar file needs the header Date,Open,High,Low,Close,Volume and one row per date (YYYY-MM-DD)."
 
 
 def file_names(ticker: str) -> list[str]:
     """File names that may hold `ticker`: `^GSPC.csv`, then `GSPC.csv`."""
-    names = [f"{ticker}.csv"]
-    if ticker.startswith("^"):
-        names.append(f"{ticker[1:]}.csv")
-    return names
+    return list(dict.fromkeys((f"{ticker}.csv", f"{ticker.removeprefix('^')}.csv")))
 
 
 def _columns(header: list[str]) -> tuple[list[str], dict[str, int], list[str]]:
@@ -138,29 +130,25 @@ def _read_bars_csv_checked(path: Path) -> pd.DataFrame:
                     f"missing column{'s' if len(missing) > 1 else ''} {', '.join(m.capitalize() for m in missing)} "
                     f"({len(header)} column{'s' if len(header) != 1 else ''} found)",
                 )
-            dates: list[date] = []
             values: dict[str, list[float]] = {name: [] for name in columns_present}
-            first_line: dict[date, int] = {}
+            first_line: dict[date, int] = {}  # the dates in file order
             for row in reader:
                 line = reader.line_num
                 if not row or all(not cell.strip() for cell in row):
                     continue
                 if len(row) != len(header):
                     raise fail(line, f"{len(row)} fields where the header has {len(header)}")
-                date_text = row[position["date"]]
                 try:
-                    day = _parse_date(date_text)
+                    day = _parse_date(row[position["date"]])
                 except ValueError:
                     where = f"column {position['date'] + 1} (Date)"
                     raise fail(line, f"{where}: unparsable date (expected YYYY-MM-DD)") from None
                 if day in first_line:
                     raise fail(line, f"duplicate date {day} (first on line {first_line[day]})")
                 first_line[day] = line
-                dates.append(day)
                 for name in columns_present:
-                    cell = row[position[name]]
                     try:
-                        values[name].append(_parse_number(cell))
+                        values[name].append(_parse_number(row[position[name]]))
                     except ValueError:
                         label = "Adj Close" if name == "adj_close" else name.capitalize()
                         where = f"column {position[name] + 1} ({label})"
@@ -173,7 +161,9 @@ def _read_bars_csv_checked(path: Path) -> pd.DataFrame:
                 hint=_HINT,
             ) from None
 
-    return _frame({name: np.asarray(values[name], dtype="float64") for name in columns_present}, dates)
+    return _frame(
+        {name: np.asarray(values[name], dtype="float64") for name in columns_present}, list(first_line)
+    )
 
 
 # Parsed files of the process by (path, mtime, size): a backtest's new source each session reuses them.

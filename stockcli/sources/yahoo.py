@@ -25,6 +25,8 @@ logger = logging.getLogger(__name__)
 
 _ERROR_LINE = re.compile(r"^\[(?P<symbols>[^\]]*)\]:\s*(?P<body>.*)$", re.DOTALL)
 _EXCEPTION_REPR = re.compile(r"^(?P<kind>[A-Za-z_][\w.]*)\((?P<text>.*)\)$", re.DOTALL)
+_TRANSIENT_KINDS = ("RateLimit", "Timeout", "TimedOut")
+_TRANSIENT_WORDS = ("too many requests", "rate limit", "timed out", "timeout")
 _NO_DATA_KINDS = ("YFPricesMissingError", "YFTzMissingError", "YFTickerMissingError")
 _NO_DATA_WORDS = ("delisted", "no price data", "no timezone", "no data found")
 _UTC_NAMES = ("UTC", "Etc/UTC", "GMT", "Etc/GMT", "Z")
@@ -35,9 +37,7 @@ _HINT_FAILED = "Check the ticker and the network, or run again with --verbose fo
 def classify(kind: str, text: str) -> str:
     """`transient`, `no_data` or `failed` for an error yfinance reported (exception class and message)."""
     lowered = text.lower()
-    if "RateLimit" in kind or "too many requests" in lowered or "rate limit" in lowered:
-        return "transient"
-    if "Timeout" in kind or "TimedOut" in kind or "timed out" in lowered or "timeout" in lowered:
+    if any(word in kind for word in _TRANSIENT_KINDS) or any(word in lowered for word in _TRANSIENT_WORDS):
         return "transient"
     if kind in _NO_DATA_KINDS or any(word in lowered for word in _NO_DATA_WORDS):
         return "no_data"
@@ -62,11 +62,10 @@ class _ErrorCapture(logging.Handler):
         symbols = [s.strip().strip("'\"") for s in match["symbols"].split(",") if s.strip()]
         body = match["body"].strip()
         exception = _EXCEPTION_REPR.match(body)
-        if exception is not None:
-            kind, text = exception["kind"], exception["text"].strip().strip("'\"")
+        if exception is None:
+            self.errors.append((symbols, "", body))
         else:
-            kind, text = "", body
-        self.errors.append((symbols, kind, text))
+            self.errors.append((symbols, exception["kind"], exception["text"].strip().strip("'\"")))
 
     def for_ticker(self, ticker: str) -> list[tuple[str, str]]:
         return [(kind, text) for symbols, kind, text in self.errors if not symbols or ticker in symbols]
@@ -95,8 +94,7 @@ def normalize_yahoo_frame(frame: pd.DataFrame, ticker: str, *, exchange_tz: str)
                 f"Yahoo Finance answered for {', '.join(map(str, symbols))} but not {ticker}.",
                 hint=_HINT_FAILED,
             )
-    renamed = {column: str(column).strip().lower().replace(" ", "_") for column in data.columns}
-    data = data.rename(columns=renamed)
+    data = data.rename(columns=lambda column: str(column).strip().lower().replace(" ", "_"))
     missing = [name for name in BAR_COLUMNS if name not in data.columns]
     if missing:
         raise SourceError(
