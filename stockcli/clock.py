@@ -149,11 +149,17 @@ class TradingCalendar:
     def session_on_or_before(self, day: date) -> date:
         return self._session_at(bisect.bisect_right(self._days, day.toordinal()) - 1, day)
 
-    def sessions_back(self, day: date, count: int) -> date:
-        """The session `count` sessions before the session on or before `day`."""
+    def sessions_back(self, day: date, count: int, *, otherwise: date | None = None) -> date:
+        """The session `count` sessions before the session on or before `day`; `otherwise`, when given,
+        where the calendar does not reach that far (instead of UsageError)."""
         anchor = bisect.bisect_right(self._days, day.toordinal()) - 1
-        self._session_at(anchor, day)
-        return self._session_at(anchor - max(count, 0), day)
+        try:
+            self._session_at(anchor, day)
+            return self._session_at(anchor - max(count, 0), day)
+        except UsageError:
+            if otherwise is None:
+                raise
+            return otherwise
 
     def session_close(self, day: date) -> datetime:
         """When the session of `day` closes, in the exchange's zone (UsageError when it is not a session)."""

@@ -38,6 +38,14 @@ def test_sessions_back_counts_sessions_not_days() -> None:
     assert trading_calendar("XNYS").sessions_back(date(2013, 3, 4), 1) == date(2013, 3, 1)
 
 
+def test_sessions_back_past_the_calendars_start_raises_unless_given_otherwise() -> None:
+    calendar = trading_calendar("XNYS")
+    with pytest.raises(UsageError):
+        calendar.sessions_back(date(2013, 3, 4), 100_000)
+    assert calendar.sessions_back(date(2013, 3, 4), 100_000, otherwise=date.min) == date.min
+    assert calendar.sessions_back(date(2013, 3, 4), 1, otherwise=date.min) == date(2013, 3, 1)
+
+
 def test_today_is_in_the_exchange_time_zone() -> None:
     late_utc = datetime(2013, 3, 2, 3, 0, tzinfo=UTC)  # still Friday evening in New York
     assert today("XNYS", now=late_utc) == date(2013, 3, 1)

@@ -128,12 +128,10 @@ def risk_window(settings: Settings, engine: Engine, *, through: date) -> list[di
     sessions up to `through`, only the columns the risk and coverage tests read (tail as JSON text)."""
     from stockcli.clock import calendar_for
     from stockcli.db.horizons import RISK_COLUMNS, scored_horizons
-    from stockcli.errors import UsageError
 
-    try:
-        start = calendar_for(settings).sessions_back(through, settings.monitor.risk_sessions - 1)
-    except UsageError:
-        start = date.min
+    start = calendar_for(settings).sessions_back(
+        through, settings.monitor.risk_sessions - 1, otherwise=date.min
+    )
     return scored_horizons(engine, start=start, end=through, columns=RISK_COLUMNS)
 
 

@@ -190,7 +190,9 @@ def predict(
     watchlist = list(settings.data.tickers if tickers is None else tickers)
     # The watchlist's, the context series' and the market's bars, as far back as the model needs.
     needed = serving_sessions(bundle.spec.indicators, int(bundle.sequence_length))
-    start = max(_lookback_start(calendar, base_date, needed), bundle.spec.start_date)
+    # Before the calendar's first session: take everything.
+    before = base_date - timedelta(days=int(needed * 1.6) + 30)
+    start = max(calendar.sessions_back(base_date, needed, otherwise=before), bundle.spec.start_date)
     series = with_market([*watchlist, *bundle.context_tickers], settings.forecasters.har_market)
     bars = bars_db.load_bars(engine, series, start=start, end=base_date)
     failed = _without_current_bars(engine=engine, watchlist=watchlist, bars=bars, base_date=base_date)
@@ -615,13 +617,6 @@ def _recent_returns(frame: Any) -> np.ndarray:
 
     returns = close_log_returns(frame["close"].to_numpy(dtype=np.float64))
     return returns[np.isfinite(returns)][-RECENT_VOLATILITY_SESSIONS:]
-
-
-def _lookback_start(calendar: Any, base_date: date, sessions: int) -> date:
-    try:
-        return calendar.sessions_back(base_date, sessions)  # type: ignore[no-any-return]
-    except UsageError:  # before the calendar's first session: take everything
-        return base_date - timedelta(days=int(sessions * 1.6) + 30)
 
 
 def _floats(values: np.ndarray) -> list[float | None]:

@@ -131,12 +131,9 @@ def redecide(
 def selection_start(settings: Settings, through: date) -> date:
     """The first session of the trailing `selection_sessions` window up to `through`."""
     from stockcli.clock import calendar_for
-    from stockcli.errors import UsageError
 
-    try:
-        return calendar_for(settings).sessions_back(through, settings.forecasters.selection_sessions)
-    except UsageError:
-        return settings.data.start
+    sessions = settings.forecasters.selection_sessions
+    return calendar_for(settings).sessions_back(through, sessions, otherwise=settings.data.start)
 
 
 def decide_interval(
