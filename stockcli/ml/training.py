@@ -140,7 +140,7 @@ def configure_threads(num_threads: int | None = None) -> int:
     """Set torch's intra-op threads to `num_threads` (None or 0: `default_threads()`); returns it."""
     import torch
 
-    wanted = num_threads if num_threads else default_threads()
+    wanted = num_threads or default_threads()
     if torch.get_num_threads() != wanted:
         torch.set_num_threads(wanted)
     return wanted
@@ -161,19 +161,14 @@ def _batches_by_row(rows: np.ndarray, max_windows: int, order: np.ndarray | None
     if len(rows) == 0:
         return []
     by_row = np.argsort(rows, kind="stable")
-    boundaries = np.flatnonzero(np.diff(rows[by_row])) + 1
-    groups = np.split(by_row, boundaries)
-    if order is not None:
-        groups = [groups[i] for i in order]
+    groups = np.split(by_row, np.flatnonzero(np.diff(rows[by_row])) + 1)
     batches: list[np.ndarray] = []
     current: list[np.ndarray] = []
-    size = 0
-    for group in groups:
+    for group in groups if order is None else (groups[i] for i in order):
         current.append(group)
-        size += len(group)
-        if size >= max_windows:
+        if sum(map(len, current)) >= max_windows:
             batches.append(np.concatenate(current))
-            current, size = [], 0
+            current = []
     if current:
         batches.append(np.concatenate(current))
     return batches
