@@ -146,15 +146,6 @@ def configure_threads(num_threads: int | None = None) -> int:
     return wanted
 
 
-def seed_everything(seed: int) -> None:
-    """Seed Python, NumPy and torch (CPU and, when present, every CUDA device)."""
-    import torch
-
-    random.seed(seed)
-    np.random.seed(seed % (2**32))
-    torch.manual_seed(seed)
-
-
 def _batches_by_row(rows: np.ndarray, max_windows: int, order: np.ndarray | None = None) -> list[np.ndarray]:
     """Window indexes grouped so that all windows of one row (date) share a batch of at least `max_windows`
     windows (a date is never split)."""
@@ -225,7 +216,9 @@ def train_model(
     _check_inputs(train=train, validation=validation, epochs=epochs, patience=patience)
     configure_threads(num_threads)
     target = torch.device(resolve_device(device))
-    seed_everything(seed)
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)  # the CPU and every CUDA device
     model, config = _initial_model(params=params, windows=train, init_state=init_state)
     model = model.to(target)
     optimizer = torch.optim.Adam(model.parameters(), lr=params.learning_rate)
@@ -247,7 +240,13 @@ def train_model(
     train_time_s = 0.0
     for epoch in range(1, epochs + 1):
         step_started = time.perf_counter()
-        batches = _epoch_batches(train, cross=cross, batch_size=batch_size, shuffle=shuffle)
+        if cross:
+            batches = _batches_by_row(
+                train.rows, batch_size, order=shuffle.permutation(len(np.unique(train.rows)))
+            )
+        else:
+            order = shuffle.permutation(len(train))
+            batches = [order[start : start + batch_size] for start in range(0, len(train), batch_size)]
         train_loss = _epoch_loss(model, data, batches, params, optimizer)
         train_time_s += time.perf_counter() - step_started
         val_loss = _epoch_loss(model, held_out, validation_batches, params)
@@ -349,17 +348,6 @@ def _initial_model(
                 f"The weights to start from do not fit this architecture: {str(exc).splitlines()[0]}"
             ) from None
     return model, config
-
-
-def _epoch_batches(
-    windows: WindowSet, *, cross: bool, batch_size: int, shuffle: np.random.Generator
-) -> list[np.ndarray]:
-    if cross:
-        n_dates = len(np.unique(windows.rows))
-        return _batches_by_row(windows.rows, batch_size, order=shuffle.permutation(n_dates))
-    n_windows = len(windows)
-    order = shuffle.permutation(n_windows)
-    return [order[start : start + batch_size] for start in range(0, n_windows, batch_size)]
 
 
 def _epoch_loss(

@@ -131,6 +131,7 @@ def make_objective(
 
     def objective(trial: optuna.Trial) -> float:
         import optuna
+        from optuna.trial import TrialState
 
         params = suggest_params(trial, tuning=tuning, training=training)
         report = pruning_callback(trial)
@@ -140,7 +141,8 @@ def make_objective(
             report(epoch, train_loss, val_loss)
             if epoch_hook is not None:
                 epoch_hook(trial.number, epoch)
-            if deadline is not None and time.monotonic() > deadline and _has_complete_trial(trial):
+            past_deadline = deadline is not None and time.monotonic() > deadline
+            if past_deadline and trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
                 raise optuna.TrialPruned(f"The tuning time budget ran out at epoch {epoch}.")
 
         result = train_model(
@@ -162,12 +164,6 @@ def make_objective(
         return float(result.best_val_loss)
 
     return objective
-
-
-def _has_complete_trial(trial: optuna.Trial) -> bool:
-    from optuna.trial import TrialState
-
-    return bool(trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
 
 
 def make_storage(
