@@ -301,11 +301,7 @@ def _check_inputs(*, train: WindowSet, validation: WindowSet, epochs: int, patie
             )
         if len(windows.y) != len(windows):
             raise InputDataError(f"The {name} split has {len(windows.y)} targets for {len(windows)} windows.")
-        if not (
-            np.isfinite(windows.slab).all()
-            and np.isfinite(windows.context).all()
-            and np.isfinite(windows.y).all()
-        ):
+        if not all(np.isfinite(values).all() for values in (windows.slab, windows.context, windows.y)):
             raise InputDataError(
                 f"The {name} split holds NaN or infinite values.",
                 hint="Rebuild the dataset (`stockcli build`); its scalers must produce finite inputs.",

@@ -326,13 +326,11 @@ def _range_parts(bars: TickerBars, estimator: str) -> tuple[np.ndarray, np.ndarr
         else:
             intraday = 0.5 * log_range**2 - (2.0 * _LN2 - 1.0) * (log_close - log_open) ** 2
         overnight = (log_open - previous_close) ** 2
+        # Low <= open, close <= high (so high >= low).
         consistent = (
             np.isfinite(overnight + intraday)
-            & (log_high >= log_low)
-            & (log_close >= log_low)
-            & (log_close <= log_high)
-            & (log_open >= log_low)
-            & (log_open <= log_high)
+            & (log_low <= np.minimum(log_open, log_close))
+            & (np.maximum(log_open, log_close) <= log_high)
         )
     return overnight, intraday, close_to_close, consistent
 
