@@ -245,11 +245,8 @@ def _initialisation_lock(url: str, backend: str, engine_kwargs: dict[str, Any]) 
         from sqlalchemy.engine import make_url
 
         with open(f"{make_url(url).database}.init-lock", "a+b") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+            fcntl.flock(handle, fcntl.LOCK_EX)  # released when the file closes
+            yield
     else:
         yield
 
@@ -321,8 +318,7 @@ def run_study(
         raise ConfigError(f"n_trials must be at least 1, got {n_trials}.")
     started = time.perf_counter()
     finished_states = (TrialState.COMPLETE, TrialState.PRUNED)
-    already = len(study.get_trials(deepcopy=False, states=finished_states))
-    remaining = n_trials - already
+    remaining = n_trials - len(study.get_trials(deepcopy=False, states=finished_states))
     ran: list[int] = []
 
     def on_trial(current: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
