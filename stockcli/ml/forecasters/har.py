@@ -157,12 +157,10 @@ class HarRange:
     """Log-HAR(1, 5, 22)-X on a range-based daily variance; quantiles by FHS (module docstring).
 
     Params (plain JSON): `estimator`, `terms`, `z_levels` (= `Z_LEVELS`), and for the next session
-    the `HarDesign` fields (`overnight`, `leverage`, `target`, `market`, `half_life`,
-    `residual_window`; `market_fallback` says why a design with the market term was fitted without
-    it), `coefficients` (one per term),
-    `z_quantiles` (of the fit period's standardized returns) and `n_obs` (regression rows used);
-    `horizons` maps each further horizon ("5", "20") to its own design fields, `coefficients`,
-    `z_quantiles` and `n_obs`. Params without `horizons` (fitted before horizons existed) serve
+    the `HarDesign` fields (`market_fallback` says why a design with the market term was fitted
+    without it), `coefficients` (one per term), `z_quantiles` (of the fit period's standardized
+    returns) and `n_obs` (regression rows used); `horizons` maps each further horizon ("5", "20") to
+    the same per-horizon fields. Params without `horizons` (fitted before horizons existed) serve
     horizon 1 and give NaN at the others; params naming no design have the `EARLIER_DESIGN`.
     """
 
