@@ -151,7 +151,7 @@ def _show_trained(result: Any) -> None:
 
 
 def promotion_json(result: Any, *, alpha: float) -> dict[str, Any]:
-    from stockcli.cli.results import PromotionDecisionJson
+    from stockcli.cli.results import PromotionDecisionJson, PromotionWindowJson
 
     return {
         "candidate": {"version": result.candidate_version, "metrics": result.candidate_metrics},
@@ -161,13 +161,9 @@ def promotion_json(result: Any, *, alpha: float) -> dict[str, Any]:
             else None
         ),
         "naive": result.candidate_metrics.naive_json(),
-        "window": {
-            "start": result.window_start,
-            "end": result.window_end,
-            "n_days": result.n_days,
-            "tickers": list(result.tickers),
-            "dataset_run_id": result.dataset_run_id,
-        },
+        "window": output.shaped(
+            PromotionWindowJson, result, {"start": result.window_start, "end": result.window_end}
+        ),
         "decision": output.shaped(
             PromotionDecisionJson,
             result,

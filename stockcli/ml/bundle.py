@@ -127,11 +127,9 @@ def bundle_sha256(folder: Path) -> str:
     missing or unreadable."""
     digest = hashlib.sha256(b"stockcli-bundle\0")
     for name in CHECKSUMMED_FILES:
-        path = folder / name
-        digest.update(f"{name}\0{path.stat().st_size}\0".encode())
-        with path.open("rb") as handle:
-            for chunk in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(chunk)
+        content = (folder / name).read_bytes()
+        digest.update(f"{name}\0{len(content)}\0".encode())
+        digest.update(content)
     return digest.hexdigest()
 
 

@@ -193,7 +193,8 @@ class Architecture(TypedDict):
 
 
 class BaseNetwork(nn.Module):
-    """An LSTM over the window and a distribution head; subclasses say how a window is summarised."""
+    """An LSTM over the window and a distribution head; subclasses say how a window is summarised
+    (`summarise`, from the LSTM's outputs and each window's date)."""
 
     def __init__(self, **architecture: Unpack[Architecture]) -> None:
         super().__init__()
@@ -211,16 +212,16 @@ class BaseNetwork(nn.Module):
         )
         self.head = DistributionHead(hidden_size, self.n_own_features, dropout, self.distribution)
 
-    def last_own(self, x: torch.Tensor) -> torch.Tensor:
-        return x[:, -1, : self.n_own_features]
+    def forward(self, x: torch.Tensor, groups: torch.Tensor | None = None) -> torch.Tensor:
+        encoded, _ = self.lstm(x)
+        return self.head(self.summarise(encoded, groups), x[:, -1, : self.n_own_features])
+
+    def summarise(self, encoded: torch.Tensor, groups: torch.Tensor | None) -> torch.Tensor:
+        return encoded[:, -1]
 
 
 class LstmForecaster(BaseNetwork):
     """LSTM over the window -> last hidden state (+ last step's features) -> distribution."""
-
-    def forward(self, x: torch.Tensor, groups: torch.Tensor | None = None) -> torch.Tensor:
-        encoded, _ = self.lstm(x)
-        return self.head(encoded[:, -1], self.last_own(x))
 
 
 class AttendingNetwork(BaseNetwork):
@@ -239,27 +240,22 @@ class AttendingNetwork(BaseNetwork):
 class LstmAttentionForecaster(AttendingNetwork):
     """LSTM, then multi-head attention of the last step over every step of the window."""
 
-    def forward(self, x: torch.Tensor, groups: torch.Tensor | None = None) -> torch.Tensor:
-        encoded, _ = self.lstm(x)
+    def summarise(self, encoded: torch.Tensor, groups: torch.Tensor | None) -> torch.Tensor:
         last = encoded[:, -1:]
         attended, _ = self.attention(last, encoded, encoded, need_weights=False)
-        summary = self.norm(last + self.dropout(attended))[:, 0]
-        return self.head(summary, self.last_own(x))
+        return self.norm(last + self.dropout(attended))[:, 0]
 
 
 class LstmCrossAttentionForecaster(AttendingNetwork):
     """LSTM per window, then attention across the windows of the same date (other series)."""
 
-    def forward(self, x: torch.Tensor, groups: torch.Tensor | None = None) -> torch.Tensor:
-        encoded, _ = self.lstm(x)
+    def summarise(self, encoded: torch.Tensor, groups: torch.Tensor | None) -> torch.Tensor:
         summary = encoded[:, -1]
         tokens = summary.unsqueeze(0)  # one "sequence" whose tokens are the batch's windows
-        mask = None
-        if groups is not None:
-            mask = groups[:, None] != groups[None, :]  # True: another date, not attended
+        # True: another date, not attended.
+        mask = None if groups is None else groups[:, None] != groups[None, :]
         mixed, _ = self.attention(tokens, tokens, tokens, attn_mask=mask, need_weights=False)
-        summary = self.norm(summary + self.dropout(mixed[0]))
-        return self.head(summary, self.last_own(x))
+        return self.norm(summary + self.dropout(mixed[0]))
 
 
 class SeedEnsemble(nn.Module):

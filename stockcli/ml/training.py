@@ -140,19 +140,10 @@ def configure_threads(num_threads: int | None = None) -> int:
     """Set torch's intra-op threads to `num_threads` (None or 0: `default_threads()`); returns it."""
     import torch
 
-    wanted = num_threads if num_threads else default_threads()
+    wanted = num_threads or default_threads()
     if torch.get_num_threads() != wanted:
         torch.set_num_threads(wanted)
     return wanted
-
-
-def seed_everything(seed: int) -> None:
-    """Seed Python, NumPy and torch (CPU and, when present, every CUDA device)."""
-    import torch
-
-    random.seed(seed)
-    np.random.seed(seed % (2**32))
-    torch.manual_seed(seed)
 
 
 def _batches_by_row(rows: np.ndarray, max_windows: int, order: np.ndarray | None = None) -> list[np.ndarray]:
@@ -161,19 +152,14 @@ def _batches_by_row(rows: np.ndarray, max_windows: int, order: np.ndarray | None
     if len(rows) == 0:
         return []
     by_row = np.argsort(rows, kind="stable")
-    boundaries = np.flatnonzero(np.diff(rows[by_row])) + 1
-    groups = np.split(by_row, boundaries)
-    if order is not None:
-        groups = [groups[i] for i in order]
+    groups = np.split(by_row, np.flatnonzero(np.diff(rows[by_row])) + 1)
     batches: list[np.ndarray] = []
     current: list[np.ndarray] = []
-    size = 0
-    for group in groups:
+    for group in groups if order is None else (groups[i] for i in order):
         current.append(group)
-        size += len(group)
-        if size >= max_windows:
+        if sum(map(len, current)) >= max_windows:
             batches.append(np.concatenate(current))
-            current, size = [], 0
+            current = []
     if current:
         batches.append(np.concatenate(current))
     return batches
@@ -230,7 +216,9 @@ def train_model(
     _check_inputs(train=train, validation=validation, epochs=epochs, patience=patience)
     configure_threads(num_threads)
     target = torch.device(resolve_device(device))
-    seed_everything(seed)
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)  # the CPU and every CUDA device
     model, config = _initial_model(params=params, windows=train, init_state=init_state)
     model = model.to(target)
     optimizer = torch.optim.Adam(model.parameters(), lr=params.learning_rate)
@@ -252,7 +240,13 @@ def train_model(
     train_time_s = 0.0
     for epoch in range(1, epochs + 1):
         step_started = time.perf_counter()
-        batches = _epoch_batches(train, cross=cross, batch_size=batch_size, shuffle=shuffle)
+        if cross:
+            batches = _batches_by_row(
+                train.rows, batch_size, order=shuffle.permutation(len(np.unique(train.rows)))
+            )
+        else:
+            order = shuffle.permutation(len(train))
+            batches = [order[start : start + batch_size] for start in range(0, len(train), batch_size)]
         train_loss = _epoch_loss(model, data, batches, params, optimizer)
         train_time_s += time.perf_counter() - step_started
         val_loss = _epoch_loss(model, held_out, validation_batches, params)
@@ -307,11 +301,7 @@ def _check_inputs(*, train: WindowSet, validation: WindowSet, epochs: int, patie
             )
         if len(windows.y) != len(windows):
             raise InputDataError(f"The {name} split has {len(windows.y)} targets for {len(windows)} windows.")
-        if not (
-            np.isfinite(windows.slab).all()
-            and np.isfinite(windows.context).all()
-            and np.isfinite(windows.y).all()
-        ):
+        if not all(np.isfinite(values).all() for values in (windows.slab, windows.context, windows.y)):
             raise InputDataError(
                 f"The {name} split holds NaN or infinite values.",
                 hint="Rebuild the dataset (`stockcli build`); its scalers must produce finite inputs.",
@@ -354,17 +344,6 @@ def _initial_model(
                 f"The weights to start from do not fit this architecture: {str(exc).splitlines()[0]}"
             ) from None
     return model, config
-
-
-def _epoch_batches(
-    windows: WindowSet, *, cross: bool, batch_size: int, shuffle: np.random.Generator
-) -> list[np.ndarray]:
-    if cross:
-        n_dates = len(np.unique(windows.rows))
-        return _batches_by_row(windows.rows, batch_size, order=shuffle.permutation(n_dates))
-    n_windows = len(windows)
-    order = shuffle.permutation(n_windows)
-    return [order[start : start + batch_size] for start in range(0, n_windows, batch_size)]
 
 
 def _epoch_loss(

@@ -35,7 +35,11 @@ if TYPE_CHECKING:
 HEARTBEAT_INTERVAL_S = 60
 HEARTBEAT_GRACE_S = 180
 
+# The search space, sampled in this order (the sampler's draws depend on it): the model type, then each
+# number between `[tuning] <name>_min` and `<name>_max`.
 TUNED_PARAMS = ("model_type", "hidden_size", "num_layers", "dropout", "learning_rate", "batch_size")
+_INTEGERS = ("hidden_size", "num_layers", "batch_size")
+_LOG_SCALE = ("hidden_size", "learning_rate", "batch_size")
 
 ProgressCallback = Callable[[int, float | None], None]
 
@@ -67,27 +71,25 @@ def suggest_params(trial: optuna.Trial, *, tuning: TuningSettings, training: Tra
     if not tuning.model_types:
         raise ConfigError("[tuning] model_types is empty.", hint="List at least one model type to search.")
     sampled: dict[str, Any] = {
-        "model_type": trial.suggest_categorical("model_type", list(tuning.model_types)),
-        "hidden_size": trial.suggest_int(
-            "hidden_size", tuning.hidden_size_min, tuning.hidden_size_max, log=True
-        ),
-        "num_layers": trial.suggest_int("num_layers", tuning.num_layers_min, tuning.num_layers_max),
-        "dropout": trial.suggest_float("dropout", tuning.dropout_min, tuning.dropout_max),
-        "learning_rate": trial.suggest_float(
-            "learning_rate", tuning.learning_rate_min, tuning.learning_rate_max, log=True
-        ),
-        "batch_size": trial.suggest_int("batch_size", tuning.batch_size_min, tuning.batch_size_max, log=True),
+        "model_type": trial.suggest_categorical("model_type", list(tuning.model_types))
     }
+    for name in TUNED_PARAMS[1:]:
+        suggest = trial.suggest_int if name in _INTEGERS else trial.suggest_float
+        sampled[name] = suggest(name, *_bounds(tuning, name), log=name in _LOG_SCALE)
     return TrainParams.from_settings(training, sampled)
+
+
+def _bounds(tuning: TuningSettings, name: str) -> tuple[Any, Any]:
+    return getattr(tuning, f"{name}_min"), getattr(tuning, f"{name}_max")
 
 
 def in_search_space(params: dict[str, Any], tuning: TuningSettings) -> bool:
     """Whether tuned parameters lie inside `[tuning]`'s search space (Optuna refuses a trial outside it)."""
     if params.get("model_type") not in tuning.model_types:
         return False
-    for name in ("batch_size", "hidden_size", "num_layers", "dropout", "learning_rate"):
+    for name in TUNED_PARAMS[1:]:
         value = params.get(name)
-        low, high = getattr(tuning, f"{name}_min"), getattr(tuning, f"{name}_max")
+        low, high = _bounds(tuning, name)
         if value is None or not low <= value <= high:
             return False
     return True
@@ -129,6 +131,7 @@ def make_objective(
 
     def objective(trial: optuna.Trial) -> float:
         import optuna
+        from optuna.trial import TrialState
 
         params = suggest_params(trial, tuning=tuning, training=training)
         report = pruning_callback(trial)
@@ -138,7 +141,8 @@ def make_objective(
             report(epoch, train_loss, val_loss)
             if epoch_hook is not None:
                 epoch_hook(trial.number, epoch)
-            if deadline is not None and time.monotonic() > deadline and _has_complete_trial(trial):
+            past_deadline = deadline is not None and time.monotonic() > deadline
+            if past_deadline and trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
                 raise optuna.TrialPruned(f"The tuning time budget ran out at epoch {epoch}.")
 
         result = train_model(
@@ -160,12 +164,6 @@ def make_objective(
         return float(result.best_val_loss)
 
     return objective
-
-
-def _has_complete_trial(trial: optuna.Trial) -> bool:
-    from optuna.trial import TrialState
-
-    return bool(trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
 
 
 def make_storage(
@@ -247,11 +245,8 @@ def _initialisation_lock(url: str, backend: str, engine_kwargs: dict[str, Any]) 
         from sqlalchemy.engine import make_url
 
         with open(f"{make_url(url).database}.init-lock", "a+b") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+            fcntl.flock(handle, fcntl.LOCK_EX)  # released when the file closes
+            yield
     else:
         yield
 
@@ -323,8 +318,7 @@ def run_study(
         raise ConfigError(f"n_trials must be at least 1, got {n_trials}.")
     started = time.perf_counter()
     finished_states = (TrialState.COMPLETE, TrialState.PRUNED)
-    already = len(study.get_trials(deepcopy=False, states=finished_states))
-    remaining = n_trials - already
+    remaining = n_trials - len(study.get_trials(deepcopy=False, states=finished_states))
     ran: list[int] = []
 
     def on_trial(current: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:

@@ -21,8 +21,6 @@ from stockcli.services.runtime import checkpoint
 if TYPE_CHECKING:
     import optuna
 
-    from stockcli.ml.tuning import StudyOutcome
-
 
 @dataclass(frozen=True)
 class TuneResult:
@@ -59,7 +57,7 @@ def tune(
     """
     from stockcli.db import datasets
     from stockcli.ml.training import resolve_device
-    from stockcli.ml.tuning import make_objective, run_study, study_name_for
+    from stockcli.ml.tuning import TUNED_PARAMS, make_objective, run_study, study_name_for
 
     if run_id is None:
         run_id = datasets.latest_dataset_id(engine)
@@ -100,9 +98,21 @@ def tune(
         progress=progress,
         after_trial=lambda number: checkpoint(settings, f"tune:after-trial-{number}"),
     )
-    return _record_outcome(
-        settings=settings, engine=engine, run_id=run_id, study_name=study_name, outcome=outcome
-    )
+    # Upsert the study's best parameters for the dataset when a trial finished.
+    best_params = {name: outcome.best_params[name] for name in TUNED_PARAMS if name in outcome.best_params}
+    if outcome.best_value is not None:
+        save_best(
+            engine,
+            run_id=run_id,
+            study_name=study_name,
+            best_params=best_params,
+            best_value=outcome.best_value,
+            n_trials=outcome.n_trials,
+            n_complete=outcome.n_complete,
+            n_pruned=outcome.n_pruned,
+        )
+    counts = {**asdict(outcome), "study_name": study_name, "best_params": best_params}
+    return TuneResult(run_id=run_id, storage=redact_url(settings.optuna_storage_url), **counts)
 
 
 def _open_study(*, settings: Settings, study_name: str, enqueue: list[dict[str, Any]] | None) -> optuna.Study:
@@ -125,25 +135,3 @@ def _open_study(*, settings: Settings, study_name: str, enqueue: list[dict[str, 
             if in_search_space(params, settings.tuning):
                 study.enqueue_trial(dict(params), skip_if_exists=True)
     return study
-
-
-def _record_outcome(
-    *, settings: Settings, engine: Engine, run_id: str, study_name: str, outcome: StudyOutcome
-) -> TuneResult:
-    """Upsert the study's best parameters for the dataset (when a trial finished) and describe the study."""
-    from stockcli.ml.tuning import TUNED_PARAMS
-
-    best_params = {name: outcome.best_params[name] for name in TUNED_PARAMS if name in outcome.best_params}
-    if outcome.best_value is not None:
-        save_best(
-            engine,
-            run_id=run_id,
-            study_name=study_name,
-            best_params=best_params,
-            best_value=outcome.best_value,
-            n_trials=outcome.n_trials,
-            n_complete=outcome.n_complete,
-            n_pruned=outcome.n_pruned,
-        )
-    counts = {**asdict(outcome), "study_name": study_name, "best_params": best_params}
-    return TuneResult(run_id=run_id, storage=redact_url(settings.optuna_storage_url), **counts)

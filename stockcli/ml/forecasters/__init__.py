@@ -70,14 +70,12 @@ class TickerBars:
     def from_frame(cls, frame: Any, market: Any = None) -> TickerBars:
         """From a bars frame with `open`, `high`, `low`, `close` columns (the store's layout), with
         the market's variance from the market's bars frame `market` where given."""
-
-        def column(name: str) -> np.ndarray:
-            if name not in frame:
-                return np.full(len(frame), np.nan)
-            return np.asarray(frame[name].to_numpy(dtype=np.float64), dtype=np.float64)
-
+        columns = {
+            name: frame[name].to_numpy(dtype=np.float64) if name in frame else np.full(len(frame), np.nan)
+            for name in ("open", "high", "low", "close")
+        }
         aligned = None if market is None or len(market) == 0 else market_variance(frame.index, market)
-        return cls(column("open"), column("high"), column("low"), column("close"), aligned)
+        return cls(**columns, market=aligned)
 
 
 def market_variance(index: Any, market: Any) -> np.ndarray:
@@ -193,11 +191,10 @@ def fit_all(
     for name, forecaster in table.items():
         compose = getattr(forecaster, "compose", None)
         if compose is not None:
-            members = forecaster.members  # type: ignore[attr-defined]
             fitted[name] = compose(
                 {
                     m.name: fitted[m.name] if m.name in fitted else m.fit(bars, before.get(m.name))
-                    for m in members
+                    for m in forecaster.members  # type: ignore[attr-defined]
                 }
             )
         else:

@@ -3,8 +3,8 @@
 Both are fitted by `arch` (Student-t errors, constant mean, on 100 x log returns) and then, with
 their parameters FIXED, filtered over a ticker's returns without calling arch: the recursion is
 linear in the variance, so one `scipy.signal.lfilter` pass gives the one-step variance after every
-session (see `stockcli.ml.baselines`, whose GARCH filter `Garch` reuses). GJR adds gamma * e**2 on
-negative residuals; that term only changes the filter's input, so the same single pass serves it.
+session (`stockcli.ml.baselines`' filter). GJR's gamma * e**2 on negative residuals only changes the
+filter's input, so the same single pass serves it.
 
 arch starts the recursion from a backcast of the first 75 residuals and clips in-sample variances
 to loose bounds built from the whole sample it is given. A forecast as of session k must be what
@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -61,26 +60,45 @@ class Garch:
 
     name = "garch"
     needs_fit = True
+    asymmetric = False
 
     def fit(self, bars: TickerBars, previous: Mapping[str, Any] | None = None) -> dict[str, Any] | None:
-        """arch's fit on all finite returns of `bars`; None below `MIN_GARCH_RETURNS`, flat or failed."""
-        return fit_garch(bars.returns, previous=previous)
+        """arch's fit on all finite returns of `bars`; None when too short, flat or failed."""
+        return fit_garch(bars.returns, asymmetric=self.asymmetric, previous=previous)
 
     def quantiles_at(
         self, params: Params, bars: TickerBars, rows: np.ndarray, levels: Sequence[float], horizon: int = 1
     ) -> np.ndarray:
-        """Quantiles (len(rows), len(levels)) of the `horizon`-session log return (module docstring);
-        NaN below `MIN_FILTER_RETURNS`."""
-        mu, omega, alpha, beta, nu, scale = _parameters(dict(params))
+        """(h * mu + sqrt(summed sigma2) * standardized-t ppf(level, nu)) / scale at `rows`, h = `horizon`.
 
-        def path(residuals: np.ndarray) -> np.ndarray:
-            return _garch_variance_path(residuals, omega, alpha, beta)
+        Rows whose own return is missing, or with fewer than `MIN_FILTER_RETURNS` finite returns up to
+        them, are NaN (the backcast needs 75 returns, which would otherwise come from after the row).
+        """
+        if self.asymmetric:
+            mu, omega, alpha, gamma, beta, nu, scale = _gjr_parameters(params)
+        else:
+            mu, omega, alpha, beta, nu, scale = _parameters(dict(params))
+            gamma = 0.0
+        horizon = check_horizon(horizon)
+        values = np.asarray(bars.returns, dtype=np.float64).ravel()
+        finite_index, place, enough = _rows_among_finite(values, rows, MIN_FILTER_RETURNS)
+        output = np.full((enough.size, len(levels)), np.nan)
+        if finite_index.size < MIN_FILTER_RETURNS or not enough.any():
+            return output
+        path = functools.partial(_garch_variance_path, omega=omega, alpha=alpha, beta=beta, gamma=gamma)
+        one_step = _sigma2_at(path, scale * values[finite_index] - mu, place[enough])
+        # sigma2[t+1] + ... + sigma2[t+h] by arch's analytic recursion (module docstring).
+        persistence = alpha + 0.5 * gamma + beta
+        total, step = one_step, one_step
+        for _ in range(horizon - 1):
+            step = omega + persistence * step
+            total = total + step
+        ppf = standardized_t_ppf(nu, levels)
+        output[enough] = (horizon * mu + np.sqrt(total)[:, None] * ppf[None, :]) / scale
+        return output
 
-        ahead = _Ahead(horizon, omega, alpha + beta)
-        return _t_quantiles_at(path, (mu, nu, scale), bars.returns, rows, levels, ahead)
 
-
-class Gjr:
+class Gjr(Garch):
     """GJR-GARCH(1,1) with Student-t errors: GARCH plus a leverage term for negative returns.
 
     sigma2[t] = omega + (alpha + gamma * 1[e[t-1] < 0]) * e[t-1]**2 + beta * sigma2[t-1].
@@ -88,71 +106,7 @@ class Gjr:
     """
 
     name = "gjr"
-    needs_fit = True
-
-    def fit(self, bars: TickerBars, previous: Mapping[str, Any] | None = None) -> dict[str, Any] | None:
-        """arch's fit (o=1) on all finite returns of `bars`; None when too short, flat or failed."""
-        return fit_garch(bars.returns, asymmetric=True, previous=previous)
-
-    def quantiles_at(
-        self, params: Params, bars: TickerBars, rows: np.ndarray, levels: Sequence[float], horizon: int = 1
-    ) -> np.ndarray:
-        """Quantiles (len(rows), len(levels)) of the `horizon`-session log return (module docstring);
-        NaN below `MIN_FILTER_RETURNS`."""
-        mu, omega, alpha, gamma, beta, nu, scale = _gjr_parameters(params)
-
-        def path(residuals: np.ndarray) -> np.ndarray:
-            return _garch_variance_path(residuals, omega, alpha, beta, gamma)
-
-        ahead = _Ahead(horizon, omega, alpha + 0.5 * gamma + beta)
-        return _t_quantiles_at(path, (mu, nu, scale), bars.returns, rows, levels, ahead)
-
-
-@dataclass(frozen=True)
-class _Ahead:
-    """What the multi-step variance needs: sessions ahead, omega and the persistence."""
-
-    horizon: int
-    omega: float
-    persistence: float
-
-    def __post_init__(self) -> None:
-        check_horizon(self.horizon)
-
-    def summed_variance(self, one_step: np.ndarray) -> np.ndarray:
-        """sigma2[t+1] + ... + sigma2[t+horizon] from the one-step variances sigma2[t+1] (arch's
-        analytic recursion); the one-step array itself at horizon 1."""
-        total, step = one_step, one_step
-        for _ in range(self.horizon - 1):
-            step = self.omega + self.persistence * step
-            total = total + step
-        return total
-
-
-def _t_quantiles_at(
-    path: VariancePath,
-    location: tuple[float, float, float],
-    log_returns: np.ndarray,
-    rows: np.ndarray,
-    levels: Sequence[float],
-    ahead: _Ahead,
-) -> np.ndarray:
-    """(h * mu + sqrt(summed sigma2) * standardized-t ppf(level, nu)) / scale at `rows` (indices
-    into the returns), h = `ahead.horizon`.
-
-    Rows whose own return is missing, or with fewer than `MIN_FILTER_RETURNS` finite returns up to
-    them, are NaN (the backcast needs 75 returns, which would otherwise come from after the row).
-    """
-    mu, nu, scale = location
-    values = np.asarray(log_returns, dtype=np.float64).ravel()
-    finite_index, place, enough = _rows_among_finite(values, rows, MIN_FILTER_RETURNS)
-    output = np.full((enough.size, len(levels)), np.nan)
-    if finite_index.size < MIN_FILTER_RETURNS or not enough.any():
-        return output
-    sigma2 = ahead.summed_variance(_sigma2_at(path, scale * values[finite_index] - mu, place[enough]))
-    ppf = standardized_t_ppf(nu, levels)
-    output[enough] = (ahead.horizon * mu + np.sqrt(sigma2)[:, None] * ppf[None, :]) / scale
-    return output
+    asymmetric = True
 
 
 def _sigma2_at(path: VariancePath, residuals: np.ndarray, places: np.ndarray) -> np.ndarray:

@@ -17,19 +17,12 @@ Volatility moves together across a market, so the log of the market's 5-session 
 market itself among them) is fitted without it, and its parameters say so (`market_fallback`).
 Persistence drifts over the years, so the least squares weight an older session less (its weight
 halves every `half_life` sessions), and the quantiles come from the standardized returns of the last
-`residual_window` fitted sessions only. On the validation years the three gave the blend +0.7
-points of mean 95% Winkler skill (the weights and window alone +0.4, the market term alone +0.3;
-the figures are in config.toml).
+`residual_window` fitted sessions only.
 
 That is the next session's design (`HarDesign()`). Longer horizons keep the earlier design
 (`EARLIER_DESIGN`: the gap added into the range variance, two leverage terms min(r, 0), the range
-variance as regressand), and parameters that name no design were fitted with it and still serve as
-they were fitted. On the sample's validation years 2008-2011 (March to March, refitted every 21
-sessions on the past only) the next session's 95% Winkler skill against GARCH(1,1)-t was
-+5.6/+4.7/+4.2/+6.1% with the new design (before the market term and the weights),
--3.1/+1.6/+4.0/+1.5% with the earlier one (leverage terms
-cost 2008 most); at 5 and 20 sessions the earlier design was the better one (mean +4.2% and +8.3%
-against +2.3% and +6.4%). The figures are in `config.toml`.
+variance as regressand), better there on the validation years, and parameters that name no design
+were fitted with it and still serve as they were fitted. The validation figures are in `config.toml`.
 
 HAR is natively multi-horizon (Corsi 2009): for h sessions ahead a direct regression of the log of
 the MEAN regressand proxy over sessions t+1 .. t+h on the same design row t gives the h-session scale
@@ -46,13 +39,14 @@ the last fitted one only.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import numpy as np
 
 from stockcli.choices import HORIZONS, check_choice
 from stockcli.errors import InputDataError
+from stockcli.features.indicators import _trailing_mean
 from stockcli.ml.forecasters import Params, TickerBars, check_horizon
 
 ESTIMATORS = ("garman_klass", "parkinson")
@@ -126,28 +120,15 @@ class HarDesign:
         return tuple(terms)
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "overnight": self.overnight,
-            "leverage": self.leverage,
-            "target": self.target,
-            "market": self.market,
-            "half_life": self.half_life,
-            "residual_window": self.residual_window,
-        }
+        return asdict(self)
 
     @classmethod
     def of(cls, params: Mapping[str, Any]) -> HarDesign:
         """The design `params` (of one horizon) were fitted with: `EARLIER_DESIGN`'s for each field
         they name none of (fits stored before the field existed)."""
+        earlier = EARLIER_DESIGN.to_json()
         try:
-            return cls(
-                str(params.get("overnight", EARLIER_DESIGN.overnight)),
-                bool(params.get("leverage", EARLIER_DESIGN.leverage)),
-                str(params.get("target", EARLIER_DESIGN.target)),
-                bool(params.get("market", EARLIER_DESIGN.market)),
-                int(params.get("half_life", EARLIER_DESIGN.half_life)),
-                int(params.get("residual_window", EARLIER_DESIGN.residual_window)),
-            )
+            return cls(**{name: type(value)(params.get(name, value)) for name, value in earlier.items()})
         except (InputDataError, TypeError, ValueError) as error:
             raise InputDataError(f"Invalid HAR parameters: {error}") from error
 
@@ -176,12 +157,10 @@ class HarRange:
     """Log-HAR(1, 5, 22)-X on a range-based daily variance; quantiles by FHS (module docstring).
 
     Params (plain JSON): `estimator`, `terms`, `z_levels` (= `Z_LEVELS`), and for the next session
-    the `HarDesign` fields (`overnight`, `leverage`, `target`, `market`, `half_life`,
-    `residual_window`; `market_fallback` says why a design with the market term was fitted without
-    it), `coefficients` (one per term),
-    `z_quantiles` (of the fit period's standardized returns) and `n_obs` (regression rows used);
-    `horizons` maps each further horizon ("5", "20") to its own design fields, `coefficients`,
-    `z_quantiles` and `n_obs`. Params without `horizons` (fitted before horizons existed) serve
+    the `HarDesign` fields (`market_fallback` says why a design with the market term was fitted
+    without it), `coefficients` (one per term), `z_quantiles` (of the fit period's standardized
+    returns) and `n_obs` (regression rows used); `horizons` maps each further horizon ("5", "20") to
+    the same per-horizon fields. Params without `horizons` (fitted before horizons existed) serve
     horizon 1 and give NaN at the others; params naming no design have the `EARLIER_DESIGN`.
     """
 
@@ -244,8 +223,11 @@ class HarRange:
         }
 
     def _arrays(self, bars: TickerBars, design: HarDesign) -> tuple[np.ndarray, np.ndarray]:
-        """(design matrix, regressand's daily proxy) of `design` on `bars`."""
-        return har_design(bars, self.estimator, design), target_proxy(bars, self.estimator, design.target)
+        """(design matrix, regressand's daily proxy) of `design` on `bars`: the proxy is the squared
+        close-to-close return (`target="squared_return"`) or `daily_variance` (`"range"`)."""
+        if design.target == "range":
+            return har_design(bars, self.estimator, design), daily_variance(bars, self.estimator)
+        return har_design(bars, self.estimator, design), _floored(bars.returns**2)
 
     def quantiles_at(
         self, params: Params, bars: TickerBars, rows: np.ndarray, levels: Sequence[float], horizon: int = 1
@@ -274,9 +256,7 @@ class HarRange:
             if rows.size
             else np.empty((0, len(design_of.terms)))
         )
-        sigma = np.exp(0.5 * design[rows] @ coefficients)
-        if horizon > 1:
-            sigma = np.sqrt(float(horizon)) * sigma
+        sigma = np.sqrt(float(horizon)) * np.exp(0.5 * design[rows] @ coefficients)
         standardized = np.interp(np.asarray(levels, dtype=np.float64), z_levels, z_quantiles)
         return np.asarray(sigma[:, None] * standardized[None, :], dtype=np.float64)
 
@@ -300,25 +280,22 @@ def _fit_horizon(
     usable = np.isfinite(design).all(axis=1) & np.isfinite(log_target) & np.isfinite(ahead_return)
     if usable.sum() < MIN_HAR_ROWS:
         return None
+    # Weighted least squares: row t's weight 0.5 ** (sessions before the last fitted row / half-life),
+    # so the fit follows a slowly changing persistence (all weights 1 without a half-life).
+    used = np.flatnonzero(usable)
+    root = (
+        np.sqrt(0.5 ** ((used[-1] - used) / choices.half_life)) if choices.half_life else np.ones(used.size)
+    )
     try:
-        if choices.half_life:
-            # Weighted least squares: row t's weight 0.5 ** (sessions before the last fitted row /
-            # half-life), so the fit follows a slowly changing persistence.
-            used = np.flatnonzero(usable)
-            root = np.sqrt(0.5 ** ((used[-1] - used) / choices.half_life))
-            coefficients, *_ = np.linalg.lstsq(
-                design[usable] * root[:, None], log_target[usable] * root, rcond=None
-            )
-        else:
-            coefficients, *_ = np.linalg.lstsq(design[usable], log_target[usable], rcond=None)
+        coefficients, *_ = np.linalg.lstsq(
+            design[usable] * root[:, None], log_target[usable] * root, rcond=None
+        )
     except np.linalg.LinAlgError:
         return None
     if not np.isfinite(coefficients).all():
         return None
     with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
-        sigma = np.exp(0.5 * design[usable] @ coefficients)
-        if horizon > 1:
-            sigma = np.sqrt(float(horizon)) * sigma
+        sigma = np.sqrt(float(horizon)) * np.exp(0.5 * design[usable] @ coefficients)
         standardized = ahead_return[usable] / sigma
     if choices.residual_window:
         standardized = standardized[-choices.residual_window :]
@@ -347,13 +324,11 @@ def _range_parts(bars: TickerBars, estimator: str) -> tuple[np.ndarray, np.ndarr
         else:
             intraday = 0.5 * log_range**2 - (2.0 * _LN2 - 1.0) * (log_close - log_open) ** 2
         overnight = (log_open - previous_close) ** 2
+        # Low <= open, close <= high (so high >= low).
         consistent = (
             np.isfinite(overnight + intraday)
-            & (log_high >= log_low)
-            & (log_close >= log_low)
-            & (log_close <= log_high)
-            & (log_open >= log_low)
-            & (log_open <= log_high)
+            & (log_low <= np.minimum(log_open, log_close))
+            & (np.maximum(log_open, log_close) <= log_high)
         )
     return overnight, intraday, close_to_close, consistent
 
@@ -388,15 +363,6 @@ def overnight_variance(bars: TickerBars) -> np.ndarray:
     return _floored(np.where(np.isfinite(overnight), overnight, close_to_close))
 
 
-def target_proxy(bars: TickerBars, estimator: str, target: str) -> np.ndarray:
-    """The daily proxy (n,) whose log (mean over the horizon) the HAR regresses: the squared
-    close-to-close return, floored at `VARIANCE_FLOOR` (`target="squared_return"`), or
-    `daily_variance` (`"range"`)."""
-    if target == "range":
-        return daily_variance(bars, estimator)
-    return _floored(bars.returns**2)
-
-
 def har_design(
     bars: TickerBars, estimator: str = DEFAULT_ESTIMATOR, design: HarDesign = EARLIER_DESIGN
 ) -> np.ndarray:
@@ -421,18 +387,6 @@ def har_design(
         negative_return = np.minimum(bars.returns, 0.0)
         columns += [negative_return, _trailing_mean(negative_return, LEVERAGE_WINDOW)]
     return np.column_stack(columns)
-
-
-def _trailing_mean(values: np.ndarray, window: int) -> np.ndarray:
-    """Mean of values[t - window + 1 .. t] at each t (NaN before a full window or over a NaN).
-
-    Summed window by window rather than by a running cumulative sum, so row t's value depends on
-    nothing outside its window (bit for bit).
-    """
-    output = np.full(values.size, np.nan)
-    if values.size >= window:
-        output[window - 1 :] = np.lib.stride_tricks.sliding_window_view(values, window).mean(axis=1)
-    return output
 
 
 def _har_parameters(params: Mapping[str, Any], n_terms: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
