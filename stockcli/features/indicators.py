@@ -163,7 +163,7 @@ def _range_variance(m: Bars, estimator: str) -> np.ndarray:
     return np.stack([daily_variance(bars, estimator) for bars in rows]) if rows else np.empty(m.close.shape)
 
 
-def _trailing_mean(values: np.ndarray, window: int) -> np.ndarray:
+def trailing_mean(values: np.ndarray, window: int) -> np.ndarray:
     """Mean of each row's last `window` values (NaN before a full window or over a NaN); summed
     window by window, so row t depends on nothing outside its window (bit for bit)."""
     out = np.full(values.shape, np.nan)
@@ -185,7 +185,7 @@ def _range_variance_def(estimator: str, intraday: str) -> IndicatorDef:
         estimator,
         {"window": (int, 1)},
         lambda p: p["window"],  # the first variance needs the previous close
-        lambda m, p: [np.log(in_row_chunks(_trailing_mean, (_range_variance(m, estimator),), p["window"]))],
+        lambda m, p: [np.log(in_row_chunks(trailing_mean, (_range_variance(m, estimator),), p["window"]))],
         f"log of the mean over `window` sessions of the {estimator.replace('_', '-').title()} daily variance "
         f"(overnight gap squared + {intraday})",
         fallback=_log_variance_floor,
@@ -412,7 +412,7 @@ INDICATORS: dict[str, IndicatorDef] = {
             {"window": (int, 1)},
             lambda p: p["window"],
             lambda m, p: [
-                in_row_chunks(_trailing_mean, (np.log(m.open / shift_rows(m.close, 1)),), p["window"])
+                in_row_chunks(trailing_mean, (np.log(m.open / shift_rows(m.close, 1)),), p["window"])
             ],
             "mean over `window` sessions of the overnight gap log(open_t / close_(t-1))",
         ),

@@ -127,9 +127,11 @@ def bundle_sha256(folder: Path) -> str:
     missing or unreadable."""
     digest = hashlib.sha256(b"stockcli-bundle\0")
     for name in CHECKSUMMED_FILES:
-        content = (folder / name).read_bytes()
-        digest.update(f"{name}\0{len(content)}\0".encode())
-        digest.update(content)
+        path = folder / name
+        digest.update(f"{name}\0{path.stat().st_size}\0".encode())
+        with path.open("rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(chunk)
     return digest.hexdigest()
 
 

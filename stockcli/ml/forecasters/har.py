@@ -46,7 +46,7 @@ import numpy as np
 
 from stockcli.choices import HORIZONS, check_choice
 from stockcli.errors import InputDataError
-from stockcli.features.indicators import _trailing_mean
+from stockcli.features.indicators import trailing_mean
 from stockcli.ml.forecasters import Params, TickerBars, check_horizon
 
 ESTIMATORS = ("garman_klass", "parkinson")
@@ -273,7 +273,7 @@ def _fit_horizon(
     ahead_return = np.full(variance.size, np.nan)
     if variance.size > horizon:
         # Row t: the mean proxy over sessions t+1 .. t+h, and log(close[t+h] / close[t]).
-        ahead[:-horizon] = _trailing_mean(variance, horizon)[horizon:]
+        ahead[:-horizon] = trailing_mean(variance, horizon)[horizon:]
         ahead_return[:-horizon] = close_log_returns(close, horizon)[horizon:]
     with np.errstate(divide="ignore", invalid="ignore"):
         log_target = np.log(ahead)
@@ -376,16 +376,16 @@ def har_design(
     regressor = design.overnight == "regressor"
     variance = intraday_variance(bars, estimator) if regressor else daily_variance(bars, estimator)
     columns = [np.ones(variance.size)]
-    columns += [np.log(_trailing_mean(variance, window)) for window in HAR_WINDOWS]
+    columns += [np.log(trailing_mean(variance, window)) for window in HAR_WINDOWS]
     if regressor:
-        columns.append(np.log(_trailing_mean(overnight_variance(bars), OVERNIGHT_WINDOW)))
+        columns.append(np.log(trailing_mean(overnight_variance(bars), OVERNIGHT_WINDOW)))
     if design.market:
         market = bars.market if bars.market is not None else np.full(variance.size, np.nan)
         with np.errstate(divide="ignore", invalid="ignore"):
-            columns.append(np.log(_trailing_mean(market, MARKET_WINDOW)))
+            columns.append(np.log(trailing_mean(market, MARKET_WINDOW)))
     if design.leverage:
         negative_return = np.minimum(bars.returns, 0.0)
-        columns += [negative_return, _trailing_mean(negative_return, LEVERAGE_WINDOW)]
+        columns += [negative_return, trailing_mean(negative_return, LEVERAGE_WINDOW)]
     return np.column_stack(columns)
 
 
