@@ -31,6 +31,7 @@ from stockcli.features.kernels import (
     realized_vol_many,
     rolling,
     shift_rows,
+    trailing_mean,
 )
 
 OHLCV: tuple[str, ...] = ("open", "high", "low", "close", "volume")
@@ -78,6 +79,11 @@ class IndicatorDef:
             return self.columns(params)
         return ["_".join([self.name, *(_fmt(params[key]) for key in self.params)])]
 
+    def run(self, bars: Bars, params: Mapping[str, Any]) -> list[np.ndarray]:
+        """`compute` with a 0/0 or a log(0) silent: after warm-up it gets the fallback (`with_fallback`)."""
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return self.compute(bars, params)
+
     def fill(self) -> Fallback:
         if self.fallback is None:
             return "close" if self.kind == "price" else 0.0
@@ -98,10 +104,6 @@ def _ema_memory(span: int) -> int:
 
 def _wilder_memory(window: int) -> int:
     return math.ceil(_FORGET * window)
-
-
-# The computations run under `np.errstate(divide="ignore", invalid="ignore")` (`feature_columns`): a
-# 0/0 or a log(0) after warm-up gets the indicator's fallback.
 
 
 def _compute_rsi(m: Bars, p: Mapping[str, Any]) -> list[np.ndarray]:
@@ -161,17 +163,6 @@ def _range_variance(m: Bars, estimator: str) -> np.ndarray:
 
     rows = [TickerBars(m.open[k], m.high[k], m.low[k], m.close[k]) for k in range(m.close.shape[0])]
     return np.stack([daily_variance(bars, estimator) for bars in rows]) if rows else np.empty(m.close.shape)
-
-
-def trailing_mean(values: np.ndarray, window: int) -> np.ndarray:
-    """Mean of each row's last `window` values (NaN before a full window or over a NaN); summed
-    window by window, so row t depends on nothing outside its window (bit for bit)."""
-    out = np.full(values.shape, np.nan)
-    if values.shape[-1] >= window:
-        out[..., window - 1 :] = np.lib.stride_tricks.sliding_window_view(values, window, axis=-1).mean(
-            axis=-1
-        )
-    return out
 
 
 def _log_variance_floor() -> float:
@@ -628,8 +619,7 @@ def feature_columns(bars: Bars, resolved: Sequence[ResolvedIndicator]) -> Iterat
     warmup = max((item.warmup for item in resolved), default=0)
     yield from (bars.open, bars.high, bars.low, bars.close, bars.volume)
     for item in resolved:
-        with np.errstate(divide="ignore", invalid="ignore"):
-            columns = item.definition.compute(bars, item.params)
+        columns = item.definition.run(bars, item.params)
         yield from (with_fallback(values, item.definition.fill(), bars, warmup) for values in columns)
 
 

@@ -341,3 +341,14 @@ def ewm_vol_many(close: np.ndarray, decay: float = 0.94, seed_window: int = 20) 
         values[t - seed_window] = variance
     out[:, seed_window:] = np.log(np.sqrt(values.T) + 1e-8)
     return out
+
+
+def trailing_mean(values: np.ndarray, window: int) -> np.ndarray:
+    """Mean of each row's last `window` values (NaN before a full window or over a NaN); summed
+    window by window, so row t depends on nothing outside its window (bit for bit)."""
+    out = np.full(values.shape, np.nan)
+    if values.shape[-1] >= window:
+        out[..., window - 1 :] = np.lib.stride_tricks.sliding_window_view(values, window, axis=-1).mean(
+            axis=-1
+        )
+    return out

@@ -155,11 +155,13 @@ def _batches_by_row(rows: np.ndarray, max_windows: int, order: np.ndarray | None
     groups = np.split(by_row, np.flatnonzero(np.diff(rows[by_row])) + 1)
     batches: list[np.ndarray] = []
     current: list[np.ndarray] = []
+    size = 0
     for group in groups if order is None else (groups[i] for i in order):
         current.append(group)
-        if sum(map(len, current)) >= max_windows:
+        size += len(group)
+        if size >= max_windows:
             batches.append(np.concatenate(current))
-            current = []
+            current, size = [], 0
     if current:
         batches.append(np.concatenate(current))
     return batches

@@ -516,11 +516,12 @@ def _store(
 ) -> None:
     """Upsert `predictions` and their horizons, all created at one time."""
     stamp = {"as_of": as_of, "pipeline_run_id": pipeline_run_id, "created_at": utcnow()}
-    predictions_db.save_predictions(engine, [_row(LatestPrediction, p, **stamp) for p in predictions])
+    points = [_row(LatestPrediction, p, **stamp) for p in predictions]
     horizons: list[dict[str, Any]] = []
     for p in predictions:
         common = {k: getattr(p, k) for k in ("ticker", "base_date", "model_version", "base_close")}
         horizons.extend(_row(HorizonPrediction, h, **common, **stamp, tail=list(h.tail)) for h in p.horizons)
+    predictions_db.save_predictions(engine, points)  # every row built before anything is written
     save_horizon_predictions(engine, horizons)
 
 

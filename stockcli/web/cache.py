@@ -166,11 +166,14 @@ class DataVersion:
             return None
         try:
             identity = self._file_identity()
-            return self._format(identity, self._ask()) if identity == self._identity else None
+            if identity != self._identity:
+                return None
+            value = self._ask()
         except Exception:  # `token` reconnects or reports it
             return None
         finally:
             self._lock.release()
+        return self._format(identity, value)
 
     async def token_async(self) -> str | None:
         """PostgreSQL: the token read on an asyncio connection, one query for every waiting request;

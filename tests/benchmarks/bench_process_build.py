@@ -195,7 +195,7 @@ def indicator_profile(n_tickers: int = 50, n_sessions: int = 2516) -> dict[str, 
     timings: dict[str, float] = {}
     for item in ind.resolve_indicators(DEFAULT_INDICATORS):
         begin = time.perf_counter()
-        item.definition.compute(bars, item.params)
+        item.definition.run(bars, item.params)
         timings[f"{item.name} {item.columns[0]}"] = (time.perf_counter() - begin) * 1000 / n_tickers
     return timings
 

@@ -21,8 +21,10 @@ halves every `half_life` sessions), and the quantiles come from the standardized
 
 That is the next session's design (`HarDesign()`). Longer horizons keep the earlier design
 (`EARLIER_DESIGN`: the gap added into the range variance, two leverage terms min(r, 0), the range
-variance as regressand), better there on the validation years, and parameters that name no design
-were fitted with it and still serve as they were fitted. The validation figures are in `config.toml`.
+variance as regressand), and parameters that name no design were fitted with it and still serve as
+they were fitted. On the validation years 2008-2011, at 5 and 20 sessions the earlier design had the
+better 95% Winkler skill against GARCH(1,1)-t (mean +4.2% and +8.3% against +2.3% and +6.4%); the
+next session's figures are in `config.toml`.
 
 HAR is natively multi-horizon (Corsi 2009): for h sessions ahead a direct regression of the log of
 the MEAN regressand proxy over sessions t+1 .. t+h on the same design row t gives the h-session scale
@@ -46,7 +48,7 @@ import numpy as np
 
 from stockcli.choices import HORIZONS, check_choice
 from stockcli.errors import InputDataError
-from stockcli.features.indicators import trailing_mean
+from stockcli.features.kernels import trailing_mean
 from stockcli.ml.forecasters import Params, TickerBars, check_horizon
 
 ESTIMATORS = ("garman_klass", "parkinson")
