@@ -435,7 +435,8 @@ def fit_baselines(
                 fits[name][ticker] = params
         returns = bars.returns[np.isfinite(bars.returns)]
         ups[ticker] = (int((returns > 0).sum()), int(returns.size))
-    up_all, n_all = map(sum, zip((0, 0), *ups.values(), strict=True))
+    up_all = sum(up for up, _ in ups.values())
+    n_all = sum(n for _, n in ups.values())
     base_rate = {t: up / n for t, (up, n) in ups.items() if n} | ({"*": up_all / n_all} if n_all else {})
     return {
         "fits": fits,
