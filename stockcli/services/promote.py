@@ -96,7 +96,7 @@ def promote(
                     "No registered model version to promote.", hint="Run `stockcli train` first."
                 )
         candidate_version = str(version)
-        registry.check_version(settings, candidate_version)
+        registry.require_version(settings, candidate_version)
         production_version = resolve_production(settings)  # resolved once for the whole run
         promotions.settle_pending(engine, production_version=production_version)
 
