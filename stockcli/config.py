@@ -186,6 +186,7 @@ class DataSettings(_Section):
 
     @property
     def context_tickers_resolved(self) -> tuple[str, ...]:
+        """The context series: `context_tickers` when given, else the index tickers (^...) of `tickers`."""
         if self.context_tickers is not None:
             return self.context_tickers
         return tuple(ticker for ticker in self.tickers if ticker.startswith("^"))

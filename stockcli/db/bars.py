@@ -11,9 +11,8 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import String, delete, func, select, type_coerce
 from sqlalchemy.engine import Connection, Engine
 
-from stockcli.db.models import RawStockData
+from stockcli.db.models import BAR_COLUMNS, RawStockData
 from stockcli.db.store import upsert
-from stockcli.sources.base import BAR_COLUMNS
 
 if TYPE_CHECKING:
     import pandas as pd

@@ -31,6 +31,11 @@ class Base(DeclarativeBase):
     }
 
 
+# A stored bar's values (RawStockData's columns), in the order every source returns them.
+PRICE_COLUMNS = ("open", "high", "low", "close")
+BAR_COLUMNS = (*PRICE_COLUMNS, "volume")
+
+
 class RawStockData(Base):
     """One daily bar [ticker, date]."""
 

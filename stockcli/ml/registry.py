@@ -34,6 +34,7 @@ from stockcli.storage import check_server_database, parse_database_url, prepare_
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
+    from mlflow.entities.model_registry import ModelVersion
 
 
 PRODUCTION_ALIAS = "Production"
@@ -491,19 +492,19 @@ def resolve_alias(settings: Settings, alias: str = PRODUCTION_ALIAS) -> str | No
 def set_production(settings: Settings, version: str) -> None:
     """Point the Production alias at `version` (only `promote` calls this, under the run lock)."""
     name = settings.mlflow.model_name
-    check_version(settings, version)
+    require_version(settings, version)
     with _registry_errors(settings, f"move the {PRODUCTION_ALIAS} alias of model {name!r}"):
         client(settings).set_registered_model_alias(name, PRODUCTION_ALIAS, str(version))
 
 
-def check_version(settings: Settings, version: str) -> Any:
+def require_version(settings: Settings, version: str) -> ModelVersion:
     """MLflow's record of `version`; UsageError (exit 2) when it is not a registered version of the model."""
     name = settings.mlflow.model_name
     if not str(version).isdigit():
         raise UsageError(
             f"Invalid model version {version!r}.", hint="A version is a number; see `stockcli models`."
         )
-    found = None
+    found: ModelVersion | None = None
     with _registry_errors(
         settings, f"read version {version} of model {name!r}", ignore="RESOURCE_DOES_NOT_EXIST"
     ):
@@ -572,7 +573,7 @@ def load_bundle(settings: Settings, version: str | int | None = None) -> ModelBu
         cached = _bundles.get(key)
     if cached is not None:
         return cached
-    model_version = check_version(settings, version)
+    model_version = require_version(settings, version)
     source = artifact_uri(settings, str(model_version.source or ""))
     files = _local_path(source)
     if source.startswith("file:") and not _is_remote(settings.mlflow_tracking_uri) and not files.exists():

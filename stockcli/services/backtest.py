@@ -13,7 +13,7 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from stockcli.clock import trading_calendar
+from stockcli.clock import TradingCalendar, trading_calendar
 from stockcli.config import Settings
 from stockcli.errors import EXIT_NOTHING, EXIT_OK, EXIT_PARTIAL, NoDataError, StockCliError, UsageError
 
@@ -162,6 +162,16 @@ _DECISION_KEYS = (
 
 
 @dataclass(frozen=True)
+class _Replay:
+    """A checked range in a claimed workspace: the scratch settings and the sessions to replay."""
+
+    settings: Settings
+    workspace: Path
+    sessions: list[date]
+    calendar: TradingCalendar
+
+
+@dataclass(frozen=True)
 class _Replayed:
     """`BacktestResult`'s fields that the replay itself counts."""
 
@@ -189,15 +199,16 @@ def backtest(
     from stockcli.db.predictions import scored_between
     from stockcli.db.promotions import list_promotions
 
-    scratch, workspace, sessions, calendar = _prepare_replay(
-        settings, start=start, end=end, workspace=workspace
+    replay = _prepare_replay(settings, start=start, end=end, workspace=workspace)
+    sessions = replay.sessions
+    engine = open_database(replay.settings)
+    replayed = _replay_sessions(
+        replay.settings, sessions, engine=engine, n_trials=n_trials, progress=progress
     )
-    engine = open_database(scratch)
-    replayed = _replay_sessions(scratch, sessions, engine=engine, n_trials=n_trials, progress=progress)
     data_end = newest_bar_date(engine)
     rows = scored_between(engine, start=sessions[0], end=sessions[-1])
     summary = summarize_range(rows)
-    horizons, risk, risk_vs_garch = horizon_summary(engine, sessions[0], sessions[-1], calendar)
+    horizons, risk, risk_vs_garch = horizon_summary(engine, sessions[0], sessions[-1], replay.calendar)
     candidates = summary["candidates"]
     decisions = tuple(
         {key: getattr(row, key) for key in _DECISION_KEYS}
@@ -207,7 +218,7 @@ def backtest(
     return BacktestResult(
         start=sessions[0],
         end=sessions[-1],
-        workspace=str(workspace),
+        workspace=str(replay.workspace),
         sessions=len(sessions),
         **vars(replayed),
         evaluated=len(rows),
@@ -226,11 +237,8 @@ def backtest(
     )
 
 
-def _prepare_replay(
-    settings: Settings, *, start: date, end: date, workspace: Path
-) -> tuple[Settings, Path, list[date], Any]:
-    """Check the range, claim the workspace and (yahoo source) export the stored bars into it; returns the
-    scratch settings, the workspace, the sessions and the calendar."""
+def _prepare_replay(settings: Settings, *, start: date, end: date, workspace: Path) -> _Replay:
+    """Check the range, claim the workspace and (yahoo source) export the stored bars into it."""
     if end < start:
         raise UsageError(f"--end {end} is before --start {start}.", hint="Give a range with start <= end.")
     calendar = trading_calendar(settings.data.exchange)
@@ -246,7 +254,7 @@ def _prepare_replay(
         bars_dir = workspace / "bars"
         _export_stored_bars(settings, bars_dir, end)
         scratch = scratch.replace(data={"source": "csv", "csv_dir": bars_dir})
-    return scratch, workspace, sessions, calendar
+    return _Replay(settings=scratch, workspace=workspace, sessions=sessions, calendar=calendar)
 
 
 def _replay_sessions(

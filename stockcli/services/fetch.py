@@ -319,13 +319,13 @@ def _fetch_ticker(
     start = (
         data.start if last is None or replace_reason else calendar.sessions_back(last, data.overlap_sessions)
     )
-    nothing = TickerFetch(ticker=job.ticker, status="no_data", last_date=last, exit_code=EXIT_NOTHING)
+    no_data = TickerFetch(ticker=job.ticker, status="no_data", last_date=last, exit_code=EXIT_NOTHING)
     if start > cutoff:
-        return replace(nothing, error=f"[data] start {data.start} is after the last closed session {cutoff}")
+        return replace(no_data, error=f"[data] start {data.start} is after the last closed session {cutoff}")
     pulled = job.pull(start)
     if pulled.raw.empty:
         return replace(
-            nothing,
+            no_data,
             rejected=pulled.rejected,
             rejected_reasons=pulled.reasons,
             fetched_from=start,
@@ -333,7 +333,7 @@ def _fetch_ticker(
         )
     if replace_reason is None and last is not None:
         pulled, replace_reason = _against_stored(job, pulled)
-    return _save(job, pulled, replace(nothing, fetched_from=pulled.start), replace_reason)
+    return _save(job, pulled, last, replace_reason)
 
 
 def _against_stored(job: _Job, pulled: PulledBars) -> tuple[PulledBars, str | None]:
@@ -366,47 +366,51 @@ def _against_stored(job: _Job, pulled: PulledBars) -> tuple[PulledBars, str | No
     return again, f"overlapping bars differ by up to {drift:.4%}: history restated, replaced whole"
 
 
-def _save(job: _Job, pulled: PulledBars, nothing: TickerFetch, replace_reason: str | None) -> TickerFetch:
-    """Store the screened bars; the ticker's outcome (`nothing`'s, when none passed), `partial` when
-    rows were rejected."""
-    frame, rejected, reasons, last = pulled.frame, pulled.rejected, pulled.reasons, nothing.last_date
+def _save(job: _Job, pulled: PulledBars, last: date | None, replace_reason: str | None) -> TickerFetch:
+    """Store the screened bars; the ticker's outcome: `no_data` when none passed, `partial` when rows
+    were rejected, else `ok` or `replaced`."""
+    frame, rejected, reasons = pulled.frame, pulled.rejected, pulled.reasons
     split = suspected_split(pulled.raw, frame, previous_close=pulled.reference) if pulled.jumps else None
-    screened = replace(
-        nothing,
-        rejected=rejected,
-        rejected_reasons=reasons,
-        hint=_rejection_hint(job.ticker, split) if rejected else None,
-    )
+    hint = _rejection_hint(job.ticker, split) if rejected else None
     if frame.empty:
-        return replace(
-            screened,
+        return TickerFetch(
+            ticker=job.ticker,
+            status="no_data",
+            rejected=rejected,
+            rejected_reasons=reasons,
+            last_date=last,
+            fetched_from=pulled.start,
             error=f"all {rejected} bar(s) from {pulled.start} to {job.cutoff} were rejected "
             f"({_counted(reasons)})" + _split_words(split),
+            hint=hint,
+            exit_code=EXIT_NOTHING,
         )
     added, updated, deleted, replace_reason = _write(job, pulled, replace_reason)
     # The newest stored bar up to the cutoff, without asking: every row of `frame` is stored now.
     newest = frame.index.max().date()
     if replace_reason is None and last is not None:
         newest = max(newest, last)
-    saved = replace(
-        screened,
-        status="replaced" if replace_reason else "ok",
+    status, error, exit_code = "replaced" if replace_reason else "ok", None, EXIT_OK
+    if rejected:  # a history with holes or cut short: that ticker failed, loudly (what was valid is kept)
+        status, exit_code = "partial", EXIT_PARTIAL
+        error = (
+            f"{rejected} of {rejected + len(frame)} rows rejected ({_counted(reasons)}); "
+            f"the other {len(frame)} were saved" + _split_words(split)
+        )
+    return TickerFetch(
+        ticker=job.ticker,
+        status=status,
         added=added,
         updated=updated,
         deleted=deleted,
+        rejected=rejected,
+        rejected_reasons=reasons,
         last_date=newest,
+        fetched_from=pulled.start,
         note=replace_reason,
-        exit_code=EXIT_OK,
-    )
-    if not rejected:
-        return saved
-    # A history with holes or cut short: that ticker failed, loudly (what was valid is kept).
-    return replace(
-        saved,
-        status="partial",
-        error=f"{rejected} of {rejected + len(frame)} rows rejected ({_counted(reasons)}); "
-        f"the other {len(frame)} were saved" + _split_words(split),
-        exit_code=EXIT_PARTIAL,
+        error=error,
+        hint=hint,
+        exit_code=exit_code,
     )
 
 

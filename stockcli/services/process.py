@@ -55,6 +55,15 @@ class ProcessResult:
     warnings: tuple[str, ...] = ()
 
 
+@dataclass(frozen=True)
+class PanelWindows:
+    """The windows a panel gives: each one's last row, its series and its split part (2: test)."""
+
+    rows: np.ndarray
+    series_index: np.ndarray
+    parts_of: np.ndarray
+
+
 def feature_spec(
     settings: Settings, tickers: Sequence[str], context_tickers: Sequence[str] | None = None
 ) -> DatasetSpec:
@@ -143,9 +152,9 @@ def process(
         sessions=calendar_for(settings).sessions(start, as_of),
         progress=progress,
     )
-    rows, series_index, parts_of = _split_windows(panel, settings=settings, spec=spec, as_of=as_of)
+    windows = _split_windows(panel, settings=settings, spec=spec, as_of=as_of)
     per_ticker, too_young = _ticker_sessions(
-        panel, rows[parts_of == 2], series_index, parts_of, missing=missing, settings=settings, spec=spec
+        panel, windows=windows, missing=missing, settings=settings, spec=spec
     )
 
     report("hashing", 0, 1)
@@ -168,7 +177,7 @@ def process(
         content_hash=digest,
         reused=not written,
         as_of=as_of,
-        windows_possible=len(rows),
+        windows_possible=len(windows.rows),
         context_tickers=tuple(context),
         per_ticker=per_ticker,
         warnings=tuple(warnings + too_young),
@@ -203,11 +212,8 @@ def _missing_bars(
     return missing, warnings
 
 
-def _split_windows(
-    panel: Panel, *, settings: Settings, spec: DatasetSpec, as_of: date
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The panel's windows (their last rows and series) and each one's split part (2: test). Raises
-    NoDataError when too few."""
+def _split_windows(panel: Panel, *, settings: Settings, spec: DatasetSpec, as_of: date) -> PanelWindows:
+    """The panel's windows and their chronological split. Raises NoDataError when too few."""
     from stockcli.features.dataset import dates_to_days, min_windows, split_parts, window_pairs
 
     ds = settings.dataset
@@ -226,25 +232,25 @@ def _split_windows(
             "[dataset] sequence_length.",
         )
     parts_of, _cuts = split_parts(target_days, ds.train_fraction, ds.validation_fraction)
-    return rows, series_index, parts_of
+    return PanelWindows(rows=rows, series_index=series_index, parts_of=parts_of)
 
 
 def _ticker_sessions(
     panel: Panel,
-    test_rows: np.ndarray,
-    series_index: np.ndarray,
-    parts_of: np.ndarray,
     *,
+    windows: PanelWindows,
     missing: Sequence[str],
     settings: Settings,
     spec: DatasetSpec,
 ) -> tuple[dict[str, TickerSessions], list[str]]:
-    """Each ticker's own usable sessions and windows (`_split_windows`'), and a warning for each with
-    bars but no test windows (stopped trading before the test period, or too young)."""
+    """Each ticker's own usable sessions and windows, and a warning for each with bars but no test
+    windows (stopped trading before the test period, or too young)."""
     from stockcli.features.dataset import run_lengths, sessions_short
 
     L = settings.dataset.sequence_length
     warmup = spec.warmup_sessions
+    series_index, parts_of = windows.series_index, windows.parts_of
+    test_rows = windows.rows[parts_of == 2]
     test_start = panel.dates[int(test_rows.min()) + 1] if len(test_rows) else None
     runs = run_lengths(panel.valid)
     bars_so_far = np.cumsum(panel.real, axis=0)

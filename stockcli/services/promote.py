@@ -96,7 +96,7 @@ def promote(
                     "No registered model version to promote.", hint="Run `stockcli train` first."
                 )
         candidate_version = str(version)
-        registry.check_version(settings, candidate_version)
+        registry.require_version(settings, candidate_version)
         production_version = resolve_production(settings)  # resolved once for the whole run
         promotions.settle_pending(engine, production_version=production_version)
 
@@ -114,12 +114,12 @@ def promote(
             production_version=production_version,
             dry_run=dry_run,
         )
-        decision, selections = _with_selection(settings=settings, window=window, decision=decision)
+        selected = _with_selection(settings=settings, window=window, decision=decision)
         return _record_and_move(
             settings=settings,
             engine=engine,
-            decision=decision,
-            selections=selections,
+            decision=selected.decision,
+            selections=selected.selections,
             pipeline_run_id=pipeline_run_id,
         )
 
@@ -215,7 +215,7 @@ def _evaluation_window(
         start = min(start, production.spec.start_date)
     market = settings.forecasters.har_market
     bars = load_bars(engine, with_market(sorted(series), market), start=start, end=max(base_dates))
-    baselines, baseline_p_ups = baseline_forecasts(settings, candidate.baselines, bars, test)
+    baselines = baseline_forecasts(settings, candidate.baselines, bars, test)
     window = EvaluationWindow(
         candidate=candidate,
         tickers=tickers,
@@ -228,8 +228,8 @@ def _evaluation_window(
             quantiles=np.exp(calibrated_quantiles(candidate_result, candidate.calibration)) * base[:, None],
             p_up=candidate_result.p_up,
         ),
-        baselines=baselines,
-        baseline_p_ups=baseline_p_ups,
+        baselines=baselines.quantiles,
+        baseline_p_ups=baselines.p_ups,
         rows=np.arange(len(tickers)),
     )
     return window if production is None else _with_production(settings, window, production, bars, start)
@@ -342,9 +342,17 @@ def _judge(
     )
 
 
+@dataclass(frozen=True)
+class _SelectedDecision:
+    """A decision with the kept model's selection filled in, and that selection's rows to store."""
+
+    decision: PromotionResult
+    selections: list[Selection]
+
+
 def _with_selection(
     *, settings: Settings, window: EvaluationWindow, decision: PromotionResult
-) -> tuple[PromotionResult, list[Selection]]:
+) -> _SelectedDecision:
     """`decision` with what the model it keeps serves per ticker, tested on the window."""
     from stockcli.ml.forecasters import NETWORK
 
@@ -352,7 +360,7 @@ def _with_selection(
     kept_version = decision.candidate_version if promoting else decision.production_version
     kept_fc = window.candidate_fc if promoting else window.production_fc
     if kept_version is None or kept_fc is None:
-        return decision, []
+        return _SelectedDecision(decision=decision, selections=[])
     kept = window.production if not promoting and window.production else window.candidate
     dates = window.compared_dates
     selections = select_sources(
@@ -369,7 +377,7 @@ def _with_selection(
     )
     selection = {item.ticker: to_plain(item, keep_non_finite=True) for item in selections}
     decision = replace(decision, selection=selection, selection_version=kept_version if selection else None)
-    return decision, selections
+    return _SelectedDecision(decision=decision, selections=selections)
 
 
 def _record_and_move(

@@ -399,12 +399,14 @@ def _fans(
     for row in window:
         if int(row["horizon"]) == 1:
             past.setdefault(row["ticker"], []).append(_from_row(FanPoint, row))
+    by_ticker: dict[str, list[Mapping[str, Any]]] = {}
+    for row in newest:
+        by_ticker.setdefault(row["ticker"], []).append(row)
     fans = {}
-    for ticker in {row["ticker"] for row in newest}:
-        base = max(row["base_date"] for row in newest if row["ticker"] == ticker)
+    for ticker, rows in by_ticker.items():
+        base = max(row["base_date"] for row in rows)
         latest = sorted(
-            (row for row in newest if (row["ticker"], row["base_date"]) == (ticker, base)),
-            key=lambda row: int(row["horizon"]),
+            (row for row in rows if row["base_date"] == base), key=lambda row: int(row["horizon"])
         )
         farthest = max(row["target_date"] for row in latest)
         fans[ticker] = HorizonFan(

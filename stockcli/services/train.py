@@ -316,7 +316,7 @@ def _evaluate(*, settings: Settings, engine: Engine, built: BuiltDataset, model:
         actual_close=np.asarray(test.target_closes, dtype=np.float64),
         base_close=base,
         quantiles=quantiles,
-        baselines=baseline_forecasts(settings, baselines, history, test)[0],
+        baselines=baseline_forecasts(settings, baselines, history, test).quantiles,
     )
     return TestEvaluation(
         calibration=calibration,
@@ -435,7 +435,8 @@ def fit_baselines(
                 fits[name][ticker] = params
         returns = bars.returns[np.isfinite(bars.returns)]
         ups[ticker] = (int((returns > 0).sum()), int(returns.size))
-    up_all, n_all = map(sum, zip((0, 0), *ups.values(), strict=True))
+    up_all = sum(up for up, _ in ups.values())
+    n_all = sum(n for _, n in ups.values())
     base_rate = {t: up / n for t, (up, n) in ups.items() if n} | ({"*": up_all / n_all} if n_all else {})
     return {
         "fits": fits,
@@ -446,11 +447,19 @@ def fit_baselines(
     }
 
 
+@dataclass(frozen=True)
+class BaselineForecasts:
+    """Every statistical candidate's forecasts on a window's rows."""
+
+    quantiles: dict[str, np.ndarray]  # candidate -> (n, 5) closes
+    p_ups: dict[str, np.ndarray | None]  # candidate -> (n,) the chance of an up session
+
+
 def baseline_forecasts(
     settings: Settings, baselines: Mapping[str, Any], history: Mapping[str, pd.DataFrame], windows: Any
-) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray | None]]:
-    """Every statistical candidate's quantiles as closes (n, 5) and P(up) on `windows`' rows, from the
-    `fit_baselines` fits (a ticker without one is fit on its bars up to each row)."""
+) -> BaselineForecasts:
+    """Every statistical candidate's quantiles and P(up) on `windows`' rows, from the `fit_baselines`
+    fits (a ticker without one is fit on its bars up to each row)."""
     from stockcli.ml.forecasters import build_table, bundle_fits, candidate_quantiles
 
     found = candidate_quantiles(
@@ -463,8 +472,10 @@ def baseline_forecasts(
         market=settings.forecasters.har_market,
     )
     base = np.asarray(windows.base_closes, dtype=np.float64)[:, None]
-    quantiles = {name: np.exp(got.quantiles) * base for name, got in found.items()}
-    return quantiles, {name: got.p_up for name, got in found.items()}
+    return BaselineForecasts(
+        quantiles={name: np.exp(got.quantiles) * base for name, got in found.items()},
+        p_ups={name: got.p_up for name, got in found.items()},
+    )
 
 
 @functools.lru_cache(maxsize=1)

@@ -14,15 +14,13 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import TYPE_CHECKING, Protocol
 
+from stockcli.db.models import BAR_COLUMNS, PRICE_COLUMNS
 from stockcli.errors import TransientSourceError
 
 if TYPE_CHECKING:
     import pandas as pd
 
 logger = logging.getLogger(__name__)
-
-PRICE_COLUMNS = ("open", "high", "low", "close")
-BAR_COLUMNS = (*PRICE_COLUMNS, "volume")
 
 # Prices are published rounded, so High can sit a rounding step below Close.
 ROUNDING_ABS = 0.01

@@ -45,6 +45,8 @@ def json_bytes(content: Any) -> bytes:
 
 
 class SafeJSONResponse(JSONResponse):
+    """JSON that never carries NaN or Infinity (invalid JSON): they become null."""
+
     def render(self, content: Any) -> bytes:
         return json_bytes(content)
 

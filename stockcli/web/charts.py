@@ -126,10 +126,12 @@ def _date_labels(frame: _Frame, dates: Sequence[date], positions: Sequence[int],
     """The first and the last of `dates` under the axis, at their session positions."""
     if not dates:
         return ""
-    ends = zip((positions[0], positions[-1]), (dates[0], dates[-1]), ("start", "end"), strict=True)
+    ends = [(positions[0], dates[0], "start")]
+    if len(dates) > 1:
+        ends.append((positions[-1], dates[-1], "end"))
     return "".join(
         f'<text class="axis" x="{_num(frame.x(at))}" y="{axis_y}" text-anchor="{anchor}">{escape(day.isoformat())}</text>'
-        for at, day, anchor in list(ends)[: len(dates)]
+        for at, day, anchor in ends
     )
 
 
