@@ -547,6 +547,11 @@ def test_backtest_continues_the_history_and_reports_intervals_sources_and_tests(
         (metrics["coverage_80"], metrics["coverage_95"])
     )
     assert set(one["garch"]) >= {"coverage_80", "coverage_95", "winkler_95", "pinball"}
+    # Each horizon's served P(up) next to its base rate; at 1 the next session's P(up)s on the same closes.
+    assert all(
+        set(block["p_up"]) == {"brier", "brier_base", "skill"} for block in summary["horizons"].values()
+    )
+    assert one["p_up"] == pytest.approx(metrics["p_up"])
     assert set(summary["risk"]) == set(summary["horizons"]) and set(summary["risk"]["1"]) == set(TICKERS)
     # The served 97.5% VaR next to GARCH's on the same forecasts, per horizon and ticker.
     assert set(summary["risk_vs_garch"]) == set(summary["horizons"])

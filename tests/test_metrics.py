@@ -379,3 +379,14 @@ def test_inputs_of_different_lengths_are_refused() -> None:
         evaluate(**_rows(predicted_close=_long(PREDICTED)[:7]))
     with pytest.raises(InputDataError, match="differ in length"):
         evaluate(**_rows(tickers=["A"] * 7))
+
+
+def test_up_count_reads_overlapping_h_session_returns_and_skips_the_unknown() -> None:
+    """The 2-session returns of daily log returns [NaN, 0.1, -0.2, 0.05, 0.3] are [NaN, -0.1, -0.15,
+    0.35]: one up of three known; the 1-session ones three of four; too few returns: none."""
+    from stockcli.ml.metrics import up_count
+
+    returns = np.array([np.nan, 0.1, -0.2, 0.05, 0.3])
+    assert up_count(returns) == (3, 4)
+    assert up_count(returns, 2) == (1, 3)
+    assert up_count(returns, 6) == (0, 0)

@@ -696,23 +696,29 @@ def scored_horizon_rows(
     *,
     bases: range,
     ticker: str = "AAA",
+    p_ups: Callable[[bool], dict[str, float]] | None = None,
+    p_up_source: str | None = None,
 ) -> None:
     """Scored horizon rows of `ticker` (close known) whose candidates' quantiles are N(0, width x 1%
-    x sqrt(h)) of the h-session return, one width per candidate: 1 is right for these closes."""
+    x sqrt(h)) of the h-session return, one width per candidate: 1 is right for these closes; each
+    candidate's P(up) (and the base rate's) `p_ups(the close ended up)`, `p_up_source`'s served."""
     from stockcli.db.horizons import save_horizon_predictions
 
     spread = 0.01 * np.sqrt(horizon)
     rows = []
     for index in bases:
         base = float(world.closes[ticker][index])
+        actual = float(world.closes[ticker][index + horizon])
         candidates = {name: list(base * np.exp(width * spread * Z)) for name, width in widths.items()}
         rows.append(
             {
                 **horizon_row(world, ticker, index, horizon, candidates["garch"]),
                 "source": "garch",
                 "candidates": candidates,
+                "p_ups": p_ups(actual > base) if p_ups else None,
+                "p_up_source": p_up_source,
                 "created_at": utcnow(),
-                "actual_close": float(world.closes[ticker][index + horizon]),
+                "actual_close": actual,
                 "scored_at": utcnow(),
             }
         )
@@ -776,6 +782,79 @@ def test_each_horizon_above_1_is_re_decided_on_its_own_scored_rows_family_correc
     redecide_horizons(settings=ordered, engine=engine, tickers=["AAA"], through=through)
     serving = load_horizon_serving(engine, ["AAA"])
     assert serving[("AAA", 5)]["source"] == "garch" and serving[("AAA", 20)]["source"] == "rolling"
+
+
+def test_a_horizons_p_up_is_its_base_rate_unless_a_candidate_beats_it_in_the_brier_test(
+    configured: Any,
+) -> None:
+    """At 5 sessions HAR's P(up) all but knows the outcome (0.9 before a rise, 0.1 otherwise) and GARCH's
+    is the base rate's 0.5; at 20 every candidate's leans the wrong way. The 5-session P(up) is then
+    HAR's, the 20-session one stays the base rate's, and serving follows the decision (a horizon never
+    decided serves its base rate). The backtest's horizon figures give the served P(up)'s Brier score
+    next to the base rate's on the same rows."""
+    from stockcli.db.horizons import load_horizon_serving, scored_horizons
+    from stockcli.ml.serving import CandidateForecast, serve_horizon
+    from stockcli.services.horizons import horizon_figures, redecide_horizons
+
+    forecasters = {
+        "min_selection_sessions": 20,
+        "horizon_min_selection_sessions": 40,
+        "selection_sessions": 120,
+        "test_order": [],
+    }
+    settings, engine = configured(forecasters=forecasters)
+    world = market(120)
+    bases = range(len(world.sessions) - 21)
+    widths = {"garch": 1.0, "har_range": 1.0}
+
+    rng = np.random.default_rng(5)
+    drawn: list[tuple[float, bool]] = []  # HAR's 5-session P(up), and whether the close rose
+
+    def knowing(up: bool) -> dict[str, float]:
+        drawn.append((rng.uniform(0.7, 0.95) if up else rng.uniform(0.05, 0.3), up))
+        return {"garch": 0.5, "har_range": drawn[-1][0], "base_rate": 0.5}
+
+    def wrong(up: bool) -> dict[str, float]:
+        lean = rng.uniform(0.1, 0.4)
+        return {"garch": lean if up else 1 - lean, "har_range": 0.4 if up else 0.6, "base_rate": 0.5}
+
+    scored_horizon_rows(engine, world, 5, widths, bases=bases, p_ups=knowing, p_up_source="har_range")
+    scored_horizon_rows(engine, world, 20, widths, bases=bases, p_ups=wrong, p_up_source="base_rate")
+
+    redecide_horizons(settings=settings, engine=engine, tickers=["AAA"], through=world.sessions[-1])
+
+    serving = load_horizon_serving(engine, ["AAA"])
+    five, twenty = serving[("AAA", 5)], serving[("AAA", 20)]
+    assert five["p_up_source"] == "har_range" and five["p_up_p_value"] < 0.05
+    assert twenty["p_up_source"] == "base_rate" and twenty["p_up_p_value"] > 0.05
+
+    nominal = np.linspace(-0.02, 0.02, 5)
+    forecasts = {
+        name: CandidateForecast(nominal, nominal, p) for name, p in (("garch", 0.6), ("har_range", 0.7))
+    }
+    for decided, expected in (
+        (five, ("har_range", 0.7)),
+        (twenty, ("base_rate", 0.55)),
+        ({}, ("base_rate", 0.55)),
+    ):
+        found = serve_horizon(
+            forecasts,
+            horizon=5,
+            chosen="garch",
+            p_value=None,
+            incumbent="garch",
+            p_up_choice=decided.get("p_up_source"),
+            base_rate=0.55,
+        )
+        assert found is not None and (found.p_up_source, found.p_up) == expected
+        assert found.p_ups == {"garch": 0.6, "har_range": 0.7, "base_rate": 0.55}
+
+    figures = horizon_figures(scored_horizons(engine, start=date.min, end=date.max))
+    brier = float(np.mean([(p_up - up) ** 2 for p_up, up in drawn]))  # the base rate's 0.5: 0.25
+    assert figures["5"]["p_up"] == pytest.approx(
+        {"brier": brier, "brier_base": 0.25, "skill": 1 - brier / 0.25}
+    )
+    assert figures["20"]["p_up"] == pytest.approx({"brier": 0.25, "brier_base": 0.25, "skill": 0.0})
 
 
 def _scored_rows(engine: Engine, horizon: int) -> list[dict[str, Any]]:

@@ -573,6 +573,54 @@ def test_every_horizon_is_causal(served: Served, db: tuple[Settings, Engine]) ->
     assert after == before
 
 
+def test_a_horizon_above_1_serves_its_base_rate_unless_its_brier_test_chose_a_candidate(
+    served: Served, db: tuple[Settings, Engine]
+) -> None:
+    """The version records each horizon's base rate (the up-share of its h-session returns over the bars
+    its candidates were fitted on). MSFT's horizons, never decided, serve it; GOOG's 5-session P(up),
+    decided for the rolling band, serves the band's. The JSON and the stored row say whose, and the
+    row keeps every candidate's P(up) and the base rate's for the Brier test once scored."""
+    from stockcli.db.horizons import save_horizon_serving
+    from stockcli.services.predict import prediction_json
+
+    settings, engine = db
+    day = date(2013, 2, 26)
+    bundle = trained_through(served.bundle, day)
+    decided = {"ticker": "GOOG", "horizon": 5, "source": "garch", "n_sessions": 60}
+    with engine.begin() as connection:
+        save_horizon_serving(connection, [{**decided, "p_up_source": "rolling", "p_up_p_value": 0.01}])
+
+    result = predict(
+        settings=settings,
+        engine=engine,
+        as_of=day,
+        bundle=bundle,
+        tickers=["GOOG", "MSFT"],
+        write_files=False,
+    )
+
+    rates = bundle.baselines["p_up_base_horizons"]
+    assert rates["20"]["MSFT"] != pytest.approx(bundle.baselines["p_up_base"]["MSFT"])
+    at = {(p.ticker, h.horizon): h for p in result.predictions for h in p.horizons}
+    for ticker, horizon in (("MSFT", 5), ("MSFT", 20), ("GOOG", 20)):
+        found = at[(ticker, horizon)]
+        assert found.p_up_source == "base_rate"
+        assert found.p_up == found.p_ups["base_rate"] == pytest.approx(rates[str(horizon)][ticker])
+    goog = at[("GOOG", 5)]
+    assert goog.p_up_source == "rolling" and goog.p_up == goog.p_ups["rolling"] != goog.p_ups["base_rate"]
+    for p in result.predictions:
+        assert at[(p.ticker, 1)].p_up_source == p.p_up_source and at[(p.ticker, 1)].p_up == p.p_up
+        shown = prediction_json(p)["horizons"]
+        assert {h: shown[h]["p_up_source"] for h in shown} == {
+            h: at[(p.ticker, int(h))].p_up_source for h in shown
+        }
+    with engine.connect() as connection:
+        rows = connection.execute(select(HorizonPrediction)).mappings().all()
+    stored = {(r["ticker"], r["horizon"]): r for r in rows}
+    assert stored[("GOOG", 5)]["p_up_source"] == "rolling" and stored[("GOOG", 5)]["p_ups"] == goog.p_ups
+    assert stored[("MSFT", 20)]["p_up_source"] == "base_rate"
+
+
 @pytest.mark.parametrize(
     ("table", "kind", "filled_otherwise"),
     [

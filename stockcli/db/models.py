@@ -301,7 +301,8 @@ class HorizonPrediction(Base):
     """One served forecast of the close `horizon` sessions ahead [ticker, base_date, horizon, model_version].
 
     Quantiles are prices; VaR and ES are a long position's losses as positive simple returns; `tail`
-    holds log-return quantiles at `ml.risk.TAIL_LEVELS`; `candidates` every candidate's five quantiles.
+    holds log-return quantiles at `ml.risk.TAIL_LEVELS`; `candidates` every candidate's five quantiles,
+    `p_ups` every candidate's P(up) and the horizon's base rate (what the Brier test reads once scored).
     """
 
     __tablename__ = "horizon_predictions"
@@ -332,11 +333,14 @@ class HorizonPrediction(Base):
     actual_close: Mapped[float | None]
     scored_at: Mapped[datetime | None]
     void_reason: Mapped[str | None] = mapped_column(Text)
+    p_up_source: Mapped[str | None] = mapped_column(String(16))  # whose P(up): a candidate, "base_rate"
+    p_ups: Mapped[dict[str, Any] | None]
 
 
 class HorizonServing(Base):
     """What one ticker is served at one horizon above 1 [ticker, horizon] (`ml.selection`), with the
-    miscoverage levels adaptive conformal inference has reached for `aci_source`."""
+    miscoverage levels adaptive conformal inference has reached for `aci_source`, and whose P(up)
+    (`p_up_source`: the Brier test's choice against the horizon's base rate; None until decided)."""
 
     __tablename__ = "horizon_serving"
 
@@ -352,3 +356,5 @@ class HorizonServing(Base):
     aci_source: Mapped[str | None] = mapped_column(String(16))
     last_target_date: Mapped[date | None]
     updated_at: Mapped[datetime]
+    p_up_source: Mapped[str | None] = mapped_column(String(16))
+    p_up_p_value: Mapped[float | None]

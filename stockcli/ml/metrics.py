@@ -150,6 +150,17 @@ def brier_scores(p_up: np.ndarray, *, actual: np.ndarray, base: np.ndarray) -> n
     return (np.asarray(p_up, dtype=np.float64) - up) ** 2
 
 
+def up_count(log_returns: np.ndarray, horizon: int = 1) -> tuple[int, int]:
+    """(ups, n) of the `horizon`-session log returns, each the sum of `horizon` consecutive daily ones (every
+    session a start, so windows overlap), among the finite ones: P(up)'s base rate at a horizon is ups / n."""
+    returns = np.asarray(log_returns, dtype=np.float64)
+    if returns.size < horizon:
+        return 0, 0
+    sums = np.lib.stride_tricks.sliding_window_view(returns, horizon).sum(axis=1)
+    sums = sums[np.isfinite(sums)]
+    return int((sums > 0).sum()), int(sums.size)
+
+
 def log_quantiles(quantile_closes: np.ndarray, base: np.ndarray) -> np.ndarray:
     """(n, 5) close quantiles as log returns from the base close."""
     return _log_returns(quantile_closes, np.asarray(base, dtype=np.float64)[:, None])

@@ -90,6 +90,8 @@ class HorizonForecast:
     p_up: float
     tail: np.ndarray  # (len(TAIL_LEVELS),) the served distribution's lower tail (`ml.risk`)
     candidates: dict[str, np.ndarray]  # every candidate's nominal (5,) quantiles, served or not
+    p_up_source: str  # whose P(up) (`served_p_up`): a candidate's, or the base rate's
+    p_ups: dict[str, float]  # every candidate's P(up) and the base rate's, served or not
 
 
 def serve_horizon(
@@ -99,22 +101,27 @@ def serve_horizon(
     chosen: str,
     p_value: float | None,
     incumbent: str,
-    p_up: float | None = None,
+    p_up_choice: str | None = None,
+    base_rate: float = float("nan"),
 ) -> HorizonForecast | None:
     """The served forecast at `horizon`: the chosen source when it can forecast, else the incumbent, else a
-    fallback (None: nothing can). `p_up` overrides the source's own chance of a rise."""
+    fallback (None: nothing can); its P(up) is `served_p_up`'s of the Brier test's `p_up_choice` against
+    the horizon's `base_rate`."""
     source = served_source(chosen, forecasts, incumbent)
     if source is None:
         return None
     served = forecasts[source]
+    p_up_source, p_up = served_p_up(p_up_choice, forecasts, base_rate, source)
     return HorizonForecast(
         horizon=horizon,
         source=source,
         p_value=p_value if source == chosen else None,
         quantiles=served.adapted,
-        p_up=served.p_up if p_up is None else p_up,
+        p_up=p_up,
         tail=served.extra,
         candidates={name: found.nominal for name, found in forecasts.items()},
+        p_up_source=p_up_source,
+        p_ups={**{name: found.p_up for name, found in forecasts.items()}, BASE_RATE: float(base_rate)},
     )
 
 

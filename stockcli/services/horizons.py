@@ -73,15 +73,19 @@ def aci_states(
 
 def _new_serving(key: tuple[str, int], incumbent: str) -> dict[str, Any]:
     """A ticker's first serving row at a horizon: the incumbent, nothing decided yet."""
-    undecided = ("p_value", "skill", "window_end", "alpha_80", "alpha_95", "aci_source", "last_target_date")
+    undecided = (
+        *("p_value", "skill", "window_end", "alpha_80", "alpha_95", "aci_source", "last_target_date"),
+        *("p_up_source", "p_up_p_value"),
+    )
     return dict(ticker=key[0], horizon=key[1], source=incumbent, n_sessions=0, **dict.fromkeys(undecided))
 
 
 def redecide_horizons(*, settings: Settings, engine: Engine, tickers: Sequence[str], through: date) -> int:
-    """Choose again the interval source of `tickers` at every horizon above 1 (as `refit.redecide`), on
-    the horizon's own scored rows. Returns how many decisions were written."""
+    """Choose again the interval source of `tickers` at every horizon above 1 (as `refit.redecide`), and
+    whose P(up) (a candidate only where it beats the horizon's base rate, `refit.decide_p_up`), on the
+    horizon's own scored rows. Returns how many decisions were written."""
     from stockcli.db import horizons as horizons_db
-    from stockcli.services.refit import decide_interval, selection_start
+    from stockcli.services.refit import decide_interval, decide_p_up, selection_start
 
     config = settings.forecasters
     further = [h for h in config.horizons if h > 1]
@@ -93,13 +97,14 @@ def redecide_horizons(*, settings: Settings, engine: Engine, tickers: Sequence[s
     decided = []
     minimum = config.horizon_min_selection_sessions
     for key, group in _grouped(rows).items():
-        scored = [{**row, "detail": {"candidates": row["candidates"]}} for row in group]
+        scored = [selection_row(row) for row in group]
         state = existing.get(key) or _new_serving(key, config.incumbent)
         standing = (state["source"], state["n_sessions"])
         decision = decide_interval(settings, scored, config.incumbent, standing, minimum=minimum)
         if decision is None:
             continue
         choice, dates = decision
+        p_up = decide_p_up(settings, scored)
         decided.append(
             {
                 **state,
@@ -108,11 +113,24 @@ def redecide_horizons(*, settings: Settings, engine: Engine, tickers: Sequence[s
                 "skill": choice.skill,
                 "n_sessions": len(dates),
                 "window_end": max(dates),
+                "p_up_source": p_up.source,
+                "p_up_p_value": p_up.p_value,
             }
         )
     with engine.begin() as connection:
         horizons_db.save_horizon_serving(connection, decided)
     return len(decided)
+
+
+def selection_row(row: Mapping[str, Any]) -> dict[str, Any]:
+    """A stored horizon row as the selection and the P(up) figures read a scored prediction: every
+    candidate's quantiles and P(up), and whose P(up) was served, under `detail`."""
+    detail = {
+        "candidates": row.get("candidates"),
+        "p_up": row.get("p_ups"),
+        "p_up_source": row.get("p_up_source"),
+    }
+    return {**row, "detail": detail}
 
 
 def _grouped(rows: Sequence[Mapping[str, Any]]) -> dict[tuple[str, int], list[Mapping[str, Any]]]:
@@ -289,9 +307,10 @@ def _finite(value: Any) -> bool:
 
 def horizon_figures(rows: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
     """{horizon: the served intervals' `interval_block` on log returns, GARCH's beside them ("garch"),
-    and the share of each served source}, over scored horizon rows."""
+    the share of each served source, and the served P(up)'s Brier score next to the base rate's
+    (`p_up_figures`)}, over scored horizon rows."""
     from stockcli.ml.intervals import interval_block
-    from stockcli.ml.metrics import QUANTILE_COLUMNS, log_quantiles
+    from stockcli.ml.metrics import QUANTILE_COLUMNS, log_quantiles, p_up_figures
 
     by_horizon: dict[int, list[Mapping[str, Any]]] = {}
     for row in rows:
@@ -307,6 +326,7 @@ def horizon_figures(rows: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, An
             **interval_block(log_quantiles(served, base), realized),
             "garch": interval_block(log_quantiles(garch, base), realized),
             "source_share": {s: sources.count(s) / len(sources) for s in sorted(set(sources))},
+            "p_up": p_up_figures([selection_row(r) for r in group]),
         }
     return out
 

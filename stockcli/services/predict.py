@@ -54,6 +54,8 @@ class Horizon:
     p_value: float | None
     tail: tuple[float | None, ...]  # log-return quantiles at `ml.risk.TAIL_LEVELS`
     candidates: dict[str, list[float | None]]  # every candidate's five closes, served or not
+    p_up_source: str | None = None  # whose P(up): a candidate's, or "base_rate" (the horizon's)
+    p_ups: dict[str, float | None] = field(default_factory=dict)  # every candidate's P(up), the base rate's
 
 
 @dataclass(frozen=True)
@@ -371,10 +373,17 @@ def _serve_ticker(serving: _Serving, i: int) -> Prediction | FailedTicker:
     if refused is not None:
         return refused
     alphas = alphas_for(source)
-    p_up_source, p_up = served_p_up(choice["p_up_source"], forecasts, _base_rate(bundle, ticker), source)
+    base_rate = _base_rate(bundle, ticker)
+    p_up_source, p_up = served_p_up(choice["p_up_source"], forecasts, base_rate, source)
     interval_p_value = choice["interval_p_value"] if source == choice["interval_source"] else None
     first = serve_horizon(
-        forecasts, horizon=1, chosen=source, p_value=interval_p_value, incumbent=source, p_up=p_up
+        forecasts,
+        horizon=1,
+        chosen=source,
+        p_value=interval_p_value,
+        incumbent=source,
+        p_up_choice=choice["p_up_source"],
+        base_rate=base_rate,
     )
     horizons = further_horizons(serving, ticker, history)
     closes = base * np.exp(forecasts[source].adapted)
@@ -455,7 +464,8 @@ def target_sessions(calendar: Any, base_date: date, horizons: Sequence[int]) -> 
 
 def further_horizons(serving: _Serving, ticker: str, history: Any) -> list[Any]:
     """The served forecasts of `ticker` at every horizon above 1: the tested choice (`horizon_serving`,
-    else the incumbent), at its adapted levels when `[intervals] aci` is on."""
+    else the incumbent), at its adapted levels when `[intervals] aci` is on; P(up) the horizon's base rate
+    unless its Brier test chose a candidate (`horizon_serving.p_up_source`)."""
     from stockcli.ml.risk import TAIL_LEVELS
     from stockcli.ml.serving import serve_horizon, statistical_forecasts
 
@@ -481,6 +491,8 @@ def further_horizons(serving: _Serving, ticker: str, history: Any) -> list[Any]:
             chosen=decided.get("source") or incumbent,
             p_value=decided.get("p_value"),
             incumbent=incumbent,
+            p_up_choice=decided.get("p_up_source"),
+            base_rate=_base_rate(serving.bundle, ticker, horizon),
         )
         if found is not None:
             out.append(found)
@@ -506,6 +518,8 @@ def priced_horizons(
             p_value=item.p_value,
             tail=tuple(finite(float(v)) for v in tail),
             candidates={name: _floats(base_close * np.exp(q)) for name, q in item.candidates.items()},
+            p_up_source=item.p_up_source,
+            p_ups={name: finite(float(value)) for name, value in item.p_ups.items()},
         )
 
     return tuple(priced(item) for item in found if item is not None)
@@ -548,6 +562,7 @@ def horizon_json(base_close: float, h: Horizon) -> dict[str, Any]:
         "target_date": h.target_date.isoformat(),
         **{key: quantiles[key] for key in JSON_QUANTILES},
         "p_up": h.p_up,
+        "p_up_source": h.p_up_source,
         **risk,
         **prices,
         "source": h.source,
@@ -572,11 +587,12 @@ def _choice(selection: Mapping[str, Any], ticker: str, incumbent: str) -> dict[s
     return {**{name: getattr(item, name) for name in served}, "basis": basis}
 
 
-def _base_rate(bundle: Any, ticker: str) -> float:
-    """The up-share of the ticker's training dates (pooled for an unseen one); NaN when not recorded."""
+def _base_rate(bundle: Any, ticker: str, horizon: int = 1) -> float:
+    """The up-share of the ticker's training dates (pooled for an unseen one), of its `horizon`-session
+    returns above 1; NaN when not recorded."""
     from stockcli.services.promote import base_rates
 
-    return float(base_rates(bundle.baselines, [ticker])[0])
+    return float(base_rates(bundle.baselines, [ticker], horizon)[0])
 
 
 def _alphas(

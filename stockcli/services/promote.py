@@ -571,9 +571,13 @@ def select_sources(
     return out
 
 
-def base_rates(baselines: Mapping[str, Any] | None, tickers: list[str]) -> np.ndarray:
-    """Per row, the up-share of its ticker's training dates (the pooled one for a ticker without)."""
-    rates = dict((baselines or {}).get("p_up_base") or {})
+def base_rates(baselines: Mapping[str, Any] | None, tickers: list[str], horizon: int = 1) -> np.ndarray:
+    """Per row, the up-share of its ticker's training dates (the pooled one for a ticker without); at a
+    `horizon` above 1 of its `horizon`-session returns (all NaN for a version that did not record them)."""
+    found = (baselines or {}).get("p_up_base")
+    if horizon != 1:
+        found = ((baselines or {}).get("p_up_base_horizons") or {}).get(str(horizon))
+    rates = dict(found or {})
     pooled = np.nan if rates.get("*") is None else float(rates["*"])
     return np.array([pooled if rates.get(t) is None else float(rates[t]) for t in tickers], dtype=np.float64)
 

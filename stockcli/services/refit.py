@@ -165,20 +165,26 @@ def decide_interval(
     return choice, dates
 
 
+def decide_p_up(settings: Settings, rows: Sequence[Mapping[str, Any]]) -> IntervalChoice:
+    """The P(up) choice on scored `rows`: a candidate only where its Brier score beats the base rate's
+    (each row's `detail["p_up"]`) by the one-sided test, Holm-corrected over the candidates."""
+    from stockcli.ml.metrics import brier_panels
+    from stockcli.ml.selection import BASE_RATE, choose_interval_source
+
+    return choose_interval_source(brier_panels(rows), incumbent=BASE_RATE, alpha=settings.promotion.alpha)
+
+
 def _decision(
     settings: Settings, rows: list[dict[str, Any]], incumbent: str, standing: Any
 ) -> dict[str, Any] | None:
     """The interval decision against `incumbent` (`standing`: the stored Selection, if any) and the
     P(up) decision against the base rate."""
-    from stockcli.ml.metrics import brier_panels
-    from stockcli.ml.selection import BASE_RATE, choose_interval_source
-
     kept = (standing.interval_source, standing.n_sessions) if standing is not None else None
     decided = decide_interval(settings, rows, incumbent, kept)
     if decided is None:
         return None
     interval, dates = decided
-    p_up = choose_interval_source(brier_panels(rows), incumbent=BASE_RATE, alpha=settings.promotion.alpha)
+    p_up = decide_p_up(settings, rows)
     return {
         "p_up_source": p_up.source,
         "p_up_p_value": p_up.p_value,

@@ -418,12 +418,16 @@ def fit_baselines(
     settings: Settings, history: Mapping[str, pd.DataFrame], tickers: Sequence[str], *, through: date
 ) -> dict[str, Any]:
     """Every statistical candidate's parameters per ticker, fit on its bars up to `through`:
-    `{"fits": {candidate: {ticker: params}}, "p_up_base", "fit_through", "rolling_window"}`."""
+    `{"fits": {candidate: {ticker: params}}, "p_up_base", "p_up_base_horizons", "fit_through",
+    "rolling_window"}`."""
     from stockcli.ml.forecasters import build_table, fit_all, ticker_bars
+    from stockcli.ml.metrics import up_count
 
     table = build_table(settings)
     fits: dict[str, dict[str, Any]] = {name: {} for name in table}
     ups: dict[str, tuple[int, int]] = {}
+    further = [h for h in settings.forecasters.horizons if h > 1]
+    horizon_ups: dict[int, dict[str, tuple[int, int]]] = {h: {} for h in further}
     for ticker in tickers:
         frame = history.get(ticker)
         if frame is None or len(frame) < 3:
@@ -433,18 +437,25 @@ def fit_baselines(
         for name, params in fit_all(table, bars).items():
             if params is not None:
                 fits[name][ticker] = params
-        returns = bars.returns[np.isfinite(bars.returns)]
-        ups[ticker] = (int((returns > 0).sum()), int(returns.size))
-    up_all = sum(up for up, _ in ups.values())
-    n_all = sum(n for _, n in ups.values())
-    base_rate = {t: up / n for t, (up, n) in ups.items() if n} | ({"*": up_all / n_all} if n_all else {})
+        ups[ticker] = up_count(bars.returns)
+        for horizon in further:
+            horizon_ups[horizon][ticker] = up_count(bars.returns, horizon)
     return {
         "fits": fits,
         # P(up)'s naive forecast: the up-share of each ticker's training dates ("*": all pooled).
-        "p_up_base": base_rate,
+        "p_up_base": up_shares(ups),
+        # The same at each horizon above 1: the up-share of its h-session returns over the same bars.
+        "p_up_base_horizons": {str(h): up_shares(counts) for h, counts in horizon_ups.items()},
         "fit_through": through.isoformat(),
         "rolling_window": int(settings.intervals.baseline_window),
     }
+
+
+def up_shares(ups: Mapping[str, tuple[int, int]]) -> dict[str, float]:
+    """{ticker: ups / n} of `ups` ({ticker: (ups, n)}), and "*": every ticker's pooled."""
+    up_all = sum(up for up, _ in ups.values())
+    n_all = sum(n for _, n in ups.values())
+    return {t: up / n for t, (up, n) in ups.items() if n} | ({"*": up_all / n_all} if n_all else {})
 
 
 @dataclass(frozen=True)
