@@ -16,7 +16,12 @@ from stockcli.ml.stats import Alternative, PairedTestResult, binomial_coverage_t
 
 
 def diebold_mariano(
-    loss_a: np.ndarray, loss_b: np.ndarray, *, alternative: Alternative = "less", lag: int | None = None
+    loss_a: np.ndarray,
+    loss_b: np.ndarray,
+    *,
+    alternative: Alternative = "less",
+    lag: int | None = None,
+    horizon: int = 1,
 ) -> PairedTestResult:
     """The Diebold–Mariano test on one pair of loss series: `paired_loss_test` of one unscaled ticker."""
     return paired_loss_test(
@@ -25,6 +30,7 @@ def diebold_mariano(
         scale=np.ones(1),
         alternative=alternative,
         lag=lag,
+        horizon=horizon,
     )
 
 

@@ -112,6 +112,46 @@ def test_dm_statistic_is_hln_corrected_t() -> None:
     assert (result.ci_low > 0 or result.ci_high < 0) == (result.p_value < 0.05)
 
 
+def test_dm_of_h_session_forecasts_takes_lag_h_minus_1_and_hln_at_h() -> None:
+    rng = np.random.default_rng(3)
+    a, b = rng.normal(size=60), rng.normal(size=60)
+    d, h = a - b, 5
+    fixed_lag = diebold_mariano(a, b, alternative="two-sided", lag=0, horizon=h)
+    raw = d.mean() / math.sqrt(np.var(d) / d.size)
+    hln = math.sqrt((d.size + 1 - 2 * h + h * (h - 1) / d.size) / d.size)
+    assert fixed_lag.statistic == pytest.approx(raw * hln)
+    assert default_lag(60) < h - 1
+    assert diebold_mariano(a, b, horizon=h).lag == h - 1
+    assert diebold_mariano(a, b, horizon=1).lag == default_lag(60)
+    assert diebold_mariano(a, b, horizon=60).p_value == 1.0  # as many sessions as the horizon: no test
+
+
+def test_truncated_long_run_variance_weighs_every_autocovariance_alike() -> None:
+    d = np.array([1.0, -1.0, 2.0, 0.5, -0.5, 1.5, -2.0, 0.0])
+    c = d - d.mean()
+    gammas = [float(c[k:] @ c[: c.size - k]) / c.size for k in range(3)]
+    assert newey_west_variance(d, 2, truncated=True) == pytest.approx(max(gammas[0] + 2 * sum(gammas[1:]), 0))
+    assert newey_west_variance(d, 2) == pytest.approx(gammas[0] + 2 * (2 / 3 * gammas[1] + 1 / 3 * gammas[2]))
+
+
+def test_dm_at_h_sessions_holds_its_size_on_overlapping_losses() -> None:
+    rng = np.random.default_rng(8)
+    trials, n, h = 300, 250, 20
+    with_horizon = as_if_daily = 0
+    for _ in range(trials):
+        differential = np.convolve(rng.normal(size=n + h - 1), np.ones(h), mode="valid")  # MA(h - 1), mean 0
+        zeros = np.zeros(n)
+        with_horizon += (
+            diebold_mariano(differential, zeros, alternative="two-sided", horizon=h).p_value < 0.05
+        )
+        as_if_daily += diebold_mariano(differential, zeros, alternative="two-sided").p_value < 0.05
+    # Overlapping 20-session losses read as daily ones (lag 5) reject a true null a third of the time; as
+    # 20-session ones 7%.
+    assert as_if_daily / trials > 0.18
+    assert with_horizon / trials < 0.12
+    assert with_horizon < as_if_daily / 2
+
+
 def test_dm_nan_pairs_are_dropped() -> None:
     rng = np.random.default_rng(4)
     a, b = rng.normal(size=100), rng.normal(size=100)

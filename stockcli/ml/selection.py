@@ -67,13 +67,19 @@ def _running_max(p_values: Mapping[str, float], sequence: list[str], factors: li
 
 
 def choose_interval_source(
-    panels: Mapping[str, np.ndarray], *, incumbent: str, alpha: float, order: Sequence[str] = ()
+    panels: Mapping[str, np.ndarray],
+    *,
+    incumbent: str,
+    alpha: float,
+    order: Sequence[str] = (),
+    horizon: int = 1,
 ) -> IntervalChoice:
     """Serve the best challenger that beats `incumbent` after the family correction (`fixed_sequence` of
     `order`, or Holm's without one), else the incumbent.
 
     `panels` is {candidate: (sessions, tickers) losses} on the same rows, NaN where missing. Without the
     incumbent's losses nothing is tested and the incumbent is kept: a challenger is served only on evidence.
+    Losses of `horizon`-session forecasts overlap: the tests take it into account (`paired_loss_test`).
     """
     from stockcli.ml.stats import paired_loss_test
 
@@ -82,7 +88,7 @@ def choose_interval_source(
         return IntervalChoice(source=incumbent, p_value=None, skill=None)
     base = present[incumbent]
     tests = {
-        name: paired_loss_test(panel, base, alternative="less")
+        name: paired_loss_test(panel, base, alternative="less", horizon=horizon)
         for name, panel in present.items()
         if name != incumbent
     }

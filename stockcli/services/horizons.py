@@ -2,8 +2,9 @@
 
 Scoring also moves each horizon's adaptive conformal levels (`horizon_serving`, same transaction).
 Forecasts h sessions ahead made on consecutive sessions share h - 1 daily returns, so their exceptions
-are dependent: every test of a horizon above 1 runs on the non-overlapping subsample (every h-th base
-session, counted back from the newest; `ml.risk.non_overlapping`).
+are dependent: the risk and coverage tests of a horizon above 1 run on the non-overlapping subsample
+(every h-th base session, counted back from the newest; `ml.risk.non_overlapping`), and the selection's
+Diebold-Mariano tests on every session with a HAC lag of at least h - 1 (`ml.stats.paired_loss_test`).
 """
 
 from __future__ import annotations
@@ -100,11 +101,13 @@ def redecide_horizons(*, settings: Settings, engine: Engine, tickers: Sequence[s
         scored = [selection_row(row) for row in group]
         state = existing.get(key) or _new_serving(key, config.incumbent)
         standing = (state["source"], state["n_sessions"])
-        decision = decide_interval(settings, scored, config.incumbent, standing, minimum=minimum)
+        decision = decide_interval(
+            settings, scored, config.incumbent, standing, minimum=minimum, horizon=key[1]
+        )
         if decision is None:
             continue
         choice, dates = decision
-        p_up = decide_p_up(settings, scored)
+        p_up = decide_p_up(settings, scored, horizon=key[1])
         decided.append(
             {
                 **state,

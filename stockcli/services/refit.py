@@ -142,6 +142,7 @@ def decide_interval(
     incumbent: str,
     standing: tuple[str, int | None] | None = None,
     minimum: int | None = None,
+    horizon: int = 1,
 ) -> tuple[IntervalChoice, list[date]] | None:
     """The interval choice on scored `rows` against `incumbent`, with the sessions it read; None (the
     `standing` decision, source and sessions read, stays) when they are fewer than `minimum`
@@ -155,9 +156,8 @@ def decide_interval(
     panels, dates = candidate_loss_panels(rows, config.metric)
     if len(dates) < (config.min_selection_sessions if minimum is None else minimum):
         return None
-    choice = choose_interval_source(
-        panels, incumbent=incumbent, alpha=settings.promotion.alpha, order=config.test_order
-    )
+    alpha, order = settings.promotion.alpha, config.test_order
+    choice = choose_interval_source(panels, incumbent=incumbent, alpha=alpha, order=order, horizon=horizon)
     standing_read = min(standing[1] or 0, config.selection_sessions) if standing else 0
     silent = standing is not None and choice.source == incumbent != standing[0]
     if config.keep_tested_choice and silent and len(dates) < standing_read:
@@ -165,13 +165,16 @@ def decide_interval(
     return choice, dates
 
 
-def decide_p_up(settings: Settings, rows: Sequence[Mapping[str, Any]]) -> IntervalChoice:
+def decide_p_up(settings: Settings, rows: Sequence[Mapping[str, Any]], horizon: int = 1) -> IntervalChoice:
     """The P(up) choice on scored `rows`: a candidate only where its Brier score beats the base rate's
     (each row's `detail["p_up"]`) by the one-sided test, Holm-corrected over the candidates."""
     from stockcli.ml.metrics import brier_panels
     from stockcli.ml.selection import BASE_RATE, choose_interval_source
 
-    return choose_interval_source(brier_panels(rows), incumbent=BASE_RATE, alpha=settings.promotion.alpha)
+    panels = brier_panels(rows)
+    return choose_interval_source(
+        panels, incumbent=BASE_RATE, alpha=settings.promotion.alpha, horizon=horizon
+    )
 
 
 def _decision(
