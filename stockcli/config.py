@@ -353,7 +353,8 @@ class ForecasterSettings(_Section):
     selection_sessions: int = Field(default=250, ge=20, le=2000)
     min_selection_sessions: int = Field(default=125, ge=10, le=2000)
     keep_tested_choice: bool = True
-    # min_selection_sessions for the horizons above 1 (they start on the incumbent).
+    # The incumbent of the horizons above 1 (`horizon_incumbent_resolved`), and their min_selection_sessions.
+    horizon_incumbent: choices.Candidate = "blend"
     horizon_min_selection_sessions: int = Field(default=60, ge=10, le=2000)
     # The loss the selection tests compare.
     metric: choices.IntervalMetric = "pinball"
@@ -397,10 +398,11 @@ class ForecasterSettings(_Section):
     def _consistent(self) -> ForecasterSettings:
         if len(set(self.candidates)) != len(self.candidates):
             raise SettingProblem("names a candidate twice", key="candidates")
-        if self.incumbent not in self.candidates:
-            raise SettingProblem(
-                f"is {self.incumbent!r}, which is not among [forecasters] candidates", key="incumbent"
-            )
+        for key in ("incumbent", "horizon_incumbent"):
+            # The default horizon_incumbent gives way to `incumbent` where candidates leave it out.
+            named = getattr(self, key)
+            if named not in self.candidates and (key == "incumbent" or key in self.model_fields_set):
+                raise SettingProblem(f"is {named!r}, which is not among [forecasters] candidates", key=key)
         if "blend" in self.blend or self.blend[0] == self.blend[1]:
             raise SettingProblem("must name two different candidates other than blend", key="blend")
         if "blend" in self.candidates and not set(self.blend) <= set(self.candidates):
@@ -413,6 +415,11 @@ class ForecasterSettings(_Section):
                     f"is {getattr(self, key)}, above selection_sessions = {self.selection_sessions}", key=key
                 )
         return self
+
+    @property
+    def horizon_incumbent_resolved(self) -> str:
+        """`horizon_incumbent` when among the candidates (the default may not be), else `incumbent`."""
+        return self.horizon_incumbent if self.horizon_incumbent in self.candidates else self.incumbent
 
 
 class PromotionSettings(_Section):

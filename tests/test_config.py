@@ -430,6 +430,18 @@ def test_forecast_horizons_are_validated(tmp_path: Path, horizons: str, fragment
     ).forecasters.horizons == (1, 10)
 
 
+def test_the_horizons_incumbent_gives_way_to_the_incumbent_only_when_left_at_its_default(
+    tmp_path: Path,
+) -> None:
+    defaults = load_settings(_write(tmp_path, "[forecasters]\n"), environ={}).forecasters
+    assert defaults.horizon_incumbent_resolved == "blend" and defaults.incumbent == "garch"
+    without_blend = '[forecasters]\ncandidates = ["garch", "gjr", "har_range"]\n'
+    resolved = load_settings(_write(tmp_path, without_blend), environ={}).forecasters
+    assert resolved.horizon_incumbent_resolved == "garch"
+    with pytest.raises(ConfigError, match=r"horizon_incumbent in .* is 'blend', which is not among"):
+        load_settings(_write(tmp_path, without_blend + 'horizon_incumbent = "blend"\n'), environ={})
+
+
 @pytest.mark.parametrize(
     ("line", "fragment"),
     [

@@ -634,7 +634,10 @@ def test_each_horizon_learns_its_own_adaptive_levels_once_per_scored_forecast(co
             misses = [miss for _source, miss in horizon_misses(engine, horizon, level)]
             assert len(misses) == count
             assert state[f"alpha_{level}"] == pytest.approx(expected(misses, level))
-        assert state["aci_source"] == "garch" and state["source"] == "garch"
+        assert (
+            state["aci_source"] == "garch"
+            and state["source"] == settings.forecasters.horizon_incumbent_resolved
+        )
     assert 0 < sum(m for _s, m in horizon_misses(engine, 5, 80)) < 30  # both kinds of step were taken
     assert serving[("AAA", 5)]["alpha_80"] != pytest.approx(serving[("AAA", 20)]["alpha_80"])
 
@@ -739,6 +742,7 @@ def test_each_horizon_above_1_is_re_decided_on_its_own_scored_rows_family_correc
     from stockcli.services.horizons import redecide_horizons
 
     forecasters = {  # the horizons' own minimum decides (the next session's would let BBB decide)
+        "horizon_incumbent": "garch",
         "min_selection_sessions": 20,
         "horizon_min_selection_sessions": 40,
         "selection_sessions": 120,

@@ -147,7 +147,11 @@ def refit_db(make_settings: Any, database_url: str) -> Any:
     settings: Settings = make_settings(
         database_url,
         data={"tickers": ["GOOG", "MSFT", "NOBARS"], "start": date(2008, 1, 2)},
-        forecasters={"refit_sessions": 5, "candidates": ["rolling", "garch", "har_range"]},
+        forecasters={
+            "refit_sessions": 5,
+            "candidates": ["rolling", "garch", "har_range"],
+            "horizon_incumbent": "garch",
+        },
     )
     engine = open_database(settings)
     fetch_sample(settings, engine)

@@ -34,7 +34,9 @@ def score_horizons(engine: Engine, *, through: date, settings: Settings) -> tupl
         return 0, len(found)
     tickers = sorted({row["ticker"] for row in matured})
     serving = horizons_db.load_horizon_serving(engine, tickers)
-    states = aci_states(serving, matured, settings.intervals.aci_gamma, settings.forecasters.incumbent)
+    states = aci_states(
+        serving, matured, settings.intervals.aci_gamma, settings.forecasters.horizon_incumbent_resolved
+    )
     with engine.begin() as connection:
         horizons_db.mark_scored(connection, matured)
         horizons_db.save_horizon_serving(connection, states)
@@ -99,10 +101,10 @@ def redecide_horizons(*, settings: Settings, engine: Engine, tickers: Sequence[s
     minimum = config.horizon_min_selection_sessions
     for key, group in _grouped(rows).items():
         scored = [selection_row(row) for row in group]
-        state = existing.get(key) or _new_serving(key, config.incumbent)
+        state = existing.get(key) or _new_serving(key, config.horizon_incumbent_resolved)
         standing = (state["source"], state["n_sessions"])
         decision = decide_interval(
-            settings, scored, config.incumbent, standing, minimum=minimum, horizon=key[1]
+            settings, scored, config.horizon_incumbent_resolved, standing, minimum=minimum, horizon=key[1]
         )
         if decision is None:
             continue

@@ -464,13 +464,13 @@ def target_sessions(calendar: Any, base_date: date, horizons: Sequence[int]) -> 
 
 def further_horizons(serving: _Serving, ticker: str, history: Any) -> list[Any]:
     """The served forecasts of `ticker` at every horizon above 1: the tested choice (`horizon_serving`,
-    else the incumbent), at its adapted levels when `[intervals] aci` is on; P(up) the horizon's base rate
+    else `horizon_incumbent`), at its adapted levels when `[intervals] aci` is on; P(up) the horizon's base rate
     unless its Brier test chose a candidate (`horizon_serving.p_up_source`)."""
     from stockcli.ml.risk import TAIL_LEVELS
     from stockcli.ml.serving import serve_horizon, statistical_forecasts
 
     settings = serving.settings
-    incumbent = settings.forecasters.incumbent
+    incumbent = settings.forecasters.horizon_incumbent_resolved
     out = []
     for horizon in settings.forecasters.horizons:
         if horizon == 1:
@@ -490,7 +490,7 @@ def further_horizons(serving: _Serving, ticker: str, history: Any) -> list[Any]:
             horizon=horizon,
             chosen=decided.get("source") or incumbent,
             p_value=decided.get("p_value"),
-            incumbent=incumbent,
+            incumbent=settings.forecasters.incumbent,  # the yardstick, where the choice cannot forecast
             p_up_choice=decided.get("p_up_source"),
             base_rate=_base_rate(serving.bundle, ticker, horizon),
         )
