@@ -402,7 +402,11 @@ class ForecasterSettings(_Section):
             # The default horizon_incumbent gives way to `incumbent` where candidates leave it out.
             named = getattr(self, key)
             if named not in self.candidates and (key == "incumbent" or key in self.model_fields_set):
-                raise SettingProblem(f"is {named!r}, which is not among [forecasters] candidates", key=key)
+                raise SettingProblem(
+                    f"is {named!r}, which is not among [forecasters] candidates",
+                    key=key,
+                    hint=f"Add {named} to candidates, or set {key} to one of {', '.join(self.candidates)}.",
+                )
         if "blend" in self.blend or self.blend[0] == self.blend[1]:
             raise SettingProblem("must name two different candidates other than blend", key="blend")
         if "blend" in self.candidates and not set(self.blend) <= set(self.candidates):

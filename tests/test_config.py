@@ -438,8 +438,12 @@ def test_the_horizons_incumbent_gives_way_to_the_incumbent_only_when_left_at_its
     without_blend = '[forecasters]\ncandidates = ["garch", "gjr", "har_range"]\n'
     resolved = load_settings(_write(tmp_path, without_blend), environ={}).forecasters
     assert resolved.horizon_incumbent_resolved == "garch"
-    with pytest.raises(ConfigError, match=r"horizon_incumbent in .* is 'blend', which is not among"):
+    with pytest.raises(ConfigError, match=r"horizon_incumbent in .* is 'blend', which is not among") as error:
         load_settings(_write(tmp_path, without_blend + 'horizon_incumbent = "blend"\n'), environ={})
+    assert (
+        error.value.hint
+        == "Add blend to candidates, or set horizon_incumbent to one of garch, gjr, har_range."
+    )
 
 
 @pytest.mark.parametrize(
