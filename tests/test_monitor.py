@@ -789,6 +789,56 @@ def test_each_horizon_above_1_is_re_decided_on_its_own_scored_rows_family_correc
     assert serving[("AAA", 5)]["source"] == "garch" and serving[("AAA", 20)]["source"] == "rolling"
 
 
+def test_a_horizons_p_up_is_tested_only_on_enough_scored_sessions(configured: Any) -> None:
+    """HAR's 5-session P(up) all but knows the outcome, but only the last 30 scored rows carry P(up)s
+    (rows stored before them have none): fewer than horizon_min_selection_sessions, so the base rate
+    stays, untested, while the interval decision (on every row) is made."""
+    from stockcli.db.horizons import load_horizon_serving
+    from stockcli.services.horizons import redecide_horizons
+
+    forecasters = {
+        "min_selection_sessions": 20,
+        "horizon_min_selection_sessions": 40,
+        "selection_sessions": 120,
+        "test_order": [],
+    }
+    settings, engine = configured(forecasters=forecasters)
+    world = market(120)
+    last = len(world.sessions) - 21
+    widths = {"garch": 1.0, "har_range": 1.0, "blend": 1.0}
+
+    rng = np.random.default_rng(5)
+
+    def knowing(up: bool) -> dict[str, float]:
+        return {
+            "garch": 0.5,
+            "har_range": rng.uniform(0.7, 0.95) if up else rng.uniform(0.05, 0.3),
+            "base_rate": 0.5,
+        }
+
+    scored_horizon_rows(engine, world, 5, widths, bases=range(last - 30))
+    scored_horizon_rows(engine, world, 5, widths, bases=range(last - 30, last), p_ups=knowing)
+
+    assert redecide_horizons(settings=settings, engine=engine, tickers=["AAA"], through=world.sessions[-1])
+    state = load_horizon_serving(engine, ["AAA"])[("AAA", 5)]
+    assert state["n_sessions"] == last and state["p_up_source"] == "base_rate"
+    assert state["p_up_p_value"] is None
+
+
+def test_an_untested_stored_horizon_source_gives_way_to_the_horizons_incumbent(configured: Any) -> None:
+    """An older release stored GARCH, its incumbent then, as every horizon's source (p-value None, or
+    the closest challenger's above alpha): it serves `horizon_incumbent` now, and stands as no tested
+    choice; a challenger chosen by its test (p below alpha) still serves."""
+    from stockcli.services.horizons import served_choice
+
+    settings, _engine = configured()
+    assert settings.forecasters.horizon_incumbent_resolved == "blend"
+    assert served_choice(settings, {"source": "garch", "p_value": None, "n_sessions": 200}) == "blend"
+    assert served_choice(settings, {"source": "garch", "p_value": 0.3, "n_sessions": 200}) == "blend"
+    assert served_choice(settings, {"source": "har_range", "p_value": 0.01, "n_sessions": 200}) == "har_range"
+    assert served_choice(settings, {}) == "blend"
+
+
 def test_a_horizons_p_up_is_its_base_rate_unless_a_candidate_beats_it_in_the_brier_test(
     configured: Any,
 ) -> None:

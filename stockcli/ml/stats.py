@@ -242,7 +242,9 @@ def _dm_on_differential(
     # Zero variance relative to the data's size (not only an exact 0.0, which rounding rarely gives).
     spread = float(np.max(np.abs(differential))) if n else 0.0
     statistic, p_value, ci_low, ci_high = 0.0, 1.0, mean_diff, mean_diff
-    if not (n < MIN_OBSERVATIONS or effective <= 0 or long_run_variance <= (1e-14 * spread) ** 2):
+    # Fewer than two non-overlapping h-session periods: nothing to estimate their dependence from.
+    too_few = n < MIN_OBSERVATIONS or (overlapping and n < 2 * horizon)
+    if not (too_few or effective <= 0 or long_run_variance <= (1e-14 * spread) ** 2):
         from scipy.stats import t as student_t
 
         standard_error = math.sqrt(long_run_variance / effective)

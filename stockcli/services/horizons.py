@@ -102,14 +102,15 @@ def redecide_horizons(*, settings: Settings, engine: Engine, tickers: Sequence[s
     for key, group in _grouped(rows).items():
         scored = [selection_row(row) for row in group]
         state = existing.get(key) or _new_serving(key, config.horizon_incumbent_resolved)
-        standing = (state["source"], state["n_sessions"])
+        tested = served_choice(settings, state) != config.horizon_incumbent_resolved
+        standing = (state["source"], state["n_sessions"]) if tested else None
         decision = decide_interval(
             settings, scored, config.horizon_incumbent_resolved, standing, minimum=minimum, horizon=key[1]
         )
         if decision is None:
             continue
         choice, dates = decision
-        p_up = decide_p_up(settings, scored, horizon=key[1])
+        p_up = decide_p_up(settings, scored, horizon=key[1], minimum=minimum)
         decided.append(
             {
                 **state,
@@ -125,6 +126,15 @@ def redecide_horizons(*, settings: Settings, engine: Engine, tickers: Sequence[s
     with engine.begin() as connection:
         horizons_db.save_horizon_serving(connection, decided)
     return len(decided)
+
+
+def served_choice(settings: Settings, state: Mapping[str, Any]) -> str:
+    """The source a horizon's stored state serves: a challenger its test chose (p below alpha), else
+    `horizon_incumbent` (an untested stored source is an older release's incumbent, not a choice)."""
+    p_value = state.get("p_value")
+    if state.get("source") and p_value is not None and p_value < settings.promotion.alpha:
+        return str(state["source"])
+    return settings.forecasters.horizon_incumbent_resolved
 
 
 def selection_row(row: Mapping[str, Any]) -> dict[str, Any]:

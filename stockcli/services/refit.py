@@ -165,13 +165,21 @@ def decide_interval(
     return choice, dates
 
 
-def decide_p_up(settings: Settings, rows: Sequence[Mapping[str, Any]], horizon: int = 1) -> IntervalChoice:
+def decide_p_up(
+    settings: Settings, rows: Sequence[Mapping[str, Any]], horizon: int = 1, minimum: int = 0
+) -> IntervalChoice:
     """The P(up) choice on scored `rows`: a candidate only where its Brier score beats the base rate's
-    (each row's `detail["p_up"]`) by the one-sided test, Holm-corrected over the candidates."""
+    (each row's `detail["p_up"]`) by the one-sided test, Holm-corrected over the candidates, on at
+    least `minimum` sessions that have the base rate's score (fewer: the base rate, untested)."""
+    import numpy as np
+
     from stockcli.ml.metrics import brier_panels
-    from stockcli.ml.selection import BASE_RATE, choose_interval_source
+    from stockcli.ml.selection import BASE_RATE, IntervalChoice, choose_interval_source
 
     panels = brier_panels(rows)
+    base = panels.get(BASE_RATE)
+    if base is None or int(np.isfinite(base).any(axis=1).sum()) < minimum:
+        return IntervalChoice(source=BASE_RATE, p_value=None, skill=None)
     return choose_interval_source(
         panels, incumbent=BASE_RATE, alpha=settings.promotion.alpha, horizon=horizon
     )
