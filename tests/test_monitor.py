@@ -691,6 +691,15 @@ def test_a_20_session_forecast_waits_for_the_close_of_its_own_target_session(con
     assert scored_targets(engine)[20] == [(target, pytest.approx(close))]
 
 
+# Horizon re-decisions on a short market: their own minimum (40) above the next session's (20).
+HORIZON_SELECTION = {
+    "min_selection_sessions": 20,
+    "horizon_min_selection_sessions": 40,
+    "selection_sessions": 120,
+    "test_order": [],
+}
+
+
 def scored_horizon_rows(
     engine: Engine,
     world: Market,
@@ -741,13 +750,8 @@ def test_each_horizon_above_1_is_re_decided_on_its_own_scored_rows_family_correc
     from stockcli.ml.stats import paired_loss_test
     from stockcli.services.horizons import redecide_horizons
 
-    forecasters = {  # the horizons' own minimum decides (the next session's would let BBB decide)
-        "horizon_incumbent": "garch",
-        "min_selection_sessions": 20,
-        "horizon_min_selection_sessions": 40,
-        "selection_sessions": 120,
-        "test_order": [],
-    }
+    # The horizons' own minimum decides (the next session's would let BBB decide).
+    forecasters = {**HORIZON_SELECTION, "horizon_incumbent": "garch"}
     settings, engine = configured(forecasters=forecasters)
     world = market(120)
     last = len(world.sessions) - 21
@@ -796,13 +800,7 @@ def test_a_horizons_p_up_is_tested_only_on_enough_scored_sessions(configured: An
     from stockcli.db.horizons import load_horizon_serving
     from stockcli.services.horizons import redecide_horizons
 
-    forecasters = {
-        "min_selection_sessions": 20,
-        "horizon_min_selection_sessions": 40,
-        "selection_sessions": 120,
-        "test_order": [],
-    }
-    settings, engine = configured(forecasters=forecasters)
+    settings, engine = configured(forecasters=HORIZON_SELECTION)
     world = market(120)
     last = len(world.sessions) - 21
     widths = {"garch": 1.0, "har_range": 1.0, "blend": 1.0}
@@ -851,13 +849,7 @@ def test_a_horizons_p_up_is_its_base_rate_unless_a_candidate_beats_it_in_the_bri
     from stockcli.ml.serving import CandidateForecast, serve_horizon
     from stockcli.services.horizons import horizon_figures, redecide_horizons
 
-    forecasters = {
-        "min_selection_sessions": 20,
-        "horizon_min_selection_sessions": 40,
-        "selection_sessions": 120,
-        "test_order": [],
-    }
-    settings, engine = configured(forecasters=forecasters)
+    settings, engine = configured(forecasters=HORIZON_SELECTION)
     world = market(120)
     bases = range(len(world.sessions) - 21)
     widths = {"garch": 1.0, "har_range": 1.0}
