@@ -827,14 +827,18 @@ def test_an_untested_stored_horizon_source_gives_way_to_the_horizons_incumbent(c
     """An older release stored GARCH, its incumbent then, as every horizon's source (p-value None, or
     the closest challenger's above alpha): it serves `horizon_incumbent` now, and stands as no tested
     choice; a challenger chosen by its test (p below alpha) still serves."""
-    from stockcli.services.horizons import served_choice
+    from stockcli.ml.serving import tested_choice
 
     settings, _engine = configured()
+
+    def served_choice(state: dict[str, Any]) -> str:
+        return tested_choice(state, incumbent=settings.forecasters.horizon_incumbent_resolved, alpha=0.05)
+
     assert settings.forecasters.horizon_incumbent_resolved == "blend"
-    assert served_choice(settings, {"source": "garch", "p_value": None, "n_sessions": 200}) == "blend"
-    assert served_choice(settings, {"source": "garch", "p_value": 0.3, "n_sessions": 200}) == "blend"
-    assert served_choice(settings, {"source": "har_range", "p_value": 0.01, "n_sessions": 200}) == "har_range"
-    assert served_choice(settings, {}) == "blend"
+    assert served_choice({"source": "garch", "p_value": None, "n_sessions": 200}) == "blend"
+    assert served_choice({"source": "garch", "p_value": 0.3, "n_sessions": 200}) == "blend"
+    assert served_choice({"source": "har_range", "p_value": 0.01, "n_sessions": 200}) == "har_range"
+    assert served_choice({}) == "blend"
 
 
 def test_a_horizons_p_up_is_its_base_rate_unless_a_candidate_beats_it_in_the_brier_test(

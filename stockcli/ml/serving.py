@@ -134,6 +134,15 @@ def served_source(chosen: str, forecasts: Mapping[str, CandidateForecast], incum
     return None
 
 
+def tested_choice(state: Mapping[str, object], *, incumbent: str, alpha: float) -> str:
+    """The source a stored horizon decision serves: a challenger its test chose (p below `alpha`), else
+    `incumbent` (an untested stored source is an older release's incumbent, not a choice)."""
+    p_value = state.get("p_value")
+    if state.get("source") and isinstance(p_value, float | int) and p_value < alpha:
+        return str(state["source"])
+    return incumbent
+
+
 def served_p_up(
     chosen: str | None, forecasts: Mapping[str, CandidateForecast], base_rate: float, interval_source: str
 ) -> tuple[str, float]:

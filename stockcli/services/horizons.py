@@ -88,6 +88,7 @@ def redecide_horizons(*, settings: Settings, engine: Engine, tickers: Sequence[s
     whose P(up) (a candidate only where it beats the horizon's base rate, `refit.decide_p_up`), on the
     horizon's own scored rows. Returns how many decisions were written."""
     from stockcli.db import horizons as horizons_db
+    from stockcli.ml.serving import tested_choice
     from stockcli.services.refit import decide_interval, decide_p_up, selection_start
 
     config = settings.forecasters
@@ -98,15 +99,13 @@ def redecide_horizons(*, settings: Settings, engine: Engine, tickers: Sequence[s
     rows = horizons_db.scored_horizons(engine, start=start, end=through, horizons=further, tickers=tickers)
     existing = horizons_db.load_horizon_serving(engine, tickers)
     decided = []
-    minimum = config.horizon_min_selection_sessions
+    minimum, incumbent = config.horizon_min_selection_sessions, config.horizon_incumbent_resolved
     for key, group in _grouped(rows).items():
         scored = [selection_row(row) for row in group]
-        state = existing.get(key) or _new_serving(key, config.horizon_incumbent_resolved)
-        tested = served_choice(settings, state) != config.horizon_incumbent_resolved
+        state = existing.get(key) or _new_serving(key, incumbent)
+        tested = tested_choice(state, incumbent=incumbent, alpha=settings.promotion.alpha) != incumbent
         standing = (state["source"], state["n_sessions"]) if tested else None
-        decision = decide_interval(
-            settings, scored, config.horizon_incumbent_resolved, standing, minimum=minimum, horizon=key[1]
-        )
+        decision = decide_interval(settings, scored, incumbent, standing, minimum=minimum, horizon=key[1])
         if decision is None:
             continue
         choice, dates = decision
@@ -126,15 +125,6 @@ def redecide_horizons(*, settings: Settings, engine: Engine, tickers: Sequence[s
     with engine.begin() as connection:
         horizons_db.save_horizon_serving(connection, decided)
     return len(decided)
-
-
-def served_choice(settings: Settings, state: Mapping[str, Any]) -> str:
-    """The source a horizon's stored state serves: a challenger its test chose (p below alpha), else
-    `horizon_incumbent` (an untested stored source is an older release's incumbent, not a choice)."""
-    p_value = state.get("p_value")
-    if state.get("source") and p_value is not None and p_value < settings.promotion.alpha:
-        return str(state["source"])
-    return settings.forecasters.horizon_incumbent_resolved
 
 
 def selection_row(row: Mapping[str, Any]) -> dict[str, Any]:

@@ -467,10 +467,10 @@ def further_horizons(serving: _Serving, ticker: str, history: Any) -> list[Any]:
     else `horizon_incumbent`), at its adapted levels when `[intervals] aci` is on; P(up) the horizon's base rate
     unless its Brier test chose a candidate (`horizon_serving.p_up_source`)."""
     from stockcli.ml.risk import TAIL_LEVELS
-    from stockcli.ml.serving import serve_horizon, statistical_forecasts
-    from stockcli.services.horizons import served_choice
+    from stockcli.ml.serving import serve_horizon, statistical_forecasts, tested_choice
 
     settings = serving.settings
+    incumbent = settings.forecasters.horizon_incumbent_resolved
     out = []
     for horizon in settings.forecasters.horizons:
         if horizon == 1:
@@ -488,7 +488,7 @@ def further_horizons(serving: _Serving, ticker: str, history: Any) -> list[Any]:
         found = serve_horizon(
             forecasts,
             horizon=horizon,
-            chosen=served_choice(settings, decided),
+            chosen=tested_choice(decided, incumbent=incumbent, alpha=settings.promotion.alpha),
             p_value=decided.get("p_value"),
             incumbent=settings.forecasters.incumbent,  # the yardstick, where the choice cannot forecast
             p_up_choice=decided.get("p_up_source"),

@@ -577,7 +577,7 @@ def base_rates(baselines: Mapping[str, Any] | None, tickers: list[str], horizon:
     found = (baselines or {}).get("p_up_base")
     if horizon != 1:
         found = ((baselines or {}).get("p_up_base_horizons") or {}).get(str(horizon))
-    rates = dict(found or {})
+    rates = found or {}
     pooled = np.nan if rates.get("*") is None else float(rates["*"])
     return np.array([pooled if rates.get(t) is None else float(rates[t]) for t in tickers], dtype=np.float64)
 
