@@ -331,8 +331,9 @@ class ForecasterSettings(_Section):
     # config.toml says what each key does and which validation figures chose its default.
     # Statistical interval candidates, besides the network (every one is scored every session).
     candidates: tuple[choices.Candidate, ...] = Field(default=choices.CANDIDATES, strict=False, min_length=1)
-    # The candidate every challenger must beat by a one-sided test to be served.
-    incumbent: choices.Candidate = "garch"
+    # The candidate every challenger must beat by a one-sided test to be served, at every horizon
+    # (`incumbent_at`); the default, blend, gives way to garch where candidates leave it out.
+    incumbent: choices.Candidate = "blend"
     # The family correction of those tests: a fixed sequence in this order (names not listed follow, in
     # candidates order), or Holm's when empty.
     test_order: tuple[choices.IntervalSource, ...] = Field(default=choices.TEST_ORDER, strict=False)
@@ -353,8 +354,9 @@ class ForecasterSettings(_Section):
     selection_sessions: int = Field(default=250, ge=20, le=2000)
     min_selection_sessions: int = Field(default=125, ge=10, le=2000)
     keep_tested_choice: bool = True
-    # The incumbent of the horizons above 1 (`horizon_incumbent_resolved`), and their min_selection_sessions.
-    horizon_incumbent: choices.Candidate = "blend"
+    # The incumbent of the horizons above 1 where it differs (unset: `incumbent`), and their
+    # min_selection_sessions.
+    horizon_incumbent: choices.Candidate | None = None
     horizon_min_selection_sessions: int = Field(default=60, ge=10, le=2000)
     # The loss the selection tests compare.
     metric: choices.IntervalMetric = "pinball"
@@ -398,10 +400,12 @@ class ForecasterSettings(_Section):
     def _consistent(self) -> ForecasterSettings:
         if len(set(self.candidates)) != len(self.candidates):
             raise SettingProblem("names a candidate twice", key="candidates")
-        for key in ("incumbent", "horizon_incumbent"):
-            # The default horizon_incumbent gives way to `incumbent` where candidates leave it out.
+        for key, resolved in (
+            ("incumbent", self.incumbent_at(1)),
+            ("horizon_incumbent", self.horizon_incumbent),
+        ):
             named = getattr(self, key)
-            if named not in self.candidates and (key == "incumbent" or key in self.model_fields_set):
+            if resolved is not None and resolved not in self.candidates:
                 raise SettingProblem(
                     f"is {named!r}, which is not among [forecasters] candidates",
                     key=key,
@@ -420,10 +424,14 @@ class ForecasterSettings(_Section):
                 )
         return self
 
-    @property
-    def horizon_incumbent_resolved(self) -> str:
-        """`horizon_incumbent` when among the candidates (the default may not be), else `incumbent`."""
-        return self.horizon_incumbent if self.horizon_incumbent in self.candidates else self.incumbent
+    def incumbent_at(self, horizon: int) -> str:
+        """The incumbent `horizon` sessions ahead: `horizon_incumbent` above 1 when set, else `incumbent`,
+        whose default gives way to garch where candidates leave it out."""
+        if horizon > 1 and self.horizon_incumbent is not None:
+            return self.horizon_incumbent
+        if self.incumbent in self.candidates or "incumbent" in self.model_fields_set:
+            return self.incumbent
+        return "garch"
 
 
 class PromotionSettings(_Section):

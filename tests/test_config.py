@@ -430,20 +430,21 @@ def test_forecast_horizons_are_validated(tmp_path: Path, horizons: str, fragment
     ).forecasters.horizons == (1, 10)
 
 
-def test_the_horizons_incumbent_gives_way_to_the_incumbent_only_when_left_at_its_default(
-    tmp_path: Path,
-) -> None:
+def test_the_incumbent_gives_way_to_garch_only_when_left_at_its_default(tmp_path: Path) -> None:
     defaults = load_settings(_write(tmp_path, "[forecasters]\n"), environ={}).forecasters
-    assert defaults.horizon_incumbent_resolved == "blend" and defaults.incumbent == "garch"
+    assert [defaults.incumbent_at(h) for h in (1, 5, 20)] == ["blend"] * 3
     without_blend = '[forecasters]\ncandidates = ["garch", "gjr", "har_range"]\n'
     resolved = load_settings(_write(tmp_path, without_blend), environ={}).forecasters
-    assert resolved.horizon_incumbent_resolved == "garch"
-    with pytest.raises(ConfigError, match=r"horizon_incumbent in .* is 'blend', which is not among") as error:
-        load_settings(_write(tmp_path, without_blend + 'horizon_incumbent = "blend"\n'), environ={})
-    assert (
-        error.value.hint
-        == "Add blend to candidates, or set horizon_incumbent to one of garch, gjr, har_range."
-    )
+    assert [resolved.incumbent_at(h) for h in (1, 5)] == ["garch", "garch"]
+    own = load_settings(_write(tmp_path, without_blend + 'horizon_incumbent = "har_range"\n'), environ={})
+    assert [own.forecasters.incumbent_at(h) for h in (1, 5)] == ["garch", "har_range"]
+    for key in ("incumbent", "horizon_incumbent"):
+        with pytest.raises(ConfigError, match=rf"{key} in .* is 'blend', which is not among") as error:
+            load_settings(_write(tmp_path, without_blend + f'{key} = "blend"\n'), environ={})
+        assert error.value.hint == f"Add blend to candidates, or set {key} to one of garch, gjr, har_range."
+    neither = '[forecasters]\ncandidates = ["gjr", "har_range"]\n'
+    with pytest.raises(ConfigError, match=r"incumbent in .* is 'blend', which is not among"):
+        load_settings(_write(tmp_path, neither), environ={})
 
 
 @pytest.mark.parametrize(

@@ -634,9 +634,8 @@ def test_each_horizon_learns_its_own_adaptive_levels_once_per_scored_forecast(co
             misses = [miss for _source, miss in horizon_misses(engine, horizon, level)]
             assert len(misses) == count
             assert state[f"alpha_{level}"] == pytest.approx(expected(misses, level))
-        assert (
-            state["aci_source"] == "garch"
-            and state["source"] == settings.forecasters.horizon_incumbent_resolved
+        assert state["aci_source"] == "garch" and state["source"] == settings.forecasters.incumbent_at(
+            horizon
         )
     assert 0 < sum(m for _s, m in horizon_misses(engine, 5, 80)) < 30  # both kinds of step were taken
     assert serving[("AAA", 5)]["alpha_80"] != pytest.approx(serving[("AAA", 20)]["alpha_80"])
@@ -739,11 +738,11 @@ def scored_horizon_rows(
 
 def test_each_horizon_above_1_is_re_decided_on_its_own_scored_rows_family_corrected(configured: Any) -> None:
     """At 5 sessions HAR's band is right and GARCH's three times too wide; at 20 the rolling band is
-    right and the others six times too wide (99 overlapping 20-session losses are about five
-    independent ones: three times too wide is not significant there); at 1 HAR is right too but horizon 1 is decided elsewhere. Each horizon
-    serves its own winner, with the corrected p-value; a fixed test order whose first challenger
-    (no better than GARCH) fails stops the later ones; a ticker with too few scored sessions keeps
-    its decision."""
+    right and the others six times too wide, but 99 overlapping 20-session losses are fewer than
+    `MIN_PERIODS` independent ones: no decision there; at 1 HAR is right too but horizon 1 is decided
+    elsewhere. Horizon 5 serves its own winner, with the corrected p-value; a fixed test order whose
+    first challenger (no better than GARCH) fails stops the later ones; a ticker with too few scored
+    sessions keeps its decision."""
     from stockcli.db.horizons import load_horizon_serving, save_horizon_serving
     from stockcli.ml.metrics import candidate_loss_panels
     from stockcli.ml.selection import choose_interval_source
@@ -772,8 +771,8 @@ def test_each_horizon_above_1_is_re_decided_on_its_own_scored_rows_family_correc
     written = redecide_horizons(settings=settings, engine=engine, tickers=["AAA", "BBB"], through=through)
 
     serving = load_horizon_serving(engine, ["AAA", "BBB"])
-    assert written == 2 and ("AAA", 1) not in serving
-    assert serving[("AAA", 5)]["source"] == "har_range" and serving[("AAA", 20)]["source"] == "rolling"
+    assert written == 1 and ("AAA", 1) not in serving and ("AAA", 20) not in serving
+    assert serving[("AAA", 5)]["source"] == "har_range"
     assert serving[("AAA", 5)]["n_sessions"] == last
     assert {k: serving[("BBB", 5)][k] for k in kept} == kept
     # The p-value is Holm's over the two challengers: twice the smaller raw one, never the raw one.
@@ -790,7 +789,7 @@ def test_each_horizon_above_1_is_re_decided_on_its_own_scored_rows_family_correc
     ordered = settings.model_copy(update={"forecasters": order})
     redecide_horizons(settings=ordered, engine=engine, tickers=["AAA"], through=through)
     serving = load_horizon_serving(engine, ["AAA"])
-    assert serving[("AAA", 5)]["source"] == "garch" and serving[("AAA", 20)]["source"] == "rolling"
+    assert serving[("AAA", 5)]["source"] == "garch" and ("AAA", 20) not in serving
 
 
 def test_a_horizons_p_up_is_tested_only_on_enough_scored_sessions(configured: Any) -> None:
@@ -825,16 +824,16 @@ def test_a_horizons_p_up_is_tested_only_on_enough_scored_sessions(configured: An
 
 def test_an_untested_stored_horizon_source_gives_way_to_the_horizons_incumbent(configured: Any) -> None:
     """An older release stored GARCH, its incumbent then, as every horizon's source (p-value None, or
-    the closest challenger's above alpha): it serves `horizon_incumbent` now, and stands as no tested
+    the closest challenger's above alpha): it serves the horizon's incumbent now, and stands as no tested
     choice; a challenger chosen by its test (p below alpha) still serves."""
     from stockcli.ml.serving import tested_choice
 
     settings, _engine = configured()
 
     def served_choice(state: dict[str, Any]) -> str:
-        return tested_choice(state, incumbent=settings.forecasters.horizon_incumbent_resolved, alpha=0.05)
+        return tested_choice(state, incumbent=settings.forecasters.incumbent_at(5), alpha=0.05)
 
-    assert settings.forecasters.horizon_incumbent_resolved == "blend"
+    assert settings.forecasters.incumbent_at(5) == "blend"
     assert served_choice({"source": "garch", "p_value": None, "n_sessions": 200}) == "blend"
     assert served_choice({"source": "garch", "p_value": 0.3, "n_sessions": 200}) == "blend"
     assert served_choice({"source": "har_range", "p_value": 0.01, "n_sessions": 200}) == "har_range"
@@ -845,9 +844,9 @@ def test_a_horizons_p_up_is_its_base_rate_unless_a_candidate_beats_it_in_the_bri
     configured: Any,
 ) -> None:
     """At 5 sessions HAR's P(up) all but knows the outcome (0.9 before a rise, 0.1 otherwise) and GARCH's
-    is the base rate's 0.5; at 20 every candidate's leans the wrong way. The 5-session P(up) is then
-    HAR's, the 20-session one stays the base rate's, and serving follows the decision (a horizon never
-    decided serves its base rate). The backtest's horizon figures give the served P(up)'s Brier score
+    is the base rate's 0.5; at 20 every candidate's leans the wrong way, on too few sessions to test
+    (99, fewer than `MIN_PERIODS` 20-session periods). The 5-session P(up) is then HAR's, 20 sessions
+    are not decided, and serving follows the decision (a horizon never decided serves its base rate). The backtest's horizon figures give the served P(up)'s Brier score
     next to the base rate's on the same rows."""
     from stockcli.db.horizons import load_horizon_serving, scored_horizons
     from stockcli.ml.serving import CandidateForecast, serve_horizon
@@ -875,9 +874,9 @@ def test_a_horizons_p_up_is_its_base_rate_unless_a_candidate_beats_it_in_the_bri
     redecide_horizons(settings=settings, engine=engine, tickers=["AAA"], through=world.sessions[-1])
 
     serving = load_horizon_serving(engine, ["AAA"])
-    five, twenty = serving[("AAA", 5)], serving[("AAA", 20)]
+    five = serving[("AAA", 5)]
     assert five["p_up_source"] == "har_range" and five["p_up_p_value"] < 0.05
-    assert twenty["p_up_source"] == "base_rate" and twenty["p_up_p_value"] > 0.05
+    assert ("AAA", 20) not in serving
 
     nominal = np.linspace(-0.02, 0.02, 5)
     forecasts = {
@@ -885,7 +884,6 @@ def test_a_horizons_p_up_is_its_base_rate_unless_a_candidate_beats_it_in_the_bri
     }
     for decided, expected in (
         (five, ("har_range", 0.7)),
-        (twenty, ("base_rate", 0.55)),
         ({}, ("base_rate", 0.55)),
     ):
         found = serve_horizon(

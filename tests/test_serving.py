@@ -63,7 +63,8 @@ def test_fallbacks_when_the_choice_cannot_forecast() -> None:
     usable = CandidateForecast(np.zeros(5), np.array([-2.0, -1.0, 0.0, 1.0, 2.0]), 0.55)
     broken = CandidateForecast(np.zeros(5), np.full(5, np.nan), math.nan)
     assert served_source("har_range", {"har_range": usable}, "garch") == "har_range"
-    # The incumbent first, then the rolling band, then the network.
+    # The incumbent first, then the yardstick (GARCH), then the rolling band, then the network.
+    assert served_source("gjr", {"blend": broken, "garch": usable, "rolling": usable}, "blend") == "garch"
     assert (
         served_source("har_range", {"har_range": broken, "garch": usable, "rolling": usable}, "garch")
         == "garch"

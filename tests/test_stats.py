@@ -26,9 +26,11 @@ from stockcli.ml.intervals import (
     winkler_scores,
 )
 from stockcli.ml.stats import (
+    MIN_OBSERVATIONS,
     binomial_coverage_test,
     clustered_coverage_test,
     default_lag,
+    min_test_sessions,
     newey_west_variance,
     paired_loss_test,
     skill_interval,
@@ -123,9 +125,12 @@ def test_dm_of_h_session_forecasts_takes_lag_h_minus_1_and_hln_at_h() -> None:
     assert default_lag(60) < h - 1
     assert diebold_mariano(a, b, horizon=h).lag == h - 1
     assert diebold_mariano(a, b, horizon=1).lag == default_lag(60)
-    # Fewer sessions than two non-overlapping periods: no test, whatever the differences.
-    assert all(diebold_mariano(a[:n] - 5, b[:n], horizon=20).p_value == 1.0 for n in range(3, 40))
-    assert diebold_mariano(a[:40] - 5, b[:40], horizon=20).p_value < 0.05
+    # Fewer sessions than MIN_PERIODS non-overlapping periods: no test, whatever the differences.
+    long_a, long_b = rng.normal(size=300), rng.normal(size=300)
+    assert min_test_sessions(20) == 240 and min_test_sessions(1) == MIN_OBSERVATIONS
+    assert all(diebold_mariano(long_a[:n] - 5, long_b[:n], horizon=20).p_value == 1.0 for n in (3, 60, 239))
+    assert diebold_mariano(long_a[:240] - 5, long_b[:240], horizon=20).p_value < 0.05
+    assert diebold_mariano(long_a[:3] - 5, long_b[:3], lag=0, horizon=20).p_value < 0.05
 
 
 def test_truncated_long_run_variance_weighs_every_autocovariance_alike() -> None:

@@ -16,8 +16,9 @@ from stockcli.ml.forecasters import NETWORK, P_UP_GRID, Forecaster, TickerBars, 
 from stockcli.ml.intervals import QUANTILES, sort_quantiles
 from stockcli.ml.selection import BASE_RATE
 
-FALLBACKS = ("rolling", NETWORK)
-"""Tried in this order, after the incumbent, when the chosen source cannot forecast a ticker."""
+FALLBACKS = ("garch", "rolling", NETWORK)
+"""Tried in this order, after the incumbent, when the chosen source cannot forecast a ticker (the blend
+cannot where one of its members has no fit yet): the yardstick, the rolling band, the network."""
 
 Alphas = tuple[float, float]
 

@@ -10,7 +10,7 @@ Diebold-Mariano tests on every session with a HAC lag of at least h - 1 (`ml.sta
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import date
 from typing import Any
 
@@ -34,9 +34,7 @@ def score_horizons(engine: Engine, *, through: date, settings: Settings) -> tupl
         return 0, len(found)
     tickers = sorted({row["ticker"] for row in matured})
     serving = horizons_db.load_horizon_serving(engine, tickers)
-    states = aci_states(
-        serving, matured, settings.intervals.aci_gamma, settings.forecasters.horizon_incumbent_resolved
-    )
+    states = aci_states(serving, matured, settings.intervals.aci_gamma, settings.forecasters.incumbent_at)
     with engine.begin() as connection:
         horizons_db.mark_scored(connection, matured)
         horizons_db.save_horizon_serving(connection, states)
@@ -47,7 +45,7 @@ def aci_states(
     serving: Mapping[tuple[str, int], Mapping[str, Any]],
     matured: Sequence[Mapping[str, Any]],
     gamma: float,
-    incumbent: str,
+    incumbent_at: Callable[[int], str],
 ) -> list[dict[str, Any]]:
     """The `horizon_serving` rows (horizons above 1) after ACI has learned from `matured`, oldest target
     first; a change of the served source restarts its levels from the nominal ones."""
@@ -60,7 +58,7 @@ def aci_states(
         quantiles = [row.get(name) for name in QUANTILE_COLUMNS]
         if key[1] == 1 or row.get("source") is None or any(q is None for q in quantiles):
             continue
-        state = dict(changed.get(key) or serving.get(key) or _new_serving(key, incumbent))
+        state = dict(changed.get(key) or serving.get(key) or _new_serving(key, incumbent_at(key[1])))
         if state.get("last_target_date") and state["last_target_date"] > row["target_date"]:
             continue
         fresh = state.get("aci_source") != row["source"]
@@ -89,6 +87,7 @@ def redecide_horizons(*, settings: Settings, engine: Engine, tickers: Sequence[s
     horizon's own scored rows. Returns how many decisions were written."""
     from stockcli.db import horizons as horizons_db
     from stockcli.ml.serving import tested_choice
+    from stockcli.ml.stats import min_test_sessions
     from stockcli.services.refit import decide_interval, decide_p_up, selection_start
 
     config = settings.forecasters
@@ -99,8 +98,9 @@ def redecide_horizons(*, settings: Settings, engine: Engine, tickers: Sequence[s
     rows = horizons_db.scored_horizons(engine, start=start, end=through, horizons=further, tickers=tickers)
     existing = horizons_db.load_horizon_serving(engine, tickers)
     decided = []
-    minimum, incumbent = config.horizon_min_selection_sessions, config.horizon_incumbent_resolved
     for key, group in _grouped(rows).items():
+        incumbent = config.incumbent_at(key[1])
+        minimum = max(config.horizon_min_selection_sessions, min_test_sessions(key[1]))
         scored = [selection_row(row) for row in group]
         state = existing.get(key) or _new_serving(key, incumbent)
         tested = tested_choice(state, incumbent=incumbent, alpha=settings.promotion.alpha) != incumbent

@@ -359,7 +359,7 @@ def _serve_ticker(serving: _Serving, i: int) -> Prediction | FailedTicker:
 
     settings, bundle, result = serving.settings, serving.bundle, serving.result
     version, ticker, base = str(bundle.version), result.tickers[i], result.base_closes[i]
-    incumbent = settings.forecasters.incumbent
+    incumbent = settings.forecasters.incumbent_at(1)
     choice = _choice(serving.selection, ticker, incumbent)
     history = ticker_bars(serving.bars, ticker, settings.forecasters.har_market)
     alphas_for = functools.partial(_alphas, serving.states, ticker, version)
@@ -464,17 +464,17 @@ def target_sessions(calendar: Any, base_date: date, horizons: Sequence[int]) -> 
 
 def further_horizons(serving: _Serving, ticker: str, history: Any) -> list[Any]:
     """The served forecasts of `ticker` at every horizon above 1: the tested choice (`horizon_serving`,
-    else `horizon_incumbent`), at its adapted levels when `[intervals] aci` is on; P(up) the horizon's base rate
+    else the horizon's incumbent), at its adapted levels when `[intervals] aci` is on; P(up) the horizon's base rate
     unless its Brier test chose a candidate (`horizon_serving.p_up_source`)."""
     from stockcli.ml.risk import TAIL_LEVELS
     from stockcli.ml.serving import serve_horizon, statistical_forecasts, tested_choice
 
     settings = serving.settings
-    incumbent = settings.forecasters.horizon_incumbent_resolved
     out = []
     for horizon in settings.forecasters.horizons:
         if horizon == 1:
             continue
+        incumbent = settings.forecasters.incumbent_at(horizon)
         decided = serving.horizon_serving.get((ticker, horizon)) or {}
 
         def alphas(name: str, decided: Mapping[str, Any] = decided) -> tuple[float, float]:
@@ -490,7 +490,7 @@ def further_horizons(serving: _Serving, ticker: str, history: Any) -> list[Any]:
             horizon=horizon,
             chosen=tested_choice(decided, incumbent=incumbent, alpha=settings.promotion.alpha),
             p_value=decided.get("p_value"),
-            incumbent=settings.forecasters.incumbent,  # the yardstick, where the choice cannot forecast
+            incumbent=incumbent,
             p_up_choice=decided.get("p_up_source"),
             base_rate=_base_rate(serving.bundle, ticker, horizon),
         )

@@ -369,7 +369,7 @@ def _with_selection(
         candidates={**window.baselines, NETWORK: kept_fc.quantiles},
         p_ups={**window.baseline_p_ups, NETWORK: kept_fc.p_up},
         base_rate=base_rates(kept.baselines, window.tickers),
-        incumbent=settings.forecasters.incumbent,
+        incumbent=settings.forecasters.incumbent_at(1),
         interval_metric=settings.forecasters.metric,
         test_order=settings.forecasters.test_order,
         alpha=settings.promotion.alpha,

@@ -115,11 +115,11 @@ def redecide(
     pooled_source = pooled.interval_source if pooled is not None else None
     if last is None or calendar_for(settings).sessions_since(last, through) >= config.refit_sessions:
         rows = own_rows(scored_between(engine, start=start, end=through), model_version)
-        if choice := _decision(settings, rows, config.incumbent, pooled):
+        if choice := _decision(settings, rows, config.incumbent_at(1), pooled):
             choices[POOLED] = choice
             pooled_source = choice["interval_source"]
     # Each ticker against the pooled choice (`selection.ticker_incumbent`): decided after it.
-    incumbent = ticker_incumbent(pooled_source, config.incumbent)
+    incumbent = ticker_incumbent(pooled_source, config.incumbent_at(1))
     for ticker in tickers:
         rows = own_rows(scored_between(engine, start=start, end=through, tickers=[ticker]), model_version)
         if choice := _decision(settings, rows, incumbent, standing.get(ticker)):
@@ -188,9 +188,16 @@ def decide_p_up(
 def _decision(
     settings: Settings, rows: list[dict[str, Any]], incumbent: str, standing: Any
 ) -> dict[str, Any] | None:
-    """The interval decision against `incumbent` (`standing`: the stored Selection, if any) and the
-    P(up) decision against the base rate."""
-    kept = (standing.interval_source, standing.n_sessions) if standing is not None else None
+    """The interval decision against `incumbent` (`standing`: the stored Selection, if any; it stands
+    as a tested choice only if its test chose it, `serving.tested_choice`) and the P(up) decision
+    against the base rate."""
+    from stockcli.ml.serving import tested_choice
+
+    kept = None
+    if standing is not None:
+        stored = {"source": standing.interval_source, "p_value": standing.interval_p_value}
+        if tested_choice(stored, incumbent=incumbent, alpha=settings.promotion.alpha) != incumbent:
+            kept = (standing.interval_source, standing.n_sessions)
     decided = decide_interval(settings, rows, incumbent, kept)
     if decided is None:
         return None
