@@ -332,8 +332,8 @@ class ForecasterSettings(_Section):
     # Statistical interval candidates, besides the network (every one is scored every session).
     candidates: tuple[choices.Candidate, ...] = Field(default=choices.CANDIDATES, strict=False, min_length=1)
     # The candidate every challenger must beat by a one-sided test to be served, at every horizon
-    # (`incumbent_at`); the default, blend, gives way to garch where candidates leave it out.
-    incumbent: choices.Candidate = "blend"
+    # (`incumbent_at`); unset: blend, or garch where candidates leave blend out.
+    incumbent: choices.Candidate | None = None
     # The family correction of those tests: a fixed sequence in this order (names not listed follow, in
     # candidates order), or Holm's when empty.
     test_order: tuple[choices.IntervalSource, ...] = Field(default=choices.TEST_ORDER, strict=False)
@@ -400,17 +400,20 @@ class ForecasterSettings(_Section):
     def _consistent(self) -> ForecasterSettings:
         if len(set(self.candidates)) != len(self.candidates):
             raise SettingProblem("names a candidate twice", key="candidates")
-        for key, resolved in (
-            ("incumbent", self.incumbent_at(1)),
-            ("horizon_incumbent", self.horizon_incumbent),
-        ):
+        for key in ("incumbent", "horizon_incumbent"):
             named = getattr(self, key)
-            if resolved is not None and resolved not in self.candidates:
+            if named is not None and named not in self.candidates:
                 raise SettingProblem(
                     f"is {named!r}, which is not among [forecasters] candidates",
                     key=key,
                     hint=f"Add {named} to candidates, or set {key} to one of {', '.join(self.candidates)}.",
                 )
+        if self.incumbent_at(1) not in self.candidates:
+            raise SettingProblem(
+                "is unset, and neither blend nor garch (its defaults) is among [forecasters] candidates",
+                key="incumbent",
+                hint=f"Set incumbent to one of {', '.join(self.candidates)}.",
+            )
         if "blend" in self.blend or self.blend[0] == self.blend[1]:
             raise SettingProblem("must name two different candidates other than blend", key="blend")
         if "blend" in self.candidates and not set(self.blend) <= set(self.candidates):
@@ -425,13 +428,13 @@ class ForecasterSettings(_Section):
         return self
 
     def incumbent_at(self, horizon: int) -> str:
-        """The incumbent `horizon` sessions ahead: `horizon_incumbent` above 1 when set, else `incumbent`,
-        whose default gives way to garch where candidates leave it out."""
+        """The incumbent `horizon` sessions ahead: `horizon_incumbent` above 1 when set, else `incumbent`
+        when set, else blend, or garch where candidates leave blend out."""
         if horizon > 1 and self.horizon_incumbent is not None:
             return self.horizon_incumbent
-        if self.incumbent in self.candidates or "incumbent" in self.model_fields_set:
+        if self.incumbent is not None:
             return self.incumbent
-        return "garch"
+        return "blend" if "blend" in self.candidates else "garch"
 
 
 class PromotionSettings(_Section):

@@ -430,7 +430,7 @@ def test_forecast_horizons_are_validated(tmp_path: Path, horizons: str, fragment
     ).forecasters.horizons == (1, 10)
 
 
-def test_the_incumbent_gives_way_to_garch_only_when_left_at_its_default(tmp_path: Path) -> None:
+def test_an_unset_incumbent_is_blend_or_garch_where_candidates_leave_blend_out(tmp_path: Path) -> None:
     defaults = load_settings(_write(tmp_path, "[forecasters]\n"), environ={}).forecasters
     assert [defaults.incumbent_at(h) for h in (1, 5, 20)] == ["blend"] * 3
     without_blend = '[forecasters]\ncandidates = ["garch", "gjr", "har_range"]\n'
@@ -443,8 +443,14 @@ def test_the_incumbent_gives_way_to_garch_only_when_left_at_its_default(tmp_path
             load_settings(_write(tmp_path, without_blend + f'{key} = "blend"\n'), environ={})
         assert error.value.hint == f"Add blend to candidates, or set {key} to one of garch, gjr, har_range."
     neither = '[forecasters]\ncandidates = ["gjr", "har_range"]\n'
-    with pytest.raises(ConfigError, match=r"incumbent in .* is 'blend', which is not among"):
+    with pytest.raises(ConfigError, match=r"incumbent in .* is unset, and neither blend nor garch") as error:
         load_settings(_write(tmp_path, neither), environ={})
+    assert error.value.hint == "Set incumbent to one of gjr, har_range."
+    # Replacing a section keeps an unset incumbent unset: it still follows the candidates.
+    replaced = load_settings(_write(tmp_path, "[forecasters]\n"), environ={}).replace(
+        forecasters={"candidates": ["garch", "rolling"]}
+    )
+    assert replaced.forecasters.incumbent_at(1) == "garch"
 
 
 @pytest.mark.parametrize(

@@ -634,9 +634,7 @@ def test_each_horizon_learns_its_own_adaptive_levels_once_per_scored_forecast(co
             misses = [miss for _source, miss in horizon_misses(engine, horizon, level)]
             assert len(misses) == count
             assert state[f"alpha_{level}"] == pytest.approx(expected(misses, level))
-        assert state["aci_source"] == "garch" and state["source"] == settings.forecasters.incumbent_at(
-            horizon
-        )
+        assert state["aci_source"] == "garch" and state["source"] == "blend"  # the default incumbent
     assert 0 < sum(m for _s, m in horizon_misses(engine, 5, 80)) < 30  # both kinds of step were taken
     assert serving[("AAA", 5)]["alpha_80"] != pytest.approx(serving[("AAA", 20)]["alpha_80"])
 

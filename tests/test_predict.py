@@ -83,7 +83,7 @@ def trained_through(bundle: ModelBundle, day: date) -> ModelBundle:
     return dataclasses.replace(bundle, spec=dataclasses.replace(bundle.spec, end_date=day))
 
 
-def selection(ticker: str, point: str, point_p: float, interval: str, interval_p: float = 0.5) -> Selection:
+def selection(ticker: str, point: str, point_p: float, interval: str, interval_p: float = 0.01) -> Selection:
     return Selection(
         ticker=ticker,
         point_source=point,
@@ -334,8 +334,8 @@ def test_a_forecast_beyond_the_volatility_limit_is_refused_with_exit_1_and_not_s
         write_files=False,
     )
     assert exit_code_for(accepted) == 0 and len(accepted.predictions) == 2
-    # No selection was recorded for this version: the baselines are served (nothing beat them).
-    assert {(p.source, p.interval_source) for p in accepted.predictions} == {("naive", "garch")}
+    # No selection was recorded for this version: naive and the incumbent are served (nothing beat them).
+    assert {(p.source, p.interval_source) for p in accepted.predictions} == {("naive", "blend")}
 
 
 # --- adaptive conformal inference -------------------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -16,6 +17,7 @@ from stockcli.ml.serving import (
     served_p_up,
     served_source,
     statistical_forecasts,
+    stored_interval_source,
 )
 from tests.bars_data import sample_frame
 
@@ -57,6 +59,25 @@ def test_garch_p_up_is_its_t_distribution_above_zero(setup: Any) -> None:
     unit = (found.nominal[4] - mu) / (student_t.ppf(0.975, nu) * math.sqrt((nu - 2) / nu))
     expected = 1 - student_t.cdf(-mu / unit * math.sqrt(nu / (nu - 2)), nu)
     assert found.p_up == pytest.approx(expected, abs=2e-3)  # read off a 99-level grid
+
+
+def test_a_stored_interval_source_serves_only_where_its_test_chose_it() -> None:
+    """The pooled decision against the incumbent, a ticker's against the pooled one: a source stored
+    without a passing test (an older release's incumbent) gives way to what it was tested against."""
+
+    def stored(source: str, p_value: float | None) -> SimpleNamespace:
+        return SimpleNamespace(interval_source=source, interval_p_value=p_value)
+
+    def source(selection: dict[str, SimpleNamespace], ticker: str = "GOOG") -> str:
+        return stored_interval_source(selection, ticker, incumbent="blend", alpha=0.05)
+
+    assert source({}) == "blend"
+    assert source({"*": stored("garch", None), "GOOG": stored("garch", None)}) == "blend"
+    assert source({"*": stored("garch", 0.01), "GOOG": stored("garch", 0.3)}) == "garch"
+    assert source({"*": stored("garch", 0.01), "GOOG": stored("har_range", 0.02)}) == "har_range"
+    assert source({"*": stored("garch", 0.2), "GOOG": stored("har_range", 0.02)}) == "har_range"
+    assert source({"*": stored("har_range", 0.04)}, "NEWCO") == "har_range"
+    assert source({"*": stored("har_range", 0.06)}, "NEWCO") == "blend"
 
 
 def test_fallbacks_when_the_choice_cannot_forecast() -> None:

@@ -160,8 +160,8 @@ def render_tables(report: Report) -> None:
         report.predictions,
         caption=(
             "Served: the point forecast (the model where it beat the naive forecast significantly, else the "
-            "last close; p: that test's p-value) / the interval source (GARCH unless a candidate, gjr, "
-            "har_range, blend, rolling or the network, beat it in a Holm-corrected test)."
+            "last close; p: that test's p-value) / the interval source (the incumbent, the blend by default, "
+            "unless another candidate beat it in a family-corrected test)."
             if report.predictions
             else "No predictions yet: run `stockcli daily`."
         ),

@@ -1,7 +1,7 @@
 """Which interval candidate to serve: each challenger against the incumbent, family-corrected.
 
 With many candidates the luckiest beats the incumbent by chance alone, so each challenger is tested against
-the incumbent (GARCH(1,1)-t by default) by the one-sided Diebold-Mariano test of `stats.paired_loss_test`, and
+the incumbent (`[forecasters] incumbent`, the blend by default) by the one-sided Diebold-Mariano test of `stats.paired_loss_test`, and
 the family-wise error rate is controlled: by default a fixed sequence in `[forecasters] test_order` (chosen on
 the sample's validation years 2008-2011, best skill first), or Holm's step-down with an empty order. The
 lowest-loss challenger that passes is served, otherwise the incumbent. The pooled choice ("*") is made first

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -142,6 +143,23 @@ def tested_choice(state: Mapping[str, object], *, incumbent: str, alpha: float) 
     if state.get("source") and isinstance(p_value, float | int) and p_value < alpha:
         return str(state["source"])
     return incumbent
+
+
+def stored_source(item: Any, *, incumbent: str, alpha: float) -> str:
+    """The interval source a stored next-session decision (a `db.serving.Selection`; None: none) serves:
+    `tested_choice` of it against `incumbent`, what it was tested against."""
+    if item is None:
+        return incumbent
+    stored = {"source": item.interval_source, "p_value": item.interval_p_value}
+    return tested_choice(stored, incumbent=incumbent, alpha=alpha)
+
+
+def stored_interval_source(selection: Mapping[str, Any], ticker: str, *, incumbent: str, alpha: float) -> str:
+    """The interval source the stored next-session decisions give `ticker`: the pooled one ("*") against
+    `incumbent`, then the ticker's own against the pooled one (`stored_source`)."""
+    pooled = stored_source(selection.get("*"), incumbent=incumbent, alpha=alpha)
+    own = selection.get(ticker)
+    return stored_source(own, incumbent=pooled, alpha=alpha) if own is not None else pooled
 
 
 def served_p_up(

@@ -360,7 +360,7 @@ def _serve_ticker(serving: _Serving, i: int) -> Prediction | FailedTicker:
     settings, bundle, result = serving.settings, serving.bundle, serving.result
     version, ticker, base = str(bundle.version), result.tickers[i], result.base_closes[i]
     incumbent = settings.forecasters.incumbent_at(1)
-    choice = _choice(serving.selection, ticker, incumbent)
+    choice = _choice(serving.selection, ticker, incumbent, settings.promotion.alpha)
     history = ticker_bars(serving.bars, ticker, settings.forecasters.har_market)
     alphas_for = functools.partial(_alphas, serving.states, ticker, version)
     forecasts = statistical_forecasts(
@@ -570,8 +570,11 @@ def horizon_json(base_close: float, h: Horizon) -> dict[str, Any]:
     }
 
 
-def _choice(selection: Mapping[str, Any], ticker: str, incumbent: str) -> dict[str, Any]:
-    """What to serve for `ticker`: its own decision, the pooled one ("*"), else the baselines."""
+def _choice(selection: Mapping[str, Any], ticker: str, incumbent: str, alpha: float) -> dict[str, Any]:
+    """What to serve for `ticker`: its own decision, the pooled one ("*"), else the baselines; the
+    interval source only where a test chose it (`serving.stored_interval_source`)."""
+    from stockcli.ml.serving import stored_interval_source
+
     item = selection.get(ticker) or selection.get("*")
     if item is None:
         return {
@@ -582,9 +585,15 @@ def _choice(selection: Mapping[str, Any], ticker: str, incumbent: str) -> dict[s
             "p_up_source": None,
             "basis": "no selection recorded for this version: baselines served",
         }
-    served = ("point_source", "point_p_value", "interval_source", "interval_p_value", "p_up_source")
-    basis = "own" if item.ticker == ticker else "pooled (unseen ticker)"
-    return {**{name: getattr(item, name) for name in served}, "basis": basis}
+    source = stored_interval_source(selection, ticker, incumbent=incumbent, alpha=alpha)
+    return {
+        "point_source": item.point_source,
+        "point_p_value": item.point_p_value,
+        "interval_source": source,
+        "interval_p_value": item.interval_p_value if source == item.interval_source else None,
+        "p_up_source": item.p_up_source,
+        "basis": "own" if item.ticker == ticker else "pooled (unseen ticker)",
+    }
 
 
 def _base_rate(bundle: Any, ticker: str, horizon: int = 1) -> float:

@@ -105,6 +105,7 @@ def redecide(
     from stockcli.db.predictions import scored_between
     from stockcli.db.serving import POOLED, load_selection, update_interval_choices
     from stockcli.ml.selection import ticker_incumbent
+    from stockcli.ml.serving import stored_source
 
     config = settings.forecasters
     start = selection_start(settings, through)
@@ -112,7 +113,7 @@ def redecide(
     standing = load_selection(engine, model_version)
     pooled = standing.get(POOLED)
     last = pooled.window_end if pooled is not None else None
-    pooled_source = pooled.interval_source if pooled is not None else None
+    pooled_source = stored_source(pooled, incumbent=config.incumbent_at(1), alpha=settings.promotion.alpha)
     if last is None or calendar_for(settings).sessions_since(last, through) >= config.refit_sessions:
         rows = own_rows(scored_between(engine, start=start, end=through), model_version)
         if choice := _decision(settings, rows, config.incumbent_at(1), pooled):
@@ -191,13 +192,14 @@ def _decision(
     """The interval decision against `incumbent` (`standing`: the stored Selection, if any; it stands
     as a tested choice only if its test chose it, `serving.tested_choice`) and the P(up) decision
     against the base rate."""
-    from stockcli.ml.serving import tested_choice
+    from stockcli.ml.serving import stored_source
 
     kept = None
-    if standing is not None:
-        stored = {"source": standing.interval_source, "p_value": standing.interval_p_value}
-        if tested_choice(stored, incumbent=incumbent, alpha=settings.promotion.alpha) != incumbent:
-            kept = (standing.interval_source, standing.n_sessions)
+    if (
+        standing is not None
+        and stored_source(standing, incumbent=incumbent, alpha=settings.promotion.alpha) != incumbent
+    ):
+        kept = (standing.interval_source, standing.n_sessions)
     decided = decide_interval(settings, rows, incumbent, kept)
     if decided is None:
         return None
