@@ -23,13 +23,13 @@ from typing import Any, get_args
 from zoneinfo import ZoneInfo
 
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.engine import Engine
 
 from stockcli.choices import IntervalSource
 from stockcli.clock import trading_calendar
 from stockcli.db.engine import make_engine
-from stockcli.db.models import LatestPrediction, ModelPerformance, Promotion, RawStockData
+from stockcli.db.models import ForecasterFit, LatestPrediction, ModelPerformance, Promotion, RawStockData
 from tests.faults.pipeline import (
     Workspace,
     bootstrapped_fixture,  # noqa: F401  (the `bootstrapped` fixture)
@@ -334,6 +334,29 @@ def test_predictions_target_the_next_session_of_the_exchange(bootstrapped: Works
         ("2013-02-01", "2013-02-04")
     }
     assert not saturday["retrained"] and not saturday["promoted"]
+
+
+def test_a_re_run_of_the_day_stores_what_its_first_run_stored(bootstrapped: Workspace) -> None:
+    """Refits every 2 sessions, one ticker a session: the first run of 2013-02-05 refits one ticker
+    (before predicting); running the day again refits nothing more and stores the same predictions."""
+    with bootstrapped.config_path.open("a", encoding="utf-8") as config:
+        config.write("[forecasters]\nrefit_sessions = 2\n")
+
+    def stored() -> tuple[list[Any], int]:
+        with bootstrapped.engine.connect() as connection:
+            predictions = connection.execute(
+                select(LatestPrediction).where(LatestPrediction.base_date == d("2013-02-05"))
+            ).mappings()
+            kept = sorted((dict(row, created_at=None, pipeline_run_id=None) for row in predictions), key=str)
+            fits = connection.execute(select(func.count()).select_from(ForecasterFit)).scalar_one()
+        return kept, int(fits)
+
+    daily(bootstrapped, d("2013-02-04"))
+    daily(bootstrapped, d("2013-02-05"))
+    first, fits = stored()
+    assert len(first) == len(TICKERS) and fits > 0
+    daily(bootstrapped, d("2013-02-05"))
+    assert stored() == (first, fits)
 
 
 def test_daily_in_a_terminal_shows_live_accuracy_only_once_something_is_scored(

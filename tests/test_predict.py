@@ -257,6 +257,33 @@ def test_a_young_ticker_is_reported_with_the_first_session_it_becomes_predictabl
     assert on_time.predictions[0].unseen
 
 
+def test_the_files_are_rewritten_only_on_a_day_with_predictions(
+    served: Served, db: tuple[Settings, Engine], tmp_path: Path
+) -> None:
+    """`latest_predictions.json` and its dated copy hold the served forecasts; a later day on which no
+    ticker can be predicted (every one stale: no bars after 2013-03-01) leaves them as they were."""
+    settings, engine = db
+    settings = settings.replace(storage={"data_dir": str(tmp_path / "files")})
+
+    def run(as_of: date) -> PredictResult:
+        return predict(
+            settings=settings, engine=engine, as_of=as_of, bundle=served.bundle, tickers=["GOOG", "MSFT"]
+        )
+
+    made = run(AS_OF)
+    latest, history = (Path(name) for name in made.files)
+    written = json.loads(latest.read_text())
+    assert [p["ticker"] for p in written["predictions"]] == ["GOOG", "MSFT"] and written[
+        "as_of"
+    ] == "2013-03-01"
+    assert history.name == "predictions_2013-03-04.json" and history.read_text() == latest.read_text()
+
+    nothing = run(date(2013, 3, 6))
+    assert exit_code_for(nothing) == 4 and not nothing.predictions and nothing.files == ()
+    assert json.loads(latest.read_text()) == written
+    assert sorted(path.name for path in history.parent.iterdir()) == [history.name]
+
+
 def test_a_ticker_delisted_years_ago_is_reported_stale_not_without_bars(
     served: Served, db: tuple[Settings, Engine]
 ) -> None:

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from stockcli.clock import trading_calendar
 from stockcli.config import Settings
@@ -198,6 +198,21 @@ def test_refits_follow_the_schedule_spread_over_tickers_and_are_recorded(refit_d
     # later; afterwards the newest refit of each ticker.
     assert served[0] == {} and min(end for _t, end in ends) == sessions[4]
     assert sorted(served[-1]) == ["GOOG", "MSFT"]
+    # Ten sessions later every ticker is due, but a session refits its quota once, however many
+    # times it is run: a re-run refits nothing more and serves the same fits.
+    later = CALENDAR.sessions(date(2013, 2, 4), date(2013, 3, 1))[9]
+
+    def recorded_fits() -> int:
+        with engine.connect() as connection:
+            return int(
+                connection.execute(select(func.count()).select_from(ForecasterFit.__table__)).scalar_one()
+            )
+
+    runs = [
+        refit_if_due(settings=settings, engine=engine, bundle=FakeVersion(), through=later) for _ in range(3)
+    ]
+    assert recorded_fits() == len(rows) + 3  # one ticker's three candidates
+    assert runs[0] == runs[1] == runs[2]
 
 
 def _scored(

@@ -113,15 +113,12 @@ def daily(
 
     day.say(f"predict with model version {version}")
     bundle = _load_bundle(settings, version=version, cache=bundle_cache)
+    _refit_due(day, bundle=bundle, now=now)
     predicted, failed = _predict_watchlist(day, bundle=bundle, fetched=fetched, now=now)
     predictions = predicted.predictions
     for failure in failed:
         day.say(f"no prediction for {failure.ticker}: {failure.reason}")
     checkpoint(settings, "daily:after_predict")
-    if predictions:  # the statistical candidates refitted for the next sessions, a few tickers a run
-        from stockcli.services.refit import refit_if_due
-
-        refit_if_due(settings=settings, engine=engine, bundle=bundle, through=predictions[0].base_date)
 
     retrained = bootstrap
     if bootstrap is None and monitored.retrain_needed and predictions:
@@ -184,6 +181,19 @@ def _load_bundle(settings: Settings, *, version: str, cache: dict[str, Any] | No
     if cache.get(version) is None:
         cache[version] = registry.load_bundle(settings, version=version)
     return cache[version]
+
+
+def _refit_due(day: _Day, *, bundle: Any, now: datetime | None) -> None:
+    """The statistical candidates' scheduled refits and re-decisions (a few tickers a session) through
+    the session the predictions start from, made before them: a re-run of the day predicts what its
+    first run did. Nothing when no ticker has a bar of that session."""
+    from stockcli.clock import calendar_for
+    from stockcli.db.bars import last_dates
+    from stockcli.services.refit import refit_if_due
+
+    base = calendar_for(day.settings).last_closed_session(day.as_of, now=now)
+    if base in last_dates(day.engine, day.settings.data.tickers, end=base).values():
+        refit_if_due(settings=day.settings, engine=day.engine, bundle=bundle, through=base)
 
 
 def _predict_watchlist(

@@ -213,7 +213,12 @@ def predict(
     order = {t: i for i, t in enumerate(watchlist)}
     predictions.sort(key=lambda p: order.get(p.ticker, len(order)))
     failed.sort(key=lambda f: order.get(f.ticker, len(order)))
-    files = _write_files(settings, as_of, targets[1], version, predictions, failed) if write_files else ()
+    # A day with no prediction keeps the last forecasts in the files (what the old API's readers get).
+    files = (
+        _write_files(settings, as_of, targets[1], version, predictions, failed)
+        if write_files and predictions
+        else ()
+    )
     return PredictResult(
         as_of=as_of,
         model_version=version,

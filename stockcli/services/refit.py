@@ -41,7 +41,9 @@ def refit_if_due(
     newest = {t: max(last.get(t, fitted_through), fitted_through) for t in watchlist}
     ages = {t: calendar.sessions_since(newest[t], through) for t in watchlist}
     due = sorted((t for t in watchlist if ages[t] >= every), key=lambda t: (-ages[t], t))
-    due = due[: math.ceil(len(watchlist) / every)]
+    # A session's quota, whatever how many runs it takes: a re-run refits nothing more.
+    done = sum(1 for t in watchlist if last.get(t) == through)
+    due = due[: max(0, math.ceil(len(watchlist) / every) - done)]
     if due:
         refit(settings=settings, engine=engine, bundle=bundle, tickers=due, through=through)
         redecide(
