@@ -416,8 +416,13 @@ class ForecasterSettings(_Section):
             )
         if "blend" in self.blend or self.blend[0] == self.blend[1]:
             raise SettingProblem("must name two different candidates other than blend", key="blend")
-        if "blend" in self.candidates and not set(self.blend) <= set(self.candidates):
-            raise SettingProblem("names a candidate that is not among [forecasters] candidates", key="blend")
+        missing = [name for name in self.blend if name not in self.candidates]
+        if "blend" in self.candidates and missing:
+            raise SettingProblem(
+                f"names {missing[0]!r}, which is not among [forecasters] candidates",
+                key="blend",
+                hint=f"Add {missing[0]} to candidates, or take blend out of them.",
+            )
         if len(set(self.test_order)) != len(self.test_order):
             raise SettingProblem("names a candidate twice", key="test_order")
         for key in ("min_selection_sessions", "horizon_min_selection_sessions"):

@@ -430,6 +430,13 @@ def test_forecast_horizons_are_validated(tmp_path: Path, horizons: str, fragment
     ).forecasters.horizons == (1, 10)
 
 
+def test_a_blend_member_missing_from_the_candidates_is_named(tmp_path: Path) -> None:
+    without_gjr = '[forecasters]\ncandidates = ["garch", "har_range", "blend"]\n'  # blend: har_range + gjr
+    with pytest.raises(ConfigError, match=r"blend in .* names 'gjr', which is not among") as error:
+        load_settings(_write(tmp_path, without_gjr), environ={})
+    assert error.value.hint == "Add gjr to candidates, or take blend out of them."
+
+
 def test_an_unset_incumbent_is_blend_or_garch_where_candidates_leave_blend_out(tmp_path: Path) -> None:
     defaults = load_settings(_write(tmp_path, "[forecasters]\n"), environ={}).forecasters
     assert [defaults.incumbent_at(h) for h in (1, 5, 20)] == ["blend"] * 3

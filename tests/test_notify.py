@@ -285,6 +285,8 @@ def test_notify_test_says_per_url_whether_it_went_through(
     assert Cli(write_config(tmp_path, extra=notify_toml(webhook.url())))("notify", "--test").exit_code == 0
     unset = Cli(write_config(tmp_path))("notify", "--test")
     assert unset.exit_code == 2 and "No notification URL is configured" in unset.output
+    shown = Cli(write_config(tmp_path))("--json", "notify")  # no URL: still the command's JSON object
+    assert shown.exit_code == 0 and json.loads(shown.stdout)["urls"] == []
 
 
 # --- configuration ------------------------------------------------------------------------------------

@@ -24,7 +24,10 @@ def notify(
     cli = state(ctx)
     config = cli.settings().notify
     if not config.urls and not test:
-        output.info("No notification URL is configured ([notify] urls, or STOCKCLI_NOTIFY__URLS).")
+        if cli.json:
+            output.emit("notify", config, urls=[])
+        else:
+            output.info("No notification URL is configured ([notify] urls, or STOCKCLI_NOTIFY__URLS).")
         return
     if not config.urls:
         raise ConfigError(

@@ -39,8 +39,8 @@ def _show_predictions(title: str, predictions: Any, failed: Any) -> None:
             predictions,
             secondary=PREDICTION_SECONDARY,
             caption="Point: the model where it beat the naive forecast significantly on the promotion "
-            "window, else the last close (p: that test's p-value). Intervals: the candidate chosen by its test "
-            "against GARCH, calibrated. `--json` adds the 5- and 20-session horizons with VaR/ES.",
+            "window, else the last close (p: that test's p-value). Intervals: the incumbent (the blend by "
+            "default), or a candidate that beat it in the family-corrected test. `--json` adds the 5- and 20-session horizons with VaR/ES.",
         )
     for failure in failed:
         output.warn(f"no prediction for {failure.ticker}: {failure.reason}")
@@ -365,7 +365,8 @@ def _show_backtest(result: Any) -> None:
     versus = result.network_vs_best_statistical
     if versus:
         output.info(
-            f"The network's own intervals against {versus['candidate']} (the best statistical candidate): "
+            f"The network's own intervals against {versus['candidate']} (the statistical candidate with the "
+            f"lowest pinball loss): pinball skill {formats.percent((versus['skill'] or {}).get('pinball'), 2)}, "
             f"Winkler 95 skill {formats.percent((versus['skill'] or {}).get('winkler_95'), 2)}, "
             f"one-sided DM p {output.p_value(versus.get('p_value'))}."
         )

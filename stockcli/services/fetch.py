@@ -168,7 +168,11 @@ class FetchResult:
             return NoDataError(message, hint="Check the tickers, the source (--source) and the as-of date.")
         if code == EXIT_USAGE:
             return InputDataError(message, hint="Fix the input files named above and run fetch again.")
-        return SourceError(message, hint="Run again with --verbose for details.")
+        return SourceError(
+            message,
+            hint="The source failed (its network or service, as named above); the stored bars are unchanged. "
+            "Run fetch again later, or with --verbose for the traceback.",
+        )
 
 
 def fetch(
