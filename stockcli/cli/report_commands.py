@@ -217,7 +217,7 @@ def render_risk(report: Report) -> None:
         return
     output.table(
         "Risk (long position)",
-        ["Ticker", "Sessions", "VaR 95%", "VaR 99%", "ES 95%", "ES 99%", "Zone"],
+        ["Ticker", "Horizon", "VaR 95%", "VaR 99%", "ES 95%", "ES 99%", "Zone"],
         (
             [
                 _text(r.ticker),
@@ -227,7 +227,8 @@ def render_risk(report: Report) -> None:
             ]
             for r in report.risk
         ),
-        caption="Zone: Basel traffic light of the 99% VaR's exceptions (- : too few scored forecasts yet).",
+        caption="Horizon: sessions ahead. Zone: Basel traffic light of the 99% VaR's exceptions (- : too few "
+        "scored forecasts yet).",
     )
 
 
