@@ -19,13 +19,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.engine import Engine
 
 from stockcli.clock import trading_calendar
 from stockcli.config import Settings
 from stockcli.db.engine import make_engine, open_database
-from stockcli.db.models import HorizonPrediction, IntervalState, LatestPrediction, RawStockData
+from stockcli.db.models import ForecasterFit, HorizonPrediction, IntervalState, LatestPrediction, RawStockData
 from stockcli.db.predictions import QUANTILE_PRICES
 from stockcli.db.serving import Selection, load_interval_state, save_selection
 from stockcli.ml.bundle import ModelBundle
@@ -502,6 +502,12 @@ def test_an_as_of_inside_the_models_training_data_is_refused_with_exit_2_and_not
     assert "--as-of 2012-12-26 is inside the training data of model version" in refused.stderr
     assert "trained on sessions up to 2013-03-01" in refused.stderr
     assert "Traceback" not in refused.output
+    assert stored(engine) == {}
+    # `daily` refuses it too, before its scheduled refits write anything (every ticker is due then).
+    refused_day = cli("--as-of", "2012-12-26", "daily", "--no-retrain")
+    assert refused_day.exit_code == 2 and "inside the training data" in refused_day.stderr
+    with engine.connect() as connection:
+        assert connection.execute(select(func.count()).select_from(ForecasterFit)).scalar_one() == 0
     assert stored(engine) == {}
     allowed = cli("--as-of", "2013-03-01", "--json", "predict")
     assert allowed.exit_code == 0, allowed.output

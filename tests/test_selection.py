@@ -13,12 +13,12 @@ from typing import Any
 
 import numpy as np
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 
 from stockcli.clock import trading_calendar
 from stockcli.config import Settings
 from stockcli.db.engine import open_database
-from stockcli.db.models import ForecasterFit, ModelPerformance
+from stockcli.db.models import ForecasterFit, ModelPerformance, RawStockData
 from stockcli.db.serving import Selection, load_selection, save_selection
 from stockcli.ml.selection import choose_interval_source, fixed_sequence, holm
 
@@ -290,6 +290,25 @@ def test_the_interval_choice_is_redecided_on_live_scores(refit_db: Any) -> None:
     assert chosen["GOOG"].window_end == days[-1] and chosen["GOOG"].n_sessions >= 40
     assert chosen["MSFT"].interval_source == "garch"  # not refitted that session: its choice stands
     assert chosen["*"].interval_source == "har_range"  # the pooled choice follows all scored rows
+
+
+def test_a_ticker_whose_bar_of_the_session_is_missing_waits_for_it(refit_db: Any) -> None:
+    """Every ticker is due and the session's quota is one: GOOG (first by name) has no bar of that
+    session yet, so MSFT is refitted, and GOOG's turn waits for its bar instead of fitting without it."""
+    from stockcli.services.refit import refit_if_due
+
+    settings, engine = refit_db
+    day = CALENDAR.sessions(date(2013, 2, 1), date(2013, 2, 28))[10]
+    with engine.begin() as connection:
+        connection.execute(
+            delete(RawStockData).where(RawStockData.ticker == "GOOG", RawStockData.date == day)
+        )
+
+    refit_if_due(settings=settings, engine=engine, bundle=FakeVersion(), through=day)
+
+    with engine.connect() as connection:
+        fitted = set(connection.execute(select(ForecasterFit.ticker, ForecasterFit.fit_end)).tuples())
+    assert fitted == {("MSFT", day)}
 
 
 def test_a_tested_choice_stands_against_a_shorter_window_that_only_fails_to_reject(refit_db: Any) -> None:

@@ -68,16 +68,18 @@ def test_a_stored_interval_source_serves_only_where_its_test_chose_it() -> None:
     def stored(source: str, p_value: float | None) -> SimpleNamespace:
         return SimpleNamespace(interval_source=source, interval_p_value=p_value)
 
-    def source(selection: dict[str, SimpleNamespace], ticker: str = "GOOG") -> str:
+    def source(selection: dict[str, SimpleNamespace], ticker: str = "GOOG") -> tuple[str, float | None]:
         return stored_interval_source(selection, ticker, incumbent="blend", alpha=0.05)
 
-    assert source({}) == "blend"
-    assert source({"*": stored("garch", None), "GOOG": stored("garch", None)}) == "blend"
-    assert source({"*": stored("garch", 0.01), "GOOG": stored("garch", 0.3)}) == "garch"
-    assert source({"*": stored("garch", 0.01), "GOOG": stored("har_range", 0.02)}) == "har_range"
-    assert source({"*": stored("garch", 0.2), "GOOG": stored("har_range", 0.02)}) == "har_range"
-    assert source({"*": stored("har_range", 0.04)}, "NEWCO") == "har_range"
-    assert source({"*": stored("har_range", 0.06)}, "NEWCO") == "blend"
+    # (source, the p-value of the test that chose it: the pooled row's or the ticker's own)
+    assert source({}) == ("blend", None)
+    assert source({"*": stored("garch", None), "GOOG": stored("garch", None)}) == ("blend", None)
+    assert source({"*": stored("garch", 0.01), "GOOG": stored("garch", 0.3)}) == ("garch", 0.01)
+    assert source({"*": stored("network", 0.01), "GOOG": stored("garch", 0.4)}) == ("network", 0.01)
+    assert source({"*": stored("garch", 0.01), "GOOG": stored("har_range", 0.02)}) == ("har_range", 0.02)
+    assert source({"*": stored("garch", 0.2), "GOOG": stored("har_range", 0.02)}) == ("har_range", 0.02)
+    assert source({"*": stored("har_range", 0.04)}, "NEWCO") == ("har_range", 0.04)
+    assert source({"*": stored("har_range", 0.06)}, "NEWCO") == ("blend", None)
 
 
 def test_fallbacks_when_the_choice_cannot_forecast() -> None:

@@ -247,7 +247,7 @@ def _show_promotion(result: Any, promotion: Any) -> None:
                 ("point", lambda item: item["point_source"]),
                 ("p (model < naive)", lambda item: output.p_value(item.get("point_p_value"))),
                 ("interval", lambda item: item["interval_source"]),
-                ("p (< incumbent)", lambda item: output.p_value(item.get("interval_p_value"))),
+                ("p (interval test)", lambda item: output.p_value(item.get("interval_p_value"))),
             ),
             [{**item, "ticker": ticker} for ticker, item in result.selection.items()],
         )

@@ -40,7 +40,8 @@ def _show_predictions(title: str, predictions: Any, failed: Any) -> None:
             secondary=PREDICTION_SECONDARY,
             caption="Point: the model where it beat the naive forecast significantly on the promotion "
             "window, else the last close (p: that test's p-value). Intervals: the incumbent (the blend by "
-            "default), or a candidate that beat it in the family-corrected test. `--json` adds the 5- and 20-session horizons with VaR/ES.",
+            "default), or a candidate that beat it (for one ticker, the pooled choice) in the family-corrected "
+            "test. `--json` adds the 5- and 20-session horizons with VaR/ES.",
         )
     for failure in failed:
         output.warn(f"no prediction for {failure.ticker}: {failure.reason}")

@@ -154,12 +154,17 @@ def stored_source(item: Any, *, incumbent: str, alpha: float) -> str:
     return tested_choice(stored, incumbent=incumbent, alpha=alpha)
 
 
-def stored_interval_source(selection: Mapping[str, Any], ticker: str, *, incumbent: str, alpha: float) -> str:
-    """The interval source the stored next-session decisions give `ticker`: the pooled one ("*") against
-    `incumbent`, then the ticker's own against the pooled one (`stored_source`)."""
-    pooled = stored_source(selection.get("*"), incumbent=incumbent, alpha=alpha)
-    own = selection.get(ticker)
-    return stored_source(own, incumbent=pooled, alpha=alpha) if own is not None else pooled
+def stored_interval_source(
+    selection: Mapping[str, Any], ticker: str, *, incumbent: str, alpha: float
+) -> tuple[str, float | None]:
+    """(source, the p-value of the test that chose it; None: the incumbent) the stored next-session
+    decisions give `ticker`: the pooled one ("*") against `incumbent`, then the ticker's own against the
+    pooled one (`stored_source`)."""
+    pooled_row, own = selection.get("*"), selection.get(ticker)
+    pooled = stored_source(pooled_row, incumbent=incumbent, alpha=alpha)
+    if own is not None and (source := stored_source(own, incumbent=pooled, alpha=alpha)) != pooled:
+        return source, own.interval_p_value
+    return pooled, pooled_row.interval_p_value if pooled_row is not None and pooled != incumbent else None
 
 
 def served_p_up(

@@ -25,6 +25,7 @@ from stockcli.services.predict import (
     failed_json,
     predict,
     prediction_json,
+    refuse_inside_training_data,
     status_of,
 )
 from stockcli.services.retrain import RetrainResult, retrain
@@ -113,6 +114,7 @@ def daily(
 
     day.say(f"predict with model version {version}")
     bundle = _load_bundle(settings, version=version, cache=bundle_cache)
+    refuse_inside_training_data(bundle, as_of)  # before the refits write anything
     _refit_due(day, bundle=bundle, now=now)
     predicted, failed = _predict_watchlist(day, bundle=bundle, fetched=fetched, now=now)
     predictions = predicted.predictions

@@ -182,7 +182,7 @@ def predict(
         version = model_version or require_production_version(settings)
         bundle = registry.load_bundle(settings, version=version)
     version = str(bundle.version)
-    _refuse_inside_training_data(bundle, as_of)
+    refuse_inside_training_data(bundle, as_of)
     calendar = calendar_for(settings)
     base_date = calendar.last_closed_session(as_of, now=now)
     targets = target_sessions(calendar, base_date, settings.forecasters.horizons)
@@ -265,7 +265,7 @@ def _unforecastable(calendar: Any, base_date: date, missing: Any) -> FailedTicke
     return FailedTicker(missing.ticker, reason, missing.kind, predictable_from)
 
 
-def _refuse_inside_training_data(bundle: Any, as_of: date) -> None:
+def refuse_inside_training_data(bundle: Any, as_of: date) -> None:
     """UsageError when `as_of` is inside the model's dataset: it would be scored as live accuracy."""
     data_end = bundle.data_end
     if data_end is not None and as_of < data_end:
@@ -590,12 +590,12 @@ def _choice(selection: Mapping[str, Any], ticker: str, incumbent: str, alpha: fl
             "p_up_source": None,
             "basis": "no selection recorded for this version: baselines served",
         }
-    source = stored_interval_source(selection, ticker, incumbent=incumbent, alpha=alpha)
+    source, p_value = stored_interval_source(selection, ticker, incumbent=incumbent, alpha=alpha)
     return {
         "point_source": item.point_source,
         "point_p_value": item.point_p_value,
         "interval_source": source,
-        "interval_p_value": item.interval_p_value if source == item.interval_source else None,
+        "interval_p_value": p_value,
         "p_up_source": item.p_up_source,
         "basis": "own" if item.ticker == ticker else "pooled (unseen ticker)",
     }

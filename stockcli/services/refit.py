@@ -31,6 +31,7 @@ def refit_if_due(
     force (`refits_in_force`)."""
     from stockcli.clock import calendar_for
     from stockcli.db import serving
+    from stockcli.db.bars import last_dates
     from stockcli.services.horizons import redecide_horizons
 
     fitted_through = _version_fit_end(bundle)
@@ -40,7 +41,11 @@ def refit_if_due(
     last = serving.last_fit_ends(engine, through)
     newest = {t: max(last.get(t, fitted_through), fitted_through) for t in watchlist}
     ages = {t: calendar.sessions_since(newest[t], through) for t in watchlist}
-    due = sorted((t for t in watchlist if ages[t] >= every), key=lambda t: (-ages[t], t))
+    # A ticker whose bar of `through` has not arrived waits for it; one without any bar is recorded
+    # (`refit`), so that it does not hold a slot every session.
+    newest_bar = last_dates(engine, watchlist, end=through)
+    ready = [t for t in watchlist if newest_bar.get(t) in (None, through)]
+    due = sorted((t for t in ready if ages[t] >= every), key=lambda t: (-ages[t], t))
     # A session's quota, whatever how many runs it takes: a re-run refits nothing more.
     done = sum(1 for t in watchlist if last.get(t) == through)
     due = due[: max(0, math.ceil(len(watchlist) / every) - done)]
