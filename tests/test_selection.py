@@ -292,6 +292,32 @@ def test_the_interval_choice_is_redecided_on_live_scores(refit_db: Any) -> None:
     assert chosen["*"].interval_source == "har_range"  # the pooled choice follows all scored rows
 
 
+def test_a_re_run_decides_for_the_tickers_refitted_earlier_that_session(refit_db: Any) -> None:
+    """A run saved GOOG's refit of the session and stopped before deciding: the re-run refits nothing
+    more, but makes the decision the stopped run did not write (HAR, on 60 scored sessions)."""
+    from stockcli.services.refit import refit, refit_if_due
+
+    settings, engine = refit_db
+    settings = settings.replace(forecasters={"min_selection_sessions": 40, "selection_sessions": 60})
+    untested = Selection(
+        "GOOG", "naive", 0.5, 0.0, "garch", None, None, date(2011, 1, 3), date(2011, 12, 30), 0
+    )
+    save_selection(engine, model_version="1", selections=[untested], promotion_id=None)
+    rng = np.random.default_rng(5)
+    days = CALENDAR.sessions(date(2012, 10, 1), date(2012, 12, 31))
+    for day in days:
+        move = rng.standard_normal() * 0.01
+        _scored(engine, day, "GOOG", 100.0, 100.0 * math.exp(move), {"garch": 0.03, "har_range": 0.011})
+    refit(settings=settings, engine=engine, bundle=FakeVersion(), tickers=["GOOG"], through=days[-1])
+
+    refit_if_due(settings=settings, engine=engine, bundle=FakeVersion(), through=days[-1])
+
+    chosen = load_selection(engine, "1")["GOOG"]
+    assert (chosen.interval_source, chosen.window_end) == ("har_range", days[-1])
+    with engine.connect() as connection:
+        assert connection.execute(select(func.count()).select_from(ForecasterFit)).scalar_one() == 3
+
+
 def test_a_ticker_whose_bar_of_the_session_is_missing_waits_for_it(refit_db: Any) -> None:
     """Every ticker is due and the session's quota is one: GOOG (first by name) has no bar of that
     session yet, so MSFT is refitted, and GOOG's turn waits for its bar instead of fitting without it."""

@@ -33,6 +33,7 @@ def refit_if_due(
     from stockcli.db import serving
     from stockcli.db.bars import last_dates
     from stockcli.services.horizons import redecide_horizons
+    from stockcli.services.runtime import checkpoint
 
     fitted_through = _version_fit_end(bundle)
     calendar = calendar_for(settings)
@@ -46,15 +47,18 @@ def refit_if_due(
     newest_bar = last_dates(engine, watchlist, end=through)
     ready = [t for t in watchlist if newest_bar.get(t) in (None, through)]
     due = sorted((t for t in ready if ages[t] >= every), key=lambda t: (-ages[t], t))
-    # A session's quota, whatever how many runs it takes: a re-run refits nothing more.
-    done = sum(1 for t in watchlist if last.get(t) == through)
-    due = due[: max(0, math.ceil(len(watchlist) / every) - done)]
+    # A session's quota, whatever how many runs it takes: a re-run refits nothing more, and decides
+    # again for the tickers refitted earlier that session (the same decisions, or the ones a run
+    # stopped between its fits and its decisions did not write).
+    done = [t for t in watchlist if last.get(t) == through]
+    due = due[: max(0, math.ceil(len(watchlist) / every) - len(done))]
     if due:
         refit(settings=settings, engine=engine, bundle=bundle, tickers=due, through=through)
-        redecide(
-            settings=settings, engine=engine, model_version=str(bundle.version), tickers=due, through=through
-        )
-        redecide_horizons(settings=settings, engine=engine, tickers=due, through=through)
+        checkpoint(settings, "refit:after_fits")
+    if decided := [*due, *done]:
+        version = str(bundle.version)
+        redecide(settings=settings, engine=engine, model_version=version, tickers=decided, through=through)
+        redecide_horizons(settings=settings, engine=engine, tickers=decided, through=through)
     return refits_in_force(engine=engine, bundle=bundle, through=through)
 
 

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from stockcli.config import Settings
+from stockcli.db.models import Base
 from stockcli.db.promotions import PENDING_NOTE
 from tests.faults.checks import table_state
 from tests.faults.pipeline import (
@@ -186,6 +187,38 @@ def test_sigkill_in_daily_then_rerun_matches_a_clean_daily(
     assert json.loads(latest.read_text()) == json.loads(
         (clean.data_dir / "predictions" / "latest_predictions.json").read_text()
     )
+    assert [s for _, _, s in ledger(workspace.engine)] == ["ok", "interrupted", "ok"]
+    clean.close()
+
+
+def test_sigkill_between_a_days_refits_and_its_decisions_then_rerun_matches_a_clean_daily(
+    bootstrapped: Workspace, tmp_path: Path
+) -> None:
+    """Refits every session: the run is killed after saving the day's fits, before its decisions and
+    predictions; the re-run refits nothing more and predicts what a clean run did. (Its decisions are
+    made again too; with nothing scored yet they change nothing here: test_selection.py holds them.)"""
+    with bootstrapped.config_path.open("a", encoding="utf-8") as config:
+        config.write("[forecasters]\nrefit_sessions = 1\n")
+    clean = copy_workspace(bootstrapped, tmp_path / "clean")
+    assert clean.cli("--as-of", NEXT_AS_OF, "daily").exit_code == 0
+
+    workspace = bootstrapped
+    crashed = workspace.run("--as-of", NEXT_AS_OF, "daily", kill_at="refit:after_fits")
+    assert killed(crashed), crashed.stderr
+    rerun = workspace.cli("--as-of", NEXT_AS_OF, "daily")
+    assert rerun.exit_code == 0, rerun.output
+
+    assert predictions(workspace.engine, with_version=True) == predictions(clean.engine, with_version=True)
+    # Every column but the write times.
+    columns = {
+        table.name: [
+            c.name for c in table.columns if c.name not in ("created_at", "decided_at", "updated_at")
+        ]
+        for table in Base.metadata.sorted_tables
+        if table.name in ("forecaster_fits", "serving_selection", "horizon_serving")
+    }
+    assert table_state(workspace.engine, columns) == table_state(clean.engine, columns)
+    assert table_state(workspace.engine, columns)["forecaster_fits"][0] > 0  # the day's refits, once
     assert [s for _, _, s in ledger(workspace.engine)] == ["ok", "interrupted", "ok"]
     clean.close()
 
