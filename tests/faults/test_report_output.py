@@ -24,7 +24,9 @@ def digest(path: Path) -> str:
 @pytest.fixture
 def filled(cli: Cli, make_settings: Callable[..., object], database_url: str, tmp_path: Path) -> Path:
     """A database with rows to report, the MLflow and Optuna files and the lock file of a data dir."""
-    report_data.fill(make_settings(database_url))  # type: ignore[arg-type]
+    # Disposed now: an engine left to the garbage collector closes its last SQLite connection (and
+    # checkpoints the WAL into stockcli.db) at a moment of its choosing, mid-test.
+    report_data.fill(make_settings(database_url)).engine.dispose()  # type: ignore[arg-type]
     data = tmp_path / "data"
     data.mkdir(exist_ok=True)
     for name in ("mlflow.db", "optuna.db", "stockcli.lock"):
