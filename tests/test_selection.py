@@ -213,6 +213,19 @@ def test_refits_follow_the_schedule_spread_over_tickers_and_are_recorded(refit_d
     ]
     assert recorded_fits() == len(rows) + 3  # one ticker's three candidates
     assert runs[0] == runs[1] == runs[2]
+    # The ticker refitted that session leaves the watchlist: the session's quota is still spent.
+    with engine.connect() as connection:
+        refitted = set(
+            connection.execute(select(ForecasterFit.ticker).where(ForecasterFit.fit_end == later)).scalars()
+        )
+    remaining = [t for t in ("GOOG", "MSFT", "NOBARS") if t not in refitted]
+    refit_if_due(
+        settings=settings.replace(data={"tickers": remaining}),
+        engine=engine,
+        bundle=FakeVersion(),
+        through=later,
+    )
+    assert len(refitted) == 1 and recorded_fits() == len(rows) + 3
 
 
 def _scored(

@@ -224,7 +224,7 @@ def progress_bar(
         return
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    with Progress(
+    bar = Progress(
         TextColumn(label),
         BarColumn(),
         MofNCompleteColumn(),
@@ -232,10 +232,15 @@ def progress_bar(
         TextColumn("{task.description}"),
         console=console if lasting else error_console,
         transient=not lasting,
-    ) as bar:
-        task = bar.add_task("", total=total)
+    )
+    task = bar.add_task("", total=total)
 
-        def report(stage: str, done: int, total: int) -> None:
-            bar.update(task, description=describe(stage), completed=done, total=max(total, 1))
+    def report(stage: str, done: int, total: int) -> None:
+        bar.start()  # at the first step: a command refused before it draws no empty bar
+        bar.update(task, description=describe(stage), completed=done, total=max(total, 1))
 
+    try:
         yield report
+    finally:
+        if bar.live.is_started:
+            bar.stop()

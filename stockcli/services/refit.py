@@ -50,12 +50,12 @@ def refit_if_due(
     # A session's quota, whatever how many runs it takes: a re-run refits nothing more, and decides
     # again for the tickers refitted earlier that session (the same decisions, or the ones a run
     # stopped between its fits and its decisions did not write).
-    done = [t for t in watchlist if last.get(t) == through]
+    done = sorted(t for t, end in last.items() if end == through)  # a ticker since dropped counts too
     due = due[: max(0, math.ceil(len(watchlist) / every) - len(done))]
     if due:
         refit(settings=settings, engine=engine, bundle=bundle, tickers=due, through=through)
         checkpoint(settings, "refit:after_fits")
-    if decided := [*due, *done]:
+    if decided := [*due, *(t for t in done if t in watchlist)]:
         version = str(bundle.version)
         redecide(settings=settings, engine=engine, model_version=version, tickers=decided, through=through)
         redecide_horizons(settings=settings, engine=engine, tickers=decided, through=through)

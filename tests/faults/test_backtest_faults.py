@@ -66,6 +66,7 @@ def test_a_workspace_it_did_not_create_is_refused_with_exit_2_and_left_untouched
         )
         assert result.exit_code == 2, result.output
         assert str(target) in result.stderr and "nothing was written in it" in result.stderr
+        assert result.stdout == ""  # refused before its first step: no empty progress bar
         assert (folder_state(target) if target.is_dir() else target.read_bytes()) == before
         assert not (target / WORKSPACE_MARKER).exists()
         assert table_state(engine) == tables
