@@ -28,6 +28,7 @@ from stockcli.services.predict import (
     refuse_inside_training_data,
     status_of,
 )
+from stockcli.services.refit import refit_if_due
 from stockcli.services.retrain import RetrainResult, retrain
 from stockcli.services.runtime import RunHandle, checkpoint
 from stockcli.services.train import check_registry_knows_database
@@ -115,7 +116,10 @@ def daily(
     day.say(f"predict with model version {version}")
     bundle = _load_bundle(settings, version=version, cache=bundle_cache)
     refuse_inside_training_data(bundle, as_of)  # before the refits write anything
-    _refit_due(day, bundle=bundle, now=now)
+    # The scheduled refits before the predictions (a ticker without the session's bar waits for it):
+    # a re-run of the day predicts what its first run did.
+    base = calendar_for(settings).last_closed_session(as_of, now=now)
+    refit_if_due(settings=settings, engine=engine, bundle=bundle, through=base)
     predicted, failed = _predict_watchlist(day, bundle=bundle, fetched=fetched, now=now)
     predictions = predicted.predictions
     for failure in failed:
@@ -183,19 +187,6 @@ def _load_bundle(settings: Settings, *, version: str, cache: dict[str, Any] | No
     if cache.get(version) is None:
         cache[version] = registry.load_bundle(settings, version=version)
     return cache[version]
-
-
-def _refit_due(day: _Day, *, bundle: Any, now: datetime | None) -> None:
-    """The statistical candidates' scheduled refits and re-decisions (a few tickers a session) through
-    the session the predictions start from, made before them: a re-run of the day predicts what its
-    first run did. Nothing when no ticker has a bar of that session."""
-    from stockcli.clock import calendar_for
-    from stockcli.db.bars import last_dates
-    from stockcli.services.refit import refit_if_due
-
-    base = calendar_for(day.settings).last_closed_session(day.as_of, now=now)
-    if base in last_dates(day.engine, day.settings.data.tickers, end=base).values():
-        refit_if_due(settings=day.settings, engine=day.engine, bundle=bundle, through=base)
 
 
 def _predict_watchlist(
